@@ -1,0 +1,1 @@
+"""The REST view: Falcon resources over the service, served by gunicorn."""

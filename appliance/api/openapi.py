@@ -1,0 +1,235 @@
+"""The OpenAPI 3 document of the REST view, served at /v1/openapi.json.
+
+Tests run schemathesis against the app with this document, so it has to say
+what the server really does.
+"""
+from __future__ import annotations
+
+import falcon
+
+from appliance import spec as specs
+from appliance.service import STATE_VERBS, VM_FILES
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR = _json(_ref("Error"), "error")
+ERRORS = {str(code): {**ERROR, "description": text} for code, text in (
+    (400, "malformed request"), (401, "missing or wrong token"), (404, "not found"),
+    (409, "conflicts with the current state"), (412, "If-Match names an old generation"),
+    (422, "invalid input"), (500, "the operation failed"), (504, "still running after the wait"))}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+WAIT = [
+    {"name": "wait", "in": "query", "schema": {"type": "boolean"},
+     "description": "false: answer 202 with the operation instead of waiting"},
+    {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 3600}},
+]
+IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
+            "description": "the ETag of a GET; 412 when the VM changed since"}
+SIZE = {"oneOf": [{"type": "integer", "minimum": specs.MIN_MEMORY_MIB}, {"type": "string"}],
+        "description": "MiB, or a string with a unit: 512M, 2G"}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error", "reason"],
+        "properties": {"error": {"type": "string"}, "reason": {"type": "string"}, "field": {"type": "string"},
+                       "title": {"type": "string"}, "description": {"type": "string"}},
+    },
+    "PortForward": {
+        "type": "object", "required": ["host_port", "guest_port"],
+        "properties": {"host_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                       "guest_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                       "protocol": {"type": "string", "enum": list(specs.PROTOCOLS)},
+                       "host_address": {"type": "string", "description": "a loopback address"}},
+    },
+    "Network": {
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": list(specs.NETWORK_TYPES)},
+                       "port_forwards": {"type": "array", "items": _ref("PortForward")},
+                       "name": {"type": "string", "description": "libvirt network (type network)"},
+                       "mac": {"type": "string"}, "ip": {"type": "string", "description": "fixed IPv4"}},
+    },
+    "Spec": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
+            "image": {"type": "string"},
+            "cpus": {"type": "integer", "minimum": 1, "maximum": specs.MAX_CPUS},
+            "memory": SIZE,
+            "disks": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {
+                "name": {"type": "string"}, "size": SIZE}}},
+            "network": _ref("Network"),
+            "cloud_init": {"type": "object", "nullable": True, "properties": {
+                "user_data": {"type": "string"},
+                "meta_data": {"oneOf": [{"type": "object"}, {"type": "string"}]},
+                "network_config": {"oneOf": [{"type": "object"}, {"type": "string"}]}}},
+            "run_strategy": {"type": "string", "enum": list(specs.RUN_STRATEGIES)},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "termination_grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
+        },
+    },
+    "CreateVM": {
+        "allOf": [_ref("Spec"), {"type": "object", "required": ["name"], "properties": {
+            "state": {"type": "string", "enum": ["running", "stopped"]},
+            "template": {"type": "string"}}}],
+    },
+    "VM": {
+        "type": "object",
+        "required": ["id", "name", "state", "desired_state", "generation", "spec"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "state": {"type": "string"},
+            "desired_state": {"type": "string"}, "reason": {"type": "string"},
+            "host": {"type": "string", "nullable": True}, "generation": {"type": "integer"},
+            "spec": _ref("Spec"), "restart_required": {"type": "boolean"},
+            "created": {"type": "number"}, "updated": {"type": "number"},
+            "operation": {"nullable": True, "allOf": [_ref("Operation")]},
+        },
+    },
+    "Operation": {
+        "type": "object", "required": ["id", "kind", "status"],
+        "properties": {"id": {"type": "string"}, "vm_id": {"type": "string"}, "vm_name": {"type": "string"},
+                       "kind": {"type": "string"},
+                       "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed", "cancelled"]},
+                       "progress": {"type": "integer"}, "params": {"type": "object"},
+                       "error": {"type": "string", "nullable": True}, "created": {"type": "number"},
+                       "started": {"type": "number", "nullable": True},
+                       "finished": {"type": "number", "nullable": True}},
+    },
+    "Accepted": {"type": "object", "required": ["operation"], "properties": {"operation": _ref("Operation")}},
+    "Event": {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "time": {"type": "number"},
+                       "vm_id": {"type": "string", "nullable": True}, "vm_name": {"type": "string", "nullable": True},
+                       "kind": {"type": "string"}, "message": {"type": "string"},
+                       "operation": {"type": "string", "nullable": True}},
+    },
+    "Image": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "format": {"type": "string"},
+                       "virtual_size": {"type": "integer"}, "actual_size": {"type": "integer"},
+                       "created": {"type": "number"}, "source": {"type": "string"}},
+    },
+}
+
+
+def _list_of(schema: dict) -> dict:
+    return {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema}}}
+
+
+def _write_responses(ok: dict) -> dict:
+    return {"200": ok, "202": _json(_ref("Accepted"), "accepted (wait=false)"), **ERRORS}
+
+
+PATHS = {
+    "/healthz": {"get": {"summary": "the process is up", "security": [],
+                          "responses": {"200": _json({"type": "object"})}}},
+    "/readyz": {"get": {"summary": "the store and libvirt are reachable", "security": [],
+                         "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
+    "/v1/vms": {
+        "get": {"summary": "list VMs", "parameters": [
+            {"name": "state", "in": "query", "schema": {"type": "string"}},
+            {"name": "label", "in": "query", "schema": {"type": "string"}, "description": "key or key=value"},
+            {"name": "host", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": _json(_list_of(_ref("VM"))), **ERRORS}},
+        "post": {"summary": "create a VM (and start it, unless state is stopped)", "parameters": WAIT,
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateVM")}}},
+                 "responses": {"201": _json(_ref("VM"), "created"),
+                               "202": _json(_ref("Accepted"), "accepted (wait=false)"), **ERRORS}},
+    },
+    "/v1/vms/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one VM; the ETag is its generation", "responses": {"200": _json(_ref("VM")), **ERRORS}},
+        "patch": {"summary": "change the spec; a new name renames (stopped VMs only)",
+                  "parameters": [*WAIT, IF_MATCH],
+                  "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Spec")}}},
+                  "responses": _write_responses(_json(_ref("VM")))},
+        "delete": {"summary": "delete (refused while running unless force)",
+                   "parameters": [*WAIT, IF_MATCH, {"name": "force", "in": "query", "schema": {"type": "boolean"}}],
+                   "responses": {"204": {"description": "deleted"},
+                                 "202": _json(_ref("Accepted"), "accepted (wait=false)"), **ERRORS}},
+    },
+    "/v1/vms/{name}/state": {
+        "parameters": [NAME],
+        "get": {"summary": "observed state", "responses": {"200": {"description": "the state", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"state": {"type": "string"}}}},
+            "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
+        "put": {"summary": "desired state, or a verb", "parameters": [*WAIT, IF_MATCH],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["state"], "properties": {
+                        "state": {"type": "string", "enum": list(STATE_VERBS)}}}},
+                    "text/plain": {"schema": {"type": "string"}}}},
+                "responses": _write_responses(_json(_ref("VM")))},
+    },
+    "/v1/vms/{name}/{file}": {
+        "parameters": [NAME, {"name": "file", "in": "path", "required": True,
+                              "schema": {"type": "string", "enum": [f for f in VM_FILES if f != "state"]}}],
+        "get": {"summary": "a file of the VM directory, as in the mount",
+                "responses": {"200": {"description": "the file", "content": {
+                    "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}},
+                    "application/xml": {"schema": {"type": "string"}}}}, **ERRORS}},
+        "put": {"summary": "write a writable file (spec.json, cpus, memory, host)", "parameters": [*WAIT, IF_MATCH],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}}},
+                "responses": {**_write_responses(_json(_ref("VM"))), "403": {**ERROR, "description": "read-only"}}},
+    },
+    "/v1/operations": {"get": {"summary": "recent operations", "parameters": [
+        {"name": "vm", "in": "query", "schema": {"type": "string"}},
+        {"name": "status", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+        "responses": {"200": _json(_list_of(_ref("Operation"))), **ERRORS}}},
+    "/v1/operations/{op_id}": {
+        "parameters": [{"name": "op_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {"summary": "one operation; ?wait=SECONDS long-polls until it is done", "parameters": [
+            {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 3600}}],
+            "responses": {"200": _json(_ref("Operation")), **ERRORS}},
+        "delete": {"summary": "cancel a pending operation", "responses": {"200": _json(_ref("Operation")), **ERRORS}},
+    },
+    "/v1/events": {"get": {"summary": "the appliance's event log", "parameters": [
+        {"name": "vm", "in": "query", "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "text"]}}],
+        "responses": {"200": {"description": "events", "content": {
+            "application/json": {"schema": _list_of(_ref("Event"))}, "text/plain": {"schema": {"type": "string"}}}},
+            **ERRORS}}},
+    "/v1/images": {
+        "get": {"summary": "images", "responses": {"200": _json(_list_of(_ref("Image"))), **ERRORS}},
+        "post": {"summary": "import a file from the appliance host's disk",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["name", "path"],
+                     "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}}}},
+                 "responses": {"201": _json(_ref("Image"), "imported"), **ERRORS}},
+    },
+    "/v1/images/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one image", "responses": {"200": _json(_ref("Image")), **ERRORS}},
+        "put": {"summary": "upload an image file (the body)", "requestBody": {"required": True, "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"201": _json(_ref("Image"), "uploaded"), **ERRORS}},
+        "delete": {"summary": "delete an unused image", "responses": {"204": {"description": "deleted"}, **ERRORS}},
+    },
+    "/v1/hosts": {"get": {"summary": "libvirt hosts", "responses": {"200": _json(_list_of({"type": "object"})),
+                                                                     **ERRORS}}},
+}
+
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "vm-appliance", "version": "1",
+             "description": "The resource tree of the mount, over HTTP. Writes wait for their operation unless "
+                            "wait=false."},
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+    "paths": PATHS,
+}
+
+
+class OpenAPI:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = DOCUMENT

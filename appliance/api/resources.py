@@ -1,0 +1,262 @@
+"""REST resources: each responder reads input, calls one service method, writes the answer.
+
+No rules here. Writes wait for their operation by default (bounded); with
+`?wait=false` they answer 202 and the operation's URL to poll.
+"""
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from appliance.errors import Invalid
+from appliance.service import VM_FILES, Service
+
+TEXT_FILES = {"console", "events", "addresses"}
+VALUE_FILES = {"state", "cpus", "memory", "host"}
+
+
+def _if_match(req: falcon.Request) -> int | None:
+    header = req.get_header("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        raise Invalid('must be an ETag from a GET, like "3"', "If-Match")
+    return int(value)
+
+
+def _etag(resp: falcon.Response, generation: int) -> None:
+    resp.etag = f'"{generation}"'
+
+
+def _wanted(req: falcon.Request) -> bool:
+    return req.get_param_as_bool("wait", default=True)
+
+
+def _timeout(req: falcon.Request, service: Service) -> float:
+    timeout = req.get_param_as_float("timeout", min_value=0, max_value=3600)
+    return service.config.wait_timeout if timeout is None else timeout
+
+
+def _accepted(resp: falcon.Response, op: dict) -> None:
+    resp.status = falcon.HTTP_202
+    resp.location = f"/v1/operations/{op['id']}"
+    resp.media = {"operation": op}
+
+
+def _text(resp: falcon.Response, text: str, content_type: str = falcon.MEDIA_TEXT) -> None:
+    resp.content_type = content_type
+    resp.text = text
+
+
+class Health:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+    def on_get_ready(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = self.service.readiness()
+        resp.media = report
+        if not report["ready"]:
+            resp.status = falcon.HTTP_503
+
+
+class VMs:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"items": self.service.list_vms(
+            state=req.get_param("state"), label=req.get_param("label"), host=req.get_param("host"))}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vm, op = self.service.create_vm(req.get_media())
+        resp.location = f"/v1/vms/{vm['name']}"
+        if not _wanted(req):
+            _accepted(resp, op)
+            return
+        op = self.service.finish(op, _timeout(req, self.service))
+        vm = self.service.get_vm(vm["name"])
+        resp.status = falcon.HTTP_201
+        _etag(resp, vm["generation"])
+        resp.media = {**vm, "operation": op}
+
+
+class VM:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        vm = self.service.get_vm(name)
+        _etag(resp, vm["generation"])
+        resp.media = vm
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        vm, op = self.service.update_vm(name, req.get_media(), _if_match(req))
+        self._answer(req, resp, vm, op)
+
+    def _answer(self, req: falcon.Request, resp: falcon.Response, vm: dict, op: dict | None) -> None:
+        if op is not None and not _wanted(req):
+            _accepted(resp, op)
+            return
+        op = self.service.finish(op, _timeout(req, self.service))
+        vm = self.service.get_vm(vm["name"])
+        _etag(resp, vm["generation"])
+        resp.media = {**vm, "operation": op}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        op = self.service.delete_vm(name, force=req.get_param_as_bool("force", default=False),
+                                    if_match=_if_match(req))
+        if not _wanted(req):
+            _accepted(resp, op)
+            return
+        self.service.finish(op, _timeout(req, self.service))
+        resp.status = falcon.HTTP_204
+
+
+class VMFile:
+    """The files of a VM directory, at the same paths as in the mount."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        if file == "console":
+            offset = req.get_param_as_int("offset", default=0)
+            data = self.service.read_console(name, offset)
+            resp.content_type = falcon.MEDIA_TEXT
+            resp.data = data
+            return
+        text = self.service.read_vm_file(name, file)
+        vm = self.service.get_vm(name)
+        _etag(resp, vm["generation"])
+        if file.endswith(".json"):
+            resp.content_type = falcon.MEDIA_JSON
+            resp.text = text
+        elif file == "domain.xml":
+            _text(resp, text, falcon.MEDIA_XML)
+        elif file in VALUE_FILES and not self._wants_text(req):
+            value = text.strip()
+            resp.media = {file: int(value) if file in ("cpus", "memory") else value or None}
+        elif file == "events" and not self._wants_text(req):
+            resp.media = {"items": self.service.list_events(name, since=req.get_param_as_int("since", default=0))}
+        else:
+            _text(resp, text)
+
+    @staticmethod
+    def _wants_text(req: falcon.Request) -> bool:
+        return req.get_param("format") == "text" or (
+            req.client_prefers([falcon.MEDIA_JSON, falcon.MEDIA_TEXT]) == falcon.MEDIA_TEXT
+            and "json" not in (req.accept or ""))
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        if file not in VM_FILES:
+            raise falcon.HTTPNotFound(description=f"no file {file!r} in a VM")
+        text = self._body_text(req, file)
+        op = self.service.write_vm_file(name, file, text, _if_match(req))
+        if op is not None and not _wanted(req):
+            _accepted(resp, op)
+            return
+        op = self.service.finish(op, _timeout(req, self.service))
+        vm = self.service.get_vm(name)
+        _etag(resp, vm["generation"])
+        resp.media = {**vm, "operation": op}
+
+    @staticmethod
+    def _body_text(req: falcon.Request, file: str) -> str:
+        """JSON {"state": "running"} or the raw file content, as `echo` would write it."""
+        raw = req.bounded_stream.read()
+        content_type = (req.content_type or "").split(";")[0].strip()
+        if content_type == falcon.MEDIA_JSON and file in VALUE_FILES:
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                raise falcon.HTTPBadRequest(title="Invalid JSON", description="the body is not JSON") from None
+            if not isinstance(body, dict) or file not in body:
+                raise Invalid(f'expected {{"{file}": ...}}', file)
+            return str(body[file])
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid("the body must be UTF-8 text", file) from None
+
+
+class Operations:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"items": self.service.list_operations(
+            vm=req.get_param("vm"), status=req.get_param("status"),
+            limit=req.get_param_as_int("limit", default=100, min_value=1, max_value=1000))}
+
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, op_id: str) -> None:
+        wait = req.get_param_as_float("wait", min_value=0, max_value=3600)
+        if wait:
+            resp.media = self.service.wait_operation(op_id, wait)
+        else:
+            resp.media = self.service.get_operation(op_id)
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, op_id: str) -> None:
+        resp.media = self.service.cancel_operation(op_id)
+
+
+class Events:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        events = self.service.list_events(
+            vm=req.get_param("vm"), since=req.get_param_as_int("since", default=0, min_value=0),
+            limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000))
+        if req.get_param("format") == "text":
+            _text(resp, self.service.format_events(events))
+        else:
+            resp.media = {"items": events}
+
+
+class Images:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"items": self.service.list_images()}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media()
+        if not isinstance(body, dict):
+            raise Invalid("expected {\"name\": ..., \"path\": ...}", None)
+        for field in ("name", "path"):
+            if not isinstance(body.get(field), str):
+                raise Invalid("required string", field)
+        image = self.service.import_image(body["name"], body["path"])
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/images/{image['name']}"
+        resp.media = image
+
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self.service.get_image(name)
+
+    def on_put_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        image = self.service.upload_image(name, req.bounded_stream, req.content_length)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/images/{image['name']}"
+        resp.media = image
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self.service.delete_image(name)
+        resp.status = falcon.HTTP_204
+
+
+class Hosts:
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"items": self.service.list_hosts()}

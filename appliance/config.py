@@ -1,0 +1,102 @@
+"""Where things live and how the appliance runs, in one dataclass.
+
+`vmctl serve` writes the config it runs with to HOME/config.json, so that the
+gunicorn workers, the mount and `vmctl` itself all read the same settings from
+nothing but the home directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_HOME = "./.appliance"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+@dataclasses.dataclass
+class Config:
+    home: Path
+    listen: str = DEFAULT_LISTEN
+    accel: str = "auto"  # auto | kvm | tcg
+    libvirt_uri: str = "qemu:///system"
+    # Prefixed to libvirt domain names, so that several appliances (or tests)
+    # can share one libvirtd without their names colliding.
+    domain_prefix: str = ""
+    workers: int = 2
+    threads: int = 8
+    wait_timeout: float = 120.0  # how long a write waits for its operation by default
+    metrics_public: bool = True
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).absolute()
+
+    # -- paths -----------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "appliance.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.home / "vms"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.json"
+
+    @property
+    def notify_socket(self) -> Path:
+        return self.run_dir / "controller.sock"
+
+    def vm_dir(self, vm_id: str) -> Path:
+        return self.vms_dir / vm_id
+
+    def prepare(self) -> None:
+        for path in (self.home, self.images_dir, self.vms_dir, self.run_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+
+    def token(self, create: bool = False) -> str:
+        """The API's bearer token, made at first start (mode 0600)."""
+        if create and not self.token_path.exists():
+            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+        return self.token_path.read_text().strip()
+
+    # -- persistence --------------------------------------------------------------
+    def save(self) -> None:
+        data = dataclasses.asdict(self)
+        data["home"] = str(self.home)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.config_path)
+
+    @classmethod
+    def load(cls, home: str | Path) -> "Config":
+        path = Path(home).absolute() / "config.json"
+        if not path.exists():
+            return cls(home=Path(home))
+        data = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["home"] = Path(home)
+        return cls(**data)

@@ -1,0 +1,82 @@
+"""`vmctl doctor`: what is wrong with this host, and what to do about it.
+
+Works without a running appliance: it checks libvirt, KVM, FUSE and disk
+space directly, and the API only if one is configured in the home.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from appliance.config import Config
+
+
+def _check(name: str, status: str, detail: str, fix: str = "") -> dict:
+    return {"name": name, "status": status, "detail": detail, **({"fix": fix} if fix else {})}
+
+
+def run_checks(home: str) -> list[dict]:
+    config = Config.load(home)
+    results = []
+
+    try:
+        import libvirt
+
+        conn = libvirt.open(config.libvirt_uri)
+        version = conn.getLibVersion()
+        results.append(_check("libvirt", "ok", f"{config.libvirt_uri} answers (libvirt "
+                              f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000})"))
+        conn.close()
+    except Exception as err:  # noqa: BLE001 - any failure is the finding
+        results.append(_check("libvirt", "fail", f"{config.libvirt_uri}: {err}",
+                              "run packaging/setup-host.sh (starts virtlogd and libvirtd)"))
+
+    verdict = None
+    if config.db_path.exists():
+        from appliance.store import Store
+
+        raw = Store(config.db_path).get_meta("accel_verdict")
+        verdict = json.loads(raw) if raw else None
+    if not os.path.exists("/dev/kvm"):
+        results.append(_check("kvm", "warn", "/dev/kvm is missing: guests run under TCG (slow)",
+                              "enable virtualisation in the firmware or load kvm_intel/kvm_amd"))
+    elif verdict is None:
+        results.append(_check("kvm", "warn", "/dev/kvm exists; not probed yet (vmctl serve --accel auto probes once)"))
+    elif verdict["accel"] == "kvm":
+        results.append(_check("kvm", "ok", f"usable: {verdict['reason']}"))
+    else:
+        results.append(_check("kvm", "warn", f"not used: {verdict['reason']}; guests run under TCG",
+                              "on nested virtualisation, enable nested KVM on the outer host"))
+
+    if os.path.exists("/dev/fuse") and shutil.which("fusermount3"):
+        results.append(_check("fuse", "ok", "/dev/fuse and fusermount3 present"))
+    else:
+        results.append(_check("fuse", "fail", "FUSE unavailable: the file tree cannot be mounted",
+                              "apt-get install fuse3; modprobe fuse"))
+
+    target = config.home if config.home.exists() else Path.cwd()
+    usage = shutil.disk_usage(target)
+    free_gib = usage.free / (1 << 30)
+    if free_gib < 1:
+        results.append(_check("disk", "fail", f"{free_gib:.1f} GiB free under {target}", "free some space"))
+    elif free_gib < 5:
+        results.append(_check("disk", "warn", f"{free_gib:.1f} GiB free under {target}"))
+    else:
+        results.append(_check("disk", "ok", f"{free_gib:.0f} GiB free under {target}"))
+
+    if config.config_path.exists():
+        from appliance.client import APIError, Client
+
+        client = Client.from_home(home)
+        client.timeout = 5
+        try:
+            client.get("/readyz")
+            results.append(_check("api", "ok", f"{client.base_url} ready"))
+        except APIError as err:
+            status = "warn" if err.status == 0 else "fail"
+            detail = err.body if isinstance(err.body, dict) else str(err)
+            results.append(_check("api", status, f"{client.base_url}: {detail}",
+                                  "start it with `make run` or `vmctl serve`" if err.status == 0 else ""))
+    return results

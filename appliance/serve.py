@@ -1,0 +1,152 @@
+"""`vmctl serve`: the controller and the gunicorn-served API as one supervised unit.
+
+The controller runs in this process (it owns the libvirt connection); the API
+runs in a gunicorn child that dies with us (PR_SET_PDEATHSIG), so even a
+SIGKILL leaves no orphan. Running VMs belong to libvirt and keep running; the
+next start adopts them.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+
+from appliance import accel
+from appliance.config import Config
+from appliance.controller import Controller
+from appliance.errors import ApplianceError, NotFound
+from appliance.service import Service
+from appliance.store import Store
+
+log = logging.getLogger("vmctl.serve")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn_child(args: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    out = open(log_path, "ab") if log_path else None
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                            preexec_fn=_die_with_parent, start_new_session=False)
+
+
+def instance_id(store: Store) -> str:
+    value = store.get_meta("instance_id")
+    if value is None:
+        value = str(uuid.uuid4())
+        store.set_meta("instance_id", value)
+    return value
+
+
+def register_demo_image(service: Service, path: str | None) -> None:
+    if not path:
+        return
+    try:
+        service.get_image("demo")
+    except NotFound:
+        service.import_image("demo", path)
+        log.info("registered image demo from %s", path)
+
+
+def gunicorn_args(config: Config) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", config.listen,
+        "--workers", str(config.workers),
+        "--worker-class", "gthread", "--threads", str(config.threads),
+        # Writes wait for their operation and uploads stream whole images.
+        "--timeout", "600", "--graceful-timeout", "10",
+        "--access-logfile", str(config.logs_dir / "access.log"),
+        "appliance.api.app:get_app()",
+    ]
+
+
+def wait_for_libvirt(uri: str, seconds: float) -> libvirt.virConnect:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"vmctl serve: libvirt at {uri} is unreachable: {err.get_error_message()}\n"
+                                 "start it (packaging/setup-host.sh does) and try again") from None
+            time.sleep(0.5)
+
+
+def serve(config: Config, demo_image: str | None = None) -> int:
+    config.prepare()
+    config.save()
+    config.token(create=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store = Store(config.db_path)
+    service = Service(store, config)
+    try:
+        register_demo_image(service, demo_image)
+    except ApplianceError as err:
+        log.error("could not register the demo image: %s", err.reason)
+
+    conn = wait_for_libvirt(config.libvirt_uri, 30)
+    try:
+        image = store.get_image("demo")
+    except NotFound:
+        image = None
+    verdict = accel.resolve(store, conn, config.accel, image)
+    conn.close()
+    log.info("accelerator: %s (%s)", verdict["accel"], verdict["reason"])
+
+    controller = Controller(store, config, instance_id(store), "kvm" if verdict["accel"] == "kvm" else "qemu")
+    controller.adopt_on_start()
+    controller.start()
+
+    env = {**os.environ, "VMAPP_HOME": str(config.home)}
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
+    children.update(extra_children(config, env))
+    running = {name: start() for name, start in children.items()}
+    log.info("serving on http://%s (home %s)", config.listen, config.home)
+    restarts: dict[str, float] = {}
+    while not stopping.wait(0.5):
+        for name, proc in list(running.items()):
+            if proc.poll() is not None and not stopping.is_set():
+                log.warning("%s exited with %s; restarting", name, proc.returncode)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - restarts.get(name, 0.0))))
+                restarts[name] = time.monotonic()
+                running[name] = children[name]()
+
+    log.info("stopping")
+    for proc in running.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in running.values():
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    controller.stop()
+    log.info("stopped")
+    return 0
+
+
+def extra_children(config: Config, env: dict) -> dict:
+    """Further supervised processes (the mount, when the FS view is present)."""
+    return {}

@@ -1,0 +1,1 @@
+"""Everything that touches libvirt, QEMU images and guest configuration."""

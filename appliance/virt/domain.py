@@ -1,0 +1,133 @@
+"""libvirt domain XML, built from a spec with ElementTree (never by formatting strings).
+
+The domain carries the appliance's identity in <metadata>, so that a restarted
+controller can tell its own domains from strangers and match them to VMs even
+after a rename.
+"""
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+METADATA_NS = "urn:vm-appliance:domain:1"
+ET.register_namespace("vma", METADATA_NS)
+
+
+@dataclasses.dataclass
+class DomainPlan:
+    vm_id: str
+    domain_name: str
+    vm_name: str
+    instance_id: str  # which appliance owns the domain
+    spec: dict
+    domain_type: str  # "kvm" or "qemu" (TCG)
+    vm_dir: Path
+    mac: str
+    seed_iso: Path | None
+    direct_io: bool
+
+    @property
+    def root_disk(self) -> Path:
+        return self.vm_dir / "root.qcow2"
+
+    def disk_path(self, name: str) -> Path:
+        return self.vm_dir / f"disk-{name}.qcow2"
+
+    @property
+    def console_log(self) -> Path:
+        return self.vm_dir / "console.log"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _disk(devices: ET.Element, path: Path, fmt: str, target: str, cache: str, readonly: bool = False) -> None:
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=fmt, cache=cache, discard="unmap" if fmt == "qcow2" else "ignore")
+    _sub(disk, "source", file=str(path))
+    _sub(disk, "target", dev=target, bus="virtio")
+    if readonly:
+        _sub(disk, "readonly")
+
+
+def build(plan: DomainPlan) -> str:
+    spec = plan.spec
+    domain = ET.Element("domain", {"type": plan.domain_type})
+    _sub(domain, "name", plan.domain_name)
+    _sub(domain, "uuid", plan.vm_id)
+    metadata = _sub(domain, "metadata")
+    ET.SubElement(
+        metadata,
+        f"{{{METADATA_NS}}}vm",
+        {"appliance": plan.instance_id, "id": plan.vm_id, "name": plan.vm_name},
+    )
+    _sub(domain, "memory", str(spec["memory"]), unit="MiB")
+    _sub(domain, "currentMemory", str(spec["memory"]), unit="MiB")
+    _sub(domain, "vcpu", str(spec["cpus"]), placement="static")
+    os_el = _sub(domain, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(domain, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if plan.domain_type == "kvm":
+        # host-model: the guest sees most of the host's features yet can still
+        # migrate to a host with the same or a newer CPU.
+        _sub(domain, "cpu", mode="host-model")
+    _sub(domain, "clock", offset="utc")
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
+
+    devices = _sub(domain, "devices")
+    cache = "none" if plan.direct_io else "writeback"
+    targets = iter(f"vd{chr(ord('a') + i)}" for i in range(26))
+    _disk(devices, plan.root_disk, "qcow2", next(targets), cache)
+    for disk in spec.get("disks", []):
+        _disk(devices, plan.disk_path(disk["name"]), "qcow2", next(targets), cache)
+    if plan.seed_iso is not None:
+        # As KubeVirt attaches its NoCloud seed: a read-only raw virtio disk.
+        _disk(devices, plan.seed_iso, "raw", next(targets), cache, readonly=True)
+
+    network = spec.get("network", {"type": "none"})
+    if network["type"] != "none":
+        if network["type"] == "user":
+            iface = _sub(devices, "interface", type="user")
+        else:
+            iface = _sub(devices, "interface", type="network")
+            _sub(iface, "source", network=network["name"])
+        _sub(iface, "mac", address=plan.mac)
+        _sub(iface, "model", type="virtio")
+        _sub(iface, "alias", name="ua-net0")
+
+    # A pty serial port whose output libvirt (virtlogd) also appends to a file:
+    # `virsh console` stays interactive and `console` in the tree can be tailed.
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=str(plan.console_log), append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+
+    agent = _sub(devices, "channel", type="unix")
+    _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
+    balloon = _sub(devices, "memballoon", model="virtio")
+    _sub(balloon, "stats", period="5")
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
+    ET.indent(domain)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def read_identity(xml: str) -> dict | None:
+    """The appliance's <metadata> entry of a domain, or None for a stranger."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    element = root.find(f"metadata/{{{METADATA_NS}}}vm")
+    return dict(element.attrib) if element is not None else None

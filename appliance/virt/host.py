@@ -1,0 +1,159 @@
+"""One libvirt host: its connection, lifecycle events, and the state vocabulary.
+
+libvirt pushes lifecycle events through its own event loop, which must be
+registered before the first connection opens and then run in a thread. A
+connection that closes (libvirtd restarted, host gone) is noticed through the
+close callback and keepalives; the controller reconnects and resynchronises.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+_event_loop_started = False
+_event_loop_lock = threading.Lock()
+
+
+def start_event_loop() -> None:
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        # libvirt prints every error to stderr by default; ours are handled.
+        libvirt.registerErrorHandler(lambda *_: None, None)
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+# libvirt's domain states as the appliance names them.
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+}
+PAUSED_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_USER: "user",
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error",
+    libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
+}
+
+
+def describe_state(state: int, reason: int) -> tuple[str, str]:
+    name = STATES.get(state, "unknown")
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return name, SHUTOFF_REASONS.get(reason, "")
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        return name, PAUSED_REASONS.get(reason, "")
+    return name, ""
+
+
+class LibvirtHost:
+    """A connection that knows when it died. `on_event(uuid, event, detail)` runs
+    in libvirt's event thread: keep it short (the controller only queues)."""
+
+    def __init__(self, name: str, uri: str, on_event: Callable[[str, int, int], None],
+                 open_connection: Callable[[str], libvirt.virConnect] = libvirt.open):
+        self.name = name
+        self.uri = uri
+        self.on_event = on_event
+        self.open_connection = open_connection
+        self.conn: libvirt.virConnect | None = None
+        self._callbacks: list[int] = []
+        self._closed = threading.Event()
+
+    @property
+    def connected(self) -> bool:
+        if self.conn is None or self._closed.is_set():
+            return False
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def connect(self) -> None:
+        self.disconnect()
+        self._closed.clear()
+        conn = self.open_connection(self.uri)
+        if self.uri.startswith("test:"):
+            self.conn = conn
+        else:
+            try:
+                conn.setKeepAlive(2, 3)
+            except libvirt.libvirtError:
+                pass  # local drivers without keepalive support
+            conn.registerCloseCallback(lambda *_: self._closed.set(), None)
+            self.conn = conn
+        self._callbacks = [
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None),
+        ]
+
+    def _lifecycle(self, _conn, dom, event, detail, _opaque) -> None:
+        try:
+            self.on_event(dom.UUIDString(), event, detail)
+        except Exception:  # noqa: BLE001 - never let an exception into libvirt's loop
+            log.exception("lifecycle callback failed")
+
+    def disconnect(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        for callback in self._callbacks:
+            try:
+                conn.domainEventDeregisterAny(callback)
+            except libvirt.libvirtError:
+                pass
+        self._callbacks = []
+        try:
+            conn.unregisterCloseCallback()
+        except (libvirt.libvirtError, AttributeError):
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def lookup(self, vm_id: str) -> libvirt.virDomain | None:
+        assert self.conn is not None
+        try:
+            return self.conn.lookupByUUIDString(vm_id)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def inventory(self) -> dict:
+        assert self.conn is not None
+        model, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
+        return {"arch": model, "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
+                "free_memory_bytes": self.conn.getFreeMemory(), "hostname": self.conn.getHostname(),
+                "libvirt_version": self.conn.getLibVersion()}
