@@ -1,0 +1,146 @@
+"""Run a real `vmctl serve` for tests and benchmarks, and clean up after it.
+
+Each instance gets its own home, port and libvirt domain-name prefix, so that
+it can share the machine's libvirtd with others; cleanup destroys and
+undefines exactly the domains carrying that prefix, and stops only the process
+it started, by pid.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_IMAGE = Path(os.environ.get("VMAPP_DEMO_IMAGE", ROOT / ".cache" / "images" / "demo.qcow2"))
+LIBVIRT_URI = os.environ.get("VMAPP_LIBVIRT_URI", "qemu:///system")
+BOOT_LINE = "vm-appliance demo guest: booted"
+READY_LINE = "vm-appliance demo guest: ready"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Appliance:
+    def __init__(self, home: Path, accel: str = "tcg", port: int | None = None, prefix: str | None = None,
+                 libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None):
+        self.home = Path(home)
+        self.accel = accel
+        self.port = port or free_port()
+        self.prefix = prefix or f"t{uuid.uuid4().hex[:6]}-"
+        self.libvirt_uri = libvirt_uri
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+
+    # -- process ------------------------------------------------------------
+    def start(self, timeout: float = 60) -> "Appliance":
+        args = [sys.executable, "-m", "appliance.cli", "--home", str(self.home), "serve",
+                "--listen", f"127.0.0.1:{self.port}", "--accel", self.accel,
+                "--libvirt-uri", self.libvirt_uri, "--domain-prefix", self.prefix,
+                "--demo-image", str(DEMO_IMAGE), *self.extra_args]
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.home / "serve.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vmctl serve exited {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"vmctl serve not ready in {timeout} s:\n{self.log_text()}")
+        self.token = (self.home / "token").read_text().strip()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return (self.home / "serve.log").read_text()[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        """Stop the appliance, then remove every domain with our prefix."""
+        self.stop()
+        try:
+            conn = libvirt.open(self.libvirt_uri)
+        except libvirt.libvirtError:
+            return
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(self.prefix):
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+                except libvirt.libvirtError:
+                    pass
+        conn.close()
+
+    # -- REST helpers -------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 180)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def create_vm(self, name: str, **spec) -> dict:
+        resp = self.api("POST", "/v1/vms", json={"name": name, **spec})
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def console(self, name: str) -> str:
+        return self.api("GET", f"/v1/vms/{name}/console").text
+
+    def wait_console(self, name: str, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.console(name)
+            if text in out:
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not on {name}'s console within {timeout} s:\n{self.console(name)[-3000:]}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            vm = self.api("GET", f"/v1/vms/{name}").json()
+            if vm.get("state") == state:
+                return vm
+            time.sleep(0.2)
+        raise AssertionError(f"{name} not {state} within {timeout} s: {vm}")
+
+    def domain_names(self) -> list[str]:
+        conn = libvirt.open(self.libvirt_uri)
+        try:
+            return sorted(d.name() for d in conn.listAllDomains() if d.name().startswith(self.prefix))
+        finally:
+            conn.close()

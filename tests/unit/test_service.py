@@ -1,0 +1,152 @@
+"""Service rules, with the controller converging libvirt's test driver."""
+import pytest
+
+from appliance.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
+
+
+def test_create_starts_and_records_events(service, controller):
+    vm, op = service.create_vm({"name": "web1"})
+    assert vm["desired_state"] == "running"
+    service.finish(op)
+    assert service.get_vm("web1")["state"] == "running"
+    kinds = [e["kind"] for e in service.list_events("web1")]
+    assert kinds[0] == "created" and "state-changed" in kinds
+
+
+def test_bad_input_stores_nothing(service):
+    with pytest.raises(Invalid) as err:
+        service.create_vm({"name": "web1", "memory": "lots"})
+    assert err.value.field == "memory"
+    with pytest.raises(NotFound) as err:
+        service.create_vm({"name": "web1", "image": "nope"})
+    assert err.value.field == "image"
+    assert service.list_vms() == [] and service.list_operations() == []
+
+
+def test_duplicate_name_conflicts(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    with pytest.raises(Conflict):
+        service.create_vm({"name": "web1"})
+
+
+def test_state_cycle(service, controller):
+    service.finish(service.create_vm({"name": "web1"})[1])
+    for verb, expected in [("paused", "paused"), ("running", "running"), ("reboot", "running"),
+                           ("stopped", "stopped"), ("running", "running"), ("force-stop", "stopped")]:
+        service.finish(service.set_state("web1", verb))
+        assert service.get_vm("web1")["state"] == expected, verb
+    assert service.set_state("web1", "stopped") is None  # already there: nothing to do
+
+
+def test_state_rules(service, controller):
+    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
+    assert service.get_vm("web1")["spec"]["run_strategy"] == "Halted"
+    with pytest.raises(Conflict):
+        service.set_state("web1", "paused")
+    with pytest.raises(Conflict):
+        service.set_state("web1", "reboot")
+    with pytest.raises(Invalid) as err:
+        service.set_state("web1", "flying")
+    assert err.value.field == "state"
+    service.finish(service.set_state("web1", "running\n"))
+    assert service.get_vm("web1")["spec"]["run_strategy"] == "Always"
+
+
+def test_if_match_protects_against_lost_updates(service):
+    vm, _ = service.create_vm({"name": "web1", "state": "stopped"})
+    service.update_vm("web1", {"cpus": 2}, if_match=vm["generation"])
+    with pytest.raises(PreconditionFailed):
+        service.update_vm("web1", {"cpus": 3}, if_match=vm["generation"])
+    assert service.get_vm("web1")["spec"]["cpus"] == 2
+
+
+def test_rename_and_delete_rules(service, controller):
+    service.finish(service.create_vm({"name": "web1"})[1])
+    with pytest.raises(Conflict):
+        service.rename_vm("web1", "api")
+    with pytest.raises(Conflict):
+        service.delete_vm("web1")
+    service.finish(service.set_state("web1", "stopped"))
+    service.finish(service.rename_vm("web1", "api")[1])
+    assert [vm["name"] for vm in service.list_vms()] == ["api"]
+    service.finish(service.delete_vm("api"))
+    assert service.list_vms() == []
+    assert list(controller.config.vms_dir.iterdir()) == []
+
+
+def test_running_vm_spec_change_waits_for_restart(service, controller):
+    service.finish(service.create_vm({"name": "web1"})[1])
+    vm, op = service.update_vm("web1", {"memory": "256M"})
+    service.finish(op)
+    assert service.get_vm("web1")["restart_required"] is True
+    service.finish(service.set_state("web1", "reboot"))
+    vm = service.get_vm("web1")
+    assert vm["restart_required"] is False
+    assert "<memory unit='KiB'>262144</memory>" in service.read_vm_file("web1", "domain.xml")
+
+
+def test_image_cannot_change(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    with pytest.raises(Invalid) as err:
+        service.update_vm("web1", {"image": "other"})
+    assert err.value.field == "image"
+
+
+def test_files_table(service, controller):
+    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
+    assert service.read_vm_file("web1", "state") == "stopped\n"
+    service.finish(service.write_vm_file("web1", "cpus", "2\n"))
+    service.finish(service.write_vm_file("web1", "memory", "1G\n"))
+    assert service.read_vm_file("web1", "cpus") == "2\n"
+    assert service.read_vm_file("web1", "memory") == "1024\n"
+    with pytest.raises(Forbidden):
+        service.write_vm_file("web1", "status.json", "{}")
+    with pytest.raises(Invalid):
+        service.write_vm_file("web1", "spec.json", "{not json")
+    with pytest.raises(Conflict):
+        service.write_vm_file("web1", "host", "elsewhere")
+
+
+def test_cancel_pending_operation(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    op = service.set_state("web1", "running")  # no controller: stays pending
+    assert service.cancel_operation(op["id"])["status"] == "cancelled"
+    with pytest.raises(Conflict):
+        service.cancel_operation(op["id"])
+
+
+def test_images_refuse_non_disks_and_images_in_use(service, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n" * 100)
+    with pytest.raises(Invalid):
+        service.import_image("notes", str(text))
+    assert [i["name"] for i in service.list_images()] == ["demo"]
+    service.create_vm({"name": "web1", "state": "stopped"})
+    with pytest.raises(Conflict):
+        service.delete_image("demo")
+
+
+def test_run_strategy_always_restarts_a_crashed_guest(service, controller):
+    service.finish(service.create_vm({"name": "web1"})[1])
+    dom = controller.host.lookup(service.get_vm("web1")["id"])
+    dom.destroy()  # behind the appliance's back, as a crash would
+    import time
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if dom.isActive():
+            break
+        time.sleep(0.1)
+    assert dom.isActive()
+    assert any("restarting" in e["message"] for e in service.list_events("web1"))
+
+
+def test_run_strategy_manual_leaves_it_stopped(service, controller):
+    service.finish(service.create_vm({"name": "web1", "run_strategy": "Manual", "state": "running"})[1])
+    dom = controller.host.lookup(service.get_vm("web1")["id"])
+    dom.destroy()
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and service.get_vm("web1")["desired_state"] != "stopped":
+        time.sleep(0.1)
+    assert service.get_vm("web1")["desired_state"] == "stopped"
+    assert not dom.isActive()
