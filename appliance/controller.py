@@ -334,27 +334,33 @@ class Controller:
                 raise Failed("the VM no longer exists")
             handler = getattr(self, "_op_" + op["kind"].replace("-", "_"))
             handler(op, row)
+            # Observed state first: whoever waits on the operation reads the VM next.
+            self._observe_after(vm_id)
             self.store.update_operation(op["id"], status="succeeded", progress=100, finished=self.clock())
             if self.store.get_vm_by_id(vm_id) is not None:
                 self.store.update_vm(vm_id, bump=False, last_error=None)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
             reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else str(err)
             log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], reason)
+            self._observe_after(vm_id)
             self.store.update_operation(op["id"], status="failed", error=reason, finished=self.clock())
             row = self.store.get_vm_by_id(vm_id)
             if row is not None:
                 self.store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
                 self.store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
         finally:
-            row = self.store.get_vm_by_id(vm_id)
-            if row is not None and self.host.connected:
-                try:
-                    self._observe(row, self.host.lookup(vm_id), record_xml=True)
-                except libvirt.libvirtError:
-                    pass
             with self._busy_lock:
                 self._busy.discard(vm_id)
             self._nudge()
+
+    def _observe_after(self, vm_id: str) -> None:
+        row = self.store.get_vm_by_id(vm_id)
+        if row is None or not self.host.connected:
+            return
+        try:
+            self._observe(row, self.host.lookup(vm_id), record_xml=True)
+        except libvirt.libvirtError:
+            pass
 
     def _op_cancelled(self, op: dict) -> bool:
         return self.store.get_operation(op["id"])["status"] == "cancelled"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pycdlib
@@ -25,7 +26,7 @@ def seed_files(vm_id: str, name: str, cloud_init: dict | None) -> dict[str, byte
         meta_text = meta.rstrip("\n") + "\n" + extra
     else:
         merged = {"instance-id": vm_id, "local-hostname": name, **(meta or {})}
-        meta_text = json.dumps(merged, indent=2) + "\n"
+        meta_text = _yaml_mapping(merged)
     files = {"meta-data": meta_text.encode()}
     files["user-data"] = (cloud_init.get("user_data") or "#cloud-config\n{}\n").encode()
     network = cloud_init.get("network_config")
@@ -33,6 +34,21 @@ def seed_files(vm_id: str, name: str, cloud_init: dict | None) -> dict[str, byte
         text = network if isinstance(network, str) else json.dumps(network, indent=2) + "\n"
         files["network-config"] = text.encode()
     return files
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+def _yaml_mapping(data: dict) -> str:
+    """Flat mappings as plain `key: value` lines (what minimal guests grep for);
+    anything nested or unusual as JSON, which is YAML too."""
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, (dict, list)) or not _PLAIN.match(str(key)):
+            return json.dumps(data, indent=2) + "\n"
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"{key}: {text if _PLAIN.match(text) else json.dumps(text)}")
+    return "\n".join(lines) + "\n"
 
 
 def write_seed_iso(path: str | Path, files: dict[str, bytes]) -> None:

@@ -54,6 +54,6 @@ def test_seed_iso_is_cidata_with_files(tmp_path):
         iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
         names[name] = out.getvalue().decode()
     iso.close()
-    assert '"local-hostname": "web1"' in names["meta-data"] and '"region": "home"' in names["meta-data"]
+    assert "local-hostname: web1\n" in names["meta-data"] and "region: home\n" in names["meta-data"]
     assert names["user-data"].startswith("#!/bin/sh")
     assert '"version": 2' in names["network-config"]
