@@ -1,0 +1,241 @@
+#!/bin/bash
+# Build the vm-appliance demo/test guest: Debian's cloud kernel plus a busybox
+# initramfs on a small FAT disk booted by syslinux, as a qcow2 base image.
+#
+# Usage: packaging/build-demo-image.sh [--force] OUT.qcow2
+#
+#   Does nothing when OUT.qcow2 exists, unless --force.
+#   Downloaded .debs are cached in $VM_APPLIANCE_CACHE, else
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/vm-appliance, so a rebuild needs no network.
+#
+# Only Debian packages and ordinary tools are used, and nothing is mounted (no
+# loop devices, works in containers and as non-root once the cache is filled):
+#   apt-get download + dpkg -x   kernel and busybox-static
+#   busybox depmod               modules.dep (kmod may not be installed)
+#   cpio + gzip                  initramfs with packaging/demo-guest/init
+#   mkfs.fat + syslinux + mcopy  the bootable FAT disk image
+#   qemu-img convert             to qcow2
+# Host packages: setup-host.sh installs syslinux syslinux-common mtools
+# dosfstools cpio qemu-utils.
+#
+# The guest's console contract (the lines the appliance waits for) is
+# documented at the top of packaging/demo-guest/init.
+set -euo pipefail
+
+log() { printf 'build-demo-image: %s\n' "$*"; }
+die() { printf 'build-demo-image: error: %s\n' "$*" >&2; exit 1; }
+
+usage() { echo "usage: $0 [--force] OUT.qcow2" >&2; exit 2; }
+force=0
+out=
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        -h | --help) usage ;;
+        -*) usage ;;
+        *) [[ -z $out ]] || usage; out=$arg ;;
+    esac
+done
+[[ -n $out ]] || usage
+
+if [[ -e $out && $force -eq 0 ]]; then
+    log "$out exists, nothing to do (--force rebuilds)"
+    exit 0
+fi
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+guest_dir=$here/demo-guest
+for tool in apt-get apt-cache dpkg cpio gzip mkfs.fat syslinux mcopy qemu-img flock sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool not found (run packaging/setup-host.sh)"
+done
+
+mkdir -p "$(dirname "$out")"
+out_dir=$(cd "$(dirname "$out")" && pwd)
+out=$out_dir/$(basename "$out")
+
+if [[ -n ${VM_APPLIANCE_CACHE:-} ]]; then
+    cache=$VM_APPLIANCE_CACHE
+elif [[ -n ${XDG_CACHE_HOME:-} || -n ${HOME:-} ]]; then
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/vm-appliance
+else
+    cache=$out_dir/.vm-appliance-cache
+fi
+cache=$cache/debs
+mkdir -p "$cache"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vm-appliance-demo.XXXXXX")
+tmp_out=
+trap 'rm -rf "$work"; [[ -z $tmp_out ]] || rm -f "$tmp_out"' EXIT
+# Turn signals into a normal exit so the EXIT trap above still cleans up.
+trap 'exit 1' HUP INT TERM PIPE
+
+# As root, apt-get download would try to fetch as the _apt user, warn that it
+# cannot write to our folder and fall back to root: ask for root directly.
+apt_opts=()
+((EUID != 0)) || apt_opts=(-o APT::Sandbox::User=root)
+
+# --- 1. which kernel --------------------------------------------------------
+# linux-image-cloud-amd64 is a metapackage; it depends on the current
+# linux-image-<ver>-cloud-amd64, the package with the files.
+kernel_pkg() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[^ ]*-cloud-amd64\)$/\1/p' | head -n 1
+}
+kpkg=$(kernel_pkg)
+if [[ -z $kpkg && $EUID -eq 0 ]]; then
+    # A fresh machine may have no package lists yet.
+    log "no package lists, running apt-get update"
+    apt-get update -qq
+    kpkg=$(kernel_pkg)
+fi
+[[ -n $kpkg ]] || die "apt-cache knows no linux-image-cloud-amd64 (run apt-get update as root)"
+kver=${kpkg#linux-image-}
+
+# --- 2. download (cached) ---------------------------------------------------
+# `apt-get download --print-uris` names each file and its SHA256 without
+# downloading, so a cached file is reused only if it is exactly that package.
+# (One apt-get call for both packages: loading apt's cache takes ~1 s.)
+packages=("$kpkg" busybox-static)
+print_uris() { apt-get "${apt_opts[@]}" download --print-uris "${packages[@]}" 2>/dev/null; }
+uris=$(print_uris) || true # a missing package is reported by fetch_deb
+fetch_deb() { # PKG [RETRY] -> prints the path of the verified .deb in the cache
+    local pkg=$1 retry=${2:-} line file hash
+    line=$(grep -F " ${pkg}_" <<<"$uris" | head -n 1) || true
+    [[ -n $line ]] || die "apt-get cannot find package $pkg"
+    read -r _ file _ hash <<<"$line"
+    hash=${hash#SHA256:}
+    if ! [[ -f $cache/$file ]] || ! sha256sum --status -c <<<"$hash  $cache/$file"; then
+        log "downloading $pkg" >&2
+        rm -f "${cache:?}/$file"
+        if ! (cd "$cache" && apt-get "${apt_opts[@]}" -q download "$pkg" >&2); then
+            # Stale package lists can name a file the mirror has replaced.
+            [[ -z $retry && $EUID -eq 0 ]] || die "download of $pkg failed"
+            apt-get update -qq >&2
+            uris=$(print_uris) || true
+            fetch_deb "$pkg" retry
+            return
+        fi
+        sha256sum --status -c <<<"$hash  $cache/$file" || die "$file: checksum mismatch"
+    fi
+    # Drop other versions of the same package so the cache does not grow.
+    find "$cache" -maxdepth 1 -name "${pkg}_*.deb" ! -name "$file" -delete
+    echo "$cache/$file"
+}
+# Concurrent builds share the cache: one downloads, the others wait.
+exec 9>"$cache/.lock"
+flock 9
+kdeb=$(fetch_deb "$kpkg")
+bbdeb=$(fetch_deb busybox-static)
+flock -u 9
+log "kernel $kver, $(basename "$bbdeb")"
+
+dpkg -x "$kdeb" "$work/kernel"
+dpkg -x "$bbdeb" "$work/busybox"
+busybox=$work/busybox/bin/busybox
+vmlinuz=$work/kernel/boot/vmlinuz-$kver
+moddir=$work/kernel/lib/modules/$kver
+[[ -x $busybox ]] || die "busybox-static has no bin/busybox"
+[[ -f $vmlinuz && -d $moddir ]] || die "$kpkg has no vmlinuz or modules"
+
+# --- 3. kernel modules in dependency order ----------------------------------
+# The .deb ships no modules.dep (its postinst runs depmod); make one.
+"$busybox" depmod -b "$work/kernel" "$kver"
+
+# Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid.
+# Optional: CD-ROM / SCSI for a seed attached that way, memory balloon.
+required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev)
+optional_modules=(virtio_scsi sd_mod sr_mod virtio_balloon)
+
+declare -A mod_deps=() mod_path=() builtin=() seen=()
+while IFS= read -r line; do
+    path=${line%%:*}
+    mod_deps[$path]=${line#*:}
+    name=${path##*/}; name=${name%%.ko*}
+    mod_path[${name//-/_}]=$path
+done <"$moddir/modules.dep"
+while IFS= read -r path; do
+    name=${path##*/}; name=${name%%.ko*}
+    builtin[${name//-/_}]=1
+done <"$moddir/modules.builtin"
+
+load_order=()
+add_module() { # PATH: its dependencies first, each module once
+    local path=$1 dep
+    [[ -z ${seen[$path]:-} ]] || return 0
+    seen[$path]=1
+    for dep in ${mod_deps[$path]}; do add_module "$dep"; done
+    load_order+=("$path")
+}
+for name in "${required_modules[@]}" "${optional_modules[@]}"; do
+    if [[ -n ${mod_path[$name]:-} ]]; then
+        add_module "${mod_path[$name]}"
+    elif [[ -n ${builtin[$name]:-} ]]; then
+        : # built into this kernel, nothing to load
+    elif [[ " ${required_modules[*]} " == *" $name "* ]]; then
+        die "kernel $kver has no module $name"
+    else
+        log "note: kernel $kver has no module $name (optional, skipped)"
+    fi
+done
+
+# --- 4. initramfs -----------------------------------------------------------
+root=$work/initramfs
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/acpi/PWRF,etc/vm-appliance,proc,sys,dev,tmp,run,mnt,root,var/log}
+cp "$busybox" "$root/bin/busybox"
+# Applet links made now, not by `busybox --install` at boot: saves boot time.
+# (Running the static amd64 busybox here is fine: the image is amd64 too.)
+while IFS= read -r applet; do
+    [[ $applet == bin/busybox ]] && continue
+    [[ -e $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
+done < <("$busybox" --list-full)
+
+for path in "${load_order[@]}"; do
+    mkdir -p "$root/lib/modules/$kver/${path%/*}"
+    cp "$moddir/$path" "$root/lib/modules/$kver/$path"
+done
+printf '%s\n' "${load_order[@]}" >"$root/etc/vm-appliance/modules"
+
+install -m 0755 "$guest_dir/init" "$root/init"
+install -m 0755 "$guest_dir/udhcpc.script" "$root/etc/udhcpc.script"
+# busybox acpid runs <confdir>/PWRF/00000080 for the power button.
+install -m 0755 "$guest_dir/acpi-power-button" "$root/etc/acpi/PWRF/00000080"
+install -m 0644 "$guest_dir/profile" "$root/etc/profile"
+echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+echo 'root:x:0:' >"$root/etc/group"
+printf '127.0.0.1\tlocalhost\n' >"$root/etc/hosts"
+echo demo >"$root/etc/hostname"
+
+# --owner=0:0: files belong to root in the guest even when built by another user.
+(cd "$root" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --owner=0:0 --quiet) |
+    gzip -9 >"$work/initrd.gz"
+
+# --- 5. bootable FAT disk ---------------------------------------------------
+# A "superfloppy" (no partition table): SeaBIOS runs the FAT boot sector that
+# `syslinux --install` writes, which loads the kernel and initrd from the FAT.
+# PROMPT 0 + TIMEOUT 1: no boot menu wait. quiet: kernel messages slow the
+# TCG boot (~0.6 s) and could interleave with the guest's console lines.
+# cryptomgr.notests: skips the kernel's crypto self-tests (~0.3 s under TCG).
+cat >"$work/syslinux.cfg" <<'EOF'
+DEFAULT linux
+PROMPT 0
+TIMEOUT 1
+LABEL linux
+  KERNEL vmlinuz
+  APPEND initrd=initrd.gz console=ttyS0 quiet cryptomgr.notests
+EOF
+disk=$work/disk.img
+truncate -s 64M "$disk"
+mkfs.fat -n VMAPPDEMO "$disk" >/dev/null
+syslinux --install "$disk"
+mcopy -i "$disk" "$vmlinuz" ::vmlinuz
+mcopy -i "$disk" "$work/initrd.gz" ::initrd.gz
+mcopy -i "$disk" "$work/syslinux.cfg" ::syslinux.cfg
+
+# --- 6. qcow2 ---------------------------------------------------------------
+# Written next to OUT and renamed, so OUT is never seen half-written.
+tmp_out=$(mktemp "$out.XXXXXX")
+qemu-img convert -f raw -O qcow2 "$disk" "$tmp_out"
+chmod 0644 "$tmp_out"
+mv -f "$tmp_out" "$out"
+log "built $out ($(du -h "$out" | cut -f1), kernel $kver, initrd $(du -h "$work/initrd.gz" | cut -f1))"
