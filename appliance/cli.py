@@ -50,7 +50,21 @@ def cmd_serve(args) -> int:
         value = getattr(args, field)
         if value is not None:
             setattr(config, field, value)
+    if args.no_mount:
+        config.mount = None
+    elif args.mount is not None:
+        config.mount = str(Path(args.mount).absolute())
     return serve(config, demo_image=args.demo_image)
+
+
+def cmd_mount(args) -> int:
+    """The file system view alone, in the foreground, against the home's store."""
+    import logging
+
+    from fs.mount import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run(Config.load(args.home), args.path)
 
 
 def cmd_list(client: Client, args) -> int:
@@ -227,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None)
     serve.add_argument("--demo-image", dest="demo_image", default=None,
                        help="register this file as image 'demo' if there is none")
+    mount = serve.add_mutually_exclusive_group()
+    mount.add_argument("--mount", default=None, metavar="PATH",
+                       help="mount the file system view here (default HOME/mnt)")
+    mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
+
+    p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
+    p.add_argument("path")
 
     p = sub.add_parser("list", help="list VMs")
     p.add_argument("--state")
@@ -290,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "doctor":
         return cmd_doctor(args)
+    if args.command == "mount":
+        return cmd_mount(args)
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2

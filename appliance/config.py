@@ -29,6 +29,9 @@ class Config:
     threads: int = 8
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
     metrics_public: bool = True
+    # Where `vmctl serve` mounts the file system view: relative to home, or
+    # absolute; None for no mount (--no-mount).
+    mount: str | None = "mnt"
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
@@ -65,6 +68,10 @@ class Config:
     @property
     def notify_socket(self) -> Path:
         return self.run_dir / "controller.sock"
+
+    @property
+    def mount_point(self) -> Path | None:
+        return None if self.mount is None else self.home / self.mount
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.vms_dir / vm_id

@@ -148,5 +148,19 @@ def serve(config: Config, demo_image: str | None = None) -> int:
 
 
 def extra_children(config: Config, env: dict) -> dict:
-    """Further supervised processes (the mount, when the FS view is present)."""
-    return {}
+    """Further supervised processes: the mount, unless --no-mount.
+
+    The mount child unmounts on SIGTERM (and dies with us, PDEATHSIG); a mount
+    left by a crash is cleared here before each (re)start of the child."""
+    point = config.mount_point
+    if point is None:
+        return {}
+    from fs.mount import clear_stale
+
+    args = [sys.executable, "-m", "appliance.cli", "--home", str(config.home), "mount", str(point)]
+
+    def start_mount() -> subprocess.Popen:
+        clear_stale(point)
+        return spawn_child(args, env, config.logs_dir / "mount.log")
+
+    return {"mount": start_mount}

@@ -431,6 +431,11 @@ class Service:
         except FileNotFoundError:
             return b""
 
+    # -- templates (added for the FS view, templates/NAME.json) -----------------------------
+    def list_templates(self) -> dict[str, dict]:
+        """Named VM shapes by name; a create names one with "template" (default if none)."""
+        return {"default": dict(DEFAULT_TEMPLATE)}
+
     # -- images ---------------------------------------------------------------------------
     def list_images(self) -> list[dict]:
         return self.store.list_images()

@@ -1,0 +1,89 @@
+"""Mount the file system, serve it until a signal, unmount it.
+
+Run by `vmctl mount PATH` (standalone, foreground) and, as a supervised child,
+by `vmctl serve`. A mount left behind by a crash ("Transport endpoint is not
+connected") is cleared before mounting again.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from appliance.config import Config
+from appliance.notify import Notifier
+from appliance.service import Service
+from appliance.store import Store
+from fs.operations import ApplianceFS
+
+log = logging.getLogger("vmctl.fs")
+FSNAME = "vm-appliance"
+
+
+def _unescape(field: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
+    return field.encode().decode("unicode_escape")
+
+
+def is_mounted(mountpoint: str | Path) -> bool:
+    target = str(Path(mountpoint).absolute())
+    with open("/proc/self/mountinfo") as f:
+        return any(_unescape(line.split()[4]) == target for line in f)
+
+
+def clear_stale(mountpoint: str | Path) -> bool:
+    """Lazily unmount whatever is mounted at mountpoint (our own dead mount); True if there was one."""
+    if not is_mounted(mountpoint):
+        return False
+    log.warning("clearing a stale mount at %s", mountpoint)
+    result = subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        log.error("fusermount3 -u -z %s: %s", mountpoint, result.stderr.strip())
+    return True
+
+
+def mount_options(allow_other: bool = False) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions
+    options.add(f"fsname={FSNAME}")
+    options.add(f"subtype={FSNAME}")
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+async def _serve_until_signal() -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def fuse_main() -> None:
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()  # unmounted from outside
+
+        nursery.start_soon(fuse_main)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal %s: unmounting", signum)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run(config: Config, mountpoint: str | Path, service: Service | None = None) -> int:
+    mountpoint = Path(mountpoint).absolute()
+    clear_stale(mountpoint)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if service is None:
+        service = Service(Store(config.db_path), config, notify=Notifier(config.notify_socket))
+    pyfuse3.init(ApplianceFS(service), str(mountpoint), mount_options())
+    log.info("mounted at %s (home %s)", mountpoint, config.home)
+    try:
+        trio.run(_serve_until_signal)
+    finally:
+        pyfuse3.close(unmount=True)
+        if is_mounted(mountpoint):  # still there: a stuck user keeps it busy
+            clear_stale(mountpoint)
+        log.info("unmounted %s", mountpoint)
+    return 0

@@ -1,0 +1,552 @@
+"""The FUSE operations: a path and a verb in, one service call out.
+
+The tree is DESIGN.md's resource tree, at the same names as the REST paths:
+
+    vms/NAME/{state,spec.json,cpus,memory,host,addresses,console,events,status.json,domain.xml}
+    images/NAME.json   templates/NAME.json   hosts/NAME/{state,uri,status.json}   events
+
+No rules live here. Which VM files are writable is the service's VM_FILES
+table; values are checked by the service; every refusal is one of the
+service's exceptions, turned into an errno by ERRNO below, in `boundary`, the
+one place where exceptions leave this module.
+
+Service calls block (SQLite, and writes wait for their operation), so each
+runs in a worker thread; the trio loop keeps serving other requests meanwhile.
+
+Writes: a shell writes a whole value in one write(), and reports errors from
+write() but not from close(). So a write applies the value as soon as the
+buffer holds a complete one (a newline-terminated value, a complete JSON
+document for spec.json, or a value the service accepts as it is) and fails
+right there with the service's errno. Anything short of that is kept per open
+file and applied at flush (close), where only careful writers (cp, tee,
+Python) see the error.
+
+Reads: every file is opened with direct_io, so `cat` sees the current value
+whatever size the kernel remembered. The content is fetched when a read starts
+at offset 0 or reaches the end of what was fetched, so `tail -f events` and
+`tail -f console` (read from the serial log at the asked offset) follow growth.
+
+Times: FUSE has no birth time; st_atime shows when the thing was created,
+st_mtime and st_ctime its last change.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+import trio
+
+from appliance import errors
+from appliance.service import VM_FILES, Service
+
+log = logging.getLogger("vmctl.fs")
+
+# The one table from the service's errors to errnos (DESIGN.md); the most
+# specific class in an exception's MRO wins, anything else is EIO.
+ERRNO: dict[type, int] = {
+    errors.Invalid: errno.EINVAL,
+    errors.NotFound: errno.ENOENT,
+    errors.PreconditionFailed: errno.EBUSY,
+    errors.Conflict: errno.EBUSY,
+    errors.Forbidden: errno.EACCES,
+    errors.Timeout: errno.EIO,
+    errors.Failed: errno.EIO,
+}
+
+# Attribute and entry caches: the mount agrees with REST within this.
+CACHE_SECONDS = 1.0
+TOP_DIRS = ("vms", "images", "templates", "hosts")
+HOST_FILES = ("state", "uri", "status.json")
+RENAME_EXCHANGE = 2
+
+Path = tuple[str, ...]
+
+
+def errno_of(err: BaseException) -> int:
+    for cls in type(err).__mro__:
+        if cls in ERRNO:
+            return ERRNO[cls]
+    return errno.EIO
+
+
+def boundary(method: Callable) -> Callable:
+    """Where exceptions leave the file system: as an errno, never as a crash of pyfuse3.main."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ApplianceFS, *args: Any) -> Any:
+        try:
+            return await method(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except errors.ApplianceError as err:
+            code = errno_of(err)
+            log.info("%s: %s: %s", method.__name__, errno.errorcode[code], err.reason)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s%r failed", method.__name__, args)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass
+class Node:
+    """What getattr reports about one path."""
+
+    is_dir: bool
+    writable: bool = False
+    size: int = 0
+    created: float = 0.0
+    changed: float = 0.0
+
+
+@dataclass
+class Handle:
+    """An open file: what was last read, and written bytes not yet applied."""
+
+    path: Path
+    writable: bool
+    content: bytes | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    base: int = 0  # the file offset of buffer[0]
+
+
+class Inodes:
+    """Stable inode numbers: path -> inode while the kernel remembers it (lookup counts)."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[Path, int] = {(): pyfuse3.ROOT_INODE}
+        self.paths: dict[int, Path] = {pyfuse3.ROOT_INODE: ()}
+        self.lookups: dict[int, int] = {}
+        self._next = itertools.count(pyfuse3.ROOT_INODE + 1)
+
+    def path(self, inode: int) -> Path:
+        try:
+            return self.paths[inode]
+        except KeyError:
+            raise errors.NotFound(f"inode {inode} is gone") from None
+
+    def inode(self, path: Path) -> int:
+        inode = self.by_path.get(path)
+        if inode is None:
+            inode = next(self._next)
+            self.by_path[path] = inode
+            self.paths[inode] = path
+        return inode
+
+    def remember(self, path: Path) -> int:
+        """The inode for path, counting one more kernel reference to it."""
+        inode = self.inode(path)
+        self.lookups[inode] = self.lookups.get(inode, 0) + 1
+        return inode
+
+    def forget(self, inode: int, count: int) -> None:
+        left = self.lookups.get(inode, 0) - count
+        if left > 0:
+            self.lookups[inode] = left
+            return
+        self.lookups.pop(inode, None)
+        if inode == pyfuse3.ROOT_INODE:
+            return
+        path = self.paths.pop(inode, None)
+        if path is not None and self.by_path.get(path) == inode:
+            del self.by_path[path]
+
+    def _under(self, prefix: Path) -> list[Path]:
+        return [p for p in self.by_path if p[: len(prefix)] == prefix]
+
+    def move(self, old: Path, new: Path) -> None:
+        """A renamed directory keeps its inodes, and so do its files."""
+        self.drop(new)
+        for path in self._under(old):
+            inode = self.by_path.pop(path)
+            moved = new + path[len(old):]
+            self.by_path[moved] = inode
+            self.paths[inode] = moved
+
+    def drop(self, prefix: Path) -> None:
+        """A deleted directory: its names are free; the kernel forgets the inodes later."""
+        for path in self._under(prefix):
+            del self.by_path[path]
+
+
+class ApplianceFS(pyfuse3.Operations):
+    def __init__(self, service: Service, clock: Callable[[], float] = time.time):
+        super().__init__()
+        self.service = service
+        self.clock = clock
+        self.started = clock()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.inodes = Inodes()
+        self.files: dict[int, Handle] = {}
+        self.dirs: dict[int, tuple[Path, list[tuple[str, Node]]]] = {}
+        self._handles = itertools.count(1)
+
+    # -- calling the service ----------------------------------------------------------
+    @staticmethod
+    async def _run(fn: Callable, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+
+    # -- the tree (these run in worker threads) -------------------------------------------
+    def _stat(self, path: Path) -> Node:
+        if not path:
+            return self._static_dir()
+        top, depth = path[0], len(path)
+        if top == "events" and depth == 1:
+            return self._file(self._content(path), self.started, self.clock())
+        if top not in TOP_DIRS:
+            raise errors.NotFound(f"no {top!r} here")
+        if depth == 1:
+            return self._static_dir()
+        if top == "vms":
+            vm = self.service.get_vm(path[1])
+            if depth == 2:
+                return Node(True, created=vm["created"], changed=vm["updated"])
+            if depth == 3 and path[2] in VM_FILES:
+                return self._vm_file(vm, path[2])
+        elif top == "hosts":
+            host = self._host(path[1])
+            if depth == 2:
+                return Node(True, created=self.started, changed=host["last_seen"] or self.started)
+            if depth == 3 and path[2] in HOST_FILES:
+                return self._file(self._content(path), self.started, host["last_seen"] or self.started)
+        elif depth == 2:
+            return self._file(self._content(path), self.started, self.started)
+        raise errors.NotFound(f"no {'/'.join(path)!r} here")
+
+    def _static_dir(self) -> Node:
+        return Node(True, created=self.started, changed=self.started)
+
+    @staticmethod
+    def _file(content: bytes, created: float, changed: float, writable: bool = False) -> Node:
+        return Node(False, writable=writable, size=len(content), created=created, changed=changed)
+
+    def _vm_file(self, vm: dict, file: str) -> Node:
+        if file == "console":
+            try:
+                info = os.stat(self.service.console_path(vm["name"]))
+            except FileNotFoundError:
+                return Node(False, created=vm["created"], changed=vm["created"])
+            return Node(False, size=info.st_size, created=vm["created"], changed=info.st_mtime)
+        content = self.service.read_vm_file(vm["name"], file).encode()
+        return self._file(content, vm["created"], vm["updated"], writable=VM_FILES[file])
+
+    def _host(self, name: str) -> dict:
+        for host in self.service.list_hosts():
+            if host["name"] == name:
+                return host
+        raise errors.NotFound(f"no host named {name!r}", "name")
+
+    def _content(self, path: Path) -> bytes:
+        top, name = path[0], path[1] if len(path) > 1 else ""
+        if top == "events":
+            text = self.service.format_events(self.service.list_events())
+        elif top == "vms":
+            text = self.service.read_vm_file(name, path[2])
+        elif top == "images":
+            if not name.endswith(".json"):
+                raise errors.NotFound(f"no image file {name!r}; images show as NAME.json")
+            text = _json(self.service.get_image(name[: -len(".json")]))
+        elif top == "templates":
+            templates = self.service.list_templates()
+            if not name.endswith(".json") or name[: -len(".json")] not in templates:
+                raise errors.NotFound(f"no template file {name!r}")
+            text = _json(templates[name[: -len(".json")]])
+        elif top == "hosts":
+            host = self._host(name)
+            text = {"state": f"{host['state']}\n", "uri": f"{host['uri']}\n", "status.json": _json(host)}[path[2]]
+        else:
+            raise errors.NotFound(f"no {'/'.join(path)!r} here")
+        return text.encode()
+
+    def _list(self, path: Path) -> list[tuple[str, Node]]:
+        if not path:
+            return [(name, self._static_dir()) for name in TOP_DIRS] + [("events", self._stat(("events",)))]
+        node = self._stat(path)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        top = path[0]
+        if top == "vms" and len(path) == 1:
+            return [(vm["name"], Node(True, created=vm["created"], changed=vm["updated"]))
+                    for vm in self.service.list_vms()]
+        if top == "vms":
+            vm = self.service.get_vm(path[1])
+            return [(file, self._vm_file(vm, file)) for file in VM_FILES]
+        if top == "images":
+            return [(f"{image['name']}.json", self._file(_json(image).encode(), image["created"], image["created"]))
+                    for image in self.service.list_images()]
+        if top == "templates":
+            return [(f"{name}.json", self._file(_json(t).encode(), self.started, self.started))
+                    for name, t in self.service.list_templates().items()]
+        if top == "hosts" and len(path) == 1:
+            return [(host["name"], self._static_dir()) for host in self.service.list_hosts()]
+        return [(file, self._stat(path + (file,))) for file in HOST_FILES]
+
+    # -- the writes (worker threads; each waits for its operation) -------------------------
+    def _write_vm_file(self, name: str, file: str, text: str) -> None:
+        self.service.finish(self.service.write_vm_file(name, file, text))
+
+    def _create_vm(self, name: str) -> None:
+        self.service.finish(self.service.create_vm({"name": name, "state": "stopped"})[1])
+
+    def _delete_vm(self, name: str) -> None:
+        self.service.finish(self.service.delete_vm(name))
+
+    def _rename_vm(self, name: str, new_name: str) -> None:
+        self.service.finish(self.service.rename_vm(name, new_name)[1])
+
+    # -- attributes ---------------------------------------------------------------------
+    def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = inode
+        attrs.generation = 0
+        attrs.entry_timeout = CACHE_SECONDS
+        attrs.attr_timeout = CACHE_SECONDS
+        if node.is_dir:
+            attrs.st_mode = stat.S_IFDIR | 0o755
+            attrs.st_nlink = 2
+        else:
+            attrs.st_mode = stat.S_IFREG | (0o644 if node.writable else 0o444)
+            attrs.st_nlink = 1
+        attrs.st_uid = self.uid
+        attrs.st_gid = self.gid
+        attrs.st_size = node.size
+        attrs.st_blksize = 4096
+        attrs.st_blocks = (node.size + 511) // 512
+        attrs.st_atime_ns = int(node.created * 1e9)
+        attrs.st_mtime_ns = int(node.changed * 1e9)
+        attrs.st_ctime_ns = int(node.changed * 1e9)
+        return attrs
+
+    # -- pyfuse3 operations ----------------------------------------------------------------
+    @boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
+        node = await self._run(self._stat, path)
+        return self._attrs(self.inodes.remember(path), node)
+
+    @boundary
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.inodes.forget(inode, count)
+
+    @boundary
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = await self._run(self._stat, self.inodes.path(inode))
+        return self._attrs(inode, node)
+
+    @boundary
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        path = self.inodes.path(inode)
+        node = await self._run(self._stat, path)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_size:
+            # O_TRUNC and `truncate -s 0`: nothing to do, a write brings the whole value.
+            if node.is_dir:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            if not node.writable:
+                raise pyfuse3.FUSEError(errno.EACCES)
+            if attr.st_size != 0:
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            handle = self.files.get(fh) if fh is not None else None
+            if handle is not None:
+                handle.buffer.clear()
+                handle.base = 0
+        # Times (touch) are accepted and ignored: they come from the appliance.
+        return self._attrs(inode, node)
+
+    @boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_namemax = 255
+        return data
+
+    # -- directories
+    @boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        path = self.inodes.path(inode)
+        entries = await self._run(self._list, path)
+        fh = next(self._handles)
+        self.dirs[fh] = (path, entries)
+        return fh
+
+    @boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        path, entries = self.dirs[fh]
+        for index in range(start_id, len(entries)):
+            name, node = entries[index]
+            inode = self.inodes.inode(path + (name,))
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attrs(inode, node), index + 1):
+                break
+            self.inodes.remember(path + (name,))
+
+    @boundary
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    @boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if self.inodes.path(parent_inode) != ("vms",):
+            raise pyfuse3.FUSEError(errno.EACCES)
+        path = ("vms", os.fsdecode(name))
+        await self._run(self._create_vm, path[1])
+        node = await self._run(self._stat, path)
+        return self._attrs(self.inodes.remember(path), node)
+
+    @boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if self.inodes.path(parent_inode) != ("vms",):
+            raise pyfuse3.FUSEError(errno.EACCES)
+        path = ("vms", os.fsdecode(name))
+        await self._run(self._delete_vm, path[1])
+        self.inodes.drop(path)
+
+    @boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        if not self.inodes.path(parent_inode_old) == self.inodes.path(parent_inode_new) == ("vms",):
+            raise pyfuse3.FUSEError(errno.EACCES)
+        old, new = os.fsdecode(name_old), os.fsdecode(name_new)
+        await self._run(self._rename_vm, old, new)
+        self.inodes.move(("vms", old), ("vms", new))
+
+    # -- what cannot be done here
+    @boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    # -- files
+    @boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        path = self.inodes.path(inode)
+        node = await self._run(self._stat, path)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        writes = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writes and not node.writable:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        fh = next(self._handles)
+        self.files[fh] = Handle(path, writes)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    @boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.files[fh]
+        path = handle.path
+        if path[0] == "vms" and path[2] == "console":
+            return await self._run(self.service.read_console, path[1], off, size)
+        if handle.content is None or off == 0 or off >= len(handle.content):
+            handle.content = await self._run(self._content, path)
+        return handle.content[off: off + size]
+
+    @boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.files[fh]
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        pos = off - handle.base
+        if pos < 0:  # rewriting from before what was applied: a new value
+            handle.buffer.clear()
+            handle.base, pos = off, 0
+        if pos > len(handle.buffer):
+            handle.buffer.extend(b"\0" * (pos - len(handle.buffer)))
+        handle.buffer[pos: pos + len(buf)] = buf
+        await self._apply(handle, final=False)
+        return len(buf)
+
+    @boundary
+    async def flush(self, fh: int) -> None:
+        handle = self.files.get(fh)
+        if handle is not None and handle.buffer:
+            await self._apply(handle, final=True)
+
+    @boundary
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh, None)
+        if handle is not None and handle.buffer:
+            try:
+                await self._apply(handle, final=True)
+            except errors.ApplianceError as err:
+                log.info("release: %s left unapplied: %s", "/".join(handle.path), err.reason)
+
+    async def _apply(self, handle: Handle, final: bool) -> None:
+        """Apply the buffered value when it is complete; a refused value is dropped, not retried."""
+        name, file = handle.path[1], handle.path[2]
+        try:
+            text = bytes(handle.buffer).decode("utf-8")
+        except UnicodeDecodeError:
+            if not final:
+                return  # perhaps a character split across writes
+            self._consumed(handle)
+            raise errors.Invalid("the value must be UTF-8 text", file) from None
+        complete = self._complete(file, text)
+        if file == "spec.json" and not complete and not final:
+            return
+        try:
+            await self._run(self._write_vm_file, name, file, text)
+        except errors.Invalid:
+            if not complete and not final:
+                return  # perhaps the first part of a value split over several writes
+            self._consumed(handle)
+            raise
+        except BaseException:
+            self._consumed(handle)
+            raise
+        self._consumed(handle)
+
+    @staticmethod
+    def _complete(file: str, text: str) -> bool:
+        """Framing only, no validation: is this the whole value the writer meant?"""
+        if file == "spec.json":
+            try:
+                json.loads(text)
+            except ValueError:
+                return False
+            return True
+        return text.endswith("\n")
+
+    @staticmethod
+    def _consumed(handle: Handle) -> None:
+        handle.base += len(handle.buffer)
+        handle.buffer.clear()
