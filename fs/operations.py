@@ -520,6 +520,9 @@ class ApplianceFS(pyfuse3.Operations):
                 return  # perhaps a character split across writes
             self._consumed(handle)
             raise errors.Invalid("the value must be UTF-8 text", file) from None
+        if handle.base and not text.strip():
+            self._consumed(handle)  # the newline (or spaces) after a value already applied
+            return
         complete = self._complete(file, text)
         if file == "spec.json" and not complete and not final:
             return
