@@ -1,0 +1,192 @@
+"""The mount of a real `vmctl serve` (real libvirtd, TCG guests), driven by shell commands."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from fs.mount import is_mounted
+from tests.appliance_process import BOOT_LINE, DEMO_IMAGE, Appliance
+from tests.fs.conftest import sh, unmount, wait_mounted
+
+pytestmark = pytest.mark.integration
+EBUSY = os.strerror(errno.EBUSY)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _demo_image():
+    if not DEMO_IMAGE.exists():
+        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image` (packaging/build-demo-image.sh)")
+
+
+class Mounted:
+    def __init__(self, app: Appliance):
+        self.app = app
+        self.mnt = app.home / "mnt"
+
+    def wait(self, timeout: float = 20) -> Mounted:
+        wait_mounted(self.mnt, None, self.app.home / "logs" / "mount.log", timeout)
+        return self
+
+    def sh(self, command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return sh(command, cwd=self.mnt, timeout=timeout)
+
+    def ok(self, command: str, timeout: float = 180) -> str:
+        result = self.sh(command, timeout)
+        assert result.returncode == 0, f"{command}: {result.stderr}\n{self.app.log_text()[-2000:]}"
+        return result.stdout
+
+    def domain_active(self, name: str) -> bool:
+        conn = libvirt.open(self.app.libvirt_uri)
+        try:
+            return conn.lookupByName(self.app.prefix + name).isActive() == 1
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    app = Appliance(tmp_path / "home")
+    try:
+        app.start()
+        yield Mounted(app).wait()
+    finally:
+        app.cleanup()
+        unmount(tmp_path / "home" / "mnt")
+    assert not is_mounted(tmp_path / "home" / "mnt")  # serve unmounted it on stop
+
+
+@pytest.fixture
+def background():
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_shell_user_drives_a_real_vm(mounted, background):
+    m = mounted
+    m.ok("mkdir vms/m1")
+    assert m.ok("cat vms/m1/state") == "stopped\n"
+    tail = subprocess.Popen(["tail", "-f", str(m.mnt / "vms/m1/console")], stdout=subprocess.PIPE, text=True)
+    background.append(tail)
+
+    m.ok("echo running > vms/m1/state")  # returns when the VM runs
+    assert m.ok("cat vms/m1/state") == "running\n"
+    assert m.app.api("GET", "/v1/vms/m1").json()["state"] == "running"
+    assert m.domain_active("m1")
+    deadline = time.monotonic() + 60
+    seen = ""
+    while BOOT_LINE not in seen and time.monotonic() < deadline:  # tail -f follows the serial console
+        seen += tail.stdout.readline()
+    assert BOOT_LINE in seen
+
+    for verb in ("paused", "running"):
+        m.ok(f"echo {verb} > vms/m1/state")
+        assert m.ok("cat vms/m1/state") == f"{verb}\n"
+        assert m.app.api("GET", "/v1/vms/m1/state", params={"format": "text"}).text == f"{verb}\n"
+
+    result = m.sh("rmdir vms/m1")
+    assert result.returncode == 1 and EBUSY in result.stderr, result.stderr
+    result = m.sh("mv vms/m1 vms/m2")
+    assert result.returncode == 1 and EBUSY in result.stderr, result.stderr
+    m.ok("echo 2 > vms/m1/cpus")
+    assert '"restart_required": true' in m.ok("cat vms/m1/status.json")
+
+    m.ok("echo force-stop > vms/m1/state")
+    assert m.ok("cat vms/m1/state") == "stopped\n"
+    assert not m.domain_active("m1")
+    m.ok("mv vms/m1 vms/m2")
+    assert "<vcpu" in m.ok("cat vms/m2/domain.xml")
+    m.ok("rmdir vms/m2")
+    assert os.listdir(m.mnt / "vms") == []
+    assert m.app.domain_names() == []
+
+
+def test_concurrent_writers_on_a_real_vm(mounted):
+    m = mounted
+    m.ok("mkdir vms/c1")
+    writers = [subprocess.Popen(["bash", "-c", f"echo {state} > vms/c1/state"], cwd=m.mnt,
+                                stderr=subprocess.PIPE, text=True)
+               for state in ("running", "paused", "running", "force-stop")]
+    outcomes = [(w.wait(180), w.stderr.read()) for w in writers]
+    for code, err in outcomes:
+        assert code == 0 or (code == 1 and EBUSY in err), err
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        vm = m.app.api("GET", "/v1/vms/c1").json()
+        if vm["state"] == vm["desired_state"]:
+            break
+        time.sleep(0.2)
+    assert vm["state"] == vm["desired_state"]
+    assert m.ok("cat vms/c1/state") == vm["state"] + "\n"
+    assert m.domain_active("c1") == (vm["state"] in ("running", "paused"))
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _mount_child(app: Appliance) -> int:
+    for pid in _children(app.proc.pid):
+        if b"\0mount\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no mount child under vmctl serve")
+
+
+def test_restart_with_the_mount_in_use(mounted, background):
+    m = mounted
+    m.ok("mkdir vms/r1 && echo running > vms/r1/state")
+    holder = subprocess.Popen(["sleep", "600"], cwd=m.mnt / "vms" / "r1")  # a shell sitting in the VM's folder
+    tail = subprocess.Popen(["tail", "-f", str(m.mnt / "vms/r1/console")], stdout=subprocess.DEVNULL)
+    background.extend([holder, tail])
+
+    assert m.app.stop() == 0
+    assert not is_mounted(m.mnt)  # unmounted although in use (lazily: the users keep a dead folder)
+    assert m.domain_active("r1")  # the VM keeps running without the appliance
+
+    m.app.start()
+    m.wait()
+    assert m.ok("cat vms/r1/state") == "running\n"
+    m.ok("echo stopped > vms/r1/state")
+    assert not m.domain_active("r1")
+
+
+def test_a_killed_mount_child_is_cleared_and_replaced(mounted):
+    m = mounted
+    m.ok("mkdir vms/k1")
+    os.kill(_mount_child(m.app), signal.SIGKILL)
+    time.sleep(0.2)
+    m.wait(timeout=20)  # serve restarts it; the stale mount is cleared first
+    assert m.ok("cat vms/k1/state") == "stopped\n"
+    with open("/proc/self/mountinfo") as f:
+        assert sum(f" {m.mnt} " in line for line in f) == 1
+
+
+def test_serve_no_mount(tmp_path):
+    app = Appliance(tmp_path / "home", extra_args=["--no-mount"])
+    try:
+        app.start()
+        time.sleep(1)
+        assert not is_mounted(tmp_path / "home" / "mnt")
+        assert app.api("GET", "/v1/vms").status_code == 200
+    finally:
+        app.cleanup()
+        unmount(tmp_path / "home" / "mnt")
