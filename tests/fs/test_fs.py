@@ -196,6 +196,27 @@ def test_bad_state_is_einval_at_write_and_changes_nothing(mount):
     assert events_of(mount, "web1") == kinds
 
 
+def test_a_failed_operation_is_eio_with_the_reason_in_events(mount, tmp_path):
+    vm = mount.mkvm("web1")
+    spec = json.loads((vm / "spec.json").read_text())
+    # The test driver cannot run QEMU monitor commands, so this start fails after the domain starts.
+    spec["network"]["port_forwards"] = [{"host_port": 18022, "guest_port": 22}]
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert mount.sh(f"cp {tmp_path / 'spec.json'} vms/web1/spec.json").returncode == 0
+    result = mount.sh("echo running > vms/web1/state")
+    assert result.returncode == 1 and f"write error: {os.strerror(errno.EIO)}" in result.stderr, result.stderr
+    assert "operation-failed: start failed" in (vm / "events").read_text()
+
+
+def test_an_unterminated_bad_value_is_refused_at_close(mount):
+    """No newline and refused: perhaps the first part of a split value, so the refusal comes at close."""
+    vm = mount.mkvm("web1")
+    with pytest.raises(OSError) as caught, open(vm / "state", "w") as f:
+        f.write("flying")
+    assert caught.value.errno == errno.EINVAL
+    assert mount.service.get_vm("web1")["desired_state"] == "stopped"
+
+
 def test_pausing_a_stopped_vm_is_ebusy(mount):
     mount.mkvm("web1")
     result = mount.sh("echo paused > vms/web1/state")
