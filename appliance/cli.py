@@ -64,7 +64,7 @@ def cmd_mount(args) -> int:
     from fs.mount import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run(Config.load(args.home), args.path)
+    return run(Config.load(args.home), args.path, group=args.allow_group)
 
 
 def cmd_list(client: Client, args) -> int:
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
     p.add_argument("path")
+    p.add_argument("--allow-group", dest="allow_group", default=None, metavar="GROUP",
+                   help="let members of GROUP use the mount too (allow_other); default: only its owner")
 
     p = sub.add_parser("list", help="list VMs")
     p.add_argument("--state")

@@ -6,6 +6,7 @@ connected") is cleared before mounting again.
 """
 from __future__ import annotations
 
+import grp
 import logging
 import signal
 import subprocess
@@ -71,13 +72,16 @@ async def _serve_until_signal() -> None:
                 break
 
 
-def run(config: Config, mountpoint: str | Path, service: Service | None = None) -> int:
+def run(config: Config, mountpoint: str | Path, service: Service | None = None, group: str | None = None) -> int:
+    """Mount and serve until SIGTERM/SIGINT. With group, members of that group may use
+    the mount too (allow_other; the kernel checks modes, default_permissions)."""
     mountpoint = Path(mountpoint).absolute()
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
     if service is None:
         service = Service(Store(config.db_path), config, notify=Notifier(config.notify_socket))
-    pyfuse3.init(ApplianceFS(service), str(mountpoint), mount_options())
+    gid = None if group is None else (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
+    pyfuse3.init(ApplianceFS(service, group=gid), str(mountpoint), mount_options(allow_other=gid is not None))
     log.info("mounted at %s (home %s)", mountpoint, config.home)
     try:
         trio.run(_serve_until_signal)

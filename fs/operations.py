@@ -194,13 +194,17 @@ class Inodes:
 
 
 class ApplianceFS(pyfuse3.Operations):
-    def __init__(self, service: Service, clock: Callable[[], float] = time.time):
+    def __init__(self, service: Service, clock: Callable[[], float] = time.time, group: int | None = None):
+        """group: the gid that may use the mount besides its owner (with allow_other);
+        None: the owner alone, as FUSE has it by default."""
         super().__init__()
         self.service = service
         self.clock = clock
         self.started = clock()
         self.uid = os.getuid()
-        self.gid = os.getgid()
+        self.gid = os.getgid() if group is None else group
+        # Without a group, modes as a local file system's; with one, nothing for others.
+        self.modes = (0o755, 0o644, 0o444) if group is None else (0o770, 0o660, 0o440)
         self.inodes = Inodes()
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, tuple[Path, list[tuple[str, Node]]]] = {}
@@ -352,10 +356,10 @@ class ApplianceFS(pyfuse3.Operations):
         attrs.entry_timeout = CACHE_SECONDS
         attrs.attr_timeout = CACHE_SECONDS
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | 0o755
+            attrs.st_mode = stat.S_IFDIR | self.modes[0]
             attrs.st_nlink = 2
         else:
-            attrs.st_mode = stat.S_IFREG | (0o644 if node.writable else 0o444)
+            attrs.st_mode = stat.S_IFREG | (self.modes[1] if node.writable else self.modes[2])
             attrs.st_nlink = 1
         attrs.st_uid = self.uid
         attrs.st_gid = self.gid

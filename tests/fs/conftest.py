@@ -59,17 +59,20 @@ def wait_mounted(mountpoint: Path, proc: subprocess.Popen | None, log: Path, tim
 class Mount:
     """fs/ in a subprocess on HOME, mounted at MNT, with a test-driver controller."""
 
-    def __init__(self, base: Path, controller: bool = True):
+    def __init__(self, base: Path, controller: bool = True, mnt: Path | None = None, group: str | None = None):
         self.home = base / "home"
-        self.mnt = base / "mnt"
+        self.mnt = mnt or base / "mnt"
         self.log = base / "fs.log"
         self.controller = controller
+        self.group = group
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mount:
         args = [sys.executable, "-m", "tests.fs.fs_server", str(self.home), str(self.mnt)]
         if not self.controller:
             args.append("--no-controller")
+        if self.group is not None:
+            args += ["--allow-group", self.group]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_mounted(self.mnt, self.proc, self.log)

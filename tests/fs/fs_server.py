@@ -25,6 +25,7 @@ def make_disk_image(path) -> None:
 def main(argv: list[str]) -> int:
     home, mountpoint = argv[:2]
     with_controller = "--no-controller" not in argv
+    group = argv[argv.index("--allow-group") + 1] if "--allow-group" in argv else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = Config(home=home, libvirt_uri="test:///default", wait_timeout=20)
     config.prepare()
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
         service.notify = controller._nudge
         controller.start()
     try:
-        return run(config, mountpoint, service)
+        return run(config, mountpoint, service, group=group)
     finally:
         if controller is not None:
             controller.stop()
