@@ -28,6 +28,7 @@ class Config:
     workers: int = 2
     threads: int = 8
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
+    max_wait: float = 3600.0  # the longest wait a client may ask for
     metrics_public: bool = True
     # Where `vmctl serve` mounts the file system view: relative to home, or
     # absolute; None for no mount (--no-mount).

@@ -291,11 +291,11 @@ class Service:
 
     def wait_operation(self, op_id: str, timeout: float) -> dict:
         """Poll until the operation is final or the timeout passes; return it either way."""
-        deadline = self.clock() + timeout
+        deadline = time.monotonic() + timeout  # elapsed time, whatever the injected clock says
         delay = 0.005
         while True:
             op = self.store.get_operation(op_id)
-            if op["status"] in FINAL_OP_STATES or self.clock() >= deadline:
+            if op["status"] in FINAL_OP_STATES or time.monotonic() >= deadline:
                 return op
             self.sleep(delay)
             delay = min(delay * 1.5, 0.05)

@@ -37,6 +37,8 @@ PACKAGES=(
     syslinux syslinux-common mtools dosfstools cpio
     # the project's virtualenv
     python3-venv
+    # libvirt-python and pyfuse3 compile against the Python headers
+    python3-dev gcc
     # monitoring peers used by tests and benchmarks
     prometheus prometheus-libvirt-exporter
 )

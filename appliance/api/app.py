@@ -35,6 +35,16 @@ def _handle_appliance_error(req, resp, err: errors.ApplianceError, params) -> No
     resp.media = err.as_dict()
 
 
+def _serialize_http_error(req, resp, exception: falcon.HTTPError) -> None:
+    """Falcon's own errors (bad JSON, bad query parameters, 401, 404 routes) in our error shape."""
+    body = {"error": exception.title or "Error", "reason": exception.description or exception.title or ""}
+    param = getattr(exception, "param_name", None) or getattr(exception, "_param_name", None)
+    if param:
+        body["field"] = param
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = body
+
+
 class BearerToken:
     """Every /v1 route needs `Authorization: Bearer TOKEN`."""
 
@@ -56,6 +66,7 @@ def create_app(service: Service, token: str) -> falcon.App:
     app = falcon.App(middleware=[BearerToken(token)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
+    app.set_error_serializer(_serialize_http_error)
 
     health = resources.Health(service)
     app.add_route("/healthz", health)

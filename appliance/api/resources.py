@@ -10,7 +10,7 @@ import json
 import falcon
 
 from appliance.errors import Invalid
-from appliance.service import VM_FILES, Service
+from appliance.service import FINAL_OP_STATES, VM_FILES, Service
 
 TEXT_FILES = {"console", "events", "addresses"}
 VALUE_FILES = {"state", "cpus", "memory", "host"}
@@ -39,13 +39,29 @@ def _wanted(req: falcon.Request) -> bool:
 
 def _timeout(req: falcon.Request, service: Service) -> float:
     timeout = req.get_param_as_float("timeout", min_value=0, max_value=3600)
-    return service.config.wait_timeout if timeout is None else timeout
+    return min(service.config.wait_timeout if timeout is None else timeout, service.config.max_wait)
 
 
 def _accepted(resp: falcon.Response, op: dict) -> None:
     resp.status = falcon.HTTP_202
     resp.location = f"/v1/operations/{op['id']}"
     resp.media = {"operation": op}
+
+
+def _complete(req: falcon.Request, resp: falcon.Response, service: Service, op: dict | None) -> bool:
+    """Wait for the operation (bounded). False when it is still under way: the
+    answer is then 202 with the operation, as with wait=false."""
+    if op is None:
+        return True
+    if not _wanted(req):
+        _accepted(resp, op)
+        return False
+    op = service.wait_operation(op["id"], _timeout(req, service))
+    if op["status"] not in FINAL_OP_STATES:
+        _accepted(resp, op)
+        return False
+    service.finish(op, 0)  # raises for a failed or cancelled operation
+    return True
 
 
 def _text(resp: falcon.Response, text: str, content_type: str = falcon.MEDIA_TEXT) -> None:
@@ -78,10 +94,9 @@ class VMs:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         vm, op = self.service.create_vm(req.get_media())
         resp.location = f"/v1/vms/{vm['name']}"
-        if not _wanted(req):
-            _accepted(resp, op)
+        if not _complete(req, resp, self.service, op):
             return
-        op = self.service.finish(op, _timeout(req, self.service))
+        op = self.service.get_operation(op["id"])
         vm = self.service.get_vm(vm["name"])
         resp.status = falcon.HTTP_201
         _etag(resp, vm["generation"])
@@ -102,22 +117,17 @@ class VM:
         self._answer(req, resp, vm, op)
 
     def _answer(self, req: falcon.Request, resp: falcon.Response, vm: dict, op: dict | None) -> None:
-        if op is not None and not _wanted(req):
-            _accepted(resp, op)
+        if not _complete(req, resp, self.service, op):
             return
-        op = self.service.finish(op, _timeout(req, self.service))
         vm = self.service.get_vm(vm["name"])
         _etag(resp, vm["generation"])
-        resp.media = {**vm, "operation": op}
+        resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         op = self.service.delete_vm(name, force=req.get_param_as_bool("force", default=False),
                                     if_match=_if_match(req))
-        if not _wanted(req):
-            _accepted(resp, op)
-            return
-        self.service.finish(op, _timeout(req, self.service))
-        resp.status = falcon.HTTP_204
+        if _complete(req, resp, self.service, op):
+            resp.status = falcon.HTTP_204
 
 
 class VMFile:
@@ -160,13 +170,22 @@ class VMFile:
             raise falcon.HTTPNotFound(description=f"no file {file!r} in a VM")
         text = self._body_text(req, file)
         op = self.service.write_vm_file(name, file, text, _if_match(req))
-        if op is not None and not _wanted(req):
-            _accepted(resp, op)
+        if not _complete(req, resp, self.service, op):
             return
-        op = self.service.finish(op, _timeout(req, self.service))
-        vm = self.service.get_vm(name)
+        vm = self.service.get_vm(self._name_after(name, file, text))
         _etag(resp, vm["generation"])
-        resp.media = {**vm, "operation": op}
+        resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
+
+    @staticmethod
+    def _name_after(name: str, file: str, text: str) -> str:
+        """spec.json may rename the VM."""
+        if file == "spec.json":
+            try:
+                new = json.loads(text).get("name")
+            except (ValueError, AttributeError):
+                return name
+            return new if isinstance(new, str) and new else name
+        return name
 
     @staticmethod
     def _body_text(req: falcon.Request, file: str) -> str:
@@ -199,7 +218,7 @@ class Operations:
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, op_id: str) -> None:
         wait = req.get_param_as_float("wait", min_value=0, max_value=3600)
         if wait:
-            resp.media = self.service.wait_operation(op_id, wait)
+            resp.media = self.service.wait_operation(op_id, min(wait, self.service.config.max_wait))
         else:
             resp.media = self.service.get_operation(op_id)
 

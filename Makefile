@@ -1,0 +1,48 @@
+# vm-appliance: the README's commands. Every target installs what it needs
+# first and skips what is already done, so each can run on a fresh Debian 12.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+DEMO_IMAGE := .cache/images/demo.qcow2
+HOME_DIR ?= .appliance
+LISTEN ?= 127.0.0.1:8080
+ACCEL ?= auto
+PYTEST_ARGS ?=
+
+.PHONY: setup host venv image run test test-unit bench clean
+
+setup: host venv image
+
+host:
+	bash packaging/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+image: $(DEMO_IMAGE)
+
+$(DEMO_IMAGE): packaging/build-demo-image.sh $(wildcard packaging/demo-guest/*)
+	bash packaging/build-demo-image.sh --force $@
+
+# The appliance in the foreground on its embedded default (REST on $(LISTEN)).
+run: setup
+	$(VENV)/bin/vmctl --home $(HOME_DIR) serve --listen $(LISTEN) --accel $(ACCEL) --demo-image $(DEMO_IMAGE)
+
+# The whole suite: unit tests, then the integration tests on the real libvirtd.
+# pytest exits 5 when it collected nothing; that is a failure here too.
+test: setup
+	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) .cache *.egg-info
