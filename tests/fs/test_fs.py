@@ -541,3 +541,20 @@ def test_allow_group_lets_its_members_in_and_nobody_else(tmp_path, open_dir):
         assert result.returncode == 1 and EACCES in result.stderr
     finally:
         m.stop()
+
+
+def test_inode_table_counts_lookups_and_honours_forget():
+    inodes = operations.Inodes()
+    state = inodes.remember(("vms", "a", "state"))
+    assert inodes.remember(("vms", "a", "state")) == state  # stable while remembered
+    inodes.remember(("vms", "a"))
+    inodes.move(("vms", "a"), ("vms", "b"))  # a rename keeps the numbers
+    assert inodes.path(state) == ("vms", "b", "state") and inodes.inode(("vms", "b", "state")) == state
+    inodes.forget(state, 1)
+    assert inodes.path(state) == ("vms", "b", "state")  # one lookup left
+    inodes.forget(state, 1)
+    with pytest.raises(errors.NotFound):
+        inodes.path(state)
+    assert inodes.inode(("vms", "b", "state")) != state  # a new number after the kernel forgot it
+    inodes.drop(("vms", "b"))
+    assert ("vms", "b") not in inodes.by_path and inodes.path(pyfuse3.ROOT_INODE) == ()
