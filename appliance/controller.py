@@ -358,7 +358,11 @@ class Controller:
         if row is None or not self.host.connected:
             return
         try:
-            self._observe(row, self.host.lookup(vm_id), record_xml=True)
+            dom = self.host.lookup(vm_id)
+            self._observe(row, dom, record_xml=True)
+            fresh = self.store.get_vm_by_id(vm_id)
+            if fresh is not None:
+                self._refresh_addresses(fresh, dom)
         except libvirt.libvirtError:
             pass
 

@@ -192,7 +192,7 @@ PATHS = {
     },
     "/v1/events": {"get": {"summary": "the appliance's event log", "parameters": [
         {"name": "vm", "in": "query", "schema": {"type": "string"}},
-        {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "text"]}}],
         "responses": {"200": {"description": "events", "content": {

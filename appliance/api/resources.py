@@ -12,7 +12,7 @@ import falcon
 from appliance.errors import Invalid
 from appliance.service import FINAL_OP_STATES, VM_FILES, Service
 
-TEXT_FILES = {"console", "events", "addresses"}
+MAX_INT = 2**62  # SQLite integers are 64-bit
 VALUE_FILES = {"state", "cpus", "memory", "host"}
 
 
@@ -138,7 +138,7 @@ class VMFile:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
         if file == "console":
-            offset = req.get_param_as_int("offset", default=0)
+            offset = req.get_param_as_int("offset", default=0, min_value=-MAX_INT, max_value=MAX_INT)
             data = self.service.read_console(name, offset)
             resp.content_type = falcon.MEDIA_TEXT
             resp.data = data
@@ -155,7 +155,8 @@ class VMFile:
             value = text.strip()
             resp.media = {file: int(value) if file in ("cpus", "memory") else value or None}
         elif file == "events" and not self._wants_text(req):
-            resp.media = {"items": self.service.list_events(name, since=req.get_param_as_int("since", default=0))}
+            resp.media = {"items": self.service.list_events(
+                name, since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT))}
         else:
             _text(resp, text)
 
@@ -232,7 +233,7 @@ class Events:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         events = self.service.list_events(
-            vm=req.get_param("vm"), since=req.get_param_as_int("since", default=0, min_value=0),
+            vm=req.get_param("vm"), since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
             limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000))
         if req.get_param("format") == "text":
             _text(resp, self.service.format_events(events))
