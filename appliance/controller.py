@@ -397,12 +397,49 @@ class Controller:
         cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
         conn = self.host.conn
         assert conn is not None
+        self._reserve_address(row)
         dom = self.host.lookup(row["id"])
         if dom is not None and dom.name() != plan.domain_name:
             if dom.isActive():
                 raise Failed("cannot rename a running domain")
             dom.rename(plan.domain_name, 0)
         return conn.defineXML(domain.build(plan))
+
+    # -- fixed IPs: a DHCP reservation in the libvirt network ------------------------------
+    def _dhcp_update(self, network_name: str, command: int, xml: str) -> None:
+        conn = self.host.conn
+        assert conn is not None
+        try:
+            net = conn.networkLookupByName(network_name)
+        except libvirt.libvirtError:
+            raise Failed(f"libvirt network {network_name!r} does not exist on this host") from None
+        flags = 0
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        if net.isPersistent():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
+
+    def _release_address(self, row: dict) -> None:
+        network = row["spec"]["network"]
+        if network["type"] != "network":
+            return
+        try:
+            self._dhcp_update(network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                              f"<host mac='{row['mac']}'/>")
+        except (libvirt.libvirtError, Failed):
+            pass  # no reservation (or no network): nothing to release
+
+    def _reserve_address(self, row: dict) -> None:
+        """Fixed IPs, which KubeVirt lacks: the libvirt network's DHCP server
+        gives this VM's MAC its address, whatever the guest OS."""
+        network = row["spec"]["network"]
+        if network["type"] != "network":
+            return
+        self._release_address(row)
+        if network.get("ip"):
+            self._dhcp_update(network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                              f"<host mac='{row['mac']}' name='{row['name']}' ip='{network['ip']}'/>")
 
     # -- operation handlers (each idempotent) ------------------------------------------------
     def _op_create(self, op: dict, row: dict) -> None:
@@ -514,6 +551,7 @@ class Controller:
                 if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
                     raise
                 dom.undefine()  # drivers without NVRAM support (the test driver)
+        self._release_address(row)
         vm_dir: Path = self.config.vm_dir(row["id"])
         shutil.rmtree(vm_dir, ignore_errors=True)
         with self.store.transaction():

@@ -134,6 +134,7 @@ class Service:
             self.store.get_image(spec["image"])  # NotFound names the field
             if self.store.vm_exists(spec["name"]):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
+            self._check_fixed_ip(spec, vm_id)
             row = {
                 "id": vm_id, "name": spec["name"], "spec": spec, "desired_state": initial,
                 "observed_state": "provisioning", "observed_reason": "", "host": None,
@@ -166,6 +167,7 @@ class Service:
                     raise Invalid("cannot change after creation", field)
             if new == old:
                 return self.vm_view(row), None
+            self._check_fixed_ip(new, row["id"])
             renamed = new["name"] != old["name"]
             if renamed:
                 self._check_rename(row, new["name"])
@@ -183,6 +185,16 @@ class Service:
             op = self._new_op(row, "update")
         self.notify()
         return self.vm_view(row), op
+
+    def _check_fixed_ip(self, spec: dict, vm_id: str) -> None:
+        network = spec["network"]
+        if network["type"] != "network" or not network.get("ip"):
+            return
+        for other in self.store.list_vms():
+            theirs = other["spec"]["network"]
+            if other["id"] != vm_id and theirs.get("name") == network["name"] and theirs.get("ip") == network["ip"]:
+                raise Conflict(f"{network['ip']} is already {other['name']}'s address on {network['name']}",
+                               "network.ip")
 
     def _check_rename(self, row: dict, new_name: str) -> None:
         if self._observed(row) != "stopped" or row["desired_state"] != "stopped":
