@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 
 import pytest
@@ -47,5 +48,9 @@ def controller(store, config, service):
     ctl = Controller(store, config, "unit-test-instance", "qemu")
     service.notify = ctl._nudge
     ctl.start()
+    deadline = time.monotonic() + 10
+    while not ctl.host.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ctl.host.connected
     yield ctl
     ctl.stop()

@@ -150,3 +150,21 @@ def test_run_strategy_manual_leaves_it_stopped(service, controller):
         time.sleep(0.1)
     assert service.get_vm("web1")["desired_state"] == "stopped"
     assert not dom.isActive()
+
+
+def test_resync_reports_a_domain_it_cannot_match_and_leaves_it(service, controller):
+    from appliance.virt import domain as domain_xml
+    from pathlib import Path
+    from appliance import spec as specs
+
+    stranger_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    plan = domain_xml.DomainPlan(
+        vm_id=stranger_id, domain_name="lost-one", vm_name="lost-one", instance_id=controller.instance_id,
+        spec=specs.validate({"name": "lost-one", "image": "demo"}), domain_type="qemu",
+        vm_dir=Path("/nonexistent"), mac="52:54:00:00:00:02", seed_iso=None, direct_io=True)
+    controller.host.conn.defineXML(domain_xml.build(plan))
+    controller.resync()
+    controller.resync()  # reported once, not at every pass
+    reports = [e for e in service.list_events() if e["kind"] == "orphan-domain"]
+    assert len(reports) == 1 and "lost-one" in reports[0]["message"]
+    assert controller.host.lookup(stranger_id) is not None  # left untouched
