@@ -1,0 +1,172 @@
+"""Appliance families, read from the store at each scrape; and how the serve process publishes
+the controller's reconcile duration.
+
+The store is shared by every process (SQLite, WAL), so families read from it
+are the same whichever gunicorn worker answers the scrape: no multiprocess
+bookkeeping is needed for them. Counters here are counts of rows that only
+ever grow (finished operations, events).
+
+The controller runs in the serve process, not in the API workers that answer
+/metrics. `publish_reconcile` runs in the serve process and copies the
+controller's `reconcile_seconds` into the store's meta table after each
+resync (key `metrics.reconcile_seconds`, with `metrics.reconcile_time`);
+`ApplianceCollector` reads it back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from appliance.store import Store
+from exporter.collector import Target
+
+log = logging.getLogger(__name__)
+
+RECONCILE_KEY = "metrics.reconcile_seconds"
+RECONCILE_TIME_KEY = "metrics.reconcile_time"
+OPERATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def publish_reconcile(controller, store: Store, stopping: threading.Event, period: float = 1.0) -> threading.Thread:
+    """Copy controller.reconcile_seconds to the meta table whenever it changes."""
+
+    def run() -> None:
+        last = None
+        while not stopping.wait(period):
+            value = controller.reconcile_seconds
+            if value == last:
+                continue
+            try:
+                with store.transaction():
+                    store.set_meta(RECONCILE_KEY, repr(value))
+                    store.set_meta(RECONCILE_TIME_KEY, repr(time.time()))
+                last = value
+            except Exception:
+                log.exception("publishing the reconcile duration")
+
+    thread = threading.Thread(target=run, name="metrics-reconcile", daemon=True)
+    thread.start()
+    return thread
+
+
+def store_targets(store: Store, default_uri: str) -> Callable[[], list[Target]]:
+    """The hosts the controller recorded; the configured URI as `local` before it has."""
+
+    def targets() -> list[Target]:
+        hosts = [Target(h["name"], h["uri"]) for h in store.list_hosts() if h.get("uri")]
+        return hosts or [Target("local", default_uri)]
+
+    return targets
+
+
+def store_names(store: Store) -> Callable[[], dict[str, str]]:
+    """Domain UUID (the appliance's VM id) -> VM name."""
+
+    def names() -> dict[str, str]:
+        return {row[0]: row[1] for row in store.db.execute("SELECT id, name FROM vms")}
+
+    return names
+
+
+def store_uptimes(store: Store, clock: Callable[[], float] = time.time) -> Callable[[], dict[str, float]]:
+    """Seconds since each running VM was last seen to start running."""
+
+    def uptimes() -> dict[str, float]:
+        now = clock()
+        rows = store.db.execute(
+            "SELECT id, state_changed FROM vms WHERE observed_state = 'running' AND state_changed IS NOT NULL")
+        return {vm_id: max(0.0, now - changed) for vm_id, changed in rows}
+
+    return uptimes
+
+
+class ApplianceCollector:
+    """VMs by state, operations, events, the controller's reconcile duration."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        for section in (self._vms, self._operations, self._events, self._reconcile):
+            try:
+                yield from section()
+            except Exception:
+                log.exception("appliance metrics: %s", section.__name__)
+        duration = GaugeMetricFamily("vmappliance_exporter_store_scrape_duration_seconds",
+                                     "Time the exporter took to read the store.")
+        duration.add_metric([], time.perf_counter() - started)
+        yield duration
+
+    def _vms(self) -> list[Metric]:
+        db = self.store.db
+        desired = GaugeMetricFamily("vmappliance_vms_desired", "VMs by desired state.", labels=["state"])
+        for state, count in db.execute("SELECT desired_state, count(*) FROM vms GROUP BY desired_state"):
+            desired.add_metric([state or ""], count)
+        observed = GaugeMetricFamily("vmappliance_vms_observed", "VMs by observed state.", labels=["state"])
+        for state, count in db.execute("SELECT observed_state, count(*) FROM vms GROUP BY observed_state"):
+            observed.add_metric([state or "unknown"], count)
+        return [desired, observed]
+
+    def _operations(self) -> list[Metric]:
+        db = self.store.db
+        finished = CounterMetricFamily("vmappliance_operations",
+                                       "Operations finished, by kind and result.", labels=["kind", "status"])
+        for kind, status, count in db.execute(
+                "SELECT kind, status, count(*) FROM operations WHERE status IN (?, ?, ?) GROUP BY kind, status",
+                FINISHED):
+            finished.add_metric([kind, status], count)
+        open_ = GaugeMetricFamily("vmappliance_operations_open", "Operations pending or running, by kind.",
+                                  labels=["kind", "status"])
+        progress = GaugeMetricFamily("vmappliance_operation_progress_ratio",
+                                     "Progress of each running operation (0-1), e.g. a migration.",
+                                     labels=["vm", "kind"])
+        for kind, status, count in db.execute(
+                "SELECT kind, status, count(*) FROM operations WHERE status IN ('pending', 'running') "
+                "GROUP BY kind, status"):
+            open_.add_metric([kind, status], count)
+        for vm, kind, value in db.execute(
+                "SELECT vm_name, kind, max(progress) FROM operations WHERE status = 'running' GROUP BY vm_name, kind"):
+            progress.add_metric([vm or "", kind], (value or 0) / 100.0)
+        # The duration histogram, bucketed in SQL: one pass over the table.
+        buckets_sql = ", ".join(f"sum(d <= {b})" for b in OPERATION_BUCKETS)
+        duration = HistogramMetricFamily("vmappliance_operation_duration_seconds",
+                                         "Time from an operation's start to its end, by kind and result.",
+                                         labels=["kind", "status"])
+        rows = db.execute(
+            f"SELECT kind, status, {buckets_sql}, count(*), sum(d) FROM "
+            "(SELECT kind, status, max(0, finished - coalesce(started, created)) AS d FROM operations "
+            "WHERE status IN (?, ?, ?) AND finished IS NOT NULL) GROUP BY kind, status", FINISHED)
+        for kind, status, *values in rows:
+            counts, total, seconds = values[:-2], values[-2], values[-1]
+            buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts)] + [("+Inf", total)]
+            duration.add_metric([kind, status], buckets, seconds or 0.0)
+        return [finished, open_, progress, duration]
+
+    def _events(self) -> list[Metric]:
+        events = CounterMetricFamily("vmappliance_events", "Events recorded, by kind.", labels=["kind"])
+        for kind, count in self.store.db.execute("SELECT kind, count(*) FROM events GROUP BY kind"):
+            events.add_metric([kind], count)
+        return [events]
+
+    def _reconcile(self) -> list[Metric]:
+        value = self.store.get_meta(RECONCILE_KEY)
+        if value is None:
+            return []
+        seconds = GaugeMetricFamily("vmappliance_controller_reconcile_seconds",
+                                    "Duration of the controller's last full resync with libvirt.")
+        seconds.add_metric([], float(value))
+        when = GaugeMetricFamily("vmappliance_controller_last_reconcile_timestamp_seconds",
+                                 "When the controller's last resync finished (Unix time).")
+        when.add_metric([], float(self.store.get_meta(RECONCILE_TIME_KEY) or 0))
+        return [seconds, when]

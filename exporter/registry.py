@@ -1,0 +1,92 @@
+"""The registry /metrics serves, in the API workers and in `vmctl exporter`.
+
+API metrics (the request histogram) are recorded in each gunicorn worker.
+Under `vmctl serve` the workers run in prometheus_client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set by serve for the gunicorn child), and
+MultiProcessCollector sums every worker's files, so whichever worker answers
+the scrape reports the whole API. Without that variable (tests, a single
+process) the histogram is registered directly.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from appliance.store import Store
+from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
+from exporter.collector import LibvirtCollector, Target
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# registry=None: it is registered where it is served (see build_registry).
+REQUEST_DURATION = Histogram(
+    "vmappliance_api_request_duration_seconds", "REST API request duration, by route template, method and status.",
+    ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=None)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class RequestMetrics:
+    """Falcon middleware: one histogram observation per request, labelled by
+    the route template (/v1/vms/{name}), never the raw path."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        started = getattr(req.context, "metrics_started", None)
+        if started is None:
+            return
+        route = req.uri_template or "unmatched"
+        REQUEST_DURATION.labels(route, req.method, str(resp.status_code)).observe(time.perf_counter() - started)
+
+
+class ScrapeDuration:
+    """The whole scrape's own duration, measured around the other collectors."""
+
+    def __init__(self, collectors):
+        self.collectors = collectors
+
+    def collect(self):
+        started = time.perf_counter()
+        for collector in self.collectors:
+            yield from collector.collect()
+        family = GaugeMetricFamily("vmappliance_exporter_scrape_duration_seconds",
+                                   "Time the exporter took to collect this scrape (without serialising it).")
+        family.add_metric([], time.perf_counter() - started)
+        yield family
+
+
+def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
+                   api_metrics: bool = True, deadline: float = 5.0, **collector_args) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    if api_metrics:
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry.register(REQUEST_DURATION)
+    if store is not None:
+        libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri), store_names(store),
+                                             uptimes=store_uptimes(store), deadline=deadline, **collector_args)
+        collectors = [libvirt_collector, ApplianceCollector(store)]
+    else:
+        target = Target(host_name, libvirt_uri)
+        collectors = [LibvirtCollector(lambda: [target], deadline=deadline, **collector_args)]
+    registry.register(ScrapeDuration(collectors))
+    return registry
+
+
+class MetricsResource:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = generate_latest(self.registry)
+        resp.content_type = CONTENT_TYPE_LATEST
