@@ -9,6 +9,7 @@ import falcon
 from appliance import errors
 from appliance.api import openapi, resources
 from appliance.service import Service
+from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
 # The one table from the service's errors to HTTP.
 STATUS = {
@@ -63,7 +64,8 @@ class BearerToken:
 
 
 def create_app(service: Service, token: str) -> falcon.App:
-    app = falcon.App(middleware=[BearerToken(token)])
+    # RequestMetrics first, so that refused requests are timed too.
+    app = falcon.App(middleware=[RequestMetrics(), BearerToken(token)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
     app.set_error_serializer(_serialize_http_error)
@@ -83,6 +85,8 @@ def create_app(service: Service, token: str) -> falcon.App:
     app.add_route("/v1/images", images)
     app.add_route("/v1/images/{name}", images, suffix="item")
     app.add_route("/v1/hosts", resources.Hosts(service))
+    # Prometheus (exporter/): no token; built lazily, libvirt is first asked at the first scrape.
+    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri)))
     return app
 
 
