@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
 
     env = {**os.environ, "VMAPP_HOME": str(config.home)}
     stopping = threading.Event()
+    env["PROMETHEUS_MULTIPROC_DIR"] = prepare_metrics(config, controller, store, stopping)
 
     def on_signal(signum, _frame) -> None:
         stopping.set()
@@ -145,6 +147,19 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     controller.stop()
     log.info("stopped")
     return 0
+
+
+def prepare_metrics(config: Config, controller: Controller, store: Store, stopping: threading.Event) -> str:
+    """Prometheus (exporter/): the gunicorn workers share their API metrics through
+    files in HOME/run/metrics (multiprocess mode), wiped at each start; the
+    controller's reconcile duration is copied to the store for /metrics to read."""
+    from exporter.appliance import publish_reconcile
+
+    metrics_dir = config.run_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    publish_reconcile(controller, store, stopping)
+    return str(metrics_dir)
 
 
 def extra_children(config: Config, env: dict) -> dict:
