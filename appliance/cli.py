@@ -67,6 +67,13 @@ def cmd_mount(args) -> int:
     return run(Config.load(args.home), args.path, group=args.allow_group)
 
 
+def cmd_exporter(args) -> int:
+    """Prometheus metrics of one libvirt host, without the API (exporter/standalone.py)."""
+    from exporter.standalone import run
+
+    return run(args.listen, args.libvirt_uri, host_name=args.host_name)
+
+
 def cmd_list(client: Client, args) -> int:
     items = client.get("/v1/vms", state=args.state, label=args.label, host=args.host)["items"]
     if args.json:
@@ -251,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-group", dest="allow_group", default=None, metavar="GROUP",
                    help="let members of GROUP use the mount too (allow_other); default: only its owner")
 
+    p = sub.add_parser("exporter", help="serve Prometheus metrics of a libvirt host, for hosts without the API")
+    p.add_argument("--listen", required=True, help="HOST:PORT for /metrics")
+    p.add_argument("--libvirt-uri", dest="libvirt_uri", default="qemu:///system")
+    p.add_argument("--host-name", dest="host_name", default=None,
+                   help="the host label (default: this machine's hostname)")
+
     p = sub.add_parser("list", help="list VMs")
     p.add_argument("--state")
     p.add_argument("--label", help="KEY or KEY=VALUE")
@@ -315,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_doctor(args)
     if args.command == "mount":
         return cmd_mount(args)
+    if args.command == "exporter":
+        return cmd_exporter(args)
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
