@@ -222,7 +222,8 @@ class LibvirtCollector:
             except FutureTimeout:
                 results[target] = f"no answer within {self.deadline} s"
             except Exception as err:  # noqa: BLE001 - one host's failure is that host's only
-                results[target] = err.get_error_message() if isinstance(err, libvirt.libvirtError) else repr(err)
+                message = err.get_error_message() if isinstance(err, libvirt.libvirtError) else None
+                results[target] = message or repr(err)
         return results
 
     # -- families -------------------------------------------------------------------------
@@ -254,8 +255,9 @@ class LibvirtCollector:
                  uptimes: dict[str, float]) -> Iterator[Metric]:
         f = _Families()
         for target, sample in samples.items():
-            f.host_up.add_metric([target.name], 0.0 if isinstance(sample, str) else 1.0)
-            if isinstance(sample, str):
+            up = isinstance(sample, HostSample)
+            f.host_up.add_metric([target.name], 1.0 if up else 0.0)
+            if not up:
                 log.warning("libvirt host %s (%s): %s", target.name, target.uri, sample)
                 continue
             try:
@@ -263,23 +265,25 @@ class LibvirtCollector:
             except Exception:
                 log.exception("host families of %s", target.name)
             seen: set[str] = set()
+            errors = 0
             managed_names = {names[uuid] for uuid, _, _ in sample.domains if uuid in names}
             for uuid, dom_name, stats in sample.domains:
                 managed = uuid in names
                 vm = names[uuid] if managed else dom_name
                 if vm in seen or (not managed and vm in managed_names):
-                    f.domain_errors.add_metric([target.name], 1)
+                    errors += 1
                     continue
                 seen.add(vm)
                 try:
                     rows = _domain_rows(stats, uptimes.get(uuid) if managed else None)
                 except Exception:
                     log.exception("stats of domain %s on %s", dom_name, target.name)
-                    f.domain_errors.add_metric([target.name], 1)
+                    errors += 1
                     continue
                 f.vm_info.add_metric([vm, target.name, dom_name, "true" if managed else "false"], 1)
                 for family, extra, value in rows:
                     f.get(family).add_metric([vm, target.name, *extra], value)
+            f.domain_errors.add_metric([target.name], errors)
         return f.all()
 
 

@@ -33,7 +33,28 @@ def multiprocess_dir() -> str | None:
 
 class RequestMetrics:
     """Falcon middleware: one histogram observation per request, labelled by
-    the route template (/v1/vms/{name}), never the raw path."""
+    the route template (/v1/vms/{name}), never the raw path; "unmatched" for
+    paths no route takes. A request refused before routing (401 from the
+    token check) is matched against the app's router here, so it is counted
+    under its route too (`attach(app)`)."""
+
+    def __init__(self) -> None:
+        self._router = None
+
+    def attach(self, app: falcon.App) -> None:
+        self._router = app._router  # falcon keeps no public handle on it
+
+    def _route_of(self, req: falcon.Request) -> str:
+        if req.uri_template:
+            return req.uri_template
+        if self._router is not None:
+            try:
+                found = self._router.find(req.path, req)
+            except Exception:  # noqa: BLE001 - a label is not worth failing a request for
+                found = None
+            if found is not None:
+                return found[3]
+        return "unmatched"
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
@@ -42,8 +63,7 @@ class RequestMetrics:
         started = getattr(req.context, "metrics_started", None)
         if started is None:
             return
-        route = req.uri_template or "unmatched"
-        REQUEST_DURATION.labels(route, req.method, str(resp.status_code)).observe(time.perf_counter() - started)
+        REQUEST_DURATION.labels(self._route_of(req), req.method, str(resp.status_code)).observe(time.perf_counter() - started)
 
 
 class ScrapeDuration:

@@ -1,0 +1,175 @@
+"""Appliance families from the store, /metrics on the REST app, multiprocess mode, vmctl exporter."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from falcon import testing
+from prometheus_client import CollectorRegistry, generate_latest
+
+from appliance.api.app import create_app
+from appliance.config import Config
+from appliance.service import Service
+from appliance.store import Store
+from exporter.appliance import RECONCILE_KEY, ApplianceCollector, publish_reconcile
+from tests.appliance_process import ROOT, free_port
+from tests.exporter.test_collector import promtool_check
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    cfg = Config(home=tmp_path / "home", libvirt_uri="test:///default")
+    cfg.prepare()
+    return cfg
+
+
+@pytest.fixture
+def store(config) -> Store:
+    return Store(config.db_path)
+
+
+def add_vm(store, vm_id, name, desired, observed):
+    store.insert_vm({"id": vm_id, "name": name, "spec": {}, "desired_state": desired, "observed_state": observed,
+                     "generation": 1, "created": 0.0, "state_changed": time.time() - 30})
+
+
+def add_op(store, op_id, kind, status, started, finished):
+    store.insert_operation({"id": op_id, "vm_id": "v1", "vm_name": "a", "kind": kind, "status": status,
+                            "progress": 40 if status == "running" else 100, "created": started,
+                            "started": started, "finished": finished})
+
+
+def test_vms_operations_events_and_reconcile_from_the_store(store):
+    add_vm(store, "v1", "a", "running", "running")
+    add_vm(store, "v2", "b", "running", "stopped")
+    add_vm(store, "v3", "c", "stopped", "stopped")
+    add_op(store, "o1", "create", "succeeded", 100.0, 100.3)
+    add_op(store, "o2", "create", "succeeded", 100.0, 104.0)
+    add_op(store, "o3", "start", "failed", 100.0, 100.05)
+    add_op(store, "o4", "migrate", "running", 100.0, None)
+    add_op(store, "o5", "stop", "pending", 100.0, None)
+    store.add_event("created", "x")
+    store.add_event("created", "y")
+    store.add_event("state-changed", "z")
+    store.set_meta(RECONCILE_KEY, "0.125")
+    registry = CollectorRegistry()
+    registry.register(ApplianceCollector(store))
+    value = registry.get_sample_value
+    assert value("vmappliance_vms_desired", {"state": "running"}) == 2
+    assert value("vmappliance_vms_observed", {"state": "stopped"}) == 2
+    assert value("vmappliance_operations_total", {"kind": "create", "status": "succeeded"}) == 2
+    assert value("vmappliance_operations_total", {"kind": "start", "status": "failed"}) == 1
+    assert value("vmappliance_operations_total", {"kind": "migrate", "status": "running"}) is None
+    assert value("vmappliance_operations_open", {"kind": "stop", "status": "pending"}) == 1
+    assert value("vmappliance_operation_progress_ratio", {"vm": "a", "kind": "migrate"}) == 0.4
+    create = {"kind": "create", "status": "succeeded"}
+    assert value("vmappliance_operation_duration_seconds_bucket", {**create, "le": "0.5"}) == 1
+    assert value("vmappliance_operation_duration_seconds_bucket", {**create, "le": "5.0"}) == 2
+    assert value("vmappliance_operation_duration_seconds_bucket", {**create, "le": "+Inf"}) == 2
+    assert value("vmappliance_operation_duration_seconds_count", create) == 2
+    assert value("vmappliance_operation_duration_seconds_sum", create) == pytest.approx(4.3)
+    assert value("vmappliance_events_total", {"kind": "created"}) == 2
+    assert value("vmappliance_controller_reconcile_seconds") == 0.125
+    promtool_check(generate_latest(registry))
+
+
+def test_a_failing_store_section_costs_only_its_series(store, monkeypatch):
+    add_vm(store, "v1", "a", "running", "running")
+    store.add_event("created", "x")
+    collector = ApplianceCollector(store)
+
+    def broken():
+        raise RuntimeError("operations table unreadable")
+
+    monkeypatch.setattr(collector, "_operations", broken)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("vmappliance_vms_desired", {"state": "running"}) == 1
+    assert registry.get_sample_value("vmappliance_events_total", {"kind": "created"}) == 1
+    assert registry.get_sample_value("vmappliance_operations_total", {"kind": "x", "status": "y"}) is None
+
+
+def test_publish_reconcile_copies_the_controllers_duration(store):
+    class Controller:
+        reconcile_seconds = 0.0
+
+    controller, stopping = Controller(), threading.Event()
+    thread = publish_reconcile(controller, store, stopping, period=0.02)
+    controller.reconcile_seconds = 0.031
+    deadline = time.monotonic() + 5
+    while store.get_meta(RECONCILE_KEY) != "0.031" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stopping.set()
+    thread.join(2)
+    assert store.get_meta(RECONCILE_KEY) == "0.031"
+
+
+def test_metrics_route_public_and_request_histogram_by_route_template(store, config):
+    client = testing.TestClient(create_app(Service(store, config), "sekret"))
+    assert client.simulate_get("/v1/vms").status_code == 401
+    auth = {"Authorization": "Bearer sekret"}
+    assert client.simulate_get("/v1/vms", headers=auth).status_code == 200
+    assert client.simulate_get("/v1/vms/nope", headers=auth).status_code == 404
+    resp = client.simulate_get("/metrics")  # no token
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    assert 'vmappliance_api_request_duration_seconds_count{method="GET",route="/v1/vms",status="401"}' in text
+    assert 'vmappliance_api_request_duration_seconds_count{method="GET",route="/v1/vms",status="200"}' in text
+    # the route template, never the raw path
+    assert 'route="/v1/vms/{name}",status="404"' in text and "nope" not in text
+    assert 'vmappliance_host_up{host="local"} 1.0' in text
+    assert "vmappliance_exporter_scrape_duration_seconds " in text
+    promtool_check(resp.content)
+
+
+WORKER = """
+import sys
+from exporter.registry import REQUEST_DURATION
+REQUEST_DURATION.labels("/v1/vms", "GET", "200").observe(float(sys.argv[1]))
+"""
+SCRAPER = """
+from prometheus_client import generate_latest
+from exporter.registry import build_registry
+print(generate_latest(build_registry(None, "test:///default")).decode())
+"""
+
+
+def test_multiprocess_mode_sums_every_worker(tmp_path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for seconds in ("0.5", "1.5"):  # two "workers", each gone before the scrape
+        subprocess.run([sys.executable, "-c", WORKER, seconds], env=env, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", SCRAPER], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    labels = '{method="GET",route="/v1/vms",status="200"}'
+    assert f"vmappliance_api_request_duration_seconds_count{labels} 2.0" in out
+    assert f"vmappliance_api_request_duration_seconds_sum{labels} 2.0" in out
+    promtool_check(out.encode())
+
+
+def test_vmctl_exporter_standalone():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "exporter", "--listen", f"127.0.0.1:{port}",
+                             "--libvirt-uri", "test:///default", "--host-name", "h1"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert resp.status_code == 200
+        assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
+        assert 'vmappliance_vm_state{host="h1",reason="",state="running",vm="test"} 1.0' in resp.text
+        assert "vmappliance_api_request" not in resp.text
+        promtool_check(resp.content)
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

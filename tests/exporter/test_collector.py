@@ -1,0 +1,183 @@
+"""The libvirt collector: families, units, one bulk call, and failures that cost only their own series."""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import libvirt
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import LibvirtCollector, Target
+from tests.exporter.fakes import (
+    PAUSED_STATS,
+    RUNNING_QEMU_STATS,
+    STOPPED_STATS,
+    CountingConnection,
+    FakeConnection,
+)
+
+LOCAL = Target("local", "test:///default")
+
+
+def registry_of(collector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
+def vm(registry, family, name, host="local", **labels):
+    return registry.get_sample_value(family, {"vm": name, "host": host, **labels})
+
+
+def promtool_check(text: bytes) -> None:
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                            check=False)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
+        result.stdout.decode() + result.stderr.decode())
+
+
+def test_test_driver_every_domain_present_with_state_and_name(test_conn):
+    running = test_conn.define("exp-running")
+    test_conn.define("exp-paused", "paused")
+    test_conn.define("exp-stopped", "stopped")
+    names = {running.UUIDString(): "web"}  # the store's name for the one the appliance manages
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], lambda: names, open_connection=libvirt.open))
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
+    assert vm(registry, "vmappliance_vm_state", "web", state="running", reason="booted") == 1
+    assert vm(registry, "vmappliance_vm_state", "exp-paused", state="paused", reason="user") == 1
+    assert vm(registry, "vmappliance_vm_state", "exp-stopped", state="stopped", reason="") == 1
+    assert vm(registry, "vmappliance_vm_info", "web", domain="exp-running", managed="true") == 1
+    assert vm(registry, "vmappliance_vm_info", "exp-paused", domain="exp-paused", managed="false") == 1
+    assert vm(registry, "vmappliance_vm_info", "exp-running", domain="exp-running", managed="false") is None
+    assert registry.get_sample_value("vmappliance_host_cpus", {"host": "local"}) == 16
+    assert registry.get_sample_value("vmappliance_host_memory_total_bytes", {"host": "local"}) == 3072 * 2**20
+    assert registry.get_sample_value("vmappliance_host_domains", {"host": "local"}) >= 4
+    promtool_check(generate_latest(registry))
+
+
+def test_one_bulk_call_per_host_per_scrape_with_nowait(test_conn):
+    for i in range(5):
+        test_conn.define(f"exp-bulk{i}")
+    counting = CountingConnection(libvirt.open("test:///default"))
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: counting))
+    for _ in range(3):
+        generate_latest(registry)
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
+    assert counting.calls.count("getAllDomainStats") == 4  # 3 scrapes + the get_sample_value one
+    assert set(counting.calls) == {"getAllDomainStats", "getInfo", "getFreeMemory"}
+    fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS)])
+    generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
+    assert fake.calls[0] == ("getAllDomainStats", 0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+
+
+def test_units_converted_and_labels_stable():
+    fake = FakeConnection([("u1", "pfx-db", RUNNING_QEMU_STATS)])
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], lambda: {"u1": "db"}, open_connection=lambda uri: fake))
+    assert vm(registry, "vmappliance_vm_cpu_seconds_total", "db") == pytest.approx(18.07)
+    assert vm(registry, "vmappliance_vm_cpu_user_seconds_total", "db") == pytest.approx(7.44)
+    assert vm(registry, "vmappliance_vm_vcpus", "db") == 2
+    assert vm(registry, "vmappliance_vm_vcpu_seconds_total", "db", vcpu="1") == pytest.approx(6.0)
+    assert vm(registry, "vmappliance_vm_memory_current_bytes", "db") == 131072 * 1024
+    assert vm(registry, "vmappliance_vm_memory_rss_bytes", "db") == 150000 * 1024
+    assert vm(registry, "vmappliance_vm_memory_usable_bytes", "db") == 80000 * 1024
+    assert vm(registry, "vmappliance_vm_memory_unused_bytes", "db") == 65536 * 1024
+    assert vm(registry, "vmappliance_vm_memory_available_bytes", "db") == 120000 * 1024
+    assert vm(registry, "vmappliance_vm_memory_major_faults_total", "db") == 120
+    assert vm(registry, "vmappliance_vm_block_read_bytes_total", "db", disk="vda") == 4_000_000
+    assert vm(registry, "vmappliance_vm_block_read_seconds_total", "db", disk="vda") == pytest.approx(0.25)
+    assert vm(registry, "vmappliance_vm_block_write_requests_total", "db", disk="vda") == 5
+    assert vm(registry, "vmappliance_vm_block_capacity_bytes", "db", disk="vdb") == 67584
+    assert vm(registry, "vmappliance_vm_block_allocation_bytes", "db", disk="vda") == 200704
+    # Interfaces by position, not by the tap name that changes at every start.
+    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", interface="net0") == 1000
+    assert vm(registry, "vmappliance_vm_network_transmit_packets_total", "db", interface="net0") == 20
+    assert vm(registry, "vmappliance_vm_network_receive_drops_total", "db", interface="net0") == 1
+    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", interface="vnet7") is None
+    assert registry.get_sample_value("vmappliance_host_memory_free_bytes", {"host": "local"}) == 20 * 1024**3
+    assert registry.get_sample_value("vmappliance_host_vcpus_allocated", {"host": "local"}) == 2
+    promtool_check(generate_latest(registry))
+
+
+def test_uptime_from_the_store_for_running_managed_vms():
+    fake = FakeConnection([("u1", "pfx-a", RUNNING_QEMU_STATS), ("u2", "pfx-b", PAUSED_STATS)])
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], lambda: {"u1": "a", "u2": "b"},
+                                            open_connection=lambda uri: fake,
+                                            uptimes=lambda: {"u1": 42.0, "u2": 7.0}))
+    assert vm(registry, "vmappliance_vm_uptime_seconds", "a") == 42.0
+    assert vm(registry, "vmappliance_vm_uptime_seconds", "b") is None  # paused: not up
+    assert vm(registry, "vmappliance_vm_state", "b", state="paused", reason="user") == 1
+
+
+def test_a_broken_domain_costs_only_its_own_series():
+    broken = {"vcpu.current": 1}  # no state at all
+    odd = {**RUNNING_QEMU_STATS, "cpu.time": "not a number"}
+    fake = FakeConnection([("u1", "good", RUNNING_QEMU_STATS), ("u2", "broken", broken), ("u3", "odd", odd),
+                           ("u4", "off", STOPPED_STATS)])
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake))
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
+    assert vm(registry, "vmappliance_vm_cpu_seconds_total", "good") == pytest.approx(18.07)
+    assert vm(registry, "vmappliance_vm_state", "off", state="stopped", reason="shutdown") == 1
+    for name in ("broken", "odd"):  # all or nothing: no half-reported VM
+        assert vm(registry, "vmappliance_vm_info", name, domain=name, managed="false") is None
+        assert vm(registry, "vmappliance_vm_vcpus", name) is None
+    assert registry.get_sample_value("vmappliance_exporter_domain_errors", {"host": "local"}) == 2
+    promtool_check(generate_latest(registry))
+
+
+def test_an_unreachable_host_costs_only_its_own_series():
+    good = FakeConnection([("u1", "a", RUNNING_QEMU_STATS)])
+
+    def open_connection(uri):
+        if uri == "qemu+tcp://127.0.0.1:1/system":
+            raise libvirt.libvirtError("unable to connect")
+        return good
+
+    targets = [Target("down", "qemu+tcp://127.0.0.1:1/system"), Target("up", "fake:///")]
+    registry = registry_of(LibvirtCollector(lambda: targets, open_connection=open_connection))
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "down"}) == 0
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "up"}) == 1
+    assert vm(registry, "vmappliance_vm_cpu_seconds_total", "a", host="up") == pytest.approx(18.07)
+    assert registry.get_sample_value("vmappliance_host_cpus", {"host": "down"}) is None
+    promtool_check(generate_latest(registry))
+
+
+def test_a_real_unreachable_uri_answers_quickly_with_up_zero():
+    targets = [Target("gone", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"), LOCAL]
+    registry = registry_of(LibvirtCollector(lambda: targets))
+    started = time.monotonic()
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "gone"}) == 0
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
+    assert time.monotonic() - started < 2
+
+
+def test_a_hung_host_is_cut_off_at_the_deadline_and_not_queued_twice():
+    release = threading.Event()
+    hung = FakeConnection([("u1", "slow", RUNNING_QEMU_STATS)], block=release)
+    fine = FakeConnection([("u2", "quick", RUNNING_QEMU_STATS)])
+    targets = [Target("hung", "hung:///"), Target("fine", "fine:///")]
+    collector = LibvirtCollector(lambda: targets, open_connection=lambda uri: hung if uri == "hung:///" else fine,
+                                 deadline=0.3)
+    registry = registry_of(collector)
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            text = generate_latest(registry).decode()
+            assert time.monotonic() - started < 1.0
+            assert 'vmappliance_host_up{host="hung"} 0.0' in text
+            assert 'vmappliance_host_up{host="fine"} 1.0' in text
+            assert 'vm="quick"' in text and 'vm="slow"' not in text
+        assert hung.calls.count(("getAllDomainStats", 0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)) == 1
+    finally:
+        release.set()
+    time.sleep(0.1)
+    assert registry.get_sample_value("vmappliance_host_up", {"host": "hung"}) == 1
+
+
+def test_a_stranger_named_like_a_managed_vm_is_left_out():
+    fake = FakeConnection([("u1", "pfx-web", RUNNING_QEMU_STATS), ("u9", "web", STOPPED_STATS)])
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], lambda: {"u1": "web"}, open_connection=lambda uri: fake))
+    assert vm(registry, "vmappliance_vm_state", "web", state="running", reason="booted") == 1
+    assert vm(registry, "vmappliance_vm_state", "web", state="stopped", reason="shutdown") is None
+    assert registry.get_sample_value("vmappliance_exporter_domain_errors", {"host": "local"}) == 1
