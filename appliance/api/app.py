@@ -65,7 +65,9 @@ class BearerToken:
 
 def create_app(service: Service, token: str) -> falcon.App:
     # RequestMetrics first, so that refused requests are timed too.
-    app = falcon.App(middleware=[RequestMetrics(), BearerToken(token)])
+    metrics = RequestMetrics()
+    app = falcon.App(middleware=[metrics, BearerToken(token)])
+    metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
     app.set_error_serializer(_serialize_http_error)
