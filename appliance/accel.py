@@ -48,7 +48,11 @@ def probe_kvm(conn: libvirt.virConnect, image: Path, image_format: str, seconds:
             domain_type="kvm", vm_dir=vm_dir, mac="52:54:00:00:00:01", seed_iso=None,
             direct_io=images.supports_direct_io(vm_dir))
         images.create_overlay(image, image_format, plan.root_disk)
-        dom = conn.createXML(domain.build(plan), 0)
+        try:
+            dom = conn.createXML(domain.build(plan), 0)
+        except libvirt.libvirtError as err:
+            # Seen on nested hosts: QEMU aborts setting an MSR under KVM.
+            return False, f"a KVM guest failed to start: {err.get_error_message().splitlines()[-1][:200]}"
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:

@@ -327,8 +327,11 @@ class Controller:
 
     def _execute(self, op: dict) -> None:
         vm_id = op["vm_id"]
+        if not self.store.claim_operation(op["id"], self.clock()):
+            with self._busy_lock:  # finished or cancelled since the loop listed it
+                self._busy.discard(vm_id)
+            return
         try:
-            self.store.update_operation(op["id"], status="running", started=op["started"] or self.clock())
             row = self.store.get_vm_by_id(vm_id)
             if row is None:
                 raise Failed("the VM no longer exists")

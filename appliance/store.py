@@ -265,6 +265,14 @@ class Store:
         sql = "SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY created, rowid"
         return [_decode_op(r) for r in self.db.query(sql)]
 
+    def claim_operation(self, op_id: str, now: float) -> bool:
+        """Mark an unfinished operation running; False if it finished (or was
+        cancelled) since it was listed, so that it never runs twice."""
+        cursor = self.db.execute(
+            "UPDATE operations SET status = 'running', started = coalesce(started, ?) "
+            "WHERE id = ? AND status IN ('pending', 'running')", [now, op_id])
+        return cursor.rowcount == 1
+
     def update_operation(self, op_id: str, **fields: Any) -> None:
         if "params" in fields:
             fields["params"] = json.dumps(fields["params"])
