@@ -1,0 +1,90 @@
+"""`make bench`: every benchmark in one run, each side by side with its reference.
+
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs] [--no-write]
+
+Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root.
+Only 127.0.0.1 is used; every process is started here and stopped by pid;
+every libvirt domain carries a prefix made for this run and is removed by
+that prefix, even on failure; every directory is a temporary one under /tmp.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from tests.bench.common import ROOT, machine
+
+COMMAND = "make bench"
+
+
+def _sigterm(signum, _frame):  # let every finally: clean up
+    raise SystemExit(128 + signum)
+
+
+def run_fs(rounds: int) -> dict:
+    """tests/bench/bench_fs.py, the colleague's FS benchmark, as a subprocess; its JSON merged."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / "bench_fs.py"), "--rounds", str(rounds)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_fs.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out = proc.stdout
+    return json.loads(out[out.index("{"):])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and 100 VMs instead of 1,000 (not for BENCHMARKS.md)")
+    parser.add_argument("--only", default="create,api,fs")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)
+    os.chdir(ROOT)
+    wanted = set(args.only.split(","))
+    results: dict = {"machine": machine(), "command": COMMAND, "errors": {}}
+    timings = {}
+    with tempfile.TemporaryDirectory(prefix="vmapp-bench-") as tmp:
+        base = Path(tmp)
+        steps = []
+        if "create" in wanted:
+            from tests.bench import bench_create
+
+            steps.append(("create", lambda: bench_create.run(base / "create", rounds=3 if args.quick else 7)))
+        if "fs" in wanted:
+            steps.append(("fs", lambda: run_fs(100 if args.quick else 300)))
+        if "api" in wanted:
+            from tests.bench import bench_api
+
+            n = 100 if args.quick else 1000
+            steps.append(("api", lambda: bench_api.run(base / "api", vms=n, extra=n)))
+        for name, step in steps:
+            started = time.monotonic()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            try:
+                results[name] = step()
+            except Exception:  # noqa: BLE001 - report it, run the others
+                results["errors"][name] = traceback.format_exc()
+                print(results["errors"][name], file=sys.stderr)
+            timings[name] = round(time.monotonic() - started, 1)
+            print(f"bench: {name} done in {timings[name]} s", file=sys.stderr, flush=True)
+    results["seconds"] = timings
+    results["quick"] = args.quick
+    print(json.dumps(results, indent=2))
+    if not args.no_write:
+        from tests.bench.report import render
+
+        (ROOT / "BENCHMARKS.md").write_text(render(results))
+        print("bench: wrote BENCHMARKS.md", file=sys.stderr)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
