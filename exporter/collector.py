@@ -366,7 +366,9 @@ def _domain_rows(stats: dict, uptime: float | None) -> list[tuple[str, list[str]
     rows: list[tuple[str, list[str], float]] = []
     state = stats["state.state"]
     reason = stats.get("state.reason", 0)
-    rows.append(("vmappliance_vm_state", [STATES.get(state, "unknown"), REASONS.get(state, {}).get(reason, "")], 1))
+    # Prometheus drops empty labels: a reason libvirt does not give is "unknown".
+    reason_name = REASONS.get(state, {}).get(reason) or "unknown"
+    rows.append(("vmappliance_vm_state", [STATES.get(state, "unknown"), reason_name], 1))
     if uptime is not None and state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
         rows.append(("vmappliance_vm_uptime_seconds", [], uptime))
     for key, name, _, scale in VM_GAUGES:

@@ -167,7 +167,7 @@ def test_vmctl_exporter_standalone():
                 time.sleep(0.1)
         assert resp.status_code == 200
         assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
-        assert 'vmappliance_vm_state{host="h1",reason="",state="running",vm="test"} 1.0' in resp.text
+        assert 'vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0' in resp.text
         assert "vmappliance_api_request" not in resp.text
         promtool_check(resp.content)
     finally:

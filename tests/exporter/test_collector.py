@@ -47,7 +47,7 @@ def test_test_driver_every_domain_present_with_state_and_name(test_conn):
     assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
     assert vm(registry, "vmappliance_vm_state", "web", state="running", reason="booted") == 1
     assert vm(registry, "vmappliance_vm_state", "exp-paused", state="paused", reason="user") == 1
-    assert vm(registry, "vmappliance_vm_state", "exp-stopped", state="stopped", reason="") == 1
+    assert vm(registry, "vmappliance_vm_state", "exp-stopped", state="stopped", reason="unknown") == 1
     assert vm(registry, "vmappliance_vm_info", "web", domain="exp-running", managed="true") == 1
     assert vm(registry, "vmappliance_vm_info", "exp-paused", domain="exp-paused", managed="false") == 1
     assert vm(registry, "vmappliance_vm_info", "exp-running", domain="exp-running", managed="false") is None
