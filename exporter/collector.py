@@ -1,10 +1,18 @@
 """Prometheus families for VMs and hosts, from ONE bulk libvirt call per host per scrape.
 
 `LibvirtCollector.collect()` runs fresh at every scrape (prometheus_client
-calls it). Per host it makes three calls: `getAllDomainStats` (every domain,
-running or not, with VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT so that a domain
-busy in a migration or another job answers with what it has instead of
-blocking us), `getInfo` and `getFreeMemory`. Never a call per domain.
+calls it). Per host it makes a fixed number of calls, whatever the number of
+domains: the bulk `getAllDomainStats`, with
+VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT so that a domain busy in a migration
+or another job answers with what it has instead of blocking us, plus
+`getInfo` and `getFreeMemory`. Never a call per domain.
+
+The bulk call is made twice, once per half of the domains: every stats group
+for the active ones, and only state, vCPUs and balloon for the inactive ones.
+Asking for block stats of a shut-off domain makes libvirt open each of its
+disk images: measured here on 1,833 shut-off domains, all groups took 445 ms
+against 33 ms for state alone. A stopped VM's disks are still visible through
+the store and the API; its state, vCPUs and memory are exported.
 
 Failure is contained, as client_python's process_collector does it:
 - a host that cannot be reached, or does not answer within the deadline,
@@ -73,8 +81,11 @@ REASONS = {
     libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "panicked"},
 }
 
-STATS = 0  # every group the driver supports: state, cpu, balloon, vcpu, interface, block, ...
-FLAGS = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+# (stats groups, flags) of the bulk calls: see the module's docstring.
+ACTIVE_CALL = (0, NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)  # 0: every group there is
+INACTIVE_CALL = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
+                 NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)
 
 # (stats key, family suffix, help, scale) -- a table, so coverage is easy to read.
 VM_GAUGES = [
@@ -169,7 +180,9 @@ class LibvirtCollector:
         open_connection: Callable[[str], libvirt.virConnect] = open_read_only,
         deadline: float = 5.0,
         uptimes: Callable[[], dict[str, float]] = dict,
+        calls: tuple[tuple[int, int], ...] = (ACTIVE_CALL, INACTIVE_CALL),
     ):
+        self.calls = calls
         self.targets = targets
         self.names = names
         self.uptimes = uptimes
@@ -185,8 +198,13 @@ class LibvirtCollector:
             if host.conn is None:
                 host.conn = self.open_connection(host.target.uri)
             conn = host.conn
-            records = conn.getAllDomainStats(STATS, FLAGS)
-            domains = [(dom.UUIDString(), dom.name(), stats) for dom, stats in records]
+            domains, seen = [], set()
+            for stats, flags in self.calls:
+                for dom, record in conn.getAllDomainStats(stats, flags):
+                    uuid = dom.UUIDString()
+                    if uuid not in seen:  # a domain that started between the two calls
+                        seen.add(uuid)
+                        domains.append((uuid, dom.name(), record))
             return HostSample(domains, conn.getInfo(), conn.getFreeMemory())
         except libvirt.libvirtError:
             # The connection may be dead: open a fresh one at the next scrape.

@@ -56,11 +56,19 @@ class FakeConnection:
         self.block = block
         self.calls: list[tuple] = []
 
-    def getAllDomainStats(self, stats: int, flags: int):
-        self.calls.append(("getAllDomainStats", stats, flags))
+    def getAllDomainStats(self, groups: int, flags: int):
+        self.calls.append(("getAllDomainStats", groups, flags))
         if self.block is not None:
             self.block.wait()
-        return [(FakeDomain(uuid, name), stats) for uuid, name, stats in self.domains]
+        wanted = []
+        for uuid, name, stats in self.domains:
+            inactive = stats.get("state.state") in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+            if flags & libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE and inactive:
+                continue
+            if flags & libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE and not inactive:
+                continue
+            wanted.append((FakeDomain(uuid, name), stats))
+        return wanted
 
     def getInfo(self):
         self.calls.append(("getInfo",))

@@ -9,7 +9,7 @@ import libvirt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import LibvirtCollector, Target
+from exporter.collector import ACTIVE_CALL, INACTIVE_CALL, LibvirtCollector, Target
 from tests.exporter.fakes import (
     PAUSED_STATS,
     RUNNING_QEMU_STATS,
@@ -65,11 +65,23 @@ def test_one_bulk_call_per_host_per_scrape_with_nowait(test_conn):
     for _ in range(3):
         generate_latest(registry)
     assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
-    assert counting.calls.count("getAllDomainStats") == 4  # 3 scrapes + the get_sample_value one
+    # 4 scrapes (3 + the get_sample_value one), each the active and the inactive half, whatever the domains
+    assert counting.calls.count("getAllDomainStats") == 8
     assert set(counting.calls) == {"getAllDomainStats", "getInfo", "getFreeMemory"}
     fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS)])
     generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
-    assert fake.calls[0] == ("getAllDomainStats", 0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+    nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    assert fake.calls[:2] == [("getAllDomainStats", *ACTIVE_CALL), ("getAllDomainStats", *INACTIVE_CALL)]
+    assert all(flags & nowait for _, _, flags in fake.calls[:2])
+
+
+def test_the_two_halves_cover_every_domain_once(test_conn):
+    test_conn.define("exp-half-on")
+    test_conn.define("exp-half-off", "stopped")
+    registry = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open))
+    assert vm(registry, "vmappliance_vm_state", "exp-half-on", state="running", reason="booted") == 1
+    assert vm(registry, "vmappliance_vm_state", "exp-half-off", state="stopped", reason="unknown") == 1
+    assert registry.get_sample_value("vmappliance_exporter_domain_errors", {"host": "local"}) == 0
 
 
 def test_units_converted_and_labels_stable():
@@ -168,7 +180,7 @@ def test_a_hung_host_is_cut_off_at_the_deadline_and_not_queued_twice():
             assert 'vmappliance_host_up{host="hung"} 0.0' in text
             assert 'vmappliance_host_up{host="fine"} 1.0' in text
             assert 'vm="quick"' in text and 'vm="slow"' not in text
-        assert hung.calls.count(("getAllDomainStats", 0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)) == 1
+        assert hung.calls.count(("getAllDomainStats", *ACTIVE_CALL)) == 1  # not queued a second time
     finally:
         release.set()
     time.sleep(0.1)
