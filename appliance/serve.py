@@ -112,6 +112,10 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     controller.start()
 
     env = {**os.environ, "VMAPP_HOME": str(config.home)}
+    # glibc gives each thread its own malloc arena and keeps what a large
+    # response freed in it: 8 gthread threads held ~40 MiB more per worker at
+    # 1,000 VMs (BENCHMARKS.md). Two arenas per process are plenty under the GIL.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     stopping = threading.Event()
     env["PROMETHEUS_MULTIPROC_DIR"] = prepare_metrics(config, controller, store, stopping)
 
