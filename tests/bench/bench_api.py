@@ -174,7 +174,21 @@ def memory_point(app, mnt: Path | None, names: list[str], idle_seconds: float) -
     time.sleep(6)  # one controller resync period passes over the full store
     cpu = idle_cpu_percent(app.proc.pid, idle_seconds)
     mem = memory_of_tree(app.proc.pid)
-    return {**mem, "idle_cpu_percent_of_one_core": cpu}
+    return {**mem, "idle_cpu_percent_of_one_core": cpu, "controller_resync_s": resync_seconds(app)}
+
+
+def resync_seconds(app) -> float | None:
+    """How long the controller's last full resync took (what it publishes for /metrics)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{app.home / 'appliance.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'metrics.reconcile_seconds'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return round(float(row[0]), 3) if row else None
 
 
 def get_latency(port: int, token: str | None, paths: list[str]) -> dict:
@@ -281,6 +295,7 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
             "mib_per_1000_vms_0_to_1000": round(m1 - m0, 1), "mib_per_1000_vms_1000_to_2000": round(m2 - m1, 1),
             "goal_mib_at_1000": 200, "pass": m1 <= 200,
             "idle_cpu_percent": [out[k]["idle_cpu_percent_of_one_core"] for k in ("memory_0", "memory_1000", "memory_2000")],
+            "controller_resync_s": [out[k]["controller_resync_s"] for k in ("memory_0", "memory_1000", "memory_2000")],
         }
         return out
     finally:

@@ -52,14 +52,14 @@ def _memory(r: dict) -> list[str]:
         "taken after the REST routes and `ls -l` of the mount were exercised at that size and one controller "
         "resync period had passed; idle CPU is what the tree burns with nobody asking (percent of one core)."),
         "",
-        "| VMs in the store | PSS total | RSS total | processes | idle CPU | goal | result |",
-        "|---|---|---|---|---|---|---|",
+        "| VMs in the store | PSS total | RSS total | processes | idle CPU | controller resync | goal | result |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for count, key in ((0, "memory_0"), (1000, "memory_1000"), (2000, "memory_2000")):
         p = r[key]
         goal, ok = ("≤ 200 MB", m["pass"]) if count == 1000 else ("", None)
         rows.append(f"| {count:,} | {p['pss_mib']} MiB | {p['rss_mib']} MiB | {p['processes']} "
-                    f"| {p['idle_cpu_percent_of_one_core']} % | {goal} | {_verdict(ok) if ok is not None else ''} |")
+                    f"| {p['idle_cpu_percent_of_one_core']} % | {p.get('controller_resync_s')} s | {goal} | {_verdict(ok) if ok is not None else ''} |")
     rows += [
         "",
         (f"Growth (PSS): {m['mib_per_1000_vms_0_to_1000']} MiB for the first 1,000 VMs, "
@@ -145,6 +145,16 @@ def render(results: dict, notes: str | None = None) -> str:
         "Guests run under TCG (this host's KVM is unusable)."),
         "",
     ]
+    busy = {name: b for name, b in results.get("background", {}).items()
+            if max(b["before"]["loadavg_1min"], b.get("after", b["before"])["loadavg_1min"]) > m["nproc"]}
+    lines += ["Background load (1-min load average and QEMU processes on the host, anyone's, before → after each "
+              "section): " + "; ".join(
+                  f"{name} {b['before']['loadavg_1min']}/{b['before']['qemu_processes']} → "
+                  f"{b.get('after', {}).get('loadavg_1min')}/{b.get('after', {}).get('qemu_processes')}"
+                  for name, b in results.get("background", {}).items()) + ".", ""]
+    if busy:
+        lines += [(f"**Warning: the machine was busy with other work during {', '.join(busy)} (load above "
+                  f"{m['nproc']}); those numbers are disturbed. Run `make bench` again on a quiet machine.**"), ""]
     if results.get("quick"):
         lines += ["**This was a `--quick` run (fewer rounds, 100 VMs instead of 1,000): not the reference numbers.**", ""]
     summary = []

@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench.common import ROOT, machine
+from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
 
@@ -67,13 +67,15 @@ def main() -> int:
             steps.append(("api", lambda: bench_api.run(base / "api", vms=n, extra=n)))
         for name, step in steps:
             started = time.monotonic()
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            results.setdefault("background", {})[name] = {"before": background()}
+            print(f"bench: {name} ... ({results['background'][name]['before']})", file=sys.stderr, flush=True)
             try:
                 results[name] = step()
             except Exception:  # noqa: BLE001 - report it, run the others
                 results["errors"][name] = traceback.format_exc()
                 print(results["errors"][name], file=sys.stderr)
             timings[name] = round(time.monotonic() - started, 1)
+            results["background"][name]["after"] = background()
             print(f"bench: {name} done in {timings[name]} s", file=sys.stderr, flush=True)
     results["seconds"] = timings
     results["quick"] = args.quick
@@ -81,7 +83,8 @@ def main() -> int:
     if not args.no_write:
         from tests.bench.report import render
 
-        (ROOT / "BENCHMARKS.md").write_text(render(results))
+        notes = ROOT / "tests" / "bench" / "notes.md"
+        (ROOT / "BENCHMARKS.md").write_text(render(results, notes.read_text() if notes.exists() else None))
         print("bench: wrote BENCHMARKS.md", file=sys.stderr)
     return 1 if results["errors"] else 0
 
