@@ -88,6 +88,14 @@ def run(base: Path, rounds: int = 7) -> dict:
                 elapsed = time.perf_counter() - started
             op = body["operation"]
             parts = {"queue_ms": ms(op["started"] - op["created"]), "controller_ms": ms(op["finished"] - op["started"])}
+            # The VM's own events split the controller's work: defined (observed stopped), then running.
+            events = app.api("GET", f"/v1/vms/{name}/events", headers={"Accept": "application/json"}).json()["items"]
+            defined = [e["time"] for e in events if e["kind"] == "state-changed" and e["message"].startswith("now stopped")]
+            running = [e["time"] for e in events if e["kind"] == "state-changed" and e["message"].startswith("now running")]
+            if defined and running:
+                parts.update(define_ms=ms(defined[0] - op["started"]), start_ms=ms(running[0] - defined[0]),
+                             after_start_ms=ms(op["finished"] - running[0]))
+            parts["http_and_wait_ms"] = ms(elapsed - (op["finished"] - op["created"]))
             assert app.api("DELETE", f"/v1/vms/{name}", params={"force": "true"}).status_code == 204
             return {"s": elapsed, **parts}
 
@@ -160,6 +168,9 @@ def run(base: Path, rounds: int = 7) -> dict:
             "api_breakdown_p50_ms": {
                 "op_queued_until_controller_picked_it_up": round(p50([r["queue_ms"] for r in ours]), 1),
                 "controller_create_define_start": round(p50([r["controller_ms"] for r in ours]), 1),
+                **{key: round(p50([r[key] for r in ours if key in r]), 1)
+                   for key in ("define_ms", "start_ms", "after_start_ms") if any(key in r for r in ours)},
+                "http_validation_store_and_poll": round(p50([r["http_and_wait_ms"] for r in ours]), 1),
             },
             "overlay_p50_ms": ms(p50([r["overlay_s"] for r in refs]), 1),
             "api_min_ms": ms(min(r["s"] for r in ours), 1),
