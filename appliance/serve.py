@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -86,6 +87,24 @@ def wait_for_libvirt(uri: str, seconds: float) -> libvirt.virConnect:
             time.sleep(0.5)
 
 
+def wait_for_port(listen: str, seconds: float) -> None:
+    """The API of a previous run that was killed may still be finishing its
+    requests (gunicorn's graceful shutdown) on our port: wait for it to go
+    rather than start a second API that cannot bind."""
+    host, _, port = listen.rpartition(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host.strip("[]"), int(port)))
+                return
+            except OSError as err:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"vmctl serve: cannot listen on {listen}: {err.strerror}") from None
+        time.sleep(0.2)
+
+
 def serve(config: Config, demo_image: str | None = None) -> int:
     config.prepare()
     config.save()
@@ -125,6 +144,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    wait_for_port(config.listen, 20)
     children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
     children.update(extra_children(config, env))
     running = {name: start() for name, start in children.items()}

@@ -87,8 +87,16 @@ class Appliance:
             return self.proc.wait()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would."""
+        """SIGKILL, as a crash would; then wait until the API children it
+        leaves (they get SIGTERM from the kernel) have let go of the port."""
         self.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"port {self.port} still answers 20 s after SIGKILL: an orphan API?")
 
     def cleanup(self) -> None:
         """Stop the appliance, then remove every domain with our prefix."""
