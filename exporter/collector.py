@@ -2,17 +2,21 @@
 
 `LibvirtCollector.collect()` runs fresh at every scrape (prometheus_client
 calls it). Per host it makes a fixed number of calls, whatever the number of
-domains: the bulk `getAllDomainStats`, with
-VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT so that a domain busy in a migration
-or another job answers with what it has instead of blocking us, plus
-`getInfo` and `getFreeMemory`. Never a call per domain.
-
-The bulk call is made twice, once per half of the domains: every stats group
-for the active ones, and only state, vCPUs and balloon for the inactive ones.
-Asking for block stats of a shut-off domain makes libvirt open each of its
-disk images: measured here on 1,833 shut-off domains, all groups took 445 ms
-against 33 ms for state alone. A stopped VM's disks are still visible through
-the store and the API; its state, vCPUs and memory are exported.
+domains, and never a call per domain:
+- the running domains: `listAllDomains(ACTIVE)`, then the bulk stats call
+  `domainListGetStats` on them, split into at most CHUNKS parts made at once.
+  libvirtd runs each domain's QEMU monitor queries one after another inside
+  one call; on a loaded host (10 TCG guests on 2 cores) the split made the
+  call 3-4x faster (1,495 ms in one call, 321 ms in 4). libvirtd serves 5
+  requests of one client at a time by default (max_client_requests), so 4;
+- the shut-off domains: one `getAllDomainStats(INACTIVE)` asking only for
+  state, vCPUs and balloon. Block stats of a shut-off domain make libvirt
+  open each of its disk images: on 1,833 shut-off domains, every group took
+  445 ms against 33 ms for state alone;
+- `getInfo` and `getFreeMemory` for the host families.
+Every stats call carries VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT, so that a
+domain busy in a migration or another job answers with what it has instead
+of blocking the scrape.
 
 Failure is contained, as client_python's process_collector does it:
 - a host that cannot be reached, or does not answer within the deadline,
@@ -83,9 +87,14 @@ REASONS = {
 
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 # (stats groups, flags) of the bulk calls: see the module's docstring.
-ACTIVE_CALL = (0, NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)  # 0: every group there is
+# Only the groups exported: each further one (iothread, dirtyrate, vm, perf) is another round
+# trip to every QEMU's monitor, and "0" (every group) cost 2.5x these on loaded TCG guests.
+ACTIVE_GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                 | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+ACTIVE_CALL = (ACTIVE_GROUPS, NOWAIT)  # domainListGetStats takes no ACTIVE/INACTIVE filter
 INACTIVE_CALL = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
                  NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)
+CHUNKS = 4
 
 # (stats key, family suffix, help, scale) -- a table, so coverage is easy to read.
 VM_GAUGES = [
@@ -150,7 +159,7 @@ class Target:
 
 @dataclasses.dataclass
 class HostSample:
-    """What one host answered: the raw results of its three calls."""
+    """What one host answered: the raw results of its calls."""
     domains: list[tuple[str, str, dict]]  # (uuid, domain name, stats)
     info: list
     free_memory: int
@@ -180,9 +189,9 @@ class LibvirtCollector:
         open_connection: Callable[[str], libvirt.virConnect] = open_read_only,
         deadline: float = 5.0,
         uptimes: Callable[[], dict[str, float]] = dict,
-        calls: tuple[tuple[int, int], ...] = (ACTIVE_CALL, INACTIVE_CALL),
+        chunks: int = CHUNKS,
     ):
-        self.calls = calls
+        self.chunks = chunks
         self.targets = targets
         self.names = names
         self.uptimes = uptimes
@@ -191,6 +200,7 @@ class LibvirtCollector:
         self._hosts: dict[Target, _Host] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="libvirt-scrape")
+        self._chunk_pool = ThreadPoolExecutor(max_workers=4 * chunks, thread_name_prefix="libvirt-stats")
 
     # -- talking to libvirt (in a worker thread, under the deadline) ---------------------
     def _sample(self, host: _Host) -> HostSample:
@@ -199,12 +209,11 @@ class LibvirtCollector:
                 host.conn = self.open_connection(host.target.uri)
             conn = host.conn
             domains, seen = [], set()
-            for stats, flags in self.calls:
-                for dom, record in conn.getAllDomainStats(stats, flags):
-                    uuid = dom.UUIDString()
-                    if uuid not in seen:  # a domain that started between the two calls
-                        seen.add(uuid)
-                        domains.append((uuid, dom.name(), record))
+            for dom, record in self._active_stats(conn) + conn.getAllDomainStats(*INACTIVE_CALL):
+                uuid = dom.UUIDString()
+                if uuid not in seen:  # a domain that started between the two calls
+                    seen.add(uuid)
+                    domains.append((uuid, dom.name(), record))
             return HostSample(domains, conn.getInfo(), conn.getFreeMemory())
         except libvirt.libvirtError:
             # The connection may be dead: open a fresh one at the next scrape.
@@ -215,6 +224,22 @@ class LibvirtCollector:
                 except libvirt.libvirtError:
                     pass
             raise
+
+    def _active_stats(self, conn: libvirt.virConnect) -> list:
+        active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        if not active:
+            return []
+        parts = [active[i::self.chunks] for i in range(min(self.chunks, len(active)))]
+        try:
+            records = []
+            for part in self._chunk_pool.map(lambda doms: conn.domainListGetStats(doms, *ACTIVE_CALL), parts):
+                records.extend(part)
+            return records
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # One went away since the list: ask for whatever is running now, in one call.
+            return conn.getAllDomainStats(ACTIVE_CALL[0], ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
 
     def _host(self, target: Target) -> _Host:
         with self._lock:

@@ -49,7 +49,7 @@ class FakeDomain:
 
 
 class FakeConnection:
-    """Only the three calls the collector may make; anything else fails loudly."""
+    """Only the calls the collector may make; anything else fails loudly."""
 
     def __init__(self, domains: list[tuple[str, str, dict]], block: threading.Event | None = None):
         self.domains = domains
@@ -60,6 +60,9 @@ class FakeConnection:
         self.calls.append(("getAllDomainStats", groups, flags))
         if self.block is not None:
             self.block.wait()
+        return self._select(flags)
+
+    def _select(self, flags: int):
         wanted = []
         for uuid, name, stats in self.domains:
             inactive = stats.get("state.state") in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
@@ -69,6 +72,17 @@ class FakeConnection:
                 continue
             wanted.append((FakeDomain(uuid, name), stats))
         return wanted
+
+    def listAllDomains(self, flags: int = 0):
+        self.calls.append(("listAllDomains", flags))
+        return [dom for dom, _ in self._select(libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)]
+
+    def domainListGetStats(self, doms, groups: int, flags: int):
+        self.calls.append(("domainListGetStats", groups, flags, len(doms)))
+        if self.block is not None:
+            self.block.wait()
+        wanted = {dom.UUIDString() for dom in doms}
+        return [(FakeDomain(uuid, name), stats) for uuid, name, stats in self.domains if uuid in wanted]
 
     def getInfo(self):
         self.calls.append(("getInfo",))
@@ -85,7 +99,8 @@ class FakeConnection:
 class CountingConnection:
     """A real connection (the test driver) that records what the collector calls."""
 
-    ALLOWED = frozenset({"getAllDomainStats", "getInfo", "getFreeMemory", "close"})
+    ALLOWED = frozenset({"listAllDomains", "domainListGetStats", "getAllDomainStats", "getInfo", "getFreeMemory",
+                         "close"})
 
     def __init__(self, conn: libvirt.virConnect):
         self._conn = conn

@@ -9,7 +9,7 @@ import libvirt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ACTIVE_CALL, INACTIVE_CALL, LibvirtCollector, Target
+from exporter.collector import ACTIVE_CALL, CHUNKS, INACTIVE_CALL, LibvirtCollector, Target
 from tests.exporter.fakes import (
     PAUSED_STATS,
     RUNNING_QEMU_STATS,
@@ -57,22 +57,28 @@ def test_test_driver_every_domain_present_with_state_and_name(test_conn):
     promtool_check(generate_latest(registry))
 
 
-def test_one_bulk_call_per_host_per_scrape_with_nowait(test_conn):
-    for i in range(5):
-        test_conn.define(f"exp-bulk{i}")
+def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn):
     counting = CountingConnection(libvirt.open("test:///default"))
     registry = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: counting))
-    for _ in range(3):
+    per_scrape = []
+    for count in (5, 50):
+        for i in range(count - (5 if count == 50 else 0)):
+            test_conn.define(f"exp-bulk{count}-{i}")
+        counting.calls.clear()
         generate_latest(registry)
+        per_scrape.append(sorted(set(counting.calls)))
+        assert counting.calls.count("listAllDomains") == 1
+        assert counting.calls.count("getAllDomainStats") == 1  # the shut-off half
+        assert 1 <= counting.calls.count("domainListGetStats") <= CHUNKS  # the running half, in parts
+        assert counting.calls.count("getInfo") == counting.calls.count("getFreeMemory") == 1
     assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
-    # 4 scrapes (3 + the get_sample_value one), each the active and the inactive half, whatever the domains
-    assert counting.calls.count("getAllDomainStats") == 8
-    assert set(counting.calls) == {"getAllDomainStats", "getInfo", "getFreeMemory"}
-    fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS)])
+    assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) >= 50
+    fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS), ("u2", "d2", STOPPED_STATS)])
     generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
+    stats_calls = [c for c in fake.calls if c[0] in ("domainListGetStats", "getAllDomainStats")]
+    assert stats_calls == [("domainListGetStats", *ACTIVE_CALL, 1), ("getAllDomainStats", *INACTIVE_CALL)]
     nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-    assert fake.calls[:2] == [("getAllDomainStats", *ACTIVE_CALL), ("getAllDomainStats", *INACTIVE_CALL)]
-    assert all(flags & nowait for _, _, flags in fake.calls[:2])
+    assert all(call[2] & nowait for call in stats_calls)
 
 
 def test_the_two_halves_cover_every_domain_once(test_conn):
@@ -180,7 +186,7 @@ def test_a_hung_host_is_cut_off_at_the_deadline_and_not_queued_twice():
             assert 'vmappliance_host_up{host="hung"} 0.0' in text
             assert 'vmappliance_host_up{host="fine"} 1.0' in text
             assert 'vm="quick"' in text and 'vm="slow"' not in text
-        assert hung.calls.count(("getAllDomainStats", *ACTIVE_CALL)) == 1  # not queued a second time
+        assert hung.calls.count(("domainListGetStats", *ACTIVE_CALL, 1)) == 1  # not queued a second time
     finally:
         release.set()
     time.sleep(0.1)

@@ -117,12 +117,19 @@ def test_prometheus_scrapes_vm_host_and_appliance_series(appliance, prometheus):
     assert value(wait_query(prometheus, 'vmappliance_host_up{host="local"}')) == 1
     assert value(query(prometheus, 'vmappliance_host_cpus{host="local"}')) >= 1
     assert value(query(prometheus, 'vmappliance_host_memory_total_bytes{host="local"}')) > 2**30
-    for name in ("r1", "r2", "p1"):  # guests that ran have used CPU, memory and their disk
-        assert value(query(prometheus, f'vmappliance_vm_cpu_seconds_total{{vm="{name}"}}')) > 0.1
+    for name in ("r1", "r2", "p1"):  # guests that ran have used CPU and have memory
+        assert value(query(prometheus, f'vmappliance_vm_cpu_seconds_total{{vm="{name}"}}')) > 0
         assert value(query(prometheus, f'vmappliance_vm_memory_current_bytes{{vm="{name}"}}')) >= 64 * 2**20
-        assert value(query(prometheus, f'vmappliance_vm_block_read_bytes_total{{vm="{name}",disk="vda"}}')) > 0
+        # p1 may have been paused before its firmware read the disk: the series is there all the same
+        assert query(prometheus, f'vmappliance_vm_block_read_requests_total{{vm="{name}",disk="vda"}}')
+    for name in ("r1", "r2"):  # running guests read their disk as they boot
+        wait_query(prometheus, f'vmappliance_vm_block_read_bytes_total{{vm="{name}",disk="vda"}}',
+                   check=lambda r: value(r) > 0, timeout=60)
     assert value(query(prometheus, 'vmappliance_vm_vcpus{vm="r1"}')) >= 1
-    assert value(query(prometheus, 'vmappliance_vm_block_capacity_bytes{vm="s1",disk="vda"}')) > 0
+    assert value(query(prometheus, 'vmappliance_vm_block_capacity_bytes{vm="r1",disk="vda"}')) > 0
+    # a stopped VM: state, vCPUs and memory (no block stats: see exporter/collector.py)
+    assert value(query(prometheus, 'vmappliance_vm_vcpus{vm="s1"}')) >= 1
+    assert value(query(prometheus, 'vmappliance_vm_memory_maximum_bytes{vm="s1"}')) >= 64 * 2**20
     # the CPU counter moves: a rate over real scrapes
     assert value(wait_query(prometheus, 'rate(vmappliance_vm_cpu_seconds_total{vm="r1"}[5s])')) > 0
     assert value(wait_query(prometheus, 'vmappliance_vm_uptime_seconds{vm="r1"}')) > 0
