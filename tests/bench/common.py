@@ -252,6 +252,10 @@ def machine() -> dict:
         "hypervisor": hyp.group(1).strip() if hyp else "",
         **versions,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        # the benchmarks run the working tree: say whether the measured code differs from the commit
+        "uncommitted_in_measured_code": [line.split(maxsplit=1)[-1] for line in _run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "appliance", "fs", "exporter"]).splitlines()],
     }
 
 

@@ -152,7 +152,10 @@ def render(results: dict, notes: str | None = None) -> str:
         f"Python {m['python']}, libvirt {m['libvirt']} ({m['hypervisor']}), falcon {m.get('falcon', '?')}, "
         f"gunicorn {m.get('gunicorn', '?')}, pyfuse3 {m.get('pyfuse3', '?')}; run {m['date_utc']}; "
         f"took {sum(results.get('seconds', {}).values()):.0f} s ({results.get('seconds')}). "
-        "Guests run under TCG (this host's KVM is unusable)."),
+        "Guests run under TCG (this host's KVM is unusable). "
+        f"Code measured: commit {m.get('commit', '?')}"
+        + (f", plus uncommitted changes in {', '.join(m['uncommitted_in_measured_code'])}"
+           if m.get("uncommitted_in_measured_code") else "") + "."),
         "",
     ]
     busy = {name: b for name, b in results.get("background", {}).items()
