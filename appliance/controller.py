@@ -65,6 +65,8 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._backoff: dict[str, tuple[int, float]] = {}  # vm id -> (failures, not before)
         self._direct_io = images.supports_direct_io(config.vms_dir)
+        self._host_up = False  # connected at the last look (for the host-down event)
+        self._reported_down = False  # this outage has had its event
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
 
     # -- life of the controller ------------------------------------------------
@@ -87,7 +89,9 @@ class Controller:
         while not self._stop.is_set():
             try:
                 if not self.host.connected:
-                    self._reconnect()
+                    if not self._reconnect():
+                        self._listener.wait(1.0)  # retry about once a second, or when nudged
+                        continue
                     next_resync = 0.0
                 self._drain_events()
                 now = self.clock()
@@ -103,14 +107,28 @@ class Controller:
                 time.sleep(0.5)
             self._listener.wait(0.5)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self) -> bool:
+        """Connect (again); False while libvirt is unreachable. An outage is one
+        host-down event and one warning, however many attempts it takes."""
+        if self._host_up:
+            self._host_up = False
+            log.warning("lost the connection to %s; reconnecting", self.host.uri)
+            self.store.add_event("host-down", f"lost the connection to libvirt at {self.host.uri}")
+            self._reported_down = True
         try:
             self.host.connect()
-            log.info("connected to %s", self.host.uri)
-            self.store.add_event("host-up", f"libvirt at {self.host.uri} reachable")
         except libvirt.libvirtError as err:
             self._record_host(up=False)
-            raise Failed(f"libvirt at {self.host.uri} unreachable: {err}") from None
+            if not self._reported_down:
+                self._reported_down = True
+                reason = err.get_error_message()
+                log.warning("libvirt at %s unreachable (%s); retrying every second", self.host.uri, reason)
+                self.store.add_event("host-down", f"libvirt at {self.host.uri} unreachable: {reason}")
+            return False
+        self._host_up, self._reported_down = True, False
+        log.info("connected to %s", self.host.uri)
+        self.store.add_event("host-up", f"libvirt at {self.host.uri} reachable")
+        return True
 
     def _record_host(self, up: bool, info: dict | None = None) -> None:
         row = {"name": HOST_NAME, "uri": self.host.uri, "up": int(up), "last_seen": self.clock()}
