@@ -60,9 +60,13 @@ def wait_for(what: str, check, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def host_up_events(app: Appliance) -> int:
+def count_events(app: Appliance, kind: str) -> int:
     items = app.api("GET", "/v1/events", params={"limit": 10000}).json()["items"]
-    return sum(1 for e in items if e["kind"] == "host-up")
+    return sum(1 for e in items if e["kind"] == kind)
+
+
+def host_up_events(app: Appliance) -> int:
+    return count_events(app, "host-up")
 
 
 def wait_lines(app: Appliance, name: str, line: str, count: int, timeout: float = BOOT_SECONDS) -> str:
@@ -92,7 +96,7 @@ def test_restart_under_a_running_vm_loses_nothing(host, app):
     app.create_vm("rs1")
     app.wait_console("rs1", READY_LINE, BOOT_SECONDS)
     qemu = host.qemu_pid(app.prefix + "rs1")
-    ups = host_up_events(app)
+    ups, downs = host_up_events(app), count_events(app, "host-down")
     old_libvirtd = host.libvirtd_pid()
 
     started = time.monotonic()
@@ -104,6 +108,7 @@ def test_restart_under_a_running_vm_loses_nothing(host, app):
     up = wait_for("a host-up event after the restart", lambda: host_up_events(app) > ups, NOTICE_SECONDS)
     ready = wait_for("/readyz 200 after the restart", lambda: ready_status(app) == 200, NOTICE_SECONDS)
     print(f"libvirtd restarted in {restarted:.2f} s; host-up event {up:.2f} s later, /readyz 200 after {ready:.2f} s more")
+    assert count_events(app, "host-down") == downs + 1  # the lost connection is said, once
 
     # The guest never noticed: same QEMU, one boot, still running.
     assert host.qemu_pid(app.prefix + "rs1") == qemu
@@ -120,13 +125,14 @@ def test_restart_under_a_running_vm_loses_nothing(host, app):
     resp = put_state(app, "rs1", "running")
     assert resp.status_code == 200, resp.text
     assert resp.json()["state"] == "running"
-    assert wait_lines(app, "rs1", READY_LINE, 2).count(BOOT_LINE) == 2  # the one start we asked for
+    assert wait_lines(app, "rs1", BOOT_LINE, 2).count(BOOT_LINE) == 2  # the one start we asked for
 
 
 def test_state_written_while_libvirtd_is_down_converges_when_it_returns(host, app):
     app.create_vm("rs2")
     app.wait_console("rs2", READY_LINE, BOOT_SECONDS)
 
+    downs = count_events(app, "host-down")
     host.stop_libvirtd()
     down = wait_for("/readyz 503 while libvirtd is down", lambda: ready_status(app) == 503, NOTICE_SECONDS)
 
@@ -141,6 +147,7 @@ def test_state_written_while_libvirtd_is_down_converges_when_it_returns(host, ap
     op = app.api("GET", op_url).json()
     assert op["status"] == "pending", op  # waiting for libvirt, not failed
     assert app.console("rs2").count("powering off") == 0
+    assert count_events(app, "host-down") == downs + 1  # one event for the outage, not one per retry
 
     host.start_libvirtd()
     back = wait_for("/readyz 200 after libvirtd returned", lambda: ready_status(app) == 200, NOTICE_SECONDS)
