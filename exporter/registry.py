@@ -9,6 +9,7 @@ process) the histogram is registered directly.
 """
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
@@ -104,9 +105,19 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
 
 
 class MetricsResource:
-    def __init__(self, registry: CollectorRegistry):
+    """GET /metrics. Public by default; with a token (config metrics_public = false)
+    it wants `Authorization: Bearer TOKEN` like /v1 (Prometheus: `authorization:`)."""
+
+    def __init__(self, registry: CollectorRegistry, token: str | None = None):
         self.registry = registry
+        self.token = token.encode() if token else None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.token is not None:
+            scheme, _, supplied = (req.get_header("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), self.token):
+                raise falcon.HTTPUnauthorized(title="Unauthorized", description="metrics_public is off: "
+                                              "send Authorization: Bearer <token from HOME/token>",
+                                              challenges=["Bearer"])
         resp.data = generate_latest(self.registry)
         resp.content_type = CONTENT_TYPE_LATEST

@@ -127,6 +127,14 @@ def test_metrics_route_public_and_request_histogram_by_route_template(store, con
     promtool_check(resp.content)
 
 
+def test_metrics_want_the_token_when_metrics_public_is_off(store, config):
+    config.metrics_public = False
+    client = testing.TestClient(create_app(Service(store, config), "sekret"))
+    assert client.simulate_get("/metrics").status_code == 401
+    resp = client.simulate_get("/metrics", headers={"Authorization": "Bearer sekret"})
+    assert resp.status_code == 200 and "vmappliance_host_up" in resp.text
+
+
 WORKER = """
 import sys
 from exporter.registry import REQUEST_DURATION
