@@ -87,8 +87,9 @@ def create_app(service: Service, token: str) -> falcon.App:
     app.add_route("/v1/images", images)
     app.add_route("/v1/images/{name}", images, suffix="item")
     app.add_route("/v1/hosts", resources.Hosts(service))
-    # Prometheus (exporter/): no token; built lazily, libvirt is first asked at the first scrape.
-    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri)))
+    # Prometheus (exporter/): no token unless metrics_public is off; libvirt is first asked at the first scrape.
+    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri),
+                                              token=None if service.config.metrics_public else token))
     return app
 
 
