@@ -25,6 +25,7 @@ import libvirt_qemu
 from appliance.config import Config
 from appliance.errors import Failed
 from appliance.notify import Listener, Notifier
+from appliance.probes import Prober
 from appliance.store import Store
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
@@ -68,6 +69,7 @@ class Controller:
         self._host_up = False  # connected at the last look (for the host-down event)
         self._reported_down = False  # this outage has had its event
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
+        self.prober = Prober(store, config, self.host, self._liveness_failed, clock)
 
     # -- life of the controller ------------------------------------------------
     def start(self) -> None:
@@ -81,6 +83,7 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.prober.stop()
         self.host.disconnect()
         self._listener.close()
 
@@ -102,6 +105,8 @@ class Controller:
                     self.resync()
                     next_resync = now + RESYNC_SECONDS
                 self._dispatch()
+                if self.host.connected:
+                    self.prober.tick()
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("controller loop")
                 time.sleep(0.5)
@@ -308,6 +313,13 @@ class Controller:
         elif observed == desired == "running":
             self._backoff.pop(row["id"], None)
 
+    def _liveness_failed(self, row: dict, reason: str) -> None:
+        """Called by the prober: pull the plug; the run strategy decides the rest."""
+        strategy = row["spec"]["run_strategy"]
+        self.store.add_event("liveness-failed", f"{reason}; forcing it off (run strategy {strategy})", row)
+        self._queue_op(row, "force-stop", "forcing off after the liveness probe failed")
+        self._nudge()
+
     def _queue_op(self, row: dict, kind: str, why: str) -> None:
         op_id = str(uuid.uuid4())
         with self.store.transaction():
@@ -490,6 +502,10 @@ class Controller:
 
     def _start(self, row: dict, dom: libvirt.virDomain) -> None:
         if not dom.isActive():
+            # Console probes look only at what this boot prints.
+            console = self.config.vm_dir(row["id"]) / "console.log"
+            offset = console.stat().st_size if console.exists() else 0
+            self.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
             dom.create()
             self.store.update_vm(row["id"], bump=False, restart_required=0, host=HOST_NAME)
         self._apply_port_forwards(row, dom)

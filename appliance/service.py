@@ -77,9 +77,16 @@ class Service:
             "generation": row["generation"],
             "spec": row["spec"],
             "restart_required": row["restart_required"],
+            "ready": self._ready(row),
             "created": row["created"],
             "updated": row["updated"],
         }
+
+    def _ready(self, row: dict) -> bool:
+        """With a readiness probe, what it last said; without, running is ready."""
+        if row["spec"].get("readiness_probe"):
+            return bool(row.get("ready")) and self._observed(row) == "running"
+        return self._observed(row) == "running"
 
     @staticmethod
     def _observed(row: dict) -> str:
@@ -421,7 +428,7 @@ class Service:
             "updated": row["updated"],
             "state_changed": row["state_changed"],
             "conditions": [
-                {"type": "Ready", "status": self._observed(row) == "running"},
+                {"type": "Ready", "status": self._ready(row)},
                 {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
                 {"type": "RestartRequired", "status": row["restart_required"]},
             ],

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "run_strategy": "Always",
     "labels": {},
     "termination_grace_period": 30,
+    "readiness_probe": None,
+    "liveness_probe": None,
 }
 FIELDS = ("name", "image", *DEFAULTS)
 # Fields a running VM may not change without a restart are still accepted; the
@@ -228,6 +230,59 @@ def _labels(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+PROBE_KINDS = ("tcp_socket", "console", "guest_agent_ping")
+PROBE_TIMINGS = {  # KubeVirt's (and Kubernetes') defaults and names, in snake case
+    "initial_delay_seconds": (0, 0, 3600),
+    "period_seconds": (10, 1, 3600),
+    "timeout_seconds": (1, 1, 600),
+    "failure_threshold": (3, 1, 100),
+    "success_threshold": (1, 1, 100),
+}
+
+
+def _probe(value: Any, field: str, network: dict) -> dict | None:
+    """A readiness or liveness probe: exactly one check, and its timings."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid("must be an object with one of " + ", ".join(PROBE_KINDS), field)
+    unknown = set(value) - set(PROBE_KINDS) - set(PROBE_TIMINGS)
+    if unknown:
+        raise Invalid(f"unknown field {sorted(unknown)[0]!r}", field)
+    kinds = [k for k in PROBE_KINDS if k in value]
+    if len(kinds) != 1:
+        raise Invalid("needs exactly one of " + ", ".join(PROBE_KINDS), field)
+    kind = kinds[0]
+    out: dict[str, Any] = {}
+    check = value[kind]
+    if not isinstance(check, dict):
+        raise Invalid("must be an object", f"{field}.{kind}")
+    if kind == "tcp_socket":
+        port = _port(check.get("port"), f"{field}.tcp_socket.port")
+        forwards = [f for f in network.get("port_forwards", []) if f["guest_port"] == port and f["protocol"] == "tcp"]
+        if not forwards:
+            # The appliance reaches guests only through forwards on 127.0.0.1.
+            raise Invalid(f"needs a tcp port forward to guest port {port}", f"{field}.tcp_socket.port")
+        out[kind] = {"port": port}
+    elif kind == "console":
+        text = check.get("contains")
+        if not isinstance(text, str) or not text or "\n" in text or len(text) > 256:
+            raise Invalid("must be one line of text (1-256 characters)", f"{field}.console.contains")
+        out[kind] = {"contains": text}
+    else:
+        if check:
+            raise Invalid("takes no fields", f"{field}.guest_agent_ping")
+        out[kind] = {}
+    for name, (default, low, high) in PROBE_TIMINGS.items():
+        item = value.get(name, default)
+        if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+            raise Invalid(f"must be a whole number from {low} to {high}", f"{field}.{name}")
+        out[name] = item
+    if out["timeout_seconds"] > out["period_seconds"]:
+        raise Invalid("must not exceed period_seconds", f"{field}.timeout_seconds")
+    return out
+
+
 def validate(raw: Any) -> dict:
     """Return the normalised spec, or raise Invalid naming the first bad field."""
     if not isinstance(raw, dict):
@@ -237,7 +292,8 @@ def validate(raw: Any) -> dict:
         field = sorted(unknown)[0]
         raise Invalid(f"unknown field; known fields are {', '.join(FIELDS)}", field)
     spec = copy.deepcopy(DEFAULTS)
-    spec.update({k: v for k, v in raw.items() if v is not None or k == "cloud_init"})
+    spec.update({k: v for k, v in raw.items() if v is not None or k in ("cloud_init", "readiness_probe",
+                                                                          "liveness_probe")})
     out = {
         "name": validate_name(spec.get("name")),
         "image": spec.get("image"),
@@ -250,6 +306,8 @@ def validate(raw: Any) -> dict:
         "labels": _labels(spec["labels"]),
         "termination_grace_period": spec["termination_grace_period"],
     }
+    out["readiness_probe"] = _probe(spec["readiness_probe"], "readiness_probe", out["network"])
+    out["liveness_probe"] = _probe(spec["liveness_probe"], "liveness_probe", out["network"])
     if not isinstance(out["image"], str) or not out["image"]:
         raise Invalid("required: the name of an image", "image")
     validate_name(out["image"], "image")

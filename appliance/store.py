@@ -101,9 +101,16 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Probes: readiness as the prober last judged it, and where the console
+    log stood when the guest last started (console probes read from there)."""
+    db["vms"].add_column("ready", int)
+    db["vms"].add_column("boot_console_offset", int)
+
+
 # Each migration runs once, in a transaction, in order; PRAGMA user_version
 # records how many have run. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 VM_JSON_FIELDS = ("spec",)
 

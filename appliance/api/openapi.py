@@ -72,6 +72,19 @@ SCHEMAS = {
             "run_strategy": {"type": "string", "enum": list(specs.RUN_STRATEGIES)},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "termination_grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
+            "readiness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
+            "liveness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
+        },
+    },
+    "Probe": {
+        "type": "object",
+        "description": "exactly one of tcp_socket (a guest port with a tcp forward), console, guest_agent_ping",
+        "properties": {
+            "tcp_socket": {"type": "object", "properties": {"port": {"type": "integer"}}},
+            "console": {"type": "object", "properties": {"contains": {"type": "string"}}},
+            "guest_agent_ping": {"type": "object"},
+            **{name: {"type": "integer", "minimum": low, "maximum": high}
+               for name, (_default, low, high) in specs.PROBE_TIMINGS.items()},
         },
     },
     "CreateVM": {
@@ -86,7 +99,7 @@ SCHEMAS = {
             "id": {"type": "string"}, "name": {"type": "string"}, "state": {"type": "string"},
             "desired_state": {"type": "string"}, "reason": {"type": "string"},
             "host": {"type": "string", "nullable": True}, "generation": {"type": "integer"},
-            "spec": _ref("Spec"), "restart_required": {"type": "boolean"},
+            "spec": _ref("Spec"), "restart_required": {"type": "boolean"}, "ready": {"type": "boolean"},
             "created": {"type": "number"}, "updated": {"type": "number"},
             "operation": {"nullable": True, "allOf": [_ref("Operation")]},
         },

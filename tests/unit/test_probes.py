@@ -1,0 +1,70 @@
+"""Readiness and liveness probes, on libvirt's test driver with a console log the test writes."""
+import time
+
+import pytest
+
+from appliance.errors import Invalid
+from appliance import spec as specs
+
+
+def wait_for(predicate, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def console(controller, service, name):
+    return controller.config.vm_dir(service.get_vm(name)["id"]) / "console.log"
+
+
+def test_probe_validation():
+    base = {"name": "p1", "image": "demo"}
+    with pytest.raises(Invalid) as err:
+        specs.validate({**base, "liveness_probe": {"tcp_socket": {"port": 22}}})
+    assert err.value.field == "liveness_probe.tcp_socket.port"  # no forward to reach it through
+    with pytest.raises(Invalid) as err:
+        specs.validate({**base, "readiness_probe": {"console": {"contains": "x"}, "guest_agent_ping": {}}})
+    assert err.value.field == "readiness_probe"
+    with pytest.raises(Invalid) as err:
+        specs.validate({**base, "readiness_probe": {"console": {"contains": "x"}, "timeout_seconds": 5,
+                                                    "period_seconds": 2}})
+    assert err.value.field == "readiness_probe.timeout_seconds"
+    ok = specs.validate({**base, "network": {"type": "user", "port_forwards": [{"host_port": 8022, "guest_port": 22}]},
+                         "readiness_probe": {"tcp_socket": {"port": 22}}})
+    assert ok["readiness_probe"]["period_seconds"] == 10 and ok["readiness_probe"]["failure_threshold"] == 3
+
+
+def test_readiness_follows_the_console(service, controller):
+    probe = {"console": {"contains": "service up"}, "period_seconds": 1, "failure_threshold": 1}
+    service.finish(service.create_vm({"name": "r1", "readiness_probe": probe})[1])
+    assert wait_for(lambda: any(e["kind"] == "not-ready" for e in service.list_events("r1")))
+    assert service.get_vm("r1")["ready"] is False
+    with open(console(controller, service, "r1"), "a") as log:
+        log.write("booting\nservice up\n")
+    assert wait_for(lambda: service.get_vm("r1")["ready"] is True)
+    status = service.status(service.store.get_vm("r1"))
+    assert {"type": "Ready", "status": True} in status["conditions"]
+
+
+def test_failing_liveness_restarts_under_always(service, controller):
+    probe = {"console": {"contains": "never printed"}, "period_seconds": 1, "failure_threshold": 2}
+    service.finish(service.create_vm({"name": "l1", "liveness_probe": probe})[1])
+    first_start = service.store.get_vm("l1")["state_changed"]
+    assert wait_for(lambda: any(e["kind"] == "liveness-failed" for e in service.list_events("l1")), 20)
+    event = [e for e in service.list_events("l1") if e["kind"] == "liveness-failed"][0]
+    assert "failed 2 times" in event["message"] and "never printed" in event["message"]
+    # Always: started again (a new start), and still desired running.
+    assert wait_for(lambda: service.store.get_vm("l1")["state_changed"] != first_start
+                    and service.get_vm("l1")["state"] == "running", 20)
+    assert service.get_vm("l1")["desired_state"] == "running"
+
+
+def test_failing_liveness_under_manual_leaves_it_stopped(service, controller):
+    probe = {"console": {"contains": "never printed"}, "period_seconds": 1, "failure_threshold": 1}
+    service.finish(service.create_vm({"name": "m1", "run_strategy": "Manual", "state": "running",
+                                      "liveness_probe": probe})[1])
+    assert wait_for(lambda: service.get_vm("m1")["desired_state"] == "stopped", 20)
+    assert service.get_vm("m1")["state"] == "stopped"
