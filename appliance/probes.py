@@ -39,12 +39,43 @@ class ProbeState:
     in_flight: bool = False
 
 
-def check_tcp(address: str, port: int, timeout: float) -> tuple[bool, str]:
+def check_tcp(address: str, port: int, timeout: float,
+              guest_accepted: Callable[[], bool] = lambda: True) -> tuple[bool, str]:
+    """Connect through the forward, as a tcpSocket probe does.
+
+    QEMU's user-mode network accepts on the host side before the guest does:
+    it closes at once when the guest refuses, and holds the connection while
+    its SYN to the guest is unanswered. So data or `guest_accepted()` (QEMU's
+    own table of connections shows one ESTABLISHED to the guest port) decides.
+    """
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True, f"connected to {address}:{port}"
+        with socket.create_connection((address, port), timeout=timeout) as conn:
+            while True:
+                conn.settimeout(max(0.01, min(0.1, deadline - time.monotonic())))
+                try:
+                    data = conn.recv(1, socket.MSG_PEEK)
+                except socket.timeout:
+                    if guest_accepted():
+                        return True, f"{address}:{port} accepted by the guest"
+                    if time.monotonic() >= deadline:
+                        return False, f"{address}:{port}: the guest did not accept within {timeout} s"
+                    continue
+                if data:
+                    return True, f"{address}:{port} answered"
+                return False, f"{address}:{port} closed at once: nothing listens in the guest"
     except OSError as err:
         return False, f"tcp {address}:{port}: {err.strerror or err}"
+
+
+def usernet_established(dom: libvirt.virDomain, guest_port: int) -> bool:
+    """Whether QEMU's user-mode stack has a connection ESTABLISHED to guest_port."""
+    table = libvirt_qemu.qemuMonitorCommand(dom, "info usernet", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == "TCP[ESTABLISHED]" and fields[5] == str(guest_port):
+            return True
+    return False
 
 
 def check_console(path: Path, offset: int, text: str) -> tuple[bool, str]:
@@ -116,7 +147,11 @@ class Prober:
             port = probe["tcp_socket"]["port"]
             fwd = next(f for f in row["spec"]["network"]["port_forwards"]
                        if f["guest_port"] == port and f["protocol"] == "tcp")
-            return check_tcp(fwd["host_address"], fwd["host_port"], timeout)
+            dom = self.host.lookup(row["id"]) if self.host.connected else None
+            if dom is None:
+                return False, "no domain"
+            return check_tcp(fwd["host_address"], fwd["host_port"], timeout,
+                             lambda: usernet_established(dom, port))
         if "console" in probe:
             return check_console(self.config.vm_dir(row["id"]) / "console.log", row.get("boot_console_offset") or 0,
                                  probe["console"]["contains"])

@@ -68,3 +68,32 @@ def test_failing_liveness_under_manual_leaves_it_stopped(service, controller):
                                       "liveness_probe": probe})[1])
     assert wait_for(lambda: service.get_vm("m1")["desired_state"] == "stopped", 20)
     assert service.get_vm("m1")["state"] == "stopped"
+
+
+def test_tcp_check_needs_the_connection_to_hold_or_answer():
+    """A listener that accepts and closes at once is what QEMU's user-mode
+    forward looks like when nothing listens in the guest."""
+    import socket
+    import threading
+
+    from appliance.probes import check_tcp
+
+    def serve(listener, payload):
+        conn, _ = listener.accept()
+        if payload:
+            conn.sendall(payload)
+        conn.close()
+
+    results = []
+    for payload in (b"ok\n", b""):
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        thread = threading.Thread(target=serve, args=(listener, payload))
+        thread.start()
+        results.append(check_tcp("127.0.0.1", port, 1)[0])
+        thread.join()
+        listener.close()
+    assert results == [True, False]
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    assert check_tcp("127.0.0.1", port, 1)[0] is False
