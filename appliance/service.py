@@ -38,6 +38,14 @@ VM_FILES = {
 }
 
 
+def is_ready(row: dict) -> bool:
+    """With a readiness probe, what it last said; without, running is ready."""
+    running = row["observed_state"] == "running" and row["desired_state"] != "deleted"
+    if row["spec"].get("readiness_probe"):
+        return running and bool(row.get("ready"))
+    return running
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -83,10 +91,7 @@ class Service:
         }
 
     def _ready(self, row: dict) -> bool:
-        """With a readiness probe, what it last said; without, running is ready."""
-        if row["spec"].get("readiness_probe"):
-            return bool(row.get("ready")) and self._observed(row) == "running"
-        return self._observed(row) == "running"
+        return is_ready(row)
 
     @staticmethod
     def _observed(row: dict) -> str:

@@ -26,6 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from appliance.service import is_ready
 from appliance.store import Store
 from exporter.collector import Target
 
@@ -116,7 +117,12 @@ class ApplianceCollector:
         observed = GaugeMetricFamily("vmappliance_vms_observed", "VMs by observed state.", labels=["state"])
         for state, count in db.execute("SELECT observed_state, count(*) FROM vms GROUP BY observed_state"):
             observed.add_metric([state or "unknown"], count)
-        return [desired, observed]
+        ready = GaugeMetricFamily("vmappliance_vm_ready",
+                                  "1 if a running VM is ready (its readiness probe passes, or it has none).",
+                                  labels=["vm"])
+        for row in self.store.list_vms("observed_state = 'running'"):
+            ready.add_metric([row["name"]], float(is_ready(row)))
+        return [desired, observed, ready]
 
     def _operations(self) -> list[Metric]:
         db = self.store.db

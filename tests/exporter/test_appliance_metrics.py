@@ -62,6 +62,8 @@ def test_vms_operations_events_and_reconcile_from_the_store(store):
     value = registry.get_sample_value
     assert value("vmappliance_vms_desired", {"state": "running"}) == 2
     assert value("vmappliance_vms_observed", {"state": "stopped"}) == 2
+    assert value("vmappliance_vm_ready", {"vm": "a"}) == 1  # running, no readiness probe
+    assert value("vmappliance_vm_ready", {"vm": "b"}) is None  # not running: no series
     assert value("vmappliance_operations_total", {"kind": "create", "status": "succeeded"}) == 2
     assert value("vmappliance_operations_total", {"kind": "start", "status": "failed"}) == 1
     assert value("vmappliance_operations_total", {"kind": "migrate", "status": "running"}) is None
