@@ -322,7 +322,7 @@ class Service:
             if op["status"] in FINAL_OP_STATES or time.monotonic() >= deadline:
                 return op
             self.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            delay = min(delay * 1.5, 0.01)  # one indexed SELECT per 10 ms: cheap, and a writer learns fast
 
     def finish(self, op: dict | None, timeout: float | None = None) -> dict | None:
         """Wait for an operation and turn its failure into Failed (or Timeout)."""
