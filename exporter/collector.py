@@ -48,42 +48,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import libvirt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from appliance.virt.host import REASONS, STATES
+
 log = logging.getLogger(__name__)
 
 KIB = 1024
 NS = 1e-9
-
-STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "running",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
-    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
-}
-REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF: {
-        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "", libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed", libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated", libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed", libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon"},
-    libvirt.VIR_DOMAIN_PAUSED: {
-        libvirt.VIR_DOMAIN_PAUSED_USER: "user", libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
-        libvirt.VIR_DOMAIN_PAUSED_SAVE: "save", libvirt.VIR_DOMAIN_PAUSED_DUMP: "dump",
-        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error", libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
-        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down", libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "postcopy"},
-    libvirt.VIR_DOMAIN_RUNNING: {
-        libvirt.VIR_DOMAIN_RUNNING_BOOTED: "booted", libvirt.VIR_DOMAIN_RUNNING_MIGRATED: "migrated",
-        libvirt.VIR_DOMAIN_RUNNING_RESTORED: "restored", libvirt.VIR_DOMAIN_RUNNING_UNPAUSED: "unpaused",
-        libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED: "migration-canceled",
-        libvirt.VIR_DOMAIN_RUNNING_WAKEUP: "wakeup", libvirt.VIR_DOMAIN_RUNNING_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY: "postcopy"},
-    libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "panicked"},
-}
 
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 # (stats groups, flags) of the bulk calls: see the module's docstring.

@@ -36,7 +36,7 @@ def start_event_loop() -> None:
         _event_loop_started = True
 
 
-# libvirt's domain states as the appliance names them.
+# libvirt's domain states and their reasons as the appliance (and its metrics) name them.
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
     libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -47,34 +47,31 @@ STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
-SHUTOFF_REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "",
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
-    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
-    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
-}
-PAUSED_REASONS = {
-    libvirt.VIR_DOMAIN_PAUSED_USER: "user",
-    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
-    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error",
-    libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down",
-    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
+REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF: {
+        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "", libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed", libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated", libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed", libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon"},
+    libvirt.VIR_DOMAIN_PAUSED: {
+        libvirt.VIR_DOMAIN_PAUSED_USER: "user", libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
+        libvirt.VIR_DOMAIN_PAUSED_SAVE: "save", libvirt.VIR_DOMAIN_PAUSED_DUMP: "dump",
+        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error", libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down", libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "postcopy"},
+    libvirt.VIR_DOMAIN_RUNNING: {
+        libvirt.VIR_DOMAIN_RUNNING_BOOTED: "booted", libvirt.VIR_DOMAIN_RUNNING_MIGRATED: "migrated",
+        libvirt.VIR_DOMAIN_RUNNING_RESTORED: "restored", libvirt.VIR_DOMAIN_RUNNING_UNPAUSED: "unpaused",
+        libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED: "migration-canceled",
+        libvirt.VIR_DOMAIN_RUNNING_WAKEUP: "wakeup", libvirt.VIR_DOMAIN_RUNNING_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY: "postcopy"},
+    libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "panicked"},
 }
 
 
 def describe_state(state: int, reason: int) -> tuple[str, str]:
-    name = STATES.get(state, "unknown")
-    if state == libvirt.VIR_DOMAIN_SHUTOFF:
-        return name, SHUTOFF_REASONS.get(reason, "")
-    if state == libvirt.VIR_DOMAIN_PAUSED:
-        return name, PAUSED_REASONS.get(reason, "")
-    return name, ""
+    return STATES.get(state, "unknown"), REASONS.get(state, {}).get(reason, "")
 
 
 class LibvirtHost:
