@@ -134,6 +134,18 @@ def overview() -> Board:
     return b
 
 
+def ratio(numerator: str, denominator: str, sel: str) -> str:
+    return f"rate({numerator}{{{sel}}}[{RI}]) / rate({denominator}{{{sel}}}[{RI}])"
+
+
+def rates_sum(a: str, b: str, sel: str) -> str:
+    return f"rate({a}{{{sel}}}[{RI}]) + rate({b}{{{sel}}}[{RI}])"
+
+
+def ratio_of_sums(a: str, b: str, by: str) -> str:
+    return f"sum by ({by}) ({a}) / sum by ({by}) ({b})"
+
+
 def vm_detail() -> Board:
     sel = 'vm="$vm"'
     b = Board("vmapp-vm-detail", "vm-appliance / VM detail",
@@ -168,10 +180,10 @@ def vm_detail() -> Board:
              (f"rate(vmappliance_vm_block_write_requests_total{{{sel}}}[{RI}])", "{{disk}} write"),
              (f"rate(vmappliance_vm_block_flush_requests_total{{{sel}}}[{RI}])", "{{disk}} flush")], unit="iops")
     b.panel("timeseries", "Disk latency (time per request)",
-            [(f"rate(vmappliance_vm_block_read_seconds_total{{{sel}}}[{RI}]) / "
-              f"rate(vmappliance_vm_block_read_requests_total{{{sel}}}[{RI}])", "{{disk}} read"),
-             (f"rate(vmappliance_vm_block_write_seconds_total{{{sel}}}[{RI}]) / "
-              f"rate(vmappliance_vm_block_write_requests_total{{{sel}}}[{RI}])", "{{disk}} write")], unit="s")
+            [(ratio("vmappliance_vm_block_read_seconds_total", "vmappliance_vm_block_read_requests_total", sel),
+              "{{disk}} read"),
+             (ratio("vmappliance_vm_block_write_seconds_total", "vmappliance_vm_block_write_requests_total", sel),
+              "{{disk}} write")], unit="s")
     b.panel("timeseries", "Disk size", [(f"vmappliance_vm_block_capacity_bytes{{{sel}}}", "{{disk}} capacity"),
                                         (f"vmappliance_vm_block_allocation_bytes{{{sel}}}", "{{disk}} allocation"),
                                         (f"vmappliance_vm_block_physical_bytes{{{sel}}}", "{{disk}} physical")],
@@ -184,10 +196,10 @@ def vm_detail() -> Board:
              (f"rate(vmappliance_vm_network_transmit_bytes_total{{{sel}}}[{RI}])", "{{interface}} tx")],
             unit="Bps", description=desc)
     b.panel("timeseries", "Network errors and drops",
-            [(f"rate(vmappliance_vm_network_receive_errors_total{{{sel}}}[{RI}]) + "
-              f"rate(vmappliance_vm_network_transmit_errors_total{{{sel}}}[{RI}])", "{{interface}} errors"),
-             (f"rate(vmappliance_vm_network_receive_drops_total{{{sel}}}[{RI}]) + "
-              f"rate(vmappliance_vm_network_transmit_drops_total{{{sel}}}[{RI}])", "{{interface}} drops")],
+            [(rates_sum("vmappliance_vm_network_receive_errors_total", "vmappliance_vm_network_transmit_errors_total",
+                        sel), "{{interface}} errors"),
+             (rates_sum("vmappliance_vm_network_receive_drops_total", "vmappliance_vm_network_transmit_drops_total",
+                        sel), "{{interface}} drops")],
             unit="pps", description=desc)
     return b
 
@@ -247,12 +259,12 @@ def appliance() -> Board:
     b.panel("timeseries", "Operations finished, by kind and result",
             [(f"sum by (kind, status) (increase(vmappliance_operations_total[{RI}]))", "{{kind}} {{status}}")])
     b.panel("timeseries", "Operation duration p90 by kind",
-            [("histogram_quantile(0.9, sum by (le, kind) "
-              f"(rate(vmappliance_operation_duration_seconds_bucket[{RI}])))", "{{kind}}")], unit="s")
+            [(f"histogram_quantile(0.9, sum by (le, kind) (rate(vmappliance_operation_duration_seconds_bucket[{RI}])))",
+              "{{kind}}")], unit="s")
     b.panel("stat", "Operations so far", [("sum by (status) (vmappliance_operations_total)", "{{status}}")], w=12)
     b.panel("stat", "Mean operation duration",
-            [("sum by (kind) (vmappliance_operation_duration_seconds_sum) / "
-              "sum by (kind) (vmappliance_operation_duration_seconds_count)", "{{kind}}")], unit="s", w=12)
+            [(ratio_of_sums("vmappliance_operation_duration_seconds_sum", "vmappliance_operation_duration_seconds_count",
+                            "kind"), "{{kind}}")], unit="s", w=12)
     b.row("Controller and exporter")
     b.panel("timeseries", "Reconcile duration", [("vmappliance_controller_reconcile_seconds", "last resync")],
             unit="s", w=8)
