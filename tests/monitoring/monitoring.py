@@ -58,7 +58,7 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     """Grafana's template variables, as Grafana would expand them for one choice."""
     expr = expr.replace("$__rate_interval", "30s").replace("$__interval", "5s").replace("$__range", "5m")
     for name, value in values.items():
-        expr = expr.replace("${%s}" % name, value).replace("$" + name, value)
+        expr = expr.replace(f"${{{name}}}", value).replace("$" + name, value)
     assert "$" not in expr, f"unsubstituted variable in {expr}"
     return expr
 

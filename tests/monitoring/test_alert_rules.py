@@ -9,12 +9,24 @@ import subprocess
 import yaml
 
 from tests.monitoring.monitoring import (
-    ALERTS, ALERTS_TEST, GRAFANA, PROMETHEUS_DIR, PROMTOOL, SCRAPE_CONFIG, alert_rules, dashboards, panels)
+    ALERTS,
+    ALERTS_TEST,
+    GRAFANA,
+    PROMETHEUS_DIR,
+    PROMTOOL,
+    SCRAPE_CONFIG,
+    alert_rules,
+    dashboards,
+    metric_names,
+    panels,
+    strip_comparison,
+    substitute,
+)
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
     assert os.access(PROMTOOL, os.X_OK), f"{PROMTOOL} is missing: apt-get install prometheus"
-    return subprocess.run([PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60)
+    return subprocess.run([PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_promtool_check_rules_is_clean():
@@ -93,3 +105,12 @@ def test_dashboards_match_their_generator():
              "hosts.json": module.hosts(), "appliance.json": module.appliance()}
     for name, board in built.items():
         assert json.loads((GRAFANA / name).read_text()) == board.json(), f"{name} is stale: run build_dashboards.py"
+
+
+def test_metric_name_parser():
+    assert metric_names('sum by (le, route) (rate(a_bucket{method="GET",x=~"b.+"}[5m])) / on(vm) b > 1e3') == \
+        {"a_bucket", "b"}
+    assert metric_names('histogram_quantile(0.99, sum by (le) (rate(c[30s]))) or vector(0) * d') == {"c", "d"}
+    assert strip_comparison("a / b > 0.9") == "a / b"
+    assert substitute('x{vm=~"$vm",host="${host}"}[$__rate_interval]', {"vm": "r1", "host": "local"}) == \
+        'x{vm=~"r1",host="local"}[30s]'
