@@ -108,6 +108,8 @@ def overview() -> Board:
     b.panel("stat", "VMs desired, by state", [("sum by (state) (vmappliance_vms_desired)", "{{state}}")], w=8)
     b.panel("stat", "Domains on libvirt, by state",
             [(f"count by (state) (vmappliance_vm_state{{{VMSEL}}} == 1)", "{{state}}")], w=8)
+    b.panel("timeseries", "Ready (running VMs)", [('vmappliance_vm_ready{vm=~"$vm"}', "{{vm}}")], w=24, h=6,
+            description="1 if the VM's readiness probe passes (or it has none and runs); 0 while it is not ready.")
     b.panel("table", "VM states", [(f"vmappliance_vm_state{{{VMSEL}}} == 1", "")], w=24, instant=True,
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True,
                                                                               "__name__": True}}}])
@@ -155,7 +157,9 @@ def vm_detail() -> Board:
     b.panel("stat", "State", [(f"vmappliance_vm_state{{{sel}}} == 1", "{{state}} ({{reason}})")], w=6,
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                      "textMode": "name", "colorMode": "background"})
-    b.panel("stat", "Uptime", [(f"vmappliance_vm_uptime_seconds{{{sel}}}", "")], unit="s", w=6)
+    b.panel("stat", "Ready", [(f"vmappliance_vm_ready{{{sel}}}", "")], w=3,
+            description="Readiness probe passing (or none, and running). Running VMs only.")
+    b.panel("stat", "Uptime", [(f"vmappliance_vm_uptime_seconds{{{sel}}}", "")], unit="s", w=3)
     b.panel("stat", "vCPUs", [(f"vmappliance_vm_vcpus{{{sel}}}", "current"),
                               (f"vmappliance_vm_vcpus_maximum{{{sel}}}", "maximum")], w=6)
     b.panel("stat", "Memory", [(f"vmappliance_vm_memory_maximum_bytes{{{sel}}}", "maximum")], unit="bytes", w=6)
