@@ -69,6 +69,7 @@ class Controller:
         self._host_up = False  # connected at the last look (for the host-down event)
         self._reported_down = False  # this outage has had its event
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
+        self._identities: dict[str, dict | None] = {}  # domain uuid -> its appliance <metadata>
         self.prober = Prober(store, config, self.host, self._liveness_failed, clock)
 
     # -- life of the controller ------------------------------------------------
@@ -215,13 +216,20 @@ class Controller:
         conn = self.host.conn
         assert conn is not None
         ours = {}
-        for dom in conn.listAllDomains():
-            try:
-                identity = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            except libvirt.libvirtError:
-                continue
+        domains = conn.listAllDomains()
+        for dom in domains:
+            uuid_ = dom.UUIDString()
+            if uuid_ not in self._identities:  # a domain's <metadata> is set once, at define
+                try:
+                    self._identities[uuid_] = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                except libvirt.libvirtError:
+                    continue
+            identity = self._identities[uuid_]
             if identity and identity.get("appliance") == self.instance_id:
-                ours[dom.UUIDString()] = dom
+                ours[uuid_] = dom
+        if len(self._identities) > 2 * len(domains) + 100:
+            present = {d.UUIDString() for d in domains}
+            self._identities = {k: v for k, v in self._identities.items() if k in present}
         rows = {row["id"]: row for row in self.store.list_vms()}
         for vm_id, dom in ours.items():
             if vm_id not in rows:

@@ -101,7 +101,7 @@ class Service:
 
     # -- VMs ---------------------------------------------------------------------
     def list_vms(self, state: str | None = None, label: str | None = None, host: str | None = None) -> list[dict]:
-        rows = self.store.list_vms()
+        rows = self.store.list_vms(with_xml=False)
         out = []
         key, _, value = (label or "").partition("=")
         for row in rows:

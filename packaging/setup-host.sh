@@ -41,6 +41,8 @@ PACKAGES=(
     python3-dev gcc
     # monitoring peers used by tests and benchmarks
     prometheus prometheus-libvirt-exporter
+    # the HTTP load generator of `make bench`
+    wrk
 )
 
 # --- 1. packages ------------------------------------------------------------
