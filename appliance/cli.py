@@ -46,7 +46,7 @@ def cmd_serve(args) -> int:
     from appliance.serve import serve
 
     config = Config.load(args.home) if (Path(args.home) / "config.json").exists() else Config(home=args.home)
-    for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers"):
+    for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group"):
         value = getattr(args, field)
         if value is not None:
             setattr(config, field, value)
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--mount", default=None, metavar="PATH",
                        help="mount the file system view here (default HOME/mnt)")
     mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
+    serve.add_argument("--mount-group", dest="mount_group", default=None, metavar="GROUP",
+                       help="let members of GROUP use the mount too (allow_other); default: only its owner")
 
     p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
     p.add_argument("path")

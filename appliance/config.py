@@ -33,6 +33,8 @@ class Config:
     # Where `vmctl serve` mounts the file system view: relative to home, or
     # absolute; None for no mount (--no-mount).
     mount: str | None = "mnt"
+    # Members of this group may use the mount too (allow_other); None: its owner only.
+    mount_group: str | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()

@@ -197,6 +197,8 @@ def extra_children(config: Config, env: dict) -> dict:
     from fs.mount import clear_stale
 
     args = [sys.executable, "-m", "appliance.cli", "--home", str(config.home), "mount", str(point)]
+    if config.mount_group:
+        args += ["--allow-group", config.mount_group]
 
     def start_mount() -> subprocess.Popen:
         clear_stale(point)
