@@ -531,8 +531,16 @@ class Service:
         Path(image["path"]).unlink(missing_ok=True)
 
     # -- hosts and health -------------------------------------------------------------------
-    def list_hosts(self) -> list[dict]:
-        return self.store.list_hosts()
+    def list_hosts(self, heartbeat_age: float = 10.0) -> list[dict]:
+        """Hosts, with `observed_state`: down when libvirt stopped answering the
+        controller's heartbeat (or the heartbeat itself is stale), else the
+        administrative state (enabled | disabled | maintenance)."""
+        now = self.clock()
+        hosts = self.store.list_hosts()
+        for host in hosts:
+            fresh = host["last_seen"] is not None and now - host["last_seen"] < heartbeat_age
+            host["observed_state"] = host["state"] if host["up"] and fresh else "down"
+        return hosts
 
     def readiness(self, heartbeat_age: float = 10.0) -> dict:
         checks: dict[str, dict] = {}

@@ -288,7 +288,8 @@ class ApplianceFS(pyfuse3.Operations):
             text = _json(templates[name[: -len(".json")]])
         elif top == "hosts":
             host = self._host(name)
-            text = {"state": f"{host['state']}\n", "uri": f"{host['uri']}\n", "status.json": _json(host)}[path[2]]
+            text = {"state": f"{host['observed_state']}\n", "uri": f"{host['uri']}\n",
+                    "status.json": _json(host)}[path[2]]
         else:
             raise errors.NotFound(f"no {'/'.join(path)!r} here")
         return text.encode()

@@ -168,3 +168,14 @@ def test_resync_reports_a_domain_it_cannot_match_and_leaves_it(service, controll
     reports = [e for e in service.list_events() if e["kind"] == "orphan-domain"]
     assert len(reports) == 1 and "lost-one" in reports[0]["message"]
     assert controller.host.lookup(stranger_id) is not None  # left untouched
+
+
+def test_a_host_whose_heartbeat_stops_is_down(service):
+    service.store.upsert_host({"name": "local", "uri": "test:///default", "state": "enabled", "up": 1,
+                               "last_seen": service.clock()})
+    assert [h["observed_state"] for h in service.list_hosts()] == ["enabled"]
+    service.store.upsert_host({"name": "local", "up": 0, "last_seen": service.clock()})
+    assert [h["observed_state"] for h in service.list_hosts()] == ["down"]
+    service.store.upsert_host({"name": "local", "up": 1, "last_seen": service.clock() - 11})
+    assert [h["observed_state"] for h in service.list_hosts()] == ["down"]  # no heartbeat for 11 s
+    assert service.readiness()["ready"] is False
