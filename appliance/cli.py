@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
                                           for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _vm_row(vm: dict) -> dict:

@@ -155,7 +155,7 @@ class ApplianceCollector:
             "WHERE status IN (?, ?, ?) AND finished IS NOT NULL) GROUP BY kind, status", FINISHED)
         for kind, status, *values in rows:
             counts, total, seconds = values[:-2], values[-2], values[-1]
-            buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts)] + [("+Inf", total)]
+            buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts, strict=True)] + [("+Inf", total)]
             duration.add_metric([kind, status], buckets, seconds or 0.0)
         return [finished, open_, progress, duration]
 

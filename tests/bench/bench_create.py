@@ -174,7 +174,7 @@ def run(base: Path, rounds: int = 7) -> dict:
             },
             "overlay_p50_ms": ms(p50([r["overlay_s"] for r in refs]), 1),
             # each round's appliance run over the same round's virsh run (adjacent in time, similar background)
-            "paired_ratio_median": round(p50([a["s"] / v["s"] for a, v in zip(ours, refs)]), 3),
+            "paired_ratio_median": round(p50([a["s"] / v["s"] for a, v in zip(ours, refs, strict=True)]), 3),
             "api_min_ms": ms(min(r["s"] for r in ours), 1),
             "virsh_create_min_ms": ms(min(r["s"] for r in refs), 1),
             "libvirt_define_create_p50_ms": ms(p50([r["s"] for r in lv]), 1),

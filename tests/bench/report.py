@@ -205,7 +205,7 @@ def render(results: dict, notes: str | None = None) -> str:
         return _verdict(ok) + (" (disturbed, see above)" if disturbed else "")
 
     lines += [f"| {name} | {value} | {goal} | {tagged(name, ok)} |" for name, value, goal, ok in summary]
-    for name, err in results.get("errors", {}).items():
+    for name in results.get("errors", {}):
         lines.append(f"| {name} | **ERROR** (see below) | | **MISS** |")
     lines.append("")
     if "create" in results:
