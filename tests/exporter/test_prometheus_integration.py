@@ -7,17 +7,14 @@ domains (unique prefix) removed.
 """
 from __future__ import annotations
 
-import subprocess
-import time
-
 import pytest
 import requests
 
-from tests.appliance_process import DEMO_IMAGE, Appliance, free_port
+from tests.appliance_process import DEMO_IMAGE, Appliance
 from tests.exporter.test_collector import promtool_check
+from tests.prometheus_process import query, running_prometheus, wait_query
 
 pytestmark = pytest.mark.integration
-PROMETHEUS = "/usr/bin/prometheus"
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +37,7 @@ def appliance(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(appliance, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-    (tmp / "prometheus.yml").write_text(f"""
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), f"""
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -51,51 +46,8 @@ scrape_configs:
     metrics_path: /metrics
     static_configs:
       - targets: ["127.0.0.1:{appliance.port}"]
-""")
-    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - held until Prometheus is stopped
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready in 30 s"
-            time.sleep(0.2)
+""") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def query(prometheus: str, expr: str) -> list[dict]:
-    resp = requests.get(prometheus + "/api/v1/query", params={"query": expr}, timeout=5)
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
-def wait_query(prometheus: str, expr: str, check=bool, timeout: float = 20) -> list[dict]:
-    """Poll until the query returns a result `check` accepts (a scrape every second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(prometheus, expr)
-        if result and check(result):
-            return result
-        assert time.monotonic() < deadline, f"{expr}: {result}"
-        time.sleep(0.5)
 
 
 def value(result: list[dict]) -> float:

@@ -15,7 +15,6 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 PROMTOOL = "/usr/bin/promtool"
-PROMETHEUS = "/usr/bin/prometheus"
 
 # Series Prometheus makes itself for every target: allowed without being on /metrics.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",

@@ -28,17 +28,15 @@ Prometheus and the appliance are stopped by pid, always; the domains are removed
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
 import requests
 import yaml
 
-from tests.appliance_process import DEMO_IMAGE, Appliance, free_port
+from tests.appliance_process import DEMO_IMAGE, Appliance
 from tests.monitoring.monitoring import (
     ALERTS,
-    PROMETHEUS,
     SCRAPE_CONFIG,
     SYNTHETIC,
     alert_rules,
@@ -48,6 +46,7 @@ from tests.monitoring.monitoring import (
     strip_comparison,
     substitute,
 )
+from tests.prometheus_process import query, running_prometheus, wait_query
 
 pytestmark = pytest.mark.integration
 
@@ -86,51 +85,8 @@ def prometheus(appliance, tmp_path_factory):
     assert len(jobs) == 1
     jobs[0]["static_configs"] = [{"targets": [f"127.0.0.1:{appliance.port}"]}]
     config["scrape_configs"] = jobs
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - held until Prometheus is stopped
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready in 30 s"
-            time.sleep(0.2)
+    with running_prometheus(tmp, yaml.safe_dump(config)) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def query(prometheus: str, expr: str) -> list[dict]:
-    resp = requests.get(prometheus + "/api/v1/query", params={"query": expr}, timeout=5)
-    assert resp.status_code == 200, f"{expr}: {resp.text}"
-    body = resp.json()
-    assert body["status"] == "success", (expr, body)
-    return body["data"]["result"]
-
-
-def wait_query(prometheus: str, expr: str, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(prometheus, expr)
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"no data for {expr} in {timeout} s"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

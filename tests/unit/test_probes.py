@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from appliance.errors import Invalid
 from appliance import spec as specs
+from appliance.errors import Invalid
 
 
 def wait_for(predicate, seconds=15):

@@ -153,9 +153,10 @@ def test_run_strategy_manual_leaves_it_stopped(service, controller):
 
 
 def test_resync_reports_a_domain_it_cannot_match_and_leaves_it(service, controller):
-    from appliance.virt import domain as domain_xml
     from pathlib import Path
+
     from appliance import spec as specs
+    from appliance.virt import domain as domain_xml
 
     stranger_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
     plan = domain_xml.DomainPlan(
