@@ -65,7 +65,7 @@ def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn
             test_conn.define(f"exp-bulk{count}-{i}")
         counting.calls.clear()
         generate_latest(registry)
-        assert counting.calls.count("listAllDomains") == 1
+        assert counting.calls.count("listAllDomains") == 1  # the test driver: one connection
         assert counting.calls.count("getAllDomainStats") == 1  # the shut-off half
         assert 1 <= counting.calls.count("domainListGetStats") <= CHUNKS  # the running half, in parts
         assert counting.calls.count("getInfo") == counting.calls.count("getFreeMemory") == 1
@@ -197,3 +197,25 @@ def test_a_stranger_named_like_a_managed_vm_is_left_out():
     assert vm(registry, "vmappliance_vm_state", "web", state="running", reason="booted") == 1
     assert vm(registry, "vmappliance_vm_state", "web", state="stopped", reason="shutdown") is None
     assert registry.get_sample_value("vmappliance_exporter_domain_errors", {"host": "local"}) == 1
+
+
+def test_running_domains_are_spread_over_connections_each_once():
+    """libvirtd serves one connection's requests 5 at a time: the running
+    domains' stats go through CONNECTIONS connections, CHUNKS parts each."""
+    from exporter.collector import CONNECTIONS
+
+    domains = [(f"00000000-0000-0000-0000-{i:012d}", f"d{i}", RUNNING_QEMU_STATS) for i in range(30)]
+    opened: list[FakeConnection] = []
+
+    def open_connection(uri):
+        opened.append(FakeConnection(domains))
+        return opened[-1]
+
+    registry = registry_of(LibvirtCollector(lambda: [Target("local", "qemu:///system")],
+                                            open_connection=open_connection))
+    generate_latest(registry)
+    assert len(opened) == CONNECTIONS
+    per_conn = [[c for c in conn.calls if c[0] == "domainListGetStats"] for conn in opened]
+    assert all(1 <= len(calls) <= CHUNKS for calls in per_conn)  # every connection used, within its limit
+    assert sum(call[3] for calls in per_conn for call in calls) == 30  # each domain asked for once
+    assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) == 30
