@@ -39,6 +39,17 @@ def run_fs(rounds: int) -> dict:
     return json.loads(out[out.index("{"):])
 
 
+def run_exporter(vms: str, rounds: int) -> dict:
+    """tests/bench/bench_exporter.py (our exporter vs prometheus-libvirt-exporter), as a subprocess."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / "bench_exporter.py"), "--vms", vms,
+                           "--rounds", str(rounds)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_exporter.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out = proc.stdout
+    return json.loads(out[out.index("{"):])
+
+
 def settle(limit: float) -> None:
     """Wait (bounded) for the machine to calm down: the 1-minute load average under the CPU count.
     Others' work still disturbs a run; BENCHMARKS.md then says so."""
@@ -50,7 +61,7 @@ def settle(limit: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and 100 VMs instead of 1,000 (not for BENCHMARKS.md)")
-    parser.add_argument("--only", default="create,api,fs")
+    parser.add_argument("--only", default="create,api,fs,exporter")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
@@ -73,6 +84,8 @@ def main() -> int:
 
             n = 100 if args.quick else 1000
             steps.append(("api", lambda: bench_api.run(base / "api", vms=n, extra=n)))
+        if "exporter" in wanted:
+            steps.append(("exporter", lambda: run_exporter("10" if args.quick else "10,50", 5 if args.quick else 10)))
         for name, step in steps:
             settle(90)
             started = time.monotonic()
