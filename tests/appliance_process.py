@@ -32,6 +32,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def remove_domains(domains) -> None:
+    """Destroy and undefine each domain; one that is already gone is fine."""
+    for dom in domains:
+        try:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+
+
 class Appliance:
     def __init__(self, home: Path, accel: str = "tcg", port: int | None = None, prefix: str | None = None,
                  libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None):
@@ -105,14 +116,7 @@ class Appliance:
             conn = libvirt.open(self.libvirt_uri)
         except libvirt.libvirtError:
             return
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(self.prefix):
-                try:
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-                except libvirt.libvirtError:
-                    pass
+        remove_domains([dom for dom in conn.listAllDomains() if dom.name().startswith(self.prefix)])
         conn.close()
 
     # -- REST helpers -------------------------------------------------------------

@@ -34,7 +34,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.appliance_process import Appliance, free_port
+from tests.appliance_process import Appliance, free_port, remove_domains
 from tests.bench.common import ROOT, cpu_seconds_of_tree, p50, pct, ratio, stop_pid
 
 REFERENCE = "prometheus-libvirt-exporter"
@@ -202,13 +202,7 @@ def bench_test_driver(domains: int, rounds: int) -> dict:
                 "scrape_ms_p90": round(pct(times, 0.9) * 1000, 2), "bytes": len(text), "goal_ms": 250,
                 "meets_goal": p50(times) * 1000 <= 250}
     finally:
-        for dom in made:
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-            except libvirt.libvirtError:
-                pass
+        remove_domains(made)
         conn.close()
 
 

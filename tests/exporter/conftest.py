@@ -6,6 +6,8 @@ import uuid
 import libvirt
 import pytest
 
+from tests.appliance_process import remove_domains
+
 DOMAIN_XML = """<domain type='test'>
   <name>{name}</name><uuid>{uuid}</uuid>
   <memory unit='KiB'>131072</memory><vcpu>1</vcpu>
@@ -32,11 +34,5 @@ def test_conn():
     try:
         yield conn
     finally:
-        for dom in made:
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-            except libvirt.libvirtError:
-                pass
+        remove_domains(made)
         conn.close()

@@ -62,22 +62,13 @@ def mounted(tmp_path):
     assert not is_mounted(tmp_path / "home" / "mnt")  # serve unmounted it on stop
 
 
-@pytest.fixture
-def background():
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
-
-def test_a_shell_user_drives_a_real_vm(mounted, background):
+def test_a_shell_user_drives_a_real_vm(mounted, held_processes):
     m = mounted
     m.ok("mkdir vms/m1")
     assert m.ok("cat vms/m1/state") == "stopped\n"
     tail = subprocess.Popen(["tail", "-f", str(m.mnt / "vms/m1/console")], stdout=subprocess.PIPE, text=True)
-    background.append(tail)
+    held_processes.append(tail)
 
     m.ok("echo running > vms/m1/state")  # returns when the VM runs
     assert m.ok("cat vms/m1/state") == "running\n"
@@ -151,12 +142,12 @@ def _mount_child(app: Appliance) -> int:
     raise AssertionError("no mount child under vmctl serve")
 
 
-def test_restart_with_the_mount_in_use(mounted, background):
+def test_restart_with_the_mount_in_use(mounted, held_processes):
     m = mounted
     m.ok("mkdir vms/r1 && echo running > vms/r1/state")
     holder = subprocess.Popen(["sleep", "600"], cwd=m.mnt / "vms" / "r1")  # a shell sitting in the VM's folder
     tail = subprocess.Popen(["tail", "-f", str(m.mnt / "vms/r1/console")], stdout=subprocess.DEVNULL)
-    background.extend([holder, tail])
+    held_processes.extend([holder, tail])
 
     assert m.app.stop() == 0
     assert not is_mounted(m.mnt)  # unmounted although in use (lazily: the users keep a dead folder)
