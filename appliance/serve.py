@@ -110,6 +110,8 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     config.save()
     config.token(create=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # libvirt prints every error to stderr by default; ours are caught and logged.
+    libvirt.registerErrorHandler(lambda *_: None, None)
     store = Store(config.db_path)
     service = Service(store, config)
     try:
