@@ -329,13 +329,9 @@ class Controller:
         self._nudge()
 
     def _queue_op(self, row: dict, kind: str, why: str) -> None:
-        op_id = str(uuid.uuid4())
         with self.store.transaction():
-            self.store.insert_operation({
-                "id": op_id, "vm_id": row["id"], "vm_name": row["name"], "kind": kind, "status": "pending",
-                "progress": 0, "params": {"by": "controller"}, "error": None, "created": self.clock(),
-                "started": None, "finished": None})
-            self.store.add_event("converging", why, row, op_id)
+            op = self.store.add_operation(str(uuid.uuid4()), row, kind, {"by": "controller"})
+            self.store.add_event("converging", why, row, op["id"])
 
     # -- operations ---------------------------------------------------------------------
     def _is_busy(self, vm_id: str) -> bool:

@@ -271,7 +271,7 @@ class Service:
                 spec["run_strategy"] = "Always"
             elif desired == "stopped" and strategy == "Always":
                 spec["run_strategy"] = "Halted"
-            self._supersede(row, keep_forced_stops=(verb == "force-stop"))
+            self._supersede(row)
             self.store.update_vm(row["id"], expect_generation=row["generation"], desired_state=desired, spec=spec)
             row = self.store.get_vm_by_id(row["id"])
             self.store.add_event("state-requested", f"{verb} requested (was {observed})", row)
@@ -279,20 +279,14 @@ class Service:
         self.notify()
         return op
 
-    def _supersede(self, row: dict, keep_forced_stops: bool = False) -> None:
+    def _supersede(self, row: dict) -> None:
         """A new desired state cancels the pending state changes it replaces."""
         for op in self.store.list_operations("vm_id = ? AND status = 'pending'", [row["id"]]):
             if op["kind"] in ("start", "stop", "pause", "resume", "reboot", "force-stop"):
                 self.store.update_operation(op["id"], status="cancelled", error="superseded", finished=self.clock())
 
     def _new_op(self, row: dict, kind: str, params: dict | None = None) -> dict:
-        op = {
-            "id": str(self.uuidgen()), "vm_id": row["id"], "vm_name": row["name"], "kind": kind,
-            "status": "pending", "progress": 0, "params": params or {}, "error": None,
-            "created": self.clock(), "started": None, "finished": None,
-        }
-        self.store.insert_operation(op)
-        return op
+        return self.store.add_operation(str(self.uuidgen()), row, kind, params)
 
     def _pending_op(self, row: dict, kind: str) -> dict | None:
         ops = self.store.list_operations(

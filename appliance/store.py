@@ -267,6 +267,16 @@ class Store:
         row["params"] = json.dumps(row.get("params") or {})
         self.db["operations"].insert(row)
 
+    def add_operation(self, op_id: str, vm: dict, kind: str, params: dict | None = None) -> dict:
+        """Record a pending operation on a VM; return it as the service shows it."""
+        op = {
+            "id": op_id, "vm_id": vm["id"], "vm_name": vm["name"], "kind": kind, "status": "pending",
+            "progress": 0, "params": params or {}, "error": None, "created": self.clock(),
+            "started": None, "finished": None,
+        }
+        self.insert_operation(op)
+        return op
+
     def get_operation(self, op_id: str) -> dict:
         rows = list(self.db.query("SELECT * FROM operations WHERE id = ?", [op_id]))
         if not rows:
