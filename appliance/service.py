@@ -17,7 +17,15 @@ from typing import IO, Any, Callable
 
 from appliance import spec as specs
 from appliance.config import Config
-from appliance.errors import Conflict, Failed, Forbidden, Invalid, NotFound, PreconditionFailed, Timeout
+from appliance.errors import (
+    Conflict,
+    Failed,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    Timeout,
+)
 from appliance.store import Store
 from appliance.virt import images
 
