@@ -35,6 +35,15 @@ class Config:
     mount: str | None = "mnt"
     # Members of this group may use the mount too (allow_other); None: its owner only.
     mount_group: str | None = None
+    # Placement: "spread" (most free RAM/CPU first, Nova's default) or "pack"
+    # (fill a host before the next); pick at random among the best N hosts.
+    placement: str = "spread"
+    host_subset_size: int = 1
+    # A host whose libvirt has not answered for this long is declared dead and
+    # its VMs with run_strategy Always are restarted elsewhere (shared disks only).
+    evacuate_after: float = 60.0
+    # A host's heartbeat older than this means the controller lost it.
+    heartbeat_age: float = 10.0
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -22,6 +23,7 @@ from typing import Callable
 import libvirt
 import libvirt_qemu
 
+from appliance import placement
 from appliance.config import Config
 from appliance.errors import Failed
 from appliance.notify import Listener, Notifier
@@ -32,10 +34,43 @@ from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
 
-HOST_NAME = "local"
+HOST_NAME = "local"  # the appliance's own libvirt (config.libvirt_uri), the first host by default
 RESYNC_SECONDS = 5.0
 HEARTBEAT_SECONDS = 2.0
 MAX_BACKOFF = 300.0
+RETRY_EVACUATION_SECONDS = 30.0
+
+
+class HostLink:
+    """One libvirt host as the controller sees it: the connection and what the
+    controller remembers about it between loops."""
+
+    def __init__(self, name: str, uri: str, on_event: Callable[[str, str, int, int], None],
+                 open_connection: Callable[[str], libvirt.virConnect]):
+        self.name = name
+        self.lv = LibvirtHost(name, uri, lambda vm_id, event, detail: on_event(name, vm_id, event, detail),
+                              open_connection)
+        self.was_up = False  # connected at the last look (for the host-down event)
+        self.reported_down = False  # this outage has had its event
+        self.next_attempt = 0.0
+        self.down_since: float | None = None
+        self.next_evacuation = 0.0
+        self.identities: dict[str, dict | None] = {}  # domain uuid -> its appliance <metadata>
+
+    @property
+    def uri(self) -> str:
+        return self.lv.uri
+
+    @property
+    def connected(self) -> bool:
+        return self.lv.connected
+
+    @property
+    def conn(self) -> libvirt.virConnect | None:
+        return self.lv.conn
+
+    def lookup(self, vm_id: str) -> libvirt.virDomain | None:
+        return self.lv.lookup(vm_id)
 
 
 class Controller:
@@ -54,11 +89,14 @@ class Controller:
         self.instance_id = instance_id
         self.domain_type = domain_type
         self.clock = clock
-        self.host = LibvirtHost(HOST_NAME, config.libvirt_uri, self._on_libvirt_event, open_connection)
+        self.open_connection = open_connection
+        self.links: dict[str, HostLink] = {}
+        self._links_lock = threading.Lock()
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._busy: set[str] = set()  # VM ids with an operation in a worker
         self._busy_lock = threading.Lock()
+        self._migrating: set[str] = set()  # VM ids in a live migration
         self._observe_lock = threading.Lock()
         self._stop = threading.Event()
         self._listener = Listener(config.notify_socket)
@@ -66,11 +104,60 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._backoff: dict[str, tuple[int, float]] = {}  # vm id -> (failures, not before)
         self._direct_io = images.supports_direct_io(config.vms_dir)
-        self._host_up = False  # connected at the last look (for the host-down event)
-        self._reported_down = False  # this outage has had its event
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
-        self._identities: dict[str, dict | None] = {}  # domain uuid -> its appliance <metadata>
-        self.prober = Prober(store, config, self.host, self._liveness_failed, clock)
+        self._register_local_host()
+        self._sync_links()
+        self.prober = Prober(store, config, self._lookup_row, self._liveness_failed, clock)
+
+    # -- hosts --------------------------------------------------------------------------
+    def _register_local_host(self) -> None:
+        """The appliance's own libvirt is the first host, once: an operator who
+        removes it later does not see it come back."""
+        with self.store.transaction():
+            if self.store.get_meta("local-host-registered"):
+                return
+            if not self.store.host_exists(HOST_NAME) and not any(
+                    h["uri"] == self.config.libvirt_uri for h in self.store.list_hosts()):
+                self.store.upsert_host({
+                    "name": HOST_NAME, "uri": self.config.libvirt_uri, "state": "enabled", "up": 0,
+                    "last_seen": None, "info": {}, "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
+                    "reserved_memory_mib": 0, "labels": {}, "storage": "shared", "created": self.clock()})
+            self.store.set_meta("local-host-registered", "1")
+
+    def _sync_links(self) -> None:
+        """Follow the hosts table: connect to added hosts, drop removed ones."""
+        wanted = {h["name"]: h["uri"] for h in self.store.list_hosts()}
+        with self._links_lock:
+            for name in list(self.links):
+                if name not in wanted or wanted[name] != self.links[name].uri:
+                    self.links.pop(name).lv.disconnect()
+            for name, uri in wanted.items():
+                if name not in self.links:
+                    self.links[name] = HostLink(name, uri, self._on_libvirt_event, self.open_connection)
+
+    def link(self, name: str | None) -> HostLink | None:
+        with self._links_lock:
+            return self.links.get(name) if name else None
+
+    @property
+    def host(self) -> LibvirtHost:
+        """The local host's connection (the only one before clusters)."""
+        link = self.link(HOST_NAME) or next(iter(self.links.values()))
+        return link.lv
+
+    def _connected(self, name: str | None) -> HostLink:
+        link = self.link(name)
+        if link is None:
+            raise Failed(f"host {name!r} is not known")
+        if not link.connected:
+            raise Failed(f"host {name} is unreachable")
+        return link
+
+    def _lookup_row(self, row: dict) -> libvirt.virDomain | None:
+        link = self.link(row["host"])
+        if link is None or not link.connected:
+            return None
+        return link.lookup(row["id"])
 
     # -- life of the controller ------------------------------------------------
     def start(self) -> None:
@@ -85,94 +172,161 @@ class Controller:
             self._thread.join(timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.prober.stop()
-        self.host.disconnect()
+        with self._links_lock:
+            for link in self.links.values():
+                link.lv.disconnect()
         self._listener.close()
 
     def _run(self) -> None:
         next_resync = next_heartbeat = 0.0
         while not self._stop.is_set():
             try:
-                if not self.host.connected:
-                    if not self._reconnect():
-                        self._listener.wait(1.0)  # retry about once a second, or when nudged
-                        continue
+                now = self.clock()
+                if now >= next_heartbeat:
+                    self._sync_links()
+                reconnected = False
+                for link in list(self.links.values()):
+                    if not link.connected and now >= link.next_attempt:
+                        link.next_attempt = now + 1.0  # about once a second, or when nudged
+                        reconnected |= self._reconnect(link)
+                if reconnected:
                     next_resync = 0.0
                 self._drain_events()
-                now = self.clock()
                 if now >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = now + HEARTBEAT_SECONDS
-                if now >= next_resync and self.host.connected:
+                if now >= next_resync:
                     self.resync()
                     next_resync = now + RESYNC_SECONDS
                 self._dispatch()
-                if self.host.connected:
-                    self.prober.tick()
+                self.prober.tick()
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("controller loop")
                 time.sleep(0.5)
             self._listener.wait(0.5)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self, link: HostLink) -> bool:
         """Connect (again); False while libvirt is unreachable. An outage is one
         host-down event and one warning, however many attempts it takes."""
-        if self._host_up:
-            self._host_up = False
-            log.warning("lost the connection to %s; reconnecting", self.host.uri)
-            self.store.add_event("host-down", f"lost the connection to libvirt at {self.host.uri}")
-            self._reported_down = True
+        if link.was_up:
+            link.was_up = False
+            link.down_since = link.down_since or self.clock()
+            log.warning("lost the connection to %s (%s); reconnecting", link.name, link.uri)
+            self.store.add_event("host-down", f"lost the connection to host {link.name} (libvirt at {link.uri})")
+            link.reported_down = True
         try:
-            self.host.connect()
+            link.lv.connect()
         except libvirt.libvirtError as err:
-            self._record_host(up=False)
-            if not self._reported_down:
-                self._reported_down = True
+            if link.down_since is None:
+                link.down_since = self.clock()
+            self._record_host(link, up=False)
+            if not link.reported_down:
+                link.reported_down = True
                 reason = err.get_error_message()
-                log.warning("libvirt at %s unreachable (%s); retrying every second", self.host.uri, reason)
-                self.store.add_event("host-down", f"libvirt at {self.host.uri} unreachable: {reason}")
+                log.warning("host %s (libvirt at %s) unreachable (%s); retrying every second",
+                            link.name, link.uri, reason)
+                self.store.add_event("host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}")
             return False
-        self._host_up, self._reported_down = True, False
-        log.info("connected to %s", self.host.uri)
-        self.store.add_event("host-up", f"libvirt at {self.host.uri} reachable")
+        link.was_up, link.reported_down, link.down_since = True, False, None
+        log.info("connected to %s (%s)", link.name, link.uri)
+        self.store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
+        self._record_host(link, up=True)
         return True
 
-    def _record_host(self, up: bool, info: dict | None = None) -> None:
-        row = {"name": HOST_NAME, "uri": self.host.uri, "up": int(up), "last_seen": self.clock()}
+    def _record_host(self, link: HostLink, up: bool, info: dict | None = None) -> None:
+        fields: dict = {"up": int(up), "last_seen": self.clock(), "down_since": None if up else link.down_since}
         if info is not None:
-            row["info"] = info
-        existing = [h for h in self.store.list_hosts() if h["name"] == HOST_NAME]
-        if not existing:
-            row.setdefault("state", "enabled")
-        self.store.upsert_host(row)
+            fields["info"] = info
+        with self.store.transaction():
+            if self.store.host_exists(link.name):
+                self.store.update_host(link.name, **fields)
 
     def _heartbeat(self) -> None:
-        up = self.host.connected
-        info = None
-        if up:
-            try:
-                info = self.host.inventory()
-            except libvirt.libvirtError:
-                up = False
-        self._record_host(up, info)
+        for link in list(self.links.values()):
+            up = link.connected
+            info = None
+            if up:
+                try:
+                    info = link.lv.inventory()
+                    info["disk_bytes"] = self._storage_bytes()
+                except libvirt.libvirtError:
+                    up = False
+            if not up and link.down_since is None:
+                link.down_since = self.clock()
+            self._record_host(link, up, info)
+            if not up:
+                self._maybe_evacuate(link)
+
+    def _storage_bytes(self) -> int:
+        """Disks live in the appliance's vms folder, which every host sees at the same path."""
+        stat = os.statvfs(self.config.vms_dir)
+        return stat.f_blocks * stat.f_frsize
+
+    # -- evacuation: a host dead for longer than the grace period ---------------------------
+    def _maybe_evacuate(self, link: HostLink) -> None:
+        now = self.clock()
+        if link.down_since is None or now - link.down_since < self.config.evacuate_after:
+            return
+        if now < link.next_evacuation:
+            return
+        link.next_evacuation = now + RETRY_EVACUATION_SECONDS
+        self.evacuate(link.name)
+
+    def evacuate(self, name: str) -> None:
+        """Restart the dead host's VMs (run strategy Always, disks on storage
+        another host sees) where the scheduler puts them; mark the rest lost.
+        The dead host's copies are removed when it returns (never twice)."""
+        host = self.store.get_host(name)
+        down_for = self.clock() - (self.link(name).down_since or self.clock()) if self.link(name) else 0
+        for row in self.store.list_vms("host = ? AND desired_state != 'deleted'", [name], with_xml=False):
+            if self._is_busy(row["id"]) or self._has_open_ops(row["id"]):
+                continue
+            strategy = row["spec"]["run_strategy"]
+            with self.store.transaction():
+                fresh = self.store.get_vm_by_id(row["id"])
+                if fresh is None or fresh["host"] != name:
+                    continue
+                if strategy == "Always" and fresh["desired_state"] in ("running", "paused"):
+                    decision = placement.place(self.store, self.config, fresh["spec"], fresh["id"], self.clock(),
+                                               ignore_hosts=frozenset([name]),
+                                               storage=host["storage"] or f"host:{name}")
+                    if decision.host is not None:
+                        self.store.update_vm(fresh["id"], bump=False, host=decision.host, observed_state="stopped",
+                                             observed_reason="evacuated", state_changed=self.clock())
+                        op = self.store.add_operation(str(uuid.uuid4()), fresh, "start",
+                                                      {"by": "controller", "evacuated_from": name})
+                        self.store.add_event("evacuated", f"host {name} down for {down_for:.0f} s: restarting "
+                                             f"here, {decision.explain()}", fresh, op["id"])
+                        continue
+                    why = decision.explain()
+                else:
+                    why = f"run strategy {strategy}, desired {fresh['desired_state']}: not restarted elsewhere"
+                if fresh["observed_state"] != "lost":
+                    self.store.update_vm(fresh["id"], bump=False, observed_state="lost",
+                                         observed_reason=f"host {name} down", state_changed=self.clock())
+                    self.store.add_event("lost", f"host {name} down for {down_for:.0f} s; {why}", fresh)
 
     # -- libvirt events -------------------------------------------------------------
-    def _on_libvirt_event(self, vm_id: str, event: int, detail: int) -> None:
-        self.events.put((vm_id, event, detail))
+    def _on_libvirt_event(self, host: str, vm_id: str, event: int, detail: int) -> None:
+        self.events.put((host, vm_id, event, detail))
         self._nudge()
 
     def _drain_events(self) -> None:
         seen = set()
         while True:
             try:
-                vm_id, _event, _detail = self.events.get_nowait()
+                host, vm_id, _event, _detail = self.events.get_nowait()
             except queue.Empty:
                 break
-            seen.add(vm_id)
-        for vm_id in seen:
+            seen.add((host, vm_id))
+        for host, vm_id in seen:
             row = self.store.get_vm_by_id(vm_id)
-            if row is None:
+            if row is None or row["host"] != host or vm_id in self._migrating:
+                continue  # a migration's ends (its operation records the outcome), or a stale copy
+            link = self.link(host)
+            if link is None or not link.connected:
                 continue
-            dom = self.host.lookup(vm_id)
+            dom = link.lookup(vm_id)
             self._observe(row, dom)
             if not self._is_busy(vm_id):
                 self._enforce(self.store.get_vm_by_id(vm_id))
@@ -197,7 +351,6 @@ class Controller:
         fields: dict = {}
         if state != row["observed_state"] or reason != (row["observed_reason"] or ""):
             fields.update(observed_state=state, observed_reason=reason, state_changed=self.clock())
-            fields["host"] = HOST_NAME if state in ("running", "paused", "stopping") else row["host"]
         if dom is not None and (record_xml or fields):
             try:
                 fields["domain_xml"] = dom.XMLDesc()
@@ -211,38 +364,72 @@ class Controller:
         return state
 
     def resync(self) -> None:
-        """Compare every VM with libvirt: adopt, report strangers, enforce run strategies."""
+        """Compare every VM with libvirt on every reachable host: adopt, report
+        strangers, remove stale copies (never twice), enforce run strategies."""
         started = time.perf_counter()
-        conn = self.host.conn
+        found: dict[str, dict[str, libvirt.virDomain]] = {}  # host -> our domains there by uuid
+        for link in list(self.links.values()):
+            if not link.connected:
+                continue
+            try:
+                found[link.name] = self._our_domains(link)
+            except libvirt.libvirtError as err:
+                log.info("listing domains on %s failed: %s", link.name, err.get_error_message())
+        rows = {row["id"]: row for row in self.store.list_vms()}
+        for host, domains in found.items():
+            for vm_id, dom in domains.items():
+                row = rows.get(vm_id)
+                if row is None:
+                    self._report_orphan(vm_id, dom)
+                elif row["host"] != host and not self._is_busy(vm_id) and not self._has_open_ops(vm_id):
+                    self._remove_stale_copy(host, row, dom)
+        for vm_id, row in rows.items():
+            if row["host"] not in found or self._is_busy(vm_id):
+                continue  # its host is unreachable: nothing to observe there (evacuation decides)
+            dom = found[row["host"]].get(vm_id)
+            self._observe(row, dom, record_xml=row["domain_xml"] is None)
+            row = self.store.get_vm_by_id(vm_id)
+            if row is not None and not self._has_open_ops(vm_id):
+                self._enforce(row)
+                self._refresh_addresses(row, dom)
+        self.reconcile_seconds = time.perf_counter() - started
+
+    def _our_domains(self, link: HostLink) -> dict[str, libvirt.virDomain]:
+        conn = link.conn
         assert conn is not None
         ours = {}
         domains = conn.listAllDomains()
         for dom in domains:
             uuid_ = dom.UUIDString()
-            if uuid_ not in self._identities:  # a domain's <metadata> is set once, at define
+            if uuid_ not in link.identities:  # a domain's <metadata> is set once, at define
                 try:
-                    self._identities[uuid_] = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                    link.identities[uuid_] = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
                 except libvirt.libvirtError:
                     continue
-            identity = self._identities[uuid_]
+            identity = link.identities[uuid_]
             if identity and identity.get("appliance") == self.instance_id:
                 ours[uuid_] = dom
-        if len(self._identities) > 2 * len(domains) + 100:
+        if len(link.identities) > 2 * len(domains) + 100:
             present = {d.UUIDString() for d in domains}
-            self._identities = {k: v for k, v in self._identities.items() if k in present}
-        rows = {row["id"]: row for row in self.store.list_vms()}
-        for vm_id, dom in ours.items():
-            if vm_id not in rows:
-                self._report_orphan(vm_id, dom)
-        for vm_id, row in rows.items():
-            if self._is_busy(vm_id):
-                continue
-            self._observe(row, ours.get(vm_id), record_xml=row["domain_xml"] is None)
-            row = self.store.get_vm_by_id(vm_id)
-            if row is not None and not self._has_open_ops(vm_id):
-                self._enforce(row)
-                self._refresh_addresses(row, ours.get(vm_id))
-        self.reconcile_seconds = time.perf_counter() - started
+            link.identities = {k: v for k, v in link.identities.items() if k in present}
+        return ours
+
+    def _remove_stale_copy(self, host: str, row: dict, dom: libvirt.virDomain) -> None:
+        """A VM's domain on a host other than its own: left by an evacuation (the
+        host was dead and came back) or by an offline move whose source was
+        unreachable. The VM's host is the truth; the copy goes, disks stay."""
+        try:
+            was_active = bool(dom.isActive())
+            if was_active:
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError as err:
+            log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err.get_error_message())
+            return
+        self.link(host).identities.pop(row["id"], None)
+        self.store.add_event("stale-copy-removed", f"host {host} still had this VM's domain"
+                             + (" running" if was_active else "") + f" although it belongs on {row['host']}; "
+                             "it was " + ("destroyed and " if was_active else "") + "undefined (disks kept)", row)
 
     def _report_orphan(self, vm_id: str, dom: libvirt.virDomain) -> None:
         key = f"orphan-reported:{vm_id}"
@@ -344,15 +531,25 @@ class Controller:
         ).fetchone()
         return row is not None
 
+    def _ready_to_run(self, op: dict) -> bool:
+        """An operation waits while the host it needs is unreachable (it runs
+        when the host returns, or the VM is evacuated)."""
+        row = self.store.get_vm_by_id(op["vm_id"])
+        if row is None:
+            return True  # _execute records the failure
+        needed = op["params"].get("target") if op["kind"] == "move" else row["host"]
+        link = self.link(needed)
+        return link is None or link.connected  # an unknown host fails in the handler, with the reason
+
     def _dispatch(self) -> None:
-        if not self.host.connected:
-            return
         claimed = set()
         for op in self.store.next_operations():
             vm_id = op["vm_id"]
             if vm_id in claimed:
                 continue
             claimed.add(vm_id)
+            if not self._ready_to_run(op):
+                continue
             with self._busy_lock:
                 if vm_id in self._busy:
                     continue
@@ -380,7 +577,8 @@ class Controller:
             reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else str(err)
             log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], reason)
             self._observe_after(vm_id)
-            self.store.update_operation(op["id"], status="failed", error=reason, finished=self.clock())
+            status = "cancelled" if self._op_cancelled(op) else "failed"
+            self.store.update_operation(op["id"], status=status, error=reason, finished=self.clock())
             row = self.store.get_vm_by_id(vm_id)
             if row is not None:
                 self.store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
@@ -392,10 +590,11 @@ class Controller:
 
     def _observe_after(self, vm_id: str) -> None:
         row = self.store.get_vm_by_id(vm_id)
-        if row is None or not self.host.connected:
+        link = self.link(row["host"]) if row is not None else None
+        if link is None or not link.connected:
             return
         try:
-            dom = self.host.lookup(vm_id)
+            dom = link.lookup(vm_id)
             self._observe(row, dom, record_xml=True)
             fresh = self.store.get_vm_by_id(vm_id)
             if fresh is not None:
@@ -416,8 +615,9 @@ class Controller:
             mac=row["mac"], seed_iso=seed, direct_io=self._direct_io,
         )
 
-    def _ensure_defined(self, row: dict) -> libvirt.virDomain:
-        """Disks, seed and definition as the spec says; safe to repeat."""
+    def _ensure_defined(self, row: dict, host: str | None = None) -> libvirt.virDomain:
+        """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to repeat."""
+        link = self._connected(host or row["host"])
         plan = self.plan(row)
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
         if not plan.root_disk.exists():
@@ -432,10 +632,10 @@ class Controller:
                 images.create_blank(tmp, disk["size"])
                 tmp.replace(path)
         cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
-        conn = self.host.conn
+        conn = link.conn
         assert conn is not None
-        self._reserve_address(row)
-        dom = self.host.lookup(row["id"])
+        self._reserve_address(row, link)
+        dom = link.lookup(row["id"])
         if dom is not None and dom.name() != plan.domain_name:
             if dom.isActive():
                 raise Failed("cannot rename a running domain")
@@ -443,13 +643,13 @@ class Controller:
         return conn.defineXML(domain.build(plan))
 
     # -- fixed IPs: a DHCP reservation in the libvirt network ------------------------------
-    def _dhcp_update(self, network_name: str, command: int, xml: str) -> None:
-        conn = self.host.conn
+    def _dhcp_update(self, link: HostLink, network_name: str, command: int, xml: str) -> None:
+        conn = link.conn
         assert conn is not None
         try:
             net = conn.networkLookupByName(network_name)
         except libvirt.libvirtError:
-            raise Failed(f"libvirt network {network_name!r} does not exist on this host") from None
+            raise Failed(f"libvirt network {network_name!r} does not exist on host {link.name}") from None
         flags = 0
         if net.isActive():
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
@@ -457,25 +657,25 @@ class Controller:
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
 
-    def _release_address(self, row: dict) -> None:
+    def _release_address(self, row: dict, link: HostLink | None) -> None:
         network = row["spec"]["network"]
-        if network["type"] != "network":
+        if network["type"] != "network" or link is None or not link.connected:
             return
         try:
-            self._dhcp_update(network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            self._dhcp_update(link, network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
                               f"<host mac='{row['mac']}'/>")
         except (libvirt.libvirtError, Failed):
             pass  # no reservation (or no network): nothing to release
 
-    def _reserve_address(self, row: dict) -> None:
+    def _reserve_address(self, row: dict, link: HostLink) -> None:
         """Fixed IPs, which KubeVirt lacks: the libvirt network's DHCP server
         gives this VM's MAC its address, whatever the guest OS."""
         network = row["spec"]["network"]
         if network["type"] != "network":
             return
-        self._release_address(row)
+        self._release_address(row, link)
         if network.get("ip"):
-            self._dhcp_update(network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            self._dhcp_update(link, network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
                               f"<host mac='{row['mac']}' name='{row['name']}' ip='{network['ip']}'/>")
 
     # -- operation handlers (each idempotent) ------------------------------------------------
@@ -493,8 +693,12 @@ class Controller:
         if not dom.isActive():
             self.store.update_vm(row["id"], bump=False, restart_required=0)
 
+    def _lookup(self, row: dict) -> libvirt.virDomain | None:
+        """The VM's domain on its host (which must be reachable)."""
+        return self._connected(row["host"]).lookup(row["id"])
+
     def _op_start(self, op: dict, row: dict) -> None:
-        dom = self.host.lookup(row["id"])
+        dom = self._lookup(row)
         state = describe_state(*dom.state())[0] if dom is not None else "stopped"
         if state == "paused":
             dom.resume()
@@ -504,14 +708,30 @@ class Controller:
         dom = self._ensure_defined(row)
         self._start(row, dom)
 
+    def _running_elsewhere(self, row: dict) -> str | None:
+        """Another reachable host where this VM's domain is active, if any."""
+        for link in list(self.links.values()):
+            if link.name == row["host"] or not link.connected:
+                continue
+            try:
+                other = link.lookup(row["id"])
+                if other is not None and other.isActive():
+                    return link.name
+            except libvirt.libvirtError:
+                continue
+        return None
+
     def _start(self, row: dict, dom: libvirt.virDomain) -> None:
         if not dom.isActive():
+            elsewhere = self._running_elsewhere(row)
+            if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
+                raise Failed(f"a copy of this VM still runs on host {elsewhere}; not starting a second one")
             # Console probes look only at what this boot prints.
             console = self.config.vm_dir(row["id"]) / "console.log"
             offset = console.stat().st_size if console.exists() else 0
             self.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
             dom.create()
-            self.store.update_vm(row["id"], bump=False, restart_required=0, host=HOST_NAME)
+            self.store.update_vm(row["id"], bump=False, restart_required=0)
         self._apply_port_forwards(row, dom)
 
     def _apply_port_forwards(self, row: dict, dom: libvirt.virDomain) -> None:
@@ -529,7 +749,7 @@ class Controller:
         self._op_start(op, row)
 
     def _op_pause(self, op: dict, row: dict) -> None:
-        dom = self.host.lookup(row["id"])
+        dom = self._lookup(row)
         if dom is None or not dom.isActive():
             dom = self._ensure_defined(row)
             self._start(row, dom)
@@ -537,7 +757,7 @@ class Controller:
             dom.suspend()
 
     def _op_force_stop(self, op: dict, row: dict) -> None:
-        dom = self.host.lookup(row["id"])
+        dom = self._lookup(row)
         if dom is not None and dom.isActive():
             dom.destroy()
 
@@ -546,7 +766,7 @@ class Controller:
 
     def _graceful_stop(self, op: dict, row: dict) -> None:
         """ACPI shutdown; after the grace period (or when a force-stop is queued), pull the plug."""
-        dom = self.host.lookup(row["id"])
+        dom = self._lookup(row)
         if dom is None or not dom.isActive():
             return
         grace = row["spec"]["termination_grace_period"]
@@ -580,7 +800,8 @@ class Controller:
         self._op_start(op, row)
 
     def _op_delete(self, op: dict, row: dict) -> None:
-        dom = self.host.lookup(row["id"])
+        link = self._connected(row["host"])
+        dom = link.lookup(row["id"])
         if dom is not None:
             if dom.isActive():
                 dom.destroy()
@@ -592,9 +813,119 @@ class Controller:
                 if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
                     raise
                 dom.undefine()  # drivers without NVRAM support (the test driver)
-        self._release_address(row)
+        self._release_address(row, link)
         vm_dir: Path = self.config.vm_dir(row["id"])
         shutil.rmtree(vm_dir, ignore_errors=True)
         with self.store.transaction():
             self.store.add_event("deleted", "VM deleted; its disks were removed", row, op["id"])
             self.store.delete_vm(row["id"])
+
+    # -- moving between hosts ------------------------------------------------------------------
+    def _migration_flags(self, dom: libvirt.virDomain) -> int:
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+        if not self._direct_io:
+            # Disks on a shared path without O_DIRECT (tmpfs): libvirt cannot prove
+            # the caches safe, but both ends see the same file and QEMU flushes
+            # before the switch-over.
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        if describe_state(*dom.state())[0] == "paused":
+            flags |= libvirt.VIR_MIGRATE_PAUSED
+        return flags
+
+    def _op_migrate(self, op: dict, row: dict) -> None:
+        """Live migration, peer to peer: the source libvirtd talks to the target's
+        itself; disks stay where they are (storage both hosts see). Progress goes
+        into the operation; a cancelled operation aborts the job, and the guest
+        keeps running on the source."""
+        target = op["params"]["target"]
+        dest = self._connected(target)
+        arrived = dest.lookup(row["id"])
+        if arrived is not None and arrived.isActive() and row["host"] != target:
+            self._moved(op, row, target, arrived, "found already running on the target (the move finished "
+                        "before the controller could record it)")
+            return
+        source = self._connected(row["host"])
+        dom = source.lookup(row["id"])
+        if dom is None or not dom.isActive():
+            raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
+        params: dict = {}
+        address = self.store.get_host(target)["migration_address"]
+        if address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        flags = self._migration_flags(dom)
+        started = time.monotonic()
+        result: dict = {}
+
+        def migrate() -> None:
+            try:
+                result["dom"] = dom.migrateToURI3(dest.uri, params, flags)
+            except libvirt.libvirtError as err:
+                result["error"] = err
+
+        worker = threading.Thread(target=migrate, name=f"migrate-{row['name']}", daemon=True)
+        self._migrating.add(row["id"])
+        try:
+            aborted = self._follow_migration(op, dom, worker)
+        finally:
+            self._migrating.discard(row["id"])
+        if "error" in result:
+            if aborted:
+                raise Failed(f"cancelled; the guest stays on {row['host']}")
+            raise result["error"]
+        elapsed = time.monotonic() - started
+        self._moved(op, row, target, dest.lookup(row["id"]), f"live-migrated from {row['host']} to {target} "
+                    f"in {elapsed:.1f} s")
+
+    def _follow_migration(self, op: dict, dom: libvirt.virDomain, worker: threading.Thread) -> bool:
+        """Run the migration thread to its end, recording progress; abort the job
+        if the operation is cancelled. Returns whether it was aborted."""
+        worker.start()
+        aborted = False
+        while worker.is_alive():
+            worker.join(0.2)
+            if not worker.is_alive():
+                break
+            if not aborted and self._op_cancelled(op):
+                aborted = True
+                try:
+                    dom.abortJob()
+                except libvirt.libvirtError as err:
+                    log.info("abortJob on %s: %s", op["vm_name"], err.get_error_message())
+                continue
+            try:
+                stats = dom.jobStats()
+            except libvirt.libvirtError:
+                continue
+            total = stats.get("data_total") or 0
+            if total:
+                done = min(99, int(100 * (stats.get("data_processed") or 0) / total))
+                self.store.update_operation(op["id"], progress=done)
+        return aborted
+
+    def _moved(self, op: dict, row: dict, target: str, dom: libvirt.virDomain | None, message: str) -> None:
+        with self.store.transaction():
+            self.store.update_vm(row["id"], bump=False, host=target)
+            self.store.add_event("migrated", message, row, op["id"])
+        if dom is not None and dom.isActive():
+            self._apply_port_forwards(row, dom)  # the source's QEMU held the ports until it quit
+
+    def _op_move(self, op: dict, row: dict) -> None:
+        """Offline move of a stopped VM: define it on the target, then forget it on
+        the source (or let resync remove that copy when the source is unreachable)."""
+        target = op["params"]["target"]
+        source = self.link(row["host"])
+        if source is not None and source.connected:
+            old = source.lookup(row["id"])
+            if old is not None and old.isActive():
+                raise Failed(f"the VM runs on {row['host']}; migrate it live instead")
+        self._ensure_defined(row, host=target)
+        with self.store.transaction():
+            self.store.update_vm(row["id"], bump=False, host=target)
+            self.store.add_event("migrated", f"moved (stopped) from {row['host']} to {target}", row, op["id"])
+        if source is not None and source.connected:
+            old = source.lookup(row["id"])
+            if old is not None and not old.isActive():
+                old.undefine()
+                source.identities.pop(row["id"], None)
+            self._release_address(row, source)

@@ -25,7 +25,6 @@ import libvirt_qemu
 
 from appliance.config import Config
 from appliance.store import Store
-from appliance.virt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +98,12 @@ def check_agent(dom: libvirt.virDomain, timeout: int) -> tuple[bool, str]:
 
 
 class Prober:
-    def __init__(self, store: Store, config: Config, host: LibvirtHost,
+    def __init__(self, store: Store, config: Config, lookup: Callable[[dict], libvirt.virDomain | None],
                  on_liveness_failure: Callable[[dict, str], None], clock: Callable[[], float] = time.time):
+        """`lookup(row)` finds a VM's domain on the host it runs on (None if unreachable)."""
         self.store = store
         self.config = config
-        self.host = host
+        self.lookup = lookup
         self.on_liveness_failure = on_liveness_failure
         self.clock = clock
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
@@ -147,7 +147,7 @@ class Prober:
             port = probe["tcp_socket"]["port"]
             fwd = next(f for f in row["spec"]["network"]["port_forwards"]
                        if f["guest_port"] == port and f["protocol"] == "tcp")
-            dom = self.host.lookup(row["id"]) if self.host.connected else None
+            dom = self.lookup(row)
             if dom is None:
                 return False, "no domain"
             return check_tcp(fwd["host_address"], fwd["host_port"], timeout,
@@ -155,7 +155,7 @@ class Prober:
         if "console" in probe:
             return check_console(self.config.vm_dir(row["id"]) / "console.log", row.get("boot_console_offset") or 0,
                                  probe["console"]["contains"])
-        dom = self.host.lookup(row["id"]) if self.host.connected else None
+        dom = self.lookup(row)
         if dom is None:
             return False, "no domain"
         return check_agent(dom, timeout)

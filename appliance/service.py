@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from appliance import placement
 from appliance import spec as specs
 from appliance.config import Config
 from appliance.errors import (
@@ -44,6 +46,15 @@ VM_FILES = {
     "addresses": False, "console": False, "events": False, "status.json": False,
     "domain.xml": False,
 }
+
+
+# The files of one host directory (hosts/NAME/), as for VMs: name -> writable.
+HOST_FILES = {"state": True, "uri": False, "capacity": False, "allocated": False, "vms": False,
+              "status.json": False}
+HOST_STATES = ("enabled", "disabled", "maintenance")
+GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*:(//[^\s]*)?/[^\s]*$")
+HOST_RATIOS = {"cpu_ratio": (16.0, 0.1, 1000.0), "ram_ratio": (1.5, 0.1, 100.0), "disk_ratio": (1.0, 0.1, 100.0)}
 
 
 def is_ready(row: dict) -> bool:
@@ -141,6 +152,9 @@ class Service:
         initial = body.pop("state", None)
         if initial not in (None, "running", "stopped"):
             raise Invalid("must be running or stopped", "state")
+        wanted_host = body.pop("host", None)
+        if wanted_host is not None:
+            specs.validate_name(wanted_host, "host")
         spec = specs.validate(self._merge_template(body))
         if initial == "running" and spec["run_strategy"] == "Halted":
             spec["run_strategy"] = "Always"
@@ -155,15 +169,20 @@ class Service:
             if self.store.vm_exists(spec["name"]):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
+            self._check_group(spec)
+            if wanted_host is not None:
+                self.store.get_host(wanted_host)
+            decision = self._schedule(spec, vm_id, only_hosts=None if wanted_host is None else frozenset([wanted_host]))
             row = {
                 "id": vm_id, "name": spec["name"], "spec": spec, "desired_state": initial,
-                "observed_state": "provisioning", "observed_reason": "", "host": None,
+                "observed_state": "provisioning", "observed_reason": "", "host": decision.host,
                 "generation": 1, "created": now, "updated": now, "state_changed": now,
                 "mac": spec["network"].get("mac") or _mac(vm_id), "domain_xml": None,
                 "restart_required": 0, "last_error": None, "addresses": "[]",
             }
             self.store.insert_vm(row)
             self.store.add_event("created", f"VM created, desired state {initial}", row)
+            self.store.add_event("scheduled", decision.explain(), row)
             op = self._new_op(row, "create")
         self.notify()
         return self.get_vm(spec["name"]), op
@@ -188,11 +207,14 @@ class Service:
             if new == old:
                 return self.vm_view(row), None
             self._check_fixed_ip(new, row["id"])
+            self._check_group(new)
             renamed = new["name"] != old["name"]
             if renamed:
                 self._check_rename(row, new["name"])
             active = self._observed(row) in ACTIVE_STATES
-            hardware = {k for k in new if new[k] != old[k]} - {"name", "labels", "run_strategy", "termination_grace_period"}
+            hardware = {k for k in new if new[k] != old[k]} - {
+                "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group"}
+            self._check_growth(row, old, new)
             self.store.update_vm(
                 row["id"], expect_generation=row["generation"], spec=new, name=new["name"],
                 restart_required=int(row["restart_required"] or (active and bool(hardware))),
@@ -279,11 +301,15 @@ class Service:
                 spec["run_strategy"] = "Always"
             elif desired == "stopped" and strategy == "Always":
                 spec["run_strategy"] = "Halted"
+            moved = None
+            if kind == "start" and observed in ("stopped", "crashed", "lost", "provisioning"):
+                moved = self._replace_if_stranded(row)
             self._supersede(row)
-            self.store.update_vm(row["id"], expect_generation=row["generation"], desired_state=desired, spec=spec)
+            self.store.update_vm(row["id"], expect_generation=row["generation"], desired_state=desired, spec=spec,
+                                 **({"host": moved} if moved else {}))
             row = self.store.get_vm_by_id(row["id"])
             self.store.add_event("state-requested", f"{verb} requested (was {observed})", row)
-            op = self._new_op(row, kind)
+            op = self._new_op(row, kind, {"from_host": row["host"]} if moved else None)
         self.notify()
         return op
 
@@ -342,8 +368,12 @@ class Service:
     def cancel_operation(self, op_id: str) -> dict:
         with self.store.transaction():
             op = self.store.get_operation(op_id)
-            if op["status"] != "pending":
-                raise Conflict(f"operation is {op['status']}; only pending operations can be cancelled", "id")
+            # A running live migration is cancellable too: the controller aborts
+            # the libvirt job and the guest stays on its source.
+            running_migration = op["status"] == "running" and op["kind"] == "migrate"
+            if op["status"] != "pending" and not running_migration:
+                raise Conflict(f"operation is {op['status']}; only pending operations (and running "
+                               "migrations) can be cancelled", "id")
             if op["kind"] in ("create", "delete"):
                 raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
             self.store.update_operation(op_id, status="cancelled", error="cancelled by request", finished=self.clock())
@@ -412,11 +442,16 @@ class Service:
             memory = specs.parse_size_mib(value, "memory", specs.MIN_MEMORY_MIB, specs.MAX_MEMORY_MIB)
             return self.update_vm(name, {"memory": memory}, if_match)[1]
         if file == "host":
-            row = self.store.get_vm(name)
-            if value == (row["host"] or ""):
-                return None
-            raise Conflict("moving a VM to another host needs live migration, which this appliance "
-                           "does not offer yet (single host)", "host")
+            force = False
+            if value.startswith("{"):
+                try:
+                    body = json.loads(value)
+                except ValueError as err:
+                    raise Invalid(f"not JSON: {err}", "host") from None
+                if not isinstance(body, dict):
+                    raise Invalid('must be a host name or {"host": NAME, "force": false}', "host")
+                value, force = body.get("host"), body.get("force", False)
+            return self.migrate_vm(name, value, force=force, if_match=if_match)
         raise NotFound(f"no file {file!r} in a VM", "file")
 
     def status(self, row: dict) -> dict:
@@ -532,18 +567,338 @@ class Service:
             self.store.add_event("image-deleted", f"image {name} deleted")
         Path(image["path"]).unlink(missing_ok=True)
 
-    # -- hosts and health -------------------------------------------------------------------
-    def list_hosts(self, heartbeat_age: float = 10.0) -> list[dict]:
+    # -- placement ------------------------------------------------------------------------
+    def _schedule(self, spec: dict, vm_id: str | None, **constraints: Any):
+        """A placement decision inside the caller's transaction; 409 with the
+        scheduler's explanation when no host fits."""
+        decision = placement.place(self.store, self.config, spec, vm_id, self.clock(), **constraints)
+        if decision.host is None:
+            raise Conflict(decision.explain(), "host")
+        return decision
+
+    def _check_group(self, spec: dict) -> None:
+        if spec.get("group") and not list(self.store.db.query("SELECT 1 FROM groups WHERE name = ?", [spec["group"]])):
+            raise Invalid(f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group")
+
+    def _check_growth(self, row: dict, old: dict, new: dict) -> None:
+        """More vCPUs or memory must still fit on the VM's host (Nova's resize claim)."""
+        more_cpus, more_memory = new["cpus"] - old["cpus"], new["memory"] - old["memory"]
+        if (more_cpus <= 0 and more_memory <= 0) or not row["host"]:
+            return
+        delta = {**new, "cpus": max(0, more_cpus), "memory": max(0, more_memory), "disks": [], "group": None,
+                 "node_selector": {}}
+        decision = placement.place(self.store, self.config, delta, row["id"], self.clock(),
+                                   only_hosts=frozenset([row["host"]]))
+        if decision.host is None:
+            rejected = decision.rejected[0] if decision.rejected else None
+            if rejected is not None and rejected.filter != "ComputeFilter":
+                raise Conflict(f"does not fit on host {row['host']}: {rejected.reason}",
+                               "cpus" if more_cpus > 0 and rejected.filter == "CoreFilter" else "memory")
+
+    def _host_usable(self, name: str | None) -> bool:
+        if not name:
+            return False
+        try:
+            host = self.store.get_host(name)
+        except NotFound:
+            return False
+        return host["state"] != "maintenance" and placement.host_is_up(host, self.clock(), self.config.heartbeat_age)
+
+    def _replace_if_stranded(self, row: dict) -> str | None:
+        """A stopped VM whose host is gone, down or in maintenance starts elsewhere,
+        if its disks are on storage another host sees; else 409 with the reason."""
+        if self._host_usable(row["host"]):
+            return None
+        storage = None
+        if row["host"] and self.store.host_exists(row["host"]):
+            storage = self.store.get_host(row["host"])["storage"] or f"host:{row['host']}"
+        decision = self._schedule(row["spec"], row["id"], storage=storage,
+                                  ignore_hosts=frozenset([row["host"]]) if row["host"] else frozenset())
+        self.store.add_event("scheduled", f"host {row['host']} cannot run it now; " + decision.explain(), row)
+        return decision.host
+
+    def migrate_vm(self, name: str, target: Any, force: Any = False, if_match: int | None = None) -> dict | None:
+        """Move a VM to another host: live when it runs, offline when stopped.
+
+        Unless forced, the target must pass the scheduler's filters; the claim on
+        the target is the operation itself until the move completes."""
+        if not isinstance(force, bool):
+            raise Invalid("must be true or false", "force")
+        if not isinstance(target, str) or not target:
+            raise Invalid("must be the name of a host", "host")
+        with self.store.transaction():
+            row = self._vm_for_write(name, if_match)
+            target_host = self.store.get_host(target)
+            if target == row["host"]:
+                return None
+            if self._pending_op(row, "migrate") or self._pending_op(row, "move"):
+                raise Conflict("the VM is already moving; cancel that operation first", "host")
+            if not placement.host_is_up(target_host, self.clock(), self.config.heartbeat_age):
+                raise Conflict(f"host {target} is down", "host")
+            observed = self._observed(row)
+            busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]])
+            if busy:
+                raise Conflict(f"the VM has a {busy[0]['kind']} in progress; try when it is done", "host")
+            if observed in ("running", "paused") and row["desired_state"] in ("running", "paused"):
+                kind = "migrate"
+            elif observed == "stopped" and row["desired_state"] == "stopped":
+                kind = "move"
+            else:
+                raise Conflict(f"a {observed} VM cannot move now", "host")
+            source = self.store.get_host(row["host"]) if row["host"] and self.store.host_exists(row["host"]) else None
+            if kind == "move" and source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
+                raise Conflict(f"the disks are on {row['host']}'s storage {source['storage']!r}, which {target} "
+                               f"does not see ({target_host['storage']!r}); start it and migrate it live", "host")
+            if force:
+                why = f"{kind} to {target} forced: the scheduler's filters were skipped"
+            else:
+                decision = self._schedule(row["spec"], row["id"], only_hosts=frozenset([target]))
+                why = decision.explain()
+            op = self._new_op(row, kind, {"target": target, "source": row["host"], "force": force})
+            self.store.add_event("migration-requested" if kind == "migrate" else "move-requested", why, row, op["id"])
+        self.notify()
+        return op
+
+    # -- hosts ----------------------------------------------------------------------------
+    def host_view(self, host: dict, used: dict | None = None, counts: dict | None = None) -> dict:
+        if used is None:
+            used = placement.allocations(self.store)
+        if counts is None:
+            counts = self._vm_counts()
+        info = host["info"] or {}
+        cpus, memory, disk = used.get(host["name"], (0, 0, 0))
+        up = placement.host_is_up(host, self.clock(), self.config.heartbeat_age)
+        reserved = host["reserved_memory_mib"] or 0
+        return {
+            "name": host["name"], "uri": host["uri"], "state": host["state"],
+            "observed_state": host["state"] if up else "down", "up": up, "last_seen": host["last_seen"],
+            "down_since": host["down_since"], "labels": host["labels"], "storage": host["storage"],
+            "migration_address": host["migration_address"],
+            "cpu_ratio": host["cpu_ratio"], "ram_ratio": host["ram_ratio"], "disk_ratio": host["disk_ratio"],
+            "reserved_memory_mib": reserved,
+            "inventory": info,
+            "capacity": {
+                "cpus": int((info.get("cpus") or 0) * host["cpu_ratio"]),
+                "memory_mib": int((info.get("memory_mib") or 0) * host["ram_ratio"]) - reserved,
+                "disk_gib": round((info.get("disk_bytes") or 0) * host["disk_ratio"] / placement.GIB, 2),
+            },
+            "allocated": {"cpus": int(cpus), "memory_mib": int(memory),
+                          "disk_gib": round(disk / placement.GIB, 2), "vms": counts.get(host["name"], 0)},
+        }
+
+    def _vm_counts(self) -> dict[str, int]:
+        return dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host").fetchall())
+
+    def list_hosts(self, heartbeat_age: float | None = None) -> list[dict]:
         """Hosts, with `observed_state`: down when libvirt stopped answering the
         controller's heartbeat (or the heartbeat itself is stale), else the
         administrative state (enabled | disabled | maintenance)."""
-        now = self.clock()
-        hosts = self.store.list_hosts()
-        for host in hosts:
-            fresh = host["last_seen"] is not None and now - host["last_seen"] < heartbeat_age
-            host["observed_state"] = host["state"] if host["up"] and fresh else "down"
-        return hosts
+        used, counts = placement.allocations(self.store), self._vm_counts()
+        return [self.host_view(h, used, counts) for h in self.store.list_hosts()]
 
+    def get_host(self, name: str) -> dict:
+        return self.host_view(self.store.get_host(name))
+
+    def _host_fields(self, body: dict, creating: bool) -> dict:
+        fields: dict[str, Any] = {}
+        if "uri" in body or creating:
+            uri = body.get("uri")
+            if not isinstance(uri, str) or not _URI.match(uri) or len(uri) > 1024:
+                raise Invalid("must be a libvirt URI such as qemu:///system, qemu+ssh://root@h2/system "
+                              "or qemu+unix:///system?socket=/path", "uri")
+            fields["uri"] = uri
+        for key, (default, low, high) in HOST_RATIOS.items():
+            if key in body or creating:
+                value = body.get(key, default)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                    raise Invalid(f"must be a number from {low} to {high}", key)
+                fields[key] = float(value)
+        if "reserved_memory_mib" in body or creating:
+            value = body.get("reserved_memory_mib", 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= specs.MAX_MEMORY_MIB:
+                raise Invalid(f"must be a whole number of MiB from 0 to {specs.MAX_MEMORY_MIB}", "reserved_memory_mib")
+            fields["reserved_memory_mib"] = value
+        if "labels" in body or creating:
+            fields["labels"] = specs.validate_labels(body.get("labels") or {}, "labels")
+        if "storage" in body or creating:
+            value = body.get("storage", "shared")
+            if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+                raise Invalid("must name the storage where this host finds VM disks (1-64 of A-Z a-z 0-9 _.:-); "
+                              "hosts naming the same storage share disks", "storage")
+            fields["storage"] = value
+        if "migration_address" in body or creating:
+            value = body.get("migration_address")
+            if value is not None and (not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.:\[\]-]{1,255}$", value)):
+                raise Invalid("must be a host name or IP address the other hosts reach this one at", "migration_address")
+            fields["migration_address"] = value
+        if "state" in body or creating:
+            value = body.get("state", "enabled")
+            if value not in HOST_STATES:
+                raise Invalid(f"must be one of {', '.join(HOST_STATES)}", "state")
+            fields["state"] = value
+        return fields
+
+    def add_host(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        known = {"name", "uri", "labels", "storage", "migration_address", "state", "reserved_memory_mib", *HOST_RATIOS}
+        unknown = set(body) - known
+        if unknown:
+            raise Invalid(f"unknown field; known fields are {', '.join(sorted(known))}", sorted(unknown)[0])
+        name = specs.validate_name(body.get("name"), "name")
+        fields = self._host_fields(body, creating=True)
+        with self.store.transaction():
+            if self.store.host_exists(name):
+                raise Conflict(f"a host named {name!r} exists", "name")
+            for other in self.store.list_hosts():
+                if other["uri"] == fields["uri"]:
+                    raise Conflict(f"host {other['name']} already has this URI", "uri")
+            self.store.upsert_host({"name": name, "up": 0, "last_seen": None, "info": {}, "created": self.clock(),
+                                    "down_since": None, **fields})
+            self.store.add_event("host-added", f"host {name} added ({fields['uri']})")
+        self.notify()
+        return self.get_host(name)
+
+    def update_host(self, name: str, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        if "state" in body:
+            self.set_host_state(name, body["state"])
+            body = {k: v for k, v in body.items() if k != "state"}
+        known = {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", *HOST_RATIOS}
+        unknown = set(body) - known
+        if unknown:
+            raise Invalid(f"unknown field; known fields are {', '.join(sorted(known))}", sorted(unknown)[0])
+        fields = self._host_fields(body, creating=False)
+        if fields:
+            with self.store.transaction():
+                self.store.get_host(name)
+                self.store.update_host(name, **fields)
+                self.store.add_event("host-updated", f"host {name}: {', '.join(sorted(fields))} changed")
+            self.notify()
+        return self.get_host(name)
+
+    def set_host_state(self, name: str, state: Any) -> dict:
+        """enabled | disabled (no new VMs) | maintenance (no new VMs, and drain
+        it: each VM migrates where the scheduler puts it; what cannot move is
+        reported in the answer and as an event, and stays)."""
+        if isinstance(state, str):
+            state = state.strip().lower()
+        if state not in HOST_STATES:
+            raise Invalid(f"must be one of {', '.join(HOST_STATES)}", "state")
+        report: dict[str, list] = {"migrating": [], "moving": [], "blocked": []}
+        with self.store.transaction():
+            host = self.store.get_host(name)
+            if host["state"] != state:
+                self.store.update_host(name, state=state)
+                self.store.add_event("host-state", f"host {name} is now {state} (was {host['state']})")
+            if state == "maintenance":
+                report = self._drain(host)
+        self.notify()
+        return {**self.get_host(name), "drain": report}
+
+    def _drain(self, host: dict) -> dict[str, list]:
+        report: dict[str, list] = {"migrating": [], "moving": [], "blocked": []}
+        rows = self.store.list_vms("host = ? AND desired_state != 'deleted'", [host["name"]], with_xml=False)
+        for row in rows:
+            if self._pending_op(row, "migrate") or self._pending_op(row, "move"):
+                report["migrating"].append({"vm": row["name"], "target": None, "note": "already moving"})
+                continue
+            observed = self._observed(row)
+            if observed in ("running", "paused"):
+                kind, storage = "migrate", None
+            elif observed == "stopped" and row["desired_state"] == "stopped":
+                kind, storage = "move", host["storage"] or f"host:{host['name']}"
+            else:
+                reason = f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
+                report["blocked"].append({"vm": row["name"], "reason": reason})
+                self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {reason}", row)
+                continue
+            decision = placement.place(self.store, self.config, row["spec"], row["id"], self.clock(),
+                                       ignore_hosts=frozenset([host["name"]]), storage=storage)
+            if decision.host is None:
+                report["blocked"].append({"vm": row["name"], "reason": decision.explain()})
+                self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {decision.explain()}", row)
+                continue
+            op = self._new_op(row, kind, {"target": decision.host, "source": host["name"], "force": False,
+                                          "drain": True})
+            self.store.add_event("draining", f"host {host['name']} in maintenance: {decision.explain()}", row, op["id"])
+            report["migrating" if kind == "migrate" else "moving"].append(
+                {"vm": row["name"], "target": decision.host, "operation": op["id"]})
+        return report
+
+    def delete_host(self, name: str) -> None:
+        with self.store.transaction():
+            self.store.get_host(name)
+            vms = [r[0] for r in self.store.db.execute("SELECT name FROM vms WHERE host = ? ORDER BY name", [name])]
+            if vms:
+                raise Conflict(f"host {name} still has VMs ({', '.join(vms[:5])}); move or delete them first", "name")
+            self.store.delete_host(name)
+            self.store.add_event("host-removed", f"host {name} removed")
+        self.notify()
+
+    def read_host_file(self, name: str, file: str) -> str:
+        view = self.get_host(name)
+        if file == "state":
+            return view["observed_state"] + "\n"
+        if file == "uri":
+            return view["uri"] + "\n"
+        if file == "capacity":
+            return "".join(f"{k} {v}\n" for k, v in view["capacity"].items())
+        if file == "allocated":
+            return "".join(f"{k} {v}\n" for k, v in view["allocated"].items())
+        if file == "vms":
+            return "".join(r[0] + "\n" for r in self.store.db.execute(
+                "SELECT name FROM vms WHERE host = ? ORDER BY name", [name]))
+        if file == "status.json":
+            return _json(view)
+        raise NotFound(f"no file {file!r} in a host", "file")
+
+    def write_host_file(self, name: str, file: str, text: str) -> dict:
+        if file not in HOST_FILES:
+            raise NotFound(f"no file {file!r} in a host", "file")
+        if not HOST_FILES[file]:
+            raise Forbidden(f"{file} is read-only", file)
+        return self.set_host_state(name, text.strip())
+
+    # -- server groups ----------------------------------------------------------------------
+    def group_view(self, group: dict) -> dict:
+        members = [{"name": n, "host": h} for n, h in self.store.db.execute(
+            "SELECT name, host FROM vms WHERE json_extract(spec, '$.group') = ? ORDER BY name", [group["name"]])]
+        return {**group, "members": members}
+
+    def list_groups(self) -> list[dict]:
+        return [self.group_view(g) for g in self.store.list_groups()]
+
+    def get_group(self, name: str) -> dict:
+        return self.group_view(self.store.get_group(name))
+
+    def create_group(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        unknown = set(body) - {"name", "policy"}
+        if unknown:
+            raise Invalid("unknown field; known fields are name, policy", sorted(unknown)[0])
+        name = specs.validate_name(body.get("name"), "name")
+        if body.get("policy") not in GROUP_POLICIES:
+            raise Invalid(f"must be one of {', '.join(GROUP_POLICIES)}", "policy")
+        with self.store.transaction():
+            if list(self.store.db.query("SELECT 1 FROM groups WHERE name = ?", [name])):
+                raise Conflict(f"a server group named {name!r} exists", "name")
+            self.store.insert_group({"name": name, "policy": body["policy"], "created": self.clock()})
+            self.store.add_event("group-created", f"server group {name} ({body['policy']}) created")
+        return self.get_group(name)
+
+    def delete_group(self, name: str) -> None:
+        with self.store.transaction():
+            group = self.get_group(name)
+            if group["members"]:
+                names = ", ".join(m["name"] for m in group["members"][:5])
+                raise Conflict(f"server group {name} still has members ({names})", "name")
+            self.store.delete_group(name)
+            self.store.add_event("group-deleted", f"server group {name} deleted")
+
+    # -- health ---------------------------------------------------------------------------------
     def readiness(self, heartbeat_age: float = 10.0) -> dict:
         checks: dict[str, dict] = {}
         try:
@@ -554,11 +909,14 @@ class Service:
             return {"ready": False, "checks": checks}
         now = self.clock()
         hosts = self.store.list_hosts()
-        if not hosts:
-            checks["controller"] = {"ok": False, "reason": "the controller has not reported yet"}
+        # The controller stamps every host it knows at each heartbeat, up or not.
+        if not any(h["last_seen"] is not None and now - h["last_seen"] < heartbeat_age for h in hosts):
+            checks["controller"] = {"ok": False, "reason": "no heartbeat from the controller"}
+        up = 0
         for host in hosts:
-            fresh = host["last_seen"] is not None and now - host["last_seen"] < heartbeat_age
-            ok = bool(host["up"]) and fresh
-            reason = "" if ok else ("libvirt unreachable" if not host["up"] else "no heartbeat from the controller")
-            checks[f"host:{host['name']}"] = {"ok": ok, **({"reason": reason} if reason else {})}
-        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+            ok = placement.host_is_up(host, now, heartbeat_age)
+            up += ok
+            checks[f"host:{host['name']}"] = {"ok": ok, **({} if ok else {"reason": "libvirt unreachable"})}
+        # One dead host of several leaves the appliance serving: ready while one answers.
+        ready = checks["store"]["ok"] and "controller" not in checks and up > 0
+        return {"ready": ready, "checks": checks}

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "cloud_init": None,
     "run_strategy": "Always",
     "labels": {},
+    "node_selector": {},  # host labels the VM must land on (KubeVirt's nodeSelector)
+    "group": None,  # a server group (POST /v1/groups): affinity or anti-affinity
     "termination_grace_period": 30,
     "readiness_probe": None,
     "liveness_probe": None,
@@ -219,15 +221,19 @@ def _cloud_init(value: Any) -> dict | None:
     return out
 
 
-def _labels(value: Any) -> dict[str, str]:
+def _labels(value: Any, field: str = "labels") -> dict[str, str]:
     if not isinstance(value, dict):
-        raise Invalid("must be an object of string keys and values", "labels")
+        raise Invalid("must be an object of string keys and values", field)
     for key, item in value.items():
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise Invalid(f"{key!r} is not a valid label key", "labels")
+            raise Invalid(f"{key!r} is not a valid label key", field)
         if not isinstance(item, str) or not _LABEL_VALUE.match(item):
-            raise Invalid(f"value of {key!r} is not a valid label value", f"labels.{key}")
+            raise Invalid(f"value of {key!r} is not a valid label value", f"{field}.{key}")
     return dict(value)
+
+
+def validate_labels(value: Any, field: str = "labels") -> dict[str, str]:
+    return _labels(value, field)
 
 
 PROBE_KINDS = ("tcp_socket", "console", "guest_agent_ping")
@@ -304,6 +310,8 @@ def validate(raw: Any) -> dict:
         "cloud_init": _cloud_init(spec["cloud_init"]),
         "run_strategy": spec["run_strategy"],
         "labels": _labels(spec["labels"]),
+        "node_selector": _labels(spec["node_selector"], "node_selector"),
+        "group": None if spec["group"] is None else validate_name(spec["group"], "group"),
         "termination_grace_period": spec["termination_grace_period"],
     }
     out["readiness_probe"] = _probe(spec["readiness_probe"], "readiness_probe", out["network"])

@@ -108,9 +108,24 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["vms"].add_column("boot_console_offset", int)
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Several hosts: per-host overcommit ratios, labels and storage; server
+    groups; a VM is always placed (its host holds its claim, stopped or not)."""
+    hosts = db["hosts"]
+    for column, kind in (("cpu_ratio", float), ("ram_ratio", float), ("disk_ratio", float),
+                         ("reserved_memory_mib", int), ("labels", str), ("storage", str),
+                         ("migration_address", str), ("created", float), ("down_since", float)):
+        hosts.add_column(column, kind)
+    db.execute("UPDATE hosts SET cpu_ratio = 16.0, ram_ratio = 1.5, disk_ratio = 1.0, reserved_memory_mib = 0, "
+               "labels = '{}', storage = 'shared'")
+    db["groups"].create({"name": str, "policy": str, "created": float}, pk="name")
+    # Before hosts could be added, every VM lived on the one local host.
+    db.execute("UPDATE vms SET host = 'local' WHERE host IS NULL OR host = ''")
+
+
 # Each migration runs once, in a transaction, in order; PRAGMA user_version
 # records how many have run. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 VM_JSON_FIELDS = ("spec",)
 
@@ -349,6 +364,8 @@ class Store:
         row = dict(row)
         if "info" in row and not isinstance(row["info"], str):
             row["info"] = json.dumps(row["info"])
+        if "labels" in row and not isinstance(row["labels"], str):
+            row["labels"] = json.dumps(row["labels"], sort_keys=True)
         with self.transaction() as db:
             db["hosts"].upsert(row, pk="name")
 
@@ -356,4 +373,41 @@ class Store:
         rows = list(self.db.query("SELECT * FROM hosts ORDER BY name"))
         for row in rows:
             row["info"] = json.loads(row["info"] or "{}")
+            row["labels"] = json.loads(row["labels"] or "{}")
         return rows
+
+    def get_host(self, name: str) -> dict:
+        for row in self.list_hosts():
+            if row["name"] == name:
+                return row
+        raise NotFound(f"no host named {name!r}", "host")
+
+    def host_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM hosts WHERE name = ?", [name]).fetchone() is not None
+
+    def update_host(self, name: str, **fields: Any) -> None:
+        if "labels" in fields:
+            fields["labels"] = json.dumps(fields["labels"], sort_keys=True)
+        if "info" in fields and not isinstance(fields["info"], str):
+            fields["info"] = json.dumps(fields["info"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE hosts SET {sets} WHERE name = ?", [*fields.values(), name])
+
+    def delete_host(self, name: str) -> None:
+        self.db.execute("DELETE FROM hosts WHERE name = ?", [name])
+
+    # -- server groups ----------------------------------------------------------------
+    def list_groups(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM groups ORDER BY name"))
+
+    def get_group(self, name: str) -> dict:
+        rows = list(self.db.query("SELECT * FROM groups WHERE name = ?", [name]))
+        if not rows:
+            raise NotFound(f"no server group named {name!r}", "group")
+        return rows[0]
+
+    def insert_group(self, row: dict) -> None:
+        self.db["groups"].insert(row)
+
+    def delete_group(self, name: str) -> None:
+        self.db.execute("DELETE FROM groups WHERE name = ?", [name])

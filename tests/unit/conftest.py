@@ -21,9 +21,14 @@ def make_disk_image(path) -> None:
         f.write(b"\x55\xaa")
 
 
+# What libvirt's test:///default reports (16 CPUs, 3 GiB), plus a 100 GiB disk.
+TEST_HOST_INFO = {"arch": "i686", "cpus": 16, "memory_mib": 3072, "disk_bytes": 100 * 1024 ** 3}
+
+
 @pytest.fixture
 def config(tmp_path) -> Config:
-    cfg = Config(home=tmp_path / "home", libvirt_uri="test:///default", wait_timeout=20)
+    # heartbeat_age: tests without a running controller still see the host they registered as up.
+    cfg = Config(home=tmp_path / "home", libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600)
     cfg.prepare()
     return cfg
 
@@ -37,6 +42,10 @@ def store(config) -> Store:
 def service(store, config, tmp_path) -> Service:
     counter = itertools.count(1)
     svc = Service(store, config, uuidgen=lambda: uuid.UUID(int=next(counter)))
+    # The test driver's host as the controller registers it (its inventory, a fresh heartbeat).
+    store.upsert_host({"name": "local", "uri": config.libvirt_uri, "state": "enabled", "up": 1,
+                       "last_seen": time.time(), "info": TEST_HOST_INFO, "cpu_ratio": 16.0, "ram_ratio": 1.5,
+                       "disk_ratio": 1.0, "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
     image = tmp_path / "demo.img"
     make_disk_image(image)
     svc.import_image("demo", str(image))

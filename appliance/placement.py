@@ -1,0 +1,126 @@
+"""From the store to the scheduler and back: host states, requests and claims.
+
+The scheduler (scheduler/) is pure; this module reads what it needs from the
+store and must be called inside the transaction that records the decision.
+A VM's claim on a host is its `host` column (stopped or running, as in Nova a
+placed instance keeps its resources), plus, while it migrates or moves, the
+target named by its open operation. Since every writer holds SQLite's write
+lock (BEGIN IMMEDIATE) from reading the allocations to recording the claim,
+two concurrent placements cannot both take the last free slot on a host.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+from scheduler import Decision, Group, HostState, Policy, Request, schedule
+
+from appliance.config import Config
+from appliance.store import Store
+
+GIB = 1024 ** 3
+MOVE_KINDS = ("migrate", "move")
+
+_ALLOCATED = """
+SELECT v.host,
+       sum(json_extract(v.spec, '$.cpus')),
+       sum(json_extract(v.spec, '$.memory')),
+       sum(coalesce(i.virtual_size, 0)
+           + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
+                                 FROM json_each(v.spec, '$.disks') d), 0))
+FROM vms v LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
+WHERE v.host IS NOT NULL
+GROUP BY v.host
+"""
+
+_MOVING = """
+SELECT json_extract(o.params, '$.target'),
+       sum(json_extract(v.spec, '$.cpus')),
+       sum(json_extract(v.spec, '$.memory')),
+       sum(coalesce(i.virtual_size, 0)
+           + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
+                                 FROM json_each(v.spec, '$.disks') d), 0))
+FROM operations o JOIN vms v ON v.id = o.vm_id
+LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
+WHERE o.kind IN ('migrate', 'move') AND o.status IN ('pending', 'running')
+GROUP BY 1
+"""
+
+
+def policy(config: Config) -> Policy:
+    sign = -1.0 if config.placement == "pack" else 1.0
+    return Policy(ram_weight=sign, cpu_weight=sign, subset_size=max(1, config.host_subset_size))
+
+
+def allocations(store: Store) -> dict[str, list[float]]:
+    """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there or moving there."""
+    out: dict[str, list[float]] = {}
+    for query in (_ALLOCATED, _MOVING):
+        for host, cpus, memory, disk in store.db.execute(query):
+            if host is None:
+                continue
+            slot = out.setdefault(host, [0, 0, 0])
+            slot[0] += cpus or 0
+            slot[1] += memory or 0
+            slot[2] += disk or 0
+    return out
+
+
+def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
+    return bool(host["up"]) and host["last_seen"] is not None and now - host["last_seen"] < heartbeat_age
+
+
+def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostState]:
+    used = allocations(store)
+    states = []
+    for host in store.list_hosts():
+        info = host["info"] or {}
+        cpus, memory, disk = used.get(host["name"], (0, 0, 0))
+        states.append(HostState(
+            name=host["name"], state=host["state"] or "enabled", up=host_is_up(host, now, heartbeat_age),
+            arch=info.get("arch") or "", cpus=int(info.get("cpus") or 0),
+            memory_mib=int(info.get("memory_mib") or 0), disk_gib=float(info.get("disk_bytes") or 0) / GIB,
+            cpu_ratio=host["cpu_ratio"] or 16.0, ram_ratio=host["ram_ratio"] or 1.5,
+            disk_ratio=host["disk_ratio"] or 1.0, reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
+            allocated_cpus=int(cpus), allocated_memory_mib=int(memory), allocated_disk_gib=disk / GIB,
+            labels=host["labels"] or {}, storage=host["storage"] or "",
+        ))
+    return states
+
+
+def disk_bytes(store: Store, spec: dict) -> int:
+    row = store.db.execute("SELECT virtual_size FROM images WHERE name = ?", [spec["image"]]).fetchone()
+    return (row[0] if row else 0) + sum(d["size"] for d in spec["disks"]) * 1024 * 1024
+
+
+def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
+    name = spec.get("group")
+    if not name:
+        return None
+    group = store.get_group(name)
+    members: dict[str, int] = {}
+    rows = store.db.execute(
+        "SELECT host, count(*) FROM vms WHERE json_extract(spec, '$.group') = ? AND id IS NOT ? "
+        "AND host IS NOT NULL AND desired_state != 'deleted' GROUP BY host", [name, vm_id])
+    for host, count in rows:
+        members[host] = count
+    for params, in store.db.execute(
+            "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id WHERE o.kind IN ('migrate', 'move') "
+            "AND o.status IN ('pending', 'running') AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
+            [name, vm_id]):
+        target = json.loads(params).get("target")
+        if target:  # a member on its way somewhere counts there too
+            members[target] = members.get(target, 0) + 1
+    return Group(name=name, policy=group["policy"], members_by_host=members)
+
+
+def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: float,
+          ignore_hosts: frozenset[str] = frozenset(), only_hosts: frozenset[str] | None = None,
+          storage: str | None = None, rng: random.Random | None = None) -> Decision:
+    """One scheduling decision for a VM of this spec; the caller records the claim."""
+    request = Request(
+        vm=spec["name"], cpus=spec["cpus"], memory_mib=spec["memory"], disk_gib=disk_bytes(store, spec) / GIB,
+        node_selector=spec.get("node_selector") or {}, group=group_of(store, spec, vm_id),
+        ignore_hosts=ignore_hosts, only_hosts=only_hosts, storage=storage,
+    )
+    return schedule(host_states(store, now, config.heartbeat_age), request, policy(config), rng)
