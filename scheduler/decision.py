@@ -1,0 +1,150 @@
+"""What the scheduler answers: the chosen host, the ranking, and every rejection explained.
+
+A Decision is cheap to make and rich to read: ``schedule`` stores the passing hosts
+with their weights and, for each rejected host, only the index of the first filter it
+failed. The ranking is sorted, and the rejection texts are written, the first time
+someone asks (``ranked``, ``rejected``, ``explain()``, ``as_dict()``).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass
+
+from scheduler.filters import FILTERS, reason
+from scheduler.model import HostState, Request
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One host that could not take the request: the first filter it failed, and why."""
+
+    host: str
+    filter: str  # one of FILTERS
+    reason: str  # human, with numbers
+
+
+class NoValidHost(Exception):
+    """No host fits the request (the service answers 409); ``str()`` is the explanation."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.explain())
+        self.decision = decision
+
+
+def _w(weight: float) -> str:
+    return f"{weight:.2f}"
+
+
+class Decision:
+    """The outcome of one ``schedule()`` call.
+
+    ``host``: the chosen host's name, or None when nothing fits.
+    ``weight``: the chosen host's weight (None when nothing fits).
+    ``ranked``: the hosts that passed, best first (ties by name), with their weights.
+    ``rejected``: a Rejection for every other host, in the order the hosts were given.
+    """
+
+    __slots__ = ("_failures", "_offset", "_passed", "_ranked", "_rejected", "_scores", "host",
+                 "request")
+
+    def __init__(self, request: Request, host: str | None, passed: list[HostState],
+                 scores: list[float], offset: float,
+                 failures: list[tuple[HostState, int]]) -> None:
+        self.request = request
+        self.host = host
+        self._passed = passed
+        self._scores = scores  # host i's weight is scores[i] + offset (see weighers.weigh)
+        self._offset = offset
+        self._failures = failures  # (host, index in FILTERS of the first failing filter)
+        self._ranked: list[tuple[str, float]] | None = None
+        self._rejected: list[Rejection] | None = None
+
+    @property
+    def weight(self) -> float | None:
+        if self.host is None:
+            return None
+        for h, s in zip(self._passed, self._scores):
+            if h.name == self.host:
+                return s + self._offset
+        return None  # not reached: the chosen host is among the passing ones
+
+    @property
+    def vm(self) -> str:
+        return self.request.vm
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]:
+        if self._ranked is None:
+            off = self._offset
+            pairs = [(h.name, s + off) for h, s in zip(self._passed, self._scores)]
+            pairs.sort(key=lambda p: (-p[1], p[0]))
+            self._ranked = pairs
+        return self._ranked
+
+    @property
+    def rejected(self) -> list[Rejection]:
+        if self._rejected is None:
+            req = self.request
+            self._rejected = [Rejection(h.name, FILTERS[i], reason(i, h, req))
+                              for h, i in self._failures]
+        return self._rejected
+
+    def rejected_by(self) -> dict[str, int]:
+        """How many hosts each filter rejected (cheap: no text), e.g. for metrics."""
+        return dict(Counter(FILTERS[i] for _, i in self._failures))
+
+    def raise_if_none(self) -> Decision:
+        """Raise NoValidHost when nothing fits; otherwise return this decision."""
+        if self.host is None:
+            raise NoValidHost(self)
+        return self
+
+    def explain(self, max_rejected: int | None = None) -> str:
+        """One line naming the chosen host and, for each rejected host, its filter and why.
+
+        ``max_rejected`` bounds the rejections written out; the rest are counted by filter.
+        """
+        failures = self._failures
+        shown = failures if max_rejected is None else failures[:max_rejected]
+        req = self.request
+        parts = [f"{h.name} by {FILTERS[i]} ({reason(i, h, req)})" for h, i in shown]
+        rest = failures[len(shown):]
+        if rest:
+            counts = Counter(FILTERS[i] for _, i in rest)
+            parts.append(f"and {len(rest)} more (" +
+                         ", ".join(f"{n} by {f}" for f, n in counts.most_common()) + ")")
+
+        if self.host is None:
+            if not failures:
+                return f"no host fits {req.vm}: no hosts known"
+            return f"no host fits {req.vm}: " + "; ".join(parts)
+
+        # The runners-up: the best 3 other hosts, without sorting every passing host.
+        off = self._offset
+        others = [(s + off, h.name) for h, s in zip(self._passed, self._scores)
+                  if h.name != self.host]
+        best = heapq.nsmallest(3, others, key=lambda p: (-p[0], p[1]))  # ranked's order
+        also = ", ".join(f"{name} {_w(w)}" for w, name in best)
+        if len(others) > len(best):
+            also += f" and {len(others) - len(best)} more"
+        text = f"placed {req.vm} on {self.host} (weight {_w(self.weight or 0.0)}"
+        text += f"; also {also})" if also else ")"
+        if parts:
+            text += "; rejected: " + ", ".join(parts)
+        return text
+
+    def as_dict(self) -> dict:
+        """JSON-able: {"vm", "host", "weight", "ranked": [...], "rejected": [...]}."""
+        return {
+            "vm": self.request.vm,
+            "host": self.host,
+            "weight": None if self.weight is None else round(self.weight, 6),
+            "ranked": [{"host": h, "weight": round(w, 6)} for h, w in self.ranked],
+            "rejected": [{"host": r.host, "filter": r.filter, "reason": r.reason}
+                         for r in self.rejected],
+        }
+
+    def __repr__(self) -> str:
+        return (f"Decision(vm={self.request.vm!r}, host={self.host!r}, "
+                f"passed={len(self._passed)}, rejected={len(self._failures)})")

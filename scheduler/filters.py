@@ -1,0 +1,201 @@
+"""The filters: which hosts can take a request, and why the others cannot.
+
+The filters run in the order of ``FILTERS``; a rejected host is reported with the
+FIRST filter it fails. Two functions decide, and must agree (the unit tests check it
+on random hosts):
+
+- ``first_failure(host, request)``: the definition, host by host: an if-chain, one
+  test per filter, giving the index of the first failing filter or None.
+- ``passing_flags(hosts, request)``: the same pass/fail for a whole list of hosts,
+  written for speed: one comprehension over fields precomputed in HostState
+  (``usable``, ``free_*``, ``traits``), with the request's numbers held in locals.
+  Only the hosts it rejects go through ``first_failure``.
+
+The human text of a rejection (``reason``), with numbers, is written only when asked.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from scheduler.model import ARCH_KEY, STORAGE_KEY, HostState, Request
+
+
+def _num(x: float) -> str:
+    """A number for a message: 12288.0 -> '12288', 1.5 -> '1.5', 0.1 + 0.2 -> '0.3'."""
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+# -- ComputeFilter ------------------------------------------------------------------------------
+def _compute_reason(h: HostState, r: Request) -> str:
+    if h.state == "maintenance":
+        return "host is in maintenance"
+    if h.state != "enabled":
+        return f"host is {h.state}"  # "host is disabled"
+    return "host is down"
+
+
+# -- RequestedHostFilter ------------------------------------------------------------------------
+def _requested_reason(h: HostState, r: Request) -> str:
+    if h.name in r.ignore_hosts:
+        return "host is excluded by the request (e.g. a migration's source)"
+    wanted = ", ".join(sorted(r.only_hosts or ())) or "none"
+    return f"not the requested host (requested: {wanted})"
+
+
+# -- ArchFilter ---------------------------------------------------------------------------------
+def _arch_reason(h: HostState, r: Request) -> str:
+    return f"host is {h.arch}, VM needs {r.arch}"
+
+
+# -- LabelsFilter (node selector) ---------------------------------------------------------------
+def _labels_reason(h: HostState, r: Request) -> str:
+    wrong = []
+    for key, want in sorted(r.node_selector.items()):
+        have = h.labels.get(key)
+        if have is None:
+            wrong.append(f"label {key}={want} missing")
+        elif have != want:
+            wrong.append(f"label {key} is {have!r}, wanted {want!r}")
+    return ", ".join(wrong)
+
+
+# -- StorageFilter ------------------------------------------------------------------------------
+def _storage_reason(h: HostState, r: Request) -> str:
+    sees = f"storage {h.storage!r}" if h.storage else "only its local storage"
+    return f"host sees {sees}, the VM's disks are on {r.storage!r}"
+
+
+# -- CoreFilter, RamFilter, DiskFilter (capacity after overcommit) -----------------------------
+def _core_reason(h: HostState, r: Request) -> str:
+    if h.cpus <= 0:
+        return "inventory unknown (host reports 0 CPUs)"
+    return (f"needs {r.cpus} vCPUs, {_num(h.free_cpus)} free of {_num(h.capacity_cpus)} "
+            f"({h.cpus} CPUs x ratio {_num(h.cpu_ratio)})")
+
+
+def _ram_reason(h: HostState, r: Request) -> str:
+    if h.memory_mib <= 0:
+        return "inventory unknown (host reports 0 MiB of RAM)"
+    reserved = f" - {h.reserved_memory_mib} MiB reserved" if h.reserved_memory_mib else ""
+    return (f"needs {r.memory_mib} MiB, {_num(h.free_memory_mib)} MiB free of "
+            f"{_num(h.capacity_memory_mib)} MiB ({h.memory_mib} MiB x ratio "
+            f"{_num(h.ram_ratio)}{reserved})")
+
+
+def _disk_reason(h: HostState, r: Request) -> str:
+    if h.disk_gib <= 0:
+        return f"needs {_num(r.disk_gib)} GiB, inventory unknown (host reports 0 GiB of disk)"
+    return (f"needs {_num(r.disk_gib)} GiB, {_num(h.free_disk_gib)} GiB free of "
+            f"{_num(h.capacity_disk_gib)} GiB ({_num(h.disk_gib)} GiB x ratio "
+            f"{_num(h.disk_ratio)})")
+
+
+# -- ServerGroupAffinityFilter, ServerGroupAntiAffinityFilter -----------------------------------
+def _affinity_reason(h: HostState, r: Request) -> str:
+    g = r.group
+    assert g is not None
+    return (f"group {g.name} (affinity) has its members on {', '.join(sorted(g.hosts))}, "
+            "not here")
+
+
+def _anti_affinity_reason(h: HostState, r: Request) -> str:
+    g = r.group
+    assert g is not None
+    n = g.members_by_host.get(h.name, 0)
+    return f"group {g.name} (anti-affinity) already has {n} member{'s' if n != 1 else ''} here"
+
+
+# The order is the order of evaluation and of reporting.
+FILTERS: tuple[str, ...] = (
+    "ComputeFilter",  # 0: state "enabled" and up
+    "RequestedHostFilter",  # 1: not in ignore_hosts; in only_hosts when given
+    "ArchFilter",  # 2
+    "LabelsFilter",  # 3: every node_selector key=value among the host's labels
+    "StorageFilter",  # 4: the host sees the storage the disks are on
+    "CoreFilter",  # 5: vCPUs after overcommit; inventory known
+    "RamFilter",  # 6: RAM after overcommit and reservation; inventory known
+    "DiskFilter",  # 7: disk after overcommit
+    "ServerGroupAffinityFilter",  # 8: policy affinity: on a host of the group, if any
+    "ServerGroupAntiAffinityFilter",  # 9: policy anti-affinity: not on a host of the group
+)
+
+_REASONS: tuple[Callable[[HostState, Request], str], ...] = (
+    _compute_reason, _requested_reason, _arch_reason, _labels_reason, _storage_reason,
+    _core_reason, _ram_reason, _disk_reason, _affinity_reason, _anti_affinity_reason,
+)
+
+
+def first_failure(h: HostState, r: Request) -> int | None:
+    """Index in FILTERS of the first filter host ``h`` fails for request ``r``; None if none."""
+    if h.state != "enabled" or not h.up:
+        return 0
+    if h.name in r.ignore_hosts or (r.only_hosts is not None and h.name not in r.only_hosts):
+        return 1
+    if r.arch is not None and h.arch != r.arch:
+        return 2
+    for k, v in r.node_selector.items():
+        if h.labels.get(k) != v:
+            return 3
+    if r.storage is not None and h.storage_name != r.storage:
+        return 4
+    if h.cpus <= 0 or h.free_cpus < r.cpus:
+        return 5
+    if h.memory_mib <= 0 or h.free_memory_mib < r.memory_mib:
+        return 6
+    if r.disk_gib > 0 and h.free_disk_gib < r.disk_gib:
+        return 7
+    g = r.group
+    if g is not None and g.policy == "affinity":
+        members = g.hosts
+        if members and h.name not in members:
+            return 8
+    if g is not None and g.policy == "anti-affinity" and g.members_by_host.get(h.name, 0) > 0:
+        return 9
+    return None
+
+
+def reason(index: int, host: HostState, request: Request) -> str:
+    """The text for a rejection by filter ``FILTERS[index]``."""
+    return _REASONS[index](host, request)
+
+
+def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
+    """For each host, True when it passes every filter. Same result as
+    ``[first_failure(h, request) is None for h in hosts]``, only faster.
+
+    ``HostState.usable`` folds in ComputeFilter and the "inventory unknown" halves of
+    CoreFilter and RamFilter; ``HostState.traits`` holds labels, arch and storage, so
+    LabelsFilter, ArchFilter and StorageFilter are one subset test.
+    """
+    c, m, d = request.cpus, request.memory_mib, request.disk_gib
+    if d <= 0:  # DiskFilter passes every host for a request without disk
+        d = float("-inf")
+    need = set(request.node_selector.items())  # (key, value) pairs, as in traits
+    if request.arch is not None:
+        need.add((ARCH_KEY, request.arch))
+    if request.storage is not None:
+        need.add((STORAGE_KEY, request.storage))
+    if need:
+        flags = [h.usable and h.free_cpus >= c and h.free_memory_mib >= m
+                 and h.free_disk_gib >= d and need <= h.traits for h in hosts]
+    else:
+        flags = [h.usable and h.free_cpus >= c and h.free_memory_mib >= m
+                 and h.free_disk_gib >= d for h in hosts]
+
+    # The filters a request rarely uses: one more pass each, only when used.
+    if request.ignore_hosts:
+        ignore = request.ignore_hosts
+        flags = [f and h.name not in ignore for f, h in zip(flags, hosts)]
+    if request.only_hosts is not None:
+        only = request.only_hosts
+        flags = [f and h.name in only for f, h in zip(flags, hosts)]
+    group = request.group
+    if group is not None and group.policy in ("affinity", "anti-affinity"):
+        members = group.hosts
+        if members and group.policy == "affinity":
+            flags = [f and h.name in members for f, h in zip(flags, hosts)]
+        elif members:
+            flags = [f and h.name not in members for f, h in zip(flags, hosts)]
+    return flags
