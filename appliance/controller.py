@@ -822,13 +822,16 @@ class Controller:
 
     # -- moving between hosts ------------------------------------------------------------------
     def _migration_flags(self, dom: libvirt.virDomain) -> int:
+        # UNSAFE: the service only migrates between hosts that declare the same
+        # storage, i.e. see the disks at the same path. libvirt recognises only
+        # network file systems (NFS, GFS2, Ceph...) as shared and refuses the
+        # rest ("Migration without shared storage is unsafe"), such as hosts on
+        # one machine or a SAN volume mounted on each. QEMU flushes the disks
+        # before the switch-over; with O_DIRECT (cache='none', used whenever the
+        # file system supports it) no page cache is left stale.
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
-        if not self._direct_io:
-            # Disks on a shared path without O_DIRECT (tmpfs): libvirt cannot prove
-            # the caches safe, but both ends see the same file and QEMU flushes
-            # before the switch-over.
-            flags |= libvirt.VIR_MIGRATE_UNSAFE
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+                 | libvirt.VIR_MIGRATE_UNSAFE)
         if describe_state(*dom.state())[0] == "paused":
             flags |= libvirt.VIR_MIGRATE_PAUSED
         return flags
@@ -853,6 +856,8 @@ class Controller:
         address = self.store.get_host(target)["migration_address"]
         if address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        if op["params"].get("bandwidth"):
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = op["params"]["bandwidth"]
         flags = self._migration_flags(dom)
         started = time.monotonic()
         result: dict = {}

@@ -47,9 +47,17 @@ GROUP BY 1
 """
 
 
+# Soft (anti-)affinity outweighs the free-RAM and free-CPU weighers together
+# (each at most 1.0 after normalisation): a soft policy is kept whenever the
+# filters allow it. Nova's multiplier of 1.0 lets spreading override
+# soft-affinity, a known surprise for its users.
+SOFT_AFFINITY_WEIGHT = 3.0
+
+
 def policy(config: Config) -> Policy:
     sign = -1.0 if config.placement == "pack" else 1.0
-    return Policy(ram_weight=sign, cpu_weight=sign, subset_size=max(1, config.host_subset_size))
+    return Policy(ram_weight=sign, cpu_weight=sign, soft_affinity_weight=SOFT_AFFINITY_WEIGHT,
+                  subset_size=max(1, config.host_subset_size))
 
 
 def allocations(store: Store) -> dict[str, list[float]]:

@@ -450,7 +450,11 @@ class Service:
                     raise Invalid(f"not JSON: {err}", "host") from None
                 if not isinstance(body, dict):
                     raise Invalid('must be a host name or {"host": NAME, "force": false}', "host")
-                value, force = body.get("host"), body.get("force", False)
+                unknown = set(body) - {"host", "force", "bandwidth"}
+                if unknown:
+                    raise Invalid("unknown field; known fields are host, force, bandwidth", sorted(unknown)[0])
+                return self.migrate_vm(name, body.get("host"), force=body.get("force", False),
+                                       bandwidth=body.get("bandwidth"), if_match=if_match)
             return self.migrate_vm(name, value, force=force, if_match=if_match)
         raise NotFound(f"no file {file!r} in a VM", "file")
 
@@ -617,13 +621,18 @@ class Service:
         self.store.add_event("scheduled", f"host {row['host']} cannot run it now; " + decision.explain(), row)
         return decision.host
 
-    def migrate_vm(self, name: str, target: Any, force: Any = False, if_match: int | None = None) -> dict | None:
+    def migrate_vm(self, name: str, target: Any, force: Any = False, bandwidth: Any = None,
+                   if_match: int | None = None) -> dict | None:
         """Move a VM to another host: live when it runs, offline when stopped.
 
         Unless forced, the target must pass the scheduler's filters; the claim on
-        the target is the operation itself until the move completes."""
+        the target is the operation itself until the move completes. `bandwidth`
+        caps a live migration in MiB/s (Nova's live_migration_bandwidth)."""
         if not isinstance(force, bool):
             raise Invalid("must be true or false", "force")
+        if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, int)
+                                      or not 1 <= bandwidth <= 1_000_000):
+            raise Invalid("must be a whole number of MiB/s from 1 to 1000000", "bandwidth")
         if not isinstance(target, str) or not target:
             raise Invalid("must be the name of a host", "host")
         with self.store.transaction():
@@ -646,15 +655,19 @@ class Service:
             else:
                 raise Conflict(f"a {observed} VM cannot move now", "host")
             source = self.store.get_host(row["host"]) if row["host"] and self.store.host_exists(row["host"]) else None
-            if kind == "move" and source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
+            if source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
+                # Copying disks during a migration (libvirt's NON_SHARED_INC) is not offered yet.
                 raise Conflict(f"the disks are on {row['host']}'s storage {source['storage']!r}, which {target} "
-                               f"does not see ({target_host['storage']!r}); start it and migrate it live", "host")
+                               f"does not see (it has {target_host['storage']!r})", "host")
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:
                 decision = self._schedule(row["spec"], row["id"], only_hosts=frozenset([target]))
                 why = decision.explain()
-            op = self._new_op(row, kind, {"target": target, "source": row["host"], "force": force})
+            params = {"target": target, "source": row["host"], "force": force}
+            if bandwidth is not None:
+                params["bandwidth"] = bandwidth
+            op = self._new_op(row, kind, params)
             self.store.add_event("migration-requested" if kind == "migrate" else "move-requested", why, row, op["id"])
         self.notify()
         return op
@@ -805,10 +818,11 @@ class Service:
                 report["migrating"].append({"vm": row["name"], "target": None, "note": "already moving"})
                 continue
             observed = self._observed(row)
+            storage = host["storage"] or f"host:{host['name']}"  # the disks stay where they are
             if observed in ("running", "paused"):
-                kind, storage = "migrate", None
+                kind = "migrate"
             elif observed == "stopped" and row["desired_state"] == "stopped":
-                kind, storage = "move", host["storage"] or f"host:{host['name']}"
+                kind = "move"
             else:
                 reason = f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
                 report["blocked"].append({"vm": row["name"], "reason": reason})

@@ -78,9 +78,20 @@ class LocalHost:
         """The QEMU process of a running domain, from libvirt's pid file."""
         return int((self.base / "run" / "qemu" / f"{domain_name}.pid").read_text())
 
+    def kill_libvirtd(self, timeout: float = 10) -> None:
+        """SIGKILL this host's libvirtd, as a crash would (its guests keep running)."""
+        pid = self.libvirtd_pid()
+        if pid is None:
+            raise LocalHostError(f"{self.name}: no libvirtd pid")
+        self.kill_pid(pid, timeout)
+
     def kill_guest(self, domain_name: str, timeout: float = 10) -> None:
         """SIGKILL a guest's QEMU behind libvirt's back, as a crash would, and wait until it is gone."""
-        pid = self.qemu_pid(domain_name)
+        self.kill_pid(self.qemu_pid(domain_name), timeout)
+
+    @staticmethod
+    def kill_pid(pid: int, timeout: float = 10) -> None:
+        """SIGKILL one process this host runs and wait until it is gone."""
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,7 +102,7 @@ class LocalHost:
             if state in ("Z", "X"):
                 return
             time.sleep(0.05)
-        raise LocalHostError(f"QEMU pid {pid} of {domain_name} still alive {timeout} s after SIGKILL")
+        raise LocalHostError(f"pid {pid} still alive {timeout} s after SIGKILL")
 
     def __enter__(self) -> "LocalHost":
         try:

@@ -1,0 +1,245 @@
+"""Two real libvirt hosts: placement, live migration, maintenance, evacuation (issue 5).
+
+Placement tests create stopped VMs (defined on their host, no QEMU), so that
+they cost no boots; the migration, drain and evacuation tests run real TCG
+guests and read their consoles.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+import requests
+
+from tests.appliance_process import BOOT_LINE, READY_LINE, free_port
+from tests.cluster_helpers import start_cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+BOOT_SECONDS = 120  # TCG boots take 3-4 s when quiet, far longer next to other suites
+
+
+def events(app, vm: str, kind: str) -> list[str]:
+    items = app.api("GET", "/v1/events", params={"limit": 10000}).json()["items"]
+    return [e["message"] for e in items if e["kind"] == kind and e["vm_name"] == vm]
+
+
+def create(app, name: str, **spec) -> dict:
+    spec.setdefault("state", "stopped")
+    resp = app.api("POST", "/v1/vms", json={"name": name, **spec})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def patch_host(app, name: str, **fields) -> dict:
+    resp = app.api("PATCH", f"/v1/hosts/{name}", json=fields)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def host_view(app, name: str) -> dict:
+    return app.api("GET", f"/v1/hosts/{name}").json()
+
+
+def squeeze(app, name: str, room_mib: int) -> None:
+    """Leave `room_mib` of schedulable RAM on a host beyond what it holds now."""
+    view = host_view(app, name)
+    physical = view["inventory"]["memory_mib"] * view["ram_ratio"]
+    patch_host(app, name, reserved_memory_mib=int(physical) - view["allocated"]["memory_mib"] - room_mib)
+
+
+def test_each_filter_and_weigher_places_and_explains(cluster):
+    app = cluster.app
+    # RAMWeigher (spread): a big VM pinned to local leaves h2 the emptier host.
+    assert create(app, "big", memory="2G", host="local")["host"] == "local"
+    assert create(app, "small")["host"] == "h2"
+    assert "placed small on h2" in events(app, "small", "scheduled")[0]
+
+    # LabelsFilter: a node selector only h2's labels satisfy.
+    patch_host(app, "h2", labels={"zone": "b"})
+    vm = create(app, "zoned", node_selector={"zone": "b"})
+    assert vm["host"] == "h2"
+    explained = events(app, "zoned", "scheduled")[0]
+    assert "local by LabelsFilter" in explained and "zone" in explained
+
+    # ComputeFilter: a disabled host takes no new VM; nothing else matches the selector.
+    resp = app.api("PUT", "/v1/hosts/h2/state", json={"state": "disabled"})
+    assert resp.status_code == 200, resp.text
+    resp = app.api("POST", "/v1/vms", json={"name": "refused", "state": "stopped", "node_selector": {"zone": "b"}})
+    assert resp.status_code == 409, resp.text
+    reason = resp.json()["reason"]
+    assert "h2 by ComputeFilter" in reason and "disabled" in reason and "local by LabelsFilter" in reason
+    assert app.api("GET", "/v1/vms/refused").status_code == 404  # refused: nothing recorded
+    assert app.api("PUT", "/v1/hosts/h2/state", json={"state": "enabled"}).status_code == 200
+
+    # RamFilter after overcommit: h2 keeps room for 200 MiB only.
+    squeeze(app, "h2", 200)
+    assert create(app, "wide", memory=256)["host"] == "local"
+    assert "h2 by RamFilter" in events(app, "wide", "scheduled")[0]
+
+    # CoreFilter: h2's vCPU capacity made smaller than what it holds plus 4.
+    view = host_view(app, "h2")
+    ratio = (view["allocated"]["cpus"] + 2) / view["inventory"]["cpus"]
+    patch_host(app, "h2", cpu_ratio=round(ratio, 3), reserved_memory_mib=0)
+    assert create(app, "many", cpus=4, memory=64)["host"] == "local"
+    assert "h2 by CoreFilter" in events(app, "many", "scheduled")[0]
+
+    # The claims are what the hosts show as allocated.
+    local = host_view(app, "local")
+    assert local["allocated"]["vms"] == 3
+    assert local["allocated"]["memory_mib"] == 2048 + 256 + 64
+    assert local["allocated"]["cpus"] == 1 + 1 + 4
+
+
+def test_server_groups_spread_pack_and_refuse(cluster):
+    app = cluster.app
+    for name, policy in (("apart", "anti-affinity"), ("together", "affinity"), ("rather-apart", "soft-anti-affinity"),
+                         ("rather-together", "soft-affinity")):
+        resp = app.api("POST", "/v1/groups", json={"name": name, "policy": policy})
+        assert resp.status_code == 201, resp.text
+
+    first = create(app, "a1", group="apart")["host"]
+    second = create(app, "a2", group="apart")["host"]
+    assert {first, second} == {"local", "h2"}  # strict anti-affinity spreads...
+    resp = app.api("POST", "/v1/vms", json={"name": "a3", "state": "stopped", "group": "apart"})
+    assert resp.status_code == 409, resp.text  # ...and then refuses, saying why for each host
+    reason = resp.json()["reason"]
+    assert "local by ServerGroupAntiAffinityFilter" in reason and "h2 by ServerGroupAntiAffinityFilter" in reason
+
+    t1 = create(app, "t1", group="together")["host"]
+    assert create(app, "t2", group="together")["host"] == t1
+    assert create(app, "t3", group="together", memory=512)["host"] == t1
+
+    # Soft policies: weighed, not filtered; they win over spreading.
+    s1 = create(app, "s1", group="rather-together")["host"]
+    assert create(app, "s2", group="rather-together")["host"] == s1
+    r1 = create(app, "r1", group="rather-apart")["host"]
+    assert create(app, "r2", group="rather-apart")["host"] != r1
+
+    group = app.api("GET", "/v1/groups/apart").json()
+    assert sorted(m["name"] for m in group["members"]) == ["a1", "a2"]
+    assert app.api("DELETE", "/v1/groups/apart").status_code == 409  # members remain
+
+
+def test_concurrent_creates_never_overbook(cluster):
+    app = cluster.app
+    for host in ("local", "h2"):
+        squeeze(app, host, 3 * 128)
+
+    def attempt(i: int) -> int:
+        resp = requests.post(app.url + "/v1/vms", json={"name": f"c{i}", "state": "stopped", "memory": 128},
+                             headers={"Authorization": f"Bearer {app.token}"}, timeout=120)
+        return resp.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        codes = list(pool.map(attempt, range(10)))
+    assert sorted(codes) == [201] * 6 + [409] * 4, codes
+    for host in ("local", "h2"):
+        view = host_view(app, host)
+        assert view["allocated"]["vms"] == 3
+        assert view["allocated"]["memory_mib"] <= view["capacity"]["memory_mib"]
+
+
+def test_live_migration_keeps_the_guest_running(cluster):
+    app = cluster.app
+    port = free_port()
+    vm = create(app, "mig", state="running", host="local",
+                network={"type": "user", "port_forwards": [{"host_port": port, "guest_port": 8000}]})
+    app.wait_console("mig", READY_LINE, BOOT_SECONDS)
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).ok
+
+    resp = app.api("PUT", "/v1/vms/mig/host", json={"host": "h2"})
+    assert resp.status_code == 200, resp.text
+    after = app.api("GET", "/v1/vms/mig").json()
+    assert after["host"] == "h2" and after["state"] == "running"
+    assert cluster.active_on(vm["id"]) == ["h2"]
+    assert cluster.defined_on(vm["id"]) == ["h2"]  # the source forgot it
+    console = app.console("mig")
+    assert console.count(BOOT_LINE) == 1  # no reboot
+    # The guest answers through the forward, now held by the target's QEMU.
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).ok
+    assert any("live-migrated from local to h2" in m for m in events(app, "mig", "migrated"))
+
+    # A migration crawling at 1 MiB/s is cancelled: the guest stays on h2, running.
+    resp = app.api("PUT", "/v1/vms/mig/host", params={"wait": "false"}, json={"host": "local", "bandwidth": 1})
+    assert resp.status_code == 202, resp.text
+    op_id = resp.json()["operation"]["id"]
+    wait_for("migration under way", lambda: app.api("GET", f"/v1/operations/{op_id}").json()["status"] == "running",
+             30)
+    time.sleep(1)
+    assert app.api("DELETE", f"/v1/operations/{op_id}").status_code == 200
+    op = wait_for("cancelled", lambda: (lambda o: o if o["status"] in ("cancelled", "failed", "succeeded")
+                                        else None)(app.api("GET", f"/v1/operations/{op_id}").json()), 60)
+    assert op["status"] == "cancelled", op
+    assert app.api("GET", "/v1/vms/mig").json()["host"] == "h2"
+    assert cluster.active_on(vm["id"]) == ["h2"]
+    assert app.console("mig").count(BOOT_LINE) == 1
+
+
+def test_maintenance_drains_and_reports_what_cannot_move(cluster):
+    app = cluster.app
+    patch_host(app, "local", labels={"disk": "ssd"})
+    live = create(app, "live", state="running", host="local")
+    create(app, "parked", host="local")  # stopped: moves offline
+    create(app, "pinned", host="local", node_selector={"disk": "ssd"})  # only local matches
+    app.wait_console("live", READY_LINE, BOOT_SECONDS)
+
+    resp = app.api("PUT", "/v1/hosts/local/state", json={"state": "maintenance"})
+    assert resp.status_code == 200, resp.text
+    drain = resp.json()["drain"]
+    assert [m["vm"] for m in drain["migrating"]] == ["live"] and drain["migrating"][0]["target"] == "h2"
+    assert [m["vm"] for m in drain["moving"]] == ["parked"]
+    assert [b["vm"] for b in drain["blocked"]] == ["pinned"]
+    assert "LabelsFilter" in drain["blocked"][0]["reason"]
+    assert events(app, "pinned", "drain-blocked")
+
+    wait_for("drained", lambda: app.api("GET", "/v1/vms/live").json()["host"] == "h2"
+             and app.api("GET", "/v1/vms/parked").json()["host"] == "h2", 120)
+    assert app.api("GET", "/v1/vms/live").json()["state"] == "running"
+    assert cluster.active_on(live["id"]) == ["h2"]
+    assert app.console("live").count(BOOT_LINE) == 1
+    assert app.api("GET", "/v1/vms/pinned").json()["host"] == "local"  # reported, not dropped
+    # In maintenance, the host takes nothing new.
+    resp = app.api("POST", "/v1/vms", json={"name": "late", "state": "stopped", "host": "local"})
+    assert resp.status_code == 409 and "maintenance" in resp.json()["reason"]
+
+
+def test_a_dead_host_is_evacuated_and_its_guest_never_runs_twice(tmp_path, hosts):
+    cluster = start_cluster(tmp_path, hosts, evacuate_after=5.0)
+    app, h2 = cluster.app, cluster.hosts["h2"]
+    try:
+        keep = create(app, "keep", state="running", host="h2")  # run_strategy Always
+        manual = create(app, "manual", state="running", host="h2", run_strategy="Manual")
+        app.wait_console("keep", READY_LINE, BOOT_SECONDS)
+        app.wait_console("manual", READY_LINE, BOOT_SECONDS)
+        qemus = [h2.qemu_pid(app.prefix + name) for name in ("keep", "manual")]
+
+        # The host dies: its libvirtd and its guests, as in a power loss.
+        h2.kill_libvirtd()
+        for pid in qemus:
+            h2.kill_pid(pid)
+        wait_for("h2 down", lambda: host_view(app, "h2")["observed_state"] == "down", 20)
+        moved = wait_for("keep evacuated", lambda: (lambda v: v if v["host"] == "local" and v["state"] == "running"
+                                                    else None)(app.api("GET", "/v1/vms/keep").json()), BOOT_SECONDS)
+        assert moved["state"] == "running"
+        app.wait_console("keep", READY_LINE, BOOT_SECONDS)
+        assert app.console("keep").count(BOOT_LINE) == 2  # a restart elsewhere, not a migration
+        assert cluster.active_on(keep["id"]) == ["local"]
+        assert events(app, "keep", "evacuated")
+        lost = wait_for("manual lost", lambda: (lambda v: v if v["state"] == "lost" else None)(
+            app.api("GET", "/v1/vms/manual").json()), 30)
+        assert lost["host"] == "h2"
+        assert any("Manual" in m for m in events(app, "manual", "lost"))
+
+        # The host returns with both domains still defined: the evacuated one's
+        # copy goes, the other is seen again where it was.
+        h2.start_libvirtd()
+        wait_for("stale copy removed", lambda: cluster.defined_on(keep["id"]) == ["local"], 30)
+        assert events(app, "keep", "stale-copy-removed")
+        wait_for("manual seen again", lambda: app.api("GET", "/v1/vms/manual").json()["state"] == "stopped", 30)
+        assert cluster.active_on(keep["id"]) == ["local"]
+        assert cluster.active_on(manual["id"]) == []
+    finally:
+        app.cleanup()
+        cluster.remove_domains()

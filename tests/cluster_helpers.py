@@ -1,0 +1,101 @@
+"""Two real libvirt hosts under one real `vmctl serve`, for the cluster tests
+and the migration benchmark.
+
+The appliance's first host ("local") is one private libvirtd from
+packaging/local-hosts; the second ("h2") is added through the REST API, as an
+operator would. The disks are in the appliance's home, a path both hosts see:
+shared storage. `remove_domains` takes every domain with the appliance's
+prefix off both hosts.
+"""
+from __future__ import annotations
+
+import time
+
+import libvirt
+
+from appliance.config import Config
+from tests.appliance_process import Appliance, remove_domains
+from tests.local_hosts import LocalHost
+
+
+class Cluster:
+    def __init__(self, app: Appliance, hosts: tuple[LocalHost, LocalHost]):
+        self.app = app
+        self.hosts = {"local": hosts[0], "h2": hosts[1]}
+
+    def conn(self, host: str) -> libvirt.virConnect:
+        return libvirt.open(self.hosts[host].uri)
+
+    def active_on(self, vm_id: str) -> list[str]:
+        """The hosts where this VM's domain is running, from libvirt itself."""
+        where = []
+        for name, host in self.hosts.items():
+            conn = libvirt.open(host.uri)
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+                if dom.isActive():
+                    where.append(name)
+            except libvirt.libvirtError:
+                pass
+            finally:
+                conn.close()
+        return where
+
+    def defined_on(self, vm_id: str) -> list[str]:
+        where = []
+        for name, host in self.hosts.items():
+            conn = libvirt.open(host.uri)
+            try:
+                conn.lookupByUUIDString(vm_id)
+                where.append(name)
+            except libvirt.libvirtError:
+                pass
+            finally:
+                conn.close()
+        return where
+
+    def remove_domains(self) -> None:
+        for host in self.hosts.values():
+            try:
+                host.start_libvirtd()
+                conn = libvirt.open(host.uri)
+            except Exception:  # noqa: BLE001 - cleanup does what it can
+                continue
+            remove_domains([d for d in conn.listAllDomains() if d.name().startswith(self.app.prefix)])
+            conn.close()
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(interval)
+
+
+def start_cluster(tmp_path, hosts, **config) -> Cluster:
+    """An appliance on host one, with host two added over REST. `config`
+    overrides Config fields (evacuate_after, placement...) through the
+    HOME/config.json that `vmctl serve` reads."""
+    home = tmp_path / "home"
+    home.mkdir()
+    Config(home=home, **config).save()
+    app = Appliance(home, libvirt_uri=hosts[0].uri)
+    cluster = Cluster(app, hosts)
+    try:
+        app.start()
+        # Both libvirtds run on this machine: migrations go over 127.0.0.1.
+        resp = app.api("PATCH", "/v1/hosts/local", json={"migration_address": "127.0.0.1"})
+        assert resp.status_code == 200, resp.text
+        resp = app.api("POST", "/v1/hosts", json={"name": "h2", "uri": hosts[1].uri,
+                                                  "migration_address": "127.0.0.1"})
+        assert resp.status_code == 201, resp.text
+        wait_for("h2 up", lambda: app.api("GET", "/v1/hosts/h2").json()["up"], 30)
+    except BaseException:
+        app.cleanup()
+        cluster.remove_domains()
+        raise
+    return cluster
