@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from itertools import compress
 
 from scheduler.decision import Decision
-from scheduler.filters import first_failure, passing_flags
+from scheduler.filters import first_failures, passing_flags
 from scheduler.model import HostState, Policy, Request
 from scheduler.weighers import weigh
 
@@ -57,8 +57,8 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
     failures: list[tuple[HostState, int]] = []
     if len(passed) < len(hosts):
         rejected = list(compress(hosts, map(operator.not_, flags)))
-        indexes = [first_failure(h, request) for h in rejected]
-        if None in indexes:  # passing_flags and first_failure disagree: a bug here
+        indexes = first_failures(rejected, request)
+        if None in indexes:  # passing_flags and first_failures disagree: a bug here
             host = rejected[indexes.index(None)].name
             raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
         failures = list(zip(rejected, indexes))

@@ -4,12 +4,12 @@ The filters run in the order of ``FILTERS``; a rejected host is reported with th
 FIRST filter it fails. Two functions decide, and must agree (the unit tests check it
 on random hosts):
 
-- ``first_failure(host, request)``: the definition, host by host: an if-chain, one
+- ``first_failures(hosts, request)``: the definition, host by host: an if-chain, one
   test per filter, giving the index of the first failing filter or None.
 - ``passing_flags(hosts, request)``: the same pass/fail for a whole list of hosts,
   written for speed: one comprehension over fields precomputed in HostState
   (``usable``, ``free_*``, ``traits``), with the request's numbers held in locals.
-  Only the hosts it rejects go through ``first_failure``.
+  Only the hosts it rejects go through ``first_failures``.
 
 The human text of a rejection (``reason``), with numbers, is written only when asked.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from scheduler.model import ARCH_KEY, STORAGE_KEY, HostState, Request
+from scheduler.model import HostState, Request, arch_trait, label_trait
 
 
 def _num(x: float) -> str:
@@ -127,33 +127,49 @@ _REASONS: tuple[Callable[[HostState, Request], str], ...] = (
 )
 
 
-def first_failure(h: HostState, r: Request) -> int | None:
-    """Index in FILTERS of the first filter host ``h`` fails for request ``r``; None if none."""
-    if h.state != "enabled" or not h.up:
-        return 0
-    if h.name in r.ignore_hosts or (r.only_hosts is not None and h.name not in r.only_hosts):
-        return 1
-    if r.arch is not None and h.arch != r.arch:
-        return 2
-    for k, v in r.node_selector.items():
-        if h.labels.get(k) != v:
-            return 3
-    if r.storage is not None and h.storage_name != r.storage:
-        return 4
-    if h.cpus <= 0 or h.free_cpus < r.cpus:
-        return 5
-    if h.memory_mib <= 0 or h.free_memory_mib < r.memory_mib:
-        return 6
-    if r.disk_gib > 0 and h.free_disk_gib < r.disk_gib:
-        return 7
+def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
+    """For each host, the index in FILTERS of the first filter it fails for request ``r``,
+    or None if it passes them all. This if-chain is the definition of the filters.
+
+    The request's parts are read once, before the loop over the hosts.
+    """
+    ignore, only, arch, storage = r.ignore_hosts, r.only_hosts, r.arch, r.storage
+    # The selector as label traits: a host matches when they are among its traits.
+    selector = frozenset(label_trait(k, v) for k, v in r.node_selector.items())
+    c, m, d = r.cpus, r.memory_mib, r.disk_gib
     g = r.group
-    if g is not None and g.policy == "affinity":
-        members = g.hosts
-        if members and h.name not in members:
-            return 8
-    if g is not None and g.policy == "anti-affinity" and g.members_by_host.get(h.name, 0) > 0:
-        return 9
-    return None
+    affinity = g.hosts if g is not None and g.policy == "affinity" else frozenset()
+    anti_affinity = g.hosts if g is not None and g.policy == "anti-affinity" else frozenset()
+    out: list[int | None] = []
+    for h in hosts:
+        if h.state != "enabled" or not h.up:
+            out.append(0)  # ComputeFilter
+        elif h.name in ignore or (only is not None and h.name not in only):
+            out.append(1)  # RequestedHostFilter
+        elif arch is not None and h.arch != arch:
+            out.append(2)  # ArchFilter
+        elif not selector <= h.traits:
+            out.append(3)  # LabelsFilter
+        elif storage is not None and h.storage_name != storage:
+            out.append(4)  # StorageFilter
+        elif h.cpus <= 0 or h.free_cpus < c:
+            out.append(5)  # CoreFilter
+        elif h.memory_mib <= 0 or h.free_memory_mib < m:
+            out.append(6)  # RamFilter
+        elif d > 0 and h.free_disk_gib < d:
+            out.append(7)  # DiskFilter
+        elif affinity and h.name not in affinity:
+            out.append(8)  # ServerGroupAffinityFilter (no member yet: anywhere)
+        elif h.name in anti_affinity:
+            out.append(9)  # ServerGroupAntiAffinityFilter
+        else:
+            out.append(None)
+    return out
+
+
+def first_failure(host: HostState, request: Request) -> int | None:
+    """``first_failures`` for one host."""
+    return first_failures((host,), request)[0]
 
 
 def reason(index: int, host: HostState, request: Request) -> str:
@@ -163,20 +179,19 @@ def reason(index: int, host: HostState, request: Request) -> str:
 
 def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
     """For each host, True when it passes every filter. Same result as
-    ``[first_failure(h, request) is None for h in hosts]``, only faster.
+    ``[i is None for i in first_failures(hosts, request)]``, only faster.
 
     ``HostState.usable`` folds in ComputeFilter and the "inventory unknown" halves of
-    CoreFilter and RamFilter; ``HostState.traits`` holds labels, arch and storage, so
-    LabelsFilter, ArchFilter and StorageFilter are one subset test.
+    CoreFilter and RamFilter; ``HostState.traits`` holds labels and arch, so LabelsFilter
+    and ArchFilter are one subset test.
     """
     c, m, d = request.cpus, request.memory_mib, request.disk_gib
     if d <= 0:  # DiskFilter passes every host for a request without disk
         d = float("-inf")
-    need = set(request.node_selector.items())  # (key, value) pairs, as in traits
+    wanted = [label_trait(k, v) for k, v in request.node_selector.items()]
     if request.arch is not None:
-        need.add((ARCH_KEY, request.arch))
-    if request.storage is not None:
-        need.add((STORAGE_KEY, request.storage))
+        wanted.append(arch_trait(request.arch))
+    need = frozenset(wanted)
     if need:
         flags = [h.usable and h.free_cpus >= c and h.free_memory_mib >= m
                  and h.free_disk_gib >= d and need <= h.traits for h in hosts]
@@ -185,6 +200,9 @@ def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
                  and h.free_disk_gib >= d for h in hosts]
 
     # The filters a request rarely uses: one more pass each, only when used.
+    if request.storage is not None:
+        storage = request.storage
+        flags = [f and h.storage_name == storage for f, h in zip(flags, hosts)]
     if request.ignore_hosts:
         ignore = request.ignore_hosts
         flags = [f and h.name not in ignore for f, h in zip(flags, hosts)]
