@@ -25,12 +25,13 @@ GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affin
 
 
 def label_trait(key: str, value: str) -> str:
-    """A label as one string of HostState.traits: "key=value" (label keys have no "=")."""
-    return f"{key}={value}"
+    """A label as one string of HostState.traits: "<len(key)>:key=value". The length
+    prefix keeps any two different labels apart, even with "=" in a key."""
+    return f"{len(str(key))}:{key}={value}"
 
 
 def arch_trait(arch: str) -> str:
-    """The arch as one string of HostState.traits; it starts with "=", which no label does."""
+    """The arch as one string of HostState.traits; it starts with "=", a label with a digit."""
     return f"=arch={arch}"
 
 
@@ -90,9 +91,6 @@ class HostState:
         set_(self, "free_disk_gib", cap_disk - self.allocated_disk_gib)
         set_(self, "usable", self.state == "enabled" and self.up and self.cpus > 0
              and self.memory_mib > 0)
-        bad = [k for k in self.labels if "=" in k or not k]
-        if bad:
-            raise ValueError(f"host {self.name}: label keys must be non-empty, without '=': {bad}")
         set_(self, "traits", frozenset([*(label_trait(k, v) for k, v in self.labels.items()),
                                         arch_trait(self.arch)]))
 
