@@ -37,7 +37,7 @@ def events_of(mount: Mount, name: str) -> list[str]:
 
 # -- the tree -------------------------------------------------------------------------------
 def test_top_level_tree(mount):
-    assert sorted(os.listdir(mount.mnt)) == ["events", "hosts", "images", "templates", "vms"]
+    assert sorted(os.listdir(mount.mnt)) == ["events", "groups", "hosts", "images", "templates", "vms"]
     assert os.listdir(mount.mnt / "images") == ["demo.json"]
     image = json.loads((mount.mnt / "images" / "demo.json").read_text())
     assert image == mount.service.get_image("demo")
@@ -241,11 +241,12 @@ def test_cpus_and_memory(mount):
     assert mount.service.get_vm("web1") == before
 
 
-def test_host_is_reserved_for_live_migration(mount):
+def test_writing_an_unknown_host_is_enoent(mount):
+    """Writing a host live-migrates (tests/fs/test_fs_hosts.py); a host that is not there is ENOENT."""
     mount.mkvm("web1", "running")
     result = mount.sh("echo elsewhere > vms/web1/host")
-    assert result.returncode == 1 and f"write error: {EBUSY}" in result.stderr, result.stderr
-    assert "live migration" in mount.log.read_text()  # the reason is logged
+    assert result.returncode == 1 and f"write error: {ENOENT}" in result.stderr, result.stderr
+    assert "no host named 'elsewhere'" in mount.log.read_text()  # the reason is logged
     assert mount.sh("echo local > vms/web1/host").returncode == 0  # where it is: nothing to do
 
 
@@ -321,7 +322,7 @@ def test_read_only_files_refuse_writes_with_eacces(mount):
         result = mount.sh(f"echo x > vms/web1/{file}")
         assert result.returncode == 1 and EACCES in result.stderr, (file, result.stderr)
     for command in ("echo x > events", "echo x > images/demo.json", "echo x > templates/default.json",
-                    "echo x > hosts/local/state", "rm vms/web1/state", "touch vms/web1/newfile",
+                    "echo x > hosts/local/uri", "rm vms/web1/state", "touch vms/web1/newfile",
                     "echo x > vms/newfile", "chmod 600 vms/web1/state"):
         result = mount.sh(command)
         assert result.returncode == 1, command
