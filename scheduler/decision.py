@@ -7,11 +7,10 @@ someone asks (``ranked``, ``rejected``, ``explain()``, ``as_dict()``).
 """
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from dataclasses import dataclass
 
-from scheduler.filters import FILTERS, reason
+from scheduler.filters import FILTERS, REASONS
 from scheduler.model import HostState, Request
 
 
@@ -45,14 +44,15 @@ class Decision:
     ``rejected``: a Rejection for every other host, in the order the hosts were given.
     """
 
-    __slots__ = ("_failures", "_offset", "_passed", "_ranked", "_rejected", "_scores", "host",
-                 "request")
+    __slots__ = ("_chosen", "_failures", "_offset", "_passed", "_ranked", "_rejected", "_scores",
+                 "host", "request")
 
-    def __init__(self, request: Request, host: str | None, passed: list[HostState],
+    def __init__(self, request: Request, chosen: int | None, passed: list[HostState],
                  scores: list[float], offset: float,
                  failures: list[tuple[HostState, int]]) -> None:
         self.request = request
-        self.host = host
+        self.host = None if chosen is None else passed[chosen].name
+        self._chosen = chosen  # index in passed
         self._passed = passed
         self._scores = scores  # host i's weight is scores[i] + offset (see weighers.weigh)
         self._offset = offset
@@ -62,12 +62,9 @@ class Decision:
 
     @property
     def weight(self) -> float | None:
-        if self.host is None:
+        if self._chosen is None:
             return None
-        for h, s in zip(self._passed, self._scores):
-            if h.name == self.host:
-                return s + self._offset
-        return None  # not reached: the chosen host is among the passing ones
+        return self._scores[self._chosen] + self._offset
 
     @property
     def vm(self) -> str:
@@ -86,7 +83,7 @@ class Decision:
     def rejected(self) -> list[Rejection]:
         if self._rejected is None:
             req = self.request
-            self._rejected = [Rejection(h.name, FILTERS[i], reason(i, h, req))
+            self._rejected = [Rejection(h.name, FILTERS[i], REASONS[i](h, req))
                               for h, i in self._failures]
         return self._rejected
 
@@ -108,7 +105,7 @@ class Decision:
         failures = self._failures
         shown = failures if max_rejected is None else failures[:max_rejected]
         req = self.request
-        parts = [f"{h.name} by {FILTERS[i]} ({reason(i, h, req)})" for h, i in shown]
+        parts = [f"{h.name} by {FILTERS[i]} ({REASONS[i](h, req)})" for h, i in shown]
         rest = failures[len(shown):]
         if rest:
             counts = Counter(FILTERS[i] for _, i in rest)
@@ -120,14 +117,16 @@ class Decision:
                 return f"no host fits {req.vm}: no hosts known"
             return f"no host fits {req.vm}: " + "; ".join(parts)
 
-        # The runners-up: the best 3 other hosts, without sorting every passing host.
-        off = self._offset
-        others = [(s + off, h.name) for h, s in zip(self._passed, self._scores)
-                  if h.name != self.host]
-        best = heapq.nsmallest(3, others, key=lambda p: (-p[0], p[1]))  # ranked's order
-        also = ", ".join(f"{name} {_w(w)}" for w, name in best)
-        if len(others) > len(best):
-            also += f" and {len(others) - len(best)} more"
+        # The runners-up: the best 3 other hosts. Sorting the bare scores is fast (floats
+        # only); the 4th best is the cut, since the chosen host is at most one of the 4.
+        scores, off = self._scores, self._offset
+        cut = sorted(scores, reverse=True)[3] if len(scores) > 4 else float("-inf")
+        top = sorted((-s, h.name) for h, s in zip(self._passed, scores)
+                     if s >= cut and h.name != self.host)[:3]  # ranked's order
+        also = ", ".join(f"{name} {_w(off - neg)}" for neg, name in top)
+        others = len(scores) - 1
+        if others > len(top):
+            also += f" and {others - len(top)} more"
         text = f"placed {req.vm} on {self.host} (weight {_w(self.weight or 0.0)}"
         text += f"; also {also})" if also else ")"
         if parts:

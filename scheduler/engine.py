@@ -66,4 +66,4 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
         return Decision(request, None, passed, [], 0.0, failures)
     scores, offset = weigh(passed, request, policy)
     i = _pick(passed, scores, policy.subset_size, rng or _RANDOM)
-    return Decision(request, passed[i].name, passed, scores, offset, failures)
+    return Decision(request, i, passed, scores, offset, failures)

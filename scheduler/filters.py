@@ -22,9 +22,11 @@ from scheduler.model import HostState, Request, arch_trait, label_trait
 
 def _num(x: float) -> str:
     """A number for a message: 12288.0 -> '12288', 1.5 -> '1.5', 0.1 + 0.2 -> '0.3'."""
-    if isinstance(x, int):
-        return str(x)
-    return f"{x:.2f}".rstrip("0").rstrip(".")
+    if isinstance(x, float):
+        if x.is_integer():
+            return str(int(x))
+        return f"{x:.2f}".rstrip("0").rstrip(".")
+    return str(x)
 
 
 # -- ComputeFilter ------------------------------------------------------------------------------
@@ -121,7 +123,8 @@ FILTERS: tuple[str, ...] = (
     "ServerGroupAntiAffinityFilter",  # 9: policy anti-affinity: not on a host of the group
 )
 
-_REASONS: tuple[Callable[[HostState, Request], str], ...] = (
+# The text of each filter's rejection, in the order of FILTERS.
+REASONS: tuple[Callable[[HostState, Request], str], ...] = (
     _compute_reason, _requested_reason, _arch_reason, _labels_reason, _storage_reason,
     _core_reason, _ram_reason, _disk_reason, _affinity_reason, _anti_affinity_reason,
 )
@@ -174,7 +177,7 @@ def first_failure(host: HostState, request: Request) -> int | None:
 
 def reason(index: int, host: HostState, request: Request) -> str:
     """The text for a rejection by filter ``FILTERS[index]``."""
-    return _REASONS[index](host, request)
+    return REASONS[index](host, request)
 
 
 def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:

@@ -298,6 +298,17 @@ def test_explain_names_chosen_and_each_rejected_with_its_filter():
     assert d.rejected_by() == {"RamFilter": 1, "ComputeFilter": 1}
 
 
+def test_explain_lists_the_three_runners_up_in_ranked_order():
+    hosts = [host(f"h{i}", allocated_memory_mib=i * GIB, allocated_cpus=0) for i in range(6)]
+    rng = random.Random(3)
+    for _ in range(20):
+        d = schedule(hosts, req(), Policy(cpu_weight=0.0, subset_size=3), rng=rng)
+        weights = dict(d.ranked)
+        assert d.weight == pytest.approx(weights[d.host])
+        others = [f"{h} {w:.2f}" for h, w in d.ranked if h != d.host][:3]
+        assert f"; also {', '.join(others)} and 2 more)" in d.explain()
+
+
 def test_explain_when_nothing_fits():
     hosts = [host("h1", memory_mib=1024), host("h2", up=False)]
     d = schedule(hosts, req(memory_mib=4096))
