@@ -11,7 +11,7 @@ from appliance.api.app import create_app
 from appliance.config import Config
 from appliance.service import Service
 from appliance.store import Store
-from tests.unit.conftest import make_disk_image
+from tests.unit.conftest import TEST_HOST_INFO, make_disk_image
 
 TOKEN = "conformance"
 
@@ -23,8 +23,10 @@ def _app():
     store = Store(config.db_path)
     # A fixed clock and a fresh heartbeat: /readyz answers 200 as with a live controller.
     service = Service(store, config, clock=lambda: 1_800_000_000.0)
+    # The host as the controller registers it: with its inventory, or the scheduler places nothing there.
     store.upsert_host({"name": "local", "uri": "test:///default", "state": "enabled", "up": 1,
-                       "last_seen": 1_800_000_000.0})
+                       "last_seen": 1_800_000_000.0, "info": TEST_HOST_INFO, "cpu_ratio": 16.0, "ram_ratio": 1.5,
+                       "disk_ratio": 1.0, "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
     image = home / "demo.img"
     make_disk_image(image)
     service.import_image("demo", str(image))
