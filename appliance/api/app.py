@@ -86,7 +86,13 @@ def create_app(service: Service, token: str) -> falcon.App:
     images = resources.Images(service)
     app.add_route("/v1/images", images)
     app.add_route("/v1/images/{name}", images, suffix="item")
-    app.add_route("/v1/hosts", resources.Hosts(service))
+    hosts = resources.Hosts(service)
+    app.add_route("/v1/hosts", hosts)
+    app.add_route("/v1/hosts/{name}", hosts, suffix="item")
+    app.add_route("/v1/hosts/{name}/{file}", resources.HostFile(service))
+    groups = resources.Groups(service)
+    app.add_route("/v1/groups", groups)
+    app.add_route("/v1/groups/{name}", groups, suffix="item")
     # Prometheus (exporter/): no token unless metrics_public is off; libvirt is first asked at the first scrape.
     app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri),
                                               token=None if service.config.metrics_public else token))

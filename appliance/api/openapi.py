@@ -8,7 +8,14 @@ from __future__ import annotations
 import falcon
 
 from appliance import spec as specs
-from appliance.service import STATE_VERBS, VM_FILES
+from appliance.service import (
+    GROUP_POLICIES,
+    HOST_FILES,
+    HOST_RATIOS,
+    HOST_STATES,
+    STATE_VERBS,
+    VM_FILES,
+)
 
 
 def _ref(name: str) -> dict:
@@ -32,6 +39,8 @@ WAIT = [
 ]
 IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
             "description": "the ETag of a GET; 412 when the VM changed since"}
+DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
 SIZE = {"oneOf": [{"type": "integer", "minimum": specs.MIN_MEMORY_MIB}, {"type": "string"}],
         "description": "MiB, or a string with a unit: 512M, 2G"}
 
@@ -58,7 +67,7 @@ SCHEMAS = {
     "Spec": {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
+            "name": DNS_NAME,
             "image": {"type": "string"},
             "cpus": {"type": "integer", "minimum": 1, "maximum": specs.MAX_CPUS},
             "memory": SIZE,
@@ -70,7 +79,9 @@ SCHEMAS = {
                 "meta_data": {"oneOf": [{"type": "object"}, {"type": "string"}]},
                 "network_config": {"oneOf": [{"type": "object"}, {"type": "string"}]}}},
             "run_strategy": {"type": "string", "enum": list(specs.RUN_STRATEGIES)},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "labels": LABELS,
+            "node_selector": {**LABELS, "description": "host labels the VM must land on (all of them)"},
+            "group": {**DNS_NAME, "nullable": True, "description": "a server group (POST /v1/groups)"},
             "termination_grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
             "readiness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
             "liveness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
@@ -90,7 +101,8 @@ SCHEMAS = {
     "CreateVM": {
         "allOf": [_ref("Spec"), {"type": "object", "required": ["name"], "properties": {
             "state": {"type": "string", "enum": ["running", "stopped"]},
-            "template": {"type": "string"}}}],
+            "template": {"type": "string"},
+            "host": {**DNS_NAME, "description": "place it on this host (the scheduler's filters still apply)"}}}],
     },
     "VM": {
         "type": "object",
@@ -127,6 +139,77 @@ SCHEMAS = {
         "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "format": {"type": "string"},
                        "virtual_size": {"type": "integer"}, "actual_size": {"type": "integer"},
                        "created": {"type": "number"}, "source": {"type": "string"}},
+    },
+    "HostSettings": {
+        "type": "object",
+        "properties": {
+            "uri": {"type": "string", "description": "libvirt URI: qemu:///system, qemu+ssh://root@h2/system, "
+                                                     "qemu+unix:///system?socket=/path"},
+            "labels": LABELS,
+            "storage": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$",
+                        "description": "where the host finds VM disks; hosts naming the same storage share them"},
+            "migration_address": {"type": "string", "nullable": True,
+                                  "description": "the name or IP other hosts reach this one at for live migration"},
+            "state": {"type": "string", "enum": list(HOST_STATES)},
+            **{name: {"type": "number", "minimum": low, "maximum": high, "description": f"overcommit, default {default}"}
+               for name, (default, low, high) in HOST_RATIOS.items()},
+            "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": specs.MAX_MEMORY_MIB},
+        },
+    },
+    "HostCreate": {"allOf": [_ref("HostSettings"), {"type": "object", "required": ["name", "uri"],
+                                                    "properties": {"name": DNS_NAME}}]},
+    "Host": {
+        "type": "object",
+        "required": ["name", "uri", "state", "observed_state", "up", "capacity", "allocated"],
+        "properties": {
+            "name": {"type": "string"}, "uri": {"type": "string"},
+            "state": {"type": "string", "enum": list(HOST_STATES), "description": "administrative state"},
+            "observed_state": {"type": "string", "enum": [*HOST_STATES, "down"]},
+            "up": {"type": "boolean"}, "last_seen": {"type": "number", "nullable": True},
+            "down_since": {"type": "number", "nullable": True}, "labels": LABELS,
+            "storage": {"type": "string", "nullable": True}, "migration_address": {"type": "string", "nullable": True},
+            **{name: {"type": "number"} for name in HOST_RATIOS},
+            "reserved_memory_mib": {"type": "integer"},
+            "inventory": {"type": "object", "description": "what libvirt reports: arch, cpus, memory_mib, disk_bytes"},
+            "capacity": {"type": "object", "properties": {
+                "cpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_gib": {"type": "number"}}},
+            "allocated": {"type": "object", "properties": {
+                "cpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_gib": {"type": "number"},
+                "vms": {"type": "integer"}}},
+        },
+    },
+    "Drain": {
+        "type": "object", "required": ["migrating", "moving", "blocked"],
+        "description": "maintenance: running VMs migrate live, stopped ones move; blocked ones stay, with the reason",
+        "properties": {
+            "migrating": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": {"type": "string"}, "target": {"type": "string", "nullable": True},
+                "operation": {"type": "string"}, "note": {"type": "string"}}}},
+            "moving": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": {"type": "string"}, "target": {"type": "string"}, "operation": {"type": "string"}}}},
+            "blocked": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": {"type": "string"}, "reason": {"type": "string"}}}},
+        },
+    },
+    "HostStateChange": {"allOf": [_ref("Host"), {"type": "object", "required": ["drain"],
+                                                 "properties": {"drain": _ref("Drain")}}]},
+    "GroupCreate": {
+        "type": "object", "required": ["name", "policy"],
+        "properties": {"name": DNS_NAME, "policy": {"type": "string", "enum": list(GROUP_POLICIES)}},
+    },
+    "Group": {
+        "type": "object", "required": ["name", "policy", "members"],
+        "properties": {"name": {"type": "string"}, "policy": {"type": "string", "enum": list(GROUP_POLICIES)},
+                       "created": {"type": "number"},
+                       "members": {"type": "array", "items": {"type": "object", "properties": {
+                           "name": {"type": "string"}, "host": {"type": "string", "nullable": True}}}}},
+    },
+    "Migrate": {
+        "type": "object", "required": ["host"],
+        "description": "live migration when the VM runs, an offline move when it is stopped",
+        "properties": {"host": {"type": "string", "description": "the target host"},
+                       "force": {"type": "boolean", "description": "skip the scheduler's filters (not the "
+                                                                   "checks that the host is up and sees the disks)"}},
     },
 }
 
@@ -179,14 +262,27 @@ PATHS = {
                     "text/plain": {"schema": {"type": "string"}}}},
                 "responses": _write_responses(_json(_ref("VM")))},
     },
+    "/v1/vms/{name}/host": {
+        "parameters": [NAME],
+        "get": {"summary": "the host the VM is placed on", "responses": {"200": {"description": "the host", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "host": {"type": "string", "nullable": True}}}},
+            "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
+        "put": {"summary": "move the VM to another host: live migration when it runs, offline move when stopped",
+                "parameters": [*WAIT, IF_MATCH],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("Migrate")},
+                    "text/plain": {"schema": {"type": "string"}, "description": "a host name, or the Migrate JSON"}}},
+                "responses": _write_responses(_json(_ref("VM")))},
+    },
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
-                              "schema": {"type": "string", "enum": [f for f in VM_FILES if f != "state"]}}],
+                              "schema": {"type": "string", "enum": [f for f in VM_FILES if f not in ("state", "host")]}}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}},
                     "application/xml": {"schema": {"type": "string"}}}}, **ERRORS}},
-        "put": {"summary": "write a writable file (spec.json, cpus, memory, host)", "parameters": [*WAIT, IF_MATCH],
+        "put": {"summary": "write a writable file (spec.json, cpus, memory)", "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}}},
                 "responses": {**_write_responses(_json(_ref("VM"))), "403": {**ERROR, "description": "read-only"}}},
@@ -227,8 +323,55 @@ PATHS = {
             "responses": {"201": _json(_ref("Image"), "uploaded"), **ERRORS}},
         "delete": {"summary": "delete an unused image", "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
-    "/v1/hosts": {"get": {"summary": "libvirt hosts", "responses": {"200": _json(_list_of({"type": "object"})),
-                                                                     **ERRORS}}},
+    "/v1/hosts": {
+        "get": {"summary": "libvirt hosts, with capacity and what is allocated",
+                "responses": {"200": _json(_list_of(_ref("Host"))), **ERRORS}},
+        "post": {"summary": "add a host (the controller connects to it and reads its inventory)",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostCreate")}}},
+                 "responses": {"201": _json(_ref("Host"), "added"), **ERRORS}},
+    },
+    "/v1/hosts/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one host", "responses": {"200": _json(_ref("Host")), **ERRORS}},
+        "patch": {"summary": "change a host's settings (merge); state as with PUT .../state",
+                  "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostSettings")}}},
+                  "responses": {"200": _json(_ref("Host")), **ERRORS}},
+        "delete": {"summary": "remove a host without VMs", "responses": {"204": {"description": "removed"}, **ERRORS}},
+    },
+    "/v1/hosts/{name}/state": {
+        "parameters": [NAME],
+        "get": {"summary": "observed state: down, or the administrative state",
+                "responses": {"200": {"description": "the state", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"state": {"type": "string"}}}},
+                    "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
+        "put": {"summary": "enabled | disabled (no new VMs) | maintenance (no new VMs, and its VMs leave)",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["state"], "properties": {
+                        "state": {"type": "string", "enum": list(HOST_STATES)}}}},
+                    "text/plain": {"schema": {"type": "string"}}}},
+                "responses": {"200": _json(_ref("HostStateChange")), **ERRORS}},
+    },
+    "/v1/hosts/{name}/{file}": {
+        "parameters": [NAME, {"name": "file", "in": "path", "required": True,
+                              "schema": {"type": "string", "enum": [f for f in HOST_FILES if f != "state"]}}],
+        "get": {"summary": "a file of the host directory, as in the mount",
+                "responses": {"200": {"description": "the file", "content": {
+                    "application/json": {"schema": _ref("Host")}, "text/plain": {"schema": {"type": "string"}}}},
+                    **ERRORS}},
+    },
+    "/v1/groups": {
+        "get": {"summary": "server groups and their members", "responses": {"200": _json(_list_of(_ref("Group"))),
+                                                                            **ERRORS}},
+        "post": {"summary": "create a server group",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("GroupCreate")}}},
+                 "responses": {"201": _json(_ref("Group"), "created"), **ERRORS}},
+    },
+    "/v1/groups/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one server group", "responses": {"200": _json(_ref("Group")), **ERRORS}},
+        "delete": {"summary": "delete a server group without members",
+                   "responses": {"204": {"description": "deleted"}, **ERRORS}},
+    },
 }
 
 DOCUMENT = {

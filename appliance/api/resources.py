@@ -10,7 +10,7 @@ import json
 import falcon
 
 from appliance.errors import Invalid
-from appliance.service import FINAL_OP_STATES, VM_FILES, Service
+from appliance.service import FINAL_OP_STATES, HOST_FILES, VM_FILES, Service
 
 MAX_INT = 2**62  # SQLite integers are 64-bit
 VALUE_FILES = {"state", "cpus", "memory", "host"}
@@ -21,8 +21,7 @@ def _if_match(req: falcon.Request) -> int | None:
     if header is None or header.strip() == "*":
         return None
     value = header.strip()
-    if value.startswith("W/"):
-        value = value[2:]
+    value = value.removeprefix("W/")
     value = value.strip('"')
     if not value.isdigit():
         raise Invalid('must be an ETag from a GET, like "3"', "If-Match")
@@ -67,6 +66,35 @@ def _complete(req: falcon.Request, resp: falcon.Response, service: Service, op: 
 def _text(resp: falcon.Response, text: str, content_type: str = falcon.MEDIA_TEXT) -> None:
     resp.content_type = content_type
     resp.text = text
+
+
+def _wants_text(req: falcon.Request) -> bool:
+    return req.get_param("format") == "text" or (
+        req.client_prefers([falcon.MEDIA_JSON, falcon.MEDIA_TEXT]) == falcon.MEDIA_TEXT
+        and "json" not in (req.accept or ""))
+
+
+def _body_text(req: falcon.Request, file: str) -> str:
+    """JSON {"state": "running"} or the raw file content, as `echo` would write it.
+
+    The host file alone takes a second field, {"host": "h2", "force": true}: it
+    goes to the service as the JSON text a shell could write to the file too."""
+    raw = req.bounded_stream.read()
+    content_type = (req.content_type or "").split(";")[0].strip()
+    if content_type == falcon.MEDIA_JSON and file in VALUE_FILES:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            raise falcon.HTTPBadRequest(title="Invalid JSON", description="the body is not JSON") from None
+        if not isinstance(body, dict) or file not in body:
+            raise Invalid(f'expected {{"{file}": ...}}', file)
+        if file == "host":
+            return json.dumps(body)
+        return str(body[file])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("the body must be UTF-8 text", file) from None
 
 
 class Health:
@@ -151,25 +179,19 @@ class VMFile:
             resp.text = text
         elif file == "domain.xml":
             _text(resp, text, falcon.MEDIA_XML)
-        elif file in VALUE_FILES and not self._wants_text(req):
+        elif file in VALUE_FILES and not _wants_text(req):
             value = text.strip()
             resp.media = {file: int(value) if file in ("cpus", "memory") else value or None}
-        elif file == "events" and not self._wants_text(req):
+        elif file == "events" and not _wants_text(req):
             resp.media = {"items": self.service.list_events(
                 name, since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT))}
         else:
             _text(resp, text)
 
-    @staticmethod
-    def _wants_text(req: falcon.Request) -> bool:
-        return req.get_param("format") == "text" or (
-            req.client_prefers([falcon.MEDIA_JSON, falcon.MEDIA_TEXT]) == falcon.MEDIA_TEXT
-            and "json" not in (req.accept or ""))
-
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
         if file not in VM_FILES:
             raise falcon.HTTPNotFound(description=f"no file {file!r} in a VM")
-        text = self._body_text(req, file)
+        text = _body_text(req, file)
         op = self.service.write_vm_file(name, file, text, _if_match(req))
         if not _complete(req, resp, self.service, op):
             return
@@ -187,25 +209,6 @@ class VMFile:
                 return name
             return new if isinstance(new, str) and new else name
         return name
-
-    @staticmethod
-    def _body_text(req: falcon.Request, file: str) -> str:
-        """JSON {"state": "running"} or the raw file content, as `echo` would write it."""
-        raw = req.bounded_stream.read()
-        content_type = (req.content_type or "").split(";")[0].strip()
-        if content_type == falcon.MEDIA_JSON and file in VALUE_FILES:
-            try:
-                body = json.loads(raw or b"null")
-            except ValueError:
-                raise falcon.HTTPBadRequest(title="Invalid JSON", description="the body is not JSON") from None
-            if not isinstance(body, dict) or file not in body:
-                raise Invalid(f'expected {{"{file}": ...}}', file)
-            return str(body[file])
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Invalid("the body must be UTF-8 text", file) from None
-
 
 class Operations:
     def __init__(self, service: Service):
@@ -275,8 +278,71 @@ class Images:
 
 
 class Hosts:
+    """The libvirt hosts VMs are placed on: a collection and its items."""
+
     def __init__(self, service: Service):
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": self.service.list_hosts()}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        host = self.service.add_host(req.get_media())
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/hosts/{host['name']}"
+        resp.media = host
+
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self.service.get_host(name)
+
+    def on_patch_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self.service.update_host(name, req.get_media())
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self.service.delete_host(name)
+        resp.status = falcon.HTTP_204
+
+
+class HostFile:
+    """The files of a host directory, at the same paths as in the mount."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        text = self.service.read_host_file(name, file)
+        if file.endswith(".json"):
+            _text(resp, text, falcon.MEDIA_JSON)
+        elif file == "state" and not _wants_text(req):
+            resp.media = {"state": text.strip()}
+        else:
+            _text(resp, text)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        """state: the answer is the host with its drain report (what migrates, moves, stays)."""
+        if file not in HOST_FILES:
+            raise falcon.HTTPNotFound(description=f"no file {file!r} in a host")
+        resp.media = self.service.write_host_file(name, file, _body_text(req, file))
+
+
+class Groups:
+    """Server groups: VMs naming one in their spec's `group` are placed by its policy."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"items": self.service.list_groups()}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        group = self.service.create_group(req.get_media())
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/groups/{group['name']}"
+        resp.media = group
+
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self.service.get_group(name)
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self.service.delete_group(name)
+        resp.status = falcon.HTTP_204
