@@ -1,5 +1,5 @@
 """Appliance families, read from the store at each scrape; and how the serve process publishes
-the controller's reconcile duration.
+the controller's reconcile duration and scheduler metrics.
 
 The store is shared by every process (SQLite, WAL), so families read from it
 are the same whichever gunicorn worker answers the scrape: no multiprocess
@@ -10,7 +10,15 @@ The controller runs in the serve process, not in the API workers that answer
 /metrics. `publish_reconcile` runs in the serve process and copies the
 controller's `reconcile_seconds` into the store's meta table after each
 resync (key `metrics.reconcile_seconds`, with `metrics.reconcile_time`);
-`ApplianceCollector` reads it back.
+`ApplianceCollector` reads it back. It also moves the serve process's scheduler
+metrics (the controller places evacuated VMs) into the multiprocess directory
+the workers read (appliance/metrics_scheduler.py).
+
+Host families (`_hosts`) are the scheduler's view of each host, from the same
+functions placement uses (placement.host_states, placement.allocations), so
+that what /metrics calls allocated and capacity is exactly what the filters
+compare: a fixed number of queries per scrape, whatever the number of hosts,
+and no libvirt.
 """
 from __future__ import annotations
 
@@ -26,6 +34,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from appliance import metrics_scheduler, placement
+from appliance.config import Config
 from appliance.service import is_ready
 from appliance.store import Store
 from exporter.collector import Target
@@ -36,10 +46,25 @@ RECONCILE_KEY = "metrics.reconcile_seconds"
 RECONCILE_TIME_KEY = "metrics.reconcile_time"
 OPERATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 FINISHED = ("succeeded", "failed", "cancelled")
+HOST_STATES = ("enabled", "disabled", "maintenance")
+MIB = 1024 * 1024
+GIB = 1024 ** 3
 
 
-def publish_reconcile(controller, store: Store, stopping: threading.Event, period: float = 1.0) -> threading.Thread:
-    """Copy controller.reconcile_seconds to the meta table whenever it changes."""
+def publish_reconcile(controller, store: Store, stopping: threading.Event, period: float = 1.0,
+                      metrics_dir: str | None = None) -> threading.Thread:
+    """Copy controller.reconcile_seconds to the meta table whenever it changes; and
+    record this process's scheduler metrics in the multiprocess directory (serve
+    prepares it as HOME/run/metrics before calling this)."""
+    if metrics_dir is None:
+        config = getattr(controller, "config", None)
+        candidate = config.run_dir / "metrics" if isinstance(config, Config) else None
+        metrics_dir = str(candidate) if candidate is not None and candidate.is_dir() else None
+    if metrics_dir is not None:
+        try:
+            metrics_scheduler.share(metrics_dir)
+        except Exception:
+            log.exception("sharing the scheduler metrics in %s", metrics_dir)
 
     def run() -> None:
         last = None
@@ -92,14 +117,18 @@ def store_uptimes(store: Store, clock: Callable[[], float] = time.time) -> Calla
 
 
 class ApplianceCollector:
-    """VMs by state, operations, events, the controller's reconcile duration."""
+    """VMs by state, operations, events, the controller's reconcile duration, hosts as the scheduler sees them.
 
-    def __init__(self, store: Store):
+    heartbeat_age: a host whose heartbeat is older counts as down (Config.heartbeat_age)."""
+
+    def __init__(self, store: Store, heartbeat_age: float | None = None, clock: Callable[[], float] = time.time):
         self.store = store
+        self.heartbeat_age = Config.heartbeat_age if heartbeat_age is None else heartbeat_age
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        for section in (self._vms, self._operations, self._events, self._reconcile):
+        for section in (self._vms, self._operations, self._events, self._reconcile, self._hosts):
             try:
                 yield from section()
             except Exception:
@@ -176,3 +205,60 @@ class ApplianceCollector:
                                  "When the controller's last resync finished (Unix time).")
         when.add_metric([], float(self.store.get_meta(RECONCILE_TIME_KEY) or 0))
         return [seconds, when]
+
+    def _hosts(self) -> list[Metric]:
+        """The store's hosts: admin state, the controller's heartbeat, inventory, overcommit,
+        capacity and claims, exactly as placement reads them. `resource` is vcpus,
+        memory_bytes or disk_bytes; a resource whose inventory is unknown yet (0) has
+        no physical or capacity series, so ratios against it stay empty."""
+        g = GaugeMetricFamily
+        state = g("vmappliance_host_state", "1 for the host's administrative state (enabled, disabled, maintenance).",
+                  labels=["host", "state"])
+        heartbeat = g("vmappliance_host_heartbeat_up",
+                      "1 if the controller's heartbeat on the host's libvirt is recent and answered (the "
+                      "scheduler's view), else 0.", labels=["host"])
+        last_seen = g("vmappliance_host_last_heartbeat_timestamp_seconds",
+                      "When the controller last heard from the host's libvirt (Unix time).", labels=["host"])
+        physical = g("vmappliance_host_physical", "The host's inventory: CPUs, memory and VM disk storage "
+                     "(resource = vcpus, memory_bytes, disk_bytes).", labels=["host", "resource"])
+        ratio = g("vmappliance_host_overcommit_ratio", "Overcommit allowed on the host: capacity = physical x ratio "
+                  "(memory: minus the reserved memory).", labels=["host", "resource"])
+        reserved = g("vmappliance_host_reserved_memory_bytes", "Memory kept for the host itself, out of capacity.",
+                     labels=["host"])
+        capacity = g("vmappliance_host_capacity", "What the scheduler may place on the host: physical x overcommit "
+                     "ratio (memory: minus reserved).", labels=["host", "resource"])
+        allocated = g("vmappliance_host_allocated", "What the VMs placed on the host (running or not) and those "
+                      "migrating to it claim.", labels=["host", "resource"])
+        vms = g("vmappliance_host_vms", "VMs placed on the host, running or not.", labels=["host"])
+        rows = {row["name"]: row for row in self.store.list_hosts()}
+        counts = dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"))
+        used = placement.allocations(self.store)
+        now = self.clock()
+        for name, row in rows.items():
+            info = row["info"] or {}
+            admin = row["state"] or "enabled"
+            for value in HOST_STATES:
+                state.add_metric([name, value], 1.0 if admin == value else 0.0)
+            heartbeat.add_metric([name], 1.0 if placement.host_is_up(row, now, self.heartbeat_age) else 0.0)
+            if row["last_seen"] is not None:
+                last_seen.add_metric([name], row["last_seen"])
+            # Defaults as placement.host_states applies them.
+            ratios = {"vcpus": row["cpu_ratio"] or 16.0, "memory_bytes": row["ram_ratio"] or 1.5,
+                      "disk_bytes": row["disk_ratio"] or 1.0}
+            reserved_bytes = int(row["reserved_memory_mib"] or 0) * MIB
+            inventory = {"vcpus": int(info.get("cpus") or 0), "memory_bytes": int(info.get("memory_mib") or 0) * MIB,
+                         "disk_bytes": int(info.get("disk_bytes") or 0)}
+            cpus, memory_mib, disk = used.get(name, (0, 0, 0))
+            claims = {"vcpus": cpus, "memory_bytes": memory_mib * MIB, "disk_bytes": disk}
+            reserved.add_metric([name], reserved_bytes)
+            for resource in ("vcpus", "memory_bytes", "disk_bytes"):
+                ratio.add_metric([name, resource], ratios[resource])
+                allocated.add_metric([name, resource], claims[resource])
+                if inventory[resource] > 0:
+                    physical.add_metric([name, resource], inventory[resource])
+                    cap = inventory[resource] * ratios[resource]
+                    if resource == "memory_bytes":
+                        cap -= reserved_bytes
+                    capacity.add_metric([name, resource], cap)
+            vms.add_metric([name], counts.get(name, 0))
+        return [state, heartbeat, last_seen, physical, ratio, reserved, capacity, allocated, vms]

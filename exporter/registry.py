@@ -1,6 +1,8 @@
 """The registry /metrics serves, in the API workers and in `vmctl exporter`.
 
-API metrics (the request histogram) are recorded in each gunicorn worker.
+API metrics (the request histogram) and the scheduler's (appliance/metrics_scheduler.py)
+are recorded in each gunicorn worker (and the scheduler's also in the FUSE child
+and the serve process).
 Under `vmctl serve` the workers run in prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by serve for the gunicorn child), and
 MultiProcessCollector sums every worker's files, so whichever worker answers
@@ -17,6 +19,7 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from appliance import metrics_scheduler
 from appliance.store import Store
 from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
 from exporter.collector import LibvirtCollector, Target
@@ -84,7 +87,8 @@ class ScrapeDuration:
 
 
 def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
-                   api_metrics: bool = True, deadline: float = 5.0, **collector_args) -> CollectorRegistry:
+                   api_metrics: bool = True, deadline: float = 5.0, heartbeat_age: float | None = None,
+                   **collector_args) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
         if multiprocess_dir():
@@ -93,10 +97,12 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
             multiprocess.MultiProcessCollector(registry)
         else:
             registry.register(REQUEST_DURATION)
+            for collector in metrics_scheduler.collectors():
+                registry.register(collector)
     if store is not None:
         libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri), store_names(store),
                                              uptimes=store_uptimes(store), deadline=deadline, **collector_args)
-        collectors = [libvirt_collector, ApplianceCollector(store)]
+        collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
     else:
         target = Target(host_name, libvirt_uri)
         collectors = [LibvirtCollector(lambda: [target], deadline=deadline, **collector_args)]
