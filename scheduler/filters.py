@@ -60,7 +60,9 @@ def _labels_reason(h: HostState, r: Request) -> str:
             wrong.append(f"label {key}={want} missing")
         elif have != want:
             wrong.append(f"label {key} is {have!r}, wanted {want!r}")
-    return ", ".join(wrong)
+    # The filter compares labels as text (HostState.traits), this the objects: values equal
+    # as objects but not as text (True vs 1) are rejected with nothing found above.
+    return ", ".join(wrong) or "labels do not match the node selector"
 
 
 # -- StorageFilter ------------------------------------------------------------------------------
