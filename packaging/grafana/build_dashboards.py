@@ -211,7 +211,8 @@ def vm_detail() -> Board:
 def hosts() -> Board:
     b = Board("vmapp-hosts", "vm-appliance / Hosts and capacity",
               [datasource_var(), query_var("host", "Host", "label_values(vmappliance_host_up, host)", True, True)],
-              "libvirt hosts: reachability, CPU and memory capacity against what the VMs take.")
+              "libvirt hosts: reachability, CPU and memory capacity against what the VMs take; "
+              "the cluster as the scheduler sees it.")
     b.row("Hosts")
     b.panel("stat", "libvirt reachable", [(f"vmappliance_host_up{{{HV}}}", "{{host}}")], w=8,
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
@@ -239,7 +240,45 @@ def hosts() -> Board:
             unit="bytes", description="Running VMs only.")
     b.panel("table", "Host CPUs", [(f"vmappliance_host_cpus{{{HV}}}", "{{host}}"),
                                    (f"vmappliance_host_cpu_mhz{{{HV}}}", "{{host}}")], instant=True)
+    cluster(b)
     return b
+
+
+def cluster(b: Board) -> None:
+    """The scheduler's view: hosts' claims against what overcommit allows, and its decisions."""
+    alloc, cap = "vmappliance_host_allocated", "vmappliance_host_capacity"
+    sched = "vmappliance_scheduler_decision_seconds"
+    b.row("Cluster")
+    b.panel("stat", "Host state", [(f"vmappliance_host_state{{{HV}}} == 1", "{{host}} {{state}}")], w=8,
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                     "textMode": "name", "colorMode": "value"},
+            description="Administrative state (enabled, disabled, maintenance); only enabled hosts take new VMs.")
+    b.panel("stat", "Controller heartbeat", [(f"vmappliance_host_heartbeat_up{{{HV}}}", "{{host}}")], w=8,
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                     "colorMode": "background", "textMode": "value_and_name"},
+            description="1 while the controller's heartbeat on the host is recent: the scheduler's view of up.")
+    b.panel("stat", "VMs placed", [(f"vmappliance_host_vms{{{HV}}}", "{{host}}")], w=8,
+            description="VMs whose claim the host holds, running or not.")
+    b.panel("timeseries", "Allocated / capacity (after overcommit)",
+            [(f"{alloc}{{{HV}}} / {cap}{{{HV}}}", "{{host}} {{resource}}")], unit="percentunit", w=24,
+            description="What the placed VMs claim against what the overcommit ratios allow: at 1 the scheduler "
+                        "places nothing more there. Alert at 0.9.")
+    for resource, title, unit in (("vcpus", "vCPUs", "short"), ("memory_bytes", "Memory", "bytes"),
+                                  ("disk_bytes", "Disk", "bytes")):
+        sel = f'{HV},resource="{resource}"'
+        b.panel("timeseries", f"{title}: allocated, capacity, physical",
+                [(f"{alloc}{{{sel}}}", "{{host}} allocated"), (f"{cap}{{{sel}}}", "{{host}} capacity"),
+                 (f"vmappliance_host_physical{{{sel}}}", "{{host}} physical")], unit=unit, w=8)
+    b.panel("timeseries", "Scheduler decisions, by result",
+            [(f"sum by (result) (rate({sched}_count[{RI}]))", "{{result}}")], unit="ops", w=8,
+            description="no_valid_host: a VM that fits no host (the API answered 409, or an evacuation failed).")
+    b.panel("timeseries", "Scheduler decision latency",
+            [(f"histogram_quantile({q}, sum by (le) (rate({sched}_bucket[{RI}])))", f"p{int(q * 100)}")
+             for q in (0.5, 0.99)], unit="s", w=8,
+            description="One decision: reading hosts and claims from the store, filtering, weighing.")
+    b.panel("timeseries", "Hosts rejected, by filter",
+            [(f"sum by (filter) (rate(vmappliance_scheduler_rejections_total[{RI}]))", "{{filter}}")], unit="ops",
+            w=8, description="Each rejected host counts once, under the first filter it failed.")
 
 
 def appliance() -> Board:
