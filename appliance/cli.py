@@ -37,6 +37,14 @@ VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CP
               ("MEMORY", "memory"), ("IMAGE", "image"), ("HOST", "host"), ("RUN STRATEGY", "strategy")]
 
 
+def _pair(text: str) -> tuple[str, str]:
+    """KEY=VALUE, for --label and --node-selector (argparse names the option on error)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _wait_query(args) -> dict:
     return {"wait": "false"} if getattr(args, "no_wait", False) else {}
 
@@ -125,7 +133,13 @@ def cmd_create(client: Client, args) -> int:
     if cloud_init:
         body["cloud_init"] = cloud_init
     if args.label:
-        body["labels"] = dict(label.split("=", 1) for label in args.label)
+        body["labels"] = dict(args.label)
+    if args.node_selector:
+        body["node_selector"] = dict(args.node_selector)
+    if args.group:
+        body["group"] = args.group
+    if args.host:
+        body["host"] = args.host
     if args.stopped:
         body["state"] = "stopped"
     result = client.request("POST", "/v1/vms", body, query=_wait_query(args))
@@ -134,7 +148,7 @@ def cmd_create(client: Client, args) -> int:
     elif "operation" in result and "name" not in result:
         print(f"accepted: operation {result['operation']['id']}")
     else:
-        print(f"{result['name']}: {result['state']}")
+        print(f"{result['name']}: {result['state']} on {result.get('host') or '-'}")
     return 0
 
 
@@ -217,6 +231,128 @@ def cmd_images(client: Client, args) -> int:
     return 0
 
 
+# -- hosts and server groups ----------------------------------------------------------------
+HOST_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("VMS", "vms"), ("CPUS", "cpus"), ("MEMORY", "memory"),
+                ("DISK", "disk"), ("STORAGE", "storage"), ("LABELS", "labels"), ("URI", "uri")]
+
+
+def _labels_text(labels: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def _host_row(host: dict) -> dict:
+    """STATE is what placement sees (down, or the administrative state); used/capacity after overcommit."""
+    used, capacity = host["allocated"], host["capacity"]
+    return {"name": host["name"], "state": host["observed_state"], "vms": used["vms"],
+            "cpus": f"{used['cpus']}/{capacity['cpus']}",
+            "memory": f"{used['memory_mib']}M/{capacity['memory_mib']}M",
+            "disk": f"{used['disk_gib']:g}G/{capacity['disk_gib']:g}G", "storage": host.get("storage") or "",
+            "labels": _labels_text(host.get("labels")), "uri": host["uri"]}
+
+
+def _show_host(host: dict) -> None:
+    row = _host_row(host)
+    seen = host.get("last_seen")
+    lines = [("name", host["name"]), ("uri", host["uri"]), ("state", host["observed_state"]),
+             ("admin state", host["state"]),
+             ("last seen", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen)) if seen else "never"),
+             ("vms", row["vms"]), ("cpus", f"{row['cpus']} (ratio {host['cpu_ratio']:g})"),
+             ("memory", (f"{row['memory']} (ratio {host['ram_ratio']:g}, "
+                         f"{host.get('reserved_memory_mib') or 0}M reserved)")),
+             ("disk", f"{row['disk']} (ratio {host['disk_ratio']:g})"), ("storage", row["storage"] or "-"),
+             ("migration", host.get("migration_address") or "-"), ("labels", row["labels"] or "-")]
+    for label, value in lines:
+        print(f"{label:<13} {value}")
+
+
+def _print_drain(drain: dict) -> None:
+    for item in drain.get("migrating", []):
+        print(f"  {item['vm']}: migrating to {item.get('target') or '?'}"
+              + (f" ({item['note']})" if item.get("note") else f" (operation {item.get('operation')})"))
+    for item in drain.get("moving", []):
+        print(f"  {item['vm']}: moving (stopped) to {item['target']} (operation {item['operation']})")
+    for item in drain.get("blocked", []):
+        print(f"  {item['vm']}: stays: {item['reason']}")
+
+
+def cmd_host(client: Client, args) -> int:
+    if args.action == "list":
+        items = client.get("/v1/hosts")["items"]
+        if args.json:
+            _print_json(items)
+        else:
+            _table([_host_row(h) for h in items], HOST_COLUMNS)
+        return 0
+    if args.action == "show":
+        host = client.get(f"/v1/hosts/{args.name}")
+        if args.json:
+            _print_json(host)
+        else:
+            _show_host(host)
+        return 0
+    if args.action == "add":
+        body: dict[str, Any] = {"name": args.name, "uri": args.uri}
+        for field in ("storage", "cpu_ratio", "ram_ratio", "disk_ratio", "migration_address"):
+            value = getattr(args, field)
+            if value is not None:
+                body[field] = value
+        if args.label:
+            body["labels"] = dict(args.label)
+        host = client.request("POST", "/v1/hosts", body)
+        if args.json:
+            _print_json(host)
+        else:
+            print(f"{host['name']}: added ({host['uri']}), {host['observed_state']}")
+        return 0
+    if args.action == "state":
+        result = client.request("PUT", f"/v1/hosts/{args.name}/state", {"state": args.state})
+        if args.json:
+            _print_json(result)
+            return 0
+        print(f"{result['name']}: {result['state']}")
+        _print_drain(result.get("drain") or {})
+        return 1 if (result.get("drain") or {}).get("blocked") else 0
+    client.request("DELETE", f"/v1/hosts/{args.name}")  # remove
+    print(f"{args.name}: removed")
+    return 0
+
+
+def cmd_migrate(client: Client, args) -> int:
+    result = client.request("PUT", f"/v1/vms/{args.name}/host", {"host": args.host, "force": args.force},
+                            query=_wait_query(args))
+    if args.json:
+        _print_json(result)
+    elif "name" not in result:
+        print(f"accepted: operation {result['operation']['id']}")
+    elif result.get("operation") is None:
+        print(f"{result['name']}: already on {result['host']}")
+    else:
+        print(f"{result['name']}: {result['state']} on {result['host']}")
+    return 0
+
+
+def cmd_group(client: Client, args) -> int:
+    if args.action == "create":
+        group = client.request("POST", "/v1/groups", {"name": args.name, "policy": args.policy})
+        if args.json:
+            _print_json(group)
+        else:
+            print(f"{group['name']}: created ({group['policy']})")
+        return 0
+    if args.action == "delete":
+        client.request("DELETE", f"/v1/groups/{args.name}")
+        print(f"{args.name}: deleted")
+        return 0
+    items = client.get("/v1/groups")["items"]
+    if args.json:
+        _print_json(items)
+    else:
+        _table([{"name": g["name"], "policy": g["policy"],
+                 "members": ", ".join(f"{m['name']}@{m['host'] or '-'}" for m in g["members"])} for g in items],
+               [("NAME", "name"), ("POLICY", "policy"), ("MEMBERS", "members")])
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from appliance.doctor import run_checks
 
@@ -286,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network-config", dest="network_config", help="file")
     p.add_argument("--run-strategy", dest="run_strategy",
                    choices=["Always", "RerunOnFailure", "Manual", "Halted"])
-    p.add_argument("--label", action="append", help="KEY=VALUE")
+    p.add_argument("--label", action="append", type=_pair, help="KEY=VALUE")
+    p.add_argument("--host", help="place it on this host (the scheduler still checks it fits)")
+    p.add_argument("--group", help="a server group (vmctl group create)")
+    p.add_argument("--node-selector", dest="node_selector", action="append", type=_pair, metavar="KEY=VALUE",
+                   help="only on hosts with this label (repeat for several)")
     p.add_argument("--stopped", action="store_true")
     p.add_argument("--no-wait", dest="no_wait", action="store_true")
 
@@ -313,6 +453,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "import", "upload", "delete"], default="list")
     p.add_argument("name", nargs="?")
     p.add_argument("path", nargs="?")
+    p = sub.add_parser("migrate", help="move a VM to another host: live when it runs, offline when stopped")
+    p.add_argument("name")
+    p.add_argument("host")
+    p.add_argument("--force", action="store_true", help="skip the scheduler's filters (labels, capacity, groups)")
+    p.add_argument("--no-wait", dest="no_wait", action="store_true")
+
+    p = sub.add_parser("host", help="list, show, add, change the state of, or remove libvirt hosts")
+    hosts = p.add_subparsers(dest="action", required=True)
+    hosts.add_parser("list", help="hosts with their state and what is allocated")
+    hosts.add_parser("show", help="one host").add_argument("name")
+    h = hosts.add_parser("add", help="add a libvirt host")
+    h.add_argument("name")
+    h.add_argument("uri", help="qemu:///system, qemu+ssh://root@h2/system, qemu+unix:///system?socket=PATH")
+    h.add_argument("--label", action="append", type=_pair, metavar="KEY=VALUE")
+    h.add_argument("--storage", help="hosts naming the same storage share VM disks (default: shared)")
+    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=float, metavar="X", help="vCPU overcommit (default 16)")
+    h.add_argument("--ram-ratio", dest="ram_ratio", type=float, metavar="X", help="RAM overcommit (default 1.5)")
+    h.add_argument("--disk-ratio", dest="disk_ratio", type=float, metavar="X", help="disk overcommit (default 1)")
+    h.add_argument("--migration-address", dest="migration_address", metavar="ADDRESS",
+                   help="where other hosts reach this one for live migration")
+    h = hosts.add_parser("state", help="enabled | disabled (no new VMs) | maintenance (and move its VMs away; "
+                                       "exit status 1 when some cannot leave)")
+    h.add_argument("name")
+    h.add_argument("state", choices=["enabled", "disabled", "maintenance"])
+    hosts.add_parser("remove", help="remove a host that has no VMs").add_argument("name")
+
+    p = sub.add_parser("group", help="server groups: keep VMs together or apart")
+    groups = p.add_subparsers(dest="action")
+    groups.add_parser("list", help="groups and their members")
+    g = groups.add_parser("create", help="create a group")
+    g.add_argument("name")
+    g.add_argument("policy", choices=["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"])
+    groups.add_parser("delete", help="delete a group without members").add_argument("name")
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser
 
