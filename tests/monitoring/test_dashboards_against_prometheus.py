@@ -174,3 +174,34 @@ def test_no_dashboard_or_rule_names_an_unexported_metric(appliance, scraped):
             used.setdefault(name, "alerts.yml: " + rule["alert"])
     assert len(used) > 40  # the parser finds names at all
     assert {n: w for n, w in used.items() if n not in exported} == {}
+
+
+def test_cluster_families_agree_with_the_hosts_api(appliance, scraped):
+    """What Prometheus holds for the local host is what GET /v1/hosts/local says
+    (the service's host view), and the scheduler counted the three creates."""
+    from appliance import placement
+
+    host = appliance.api("GET", "/v1/hosts/local", timeout=10).json()
+
+    def value(expr: str) -> float:
+        result = wait_query(scraped, expr, timeout=30)
+        assert len(result) == 1, (expr, result)
+        return float(result[0]["value"][1])
+
+    sel = 'host="local",resource="{}"'
+    assert value(f"vmappliance_host_allocated{{{sel.format('vcpus')}}}") == host["allocated"]["cpus"] > 0
+    assert value(f"vmappliance_host_allocated{{{sel.format('memory_bytes')}}}") == \
+        host["allocated"]["memory_mib"] * 1024 * 1024
+    assert int(value(f"vmappliance_host_capacity{{{sel.format('vcpus')}}}")) == host["capacity"]["cpus"]
+    assert int(value(f"vmappliance_host_capacity{{{sel.format('memory_bytes')}}}") // (1024 * 1024)) == \
+        host["capacity"]["memory_mib"]
+    assert value('vmappliance_host_vms{host="local"}') == host["allocated"]["vms"] == 3
+    assert value(f'vmappliance_host_state{{host="local",state="{host["state"]}"}}') == 1
+    assert value('vmappliance_host_heartbeat_up{host="local"}') == 1
+    # physical x ratio (minus reserved memory) = capacity, by PromQL vector matching
+    assert value(f"vmappliance_host_physical{{{sel.format('vcpus')}}} * "
+                 f"vmappliance_host_overcommit_ratio{{{sel.format('vcpus')}}}") == host["capacity"]["cpus"]
+    placed = value('sum(vmappliance_scheduler_decision_seconds_count{result="placed"})')
+    value('sum(vmappliance_scheduler_rejections_total)')  # declared, every filter at 0 or more
+    if hasattr(placement.place, "__wrapped__"):  # placement.place is @metrics_scheduler.timed_placement
+        assert placed >= 3
