@@ -603,7 +603,8 @@ class Controller:
             pass
 
     def _op_cancelled(self, op: dict) -> bool:
-        return self.store.get_operation(op["id"])["status"] == "cancelled"
+        current = self.store.get_operation(op["id"])
+        return current["status"] == "cancelled" or bool(current["params"].get("cancel"))
 
     # -- the domain definition ----------------------------------------------------------
     def plan(self, row: dict) -> domain.DomainPlan:
@@ -875,12 +876,28 @@ class Controller:
         finally:
             self._migrating.discard(row["id"])
         if "error" in result:
+            self._wait_target_gone(dest, row["id"])
             if aborted:
                 raise Failed(f"cancelled; the guest stays on {row['host']}")
             raise result["error"]
         elapsed = time.monotonic() - started
         self._moved(op, row, target, dest.lookup(row["id"]), f"live-migrated from {row['host']} to {target} "
                     f"in {elapsed:.1f} s")
+
+    def _wait_target_gone(self, dest: HostLink, vm_id: str, timeout: float = 30.0) -> None:
+        """After a failed or aborted migration the target's libvirtd tears down
+        the incoming (paused, never started) QEMU on its own; report the outcome
+        only when it is gone, so that nobody sees the VM active in two places."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                dom = dest.lookup(vm_id)
+                if dom is None or not dom.isActive():
+                    return
+            except libvirt.libvirtError:
+                return
+            time.sleep(0.1)
+        log.warning("the incoming copy of %s on %s outlived the failed migration by %.0f s", vm_id, dest.name, timeout)
 
     def _follow_migration(self, op: dict, dom: libvirt.virDomain, worker: threading.Thread) -> bool:
         """Run the migration thread to its end, recording progress; abort the job

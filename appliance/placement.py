@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import random
 
-from scheduler import Decision, Group, HostState, Policy, Request, schedule
-
 from appliance.config import Config
+from appliance.metrics_scheduler import timed_placement
 from appliance.store import Store
+from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
 GIB = 1024 ** 3
 MOVE_KINDS = ("migrate", "move")
@@ -122,6 +122,7 @@ def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
     return Group(name=name, policy=group["policy"], members_by_host=members)
 
 
+@timed_placement
 def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: float,
           ignore_hosts: frozenset[str] = frozenset(), only_hosts: frozenset[str] | None = None,
           storage: str | None = None, rng: random.Random | None = None) -> Decision:

@@ -184,7 +184,7 @@ def prepare_metrics(config: Config, controller: Controller, store: Store, stoppi
     metrics_dir = config.run_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    publish_reconcile(controller, store, stopping)
+    publish_reconcile(controller, store, stopping, metrics_dir=str(metrics_dir))
     return str(metrics_dir)
 
 

@@ -376,8 +376,16 @@ class Service:
                                "migrations) can be cancelled", "id")
             if op["kind"] in ("create", "delete"):
                 raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
-            self.store.update_operation(op_id, status="cancelled", error="cancelled by request", finished=self.clock())
             row = self.store.get_vm_by_id(op["vm_id"])
+            if running_migration:
+                # The controller aborts the job and then finishes the operation
+                # as cancelled (or succeeded, if the switch-over beat the abort).
+                self.store.update_operation(op_id, params={**op["params"], "cancel": True})
+                if row is not None:
+                    self.store.add_event("cancel-requested", "migration: cancel requested", row, op_id)
+                self.notify()
+                return self.store.get_operation(op_id)
+            self.store.update_operation(op_id, status="cancelled", error="cancelled by request", finished=self.clock())
             if row is not None:
                 self.store.add_event("cancelled", f"{op['kind']} cancelled", row, op_id)
         return self.store.get_operation(op_id)
@@ -702,7 +710,7 @@ class Service:
     def _vm_counts(self) -> dict[str, int]:
         return dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host").fetchall())
 
-    def list_hosts(self, heartbeat_age: float | None = None) -> list[dict]:
+    def list_hosts(self) -> list[dict]:
         """Hosts, with `observed_state`: down when libvirt stopped answering the
         controller's heartbeat (or the heartbeat itself is stale), else the
         administrative state (enabled | disabled | maintenance)."""
@@ -775,20 +783,28 @@ class Service:
     def update_host(self, name: str, body: Any) -> dict:
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object", None)
-        if "state" in body:
-            self.set_host_state(name, body["state"])
-            body = {k: v for k, v in body.items() if k != "state"}
-        known = {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", *HOST_RATIOS}
-        unknown = set(body) - known
+        rest = {k: v for k, v in body.items() if k != "state"}
+        known = {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", *HOST_RATIOS, "state"}
+        unknown = set(rest) - known
         if unknown:
             raise Invalid(f"unknown field; known fields are {', '.join(sorted(known))}", sorted(unknown)[0])
-        fields = self._host_fields(body, creating=False)
+        fields = self._host_fields(rest, creating=False)  # everything is checked before anything changes
+        state = body.get("state")
+        if "state" in body:
+            state = state.strip().lower() if isinstance(state, str) else state
+            if state not in HOST_STATES:
+                raise Invalid(f"must be one of {', '.join(HOST_STATES)}", "state")
         if fields:
             with self.store.transaction():
                 self.store.get_host(name)
+                if "uri" in fields and any(o["name"] != name and o["uri"] == fields["uri"]
+                                           for o in self.store.list_hosts()):
+                    raise Conflict("another host already has this URI", "uri")
                 self.store.update_host(name, **fields)
                 self.store.add_event("host-updated", f"host {name}: {', '.join(sorted(fields))} changed")
             self.notify()
+        if "state" in body:
+            return self.set_host_state(name, state)
         return self.get_host(name)
 
     def set_host_state(self, name: str, state: Any) -> dict:
@@ -816,6 +832,12 @@ class Service:
         for row in rows:
             if self._pending_op(row, "migrate") or self._pending_op(row, "move"):
                 report["migrating"].append({"vm": row["name"], "target": None, "note": "already moving"})
+                continue
+            busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]], limit=1)
+            if busy:
+                reason = f"it has a {busy[0]['kind']} in progress; drain again when it is done"
+                report["blocked"].append({"vm": row["name"], "reason": reason})
+                self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {reason}", row)
                 continue
             observed = self._observed(row)
             storage = host["storage"] or f"host:{host['name']}"  # the disks stay where they are

@@ -26,33 +26,29 @@ class Cluster:
     def conn(self, host: str) -> libvirt.virConnect:
         return libvirt.open(self.hosts[host].uri)
 
-    def active_on(self, vm_id: str) -> list[str]:
-        """The hosts where this VM's domain is running, from libvirt itself."""
-        where = []
+    def _domains(self, vm_id: str) -> dict[str, bool]:
+        """host -> whether this VM's domain is active there, for the hosts whose
+        libvirtd answers and that have it defined."""
+        found = {}
         for name, host in self.hosts.items():
-            conn = libvirt.open(host.uri)
             try:
-                dom = conn.lookupByUUIDString(vm_id)
-                if dom.isActive():
-                    where.append(name)
+                conn = libvirt.open(host.uri)
+            except libvirt.libvirtError:
+                continue  # a dead host shows nothing
+            try:
+                found[name] = bool(conn.lookupByUUIDString(vm_id).isActive())
             except libvirt.libvirtError:
                 pass
             finally:
                 conn.close()
-        return where
+        return found
+
+    def active_on(self, vm_id: str) -> list[str]:
+        """The reachable hosts where this VM's domain is running, from libvirt itself."""
+        return [name for name, active in self._domains(vm_id).items() if active]
 
     def defined_on(self, vm_id: str) -> list[str]:
-        where = []
-        for name, host in self.hosts.items():
-            conn = libvirt.open(host.uri)
-            try:
-                conn.lookupByUUIDString(vm_id)
-                where.append(name)
-            except libvirt.libvirtError:
-                pass
-            finally:
-                conn.close()
-        return where
+        return list(self._domains(vm_id))
 
     def remove_domains(self) -> None:
         for host in self.hosts.values():

@@ -94,7 +94,8 @@ def create_app(service: Service, token: str) -> falcon.App:
     app.add_route("/v1/groups", groups)
     app.add_route("/v1/groups/{name}", groups, suffix="item")
     # Prometheus (exporter/): no token unless metrics_public is off; libvirt is first asked at the first scrape.
-    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri),
+    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri,
+                                                             heartbeat_age=service.config.heartbeat_age),
                                               token=None if service.config.metrics_public else token))
     return app
 

@@ -187,7 +187,7 @@ def test_timed_placement_records_real_decisions(store, config):
     add_host(store, "big", cpus=8, memory_mib=16384, cpu_ratio=1.0, ram_ratio=1.0, reserved_memory_mib=0)
     add_host(store, "small", cpus=1, memory_mib=1024, cpu_ratio=1.0, ram_ratio=1.0, reserved_memory_mib=0)
     add_host(store, "off", state="disabled")
-    place = metrics_scheduler.timed_placement(placement.place)
+    place = placement.place  # decorated with metrics_scheduler.timed_placement where it is defined
     before = snapshot()
     fits = place(store, config, spec("a", 2, 2048), None, NOW)
     too_big = place(store, config, spec("b", 64, 1024), None, NOW)
