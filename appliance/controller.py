@@ -427,6 +427,7 @@ class Controller:
             log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err.get_error_message())
             return
         self.link(host).identities.pop(row["id"], None)
+        self._backoff.pop(row["id"], None)  # a start held back by that copy may go now
         self.store.add_event("stale-copy-removed", f"host {host} still had this VM's domain"
                              + (" running" if was_active else "") + f" although it belongs on {row['host']}; "
                              "it was " + ("destroyed and " if was_active else "") + "undefined (disks kept)", row)

@@ -7,6 +7,7 @@ guests and read their consoles.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import socket
 import time
 
@@ -248,6 +249,43 @@ def test_a_dead_host_is_evacuated_and_its_guest_never_runs_twice(tmp_path, hosts
         wait_for("manual seen again", lambda: app.api("GET", "/v1/vms/manual").json()["state"] == "stopped", 30)
         assert cluster.active_on(keep["id"]) == ["local"]
         assert cluster.active_on(manual["id"]) == []
+    finally:
+        app.cleanup()
+        cluster.remove_domains()
+
+
+def test_a_host_cut_off_with_its_guests_alive_never_runs_a_guest_twice(tmp_path, hosts):
+    """Only h2's libvirtd dies: its guest keeps running where nobody can see it.
+    The evacuation's start on local is refused by QEMU's image lock on the shared
+    disk; when h2 answers again, its copy is destroyed and only then does the
+    guest run on local. At no moment does it run on both."""
+    cluster = start_cluster(tmp_path, hosts, evacuate_after=3.0)
+    app, h2 = cluster.app, cluster.hosts["h2"]
+    try:
+        vm = create(app, "solo", state="running", host="h2")
+        app.wait_console("solo", READY_LINE, BOOT_SECONDS)
+        old_qemu = h2.qemu_pid(app.prefix + "solo")
+        h2.kill_libvirtd()
+        wait_for("evacuation tried", lambda: events(app, "solo", "evacuated"), 30)
+        failed = wait_for("start refused", lambda: events(app, "solo", "operation-failed"), 60)
+        assert any("lock" in m for m in failed), failed
+        assert app.console("solo").count(BOOT_LINE) == 1  # the guest on h2 was never disturbed
+        assert cluster.active_on(vm["id"]) == ["local"] or cluster.active_on(vm["id"]) == []
+        assert os.path.exists(f"/proc/{old_qemu}")
+
+        h2.start_libvirtd()
+        seen = set()
+
+        def settled():
+            where = cluster.active_on(vm["id"])
+            seen.add(tuple(where))
+            return where == ["local"] and app.console("solo").count(READY_LINE) == 2
+
+        wait_for("running on local only", settled, BOOT_SECONDS, interval=0.1)
+        assert all(len(where) <= 1 for where in seen), seen
+        assert events(app, "solo", "stale-copy-removed")
+        assert cluster.defined_on(vm["id"]) == ["local"]
+        assert app.api("GET", "/v1/vms/solo").json()["host"] == "local"
     finally:
         app.cleanup()
         cluster.remove_domains()
