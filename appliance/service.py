@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -55,6 +56,15 @@ HOST_STATES = ("enabled", "disabled", "maintenance")
 GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*:(//[^\s]*)?/[^\s]*$")
 HOST_RATIOS = {"cpu_ratio": (16.0, 0.1, 1000.0), "ram_ratio": (1.5, 0.1, 100.0), "disk_ratio": (1.0, 0.1, 100.0)}
+
+
+def reachable_from_peers(uri: str) -> bool:
+    """Whether another host's libvirtd can open this URI (peer-to-peer migration
+    target): it names a server, or an explicit unix socket (hosts on one
+    machine). qemu:///system means "the libvirt of whoever opens it"; libvirt
+    refuses it as a migration target ("Attempt to migrate guest to the same host")."""
+    parts = urllib.parse.urlsplit(uri)
+    return bool(parts.hostname) or "socket=" in parts.query
 
 
 def is_ready(row: dict) -> bool:
@@ -653,6 +663,10 @@ class Service:
             if not placement.host_is_up(target_host, self.clock(), self.config.heartbeat_age):
                 raise Conflict(f"host {target} is down", "host")
             observed = self._observed(row)
+            if observed in ("running", "paused") and not reachable_from_peers(target_host["uri"]):
+                raise Conflict(f"host {target}'s URI {target_host['uri']} means 'the local libvirt' to whoever "
+                               "opens it, so other hosts cannot reach it to migrate to; give it a URI they can "
+                               "reach (PATCH /v1/hosts/" + target + ' {"uri": "qemu+ssh://root@NAME/system"})', "host")
             busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]])
             if busy:
                 raise Conflict(f"the VM has a {busy[0]['kind']} in progress; try when it is done", "host")
@@ -850,8 +864,11 @@ class Service:
                 report["blocked"].append({"vm": row["name"], "reason": reason})
                 self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {reason}", row)
                 continue
+            ignore = {host["name"]}
+            if kind == "migrate":  # live: only to hosts the source's libvirtd can reach
+                ignore |= {h["name"] for h in self.store.list_hosts() if not reachable_from_peers(h["uri"])}
             decision = placement.place(self.store, self.config, row["spec"], row["id"], self.clock(),
-                                       ignore_hosts=frozenset([host["name"]]), storage=storage)
+                                       ignore_hosts=frozenset(ignore), storage=storage)
             if decision.host is None:
                 report["blocked"].append({"vm": row["name"], "reason": decision.explain()})
                 self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {decision.explain()}", row)
