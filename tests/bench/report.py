@@ -143,8 +143,8 @@ def _exporter(r: dict) -> list[str]:
     rows = [
         "## 5. The Prometheus exporter (tests/bench/bench_exporter.py)",
         "",
-        "| running TCG VMs | scrape p50, ours (`vmctl exporter`) | prometheus-libvirt-exporter | ratio | goal "
-        "| CPU per scrape, ours / theirs | libvirtd CPU per scrape, ours / theirs | result |",
+        ("| running TCG VMs | scrape p50, ours (`vmctl exporter`) | prometheus-libvirt-exporter | ratio | goal "
+         "| CPU per scrape, ours / theirs | libvirtd CPU per scrape, ours / theirs | result |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in r["running"]:
@@ -167,25 +167,120 @@ def _exporter(r: dict) -> list[str]:
     return rows
 
 
+def _scheduler(r: dict) -> list[str]:
+    h = r["hosts"]
+    goal = r["goal_decisions_per_s_at_1000"]
+    rows = [
+        "## 6. Scheduler decisions per second (tests/bench/bench_scheduler.py)",
+        "",
+        "| measure | appliance (`scheduler.schedule`) | reference (naive nova-style FilterScheduler) | ratio | goal | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in ("10", "100", "1000"):
+        x = h[n]
+        at_goal = n == "1000"
+        rows.append(
+            f"| decisions/s, {int(n):,} hosts ({x['passed']} pass, {x['rejected']} rejected) "
+            f"| {x['decisions_per_s']:,.0f} /s (best {x['decisions_per_s_best']:,.0f}; {x['us_per_host']} µs per host) "
+            f"| {x['naive_decisions_per_s']:,.0f} /s | {_x(x['ratio_ours_vs_naive'])} faster "
+            f"| {f'≥ {goal:,} /s' if at_goal else ''} | {_verdict(r['pass']) if at_goal else ''} |")
+    for n in ("10", "100", "1000"):
+        x = h[n]
+        rows.append(f"| same with `Decision.explain()` (the event text, {x['explain_chars']:,} chars), {int(n):,} hosts "
+                    f"| {x['decisions_with_explain_per_s']:,.0f} /s | | | (context) | |")
+    naive_growth = h["100"]["naive_decisions_per_s"] / h["1000"]["naive_decisions_per_s"]
+    rows += [
+        (f"| cost growth 100 → 1,000 hosts (time per decision; 10.0 = linear) | {r['growth_100_to_1000']} "
+         f"(with explain: {r['growth_100_to_1000_with_explain']}) | {naive_growth:.2f} | | (context) | |"),
+        "",
+        (f"Pure CPU, no I/O, one thread: {r['rounds']} rounds of at least {r['min_round_s']} s of back-to-back "
+         "decisions for each measure, median reported (best in brackets). Synthetic hosts: ~5 % disabled, in "
+         "maintenance or down, ~10 % full, ~10 % without the selected label, a few aarch64; the request: 2 vCPUs, "
+         "2 GiB, 10 GiB disk, a node selector and a soft-anti-affinity group with 5 members. The reference runs "
+         "the same filters as objects host by host, one filter after the other, weighers as objects, a full sort; "
+         "the benchmark first checks that both keep the same hosts and name the same filter for each rejected one. "
+         f"Rejections at 1,000 hosts by filter: {h['1000']['rejected_by']}. Load average (1 min) at the end: "
+         f"{r['load_avg_1m']}."),
+        "",
+    ]
+    return rows
+
+
+def _migration(r: dict) -> list[str]:
+    a, p, c, b, ch = r["appliance"], r["virsh_p2p"], r["virsh_client"], r["appliance_breakdown_p50_ms"], r["checks"]
+    g = r["guest"]
+    return [
+        "## 7. Live migration of a running guest (tests/bench/bench_migration.py)",
+        "",
+        "| measure | appliance | reference | ratio | goal | result |",
+        "|---|---|---|---|---|---|",
+        (f"| live migration p50, {g['memory_mib']} MiB TCG demo guest idle at its prompt, host to host "
+         f"| `PUT /v1/vms/NAME/host` (wait): {a['p50_ms']} ms | `virsh migrate --p2p` (same flags): {p['p50_ms']} ms "
+         f"| {_x(r['ratio'])} | ≤ {r['goal_ratio']}× | {_verdict(r['pass'])} |"),
+        (f"| median of the per-round ratios (each round's runs are adjacent in time) | | | "
+         f"{_x(r['paired_ratio_median'])} | (context) | |"),
+        (f"| best of the runs | {a['min_ms']} ms | {p['min_ms']} ms | {_x(r['ratio_min'])} | (context) | |"),
+        (f"| against client-driven `virsh migrate` (no --p2p: virsh talks to both libvirtds) | {a['p50_ms']} ms "
+         f"| {c['p50_ms']} ms (best {c['min_ms']} ms) | {_x(r['ratio_to_virsh_client'])} | (context) | |"),
+        "",
+        (f"{r['rounds']} rounds, each timing the three in an order rotating round by round, after one warm-up of "
+         f"each ({r['warmup_ms']} ms); every migration sends the guest to the other host. Two private libvirtds "
+         "(packaging/local-hosts) and one `vmctl serve` over them, migrations over tcp://127.0.0.1, disks in the "
+         "appliance's home (seen by both). The reference guest is the appliance guest's own domain XML with "
+         "another name and UUID, no appliance metadata (the appliance leaves it alone: it listed "
+         f"{ch['appliance_vms_listed']}), its own overlay on the same base image, seed copy and console log. "
+         f"Reference command: `{r['virsh_command']}`. Samples: appliance {a['samples_ms']} ms; virsh --p2p "
+         f"{p['samples_ms']} ms; virsh client-driven {c['samples_ms']} ms. Load average (1 min) before/after: "
+         f"{r['loadavg_1min_before_after']}."),
+        (f"Inside the appliance's p50 (client clock vs its operation record): {b['before_op_recorded_ms']} ms of HTTP, "
+         f"validation and scheduler filters before the operation was recorded; {b['op_queued_ms']} ms until the "
+         f"controller took it; {b['op_running_ms']} ms running it (libvirt's peer-to-peer migration, progress "
+         f"polling, the store update); {b['after_op_finished_ms']} ms from the operation's end to the client having "
+         "the answer (the responder's polling, at most 10 ms, and the response)."),
+        (f"The guests kept running: boot lines on the consoles after all the migrations: appliance "
+         f"{ch['appliance_guest_boots_on_console']}, reference {ch['reference_guest_boots_on_console']} (1 = never "
+         f"rebooted); the appliance VM is {ch['appliance_guest_state_host'][0]} on {ch['appliance_guest_state_host'][1]} "
+         f"and active on {ch['appliance_guest_active_on']} only, the reference on {ch['reference_guest_active_on']} only"
+         f": {'**OK**' if ch['kept_running'] else '**FAILED**'}."),
+        "",
+    ]
+
+
+SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration")
+
+
 def render(results: dict, notes: str | None = None) -> str:
     m = results["machine"]
     lines = [
         "# Benchmarks",
         "",
         (f"Reproduce with **`{results['command']}`** (it runs `.venv/bin/python -m tests.bench.run`, "
-        "which rewrites this file). Every number below comes from one run, each measured side by side with "
-        "its reference in that same run."),
+        "which rewrites this file; `--only scheduler,migration` re-runs some sections and keeps the others "
+        "from this file's JSON). Every number below is measured side by side with its reference in the same "
+        "run; the table below says when and at which commit each section was measured."),
         "",
         (f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}, libvirt {m['libvirt']} ({m['hypervisor']}), falcon {m.get('falcon', '?')}, "
-        f"gunicorn {m.get('gunicorn', '?')}, pyfuse3 {m.get('pyfuse3', '?')}; run {m['date_utc']}; "
-        f"took {sum(results.get('seconds', {}).values()):.0f} s ({results.get('seconds')}). "
-        "Guests run under TCG (this host's KVM is unusable). "
-        f"Code measured: commit {m.get('commit', '?')}"
-        + (f", plus uncommitted changes in {', '.join(m['uncommitted_in_measured_code'])}"
-           if m.get("uncommitted_in_measured_code") else "") + "."),
+        f"gunicorn {m.get('gunicorn', '?')}, pyfuse3 {m.get('pyfuse3', '?')}; last run {m['date_utc']}. "
+        "Guests run under TCG (this host's KVM is unusable)."),
         "",
     ]
+    measured = results.get("measured", {})
+    if measured:
+        lines += ["| section | measured | code (commit) | took | |", "|---|---|---|---|---|"]
+        for name in SECTION_ORDER:
+            if name not in measured:
+                continue
+            w = measured[name]
+            code = w.get("commit", "?") + (f" + uncommitted {', '.join(w['uncommitted_in_measured_code'])}"
+                                           if w.get("uncommitted_in_measured_code") else "")
+            took = results.get("seconds", {}).get(name)
+            how = ("kept from the previous BENCHMARKS.md" if w.get("kept_from_previous_run") else "this run")
+            if results[name].get("note") if isinstance(results.get(name), dict) else False:
+                how += " (see the section's note)"
+            lines.append(f"| {name} | {w.get('date_utc', '?')}{' (quick)' if w.get('quick') else ''} | {code} "
+                         f"| {'' if took is None else f'{took:.0f} s'} | {how} |")
+        lines.append("")
     # Disturbed: a load above the CPU count before the section started, or other QEMU guests (3 or more)
     # around it. (The load after a section is mostly the section's own work, so it is shown, not judged.)
     busy = {name: b for name, b in results.get("background", {}).items()
@@ -199,7 +294,7 @@ def render(results: dict, notes: str | None = None) -> str:
     if busy:
         lines += [(f"**Warning: the machine was busy with other work during {', '.join(busy)} (load above "
                   f"{m['nproc']} or other guests running); those numbers are disturbed. Run `make bench` again on a quiet machine.**"), ""]
-    if results.get("quick"):
+    if any(w.get("quick") for w in measured.values()) or (results.get("quick") and not measured):
         lines += ["**This was a `--quick` run (fewer rounds, 100 VMs instead of 1,000): not the reference numbers.**", ""]
     summary = []
     if "create" in results:
@@ -233,9 +328,17 @@ def render(results: dict, notes: str | None = None) -> str:
         t = results["exporter"]["test_driver"]
         summary.append((f"exporter scrape, {t['domains']:,} domains", f"{t['scrape_ms_p50']} ms", "≤ 250 ms",
                         t["meets_goal"]))
+    if "scheduler" in results:
+        s = results["scheduler"]
+        summary.append(("scheduler decisions/s, 1,000 hosts", f"{s['hosts']['1000']['decisions_per_s']:,.0f} /s",
+                        f"≥ {s['goal_decisions_per_s_at_1000']:,} /s", s["pass"]))
+    if "migration" in results:
+        g = results["migration"]
+        summary.append(("live migration vs virsh migrate --p2p", _x(g["ratio"]), f"≤ {g['goal_ratio']}×",
+                        g["pass"] and g["checks"]["kept_running"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "GET": "api", "cat": "fs", "ls": "fs", "echo": "fs",
-               "exporter": "exporter"}
+               "exporter": "exporter", "scheduler": "scheduler", "live": "migration"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -253,10 +356,15 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += _fs(results["fs"])
     if "exporter" in results:
         lines += _exporter(results["exporter"])
+    if "scheduler" in results:
+        lines += _scheduler(results["scheduler"])
+    if "migration" in results:
+        lines += _migration(results["migration"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():
         lines += [f"## Error in `{name}`", "", "```", err.strip()[-3000:], "```", ""]
-    lines += ["<details><summary>The run's full JSON</summary>", "", "```json",
+    lines += [("<details><summary>The full JSON (this run's sections merged with those kept from the previous "
+               "file; tests/bench/run.py reads it back)</summary>"), "", "```json",
               json.dumps(results, indent=2), "```", "", "</details>", ""]
     return "\n".join(lines)

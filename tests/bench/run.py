@@ -1,8 +1,12 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration] [--no-write]
 
-Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root.
+Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
+sections this run measured replace those of the previous BENCHMARKS.md; the
+others are kept from it (its full JSON, at the end of the file, is the record),
+each with the date and commit it was measured at, so that `--only` re-runs one
+benchmark without losing the rest.
 Only 127.0.0.1 is used; every process is started here and stopped by pid;
 every libvirt domain carries a prefix made for this run and is removed by
 that prefix, even on failure; every directory is a temporary one under /tmp.
@@ -23,6 +27,7 @@ from pathlib import Path
 from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
+SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -58,16 +63,59 @@ def settle(limit: float) -> None:
         time.sleep(5)
 
 
+def previous_results(path: Path) -> dict | None:
+    """The full JSON a previous run left at the end of BENCHMARKS.md, or None."""
+    try:
+        text = path.read_text()
+        start = text.rindex("```json\n") + len("```json\n")
+        return json.loads(text[start:text.index("\n```", start)])
+    except (OSError, ValueError):
+        return None
+
+
+def merge(results: dict, previous: dict | None) -> dict:
+    """This run's sections, plus every section of the previous run that this run did
+    not measure (or failed to), each keeping its own provenance under "measured"."""
+    if not previous:
+        return results
+    merged = dict(results)
+    merged["measured"] = dict(results.get("measured", {}))
+    merged["background"] = dict(results.get("background", {}))
+    merged["seconds"] = dict(results.get("seconds", {}))
+    pm = previous.get("machine", {})
+    for name in SECTIONS:
+        if name in results or name not in previous:
+            continue
+        merged[name] = previous[name]
+        # Runs before per-section provenance existed measured every section at the run's date and commit.
+        # A section pasted in by hand carries its provenance in its note instead.
+        legacy = ({"date_utc": "see the section's note", "commit": "see the note"} if previous[name].get("note")
+                  else {"date_utc": pm.get("date_utc"), "commit": pm.get("commit"),
+                        "uncommitted_in_measured_code": pm.get("uncommitted_in_measured_code", []),
+                        "quick": previous.get("quick", False)})
+        measured = dict(previous.get("measured", {}).get(name) or legacy)
+        measured["kept_from_previous_run"] = True
+        merged["measured"][name] = measured
+        if name in previous.get("background", {}):
+            merged["background"][name] = previous["background"][name]
+        if name in previous.get("seconds", {}):
+            merged["seconds"][name] = previous["seconds"][name]
+    return merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and 100 VMs instead of 1,000 (not for BENCHMARKS.md)")
-    parser.add_argument("--only", default="create,api,fs,exporter")
+    parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
     os.chdir(ROOT)
     wanted = set(args.only.split(","))
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     results: dict = {"machine": machine(), "command": COMMAND, "errors": {}}
     timings = {}
     with tempfile.TemporaryDirectory(prefix="vmapp-bench-") as tmp:
@@ -86,13 +134,25 @@ def main() -> int:
             steps.append(("api", lambda: bench_api.run(base / "api", vms=n, extra=n)))
         if "exporter" in wanted:
             steps.append(("exporter", lambda: run_exporter("10" if args.quick else "10,50", 5 if args.quick else 10)))
+        if "scheduler" in wanted:
+            from tests.bench import bench_scheduler
+
+            steps.append(("scheduler", lambda: bench_scheduler.run(rounds=2 if args.quick else 5)))
+        if "migration" in wanted:
+            from tests.bench import bench_migration
+
+            steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=3 if args.quick else 9)))
         for name, step in steps:
             settle(90)
-            started = time.monotonic()
+            started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             results.setdefault("background", {})[name] = {"before": background()}
             print(f"bench: {name} ... ({results['background'][name]['before']})", file=sys.stderr, flush=True)
             try:
                 results[name] = step()
+                results.setdefault("measured", {})[name] = {
+                    key: results["machine"][key] for key in ("date_utc", "commit", "uncommitted_in_measured_code")}
+                results["measured"][name]["date_utc"] = when
+                results["measured"][name]["quick"] = args.quick
             except Exception:  # noqa: BLE001 - report it, run the others
                 results["errors"][name] = traceback.format_exc()
                 print(results["errors"][name], file=sys.stderr)
@@ -106,8 +166,12 @@ def main() -> int:
         from tests.bench.report import render
 
         notes = ROOT / "tests" / "bench" / "notes.md"
-        (ROOT / "BENCHMARKS.md").write_text(render(results, notes.read_text() if notes.exists() else None))
-        print("bench: wrote BENCHMARKS.md", file=sys.stderr)
+        target = ROOT / "BENCHMARKS.md"
+        merged = merge(results, previous_results(target))
+        target.write_text(render(merged, notes.read_text() if notes.exists() else None))
+        kept = sorted(n for n, m in merged.get("measured", {}).items() if m.get("kept_from_previous_run"))
+        print(f"bench: wrote BENCHMARKS.md (kept from the previous run: {', '.join(kept) or 'nothing'})",
+              file=sys.stderr)
     return 1 if results["errors"] else 0
 
 
