@@ -25,7 +25,7 @@ def test_vmctl_drives_a_vm(appliance, tmp_path):
     user_data = tmp_path / "user-data"
     user_data.write_text("#!/bin/sh\necho from-vmctl\n")
     out = vmctl(home, "create", "cli1", "--memory", "160M", "--user-data", str(user_data), "--label", "tier=web")
-    assert out.stdout.strip() == "cli1: running"
+    assert out.stdout.strip() == "cli1: running on local"
     table = vmctl(home, "list", "--label", "tier=web").stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "STATE", "DESIRED"] and table[1].split()[:2] == ["cli1", "running"]
     assert json.loads(vmctl(home, "--json", "get", "cli1").stdout)["spec"]["memory"] == 160
