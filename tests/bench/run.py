@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
     .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration] [--no-write]
+    .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
 sections this run measured replace those of the previous BENCHMARKS.md; the
@@ -108,7 +109,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and 100 VMs instead of 1,000 (not for BENCHMARKS.md)")
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rewrite BENCHMARKS.md from its own JSON and tests/bench/notes.md")
     args = parser.parse_args()
+    if args.render_only:
+        from tests.bench.report import render
+
+        target, notes = ROOT / "BENCHMARKS.md", ROOT / "tests" / "bench" / "notes.md"
+        previous = previous_results(target)
+        if previous is None:
+            parser.error("BENCHMARKS.md holds no JSON to render from")
+        target.write_text(render(previous, notes.read_text() if notes.exists() else None))
+        return 0
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
     os.chdir(ROOT)
