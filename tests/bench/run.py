@@ -153,7 +153,7 @@ def main() -> int:
         if "migration" in wanted:
             from tests.bench import bench_migration
 
-            steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=3 if args.quick else 9)))
+            steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=3 if args.quick else 15)))
         for name, step in steps:
             settle(90)
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
