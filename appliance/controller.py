@@ -29,7 +29,7 @@ from appliance.errors import Failed
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
-from appliance.virt import cloudinit, domain, images
+from appliance.virt import cloudinit, domain, images, storage
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ RESYNC_SECONDS = 5.0
 HEARTBEAT_SECONDS = 2.0
 MAX_BACKOFF = 300.0
 RETRY_EVACUATION_SECONDS = 30.0
+MIB = 1024 * 1024
 
 
 class HostLink:
@@ -256,6 +257,8 @@ class Controller:
             self._record_host(link, up, info)
             if not up:
                 self._maybe_evacuate(link)
+            else:
+                self._mirror_consoles(link)
 
     def _storage_bytes(self) -> int:
         """Disks live in the appliance's vms folder, which every host sees at the same path."""
@@ -622,6 +625,33 @@ class Controller:
         link = self._connected(host or row["host"])
         plan = self.plan(row)
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
+        cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
+        if self._own_storage(link.name):
+            self._ensure_files_on_host(link, row, plan)
+        else:
+            self._ensure_files_here(row, plan)
+        conn = link.conn
+        assert conn is not None
+        self._reserve_address(row, link)
+        dom = link.lookup(row["id"])
+        if dom is not None and dom.name() != plan.domain_name:
+            if dom.isActive():
+                raise Failed("cannot rename a running domain")
+            dom.rename(plan.domain_name, 0)
+        return conn.defineXML(domain.build(plan))
+
+    # -- VM files: here (hosts that see the appliance's folders) or on the host ----------------
+    def _storage_of(self, host: str | None) -> str:
+        try:
+            return self.store.get_host(host)["storage"] or placement.APPLIANCE_STORAGE
+        except Exception:  # noqa: BLE001 - an unknown host has no storage of its own
+            return placement.APPLIANCE_STORAGE
+
+    def _own_storage(self, host: str | None) -> bool:
+        """The host does not see the appliance's folders: its VM files are made through libvirt."""
+        return self._storage_of(host) != placement.APPLIANCE_STORAGE
+
+    def _ensure_files_here(self, row: dict, plan: domain.DomainPlan) -> None:
         if not plan.root_disk.exists():
             image = self.store.get_image(row["spec"]["image"])
             tmp = plan.root_disk.with_suffix(".tmp")
@@ -633,16 +663,92 @@ class Controller:
                 tmp = path.with_suffix(".tmp")
                 images.create_blank(tmp, disk["size"])
                 tmp.replace(path)
-        cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
+
+    def _ensure_files_on_host(self, link: HostLink, row: dict, plan: domain.DomainPlan) -> None:
+        """The same files at the same paths on the host's own disks: the image
+        uploaded once per host, the overlay on it, the disks, the seed."""
         conn = link.conn
         assert conn is not None
-        self._reserve_address(row, link)
-        dom = link.lookup(row["id"])
-        if dom is not None and dom.name() != plan.domain_name:
-            if dom.isActive():
-                raise Failed("cannot rename a running domain")
-            dom.rename(plan.domain_name, 0)
-        return conn.defineXML(domain.build(plan))
+        pool = storage.ensure_pool(conn, storage.vm_pool_name(row["id"]), plan.vm_dir)
+        if storage.lookup(pool, plan.root_disk.name) is None:
+            image = self.store.get_image(row["spec"]["image"])
+            images_pool = storage.ensure_pool(conn, storage.images_pool_name(self.config.images_dir),
+                                              self.config.images_dir)
+            base = storage.upload(conn, images_pool, Path(image["path"]).name, Path(image["path"]))
+            storage.create_volume(pool, plan.root_disk.name, image["virtual_size"], "qcow2",
+                                  backing=(base.path(), image["format"]))
+        for disk in row["spec"]["disks"]:
+            storage.create_volume(pool, plan.disk_path(disk["name"]).name, disk["size"] * MIB)
+        storage.upload(conn, pool, plan.seed_iso.name, plan.seed_iso, replace=True)
+
+    def _writable_disks(self, row: dict, plan: domain.DomainPlan) -> list[tuple[Path, int]]:
+        """(path, size in bytes) of each disk a live migration copies."""
+        image = self.store.get_image(row["spec"]["image"])
+        return [(plan.root_disk, image["virtual_size"])] + [
+            (plan.disk_path(d["name"]), d["size"] * MIB) for d in row["spec"]["disks"]]
+
+    def _prepare_copy(self, row: dict, dest: HostLink) -> None:
+        """Empty disks of the same sizes on the target, which the migration fills
+        (libvirt's NON_SHARED_DISK: the whole chain is copied into them), and the
+        seed, which it does not copy (read-only)."""
+        plan = self.plan(row)
+        plan.vm_dir.mkdir(parents=True, exist_ok=True)
+        cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
+        self.store.db.execute("DELETE FROM meta WHERE key = ?", [self._mirror_key(row["id"], dest.name)])
+        if self._own_storage(dest.name):
+            conn = dest.conn
+            assert conn is not None
+            pool = storage.ensure_pool(conn, storage.vm_pool_name(row["id"]), plan.vm_dir)
+            for path, size in self._writable_disks(row, plan):
+                old = storage.lookup(pool, path.name)
+                if old is not None:
+                    old.delete(0)
+                storage.create_volume(pool, path.name, size)
+            storage.upload(conn, pool, plan.seed_iso.name, plan.seed_iso, replace=True)
+        else:
+            for path, size in self._writable_disks(row, plan):
+                path.unlink(missing_ok=True)
+                images.create_blank_bytes(path, size)
+
+    def _drop_copy(self, row: dict, source: HostLink) -> None:
+        """After a copying migration: the disks left behind on the source."""
+        plan = self.plan(row)
+        if self._own_storage(source.name):
+            if source.connected:
+                storage.remove_pool(source.conn, storage.vm_pool_name(row["id"]))
+        else:
+            for path, _size in self._writable_disks(row, plan):
+                path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _mirror_key(vm_id: str, host: str) -> str:
+        return f"console-mirror:{vm_id}:{host}"
+
+    def _mirror_consoles(self, link: HostLink) -> None:
+        """Copy what is new in the console logs on a host with storage of its own
+        into the appliance's folders, where the console files and probes read."""
+        if not self._own_storage(link.name) or link.conn is None:
+            return
+        for row in self.store.list_vms("host = ? AND observed_state IN ('running', 'paused', 'stopping')",
+                                       [link.name], with_xml=False):
+            try:
+                pool = link.conn.storagePoolLookupByName(storage.vm_pool_name(row["id"]))
+                pool.refresh(0)
+                vol = storage.lookup(pool, "console.log")
+                if vol is None:
+                    continue
+                size = vol.info()[1]
+                key = self._mirror_key(row["id"], link.name)
+                done = int(self.store.get_meta(key) or 0)
+                if size < done:
+                    done = 0  # a new log file
+                if size > done:
+                    data = storage.download_from(link.conn, vol, done, size - done)
+                    with open(self.config.vm_dir(row["id"]) / "console.log", "ab") as out:
+                        out.write(data)
+                    self.store.set_meta(key, str(done + len(data)))
+            except libvirt.libvirtError as err:
+                log.info("console of %s on %s: %s", row["name"], link.name, err.get_error_message())
 
     # -- fixed IPs: a DHCP reservation in the libvirt network ------------------------------
     def _dhcp_update(self, link: HostLink, network_name: str, command: int, xml: str) -> None:
@@ -816,6 +922,8 @@ class Controller:
                     raise
                 dom.undefine()  # drivers without NVRAM support (the test driver)
         self._release_address(row, link)
+        if self._own_storage(link.name):
+            storage.remove_pool(link.conn, storage.vm_pool_name(row["id"]))
         vm_dir: Path = self.config.vm_dir(row["id"])
         shutil.rmtree(vm_dir, ignore_errors=True)
         with self.store.transaction():
@@ -861,6 +969,10 @@ class Controller:
         if op["params"].get("bandwidth"):
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = op["params"]["bandwidth"]
         flags = self._migration_flags(dom)
+        copy = self._storage_of(row["host"]) != self._storage_of(target)
+        if copy:  # the target does not see these disks: copy them during the migration
+            self._prepare_copy(row, dest)
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
         started = time.monotonic()
         result: dict = {}
 
@@ -883,7 +995,9 @@ class Controller:
             raise result["error"]
         elapsed = time.monotonic() - started
         self._moved(op, row, target, dest.lookup(row["id"]), f"live-migrated from {row['host']} to {target} "
-                    f"in {elapsed:.1f} s")
+                    f"in {elapsed:.1f} s" + (" (disks copied)" if copy else ""))
+        if copy:
+            self._drop_copy(row, source)
 
     def _wait_target_gone(self, dest: HostLink, vm_id: str, timeout: float = 30.0) -> None:
         """After a failed or aborted migration the target's libvirtd tears down

@@ -19,6 +19,9 @@ from appliance.store import Store
 from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
 GIB = 1024 ** 3
+# Hosts with this storage see the appliance's own folders (images, VM disks) at
+# the same paths; any other name is storage of their own, reached through libvirt.
+APPLIANCE_STORAGE = "shared"
 MOVE_KINDS = ("migrate", "move")
 
 _ALLOCATED = """

@@ -677,10 +677,11 @@ class Service:
             else:
                 raise Conflict(f"a {observed} VM cannot move now", "host")
             source = self.store.get_host(row["host"]) if row["host"] and self.store.host_exists(row["host"]) else None
-            if source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
-                # Copying disks during a migration (libvirt's NON_SHARED_INC) is not offered yet.
+            if kind == "move" and source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
+                # A live migration copies the disks; an offline move of a stopped VM does not.
                 raise Conflict(f"the disks are on {row['host']}'s storage {source['storage']!r}, which {target} "
-                               f"does not see (it has {target_host['storage']!r})", "host")
+                               f"does not see (it has {target_host['storage']!r}); start the VM and migrate it "
+                               "live to copy them", "host")
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:
@@ -854,11 +855,10 @@ class Service:
                 self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {reason}", row)
                 continue
             observed = self._observed(row)
-            storage = host["storage"] or f"host:{host['name']}"  # the disks stay where they are
             if observed in ("running", "paused"):
-                kind = "migrate"
+                kind, storage = "migrate", None  # a live migration copies disks when it must
             elif observed == "stopped" and row["desired_state"] == "stopped":
-                kind = "move"
+                kind, storage = "move", host["storage"] or f"host:{host['name']}"  # the disks stay where they are
             else:
                 reason = f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
                 report["blocked"].append({"vm": row["name"], "reason": reason})

@@ -58,6 +58,14 @@ class Cluster:
             except Exception:  # noqa: BLE001 - cleanup does what it can
                 continue
             remove_domains([d for d in conn.listAllDomains() if d.name().startswith(self.app.prefix)])
+            for pool in conn.listAllStoragePools():  # storage of a host's own (see appliance/virt/storage.py)
+                if pool.name().startswith("vmappliance-"):
+                    try:
+                        if pool.isActive():
+                            pool.destroy()
+                        pool.undefine()
+                    except libvirt.libvirtError:
+                        pass
             conn.close()
 
 

@@ -65,6 +65,14 @@ class LocalHost:
         """Start it if it is not running (a no-op when it is); waits until it answers."""
         _run("start-libvirtd", self.name)
 
+    def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a command inside this host's mount namespace (what its libvirtd sees)."""
+        proc = subprocess.run([str(SCRIPT), "exec", self.name, "--", *cmd], capture_output=True, text=True,
+                              timeout=60)
+        if check and proc.returncode != 0:
+            raise LocalHostError(f"{' '.join(cmd)} in {self.name} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
     def status(self) -> str:
         return _run("status", self.name).strip()
 

@@ -77,6 +77,10 @@ def create_blank(dest: str | Path, size_mib: int) -> None:
     _run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), f"{size_mib}M"], "creating a disk")
 
 
+def create_blank_bytes(dest: str | Path, size_bytes: int) -> None:
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), str(size_bytes)], "creating a disk")
+
+
 def supports_direct_io(directory: str | Path) -> bool:
     """cache='none' (needed for safe live migration) requires O_DIRECT, which tmpfs lacks."""
     probe = Path(directory) / ".odirect-probe"

@@ -289,3 +289,59 @@ def test_a_host_cut_off_with_its_guests_alive_never_runs_a_guest_twice(tmp_path,
     finally:
         app.cleanup()
         cluster.remove_domains()
+
+
+def test_live_migration_copies_the_disks_to_a_host_with_storage_of_its_own(tmp_path, hosts):
+    """h2 gets a disk of its own: inside its namespace the appliance's home is
+    an empty folder of h2's. Its VM files are made through libvirt; a live
+    migration there or back copies the disks; the console is mirrored home."""
+    cluster = start_cluster(tmp_path, hosts)
+    app, h2 = cluster.app, cluster.hosts["h2"]
+    private = h2.base / "own-disk"
+    h2.exec("sh", "-c", f"mkdir -p {private} && mount --bind {private} {app.home}")
+    try:
+        patch_host(app, "h2", storage="h2-disk")
+        port = free_port()
+        vm = create(app, "roam", state="running", host="local",
+                    network={"type": "user", "port_forwards": [{"host_port": port, "guest_port": 8000}]})
+        app.wait_console("roam", READY_LINE, BOOT_SECONDS)
+        here = app.home / "vms" / vm["id"] / "root.qcow2"
+        there = f"{app.home}/vms/{vm['id']}/root.qcow2"
+        assert here.exists() and h2.exec("test", "-e", there, check=False).returncode == 1
+
+        resp = app.api("PUT", "/v1/vms/roam/host", json={"host": "h2"})
+        assert resp.status_code == 200, resp.text
+        assert cluster.active_on(vm["id"]) == ["h2"]
+        assert any("(disks copied)" in m for m in events(app, "roam", "migrated"))
+        assert h2.exec("test", "-s", there, check=False).returncode == 0  # on h2's own disk...
+        assert not here.exists()  # ... and no longer here
+        assert guest_answers(port)
+        assert app.console("roam").count(BOOT_LINE) == 1
+
+        # A reboot there: the new boot reaches the console through the mirror.
+        assert app.api("PUT", "/v1/vms/roam/state", json={"state": "reboot"}).status_code == 200
+        wait_for("second boot mirrored", lambda: app.console("roam").count(READY_LINE) == 2, BOOT_SECONDS)
+
+        resp = app.api("PUT", "/v1/vms/roam/host", json={"host": "local"})
+        assert resp.status_code == 200, resp.text
+        assert cluster.active_on(vm["id"]) == ["local"] and here.exists()
+        assert h2.exec("test", "-e", there, check=False).returncode == 1  # h2's copy removed
+        assert guest_answers(port)
+        assert app.console("roam").count(BOOT_LINE) == 2
+
+        # Created on h2 directly: the image is uploaded to h2 once, the overlay made there.
+        native = create(app, "native", state="running", host="h2")
+        app.wait_console("native", READY_LINE, BOOT_SECONDS)
+        assert h2.exec("test", "-s", f"{app.home}/vms/{native['id']}/root.qcow2", check=False).returncode == 0
+        assert not (app.home / "vms" / native["id"] / "root.qcow2").exists()
+        # Stopped VMs do not move between storages offline: refused, with what to do.
+        assert app.api("PUT", "/v1/vms/native/state", json={"state": "stopped"}).status_code == 200
+        resp = app.api("PUT", "/v1/vms/native/host", json={"host": "local"})
+        assert resp.status_code == 409 and "migrate it live" in resp.json()["reason"]
+        assert app.api("DELETE", "/v1/vms/native").status_code in (200, 202, 204)
+        wait_for("native gone from h2", lambda: h2.exec(
+            "test", "-e", f"{app.home}/vms/{native['id']}", check=False).returncode == 1, 60)
+    finally:
+        app.cleanup()
+        cluster.remove_domains()
+        h2.exec("umount", str(app.home), check=False)
