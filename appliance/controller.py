@@ -249,7 +249,7 @@ class Controller:
             if up:
                 try:
                     info = link.lv.inventory()
-                    info["disk_bytes"] = self._storage_bytes()
+                    info["disk_bytes"] = self._storage_bytes(link)
                 except libvirt.libvirtError:
                     up = False
             if not up and link.down_since is None:
@@ -260,8 +260,13 @@ class Controller:
             else:
                 self._mirror_consoles(link)
 
-    def _storage_bytes(self) -> int:
-        """Disks live in the appliance's vms folder, which every host sees at the same path."""
+    def _storage_bytes(self, link: HostLink) -> int:
+        """The size of the storage where the host's VM disks go: the appliance's
+        own folder, or (storage of its own) the file system under its image pool."""
+        if self._own_storage(link.name) and link.conn is not None:
+            pool = storage.ensure_pool(link.conn, storage.images_pool_name(self.config.images_dir),
+                                       self.config.images_dir)
+            return pool.info()[1]
         stat = os.statvfs(self.config.vms_dir)
         return stat.f_blocks * stat.f_frsize
 
@@ -710,6 +715,38 @@ class Controller:
                 path.unlink(missing_ok=True)
                 images.create_blank_bytes(path, size)
 
+    def _copy_disks(self, row: dict, source: HostLink, dest: HostLink) -> None:
+        """An offline move between storages: each disk file, as it is (a root
+        overlay keeps its backing file, which the target gets too), through a
+        local temporary file when either end is a host's own storage."""
+        plan = self.plan(row)
+        plan.vm_dir.mkdir(parents=True, exist_ok=True)
+        if self._own_storage(dest.name):
+            image = self.store.get_image(row["spec"]["image"])
+            images_pool = storage.ensure_pool(dest.conn, storage.images_pool_name(self.config.images_dir),
+                                              self.config.images_dir)
+            storage.upload(dest.conn, images_pool, Path(image["path"]).name, Path(image["path"]))
+            dest_pool = storage.ensure_pool(dest.conn, storage.vm_pool_name(row["id"]), plan.vm_dir)
+        for path, _size in self._writable_disks(row, plan):
+            tmp = path.with_name(f".{path.name}.move")
+            try:
+                if self._own_storage(source.name):
+                    pool = source.conn.storagePoolLookupByName(storage.vm_pool_name(row["id"]))
+                    pool.refresh(0)
+                    vol = storage.lookup(pool, path.name)
+                    if vol is None:
+                        raise Failed(f"{path.name} is missing on {source.name}")
+                    storage.download_to(source.conn, vol, tmp)
+                    local = tmp
+                else:
+                    local = path
+                if self._own_storage(dest.name):
+                    storage.upload(dest.conn, dest_pool, path.name, local, replace=True)
+                elif local is tmp:
+                    tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
     def _drop_copy(self, row: dict, source: HostLink) -> None:
         """After a copying migration: the disks left behind on the source."""
         plan = self.plan(row)
@@ -1056,10 +1093,18 @@ class Controller:
             old = source.lookup(row["id"])
             if old is not None and old.isActive():
                 raise Failed(f"the VM runs on {row['host']}; migrate it live instead")
+        copy = self._storage_of(row["host"]) != self._storage_of(target)
+        if copy:
+            if source is None or not source.connected:
+                raise Failed(f"its disks are on {row['host']}, which is unreachable")
+            self._copy_disks(row, source, self._connected(target))
         self._ensure_defined(row, host=target)
         with self.store.transaction():
             self.store.update_vm(row["id"], bump=False, host=target)
-            self.store.add_event("migrated", f"moved (stopped) from {row['host']} to {target}", row, op["id"])
+            self.store.add_event("migrated", f"moved (stopped) from {row['host']} to {target}"
+                                 + (" (disks copied)" if copy else ""), row, op["id"])
+        if copy:
+            self._drop_copy(row, source)
         if source is not None and source.connected:
             old = source.lookup(row["id"])
             if old is not None and not old.isActive():

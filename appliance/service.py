@@ -676,12 +676,6 @@ class Service:
                 kind = "move"
             else:
                 raise Conflict(f"a {observed} VM cannot move now", "host")
-            source = self.store.get_host(row["host"]) if row["host"] and self.store.host_exists(row["host"]) else None
-            if kind == "move" and source is not None and (source["storage"] or "") != (target_host["storage"] or ""):
-                # A live migration copies the disks; an offline move of a stopped VM does not.
-                raise Conflict(f"the disks are on {row['host']}'s storage {source['storage']!r}, which {target} "
-                               f"does not see (it has {target_host['storage']!r}); start the VM and migrate it "
-                               "live to copy them", "host")
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:
@@ -856,9 +850,9 @@ class Service:
                 continue
             observed = self._observed(row)
             if observed in ("running", "paused"):
-                kind, storage = "migrate", None  # a live migration copies disks when it must
+                kind, storage = "migrate", None  # disks are copied when the target's storage differs
             elif observed == "stopped" and row["desired_state"] == "stopped":
-                kind, storage = "move", host["storage"] or f"host:{host['name']}"  # the disks stay where they are
+                kind, storage = "move", None  # disks are copied when the target's storage differs
             else:
                 reason = f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
                 report["blocked"].append({"vm": row["name"], "reason": reason})

@@ -115,6 +115,15 @@ def download_from(conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: 
     return b"".join(chunks)
 
 
+def download_to(conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path) -> None:
+    """A whole volume into a local file, streamed."""
+    stream = conn.newStream(0)
+    vol.download(stream, 0, 0, 0)  # length 0: to the end
+    with open(dest, "wb") as out:
+        stream.recvAll(lambda _s, data, fh: fh.write(data), out)
+    stream.finish()
+
+
 def remove_pool(conn: libvirt.virConnect, name: str) -> None:
     """Delete every volume of the pool, its folder and its definition; gone already is fine."""
     try:
