@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import xml.etree.ElementTree as ET
 from typing import Callable
 
 import libvirt
@@ -87,6 +88,7 @@ class LibvirtHost:
         self.conn: libvirt.virConnect | None = None
         self._callbacks: list[int] = []
         self._closed = threading.Event()
+        self._cpu: tuple | None = None  # (connection, CPU model) from the capabilities
 
     @property
     def connected(self) -> bool:
@@ -150,7 +152,18 @@ class LibvirtHost:
 
     def inventory(self) -> dict:
         assert self.conn is not None
-        model, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
-        return {"arch": model, "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
+        arch, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
+        if self._cpu is None or self._cpu[0] is not self.conn:  # the capabilities change only with the host
+            self._cpu = (self.conn, self._cpu_model())
+        return {"arch": arch, "cpu_model": self._cpu[1], "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
                 "free_memory_bytes": self.conn.getFreeMemory(), "hostname": self.conn.getHostname(),
                 "libvirt_version": self.conn.getLibVersion()}
+
+    def _cpu_model(self) -> str:
+        try:
+            caps = ET.fromstring(self.conn.getCapabilities())
+        except (libvirt.libvirtError, ET.ParseError):
+            return ""
+        model = caps.find("./host/cpu/model")
+        vendor = caps.find("./host/cpu/vendor")
+        return " ".join(e.text for e in (vendor, model) if e is not None and e.text)
