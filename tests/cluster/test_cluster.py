@@ -94,11 +94,29 @@ def test_each_filter_and_weigher_places_and_explains(cluster):
     assert create(app, "many", cpus=4, memory=64)["host"] == "local"
     assert "h2 by CoreFilter" in events(app, "many", "scheduled")[0]
 
+    # DiskFilter: h2's storage counted at a tenth (25 GiB here) takes no 30 GiB disk.
+    patch_host(app, "h2", disk_ratio=0.1)
+    assert create(app, "fat", memory=32, cpus=1, disks=[{"name": "data", "size": "30G"}])["host"] == "local"
+    assert "h2 by DiskFilter" in events(app, "fat", "scheduled")[0]
+
     # The claims are what the hosts show as allocated.
     local = host_view(app, "local")
-    assert local["allocated"]["vms"] == 3
-    assert local["allocated"]["memory_mib"] == 2048 + 256 + 64
-    assert local["allocated"]["cpus"] == 1 + 1 + 4
+    assert local["allocated"]["vms"] == 4
+    assert local["allocated"]["memory_mib"] == 2048 + 256 + 64 + 32
+    assert local["allocated"]["cpus"] == 1 + 1 + 4 + 1
+    assert local["allocated"]["disk_gib"] >= 30
+
+
+def test_pack_fills_one_host_first(tmp_path, hosts):
+    cluster = start_cluster(tmp_path, hosts, placement="pack")
+    try:
+        app = cluster.app
+        first = create(cluster.app, "p1")["host"]
+        assert [create(app, f"p{i}")["host"] for i in (2, 3, 4)] == [first] * 3
+        assert host_view(app, "h2" if first == "local" else "local")["allocated"]["vms"] == 0
+    finally:
+        cluster.app.cleanup()
+        cluster.remove_domains()
 
 
 def test_server_groups_spread_pack_and_refuse(cluster):
