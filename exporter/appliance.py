@@ -51,6 +51,9 @@ MIB = 1024 * 1024
 GIB = 1024 ** 3
 
 
+# Event kinds counted per VM (vmappliance_vm_events_total), for alerts that name the VM.
+VM_EVENT_KINDS = ("liveness-failed", "operation-failed", "converging", "evacuated", "lost", "migrated")
+
 def publish_reconcile(controller, store: Store, stopping: threading.Event, period: float = 1.0,
                       metrics_dir: str | None = None) -> threading.Thread:
     """Copy controller.reconcile_seconds to the meta table whenever it changes; and
@@ -192,7 +195,16 @@ class ApplianceCollector:
         events = CounterMetricFamily("vmappliance_events", "Events recorded, by kind.", labels=["kind"])
         for kind, count in self.store.db.execute("SELECT kind, count(*) FROM events GROUP BY kind"):
             events.add_metric([kind], count)
-        return [events]
+        # The kinds an alert wants to name a VM for, for the VMs that exist (a
+        # deleted VM's series end with it: the label set stays bounded).
+        per_vm = CounterMetricFamily("vmappliance_vm_events", "Events about a VM that alerts name it for, by kind.",
+                                     labels=["vm", "kind"])
+        marks = ", ".join("?" * len(VM_EVENT_KINDS))
+        for vm, kind, count in self.store.db.execute(
+                f"SELECT v.name, e.kind, count(*) FROM events e JOIN vms v ON v.id = e.vm_id "
+                f"WHERE e.kind IN ({marks}) GROUP BY v.name, e.kind", VM_EVENT_KINDS):
+            per_vm.add_metric([vm, kind], count)
+        return [events, per_vm]
 
     def _reconcile(self) -> list[Metric]:
         value = self.store.get_meta(RECONCILE_KEY)

@@ -80,6 +80,25 @@ def test_vms_operations_events_and_reconcile_from_the_store(store):
     promtool_check(generate_latest(registry))
 
 
+def test_events_alerts_name_a_vm_for_are_counted_per_existing_vm(store):
+    add_vm(store, "v1", "a", "running", "running")
+    add_vm(store, "v2", "b", "running", "running")
+    a, b = store.get_vm_by_id("v1"), store.get_vm_by_id("v2")
+    for _ in range(2):
+        store.add_event("liveness-failed", "probe", a)
+    store.add_event("liveness-failed", "probe", b)
+    store.add_event("state-changed", "not a counted kind", a)
+    store.add_event("liveness-failed", "of a VM since deleted", {"id": "gone", "name": "old"})
+    registry = CollectorRegistry()
+    registry.register(ApplianceCollector(store))
+    value = registry.get_sample_value
+    assert value("vmappliance_vm_events_total", {"vm": "a", "kind": "liveness-failed"}) == 2
+    assert value("vmappliance_vm_events_total", {"vm": "b", "kind": "liveness-failed"}) == 1
+    assert value("vmappliance_vm_events_total", {"vm": "a", "kind": "state-changed"}) is None
+    assert value("vmappliance_vm_events_total", {"vm": "old", "kind": "liveness-failed"}) is None
+    assert value("vmappliance_events_total", {"kind": "liveness-failed"}) == 4
+
+
 def test_a_failing_store_section_costs_only_its_series(store, monkeypatch):
     add_vm(store, "v1", "a", "running", "running")
     store.add_event("created", "x")
