@@ -249,7 +249,7 @@ class Controller:
             if up:
                 try:
                     info = link.lv.inventory()
-                    info["disk_bytes"] = self._storage_bytes(link)
+                    info["disk_bytes"], info["disk_free_bytes"] = self._storage_bytes(link)
                 except libvirt.libvirtError:
                     up = False
             if not up and link.down_since is None:
@@ -260,15 +260,18 @@ class Controller:
             else:
                 self._mirror_consoles(link)
 
-    def _storage_bytes(self, link: HostLink) -> int:
-        """The size of the storage where the host's VM disks go: the appliance's
-        own folder, or (storage of its own) the file system under its image pool."""
+    def _storage_bytes(self, link: HostLink) -> tuple[int, int]:
+        """Size and free space of the storage where the host's VM disks go: the
+        appliance's own folder, or (storage of its own) the file system under
+        its image pool."""
         if self._own_storage(link.name) and link.conn is not None:
             pool = storage.ensure_pool(link.conn, storage.images_pool_name(self.config.images_dir),
                                        self.config.images_dir)
-            return pool.info()[1]
+            pool.refresh(0)
+            _state, capacity, _allocation, available = pool.info()
+            return capacity, available
         stat = os.statvfs(self.config.vms_dir)
-        return stat.f_blocks * stat.f_frsize
+        return stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
 
     # -- evacuation: a host dead for longer than the grace period ---------------------------
     def _maybe_evacuate(self, link: HostLink) -> None:

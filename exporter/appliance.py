@@ -242,6 +242,8 @@ class ApplianceCollector:
         allocated = g("vmappliance_host_allocated", "What the VMs placed on the host (running or not) and those "
                       "migrating to it claim.", labels=["host", "resource"])
         vms = g("vmappliance_host_vms", "VMs placed on the host, running or not.", labels=["host"])
+        storage_free = g("vmappliance_host_storage_free_bytes",
+                         "Free space where the host's VM disks are (thin disks grow into it).", labels=["host"])
         rows = {row["name"]: row for row in self.store.list_hosts()}
         counts = dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"))
         used = placement.allocations(self.store)
@@ -273,4 +275,6 @@ class ApplianceCollector:
                         cap -= reserved_bytes
                     capacity.add_metric([name, resource], cap)
             vms.add_metric([name], counts.get(name, 0))
-        return [state, heartbeat, last_seen, physical, ratio, reserved, capacity, allocated, vms]
+            if info.get("disk_free_bytes") is not None:
+                storage_free.add_metric([name], int(info["disk_free_bytes"]))
+        return [state, heartbeat, last_seen, physical, ratio, reserved, capacity, allocated, vms, storage_free]

@@ -40,7 +40,8 @@ def store(config) -> Store:
 
 def add_host(store, name, *, state="enabled", up=1, last_seen=NOW - 5, cpus=4, memory_mib=8192, disk_gib=100,
              cpu_ratio=4.0, ram_ratio=1.5, disk_ratio=1.0, reserved_memory_mib=512):
-    info = {"arch": "x86_64", "cpus": cpus, "memory_mib": memory_mib, "disk_bytes": disk_gib * GIB}
+    info = {"arch": "x86_64", "cpus": cpus, "memory_mib": memory_mib, "disk_bytes": disk_gib * GIB,
+            "disk_free_bytes": disk_gib * GIB // 4}
     store.upsert_host({"name": name, "uri": "test:///default", "state": state, "up": up, "last_seen": last_seen,
                        "info": info, "cpu_ratio": cpu_ratio, "ram_ratio": ram_ratio, "disk_ratio": disk_ratio,
                        "reserved_memory_mib": reserved_memory_mib, "labels": {}, "storage": "shared"})
@@ -101,6 +102,7 @@ def test_host_families_are_what_the_scheduler_compares(store):
     assert value("vmappliance_host_vms", {"host": "h1"}) == 2
     assert value("vmappliance_host_vms", {"host": "h2"}) == 1
     assert value("vmappliance_host_vms", {"host": "h3"}) == 0
+    assert value("vmappliance_host_storage_free_bytes", {"host": "h1"}) == 25 * GIB  # a quarter of 100 GiB free
     # the same numbers the scheduler sees
     seen = {h.name: h for h in placement.host_states(store, NOW, 60.0)}
     for name, h in seen.items():
