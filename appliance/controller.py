@@ -393,7 +393,7 @@ class Controller:
                 if row is None:
                     self._report_orphan(vm_id, dom)
                 elif row["host"] != host and not self._is_busy(vm_id) and not self._has_open_ops(vm_id):
-                    self._remove_stale_copy(host, row, dom)
+                    self._other_copy(host, row, dom, found.get(row["host"]))
         for vm_id, row in rows.items():
             if row["host"] not in found or self._is_busy(vm_id):
                 continue  # its host is unreachable: nothing to observe there (evacuation decides)
@@ -424,6 +424,31 @@ class Controller:
             present = {d.UUIDString() for d in domains}
             link.identities = {k: v for k, v in link.identities.items() if k in present}
         return ours
+
+    def _other_copy(self, host: str, row: dict, dom: libvirt.virDomain,
+                    own: dict[str, libvirt.virDomain] | None) -> None:
+        """A VM's domain on a host other than its own. While its own host cannot
+        be asked, nothing is touched (which copy runs is unknown). If the copy
+        runs and the VM does not run on its own host, the copy is the guest
+        (a migration libvirt finished while the controller was away, or a
+        cut-off host's guest that outlived its evacuation's failed start): the
+        record follows it. Otherwise the copy is stale and goes."""
+        if own is None:
+            return
+        mine = own.get(row["id"])
+        try:
+            elsewhere_active = bool(dom.isActive())
+            mine_active = mine is not None and bool(mine.isActive())
+        except libvirt.libvirtError:
+            return
+        if elsewhere_active and not mine_active:
+            with self.store.transaction():
+                self.store.update_vm(row["id"], bump=False, host=host)
+                self.store.add_event("adopted", f"found running on {host} while its record said {row['host']}; "
+                                     f"the record now follows the guest", row)
+            self._backoff.pop(row["id"], None)
+            return
+        self._remove_stale_copy(host, row, dom)
 
     def _remove_stale_copy(self, host: str, row: dict, dom: libvirt.virDomain) -> None:
         """A VM's domain on a host other than its own: left by an evacuation (the
@@ -993,12 +1018,12 @@ class Controller:
         keeps running on the source."""
         target = op["params"]["target"]
         dest = self._connected(target)
-        arrived = dest.lookup(row["id"])
-        if arrived is not None and arrived.isActive() and row["host"] != target:
-            self._moved(op, row, target, arrived, "found already running on the target (the move finished "
-                        "before the controller could record it)")
-            return
         source = self._connected(row["host"])
+        where = self._settle_earlier_migration(row["id"], source, dest)
+        if where == "target":
+            self._moved(op, row, target, dest.lookup(row["id"]), "found running on the target: the migration "
+                        "finished before the controller (restarted since) could record it")
+            return
         dom = source.lookup(row["id"])
         if dom is None or not dom.isActive():
             raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
@@ -1038,6 +1063,48 @@ class Controller:
                     f"in {elapsed:.1f} s" + (" (disks copied)" if copy else ""))
         if copy:
             self._drop_copy(row, source)
+
+    def _settle_earlier_migration(self, vm_id: str, source: HostLink, dest: HostLink,
+                                  timeout: float = 600.0) -> str:
+        """Where the guest runs before (re)starting a migration: a controller
+        killed in the middle of one finds the job still running in libvirt (the
+        guest active on both ends, the target's copy paused for the incoming
+        migration); wait until libvirt has finished or abandoned it. Returns
+        "target" when the guest ended up there, else "source"."""
+        deadline = time.monotonic() + timeout
+        while True:
+            on_source = self._active(source, vm_id)
+            on_target = self._active(dest, vm_id)
+            if on_source and self._job_running(source, vm_id):
+                on_target = True  # the source is still in a job: wait for its outcome
+            if on_target and not on_source:
+                return "target"
+            if not on_target:
+                return "source"
+            if time.monotonic() > deadline:
+                raise Failed(f"an earlier migration to {dest.name} is still in progress after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _job_running(link: HostLink, vm_id: str) -> bool:
+        dom = link.lookup(vm_id)
+        if dom is None:
+            return False
+        try:
+            return dom.jobInfo()[0] not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
+                                            libvirt.VIR_DOMAIN_JOB_FAILED, libvirt.VIR_DOMAIN_JOB_CANCELLED)
+        except libvirt.libvirtError:
+            return False
+
+    @staticmethod
+    def _active(link: HostLink, vm_id: str) -> bool:
+        dom = link.lookup(vm_id)
+        try:
+            return dom is not None and bool(dom.isActive())
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False  # undefined between the lookup and the question (a migration's end)
+            raise
 
     def _wait_target_gone(self, dest: HostLink, vm_id: str, timeout: float = 30.0) -> None:
         """After a failed or aborted migration the target's libvirtd tears down
