@@ -22,6 +22,18 @@ GIB = 1024 ** 3
 # Hosts with this storage see the appliance's own folders (images, VM disks) at
 # the same paths; any other name is storage of their own, reached through libvirt.
 APPLIANCE_STORAGE = "shared"
+# The architecture of the guests the domain builder makes (appliance/virt/domain.py).
+GUEST_ARCH = "x86_64"
+
+
+def guest_arch(info: dict) -> str:
+    """What the host offers ArchFilter: GUEST_ARCH when its QEMU can run such
+    guests (natively or emulated), else its own architecture. An inventory
+    recorded before the guest architectures were (older store) counts as able."""
+    arches = info.get("guest_arches")
+    if arches is None or GUEST_ARCH in arches:
+        return GUEST_ARCH
+    return info.get("arch") or ""
 MOVE_KINDS = ("migrate", "move")
 
 _ALLOCATED = """
@@ -89,7 +101,7 @@ def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostStat
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
         states.append(HostState(
             name=host["name"], state=host["state"] or "enabled", up=host_is_up(host, now, heartbeat_age),
-            arch=info.get("arch") or "", cpus=int(info.get("cpus") or 0),
+            arch=guest_arch(info), cpus=int(info.get("cpus") or 0),
             memory_mib=int(info.get("memory_mib") or 0), disk_gib=float(info.get("disk_bytes") or 0) / GIB,
             cpu_ratio=host["cpu_ratio"] or 16.0, ram_ratio=host["ram_ratio"] or 1.5,
             disk_ratio=host["disk_ratio"] or 1.0, reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
@@ -132,6 +144,7 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
     """One scheduling decision for a VM of this spec; the caller records the claim."""
     request = Request(
         vm=spec["name"], cpus=spec["cpus"], memory_mib=spec["memory"], disk_gib=disk_bytes(store, spec) / GIB,
+        arch=GUEST_ARCH,
         node_selector=spec.get("node_selector") or {}, group=group_of(store, spec, vm_id),
         ignore_hosts=ignore_hosts, only_hosts=only_hosts, storage=storage,
     )

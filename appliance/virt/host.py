@@ -154,16 +154,25 @@ class LibvirtHost:
         assert self.conn is not None
         arch, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
         if self._cpu is None or self._cpu[0] is not self.conn:  # the capabilities change only with the host
-            self._cpu = (self.conn, self._cpu_model())
-        return {"arch": arch, "cpu_model": self._cpu[1], "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
+            self._cpu = (self.conn, *self._capabilities())
+        return {"arch": arch, "cpu_model": self._cpu[1], "guest_arches": self._cpu[2],
+                "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
                 "free_memory_bytes": self.conn.getFreeMemory(), "hostname": self.conn.getHostname(),
                 "libvirt_version": self.conn.getLibVersion()}
 
-    def _cpu_model(self) -> str:
+    def _capabilities(self) -> tuple[str, list[str]]:
+        """The CPU model, and the guest architectures QEMU can run here (with KVM
+        or emulated), from the capabilities."""
         try:
             caps = ET.fromstring(self.conn.getCapabilities())
         except (libvirt.libvirtError, ET.ParseError):
-            return ""
+            return "", []
         model = caps.find("./host/cpu/model")
         vendor = caps.find("./host/cpu/vendor")
-        return " ".join(e.text for e in (vendor, model) if e is not None and e.text)
+        cpu = " ".join(e.text for e in (vendor, model) if e is not None and e.text)
+        arches = {g.get("name") for g in caps.findall("./guest/arch") if g.get("name")}
+        if self.uri.startswith("test:"):
+            # libvirt's simulation driver lists only i686 but defines and "runs"
+            # the appliance's x86_64 domains all the same.
+            arches.add("x86_64")
+        return cpu, sorted(arches)
