@@ -26,9 +26,10 @@ class Cluster:
     def conn(self, host: str) -> libvirt.virConnect:
         return libvirt.open(self.hosts[host].uri)
 
-    def _domains(self, vm_id: str) -> dict[str, bool]:
-        """host -> whether this VM's domain is active there, for the hosts whose
-        libvirtd answers and that have it defined."""
+    def _domains(self, vm_id: str, running: bool = False) -> dict[str, bool]:
+        """host -> whether this VM's domain is active (or, with `running`, its
+        guest executing: not paused, e.g. in a start that QEMU then refuses)
+        there, for the hosts whose libvirtd answers and that have it defined."""
         found = {}
         for name, host in self.hosts.items():
             try:
@@ -36,7 +37,8 @@ class Cluster:
             except libvirt.libvirtError:
                 continue  # a dead host shows nothing
             try:
-                found[name] = bool(conn.lookupByUUIDString(vm_id).isActive())
+                dom = conn.lookupByUUIDString(vm_id)
+                found[name] = dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING if running else bool(dom.isActive())
             except libvirt.libvirtError:
                 pass
             finally:
@@ -46,6 +48,10 @@ class Cluster:
     def active_on(self, vm_id: str) -> list[str]:
         """The reachable hosts where this VM's domain is running, from libvirt itself."""
         return [name for name, active in self._domains(vm_id).items() if active]
+
+    def running_on(self, vm_id: str) -> list[str]:
+        """The reachable hosts where this VM's guest executes."""
+        return [name for name, running in self._domains(vm_id, running=True).items() if running]
 
     def defined_on(self, vm_id: str) -> list[str]:
         return list(self._domains(vm_id))
