@@ -56,6 +56,7 @@ class HostLink:
         self.next_attempt = 0.0
         self.down_since: float | None = None
         self.next_evacuation = 0.0
+        self.connecting = False  # a connect is under way in the connector pool
         self.identities: dict[str, dict | None] = {}  # domain uuid -> its appliance <metadata>
 
     @property
@@ -95,6 +96,8 @@ class Controller:
         self._links_lock = threading.Lock()
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        self._connector = ThreadPoolExecutor(max_workers=4, thread_name_prefix="connect")
+        self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._busy: set[str] = set()  # VM ids with an operation in a worker
         self._busy_lock = threading.Lock()
         self._migrating: set[str] = set()  # VM ids in a live migration
@@ -172,6 +175,7 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self._connector.shutdown(wait=False, cancel_futures=True)
         self.prober.stop()
         with self._links_lock:
             for link in self.links.values():
@@ -185,12 +189,13 @@ class Controller:
                 now = self.clock()
                 if now >= next_heartbeat:
                     self._sync_links()
-                reconnected = False
                 for link in list(self.links.values()):
-                    if not link.connected and now >= link.next_attempt:
-                        link.next_attempt = now + 1.0  # about once a second, or when nudged
-                        reconnected |= self._reconnect(link)
-                if reconnected:
+                    if not link.connecting and not link.connected and now >= link.next_attempt:
+                        link.next_attempt = now + 1.0  # about once a second
+                        link.connecting = True
+                        self._connector.submit(self._connect_in_background, link)
+                if self._reconnected.is_set():
+                    self._reconnected.clear()
                     next_resync = 0.0
                 self._drain_events()
                 if now >= next_heartbeat:
@@ -205,6 +210,18 @@ class Controller:
                 log.exception("controller loop")
                 time.sleep(0.5)
             self._listener.wait(0.5)
+
+    def _connect_in_background(self, link: HostLink) -> None:
+        """Connections are opened off the loop: a host that hangs on connect
+        (an ssh tunnel to a machine that went dark) stalls only its own link."""
+        try:
+            if self._reconnect(link):
+                self._reconnected.set()
+                self._nudge()
+        except Exception:  # noqa: BLE001 - a connector thread must not die silently
+            log.exception("connecting to %s", link.name)
+        finally:
+            link.connecting = False
 
     def _reconnect(self, link: HostLink) -> bool:
         """Connect (again); False while libvirt is unreachable. An outage is one
@@ -231,7 +248,7 @@ class Controller:
         link.was_up, link.reported_down, link.down_since = True, False, None
         log.info("connected to %s (%s)", link.name, link.uri)
         self.store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
-        self._record_host(link, up=True)
+        self._record_host(link, up=True, info=self._inventory(link))  # up with what it has: placeable at once
         return True
 
     def _record_host(self, link: HostLink, up: bool, info: dict | None = None) -> None:
@@ -242,16 +259,26 @@ class Controller:
             if self.store.host_exists(link.name):
                 self.store.update_host(link.name, **fields)
 
+    def _inventory(self, link: HostLink) -> dict | None:
+        try:
+            info = link.lv.inventory()
+            info["disk_bytes"], info["disk_free_bytes"] = self._storage_bytes(link)
+            return info
+        except libvirt.libvirtError:
+            return None
+
     def _heartbeat(self) -> None:
         for link in list(self.links.values()):
+            if link.connecting:  # its connector records it; a connect that hangs counts as down
+                if link.down_since is None and not link.was_up:
+                    link.down_since = self.clock()
+                self._maybe_evacuate(link)
+                continue
             up = link.connected
             info = None
             if up:
-                try:
-                    info = link.lv.inventory()
-                    info["disk_bytes"], info["disk_free_bytes"] = self._storage_bytes(link)
-                except libvirt.libvirtError:
-                    up = False
+                info = self._inventory(link)
+                up = info is not None
             if not up and link.down_since is None:
                 link.down_since = self.clock()
             self._record_host(link, up, info)
