@@ -292,8 +292,7 @@ class Controller:
         appliance's own folder, or (storage of its own) the file system under
         its image pool."""
         if self._own_storage(link.name) and link.conn is not None:
-            pool = storage.ensure_pool(link.conn, storage.images_pool_name(self.config.images_dir),
-                                       self.config.images_dir)
+            pool = self._images_pool(link.conn)
             pool.refresh(0)
             _state, capacity, _allocation, available = pool.info()
             return capacity, available
@@ -711,6 +710,15 @@ class Controller:
         """The host does not see the appliance's folders: its VM files are made through libvirt."""
         return self._storage_of(host) != placement.APPLIANCE_STORAGE
 
+    def _images_pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
+        """A host's pool of base images (storage of its own), at the appliance's images path."""
+        return storage.ensure_pool(conn, storage.images_pool_name(self.config.images_dir), self.config.images_dir)
+
+    def _upload_image(self, conn: libvirt.virConnect, row: dict) -> tuple[libvirt.virStorageVol, dict]:
+        """The VM's base image on the host (uploaded once per host)."""
+        image = self.store.get_image(row["spec"]["image"])
+        return storage.upload(conn, self._images_pool(conn), Path(image["path"]).name, Path(image["path"])), image
+
     def _ensure_files_here(self, row: dict, plan: domain.DomainPlan) -> None:
         if not plan.root_disk.exists():
             image = self.store.get_image(row["spec"]["image"])
@@ -731,10 +739,7 @@ class Controller:
         assert conn is not None
         pool = storage.ensure_pool(conn, storage.vm_pool_name(row["id"]), plan.vm_dir)
         if storage.lookup(pool, plan.root_disk.name) is None:
-            image = self.store.get_image(row["spec"]["image"])
-            images_pool = storage.ensure_pool(conn, storage.images_pool_name(self.config.images_dir),
-                                              self.config.images_dir)
-            base = storage.upload(conn, images_pool, Path(image["path"]).name, Path(image["path"]))
+            base, image = self._upload_image(conn, row)
             storage.create_volume(pool, plan.root_disk.name, image["virtual_size"], "qcow2",
                                   backing=(base.path(), image["format"]))
         for disk in row["spec"]["disks"]:
@@ -777,10 +782,7 @@ class Controller:
         plan = self.plan(row)
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
         if self._own_storage(dest.name):
-            image = self.store.get_image(row["spec"]["image"])
-            images_pool = storage.ensure_pool(dest.conn, storage.images_pool_name(self.config.images_dir),
-                                              self.config.images_dir)
-            storage.upload(dest.conn, images_pool, Path(image["path"]).name, Path(image["path"]))
+            self._upload_image(dest.conn, row)  # the overlay's backing file, at the same path
             dest_pool = storage.ensure_pool(dest.conn, storage.vm_pool_name(row["id"]), plan.vm_dir)
         for path, _size in self._writable_disks(row, plan):
             tmp = path.with_name(f".{path.name}.move")
