@@ -34,7 +34,6 @@ def guest_arch(info: dict) -> str:
     if arches is None or GUEST_ARCH in arches:
         return GUEST_ARCH
     return info.get("arch") or ""
-MOVE_KINDS = ("migrate", "move")
 
 _ALLOCATED = """
 SELECT v.host,
