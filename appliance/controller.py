@@ -25,7 +25,7 @@ import libvirt_qemu
 
 from appliance import placement
 from appliance.config import Config
-from appliance.errors import Failed
+from appliance.errors import Failed, NotFound
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
@@ -703,7 +703,7 @@ class Controller:
     def _storage_of(self, host: str | None) -> str:
         try:
             return self.store.get_host(host)["storage"] or placement.APPLIANCE_STORAGE
-        except Exception:  # noqa: BLE001 - an unknown host has no storage of its own
+        except NotFound:  # an unknown host has no storage of its own
             return placement.APPLIANCE_STORAGE
 
     def _own_storage(self, host: str | None) -> bool:

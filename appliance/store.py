@@ -369,18 +369,19 @@ class Store:
         with self.transaction() as db:
             db["hosts"].upsert(row, pk="name")
 
-    def list_hosts(self) -> list[dict]:
-        rows = list(self.db.query("SELECT * FROM hosts ORDER BY name"))
+    def list_hosts(self, where: str = "", params: list | None = None) -> list[dict]:
+        sql = "SELECT * FROM hosts" + (f" WHERE {where}" if where else "") + " ORDER BY name"
+        rows = list(self.db.query(sql, params or []))
         for row in rows:
             row["info"] = json.loads(row["info"] or "{}")
             row["labels"] = json.loads(row["labels"] or "{}")
         return rows
 
     def get_host(self, name: str) -> dict:
-        for row in self.list_hosts():
-            if row["name"] == name:
-                return row
-        raise NotFound(f"no host named {name!r}", "host")
+        rows = self.list_hosts("name = ?", [name])
+        if not rows:
+            raise NotFound(f"no host named {name!r}", "host")
+        return rows[0]
 
     def host_exists(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM hosts WHERE name = ?", [name]).fetchone() is not None
