@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import libvirt
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,12 @@ DEMO_IMAGE = Path(os.environ.get("VMAPP_DEMO_IMAGE", ROOT / ".cache" / "images" 
 LIBVIRT_URI = os.environ.get("VMAPP_LIBVIRT_URI", "qemu:///system")
 BOOT_LINE = "vm-appliance demo guest: booted"
 READY_LINE = "vm-appliance demo guest: ready"
+
+
+def require_demo_image() -> None:
+    """Fail (not skip) a real-guest suite when the demo image was not built."""
+    if not DEMO_IMAGE.exists():
+        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image` (packaging/build-demo-image.sh)")
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appliance_process import DEMO_IMAGE
+from tests.appliance_process import require_demo_image
 from tests.cluster_helpers import start_cluster
 from tests.local_hosts import LocalHost
 
@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_image():
-    if not DEMO_IMAGE.exists():
-        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image` (packaging/build-demo-image.sh)")
+    require_demo_image()
 
 
 @pytest.fixture(scope="module")

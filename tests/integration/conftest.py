@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.appliance_process import DEMO_IMAGE, Appliance
+from tests.appliance_process import Appliance, require_demo_image
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_image():
-    if not DEMO_IMAGE.exists():
-        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image` (packaging/build-demo-image.sh)")
+    require_demo_image()
 
 
 @pytest.fixture(scope="module")
