@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
 
+log = logging.getLogger("vmctl.config")
 DEFAULT_HOME = "./.appliance"
+# 2: metrics_public defaults to false. A config.json without a version was
+# written by an older appliance, which saved its defaults with the admin's
+# choices, so its `metrics_public: true` cannot be told from a choice.
+CONFIG_VERSION = 2
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 @dataclasses.dataclass
 class Config:
     home: Path
+    config_version: int = CONFIG_VERSION
     listen: str = DEFAULT_LISTEN
     accel: str = "auto"  # auto | kvm | tcg
     libvirt_uri: str = "qemu:///system"
@@ -29,10 +36,20 @@ class Config:
     threads: int = 8
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
     max_wait: float = 3600.0  # the longest wait a client may ask for
-    metrics_public: bool = True
+    # /metrics wants the API token unless this is set (SECURITY.md).
+    metrics_public: bool = False
+    # /metrics reports the libvirt domains the appliance manages; this adds the
+    # others on its hosts' libvirtds (managed="false"), which may be other tenants'.
+    metrics_all_domains: bool = False
     # Where `vmctl serve` mounts the file system view: relative to home, or
     # absolute; None for no mount (--no-mount).
     mount: str | None = "mnt"
+    # Host URIs (appliance/hosturi.py): the folders whose unix sockets a
+    # qemu+unix host may name, and whether libvirt's test driver may be added
+    # as a host (the appliance's own tests only).
+    host_socket_dirs: list[str] = dataclasses.field(default_factory=lambda: [
+        "/run/libvirt", "/var/run/libvirt", "/var/lib/vm-appliance/local-hosts"])
+    allow_test_hosts: bool = False
     # Members of this group may use the mount too (allow_other); None: its owner only.
     mount_group: str | None = None
     # Placement: "spread" (most free RAM/CPU first, Nova's default) or "pack"
@@ -68,6 +85,11 @@ class Config:
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """Where a qemu+ssh host's keyfile= may point: the appliance's own keys."""
+        return self.home / "ssh"
 
     @property
     def token_path(self) -> Path:
@@ -118,4 +140,8 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["home"] = Path(home)
+        if data.get("config_version", 1) < 2 and data.pop("metrics_public", False):
+            log.warning("%s: metrics_public was the old default and is now off: /metrics wants the token "
+                        "(set \"metrics_public\": true to keep it public)", path)
+        data["config_version"] = CONFIG_VERSION
         return cls(**data)

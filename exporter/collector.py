@@ -168,11 +168,14 @@ class LibvirtCollector:
         uptimes: Callable[[], dict[str, float]] = dict,
         chunks: int = CHUNKS,
         connections: int = CONNECTIONS,
+        managed_only: bool = False,
     ):
         self.chunks = chunks
         self.connections = connections
         self.targets = targets
         self.names = names
+        # Leave out the domains `names` does not know (another tenant's on a shared libvirtd).
+        self.managed_only = managed_only
         self.uptimes = uptimes
         self.open_connection = open_connection
         self.deadline = deadline
@@ -313,6 +316,8 @@ class LibvirtCollector:
             managed_names = {names[uuid] for uuid, _, _ in sample.domains if uuid in names}
             for uuid, dom_name, stats in sample.domains:
                 managed = uuid in names
+                if not managed and self.managed_only:
+                    continue
                 vm = names[uuid] if managed else dom_name
                 if vm in seen or (not managed and vm in managed_names):
                     errors += 1

@@ -11,7 +11,6 @@ process) the histogram is registered directly.
 """
 from __future__ import annotations
 
-import hmac
 import os
 import time
 
@@ -88,7 +87,11 @@ class ScrapeDuration:
 
 def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
                    api_metrics: bool = True, deadline: float = 5.0, heartbeat_age: float | None = None,
-                   **collector_args) -> CollectorRegistry:
+                   all_domains: bool = False, **collector_args) -> CollectorRegistry:
+    """all_domains: with a store, also report the libvirt domains the appliance
+    does not manage (managed="false"); off by default, as they may be other
+    tenants' (SECURITY.md). Without a store (`vmctl exporter`) every domain of
+    the host is reported: that exporter has no notion of its own."""
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
         if multiprocess_dir():
@@ -101,7 +104,8 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
                 registry.register(collector)
     if store is not None:
         libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri), store_names(store),
-                                             uptimes=store_uptimes(store), deadline=deadline, **collector_args)
+                                             uptimes=store_uptimes(store), deadline=deadline,
+                                             managed_only=not all_domains, **collector_args)
         collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
     else:
         target = Target(host_name, libvirt_uri)
@@ -111,19 +115,13 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
 
 
 class MetricsResource:
-    """GET /metrics. Public by default; with a token (config metrics_public = false)
-    it wants `Authorization: Bearer TOKEN` like /v1 (Prometheus: `authorization:`)."""
+    """GET /metrics. Who may read it is the API's token check (appliance/api/auth.py):
+    the token is needed unless the admin set metrics_public (Prometheus sends it
+    with `authorization: {credentials_file: HOME/token}`)."""
 
-    def __init__(self, registry: CollectorRegistry, token: str | None = None):
+    def __init__(self, registry: CollectorRegistry):
         self.registry = registry
-        self.token = token.encode() if token else None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if self.token is not None:
-            scheme, _, supplied = (req.get_header("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), self.token):
-                raise falcon.HTTPUnauthorized(title="Unauthorized", description="metrics_public is off: "
-                                              "send Authorization: Bearer <token from HOME/token>",
-                                              challenges=["Bearer"])
         resp.data = generate_latest(self.registry)
         resp.content_type = CONTENT_TYPE_LATEST

@@ -1,13 +1,13 @@
 """Build the Falcon app from an injected service; gunicorn calls get_app()."""
 from __future__ import annotations
 
-import hmac
 import os
 
 import falcon
 
 from appliance import errors
 from appliance.api import openapi, resources
+from appliance.api.auth import TokenAuth, public
 from appliance.service import Service
 from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
@@ -21,7 +21,6 @@ STATUS = {
     errors.Timeout: falcon.HTTP_504,
     errors.Failed: falcon.HTTP_500,
 }
-PUBLIC = ("/healthz", "/readyz", "/metrics", "/v1/openapi.json")
 
 
 def _status_of(err: errors.ApplianceError) -> str:
@@ -46,57 +45,50 @@ def _serialize_http_error(req, resp, exception: falcon.HTTPError) -> None:
     resp.media = body
 
 
-class BearerToken:
-    """Every /v1 route needs `Authorization: Bearer TOKEN`."""
-
-    def __init__(self, token: str):
-        self.token = token.encode()
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path in PUBLIC or not req.path.startswith("/v1"):
-            return
-        header = req.get_header("Authorization") or ""
-        scheme, _, supplied = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), self.token):
-            raise falcon.HTTPUnauthorized(
-                title="Unauthorized", description="send Authorization: Bearer <token from HOME/token>",
-                challenges=["Bearer"])
-
-
 def create_app(service: Service, token: str) -> falcon.App:
     # RequestMetrics first, so that refused requests are timed too.
     metrics = RequestMetrics()
-    app = falcon.App(middleware=[metrics, BearerToken(token)])
+    auth = TokenAuth(token, public_paths=frozenset())
+    app = falcon.App(middleware=[metrics, auth])
     metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
     app.set_error_serializer(_serialize_http_error)
+    public_paths: set[str] = set()
 
-    health = resources.Health(service)
-    app.add_route("/healthz", health)
-    app.add_route("/readyz", health, suffix="ready")
-    app.add_route("/v1/openapi.json", openapi.OpenAPI())
-    app.add_route("/v1/vms", resources.VMs(service))
-    app.add_route("/v1/vms/{name}", resources.VM(service))
-    app.add_route("/v1/vms/{name}/{file}", resources.VMFile(service))
+    def route(path: str, resource: object, **kwargs: str) -> None:
+        app.add_route(path, resource, **kwargs)
+        if getattr(resource, "auth_public", False):
+            public_paths.add(path)
+
+    health = public(resources.Health(service))
+    route("/healthz", health)
+    route("/readyz", health, suffix="ready")
+    route("/v1/openapi.json", public(openapi.OpenAPI()))
+    route("/v1/vms", resources.VMs(service))
+    route("/v1/vms/{name}", resources.VM(service))
+    route("/v1/vms/{name}/{file}", resources.VMFile(service))
     operations = resources.Operations(service)
-    app.add_route("/v1/operations", operations)
-    app.add_route("/v1/operations/{op_id}", operations, suffix="item")
-    app.add_route("/v1/events", resources.Events(service))
+    route("/v1/operations", operations)
+    route("/v1/operations/{op_id}", operations, suffix="item")
+    route("/v1/events", resources.Events(service))
     images = resources.Images(service)
-    app.add_route("/v1/images", images)
-    app.add_route("/v1/images/{name}", images, suffix="item")
+    route("/v1/images", images)
+    route("/v1/images/{name}", images, suffix="item")
     hosts = resources.Hosts(service)
-    app.add_route("/v1/hosts", hosts)
-    app.add_route("/v1/hosts/{name}", hosts, suffix="item")
-    app.add_route("/v1/hosts/{name}/{file}", resources.HostFile(service))
+    route("/v1/hosts", hosts)
+    route("/v1/hosts/{name}", hosts, suffix="item")
+    route("/v1/hosts/{name}/{file}", resources.HostFile(service))
     groups = resources.Groups(service)
-    app.add_route("/v1/groups", groups)
-    app.add_route("/v1/groups/{name}", groups, suffix="item")
-    # Prometheus (exporter/): no token unless metrics_public is off; libvirt is first asked at the first scrape.
-    app.add_route("/metrics", MetricsResource(build_registry(service.store, service.config.libvirt_uri,
-                                                             heartbeat_age=service.config.heartbeat_age),
-                                              token=None if service.config.metrics_public else token))
+    route("/v1/groups", groups)
+    route("/v1/groups/{name}", groups, suffix="item")
+    # Prometheus (exporter/): wants the token unless the admin made it public
+    # (config metrics_public); libvirt is first asked at the first scrape.
+    config = service.config
+    scrape = MetricsResource(build_registry(service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
+                                            all_domains=config.metrics_all_domains))
+    route("/metrics", public(scrape) if config.metrics_public else scrape)
+    auth.public_paths = frozenset(public_paths)
     return app
 
 

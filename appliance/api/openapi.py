@@ -227,6 +227,12 @@ PATHS = {
                           "responses": {"200": _json({"type": "object"})}}},
     "/readyz": {"get": {"summary": "the store and libvirt are reachable", "security": [],
                          "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
+    "/v1/openapi.json": {"get": {"summary": "this document", "security": [],
+                                 "responses": {"200": _json({"type": "object"})}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (the token too, unless config metrics_public)",
+                         "responses": {"200": {"description": "Prometheus text format",
+                                               "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                       "401": ERROR}}},
     "/v1/vms": {
         "get": {"summary": "list VMs", "parameters": [
             {"name": "state", "in": "query", "schema": {"type": "string"}},

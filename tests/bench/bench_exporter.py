@@ -81,14 +81,14 @@ def scrape_round(targets: dict[str, dict], rounds: int) -> dict:
     daemon = libvirtd_pid()
     for target in targets.values():  # warm up: connections open, caches filled
         for _ in range(2):
-            target["last"] = session.get(target["url"], timeout=30).text
+            target["last"] = session.get(target["url"], headers=target.get("headers"), timeout=30).text
         target["times"], target["cpu"], target["libvirtd_cpu"], target["complete"] = [], 0.0, 0.0, 0
     for _ in range(rounds):
         for name, target in targets.items():  # alternate, so that noise falls on all alike
             cpu_before = cpu_seconds_of_tree(target["pid"])
             daemon_before = cpu_seconds_of_tree(daemon) if daemon else 0.0
             started = time.perf_counter()
-            resp = session.get(target["url"], timeout=60)
+            resp = session.get(target["url"], headers=target.get("headers"), timeout=60)
             target["times"].append(time.perf_counter() - started)
             time.sleep(0.05)  # let /proc catch up with the CPU the answer cost
             target["cpu"] += cpu_seconds_of_tree(target["pid"]) - cpu_before
@@ -135,7 +135,8 @@ def bench_running(vms: int, rounds: int, workdir: Path) -> dict:
         targets = {
             "vmctl_exporter": {"url": f"http://127.0.0.1:{ours_port}/metrics", "pid": ours.pid},
             REFERENCE: {"url": f"http://127.0.0.1:{ref_port}/metrics", "pid": ref.pid},
-            "api_metrics": {"url": f"{app.url}/metrics", "pid": app.proc.pid},
+            "api_metrics": {"url": f"{app.url}/metrics", "pid": app.proc.pid,
+                            "headers": {"Authorization": f"Bearer {app.token}"}},
         }
         for name in ("vmctl_exporter", REFERENCE):
             wait_http(targets[name]["url"], ours if name == "vmctl_exporter" else ref)

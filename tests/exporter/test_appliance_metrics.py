@@ -1,6 +1,7 @@
 """Appliance families from the store, /metrics on the REST app, multiprocess mode, vmctl exporter."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,13 +131,13 @@ def test_publish_reconcile_copies_the_controllers_duration(store):
     assert store.get_meta(RECONCILE_KEY) == "0.031"
 
 
-def test_metrics_route_public_and_request_histogram_by_route_template(store, config):
+def test_metrics_route_and_request_histogram_by_route_template(store, config):
     client = testing.TestClient(create_app(Service(store, config), "sekret"))
     assert client.simulate_get("/v1/vms").status_code == 401
     auth = {"Authorization": "Bearer sekret"}
     assert client.simulate_get("/v1/vms", headers=auth).status_code == 200
     assert client.simulate_get("/v1/vms/nope", headers=auth).status_code == 404
-    resp = client.simulate_get("/metrics")  # no token
+    resp = client.simulate_get("/metrics", headers=auth)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
     assert 'vmappliance_api_request_duration_seconds_count{method="GET",route="/v1/vms",status="401"}' in text
@@ -148,12 +149,35 @@ def test_metrics_route_public_and_request_histogram_by_route_template(store, con
     promtool_check(resp.content)
 
 
-def test_metrics_want_the_token_when_metrics_public_is_off(store, config):
-    config.metrics_public = False
+def test_metrics_want_the_token_by_default(store, config):
+    """Issue 9, finding 13: /metrics was public by default."""
+    assert Config(home=config.home).metrics_public is False
     client = testing.TestClient(create_app(Service(store, config), "sekret"))
-    assert client.simulate_get("/metrics").status_code == 401
+    for spelling in ("/metrics", "//metrics", "/metrics/", "/%2Fmetrics"):
+        assert client.simulate_get(spelling).status_code == 401, spelling
     resp = client.simulate_get("/metrics", headers={"Authorization": "Bearer sekret"})
     assert resp.status_code == 200 and "vmappliance_host_up" in resp.text
+
+
+def test_metrics_public_when_the_admin_says_so(store, config):
+    config.metrics_public = True
+    client = testing.TestClient(create_app(Service(store, config), "sekret"))
+    resp = client.simulate_get("/metrics")
+    assert resp.status_code == 200 and "vmappliance_host_up" in resp.text
+    assert client.simulate_get("/v1/vms").status_code == 401  # the rest still wants the token
+
+
+def test_an_old_homes_metrics_public_default_is_dropped(tmp_path):
+    """A config.json written before config_version 2 saved metrics_public: true as
+    the default of its day: the upgraded appliance asks for the token."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text(json.dumps({"home": str(home), "metrics_public": True, "workers": 3}))
+    loaded = Config.load(home)
+    assert loaded.metrics_public is False and loaded.workers == 3
+    loaded.metrics_public = True
+    loaded.save()
+    assert Config.load(home).metrics_public is True  # a choice made after the upgrade stays
 
 
 WORKER = """
@@ -202,3 +226,15 @@ def test_vmctl_exporter_standalone():
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_metrics_leave_out_domains_the_appliance_does_not_manage(store, config):
+    """Issue 9, finding 13: /metrics listed every domain on the libvirtd, other
+    tenants' included. libvirt's test driver holds one such domain, "test"."""
+    auth = {"Authorization": "Bearer sekret"}
+    text = testing.TestClient(create_app(Service(store, config), "sekret")).simulate_get("/metrics", headers=auth).text
+    assert 'vmappliance_host_up{host="local"} 1.0' in text
+    assert 'managed="false"' not in text and 'domain="test"' not in text
+    config.metrics_all_domains = True
+    text = testing.TestClient(create_app(Service(store, config), "sekret")).simulate_get("/metrics", headers=auth).text
+    assert 'vmappliance_vm_info{domain="test",host="local",managed="false",vm="test"} 1.0' in text

@@ -44,6 +44,7 @@ global:
 scrape_configs:
   - job_name: appliance
     metrics_path: /metrics
+    authorization: {{type: Bearer, credentials_file: {appliance.home / "token"}}}
     static_configs:
       - targets: ["127.0.0.1:{appliance.port}"]
 """) as url:
@@ -114,6 +115,6 @@ def test_api_histogram_sums_both_gunicorn_workers(appliance, prometheus):
 
 
 def test_promtool_accepts_the_scraped_text(appliance, prometheus):
-    resp = requests.get(appliance.url + "/metrics", timeout=10)
+    resp = appliance.api("GET", "/metrics", timeout=10)
     assert resp.status_code == 200
     promtool_check(resp.content)

@@ -84,6 +84,9 @@ def prometheus(appliance, tmp_path_factory):
     jobs = [job for job in config["scrape_configs"] if job["job_name"] == "vm-appliance"]
     assert len(jobs) == 1
     jobs[0]["static_configs"] = [{"targets": [f"127.0.0.1:{appliance.port}"]}]
+    # The shipped job sends the token from a file (/metrics wants it by default): point it at this home's.
+    assert jobs[0]["authorization"]["type"] == "Bearer", jobs[0]
+    jobs[0]["authorization"]["credentials_file"] = str(appliance.home / "token")
     config["scrape_configs"] = jobs
     with running_prometheus(tmp, yaml.safe_dump(config)) as url:
         yield url
@@ -162,7 +165,7 @@ def exported_names(text: str) -> set[str]:
 
 
 def test_no_dashboard_or_rule_names_an_unexported_metric(appliance, scraped):
-    resp = requests.get(appliance.url + "/metrics", timeout=10)
+    resp = appliance.api("GET", "/metrics", timeout=10)
     assert resp.status_code == 200
     exported = exported_names(resp.text) | SYNTHETIC
     used: dict[str, str] = {}
