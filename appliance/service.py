@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from appliance import placement
+from appliance import hosturi, placement
 from appliance import spec as specs
 from appliance.config import Config
 from appliance.errors import (
@@ -54,7 +54,6 @@ HOST_FILES = {"state": True, "uri": False, "capacity": False, "allocated": False
               "status.json": False}
 HOST_STATES = ("enabled", "disabled", "maintenance")
 GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
-_URI = re.compile(r"^[a-z][a-z0-9+.-]*:(//[^\s]*)?/[^\s]*$")
 HOST_RATIOS = {"cpu_ratio": (16.0, 0.1, 1000.0), "ram_ratio": (1.5, 0.1, 100.0), "disk_ratio": (1.0, 0.1, 100.0)}
 
 
@@ -732,11 +731,8 @@ class Service:
     def _host_fields(self, body: dict, creating: bool) -> dict:
         fields: dict[str, Any] = {}
         if "uri" in body or creating:
-            uri = body.get("uri")
-            if not isinstance(uri, str) or not _URI.match(uri) or len(uri) > 1024:
-                raise Invalid("must be a libvirt URI such as qemu:///system, qemu+ssh://root@h2/system "
-                              "or qemu+unix:///system?socket=/path", "uri")
-            fields["uri"] = uri
+            fields["uri"] = hosturi.validate(body.get("uri"), self.config.host_socket_dirs, self.config.ssh_dir,
+                                             allow_test=self.config.allow_test_hosts)
         for key, (default, low, high) in HOST_RATIOS.items():
             if key in body or creating:
                 value = body.get(key, default)

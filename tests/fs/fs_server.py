@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
     group = argv[argv.index("--allow-group") + 1] if "--allow-group" in argv else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # heartbeat_age: without a controller the host registered here stays up.
-    config = Config(home=home, libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600)
+    config = Config(home=home, libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600,
+                    allow_test_hosts=True)
     config.prepare()
     config.save()  # the tests' own Service (conftest's Mount) loads the same settings
     store = Store(config.db_path)

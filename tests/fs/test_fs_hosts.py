@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 import stat
 
 from appliance.service import HOST_FILES
@@ -15,7 +16,7 @@ EBUSY = os.strerror(errno.EBUSY)
 EACCES = os.strerror(errno.EACCES)
 ENOENT = os.strerror(errno.ENOENT)
 EEXIST = os.strerror(errno.EEXIST)
-SOCKET_URI = "qemu+unix:///system?socket=/nonexistent/h2/libvirt-sock"
+SOCKET_URI = "qemu+unix:///system?socket=/run/libvirt/nonexistent-h2/libvirt-sock"
 
 
 def add_host(mount: Mount, name: str = "h2", uri: str = SOCKET_URI) -> None:
@@ -185,3 +186,20 @@ def test_a_bad_group_is_einval_and_creates_nothing(mount):
         assert EINVAL in result.stderr or EACCES in result.stderr, (command, result.stderr)
     assert mount.service.list_groups() == []
     assert os.listdir(mount.mnt / "groups") == []
+
+
+def test_a_host_uri_that_would_run_a_command_is_refused(mount, tmp_path):
+    """Issue 9, finding 2, through the mount: `qemu+ext://...?command=` ran the
+    command as root at each connection attempt."""
+    marker = tmp_path / "ran-as-root"
+    script = tmp_path / "script"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    assert mount.sh("mkdir hosts/h5").returncode == 0
+    result = mount.sh(f"echo 'qemu+ext:///system?command={script}' > hosts/h5/uri")
+    assert result.returncode == 1 and f"write error: {EINVAL}" in result.stderr, result.stderr
+    result = mount.sh("echo 'qemu+ssh://%2Ftmp%2Fx@localhost/system' > hosts/h5/uri")
+    assert result.returncode == 1 and f"write error: {EINVAL}" in result.stderr, result.stderr
+    time.sleep(2.5)  # the controller's heartbeat would have connected by now
+    assert not marker.exists()
+    assert [h["name"] for h in mount.service.list_hosts()] == ["local"]

@@ -28,7 +28,8 @@ TEST_HOST_INFO = {"arch": "i686", "cpus": 16, "memory_mib": 3072, "disk_bytes": 
 @pytest.fixture
 def config(tmp_path) -> Config:
     # heartbeat_age: tests without a running controller still see the host they registered as up.
-    cfg = Config(home=tmp_path / "home", libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600)
+    cfg = Config(home=tmp_path / "home", libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600,
+                 allow_test_hosts=True)
     cfg.prepare()
     return cfg
 

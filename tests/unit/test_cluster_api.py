@@ -67,7 +67,7 @@ def test_add_host_defaults_location_and_list(client):
 
 
 def test_add_host_with_every_field(client):
-    body = {"name": "h3", "uri": "qemu+unix:///system?socket=/run/h3/libvirt-sock", "labels": {"zone": "b"},
+    body = {"name": "h3", "uri": "qemu+unix:///system?socket=/run/libvirt/h3/libvirt-sock", "labels": {"zone": "b"},
             "storage": "nfs1", "migration_address": "10.0.0.3", "state": "disabled", "cpu_ratio": 4,
             "ram_ratio": 1.0, "disk_ratio": 2.5, "reserved_memory_mib": 512}
     host = client.simulate_post("/v1/hosts", json=body).json

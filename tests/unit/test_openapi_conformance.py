@@ -18,7 +18,8 @@ TOKEN = "conformance"
 
 def _app():
     home = Path(tempfile.mkdtemp(prefix="vmapp-schemathesis-"))
-    config = Config(home=home / "home", libvirt_uri="test:///default", wait_timeout=0.2, max_wait=0.2)
+    config = Config(home=home / "home", libvirt_uri="test:///default", wait_timeout=0.2, max_wait=0.2,
+                    allow_test_hosts=True)
     config.prepare()
     store = Store(config.db_path)
     # A fixed clock and a fresh heartbeat: /readyz answers 200 as with a live controller.
