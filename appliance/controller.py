@@ -23,13 +23,13 @@ from typing import Callable
 import libvirt
 import libvirt_qemu
 
-from appliance import placement
+from appliance import hosturi, placement
 from appliance.config import Config
 from appliance.errors import Failed, NotFound
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
-from appliance.virt import cloudinit, domain, images, storage
+from appliance.virt import cloudinit, domain, images, reasons, storage
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
@@ -232,17 +232,20 @@ class Controller:
             log.warning("lost the connection to %s (%s); reconnecting", link.name, link.uri)
             self.store.add_event("host-down", f"lost the connection to host {link.name} (libvirt at {link.uri})")
             link.reported_down = True
+        refused = hosturi.refused(link.uri, self.config)
         try:
+            if refused:
+                raise ConnectionRefusedError(refused)
             link.lv.connect()
-        except libvirt.libvirtError as err:
+        except (libvirt.libvirtError, ConnectionRefusedError) as err:
             if link.down_since is None:
                 link.down_since = self.clock()
             self._record_host(link, up=False)
             if not link.reported_down:
                 link.reported_down = True
-                reason = err.get_error_message()
-                log.warning("host %s (libvirt at %s) unreachable (%s); retrying every second",
-                            link.name, link.uri, reason)
+                reason = refused or reasons.connect_reason(err)
+                log.warning("host %s (libvirt at %s) unreachable (%s); retrying every second", link.name,
+                            link.uri, err.get_error_message() if isinstance(err, libvirt.libvirtError) else err)
                 self.store.add_event("host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}")
             return False
         link.was_up, link.reported_down, link.down_since = True, False, None
@@ -637,8 +640,9 @@ class Controller:
             if self.store.get_vm_by_id(vm_id) is not None:
                 self.store.update_vm(vm_id, bump=False, last_error=None)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
-            reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else str(err)
-            log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], reason)
+            reason = reasons.operation_reason(err)
+            log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"],
+                        err.get_error_message() if isinstance(err, libvirt.libvirtError) else err)
             self._observe_after(vm_id)
             status = "cancelled" if self._op_cancelled(op) else "failed"
             self.store.update_operation(op["id"], status=status, error=reason, finished=self.clock())

@@ -24,8 +24,12 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.errors import Invalid
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 FIELD = "uri"
 MAX_LENGTH = 1024
@@ -134,3 +138,17 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
         else:
             raise _refuse(f"the parameter {name}= is not allowed (allowed: socket, keyfile, no_verify, mode)")
     return uri
+
+
+def refused(uri: str, config: Config) -> str | None:
+    """Why a host URI found in the store is not to be opened (None: it may be).
+    A URI recorded before this allowlist existed, or written into the store by
+    hand, is not opened by the controller nor by /metrics. The appliance's own
+    libvirt_uri is the admin's choice on the command line and always allowed."""
+    if uri == config.libvirt_uri:
+        return None
+    try:
+        validate(uri, config.host_socket_dirs, config.ssh_dir, allow_test=config.allow_test_hosts)
+    except Invalid as err:
+        return f"its URI is not allowed ({err.reason}); change it with PATCH /v1/hosts/NAME"
+    return None

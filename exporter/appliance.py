@@ -88,11 +88,13 @@ def publish_reconcile(controller, store: Store, stopping: threading.Event, perio
     return thread
 
 
-def store_targets(store: Store, default_uri: str) -> Callable[[], list[Target]]:
-    """The hosts the controller recorded; the configured URI as `local` before it has."""
+def store_targets(store: Store, default_uri: str,
+                  uri_allowed: Callable[[str], bool] = lambda uri: True) -> Callable[[], list[Target]]:
+    """The hosts the controller recorded; the configured URI as `local` before it has.
+    A host whose URI is not allowed (appliance/hosturi.py) is not opened."""
 
     def targets() -> list[Target]:
-        hosts = [Target(h["name"], h["uri"]) for h in store.list_hosts() if h.get("uri")]
+        hosts = [Target(h["name"], h["uri"]) for h in store.list_hosts() if h.get("uri") and uri_allowed(h["uri"])]
         return hosts or [Target("local", default_uri)]
 
     return targets

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -87,7 +88,8 @@ class ScrapeDuration:
 
 def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
                    api_metrics: bool = True, deadline: float = 5.0, heartbeat_age: float | None = None,
-                   all_domains: bool = False, **collector_args) -> CollectorRegistry:
+                   all_domains: bool = False, uri_allowed: Callable[[str], bool] = lambda uri: True,
+                   **collector_args) -> CollectorRegistry:
     """all_domains: with a store, also report the libvirt domains the appliance
     does not manage (managed="false"); off by default, as they may be other
     tenants' (SECURITY.md). Without a store (`vmctl exporter`) every domain of
@@ -103,7 +105,7 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
             for collector in metrics_scheduler.collectors():
                 registry.register(collector)
     if store is not None:
-        libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri), store_names(store),
+        libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri, uri_allowed), store_names(store),
                                              uptimes=store_uptimes(store), deadline=deadline,
                                              managed_only=not all_domains, **collector_args)
         collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]

@@ -5,7 +5,7 @@ import os
 
 import falcon
 
-from appliance import errors
+from appliance import errors, hosturi
 from appliance.api import openapi, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.service import Service
@@ -86,7 +86,8 @@ def create_app(service: Service, token: str) -> falcon.App:
     # (config metrics_public); libvirt is first asked at the first scrape.
     config = service.config
     scrape = MetricsResource(build_registry(service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
-                                            all_domains=config.metrics_all_domains))
+                                            all_domains=config.metrics_all_domains,
+                                            uri_allowed=lambda uri: hosturi.refused(uri, config) is None))
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
     return app
