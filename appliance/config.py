@@ -34,6 +34,9 @@ class Config:
     domain_prefix: str = ""
     workers: int = 2
     threads: int = 8
+    # The largest request body the API reads (JSON and file writes); image
+    # uploads stream to disk under their own bound.
+    max_body_bytes: int = 1024 * 1024
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
     max_wait: float = 3600.0  # the longest wait a client may ask for
     # /metrics wants the API token unless this is set (SECURITY.md).

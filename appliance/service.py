@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from appliance import hosturi, placement
+from appliance import hosturi, jsonio, placement
 from appliance import spec as specs
 from appliance.config import Config
 from appliance.errors import (
@@ -150,7 +150,7 @@ class Service:
     def _merge_template(self, body: dict) -> dict:
         template = body.pop("template", None)
         if template not in (None, "default"):
-            raise NotFound(f"no template named {template!r}", "template")
+            raise NotFound(f"no template named {jsonio.shown(template)}", "template")
         return {**DEFAULT_TEMPLATE, **body}
 
     def create_vm(self, body: Any) -> tuple[dict, dict]:
@@ -289,7 +289,7 @@ class Service:
         verb = verb.strip().lower()
         verb = STATE_ALIASES.get(verb, verb)
         if verb not in STATE_VERBS:
-            raise Invalid(f"{verb!r} is not a state; use one of {', '.join(STATE_VERBS)}", "state")
+            raise Invalid(f"{jsonio.shown(verb)} is not a state; use one of {', '.join(STATE_VERBS)}", "state")
         with self.store.transaction():
             row = self._vm_for_write(name, if_match)
             observed = self._observed(row)
@@ -449,7 +449,7 @@ class Service:
             return self.set_state(name, value, if_match)
         if file == "spec.json":
             try:
-                body = json.loads(text)
+                body = jsonio.loads(text)
             except ValueError as err:
                 raise Invalid(f"not JSON: {err}", "spec.json") from None
             return self.update_vm(name, body, if_match, replace=True)[1]
@@ -462,7 +462,7 @@ class Service:
             force = False
             if value.startswith("{"):
                 try:
-                    body = json.loads(value)
+                    body = jsonio.loads(value)
                 except ValueError as err:
                     raise Invalid(f"not JSON: {err}", "host") from None
                 if not isinstance(body, dict):
@@ -748,13 +748,13 @@ class Service:
             fields["labels"] = specs.validate_labels(body.get("labels") or {}, "labels")
         if "storage" in body or creating:
             value = body.get("storage", "shared")
-            if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
                 raise Invalid("must name the storage where this host finds VM disks (1-64 of A-Z a-z 0-9 _.:-); "
                               "hosts naming the same storage share disks", "storage")
             fields["storage"] = value
         if "migration_address" in body or creating:
             value = body.get("migration_address")
-            if value is not None and (not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.:\[\]-]{1,255}$", value)):
+            if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,255}", value)):
                 raise Invalid("must be a host name or IP address the other hosts reach this one at", "migration_address")
             fields["migration_address"] = value
         if "state" in body or creating:

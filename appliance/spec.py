@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import re
 from typing import Any
 
 from appliance.errors import Invalid
+from appliance.jsonio import depth_exceeds, shown
 
 RUN_STRATEGIES = ("Always", "RerunOnFailure", "Manual", "Halted")
 NETWORK_TYPES = ("none", "user", "network")
 PROTOCOLS = ("tcp", "udp")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT])?(I?B)?\s*$", re.IGNORECASE)
-_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
+_SIZE = re.compile(r"\s*(\d{1,20})\s*([KMGT])?(I?B)?\s*", re.IGNORECASE)
+_MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 _UNIT_MIB = {None: 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 MIN_MEMORY_MIB = 32
@@ -52,7 +54,7 @@ IMMUTABLE = ("image",)
 
 
 def validate_name(value: Any, field: str = "name") -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
         raise Invalid(
             "must be a DNS label: 1-63 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit",
@@ -68,9 +70,9 @@ def parse_size_mib(value: Any, field: str, minimum: int, maximum: int) -> int:
     if isinstance(value, int):
         mib = value
     elif isinstance(value, str):
-        match = _SIZE.match(value)
+        match = _SIZE.fullmatch(value)
         if not match:
-            raise Invalid(f"{value.strip()!r} is not a size such as 512, 512M or 2G", field)
+            raise Invalid(f"{shown(value.strip())} is not a size such as 512, 512M or 2G", field)
         number, unit = int(match.group(1)), match.group(2)
         scaled = number * _UNIT_MIB[unit.upper() if unit else None]
         if scaled != int(scaled):
@@ -107,7 +109,7 @@ def _network(value: Any) -> dict:
         raise Invalid("must be an object with a 'type'", "network")
     unknown = set(value) - {"type", "port_forwards", "name", "mac", "ip"}
     if unknown:
-        raise Invalid(f"unknown field {sorted(unknown)[0]!r}", "network")
+        raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", "network")
     kind = value.get("type", "user")
     if kind not in NETWORK_TYPES:
         raise Invalid(f"must be one of {', '.join(NETWORK_TYPES)}", "network.type")
@@ -116,7 +118,7 @@ def _network(value: Any) -> dict:
         return out
     mac = value.get("mac")
     if mac is not None:
-        if not isinstance(mac, str) or not _MAC.match(mac.lower()):
+        if not isinstance(mac, str) or not _MAC.fullmatch(mac.lower()):
             raise Invalid("must be a MAC address like 52:54:00:12:34:56", "network.mac")
         if int(mac[:2], 16) & 1:
             raise Invalid("must be a unicast MAC address", "network.mac")
@@ -133,7 +135,7 @@ def _network(value: Any) -> dict:
                 raise Invalid("must be an object", where)
             unknown = set(fwd) - {"host_port", "guest_port", "protocol", "host_address"}
             if unknown:
-                raise Invalid(f"unknown field {sorted(unknown)[0]!r}", where)
+                raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", where)
             protocol = fwd.get("protocol", "tcp")
             if protocol not in PROTOCOLS:
                 raise Invalid("must be tcp or udp", f"{where}.protocol")
@@ -161,7 +163,7 @@ def _network(value: Any) -> dict:
             raise Invalid("a fixed IP needs a libvirt network (type 'network')", "network.ip")
     else:
         name = value.get("name", "default")
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
             raise Invalid("must be a libvirt network name", "network.name")
         out["name"] = name
         if value.get("ip") is not None:
@@ -186,13 +188,21 @@ def _disks(value: Any) -> list[dict]:
             raise Invalid("must be an object with name and size", where)
         unknown = set(disk) - {"name", "size"}
         if unknown:
-            raise Invalid(f"unknown field {sorted(unknown)[0]!r}", where)
+            raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", where)
         name = validate_name(disk.get("name"), f"{where}.name")
         if name in names or name in ("root", "cidata"):
             raise Invalid("name already used", f"{where}.name")
         names.add(name)
         out.append({"name": name, "size": parse_size_mib(disk.get("size"), f"{where}.size", 1, MAX_DISK_MIB)})
     return out
+
+
+# Cloud-init parts, bounded (issue 9, finding 6: 30 MB of meta_data was stored
+# and returned by every GET /v1/vms). user_data: 64 KiB, OpenStack Nova's limit
+# (EC2 allows 16 KiB); meta_data and network_config: 16 KiB each as JSON.
+MAX_USER_DATA = 64 * 1024
+MAX_CLOUD_INIT_PART = 16 * 1024
+MAX_CLOUD_INIT_DEPTH = 16
 
 
 def _cloud_init(value: Any) -> dict | None:
@@ -202,14 +212,14 @@ def _cloud_init(value: Any) -> dict | None:
         raise Invalid("must be an object with user_data, meta_data, network_config", "cloud_init")
     unknown = set(value) - {"user_data", "meta_data", "network_config"}
     if unknown:
-        raise Invalid(f"unknown field {sorted(unknown)[0]!r}", "cloud_init")
+        raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", "cloud_init")
     out: dict[str, Any] = {}
     user_data = value.get("user_data")
     if user_data is not None:
         if not isinstance(user_data, str):
             raise Invalid("must be a string (#cloud-config or a #! script)", "cloud_init.user_data")
-        if len(user_data.encode()) > 64 * 1024:
-            raise Invalid("must be at most 64 KiB", "cloud_init.user_data")
+        if len(user_data.encode()) > MAX_USER_DATA:
+            raise Invalid(f"must be at most {MAX_USER_DATA // 1024} KiB", "cloud_init.user_data")
         out["user_data"] = user_data
     for key in ("meta_data", "network_config"):
         item = value.get(key)
@@ -217,18 +227,28 @@ def _cloud_init(value: Any) -> dict | None:
             continue
         if not isinstance(item, (dict, str)):
             raise Invalid("must be an object or a YAML string", f"cloud_init.{key}")
+        if depth_exceeds(item, MAX_CLOUD_INIT_DEPTH):
+            raise Invalid(f"must nest at most {MAX_CLOUD_INIT_DEPTH} levels", f"cloud_init.{key}")
+        size = len(item.encode()) if isinstance(item, str) else len(json.dumps(item).encode())
+        if size > MAX_CLOUD_INIT_PART:
+            raise Invalid(f"must be at most {MAX_CLOUD_INIT_PART // 1024} KiB", f"cloud_init.{key}")
         out[key] = item
     return out
+
+
+MAX_LABELS = 64
 
 
 def _labels(value: Any, field: str = "labels") -> dict[str, str]:
     if not isinstance(value, dict):
         raise Invalid("must be an object of string keys and values", field)
+    if len(value) > MAX_LABELS:
+        raise Invalid(f"at most {MAX_LABELS} labels", field)
     for key, item in value.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise Invalid(f"{key!r} is not a valid label key", field)
-        if not isinstance(item, str) or not _LABEL_VALUE.match(item):
-            raise Invalid(f"value of {key!r} is not a valid label value", f"{field}.{key}")
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+            raise Invalid(f"{shown(key)} is not a valid label key", field)
+        if not isinstance(item, str) or not _LABEL_VALUE.fullmatch(item):
+            raise Invalid(f"value of {shown(key)} is not a valid label value", f"{field}.{key}")
     return dict(value)
 
 
@@ -254,7 +274,7 @@ def _probe(value: Any, field: str, network: dict) -> dict | None:
         raise Invalid("must be an object with one of " + ", ".join(PROBE_KINDS), field)
     unknown = set(value) - set(PROBE_KINDS) - set(PROBE_TIMINGS)
     if unknown:
-        raise Invalid(f"unknown field {sorted(unknown)[0]!r}", field)
+        raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", field)
     kinds = [k for k in PROBE_KINDS if k in value]
     if len(kinds) != 1:
         raise Invalid("needs exactly one of " + ", ".join(PROBE_KINDS), field)

@@ -63,7 +63,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from appliance import errors
+from appliance import errors, jsonio
 from appliance.service import HOST_FILES, VM_FILES, Service
 from appliance.spec import validate_name
 
@@ -439,7 +439,7 @@ class ApplianceFS(pyfuse3.Operations):
             raise errors.Invalid("a server group's file is NAME.json", "name")
         name = file[: -len(".json")]
         try:
-            body = json.loads(text)
+            body = jsonio.loads(text)
         except ValueError as err:
             raise errors.Invalid(f"not JSON: {err}", file) from None
         if not isinstance(body, dict):
@@ -735,7 +735,7 @@ class ApplianceFS(pyfuse3.Operations):
         """Framing only, no validation: is this the whole value the writer meant?"""
         if file.endswith(".json"):
             try:
-                json.loads(text)
+                jsonio.loads(text)
             except ValueError:
                 return False
             return True

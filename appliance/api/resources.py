@@ -9,6 +9,7 @@ import json
 
 import falcon
 
+from appliance import jsonio
 from appliance.errors import Invalid
 from appliance.service import FINAL_OP_STATES, HOST_FILES, VM_FILES, Service
 
@@ -83,7 +84,7 @@ def _body_text(req: falcon.Request, file: str) -> str:
     content_type = (req.content_type or "").split(";")[0].strip()
     if content_type == falcon.MEDIA_JSON and file in VALUE_FILES:
         try:
-            body = json.loads(raw or b"null")
+            body = jsonio.loads(raw or b"null")
         except ValueError:
             raise falcon.HTTPBadRequest(title="Invalid JSON", description="the body is not JSON") from None
         if not isinstance(body, dict) or file not in body:

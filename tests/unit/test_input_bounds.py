@@ -1,0 +1,182 @@
+"""Issue 9, findings 6, 9 and 12: every input is bounded, every validator
+matches whole values, and a malformed body is a 4xx that changes nothing.
+
+- 6: a 100 MB JSON body was parsed; a 100 MB PUT .../state came back inside a
+  524 MB error; 30 MB of cloud_init.meta_data was stored and then returned by
+  every GET /v1/vms.
+- 9: `$` in Python regexes matches before a final newline: {"name": "x\\n"}
+  left a record stuck in provisioning; `mv` to a name with a newline renamed.
+- 12: deeply nested JSON answered 500 (RecursionError).
+"""
+from __future__ import annotations
+
+import io
+
+import pytest
+from falcon import testing
+
+from appliance import jsonio
+from appliance import spec as specs
+from appliance.api.app import create_app
+from appliance.api.limits import LimitedStream
+from appliance.errors import Invalid
+
+TOKEN = "sekrit"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def client(service):
+    return testing.TestClient(create_app(service, TOKEN), headers=AUTH)
+
+
+def _names(client) -> list[str]:
+    return [vm["name"] for vm in client.simulate_get("/v1/vms").json["items"]]
+
+
+# -- 6: sizes ----------------------------------------------------------------------------
+def test_a_body_over_the_cap_is_413_and_not_read(client, service):
+    body = b'{"name": "big", "labels": {"a": "' + b"x" * (2 * MIB) + b'"}}'
+    resp = client.simulate_post("/v1/vms", body=body, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413, resp.text
+    assert len(resp.content) < 1000
+    assert _names(client) == []
+
+
+def test_a_huge_state_write_is_refused_without_echoing_it(client, service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    for body in (b"x" * (2 * MIB), b"x" * (MIB - 100)):
+        resp = client.simulate_put("/v1/vms/web1/state", body=body, headers={"Content-Type": "text/plain"})
+        assert resp.status_code in (413, 422), resp.status_code
+        assert len(resp.content) < 1000, len(resp.content)
+    assert client.simulate_get("/v1/vms/web1").json["desired_state"] == "stopped"
+
+
+def test_a_stream_without_length_is_cut_at_the_cap():
+    stream = LimitedStream(io.BytesIO(b"y" * (MIB + 10)), MIB)
+    with pytest.raises(Exception) as caught:
+        stream.read()
+    assert "413" in str(getattr(caught.value, "status", ""))
+    assert LimitedStream(io.BytesIO(b"z" * 10), MIB).read() == b"z" * 10
+
+
+@pytest.mark.parametrize("cloud_init, field", [
+    ({"meta_data": {"k": "v" * (17 * 1024)}}, "cloud_init.meta_data"),
+    ({"meta_data": "a: " + "b" * (17 * 1024)}, "cloud_init.meta_data"),
+    ({"network_config": {"k": ["v" * 1024] * 17}}, "cloud_init.network_config"),
+    ({"user_data": "#!/bin/sh\n" + "x" * (65 * 1024)}, "cloud_init.user_data"),
+])
+def test_each_cloud_init_part_is_bounded(client, cloud_init, field):
+    resp = client.simulate_post("/v1/vms", json={"name": "ci", "state": "stopped", "cloud_init": cloud_init})
+    assert resp.status_code == 422 and resp.json["field"] == field, resp.text
+    assert _names(client) == []
+
+
+def test_cloud_init_parts_within_bounds_pass(client):
+    resp = client.simulate_post("/v1/vms", json={"name": "ci", "state": "stopped", "cloud_init": {
+        "user_data": "#!/bin/sh\n" + "x" * (60 * 1024), "meta_data": {"k": "v" * (15 * 1024)}}},
+                                params={"wait": "false"})
+    assert resp.status_code == 202, resp.text
+    assert _names(client) == ["ci"]
+
+
+def test_labels_are_bounded_in_number(client):
+    resp = client.simulate_post("/v1/vms", json={"name": "l", "state": "stopped",
+                                                 "labels": {f"k{i}": "v" for i in range(65)}})
+    assert resp.status_code == 422 and resp.json["field"] == "labels"
+
+
+def test_an_unknown_field_of_any_size_is_named_short(client):
+    resp = client.simulate_post("/v1/vms", json={"name": "u", "network": {"k" * 500_000: 1}})
+    assert resp.status_code == 422 and len(resp.content) < 1000
+
+
+# -- 12: nesting -----------------------------------------------------------------------------
+@pytest.mark.parametrize("depth", [40, 5000, 200_000])
+def test_deeply_nested_json_is_400_not_500(client, service, depth):
+    body = "[" * depth + "]" * depth
+    for method, path in (("POST", "/v1/vms"), ("POST", "/v1/hosts"), ("POST", "/v1/groups"),
+                         ("PATCH", "/v1/vms/web1"), ("PUT", "/v1/vms/web1/host")):
+        resp = client.simulate_request(method, path, body=body, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 400, (method, path, resp.status_code, resp.text[:200])
+    nested = '{"name": "n", "cloud_init": {"meta_data": ' + '{"a": ' * depth + "1" + "}" * depth + "}}"
+    resp = client.simulate_post("/v1/vms", body=nested, headers={"Content-Type": "application/json"})
+    assert resp.status_code == (400 if len(nested) <= MIB else 413)
+    assert _names(client) == []
+
+
+def test_nested_spec_json_written_as_a_file_is_invalid(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    with pytest.raises(Invalid) as caught:
+        service.write_vm_file("web1", "spec.json", "[" * 100_000 + "]" * 100_000)
+    assert caught.value.field == "spec.json"
+
+
+def test_moderate_nesting_in_cloud_init_is_refused_by_the_spec():
+    with pytest.raises(Invalid) as caught:
+        specs.validate({"name": "a", "image": "demo",
+                        "cloud_init": {"meta_data": jsonio.loads('{"a": ' * 20 + "1" + "}" * 20)}})
+    assert caught.value.field == "cloud_init.meta_data"
+
+
+# -- 9: whole-value matching ---------------------------------------------------------------
+BAD_ENDINGS = ["\n", "\r", "\x00", " ", "\r\n", "\t"]
+
+
+@pytest.mark.parametrize("ending", BAD_ENDINGS)
+def test_every_validated_string_field_refuses_control_characters_and_trailing_space(client, service, ending):
+    service.create_vm({"name": "base", "state": "stopped"})
+    service.create_group({"name": "grp", "policy": "anti-affinity"})
+    creates = [
+        ({"name": "x" + ending}, "name"),
+        ({"name": "ok1", "image": "demo" + ending}, "image"),
+        ({"name": "ok2", "group": "grp" + ending}, "group"),
+        ({"name": "ok3", "labels": {"k" + ending: "v"}}, "labels"),
+        ({"name": "ok4", "labels": {"k": "v" + ending}}, "labels.k"),
+        ({"name": "ok5", "node_selector": {"zone": "a" + ending}}, "node_selector.zone"),
+        ({"name": "ok6", "network": {"type": "user", "mac": "52:54:00:12:34:56" + ending}}, "network.mac"),
+        ({"name": "ok7", "network": {"type": "network", "name": "default" + ending}}, "network.name"),
+        ({"name": "ok8", "disks": [{"name": "data" + ending, "size": "1G"}]}, "disks[0].name"),
+    ]
+    for body, field in creates:
+        resp = client.simulate_post("/v1/vms", json={"state": "stopped", **body})
+        assert resp.status_code in (404, 422), (body, resp.text)
+        assert resp.json["field"] == field, (body, resp.json)
+    assert sorted(_names(client)) == ["base"]
+    resp = client.simulate_patch("/v1/vms/base", json={"name": "renamed" + ending})
+    assert resp.status_code == 422 and resp.json["field"] == "name"
+    assert client.simulate_put("/v1/vms/base/state", body="running" + ending + "x").status_code == 422
+    hosts = [
+        ({"name": "h9" + ending, "uri": "qemu+ssh://h9/system"}, "name"),
+        ({"name": "h9", "uri": "qemu+ssh://h9/system" + ending}, "uri"),
+        ({"name": "h9", "uri": "qemu+ssh://h9/system", "storage": "nfs" + ending}, "storage"),
+        ({"name": "h9", "uri": "qemu+ssh://h9/system", "migration_address": "10.0.0.9" + ending}, "migration_address"),
+        ({"name": "h9", "uri": "qemu+ssh://h9/system", "labels": {"zone": "b" + ending}}, "labels.zone"),
+    ]
+    for body, field in hosts:
+        resp = client.simulate_post("/v1/hosts", json=body)
+        assert resp.status_code == 422 and resp.json["field"] == field, (body, resp.text)
+    resp = client.simulate_post("/v1/groups", json={"name": "g" + ending, "policy": "affinity"})
+    assert resp.status_code == 422 and resp.json["field"] == "name"
+    resp = client.simulate_post("/v1/images", json={"name": "img" + ending, "path": "/nonexistent"})
+    assert resp.status_code == 422 and resp.json["field"] == "name"
+    assert [h["name"] for h in client.simulate_get("/v1/hosts").json["items"]] == ["local"]
+    assert [g["name"] for g in client.simulate_get("/v1/groups").json["items"]] == ["grp"]
+
+
+def test_a_name_with_a_newline_leaves_no_record_stuck(client, service):
+    """The reproduction: {"name": "x\\n"} was recorded and stayed in provisioning."""
+    resp = client.simulate_post("/v1/vms", json={"name": "x\n"})
+    assert resp.status_code == 422
+    assert service.store.list_vms() == []
+
+
+def test_numbers_and_sizes_take_the_newline_a_shell_writes(service):
+    """Numeric files are parsed to numbers; the newline of `echo 2 > cpus` is no part of the value."""
+    assert specs.parse_cpus("2\n") == 2
+    assert specs.parse_size_mib("512M\n", "memory", 32, 4096) == 512
+    with pytest.raises(Invalid):
+        specs.parse_size_mib("512M\n1", "memory", 32, 4096)
+    with pytest.raises(Invalid):
+        specs.parse_size_mib("9" * 500, "memory", 32, 4096)
