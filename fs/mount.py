@@ -74,7 +74,8 @@ async def _serve_until_signal() -> None:
 
 def run(config: Config, mountpoint: str | Path, service: Service | None = None, group: str | None = None) -> int:
     """Mount and serve until SIGTERM/SIGINT. With group, members of that group may use
-    the mount too (allow_other; the kernel checks modes, default_permissions)."""
+    the mount too (allow_other; the kernel checks modes, default_permissions), but
+    hosts/ and groups/ stay the owner's to change (fs/limits.py, checked per call)."""
     mountpoint = Path(mountpoint).absolute()
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)

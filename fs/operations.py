@@ -32,10 +32,10 @@ Writes: a shell writes a whole value in one write(), and reports errors from
 write() but not from close(). So a write applies the value as soon as the
 buffer holds a complete one (a newline-terminated value, a complete JSON
 document for spec.json and groups/NAME.json, or a value the service accepts
-as it is) and fails
-right there with the service's errno. Anything short of that is kept per open
-file and applied at flush (close), where only careful writers (cp, tee,
-Python) see the error.
+as it is) and fails right there with the service's errno. Anything short of
+that is kept per open file and applied at flush (close), where only careful
+writers (cp, tee, Python) see the error. A value longer than its file's cap
+(fs/limits.py) is EFBIG and dropped whole, never padded out to its offset.
 
 Reads: every file is opened with direct_io, so `cat` sees the current value
 whatever size the kernel remembered. The content is fetched at open, and again
@@ -65,7 +65,8 @@ import trio
 
 from appliance import errors, jsonio
 from appliance.service import HOST_FILES, VM_FILES, Service
-from appliance.spec import validate_name
+from fs import limits
+from fs.inodes import Inodes
 
 log = logging.getLogger("vmctl.fs")
 
@@ -110,10 +111,10 @@ def boundary(method: Callable) -> Callable:
             raise
         except errors.ApplianceError as err:
             code = errno_of(err)
-            log.info("%s: %s: %s", method.__name__, errno.errorcode[code], err.reason)
+            log.info("%s: %s: %s", method.__name__, errno.errorcode[code], limits.excerpt(err.reason))
             raise pyfuse3.FUSEError(code) from None
         except Exception:
-            log.exception("%s%r failed", method.__name__, args)
+            log.exception("%s(%s) failed", method.__name__, ", ".join(limits.excerpt(a, 60) for a in args))
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
@@ -147,65 +148,6 @@ class Handle:
     made: bool = False  # opened by create(): a new file that exists while open
 
 
-class Inodes:
-    """Stable inode numbers: path -> inode while the kernel remembers it (lookup counts)."""
-
-    def __init__(self) -> None:
-        self.by_path: dict[Path, int] = {(): pyfuse3.ROOT_INODE}
-        self.paths: dict[int, Path] = {pyfuse3.ROOT_INODE: ()}
-        self.lookups: dict[int, int] = {}
-        self._next = itertools.count(pyfuse3.ROOT_INODE + 1)
-
-    def path(self, inode: int) -> Path:
-        try:
-            return self.paths[inode]
-        except KeyError:
-            raise errors.NotFound(f"inode {inode} is gone") from None
-
-    def inode(self, path: Path) -> int:
-        inode = self.by_path.get(path)
-        if inode is None:
-            inode = next(self._next)
-            self.by_path[path] = inode
-            self.paths[inode] = path
-        return inode
-
-    def remember(self, path: Path) -> int:
-        """The inode for path, counting one more kernel reference to it."""
-        inode = self.inode(path)
-        self.lookups[inode] = self.lookups.get(inode, 0) + 1
-        return inode
-
-    def forget(self, inode: int, count: int) -> None:
-        left = self.lookups.get(inode, 0) - count
-        if left > 0:
-            self.lookups[inode] = left
-            return
-        self.lookups.pop(inode, None)
-        if inode == pyfuse3.ROOT_INODE:
-            return
-        path = self.paths.pop(inode, None)
-        if path is not None and self.by_path.get(path) == inode:
-            del self.by_path[path]
-
-    def _under(self, prefix: Path) -> list[Path]:
-        return [p for p in self.by_path if p[: len(prefix)] == prefix]
-
-    def move(self, old: Path, new: Path) -> None:
-        """A renamed directory keeps its inodes, and so do its files."""
-        self.drop(new)
-        for path in self._under(old):
-            inode = self.by_path.pop(path)
-            moved = new + path[len(old):]
-            self.by_path[moved] = inode
-            self.paths[inode] = moved
-
-    def drop(self, prefix: Path) -> None:
-        """A deleted directory: its names are free; the kernel forgets the inodes later."""
-        for path in self._under(prefix):
-            del self.by_path[path]
-
-
 class ApplianceFS(pyfuse3.Operations):
     def __init__(self, service: Service, clock: Callable[[], float] = time.time, group: int | None = None):
         """group: the gid that may use the mount besides its owner (with allow_other);
@@ -216,8 +158,10 @@ class ApplianceFS(pyfuse3.Operations):
         self.started = clock()
         self.uid = os.getuid()
         self.gid = os.getgid() if group is None else group
-        # Without a group, modes as a local file system's; with one, nothing for others.
+        # Without a group, modes as a local file system's; with one, nothing for others,
+        # and hosts/ and groups/ are the owner's to change (limits.OWNER_ONLY_TOPS).
         self.modes = (0o755, 0o644, 0o444) if group is None else (0o770, 0o660, 0o440)
+        self.owner_modes = (0o755, 0o644, 0o444) if group is None else (0o750, 0o640, 0o440)
         self.inodes = Inodes()
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, tuple[Path, list[tuple[str, Node]]]] = {}
@@ -464,11 +408,12 @@ class ApplianceFS(pyfuse3.Operations):
         attrs.generation = 0
         attrs.entry_timeout = CACHE_SECONDS
         attrs.attr_timeout = CACHE_SECONDS
+        modes = self.owner_modes if limits.owner_only(self.inodes.paths.get(inode, ())) else self.modes
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | self.modes[0]
+            attrs.st_mode = stat.S_IFDIR | modes[0]
             attrs.st_nlink = 2
         else:
-            attrs.st_mode = stat.S_IFREG | (self.modes[1] if node.writable else self.modes[2])
+            attrs.st_mode = stat.S_IFREG | (modes[1] if node.writable else modes[2])
             attrs.st_nlink = 1
         attrs.st_uid = self.uid
         attrs.st_gid = self.gid
@@ -510,6 +455,8 @@ class ApplianceFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EISDIR)
             if not node.writable:
                 raise pyfuse3.FUSEError(errno.EACCES)
+            limits.check_owner(path, ctx.uid, self.uid)
+            limits.check_size(path, attr.st_size)
             if attr.st_size != 0:
                 raise pyfuse3.FUSEError(errno.EINVAL)
             handle = self.files.get(fh) if fh is not None else None
@@ -554,6 +501,9 @@ class ApplianceFS(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
+        limits.check_owner(path, ctx.uid, self.uid)
+        if parent in (("vms",), ("hosts",)):
+            limits.check_name(path[1])
         if parent == ("vms",):
             await self._run(self._create_vm, path[1])
         elif parent == ("hosts",):
@@ -565,7 +515,6 @@ class ApplianceFS(pyfuse3.Operations):
 
     def _stage_host(self, name: str) -> None:
         """mkdir hosts/NAME: a directory in this mount's memory until its uri is written."""
-        validate_name(name, "name")
         if name in self.staged_hosts or any(h["name"] == name for h in self.service.list_hosts()):
             raise pyfuse3.FUSEError(errno.EEXIST)
         self.staged_hosts[name] = self.clock()
@@ -574,6 +523,7 @@ class ApplianceFS(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
+        limits.check_owner(path, ctx.uid, self.uid)
         if parent == ("vms",):
             await self._run(self._delete_vm, path[1])
         elif parent == ("hosts",):
@@ -593,7 +543,7 @@ class ApplianceFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         if not self.inodes.path(parent_inode_old) == self.inodes.path(parent_inode_new) == ("vms",):
             raise pyfuse3.FUSEError(errno.EACCES)
-        old, new = os.fsdecode(name_old), os.fsdecode(name_new)
+        old, new = os.fsdecode(name_old), limits.check_name(os.fsdecode(name_new))
         await self._run(self._rename_vm, old, new)
         self.inodes.move(("vms", old), ("vms", new))
 
@@ -604,7 +554,8 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         if path[0] != "groups" or len(path) != 2 or not path[1].endswith(".json"):
             raise pyfuse3.FUSEError(errno.EACCES)
-        validate_name(path[1][: -len(".json")], "name")
+        limits.check_owner(path, ctx.uid, self.uid)
+        limits.check_name(path[1][: -len(".json")])
         if path in self.new_files or self._read(self._group_exists, path[1]):
             raise pyfuse3.FUSEError(errno.EEXIST)
         made = self.clock()
@@ -621,6 +572,7 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         if path[0] != "groups" or len(path) != 2:
             raise pyfuse3.FUSEError(errno.EACCES)
+        limits.check_owner(path, ctx.uid, self.uid)
         if path in self.new_files and not self._read(self._group_exists, path[1]):
             self.new_files.pop(path, None)  # made, never written: nothing in the store
         else:
@@ -650,6 +602,8 @@ class ApplianceFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         path = self.inodes.path(inode)
         mode = flags & os.O_ACCMODE
+        if mode != os.O_RDONLY:
+            limits.check_owner(path, ctx.uid, self.uid)
         content = self._read(self._open, path, mode != os.O_RDONLY, mode != os.O_WRONLY)
         fh = next(self._handles)
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock())
@@ -676,6 +630,10 @@ class ApplianceFS(pyfuse3.Operations):
         if pos < 0:  # rewriting from before what was applied: a new value
             handle.buffer.clear()
             handle.base, pos = off, 0
+        if pos + len(buf) > limits.max_bytes(handle.path):
+            # The value would outgrow its file: refused whole, and nothing padded or kept.
+            handle.buffer.clear()
+            raise pyfuse3.FUSEError(errno.EFBIG)
         if pos > len(handle.buffer):
             handle.buffer.extend(b"\0" * (pos - len(handle.buffer)))
         handle.buffer[pos: pos + len(buf)] = buf
@@ -697,7 +655,7 @@ class ApplianceFS(pyfuse3.Operations):
             if handle.buffer:
                 await self._apply(handle, final=True)
         except errors.ApplianceError as err:
-            log.info("release: %s left unapplied: %s", "/".join(handle.path), err.reason)
+            log.info("release: %s left unapplied: %s", "/".join(handle.path), limits.excerpt(err.reason))
         finally:
             if handle.made:
                 self.new_files.pop(handle.path, None)

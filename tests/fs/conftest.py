@@ -4,9 +4,11 @@ process by pid even when a test fails."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,3 +121,20 @@ def held_processes():
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def as_nobody(command: str, cwd: Path, groups: str = "") -> subprocess.CompletedProcess:
+    """The command as uid/gid 65534, in the given supplementary groups (or none)."""
+    who = ["--reuid=65534", "--regid=65534", f"--groups={groups}" if groups else "--clear-groups"]
+    return subprocess.run(["setpriv", *who, "bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@pytest.fixture
+def open_dir():
+    """A mount point other users can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="fs-shared-"))
+    os.chmod(path, 0o755)
+    yield path
+    unmount(path / "mnt")
+    shutil.rmtree(path, ignore_errors=True)

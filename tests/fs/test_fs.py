@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import falcon.testing
 import pyfuse3
@@ -23,7 +22,7 @@ from appliance import errors
 from appliance.api.app import create_app
 from fs import operations
 from fs.mount import is_mounted
-from tests.fs.conftest import ROOT, Mount, stop_process, unmount, wait_mounted
+from tests.fs.conftest import ROOT, Mount, as_nobody, stop_process, unmount, wait_mounted
 
 EINVAL = os.strerror(errno.EINVAL)  # "Invalid argument"
 EBUSY = os.strerror(errno.EBUSY)  # "Device or resource busy"
@@ -492,32 +491,12 @@ def test_vmctl_mount_standalone(tmp_path):
     assert not is_mounted(mnt)
 
 
-def _as_nobody(command: str, cwd, groups: str = "") -> subprocess.CompletedProcess:
-    """The command as uid/gid 65534, in the given supplementary groups (or none)."""
-    who = ["--reuid=65534", "--regid=65534", f"--groups={groups}" if groups else "--clear-groups"]
-    return subprocess.run(["setpriv", *who, "bash", "-c", command], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
-
-
-@pytest.fixture
-def open_dir():
-    """A mount point other users can reach (pytest's tmp_path is private to root)."""
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="fs-shared-"))
-    os.chmod(path, 0o755)
-    yield path
-    unmount(path / "mnt")
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_other_users_cannot_use_the_mount(tmp_path, open_dir):
     m = Mount(tmp_path, mnt=open_dir / "mnt")
     try:
         m.start()
         m.mkvm("web1")
-        result = _as_nobody("ls vms; cat vms/web1/state; echo 2 > vms/web1/cpus", m.mnt)
+        result = as_nobody("ls vms; cat vms/web1/state; echo 2 > vms/web1/cpus", m.mnt)
         assert result.stderr.count(EACCES) == 3, result.stderr
         assert m.service.get_vm("web1")["spec"]["cpus"] == 1
     finally:
@@ -532,13 +511,13 @@ def test_allow_group_lets_its_members_in_and_nobody_else(tmp_path, open_dir):
         gid = grp.getgrnam("operator").gr_gid
         info = os.stat(m.vm("web1") / "cpus")
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (os.getuid(), gid, 0o660)
-        result = _as_nobody("ls vms; cat vms/web1/state; echo 2 > vms/web1/cpus", m.mnt)
+        result = as_nobody("ls vms; cat vms/web1/state; echo 2 > vms/web1/cpus", m.mnt)
         assert result.stderr.count(EACCES) == 3, result.stderr
-        result = _as_nobody("cat vms/web1/state && echo 2 > vms/web1/cpus && mkdir vms/web2", m.mnt, str(gid))
+        result = as_nobody("cat vms/web1/state && echo 2 > vms/web1/cpus && mkdir vms/web2", m.mnt, str(gid))
         assert result.returncode == 0, result.stderr
         assert result.stdout == "stopped\n"
         assert m.service.get_vm("web1")["spec"]["cpus"] == 2
-        result = _as_nobody("echo x > vms/web1/events", m.mnt, str(gid))  # read-only stays read-only
+        result = as_nobody("echo x > vms/web1/events", m.mnt, str(gid))  # read-only stays read-only
         assert result.returncode == 1 and EACCES in result.stderr
     finally:
         m.stop()
