@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -148,8 +149,20 @@ class Store:
         self.path = str(path)
         self.clock = clock
         self._local = threading.local()
+        self._private_files()
         with self.transaction() as db:
             self._migrate(db)
+
+    def _private_files(self) -> None:
+        """The store holds every spec and cloud-init user data: 0600, like the token.
+        SQLite makes its -wal and -shm files with the database file's mode; a
+        store from before this rule is narrowed here (as are its -wal and -shm)."""
+        if self.path == ":memory:":
+            return
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self.path + suffix, 0o600)
 
     # -- connections and transactions -------------------------------------
     @property

@@ -64,3 +64,21 @@ def test_a_failed_transaction_changes_nothing(tmp_path):
             store.insert_vm(vm_row("id1", "a"))
             store.insert_vm(vm_row("id2", "a"))  # name is unique
     assert store.list_vms() == []
+
+
+def test_the_store_files_are_private(tmp_path):
+    """Issue 9: the SQLite file was 0644 (inside a 0700 home); it holds user data: 0600 like the token."""
+    import os
+    import stat
+
+    path = tmp_path / "appliance.db"
+    store = Store(path)
+    store.set_meta("k", "v")
+    for name in ("appliance.db", "appliance.db-wal", "appliance.db-shm"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode == 0o600, (name, oct(mode))
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    os.chmod(old, 0o644)
+    Store(old)
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o600
