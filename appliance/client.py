@@ -26,6 +26,9 @@ class APIError(Exception):
 
 class Client:
     def __init__(self, base_url: str, token: str | None, timeout: float = 600):
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            # urlopen would also take file: and ftp: URLs, and send the token there
+            raise ValueError(f"the appliance's URL must start with http:// or https://, not {base_url[:40]!r}")
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -53,9 +56,9 @@ class Client:
             all_headers["Content-Type"] = content_type
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(url, data=data, method=method, headers=all_headers)
+        req = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310 - http(s), see __init__
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) only, see __init__
                 payload = resp.read()
                 kind = resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as err:

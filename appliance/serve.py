@@ -40,7 +40,9 @@ def _die_with_parent() -> None:
 
 def spawn_child(args: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
     out = open(log_path, "ab") if log_path else None
-    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+    # args are built by this module (gunicorn, the mount), an argument list without a shell
+    return subprocess.Popen(args, env=env, stdout=out,  # noqa: S603
+                            stderr=subprocess.STDOUT if out else None,
                             preexec_fn=_die_with_parent, start_new_session=False)
 
 

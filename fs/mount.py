@@ -41,7 +41,8 @@ def clear_stale(mountpoint: str | Path) -> bool:
     if not is_mounted(mountpoint):
         return False
     log.warning("clearing a stale mount at %s", mountpoint)
-    result = subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)],
+    # An argument list, no shell; fusermount3 from PATH as FUSE installs it (/bin or /usr/bin).
+    result = subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)],  # noqa: S603, S607
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         log.error("fusermount3 -u -z %s: %s", mountpoint, result.stderr.strip())

@@ -23,7 +23,7 @@ from scheduler.model import HostState, Policy, Request
 from scheduler.weighers import weigh
 
 DEFAULT_POLICY = Policy()
-_RANDOM = random.Random()
+_RANDOM = random.Random()  # noqa: S311 - spreads placements (Nova's host_subset_size), not a secret
 
 
 def _pick(hosts: list[HostState], weights: list[float], subset_size: int,

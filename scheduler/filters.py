@@ -99,14 +99,14 @@ def _disk_reason(h: HostState, r: Request) -> str:
 # -- ServerGroupAffinityFilter, ServerGroupAntiAffinityFilter -----------------------------------
 def _affinity_reason(h: HostState, r: Request) -> str:
     g = r.group
-    assert g is not None
+    assert g is not None  # noqa: S101 - narrows the type; the filter runs only for requests with a group
     return (f"group {g.name} (affinity) has its members on {', '.join(sorted(g.hosts))}, "
             "not here")
 
 
 def _anti_affinity_reason(h: HostState, r: Request) -> str:
     g = r.group
-    assert g is not None
+    assert g is not None  # noqa: S101 - narrows the type; the filter runs only for requests with a group
     n = g.members_by_host.get(h.name, 0)
     return f"group {g.name} (anti-affinity) already has {n} member{'s' if n != 1 else ''} here"
 

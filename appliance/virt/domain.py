@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
+
+import defusedxml.ElementTree as DefusedET
 from pathlib import Path
 
 METADATA_NS = "urn:vm-appliance:domain:1"
@@ -129,7 +131,7 @@ def build(plan: DomainPlan) -> str:
 def read_identity(xml: str) -> dict | None:
     """The appliance's <metadata> entry of a domain, or None for a stranger."""
     try:
-        root = ET.fromstring(xml)
+        root = DefusedET.fromstring(xml)
     except ET.ParseError:
         return None
     element = root.find(f"metadata/{{{METADATA_NS}}}vm")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import xml.etree.ElementTree as ET
+
+import defusedxml.ElementTree as DefusedET
 from typing import Callable
 
 import libvirt
@@ -142,7 +144,7 @@ class LibvirtHost:
             pass
 
     def lookup(self, vm_id: str) -> libvirt.virDomain | None:
-        assert self.conn is not None
+        assert self.conn is not None  # noqa: S101 - narrows the type; callers hold a connection
         try:
             return self.conn.lookupByUUIDString(vm_id)
         except libvirt.libvirtError as err:
@@ -151,7 +153,7 @@ class LibvirtHost:
             raise
 
     def inventory(self) -> dict:
-        assert self.conn is not None
+        assert self.conn is not None  # noqa: S101 - narrows the type; callers hold a connection
         arch, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
         if self._cpu is None or self._cpu[0] is not self.conn:  # the capabilities change only with the host
             self._cpu = (self.conn, *self._capabilities())
@@ -164,7 +166,7 @@ class LibvirtHost:
         """The CPU model, and the guest architectures QEMU can run here (with KVM
         or emulated), from the capabilities."""
         try:
-            caps = ET.fromstring(self.conn.getCapabilities())
+            caps = DefusedET.fromstring(self.conn.getCapabilities())
         except (libvirt.libvirtError, ET.ParseError):
             return "", []
         model = caps.find("./host/cpu/model")
