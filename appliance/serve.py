@@ -58,7 +58,7 @@ def register_demo_image(service: Service, path: str | None) -> None:
     try:
         service.get_image("demo")
     except NotFound:
-        service.import_image("demo", path)
+        service.import_image_file("demo", path)  # the admin's own path: not the API's import-directory rule
         log.info("registered image demo from %s", path)
 
 
