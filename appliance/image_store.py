@@ -11,7 +11,7 @@ every base image has one format for the overlays and host uploads that follow.
 Space is bounded: an image (as sent, and as converted) may not exceed
 `max_image_bytes`, and nothing is written when the disk under HOME/images
 would not keep FREE_SPACE_RESERVE free. Half-written files are named
-`.upload-*` and removed on failure.
+`.upload-*` and removed on failure, and at start (remove_stale_uploads).
 """
 from __future__ import annotations
 
@@ -48,6 +48,25 @@ def _mib(n: int) -> str:
 def free_bytes(directory: Path) -> int:
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
+
+
+def remove_stale_uploads(config: Config) -> list[Path]:
+    """Remove the `.upload-*` files a killed upload or import left in
+    HOME/images. Only at appliance start, before any API worker runs: a
+    running upload's file must not vanish under it."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(config.images_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        # Only our own files: regular files (or symlinks, removed themselves) named .upload-*.
+        if entry.name.startswith(UPLOAD_PREFIX) and not entry.is_dir(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d unfinished image upload(s) from %s", len(removed), config.images_dir)
+    return removed
 
 
 class ImageStore:

@@ -26,6 +26,7 @@ from appliance import accel
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
+from appliance.image_store import remove_stale_uploads
 from appliance.service import Service
 from appliance.store import Store
 
@@ -110,6 +111,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     config.save()
     config.token(create=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    remove_stale_uploads(config)  # before any API worker can be writing one
     # libvirt prints every error to stderr by default; ours are caught and logged.
     libvirt.registerErrorHandler(lambda *_: None, None)
     store = Store(config.db_path)

@@ -297,6 +297,9 @@ def test_small_compressed_qcow2_that_expands_past_the_cap_is_refused(client, ser
 def appliance(tmp_path):
     home = tmp_path / "home"
     (home / "images").mkdir(parents=True)
+    # What a killed upload leaves behind, and a file that is not the appliance's to remove.
+    (home / "images" / ".upload-old-0123456789abcdef").write_bytes(b"\0" * 4096)
+    (home / "images" / "admin-notes.txt").write_text("keep me\n")
     (home / "config.json").write_text(json.dumps({"home": str(home), "max_image_bytes": 8 * MIB}))
     demo = tmp_path / "demo.img"
     make_disk_image(demo)
@@ -308,6 +311,9 @@ def appliance(tmp_path):
 
 def test_real_server_refuses_hostile_and_oversized_images(appliance, tmp_path, secret):
     images_dir = appliance.home / "images"
+    # Finding 14: the stale upload is gone after start; the admin's own file is not.
+    assert not (images_dir / ".upload-old-0123456789abcdef").exists()
+    assert (images_dir / "admin-notes.txt").read_text() == "keep me\n"
     assert [i["name"] for i in appliance.api("GET", "/v1/images").json()["items"]] == ["demo"]
 
     evil = tmp_path / "evil.qcow2"
