@@ -64,6 +64,11 @@ class Config:
     evacuate_after: float = 60.0
     # A host's heartbeat older than this means the controller lost it.
     heartbeat_age: float = 10.0
+    # POST /v1/images {"path"} copies only files inside this directory (relative
+    # to home, or absolute); None: no imports from a path, uploads only.
+    image_import_dir: str | None = "images/import"
+    # The largest image an upload or import may be, as sent and once converted.
+    max_image_bytes: int = 64 << 30
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
@@ -76,6 +81,10 @@ class Config:
     @property
     def images_dir(self) -> Path:
         return self.home / "images"
+
+    @property
+    def import_dir(self) -> Path | None:
+        return None if self.image_import_dir is None else self.home / self.image_import_dir
 
     @property
     def vms_dir(self) -> Path:
@@ -116,6 +125,8 @@ class Config:
     def prepare(self) -> None:
         for path in (self.home, self.images_dir, self.vms_dir, self.run_dir, self.logs_dir):
             path.mkdir(parents=True, exist_ok=True)
+        if self.import_dir is not None:
+            self.import_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
 
     def token(self, create: bool = False) -> str:

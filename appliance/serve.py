@@ -26,6 +26,7 @@ from appliance import accel
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
+from appliance.image_store import remove_stale_uploads
 from appliance.service import Service
 from appliance.store import Store
 
@@ -60,7 +61,7 @@ def register_demo_image(service: Service, path: str | None) -> None:
     try:
         service.get_image("demo")
     except NotFound:
-        service.import_image("demo", path)
+        service.import_image_file("demo", path)  # the admin's own path: not the API's import-directory rule
         log.info("registered image demo from %s", path)
 
 
@@ -112,6 +113,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     config.save()
     config.token(create=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    remove_stale_uploads(config)  # before any API worker can be writing one
     # libvirt prints every error to stderr by default; ours are caught and logged.
     libvirt.registerErrorHandler(lambda *_: None, None)
     store = Store(config.db_path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import urllib.parse
 import uuid
@@ -29,8 +28,8 @@ from appliance.errors import (
     PreconditionFailed,
     Timeout,
 )
+from appliance.image_store import ImageStore
 from appliance.store import Store
-from appliance.virt import images
 
 STATE_VERBS = ("running", "stopped", "paused", "reboot", "force-stop")
 STATE_ALIASES = {"start": "running", "stop": "stopped", "pause": "paused", "resume": "running",
@@ -525,58 +524,19 @@ class Service:
     def get_image(self, name: str) -> dict:
         return self.store.get_image(name)
 
-    def _register_image(self, name: str, tmp: Path, source: str) -> dict:
-        try:
-            details = images.check(tmp)
-            dest = self.config.images_dir / f"{name}.{details['format']}"
-            with self.store.transaction():
-                if list(self.store.db.query("SELECT 1 FROM images WHERE name = ?", [name])):
-                    raise Conflict(f"an image named {name!r} exists", "name")
-                os.replace(tmp, dest)
-                self.store.insert_image({"name": name, "path": str(dest), "created": self.clock(),
-                                         "source": source, **details})
-                self.store.add_event("image-imported", f"image {name} imported from {source}")
-        finally:
-            tmp.unlink(missing_ok=True)
-        return self.store.get_image(name)
-
-    def _image_tmp(self, name: str) -> Path:
-        specs.validate_name(name, "name")
-        if list(self.store.db.query("SELECT 1 FROM images WHERE name = ?", [name])):
-            raise Conflict(f"an image named {name!r} exists", "name")
-        return self.config.images_dir / f".upload-{name}-{uuid.uuid4().hex}"
+    def _image_store(self) -> ImageStore:
+        return ImageStore(self.store, self.config, self.clock)
 
     def import_image(self, name: str, path: str) -> dict:
-        """Copy a local file into the image store (the original stays where it is)."""
-        tmp = self._image_tmp(name)
-        source = Path(path)
-        if not source.is_file():
-            raise Invalid(f"{path} is not a file on the appliance's host", "path")
-        images.check(source)  # refuse before copying gigabytes
-        shutil.copyfile(source, tmp)
-        return self._register_image(name, tmp, str(source))
+        """Copy a file from the admin's image import directory (POST /v1/images {"path"})."""
+        return self._image_store().import_from_path(name, path)
+
+    def import_image_file(self, name: str, path: str | Path) -> dict:
+        """Copy a file the admin named outside the API (vmctl serve --demo-image, fixtures)."""
+        return self._image_store().import_trusted(name, path)
 
     def upload_image(self, name: str, stream: IO[bytes], length: int | None) -> dict:
-        tmp = self._image_tmp(name)
-        written = 0
-        try:
-            with open(tmp, "wb") as out:
-                while True:
-                    chunk = stream.read(1 << 20)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    written += len(chunk)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if length is not None and written != length:
-            tmp.unlink(missing_ok=True)
-            raise Invalid(f"upload ended after {written} of {length} bytes", "body")
-        if written == 0:
-            tmp.unlink(missing_ok=True)
-            raise Invalid("the body is empty; send the image file", "body")
-        return self._register_image(name, tmp, "upload")
+        return self._image_store().upload(name, stream, length)
 
     def delete_image(self, name: str) -> None:
         with self.store.transaction():

@@ -1,24 +1,66 @@
-"""Disk images: checked with `qemu-img info`, overlays made with `qemu-img create`.
+"""Disk images: recognised by their first bytes, checked with `qemu-img info`
+at a pinned format, stored as fresh standalone qcow2 files, overlaid with
+`qemu-img create`.
 
-A raw file is only taken as a disk image when it looks like one (a boot
-sector, a GPT header or an ISO9660 volume): qemu-img calls *any* file raw, and
-an image store that accepts a text file as a disk helps nobody.
+QEMU runs as root, so an image is hostile input. Several formats name other
+files in their headers (a VMDK descriptor's extents, a qcow2 backing file or
+external data file), and a guest booted from such an image reads those files
+through its disk. So:
+
+- The format is decided here from the magic bytes, never by letting qemu-img
+  probe: probing opens the file with the detected driver, and that already
+  follows the references. Only qcow2 and raw are accepted; every other format
+  qemu would recognise is refused by name.
+- A qcow2 header is read here first: a backing file, an external data file or
+  encryption is refused before qemu-img opens the file at all.
+- `qemu-img info` and `qemu-img convert` always get `-f FORMAT`.
+- A raw file is only taken as a disk image when it looks like one (a boot
+  sector, a GPT header or an ISO9660 volume): qemu-img calls *any* file raw,
+  and an image store that accepts a text file as a disk helps nobody.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import struct
 import subprocess
 from pathlib import Path
 
 from appliance.errors import Failed, Invalid
 
-FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc", "qed")
+log = logging.getLogger("vmctl.images")
+
+QCOW2_MAGIC = b"QFI\xfb"
+PROBE_BYTES = 2048  # what qemu's format probes look at (BLOCK_PROBE_BUF_SIZE)
+CONVERT_TIMEOUT = 6 * 3600  # a 64 GiB image on a slow disk
+
+# Magic bytes of the formats qemu-img would detect as something other than raw
+# (qemu's block/*.c probe functions): (offset, bytes, format name).
+_OTHER_FORMATS = (
+    (0, b"QEF\x00", "qed"),
+    (0, b"KDMV", "vmdk"),
+    (0, b"COWD", "vmdk"),
+    (0, b"vhdxfile", "vhdx"),
+    (0, b"conectix", "vpc"),
+    (0x40, b"\x7f\x10\xda\xbe", "vdi"),  # VDI_SIGNATURE, little-endian
+    (0, b"WithoutFreeSpace", "parallels"),
+    (0, b"WithouFreSpacExt", "parallels"),
+    (0, b"Bochs Virtual HD Image", "bochs"),
+    (0, b"#!/bin/sh\n#V2.0 Format\n", "cloop"),
+    (0, b"LUKS\xba\xbe", "luks"),
+)
+
+# qcow2 header fields and extensions (docs/interop/qcow2.txt).
+_QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+_QCOW2_EXT_END = 0
+_QCOW2_EXT_DATA_FILE = 0x44415441
+_QCOW2_EXT_CRYPTO = 0x0537BE77
 
 
-def _run(args: list[str], what: str) -> str:
+def _run(args: list[str], what: str, timeout: float = 120) -> str:
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if result.returncode != 0:
@@ -26,44 +68,148 @@ def _run(args: list[str], what: str) -> str:
     return result.stdout
 
 
-def info(path: str | Path) -> dict:
-    """qemu-img's view of a file; --force-share so a running VM's disk can be read."""
+def info(path: str | Path, fmt: str) -> dict:
+    """qemu-img's view of a file opened as `fmt` (never probed); --force-share
+    so a running VM's disk can be read. Its error text stays in the log: it may
+    quote what the file names."""
     try:
         out = subprocess.run(
-            ["qemu-img", "info", "--output=json", "--force-share", str(path)],
+            ["qemu-img", "info", "--output=json", "--force-share", "-f", fmt, str(path)],
             capture_output=True, text=True, timeout=60,
         )
     except FileNotFoundError:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if out.returncode != 0:
-        raise Invalid(f"not a readable disk image: {out.stderr.strip()}", "image")
+        log.warning("qemu-img info -f %s %s: %s", fmt, path, out.stderr.strip()[:2000])
+        raise Invalid(f"not a readable {fmt} image", "image")
     return json.loads(out.stdout)
 
 
-def _looks_like_raw_disk(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(1024)
-        f.seek(32769)
-        iso = f.read(5)
+def _vmdk_descriptor(head: bytes) -> bool:
+    """qemu's vmdk_probe for text: comments and blank lines, then `version=N`.
+    Also any head that names descriptor fields, to say "vmdk" rather than "not a disk"."""
+    lines = head.split(b"\n")
+    for line in lines:
+        if line.startswith(b"#") or line.strip(b" \r") == b"":
+            continue
+        if line.rstrip(b"\r") in (b"version=1", b"version=2", b"version=3"):
+            return True
+        break
+    return b"createType" in head or b"# Disk DescriptorFile" in head
+
+
+def _looks_like_raw_disk(head: bytes, iso: bytes) -> bool:
     return head[510:512] == b"\x55\xaa" or head[512:520] == b"EFI PART" or iso == b"CD001"
 
 
-def check(path: str | Path) -> dict:
-    """Return {format, virtual_size, actual_size} or raise Invalid."""
-    path = Path(path)
-    details = info(path)
-    fmt = details.get("format")
-    if fmt not in FORMATS:
-        raise Invalid(f"unsupported image format {fmt!r}; use one of {', '.join(FORMATS)}", "image")
-    if fmt == "raw" and not _looks_like_raw_disk(path):
+def detect_format(path: str | Path) -> str:
+    """"qcow2" or "raw" from the file's own bytes, or Invalid naming what it is."""
+    with open(path, "rb") as f:
+        head = f.read(PROBE_BYTES)
+        f.seek(32769)
+        iso = f.read(5)
+    if head.startswith(QCOW2_MAGIC):
+        version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else 0
+        if version in (2, 3):
+            return "qcow2"
+        raise Invalid(f"unsupported qcow version {version}; convert it to qcow2 or raw first", "image")
+    for offset, magic, fmt in _OTHER_FORMATS:
+        if head[offset:offset + len(magic)] == magic:
+            raise Invalid(f"unsupported image format {fmt}; only standalone qcow2 and raw are accepted "
+                          "(convert it with qemu-img convert -O qcow2 first)", "image")
+    if _vmdk_descriptor(head):
+        raise Invalid("unsupported image format vmdk (a descriptor that names other files); "
+                      "only standalone qcow2 and raw are accepted", "image")
+    if not _looks_like_raw_disk(head, iso):
         raise Invalid("not a disk image: no boot sector, partition table or ISO9660 volume", "image")
-    if details.get("backing-filename"):
-        raise Invalid("an image must stand alone (it has a backing file)", "image")
+    return "raw"
+
+
+def qcow2_header_refusal(path: str | Path) -> str | None:
+    """Why a qcow2 file cannot stand alone (read from its header, without
+    qemu opening anything), or None."""
+    with open(path, "rb") as f:
+        header = f.read(104)
+        if len(header) < 72:
+            return "its qcow2 header is truncated"
+        version, backing_offset = struct.unpack(">IQ", header[4:16])
+        cluster_bits = struct.unpack(">I", header[20:24])[0]
+        crypt_method = struct.unpack(">I", header[32:36])[0]
+        if backing_offset:
+            return "it has a backing file"
+        if crypt_method:
+            return "it is encrypted"
+        if not 9 <= cluster_bits <= 21:
+            return "its qcow2 header is invalid (cluster size)"
+        header_length = 72
+        if version == 3:
+            if len(header) < 104:
+                return "its qcow2 header is truncated"
+            incompatible = struct.unpack(">Q", header[72:80])[0]
+            if incompatible & _QCOW2_INCOMPAT_DATA_FILE:
+                return "it has an external data file"
+            header_length = struct.unpack(">I", header[100:104])[0]
+        # Header extensions follow the header, inside the first cluster.
+        cluster = 1 << cluster_bits
+        pos = header_length
+        while pos + 8 <= cluster:
+            f.seek(pos)
+            raw = f.read(8)
+            if len(raw) < 8:
+                break
+            ext_type, ext_length = struct.unpack(">II", raw)
+            if ext_type == _QCOW2_EXT_END:
+                break
+            if ext_type == _QCOW2_EXT_DATA_FILE:
+                return "it has an external data file"
+            if ext_type == _QCOW2_EXT_CRYPTO:
+                return "it is encrypted"
+            pos += 8 + ((ext_length + 7) & ~7)
+    return None
+
+
+def _references(details: dict) -> str | None:
+    """What qemu-img reports the image needs besides itself, or None."""
+    if details.get("backing-filename") or details.get("full-backing-filename"):
+        return "it has a backing file"
+    specific = (details.get("format-specific") or {}).get("data") or {}
+    if specific.get("data-file"):
+        return "it has an external data file"
+    if details.get("encrypted") or specific.get("encrypt"):
+        return "it is encrypted"
+    if specific.get("extents"):
+        return "it names extent files"
+    return None
+
+
+def check(path: str | Path) -> dict:
+    """{format, virtual_size, actual_size} of a standalone qcow2 or raw disk
+    image, or Invalid. The file is only ever opened by qemu-img at the format
+    read from its bytes, and only after its header was checked."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "qcow2":
+        refusal = qcow2_header_refusal(path)
+        if refusal:
+            raise Invalid(f"an image must stand alone ({refusal})", "image")
+    details = info(path, fmt)
+    refusal = _references(details)
+    if details.get("format") != fmt or refusal:
+        raise Invalid(f"an image must stand alone ({refusal or 'its format is ambiguous'})", "image")
     return {
         "format": fmt,
         "virtual_size": int(details.get("virtual-size", 0)),
         "actual_size": int(details.get("actual-size", 0)),
     }
+
+
+def convert_to_qcow2(source: str | Path, source_format: str, dest: str | Path) -> dict:
+    """A fresh qcow2 written by qemu-img from the guest-visible data of a
+    checked image: none of the source's headers, extensions, snapshots or
+    bitmaps survive. Returns check() of the result."""
+    _run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "qcow2", str(source), str(dest)],
+         "converting the image", timeout=CONVERT_TIMEOUT)
+    return check(dest)
 
 
 def create_overlay(base: str | Path, base_format: str, dest: str | Path, size_bytes: int | None = None) -> None:

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     except NotFound:
         image = config.home / "demo.img"
         make_disk_image(image)
-        service.import_image("demo", str(image))
+        service.import_image_file("demo", image)
     controller = None
     if with_controller:
         controller = Controller(store, config, "fs-test-instance", "qemu")

@@ -124,7 +124,7 @@ BAD_WRITES = [
     ("PUT", "/v1/vms/bad1/spec.json", {"name": "bad1", "image": "demo", "disks": "x"}, 422, "disks"),
     ("PUT", "/v1/vms/bad1/status.json", {}, 403, "status.json"),
     ("PUT", "/v1/vms/missing/state", {"state": "running"}, 404, "name"),
-    ("POST", "/v1/images", {"name": "x1", "path": "/etc/hostname"}, 422, "image"),
+    ("POST", "/v1/images", {"name": "x1", "path": "/etc/hostname"}, 422, "path"),  # outside the import directory
     ("PUT", "/v1/vms/bad1/host", {"host": "elsewhere"}, 404, "host"),  # no such host
     ("PUT", "/v1/vms/bad1/host", {"host": "local", "bandwidth": 0}, 422, "bandwidth"),
 ]

@@ -49,7 +49,7 @@ def service(store, config, tmp_path) -> Service:
                        "disk_ratio": 1.0, "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
     image = tmp_path / "demo.img"
     make_disk_image(image)
-    svc.import_image("demo", str(image))
+    svc.import_image_file("demo", image)  # the admin's own file: not subject to the import-directory rule
     return svc
 
 

@@ -92,7 +92,7 @@ def test_image_upload_checks_content(client, tmp_path):
     disk = bytearray(1 << 16)
     disk[510:512] = b"\x55\xaa"
     resp = client.simulate_put("/v1/images/tiny", body=bytes(disk))
-    assert resp.status_code == 201 and resp.json["format"] == "raw"
+    assert resp.status_code == 201 and resp.json["format"] == "qcow2"  # stored converted
     assert {i["name"] for i in client.simulate_get("/v1/images").json["items"]} == {"demo", "tiny"}
     assert client.simulate_delete("/v1/images/tiny").status_code == 204
 

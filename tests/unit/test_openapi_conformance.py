@@ -30,7 +30,7 @@ def _app():
                        "disk_ratio": 1.0, "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
     image = home / "demo.img"
     make_disk_image(image)
-    service.import_image("demo", str(image))
+    service.import_image_file("demo", image)
     service.create_vm({"name": "web1", "state": "stopped"})
     return create_app(service, TOKEN)
 

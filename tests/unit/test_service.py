@@ -115,11 +115,12 @@ def test_cancel_pending_operation(service):
         service.cancel_operation(op["id"])
 
 
-def test_images_refuse_non_disks_and_images_in_use(service, tmp_path):
-    text = tmp_path / "notes.txt"
+def test_images_refuse_non_disks_and_images_in_use(service, config):
+    text = config.import_dir / "notes.txt"
     text.write_text("hello\n" * 100)
-    with pytest.raises(Invalid):
+    with pytest.raises(Invalid) as err:
         service.import_image("notes", str(text))
+    assert err.value.field == "image"
     assert [i["name"] for i in service.list_images()] == ["demo"]
     service.create_vm({"name": "web1", "state": "stopped"})
     with pytest.raises(Conflict):
