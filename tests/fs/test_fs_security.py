@@ -23,7 +23,7 @@ EFBIG = os.strerror(errno.EFBIG)  # "File too large"
 # a JSON file (spec.json, groups/NAME.json) at most 1 MiB; EFBIG beyond.
 VALUE_CAP = 4 << 10
 JSON_CAP = 1 << 20
-SOCKET_URI = "qemu+unix:///system?socket=/nonexistent/h2/libvirt-sock"
+SOCKET_URI = "qemu+unix:///system?socket=/run/libvirt/nonexistent-h2/libvirt-sock"  # under host_socket_dirs
 
 
 def rss_kib(pid: int) -> int:
