@@ -315,7 +315,7 @@ PATHS = {
             **ERRORS}}},
     "/v1/images": {
         "get": {"summary": "images", "responses": {"200": _json(_list_of(_ref("Image"))), **ERRORS}},
-        "post": {"summary": "import a file from the appliance host's disk",
+        "post": {"summary": "import a file from the image import folder (config image_import_dir, default HOME/images/import)",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
                      "type": "object", "required": ["name", "path"],
                      "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}}}},
