@@ -30,6 +30,9 @@ class Config:
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
     max_wait: float = 3600.0  # the longest wait a client may ask for
     metrics_public: bool = True
+    # Port forwards are bound by QEMU, which runs as root: host ports below 1024
+    # are refused unless the admin allows them here.
+    allow_privileged_ports: bool = False
     # Where `vmctl serve` mounts the file system view: relative to home, or
     # absolute; None for no mount (--no-mount).
     mount: str | None = "mnt"
