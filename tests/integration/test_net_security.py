@@ -98,6 +98,12 @@ def test_a_forward_to_a_port_in_use_fails_the_start_cleanly(guarded):
             time.sleep(0.2)
         ops = app.api("GET", "/v1/operations", params={"vm": "busy1"}).json()["items"]
         assert all(op["status"] == "failed" for op in ops), ops
+    # Once the port is free, a later try (back-off: 5 s, doubling) starts it with its forward.
+    app.wait_state("busy1", "running", 60)
+    deadline = time.monotonic() + 30
+    while not guest_answers(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert guest_answers(port)
     assert app.api("DELETE", "/v1/vms/busy1", params={"force": "true"}).status_code == 204
 
 
