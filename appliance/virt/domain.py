@@ -142,7 +142,7 @@ def _restricted_nic(domain: ET.Element, mac: str) -> None:
     host (10.0.2.2 is the host's loopback otherwise) nor beyond; forwards into
     it still work. libvirt 9.0's <interface type='user'> cannot say restrict,
     so the netdev and the NIC are given to QEMU directly, with the ids libvirt
-    would have used (the forwards and the console find them the same way)."""
+    would have used (so the port forwards find the netdev the same way)."""
     netdev = {"type": "user", "id": USER_NETDEV, "restrict": True}
     device = {"driver": "virtio-net-pci", "netdev": USER_NETDEV, "id": "ua-net0", "mac": mac,
               "bus": "pcie.0", "addr": RESTRICTED_NIC_ADDR, "romfile": ""}  # no iPXE ROM, as rom enabled='no'
