@@ -44,6 +44,9 @@ class Config:
     # /metrics reports the libvirt domains the appliance manages; this adds the
     # others on its hosts' libvirtds (managed="false"), which may be other tenants'.
     metrics_all_domains: bool = False
+    # Port forwards are bound by QEMU, which runs as root: host ports below 1024
+    # are refused unless the admin allows them here.
+    allow_privileged_ports: bool = False
     # Where `vmctl serve` mounts the file system view: relative to home, or
     # absolute; None for no mount (--no-mount).
     mount: str | None = "mnt"

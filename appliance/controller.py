@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import libvirt
-import libvirt_qemu
 
 from appliance import hosturi, placement
 from appliance.config import Config
@@ -29,7 +28,7 @@ from appliance.errors import Failed, NotFound
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
-from appliance.virt import cloudinit, domain, images, reasons, storage
+from appliance.virt import cloudinit, dhcp, domain, images, portforward, reasons, storage
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
@@ -849,40 +848,16 @@ class Controller:
                 log.info("console of %s on %s: %s", row["name"], link.name, err.get_error_message())
 
     # -- fixed IPs: a DHCP reservation in the libvirt network ------------------------------
-    def _dhcp_update(self, link: HostLink, network_name: str, command: int, xml: str) -> None:
-        conn = link.conn
-        assert conn is not None  # noqa: S101 - narrows the type; _connected() checked it
-        try:
-            net = conn.networkLookupByName(network_name)
-        except libvirt.libvirtError:
-            raise Failed(f"libvirt network {network_name!r} does not exist on host {link.name}") from None
-        flags = 0
-        if net.isActive():
-            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-        if net.isPersistent():
-            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
-
     def _release_address(self, row: dict, link: HostLink | None) -> None:
-        network = row["spec"]["network"]
-        if network["type"] != "network" or link is None or not link.connected:
+        """Remove the reservation this VM made on the host (never another's for its MAC)."""
+        if link is None or not link.connected:
             return
-        try:
-            self._dhcp_update(link, network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                              f"<host mac='{row['mac']}'/>")
-        except (libvirt.libvirtError, Failed):
-            pass  # no reservation (or no network): nothing to release
+        dhcp.release(self.store, link.conn, link.name, row)
 
     def _reserve_address(self, row: dict, link: HostLink) -> None:
         """Fixed IPs, which KubeVirt lacks: the libvirt network's DHCP server
         gives this VM's MAC its address, whatever the guest OS."""
-        network = row["spec"]["network"]
-        if network["type"] != "network":
-            return
-        self._release_address(row, link)
-        if network.get("ip"):
-            self._dhcp_update(link, network["name"], libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-                              f"<host mac='{row['mac']}' name='{row['name']}' ip='{network['ip']}'/>")
+        dhcp.reserve(self.store, link.conn, link.name, row)
 
     # -- operation handlers (each idempotent) ------------------------------------------------
     def _op_create(self, op: dict, row: dict) -> None:
@@ -936,20 +911,26 @@ class Controller:
             console = self.config.vm_dir(row["id"]) / "console.log"
             offset = console.stat().st_size if console.exists() else 0
             self.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
+            link = self.link(row["host"])
+            if link is not None and portforward.on_this_machine(link.uri):
+                portforward.check_free(self._forwards(row))  # taken: fail before QEMU runs
             dom.create()
             self.store.update_vm(row["id"], bump=False, restart_required=0)
-        self._apply_port_forwards(row, dom)
+            try:
+                self._apply_port_forwards(row, dom)
+            except Failed:
+                dom.destroy()  # nothing half-done: a guest is not left running without its forwards
+                raise
+        else:
+            self._apply_port_forwards(row, dom)
+
+    @staticmethod
+    def _forwards(row: dict) -> list[dict]:
+        network = row["spec"]["network"]
+        return network.get("port_forwards", []) if network["type"] == "user" else []
 
     def _apply_port_forwards(self, row: dict, dom: libvirt.virDomain) -> None:
-        network = row["spec"]["network"]
-        if network["type"] != "user" or not network.get("port_forwards"):
-            return
-        for fwd in network["port_forwards"]:
-            rule = f"{fwd['protocol']}:{fwd['host_address']}:{fwd['host_port']}-:{fwd['guest_port']}"
-            out = libvirt_qemu.qemuMonitorCommand(
-                dom, f"hostfwd_add hostua-net0 {rule}", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-            if out.strip():
-                raise Failed(f"port forward {rule}: {out.strip()}")
+        portforward.apply(dom, self._forwards(row))
 
     def _op_resume(self, op: dict, row: dict) -> None:
         self._op_start(op, row)

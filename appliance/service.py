@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from appliance import hosturi, jsonio, placement
+from appliance import hosturi, jsonio, netrules, placement
 from appliance import spec as specs
 from appliance.config import Config
 from appliance.errors import (
@@ -75,12 +75,6 @@ def is_ready(row: dict) -> bool:
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
-def _mac(vm_id: str) -> str:
-    # Locally administered range QEMU/libvirt use (52:54:00), stable per VM.
-    raw = uuid.UUID(vm_id).bytes
-    return "52:54:00:%02x:%02x:%02x" % (raw[0], raw[1], raw[2])
 
 
 class Service:
@@ -177,6 +171,8 @@ class Service:
             if self.store.vm_exists(spec["name"]):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
+            netrules.check_forward_ports(spec, None, self.config.allow_privileged_ports)
+            mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
             self._check_group(spec)
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
@@ -185,7 +181,7 @@ class Service:
                 "id": vm_id, "name": spec["name"], "spec": spec, "desired_state": initial,
                 "observed_state": "provisioning", "observed_reason": "", "host": decision.host,
                 "generation": 1, "created": now, "updated": now, "state_changed": now,
-                "mac": spec["network"].get("mac") or _mac(vm_id), "domain_xml": None,
+                "mac": mac, "domain_xml": None,
                 "restart_required": 0, "last_error": None, "addresses": "[]",
             }
             self.store.insert_vm(row)
@@ -215,6 +211,8 @@ class Service:
             if new == old:
                 return self.vm_view(row), None
             self._check_fixed_ip(new, row["id"])
+            netrules.check_forward_ports(new, old, self.config.allow_privileged_ports)
+            mac = netrules.mac_after_update(self.store, row, new)
             self._check_group(new)
             renamed = new["name"] != old["name"]
             if renamed:
@@ -224,7 +222,7 @@ class Service:
                 "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group"}
             self._check_growth(row, old, new)
             self.store.update_vm(
-                row["id"], expect_generation=row["generation"], spec=new, name=new["name"],
+                row["id"], expect_generation=row["generation"], spec=new, name=new["name"], mac=mac,
                 restart_required=int(row["restart_required"] or (active and bool(hardware))),
             )
             changed = ", ".join(sorted(k for k in new if new[k] != old[k]))

@@ -19,6 +19,10 @@ from appliance.jsonio import depth_exceeds, shown
 RUN_STRATEGIES = ("Always", "RerunOnFailure", "Manual", "Halted")
 NETWORK_TYPES = ("none", "user", "network")
 PROTOCOLS = ("tcp", "udp")
+# What a user-mode (slirp) guest may reach on its own: "internet" is QEMU's
+# default (the outside world, and the host's loopback as 10.0.2.2); "none" is
+# QEMU's restrict=on (nothing; port forwards into the guest still work).
+OUTBOUND = ("internet", "none")
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
@@ -107,7 +111,7 @@ def _network(value: Any) -> dict:
         value = {"type": kind, **({"name": name} if name else {})}
     if not isinstance(value, dict):
         raise Invalid("must be an object with a 'type'", "network")
-    unknown = set(value) - {"type", "port_forwards", "name", "mac", "ip"}
+    unknown = set(value) - {"type", "port_forwards", "name", "mac", "ip", "outbound"}
     if unknown:
         raise Invalid(f"unknown field {shown(sorted(unknown)[0])}", "network")
     kind = value.get("type", "user")
@@ -148,6 +152,10 @@ def _network(value: Any) -> dict:
                 # User-mode forwards listen on the host: keep them off the
                 # network unless a bridge or libvirt network is chosen instead.
                 raise Invalid("must be a loopback address", f"{where}.host_address")
+            if parsed.version == 6:
+                # QEMU 7.2's hostfwd answers "Bad host address" for [::1].
+                raise Invalid("IPv6 is not supported: QEMU's user-mode forwards bind IPv4 only; "
+                              "use 127.0.0.1", f"{where}.host_address")
             entry = {
                 "host_port": _port(fwd.get("host_port"), f"{where}.host_port"),
                 "guest_port": _port(fwd.get("guest_port"), f"{where}.guest_port"),
@@ -161,6 +169,11 @@ def _network(value: Any) -> dict:
             out["port_forwards"].append(entry)
         if "ip" in value:
             raise Invalid("a fixed IP needs a libvirt network (type 'network')", "network.ip")
+        outbound = value.get("outbound", "internet")
+        if outbound not in OUTBOUND:
+            raise Invalid(f"must be one of {', '.join(OUTBOUND)}", "network.outbound")
+        if outbound != "internet":  # kept only when set, so that stored specs compare equal
+            out["outbound"] = outbound
     else:
         name = value.get("name", "default")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
@@ -173,6 +186,9 @@ def _network(value: Any) -> dict:
                 raise Invalid("must be an IPv4 address", "network.ip") from None
         if value.get("port_forwards"):
             raise Invalid("port forwards need user-mode networking", "network.port_forwards")
+        if value.get("outbound") is not None:
+            raise Invalid("applies to user-mode networking; a libvirt network's forward mode decides",
+                          "network.outbound")
     return out
 
 

@@ -234,6 +234,10 @@ class Store:
         with self.transaction() as db:
             db["meta"].upsert({"key": key, "value": value}, pk="key")
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", [key])
+
     # -- VMs -----------------------------------------------------------------
     def get_vm(self, name: str) -> dict:
         rows = list(self.db.query("SELECT * FROM vms WHERE name = ?", [name]))

@@ -62,7 +62,9 @@ SCHEMAS = {
         "properties": {"type": {"type": "string", "enum": list(specs.NETWORK_TYPES)},
                        "port_forwards": {"type": "array", "items": _ref("PortForward")},
                        "name": {"type": "string", "description": "libvirt network (type network)"},
-                       "mac": {"type": "string"}, "ip": {"type": "string", "description": "fixed IPv4"}},
+                       "mac": {"type": "string"}, "ip": {"type": "string", "description": "fixed IPv4"},
+                       "outbound": {"type": "string", "enum": list(specs.OUTBOUND),
+                                    "description": "user mode: what the guest may reach (none: QEMU restrict=on)"}},
     },
     "Spec": {
         "type": "object",

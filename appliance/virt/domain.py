@@ -7,6 +7,7 @@ after a rename.
 from __future__ import annotations
 
 import dataclasses
+import json
 import xml.etree.ElementTree as ET
 
 import defusedxml.ElementTree as DefusedET
@@ -14,6 +15,14 @@ from pathlib import Path
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", QEMU_NS)
+# The netdev libvirt makes for the NIC aliased ua-net0; port forwards are added to it.
+USER_NETDEV = "hostua-net0"
+# A slot on q35's root bus for the restricted NIC, which libvirt does not know
+# about: libvirt fills pcie.0 from slot 1 upwards (root ports, 8 per slot) and
+# keeps 0x1f for the chipset, so 0x1e stays clear for any VM this appliance builds.
+RESTRICTED_NIC_ADDR = "0x1e"
 
 
 @dataclasses.dataclass
@@ -97,7 +106,9 @@ def build(plan: DomainPlan) -> str:
         _disk(devices, plan.seed_iso, "raw", next(targets), cache, readonly=True)
 
     network = spec.get("network", {"type": "none"})
-    if network["type"] != "none":
+    if network["type"] == "user" and network.get("outbound") == "none":
+        _restricted_nic(domain, plan.mac)
+    elif network["type"] != "none":
         if network["type"] == "user":
             iface = _sub(devices, "interface", type="user")
         else:
@@ -126,6 +137,20 @@ def build(plan: DomainPlan) -> str:
     _sub(rng, "backend", "/dev/urandom", model="random")
     ET.indent(domain)
     return ET.tostring(domain, encoding="unicode")
+
+
+def _restricted_nic(domain: ET.Element, mac: str) -> None:
+    """A user-mode NIC with QEMU's restrict=on: the guest reaches nothing on the
+    host (10.0.2.2 is the host's loopback otherwise) nor beyond; forwards into
+    it still work. libvirt 9.0's <interface type='user'> cannot say restrict,
+    so the netdev and the NIC are given to QEMU directly, with the ids libvirt
+    would have used (so the port forwards find the netdev the same way)."""
+    netdev = {"type": "user", "id": USER_NETDEV, "restrict": True}
+    device = {"driver": "virtio-net-pci", "netdev": USER_NETDEV, "id": "ua-net0", "mac": mac,
+              "bus": "pcie.0", "addr": RESTRICTED_NIC_ADDR, "romfile": ""}  # no iPXE ROM, as rom enabled='no'
+    commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+    for value in ("-netdev", json.dumps(netdev), "-device", json.dumps(device)):
+        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", {"value": value})
 
 
 def read_identity(xml: str) -> dict | None:

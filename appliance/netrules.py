@@ -1,0 +1,72 @@
+"""Service rules for a VM's network that need the store or the config (spec.py is pure).
+
+- A MAC belongs to one VM of the appliance: two NICs with one MAC confuse
+  switches, ARP and DHCP, and a DHCP reservation is keyed by the MAC. The
+  checks run inside the caller's transaction (BEGIN IMMEDIATE), so two creates
+  racing for one MAC cannot both pass.
+- Port forwards are bound by QEMU as root: host ports below 1024 only when the
+  admin allows them (Config.allow_privileged_ports).
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from appliance.errors import Conflict, Invalid
+from appliance.store import Store
+from appliance.virt.portforward import PRIVILEGED_BELOW
+
+
+def _derived_mac(vm_id: str, attempt: int) -> str:
+    # Locally administered range QEMU/libvirt use (52:54:00), stable per VM.
+    raw = uuid.UUID(vm_id).bytes if attempt == 0 else hashlib.sha256(f"{vm_id}/{attempt}".encode()).digest()
+    return "52:54:00:%02x:%02x:%02x" % (raw[0], raw[1], raw[2])
+
+
+def _holder(store: Store, mac: str, vm_id: str) -> dict | None:
+    """The other VM that has this MAC, if any."""
+    rows = store.list_vms("mac = ? AND id != ?", [mac, vm_id], with_xml=False)
+    return rows[0] if rows else None
+
+
+def _refuse_taken(store: Store, mac: str, vm_id: str) -> None:
+    holder = _holder(store, mac, vm_id)
+    if holder is not None:
+        raise Conflict(f"MAC {mac} is already {holder['name']}'s", "network.mac")
+
+
+def mac_for_new_vm(store: Store, spec: dict, vm_id: str) -> str:
+    """The MAC a new VM gets: the one its spec asks for if no other VM has it,
+    else one derived from its id that no other VM has."""
+    asked = spec["network"].get("mac")
+    if asked:
+        _refuse_taken(store, asked, vm_id)
+        return asked
+    attempt = 0
+    while _holder(store, mac := _derived_mac(vm_id, attempt), vm_id) is not None:
+        attempt += 1
+    return mac
+
+
+def mac_after_update(store: Store, row: dict, new_spec: dict) -> str:
+    """The VM's MAC after a spec change: a new one the spec asks for, if free;
+    otherwise the one it has (a VM keeps its MAC when the field is dropped)."""
+    asked = new_spec["network"].get("mac")
+    if not asked or asked == row["mac"]:
+        return row["mac"]
+    _refuse_taken(store, asked, row["id"])
+    return asked
+
+
+def check_forward_ports(new_spec: dict, old_spec: dict | None, allow_privileged: bool) -> None:
+    """Refuse a new forward of a host port below 1024 unless the admin allows it.
+    Forwards a VM already had are left alone (allowed when they were made)."""
+    if allow_privileged:
+        return
+    before = {(f["protocol"], f["host_address"], f["host_port"])
+              for f in ((old_spec or {}).get("network") or {}).get("port_forwards", [])}
+    for i, fwd in enumerate(new_spec["network"].get("port_forwards", [])):
+        key = (fwd["protocol"], fwd["host_address"], fwd["host_port"])
+        if fwd["host_port"] < PRIVILEGED_BELOW and key not in before:
+            raise Invalid(f"host ports below {PRIVILEGED_BELOW} are bound as root and need the admin's "
+                          "allow_privileged_ports", f"network.port_forwards[{i}].host_port")

@@ -1,0 +1,116 @@
+"""Fixed IPs: DHCP host entries in a libvirt network, and only the appliance's own.
+
+A libvirt network is shared: an admin, another appliance or another tool may
+have reserved addresses in it. The appliance records each reservation it makes
+(network, MAC, name, IP; per VM and host, in the store's meta table) and
+removes exactly that entry later: libvirt deletes a <host> only when every
+attribute given matches, so an entry someone else made for the same MAC, or
+under the same name, is never touched. Errors carry fixed reasons, never
+libvirt's text (which can quote host files).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+
+import defusedxml.ElementTree as DefusedET
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from appliance.errors import Failed
+
+if TYPE_CHECKING:
+    from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+ENTRY_FIELDS = ("mac", "name", "ip")
+
+
+def _key(vm_id: str, host: str) -> str:
+    return f"dhcp-reservation:{vm_id}:{host}"
+
+
+def wanted(row: dict) -> dict | None:
+    """The reservation the VM's record asks for: its MAC, name and fixed IP."""
+    network = row["spec"]["network"]
+    if network["type"] != "network" or not network.get("ip"):
+        return None
+    return {"network": network["name"], "mac": row["mac"], "name": row["name"], "ip": network["ip"]}
+
+
+def recorded(store: "Store", vm_id: str, host: str) -> dict | None:
+    value = store.get_meta(_key(vm_id, host))
+    return json.loads(value) if value else None
+
+
+def _entry_xml(entry: dict) -> str:
+    return ET.tostring(ET.Element("host", {k: entry[k] for k in ENTRY_FIELDS}), encoding="unicode")
+
+
+def _network(conn: libvirt.virConnect, name: str, host: str) -> libvirt.virNetwork:
+    try:
+        return conn.networkLookupByName(name)
+    except libvirt.libvirtError:
+        raise Failed(f"libvirt network {name!r} does not exist on host {host}") from None
+
+
+def _update(net: libvirt.virNetwork, command: int, entry: dict) -> None:
+    flags = 0
+    if net.isActive():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+    if net.isPersistent():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, _entry_xml(entry), flags)
+
+
+def _present(net: libvirt.virNetwork, entry: dict) -> bool:
+    """Whether the network holds exactly this entry (MAC, name and IP)."""
+    for host in DefusedET.fromstring(net.XMLDesc()).iter("host"):
+        if (host.get("mac", "").lower(), host.get("name"), host.get("ip")) == (
+                entry["mac"], entry["name"], entry["ip"]):
+            return True
+    return False
+
+
+def _delete(conn: libvirt.virConnect, host: str, entry: dict) -> None:
+    """Remove exactly this entry; one that is gone already (or a network that
+    is) is nothing to release."""
+    try:
+        _update(_network(conn, entry["network"], host), libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry)
+    except (libvirt.libvirtError, Failed) as err:
+        log.info("no DHCP reservation %s to release on %s: %s", entry, host, err)
+
+
+def release(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> None:
+    """Remove the reservation this VM made on this host, and only that one. A VM
+    reserved before the appliance recorded reservations: its exact entry."""
+    entry = recorded(store, row["id"], host) or wanted(row)
+    if entry is not None:
+        _delete(conn, host, entry)
+    store.delete_meta(_key(row["id"], host))
+
+
+def reserve(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> None:
+    """Make the host's network give this VM's MAC its fixed IP (safe to repeat).
+    A changed MAC, name or IP replaces the VM's own earlier reservation; an
+    entry someone else made for the MAC, name or IP is refused, not replaced."""
+    want, had = wanted(row), recorded(store, row["id"], host)
+    if had is not None and had != want:
+        _delete(conn, host, had)
+        store.delete_meta(_key(row["id"], host))
+    if want is None:
+        return
+    net = _network(conn, want["network"], host)
+    if not _present(net, want):
+        try:
+            _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want)
+        except libvirt.libvirtError:
+            log.warning("DHCP reservation %s refused by network %s on %s", want, want["network"], host,
+                        exc_info=True)
+            raise Failed(f"network {want['network']!r} already has a DHCP reservation for MAC {want['mac']}, "
+                         f"name {want['name']} or IP {want['ip']} that this VM did not make") from None
+    # Exactly ours (just made, or made before a crash or before reservations were recorded).
+    store.set_meta(_key(row["id"], host), json.dumps(want, sort_keys=True))
