@@ -36,7 +36,7 @@ def seed_files(vm_id: str, name: str, cloud_init: dict | None) -> dict[str, byte
     return files
 
 
-_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 
 
 def _yaml_mapping(data: dict) -> str:
@@ -44,10 +44,10 @@ def _yaml_mapping(data: dict) -> str:
     anything nested or unusual as JSON, which is YAML too."""
     lines = []
     for key, value in data.items():
-        if isinstance(value, (dict, list)) or not _PLAIN.match(str(key)):
+        if isinstance(value, (dict, list)) or not _PLAIN.fullmatch(str(key)):
             return json.dumps(data, indent=2) + "\n"
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        lines.append(f"{key}: {text if _PLAIN.match(text) else json.dumps(text)}")
+        lines.append(f"{key}: {text if _PLAIN.fullmatch(text) else json.dumps(text)}")
     return "\n".join(lines) + "\n"
 
 

@@ -180,3 +180,12 @@ def test_numbers_and_sizes_take_the_newline_a_shell_writes(service):
         specs.parse_size_mib("512M\n1", "memory", 32, 4096)
     with pytest.raises(Invalid):
         specs.parse_size_mib("9" * 500, "memory", 32, 4096)
+
+
+def test_cloud_init_values_with_a_newline_are_quoted_in_the_seed():
+    """A meta_data value ending in a newline was written bare into the YAML (re.match and $)."""
+    from appliance.virt.cloudinit import _yaml_mapping
+
+    assert _yaml_mapping({"local-hostname": "web1"}) == "local-hostname: web1\n"
+    assert _yaml_mapping({"local-hostname": "web1\n"}) == '{\n  "local-hostname": "web1\\n"\n}\n' or \
+        _yaml_mapping({"local-hostname": "web1\n"}) == 'local-hostname: "web1\\n"\n'
