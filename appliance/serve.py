@@ -70,6 +70,10 @@ def gunicorn_args(config: Config) -> list[str]:
         "--worker-class", "gthread", "--threads", str(config.threads),
         # Writes wait for their operation and uploads stream whole images.
         "--timeout", "600", "--graceful-timeout", "10",
+        # gunicorn >= 25 opens a control socket at ~/.gunicorn/gunicorn.ctl,
+        # one path for every appliance on the machine: the first to exit
+        # removes the others' (issue 9, 15). Nothing here uses it.
+        "--no-control-socket",
         "--access-logfile", str(config.logs_dir / "access.log"),
         "appliance.api.app:get_app()",
     ]
