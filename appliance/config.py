@@ -26,7 +26,10 @@ class Config:
     # can share one libvirtd without their names colliding.
     domain_prefix: str = ""
     workers: int = 2
-    threads: int = 8
+    # Threads per API worker for the WSGI app (appliance/api/asgi.py); requests
+    # that wait for their operation may hold at most 3/4 of them, the rest
+    # always answer quick requests. Idle threads cost next to nothing.
+    threads: int = 32
     wait_timeout: float = 120.0  # how long a write waits for its operation by default
     max_wait: float = 3600.0  # the longest wait a client may ask for
     metrics_public: bool = True
