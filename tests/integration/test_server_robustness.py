@@ -24,8 +24,9 @@ from typing import Self
 import pytest
 import requests
 
+from appliance.api.asgi import BUFFERED_BODY
 from appliance.api.http_deadline import HEADER_DEADLINE
-from tests.appliance_process import Appliance
+from tests.appliance_process import DEMO_IMAGE, Appliance
 
 SLOW_CLIENTS = 50
 WAITERS = 40
@@ -169,3 +170,17 @@ def test_long_waits_do_not_stall_health_checks(paused_controller):
         assert status == 200, body
         assert body["id"] == op_id and body["status"] == "pending", body
     assert sum(seconds >= wait_for - 1 for seconds, _, _ in answers) == waiting
+
+
+def test_large_upload_streams_through_the_front(appliance):
+    """An image upload larger than the front buffers (BUFFERED_BODY) streams to
+    its thread and arrives whole (the service refuses a short upload), over a
+    real connection."""
+    data = DEMO_IMAGE.read_bytes()
+    assert len(data) > BUFFERED_BODY
+    resp = appliance.api("PUT", "/v1/images/streamed", data=data,
+                         headers={"Content-Type": "application/octet-stream"})
+    assert resp.status_code == 201, resp.text
+    image = appliance.api("GET", "/v1/images/streamed").json()
+    assert image["name"] == "streamed"
+    assert appliance.api("DELETE", "/v1/images/streamed").status_code in (200, 204)
