@@ -123,6 +123,12 @@ def _size_schema(low: int, high: int) -> WithJsonSchema:
                            "description": "MiB, or a string with a unit: 512M, 2G"})
 
 
+def _stored_as_value(member: Any) -> Any:
+    """An enum default that is validated like a given value, so that the stored
+    form holds the plain string (use_enum_values) either way."""
+    return Field(member, validate_default=True)
+
+
 def _one_of(values_: tuple[str, ...]) -> str:
     return f"must be one of {', '.join(values_)}"
 
@@ -251,7 +257,7 @@ Disks = Annotated[list[Disk], BeforeValidator(_disks_bounded), Field(max_length=
 class PortForward(_Object):
     host_port: Port
     guest_port: Port
-    protocol: Annotated[Protocol, _says("must be tcp or udp")] = Protocol.TCP.value
+    protocol: Annotated[Protocol, _says("must be tcp or udp")] = _stored_as_value(Protocol.TCP)
     host_address: ForwardAddress = "127.0.0.1"
 
 
@@ -275,14 +281,14 @@ class Network(_Object):
     ignored (name in user mode) or refused (port forwards, outbound, ip)."""
 
     not_an_object = "must be an object with a 'type'"
-    type: NetworkType = NetworkType.USER.value
+    type: NetworkType = NetworkType.USER  # always given by _prepare
     mac: Mac | None = None
     name: LibvirtNetworkName | None = None
     port_forwards: PortForwards = Field(default_factory=list)
     ip: IPv4 | None = None
     outbound: Annotated[Outbound, _says(_one_of(OUTBOUND)),
                         Field(description="user mode: what the guest may reach (none: QEMU restrict=on)")] = \
-        Outbound.INTERNET.value
+        Outbound.INTERNET  # never stored: the stored form leaves the default out
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -296,7 +302,7 @@ class Network(_Object):
         kind = data.get("type", NetworkType.USER)
         if kind not in NETWORK_TYPES:
             raise _refused(_one_of(NETWORK_TYPES), ".type")
-        return {"type": kind} if kind == NetworkType.NONE else data
+        return {"type": kind} if kind == NetworkType.NONE else {**data, "type": kind}
 
     @field_validator("name", mode="before")
     @classmethod
@@ -329,7 +335,7 @@ class Network(_Object):
         if info.data["type"] == NetworkType.NETWORK:
             if value is not None:
                 raise _refused("applies to user-mode networking; a libvirt network's forward mode decides")
-            return Outbound.INTERNET.value
+            return Outbound.INTERNET
         return value
 
     @model_serializer(mode="wrap")
@@ -421,7 +427,7 @@ class Spec(BaseModel):
     disks: Disks = Field(default_factory=list, description=f"extra blank disks (at most {MAX_DISKS})")
     network: Network = Field(default_factory=Network)
     cloud_init: CloudInit | None = None
-    run_strategy: Annotated[RunStrategy, _says(_one_of(RUN_STRATEGIES))] = DEFAULT_RUN_STRATEGY.value
+    run_strategy: Annotated[RunStrategy, _says(_one_of(RUN_STRATEGIES))] = _stored_as_value(DEFAULT_RUN_STRATEGY)
     labels: Labels = Field(default_factory=dict)
     node_selector: Labels = Field(default_factory=dict,
                                   description="host labels the VM must land on (KubeVirt's nodeSelector)")
