@@ -10,52 +10,67 @@ fault (`('network', 'port_forwards', 0, 'host_port')`), from which the
 few tens of microseconds either way; a spec is validated once per write.
 
 A refusal is `Invalid(reason, field)`, with the reasons the appliance always
-gave: a field type either uses pydantic's own check (whole numbers, enums,
-booleans) and says what it wants when that fails (`_says`), or runs a rule of
-values.py (`_rule`), which the service also calls for a single value. Only
-the first fault is reported: at the top level in the order the fields were
-always checked (CHECK_ORDER: `image` last, so a spec without an image still
-names its other faults), inside an object in the order its fields are declared.
+gave: the field types of fields.py check single values (with the rules of
+values.py, which the service also calls for one value); the classes here check
+objects (unknown and missing fields, what depends on another field). Only the
+first fault is reported: at the top level in the order the fields were always
+checked (CHECK_ORDER: `image` last, so a spec without an image still names its
+other faults), inside an object in the order its fields are declared.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     ValidationError,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WithJsonSchema,
     WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from appliance.errors import Invalid
 from appliance.jsonio import shown
-from appliance.model import values
 from appliance.model.defaults import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MIB,
     DEFAULT_RUN_STRATEGY,
-    MAX_CPUS,
-    MAX_DISK_MIB,
     MAX_DISKS,
-    MAX_LABELS,
-    MAX_MEMORY_MIB,
-    MAX_TERMINATION_GRACE_PERIOD,
-    MAX_USER_DATA,
-    MIN_MEMORY_MIB,
     PROBE_TIMINGS,
     TERMINATION_GRACE_PERIOD,
+)
+from appliance.model.fields import (
+    REFUSED,
+    CloudInitPart,
+    ConsoleText,
+    Cpus,
+    DiskSize,
+    DnsName,
+    Flag,
+    ForwardAddress,
+    Grace,
+    ImageName,
+    IPv4,
+    Labels,
+    LibvirtNetworkName,
+    Mac,
+    Memory,
+    NoFields,
+    Port,
+    UserData,
+    must_be_list,
+    one_of,
+    refused,
+    says,
+    stored_as_value,
+    timing,
+    timing_says,
 )
 from appliance.model.states import (
     NETWORK_TYPES,
@@ -67,120 +82,6 @@ from appliance.model.states import (
     Protocol,
     RunStrategy,
 )
-
-T = TypeVar("T")
-REFUSED = "refused"  # the pydantic error type of our own refusals
-
-
-def _refused(reason: str, at: str = "") -> PydanticCustomError:
-    """A refusal with its reason; `at` continues the path below the value checked."""
-    return PydanticCustomError(REFUSED, "{reason}", {"reason": reason, "at": at})
-
-
-def _rule(check: Callable[[Any, str], T]) -> PlainValidator:
-    """A field type's validation by a rule of values.py (its Invalid becomes a refusal)."""
-    def run(value: Any) -> T:
-        try:
-            return check(value, "")
-        except Invalid as err:
-            raise _refused(err.reason, err.field or "") from None
-    return PlainValidator(run)
-
-
-def _says(reason: str) -> WrapValidator:
-    """The reason given when pydantic's own check of the type or bounds fails."""
-    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise _refused(reason) from None
-    return WrapValidator(check)
-
-
-def _whole(low: int, high: int) -> Any:
-    return Field(strict=True, ge=low, le=high)  # strict: no bools, floats or strings
-
-
-def _timing(name: str) -> Any:
-    _default, low, high = PROBE_TIMINGS[name]
-    return Field(strict=True, ge=low, le=high)
-
-
-def _timing_says(name: str) -> WrapValidator:
-    _default, low, high = PROBE_TIMINGS[name]
-    return _says(f"must be a whole number from {low} to {high}")
-
-
-def _must_be_list(value: Any) -> Any:
-    if not isinstance(value, list):
-        raise _refused("must be a list")
-    return value
-
-
-def _size_schema(low: int, high: int) -> WithJsonSchema:
-    return WithJsonSchema({"oneOf": [{"type": "integer", "minimum": low, "maximum": high},
-                                     {"type": "string", "pattern": r"^\s*\d{1,20}\s*([KMGTkmgt])?([iI]?[bB])?\s*$"}],
-                           "description": "MiB, or a string with a unit: 512M, 2G"})
-
-
-def _stored_as_value(member: Any) -> Any:
-    """An enum default that is validated like a given value, so that the stored
-    form holds the plain string (use_enum_values) either way."""
-    return Field(member, validate_default=True)
-
-
-def _one_of(values_: tuple[str, ...]) -> str:
-    return f"must be one of {', '.join(values_)}"
-
-
-# -- field types ---------------------------------------------------------------------------
-DnsName = Annotated[str, _rule(values.validate_name),
-                    WithJsonSchema({"type": "string", "pattern": values.anchored(values.DNS_LABEL)})]
-ImageName = Annotated[str, _rule(values.validate_image),
-                      WithJsonSchema({"type": "string", "pattern": values.anchored(values.DNS_LABEL),
-                                      "description": "an image (GET /v1/images)"})]
-Cpus = Annotated[int, _rule(values.parse_cpus),
-                 WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_CPUS})]
-Memory = Annotated[int, _rule(lambda v, f: values.parse_size_mib(v, f, MIN_MEMORY_MIB, MAX_MEMORY_MIB)),
-                   _size_schema(MIN_MEMORY_MIB, MAX_MEMORY_MIB)]
-DiskSize = Annotated[int, _rule(lambda v, f: values.parse_size_mib(v, f, 1, MAX_DISK_MIB)),
-                     _size_schema(1, MAX_DISK_MIB)]
-Labels = Annotated[dict[str, str], _rule(values.validate_labels),
-                   WithJsonSchema({"type": "object", "maxProperties": MAX_LABELS, "additionalProperties": {
-                       "type": "string", "pattern": values.anchored(values.LABEL_VALUE)}})]
-Port = Annotated[int, _whole(1, 65535), _says("must be a port number from 1 to 65535")]
-Grace = Annotated[int, _whole(0, MAX_TERMINATION_GRACE_PERIOD),
-                  _says(f"must be a whole number of seconds from 0 to {MAX_TERMINATION_GRACE_PERIOD}")]
-Flag = Annotated[bool, Field(strict=True), _says("must be true or false")]
-Mac = Annotated[str, _rule(values.validate_mac),
-                WithJsonSchema({"type": "string", "pattern": "^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$",
-                                "description": "unicast, like 52:54:00:12:34:56"})]
-ForwardAddress = Annotated[str, _rule(values.validate_forward_address),
-                           WithJsonSchema({"type": "string", "description": "a loopback IPv4 address"})]
-LibvirtNetworkName = Annotated[str, _rule(values.validate_libvirt_network_name),
-                               WithJsonSchema({"type": "string",
-                                               "pattern": values.anchored(values.LIBVIRT_NETWORK_NAME),
-                                               "description": "libvirt network (type network)"})]
-IPv4 = Annotated[str, _rule(values.validate_ipv4),
-                 WithJsonSchema({"type": "string", "format": "ipv4", "description": "fixed IPv4 (type network)"})]
-UserData = Annotated[str, _rule(values.validate_user_data),
-                     WithJsonSchema({"type": "string",
-                                     "description": f"#cloud-config or a #! script, at most {MAX_USER_DATA} bytes"})]
-CloudInitPart = Annotated[dict | str, _rule(values.validate_cloud_init_part),
-                          WithJsonSchema({"oneOf": [{"type": "object"}, {"type": "string"}]})]
-ConsoleText = Annotated[str, _rule(values.validate_console_text),
-                        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256})]
-
-
-def _no_fields(value: Any, field: str) -> dict:
-    if not isinstance(value, dict):
-        raise Invalid("must be an object", field)
-    if value:
-        raise Invalid("takes no fields", field)
-    return {}
-
-
-NoFields = Annotated[dict, _rule(_no_fields), WithJsonSchema({"type": "object", "maxProperties": 0})]
 
 
 class _Object(BaseModel):
@@ -213,9 +114,9 @@ class _Object(BaseModel):
     def _known_fields_only(cls, data: Any) -> Any:
         data = cls._shorthand(data)
         if not isinstance(data, dict):
-            raise _refused(cls.not_an_object)
+            raise refused(cls.not_an_object)
         if cls.refuse_unknown and not cls.field_names.issuperset(data):
-            raise _refused(f"unknown field {shown(sorted(data.keys() - cls.field_names)[0])}")
+            raise refused(f"unknown field {shown(sorted(data.keys() - cls.field_names)[0])}")
         # A missing field is refused as a null one is: by its own rule, with its message.
         missing = [name for name in cls.required_fields if name not in data]
         if missing:
@@ -235,9 +136,9 @@ class Disk(_Object):
 
 
 def _disks_bounded(value: Any) -> Any:
-    _must_be_list(value)
+    must_be_list(value)
     if len(value) > MAX_DISKS:
-        raise _refused(f"at most {MAX_DISKS} extra disks")
+        raise refused(f"at most {MAX_DISKS} extra disks")
     return value
 
 
@@ -245,7 +146,7 @@ def _disk_names_unique(disks: list[Disk]) -> list[Disk]:
     names: set[str] = set()
     for i, disk in enumerate(disks):
         if disk.name in names or disk.name in ("root", "cidata"):  # the boot disk and the seed
-            raise _refused("name already used", f"[{i}].name")
+            raise refused("name already used", f"[{i}].name")
         names.add(disk.name)
     return disks
 
@@ -257,7 +158,7 @@ Disks = Annotated[list[Disk], BeforeValidator(_disks_bounded), Field(max_length=
 class PortForward(_Object):
     host_port: Port
     guest_port: Port
-    protocol: Annotated[Protocol, _says("must be tcp or udp")] = _stored_as_value(Protocol.TCP)
+    protocol: Annotated[Protocol, says("must be tcp or udp")] = stored_as_value(Protocol.TCP)
     host_address: ForwardAddress = "127.0.0.1"
 
 
@@ -266,12 +167,12 @@ def _forwards_unique(forwards: list[PortForward]) -> list[PortForward]:
     for i, forward in enumerate(forwards):
         key = (forward.protocol, forward.host_address, forward.host_port)
         if key in seen:
-            raise _refused("host port used twice", f"[{i}].host_port")
+            raise refused("host port used twice", f"[{i}].host_port")
         seen.add(key)
     return forwards
 
 
-PortForwards = Annotated[list[PortForward], BeforeValidator(_must_be_list),
+PortForwards = Annotated[list[PortForward], BeforeValidator(must_be_list),
                          WrapValidator(lambda v, handler: _forwards_unique(handler(v)))]
 
 
@@ -286,7 +187,7 @@ class Network(_Object):
     name: LibvirtNetworkName | None = None
     port_forwards: PortForwards = Field(default_factory=list)
     ip: IPv4 | None = None
-    outbound: Annotated[Outbound, _says(_one_of(OUTBOUND)),
+    outbound: Annotated[Outbound, says(one_of(OUTBOUND)),
                         Field(description="user mode: what the guest may reach (none: QEMU restrict=on)")] = \
         Outbound.INTERNET  # never stored: the stored form leaves the default out
 
@@ -301,7 +202,7 @@ class Network(_Object):
     def _prepare(cls, data: dict) -> dict:
         kind = data.get("type", NetworkType.USER)
         if kind not in NETWORK_TYPES:
-            raise _refused(_one_of(NETWORK_TYPES), ".type")
+            raise refused(one_of(NETWORK_TYPES), ".type")
         return {"type": kind} if kind == NetworkType.NONE else {**data, "type": kind}
 
     @field_validator("name", mode="before")
@@ -310,7 +211,7 @@ class Network(_Object):
         if info.data["type"] == NetworkType.USER:
             return None  # ignored, as it always was
         if value is None:
-            raise _refused("must be a libvirt network name")
+            raise refused("must be a libvirt network name")
         return value
 
     @field_validator("port_forwards", mode="before")
@@ -318,7 +219,7 @@ class Network(_Object):
     def _forwards_in_user_mode(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data["type"] == NetworkType.NETWORK:
             if value:
-                raise _refused("port forwards need user-mode networking")
+                raise refused("port forwards need user-mode networking")
             return []
         return value
 
@@ -326,7 +227,7 @@ class Network(_Object):
     @classmethod
     def _ip_on_networks(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data["type"] == NetworkType.USER:  # given at all, even null
-            raise _refused("a fixed IP needs a libvirt network (type 'network')")
+            raise refused("a fixed IP needs a libvirt network (type 'network')")
         return value
 
     @field_validator("outbound", mode="before")
@@ -334,7 +235,7 @@ class Network(_Object):
     def _outbound_in_user_mode(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data["type"] == NetworkType.NETWORK:
             if value is not None:
-                raise _refused("applies to user-mode networking; a libvirt network's forward mode decides")
+                raise refused("applies to user-mode networking; a libvirt network's forward mode decides")
             return Outbound.INTERNET
         return value
 
@@ -388,30 +289,30 @@ class Probe(_Object):
     tcp_socket: TcpSocketCheck | None = None
     console: ConsoleCheck | None = None
     guest_agent_ping: NoFields | None = None
-    initial_delay_seconds: Annotated[int, _timing("initial_delay_seconds"),
-                                     _timing_says("initial_delay_seconds")] = PROBE_TIMINGS["initial_delay_seconds"][0]
-    period_seconds: Annotated[int, _timing("period_seconds"),
-                              _timing_says("period_seconds")] = PROBE_TIMINGS["period_seconds"][0]
-    timeout_seconds: Annotated[int, _timing("timeout_seconds"),
-                               _timing_says("timeout_seconds")] = PROBE_TIMINGS["timeout_seconds"][0]
-    failure_threshold: Annotated[int, _timing("failure_threshold"),
-                                 _timing_says("failure_threshold")] = PROBE_TIMINGS["failure_threshold"][0]
-    success_threshold: Annotated[int, _timing("success_threshold"),
-                                 _timing_says("success_threshold")] = PROBE_TIMINGS["success_threshold"][0]
+    initial_delay_seconds: Annotated[int, timing("initial_delay_seconds"),
+                                     timing_says("initial_delay_seconds")] = PROBE_TIMINGS["initial_delay_seconds"][0]
+    period_seconds: Annotated[int, timing("period_seconds"),
+                              timing_says("period_seconds")] = PROBE_TIMINGS["period_seconds"][0]
+    timeout_seconds: Annotated[int, timing("timeout_seconds"),
+                               timing_says("timeout_seconds")] = PROBE_TIMINGS["timeout_seconds"][0]
+    failure_threshold: Annotated[int, timing("failure_threshold"),
+                                 timing_says("failure_threshold")] = PROBE_TIMINGS["failure_threshold"][0]
+    success_threshold: Annotated[int, timing("success_threshold"),
+                                 timing_says("success_threshold")] = PROBE_TIMINGS["success_threshold"][0]
 
     @classmethod
     def _prepare(cls, data: dict) -> dict:
         kinds = [kind for kind in PROBE_KINDS if kind in data]
         if len(kinds) != 1:
-            raise _refused("needs exactly one of " + ", ".join(PROBE_KINDS))
+            raise refused("needs exactly one of " + ", ".join(PROBE_KINDS))
         if data[kinds[0]] is None:
-            raise _refused("must be an object", f".{kinds[0]}")
+            raise refused("must be an object", f".{kinds[0]}")
         return data
 
     @model_validator(mode="after")
     def _timeout_within_period(self) -> Probe:
         if self.timeout_seconds > self.period_seconds:
-            raise _refused("must not exceed period_seconds", ".timeout_seconds")
+            raise refused("must not exceed period_seconds", ".timeout_seconds")
         return self
 
 
@@ -427,7 +328,7 @@ class Spec(BaseModel):
     disks: Disks = Field(default_factory=list, description=f"extra blank disks (at most {MAX_DISKS})")
     network: Network = Field(default_factory=Network)
     cloud_init: CloudInit | None = None
-    run_strategy: Annotated[RunStrategy, _says(_one_of(RUN_STRATEGIES))] = _stored_as_value(DEFAULT_RUN_STRATEGY)
+    run_strategy: Annotated[RunStrategy, says(one_of(RUN_STRATEGIES))] = stored_as_value(DEFAULT_RUN_STRATEGY)
     labels: Labels = Field(default_factory=dict)
     node_selector: Labels = Field(default_factory=dict,
                                   description="host labels the VM must land on (KubeVirt's nodeSelector)")
@@ -446,10 +347,10 @@ class Spec(BaseModel):
     @classmethod
     def _known_fields_only(cls, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise _refused("the spec must be a JSON object")
+            raise refused("the spec must be a JSON object")
         if not _FIELD_NAMES.issuperset(data):
             unknown = sorted(data.keys() - _FIELD_NAMES)[0]
-            raise _refused(f"unknown field; known fields are {', '.join(FIELDS)}", "." + unknown)
+            raise refused(f"unknown field; known fields are {', '.join(FIELDS)}", "." + unknown)
         # null means "the default"; name and image have none, and are refused by their rules.
         return {"name": None, "image": None, **{key: value for key, value in data.items() if value is not None}}
 
@@ -462,7 +363,7 @@ class Spec(BaseModel):
         port = probe.tcp_socket.port
         if not any(f.guest_port == port and f.protocol == Protocol.TCP for f in network.port_forwards):
             # The appliance reaches guests only through forwards on 127.0.0.1.
-            raise _refused(f"needs a tcp port forward to guest port {port}", ".tcp_socket.port")
+            raise refused(f"needs a tcp port forward to guest port {port}", ".tcp_socket.port")
         return probe
 
 
