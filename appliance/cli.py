@@ -22,6 +22,8 @@ from appliance.model import (
     GROUP_POLICIES,
     HOST_STATES,
     RUN_STRATEGIES,
+    STATE_ALIASES,
+    StateVerb,
 )
 
 
@@ -504,8 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STATE_VERBS = {"start": "running", "stop": "stopped", "force-stop": "force-stop", "pause": "paused",
-               "resume": "running", "reboot": "reboot"}
+# vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
+STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)
+                                  for command in ("start", "stop", "force-stop", "pause", "resume", "reboot")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -523,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = Client.from_home(args.home)
     try:
-        if args.command in STATE_VERBS:
-            return _set_state(client, args, STATE_VERBS[args.command])
+        if args.command in STATE_COMMANDS:
+            return _set_state(client, args, STATE_COMMANDS[args.command])
         handler = globals()["cmd_" + args.command.replace("-", "_")]
         return handler(client, args)
     except APIError as err:
