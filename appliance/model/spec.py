@@ -112,20 +112,25 @@ class _Object(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_fields_only(cls, data: Any) -> Any:
-        data = cls._shorthand(data)
         if not isinstance(data, dict):
-            raise refused(cls.not_an_object)
+            data = cls._shorthand(data)
+            if not isinstance(data, dict):
+                raise refused(cls.not_an_object)
         if cls.refuse_unknown and not cls.field_names.issuperset(data):
             raise refused(f"unknown field {shown(sorted(data.keys() - cls.field_names)[0])}")
         # A missing field is refused as a null one is: by its own rule, with its message.
-        missing = [name for name in cls.required_fields if name not in data]
-        if missing:
-            data = {**data, **dict.fromkeys(missing)}
+        for name in cls.required_fields:
+            if name not in data:
+                data = {**dict.fromkeys(cls.required_fields), **data}
+                break
         return cls._prepare(data)
+
+
+class _LeavesOutUnset(_Object):
+    """Unset optional parts are left out of the stored form, as they always were."""
 
     @model_serializer(mode="wrap")
     def _stored(self, handler: Callable[[Any], dict]) -> dict:
-        """Unset optional parts are left out of the stored form, as they always were."""
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
@@ -258,7 +263,7 @@ class Network(_Object):
         return out
 
 
-class CloudInit(_Object):
+class CloudInit(_LeavesOutUnset):
     not_an_object = "must be an object with user_data, meta_data, network_config"
     user_data: UserData | None = None
     meta_data: CloudInitPart | None = None
@@ -281,7 +286,7 @@ class ConsoleCheck(_Object):
     contains: ConsoleText
 
 
-class Probe(_Object):
+class Probe(_LeavesOutUnset):
     """A readiness or liveness probe: exactly one of tcp_socket (a guest port with a
     tcp forward), console, guest_agent_ping; and its timings."""
 
