@@ -12,6 +12,19 @@ from typing import Any
 
 from appliance.client import APIError, Client
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN, Config
+from appliance.model import (
+    DEFAULT_CPU_RATIO,
+    DEFAULT_CPUS,
+    DEFAULT_DISK_RATIO,
+    DEFAULT_MEMORY_MIB,
+    DEFAULT_RAM_RATIO,
+    DEFAULT_RUN_STRATEGY,
+    GROUP_POLICIES,
+    HOST_STATES,
+    RUN_STRATEGIES,
+    STATE_ALIASES,
+    StateVerb,
+)
 
 
 def _print_json(data: Any) -> None:
@@ -411,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create", help="create a VM (started unless --stopped)")
     p.add_argument("name")
     p.add_argument("--image")
-    p.add_argument("--cpus", type=int)
-    p.add_argument("--memory", help="MiB, or 512M / 2G")
+    p.add_argument("--cpus", type=int, help=f"vCPUs (default {DEFAULT_CPUS})")
+    p.add_argument("--memory", help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
     p.add_argument("--disk", action="append", help="NAME:SIZE, an extra blank disk")
     p.add_argument("--network", help="none | user | network:NAME")
     p.add_argument("--ip", help="fixed IPv4 on a libvirt network")
@@ -420,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-data", dest="user_data", help="file")
     p.add_argument("--meta-data", dest="meta_data", help="file")
     p.add_argument("--network-config", dest="network_config", help="file")
-    p.add_argument("--run-strategy", dest="run_strategy",
-                   choices=["Always", "RerunOnFailure", "Manual", "Halted"])
+    p.add_argument("--run-strategy", dest="run_strategy", choices=list(RUN_STRATEGIES),
+                   help=f"when the appliance starts it again (default {DEFAULT_RUN_STRATEGY})")
     p.add_argument("--label", action="append", type=_pair, help="KEY=VALUE")
     p.add_argument("--host", help="place it on this host (the scheduler still checks it fits)")
     p.add_argument("--group", help="a server group (vmctl group create)")
@@ -468,15 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("uri", help="qemu:///system, qemu+ssh://root@h2/system, qemu+unix:///system?socket=PATH")
     h.add_argument("--label", action="append", type=_pair, metavar="KEY=VALUE")
     h.add_argument("--storage", help="hosts naming the same storage share VM disks (default: shared)")
-    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=float, metavar="X", help="vCPU overcommit (default 16)")
-    h.add_argument("--ram-ratio", dest="ram_ratio", type=float, metavar="X", help="RAM overcommit (default 1.5)")
-    h.add_argument("--disk-ratio", dest="disk_ratio", type=float, metavar="X", help="disk overcommit (default 1)")
+    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=float, metavar="X",
+                   help=f"vCPU overcommit (default {DEFAULT_CPU_RATIO:g})")
+    h.add_argument("--ram-ratio", dest="ram_ratio", type=float, metavar="X",
+                   help=f"RAM overcommit (default {DEFAULT_RAM_RATIO:g})")
+    h.add_argument("--disk-ratio", dest="disk_ratio", type=float, metavar="X",
+                   help=f"disk overcommit (default {DEFAULT_DISK_RATIO:g})")
     h.add_argument("--migration-address", dest="migration_address", metavar="ADDRESS",
                    help="where other hosts reach this one for live migration")
     h = hosts.add_parser("state", help="enabled | disabled (no new VMs) | maintenance (and move its VMs away; "
                                        "exit status 1 when some cannot leave)")
     h.add_argument("name")
-    h.add_argument("state", choices=["enabled", "disabled", "maintenance"])
+    h.add_argument("state", choices=list(HOST_STATES))
     hosts.add_parser("remove", help="remove a host that has no VMs").add_argument("name")
 
     p = sub.add_parser("group", help="server groups: keep VMs together or apart")
@@ -484,14 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     groups.add_parser("list", help="groups and their members")
     g = groups.add_parser("create", help="create a group")
     g.add_argument("name")
-    g.add_argument("policy", choices=["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"])
+    g.add_argument("policy", choices=list(GROUP_POLICIES))
     groups.add_parser("delete", help="delete a group without members").add_argument("name")
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser
 
 
-STATE_VERBS = {"start": "running", "stop": "stopped", "force-stop": "force-stop", "pause": "paused",
-               "resume": "running", "reboot": "reboot"}
+# vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
+STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)
+                                  for command in ("start", "stop", "force-stop", "pause", "resume", "reboot")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -509,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = Client.from_home(args.home)
     try:
-        if args.command in STATE_VERBS:
-            return _set_state(client, args, STATE_VERBS[args.command])
+        if args.command in STATE_COMMANDS:
+            return _set_state(client, args, STATE_COMMANDS[args.command])
         handler = globals()["cmd_" + args.command.replace("-", "_")]
         return handler(client, args)
     except APIError as err:

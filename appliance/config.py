@@ -13,6 +13,8 @@ import os
 import secrets
 from pathlib import Path
 
+from appliance.model.defaults import EVACUATE_AFTER, HEARTBEAT_AGE
+
 log = logging.getLogger("vmctl.config")
 DEFAULT_HOME = "./.appliance"
 # An older appliance saved its defaults with the admin's choices, so an old
@@ -69,9 +71,9 @@ class Config:
     host_subset_size: int = 1
     # A host whose libvirt has not answered for this long is declared dead and
     # its VMs with run_strategy Always are restarted elsewhere (shared disks only).
-    evacuate_after: float = 60.0
+    evacuate_after: float = EVACUATE_AFTER
     # A host's heartbeat older than this means the controller lost it.
-    heartbeat_age: float = 10.0
+    heartbeat_age: float = HEARTBEAT_AGE
     # POST /v1/images {"path"} copies only files inside this directory (relative
     # to home, or absolute); None: no imports from a path, uploads only.
     image_import_dir: str | None = "images/import"

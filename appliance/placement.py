@@ -15,6 +15,7 @@ import random
 
 from appliance.config import Config
 from appliance.metrics_scheduler import timed_placement
+from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO, HostAdminState
 from appliance.store import Store
 from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
@@ -99,11 +100,11 @@ def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostStat
         info = host["info"] or {}
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
         states.append(HostState(
-            name=host["name"], state=host["state"] or "enabled", up=host_is_up(host, now, heartbeat_age),
+            name=host["name"], state=host["state"] or HostAdminState.ENABLED, up=host_is_up(host, now, heartbeat_age),
             arch=guest_arch(info), cpus=int(info.get("cpus") or 0),
             memory_mib=int(info.get("memory_mib") or 0), disk_gib=float(info.get("disk_bytes") or 0) / GIB,
-            cpu_ratio=host["cpu_ratio"] or 16.0, ram_ratio=host["ram_ratio"] or 1.5,
-            disk_ratio=host["disk_ratio"] or 1.0, reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
+            cpu_ratio=host["cpu_ratio"] or DEFAULT_CPU_RATIO, ram_ratio=host["ram_ratio"] or DEFAULT_RAM_RATIO,
+            disk_ratio=host["disk_ratio"] or DEFAULT_DISK_RATIO, reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
             allocated_cpus=int(cpus), allocated_memory_mib=int(memory), allocated_disk_gib=disk / GIB,
             labels=host["labels"] or {}, storage=host["storage"] or "",
         ))

@@ -29,16 +29,24 @@ from appliance.errors import (
     Timeout,
 )
 from appliance.image_store import ImageStore
+from appliance.model import (
+    ACTIVE_STATES,
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MIB,
+    FINAL_OP_STATES,
+    GROUP_POLICIES,
+    HEARTBEAT_AGE,
+    HOST_RATIOS,
+    HOST_STATES,
+    STATE_ALIASES,
+    STATE_CHANGE_OPS,
+    STATE_VERBS,
+    VERB_DESIRED_STATE,
+)
 from appliance.store import Store
 
-STATE_VERBS = ("running", "stopped", "paused", "reboot", "force-stop")
-STATE_ALIASES = {"start": "running", "stop": "stopped", "pause": "paused", "resume": "running",
-                 "restart": "reboot", "shutdown": "stopped"}
-ACTIVE_STATES = ("running", "paused", "starting", "stopping", "migrating")
-FINAL_OP_STATES = ("succeeded", "failed", "cancelled")
-
 # The built-in default template: `mkdir vms/NAME` and a create without image.
-DEFAULT_TEMPLATE = {"image": "demo", "cpus": 1, "memory": 128, "network": {"type": "user"}}
+DEFAULT_TEMPLATE = {"image": "demo", "cpus": DEFAULT_CPUS, "memory": DEFAULT_MEMORY_MIB, "network": {"type": "user"}}
 
 # The files of one VM directory, in the order `ls` shows them: name -> writable.
 VM_FILES = {
@@ -51,9 +59,6 @@ VM_FILES = {
 # The files of one host directory (hosts/NAME/), as for VMs: name -> writable.
 HOST_FILES = {"state": True, "uri": False, "capacity": False, "allocated": False, "vms": False,
               "status.json": False}
-HOST_STATES = ("enabled", "disabled", "maintenance")
-GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
-HOST_RATIOS = {"cpu_ratio": (16.0, 0.1, 1000.0), "ram_ratio": (1.5, 0.1, 100.0), "disk_ratio": (1.0, 0.1, 100.0)}
 
 
 def reachable_from_peers(uri: str) -> bool:
@@ -290,8 +295,7 @@ class Service:
         with self.store.transaction():
             row = self._vm_for_write(name, if_match)
             observed = self._observed(row)
-            desired = {"running": "running", "stopped": "stopped", "paused": "paused",
-                       "reboot": "running", "force-stop": "stopped"}[verb]
+            desired = VERB_DESIRED_STATE[verb]
             if verb == "paused" and observed not in ("running", "paused") and row["desired_state"] != "running":
                 raise Conflict(f"a {observed} VM cannot be paused; start it first", "state")
             if verb == "reboot" and (observed not in ("running", "paused") and row["desired_state"] != "running"):
@@ -322,7 +326,7 @@ class Service:
     def _supersede(self, row: dict) -> None:
         """A new desired state cancels the pending state changes it replaces."""
         for op in self.store.list_operations("vm_id = ? AND status = 'pending'", [row["id"]]):
-            if op["kind"] in ("start", "stop", "pause", "resume", "reboot", "force-stop"):
+            if op["kind"] in STATE_CHANGE_OPS:
                 self.store.update_operation(op["id"], status="cancelled", error="superseded", finished=self.clock())
 
     def _new_op(self, row: dict, kind: str, params: dict | None = None) -> dict:
@@ -900,7 +904,7 @@ class Service:
             self.store.add_event("group-deleted", f"server group {name} deleted")
 
     # -- health ---------------------------------------------------------------------------------
-    def readiness(self, heartbeat_age: float = 10.0) -> dict:
+    def readiness(self, heartbeat_age: float = HEARTBEAT_AGE) -> dict:
         checks: dict[str, dict] = {}
         try:
             self.store.ping()

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import sqlite_utils
 
 from appliance.errors import NotFound, PreconditionFailed
+from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -117,8 +118,8 @@ def _v3(db: sqlite_utils.Database) -> None:
                          ("reserved_memory_mib", int), ("labels", str), ("storage", str),
                          ("migration_address", str), ("created", float), ("down_since", float)):
         hosts.add_column(column, kind)
-    db.execute("UPDATE hosts SET cpu_ratio = 16.0, ram_ratio = 1.5, disk_ratio = 1.0, reserved_memory_mib = 0, "
-               "labels = '{}', storage = 'shared'")
+    db.execute("UPDATE hosts SET cpu_ratio = ?, ram_ratio = ?, disk_ratio = ?, reserved_memory_mib = 0, "
+               "labels = '{}', storage = 'shared'", [DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO, DEFAULT_DISK_RATIO])
     db["groups"].create({"name": str, "policy": str, "created": float}, pk="name")
     # Before hosts could be added, every VM lived on the one local host.
     db.execute("UPDATE vms SET host = 'local' WHERE host IS NULL OR host = ''")

@@ -36,6 +36,7 @@ from prometheus_client.core import (
 
 from appliance import metrics_scheduler, placement
 from appliance.config import Config
+from appliance.model import FINAL_OP_STATES, HOST_RATIOS, HOST_STATES, HostAdminState
 from appliance.service import is_ready
 from appliance.store import Store
 from exporter.collector import Target
@@ -45,8 +46,7 @@ log = logging.getLogger(__name__)
 RECONCILE_KEY = "metrics.reconcile_seconds"
 RECONCILE_TIME_KEY = "metrics.reconcile_time"
 OPERATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-FINISHED = ("succeeded", "failed", "cancelled")
-HOST_STATES = ("enabled", "disabled", "maintenance")
+FINISHED = FINAL_OP_STATES
 MIB = 1024 * 1024
 GIB = 1024 ** 3
 
@@ -252,15 +252,16 @@ class ApplianceCollector:
         now = self.clock()
         for name, row in rows.items():
             info = row["info"] or {}
-            admin = row["state"] or "enabled"
+            admin = row["state"] or HostAdminState.ENABLED
             for value in HOST_STATES:
                 state.add_metric([name, value], 1.0 if admin == value else 0.0)
             heartbeat.add_metric([name], 1.0 if placement.host_is_up(row, now, self.heartbeat_age) else 0.0)
             if row["last_seen"] is not None:
                 last_seen.add_metric([name], row["last_seen"])
             # Defaults as placement.host_states applies them.
-            ratios = {"vcpus": row["cpu_ratio"] or 16.0, "memory_bytes": row["ram_ratio"] or 1.5,
-                      "disk_bytes": row["disk_ratio"] or 1.0}
+            ratios = {"vcpus": row["cpu_ratio"] or HOST_RATIOS["cpu_ratio"].default,
+                      "memory_bytes": row["ram_ratio"] or HOST_RATIOS["ram_ratio"].default,
+                      "disk_bytes": row["disk_ratio"] or HOST_RATIOS["disk_ratio"].default}
             reserved_bytes = int(row["reserved_memory_mib"] or 0) * MIB
             inventory = {"vcpus": int(info.get("cpus") or 0), "memory_bytes": int(info.get("memory_mib") or 0) * MIB,
                          "disk_bytes": int(info.get("disk_bytes") or 0)}

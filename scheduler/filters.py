@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from appliance.model import HostAdminState
 from scheduler.model import HostState, Request, arch_trait, label_trait
+
+# Plain strings for the hot loop (an enum member is a class attribute lookup each time).
+_ENABLED: str = HostAdminState.ENABLED.value
+_MAINTENANCE: str = HostAdminState.MAINTENANCE.value
 
 
 def _num(x: float) -> str:
@@ -31,9 +36,9 @@ def _num(x: float) -> str:
 
 # -- ComputeFilter ------------------------------------------------------------------------------
 def _compute_reason(h: HostState, r: Request) -> str:
-    if h.state == "maintenance":
+    if h.state == _MAINTENANCE:
         return "host is in maintenance"
-    if h.state != "enabled":
+    if h.state != _ENABLED:
         return f"host is {h.state}"  # "host is disabled"
     return "host is down"
 
@@ -147,7 +152,7 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
     anti_affinity = g.hosts if g is not None and g.policy == "anti-affinity" else frozenset()
     out: list[int | None] = []
     for h in hosts:
-        if h.state != "enabled" or not h.up:
+        if h.state != _ENABLED or not h.up:
             out.append(0)  # ComputeFilter
         elif h.name in ignore or (only is not None and h.name not in only):
             out.append(1)  # RequestedHostFilter

@@ -14,13 +14,21 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Nova's defaults (cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio).
-DEFAULT_CPU_RATIO = 16.0
-DEFAULT_RAM_RATIO = 1.5
-DEFAULT_DISK_RATIO = 1.0
+# The vocabulary and Nova's overcommit defaults are the appliance's domain model's
+# (plain constants and enums, no I/O): re-exported here for the scheduler's callers.
+from appliance.model import (
+    DEFAULT_CPU_RATIO,
+    DEFAULT_DISK_RATIO,
+    DEFAULT_RAM_RATIO,
+    GROUP_POLICIES,
+    HOST_STATES,
+    HostAdminState,
+)
 
-HOST_STATES = ("enabled", "disabled", "maintenance")
-GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
+_ENABLED: str = HostAdminState.ENABLED.value  # a plain string: compared for every host of every decision
+
+__all__ = ["DEFAULT_CPU_RATIO", "DEFAULT_DISK_RATIO", "DEFAULT_RAM_RATIO", "GROUP_POLICIES", "HOST_STATES",
+           "Group", "HostState", "Policy", "Request", "arch_trait", "label_trait"]
 
 
 
@@ -45,7 +53,7 @@ class HostState:
     """
 
     name: str
-    state: str = "enabled"  # enabled | disabled | maintenance
+    state: str = _ENABLED  # enabled | disabled | maintenance (HostAdminState)
     up: bool = True
     arch: str = "x86_64"
     cpus: int = 0  # physical CPUs
@@ -89,7 +97,7 @@ class HostState:
         set_(self, "free_cpus", cap_cpus - self.allocated_cpus)
         set_(self, "free_memory_mib", cap_mem - self.allocated_memory_mib)
         set_(self, "free_disk_gib", cap_disk - self.allocated_disk_gib)
-        set_(self, "usable", self.state == "enabled" and self.up and self.cpus > 0
+        set_(self, "usable", self.state == _ENABLED and self.up and self.cpus > 0
              and self.memory_mib > 0)
         set_(self, "traits", frozenset([*(label_trait(k, v) for k, v in self.labels.items()),
                                         arch_trait(self.arch)]))

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import falcon
 
-from appliance import spec as specs
-from appliance.service import (
+from appliance.model import (
     GROUP_POLICIES,
-    HOST_FILES,
+    HOST_DOWN,
     HOST_RATIOS,
     HOST_STATES,
     STATE_VERBS,
-    VM_FILES,
+    OpStatus,
 )
+from appliance.model.defaults import MAX_MEMORY_MIB
+from appliance.model.schema import spec_components
+from appliance.model.values import DNS_LABEL, anchored
+from appliance.service import HOST_FILES, VM_FILES
 
 
 def _ref(name: str) -> dict:
@@ -39,10 +42,8 @@ WAIT = [
 ]
 IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
             "description": "the ETag of a GET; 412 when the VM changed since"}
-DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}
+DNS_NAME = {"type": "string", "pattern": anchored(DNS_LABEL)}
 LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
-SIZE = {"oneOf": [{"type": "integer", "minimum": specs.MIN_MEMORY_MIB}, {"type": "string"}],
-        "description": "MiB, or a string with a unit: 512M, 2G"}
 
 SCHEMAS = {
     "Error": {
@@ -50,62 +51,7 @@ SCHEMAS = {
         "properties": {"error": {"type": "string"}, "reason": {"type": "string"}, "field": {"type": "string"},
                        "title": {"type": "string"}, "description": {"type": "string"}},
     },
-    "PortForward": {
-        "type": "object", "required": ["host_port", "guest_port"],
-        "properties": {"host_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                       "guest_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                       "protocol": {"type": "string", "enum": list(specs.PROTOCOLS)},
-                       "host_address": {"type": "string", "description": "a loopback address"}},
-    },
-    "Network": {
-        "type": "object",
-        "properties": {"type": {"type": "string", "enum": list(specs.NETWORK_TYPES)},
-                       "port_forwards": {"type": "array", "items": _ref("PortForward")},
-                       "name": {"type": "string", "description": "libvirt network (type network)"},
-                       "mac": {"type": "string"}, "ip": {"type": "string", "description": "fixed IPv4"},
-                       "outbound": {"type": "string", "enum": list(specs.OUTBOUND),
-                                    "description": "user mode: what the guest may reach (none: QEMU restrict=on)"}},
-    },
-    "Spec": {
-        "type": "object",
-        "properties": {
-            "name": DNS_NAME,
-            "image": {"type": "string"},
-            "cpus": {"type": "integer", "minimum": 1, "maximum": specs.MAX_CPUS},
-            "memory": SIZE,
-            "disks": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {
-                "name": {"type": "string"}, "size": SIZE}}},
-            "network": _ref("Network"),
-            "cloud_init": {"type": "object", "nullable": True, "properties": {
-                "user_data": {"type": "string"},
-                "meta_data": {"oneOf": [{"type": "object"}, {"type": "string"}]},
-                "network_config": {"oneOf": [{"type": "object"}, {"type": "string"}]}}},
-            "run_strategy": {"type": "string", "enum": list(specs.RUN_STRATEGIES)},
-            "labels": LABELS,
-            "node_selector": {**LABELS, "description": "host labels the VM must land on (all of them)"},
-            "group": {**DNS_NAME, "nullable": True, "description": "a server group (POST /v1/groups)"},
-            "termination_grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
-            "readiness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
-            "liveness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
-        },
-    },
-    "Probe": {
-        "type": "object",
-        "description": "exactly one of tcp_socket (a guest port with a tcp forward), console, guest_agent_ping",
-        "properties": {
-            "tcp_socket": {"type": "object", "properties": {"port": {"type": "integer"}}},
-            "console": {"type": "object", "properties": {"contains": {"type": "string"}}},
-            "guest_agent_ping": {"type": "object"},
-            **{name: {"type": "integer", "minimum": low, "maximum": high}
-               for name, (_default, low, high) in specs.PROBE_TIMINGS.items()},
-        },
-    },
-    "CreateVM": {
-        "allOf": [_ref("Spec"), {"type": "object", "required": ["name"], "properties": {
-            "state": {"type": "string", "enum": ["running", "stopped"]},
-            "template": {"type": "string"},
-            "host": {**DNS_NAME, "description": "place it on this host (the scheduler's filters still apply)"}}}],
-    },
+    **spec_components(),  # Spec, CreateVM, Network, PortForward, Disk, CloudInit, Probe: from the model
     "VM": {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
@@ -122,7 +68,7 @@ SCHEMAS = {
         "type": "object", "required": ["id", "kind", "status"],
         "properties": {"id": {"type": "string"}, "vm_id": {"type": "string"}, "vm_name": {"type": "string"},
                        "kind": {"type": "string"},
-                       "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed", "cancelled"]},
+                       "status": {"type": "string", "enum": list(OpStatus)},
                        "progress": {"type": "integer"}, "params": {"type": "object"},
                        "error": {"type": "string", "nullable": True}, "created": {"type": "number"},
                        "started": {"type": "number", "nullable": True},
@@ -155,7 +101,7 @@ SCHEMAS = {
             "state": {"type": "string", "enum": list(HOST_STATES)},
             **{name: {"type": "number", "minimum": low, "maximum": high, "description": f"overcommit, default {default}"}
                for name, (default, low, high) in HOST_RATIOS.items()},
-            "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": specs.MAX_MEMORY_MIB},
+            "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_MIB},
         },
     },
     "HostCreate": {"allOf": [_ref("HostSettings"), {"type": "object", "required": ["name", "uri"],
@@ -166,7 +112,7 @@ SCHEMAS = {
         "properties": {
             "name": {"type": "string"}, "uri": {"type": "string"},
             "state": {"type": "string", "enum": list(HOST_STATES), "description": "administrative state"},
-            "observed_state": {"type": "string", "enum": [*HOST_STATES, "down"]},
+            "observed_state": {"type": "string", "enum": [*HOST_STATES, HOST_DOWN]},
             "up": {"type": "boolean"}, "last_seen": {"type": "number", "nullable": True},
             "down_since": {"type": "number", "nullable": True}, "labels": LABELS,
             "storage": {"type": "string", "nullable": True}, "migration_address": {"type": "string", "nullable": True},

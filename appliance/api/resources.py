@@ -11,7 +11,8 @@ import falcon
 
 from appliance import jsonio
 from appliance.errors import Invalid
-from appliance.service import FINAL_OP_STATES, HOST_FILES, VM_FILES, Service
+from appliance.model import FINAL_OP_STATES
+from appliance.service import HOST_FILES, VM_FILES, Service
 
 MAX_INT = 2**62  # SQLite integers are 64-bit
 VALUE_FILES = {"state", "cpus", "memory", "host"}

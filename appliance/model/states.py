@@ -1,0 +1,173 @@
+"""The state vocabulary, in one place (as Nova's vm_states.py and task_states.py).
+
+Every enum is a `StrEnum`: a member *is* its string, so `VMState.RUNNING ==
+"running"`, it is stored in SQLite and sent as JSON unchanged, and code that
+still compares bare strings keeps working while it moves over to these names.
+The tuples below are what validation and the OpenAPI document enumerate.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class VMState(StrEnum):
+    """A VM's observed state: what libvirt reports (appliance/virt/host.py maps
+    its states onto these), plus the appliance's own while it has no domain."""
+
+    PROVISIONING = "provisioning"  # recorded, not defined on its host yet
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"  # libvirt's SHUTDOWN: the guest is powering off
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    SUSPENDED = "suspended"  # libvirt's PMSUSPENDED
+    MIGRATING = "migrating"
+    LOST = "lost"  # its host is gone and the domain is nowhere to be seen
+    UNKNOWN = "unknown"
+    DELETING = "deleting"  # shown (never stored) while the desired state is deleted
+
+
+class DesiredState(StrEnum):
+    """What the user (or the run strategy) wants; the controller converges on it."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    DELETED = "deleted"
+
+
+class StateVerb(StrEnum):
+    """What `PUT .../state` and `echo VERB > vms/NAME/state` accept."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    REBOOT = "reboot"
+    FORCE_STOP = "force-stop"
+
+
+STATE_VERBS: tuple[StateVerb, ...] = tuple(StateVerb)
+# Words people type for the verbs (vmctl's subcommands among them).
+STATE_ALIASES: dict[str, StateVerb] = {
+    "start": StateVerb.RUNNING, "stop": StateVerb.STOPPED, "pause": StateVerb.PAUSED,
+    "resume": StateVerb.RUNNING, "restart": StateVerb.REBOOT, "shutdown": StateVerb.STOPPED,
+}
+# The desired state each verb records.
+VERB_DESIRED_STATE: dict[StateVerb, DesiredState] = {
+    StateVerb.RUNNING: DesiredState.RUNNING, StateVerb.STOPPED: DesiredState.STOPPED,
+    StateVerb.PAUSED: DesiredState.PAUSED, StateVerb.REBOOT: DesiredState.RUNNING,
+    StateVerb.FORCE_STOP: DesiredState.STOPPED,
+}
+# Observed states in which a VM occupies its domain: it must stop before it is deleted.
+ACTIVE_STATES: tuple[VMState, ...] = (VMState.RUNNING, VMState.PAUSED, VMState.STARTING,
+                                      VMState.STOPPING, VMState.MIGRATING)
+
+
+class OpKind(StrEnum):
+    """What an operation does; the controller runs `_op_<kind>` for each."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    START = "start"
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    REBOOT = "reboot"
+    FORCE_STOP = "force-stop"
+    CONVERGE = "converge"
+    MIGRATE = "migrate"  # live, between hosts
+    MOVE = "move"  # offline: a stopped VM's record and disks go to another host
+
+
+# A new desired state cancels the pending operations of these kinds that it replaces.
+STATE_CHANGE_OPS: tuple[OpKind, ...] = (OpKind.START, OpKind.STOP, OpKind.PAUSE, OpKind.RESUME,
+                                        OpKind.REBOOT, OpKind.FORCE_STOP)
+
+
+class OpStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_OP_STATES: tuple[OpStatus, ...] = (OpStatus.PENDING, OpStatus.RUNNING)
+FINAL_OP_STATES: tuple[OpStatus, ...] = (OpStatus.SUCCEEDED, OpStatus.FAILED, OpStatus.CANCELLED)
+
+
+class RunStrategy(StrEnum):
+    """KubeVirt's run strategies, with its names."""
+
+    ALWAYS = "Always"  # restarted whenever it stops
+    RERUN_ON_FAILURE = "RerunOnFailure"  # restarted unless the guest shut down itself
+    MANUAL = "Manual"  # never restarted by the appliance
+    HALTED = "Halted"  # kept stopped
+
+
+RUN_STRATEGIES: tuple[RunStrategy, ...] = tuple(RunStrategy)
+
+
+class HostAdminState(StrEnum):
+    """A host's administrative state (Nova's service enabled/disabled, plus maintenance)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"  # no new VMs
+    MAINTENANCE = "maintenance"  # no new VMs, and its VMs leave
+
+
+HOST_STATES: tuple[HostAdminState, ...] = tuple(HostAdminState)
+# A host's observed state is its administrative state, or this when its libvirt is lost.
+HOST_DOWN = "down"
+
+
+class GroupPolicy(StrEnum):
+    """Nova's server group policies."""
+
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+
+GROUP_POLICIES: tuple[GroupPolicy, ...] = tuple(GroupPolicy)
+
+
+class NetworkType(StrEnum):
+    NONE = "none"
+    USER = "user"  # QEMU user mode (slirp), with port forwards on the host's loopback
+    NETWORK = "network"  # a libvirt network
+
+
+NETWORK_TYPES: tuple[NetworkType, ...] = tuple(NetworkType)
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+PROTOCOLS: tuple[Protocol, ...] = tuple(Protocol)
+
+
+class Outbound(StrEnum):
+    """What a user-mode (slirp) guest may reach on its own: "internet" is QEMU's
+    default (the outside world, and the host's loopback as 10.0.2.2); "none" is
+    QEMU's restrict=on (nothing; port forwards into the guest still work)."""
+
+    INTERNET = "internet"
+    NONE = "none"
+
+
+OUTBOUND: tuple[Outbound, ...] = tuple(Outbound)
+
+
+class ProbeKind(StrEnum):
+    TCP_SOCKET = "tcp_socket"
+    CONSOLE = "console"
+    GUEST_AGENT_PING = "guest_agent_ping"
+
+
+PROBE_KINDS: tuple[ProbeKind, ...] = tuple(ProbeKind)
