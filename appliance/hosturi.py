@@ -96,7 +96,10 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
         raise Invalid(f"must be at most {MAX_LENGTH} characters", FIELD)
     if not uri.isascii() or not uri.isprintable() or " " in uri:
         raise _refuse("must be printable ASCII without spaces")
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # unbalanced [ ] around a host: a refusal, not a 500 (nor EIO in the mount)
+        raise _refuse("the host is not a name or an [IPv6] address") from None
     if parts.scheme not in SCHEMES:
         raise _refuse(f"transport {parts.scheme or uri!r} is not allowed")
     if parts.fragment or uri.endswith("#"):

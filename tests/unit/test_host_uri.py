@@ -69,6 +69,15 @@ BAD = [
     "",
     "q" * 2000,
 ]
+# Review of the fixes: brackets urllib cannot parse made urlsplit raise ValueError, which
+# answered 500 (REST) and EIO (mount) instead of 422 / EINVAL naming the field.
+MALFORMED = [
+    "qemu+ssh://[x/system",
+    "qemu+ssh://[::1/system",
+    "qemu+ssh://h]x/system",
+    "qemu+tcp://root@]/system",
+]
+BAD += MALFORMED
 
 
 @pytest.mark.parametrize("uri", GOOD)
@@ -104,7 +113,7 @@ def client(service):
     return testing.TestClient(create_app(service, TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
 
 
-@pytest.mark.parametrize("uri", BAD[:8] + ["test:///etc/shadow"])
+@pytest.mark.parametrize("uri", BAD[:8] + ["test:///etc/shadow"] + MALFORMED)
 def test_rest_refuses_and_changes_nothing(client, service, uri):
     service.config.allow_test_hosts = False
     before = client.simulate_get("/v1/hosts").json
