@@ -238,3 +238,45 @@ def test_metrics_leave_out_domains_the_appliance_does_not_manage(store, config):
     config.metrics_all_domains = True
     text = testing.TestClient(create_app(Service(store, config), "sekret")).simulate_get("/metrics", headers=auth).text
     assert 'vmappliance_vm_info{domain="test",host="local",managed="false",vm="test"} 1.0' in text
+
+
+# -- review of issue 9's fixes: labels an unauthenticated caller chooses --------------------------
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _request_series(text: str) -> dict[tuple[str, str, str], float]:
+    """(route, method, status) -> count of each vmappliance_api_request_duration_seconds series."""
+    import re
+
+    series = {}
+    pattern = r'vmappliance_api_request_duration_seconds_count\{method="([^"]*)",route="([^"]*)",status="([^"]*)"\} (\S+)'
+    for method, route, status, count in re.findall(pattern, text):
+        series[(route, method, status)] = float(count)
+    return series
+
+
+@pytest.mark.integration
+def test_methods_a_caller_makes_up_add_no_series(tmp_path):
+    """gunicorn passes any method token through (`FOO1 /v1/vms`), and the request
+    histogram was labelled with it: every made-up method, sent without the token (by
+    anyone who can connect, a default guest too), added a series to every worker's
+    multiprocess file and to every scrape for good. Unknown methods count as OTHER."""
+    from tests.appliance_process import DEMO_IMAGE, Appliance
+
+    if not DEMO_IMAGE.exists():
+        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image`")
+    app = Appliance(tmp_path / "home", extra_args=["--no-mount"])
+    try:
+        app.start()
+        made_up = [f"XMETHOD{i}" for i in range(40)]
+        for method in made_up:
+            resp = requests.request(method, app.url + ("/v1/vms" if len(method) % 2 else "/nowhere"), timeout=10)
+            assert resp.status_code in (400, 401, 405), (method, resp.status_code)
+        resp = app.api("GET", "/metrics")
+        assert resp.status_code == 200, resp.text
+        series = _request_series(resp.text)
+        assert {method for _, method, _ in series} <= HTTP_METHODS | {"OTHER"}, sorted(series)
+        assert not any(name in resp.text for name in made_up)
+        assert sum(count for (_, method, _), count in series.items() if method == "OTHER") >= len(made_up)
+    finally:
+        app.cleanup()
