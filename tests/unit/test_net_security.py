@@ -266,3 +266,28 @@ def test_outbound_none_gives_a_restricted_nic_libvirt_accepts(tmp_path):
     conn = libvirt.open("test:///default")
     conn.defineXML(xml).undefine()
     conn.close()
+
+
+# -- review of issue 9's fixes: the API's own port is not a guest's ------------------------------
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2"])
+def test_a_forward_on_the_apis_own_port_is_refused(service, config, address):
+    """A forward of the port the API listens on was accepted. While the API runs, the VM's
+    start fails (port in use) and its run strategy retries; at the next start of `vmctl
+    serve` the controller starts VMs before the API binds, so QEMU (root) could take the
+    port: the API cannot start, and every client's bearer token (vmctl, Prometheus) goes to
+    the guest. A mount-group member, who has no token, could set this up through spec.json."""
+    config.listen = "127.0.0.1:18931"
+    hijack = {"type": "user", "port_forwards": [{"host_port": 18931, "guest_port": 80, "host_address": address}]}
+    with pytest.raises(Invalid) as err:
+        service.create_vm({"name": "web1", "state": "stopped", "network": hijack})
+    assert err.value.field == "network.port_forwards[0].host_port" and "API" in err.value.reason
+    assert service.list_vms() == [] and service.list_operations() == []
+    service.create_vm({"name": "web1", "state": "stopped", "network": forward()})
+    before = service.get_vm("web1")
+    with pytest.raises(Invalid) as err:
+        service.update_vm("web1", {"network": hijack})
+    assert err.value.field == "network.port_forwards[0].host_port"
+    assert service.get_vm("web1") == before
+    config.allow_privileged_ports = True  # not a privileged port: the admin's switch does not open it
+    with pytest.raises(Invalid):
+        service.update_vm("web1", {"network": hijack})
