@@ -29,6 +29,7 @@ _LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
 _SIZE = re.compile(r"\s*(\d{1,20})\s*([KMGT])?(I?B)?\s*", re.IGNORECASE)
 _MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+_CPUS_TEXT = re.compile(r"[0-9]{1,9}")
 _UNIT_MIB = {None: 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 MIN_MEMORY_MIB = 32
@@ -90,7 +91,9 @@ def parse_size_mib(value: Any, field: str, minimum: int, maximum: int) -> int:
 
 
 def parse_cpus(value: Any, field: str = "cpus") -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only, and few: "²".isdigit() is True but int("²") a ValueError, as is
+    # int() of more than 4,300 digits (each was a 500, EIO in the mount).
+    if isinstance(value, str) and _CPUS_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid("must be a whole number", field)

@@ -189,3 +189,38 @@ def test_cloud_init_values_with_a_newline_are_quoted_in_the_seed():
     assert _yaml_mapping({"local-hostname": "web1"}) == "local-hostname: web1\n"
     assert _yaml_mapping({"local-hostname": "web1\n"}) == '{\n  "local-hostname": "web1\\n"\n}\n' or \
         _yaml_mapping({"local-hostname": "web1\n"}) == 'local-hostname: "web1\\n"\n'
+
+
+# -- review of issue 9's fixes: digits str.isdigit() takes and int() does not ----------------------
+# "²".isdigit() is True and int("²") a ValueError; so is int() of more than 4,300 digits.
+NOT_INTS = ["\u00b2", "1\u00b3", "\u2460", "9" * 5000]
+
+
+@pytest.mark.parametrize("value", NOT_INTS, ids=["superscript", "digit-superscript", "circled", "5000-digits"])
+def test_cpus_that_only_look_like_digits_are_422_not_500(client, service, value):
+    """They answered 500 (and EIO in the mount) with a traceback in the log."""
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped", "cpus": value})
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    assert service.store.list_vms() == []
+    service.create_vm({"name": "web1", "state": "stopped"})
+    before = client.simulate_get("/v1/vms/web1").json
+    resp = client.simulate_patch("/v1/vms/web1", json={"cpus": value})
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    resp = client.simulate_put("/v1/vms/web1/cpus", body=value.encode())
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    assert len(resp.text) < 1000  # not echoed at length
+    assert client.simulate_get("/v1/vms/web1").json == before
+
+
+@pytest.mark.parametrize("value", NOT_INTS, ids=["superscript", "digit-superscript", "circled", "5000-digits"])
+def test_an_if_match_that_only_looks_like_digits_is_422_not_500(client, service, value):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    before = client.simulate_get("/v1/vms/web1").json
+    # A header is latin-1 on the wire: the superscripts (in latin-1) arrive as they are; the
+    # circled digit only as the bytes of its UTF-8 (no digits at all); the 5000 digits as ASCII.
+    header = f'"{value}"'
+    if not all(ord(c) < 256 for c in header):
+        header = header.encode().decode("latin-1")
+    resp = client.simulate_patch("/v1/vms/web1", json={"cpus": 2}, headers={"If-Match": header})
+    assert resp.status_code == 422 and resp.json["field"] == "If-Match", resp.text[:300]
+    assert client.simulate_get("/v1/vms/web1").json == before
