@@ -224,3 +224,31 @@ def test_an_if_match_that_only_looks_like_digits_is_422_not_500(client, service,
     resp = client.simulate_patch("/v1/vms/web1", json={"cpus": 2}, headers={"If-Match": header})
     assert resp.status_code == 422 and resp.json["field"] == "If-Match", resp.text[:300]
     assert client.simulate_get("/v1/vms/web1").json == before
+
+
+# -- review of issue 9's fixes: a wait of NaN seconds --------------------------------------------
+def _answer_within(seconds: float, call) -> object:
+    """call() in a thread; its answer, or AssertionError when it has none after `seconds`."""
+    import threading
+
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.setdefault("answer", call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert "answer" in box, f"no answer after {seconds} s"
+    return box["answer"]
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_a_wait_of_nan_seconds_is_refused_not_endless(client, service, value):
+    """float('nan') passes Falcon's min/max checks (every comparison with NaN is false), and
+    a deadline of now + NaN is never reached: GET /v1/operations/ID?wait=nan (and a write's
+    ?timeout=nan) held its thread until the operation ended - past max_wait, for good
+    when it never does. Here no controller runs, so the operation stays pending."""
+    _, op = service.create_vm({"name": "web1", "state": "stopped"})
+    resp = _answer_within(5, lambda: client.simulate_get(f"/v1/operations/{op['id']}", params={"wait": value}))
+    assert resp.status_code == 422 and resp.json.get("field") == "wait", resp.text
+    resp = _answer_within(5, lambda: client.simulate_put("/v1/vms/web1/state", body="running",
+                                                         params={"timeout": value}))
+    assert resp.status_code == 422 and resp.json.get("field") == "timeout", resp.text
+    assert service.get_vm("web1")["desired_state"] == "stopped"
