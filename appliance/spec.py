@@ -36,6 +36,7 @@ MIN_MEMORY_MIB = 32
 MAX_MEMORY_MIB = 4 * 1024 * 1024
 MAX_CPUS = 256
 MAX_DISK_MIB = 64 * 1024 * 1024
+MAX_PORT_FORWARDS = 64
 
 # The fields a spec may carry, with their defaults. `name` and `image` have none.
 DEFAULTS: dict[str, Any] = {
@@ -134,6 +135,8 @@ def _network(value: Any) -> dict:
         forwards = value.get("port_forwards", [])
         if not isinstance(forwards, list):
             raise Invalid("must be a list", "network.port_forwards")
+        if len(forwards) > MAX_PORT_FORWARDS:  # each is a socket QEMU binds on the host, as root
+            raise Invalid(f"at most {MAX_PORT_FORWARDS} port forwards", "network.port_forwards")
         seen = set()
         out["port_forwards"] = []
         for i, fwd in enumerate(forwards):

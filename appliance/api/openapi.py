@@ -60,7 +60,8 @@ SCHEMAS = {
     "Network": {
         "type": "object",
         "properties": {"type": {"type": "string", "enum": list(specs.NETWORK_TYPES)},
-                       "port_forwards": {"type": "array", "items": _ref("PortForward")},
+                       "port_forwards": {"type": "array", "items": _ref("PortForward"),
+                                         "maxItems": specs.MAX_PORT_FORWARDS},
                        "name": {"type": "string", "description": "libvirt network (type network)"},
                        "mac": {"type": "string"}, "ip": {"type": "string", "description": "fixed IPv4"},
                        "outbound": {"type": "string", "enum": list(specs.OUTBOUND),

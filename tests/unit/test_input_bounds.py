@@ -252,3 +252,21 @@ def test_a_wait_of_nan_seconds_is_refused_not_endless(client, service, value):
                                                          params={"timeout": value}))
     assert resp.status_code == 422 and resp.json.get("field") == "timeout", resp.text
     assert service.get_vm("web1")["desired_state"] == "stopped"
+
+
+# -- review of issue 9's fixes: the one list of a spec without a bound ----------------------------
+def test_port_forwards_are_bounded_in_number(client, service):
+    """disks (16), labels (64) and cloud-init parts are bounded; port_forwards took as many as a
+    1 MiB body holds (~15,000), each a socket QEMU binds as root on the host's loopback: enough
+    to take every ephemeral port of 127.0.0.1 from the host's own clients."""
+    limit = 64  # spec.MAX_PORT_FORWARDS
+    many = [{"host_port": 20000 + i, "guest_port": 80} for i in range(limit + 1)]
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped",
+                                                 "network": {"type": "user", "port_forwards": many}},
+                              params={"wait": "false"})
+    assert resp.status_code == 422 and resp.json["field"] == "network.port_forwards", resp.text[:300]
+    assert service.store.list_vms() == []
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped", "network": {
+        "type": "user", "port_forwards": many[:limit]}}, params={"wait": "false"})
+    assert resp.status_code == 202, resp.text[:300]
+    assert len(service.get_vm("web1")["spec"]["network"]["port_forwards"]) == limit
