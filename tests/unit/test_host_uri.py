@@ -102,6 +102,33 @@ def test_a_socket_reached_through_a_symlink_must_be_inside_too(tmp_path):
     assert hosturi.validate(f"qemu+unix:///system?socket={allowed}/h2/sock", [allowed], KEY_DIR)
 
 
+# Review of the fixes: os.path.realpath reads /proc/PID/root as "/", but the kernel follows it
+# into PID's root and mount namespace (a container's, a namespaced libvirtd's): the socket
+# was "under" /run/libvirt only on paper. And a link realpath may not read (readlink of
+# another namespace's /proc/PID/root: EACCES even for root) raised PermissionError: a 500.
+PROC_SOCKETS = [
+    "/proc/self/root/run/libvirt/libvirt-sock",
+    "/proc/thread-self/root/run/libvirt/libvirt-sock",
+    "/proc/1/root/run/libvirt/libvirt-sock",
+    "/proc/1/cwd/libvirt-sock",
+]
+
+
+@pytest.mark.parametrize("path", PROC_SOCKETS)
+def test_a_socket_through_proc_is_refused(path):
+    with pytest.raises(Invalid) as caught:
+        hosturi.validate(f"qemu+unix:///system?socket={path}", SOCKET_DIRS, KEY_DIR)
+    assert caught.value.field == "uri"
+
+
+def test_a_socket_path_realpath_cannot_read_is_refused_not_a_500(tmp_path):
+    allowed = tmp_path / "hosts"
+    allowed.mkdir()
+    (allowed / "other").symlink_to("/proc/1/root/run/libvirt")
+    with pytest.raises(Invalid):
+        hosturi.validate(f"qemu+unix:///system?socket={allowed}/other/libvirt-sock", [allowed], KEY_DIR)
+
+
 def test_the_test_driver_only_in_test_mode():
     assert hosturi.validate("test:///default", SOCKET_DIRS, KEY_DIR, allow_test=True) == "test:///default"
     with pytest.raises(Invalid):
