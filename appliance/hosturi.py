@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import Invalid
+from appliance.jsonio import shown
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -112,7 +113,7 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
     except ValueError:  # unbalanced [ ] around a host: a refusal, not a 500 (nor EIO in the mount)
         raise _refuse("the host is not a name or an [IPv6] address") from None
     if parts.scheme not in SCHEMES:
-        raise _refuse(f"transport {parts.scheme or uri!r} is not allowed")
+        raise _refuse(f"transport {shown(parts.scheme or uri)} is not allowed")
     if parts.fragment or uri.endswith("#"):
         raise _refuse("a fragment (#...) is not allowed")
     if parts.scheme == "test":

@@ -129,6 +129,15 @@ def test_a_socket_path_realpath_cannot_read_is_refused_not_a_500(tmp_path):
         hosturi.validate(f"qemu+unix:///system?socket={allowed}/other/libvirt-sock", [allowed], KEY_DIR)
 
 
+@pytest.mark.parametrize("uri", ["/" + "a" * 1000, "qemu+" + "x" * 1000 + ":///system", "1" * 1000 + ":///system"])
+def test_a_refused_transport_is_quoted_short(uri):
+    """Review of the fixes: a URI just under the length cap whose scheme is not allowed came
+    back whole (1,000+ characters) in the reason; values quoted in errors are cut short."""
+    with pytest.raises(Invalid) as caught:
+        hosturi.validate(uri, SOCKET_DIRS, KEY_DIR)
+    assert caught.value.field == "uri" and len(caught.value.reason) < 400
+
+
 def test_the_test_driver_only_in_test_mode():
     assert hosturi.validate("test:///default", SOCKET_DIRS, KEY_DIR, allow_test=True) == "test:///default"
     with pytest.raises(Invalid):
