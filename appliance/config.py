@@ -15,10 +15,12 @@ from pathlib import Path
 
 log = logging.getLogger("vmctl.config")
 DEFAULT_HOME = "./.appliance"
-# 2: metrics_public defaults to false. A config.json without a version was
-# written by an older appliance, which saved its defaults with the admin's
-# choices, so its `metrics_public: true` cannot be told from a choice.
-CONFIG_VERSION = 2
+# An older appliance saved its defaults with the admin's choices, so an old
+# default in a config.json cannot be told from a choice; each version says
+# which defaults changed, and load() drops the old values of those.
+# 2: metrics_public defaults to false (was true).
+# 3: threads defaults to 32 (was 8: the API's front now caps long waits at 3/4).
+CONFIG_VERSION = 3
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -33,7 +35,10 @@ class Config:
     # can share one libvirtd without their names colliding.
     domain_prefix: str = ""
     workers: int = 2
-    threads: int = 8
+    # Threads per API worker for the WSGI app (appliance/api/asgi.py); requests
+    # that wait for their operation may hold at most 3/4 of them, the rest
+    # always answer quick requests. Idle threads cost next to nothing.
+    threads: int = 32
     # The largest request body the API reads (JSON and file writes); image
     # uploads stream to disk under their own bound.
     max_body_bytes: int = 1024 * 1024
@@ -157,8 +162,11 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["home"] = Path(home)
-        if data.get("config_version", 1) < 2 and data.pop("metrics_public", False):
+        version = data.get("config_version", 1)
+        if version < 2 and data.pop("metrics_public", False):
             log.warning("%s: metrics_public was the old default and is now off: /metrics wants the token "
                         "(set \"metrics_public\": true to keep it public)", path)
+        if version < 3 and data.get("threads") == 8:
+            del data["threads"]
         data["config_version"] = CONFIG_VERSION
         return cls(**data)

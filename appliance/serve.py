@@ -65,16 +65,32 @@ def register_demo_image(service: Service, path: str | None) -> None:
         log.info("registered image demo from %s", path)
 
 
-def gunicorn_args(config: Config) -> list[str]:
+API_APP = "appliance.api.app:get_app"
+
+
+def gunicorn_args(config: Config, wsgi_factory: str = API_APP) -> list[str]:
+    """The API server: gunicorn supervises `workers` uvicorn workers; each
+    parses HTTP in an event loop (closing connections whose request head
+    stalls) and runs the WSGI app in a pool of `threads` threads behind
+    admission control (appliance/api/asgi.py), so that slow clients and long
+    waits cannot take every thread (issue 9, finding 7)."""
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", config.listen,
         "--workers", str(config.workers),
-        "--worker-class", "gthread", "--threads", str(config.threads),
-        # Writes wait for their operation and uploads stream whole images.
-        "--timeout", "600", "--graceful-timeout", "10",
+        # uvicorn's worker, with a deadline on request heads (http_deadline.py).
+        "--worker-class", "appliance.api.http_deadline.Worker",
+        # Workers that do not check in for this long are restarted. The event
+        # loop checks in whatever the threads do (waits, uploads), so this
+        # need not cover the longest wait.
+        "--timeout", "60", "--graceful-timeout", "10",
+        "--keep-alive", "5",
+        # gunicorn >= 25 opens a control socket at ~/.gunicorn/gunicorn.ctl,
+        # one path for every appliance on the machine: the first to exit
+        # removes the others' (issue 9, 15). Nothing here uses it.
+        "--no-control-socket",
         "--access-logfile", str(config.logs_dir / "access.log"),
-        "appliance.api.app:get_app()",
+        f"appliance.api.asgi:get_app({wsgi_factory!r})",
     ]
 
 

@@ -1,6 +1,6 @@
 """The reference for the REST numbers: a bare Falcon app serving constants.
 
-    BENCH_BARE_DIR=DIR gunicorn ... 'tests.bench.bare_app:create()'
+    BENCH_BARE_DIR=DIR gunicorn ... "appliance.api.asgi:get_app('tests.bench.bare_app:create')"
 
 DIR/vm.json is the body the appliance answered to GET /v1/vms/NAME and
 DIR/vms.json its GET /v1/vms; this app parses them once and serializes them

@@ -63,9 +63,7 @@ def start_bare(base: Path, vm_body: bytes, list_body: bytes) -> tuple[subprocess
     config.prepare()
     (home / "vm.json").write_bytes(vm_body)
     (home / "vms.json").write_bytes(list_body)
-    args = gunicorn_args(config)
-    assert args[-1] == "appliance.api.app:get_app()", args
-    args[-1] = "tests.bench.bare_app:create()"
+    args = gunicorn_args(config, wsgi_factory="tests.bench.bare_app:create")
     log = open(home / "gunicorn.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "BENCH_BARE_DIR": str(home)},
                             stdout=log, stderr=subprocess.STDOUT)

@@ -106,7 +106,8 @@ def _rest(r: dict) -> list[str]:
         "",
         (f"The bare app (tests/bench/bare_app.py) answers the same bodies ({g['body_bytes']} bytes for one VM), "
         "re-serialized by `resp.media` on each request, with no middleware, store or token; it runs under exactly "
-        "the arguments `appliance.serve.gunicorn_args` gives the appliance (gthread workers and threads, access "
+        "the arguments `appliance.serve.gunicorn_args` gives the appliance (uvicorn workers, the same WSGI "
+        "thread pool and admission front, access "
         "log). The client is the same for both: `http.client` keep-alive for latency (client overhead included "
         f"in both), `wrk` for throughput; {g['rounds']} alternating rounds, medians reported. While one side is "
         "measured, the other side's processes are SIGSTOPped, so the appliance's own background work "

@@ -240,6 +240,15 @@ def test_metrics_leave_out_domains_the_appliance_does_not_manage(store, config):
     assert 'vmappliance_vm_info{domain="test",host="local",managed="false",vm="test"} 1.0' in text
 
 
+def test_an_old_homes_thread_count_default_is_raised(tmp_path):
+    """Config version 3: threads went from 8 to 32 (the API front caps long waits at 3/4 of them)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text(json.dumps({"home": str(home), "threads": 8, "config_version": 2}))
+    assert Config.load(home).threads == 32
+    (home / "config.json").write_text(json.dumps({"home": str(home), "threads": 12, "config_version": 2}))
+    assert Config.load(home).threads == 12  # a choice is kept
+
 # -- review of issue 9's fixes: labels an unauthenticated caller chooses --------------------------
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 

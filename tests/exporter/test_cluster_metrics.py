@@ -209,7 +209,7 @@ def test_timed_placement_records_real_decisions(store, config):
 def test_metrics_route_serves_host_and_scheduler_families(store, config):
     add_host(store, "local", last_seen=time.time())
     client = testing.TestClient(create_app(Service(store, config), "sekret"))
-    text = client.simulate_get("/metrics").text
+    text = client.simulate_get("/metrics", headers={"Authorization": "Bearer sekret"}).text
     assert 'vmappliance_host_capacity{host="local",resource="vcpus"} 16.0' in text
     assert 'vmappliance_host_state{host="local",state="enabled"} 1.0' in text
     assert 'vmappliance_host_heartbeat_up{host="local"} 1.0' in text
