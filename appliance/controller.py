@@ -28,7 +28,7 @@ from appliance.errors import Failed, NotFound
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
-from appliance.virt import cloudinit, dhcp, domain, images, portforward, reasons, storage
+from appliance.virt import cloudinit, dhcp, domain, guestaddrs, images, portforward, reasons, storage
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
@@ -526,12 +526,8 @@ class Controller:
                     found = dom.interfaceAddresses(source)
                 except libvirt.libvirtError:
                     continue
-                for iface, data in found.items():
-                    if iface == "lo":
-                        continue
-                    for addr in data.get("addrs") or []:
-                        addresses.append({"interface": iface, "mac": data.get("hwaddr"), "address": addr["addr"],
-                                          "prefix": addr["prefix"], "source": "agent" if source else "dhcp"})
+                # the agent's answer is the guest's own text: checked and bounded (virt/guestaddrs.py)
+                addresses = guestaddrs.checked(found, "agent" if source else "dhcp")
                 if addresses:
                     break
             if not addresses and network["type"] == "user":

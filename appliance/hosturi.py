@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import Invalid
+from appliance.jsonio import shown
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -49,10 +50,17 @@ def _refuse(reason: str) -> Invalid:
 
 
 def _under(path: str, directories: Iterable[str | Path]) -> bool:
-    """Whether path, with every symlink and `..` resolved, lies inside one of directories."""
-    real = Path(os.path.realpath(path))
+    """Whether path, with every symlink and `..` resolved, lies inside one of directories.
+    A path realpath cannot resolve (a link it may not read) is not."""
+    try:
+        real = Path(os.path.realpath(path))
+    except OSError:  # readlink of another namespace's /proc/PID/root: EACCES, even for root
+        return False
     for directory in directories:
-        root = Path(os.path.realpath(directory))
+        try:
+            root = Path(os.path.realpath(directory))
+        except OSError:
+            continue
         if real == root or root in real.parents:
             return True
     return False
@@ -61,6 +69,10 @@ def _under(path: str, directories: Iterable[str | Path]) -> bool:
 def _check_path_param(name: str, value: str, directories: Iterable[str | Path], where: str) -> None:
     if not _PATH_CHARS.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
         raise _refuse(f"{name}= must be an absolute path of letters, digits and / . _ -")
+    if value == "/proc" or value.startswith("/proc/"):
+        # realpath reads /proc/PID/root as "/", but the kernel follows it into PID's root
+        # and mount namespace: what realpath says would not be where libvirt connects.
+        raise _refuse(f"{name}= may not go through /proc")
     if not _under(value, directories):
         raise _refuse(f"{name}= must name a path under {where}")
 
@@ -96,9 +108,12 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
         raise Invalid(f"must be at most {MAX_LENGTH} characters", FIELD)
     if not uri.isascii() or not uri.isprintable() or " " in uri:
         raise _refuse("must be printable ASCII without spaces")
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # unbalanced [ ] around a host: a refusal, not a 500 (nor EIO in the mount)
+        raise _refuse("the host is not a name or an [IPv6] address") from None
     if parts.scheme not in SCHEMES:
-        raise _refuse(f"transport {parts.scheme or uri!r} is not allowed")
+        raise _refuse(f"transport {shown(parts.scheme or uri)} is not allowed")
     if parts.fragment or uri.endswith("#"):
         raise _refuse("a fragment (#...) is not allowed")
     if parts.scheme == "test":

@@ -128,7 +128,10 @@ class ImageStore:
         if not path or "\x00" in path or len(path) > 4096:
             raise outside
         candidate = Path(path) if os.path.isabs(path) else directory / path
-        resolved = Path(os.path.realpath(candidate))
+        try:
+            resolved = Path(os.path.realpath(candidate))
+        except OSError:  # a link realpath may not read (another namespace's /proc/PID/root)
+            raise outside from None
         if not resolved.is_relative_to(directory) or resolved == directory:
             raise outside
         try:

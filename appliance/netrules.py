@@ -58,15 +58,28 @@ def mac_after_update(store: Store, row: dict, new_spec: dict) -> str:
     return asked
 
 
-def check_forward_ports(new_spec: dict, old_spec: dict | None, allow_privileged: bool) -> None:
-    """Refuse a new forward of a host port below 1024 unless the admin allows it.
-    Forwards a VM already had are left alone (allowed when they were made)."""
-    if allow_privileged:
-        return
+def api_port(listen: str | None) -> int | None:
+    """The TCP port of the API's HOST:PORT (config listen), or None."""
+    port = (listen or "").rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def check_forward_ports(new_spec: dict, old_spec: dict | None, allow_privileged: bool,
+                        listen: str | None = None) -> None:
+    """Refuse a new forward of a host port below 1024 unless the admin allows it, and
+    a new TCP forward of the API's own port (listen) on any address: the controller
+    starts VMs before the API binds, so QEMU could take the port at the next start and
+    receive every client's bearer token. Forwards a VM already had are left alone."""
     before = {(f["protocol"], f["host_address"], f["host_port"])
               for f in ((old_spec or {}).get("network") or {}).get("port_forwards", [])}
+    own = api_port(listen)
     for i, fwd in enumerate(new_spec["network"].get("port_forwards", [])):
         key = (fwd["protocol"], fwd["host_address"], fwd["host_port"])
-        if fwd["host_port"] < PRIVILEGED_BELOW and key not in before:
+        if key in before:
+            continue
+        if fwd["protocol"] == "tcp" and fwd["host_port"] == own:
+            raise Invalid(f"host port {own} is the appliance's API port (config listen)",
+                          f"network.port_forwards[{i}].host_port")
+        if fwd["host_port"] < PRIVILEGED_BELOW and not allow_privileged:
             raise Invalid(f"host ports below {PRIVILEGED_BELOW} are bound as root and need the admin's "
                           "allow_privileged_ports", f"network.port_forwards[{i}].host_port")

@@ -25,6 +25,7 @@ import libvirt_qemu
 
 from appliance.config import Config
 from appliance.store import Store
+from appliance.virt import reasons
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def check_agent(dom: libvirt.virDomain, timeout: int) -> tuple[bool, str]:
         libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": "guest-ping"}), timeout, 0)
         return True, "guest agent answered"
     except libvirt.libvirtError as err:
-        return False, f"guest agent: {err.get_error_message()}"
+        # libvirt's message quotes the guest agent's own answer: one short line for the events.
+        return False, f"guest agent: {reasons.operation_reason(err)}"
 
 
 class Prober:

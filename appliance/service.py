@@ -176,7 +176,7 @@ class Service:
             if self.store.vm_exists(spec["name"]):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
-            netrules.check_forward_ports(spec, None, self.config.allow_privileged_ports)
+            netrules.check_forward_ports(spec, None, self.config.allow_privileged_ports, self.config.listen)
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
             self._check_group(spec)
             if wanted_host is not None:
@@ -216,7 +216,7 @@ class Service:
             if new == old:
                 return self.vm_view(row), None
             self._check_fixed_ip(new, row["id"])
-            netrules.check_forward_ports(new, old, self.config.allow_privileged_ports)
+            netrules.check_forward_ports(new, old, self.config.allow_privileged_ports, self.config.listen)
             mac = netrules.mac_after_update(self.store, row, new)
             self._check_group(new)
             renamed = new["name"] != old["name"]

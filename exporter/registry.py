@@ -35,6 +35,12 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+# The method label takes these values and OTHER: the HTTP server passes any method token
+# through, and a label per made-up method (sent without the token, by anyone who can
+# connect) would be a new series in every worker's file and every scrape, for good.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """Falcon middleware: one histogram observation per request, labelled by
     the route template (/v1/vms/{name}), never the raw path; "unmatched" for
@@ -67,7 +73,8 @@ class RequestMetrics:
         started = getattr(req.context, "metrics_started", None)
         if started is None:
             return
-        REQUEST_DURATION.labels(self._route_of(req), req.method, str(resp.status_code)).observe(time.perf_counter() - started)
+        method = req.method if req.method in KNOWN_METHODS else "OTHER"
+        REQUEST_DURATION.labels(self._route_of(req), method, str(resp.status_code)).observe(time.perf_counter() - started)
 
 
 class ScrapeDuration:

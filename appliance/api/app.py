@@ -8,7 +8,7 @@ import falcon
 from appliance import errors, hosturi
 from appliance.api import openapi, resources
 from appliance.api.auth import TokenAuth, public
-from appliance.api.limits import BodyLimit, json_handlers
+from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
 from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
@@ -50,7 +50,7 @@ def create_app(service: Service, token: str) -> falcon.App:
     # RequestMetrics first, so that refused requests are timed too.
     metrics = RequestMetrics()
     auth = TokenAuth(token, public_paths=frozenset())
-    app = falcon.App(middleware=[metrics, auth, BodyLimit(service.config.max_body_bytes)])
+    app = falcon.App(middleware=[metrics, auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()])
     app.req_options.media_handlers = json_handlers()
     metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True

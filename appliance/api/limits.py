@@ -10,11 +10,13 @@ The image upload (PUT /v1/images/NAME) streams to disk under its own cap
 """
 from __future__ import annotations
 
+import math
 from typing import Any, BinaryIO
 
 import falcon
 
 from appliance import jsonio
+from appliance.errors import Invalid
 
 # Routes (template, method) whose body is not held in memory and has its own bound.
 STREAMED = {("/v1/images/{name}", "PUT")}
@@ -57,6 +59,32 @@ class BodyLimit:
         if req.content_length is not None and req.content_length > self.limit:
             raise too_large(self.limit)
         req.stream = LimitedStream(req.stream, self.limit)
+
+
+# Query parameters that are seconds to wait (GET /v1/operations/ID?wait=N, a write's ?timeout=N).
+SECONDS_PARAMS = ("wait", "timeout")
+
+
+class FiniteWaits:
+    """Falcon middleware: a wait of NaN or infinite seconds is 422 before anything runs.
+
+    float("nan") passes Falcon's min_value/max_value checks (every comparison with
+    NaN is false), and a deadline of now + NaN is never reached: such a wait held
+    its thread until the operation ended, past max_wait. Checked on the matched
+    route, before the responder, so that a refused write changes nothing."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict) -> None:
+        for name in SECONDS_PARAMS:
+            value = req.get_param(name)
+            if value is None:
+                continue
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue  # wait=false and the like; the responder's own parsing answers the rest
+            if not math.isfinite(seconds):
+                raise Invalid("must be a finite number of seconds", name)
 
 
 def json_handlers() -> falcon.media.Handlers:

@@ -25,7 +25,9 @@ def _if_match(req: falcon.Request) -> int | None:
     value = header.strip()
     value = value.removeprefix("W/")
     value = value.strip('"')
-    if not value.isdigit():
+    # ASCII digits, at most a 64-bit integer's: "²".isdigit() is True and int("²") a
+    # ValueError, as is int() of more than 4,300 digits (each was a 500).
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
         raise Invalid('must be an ETag from a GET, like "3"', "If-Match")
     return int(value)
 

@@ -40,6 +40,7 @@ MAX_MEMORY_MIB = 4 * 1024 * 1024
 MAX_CPUS = 256
 MAX_DISK_MIB = 64 * 1024 * 1024
 MAX_DISKS = 16
+MAX_PORT_FORWARDS = 64
 # ACPI shutdown first; after this many seconds the plug is pulled (Kubernetes' default).
 TERMINATION_GRACE_PERIOD = 30
 MAX_TERMINATION_GRACE_PERIOD = 3600

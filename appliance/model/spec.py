@@ -42,6 +42,7 @@ from appliance.model.defaults import (
     DEFAULT_MEMORY_MIB,
     DEFAULT_RUN_STRATEGY,
     MAX_DISKS,
+    MAX_PORT_FORWARDS,
     PROBE_TIMINGS,
     TERMINATION_GRACE_PERIOD,
 )
@@ -177,7 +178,14 @@ def _forwards_unique(forwards: list[PortForward]) -> list[PortForward]:
     return forwards
 
 
-PortForwards = Annotated[list[PortForward], BeforeValidator(must_be_list),
+def _forwards_bounded(value: Any) -> Any:
+    must_be_list(value)
+    if len(value) > MAX_PORT_FORWARDS:  # each is a socket QEMU binds on the host, as root
+        raise refused(f"at most {MAX_PORT_FORWARDS} port forwards")
+    return value
+
+
+PortForwards = Annotated[list[PortForward], BeforeValidator(_forwards_bounded), Field(max_length=MAX_PORT_FORWARDS),
                          WrapValidator(lambda v, handler: _forwards_unique(handler(v)))]
 
 

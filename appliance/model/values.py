@@ -34,6 +34,7 @@ _LABEL_VALUE = re.compile(LABEL_VALUE)
 _LIBVIRT_NETWORK_NAME = re.compile(LIBVIRT_NETWORK_NAME)
 _MAC = re.compile(MAC)
 _SIZE = re.compile(r"\s*(\d{1,20})\s*([KMGT])?(I?B)?\s*", re.IGNORECASE)
+_CPUS_TEXT = re.compile(r"[0-9]{1,9}")
 _UNIT_MIB = {None: 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -81,7 +82,9 @@ def parse_size_mib(value: Any, field: str, minimum: int, maximum: int) -> int:
 
 
 def parse_cpus(value: Any, field: str = "cpus") -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only, and few: "²".isdigit() is True but int("²") a ValueError, as is
+    # int() of more than 4,300 digits (each was a 500, EIO in the mount).
+    if isinstance(value, str) and _CPUS_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid("must be a whole number", field)

@@ -248,3 +248,50 @@ def test_an_old_homes_thread_count_default_is_raised(tmp_path):
     assert Config.load(home).threads == 32
     (home / "config.json").write_text(json.dumps({"home": str(home), "threads": 12, "config_version": 2}))
     assert Config.load(home).threads == 12  # a choice is kept
+
+
+# -- review of issue 9's fixes: labels an unauthenticated caller chooses --------------------------
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _request_series(text: str) -> dict[tuple[str, str, str], float]:
+    """(route, method, status) -> count of each vmappliance_api_request_duration_seconds series."""
+    import re
+
+    series = {}
+    pattern = r'vmappliance_api_request_duration_seconds_count\{method="([^"]*)",route="([^"]*)",status="([^"]*)"\} (\S+)'
+    for method, route, status, count in re.findall(pattern, text):
+        series[(route, method, status)] = float(count)
+    return series
+
+
+@pytest.mark.integration
+def test_methods_a_caller_makes_up_add_no_series(tmp_path):
+    """The request histogram was labelled with req.method as the HTTP server passed it on:
+    gunicorn's gthread worker passes any method token (`XMETHOD7 /v1/vms`), uvicorn's
+    httptools the ~40 methods llhttp knows (PROPFIND, MKCOL, PURGE...). Each one, sent
+    without the token (by anyone who can connect, a default guest too), added a series to
+    every worker's multiprocess file and to every scrape, for good. Methods the API does
+    not serve count as OTHER; the label takes eight values whatever the front."""
+    from tests.appliance_process import DEMO_IMAGE, Appliance
+
+    if not DEMO_IMAGE.exists():
+        pytest.fail(f"{DEMO_IMAGE} is missing: run `make image`")
+    app = Appliance(tmp_path / "home", extra_args=["--no-mount"])
+    try:
+        app.start()
+        odd = [f"XMETHOD{i}" for i in range(40)] + ["PROPFIND", "MKCOL", "PURGE", "REPORT", "LOCK", "SEARCH"]
+        reached = 0  # answered by the app (401/405), not refused by the HTTP parser (400)
+        for method in odd:
+            resp = requests.request(method, app.url + ("/v1/vms" if len(method) % 2 else "/nowhere"), timeout=10)
+            assert resp.status_code in (400, 401, 405), (method, resp.status_code)
+            reached += resp.status_code != 400
+        assert reached >= 6, reached  # the WebDAV methods reach the app with either front
+        resp = app.api("GET", "/metrics")
+        assert resp.status_code == 200, resp.text
+        series = _request_series(resp.text)
+        assert {method for _, method, _ in series} <= HTTP_METHODS | {"OTHER"}, sorted(series)
+        assert not any(f'method="{name}"' in resp.text for name in odd)
+        assert sum(count for (_, method, _), count in series.items() if method == "OTHER") >= reached
+    finally:
+        app.cleanup()

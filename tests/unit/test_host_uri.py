@@ -69,6 +69,15 @@ BAD = [
     "",
     "q" * 2000,
 ]
+# Review of the fixes: brackets urllib cannot parse made urlsplit raise ValueError, which
+# answered 500 (REST) and EIO (mount) instead of 422 / EINVAL naming the field.
+MALFORMED = [
+    "qemu+ssh://[x/system",
+    "qemu+ssh://[::1/system",
+    "qemu+ssh://h]x/system",
+    "qemu+tcp://root@]/system",
+]
+BAD += MALFORMED
 
 
 @pytest.mark.parametrize("uri", GOOD)
@@ -93,6 +102,42 @@ def test_a_socket_reached_through_a_symlink_must_be_inside_too(tmp_path):
     assert hosturi.validate(f"qemu+unix:///system?socket={allowed}/h2/sock", [allowed], KEY_DIR)
 
 
+# Review of the fixes: os.path.realpath reads /proc/PID/root as "/", but the kernel follows it
+# into PID's root and mount namespace (a container's, a namespaced libvirtd's): the socket
+# was "under" /run/libvirt only on paper. And a link realpath may not read (readlink of
+# another namespace's /proc/PID/root: EACCES even for root) raised PermissionError: a 500.
+PROC_SOCKETS = [
+    "/proc/self/root/run/libvirt/libvirt-sock",
+    "/proc/thread-self/root/run/libvirt/libvirt-sock",
+    "/proc/1/root/run/libvirt/libvirt-sock",
+    "/proc/1/cwd/libvirt-sock",
+]
+
+
+@pytest.mark.parametrize("path", PROC_SOCKETS)
+def test_a_socket_through_proc_is_refused(path):
+    with pytest.raises(Invalid) as caught:
+        hosturi.validate(f"qemu+unix:///system?socket={path}", SOCKET_DIRS, KEY_DIR)
+    assert caught.value.field == "uri"
+
+
+def test_a_socket_path_realpath_cannot_read_is_refused_not_a_500(tmp_path):
+    allowed = tmp_path / "hosts"
+    allowed.mkdir()
+    (allowed / "other").symlink_to("/proc/1/root/run/libvirt")
+    with pytest.raises(Invalid):
+        hosturi.validate(f"qemu+unix:///system?socket={allowed}/other/libvirt-sock", [allowed], KEY_DIR)
+
+
+@pytest.mark.parametrize("uri", ["/" + "a" * 1000, "qemu+" + "x" * 1000 + ":///system", "1" * 1000 + ":///system"])
+def test_a_refused_transport_is_quoted_short(uri):
+    """Review of the fixes: a URI just under the length cap whose scheme is not allowed came
+    back whole (1,000+ characters) in the reason; values quoted in errors are cut short."""
+    with pytest.raises(Invalid) as caught:
+        hosturi.validate(uri, SOCKET_DIRS, KEY_DIR)
+    assert caught.value.field == "uri" and len(caught.value.reason) < 400
+
+
 def test_the_test_driver_only_in_test_mode():
     assert hosturi.validate("test:///default", SOCKET_DIRS, KEY_DIR, allow_test=True) == "test:///default"
     with pytest.raises(Invalid):
@@ -104,7 +149,7 @@ def client(service):
     return testing.TestClient(create_app(service, TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
 
 
-@pytest.mark.parametrize("uri", BAD[:8] + ["test:///etc/shadow"])
+@pytest.mark.parametrize("uri", BAD[:8] + ["test:///etc/shadow"] + MALFORMED)
 def test_rest_refuses_and_changes_nothing(client, service, uri):
     service.config.allow_test_hosts = False
     before = client.simulate_get("/v1/hosts").json

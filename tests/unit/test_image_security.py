@@ -172,6 +172,17 @@ def test_path_imports_only_from_the_import_directory(client, service, config, im
     assert (import_dir / "good.img").exists()  # an import copies; the admin's file stays
 
 
+def test_a_path_realpath_cannot_read_is_422_not_500(client, service, config, import_dir):
+    """Review of the fixes: readlink of another namespace's /proc/1/root is EACCES even for
+    root, and os.path.realpath let the PermissionError out: POST /v1/images answered 500.
+    (Where the link is readable, the path is simply outside the import directory.)"""
+    (import_dir / "elsewhere").symlink_to("/proc/1/root/etc")
+    for path in ("/proc/1/root/etc/shadow", "elsewhere/shadow"):
+        resp = client.simulate_post("/v1/images", json={"name": "copied", "path": path})
+        assert resp.status_code == 422 and resp.json["field"] == "path", (path, resp.text[:300])
+    _assert_nothing_stored(service, config)
+
+
 def test_path_imports_can_be_switched_off(client, service, config, import_dir):
     config.image_import_dir = None
     make_disk_image(import_dir / "good.img")

@@ -189,3 +189,84 @@ def test_cloud_init_values_with_a_newline_are_quoted_in_the_seed():
     assert _yaml_mapping({"local-hostname": "web1"}) == "local-hostname: web1\n"
     assert _yaml_mapping({"local-hostname": "web1\n"}) == '{\n  "local-hostname": "web1\\n"\n}\n' or \
         _yaml_mapping({"local-hostname": "web1\n"}) == 'local-hostname: "web1\\n"\n'
+
+
+# -- review of issue 9's fixes: digits str.isdigit() takes and int() does not ----------------------
+# "²".isdigit() is True and int("²") a ValueError; so is int() of more than 4,300 digits.
+NOT_INTS = ["\u00b2", "1\u00b3", "\u2460", "9" * 5000]
+
+
+@pytest.mark.parametrize("value", NOT_INTS, ids=["superscript", "digit-superscript", "circled", "5000-digits"])
+def test_cpus_that_only_look_like_digits_are_422_not_500(client, service, value):
+    """They answered 500 (and EIO in the mount) with a traceback in the log."""
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped", "cpus": value})
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    assert service.store.list_vms() == []
+    service.create_vm({"name": "web1", "state": "stopped"})
+    before = client.simulate_get("/v1/vms/web1").json
+    resp = client.simulate_patch("/v1/vms/web1", json={"cpus": value})
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    resp = client.simulate_put("/v1/vms/web1/cpus", body=value.encode())
+    assert resp.status_code == 422 and resp.json["field"] == "cpus", resp.text[:300]
+    assert len(resp.text) < 1000  # not echoed at length
+    assert client.simulate_get("/v1/vms/web1").json == before
+
+
+@pytest.mark.parametrize("value", NOT_INTS, ids=["superscript", "digit-superscript", "circled", "5000-digits"])
+def test_an_if_match_that_only_looks_like_digits_is_422_not_500(client, service, value):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    before = client.simulate_get("/v1/vms/web1").json
+    # A header is latin-1 on the wire: the superscripts (in latin-1) arrive as they are; the
+    # circled digit only as the bytes of its UTF-8 (no digits at all); the 5000 digits as ASCII.
+    header = f'"{value}"'
+    if not all(ord(c) < 256 for c in header):
+        header = header.encode().decode("latin-1")
+    resp = client.simulate_patch("/v1/vms/web1", json={"cpus": 2}, headers={"If-Match": header})
+    assert resp.status_code == 422 and resp.json["field"] == "If-Match", resp.text[:300]
+    assert client.simulate_get("/v1/vms/web1").json == before
+
+
+# -- review of issue 9's fixes: a wait of NaN seconds --------------------------------------------
+def _answer_within(seconds: float, call) -> object:
+    """call() in a thread; its answer, or AssertionError when it has none after `seconds`."""
+    import threading
+
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.setdefault("answer", call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert "answer" in box, f"no answer after {seconds} s"
+    return box["answer"]
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_a_wait_of_nan_seconds_is_refused_not_endless(client, service, value):
+    """float('nan') passes Falcon's min/max checks (every comparison with NaN is false), and
+    a deadline of now + NaN is never reached: GET /v1/operations/ID?wait=nan (and a write's
+    ?timeout=nan) held its thread until the operation ended - past max_wait, for good
+    when it never does. Here no controller runs, so the operation stays pending."""
+    _, op = service.create_vm({"name": "web1", "state": "stopped"})
+    resp = _answer_within(5, lambda: client.simulate_get(f"/v1/operations/{op['id']}", params={"wait": value}))
+    assert resp.status_code == 422 and resp.json.get("field") == "wait", resp.text
+    resp = _answer_within(5, lambda: client.simulate_put("/v1/vms/web1/state", body="running",
+                                                         params={"timeout": value}))
+    assert resp.status_code == 422 and resp.json.get("field") == "timeout", resp.text
+    assert service.get_vm("web1")["desired_state"] == "stopped"
+
+
+# -- review of issue 9's fixes: the one list of a spec without a bound ----------------------------
+def test_port_forwards_are_bounded_in_number(client, service):
+    """disks (16), labels (64) and cloud-init parts are bounded; port_forwards took as many as a
+    1 MiB body holds (~15,000), each a socket QEMU binds as root on the host's loopback: enough
+    to take every ephemeral port of 127.0.0.1 from the host's own clients."""
+    limit = 64  # spec.MAX_PORT_FORWARDS
+    many = [{"host_port": 20000 + i, "guest_port": 80} for i in range(limit + 1)]
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped",
+                                                 "network": {"type": "user", "port_forwards": many}},
+                              params={"wait": "false"})
+    assert resp.status_code == 422 and resp.json["field"] == "network.port_forwards", resp.text[:300]
+    assert service.store.list_vms() == []
+    resp = client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped", "network": {
+        "type": "user", "port_forwards": many[:limit]}}, params={"wait": "false"})
+    assert resp.status_code == 202, resp.text[:300]
+    assert len(service.get_vm("web1")["spec"]["network"]["port_forwards"]) == limit

@@ -3,8 +3,10 @@ guest's way to the host, checked on the service (a real SQLite file) and the
 controller driving libvirt's test driver."""
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -266,3 +268,60 @@ def test_outbound_none_gives_a_restricted_nic_libvirt_accepts(tmp_path):
     conn = libvirt.open("test:///default")
     conn.defineXML(xml).undefine()
     conn.close()
+
+
+# -- review of issue 9's fixes: the API's own port is not a guest's ------------------------------
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2"])
+def test_a_forward_on_the_apis_own_port_is_refused(service, config, address):
+    """A forward of the port the API listens on was accepted. While the API runs, the VM's
+    start fails (port in use) and its run strategy retries; at the next start of `vmctl
+    serve` the controller starts VMs before the API binds, so QEMU (root) could take the
+    port: the API cannot start, and every client's bearer token (vmctl, Prometheus) goes to
+    the guest. A mount-group member, who has no token, could set this up through spec.json."""
+    config.listen = "127.0.0.1:18931"
+    hijack = {"type": "user", "port_forwards": [{"host_port": 18931, "guest_port": 80, "host_address": address}]}
+    with pytest.raises(Invalid) as err:
+        service.create_vm({"name": "web1", "state": "stopped", "network": hijack})
+    assert err.value.field == "network.port_forwards[0].host_port" and "API" in err.value.reason
+    assert service.list_vms() == [] and service.list_operations() == []
+    service.create_vm({"name": "web1", "state": "stopped", "network": forward()})
+    before = service.get_vm("web1")
+    with pytest.raises(Invalid) as err:
+        service.update_vm("web1", {"network": hijack})
+    assert err.value.field == "network.port_forwards[0].host_port"
+    assert service.get_vm("web1") == before
+    config.allow_privileged_ports = True  # not a privileged port: the admin's switch does not open it
+    with pytest.raises(Invalid):
+        service.update_vm("web1", {"network": hijack})
+
+
+# -- review of issue 9's fixes: what a guest's agent says about its addresses ------------------------
+def test_addresses_a_guest_agent_reports_are_checked_and_bounded(service, controller, monkeypatch):
+    """Every domain has the org.qemu.guest_agent.0 channel, and the controller stored what
+    interfaceAddresses(SRC_AGENT) returned as it was: libvirt copies the guest agent's
+    interface names, MACs and "ip-address" strings unchecked. A guest (root inside it, no
+    token) could put any text and any amount into the store, status.json and the addresses
+    file, lines included. Only IP addresses are kept, at most 64, with names and MACs checked.
+    (libvirt's test driver has no agent: interfaceAddresses answers here as a hostile one would.)"""
+    hostile = {
+        "eth0\n6.6.6.6/8": {"hwaddr": "x" * 5000, "addrs": [{"addr": "not-an-ip\n7.7.7.7", "prefix": 24, "type": 0}]},
+        "eth1": {"hwaddr": "52:54:00:12:34:56",
+                 "addrs": [{"addr": f"10.1.{i // 256}.{i % 256}", "prefix": 16, "type": 0} for i in range(5000)]},
+        "eth2": {"hwaddr": None, "addrs": [{"addr": "10.2.0.1", "prefix": 999, "type": 0}]},
+    }
+    monkeypatch.setattr(libvirt.virDomain, "interfaceAddresses", lambda self, source, flags=0: hostile)
+    service.finish(service.create_vm({"name": "web1"})[1])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not service.read_vm_file("web1", "addresses").startswith("10.1."):
+        time.sleep(0.1)
+    text = service.read_vm_file("web1", "addresses")
+    status = service.status(service.store.get_vm("web1"))
+    assert text.startswith("10.1.0.0/16\n"), text[:200]
+    lines = text.splitlines()
+    assert len(lines) <= 64 and all(line.startswith("10.1.") for line in lines), lines[:5]
+    assert len(status["addresses"]) <= 64
+    for entry in status["addresses"]:
+        ipaddress.ip_address(entry["address"])
+        assert entry["mac"] in (None, "52:54:00:12:34:56") and "\n" not in entry["interface"]
+        assert 0 <= entry["prefix"] <= 128
+    assert len(service.store.get_vm("web1")["addresses"]) < 16 * 1024

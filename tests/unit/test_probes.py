@@ -97,3 +97,39 @@ def test_tcp_check_needs_the_connection_to_hold_or_answer():
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     assert check_tcp("127.0.0.1", port, 1)[0] is False
+
+
+def _libvirt_error_with(text: str):
+    """A real libvirtError whose message holds text (libvirt quotes the URI it cannot parse),
+    as libvirt's message for a failed agent command quotes the guest agent's own `desc`."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    try:
+        libvirt.open(f"test:///nonexistent-{text}")
+    except libvirt.libvirtError as err:
+        return err
+    raise AssertionError("libvirt opened a URI that cannot be")
+
+
+def test_a_guest_agents_error_text_is_one_short_line_in_events(service, controller, monkeypatch):
+    """Review of issue 9's fixes: the guest-agent probe put libvirt's message into the
+    VM's events as it was, and that message quotes the `desc` the guest's agent answers:
+    a guest could write lines into the appliance's event log that read as other VMs'
+    events, and as much text as it liked. It is cut to one line of at most 300 characters."""
+    forged = "\n2026-11-29T00:00:00Z web2 deleted: VM deleted; its disks were removed\n" + "x" * 5000
+    error = _libvirt_error_with(forged)
+    assert "\n" in error.get_error_message()
+
+    def agent_answers(*_args):
+        raise error
+
+    monkeypatch.setattr("appliance.probes.libvirt_qemu.qemuAgentCommand", agent_answers)
+    probe = {"guest_agent_ping": {}, "period_seconds": 1, "failure_threshold": 1}
+    service.finish(service.create_vm({"name": "g1", "readiness_probe": probe})[1])
+    assert wait_for(lambda: any(e["kind"] == "not-ready" for e in service.list_events("g1")))
+    event = [e for e in service.list_events("g1") if e["kind"] == "not-ready"][0]
+    assert "guest agent" in event["message"]
+    assert "\n" not in event["message"] and len(event["message"]) <= 320, event["message"][:400]
+    text = service.format_events(service.list_events("g1"))
+    assert text.count("\n") == len(service.list_events("g1"))  # one line per event, none forged
