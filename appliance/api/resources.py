@@ -109,8 +109,11 @@ class Health:
         resp.media = {"status": "ok"}
 
     def on_get_ready(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Public (load balancers ask it without a token): the verdict alone.
+        The checks name the hosts and why they fail, for token holders only."""
         report = self.service.readiness()
-        resp.media = report
+        authenticated = getattr(req.context, "authenticated", False)
+        resp.media = report if authenticated else {"ready": report["ready"]}
         if not report["ready"]:
             resp.status = falcon.HTTP_503
 

@@ -100,3 +100,15 @@ def test_with_the_token_every_route_is_reached(service):
 def test_an_empty_token_is_refused_at_start(service):
     with pytest.raises(ValueError):
         create_app(service, "")
+
+
+def test_readyz_tells_its_checks_to_token_holders_only(service):
+    """Public, so that a load balancer may ask it; but the checks name every host."""
+    service.store.upsert_host({"name": "secret-host", "uri": "qemu+ssh://secret-host/system", "state": "enabled",
+                               "up": 0, "last_seen": None, "info": {}, "cpu_ratio": 16.0, "ram_ratio": 1.5,
+                               "disk_ratio": 1.0, "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
+    app = create_app(service, TOKEN)
+    bare = testing.TestClient(app).simulate_get("/readyz")
+    assert set(bare.json) == {"ready"} and "secret-host" not in bare.text
+    full = testing.TestClient(app, headers=AUTH).simulate_get("/readyz")
+    assert full.status_code == bare.status_code and "host:secret-host" in full.json["checks"]
