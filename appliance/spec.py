@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "termination_grace_period": 30,
     "readiness_probe": None,
     "liveness_probe": None,
+    # Keep the vCPUs and memory claimed on the host while stopped (Nova's rule);
+    # by default a stopped VM claims only its disks, and the rest when it starts.
+    "reserve_when_stopped": False,
 }
 FIELDS = ("name", "image", *DEFAULTS)
 # Fields a running VM may not change without a restart are still accepted; the
@@ -333,6 +336,7 @@ def validate(raw: Any) -> dict:
         "node_selector": _labels(spec["node_selector"], "node_selector"),
         "group": None if spec["group"] is None else validate_name(spec["group"], "group"),
         "termination_grace_period": spec["termination_grace_period"],
+        "reserve_when_stopped": spec["reserve_when_stopped"],
     }
     out["readiness_probe"] = _probe(spec["readiness_probe"], "readiness_probe", out["network"])
     out["liveness_probe"] = _probe(spec["liveness_probe"], "liveness_probe", out["network"])
@@ -344,4 +348,6 @@ def validate(raw: Any) -> dict:
     grace = out["termination_grace_period"]
     if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 3600:
         raise Invalid("must be a whole number of seconds from 0 to 3600", "termination_grace_period")
+    if not isinstance(out["reserve_when_stopped"], bool):
+        raise Invalid("must be true or false", "reserve_when_stopped")
     return out

@@ -83,6 +83,9 @@ SCHEMAS = {
             "node_selector": {**LABELS, "description": "host labels the VM must land on (all of them)"},
             "group": {**DNS_NAME, "nullable": True, "description": "a server group (POST /v1/groups)"},
             "termination_grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
+            "reserve_when_stopped": {"type": "boolean", "default": False, "description":
+                                     "keep the vCPUs and memory claimed on the host while stopped "
+                                     "(by default only the disks are; the rest is claimed at start)"},
             "readiness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
             "liveness_probe": {"nullable": True, "allOf": [_ref("Probe")]},
         },
