@@ -9,7 +9,7 @@ LISTEN ?= 127.0.0.1:8080
 ACCEL ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv image run test test-unit lint bench clean
+.PHONY: setup host venv image run test test-unit lint bench bench-quick clean
 
 setup: host venv image
 
@@ -33,10 +33,12 @@ $(DEMO_IMAGE): packaging/build-demo-image.sh $(wildcard packaging/demo-guest/*)
 run: setup
 	$(VENV)/bin/vmctl --home $(HOME_DIR) serve --listen $(LISTEN) --accel $(ACCEL) --demo-image $(DEMO_IMAGE)
 
-# The whole suite: unit tests, then the integration tests on the real libvirtd.
-# pytest exits 5 when it collected nothing; that is a failure here too.
+# The whole suite: unit tests, then the integration tests on the real libvirtd,
+# then every benchmark once in its quick form (a broken benchmark is caught when
+# it breaks). pytest exits 5 when it collected nothing; that is a failure here too.
 test: setup lint
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+	$(MAKE) bench-quick
 
 # ruff on the product code (rules in pyproject.toml: pyflakes and the security
 # rules); a finding is fixed, or justified where it stands with a noqa.
@@ -48,6 +50,11 @@ test-unit: venv
 
 bench: setup
 	$(VENV)/bin/python -m tests.bench.run
+
+# Every section at its smallest (seconds each, a few minutes in all), writing
+# nothing: exits non-zero when a section fails. Not figures for BENCHMARKS.md.
+bench-quick: setup
+	$(VENV)/bin/python -m tests.bench.run --quick --no-write
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info

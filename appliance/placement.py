@@ -2,9 +2,14 @@
 
 The scheduler (scheduler/) is pure; this module reads what it needs from the
 store and must be called inside the transaction that records the decision.
-A VM's claim on a host is its `host` column (stopped or running, as in Nova a
-placed instance keeps its resources), plus, while it migrates or moves, the
-target named by its open operation. Since every writer holds SQLite's write
+A VM's claim on a host is its `host` column, plus, while it migrates or moves,
+the target named by its open operation. Its disks are claimed always; its vCPUs
+and memory only while it is active (`claims_cpu_ram`): desired running or
+paused, or still running, starting, stopping or migrating. A stopped VM keeps
+its host and its disks but not its CPUs and RAM (KubeVirt's, Incus's and
+Proxmox's rule); its spec's `reserve_when_stopped: true` keeps them claimed
+(Nova's rule: an instance keeps its allocation until it is shelved). A start
+therefore claims, inside the transaction that records it (service.set_state). Since every writer holds SQLite's write
 lock (BEGIN IMMEDIATE) from reading the allocations to recording the claim,
 two concurrent placements cannot both take the last free slot on a host.
 """
@@ -36,30 +41,50 @@ def guest_arch(info: dict) -> str:
         return GUEST_ARCH
     return info.get("arch") or ""
 
-_ALLOCATED = """
-SELECT v.host,
-       sum(json_extract(v.spec, '$.cpus')),
-       sum(json_extract(v.spec, '$.memory')),
+# Desired and observed states in which a VM holds its vCPUs and memory.
+CLAIMING_DESIRED_STATES = ("running", "paused")
+CLAIMING_OBSERVED_STATES = ("running", "paused", "starting", "stopping", "migrating")
+
+
+def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
+    """Whether this VM (a store row; `spec` instead of the row's) holds vCPUs and
+    memory on its host. The same rule as _CLAIMS below, which sums it in SQL."""
+    spec = row["spec"] if spec is None else spec
+    return (row["desired_state"] in CLAIMING_DESIRED_STATES
+            or row["observed_state"] in CLAIMING_OBSERVED_STATES
+            or bool(spec.get("reserve_when_stopped")))
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)  # constants of this module, never input
+
+
+_CLAIMS = (f"(v.desired_state IN ({_sql_list(CLAIMING_DESIRED_STATES)}) "
+           f"OR v.observed_state IN ({_sql_list(CLAIMING_OBSERVED_STATES)}) "
+           "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))")
+
+# One row per host: vCPUs, MiB (of the VMs that claim them), disk bytes (of all).
+_SUMS = f"""
+       sum(CASE WHEN {_CLAIMS} THEN json_extract(v.spec, '$.cpus') ELSE 0 END),
+       sum(CASE WHEN {_CLAIMS} THEN json_extract(v.spec, '$.memory') ELSE 0 END),
        sum(coalesce(i.virtual_size, 0)
            + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
-                                 FROM json_each(v.spec, '$.disks') d), 0))
+                                 FROM json_each(v.spec, '$.disks') d), 0))"""  # noqa: S608 - constants only
+
+_ALLOCATED = f"""
+SELECT v.host,{_SUMS}
 FROM vms v LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
 WHERE v.host IS NOT NULL
 GROUP BY v.host
-"""
+"""  # noqa: S608 - built from this module's constants only
 
-_MOVING = """
-SELECT json_extract(o.params, '$.target'),
-       sum(json_extract(v.spec, '$.cpus')),
-       sum(json_extract(v.spec, '$.memory')),
-       sum(coalesce(i.virtual_size, 0)
-           + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
-                                 FROM json_each(v.spec, '$.disks') d), 0))
+_MOVING = f"""
+SELECT json_extract(o.params, '$.target'),{_SUMS}
 FROM operations o JOIN vms v ON v.id = o.vm_id
 LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
 WHERE o.kind IN ('migrate', 'move') AND o.status IN ('pending', 'running')
 GROUP BY 1
-"""
+"""  # noqa: S608 - built from this module's constants only
 
 
 # Soft (anti-)affinity outweighs the free-RAM and free-CPU weighers together
@@ -76,7 +101,10 @@ def policy(config: Config) -> Policy:
 
 
 def allocations(store: Store) -> dict[str, list[float]]:
-    """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there or moving there."""
+    """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there or moving there.
+
+    The one computation of claims: the scheduler's host states, GET /v1/hosts,
+    hosts/NAME/allocated and the exporter's allocation families all read it."""
     out: dict[str, list[float]] = {}
     for query in (_ALLOCATED, _MOVING):
         for host, cpus, memory, disk in store.db.execute(query):
@@ -87,6 +115,11 @@ def allocations(store: Store) -> dict[str, list[float]]:
             slot[1] += memory or 0
             slot[2] += disk or 0
     return out
+
+
+def vms_by_host(store: Store) -> dict[str, int]:
+    """host -> how many VMs are placed there, running or not."""
+    return dict(store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host").fetchall())
 
 
 def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
@@ -140,12 +173,32 @@ def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
 @timed_placement
 def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: float,
           ignore_hosts: frozenset[str] = frozenset(), only_hosts: frozenset[str] | None = None,
-          storage: str | None = None, rng: random.Random | None = None) -> Decision:
-    """One scheduling decision for a VM of this spec; the caller records the claim."""
+          storage: str | None = None, rng: random.Random | None = None, cpu_ram: bool = True,
+          disk: bool = True) -> Decision:
+    """One scheduling decision for a VM of this spec; the caller records the claim.
+
+    `cpu_ram` False places a VM that will not claim vCPUs and memory there (a
+    stopped one, see claims_cpu_ram): only its disks must fit. `disk` False
+    asks for vCPUs and memory alone, on a host that holds its disks already."""
     request = Request(
-        vm=spec["name"], cpus=spec["cpus"], memory_mib=spec["memory"], disk_gib=disk_bytes(store, spec) / GIB,
+        vm=spec["name"], cpus=spec["cpus"] if cpu_ram else 0, memory_mib=spec["memory"] if cpu_ram else 0,
+        disk_gib=disk_bytes(store, spec) / GIB if disk else 0.0,
         arch=GUEST_ARCH,
         node_selector=spec.get("node_selector") or {}, group=group_of(store, spec, vm_id),
         ignore_hosts=ignore_hosts, only_hosts=only_hosts, storage=storage,
     )
     return schedule(host_states(store, now, config.heartbeat_age), request, policy(config), rng)
+
+
+def place_start(store: Store, config: Config, row: dict, now: float) -> Decision:
+    """Where a VM that holds no vCPUs and memory yet (see claims_cpu_ram) can
+    start: its own host when they fit there; else the host the scheduler picks
+    among those that see the storage its disks are on (the record then follows,
+    as for a VM whose host is gone). When none fits, the decision names every
+    host's reason, its own included; its other constraints (node selector,
+    group, arch) pin it as they did at create."""
+    own = place(store, config, row["spec"], row["id"], now, only_hosts=frozenset([row["host"]]), disk=False)
+    if own.host is not None:
+        return own
+    host = store.get_host(row["host"])
+    return place(store, config, row["spec"], row["id"], now, storage=host["storage"] or host["name"])

@@ -181,7 +181,9 @@ class Service:
             self._check_group(spec)
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
-            decision = self._schedule(spec, vm_id, only_hosts=None if wanted_host is None else frozenset([wanted_host]))
+            claims = placement.claims_cpu_ram({"desired_state": initial, "observed_state": "provisioning"}, spec)
+            decision = self._schedule(spec, vm_id, only_hosts=None if wanted_host is None else frozenset([wanted_host]),
+                                      cpu_ram=claims)
             row = {
                 "id": vm_id, "name": spec["name"], "spec": spec, "desired_state": initial,
                 "observed_state": "provisioning", "observed_reason": "", "host": decision.host,
@@ -224,8 +226,9 @@ class Service:
                 self._check_rename(row, new["name"])
             active = self._observed(row) in ACTIVE_STATES
             hardware = {k for k in new if new[k] != old[k]} - {
-                "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group"}
-            self._check_growth(row, old, new)
+                "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group",
+                "reserve_when_stopped"}
+            self._check_claim_growth(row, old, new)
             self.store.update_vm(
                 row["id"], expect_generation=row["generation"], spec=new, name=new["name"], mac=mac,
                 restart_required=int(row["restart_required"] or (active and bool(hardware))),
@@ -311,15 +314,17 @@ class Service:
                 spec["run_strategy"] = "Always"
             elif desired == "stopped" and strategy == "Always":
                 spec["run_strategy"] = "Halted"
-            moved = None
+            moved, from_host = None, row["host"]
             if kind == "start" and observed in ("stopped", "crashed", "lost", "provisioning"):
                 moved = self._replace_if_stranded(row)
+                if moved is None and not placement.claims_cpu_ram(row):
+                    moved = self._claim_at_start(row)  # in this transaction: no two starts take one slot
             self._supersede(row)
             self.store.update_vm(row["id"], expect_generation=row["generation"], desired_state=desired, spec=spec,
                                  **({"host": moved} if moved else {}))
             row = self.store.get_vm_by_id(row["id"])
             self.store.add_event("state-requested", f"{verb} requested (was {observed})", row)
-            op = self._new_op(row, kind, {"from_host": row["host"]} if moved else None)
+            op = self._new_op(row, kind, {"from_host": from_host} if moved else None)
         self.notify()
         return op
 
@@ -563,15 +568,22 @@ class Service:
         if spec.get("group") and not list(self.store.db.query("SELECT 1 FROM groups WHERE name = ?", [spec["group"]])):
             raise Invalid(f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group")
 
-    def _check_growth(self, row: dict, old: dict, new: dict) -> None:
-        """More vCPUs or memory must still fit on the VM's host (Nova's resize claim)."""
-        more_cpus, more_memory = new["cpus"] - old["cpus"], new["memory"] - old["memory"]
-        if (more_cpus <= 0 and more_memory <= 0) or not row["host"]:
+    def _check_claim_growth(self, row: dict, old: dict, new: dict) -> None:
+        """More vCPUs or memory held on the VM's host must still fit there (Nova's
+        resize claim): a VM that claims them (placement.claims_cpu_ram) and grows,
+        or a stopped one that starts to reserve them. A stopped VM without the
+        reservation is checked when it starts."""
+        if not row["host"] or not placement.claims_cpu_ram(row, new):
             return
-        delta = {**new, "cpus": max(0, more_cpus), "memory": max(0, more_memory), "disks": [], "group": None,
+        held = placement.claims_cpu_ram(row, old)
+        more_cpus = new["cpus"] - (old["cpus"] if held else 0)
+        more_memory = new["memory"] - (old["memory"] if held else 0)
+        if more_cpus <= 0 and more_memory <= 0:
+            return
+        delta = {**new, "cpus": max(0, more_cpus), "memory": max(0, more_memory), "group": None,
                  "node_selector": {}}
         decision = placement.place(self.store, self.config, delta, row["id"], self.clock(),
-                                   only_hosts=frozenset([row["host"]]))
+                                   only_hosts=frozenset([row["host"]]), disk=False)
         if decision.host is None:
             rejected = decision.rejected[0] if decision.rejected else None
             if rejected is not None and rejected.filter != "ComputeFilter":
@@ -598,6 +610,18 @@ class Service:
         decision = self._schedule(row["spec"], row["id"], storage=storage,
                                   ignore_hosts=frozenset([row["host"]]) if row["host"] else frozenset())
         self.store.add_event("scheduled", f"host {row['host']} cannot run it now; " + decision.explain(), row)
+        return decision.host
+
+    def _claim_at_start(self, row: dict) -> str | None:
+        """A stopped VM claims its vCPUs and memory as it starts: on its host if
+        they fit (None), else on the host returned; 409 with the scheduler's
+        reasons when no host fits."""
+        decision = placement.place_start(self.store, self.config, row, self.clock())
+        if decision.host is None:
+            raise Conflict(decision.explain(), "host")
+        if decision.host == row["host"]:
+            return None
+        self.store.add_event("scheduled", f"no room on host {row['host']} to start it; " + decision.explain(), row)
         return decision.host
 
     def migrate_vm(self, name: str, target: Any, force: Any = False, bandwidth: Any = None,
@@ -640,7 +664,8 @@ class Service:
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:
-                decision = self._schedule(row["spec"], row["id"], only_hosts=frozenset([target]))
+                decision = self._schedule(row["spec"], row["id"], only_hosts=frozenset([target]),
+                                          cpu_ram=placement.claims_cpu_ram(row))
                 why = decision.explain()
             params = {"target": target, "source": row["host"], "force": force}
             if bandwidth is not None:
@@ -678,7 +703,7 @@ class Service:
         }
 
     def _vm_counts(self) -> dict[str, int]:
-        return dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host").fetchall())
+        return placement.vms_by_host(self.store)
 
     def list_hosts(self) -> list[dict]:
         """Hosts, with `observed_state`: down when libvirt stopped answering the
@@ -820,7 +845,8 @@ class Service:
             if kind == "migrate":  # live: only to hosts the source's libvirtd can reach
                 ignore |= {h["name"] for h in self.store.list_hosts() if not reachable_from_peers(h["uri"])}
             decision = placement.place(self.store, self.config, row["spec"], row["id"], self.clock(),
-                                       ignore_hosts=frozenset(ignore), storage=storage)
+                                       ignore_hosts=frozenset(ignore), storage=storage,
+                                       cpu_ram=placement.claims_cpu_ram(row))
             if decision.host is None:
                 report["blocked"].append({"vm": row["name"], "reason": decision.explain()})
                 self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {decision.explain()}", row)

@@ -241,13 +241,14 @@ class ApplianceCollector:
                      labels=["host"])
         capacity = g("vmappliance_host_capacity", "What the scheduler may place on the host: physical x overcommit "
                      "ratio (memory: minus reserved).", labels=["host", "resource"])
-        allocated = g("vmappliance_host_allocated", "What the VMs placed on the host (running or not) and those "
-                      "migrating to it claim.", labels=["host", "resource"])
+        allocated = g("vmappliance_host_allocated", "What the VMs placed on the host and those migrating to it "
+                      "claim: disks always; vCPUs and memory while active (desired running or paused) or "
+                      "reserved (reserve_when_stopped).", labels=["host", "resource"])
         vms = g("vmappliance_host_vms", "VMs placed on the host, running or not.", labels=["host"])
         storage_free = g("vmappliance_host_storage_free_bytes",
                          "Free space where the host's VM disks are (thin disks grow into it).", labels=["host"])
         rows = {row["name"]: row for row in self.store.list_hosts()}
-        counts = dict(self.store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"))
+        counts = placement.vms_by_host(self.store)
         used = placement.allocations(self.store)
         now = self.clock()
         for name, row in rows.items():

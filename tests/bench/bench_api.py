@@ -167,9 +167,9 @@ def warm(app, mnt: Path, names: list[str]) -> None:
             (mnt / "vms" / name / "state").read_text()
 
 
-def memory_point(app, mnt: Path | None, names: list[str], idle_seconds: float) -> dict:
+def memory_point(app, mnt: Path | None, names: list[str], idle_seconds: float, resync_wait: float = 6) -> dict:
     warm(app, mnt, names)
-    time.sleep(6)  # one controller resync period passes over the full store
+    time.sleep(resync_wait)  # one controller resync period (6 s) passes over the full store
     cpu = idle_cpu_percent(app.proc.pid, idle_seconds)
     mem = memory_of_tree(app.proc.pid)
     return {**mem, "idle_cpu_percent_of_one_core": cpu, "controller_resync_s": resync_seconds(app)}
@@ -200,7 +200,9 @@ def get_latency(port: int, token: str | None, paths: list[str]) -> dict:
 
 
 def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, list_n: int = 30,
-        wrk_seconds: int = 5, wrk_rounds: int = 2, connections: int = 8) -> dict:
+        wrk_seconds: int = 5, wrk_rounds: int = 2, connections: int = 8, idle_seconds: float = 10,
+        resync_wait: float = 6) -> dict:
+    """`idle_seconds` and `resync_wait` shorten the memory points' waits (--quick: a check that it runs)."""
     from fs.mount import is_mounted
     from tests.appliance_process import Appliance
 
@@ -214,7 +216,7 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
         deadline = time.monotonic() + 20
         while not (is_mounted(mnt) and (mnt / "vms").is_dir()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        out["memory_0"] = memory_point(app, mnt, [], 5)
+        out["memory_0"] = memory_point(app, mnt, [], min(5, idle_seconds), resync_wait)
 
         create_s = create_vms(app, 0, vms)
         define_s = wait_defined(app, vms, 600)
@@ -275,13 +277,13 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
         stop_pid(bare)
         bare = None
 
-        out["memory_1000"] = memory_point(app, mnt, names, 10)
+        out["memory_1000"] = memory_point(app, mnt, names, idle_seconds, resync_wait)
 
         create_s = create_vms(app, vms, extra)
         define_s = wait_defined(app, vms + extra, 600)
         out["populate_2000"] = {"post_s": round(create_s, 1), "until_all_defined_s": round(create_s + define_s, 1)}
         names2 = [f"vm{i:04d}" for i in range(vms + extra)]
-        out["memory_2000"] = memory_point(app, mnt, names2, 10)
+        out["memory_2000"] = memory_point(app, mnt, names2, idle_seconds, resync_wait)
         paths2 = [f"/v1/vms/{rng.choice(names2)}" for _ in range(latency_n)]
         out["at_2000"] = {"get_vm": get_latency(app.port, app.token, paths2),
                           "list_vms": get_latency(app.port, app.token, ["/v1/vms"] * list_n)}

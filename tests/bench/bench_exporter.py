@@ -109,7 +109,7 @@ def scrape_round(targets: dict[str, dict], rounds: int) -> dict:
     return out
 
 
-def bench_running(vms: int, rounds: int, workdir: Path) -> dict:
+def bench_running(vms: int, rounds: int, workdir: Path, boot_wait: float = 15) -> dict:
     app = Appliance(workdir / f"home-{vms}", extra_args=["--no-mount"], prefix=f"bx{uuid.uuid4().hex[:6]}-")
     procs: list[subprocess.Popen] = []
     try:
@@ -121,7 +121,7 @@ def bench_running(vms: int, rounds: int, workdir: Path) -> dict:
         for i in range(vms):
             app.wait_state(f"vm{i:03d}", "running", timeout=300)
         create_s = time.monotonic() - started
-        time.sleep(15)  # past the first seconds of boot
+        time.sleep(boot_wait)  # past the first seconds of boot
 
         ours_port, ref_port = free_port(), free_port()
         ours = subprocess.Popen([sys.executable, "-m", "appliance.cli", "exporter", "--listen",
@@ -209,16 +209,17 @@ def bench_test_driver(domains: int, rounds: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--vms", default="10,50", help="comma-separated running-VM counts")
+    parser.add_argument("--vms", default="5,50", help="comma-separated running-VM counts")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--test-domains", type=int, default=1000)
+    parser.add_argument("--boot-wait", type=float, default=15, help="seconds after the guests run, before scraping")
     args = parser.parse_args()
     report: dict = {"benchmark": "exporter", "reference": REFERENCE}
     report["test_driver"] = bench_test_driver(args.test_domains, args.rounds)
     with tempfile.TemporaryDirectory(prefix="bench-exporter-") as tmp:
         report["running"] = []
         for count in [int(n) for n in args.vms.split(",") if n]:
-            report["running"].append(bench_running(count, args.rounds, Path(tmp)))
+            report["running"].append(bench_running(count, args.rounds, Path(tmp), args.boot_wait))
             print(json.dumps(report["running"][-1]), file=sys.stderr, flush=True)  # kept if a later one fails
     print(json.dumps(report, indent=2))
     return 0

@@ -282,6 +282,8 @@ def render(results: dict, notes: str | None = None) -> str:
                                            if w.get("uncommitted_in_measured_code") else "")
             took = results.get("seconds", {}).get(name)
             how = ("kept from the previous BENCHMARKS.md" if w.get("kept_from_previous_run") else "this run")
+            if w.get("failed") or name in results.get("errors", {}):
+                how = f"**FAILED** ({how}; the error is below)"
             if results[name].get("note") if isinstance(results.get(name), dict) else False:
                 how += " (see the section's note)"
             lines.append(f"| {name} | {w.get('date_utc', '?')}{' (quick)' if w.get('quick') else ''} | {code} "
@@ -301,7 +303,7 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += [(f"**Warning: the machine was busy with other work during {', '.join(busy)} (load above "
                   f"{m['nproc']} or other guests running); those numbers are disturbed. Run `make bench` again on a quiet machine.**"), ""]
     if any(w.get("quick") for w in measured.values()) or (results.get("quick") and not measured):
-        lines += ["**This was a `--quick` run (fewer rounds, 100 VMs instead of 1,000): not the reference numbers.**", ""]
+        lines += ["**This was a `--quick` run (fewer rounds and VMs): not the reference numbers.**", ""]
     summary = []
     if "create" in results:
         c = results["create"]
@@ -331,6 +333,10 @@ def render(results: dict, notes: str | None = None) -> str:
             ratio = run["ratio_scrape_time_ours_over_reference"]
             summary.append((f"exporter scrape vs prometheus-libvirt-exporter, {run['running_vms']} VMs", _x(ratio),
                             "≤ 0.5×", ratio <= 0.5))
+            api = run.get("ratio_api_metrics_over_reference")
+            if api is not None:
+                summary.append((f"exporter, the API's /metrics vs prometheus-libvirt-exporter, {run['running_vms']} VMs",
+                                _x(api), "≤ 0.5×", api <= 0.5))
         t = results["exporter"]["test_driver"]
         summary.append((f"exporter scrape, {t['domains']:,} domains", f"{t['scrape_ms_p50']} ms", "≤ 250 ms",
                         t["meets_goal"]))
@@ -352,7 +358,7 @@ def render(results: dict, notes: str | None = None) -> str:
 
     lines += [f"| {name} | {value} | {goal} | {tagged(name, ok)} |" for name, value, goal, ok in summary]
     for name in results.get("errors", {}):
-        lines.append(f"| {name} | **ERROR** (see below) | | **MISS** |")
+        lines.append(f"| {name} | **FAILED**: no figure (the error is below) | | **FAILED** |")
     lines.append("")
     if "create" in results:
         lines += _create(results["create"])
@@ -369,7 +375,7 @@ def render(results: dict, notes: str | None = None) -> str:
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():
-        lines += [f"## Error in `{name}`", "", "```", err.strip()[-3000:], "```", ""]
+        lines += [f"## `{name}` FAILED", "", "```", err.strip()[-3000:], "```", ""]
     lines += [("<details><summary>The full JSON (this run's sections merged with those kept from the previous "
                "file; tests/bench/run.py reads it back)</summary>"), "", "```json",
               json.dumps(results, indent=2), "```", "", "</details>", ""]

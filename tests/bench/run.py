@@ -7,7 +7,10 @@ Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
 sections this run measured replace those of the previous BENCHMARKS.md; the
 others are kept from it (its full JSON, at the end of the file, is the record),
 each with the date and commit it was measured at, so that `--only` re-runs one
-benchmark without losing the rest.
+benchmark without losing the rest. A section that fails in this run is shown
+as FAILED with its error, never with an older run's figures: BENCHMARKS.md
+shows no figure the current code cannot reproduce. Exits 1 when a section
+failed (`make bench-quick`, run by `make test`, relies on it).
 Only 127.0.0.1 is used; every process is started here and stopped by pid;
 every libvirt domain carries a prefix made for this run and is removed by
 that prefix, even on failure; every directory is a temporary one under /tmp.
@@ -35,9 +38,10 @@ def _sigterm(signum, _frame):  # let every finally: clean up
     raise SystemExit(128 + signum)
 
 
-def run_fs(rounds: int) -> dict:
+def run_fs(rounds: int, vms: int, start_rounds: int) -> dict:
     """tests/bench/bench_fs.py, the colleague's FS benchmark, as a subprocess; its JSON merged."""
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / "bench_fs.py"), "--rounds", str(rounds)],
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / "bench_fs.py"), "--rounds", str(rounds),
+                           "--vms", str(vms), "--start-rounds", str(start_rounds)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench_fs.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -45,10 +49,10 @@ def run_fs(rounds: int) -> dict:
     return json.loads(out[out.index("{"):])
 
 
-def run_exporter(vms: str, rounds: int) -> dict:
+def run_exporter(vms: str, rounds: int, test_domains: int, boot_wait: float) -> dict:
     """tests/bench/bench_exporter.py (our exporter vs prometheus-libvirt-exporter), as a subprocess."""
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "bench" / "bench_exporter.py"), "--vms", vms,
-                           "--rounds", str(rounds)],
+                           "--rounds", str(rounds), "--test-domains", str(test_domains), "--boot-wait", str(boot_wait)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench_exporter.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -76,21 +80,30 @@ def previous_results(path: Path) -> dict | None:
 
 def merge(results: dict, previous: dict | None) -> dict:
     """This run's sections, plus every section of the previous run that this run did
-    not measure (or failed to), each keeping its own provenance under "measured"."""
+    not try, each keeping its own provenance under "measured" (a section the previous
+    run failed stays failed, with its error). A section this run tried and failed is
+    not replaced by an older figure: it is shown failed."""
     if not previous:
         return results
     merged = dict(results)
+    merged["errors"] = dict(results.get("errors", {}))
     merged["measured"] = dict(results.get("measured", {}))
     merged["background"] = dict(results.get("background", {}))
     merged["seconds"] = dict(results.get("seconds", {}))
     pm = previous.get("machine", {})
     for name in SECTIONS:
-        if name in results or name not in previous:
+        if name in results or name in results.get("errors", {}):
             continue
-        merged[name] = previous[name]
+        if name in previous.get("errors", {}):
+            merged["errors"][name] = previous["errors"][name]
+        elif name in previous:
+            merged[name] = previous[name]
+        else:
+            continue
         # Runs before per-section provenance existed measured every section at the run's date and commit.
         # A section pasted in by hand carries its provenance in its note instead.
-        legacy = ({"date_utc": "see the section's note", "commit": "see the note"} if previous[name].get("note")
+        legacy = ({"date_utc": "see the section's note", "commit": "see the note"}
+                  if name in previous and previous[name].get("note")
                   else {"date_utc": pm.get("date_utc"), "commit": pm.get("commit"),
                         "uncommitted_in_measured_code": pm.get("uncommitted_in_measured_code", []),
                         "quick": previous.get("quick", False)})
@@ -106,7 +119,8 @@ def merge(results: dict, previous: dict | None) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and 100 VMs instead of 1,000 (not for BENCHMARKS.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every section at its smallest, seconds each (CI: make bench-quick); not for BENCHMARKS.md")
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     parser.add_argument("--render-only", action="store_true",
@@ -136,37 +150,41 @@ def main() -> int:
         if "create" in wanted:
             from tests.bench import bench_create
 
-            steps.append(("create", lambda: bench_create.run(base / "create", rounds=3 if args.quick else 7)))
+            steps.append(("create", lambda: bench_create.run(base / "create", rounds=1 if args.quick else 7)))
         if "fs" in wanted:
-            steps.append(("fs", lambda: run_fs(100 if args.quick else 300)))
+            steps.append(("fs", lambda: run_fs(30, 100, 1) if args.quick else run_fs(300, 1000, 5)))
         if "api" in wanted:
             from tests.bench import bench_api
 
-            n = 100 if args.quick else 1000
-            steps.append(("api", lambda: bench_api.run(base / "api", vms=n, extra=n)))
+            quick_api = {"vms": 50, "extra": 50, "latency_n": 100, "list_n": 3, "wrk_seconds": 1, "wrk_rounds": 1,
+                         "idle_seconds": 1, "resync_wait": 1}
+            steps.append(("api", lambda: bench_api.run(base / "api", **quick_api) if args.quick
+                          else bench_api.run(base / "api", vms=1000, extra=1000)))
         if "exporter" in wanted:
-            steps.append(("exporter", lambda: run_exporter("10" if args.quick else "10,50", 5 if args.quick else 10)))
+            # 5 and 50 idle guests: the sizes issue 10's exporter goal is set at.
+            steps.append(("exporter", lambda: run_exporter("2", 3, 100, 2) if args.quick
+                          else run_exporter("5,50", 10, 1000, 15)))
         if "scheduler" in wanted:
             from tests.bench import bench_scheduler
 
-            steps.append(("scheduler", lambda: bench_scheduler.run(rounds=2 if args.quick else 5)))
+            steps.append(("scheduler", lambda: bench_scheduler.run(rounds=1 if args.quick else 5)))
         if "migration" in wanted:
             from tests.bench import bench_migration
 
-            steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=3 if args.quick else 15)))
+            steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=1 if args.quick else 15)))
         for name, step in steps:
-            settle(90)
+            settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             results.setdefault("background", {})[name] = {"before": background()}
             print(f"bench: {name} ... ({results['background'][name]['before']})", file=sys.stderr, flush=True)
+            measured = {key: results["machine"][key] for key in ("date_utc", "commit", "uncommitted_in_measured_code")}
+            measured.update(date_utc=when, quick=args.quick)
+            results.setdefault("measured", {})[name] = measured
             try:
                 results[name] = step()
-                results.setdefault("measured", {})[name] = {
-                    key: results["machine"][key] for key in ("date_utc", "commit", "uncommitted_in_measured_code")}
-                results["measured"][name]["date_utc"] = when
-                results["measured"][name]["quick"] = args.quick
             except Exception:  # noqa: BLE001 - report it, run the others
                 results["errors"][name] = traceback.format_exc()
+                measured["failed"] = True
                 print(results["errors"][name], file=sys.stderr)
             timings[name] = round(time.monotonic() - started, 1)
             results["background"][name]["after"] = background()

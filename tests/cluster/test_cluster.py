@@ -36,6 +36,9 @@ def events(app, vm: str, kind: str) -> list[str]:
 
 def create(app, name: str, **spec) -> dict:
     spec.setdefault("state", "stopped")
+    # Stopped, yet claiming vCPUs and memory as a running VM does, so that the
+    # filters see them without a boot (a stopped VM claims only its disks).
+    spec.setdefault("reserve_when_stopped", True)
     resp = app.api("POST", "/v1/vms", json={"name": name, **spec})
     assert resp.status_code == 201, resp.text
     return resp.json()

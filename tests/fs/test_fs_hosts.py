@@ -46,7 +46,8 @@ def test_capacity_allocated_vms_and_status_json(mount):
     # 16 CPUs x 16.0, 3072 MiB x 1.5 (the test driver's host, default ratios); the disk is where HOME is
     assert lines[:2] == ["cpus 256", "memory_mib 4608"] and lines[2].startswith("disk_gib ")
     assert lines[2] == f"disk_gib {mount.service.get_host('local')['capacity']['disk_gib']}"
-    assert lines[3:5] == ["cpus 1", "memory_mib 128"] and lines[6] == "vms 1"
+    # web1 is stopped: it claims its disk, not its vCPU and memory (those are claimed at start)
+    assert lines[3:5] == ["cpus 0", "memory_mib 0"] and lines[6] == "vms 1"
     assert lines[7:] == ["web1"]
     status = json.loads(mount.sh("cat hosts/local/status.json").stdout)
     assert status["name"] == "local" and status["up"] is True

@@ -18,6 +18,7 @@ from tests.unit.conftest import TEST_HOST_INFO
 TOKEN = "sekrit"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NO_WAIT = {"wait": "false"}
+TEXT = {"Content-Type": "text/plain"}
 
 
 @pytest.fixture
@@ -161,7 +162,9 @@ def test_host_files(client):
     assert capacity.headers["content-type"].startswith("text/plain")
     assert f"cpus {TEST_HOST_INFO['cpus'] * 16}\n" in capacity.text
     allocated = client.simulate_get("/v1/hosts/local/allocated").text
-    assert "cpus 2\n" in allocated and "vms 1\n" in allocated
+    assert "cpus 0\n" in allocated and "vms 1\n" in allocated  # stopped: its disk only
+    assert client.simulate_put("/v1/vms/web1/state", body="running", headers=TEXT, params=NO_WAIT).status_code == 202
+    assert "cpus 2\n" in client.simulate_get("/v1/hosts/local/allocated").text  # claimed at start
     assert client.simulate_get("/v1/hosts/local/vms").text == "web1\n"
     status = client.simulate_get("/v1/hosts/local/status.json")
     assert status.headers["content-type"].startswith("application/json")
