@@ -134,8 +134,6 @@ class Controller:
 
     # -- life of the controller ----------------------------------------------------------
     def start(self) -> None:
-        from appliance.virt.host import start_event_loop  # libvirt's, before the first connection
-        start_event_loop()
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
         self._thread.start()
 

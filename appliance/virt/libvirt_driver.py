@@ -18,7 +18,7 @@ from appliance.errors import Failed
 from appliance.virt import dhcp, domain, portforward, reasons, storage
 from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, MigrationRequest,
                                    Unreachable)
-from appliance.virt.host import LibvirtHost, describe_state
+from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class LibvirtDriver(HostDriver):
         return self.lv.connected
 
     def connect(self) -> None:
+        start_event_loop()  # libvirt's own, registered before the first connection opens (once)
         try:
             self.lv.connect()
         except libvirt.libvirtError as err:
