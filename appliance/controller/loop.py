@@ -36,7 +36,7 @@ from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
 from appliance.store import Store
 from appliance.virt.domain import DomainPlan
-from appliance.virt.driver import DriverFactory, HostDriver
+from appliance.virt.driver import DriverFactory, Guest, HostDriver
 
 log = logging.getLogger("appliance.controller")
 
@@ -89,7 +89,7 @@ class Controller:
         self._next_resync = self._next_heartbeat = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
-        self.prober = Prober(store, config, self._probe_handle, self.strategies.liveness_failed, clock)
+        self.prober = Prober(store, config, self._probe_lookup, self.strategies.liveness_failed, clock)
 
     # -- what callers (serve.py, tests) use ----------------------------------------------
     @property
@@ -128,9 +128,12 @@ class Controller:
     def plan(self, row: dict) -> DomainPlan:
         return self.files.plan(row)
 
-    def _probe_handle(self, row: dict) -> object | None:
+    def _probe_lookup(self, row: dict) -> Guest | None:
+        """The VM's domain on its host, for the prober (None while the host is unreachable)."""
         link = self.ctx.links.get(row["host"])
-        return link.driver.probe_handle(row["id"]) if link is not None else None
+        if link is None or not link.connected:
+            return None
+        return link.lookup(row["id"])
 
     # -- life of the controller ----------------------------------------------------------
     def start(self) -> None:

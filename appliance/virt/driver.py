@@ -121,6 +121,15 @@ class Guest(abc.ABC):
     @abc.abstractmethod
     def abort_job(self) -> None: ...
 
+    # -- for probes -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def monitor_command(self, command: str) -> str:
+        """A QEMU human monitor command's output (`info usernet`)."""
+
+    @abc.abstractmethod
+    def agent_command(self, command: str, timeout: int) -> str:
+        """A qemu-guest-agent command (JSON) and its answer."""
+
 
 class HostDriver(abc.ABC):
     """One host's hypervisor, behind its connection."""
@@ -204,10 +213,6 @@ class HostDriver(abc.ABC):
     def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
         """What the console log holds from `offset` (from 0 when it shrank: a new
         log): (where the data starts, data); None without a log."""
-
-    # -- for the prober, which still speaks libvirt_qemu itself (probes.py) -------------------
-    @abc.abstractmethod
-    def probe_handle(self, vm_id: str) -> object | None: ...
 
 
 # Makes a host's driver: (name, uri, on_event) -> HostDriver.

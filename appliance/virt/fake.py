@@ -172,6 +172,14 @@ class FakeGuest(Guest):
             dom.job = "aborted"
         self.driver.cloud._release.set()
 
+    def monitor_command(self, command: str) -> str:
+        self._dom()
+        return ""
+
+    def agent_command(self, command: str, timeout: int) -> str:
+        self._dom()
+        raise DriverError("Guest agent is not responding", "Guest agent is not responding")
+
 
 class FakeDriver(HostDriver):
     def __init__(self, cloud: FakeCloud, name: str, uri: str, on_event: EventCallback):
@@ -263,7 +271,4 @@ class FakeDriver(HostDriver):
         self.fake_host().volumes.pop(vm_id, None)
 
     def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
-        return None
-
-    def probe_handle(self, vm_id: str) -> object | None:
         return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import libvirt
+import libvirt_qemu
 
 from appliance.errors import Failed
 from appliance.virt import dhcp, domain, portforward, reasons, storage
@@ -153,6 +154,14 @@ class LibvirtGuest(Guest):
     @_translated
     def abort_job(self) -> None:
         self.dom.abortJob()
+
+    @_translated
+    def monitor_command(self, command: str) -> str:
+        return libvirt_qemu.qemuMonitorCommand(self.dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+
+    @_translated
+    def agent_command(self, command: str, timeout: int) -> str:
+        return libvirt_qemu.qemuAgentCommand(self.dom, command, timeout, 0)
 
 
 class LibvirtDriver(HostDriver):
@@ -320,8 +329,3 @@ class LibvirtDriver(HostDriver):
         if size == offset:
             return offset, b""
         return offset, storage.download_from(self.conn, vol, offset, size - offset)
-
-    def probe_handle(self, vm_id: str) -> libvirt.virDomain | None:
-        if not self.connected:
-            return None
-        return self.lv.lookup(vm_id)
