@@ -20,12 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import libvirt
-import libvirt_qemu
-
 from appliance.config import Config
 from appliance.store import Store
-from appliance.virt import reasons
+from appliance.virt.driver import DriverError, Guest
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +65,9 @@ def check_tcp(address: str, port: int, timeout: float,
         return False, f"tcp {address}:{port}: {err.strerror or err}"
 
 
-def usernet_established(dom: libvirt.virDomain, guest_port: int) -> bool:
+def usernet_established(guest: Guest, guest_port: int) -> bool:
     """Whether QEMU's user-mode stack has a connection ESTABLISHED to guest_port."""
-    table = libvirt_qemu.qemuMonitorCommand(dom, "info usernet", libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    table = guest.monitor_command("info usernet")
     for line in table.splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[0] == "TCP[ESTABLISHED]" and fields[5] == str(guest_port):
@@ -90,17 +87,17 @@ def check_console(path: Path, offset: int, text: str) -> tuple[bool, str]:
     return False, f"console does not show {text!r} since the last boot"
 
 
-def check_agent(dom: libvirt.virDomain, timeout: int) -> tuple[bool, str]:
+def check_agent(guest: Guest, timeout: int) -> tuple[bool, str]:
     try:
-        libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": "guest-ping"}), timeout, 0)
+        guest.agent_command(json.dumps({"execute": "guest-ping"}), timeout)
         return True, "guest agent answered"
-    except libvirt.libvirtError as err:
-        # libvirt's message quotes the guest agent's own answer: one short line for the events.
-        return False, f"guest agent: {reasons.operation_reason(err)}"
+    except DriverError as err:
+        # libvirt's message quotes the guest agent's own answer: the driver's reason is one short line.
+        return False, f"guest agent: {err.reason}"
 
 
 class Prober:
-    def __init__(self, store: Store, config: Config, lookup: Callable[[dict], libvirt.virDomain | None],
+    def __init__(self, store: Store, config: Config, lookup: Callable[[dict], Guest | None],
                  on_liveness_failure: Callable[[dict, str], None], clock: Callable[[], float] = time.time):
         """`lookup(row)` finds a VM's domain on the host it runs on (None if unreachable)."""
         self.store = store

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import libvirt
 
+from appliance.virt.driver import MAX_REASON, shorten  # noqa: F401 - MAX_REASON: the limit, for callers
+
 # Error code -> the reason shown. Codes not listed get GENERIC.
 _CONNECT_REASONS = {
     libvirt.VIR_ERR_NO_CONNECT: "libvirt does not answer at this URI",
@@ -41,7 +43,6 @@ def connect_reason(err: libvirt.libvirtError) -> str:
 # down, a lock held); it is kept, cut short, except where it quotes a file.
 _QUOTES_FILES = (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_XML_INVALID_SCHEMA,
                  libvirt.VIR_ERR_CONF_SYNTAX)
-MAX_REASON = 300
 
 
 def operation_reason(err: BaseException) -> str:
@@ -52,5 +53,4 @@ def operation_reason(err: BaseException) -> str:
         text = err.get_error_message() or GENERIC
     else:
         text = str(err)
-    text = " ".join(text.split())  # one line: events are one line each
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+    return shorten(text)

@@ -124,7 +124,7 @@ def test_a_guest_agents_error_text_is_one_short_line_in_events(service, controll
     def agent_answers(*_args):
         raise error
 
-    monkeypatch.setattr("appliance.probes.libvirt_qemu.qemuAgentCommand", agent_answers)
+    monkeypatch.setattr("appliance.virt.libvirt_driver.libvirt_qemu.qemuAgentCommand", agent_answers)
     probe = {"guest_agent_ping": {}, "period_seconds": 1, "failure_threshold": 1}
     service.finish(service.create_vm({"name": "g1", "readiness_probe": probe})[1])
     assert wait_for(lambda: any(e["kind"] == "not-ready" for e in service.list_events("g1")))

@@ -129,7 +129,7 @@ def test_images_refuse_non_disks_and_images_in_use(service, config):
 
 def test_run_strategy_always_restarts_a_crashed_guest(service, controller):
     service.finish(service.create_vm({"name": "web1"})[1])
-    dom = controller.host.lookup(service.get_vm("web1")["id"])
+    dom = controller.host.conn.lookupByUUIDString(service.get_vm("web1")["id"])
     dom.destroy()  # behind the appliance's back, as a crash would
     import time
     deadline = time.monotonic() + 15
@@ -143,7 +143,7 @@ def test_run_strategy_always_restarts_a_crashed_guest(service, controller):
 
 def test_run_strategy_manual_leaves_it_stopped(service, controller):
     service.finish(service.create_vm({"name": "web1", "run_strategy": "Manual", "state": "running"})[1])
-    dom = controller.host.lookup(service.get_vm("web1")["id"])
+    dom = controller.host.conn.lookupByUUIDString(service.get_vm("web1")["id"])
     dom.destroy()
     import time
     deadline = time.monotonic() + 10

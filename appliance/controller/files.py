@@ -1,0 +1,126 @@
+"""A VM's files and definition: disks, seed and domain, either in the
+appliance's folders (hosts that see them) or on the host's own storage
+(through its driver); and the copies a move between storages needs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance import placement
+from appliance.controller.consoles import mirror_key
+from appliance.controller.context import MIB, Context, HostLink
+from appliance.errors import Failed, NotFound
+from appliance.virt import cloudinit, domain, images
+from appliance.virt.driver import Guest
+
+
+class VmFiles:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.direct_io = images.supports_direct_io(ctx.config.vms_dir)
+
+    def plan(self, row: dict) -> domain.DomainPlan:
+        vm_dir = self.ctx.config.vm_dir(row["id"])
+        return domain.DomainPlan(
+            vm_id=row["id"], domain_name=self.ctx.config.domain_prefix + row["name"], vm_name=row["name"],
+            instance_id=self.ctx.instance_id, spec=row["spec"], domain_type=self.ctx.domain_type, vm_dir=vm_dir,
+            mac=row["mac"], seed_iso=vm_dir / "cidata.iso", direct_io=self.direct_io,
+        )
+
+    def storage_of(self, host: str | None) -> str:
+        try:
+            return self.ctx.store.get_host(host)["storage"] or placement.APPLIANCE_STORAGE
+        except NotFound:  # an unknown host has no storage of its own
+            return placement.APPLIANCE_STORAGE
+
+    def own_storage(self, host: str | None) -> bool:
+        """The host does not see the appliance's folders: its VM files are made through its driver."""
+        return self.storage_of(host) != placement.APPLIANCE_STORAGE
+
+    def _write_seed(self, row: dict, plan: domain.DomainPlan) -> None:
+        plan.vm_dir.mkdir(parents=True, exist_ok=True)
+        assert plan.seed_iso is not None  # noqa: S101 - narrows the type; plan() always sets it
+        cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
+
+    def ensure_defined(self, row: dict, host: str | None = None) -> Guest:
+        """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to repeat."""
+        link = self.ctx.links.connected(host or row["host"])
+        plan = self.plan(row)
+        self._write_seed(row, plan)
+        if self.own_storage(link.name):
+            image = self.ctx.store.get_image(row["spec"]["image"])
+            link.driver.ensure_vm_files(plan, image, [(d["name"], d["size"] * MIB) for d in row["spec"]["disks"]])
+        else:
+            self._ensure_files_here(row, plan)
+        # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its address.
+        link.driver.reserve_address(self.ctx.store, row)
+        return link.driver.define(plan)
+
+    def _ensure_files_here(self, row: dict, plan: domain.DomainPlan) -> None:
+        if not plan.root_disk.exists():
+            image = self.ctx.store.get_image(row["spec"]["image"])
+            tmp = plan.root_disk.with_suffix(".tmp")
+            images.create_overlay(image["path"], image["format"], tmp)
+            tmp.replace(plan.root_disk)  # a disk is there whole or not at all
+        for disk in row["spec"]["disks"]:
+            path = plan.disk_path(disk["name"])
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                images.create_blank(tmp, disk["size"])
+                tmp.replace(path)
+
+    def writable_disks(self, row: dict, plan: domain.DomainPlan) -> list[tuple[Path, int]]:
+        """(path, size in bytes) of each disk a live migration copies."""
+        image = self.ctx.store.get_image(row["spec"]["image"])
+        return [(plan.root_disk, image["virtual_size"])] + [
+            (plan.disk_path(d["name"]), d["size"] * MIB) for d in row["spec"]["disks"]]
+
+    def prepare_copy(self, row: dict, dest: HostLink) -> None:
+        """Empty disks of the same sizes on the target, which the migration fills
+        (libvirt's NON_SHARED_DISK: the whole chain is copied into them), and the
+        seed, which it does not copy (read-only)."""
+        plan = self.plan(row)
+        self._write_seed(row, plan)
+        self.ctx.store.delete_meta(mirror_key(row["id"], dest.name))
+        if self.own_storage(dest.name):
+            dest.driver.prepare_incoming_disks(plan, self.writable_disks(row, plan))
+        else:
+            for path, size in self.writable_disks(row, plan):
+                path.unlink(missing_ok=True)
+                images.create_blank_bytes(path, size)
+
+    def copy_disks(self, row: dict, source: HostLink, dest: HostLink) -> None:
+        """An offline move between storages: each disk file, as it is (a root
+        overlay keeps its backing file, which the target gets too), through a
+        local temporary file when either end is a host's own storage."""
+        plan = self.plan(row)
+        plan.vm_dir.mkdir(parents=True, exist_ok=True)
+        to_host = self.own_storage(dest.name)
+        if to_host:  # the overlay's backing file, at the same path
+            dest.driver.upload_image(Path(self.ctx.store.get_image(row["spec"]["image"])["path"]))
+        for path, _size in self.writable_disks(row, plan):
+            tmp = path.with_name(f".{path.name}.move")
+            try:
+                if self.own_storage(source.name):
+                    if not source.driver.download_volume(plan, path.name, tmp):
+                        raise Failed(f"{path.name} is missing on {source.name}")
+                    local = tmp
+                else:
+                    local = path
+                if to_host:
+                    dest.driver.upload_volume(plan, path.name, local)
+                elif local is tmp:
+                    tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def drop_copy(self, row: dict, source: HostLink | None) -> None:
+        """After a copying migration: the disks left behind on the source (kept
+        on a host that cannot be reached: its storage is its own)."""
+        if source is None:
+            return
+        if self.own_storage(source.name):
+            if source.connected:
+                source.driver.remove_vm_storage(row["id"])
+        else:
+            for path, _size in self.writable_disks(row, self.plan(row)):
+                path.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""Hosts: the links to every host in the hosts table, (re)connecting off the
+loop, the heartbeat that records each host's inventory, and what follows a
+host that stays down (evacuation) or is up (console mirroring)."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from appliance import hosturi
+from appliance.controller.context import HOST_NAME, Context, HostLink
+from appliance.controller.evacuation import Evacuation
+from appliance.controller.files import VmFiles
+from appliance.virt.driver import DriverError, Unreachable
+
+log = logging.getLogger("appliance.controller")
+
+HEARTBEAT_SECONDS = 2.0
+
+
+class HostMonitor:
+    def __init__(self, ctx: Context, files: VmFiles, evacuation: Evacuation,
+                 on_up: Callable[[HostLink], None]):
+        self.ctx = ctx
+        self.files = files
+        self.evacuation = evacuation
+        self.on_up = on_up  # at each heartbeat of a host that answers (console mirroring)
+
+    def register_local_host(self) -> None:
+        """The appliance's own libvirt is the first host, once: an operator who
+        removes it later does not see it come back."""
+        store, config = self.ctx.store, self.ctx.config
+        with store.transaction():
+            if store.get_meta("local-host-registered"):
+                return
+            if not store.host_exists(HOST_NAME) and not any(
+                    h["uri"] == config.libvirt_uri for h in store.list_hosts()):
+                store.upsert_host({
+                    "name": HOST_NAME, "uri": config.libvirt_uri, "state": "enabled", "up": 0,
+                    "last_seen": None, "info": {}, "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
+                    "reserved_memory_mib": 0, "labels": {}, "storage": "shared", "created": self.ctx.clock()})
+            store.set_meta("local-host-registered", "1")
+
+    def sync_links(self) -> None:
+        """Follow the hosts table: connect to added hosts, drop removed ones."""
+        self.ctx.links.sync({h["name"]: h["uri"] for h in self.ctx.store.list_hosts()})
+
+    def due_connects(self, now: float) -> list[HostLink]:
+        """Links to (re)connect now (about once a second each), marked as connecting."""
+        due = []
+        for link in self.ctx.links.all():
+            if not link.connecting and not link.connected and now >= link.next_attempt:
+                link.next_attempt = now + 1.0
+                link.connecting = True
+                due.append(link)
+        return due
+
+    def reconnect(self, link: HostLink) -> bool:
+        """Connect (again); False while the host is unreachable. An outage is one
+        host-down event and one warning, however many attempts it takes."""
+        store = self.ctx.store
+        if link.was_up:
+            link.was_up = False
+            link.down_since = link.down_since or self.ctx.clock()
+            log.warning("lost the connection to %s (%s); reconnecting", link.name, link.uri)
+            store.add_event("host-down", f"lost the connection to host {link.name} (libvirt at {link.uri})")
+            link.reported_down = True
+        refused = hosturi.refused(link.uri, self.ctx.config)
+        try:
+            if refused:
+                raise ConnectionRefusedError(refused)
+            link.driver.connect()
+        except (Unreachable, ConnectionRefusedError) as err:
+            if link.down_since is None:
+                link.down_since = self.ctx.clock()
+            self._record(link, up=False)
+            if not link.reported_down:
+                link.reported_down = True
+                reason = refused or (err.reason if isinstance(err, Unreachable) else str(err))
+                log.warning("host %s (libvirt at %s) unreachable (%s); retrying every second", link.name,
+                            link.uri, err)
+                store.add_event("host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}")
+            return False
+        link.was_up, link.reported_down, link.down_since = True, False, None
+        log.info("connected to %s (%s)", link.name, link.uri)
+        store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
+        self._record(link, up=True, info=self._inventory(link))  # up with what it has: placeable at once
+        return True
+
+    def _record(self, link: HostLink, up: bool, info: dict | None = None) -> None:
+        fields: dict = {"up": int(up), "last_seen": self.ctx.clock(), "down_since": None if up else link.down_since}
+        if info is not None:
+            fields["info"] = info
+        with self.ctx.store.transaction():
+            if self.ctx.store.host_exists(link.name):
+                self.ctx.store.update_host(link.name, **fields)
+
+    def _inventory(self, link: HostLink) -> dict | None:
+        try:
+            info = link.driver.inventory()
+            info["disk_bytes"], info["disk_free_bytes"] = self._storage_bytes(link)
+            return info
+        except DriverError:
+            return None
+
+    def _storage_bytes(self, link: HostLink) -> tuple[int, int]:
+        """Size and free space of the storage where the host's VM disks go: the
+        appliance's own folder, or (storage of its own) the file system under
+        its image pool."""
+        if self.files.own_storage(link.name) and link.connected:
+            return link.driver.images_space()
+        stat = os.statvfs(self.ctx.config.vms_dir)
+        return stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
+
+    def heartbeat(self) -> None:
+        for link in self.ctx.links.all():
+            if link.connecting:  # its connector records it; a connect that hangs counts as down
+                if link.down_since is None and not link.was_up:
+                    link.down_since = self.ctx.clock()
+                self.evacuation.maybe_evacuate(link)
+                continue
+            up = link.connected
+            info = None
+            if up:
+                info = self._inventory(link)
+                up = info is not None
+            if not up and link.down_since is None:
+                link.down_since = self.ctx.clock()
+            self._record(link, up, info)
+            if not up:
+                self.evacuation.maybe_evacuate(link)
+            else:
+                self.on_up(link)

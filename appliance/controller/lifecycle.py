@@ -1,0 +1,155 @@
+"""Lifecycle operations: create, update, start, stop, pause, resume, reboot,
+force-stop, delete, converge. Each is idempotent: after a crash an operation
+found running is simply executed again."""
+from __future__ import annotations
+
+import logging
+import shutil
+
+from appliance.controller.context import Context
+from appliance.controller.files import VmFiles
+from appliance.controller.operations import Handler
+from appliance.controller.vms import VmObserver
+from appliance.errors import Failed
+from appliance.virt.driver import DriverError, Guest
+
+log = logging.getLogger("appliance.controller")
+
+
+def port_forwards(row: dict) -> list[dict]:
+    network = row["spec"]["network"]
+    return network.get("port_forwards", []) if network["type"] == "user" else []
+
+
+class Lifecycle:
+    def __init__(self, ctx: Context, files: VmFiles, observer: VmObserver):
+        self.ctx = ctx
+        self.files = files
+        self.observer = observer
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"create": self.create, "update": self.update, "start": self.start, "resume": self.start,
+                "converge": self.start, "pause": self.pause, "stop": self.stop, "force-stop": self.force_stop,
+                "reboot": self.reboot, "delete": self.delete}
+
+    def _lookup(self, row: dict) -> Guest | None:
+        """The VM's domain on its host (which must be reachable)."""
+        return self.ctx.links.connected(row["host"]).lookup(row["id"])
+
+    # -- the handlers ------------------------------------------------------------------------
+    def create(self, op: dict, row: dict) -> None:
+        guest = self.files.ensure_defined(row)
+        self.observer.observe(row, guest, record_xml=True)
+        row = self.ctx.store.get_vm_by_id(row["id"])
+        if row["desired_state"] in ("running", "paused"):
+            self.boot(row, guest)
+            if row["desired_state"] == "paused":
+                guest.suspend()
+
+    def update(self, op: dict, row: dict) -> None:
+        guest = self.files.ensure_defined(row)
+        if not guest.is_active():
+            self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
+
+    def start(self, op: dict, row: dict) -> None:
+        """Also resume and converge: whatever the guest is, it ends up running."""
+        guest = self._lookup(row)
+        state = guest.state()[0] if guest is not None else "stopped"
+        if guest is not None and state == "paused":
+            guest.resume()
+            return
+        if state in ("running", "stopping"):
+            return
+        self.boot(row, self.files.ensure_defined(row))
+
+    def pause(self, op: dict, row: dict) -> None:
+        guest = self._lookup(row)
+        if guest is None or not guest.is_active():
+            guest = self.files.ensure_defined(row)
+            self.boot(row, guest)
+        if guest.state()[0] != "paused":
+            guest.suspend()
+
+    def force_stop(self, op: dict, row: dict) -> None:
+        guest = self._lookup(row)
+        if guest is not None and guest.is_active():
+            guest.destroy()
+
+    def stop(self, op: dict, row: dict) -> None:
+        """ACPI shutdown; after the grace period (or when a force-stop is queued), pull the plug."""
+        guest = self._lookup(row)
+        if guest is None or not guest.is_active():
+            return
+        grace = row["spec"]["termination_grace_period"]
+        deadline = self.ctx.clock() + grace
+        try:
+            guest.shutdown()
+        except DriverError as err:
+            log.info("shutdown of %s refused (%s); destroying", row["name"], err)
+            deadline = 0
+        while guest.is_active() and self.ctx.clock() < deadline:
+            if self.ctx.force_stop_waiting(row["id"]):
+                break
+            self.ctx.sleep(0.1)
+        if guest.is_active():
+            guest.destroy()
+            self.ctx.store.add_event("forced-off", f"the guest did not power off within {grace} s; forced off",
+                                     row, op["id"])
+
+    def reboot(self, op: dict, row: dict) -> None:
+        """A restart as KubeVirt does it: graceful stop, then start with the current spec."""
+        self.stop(op, row)
+        guest = self.files.ensure_defined(self.ctx.store.get_vm_by_id(row["id"]))
+        self.boot(row, guest)
+
+    def delete(self, op: dict, row: dict) -> None:
+        link = self.ctx.links.connected(row["host"])
+        guest = link.lookup(row["id"])
+        if guest is not None:
+            if guest.is_active():
+                guest.destroy()
+            guest.undefine(with_metadata=True)
+        link.driver.release_address(self.ctx.store, row)
+        if self.files.own_storage(link.name):
+            link.driver.remove_vm_storage(row["id"])
+        shutil.rmtree(self.ctx.config.vm_dir(row["id"]), ignore_errors=True)
+        with self.ctx.store.transaction():
+            self.ctx.store.add_event("deleted", "VM deleted; its disks were removed", row, op["id"])
+            self.ctx.store.delete_vm(row["id"])
+
+    # -- booting ---------------------------------------------------------------------------------
+    def _running_elsewhere(self, row: dict) -> str | None:
+        """Another reachable host where this VM's domain is active, if any."""
+        for link in self.ctx.links.all():
+            if link.name == row["host"] or not link.connected:
+                continue
+            try:
+                other = link.lookup(row["id"])
+                if other is not None and other.is_active():
+                    return link.name
+            except DriverError:
+                continue
+        return None
+
+    def boot(self, row: dict, guest: Guest) -> None:
+        """Start the defined guest with its port forwards (never a second copy)."""
+        if guest.is_active():
+            guest.apply_port_forwards(port_forwards(row))
+            return
+        elsewhere = self._running_elsewhere(row)
+        if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
+            raise Failed(f"a copy of this VM still runs on host {elsewhere}; not starting a second one")
+        # Console probes look only at what this boot prints.
+        console = self.ctx.config.vm_dir(row["id"]) / "console.log"
+        offset = console.stat().st_size if console.exists() else 0
+        self.ctx.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
+        link = self.ctx.links.get(row["host"])
+        if link is not None:
+            link.driver.check_ports_free(port_forwards(row))  # taken: fail before QEMU runs
+        guest.start()
+        self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
+        try:
+            guest.apply_port_forwards(port_forwards(row))
+        except Failed:
+            guest.destroy()  # nothing half-done: a guest is not left running without its forwards
+            raise

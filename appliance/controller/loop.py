@@ -1,0 +1,210 @@
+"""The controller: the only writer to the hosts. It converges them to the store.
+
+It runs operations recorded by the service (create, start, stop, ...), each
+written to be safe to run again: after a crash, an operation found `running`
+in the store is simply executed once more. Observed state comes from libvirt
+lifecycle events; a periodic resync corrects anything an event missed (a
+libvirtd restart, a crash of this process) and enforces run strategies.
+
+This module is the loop and the worker pools; the work is in the components
+it wires together over a shared Context: hosts.py, evacuation.py, vms.py,
+runstrategy.py, operations.py (with lifecycle.py and migration.py as the
+handler families), consoles.py. Each host is reached through its driver
+(appliance/virt/driver.py).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Callable
+
+from appliance.config import Config
+from appliance.controller.consoles import ConsoleMirror
+from appliance.controller.context import Context, HostLink, Links
+from appliance.controller.evacuation import Evacuation
+from appliance.controller.files import VmFiles
+from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
+from appliance.controller.lifecycle import Lifecycle
+from appliance.controller.migration import Migrations
+from appliance.controller.operations import OperationRunner
+from appliance.controller.runstrategy import RunStrategies
+from appliance.controller.vms import VmObserver
+from appliance.notify import Listener, Notifier
+from appliance.probes import Prober
+from appliance.store import Store
+from appliance.virt.domain import DomainPlan
+from appliance.virt.driver import DriverFactory, Guest, HostDriver
+
+log = logging.getLogger("appliance.controller")
+
+RESYNC_SECONDS = 5.0
+
+
+def libvirt_drivers(config: Config) -> DriverFactory:
+    from appliance.virt.libvirt_driver import LibvirtDriver  # the real hypervisor, loaded only when used
+    return LibvirtDriver.factory(config.images_dir)
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        instance_id: str,
+        domain_type: str,
+        drivers: DriverFactory | None = None,
+        clock: Callable[[], float] = time.time,
+        workers: int = 8,
+        pool: Executor | None = None,
+        connector: Executor | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        """`drivers` makes each host's driver (libvirt's by default); `pool`
+        runs operations and `connector` connects to hosts (thread pools by
+        default; a test hands in executors that run inline)."""
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self._listener = Listener(config.notify_socket)
+        self._nudge = Notifier(config.notify_socket)
+        self.ctx = Context(store=store, config=config, instance_id=instance_id, domain_type=domain_type,
+                           links=Links(drivers or libvirt_drivers(config), self._on_event), nudge=self._nudge,
+                           clock=clock, monotonic=monotonic, sleep=sleep)
+        self.pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
+        self._connector = connector or ThreadPoolExecutor(max_workers=4, thread_name_prefix="connect")
+        self.files = VmFiles(self.ctx)
+        self.strategies = RunStrategies(self.ctx)
+        self.vms = VmObserver(self.ctx, self.strategies)
+        self.evacuation = Evacuation(self.ctx)
+        self.consoles = ConsoleMirror(self.ctx, self.files)
+        self.hosts = HostMonitor(self.ctx, self.files, self.evacuation, self.consoles.mirror)
+        self.operations = OperationRunner(self.ctx, self.vms, self.pool)
+        self.operations.register(Lifecycle(self.ctx, self.files, self.vms).handlers())
+        self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self._reconnected = threading.Event()  # a link came (back) up: resync now
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_resync = self._next_heartbeat = 0.0
+        self.hosts.register_local_host()
+        self.hosts.sync_links()
+        self.prober = Prober(store, config, self._probe_lookup, self.strategies.liveness_failed, clock)
+
+    # -- what callers (serve.py, tests) use ----------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    @property
+    def instance_id(self) -> str:
+        return self.ctx.instance_id
+
+    @property
+    def host(self) -> HostDriver:
+        """The local host's driver (the only one before clusters)."""
+        return self.ctx.links.local().driver
+
+    def link(self, name: str | None) -> HostLink | None:
+        return self.ctx.links.get(name)
+
+    @property
+    def reconcile_seconds(self) -> float:
+        return self.vms.reconcile_seconds
+
+    def resync(self) -> None:
+        self.vms.resync()
+
+    def evacuate(self, name: str) -> None:
+        self.evacuation.evacuate(name)
+
+    def adopt_on_start(self) -> None:
+        self.vms.adopt_on_start()
+
+    def plan(self, row: dict) -> DomainPlan:
+        return self.files.plan(row)
+
+    def _probe_lookup(self, row: dict) -> Guest | None:
+        """The VM's domain on its host, for the prober (None while the host is unreachable)."""
+        link = self.ctx.links.get(row["host"])
+        if link is None or not link.connected:
+            return None
+        return link.lookup(row["id"])
+
+    # -- life of the controller ----------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._nudge()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._connector.shutdown(wait=False, cancel_futures=True)
+        self.prober.stop()
+        self.ctx.links.disconnect_all()
+        self._listener.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("controller loop")
+                time.sleep(0.5)
+            self._listener.wait(0.5)
+
+    def tick(self) -> None:
+        """One pass of the loop: links, events, heartbeat, resync, operations, probes."""
+        now = self.ctx.clock()
+        heartbeat_due = now >= self._next_heartbeat
+        if heartbeat_due:
+            self.hosts.sync_links()
+        for link in self.hosts.due_connects(now):
+            self._connector.submit(self._connect_in_background, link)
+        if self._reconnected.is_set():
+            self._reconnected.clear()
+            self._next_resync = 0.0
+        self._drain_events()
+        if heartbeat_due:
+            self.hosts.heartbeat()
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+        if now >= self._next_resync:
+            self.vms.resync()
+            self._next_resync = now + RESYNC_SECONDS
+        self.operations.dispatch()
+        self.prober.tick()
+
+    def _connect_in_background(self, link: HostLink) -> None:
+        """Connections are opened off the loop: a host that hangs on connect
+        (an ssh tunnel to a machine that went dark) stalls only its own link."""
+        try:
+            if self.hosts.reconnect(link):
+                self._reconnected.set()
+                self._nudge()
+        except Exception:  # noqa: BLE001 - a connector thread must not die silently
+            log.exception("connecting to %s", link.name)
+        finally:
+            link.connecting = False
+
+    # -- lifecycle events ----------------------------------------------------------------
+    def _on_event(self, host: str, vm_id: str, event: int, detail: int) -> None:
+        """In the hypervisor's event thread: queue, and wake the loop."""
+        self.events.put((host, vm_id, event, detail))
+        self._nudge()
+
+    def _drain_events(self) -> None:
+        seen = set()
+        while True:
+            try:
+                host, vm_id, _event, _detail = self.events.get_nowait()
+            except queue.Empty:
+                break
+            seen.add((host, vm_id))
+        self.vms.on_events(seen)

@@ -1,0 +1,197 @@
+"""Moving a VM between hosts: live migration as a task with execute and
+rollback (Nova's conductor/tasks/live_migrate.py), the offline move of a
+stopped VM, and the re-run of a migration a crash interrupted."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from appliance.controller.context import Context, HostLink
+from appliance.controller.files import VmFiles
+from appliance.controller.lifecycle import port_forwards
+from appliance.controller.operations import Handler
+from appliance.errors import Failed
+from appliance.virt.driver import DomainGone, DriverError, Guest, MigrationRequest
+
+log = logging.getLogger("appliance.controller")
+
+POLL_SECONDS = 0.2
+
+
+def active(link: HostLink, vm_id: str) -> bool:
+    guest = link.lookup(vm_id)
+    try:
+        return guest is not None and guest.is_active()
+    except DomainGone:
+        return False  # undefined between the lookup and the question (a migration's end)
+
+
+def job_running(link: HostLink, vm_id: str) -> bool:
+    guest = link.lookup(vm_id)
+    return guest is not None and guest.job_running()
+
+
+def settle_earlier_migration(ctx: Context, vm_id: str, source: HostLink, dest: HostLink,
+                             timeout: float = 600.0) -> str:
+    """Where the guest runs before (re)starting a migration: a controller
+    killed in the middle of one finds the job still running in libvirt (the
+    guest active on both ends, the target's copy paused for the incoming
+    migration); wait until libvirt has finished or abandoned it. Returns
+    "target" when the guest ended up there, else "source"."""
+    deadline = ctx.monotonic() + timeout
+    while True:
+        on_source = active(source, vm_id)
+        on_target = active(dest, vm_id)
+        if on_source and job_running(source, vm_id):
+            on_target = True  # the source is still in a job: wait for its outcome
+        if on_target and not on_source:
+            return "target"
+        if not on_target:
+            return "source"
+        if ctx.monotonic() > deadline:
+            raise Failed(f"an earlier migration to {dest.name} is still in progress after {timeout:.0f} s")
+        ctx.sleep(0.2)
+
+
+def record_move(ctx: Context, op: dict, row: dict, target: str, guest: Guest | None, message: str) -> None:
+    """The record follows the guest to the target; its forwards are added there."""
+    with ctx.store.transaction():
+        ctx.store.update_vm(row["id"], bump=False, host=target)
+        ctx.store.add_event("migrated", message, row, op["id"])
+    if guest is not None and guest.is_active():
+        guest.apply_port_forwards(port_forwards(row))  # the source's QEMU held the ports until it quit
+
+
+class LiveMigration:
+    """Live migration, peer to peer: the source libvirtd talks to the target's
+    itself; disks stay where they are (storage both hosts see) or are copied
+    during the migration. Progress goes into the operation; a cancelled
+    operation aborts the job, and the guest keeps running on the source."""
+
+    def __init__(self, ctx: Context, files: VmFiles, op: dict, row: dict):
+        self.ctx = ctx
+        self.files = files
+        self.op = op
+        self.row = row
+        self.target: str = op["params"]["target"]
+        self.dest = ctx.links.connected(self.target)
+        self.source = ctx.links.connected(row["host"])
+        self.copy = files.storage_of(row["host"]) != files.storage_of(self.target)
+
+    def execute(self) -> None:
+        row, vm_id = self.row, self.row["id"]
+        if settle_earlier_migration(self.ctx, vm_id, self.source, self.dest) == "target":
+            record_move(self.ctx, self.op, row, self.target, self.dest.lookup(vm_id), "found running on the "
+                        "target: the migration finished before the controller (restarted since) could record it")
+            return
+        guest = self.source.lookup(vm_id)
+        if guest is None or not guest.is_active():
+            raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
+        request = MigrationRequest(dest_uri=self.dest.uri, address=self.ctx.store.get_host(self.target)[
+            "migration_address"], bandwidth=self.op["params"].get("bandwidth"), copy_disks=self.copy)
+        if self.copy:  # the target does not see these disks: copy them during the migration
+            self.files.prepare_copy(row, self.dest)
+        started = self.ctx.monotonic()
+        self.ctx.migrating.add(vm_id)
+        try:
+            error, aborted = self._run(guest, request)
+        finally:
+            self.ctx.migrating.discard(vm_id)
+        if error is not None:
+            self.rollback()
+            if aborted:
+                raise Failed(f"cancelled; the guest stays on {row['host']}")
+            raise error
+        elapsed = self.ctx.monotonic() - started
+        record_move(self.ctx, self.op, row, self.target, self.dest.lookup(vm_id),
+                    f"live-migrated from {row['host']} to {self.target} in {elapsed:.1f} s"
+                    + (" (disks copied)" if self.copy else ""))
+        if self.copy:
+            self.files.drop_copy(row, self.source)
+
+    def rollback(self, timeout: float = 30.0) -> None:
+        """After a failed or aborted migration the target's libvirtd tears down
+        the incoming (paused, never started) QEMU on its own; the outcome is
+        reported only when it is gone, so that nobody sees the VM active in two
+        places. The guest stays on the source; empty disks prepared on the
+        target are replaced by the next attempt."""
+        deadline = self.ctx.monotonic() + timeout
+        while self.ctx.monotonic() < deadline:
+            try:
+                guest = self.dest.lookup(self.row["id"])
+                if guest is None or not guest.is_active():
+                    return
+            except DriverError:
+                return
+            self.ctx.sleep(0.1)
+        log.warning("the incoming copy of %s on %s outlived the failed migration by %.0f s",
+                    self.row["id"], self.dest.name, timeout)
+
+    def _run(self, guest: Guest, request: MigrationRequest) -> tuple[DriverError | None, bool]:
+        """Run libvirt's migration in a thread to its end, recording progress and
+        aborting the job if the operation is cancelled: (its error, aborted)."""
+        errors: list[DriverError] = []
+
+        def migrate() -> None:
+            try:
+                guest.migrate(request)
+            except DriverError as err:
+                errors.append(err)
+
+        worker = threading.Thread(target=migrate, name=f"migrate-{self.row['name']}", daemon=True)
+        worker.start()
+        aborted = False
+        while worker.is_alive():
+            if not aborted and self.ctx.op_cancelled(self.op):
+                aborted = True
+                try:
+                    guest.abort_job()
+                except DriverError as err:
+                    log.info("abortJob on %s: %s", self.op["vm_name"], err)
+            else:
+                progress = guest.job_progress()
+                if progress is not None and progress[1]:
+                    done = min(99, int(100 * progress[0] / progress[1]))
+                    self.ctx.store.update_operation(self.op["id"], progress=done)
+            worker.join(POLL_SECONDS)
+        return (errors[0] if errors else None), aborted
+
+
+class Migrations:
+    def __init__(self, ctx: Context, files: VmFiles):
+        self.ctx = ctx
+        self.files = files
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"migrate": self.migrate, "move": self.move}
+
+    def migrate(self, op: dict, row: dict) -> None:
+        LiveMigration(self.ctx, self.files, op, row).execute()
+
+    def move(self, op: dict, row: dict) -> None:
+        """Offline move of a stopped VM: define it on the target, then forget it on
+        the source (or let resync remove that copy when the source is unreachable)."""
+        target = op["params"]["target"]
+        source = self.ctx.links.get(row["host"])
+        source_up = source is not None and source.connected
+        if source is not None and source_up:
+            old = source.lookup(row["id"])
+            if old is not None and old.is_active():
+                raise Failed(f"the VM runs on {row['host']}; migrate it live instead")
+        copy = self.files.storage_of(row["host"]) != self.files.storage_of(target)
+        if copy:
+            if source is None or not source_up:
+                raise Failed(f"its disks are on {row['host']}, which is unreachable")
+            self.files.copy_disks(row, source, self.ctx.links.connected(target))
+        self.files.ensure_defined(row, host=target)
+        with self.ctx.store.transaction():
+            self.ctx.store.update_vm(row["id"], bump=False, host=target)
+            self.ctx.store.add_event("migrated", f"moved (stopped) from {row['host']} to {target}"
+                                     + (" (disks copied)" if copy else ""), row, op["id"])
+        if copy:
+            self.files.drop_copy(row, source)
+        if source is not None and source_up:
+            old = source.lookup(row["id"])
+            if old is not None and not old.is_active():
+                old.undefine()
+            source.driver.release_address(self.ctx.store, row)

@@ -1,0 +1,89 @@
+"""Operations: pick the next pending operation of each VM, claim it, run its
+handler (found in a registry from operation kind to handler) in a worker, and
+record the outcome. A VM has one operation in a worker at a time."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Callable
+
+from appliance.controller.context import Context
+from appliance.errors import Failed
+from appliance.virt.driver import failure_reason
+
+if TYPE_CHECKING:
+    from appliance.controller.vms import VmObserver
+
+log = logging.getLogger("appliance.controller")
+
+# handler(operation, vm row); raises to fail the operation.
+Handler = Callable[[dict, dict], None]
+
+
+class OperationRunner:
+    def __init__(self, ctx: Context, observer: "VmObserver", pool: Executor):
+        self.ctx = ctx
+        self.observer = observer
+        self.pool = pool
+        self.registry: dict[str, Handler] = {}
+
+    def register(self, handlers: dict[str, Handler]) -> None:
+        """Add a family's handlers (lifecycle, migration, ...); a kind is handled once."""
+        clash = set(handlers) & set(self.registry)
+        if clash:
+            raise ValueError(f"operation kinds handled twice: {sorted(clash)}")
+        self.registry.update(handlers)
+
+    def _ready_to_run(self, op: dict) -> bool:
+        """An operation waits while the host it needs is unreachable (it runs
+        when the host returns, or the VM is evacuated)."""
+        row = self.ctx.store.get_vm_by_id(op["vm_id"])
+        if row is None:
+            return True  # execute() records the failure
+        needed = op["params"].get("target") if op["kind"] == "move" else row["host"]
+        link = self.ctx.links.get(needed)
+        return link is None or link.connected  # an unknown host fails in the handler, with the reason
+
+    def dispatch(self) -> None:
+        claimed = set()
+        for op in self.ctx.store.next_operations():
+            vm_id = op["vm_id"]
+            if vm_id in claimed:
+                continue
+            claimed.add(vm_id)
+            if not self._ready_to_run(op):
+                continue
+            if self.ctx.busy.claim(vm_id):
+                self.pool.submit(self.execute, op)
+
+    def execute(self, op: dict) -> None:
+        store, vm_id = self.ctx.store, op["vm_id"]
+        if not store.claim_operation(op["id"], self.ctx.clock()):
+            self.ctx.busy.release(vm_id)  # finished or cancelled since the loop listed it
+            return
+        try:
+            row = store.get_vm_by_id(vm_id)
+            if row is None:
+                raise Failed("the VM no longer exists")
+            handler = self.registry.get(op["kind"])
+            if handler is None:
+                raise Failed(f"no handler for operation {op['kind']!r}")
+            handler(op, row)
+            # Observed state first: whoever waits on the operation reads the VM next.
+            self.observer.observe_after(vm_id)
+            store.update_operation(op["id"], status="succeeded", progress=100, finished=self.ctx.clock())
+            if store.get_vm_by_id(vm_id) is not None:
+                store.update_vm(vm_id, bump=False, last_error=None)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
+            reason = failure_reason(err)
+            log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err)
+            self.observer.observe_after(vm_id)
+            status = "cancelled" if self.ctx.op_cancelled(op) else "failed"
+            store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())
+            row = store.get_vm_by_id(vm_id)
+            if row is not None:
+                store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
+                store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
+        finally:
+            self.ctx.busy.release(vm_id)
+            self.ctx.nudge()

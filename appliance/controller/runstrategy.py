@@ -1,0 +1,53 @@
+"""Run strategies (KubeVirt's): converge a VM with no operation in flight to
+its desired state, restarting a stopped guest with back-off."""
+from __future__ import annotations
+
+from appliance.controller.context import Context
+
+MAX_BACKOFF = 300.0
+FIRST_BACKOFF = 5.0
+
+
+class RunStrategies:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def enforce(self, row: dict | None) -> None:
+        if row is None or row["desired_state"] == "deleted" or row["observed_state"] == "provisioning":
+            return
+        if self.ctx.has_open_ops(row["id"]):
+            return
+        observed, desired = row["observed_state"], row["desired_state"]
+        strategy = row["spec"]["run_strategy"]
+        reason = row["observed_reason"] or ""
+        if observed in ("stopped", "crashed") and desired in ("running", "paused"):
+            self._restart(row, observed, reason, strategy)
+        elif observed in ("running", "paused") and desired == "stopped":
+            self.ctx.queue_op(row, "stop", f"stopping: it runs but should be stopped ({strategy})")
+        elif observed == "running" and desired == "paused":
+            self.ctx.queue_op(row, "pause", "pausing: desired state is paused")
+        elif observed == "paused" and desired == "running" and reason != "migration":
+            self.ctx.queue_op(row, "resume", f"resuming: paused ({reason}) but should run")
+        elif observed == desired == "running":
+            self.ctx.backoff.pop(row["id"], None)
+
+    def _restart(self, row: dict, observed: str, reason: str, strategy: str) -> None:
+        if strategy == "Manual" or (strategy == "RerunOnFailure" and reason == "shutdown"):
+            self.ctx.store.update_vm(row["id"], desired_state="stopped")
+            self.ctx.store.add_event("stopped", f"the guest stopped ({reason or observed}); "
+                                     f"run strategy {strategy} leaves it stopped", row)
+            return
+        failures, not_before = self.ctx.backoff.get(row["id"], (0, 0.0))
+        now = self.ctx.clock()
+        if now < not_before:
+            return
+        self.ctx.backoff[row["id"]] = (failures + 1, now + min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** failures))
+        self.ctx.queue_op(row, "start", f"restarting: the guest is {observed}"
+                          + (f" ({reason})" if reason else "") + f", run strategy {strategy}")
+
+    def liveness_failed(self, row: dict, reason: str) -> None:
+        """Called by the prober: pull the plug; the run strategy decides the rest."""
+        strategy = row["spec"]["run_strategy"]
+        self.ctx.store.add_event("liveness-failed", f"{reason}; forcing it off (run strategy {strategy})", row)
+        self.ctx.queue_op(row, "force-stop", "forcing off after the liveness probe failed")
+        self.ctx.nudge()

@@ -1,0 +1,195 @@
+"""VMs: what libvirt shows for each (observe), the periodic resync over every
+reachable host (adopt a copy that runs elsewhere, remove stale copies, report
+strangers), addresses, and disk folders left by a delete cut short."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+
+from appliance.controller.context import Context
+from appliance.controller.runstrategy import RunStrategies
+from appliance.virt.driver import DriverError, Guest
+
+log = logging.getLogger("appliance.controller")
+
+
+class VmObserver:
+    def __init__(self, ctx: Context, strategies: RunStrategies):
+        self.ctx = ctx
+        self.strategies = strategies
+        self._lock = threading.Lock()
+        self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
+
+    # -- observed state ---------------------------------------------------------------
+    def observe(self, row: dict, guest: Guest | None, record_xml: bool = False) -> str:
+        """Record what libvirt shows for one VM; return the observed state.
+
+        Called from the loop and from workers: serialised, and compared with a
+        fresh row so that one change is recorded (and announced) once."""
+        with self._lock:
+            fresh = self.ctx.store.get_vm_by_id(row["id"])
+            if fresh is None:
+                return "deleted"
+            return self._observe_locked(fresh, guest, record_xml)
+
+    def _observe_locked(self, row: dict, guest: Guest | None, record_xml: bool) -> str:
+        if guest is None:
+            state, reason = ("provisioning", "") if row["observed_state"] == "provisioning" else ("stopped", "undefined")
+        else:
+            state, reason = guest.state()
+        fields: dict = {}
+        if state != row["observed_state"] or reason != (row["observed_reason"] or ""):
+            fields.update(observed_state=state, observed_reason=reason, state_changed=self.ctx.clock())
+        if guest is not None and (record_xml or fields):
+            try:
+                fields["domain_xml"] = guest.xml()
+            except DriverError:
+                pass
+        if fields:
+            self.ctx.store.update_vm(row["id"], bump=False, **fields)
+            if "observed_state" in fields:
+                message = state + (f" ({reason})" if reason else "")
+                self.ctx.store.add_event("state-changed", f"now {message}", row)
+        return state
+
+    def observe_after(self, vm_id: str) -> None:
+        """After an operation: its outcome as libvirt shows it, and the addresses."""
+        row = self.ctx.store.get_vm_by_id(vm_id)
+        link = self.ctx.links.get(row["host"]) if row is not None else None
+        if row is None or link is None or not link.connected:
+            return
+        try:
+            guest = link.lookup(vm_id)
+            self.observe(row, guest, record_xml=True)
+            fresh = self.ctx.store.get_vm_by_id(vm_id)
+            if fresh is not None:
+                self.refresh_addresses(fresh, guest)
+        except DriverError:
+            pass
+
+    def on_events(self, seen: set[tuple[str, str]]) -> None:
+        """Lifecycle events, deduplicated (host, vm id): observe, then enforce."""
+        for host, vm_id in seen:
+            row = self.ctx.store.get_vm_by_id(vm_id)
+            if row is None or row["host"] != host or vm_id in self.ctx.migrating:
+                continue  # a migration's ends (its operation records the outcome), or a stale copy
+            link = self.ctx.links.get(host)
+            if link is None or not link.connected:
+                continue
+            self.observe(row, link.lookup(vm_id))
+            if vm_id not in self.ctx.busy:
+                self.strategies.enforce(self.ctx.store.get_vm_by_id(vm_id))
+
+    # -- the resync ---------------------------------------------------------------------
+    def resync(self) -> None:
+        """Compare every VM with libvirt on every reachable host: adopt, report
+        strangers, remove stale copies (never twice), enforce run strategies."""
+        started = time.perf_counter()
+        found: dict[str, dict[str, Guest]] = {}  # host -> our domains there by uuid
+        for link in self.ctx.links.all():
+            if not link.connected:
+                continue
+            try:
+                found[link.name] = link.driver.list_ours(self.ctx.instance_id)
+            except DriverError as err:
+                log.info("listing domains on %s failed: %s", link.name, err)
+        rows = {row["id"]: row for row in self.ctx.store.list_vms()}
+        for host, guests in found.items():
+            for vm_id, guest in guests.items():
+                row = rows.get(vm_id)
+                if row is None:
+                    self._report_orphan(vm_id, guest)
+                elif row["host"] != host and vm_id not in self.ctx.busy and not self.ctx.has_open_ops(vm_id):
+                    self._other_copy(host, row, guest, found.get(row["host"]))
+        for vm_id, row in rows.items():
+            if row["host"] not in found or vm_id in self.ctx.busy:
+                continue  # its host is unreachable: nothing to observe there (evacuation decides)
+            guest = found[row["host"]].get(vm_id)
+            self.observe(row, guest, record_xml=row["domain_xml"] is None)
+            fresh = self.ctx.store.get_vm_by_id(vm_id)
+            if fresh is not None and not self.ctx.has_open_ops(vm_id):
+                self.strategies.enforce(fresh)
+                self.refresh_addresses(fresh, guest)
+        self.reconcile_seconds = time.perf_counter() - started
+
+    def _other_copy(self, host: str, row: dict, guest: Guest, own: dict[str, Guest] | None) -> None:
+        """A VM's domain on a host other than its own. While its own host cannot
+        be asked, nothing is touched (which copy runs is unknown). If the copy
+        runs and the VM does not run on its own host, the copy is the guest
+        (a migration libvirt finished while the controller was away, or a
+        cut-off host's guest that outlived its evacuation's failed start): the
+        record follows it. Otherwise the copy is stale and goes."""
+        if own is None:
+            return
+        mine = own.get(row["id"])
+        try:
+            elsewhere_active = guest.is_active()
+            mine_active = mine is not None and mine.is_active()
+        except DriverError:
+            return
+        if elsewhere_active and not mine_active:
+            with self.ctx.store.transaction():
+                self.ctx.store.update_vm(row["id"], bump=False, host=host)
+                self.ctx.store.add_event("adopted", f"found running on {host} while its record said {row['host']}; "
+                                         f"the record now follows the guest", row)
+            self.ctx.backoff.pop(row["id"], None)
+            return
+        self._remove_stale_copy(host, row, guest)
+
+    def _remove_stale_copy(self, host: str, row: dict, guest: Guest) -> None:
+        """A VM's domain on a host other than its own: left by an evacuation (the
+        host was dead and came back) or by an offline move whose source was
+        unreachable. The VM's host is the truth; the copy goes, disks stay."""
+        try:
+            was_active = guest.is_active()
+            if was_active:
+                guest.destroy()
+            guest.undefine()
+        except DriverError as err:
+            log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err)
+            return
+        self.ctx.backoff.pop(row["id"], None)  # a start held back by that copy may go now
+        self.ctx.store.add_event("stale-copy-removed", f"host {host} still had this VM's domain"
+                                 + (" running" if was_active else "") + f" although it belongs on {row['host']}; "
+                                 "it was " + ("destroyed and " if was_active else "") + "undefined (disks kept)", row)
+
+    def _report_orphan(self, vm_id: str, guest: Guest) -> None:
+        key = f"orphan-reported:{vm_id}"
+        if self.ctx.store.get_meta(key):
+            return
+        self.ctx.store.set_meta(key, "1")
+        self.ctx.store.add_event("orphan-domain", f"domain {guest.name()} ({vm_id}) carries this appliance's id "
+                                 "but matches no VM in the store; it was left untouched")
+
+    def adopt_on_start(self) -> None:
+        """Remove disk folders of VMs the store no longer has (their delete was cut short)."""
+        ids = {row["id"] for row in self.ctx.store.list_vms()}
+        if not self.ctx.config.vms_dir.exists():
+            return
+        for path in self.ctx.config.vms_dir.iterdir():
+            if path.is_dir() and path.name not in ids:
+                shutil.rmtree(path, ignore_errors=True)
+                self.ctx.store.add_event("orphan-disk-removed", f"removed {path}, which belonged to no VM")
+
+    # -- addresses --------------------------------------------------------------------------
+    def refresh_addresses(self, row: dict, guest: Guest | None) -> None:
+        addresses = []
+        network = row["spec"]["network"]
+        if guest is not None and row["observed_state"] in ("running", "paused"):
+            sources = ["lease", "agent"] if network["type"] == "network" else ["agent"]
+            for source in sources:
+                found = guest.interface_addresses(source)
+                for entry in found or []:
+                    addresses.append({**entry, "source": "agent" if source == "agent" else "dhcp"})
+                if addresses:
+                    break
+            if not addresses and network["type"] == "user":
+                # QEMU's user-mode DHCP server has exactly one lease to give.
+                addresses.append({"interface": "net0", "mac": row["mac"], "address": "10.0.2.15",
+                                  "prefix": 24, "source": "user-mode"})
+        encoded = json.dumps(addresses)
+        if encoded != (row.get("addresses") or "[]"):
+            self.ctx.store.update_vm(row["id"], bump=False, addresses=encoded)

@@ -1,0 +1,219 @@
+"""The seam between the controller and a hypervisor host, as Nova's `ComputeDriver`.
+
+The controller never calls libvirt: it asks a `HostDriver` (one per host,
+holding that host's connection) and the `Guest`s it hands out (Nova's
+`virt/libvirt/guest.py`). `LibvirtDriver` (libvirt_driver.py) is the real one;
+`FakeDriver` (fake.py) keeps a whole cluster in memory for controller unit
+tests. Every failure crosses the seam as a `DriverError`, whose `reason` is
+safe to show API users (libvirt's own text can quote host files: reasons.py).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from appliance.virt.domain import DomainPlan
+
+MAX_REASON = 300
+
+# on_event(vm_id, event, detail): called from the hypervisor's event thread.
+EventCallback = Callable[[str, int, int], None]
+
+
+def shorten(text: str) -> str:
+    """One line (events are one line each), cut to MAX_REASON characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+class DriverError(Exception):
+    """A hypervisor call failed. str() is the full message (for the server log);
+    `reason` is what an operation's error, its event and last_error may say."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason if reason is not None else shorten(message)
+
+
+class DomainGone(DriverError):
+    """The domain does not exist (or was undefined between two calls)."""
+
+
+class Unreachable(DriverError):
+    """The host's hypervisor could not be reached; `reason` is a fixed text."""
+
+
+def failure_reason(err: BaseException) -> str:
+    """What an operation's failure says to API users."""
+    return err.reason if isinstance(err, DriverError) else shorten(str(err))
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationRequest:
+    dest_uri: str
+    address: str | None = None  # the target's migration address (tcp://ADDRESS), if it has one
+    bandwidth: int | None = None  # MiB/s
+    copy_disks: bool = False  # the target does not see the disks: copy them during the migration
+
+
+class Guest(abc.ABC):
+    """One domain on one host."""
+
+    uuid: str
+
+    @abc.abstractmethod
+    def name(self) -> str: ...
+
+    @abc.abstractmethod
+    def state(self) -> tuple[str, str]:
+        """(state, reason) in the appliance's words: running, paused, stopped, ..."""
+
+    @abc.abstractmethod
+    def is_active(self) -> bool: ...
+
+    @abc.abstractmethod
+    def xml(self) -> str: ...
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Ask the guest to power off (ACPI)."""
+
+    @abc.abstractmethod
+    def suspend(self) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self) -> None: ...
+
+    @abc.abstractmethod
+    def undefine(self, with_metadata: bool = False) -> None:
+        """Forget the definition; `with_metadata` also drops managed saves,
+        snapshot metadata and NVRAM (a VM's delete)."""
+
+    @abc.abstractmethod
+    def interface_addresses(self, source: str) -> list[dict] | None:
+        """Addresses from "lease" (the network's DHCP) or "agent"; None when the
+        source cannot answer. Rows: interface, mac, address, prefix."""
+
+    @abc.abstractmethod
+    def apply_port_forwards(self, forwards: list[dict]) -> None:
+        """Add the user-mode NIC's forwards not yet in place (safe to repeat)."""
+
+    @abc.abstractmethod
+    def migrate(self, request: MigrationRequest) -> None:
+        """Live-migrate, peer to peer; blocks until libvirt is done."""
+
+    @abc.abstractmethod
+    def job_running(self) -> bool:
+        """Whether a job (a migration) is in progress on this domain."""
+
+    @abc.abstractmethod
+    def job_progress(self) -> tuple[int, int] | None:
+        """(bytes processed, bytes total) of the running job, if known."""
+
+    @abc.abstractmethod
+    def abort_job(self) -> None: ...
+
+    # -- for probes -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def monitor_command(self, command: str) -> str:
+        """A QEMU human monitor command's output (`info usernet`)."""
+
+    @abc.abstractmethod
+    def agent_command(self, command: str, timeout: int) -> str:
+        """A qemu-guest-agent command (JSON) and its answer."""
+
+
+class HostDriver(abc.ABC):
+    """One host's hypervisor, behind its connection."""
+
+    name: str
+    uri: str
+
+    # -- the connection ------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool: ...
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """(Re)connect; raises Unreachable."""
+
+    @abc.abstractmethod
+    def disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    def inventory(self) -> dict:
+        """arch, cpus, memory_mib, ... as the scheduler reads them."""
+
+    # -- domains -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def lookup(self, vm_id: str) -> Guest | None: ...
+
+    @abc.abstractmethod
+    def list_ours(self, instance_id: str) -> dict[str, Guest]:
+        """Every domain on the host that carries this appliance's id, by uuid (one listing)."""
+
+    @abc.abstractmethod
+    def define(self, plan: DomainPlan) -> Guest:
+        """Define (or redefine) the domain; an existing definition under another
+        name is renamed first (refused while it runs)."""
+
+    @abc.abstractmethod
+    def forget(self, vm_id: str) -> None:
+        """Drop what the driver remembers of a domain that was undefined elsewhere."""
+
+    @abc.abstractmethod
+    def check_ports_free(self, forwards: list[dict]) -> None:
+        """Raise Failed if a forward's host port is taken (where that can be known)."""
+
+    # -- fixed IPs ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def reserve_address(self, store, row: dict) -> None: ...
+
+    @abc.abstractmethod
+    def release_address(self, store, row: dict) -> None: ...
+
+    # -- storage of its own (hosts that do not see the appliance's folders) ------------------
+    @abc.abstractmethod
+    def images_space(self) -> tuple[int, int]:
+        """(capacity, available) bytes where the host keeps the appliance's images."""
+
+    @abc.abstractmethod
+    def ensure_vm_files(self, plan: DomainPlan, image: dict, disks: list[tuple[str, int]]) -> None:
+        """The VM's pool with its root overlay (on the image, uploaded once per
+        host), its disks (name, bytes) and the seed; safe to repeat."""
+
+    @abc.abstractmethod
+    def prepare_incoming_disks(self, plan: DomainPlan, disks: list[tuple[Path, int]]) -> None:
+        """Empty volumes (path, bytes) for a copying migration to fill, and the seed."""
+
+    @abc.abstractmethod
+    def upload_image(self, path: Path) -> None:
+        """A base image into the host's image pool (once)."""
+
+    @abc.abstractmethod
+    def download_volume(self, plan: DomainPlan, name: str, dest: Path) -> bool:
+        """A VM volume into a local file; False when the volume is missing."""
+
+    @abc.abstractmethod
+    def upload_volume(self, plan: DomainPlan, name: str, source: Path) -> None: ...
+
+    @abc.abstractmethod
+    def remove_vm_storage(self, vm_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
+        """What the console log holds from `offset` (from 0 when it shrank: a new
+        log): (where the data starts, data); None without a log."""
+
+
+# Makes a host's driver: (name, uri, on_event) -> HostDriver.
+DriverFactory = Callable[[str, str, EventCallback], HostDriver]

@@ -1,0 +1,274 @@
+"""A hypervisor in memory: every host's domains in one `FakeCloud`, reached
+through `FakeDriver`s (Nova's virt/fake.py). For controller unit tests that
+run in milliseconds: no libvirtd, no QEMU, no files on any host.
+
+A test arranges the world directly (`cloud.host(uri).domains`, `up`) to
+stage what a crash, a dead host or an interrupted migration leaves behind,
+then lets the controller act on it through the same interface as libvirt.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Callable
+
+from appliance.errors import Failed
+from appliance.virt import domain
+from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, MigrationRequest,
+                                   Unreachable)
+
+INVENTORY = {"arch": "x86_64", "cpu_model": "Fake", "guest_arches": ["x86_64"], "memory_mib": 16384, "cpus": 16,
+             "mhz": 2000, "free_memory_bytes": 8 << 30, "hostname": "fake", "libvirt_version": 9000000}
+
+
+@dataclasses.dataclass
+class FakeDomain:
+    uuid: str
+    name: str
+    instance_id: str
+    xml: str = ""
+    state: str = "stopped"  # running, paused, stopped, crashed
+    reason: str = ""
+    job: str | None = None  # "migration" while one runs from this domain
+
+
+@dataclasses.dataclass
+class FakeHost:
+    uri: str
+    up: bool = True
+    domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
+    volumes: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # vm id -> volume names
+    reservations: list[dict] = dataclasses.field(default_factory=list)
+    calls: list[str] = dataclasses.field(default_factory=list)  # what the controller asked, in order
+
+
+class FakeCloud:
+    """Every fake host, by URI. `hold_migrations` makes a migration wait until
+    its job is aborted (or `release_migrations()`), to test a cancel."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, FakeHost] = {}
+        self.lock = threading.RLock()
+        self.hold_migrations = False
+        self.on_migration_started: Callable[[], None] | None = None  # runs in the migrating thread
+        self._release = threading.Event()
+
+    def host(self, uri: str) -> FakeHost:
+        with self.lock:
+            return self.hosts.setdefault(uri, FakeHost(uri))
+
+    def drivers(self) -> Callable[[str, str, EventCallback], "FakeDriver"]:
+        return lambda name, uri, on_event: FakeDriver(self, name, uri, on_event)
+
+    def release_migrations(self) -> None:
+        self._release.set()
+
+    def where(self, vm_id: str, active_only: bool = True) -> list[str]:
+        """URIs of the hosts that hold (active) copies of the VM's domain."""
+        with self.lock:
+            return [h.uri for h in self.hosts.values() if vm_id in h.domains
+                    and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
+
+
+class FakeGuest(Guest):
+    def __init__(self, driver: "FakeDriver", vm_id: str):
+        self.driver = driver
+        self.uuid = vm_id
+
+    def _dom(self) -> FakeDomain:
+        host = self.driver.fake_host()
+        dom = host.domains.get(self.uuid)
+        if dom is None:
+            raise DomainGone(f"no domain with uuid {self.uuid}", "the domain is gone")
+        return dom
+
+    def _set(self, call: str, state: str, reason: str, unless: tuple[str, ...] = (), need: tuple[str, ...] = ()
+             ) -> None:
+        with self.driver.cloud.lock:
+            dom = self._dom()
+            self.driver.fake_host().calls.append(f"{call} {self.uuid}")
+            if need and dom.state not in need:
+                raise DriverError(f"{call}: domain is {dom.state}", f"the domain is {dom.state}")
+            if dom.state in unless:
+                raise DriverError(f"{call}: domain is already {dom.state}", f"the domain is already {dom.state}")
+            dom.state, dom.reason = state, reason
+
+    def name(self) -> str:
+        return self._dom().name
+
+    def state(self) -> tuple[str, str]:
+        dom = self._dom()
+        return dom.state, dom.reason
+
+    def is_active(self) -> bool:
+        return self._dom().state in ("running", "paused")
+
+    def xml(self) -> str:
+        return self._dom().xml
+
+    def start(self) -> None:
+        self._set("start", "running", "booted", unless=("running", "paused"))
+
+    def destroy(self) -> None:
+        self._set("destroy", "stopped", "destroyed", need=("running", "paused"))
+
+    def shutdown(self) -> None:  # a guest that powers off at once
+        self._set("shutdown", "stopped", "shutdown", need=("running",))
+
+    def suspend(self) -> None:
+        self._set("suspend", "paused", "user", need=("running",))
+
+    def resume(self) -> None:
+        self._set("resume", "running", "unpaused", need=("paused",))
+
+    def undefine(self, with_metadata: bool = False) -> None:
+        with self.driver.cloud.lock:
+            self._dom()
+            self.driver.fake_host().calls.append(f"undefine {self.uuid}")
+            del self.driver.fake_host().domains[self.uuid]
+
+    def interface_addresses(self, source: str) -> list[dict] | None:
+        return None
+
+    def apply_port_forwards(self, forwards: list[dict]) -> None:
+        pass
+
+    def migrate(self, request: MigrationRequest) -> None:
+        cloud = self.driver.cloud
+        with cloud.lock:
+            dom = self._dom()
+            dest = cloud.host(request.dest_uri)
+            if not dest.up:
+                raise DriverError("unable to connect to the target", "unable to connect to the target")
+            dom.job = "migration"
+            incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None)
+            dest.domains[self.uuid] = incoming
+        if cloud.on_migration_started is not None:
+            cloud.on_migration_started()
+        if cloud.hold_migrations:
+            cloud._release.wait(10)
+        with cloud.lock:
+            if dom.job == "aborted":
+                dom.job = None
+                dest.domains.pop(self.uuid, None)  # the target tears down the incoming QEMU
+                raise DriverError("operation aborted: migration out job: canceled by client",
+                                  "operation aborted: migration out job: canceled by client")
+            dom.job = None
+            incoming.state, incoming.reason = dom.state, "migrated"
+            self.driver.fake_host().domains.pop(self.uuid, None)  # UNDEFINE_SOURCE
+
+    def job_running(self) -> bool:
+        return self._dom().job is not None
+
+    def job_progress(self) -> tuple[int, int] | None:
+        return (50, 100) if self._dom().job else None
+
+    def abort_job(self) -> None:
+        with self.driver.cloud.lock:
+            dom = self._dom()
+            if dom.job is None:
+                raise DriverError("no job is active on the domain", "no job is active on the domain")
+            dom.job = "aborted"
+        self.driver.cloud._release.set()
+
+    def monitor_command(self, command: str) -> str:
+        self._dom()
+        return ""
+
+    def agent_command(self, command: str, timeout: int) -> str:
+        self._dom()
+        raise DriverError("Guest agent is not responding", "Guest agent is not responding")
+
+
+class FakeDriver(HostDriver):
+    def __init__(self, cloud: FakeCloud, name: str, uri: str, on_event: EventCallback):
+        self.cloud = cloud
+        self.name = name
+        self.uri = uri
+        self.on_event = on_event
+        self._connected = False
+
+    def fake_host(self) -> FakeHost:
+        host = self.cloud.host(self.uri)
+        if not host.up:
+            self._connected = False
+            raise Unreachable(f"{self.uri} is down", "the connection failed (refused, no such socket, or no route)")
+        return host
+
+    @property
+    def connected(self) -> bool:
+        return self._connected and self.cloud.host(self.uri).up
+
+    def connect(self) -> None:
+        self.fake_host()
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    def inventory(self) -> dict:
+        self.fake_host()
+        return dict(INVENTORY)
+
+    def lookup(self, vm_id: str) -> Guest | None:
+        return FakeGuest(self, vm_id) if vm_id in self.fake_host().domains else None
+
+    def list_ours(self, instance_id: str) -> dict[str, Guest]:
+        with self.cloud.lock:
+            return {vm_id: FakeGuest(self, vm_id) for vm_id, dom in self.fake_host().domains.items()
+                    if dom.instance_id == instance_id}
+
+    def define(self, plan: domain.DomainPlan) -> Guest:
+        with self.cloud.lock:
+            host = self.fake_host()
+            host.calls.append(f"define {plan.vm_id}")
+            dom = host.domains.get(plan.vm_id)
+            if dom is not None and dom.name != plan.domain_name and dom.state in ("running", "paused"):
+                raise Failed("cannot rename a running domain")
+            xml = domain.build(plan)
+            if dom is None:
+                host.domains[plan.vm_id] = FakeDomain(plan.vm_id, plan.domain_name, plan.instance_id, xml)
+            else:
+                dom.name, dom.xml = plan.domain_name, xml
+        return FakeGuest(self, plan.vm_id)
+
+    def forget(self, vm_id: str) -> None:
+        pass
+
+    def check_ports_free(self, forwards: list[dict]) -> None:
+        pass
+
+    def reserve_address(self, store, row: dict) -> None:
+        self.fake_host()
+
+    def release_address(self, store, row: dict) -> None:
+        self.fake_host()
+
+    def images_space(self) -> tuple[int, int]:
+        return 100 << 30, 90 << 30
+
+    def ensure_vm_files(self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]) -> None:
+        self.fake_host().volumes.setdefault(plan.vm_id, set()).update(
+            [plan.root_disk.name, *(plan.disk_path(name).name for name, _ in disks)])
+
+    def prepare_incoming_disks(self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]) -> None:
+        self.fake_host().volumes[plan.vm_id] = {path.name for path, _ in disks}
+
+    def upload_image(self, path: Path) -> None:
+        self.fake_host()
+
+    def download_volume(self, plan: domain.DomainPlan, name: str, dest: Path) -> bool:
+        if name not in self.fake_host().volumes.get(plan.vm_id, set()):
+            return False
+        dest.write_bytes(b"")
+        return True
+
+    def upload_volume(self, plan: domain.DomainPlan, name: str, source: Path) -> None:
+        self.fake_host().volumes.setdefault(plan.vm_id, set()).add(name)
+
+    def remove_vm_storage(self, vm_id: str) -> None:
+        self.fake_host().volumes.pop(vm_id, None)
+
+    def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
+        return None

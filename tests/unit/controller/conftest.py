@@ -1,0 +1,66 @@
+"""Controller unit tests: the real store and service, the hosts in memory
+(appliance.virt.fake), a clock the test moves, operations run inline. Each
+test runs in milliseconds."""
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+from controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_disk_image
+
+from appliance.config import Config
+from appliance.controller import Controller
+from appliance.service import Service
+from appliance.store import Store
+from appliance.virt.fake import FakeCloud
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    cfg = Config(home=tmp_path / "home", libvirt_uri=URI_A, wait_timeout=5, heartbeat_age=3600,
+                 evacuate_after=60.0)
+    cfg.prepare()
+    return cfg
+
+
+@pytest.fixture
+def store(config) -> Store:
+    return Store(config.db_path)
+
+
+@pytest.fixture
+def cloud() -> FakeCloud:
+    cloud = FakeCloud()
+    cloud.host(URI_A)
+    cloud.host(URI_B)
+    return cloud
+
+
+@pytest.fixture
+def controller(store, config, cloud, clock) -> Controller:
+    ctl = Controller(store, config, "unit-instance", "qemu", drivers=cloud.drivers(), clock=clock,
+                     pool=Inline(), connector=Inline(), monotonic=clock, sleep=clock.sleep)
+    store.update_host("local", storage=STORAGE)
+    store.upsert_host({"name": "b", "uri": URI_B, "state": "enabled", "up": 0, "last_seen": None, "info": {},
+                       "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0, "reserved_memory_mib": 0,
+                       "labels": {}, "storage": STORAGE, "created": clock()})
+    ctl.tick()  # connects to both hosts and records their inventory
+    yield ctl
+    ctl.stop()
+
+
+@pytest.fixture
+def service(store, config, clock, controller, tmp_path) -> Service:
+    counter = itertools.count(1)
+    svc = Service(store, config, uuidgen=lambda: uuid.UUID(int=next(counter)), clock=clock)
+    image = tmp_path / "demo.img"
+    make_disk_image(image)
+    svc.import_image_file("demo", image)
+    return svc
+

@@ -1,0 +1,85 @@
+"""Evacuation of a dead host, never twice when it returns, adoption of a copy
+that runs elsewhere: the controller against hosts in memory."""
+from __future__ import annotations
+
+from controller_harness import URI_A, URI_B, settle
+
+HOSTS = {"local": URI_A, "b": URI_B}
+
+
+def running_vm(service, controller, clock, **spec):
+    vm, _op = service.create_vm({"name": "web1", "run_strategy": "Always", **spec})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(vm["id"])
+    assert row["observed_state"] == "running", row
+    home = row["host"]
+    other = next(name for name in HOSTS if name != home)
+    return row, home, other
+
+
+def events(service, kind):
+    return [e for e in service.list_events("web1") if e["kind"] == kind]
+
+
+def test_a_dead_hosts_vm_is_restarted_elsewhere_after_the_grace_period(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=10, step=5.0)  # 50 s down: within the grace (60 s)
+    assert service.store.get_vm_by_id(row["id"])["host"] == home
+    assert not events(service, "evacuated")
+    settle(controller, clock, passes=3, step=5.0)  # past the grace
+    after = service.store.get_vm_by_id(row["id"])
+    assert after["host"] == other and after["observed_state"] == "running"
+    assert len(events(service, "evacuated")) == 1
+    assert cloud.where(row["id"]) == [URI_A, URI_B]  # the dead host's copy: unknown until it returns
+
+
+def test_a_returning_host_has_its_stale_copy_destroyed_never_two_running(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=14, step=5.0)
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    cloud.host(HOSTS[home]).up = True  # the "dead" host was only cut off: its guest still runs
+    settle(controller, clock, passes=2)
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+    assert row["id"] not in cloud.host(HOSTS[home]).domains  # undefined too (disks kept)
+    assert len(events(service, "stale-copy-removed")) == 1
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    settle(controller, clock, passes=3)  # and nothing more happens
+    assert cloud.where(row["id"]) == [HOSTS[other]] and len(events(service, "stale-copy-removed")) == 1
+
+
+def test_a_vm_that_is_not_always_on_is_marked_lost_not_moved(service, controller, cloud, clock):
+    row, home, _other = running_vm(service, controller, clock, run_strategy="RerunOnFailure")
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=14, step=5.0)
+    after = service.store.get_vm_by_id(row["id"])
+    assert after["host"] == home and after["observed_state"] == "lost"
+    assert len(events(service, "lost")) == 1
+
+
+def test_a_copy_running_on_another_host_is_adopted(service, controller, cloud, clock):
+    """A migration libvirt finished while the controller was away: the guest
+    runs on the other host, its own host has no active copy."""
+    row, home, other = running_vm(service, controller, clock)
+    with cloud.lock:
+        dom = cloud.host(HOSTS[home]).domains.pop(row["id"])
+        cloud.host(HOSTS[other]).domains[row["id"]] = dom
+    settle(controller, clock, passes=1)
+    after = service.store.get_vm_by_id(row["id"])
+    assert after["host"] == other and after["observed_state"] == "running"
+    assert len(events(service, "adopted")) == 1
+    assert cloud.where(row["id"]) == [HOSTS[other]]  # adopted, not restarted on its old host
+
+
+def test_an_operation_waits_while_its_host_is_unreachable(service, controller, cloud, clock):
+    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=1)
+    op = service.set_state("web1", "stopped")
+    settle(controller, clock, passes=2)
+    assert service.store.get_operation(op["id"])["status"] == "pending"
+    cloud.host(HOSTS[home]).up = True
+    settle(controller, clock, passes=2)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert cloud.where(row["id"]) == []

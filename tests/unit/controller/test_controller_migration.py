@@ -1,0 +1,105 @@
+"""Live migration as a task: a re-run after a crash (the earlier job finished,
+failed, or is still running), and a cancel that leaves the guest on its source."""
+from __future__ import annotations
+
+from controller_harness import URI_A, URI_B, settle
+
+HOSTS = {"local": URI_A, "b": URI_B}
+
+
+def running_vm(service, controller, clock):
+    vm, _op = service.create_vm({"name": "web1", "run_strategy": "Always"})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(vm["id"])
+    assert row["observed_state"] == "running"
+    return row, row["host"], next(name for name in HOSTS if name != row["host"])
+
+
+def interrupted_migration(service, row, target):
+    """A migrate operation the controller had claimed when it died."""
+    op = service.migrate_vm("web1", target)
+    service.store.claim_operation(op["id"], 0.0)
+    return op
+
+
+def run_operations(controller):
+    controller.operations.dispatch()  # inline: each operation runs to its end here
+
+
+def migrated_events(service):
+    return [e["message"] for e in service.list_events("web1") if e["kind"] == "migrated"]
+
+
+def test_a_rerun_finds_the_guest_on_the_target_when_the_earlier_job_finished(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    op = interrupted_migration(service, row, other)
+    with cloud.lock:  # libvirt finished the migration while the controller was down
+        dom = cloud.host(HOSTS[home]).domains.pop(row["id"])
+        cloud.host(HOSTS[other]).domains[row["id"]] = dom
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert "the migration finished before the controller" in migrated_events(service)[0]
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_a_rerun_migrates_again_when_the_earlier_job_failed(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    op = interrupted_migration(service, row, other)  # libvirt abandoned it: the guest is on the source
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert migrated_events(service)[0].startswith(f"live-migrated from {home} to {other}")
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_a_rerun_waits_for_a_job_still_running_in_libvirt(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    op = interrupted_migration(service, row, other)
+    source, target = cloud.host(HOSTS[home]), cloud.host(HOSTS[other])
+    with cloud.lock:  # mid-job: active on both ends, the target's copy paused for the incoming migration
+        source.domains[row["id"]].job = "migration"
+        target.domains[row["id"]] = type(source.domains[row["id"]])(
+            row["id"], source.domains[row["id"]].name, "unit-instance", state="paused", reason="migration")
+    waited = []
+
+    def libvirt_finishes() -> None:
+        waited.append(clock())
+        if len(waited) == 3:
+            with cloud.lock:
+                target.domains[row["id"]].state = "running"
+                del source.domains[row["id"]]
+
+    clock.on_sleep.append(libvirt_finishes)
+    run_operations(controller)
+    assert len(waited) == 3  # it waited for libvirt's outcome, without starting a second migration
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert "found running on the target" in migrated_events(service)[0]
+    assert not [c for c in source.calls if c.startswith("migrate")]
+
+
+def test_cancelling_a_running_migration_aborts_the_job_and_the_guest_stays(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    op = service.migrate_vm("web1", other)
+    cloud.hold_migrations = True  # the job runs until it is aborted
+    cloud.on_migration_started = lambda: service.cancel_operation(op["id"])  # what DELETE /v1/operations/ID does
+    run_operations(controller)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "cancelled" and "stays on" in done["error"]
+    assert service.store.get_vm_by_id(row["id"])["host"] == home
+    assert cloud.where(row["id"]) == [HOSTS[home]]  # the target's incoming copy is gone
+    assert cloud.host(HOSTS[home]).domains[row["id"]].job is None
+    assert not migrated_events(service)
+
+
+def test_a_stopped_vm_moves_offline_and_leaves_no_copy(service, controller, cloud, clock):
+    row, home, other = running_vm(service, controller, clock)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    op = service.migrate_vm("web1", other)
+    assert op["kind"] == "move"
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert row["id"] not in cloud.host(HOSTS[home]).domains and row["id"] in cloud.host(HOSTS[other]).domains
