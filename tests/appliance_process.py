@@ -117,8 +117,13 @@ class Appliance:
         raise AssertionError(f"port {self.port} still answers 20 s after SIGKILL: an orphan API?")
 
     def cleanup(self) -> None:
-        """Stop the appliance, then remove every domain with our prefix."""
+        """Stop the appliance, then remove every domain with our prefix, and a
+        mount its killed mount child may have left ("transport endpoint is not
+        connected"; a SIGKILLed serve's children get only SIGTERM, late)."""
         self.stop()
+        from fs.mount import clear_stale
+
+        clear_stale(self.home / "mnt")
         try:
             conn = libvirt.open(self.libvirt_uri)
         except libvirt.libvirtError:
