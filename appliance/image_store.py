@@ -15,11 +15,9 @@ would not keep FREE_SPACE_RESERVE free. Half-written files are named
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import IO, Callable
 
 from appliance import spec as specs
 from appliance.config import Config
-from appliance.errors import Conflict, Failed, Invalid
+from appliance.errors import Conflict, Invalid
 from appliance.store import Store
 from appliance.virt import images
 
@@ -207,7 +205,7 @@ class ImageStore:
         converted = tmp.with_name(tmp.name + ".qcow2")
         try:
             checked = images.check(tmp)
-            self._require_room(self._converted_size(tmp, checked["format"]), "image")
+            self._require_room(images.converted_size(tmp, checked["format"]), "image")
             details = images.convert_to_qcow2(tmp, checked["format"], converted)
             dest = self.config.images_dir / f"{name}.qcow2"
             with self.store.transaction():
@@ -220,18 +218,3 @@ class ImageStore:
             tmp.unlink(missing_ok=True)
             converted.unlink(missing_ok=True)
         return self.store.get_image(name)
-
-    @staticmethod
-    def _converted_size(path: Path, fmt: str) -> int:
-        """What the converted qcow2 will take (`qemu-img measure`): a small
-        compressed qcow2 may expand far beyond what was uploaded."""
-        try:
-            # qemu-img from PATH (qemu-utils), an argument list without a shell; fmt is pinned
-            out = subprocess.run(["qemu-img", "measure", "--output=json", "-f", fmt, "-O", "qcow2", str(path)],  # noqa: S603, S607
-                                 capture_output=True, text=True, timeout=600)
-        except FileNotFoundError:
-            raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
-        if out.returncode != 0:
-            log.warning("qemu-img measure %s: %s", path, out.stderr.strip()[:2000])
-            raise Invalid(f"not a readable {fmt} image", "image")
-        return int(json.loads(out.stdout)["required"])

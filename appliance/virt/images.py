@@ -69,21 +69,31 @@ def _run(args: list[str], what: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def info(path: str | Path, fmt: str) -> dict:
-    """qemu-img's view of a file opened as `fmt` (never probed); --force-share
-    so a running VM's disk can be read. Its error text stays in the log: it may
-    quote what the file names."""
+def _query(verb: list[str], path: str | Path, fmt: str, timeout: float) -> dict:
+    """`qemu-img VERB --output=json -f FMT PATH` on a file opened as `fmt` (never
+    probed). Its error text stays in the log: it may quote what the file names."""
     try:
         out = subprocess.run(  # noqa: S603 - qemu-img from PATH (qemu-utils), no shell, the format pinned
-            ["qemu-img", "info", "--output=json", "--force-share", "-f", fmt, str(path)],  # noqa: S607
-            capture_output=True, text=True, timeout=60,
+            ["qemu-img", *verb, "--output=json", "-f", fmt, str(path)],  # noqa: S607
+            capture_output=True, text=True, timeout=timeout,
         )
     except FileNotFoundError:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if out.returncode != 0:
-        log.warning("qemu-img info -f %s %s: %s", fmt, path, out.stderr.strip()[:2000])
+        log.warning("qemu-img %s -f %s %s: %s", verb[0], fmt, path, out.stderr.strip()[:2000])
         raise Invalid(f"not a readable {fmt} image", "image")
     return json.loads(out.stdout)
+
+
+def info(path: str | Path, fmt: str) -> dict:
+    """qemu-img's view of a file; --force-share so a running VM's disk can be read."""
+    return _query(["info", "--force-share"], path, fmt, timeout=60)
+
+
+def converted_size(path: str | Path, fmt: str) -> int:
+    """What the file will take converted to qcow2 (`qemu-img measure`): a small
+    compressed qcow2 may expand far beyond what was uploaded."""
+    return int(_query(["measure", "-O", "qcow2"], path, fmt, timeout=600)["required"])
 
 
 def _vmdk_descriptor(head: bytes) -> bool:
