@@ -12,7 +12,6 @@ from controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_di
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.service import Service
-from appliance.store import Store
 from appliance.virt.fake import FakeCloud
 
 
@@ -27,11 +26,6 @@ def config(tmp_path) -> Config:
                  evacuate_after=60.0)
     cfg.prepare()
     return cfg
-
-
-@pytest.fixture
-def store(config) -> Store:
-    return Store(config.db_path)
 
 
 @pytest.fixture
