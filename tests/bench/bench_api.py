@@ -261,9 +261,9 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
         out["get_vm"] = {
             "vms": vms, "body_bytes": len(vm_body),
             "p50_ms": app_get_p50, "bare_p50_ms": bare_get_p50, "latency_ratio": ratio(app_get_p50, bare_get_p50),
-            "goal_p50_ms": 2.0, "pass_p50": app_get_p50 <= 2.0,
+            "goal_p50_ms": 1.0, "pass_p50": app_get_p50 <= 1.0,  # raised from 2 ms by issue 10
             "rps": app_rps, "bare_rps": bare_rps, "throughput_ratio": ratio(app_rps, bare_rps),
-            "goal_throughput_ratio": 0.5, "pass_throughput": app_rps >= 0.5 * bare_rps,
+            "goal_throughput_ratio": 0.8, "pass_throughput": app_rps >= 0.8 * bare_rps,  # raised from 0.5
             "load": rps_app[0]["tool"], "rounds": wrk_rounds,
             "samples": {"app": lat_app, "bare": lat_bare, "app_rps": [r["rps"] for r in rps_app],
                         "bare_rps": [r["rps"] for r in rps_bare]},

@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 
 
+# cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
+CAT_GOAL = 1.1
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**PASS**" if ok else "**MISS**")
 
@@ -26,6 +30,10 @@ def _create(r: dict) -> list[str]:
         (f"| create→running p50, `POST /v1/vms` (wait) of the TCG demo guest | {r['api_p50_ms']} ms "
         f"| `virsh create` of the same domain XML: {r['virsh_create_p50_ms']} ms | {_x(r['ratio'])} | ≤ 1.2× "
         f"| {_verdict(r['pass'])} |"),
+        *([(f"| defined ahead (created stopped, untimed), then `PUT state running` (wait) until it runs "
+             f"| {r['start_p50_ms']} ms | `virsh create` of the same domain XML: {r['virsh_create_p50_ms']} ms "
+             f"| {_x(r['start_ratio'])} | ≤ {r['start_goal_ratio']}× | {_verdict(r['start_pass'])} |")]
+          if "start_p50_ms" in r else []),
         (f"| same, reference including its `qemu-img create` overlay | {r['api_p50_ms']} ms "
          f"| {r['virsh_with_overlay_p50_ms']} ms | {_x(r['ratio_to_virsh_with_overlay'])} | (context) | |"),
         (f"| median of the per-round ratios (each round's two runs are adjacent in time) | | | "
@@ -38,6 +46,7 @@ def _create(r: dict) -> list[str]:
         "",
         (f"{r['rounds']} rounds of each, interleaved (the order rotates each round), after one warm-up of each; "
          f"each guest destroyed right after its measurement. Samples: appliance {r['api_samples_ms']} ms; "
+         f"appliance, defined ahead {r.get('start_samples_ms')} ms; "
          f"virsh {r['virsh_samples_ms']} ms; libvirt API {r['libvirt_samples_ms']} ms. Load average (1 min) "
          f"before/after: {r['loadavg_1min_before_after']} (others may share this machine)."),
         (f"Inside the appliance's p50 (from its operation record and the VM's events): "
@@ -95,9 +104,9 @@ def _rest(r: dict) -> list[str]:
         "| measure | appliance | bare Falcon app | ratio | goal | result |",
         "|---|---|---|---|---|---|",
         (f"| `GET /v1/vms/{{name}}` p50, sequential, keep-alive | {_n(g['p50_ms'])} ms | {_n(g['bare_p50_ms'])} ms "
-        f"| {_x(g['latency_ratio'])} | ≤ 2 ms | {_verdict(g['pass_p50'])} |"),
+        f"| {_x(g['latency_ratio'])} | ≤ {g.get('goal_p50_ms', 2):g} ms | {_verdict(g['pass_p50'])} |"),
         (f"| `GET /v1/vms/{{name}}` throughput ({g['load']}) | {g['rps']:.0f} req/s | {g['bare_rps']:.0f} req/s "
-        f"| {_x(g['throughput_ratio'])} | ≥ 0.5× | {_verdict(g['pass_throughput'])} |"),
+        f"| {_x(g['throughput_ratio'])} | ≥ {g.get('goal_throughput_ratio', 0.5):g}× | {_verdict(g['pass_throughput'])} |"),
         (f"| `GET /v1/vms` (1,000 VMs, {lst['body_bytes']:,} bytes) p50 | {_n(lst['p50_ms'], 1)} ms "
         f"| {_n(lst['bare_p50_ms'], 1)} ms (same body, constant) | {_x(lst['ratio_to_bare'])} | ≤ 50 ms "
         f"| {_verdict(lst['pass'])} |"),
@@ -124,8 +133,8 @@ def _fs(r: dict) -> list[str]:
         "| measure | appliance | reference | ratio | goal | result |",
         "|---|---|---|---|---|---|",
         (f"| `cat vms/X/state` p50 ({cat['rounds']} runs) | {cat['appliance']} ms | bare pyfuse3 {cat['bare_pyfuse3']} ms; "
-        f"tmpfs {cat['tmpfs']} ms | {_x(cat['ratio_to_bare'])} (tmpfs {_x(cat['ratio_to_tmpfs'])}) | ≤ 2× bare "
-        f"| {_verdict(cat['ratio_to_bare'] <= 2)} |"),
+        f"tmpfs {cat['tmpfs']} ms | {_x(cat['ratio_to_bare'])} (tmpfs {_x(cat['ratio_to_tmpfs'])}) | ≤ {CAT_GOAL:g}× bare "
+        f"| {_verdict(cat['ratio_to_bare'] <= CAT_GOAL)} |"),
         (f"| open/read/close of `state` in-process p50 | {rd['appliance']} ms | bare pyfuse3 {rd['bare_pyfuse3']} ms; "
         f"tmpfs {rd['tmpfs']} ms | {_x(rd['ratio_to_bare'])} | (context) | |"),
         (f"| `ls -l vms` with {ls['vms']:,} VMs, caches expired / warm | {ls['cold_p50_ms']} ms / {ls['warm_p50_ms']} ms "
@@ -308,26 +317,32 @@ def render(results: dict, notes: str | None = None) -> str:
     if "create" in results:
         c = results["create"]
         summary.append(("create→running vs virsh create", f"{_x(c['ratio'])}", "≤ 1.2×", c["pass"]))
+        if "start_ratio" in c:
+            summary.append(("create→running, defined ahead (the start only) vs virsh create", _x(c["start_ratio"]),
+                            f"≤ {c['start_goal_ratio']}×", c["start_pass"]))
     if "api" in results:
         a = results["api"]
         summary += [
             ("memory, all processes, 1,000 VMs (PSS)", f"{a['memory']['pss_mib_1000']} MiB", "≤ 200 MB (as MiB)", a["memory"]["pass"]),
-            ("GET /v1/vms/{name} p50, 1,000 VMs", f"{_n(a['get_vm']['p50_ms'])} ms", "≤ 2 ms", a["get_vm"]["pass_p50"]),
-            ("GET /v1/vms/{name} throughput vs bare Falcon", _x(a["get_vm"]["throughput_ratio"]), "≥ 0.5×",
+            ("GET /v1/vms/{name} p50, 1,000 VMs", f"{_n(a['get_vm']['p50_ms'])} ms",
+             f"≤ {a['get_vm'].get('goal_p50_ms', 2):g} ms", a["get_vm"]["pass_p50"]),
+            ("GET /v1/vms/{name} throughput vs bare Falcon", _x(a["get_vm"]["throughput_ratio"]),
+             f"≥ {a['get_vm'].get('goal_throughput_ratio', 0.5):g}×",
              a["get_vm"]["pass_throughput"]),
             ("GET /v1/vms p50, 1,000 VMs", f"{_n(a['list_vms']['p50_ms'], 1)} ms", "≤ 50 ms", a["list_vms"]["pass"]),
         ]
     if "fs" in results:
         f = results["fs"]
         summary += [
-            ("cat state vs bare pyfuse3", _x(f["cat_state_p50_ms"]["ratio_to_bare"]), "≤ 2×",
-             f["cat_state_p50_ms"]["ratio_to_bare"] <= 2),
+            ("cat state vs bare pyfuse3", _x(f["cat_state_p50_ms"]["ratio_to_bare"]), f"≤ {CAT_GOAL:g}×",
+             f["cat_state_p50_ms"]["ratio_to_bare"] <= CAT_GOAL),
             ("ls -l vms, 1,000 VMs (caches expired)", f"{_n(f['ls_l_vms']['cold_p50_ms'], 1)} ms", "≤ 200 ms",
              f["ls_l_vms"]["cold_p50_ms"] <= 200),
         ]
         if "start_p50_ms" in f:
             s = f["start_p50_ms"]
-            summary.append(("echo running > state vs REST start", _x(s["ratio"]), "≤ 1.1×", s["ratio"] <= 1.1))
+            summary.append(("echo running > state vs REST start", _x(s["ratio"]), f"≤ {s.get('goal_ratio', 1.1):g}×",
+                            s["ratio"] <= s.get("goal_ratio", 1.1)))
     if "exporter" in results:
         for run in results["exporter"]["running"]:
             ratio = run["ratio_scrape_time_ours_over_reference"]
