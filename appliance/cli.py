@@ -91,7 +91,12 @@ def cmd_exporter(args) -> int:
     """Prometheus metrics of one libvirt host, without the API (exporter/standalone.py)."""
     from exporter.standalone import run
 
-    return run(args.listen, args.libvirt_uri, host_name=args.host_name)
+    token = None
+    if not args.public:
+        config = Config.load(args.home)
+        config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token = config.token(create=True)
+    return run(args.listen, args.libvirt_uri, token, host_name=args.host_name)
 
 
 def cmd_list(client: Client, args) -> int:
@@ -413,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--libvirt-uri", dest="libvirt_uri", default="qemu:///system")
     p.add_argument("--host-name", dest="host_name", default=None,
                    help="the host label (default: this machine's hostname)")
+    p.add_argument("--public", action="store_true",
+                   help="serve /metrics without the token (default: Bearer HOME/token, made at first start)")
 
     p = sub.add_parser("list", help="list VMs")
     p.add_argument("--state")

@@ -5,31 +5,12 @@ import os
 
 import falcon
 
-from appliance import errors, hosturi
-from appliance.api import openapi, resources
+from appliance import hosturi
+from appliance.api import error_shape, openapi, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
 from exporter.registry import MetricsResource, RequestMetrics, build_registry
-
-
-def _handle_appliance_error(req: falcon.Request, resp: falcon.Response, err: errors.ApplianceError,
-                            params: dict) -> None:
-    """The service's errors at the edge: each class carries its own status
-    (appliance/errors.py), so this one handler serves them all."""
-    resp.status = err.http_status
-    resp.media = err.as_dict()
-
-
-def _serialize_http_error(req, resp, exception: falcon.HTTPError) -> None:
-    """Falcon's own errors (bad JSON, bad query parameters, 401, 404 routes) in our error shape."""
-    body = {"error": exception.title or "Error",
-            "reason": exception.description or exception.title or ""}
-    param = getattr(exception, "param_name", None) or getattr(exception, "_param_name", None)
-    if param:
-        body["field"] = param
-    resp.content_type = falcon.MEDIA_JSON
-    resp.media = body
 
 
 def create_app(service: Service, token: str) -> falcon.App:
@@ -41,8 +22,7 @@ def create_app(service: Service, token: str) -> falcon.App:
     app.req_options.media_handlers = json_handlers()
     metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True
-    app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
-    app.set_error_serializer(_serialize_http_error)
+    error_shape.install(app)
     public_paths: set[str] = set()
 
     def route(path: str, resource: object, **kwargs: str) -> None:
