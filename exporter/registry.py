@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import falcon
+from falcon.routing import CompiledRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -27,7 +28,8 @@ from exporter.collector import LibvirtCollector, Target
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # registry=None: it is registered where it is served (see build_registry).
 REQUEST_DURATION = Histogram(
-    "vmappliance_api_request_duration_seconds", "REST API request duration, by route template, method and status.",
+    "vmappliance_api_request_duration_seconds",
+    "REST API request duration, by route template, method and status.",
     ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=None)
 
 
@@ -44,37 +46,36 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class RequestMetrics:
     """Falcon middleware: one histogram observation per request, labelled by
     the route template (/v1/vms/{name}), never the raw path; "unmatched" for
-    paths no route takes. A request refused before routing (401 from the
-    token check) is matched against the app's router here, so it is counted
-    under its route too (`attach(app)`)."""
+    paths no route takes.
 
-    def __init__(self) -> None:
-        self._router = None
+    Falcon sets `req.uri_template` once it has routed the request. A request
+    refused before routing (401 from the token check's process_request) has
+    none, so it is matched here against the app's router, which the app is
+    given (`falcon.App(router=...)`) rather than read out of it."""
 
-    def attach(self, app: falcon.App) -> None:
-        self._router = app._router  # falcon keeps no public handle on it
+    def __init__(self, router: CompiledRouter) -> None:
+        self.router = router
 
     def _route_of(self, req: falcon.Request) -> str:
         if req.uri_template:
             return req.uri_template
-        if self._router is not None:
-            try:
-                found = self._router.find(req.path, req)
-            except Exception:  # noqa: BLE001 - a label is not worth failing a request for
-                found = None
-            if found is not None:
-                return found[3]
-        return "unmatched"
+        try:
+            found = self.router.find(req.path, req)
+        except Exception:  # a label is not worth failing a request for
+            found = None
+        return found[3] if found is not None and found[3] else "unmatched"
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
         started = getattr(req.context, "metrics_started", None)
         if started is None:
             return
         method = req.method if req.method in KNOWN_METHODS else "OTHER"
-        REQUEST_DURATION.labels(self._route_of(req), method, str(resp.status_code)).observe(time.perf_counter() - started)
+        REQUEST_DURATION.labels(self._route_of(req), method, str(resp.status_code)).observe(
+            time.perf_counter() - started)
 
 
 class ScrapeDuration:

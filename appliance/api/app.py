@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from appliance import hosturi
 from appliance.api import error_shape, openapi, resources
@@ -14,13 +15,13 @@ from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
 
 def create_app(service: Service, token: str) -> falcon.App:
-    # RequestMetrics first, so that refused requests are timed too.
-    metrics = RequestMetrics()
+    # RequestMetrics first, so that refused requests are timed too; it names
+    # them by route through the app's router, made here for both to share.
+    router = CompiledRouter()
     auth = TokenAuth(token, public_paths=frozenset())
-    app = falcon.App(middleware=[metrics, auth, BodyLimit(service.config.max_body_bytes),
-                                 FiniteWaits()])
+    app = falcon.App(router=router, middleware=[
+        RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()])
     app.req_options.media_handlers = json_handlers()
-    metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True
     error_shape.install(app)
     public_paths: set[str] = set()
