@@ -63,9 +63,14 @@ def _wait_query(args) -> dict:
 
 
 def cmd_serve(args) -> int:
-    from appliance.serve import serve
+    from exporter import shared_metrics
 
     config = Config.load(args.home) if (Path(args.home) / "config.json").exists() else Config(home=args.home)
+    # Before appliance.serve imports prometheus_client: this process and its
+    # children share their metrics through HOME/run/metrics.
+    shared_metrics.enter(config.run_dir / "metrics")
+    from appliance.serve import serve
+
     for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group"):
         value = getattr(args, field)
         if value is not None:

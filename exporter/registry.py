@@ -4,14 +4,13 @@ API metrics (the request histogram) and the scheduler's (appliance/metrics_sched
 are recorded in each gunicorn worker (and the scheduler's also in the FUSE child
 and the serve process).
 Under `vmctl serve` the workers run in prometheus_client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR, set by serve for the gunicorn child), and
+(PROMETHEUS_MULTIPROC_DIR, exporter/shared_metrics.py), and
 MultiProcessCollector sums every worker's files, so whichever worker answers
 the scrape reports the whole API. Without that variable (tests, a single
 process) the histogram is registered directly.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from appliance import metrics_scheduler
 from appliance.store import Store
 from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
 from exporter.collector import LibvirtCollector, Target
+from exporter.shared_metrics import multiprocess_dir
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # registry=None: it is registered where it is served (see build_registry).
@@ -31,10 +31,6 @@ REQUEST_DURATION = Histogram(
     "vmappliance_api_request_duration_seconds",
     "REST API request duration, by route template, method and status.",
     ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=None)
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 # The method label takes these values and OTHER: the HTTP server passes any method token
