@@ -1,13 +1,24 @@
 """The one exception hierarchy of the appliance.
 
-Every rule lives in the service layer and fails with one of these; the REST
-layer maps them to HTTP statuses and the FS layer to errnos, each in one table.
+Every rule lives in the service layer and fails with one of these. Each class
+says what it is in both views (DESIGN.md): `http_status` for the REST layer
+(one Falcon error handler reads it, appliance/api/app.py) and `errno` for the
+mount (fs/operations.py). A subclass inherits both unless it says otherwise,
+so the most specific class wins by plain attribute lookup: nothing walks the
+MRO by hand, and a new class cannot be missing from a table.
 """
 from __future__ import annotations
 
+import errno as errnos
+from http import HTTPStatus
+
 
 class ApplianceError(Exception):
-    """Base class. `reason` is for people, `field` names the offending input."""
+    """Base class. `reason` is for people, `field` names the offending input.
+    Raised as is (no subclass says more), it is a failure: 500, EIO."""
+
+    http_status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    errno: int = errnos.EIO
 
     def __init__(self, reason: str, field: str | None = None):
         super().__init__(reason)
@@ -24,26 +35,45 @@ class ApplianceError(Exception):
 class Invalid(ApplianceError):
     """Bad input: HTTP 422 (400 when the body is not even parseable), EINVAL."""
 
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+    errno = errnos.EINVAL
+
 
 class NotFound(ApplianceError):
     """A missing thing: 404, ENOENT."""
+
+    http_status = HTTPStatus.NOT_FOUND
+    errno = errnos.ENOENT
 
 
 class Conflict(ApplianceError):
     """The request conflicts with the current state (running VM, name taken): 409, EBUSY."""
 
+    http_status = HTTPStatus.CONFLICT
+    errno = errnos.EBUSY
+
 
 class PreconditionFailed(Conflict):
     """If-Match named a generation that is no longer current: 412, EBUSY."""
+
+    http_status = HTTPStatus.PRECONDITION_FAILED
 
 
 class Forbidden(ApplianceError):
     """Not allowed: 403, EACCES."""
 
+    http_status = HTTPStatus.FORBIDDEN
+    errno = errnos.EACCES
+
 
 class Failed(ApplianceError):
     """An operation was tried and failed: 500-class, EIO. The reason is also in events."""
 
+    http_status = HTTPStatus.INTERNAL_SERVER_ERROR
+    errno = errnos.EIO
+
 
 class Timeout(Failed):
     """An operation did not finish within the wait bound: 504, EIO (it may still finish)."""
+
+    http_status = HTTPStatus.GATEWAY_TIMEOUT

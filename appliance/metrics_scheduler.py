@@ -7,13 +7,11 @@
 itself). Placement runs in three kinds of process, and the numbers of all of
 them reach /metrics the way the API's request histogram does (exporter/registry.py):
 
-- gunicorn workers and the FUSE child are started by `vmctl serve` with
-  PROMETHEUS_MULTIPROC_DIR set, so prometheus_client writes these metrics to
-  per-process files there and `MultiProcessCollector` sums them at a scrape;
-- the serve process itself (the controller: evacuation) is not started with
-  that variable; `share(directory)` (called by exporter.appliance.publish_reconcile
-  once serve has prepared the directory) moves this process's metrics into the
-  same files, keeping what was counted before;
+- under `vmctl serve` (gunicorn workers, the FUSE child, and the serve process
+  itself, whose controller places evacuated VMs) PROMETHEUS_MULTIPROC_DIR is
+  set before prometheus_client is imported (exporter/shared_metrics.py), so
+  prometheus_client writes these metrics to per-process files there and
+  `MultiProcessCollector` sums them at a scrape;
 - anywhere else (tests, a single process) they stay in memory and
   `exporter.registry.build_registry` registers them directly.
 
@@ -25,12 +23,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 
-from prometheus_client import Counter, Histogram, values
+from prometheus_client import Counter, Histogram
 
 from scheduler import FILTERS
 
@@ -42,52 +38,32 @@ RESULTS = ("placed", "no_valid_host")
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        # registry=None: registered where they are served (exporter.registry.build_registry).
-        self.decisions = Histogram("vmappliance_scheduler_decision_seconds",
-                                   "Time one placement decision took (reading the hosts and claims, "
-                                   "filtering, weighing), by result.",
-                                   ["result"], buckets=DECISION_BUCKETS, registry=None)
-        self.rejections = Counter("vmappliance_scheduler_rejections",
-                                  "Hosts a placement turned away, by the first filter each failed.",
-                                  ["filter"], registry=None)
-        self.by_result = {result: self.decisions.labels(result) for result in RESULTS}
-        self.by_filter = {name: self.rejections.labels(name) for name in FILTERS}
-        self.multiprocess = all(getattr(c._value, "_multiprocess", False) for c in self.by_filter.values())
-
-    def absorb(self, other: _Metrics) -> None:
-        """Add another set's counts to these (prometheus_client has no public way to add to a bucket)."""
-        for result, child in other.by_result.items():
-            mine = self.by_result[result]
-            for bucket, theirs in zip(mine._buckets, child._buckets, strict=True):
-                if theirs.get():
-                    bucket.inc(theirs.get())
-            if child._sum.get():
-                mine._sum.inc(child._sum.get())
-        for name, child in other.by_filter.items():
-            if child._value.get():
-                self.by_filter[name].inc(child._value.get())
-
-
-_lock = threading.Lock()
-_metrics = _Metrics()
+# registry=None: registered where they are served (exporter.registry.build_registry).
+DECISIONS = Histogram("vmappliance_scheduler_decision_seconds",
+                      "Time one placement decision took (reading the hosts and claims, "
+                      "filtering, weighing), by result.",
+                      ["result"], buckets=DECISION_BUCKETS, registry=None)
+REJECTIONS = Counter("vmappliance_scheduler_rejections",
+                     "Hosts a placement turned away, by the first filter each failed.",
+                     ["filter"], registry=None)
+_BY_RESULT = {result: DECISIONS.labels(result) for result in RESULTS}
+_BY_FILTER = {name: REJECTIONS.labels(name) for name in FILTERS}
 
 
 def collectors() -> list:
     """The two metrics, for a registry of a single process (not multiprocess mode)."""
-    return [_metrics.decisions, _metrics.rejections]
+    return [DECISIONS, REJECTIONS]
 
 
-def observe_decision(seconds: float, result: str, rejected_by: Mapping[str, int] | None = None) -> None:
+def observe_decision(seconds: float, result: str,
+                     rejected_by: Mapping[str, int] | None = None) -> None:
     """One decision: its duration, placed or no_valid_host, and how many hosts each filter rejected.
     Never raises: a metric is not worth failing a placement for."""
     try:
-        with _lock:
-            _metrics.by_result[result].observe(seconds)
-            for name, count in (rejected_by or {}).items():
-                if count:
-                    _metrics.by_filter[name].inc(count)
+        _BY_RESULT[result].observe(seconds)
+        for name, count in (rejected_by or {}).items():
+            if count:
+                _BY_FILTER[name].inc(count)
     except Exception:
         log.exception("scheduler metrics: %s %s %s", seconds, result, rejected_by)
 
@@ -95,7 +71,8 @@ def observe_decision(seconds: float, result: str, rejected_by: Mapping[str, int]
 def observe(decision, seconds: float) -> None:
     """`observe_decision` for a scheduler.Decision."""
     try:
-        result, rejected = ("placed" if decision.host is not None else "no_valid_host"), decision.rejected_by()
+        result = "placed" if decision.host is not None else "no_valid_host"
+        rejected = decision.rejected_by()
     except Exception:
         log.exception("scheduler metrics: reading %r", decision)
         return
@@ -115,25 +92,3 @@ def timed_placement(place: Callable) -> Callable:
 
     return timed
 
-
-def share(directory: str) -> bool:
-    """Record this process's metrics in the multiprocess directory from now on
-    (for the serve process, which was not started with PROMETHEUS_MULTIPROC_DIR).
-    What was counted so far is carried over. Returns False if they already were
-    multiprocess (a worker, or a second call)."""
-    global _metrics
-    with _lock:
-        if _metrics.multiprocess:
-            return False
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-        # prometheus_client picks the value class when it is imported; these
-        # metrics alone get the multiprocess one, all their children made here.
-        saved = values.ValueClass
-        values.ValueClass = values.MultiProcessValue()
-        try:
-            shared = _Metrics()
-        finally:
-            values.ValueClass = saved
-        shared.absorb(_metrics)
-        _metrics = shared
-        return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from appliance.errors import ApplianceError, NotFound
 from appliance.image_store import remove_stale_uploads
 from appliance.service import Service
 from appliance.store import Store
+from exporter.appliance import publish_reconcile
 
 log = logging.getLogger("vmctl.serve")
 PR_SET_PDEATHSIG = 1
@@ -158,7 +158,10 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     # 1,000 VMs (BENCHMARKS.md). Two arenas per process are plenty under the GIL.
     env.setdefault("MALLOC_ARENA_MAX", "2")
     stopping = threading.Event()
-    env["PROMETHEUS_MULTIPROC_DIR"] = prepare_metrics(config, controller, store, stopping)
+    # The controller's reconcile duration is copied to the store for /metrics to
+    # read; the API metrics already go to HOME/run/metrics (exporter/shared_metrics.py,
+    # entered by `vmctl serve` before this module was imported), and env has it.
+    publish_reconcile(controller, store, stopping)
 
     def on_signal(signum, _frame) -> None:
         stopping.set()
@@ -193,19 +196,6 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     controller.stop()
     log.info("stopped")
     return 0
-
-
-def prepare_metrics(config: Config, controller: Controller, store: Store, stopping: threading.Event) -> str:
-    """Prometheus (exporter/): the gunicorn workers share their API metrics through
-    files in HOME/run/metrics (multiprocess mode), wiped at each start; the
-    controller's reconcile duration is copied to the store for /metrics to read."""
-    from exporter.appliance import publish_reconcile
-
-    metrics_dir = config.run_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    publish_reconcile(controller, store, stopping, metrics_dir=str(metrics_dir))
-    return str(metrics_dir)
 
 
 def extra_children(config: Config, env: dict) -> dict:

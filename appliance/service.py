@@ -32,7 +32,9 @@ from appliance.image_store import ImageStore
 from appliance.model import (
     ACTIVE_STATES,
     DEFAULT_CPUS,
+    DEFAULT_IMAGE,
     DEFAULT_MEMORY_MIB,
+    DEFAULT_NETWORK_TYPE,
     FINAL_OP_STATES,
     GROUP_POLICIES,
     HEARTBEAT_AGE,
@@ -46,7 +48,8 @@ from appliance.model import (
 from appliance.store import Store
 
 # The built-in default template: `mkdir vms/NAME` and a create without image.
-DEFAULT_TEMPLATE = {"image": "demo", "cpus": DEFAULT_CPUS, "memory": DEFAULT_MEMORY_MIB, "network": {"type": "user"}}
+DEFAULT_TEMPLATE = {"image": DEFAULT_IMAGE, "cpus": DEFAULT_CPUS, "memory": DEFAULT_MEMORY_MIB,
+                    "network": {"type": DEFAULT_NETWORK_TYPE.value}}
 
 # The files of one VM directory, in the order `ls` shows them: name -> writable.
 VM_FILES = {

@@ -10,9 +10,8 @@ The controller runs in the serve process, not in the API workers that answer
 /metrics. `publish_reconcile` runs in the serve process and copies the
 controller's `reconcile_seconds` into the store's meta table after each
 resync (key `metrics.reconcile_seconds`, with `metrics.reconcile_time`);
-`ApplianceCollector` reads it back. It also moves the serve process's scheduler
-metrics (the controller places evacuated VMs) into the multiprocess directory
-the workers read (appliance/metrics_scheduler.py).
+`ApplianceCollector` reads it back. (The serve process's scheduler metrics
+reach the workers through the multiprocess directory: exporter/shared_metrics.py.)
 
 Host families (`_hosts`) are the scheduler's view of each host, from the same
 functions placement uses (placement.host_states, placement.allocations), so
@@ -34,7 +33,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from appliance import metrics_scheduler, placement
+from appliance import placement
 from appliance.config import Config
 from appliance.model import FINAL_OP_STATES, HOST_RATIOS, HOST_STATES, HostAdminState
 from appliance.service import is_ready
@@ -54,20 +53,9 @@ GIB = 1024 ** 3
 # Event kinds counted per VM (vmappliance_vm_events_total), for alerts that name the VM.
 VM_EVENT_KINDS = ("liveness-failed", "operation-failed", "converging", "evacuated", "lost", "migrated")
 
-def publish_reconcile(controller, store: Store, stopping: threading.Event, period: float = 1.0,
-                      metrics_dir: str | None = None) -> threading.Thread:
-    """Copy controller.reconcile_seconds to the meta table whenever it changes; and
-    record this process's scheduler metrics in the multiprocess directory (serve
-    prepares it as HOME/run/metrics before calling this)."""
-    if metrics_dir is None:
-        config = getattr(controller, "config", None)
-        candidate = config.run_dir / "metrics" if isinstance(config, Config) else None
-        metrics_dir = str(candidate) if candidate is not None and candidate.is_dir() else None
-    if metrics_dir is not None:
-        try:
-            metrics_scheduler.share(metrics_dir)
-        except Exception:
-            log.exception("sharing the scheduler metrics in %s", metrics_dir)
+def publish_reconcile(controller, store: Store, stopping: threading.Event,
+                      period: float = 1.0) -> threading.Thread:
+    """Copy controller.reconcile_seconds to the meta table whenever it changes."""
 
     def run() -> None:
         last = None

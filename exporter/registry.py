@@ -4,18 +4,18 @@ API metrics (the request histogram) and the scheduler's (appliance/metrics_sched
 are recorded in each gunicorn worker (and the scheduler's also in the FUSE child
 and the serve process).
 Under `vmctl serve` the workers run in prometheus_client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR, set by serve for the gunicorn child), and
+(PROMETHEUS_MULTIPROC_DIR, exporter/shared_metrics.py), and
 MultiProcessCollector sums every worker's files, so whichever worker answers
 the scrape reports the whole API. Without that variable (tests, a single
 process) the histogram is registered directly.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 import falcon
+from falcon.routing import CompiledRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -23,16 +23,14 @@ from appliance import metrics_scheduler
 from appliance.store import Store
 from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
 from exporter.collector import LibvirtCollector, Target
+from exporter.shared_metrics import multiprocess_dir
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # registry=None: it is registered where it is served (see build_registry).
 REQUEST_DURATION = Histogram(
-    "vmappliance_api_request_duration_seconds", "REST API request duration, by route template, method and status.",
+    "vmappliance_api_request_duration_seconds",
+    "REST API request duration, by route template, method and status.",
     ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=None)
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 # The method label takes these values and OTHER: the HTTP server passes any method token
@@ -44,37 +42,36 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class RequestMetrics:
     """Falcon middleware: one histogram observation per request, labelled by
     the route template (/v1/vms/{name}), never the raw path; "unmatched" for
-    paths no route takes. A request refused before routing (401 from the
-    token check) is matched against the app's router here, so it is counted
-    under its route too (`attach(app)`)."""
+    paths no route takes.
 
-    def __init__(self) -> None:
-        self._router = None
+    Falcon sets `req.uri_template` once it has routed the request. A request
+    refused before routing (401 from the token check's process_request) has
+    none, so it is matched here against the app's router, which the app is
+    given (`falcon.App(router=...)`) rather than read out of it."""
 
-    def attach(self, app: falcon.App) -> None:
-        self._router = app._router  # falcon keeps no public handle on it
+    def __init__(self, router: CompiledRouter) -> None:
+        self.router = router
 
     def _route_of(self, req: falcon.Request) -> str:
         if req.uri_template:
             return req.uri_template
-        if self._router is not None:
-            try:
-                found = self._router.find(req.path, req)
-            except Exception:  # noqa: BLE001 - a label is not worth failing a request for
-                found = None
-            if found is not None:
-                return found[3]
-        return "unmatched"
+        try:
+            found = self.router.find(req.path, req)
+        except Exception:  # a label is not worth failing a request for
+            found = None
+        return found[3] if found is not None and found[3] else "unmatched"
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
         started = getattr(req.context, "metrics_started", None)
         if started is None:
             return
         method = req.method if req.method in KNOWN_METHODS else "OTHER"
-        REQUEST_DURATION.labels(self._route_of(req), method, str(resp.status_code)).observe(time.perf_counter() - started)
+        REQUEST_DURATION.labels(self._route_of(req), method, str(resp.status_code)).observe(
+            time.perf_counter() - started)
 
 
 class ScrapeDuration:

@@ -1,20 +1,37 @@
 """`vmctl exporter`: the libvirt families alone, for hosts that run no API.
 
 Same collector as /metrics, one target (the given libvirt URI, labelled
-host=NAME), served by prometheus_client's own threaded HTTP server. Runs in
-the foreground until SIGTERM or SIGINT.
+host=NAME). Runs in the foreground until SIGTERM or SIGINT.
+
+Who may read it: the API's own token check (appliance/api/auth.py TokenAuth,
+the same middleware, the same 401 body), with the token of HOME/token (made,
+0600, at first start, as `vmctl serve` makes it). DESIGN.md's security model
+is deny by default, and a loopback listener is no shelter: a guest on a
+user-mode NIC reaches the host's 127.0.0.1 as 10.0.2.2 (SECURITY.md).
+`--public` serves without the token, as config metrics_public does for the API.
+
+Served by a threaded wsgiref server, as prometheus_client's start_http_server
+does, but with our Falcon app in front of the registry, so that the token
+check and the error shape are the API's.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import socket
+import socketserver
 import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import falcon
 import libvirt
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry
 
-from exporter.registry import build_registry
+from appliance.api import error_shape
+from appliance.api.auth import TokenAuth
+from exporter.registry import MetricsResource, build_registry
+
+log = logging.getLogger("vmctl.exporter")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -24,18 +41,53 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def run(listen: str, libvirt_uri: str, host_name: str | None = None, deadline: float = 5.0) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def create_app(registry: CollectorRegistry, token: str | None) -> falcon.App:
+    """/metrics behind the API's token check; token=None: public (`--public`)."""
+    middleware = [] if token is None else [TokenAuth(token, public_paths=frozenset())]
+    app = falcon.App(middleware=middleware)
+    error_shape.install(app)
+    app.add_route("/metrics", MetricsResource(registry))
+    return app
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per scrape, as prometheus_client's own server; none outlives the process."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's signature
+        """Prometheus scrapes every 15 s: no log line per scrape."""
+
+
+def serve(app: falcon.App, address: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Serve `app` at address:port in a daemon thread; returns the server and its thread."""
+    server_class = type("Server", (_ThreadingServer,),
+                        {"address_family": socket.getaddrinfo(address, port)[0][0]})
+    server = make_server(address, port, app, server_class=server_class,
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None = None,
+        deadline: float = 5.0) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
     address, port = parse_listen(listen)
     registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
                               api_metrics=False, deadline=deadline)
-    server, thread = start_http_server(port, addr=address, registry=registry)
-    logging.getLogger("vmctl.exporter").info("serving /metrics on http://%s:%d for %s", address, port, libvirt_uri)
+    server, thread = serve(create_app(registry, token), address, port)
+    log.info("serving /metrics on http://%s:%d for %s (%s)", address, port, libvirt_uri,
+             "public" if token is None else "bearer token")
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     stopping.wait()
     server.shutdown()
     thread.join(timeout=5)
+    server.server_close()
     return 0

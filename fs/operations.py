@@ -8,8 +8,8 @@ The tree is DESIGN.md's resource tree, at the same names as the REST paths:
 
 No rules live here. Which VM and host files are writable is the service's
 VM_FILES and HOST_FILES tables; values are checked by the service; every
-refusal is one of the service's exceptions, turned into an errno by ERRNO
-below, in `boundary`, the one place where exceptions leave this module.
+refusal is one of the service's exceptions, turned into the errno its class
+carries (errno_of), in `boundary`, the one place where exceptions leave this module.
 
 Creating a host or a server group takes more than one shell command, so the
 mount keeps the unfinished part in memory, in this process only:
@@ -70,18 +70,6 @@ from fs.inodes import Inodes
 
 log = logging.getLogger("vmctl.fs")
 
-# The one table from the service's errors to errnos (DESIGN.md); the most
-# specific class in an exception's MRO wins, anything else is EIO.
-ERRNO: dict[type, int] = {
-    errors.Invalid: errno.EINVAL,
-    errors.NotFound: errno.ENOENT,
-    errors.PreconditionFailed: errno.EBUSY,
-    errors.Conflict: errno.EBUSY,
-    errors.Forbidden: errno.EACCES,
-    errors.Timeout: errno.EIO,
-    errors.Failed: errno.EIO,
-}
-
 # Attribute and entry caches: the mount agrees with REST within this.
 CACHE_SECONDS = 1.0
 # Within one open file, content younger than this is served again instead of
@@ -94,10 +82,8 @@ Path = tuple[str, ...]
 
 
 def errno_of(err: BaseException) -> int:
-    for cls in type(err).__mro__:
-        if cls in ERRNO:
-            return ERRNO[cls]
-    return errno.EIO
+    """The service's errors carry their errno (appliance/errors.py); anything else is EIO."""
+    return err.errno if isinstance(err, errors.ApplianceError) else errno.EIO
 
 
 def boundary(method: Callable) -> Callable:

@@ -4,58 +4,26 @@ from __future__ import annotations
 import os
 
 import falcon
+from falcon.routing import CompiledRouter
 
-from appliance import errors, hosturi
-from appliance.api import openapi, resources
+from appliance import hosturi
+from appliance.api import error_shape, openapi, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
 from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
-# The one table from the service's errors to HTTP.
-STATUS = {
-    errors.Invalid: falcon.HTTP_422,
-    errors.NotFound: falcon.HTTP_404,
-    errors.PreconditionFailed: falcon.HTTP_412,
-    errors.Conflict: falcon.HTTP_409,
-    errors.Forbidden: falcon.HTTP_403,
-    errors.Timeout: falcon.HTTP_504,
-    errors.Failed: falcon.HTTP_500,
-}
-
-
-def _status_of(err: errors.ApplianceError) -> str:
-    for cls in type(err).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return falcon.HTTP_500
-
-
-def _handle_appliance_error(req, resp, err: errors.ApplianceError, params) -> None:
-    resp.status = _status_of(err)
-    resp.media = err.as_dict()
-
-
-def _serialize_http_error(req, resp, exception: falcon.HTTPError) -> None:
-    """Falcon's own errors (bad JSON, bad query parameters, 401, 404 routes) in our error shape."""
-    body = {"error": exception.title or "Error", "reason": exception.description or exception.title or ""}
-    param = getattr(exception, "param_name", None) or getattr(exception, "_param_name", None)
-    if param:
-        body["field"] = param
-    resp.content_type = falcon.MEDIA_JSON
-    resp.media = body
-
 
 def create_app(service: Service, token: str) -> falcon.App:
-    # RequestMetrics first, so that refused requests are timed too.
-    metrics = RequestMetrics()
+    # RequestMetrics first, so that refused requests are timed too; it names
+    # them by route through the app's router, made here for both to share.
+    router = CompiledRouter()
     auth = TokenAuth(token, public_paths=frozenset())
-    app = falcon.App(middleware=[metrics, auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()])
+    app = falcon.App(router=router, middleware=[
+        RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()])
     app.req_options.media_handlers = json_handlers()
-    metrics.attach(app)
     app.req_options.strip_url_path_trailing_slash = True
-    app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
-    app.set_error_serializer(_serialize_http_error)
+    error_shape.install(app)
     public_paths: set[str] = set()
 
     def route(path: str, resource: object, **kwargs: str) -> None:
@@ -87,9 +55,10 @@ def create_app(service: Service, token: str) -> falcon.App:
     # Prometheus (exporter/): wants the token unless the admin made it public
     # (config metrics_public); libvirt is first asked at the first scrape.
     config = service.config
-    scrape = MetricsResource(build_registry(service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
-                                            all_domains=config.metrics_all_domains,
-                                            uri_allowed=lambda uri: hosturi.refused(uri, config) is None))
+    scrape = MetricsResource(build_registry(
+        service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
+        all_domains=config.metrics_all_domains,
+        uri_allowed=lambda uri: hosturi.refused(uri, config) is None))
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
     return app

@@ -14,6 +14,9 @@ may look at the raw path to decide that a request needs no token. Two checks:
 A resource is public when its class (or instance) sets `auth_public = True`:
 the health checks, the OpenAPI document, and /metrics when the admin made it
 public (config metrics_public).
+
+`vmctl exporter` (exporter/standalone.py) serves its /metrics behind this same
+middleware, so both listeners compare tokens and refuse in one way.
 """
 from __future__ import annotations
 
@@ -31,14 +34,15 @@ def public(resource: Any) -> Any:
     return resource
 
 
-def token_matches(req: falcon.Request, token: bytes) -> bool:
-    """Whether the request carries `Authorization: Bearer TOKEN` (constant time)."""
-    scheme, _, supplied = (req.get_header("Authorization") or "").partition(" ")
+def bearer_matches(authorization: str | None, token: bytes) -> bool:
+    """Whether an Authorization header is `Bearer TOKEN` (constant-time compare)."""
+    scheme, _, supplied = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token)
 
 
 def unauthorized() -> falcon.HTTPUnauthorized:
-    return falcon.HTTPUnauthorized(title="Unauthorized", description=BEARER_HELP, challenges=["Bearer"])
+    return falcon.HTTPUnauthorized(title="Unauthorized", description=BEARER_HELP,
+                                   challenges=["Bearer"])
 
 
 class TokenAuth:
@@ -51,7 +55,7 @@ class TokenAuth:
         self.public_paths = public_paths
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.authenticated = token_matches(req, self.token)
+        req.context.authenticated = bearer_matches(req.get_header("Authorization"), self.token)
         if not req.context.authenticated and req.path not in self.public_paths:
             raise unauthorized()
 

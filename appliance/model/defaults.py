@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from appliance.model.states import RunStrategy
+from appliance.model.states import NetworkType, RunStrategy
 
 
 class Bounded(NamedTuple):
@@ -31,7 +31,9 @@ HEARTBEAT_SECONDS = 2.0  # how often the controller records that a host's libvir
 HEARTBEAT_AGE = 10.0  # a heartbeat older than this means the controller lost the host
 EVACUATE_AFTER = 60.0  # a host dead this long has its VMs restarted elsewhere (shared disks)
 
-# -- VM specs
+# -- VM specs (a create that names no template gets the built-in one: these)
+DEFAULT_IMAGE = "demo"
+DEFAULT_NETWORK_TYPE = NetworkType.USER
 DEFAULT_CPUS = 1
 DEFAULT_MEMORY_MIB = 128
 DEFAULT_RUN_STRATEGY = RunStrategy.ALWAYS

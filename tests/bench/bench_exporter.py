@@ -41,13 +41,13 @@ from tests.bench.common import ROOT, cpu_seconds_of_tree, p50, pct, ratio, stop_
 REFERENCE = "prometheus-libvirt-exporter"
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30, headers: dict | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited {proc.returncode}")
         try:
-            if requests.get(url, timeout=60).status_code == 200:
+            if requests.get(url, headers=headers, timeout=60).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -130,8 +130,10 @@ def bench_running(vms: int, rounds: int, workdir: Path, boot_wait: float = 15) -
         time.sleep(boot_wait)  # past the first seconds of boot
 
         ours_port, ref_port = free_port(), free_port()
-        ours = subprocess.Popen([sys.executable, "-m", "appliance.cli", "exporter", "--listen",
-                                 f"127.0.0.1:{ours_port}", "--libvirt-uri", app.libvirt_uri, "--host-name", "local"],
+        # the appliance's home: the exporter checks the same token (HOME/token)
+        ours = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--home", str(app.home), "exporter",
+                                 "--listen", f"127.0.0.1:{ours_port}", "--libvirt-uri", app.libvirt_uri,
+                                 "--host-name", "local"],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ours)
         ref = subprocess.Popen([REFERENCE, f"--web.listen-address=127.0.0.1:{ref_port}",
@@ -139,13 +141,15 @@ def bench_running(vms: int, rounds: int, workdir: Path, boot_wait: float = 15) -
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ref)
         targets = {
-            "vmctl_exporter": {"url": f"http://127.0.0.1:{ours_port}/metrics", "pid": ours.pid},
+            "vmctl_exporter": {"url": f"http://127.0.0.1:{ours_port}/metrics", "pid": ours.pid,
+                               "headers": {"Authorization": f"Bearer {app.token}"}},
             REFERENCE: {"url": f"http://127.0.0.1:{ref_port}/metrics", "pid": ref.pid},
             "api_metrics": {"url": f"{app.url}/metrics", "pid": app.proc.pid,
                             "headers": {"Authorization": f"Bearer {app.token}"}},
         }
         for name in ("vmctl_exporter", REFERENCE):
-            wait_http(targets[name]["url"], ours if name == "vmctl_exporter" else ref)
+            wait_http(targets[name]["url"], ours if name == "vmctl_exporter" else ref,
+                      headers=targets[name].get("headers"))
         results = scrape_round(targets, rounds)
 
         # coverage: what each says about one of our running VMs

@@ -204,25 +204,63 @@ def test_multiprocess_mode_sums_every_worker(tmp_path):
     promtool_check(out.encode())
 
 
-def test_vmctl_exporter_standalone():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "exporter", "--listen", f"127.0.0.1:{port}",
-                             "--libvirt-uri", "test:///default", "--host-name", "h1"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _start_exporter(home, port: int, *options: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "appliance.cli", "--home", str(home), "exporter",
+            "--listen", f"127.0.0.1:{port}", "--libvirt-uri", "test:///default",
+            "--host-name", "h1", *options]
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,  # noqa: S603 - our own CLI
+                            stderr=subprocess.DEVNULL)
+
+
+def _first_answer(proc: subprocess.Popen, url: str, **kwargs) -> requests.Response:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return requests.get(url, timeout=2, **kwargs)
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+
+
+def test_vmctl_exporter_standalone_wants_the_token(tmp_path, store, config):
+    """`vmctl exporter` used to answer anyone who could connect (a guest reaches the
+    host's loopback through slirp). It now takes the API's check: the token of
+    HOME/token, made at first start; without it, the API's very 401."""
+    home, port = tmp_path / "exporter-home", free_port()
+    proc = _start_exporter(home, port)
+    url = f"http://127.0.0.1:{port}/metrics"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                resp = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        refused = _first_answer(proc, url)
+        token = (home / "token").read_text().strip()
+        assert (home / "token").stat().st_mode & 0o077 == 0
+        api_app = create_app(Service(store, config), "sekret")
+        api = testing.TestClient(api_app).simulate_get("/metrics")
+        assert (refused.status_code, refused.json()) == (401, api.json)
+        assert refused.headers["WWW-Authenticate"] == api.headers["WWW-Authenticate"] == "Bearer"
+        for wrong in ("Bearer wrong", f"Bearer {token}x", token, f"Basic {token}"):
+            resp = requests.get(url, headers={"Authorization": wrong}, timeout=5)
+            assert resp.status_code == 401 and "vmappliance" not in resp.text, wrong
+        assert requests.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 401
+        resp = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert resp.status_code == 200
         assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
-        assert 'vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0' in resp.text
+        assert ('vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0'
+                in resp.text)
         assert "vmappliance_api_request" not in resp.text
         promtool_check(resp.content)
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_vmctl_exporter_public_serves_without_a_token(tmp_path):
+    home, port = tmp_path / "exporter-home", free_port()
+    proc = _start_exporter(home, port, "--public")
+    try:
+        resp = _first_answer(proc, f"http://127.0.0.1:{port}/metrics")
+        assert resp.status_code == 200
+        assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
+        assert not (home / "token").exists()
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

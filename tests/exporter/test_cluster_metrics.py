@@ -17,7 +17,7 @@ from appliance.api.app import create_app
 from appliance.config import Config
 from appliance.service import Service
 from appliance.store import Store
-from exporter.appliance import ApplianceCollector, publish_reconcile
+from exporter.appliance import ApplianceCollector
 from tests.appliance_process import ROOT
 from tests.exporter.test_collector import promtool_check
 
@@ -217,19 +217,20 @@ def test_metrics_route_serves_host_and_scheduler_families(store, config):
     assert 'vmappliance_scheduler_rejections_total{filter="RamFilter"}' in text
 
 
-CONTROLLER = """
-import sys
-from appliance import metrics_scheduler
-from exporter.appliance import publish_reconcile
-metrics_scheduler.observe_decision(0.5, "placed", {"RamFilter": 1})   # before serve shares
-assert "PROMETHEUS_MULTIPROC_DIR" not in __import__("os").environ
-class Controller:
-    reconcile_seconds = 0.0
-import threading
-stopping = threading.Event()
-publish_reconcile(Controller(), None, stopping, period=60, metrics_dir=sys.argv[1])
-stopping.set()
-metrics_scheduler.observe_decision(1.5, "no_valid_host", {"RamFilter": 2})  # after
+# The serve process as `vmctl serve` runs it, up to the point where appliance.serve
+# takes over: a stand-in for that module records what the controller would.
+SERVE = """
+import sys, types
+stand_in = types.ModuleType("appliance.serve")
+def serve(config, demo_image=None):
+    from appliance import metrics_scheduler
+    metrics_scheduler.observe_decision(0.5, "placed", {"RamFilter": 1})
+    metrics_scheduler.observe_decision(1.5, "no_valid_host", {"RamFilter": 2})
+    return 0
+stand_in.serve = serve
+sys.modules["appliance.serve"] = stand_in
+from appliance.cli import main
+sys.exit(main(["--home", sys.argv[1], "serve", "--no-mount"]))
 """
 WORKER = """
 from appliance import metrics_scheduler
@@ -243,12 +244,15 @@ print(generate_latest(build_registry(None, "test:///default")).decode())
 
 
 def test_the_serve_process_and_the_workers_share_the_scheduler_metrics(tmp_path):
-    """The controller's process (started without PROMETHEUS_MULTIPROC_DIR) and a worker
-    (started with it) both count in what any worker's /metrics reports."""
-    shared = tmp_path / "metrics"
-    shared.mkdir()
+    """The serve process (the controller places evacuated VMs) and a worker (started
+    with serve's environment) both count in what any worker's /metrics reports."""
+    home = tmp_path / "home"
+    shared = home / "run" / "metrics"
+    shared.mkdir(parents=True)
+    (shared / "counter_999.db").write_bytes(b"left by an earlier run")
     plain = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    subprocess.run([sys.executable, "-c", CONTROLLER, str(shared)], env=plain, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", SERVE, str(home)], env=plain, cwd=ROOT, check=True)
+    assert not (shared / "counter_999.db").exists()
     env = {**plain, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     subprocess.run([sys.executable, "-c", WORKER], env=env, cwd=ROOT, check=True)
     out = subprocess.run([sys.executable, "-c", SCRAPER], env=env, cwd=ROOT, check=True,
@@ -263,13 +267,12 @@ def test_the_serve_process_and_the_workers_share_the_scheduler_metrics(tmp_path)
     promtool_check(out.encode())
 
 
-def test_publish_reconcile_without_a_metrics_dir_leaves_the_metrics_in_memory(store):
-    import threading
+def test_the_multiprocess_dir_is_refused_once_prometheus_client_is_imported(tmp_path):
+    """Set later, prometheus_client would keep this process's metrics in memory, where
+    no worker's scrape sees them: entering then is an error, not a silent loss."""
+    from exporter import shared_metrics
 
-    class Controller:
-        reconcile_seconds = 0.0
-
-    stopping = threading.Event()
-    stopping.set()
-    publish_reconcile(Controller(), store, stopping).join(2)
-    assert not metrics_scheduler._metrics.multiprocess
+    with pytest.raises(RuntimeError, match="before prometheus_client is imported"):
+        shared_metrics.enter(tmp_path / "metrics")
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not (tmp_path / "metrics").exists()

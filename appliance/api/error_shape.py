@@ -1,0 +1,33 @@
+"""The one shape of an error body, `{"error", "reason", "field"?}`, for every
+Falcon app the appliance serves (the API, and `vmctl exporter`'s /metrics)."""
+from __future__ import annotations
+
+import falcon
+
+from appliance import errors
+
+
+def _handle_appliance_error(req: falcon.Request, resp: falcon.Response,
+                            err: errors.ApplianceError, params: dict) -> None:
+    """The service's errors at the edge. One handler serves every class: each
+    carries its own status (appliance/errors.py), and the most specific one
+    wins by attribute lookup, so there is no table to keep in step."""
+    resp.status = err.http_status
+    resp.media = err.as_dict()
+
+
+def _serialize_http_error(req: falcon.Request, resp: falcon.Response,
+                          exception: falcon.HTTPError) -> None:
+    """Falcon's own errors (bad JSON, bad query parameters, 401, 404 routes) in our shape."""
+    body = {"error": exception.title or "Error",
+            "reason": exception.description or exception.title or ""}
+    param = getattr(exception, "param_name", None) or getattr(exception, "_param_name", None)
+    if param:
+        body["field"] = param
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = body
+
+
+def install(app: falcon.App) -> None:
+    app.add_error_handler(errors.ApplianceError, _handle_appliance_error)
+    app.set_error_serializer(_serialize_http_error)

@@ -1,0 +1,61 @@
+"""vmctl: tables for people, --json for scripts; everything through the REST API
+except `serve` (which runs it), `mount`, `exporter` and `doctor` (which must work
+when it does not).
+
+    parser.py   the commands and options (--help's defaults from appliance.model)
+    vms.py      VMs and images          hosts.py   hosts and server groups
+    local.py    serve, mount, exporter, doctor     output.py  tables and JSON
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from appliance.cli import hosts, local, vms
+from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
+from appliance.client import APIError, Client
+from appliance.model import STATE_ALIASES, StateVerb
+
+__all__ = ["build_parser", "main"]
+
+# Commands that run here, without a client.
+LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
+    "exporter": local.cmd_exporter,
+}
+# Commands that are one call of the REST API (or a poll of one).
+API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
+    "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
+    "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
+    "group": hosts.cmd_group,
+}
+# vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
+STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)
+                                  for command, _ in STATE_COMMAND_HELP}
+
+
+def _run_api_command(client: Client, args: argparse.Namespace) -> int:
+    if args.command in STATE_COMMANDS:
+        return vms.set_state(client, args, STATE_COMMANDS[args.command])
+    return API_COMMANDS[args.command](client, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in LOCAL_COMMANDS:
+        return LOCAL_COMMANDS[args.command](args)
+    if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
+        print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
+        return 2
+    client = Client.from_home(args.home)
+    try:
+        return _run_api_command(client, args)
+    except APIError as err:
+        print(f"vmctl {args.command}: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130

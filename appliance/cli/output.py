@@ -1,0 +1,37 @@
+"""What vmctl prints: tables for people, JSON for scripts (--json)."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
+    """Rows as aligned columns; columns are (HEADER, key)."""
+    cells = [[header for header, _ in columns]]
+    cells += [["" if row.get(key) is None else str(row[key]) for _, key in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def pair(text: str) -> tuple[str, str]:
+    """KEY=VALUE, for --label and --node-selector (argparse names the option on error)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def labels_text(labels: dict | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def wait_query(args: argparse.Namespace) -> dict:
+    """The query of a call that waits for its operation unless --no-wait."""
+    return {"wait": "false"} if getattr(args, "no_wait", False) else {}
+

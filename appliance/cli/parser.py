@@ -1,0 +1,178 @@
+"""vmctl's commands and options. Defaults shown in --help come from
+appliance.model, where the spec takes them from too."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from appliance.cli.output import pair
+from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
+from appliance.model import (
+    DEFAULT_CPU_RATIO,
+    DEFAULT_CPUS,
+    DEFAULT_DISK_RATIO,
+    DEFAULT_IMAGE,
+    DEFAULT_MEMORY_MIB,
+    DEFAULT_NETWORK_TYPE,
+    DEFAULT_RAM_RATIO,
+    DEFAULT_RUN_STRATEGY,
+    GROUP_POLICIES,
+    HOST_STATES,
+    RUN_STRATEGIES,
+)
+
+# vmctl's VM state subcommands and their help.
+STATE_COMMAND_HELP = [("start", "start"),
+                      ("stop", "shut down (ACPI, then force after the grace period)"),
+                      ("force-stop", "pull the plug"), ("pause", "pause"), ("resume", "resume"),
+                      ("reboot", "restart the guest")]
+MOUNT_GROUP_HELP = "let members of GROUP use the mount too (allow_other); default: only its owner"
+
+
+def _no_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", dest="no_wait", action="store_true")
+
+
+def _add_local_commands(sub: argparse._SubParsersAction) -> None:
+    """serve, mount, exporter: the commands that run here (appliance/cli/local.py)."""
+    serve = sub.add_parser("serve", help="run the controller and the REST API")
+    serve.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    serve.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
+    serve.add_argument("--libvirt-uri", dest="libvirt_uri", default=None)
+    serve.add_argument("--domain-prefix", dest="domain_prefix", default=None)
+    serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument("--demo-image", dest="demo_image", default=None,
+                       help="register this file as image 'demo' if there is none")
+    mount = serve.add_mutually_exclusive_group()
+    mount.add_argument("--mount", default=None, metavar="PATH",
+                       help="mount the file system view here (default HOME/mnt)")
+    mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
+    serve.add_argument("--mount-group", dest="mount_group", default=None, metavar="GROUP",
+                       help=MOUNT_GROUP_HELP)
+
+    p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
+    p.add_argument("path")
+    p.add_argument("--allow-group", dest="allow_group", default=None, metavar="GROUP",
+                   help=MOUNT_GROUP_HELP)
+
+    p = sub.add_parser("exporter",
+                       help="serve Prometheus metrics of a libvirt host, for hosts without the API")
+    p.add_argument("--listen", required=True, help="HOST:PORT for /metrics")
+    p.add_argument("--libvirt-uri", dest="libvirt_uri", default="qemu:///system")
+    p.add_argument("--host-name", dest="host_name", default=None,
+                   help="the host label (default: this machine's hostname)")
+    p.add_argument("--public", action="store_true",
+                   help="serve /metrics without the token "
+                        "(default: Bearer HOME/token, made at first start)")
+
+
+def _add_create(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("create", help="create a VM (started unless --stopped)")
+    p.add_argument("name")
+    p.add_argument("--image", help=f"an image's name (default {DEFAULT_IMAGE})")
+    p.add_argument("--cpus", type=int, help=f"vCPUs (default {DEFAULT_CPUS})")
+    p.add_argument("--memory", help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
+    p.add_argument("--disk", action="append", help="NAME:SIZE, an extra blank disk")
+    p.add_argument("--network", help=f"none | user | network:NAME (default {DEFAULT_NETWORK_TYPE})")
+    p.add_argument("--ip", help="fixed IPv4 on a libvirt network")
+    p.add_argument("--forward", action="append",
+                   help="HOSTPORT:GUESTPORT on 127.0.0.1 (user networking)")
+    p.add_argument("--user-data", dest="user_data", help="file")
+    p.add_argument("--meta-data", dest="meta_data", help="file")
+    p.add_argument("--network-config", dest="network_config", help="file")
+    p.add_argument("--run-strategy", dest="run_strategy", choices=list(RUN_STRATEGIES),
+                   help=f"when the appliance starts it again (default {DEFAULT_RUN_STRATEGY})")
+    p.add_argument("--label", action="append", type=pair, help="KEY=VALUE")
+    p.add_argument("--host", help="place it on this host (the scheduler still checks it fits)")
+    p.add_argument("--group", help="a server group (vmctl group create)")
+    p.add_argument("--node-selector", dest="node_selector", action="append", type=pair,
+                   metavar="KEY=VALUE",
+                   help="only on hosts with this label (repeat for several)")
+    p.add_argument("--stopped", action="store_true")
+    _no_wait(p)
+
+
+def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list VMs")
+    p.add_argument("--state")
+    p.add_argument("--label", help="KEY or KEY=VALUE")
+    p.add_argument("--host")
+    p = sub.add_parser("get", help="show one VM")
+    p.add_argument("name")
+    _add_create(sub)
+    for verb, helptext in STATE_COMMAND_HELP:
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("name")
+        _no_wait(p)
+    p = sub.add_parser("rename", help="rename a stopped VM")
+    p.add_argument("name")
+    p.add_argument("new_name")
+    p = sub.add_parser("delete", help="delete a VM and its disks")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="even while it runs")
+    _no_wait(p)
+    p = sub.add_parser("console", help="print the serial console")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("events", help="the event log")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("images", help="list, import, upload or delete images")
+    p.add_argument("action", nargs="?", choices=["list", "import", "upload", "delete"],
+                   default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("path", nargs="?")
+    p = sub.add_parser("migrate",
+                       help="move a VM to another host: live when it runs, offline when stopped")
+    p.add_argument("name")
+    p.add_argument("host")
+    p.add_argument("--force", action="store_true",
+                   help="skip the scheduler's filters (labels, capacity, groups)")
+    _no_wait(p)
+
+
+def _add_host_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("host", help="list, show, add, change the state of, or remove libvirt hosts")
+    hosts = p.add_subparsers(dest="action", required=True)
+    hosts.add_parser("list", help="hosts with their state and what is allocated")
+    hosts.add_parser("show", help="one host").add_argument("name")
+    h = hosts.add_parser("add", help="add a libvirt host")
+    h.add_argument("name")
+    h.add_argument("uri", help="qemu:///system, qemu+ssh://root@h2/system, qemu+unix:///system?socket=PATH")
+    h.add_argument("--label", action="append", type=pair, metavar="KEY=VALUE")
+    h.add_argument("--storage",
+                   help="hosts naming the same storage share VM disks (default: shared)")
+    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=float, metavar="X",
+                   help=f"vCPU overcommit (default {DEFAULT_CPU_RATIO:g})")
+    h.add_argument("--ram-ratio", dest="ram_ratio", type=float, metavar="X",
+                   help=f"RAM overcommit (default {DEFAULT_RAM_RATIO:g})")
+    h.add_argument("--disk-ratio", dest="disk_ratio", type=float, metavar="X",
+                   help=f"disk overcommit (default {DEFAULT_DISK_RATIO:g})")
+    h.add_argument("--migration-address", dest="migration_address", metavar="ADDRESS",
+                   help="where other hosts reach this one for live migration")
+    h = hosts.add_parser("state", help="enabled | disabled (no new VMs) | maintenance (and move "
+                                       "its VMs away; exit status 1 when some cannot leave)")
+    h.add_argument("name")
+    h.add_argument("state", choices=list(HOST_STATES))
+    hosts.add_parser("remove", help="remove a host that has no VMs").add_argument("name")
+
+    p = sub.add_parser("group", help="server groups: keep VMs together or apart")
+    groups = p.add_subparsers(dest="action")
+    groups.add_parser("list", help="groups and their members")
+    g = groups.add_parser("create", help="create a group")
+    g.add_argument("name")
+    g.add_argument("policy", choices=list(GROUP_POLICIES))
+    groups.add_parser("delete", help="delete a group without members").add_argument("name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmctl", description="Drive the vm-appliance.")
+    parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
+                        help="the appliance's home (config, token, store); default ./.appliance")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_local_commands(sub)
+    _add_vm_commands(sub)
+    _add_host_commands(sub)
+    sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
+    return parser

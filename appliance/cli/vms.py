@@ -1,0 +1,207 @@
+"""vmctl's VM and image commands: each one REST call (or a poll of one), printed."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.cli.output import print_json, table, wait_query
+from appliance.client import Client
+
+VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CPUS", "cpus"),
+              ("MEMORY", "memory"), ("IMAGE", "image"), ("HOST", "host"),
+              ("RUN STRATEGY", "strategy")]
+
+
+def _vm_row(vm: dict) -> dict:
+    spec = vm["spec"]
+    return {"name": vm["name"], "state": vm["state"], "desired": vm["desired_state"],
+            "cpus": spec["cpus"], "memory": f"{spec['memory']}M", "image": spec["image"],
+            "host": vm.get("host") or "", "strategy": spec["run_strategy"]}
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    items = client.get("/v1/vms", state=args.state, label=args.label, host=args.host)["items"]
+    if args.json:
+        print_json(items)
+    else:
+        table([_vm_row(vm) for vm in items], VM_COLUMNS)
+    return 0
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    vm = client.get(f"/v1/vms/{args.name}")
+    if args.json:
+        print_json(vm)
+        return 0
+    row = _vm_row(vm)
+    for key, label in [(k, h) for h, k in VM_COLUMNS]:
+        print(f"{label.lower():<13} {row[key]}")
+    print(f"{'generation':<13} {vm['generation']}")
+    print(f"{'reason':<13} {vm.get('reason') or '-'}")
+    if vm.get("restart_required"):
+        print("restart       required for spec changes to apply")
+    return 0
+
+
+def _read(path: str | None) -> str | None:
+    return Path(path).read_text() if path else None
+
+
+def _network(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--network, --ip and --forward as the spec's network object (None: the default)."""
+    if not (args.network or args.forward):
+        return None
+    network: dict[str, Any] = {"type": "user"}
+    if args.network:
+        kind, _, name = args.network.partition(":")
+        network = {"type": kind, **({"name": name} if name else {})}
+    if args.ip:
+        network["ip"] = args.ip
+    if args.forward:
+        pairs = [f.split(":") for f in args.forward]
+        network["port_forwards"] = [{"host_port": int(pair[0]), "guest_port": int(pair[1])}
+                                    for pair in pairs]
+    return network
+
+
+def create_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The POST /v1/vms body from `vmctl create`'s options: only what was given,
+    so that the spec's defaults apply to the rest."""
+    body: dict[str, Any] = {"name": args.name}
+    for field in ("image", "cpus", "memory", "run_strategy"):
+        value = getattr(args, field)
+        if value is not None:
+            body[field] = value
+    if args.disk:
+        disks = [d.split(":", 1) for d in args.disk]
+        body["disks"] = [{"name": d[0], "size": d[1]} for d in disks]
+    network = _network(args)
+    if network is not None:
+        body["network"] = network
+    parts = {"user_data": _read(args.user_data), "meta_data": _read(args.meta_data),
+             "network_config": _read(args.network_config)}
+    cloud_init = {k: v for k, v in parts.items() if v is not None}
+    if cloud_init:
+        body["cloud_init"] = cloud_init
+    if args.label:
+        body["labels"] = dict(args.label)
+    if args.node_selector:
+        body["node_selector"] = dict(args.node_selector)
+    for field in ("group", "host"):
+        if getattr(args, field):
+            body[field] = getattr(args, field)
+    if args.stopped:
+        body["state"] = "stopped"
+    return body
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    result = client.request("POST", "/v1/vms", create_body(args), query=wait_query(args))
+    if args.json:
+        print_json(result)
+    elif "operation" in result and "name" not in result:
+        print(f"accepted: operation {result['operation']['id']}")
+    else:
+        print(f"{result['name']}: {result['state']} on {result.get('host') or '-'}")
+    return 0
+
+
+def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
+    result = client.request("PUT", f"/v1/vms/{args.name}/state", {"state": state},
+                            query=wait_query(args))
+    if args.json:
+        print_json(result)
+    elif "name" in result:
+        print(f"{result['name']}: {result['state']}")
+    else:
+        print(f"accepted: operation {result['operation']['id']}")
+    return 0
+
+
+def cmd_rename(client: Client, args: argparse.Namespace) -> int:
+    result = client.request("PATCH", f"/v1/vms/{args.name}", {"name": args.new_name})
+    print(f"{args.name} -> {result['name']}")
+    return 0
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    client.request("DELETE", f"/v1/vms/{args.name}",
+                   query={"force": "true" if args.force else None, **wait_query(args)})
+    print(f"{args.name}: deleted" if not args.no_wait else f"{args.name}: deleting")
+    return 0
+
+
+def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
+    result = client.request("PUT", f"/v1/vms/{args.name}/host",
+                            {"host": args.host, "force": args.force}, query=wait_query(args))
+    if args.json:
+        print_json(result)
+    elif "name" not in result:
+        print(f"accepted: operation {result['operation']['id']}")
+    elif result.get("operation") is None:
+        print(f"{result['name']}: already on {result['host']}")
+    else:
+        print(f"{result['name']}: {result['state']} on {result['host']}")
+    return 0
+
+
+def cmd_console(client: Client, args: argparse.Namespace) -> int:
+    offset = 0
+    while True:
+        text = client.get(f"/v1/vms/{args.name}/console", offset=offset) or ""
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            offset += len(text.encode())
+        if not args.follow:
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    since = 0
+    while True:
+        items = client.get("/v1/events", vm=args.name, since=since)["items"]
+        for event in items:
+            since = max(since, event["id"])
+            if args.json:
+                print(json.dumps(event))
+            else:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+                vm = event["vm_name"] or "-"
+                print(f"{stamp}  {vm:<16} {event['kind']:<16} {event['message']}")
+        if not args.follow:
+            return 0
+        time.sleep(1)
+
+
+def cmd_images(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "import":
+        image = client.request("POST", "/v1/images",
+                               {"name": args.name, "path": os.path.abspath(args.path)})
+    elif args.action == "upload":
+        with open(args.path, "rb") as f:
+            image = client.request("PUT", f"/v1/images/{args.name}", raw=f.read(),
+                                   content_type="application/octet-stream")
+    elif args.action == "delete":
+        client.request("DELETE", f"/v1/images/{args.name}")
+        print(f"{args.name}: deleted")
+        return 0
+    else:
+        items = client.get("/v1/images")["items"]
+        if args.json:
+            print_json(items)
+        else:
+            table([{**i, "size": f"{i['virtual_size'] // (1 << 20)}M"} for i in items],
+                  [("NAME", "name"), ("FORMAT", "format"), ("SIZE", "size"), ("SOURCE", "source")])
+        return 0
+    if args.json:
+        print_json(image)
+    else:
+        print(f"{image['name']}: {image['format']}, {image['virtual_size'] // (1 << 20)} MiB")
+    return 0
