@@ -34,7 +34,7 @@ class Client:
         self.timeout = timeout
 
     @classmethod
-    def from_home(cls, home: str) -> "Client":
+    def from_home(cls, home: str) -> Client:
         config = Config.load(home)
         url = os.environ.get("VMCTL_URL") or f"http://{config.listen}"
         token = os.environ.get("VMCTL_TOKEN")

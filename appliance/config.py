@@ -156,7 +156,7 @@ class Config:
         tmp.replace(self.config_path)
 
     @classmethod
-    def load(cls, home: str | Path) -> "Config":
+    def load(cls, home: str | Path) -> Config:
         path = Path(home).absolute() / "config.json"
         if not path.exists():
             return cls(home=Path(home))

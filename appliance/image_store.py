@@ -20,8 +20,9 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from appliance import spec as specs
 from appliance.config import Config

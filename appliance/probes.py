@@ -16,9 +16,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from appliance.config import Config
 from appliance.store import Store
@@ -52,7 +52,7 @@ def check_tcp(address: str, port: int, timeout: float,
                 conn.settimeout(max(0.01, min(0.1, deadline - time.monotonic())))
                 try:
                     data = conn.recv(1, socket.MSG_PEEK)
-                except socket.timeout:
+                except TimeoutError:
                     if guest_accepted():
                         return True, f"{address}:{port} accepted by the guest"
                     if time.monotonic() >= deadline:

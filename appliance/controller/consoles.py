@@ -21,7 +21,7 @@ def mirror_key(vm_id: str, host: str) -> str:
 
 
 class ConsoleMirror:
-    def __init__(self, ctx: Context, files: "VmFiles"):
+    def __init__(self, ctx: Context, files: VmFiles):
         self.ctx = ctx
         self.files = files
 

@@ -8,7 +8,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from appliance.config import Config
 from appliance.errors import Failed

@@ -4,8 +4,9 @@ record the outcome. A VM has one operation in a worker at a time."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context
 from appliance.errors import Failed
@@ -21,7 +22,7 @@ Handler = Callable[[dict, dict], None]
 
 
 class OperationRunner:
-    def __init__(self, ctx: Context, observer: "VmObserver", pool: Executor):
+    def __init__(self, ctx: Context, observer: VmObserver, pool: Executor):
         self.ctx = ctx
         self.observer = observer
         self.pool = pool

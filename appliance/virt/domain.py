@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
-from pathlib import Path
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import defusedxml.ElementTree as DefusedET
-from typing import Callable
-
 import libvirt
 
 log = logging.getLogger(__name__)
