@@ -43,7 +43,8 @@ class OperationRunner:
             return True  # execute() records the failure
         needed = op["params"].get("target") if op["kind"] == "move" else row["host"]
         link = self.ctx.links.get(needed)
-        return link is None or link.connected  # an unknown host fails in the handler, with the reason
+        # an unknown host fails in the handler, with the reason
+        return link is None or link.connected
 
     def dispatch(self) -> None:
         claimed = set()
@@ -72,12 +73,16 @@ class OperationRunner:
             handler(op, row)
             # Observed state first: whoever waits on the operation reads the VM next.
             self.observer.observe_after(vm_id)
-            store.update_operation(op["id"], status="succeeded", progress=100, finished=self.ctx.clock())
+            store.update_operation(
+                op["id"], status="succeeded", progress=100, finished=self.ctx.clock()
+            )
             if store.get_vm_by_id(vm_id) is not None:
                 store.update_vm(vm_id, bump=False, last_error=None)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
             reason = failure_reason(err)
-            log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err)
+            log.warning(
+                "operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err
+            )
             self.observer.observe_after(vm_id)
             status = "cancelled" if self.ctx.op_cancelled(op) else "failed"
             store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())

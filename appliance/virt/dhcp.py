@@ -78,7 +78,9 @@ def _delete(conn: libvirt.virConnect, host: str, entry: dict) -> None:
     """Remove exactly this entry; one that is gone already (or a network that
     is) is nothing to release."""
     try:
-        _update(_network(conn, entry["network"], host), libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry)
+        _update(
+            _network(conn, entry["network"], host), libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry
+        )
     except (libvirt.libvirtError, Failed) as err:
         log.info("no DHCP reservation %s to release on %s: %s", entry, host, err)
 
@@ -107,9 +109,17 @@ def reserve(store: Store, conn: libvirt.virConnect, host: str, row: dict) -> Non
         try:
             _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want)
         except libvirt.libvirtError:
-            log.warning("DHCP reservation %s refused by network %s on %s", want, want["network"], host,
-                        exc_info=True)
-            raise Failed(f"network {want['network']!r} already has a DHCP reservation for MAC {want['mac']}, "
-                         f"name {want['name']} or IP {want['ip']} that this VM did not make") from None
+            log.warning(
+                "DHCP reservation %s refused by network %s on %s",
+                want,
+                want["network"],
+                host,
+                exc_info=True,
+            )
+            raise Failed(
+                f"network {want['network']!r} already has a DHCP reservation "
+                f"for MAC {want['mac']}, "
+                f"name {want['name']} or IP {want['ip']} that this VM did not make"
+            ) from None
     # Exactly ours (just made, or made before a crash or before reservations were recorded).
     store.set_meta(_key(row["id"], host), json.dumps(want, sort_keys=True))
