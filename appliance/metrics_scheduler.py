@@ -45,19 +45,26 @@ DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class _Metrics:
     def __init__(self) -> None:
         # registry=None: registered where they are served (exporter.registry.build_registry).
-        self.decisions = Histogram("vmappliance_scheduler_decision_seconds",
-                                   "Time one placement decision took (reading the hosts and claims, "
-                                   "filtering, weighing), by result.",
-                                   ["result"], buckets=DECISION_BUCKETS, registry=None)
+        self.decisions = Histogram(
+            "vmappliance_scheduler_decision_seconds",
+            "Time one placement decision took (reading the hosts and claims, "
+            "filtering, weighing), by result.",
+            ["result"],
+            buckets=DECISION_BUCKETS,
+            registry=None,
+        )
         self.rejections = Counter("vmappliance_scheduler_rejections",
                                   "Hosts a placement turned away, by the first filter each failed.",
                                   ["filter"], registry=None)
         self.by_result = {result: self.decisions.labels(result) for result in RESULTS}
         self.by_filter = {name: self.rejections.labels(name) for name in FILTERS}
-        self.multiprocess = all(getattr(c._value, "_multiprocess", False) for c in self.by_filter.values())
+        self.multiprocess = all(
+            getattr(c._value, "_multiprocess", False) for c in self.by_filter.values()
+        )
 
     def absorb(self, other: _Metrics) -> None:
-        """Add another set's counts to these (prometheus_client has no public way to add to a bucket)."""
+        """Add another set's counts to these (prometheus_client has no public way to add to a
+        bucket)."""
         for result, child in other.by_result.items():
             mine = self.by_result[result]
             for bucket, theirs in zip(mine._buckets, child._buckets, strict=True):
@@ -65,9 +72,9 @@ class _Metrics:
                     bucket.inc(theirs.get())
             if child._sum.get():
                 mine._sum.inc(child._sum.get())
-        for name, child in other.by_filter.items():
-            if child._value.get():
-                self.by_filter[name].inc(child._value.get())
+        for name, counter in other.by_filter.items():
+            if counter._value.get():
+                self.by_filter[name].inc(counter._value.get())
 
 
 _lock = threading.Lock()
@@ -79,7 +86,9 @@ def collectors() -> list:
     return [_metrics.decisions, _metrics.rejections]
 
 
-def observe_decision(seconds: float, result: str, rejected_by: Mapping[str, int] | None = None) -> None:
+def observe_decision(
+    seconds: float, result: str, rejected_by: Mapping[str, int] | None = None
+) -> None:
     """One decision: its duration, placed or no_valid_host, and how many hosts each filter rejected.
     Never raises: a metric is not worth failing a placement for."""
     try:
@@ -95,7 +104,10 @@ def observe_decision(seconds: float, result: str, rejected_by: Mapping[str, int]
 def observe(decision, seconds: float) -> None:
     """`observe_decision` for a scheduler.Decision."""
     try:
-        result, rejected = ("placed" if decision.host is not None else "no_valid_host"), decision.rejected_by()
+        result, rejected = (
+            ("placed" if decision.host is not None else "no_valid_host"),
+            decision.rejected_by(),
+        )
     except Exception:
         log.exception("scheduler metrics: reading %r", decision)
         return

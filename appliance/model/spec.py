@@ -100,14 +100,16 @@ class _Object(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         cls.field_names = frozenset(cls.model_fields)
-        cls.required_fields = tuple(name for name, info in cls.model_fields.items() if info.is_required())
+        cls.required_fields = tuple(
+            name for name, info in cls.model_fields.items() if info.is_required()
+        )
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return data
 
     @classmethod
-    def _prepare(cls, data: dict) -> dict:
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         return data
 
     @model_validator(mode="before")
@@ -131,7 +133,7 @@ class _LeavesOutUnset(_Object):
     """Unset optional parts are left out of the stored form, as they always were."""
 
     @model_serializer(mode="wrap")
-    def _stored(self, handler: Callable[[Any], dict]) -> dict:
+    def _stored(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
@@ -185,8 +187,12 @@ def _forwards_bounded(value: Any) -> Any:
     return value
 
 
-PortForwards = Annotated[list[PortForward], BeforeValidator(_forwards_bounded), Field(max_length=MAX_PORT_FORWARDS),
-                         WrapValidator(lambda v, handler: _forwards_unique(handler(v)))]
+PortForwards = Annotated[
+    list[PortForward],
+    BeforeValidator(_forwards_bounded),
+    Field(max_length=MAX_PORT_FORWARDS),
+    WrapValidator(lambda v, handler: _forwards_unique(handler(v))),
+]
 
 
 class Network(_Object):
@@ -200,9 +206,11 @@ class Network(_Object):
     name: LibvirtNetworkName | None = None
     port_forwards: PortForwards = Field(default_factory=list)
     ip: IPv4 | None = None
-    outbound: Annotated[Outbound, says(one_of(OUTBOUND)),
-                        Field(description="user mode: what the guest may reach (none: QEMU restrict=on)")] = \
-        Outbound.INTERNET  # never stored: the stored form leaves the default out
+    outbound: Annotated[
+        Outbound,
+        says(one_of(OUTBOUND)),
+        Field(description="user mode: what the guest may reach (none: QEMU restrict=on)"),
+    ] = Outbound.INTERNET  # never stored: the stored form leaves the default out
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -212,7 +220,7 @@ class Network(_Object):
         return data
 
     @classmethod
-    def _prepare(cls, data: dict) -> dict:
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         kind = data.get("type", NetworkType.USER)
         if kind not in NETWORK_TYPES:
             raise refused(one_of(NETWORK_TYPES), ".type")
@@ -248,12 +256,14 @@ class Network(_Object):
     def _outbound_in_user_mode(cls, value: Any, info: ValidationInfo) -> Any:
         if info.data["type"] == NetworkType.NETWORK:
             if value is not None:
-                raise refused("applies to user-mode networking; a libvirt network's forward mode decides")
+                raise refused(
+                    "applies to user-mode networking; a libvirt network's forward mode decides"
+                )
             return Outbound.INTERNET
         return value
 
     @model_serializer(mode="wrap")
-    def _stored(self, handler: Callable[[Any], dict]) -> dict:
+    def _stored(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         data = handler(self)
         out: dict[str, Any] = {"type": data["type"]}
         if data["type"] == NetworkType.NONE:
@@ -262,7 +272,8 @@ class Network(_Object):
             out["mac"] = data["mac"]
         if data["type"] == NetworkType.USER:
             out["port_forwards"] = data["port_forwards"]
-            if data["outbound"] != Outbound.INTERNET:  # kept only when set, so that stored specs compare equal
+            # kept only when set, so that stored specs compare equal
+            if data["outbound"] != Outbound.INTERNET:
                 out["outbound"] = data["outbound"]
         else:
             out["name"] = data["name"] or "default"
@@ -302,19 +313,22 @@ class Probe(_LeavesOutUnset):
     tcp_socket: TcpSocketCheck | None = None
     console: ConsoleCheck | None = None
     guest_agent_ping: NoFields | None = None
-    initial_delay_seconds: Annotated[int, timing("initial_delay_seconds"),
-                                     timing_says("initial_delay_seconds")] = PROBE_TIMINGS["initial_delay_seconds"][0]
+    initial_delay_seconds: Annotated[
+        int, timing("initial_delay_seconds"), timing_says("initial_delay_seconds")
+    ] = PROBE_TIMINGS["initial_delay_seconds"][0]
     period_seconds: Annotated[int, timing("period_seconds"),
                               timing_says("period_seconds")] = PROBE_TIMINGS["period_seconds"][0]
     timeout_seconds: Annotated[int, timing("timeout_seconds"),
                                timing_says("timeout_seconds")] = PROBE_TIMINGS["timeout_seconds"][0]
-    failure_threshold: Annotated[int, timing("failure_threshold"),
-                                 timing_says("failure_threshold")] = PROBE_TIMINGS["failure_threshold"][0]
-    success_threshold: Annotated[int, timing("success_threshold"),
-                                 timing_says("success_threshold")] = PROBE_TIMINGS["success_threshold"][0]
+    failure_threshold: Annotated[
+        int, timing("failure_threshold"), timing_says("failure_threshold")
+    ] = PROBE_TIMINGS["failure_threshold"][0]
+    success_threshold: Annotated[
+        int, timing("success_threshold"), timing_says("success_threshold")
+    ] = PROBE_TIMINGS["success_threshold"][0]
 
     @classmethod
-    def _prepare(cls, data: dict) -> dict:
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         kinds = [kind for kind in PROBE_KINDS if kind in data]
         if len(kinds) != 1:
             raise refused("needs exactly one of " + ", ".join(PROBE_KINDS))
@@ -338,16 +352,25 @@ class Spec(BaseModel):
     image: ImageName
     cpus: Cpus = DEFAULT_CPUS
     memory: Memory = DEFAULT_MEMORY_MIB
-    disks: Disks = Field(default_factory=list, description=f"extra blank disks (at most {MAX_DISKS})")
+    disks: Disks = Field(
+        default_factory=list, description=f"extra blank disks (at most {MAX_DISKS})"
+    )
     network: Network = Field(default_factory=Network)
     cloud_init: CloudInit | None = None
-    run_strategy: Annotated[RunStrategy, says(one_of(RUN_STRATEGIES))] = stored_as_value(DEFAULT_RUN_STRATEGY)
+    run_strategy: Annotated[RunStrategy, says(one_of(RUN_STRATEGIES))] = stored_as_value(
+        DEFAULT_RUN_STRATEGY
+    )
     labels: Labels = Field(default_factory=dict)
-    node_selector: Labels = Field(default_factory=dict,
-                                  description="host labels the VM must land on (KubeVirt's nodeSelector)")
-    group: DnsName | None = Field(None, description="a server group (POST /v1/groups): affinity or anti-affinity")
-    termination_grace_period: Grace = Field(TERMINATION_GRACE_PERIOD,
-                                            description="seconds from ACPI shutdown to pulling the plug")
+    node_selector: Labels = Field(
+        default_factory=dict,
+        description="host labels the VM must land on (KubeVirt's nodeSelector)",
+    )
+    group: DnsName | None = Field(
+        None, description="a server group (POST /v1/groups): affinity or anti-affinity"
+    )
+    termination_grace_period: Grace = Field(
+        TERMINATION_GRACE_PERIOD, description="seconds from ACPI shutdown to pulling the plug"
+    )
     # Keep the vCPUs and memory claimed on the host while stopped (Nova's rule);
     # by default a stopped VM claims only its disks, and the rest when it starts.
     reserve_when_stopped: Flag = Field(False, description=(
@@ -365,7 +388,11 @@ class Spec(BaseModel):
             unknown = sorted(data.keys() - _FIELD_NAMES)[0]
             raise refused(f"unknown field; known fields are {', '.join(FIELDS)}", "." + unknown)
         # null means "the default"; name and image have none, and are refused by their rules.
-        return {"name": None, "image": None, **{key: value for key, value in data.items() if value is not None}}
+        return {
+            "name": None,
+            "image": None,
+            **{key: value for key, value in data.items() if value is not None},
+        }
 
     @field_validator("readiness_probe", "liveness_probe")
     @classmethod
@@ -374,7 +401,9 @@ class Spec(BaseModel):
         if probe is None or probe.tcp_socket is None or network is None:
             return probe
         port = probe.tcp_socket.port
-        if not any(f.guest_port == port and f.protocol == Protocol.TCP for f in network.port_forwards):
+        if not any(
+            f.guest_port == port and f.protocol == Protocol.TCP for f in network.port_forwards
+        ):
             # The appliance reaches guests only through forwards on 127.0.0.1.
             raise refused(f"needs a tcp port forward to guest port {port}", ".tcp_socket.port")
         return probe
@@ -386,9 +415,23 @@ _FIELD_NAMES = frozenset(FIELDS)
 # status then carries restart_required. These never change after creation:
 IMMUTABLE = ("image",)
 # The order the fields were always checked in: the first fault found is the one reported.
-CHECK_ORDER = ("name", "cpus", "memory", "disks", "network", "cloud_init", "labels", "node_selector", "group",
-               "readiness_probe", "liveness_probe", "image", "run_strategy", "termination_grace_period",
-               "reserve_when_stopped")
+CHECK_ORDER = (
+    "name",
+    "cpus",
+    "memory",
+    "disks",
+    "network",
+    "cloud_init",
+    "labels",
+    "node_selector",
+    "group",
+    "readiness_probe",
+    "liveness_probe",
+    "image",
+    "run_strategy",
+    "termination_grace_period",
+    "reserve_when_stopped",
+)
 
 
 def _precedence(error: Any) -> int:
@@ -406,7 +449,7 @@ def as_invalid(error: ValidationError) -> Invalid:
     return Invalid(reason, (path[1:] if path.startswith(".") else path) or None)
 
 
-def validate(raw: Any) -> dict:
+def validate(raw: Any) -> dict[str, Any]:
     """The normalised spec (the form the store keeps), or Invalid naming the first bad field."""
     try:
         return Spec.model_validate(raw).model_dump()
