@@ -40,10 +40,12 @@ test: setup lint
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
 	$(MAKE) bench-quick
 
-# ruff on the product code (rules in pyproject.toml: pyflakes and the security
-# rules); a finding is fixed, or justified where it stands with a noqa.
+# ruff and mypy on the product code (rules and strictness in pyproject.toml:
+# [tool.ruff.lint], [tool.mypy]); a finding is fixed, or justified where it
+# stands with a `noqa: CODE` or `type: ignore[code]` and its reason.
 lint: venv
 	$(VENV)/bin/ruff check appliance fs exporter scheduler
+	$(VENV)/bin/python -m mypy
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -ra tests/unit $(PYTEST_ARGS)

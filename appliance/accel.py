@@ -33,7 +33,9 @@ def _kvm_offered(conn: libvirt.virConnect) -> bool:
     return "<domain>kvm</domain>" in caps
 
 
-def probe_kvm(conn: libvirt.virConnect, image: Path, image_format: str, seconds: float = PROBE_SECONDS) -> tuple[bool, str]:
+def probe_kvm(
+    conn: libvirt.virConnect, image: Path, image_format: str, seconds: float = PROBE_SECONDS
+) -> tuple[bool, str]:
     """Boot `image` under KVM for up to `seconds`; True if the guest kernel printed."""
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
@@ -43,16 +45,26 @@ def probe_kvm(conn: libvirt.virConnect, image: Path, image_format: str, seconds:
         vm_dir = Path(tmp)
         vm_id = str(uuid.uuid4())
         plan = domain.DomainPlan(
-            vm_id=vm_id, domain_name=f"vmapp-kvm-probe-{vm_id[:8]}", vm_name="kvm-probe", instance_id="probe",
+            vm_id=vm_id,
+            domain_name=f"vmapp-kvm-probe-{vm_id[:8]}",
+            vm_name="kvm-probe",
+            instance_id="probe",
             spec={"cpus": 1, "memory": 128, "disks": [], "network": {"type": "none"}},
-            domain_type="kvm", vm_dir=vm_dir, mac="52:54:00:00:00:01", seed_iso=None,
-            direct_io=images.supports_direct_io(vm_dir))
+            domain_type="kvm",
+            vm_dir=vm_dir,
+            mac="52:54:00:00:00:01",
+            seed_iso=None,
+            direct_io=images.supports_direct_io(vm_dir),
+        )
         images.create_overlay(image, image_format, plan.root_disk)
         try:
             dom = conn.createXML(domain.build(plan), 0)
         except libvirt.libvirtError as err:
             # Seen on nested hosts: QEMU aborts setting an MSR under KVM.
-            return False, f"a KVM guest failed to start: {err.get_error_message().splitlines()[-1][:200]}"
+            return (
+                False,
+                f"a KVM guest failed to start: {err.get_error_message().splitlines()[-1][:200]}",
+            )
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
@@ -61,7 +73,10 @@ def probe_kvm(conn: libvirt.virConnect, image: Path, image_format: str, seconds:
                 except FileNotFoundError:
                     text = b""
                 if any(marker in text for marker in BOOT_MARKERS):
-                    return True, f"a KVM guest booted in {seconds - (deadline - time.monotonic()):.1f} s"
+                    return (
+                        True,
+                        f"a KVM guest booted in {seconds - (deadline - time.monotonic()):.1f} s",
+                    )
                 time.sleep(0.2)
             return False, f"/dev/kvm is present but a KVM guest printed nothing in {seconds:.0f} s"
         finally:

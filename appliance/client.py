@@ -28,13 +28,15 @@ class Client:
     def __init__(self, base_url: str, token: str | None, timeout: float = 600):
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             # urlopen would also take file: and ftp: URLs, and send the token there
-            raise ValueError(f"the appliance's URL must start with http:// or https://, not {base_url[:40]!r}")
+            raise ValueError(
+                f"the appliance's URL must start with http:// or https://, not {base_url[:40]!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
 
     @classmethod
-    def from_home(cls, home: str) -> "Client":
+    def from_home(cls, home: str) -> Client:
         config = Config.load(home)
         url = os.environ.get("VMCTL_URL") or f"http://{config.listen}"
         token = os.environ.get("VMCTL_TOKEN")
@@ -42,8 +44,16 @@ class Client:
             token = config.token()
         return cls(url, token)
 
-    def request(self, method: str, path: str, body: Any = None, query: dict | None = None,
-                headers: dict | None = None, raw: bytes | None = None, content_type: str | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict | None = None,
+        headers: dict | None = None,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Any:
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -69,7 +79,9 @@ class Client:
                 parsed = payload.decode(errors="replace")
             raise APIError(err.code, parsed) from None
         except urllib.error.URLError as err:
-            raise APIError(0, {"reason": f"cannot reach the appliance at {self.base_url}: {err.reason}"}) from None
+            raise APIError(
+                0, {"reason": f"cannot reach the appliance at {self.base_url}: {err.reason}"}
+            ) from None
         if not payload:
             return None
         if "json" in kind:

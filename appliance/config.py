@@ -156,7 +156,7 @@ class Config:
         tmp.replace(self.config_path)
 
     @classmethod
-    def load(cls, home: str | Path) -> "Config":
+    def load(cls, home: str | Path) -> Config:
         path = Path(home).absolute() / "config.json"
         if not path.exists():
             return cls(home=Path(home))
@@ -166,8 +166,11 @@ class Config:
         data["home"] = Path(home)
         version = data.get("config_version", 1)
         if version < 2 and data.pop("metrics_public", False):
-            log.warning("%s: metrics_public was the old default and is now off: /metrics wants the token "
-                        "(set \"metrics_public\": true to keep it public)", path)
+            log.warning(
+                "%s: metrics_public was the old default and is now off: /metrics wants the token "
+                '(set "metrics_public": true to keep it public)',
+                path,
+            )
         if version < 3 and data.get("threads") == 8:
             del data["threads"]
         data["config_version"] = CONFIG_VERSION

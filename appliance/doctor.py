@@ -43,7 +43,13 @@ def run_checks(home: str) -> list[dict]:
         results.append(_check("kvm", "warn", "/dev/kvm is missing: guests run under TCG (slow)",
                               "enable virtualisation in the firmware or load kvm_intel/kvm_amd"))
     elif verdict is None:
-        results.append(_check("kvm", "warn", "/dev/kvm exists; not probed yet (vmctl serve --accel auto probes once)"))
+        results.append(
+            _check(
+                "kvm",
+                "warn",
+                "/dev/kvm exists; not probed yet (vmctl serve --accel auto probes once)",
+            )
+        )
     elif verdict["accel"] == "kvm":
         results.append(_check("kvm", "ok", f"usable: {verdict['reason']}"))
     else:
@@ -60,7 +66,9 @@ def run_checks(home: str) -> list[dict]:
     usage = shutil.disk_usage(target)
     free_gib = usage.free / (1 << 30)
     if free_gib < 1:
-        results.append(_check("disk", "fail", f"{free_gib:.1f} GiB free under {target}", "free some space"))
+        results.append(
+            _check("disk", "fail", f"{free_gib:.1f} GiB free under {target}", "free some space")
+        )
     elif free_gib < 5:
         results.append(_check("disk", "warn", f"{free_gib:.1f} GiB free under {target}"))
     else:
@@ -77,6 +85,12 @@ def run_checks(home: str) -> list[dict]:
         except APIError as err:
             status = "warn" if err.status == 0 else "fail"
             detail = err.body if isinstance(err.body, dict) else str(err)
-            results.append(_check("api", status, f"{client.base_url}: {detail}",
-                                  "start it with `make run` or `vmctl serve`" if err.status == 0 else ""))
+            results.append(
+                _check(
+                    "api",
+                    status,
+                    f"{client.base_url}: {detail}",
+                    "start it with `make run` or `vmctl serve`" if err.status == 0 else "",
+                )
+            )
     return results

@@ -37,7 +37,9 @@ MAX_LENGTH = 1024
 REMOTE_SCHEMES = ("qemu+ssh", "qemu+tls", "qemu+tcp")
 SCHEMES = ("qemu", "qemu+unix", *REMOTE_SCHEMES, "test")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_HOSTNAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
 _PATH_CHARS = re.compile(r"/[A-Za-z0-9/._-]{1,200}")
 PARAM_VALUES = {"no_verify": ("0", "1"), "mode": ("auto", "legacy", "direct")}
@@ -102,6 +104,25 @@ def _check_authority(parts: urllib.parse.SplitResult) -> None:
 def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path,
              allow_test: bool = False) -> str:
     """The URI, unchanged, when it has one of the allowed shapes; Invalid(field "uri") otherwise."""
+    parts = _split(uri)
+    if parts.scheme == "test":
+        if not allow_test or uri != "test:///default":
+            raise _refuse("libvirt's test driver is for the appliance's own tests")
+        return str(uri)
+    if parts.path != "/system":
+        raise _refuse("the path must be /system (the appliance drives system-wide libvirtds)")
+    if parts.scheme in REMOTE_SCHEMES:
+        if not parts.netloc:
+            raise _refuse(f"{parts.scheme} needs a host: {parts.scheme}://HOST/system")
+        _check_authority(parts)
+    elif parts.netloc:
+        raise _refuse(f"{parts.scheme} takes no host: {parts.scheme}:///system")
+    _check_query(parts, socket_dirs, key_dir)
+    return str(uri)
+
+
+def _split(uri: object) -> urllib.parse.SplitResult:
+    """The parts of a printable, bounded URI with an allowed scheme and no fragment."""
     if not isinstance(uri, str) or not uri:
         raise _refuse("must be a string")
     if len(uri) > MAX_LENGTH:
@@ -116,23 +137,17 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
         raise _refuse(f"transport {shown(parts.scheme or uri)} is not allowed")
     if parts.fragment or uri.endswith("#"):
         raise _refuse("a fragment (#...) is not allowed")
-    if parts.scheme == "test":
-        if not allow_test or uri != "test:///default":
-            raise _refuse("libvirt's test driver is for the appliance's own tests")
-        return uri
-    if parts.path != "/system":
-        raise _refuse("the path must be /system (the appliance drives system-wide libvirtds)")
-    if parts.scheme in REMOTE_SCHEMES:
-        if not parts.netloc:
-            raise _refuse(f"{parts.scheme} needs a host: {parts.scheme}://HOST/system")
-        _check_authority(parts)
-    elif parts.netloc:
-        raise _refuse(f"{parts.scheme} takes no host: {parts.scheme}:///system")
+    return parts
+
+
+def _check_query(parts: urllib.parse.SplitResult, socket_dirs: Iterable[str | Path],
+                 key_dir: str | Path) -> None:
     if ";" in parts.query:
         raise _refuse("separate parameters with & only")  # libvirt splits on ; as well
     try:
-        params = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query),
-                                        max_num_fields=8)
+        params = urllib.parse.parse_qsl(
+            parts.query, keep_blank_values=True, strict_parsing=bool(parts.query), max_num_fields=8
+        )
     except ValueError:
         raise _refuse("the query is not key=value pairs") from None
     seen: set[str] = set()
@@ -151,8 +166,9 @@ def validate(uri: object, socket_dirs: Iterable[str | Path], key_dir: str | Path
             if value not in PARAM_VALUES[name]:
                 raise _refuse(f"{name}= must be one of {', '.join(PARAM_VALUES[name])}")
         else:
-            raise _refuse(f"the parameter {name}= is not allowed (allowed: socket, keyfile, no_verify, mode)")
-    return uri
+            raise _refuse(
+                f"the parameter {name}= is not allowed (allowed: socket, keyfile, no_verify, mode)"
+            )
 
 
 def refused(uri: str, config: Config) -> str | None:

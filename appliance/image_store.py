@@ -20,8 +20,9 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from appliance import spec as specs
 from appliance.config import Config
@@ -114,7 +115,10 @@ class ImageStore:
     def _import_dir(self) -> Path:
         directory = self.config.import_dir
         if directory is None:
-            raise Invalid("imports from a path are disabled (image_import_dir); upload the image instead", "path")
+            raise Invalid(
+                "imports from a path are disabled (image_import_dir); upload the image instead",
+                "path",
+            )
         return directory.resolve()
 
     def _open_importable(self, path: str) -> tuple[int, Path]:
@@ -122,7 +126,9 @@ class ImageStore:
         the resolved name before opening, the opened file's real path after
         (so a symlink swapped in between gains nothing)."""
         directory = self._import_dir()
-        outside = Invalid(f"path must name a file inside the image import directory {directory}", "path")
+        outside = Invalid(
+            f"path must name a file inside the image import directory {directory}", "path"
+        )
         if not path or "\x00" in path or len(path) > 4096:
             raise outside
         candidate = Path(path) if os.path.isabs(path) else directory / path
@@ -136,7 +142,9 @@ class ImageStore:
             # O_NONBLOCK: a FIFO planted in the directory must not hang the request.
             fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            raise Invalid("path names no readable file in the image import directory", "path") from None
+            raise Invalid(
+                "path names no readable file in the image import directory", "path"
+            ) from None
         try:
             opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -163,7 +171,9 @@ class ImageStore:
         """Refuse an image of `size` bytes that passes the cap or the free space."""
         cap = self.config.max_image_bytes
         if size > cap:
-            raise Invalid(f"the image is larger than the maximum of {_mib(cap)} (max_image_bytes)", field)
+            raise Invalid(
+                f"the image is larger than the maximum of {_mib(cap)} (max_image_bytes)", field
+            )
         free = free_bytes(self.config.images_dir)
         if size + FREE_SPACE_RESERVE > free:
             raise Invalid(f"not enough free space for the image: {_mib(size)} needed, "
@@ -174,7 +184,9 @@ class ImageStore:
         cap = self.config.max_image_bytes
         written = 0
         next_space_check = SPACE_RECHECK_BYTES
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -183,8 +195,11 @@ class ImageStore:
                         break
                     written += len(chunk)
                     if written > cap:
-                        raise Invalid(f"the image is larger than the maximum of {_mib(cap)} (max_image_bytes)",
-                                      field)
+                        raise Invalid(
+                            f"the image is larger than the maximum of {_mib(cap)} "
+                            "(max_image_bytes)",
+                            field,
+                        )
                     if written >= next_space_check:
                         next_space_check += SPACE_RECHECK_BYTES
                         if free_bytes(self.config.images_dir) < FREE_SPACE_RESERVE + len(chunk):
@@ -193,8 +208,12 @@ class ImageStore:
             if length is not None and written != length:
                 raise Invalid(f"upload ended after {written} of {length} bytes", field)
             if written == 0:
-                raise Invalid("the body is empty; send the image file" if field == "body" else "the file is empty",
-                              field)
+                raise Invalid(
+                    "the body is empty; send the image file"
+                    if field == "body"
+                    else "the file is empty",
+                    field,
+                )
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -9,6 +9,7 @@ MAX_DEPTH is refused as malformed (HTTP 400, EINVAL).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 MAX_DEPTH = 32
@@ -19,10 +20,12 @@ class TooDeep(ValueError):
 
 
 def depth_exceeds(data: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether data nests lists and objects more than limit levels deep (iteratively: no recursion)."""
+    """Whether data nests lists and objects more than limit levels deep (iteratively: no
+    recursion)."""
     stack = [(data, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -49,4 +52,8 @@ def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
 def shown(value: Any, limit: int = 60) -> str:
     """A user's value for an error message: repr'd and cut short, never echoed at length."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(str(value))} characters)"
+    return (
+        text
+        if len(text) <= limit
+        else text[: limit - 5] + "...'" + f" ({len(str(value))} characters)"
+    )

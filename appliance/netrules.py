@@ -19,8 +19,12 @@ from appliance.virt.portforward import PRIVILEGED_BELOW
 
 def _derived_mac(vm_id: str, attempt: int) -> str:
     # Locally administered range QEMU/libvirt use (52:54:00), stable per VM.
-    raw = uuid.UUID(vm_id).bytes if attempt == 0 else hashlib.sha256(f"{vm_id}/{attempt}".encode()).digest()
-    return "52:54:00:%02x:%02x:%02x" % (raw[0], raw[1], raw[2])
+    raw = (
+        uuid.UUID(vm_id).bytes
+        if attempt == 0
+        else hashlib.sha256(f"{vm_id}/{attempt}".encode()).digest()
+    )
+    return f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{raw[2]:02x}"
 
 
 def _holder(store: Store, mac: str, vm_id: str) -> dict | None:
@@ -81,5 +85,8 @@ def check_forward_ports(new_spec: dict, old_spec: dict | None, allow_privileged:
             raise Invalid(f"host port {own} is the appliance's API port (config listen)",
                           f"network.port_forwards[{i}].host_port")
         if fwd["host_port"] < PRIVILEGED_BELOW and not allow_privileged:
-            raise Invalid(f"host ports below {PRIVILEGED_BELOW} are bound as root and need the admin's "
-                          "allow_privileged_ports", f"network.port_forwards[{i}].host_port")
+            raise Invalid(
+                f"host ports below {PRIVILEGED_BELOW} are bound as root and need the admin's "
+                "allow_privileged_ports",
+                f"network.port_forwards[{i}].host_port",
+            )

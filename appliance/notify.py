@@ -38,7 +38,7 @@ class Listener:
         self._sock.settimeout(timeout)
         try:
             self._sock.recv(16)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return False
         self._sock.setblocking(False)
         try:

@@ -9,9 +9,10 @@ paused, or still running, starting, stopping or migrating. A stopped VM keeps
 its host and its disks but not its CPUs and RAM (KubeVirt's, Incus's and
 Proxmox's rule); its spec's `reserve_when_stopped: true` keeps them claimed
 (Nova's rule: an instance keeps its allocation until it is shelved). A start
-therefore claims, inside the transaction that records it (service.set_state). Since every writer holds SQLite's write
-lock (BEGIN IMMEDIATE) from reading the allocations to recording the claim,
-two concurrent placements cannot both take the last free slot on a host.
+therefore claims, inside the transaction that records it (service.set_state). Since
+every writer holds SQLite's write lock (BEGIN IMMEDIATE) from reading the allocations
+to recording the claim, two concurrent placements cannot both take the last free slot
+on a host.
 """
 from __future__ import annotations
 
@@ -119,11 +120,19 @@ def allocations(store: Store) -> dict[str, list[float]]:
 
 def vms_by_host(store: Store) -> dict[str, int]:
     """host -> how many VMs are placed there, running or not."""
-    return dict(store.db.execute("SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host").fetchall())
+    return dict(
+        store.db.execute(
+            "SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"
+        ).fetchall()
+    )
 
 
 def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
-    return bool(host["up"]) and host["last_seen"] is not None and now - host["last_seen"] < heartbeat_age
+    return (
+        bool(host["up"])
+        and host["last_seen"] is not None
+        and now - host["last_seen"] < heartbeat_age
+    )
 
 
 def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostState]:
@@ -132,20 +141,33 @@ def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostStat
     for host in store.list_hosts():
         info = host["info"] or {}
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
-        states.append(HostState(
-            name=host["name"], state=host["state"] or HostAdminState.ENABLED, up=host_is_up(host, now, heartbeat_age),
-            arch=guest_arch(info), cpus=int(info.get("cpus") or 0),
-            memory_mib=int(info.get("memory_mib") or 0), disk_gib=float(info.get("disk_bytes") or 0) / GIB,
-            cpu_ratio=host["cpu_ratio"] or DEFAULT_CPU_RATIO, ram_ratio=host["ram_ratio"] or DEFAULT_RAM_RATIO,
-            disk_ratio=host["disk_ratio"] or DEFAULT_DISK_RATIO, reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
-            allocated_cpus=int(cpus), allocated_memory_mib=int(memory), allocated_disk_gib=disk / GIB,
-            labels=host["labels"] or {}, storage=host["storage"] or "",
-        ))
+        states.append(
+            HostState(
+                name=host["name"],
+                state=host["state"] or HostAdminState.ENABLED,
+                up=host_is_up(host, now, heartbeat_age),
+                arch=guest_arch(info),
+                cpus=int(info.get("cpus") or 0),
+                memory_mib=int(info.get("memory_mib") or 0),
+                disk_gib=float(info.get("disk_bytes") or 0) / GIB,
+                cpu_ratio=host["cpu_ratio"] or DEFAULT_CPU_RATIO,
+                ram_ratio=host["ram_ratio"] or DEFAULT_RAM_RATIO,
+                disk_ratio=host["disk_ratio"] or DEFAULT_DISK_RATIO,
+                reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
+                allocated_cpus=int(cpus),
+                allocated_memory_mib=int(memory),
+                allocated_disk_gib=disk / GIB,
+                labels=host["labels"] or {},
+                storage=host["storage"] or "",
+            )
+        )
     return states
 
 
 def disk_bytes(store: Store, spec: dict) -> int:
-    row = store.db.execute("SELECT virtual_size FROM images WHERE name = ?", [spec["image"]]).fetchone()
+    row = store.db.execute(
+        "SELECT virtual_size FROM images WHERE name = ?", [spec["image"]]
+    ).fetchone()
     return (row[0] if row else 0) + sum(d["size"] for d in spec["disks"]) * 1024 * 1024
 
 
@@ -160,10 +182,12 @@ def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
         "AND host IS NOT NULL AND desired_state != 'deleted' GROUP BY host", [name, vm_id])
     for host, count in rows:
         members[host] = count
-    for params, in store.db.execute(
-            "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id WHERE o.kind IN ('migrate', 'move') "
-            "AND o.status IN ('pending', 'running') AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
-            [name, vm_id]):
+    for (params,) in store.db.execute(
+        "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id"
+        " WHERE o.kind IN ('migrate', 'move') AND o.status IN ('pending', 'running')"
+        " AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
+        [name, vm_id],
+    ):
         target = json.loads(params).get("target")
         if target:  # a member on its way somewhere counts there too
             members[target] = members.get(target, 0) + 1
@@ -181,11 +205,16 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
     stopped one, see claims_cpu_ram): only its disks must fit. `disk` False
     asks for vCPUs and memory alone, on a host that holds its disks already."""
     request = Request(
-        vm=spec["name"], cpus=spec["cpus"] if cpu_ram else 0, memory_mib=spec["memory"] if cpu_ram else 0,
+        vm=spec["name"],
+        cpus=spec["cpus"] if cpu_ram else 0,
+        memory_mib=spec["memory"] if cpu_ram else 0,
         disk_gib=disk_bytes(store, spec) / GIB if disk else 0.0,
         arch=GUEST_ARCH,
-        node_selector=spec.get("node_selector") or {}, group=group_of(store, spec, vm_id),
-        ignore_hosts=ignore_hosts, only_hosts=only_hosts, storage=storage,
+        node_selector=spec.get("node_selector") or {},
+        group=group_of(store, spec, vm_id),
+        ignore_hosts=ignore_hosts,
+        only_hosts=only_hosts,
+        storage=storage,
     )
     return schedule(host_states(store, now, config.heartbeat_age), request, policy(config), rng)
 
@@ -197,8 +226,12 @@ def place_start(store: Store, config: Config, row: dict, now: float) -> Decision
     as for a VM whose host is gone). When none fits, the decision names every
     host's reason, its own included; its other constraints (node selector,
     group, arch) pin it as they did at create."""
-    own = place(store, config, row["spec"], row["id"], now, only_hosts=frozenset([row["host"]]), disk=False)
+    own = place(
+        store, config, row["spec"], row["id"], now, only_hosts=frozenset([row["host"]]), disk=False
+    )
     if own.host is not None:
         return own
     host = store.get_host(row["host"])
-    return place(store, config, row["spec"], row["id"], now, storage=host["storage"] or host["name"])
+    return place(
+        store, config, row["spec"], row["id"], now, storage=host["storage"] or host["name"]
+    )

@@ -11,14 +11,15 @@ decides what happens next (Always and RerunOnFailure start it again).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from appliance.config import Config
 from appliance.store import Store
@@ -52,11 +53,14 @@ def check_tcp(address: str, port: int, timeout: float,
                 conn.settimeout(max(0.01, min(0.1, deadline - time.monotonic())))
                 try:
                     data = conn.recv(1, socket.MSG_PEEK)
-                except socket.timeout:
+                except TimeoutError:
                     if guest_accepted():
                         return True, f"{address}:{port} accepted by the guest"
                     if time.monotonic() >= deadline:
-                        return False, f"{address}:{port}: the guest did not accept within {timeout} s"
+                        return (
+                            False,
+                            f"{address}:{port}: the guest did not accept within {timeout} s",
+                        )
                     continue
                 if data:
                     return True, f"{address}:{port} answered"
@@ -92,13 +96,20 @@ def check_agent(guest: Guest, timeout: int) -> tuple[bool, str]:
         guest.agent_command(json.dumps({"execute": "guest-ping"}), timeout)
         return True, "guest agent answered"
     except DriverError as err:
-        # libvirt's message quotes the guest agent's own answer: the driver's reason is one short line.
+        # libvirt's message quotes the guest agent's own answer: the driver's reason is one
+        # short line.
         return False, f"guest agent: {err.reason}"
 
 
 class Prober:
-    def __init__(self, store: Store, config: Config, lookup: Callable[[dict], Guest | None],
-                 on_liveness_failure: Callable[[dict, str], None], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        lookup: Callable[[dict], Guest | None],
+        on_liveness_failure: Callable[[dict, str], None],
+        clock: Callable[[], float] = time.time,
+    ):
         """`lookup(row)` finds a VM's domain on the host it runs on (None if unreachable)."""
         self.store = store
         self.config = config
@@ -126,8 +137,10 @@ class Prober:
                 with self._lock:
                     state = self._states.get(key)
                     if state is None or state.started != row["state_changed"]:
-                        state = ProbeState(started=row["state_changed"],
-                                           next_due=row["state_changed"] + probe["initial_delay_seconds"])
+                        state = ProbeState(
+                            started=row["state_changed"],
+                            next_due=row["state_changed"] + probe["initial_delay_seconds"],
+                        )
                         self._states[key] = state
                     if state.in_flight or now < state.next_due:
                         continue
@@ -138,7 +151,9 @@ class Prober:
             for key in set(self._states) - live:
                 del self._states[key]
         # A VM that is not running is not ready; its next boot is judged afresh.
-        self.store.db.execute("UPDATE vms SET ready = NULL WHERE ready IS NOT NULL AND observed_state != 'running'")
+        self.store.db.execute(
+            "UPDATE vms SET ready = NULL WHERE ready IS NOT NULL AND observed_state != 'running'"
+        )
 
     def _check(self, row: dict, probe: dict) -> tuple[bool, str]:
         timeout = probe["timeout_seconds"]
@@ -150,10 +165,13 @@ class Prober:
             if dom is None:
                 return False, "no domain"
             return check_tcp(fwd["host_address"], fwd["host_port"], timeout,
-                             lambda: usernet_established(dom, port))
+                             functools.partial(usernet_established, dom, port))
         if "console" in probe:
-            return check_console(self.config.vm_dir(row["id"]) / "console.log", row.get("boot_console_offset") or 0,
-                                 probe["console"]["contains"])
+            return check_console(
+                self.config.vm_dir(row["id"]) / "console.log",
+                row.get("boot_console_offset") or 0,
+                probe["console"]["contains"],
+            )
         dom = self.lookup(row)
         if dom is None:
             return False, "no domain"
@@ -178,7 +196,9 @@ class Prober:
             ready = fresh.get("ready")
             if ok and successes >= probe["success_threshold"] and ready != 1:
                 self._set_ready(fresh, True, detail)
-            elif not ok and (failures >= probe["failure_threshold"] or ready is None) and ready != 0:
+            elif (
+                not ok and (failures >= probe["failure_threshold"] or ready is None) and ready != 0
+            ):
                 self._set_ready(fresh, False, detail)
         elif not ok and failures >= probe["failure_threshold"]:
             with self._lock:

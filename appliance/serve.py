@@ -39,7 +39,9 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn_child(args: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+def spawn_child(
+    args: list[str], env: dict | None = None, log_path: Path | None = None
+) -> subprocess.Popen:
     out = open(log_path, "ab") if log_path else None
     # args are built by this module (gunicorn, the mount), an argument list without a shell
     return subprocess.Popen(args, env=env, stdout=out,  # noqa: S603
@@ -61,7 +63,8 @@ def register_demo_image(service: Service, path: str | None) -> None:
     try:
         service.get_image("demo")
     except NotFound:
-        service.import_image_file("demo", path)  # the admin's own path: not the API's import-directory rule
+        # the admin's own path: not the API's import-directory rule
+        service.import_image_file("demo", path)
         log.info("registered image demo from %s", path)
 
 
@@ -101,8 +104,10 @@ def wait_for_libvirt(uri: str, seconds: float) -> libvirt.virConnect:
             return libvirt.open(uri)
         except libvirt.libvirtError as err:
             if time.monotonic() > deadline:
-                raise SystemExit(f"vmctl serve: libvirt at {uri} is unreachable: {err.get_error_message()}\n"
-                                 "start it (packaging/setup-host.sh does) and try again") from None
+                raise SystemExit(
+                    f"vmctl serve: libvirt at {uri} is unreachable: {err.get_error_message()}\n"
+                    "start it (packaging/setup-host.sh does) and try again"
+                ) from None
             time.sleep(0.5)
 
 
@@ -120,7 +125,9 @@ def wait_for_port(listen: str, seconds: float) -> None:
                 return
             except OSError as err:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"vmctl serve: cannot listen on {listen}: {err.strerror}") from None
+                    raise SystemExit(
+                        f"vmctl serve: cannot listen on {listen}: {err.strerror}"
+                    ) from None
         time.sleep(0.2)
 
 
@@ -148,7 +155,9 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     conn.close()
     log.info("accelerator: %s (%s)", verdict["accel"], verdict["reason"])
 
-    controller = Controller(store, config, instance_id(store), "kvm" if verdict["accel"] == "kvm" else "qemu")
+    controller = Controller(
+        store, config, instance_id(store), "kvm" if verdict["accel"] == "kvm" else "qemu"
+    )
     controller.adopt_on_start()
     controller.start()
 

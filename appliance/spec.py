@@ -28,9 +28,27 @@ from appliance.model.states import NETWORK_TYPES, OUTBOUND, PROBE_KINDS, PROTOCO
 from appliance.model.values import parse_cpus, parse_size_mib, validate_labels, validate_name
 
 __all__ = [
-    "DEFAULTS", "FIELDS", "IMMUTABLE", "MAX_CLOUD_INIT_DEPTH", "MAX_CLOUD_INIT_PART", "MAX_CPUS", "MAX_DISK_MIB",
-    "MAX_LABELS", "MAX_MEMORY_MIB", "MAX_USER_DATA", "MIN_MEMORY_MIB", "NETWORK_TYPES", "OUTBOUND", "PROBE_KINDS",
-    "PROBE_TIMINGS", "PROTOCOLS", "RUN_STRATEGIES", "parse_cpus", "parse_size_mib", "validate", "validate_labels",
+    "DEFAULTS",
+    "FIELDS",
+    "IMMUTABLE",
+    "MAX_CLOUD_INIT_DEPTH",
+    "MAX_CLOUD_INIT_PART",
+    "MAX_CPUS",
+    "MAX_DISK_MIB",
+    "MAX_LABELS",
+    "MAX_MEMORY_MIB",
+    "MAX_USER_DATA",
+    "MIN_MEMORY_MIB",
+    "NETWORK_TYPES",
+    "OUTBOUND",
+    "PROBE_KINDS",
+    "PROBE_TIMINGS",
+    "PROTOCOLS",
+    "RUN_STRATEGIES",
+    "parse_cpus",
+    "parse_size_mib",
+    "validate",
+    "validate_labels",
     "validate_name",
 ]
 
@@ -41,5 +59,8 @@ def validate(raw: Any) -> dict:
 
 
 # The fields a spec may carry, with their defaults as stored. `name` and `image` have none.
-DEFAULTS: dict[str, Any] = {key: value for key, value in validate({"name": "x", "image": "x"}).items()
-                            if key not in ("name", "image")}
+DEFAULTS: dict[str, Any] = {
+    key: value
+    for key, value in validate({"name": "x", "image": "x"}).items()
+    if key not in ("name", "image")
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from scheduler.filters import FILTERS, REASONS
 from scheduler.model import HostState, Request
@@ -74,7 +75,7 @@ class Decision:
     def ranked(self) -> list[tuple[str, float]]:
         if self._ranked is None:
             off = self._offset
-            pairs = [(h.name, s + off) for h, s in zip(self._passed, self._scores)]
+            pairs = [(h.name, s + off) for h, s in zip(self._passed, self._scores, strict=True)]
             pairs.sort(key=lambda p: (-p[1], p[0]))
             self._ranked = pairs
         return self._ranked
@@ -121,7 +122,7 @@ class Decision:
         # only); the 4th best is the cut, since the chosen host is at most one of the 4.
         scores, off = self._scores, self._offset
         cut = sorted(scores, reverse=True)[3] if len(scores) > 4 else float("-inf")
-        top = sorted((-s, h.name) for h, s in zip(self._passed, scores)
+        top = sorted((-s, h.name) for h, s in zip(self._passed, scores, strict=True)
                      if s >= cut and h.name != self.host)[:3]  # ranked's order
         also = ", ".join(f"{name} {_w(off - neg)}" for neg, name in top)
         others = len(scores) - 1
@@ -133,7 +134,7 @@ class Decision:
             text += "; rejected: " + ", ".join(parts)
         return text
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-able: {"vm", "host", "weight", "ranked": [...], "rejected": [...]}."""
         return {
             "vm": self.request.vm,

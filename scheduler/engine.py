@@ -16,6 +16,7 @@ import operator
 import random
 from collections.abc import Sequence
 from itertools import compress
+from typing import cast
 
 from scheduler.decision import Decision
 from scheduler.filters import first_failures, passing_flags
@@ -61,7 +62,8 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
         if None in indexes:  # passing_flags and first_failures disagree: a bug here
             host = rejected[indexes.index(None)].name
             raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
-        failures = list(zip(rejected, indexes))
+        # every index is an int: the None case was raised just above
+        failures = list(zip(rejected, cast(list[int], indexes), strict=True))
     if not passed:
         return Decision(request, None, passed, [], 0.0, failures)
     scores, offset = weigh(passed, request, policy)

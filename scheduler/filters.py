@@ -212,18 +212,18 @@ def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
     # The filters a request rarely uses: one more pass each, only when used.
     if request.storage is not None:
         storage = request.storage
-        flags = [f and h.storage_name == storage for f, h in zip(flags, hosts)]
+        flags = [f and h.storage_name == storage for f, h in zip(flags, hosts, strict=True)]
     if request.ignore_hosts:
         ignore = request.ignore_hosts
-        flags = [f and h.name not in ignore for f, h in zip(flags, hosts)]
+        flags = [f and h.name not in ignore for f, h in zip(flags, hosts, strict=True)]
     if request.only_hosts is not None:
         only = request.only_hosts
-        flags = [f and h.name in only for f, h in zip(flags, hosts)]
+        flags = [f and h.name in only for f, h in zip(flags, hosts, strict=True)]
     group = request.group
     if group is not None and group.policy in ("affinity", "anti-affinity"):
         members = group.hosts
         if members and group.policy == "affinity":
-            flags = [f and h.name in members for f, h in zip(flags, hosts)]
+            flags = [f and h.name in members for f, h in zip(flags, hosts, strict=True)]
         elif members:
-            flags = [f and h.name not in members for f, h in zip(flags, hosts)]
+            flags = [f and h.name not in members for f, h in zip(flags, hosts, strict=True)]
     return flags

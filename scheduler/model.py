@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # The vocabulary and Nova's overcommit defaults are the appliance's domain model's
 # (plain constants and enums, no I/O): re-exported here for the scheduler's callers.
@@ -25,10 +26,22 @@ from appliance.model import (
     HostAdminState,
 )
 
-_ENABLED: str = HostAdminState.ENABLED.value  # a plain string: compared for every host of every decision
+# a plain string: compared for every host of every decision
+_ENABLED: str = HostAdminState.ENABLED.value
 
-__all__ = ["DEFAULT_CPU_RATIO", "DEFAULT_DISK_RATIO", "DEFAULT_RAM_RATIO", "GROUP_POLICIES", "HOST_STATES",
-           "Group", "HostState", "Policy", "Request", "arch_trait", "label_trait"]
+__all__ = [
+    "DEFAULT_CPU_RATIO",
+    "DEFAULT_DISK_RATIO",
+    "DEFAULT_RAM_RATIO",
+    "GROUP_POLICIES",
+    "HOST_STATES",
+    "Group",
+    "HostState",
+    "Policy",
+    "Request",
+    "arch_trait",
+    "label_trait",
+]
 
 
 
@@ -177,17 +190,17 @@ class Policy:
             raise ValueError(f"subset_size must be >= 1, not {self.subset_size}")
 
     @classmethod
-    def spread(cls, **overrides) -> Policy:
+    def spread(cls, **overrides: Any) -> Policy:
         """Prefer the emptiest host (nova's default)."""
         return cls(**{"ram_weight": 1.0, "cpu_weight": 1.0, **overrides})
 
     @classmethod
-    def pack(cls, **overrides) -> Policy:
+    def pack(cls, **overrides: Any) -> Policy:
         """Prefer the fullest host that still fits, keeping other hosts empty."""
         return cls(**{"ram_weight": -1.0, "cpu_weight": -1.0, **overrides})
 
     @classmethod
-    def named(cls, mode: str, **overrides) -> Policy:
+    def named(cls, mode: str, **overrides: Any) -> Policy:
         """``Policy.named("spread")`` / ``Policy.named("pack")``, for configuration files."""
         if mode not in ("spread", "pack"):
             raise ValueError(f"placement mode must be 'spread' or 'pack', not {mode!r}")

@@ -44,7 +44,7 @@ def weigh(hosts: Sequence[HostState], request: Request,
     cpu = [h.free_cpus for h in hosts]
     ram_lo, ram_k = _scale(ram, policy.ram_weight)
     cpu_lo, cpu_k = _scale(cpu, policy.cpu_weight)
-    scores = [r * ram_k + c * cpu_k for r, c in zip(ram, cpu)]
+    scores = [r * ram_k + c * cpu_k for r, c in zip(ram, cpu, strict=True)]
     offset = -(ram_lo * ram_k + cpu_lo * cpu_k)
 
     group = request.group

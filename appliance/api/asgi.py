@@ -34,13 +34,15 @@ import io
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 # a2wsgi: the WSGI environ from an ASGI scope, and a body read from the loop.
+from a2wsgi import asgi_typing
 from a2wsgi.wsgi import Body, build_environ
+from a2wsgi.wsgi_typing import Environ
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -90,7 +92,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 async def _answer(send: Send, status: int, error: str, reason: str,
-                  headers: list[tuple[bytes, bytes]] = ()) -> None:
+                  headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": error, "reason": reason}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
@@ -174,8 +176,10 @@ class Front:
             scope = {**scope, "query_string": without_wait(method, query)}
             long = False
         loop = asyncio.get_running_loop()
+        body: Body | io.BytesIO
         if streamed:
-            body = Body(loop, with_idle_deadline(receive, BODY_DEADLINE))
+            # a2wsgi types the ASGI messages as TypedDicts; this module passes them on as dicts
+            body = Body(loop, cast(asgi_typing.Receive, with_idle_deadline(receive, BODY_DEADLINE)))
         else:
             try:
                 data = await asyncio.wait_for(read_body(receive, BUFFERED_BODY), BODY_DEADLINE)
@@ -193,14 +197,17 @@ class Front:
         if long:
             self.long_in_flight += 1
         try:
-            status, headers, chunks = await loop.run_in_executor(self.pool, self._run, build_environ(scope, body))
+            # build_environ reads the body only through read()/readline(): a BytesIO holds a
+            # buffered one as well as a2wsgi's Body streams one.
+            environ = build_environ(cast(asgi_typing.HTTPScope, scope), cast(Body, body))
+            status, headers, chunks = await loop.run_in_executor(self.pool, self._run, environ)
         finally:
             if long:
                 self.long_in_flight -= 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
 
-    def _run(self, environ: dict) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
+    def _run(self, environ: Environ) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
         """In a pool thread: the WSGI app's whole answer."""
         answer: dict[str, Any] = {}
         chunks: list[bytes] = []

@@ -61,4 +61,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 class Worker(UvicornWorker):
     """What gunicorn_args names as the worker class."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, "http": HeaderDeadlineProtocol}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": HeaderDeadlineProtocol,
+    }

@@ -11,9 +11,10 @@ The image upload (PUT /v1/images/NAME) streams to disk under its own cap
 from __future__ import annotations
 
 import math
-from typing import Any, BinaryIO
+from typing import Any
 
 import falcon
+from falcon.typing import ReadableIO
 
 from appliance import jsonio
 from appliance.errors import Invalid
@@ -30,7 +31,7 @@ def too_large(limit: int) -> falcon.HTTPContentTooLarge:
 class LimitedStream:
     """A request stream that refuses to yield more than limit bytes in all."""
 
-    def __init__(self, stream: BinaryIO, limit: int):
+    def __init__(self, stream: ReadableIO, limit: int):
         self.stream = stream
         self.limit = limit
         self.seen = 0
@@ -90,4 +91,6 @@ class FiniteWaits:
 def json_handlers() -> falcon.media.Handlers:
     """JSON bodies parsed with jsonio.loads: deep nesting is 400, not a RecursionError's 500."""
     handler = falcon.media.JSONHandler(loads=jsonio.loads)
-    return falcon.media.Handlers({falcon.MEDIA_JSON: handler, "application/json; charset=UTF-8": handler})
+    return falcon.media.Handlers(
+        {falcon.MEDIA_JSON: handler, "application/json; charset=UTF-8": handler}
+    )

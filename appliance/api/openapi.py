@@ -29,77 +29,97 @@ def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _str(**extra: object) -> dict:
+    return {"type": "string", **extra}
+
+
+def _num(**extra: object) -> dict:
+    return {"type": "number", **extra}
+
+
+def _int(**extra: object) -> dict:
+    return {"type": "integer", **extra}
+
+
+def _bool(**extra: object) -> dict:
+    return {"type": "boolean", **extra}
+
+
 ERROR = _json(_ref("Error"), "error")
 ERRORS = {str(code): {**ERROR, "description": text} for code, text in (
     (400, "malformed request"), (401, "missing or wrong token"), (404, "not found"),
     (409, "conflicts with the current state"), (412, "If-Match names an old generation"),
     (422, "invalid input"), (500, "the operation failed"), (504, "still running after the wait"))}
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+NAME = {"name": "name", "in": "path", "required": True, "schema": _str()}
 WAIT = [
-    {"name": "wait", "in": "query", "schema": {"type": "boolean"},
+    {"name": "wait", "in": "query", "schema": _bool(),
      "description": "false: answer 202 with the operation instead of waiting"},
     {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 3600}},
 ]
-IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
+IF_MATCH = {"name": "If-Match", "in": "header", "schema": _str(),
             "description": "the ETag of a GET; 412 when the VM changed since"}
 DNS_NAME = {"type": "string", "pattern": anchored(DNS_LABEL)}
-LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+LABELS = {"type": "object", "additionalProperties": _str()}
 
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error", "reason"],
-        "properties": {"error": {"type": "string"}, "reason": {"type": "string"}, "field": {"type": "string"},
-                       "title": {"type": "string"}, "description": {"type": "string"}},
+        "properties": {"error": _str(), "reason": _str(), "field": _str(),
+                       "title": _str(), "description": _str()},
     },
-    **spec_components(),  # Spec, CreateVM, Network, PortForward, Disk, CloudInit, Probe: from the model
+    # Spec, CreateVM, Network, PortForward, Disk, CloudInit, Probe: from the model
+    **spec_components(),
     "VM": {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
         "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "state": {"type": "string"},
-            "desired_state": {"type": "string"}, "reason": {"type": "string"},
-            "host": {"type": "string", "nullable": True}, "generation": {"type": "integer"},
-            "spec": _ref("Spec"), "restart_required": {"type": "boolean"}, "ready": {"type": "boolean"},
-            "created": {"type": "number"}, "updated": {"type": "number"},
+            "id": _str(), "name": _str(), "state": _str(),
+            "desired_state": _str(), "reason": _str(),
+            "host": _str(nullable=True), "generation": _int(),
+            "spec": _ref("Spec"), "restart_required": _bool(), "ready": _bool(),
+            "created": _num(), "updated": _num(),
             "operation": {"nullable": True, "allOf": [_ref("Operation")]},
         },
     },
     "Operation": {
         "type": "object", "required": ["id", "kind", "status"],
-        "properties": {"id": {"type": "string"}, "vm_id": {"type": "string"}, "vm_name": {"type": "string"},
-                       "kind": {"type": "string"},
+        "properties": {"id": _str(), "vm_id": _str(), "vm_name": _str(),
+                       "kind": _str(),
                        "status": {"type": "string", "enum": list(OpStatus)},
-                       "progress": {"type": "integer"}, "params": {"type": "object"},
-                       "error": {"type": "string", "nullable": True}, "created": {"type": "number"},
-                       "started": {"type": "number", "nullable": True},
-                       "finished": {"type": "number", "nullable": True}},
+                       "progress": _int(), "params": {"type": "object"},
+                       "error": _str(nullable=True), "created": _num(),
+                       "started": _num(nullable=True),
+                       "finished": _num(nullable=True)},
     },
-    "Accepted": {"type": "object", "required": ["operation"], "properties": {"operation": _ref("Operation")}},
+    "Accepted": {"type": "object", "required": ["operation"],
+                 "properties": {"operation": _ref("Operation")}},
     "Event": {
         "type": "object",
-        "properties": {"id": {"type": "integer"}, "time": {"type": "number"},
-                       "vm_id": {"type": "string", "nullable": True}, "vm_name": {"type": "string", "nullable": True},
-                       "kind": {"type": "string"}, "message": {"type": "string"},
-                       "operation": {"type": "string", "nullable": True}},
+        "properties": {"id": _int(), "time": _num(),
+                       "vm_id": _str(nullable=True), "vm_name": _str(nullable=True),
+                       "kind": _str(), "message": _str(),
+                       "operation": _str(nullable=True)},
     },
     "Image": {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "format": {"type": "string"},
-                       "virtual_size": {"type": "integer"}, "actual_size": {"type": "integer"},
-                       "created": {"type": "number"}, "source": {"type": "string"}},
+        "properties": {"name": _str(), "path": _str(), "format": _str(),
+                       "virtual_size": _int(), "actual_size": _int(),
+                       "created": _num(), "source": _str()},
     },
     "HostSettings": {
         "type": "object",
         "properties": {
-            "uri": {"type": "string", "description": "libvirt URI: qemu:///system, qemu+ssh://root@h2/system, "
-                                                     "qemu+unix:///system?socket=/path"},
+            "uri": _str(description="libvirt URI: qemu:///system, qemu+ssh://root@h2/system, "
+                                    "qemu+unix:///system?socket=/path"),
             "labels": LABELS,
-            "storage": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$",
-                        "description": "where the host finds VM disks; hosts naming the same storage share them"},
-            "migration_address": {"type": "string", "nullable": True,
-                                  "description": "the name or IP other hosts reach this one at for live migration"},
+            "storage": _str(pattern="^[A-Za-z0-9_.:-]{1,64}$",
+                            description="where the host finds VM disks; "
+                                        "hosts naming the same storage share them"),
+            "migration_address": _str(nullable=True,
+                                      description="the name or IP other hosts reach this one at "
+                                                  "for live migration"),
             "state": {"type": "string", "enum": list(HOST_STATES)},
-            **{name: {"type": "number", "minimum": low, "maximum": high, "description": f"overcommit, default {default}"}
+            **{name: _num(minimum=low, maximum=high, description=f"overcommit, default {default}")
                for name, (default, low, high) in HOST_RATIOS.items()},
             "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_MIB},
         },
@@ -110,60 +130,63 @@ SCHEMAS = {
         "type": "object",
         "required": ["name", "uri", "state", "observed_state", "up", "capacity", "allocated"],
         "properties": {
-            "name": {"type": "string"}, "uri": {"type": "string"},
-            "state": {"type": "string", "enum": list(HOST_STATES), "description": "administrative state"},
+            "name": _str(), "uri": _str(),
+            "state": _str(enum=list(HOST_STATES), description="administrative state"),
             "observed_state": {"type": "string", "enum": [*HOST_STATES, HOST_DOWN]},
-            "up": {"type": "boolean"}, "last_seen": {"type": "number", "nullable": True},
-            "down_since": {"type": "number", "nullable": True}, "labels": LABELS,
-            "storage": {"type": "string", "nullable": True}, "migration_address": {"type": "string", "nullable": True},
-            **{name: {"type": "number"} for name in HOST_RATIOS},
-            "reserved_memory_mib": {"type": "integer"},
-            "inventory": {"type": "object", "description": "what libvirt reports: arch, cpus, memory_mib, disk_bytes"},
+            "up": _bool(), "last_seen": _num(nullable=True),
+            "down_since": _num(nullable=True), "labels": LABELS,
+            "storage": _str(nullable=True), "migration_address": _str(nullable=True),
+            **{name: _num() for name in HOST_RATIOS},
+            "reserved_memory_mib": _int(),
+            "inventory": {"type": "object",
+                          "description": "what libvirt reports: arch, cpus, memory_mib, "
+                                         "disk_bytes"},
             "capacity": {"type": "object", "properties": {
-                "cpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_gib": {"type": "number"}}},
+                "cpus": _int(), "memory_mib": _int(), "disk_gib": _num()}},
             "allocated": {"type": "object", "properties": {
-                "cpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_gib": {"type": "number"},
-                "vms": {"type": "integer"}}},
+                "cpus": _int(), "memory_mib": _int(), "disk_gib": _num(), "vms": _int()}},
         },
     },
     "Drain": {
         "type": "object", "required": ["migrating", "moving", "blocked"],
-        "description": "maintenance: running VMs migrate live, stopped ones move; blocked ones stay, with the reason",
+        "description": "maintenance: running VMs migrate live, stopped ones move; "
+                       "blocked ones stay, with the reason",
         "properties": {
             "migrating": {"type": "array", "items": {"type": "object", "properties": {
-                "vm": {"type": "string"}, "target": {"type": "string", "nullable": True},
-                "operation": {"type": "string"}, "note": {"type": "string"}}}},
+                "vm": _str(), "target": _str(nullable=True),
+                "operation": _str(), "note": _str()}}},
             "moving": {"type": "array", "items": {"type": "object", "properties": {
-                "vm": {"type": "string"}, "target": {"type": "string"}, "operation": {"type": "string"}}}},
+                "vm": _str(), "target": _str(), "operation": _str()}}},
             "blocked": {"type": "array", "items": {"type": "object", "properties": {
-                "vm": {"type": "string"}, "reason": {"type": "string"}}}},
+                "vm": _str(), "reason": _str()}}},
         },
     },
     "HostStateChange": {"allOf": [_ref("Host"), {"type": "object", "required": ["drain"],
                                                  "properties": {"drain": _ref("Drain")}}]},
     "GroupCreate": {
         "type": "object", "required": ["name", "policy"],
-        "properties": {"name": DNS_NAME, "policy": {"type": "string", "enum": list(GROUP_POLICIES)}},
+        "properties": {"name": DNS_NAME, "policy": _str(enum=list(GROUP_POLICIES))},
     },
     "Group": {
         "type": "object", "required": ["name", "policy", "members"],
-        "properties": {"name": {"type": "string"}, "policy": {"type": "string", "enum": list(GROUP_POLICIES)},
-                       "created": {"type": "number"},
+        "properties": {"name": _str(), "policy": _str(enum=list(GROUP_POLICIES)),
+                       "created": _num(),
                        "members": {"type": "array", "items": {"type": "object", "properties": {
-                           "name": {"type": "string"}, "host": {"type": "string", "nullable": True}}}}},
+                           "name": _str(), "host": _str(nullable=True)}}}},
     },
     "Migrate": {
         "type": "object", "required": ["host"],
         "description": "live migration when the VM runs, an offline move when it is stopped",
-        "properties": {"host": {"type": "string", "description": "the target host"},
-                       "force": {"type": "boolean", "description": "skip the scheduler's filters (not the "
-                                                                   "checks that the host is up and sees the disks)"}},
+        "properties": {"host": _str(description="the target host"),
+                       "force": _bool(description="skip the scheduler's filters (not the checks "
+                                                  "that the host is up and sees the disks)")},
     },
 }
 
 
 def _list_of(schema: dict) -> dict:
-    return {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": schema}}}
+    return {"type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": schema}}}
 
 
 def _write_responses(ok: dict) -> dict:
@@ -174,155 +197,187 @@ PATHS = {
     "/healthz": {"get": {"summary": "the process is up", "security": [],
                           "responses": {"200": _json({"type": "object"})}}},
     "/readyz": {"get": {"summary": "the store and libvirt are reachable", "security": [],
-                         "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
+                         "responses": {"200": _json({"type": "object"}),
+                                       "503": _json({"type": "object"})}}},
     "/v1/openapi.json": {"get": {"summary": "this document", "security": [],
                                  "responses": {"200": _json({"type": "object"})}}},
-    "/metrics": {"get": {"summary": "Prometheus metrics (the token too, unless config metrics_public)",
+    "/metrics": {"get": {"summary": "Prometheus metrics "
+                                    "(the token too, unless config metrics_public)",
                          "responses": {"200": {"description": "Prometheus text format",
-                                               "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                               "content": {"text/plain": {"schema": _str()}}},
                                        "401": ERROR}}},
     "/v1/vms": {
         "get": {"summary": "list VMs", "parameters": [
-            {"name": "state", "in": "query", "schema": {"type": "string"}},
-            {"name": "label", "in": "query", "schema": {"type": "string"}, "description": "key or key=value"},
-            {"name": "host", "in": "query", "schema": {"type": "string"}}],
+            {"name": "state", "in": "query", "schema": _str()},
+            {"name": "label", "in": "query", "schema": _str(), "description": "key or key=value"},
+            {"name": "host", "in": "query", "schema": _str()}],
             "responses": {"200": _json(_list_of(_ref("VM"))), **ERRORS}},
-        "post": {"summary": "create a VM (and start it, unless state is stopped)", "parameters": WAIT,
-                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateVM")}}},
+        "post": {"summary": "create a VM (and start it, unless state is stopped)",
+                 "parameters": WAIT,
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": _ref("CreateVM")}}},
                  "responses": {"201": _json(_ref("VM"), "created"),
                                "202": _json(_ref("Accepted"), "accepted (wait=false)"), **ERRORS}},
     },
     "/v1/vms/{name}": {
         "parameters": [NAME],
-        "get": {"summary": "one VM; the ETag is its generation", "responses": {"200": _json(_ref("VM")), **ERRORS}},
+        "get": {"summary": "one VM; the ETag is its generation",
+                "responses": {"200": _json(_ref("VM")), **ERRORS}},
         "patch": {"summary": "change the spec; a new name renames (stopped VMs only)",
                   "parameters": [*WAIT, IF_MATCH],
-                  "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Spec")}}},
+                  "requestBody": {"required": True,
+                                  "content": {"application/json": {"schema": _ref("Spec")}}},
                   "responses": _write_responses(_json(_ref("VM")))},
         "delete": {"summary": "delete (refused while running unless force)",
-                   "parameters": [*WAIT, IF_MATCH, {"name": "force", "in": "query", "schema": {"type": "boolean"}}],
+                   "parameters": [*WAIT, IF_MATCH,
+                                  {"name": "force", "in": "query", "schema": _bool()}],
                    "responses": {"204": {"description": "deleted"},
-                                 "202": _json(_ref("Accepted"), "accepted (wait=false)"), **ERRORS}},
+                                 "202": _json(_ref("Accepted"), "accepted (wait=false)"),
+                                 **ERRORS}},
     },
     "/v1/vms/{name}/state": {
         "parameters": [NAME],
-        "get": {"summary": "observed state", "responses": {"200": {"description": "the state", "content": {
-            "application/json": {"schema": {"type": "object", "properties": {"state": {"type": "string"}}}},
-            "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
+        "get": {"summary": "observed state",
+                "responses": {"200": {"description": "the state", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"state": _str()}}},
+            "text/plain": {"schema": _str()}}}, **ERRORS}},
         "put": {"summary": "desired state, or a verb", "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["state"], "properties": {
-                        "state": {"type": "string", "enum": list(STATE_VERBS)}}}},
-                    "text/plain": {"schema": {"type": "string"}}}},
+                    "application/json": {"schema": {"type": "object", "required": ["state"],
+                                                    "properties": {
+                                                        "state": _str(enum=list(STATE_VERBS))}}},
+                    "text/plain": {"schema": _str()}}},
                 "responses": _write_responses(_json(_ref("VM")))},
     },
     "/v1/vms/{name}/host": {
         "parameters": [NAME],
-        "get": {"summary": "the host the VM is placed on", "responses": {"200": {"description": "the host", "content": {
+        "get": {"summary": "the host the VM is placed on",
+                "responses": {"200": {"description": "the host", "content": {
             "application/json": {"schema": {"type": "object", "properties": {
-                "host": {"type": "string", "nullable": True}}}},
-            "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
-        "put": {"summary": "move the VM to another host: live migration when it runs, offline move when stopped",
+                "host": _str(nullable=True)}}},
+            "text/plain": {"schema": _str()}}}, **ERRORS}},
+        "put": {"summary": "move the VM to another host: live migration when it runs, "
+                           "offline move when stopped",
                 "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("Migrate")},
-                    "text/plain": {"schema": {"type": "string"}, "description": "a host name, or the Migrate JSON"}}},
+                    "text/plain": {"schema": _str(),
+                                   "description": "a host name, or the Migrate JSON"}}},
                 "responses": _write_responses(_json(_ref("VM")))},
     },
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
-                              "schema": {"type": "string", "enum": [f for f in VM_FILES if f not in ("state", "host")]}}],
+                              "schema": _str(enum=[f for f in VM_FILES
+                                                   if f not in ("state", "host")])}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
-                    "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}},
-                    "application/xml": {"schema": {"type": "string"}}}}, **ERRORS}},
-        "put": {"summary": "write a writable file (spec.json, cpus, memory)", "parameters": [*WAIT, IF_MATCH],
+                    "application/json": {"schema": {}}, "text/plain": {"schema": _str()},
+                    "application/xml": {"schema": _str()}}}, **ERRORS}},
+        "put": {"summary": "write a writable file (spec.json, cpus, memory)",
+                "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}}},
-                "responses": {**_write_responses(_json(_ref("VM"))), "403": {**ERROR, "description": "read-only"}}},
+                    "application/json": {"schema": {}}, "text/plain": {"schema": _str()}}},
+                "responses": {**_write_responses(_json(_ref("VM"))),
+                              "403": {**ERROR, "description": "read-only"}}},
     },
     "/v1/operations": {"get": {"summary": "recent operations", "parameters": [
-        {"name": "vm", "in": "query", "schema": {"type": "string"}},
-        {"name": "status", "in": "query", "schema": {"type": "string"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+        {"name": "vm", "in": "query", "schema": _str()},
+        {"name": "status", "in": "query", "schema": _str()},
+        {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=1000)}],
         "responses": {"200": _json(_list_of(_ref("Operation"))), **ERRORS}}},
     "/v1/operations/{op_id}": {
-        "parameters": [{"name": "op_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "get": {"summary": "one operation; ?wait=SECONDS long-polls until it is done", "parameters": [
-            {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 3600}}],
+        "parameters": [{"name": "op_id", "in": "path", "required": True, "schema": _str()}],
+        "get": {"summary": "one operation; ?wait=SECONDS long-polls until it is done",
+                "parameters": [
+            {"name": "wait", "in": "query", "schema": _num(minimum=0, maximum=3600)}],
             "responses": {"200": _json(_ref("Operation")), **ERRORS}},
-        "delete": {"summary": "cancel a pending operation", "responses": {"200": _json(_ref("Operation")), **ERRORS}},
+        "delete": {"summary": "cancel a pending operation",
+                   "responses": {"200": _json(_ref("Operation")), **ERRORS}},
     },
     "/v1/events": {"get": {"summary": "the appliance's event log", "parameters": [
-        {"name": "vm", "in": "query", "schema": {"type": "string"}},
-        {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "text"]}}],
+        {"name": "vm", "in": "query", "schema": _str()},
+        {"name": "since", "in": "query", "schema": _int(minimum=0, maximum=2**62)},
+        {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=10000)},
+        {"name": "format", "in": "query", "schema": _str(enum=["json", "text"])}],
         "responses": {"200": {"description": "events", "content": {
-            "application/json": {"schema": _list_of(_ref("Event"))}, "text/plain": {"schema": {"type": "string"}}}},
+            "application/json": {"schema": _list_of(_ref("Event"))},
+            "text/plain": {"schema": _str()}}},
             **ERRORS}}},
     "/v1/images": {
-        "get": {"summary": "images", "responses": {"200": _json(_list_of(_ref("Image"))), **ERRORS}},
-        "post": {"summary": "import a file from the image import folder (config image_import_dir, default HOME/images/import)",
+        "get": {"summary": "images",
+                "responses": {"200": _json(_list_of(_ref("Image"))), **ERRORS}},
+        "post": {"summary": "import a file from the image import folder "
+                            "(config image_import_dir, default HOME/images/import)",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
                      "type": "object", "required": ["name", "path"],
-                     "properties": {"name": {"type": "string"}, "path": {"type": "string"}}}}}},
+                     "properties": {"name": _str(), "path": _str()}}}}},
                  "responses": {"201": _json(_ref("Image"), "imported"), **ERRORS}},
     },
     "/v1/images/{name}": {
         "parameters": [NAME],
         "get": {"summary": "one image", "responses": {"200": _json(_ref("Image")), **ERRORS}},
-        "put": {"summary": "upload an image file (the body)", "requestBody": {"required": True, "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "put": {"summary": "upload an image file (the body)",
+                "requestBody": {"required": True, "content": {
+                    "application/octet-stream": {"schema": _str(format="binary")}}},
             "responses": {"201": _json(_ref("Image"), "uploaded"), **ERRORS}},
-        "delete": {"summary": "delete an unused image", "responses": {"204": {"description": "deleted"}, **ERRORS}},
+        "delete": {"summary": "delete an unused image",
+                   "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
     "/v1/hosts": {
         "get": {"summary": "libvirt hosts, with capacity and what is allocated",
                 "responses": {"200": _json(_list_of(_ref("Host"))), **ERRORS}},
         "post": {"summary": "add a host (the controller connects to it and reads its inventory)",
-                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostCreate")}}},
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": _ref("HostCreate")}}},
                  "responses": {"201": _json(_ref("Host"), "added"), **ERRORS}},
     },
     "/v1/hosts/{name}": {
         "parameters": [NAME],
         "get": {"summary": "one host", "responses": {"200": _json(_ref("Host")), **ERRORS}},
         "patch": {"summary": "change a host's settings (merge); state as with PUT .../state",
-                  "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostSettings")}}},
+                  "requestBody": {"required": True, "content": {
+                      "application/json": {"schema": _ref("HostSettings")}}},
                   "responses": {"200": _json(_ref("Host")), **ERRORS}},
-        "delete": {"summary": "remove a host without VMs", "responses": {"204": {"description": "removed"}, **ERRORS}},
+        "delete": {"summary": "remove a host without VMs",
+                   "responses": {"204": {"description": "removed"}, **ERRORS}},
     },
     "/v1/hosts/{name}/state": {
         "parameters": [NAME],
         "get": {"summary": "observed state: down, or the administrative state",
                 "responses": {"200": {"description": "the state", "content": {
-                    "application/json": {"schema": {"type": "object", "properties": {"state": {"type": "string"}}}},
-                    "text/plain": {"schema": {"type": "string"}}}}, **ERRORS}},
-        "put": {"summary": "enabled | disabled (no new VMs) | maintenance (no new VMs, and its VMs leave)",
+                    "application/json": {"schema": {"type": "object",
+                                                    "properties": {"state": _str()}}},
+                    "text/plain": {"schema": _str()}}}, **ERRORS}},
+        "put": {"summary": "enabled | disabled (no new VMs) "
+                           "| maintenance (no new VMs, and its VMs leave)",
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["state"], "properties": {
-                        "state": {"type": "string", "enum": list(HOST_STATES)}}}},
-                    "text/plain": {"schema": {"type": "string"}}}},
+                    "application/json": {"schema": {"type": "object", "required": ["state"],
+                                                    "properties": {
+                                                        "state": _str(enum=list(HOST_STATES))}}},
+                    "text/plain": {"schema": _str()}}},
                 "responses": {"200": _json(_ref("HostStateChange")), **ERRORS}},
     },
     "/v1/hosts/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
-                              "schema": {"type": "string", "enum": [f for f in HOST_FILES if f != "state"]}}],
+                              "schema": _str(enum=[f for f in HOST_FILES if f != "state"])}],
         "get": {"summary": "a file of the host directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
-                    "application/json": {"schema": _ref("Host")}, "text/plain": {"schema": {"type": "string"}}}},
+                    "application/json": {"schema": _ref("Host")},
+                    "text/plain": {"schema": _str()}}},
                     **ERRORS}},
     },
     "/v1/groups": {
-        "get": {"summary": "server groups and their members", "responses": {"200": _json(_list_of(_ref("Group"))),
-                                                                            **ERRORS}},
+        "get": {"summary": "server groups and their members",
+                "responses": {"200": _json(_list_of(_ref("Group"))), **ERRORS}},
         "post": {"summary": "create a server group",
-                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("GroupCreate")}}},
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": _ref("GroupCreate")}}},
                  "responses": {"201": _json(_ref("Group"), "created"), **ERRORS}},
     },
     "/v1/groups/{name}": {
         "parameters": [NAME],
-        "get": {"summary": "one server group", "responses": {"200": _json(_ref("Group")), **ERRORS}},
+        "get": {"summary": "one server group",
+                "responses": {"200": _json(_ref("Group")), **ERRORS}},
         "delete": {"summary": "delete a server group without members",
                    "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
@@ -331,11 +386,12 @@ PATHS = {
 DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "vm-appliance", "version": "1",
-             "description": "The resource tree of the mount, over HTTP. Writes wait for their operation unless "
-                            "wait=false."},
+             "description": "The resource tree of the mount, over HTTP. "
+                            "Writes wait for their operation unless wait=false."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                   "schemas": SCHEMAS},
     "paths": PATHS,
 }
 

@@ -21,7 +21,7 @@ def mirror_key(vm_id: str, host: str) -> str:
 
 
 class ConsoleMirror:
-    def __init__(self, ctx: Context, files: "VmFiles"):
+    def __init__(self, ctx: Context, files: VmFiles):
         self.ctx = ctx
         self.files = files
 
@@ -29,8 +29,11 @@ class ConsoleMirror:
         if not self.files.own_storage(link.name) or not link.connected:
             return
         store = self.ctx.store
-        for row in store.list_vms("host = ? AND observed_state IN ('running', 'paused', 'stopping')",
-                                  [link.name], with_xml=False):
+        for row in store.list_vms(
+            "host = ? AND observed_state IN ('running', 'paused', 'stopping')",
+            [link.name],
+            with_xml=False,
+        ):
             key = mirror_key(row["id"], link.name)
             try:
                 found = link.driver.read_console(row["id"], int(store.get_meta(key) or 0))

@@ -8,12 +8,12 @@ import dataclasses
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from appliance.config import Config
 from appliance.errors import Failed
 from appliance.store import Store
-from appliance.virt.driver import DriverFactory, Guest, HostDriver
+from appliance.virt.driver import DriverFactory, EventCallback, Guest, HostDriver
 
 HOST_NAME = "local"  # the appliance's own libvirt (config.libvirt_uri), the first host by default
 MIB = 1024 * 1024
@@ -62,9 +62,13 @@ class Links:
                     self._links.pop(name).driver.disconnect()
             for name, uri in wanted.items():
                 if name not in self._links:
-                    on_event = self._on_event
-                    self._links[name] = HostLink(name, self._make_driver(
-                        name, uri, lambda vm_id, event, detail, host=name: on_event(host, vm_id, event, detail)))
+                    driver = self._make_driver(name, uri, self._events_of(name))
+                    self._links[name] = HostLink(name, driver)
+
+    def _events_of(self, host: str) -> EventCallback:
+        """The driver's event callback for one host: the controller's, with the host named."""
+        on_event = self._on_event
+        return lambda vm_id, event, detail: on_event(host, vm_id, event, detail)
 
     def get(self, name: str | None) -> HostLink | None:
         with self._lock:
@@ -130,18 +134,25 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     busy: Busy = dataclasses.field(default_factory=Busy)
     migrating: set[str] = dataclasses.field(default_factory=set)  # VM ids in a live migration
-    backoff: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)  # id -> (failures, not before)
+    # VM id -> (failures, not before)
+    backoff: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
     def has_open_ops(self, vm_id: str) -> bool:
         row = self.store.db.execute(
-            "SELECT 1 FROM operations WHERE vm_id = ? AND status IN ('pending', 'running') LIMIT 1", [vm_id]
+            "SELECT 1 FROM operations WHERE vm_id = ? AND status IN ('pending', 'running') LIMIT 1",
+            [vm_id],
         ).fetchone()
         return row is not None
 
     def force_stop_waiting(self, vm_id: str) -> bool:
-        return self.store.db.execute(
-            "SELECT 1 FROM operations WHERE vm_id = ? AND kind = 'force-stop' AND status = 'pending'", [vm_id]
-        ).fetchone() is not None
+        return (
+            self.store.db.execute(
+                "SELECT 1 FROM operations"
+                " WHERE vm_id = ? AND kind = 'force-stop' AND status = 'pending'",
+                [vm_id],
+            ).fetchone()
+            is not None
+        )
 
     def op_cancelled(self, op: dict) -> bool:
         current = self.store.get_operation(op["id"])

@@ -30,7 +30,9 @@ class Evacuation:
         host = store.get_host(name)
         link = self.ctx.links.get(name)
         down_for = self.ctx.clock() - (link.down_since or self.ctx.clock()) if link else 0
-        for row in store.list_vms("host = ? AND desired_state != 'deleted'", [name], with_xml=False):
+        for row in store.list_vms(
+            "host = ? AND desired_state != 'deleted'", [name], with_xml=False
+        ):
             if row["id"] in self.ctx.busy or self.ctx.has_open_ops(row["id"]):
                 continue
             strategy = row["spec"]["run_strategy"]
@@ -39,21 +41,46 @@ class Evacuation:
                 if fresh is None or fresh["host"] != name:
                     continue
                 if strategy == "Always" and fresh["desired_state"] in ("running", "paused"):
-                    decision = placement.place(store, self.ctx.config, fresh["spec"], fresh["id"], self.ctx.clock(),
-                                               ignore_hosts=frozenset([name]),
-                                               storage=host["storage"] or f"host:{name}")
+                    decision = placement.place(
+                        store,
+                        self.ctx.config,
+                        fresh["spec"],
+                        fresh["id"],
+                        self.ctx.clock(),
+                        ignore_hosts=frozenset([name]),
+                        storage=host["storage"] or f"host:{name}",
+                    )
                     if decision.host is not None:
-                        store.update_vm(fresh["id"], bump=False, host=decision.host, observed_state="stopped",
-                                        observed_reason="evacuated", state_changed=self.ctx.clock())
+                        store.update_vm(
+                            fresh["id"],
+                            bump=False,
+                            host=decision.host,
+                            observed_state="stopped",
+                            observed_reason="evacuated",
+                            state_changed=self.ctx.clock(),
+                        )
                         op = store.add_operation(str(uuid.uuid4()), fresh, "start",
                                                  {"by": "controller", "evacuated_from": name})
-                        store.add_event("evacuated", f"host {name} down for {down_for:.0f} s: restarting "
-                                        f"here, {decision.explain()}", fresh, op["id"])
+                        store.add_event(
+                            "evacuated",
+                            f"host {name} down for {down_for:.0f} s: restarting "
+                            f"here, {decision.explain()}",
+                            fresh,
+                            op["id"],
+                        )
                         continue
                     why = decision.explain()
                 else:
-                    why = f"run strategy {strategy}, desired {fresh['desired_state']}: not restarted elsewhere"
+                    why = (
+                        f"run strategy {strategy}, desired {fresh['desired_state']}: "
+                        "not restarted elsewhere"
+                    )
                 if fresh["observed_state"] != "lost":
-                    store.update_vm(fresh["id"], bump=False, observed_state="lost",
-                                    observed_reason=f"host {name} down", state_changed=self.ctx.clock())
+                    store.update_vm(
+                        fresh["id"],
+                        bump=False,
+                        observed_state="lost",
+                        observed_reason=f"host {name} down",
+                        state_changed=self.ctx.clock(),
+                    )
                     store.add_event("lost", f"host {name} down for {down_for:.0f} s; {why}", fresh)

@@ -21,37 +21,53 @@ class VmFiles:
     def plan(self, row: dict) -> domain.DomainPlan:
         vm_dir = self.ctx.config.vm_dir(row["id"])
         return domain.DomainPlan(
-            vm_id=row["id"], domain_name=self.ctx.config.domain_prefix + row["name"], vm_name=row["name"],
-            instance_id=self.ctx.instance_id, spec=row["spec"], domain_type=self.ctx.domain_type, vm_dir=vm_dir,
-            mac=row["mac"], seed_iso=vm_dir / "cidata.iso", direct_io=self.direct_io,
+            vm_id=row["id"],
+            domain_name=self.ctx.config.domain_prefix + row["name"],
+            vm_name=row["name"],
+            instance_id=self.ctx.instance_id,
+            spec=row["spec"],
+            domain_type=self.ctx.domain_type,
+            vm_dir=vm_dir,
+            mac=row["mac"],
+            seed_iso=vm_dir / "cidata.iso",
+            direct_io=self.direct_io,
         )
 
     def storage_of(self, host: str | None) -> str:
+        if host is None:  # not placed yet: the appliance's own folders
+            return placement.APPLIANCE_STORAGE
         try:
             return self.ctx.store.get_host(host)["storage"] or placement.APPLIANCE_STORAGE
         except NotFound:  # an unknown host has no storage of its own
             return placement.APPLIANCE_STORAGE
 
     def own_storage(self, host: str | None) -> bool:
-        """The host does not see the appliance's folders: its VM files are made through its driver."""
+        """The host does not see the appliance's folders: its VM files are made through its
+        driver."""
         return self.storage_of(host) != placement.APPLIANCE_STORAGE
 
     def _write_seed(self, row: dict, plan: domain.DomainPlan) -> None:
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
         assert plan.seed_iso is not None  # noqa: S101 - narrows the type; plan() always sets it
-        cloudinit.write_seed_iso(plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"]))
+        cloudinit.write_seed_iso(
+            plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"])
+        )
 
     def ensure_defined(self, row: dict, host: str | None = None) -> Guest:
-        """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to repeat."""
+        """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to
+        repeat."""
         link = self.ctx.links.connected(host or row["host"])
         plan = self.plan(row)
         self._write_seed(row, plan)
         if self.own_storage(link.name):
             image = self.ctx.store.get_image(row["spec"]["image"])
-            link.driver.ensure_vm_files(plan, image, [(d["name"], d["size"] * MIB) for d in row["spec"]["disks"]])
+            link.driver.ensure_vm_files(
+                plan, image, [(d["name"], d["size"] * MIB) for d in row["spec"]["disks"]]
+            )
         else:
             self._ensure_files_here(row, plan)
-        # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its address.
+        # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
+        # address.
         link.driver.reserve_address(self.ctx.store, row)
         return link.driver.define(plan)
 

@@ -28,19 +28,36 @@ class Lifecycle:
         self.observer = observer
 
     def handlers(self) -> dict[str, Handler]:
-        return {"create": self.create, "update": self.update, "start": self.start, "resume": self.start,
-                "converge": self.start, "pause": self.pause, "stop": self.stop, "force-stop": self.force_stop,
-                "reboot": self.reboot, "delete": self.delete}
+        return {
+            "create": self.create,
+            "update": self.update,
+            "start": self.start,
+            "resume": self.start,
+            "converge": self.start,
+            "pause": self.pause,
+            "stop": self.stop,
+            "force-stop": self.force_stop,
+            "reboot": self.reboot,
+            "delete": self.delete,
+        }
 
     def _lookup(self, row: dict) -> Guest | None:
         """The VM's domain on its host (which must be reachable)."""
         return self.ctx.links.connected(row["host"]).lookup(row["id"])
 
+    def _current(self, vm_id: str) -> dict:
+        """The VM's row as stored now; Failed when it is gone (as OperationRunner.execute
+        says before a handler runs)."""
+        row = self.ctx.store.get_vm_by_id(vm_id)
+        if row is None:
+            raise Failed("the VM no longer exists")
+        return row
+
     # -- the handlers ------------------------------------------------------------------------
     def create(self, op: dict, row: dict) -> None:
         guest = self.files.ensure_defined(row)
         self.observer.observe(row, guest, record_xml=True)
-        row = self.ctx.store.get_vm_by_id(row["id"])
+        row = self._current(row["id"])
         if row["desired_state"] in ("running", "paused"):
             self.boot(row, guest)
             if row["desired_state"] == "paused":
@@ -93,13 +110,17 @@ class Lifecycle:
             self.ctx.sleep(0.1)
         if guest.is_active():
             guest.destroy()
-            self.ctx.store.add_event("forced-off", f"the guest did not power off within {grace} s; forced off",
-                                     row, op["id"])
+            self.ctx.store.add_event(
+                "forced-off",
+                f"the guest did not power off within {grace} s; forced off",
+                row,
+                op["id"],
+            )
 
     def reboot(self, op: dict, row: dict) -> None:
         """A restart as KubeVirt does it: graceful stop, then start with the current spec."""
         self.stop(op, row)
-        guest = self.files.ensure_defined(self.ctx.store.get_vm_by_id(row["id"]))
+        guest = self.files.ensure_defined(self._current(row["id"]))
         self.boot(row, guest)
 
     def delete(self, op: dict, row: dict) -> None:
@@ -138,7 +159,9 @@ class Lifecycle:
             return
         elsewhere = self._running_elsewhere(row)
         if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
-            raise Failed(f"a copy of this VM still runs on host {elsewhere}; not starting a second one")
+            raise Failed(
+                f"a copy of this VM still runs on host {elsewhere}; not starting a second one"
+            )
         # Console probes look only at what this boot prints.
         console = self.ctx.config.vm_dir(row["id"]) / "console.log"
         offset = console.stat().st_size if console.exists() else 0

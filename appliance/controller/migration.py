@@ -49,17 +49,22 @@ def settle_earlier_migration(ctx: Context, vm_id: str, source: HostLink, dest: H
         if not on_target:
             return "source"
         if ctx.monotonic() > deadline:
-            raise Failed(f"an earlier migration to {dest.name} is still in progress after {timeout:.0f} s")
+            raise Failed(
+                f"an earlier migration to {dest.name} is still in progress after {timeout:.0f} s"
+            )
         ctx.sleep(0.2)
 
 
-def record_move(ctx: Context, op: dict, row: dict, target: str, guest: Guest | None, message: str) -> None:
+def record_move(
+    ctx: Context, op: dict, row: dict, target: str, guest: Guest | None, message: str
+) -> None:
     """The record follows the guest to the target; its forwards are added there."""
     with ctx.store.transaction():
         ctx.store.update_vm(row["id"], bump=False, host=target)
         ctx.store.add_event("migrated", message, row, op["id"])
     if guest is not None and guest.is_active():
-        guest.apply_port_forwards(port_forwards(row))  # the source's QEMU held the ports until it quit
+        # the source's QEMU held the ports until it quit
+        guest.apply_port_forwards(port_forwards(row))
 
 
 class LiveMigration:
@@ -81,14 +86,25 @@ class LiveMigration:
     def execute(self) -> None:
         row, vm_id = self.row, self.row["id"]
         if settle_earlier_migration(self.ctx, vm_id, self.source, self.dest) == "target":
-            record_move(self.ctx, self.op, row, self.target, self.dest.lookup(vm_id), "found running on the "
-                        "target: the migration finished before the controller (restarted since) could record it")
+            record_move(
+                self.ctx,
+                self.op,
+                row,
+                self.target,
+                self.dest.lookup(vm_id),
+                "found running on the target: the migration finished before the controller "
+                "(restarted since) could record it",
+            )
             return
         guest = self.source.lookup(vm_id)
         if guest is None or not guest.is_active():
             raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
-        request = MigrationRequest(dest_uri=self.dest.uri, address=self.ctx.store.get_host(self.target)[
-            "migration_address"], bandwidth=self.op["params"].get("bandwidth"), copy_disks=self.copy)
+        request = MigrationRequest(
+            dest_uri=self.dest.uri,
+            address=self.ctx.store.get_host(self.target)["migration_address"],
+            bandwidth=self.op["params"].get("bandwidth"),
+            copy_disks=self.copy,
+        )
         if self.copy:  # the target does not see these disks: copy them during the migration
             self.files.prepare_copy(row, self.dest)
         started = self.ctx.monotonic()

@@ -4,8 +4,9 @@ record the outcome. A VM has one operation in a worker at a time."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context
 from appliance.errors import Failed
@@ -21,7 +22,7 @@ Handler = Callable[[dict, dict], None]
 
 
 class OperationRunner:
-    def __init__(self, ctx: Context, observer: "VmObserver", pool: Executor):
+    def __init__(self, ctx: Context, observer: VmObserver, pool: Executor):
         self.ctx = ctx
         self.observer = observer
         self.pool = pool
@@ -42,7 +43,8 @@ class OperationRunner:
             return True  # execute() records the failure
         needed = op["params"].get("target") if op["kind"] == "move" else row["host"]
         link = self.ctx.links.get(needed)
-        return link is None or link.connected  # an unknown host fails in the handler, with the reason
+        # an unknown host fails in the handler, with the reason
+        return link is None or link.connected
 
     def dispatch(self) -> None:
         claimed = set()
@@ -71,12 +73,16 @@ class OperationRunner:
             handler(op, row)
             # Observed state first: whoever waits on the operation reads the VM next.
             self.observer.observe_after(vm_id)
-            store.update_operation(op["id"], status="succeeded", progress=100, finished=self.ctx.clock())
+            store.update_operation(
+                op["id"], status="succeeded", progress=100, finished=self.ctx.clock()
+            )
             if store.get_vm_by_id(vm_id) is not None:
                 store.update_vm(vm_id, bump=False, last_error=None)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
             reason = failure_reason(err)
-            log.warning("operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err)
+            log.warning(
+                "operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err
+            )
             self.observer.observe_after(vm_id)
             status = "cancelled" if self.ctx.op_cancelled(op) else "failed"
             store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())

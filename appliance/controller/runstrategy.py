@@ -13,7 +13,11 @@ class RunStrategies:
         self.ctx = ctx
 
     def enforce(self, row: dict | None) -> None:
-        if row is None or row["desired_state"] == "deleted" or row["observed_state"] == "provisioning":
+        if (
+            row is None
+            or row["desired_state"] == "deleted"
+            or row["observed_state"] == "provisioning"
+        ):
             return
         if self.ctx.has_open_ops(row["id"]):
             return
@@ -41,13 +45,18 @@ class RunStrategies:
         now = self.ctx.clock()
         if now < not_before:
             return
-        self.ctx.backoff[row["id"]] = (failures + 1, now + min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** failures))
+        self.ctx.backoff[row["id"]] = (
+            failures + 1,
+            now + min(MAX_BACKOFF, FIRST_BACKOFF * 2**failures),
+        )
         self.ctx.queue_op(row, "start", f"restarting: the guest is {observed}"
                           + (f" ({reason})" if reason else "") + f", run strategy {strategy}")
 
     def liveness_failed(self, row: dict, reason: str) -> None:
         """Called by the prober: pull the plug; the run strategy decides the rest."""
         strategy = row["spec"]["run_strategy"]
-        self.ctx.store.add_event("liveness-failed", f"{reason}; forcing it off (run strategy {strategy})", row)
+        self.ctx.store.add_event(
+            "liveness-failed", f"{reason}; forcing it off (run strategy {strategy})", row
+        )
         self.ctx.queue_op(row, "force-stop", "forcing off after the liveness probe failed")
         self.ctx.nudge()

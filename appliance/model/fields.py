@@ -85,9 +85,15 @@ def must_be_list(value: Any) -> Any:
 
 
 def _size_schema(low: int, high: int) -> WithJsonSchema:
-    return WithJsonSchema({"oneOf": [{"type": "integer", "minimum": low, "maximum": high},
-                                     {"type": "string", "pattern": r"^\s*\d{1,20}\s*([KMGTkmgt])?([iI]?[bB])?\s*$"}],
-                           "description": "MiB, or a string with a unit: 512M, 2G"})
+    return WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": low, "maximum": high},
+                {"type": "string", "pattern": r"^\s*\d{1,20}\s*([KMGTkmgt])?([iI]?[bB])?\s*$"},
+            ],
+            "description": "MiB, or a string with a unit: 512M, 2G",
+        }
+    )
 
 
 def stored_as_value(member: Any) -> Any:
@@ -101,45 +107,95 @@ def one_of(values_: tuple[str, ...]) -> str:
 
 
 # -- field types ---------------------------------------------------------------------------
-DnsName = Annotated[str, rule(values.validate_name),
-                    WithJsonSchema({"type": "string", "pattern": values.anchored(values.DNS_LABEL)})]
-ImageName = Annotated[str, rule(values.validate_image),
-                      WithJsonSchema({"type": "string", "pattern": values.anchored(values.DNS_LABEL),
-                                      "description": "an image (GET /v1/images)"})]
+DnsName = Annotated[
+    str,
+    rule(values.validate_name),
+    WithJsonSchema({"type": "string", "pattern": values.anchored(values.DNS_LABEL)}),
+]
+ImageName = Annotated[
+    str,
+    rule(values.validate_image),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": values.anchored(values.DNS_LABEL),
+            "description": "an image (GET /v1/images)",
+        }
+    ),
+]
 Cpus = Annotated[int, rule(values.parse_cpus),
                  WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_CPUS})]
-Memory = Annotated[int, rule(lambda v, f: values.parse_size_mib(v, f, MIN_MEMORY_MIB, MAX_MEMORY_MIB)),
-                   _size_schema(MIN_MEMORY_MIB, MAX_MEMORY_MIB)]
+Memory = Annotated[
+    int,
+    rule(lambda v, f: values.parse_size_mib(v, f, MIN_MEMORY_MIB, MAX_MEMORY_MIB)),
+    _size_schema(MIN_MEMORY_MIB, MAX_MEMORY_MIB),
+]
 DiskSize = Annotated[int, rule(lambda v, f: values.parse_size_mib(v, f, 1, MAX_DISK_MIB)),
                      _size_schema(1, MAX_DISK_MIB)]
-Labels = Annotated[dict[str, str], rule(values.validate_labels),
-                   WithJsonSchema({"type": "object", "maxProperties": MAX_LABELS, "additionalProperties": {
-                       "type": "string", "pattern": values.anchored(values.LABEL_VALUE)}})]
+Labels = Annotated[
+    dict[str, str],
+    rule(values.validate_labels),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_LABELS,
+            "additionalProperties": {
+                "type": "string",
+                "pattern": values.anchored(values.LABEL_VALUE),
+            },
+        }
+    ),
+]
 Port = Annotated[int, whole(1, 65535), says("must be a port number from 1 to 65535")]
-Grace = Annotated[int, whole(0, MAX_TERMINATION_GRACE_PERIOD),
-                  says(f"must be a whole number of seconds from 0 to {MAX_TERMINATION_GRACE_PERIOD}")]
+Grace = Annotated[
+    int,
+    whole(0, MAX_TERMINATION_GRACE_PERIOD),
+    says(f"must be a whole number of seconds from 0 to {MAX_TERMINATION_GRACE_PERIOD}"),
+]
 Flag = Annotated[bool, Field(strict=True), says("must be true or false")]
 Mac = Annotated[str, rule(values.validate_mac),
                 WithJsonSchema({"type": "string", "pattern": "^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$",
                                 "description": "unicast, like 52:54:00:12:34:56"})]
-ForwardAddress = Annotated[str, rule(values.validate_forward_address),
-                           WithJsonSchema({"type": "string", "description": "a loopback IPv4 address"})]
-LibvirtNetworkName = Annotated[str, rule(values.validate_libvirt_network_name),
-                               WithJsonSchema({"type": "string",
-                                               "pattern": values.anchored(values.LIBVIRT_NETWORK_NAME),
-                                               "description": "libvirt network (type network)"})]
-IPv4 = Annotated[str, rule(values.validate_ipv4),
-                 WithJsonSchema({"type": "string", "format": "ipv4", "description": "fixed IPv4 (type network)"})]
-UserData = Annotated[str, rule(values.validate_user_data),
-                     WithJsonSchema({"type": "string",
-                                     "description": f"#cloud-config or a #! script, at most {MAX_USER_DATA} bytes"})]
-CloudInitPart = Annotated[dict | str, rule(values.validate_cloud_init_part),
+ForwardAddress = Annotated[
+    str,
+    rule(values.validate_forward_address),
+    WithJsonSchema({"type": "string", "description": "a loopback IPv4 address"}),
+]
+LibvirtNetworkName = Annotated[
+    str,
+    rule(values.validate_libvirt_network_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": values.anchored(values.LIBVIRT_NETWORK_NAME),
+            "description": "libvirt network (type network)",
+        }
+    ),
+]
+IPv4 = Annotated[
+    str,
+    rule(values.validate_ipv4),
+    WithJsonSchema(
+        {"type": "string", "format": "ipv4", "description": "fixed IPv4 (type network)"}
+    ),
+]
+UserData = Annotated[
+    str,
+    rule(values.validate_user_data),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": f"#cloud-config or a #! script, at most {MAX_USER_DATA} bytes",
+        }
+    ),
+]
+CloudInitPart = Annotated[dict[str, Any] | str, rule(values.validate_cloud_init_part),
                           WithJsonSchema({"oneOf": [{"type": "object"}, {"type": "string"}]})]
 ConsoleText = Annotated[str, rule(values.validate_console_text),
                         WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256})]
 
 
-def _no_fields(value: Any, field: str) -> dict:
+def _no_fields(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Invalid("must be an object", field)
     if value:
@@ -147,4 +203,5 @@ def _no_fields(value: Any, field: str) -> dict:
     return {}
 
 
-NoFields = Annotated[dict, rule(_no_fields), WithJsonSchema({"type": "object", "maxProperties": 0})]
+NoFields = Annotated[dict[str, Any], rule(_no_fields),
+                     WithJsonSchema({"type": "object", "maxProperties": 0})]

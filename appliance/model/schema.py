@@ -17,7 +17,7 @@ from appliance.model.values import DNS_LABEL, anchored
 REF = "#/components/schemas/{model}"
 
 
-def _nullable(schema: dict, others: list) -> dict:
+def _nullable(schema: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
     if len(others) != 1:
         return {**schema, "anyOf": others, "nullable": True}
     inner = others[0]
@@ -50,7 +50,7 @@ def _openapi30(node: Any) -> Any:
     return out
 
 
-def spec_components() -> dict[str, dict]:
+def spec_components() -> dict[str, dict[str, Any]]:
     """Spec and the schemas it refers to, and CreateVM (a Spec with how to create it)."""
     spec = Spec.model_json_schema(ref_template=REF)
     parts = spec.pop("$defs", {})
@@ -62,12 +62,31 @@ def spec_components() -> dict[str, dict]:
     spec.pop("additionalProperties", None)
     components = {name: _openapi30(schema) for name, schema in parts.items()}
     components["Spec"] = _openapi30(spec)
-    components["CreateVM"] = {"allOf": [{"$ref": REF.format(model="Spec")}, {
-        "type": "object", "required": ["name"],
-        "properties": {
-            "state": {"type": "string", "enum": [DesiredState.RUNNING.value, DesiredState.STOPPED.value],
-                      "description": "stopped: create without starting it"},
-            "template": {"type": "string", "description": "the template whose fields fill in the rest (default)"},
-            "host": {"type": "string", "pattern": anchored(DNS_LABEL),
-                     "description": "place it on this host (the scheduler's filters still apply)"}}}]}
+    components["CreateVM"] = {
+        "allOf": [
+            {"$ref": REF.format(model="Spec")},
+            {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "state": {
+                        "type": "string",
+                        "enum": [DesiredState.RUNNING.value, DesiredState.STOPPED.value],
+                        "description": "stopped: create without starting it",
+                    },
+                    "template": {
+                        "type": "string",
+                        "description": "the template whose fields fill in the rest (default)",
+                    },
+                    "host": {
+                        "type": "string",
+                        "pattern": anchored(DNS_LABEL),
+                        "description": (
+                            "place it on this host (the scheduler's filters still apply)"
+                        ),
+                    },
+                },
+            },
+        ]
+    }
     return components

@@ -152,7 +152,7 @@ def validate_user_data(value: Any, field: str = "cloud_init.user_data") -> str:
     return value
 
 
-def validate_cloud_init_part(value: Any, field: str) -> dict | str:
+def validate_cloud_init_part(value: Any, field: str) -> dict[str, Any] | str:
     """meta_data or network_config: an object or a YAML string, bounded in depth and size."""
     if not isinstance(value, (dict, str)):
         raise Invalid("must be an object or a YAML string", field)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import xml.etree.ElementTree as ET
-
-import defusedxml.ElementTree as DefusedET
 from typing import TYPE_CHECKING
 
+import defusedxml.ElementTree as DefusedET
 import libvirt
 
 from appliance.errors import Failed
@@ -41,7 +40,7 @@ def wanted(row: dict) -> dict | None:
     return {"network": network["name"], "mac": row["mac"], "name": row["name"], "ip": network["ip"]}
 
 
-def recorded(store: "Store", vm_id: str, host: str) -> dict | None:
+def recorded(store: Store, vm_id: str, host: str) -> dict | None:
     value = store.get_meta(_key(vm_id, host))
     return json.loads(value) if value else None
 
@@ -79,12 +78,14 @@ def _delete(conn: libvirt.virConnect, host: str, entry: dict) -> None:
     """Remove exactly this entry; one that is gone already (or a network that
     is) is nothing to release."""
     try:
-        _update(_network(conn, entry["network"], host), libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry)
+        _update(
+            _network(conn, entry["network"], host), libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry
+        )
     except (libvirt.libvirtError, Failed) as err:
         log.info("no DHCP reservation %s to release on %s: %s", entry, host, err)
 
 
-def release(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> None:
+def release(store: Store, conn: libvirt.virConnect, host: str, row: dict) -> None:
     """Remove the reservation this VM made on this host, and only that one. A VM
     reserved before the appliance recorded reservations: its exact entry."""
     entry = recorded(store, row["id"], host) or wanted(row)
@@ -93,7 +94,7 @@ def release(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> N
     store.delete_meta(_key(row["id"], host))
 
 
-def reserve(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> None:
+def reserve(store: Store, conn: libvirt.virConnect, host: str, row: dict) -> None:
     """Make the host's network give this VM's MAC its fixed IP (safe to repeat).
     A changed MAC, name or IP replaces the VM's own earlier reservation; an
     entry someone else made for the MAC, name or IP is refused, not replaced."""
@@ -108,9 +109,17 @@ def reserve(store: "Store", conn: libvirt.virConnect, host: str, row: dict) -> N
         try:
             _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want)
         except libvirt.libvirtError:
-            log.warning("DHCP reservation %s refused by network %s on %s", want, want["network"], host,
-                        exc_info=True)
-            raise Failed(f"network {want['network']!r} already has a DHCP reservation for MAC {want['mac']}, "
-                         f"name {want['name']} or IP {want['ip']} that this VM did not make") from None
+            log.warning(
+                "DHCP reservation %s refused by network %s on %s",
+                want,
+                want["network"],
+                host,
+                exc_info=True,
+            )
+            raise Failed(
+                f"network {want['network']!r} already has a DHCP reservation "
+                f"for MAC {want['mac']}, "
+                f"name {want['name']} or IP {want['ip']} that this VM did not make"
+            ) from None
     # Exactly ours (just made, or made before a crash or before reservations were recorded).
     store.set_meta(_key(row["id"], host), json.dumps(want, sort_keys=True))

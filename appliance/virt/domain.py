@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
-from pathlib import Path
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
@@ -57,9 +57,18 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def _disk(devices: ET.Element, path: Path, fmt: str, target: str, cache: str, readonly: bool = False) -> None:
+def _disk(
+    devices: ET.Element, path: Path, fmt: str, target: str, cache: str, readonly: bool = False
+) -> None:
     disk = _sub(devices, "disk", type="file", device="disk")
-    _sub(disk, "driver", name="qemu", type=fmt, cache=cache, discard="unmap" if fmt == "qcow2" else "ignore")
+    _sub(
+        disk,
+        "driver",
+        name="qemu",
+        type=fmt,
+        cache=cache,
+        discard="unmap" if fmt == "qcow2" else "ignore",
+    )
     _sub(disk, "source", file=str(path))
     _sub(disk, "target", dev=target, bus="virtio")
     if readonly:
@@ -146,8 +155,15 @@ def _restricted_nic(domain: ET.Element, mac: str) -> None:
     so the netdev and the NIC are given to QEMU directly, with the ids libvirt
     would have used (so the port forwards find the netdev the same way)."""
     netdev = {"type": "user", "id": USER_NETDEV, "restrict": True}
-    device = {"driver": "virtio-net-pci", "netdev": USER_NETDEV, "id": "ua-net0", "mac": mac,
-              "bus": "pcie.0", "addr": RESTRICTED_NIC_ADDR, "romfile": ""}  # no iPXE ROM, as rom enabled='no'
+    device = {
+        "driver": "virtio-net-pci",
+        "netdev": USER_NETDEV,
+        "id": "ua-net0",
+        "mac": mac,
+        "bus": "pcie.0",
+        "addr": RESTRICTED_NIC_ADDR,
+        "romfile": "",
+    }  # no iPXE ROM, as rom enabled='no'
     commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
     for value in ("-netdev", json.dumps(netdev), "-device", json.dumps(device)):
         ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", {"value": value})

@@ -32,9 +32,21 @@ def checked(found: dict, source: str) -> list[dict]:
             except (ValueError, TypeError, AttributeError):
                 continue
             prefix = addr.get("prefix")
-            if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= address.max_prefixlen:
+            if (
+                isinstance(prefix, bool)
+                or not isinstance(prefix, int)
+                or not 0 <= prefix <= address.max_prefixlen
+            ):
                 continue
-            out.append({"interface": name, "mac": mac, "address": str(address), "prefix": prefix, "source": source})
+            out.append(
+                {
+                    "interface": name,
+                    "mac": mac,
+                    "address": str(address),
+                    "prefix": prefix,
+                    "source": source,
+                }
+            )
             if len(out) >= MAX_ADDRESSES:
                 return out
     return out

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import defusedxml.ElementTree as DefusedET
-from typing import Callable
-
 import libvirt
 
 log = logging.getLogger(__name__)
@@ -52,23 +51,38 @@ STATES = {
 }
 REASONS = {
     libvirt.VIR_DOMAIN_SHUTOFF: {
-        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "", libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed", libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated", libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed", libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon"},
+        libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "",
+        libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+        libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+        libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+        libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+    },
     libvirt.VIR_DOMAIN_PAUSED: {
-        libvirt.VIR_DOMAIN_PAUSED_USER: "user", libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
-        libvirt.VIR_DOMAIN_PAUSED_SAVE: "save", libvirt.VIR_DOMAIN_PAUSED_DUMP: "dump",
-        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error", libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
-        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down", libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up", libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "postcopy"},
+        libvirt.VIR_DOMAIN_PAUSED_USER: "user",
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
+        libvirt.VIR_DOMAIN_PAUSED_SAVE: "save",
+        libvirt.VIR_DOMAIN_PAUSED_DUMP: "dump",
+        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "io-error",
+        libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting-down",
+        libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "postcopy",
+    },
     libvirt.VIR_DOMAIN_RUNNING: {
-        libvirt.VIR_DOMAIN_RUNNING_BOOTED: "booted", libvirt.VIR_DOMAIN_RUNNING_MIGRATED: "migrated",
-        libvirt.VIR_DOMAIN_RUNNING_RESTORED: "restored", libvirt.VIR_DOMAIN_RUNNING_UNPAUSED: "unpaused",
+        libvirt.VIR_DOMAIN_RUNNING_BOOTED: "booted",
+        libvirt.VIR_DOMAIN_RUNNING_MIGRATED: "migrated",
+        libvirt.VIR_DOMAIN_RUNNING_RESTORED: "restored",
+        libvirt.VIR_DOMAIN_RUNNING_UNPAUSED: "unpaused",
         libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED: "migration-canceled",
-        libvirt.VIR_DOMAIN_RUNNING_WAKEUP: "wakeup", libvirt.VIR_DOMAIN_RUNNING_CRASHED: "crashed",
-        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY: "postcopy"},
+        libvirt.VIR_DOMAIN_RUNNING_WAKEUP: "wakeup",
+        libvirt.VIR_DOMAIN_RUNNING_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY: "postcopy",
+    },
     libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "panicked"},
 }
 
@@ -115,7 +129,9 @@ class LibvirtHost:
             conn.registerCloseCallback(lambda *_: self._closed.set(), None)
             self.conn = conn
         self._callbacks = [
-            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None),
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            ),
         ]
 
     def _lifecycle(self, _conn, dom, event, detail, _opaque) -> None:
@@ -155,24 +171,25 @@ class LibvirtHost:
     def inventory(self) -> dict:
         assert self.conn is not None  # noqa: S101 - narrows the type; callers hold a connection
         arch, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
-        if self._cpu is None or self._cpu[0] is not self.conn:  # the capabilities change only with the host
-            self._cpu = (self.conn, *self._capabilities())
+        # the capabilities change only with the host
+        if self._cpu is None or self._cpu[0] is not self.conn:
+            self._cpu = (self.conn, *self._capabilities(self.conn))
         return {"arch": arch, "cpu_model": self._cpu[1], "guest_arches": self._cpu[2],
                 "memory_mib": memory_mib, "cpus": cpus, "mhz": mhz,
                 "free_memory_bytes": self.conn.getFreeMemory(), "hostname": self.conn.getHostname(),
                 "libvirt_version": self.conn.getLibVersion()}
 
-    def _capabilities(self) -> tuple[str, list[str]]:
+    def _capabilities(self, conn: libvirt.virConnect) -> tuple[str, list[str]]:
         """The CPU model, and the guest architectures QEMU can run here (with KVM
         or emulated), from the capabilities."""
         try:
-            caps = DefusedET.fromstring(self.conn.getCapabilities())
+            caps = DefusedET.fromstring(conn.getCapabilities())
         except (libvirt.libvirtError, ET.ParseError):
             return "", []
         model = caps.find("./host/cpu/model")
         vendor = caps.find("./host/cpu/vendor")
         cpu = " ".join(e.text for e in (vendor, model) if e is not None and e.text)
-        arches = {g.get("name") for g in caps.findall("./guest/arch") if g.get("name")}
+        arches = {name for g in caps.findall("./guest/arch") if (name := g.get("name"))}
         if self.uri.startswith("test:"):
             # libvirt's simulation driver lists only i686 but defines and "runs"
             # the appliance's x86_64 domains all the same.

@@ -123,16 +123,23 @@ def detect_format(path: str | Path) -> str:
         version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else 0
         if version in (2, 3):
             return "qcow2"
-        raise Invalid(f"unsupported qcow version {version}; convert it to qcow2 or raw first", "image")
+        raise Invalid(
+            f"unsupported qcow version {version}; convert it to qcow2 or raw first", "image"
+        )
     for offset, magic, fmt in _OTHER_FORMATS:
         if head[offset:offset + len(magic)] == magic:
-            raise Invalid(f"unsupported image format {fmt}; only standalone qcow2 and raw are accepted "
-                          "(convert it with qemu-img convert -O qcow2 first)", "image")
+            raise Invalid(
+                f"unsupported image format {fmt}; only standalone qcow2 and raw are accepted "
+                "(convert it with qemu-img convert -O qcow2 first)",
+                "image",
+            )
     if _vmdk_descriptor(head):
         raise Invalid("unsupported image format vmdk (a descriptor that names other files); "
                       "only standalone qcow2 and raw are accepted", "image")
     if not _looks_like_raw_disk(head, iso):
-        raise Invalid("not a disk image: no boot sector, partition table or ISO9660 volume", "image")
+        raise Invalid(
+            "not a disk image: no boot sector, partition table or ISO9660 volume", "image"
+        )
     return "raw"
 
 
@@ -206,7 +213,9 @@ def check(path: str | Path) -> dict:
     details = info(path, fmt)
     refusal = _references(details)
     if details.get("format") != fmt or refusal:
-        raise Invalid(f"an image must stand alone ({refusal or 'its format is ambiguous'})", "image")
+        raise Invalid(
+            f"an image must stand alone ({refusal or 'its format is ambiguous'})", "image"
+        )
     return {
         "format": fmt,
         "virtual_size": int(details.get("virtual-size", 0)),
@@ -223,8 +232,21 @@ def convert_to_qcow2(source: str | Path, source_format: str, dest: str | Path) -
     return check(dest)
 
 
-def create_overlay(base: str | Path, base_format: str, dest: str | Path, size_bytes: int | None = None) -> None:
-    args = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", base_format, str(dest)]
+def create_overlay(
+    base: str | Path, base_format: str, dest: str | Path, size_bytes: int | None = None
+) -> None:
+    args = [
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        str(base),
+        "-F",
+        base_format,
+        str(dest),
+    ]
     if size_bytes:
         args.append(str(size_bytes))
     _run(args, "creating the root disk")

@@ -75,7 +75,9 @@ def parse_usernet(text: str) -> set[tuple[str, str, int, int]]:
 
 
 def _hmp(dom: libvirt.virDomain, command: str) -> str:
-    return libvirt_qemu.qemuMonitorCommand(dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    return libvirt_qemu.qemuMonitorCommand(
+        dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+    )
 
 
 def apply(dom: libvirt.virDomain, forwards: list[dict]) -> None:
@@ -98,5 +100,7 @@ def apply(dom: libvirt.virDomain, forwards: list[dict]) -> None:
             # reason; libvirt's own text stays out of events.
             out = "the QEMU monitor refused the command"
         if out:
-            raise Failed(f"{describe(fwd)} could not be forwarded to guest port {fwd['guest_port']} "
-                         f"(in use?): {out[:200]}")
+            raise Failed(
+                f"{describe(fwd)} could not be forwarded to guest port {fwd['guest_port']} "
+                f"(in use?): {out[:200]}"
+            )

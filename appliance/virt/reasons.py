@@ -34,22 +34,31 @@ GENERIC = "libvirt refused the connection"
 
 def connect_reason(err: libvirt.libvirtError) -> str:
     """A fixed, short reason for a failed connection (never libvirt's text)."""
-    return f"{_CONNECT_REASONS.get(err.get_error_code() or -1, GENERIC)} (code {err.get_error_code()}; " \
-           "the server log has libvirt's message)"
+    return (
+        f"{_CONNECT_REASONS.get(err.get_error_code() or -1, GENERIC)} "
+        f"(code {err.get_error_code()}; "
+        "the server log has libvirt's message)"
+    )
 
 
 # Operations act on domains, disks and networks the appliance made itself, so
 # libvirt's message names those and helps the user (a port in use, a network
 # down, a lock held); it is kept, cut short, except where it quotes a file.
-_QUOTES_FILES = (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL, libvirt.VIR_ERR_XML_INVALID_SCHEMA,
-                 libvirt.VIR_ERR_CONF_SYNTAX)
+_QUOTES_FILES = (
+    libvirt.VIR_ERR_XML_ERROR,
+    libvirt.VIR_ERR_XML_DETAIL,
+    libvirt.VIR_ERR_XML_INVALID_SCHEMA,
+    libvirt.VIR_ERR_CONF_SYNTAX,
+)
 
 
 def operation_reason(err: BaseException) -> str:
     """What an operation's error, its event and the VM's last_error say."""
     if isinstance(err, libvirt.libvirtError):
         if err.get_error_code() in _QUOTES_FILES:
-            return _CONNECT_REASONS[err.get_error_code()] + " (the server log has libvirt's message)"
+            return (
+                _CONNECT_REASONS[err.get_error_code()] + " (the server log has libvirt's message)"
+            )
         text = err.get_error_message() or GENERIC
     else:
         text = str(err)

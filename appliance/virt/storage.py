@@ -106,7 +106,9 @@ def upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, so
     return vol
 
 
-def download_from(conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int) -> bytes:
+def download_from(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int
+) -> bytes:
     stream = conn.newStream(0)
     vol.download(stream, offset, length, 0)
     chunks: list[bytes] = []
