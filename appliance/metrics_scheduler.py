@@ -38,7 +38,6 @@ RESULTS = ("placed", "no_valid_host")
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-<<<<<<< HEAD
 # registry=None: registered where they are served (exporter.registry.build_registry).
 DECISIONS = Histogram("vmappliance_scheduler_decision_seconds",
                       "Time one placement decision took (reading the hosts and claims, "
@@ -49,45 +48,6 @@ REJECTIONS = Counter("vmappliance_scheduler_rejections",
                      ["filter"], registry=None)
 _BY_RESULT = {result: DECISIONS.labels(result) for result in RESULTS}
 _BY_FILTER = {name: REJECTIONS.labels(name) for name in FILTERS}
-=======
-class _Metrics:
-    def __init__(self) -> None:
-        # registry=None: registered where they are served (exporter.registry.build_registry).
-        self.decisions = Histogram(
-            "vmappliance_scheduler_decision_seconds",
-            "Time one placement decision took (reading the hosts and claims, "
-            "filtering, weighing), by result.",
-            ["result"],
-            buckets=DECISION_BUCKETS,
-            registry=None,
-        )
-        self.rejections = Counter("vmappliance_scheduler_rejections",
-                                  "Hosts a placement turned away, by the first filter each failed.",
-                                  ["filter"], registry=None)
-        self.by_result = {result: self.decisions.labels(result) for result in RESULTS}
-        self.by_filter = {name: self.rejections.labels(name) for name in FILTERS}
-        self.multiprocess = all(
-            getattr(c._value, "_multiprocess", False) for c in self.by_filter.values()
-        )
-
-    def absorb(self, other: _Metrics) -> None:
-        """Add another set's counts to these (prometheus_client has no public way to add to a
-        bucket)."""
-        for result, child in other.by_result.items():
-            mine = self.by_result[result]
-            for bucket, theirs in zip(mine._buckets, child._buckets, strict=True):
-                if theirs.get():
-                    bucket.inc(theirs.get())
-            if child._sum.get():
-                mine._sum.inc(child._sum.get())
-        for name, counter in other.by_filter.items():
-            if counter._value.get():
-                self.by_filter[name].inc(counter._value.get())
-
-
-_lock = threading.Lock()
-_metrics = _Metrics()
->>>>>>> e-lint
 
 
 def collectors() -> list:
@@ -95,14 +55,8 @@ def collectors() -> list:
     return [DECISIONS, REJECTIONS]
 
 
-<<<<<<< HEAD
 def observe_decision(seconds: float, result: str,
                      rejected_by: Mapping[str, int] | None = None) -> None:
-=======
-def observe_decision(
-    seconds: float, result: str, rejected_by: Mapping[str, int] | None = None
-) -> None:
->>>>>>> e-lint
     """One decision: its duration, placed or no_valid_host, and how many hosts each filter rejected.
     Never raises: a metric is not worth failing a placement for."""
     try:
@@ -117,15 +71,8 @@ def observe_decision(
 def observe(decision, seconds: float) -> None:
     """`observe_decision` for a scheduler.Decision."""
     try:
-<<<<<<< HEAD
         result = "placed" if decision.host is not None else "no_valid_host"
         rejected = decision.rejected_by()
-=======
-        result, rejected = (
-            ("placed" if decision.host is not None else "no_valid_host"),
-            decision.rejected_by(),
-        )
->>>>>>> e-lint
     except Exception:
         log.exception("scheduler metrics: reading %r", decision)
         return

@@ -13,8 +13,9 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from appliance import hosturi, jsonio, netrules, placement
 from appliance import spec as specs
