@@ -108,6 +108,15 @@ class Directory:
         except KeyError:
             raise NotFound(f"no file {name!r} in a {self.kind}", "file") from None
 
+    def read(self, service: Service, name: str, file: str) -> str:
+        """The text of one file of the directory NAME."""
+        return self.file(file).read(service, name)
+
+    def write(self, service: Service, name: str, file: str, text: str,
+              if_match: int | None = None) -> Written:
+        """Write one file of the directory NAME, as a shell's write or a PUT would."""
+        return self.writer(file)(service, name, text, if_match)
+
     def writer(self, name: str) -> Writer:
         """The file's writer; Forbidden for a read-only file (after NotFound for no file)."""
         write = self.file(name).write
