@@ -101,8 +101,9 @@ def _read_file(req: falcon.Request, resp: falcon.Response, service: Service, fil
     from `?offset=` (negative: from the end)."""
     if file.log is not None:
         offset = req.get_param_as_int("offset", default=0, min_value=-MAX_INT, max_value=MAX_INT)
+        data = file.log.read_at(service, name, offset, None)  # first: a refusal answers JSON
         resp.content_type = file.content_type
-        resp.data = file.log.read_at(service, name, offset, None)
+        resp.data = data
         return
     text = file.read(service, name)
     if file.as_json is not None and not _wants_text(req):
