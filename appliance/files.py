@@ -70,6 +70,9 @@ class Log:
 
 @dataclass(frozen=True)
 class File:
+    """One file of a directory: read(service, NAME) gives its text; write(service, NAME,
+    text, if_match) applies a value (a host's files have no generation: if_match unused)."""
+
     name: str
     read: Reader
     write: Writer | None = None
