@@ -57,7 +57,8 @@ OWNER_ONLY_TOPS = ("hosts", "groups")
 
 
 def owner_only(path: Path) -> bool:
-    """Whether changing this path (or making, removing, renaming under it) needs the mount's owner."""
+    """Whether changing this path (or making, removing, renaming under it) needs the mount's
+    owner."""
     return bool(path) and path[0] in OWNER_ONLY_TOPS
 
 

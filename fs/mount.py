@@ -37,7 +37,8 @@ def is_mounted(mountpoint: str | Path) -> bool:
 
 
 def clear_stale(mountpoint: str | Path) -> bool:
-    """Lazily unmount whatever is mounted at mountpoint (our own dead mount); True if there was one."""
+    """Lazily unmount whatever is mounted at mountpoint (our own dead mount); True if there
+    was one."""
     if not is_mounted(mountpoint):
         return False
     log.warning("clearing a stale mount at %s", mountpoint)
@@ -73,7 +74,8 @@ async def _serve_until_signal() -> None:
                 break
 
 
-def run(config: Config, mountpoint: str | Path, service: Service | None = None, group: str | None = None) -> int:
+def run(config: Config, mountpoint: str | Path, service: Service | None = None,
+        group: str | None = None) -> int:
     """Mount and serve until SIGTERM/SIGINT. With group, members of that group may use
     the mount too (allow_other; the kernel checks modes, default_permissions), but
     hosts/ and groups/ stay the owner's to change (fs/limits.py, checked per call)."""
@@ -83,7 +85,8 @@ def run(config: Config, mountpoint: str | Path, service: Service | None = None, 
     if service is None:
         service = Service(Store(config.db_path), config, notify=Notifier(config.notify_socket))
     gid = None if group is None else (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
-    pyfuse3.init(ApplianceFS(service, group=gid), str(mountpoint), mount_options(allow_other=gid is not None))
+    pyfuse3.init(ApplianceFS(service, group=gid), str(mountpoint),
+                 mount_options(allow_other=gid is not None))
     log.info("mounted at %s (home %s)", mountpoint, config.home)
     try:
         trio.run(_serve_until_signal)

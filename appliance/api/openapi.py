@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance.files import HOST_FILES, VM_FILES
 from appliance.model import (
     GROUP_POLICIES,
     HOST_DOWN,
@@ -18,7 +19,6 @@ from appliance.model import (
 from appliance.model.defaults import MAX_MEMORY_MIB
 from appliance.model.schema import spec_components
 from appliance.model.values import DNS_LABEL, anchored
-from appliance.service import HOST_FILES, VM_FILES
 
 
 def _ref(name: str) -> dict:

@@ -5,17 +5,13 @@ No rules here. Writes wait for their operation by default (bounded); with
 """
 from __future__ import annotations
 
-import json
-
 import falcon
 
 from appliance import jsonio
 from appliance.errors import Invalid
+from appliance.files import HOST_FILES, MAX_INT, VM_FILES, File, events_text
 from appliance.model import FINAL_OP_STATES
-from appliance.service import HOST_FILES, VM_FILES, Service
-
-MAX_INT = 2**62  # SQLite integers are 64-bit
-VALUE_FILES = {"state", "cpus", "memory", "host"}
+from appliance.service import Service
 
 
 def _if_match(req: falcon.Request) -> int | None:
@@ -51,7 +47,8 @@ def _accepted(resp: falcon.Response, op: dict) -> None:
     resp.media = {"operation": op}
 
 
-def _complete(req: falcon.Request, resp: falcon.Response, service: Service, op: dict | None) -> bool:
+def _complete(req: falcon.Request, resp: falcon.Response, service: Service,
+              op: dict | None) -> bool:
     """Wait for the operation (bounded). False when it is still under way: the
     answer is then 202 with the operation, as with wait=false."""
     if op is None:
@@ -78,27 +75,41 @@ def _wants_text(req: falcon.Request) -> bool:
         and "json" not in (req.accept or ""))
 
 
-def _body_text(req: falcon.Request, file: str) -> str:
-    """JSON {"state": "running"} or the raw file content, as `echo` would write it.
-
-    The host file alone takes a second field, {"host": "h2", "force": true}: it
-    goes to the service as the JSON text a shell could write to the file too."""
+def _body_text(req: falcon.Request, file: File) -> str:
+    """The text a shell would write: a value file's JSON form ({"state": "running"}), or the
+    raw body."""
     raw = req.bounded_stream.read()
     content_type = (req.content_type or "").split(";")[0].strip()
-    if content_type == falcon.MEDIA_JSON and file in VALUE_FILES:
+    if content_type == falcon.MEDIA_JSON and file.from_json is not None:
         try:
             body = jsonio.loads(raw or b"null")
         except ValueError:
-            raise falcon.HTTPBadRequest(title="Invalid JSON", description="the body is not JSON") from None
-        if not isinstance(body, dict) or file not in body:
-            raise Invalid(f'expected {{"{file}": ...}}', file)
-        if file == "host":
-            return json.dumps(body)
-        return str(body[file])
+            raise falcon.HTTPBadRequest(title="Invalid JSON",
+                                        description="the body is not JSON") from None
+        if not isinstance(body, dict) or file.name not in body:
+            raise Invalid(f'expected {{"{file.name}": ...}}', file.name)
+        return file.from_json(body)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Invalid("the body must be UTF-8 text", file) from None
+        raise Invalid("the body must be UTF-8 text", file.name) from None
+
+
+def _read_file(req: falcon.Request, resp: falcon.Response, service: Service, file: File,
+               name: str) -> None:
+    """GET of one file of a directory, as the table has it; a log (the console) is read
+    from `?offset=` (negative: from the end)."""
+    if file.log is not None:
+        offset = req.get_param_as_int("offset", default=0, min_value=-MAX_INT, max_value=MAX_INT)
+        data = file.log.read_at(service, name, offset, None)  # first: a refusal answers JSON
+        resp.content_type = file.content_type
+        resp.data = data
+        return
+    text = file.read(service, name)
+    if file.as_json is not None and not _wants_text(req):
+        resp.media = file.as_json(service, name, text, req)
+    else:
+        _text(resp, text, file.content_type)
 
 
 class Health:
@@ -151,7 +162,8 @@ class VM:
         vm, op = self.service.update_vm(name, req.get_media(), _if_match(req))
         self._answer(req, resp, vm, op)
 
-    def _answer(self, req: falcon.Request, resp: falcon.Response, vm: dict, op: dict | None) -> None:
+    def _answer(self, req: falcon.Request, resp: falcon.Response, vm: dict,
+                op: dict | None) -> None:
         if not _complete(req, resp, self.service, op):
             return
         vm = self.service.get_vm(vm["name"])
@@ -166,56 +178,27 @@ class VM:
 
 
 class VMFile:
-    """The files of a VM directory, at the same paths as in the mount."""
+    """The files of a VM directory (appliance.files.VM_FILES), at the same paths as in the mount."""
 
     def __init__(self, service: Service):
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
-        if file == "console":
-            offset = req.get_param_as_int("offset", default=0, min_value=-MAX_INT, max_value=MAX_INT)
-            data = self.service.read_console(name, offset)
-            resp.content_type = falcon.MEDIA_TEXT
-            resp.data = data
-            return
-        text = self.service.read_vm_file(name, file)
-        vm = self.service.get_vm(name)
-        _etag(resp, vm["generation"])
-        if file.endswith(".json"):
-            resp.content_type = falcon.MEDIA_JSON
-            resp.text = text
-        elif file == "domain.xml":
-            _text(resp, text, falcon.MEDIA_XML)
-        elif file in VALUE_FILES and not _wants_text(req):
-            value = text.strip()
-            resp.media = {file: int(value) if file in ("cpus", "memory") else value or None}
-        elif file == "events" and not _wants_text(req):
-            resp.media = {"items": self.service.list_events(
-                name, since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT))}
-        else:
-            _text(resp, text)
+        entry = VM_FILES.file(file)
+        _read_file(req, resp, self.service, entry, name)
+        if entry.log is None:  # a log (the console) grows without a new generation
+            _etag(resp, self.service.get_vm(name)["generation"])
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
-        if file not in VM_FILES:
-            raise falcon.HTTPNotFound(description=f"no file {file!r} in a VM")
-        text = _body_text(req, file)
-        op = self.service.write_vm_file(name, file, text, _if_match(req))
+        text = _body_text(req, VM_FILES.file(file))
+        written = VM_FILES.writer(file)(self.service, name, text, _if_match(req))
+        op = next(iter(written.operations), None)  # a VM file's write starts one operation at most
         if not _complete(req, resp, self.service, op):
             return
-        vm = self.service.get_vm(self._name_after(name, file, text))
+        vm = self.service.get_vm(written.name)
         _etag(resp, vm["generation"])
         resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
 
-    @staticmethod
-    def _name_after(name: str, file: str, text: str) -> str:
-        """spec.json may rename the VM."""
-        if file == "spec.json":
-            try:
-                new = json.loads(text).get("name")
-            except (ValueError, AttributeError):
-                return name
-            return new if isinstance(new, str) and new else name
-        return name
 
 class Operations:
     def __init__(self, service: Service):
@@ -243,10 +226,11 @@ class Events:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         events = self.service.list_events(
-            vm=req.get_param("vm"), since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
+            vm=req.get_param("vm"),
+            since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
             limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000))
         if req.get_param("format") == "text":
-            _text(resp, self.service.format_events(events))
+            _text(resp, events_text(events))
         else:
             resp.media = {"items": events}
 
@@ -311,25 +295,22 @@ class Hosts:
 
 
 class HostFile:
-    """The files of a host directory, at the same paths as in the mount."""
+    """The files of a host directory (appliance.files.HOST_FILES), at the same paths as in the
+    mount."""
 
     def __init__(self, service: Service):
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
-        text = self.service.read_host_file(name, file)
-        if file.endswith(".json"):
-            _text(resp, text, falcon.MEDIA_JSON)
-        elif file == "state" and not _wants_text(req):
-            resp.media = {"state": text.strip()}
-        else:
-            _text(resp, text)
+        _read_file(req, resp, self.service, HOST_FILES.file(file), name)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
-        """state: the answer is the host with its drain report (what migrates, moves, stays)."""
-        if file not in HOST_FILES:
-            raise falcon.HTTPNotFound(description=f"no file {file!r} in a host")
-        resp.media = self.service.write_host_file(name, file, _body_text(req, file))
+        """state: the answer is the host with its drain report (what migrates, moves, stays),
+        at once: the drain's operations are not waited for."""
+        text = _body_text(req, HOST_FILES.file(file))
+        written = HOST_FILES.writer(file)(self.service, name, text, None)
+        answer = written.answer
+        resp.media = answer if answer is not None else self.service.get_host(written.name)
 
 
 class Groups:

@@ -20,6 +20,7 @@ import trio
 
 from appliance import errors
 from appliance.api.app import create_app
+from appliance.files import VM_FILES
 from fs import operations
 from fs.mount import is_mounted
 from tests.fs.conftest import ROOT, Mount, as_nobody, stop_process, unmount, wait_mounted
@@ -49,10 +50,10 @@ def test_top_level_tree(mount):
 
 def test_vm_directory_has_the_files_of_rest(mount):
     vm = mount.mkvm("web1")
-    assert os.listdir(vm) == list(operations.VM_FILES)
-    for file in operations.VM_FILES:
+    assert os.listdir(vm) == list(VM_FILES)
+    for file in VM_FILES:
         if file != "console":
-            assert (vm / file).read_text() == mount.service.read_vm_file("web1", file), file
+            assert (vm / file).read_text() == VM_FILES.read(mount.service, "web1", file), file
 
 
 def test_ls_l_modes_owner_sizes_times(mount):
@@ -60,7 +61,7 @@ def test_ls_l_modes_owner_sizes_times(mount):
     row = mount.service.get_vm("web1")
     result = mount.sh("ls -l vms/web1")
     assert result.returncode == 0, result.stderr
-    for file, writable in operations.VM_FILES.items():
+    for file, writable in ((f.name, f.writable) for f in VM_FILES.entries):
         info = os.stat(vm / file)
         assert stat.S_ISREG(info.st_mode)
         assert stat.S_IMODE(info.st_mode) == (0o644 if writable else 0o444), file
@@ -100,7 +101,7 @@ def test_mkdir_creates_a_stopped_vm_from_the_default_template(mount):
     vm = mount.service.get_vm("web1")
     assert vm["state"] == "stopped" and vm["desired_state"] == "stopped"
     assert vm["spec"]["image"] == "demo" and vm["spec"]["memory"] == 128
-    assert mount.service.read_vm_file("web1", "domain.xml")  # the create operation ran
+    assert VM_FILES.read(mount.service, "web1", "domain.xml")  # the create operation ran
 
 
 def test_mkdir_bad_name_is_einval_and_creates_nothing(mount):
@@ -316,7 +317,7 @@ def test_truncate_to_zero_is_accepted_other_sizes_are_not(mount):
 
 def test_read_only_files_refuse_writes_with_eacces(mount):
     mount.mkvm("web1")
-    ro = [f for f, writable in operations.VM_FILES.items() if not writable]
+    ro = [f.name for f in VM_FILES.entries if not f.writable]
     for file in ro:
         result = mount.sh(f"echo x > vms/web1/{file}")
         assert result.returncode == 1 and EACCES in result.stderr, (file, result.stderr)
@@ -326,7 +327,7 @@ def test_read_only_files_refuse_writes_with_eacces(mount):
         result = mount.sh(command)
         assert result.returncode == 1, command
         assert EACCES in result.stderr or "not permitted" in result.stderr, (command, result.stderr)
-    assert os.listdir(mount.vm("web1")) == list(operations.VM_FILES)
+    assert os.listdir(mount.vm("web1")) == list(VM_FILES)
 
 
 # -- reads that follow ----------------------------------------------------------------------------

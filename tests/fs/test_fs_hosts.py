@@ -8,7 +8,7 @@ import os
 import time
 import stat
 
-from appliance.service import HOST_FILES
+from appliance.files import HOST_FILES
 from tests.fs.conftest import Mount
 
 EINVAL = os.strerror(errno.EINVAL)
@@ -29,10 +29,10 @@ def test_a_host_directory_is_the_services_host_files(mount):
     host = mount.mnt / "hosts" / "local"
     assert os.listdir(mount.mnt / "hosts") == ["local"]
     assert os.listdir(host) == list(HOST_FILES)
-    for file, writable in HOST_FILES.items():
+    for file, writable in ((f.name, f.writable) for f in HOST_FILES.entries):
         info = os.stat(host / file)
         assert stat.S_IMODE(info.st_mode) == (0o644 if writable else 0o444), file
-        assert (host / file).read_text() == mount.service.read_host_file("local", file), file
+        assert (host / file).read_text() == HOST_FILES.read(mount.service, "local", file), file
         assert info.st_size == len((host / file).read_bytes()), file
     assert (host / "state").read_text() == "enabled\n"
     assert (host / "uri").read_text() == "test:///default\n"
@@ -73,7 +73,7 @@ def test_a_bad_host_state_is_einval_and_changes_nothing(mount):
 
 
 def test_read_only_host_files_refuse_writes(mount):
-    for file in (f for f, writable in HOST_FILES.items() if not writable):
+    for file in (f.name for f in HOST_FILES.entries if not f.writable):
         result = mount.sh(f"echo x > hosts/local/{file}")
         assert result.returncode == 1 and EACCES in result.stderr, (file, result.stderr)
     assert mount.service.get_host("local")["uri"] == "test:///default"

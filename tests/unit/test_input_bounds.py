@@ -20,6 +20,7 @@ from appliance import spec as specs
 from appliance.api.app import create_app
 from appliance.api.limits import LimitedStream
 from appliance.errors import Invalid
+from appliance.files import VM_FILES
 
 TOKEN = "sekrit"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,7 +110,7 @@ def test_deeply_nested_json_is_400_not_500(client, service, depth):
 def test_nested_spec_json_written_as_a_file_is_invalid(service):
     service.create_vm({"name": "web1", "state": "stopped"})
     with pytest.raises(Invalid) as caught:
-        service.write_vm_file("web1", "spec.json", "[" * 100_000 + "]" * 100_000)
+        VM_FILES.write(service, "web1", "spec.json", "[" * 100_000 + "]" * 100_000)
     assert caught.value.field == "spec.json"
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from appliance import spec as specs
 from appliance.errors import Conflict, Failed, Invalid
+from appliance.files import VM_FILES
 from appliance.service import Service
 from appliance.store import Store
 from appliance.virt import domain, portforward
@@ -314,9 +315,9 @@ def test_addresses_a_guest_agent_reports_are_checked_and_bounded(service, contro
     monkeypatch.setattr(libvirt.virDomain, "interfaceAddresses", lambda self, source, flags=0: hostile)
     service.finish(service.create_vm({"name": "web1"})[1])
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not service.read_vm_file("web1", "addresses").startswith("10.1."):
+    while time.monotonic() < deadline and not VM_FILES.read(service, "web1", "addresses").startswith("10.1."):
         time.sleep(0.1)
-    text = service.read_vm_file("web1", "addresses")
+    text = VM_FILES.read(service, "web1", "addresses")
     status = service.status(service.store.get_vm("web1"))
     assert text.startswith("10.1.0.0/16\n"), text[:200]
     lines = text.splitlines()

@@ -5,6 +5,7 @@ import pytest
 
 from appliance import spec as specs
 from appliance.errors import Invalid
+from appliance.files import events_text
 
 
 def wait_for(predicate, seconds=15):
@@ -131,5 +132,5 @@ def test_a_guest_agents_error_text_is_one_short_line_in_events(service, controll
     event = [e for e in service.list_events("g1") if e["kind"] == "not-ready"][0]
     assert "guest agent" in event["message"]
     assert "\n" not in event["message"] and len(event["message"]) <= 320, event["message"][:400]
-    text = service.format_events(service.list_events("g1"))
+    text = events_text(service.list_events("g1"))
     assert text.count("\n") == len(service.list_events("g1"))  # one line per event, none forged

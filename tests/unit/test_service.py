@@ -1,7 +1,8 @@
 """Service rules, with the controller converging libvirt's test driver."""
 import pytest
 
-from appliance.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
+from appliance.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from appliance.files import VM_FILES
 
 
 def test_create_starts_and_records_events(service, controller):
@@ -82,7 +83,7 @@ def test_running_vm_spec_change_waits_for_restart(service, controller):
     service.finish(service.set_state("web1", "reboot"))
     vm = service.get_vm("web1")
     assert vm["restart_required"] is False
-    assert "<memory unit='KiB'>262144</memory>" in service.read_vm_file("web1", "domain.xml")
+    assert "<memory unit='KiB'>262144</memory>" in VM_FILES.read(service, "web1", "domain.xml")
 
 
 def test_image_cannot_change(service):
@@ -90,21 +91,6 @@ def test_image_cannot_change(service):
     with pytest.raises(Invalid) as err:
         service.update_vm("web1", {"image": "other"})
     assert err.value.field == "image"
-
-
-def test_files_table(service, controller):
-    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
-    assert service.read_vm_file("web1", "state") == "stopped\n"
-    service.finish(service.write_vm_file("web1", "cpus", "2\n"))
-    service.finish(service.write_vm_file("web1", "memory", "1G\n"))
-    assert service.read_vm_file("web1", "cpus") == "2\n"
-    assert service.read_vm_file("web1", "memory") == "1024\n"
-    with pytest.raises(Forbidden):
-        service.write_vm_file("web1", "status.json", "{}")
-    with pytest.raises(Invalid):
-        service.write_vm_file("web1", "spec.json", "{not json")
-    with pytest.raises(NotFound):  # writing another host's name migrates; this one does not exist
-        service.write_vm_file("web1", "host", "elsewhere")
 
 
 def test_cancel_pending_operation(service):

@@ -1,0 +1,328 @@
+"""The files of a VM directory (vms/NAME/) and of a host directory (hosts/NAME/):
+one table that both views read.
+
+An entry says what a file holds (its reader), whether and how it is written
+(its writer; none: read-only), and what REST answers with (content type, and
+for value files a JSON form). The mount lists a directory in the table's order,
+shows a file writable exactly when it has a writer, and reads and writes
+through the same two functions as `GET`/`PUT /v1/vms/NAME/FILE`; neither view
+names a file. Adding a file to `vms/NAME/` is one entry in VM_FILES.
+
+Readers and writers call the service's public methods: every rule stays there.
+A writer returns what it started (Written); each view waits for it its own way
+(a shell's write until the operation ends, REST bounded or not at all with
+`?wait=false`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from appliance import jsonio
+from appliance import spec as specs
+from appliance.errors import Forbidden, Invalid, NotFound
+
+if TYPE_CHECKING:
+    from appliance.service import Service
+
+# Content types, as REST answers them (Falcon's MEDIA_TEXT, MEDIA_JSON, MEDIA_XML).
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+XML = "application/xml"
+MAX_INT = 2**62  # SQLite integers are 64-bit: the largest offset or event id asked for
+
+
+class Query(Protocol):
+    """The query string of a REST read (a falcon.Request), for a JSON form with parameters."""
+
+    def get_param_as_int(self, name: str, required: bool = False, min_value: int | None = None,
+                         max_value: int | None = None, store: dict | None = None,
+                         default: int | None = None) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write started: the operations to wait for, the directory's name
+    after it (spec.json may rename a VM), and the service's answer, if any."""
+
+    name: str
+    operations: tuple[dict, ...] = ()
+    answer: dict | None = None
+
+
+Reader = Callable[["Service", str], str]
+Writer = Callable[["Service", str, str, "int | None"], Written]
+JsonForm = Callable[["Service", str, str, Query], Any]
+
+
+@dataclass(frozen=True)
+class Log:
+    """A file that grows (the console): read from an offset (`tail -f`, REST's
+    `?offset=`, negative from the end), its size and time the log's own."""
+
+    read_at: Callable[[Service, str, int, int | None], bytes]
+    stat: Callable[[Service, str], tuple[int, float] | None]  # size, mtime; None before it exists
+
+
+@dataclass(frozen=True)
+class File:
+    """One file of a directory: read(service, NAME) gives its text; write(service, NAME,
+    text, if_match) applies a value (a host's files have no generation: if_match unused)."""
+
+    name: str
+    read: Reader
+    write: Writer | None = None
+    content_type: str = TEXT
+    # REST's JSON answer when the client does not ask for text (?format=text, Accept: text/plain).
+    as_json: JsonForm | None = None
+    # A PUT's JSON body ({"state": "running"}) as the text a shell would write.
+    from_json: Callable[[dict], str] | None = None
+    log: Log | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self.write is not None
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The files of one kind of directory, in the order `ls` shows them."""
+
+    kind: str  # "VM", "host": for messages
+    entries: tuple[File, ...]
+    by_name: dict[str, File] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.entries})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def file(self, name: str) -> File:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise NotFound(f"no file {name!r} in a {self.kind}", "file") from None
+
+    def read(self, service: Service, name: str, file: str) -> str:
+        """The text of one file of the directory NAME."""
+        return self.file(file).read(service, name)
+
+    def write(self, service: Service, name: str, file: str, text: str,
+              if_match: int | None = None) -> Written:
+        """Write one file of the directory NAME, as a shell's write or a PUT would."""
+        return self.writer(file)(service, name, text, if_match)
+
+    def writer(self, name: str) -> Writer:
+        """The file's writer; Forbidden for a read-only file (after NotFound for no file)."""
+        write = self.file(name).write
+        if write is None:
+            raise Forbidden(f"{name} is read-only", name)
+        return write
+
+
+# -- text forms shared by the views ------------------------------------------------------------
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def events_text(events: list[dict]) -> str:
+    """An event log as `events` files show it: one line each, oldest first."""
+    lines = []
+    for event in events:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["time"]))
+        who = f" {event['vm_name']}" if event["vm_name"] else ""
+        lines.append(f"{stamp}{who} {event['kind']}: {event['message']}\n")
+    return "".join(lines)
+
+
+def _value_file(name: str, read: Reader, write: Writer | None = None, number: bool = False,
+                from_json: Callable[[dict], str] | None = None) -> File:
+    """One value on one line: JSON {"NAME": value} through REST unless text is asked for."""
+
+    def as_json(service: Service, dir_name: str, text: str, query: Query) -> dict:
+        value = text.strip()
+        return {name: int(value) if number else value or None}
+
+    def value_text(body: dict) -> str:
+        return str(body[name])
+
+    return File(name, read, write, as_json=as_json, from_json=from_json or value_text)
+
+
+def _operations(*ops: dict | None) -> tuple[dict, ...]:
+    return tuple(op for op in ops if op is not None)
+
+
+# -- vms/NAME/ ------------------------------------------------------------------------------------
+def _read_state(service: Service, name: str) -> str:
+    return service.get_vm(name)["state"] + "\n"
+
+
+def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    return Written(name, _operations(service.set_state(name, text.strip(), if_match)))
+
+
+def _read_spec(service: Service, name: str) -> str:
+    return json_text(service.get_vm(name)["spec"])
+
+
+def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    try:
+        body = jsonio.loads(text)
+    except ValueError as err:
+        raise Invalid(f"not JSON: {err}", "spec.json") from None
+    vm, op = service.update_vm(name, body, if_match, replace=True)
+    return Written(vm["name"], _operations(op))
+
+
+def _read_cpus(service: Service, name: str) -> str:
+    return f"{service.get_vm(name)['spec']['cpus']}\n"
+
+
+def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    cpus = specs.parse_cpus(text.strip())
+    return Written(name, _operations(service.update_vm(name, {"cpus": cpus}, if_match)[1]))
+
+
+def _read_memory(service: Service, name: str) -> str:
+    return f"{service.get_vm(name)['spec']['memory']}\n"
+
+
+def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    memory = specs.parse_size_mib(text.strip(), "memory", specs.MIN_MEMORY_MIB,
+                                  specs.MAX_MEMORY_MIB)
+    return Written(name, _operations(service.update_vm(name, {"memory": memory}, if_match)[1]))
+
+
+def _read_host(service: Service, name: str) -> str:
+    return f"{service.get_vm(name)['host'] or ''}\n"
+
+
+def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    """A host name, or {"host": NAME, "force": false, "bandwidth": MiB/s}: migrate there
+    (live when it runs, a move when it is stopped)."""
+    value = text.strip()
+    if not value.startswith("{"):
+        return Written(name, _operations(service.migrate_vm(name, value, if_match=if_match)))
+    try:
+        body = jsonio.loads(value)
+    except ValueError as err:
+        raise Invalid(f"not JSON: {err}", "host") from None
+    if not isinstance(body, dict):
+        raise Invalid('must be a host name or {"host": NAME, "force": false}', "host")
+    unknown = set(body) - {"host", "force", "bandwidth"}
+    if unknown:
+        raise Invalid("unknown field; known fields are host, force, bandwidth",
+                      sorted(unknown)[0])
+    op = service.migrate_vm(name, body.get("host"), force=body.get("force", False),
+                            bandwidth=body.get("bandwidth"), if_match=if_match)
+    return Written(name, _operations(op))
+
+
+def _read_addresses(service: Service, name: str) -> str:
+    row = service.store.get_vm(name)
+    addresses = json.loads(row["addresses"] or "[]")
+    return "".join(f"{a['address']}/{a['prefix']}\n" for a in addresses)
+
+
+def _read_console(service: Service, name: str) -> str:
+    return service.read_console(name).decode("utf-8", "replace")
+
+
+def _console_at(service: Service, name: str, offset: int, limit: int | None) -> bytes:
+    return service.read_console(name, offset, limit)
+
+
+def _console_stat(service: Service, name: str) -> tuple[int, float] | None:
+    try:
+        info = os.stat(service.console_path(name))
+    except FileNotFoundError:
+        return None
+    return info.st_size, info.st_mtime
+
+
+def _read_events(service: Service, name: str) -> str:
+    return events_text(service.list_events(name))
+
+
+def _events_as_json(service: Service, name: str, text: str, query: Query) -> dict:
+    since = query.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT) or 0
+    return {"items": service.list_events(name, since=since)}
+
+
+def _read_status(service: Service, name: str) -> str:
+    return json_text(service.status(service.store.get_vm(name)))
+
+
+def _read_domain_xml(service: Service, name: str) -> str:
+    return service.store.get_vm(name)["domain_xml"] or ""
+
+
+VM_FILES = Directory("VM", (
+    _value_file("state", _read_state, _write_state),
+    File("spec.json", _read_spec, _write_spec, content_type=JSON),
+    _value_file("cpus", _read_cpus, _write_cpus, number=True),
+    _value_file("memory", _read_memory, _write_memory, number=True),
+    # Through REST the host file alone takes more than its value: {"host": "h2", "force": true}.
+    _value_file("host", _read_host, _write_host, from_json=json.dumps),
+    File("addresses", _read_addresses),
+    File("console", _read_console, log=Log(read_at=_console_at, stat=_console_stat)),
+    File("events", _read_events, as_json=_events_as_json),
+    File("status.json", _read_status, content_type=JSON),
+    File("domain.xml", _read_domain_xml, content_type=XML),
+))
+
+
+# -- hosts/NAME/ ----------------------------------------------------------------------------------
+def _read_host_state(service: Service, name: str) -> str:
+    return service.get_host(name)["observed_state"] + "\n"
+
+
+def _write_host_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    """enabled | disabled | maintenance; the answer is the host with its drain report, whose
+    migrations and moves are the operations a shell's write waits for."""
+    answer = service.set_host_state(name, text.strip())
+    drain: Mapping[str, list] = answer.get("drain") or {}
+    moves = drain.get("migrating", []) + drain.get("moving", [])
+    return Written(name, tuple({"id": e["operation"]} for e in moves if e.get("operation")), answer)
+
+
+def _read_uri(service: Service, name: str) -> str:
+    return service.get_host(name)["uri"] + "\n"
+
+
+def _host_lines(key: str) -> Reader:
+    """`NAME VALUE` lines of one mapping of the host's view (capacity, allocated)."""
+
+    def read(service: Service, name: str) -> str:
+        return "".join(f"{k} {v}\n" for k, v in service.get_host(name)[key].items())
+
+    return read
+
+
+def _read_host_vms(service: Service, name: str) -> str:
+    """The VMs placed on the host, running or not, one name a line."""
+    service.get_host(name)  # NotFound for no such host, rather than an empty list
+    return "".join(vm["name"] + "\n" for vm in service.list_vms(host=name))
+
+
+def _read_host_status(service: Service, name: str) -> str:
+    return json_text(service.get_host(name))
+
+
+HOST_FILES = Directory("host", (
+    _value_file("state", _read_host_state, _write_host_state),
+    File("uri", _read_uri),
+    File("capacity", _host_lines("capacity")),
+    File("allocated", _host_lines("allocated")),
+    File("vms", _read_host_vms),
+    File("status.json", _read_host_status, content_type=JSON),
+))

@@ -1,0 +1,308 @@
+"""The resource tree as the mount shows it: what a path is (stat), what a
+directory holds (list), what a file reads (content), and where a write goes.
+
+The tree is DESIGN.md's, at the same names as the REST paths:
+
+    vms/NAME/{the files of appliance.files.VM_FILES}
+    hosts/NAME/{the files of appliance.files.HOST_FILES}
+    images/NAME.json   templates/NAME.json   groups/NAME.json   events
+
+The files of a VM or a host directory are looked up in appliance.files, the
+table REST reads too: their content, whether they are writable, how a write is
+applied. Nothing here names one of them.
+
+Creating a host or a server group takes more than one shell command, so the
+tree keeps the unfinished part in memory, in this process only:
+`mkdir hosts/NAME` stages a directory holding one writable file, `uri`; the
+write to it calls service.add_host and the directory becomes the host's. A
+staged directory nothing was written to is gone at unmount (`rmdir` drops it
+sooner). Likewise a file made in groups/ (the shell's O_CREAT) is an empty
+writable file until its JSON is written (service.create_group), and gone when
+closed without one.
+
+Times: FUSE has no birth time; `created` shows as st_atime, `changed` as
+st_mtime and st_ctime.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+
+from appliance import errors, jsonio
+from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
+from appliance.service import Service
+
+TOP_DIRS = ("vms", "images", "templates", "hosts", "groups")
+# The directories of one VM or host, each holding the files of its table.
+TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
+STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
+
+Path = tuple[str, ...]
+
+
+@dataclass
+class Node:
+    """What getattr reports about one path."""
+
+    is_dir: bool
+    writable: bool = False
+    size: int = 0
+    created: float = 0.0
+    changed: float = 0.0
+
+
+def _file(content: bytes, created: float, changed: float, writable: bool = False) -> Node:
+    return Node(False, writable=writable, size=len(content), created=created, changed=changed)
+
+
+def _json_name(file: str, what: str) -> str:
+    """NAME of NAME.json; NotFound for any other file name."""
+    if not file.endswith(".json"):
+        raise errors.NotFound(f"no {what} file {file!r}; {what}s show as NAME.json")
+    return file[: -len(".json")]
+
+
+class Tree:
+    def __init__(self, service: Service, clock: Callable[[], float], started: float):
+        self.service = service
+        self.clock = clock
+        self.started = started
+        # Made here and not yet in the store (see the module docstring): name -> when.
+        self.staged_hosts: dict[str, float] = {}
+        self.new_files: dict[Path, float] = {}
+
+    # -- what a path is -------------------------------------------------------------------
+    def stat(self, path: Path) -> Node:
+        if not path:
+            return self._static_dir()
+        top, depth = path[0], len(path)
+        if path == ("events",):
+            return _file(self.content(path), self.started, self.clock())
+        if top not in TOP_DIRS:
+            raise errors.NotFound(f"no {top!r} here")
+        if depth == 1:
+            return self._static_dir()
+        if top in TABLES:
+            return self._stat_in_object(path)
+        if depth == 2 and top == "groups":
+            return self._stat_group(path)
+        if depth == 2:
+            return _file(self.content(path), self.started, self.started)
+        raise errors.NotFound(f"no {'/'.join(path)!r} here")
+
+    @staticmethod
+    def is_dir(path: Path) -> bool:
+        return (len(path) == 0 or (len(path) == 1 and path[0] in TOP_DIRS)
+                or (len(path) == 2 and path[0] in TABLES))
+
+    def _static_dir(self) -> Node:
+        return Node(True, created=self.started, changed=self.started)
+
+    def _stat_in_object(self, path: Path) -> Node:
+        """vms/NAME, hosts/NAME and the files of their tables."""
+        top, name, depth = path[0], path[1], len(path)
+        times = self._times(top, name)
+        if times is None:  # staged by mkdir: only its uri, to write
+            made = self.staged_hosts[name]
+            if depth == 2 or (depth == 3 and path[2] == STAGED_HOST_FILE):
+                return Node(depth == 2, writable=depth == 3, created=made, changed=made)
+        elif depth == 2:
+            return Node(True, created=times[0], changed=times[1])
+        elif depth == 3:
+            return self._table_file(TABLES[top].file(path[2]), name, *times)
+        raise errors.NotFound(f"no {'/'.join(path)!r} here")
+
+    def _times(self, top: str, name: str) -> tuple[float, float] | None:
+        """When the VM or host was made and last changed; None for a host directory staged
+        by mkdir; NotFound for neither."""
+        if top == "vms":
+            vm = self.service.get_vm(name)
+            return vm["created"], vm["updated"]
+        host = self._host(name)
+        if host is None:
+            return None
+        return self.started, host["last_seen"] or self.started
+
+    def _table_file(self, file: File, name: str, created: float, changed: float) -> Node:
+        if file.log is not None:  # its size and time are the log's (none yet: empty)
+            found = file.log.stat(self.service, name)
+            size, changed = found if found is not None else (0, created)
+            return Node(False, writable=file.writable, size=size, created=created, changed=changed)
+        return _file(file.read(self.service, name).encode(), created, changed, file.writable)
+
+    def _host(self, name: str) -> dict | None:
+        """The host's view; None for a directory staged by mkdir (NotFound for neither)."""
+        try:
+            return self.service.get_host(name)
+        except errors.NotFound:
+            if name in self.staged_hosts:
+                return None
+            raise
+
+    def _stat_group(self, path: Path) -> Node:
+        made = self.new_files.get(path)
+        if made is not None and not self.group_exists(path[1]):
+            return Node(False, writable=True, created=made, changed=made)
+        group = self.group(path[1])
+        return _file(json_text(group).encode(), group["created"], group["created"])
+
+    def group(self, file: str) -> dict:
+        return self.service.get_group(_json_name(file, "group"))
+
+    def group_exists(self, file: str) -> bool:
+        try:
+            self.group(file)
+        except errors.NotFound:
+            return False
+        return True
+
+    # -- what a directory holds -----------------------------------------------------------------
+    def entries(self, path: Path) -> list[tuple[str, Node]]:
+        if not path:
+            return ([(name, self._static_dir()) for name in TOP_DIRS]
+                    + [("events", self.stat(("events",)))])
+        if not self.stat(path).is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        top = path[0]
+        if len(path) == 2:
+            return self._list_object(top, path[1])
+        if top == "vms":
+            return [(vm["name"], Node(True, created=vm["created"], changed=vm["updated"]))
+                    for vm in self.service.list_vms()]
+        if top == "hosts":
+            return self._list_hosts()
+        if top == "groups":
+            return self._list_groups()
+        if top == "images":
+            return [(f"{image['name']}.json",
+                     _file(json_text(image).encode(), image["created"], image["created"]))
+                    for image in self.service.list_images()]
+        return [(f"{name}.json", _file(json_text(t).encode(), self.started, self.started))
+                for name, t in self.service.list_templates().items()]
+
+    def _list_object(self, top: str, name: str) -> list[tuple[str, Node]]:
+        times = self._times(top, name)
+        if times is None:
+            return [(STAGED_HOST_FILE, self.stat((top, name, STAGED_HOST_FILE)))]
+        return [(file.name, self._table_file(file, name, *times)) for file in TABLES[top].entries]
+
+    def _list_hosts(self) -> list[tuple[str, Node]]:
+        hosts = self.service.list_hosts()
+        known = {host["name"] for host in hosts}
+        return ([(host["name"], Node(True, created=self.started,
+                                     changed=host["last_seen"] or self.started))
+                 for host in hosts]
+                + [(name, Node(True, created=made, changed=made))
+                   for name, made in list(self.staged_hosts.items()) if name not in known])
+
+    def _list_groups(self) -> list[tuple[str, Node]]:
+        entries = [(f"{g['name']}.json", _file(json_text(g).encode(), g["created"], g["created"]))
+                   for g in self.service.list_groups()]
+        known = {name for name, _ in entries}
+        return entries + [(p[1], Node(False, writable=True, created=made, changed=made))
+                          for p, made in list(self.new_files.items()) if p[1] not in known]
+
+    # -- what a file reads ------------------------------------------------------------------
+    def content(self, path: Path) -> bytes:
+        top, name = path[0], path[1] if len(path) > 1 else ""
+        if path == ("events",):
+            text = events_text(self.service.list_events())
+        elif top in TABLES and len(path) == 3:
+            staged = top == "hosts" and self._host(name) is None
+            text = "" if staged else TABLES[top].file(path[2]).read(self.service, name)
+        elif top == "images" and len(path) == 2:
+            text = json_text(self.service.get_image(_json_name(name, "image")))
+        elif top == "templates" and len(path) == 2:
+            text = json_text(self._template(name))
+        elif top == "groups" and len(path) == 2:
+            fresh = path in self.new_files and not self.group_exists(name)
+            text = "" if fresh else json_text(self.group(name))
+        else:
+            raise errors.NotFound(f"no {'/'.join(path)!r} here")
+        return text.encode()
+
+    def _template(self, file: str) -> dict:
+        templates = self.service.list_templates()
+        name = file[: -len(".json")]
+        if not file.endswith(".json") or name not in templates:
+            raise errors.NotFound(f"no template file {file!r}")
+        return templates[name]
+
+    def log(self, path: Path) -> Log | None:
+        """The log a file is read from at an offset (the console), if it is one."""
+        if path[0] in TABLES and len(path) == 3 and path[2] in TABLES[path[0]]:
+            return TABLES[path[0]].file(path[2]).log
+        return None
+
+    def open(self, path: Path, writes: bool, reads: bool) -> bytes | None:
+        """Check an open against the tree; return the content a reader will get
+        (None: a log, read at each read's offset, or nothing to read)."""
+        if self.is_dir(path):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if writes and not self.stat(path).writable:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if self.log(path) is not None:
+            if not writes:
+                self.stat(path)  # it exists
+            return None
+        return self.content(path) if reads else None
+
+    # -- where a write goes (worker threads; each waits for its operation) -------------------------
+    def write(self, path: Path, text: str) -> None:
+        top = path[0]
+        if top in TABLES and len(path) == 3:
+            if top == "hosts" and self._host(path[1]) is None:
+                self._add_staged_host(path[1], text)
+                return
+            written = TABLES[top].writer(path[2])(self.service, path[1], text, None)
+            # A VM's state or host (a migration), a host's maintenance (the drain's moves).
+            deadline = time.monotonic() + self.service.config.wait_timeout
+            for op in written.operations:
+                self.service.finish(op, timeout=max(0.0, deadline - time.monotonic()))
+        elif top == "groups" and len(path) == 2:
+            self.create_group(path[1], text)
+        else:
+            raise errors.Forbidden(f"{'/'.join(path)} is read-only")
+
+    def _add_staged_host(self, name: str, uri: str) -> None:
+        self.service.add_host({"name": name, "uri": uri.strip()})
+        self.staged_hosts.pop(name, None)
+
+    def create_group(self, file: str, text: str) -> None:
+        if not file.endswith(".json"):
+            raise errors.Invalid("a server group's file is NAME.json", "name")
+        name = file[: -len(".json")]
+        try:
+            body = jsonio.loads(text)
+        except ValueError as err:
+            raise errors.Invalid(f"not JSON: {err}", file) from None
+        if not isinstance(body, dict):
+            raise errors.Invalid('must be a JSON object such as {"policy": "anti-affinity"}', file)
+        if body.get("name", name) != name:
+            raise errors.Invalid(f"the group is named by its file, {name!r}", "name")
+        self.service.create_group({**body, "name": name})
+
+    def stage_host(self, name: str) -> None:
+        """mkdir hosts/NAME: a directory in this mount's memory until its uri is written."""
+        if name in self.staged_hosts or any(h["name"] == name for h in self.service.list_hosts()):
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        self.staged_hosts[name] = self.clock()
+
+    def remove_host(self, name: str) -> None:
+        """rmdir hosts/NAME: a staged directory goes at once, a host through the service."""
+        if self._host(name) is not None:
+            self.service.delete_host(name)
+        self.staged_hosts.pop(name, None)
+
+    def create_vm(self, name: str) -> None:
+        self.service.finish(self.service.create_vm({"name": name, "state": "stopped"})[1])
+
+    def delete_vm(self, name: str) -> None:
+        self.service.finish(self.service.delete_vm(name))
+
+    def rename_vm(self, name: str, new_name: str) -> None:
+        self.service.finish(self.service.rename_vm(name, new_name)[1])

@@ -1,0 +1,153 @@
+"""appliance/files.py: the one table of the files of vms/NAME/ and hosts/NAME/, and
+that both views (REST and the FUSE operations) serve exactly what it says."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from types import SimpleNamespace
+
+import pyfuse3
+import pytest
+import trio
+from falcon import testing
+
+from appliance.api.app import create_app
+from appliance.errors import Forbidden, Invalid, NotFound
+from appliance.files import HOST_FILES, VM_FILES, Directory
+from fs.operations import ApplianceFS
+
+# How the two views say the same refusal (DESIGN.md).
+STATUS_OF_ERRNO = {errno.EINVAL: 422, errno.ENOENT: 404, errno.EBUSY: 409, errno.EACCES: 403}
+
+
+def _finish(service, written) -> None:
+    for op in written.operations:
+        service.finish(op)
+
+
+def test_vm_files_read_and_write_through_the_service(service, controller):
+    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
+    assert VM_FILES.read(service, "web1", "state") == "stopped\n"
+    _finish(service, VM_FILES.write(service, "web1", "cpus", "2\n"))
+    _finish(service, VM_FILES.write(service, "web1", "memory", "1G\n"))
+    assert VM_FILES.read(service, "web1", "cpus") == "2\n"
+    assert VM_FILES.read(service, "web1", "memory") == "1024\n"
+    with pytest.raises(Forbidden):
+        VM_FILES.write(service, "web1", "status.json", "{}")
+    with pytest.raises(Invalid):
+        VM_FILES.write(service, "web1", "spec.json", "{not json")
+    with pytest.raises(NotFound):  # writing another host's name migrates; this one does not exist
+        VM_FILES.write(service, "web1", "host", "elsewhere")
+    with pytest.raises(NotFound) as missing:
+        VM_FILES.read(service, "web1", "nothing")
+    assert missing.value.field == "file"
+
+
+def test_a_spec_json_write_that_renames_answers_the_new_name(service, controller):
+    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
+    spec = VM_FILES.read(service, "web1", "spec.json").replace('"web1"', '"web2"')
+    written = VM_FILES.write(service, "web1", "spec.json", spec)
+    _finish(service, written)
+    assert written.name == "web2" and service.get_vm("web2")["spec"]["name"] == "web2"
+
+
+def test_a_host_state_write_answers_the_drain_and_waits_for_its_moves(service):
+    written = HOST_FILES.write(service, "local", "state", "disabled\n")
+    assert written.answer["state"] == "disabled" and written.answer["drain"]["blocked"] == []
+    assert written.operations == ()
+    assert HOST_FILES.read(service, "local", "state") == "disabled\n"
+    assert HOST_FILES.read(service, "local", "vms") == ""
+    with pytest.raises(NotFound):
+        HOST_FILES.read(service, "nohost", "vms")
+
+
+# -- one table, two views ------------------------------------------------------------------------
+class _Views:
+    """The FUSE operations (called as the kernel would, without a mount) and the REST app,
+    on one service."""
+
+    def __init__(self, service):
+        self.fs = ApplianceFS(service)
+        self.client = testing.TestClient(create_app(service, "t"),
+                                         headers={"Authorization": "Bearer t"})
+        self.ctx = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
+
+    async def inode(self, path: tuple[str, ...]) -> int:
+        inode = pyfuse3.ROOT_INODE
+        for name in path:
+            inode = (await self.fs.lookup(inode, name.encode(), self.ctx)).st_ino
+        return inode
+
+    async def listing(self, path: tuple[str, ...]) -> list[str]:
+        fh = await self.fs.opendir(await self.inode(path), self.ctx)
+        names = [name for name, _ in self.fs.dirs[fh][1]]  # what readdir replies, in order
+        await self.fs.releasedir(fh)
+        return names
+
+    async def cat(self, inode: int) -> bytes:
+        info = await self.fs.open(inode, os.O_RDONLY, self.ctx)
+        try:
+            return await self.fs.read(info.fh, 0, 1 << 20)
+        finally:
+            await self.fs.release(info.fh)
+
+    async def refusal(self, inode: int, text: bytes) -> int:
+        """The errno of writing text as `echo` (and close) would, or of the open itself."""
+        try:
+            info = await self.fs.open(inode, os.O_WRONLY, self.ctx)
+            try:
+                await self.fs.write(info.fh, 0, text)
+                await self.fs.flush(info.fh)
+            finally:
+                await self.fs.release(info.fh)
+        except pyfuse3.FUSEError as err:
+            return err.errno
+        return 0
+
+
+async def _check_directory(views: _Views, top: str, name: str, table: Directory) -> None:
+    assert await views.listing((top, name)) == list(table), "ls shows the table, in its order"
+    for file in table.entries:
+        path = (top, name, file.name)
+        inode = await views.inode(path)
+        attrs = await views.fs.getattr(inode, views.ctx)
+        assert bool(attrs.st_mode & stat.S_IWUSR) == file.writable, path
+        url = f"/v1/{top}/{name}/{file.name}"
+        resp = views.client.simulate_get(url, params={"format": "text"})
+        assert resp.status_code == 200, (url, resp.text)
+        assert resp.headers["content-type"] == file.content_type, url
+        assert await views.cat(inode) == resp.content, f"the mount and REST disagree on {url}"
+        # A value no file takes: both views refuse it alike, or both say read-only.
+        code = await views.refusal(inode, b"\x01!\n")
+        assert code != 0, path
+        put = views.client.simulate_put(url, body=b"\x01!\n", params={"wait": "false"},
+                                        headers={"Content-Type": "text/plain"})
+        assert put.status_code == STATUS_OF_ERRNO[code], (url, errno.errorcode[code], put.text)
+        assert (code == errno.EACCES) == (not file.writable), path
+    missing = views.client.simulate_get(f"/v1/{top}/{name}/nothing")
+    assert missing.status_code == 404
+    with pytest.raises(pyfuse3.FUSEError) as caught:
+        await views.inode((top, name, "nothing"))
+    assert caught.value.errno == errno.ENOENT
+
+
+def test_one_table_drives_the_mount_and_rest(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    views = _Views(service)
+
+    async def check() -> None:
+        await _check_directory(views, "vms", "web1", VM_FILES)
+        await _check_directory(views, "hosts", "local", HOST_FILES)
+
+    trio.run(check)
+    assert service.get_vm("web1")["spec"]["cpus"] == 1  # every refused write changed nothing
+    assert service.get_host("local")["state"] == "enabled"
+
+
+def test_a_missing_vm_is_404_in_json_for_every_file(service):
+    """The refusal is answered before the file's content type is set (the console's was a 415)."""
+    client = testing.TestClient(create_app(service, "t"), headers={"Authorization": "Bearer t"})
+    for file in VM_FILES:
+        resp = client.simulate_get(f"/v1/vms/nope/{file}")
+        assert (resp.status_code, resp.json["error"]) == (404, "NotFound"), file
