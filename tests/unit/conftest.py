@@ -21,6 +21,7 @@ from appliance.controller import Controller
 from appliance.service import Service
 from appliance.store import Store
 from appliance.virt import images
+from tests.unit.controller.controller_harness import FakeClock, Inline
 
 
 def make_disk_image(path) -> None:
@@ -147,6 +148,37 @@ def controller(store, config, service):
     yield ctl
     ctl.stop()
     _remove_test_driver_domains()
+
+
+@pytest.fixture
+def stepped_controller(store, config, service):
+    """The same controller without its thread: the test runs each loop pass
+    (tick(), or run_passes()) itself, on a clock it moves (FakeClock), with
+    operations, host connections and probe checks run inline in the pass. So
+    what a pass does has happened when it returns: a test sees the controller
+    try something, or wait out a period, without sleeping until a thread has."""
+    clock = FakeClock()
+    ctl = Controller(store, config, "unit-test-instance", "qemu", clock=clock, monotonic=clock,
+                     sleep=clock.sleep, pool=Inline(), connector=Inline())
+    ctl.prober.pool.shutdown()
+    ctl.prober.pool = Inline()
+    service.notify = ctl._nudge
+    yield ctl
+    ctl.stop()
+    _remove_test_driver_domains()
+
+
+def run_passes(controller, until, step: float = 1.0, passes: int = 60) -> bool:
+    """Loop passes of a stepped controller, its clock `step` seconds on before
+    each, until `until()` holds (checked before every pass): True, or False
+    after `passes` passes."""
+    clock = controller.ctx.clock
+    for _ in range(passes):
+        if until():
+            return True
+        clock.advance(step)
+        controller.tick()
+    return until()
 
 
 def _remove_test_driver_domains() -> None:
