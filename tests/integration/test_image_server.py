@@ -2,7 +2,7 @@
 test driver, no libvirtd) removes a killed upload's file at start, refuses a
 hostile image, an import from outside its directory, and uploads past the cap
 (chunked, or declared before the body is sent), and still takes a good image.
-Moved out of tests/unit/test_image_security.py (which builds the hostile
+Moved out of tests/unit/appliance/test_image_security.py (which builds the hostile
 images and checks the same rules through the service and the REST app): a
 server process of its own is an integration test, and its start was 2 s of
 the unit suite.
@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from tests.appliance_process import Appliance
+from tests.unit.appliance.test_image_security import MIB, _plant, qcow2_with_data_file
 from tests.unit.conftest import make_disk_image
-from tests.unit.test_image_security import MIB, _plant, qcow2_with_data_file
 
 
 @pytest.fixture

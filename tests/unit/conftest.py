@@ -21,7 +21,7 @@ from appliance.controller import Controller
 from appliance.service import Service
 from appliance.store import Store
 from appliance.virt import images
-from tests.unit.controller.controller_harness import FakeClock, Inline
+from tests.unit.appliance.controller.controller_harness import FakeClock, Inline
 
 
 def make_disk_image(path) -> None:
