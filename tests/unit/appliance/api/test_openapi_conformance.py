@@ -21,7 +21,7 @@ from tests.unit.conftest import TEST_HOST_INFO, make_disk_image
 
 TOKEN = "conformance"
 THOROUGH = os.environ.get("VMAPP_TESTS_THOROUGH") == "1"
-QUICK_EXAMPLES = 10
+QUICK_EXAMPLES = 5
 THOROUGH_EXAMPLES = 25
 
 
