@@ -139,12 +139,16 @@ def test_run_strategy_manual_leaves_it_stopped(service, controller):
     assert not dom.isActive()
 
 
-def test_resync_reports_a_domain_it_cannot_match_and_leaves_it(service, controller):
+def test_resync_reports_a_domain_it_cannot_match_and_leaves_it(service, stepped_controller):
+    """Stepped: with the controller's thread running, its own first resync could
+    list the domain at the same time as the test's and report it too."""
     from pathlib import Path
 
     from appliance import spec as specs
     from appliance.virt import domain as domain_xml
 
+    controller = stepped_controller
+    controller.tick()  # connects to the test driver, and the first resync
     stranger_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
     plan = domain_xml.DomainPlan(
         vm_id=stranger_id, domain_name="lost-one", vm_name="lost-one", instance_id=controller.instance_id,

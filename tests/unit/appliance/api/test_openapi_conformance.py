@@ -1,5 +1,11 @@
 """schemathesis drives the app with requests generated from /v1/openapi.json:
-no 5xx, and every answer matches the document (status codes, content types, schemas)."""
+no 5xx, and every answer matches the document (status codes, content types, schemas).
+
+Two depths. The quick default (`make test-unit`): every operation with
+QUICK_EXAMPLES generated requests. VMAPP_TESTS_THOROUGH=1 (`make test`, so CI):
+THOROUGH_EXAMPLES each, plus schemathesis's coverage phase (the boundary and
+just-out-of-bounds value of every field; built at collection, it is most of the cost)."""
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +20,9 @@ from appliance.store import Store
 from tests.unit.conftest import TEST_HOST_INFO, make_disk_image
 
 TOKEN = "conformance"
+THOROUGH = os.environ.get("VMAPP_TESTS_THOROUGH") == "1"
+QUICK_EXAMPLES = 5
+THOROUGH_EXAMPLES = 25
 
 
 def _app():
@@ -36,10 +45,11 @@ def _app():
 
 
 schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", _app())
+schema.config.phases.coverage.enabled = THOROUGH
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=25, deadline=None,
+@hypothesis.settings(max_examples=THOROUGH_EXAMPLES if THOROUGH else QUICK_EXAMPLES, deadline=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_api_conforms(case):
     case.call_and_validate(

@@ -161,7 +161,7 @@ def test_rest_refuses_and_changes_nothing(client, service, uri):
     assert not [e for e in service.list_events() if e["kind"].startswith("host-")]
 
 
-def test_no_command_runs_when_a_host_is_added(client, controller, tmp_path):
+def test_no_command_runs_when_a_host_is_added(client, stepped_controller, tmp_path):
     """The reproduction: before the fix, the controller ran this script as root
     at its first connection attempt, about once a second after that."""
     marker = tmp_path / "ran-as-root"
@@ -172,6 +172,7 @@ def test_no_command_runs_when_a_host_is_added(client, controller, tmp_path):
                       ("h3", f"qemu+ssh://%2F{str(script)[1:].replace('/', '%2F')}@localhost/system?command=/bin/sh")):
         resp = client.simulate_post("/v1/hosts", json={"name": name, "uri": uri})
         assert resp.status_code == 422, resp.text
-    time.sleep(2.5)  # the controller's heartbeat would have connected by now
+    stepped_controller.tick()  # a controller pass: links every stored host and tries each
+    time.sleep(0.3)  # the tries returned: this is for a child that outlived one
     assert not marker.exists()
     assert [h["name"] for h in client.simulate_get("/v1/hosts").json["items"]] == ["local"]

@@ -17,7 +17,7 @@ from falcon import testing
 from appliance import placement
 from appliance.api.app import create_app
 from appliance.errors import Conflict
-from tests.unit.test_cluster_api import AUTH, NO_WAIT, TEXT, TOKEN, add_host, create_vm, settle
+from tests.unit.appliance.api.test_cluster_api import AUTH, NO_WAIT, TEXT, TOKEN, add_host, create_vm, settle
 
 # The test driver's host has 16 CPUs and 3072 MiB: at a CPU ratio of 2, room for
 # 32 running 1-vCPU VMs (its memory, 4608 MiB after overcommit, for 36 of 128 MiB).

@@ -3,7 +3,7 @@ with the reason, not a TypeError on the missing row."""
 from __future__ import annotations
 
 import pytest
-from controller_harness import settle
+from tests.unit.appliance.controller.controller_harness import settle
 
 from appliance.errors import Failed
 

@@ -7,12 +7,12 @@ import itertools
 import uuid
 
 import pytest
-from controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_disk_image
 
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.service import Service
 from appliance.virt.fake import FakeCloud
+from tests.unit.appliance.controller.controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_disk_image
 
 
 @pytest.fixture

@@ -1,24 +1,24 @@
-"""Readiness and liveness probes, on libvirt's test driver with a console log the test writes."""
-import time
-
+"""Readiness and liveness probes, on libvirt's test driver with a console log the test writes.
+The controller is stepped (tests/unit/conftest.py): each loop pass runs the
+probes that are due on a clock the test moves, so a period of a second costs
+one pass, not a second. tests/integration/test_guest_probes.py runs them
+against real guests and the threaded controller."""
 import pytest
 
 from appliance import spec as specs
 from appliance.errors import Invalid
 from appliance.files import events_text
-
-
-def wait_for(predicate, seconds=15):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.unit.conftest import run_passes
 
 
 def console(controller, service, name):
     return controller.config.vm_dir(service.get_vm(name)["id"]) / "console.log"
+
+
+def create(service, controller, spec: dict) -> None:
+    """Create through the service, and run passes until the create operation is over."""
+    _, op = service.create_vm(spec)
+    assert run_passes(controller, lambda: service.store.get_operation(op["id"])["status"] == "succeeded")
 
 
 def test_probe_validation():
@@ -38,36 +38,39 @@ def test_probe_validation():
     assert ok["readiness_probe"]["period_seconds"] == 10 and ok["readiness_probe"]["failure_threshold"] == 3
 
 
-def test_readiness_follows_the_console(service, controller):
+def test_readiness_follows_the_console(service, stepped_controller):
+    controller = stepped_controller
     probe = {"console": {"contains": "service up"}, "period_seconds": 1, "failure_threshold": 1}
-    service.finish(service.create_vm({"name": "r1", "readiness_probe": probe})[1])
-    assert wait_for(lambda: any(e["kind"] == "not-ready" for e in service.list_events("r1")))
+    create(service, controller, {"name": "r1", "readiness_probe": probe})
+    assert run_passes(controller, lambda: any(e["kind"] == "not-ready" for e in service.list_events("r1")))
     assert service.get_vm("r1")["ready"] is False
     with open(console(controller, service, "r1"), "a") as log:
         log.write("booting\nservice up\n")
-    assert wait_for(lambda: service.get_vm("r1")["ready"] is True)
+    assert run_passes(controller, lambda: service.get_vm("r1")["ready"] is True)
     status = service.status(service.store.get_vm("r1"))
     assert {"type": "Ready", "status": True} in status["conditions"]
 
 
-def test_failing_liveness_restarts_under_always(service, controller):
+def test_failing_liveness_restarts_under_always(service, stepped_controller):
+    controller = stepped_controller
     probe = {"console": {"contains": "never printed"}, "period_seconds": 1, "failure_threshold": 2}
-    service.finish(service.create_vm({"name": "l1", "liveness_probe": probe})[1])
+    create(service, controller, {"name": "l1", "liveness_probe": probe})
     first_start = service.store.get_vm("l1")["state_changed"]
-    assert wait_for(lambda: any(e["kind"] == "liveness-failed" for e in service.list_events("l1")), 20)
+    assert run_passes(controller, lambda: any(e["kind"] == "liveness-failed" for e in service.list_events("l1")))
     event = [e for e in service.list_events("l1") if e["kind"] == "liveness-failed"][0]
     assert "failed 2 times" in event["message"] and "never printed" in event["message"]
     # Always: started again (a new start), and still desired running.
-    assert wait_for(lambda: service.store.get_vm("l1")["state_changed"] != first_start
-                    and service.get_vm("l1")["state"] == "running", 20)
+    assert run_passes(controller, lambda: service.store.get_vm("l1")["state_changed"] != first_start
+                      and service.get_vm("l1")["state"] == "running")
     assert service.get_vm("l1")["desired_state"] == "running"
 
 
-def test_failing_liveness_under_manual_leaves_it_stopped(service, controller):
+def test_failing_liveness_under_manual_leaves_it_stopped(service, stepped_controller):
+    controller = stepped_controller
     probe = {"console": {"contains": "never printed"}, "period_seconds": 1, "failure_threshold": 1}
-    service.finish(service.create_vm({"name": "m1", "run_strategy": "Manual", "state": "running",
-                                      "liveness_probe": probe})[1])
-    assert wait_for(lambda: service.get_vm("m1")["desired_state"] == "stopped", 20)
+    create(service, controller, {"name": "m1", "run_strategy": "Manual", "state": "running",
+                                 "liveness_probe": probe})
+    assert run_passes(controller, lambda: service.get_vm("m1")["desired_state"] == "stopped")
     assert service.get_vm("m1")["state"] == "stopped"
 
 
@@ -113,7 +116,7 @@ def _libvirt_error_with(text: str):
     raise AssertionError("libvirt opened a URI that cannot be")
 
 
-def test_a_guest_agents_error_text_is_one_short_line_in_events(service, controller, monkeypatch):
+def test_a_guest_agents_error_text_is_one_short_line_in_events(service, stepped_controller, monkeypatch):
     """Review of issue 9's fixes: the guest-agent probe put libvirt's message into the
     VM's events as it was, and that message quotes the `desc` the guest's agent answers:
     a guest could write lines into the appliance's event log that read as other VMs'
@@ -127,8 +130,8 @@ def test_a_guest_agents_error_text_is_one_short_line_in_events(service, controll
 
     monkeypatch.setattr("appliance.virt.libvirt_driver.libvirt_qemu.qemuAgentCommand", agent_answers)
     probe = {"guest_agent_ping": {}, "period_seconds": 1, "failure_threshold": 1}
-    service.finish(service.create_vm({"name": "g1", "readiness_probe": probe})[1])
-    assert wait_for(lambda: any(e["kind"] == "not-ready" for e in service.list_events("g1")))
+    create(service, stepped_controller, {"name": "g1", "readiness_probe": probe})
+    assert run_passes(stepped_controller, lambda: any(e["kind"] == "not-ready" for e in service.list_events("g1")))
     event = [e for e in service.list_events("g1") if e["kind"] == "not-ready"][0]
     assert "guest agent" in event["message"]
     assert "\n" not in event["message"] and len(event["message"]) <= 320, event["message"][:400]

@@ -20,7 +20,7 @@ from appliance.model import (
 )
 from appliance.model.spec import CloudInit, Disk, Network, PortForward, Probe, Spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 SCHEMAS = DOCUMENT["components"]["schemas"]
 
 

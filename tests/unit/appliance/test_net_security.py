@@ -19,7 +19,7 @@ from appliance.files import VM_FILES
 from appliance.service import Service
 from appliance.store import Store
 from appliance.virt import domain, portforward
-from tests.unit.test_domain import plan
+from tests.unit.appliance.virt.test_domain import plan
 
 MAC_A = "52:54:00:aa:00:01"
 MAC_B = "52:54:00:aa:00:02"

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.bench.report import render
 from tests.bench.run import merge, previous_results
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def current() -> dict:

@@ -2,7 +2,7 @@
 failed, or is still running), and a cancel that leaves the guest on its source."""
 from __future__ import annotations
 
-from controller_harness import URI_A, URI_B, settle
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
 

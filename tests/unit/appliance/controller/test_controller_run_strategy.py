@@ -2,7 +2,7 @@
 that doubles while it keeps crashing; Manual leaves it stopped."""
 from __future__ import annotations
 
-from controller_harness import settle
+from tests.unit.appliance.controller.controller_harness import settle
 
 
 def crash(cloud, row):

@@ -22,7 +22,8 @@ class _QuietHandler(WSGIRequestHandler):
 @pytest.fixture
 def vmctl(service, config, monkeypatch, capsys):
     server = make_server("127.0.0.1", 0, create_app(service, TOKEN), handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serving loop to look (0.5 s by default, every test).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     monkeypatch.setenv("VMCTL_URL", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("VMCTL_TOKEN", TOKEN)
