@@ -84,15 +84,17 @@ class ScrapeDuration:
         started = time.perf_counter()
         for collector in self.collectors:
             yield from collector.collect()
-        family = GaugeMetricFamily("vmappliance_exporter_scrape_duration_seconds",
-                                   "Time the exporter took to collect this scrape (without serialising it).")
+        family = GaugeMetricFamily(
+            "vmappliance_exporter_scrape_duration_seconds",
+            "Time the exporter took to collect this scrape (without serialising it).")
         family.add_metric([], time.perf_counter() - started)
         yield family
 
 
 def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
-                   api_metrics: bool = True, deadline: float = 5.0, heartbeat_age: float | None = None,
-                   all_domains: bool = False, uri_allowed: Callable[[str], bool] = lambda uri: True,
+                   api_metrics: bool = True, deadline: float = 5.0,
+                   heartbeat_age: float | None = None, all_domains: bool = False,
+                   uri_allowed: Callable[[str], bool] = lambda uri: True,
                    **collector_args) -> CollectorRegistry:
     """all_domains: with a store, also report the libvirt domains the appliance
     does not manage (managed="false"); off by default, as they may be other
@@ -109,9 +111,10 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
             for collector in metrics_scheduler.collectors():
                 registry.register(collector)
     if store is not None:
-        libvirt_collector = LibvirtCollector(store_targets(store, libvirt_uri, uri_allowed), store_names(store),
-                                             uptimes=store_uptimes(store), deadline=deadline,
-                                             managed_only=not all_domains, **collector_args)
+        libvirt_collector = LibvirtCollector(
+            store_targets(store, libvirt_uri, uri_allowed), store_names(store),
+            uptimes=store_uptimes(store), deadline=deadline,
+            managed_only=not all_domains, **collector_args)
         collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
     else:
         target = Target(host_name, libvirt_uri)

@@ -65,7 +65,7 @@ def serve(app: falcon.App, address: str, port: int) -> tuple[WSGIServer, threadi
     """Serve `app` at address:port in a daemon thread; returns the server and its thread."""
     server_class = type("Server", (_ThreadingServer,),
                         {"address_family": socket.getaddrinfo(address, port)[0][0]})
-    server = make_server(address, port, app, server_class=server_class,
+    server: WSGIServer = make_server(address, port, app, server_class=server_class,
                          handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True)
     thread.start()

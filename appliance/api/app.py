@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import falcon
 from falcon.routing import CompiledRouter
@@ -19,8 +20,9 @@ def create_app(service: Service, token: str) -> falcon.App:
     # them by route through the app's router, made here for both to share.
     router = CompiledRouter()
     auth = TokenAuth(token, public_paths=frozenset())
-    app = falcon.App(router=router, middleware=[
-        RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()])
+    middleware: list[Any] = [  # falcon's middleware protocols are structural; the list mixes them
+        RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()]
+    app = falcon.App(router=router, middleware=middleware)
     app.req_options.media_handlers = json_handlers()
     app.req_options.strip_url_path_trailing_slash = True
     error_shape.install(app)

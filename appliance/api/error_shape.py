@@ -21,7 +21,7 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response,
     """Falcon's own errors (bad JSON, bad query parameters, 401, 404 routes) in our shape."""
     body = {"error": exception.title or "Error",
             "reason": exception.description or exception.title or ""}
-    param = getattr(exception, "param_name", None) or getattr(exception, "_param_name", None)
+    param = getattr(exception, "param_name", None)  # falcon 4: set by the invalid-parameter errors
     if param:
         body["field"] = param
     resp.content_type = falcon.MEDIA_JSON
