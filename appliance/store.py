@@ -436,3 +436,16 @@ class Store:
 
     def delete_group(self, name: str) -> None:
         self.db.execute("DELETE FROM groups WHERE name = ?", [name])
+
+    # -- bulk reads for the controller's resync: a fixed number of queries per pass ----------
+    def list_vms_for_resync(self) -> list[dict]:
+        """Every VM without its domain XML (~4.5 kB each, 9 MB at 2,000 VMs),
+        with `has_domain_xml` instead: the resync records a missing one."""
+        columns = ", ".join(c for c in self._vm_columns() if c != "domain_xml")
+        sql = f"SELECT {columns}, domain_xml IS NOT NULL AS has_domain_xml FROM vms"  # noqa: S608 - column names from PRAGMA table_info
+        return [_decode_vm(r) for r in self.db.query(sql)]
+
+    def vm_ids_with_open_operations(self) -> set[str]:
+        """Ids of the VMs with a pending or running operation (one query)."""
+        sql = "SELECT DISTINCT vm_id FROM operations WHERE status IN ('pending', 'running')"
+        return {r[0] for r in self.db.execute(sql)}

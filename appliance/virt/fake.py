@@ -15,8 +15,8 @@ from typing import Callable
 
 from appliance.errors import Failed
 from appliance.virt import domain
-from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, MigrationRequest,
-                                   Unreachable)
+from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, Listed,
+                                   MigrationRequest, Unreachable)
 
 INVENTORY = {"arch": "x86_64", "cpu_model": "Fake", "guest_arches": ["x86_64"], "memory_mib": 16384, "cpus": 16,
              "mhz": 2000, "free_memory_bytes": 8 << 30, "hostname": "fake", "libvirt_version": 9000000}
@@ -214,10 +214,12 @@ class FakeDriver(HostDriver):
     def lookup(self, vm_id: str) -> Guest | None:
         return FakeGuest(self, vm_id) if vm_id in self.fake_host().domains else None
 
-    def list_ours(self, instance_id: str) -> dict[str, Guest]:
+    def list_ours(self, instance_id: str) -> dict[str, Listed]:
         with self.cloud.lock:
-            return {vm_id: FakeGuest(self, vm_id) for vm_id, dom in self.fake_host().domains.items()
-                    if dom.instance_id == instance_id}
+            host = self.fake_host()
+            host.calls.append("list")
+            return {vm_id: Listed(FakeGuest(self, vm_id), dom.state, dom.reason)
+                    for vm_id, dom in host.domains.items() if dom.instance_id == instance_id}
 
     def define(self, plan: domain.DomainPlan) -> Guest:
         with self.cloud.lock:
