@@ -62,6 +62,7 @@ class Controller:
         connector: Executor | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ):
         """`drivers` makes each host's driver (libvirt's by default); `pool`
         runs operations and `connector` connects to hosts (thread pools by
@@ -86,7 +87,11 @@ class Controller:
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._next_resync = self._next_heartbeat = 0.0
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_seconds = heartbeat_seconds
+        self._heartbeat_lock = threading.Lock()
+        self._down_after_heartbeat: list[HostLink] | None = None  # for the loop's follow-up
+        self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
         self.prober = Prober(store, config, self._probe_lookup, self.strategies.liveness_failed, clock)
@@ -139,12 +144,16 @@ class Controller:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
         self._thread.start()
+        self._heartbeat_thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._nudge()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._connector.shutdown(wait=False, cancel_futures=True)
         self.prober.stop()
@@ -160,11 +169,31 @@ class Controller:
                 time.sleep(0.5)
             self._listener.wait(0.5)
 
+    def _beat(self) -> None:
+        """The heartbeat's own thread: a host's record says it is alive every
+        HEARTBEAT_SECONDS however long a loop pass takes (a resync over
+        thousands of VMs, a burst of creates), so that placement and /readyz
+        never count a live host as down because the loop was busy."""
+        while not self._stop.wait(self._heartbeat_seconds / 4):
+            try:
+                self._heartbeat_if_due(self.ctx.clock())
+            except Exception:  # noqa: BLE001 - the heartbeat must survive anything
+                log.exception("controller heartbeat")
+
+    def _heartbeat_if_due(self, now: float) -> None:
+        """Called by the heartbeat thread and by the loop (tests drive only the loop)."""
+        with self._heartbeat_lock:
+            if now < self._next_heartbeat:
+                return
+            self._next_heartbeat = now + self._heartbeat_seconds
+            self._down_after_heartbeat = self.hosts.heartbeat()
+
     def tick(self) -> None:
-        """One pass of the loop: links, events, heartbeat, resync, operations, probes."""
+        """One pass of the loop: links, events, heartbeat (if its thread has not
+        beaten yet) and its follow-up, resync, operations, probes."""
         now = self.ctx.clock()
-        heartbeat_due = now >= self._next_heartbeat
-        if heartbeat_due:
+        if now >= self._next_link_sync:
+            self._next_link_sync = now + self._heartbeat_seconds
             self.hosts.sync_links()
         for link in self.hosts.due_connects(now):
             self._connector.submit(self._connect_in_background, link)
@@ -172,9 +201,11 @@ class Controller:
             self._reconnected.clear()
             self._next_resync = 0.0
         self._drain_events()
-        if heartbeat_due:
-            self.hosts.heartbeat()
-            self._next_heartbeat = now + HEARTBEAT_SECONDS
+        self._heartbeat_if_due(now)
+        with self._heartbeat_lock:
+            down, self._down_after_heartbeat = self._down_after_heartbeat, None
+        if down is not None:
+            self.hosts.follow_up(down)  # evacuation and console mirroring stay on the loop
         if now >= self._next_resync:
             self.vms.resync()
             self._next_resync = now + RESYNC_SECONDS
