@@ -202,7 +202,8 @@ class VmObserver:
     # -- addresses --------------------------------------------------------------------------
     def refresh_addresses(self, row: dict, guest: Guest | None) -> None:
         addresses = []
-        network = row["spec"]["network"]
+        # the resync's rows carry the network type alone (store.list_vms_for_resync), others the spec
+        network = {"type": row["network_type"]} if "network_type" in row else row["spec"]["network"]
         if guest is not None and row["observed_state"] in ("running", "paused"):
             sources = ["lease", "agent"] if network["type"] == "network" else ["agent"]
             for source in sources:
