@@ -91,7 +91,7 @@ def cmd_exporter(args) -> int:
     """Prometheus metrics of one libvirt host, without the API (exporter/standalone.py)."""
     from exporter.standalone import run
 
-    return run(args.listen, args.libvirt_uri, host_name=args.host_name)
+    return run(args.listen, args.libvirt_uri, host_name=args.host_name, all_domains=args.all_domains)
 
 
 def cmd_list(client: Client, args) -> int:
@@ -413,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--libvirt-uri", dest="libvirt_uri", default="qemu:///system")
     p.add_argument("--host-name", dest="host_name", default=None,
                    help="the host label (default: this machine's hostname)")
+    p.add_argument("--all-domains", dest="all_domains", action="store_true",
+                   help="every domain of the host, not only the appliance's (they may be other tenants')")
 
     p = sub.add_parser("list", help="list VMs")
     p.add_argument("--state")

@@ -24,12 +24,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def run(listen: str, libvirt_uri: str, host_name: str | None = None, deadline: float = 5.0) -> int:
+def run(listen: str, libvirt_uri: str, host_name: str | None = None, deadline: float = 5.0,
+        all_domains: bool = False) -> int:
+    """all_domains: every domain of the host, not only the appliance's."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
     address, port = parse_listen(listen)
     registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
-                              api_metrics=False, deadline=deadline)
+                              api_metrics=False, deadline=deadline, all_domains=all_domains)
     server, thread = start_http_server(port, addr=address, registry=registry)
     logging.getLogger("vmctl.exporter").info("serving /metrics on http://%s:%d for %s", address, port, libvirt_uri)
     stopping = threading.Event()

@@ -204,10 +204,10 @@ def test_multiprocess_mode_sums_every_worker(tmp_path):
     promtool_check(out.encode())
 
 
-def test_vmctl_exporter_standalone():
+def standalone_scrape(*args: str) -> str:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "exporter", "--listen", f"127.0.0.1:{port}",
-                             "--libvirt-uri", "test:///default", "--host-name", "h1"], cwd=ROOT,
+                             "--libvirt-uri", "test:///default", "--host-name", "h1", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -219,13 +219,23 @@ def test_vmctl_exporter_standalone():
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
         assert resp.status_code == 200
-        assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
-        assert 'vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0' in resp.text
-        assert "vmappliance_api_request" not in resp.text
         promtool_check(resp.content)
+        return resp.text
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_vmctl_exporter_standalone():
+    """Only the appliance's domains by default: the test driver's "test" is
+    another tenant's (no appliance <metadata>); --all-domains shows it."""
+    text = standalone_scrape()
+    assert 'vmappliance_host_up{host="h1"} 1.0' in text
+    assert 'vm="test"' not in text
+    assert "vmappliance_api_request" not in text
+    text = standalone_scrape("--all-domains")
+    assert 'vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0' in text
+    assert "vmappliance_api_request" not in text
 
 
 def test_metrics_leave_out_domains_the_appliance_does_not_manage(store, config):

@@ -9,7 +9,7 @@ import libvirt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ACTIVE_CALL, CHUNKS, INACTIVE_CALL, LibvirtCollector, Target
+from exporter.collector import CHUNKS, INACTIVE_CALL, MONITOR_CALL, PLAIN_CALL, LibvirtCollector, Target
 from tests.exporter.fakes import (
     PAUSED_STATS,
     RUNNING_QEMU_STATS,
@@ -67,14 +67,16 @@ def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn
         generate_latest(registry)
         assert counting.calls.count("listAllDomains") == 1  # the test driver: one connection
         assert counting.calls.count("getAllDomainStats") == 1  # the shut-off half
-        assert 1 <= counting.calls.count("domainListGetStats") <= CHUNKS  # the running half, in parts
+        # the running half: its plain groups in one call, its monitor groups in parts
+        assert 2 <= counting.calls.count("domainListGetStats") <= CHUNKS + 1
         assert counting.calls.count("getInfo") == counting.calls.count("getFreeMemory") == 1
     assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
     assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) >= 50
     fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS), ("u2", "d2", STOPPED_STATS)])
     generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
     stats_calls = [c for c in fake.calls if c[0] in ("domainListGetStats", "getAllDomainStats")]
-    assert stats_calls == [("domainListGetStats", *ACTIVE_CALL, 1), ("getAllDomainStats", *INACTIVE_CALL)]
+    assert sorted(stats_calls) == sorted([("domainListGetStats", *PLAIN_CALL, 1), ("domainListGetStats", *MONITOR_CALL, 1),
+                                          ("getAllDomainStats", *INACTIVE_CALL)])
     nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
     assert all(call[2] & nowait for call in stats_calls)
 
@@ -184,7 +186,7 @@ def test_a_hung_host_is_cut_off_at_the_deadline_and_not_queued_twice():
             assert 'vmappliance_host_up{host="hung"} 0.0' in text
             assert 'vmappliance_host_up{host="fine"} 1.0' in text
             assert 'vm="quick"' in text and 'vm="slow"' not in text
-        assert hung.calls.count(("domainListGetStats", *ACTIVE_CALL, 1)) == 1  # not queued a second time
+        assert hung.calls.count(("domainListGetStats", *MONITOR_CALL, 1)) == 1  # not queued a second time
     finally:
         release.set()
     time.sleep(0.1)
@@ -215,7 +217,34 @@ def test_running_domains_are_spread_over_connections_each_once():
                                             open_connection=open_connection))
     generate_latest(registry)
     assert len(opened) == CONNECTIONS
-    per_conn = [[c for c in conn.calls if c[0] == "domainListGetStats"] for conn in opened]
+    per_conn = [[c for c in conn.calls if c[:3] == ("domainListGetStats", *MONITOR_CALL)] for conn in opened]
     assert all(1 <= len(calls) <= CHUNKS for calls in per_conn)  # every connection used, within its limit
     assert sum(call[3] for calls in per_conn for call in calls) == 30  # each domain asked for once
+    plain = [c for conn in opened for c in conn.calls if c[:3] == ("domainListGetStats", *PLAIN_CALL)]
+    assert plain == [("domainListGetStats", *PLAIN_CALL, 30)]  # one call for every running domain
     assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) == 30
+
+
+def test_without_a_store_only_the_appliances_domains_are_reported(test_conn):
+    """`vmctl exporter` has no store: the appliance's domains are those with its
+    <metadata>; another tenant's domain on the same libvirtd stays out."""
+    import uuid as uuidlib
+
+    from appliance.virt.domain import METADATA_NS
+
+    ours_uuid = str(uuidlib.uuid4())
+    ours = test_conn.defineXML(
+        f"<domain type='test'><name>exp-ours</name><uuid>{ours_uuid}</uuid>"
+        f"<metadata><vma:vm xmlns:vma='{METADATA_NS}' appliance='a1' id='{ours_uuid}' name='web'/></metadata>"
+        "<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>")
+    try:
+        ours.create()
+        test_conn.define("exp-theirs")
+        only_ours = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open, ours_only=True))
+        assert vm(only_ours, "vmappliance_vm_state", "exp-ours", state="running", reason="booted") == 1
+        assert vm(only_ours, "vmappliance_vm_info", "exp-theirs", domain="exp-theirs", managed="false") is None
+        everything = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open))
+        assert vm(everything, "vmappliance_vm_info", "exp-theirs", domain="exp-theirs", managed="false") == 1
+    finally:
+        ours.destroy()
+        ours.undefine()
