@@ -299,7 +299,8 @@ class LibvirtCollector:
             if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
             # One went away since the list: ask for whatever is running now, in one call.
-            return conn.getAllDomainStats(ACTIVE_CALL[0], ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            return conn.getAllDomainStats(ACTIVE_CALL[0],
+                                          ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
 
     def _host(self, target: Target) -> _Host:
         with self._lock:

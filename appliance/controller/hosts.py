@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from appliance import hosturi
 from appliance.controller.context import HOST_NAME, Context, HostLink

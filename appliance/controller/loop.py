@@ -18,8 +18,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Callable
 
 from appliance.config import Config
 from appliance.controller.consoles import ConsoleMirror
@@ -44,7 +44,9 @@ RESYNC_SECONDS = 5.0
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
-    from appliance.virt.libvirt_driver import LibvirtDriver  # the real hypervisor, loaded only when used
+    from appliance.virt.libvirt_driver import (
+        LibvirtDriver,  # the real hypervisor, loaded only when used
+    )
     return LibvirtDriver.factory(config.images_dir)
 
 

@@ -113,8 +113,9 @@ class VmObserver:
                 if row is None:
                     self._report_orphan(vm_id, seen.guest)
                 elif row["host"] != host and vm_id not in self.ctx.busy and vm_id not in open_ops:
-                    own = found.get(row["host"])
-                    if self._other_copy(host, row, seen.guest, {k: v.guest for k, v in own.items()} if own is not None else None):
+                    listed = found.get(row["host"])
+                    own = {k: v.guest for k, v in listed.items()} if listed is not None else None
+                    if self._other_copy(host, row, seen.guest, own):
                         adopted.add(vm_id)
         for vm_id in adopted:  # its record moved to where it runs: observed there from the next pass
             rows.pop(vm_id)

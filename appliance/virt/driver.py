@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from appliance.virt.domain import DomainPlan
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from appliance.errors import Failed
 from appliance.virt import domain
-from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, Listed,
-                                   MigrationRequest, Unreachable)
+from appliance.virt.driver import (
+    DomainGone,
+    DriverError,
+    EventCallback,
+    Guest,
+    HostDriver,
+    Listed,
+    MigrationRequest,
+    Unreachable,
+)
 
 INVENTORY = {"arch": "x86_64", "cpu_model": "Fake", "guest_arches": ["x86_64"], "memory_mib": 16384, "cpus": 16,
              "mhz": 2000, "free_memory_bytes": 8 << 30, "hostname": "fake", "libvirt_version": 9000000}
@@ -58,7 +66,7 @@ class FakeCloud:
         with self.lock:
             return self.hosts.setdefault(uri, FakeHost(uri))
 
-    def drivers(self) -> Callable[[str, str, EventCallback], "FakeDriver"]:
+    def drivers(self) -> Callable[[str, str, EventCallback], FakeDriver]:
         return lambda name, uri, on_event: FakeDriver(self, name, uri, on_event)
 
     def release_migrations(self) -> None:
@@ -72,7 +80,7 @@ class FakeCloud:
 
 
 class FakeGuest(Guest):
-    def __init__(self, driver: "FakeDriver", vm_id: str):
+    def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
 

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import libvirt
 import libvirt_qemu
 
 from appliance.errors import Failed
 from appliance.virt import dhcp, domain, guestaddrs, portforward, reasons, storage
-from appliance.virt.driver import (DomainGone, DriverError, EventCallback, Guest, HostDriver, Listed,
-                                   MigrationRequest, Unreachable)
+from appliance.virt.driver import (
+    DomainGone,
+    DriverError,
+    EventCallback,
+    Guest,
+    HostDriver,
+    Listed,
+    MigrationRequest,
+    Unreachable,
+)
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 
 log = logging.getLogger(__name__)
@@ -48,7 +57,7 @@ def _translated(method: F) -> F:
 
 
 class LibvirtGuest(Guest):
-    def __init__(self, driver: "LibvirtDriver", dom: libvirt.virDomain, vm_id: str | None = None):
+    def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
         self.uuid = vm_id or dom.UUIDString()
@@ -175,7 +184,7 @@ class LibvirtDriver(HostDriver):
 
     @classmethod
     def factory(cls, images_dir: Path, open_connection: Callable[[str], libvirt.virConnect] = libvirt.open
-                ) -> Callable[[str, str, EventCallback], "LibvirtDriver"]:
+                ) -> Callable[[str, str, EventCallback], LibvirtDriver]:
         return lambda name, uri, on_event: cls(name, uri, on_event, images_dir, open_connection)
 
     @property

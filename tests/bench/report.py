@@ -361,7 +361,8 @@ def render(results: dict, notes: str | None = None) -> str:
         summary.append(("live migration vs virsh migrate --p2p", _x(g["ratio"]), f"≤ {g['goal_ratio']}×",
                         g["pass"] and g["checks"]["kept_running"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
-    section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api", "cat": "fs", "ls": "fs", "echo": "fs",
+    section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
+               "cat": "fs", "ls": "fs", "echo": "fs",
                "exporter": "exporter", "scheduler": "scheduler", "live": "migration"}
 
     def tagged(name: str, ok: bool) -> str:

@@ -75,7 +75,8 @@ def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn
     fake = FakeConnection([("u1", "d1", RUNNING_QEMU_STATS), ("u2", "d2", STOPPED_STATS)])
     generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
     stats_calls = [c for c in fake.calls if c[0] in ("domainListGetStats", "getAllDomainStats")]
-    assert sorted(stats_calls) == sorted([("domainListGetStats", *PLAIN_CALL, 1), ("domainListGetStats", *MONITOR_CALL, 1),
+    assert sorted(stats_calls) == sorted([("domainListGetStats", *PLAIN_CALL, 1),
+                                          ("domainListGetStats", *MONITOR_CALL, 1),
                                           ("getAllDomainStats", *INACTIVE_CALL)])
     nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
     assert all(call[2] & nowait for call in stats_calls)
