@@ -64,16 +64,6 @@ NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 ACTIVE_GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
                  | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
 ACTIVE_CALL = (ACTIVE_GROUPS, NOWAIT)  # domainListGetStats takes no ACTIVE/INACTIVE filter
-# A running domain's groups in two calls made at once: those libvirtd answers
-# from /proc and cgroups (no job on the domain), and those that ask QEMU's
-# monitor (query-cpus-fast, the balloon's guest-stats, query-blockstats and
-# query-named-block-nodes) under the domain's job. In one call the first
-# waited for the second: at 5-8 loaded TCG guests, the split halved the
-# running domains' stats (138 -> 71 ms p50). The plain part is one call for
-# every running domain; the monitor part is dealt out in parts, as before.
-PLAIN_GROUPS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_INTERFACE
-PLAIN_CALL = (PLAIN_GROUPS, NOWAIT)
-MONITOR_CALL = (ACTIVE_GROUPS & ~PLAIN_GROUPS, NOWAIT)
 INACTIVE_CALL = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
                  NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)
 CHUNKS = 4  # parts in flight on one connection (libvirtd's max_client_requests is 5)
@@ -156,6 +146,10 @@ class HostSample:
 
 def open_read_only(uri: str) -> libvirt.virConnect:
     return libvirt.openReadOnly(uri)
+
+
+def _list_active(conn: libvirt.virConnect) -> list:
+    return conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
 
 
 def _shut_off_and_host(conn: libvirt.virConnect) -> tuple[list, list, int]:
@@ -257,9 +251,10 @@ class LibvirtCollector:
         return known
 
     def _active_stats(self, conns: list[libvirt.virConnect]) -> list:
-        """The running domains' stats: one list call, then the plain groups of
-        every one in one call and their monitor groups dealt out in parts, CHUNKS
-        parts in flight per connection, all at once; merged per domain."""
+        """The running domains' stats: one list call, then the domains dealt out
+        in parts, CHUNKS parts in flight per connection. One call per part with
+        every group: a domain's groups split over calls made at once lose their
+        QEMU-monitor part (each call takes the domain's job, NOWAIT skips)."""
         conn = conns[0]
         first = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         if not first:
@@ -267,8 +262,7 @@ class LibvirtCollector:
         count = min(self.chunks * len(conns), len(first))
         # Other connections are listed only when their parts are needed (a few domains: one connection).
         used = conns[: -(-count // self.chunks)]
-        listed = [first, *self._chunk_pool.map(lambda c: c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE),
-                                               used[1:])]
+        listed = [first, *self._chunk_pool.map(_list_active, used[1:])]
         by_uuid = [{d.UUIDString(): d for d in doms} for doms in listed]
         # Part p goes through connection p % len(used); a domain that connection
         # has not listed (it just started) goes through the first one instead.
@@ -279,22 +273,16 @@ class LibvirtCollector:
             if uuid not in by_uuid[owner]:
                 owner = 0
             parts.setdefault((part, owner), []).append(by_uuid[owner][uuid])
-        calls = [(conn, first, PLAIN_CALL)] + [(used[owner], doms, MONITOR_CALL) for (_p, owner), doms in parts.items()]
 
-        def stats(call: tuple) -> list:
-            on, doms, (groups, flags) = call
-            return on.domainListGetStats(doms, groups, flags)
+        def stats(item: tuple[tuple[int, int], list]) -> list:
+            (_part, owner), doms = item
+            return used[owner].domainListGetStats(doms, *ACTIVE_CALL)
 
         try:
-            merged: dict[str, tuple] = {}
-            for records in self._chunk_pool.map(stats, calls):
-                for dom, record in records:
-                    uuid = dom.UUIDString()
-                    if uuid in merged:
-                        merged[uuid][1].update(record)
-                    else:
-                        merged[uuid] = (dom, dict(record))
-            return list(merged.values())
+            records = []
+            for part in self._chunk_pool.map(stats, parts.items()):
+                records.extend(part)
+            return records
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
