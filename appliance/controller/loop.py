@@ -44,9 +44,8 @@ RESYNC_SECONDS = 5.0
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
-    from appliance.virt.libvirt_driver import (
-        LibvirtDriver,  # the real hypervisor, loaded only when used
-    )
+    # the real hypervisor, loaded only when used
+    from appliance.virt.libvirt_driver import LibvirtDriver
     return LibvirtDriver.factory(config.images_dir)
 
 
@@ -91,7 +90,8 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_seconds = heartbeat_seconds
-        self._heartbeat_lock = threading.Lock()
+        self._heartbeat_lock = threading.Lock()  # one heartbeat at a time
+        self._follow_up_lock = threading.Lock()
         self._down_after_heartbeat: list[HostLink] | None = None  # for the loop's follow-up
         self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self.hosts.register_local_host()
@@ -182,13 +182,20 @@ class Controller:
             except Exception:  # noqa: BLE001 - the heartbeat must survive anything
                 log.exception("controller heartbeat")
 
-    def _heartbeat_if_due(self, now: float) -> None:
-        """Called by the heartbeat thread and by the loop (tests drive only the loop)."""
-        with self._heartbeat_lock:
+    def _heartbeat_if_due(self, now: float, wait: bool = True) -> None:
+        """Called by the heartbeat thread and by the loop (tests drive only the
+        loop), which does not wait for a heartbeat under way in the thread."""
+        if not self._heartbeat_lock.acquire(blocking=wait):
+            return
+        try:
             if now < self._next_heartbeat:
                 return
             self._next_heartbeat = now + self._heartbeat_seconds
-            self._down_after_heartbeat = self.hosts.heartbeat()
+            down = self.hosts.heartbeat()
+            with self._follow_up_lock:
+                self._down_after_heartbeat = down
+        finally:
+            self._heartbeat_lock.release()
 
     def tick(self) -> None:
         """One pass of the loop: links, events, heartbeat (if its thread has not
@@ -203,8 +210,8 @@ class Controller:
             self._reconnected.clear()
             self._next_resync = 0.0
         self._drain_events()
-        self._heartbeat_if_due(now)
-        with self._heartbeat_lock:
+        self._heartbeat_if_due(now, wait=False)
+        with self._follow_up_lock:
             down, self._down_after_heartbeat = self._down_after_heartbeat, None
         if down is not None:
             self.hosts.follow_up(down)  # evacuation and console mirroring stay on the loop
