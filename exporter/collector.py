@@ -47,14 +47,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import libvirt
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from appliance.virt.host import REASONS, STATES
+from appliance.virt.domain import METADATA_NS
+from exporter.families import Families, domain_rows, host_families
 
 log = logging.getLogger(__name__)
-
-KIB = 1024
-NS = 1e-9
 
 NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 # (stats groups, flags) of the bulk calls: see the module's docstring.
@@ -71,59 +69,8 @@ CHUNKS = 4  # parts in flight on one connection (libvirtd's max_client_requests 
 # the running domains are spread over a few connections (an idle connection
 # costs libvirtd nothing). 10 TCG guests: 244 ms on one connection, see BENCHMARKS.md.
 CONNECTIONS = 3
+MAX_IDENTITIES = 100_000  # per host, which domains are the appliance's (`ours_only`)
 
-# (stats key, family suffix, help, scale) -- a table, so coverage is easy to read.
-VM_GAUGES = [
-    ("vcpu.current", "vcpus", "Virtual CPUs the VM has now.", 1),
-    ("vcpu.maximum", "vcpus_maximum", "Virtual CPUs the VM may have.", 1),
-    ("balloon.current", "memory_current_bytes", "Memory the VM has now (balloon size).", KIB),
-    ("balloon.maximum", "memory_maximum_bytes", "Memory the VM may have.", KIB),
-    ("balloon.available", "memory_available_bytes", "Memory the guest sees (balloon driver).", KIB),
-    ("balloon.usable", "memory_usable_bytes", "Memory the guest could use without swapping.", KIB),
-    ("balloon.unused", "memory_unused_bytes", "Memory the guest leaves unused.", KIB),
-    ("balloon.disk_caches", "memory_disk_caches_bytes", "Guest memory used for disk caches.", KIB),
-    ("balloon.rss", "memory_rss_bytes", "Resident memory of the VM's process on the host.", KIB),
-]
-VM_COUNTERS = [
-    ("cpu.time", "cpu_seconds", "CPU time the VM used.", NS),
-    ("cpu.user", "cpu_user_seconds", "User CPU time of the VM's process.", NS),
-    ("cpu.system", "cpu_system_seconds", "System CPU time of the VM's process.", NS),
-    ("balloon.swap_in", "memory_swap_in_bytes", "Memory the guest swapped in.", KIB),
-    ("balloon.swap_out", "memory_swap_out_bytes", "Memory the guest swapped out.", KIB),
-    ("balloon.major_fault", "memory_major_faults", "Major page faults in the guest.", 1),
-    ("balloon.minor_fault", "memory_minor_faults", "Minor page faults in the guest.", 1),
-]
-BLOCK_GAUGES = [
-    ("capacity", "block_capacity_bytes", "Size of the disk as the guest sees it.", 1),
-    ("allocation", "block_allocation_bytes", "Highest offset written in the disk's image.", 1),
-    ("physical", "block_physical_bytes", "Size of the disk's image on the host.", 1),
-]
-BLOCK_COUNTERS = [
-    ("rd.bytes", "block_read_bytes", "Bytes read from the disk.", 1),
-    ("wr.bytes", "block_write_bytes", "Bytes written to the disk.", 1),
-    ("rd.reqs", "block_read_requests", "Read requests to the disk.", 1),
-    ("wr.reqs", "block_write_requests", "Write requests to the disk.", 1),
-    ("fl.reqs", "block_flush_requests", "Flush requests to the disk.", 1),
-    ("rd.times", "block_read_seconds", "Time spent reading the disk.", NS),
-    ("wr.times", "block_write_seconds", "Time spent writing the disk.", NS),
-    ("fl.times", "block_flush_seconds", "Time spent flushing the disk.", NS),
-]
-NET_COUNTERS = [
-    ("rx.bytes", "network_receive_bytes", "Bytes received.", 1),
-    ("rx.pkts", "network_receive_packets", "Packets received.", 1),
-    ("rx.errs", "network_receive_errors", "Receive errors.", 1),
-    ("rx.drop", "network_receive_drops", "Received packets dropped.", 1),
-    ("tx.bytes", "network_transmit_bytes", "Bytes sent.", 1),
-    ("tx.pkts", "network_transmit_packets", "Packets sent.", 1),
-    ("tx.errs", "network_transmit_errors", "Transmit errors.", 1),
-    ("tx.drop", "network_transmit_drops", "Sent packets dropped.", 1),
-]
-VCPU_COUNTERS = [
-    ("time", "vcpu_seconds", "CPU time of one virtual CPU.", NS),
-    ("wait", "vcpu_wait_seconds", "Time one virtual CPU waited for a host CPU.", NS),
-]
-
-VM_LABELS = ["vm", "host"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +86,19 @@ class HostSample:
     domains: list[tuple[str, str, dict]]  # (uuid, domain name, stats)
     info: list
     free_memory: int
+    ours: frozenset[str] | None = None  # uuids of the domains with the appliance's metadata (ours_only)
 
 
 def open_read_only(uri: str) -> libvirt.virConnect:
     return libvirt.openReadOnly(uri)
+
+
+def _list_active(conn: libvirt.virConnect) -> list:
+    return conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+
+
+def _shut_off_and_host(conn: libvirt.virConnect) -> tuple[list, list, int]:
+    return conn.getAllDomainStats(*INACTIVE_CALL), conn.getInfo(), conn.getFreeMemory()
 
 
 class _Host:
@@ -153,6 +109,7 @@ class _Host:
         self.conn: libvirt.virConnect | None = None
         self.more_conns: list[libvirt.virConnect] = []  # for the running domains' stats in parallel
         self.pending: Future | None = None
+        self.identities: dict[str, bool] = {}  # domain uuid -> carries the appliance's metadata
 
 
 class LibvirtCollector:
@@ -169,6 +126,7 @@ class LibvirtCollector:
         chunks: int = CHUNKS,
         connections: int = CONNECTIONS,
         managed_only: bool = False,
+        ours_only: bool = False,
     ):
         self.chunks = chunks
         self.connections = connections
@@ -176,6 +134,8 @@ class LibvirtCollector:
         self.names = names
         # Leave out the domains `names` does not know (another tenant's on a shared libvirtd).
         self.managed_only = managed_only
+        # Without a store (`vmctl exporter`): only the domains with the appliance's <metadata>.
+        self.ours_only = ours_only
         self.uptimes = uptimes
         self.open_connection = open_connection
         self.deadline = deadline
@@ -192,14 +152,21 @@ class LibvirtCollector:
                 # The test driver keeps a separate world per connection: one only.
                 extra = 0 if host.target.uri.startswith("test:") else self.connections - 1
                 host.more_conns = [self.open_connection(host.target.uri) for _ in range(extra)]
-            conn = host.conn
-            domains, seen = [], set()
-            for dom, record in self._active_stats([conn, *host.more_conns]) + conn.getAllDomainStats(*INACTIVE_CALL):
+            conns = [host.conn, *host.more_conns]
+            # The shut-off domains and the host's figures, on the last connection,
+            # while the running domains' stats are asked for (they were one after the other).
+            side = self._chunk_pool.submit(_shut_off_and_host, conns[-1])
+            running = self._active_stats(conns)
+            shut_off, info, free_memory = side.result()
+            domains, seen, ours = [], set(), set()
+            for dom, record in running + shut_off:
                 uuid = dom.UUIDString()
                 if uuid not in seen:  # a domain that started between the two calls
                     seen.add(uuid)
                     domains.append((uuid, dom.name(), record))
-            return HostSample(domains, conn.getInfo(), conn.getFreeMemory())
+                    if self.ours_only and self._ours(host, uuid, dom):
+                        ours.add(uuid)
+            return HostSample(domains, info, free_memory, frozenset(ours) if self.ours_only else None)
         except libvirt.libvirtError:
             # The connection may be dead: open a fresh one at the next scrape.
             conns, host.conn, host.more_conns = [host.conn, *host.more_conns], None, []
@@ -211,28 +178,50 @@ class LibvirtCollector:
                         pass
             raise
 
+    def _ours(self, host: _Host, uuid: str, dom: libvirt.virDomain) -> bool:
+        """Whether the domain carries the appliance's <metadata> (read once per
+        domain: it is written at define and never changes)."""
+        known = host.identities.get(uuid)
+        if known is None:
+            try:
+                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+                known = True
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return False  # gone meanwhile, or the connection failed: asked again next time
+                known = False
+            if len(host.identities) > MAX_IDENTITIES:
+                host.identities.clear()
+            host.identities[uuid] = known
+        return known
+
     def _active_stats(self, conns: list[libvirt.virConnect]) -> list:
-        """The running domains' stats: one list call per connection, then the
-        domains dealt out in parts, CHUNKS parts in flight per connection."""
+        """The running domains' stats: one list call, then the domains dealt out
+        in parts, CHUNKS parts in flight per connection. One call per part with
+        every group: a domain's groups split over calls made at once lose their
+        QEMU-monitor part (each call takes the domain's job, NOWAIT skips)."""
         conn = conns[0]
-        listed = [c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) for c in conns]
-        if not listed[0]:
+        first = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        if not first:
             return []
+        count = min(self.chunks * len(conns), len(first))
+        # Other connections are listed only when their parts are needed (a few domains: one connection).
+        used = conns[: -(-count // self.chunks)]
+        listed = [first, *self._chunk_pool.map(_list_active, used[1:])]
         by_uuid = [{d.UUIDString(): d for d in doms} for doms in listed]
-        count = min(self.chunks * len(conns), len(listed[0]))
-        # Part p goes through connection p % len(conns); a domain that connection
+        # Part p goes through connection p % len(used); a domain that connection
         # has not listed (it just started) goes through the first one instead.
         parts: dict[tuple[int, int], list] = {}
         for i, uuid in enumerate(sorted(by_uuid[0])):
             part = i % count
-            owner = part % len(conns)
+            owner = part % len(used)
             if uuid not in by_uuid[owner]:
                 owner = 0
             parts.setdefault((part, owner), []).append(by_uuid[owner][uuid])
 
         def stats(item: tuple[tuple[int, int], list]) -> list:
             (_part, owner), doms = item
-            return conns[owner].domainListGetStats(doms, *ACTIVE_CALL)
+            return used[owner].domainListGetStats(doms, *ACTIVE_CALL)
 
         try:
             records = []
@@ -243,7 +232,8 @@ class LibvirtCollector:
             if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
             # One went away since the list: ask for whatever is running now, in one call.
-            return conn.getAllDomainStats(ACTIVE_CALL[0], ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            return conn.getAllDomainStats(ACTIVE_CALL[0],
+                                          ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
 
     def _host(self, target: Target) -> _Host:
         with self._lock:
@@ -300,7 +290,7 @@ class LibvirtCollector:
 
     def families(self, samples: dict[Target, HostSample | str], names: dict[str, str],
                  uptimes: dict[str, float]) -> Iterator[Metric]:
-        f = _Families()
+        f = Families()
         for target, sample in samples.items():
             up = isinstance(sample, HostSample)
             f.host_up.add_metric([target.name], 1.0 if up else 0.0)
@@ -308,7 +298,7 @@ class LibvirtCollector:
                 log.warning("libvirt host %s (%s): %s", target.name, target.uri, sample)
                 continue
             try:
-                _host_families(f, target.name, sample)
+                host_families(f, target.name, sample.info, sample.free_memory, sample.domains)
             except Exception:
                 log.exception("host families of %s", target.name)
             seen: set[str] = set()
@@ -316,7 +306,7 @@ class LibvirtCollector:
             managed_names = {names[uuid] for uuid, _, _ in sample.domains if uuid in names}
             for uuid, dom_name, stats in sample.domains:
                 managed = uuid in names
-                if not managed and self.managed_only:
+                if (not managed and self.managed_only) or (sample.ours is not None and uuid not in sample.ours):
                     continue
                 vm = names[uuid] if managed else dom_name
                 if vm in seen or (not managed and vm in managed_names):
@@ -324,7 +314,7 @@ class LibvirtCollector:
                     continue
                 seen.add(vm)
                 try:
-                    rows = _domain_rows(stats, uptimes.get(uuid) if managed else None)
+                    rows = domain_rows(stats, uptimes.get(uuid) if managed else None)
                 except Exception:
                     log.exception("stats of domain %s on %s", dom_name, target.name)
                     errors += 1
@@ -334,114 +324,3 @@ class LibvirtCollector:
                     f.get(family).add_metric([vm, target.name, *extra], value)
             f.domain_errors.add_metric([target.name], errors)
         return f.all()
-
-
-class _Families:
-    """Every family made once per scrape, so that each appears once however many hosts."""
-
-    def __init__(self) -> None:
-        g, c = GaugeMetricFamily, CounterMetricFamily
-        self.host_up = g("vmappliance_host_up", "1 if the host's libvirt answered this scrape, else 0.",
-                         labels=["host"])
-        self.domain_errors = g("vmappliance_exporter_domain_errors",
-                               "Domains left out of this scrape (bad stats or a name clash).", labels=["host"])
-        self.vm_info = g("vmappliance_vm_info", "One per VM: its libvirt domain and whether the appliance manages it.",
-                         labels=["vm", "host", "domain", "managed"])
-        self.by_name: dict[str, Metric] = {}
-        self._define(g("vmappliance_vm_state", "1 for the VM's current state and the reason libvirt gives.",
-                       labels=[*VM_LABELS, "state", "reason"]))
-        self._define(g("vmappliance_vm_uptime_seconds",
-                       "Seconds since the appliance saw the VM start running (managed, running VMs only).",
-                       labels=VM_LABELS))
-        for _, name, doc, _ in VM_GAUGES:
-            self._define(g("vmappliance_vm_" + name, doc, labels=VM_LABELS))
-        for _, name, doc, _ in VM_COUNTERS:
-            self._define(c("vmappliance_vm_" + name, doc, labels=VM_LABELS))
-        for _, name, doc, _ in VCPU_COUNTERS:
-            self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "vcpu"]))
-        for _, name, doc, _ in BLOCK_GAUGES:
-            self._define(g("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "disk"]))
-        for _, name, doc, _ in BLOCK_COUNTERS:
-            self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "disk"]))
-        for _, name, doc, _ in NET_COUNTERS:
-            self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "interface"]))
-        for name, doc in HOST_GAUGES:
-            self._define(g("vmappliance_host_" + name, doc, labels=["host"]))
-
-    def _define(self, family: Metric) -> None:
-        self.by_name[family.name] = family
-
-    def get(self, name: str) -> Metric:
-        return self.by_name[name]
-
-    def all(self) -> list[Metric]:
-        return [self.host_up, self.domain_errors, self.vm_info, *self.by_name.values()]
-
-
-HOST_GAUGES = [
-    ("cpus", "Host CPUs libvirt reports."),
-    ("cpu_mhz", "Host CPU frequency libvirt reports, MHz."),
-    ("memory_total_bytes", "Host memory libvirt reports."),
-    ("memory_free_bytes", "Host memory free now."),
-    ("domains", "Domains defined or running on the host."),
-    ("running_domains", "Domains running (or paused) on the host."),
-    ("vcpus_allocated", "Virtual CPUs of the active domains on the host."),
-    ("memory_allocated_bytes", "Memory of the active domains on the host (balloon size)."),
-]
-
-
-def _host_families(f: _Families, host: str, sample: HostSample) -> None:
-    _model, memory_mib, cpus, mhz, *_ = sample.info
-    active = [s for _, _, s in sample.domains
-              if s.get("state.state") not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED, None)]
-    values = {
-        "cpus": cpus, "cpu_mhz": mhz, "memory_total_bytes": memory_mib * 1024 * 1024,
-        "memory_free_bytes": sample.free_memory, "domains": len(sample.domains), "running_domains": len(active),
-        "vcpus_allocated": sum(s.get("vcpu.current", 0) for s in active),
-        "memory_allocated_bytes": sum(s.get("balloon.current", 0) for s in active) * KIB,
-    }
-    for name, value in values.items():
-        f.get("vmappliance_host_" + name).add_metric([host], value)
-
-
-def _counter(name: str) -> str:
-    # CounterMetricFamily adds _total itself; the family is named without it.
-    return "vmappliance_vm_" + name
-
-
-def _domain_rows(stats: dict, uptime: float | None) -> list[tuple[str, list[str], float]]:
-    """Every (family, extra labels, value) of one domain, all or nothing: a domain
-    whose stats cannot be read raises, and the caller leaves it out whole."""
-    rows: list[tuple[str, list[str], float]] = []
-    state = stats["state.state"]
-    reason = stats.get("state.reason", 0)
-    # Prometheus drops empty labels: a reason libvirt does not give is "unknown".
-    reason_name = REASONS.get(state, {}).get(reason) or "unknown"
-    rows.append(("vmappliance_vm_state", [STATES.get(state, "unknown"), reason_name], 1))
-    if uptime is not None and state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
-        rows.append(("vmappliance_vm_uptime_seconds", [], uptime))
-    for key, name, _, scale in VM_GAUGES:
-        if key in stats:
-            rows.append(("vmappliance_vm_" + name, [], float(stats[key]) * scale))
-    for key, name, _, scale in VM_COUNTERS:
-        if key in stats:
-            rows.append((_counter(name), [], float(stats[key]) * scale))
-    for index in range(int(stats.get("vcpu.maximum", 0))):
-        for key, name, _, scale in VCPU_COUNTERS:
-            value = stats.get(f"vcpu.{index}.{key}")
-            if value is not None:
-                rows.append((_counter(name), [str(index)], float(value) * scale))
-    for index in range(int(stats.get("block.count", 0))):
-        prefix = f"block.{index}."
-        disk = stats.get(prefix + "name") or str(index)
-        for key, name, _, scale in BLOCK_GAUGES + BLOCK_COUNTERS:
-            value = stats.get(prefix + key)
-            if value is not None:
-                rows.append(("vmappliance_vm_" + name, [disk], float(value) * scale))
-    for index in range(int(stats.get("net.count", 0))):
-        prefix = f"net.{index}."
-        for key, name, _, scale in NET_COUNTERS:
-            value = stats.get(prefix + key)
-            if value is not None:
-                rows.append((_counter(name), [f"net{index}"], float(value) * scale))
-    return rows

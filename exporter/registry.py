@@ -96,10 +96,11 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
                    heartbeat_age: float | None = None, all_domains: bool = False,
                    uri_allowed: Callable[[str], bool] = lambda uri: True,
                    **collector_args) -> CollectorRegistry:
-    """all_domains: with a store, also report the libvirt domains the appliance
-    does not manage (managed="false"); off by default, as they may be other
-    tenants' (SECURITY.md). Without a store (`vmctl exporter`) every domain of
-    the host is reported: that exporter has no notion of its own."""
+    """all_domains: also report the libvirt domains the appliance does not
+    manage (managed="false"); off by default, as they may be other tenants'
+    (SECURITY.md). Without a store (`vmctl exporter`), the appliance's domains
+    are those carrying its <metadata> (any appliance's: the host may serve
+    several), labelled by their libvirt names."""
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
         if multiprocess_dir():
@@ -118,7 +119,8 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
         collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
     else:
         target = Target(host_name, libvirt_uri)
-        collectors = [LibvirtCollector(lambda: [target], deadline=deadline, **collector_args)]
+        collectors = [LibvirtCollector(lambda: [target], deadline=deadline, ours_only=not all_domains,
+                                       **collector_args)]
     registry.register(ScrapeDuration(collectors))
     return registry
 

@@ -73,13 +73,15 @@ def serve(app: falcon.App, address: str, port: int) -> tuple[WSGIServer, threadi
 
 
 def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None = None,
-        deadline: float = 5.0) -> int:
+        deadline: float = 5.0, all_domains: bool = False) -> int:
+    """all_domains: every domain of the host, not only the appliance's."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
     address, port = parse_listen(listen)
     registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
-                              api_metrics=False, deadline=deadline)
+                              api_metrics=False, deadline=deadline,
+                              all_domains=all_domains)
     server, thread = serve(create_app(registry, token), address, port)
     log.info("serving /metrics on http://%s:%d for %s (%s)", address, port, libvirt_uri,
              "public" if token is None else "bearer token")

@@ -51,7 +51,8 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         config = Config.load(args.home)
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = config.token(create=True)
-    return run(args.listen, args.libvirt_uri, token, host_name=args.host_name)
+    return run(args.listen, args.libvirt_uri, token, host_name=args.host_name,
+               all_domains=args.all_domains)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -112,12 +112,16 @@ class HostMonitor:
         stat = os.statvfs(self.ctx.config.vms_dir)
         return stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
 
-    def heartbeat(self) -> None:
+    def heartbeat(self) -> list[HostLink]:
+        """Record every host's liveness and inventory; return the links that are
+        down. Safe off the loop (the controller beats in a thread of its own, so
+        that a long loop pass cannot make a live host look dead)."""
+        down = []
         for link in self.ctx.links.all():
             if link.connecting:  # its connector records it; a connect that hangs counts as down
                 if link.down_since is None and not link.was_up:
                     link.down_since = self.ctx.clock()
-                self.evacuation.maybe_evacuate(link)
+                down.append(link)
                 continue
             up = link.connected
             info = None
@@ -128,6 +132,14 @@ class HostMonitor:
                 link.down_since = self.ctx.clock()
             self._record(link, up, info)
             if not up:
+                down.append(link)
+        return down
+
+    def follow_up(self, down: list[HostLink]) -> None:
+        """In the loop, after a heartbeat: evacuate hosts down for too long,
+        mirror the consoles of those that answer."""
+        for link in self.ctx.links.all():
+            if link in down:
                 self.evacuation.maybe_evacuate(link)
             else:
                 self.on_up(link)

@@ -44,9 +44,8 @@ RESYNC_SECONDS = 5.0
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
-    from appliance.virt.libvirt_driver import (
-        LibvirtDriver,  # the real hypervisor, loaded only when used
-    )
+    # the real hypervisor, loaded only when used
+    from appliance.virt.libvirt_driver import LibvirtDriver
     return LibvirtDriver.factory(config.images_dir)
 
 
@@ -64,6 +63,7 @@ class Controller:
         connector: Executor | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ):
         """`drivers` makes each host's driver (libvirt's by default); `pool`
         runs operations and `connector` connects to hosts (thread pools by
@@ -88,7 +88,12 @@ class Controller:
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._next_resync = self._next_heartbeat = 0.0
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_seconds = heartbeat_seconds
+        self._heartbeat_lock = threading.Lock()  # one heartbeat at a time
+        self._follow_up_lock = threading.Lock()
+        self._down_after_heartbeat: list[HostLink] | None = None  # for the loop's follow-up
+        self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
         self.prober = Prober(store, config, self._probe_lookup, self.strategies.liveness_failed, clock)
@@ -141,12 +146,16 @@ class Controller:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
         self._thread.start()
+        self._heartbeat_thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._nudge()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=30)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self._connector.shutdown(wait=False, cancel_futures=True)
         self.prober.stop()
@@ -162,11 +171,38 @@ class Controller:
                 time.sleep(0.5)
             self._listener.wait(0.5)
 
+    def _beat(self) -> None:
+        """The heartbeat's own thread: a host's record says it is alive every
+        HEARTBEAT_SECONDS however long a loop pass takes (a resync over
+        thousands of VMs, a burst of creates), so that placement and /readyz
+        never count a live host as down because the loop was busy."""
+        while not self._stop.wait(self._heartbeat_seconds / 4):
+            try:
+                self._heartbeat_if_due(self.ctx.clock())
+            except Exception:  # noqa: BLE001 - the heartbeat must survive anything
+                log.exception("controller heartbeat")
+
+    def _heartbeat_if_due(self, now: float, wait: bool = True) -> None:
+        """Called by the heartbeat thread and by the loop (tests drive only the
+        loop), which does not wait for a heartbeat under way in the thread."""
+        if not self._heartbeat_lock.acquire(blocking=wait):
+            return
+        try:
+            if now < self._next_heartbeat:
+                return
+            self._next_heartbeat = now + self._heartbeat_seconds
+            down = self.hosts.heartbeat()
+            with self._follow_up_lock:
+                self._down_after_heartbeat = down
+        finally:
+            self._heartbeat_lock.release()
+
     def tick(self) -> None:
-        """One pass of the loop: links, events, heartbeat, resync, operations, probes."""
+        """One pass of the loop: links, events, heartbeat (if its thread has not
+        beaten yet) and its follow-up, resync, operations, probes."""
         now = self.ctx.clock()
-        heartbeat_due = now >= self._next_heartbeat
-        if heartbeat_due:
+        if now >= self._next_link_sync:
+            self._next_link_sync = now + self._heartbeat_seconds
             self.hosts.sync_links()
         for link in self.hosts.due_connects(now):
             self._connector.submit(self._connect_in_background, link)
@@ -174,9 +210,11 @@ class Controller:
             self._reconnected.clear()
             self._next_resync = 0.0
         self._drain_events()
-        if heartbeat_due:
-            self.hosts.heartbeat()
-            self._next_heartbeat = now + HEARTBEAT_SECONDS
+        self._heartbeat_if_due(now, wait=False)
+        with self._follow_up_lock:
+            down, self._down_after_heartbeat = self._down_after_heartbeat, None
+        if down is not None:
+            self.hosts.follow_up(down)  # evacuation and console mirroring stay on the loop
         if now >= self._next_resync:
             self.vms.resync()
             self._next_resync = now + RESYNC_SECONDS

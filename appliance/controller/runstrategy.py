@@ -8,16 +8,33 @@ MAX_BACKOFF = 300.0
 FIRST_BACKOFF = 5.0
 
 
+def needs_action(row: dict) -> bool:
+    """Whether the run strategy would do something about this record (no query)."""
+    observed, desired = row["observed_state"], row["desired_state"]
+    return ((observed in ("stopped", "crashed") and desired in ("running", "paused"))
+            or (observed in ("running", "paused") and desired == "stopped")
+            or (observed == "running" and desired == "paused")
+            or (observed == "paused" and desired == "running" and (row["observed_reason"] or "") != "migration"))
+
+
 class RunStrategies:
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
-    def enforce(self, row: dict | None) -> None:
-        if (
-            row is None
-            or row["desired_state"] == "deleted"
-            or row["observed_state"] == "provisioning"
-        ):
+    def enforce(self, row: dict | None, open_ops: set[str] | None = None) -> None:
+        """`open_ops`: the VM ids with an operation in flight, read once for a
+        whole resync (a query per VM is what made the idle resync cost grow
+        with the store). Only a VM that needs an action is read again, so that
+        the action is decided on its current record."""
+        if row is None or row["desired_state"] == "deleted" or row["observed_state"] == "provisioning":
+            return
+        if open_ops is not None:
+            if row["id"] in open_ops:
+                return
+            if needs_action(row):
+                self.enforce(self.ctx.store.get_vm_by_id(row["id"]))
+            elif row["observed_state"] == row["desired_state"] == "running":
+                self.ctx.backoff.pop(row["id"], None)
             return
         if self.ctx.has_open_ops(row["id"]):
             return

@@ -11,9 +11,16 @@ import time
 
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
-from appliance.virt.driver import DriverError, Guest
+from appliance.virt.driver import DriverError, Guest, Listed
 
 log = logging.getLogger("appliance.controller")
+
+
+def shown_state(row: dict, state: tuple[str, str] | None) -> tuple[str, str]:
+    """(state, reason) to record for a VM whose domain shows `state` (None: no domain)."""
+    if state is not None:
+        return state
+    return ("provisioning", "") if row["observed_state"] == "provisioning" else ("stopped", "undefined")
 
 
 class VmObserver:
@@ -36,10 +43,7 @@ class VmObserver:
             return self._observe_locked(fresh, guest, record_xml)
 
     def _observe_locked(self, row: dict, guest: Guest | None, record_xml: bool) -> str:
-        if guest is None:
-            state, reason = ("provisioning", "") if row["observed_state"] == "provisioning" else ("stopped", "undefined")
-        else:
-            state, reason = guest.state()
+        state, reason = shown_state(row, guest.state() if guest is not None else None)
         fields: dict = {}
         if state != row["observed_state"] or reason != (row["observed_reason"] or ""):
             fields.update(observed_state=state, observed_reason=reason, state_changed=self.ctx.clock())
@@ -86,9 +90,13 @@ class VmObserver:
     # -- the resync ---------------------------------------------------------------------
     def resync(self) -> None:
         """Compare every VM with libvirt on every reachable host: adopt, report
-        strangers, remove stale copies (never twice), enforce run strategies."""
+        strangers, remove stale copies (never twice), enforce run strategies.
+
+        A fixed cost per pass: one listing per host (with every domain's
+        state), two store queries; a VM costs more only when something about
+        it changed (then it is read again before anything is written)."""
         started = time.perf_counter()
-        found: dict[str, dict[str, Guest]] = {}  # host -> our domains there by uuid
+        found: dict[str, dict[str, Listed]] = {}  # host -> our domains there by uuid
         for link in self.ctx.links.all():
             if not link.connected:
                 continue
@@ -96,48 +104,66 @@ class VmObserver:
                 found[link.name] = link.driver.list_ours(self.ctx.instance_id)
             except DriverError as err:
                 log.info("listing domains on %s failed: %s", link.name, err)
-        rows = {row["id"]: row for row in self.ctx.store.list_vms()}
-        for host, guests in found.items():
-            for vm_id, guest in guests.items():
+        rows = {row["id"]: row for row in self.ctx.store.list_vms_for_resync()}
+        open_ops = self.ctx.store.vm_ids_with_open_operations()
+        adopted = set()
+        for host, listing in found.items():
+            for vm_id, seen in listing.items():
                 row = rows.get(vm_id)
                 if row is None:
-                    self._report_orphan(vm_id, guest)
-                elif row["host"] != host and vm_id not in self.ctx.busy and not self.ctx.has_open_ops(vm_id):
-                    self._other_copy(host, row, guest, found.get(row["host"]))
+                    self._report_orphan(vm_id, seen.guest)
+                elif row["host"] != host and vm_id not in self.ctx.busy and vm_id not in open_ops:
+                    listed = found.get(row["host"])
+                    own = {k: v.guest for k, v in listed.items()} if listed is not None else None
+                    if self._other_copy(host, row, seen.guest, own):
+                        adopted.add(vm_id)
+        for vm_id in adopted:  # its record moved to where it runs: observed there from the next pass
+            rows.pop(vm_id)
         for vm_id, row in rows.items():
             if row["host"] not in found or vm_id in self.ctx.busy:
                 continue  # its host is unreachable: nothing to observe there (evacuation decides)
-            guest = found[row["host"]].get(vm_id)
-            self.observe(row, guest, record_xml=row["domain_xml"] is None)
-            fresh = self.ctx.store.get_vm_by_id(vm_id)
-            if fresh is not None and not self.ctx.has_open_ops(vm_id):
-                self.strategies.enforce(fresh)
-                self.refresh_addresses(fresh, guest)
+            self._resync_one(row, found[row["host"]].get(vm_id), open_ops)
         self.reconcile_seconds = time.perf_counter() - started
 
-    def _other_copy(self, host: str, row: dict, guest: Guest, own: dict[str, Guest] | None) -> None:
+    def _resync_one(self, row: dict, seen: Listed | None, open_ops: set[str]) -> None:
+        guest = seen.guest if seen is not None else None
+        shown = shown_state(row, (seen.state, seen.reason) if seen is not None else None)
+        if shown != (row["observed_state"], row["observed_reason"] or "") or (
+                guest is not None and not row["has_domain_xml"]):
+            self.observe(row, guest, record_xml=not row["has_domain_xml"])
+            fresh = self.ctx.store.get_vm_by_id(row["id"])
+            if fresh is None:
+                return
+            row = fresh
+        if row["id"] in open_ops:
+            return
+        self.strategies.enforce(row, open_ops)
+        self.refresh_addresses(row, guest)
+
+    def _other_copy(self, host: str, row: dict, guest: Guest, own: dict[str, Guest] | None) -> bool:
         """A VM's domain on a host other than its own. While its own host cannot
         be asked, nothing is touched (which copy runs is unknown). If the copy
         runs and the VM does not run on its own host, the copy is the guest
         (a migration libvirt finished while the controller was away, or a
         cut-off host's guest that outlived its evacuation's failed start): the
-        record follows it. Otherwise the copy is stale and goes."""
+        record follows it (True: adopted). Otherwise the copy is stale and goes."""
         if own is None:
-            return
+            return False
         mine = own.get(row["id"])
         try:
             elsewhere_active = guest.is_active()
             mine_active = mine is not None and mine.is_active()
         except DriverError:
-            return
+            return False
         if elsewhere_active and not mine_active:
             with self.ctx.store.transaction():
                 self.ctx.store.update_vm(row["id"], bump=False, host=host)
                 self.ctx.store.add_event("adopted", f"found running on {host} while its record said {row['host']}; "
                                          f"the record now follows the guest", row)
             self.ctx.backoff.pop(row["id"], None)
-            return
+            return True
         self._remove_stale_copy(host, row, guest)
+        return False
 
     def _remove_stale_copy(self, host: str, row: dict, guest: Guest) -> None:
         """A VM's domain on a host other than its own: left by an evacuation (the
@@ -177,7 +203,8 @@ class VmObserver:
     # -- addresses --------------------------------------------------------------------------
     def refresh_addresses(self, row: dict, guest: Guest | None) -> None:
         addresses = []
-        network = row["spec"]["network"]
+        # the resync's rows carry the network type alone (store.list_vms_for_resync), others the spec
+        network = {"type": row["network_type"]} if "network_type" in row else row["spec"]["network"]
         if guest is not None and row["observed_state"] in ("running", "paused"):
             sources = ["lease", "agent"] if network["type"] == "network" else ["agent"]
             for source in sources:
@@ -190,6 +217,6 @@ class VmObserver:
                 # QEMU's user-mode DHCP server has exactly one lease to give.
                 addresses.append({"interface": "net0", "mac": row["mac"], "address": "10.0.2.15",
                                   "prefix": 24, "source": "user-mode"})
-        encoded = json.dumps(addresses)
+        encoded = json.dumps(addresses) if addresses else "[]"  # a stopped VM's, 2,000 times a pass
         if encoded != (row.get("addresses") or "[]"):
             self.ctx.store.update_vm(row["id"], bump=False, addresses=encoded)

@@ -131,6 +131,16 @@ class Guest(abc.ABC):
         """A qemu-guest-agent command (JSON) and its answer."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """One of the appliance's domains as a host's bulk listing saw it: the
+    resync reads every state from one call per host, not one call per domain."""
+
+    guest: Guest
+    state: str  # as Guest.state() says it, at the time of the listing
+    reason: str
+
+
 class HostDriver(abc.ABC):
     """One host's hypervisor, behind its connection."""
 
@@ -158,8 +168,9 @@ class HostDriver(abc.ABC):
     def lookup(self, vm_id: str) -> Guest | None: ...
 
     @abc.abstractmethod
-    def list_ours(self, instance_id: str) -> dict[str, Guest]:
-        """Every domain on the host that carries this appliance's id, by uuid (one listing)."""
+    def list_ours(self, instance_id: str) -> dict[str, Listed]:
+        """Every domain on the host that carries this appliance's id, by uuid,
+        with its state: one call to the host, whatever the number of domains."""
 
     @abc.abstractmethod
     def define(self, plan: DomainPlan) -> Guest:

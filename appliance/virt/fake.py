@@ -21,6 +21,7 @@ from appliance.virt.driver import (
     EventCallback,
     Guest,
     HostDriver,
+    Listed,
     MigrationRequest,
     Unreachable,
 )
@@ -221,10 +222,12 @@ class FakeDriver(HostDriver):
     def lookup(self, vm_id: str) -> Guest | None:
         return FakeGuest(self, vm_id) if vm_id in self.fake_host().domains else None
 
-    def list_ours(self, instance_id: str) -> dict[str, Guest]:
+    def list_ours(self, instance_id: str) -> dict[str, Listed]:
         with self.cloud.lock:
-            return {vm_id: FakeGuest(self, vm_id) for vm_id, dom in self.fake_host().domains.items()
-                    if dom.instance_id == instance_id}
+            host = self.fake_host()
+            host.calls.append("list")
+            return {vm_id: Listed(FakeGuest(self, vm_id), dom.state, dom.reason)
+                    for vm_id, dom in host.domains.items() if dom.instance_id == instance_id}
 
     def define(self, plan: domain.DomainPlan) -> Guest:
         with self.cloud.lock:

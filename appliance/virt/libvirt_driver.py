@@ -24,6 +24,7 @@ from appliance.virt.driver import (
     EventCallback,
     Guest,
     HostDriver,
+    Listed,
     MigrationRequest,
     Unreachable,
 )
@@ -219,11 +220,15 @@ class LibvirtDriver(HostDriver):
         return LibvirtGuest(self, dom, vm_id) if dom is not None else None
 
     @_translated
-    def list_ours(self, instance_id: str) -> dict[str, Guest]:
-        ours: dict[str, Guest] = {}
-        domains = self.conn.listAllDomains()
-        for dom in domains:
+    def list_ours(self, instance_id: str) -> dict[str, Listed]:
+        # One call for every domain and its state (virConnectGetAllDomainStats):
+        # no per-domain round trip to libvirtd, whatever the number of domains.
+        stats = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        ours: dict[str, Listed] = {}
+        present = set()
+        for dom, values in stats:
             uuid_ = dom.UUIDString()
+            present.add(uuid_)
             if uuid_ not in self._identities:  # a domain's <metadata> is set once, at define
                 try:
                     self._identities[uuid_] = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -231,9 +236,9 @@ class LibvirtDriver(HostDriver):
                     continue
             identity = self._identities[uuid_]
             if identity and identity.get("appliance") == instance_id:
-                ours[uuid_] = LibvirtGuest(self, dom, uuid_)
-        if len(self._identities) > 2 * len(domains) + 100:
-            present = {d.UUIDString() for d in domains}
+                state, reason = describe_state(values.get("state.state", -1), values.get("state.reason", -1))
+                ours[uuid_] = Listed(LibvirtGuest(self, dom, uuid_), state, reason)
+        if len(self._identities) > 2 * len(present) + 100:
             self._identities = {k: v for k, v in self._identities.items() if k in present}
         return ours
 

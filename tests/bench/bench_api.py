@@ -51,6 +51,9 @@ from tests.bench.common import (
 )
 
 
+IDLE_CPU_GOAL = 5.0  # percent of one core, every process of the appliance, 2,000 stopped VMs (issue 10)
+
+
 # -- the bare app ----------------------------------------------------------------------------------
 def start_bare(base: Path, vm_body: bytes, list_body: bytes) -> tuple[subprocess.Popen, int]:
     from appliance.config import Config
@@ -283,7 +286,8 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
         define_s = wait_defined(app, vms + extra, 600)
         out["populate_2000"] = {"post_s": round(create_s, 1), "until_all_defined_s": round(create_s + define_s, 1)}
         names2 = [f"vm{i:04d}" for i in range(vms + extra)]
-        out["memory_2000"] = memory_point(app, mnt, names2, idle_seconds, resync_wait)
+        # issue 10's idle goal is set here: twice the window, four resync passes at the default
+        out["memory_2000"] = memory_point(app, mnt, names2, 2 * idle_seconds, resync_wait)
         paths2 = [f"/v1/vms/{rng.choice(names2)}" for _ in range(latency_n)]
         out["at_2000"] = {"get_vm": get_latency(app.port, app.token, paths2),
                           "list_vms": get_latency(app.port, app.token, ["/v1/vms"] * list_n)}
@@ -296,6 +300,8 @@ def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, l
             "goal_mib_at_1000": 200, "pass": m1 <= 200,
             "idle_cpu_percent": [out[k]["idle_cpu_percent_of_one_core"] for k in ("memory_0", "memory_1000", "memory_2000")],
             "controller_resync_s": [out[k]["controller_resync_s"] for k in ("memory_0", "memory_1000", "memory_2000")],
+            "goal_idle_cpu_percent_at_2000": IDLE_CPU_GOAL,
+            "pass_idle_cpu": out["memory_2000"]["idle_cpu_percent_of_one_core"] <= IDLE_CPU_GOAL,
         }
         return out
     finally:

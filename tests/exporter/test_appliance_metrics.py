@@ -244,10 +244,11 @@ def test_vmctl_exporter_standalone_wants_the_token(tmp_path, store, config):
         resp = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert resp.status_code == 200
         assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
-        assert ('vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0'
-                in resp.text)
+        # only the appliance's domains by default: the test driver's "test" is another tenant's
+        assert 'vm="test"' not in resp.text
         assert "vmappliance_api_request" not in resp.text
         promtool_check(resp.content)
+        return resp.text
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
@@ -260,7 +261,24 @@ def test_vmctl_exporter_public_serves_without_a_token(tmp_path):
         resp = _first_answer(proc, f"http://127.0.0.1:{port}/metrics")
         assert resp.status_code == 200
         assert 'vmappliance_host_up{host="h1"} 1.0' in resp.text
+        assert 'vm="test"' not in resp.text
         assert not (home / "token").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_vmctl_exporter_all_domains_shows_other_tenants_domains(tmp_path):
+    """--all-domains: the test driver's "test" (no appliance <metadata>) is reported too."""
+    home, port = tmp_path / "exporter-home", free_port()
+    proc = _start_exporter(home, port, "--public", "--all-domains")
+    try:
+        resp = _first_answer(proc, f"http://127.0.0.1:{port}/metrics")
+        assert resp.status_code == 200
+        assert ('vmappliance_vm_state{host="h1",reason="unknown",state="running",vm="test"} 1.0'
+                in resp.text)
+        assert "vmappliance_api_request" not in resp.text
+        promtool_check(resp.content)
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
