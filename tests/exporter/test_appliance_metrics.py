@@ -248,7 +248,6 @@ def test_vmctl_exporter_standalone_wants_the_token(tmp_path, store, config):
         assert 'vm="test"' not in resp.text
         assert "vmappliance_api_request" not in resp.text
         promtool_check(resp.content)
-        return resp.text
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
