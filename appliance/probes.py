@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance.config import Config
+from appliance.model import VMState
 from appliance.store import Store
 from appliance.virt.driver import DriverError, Guest
 
@@ -127,7 +128,7 @@ class Prober:
         """Start the checks that are due; forget VMs that stopped."""
         now = self.clock()
         live = set()
-        for row in self.store.list_vms("observed_state = 'running'"):
+        for row in self.store.vms_in_states([VMState.RUNNING]):
             for kind in ("readiness_probe", "liveness_probe"):
                 probe = row["spec"].get(kind)
                 if not probe:
@@ -151,9 +152,7 @@ class Prober:
             for key in set(self._states) - live:
                 del self._states[key]
         # A VM that is not running is not ready; its next boot is judged afresh.
-        self.store.db.execute(
-            "UPDATE vms SET ready = NULL WHERE ready IS NOT NULL AND observed_state != 'running'"
-        )
+        self.store.clear_ready_unless_running()
 
     def _check(self, row: dict, probe: dict) -> tuple[bool, str]:
         timeout = probe["timeout_seconds"]

@@ -41,6 +41,7 @@ from appliance.model import (
     HEARTBEAT_AGE,
     HOST_RATIOS,
     HOST_STATES,
+    OpStatus,
     STATE_ALIASES,
     STATE_CHANGE_OPS,
     STATE_VERBS,
@@ -250,11 +251,10 @@ class Service:
         network = spec["network"]
         if network["type"] != "network" or not network.get("ip"):
             return
-        for other in self.store.list_vms():
-            theirs = other["spec"]["network"]
-            if other["id"] != vm_id and theirs.get("name") == network["name"] and theirs.get("ip") == network["ip"]:
-                raise Conflict(f"{network['ip']} is already {other['name']}'s address on {network['name']}",
-                               "network.ip")
+        other = self.store.vm_with_fixed_ip(network["name"], network["ip"], excluding=vm_id)
+        if other is not None:
+            raise Conflict(f"{network['ip']} is already {other['name']}'s address on {network['name']}",
+                           "network.ip")
 
     def _check_rename(self, row: dict, new_name: str) -> None:
         if self._observed(row) != "stopped" or row["desired_state"] != "stopped":
@@ -307,7 +307,7 @@ class Service:
                 raise Conflict(f"a {observed} VM cannot be paused; start it first", "state")
             if verb == "reboot" and (observed not in ("running", "paused") and row["desired_state"] != "running"):
                 raise Conflict(f"a {observed} VM cannot be rebooted; start it", "state")
-            busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]])
+            busy = self.store.busy_operation(row["id"])
             if verb in ("running", "stopped", "paused") and desired == row["desired_state"] == observed and not busy:
                 return None
             kind = {"running": "resume" if observed == "paused" else "start", "stopped": "stop",
@@ -334,7 +334,7 @@ class Service:
 
     def _supersede(self, row: dict) -> None:
         """A new desired state cancels the pending state changes it replaces."""
-        for op in self.store.list_operations("vm_id = ? AND status = 'pending'", [row["id"]]):
+        for op in self.store.operations_of_vm(row["id"], [OpStatus.PENDING]):
             if op["kind"] in STATE_CHANGE_OPS:
                 self.store.update_operation(op["id"], status="cancelled", error="superseded", finished=self.clock())
 
@@ -342,23 +342,14 @@ class Service:
         return self.store.add_operation(str(self.uuidgen()), row, kind, params)
 
     def _pending_op(self, row: dict, kind: str) -> dict | None:
-        ops = self.store.list_operations(
-            "vm_id = ? AND kind = ? AND status IN ('pending', 'running')", [row["id"], kind], limit=1)
-        return ops[0] if ops else None
+        return self.store.open_operation(row["id"], kind)
 
     # -- operations --------------------------------------------------------------------
     def get_operation(self, op_id: str) -> dict:
         return self.store.get_operation(op_id)
 
     def list_operations(self, vm: str | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
-        where, params = [], []
-        if vm:
-            where.append("vm_name = ?")
-            params.append(vm)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        return self.store.list_operations(" AND ".join(where), params, limit=limit)
+        return self.store.list_operations(vm_name=vm, status=status, limit=limit)
 
     def wait_operation(self, op_id: str, timeout: float) -> dict:
         """Poll until the operation is final or the timeout passes; return it either way."""
@@ -486,7 +477,7 @@ class Service:
         raise NotFound(f"no file {file!r} in a VM", "file")
 
     def status(self, row: dict) -> dict:
-        ops = self.store.list_operations("vm_id = ?", [row["id"]], limit=5)
+        ops = self.store.operations_of_vm(row["id"], limit=5)
         return {
             "state": self._observed(row),
             "reason": row["observed_reason"] or "",
@@ -552,7 +543,7 @@ class Service:
     def delete_image(self, name: str) -> None:
         with self.store.transaction():
             image = self.store.get_image(name)
-            users = [r["name"] for r in self.store.list_vms() if r["spec"]["image"] == name]
+            users = self.store.vm_names_using_image(name)
             if users:
                 raise Conflict(f"image is used by {', '.join(users[:5])}", "name")
             self.store.delete_image(name)
@@ -569,7 +560,7 @@ class Service:
         return decision
 
     def _check_group(self, spec: dict) -> None:
-        if spec.get("group") and not list(self.store.db.query("SELECT 1 FROM groups WHERE name = ?", [spec["group"]])):
+        if spec.get("group") and not self.store.group_exists(spec["group"]):
             raise Invalid(f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group")
 
     def _check_claim_growth(self, row: dict, old: dict, new: dict) -> None:
@@ -656,9 +647,9 @@ class Service:
                 raise Conflict(f"host {target}'s URI {target_host['uri']} means 'the local libvirt' to whoever "
                                "opens it, so other hosts cannot reach it to migrate to; give it a URI they can "
                                "reach (PATCH /v1/hosts/" + target + ' {"uri": "qemu+ssh://root@NAME/system"})', "host")
-            busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]])
+            busy = self.store.busy_operation(row["id"])
             if busy:
-                raise Conflict(f"the VM has a {busy[0]['kind']} in progress; try when it is done", "host")
+                raise Conflict(f"the VM has a {busy['kind']} in progress; try when it is done", "host")
             if observed in ("running", "paused") and row["desired_state"] in ("running", "paused"):
                 kind = "migrate"
             elif observed == "stopped" and row["desired_state"] == "stopped":
@@ -824,14 +815,14 @@ class Service:
 
     def _drain(self, host: dict) -> dict[str, list]:
         report: dict[str, list] = {"migrating": [], "moving": [], "blocked": []}
-        rows = self.store.list_vms("host = ? AND desired_state != 'deleted'", [host["name"]], with_xml=False)
+        rows = self.store.vms_on_host(host["name"])
         for row in rows:
             if self._pending_op(row, "migrate") or self._pending_op(row, "move"):
                 report["migrating"].append({"vm": row["name"], "target": None, "note": "already moving"})
                 continue
-            busy = self.store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [row["id"]], limit=1)
+            busy = self.store.busy_operation(row["id"])
             if busy:
-                reason = f"it has a {busy[0]['kind']} in progress; drain again when it is done"
+                reason = f"it has a {busy['kind']} in progress; drain again when it is done"
                 report["blocked"].append({"vm": row["name"], "reason": reason})
                 self.store.add_event("drain-blocked", f"cannot leave host {host['name']}: {reason}", row)
                 continue
@@ -865,7 +856,7 @@ class Service:
     def delete_host(self, name: str) -> None:
         with self.store.transaction():
             self.store.get_host(name)
-            vms = [r[0] for r in self.store.db.execute("SELECT name FROM vms WHERE host = ? ORDER BY name", [name])]
+            vms = self.store.vm_names_on_host(name)
             if vms:
                 raise Conflict(f"host {name} still has VMs ({', '.join(vms[:5])}); move or delete them first", "name")
             self.store.delete_host(name)
@@ -883,8 +874,7 @@ class Service:
         if file == "allocated":
             return "".join(f"{k} {v}\n" for k, v in view["allocated"].items())
         if file == "vms":
-            return "".join(r[0] + "\n" for r in self.store.db.execute(
-                "SELECT name FROM vms WHERE host = ? ORDER BY name", [name]))
+            return "".join(vm + "\n" for vm in self.store.vm_names_on_host(name))
         if file == "status.json":
             return _json(view)
         raise NotFound(f"no file {file!r} in a host", "file")
@@ -898,8 +888,7 @@ class Service:
 
     # -- server groups ----------------------------------------------------------------------
     def group_view(self, group: dict) -> dict:
-        members = [{"name": n, "host": h} for n, h in self.store.db.execute(
-            "SELECT name, host FROM vms WHERE json_extract(spec, '$.group') = ? ORDER BY name", [group["name"]])]
+        members = [{"name": n, "host": h} for n, h in self.store.group_members(group["name"])]
         return {**group, "members": members}
 
     def list_groups(self) -> list[dict]:
@@ -918,7 +907,7 @@ class Service:
         if body.get("policy") not in GROUP_POLICIES:
             raise Invalid(f"must be one of {', '.join(GROUP_POLICIES)}", "policy")
         with self.store.transaction():
-            if list(self.store.db.query("SELECT 1 FROM groups WHERE name = ?", [name])):
+            if self.store.group_exists(name):
                 raise Conflict(f"a server group named {name!r} exists", "name")
             self.store.insert_group({"name": name, "policy": body["policy"], "created": self.clock()})
             self.store.add_event("group-created", f"server group {name} ({body['policy']}) created")
