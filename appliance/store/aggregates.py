@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
 from appliance.store.base import StoreBase, marks
@@ -138,7 +139,7 @@ class Aggregates(StoreBase):
             [OpStatus.RUNNING],
         ).fetchall()
 
-    def operation_duration_buckets(self, bounds: Sequence[float]) -> list[tuple[object, ...]]:
+    def operation_duration_buckets(self, bounds: Sequence[float]) -> list[tuple[Any, ...]]:
         """Per (kind, status) of finished operations: how many took at most each
         bound (seconds, start to end), how many in all, and their total seconds."""
         buckets = ", ".join("sum(d <= ?)" for _ in bounds)
