@@ -118,32 +118,6 @@ class Files(VMs, StateChanges, Operations, Hosts):
             return self.migrate_vm(name, value, force=force, if_match=if_match)
         raise NotFound(f"no file {file!r} in a VM", "file")
 
-    def status(self, row: Row) -> dict[str, Any]:
-        ops = self.store.operations_of_vm(row["id"], limit=5)
-        return {
-            "state": self._observed(row),
-            "reason": row["observed_reason"] or "",
-            "desired_state": row["desired_state"],
-            "run_strategy": row["spec"]["run_strategy"],
-            "generation": row["generation"],
-            "host": row["host"],
-            "restart_required": row["restart_required"],
-            "last_error": row["last_error"],
-            "addresses": json.loads(row["addresses"] or "[]"),
-            "created": row["created"],
-            "updated": row["updated"],
-            "state_changed": row["state_changed"],
-            "conditions": [
-                {"type": "Ready", "status": self._ready(row)},
-                {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
-                {"type": "RestartRequired", "status": row["restart_required"]},
-            ],
-            "operations": [
-                {k: op[k] for k in ("id", "kind", "status", "error", "created", "finished")}
-                for op in ops
-            ],
-        }
-
     def read_host_file(self, name: str, file: str) -> str:
         view = self.get_host(name)
         if file == "state":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,32 @@ class VMs(ServiceBase):
             op = self._new_op(row, OpKind.DELETE, {"force": force})
         self.notify()
         return op
+
+    def status(self, row: Row) -> dict[str, Any]:
+        ops = self.store.operations_of_vm(row["id"], limit=5)
+        return {
+            "state": self._observed(row),
+            "reason": row["observed_reason"] or "",
+            "desired_state": row["desired_state"],
+            "run_strategy": row["spec"]["run_strategy"],
+            "generation": row["generation"],
+            "host": row["host"],
+            "restart_required": row["restart_required"],
+            "last_error": row["last_error"],
+            "addresses": json.loads(row["addresses"] or "[]"),
+            "created": row["created"],
+            "updated": row["updated"],
+            "state_changed": row["state_changed"],
+            "conditions": [
+                {"type": "Ready", "status": self._ready(row)},
+                {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
+                {"type": "RestartRequired", "status": row["restart_required"]},
+            ],
+            "operations": [
+                {k: op[k] for k in ("id", "kind", "status", "error", "created", "finished")}
+                for op in ops
+            ],
+        }
 
     # -- the rules a spec must keep ----------------------------------------------------
     def _check_fixed_ip(self, spec: dict[str, Any], vm_id: str) -> None:
