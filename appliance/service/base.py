@@ -4,7 +4,6 @@ whether it may be written)."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -34,10 +33,6 @@ def is_ready(row: Row) -> bool:
     if row["spec"].get("readiness_probe"):
         return running and bool(row.get("ready"))
     return bool(running)
-
-
-def as_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 class ServiceBase:
