@@ -164,7 +164,7 @@ class ImageStore:
         return self.config.images_dir / f"{UPLOAD_PREFIX}{name}-{uuid.uuid4().hex}"
 
     def _refuse_taken(self, name: str) -> None:
-        if list(self.store.db.query("SELECT 1 FROM images WHERE name = ?", [name])):
+        if self.store.image_exists(name):
             raise Conflict(f"an image named {name!r} exists", "name")
 
     def _require_room(self, size: int, field: str) -> None:

@@ -29,8 +29,7 @@ def _derived_mac(vm_id: str, attempt: int) -> str:
 
 def _holder(store: Store, mac: str, vm_id: str) -> dict | None:
     """The other VM that has this MAC, if any."""
-    rows = store.list_vms("mac = ? AND id != ?", [mac, vm_id], with_xml=False)
-    return rows[0] if rows else None
+    return store.vm_by_mac(mac, excluding=vm_id)
 
 
 def _refuse_taken(store: Store, mac: str, vm_id: str) -> None:

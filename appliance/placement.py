@@ -16,12 +16,18 @@ on a host.
 """
 from __future__ import annotations
 
-import json
 import random
 
 from appliance.config import Config
 from appliance.metrics_scheduler import timed_placement
-from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO, HostAdminState
+from appliance.model import (
+    DEFAULT_CPU_RATIO,
+    DEFAULT_DISK_RATIO,
+    DEFAULT_RAM_RATIO,
+    DesiredState,
+    HostAdminState,
+    VMState,
+)
 from appliance.store import Store
 from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
@@ -43,49 +49,18 @@ def guest_arch(info: dict) -> str:
     return info.get("arch") or ""
 
 # Desired and observed states in which a VM holds its vCPUs and memory.
-CLAIMING_DESIRED_STATES = ("running", "paused")
-CLAIMING_OBSERVED_STATES = ("running", "paused", "starting", "stopping", "migrating")
+CLAIMING_DESIRED_STATES: tuple[str, ...] = (DesiredState.RUNNING, DesiredState.PAUSED)
+CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
+    VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING, VMState.MIGRATING)
 
 
 def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
     """Whether this VM (a store row; `spec` instead of the row's) holds vCPUs and
-    memory on its host. The same rule as _CLAIMS below, which sums it in SQL."""
+    memory on its host. The same rule the store sums over all VMs (claims_by_host)."""
     spec = row["spec"] if spec is None else spec
     return (row["desired_state"] in CLAIMING_DESIRED_STATES
             or row["observed_state"] in CLAIMING_OBSERVED_STATES
             or bool(spec.get("reserve_when_stopped")))
-
-
-def _sql_list(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)  # constants of this module, never input
-
-
-_CLAIMS = (f"(v.desired_state IN ({_sql_list(CLAIMING_DESIRED_STATES)}) "
-           f"OR v.observed_state IN ({_sql_list(CLAIMING_OBSERVED_STATES)}) "
-           "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))")
-
-# One row per host: vCPUs, MiB (of the VMs that claim them), disk bytes (of all).
-_SUMS = f"""
-       sum(CASE WHEN {_CLAIMS} THEN json_extract(v.spec, '$.cpus') ELSE 0 END),
-       sum(CASE WHEN {_CLAIMS} THEN json_extract(v.spec, '$.memory') ELSE 0 END),
-       sum(coalesce(i.virtual_size, 0)
-           + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
-                                 FROM json_each(v.spec, '$.disks') d), 0))"""  # noqa: S608 - constants only
-
-_ALLOCATED = f"""
-SELECT v.host,{_SUMS}
-FROM vms v LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
-WHERE v.host IS NOT NULL
-GROUP BY v.host
-"""  # noqa: S608 - built from this module's constants only
-
-_MOVING = f"""
-SELECT json_extract(o.params, '$.target'),{_SUMS}
-FROM operations o JOIN vms v ON v.id = o.vm_id
-LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')
-WHERE o.kind IN ('migrate', 'move') AND o.status IN ('pending', 'running')
-GROUP BY 1
-"""  # noqa: S608 - built from this module's constants only
 
 
 # Soft (anti-)affinity outweighs the free-RAM and free-CPU weighers together
@@ -105,26 +80,14 @@ def allocations(store: Store) -> dict[str, list[float]]:
     """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there or moving there.
 
     The one computation of claims: the scheduler's host states, GET /v1/hosts,
-    hosts/NAME/allocated and the exporter's allocation families all read it."""
-    out: dict[str, list[float]] = {}
-    for query in (_ALLOCATED, _MOVING):
-        for host, cpus, memory, disk in store.db.execute(query):
-            if host is None:
-                continue
-            slot = out.setdefault(host, [0, 0, 0])
-            slot[0] += cpus or 0
-            slot[1] += memory or 0
-            slot[2] += disk or 0
-    return out
+    hosts/NAME/allocated and the exporter's allocation families all read it.
+    The store sums them with the rule claims_cpu_ram states for one VM."""
+    return store.claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES)
 
 
 def vms_by_host(store: Store) -> dict[str, int]:
     """host -> how many VMs are placed there, running or not."""
-    return dict(
-        store.db.execute(
-            "SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"
-        ).fetchall()
-    )
+    return store.vms_by_host()
 
 
 def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
@@ -165,10 +128,8 @@ def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostStat
 
 
 def disk_bytes(store: Store, spec: dict) -> int:
-    row = store.db.execute(
-        "SELECT virtual_size FROM images WHERE name = ?", [spec["image"]]
-    ).fetchone()
-    return (row[0] if row else 0) + sum(d["size"] for d in spec["disks"]) * 1024 * 1024
+    disks = sum(d["size"] for d in spec["disks"]) * 1024 * 1024
+    return store.image_virtual_size(spec["image"]) + disks
 
 
 def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
@@ -176,21 +137,8 @@ def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
     if not name:
         return None
     group = store.get_group(name)
-    members: dict[str, int] = {}
-    rows = store.db.execute(
-        "SELECT host, count(*) FROM vms WHERE json_extract(spec, '$.group') = ? AND id IS NOT ? "
-        "AND host IS NOT NULL AND desired_state != 'deleted' GROUP BY host", [name, vm_id])
-    for host, count in rows:
-        members[host] = count
-    for (params,) in store.db.execute(
-        "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id"
-        " WHERE o.kind IN ('migrate', 'move') AND o.status IN ('pending', 'running')"
-        " AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
-        [name, vm_id],
-    ):
-        target = json.loads(params).get("target")
-        if target:  # a member on its way somewhere counts there too
-            members[target] = members.get(target, 0) + 1
+    # A member on its way somewhere counts there too.
+    members = store.group_members_by_host(name, vm_id)
     return Group(name=name, policy=group["policy"], members_by_host=members)
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from appliance.config import Config
+from appliance.model import VMState
 from appliance.store import Store
 from appliance.virt.driver import DriverError, Guest
 
@@ -129,7 +130,7 @@ class Prober:
         """Start the checks that are due; forget VMs that stopped."""
         now = self.clock()
         live, running = set(), set()
-        for row in self.store.list_vms("observed_state = 'running'"):
+        for row in self.store.vms_in_states([VMState.RUNNING]):
             running.add(row["id"])
             for kind in ("readiness_probe", "liveness_probe"):
                 probe = row["spec"].get(kind)
@@ -163,10 +164,9 @@ class Prober:
         was most of the idle CPU at 2,000 stopped VMs."""
         if self._running is None or now >= self._next_sweep:
             self._next_sweep = now + 60.0
-            self.store.db.execute("UPDATE vms SET ready = NULL WHERE ready IS NOT NULL AND observed_state != 'running'")
+            self.store.clear_ready_unless_running()
         else:
-            self.store.db.conn.executemany("UPDATE vms SET ready = NULL WHERE id = ? AND ready IS NOT NULL",
-                                           [(vm_id,) for vm_id in self._running - running])
+            self.store.clear_ready(self._running - running)
         self._running = running
 
     def _check(self, row: dict, probe: dict) -> tuple[bool, str]:

@@ -35,7 +35,7 @@ from prometheus_client.core import (
 
 from appliance import placement
 from appliance.config import Config
-from appliance.model import FINAL_OP_STATES, HOST_RATIOS, HOST_STATES, HostAdminState
+from appliance.model import HOST_RATIOS, HOST_STATES, HostAdminState, VMState
 from appliance.service import is_ready
 from appliance.store import Store
 from exporter.collector import Target
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 RECONCILE_KEY = "metrics.reconcile_seconds"
 RECONCILE_TIME_KEY = "metrics.reconcile_time"
 OPERATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-FINISHED = FINAL_OP_STATES
 MIB = 1024 * 1024
 GIB = 1024 ** 3
 
@@ -92,7 +91,7 @@ def store_names(store: Store) -> Callable[[], dict[str, str]]:
     """Domain UUID (the appliance's VM id) -> VM name."""
 
     def names() -> dict[str, str]:
-        return {row[0]: row[1] for row in store.db.execute("SELECT id, name FROM vms")}
+        return store.vm_ids_and_names()
 
     return names
 
@@ -102,9 +101,7 @@ def store_uptimes(store: Store, clock: Callable[[], float] = time.time) -> Calla
 
     def uptimes() -> dict[str, float]:
         now = clock()
-        rows = store.db.execute(
-            "SELECT id, state_changed FROM vms WHERE observed_state = 'running' AND state_changed IS NOT NULL")
-        return {vm_id: max(0.0, now - changed) for vm_id, changed in rows}
+        return {vm_id: max(0.0, now - changed) for vm_id, changed in store.running_since().items()}
 
     return uptimes
 
@@ -132,50 +129,39 @@ class ApplianceCollector:
         yield duration
 
     def _vms(self) -> list[Metric]:
-        db = self.store.db
+        by_desired, by_observed = self.store.vm_counts_by_state()
         desired = GaugeMetricFamily("vmappliance_vms_desired", "VMs by desired state.", labels=["state"])
-        for state, count in db.execute("SELECT desired_state, count(*) FROM vms GROUP BY desired_state"):
+        for state, count in by_desired:
             desired.add_metric([state or ""], count)
         observed = GaugeMetricFamily("vmappliance_vms_observed", "VMs by observed state.", labels=["state"])
-        for state, count in db.execute("SELECT observed_state, count(*) FROM vms GROUP BY observed_state"):
+        for state, count in by_observed:
             observed.add_metric([state or "unknown"], count)
         ready = GaugeMetricFamily("vmappliance_vm_ready",
                                   "1 if a running VM is ready (its readiness probe passes, or it has none).",
                                   labels=["vm"])
-        for row in self.store.list_vms("observed_state = 'running'"):
+        for row in self.store.vms_in_states([VMState.RUNNING]):
             ready.add_metric([row["name"]], float(is_ready(row)))
         return [desired, observed, ready]
 
     def _operations(self) -> list[Metric]:
-        db = self.store.db
         finished = CounterMetricFamily("vmappliance_operations",
                                        "Operations finished, by kind and result.", labels=["kind", "status"])
-        for kind, status, count in db.execute(
-                "SELECT kind, status, count(*) FROM operations WHERE status IN (?, ?, ?) GROUP BY kind, status",
-                FINISHED):
+        for kind, status, count in self.store.finished_operation_counts():
             finished.add_metric([kind, status], count)
         open_ = GaugeMetricFamily("vmappliance_operations_open", "Operations pending or running, by kind.",
                                   labels=["kind", "status"])
         progress = GaugeMetricFamily("vmappliance_operation_progress_ratio",
                                      "Progress of each running operation (0-1), e.g. a migration.",
                                      labels=["vm", "kind"])
-        for kind, status, count in db.execute(
-                "SELECT kind, status, count(*) FROM operations WHERE status IN ('pending', 'running') "
-                "GROUP BY kind, status"):
+        for kind, status, count in self.store.open_operation_counts():
             open_.add_metric([kind, status], count)
-        for vm, kind, value in db.execute(
-                "SELECT vm_name, kind, max(progress) FROM operations WHERE status = 'running' GROUP BY vm_name, kind"):
+        for vm, kind, value in self.store.running_operation_progress():
             progress.add_metric([vm or "", kind], (value or 0) / 100.0)
         # The duration histogram, bucketed in SQL: one pass over the table.
-        buckets_sql = ", ".join(f"sum(d <= {b})" for b in OPERATION_BUCKETS)
         duration = HistogramMetricFamily("vmappliance_operation_duration_seconds",
                                          "Time from an operation's start to its end, by kind and result.",
                                          labels=["kind", "status"])
-        rows = db.execute(  # buckets_sql is made from the constant bucket bounds
-            f"SELECT kind, status, {buckets_sql}, count(*), sum(d) FROM "  # noqa: S608
-            "(SELECT kind, status, max(0, finished - coalesce(started, created)) AS d FROM operations "
-            "WHERE status IN (?, ?, ?) AND finished IS NOT NULL) GROUP BY kind, status", FINISHED)
-        for kind, status, *values in rows:
+        for kind, status, *values in self.store.operation_duration_buckets(OPERATION_BUCKETS):
             counts, total, seconds = values[:-2], values[-2], values[-1]
             buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts, strict=True)] + [("+Inf", total)]
             duration.add_metric([kind, status], buckets, seconds or 0.0)
@@ -183,16 +169,13 @@ class ApplianceCollector:
 
     def _events(self) -> list[Metric]:
         events = CounterMetricFamily("vmappliance_events", "Events recorded, by kind.", labels=["kind"])
-        for kind, count in self.store.db.execute("SELECT kind, count(*) FROM events GROUP BY kind"):
+        for kind, count in self.store.event_counts():
             events.add_metric([kind], count)
         # The kinds an alert wants to name a VM for, for the VMs that exist (a
         # deleted VM's series end with it: the label set stays bounded).
         per_vm = CounterMetricFamily("vmappliance_vm_events", "Events about a VM that alerts name it for, by kind.",
                                      labels=["vm", "kind"])
-        marks = ", ".join("?" * len(VM_EVENT_KINDS))
-        for vm, kind, count in self.store.db.execute(  # only ? marks are formatted in
-                f"SELECT v.name, e.kind, count(*) FROM events e JOIN vms v ON v.id = e.vm_id "  # noqa: S608
-                f"WHERE e.kind IN ({marks}) GROUP BY v.name, e.kind", VM_EVENT_KINDS):
+        for vm, kind, count in self.store.vm_event_counts(VM_EVENT_KINDS):
             per_vm.add_metric([vm, kind], count)
         return [events, per_vm]
 

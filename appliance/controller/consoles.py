@@ -7,12 +7,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context, HostLink
+from appliance.model import VMState
 from appliance.virt.driver import DriverError
 
 if TYPE_CHECKING:  # files.py imports mirror_key from here
     from appliance.controller.files import VmFiles
 
 log = logging.getLogger("appliance.controller")
+# A guest writes to its console in these states.
+MIRRORED_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.STOPPING)
 
 
 def mirror_key(vm_id: str, host: str) -> str:
@@ -29,11 +32,7 @@ class ConsoleMirror:
         if not self.files.own_storage(link.name) or not link.connected:
             return
         store = self.ctx.store
-        for row in store.list_vms(
-            "host = ? AND observed_state IN ('running', 'paused', 'stopping')",
-            [link.name],
-            with_xml=False,
-        ):
+        for row in store.vms_on_host(link.name, include_deleted=True, observed=MIRRORED_STATES):
             key = mirror_key(row["id"], link.name)
             try:
                 found = link.driver.read_console(row["id"], int(store.get_meta(key) or 0))

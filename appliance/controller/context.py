@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from appliance.config import Config
 from appliance.errors import Failed
+from appliance.model import OpKind
 from appliance.store import Store
 from appliance.virt.driver import DriverFactory, EventCallback, Guest, HostDriver
 
@@ -138,21 +139,10 @@ class Context:
     backoff: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
     def has_open_ops(self, vm_id: str) -> bool:
-        row = self.store.db.execute(
-            "SELECT 1 FROM operations WHERE vm_id = ? AND status IN ('pending', 'running') LIMIT 1",
-            [vm_id],
-        ).fetchone()
-        return row is not None
+        return self.store.has_open_operations(vm_id)
 
     def force_stop_waiting(self, vm_id: str) -> bool:
-        return (
-            self.store.db.execute(
-                "SELECT 1 FROM operations"
-                " WHERE vm_id = ? AND kind = 'force-stop' AND status = 'pending'",
-                [vm_id],
-            ).fetchone()
-            is not None
-        )
+        return self.store.has_pending(vm_id, OpKind.FORCE_STOP)
 
     def op_cancelled(self, op: dict) -> bool:
         current = self.store.get_operation(op["id"])

@@ -30,9 +30,7 @@ class Evacuation:
         host = store.get_host(name)
         link = self.ctx.links.get(name)
         down_for = self.ctx.clock() - (link.down_since or self.ctx.clock()) if link else 0
-        for row in store.list_vms(
-            "host = ? AND desired_state != 'deleted'", [name], with_xml=False
-        ):
+        for row in store.vms_on_host(name):
             if row["id"] in self.ctx.busy or self.ctx.has_open_ops(row["id"]):
                 continue
             strategy = row["spec"]["run_strategy"]

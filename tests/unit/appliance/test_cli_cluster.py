@@ -9,6 +9,7 @@ import pytest
 
 from appliance.api.app import create_app
 from appliance.cli import main
+from appliance.model import OPEN_OP_STATES
 from tests.unit.conftest import TEST_HOST_INFO
 
 TOKEN = "cli-token"
@@ -46,7 +47,7 @@ def heartbeat(store, name: str) -> None:
 def settle(store, name: str, state: str) -> None:
     vm = store.get_vm(name)
     store.update_vm(vm["id"], bump=False, observed_state=state, desired_state=state)
-    for op in store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [vm["id"]]):
+    for op in store.operations_of_vm(vm["id"], OPEN_OP_STATES):
         store.update_operation(op["id"], status="succeeded", finished=time.time())
 
 

@@ -13,6 +13,7 @@ import pytest
 from falcon import testing
 
 from appliance.api.app import create_app
+from appliance.model import OPEN_OP_STATES
 from tests.unit.conftest import TEST_HOST_INFO
 
 TOKEN = "sekrit"
@@ -43,7 +44,7 @@ def settle(store, name: str, state: str) -> None:
     """The VM's observed (and desired) state, and its operations done, as the controller would record them."""
     vm = store.get_vm(name)
     store.update_vm(vm["id"], bump=False, observed_state=state, desired_state=state)
-    for op in store.list_operations("vm_id = ? AND status IN ('pending', 'running')", [vm["id"]]):
+    for op in store.operations_of_vm(vm["id"], OPEN_OP_STATES):
         store.update_operation(op["id"], status="succeeded", finished=time.time())
 
 
@@ -150,7 +151,7 @@ def test_delete_host_refused_while_a_vm_is_on_it(client, store):
     assert resp.status_code == 409 and "web1" in resp.json["reason"]
     assert client.simulate_get("/v1/hosts/h2").status_code == 200
     assert client.simulate_delete("/v1/vms/web1", params={**NO_WAIT, "force": "true"}).status_code == 202
-    store.db.execute("DELETE FROM vms WHERE name = 'web1'")  # what the controller does once the domain is gone
+    store.delete_vm(store.get_vm("web1")["id"])  # what the controller does once the domain is gone
     assert client.simulate_delete("/v1/hosts/h2").status_code == 204
     assert client.simulate_get("/v1/hosts/h2").status_code == 404
 

@@ -1,0 +1,100 @@
+"""What every part of the service shares: its dependencies, and the rules that
+read a VM's record the same way everywhere (its shown state, its readiness,
+whether it may be written)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from appliance import placement
+from appliance.config import Config
+from appliance.errors import Conflict, PreconditionFailed
+from appliance.model import STATE_CHANGE_OPS, DesiredState, OpKind, OpStatus, VMState
+from appliance.store import Row, Store
+from scheduler import Decision
+
+
+def observed_state(row: Row) -> str:
+    """The state a VM is shown in: deleting once its deletion is asked for,
+    stopped before the controller first observed it."""
+    if row["desired_state"] == DesiredState.DELETED:
+        return VMState.DELETING
+    return row["observed_state"] or VMState.STOPPED
+
+
+def is_ready(row: Row) -> bool:
+    """With a readiness probe, what it last said; without, running is ready."""
+    running = (
+        row["observed_state"] == VMState.RUNNING and row["desired_state"] != DesiredState.DELETED
+    )
+    if row["spec"].get("readiness_probe"):
+        return running and bool(row.get("ready"))
+    return bool(running)
+
+
+class ServiceBase:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        notify: Callable[[], None] = lambda: None,
+        uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.config = config
+        self.notify = notify
+        self.uuidgen = uuidgen
+        self.clock = clock
+        self.sleep = sleep
+
+    @staticmethod
+    def _observed(row: Row) -> str:
+        return observed_state(row)
+
+    def _ready(self, row: Row) -> bool:
+        return is_ready(row)
+
+    def _vm_for_write(self, name: str, if_match: int | None, allow_deleting: bool = False) -> Row:
+        row = self.store.get_vm(name)
+        if if_match is not None and row["generation"] != if_match:
+            raise PreconditionFailed(
+                f"generation is {row['generation']}, not {if_match}: the VM changed; read it again",
+                "generation",
+            )
+        if row["desired_state"] == DesiredState.DELETED and not allow_deleting:
+            raise Conflict("the VM is being deleted", "name")
+        return row
+
+    def _new_op(self, row: Row, kind: OpKind, params: dict[str, Any] | None = None) -> Row:
+        return self.store.add_operation(str(self.uuidgen()), row, kind, params)
+
+    def _pending_op(self, row: Row, kind: OpKind) -> Row | None:
+        """The VM's operation of this kind still pending or running, if any."""
+        return self.store.open_operation(row["id"], kind)
+
+    def _moving(self, row: Row) -> bool:
+        """Whether the VM has a migration or an offline move under way."""
+        return bool(self._pending_op(row, OpKind.MIGRATE) or self._pending_op(row, OpKind.MOVE))
+
+    def _supersede(self, row: Row) -> None:
+        """A new desired state cancels the pending state changes it replaces."""
+        for op in self.store.operations_of_vm(row["id"], [OpStatus.PENDING]):
+            if op["kind"] in STATE_CHANGE_OPS:
+                self.store.update_operation(
+                    op["id"], status=OpStatus.CANCELLED, error="superseded", finished=self.clock()
+                )
+
+    def _schedule(self, spec: dict[str, Any], vm_id: str | None, **constraints: Any) -> Decision:
+        """A placement decision inside the caller's transaction; 409 with the
+        scheduler's explanation when no host fits."""
+        decision: Decision = placement.place(
+            self.store, self.config, spec, vm_id, self.clock(), **constraints
+        )
+        if decision.host is None:
+            raise Conflict(decision.explain(), "host")
+        return decision

@@ -1,0 +1,50 @@
+"""Server groups (Nova's): a name and a policy; VMs join one in their spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance import spec as specs
+from appliance.errors import Conflict, Invalid
+from appliance.model import GROUP_POLICIES
+from appliance.service.base import ServiceBase
+from appliance.store import Row
+
+
+class Groups(ServiceBase):
+    def group_view(self, group: Row) -> dict[str, Any]:
+        members = [{"name": n, "host": h} for n, h in self.store.group_members(group["name"])]
+        return {**group, "members": members}
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [self.group_view(g) for g in self.store.list_groups()]
+
+    def get_group(self, name: str) -> dict[str, Any]:
+        return self.group_view(self.store.get_group(name))
+
+    def create_group(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        unknown = set(body) - {"name", "policy"}
+        if unknown:
+            raise Invalid("unknown field; known fields are name, policy", sorted(unknown)[0])
+        name = specs.validate_name(body.get("name"), "name")
+        if body.get("policy") not in GROUP_POLICIES:
+            raise Invalid(f"must be one of {', '.join(GROUP_POLICIES)}", "policy")
+        with self.store.transaction():
+            if self.store.group_exists(name):
+                raise Conflict(f"a server group named {name!r} exists", "name")
+            self.store.insert_group(
+                {"name": name, "policy": body["policy"], "created": self.clock()}
+            )
+            self.store.add_event("group-created", f"server group {name} ({body['policy']}) created")
+        return self.get_group(name)
+
+    def delete_group(self, name: str) -> None:
+        with self.store.transaction():
+            group = self.get_group(name)
+            if group["members"]:
+                names = ", ".join(m["name"] for m in group["members"][:5])
+                raise Conflict(f"server group {name} still has members ({names})", "name")
+            self.store.delete_group(name)
+            self.store.add_event("group-deleted", f"server group {name} deleted")

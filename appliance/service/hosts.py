@@ -1,0 +1,248 @@
+"""Hosts: add, change, enable, disable, put in maintenance (drain) and remove
+them; their view with capacity and allocations."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from appliance import hosturi, placement
+from appliance import spec as specs
+from appliance.errors import Conflict, Invalid
+from appliance.model import HOST_DOWN, HOST_RATIOS, HOST_STATES, HostAdminState
+from appliance.service.migration import Migrations
+from appliance.store import Row
+
+STORAGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MIGRATION_ADDRESS = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
+HOST_FIELDS = frozenset(
+    {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", "state", *HOST_RATIOS}
+)
+
+
+def _admin_state(value: Any) -> HostAdminState:
+    if value not in HOST_STATES:
+        raise Invalid(f"must be one of {', '.join(HOST_STATES)}", "state")
+    return HostAdminState(value)
+
+
+def _refuse_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = set(body) - known
+    if unknown:
+        raise Invalid(
+            f"unknown field; known fields are {', '.join(sorted(known))}", sorted(unknown)[0]
+        )
+
+
+def _ratio(body: dict[str, Any], key: str) -> float:
+    default, low, high = HOST_RATIOS[key]
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise Invalid(f"must be a number from {low} to {high}", key)
+    return float(value)
+
+
+def _reserved_memory(body: dict[str, Any]) -> int:
+    value = body.get("reserved_memory_mib", 0)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= specs.MAX_MEMORY_MIB
+    ):
+        raise Invalid(
+            f"must be a whole number of MiB from 0 to {specs.MAX_MEMORY_MIB}", "reserved_memory_mib"
+        )
+    return value
+
+
+def _storage(body: dict[str, Any]) -> str:
+    value = body.get("storage", "shared")
+    if not isinstance(value, str) or not STORAGE_NAME.fullmatch(value):
+        raise Invalid(
+            "must name the storage where this host finds VM disks (1-64 of A-Z a-z 0-9 _.:-); "
+            "hosts naming the same storage share disks",
+            "storage",
+        )
+    return value
+
+
+def _migration_address(body: dict[str, Any]) -> str | None:
+    value = body.get("migration_address")
+    if value is not None and (not isinstance(value, str) or not MIGRATION_ADDRESS.fullmatch(value)):
+        raise Invalid(
+            "must be a host name or IP address the other hosts reach this one at",
+            "migration_address",
+        )
+    return value
+
+
+class Hosts(Migrations):
+    def host_view(
+        self,
+        host: Row,
+        used: dict[str, list[float]] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        if used is None:
+            used = placement.allocations(self.store)
+        if counts is None:
+            counts = placement.vms_by_host(self.store)
+        info = host["info"] or {}
+        cpus, memory, disk = used.get(host["name"], (0, 0, 0))
+        up = placement.host_is_up(host, self.clock(), self.config.heartbeat_age)
+        reserved = host["reserved_memory_mib"] or 0
+        return {
+            "name": host["name"],
+            "uri": host["uri"],
+            "state": host["state"],
+            "observed_state": host["state"] if up else HOST_DOWN,
+            "up": up,
+            "last_seen": host["last_seen"],
+            "down_since": host["down_since"],
+            "labels": host["labels"],
+            "storage": host["storage"],
+            "migration_address": host["migration_address"],
+            "cpu_ratio": host["cpu_ratio"],
+            "ram_ratio": host["ram_ratio"],
+            "disk_ratio": host["disk_ratio"],
+            "reserved_memory_mib": reserved,
+            "inventory": info,
+            "capacity": {
+                "cpus": int((info.get("cpus") or 0) * host["cpu_ratio"]),
+                "memory_mib": int((info.get("memory_mib") or 0) * host["ram_ratio"]) - reserved,
+                "disk_gib": round(
+                    (info.get("disk_bytes") or 0) * host["disk_ratio"] / placement.GIB, 2
+                ),
+            },
+            "allocated": {
+                "cpus": int(cpus),
+                "memory_mib": int(memory),
+                "disk_gib": round(disk / placement.GIB, 2),
+                "vms": counts.get(host["name"], 0),
+            },
+        }
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        """Hosts, with `observed_state`: down when libvirt stopped answering the
+        controller's heartbeat (or the heartbeat itself is stale), else the
+        administrative state (enabled | disabled | maintenance)."""
+        used, counts = placement.allocations(self.store), placement.vms_by_host(self.store)
+        return [self.host_view(h, used, counts) for h in self.store.list_hosts()]
+
+    def get_host(self, name: str) -> dict[str, Any]:
+        return self.host_view(self.store.get_host(name))
+
+    def _host_fields(self, body: dict[str, Any], creating: bool) -> dict[str, Any]:
+        """The fields of a host the body sets (all of them, with defaults, when
+        `creating`), each checked: nothing changes unless every one passes."""
+
+        def given(key: str) -> bool:
+            return key in body or creating
+
+        fields: dict[str, Any] = {}
+        if given("uri"):
+            fields["uri"] = hosturi.validate(
+                body.get("uri"),
+                self.config.host_socket_dirs,
+                self.config.ssh_dir,
+                allow_test=self.config.allow_test_hosts,
+            )
+        for key in HOST_RATIOS:
+            if given(key):
+                fields[key] = _ratio(body, key)
+        if given("reserved_memory_mib"):
+            fields["reserved_memory_mib"] = _reserved_memory(body)
+        if given("labels"):
+            fields["labels"] = specs.validate_labels(body.get("labels") or {}, "labels")
+        if given("storage"):
+            fields["storage"] = _storage(body)
+        if given("migration_address"):
+            fields["migration_address"] = _migration_address(body)
+        if given("state"):
+            fields["state"] = _admin_state(body.get("state", HostAdminState.ENABLED)).value
+        return fields
+
+    def add_host(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        _refuse_unknown(body, HOST_FIELDS | {"name"})
+        name = specs.validate_name(body.get("name"), "name")
+        fields = self._host_fields(body, creating=True)
+        with self.store.transaction():
+            if self.store.host_exists(name):
+                raise Conflict(f"a host named {name!r} exists", "name")
+            for other in self.store.list_hosts():
+                if other["uri"] == fields["uri"]:
+                    raise Conflict(f"host {other['name']} already has this URI", "uri")
+            self.store.upsert_host(
+                {
+                    "name": name,
+                    "up": 0,
+                    "last_seen": None,
+                    "info": {},
+                    "created": self.clock(),
+                    "down_since": None,
+                    **fields,
+                }
+            )
+            self.store.add_event("host-added", f"host {name} added ({fields['uri']})")
+        self.notify()
+        return self.get_host(name)
+
+    def update_host(self, name: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        rest = {k: v for k, v in body.items() if k != "state"}
+        _refuse_unknown(rest, HOST_FIELDS)
+        fields = self._host_fields(
+            rest, creating=False
+        )  # everything is checked before anything changes
+        state = body.get("state")
+        if "state" in body:
+            state = _admin_state(state.strip().lower() if isinstance(state, str) else state)
+        if fields:
+            with self.store.transaction():
+                self.store.get_host(name)
+                if "uri" in fields and any(
+                    o["name"] != name and o["uri"] == fields["uri"] for o in self.store.list_hosts()
+                ):
+                    raise Conflict("another host already has this URI", "uri")
+                self.store.update_host(name, **fields)
+                self.store.add_event(
+                    "host-updated", f"host {name}: {', '.join(sorted(fields))} changed"
+                )
+            self.notify()
+        if "state" in body:
+            return self.set_host_state(name, state)
+        return self.get_host(name)
+
+    def set_host_state(self, name: str, state: Any) -> dict[str, Any]:
+        """enabled | disabled (no new VMs) | maintenance (no new VMs, and drain
+        it: each VM migrates where the scheduler puts it; what cannot move is
+        reported in the answer and as an event, and stays)."""
+        state = _admin_state(state.strip().lower() if isinstance(state, str) else state)
+        report: dict[str, list[dict[str, Any]]] = {"migrating": [], "moving": [], "blocked": []}
+        with self.store.transaction():
+            host = self.store.get_host(name)
+            if host["state"] != state:
+                self.store.update_host(name, state=state.value)
+                self.store.add_event(
+                    "host-state", f"host {name} is now {state} (was {host['state']})"
+                )
+            if state == HostAdminState.MAINTENANCE:
+                report = self._drain(host)
+        self.notify()
+        return {**self.get_host(name), "drain": report}
+
+    def delete_host(self, name: str) -> None:
+        with self.store.transaction():
+            self.store.get_host(name)
+            vms = self.store.vm_names_on_host(name)
+            if vms:
+                raise Conflict(
+                    f"host {name} still has VMs ({', '.join(vms[:5])}); move or delete them first",
+                    "name",
+                )
+            self.store.delete_host(name)
+            self.store.add_event("host-removed", f"host {name} removed")
+        self.notify()

@@ -1,0 +1,43 @@
+"""Images: import (from the admin's folder or a trusted path), upload, list, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from appliance.errors import Conflict
+from appliance.image_store import ImageStore
+from appliance.service.base import ServiceBase
+from appliance.store import Row
+
+
+class Images(ServiceBase):
+    def list_images(self) -> list[Row]:
+        return self.store.list_images()
+
+    def get_image(self, name: str) -> Row:
+        return self.store.get_image(name)
+
+    def _image_store(self) -> ImageStore:
+        return ImageStore(self.store, self.config, self.clock)
+
+    def import_image(self, name: str, path: str) -> Row:
+        """Copy a file from the admin's image import directory (POST /v1/images {"path"})."""
+        return self._image_store().import_from_path(name, path)
+
+    def import_image_file(self, name: str, path: str | Path) -> Row:
+        """Copy a file the admin named outside the API (vmctl serve --demo-image, fixtures)."""
+        return self._image_store().import_trusted(name, path)
+
+    def upload_image(self, name: str, stream: IO[bytes], length: int | None) -> Row:
+        return self._image_store().upload(name, stream, length)
+
+    def delete_image(self, name: str) -> None:
+        with self.store.transaction():
+            image = self.store.get_image(name)
+            users = self.store.vm_names_using_image(name)
+            if users:
+                raise Conflict(f"image is used by {', '.join(users[:5])}", "name")
+            self.store.delete_image(name)
+            self.store.add_event("image-deleted", f"image {name} deleted")
+        Path(image["path"]).unlink(missing_ok=True)

@@ -1,0 +1,100 @@
+"""Operations (get, list, wait, finish, cancel) and events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from appliance.errors import Conflict, Failed, Timeout
+from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
+from appliance.service.base import ServiceBase
+from appliance.store import Row
+
+# Operations that, once asked for, run to their end.
+UNCANCELLABLE = (OpKind.CREATE, OpKind.DELETE)
+
+
+class Operations(ServiceBase):
+    def get_operation(self, op_id: str) -> Row:
+        return self.store.get_operation(op_id)
+
+    def list_operations(
+        self, vm: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Row]:
+        return self.store.list_operations(vm_name=vm, status=status, limit=limit)
+
+    def wait_operation(self, op_id: str, timeout: float) -> Row:
+        """Poll until the operation is final or the timeout passes; return it either way."""
+        deadline = time.monotonic() + timeout  # elapsed time, whatever the injected clock says
+        delay = 0.005
+        while True:
+            op = self.store.get_operation(op_id)
+            if op["status"] in FINAL_OP_STATES or time.monotonic() >= deadline:
+                return op
+            self.sleep(delay)
+            # one indexed SELECT per 10 ms: cheap, and a writer learns fast
+            delay = min(delay * 1.5, 0.01)
+
+    def finish(self, op: Row | None, timeout: float | None = None) -> Row | None:
+        """Wait for an operation and turn its failure into Failed (or Timeout)."""
+        if op is None:
+            return None
+        op = self.wait_operation(op["id"], self.config.wait_timeout if timeout is None else timeout)
+        if op["status"] == OpStatus.FAILED:
+            raise Failed(f"{op['kind']} failed: {op['error']}")
+        if op["status"] == OpStatus.CANCELLED:
+            raise Conflict(f"{op['kind']} was cancelled: {op['error']}")
+        if op["status"] not in FINAL_OP_STATES:
+            raise Timeout(
+                f"{op['kind']} still {op['status']} after the wait; poll /v1/operations/{op['id']}"
+            )
+        return op
+
+    def cancel_operation(self, op_id: str) -> Row:
+        with self.store.transaction():
+            op = self.store.get_operation(op_id)
+            # A running live migration is cancellable too: the controller aborts
+            # the libvirt job and the guest stays on its source.
+            running_migration = op["status"] == OpStatus.RUNNING and op["kind"] == OpKind.MIGRATE
+            if op["status"] != OpStatus.PENDING and not running_migration:
+                raise Conflict(
+                    f"operation is {op['status']}; only pending operations (and running "
+                    "migrations) can be cancelled",
+                    "id",
+                )
+            if op["kind"] in UNCANCELLABLE:
+                raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
+            row = self.store.get_vm_by_id(op["vm_id"])
+            if running_migration:
+                # The controller aborts the job and then finishes the operation
+                # as cancelled (or succeeded, if the switch-over beat the abort).
+                self.store.update_operation(op_id, params={**op["params"], "cancel": True})
+                if row is not None:
+                    self.store.add_event(
+                        "cancel-requested", "migration: cancel requested", row, op_id
+                    )
+                self.notify()
+                return self.store.get_operation(op_id)
+            self.store.update_operation(
+                op_id,
+                status=OpStatus.CANCELLED,
+                error="cancelled by request",
+                finished=self.clock(),
+            )
+            if row is not None:
+                self.store.add_event("cancelled", f"{op['kind']} cancelled", row, op_id)
+        return self.store.get_operation(op_id)
+
+    # -- events -------------------------------------------------------------------------
+    def list_events(self, vm: str | None = None, since: int = 0, limit: int = 1000) -> list[Row]:
+        vm_id = self.store.get_vm(vm)["id"] if vm else None
+        return self.store.list_events(vm_id, since, limit)
+
+    @staticmethod
+    def format_events(events: list[dict[str, Any]]) -> str:
+        lines = []
+        for event in events:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["time"]))
+            who = f" {event['vm_name']}" if event["vm_name"] else ""
+            lines.append(f"{stamp}{who} {event['kind']}: {event['message']}\n")
+        return "".join(lines)

@@ -1,0 +1,348 @@
+"""VMs: create, change, rename, delete and show them; templates; consoles."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from appliance import jsonio, netrules, placement
+from appliance import spec as specs
+from appliance.errors import Conflict, Invalid, NotFound
+from appliance.model import (
+    ACTIVE_STATES,
+    DEFAULT_CPUS,
+    DEFAULT_IMAGE,
+    DEFAULT_MEMORY_MIB,
+    DEFAULT_NETWORK_TYPE,
+    DesiredState,
+    NetworkType,
+    OpKind,
+    RunStrategy,
+    VMState,
+)
+from appliance.service.base import ServiceBase
+from appliance.store import Row
+
+# The built-in default template: `mkdir vms/NAME` and a create without image.
+DEFAULT_TEMPLATE = {
+    "image": DEFAULT_IMAGE,
+    "cpus": DEFAULT_CPUS,
+    "memory": DEFAULT_MEMORY_MIB,
+    "network": {"type": DEFAULT_NETWORK_TYPE.value},
+}
+# Spec fields a running VM takes without a restart.
+LIVE_FIELDS = frozenset(
+    {
+        "name",
+        "labels",
+        "run_strategy",
+        "termination_grace_period",
+        "node_selector",
+        "group",
+        "reserve_when_stopped",
+    }
+)
+
+
+def initial_state(asked: Any, spec: dict[str, Any]) -> DesiredState:
+    """The desired state a create records (the body's `state`, else the run
+    strategy's), and the run strategy made to agree with it (in `spec`)."""
+    if asked == DesiredState.RUNNING and spec["run_strategy"] == RunStrategy.HALTED:
+        spec["run_strategy"] = RunStrategy.ALWAYS.value
+    if asked == DesiredState.STOPPED and spec["run_strategy"] == RunStrategy.ALWAYS:
+        spec["run_strategy"] = RunStrategy.HALTED.value
+    if asked is None:
+        starts = spec["run_strategy"] in (RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE)
+        return DesiredState.RUNNING if starts else DesiredState.STOPPED
+    return DesiredState(asked)
+
+
+class VMs(ServiceBase):
+    # -- views -----------------------------------------------------------------
+    def vm_view(self, row: Row) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "state": self._observed(row),
+            "desired_state": row["desired_state"],
+            "reason": row["observed_reason"] or "",
+            "host": row["host"],
+            "generation": row["generation"],
+            "spec": row["spec"],
+            "restart_required": row["restart_required"],
+            "ready": self._ready(row),
+            "created": row["created"],
+            "updated": row["updated"],
+        }
+
+    def list_vms(
+        self, state: str | None = None, label: str | None = None, host: str | None = None
+    ) -> list[dict[str, Any]]:
+        out = []
+        key, _, value = (label or "").partition("=")
+        for row in self.store.list_vms(with_xml=False):
+            if state and self._observed(row) != state:
+                continue
+            if host and row["host"] != host:
+                continue
+            if label:
+                labels = row["spec"]["labels"]
+                if key not in labels or (value and labels[key] != value):
+                    continue
+            out.append(self.vm_view(row))
+        return out
+
+    def get_vm(self, name: str) -> dict[str, Any]:
+        return self.vm_view(self.store.get_vm(name))
+
+    # -- templates (the FS view shows them as templates/NAME.json) ----------------
+    def list_templates(self) -> dict[str, dict[str, Any]]:
+        """Named VM shapes by name; a create names one with "template" (default if none)."""
+        return {"default": dict(DEFAULT_TEMPLATE)}
+
+    def _merge_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        template = body.pop("template", None)
+        if template not in (None, "default"):
+            raise NotFound(f"no template named {jsonio.shown(template)}", "template")
+        return {**DEFAULT_TEMPLATE, **body}
+
+    # -- changes -----------------------------------------------------------------
+    def create_vm(self, body: Any) -> tuple[dict[str, Any], Row]:
+        """Validate, then record the VM and its create operation in one transaction."""
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", None)
+        body = dict(body)
+        asked = body.pop("state", None)
+        if asked not in (None, DesiredState.RUNNING, DesiredState.STOPPED):
+            raise Invalid("must be running or stopped", "state")
+        wanted_host = body.pop("host", None)
+        if wanted_host is not None:
+            specs.validate_name(wanted_host, "host")
+        spec = specs.validate(self._merge_template(body))
+        initial = initial_state(asked, spec)
+        vm_id = str(self.uuidgen())
+        now = self.clock()
+        with self.store.transaction():
+            self.store.get_image(spec["image"])  # NotFound names the field
+            if self.store.vm_exists(spec["name"]):
+                raise Conflict(f"a VM named {spec['name']!r} exists", "name")
+            self._check_fixed_ip(spec, vm_id)
+            netrules.check_forward_ports(
+                spec, None, self.config.allow_privileged_ports, self.config.listen
+            )
+            mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
+            self._check_group(spec)
+            if wanted_host is not None:
+                self.store.get_host(wanted_host)
+            claims = placement.claims_cpu_ram(
+                {"desired_state": initial, "observed_state": VMState.PROVISIONING}, spec
+            )
+            only = None if wanted_host is None else frozenset([wanted_host])
+            decision = self._schedule(spec, vm_id, only_hosts=only, cpu_ram=claims)
+            row = {
+                "id": vm_id,
+                "name": spec["name"],
+                "spec": spec,
+                "desired_state": initial.value,
+                "observed_state": VMState.PROVISIONING.value,
+                "observed_reason": "",
+                "host": decision.host,
+                "generation": 1,
+                "created": now,
+                "updated": now,
+                "state_changed": now,
+                "mac": mac,
+                "domain_xml": None,
+                "restart_required": 0,
+                "last_error": None,
+                "addresses": "[]",
+            }
+            self.store.insert_vm(row)
+            self.store.add_event("created", f"VM created, desired state {initial}", row)
+            self.store.add_event("scheduled", decision.explain(), row)
+            op = self._new_op(row, OpKind.CREATE)
+        self.notify()
+        return self.get_vm(spec["name"]), op
+
+    def update_vm(
+        self, name: str, patch: Any, if_match: int | None = None, replace: bool = False
+    ) -> tuple[dict[str, Any], Row | None]:
+        """PATCH (merge) or replace the spec; a new name renames (stopped VMs only)."""
+        if not isinstance(patch, dict):
+            raise Invalid("the body must be a JSON object", None)
+        with self.store.transaction():
+            row = self._vm_for_write(name, if_match)
+            old = row["spec"]
+            if replace:
+                merged = dict(patch)
+                merged.setdefault("name", old["name"])
+                merged.setdefault("image", old["image"])
+            else:
+                merged = {**old, **patch}
+            new = specs.validate(merged)
+            for field in specs.IMMUTABLE:
+                if new[field] != old[field]:
+                    raise Invalid("cannot change after creation", field)
+            if new == old:
+                return self.vm_view(row), None
+            self._check_fixed_ip(new, row["id"])
+            netrules.check_forward_ports(
+                new, old, self.config.allow_privileged_ports, self.config.listen
+            )
+            mac = netrules.mac_after_update(self.store, row, new)
+            self._check_group(new)
+            renamed = new["name"] != old["name"]
+            if renamed:
+                self._check_rename(row, new["name"])
+            active = self._observed(row) in ACTIVE_STATES
+            changed = sorted(k for k in new if new[k] != old[k])
+            hardware = bool(set(changed) - LIVE_FIELDS)
+            self._check_claim_growth(row, old, new)
+            self.store.update_vm(
+                row["id"],
+                expect_generation=row["generation"],
+                spec=new,
+                name=new["name"],
+                mac=mac,
+                restart_required=int(row["restart_required"] or (active and hardware)),
+            )
+            row = self._reread(row)
+            if renamed:
+                self.store.add_event("renamed", f"renamed from {old['name']} to {new['name']}", row)
+            later = " (applies at next start)" if active and hardware else ""
+            self.store.add_event("updated", f"spec changed: {', '.join(changed)}{later}", row)
+            op = self._new_op(row, OpKind.UPDATE)
+        self.notify()
+        return self.vm_view(row), op
+
+    def _reread(self, row: Row) -> Row:
+        fresh = self.store.get_vm_by_id(row["id"])
+        if fresh is None:
+            raise NotFound(f"no VM named {row['name']!r}", "name")
+        return fresh
+
+    def rename_vm(
+        self, name: str, new_name: str, if_match: int | None = None
+    ) -> tuple[dict[str, Any], Row | None]:
+        return self.update_vm(name, {"name": new_name}, if_match)
+
+    def delete_vm(self, name: str, force: bool = False, if_match: int | None = None) -> Row:
+        with self.store.transaction():
+            row = self._vm_for_write(name, if_match, allow_deleting=True)
+            if row["desired_state"] == DesiredState.DELETED:
+                return self._pending_op(row, OpKind.DELETE) or self._new_op(row, OpKind.DELETE)
+            active = (
+                self._observed(row) in ACTIVE_STATES or row["desired_state"] != DesiredState.STOPPED
+            )
+            if not force and active:
+                raise Conflict("the VM is running; stop it first or delete with force", "state")
+            self._supersede(row)
+            self.store.update_vm(row["id"], desired_state=DesiredState.DELETED)
+            self.store.add_event(
+                "deleting", "delete requested" + (" (forced)" if force else ""), row
+            )
+            op = self._new_op(row, OpKind.DELETE, {"force": force})
+        self.notify()
+        return op
+
+    def status(self, row: Row) -> dict[str, Any]:
+        ops = self.store.operations_of_vm(row["id"], limit=5)
+        return {
+            "state": self._observed(row),
+            "reason": row["observed_reason"] or "",
+            "desired_state": row["desired_state"],
+            "run_strategy": row["spec"]["run_strategy"],
+            "generation": row["generation"],
+            "host": row["host"],
+            "restart_required": row["restart_required"],
+            "last_error": row["last_error"],
+            "addresses": json.loads(row["addresses"] or "[]"),
+            "created": row["created"],
+            "updated": row["updated"],
+            "state_changed": row["state_changed"],
+            "conditions": [
+                {"type": "Ready", "status": self._ready(row)},
+                {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
+                {"type": "RestartRequired", "status": row["restart_required"]},
+            ],
+            "operations": [
+                {k: op[k] for k in ("id", "kind", "status", "error", "created", "finished")}
+                for op in ops
+            ],
+        }
+
+    # -- the rules a spec must keep ----------------------------------------------------
+    def _check_fixed_ip(self, spec: dict[str, Any], vm_id: str) -> None:
+        network = spec["network"]
+        if network["type"] != NetworkType.NETWORK or not network.get("ip"):
+            return
+        other = self.store.vm_with_fixed_ip(network["name"], network["ip"], excluding=vm_id)
+        if other is not None:
+            raise Conflict(
+                f"{network['ip']} is already {other['name']}'s address on {network['name']}",
+                "network.ip",
+            )
+
+    def _check_rename(self, row: Row, new_name: str) -> None:
+        if self._observed(row) != VMState.STOPPED or row["desired_state"] != DesiredState.STOPPED:
+            raise Conflict("a VM can only be renamed while stopped", "name")
+        if self.store.vm_exists(new_name):
+            raise Conflict(f"a VM named {new_name!r} exists", "name")
+
+    def _check_group(self, spec: dict[str, Any]) -> None:
+        if spec.get("group") and not self.store.group_exists(spec["group"]):
+            raise Invalid(
+                f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group"
+            )
+
+    def _check_claim_growth(self, row: Row, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """More vCPUs or memory held on the VM's host must still fit there (Nova's
+        resize claim): a VM that claims them (placement.claims_cpu_ram) and grows,
+        or a stopped one that starts to reserve them. A stopped VM without the
+        reservation is checked when it starts."""
+        if not row["host"] or not placement.claims_cpu_ram(row, new):
+            return
+        held = placement.claims_cpu_ram(row, old)
+        more_cpus = new["cpus"] - (old["cpus"] if held else 0)
+        more_memory = new["memory"] - (old["memory"] if held else 0)
+        if more_cpus <= 0 and more_memory <= 0:
+            return
+        delta = {
+            **new,
+            "cpus": max(0, more_cpus),
+            "memory": max(0, more_memory),
+            "group": None,
+            "node_selector": {},
+        }
+        decision = placement.place(
+            self.store,
+            self.config,
+            delta,
+            row["id"],
+            self.clock(),
+            only_hosts=frozenset([row["host"]]),
+            disk=False,
+        )
+        if decision.host is None:
+            rejected = decision.rejected[0] if decision.rejected else None
+            if rejected is not None and rejected.filter != "ComputeFilter":
+                field = "cpus" if more_cpus > 0 and rejected.filter == "CoreFilter" else "memory"
+                raise Conflict(f"does not fit on host {row['host']}: {rejected.reason}", field)
+
+    # -- consoles ------------------------------------------------------------------------
+    def console_path(self, name: str) -> Path:
+        return self.config.vm_dir(self.store.get_vm(name)["id"]) / "console.log"
+
+    def read_console(self, name: str, offset: int = 0, limit: int | None = None) -> bytes:
+        path = self.console_path(name)
+        try:
+            with open(path, "rb") as f:
+                if offset < 0:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size + offset))
+                else:
+                    f.seek(offset)
+                return f.read(limit if limit is not None else -1)
+        except FileNotFoundError:
+            return b""

@@ -1,0 +1,24 @@
+"""SQLite, the source of truth: the only module with SQL. One typed function
+per question the rest of the appliance asks; every value a bound parameter.
+
+base.py: connections, transactions, migrations (schema.py), meta; vms.py,
+operations.py, events.py, inventory.py (hosts, images, server groups): one
+table's records each; aggregates.py: sums and counts across tables.
+"""
+
+from appliance.store.aggregates import Aggregates
+from appliance.store.base import Row
+from appliance.store.events import EventRecords
+from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
+from appliance.store.operations import OperationRecords
+from appliance.store.schema import MIGRATIONS
+from appliance.store.vms import VMRecords
+
+__all__ = ["MIGRATIONS", "Row", "Store"]
+
+
+class Store(
+    VMRecords, OperationRecords, EventRecords, HostRecords, ImageRecords, GroupRecords, Aggregates
+):
+    """The store: one connection per thread to one SQLite file, and every
+    table's records (each mixin reads and writes one table)."""

@@ -1,0 +1,163 @@
+"""Sums and counts over several tables, computed in SQLite: the claims the
+scheduler weighs and the figures the exporter reports. The rules (which
+states claim, which buckets) are the callers'; they arrive as parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
+from appliance.store.base import StoreBase, marks
+
+_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE)]
+_OPEN = [str(s) for s in OPEN_OP_STATES]
+_FINAL = [str(s) for s in FINAL_OP_STATES]
+
+
+def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
+    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all.
+    Only `?` marks are formatted in; the states are bound (desired, then observed,
+    twice: once for the vCPUs, once for the memory)."""
+    claims = (
+        f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
+        "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
+    )
+    return f"""
+       sum(CASE WHEN {claims} THEN json_extract(v.spec, '$.cpus') ELSE 0 END),
+       sum(CASE WHEN {claims} THEN json_extract(v.spec, '$.memory') ELSE 0 END),
+       sum(coalesce(i.virtual_size, 0)
+           + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
+                                 FROM json_each(v.spec, '$.disks') d), 0))"""  # noqa: S608 - ? marks only
+
+
+class Aggregates(StoreBase):
+    # -- for placement -------------------------------------------------------
+    def claims_by_host(
+        self, desired: Sequence[str], observed: Sequence[str]
+    ) -> dict[str, list[float]]:
+        """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there and
+        by those migrating or moving there; a VM claims vCPUs and MiB when its
+        desired state is one of `desired` or its observed one of `observed`."""
+        sums = _claims_sums(desired, observed)
+        states = [*desired, *observed, *desired, *observed]
+        placed = (
+            f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in
+            "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
+            "WHERE v.host IS NOT NULL GROUP BY v.host"
+        )
+        moving = (
+            f"SELECT json_extract(o.params, '$.target'),{sums} "  # noqa: S608 - only ? marks are formatted in
+            "FROM operations o JOIN vms v ON v.id = o.vm_id "
+            "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
+            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
+        )
+        out: dict[str, list[float]] = {}
+        for sql, params in ((placed, states), (moving, [*states, *_MOVING_KINDS, *_OPEN])):
+            for host, cpus, memory, disk in self.db.execute(sql, params):
+                if host is None:
+                    continue
+                slot = out.setdefault(host, [0, 0, 0])
+                slot[0] += cpus or 0
+                slot[1] += memory or 0
+                slot[2] += disk or 0
+        return out
+
+    def vms_by_host(self) -> dict[str, int]:
+        """host -> how many VMs are placed there, running or not."""
+        return dict(
+            self.db.execute(
+                "SELECT host, count(*) FROM vms WHERE host IS NOT NULL GROUP BY host"
+            ).fetchall()
+        )
+
+    def group_members_by_host(self, group: str, excluding: str | None) -> dict[str, int]:
+        """host -> members of the server group (other than the VM `excluding`)
+        placed there, or on their way there (an open migration or move)."""
+        members: dict[str, int] = {}
+        rows = self.db.execute(
+            "SELECT host, count(*) FROM vms WHERE json_extract(spec, '$.group') = ? "
+            "AND id IS NOT ? AND host IS NOT NULL AND desired_state != ? GROUP BY host",
+            [group, excluding, DesiredState.DELETED],
+        )
+        for host, count in rows:
+            members[host] = count
+        for (params,) in self.db.execute(
+            "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id "  # noqa: S608 - ? marks only
+            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) "
+            "AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
+            [*_MOVING_KINDS, *_OPEN, group, excluding],
+        ):
+            target = json.loads(params).get("target")
+            if target:
+                members[target] = members.get(target, 0) + 1
+        return members
+
+    # -- for the exporter ------------------------------------------------------
+    def running_since(self) -> dict[str, float]:
+        """id -> when each running VM was last seen to start running."""
+        return dict(
+            self.db.execute(
+                "SELECT id, state_changed FROM vms WHERE observed_state = ? "
+                "AND state_changed IS NOT NULL",
+                [VMState.RUNNING],
+            ).fetchall()
+        )
+
+    def vm_counts_by_state(
+        self,
+    ) -> tuple[list[tuple[str | None, int]], list[tuple[str | None, int]]]:
+        """(desired state, count) and (observed state, count)."""
+        desired = self.db.execute(
+            "SELECT desired_state, count(*) FROM vms GROUP BY desired_state"
+        ).fetchall()
+        observed = self.db.execute(
+            "SELECT observed_state, count(*) FROM vms GROUP BY observed_state"
+        ).fetchall()
+        return desired, observed
+
+    def finished_operation_counts(self) -> list[tuple[str, str, int]]:
+        return self.db.execute(
+            f"SELECT kind, status, count(*) FROM operations WHERE status IN ({marks(_FINAL)}) "  # noqa: S608 - ? marks
+            "GROUP BY kind, status",
+            _FINAL,
+        ).fetchall()
+
+    def open_operation_counts(self) -> list[tuple[str, str, int]]:
+        return self.db.execute(
+            f"SELECT kind, status, count(*) FROM operations WHERE status IN ({marks(_OPEN)}) "  # noqa: S608 - ? marks
+            "GROUP BY kind, status",
+            _OPEN,
+        ).fetchall()
+
+    def running_operation_progress(self) -> list[tuple[str | None, str, int | None]]:
+        """(VM name, kind, percent done) of each running operation."""
+        return self.db.execute(
+            "SELECT vm_name, kind, max(progress) FROM operations WHERE status = ? "
+            "GROUP BY vm_name, kind",
+            [OpStatus.RUNNING],
+        ).fetchall()
+
+    def operation_duration_buckets(self, bounds: Sequence[float]) -> list[tuple[Any, ...]]:
+        """Per (kind, status) of finished operations: how many took at most each
+        bound (seconds, start to end), how many in all, and their total seconds."""
+        buckets = ", ".join("sum(d <= ?)" for _ in bounds)
+        sql = (
+            f"SELECT kind, status, {buckets}, count(*), sum(d) FROM "  # noqa: S608 - only ? marks
+            "(SELECT kind, status, max(0, finished - coalesce(started, created)) AS d "
+            "FROM operations "
+            f"WHERE status IN ({marks(_FINAL)}) AND finished IS NOT NULL) GROUP BY kind, status"
+        )
+        return self.db.execute(sql, [*(float(b) for b in bounds), *_FINAL]).fetchall()
+
+    def event_counts(self) -> list[tuple[str, int]]:
+        return self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()
+
+    def vm_event_counts(self, kinds: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(VM name, kind, count) of the events of these kinds about VMs that exist."""
+        return self.db.execute(
+            "SELECT v.name, e.kind, count(*) FROM events e JOIN vms v ON v.id = e.vm_id "  # noqa: S608 - ? marks
+            f"WHERE e.kind IN ({marks(kinds)}) GROUP BY v.name, e.kind",
+            list(kinds),
+        ).fetchall()

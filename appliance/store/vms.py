@@ -1,0 +1,184 @@
+"""The VM records: one row per VM, its spec as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from appliance.errors import NotFound, PreconditionFailed
+from appliance.model import DesiredState, VMState
+from appliance.store.base import Row, StoreBase, marks
+
+
+def _decode_vm(row: Row) -> Row:
+    row = dict(row)
+    row["spec"] = json.loads(row["spec"])
+    row["restart_required"] = bool(row.get("restart_required"))
+    return row
+
+
+class VMRecords(StoreBase):
+    def _vm_select(self, with_xml: bool) -> str:
+        """The columns to read: without the domain XML (~4.5 kB each) when the
+        caller does not show it."""
+        if with_xml:
+            return "*"
+        return ", ".join(sorted(c for c in self.columns("vms") if c != "domain_xml"))
+
+    def _vms(
+        self, where: str = "", params: Iterable[object] = (), with_xml: bool = True
+    ) -> list[Row]:
+        return [
+            _decode_vm(r)
+            for r in self._rows(
+                "vms", where, list(params), order_by="name", select=self._vm_select(with_xml)
+            )
+        ]
+
+    def get_vm(self, name: str) -> Row:
+        rows = self._vms("name = ?", [name])
+        if not rows:
+            raise NotFound(f"no VM named {name!r}", "name")
+        return rows[0]
+
+    def get_vm_by_id(self, vm_id: str) -> Row | None:
+        rows = self._vms("id = ?", [vm_id])
+        return rows[0] if rows else None
+
+    def vm_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM vms WHERE name = ?", [name]).fetchone() is not None
+
+    def list_vms(self, with_xml: bool = True) -> list[Row]:
+        """Every VM, by name."""
+        return self._vms(with_xml=with_xml)
+
+    def vms_on_host(
+        self,
+        host: str,
+        include_deleted: bool = False,
+        observed: Iterable[VMState] | None = None,
+        with_xml: bool = False,
+    ) -> list[Row]:
+        """The VMs placed on a host; `observed`: only those in these observed states."""
+        where, params = "host = ?", [host]
+        if not include_deleted:
+            where += " AND desired_state != ?"
+            params.append(DesiredState.DELETED)
+        if observed is not None:
+            states = [str(s) for s in observed]
+            where += f" AND observed_state IN ({marks(states)})"
+            params += states
+        return self._vms(where, params, with_xml=with_xml)
+
+    def vms_in_states(self, states: Iterable[VMState], with_xml: bool = False) -> list[Row]:
+        """The VMs whose observed state is one of these."""
+        values = [str(s) for s in states]
+        return self._vms(f"observed_state IN ({marks(values)})", values, with_xml=with_xml)
+
+    def vm_by_mac(self, mac: str, excluding: str | None = None) -> Row | None:
+        """The VM (other than `excluding`, an id) that has this MAC."""
+        rows = self._vms("mac = ? AND id IS NOT ?", [mac, excluding], with_xml=False)
+        return rows[0] if rows else None
+
+    def vm_with_fixed_ip(self, network: str, ip: str, excluding: str | None = None) -> Row | None:
+        """The VM (other than `excluding`) given this address on this libvirt network."""
+        rows = self._vms(
+            "json_extract(spec, '$.network.name') = ? AND json_extract(spec, '$.network.ip') = ? "
+            "AND id IS NOT ?",
+            [network, ip, excluding],
+            with_xml=False,
+        )
+        return rows[0] if rows else None
+
+    def vm_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM vms ORDER BY name")]
+
+    def vm_names_on_host(self, host: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute("SELECT name FROM vms WHERE host = ? ORDER BY name", [host])
+        ]
+
+    def vm_names_using_image(self, image: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT name FROM vms WHERE json_extract(spec, '$.image') = ? ORDER BY name",
+                [image],
+            )
+        ]
+
+    def vm_ids_and_names(self) -> dict[str, str]:
+        """id (the libvirt domain's UUID) -> name."""
+        return {vm_id: name for vm_id, name in self.db.execute("SELECT id, name FROM vms")}
+
+    def group_members(self, group: str) -> list[tuple[str, str | None]]:
+        """(name, host) of each VM in a server group."""
+        return [
+            (name, host)
+            for name, host in self.db.execute(
+                "SELECT name, host FROM vms WHERE json_extract(spec, '$.group') = ? ORDER BY name",
+                [group],
+            )
+        ]
+
+    def insert_vm(self, row: Row) -> None:
+        row = dict(row)
+        row["spec"] = json.dumps(row["spec"], sort_keys=True)
+        self.db.table("vms").insert(row)
+
+    def update_vm(
+        self, vm_id: str, expect_generation: int | None = None, bump: bool = True, **fields: Any
+    ) -> None:
+        """Update one VM. With expect_generation, fail unless it is still current
+        (compare-and-set); with bump, the generation advances (spec changes do;
+        observed-state updates from the controller do not)."""
+        if "spec" in fields:
+            fields["spec"] = json.dumps(fields["spec"], sort_keys=True)
+        fields["updated"] = self.clock()
+        cas = expect_generation is not None
+        changed = self._update(
+            "vms",
+            "id",
+            vm_id,
+            fields,
+            extra_set="generation = generation + 1" if bump else "",
+            extra_where=" AND generation = ?" if cas else "",
+            extra_params=[expect_generation] if cas else [],
+        )
+        if changed == 0:
+            if cas and self.get_vm_by_id(vm_id) is not None:
+                raise PreconditionFailed(
+                    "the VM was changed by someone else; read it again", "generation"
+                )
+            raise NotFound(f"no VM with id {vm_id}", "name")
+
+    def clear_ready_unless_running(self) -> None:
+        """A VM that is not running is not ready; its next boot is judged afresh."""
+        self.db.execute(
+            "UPDATE vms SET ready = NULL WHERE ready IS NOT NULL AND observed_state != ?",
+            [VMState.RUNNING],
+        )
+
+    def clear_ready(self, vm_ids: Iterable[str]) -> None:
+        """Clear readiness of these VMs only (those that just left running)."""
+        self.db.conn.executemany(
+            "UPDATE vms SET ready = NULL WHERE id = ? AND ready IS NOT NULL",
+            [(vm_id,) for vm_id in vm_ids],
+        )
+
+    def list_vms_for_resync(self) -> list[Row]:
+        """Every VM as the resync compares it with libvirt: neither its domain
+        XML (~4.5 kB each; `has_domain_xml` says whether it has one) nor its
+        spec, of which only `network_type` is read (decoding 2,000 specs every
+        pass was half of the pass's CPU)."""
+        sql = (
+            "SELECT id, name, host, desired_state, observed_state, observed_reason, state_changed, "
+            "mac, addresses, domain_xml IS NOT NULL AS has_domain_xml, "
+            "json_extract(spec, '$.network.type') AS network_type FROM vms"
+        )
+        return list(self.db.query(sql))
+
+    def delete_vm(self, vm_id: str) -> None:
+        self.db.execute("DELETE FROM vms WHERE id = ?", [vm_id])
