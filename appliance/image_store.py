@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO, Protocol
 
 from appliance import spec as specs
 from appliance.config import Config
@@ -68,6 +68,12 @@ def remove_stale_uploads(config: Config) -> list[Path]:
     return removed
 
 
+class ByteSource(Protocol):
+    """What an image is read from: a file, or a request body (falcon's BoundedStream)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ImageStore:
     def __init__(self, store: Store, config: Config, clock: Callable[[], float] = time.time):
         self.store = store
@@ -75,7 +81,7 @@ class ImageStore:
         self.clock = clock
 
     # -- entry points ---------------------------------------------------------------------
-    def upload(self, name: str, stream: IO[bytes], length: int | None) -> dict:
+    def upload(self, name: str, stream: ByteSource, length: int | None) -> dict:
         """An image sent as a request body. A declared length over the cap or
         the free space is refused before a byte is written; a body of unknown
         length is cut off (and its file removed) once it passes the cap."""
@@ -106,7 +112,7 @@ class ImageStore:
             self._copy_file(source, tmp)
         return self._register(name, tmp, str(source_path))
 
-    def _copy_file(self, source: IO[bytes], tmp: Path) -> None:
+    def _copy_file(self, source: BinaryIO, tmp: Path) -> None:
         size = os.fstat(source.fileno()).st_size
         self._require_room(size, "path")
         self._receive(source, tmp, size, "path")
@@ -179,7 +185,7 @@ class ImageStore:
             raise Invalid(f"not enough free space for the image: {_mib(size)} needed, "
                           f"{_mib(max(0, free - FREE_SPACE_RESERVE))} available", field)
 
-    def _receive(self, source: IO[bytes], tmp: Path, length: int | None, field: str) -> None:
+    def _receive(self, source: ByteSource, tmp: Path, length: int | None, field: str) -> None:
         """Copy `source` into a new `tmp` (mode 0600), within the cap and the free space."""
         cap = self.config.max_image_bytes
         written = 0

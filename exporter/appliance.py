@@ -50,7 +50,15 @@ GIB = 1024 ** 3
 
 
 # Event kinds counted per VM (vmappliance_vm_events_total), for alerts that name the VM.
-VM_EVENT_KINDS = ("liveness-failed", "operation-failed", "converging", "evacuated", "lost", "migrated")
+VM_EVENT_KINDS = (
+    "liveness-failed",
+    "operation-failed",
+    "converging",
+    "evacuated",
+    "lost",
+    "migrated",
+)
+
 
 def publish_reconcile(controller, store: Store, stopping: threading.Event,
                       period: float = 1.0) -> threading.Thread:
@@ -75,13 +83,18 @@ def publish_reconcile(controller, store: Store, stopping: threading.Event,
     return thread
 
 
-def store_targets(store: Store, default_uri: str,
-                  uri_allowed: Callable[[str], bool] = lambda uri: True) -> Callable[[], list[Target]]:
+def store_targets(
+    store: Store, default_uri: str, uri_allowed: Callable[[str], bool] = lambda uri: True
+) -> Callable[[], list[Target]]:
     """The hosts the controller recorded; the configured URI as `local` before it has.
     A host whose URI is not allowed (appliance/hosturi.py) is not opened."""
 
     def targets() -> list[Target]:
-        hosts = [Target(h["name"], h["uri"]) for h in store.list_hosts() if h.get("uri") and uri_allowed(h["uri"])]
+        hosts = [
+            Target(h["name"], h["uri"])
+            for h in store.list_hosts()
+            if h.get("uri") and uri_allowed(h["uri"])
+        ]
         return hosts or [Target("local", default_uri)]
 
     return targets
@@ -96,7 +109,9 @@ def store_names(store: Store) -> Callable[[], dict[str, str]]:
     return names
 
 
-def store_uptimes(store: Store, clock: Callable[[], float] = time.time) -> Callable[[], dict[str, float]]:
+def store_uptimes(
+    store: Store, clock: Callable[[], float] = time.time
+) -> Callable[[], dict[str, float]]:
     """Seconds since each running VM was last seen to start running."""
 
     def uptimes() -> dict[str, float]:
@@ -107,11 +122,17 @@ def store_uptimes(store: Store, clock: Callable[[], float] = time.time) -> Calla
 
 
 class ApplianceCollector:
-    """VMs by state, operations, events, the controller's reconcile duration, hosts as the scheduler sees them.
+    """VMs by state, operations, events, the controller's reconcile duration, hosts as the
+    scheduler sees them.
 
     heartbeat_age: a host whose heartbeat is older counts as down (Config.heartbeat_age)."""
 
-    def __init__(self, store: Store, heartbeat_age: float | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        heartbeat_age: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store
         self.heartbeat_age = Config.heartbeat_age if heartbeat_age is None else heartbeat_age
         self.clock = clock
@@ -130,26 +151,38 @@ class ApplianceCollector:
 
     def _vms(self) -> list[Metric]:
         by_desired, by_observed = self.store.vm_counts_by_state()
-        desired = GaugeMetricFamily("vmappliance_vms_desired", "VMs by desired state.", labels=["state"])
+        desired = GaugeMetricFamily(
+            "vmappliance_vms_desired", "VMs by desired state.", labels=["state"]
+        )
         for state, count in by_desired:
             desired.add_metric([state or ""], count)
-        observed = GaugeMetricFamily("vmappliance_vms_observed", "VMs by observed state.", labels=["state"])
+        observed = GaugeMetricFamily(
+            "vmappliance_vms_observed", "VMs by observed state.", labels=["state"]
+        )
         for state, count in by_observed:
             observed.add_metric([state or "unknown"], count)
-        ready = GaugeMetricFamily("vmappliance_vm_ready",
-                                  "1 if a running VM is ready (its readiness probe passes, or it has none).",
-                                  labels=["vm"])
+        ready = GaugeMetricFamily(
+            "vmappliance_vm_ready",
+            "1 if a running VM is ready (its readiness probe passes, or it has none).",
+            labels=["vm"],
+        )
         for row in self.store.vms_in_states([VMState.RUNNING]):
             ready.add_metric([row["name"]], float(is_ready(row)))
         return [desired, observed, ready]
 
     def _operations(self) -> list[Metric]:
-        finished = CounterMetricFamily("vmappliance_operations",
-                                       "Operations finished, by kind and result.", labels=["kind", "status"])
+        finished = CounterMetricFamily(
+            "vmappliance_operations",
+            "Operations finished, by kind and result.",
+            labels=["kind", "status"],
+        )
         for kind, status, count in self.store.finished_operation_counts():
             finished.add_metric([kind, status], count)
-        open_ = GaugeMetricFamily("vmappliance_operations_open", "Operations pending or running, by kind.",
-                                  labels=["kind", "status"])
+        open_ = GaugeMetricFamily(
+            "vmappliance_operations_open",
+            "Operations pending or running, by kind.",
+            labels=["kind", "status"],
+        )
         progress = GaugeMetricFamily("vmappliance_operation_progress_ratio",
                                      "Progress of each running operation (0-1), e.g. a migration.",
                                      labels=["vm", "kind"])
@@ -158,23 +191,32 @@ class ApplianceCollector:
         for vm, kind, value in self.store.running_operation_progress():
             progress.add_metric([vm or "", kind], (value or 0) / 100.0)
         # The duration histogram, bucketed in SQL: one pass over the table.
-        duration = HistogramMetricFamily("vmappliance_operation_duration_seconds",
-                                         "Time from an operation's start to its end, by kind and result.",
-                                         labels=["kind", "status"])
+        duration = HistogramMetricFamily(
+            "vmappliance_operation_duration_seconds",
+            "Time from an operation's start to its end, by kind and result.",
+            labels=["kind", "status"],
+        )
         for kind, status, *values in self.store.operation_duration_buckets(OPERATION_BUCKETS):
             counts, total, seconds = values[:-2], values[-2], values[-1]
-            buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts, strict=True)] + [("+Inf", total)]
+            buckets = [(str(b), c) for b, c in zip(OPERATION_BUCKETS, counts, strict=True)] + [
+                ("+Inf", total)
+            ]
             duration.add_metric([kind, status], buckets, seconds or 0.0)
         return [finished, open_, progress, duration]
 
     def _events(self) -> list[Metric]:
-        events = CounterMetricFamily("vmappliance_events", "Events recorded, by kind.", labels=["kind"])
+        events = CounterMetricFamily(
+            "vmappliance_events", "Events recorded, by kind.", labels=["kind"]
+        )
         for kind, count in self.store.event_counts():
             events.add_metric([kind], count)
         # The kinds an alert wants to name a VM for, for the VMs that exist (a
         # deleted VM's series end with it: the label set stays bounded).
-        per_vm = CounterMetricFamily("vmappliance_vm_events", "Events about a VM that alerts name it for, by kind.",
-                                     labels=["vm", "kind"])
+        per_vm = CounterMetricFamily(
+            "vmappliance_vm_events",
+            "Events about a VM that alerts name it for, by kind.",
+            labels=["vm", "kind"],
+        )
         for vm, kind, count in self.store.vm_event_counts(VM_EVENT_KINDS):
             per_vm.add_metric([vm, kind], count)
         return [events, per_vm]
@@ -197,27 +239,58 @@ class ApplianceCollector:
         memory_bytes or disk_bytes; a resource whose inventory is unknown yet (0) has
         no physical or capacity series, so ratios against it stay empty."""
         g = GaugeMetricFamily
-        state = g("vmappliance_host_state", "1 for the host's administrative state (enabled, disabled, maintenance).",
-                  labels=["host", "state"])
-        heartbeat = g("vmappliance_host_heartbeat_up",
-                      "1 if the controller's heartbeat on the host's libvirt is recent and answered (the "
-                      "scheduler's view), else 0.", labels=["host"])
-        last_seen = g("vmappliance_host_last_heartbeat_timestamp_seconds",
-                      "When the controller last heard from the host's libvirt (Unix time).", labels=["host"])
-        physical = g("vmappliance_host_physical", "The host's inventory: CPUs, memory and VM disk storage "
-                     "(resource = vcpus, memory_bytes, disk_bytes).", labels=["host", "resource"])
-        ratio = g("vmappliance_host_overcommit_ratio", "Overcommit allowed on the host: capacity = physical x ratio "
-                  "(memory: minus the reserved memory).", labels=["host", "resource"])
-        reserved = g("vmappliance_host_reserved_memory_bytes", "Memory kept for the host itself, out of capacity.",
-                     labels=["host"])
-        capacity = g("vmappliance_host_capacity", "What the scheduler may place on the host: physical x overcommit "
-                     "ratio (memory: minus reserved).", labels=["host", "resource"])
-        allocated = g("vmappliance_host_allocated", "What the VMs placed on the host and those migrating to it "
-                      "claim: disks always; vCPUs and memory while active (desired running or paused) or "
-                      "reserved (reserve_when_stopped).", labels=["host", "resource"])
+        state = g(
+            "vmappliance_host_state",
+            "1 for the host's administrative state (enabled, disabled, maintenance).",
+            labels=["host", "state"],
+        )
+        heartbeat = g(
+            "vmappliance_host_heartbeat_up",
+            "1 if the controller's heartbeat on the host's libvirt is recent and answered (the "
+            "scheduler's view), else 0.",
+            labels=["host"],
+        )
+        last_seen = g(
+            "vmappliance_host_last_heartbeat_timestamp_seconds",
+            "When the controller last heard from the host's libvirt (Unix time).",
+            labels=["host"],
+        )
+        physical = g(
+            "vmappliance_host_physical",
+            "The host's inventory: CPUs, memory and VM disk storage "
+            "(resource = vcpus, memory_bytes, disk_bytes).",
+            labels=["host", "resource"],
+        )
+        ratio = g(
+            "vmappliance_host_overcommit_ratio",
+            "Overcommit allowed on the host: capacity = physical x ratio "
+            "(memory: minus the reserved memory).",
+            labels=["host", "resource"],
+        )
+        reserved = g(
+            "vmappliance_host_reserved_memory_bytes",
+            "Memory kept for the host itself, out of capacity.",
+            labels=["host"],
+        )
+        capacity = g(
+            "vmappliance_host_capacity",
+            "What the scheduler may place on the host: physical x overcommit "
+            "ratio (memory: minus reserved).",
+            labels=["host", "resource"],
+        )
+        allocated = g(
+            "vmappliance_host_allocated",
+            "What the VMs placed on the host and those migrating to it "
+            "claim: disks always; vCPUs and memory while active (desired running or paused) or "
+            "reserved (reserve_when_stopped).",
+            labels=["host", "resource"],
+        )
         vms = g("vmappliance_host_vms", "VMs placed on the host, running or not.", labels=["host"])
-        storage_free = g("vmappliance_host_storage_free_bytes",
-                         "Free space where the host's VM disks are (thin disks grow into it).", labels=["host"])
+        storage_free = g(
+            "vmappliance_host_storage_free_bytes",
+            "Free space where the host's VM disks are (thin disks grow into it).",
+            labels=["host"],
+        )
         rows = {row["name"]: row for row in self.store.list_hosts()}
         counts = placement.vms_by_host(self.store)
         used = placement.allocations(self.store)
@@ -227,7 +300,9 @@ class ApplianceCollector:
             admin = row["state"] or HostAdminState.ENABLED
             for value in HOST_STATES:
                 state.add_metric([name, value], 1.0 if admin == value else 0.0)
-            heartbeat.add_metric([name], 1.0 if placement.host_is_up(row, now, self.heartbeat_age) else 0.0)
+            heartbeat.add_metric(
+                [name], 1.0 if placement.host_is_up(row, now, self.heartbeat_age) else 0.0
+            )
             if row["last_seen"] is not None:
                 last_seen.add_metric([name], row["last_seen"])
             # Defaults as placement.host_states applies them.
@@ -235,8 +310,11 @@ class ApplianceCollector:
                       "memory_bytes": row["ram_ratio"] or HOST_RATIOS["ram_ratio"].default,
                       "disk_bytes": row["disk_ratio"] or HOST_RATIOS["disk_ratio"].default}
             reserved_bytes = int(row["reserved_memory_mib"] or 0) * MIB
-            inventory = {"vcpus": int(info.get("cpus") or 0), "memory_bytes": int(info.get("memory_mib") or 0) * MIB,
-                         "disk_bytes": int(info.get("disk_bytes") or 0)}
+            inventory = {
+                "vcpus": int(info.get("cpus") or 0),
+                "memory_bytes": int(info.get("memory_mib") or 0) * MIB,
+                "disk_bytes": int(info.get("disk_bytes") or 0),
+            }
             cpus, memory_mib, disk = used.get(name, (0, 0, 0))
             claims = {"vcpus": cpus, "memory_bytes": memory_mib * MIB, "disk_bytes": disk}
             reserved.add_metric([name], reserved_bytes)
@@ -252,4 +330,15 @@ class ApplianceCollector:
             vms.add_metric([name], counts.get(name, 0))
             if info.get("disk_free_bytes") is not None:
                 storage_free.add_metric([name], int(info["disk_free_bytes"]))
-        return [state, heartbeat, last_seen, physical, ratio, reserved, capacity, allocated, vms, storage_free]
+        return [
+            state,
+            heartbeat,
+            last_seen,
+            physical,
+            ratio,
+            reserved,
+            capacity,
+            allocated,
+            vms,
+            storage_free,
+        ]

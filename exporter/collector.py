@@ -1,4 +1,5 @@
-"""Prometheus families for VMs and hosts, from a fixed number of bulk libvirt calls per host per scrape.
+"""Prometheus families for VMs and hosts, from a fixed number of bulk libvirt calls
+per host per scrape.
 
 `LibvirtCollector.collect()` runs fresh at every scrape (prometheus_client
 calls it). Per host it makes a fixed number of calls, whatever the number of
@@ -58,11 +59,21 @@ NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 # (stats groups, flags) of the bulk calls: see the module's docstring.
 # Only the groups exported: each further one (iothread, dirtyrate, vm, perf) is another round
 # trip to every QEMU's monitor, and "0" (every group) cost 2.5x these on loaded TCG guests.
-ACTIVE_GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
-                 | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+ACTIVE_GROUPS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_INTERFACE
+    | libvirt.VIR_DOMAIN_STATS_BLOCK
+)
 ACTIVE_CALL = (ACTIVE_GROUPS, NOWAIT)  # domainListGetStats takes no ACTIVE/INACTIVE filter
-INACTIVE_CALL = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
-                 NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)
+INACTIVE_CALL = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BALLOON,
+    NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE,
+)
 CHUNKS = 4  # parts in flight on one connection (libvirtd's max_client_requests is 5)
 # libvirtd answers one connection's requests at most 5 at a time, and the time
 # of a stats call is spent waiting for each QEMU's monitor, not computing: so
@@ -86,7 +97,9 @@ class HostSample:
     domains: list[tuple[str, str, dict]]  # (uuid, domain name, stats)
     info: list
     free_memory: int
-    ours: frozenset[str] | None = None  # uuids of the domains with the appliance's metadata (ours_only)
+    ours: frozenset[str] | None = (
+        None  # uuids of the domains with the appliance's metadata (ours_only)
+    )
 
 
 def open_read_only(uri: str) -> libvirt.virConnect:
@@ -142,7 +155,9 @@ class LibvirtCollector:
         self._hosts: dict[Target, _Host] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="libvirt-scrape")
-        self._chunk_pool = ThreadPoolExecutor(max_workers=4 * chunks * connections, thread_name_prefix="libvirt-stats")
+        self._chunk_pool = ThreadPoolExecutor(
+            max_workers=4 * chunks * connections, thread_name_prefix="libvirt-stats"
+        )
 
     # -- talking to libvirt (in a worker thread, under the deadline) ---------------------
     def _sample(self, host: _Host) -> HostSample:
@@ -166,7 +181,9 @@ class LibvirtCollector:
                     domains.append((uuid, dom.name(), record))
                     if self.ours_only and self._ours(host, uuid, dom):
                         ours.add(uuid)
-            return HostSample(domains, info, free_memory, frozenset(ours) if self.ours_only else None)
+            return HostSample(
+                domains, info, free_memory, frozenset(ours) if self.ours_only else None
+            )
         except libvirt.libvirtError:
             # The connection may be dead: open a fresh one at the next scrape.
             conns, host.conn, host.more_conns = [host.conn, *host.more_conns], None, []
@@ -205,7 +222,8 @@ class LibvirtCollector:
         if not first:
             return []
         count = min(self.chunks * len(conns), len(first))
-        # Other connections are listed only when their parts are needed (a few domains: one connection).
+        # Other connections are listed only when their parts are needed
+        # (a few domains: one connection).
         used = conns[: -(-count // self.chunks)]
         listed = [first, *self._chunk_pool.map(_list_active, used[1:])]
         by_uuid = [{d.UUIDString(): d for d in doms} for doms in listed]
@@ -224,16 +242,17 @@ class LibvirtCollector:
             return used[owner].domainListGetStats(doms, *ACTIVE_CALL)
 
         try:
-            records = []
-            for part in self._chunk_pool.map(stats, parts.items()):
-                records.extend(part)
+            records: list = []
+            for chunk in self._chunk_pool.map(stats, parts.items()):
+                records.extend(chunk)
             return records
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
             # One went away since the list: ask for whatever is running now, in one call.
-            return conn.getAllDomainStats(ACTIVE_CALL[0],
-                                          ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            return conn.getAllDomainStats(
+                ACTIVE_CALL[0], ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+            )
 
     def _host(self, target: Target) -> _Host:
         with self._lock:
@@ -255,7 +274,9 @@ class LibvirtCollector:
             futures[target] = host.pending
         for target, future in futures.items():
             try:
-                results[target] = future.result(timeout=max(0.0, self.deadline - (time.monotonic() - started)))
+                results[target] = future.result(
+                    timeout=max(0.0, self.deadline - (time.monotonic() - started))
+                )
             except FutureTimeout:
                 results[target] = f"no answer within {self.deadline} s"
             except Exception as err:  # noqa: BLE001 - one host's failure is that host's only
@@ -289,12 +310,12 @@ class LibvirtCollector:
         yield duration
 
     def families(self, samples: dict[Target, HostSample | str], names: dict[str, str],
-                 uptimes: dict[str, float]) -> Iterator[Metric]:
+                 uptimes: dict[str, float]) -> list[Metric]:
         f = Families()
         for target, sample in samples.items():
             up = isinstance(sample, HostSample)
             f.host_up.add_metric([target.name], 1.0 if up else 0.0)
-            if not up:
+            if not isinstance(sample, HostSample):
                 log.warning("libvirt host %s (%s): %s", target.name, target.uri, sample)
                 continue
             try:
@@ -306,7 +327,9 @@ class LibvirtCollector:
             managed_names = {names[uuid] for uuid, _, _ in sample.domains if uuid in names}
             for uuid, dom_name, stats in sample.domains:
                 managed = uuid in names
-                if (not managed and self.managed_only) or (sample.ours is not None and uuid not in sample.ours):
+                if (not managed and self.managed_only) or (
+                    sample.ours is not None and uuid not in sample.ours
+                ):
                     continue
                 vm = names[uuid] if managed else dom_name
                 if vm in seen or (not managed and vm in managed_names):

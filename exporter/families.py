@@ -8,11 +8,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from appliance.virt.host import REASONS, STATES
 
+# A family the collector adds samples to (both kinds have add_metric; Metric has not).
+Family = GaugeMetricFamily | CounterMetricFamily
+# (libvirt stats key, family name, help, scale to base units)
+StatsTable = list[tuple[str, str, str, float]]
+
 KIB = 1024
 NS = 1e-9
 
 # (stats key, family suffix, help, scale) -- a table, so coverage is easy to read.
-VM_GAUGES = [
+VM_GAUGES: StatsTable = [
     ("vcpu.current", "vcpus", "Virtual CPUs the VM has now.", 1),
     ("vcpu.maximum", "vcpus_maximum", "Virtual CPUs the VM may have.", 1),
     ("balloon.current", "memory_current_bytes", "Memory the VM has now (balloon size).", KIB),
@@ -23,7 +28,7 @@ VM_GAUGES = [
     ("balloon.disk_caches", "memory_disk_caches_bytes", "Guest memory used for disk caches.", KIB),
     ("balloon.rss", "memory_rss_bytes", "Resident memory of the VM's process on the host.", KIB),
 ]
-VM_COUNTERS = [
+VM_COUNTERS: StatsTable = [
     ("cpu.time", "cpu_seconds", "CPU time the VM used.", NS),
     ("cpu.user", "cpu_user_seconds", "User CPU time of the VM's process.", NS),
     ("cpu.system", "cpu_system_seconds", "System CPU time of the VM's process.", NS),
@@ -32,12 +37,12 @@ VM_COUNTERS = [
     ("balloon.major_fault", "memory_major_faults", "Major page faults in the guest.", 1),
     ("balloon.minor_fault", "memory_minor_faults", "Minor page faults in the guest.", 1),
 ]
-BLOCK_GAUGES = [
+BLOCK_GAUGES: StatsTable = [
     ("capacity", "block_capacity_bytes", "Size of the disk as the guest sees it.", 1),
     ("allocation", "block_allocation_bytes", "Highest offset written in the disk's image.", 1),
     ("physical", "block_physical_bytes", "Size of the disk's image on the host.", 1),
 ]
-BLOCK_COUNTERS = [
+BLOCK_COUNTERS: StatsTable = [
     ("rd.bytes", "block_read_bytes", "Bytes read from the disk.", 1),
     ("wr.bytes", "block_write_bytes", "Bytes written to the disk.", 1),
     ("rd.reqs", "block_read_requests", "Read requests to the disk.", 1),
@@ -47,7 +52,7 @@ BLOCK_COUNTERS = [
     ("wr.times", "block_write_seconds", "Time spent writing the disk.", NS),
     ("fl.times", "block_flush_seconds", "Time spent flushing the disk.", NS),
 ]
-NET_COUNTERS = [
+NET_COUNTERS: StatsTable = [
     ("rx.bytes", "network_receive_bytes", "Bytes received.", 1),
     ("rx.pkts", "network_receive_packets", "Packets received.", 1),
     ("rx.errs", "network_receive_errors", "Receive errors.", 1),
@@ -57,7 +62,7 @@ NET_COUNTERS = [
     ("tx.errs", "network_transmit_errors", "Transmit errors.", 1),
     ("tx.drop", "network_transmit_drops", "Sent packets dropped.", 1),
 ]
-VCPU_COUNTERS = [
+VCPU_COUNTERS: StatsTable = [
     ("time", "vcpu_seconds", "CPU time of one virtual CPU.", NS),
     ("wait", "vcpu_wait_seconds", "Time one virtual CPU waited for a host CPU.", NS),
 ]
@@ -70,18 +75,36 @@ class Families:
 
     def __init__(self) -> None:
         g, c = GaugeMetricFamily, CounterMetricFamily
-        self.host_up = g("vmappliance_host_up", "1 if the host's libvirt answered this scrape, else 0.",
-                         labels=["host"])
-        self.domain_errors = g("vmappliance_exporter_domain_errors",
-                               "Domains left out of this scrape (bad stats or a name clash).", labels=["host"])
-        self.vm_info = g("vmappliance_vm_info", "One per VM: its libvirt domain and whether the appliance manages it.",
-                         labels=["vm", "host", "domain", "managed"])
-        self.by_name: dict[str, Metric] = {}
-        self._define(g("vmappliance_vm_state", "1 for the VM's current state and the reason libvirt gives.",
-                       labels=[*VM_LABELS, "state", "reason"]))
-        self._define(g("vmappliance_vm_uptime_seconds",
-                       "Seconds since the appliance saw the VM start running (managed, running VMs only).",
-                       labels=VM_LABELS))
+        self.host_up = g(
+            "vmappliance_host_up",
+            "1 if the host's libvirt answered this scrape, else 0.",
+            labels=["host"],
+        )
+        self.domain_errors = g(
+            "vmappliance_exporter_domain_errors",
+            "Domains left out of this scrape (bad stats or a name clash).",
+            labels=["host"],
+        )
+        self.vm_info = g(
+            "vmappliance_vm_info",
+            "One per VM: its libvirt domain and whether the appliance manages it.",
+            labels=["vm", "host", "domain", "managed"],
+        )
+        self.by_name: dict[str, Family] = {}
+        self._define(
+            g(
+                "vmappliance_vm_state",
+                "1 for the VM's current state and the reason libvirt gives.",
+                labels=[*VM_LABELS, "state", "reason"],
+            )
+        )
+        self._define(
+            g(
+                "vmappliance_vm_uptime_seconds",
+                "Seconds since the appliance saw the VM start running (managed, running VMs only).",
+                labels=VM_LABELS,
+            )
+        )
         for _, name, doc, _ in VM_GAUGES:
             self._define(g("vmappliance_vm_" + name, doc, labels=VM_LABELS))
         for _, name, doc, _ in VM_COUNTERS:
@@ -97,10 +120,10 @@ class Families:
         for name, doc in HOST_GAUGES:
             self._define(g("vmappliance_host_" + name, doc, labels=["host"]))
 
-    def _define(self, family: Metric) -> None:
+    def _define(self, family: Family) -> None:
         self.by_name[family.name] = family
 
-    def get(self, name: str) -> Metric:
+    def get(self, name: str) -> Family:
         return self.by_name[name]
 
     def all(self) -> list[Metric]:
@@ -119,10 +142,16 @@ HOST_GAUGES = [
 ]
 
 
-def host_families(f: Families, host: str, info: list, free_memory: int, domains: list[tuple[str, str, dict]]) -> None:
+def host_families(
+    f: Families, host: str, info: list, free_memory: int, domains: list[tuple[str, str, dict]]
+) -> None:
     _model, memory_mib, cpus, mhz, *_ = info
-    active = [s for _, _, s in domains
-              if s.get("state.state") not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED, None)]
+    active = [
+        s
+        for _, _, s in domains
+        if s.get("state.state")
+        not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED, None)
+    ]
     values = {
         "cpus": cpus, "cpu_mhz": mhz, "memory_total_bytes": memory_mib * 1024 * 1024,
         "memory_free_bytes": free_memory, "domains": len(domains), "running_domains": len(active),

@@ -119,8 +119,11 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
         collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
     else:
         target = Target(host_name, libvirt_uri)
-        collectors = [LibvirtCollector(lambda: [target], deadline=deadline, ours_only=not all_domains,
-                                       **collector_args)]
+        collectors = [
+            LibvirtCollector(
+                lambda: [target], deadline=deadline, ours_only=not all_domains, **collector_args
+            )
+        ]
     registry.register(ScrapeDuration(collectors))
     return registry
 

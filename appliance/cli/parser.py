@@ -64,8 +64,12 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public", action="store_true",
                    help="serve /metrics without the token "
                         "(default: Bearer HOME/token, made at first start)")
-    p.add_argument("--all-domains", dest="all_domains", action="store_true",
-                   help="every domain of the host, not only the appliance's (they may be other tenants')")
+    p.add_argument(
+        "--all-domains",
+        dest="all_domains",
+        action="store_true",
+        help="every domain of the host, not only the appliance's (they may be other tenants')",
+    )
 
 
 def _add_create(sub: argparse._SubParsersAction) -> None:

@@ -35,10 +35,23 @@ class HostMonitor:
                 return
             if not store.host_exists(HOST_NAME) and not any(
                     h["uri"] == config.libvirt_uri for h in store.list_hosts()):
-                store.upsert_host({
-                    "name": HOST_NAME, "uri": config.libvirt_uri, "state": "enabled", "up": 0,
-                    "last_seen": None, "info": {}, "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
-                    "reserved_memory_mib": 0, "labels": {}, "storage": "shared", "created": self.ctx.clock()})
+                store.upsert_host(
+                    {
+                        "name": HOST_NAME,
+                        "uri": config.libvirt_uri,
+                        "state": "enabled",
+                        "up": 0,
+                        "last_seen": None,
+                        "info": {},
+                        "cpu_ratio": 16.0,
+                        "ram_ratio": 1.5,
+                        "disk_ratio": 1.0,
+                        "reserved_memory_mib": 0,
+                        "labels": {},
+                        "storage": "shared",
+                        "created": self.ctx.clock(),
+                    }
+                )
             store.set_meta("local-host-registered", "1")
 
     def sync_links(self) -> None:
@@ -63,7 +76,9 @@ class HostMonitor:
             link.was_up = False
             link.down_since = link.down_since or self.ctx.clock()
             log.warning("lost the connection to %s (%s); reconnecting", link.name, link.uri)
-            store.add_event("host-down", f"lost the connection to host {link.name} (libvirt at {link.uri})")
+            store.add_event(
+                "host-down", f"lost the connection to host {link.name} (libvirt at {link.uri})"
+            )
             link.reported_down = True
         refused = hosturi.refused(link.uri, self.ctx.config)
         try:
@@ -77,18 +92,29 @@ class HostMonitor:
             if not link.reported_down:
                 link.reported_down = True
                 reason = refused or (err.reason if isinstance(err, Unreachable) else str(err))
-                log.warning("host %s (libvirt at %s) unreachable (%s); retrying every second", link.name,
-                            link.uri, err)
-                store.add_event("host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}")
+                log.warning(
+                    "host %s (libvirt at %s) unreachable (%s); retrying every second",
+                    link.name,
+                    link.uri,
+                    err,
+                )
+                store.add_event(
+                    "host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}"
+                )
             return False
         link.was_up, link.reported_down, link.down_since = True, False, None
         log.info("connected to %s (%s)", link.name, link.uri)
         store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
-        self._record(link, up=True, info=self._inventory(link))  # up with what it has: placeable at once
+        # up with what it has: placeable at once
+        self._record(link, up=True, info=self._inventory(link))
         return True
 
     def _record(self, link: HostLink, up: bool, info: dict | None = None) -> None:
-        fields: dict = {"up": int(up), "last_seen": self.ctx.clock(), "down_since": None if up else link.down_since}
+        fields: dict = {
+            "up": int(up),
+            "last_seen": self.ctx.clock(),
+            "down_since": None if up else link.down_since,
+        }
         if info is not None:
             fields["info"] = info
         with self.ctx.store.transaction():

@@ -71,11 +71,21 @@ class Controller:
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self._listener = Listener(config.notify_socket)
         self._nudge = Notifier(config.notify_socket)
-        self.ctx = Context(store=store, config=config, instance_id=instance_id, domain_type=domain_type,
-                           links=Links(drivers or libvirt_drivers(config), self._on_event), nudge=self._nudge,
-                           clock=clock, monotonic=monotonic, sleep=sleep)
+        self.ctx = Context(
+            store=store,
+            config=config,
+            instance_id=instance_id,
+            domain_type=domain_type,
+            links=Links(drivers or libvirt_drivers(config), self._on_event),
+            nudge=self._nudge,
+            clock=clock,
+            monotonic=monotonic,
+            sleep=sleep,
+        )
         self.pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
-        self._connector = connector or ThreadPoolExecutor(max_workers=4, thread_name_prefix="connect")
+        self._connector = connector or ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="connect"
+        )
         self.files = VmFiles(self.ctx)
         self.strategies = RunStrategies(self.ctx)
         self.vms = VmObserver(self.ctx, self.strategies)
@@ -96,7 +106,9 @@ class Controller:
         self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
-        self.prober = Prober(store, config, self._probe_lookup, self.strategies.liveness_failed, clock)
+        self.prober = Prober(
+            store, config, self._probe_lookup, self.strategies.liveness_failed, clock
+        )
 
     # -- what callers (serve.py, tests) use ----------------------------------------------
     @property

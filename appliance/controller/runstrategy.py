@@ -11,10 +11,16 @@ FIRST_BACKOFF = 5.0
 def needs_action(row: dict) -> bool:
     """Whether the run strategy would do something about this record (no query)."""
     observed, desired = row["observed_state"], row["desired_state"]
-    return ((observed in ("stopped", "crashed") and desired in ("running", "paused"))
-            or (observed in ("running", "paused") and desired == "stopped")
-            or (observed == "running" and desired == "paused")
-            or (observed == "paused" and desired == "running" and (row["observed_reason"] or "") != "migration"))
+    return (
+        (observed in ("stopped", "crashed") and desired in ("running", "paused"))
+        or (observed in ("running", "paused") and desired == "stopped")
+        or (observed == "running" and desired == "paused")
+        or (
+            observed == "paused"
+            and desired == "running"
+            and (row["observed_reason"] or "") != "migration"
+        )
+    )
 
 
 class RunStrategies:
@@ -26,7 +32,11 @@ class RunStrategies:
         whole resync (a query per VM is what made the idle resync cost grow
         with the store). Only a VM that needs an action is read again, so that
         the action is decided on its current record."""
-        if row is None or row["desired_state"] == "deleted" or row["observed_state"] == "provisioning":
+        if (
+            row is None
+            or row["desired_state"] == "deleted"
+            or row["observed_state"] == "provisioning"
+        ):
             return
         if open_ops is not None:
             if row["id"] in open_ops:

@@ -20,7 +20,11 @@ def shown_state(row: dict, state: tuple[str, str] | None) -> tuple[str, str]:
     """(state, reason) to record for a VM whose domain shows `state` (None: no domain)."""
     if state is not None:
         return state
-    return ("provisioning", "") if row["observed_state"] == "provisioning" else ("stopped", "undefined")
+    return (
+        ("provisioning", "")
+        if row["observed_state"] == "provisioning"
+        else ("stopped", "undefined")
+    )
 
 
 class VmObserver:
@@ -46,7 +50,9 @@ class VmObserver:
         state, reason = shown_state(row, guest.state() if guest is not None else None)
         fields: dict = {}
         if state != row["observed_state"] or reason != (row["observed_reason"] or ""):
-            fields.update(observed_state=state, observed_reason=reason, state_changed=self.ctx.clock())
+            fields.update(
+                observed_state=state, observed_reason=reason, state_changed=self.ctx.clock()
+            )
         if guest is not None and (record_xml or fields):
             try:
                 fields["domain_xml"] = guest.xml()
@@ -117,7 +123,9 @@ class VmObserver:
                     own = {k: v.guest for k, v in listed.items()} if listed is not None else None
                     if self._other_copy(host, row, seen.guest, own):
                         adopted.add(vm_id)
-        for vm_id in adopted:  # its record moved to where it runs: observed there from the next pass
+        for (
+            vm_id
+        ) in adopted:  # its record moved to where it runs: observed there from the next pass
             rows.pop(vm_id)
         for vm_id, row in rows.items():
             if row["host"] not in found or vm_id in self.ctx.busy:
@@ -158,8 +166,12 @@ class VmObserver:
         if elsewhere_active and not mine_active:
             with self.ctx.store.transaction():
                 self.ctx.store.update_vm(row["id"], bump=False, host=host)
-                self.ctx.store.add_event("adopted", f"found running on {host} while its record said {row['host']}; "
-                                         f"the record now follows the guest", row)
+                self.ctx.store.add_event(
+                    "adopted",
+                    f"found running on {host} while its record said {row['host']}; "
+                    f"the record now follows the guest",
+                    row,
+                )
             self.ctx.backoff.pop(row["id"], None)
             return True
         self._remove_stale_copy(host, row, guest)
@@ -178,17 +190,25 @@ class VmObserver:
             log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err)
             return
         self.ctx.backoff.pop(row["id"], None)  # a start held back by that copy may go now
-        self.ctx.store.add_event("stale-copy-removed", f"host {host} still had this VM's domain"
-                                 + (" running" if was_active else "") + f" although it belongs on {row['host']}; "
-                                 "it was " + ("destroyed and " if was_active else "") + "undefined (disks kept)", row)
+        self.ctx.store.add_event(
+            "stale-copy-removed",
+            f"host {host} still had this VM's domain"
+            + (" running" if was_active else "")
+            + f" although it belongs on {row['host']}; "
+            "it was " + ("destroyed and " if was_active else "") + "undefined (disks kept)",
+            row,
+        )
 
     def _report_orphan(self, vm_id: str, guest: Guest) -> None:
         key = f"orphan-reported:{vm_id}"
         if self.ctx.store.get_meta(key):
             return
         self.ctx.store.set_meta(key, "1")
-        self.ctx.store.add_event("orphan-domain", f"domain {guest.name()} ({vm_id}) carries this appliance's id "
-                                 "but matches no VM in the store; it was left untouched")
+        self.ctx.store.add_event(
+            "orphan-domain",
+            f"domain {guest.name()} ({vm_id}) carries this appliance's id "
+            "but matches no VM in the store; it was left untouched",
+        )
 
     def adopt_on_start(self) -> None:
         """Remove disk folders of VMs the store no longer has (their delete was cut short)."""
@@ -198,12 +218,15 @@ class VmObserver:
         for path in self.ctx.config.vms_dir.iterdir():
             if path.is_dir() and path.name not in ids:
                 shutil.rmtree(path, ignore_errors=True)
-                self.ctx.store.add_event("orphan-disk-removed", f"removed {path}, which belonged to no VM")
+                self.ctx.store.add_event(
+                    "orphan-disk-removed", f"removed {path}, which belonged to no VM"
+                )
 
     # -- addresses --------------------------------------------------------------------------
     def refresh_addresses(self, row: dict, guest: Guest | None) -> None:
         addresses = []
-        # the resync's rows carry the network type alone (store.list_vms_for_resync), others the spec
+        # the resync's rows carry the network type alone (store.list_vms_for_resync);
+        # others the spec
         network = {"type": row["network_type"]} if "network_type" in row else row["spec"]["network"]
         if guest is not None and row["observed_state"] in ("running", "paused"):
             sources = ["lease", "agent"] if network["type"] == "network" else ["agent"]

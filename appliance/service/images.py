@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
 
 from appliance.errors import Conflict
-from appliance.image_store import ImageStore
+from appliance.image_store import ByteSource, ImageStore
 from appliance.service.base import ServiceBase
 from appliance.store import Row
 
@@ -29,7 +28,7 @@ class Images(ServiceBase):
         """Copy a file the admin named outside the API (vmctl serve --demo-image, fixtures)."""
         return self._image_store().import_trusted(name, path)
 
-    def upload_image(self, name: str, stream: IO[bytes], length: int | None) -> Row:
+    def upload_image(self, name: str, stream: ByteSource, length: int | None) -> Row:
         return self._image_store().upload(name, stream, length)
 
     def delete_image(self, name: str) -> None:

@@ -26,8 +26,17 @@ from appliance.virt.driver import (
     Unreachable,
 )
 
-INVENTORY = {"arch": "x86_64", "cpu_model": "Fake", "guest_arches": ["x86_64"], "memory_mib": 16384, "cpus": 16,
-             "mhz": 2000, "free_memory_bytes": 8 << 30, "hostname": "fake", "libvirt_version": 9000000}
+INVENTORY = {
+    "arch": "x86_64",
+    "cpu_model": "Fake",
+    "guest_arches": ["x86_64"],
+    "memory_mib": 16384,
+    "cpus": 16,
+    "mhz": 2000,
+    "free_memory_bytes": 8 << 30,
+    "hostname": "fake",
+    "libvirt_version": 9000000,
+}
 
 
 @dataclasses.dataclass
@@ -48,7 +57,8 @@ class FakeHost:
     domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
     volumes: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # vm id -> volume names
     reservations: list[dict] = dataclasses.field(default_factory=list)
-    calls: list[str] = dataclasses.field(default_factory=list)  # what the controller asked, in order
+    # what the controller asked, in order
+    calls: list[str] = dataclasses.field(default_factory=list)
 
 
 class FakeCloud:
@@ -91,15 +101,23 @@ class FakeGuest(Guest):
             raise DomainGone(f"no domain with uuid {self.uuid}", "the domain is gone")
         return dom
 
-    def _set(self, call: str, state: str, reason: str, unless: tuple[str, ...] = (), need: tuple[str, ...] = ()
-             ) -> None:
+    def _set(
+        self,
+        call: str,
+        state: str,
+        reason: str,
+        unless: tuple[str, ...] = (),
+        need: tuple[str, ...] = (),
+    ) -> None:
         with self.driver.cloud.lock:
             dom = self._dom()
             self.driver.fake_host().calls.append(f"{call} {self.uuid}")
             if need and dom.state not in need:
                 raise DriverError(f"{call}: domain is {dom.state}", f"the domain is {dom.state}")
             if dom.state in unless:
-                raise DriverError(f"{call}: domain is already {dom.state}", f"the domain is already {dom.state}")
+                raise DriverError(
+                    f"{call}: domain is already {dom.state}", f"the domain is already {dom.state}"
+                )
             dom.state, dom.reason = state, reason
 
     def name(self) -> str:
@@ -148,7 +166,9 @@ class FakeGuest(Guest):
             dom = self._dom()
             dest = cloud.host(request.dest_uri)
             if not dest.up:
-                raise DriverError("unable to connect to the target", "unable to connect to the target")
+                raise DriverError(
+                    "unable to connect to the target", "unable to connect to the target"
+                )
             dom.job = "migration"
             incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None)
             dest.domains[self.uuid] = incoming
@@ -176,7 +196,9 @@ class FakeGuest(Guest):
         with self.driver.cloud.lock:
             dom = self._dom()
             if dom.job is None:
-                raise DriverError("no job is active on the domain", "no job is active on the domain")
+                raise DriverError(
+                    "no job is active on the domain", "no job is active on the domain"
+                )
             dom.job = "aborted"
         self.driver.cloud._release.set()
 
@@ -201,7 +223,10 @@ class FakeDriver(HostDriver):
         host = self.cloud.host(self.uri)
         if not host.up:
             self._connected = False
-            raise Unreachable(f"{self.uri} is down", "the connection failed (refused, no such socket, or no route)")
+            raise Unreachable(
+                f"{self.uri} is down",
+                "the connection failed (refused, no such socket, or no route)",
+            )
         return host
 
     @property
@@ -234,11 +259,17 @@ class FakeDriver(HostDriver):
             host = self.fake_host()
             host.calls.append(f"define {plan.vm_id}")
             dom = host.domains.get(plan.vm_id)
-            if dom is not None and dom.name != plan.domain_name and dom.state in ("running", "paused"):
+            if (
+                dom is not None
+                and dom.name != plan.domain_name
+                and dom.state in ("running", "paused")
+            ):
                 raise Failed("cannot rename a running domain")
             xml = domain.build(plan)
             if dom is None:
-                host.domains[plan.vm_id] = FakeDomain(plan.vm_id, plan.domain_name, plan.instance_id, xml)
+                host.domains[plan.vm_id] = FakeDomain(
+                    plan.vm_id, plan.domain_name, plan.instance_id, xml
+                )
             else:
                 dom.name, dom.xml = plan.domain_name, xml
         return FakeGuest(self, plan.vm_id)
@@ -258,11 +289,15 @@ class FakeDriver(HostDriver):
     def images_space(self) -> tuple[int, int]:
         return 100 << 30, 90 << 30
 
-    def ensure_vm_files(self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]) -> None:
+    def ensure_vm_files(
+        self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]
+    ) -> None:
         self.fake_host().volumes.setdefault(plan.vm_id, set()).update(
             [plan.root_disk.name, *(plan.disk_path(name).name for name, _ in disks)])
 
-    def prepare_incoming_disks(self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]) -> None:
+    def prepare_incoming_disks(
+        self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]
+    ) -> None:
         self.fake_host().volumes[plan.vm_id] = {path.name for path, _ in disks}
 
     def upload_image(self, path: Path) -> None:

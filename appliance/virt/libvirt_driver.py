@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_JOB_IDLE = (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED, libvirt.VIR_DOMAIN_JOB_FAILED,
-             libvirt.VIR_DOMAIN_JOB_CANCELLED)
+_JOB_IDLE = (
+    libvirt.VIR_DOMAIN_JOB_NONE,
+    libvirt.VIR_DOMAIN_JOB_COMPLETED,
+    libvirt.VIR_DOMAIN_JOB_FAILED,
+    libvirt.VIR_DOMAIN_JOB_CANCELLED,
+)
 _ADDRESS_SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
                     "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT}
 
@@ -101,8 +105,11 @@ class LibvirtGuest(Guest):
     @_translated
     def undefine(self, with_metadata: bool = False) -> None:
         if with_metadata:
-            flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            )
             try:
                 self.dom.undefineFlags(flags)
             except libvirt.libvirtError as err:
@@ -133,12 +140,19 @@ class LibvirtGuest(Guest):
         # one machine or a SAN volume mounted on each. QEMU flushes the disks
         # before the switch-over; with O_DIRECT (cache='none', used whenever the
         # file system supports it) no page cache is left stale.
-        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
-                 | libvirt.VIR_MIGRATE_UNSAFE)
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+            | libvirt.VIR_MIGRATE_UNSAFE
+        )
         if describe_state(*self.dom.state())[0] == "paused":
             flags |= libvirt.VIR_MIGRATE_PAUSED
-        if request.copy_disks:  # libvirt's NON_SHARED_DISK: the whole chain into the target's empty disks
+        if (
+            request.copy_disks
+        ):  # libvirt's NON_SHARED_DISK: the whole chain into the target's empty disks
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
         params: dict = {}
         if request.address:
@@ -166,7 +180,9 @@ class LibvirtGuest(Guest):
 
     @_translated
     def monitor_command(self, command: str) -> str:
-        return libvirt_qemu.qemuMonitorCommand(self.dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        return libvirt_qemu.qemuMonitorCommand(
+            self.dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+        )
 
     @_translated
     def agent_command(self, command: str, timeout: int) -> str:
@@ -183,15 +199,18 @@ class LibvirtDriver(HostDriver):
         self._identities: dict[str, dict | None] = {}  # domain uuid -> its appliance <metadata>
 
     @classmethod
-    def factory(cls, images_dir: Path, open_connection: Callable[[str], libvirt.virConnect] = libvirt.open
-                ) -> Callable[[str, str, EventCallback], LibvirtDriver]:
+    def factory(
+        cls, images_dir: Path, open_connection: Callable[[str], libvirt.virConnect] = libvirt.open
+    ) -> Callable[[str, str, EventCallback], LibvirtDriver]:
         return lambda name, uri, on_event: cls(name, uri, on_event, images_dir, open_connection)
 
     @property
     def conn(self) -> libvirt.virConnect:
         conn = self.lv.conn
         if conn is None:
-            raise Unreachable(f"host {self.name} is not connected", f"host {self.name} is unreachable")
+            raise Unreachable(
+                f"host {self.name} is not connected", f"host {self.name} is unreachable"
+            )
         return conn
 
     # -- the connection ---------------------------------------------------------------------
@@ -204,7 +223,9 @@ class LibvirtDriver(HostDriver):
         try:
             self.lv.connect()
         except libvirt.libvirtError as err:
-            raise Unreachable(err.get_error_message() or str(err), reasons.connect_reason(err)) from err
+            raise Unreachable(
+                err.get_error_message() or str(err), reasons.connect_reason(err)
+            ) from err
 
     def disconnect(self) -> None:
         self.lv.disconnect()
@@ -231,12 +252,16 @@ class LibvirtDriver(HostDriver):
             present.add(uuid_)
             if uuid_ not in self._identities:  # a domain's <metadata> is set once, at define
                 try:
-                    self._identities[uuid_] = domain.read_identity(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                    self._identities[uuid_] = domain.read_identity(
+                        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                    )
                 except libvirt.libvirtError:
                     continue
             identity = self._identities[uuid_]
             if identity and identity.get("appliance") == instance_id:
-                state, reason = describe_state(values.get("state.state", -1), values.get("state.reason", -1))
+                state, reason = describe_state(
+                    values.get("state.state", -1), values.get("state.reason", -1)
+                )
                 ours[uuid_] = Listed(LibvirtGuest(self, dom, uuid_), state, reason)
         if len(self._identities) > 2 * len(present) + 100:
             self._identities = {k: v for k, v in self._identities.items() if k in present}
@@ -269,7 +294,9 @@ class LibvirtDriver(HostDriver):
 
     # -- storage of its own ---------------------------------------------------------------------
     def _images_pool(self) -> libvirt.virStoragePool:
-        return storage.ensure_pool(self.conn, storage.images_pool_name(self.images_dir), self.images_dir)
+        return storage.ensure_pool(
+            self.conn, storage.images_pool_name(self.images_dir), self.images_dir
+        )
 
     def _vm_pool(self, plan: domain.DomainPlan) -> libvirt.virStoragePool:
         return storage.ensure_pool(self.conn, storage.vm_pool_name(plan.vm_id), plan.vm_dir)
@@ -285,7 +312,9 @@ class LibvirtDriver(HostDriver):
         return capacity, available
 
     @_translated
-    def ensure_vm_files(self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]) -> None:
+    def ensure_vm_files(
+        self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]
+    ) -> None:
         pool = self._vm_pool(plan)
         if storage.lookup(pool, plan.root_disk.name) is None:
             base = self._upload_image(Path(image["path"]))
@@ -297,7 +326,9 @@ class LibvirtDriver(HostDriver):
         storage.upload(self.conn, pool, plan.seed_iso.name, plan.seed_iso, replace=True)
 
     @_translated
-    def prepare_incoming_disks(self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]) -> None:
+    def prepare_incoming_disks(
+        self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]
+    ) -> None:
         pool = self._vm_pool(plan)
         for path, size in disks:
             old = storage.lookup(pool, path.name)
