@@ -5,7 +5,7 @@ import argparse
 import time
 from typing import Any
 
-from appliance.cli.output import labels_text, print_json, table
+from appliance.cli.output import labels_text, listing, print_json, table
 from appliance.client import Client
 
 HOST_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("VMS", "vms"), ("CPUS", "cpus"),
@@ -53,11 +53,7 @@ def _print_drain(drain: dict) -> None:
 
 
 def _list_hosts(client: Client, args: argparse.Namespace) -> int:
-    items = client.get("/v1/hosts")["items"]
-    if args.json:
-        print_json(items)
-    else:
-        table([_host_row(h) for h in items], HOST_COLUMNS)
+    listing(client.get("/v1/hosts")["items"], args.json, _host_row, HOST_COLUMNS)
     return 0
 
 

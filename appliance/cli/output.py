@@ -35,3 +35,11 @@ def wait_query(args: argparse.Namespace) -> dict:
     """The query of a call that waits for its operation unless --no-wait."""
     return {"wait": "false"} if getattr(args, "no_wait", False) else {}
 
+
+
+def listing(items: list[dict], as_json: bool, row: Any, columns: list[tuple[str, str]]) -> None:
+    """A list command's answer: the items as JSON, or one table row each (row(item))."""
+    if as_json:
+        print_json(items)
+    else:
+        table([row(item) for item in items], columns)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.output import print_json, table, wait_query
+from appliance.cli.output import listing, print_json, table, wait_query
 from appliance.client import Client
 
 VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CPUS", "cpus"),
@@ -26,10 +26,7 @@ def _vm_row(vm: dict) -> dict:
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
     items = client.get("/v1/vms", state=args.state, label=args.label, host=args.host)["items"]
-    if args.json:
-        print_json(items)
-    else:
-        table([_vm_row(vm) for vm in items], VM_COLUMNS)
+    listing(items, args.json, _vm_row, VM_COLUMNS)
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from appliance.errors import Conflict, Failed, Timeout
 from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
@@ -89,12 +88,3 @@ class Operations(ServiceBase):
     def list_events(self, vm: str | None = None, since: int = 0, limit: int = 1000) -> list[Row]:
         vm_id = self.store.get_vm(vm)["id"] if vm else None
         return self.store.list_events(vm_id, since, limit)
-
-    @staticmethod
-    def format_events(events: list[dict[str, Any]]) -> str:
-        lines = []
-        for event in events:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["time"]))
-            who = f" {event['vm_name']}" if event["vm_name"] else ""
-            lines.append(f"{stamp}{who} {event['kind']}: {event['message']}\n")
-        return "".join(lines)
