@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from appliance import jsonio
 from appliance import spec as specs
 from appliance.errors import Forbidden, Invalid, NotFound
+from appliance.service.base import observed_state
 
 if TYPE_CHECKING:
     from appliance.service import Service
@@ -162,8 +163,10 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 
 
 # -- vms/NAME/ ------------------------------------------------------------------------------------
+# The value files read the stored row alone, not the VM's whole view (readiness,
+# conditions...): `cat vms/X/state` is the hot path of scripts that poll.
 def _read_state(service: Service, name: str) -> str:
-    return service.get_vm(name)["state"] + "\n"
+    return observed_state(service.store.get_vm(name)) + "\n"
 
 
 def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -171,7 +174,7 @@ def _write_state(service: Service, name: str, text: str, if_match: int | None) -
 
 
 def _read_spec(service: Service, name: str) -> str:
-    return json_text(service.get_vm(name)["spec"])
+    return json_text(service.store.get_vm(name)["spec"])
 
 
 def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -184,7 +187,7 @@ def _write_spec(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_cpus(service: Service, name: str) -> str:
-    return f"{service.get_vm(name)['spec']['cpus']}\n"
+    return f"{service.store.get_vm(name)['spec']['cpus']}\n"
 
 
 def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -193,7 +196,7 @@ def _write_cpus(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_memory(service: Service, name: str) -> str:
-    return f"{service.get_vm(name)['spec']['memory']}\n"
+    return f"{service.store.get_vm(name)['spec']['memory']}\n"
 
 
 def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -203,7 +206,7 @@ def _write_memory(service: Service, name: str, text: str, if_match: int | None) 
 
 
 def _read_host(service: Service, name: str) -> str:
-    return f"{service.get_vm(name)['host'] or ''}\n"
+    return f"{service.store.get_vm(name)['host'] or ''}\n"
 
 
 def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:
