@@ -80,7 +80,8 @@ class Guest(abc.ABC):
     def start(self) -> None: ...
 
     @abc.abstractmethod
-    def destroy(self) -> None: ...
+    def destroy(self) -> None:
+        """Power off at once; a guest that is off already is left as it is."""
 
     @abc.abstractmethod
     def shutdown(self) -> None:

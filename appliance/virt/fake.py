@@ -136,8 +136,11 @@ class FakeGuest(Guest):
     def start(self) -> None:
         self._set("start", "running", "booted", unless=("running", "paused"))
 
-    def destroy(self) -> None:
-        self._set("destroy", "stopped", "destroyed", need=("running", "paused"))
+    def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
+        if self._dom().state not in ("running", "paused"):
+            self.driver.fake_host().calls.append(f"destroy {self.uuid}")
+            return
+        self._set("destroy", "stopped", "destroyed")
 
     def shutdown(self) -> None:  # a guest that powers off at once
         self._set("shutdown", "stopped", "shutdown", need=("running",))

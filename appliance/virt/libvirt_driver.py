@@ -88,7 +88,13 @@ class LibvirtGuest(Guest):
 
     @_translated
     def destroy(self) -> None:
-        self.dom.destroy()
+        try:
+            self.dom.destroy()
+        except libvirt.libvirtError as err:
+            # Off already (another destroy, e.g. the one of an appliance killed
+            # mid-delete, or the guest's own power-off, landed first): done.
+            if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or self.dom.isActive():
+                raise
 
     @_translated
     def shutdown(self) -> None:

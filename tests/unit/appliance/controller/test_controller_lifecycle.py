@@ -24,3 +24,33 @@ def test_a_reboot_whose_vm_is_gone_after_the_stop_fails_with_the_reason(
     monkeypatch.setattr(lifecycle, "stop", stop_then_vanish)
     with pytest.raises(Failed, match="the VM no longer exists"):
         reboot({"id": "op-unit", "kind": "reboot", "params": {}}, row)
+
+
+def test_a_delete_whose_guest_powers_off_under_it_still_deletes(
+        service, controller, cloud, clock, monkeypatch):
+    """A restarted appliance re-runs a delete its predecessor was killed in: the
+    guest it saw running can be off by the time it destroys it (the earlier
+    destroy completed in libvirt). That destroy is done, not a failure: before,
+    the delete failed with libvirt's "domain is not running" and the VM stayed
+    in `deleting` for good (tests/integration/test_restart.py, 1 run in ~5)."""
+    from appliance.virt.fake import FakeGuest
+
+    vm, _op = service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    assert cloud.where(vm["id"]) != []
+    real_is_active = FakeGuest.is_active
+
+    def active_then_off(self):  # the guest's powering-off lands between the check and the destroy
+        seen = real_is_active(self)
+        if seen:
+            self._set("race", "stopped", "destroyed")
+        return seen
+
+    monkeypatch.setattr(FakeGuest, "is_active", active_then_off)
+    op = service.delete_vm("web1", force=True)
+    settle(controller, clock, passes=3)
+    monkeypatch.undo()
+    done = service.store.get_operation(op["operation"]["id"] if "operation" in op else op["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert not service.store.vm_exists("web1")
+    assert cloud.where(vm["id"], active_only=False) == []
