@@ -178,7 +178,7 @@ class VMRecords(StoreBase):
             "mac, addresses, domain_xml IS NOT NULL AS has_domain_xml, "
             "json_extract(spec, '$.network.type') AS network_type FROM vms"
         )
-        return list(self.db.query(sql))
+        return self._select(sql)
 
     def delete_vm(self, vm_id: str) -> None:
         self.db.execute("DELETE FROM vms WHERE id = ?", [vm_id])
