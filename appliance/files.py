@@ -166,7 +166,7 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 # The value files read the stored row alone, not the VM's whole view (readiness,
 # conditions...): `cat vms/X/state` is the hot path of scripts that poll.
 def _read_state(service: Service, name: str) -> str:
-    return observed_state(service.store.get_vm(name)) + "\n"
+    return observed_state(service.store.get_vm(name, with_xml=False)) + "\n"
 
 
 def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -174,7 +174,7 @@ def _write_state(service: Service, name: str, text: str, if_match: int | None) -
 
 
 def _read_spec(service: Service, name: str) -> str:
-    return json_text(service.store.get_vm(name)["spec"])
+    return json_text(service.store.get_vm(name, with_xml=False)["spec"])
 
 
 def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -187,7 +187,7 @@ def _write_spec(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_cpus(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name)['spec']['cpus']}\n"
+    return f"{service.store.get_vm(name, with_xml=False)['spec']['cpus']}\n"
 
 
 def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -196,7 +196,7 @@ def _write_cpus(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_memory(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name)['spec']['memory']}\n"
+    return f"{service.store.get_vm(name, with_xml=False)['spec']['memory']}\n"
 
 
 def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -206,7 +206,7 @@ def _write_memory(service: Service, name: str, text: str, if_match: int | None) 
 
 
 def _read_host(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name)['host'] or ''}\n"
+    return f"{service.store.get_vm(name, with_xml=False)['host'] or ''}\n"
 
 
 def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:

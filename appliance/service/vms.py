@@ -95,7 +95,7 @@ class VMs(ServiceBase):
         return out
 
     def get_vm(self, name: str) -> dict[str, Any]:
-        return self.vm_view(self.store.get_vm(name))
+        return self.vm_view(self.store.get_vm(name, with_xml=False))  # the view has no XML
 
     # -- templates (the FS view shows them as templates/NAME.json) ----------------
     def list_templates(self) -> dict[str, dict[str, Any]]:

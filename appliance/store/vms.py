@@ -36,8 +36,8 @@ class VMRecords(StoreBase):
             )
         ]
 
-    def get_vm(self, name: str) -> Row:
-        rows = self._vms("name = ?", [name])
+    def get_vm(self, name: str, with_xml: bool = True) -> Row:
+        rows = self._vms("name = ?", [name], with_xml=with_xml)
         if not rows:
             raise NotFound(f"no VM named {name!r}", "name")
         return rows[0]
