@@ -314,7 +314,7 @@ def _host_lines(key: str) -> Reader:
 def _read_host_vms(service: Service, name: str) -> str:
     """The VMs placed on the host, running or not, one name a line."""
     service.get_host(name)  # NotFound for no such host, rather than an empty list
-    return "".join(vm["name"] + "\n" for vm in service.list_vms(host=name))
+    return "".join(vm + "\n" for vm in service.store.vm_names_on_host(name))
 
 
 def _read_host_status(service: Service, name: str) -> str:

@@ -91,9 +91,6 @@ class VMRecords(StoreBase):
         )
         return rows[0] if rows else None
 
-    def vm_names(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM vms ORDER BY name")]
-
     def vm_names_on_host(self, host: str) -> list[str]:
         return [
             r[0]
