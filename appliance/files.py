@@ -166,7 +166,7 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 # The value files read the stored row alone, not the VM's whole view (readiness,
 # conditions...): `cat vms/X/state` is the hot path of scripts that poll.
 def _read_state(service: Service, name: str) -> str:
-    return observed_state(service.store.get_vm(name, with_xml=False)) + "\n"
+    return observed_state(service.vm_row(name, with_xml=False)) + "\n"
 
 
 def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -174,7 +174,7 @@ def _write_state(service: Service, name: str, text: str, if_match: int | None) -
 
 
 def _read_spec(service: Service, name: str) -> str:
-    return json_text(service.store.get_vm(name, with_xml=False)["spec"])
+    return json_text(service.vm_row(name, with_xml=False)["spec"])
 
 
 def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -187,7 +187,7 @@ def _write_spec(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_cpus(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name, with_xml=False)['spec']['cpus']}\n"
+    return f"{service.vm_row(name, with_xml=False)['spec']['cpus']}\n"
 
 
 def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -196,7 +196,7 @@ def _write_cpus(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_memory(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name, with_xml=False)['spec']['memory']}\n"
+    return f"{service.vm_row(name, with_xml=False)['spec']['memory']}\n"
 
 
 def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -206,7 +206,7 @@ def _write_memory(service: Service, name: str, text: str, if_match: int | None) 
 
 
 def _read_host(service: Service, name: str) -> str:
-    return f"{service.store.get_vm(name, with_xml=False)['host'] or ''}\n"
+    return f"{service.vm_row(name, with_xml=False)['host'] or ''}\n"
 
 
 def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -231,7 +231,7 @@ def _write_host(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_addresses(service: Service, name: str) -> str:
-    row = service.store.get_vm(name)
+    row = service.vm_row(name)
     addresses = json.loads(row["addresses"] or "[]")
     return "".join(f"{a['address']}/{a['prefix']}\n" for a in addresses)
 
@@ -262,11 +262,11 @@ def _events_as_json(service: Service, name: str, text: str, query: Query) -> dic
 
 
 def _read_status(service: Service, name: str) -> str:
-    return json_text(service.status(service.store.get_vm(name)))
+    return json_text(service.status(service.vm_row(name)))
 
 
 def _read_domain_xml(service: Service, name: str) -> str:
-    return service.store.get_vm(name)["domain_xml"] or ""
+    return service.vm_row(name)["domain_xml"] or ""
 
 
 VM_FILES = Directory("VM", (

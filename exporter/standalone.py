@@ -28,7 +28,7 @@ import libvirt
 from prometheus_client import CollectorRegistry
 
 from appliance.api import error_shape
-from appliance.api.auth import TokenAuth
+from appliance.api.auth import TokenAuth, single_token
 from exporter.registry import MetricsResource, build_registry
 
 log = logging.getLogger("vmctl.exporter")
@@ -43,7 +43,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def create_app(registry: CollectorRegistry, token: str | None) -> falcon.App:
     """/metrics behind the API's token check; token=None: public (`--public`)."""
-    middleware = [] if token is None else [TokenAuth(token, public_paths=frozenset())]
+    middleware = [] if token is None else [TokenAuth(single_token(token), public_paths=frozenset())]
     app = falcon.App(middleware=middleware)
     error_shape.install(app)
     app.add_route("/metrics", MetricsResource(registry))

@@ -8,6 +8,7 @@ import falcon
 from falcon.routing import CompiledRouter
 
 from appliance import hosturi
+from appliance.access import tokens
 from appliance.api import error_shape, openapi, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
@@ -15,11 +16,17 @@ from appliance.service import Service
 from exporter.registry import MetricsResource, RequestMetrics, build_registry
 
 
-def create_app(service: Service, token: str) -> falcon.App:
+def create_app(service: Service, token: str | None = None) -> falcon.App:
+    """token: the home's token (HOME/token), which becomes the first admin's at
+    the first start with users (appliance/access/tokens.py bootstrap)."""
+    if token is not None and not token.strip():
+        raise ValueError("the API token must not be empty")
+    tokens.bootstrap(service.store, token)
     # RequestMetrics first, so that refused requests are timed too; it names
     # them by route through the app's router, made here for both to share.
     router = CompiledRouter()
-    auth = TokenAuth(token, public_paths=frozenset())
+    auth = TokenAuth(tokens.resolver(service.store), public_paths=frozenset(),
+                     project_exists=service.store.project_exists)
     middleware: list[Any] = [  # falcon's middleware protocols are structural; the list mixes them
         RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()]
     app = falcon.App(router=router, middleware=middleware)

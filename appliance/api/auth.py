@@ -1,31 +1,45 @@
-"""Who may call the API: one bearer-token check, decided on the matched route.
+"""Who may call the API: the caller named by a bearer token, and the policy
+table (appliance/access/policy.py) decided on the matched route.
 
 Deny by default. Falcon's router forgives spellings of a path (`//v1/vms`,
 `/%2Fv1/vms` and `/v1/vms/` all reach the resource of `/v1/vms`), so no rule
-may look at the raw path to decide that a request needs no token. Two checks:
+may look at the raw path. Three checks:
 
-- `process_request` (before routing) refuses every request without the token
-  unless its path is, letter for letter, one of the public paths. Paths no
-  route takes are refused too, so a caller without the token learns nothing
-  about which paths exist.
-- `process_resource` (after routing) refuses a request without the token that
-  reached any resource not marked public, whatever its path was spelled like.
+- `process_request` (before routing) names the caller from the token and
+  refuses every request without a valid one unless its path is, letter for
+  letter, one of the public paths. Paths no route takes are refused too, so a
+  caller without a token learns nothing about which paths exist.
+- `process_resource` (after routing) refuses a request without a token that
+  reached any resource not marked public, whatever its path was spelled like;
+  then asks the policy table for the matched route's template and method: a
+  route with no entry is refused to everyone (403), as is an action the
+  caller's role does not have.
+- The caller's project: the user's first, or `?project=` (one of theirs;
+  any, for an admin). A project they are not in is 404, as if it did not
+  exist. The service scopes every lookup to it.
 
 A resource is public when its class (or instance) sets `auth_public = True`:
 the health checks, the OpenAPI document, and /metrics when the admin made it
 public (config metrics_public).
 
 `vmctl exporter` (exporter/standalone.py) serves its /metrics behind this same
-middleware, so both listeners compare tokens and refuse in one way.
+middleware with the home's token alone (`single_token`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import falcon
 
-BEARER_HELP = "send Authorization: Bearer <token from HOME/token>"
+from appliance.access import policy
+from appliance.access.principal import ANONYMOUS, Principal, Role, reset_caller, set_caller
+from appliance.errors import NotFound
+
+BEARER_HELP = "send Authorization: Bearer <token> (vmctl token create, or HOME/token)"
+Resolver = Callable[[str], Principal | None]
 
 
 def public(resource: Any) -> Any:
@@ -34,10 +48,23 @@ def public(resource: Any) -> Any:
     return resource
 
 
-def bearer_matches(authorization: str | None, token: bytes) -> bool:
-    """Whether an Authorization header is `Bearer TOKEN` (constant-time compare)."""
+def bearer(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer TOKEN` header ("" for none)."""
     scheme, _, supplied = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token)
+    return supplied.strip() if scheme.lower() == "bearer" else ""
+
+
+def single_token(token: str) -> Resolver:
+    """One token, compared in constant time, naming an admin (`vmctl exporter`)."""
+    if not token:
+        raise ValueError("the API token must not be empty")
+    expected = token.encode()
+    admin = Principal(user="home-token", role=Role.ADMIN, source="api")
+
+    def resolve(supplied: str) -> Principal | None:
+        return admin if hmac.compare_digest(supplied.encode(), expected) else None
+
+    return resolve
 
 
 def unauthorized() -> falcon.HTTPUnauthorized:
@@ -46,22 +73,57 @@ def unauthorized() -> falcon.HTTPUnauthorized:
 
 
 class TokenAuth:
-    """Falcon middleware: the token check of every route (see the module docstring)."""
+    """Falcon middleware: the caller and the policy of every route (see the module docstring).
 
-    def __init__(self, token: str, public_paths: frozenset[str]):
-        if not token:
-            raise ValueError("the API token must not be empty")
-        self.token = token.encode()
+    `project_exists` answers whether `?project=` names a project (None: the
+    listener has no projects, as `vmctl exporter`)."""
+
+    def __init__(self, resolve: Resolver, public_paths: frozenset[str],
+                 project_exists: Callable[[str], bool] | None = None):
+        self.resolve = resolve
         self.public_paths = public_paths
+        self.project_exists = project_exists
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.authenticated = bearer_matches(req.get_header("Authorization"), self.token)
-        if not req.context.authenticated and req.path not in self.public_paths:
-            raise unauthorized()
+        # Set first, whatever follows: the API's threads serve one request after
+        # another, and none may find the caller of the one before.
+        req.context.caller_token = set_caller(ANONYMOUS)
+        token = bearer(req.get_header("Authorization"))
+        principal = self.resolve(token) if token else None
+        req.context.principal = principal
+        req.context.authenticated = principal is not None
+        if principal is None:
+            if req.path not in self.public_paths:
+                raise unauthorized()
+            return
+        principal = self._in_project(principal, req.get_param("project"))
+        principal = dataclasses.replace(principal, source=req.remote_addr or "api")
+        req.context.principal = principal
+        set_caller(principal)
+
+    def _in_project(self, principal: Principal, project: str | None) -> Principal:
+        if project is None or self.project_exists is None:
+            return principal
+        if not principal.may_see(project) or not self.project_exists(project):
+            raise NotFound(f"no project named {project[:64]!r}", "project")
+        return principal.in_project(project)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict) -> None:
-        if req.context.authenticated:
+        principal: Principal | None = req.context.principal
+        if resource is not None and getattr(resource, "auth_public", False):
             return
-        if resource is None or not getattr(resource, "auth_public", False):
+        if principal is None or resource is None:
             raise unauthorized()
+        action = policy.action_for(req.uri_template, req.method, params)
+        if action is None:
+            raise falcon.HTTPForbidden(title="Forbidden",
+                                       description="no policy allows this route to anyone")
+        policy.check(principal, action)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        token = getattr(req.context, "caller_token", None)
+        if token is not None:
+            reset_caller(token)
+            req.context.caller_token = None

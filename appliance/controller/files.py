@@ -6,11 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance import placement
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.errors import Failed, NotFound
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
+
+
+def domain_name(prefix: str, row: dict) -> str:
+    """The libvirt domain's name: names are unique per project, so a project's
+    VMs are `PROJECT.NAME` ('.' is in neither: both are DNS labels); the
+    default project's keep their plain names, as before projects."""
+    project = row.get("project") or DEFAULT_PROJECT
+    if project == DEFAULT_PROJECT:
+        return prefix + row["name"]
+    return f"{prefix}{project}.{row['name']}"
 
 
 class VmFiles:
@@ -22,7 +33,7 @@ class VmFiles:
         vm_dir = self.ctx.config.vm_dir(row["id"])
         return domain.DomainPlan(
             vm_id=row["id"],
-            domain_name=self.ctx.config.domain_prefix + row["name"],
+            domain_name=domain_name(self.ctx.config.domain_prefix, row),
             vm_name=row["name"],
             instance_id=self.ctx.instance_id,
             spec=row["spec"],

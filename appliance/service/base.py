@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import placement
+from appliance.access import caller
 from appliance.config import Config
 from appliance.errors import Conflict, PreconditionFailed
 from appliance.model import STATE_CHANGE_OPS, DesiredState, OpKind, OpStatus, VMState
@@ -59,8 +60,17 @@ class ServiceBase:
     def _ready(self, row: Row) -> bool:
         return is_ready(row)
 
+    @staticmethod
+    def _project() -> str:
+        """The project the caller acts in (appliance/access: set per request)."""
+        return caller().project
+
+    def vm_row(self, name: str, with_xml: bool = True) -> Row:
+        """The caller's project's VM of this name; another project's is not found."""
+        return self.store.get_vm(name, self._project(), with_xml=with_xml)
+
     def _vm_for_write(self, name: str, if_match: int | None, allow_deleting: bool = False) -> Row:
-        row = self.store.get_vm(name)
+        row = self.vm_row(name)
         if if_match is not None and row["generation"] != if_match:
             raise PreconditionFailed(
                 f"generation is {row['generation']}, not {if_match}: the VM changed; read it again",

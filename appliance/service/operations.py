@@ -86,5 +86,5 @@ class Operations(ServiceBase):
 
     # -- events -------------------------------------------------------------------------
     def list_events(self, vm: str | None = None, since: int = 0, limit: int = 1000) -> list[Row]:
-        vm_id = self.store.get_vm(vm)["id"] if vm else None
+        vm_id = self.vm_row(vm)["id"] if vm else None
         return self.store.list_events(vm_id, since, limit)

@@ -65,6 +65,7 @@ class VMs(ServiceBase):
         return {
             "id": row["id"],
             "name": row["name"],
+            "project": row["project"],
             "state": self._observed(row),
             "desired_state": row["desired_state"],
             "reason": row["observed_reason"] or "",
@@ -82,7 +83,7 @@ class VMs(ServiceBase):
     ) -> list[dict[str, Any]]:
         out = []
         key, _, value = (label or "").partition("=")
-        for row in self.store.list_vms(with_xml=False):
+        for row in self.store.list_vms(with_xml=False, project=self._project()):
             if state and self._observed(row) != state:
                 continue
             if host and row["host"] != host:
@@ -95,7 +96,7 @@ class VMs(ServiceBase):
         return out
 
     def get_vm(self, name: str) -> dict[str, Any]:
-        return self.vm_view(self.store.get_vm(name, with_xml=False))  # the view has no XML
+        return self.vm_view(self.vm_row(name, with_xml=False))  # the view has no XML
 
     # -- templates (the FS view shows them as templates/NAME.json) ----------------
     def list_templates(self) -> dict[str, dict[str, Any]]:
@@ -126,7 +127,7 @@ class VMs(ServiceBase):
         now = self.clock()
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
-            if self.store.vm_exists(spec["name"]):
+            if self.store.vm_exists(spec["name"], self._project()):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
             netrules.check_forward_ports(
@@ -144,6 +145,7 @@ class VMs(ServiceBase):
             row = {
                 "id": vm_id,
                 "name": spec["name"],
+                "project": self._project(),
                 "spec": spec,
                 "desired_state": initial.value,
                 "observed_state": VMState.PROVISIONING.value,
@@ -288,7 +290,7 @@ class VMs(ServiceBase):
     def _check_rename(self, row: Row, new_name: str) -> None:
         if self._observed(row) != VMState.STOPPED or row["desired_state"] != DesiredState.STOPPED:
             raise Conflict("a VM can only be renamed while stopped", "name")
-        if self.store.vm_exists(new_name):
+        if self.store.vm_exists(new_name, row["project"]):
             raise Conflict(f"a VM named {new_name!r} exists", "name")
 
     def _check_group(self, spec: dict[str, Any]) -> None:
@@ -333,7 +335,7 @@ class VMs(ServiceBase):
 
     # -- consoles ------------------------------------------------------------------------
     def console_path(self, name: str) -> Path:
-        return self.config.vm_dir(self.store.get_vm(name)["id"]) / "console.log"
+        return self.config.vm_dir(self.vm_row(name)["id"]) / "console.log"
 
     def read_console(self, name: str, offset: int = 0, limit: int | None = None) -> bytes:
         path = self.console_path(name)

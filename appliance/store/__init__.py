@@ -2,10 +2,12 @@
 per question the rest of the appliance asks; every value a bound parameter.
 
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
-operations.py, events.py, inventory.py (hosts, images, server groups): one
-table's records each; aggregates.py: sums and counts across tables.
+operations.py, events.py, inventory.py (hosts, images, server groups),
+access.py (projects, users, tokens, Unix identities): one table's records
+each; aggregates.py: sums and counts across tables.
 """
 
+from appliance.store.access import AccessRecords
 from appliance.store.aggregates import Aggregates
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
@@ -18,7 +20,14 @@ __all__ = ["MIGRATIONS", "Row", "Store"]
 
 
 class Store(
-    VMRecords, OperationRecords, EventRecords, HostRecords, ImageRecords, GroupRecords, Aggregates
+    VMRecords,
+    OperationRecords,
+    EventRecords,
+    HostRecords,
+    ImageRecords,
+    GroupRecords,
+    AccessRecords,
+    Aggregates,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

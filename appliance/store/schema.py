@@ -124,4 +124,61 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE vms SET host = 'local' WHERE host IS NULL OR host = ''")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Teams (issue 11): projects, users and their hashed tokens, the mount's
+    Unix identity map; VMs and server groups belong to a project (names are
+    unique per project); VM locks; who did what in the event log."""
+    db.table("projects").create(
+        {"name": str, "description": str, "quota": str, "created": float}, pk="name"
+    )
+    db.execute(
+        "INSERT INTO projects (name, description, quota, created) VALUES (?, ?, '{}', ?)",
+        ["default", "the project every VM made before projects belongs to", 0.0],
+    )
+    db.table("users").create(
+        {"name": str, "role": str, "projects": str, "created": float, "disabled": int},
+        pk="name",
+        not_null={"role", "projects"},
+    )
+    db.table("tokens").create(
+        {
+            "id": str,  # shown, never secret: the token's handle for list and revoke
+            "user": str,
+            "hash": str,  # SHA-256 of the whole token (tokens are 256-bit random)
+            "prefix": str,  # its first characters, to recognise it by
+            "description": str,
+            "created": float,
+            "expires": float,  # NULL: never
+            "last_used": float,
+            "revoked": float,
+        },
+        pk="id",
+        not_null={"user", "hash"},
+        foreign_keys=[("user", "users", "name")],
+    )
+    db.table("tokens").create_index(["hash"], unique=True)
+    db.table("tokens").create_index(["user"])
+    # Unix users and groups of the mount: kind "user" names an appliance user;
+    # kind "group" gives its members a role in a project.
+    db.table("unix_identities").create(
+        {"kind": str, "unix_name": str, "user": str, "role": str, "project": str},
+        pk=("kind", "unix_name"),
+    )
+    vms = db.table("vms")
+    for column in ("project", "locked_by", "lock_reason"):
+        vms.add_column(column, str)
+    vms.add_column("locked_at", float)
+    db.execute("UPDATE vms SET project = 'default'")
+    db.execute("DROP INDEX IF EXISTS idx_vms_name")
+    vms.create_index(["project", "name"], unique=True)
+    db.table("groups").add_column("project", str)
+    db.execute("UPDATE groups SET project = 'default'")
+    db.table("groups").transform(pk=("project", "name"))
+    events = db.table("events")
+    for column in ("project", "actor", "source", "result"):
+        events.add_column(column, str)
+    db.table("operations").add_column("project", str)
+    db.execute("UPDATE operations SET project = 'default'")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
@@ -36,8 +37,9 @@ class VMRecords(StoreBase):
             )
         ]
 
-    def get_vm(self, name: str, with_xml: bool = True) -> Row:
-        rows = self._vms("name = ?", [name], with_xml=with_xml)
+    def get_vm(self, name: str, project: str = DEFAULT_PROJECT, with_xml: bool = True) -> Row:
+        """The VM of this name in this project (names are unique per project)."""
+        rows = self._vms("project = ? AND name = ?", [project, name], with_xml=with_xml)
         if not rows:
             raise NotFound(f"no VM named {name!r}", "name")
         return rows[0]
@@ -46,12 +48,17 @@ class VMRecords(StoreBase):
         rows = self._vms("id = ?", [vm_id])
         return rows[0] if rows else None
 
-    def vm_exists(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM vms WHERE name = ?", [name]).fetchone() is not None
+    def vm_exists(self, name: str, project: str = DEFAULT_PROJECT) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM vms WHERE project = ? AND name = ?", [project, name]
+        ).fetchone()
+        return found is not None
 
-    def list_vms(self, with_xml: bool = True) -> list[Row]:
-        """Every VM, by name."""
-        return self._vms(with_xml=with_xml)
+    def list_vms(self, with_xml: bool = True, project: str | None = None) -> list[Row]:
+        """Every VM (of one project, if named), by name."""
+        if project is None:
+            return self._vms(with_xml=with_xml)
+        return self._vms("project = ?", [project], with_xml=with_xml)
 
     def vms_on_host(
         self,
@@ -121,7 +128,7 @@ class VMRecords(StoreBase):
         ]
 
     def insert_vm(self, row: Row) -> None:
-        row = dict(row)
+        row = {"project": DEFAULT_PROJECT, **row}
         row["spec"] = json.dumps(row["spec"], sort_keys=True)
         self.db.table("vms").insert(row)
 

@@ -1,0 +1,144 @@
+"""The policy table: what each role may do, per route and per file.
+
+One table decides every REST route (by its route template and method, as
+Falcon matched it, never the raw path) and every file of the mount (by the
+same file names: appliance/files.py serves both views). Deny by default: a
+route or a file with no entry here is refused (403) to everyone, and the
+tests generate a role x route matrix from this table and the OpenAPI
+document, so a new route without a policy fails CI.
+
+Projects are not decided here: a VM of a project the caller is not in is
+not found (404, ENOENT), so that its existence is not revealed; the service
+scopes every lookup to the caller's project (appliance/service/base.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from appliance.access.principal import Principal, Role
+from appliance.errors import Forbidden
+
+
+class Action(StrEnum):
+    READ = "read"  # see the VMs, operations, events of one's projects; hosts; images
+    OWN_TOKENS = "own-tokens"  # who am I; list, create and revoke one's own tokens
+    VM_CHANGE = "vm-change"  # create, change, rename, delete VMs; server groups
+    VM_POWER = "vm-power"  # start, stop, restart, pause (the state file)
+    VM_MIGRATE = "vm-migrate"  # move a VM to another host (the host file, migrate)
+    CONSOLE_INPUT = "console-input"  # type into a console (reading its log is READ)
+    VM_LOCK = "vm-lock"  # lock and unlock a VM
+    METRICS = "metrics"  # scrape /metrics (every project's figures)
+    ADMIN = "admin"  # hosts, images, users, projects, quotas, other users' tokens
+
+
+_VIEWER = frozenset({Action.READ, Action.OWN_TOKENS})
+_OPERATOR = _VIEWER | {
+    Action.VM_CHANGE, Action.VM_POWER, Action.VM_MIGRATE, Action.CONSOLE_INPUT, Action.VM_LOCK}
+ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
+    Role.VIEWER: _VIEWER,
+    Role.OPERATOR: frozenset(_OPERATOR),
+    Role.ADMIN: frozenset(Action),
+    # Prometheus: the figures and nothing else (no VM, no write).
+    Role.MONITOR: frozenset({Action.METRICS}),
+}
+
+# Writes to the files of a VM directory, by file name (PUT /v1/vms/NAME/FILE, or
+# a write in the mount). Reading any of them is READ.
+VM_FILE_WRITES: Mapping[str, Action] = {
+    "state": Action.VM_POWER,
+    "spec.json": Action.VM_CHANGE,
+    "cpus": Action.VM_CHANGE,
+    "memory": Action.VM_CHANGE,
+    "host": Action.VM_MIGRATE,
+    "console": Action.CONSOLE_INPUT,
+    "lock": Action.VM_LOCK,
+}
+# Writes to a host directory's files: every one is the admin's.
+HOST_FILE_WRITES: Mapping[str, Action] = {"state": Action.ADMIN}
+
+# REST: (route template, method) -> the action it takes; a Mapping value picks the
+# action by the route's {file} parameter (a file not in it is the admin's, whose
+# request then gets the file table's 404).
+Rule = Action | Mapping[str, Action]
+ROUTES: Mapping[tuple[str, str], Rule] = {
+    ("/v1/vms", "GET"): Action.READ,
+    ("/v1/vms", "POST"): Action.VM_CHANGE,
+    ("/v1/vms/{name}", "GET"): Action.READ,
+    ("/v1/vms/{name}", "PATCH"): Action.VM_CHANGE,
+    ("/v1/vms/{name}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/{file}", "GET"): Action.READ,
+    ("/v1/vms/{name}/{file}", "PUT"): VM_FILE_WRITES,
+    ("/v1/vms/{name}/{file}", "DELETE"): VM_FILE_WRITES,  # DELETE .../lock unlocks
+    ("/v1/operations", "GET"): Action.READ,
+    ("/v1/operations/{op_id}", "GET"): Action.READ,
+    ("/v1/operations/{op_id}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/events", "GET"): Action.READ,
+    ("/v1/images", "GET"): Action.READ,
+    ("/v1/images", "POST"): Action.ADMIN,
+    ("/v1/images/{name}", "GET"): Action.READ,
+    ("/v1/images/{name}", "PUT"): Action.ADMIN,
+    ("/v1/images/{name}", "DELETE"): Action.ADMIN,
+    ("/v1/hosts", "GET"): Action.READ,
+    ("/v1/hosts", "POST"): Action.ADMIN,
+    ("/v1/hosts/{name}", "GET"): Action.READ,
+    ("/v1/hosts/{name}", "PATCH"): Action.ADMIN,
+    ("/v1/hosts/{name}", "DELETE"): Action.ADMIN,
+    ("/v1/hosts/{name}/{file}", "GET"): Action.READ,
+    ("/v1/hosts/{name}/{file}", "PUT"): HOST_FILE_WRITES,
+    ("/v1/groups", "GET"): Action.READ,
+    ("/v1/groups", "POST"): Action.VM_CHANGE,
+    ("/v1/groups/{name}", "GET"): Action.READ,
+    ("/v1/groups/{name}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/me", "GET"): Action.OWN_TOKENS,
+    ("/v1/users", "GET"): Action.ADMIN,
+    ("/v1/users", "POST"): Action.ADMIN,
+    ("/v1/users/{name}", "GET"): Action.ADMIN,
+    ("/v1/users/{name}", "PATCH"): Action.ADMIN,
+    ("/v1/users/{name}", "DELETE"): Action.ADMIN,
+    # Tokens: one's own (the service refuses another user's unless admin).
+    ("/v1/tokens", "GET"): Action.OWN_TOKENS,
+    ("/v1/tokens", "POST"): Action.OWN_TOKENS,
+    ("/v1/tokens/{token_id}", "GET"): Action.OWN_TOKENS,
+    ("/v1/tokens/{token_id}", "DELETE"): Action.OWN_TOKENS,
+    ("/v1/projects", "GET"): Action.READ,  # the caller's projects (all, for an admin)
+    ("/v1/projects", "POST"): Action.ADMIN,
+    ("/v1/projects/{name}", "GET"): Action.READ,
+    ("/v1/projects/{name}", "PATCH"): Action.ADMIN,
+    ("/v1/projects/{name}", "DELETE"): Action.ADMIN,
+    ("/metrics", "GET"): Action.METRICS,
+}
+# HEAD is GET without the body (Falcon answers it with on_get).
+READ_ALIASES = {"HEAD": "GET"}
+
+
+def action_for(template: str | None, method: str, params: Mapping[str, str]) -> Action | None:
+    """The action a matched route takes; None when the table has no entry (refused)."""
+    if template is None:
+        return None
+    rule = ROUTES.get((template, READ_ALIASES.get(method, method)))
+    if rule is None or isinstance(rule, Action):
+        return rule
+    return rule.get(params.get("file", ""), Action.ADMIN)
+
+
+def allows(role: Role, action: Action) -> bool:
+    return action in ROLE_ACTIONS.get(role, frozenset())
+
+
+def least_role(action: Action) -> Role:
+    """The weakest role allowed the action (for the refusal's reason)."""
+    for role in (Role.MONITOR, Role.VIEWER, Role.OPERATOR, Role.ADMIN):
+        if allows(role, action):
+            return role
+    return Role.ADMIN
+
+
+def check(principal: Principal, action: Action) -> None:
+    """Forbidden (403, EACCES) unless the caller's role allows the action."""
+    if not allows(principal.role, action):
+        raise Forbidden(
+            f"{principal.user} has the role {principal.role}, which may not {action} "
+            f"(needs {least_role(action)})",
+            "role",
+        )

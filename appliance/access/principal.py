@@ -1,0 +1,93 @@
+"""The caller of a request: who (a user, from a token or a Unix uid), with which
+role, in which projects, and from where (for the audit trail).
+
+The principal travels with the request in a context variable, as oslo.context
+keeps Nova's RequestContext: the REST middleware (appliance/api/auth.py) and
+the mount (fs/identity.py) set it before anything reads it, the service reads
+it for project scoping and the audit trail, and each request gets its own
+(a Falcon request runs in one thread; a FUSE request is one trio task, and
+trio's threads inherit their task's context). In-process callers that are
+not requests (the controller, `vmctl` on the store, tests) act as SYSTEM.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+from enum import StrEnum
+
+DEFAULT_PROJECT = "default"
+
+
+class Role(StrEnum):
+    """What a user may do (policy.py says it per route and per file)."""
+
+    ADMIN = "admin"  # hosts, images, users, projects, every VM
+    OPERATOR = "operator"  # the VMs of their projects: create, change, power, console, migrate
+    VIEWER = "viewer"  # read-only, no console input
+    MONITOR = "monitor"  # /metrics only: the token a Prometheus scrapes with
+
+
+ROLES = tuple(r.value for r in Role)
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    user: str
+    role: Role
+    # The projects the user works in, their default first; an admin may name any.
+    projects: tuple[str, ...] = (DEFAULT_PROJECT,)
+    token_id: str | None = None  # the token that named them (REST)
+    uid: int | None = None  # the Unix uid that asked (mount)
+    source: str = "local"  # a client address, "mount" or "local"
+    # The project this request acts in (the default one, or ?project=).
+    project: str = DEFAULT_PROJECT
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    def may_see(self, project: str) -> bool:
+        return self.is_admin or project in self.projects
+
+    def who(self) -> str:
+        """How the audit trail names the caller."""
+        if self.uid is not None:
+            return f"{self.user} (uid {self.uid})"
+        return self.user
+
+    def in_project(self, project: str) -> Principal:
+        return dataclasses.replace(self, project=project)
+
+
+# The appliance itself (the controller, `vmctl` on the store, tests that call the
+# service directly): an admin in the default project.
+SYSTEM = Principal(user="system", role=Role.ADMIN, source="local")
+
+# A request without a token (the public routes): no project, no action.
+ANONYMOUS = Principal(user="anonymous", role=Role.MONITOR, projects=(), source="api", project="")
+
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=SYSTEM)
+
+
+def caller() -> Principal:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal) -> Iterator[Principal]:
+    token = _current.set(principal)
+    try:
+        yield principal
+    finally:
+        _current.reset(token)
+
+
+def set_caller(principal: Principal) -> contextvars.Token[Principal]:
+    """For a middleware that sets the caller in one hook and resets it in another."""
+    return _current.set(principal)
+
+
+def reset_caller(token: contextvars.Token[Principal]) -> None:
+    _current.reset(token)

@@ -1,0 +1,84 @@
+"""API tokens: made here, stored hashed, turned back into a principal per request.
+
+A token is `vma_<id>_<secret>`: the id is its public handle (list, revoke),
+the secret 256 random bits. The store keeps SHA-256 of the whole token, never
+the token: a stolen database grants nothing. (A slow hash such as bcrypt is
+for passwords people choose; a 256-bit random secret cannot be guessed from
+its SHA-256, and the lookup stays one indexed read per request.) The token of
+a home from before users (HOME/token, any text) is stored the same way,
+hashed, as the first admin's (bootstrap below), so old homes keep working.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+
+from appliance.access.principal import DEFAULT_PROJECT, Principal, Role
+from appliance.store import Store
+
+TOKEN_PREFIX = "vma_"  # noqa: S105 - the shown start of every token, not a secret
+# last_used is written at most this often per token: a write per request would
+# serialise every GET on SQLite's write lock.
+TOUCH_EVERY = 60.0
+# The longest a token may be sent (a longer Authorization header is refused unread).
+MAX_TOKEN_CHARS = 200
+FIRST_ADMIN = "admin"
+LEGACY_TOKEN_ID = "home-token"  # noqa: S105 - the id (a public handle) of HOME/token
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """(id, token): the id is shown in lists, the token once, at creation."""
+    token_id = secrets.token_hex(6)
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def shown_prefix(token: str) -> str:
+    return token[: len(TOKEN_PREFIX) + 12 + 4]
+
+
+def resolver(store: Store, clock: Callable[[], float] = time.time
+             ) -> Callable[[str], Principal | None]:
+    """A function from a presented token to its principal (None: no such token,
+    revoked, expired, or its user disabled)."""
+
+    def resolve(token: str) -> Principal | None:
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        row = store.token_owner(token_hash(token))
+        now = clock()
+        if row is None or row["revoked"] or row["disabled"]:
+            return None
+        if row["expires"] is not None and row["expires"] <= now:
+            return None
+        if row["last_used"] is None or now - row["last_used"] >= TOUCH_EVERY:
+            store.touch_token(row["id"], now)
+        projects = tuple(row["projects"]) or (DEFAULT_PROJECT,)
+        return Principal(user=row["user"], role=Role(row["role"]), projects=projects,
+                         token_id=row["id"], source="api", project=projects[0])
+
+    return resolve
+
+
+def bootstrap(store: Store, home_token: str | None, clock: Callable[[], float] = time.time
+              ) -> None:
+    """The first start with users: the home's token becomes the first admin's.
+    Runs once (a meta key says it ran), so a revoked home token stays revoked."""
+    if store.get_meta("users_bootstrapped") or not home_token:
+        return
+    now = clock()
+    with store.transaction():
+        if store.user_count() == 0:
+            store.insert_user({"name": FIRST_ADMIN, "role": Role.ADMIN.value,
+                               "projects": [DEFAULT_PROJECT], "created": now, "disabled": 0})
+        if store.token_owner(token_hash(home_token)) is None:
+            store.insert_token({
+                "id": LEGACY_TOKEN_ID, "user": FIRST_ADMIN, "hash": token_hash(home_token),
+                "prefix": shown_prefix(home_token), "description": "HOME/token",
+                "created": now, "expires": None, "last_used": None, "revoked": None})
+        store.set_meta("users_bootstrapped", "1")

@@ -1,0 +1,124 @@
+"""The records of who may do what: projects, users, their tokens (hashed), and
+the mount's map of Unix users and groups."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appliance.errors import NotFound
+from appliance.store.base import Row, StoreBase
+
+
+def _decode_user(row: Row) -> Row:
+    row = dict(row)
+    row["projects"] = json.loads(row["projects"])
+    row["disabled"] = bool(row.get("disabled"))
+    return row
+
+
+def _decode_project(row: Row) -> Row:
+    row = dict(row)
+    row["quota"] = json.loads(row["quota"] or "{}")
+    return row
+
+
+class AccessRecords(StoreBase):
+    # -- projects -------------------------------------------------------------
+    def list_projects(self) -> list[Row]:
+        return [_decode_project(r) for r in self._rows("projects", "", order_by="name")]
+
+    def get_project(self, name: str) -> Row:
+        rows = self._rows("projects", "name = ?", [name])
+        if not rows:
+            raise NotFound(f"no project named {name!r}", "project")
+        return _decode_project(rows[0])
+
+    def project_exists(self, name: str) -> bool:
+        found = self.db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone()
+        return found is not None
+
+    def insert_project(self, row: Row) -> None:
+        row = {**row, "quota": json.dumps(row.get("quota") or {}, sort_keys=True)}
+        self.db.table("projects").insert(row)
+
+    def update_project(self, name: str, **fields: Any) -> None:
+        if "quota" in fields:
+            fields["quota"] = json.dumps(fields["quota"], sort_keys=True)
+        if self._update("projects", "name", name, fields) == 0:
+            raise NotFound(f"no project named {name!r}", "project")
+
+    def delete_project(self, name: str) -> None:
+        self.db.execute("DELETE FROM projects WHERE name = ?", [name])
+
+    # -- users -------------------------------------------------------------------
+    def list_users(self) -> list[Row]:
+        return [_decode_user(r) for r in self._rows("users", "", order_by="name")]
+
+    def get_user(self, name: str) -> Row:
+        rows = self._rows("users", "name = ?", [name])
+        if not rows:
+            raise NotFound(f"no user named {name!r}", "user")
+        return _decode_user(rows[0])
+
+    def user_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def insert_user(self, row: Row) -> None:
+        self.db.table("users").insert({**row, "projects": json.dumps(list(row["projects"]))})
+
+    def update_user(self, name: str, **fields: Any) -> None:
+        if "projects" in fields:
+            fields["projects"] = json.dumps(list(fields["projects"]))
+        if self._update("users", "name", name, fields) == 0:
+            raise NotFound(f"no user named {name!r}", "user")
+
+    def delete_user(self, name: str) -> None:
+        self.db.execute("DELETE FROM tokens WHERE user = ?", [name])
+        self.db.execute("DELETE FROM users WHERE name = ?", [name])
+
+    # -- tokens ------------------------------------------------------------------
+    def token_owner(self, token_hash: str) -> Row | None:
+        """The token with this hash and its user's role and projects, in one read
+        (every authenticated request asks it)."""
+        rows = self._select(
+            "SELECT t.id, t.user, t.expires, t.revoked, t.last_used, u.role, u.projects, "
+            "u.disabled FROM tokens t JOIN users u ON u.name = t.user WHERE t.hash = ?",
+            [token_hash],
+        )
+        return _decode_user(rows[0]) if rows else None
+
+    def list_tokens(self, user: str | None = None) -> list[Row]:
+        columns = "id, user, prefix, description, created, expires, last_used, revoked"
+        if user is None:
+            return self._rows("tokens", "", order_by="created", select=columns)
+        return self._rows("tokens", "user = ?", [user], order_by="created", select=columns)
+
+    def get_token(self, token_id: str) -> Row:
+        rows = self._rows("tokens", "id = ?", [token_id])
+        if not rows:
+            raise NotFound(f"no token with id {token_id!r}", "token")
+        return rows[0]
+
+    def insert_token(self, row: Row) -> None:
+        self.db.table("tokens").insert(row)
+
+    def update_token(self, token_id: str, **fields: Any) -> None:
+        if self._update("tokens", "id", token_id, fields) == 0:
+            raise NotFound(f"no token with id {token_id!r}", "token")
+
+    def touch_token(self, token_id: str, when: float) -> None:
+        """Record a use (outside any transaction the caller holds)."""
+        self.db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", [when, token_id])
+
+    # -- the mount's Unix identities -----------------------------------------------
+    def list_unix_identities(self) -> list[Row]:
+        return self._rows("unix_identities", "", order_by="kind, unix_name")
+
+    def set_unix_identity(self, row: Row) -> None:
+        self.db.table("unix_identities").upsert(row, pk=("kind", "unix_name"))
+
+    def delete_unix_identity(self, kind: str, unix_name: str) -> None:
+        self.db.execute(
+            "DELETE FROM unix_identities WHERE kind = ? AND unix_name = ?", [kind, unix_name]
+        )
