@@ -20,6 +20,12 @@ from enum import StrEnum
 DEFAULT_PROJECT = "default"
 
 
+def qualified_name(project: str, name: str) -> str:
+    """How a VM is named where several projects' VMs meet (an admin's host listing,
+    a refusal's message): PROJECT/NAME, or NAME alone in the default project."""
+    return name if project == DEFAULT_PROJECT else f"{project}/{name}"
+
+
 class Role(StrEnum):
     """What a user may do (policy.py says it per route and per file)."""
 

@@ -79,11 +79,18 @@ class VMs(ServiceBase):
         }
 
     def list_vms(
-        self, state: str | None = None, label: str | None = None, host: str | None = None
+        self,
+        state: str | None = None,
+        label: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
     ) -> list[dict[str, Any]]:
+        """The caller's project's VMs (every project's, for an admin's
+        all_projects: each view names its project)."""
         out = []
         key, _, value = (label or "").partition("=")
-        for row in self.store.list_vms(with_xml=False, project=self._project()):
+        project = self._listed_project(all_projects)
+        for row in self.store.list_vms(with_xml=False, project=project):
             if state and self._observed(row) != state:
                 continue
             if host and row["host"] != host:
@@ -134,14 +141,14 @@ class VMs(ServiceBase):
                 spec, None, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
-            self._check_group(spec)
+            self._check_group(spec, self._project())
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
             claims = placement.claims_cpu_ram(
                 {"desired_state": initial, "observed_state": VMState.PROVISIONING}, spec
             )
             only = None if wanted_host is None else frozenset([wanted_host])
-            decision = self._schedule(spec, vm_id, only_hosts=only, cpu_ram=claims)
+            decision = self._schedule(spec, vm_id, self._project(), only_hosts=only, cpu_ram=claims)
             row = {
                 "id": vm_id,
                 "name": spec["name"],
@@ -194,7 +201,7 @@ class VMs(ServiceBase):
                 new, old, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_after_update(self.store, row, new)
-            self._check_group(new)
+            self._check_group(new, row["project"])
             renamed = new["name"] != old["name"]
             if renamed:
                 self._check_rename(row, new["name"])
@@ -293,8 +300,9 @@ class VMs(ServiceBase):
         if self.store.vm_exists(new_name, row["project"]):
             raise Conflict(f"a VM named {new_name!r} exists", "name")
 
-    def _check_group(self, spec: dict[str, Any]) -> None:
-        if spec.get("group") and not self.store.group_exists(spec["group"]):
+    def _check_group(self, spec: dict[str, Any], project: str) -> None:
+        """The spec's group is one of the VM's own project (another project's is not seen)."""
+        if spec.get("group") and not self.store.group_exists(project, spec["group"]):
             raise Invalid(
                 f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group"
             )
@@ -326,6 +334,7 @@ class VMs(ServiceBase):
             self.clock(),
             only_hosts=frozenset([row["host"]]),
             disk=False,
+            project=row["project"],
         )
         if decision.host is None:
             rejected = decision.rejected[0] if decision.rejected else None

@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
 from appliance.store.base import StoreBase, marks
 
@@ -72,22 +73,25 @@ class Aggregates(StoreBase):
             ).fetchall()
         )
 
-    def group_members_by_host(self, group: str, excluding: str | None) -> dict[str, int]:
-        """host -> members of the server group (other than the VM `excluding`)
-        placed there, or on their way there (an open migration or move)."""
+    def group_members_by_host(
+        self, group: str, excluding: str | None, project: str = DEFAULT_PROJECT
+    ) -> dict[str, int]:
+        """host -> members of the project's server group (other than the VM
+        `excluding`) placed there, or on their way there (an open migration or move)."""
         members: dict[str, int] = {}
         rows = self.db.execute(
-            "SELECT host, count(*) FROM vms WHERE json_extract(spec, '$.group') = ? "
-            "AND id IS NOT ? AND host IS NOT NULL AND desired_state != ? GROUP BY host",
-            [group, excluding, DesiredState.DELETED],
+            "SELECT host, count(*) FROM vms "
+            "WHERE project = ? AND json_extract(spec, '$.group') = ? AND id IS NOT ? "
+            "AND host IS NOT NULL AND desired_state != ? GROUP BY host",
+            [project, group, excluding, DesiredState.DELETED],
         )
         for host, count in rows:
             members[host] = count
         for (params,) in self.db.execute(
             "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id "  # noqa: S608 - ? marks only
             f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) "
-            "AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
-            [*_MOVING_KINDS, *_OPEN, group, excluding],
+            "AND v.project = ? AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
+            [*_MOVING_KINDS, *_OPEN, project, group, excluding],
         ):
             target = json.loads(params).get("target")
             if target:
