@@ -25,7 +25,9 @@ class APIError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 600):
+    def __init__(self, base_url: str, token: str | None, timeout: float = 600,
+                 project: str | None = None):
+        """project: the project every request acts in (`?project=`); None: the token's own."""
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             # urlopen would also take file: and ftp: URLs, and send the token there
             raise ValueError(
@@ -34,15 +36,16 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.project = project
 
     @classmethod
-    def from_home(cls, home: str) -> Client:
+    def from_home(cls, home: str, project: str | None = None) -> Client:
         config = Config.load(home)
         url = os.environ.get("VMCTL_URL") or f"http://{config.listen}"
         token = os.environ.get("VMCTL_TOKEN")
         if token is None and config.token_path.exists():
             token = config.token()
-        return cls(url, token)
+        return cls(url, token, project=project)
 
     def request(
         self,
@@ -55,6 +58,8 @@ class Client:
         content_type: str | None = None,
     ) -> Any:
         url = self.base_url + path
+        if self.project is not None:
+            query = {**(query or {}), "project": self.project}
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = raw

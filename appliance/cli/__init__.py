@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
-    client = Client.from_home(args.home)
+    client = Client.from_home(args.home, project=args.project)
     try:
         return _run_api_command(client, args)
     except APIError as err:

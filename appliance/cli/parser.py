@@ -100,6 +100,8 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
 
 def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list VMs")
+    p.add_argument("--all-projects", dest="all_projects", action="store_true",
+                   help="every project's VMs (admins), with a PROJECT column")
     p.add_argument("--state")
     p.add_argument("--label", help="KEY or KEY=VALUE")
     p.add_argument("--host")
@@ -122,6 +124,8 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("events", help="the event log")
     p.add_argument("name", nargs="?")
+    p.add_argument("--all-projects", dest="all_projects", action="store_true",
+                   help="every project's events (admins)")
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("images", help="list, import, upload or delete images")
     p.add_argument("action", nargs="?", choices=["list", "import", "upload", "delete"],
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
                         help="the appliance's home (config, token, store); default ./.appliance")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--project", default=os.environ.get("VMCTL_PROJECT"), metavar="P",
+                        help="act in project P (default: the token's first project; "
+                             "VMCTL_PROJECT)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_local_commands(sub)
     _add_vm_commands(sub)

@@ -102,15 +102,17 @@ class VMRecords(StoreBase):
         """The names of the VMs placed on a host: of one project, or (None) of
         every project, as PROJECT/NAME outside the default one."""
         if project is not None:
-            rows = self.db.execute(
-                "SELECT project, name FROM vms WHERE host = ? AND project = ? ORDER BY name",
-                [host, project],
-            )
-        else:
-            rows = self.db.execute(
-                "SELECT project, name FROM vms WHERE host = ? ORDER BY project != ?, project, name",
-                [host, DEFAULT_PROJECT],
-            )
+            return [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT name FROM vms WHERE host = ? AND project = ? ORDER BY name",
+                    [host, project],
+                )
+            ]
+        rows = self.db.execute(
+            "SELECT project, name FROM vms WHERE host = ? ORDER BY project != ?, project, name",
+            [host, DEFAULT_PROJECT],
+        )
         return [qualified_name(p, n) for p, n in rows]
 
     def vm_names_using_image(self, image: str) -> list[str]:
