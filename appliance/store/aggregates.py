@@ -15,6 +15,11 @@ from appliance.store.base import StoreBase, marks
 _MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE)]
 _OPEN = [str(s) for s in OPEN_OP_STATES]
 _FINAL = [str(s) for s in FINAL_OP_STATES]
+# A VM's name where several projects' meet (access.principal.qualified_name), in SQL;
+# the default project's name is the one bound parameter.
+_QUALIFIED = (
+    "CASE WHEN {project} IS NULL OR {project} = ? THEN {name} ELSE {project} || '/' || {name} END"
+)
 
 
 def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
@@ -136,11 +141,12 @@ class Aggregates(StoreBase):
         ).fetchall()
 
     def running_operation_progress(self) -> list[tuple[str | None, str, int | None]]:
-        """(VM name, kind, percent done) of each running operation."""
+        """(VM name, kind, percent done) of each running operation; the name as
+        PROJECT/NAME outside the default project (store.vm_ids_and_names)."""
         return self.db.execute(
-            "SELECT vm_name, kind, max(progress) FROM operations WHERE status = ? "
-            "GROUP BY vm_name, kind",
-            [OpStatus.RUNNING],
+            f"SELECT {_QUALIFIED.format(project='project', name='vm_name')} AS vm, kind, "  # noqa: S608 - ? marks
+            "max(progress) FROM operations WHERE status = ? GROUP BY vm, kind",
+            [DEFAULT_PROJECT, OpStatus.RUNNING],
         ).fetchall()
 
     def operation_duration_buckets(self, bounds: Sequence[float]) -> list[tuple[Any, ...]]:
@@ -159,9 +165,11 @@ class Aggregates(StoreBase):
         return self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()
 
     def vm_event_counts(self, kinds: Sequence[str]) -> list[tuple[str, str, int]]:
-        """(VM name, kind, count) of the events of these kinds about VMs that exist."""
+        """(VM name, kind, count) of the events of these kinds about VMs that exist;
+        the name as PROJECT/NAME outside the default project."""
         return self.db.execute(
-            "SELECT v.name, e.kind, count(*) FROM events e JOIN vms v ON v.id = e.vm_id "  # noqa: S608 - ? marks
-            f"WHERE e.kind IN ({marks(kinds)}) GROUP BY v.name, e.kind",
-            list(kinds),
+            f"SELECT {_QUALIFIED.format(project='v.project', name='v.name')} AS vm, e.kind, "  # noqa: S608 - ? marks
+            "count(*) FROM events e JOIN vms v ON v.id = e.vm_id "
+            f"WHERE e.kind IN ({marks(kinds)}) GROUP BY vm, e.kind",
+            [DEFAULT_PROJECT, *kinds],
         ).fetchall()

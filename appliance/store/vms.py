@@ -128,8 +128,12 @@ class VMRecords(StoreBase):
         ]
 
     def vm_ids_and_names(self) -> dict[str, str]:
-        """id (the libvirt domain's UUID) -> name."""
-        return {vm_id: name for vm_id, name in self.db.execute("SELECT id, name FROM vms")}
+        """id (the libvirt domain's UUID) -> name, as PROJECT/NAME outside the default
+        project (the metrics' `vm` label: one name may be in several projects)."""
+        return {
+            vm_id: qualified_name(project, name)
+            for vm_id, project, name in self.db.execute("SELECT id, project, name FROM vms")
+        }
 
     def group_members(self, project: str, group: str) -> list[tuple[str, str | None]]:
         """(name, host) of each VM in a server group (of the group's project)."""
