@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance import jsonio, netrules, placement
 from appliance import spec as specs
+from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import (
     ACTIVE_STATES,
@@ -289,8 +290,9 @@ class VMs(ServiceBase):
             return
         other = self.store.vm_with_fixed_ip(network["name"], network["ip"], excluding=vm_id)
         if other is not None:
+            owner = shown_vm_name(other["project"], other["name"])
             raise Conflict(
-                f"{network['ip']} is already {other['name']}'s address on {network['name']}",
+                f"{network['ip']} is already the address of {owner} on {network['name']}",
                 "network.ip",
             )
 

@@ -213,3 +213,23 @@ def test_a_hosts_vm_list_shows_the_callers_project(api, alice, bob):
         "web1\ndev/web1\nweb/web2\n"
     # Hosts themselves are every project's to read.
     assert api.simulate_get("/v1/hosts/local", headers=alice).json["allocated"]["vms"] == 3
+
+
+def test_a_taken_mac_or_address_does_not_name_another_projects_vm(api, alice, bob):
+    """A MAC or a fixed IP is the whole appliance's (one network, one DHCP server),
+    so a conflict across projects is refused, but the refusal names the holder
+    only to whoever may see it (it named any VM of any project)."""
+    mac = "52:54:00:aa:bb:01"
+    net = {"type": "network", "name": "default", "ip": "192.168.122.77"}
+    create(api, bob, "secret-db", network={"type": "user", "mac": mac})
+    create(api, bob, "secret-web", network=net)
+    for body, field in (({"network": {"type": "user", "mac": mac}}, "network.mac"),
+                        ({"network": net}, "network.ip")):
+        resp = api.simulate_post("/v1/vms", json={"name": "mine", **body}, headers=alice)
+        assert resp.status_code == 409 and resp.json["field"] == field, resp.text
+        assert "secret" not in resp.text and "dev" not in resp.text
+        assert "another project" in resp.json["reason"]
+        mine = api.simulate_post("/v1/vms", json={"name": "mine", **body}, headers=bob)
+        assert mine.status_code == 409 and "secret-" in mine.json["reason"]
+        admin = api.simulate_post("/v1/vms", json={"name": "mine", **body}, headers=ADMIN)
+        assert admin.status_code == 409 and "dev/secret-" in admin.json["reason"]
