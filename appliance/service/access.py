@@ -25,6 +25,10 @@ from appliance.store import Row
 
 MAX_USERS = 1000
 MAX_ACTIVE_TOKENS = 50  # per user: unrevoked, unexpired
+# Per user, the revoked and expired tokens whose records are kept (the newest):
+# a user making and revoking tokens in a loop must not grow the table without
+# bound. (The event log keeps that each was made and revoked.)
+KEPT_INACTIVE_TOKENS = 100
 # What a token's record shows; never its hash.
 TOKEN_FIELDS = ("id", "user", "prefix", "description", "created", "expires", "last_used",
                 "revoked")
@@ -157,11 +161,13 @@ class Access(ServiceBase):
             user = self.store.get_user(owner)
             if user["disabled"]:
                 raise Conflict(f"user {owner} is disabled", "user")
-            active = [t for t in self.store.list_tokens(owner)
-                      if token_view(t, now)["state"] == "active"]
+            records = self.store.list_tokens(owner)  # oldest first
+            active = [t for t in records if token_view(t, now)["state"] == "active"]
             if len(active) >= MAX_ACTIVE_TOKENS:
                 raise Conflict(f"{owner} has {len(active)} active tokens, the most allowed: "
                                "revoke one first", "user")
+            inactive = [t["id"] for t in records if t not in active]
+            self.store.delete_tokens(inactive[: max(0, len(inactive) - KEPT_INACTIVE_TOKENS)])
             self.store.insert_token({
                 "id": token_id, "user": owner, "hash": token_hash(token),
                 "prefix": shown_prefix(token), "description": description, "created": now,

@@ -166,3 +166,17 @@ def test_whoami_is_the_caller(svc):
     with as_user("alice", "viewer", ("web", "default")):
         assert svc.whoami() == {"user": "alice", "role": "viewer", "projects": ["web", "default"],
                                 "project": "web", "token_id": None}
+
+
+def test_making_and_revoking_tokens_in_a_loop_keeps_a_bounded_number_of_records(svc, monkeypatch):
+    monkeypatch.setattr("appliance.service.access.KEPT_INACTIVE_TOKENS", 3)
+    made = []
+    for _ in range(6):
+        token = svc.create_token({"user": "root"})
+        svc.revoke_token(token["id"])
+        made.append(token)
+    kept = [t["id"] for t in svc.list_tokens("root")]
+    assert kept == [t["id"] for t in made[2:]]  # 3 inactive kept, and the newest one, revoked after
+    for token in made:
+        assert resolver(svc.store)(token["token"]) is None
+    assert [e["kind"] for e in svc.store.list_events()].count("token-revoked") == 6
