@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance.api import openapi_access
 from appliance.files import HOST_FILES, VM_FILES
 from appliance.model import (
     GROUP_POLICIES,
@@ -181,6 +182,7 @@ SCHEMAS = {
                        "force": _bool(description="skip the scheduler's filters (not the checks "
                                                   "that the host is up and sees the disks)")},
     },
+    **openapi_access.SCHEMAS,  # users and tokens
 }
 
 
@@ -381,6 +383,7 @@ PATHS = {
         "delete": {"summary": "delete a server group without members",
                    "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
+    **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
 }
 
 DOCUMENT = {

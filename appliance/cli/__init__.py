@@ -4,6 +4,7 @@ when it does not).
 
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
+    access.py   users, tokens, whoami
     local.py    serve, mount, exporter, doctor     output.py  tables and JSON
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import hosts, local, vms
+from appliance.cli import access, hosts, local, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -29,7 +30,8 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
     "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
-    "group": hosts.cmd_group,
+    "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
+    "whoami": access.cmd_whoami,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

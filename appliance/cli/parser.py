@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from appliance.access.principal import ROLES
 from appliance.cli.output import pair
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
 from appliance.model import (
@@ -171,6 +172,42 @@ def _add_host_commands(sub: argparse._SubParsersAction) -> None:
     groups.add_parser("delete", help="delete a group without members").add_argument("name")
 
 
+def _add_access_commands(sub: argparse._SubParsersAction) -> None:
+    """user, token, whoami (appliance/cli/access.py)."""
+    p = sub.add_parser("user", help="list, add, change or remove users (admin)")
+    users = p.add_subparsers(dest="action", required=True)
+    users.add_parser("list", help="users, their roles and projects")
+    users.add_parser("show", help="one user").add_argument("name")
+    add = users.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default=None, help="(default viewer)")
+    add.add_argument("--project", action="append", metavar="PROJECT",
+                     help="a project they work in (repeat; the first is their default; "
+                          "default: default)")
+    change = users.add_parser("set", help="change a user's role, projects, or disable them")
+    change.add_argument("name")
+    change.add_argument("--role", choices=ROLES, default=None)
+    change.add_argument("--project", action="append", metavar="PROJECT",
+                        help="the projects they work in, replacing theirs (repeat)")
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--disable", dest="disabled", action="store_true", default=None,
+                       help="their tokens stop working")
+    state.add_argument("--enable", dest="disabled", action="store_false")
+    users.add_parser("rm", help="remove a user and their tokens").add_argument("name")
+
+    p = sub.add_parser("token", help="create, list or revoke API tokens")
+    tokens = p.add_subparsers(dest="action", required=True)
+    t = tokens.add_parser("create", help="make a token (printed once)")
+    t.add_argument("user", nargs="?", default=None, help="whose (default: yours; others: admin)")
+    t.add_argument("--expires", default=None, metavar="DURATION",
+                   help="90m, 12h, 30d (default: never)")
+    t.add_argument("--description", default=None)
+    t = tokens.add_parser("list", help="tokens by id and prefix (yours; an admin: everyone's)")
+    t.add_argument("--user", default=None)
+    tokens.add_parser("revoke", help="revoke a token").add_argument("id")
+    sub.add_parser("whoami", help="the user, role and projects of the token in use")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmctl", description="Drive the vm-appliance.")
     parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
@@ -180,5 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local_commands(sub)
     _add_vm_commands(sub)
     _add_host_commands(sub)
+    _add_access_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

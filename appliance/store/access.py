@@ -107,6 +107,10 @@ class AccessRecords(StoreBase):
         if self._update("tokens", "id", token_id, fields) == 0:
             raise NotFound(f"no token with id {token_id!r}", "token")
 
+    def delete_tokens(self, token_ids: list[str]) -> None:
+        for token_id in token_ids:
+            self.db.execute("DELETE FROM tokens WHERE id = ?", [token_id])
+
     def touch_token(self, token_id: str, when: float) -> None:
         """Record a use (outside any transaction the caller holds)."""
         self.db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", [when, token_id])
