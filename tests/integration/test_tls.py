@@ -6,6 +6,7 @@ HTTP to the port gets nothing. No guests."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -76,6 +77,9 @@ def test_vmctl_pins_the_home_certificate_and_refuses_another(appliance):
     assert requests_to(appliance, "/v1/vms") == 1
     right = vmctl(home, "--fingerprint", served_fingerprint(appliance.port), "list")
     assert right.returncode == 0, right.stderr
+    doctor = vmctl(home, "--json", "doctor")
+    api = next(check for check in json.loads(doctor.stdout) if check["name"] == "api")
+    assert api["status"] == "ok" and api["detail"].startswith("https://"), api
 
 
 def test_vmctl_with_a_ca_file_or_the_system_cas(appliance):
