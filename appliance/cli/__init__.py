@@ -5,7 +5,7 @@ when it does not).
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
     access.py   users, tokens, whoami
-    local.py    serve, mount, exporter, doctor     output.py  tables and JSON
+    local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 # Commands that run here, without a client.
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
-    "exporter": local.cmd_exporter,
+    "exporter": local.cmd_exporter, "tls": local.cmd_tls,
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
-    client = Client.from_home(args.home)
+    try:
+        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file)
+    except ValueError as err:
+        print(f"vmctl: {err}", file=sys.stderr)
+        return 2
     try:
         return _run_api_command(client, args)
     except APIError as err:

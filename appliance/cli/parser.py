@@ -30,6 +30,15 @@ STATE_COMMAND_HELP = [("start", "start"),
 MOUNT_GROUP_HELP = "let members of GROUP use the mount too (allow_other); default: only its owner"
 
 
+def _tls_choice(p: argparse.ArgumentParser, what: str) -> None:
+    """--tls | --insecure-http, stored as config tls "on" | "off" (default: auto)."""
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--tls", dest="tls", action="store_const", const="on", default=None,
+                        help=f"serve {what} over HTTPS (the default unless --listen is loopback)")
+    choice.add_argument("--insecure-http", dest="tls", action="store_const", const="off",
+                        help=f"serve {what} over plain HTTP even on a non-loopback address")
+
+
 def _no_wait(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", dest="no_wait", action="store_true")
 
@@ -50,6 +59,11 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
     serve.add_argument("--mount-group", dest="mount_group", default=None, metavar="GROUP",
                        help=MOUNT_GROUP_HELP)
+    _tls_choice(serve, "the API")
+    serve.add_argument("--tls-cert", dest="tls_cert", default=None, metavar="FILE",
+                       help="PEM certificate (with --tls-key; default: self-signed, HOME/tls)")
+    serve.add_argument("--tls-key", dest="tls_key", default=None, metavar="FILE",
+                       help="PEM private key of --tls-cert")
 
     p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
     p.add_argument("path")
@@ -71,6 +85,11 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every domain of the host, not only the appliance's (they may be other tenants')",
     )
+    _tls_choice(p, "/metrics")
+
+    p = sub.add_parser("tls", help="the API's TLS certificate (read from HOME, no server needed)")
+    p.add_argument("action", choices=["fingerprint"],
+                   help="print its SHA-256 fingerprint, as --fingerprint takes it")
 
 
 def _add_create(sub: argparse._SubParsersAction) -> None:
@@ -213,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
                         help="the appliance's home (config, token, store); default ./.appliance")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--fingerprint", default=os.environ.get("VMCTL_FINGERPRINT"),
+                        help="trust the appliance's HTTPS certificate with this SHA-256 "
+                             "fingerprint (`vmctl tls fingerprint`; env VMCTL_FINGERPRINT)")
+    parser.add_argument("--ca-file", dest="ca_file", default=os.environ.get("VMCTL_CA_FILE"),
+                        help="trust HTTPS certificates signed by this CA file (or the "
+                             "self-signed HOME/tls/server.crt itself; env VMCTL_CA_FILE)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_local_commands(sub)
     _add_vm_commands(sub)
