@@ -9,7 +9,7 @@ from falcon.routing import CompiledRouter
 
 from appliance import hosturi
 from appliance.access import tokens
-from appliance.api import access, error_shape, openapi, resources
+from appliance.api import access, error_shape, openapi, projects, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
@@ -68,6 +68,9 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     api_tokens = access.Tokens(service)
     route("/v1/tokens", api_tokens)
     route("/v1/tokens/{token_id}", api_tokens, suffix="item")
+    project_routes = projects.Projects(service)
+    route("/v1/projects", project_routes)
+    route("/v1/projects/{name}", project_routes, suffix="item")
     # Prometheus (exporter/): wants the token unless the admin made it public
     # (config metrics_public); libvirt is first asked at the first scrape.
     config = service.config

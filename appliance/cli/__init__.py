@@ -4,7 +4,7 @@ when it does not).
 
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
-    access.py   users, tokens, whoami
+    access.py   users, tokens, whoami   projects.py  projects and quotas
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, hosts, local, vms
+from appliance.cli import access, hosts, local, projects, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -31,7 +31,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
-    "whoami": access.cmd_whoami,
+    "whoami": access.cmd_whoami, "project": projects.cmd_project,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

@@ -7,6 +7,7 @@ import os
 
 from appliance.access.principal import ROLES
 from appliance.cli.output import pair
+from appliance.cli.projects import add_project_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
 from appliance.model import (
     DEFAULT_CPU_RATIO,
@@ -243,5 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vm_commands(sub)
     _add_host_commands(sub)
     _add_access_commands(sub)
+    add_project_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser
