@@ -131,7 +131,8 @@ def check(store: Store, project: str, quota: Mapping[str, int | None],
     """Conflict (409, field "quota") unless the project's usage with a VM of spec
     `new` (replacing `old`, the VM `vm_id`'s spec before a change) stays within
     every limit that the change grows. In the caller's transaction."""
-    limited = {r: quota[r] for r in RESOURCES if quota.get(r) is not None}  # said in this order
+    limited: dict[str, int] = {  # in this order: the first exceeded is the one said
+        r: limit for r in RESOURCES if (limit := quota.get(r)) is not None}
     if not limited:
         return
     after = vm_figures(store, new)
