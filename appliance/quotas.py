@@ -148,7 +148,7 @@ def check(store: Store, project: str, quota: Mapping[str, int | None],
         wanted = _amount(resource, others) + _amount(resource, after)
         if wanted <= _limit_in_units(resource, limit):
             continue
-        above = " (usage is above the limit, which was lowered)" if (
+        above = " (usage is already above the limit)" if (
             used > _limit_in_units(resource, limit)) else ""
         need = "a new VM" if before is None else "this change"
         raise Conflict(

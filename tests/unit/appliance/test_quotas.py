@@ -198,9 +198,9 @@ def test_a_quota_lowered_below_usage_is_taken_and_blocks_growth_saying_why(servi
     with pytest.raises(Conflict) as refused:
         create(service, "web", "d", cpus=1)
     assert refused.value.reason == ("quota exceeded in project web: VMs used 3, limit 2 (usage is "
-                                    "above the limit, which was lowered); a new VM would make it 4")
+                                    "already above the limit); a new VM would make it 4")
     with in_project("web"):
-        with pytest.raises(Conflict, match="vCPUs used 6, limit 4 \\(usage is above the limit"):
+        with pytest.raises(Conflict, match="vCPUs used 6, limit 4 \\(usage is already above the limit"):
             service.update_vm("a", {"cpus": 3})
         # what does not grow still passes: shrinking, labels, a start (every VM counts already)
         service.update_vm("a", {"cpus": 1, "labels": {"x": "y"}})
