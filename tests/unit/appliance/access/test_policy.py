@@ -109,3 +109,33 @@ def test_every_table_entry_is_an_action_or_a_file_table():
         assert template.startswith("/") and method == method.upper()
         assert isinstance(rule, Action) or rule in (policy.VM_FILE_WRITES,
                                                     policy.HOST_FILE_WRITES), template
+
+
+# -- what the table says, by route family (issue 11's roles) ----------------------------------------
+ADMIN_ONLY = ("/v1/hosts", "/v1/images", "/v1/users", "/v1/projects")
+
+
+def _actions(rule: policy.Rule) -> set[Action]:
+    return {rule} if isinstance(rule, Action) else {*rule.values(), Action.ADMIN}
+
+
+@pytest.mark.parametrize("route", sorted(policy.ROUTES), ids=" ".join)
+def test_each_entry_keeps_to_the_roles_of_the_issue(route):
+    template, method = route
+    actions = _actions(policy.ROUTES[route])
+    family = "/".join(template.split("/")[:3])
+    if method != "GET":
+        # A viewer changes nothing; hosts, images, users and projects are the admin's.
+        assert not any(policy.allows(Role.VIEWER, a) for a in actions - {Action.OWN_TOKENS})
+        assert Action.READ not in actions
+        if family in ADMIN_ONLY:
+            assert actions == {Action.ADMIN}
+        if family == "/v1/tokens":
+            assert actions == {Action.OWN_TOKENS}  # the service keeps each to their own
+    elif family in ("/v1/users",):
+        assert actions == {Action.ADMIN}
+    elif template == "/metrics":
+        assert actions == {Action.METRICS}
+    else:
+        # Every other read is for every role but the monitor's (the viewer's READ).
+        assert actions <= {Action.READ, Action.OWN_TOKENS}

@@ -175,6 +175,7 @@ FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "cpus"): {"body": "2", "headers": TEXT},
     ("/v1/vms", "memory"): {"body": "512", "headers": TEXT},
     ("/v1/vms", "host"): {"body": "local", "headers": TEXT},
+    ("/v1/vms", "lock"): {"body": "matrix test\n", "headers": TEXT},  # a reason
     ("/v1/hosts", "state"): {"json": {"state": "disabled"}},
 }
 BODIES = {  # other writes, by (template, method)
