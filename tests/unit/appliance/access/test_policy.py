@@ -111,7 +111,7 @@ def test_every_table_entry_is_an_action_or_a_file_table():
                                                     policy.HOST_FILE_WRITES), template
 
 
-# -- what the table says, by route family (issue 11's roles) ----------------------------------------
+# -- what the table says, by route family (issue 11's roles) -------------------------------------
 ADMIN_ONLY = ("/v1/hosts", "/v1/images", "/v1/users", "/v1/projects")
 
 
