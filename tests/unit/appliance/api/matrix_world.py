@@ -166,7 +166,7 @@ class Sample:
 
 # A path parameter's value, by the route's collection (the first segments) then by field.
 NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
-         "/v1/users": "admin", "/v1/projects": DEFAULT_PROJECT}
+         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT}
 # DELETE removes: the spare one, that nothing uses.
 DELETED = {"/v1/images": "spare", "/v1/hosts": "spare"}
 TEXT = {"Content-Type": "text/plain"}
@@ -185,14 +185,19 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/hosts", "POST"): {"json": {"name": "h3", "uri": "qemu+ssh://root@h3/system"}},
     ("/v1/hosts/{name}", "PATCH"): {"json": {"labels": {"rack": "r1"}}},
     ("/v1/groups", "POST"): {"json": {"name": "g2", "policy": "affinity"}},
+    ("/v1/users", "POST"): {"json": {"name": "carol", "role": "viewer"}},
+    ("/v1/users/{name}", "PATCH"): {"json": {"projects": [DEFAULT_PROJECT, "web"]}},
+    ("/v1/tokens", "POST"): {"json": {"description": "matrix"}},
 }
 # The routes this file knows to succeed with these samples: routes added since are
 # held to "reached, not refused" alone until their samples are written here.
 KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
-               "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups"}
+               "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
+               "/v1/tokens"}
 KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
          ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
-         ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE")}
+         ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
+         ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE")}
 
 
 def sample(world: World, caller: str, template: str, method: str, file: str | None,
