@@ -133,6 +133,7 @@ def build(directory: Path, demo: ReplayedDemoImage) -> World:
     start = service.set_state("web2", "running")
     assert start is not None
     service.create_group({"name": "g1", "policy": "anti-affinity"})
+    store.insert_project({"name": "spare", "description": "", "quota": {}, "created": time.time()})
     for project, vm in (("web", "www1"), ("db", "db1")):
         store.insert_project({"name": project, "description": "", "quota": {},
                               "created": time.time()})
@@ -168,7 +169,7 @@ class Sample:
 NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
          "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT}
 # DELETE removes: the spare one, that nothing uses.
-DELETED = {"/v1/images": "spare", "/v1/hosts": "spare"}
+DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare"}
 TEXT = {"Content-Type": "text/plain"}
 FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "state"): {"json": {"state": "running"}},
@@ -188,16 +189,19 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/users", "POST"): {"json": {"name": "carol", "role": "viewer"}},
     ("/v1/users/{name}", "PATCH"): {"json": {"projects": [DEFAULT_PROJECT, "web"]}},
     ("/v1/tokens", "POST"): {"json": {"description": "matrix"}},
+    ("/v1/projects", "POST"): {"json": {"name": "p2", "description": "matrix"}},
+    ("/v1/projects/{name}", "PATCH"): {"json": {"quota": {"vms": 50}}},
 }
 # The routes this file knows to succeed with these samples: routes added since are
 # held to "reached, not refused" alone until their samples are written here.
 KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
                "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
-               "/v1/tokens"}
+               "/v1/tokens", "/v1/projects"}
 KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
          ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
          ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
-         ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE")}
+         ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE"),
+         ("/v1/projects/{name}", "DELETE")}
 
 
 def sample(world: World, caller: str, template: str, method: str, file: str | None,

@@ -46,9 +46,6 @@ from tests.unit.appliance.api.matrix_world import (
 # shrinks this to empty after the merges.
 PENDING_ROUTES = frozenset({
     ("/v1/vms/{name}/{file}", "DELETE"),
-    ("/v1/projects", "GET"), ("/v1/projects", "POST"),
-    ("/v1/projects/{name}", "GET"), ("/v1/projects/{name}", "PATCH"),
-    ("/v1/projects/{name}", "DELETE"),
 })
 # Write entries for files that have no writer yet: `lock` (the locks helper adds the
 # file), `console` (typing into a console comes with the consoles issue). Exact, as above.
