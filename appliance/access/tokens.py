@@ -84,7 +84,9 @@ def bootstrap(store: Store, home_token: str | None, clock: Callable[[], float] =
         return
     now = clock()
     with store.transaction():
-        if store.user_count() == 0:
+        # The home token's owner must exist for the token to name it (its foreign key),
+        # whatever other users a store made before this ran may hold.
+        if not store.user_exists(FIRST_ADMIN):
             store.insert_user({"name": FIRST_ADMIN, "role": Role.ADMIN.value,
                                "projects": [DEFAULT_PROJECT], "created": now, "disabled": 0})
         if store.token_owner(token_hash(home_token)) is None:

@@ -76,6 +76,9 @@ class AccessRecords(StoreBase):
             raise NotFound(f"no user named {name!r}", "user")
         return _decode_user(rows[0])
 
+    def user_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone() is not None
+
     def user_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM users").fetchone()[0])
 

@@ -99,3 +99,15 @@ def test_bootstrap_makes_home_token_the_first_admins_once(store):
 def test_bootstrap_without_a_home_token_makes_no_one(store):
     bootstrap(store, None)
     assert store.user_count() == 0 and not store.get_meta("users_bootstrapped")
+
+
+def test_bootstrap_makes_the_admin_even_when_other_users_exist(store):
+    """A store that holds users but no `admin` when bootstrap first runs: the home
+    token's owner is made (it used to be skipped, and the token's foreign key failed
+    the start)."""
+    store.insert_user({"name": "bob", "role": "viewer", "projects": ["default"],
+                       "created": 0.0, "disabled": 0})
+    bootstrap(store, "home-secret")
+    principal = resolver(store)("home-secret")
+    assert principal is not None and principal.user == "admin" and principal.role == Role.ADMIN
+    assert store.get_user("bob")["role"] == "viewer"
