@@ -13,7 +13,7 @@ through REST.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from appliance import errors
@@ -63,13 +63,7 @@ def entries(service: Service, path: Path) -> list[str]:
     if len(path) == 1:
         return service.projects_visible()
     check_visible(service, path[1])
-    return [name for name in PROJECT_ENTRIES if name != "quota" or _get_project(service)]
-
-
-def _get_project(service: Service) -> Callable[[str], dict[str, Any]] | None:
-    # Projects' quotas and usage are the quotas part's (service.get_project, whose
-    # view has "quota" and "usage"); a service without it has no quota file to show.
-    return getattr(service, "get_project", None)
+    return list(PROJECT_ENTRIES)
 
 
 def quota_text(project: dict[str, Any]) -> str:
@@ -85,8 +79,7 @@ def quota_text(project: dict[str, Any]) -> str:
 
 def content(service: Service, path: Path) -> str:
     """The text of projects/P/quota (no other file lives directly under projects/)."""
-    get_project = _get_project(service)
-    if len(path) != 3 or path[2] != "quota" or get_project is None:
+    if len(path) != 3 or path[2] != "quota":
         raise errors.NotFound(f"no {'/'.join(path)!r} here")
     with acting_in(service, path[1]):
-        return quota_text(get_project(path[1]))
+        return quota_text(service.get_project(path[1]))

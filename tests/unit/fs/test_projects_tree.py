@@ -1,7 +1,6 @@
 """The mount's projects/ as the tree serves it (fs/tree.py, fs/projects.py):
 projects/P/vms/ is vms/ acting in P, for the projects the caller may see;
-projects/P/quota is get_project's quota and usage (stubbed here: the quotas
-part provides it). tests/fs/test_fs_projects.py does it through a real mount."""
+projects/P/quota is service.get_project's quota and usage. tests/fs/test_fs_projects.py does it through a real mount."""
 from __future__ import annotations
 
 import time
@@ -77,25 +76,28 @@ def test_a_member_sees_only_their_projects(tree, service):
         assert service.get_vm("web1")["desired_state"] == "stopped"
 
 
-def test_the_quota_file_reads_get_project(tree, service, monkeypatch):
-    assert listed(tree, "projects", "web") == ["vms"]  # no get_project: no quota file
-    asked = []
-
-    def get_project(name):
-        asked.append(name)
-        return {"name": name, "description": "", "created": 0.0,
-                "quota": {"vms": 5, "cpus": None, "memory_mib": 4096, "disk_gib": None},
-                "usage": {"vms": 3, "cpus": 6, "memory_mib": 1536, "disk_gib": 12}}
-
-    monkeypatch.setattr(service, "get_project", get_project, raising=False)
+def test_the_quota_file_reads_the_projects_quota_and_usage(tree, service):
+    service.store.update_project("web", quota={"vms": 5, "memory_mib": 4096})
+    with acting_as(ALICE):
+        tree.create_vm(("projects", "web", "vms", "mine"))
     assert listed(tree, "projects", "web") == ["vms", "quota"]
+    vm = service.store.get_vm("mine", "web")
+    disk = service.get_project("web")["usage"]["disk_gib"]
     text = tree.content(("projects", "web", "quota")).decode()
-    assert text == "vms 3/5\ncpus 6/unlimited\nmemory_mib 1536/4096\ndisk_gib 12/unlimited\n"
-    assert asked[-1] == "web"
+    assert text == (f"vms 1/5\ncpus {vm['spec']['cpus']}/unlimited\n"
+                    f"memory_mib {vm['spec']['memory']}/4096\ndisk_gib {disk}/unlimited\n")
     node = tree.stat(("projects", "web", "quota"))
     assert not node.is_dir and not node.writable and node.size == len(text)
     with acting_as(ALICE):
         assert tree.content(("projects", "web", "quota")).decode() == text
         with pytest.raises(errors.NotFound):
             tree.content(("projects", "dev", "quota"))
-    assert asked.count("dev") == 0
+    assert tree.content(("projects", "dev", "quota")).decode().startswith("vms 1/unlimited\n")
+
+
+def test_quota_lines_say_unlimited_for_a_null_limit():
+    from fs.projects import quota_text
+
+    view = {"quota": {"vms": 5, "cpus": None, "memory_mib": 4096, "disk_gib": None},
+            "usage": {"vms": 3, "cpus": 6, "memory_mib": 1536, "disk_gib": 12}}
+    assert quota_text(view) == "vms 3/5\ncpus 6/unlimited\nmemory_mib 1536/4096\ndisk_gib 12/unlimited\n"
