@@ -33,7 +33,6 @@ GROUPS_CACHE threads (an `ls -l` asks once per file).
 """
 from __future__ import annotations
 
-import grp
 import logging
 import pwd
 import time
@@ -41,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from appliance.access.mountmap import unix_id
 from appliance.access.principal import DEFAULT_PROJECT, ROLES, Principal, Role
 from appliance.errors import NotFound
 from appliance.store import Store
@@ -81,17 +81,6 @@ def thread_groups(pid: int, uid: int, gid: int) -> frozenset[int]:
         return frozenset(int(g) for g in fields.get("Groups", "").split())
     except (KeyError, IndexError, ValueError):
         return frozenset()
-
-
-def unix_id(name: str, kind: str) -> int | None:
-    """The uid (kind "user") or gid ("group") of a Unix name; a number is itself; None for
-    a name this machine does not know."""
-    if name.isdigit():
-        return int(name)
-    try:
-        return pwd.getpwnam(name).pw_uid if kind == "user" else grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
 
 
 def combine(grants: Iterable[Grant]) -> tuple[Role, str, dict[str, Role], str | None] | None:

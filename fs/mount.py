@@ -22,6 +22,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from appliance.access.principal import ANONYMOUS, set_caller
 from appliance.config import Config
 from appliance.notify import Notifier
 from appliance.service import Service
@@ -79,6 +80,9 @@ def may_allow_other(fuse_conf: Path = FUSE_CONF) -> bool:
 
 
 async def _serve_until_signal() -> None:
+    # Every FUSE request acts as its caller (fs/guard.py); one that forgot to would act as
+    # nobody (no project, no VM), never as the default SYSTEM. pyfuse3's tasks start from here.
+    set_caller(ANONYMOUS)
     async with trio.open_nursery() as nursery:
 
         async def fuse_main() -> None:
