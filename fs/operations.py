@@ -116,22 +116,27 @@ class ApplianceFS(pyfuse3.Operations):
 
     # -- attributes ---------------------------------------------------------------------
     def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
-        """Modes say what anyone may do (the kernel checks them, default_permissions); the
-        policy, who. Shared, what lies below the top directories is not cached: the kernel
-        would answer the next caller's stat from it, whoever they are."""
+        """Modes say what anyone may do (the kernel checks them, default_permissions), the
+        policy who. While the map names nobody, nobody but the owner (and root) may: the
+        kernel stops everyone else at the mount's root, and its caches serve as before. Once
+        it names someone, what lies below the top directories is not cached: the kernel
+        would answer the next caller's stat from it, whoever they are (and `vms/NAME` is
+        another VM in another project)."""
         path = self.inodes.paths.get(inode, ())
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode
         attrs.generation = 0
-        timeout = 0 if self.shared and len(path) > 1 else CACHE_SECONDS
-        attrs.entry_timeout = attrs.attr_timeout = timeout
+        others = self.shared and self.guard.identities.anyone()
+        attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | (0o777 if _makes_names(path) else 0o555)
+            mode = 0o777 if _makes_names(path) else 0o555
             attrs.st_nlink = 2
         else:
             changes = node.writable and policy.mount_action(path, "write") is not None
-            attrs.st_mode = stat.S_IFREG | (0o666 if changes else 0o444)
+            mode = 0o666 if changes else 0o444
             attrs.st_nlink = 1
+        attrs.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | (
+            mode if others else mode & 0o700)
         attrs.st_uid = self.uid
         attrs.st_gid = self.gid
         attrs.st_size = node.size

@@ -65,18 +65,19 @@ def test_ls_l_modes_owner_sizes_times(mount):
     for file, writable in ((f.name, f.writable) for f in VM_FILES.entries):
         info = os.stat(vm / file)
         assert stat.S_ISREG(info.st_mode)
-        # Modes say what anyone may do (the map and the policy say who): rw for all when writable.
-        assert stat.S_IMODE(info.st_mode) == (0o666 if writable else 0o444), file
+        # Modes say what anyone may do (the map and the policy say who); with nobody in the
+        # mount's map, nobody but its owner may (test_fs_identity.py has the others).
+        assert stat.S_IMODE(info.st_mode) == (0o600 if writable else 0o400), file
         assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
         if file != "console":
             assert info.st_size == len((vm / file).read_bytes()), file
             assert abs(info.st_mtime - mount.service.get_vm("web1")["updated"]) < 1.5, file
         assert abs(info.st_atime - row["created"]) < 0.01  # FUSE has no birth time: atime is creation
     # A directory names can be made in (vms/: mkdir, mv, rmdir) is writable; the others are not.
-    for directory, mode in ((mount.mnt, 0o555), (mount.mnt / "vms", 0o777), (vm, 0o555)):
+    for directory, mode in ((mount.mnt, 0o500), (mount.mnt / "vms", 0o700), (vm, 0o500)):
         info = os.stat(directory)
         assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == mode, directory
-    assert stat.S_IMODE(os.stat(mount.mnt / "images" / "demo.json").st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(mount.mnt / "images" / "demo.json").st_mode) == 0o400
 
 
 def test_inodes_are_stable_and_follow_a_rename(mount):

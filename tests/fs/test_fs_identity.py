@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -103,6 +104,12 @@ def test_a_vmops_member_runs_a_vm_of_web_and_nobody_else_changes_it(team):
     assert result.stderr.count(EACCES) == 6, result.stderr
     assert in_web(m, "web1")["desired_state"] == "running"
     assert any("uid 5003 (gid 5150) has no entry in the mount's map" in r for r in refusals(m))
+    # nor does the kernel answer them from what it cached for root a moment ago
+    for _ in range(3):
+        assert m.sh("stat vms/db1/state >/dev/null").returncode == 0
+        result = run_as(NOBODY, "stat vms/db1/state", m.mnt)
+        assert result.returncode == 1 and EACCES in result.stderr, result.stdout
+    assert stat.S_IMODE(os.stat(m.mnt / "vms" / "db1" / "state").st_mode) == 0o666  # the policy says who
 
     # a member by the primary gid alone is a member; hosts stay the admins'
     result = run_as(PRIMARY, "echo 2 > vms/web1/cpus", m.mnt, gid=VMOPS)
