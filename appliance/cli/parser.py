@@ -28,7 +28,8 @@ STATE_COMMAND_HELP = [("start", "start"),
                       ("stop", "shut down (ACPI, then force after the grace period)"),
                       ("force-stop", "pull the plug"), ("pause", "pause"), ("resume", "resume"),
                       ("reboot", "restart the guest")]
-MOUNT_GROUP_HELP = "let members of GROUP use the mount too (allow_other); default: only its owner"
+MOUNT_GROUP_HELP = ("in the mount, members of GROUP are operators in the default project "
+                    "(a `vmctl mount-map` entry for GROUP wins)")
 
 
 def _tls_choice(p: argparse.ArgumentParser, what: str) -> None:
