@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.access.principal import SYSTEM, acting_as
+from appliance.access import mountmap, policy
+from appliance.access.principal import SYSTEM, Role, acting_as
+from appliance.files import VM_FILES
 from tests.fs.conftest import ROOT, Mount
 
 EACCES = os.strerror(errno.EACCES)
@@ -149,3 +151,73 @@ def test_an_open_file_acts_as_whoever_opened_it(team):
     assert m.service.get_vm("db1")["spec"]["cpus"] == 2
     result = run_as(NOBODY, "exec 3>vms/db1/cpus", m.mnt)
     assert EACCES in result.stderr
+
+
+# -- the role x file matrix, generated from the policy table --------------------------------------
+# One uid per role, mapped as an admin would: a user entry for the admin and the monitor (users of
+# those roles), a group entry for the operator and the viewer; and a uid nobody mapped.
+MATRIX_UIDS = {"admin": 5010, "operator": 5011, "viewer": 5012, "monitor": 5013, "unmapped": 5014}
+MATRIX_GROUPS = {"operator": 5111, "viewer": 5112}
+
+
+def expected_allowed(role: str, path: tuple[str, ...], verb: str) -> bool:
+    action = policy.mount_action(path, verb)
+    return role != "unmapped" and action is not None and policy.allows(Role(role), action)
+
+
+def matrix_cases() -> list[tuple[str, tuple[str, ...], str]]:
+    """(shell command, the path it acts on, the verb the policy decides): every file of a VM read,
+    every writable one written, and each change of the tree."""
+    cases = [(f"cat vms/web1/{f.name} >/dev/null", ("vms", "web1", f.name), "read")
+             for f in VM_FILES.entries]
+    # a value every writer refuses (EINVAL), so that an allowed write changes nothing either
+    cases += [(f"printf '%s\\n' '!' > vms/web1/{f.name}", ("vms", "web1", f.name), "write")
+              for f in VM_FILES.entries if f.writable]
+    cases += [("mkdir vms/made", ("vms", "made"), "mkdir"),
+              ("mv vms/mvsrc vms/mvdst && mv vms/mvdst vms/mvsrc", ("vms", "mvsrc"), "rename"),
+              ("rmdir vms/rmme", ("vms", "rmme"), "rmdir"),
+              ("cat hosts/local/state >/dev/null", ("hosts", "local", "state"), "read"),
+              ("printf '%s\\n' '!' > hosts/local/state", ("hosts", "local", "state"), "write"),
+              ("mkdir hosts/h9 && rmdir hosts/h9", ("hosts", "h9"), "mkdir"),
+              ("""echo '{"policy": "affinity"}' > groups/g.json && rm groups/g.json""",
+               ("groups", "g.json"), "create")]
+    return cases
+
+
+@pytest.mark.parametrize("role", list(MATRIX_UIDS))
+def test_each_role_may_do_in_the_mount_what_the_policy_table_says(tmp_path, open_dir, role):
+    m = Mount(tmp_path, mnt=open_dir / "mnt")
+    try:
+        m.start()
+        store = m.service.store
+        store.insert_project({"name": "web", "description": "", "quota": {}, "created": time.time()})
+        for user in ("admin", "monitor"):
+            store.insert_user({"name": f"{user}-user", "role": user, "projects": ["web"],
+                               "created": time.time(), "disabled": 0})
+            mountmap.set_user(store, str(MATRIX_UIDS[user]), f"{user}-user")
+        for group_role, gid in MATRIX_GROUPS.items():
+            mountmap.set_group(store, str(gid), group_role, "web")
+        with acting_as(SYSTEM.in_project("web")):
+            for name in ("web1", "mvsrc", "rmme"):
+                m.service.create_vm({"name": name, "state": "stopped"})
+        time.sleep(2.1)  # the mount's map
+        uid, gid = MATRIX_UIDS[role], MATRIX_GROUPS.get(role, MATRIX_UIDS[role])
+        wrong = []
+        for command, path, verb in matrix_cases():
+            with acting_as(SYSTEM.in_project("web")):
+                before = (sorted((v["name"], v["generation"]) for v in m.service.list_vms()),
+                          m.service.get_host("local")["state"], m.service.list_groups())
+            result = run_as(uid, command, m.mnt, gid=gid)
+            refused = EACCES in result.stderr
+            if refused == expected_allowed(role, path, verb):
+                wrong.append((command, "refused" if refused else "allowed", result.stderr.strip()))
+            with acting_as(SYSTEM.in_project("web")):
+                after = (sorted((v["name"], v["generation"]) for v in m.service.list_vms()),
+                         m.service.get_host("local")["state"], m.service.list_groups())
+            if refused and after != before:
+                wrong.append((command, "refused but changed", before, after))
+            if verb == "mkdir" and path[0] == "vms" and not refused:
+                assert run_as(uid, "rmdir vms/made", m.mnt, gid=gid).returncode == 0
+        assert not wrong, wrong
+    finally:
+        m.stop()
