@@ -102,6 +102,9 @@ def test_the_map_names_callers_by_uid_and_groups(projects, sleeper):
     assert both.in_project("db").role == Role.VIEWER
     carol = ids.principal(5005, 5005, 0)
     assert carol is not None and (carol.user, carol.role, carol.project) == ("carol", Role.VIEWER, "db")
+    for pid in range(10_000, 10_000 + 2 * identity.GROUPS_CACHE):  # the groups cache stays bounded
+        ids.principal(5004, VMOPS, pid)
+    assert len(ids._thread_groups) == identity.GROUPS_CACHE
     # a change counts after MAP_SECONDS, not before
     mountmap.remove(store, "group", str(VMOPS))
     assert ids.principal(5004, VMOPS, 0) is not None
