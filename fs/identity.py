@@ -33,7 +33,6 @@ GROUPS_CACHE threads (an `ls -l` asks once per file).
 """
 from __future__ import annotations
 
-import logging
 import pwd
 import time
 from collections import OrderedDict
@@ -44,8 +43,6 @@ from appliance.access.mountmap import unix_id
 from appliance.access.principal import DEFAULT_PROJECT, ROLES, Principal, Role
 from appliance.errors import NotFound
 from appliance.store import Store
-
-log = logging.getLogger("vmctl.fs")
 
 MAP_SECONDS = 2.0
 GROUPS_SECONDS = 1.0
@@ -119,7 +116,7 @@ class Identities:
         self.owner_uid = owner_uid
         self.mount_group = mount_group
         self.clock = clock
-        self._loaded = -MAP_SECONDS
+        self._loaded = float("-inf")  # never: the first request reads the map
         self._users: dict[int, list[Grant]] = {}
         self._groups: dict[int, list[Grant]] = {}
         self._names: dict[int, str] = {}  # uid -> Unix name, emptied with each reload
