@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 
 from appliance import errors, jsonio
+from appliance.access.principal import ANONYMOUS, Principal
 from appliance.files import Log
 from fs import limits
 
@@ -47,6 +48,9 @@ class Handle:
     base: int = 0  # the file offset of buffer[0]
     made: bool = False  # opened by create(): a new file that exists while open
     log: Log | None = None  # read at each read's offset, never kept
+    # Who opened it: read, write, flush and release carry no caller of their own.
+    # (ANONYMOUS, in no project, sees no VM: never a handle with more than its opener's.)
+    principal: Principal = ANONYMOUS
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""

@@ -1,11 +1,10 @@
 """What the mount takes from a caller before the service sees anything: how
-many bytes a file's value may have, which names may be made, who may change
-the appliance's hosts and server groups, and how much of a value a log line
-quotes.
+many bytes a file's value may have, which names may be made, and how much of
+a value a log line quotes. (Who may change what is the policy's: fs/guard.py.)
 
-The mount serves root's appliance to other users (a mount group), so each of
-these is checked in the operation itself, not left to the kernel's mode checks
-alone: a mode that changes later must not open them.
+The mount serves root's appliance to other users, so each of these is checked
+in the operation itself, not left to the kernel's mode checks alone: a mode
+that changes later must not open them.
 """
 from __future__ import annotations
 
@@ -48,26 +47,6 @@ def check_size(path: Path, size: int) -> None:
     """EFBIG for a value (or a truncate) larger than the file may hold."""
     if size > max_bytes(path):
         raise pyfuse3.FUSEError(errno.EFBIG)
-
-
-# Hosts (a host's URI is how the appliance, as root, reaches a libvirtd) and server
-# groups are the appliance's administration: the mount's owner alone changes them,
-# whoever else the mount lets in (until roles exist, as through REST).
-# projects/ too: its P/vms/ reach every project's VMs, which the mount, acting as
-# its owner, may see (fs/projects.py).
-OWNER_ONLY_TOPS = ("hosts", "groups", "projects")
-
-
-def owner_only(path: Path) -> bool:
-    """Whether changing this path (or making, removing, renaming under it) needs the mount's
-    owner."""
-    return bool(path) and path[0] in OWNER_ONLY_TOPS
-
-
-def check_owner(path: Path, caller_uid: int, owner_uid: int) -> None:
-    """EACCES for a change under hosts/ or groups/ by anyone but the mount's owner."""
-    if owner_only(path) and caller_uid != owner_uid:
-        raise pyfuse3.FUSEError(errno.EACCES)
 
 
 # A name the mount makes (a VM, a host, a server group) is a DNS label: no whitespace

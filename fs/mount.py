@@ -3,11 +3,18 @@
 Run by `vmctl mount PATH` (standalone, foreground) and, as a supervised child,
 by `vmctl serve`. A mount left behind by a crash ("Transport endpoint is not
 connected") is cleared before mounting again.
+
+Other users reach the mount (allow_other) whenever FUSE lets this process
+offer it: always as root, otherwise when /etc/fuse.conf has user_allow_other.
+Who gets what is the map's (fs/identity.py) and the policy's (fs/guard.py),
+decided per request, so a change of the map needs no new mount; a uid the map
+does not name gets EACCES from every request.
 """
 from __future__ import annotations
 
 import grp
 import logging
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -15,6 +22,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from appliance.access.principal import ANONYMOUS, set_caller
 from appliance.config import Config
 from appliance.notify import Notifier
 from appliance.service import Service
@@ -23,6 +31,7 @@ from fs.operations import ApplianceFS
 
 log = logging.getLogger("vmctl.fs")
 FSNAME = "vm-appliance"
+FUSE_CONF = Path("/etc/fuse.conf")
 
 
 def _unescape(field: str) -> str:
@@ -59,7 +68,21 @@ def mount_options(allow_other: bool = False) -> set[str]:
     return options
 
 
+def may_allow_other(fuse_conf: Path = FUSE_CONF) -> bool:
+    """Whether fusermount3 will mount with allow_other for this process."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        lines = fuse_conf.read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.strip() == "user_allow_other" for line in lines)
+
+
 async def _serve_until_signal() -> None:
+    # Every FUSE request acts as its caller (fs/guard.py); one that forgot to would act as
+    # nobody (no project, no VM), never as the default SYSTEM. pyfuse3's tasks start from here.
+    set_caller(ANONYMOUS)
     async with trio.open_nursery() as nursery:
 
         async def fuse_main() -> None:
@@ -76,17 +99,19 @@ async def _serve_until_signal() -> None:
 
 def run(config: Config, mountpoint: str | Path, service: Service | None = None,
         group: str | None = None) -> int:
-    """Mount and serve until SIGTERM/SIGINT. With group, members of that group may use
-    the mount too (allow_other; the kernel checks modes, default_permissions), but
-    hosts/ and groups/ stay the owner's to change (fs/limits.py, checked per call)."""
+    """Mount and serve until SIGTERM/SIGINT. With group, the members of that group are
+    operators in the default project unless the map names the group (fs/identity.py)."""
     mountpoint = Path(mountpoint).absolute()
     clear_stale(mountpoint)
     mountpoint.mkdir(parents=True, exist_ok=True)
     if service is None:
         service = Service(Store(config.db_path), config, notify=Notifier(config.notify_socket))
     gid = None if group is None else (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
-    pyfuse3.init(ApplianceFS(service, group=gid), str(mountpoint),
-                 mount_options(allow_other=gid is not None))
+    shared = may_allow_other()
+    if not shared:
+        log.warning("only this mount's owner can use it: %s has no user_allow_other", FUSE_CONF)
+    pyfuse3.init(ApplianceFS(service, group=gid, shared=shared), str(mountpoint),
+                 mount_options(allow_other=shared))
     log.info("mounted at %s (home %s)", mountpoint, config.home)
     try:
         trio.run(_serve_until_signal)

@@ -6,6 +6,11 @@ what a caller may write and make are fs/limits.py's. Every refusal is one of
 the service's exceptions, turned into the errno its class carries (errno_of), in `boundary`,
 the one place where exceptions leave the file system.
 
+Every request is its caller's (fs/guard.py, fs/identity.py): the ones that
+carry a RequestContext are checked against the policy table and served
+`acting_as` that caller; read, write, flush and release, which carry none, act
+as whoever opened the file (kept in its Handle).
+
 Writes, and listings of whole collections, run in a worker thread: they block
 (a write waits for its operation: a VM's state, a VM's host (a live
 migration), a host's maintenance (the drain's migrations)), and the trio loop
@@ -30,9 +35,13 @@ import pyfuse3
 import trio
 
 from appliance import errors
+from appliance.access import policy
+from appliance.access.principal import acting_as
 from appliance.service import Service
 from fs import limits
+from fs.guard import Guard
 from fs.handles import Handle
+from fs.identity import Identities
 from fs.inodes import Inodes
 from fs.tree import Node, Path, Tree
 
@@ -74,19 +83,18 @@ def boundary(method: Callable) -> Callable:
 
 class ApplianceFS(pyfuse3.Operations):
     def __init__(self, service: Service, clock: Callable[[], float] = time.time,
-                 group: int | None = None):
-        """group: the gid that may use the mount besides its owner (with allow_other);
-        None: the owner alone, as FUSE has it by default."""
+                 group: int | None = None, shared: bool = False):
+        """group: the mount group (its files' gid; its members are operators in the default
+        project unless the map says otherwise); shared: other users can reach the mount
+        (allow_other), so what a path shows depends on who asks (see _attrs)."""
         super().__init__()
         self.service = service
         self.clock = clock
         self.tree = Tree(service, clock, started=clock())
         self.uid = os.getuid()
         self.gid = os.getgid() if group is None else group
-        # Without a group, modes as a local file system's; with one, nothing for others,
-        # and hosts/ and groups/ are the owner's to change (limits.OWNER_ONLY_TOPS).
-        self.modes = (0o755, 0o644, 0o444) if group is None else (0o770, 0o660, 0o440)
-        self.owner_modes = (0o755, 0o644, 0o444) if group is None else (0o750, 0o640, 0o440)
+        self.shared = shared
+        self.guard = Guard(service, Identities(service.store, self.uid, group), self._run)
         self.inodes = Inodes()
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, tuple[Path, list[tuple[str, Node]]]] = {}
@@ -108,19 +116,27 @@ class ApplianceFS(pyfuse3.Operations):
 
     # -- attributes ---------------------------------------------------------------------
     def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
+        """Modes say what anyone may do (the kernel checks them, default_permissions), the
+        policy who. While the map names nobody, nobody but the owner (and root) may: the
+        kernel stops everyone else at the mount's root, and its caches serve as before. Once
+        it names someone, what lies below the top directories is not cached: the kernel
+        would answer the next caller's stat from it, whoever they are (and `vms/NAME` is
+        another VM in another project)."""
+        path = self.inodes.paths.get(inode, ())
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode
         attrs.generation = 0
-        attrs.entry_timeout = CACHE_SECONDS
-        attrs.attr_timeout = CACHE_SECONDS
-        owner_only = limits.owner_only(self.inodes.paths.get(inode, ()))
-        modes = self.owner_modes if owner_only else self.modes
+        others = self.shared and self.guard.identities.anyone()
+        attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | modes[0]
+            mode = 0o777 if _makes_names(path) else 0o555
             attrs.st_nlink = 2
         else:
-            attrs.st_mode = stat.S_IFREG | (modes[1] if node.writable else modes[2])
+            changes = node.writable and policy.mount_action(path, "write") is not None
+            mode = 0o666 if changes else 0o444
             attrs.st_nlink = 1
+        attrs.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | (
+            mode if others else mode & 0o700)
         attrs.st_uid = self.uid
         attrs.st_gid = self.gid
         attrs.st_size = node.size
@@ -136,7 +152,8 @@ class ApplianceFS(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
-        node = self._read(self.tree.stat, path)
+        with acting_as(await self.guard.allow(ctx, "read", path)):
+            node = self._read(self.tree.stat, path)
         return self._attrs(self.inodes.remember(path), node)
 
     @boundary
@@ -146,7 +163,9 @@ class ApplianceFS(pyfuse3.Operations):
 
     @boundary
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self._read(self.tree.stat, self.inodes.path(inode))
+        path = self.inodes.path(inode)
+        with acting_as(await self.guard.allow(ctx, "read", path)):
+            node = self._read(self.tree.stat, path)
         return self._attrs(inode, node)
 
     @boundary
@@ -154,7 +173,9 @@ class ApplianceFS(pyfuse3.Operations):
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(inode)
-        node = self._read(self.tree.stat, path)
+        verb = "write" if fields.update_size else "read"  # times are ignored (below)
+        with acting_as(await self.guard.allow(ctx, verb, path)):
+            node = self._read(self.tree.stat, path)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size:
@@ -163,7 +184,6 @@ class ApplianceFS(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EISDIR)
             if not node.writable:
                 raise pyfuse3.FUSEError(errno.EACCES)
-            limits.check_owner(path, ctx.uid, self.uid)
             limits.check_size(path, attr.st_size)
             if attr.st_size != 0:
                 raise pyfuse3.FUSEError(errno.EINVAL)
@@ -175,6 +195,7 @@ class ApplianceFS(pyfuse3.Operations):
 
     @boundary
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        await self.guard.allow(ctx, "read", ())
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
         data.f_namemax = 255
@@ -184,7 +205,8 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         path = self.inodes.path(inode)
-        entries = await self._run(self.tree.entries, path)
+        with acting_as(await self.guard.allow(ctx, "read", path)):
+            entries = await self._run(self.tree.entries, path)
         fh = next(self._handles)
         self.dirs[fh] = (path, entries)
         return fh
@@ -209,30 +231,30 @@ class ApplianceFS(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        limits.check_owner(path, ctx.uid, self.uid)
         vms = self.tree.is_vms_dir(parent)
-        if vms or parent == ("hosts",):
-            limits.check_name(path[-1])
-        if vms:
-            await self._run(self.tree.create_vm, path)
-        elif parent == ("hosts",):
-            self._read(self.tree.stage_host, path[1])
-        else:
+        if not vms and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
-        node = await self._run(self.tree.stat, path)
+        with acting_as(await self.guard.allow(ctx, "mkdir", path)):
+            limits.check_name(path[-1])
+            if vms:
+                await self._run(self.tree.create_vm, path)
+            else:
+                self._read(self.tree.stage_host, path[1])
+            node = await self._run(self.tree.stat, path)
         return self._attrs(self.inodes.remember(path), node)
 
     @boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        limits.check_owner(path, ctx.uid, self.uid)
-        if self.tree.is_vms_dir(parent):
-            await self._run(self.tree.delete_vm, path)
-        elif parent == ("hosts",):
-            await self._run(self.tree.remove_host, path[1])
-        else:
+        vms = self.tree.is_vms_dir(parent)
+        if not vms and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
+        with acting_as(await self.guard.allow(ctx, "rmdir", path)):
+            if vms:
+                await self._run(self.tree.delete_vm, path)
+            else:
+                await self._run(self.tree.remove_host, path[1])
         self.inodes.drop(path)
 
     @boundary
@@ -244,9 +266,10 @@ class ApplianceFS(pyfuse3.Operations):
         # Within one vms/ directory (a VM does not change project by mv).
         if parent != self.inodes.path(parent_inode_new) or not self.tree.is_vms_dir(parent):
             raise pyfuse3.FUSEError(errno.EACCES)
-        limits.check_owner(parent, ctx.uid, self.uid)
-        old, new = os.fsdecode(name_old), limits.check_name(os.fsdecode(name_new))
-        await self._run(self.tree.rename_vm, parent + (old,), new)
+        old = os.fsdecode(name_old)
+        with acting_as(await self.guard.allow(ctx, "rename", parent + (old,))):
+            new = limits.check_name(os.fsdecode(name_new))
+            await self._run(self.tree.rename_vm, parent + (old,), new)
         self.inodes.move(parent + (old,), parent + (new,))
 
     # -- new files: groups/NAME.json alone (a write of its JSON creates the group)
@@ -257,14 +280,15 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         if path[0] != "groups" or len(path) != 2 or not path[1].endswith(".json"):
             raise pyfuse3.FUSEError(errno.EACCES)
-        limits.check_owner(path, ctx.uid, self.uid)
+        principal = await self.guard.allow(ctx, "create", path)
         limits.check_name(path[1][: -len(".json")])
-        if path in self.tree.new_files or self._read(self.tree.group_exists, path[1]):
-            raise pyfuse3.FUSEError(errno.EEXIST)
+        with acting_as(principal):
+            if path in self.tree.new_files or self._read(self.tree.group_exists, path[1]):
+                raise pyfuse3.FUSEError(errno.EEXIST)
         made = self.clock()
         self.tree.new_files[path] = made
         fh = next(self._handles)
-        self.files[fh] = Handle(path, True, b"", fetched=made, made=True)
+        self.files[fh] = Handle(path, True, b"", fetched=made, made=True, principal=principal)
         node = Node(False, writable=True, created=made, changed=made)
         attrs = self._attrs(self.inodes.remember(path), node)
         # Not cached: it exists while open, and is the group's read-only file or nothing after.
@@ -276,12 +300,12 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         if path[0] != "groups" or len(path) != 2:
             raise pyfuse3.FUSEError(errno.EACCES)
-        limits.check_owner(path, ctx.uid, self.uid)
-        if path in self.tree.new_files and not self._read(self.tree.group_exists, path[1]):
-            self.tree.new_files.pop(path, None)  # made, never written: nothing in the store
-        else:
-            self._read(self.tree.group, path[1])  # NotFound for a name that is not NAME.json
-            await self._run(self.service.delete_group, path[1][: -len(".json")])
+        with acting_as(await self.guard.allow(ctx, "unlink", path)):
+            if path in self.tree.new_files and not self._read(self.tree.group_exists, path[1]):
+                self.tree.new_files.pop(path, None)  # made, never written: nothing stored
+            else:
+                self._read(self.tree.group, path[1])  # NotFound for a name not NAME.json
+                await self._run(self.service.delete_group, path[1][: -len(".json")])
         self.inodes.drop(path)
 
     # -- what cannot be done here
@@ -306,22 +330,23 @@ class ApplianceFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         path = self.inodes.path(inode)
         mode = flags & os.O_ACCMODE
-        if mode != os.O_RDONLY:
-            limits.check_owner(path, ctx.uid, self.uid)
-        content = self._read(self.tree.open, path, mode != os.O_RDONLY, mode != os.O_WRONLY)
+        principal = await self.guard.allow(ctx, "read" if mode == os.O_RDONLY else "write", path)
+        with acting_as(principal):
+            content = self._read(self.tree.open, path, mode != os.O_RDONLY, mode != os.O_WRONLY)
         fh = next(self._handles)
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
-                                log=self.tree.log(path))
+                                log=self.tree.log(path), principal=principal)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files[fh]
-        if handle.log is not None:
-            return self._read(self.tree.read_log, handle.path, off, size)
-        if handle.stale(off, self.clock()):
-            handle.content = self._read(self.tree.content, handle.path)
-            handle.fetched = self.clock()
+        with acting_as(handle.principal):
+            if handle.log is not None:
+                return self._read(self.tree.read_log, handle.path, off, size)
+            if handle.stale(off, self.clock()):
+                handle.content = self._read(self.tree.content, handle.path)
+                handle.fetched = self.clock()
         assert handle.content is not None  # noqa: S101 - fetched just above when missing
         return handle.content[off: off + size]
 
@@ -329,14 +354,16 @@ class ApplianceFS(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files[fh]
         handle.take(off, buf)
-        await handle.apply(final=False, write=self._write)
+        with acting_as(handle.principal):
+            await handle.apply(final=False, write=self._write)
         return len(buf)
 
     @boundary
     async def flush(self, fh: int) -> None:
         handle = self.files.get(fh)
         if handle is not None and handle.buffer:
-            await handle.apply(final=True, write=self._write)
+            with acting_as(handle.principal):
+                await handle.apply(final=True, write=self._write)
 
     @boundary
     async def release(self, fh: int) -> None:
@@ -345,10 +372,18 @@ class ApplianceFS(pyfuse3.Operations):
             return
         try:
             if handle.buffer:
-                await handle.apply(final=True, write=self._write)
+                with acting_as(handle.principal):
+                    await handle.apply(final=True, write=self._write)
         except errors.ApplianceError as err:
             log.info("release: %s left unapplied: %s", "/".join(handle.path),
                      limits.excerpt(err.reason))
         finally:
             if handle.made:
                 self.tree.new_files.pop(handle.path, None)
+
+
+def _makes_names(directory: Path) -> bool:
+    """Whether anyone may make, remove or rename names in this directory (its mode)."""
+    child = directory + ("NAME",)
+    return any(policy.mount_action(child, verb) is not None
+               for verb in ("mkdir", "rmdir", "rename", "create", "unlink"))

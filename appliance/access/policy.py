@@ -108,6 +108,40 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/projects/{name}", "DELETE"): Action.ADMIN,
     ("/metrics", "GET"): Action.METRICS,
 }
+
+# The mount: what each change of the tree takes, by (top directory, verb). A write
+# (or truncate) of a file goes by the file tables above; reading anything is READ;
+# a verb or a directory with no entry is refused to everyone (EACCES).
+MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
+    ("vms", "mkdir"): Action.VM_CHANGE,  # mkdir vms/NAME creates a VM
+    ("vms", "rmdir"): Action.VM_CHANGE,  # deletes it
+    ("vms", "rename"): Action.VM_CHANGE,  # mv vms/A vms/B
+    ("vms", "write"): VM_FILE_WRITES,  # vms/NAME/FILE
+    ("hosts", "mkdir"): Action.ADMIN,  # stages a host
+    ("hosts", "rmdir"): Action.ADMIN,
+    ("hosts", "write"): {**HOST_FILE_WRITES, "uri": Action.ADMIN},  # uri: a staged host's
+    ("groups", "create"): Action.VM_CHANGE,  # groups/NAME.json, written once
+    ("groups", "write"): Action.VM_CHANGE,
+    ("groups", "unlink"): Action.VM_CHANGE,
+}
+MOUNT_VERBS = ("read", "mkdir", "rmdir", "rename", "create", "write", "unlink")
+
+
+def mount_action(path: tuple[str, ...], verb: str) -> Action | None:
+    """The action a request of the mount takes on path; None: refused to everyone.
+    projects/P/REST is REST in project P (the caller's project is decided apart)."""
+    if verb == "read":
+        return Action.READ
+    if len(path) >= 3 and path[0] == "projects":
+        path = path[2:]
+    rule = MOUNT_CHANGES.get((path[0] if path else "", verb))
+    if isinstance(rule, Action):  # a name in the top directory: vms/NAME, groups/NAME.json
+        return rule if len(path) == 2 else None
+    if rule is None or len(path) != 3:
+        return None
+    return rule.get(path[2])  # a file of vms/NAME/ or hosts/NAME/
+
+
 # HEAD, on a resource that answers it, reads as GET does (Falcon 4 answers 405 where
 # a resource has no on_head).
 READ_ALIASES = {"HEAD": "GET"}

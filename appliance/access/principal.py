@@ -62,6 +62,9 @@ class Principal:
     source: str = "local"  # a client address, "mount" or "local"
     # The project this request acts in (the default one, or ?project=).
     project: str = DEFAULT_PROJECT
+    # A role per project, where it differs between them (the mount: a Unix group
+    # gives its role in one project, fs/identity.py); `role` is the one in `project`.
+    project_roles: tuple[tuple[str, Role], ...] = ()
 
     @property
     def is_admin(self) -> bool:
@@ -77,7 +80,9 @@ class Principal:
         return self.user
 
     def in_project(self, project: str) -> Principal:
-        return dataclasses.replace(self, project=project)
+        """The same caller acting in another project, with their role there."""
+        role = dict(self.project_roles).get(project, self.role)
+        return dataclasses.replace(self, project=project, role=role)
 
 
 # The appliance itself (the controller, `vmctl` on the store, tests that call the

@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 # Commands that run here, without a client.
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
-    "exporter": local.cmd_exporter, "tls": local.cmd_tls,
+    "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {

@@ -47,6 +47,41 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return run(Config.load(args.home), args.path, group=args.allow_group)
 
 
+def cmd_mount_map(args: argparse.Namespace) -> int:
+    """The mount's map, in the home's store directly (see appliance/access/mountmap.py)."""
+    import sys
+
+    from appliance.access import mountmap
+    from appliance.cli.output import listing
+    from appliance.errors import ApplianceError
+    from appliance.store import Store
+
+    store = Store(Config.load(args.home).db_path)
+    try:
+        if args.action == "list":
+            columns = [("KIND", "kind"), ("NAME", "unix_name"), ("USER", "user"),
+                       ("ROLE", "role"), ("PROJECT", "project"), ("KNOWN", "known")]
+            listing(mountmap.entries(store), args.json, dict, columns)
+            return 0
+        if args.action == "rm":
+            mountmap.remove(store, args.kind, args.unix_name)
+            return 0
+        if args.action == "user":
+            entry = mountmap.set_user(store, args.unix_name, args.as_user)
+        else:
+            entry = mountmap.set_group(store, args.unix_name, args.role, args.project)
+    except ApplianceError as err:
+        where = f" ({err.field})" if err.field else ""
+        print(f"vmctl mount-map: {err.reason}{where}", file=sys.stderr)
+        return 1
+    if not entry["known"]:
+        print(f"vmctl mount-map: note: this machine has no {entry['kind']} named "
+              f"{entry['unix_name']!r} yet; the entry counts once it has", file=sys.stderr)
+    if args.json:
+        print_json(entry)
+    return 0
+
+
 def cmd_exporter(args: argparse.Namespace) -> int:
     """Prometheus metrics of one libvirt host, without the API (exporter/standalone.py),
     behind the API's token check with HOME/token unless --public."""

@@ -28,7 +28,8 @@ STATE_COMMAND_HELP = [("start", "start"),
                       ("stop", "shut down (ACPI, then force after the grace period)"),
                       ("force-stop", "pull the plug"), ("pause", "pause"), ("resume", "resume"),
                       ("reboot", "restart the guest")]
-MOUNT_GROUP_HELP = "let members of GROUP use the mount too (allow_other); default: only its owner"
+MOUNT_GROUP_HELP = ("in the mount, members of GROUP are operators in the default project "
+                    "(a `vmctl mount-map` entry for GROUP wins)")
 
 
 def _tls_choice(p: argparse.ArgumentParser, what: str) -> None:
@@ -71,6 +72,8 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-group", dest="allow_group", default=None, metavar="GROUP",
                    help=MOUNT_GROUP_HELP)
 
+    _add_mount_map(sub)
+
     p = sub.add_parser("exporter",
                        help="serve Prometheus metrics of a libvirt host, for hosts without the API")
     p.add_argument("--listen", required=True, help="HOST:PORT for /metrics")
@@ -91,6 +94,24 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tls", help="the API's TLS certificate (read from HOME, no server needed)")
     p.add_argument("action", choices=["fingerprint"],
                    help="print its SHA-256 fingerprint, as --fingerprint takes it")
+
+
+def _add_mount_map(sub: argparse._SubParsersAction) -> None:
+    """vmctl mount-map: who the mount's Unix users and groups are (appliance/access/mountmap.py)."""
+    p = sub.add_parser("mount-map", help="map Unix users and groups to appliance users and roles "
+                                         "in the mount (on this machine, in HOME's store)")
+    entries = p.add_subparsers(dest="action", required=True)
+    e = entries.add_parser("user", help="the Unix user NAME is the appliance user --as")
+    e.add_argument("unix_name", metavar="NAME")
+    e.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    e = entries.add_parser("group", help="members of the Unix group NAME have --role in --project")
+    e.add_argument("unix_name", metavar="NAME")
+    e.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    e.add_argument("--project", required=True)
+    entries.add_parser("list", help="the entries, and whether this machine knows each name")
+    e = entries.add_parser("rm", help="remove an entry")
+    e.add_argument("kind", choices=["user", "group"])
+    e.add_argument("unix_name", metavar="NAME")
 
 
 def _add_create(sub: argparse._SubParsersAction) -> None:

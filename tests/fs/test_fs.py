@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import falcon.testing
 import pyfuse3
@@ -65,16 +66,19 @@ def test_ls_l_modes_owner_sizes_times(mount):
     for file, writable in ((f.name, f.writable) for f in VM_FILES.entries):
         info = os.stat(vm / file)
         assert stat.S_ISREG(info.st_mode)
-        assert stat.S_IMODE(info.st_mode) == (0o644 if writable else 0o444), file
+        # Modes say what anyone may do (the map and the policy say who); with nobody in the
+        # mount's map, nobody but its owner may (test_fs_identity.py has the others).
+        assert stat.S_IMODE(info.st_mode) == (0o600 if writable else 0o400), file
         assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
         if file != "console":
             assert info.st_size == len((vm / file).read_bytes()), file
             assert abs(info.st_mtime - mount.service.get_vm("web1")["updated"]) < 1.5, file
         assert abs(info.st_atime - row["created"]) < 0.01  # FUSE has no birth time: atime is creation
-    for directory in (mount.mnt, mount.mnt / "vms", vm):
+    # A directory names can be made in (vms/: mkdir, mv, rmdir) is writable; the others are not.
+    for directory, mode in ((mount.mnt, 0o500), (mount.mnt / "vms", 0o700), (vm, 0o500)):
         info = os.stat(directory)
-        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(mount.mnt / "images" / "demo.json").st_mode) == 0o444
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == mode, directory
+    assert stat.S_IMODE(os.stat(mount.mnt / "images" / "demo.json").st_mode) == 0o400
 
 
 def test_inodes_are_stable_and_follow_a_rename(mount):
@@ -436,6 +440,8 @@ def test_one_table_maps_every_service_error():
 
 def test_a_surprise_becomes_eio_never_an_escape(caplog):
     class Broken:
+        store = None  # the identities read it only for a caller other than root
+
         def get_vm(self, name):
             raise RuntimeError("the store caught fire")
 
@@ -444,7 +450,7 @@ def test_a_surprise_becomes_eio_never_an_escape(caplog):
 
     async def lookup():
         with pytest.raises(pyfuse3.FUSEError) as caught:
-            await fs.lookup(vms, b"web1", None)
+            await fs.lookup(vms, b"web1", SimpleNamespace(uid=0, gid=0, pid=0))
         return caught.value.errno
 
     assert trio.run(lookup) == errno.EIO
@@ -486,7 +492,8 @@ def test_vmctl_mount_standalone(tmp_path):
         assert os.listdir(mnt / "vms") == ["web1"]
         with open("/proc/self/mountinfo") as f:
             line = next(line for line in f if f" {mnt} " in line)
-        assert "vm-appliance" in line and "default_permissions" in line and "allow_other" not in line
+        # root's mount lets others in; the map decides what they get (test_fs_identity.py)
+        assert "vm-appliance" in line and "default_permissions" in line and "allow_other" in line
     finally:
         stop_process(proc)
         unmount(mnt)
@@ -512,7 +519,7 @@ def test_allow_group_lets_its_members_in_and_nobody_else(tmp_path, open_dir):
         m.mkvm("web1")
         gid = grp.getgrnam("operator").gr_gid
         info = os.stat(m.vm("web1") / "cpus")
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (os.getuid(), gid, 0o660)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (os.getuid(), gid, 0o666)
         result = as_nobody("ls vms; cat vms/web1/state; echo 2 > vms/web1/cpus", m.mnt)
         assert result.stderr.count(EACCES) == 3, result.stderr
         result = as_nobody("cat vms/web1/state && echo 2 > vms/web1/cpus && mkdir vms/web2", m.mnt, str(gid))

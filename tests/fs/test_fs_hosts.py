@@ -31,7 +31,7 @@ def test_a_host_directory_is_the_services_host_files(mount):
     assert os.listdir(host) == list(HOST_FILES)
     for file, writable in ((f.name, f.writable) for f in HOST_FILES.entries):
         info = os.stat(host / file)
-        assert stat.S_IMODE(info.st_mode) == (0o644 if writable else 0o444), file
+        assert stat.S_IMODE(info.st_mode) == (0o600 if writable else 0o400), file  # nobody else mapped
         assert (host / file).read_text() == HOST_FILES.read(mount.service, "local", file), file
         assert info.st_size == len((host / file).read_bytes()), file
     assert (host / "state").read_text() == "enabled\n"
@@ -92,7 +92,7 @@ def test_mkdir_then_uri_adds_a_host_and_rmdir_removes_it(mount):
     result = mount.sh("mkdir hosts/h2 && ls hosts && ls -l hosts/h2")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:2] == ["h2", "local"]
-    assert " uri" in result.stdout and result.stdout.count("-rw-r--r--") == 1
+    assert " uri" in result.stdout and result.stdout.count("-rw-------") == 1
     assert [h["name"] for h in mount.service.list_hosts()] == ["local"]  # nothing stored yet
     result = mount.sh(f"echo '{SOCKET_URI}' > hosts/h2/uri")
     assert result.returncode == 0, result.stderr
@@ -161,7 +161,7 @@ def test_groups_by_echo_cat_and_rm(mount):
     group = mount.service.get_group("web")
     assert group["policy"] == "anti-affinity" and group["members"] == []
     assert json.loads((mount.mnt / "groups" / "web.json").read_text()) == group
-    assert stat.S_IMODE(os.stat(mount.mnt / "groups" / "web.json").st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(mount.mnt / "groups" / "web.json").st_mode) == 0o400
     result = mount.sh("""echo '{"policy": "anti-affinity"}' > groups/web.json""")  # it exists: read-only
     assert result.returncode == 1 and EACCES in result.stderr, result.stderr
 

@@ -1,0 +1,95 @@
+"""The policy of the mount: each request's caller (fs/identity.py) against the
+one policy table REST is decided by (appliance/access/policy.py: the file
+tables for writes, MOUNT_CHANGES for mkdir, rmdir, mv, creating and removing;
+READ for reading anything).
+
+A refusal is EACCES, with nothing changed, and a `refused` event naming who
+asked, what, and why. Refused changes are recorded each time; refused reads
+(an unmapped user's `ls -R` makes one per name) once per uid per
+READ_REFUSALS_EVERY seconds, so that nobody can fill the event log by reading.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import pyfuse3
+
+from appliance.access import policy
+from appliance.access.principal import Principal, Role, acting_as
+from appliance.errors import NotFound
+from appliance.service import Service
+from fs import limits
+from fs.identity import SOURCE, Identities
+
+log = logging.getLogger("vmctl.fs")
+
+Path = tuple[str, ...]
+READ_REFUSALS_EVERY = 60.0
+READ_REFUSALS_KEPT = 1024  # uids remembered for that; forgotten all at once beyond
+RunInThread = Callable[..., Awaitable[object]]
+
+
+class Guard:
+    def __init__(self, service: Service, identities: Identities, run: RunInThread,
+                 clock: Callable[[], float] = time.monotonic):
+        self.service = service
+        self.identities = identities
+        self.run = run  # a blocking call in a worker thread (the event's write)
+        self.clock = clock
+        self._read_refused: dict[int, float] = {}
+
+    def who(self, ctx: pyfuse3.RequestContext) -> Principal | None:
+        return self.identities.principal(ctx.uid, ctx.gid, ctx.pid)
+
+    async def allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
+        """The caller, if the policy lets them `verb` path; EACCES (and an event) if not."""
+        principal = self.who(ctx)
+        action = policy.mount_action(path, verb)
+        if principal is not None and action is not None and policy.allows(principal.role, action):
+            return principal
+        if principal is None:
+            reason = f"uid {ctx.uid} (gid {ctx.gid}) has no entry in the mount's map"
+        elif action is None:
+            reason = "no policy allows this to anyone"
+        else:
+            reason = (f"the role {principal.role} may not {action} "
+                      f"(needs {policy.least_role(action)})")
+        await self._refused(principal, ctx.uid, verb, path, reason)
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    async def _refused(self, principal: Principal | None, uid: int, verb: str, path: Path,
+                       reason: str) -> None:
+        if verb == "read" and not self._first_read_refusal(uid):
+            return
+        actor = principal or Principal(user=f"unix:{uid}", role=Role.MONITOR, projects=(),
+                                       uid=uid, source=SOURCE, project="")
+        shown = limits.excerpt(repr("/".join(path))[1:-1])  # control characters escaped
+        message = f"{actor.who()} may not {verb} {shown} in the mount: {reason}"
+        log.info("refused: %s", message)
+        try:
+            await self.run(self._record, actor, path, message)
+        except Exception:  # the refusal stands (EACCES) whether or not it was recorded
+            log.exception("could not record a refusal")
+
+    def _record(self, actor: Principal, path: Path, message: str) -> None:
+        with acting_as(actor):
+            vm = None
+            if actor.project and len(path) >= 2 and path[0] == "vms":
+                try:  # the VM's own events show it too, when the caller may see the VM
+                    vm = self.service.store.get_vm(path[1], actor.project, with_xml=False)
+                except NotFound:
+                    vm = None
+            self.service.store.add_event("refused", message, vm)
+
+    def _first_read_refusal(self, uid: int) -> bool:
+        now = self.clock()
+        last = self._read_refused.get(uid)
+        if last is not None and now - last < READ_REFUSALS_EVERY:
+            return False
+        if len(self._read_refused) >= READ_REFUSALS_KEPT:
+            self._read_refused.clear()
+        self._read_refused[uid] = now
+        return True
