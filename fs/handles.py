@@ -47,6 +47,7 @@ class Handle:
     base: int = 0  # the file offset of buffer[0]
     made: bool = False  # opened by create(): a new file that exists while open
     log: Log | None = None  # read at each read's offset, never kept
+    uid: int | None = None  # who opened it (the audit trail names them for its writes)
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""

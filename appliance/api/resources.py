@@ -199,6 +199,11 @@ class VMFile:
         _etag(resp, vm["generation"])
         resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        """Remove a file, as `rm` in the mount: the lock alone (unlock); others are 403."""
+        VM_FILES.clearer(file)(self.service, name)
+        resp.status = falcon.HTTP_204
+
 
 class Operations:
     def __init__(self, service: Service):
@@ -228,7 +233,8 @@ class Events:
         events = self.service.list_events(
             vm=req.get_param("vm"),
             since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
-            limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000))
+            limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000),
+            user=req.get_param("user"))
         if req.get_param("format") == "text":
             _text(resp, events_text(events))
         else:

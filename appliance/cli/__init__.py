@@ -29,7 +29,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
     "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
-    "group": hosts.cmd_group,
+    "group": hosts.cmd_group, "lock": vms.cmd_lock, "unlock": vms.cmd_unlock,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

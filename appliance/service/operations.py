@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from appliance.access import caller
 from appliance.errors import Conflict, Failed, Timeout
 from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
-from appliance.service.base import ServiceBase
+from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
 # Operations that, once asked for, run to their end.
@@ -64,6 +65,8 @@ class Operations(ServiceBase):
             if op["kind"] in UNCANCELLABLE:
                 raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
             row = self.store.get_vm_by_id(op["vm_id"])
+            if row is not None:  # cancelling changes the VM's future: its lock decides
+                check_unlocked(row, caller())
             if running_migration:
                 # The controller aborts the job and then finishes the operation
                 # as cancelled (or succeeded, if the switch-over beat the abort).
@@ -85,6 +88,9 @@ class Operations(ServiceBase):
         return self.store.get_operation(op_id)
 
     # -- events -------------------------------------------------------------------------
-    def list_events(self, vm: str | None = None, since: int = 0, limit: int = 1000) -> list[Row]:
+    def list_events(
+        self, vm: str | None = None, since: int = 0, limit: int = 1000, user: str | None = None
+    ) -> list[Row]:
+        """The event log (of one VM; of what one user did: `user` is the actor)."""
         vm_id = self.vm_row(vm)["id"] if vm else None
-        return self.store.list_events(vm_id, since, limit)
+        return self.store.list_events(vm_id, since, limit, actor=user or None)

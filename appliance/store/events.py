@@ -1,14 +1,39 @@
-"""The event records: what happened, to which VM, in order."""
+"""The event records: what happened, to which VM, by whom, in order.
+
+Every event names who caused it (actor, the credential they used, and from
+where: a client address, "mount", or "local" for the appliance itself), taken
+from the caller of the request it happens in (appliance/access: caller()), so
+no call site passes it and none can forget it. Audit events (a write request
+and its outcome, appliance/access/audit.py) also carry `result`.
+"""
 
 from __future__ import annotations
 
+from appliance.access.principal import Principal, caller
 from appliance.store.base import Row, StoreBase
+
+
+def credential_of(principal: Principal) -> str | None:
+    """The credential that named the caller: a token's id (REST), a Unix uid (mount)."""
+    if principal.token_id is not None:
+        return f"token {principal.token_id}"
+    if principal.uid is not None:
+        return f"uid {principal.uid}"
+    return None
 
 
 class EventRecords(StoreBase):
     def add_event(
-        self, kind: str, message: str, vm: Row | None = None, operation: str | None = None
+        self,
+        kind: str,
+        message: str,
+        vm: Row | None = None,
+        operation: str | None = None,
+        result: str | None = None,
+        by: Principal | None = None,
     ) -> None:
+        """by: who caused it (default: the caller of this request)."""
+        who = caller() if by is None else by
         self.db.table("events").insert(
             {
                 "time": self.clock(),
@@ -17,15 +42,25 @@ class EventRecords(StoreBase):
                 "kind": kind,
                 "message": message,
                 "operation": operation,
+                "project": vm.get("project") if vm else who.project,
+                "actor": who.user,
+                "source": who.source,
+                "credential": credential_of(who),
+                "result": result,
             }
         )
 
-    def list_events(self, vm_id: str | None = None, since: int = 0, limit: int = 1000) -> list[Row]:
-        """The newest `limit` events after `since` (of one VM), oldest first."""
+    def list_events(
+        self, vm_id: str | None = None, since: int = 0, limit: int = 1000, actor: str | None = None
+    ) -> list[Row]:
+        """The newest `limit` events after `since` (of one VM, by one actor), oldest first."""
         where = "id > ?"
         params: list[object] = [since]
         if vm_id is not None:
             where += " AND vm_id = ?"
             params.append(vm_id)
+        if actor is not None:
+            where += " AND actor = ?"
+            params.append(actor)
         newest = self._rows("events", where, params, order_by="id DESC", limit=limit)
         return newest[::-1]
