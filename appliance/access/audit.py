@@ -45,6 +45,7 @@ NAME_CHARS = 64
 RESULT_CHARS = 300
 # The routes whose {name} is a VM of the caller's project (the event is the VM's too).
 VM_ROUTES = ("/v1/vms/{name}", "/v1/vms/{name}/{file}")
+OPERATION_ROUTE = "/v1/operations/{op_id}"
 
 
 def cut(text: str, limit: int) -> str:
@@ -117,6 +118,8 @@ class Audit:
             body: Any) -> Row | None:
         """The VM the request names, if it is one of the caller's project's (after a
         rename, by its new name); gone (deleted), its name alone."""
+        if template == OPERATION_ROUTE:  # cancelling a VM's operation changes the VM
+            return self._vm_of_operation(principal, params.get("op_id"))
         if template not in VM_ROUTES or not isinstance(params.get("name"), str):
             return None
         names = [params["name"]]
@@ -128,6 +131,15 @@ class Audit:
             except errors.NotFound:
                 continue
         return {"id": None, "name": cut(params["name"], NAME_CHARS), "project": principal.project}
+
+
+    def _vm_of_operation(self, principal: Principal, op_id: Any) -> Row | None:
+        try:
+            op = self.store.get_operation(str(op_id))
+        except errors.NotFound:
+            return None
+        row = self.store.get_vm_by_id(op["vm_id"]) if op.get("vm_id") else None
+        return row if row is not None and row.get("project") == principal.project else None
 
 
 # -- the mount -----------------------------------------------------------------------------------
