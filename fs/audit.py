@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import errors
 from appliance.access import audit, caller
-from appliance.access.principal import Principal
+from appliance.access.principal import Principal, reset_caller, set_caller
 from appliance.store import Row
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class Attempt:
     every_call: bool = True  # False: recorded only when it applied a value or failed
     applied: Path | None = None  # the file a value was applied to in this call
     applied_error: BaseException | None = None
+    principal: Principal | None = None  # who, as the audit trail names them
 
     def what(self) -> str:
         if self.applied is not None:
@@ -110,10 +111,15 @@ WRITE_OPS: dict[str, Callable[[ApplianceFS, tuple], Attempt | None]] = {
 
 
 def begin(fs: ApplianceFS, op: str, args: tuple) -> tuple[Attempt | None, Any]:
-    """The attempt of this call (None: not a write), made current for `applied`."""
+    """The attempt of this call (None: not a write), made current for `applied`; while
+    the call runs, the caller is shown as the mount's (principal_of), so the service's
+    own events of the write name the uid too."""
     describe = WRITE_OPS.get(op)
     attempt = describe(fs, args) if describe is not None else None
-    return attempt, _current.set(attempt)
+    if attempt is None:
+        return None, None
+    attempt.principal = principal_of(attempt)
+    return attempt, (_current.set(attempt), set_caller(attempt.principal))
 
 
 def applied(path: Path, error: BaseException | None) -> None:
@@ -124,7 +130,9 @@ def applied(path: Path, error: BaseException | None) -> None:
 
 
 def principal_of(attempt: Attempt) -> Principal:
-    """The caller as the mount shows it: source "mount", with the uid that asked."""
+    """The caller as the mount shows it: source "mount", with the uid that asked. (The
+    mount's identity mapping sets the caller before `boundary` runs the operation; until
+    it has, the mount acts as the appliance itself, SYSTEM, and the uid still shows.)"""
     who = caller()
     if who.source == "mount" and who.uid is not None:
         return who
@@ -149,15 +157,17 @@ def _vm(fs: ApplianceFS, attempt: Attempt, principal: Principal) -> Row | None:
 
 def end(fs: ApplianceFS, attempt: Attempt | None, token: Any, error: BaseException | None) -> None:
     """Record the attempt (see the module docstring for which are recorded)."""
-    _current.reset(token)
     if attempt is None:
         return
+    current, shown = token
+    reset_caller(shown)
+    _current.reset(current)
     if attempt.applied is not None:
         if error is None and attempt.applied_error is not None and attempt.op == "write":
             return  # a value refused before its end: kept, and applied again at close
         error = attempt.applied_error or error
     elif not attempt.every_call and error is None:
         return
-    principal = principal_of(attempt)
+    principal = attempt.principal or principal_of(attempt)
     audit.record_mount(fs.service.store, principal, attempt.what(),
                        _vm(fs, attempt, principal), error)
