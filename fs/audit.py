@@ -89,8 +89,8 @@ def _by_handle(op: str) -> Callable[[ApplianceFS, tuple], Attempt | None]:
 
     def attempt(fs: ApplianceFS, args: tuple) -> Attempt | None:
         handle = fs.files.get(args[0])
-        if handle is None:
-            return None
+        if handle is None or not handle.writable:
+            return None  # a reader's close (`cat`): nothing to record, nothing to pay
         return Attempt(op, handle.path, handle.uid, every_call=False)
 
     return attempt

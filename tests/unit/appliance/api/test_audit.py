@@ -199,3 +199,12 @@ def test_events_text_without_an_actor_is_as_before():
     """Events from before the audit trail (no actor) read as they did."""
     old = {"time": 0.0, "vm_name": "web1", "kind": "created", "message": "VM created"}
     assert events_text([old]) == "1970-01-01T00:00:00Z web1 created: VM created\n"
+
+
+def test_a_body_over_the_limit_is_recorded_as_refused(api, service):
+    resp = api.simulate_post("/v1/vms", body="x" * (2 << 20), headers={
+        **api.alice, "Content-Type": "application/json"})
+    assert resp.status_code == 413
+    [event] = _audit(service)
+    assert (event["kind"], event["message"], event["actor"]) == ("refused", "POST /v1/vms", "alice")
+    assert event["result"].startswith("413 ")
