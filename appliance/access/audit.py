@@ -17,6 +17,8 @@ What is not recorded, and why:
   write lock at will. Refusals of authenticated callers (403, 404, 409, 412,
   413, 422) are recorded: their cost is bounded by the token's holder, who is
   then named in the log.
+- a request refused before routing (a `?project=` the caller is not in, 404)
+  names no route to record.
 
 Recorded in one place per view: the REST middleware below (after routing and
 the responder, from the matched route's template and the response's status),
