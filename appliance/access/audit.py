@@ -48,6 +48,7 @@ RESULT_CHARS = 300
 # The routes whose {name} is a VM of the caller's project (the event is the VM's too).
 VM_ROUTES = ("/v1/vms/{name}", "/v1/vms/{name}/{file}")
 OPERATION_ROUTE = "/v1/operations/{op_id}"
+CREATE_ROUTE = "/v1/vms"
 
 
 def cut(text: str, limit: int) -> str:
@@ -122,18 +123,25 @@ class Audit:
         rename, by its new name); gone (deleted), its name alone."""
         if template == OPERATION_ROUTE:  # cancelling a VM's operation changes the VM
             return self._vm_of_operation(principal, params.get("op_id"))
+        if template == CREATE_ROUTE:  # the VM made, named by the answer (202: its operation)
+            made = body if isinstance(body, Mapping) else {}
+            name = made.get("name") or (made.get("operation") or {}).get("vm_name")
+            return self._vm_named(principal, [name]) if isinstance(name, str) else None
         if template not in VM_ROUTES or not isinstance(params.get("name"), str):
             return None
         names = [params["name"]]
         if isinstance(body, Mapping) and isinstance(body.get("name"), str):
             names.insert(0, body["name"])
+        return self._vm_named(principal, names) or {
+            "id": None, "name": cut(params["name"], NAME_CHARS), "project": principal.project}
+
+    def _vm_named(self, principal: Principal, names: list[str]) -> Row | None:
         for name in names:
             try:
                 return self.store.get_vm(name, principal.project, with_xml=False)
             except errors.NotFound:
                 continue
-        return {"id": None, "name": cut(params["name"], NAME_CHARS), "project": principal.project}
-
+        return None
 
     def _vm_of_operation(self, principal: Principal, op_id: Any) -> Row | None:
         try:

@@ -40,6 +40,7 @@ def test_a_write_records_who_from_where_what_and_ok(api, service):
     assert resp.status_code == 202, resp.text
     [event] = _audit(service)
     assert (event["kind"], event["message"], event["result"]) == ("write", "POST /v1/vms", "ok")
+    assert event["vm_id"] == service.get_vm("web1")["id"]  # in the new VM's own log
     assert (event["actor"], event["source"], event["credential"]) == ("alice", "127.0.0.1",
                                                                       "token alice-t")
     # The service's own events of that request carry the caller as well.
