@@ -79,6 +79,13 @@ class Config:
     image_import_dir: str | None = "images/import"
     # The largest image an upload or import may be, as sent and once converted.
     max_image_bytes: int = 64 << 30
+    # HTTPS for the API (appliance/tls.py): "auto" is on unless listen is a
+    # loopback address, so plain HTTP elsewhere is only ever "off", chosen.
+    # tls_cert and tls_key (relative to home, or absolute; both or neither):
+    # the admin's pair; None: a self-signed pair made into HOME/tls at first start.
+    tls: str = "auto"
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
@@ -116,6 +123,10 @@ class Config:
     @property
     def token_path(self) -> Path:
         return self.home / "token"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
 
     @property
     def config_path(self) -> Path:

@@ -19,13 +19,13 @@ Query parameters: `socket` (as above), `keyfile` (under HOME/ssh only),
 """
 from __future__ import annotations
 
-import os
 import re
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance import paths
 from appliance.errors import Invalid
 from appliance.jsonio import shown
 
@@ -52,20 +52,9 @@ def _refuse(reason: str) -> Invalid:
 
 
 def _under(path: str, directories: Iterable[str | Path]) -> bool:
-    """Whether path, with every symlink and `..` resolved, lies inside one of directories.
-    A path realpath cannot resolve (a link it may not read) is not."""
-    try:
-        real = Path(os.path.realpath(path))
-    except OSError:  # readlink of another namespace's /proc/PID/root: EACCES, even for root
-        return False
-    for directory in directories:
-        try:
-            root = Path(os.path.realpath(directory))
-        except OSError:
-            continue
-        if real == root or root in real.parents:
-            return True
-    return False
+    """Whether path, with every symlink and `..` resolved, lies inside one of directories
+    (appliance/paths.py)."""
+    return any(paths.inside(path, directory) for directory in directories)
 
 
 def _check_path_param(name: str, value: str, directories: Iterable[str | Path], where: str) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from appliance import paths
 from appliance import spec as specs
 from appliance.config import Config
 from appliance.errors import Conflict, Invalid
@@ -138,11 +139,8 @@ class ImageStore:
         if not path or "\x00" in path or len(path) > 4096:
             raise outside
         candidate = Path(path) if os.path.isabs(path) else directory / path
-        try:
-            resolved = Path(os.path.realpath(candidate))
-        except OSError:  # a link realpath may not read (another namespace's /proc/PID/root)
-            raise outside from None
-        if not resolved.is_relative_to(directory) or resolved == directory:
+        resolved = paths.real_path(candidate)
+        if resolved is None or not paths.inside(resolved, directory, strictly=True):
             raise outside
         try:
             # O_NONBLOCK: a FIFO planted in the directory must not hang the request.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import libvirt
 
-from appliance import accel
+from appliance import accel, tls
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
@@ -76,7 +76,12 @@ def gunicorn_args(config: Config, wsgi_factory: str = API_APP) -> list[str]:
     parses HTTP in an event loop (closing connections whose request head
     stalls) and runs the WSGI app in a pool of `threads` threads behind
     admission control (appliance/api/asgi.py), so that slow clients and long
-    waits cannot take every thread (issue 9, finding 7)."""
+    waits cannot take every thread (issue 9, finding 7). With TLS, gunicorn's
+    --certfile/--keyfile reach the uvicorn worker (uvicorn_worker passes
+    gunicorn's ssl options to uvicorn), which does the handshake in its loop."""
+    cert, key = tls.cert_files(config)
+    https = (["--certfile", str(cert), "--keyfile", str(key)]
+             if tls.tls_enabled(config) else [])
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", config.listen,
@@ -93,6 +98,7 @@ def gunicorn_args(config: Config, wsgi_factory: str = API_APP) -> list[str]:
         # removes the others' (issue 9, 15). Nothing here uses it.
         "--no-control-socket",
         "--access-logfile", str(config.logs_dir / "access.log"),
+        *https,
         f"appliance.api.asgi:get_app({wsgi_factory!r})",
     ]
 
@@ -131,11 +137,31 @@ def wait_for_port(listen: str, seconds: float) -> None:
         time.sleep(0.2)
 
 
+def prepare_tls(config: Config) -> tuple[Path, Path] | None:
+    """The certificate and key to serve with (made at first start when they
+    are the self-signed pair), their fingerprint logged; None for plain HTTP.
+    A config TLS cannot honour stops serve here, never falls back to HTTP."""
+    try:
+        files = tls.prepare(config)
+    except tls.TLSConfigError as err:
+        raise SystemExit(f"vmctl serve: {err}") from None
+    if files is None:
+        if not tls.is_loopback(config.listen):
+            log.warning("plain HTTP on %s, as chosen (tls: off): the token and everything "
+                        "else travel in clear text", config.listen)
+        return None
+    cert, _ = files
+    log.info("TLS certificate %s, SHA-256 fingerprint %s", cert,
+             tls.fingerprint(cert.read_bytes()))
+    return files
+
+
 def serve(config: Config, demo_image: str | None = None) -> int:
     config.prepare()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tls_files = prepare_tls(config)  # before saving: a refused config is not kept
     config.save()
     config.token(create=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     remove_stale_uploads(config)  # before any API worker can be writing one
     # libvirt prints every error to stderr by default; ours are caught and logged.
     libvirt.registerErrorHandler(lambda *_: None, None)
@@ -182,7 +208,8 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
     children.update(extra_children(config, env))
     running = {name: start() for name, start in children.items()}
-    log.info("serving on http://%s (home %s)", config.listen, config.home)
+    log.info("serving on %s://%s (home %s)", "https" if tls_files else "http", config.listen,
+             config.home)
     restarts: dict[str, float] = {}
     while not stopping.wait(0.5):
         for name, proc in list(running.items()):

@@ -39,6 +39,7 @@ from appliance.model import HOST_RATIOS, HOST_STATES, HostAdminState, VMState
 from appliance.service import is_ready
 from appliance.store import Store
 from exporter.collector import Target
+from exporter.projects import project_families
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def store_uptimes(
 
 class ApplianceCollector:
     """VMs by state, operations, events, the controller's reconcile duration, hosts as the
-    scheduler sees them.
+    scheduler sees them, projects' usage and quotas.
 
     heartbeat_age: a host whose heartbeat is older counts as down (Config.heartbeat_age)."""
 
@@ -139,7 +140,9 @@ class ApplianceCollector:
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        for section in (self._vms, self._operations, self._events, self._reconcile, self._hosts):
+        sections = (self._vms, self._operations, self._events, self._reconcile, self._hosts,
+                    self._projects)
+        for section in sections:
             try:
                 yield from section()
             except Exception:
@@ -220,6 +223,10 @@ class ApplianceCollector:
         for vm, kind, count in self.store.vm_event_counts(VM_EVENT_KINDS):
             per_vm.add_metric([vm, kind], count)
         return [events, per_vm]
+
+    def _projects(self) -> list[Metric]:
+        """Each project's usage and quota (exporter/projects.py)."""
+        return project_families(self.store)
 
     def _reconcile(self) -> list[Metric]:
         value = self.store.get_meta(RECONCILE_KEY)

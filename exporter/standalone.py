@@ -12,7 +12,9 @@ user-mode NIC reaches the host's 127.0.0.1 as 10.0.2.2 (SECURITY.md).
 
 Served by a threaded wsgiref server, as prometheus_client's start_http_server
 does, but with our Falcon app in front of the registry, so that the token
-check and the error shape are the API's.
+check and the error shape are the API's. Over HTTPS (appliance/tls.py: on
+unless the listen address is loopback, or --insecure-http), with the home's
+certificate; the handshake happens in each connection's own thread.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ import logging
 import signal
 import socket
 import socketserver
+import ssl
+import sys
 import threading
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import falcon
@@ -29,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from appliance.api import error_shape
 from appliance.api.auth import TokenAuth, single_token
+from appliance.tls import fingerprint, server_context
 from exporter.registry import MetricsResource, build_registry
 
 log = logging.getLogger("vmctl.exporter")
@@ -55,26 +61,43 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A failed TLS handshake or a dropped connection is the client's
+        business (a port scan, plain HTTP to the HTTPS port): one line, no traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            log.debug("connection from %s: %s", client_address, err)
+        else:
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's signature
         """Prometheus scrapes every 15 s: no log line per scrape."""
 
 
-def serve(app: falcon.App, address: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Serve `app` at address:port in a daemon thread; returns the server and its thread."""
+def serve(app: falcon.App, address: str, port: int, context: ssl.SSLContext | None = None
+          ) -> tuple[WSGIServer, threading.Thread]:
+    """Serve `app` at address:port in a daemon thread; returns the server and its thread.
+    context: HTTPS with it; accept() does no handshake (the serving thread would
+    wait on each client), the connection's thread does it at its first read."""
     server_class = type("Server", (_ThreadingServer,),
                         {"address_family": socket.getaddrinfo(address, port)[0][0]})
     server: WSGIServer = make_server(address, port, app, server_class=server_class,
                          handler_class=_QuietHandler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True,
+                                            do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True)
     thread.start()
     return server, thread
 
 
 def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None = None,
-        deadline: float = 5.0, all_domains: bool = False) -> int:
-    """all_domains: every domain of the host, not only the appliance's."""
+        deadline: float = 5.0, all_domains: bool = False,
+        tls_files: tuple[Path, Path] | None = None) -> int:
+    """all_domains: every domain of the host, not only the appliance's.
+    tls_files: HTTPS with this certificate and key (appliance/tls.py prepare)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
@@ -82,9 +105,13 @@ def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None 
     registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
                               api_metrics=False, deadline=deadline,
                               all_domains=all_domains)
-    server, thread = serve(create_app(registry, token), address, port)
-    log.info("serving /metrics on http://%s:%d for %s (%s)", address, port, libvirt_uri,
-             "public" if token is None else "bearer token")
+    context = None if tls_files is None else server_context(*tls_files)
+    server, thread = serve(create_app(registry, token), address, port, context)
+    log.info("serving /metrics on %s://%s:%d for %s (%s)", "http" if context is None else "https",
+             address, port, libvirt_uri, "public" if token is None else "bearer token")
+    if tls_files is not None:
+        log.info("TLS certificate %s, SHA-256 fingerprint %s", tls_files[0],
+                 fingerprint(tls_files[0].read_bytes()))
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

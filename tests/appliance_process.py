@@ -52,7 +52,8 @@ def remove_domains(domains) -> None:
 
 class Appliance:
     def __init__(self, home: Path, accel: str = "tcg", port: int | None = None, prefix: str | None = None,
-                 libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None):
+                 libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None,
+                 tls: bool = False):
         self.home = Path(home)
         self.accel = accel
         self.port = port or free_port()
@@ -60,8 +61,15 @@ class Appliance:
         self.libvirt_uri = libvirt_uri
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
+        # tls: `serve --tls`, and every request verifies HOME/tls/server.crt (made at start)
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.http = requests.Session()
+        if tls:
+            self.extra_args.append("--tls")
+            self.http.verify = str(self.home / "tls" / "server.crt")
+            # else requests prefers REQUESTS_CA_BUNDLE from the environment to session.verify
+            self.http.trust_env = False
 
     # -- process ------------------------------------------------------------
     def start(self, timeout: float = 60) -> "Appliance":
@@ -77,9 +85,9 @@ class Appliance:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vmctl serve exited {self.proc.returncode}:\n{self.log_text()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if self.http.get(self.url + "/readyz", timeout=2).status_code == 200:
                     break
-            except requests.RequestException:
+            except OSError:  # requests' errors, and a CA file serve has not made yet
                 pass
             time.sleep(0.2)
         else:

@@ -108,7 +108,8 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/projects/{name}", "DELETE"): Action.ADMIN,
     ("/metrics", "GET"): Action.METRICS,
 }
-# HEAD is GET without the body (Falcon answers it with on_get).
+# HEAD, on a resource that answers it, reads as GET does (Falcon 4 answers 405 where
+# a resource has no on_head).
 READ_ALIASES = {"HEAD": "GET"}
 
 

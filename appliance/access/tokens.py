@@ -11,6 +11,7 @@ hashed, as the first admin's (bootstrap below), so old homes keep working.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -28,6 +29,10 @@ FIRST_ADMIN = "admin"
 LEGACY_TOKEN_ID = "home-token"  # noqa: S105 - the id (a public handle) of HOME/token
 
 
+# The shape of new_token()'s tokens: vma_, 12 hex digits of id, _, 43 of secret.
+_MADE_HERE = re.compile(rf"{TOKEN_PREFIX}[0-9a-f]{{12}}_[A-Za-z0-9_-]{{43}}")
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -39,7 +44,13 @@ def new_token() -> tuple[str, str]:
 
 
 def shown_prefix(token: str) -> str:
-    return token[: len(TOKEN_PREFIX) + 12 + 4]
+    """The start of a token that lists show, to recognise it by: of one made here,
+    `vma_`, its id and 4 characters of its 43-character secret; of any other (a
+    home's token from before users: any text), at most 4 characters and a quarter
+    of it, so that the list never gives away much of a secret."""
+    if _MADE_HERE.fullmatch(token):
+        return token[: len(TOKEN_PREFIX) + 12 + 4]
+    return token[: min(4, len(token) // 4)]
 
 
 def resolver(store: Store, clock: Callable[[], float] = time.time
@@ -73,7 +84,9 @@ def bootstrap(store: Store, home_token: str | None, clock: Callable[[], float] =
         return
     now = clock()
     with store.transaction():
-        if store.user_count() == 0:
+        # The home token's owner must exist for the token to name it (its foreign key),
+        # whatever other users a store made before this ran may hold.
+        if not store.user_exists(FIRST_ADMIN):
             store.insert_user({"name": FIRST_ADMIN, "role": Role.ADMIN.value,
                                "projects": [DEFAULT_PROJECT], "created": now, "disabled": 0})
         if store.token_owner(token_hash(home_token)) is None:

@@ -10,7 +10,7 @@ from falcon.routing import CompiledRouter
 from appliance import hosturi
 from appliance.access import tokens
 from appliance.access.audit import Audit
-from appliance.api import error_shape, openapi, resources
+from appliance.api import access, error_shape, openapi, projects, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
@@ -65,6 +65,16 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     groups = resources.Groups(service)
     route("/v1/groups", groups)
     route("/v1/groups/{name}", groups, suffix="item")
+    route("/v1/me", access.Me(service))
+    users = access.Users(service)
+    route("/v1/users", users)
+    route("/v1/users/{name}", users, suffix="item")
+    api_tokens = access.Tokens(service)
+    route("/v1/tokens", api_tokens)
+    route("/v1/tokens/{token_id}", api_tokens, suffix="item")
+    project_routes = projects.Projects(service)
+    route("/v1/projects", project_routes)
+    route("/v1/projects/{name}", project_routes, suffix="item")
     # Prometheus (exporter/): wants the token unless the admin made it public
     # (config metrics_public); libvirt is first asked at the first scrape.
     config = service.config

@@ -10,6 +10,7 @@ The image upload (PUT /v1/images/NAME) streams to disk under its own cap
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
@@ -60,6 +61,18 @@ class BodyLimit:
         if req.content_length is not None and req.content_length > self.limit:
             raise too_large(self.limit)
         req.stream = LimitedStream(req.stream, self.limit)
+        if req.content_length is None and req.get_header("Transfer-Encoding"):
+            self._buffer_chunked(req)
+
+    @staticmethod
+    def _buffer_chunked(req: falcon.Request) -> None:
+        """A chunked body (no Content-Length) read whole, under the cap, and handed
+        on with its length: Falcon's bounded_stream and get_media read
+        Content-Length bytes of wsgi.input, so such a body read as empty (a
+        `PUT .../state` of "running" sent chunked wrote "")."""
+        data = req.stream.read()
+        req.env["wsgi.input"] = req.stream = io.BytesIO(data)
+        req.env["CONTENT_LENGTH"] = str(len(data))
 
 
 # Query parameters that are seconds to wait (GET /v1/operations/ID?wait=N, a write's ?timeout=N).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance.api import openapi_access, openapi_projects
 from appliance.files import HOST_FILES, VM_FILES
 from appliance.model import (
     GROUP_POLICIES,
@@ -69,6 +70,7 @@ SCHEMAS = {
     },
     # Spec, CreateVM, Network, PortForward, Disk, CloudInit, Probe: from the model
     **spec_components(),
+    **openapi_projects.SCHEMAS,  # Project, ProjectCreate, ProjectUpdate
     "VM": {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
@@ -196,6 +198,7 @@ SCHEMAS = {
                        "force": _bool(description="skip the scheduler's filters (not the checks "
                                                   "that the host is up and sees the disks)")},
     },
+    **openapi_access.SCHEMAS,  # users and tokens
 }
 
 
@@ -410,6 +413,7 @@ PATHS = {
                                  "content": {"application/json": {"schema": _ref("GroupCreate")}}},
                  "responses": {"201": _json(_ref("Group"), "created"), **ERRORS}},
     },
+    **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
     "/v1/groups/{name}": {
         "parameters": [NAME],
         "get": {"summary": "one server group",
@@ -417,6 +421,7 @@ PATHS = {
         "delete": {"summary": "delete a server group without members",
                    "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
+    **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
 }
 
 DOCUMENT = {

@@ -4,7 +4,8 @@ when it does not).
 
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
-    local.py    serve, mount, exporter, doctor     output.py  tables and JSON
+    access.py   users, tokens, whoami   projects.py  projects and quotas
+    local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import hosts, local, vms
+from appliance.cli import access, hosts, local, projects, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -22,14 +23,16 @@ __all__ = ["build_parser", "main"]
 # Commands that run here, without a client.
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
-    "exporter": local.cmd_exporter,
+    "exporter": local.cmd_exporter, "tls": local.cmd_tls,
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
     "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
-    "group": hosts.cmd_group, "lock": vms.cmd_lock, "unlock": vms.cmd_unlock,
+    "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
+    "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
+    "unlock": vms.cmd_unlock,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)
@@ -49,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
-    client = Client.from_home(args.home)
+    try:
+        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file)
+    except ValueError as err:
+        print(f"vmctl: {err}", file=sys.stderr)
+        return 2
     try:
         return _run_api_command(client, args)
     except APIError as err:

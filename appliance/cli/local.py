@@ -5,7 +5,9 @@ commands stay quick to start."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 from appliance.cli.output import print_json
@@ -17,10 +19,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     home = Path(args.home)
     config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
-    for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group"):
+    for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group",
+                  "tls"):
         value = getattr(args, field)
         if value is not None:
             setattr(config, field, value)
+    for field in ("tls_cert", "tls_key"):
+        if getattr(args, field) is not None:
+            setattr(config, field, str(Path(getattr(args, field)).absolute()))
     if args.no_mount:
         config.mount = None
     elif args.mount is not None:
@@ -44,15 +50,49 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def cmd_exporter(args: argparse.Namespace) -> int:
     """Prometheus metrics of one libvirt host, without the API (exporter/standalone.py),
     behind the API's token check with HOME/token unless --public."""
+    from appliance import tls
     from exporter.standalone import run
 
+    # The home's certificate (config tls_cert/tls_key, or the self-signed pair
+    # in HOME/tls), on by the listen address unless --tls or --insecure-http.
+    config = dataclasses.replace(Config.load(args.home), listen=args.listen,
+                                 tls=args.tls or "auto")
     token = None
     if not args.public:
-        config = Config.load(args.home)
         config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = config.token(create=True)
+    try:
+        tls_files = tls.prepare(config)
+    except tls.TLSConfigError as err:
+        print(f"vmctl exporter: {err}", file=sys.stderr)
+        return 2
     return run(args.listen, args.libvirt_uri, token, host_name=args.host_name,
-               all_domains=args.all_domains)
+               all_domains=args.all_domains, tls_files=tls_files)
+
+
+def cmd_tls(args: argparse.Namespace) -> int:
+    """`vmctl tls fingerprint`: the SHA-256 fingerprint of the home's certificate,
+    read from the file: what a client on another machine pins (--fingerprint)."""
+    from appliance import tls
+
+    config = Config.load(args.home)
+    cert, _ = tls.cert_files(config)
+    try:
+        pem = cert.read_bytes()
+    except OSError as err:
+        print(f"vmctl tls: no certificate at {cert} ({err.strerror}): `vmctl serve` makes one "
+              "at first start with TLS on", file=sys.stderr)
+        return 1
+    try:
+        fingerprint = tls.fingerprint(pem)
+    except ValueError as err:
+        print(f"vmctl tls: {cert} is not a PEM certificate: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"certificate": str(cert), "fingerprint": fingerprint})
+    else:
+        print(fingerprint)
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

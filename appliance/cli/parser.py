@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from appliance.access.principal import ROLES
 from appliance.cli.output import pair
+from appliance.cli.projects import add_project_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
 from appliance.model import (
     DEFAULT_CPU_RATIO,
@@ -29,6 +31,15 @@ STATE_COMMAND_HELP = [("start", "start"),
 MOUNT_GROUP_HELP = "let members of GROUP use the mount too (allow_other); default: only its owner"
 
 
+def _tls_choice(p: argparse.ArgumentParser, what: str) -> None:
+    """--tls | --insecure-http, stored as config tls "on" | "off" (default: auto)."""
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--tls", dest="tls", action="store_const", const="on", default=None,
+                        help=f"serve {what} over HTTPS (the default unless --listen is loopback)")
+    choice.add_argument("--insecure-http", dest="tls", action="store_const", const="off",
+                        help=f"serve {what} over plain HTTP even on a non-loopback address")
+
+
 def _no_wait(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", dest="no_wait", action="store_true")
 
@@ -49,6 +60,11 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
     serve.add_argument("--mount-group", dest="mount_group", default=None, metavar="GROUP",
                        help=MOUNT_GROUP_HELP)
+    _tls_choice(serve, "the API")
+    serve.add_argument("--tls-cert", dest="tls_cert", default=None, metavar="FILE",
+                       help="PEM certificate (with --tls-key; default: self-signed, HOME/tls)")
+    serve.add_argument("--tls-key", dest="tls_key", default=None, metavar="FILE",
+                       help="PEM private key of --tls-cert")
 
     p = sub.add_parser("mount", help="mount the file system view at PATH, in the foreground")
     p.add_argument("path")
@@ -70,6 +86,11 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every domain of the host, not only the appliance's (they may be other tenants')",
     )
+    _tls_choice(p, "/metrics")
+
+    p = sub.add_parser("tls", help="the API's TLS certificate (read from HOME, no server needed)")
+    p.add_argument("action", choices=["fingerprint"],
+                   help="print its SHA-256 fingerprint, as --fingerprint takes it")
 
 
 def _add_create(sub: argparse._SubParsersAction) -> None:
@@ -177,14 +198,58 @@ def _add_host_commands(sub: argparse._SubParsersAction) -> None:
     groups.add_parser("delete", help="delete a group without members").add_argument("name")
 
 
+def _add_access_commands(sub: argparse._SubParsersAction) -> None:
+    """user, token, whoami (appliance/cli/access.py)."""
+    p = sub.add_parser("user", help="list, add, change or remove users (admin)")
+    users = p.add_subparsers(dest="action", required=True)
+    users.add_parser("list", help="users, their roles and projects")
+    users.add_parser("show", help="one user").add_argument("name")
+    add = users.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default=None, help="(default viewer)")
+    add.add_argument("--project", action="append", metavar="PROJECT",
+                     help="a project they work in (repeat; the first is their default; "
+                          "default: default)")
+    change = users.add_parser("set", help="change a user's role, projects, or disable them")
+    change.add_argument("name")
+    change.add_argument("--role", choices=ROLES, default=None)
+    change.add_argument("--project", action="append", metavar="PROJECT",
+                        help="the projects they work in, replacing theirs (repeat)")
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--disable", dest="disabled", action="store_true", default=None,
+                       help="their tokens stop working")
+    state.add_argument("--enable", dest="disabled", action="store_false")
+    users.add_parser("rm", help="remove a user and their tokens").add_argument("name")
+
+    p = sub.add_parser("token", help="create, list or revoke API tokens")
+    tokens = p.add_subparsers(dest="action", required=True)
+    t = tokens.add_parser("create", help="make a token (printed once)")
+    t.add_argument("user", nargs="?", default=None, help="whose (default: yours; others: admin)")
+    t.add_argument("--expires", default=None, metavar="DURATION",
+                   help="90m, 12h, 30d (default: never)")
+    t.add_argument("--description", default=None)
+    t = tokens.add_parser("list", help="tokens by id and prefix (yours; an admin: everyone's)")
+    t.add_argument("--user", default=None)
+    tokens.add_parser("revoke", help="revoke a token").add_argument("id")
+    sub.add_parser("whoami", help="the user, role and projects of the token in use")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmctl", description="Drive the vm-appliance.")
     parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
                         help="the appliance's home (config, token, store); default ./.appliance")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--fingerprint", default=os.environ.get("VMCTL_FINGERPRINT"),
+                        help="trust the appliance's HTTPS certificate with this SHA-256 "
+                             "fingerprint (`vmctl tls fingerprint`; env VMCTL_FINGERPRINT)")
+    parser.add_argument("--ca-file", dest="ca_file", default=os.environ.get("VMCTL_CA_FILE"),
+                        help="trust HTTPS certificates signed by this CA file (or the "
+                             "self-signed HOME/tls/server.crt itself; env VMCTL_CA_FILE)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_local_commands(sub)
     _add_vm_commands(sub)
     _add_host_commands(sub)
+    _add_access_commands(sub)
+    add_project_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

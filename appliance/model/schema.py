@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from appliance.model.spec import Spec
 from appliance.model.states import DesiredState
 from appliance.model.values import DNS_LABEL, anchored
@@ -89,4 +91,15 @@ def spec_components() -> dict[str, dict[str, Any]]:
             },
         ]
     }
+    return components
+
+
+def model_components(*models: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """The OpenAPI 3.0 schemas of request bodies defined as models (and what they refer to)."""
+    components: dict[str, dict[str, Any]] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF)
+        for name, part in schema.pop("$defs", {}).items():
+            components[name] = _openapi30(part)
+        components[model.__name__] = _openapi30(schema)
     return components

@@ -8,10 +8,12 @@ controller, and (by default) waits for the operation to finish.
 One module per responsibility, each a part of `Service`: vms (create, change,
 rename, delete, templates, consoles), state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
-groups, images, readiness, locks. base holds what they share. (The files of VM and
-host directories are appliance/files.py's table, which calls these.)
+groups, images, readiness, access (users and tokens), projects (and their
+quotas), locks. base holds what they share. (The files of VM and host
+directories are appliance/files.py's table, which calls these.)
 """
 
+from appliance.service.access import Access
 from appliance.service.base import is_ready, observed_state
 from appliance.service.groups import Groups
 from appliance.service.hosts import Hosts
@@ -19,6 +21,7 @@ from appliance.service.images import Images
 from appliance.service.locks import Locks
 from appliance.service.migration import reachable_from_peers
 from appliance.service.operations import Operations
+from appliance.service.projects import Projects
 from appliance.service.readiness import Readiness
 from appliance.service.state import StateChanges
 from appliance.service.vms import DEFAULT_TEMPLATE, VMs
@@ -26,5 +29,6 @@ from appliance.service.vms import DEFAULT_TEMPLATE, VMs
 __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachable_from_peers"]
 
 
-class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Locks):
+class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
+              Projects, Locks):
     """Every rule of the appliance, one call per request (the parts: see above)."""

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance import jsonio, netrules, placement
+from appliance import jsonio, netrules, placement, quotas
 from appliance import spec as specs
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import (
@@ -136,6 +136,7 @@ class VMs(ServiceBase):
             )
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
             self._check_group(spec)
+            self._check_quota(self._project(), spec)  # in this transaction: no overshoot
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
             claims = placement.claims_cpu_ram(
@@ -203,6 +204,7 @@ class VMs(ServiceBase):
             changed = sorted(k for k in new if new[k] != old[k])
             hardware = bool(set(changed) - LIVE_FIELDS)
             self._check_claim_growth(row, old, new)
+            self._check_quota(row["project"], new, old, row["id"])
             self.store.update_vm(
                 row["id"],
                 expect_generation=row["generation"],
@@ -299,6 +301,11 @@ class VMs(ServiceBase):
             raise Invalid(
                 f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group"
             )
+
+    def _check_quota(self, project: str, new: dict[str, Any], old: dict[str, Any] | None = None,
+                     vm_id: str | None = None) -> None:
+        """The project's quota (appliance/quotas.py), for a new VM or a change of one."""
+        quotas.check(self.store, project, self.store.get_project(project)["quota"], new, old, vm_id)
 
     def _check_claim_growth(self, row: Row, old: dict[str, Any], new: dict[str, Any]) -> None:
         """More vCPUs or memory held on the VM's host must still fit there (Nova's

@@ -51,6 +51,21 @@ class AccessRecords(StoreBase):
     def delete_project(self, name: str) -> None:
         self.db.execute("DELETE FROM projects WHERE name = ?", [name])
 
+    def project_members(self, name: str, limit: int = 5) -> dict[str, list[str]]:
+        """What still belongs to or names a project (at most `limit` of each, by
+        name): its VMs, server groups, the users in it, the mount's Unix
+        identities mapped into it."""
+        queries = {
+            "VMs": "SELECT name FROM vms WHERE project = ? ORDER BY name LIMIT ?",
+            "server groups": "SELECT name FROM groups WHERE project = ? ORDER BY name LIMIT ?",
+            "users": "SELECT name FROM users WHERE EXISTS (SELECT 1 FROM json_each(users.projects) "
+                     "p WHERE p.value = ?) ORDER BY name LIMIT ?",
+            "Unix identities": "SELECT kind || ' ' || unix_name FROM unix_identities "
+                               "WHERE project = ? ORDER BY kind, unix_name LIMIT ?",
+        }
+        return {what: [r[0] for r in self.db.execute(sql, [name, limit])]
+                for what, sql in queries.items()}
+
     # -- users -------------------------------------------------------------------
     def list_users(self) -> list[Row]:
         return [_decode_user(r) for r in self._rows("users", "", order_by="name")]
@@ -60,6 +75,9 @@ class AccessRecords(StoreBase):
         if not rows:
             raise NotFound(f"no user named {name!r}", "user")
         return _decode_user(rows[0])
+
+    def user_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone() is not None
 
     def user_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM users").fetchone()[0])
@@ -106,6 +124,10 @@ class AccessRecords(StoreBase):
     def update_token(self, token_id: str, **fields: Any) -> None:
         if self._update("tokens", "id", token_id, fields) == 0:
             raise NotFound(f"no token with id {token_id!r}", "token")
+
+    def delete_tokens(self, token_ids: list[str]) -> None:
+        for token_id in token_ids:
+            self.db.execute("DELETE FROM tokens WHERE id = ?", [token_id])
 
     def touch_token(self, token_id: str, when: float) -> None:
         """Record a use (outside any transaction the caller holds)."""

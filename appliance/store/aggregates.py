@@ -94,6 +94,30 @@ class Aggregates(StoreBase):
                 members[target] = members.get(target, 0) + 1
         return members
 
+    # -- for quotas ------------------------------------------------------------
+    def usage_by_project(
+        self, project: str | None = None, excluding: str | None = None
+    ) -> dict[str, tuple[int, int, int, int]]:
+        """project -> (VMs, vCPUs, MiB, disk bytes) of its VMs whose deletion is not
+        asked for, running or not (appliance/quotas.py says why); of one project
+        if named, without the VM `excluding` (an id). One query."""
+        where, params = "v.desired_state != ? AND v.id IS NOT ?", [DesiredState.DELETED, excluding]
+        if project is not None:
+            where += " AND v.project = ?"
+            params.append(project)
+        sql = (
+            "SELECT v.project, count(*), sum(json_extract(v.spec, '$.cpus')), "  # noqa: S608 - constants
+            "sum(json_extract(v.spec, '$.memory')), sum(coalesce(i.virtual_size, 0) "
+            "+ 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size')) "
+            "FROM json_each(v.spec, '$.disks') d), 0)) FROM vms v "
+            "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
+            f"WHERE {where} GROUP BY v.project"
+        )
+        return {
+            name: (int(vms), int(cpus or 0), int(memory or 0), int(disk or 0))
+            for name, vms, cpus, memory, disk in self.db.execute(sql, params)
+        }
+
     # -- for the exporter ------------------------------------------------------
     def running_since(self) -> dict[str, float]:
         """id -> when each running VM was last seen to start running."""

@@ -70,6 +70,9 @@ def appliance(tmp_path_factory):
         app.create_vm("r1")
         app.create_vm("l1", liveness_probe=LIVENESS)
         app.create_vm("s1", state="stopped")
+        # A limit, so that the project quota rule has a quota series to divide by.
+        quota = app.api("PATCH", "/v1/projects/default", json={"quota": {"vms": 100}}, timeout=10)
+        assert quota.status_code == 200, quota.text
         yield app
     finally:
         app.cleanup()

@@ -182,7 +182,8 @@ class _ThroughTestClient:
 def test_vmctl_events_user_shows_who_did_what(api, service, monkeypatch, capsys):
     import appliance.cli as cli
 
-    monkeypatch.setattr(cli.Client, "from_home", lambda home: _ThroughTestClient(api, api.alice))
+    monkeypatch.setattr(cli.Client, "from_home",
+                        lambda home, **tls: _ThroughTestClient(api, api.alice))
     service.create_vm({"name": "web1", "state": "stopped"})
     assert main(["lock", "web1", "--reason", "exam running"]) == 0
     capsys.readouterr()

@@ -1,0 +1,247 @@
+"""The world the role x route matrix (test_policy_matrix.py) asks: a home with
+real records, so that a request the policy lets through reaches its responder
+and, for the routes this file knows, succeeds.
+
+In the default project: a stopped VM `web1` (its create still pending: no
+controller runs), a VM `web2` with a pending start (an operation one may
+cancel), the images `demo` and `spare` (unused), the hosts `local` and
+`spare` (no VMs), a server group `g1` (no members). Projects `web` (VM
+`www1`) and `db` (VM `db1`). A user per role in the default project, and
+`webop`, an operator of `web` alone; each with a token.
+
+Made once per run; a write that the policy lets through gets its own copy of
+the home (shutil.copytree, a few ms), so every such write meets the same world.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import falcon
+from falcon import testing
+
+from appliance.access import tokens
+from appliance.access.principal import DEFAULT_PROJECT, Principal, Role, acting_as
+from appliance.api.app import create_app
+from appliance.config import Config
+from appliance.service import Service
+from appliance.store import Store
+from tests.unit.appliance.api.matrix_sources import FIELD, FILE_ROUTES
+from tests.unit.conftest import TEST_HOST_INFO, ReplayedDemoImage
+
+HOME_TOKEN = "matrix-home-token"  # noqa: S105 - HOME/token of the test home: the first admin's
+BAD_TOKEN = "vma_000000000000_" + "x" * 43  # noqa: S105 - well formed, names no token
+# name -> (role, projects); "admin" is made by tokens.bootstrap from HOME_TOKEN.
+USERS = {
+    "operator": (Role.OPERATOR, [DEFAULT_PROJECT]),
+    "viewer": (Role.VIEWER, [DEFAULT_PROJECT]),
+    "monitor": (Role.MONITOR, [DEFAULT_PROJECT]),
+    "webop": (Role.OPERATOR, ["web"]),
+}
+NO_TOKEN, WRONG_TOKEN = "no-token", "bad-token"
+# Who asks, in the matrix: each role, then no token, then a token that names nobody.
+CALLERS = ("admin", "operator", "viewer", "monitor", NO_TOKEN, WRONG_TOKEN)
+ROLE_OF = {"admin": Role.ADMIN, **{name: role for name, (role, _) in USERS.items()}}
+
+
+class Reached:
+    """Test-only middleware, after TokenAuth: marks the answers of requests the
+    policy let through to the responder (X-Matrix-Reached: 1)."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         params: dict) -> None:
+        req.context.matrix_reached = True
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        if getattr(req.context, "matrix_reached", False):
+            resp.set_header("X-Matrix-Reached", "1")
+
+
+def _config(home: Path, metrics_public: bool = False) -> Config:
+    # Short waits: a write the test forgot to send with wait=false answers 202 at once.
+    return Config(home=home, libvirt_uri="test:///default", wait_timeout=0.2, max_wait=0.2,
+                  heartbeat_age=3600, allow_test_hosts=True, metrics_public=metrics_public)
+
+
+def _host(name: str, uri: str) -> dict:
+    return {"name": name, "uri": uri, "state": "enabled", "up": 1, "last_seen": time.time(),
+            "info": TEST_HOST_INFO, "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
+            "reserved_memory_mib": 0, "labels": {}, "storage": "shared"}
+
+
+@dataclasses.dataclass
+class World:
+    home: Path
+    tokens: dict[str, str]  # caller -> the token they send
+    token_ids: dict[str, str]  # user -> their token's id
+    op_id: str  # web2's pending start: cancellable
+    web1_spec: dict
+    demo: ReplayedDemoImage
+
+    def app(self, metrics_public: bool = False) -> tuple[Service, falcon.App]:
+        config = _config(self.home, metrics_public)
+        service = Service(Store(config.db_path), config)
+        app = create_app(service, HOME_TOKEN)
+        app.add_middleware(Reached())
+        return service, app
+
+    def copy(self, directory: Path) -> World:
+        shutil.copytree(self.home, directory)
+        return dataclasses.replace(self, home=directory)
+
+    def headers(self, caller: str) -> dict[str, str]:
+        token = self.tokens.get(caller)
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+    def client(self, app: falcon.App, caller: str) -> testing.TestClient:
+        return testing.TestClient(app, headers=self.headers(caller))
+
+
+def _add_user(store: Store, name: str, role: Role, projects: list[str]) -> tuple[str, str]:
+    """(token id, token) of a new user's token."""
+    token_id, token = tokens.new_token()
+    now = time.time()
+    store.insert_user({"name": name, "role": role.value, "projects": projects, "created": now,
+                       "disabled": 0})
+    store.insert_token({"id": token_id, "user": name, "hash": tokens.token_hash(token),
+                        "prefix": tokens.shown_prefix(token), "description": "matrix",
+                        "created": now, "expires": None, "last_used": None, "revoked": None})
+    return token_id, token
+
+
+def build(directory: Path, demo: ReplayedDemoImage) -> World:
+    home = directory / "home"
+    config = _config(home)
+    config.prepare()
+    store = Store(config.db_path)
+    service = Service(store, config)
+    store.upsert_host(_host("local", "test:///default"))
+    demo.import_into(service, directory)
+    image = directory / "spare.img"
+    image.write_bytes(demo.source)
+    with demo.replayed():
+        service.import_image_file("spare", image)
+    assert config.import_dir is not None
+    config.import_dir.mkdir(parents=True, exist_ok=True)
+    (config.import_dir / "demo.img").write_bytes(demo.source)  # for POST /v1/images
+    service.create_vm({"name": "web1", "state": "stopped"})
+    service.create_vm({"name": "web2", "state": "stopped"})
+    start = service.set_state("web2", "running")
+    assert start is not None
+    service.create_group({"name": "g1", "policy": "anti-affinity"})
+    store.insert_project({"name": "spare", "description": "", "quota": {}, "created": time.time()})
+    for project, vm in (("web", "www1"), ("db", "db1")):
+        store.insert_project({"name": project, "description": "", "quota": {},
+                              "created": time.time()})
+        with acting_as(Principal(user="system", role=Role.ADMIN, project=project)):
+            service.create_vm({"name": vm, "state": "stopped"})
+    store.upsert_host(_host("spare", "test:///default?spare"))  # after the VMs: none is on it
+    tokens.bootstrap(store, HOME_TOKEN)
+    made = {name: _add_user(store, name, role, projects)
+            for name, (role, projects) in USERS.items()}
+    spec = service.get_vm("web1")["spec"]
+    store.close()  # the file holds everything: copies of the home are whole
+    return World(home=home,
+                 tokens={"admin": HOME_TOKEN, WRONG_TOKEN: BAD_TOKEN,
+                         **{name: token for name, (_, token) in made.items()}},
+                 token_ids={"admin": tokens.LEGACY_TOKEN_ID,
+                            **{name: token_id for name, (token_id, _) in made.items()}},
+                 op_id=start["id"], web1_spec=spec, demo=demo)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """A request that succeeds (2xx) for a caller the policy lets through."""
+
+    path: str
+    kwargs: dict
+    # False when a 2xx is not expected of it: a read-only file's write is the
+    # file table's 403, a file the table lacks its 404, a route this file does not know
+    # (added since) any answer but 401/403.
+    succeeds: bool = True
+
+
+# A path parameter's value, by the route's collection (the first segments) then by field.
+NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
+         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT}
+# DELETE removes: the spare one, that nothing uses.
+DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare"}
+TEXT = {"Content-Type": "text/plain"}
+FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
+    ("/v1/vms", "state"): {"json": {"state": "running"}},
+    ("/v1/vms", "cpus"): {"body": "2", "headers": TEXT},
+    ("/v1/vms", "memory"): {"body": "512", "headers": TEXT},
+    ("/v1/vms", "host"): {"body": "local", "headers": TEXT},
+    ("/v1/vms", "lock"): {"body": "matrix test\n", "headers": TEXT},  # a reason
+    ("/v1/hosts", "state"): {"json": {"state": "disabled"}},
+}
+BODIES = {  # other writes, by (template, method)
+    ("/v1/vms", "POST"): {"json": {"name": "made1", "state": "stopped"}},
+    ("/v1/vms/{name}", "PATCH"): {"json": {"cpus": 2}},
+    ("/v1/images", "POST"): {"json": {"name": "imported", "path": "demo.img"}},
+    ("/v1/hosts", "POST"): {"json": {"name": "h3", "uri": "qemu+ssh://root@h3/system"}},
+    ("/v1/hosts/{name}", "PATCH"): {"json": {"labels": {"rack": "r1"}}},
+    ("/v1/groups", "POST"): {"json": {"name": "g2", "policy": "affinity"}},
+    ("/v1/users", "POST"): {"json": {"name": "carol", "role": "viewer"}},
+    ("/v1/users/{name}", "PATCH"): {"json": {"projects": [DEFAULT_PROJECT, "web"]}},
+    ("/v1/tokens", "POST"): {"json": {"description": "matrix"}},
+    ("/v1/projects", "POST"): {"json": {"name": "p2", "description": "matrix"}},
+    ("/v1/projects/{name}", "PATCH"): {"json": {"quota": {"vms": 50}}},
+}
+# The routes this file knows to succeed with these samples: routes added since are
+# held to "reached, not refused" alone until their samples are written here.
+KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
+               "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
+               "/v1/tokens", "/v1/projects"}
+KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
+         ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
+         ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
+         ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE"),
+         ("/v1/projects/{name}", "DELETE")}
+
+
+def sample(world: World, caller: str, template: str, method: str, file: str | None,
+           vm: str = "web1") -> Sample:
+    """The caller's request for one route (and file); `vm` names the VM of VM routes,
+    {token_id} is the caller's own token."""
+    collection = "/".join(template.split("/")[:3])
+    name = NAMES.get(collection, "made-up")
+    if method == "DELETE":
+        name = DELETED.get(collection, name)
+    values = {"name": vm if collection == "/v1/vms" else name, "op_id": world.op_id,
+              "token_id": world.token_ids.get(caller, "made-up"), "file": file or ""}
+    path = FIELD.sub(lambda m: values.get(m.group(1), "made-up"), template)
+    kwargs: dict = {}
+    known = (template, method) in KNOWN or (method == "GET" and collection in KNOWN_READS)
+    if method != "GET":
+        kwargs["params"] = {"wait": "false"}
+        kwargs.update(BODIES.get((template, method), {}))
+    if template == "/v1/images/{name}" and method == "PUT":
+        path = "/v1/images/uploaded"
+        kwargs.update(body=world.demo.source, headers={"Content-Type": "application/octet-stream"})
+    if file is not None:
+        if method == "PUT" and file == "spec.json":
+            kwargs["json"] = world.web1_spec
+        else:
+            kwargs.update(FILE_BODIES.get((collection, file), {}))
+        known = _file_succeeds(template, method, file)
+    return Sample(path, kwargs, succeeds=known)
+
+
+def _file_succeeds(template: str, method: str, file: str) -> bool:
+    directory, _ = FILE_ROUTES[template]
+    if file not in directory:
+        return False
+    return method == "GET" or (method == "PUT" and directory.file(file).writable)
+
+
+def json_body(resp: testing.Result) -> dict:
+    try:
+        body = json.loads(resp.text)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
