@@ -91,7 +91,9 @@ def _opener(https: bool, fingerprint: str | None,
 
 class Client:
     def __init__(self, base_url: str, token: str | None, timeout: float = 600,
-                 fingerprint: str | None = None, ca_file: str | None = None):
+                 fingerprint: str | None = None, ca_file: str | None = None,
+                 project: str | None = None):
+        """project: the project every request acts in (`?project=`); None: the token's own."""
         scheme = urllib.parse.urlsplit(base_url).scheme
         if scheme not in ("http", "https"):
             # urlopen would also take file: and ftp: URLs, and send the token there
@@ -102,10 +104,11 @@ class Client:
         self.token = token
         self.timeout = timeout
         self._opener = _opener(scheme == "https", fingerprint, ca_file)
+        self.project = project
 
     @classmethod
     def from_home(cls, home: str, fingerprint: str | None = None,
-                  ca_file: str | None = None) -> Client:
+                  ca_file: str | None = None, project: str | None = None) -> Client:
         """The home's own listener (https when its config has TLS on, pinned to
         the home's certificate) unless VMCTL_URL names another."""
         config = Config.load(home)
@@ -118,7 +121,7 @@ class Client:
         token = os.environ.get("VMCTL_TOKEN")
         if token is None and config.token_path.exists():
             token = config.token()
-        return cls(url, token, fingerprint=fingerprint, ca_file=ca_file)
+        return cls(url, token, fingerprint=fingerprint, ca_file=ca_file, project=project)
 
     def request(
         self,
@@ -131,6 +134,8 @@ class Client:
         content_type: str | None = None,
     ) -> Any:
         url = self.base_url + path
+        if self.project is not None:
+            query = {**(query or {}), "project": self.project}
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = raw

@@ -357,9 +357,8 @@ def _host_lines(key: str) -> Reader:
 
 
 def _read_host_vms(service: Service, name: str) -> str:
-    """The VMs placed on the host, running or not, one name a line."""
-    service.get_host(name)  # NotFound for no such host, rather than an empty list
-    return "".join(vm + "\n" for vm in service.store.vm_names_on_host(name))
+    """The VMs placed on the host that the caller sees, running or not, one name a line."""
+    return "".join(vm + "\n" for vm in service.host_vm_names(name))
 
 
 def _read_host_status(service: Service, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid
 from appliance.store import Store
 from appliance.virt.portforward import PRIVILEGED_BELOW
@@ -35,7 +36,8 @@ def _holder(store: Store, mac: str, vm_id: str) -> dict | None:
 def _refuse_taken(store: Store, mac: str, vm_id: str) -> None:
     holder = _holder(store, mac, vm_id)
     if holder is not None:
-        raise Conflict(f"MAC {mac} is already {holder['name']}'s", "network.mac")
+        owner = shown_vm_name(holder.get("project"), holder["name"])
+        raise Conflict(f"MAC {mac} is already held by {owner}", "network.mac")
 
 
 def mac_for_new_vm(store: Store, spec: dict, vm_id: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.config import Config
 from appliance.metrics_scheduler import timed_placement
 from appliance.model import (
@@ -132,13 +133,14 @@ def disk_bytes(store: Store, spec: dict) -> int:
     return store.image_virtual_size(spec["image"]) + disks
 
 
-def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
+def group_of(store: Store, spec: dict, vm_id: str | None, project: str) -> Group | None:
+    """The server group the spec names: the VM's project's group of that name."""
     name = spec.get("group")
     if not name:
         return None
-    group = store.get_group(name)
+    group = store.get_group(project, name)
     # A member on its way somewhere counts there too.
-    members = store.group_members_by_host(name, vm_id)
+    members = store.group_members_by_host(name, vm_id, project)
     return Group(name=name, policy=group["policy"], members_by_host=members)
 
 
@@ -146,12 +148,13 @@ def group_of(store: Store, spec: dict, vm_id: str | None) -> Group | None:
 def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: float,
           ignore_hosts: frozenset[str] = frozenset(), only_hosts: frozenset[str] | None = None,
           storage: str | None = None, rng: random.Random | None = None, cpu_ram: bool = True,
-          disk: bool = True) -> Decision:
+          disk: bool = True, project: str = DEFAULT_PROJECT) -> Decision:
     """One scheduling decision for a VM of this spec; the caller records the claim.
 
     `cpu_ram` False places a VM that will not claim vCPUs and memory there (a
     stopped one, see claims_cpu_ram): only its disks must fit. `disk` False
-    asks for vCPUs and memory alone, on a host that holds its disks already."""
+    asks for vCPUs and memory alone, on a host that holds its disks already.
+    `project`: the VM's, whose server group the spec's `group` names."""
     request = Request(
         vm=spec["name"],
         cpus=spec["cpus"] if cpu_ram else 0,
@@ -159,7 +162,7 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
         disk_gib=disk_bytes(store, spec) / GIB if disk else 0.0,
         arch=GUEST_ARCH,
         node_selector=spec.get("node_selector") or {},
-        group=group_of(store, spec, vm_id),
+        group=group_of(store, spec, vm_id, project),
         ignore_hosts=ignore_hosts,
         only_hosts=only_hosts,
         storage=storage,
@@ -174,12 +177,15 @@ def place_start(store: Store, config: Config, row: dict, now: float) -> Decision
     as for a VM whose host is gone). When none fits, the decision names every
     host's reason, its own included; its other constraints (node selector,
     group, arch) pin it as they did at create."""
+    project = row.get("project") or DEFAULT_PROJECT
     own = place(
-        store, config, row["spec"], row["id"], now, only_hosts=frozenset([row["host"]]), disk=False
+        store, config, row["spec"], row["id"], now, only_hosts=frozenset([row["host"]]), disk=False,
+        project=project,
     )
     if own.host is not None:
         return own
     host = store.get_host(row["host"])
     return place(
-        store, config, row["spec"], row["id"], now, storage=host["storage"] or host["name"]
+        store, config, row["spec"], row["id"], now, storage=host["storage"] or host["name"],
+        project=project,
     )

@@ -34,6 +34,7 @@ from prometheus_client.core import (
 )
 
 from appliance import placement
+from appliance.access.principal import qualified_name
 from appliance.config import Config
 from appliance.model import HOST_RATIOS, HOST_STATES, HostAdminState, VMState
 from appliance.service import is_ready
@@ -170,7 +171,7 @@ class ApplianceCollector:
             labels=["vm"],
         )
         for row in self.store.vms_in_states([VMState.RUNNING]):
-            ready.add_metric([row["name"]], float(is_ready(row)))
+            ready.add_metric([qualified_name(row["project"], row["name"])], float(is_ready(row)))
         return [desired, observed, ready]
 
     def _operations(self) -> list[Metric]:

@@ -53,7 +53,9 @@ def check_size(path: Path, size: int) -> None:
 # Hosts (a host's URI is how the appliance, as root, reaches a libvirtd) and server
 # groups are the appliance's administration: the mount's owner alone changes them,
 # whoever else the mount lets in (until roles exist, as through REST).
-OWNER_ONLY_TOPS = ("hosts", "groups")
+# projects/ too: its P/vms/ reach every project's VMs, which the mount, acting as
+# its owner, may see (fs/projects.py).
+OWNER_ONLY_TOPS = ("hosts", "groups", "projects")
 
 
 def owner_only(path: Path) -> bool:

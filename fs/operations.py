@@ -225,10 +225,11 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         limits.check_owner(path, ctx.uid, self.uid)
-        if parent in (("vms",), ("hosts",)):
-            limits.check_name(path[1])
-        if parent == ("vms",):
-            await self._run(self.tree.create_vm, path[1])
+        vms = self.tree.is_vms_dir(parent)
+        if vms or parent == ("hosts",):
+            limits.check_name(path[-1])
+        if vms:
+            await self._run(self.tree.create_vm, path)
         elif parent == ("hosts",):
             self._read(self.tree.stage_host, path[1])
         else:
@@ -241,8 +242,8 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         limits.check_owner(path, ctx.uid, self.uid)
-        if parent == ("vms",):
-            await self._run(self.tree.delete_vm, path[1])
+        if self.tree.is_vms_dir(parent):
+            await self._run(self.tree.delete_vm, path)
         elif parent == ("hosts",):
             await self._run(self.tree.remove_host, path[1])
         else:
@@ -254,11 +255,14 @@ class ApplianceFS(pyfuse3.Operations):
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        if not self.inodes.path(parent_inode_old) == self.inodes.path(parent_inode_new) == ("vms",):
+        parent = self.inodes.path(parent_inode_old)
+        # Within one vms/ directory (a VM does not change project by mv).
+        if parent != self.inodes.path(parent_inode_new) or not self.tree.is_vms_dir(parent):
             raise pyfuse3.FUSEError(errno.EACCES)
+        limits.check_owner(parent, ctx.uid, self.uid)
         old, new = os.fsdecode(name_old), limits.check_name(os.fsdecode(name_new))
-        await self._run(self.tree.rename_vm, old, new)
-        self.inodes.move(("vms", old), ("vms", new))
+        await self._run(self.tree.rename_vm, parent + (old,), new)
+        self.inodes.move(parent + (old,), parent + (new,))
 
     # -- new files: groups/NAME.json alone (a write of its JSON creates the group); removing
     # one deletes the group, removing a table's file is its clear (vms/NAME/lock: unlock)
@@ -333,7 +337,7 @@ class ApplianceFS(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files[fh]
         if handle.log is not None:
-            return self._read(handle.log.read_at, self.service, handle.path[1], off, size)
+            return self._read(self.tree.read_log, handle.path, off, size)
         if handle.stale(off, self.clock()):
             handle.content = self._read(self.tree.content, handle.path)
             handle.fetched = self.clock()

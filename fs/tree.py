@@ -6,6 +6,11 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     vms/NAME/{the files of appliance.files.VM_FILES}
     hosts/NAME/{the files of appliance.files.HOST_FILES}
     images/NAME.json   templates/NAME.json   groups/NAME.json   events
+    projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
+
+vms/, groups/ and events are the caller's project's (the service scopes
+them); projects/P/vms/ is vms/ with the caller acting in P: the methods
+that take a path see it as vms/... (`_in_project`).
 
 The files of a VM or a host directory are looked up in appliance.files, the
 table REST reads too: their content, whether they are writable, how a write is
@@ -26,17 +31,20 @@ st_mtime and st_ctime.
 from __future__ import annotations
 
 import errno
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyfuse3
 
 from appliance import errors, jsonio
 from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
 from appliance.service import Service
+from fs import projects
 
-TOP_DIRS = ("vms", "images", "templates", "hosts", "groups")
+TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS)
 # The directories of one VM or host, each holding the files of its table.
 TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
 STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
@@ -66,6 +74,24 @@ def _json_name(file: str, what: str) -> str:
     return file[: -len(".json")]
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _in_project(method: Method) -> Method:
+    """A path under projects/P/vms/ is the same path under vms/, served with the
+    caller acting in P (ENOENT for a project they may not see)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Tree, path: Path, *args: Any) -> Any:
+        project, inner = projects.split(path)
+        if project is None:
+            return method(self, path, *args)
+        with projects.acting_in(self.service, project):
+            return method(self, inner, *args)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class Tree:
     def __init__(self, service: Service, clock: Callable[[], float], started: float):
         self.service = service
@@ -76,6 +102,7 @@ class Tree:
         self.new_files: dict[Path, float] = {}
 
     # -- what a path is -------------------------------------------------------------------
+    @_in_project
     def stat(self, path: Path) -> Node:
         if not path:
             return self._static_dir()
@@ -86,6 +113,8 @@ class Tree:
             raise errors.NotFound(f"no {top!r} here")
         if depth == 1:
             return self._static_dir()
+        if top == projects.PROJECTS:
+            return self._stat_in_projects(path)
         if top in TABLES:
             return self._stat_in_object(path)
         if depth == 2 and top == "groups":
@@ -96,11 +125,19 @@ class Tree:
 
     @staticmethod
     def is_dir(path: Path) -> bool:
+        path = projects.split(path)[1]
         return (len(path) == 0 or (len(path) == 1 and path[0] in TOP_DIRS)
-                or (len(path) == 2 and path[0] in TABLES))
+                or (len(path) == 2 and path[0] in TABLES) or projects.is_dir(path))
 
     def _static_dir(self) -> Node:
         return Node(True, created=self.started, changed=self.started)
+
+    def _stat_in_projects(self, path: Path) -> Node:
+        """projects/P and projects/P/quota (projects/P/vms/... is vms/'s: _in_project)."""
+        if len(path) == 2:
+            projects.check_visible(self.service, path[1])
+            return self._static_dir()
+        return _file(self.content(path), self.started, self.clock())
 
     def _stat_in_object(self, path: Path) -> Node:
         """vms/NAME, hosts/NAME and the files of their tables."""
@@ -161,6 +198,7 @@ class Tree:
         return True
 
     # -- what a directory holds -----------------------------------------------------------------
+    @_in_project
     def entries(self, path: Path) -> list[tuple[str, Node]]:
         if not path:
             return ([(name, self._static_dir()) for name in TOP_DIRS]
@@ -168,6 +206,9 @@ class Tree:
         if not self.stat(path).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         top = path[0]
+        if top == projects.PROJECTS:
+            names = projects.entries(self.service, path)
+            return [(name, self.stat(path + (name,))) for name in names]
         if len(path) == 2:
             return self._list_object(top, path[1])
         if top == "vms":
@@ -207,10 +248,13 @@ class Tree:
                           for p, made in list(self.new_files.items()) if p[1] not in known]
 
     # -- what a file reads ------------------------------------------------------------------
+    @_in_project
     def content(self, path: Path) -> bytes:
         top, name = path[0], path[1] if len(path) > 1 else ""
         if path == ("events",):
             text = events_text(self.service.list_events())
+        elif top == projects.PROJECTS:
+            text = projects.content(self.service, path)
         elif top in TABLES and len(path) == 3:
             staged = top == "hosts" and self._host(name) is None
             text = "" if staged else TABLES[top].file(path[2]).read(self.service, name)
@@ -232,12 +276,23 @@ class Tree:
             raise errors.NotFound(f"no template file {file!r}")
         return templates[name]
 
-    def log(self, path: Path) -> Log | None:
+    @staticmethod
+    def log(path: Path) -> Log | None:
         """The log a file is read from at an offset (the console), if it is one."""
+        path = projects.split(path)[1]
         if path[0] in TABLES and len(path) == 3 and path[2] in TABLES[path[0]]:
             return TABLES[path[0]].file(path[2]).log
         return None
 
+    @_in_project
+    def read_log(self, path: Path, offset: int, size: int) -> bytes:
+        """Bytes of a log file (the console) at an offset."""
+        log = self.log(path)
+        if log is None:
+            raise errors.NotFound(f"{'/'.join(path)!r} is not a log")
+        return log.read_at(self.service, path[1], offset, size)
+
+    @_in_project
     def open(self, path: Path, writes: bool, reads: bool) -> bytes | None:
         """Check an open against the tree; return the content a reader will get
         (None: a log, read at each read's offset, or nothing to read)."""
@@ -252,6 +307,7 @@ class Tree:
         return self.content(path) if reads else None
 
     # -- where a write goes (worker threads; each waits for its operation) -------------------------
+    @_in_project
     def write(self, path: Path, text: str) -> None:
         top = path[0]
         if top in TABLES and len(path) == 3:
@@ -308,11 +364,19 @@ class Tree:
             self.service.delete_host(name)
         self.staged_hosts.pop(name, None)
 
-    def create_vm(self, name: str) -> None:
-        self.service.finish(self.service.create_vm({"name": name, "state": "stopped"})[1])
+    # vms/NAME (or projects/P/vms/NAME): mkdir, rmdir, mv within one vms/ directory.
+    @staticmethod
+    def is_vms_dir(path: Path) -> bool:
+        return projects.split(path)[1] == ("vms",)
 
-    def delete_vm(self, name: str) -> None:
-        self.service.finish(self.service.delete_vm(name))
+    @_in_project
+    def create_vm(self, path: Path) -> None:
+        self.service.finish(self.service.create_vm({"name": path[1], "state": "stopped"})[1])
 
-    def rename_vm(self, name: str, new_name: str) -> None:
-        self.service.finish(self.service.rename_vm(name, new_name)[1])
+    @_in_project
+    def delete_vm(self, path: Path) -> None:
+        self.service.finish(self.service.delete_vm(path[1]))
+
+    @_in_project
+    def rename_vm(self, path: Path, new_name: str) -> None:
+        self.service.finish(self.service.rename_vm(path[1], new_name)[1])

@@ -7,7 +7,8 @@ result: "ok", or the status (REST) or errno (mount) with the error's class and
 reason. Its kind says which: `write` (done), `refused` (a 4xx or an errno the
 caller caused: policy, lock, bad input, no such thing) or `failed` (the
 appliance's failure: 5xx, EIO). When the write names a VM, the event is that
-VM's too, so its `events` file shows who tried to change it.
+VM's too, so its `events` file shows who tried to change it; else it is the
+caller's project's (another project's users do not see it).
 
 What is not recorded, and why:
 - reads (GET, HEAD, a mount's lookup or read): the hot path stays free of any
@@ -113,7 +114,7 @@ class Audit:
             self.store.add_event(kind_for(result, status >= 500),
                                  request_what(req.method, template, params),
                                  self._vm(principal, template, params, resp.media),
-                                 result=result, by=principal)
+                                 project=principal.project, result=result, by=principal)
         except Exception:  # the write is done; its answer must not become a 500 now
             log.exception("could not record the audit event of %s %s", req.method, template)
 
@@ -169,6 +170,7 @@ def record_mount(store: Store, principal: Principal, what: str, vm: Row | None,
     """One audit event for one write of the mount (fs/operations.py's boundary)."""
     result, failed = (OK, False) if err is None else error_result(err)
     try:
-        store.add_event(kind_for(result, failed), what, vm, result=result, by=principal)
+        store.add_event(kind_for(result, failed), what, vm, project=principal.project,
+                        result=result, by=principal)
     except Exception:
         log.exception("could not record the audit event of %s", what)

@@ -21,6 +21,25 @@ from typing import Any
 DEFAULT_PROJECT = "default"
 
 
+def qualified_name(project: str, name: str) -> str:
+    """How a VM is named where several projects' VMs meet (an admin's host listing,
+    a refusal's message): PROJECT/NAME, or NAME alone in the default project."""
+    return name if project == DEFAULT_PROJECT else f"{project}/{name}"
+
+
+def shown_vm_name(project: str | None, name: str) -> str:
+    """A VM as a message to the caller names it (a MAC or an address it holds):
+    by name in the caller's project, PROJECT/NAME to an admin, and to anyone
+    else not by name: what is in another project is not theirs to know."""
+    principal = caller()
+    project = project or DEFAULT_PROJECT
+    if project == principal.project:
+        return name
+    if principal.is_admin:
+        return qualified_name(project, name)
+    return "a VM of another project"
+
+
 class Role(StrEnum):
     """What a user may do (policy.py says it per route and per file)."""
 

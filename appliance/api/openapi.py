@@ -59,6 +59,10 @@ WAIT = [
 ]
 IF_MATCH = {"name": "If-Match", "in": "header", "schema": _str(),
             "description": "the ETag of a GET; 412 when the VM changed since"}
+# Nova's --all-projects: every project's, for admins (403 for anyone else).
+ALL_PROJECTS = {"name": "all_projects", "in": "query", "schema": _bool(),
+                "description": "every project's (admins only; each item names its project)"}
+NOT_ADMIN = {**ERROR, "description": "all_projects asked by someone other than an admin"}
 DNS_NAME = {"type": "string", "pattern": anchored(DNS_LABEL)}
 LABELS = {"type": "object", "additionalProperties": _str()}
 
@@ -75,7 +79,7 @@ SCHEMAS = {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
         "properties": {
-            "id": _str(), "name": _str(), "state": _str(),
+            "id": _str(), "name": _str(), "project": _str(), "state": _str(),
             "desired_state": _str(), "reason": _str(),
             "host": _str(nullable=True), "generation": _int(),
             "spec": _ref("Spec"), "restart_required": _bool(), "ready": _bool(),
@@ -86,7 +90,7 @@ SCHEMAS = {
     },
     "Operation": {
         "type": "object", "required": ["id", "kind", "status"],
-        "properties": {"id": _str(), "vm_id": _str(), "vm_name": _str(),
+        "properties": {"id": _str(), "vm_id": _str(), "vm_name": _str(), "project": _str(),
                        "kind": _str(),
                        "status": {"type": "string", "enum": list(OpStatus)},
                        "progress": _int(), "params": {"type": "object"},
@@ -100,9 +104,10 @@ SCHEMAS = {
         "type": "object",
         "properties": {"id": _int(), "time": _num(),
                        "vm_id": _str(nullable=True), "vm_name": _str(nullable=True),
+                       "project": _str(nullable=True, description="null: the appliance's own "
+                                                                  "(hosts, images)"),
                        "kind": _str(), "message": _str(),
                        "operation": _str(nullable=True),
-                       "project": _str(nullable=True),
                        "actor": _str(nullable=True, description="who: a user, or system"),
                        "source": _str(nullable=True,
                                       description="from where: a client address, mount, local"),
@@ -186,8 +191,8 @@ SCHEMAS = {
     },
     "Group": {
         "type": "object", "required": ["name", "policy", "members"],
-        "properties": {"name": _str(), "policy": _str(enum=list(GROUP_POLICIES)),
-                       "created": _num(),
+        "properties": {"name": _str(), "project": _str(),
+                       "policy": _str(enum=list(GROUP_POLICIES)), "created": _num(),
                        "members": {"type": "array", "items": {"type": "object", "properties": {
                            "name": _str(), "host": _str(nullable=True)}}}},
     },
@@ -228,8 +233,8 @@ PATHS = {
         "get": {"summary": "list VMs", "parameters": [
             {"name": "state", "in": "query", "schema": _str()},
             {"name": "label", "in": "query", "schema": _str(), "description": "key or key=value"},
-            {"name": "host", "in": "query", "schema": _str()}],
-            "responses": {"200": _json(_list_of(_ref("VM"))), **ERRORS}},
+            {"name": "host", "in": "query", "schema": _str()}, ALL_PROJECTS],
+            "responses": {"200": _json(_list_of(_ref("VM"))), **ERRORS, "403": NOT_ADMIN}},
         "post": {"summary": "create a VM (and start it, unless state is stopped)",
                  "parameters": WAIT,
                  "requestBody": {"required": True,
@@ -320,8 +325,8 @@ PATHS = {
     "/v1/operations": {"get": {"summary": "recent operations", "parameters": [
         {"name": "vm", "in": "query", "schema": _str()},
         {"name": "status", "in": "query", "schema": _str()},
-        {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=1000)}],
-        "responses": {"200": _json(_list_of(_ref("Operation"))), **ERRORS}}},
+        {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=1000)}, ALL_PROJECTS],
+        "responses": {"200": _json(_list_of(_ref("Operation"))), **ERRORS, "403": NOT_ADMIN}}},
     "/v1/operations/{op_id}": {
         "parameters": [{"name": "op_id", "in": "path", "required": True, "schema": _str()}],
         "get": {"summary": "one operation; ?wait=SECONDS long-polls until it is done",
@@ -337,11 +342,11 @@ PATHS = {
          "description": "only the events this user caused (the audit trail)"},
         {"name": "since", "in": "query", "schema": _int(minimum=0, maximum=2**62)},
         {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=10000)},
-        {"name": "format", "in": "query", "schema": _str(enum=["json", "text"])}],
+        {"name": "format", "in": "query", "schema": _str(enum=["json", "text"])}, ALL_PROJECTS],
         "responses": {"200": {"description": "events", "content": {
             "application/json": {"schema": _list_of(_ref("Event"))},
             "text/plain": {"schema": _str()}}},
-            **ERRORS}}},
+            **ERRORS, "403": NOT_ADMIN}}},
     "/v1/images": {
         "get": {"summary": "images",
                 "responses": {"200": _json(_list_of(_ref("Image"))), **ERRORS}},

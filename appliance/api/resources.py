@@ -28,6 +28,11 @@ def _if_match(req: falcon.Request) -> int | None:
     return int(value)
 
 
+def _all_projects(req: falcon.Request) -> bool:
+    """?all_projects=true: a listing of every project's (the service refuses it but to admins)."""
+    return req.get_param_as_bool("all_projects", default=False)
+
+
 def _etag(resp: falcon.Response, generation: int) -> None:
     resp.etag = f'"{generation}"'
 
@@ -135,7 +140,8 @@ class VMs:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": self.service.list_vms(
-            state=req.get_param("state"), label=req.get_param("label"), host=req.get_param("host"))}
+            state=req.get_param("state"), label=req.get_param("label"), host=req.get_param("host"),
+            all_projects=_all_projects(req))}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         vm, op = self.service.create_vm(req.get_media())
@@ -212,7 +218,8 @@ class Operations:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": self.service.list_operations(
             vm=req.get_param("vm"), status=req.get_param("status"),
-            limit=req.get_param_as_int("limit", default=100, min_value=1, max_value=1000))}
+            limit=req.get_param_as_int("limit", default=100, min_value=1, max_value=1000),
+            all_projects=_all_projects(req))}
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, op_id: str) -> None:
         wait = req.get_param_as_float("wait", min_value=0, max_value=3600)
@@ -234,7 +241,7 @@ class Events:
             vm=req.get_param("vm"),
             since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
             limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000),
-            user=req.get_param("user"))
+            all_projects=_all_projects(req), user=req.get_param("user"))
         if req.get_param("format") == "text":
             _text(resp, events_text(events))
         else:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
     try:
-        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file)
+        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file,
+                                  project=args.acting_project)
     except ValueError as err:
         print(f"vmctl: {err}", file=sys.stderr)
         return 2

@@ -121,6 +121,8 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
 
 def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list VMs")
+    p.add_argument("--all-projects", dest="all_projects", action="store_true",
+                   help="every project's VMs (admins), with a PROJECT column")
     p.add_argument("--state")
     p.add_argument("--label", help="KEY or KEY=VALUE")
     p.add_argument("--host")
@@ -144,6 +146,8 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("events", help="the event log (who did what: the audit trail)")
     p.add_argument("name", nargs="?")
     p.add_argument("--user", help="only what this user did (their requests and their effects)")
+    p.add_argument("--all-projects", dest="all_projects", action="store_true",
+                   help="every project's events (admins)")
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("lock", help="lock a VM: only you and admins may change it until unlocked")
     p.add_argument("name")
@@ -239,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
                         help="the appliance's home (config, token, store); default ./.appliance")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # Its own dest: `vmctl user add NAME --project P` names the user's projects.
+    parser.add_argument("--project", dest="acting_project", metavar="P",
+                        default=os.environ.get("VMCTL_PROJECT"),
+                        help="act in project P (default: the token's first project; "
+                             "env VMCTL_PROJECT)")
     parser.add_argument("--fingerprint", default=os.environ.get("VMCTL_FINGERPRINT"),
                         help="trust the appliance's HTTPS certificate with this SHA-256 "
                              "fingerprint (`vmctl tls fingerprint`; env VMCTL_FINGERPRINT)")

@@ -20,14 +20,18 @@ VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CP
 
 def _vm_row(vm: dict) -> dict:
     spec = vm["spec"]
-    return {"name": vm["name"], "state": vm["state"], "desired": vm["desired_state"],
+    return {"name": vm["name"], "project": vm.get("project"), "state": vm["state"],
+            "desired": vm["desired_state"],
             "cpus": spec["cpus"], "memory": f"{spec['memory']}M", "image": spec["image"],
             "host": vm.get("host") or "", "strategy": spec["run_strategy"]}
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    items = client.get("/v1/vms", state=args.state, label=args.label, host=args.host)["items"]
-    listing(items, args.json, _vm_row, VM_COLUMNS)
+    every = "true" if args.all_projects else None
+    items = client.get("/v1/vms", state=args.state, label=args.label, host=args.host,
+                       all_projects=every)["items"]
+    columns = [("PROJECT", "project"), *VM_COLUMNS] if args.all_projects else VM_COLUMNS
+    listing(items, args.json, _vm_row, columns)
     return 0
 
 
@@ -39,6 +43,7 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     row = _vm_row(vm)
     for key, label in [(k, h) for h, k in VM_COLUMNS]:
         print(f"{label.lower():<13} {row[key]}")
+    print(f"{'project':<13} {vm.get('project') or '-'}")
     print(f"{'generation':<13} {vm['generation']}")
     print(f"{'reason':<13} {vm.get('reason') or '-'}")
     if vm.get("restart_required"):
@@ -164,7 +169,8 @@ def cmd_console(client: Client, args: argparse.Namespace) -> int:
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     since = 0
     while True:
-        items = client.get("/v1/events", vm=args.name, since=since, user=args.user)["items"]
+        items = client.get("/v1/events", vm=args.name, since=since, user=args.user,
+                           all_projects="true" if args.all_projects else None)["items"]
         for event in items:
             since = max(since, event["id"])
             if args.json:

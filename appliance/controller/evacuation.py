@@ -47,6 +47,7 @@ class Evacuation:
                         self.ctx.clock(),
                         ignore_hosts=frozenset([name]),
                         storage=host["storage"] or f"host:{name}",
+                        project=fresh["project"],
                     )
                     if decision.host is not None:
                         store.update_vm(

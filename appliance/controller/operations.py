@@ -85,11 +85,13 @@ class OperationRunner:
             )
             self.observer.observe_after(vm_id)
             status = "cancelled" if self.ctx.op_cancelled(op) else "failed"
-            store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())
+            # The VM's error and event first: whoever waits on the operation reads them
+            # as soon as it is final.
             row = store.get_vm_by_id(vm_id)
             if row is not None:
                 store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
                 store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
+            store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())
         finally:
             self.ctx.busy.release(vm_id)
             self.ctx.nudge()

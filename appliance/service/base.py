@@ -12,7 +12,7 @@ from typing import Any
 from appliance import placement
 from appliance.access import Principal, caller
 from appliance.config import Config
-from appliance.errors import Conflict, PreconditionFailed
+from appliance.errors import Conflict, Forbidden, PreconditionFailed
 from appliance.model import STATE_CHANGE_OPS, DesiredState, OpKind, OpStatus, VMState
 from appliance.store import Row, Store
 from scheduler import Decision
@@ -85,6 +85,33 @@ class ServiceBase:
         """The project the caller acts in (appliance/access: set per request)."""
         return caller().project
 
+    def _listed_project(self, all_projects: bool = False) -> str | None:
+        """The project a listing shows: the caller's; None (every project) for
+        `?all_projects=true` (Nova's --all-projects), an admin's alone to ask."""
+        if not all_projects:
+            return self._project()
+        principal = caller()
+        if not principal.is_admin:
+            raise Forbidden(
+                f"{principal.user} has the role {principal.role}: only an admin may list "
+                "every project's (ask without all_projects for your project's)",
+                "all_projects",
+            )
+        return None
+
+    @staticmethod
+    def _sees(project: str | None) -> bool:
+        """Whether a record found by its id (an operation) is the caller's to see:
+        one of the project they act in, or, for an admin, of any project (ids
+        name one record in all projects; a drain's operations span them)."""
+        principal = caller()
+        return principal.is_admin or project == principal.project
+
+    def projects_visible(self) -> list[str]:
+        """The names of the projects the caller may act in (every one, for an admin)."""
+        principal = caller()
+        return [p["name"] for p in self.store.list_projects() if principal.may_see(p["name"])]
+
     def vm_row(self, name: str, with_xml: bool = True) -> Row:
         """The caller's project's VM of this name; another project's is not found."""
         return self.store.get_vm(name, self._project(), with_xml=with_xml)
@@ -123,11 +150,14 @@ class ServiceBase:
                     op["id"], status=OpStatus.CANCELLED, error="superseded", finished=self.clock()
                 )
 
-    def _schedule(self, spec: dict[str, Any], vm_id: str | None, **constraints: Any) -> Decision:
-        """A placement decision inside the caller's transaction; 409 with the
+    def _schedule(
+        self, spec: dict[str, Any], vm_id: str | None, project: str, **constraints: Any
+    ) -> Decision:
+        """A placement decision inside the caller's transaction, for a VM of
+        `project` (its server group is that project's); 409 with the
         scheduler's explanation when no host fits."""
         decision: Decision = placement.place(
-            self.store, self.config, spec, vm_id, self.clock(), **constraints
+            self.store, self.config, spec, vm_id, self.clock(), project=project, **constraints
         )
         if decision.host is None:
             raise Conflict(decision.explain(), "host")

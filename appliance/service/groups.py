@@ -1,4 +1,7 @@
-"""Server groups (Nova's): a name and a policy; VMs join one in their spec."""
+"""Server groups (Nova's): a name and a policy; VMs join one in their spec.
+A group belongs to a project, as its members do: the caller's project's
+groups alone are seen (another project's group of the same name is another
+group)."""
 
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ from appliance.store import Row
 
 class Groups(ServiceBase):
     def group_view(self, group: Row) -> dict[str, Any]:
-        members = [{"name": n, "host": h} for n, h in self.store.group_members(group["name"])]
+        members = [
+            {"name": n, "host": h}
+            for n, h in self.store.group_members(group["project"], group["name"])
+        ]
         return {**group, "members": members}
 
     def list_groups(self) -> list[dict[str, Any]]:
-        return [self.group_view(g) for g in self.store.list_groups()]
+        return [self.group_view(g) for g in self.store.list_groups(self._project())]
 
     def get_group(self, name: str) -> dict[str, Any]:
-        return self.group_view(self.store.get_group(name))
+        return self.group_view(self.store.get_group(self._project(), name))
 
     def create_group(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -31,20 +37,23 @@ class Groups(ServiceBase):
         name = specs.validate_name(body.get("name"), "name")
         if body.get("policy") not in GROUP_POLICIES:
             raise Invalid(f"must be one of {', '.join(GROUP_POLICIES)}", "policy")
+        project = self._project()
         with self.store.transaction():
-            if self.store.group_exists(name):
+            if self.store.group_exists(project, name):
                 raise Conflict(f"a server group named {name!r} exists", "name")
-            self.store.insert_group(
-                {"name": name, "policy": body["policy"], "created": self.clock()}
+            row = {"project": project, "name": name, "policy": body["policy"]}
+            self.store.insert_group({**row, "created": self.clock()})
+            self.store.add_event(
+                "group-created", f"server group {name} ({body['policy']}) created", project=project
             )
-            self.store.add_event("group-created", f"server group {name} ({body['policy']}) created")
         return self.get_group(name)
 
     def delete_group(self, name: str) -> None:
+        project = self._project()
         with self.store.transaction():
             group = self.get_group(name)
             if group["members"]:
                 names = ", ".join(m["name"] for m in group["members"][:5])
                 raise Conflict(f"server group {name} still has members ({names})", "name")
-            self.store.delete_group(name)
-            self.store.add_event("group-deleted", f"server group {name} deleted")
+            self.store.delete_group(project, name)
+            self.store.add_event("group-deleted", f"server group {name} deleted", project=project)

@@ -8,6 +8,7 @@ from typing import Any
 
 from appliance import hosturi, placement
 from appliance import spec as specs
+from appliance.access import caller
 from appliance.errors import Conflict, Invalid
 from appliance.model import HOST_DOWN, HOST_RATIOS, HOST_STATES, HostAdminState
 from appliance.service.migration import Migrations
@@ -131,6 +132,15 @@ class Hosts(Migrations):
 
     def get_host(self, name: str) -> dict[str, Any]:
         return self.host_view(self.store.get_host(name))
+
+    def host_vm_names(self, name: str) -> list[str]:
+        """The VMs placed on a host, running or not, that the caller sees: their
+        project's; every project's for an admin, as PROJECT/NAME outside the
+        default project. (Hosts are every project's: capacity and allocation
+        counts are the host's whole.)"""
+        self.store.get_host(name)  # NotFound for no such host, rather than an empty list
+        principal = caller()
+        return self.store.vm_names_on_host(name, None if principal.is_admin else self._project())
 
     def _host_fields(self, body: dict[str, Any], creating: bool) -> dict[str, Any]:
         """The fields of a host the body sets (all of them, with defaults, when

@@ -98,6 +98,7 @@ class Migrations(ServiceBase):
                 decision = self._schedule(
                     row["spec"],
                     row["id"],
+                    row["project"],
                     only_hosts=frozenset([target]),
                     cpu_ram=placement.claims_cpu_ram(row),
                 )
@@ -157,6 +158,7 @@ class Migrations(ServiceBase):
             ignore_hosts=frozenset(ignore),
             storage=None,
             cpu_ram=placement.claims_cpu_ram(row),
+            project=row["project"],
         )
         if decision.host is None:
             return str(decision.explain())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from appliance.access import caller
-from appliance.errors import Conflict, Failed, Timeout
+from appliance.errors import Conflict, Failed, NotFound, Timeout
 from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
@@ -16,17 +16,30 @@ UNCANCELLABLE = (OpKind.CREATE, OpKind.DELETE)
 
 class Operations(ServiceBase):
     def get_operation(self, op_id: str) -> Row:
-        return self.store.get_operation(op_id)
+        """The operation, if the caller sees its project (else not found, as if
+        there were none: service/base.py _sees)."""
+        op = self.store.get_operation(op_id)
+        if not self._sees(op["project"]):
+            raise NotFound(f"no operation {op_id!r}", "id")
+        return op
 
     def list_operations(
-        self, vm: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        vm: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        all_projects: bool = False,
     ) -> list[Row]:
-        return self.store.list_operations(vm_name=vm, status=status, limit=limit)
+        """The caller's project's operations (every project's for an admin's
+        all_projects), newest first."""
+        project = self._listed_project(all_projects)
+        return self.store.list_operations(vm_name=vm, status=status, limit=limit, project=project)
 
     def wait_operation(self, op_id: str, timeout: float) -> Row:
         """Poll until the operation is final or the timeout passes; return it either way."""
         deadline = time.monotonic() + timeout  # elapsed time, whatever the injected clock says
         delay = 0.005
+        self.get_operation(op_id)  # not found unless the caller sees it
         while True:
             op = self.store.get_operation(op_id)
             if op["status"] in FINAL_OP_STATES or time.monotonic() >= deadline:
@@ -52,7 +65,7 @@ class Operations(ServiceBase):
 
     def cancel_operation(self, op_id: str) -> Row:
         with self.store.transaction():
-            op = self.store.get_operation(op_id)
+            op = self.get_operation(op_id)
             # A running live migration is cancellable too: the controller aborts
             # the libvirt job and the guest stays on its source.
             running_migration = op["status"] == OpStatus.RUNNING and op["kind"] == OpKind.MIGRATE
@@ -89,8 +102,16 @@ class Operations(ServiceBase):
 
     # -- events -------------------------------------------------------------------------
     def list_events(
-        self, vm: str | None = None, since: int = 0, limit: int = 1000, user: str | None = None
+        self,
+        vm: str | None = None,
+        since: int = 0,
+        limit: int = 1000,
+        all_projects: bool = False,
+        user: str | None = None,
     ) -> list[Row]:
-        """The event log (of one VM; of what one user did: `user` is the actor)."""
+        """The events of the caller's project and the appliance's own (hosts,
+        images); every project's for an admin's all_projects; one VM's (of the
+        caller's project) with `vm`; of what one user did with `user` (the actor)."""
+        project = self._listed_project(all_projects)
         vm_id = self.vm_row(vm)["id"] if vm else None
-        return self.store.list_events(vm_id, since, limit, actor=user or None)
+        return self.store.list_events(vm_id, since, limit, project=project, actor=user or None)

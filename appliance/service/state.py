@@ -129,7 +129,9 @@ class StateChanges(ServiceBase):
         if row["host"] and self.store.host_exists(row["host"]):
             storage = self.store.get_host(row["host"])["storage"] or f"host:{row['host']}"
         ignore = frozenset([row["host"]]) if row["host"] else frozenset()
-        decision = self._schedule(row["spec"], row["id"], storage=storage, ignore_hosts=ignore)
+        decision = self._schedule(
+            row["spec"], row["id"], row["project"], storage=storage, ignore_hosts=ignore
+        )
         self.store.add_event(
             "scheduled", f"host {row['host']} cannot run it now; " + decision.explain(), row
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance import jsonio, netrules, placement, quotas
 from appliance import spec as specs
+from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import (
     ACTIVE_STATES,
@@ -80,11 +81,18 @@ class VMs(ServiceBase):
         }
 
     def list_vms(
-        self, state: str | None = None, label: str | None = None, host: str | None = None
+        self,
+        state: str | None = None,
+        label: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
     ) -> list[dict[str, Any]]:
+        """The caller's project's VMs (every project's, for an admin's
+        all_projects: each view names its project)."""
         out = []
         key, _, value = (label or "").partition("=")
-        for row in self.store.list_vms(with_xml=False, project=self._project()):
+        project = self._listed_project(all_projects)
+        for row in self.store.list_vms(with_xml=False, project=project):
             if state and self._observed(row) != state:
                 continue
             if host and row["host"] != host:
@@ -135,7 +143,7 @@ class VMs(ServiceBase):
                 spec, None, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
-            self._check_group(spec)
+            self._check_group(spec, self._project())
             self._check_quota(self._project(), spec)  # in this transaction: no overshoot
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
@@ -143,7 +151,7 @@ class VMs(ServiceBase):
                 {"desired_state": initial, "observed_state": VMState.PROVISIONING}, spec
             )
             only = None if wanted_host is None else frozenset([wanted_host])
-            decision = self._schedule(spec, vm_id, only_hosts=only, cpu_ram=claims)
+            decision = self._schedule(spec, vm_id, self._project(), only_hosts=only, cpu_ram=claims)
             row = {
                 "id": vm_id,
                 "name": spec["name"],
@@ -196,7 +204,7 @@ class VMs(ServiceBase):
                 new, old, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_after_update(self.store, row, new)
-            self._check_group(new)
+            self._check_group(new, row["project"])
             renamed = new["name"] != old["name"]
             if renamed:
                 self._check_rename(row, new["name"])
@@ -285,8 +293,9 @@ class VMs(ServiceBase):
             return
         other = self.store.vm_with_fixed_ip(network["name"], network["ip"], excluding=vm_id)
         if other is not None:
+            owner = shown_vm_name(other["project"], other["name"])
             raise Conflict(
-                f"{network['ip']} is already {other['name']}'s address on {network['name']}",
+                f"{network['ip']} is already the address of {owner} on {network['name']}",
                 "network.ip",
             )
 
@@ -296,8 +305,9 @@ class VMs(ServiceBase):
         if self.store.vm_exists(new_name, row["project"]):
             raise Conflict(f"a VM named {new_name!r} exists", "name")
 
-    def _check_group(self, spec: dict[str, Any]) -> None:
-        if spec.get("group") and not self.store.group_exists(spec["group"]):
+    def _check_group(self, spec: dict[str, Any], project: str) -> None:
+        """The spec's group is one of the VM's own project (another project's is not seen)."""
+        if spec.get("group") and not self.store.group_exists(project, spec["group"]):
             raise Invalid(
                 f"no server group named {spec['group']!r}; create it with POST /v1/groups", "group"
             )
@@ -334,6 +344,7 @@ class VMs(ServiceBase):
             self.clock(),
             only_hosts=frozenset([row["host"]]),
             disk=False,
+            project=row["project"],
         )
         if decision.host is None:
             rejected = decision.rejected[0] if decision.rejected else None

@@ -8,12 +8,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
 from appliance.store.base import StoreBase, marks
 
 _MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE)]
 _OPEN = [str(s) for s in OPEN_OP_STATES]
 _FINAL = [str(s) for s in FINAL_OP_STATES]
+# A VM's name where several projects' meet (access.principal.qualified_name), in SQL;
+# the default project's name is the one bound parameter.
+_QUALIFIED = (
+    "CASE WHEN {project} IS NULL OR {project} = ? THEN {name} ELSE {project} || '/' || {name} END"
+)
 
 
 def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
@@ -72,22 +78,25 @@ class Aggregates(StoreBase):
             ).fetchall()
         )
 
-    def group_members_by_host(self, group: str, excluding: str | None) -> dict[str, int]:
-        """host -> members of the server group (other than the VM `excluding`)
-        placed there, or on their way there (an open migration or move)."""
+    def group_members_by_host(
+        self, group: str, excluding: str | None, project: str = DEFAULT_PROJECT
+    ) -> dict[str, int]:
+        """host -> members of the project's server group (other than the VM
+        `excluding`) placed there, or on their way there (an open migration or move)."""
         members: dict[str, int] = {}
         rows = self.db.execute(
-            "SELECT host, count(*) FROM vms WHERE json_extract(spec, '$.group') = ? "
-            "AND id IS NOT ? AND host IS NOT NULL AND desired_state != ? GROUP BY host",
-            [group, excluding, DesiredState.DELETED],
+            "SELECT host, count(*) FROM vms "
+            "WHERE project = ? AND json_extract(spec, '$.group') = ? AND id IS NOT ? "
+            "AND host IS NOT NULL AND desired_state != ? GROUP BY host",
+            [project, group, excluding, DesiredState.DELETED],
         )
         for host, count in rows:
             members[host] = count
         for (params,) in self.db.execute(
             "SELECT o.params FROM operations o JOIN vms v ON v.id = o.vm_id "  # noqa: S608 - ? marks only
             f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) "
-            "AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
-            [*_MOVING_KINDS, *_OPEN, group, excluding],
+            "AND v.project = ? AND json_extract(v.spec, '$.group') = ? AND v.id IS NOT ?",
+            [*_MOVING_KINDS, *_OPEN, project, group, excluding],
         ):
             target = json.loads(params).get("target")
             if target:
@@ -156,11 +165,12 @@ class Aggregates(StoreBase):
         ).fetchall()
 
     def running_operation_progress(self) -> list[tuple[str | None, str, int | None]]:
-        """(VM name, kind, percent done) of each running operation."""
+        """(VM name, kind, percent done) of each running operation; the name as
+        PROJECT/NAME outside the default project (store.vm_ids_and_names)."""
         return self.db.execute(
-            "SELECT vm_name, kind, max(progress) FROM operations WHERE status = ? "
-            "GROUP BY vm_name, kind",
-            [OpStatus.RUNNING],
+            f"SELECT {_QUALIFIED.format(project='project', name='vm_name')} AS vm, kind, "  # noqa: S608 - ? marks
+            "max(progress) FROM operations WHERE status = ? GROUP BY vm, kind",
+            [DEFAULT_PROJECT, OpStatus.RUNNING],
         ).fetchall()
 
     def operation_duration_buckets(self, bounds: Sequence[float]) -> list[tuple[Any, ...]]:
@@ -179,9 +189,11 @@ class Aggregates(StoreBase):
         return self.db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall()
 
     def vm_event_counts(self, kinds: Sequence[str]) -> list[tuple[str, str, int]]:
-        """(VM name, kind, count) of the events of these kinds about VMs that exist."""
+        """(VM name, kind, count) of the events of these kinds about VMs that exist;
+        the name as PROJECT/NAME outside the default project."""
         return self.db.execute(
-            "SELECT v.name, e.kind, count(*) FROM events e JOIN vms v ON v.id = e.vm_id "  # noqa: S608 - ? marks
-            f"WHERE e.kind IN ({marks(kinds)}) GROUP BY v.name, e.kind",
-            list(kinds),
+            f"SELECT {_QUALIFIED.format(project='v.project', name='v.name')} AS vm, e.kind, "  # noqa: S608 - ? marks
+            "count(*) FROM events e JOIN vms v ON v.id = e.vm_id "
+            f"WHERE e.kind IN ({marks(kinds)}) GROUP BY vm, e.kind",
+            [DEFAULT_PROJECT, *kinds],
         ).fetchall()

@@ -170,6 +170,15 @@ class StoreBase:
         keys = [d[0] for d in cursor.description]
         return [dict(zip(keys, row, strict=True)) for row in cursor]
 
+    # -- the project of a VM record (operations and events are their VM's project's) --
+    def project_of_vm(self, vm: Row) -> str | None:
+        """The project of a VM record, read from the store when the record was
+        selected without it (None: a VM the store no longer has)."""
+        if vm.get("project"):
+            return str(vm["project"])
+        found = self.db.execute("SELECT project FROM vms WHERE id = ?", [vm["id"]]).fetchone()
+        return found[0] if found else None
+
     # -- meta ---------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()

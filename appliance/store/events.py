@@ -29,11 +29,17 @@ class EventRecords(StoreBase):
         message: str,
         vm: Row | None = None,
         operation: str | None = None,
+        project: str | None = None,
         result: str | None = None,
         by: Principal | None = None,
     ) -> None:
-        """by: who caused it (default: the caller of this request)."""
+        """An event of a VM is its project's; one of a server group names the
+        group's `project`; one of neither (hosts, images) is the appliance's
+        (project NULL), seen in every project. `by`: who caused it (default: the
+        caller of this request); `result`: an audit event's outcome."""
         who = caller() if by is None else by
+        if vm is not None:
+            project = self.project_of_vm(vm) or project
         self.db.table("events").insert(
             {
                 "time": self.clock(),
@@ -42,7 +48,7 @@ class EventRecords(StoreBase):
                 "kind": kind,
                 "message": message,
                 "operation": operation,
-                "project": vm.get("project") if vm else who.project,
+                "project": project,
                 "actor": who.user,
                 "source": who.source,
                 "credential": credential_of(who),
@@ -51,14 +57,23 @@ class EventRecords(StoreBase):
         )
 
     def list_events(
-        self, vm_id: str | None = None, since: int = 0, limit: int = 1000, actor: str | None = None
+        self,
+        vm_id: str | None = None,
+        since: int = 0,
+        limit: int = 1000,
+        project: str | None = None,
+        actor: str | None = None,
     ) -> list[Row]:
-        """The newest `limit` events after `since` (of one VM, by one actor), oldest first."""
+        """The newest `limit` events after `since` (of one VM; of one project and
+        the appliance's own, if a project is named; by one actor), oldest first."""
         where = "id > ?"
         params: list[object] = [since]
         if vm_id is not None:
             where += " AND vm_id = ?"
             params.append(vm_id)
+        if project is not None:
+            where += " AND (project = ? OR project IS NULL)"
+            params.append(project)
         if actor is not None:
             where += " AND actor = ?"
             params.append(actor)

@@ -76,20 +76,26 @@ class ImageRecords(StoreBase):
 
 
 class GroupRecords(StoreBase):
-    def list_groups(self) -> list[Row]:
-        return self._rows("groups", "", order_by="name")
+    """Server groups belong to a project: (project, name) is the key, and a VM's
+    spec names a group of its own project."""
 
-    def get_group(self, name: str) -> Row:
-        rows = self._rows("groups", "name = ?", [name])
+    def list_groups(self, project: str) -> list[Row]:
+        return self._rows("groups", "project = ?", [project], order_by="name")
+
+    def get_group(self, project: str, name: str) -> Row:
+        rows = self._rows("groups", "project = ? AND name = ?", [project, name])
         if not rows:
             raise NotFound(f"no server group named {name!r}", "group")
         return rows[0]
 
-    def group_exists(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM groups WHERE name = ?", [name]).fetchone() is not None
+    def group_exists(self, project: str, name: str) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM groups WHERE project = ? AND name = ?", [project, name]
+        ).fetchone()
+        return found is not None
 
     def insert_group(self, row: Row) -> None:
         self.db.table("groups").insert(row)
 
-    def delete_group(self, name: str) -> None:
-        self.db.execute("DELETE FROM groups WHERE name = ?", [name])
+    def delete_group(self, project: str, name: str) -> None:
+        self.db.execute("DELETE FROM groups WHERE project = ? AND name = ?", [project, name])

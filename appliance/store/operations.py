@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.errors import NotFound
 from appliance.model import OPEN_OP_STATES, OpKind, OpStatus
 from appliance.store.base import Row, StoreBase, marks
@@ -40,11 +41,13 @@ class OperationRecords(StoreBase):
     def add_operation(
         self, op_id: str, vm: Row, kind: OpKind | str, params: dict[str, Any] | None = None
     ) -> Row:
-        """Record a pending operation on a VM; return it as the service shows it."""
+        """Record a pending operation on a VM (of the VM's project); return it as the
+        service shows it."""
         op = {
             "id": op_id,
             "vm_id": vm["id"],
             "vm_name": vm["name"],
+            "project": self.project_of_vm(vm) or DEFAULT_PROJECT,
             "kind": str(kind),
             "status": OpStatus.PENDING.value,
             "progress": 0,
@@ -64,10 +67,18 @@ class OperationRecords(StoreBase):
         return rows[0]
 
     def list_operations(
-        self, vm_name: str | None = None, status: OpStatus | str | None = None, limit: int = 200
+        self,
+        vm_name: str | None = None,
+        status: OpStatus | str | None = None,
+        limit: int = 200,
+        project: str | None = None,
     ) -> list[Row]:
-        """Operations, newest first: all, of one VM (by name), in one status."""
+        """Operations, newest first: all (of one project, if named), of one VM (by
+        name), in one status."""
         where, params = [], []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
         if vm_name:
             where.append("vm_name = ?")
             params.append(vm_name)

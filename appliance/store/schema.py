@@ -181,6 +181,17 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE operations SET project = 'default'")
 
 
+def _v5_projects(db: sqlite_utils.Database) -> None:
+    """The events recorded before projects belong to the default project, the
+    only one there was: a VM's and a server group's (their project is
+    known). Events of hosts and images stay the appliance's (project NULL),
+    which every project sees."""
+    db.execute(
+        "UPDATE events SET project = 'default' WHERE project IS NULL "
+        "AND (vm_id IS NOT NULL OR kind IN ('group-created', 'group-deleted'))"
+    )
+
+
 def _v5_audit(db: sqlite_utils.Database) -> None:
     """The audit trail (issue 11): which credential acted (a token's id, a Unix
     uid) beside the actor and source _v4 added; `?user=` reads by actor."""
@@ -188,4 +199,5 @@ def _v5_audit(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["actor", "id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5_audit]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from appliance.access.principal import DEFAULT_PROJECT
+from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
@@ -98,32 +98,51 @@ class VMRecords(StoreBase):
         )
         return rows[0] if rows else None
 
-    def vm_names_on_host(self, host: str) -> list[str]:
-        return [
-            r[0]
-            for r in self.db.execute("SELECT name FROM vms WHERE host = ? ORDER BY name", [host])
-        ]
+    def vm_names_on_host(self, host: str, project: str | None = None) -> list[str]:
+        """The names of the VMs placed on a host: of one project, or (None) of
+        every project, as PROJECT/NAME outside the default one."""
+        if project is not None:
+            return [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT name FROM vms WHERE host = ? AND project = ? ORDER BY name",
+                    [host, project],
+                )
+            ]
+        rows = self.db.execute(
+            "SELECT project, name FROM vms WHERE host = ? ORDER BY project != ?, project, name",
+            [host, DEFAULT_PROJECT],
+        )
+        return [qualified_name(p, n) for p, n in rows]
 
     def vm_names_using_image(self, image: str) -> list[str]:
+        """Every project's VMs made from an image (images are shared), as PROJECT/NAME
+        outside the default project."""
         return [
-            r[0]
-            for r in self.db.execute(
-                "SELECT name FROM vms WHERE json_extract(spec, '$.image') = ? ORDER BY name",
-                [image],
+            qualified_name(p, n)
+            for p, n in self.db.execute(
+                "SELECT project, name FROM vms WHERE json_extract(spec, '$.image') = ? "
+                "ORDER BY project != ?, project, name",
+                [image, DEFAULT_PROJECT],
             )
         ]
 
     def vm_ids_and_names(self) -> dict[str, str]:
-        """id (the libvirt domain's UUID) -> name."""
-        return {vm_id: name for vm_id, name in self.db.execute("SELECT id, name FROM vms")}
+        """id (the libvirt domain's UUID) -> name, as PROJECT/NAME outside the default
+        project (the metrics' `vm` label: one name may be in several projects)."""
+        return {
+            vm_id: qualified_name(project, name)
+            for vm_id, project, name in self.db.execute("SELECT id, project, name FROM vms")
+        }
 
-    def group_members(self, group: str) -> list[tuple[str, str | None]]:
-        """(name, host) of each VM in a server group."""
+    def group_members(self, project: str, group: str) -> list[tuple[str, str | None]]:
+        """(name, host) of each VM in a server group (of the group's project)."""
         return [
             (name, host)
             for name, host in self.db.execute(
-                "SELECT name, host FROM vms WHERE json_extract(spec, '$.group') = ? ORDER BY name",
-                [group],
+                "SELECT name, host FROM vms "
+                "WHERE project = ? AND json_extract(spec, '$.group') = ? ORDER BY name",
+                [project, group],
             )
         ]
 
@@ -178,8 +197,8 @@ class VMRecords(StoreBase):
         spec, of which only `network_type` is read (decoding 2,000 specs every
         pass was half of the pass's CPU)."""
         sql = (
-            "SELECT id, name, host, desired_state, observed_state, observed_reason, state_changed, "
-            "mac, addresses, domain_xml IS NOT NULL AS has_domain_xml, "
+            "SELECT id, name, project, host, desired_state, observed_state, observed_reason, "
+            "state_changed, mac, addresses, domain_xml IS NOT NULL AS has_domain_xml, "
             "json_extract(spec, '$.network.type') AS network_type FROM vms"
         )
         return self._select(sql)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import defusedxml.ElementTree as DefusedET
 import libvirt
 
+from appliance.access.principal import DEFAULT_PROJECT
 from appliance.errors import Failed
 
 if TYPE_CHECKING:
@@ -32,12 +33,22 @@ def _key(vm_id: str, host: str) -> str:
     return f"dhcp-reservation:{vm_id}:{host}"
 
 
+def host_name(row: dict) -> str:
+    """The entry's name: the VM's, and NAME.PROJECT outside the default project.
+    libvirt refuses a second entry of one name in a network, and names are
+    unique per project only; dnsmasq gives the guest the part before the dot
+    (and ignores the rest, a domain it does not serve), so it is still NAME."""
+    project = row.get("project") or DEFAULT_PROJECT
+    return row["name"] if project == DEFAULT_PROJECT else f"{row['name']}.{project}"
+
+
 def wanted(row: dict) -> dict | None:
     """The reservation the VM's record asks for: its MAC, name and fixed IP."""
     network = row["spec"]["network"]
     if network["type"] != "network" or not network.get("ip"):
         return None
-    return {"network": network["name"], "mac": row["mac"], "name": row["name"], "ip": network["ip"]}
+    return {"network": network["name"], "mac": row["mac"], "name": host_name(row),
+            "ip": network["ip"]}
 
 
 def recorded(store: Store, vm_id: str, host: str) -> dict | None:

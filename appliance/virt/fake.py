@@ -268,6 +268,11 @@ class FakeDriver(HostDriver):
                 and dom.state in ("running", "paused")
             ):
                 raise Failed("cannot rename a running domain")
+            # As libvirt: a domain's name is unique on its host.
+            for other in host.domains.values():
+                if other.name == plan.domain_name and other.uuid != plan.vm_id:
+                    raise Failed(f"domain '{plan.domain_name}' already exists with uuid "
+                                 f"{other.uuid}")
             xml = domain.build(plan)
             if dom is None:
                 host.domains[plan.vm_id] = FakeDomain(

@@ -38,7 +38,8 @@ def events_of(mount: Mount, name: str) -> list[str]:
 
 # -- the tree -------------------------------------------------------------------------------
 def test_top_level_tree(mount):
-    assert sorted(os.listdir(mount.mnt)) == ["events", "groups", "hosts", "images", "templates", "vms"]
+    assert sorted(os.listdir(mount.mnt)) == ["events", "groups", "hosts", "images", "projects", "templates",
+                                             "vms"]
     assert os.listdir(mount.mnt / "images") == ["demo.json"]
     image = json.loads((mount.mnt / "images" / "demo.json").read_text())
     assert image == mount.service.get_image("demo")

@@ -328,3 +328,27 @@ def test_addresses_a_guest_agent_reports_are_checked_and_bounded(service, contro
         assert entry["mac"] in (None, "52:54:00:12:34:56") and "\n" not in entry["interface"]
         assert 0 <= entry["prefix"] <= 128
     assert len(service.store.get_vm("web1")["addresses"]) < 16 * 1024
+
+
+def test_one_name_in_two_projects_gets_two_reservations(service, controller, test_network):
+    """libvirt refuses a second DHCP entry of one name in a network (checked here on
+    the test driver, as on qemu:///system); names are unique per project only, so
+    outside the default project the entry is NAME.PROJECT."""
+    from appliance.access import SYSTEM, acting_as
+
+    net, octet = test_network
+    add_host(net, mac=MAC_B, name="clash", ip=f"10.77.{octet}.40")
+    with pytest.raises(libvirt.libvirtError):
+        add_host(net, mac=MAC_A, name="clash", ip=f"10.77.{octet}.41")
+    service.store.insert_project({"name": "dev", "description": "", "quota": {}, "created": 0.0})
+    network = {"type": "network", "name": net.name(), "ip": f"10.77.{octet}.50"}
+    service.finish(service.create_vm({"name": "web1", "state": "stopped", "network": network})[1])
+    with acting_as(SYSTEM.in_project("dev")):
+        dev_net = {**network, "ip": f"10.77.{octet}.51"}
+        service.finish(service.create_vm({"name": "web1", "state": "stopped", "network": dev_net})[1])
+    names = {h["name"]: h["ip"] for h in dhcp_hosts(net)}
+    assert names == {"clash": f"10.77.{octet}.40", "web1": f"10.77.{octet}.50",
+                     "web1.dev": f"10.77.{octet}.51"}
+    with acting_as(SYSTEM.in_project("dev")):
+        service.finish(service.delete_vm("web1", force=True))
+    assert {h["name"] for h in dhcp_hosts(net)} == {"clash", "web1"}

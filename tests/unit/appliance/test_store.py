@@ -82,3 +82,31 @@ def test_the_store_files_are_private(tmp_path):
     os.chmod(old, 0o644)
     Store(old)
     assert stat.S_IMODE(os.stat(old).st_mode) == 0o600
+
+
+def test_events_recorded_before_projects_become_the_default_projects(tmp_path):
+    """A home made before projects (schema v4 without _v5_projects): its VMs' and
+    server groups' events are the default project's; hosts' and images' stay the
+    appliance's (NULL), which every project sees."""
+    import sqlite3
+
+    import sqlite_utils
+
+    from appliance.store.schema import _v5_projects
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    before = MIGRATIONS.index(_v5_projects)
+    for number, migration in enumerate(MIGRATIONS[:before], start=1):
+        migration(db)
+        db.execute(f"PRAGMA user_version = {number}")
+    for kind, vm_id in (("created", "vm-1"), ("group-created", None), ("host-added", None),
+                        ("image-deleted", None)):
+        db.table("events").insert({"time": 0.0, "vm_id": vm_id, "vm_name": vm_id and "web1",
+                                   "kind": kind, "message": "", "operation": None})
+    conn.close()
+    store = Store(path)
+    projects = dict(store.db.execute("SELECT kind, project FROM events").fetchall())
+    assert projects == {"created": "default", "group-created": "default", "host-added": None,
+                        "image-deleted": None}

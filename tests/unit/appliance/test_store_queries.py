@@ -140,3 +140,21 @@ def test_list_events_keeps_the_newest_in_order(db):
     assert [e["message"] for e in db.list_events(limit=3)] == ["m2", "m3", "m4"]
     assert [e["message"] for e in db.list_events(a["id"])] == ["m0", "m2", "m4"]
     assert [e["message"] for e in db.list_events(since=4)] == ["m4"]
+
+
+def test_names_where_projects_meet_are_qualified(db):
+    """One name in two projects: the metrics' `vm` label (and an admin's host
+    listing) names the other project's as PROJECT/NAME, so that the two are two series."""
+    db.insert_project({"name": "dev", "description": "", "quota": {}, "created": 0.0})
+    mine = add_vm(db, "web1", observed="running", desired="running")
+    db.insert_vm({**mine, "id": "id-dev-web1", "project": "dev", "mac": "52:54:00:00:01:01"})
+    theirs = db.get_vm("web1", "dev")
+    assert db.vm_ids_and_names() == {mine["id"]: "web1", theirs["id"]: "dev/web1"}
+    for vm in (mine, theirs):
+        db.add_event("rebooted", "", vm)
+        op = db.add_operation(f"op-{vm['id']}", vm, OpKind.MIGRATE)
+        db.update_operation(op["id"], status=OpStatus.RUNNING, progress=40)
+    assert sorted(db.vm_event_counts(["rebooted"])) == [("dev/web1", "rebooted", 1), ("web1", "rebooted", 1)]
+    assert sorted(db.running_operation_progress()) == [("dev/web1", "migrate", 40), ("web1", "migrate", 40)]
+    assert db.vm_names_on_host("h1") == ["web1", "dev/web1"]
+    assert db.vm_names_on_host("h1", "dev") == ["web1"]

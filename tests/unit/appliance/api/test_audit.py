@@ -210,3 +210,15 @@ def test_a_body_over_the_limit_is_recorded_as_refused(api, service):
     [event] = _audit(service)
     assert (event["kind"], event["message"], event["actor"]) == ("refused", "POST /v1/vms", "alice")
     assert event["result"].startswith("413 ")
+
+
+def test_an_audit_event_of_no_vm_is_seen_in_the_callers_project_alone(api, service):
+    """Who tried what outside a VM (a group, a host) is not shown to other projects."""
+    service.store.insert_project({"name": "web", "description": "", "created": 0.0})
+    webop = add_user(service.store, "webop", "operator", projects=("web",))
+    resp = api.simulate_post("/v1/groups", json={"name": "g1", "policy": "bogus"}, headers=webop)
+    assert resp.status_code == 422
+    seen_in_web = api.simulate_get("/v1/events", params={"user": "webop"}, headers=webop).json
+    assert [(e["kind"], e["project"]) for e in seen_in_web["items"]] == [("refused", "web")]
+    seen_in_default = api.simulate_get("/v1/events", params={"user": "webop"}, headers=api.alice)
+    assert seen_in_default.json["items"] == []
