@@ -26,6 +26,7 @@ from appliance import errors
 from appliance.access import audit, caller
 from appliance.access.principal import Principal, reset_caller, set_caller
 from appliance.store import Row
+from fs import projects
 
 if TYPE_CHECKING:
     from fs.operations import ApplianceFS
@@ -141,18 +142,22 @@ def principal_of(attempt: Attempt) -> Principal:
 
 
 def _vm(fs: ApplianceFS, attempt: Attempt, principal: Principal) -> Row | None:
-    """The VM the call names under vms/ (after a rename, its new name); gone, its name."""
-    paths = [p for p in (attempt.applied, attempt.new_path, attempt.path) if p]
-    names = [p[1] for p in paths if len(p) >= 2 and p[0] == "vms"]
-    for name in names:
+    """The VM the call names under vms/ or projects/P/vms/ (after a rename, its new
+    name); gone, its name."""
+    named: list[tuple[str, str]] = []  # (project, name)
+    for path in (attempt.applied, attempt.new_path, attempt.path):
+        project, inner = projects.split(path or ())
+        if len(inner) >= 2 and inner[0] == "vms":
+            named.append((project or principal.project, inner[1]))
+    for project, name in named:
         try:
-            return fs.service.store.get_vm(name, principal.project, with_xml=False)
+            return fs.service.store.get_vm(name, project, with_xml=False)
         except errors.NotFound:
             continue
-    if not names:
+    if not named:
         return None
-    return {"id": None, "name": audit.cut(names[-1], audit.NAME_CHARS),
-            "project": principal.project}
+    project, name = named[-1]
+    return {"id": None, "name": audit.cut(name, audit.NAME_CHARS), "project": project}
 
 
 def end(fs: ApplianceFS, attempt: Attempt | None, token: Any, error: BaseException | None) -> None:

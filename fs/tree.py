@@ -326,9 +326,12 @@ class Tree:
 
     @staticmethod
     def in_table(path: Path) -> bool:
-        """Whether the path names a file of a VM or host directory (its table's or not)."""
+        """Whether the path names a file of a VM or host directory (its table's or not),
+        under projects/P/ too."""
+        path = projects.split(path)[1]
         return len(path) == 3 and path[0] in TABLES
 
+    @_in_project
     def remove_file(self, path: Path) -> None:
         """`rm` of a file of a table: what the table says removing it does (the lock:
         unlock); Forbidden (EACCES) for the others."""

@@ -98,3 +98,22 @@ def test_reads_record_nothing(service):
 
     trio.run(run)
     assert len(service.list_events()) == count
+
+
+def test_a_write_under_projects_is_that_projects_vms(service, controller):
+    """projects/P/vms/NAME/...: the same files, acting in P; the event is that VM's."""
+    service.store.insert_project({"name": "web", "description": "", "created": 0.0})
+    admin = _mount_user("root", Role.ADMIN, 0)
+    with acting_as(admin.in_project("web")):
+        service.create_vm({"name": "db1", "state": "stopped"})
+    with acting_as(admin):
+        shell = _Shell(service, 0)
+        lock = ("projects", "web", "vms", "db1", "lock")
+        assert trio.run(shell.echo, lock, "exam running") == 0
+        assert trio.run(shell.rm, lock) == 0
+    vm = service.store.get_vm("db1", "web")
+    assert vm["locked_by"] is None
+    audit = [(e["message"], e["vm_id"], e["project"]) for e in service.store.list_events()
+             if e["result"] is not None]
+    assert audit == [("write projects/web/vms/db1/lock", vm["id"], "web"),
+                     ("unlink projects/web/vms/db1/lock", vm["id"], "web")]
