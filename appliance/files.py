@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance import jsonio
 from appliance import spec as specs
+from appliance.access.principal import actor_text
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.service.base import observed_state
 
@@ -83,6 +84,8 @@ class File:
     # A PUT's JSON body ({"state": "running"}) as the text a shell would write.
     from_json: Callable[[dict], str] | None = None
     log: Log | None = None
+    # What removing the file does (`rm`, REST's DELETE): the lock's unlock. None: refused.
+    clear: Callable[[Service, str], Written] | None = None
 
     @property
     def writable(self) -> bool:
@@ -121,6 +124,13 @@ class Directory:
         """Write one file of the directory NAME, as a shell's write or a PUT would."""
         return self.writer(file)(service, name, text, if_match)
 
+    def clearer(self, name: str) -> Callable[[Service, str], Written]:
+        """What removing the file does; Forbidden for a file that cannot be removed."""
+        clear = self.file(name).clear
+        if clear is None:
+            raise Forbidden(f"{name} cannot be removed", name)
+        return clear
+
     def writer(self, name: str) -> Writer:
         """The file's writer; Forbidden for a read-only file (after NotFound for no file)."""
         write = self.file(name).write
@@ -135,12 +145,15 @@ def json_text(data: Any) -> str:
 
 
 def events_text(events: list[dict]) -> str:
-    """An event log as `events` files show it: one line each, oldest first."""
+    """An event log as `events` files show it: one line each, oldest first; an audit
+    event (a write request) ends with its result."""
     lines = []
     for event in events:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["time"]))
-        who = f" {event['vm_name']}" if event["vm_name"] else ""
-        lines.append(f"{stamp}{who} {event['kind']}: {event['message']}\n")
+        vm = f" {event['vm_name']}" if event["vm_name"] else ""
+        result = f": {event['result']}" if event.get("result") else ""
+        lines.append(f"{stamp}{vm} {event['kind']}: {event['message']}{actor_text(event)}"
+                     f"{result}\n")
     return "".join(lines)
 
 
@@ -261,6 +274,36 @@ def _events_as_json(service: Service, name: str, text: str, query: Query) -> dic
     return {"items": service.list_events(name, since=since)}
 
 
+def _read_lock(service: Service, name: str) -> str:
+    """Empty when unlocked; `alice: exam running` (the locker, the reason) when locked."""
+    lock = service.get_lock(name)
+    return "" if lock is None else f"{lock['by']}: {lock['reason']}\n"
+
+
+def _write_lock(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    """A reason locks (the writer is the locker); an empty line unlocks."""
+    return Written(name, answer=service.set_lock(name, text, if_match))
+
+
+def _clear_lock(service: Service, name: str) -> Written:
+    service.unlock_vm(name)
+    return Written(name)
+
+
+def _lock_as_json(service: Service, name: str, text: str, query: Query) -> dict:
+    return {"lock": service.get_lock(name)}
+
+
+def _lock_from_json(body: dict) -> str:
+    """{"lock": "exam running"} locks, {"lock": null} or {"lock": ""} unlocks."""
+    reason = body["lock"]
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise Invalid('expected {"lock": "the reason"} (null or "" unlocks)', "lock")
+    return reason
+
+
 def _read_status(service: Service, name: str) -> str:
     return json_text(service.status(service.vm_row(name)))
 
@@ -279,6 +322,8 @@ VM_FILES = Directory("VM", (
     File("addresses", _read_addresses),
     File("console", _read_console, log=Log(read_at=_console_at, stat=_console_stat)),
     File("events", _read_events, as_json=_events_as_json),
+    File("lock", _read_lock, _write_lock, as_json=_lock_as_json, from_json=_lock_from_json,
+         clear=_clear_lock),
     File("status.json", _read_status, content_type=JSON),
     File("domain.xml", _read_domain_xml, content_type=XML),
 ))

@@ -21,7 +21,7 @@ from appliance.access import policy
 from appliance.access.principal import Principal, Role, acting_as
 from appliance.errors import NotFound
 from appliance.service import Service
-from fs import limits
+from fs import audit, limits
 from fs.identity import SOURCE, Identities
 
 log = logging.getLogger("vmctl.fs")
@@ -57,6 +57,7 @@ class Guard:
         else:
             reason = (f"the role {principal.role} may not {action} "
                       f"(needs {policy.least_role(action)})")
+        audit.refused_by_policy()  # this event is the write's record in the audit trail
         await self._refused(principal, ctx.uid, verb, path, reason)
         raise pyfuse3.FUSEError(errno.EACCES)
 
@@ -70,11 +71,11 @@ class Guard:
         message = f"{actor.who()} may not {verb} {shown} in the mount: {reason}"
         log.info("refused: %s", message)
         try:
-            await self.run(self._record, actor, path, message)
+            await self.run(self._record, actor, path, message, f"EACCES Forbidden: {reason}")
         except Exception:  # the refusal stands (EACCES) whether or not it was recorded
             log.exception("could not record a refusal")
 
-    def _record(self, actor: Principal, path: Path, message: str) -> None:
+    def _record(self, actor: Principal, path: Path, message: str, result: str) -> None:
         with acting_as(actor):
             vm = None
             if actor.project and len(path) >= 2 and path[0] == "vms":
@@ -82,7 +83,7 @@ class Guard:
                     vm = self.service.store.get_vm(path[1], actor.project, with_xml=False)
                 except NotFound:
                     vm = None
-            self.service.store.add_event("refused", message, vm)
+            self.service.store.add_event("refused", message, vm, result=result)
 
     def _first_read_refusal(self, uid: int) -> bool:
         now = self.clock()

@@ -51,6 +51,7 @@ class Handle:
     # Who opened it: read, write, flush and release carry no caller of their own.
     # (ANONYMOUS, in no project, sees no VM: never a handle with more than its opener's.)
     principal: Principal = ANONYMOUS
+    uid: int | None = None  # who opened it (the audit trail names them for its writes)
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""

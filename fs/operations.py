@@ -38,7 +38,7 @@ from appliance import errors
 from appliance.access import policy
 from appliance.access.principal import acting_as
 from appliance.service import Service
-from fs import limits
+from fs import audit, limits
 from fs.guard import Guard
 from fs.handles import Handle
 from fs.identity import Identities
@@ -60,23 +60,32 @@ def errno_of(err: BaseException) -> int:
 
 
 def boundary(method: Callable) -> Callable:
-    """Where exceptions leave the file system: as an errno, never as a crash of pyfuse3.main."""
+    """Where exceptions leave the file system: as an errno, never as a crash of pyfuse3.main.
+    And where every write (fs/audit.WRITE_OPS) is recorded in the audit trail, with its
+    result, whichever way it ends."""
 
     @functools.wraps(method)
     async def wrapper(self: ApplianceFS, *args: Any) -> Any:
+        attempt, token = audit.begin(self, method.__name__, args)
+        failure: BaseException | None = None
         try:
             return await method(self, *args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as err:
+            failure = err
             raise
         except errors.ApplianceError as err:
+            failure = err
             code = errno_of(err)
             log.info("%s: %s: %s", method.__name__, errno.errorcode[code],
                      limits.excerpt(err.reason))
             raise pyfuse3.FUSEError(code) from None
-        except Exception:
+        except Exception as err:
+            failure = err
             log.exception("%s(%s) failed", method.__name__,
                           ", ".join(limits.excerpt(a, 60) for a in args))
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            audit.end(self, attempt, token, failure)
 
     return wrapper
 
@@ -112,7 +121,13 @@ class ApplianceFS(pyfuse3.Operations):
         return fn(*args)
 
     async def _write(self, path: Path, text: str) -> None:
-        await self._run(self.tree.write, path, text)
+        """Apply a value to a file: the one place the mount's file writes reach the service."""
+        try:
+            await self._run(self.tree.write, path, text)
+        except BaseException as err:
+            audit.applied(path, err)
+            raise
+        audit.applied(path, None)
 
     # -- attributes ---------------------------------------------------------------------
     def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
@@ -272,7 +287,8 @@ class ApplianceFS(pyfuse3.Operations):
             await self._run(self.tree.rename_vm, parent + (old,), new)
         self.inodes.move(parent + (old,), parent + (new,))
 
-    # -- new files: groups/NAME.json alone (a write of its JSON creates the group)
+    # -- new files: groups/NAME.json alone (a write of its JSON creates the group); removing
+    # one deletes the group, removing a table's file is its clear (vms/NAME/lock: unlock)
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
@@ -288,7 +304,8 @@ class ApplianceFS(pyfuse3.Operations):
         made = self.clock()
         self.tree.new_files[path] = made
         fh = next(self._handles)
-        self.files[fh] = Handle(path, True, b"", fetched=made, made=True, principal=principal)
+        self.files[fh] = Handle(path, True, b"", fetched=made, made=True, principal=principal,
+                                uid=ctx.uid)
         node = Node(False, writable=True, created=made, changed=made)
         attrs = self._attrs(self.inodes.remember(path), node)
         # Not cached: it exists while open, and is the group's read-only file or nothing after.
@@ -298,6 +315,10 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
+        if self.tree.in_table(path):  # `rm vms/NAME/lock`: the file's clear (unlock)
+            with acting_as(await self.guard.allow(ctx, "unlink", path)):
+                await self._run(self.tree.remove_file, path)
+            return
         if path[0] != "groups" or len(path) != 2:
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "unlink", path)):
@@ -335,7 +356,7 @@ class ApplianceFS(pyfuse3.Operations):
             content = self._read(self.tree.open, path, mode != os.O_RDONLY, mode != os.O_WRONLY)
         fh = next(self._handles)
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
-                                log=self.tree.log(path), principal=principal)
+                                log=self.tree.log(path), principal=principal, uid=ctx.uid)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @boundary

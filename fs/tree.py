@@ -324,6 +324,19 @@ class Tree:
         else:
             raise errors.Forbidden(f"{'/'.join(path)} is read-only")
 
+    @staticmethod
+    def in_table(path: Path) -> bool:
+        """Whether the path names a file of a VM or host directory (its table's or not),
+        under projects/P/ too."""
+        path = projects.split(path)[1]
+        return len(path) == 3 and path[0] in TABLES
+
+    @_in_project
+    def remove_file(self, path: Path) -> None:
+        """`rm` of a file of a table: what the table says removing it does (the lock:
+        unlock); Forbidden (EACCES) for the others."""
+        TABLES[path[0]].clearer(path[2])(self.service, path[1])
+
     def _add_staged_host(self, name: str, uri: str) -> None:
         self.service.add_host({"name": name, "uri": uri.strip()})
         self.staged_hosts.pop(name, None)

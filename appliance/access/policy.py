@@ -117,6 +117,7 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("vms", "rmdir"): Action.VM_CHANGE,  # deletes it
     ("vms", "rename"): Action.VM_CHANGE,  # mv vms/A vms/B
     ("vms", "write"): VM_FILE_WRITES,  # vms/NAME/FILE
+    ("vms", "unlink"): VM_FILE_WRITES,  # rm vms/NAME/lock: unlock
     ("hosts", "mkdir"): Action.ADMIN,  # stages a host
     ("hosts", "rmdir"): Action.ADMIN,
     ("hosts", "write"): {**HOST_FILE_WRITES, "uri": Action.ADMIN},  # uri: a staged host's

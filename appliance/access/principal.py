@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
+from typing import Any
 
 DEFAULT_PROJECT = "default"
 
@@ -93,6 +94,19 @@ SYSTEM = Principal(user="system", role=Role.ADMIN, source="local")
 ANONYMOUS = Principal(user="anonymous", role=Role.MONITOR, projects=(), source="api", project="")
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=SYSTEM)
+
+
+def actor_text(event: Mapping[str, Any]) -> str:
+    """` by alice (api 10.0.0.5, token 3fa2...)`: who caused an event, and from where
+    (nothing for events from before the audit trail)."""
+    if not event.get("actor"):
+        return ""
+    source = event.get("source") or ""
+    where = [source if source in ("mount", "local", "api", "") else f"api {source}"]
+    if event.get("credential"):
+        where.append(event["credential"])
+    shown = ", ".join(w for w in where if w)
+    return f" by {event['actor']}" + (f" ({shown})" if shown else "")
 
 
 def caller() -> Principal:

@@ -9,6 +9,7 @@ from falcon.routing import CompiledRouter
 
 from appliance import hosturi
 from appliance.access import tokens
+from appliance.access.audit import Audit
 from appliance.api import access, error_shape, openapi, projects, resources
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
@@ -24,11 +25,14 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     tokens.bootstrap(service.store, token)
     # RequestMetrics first, so that refused requests are timed too; it names
     # them by route through the app's router, made here for both to share.
+    # Audit before auth: it sees the route's names of refused writes too, and
+    # records each write last, with its final status (appliance/access/audit.py).
     router = CompiledRouter()
     auth = TokenAuth(tokens.resolver(service.store), public_paths=frozenset(),
                      project_exists=service.store.project_exists)
     middleware: list[Any] = [  # falcon's middleware protocols are structural; the list mixes them
-        RequestMetrics(router), auth, BodyLimit(service.config.max_body_bytes), FiniteWaits()]
+        RequestMetrics(router), Audit(service.store), auth,
+        BodyLimit(service.config.max_body_bytes), FiniteWaits()]
     app = falcon.App(router=router, middleware=middleware)
     app.req_options.media_handlers = json_handlers()
     app.req_options.strip_url_path_trailing_slash = True

@@ -84,6 +84,7 @@ SCHEMAS = {
             "host": _str(nullable=True), "generation": _int(),
             "spec": _ref("Spec"), "restart_required": _bool(), "ready": _bool(),
             "created": _num(), "updated": _num(),
+            "lock": {"nullable": True, "allOf": [_ref("Lock")]},
             "operation": {"nullable": True, "allOf": [_ref("Operation")]},
         },
     },
@@ -106,7 +107,20 @@ SCHEMAS = {
                        "project": _str(nullable=True, description="null: the appliance's own "
                                                                   "(hosts, images)"),
                        "kind": _str(), "message": _str(),
-                       "operation": _str(nullable=True)},
+                       "operation": _str(nullable=True),
+                       "actor": _str(nullable=True, description="who: a user, or system"),
+                       "source": _str(nullable=True,
+                                      description="from where: a client address, mount, local"),
+                       "credential": _str(nullable=True,
+                                          description="token ID, or uid N (the mount)"),
+                       "result": _str(nullable=True,
+                                      description="a write's outcome: ok, or the status or "
+                                                  "errno with the error and its reason")},
+    },
+    "Lock": {
+        "type": "object", "required": ["by", "reason"],
+        "description": "a locked VM changes only by its locker's or an admin's request",
+        "properties": {"by": _str(), "reason": _str(maxLength=200), "at": _num()},
     },
     "Image": {
         "type": "object",
@@ -274,10 +288,29 @@ PATHS = {
                                    "description": "a host name, or the Migrate JSON"}}},
                 "responses": _write_responses(_json(_ref("VM")))},
     },
+    "/v1/vms/{name}/lock": {
+        "parameters": [NAME],
+        "get": {"summary": "the VM's lock (null: unlocked); as text: `USER: REASON`, or empty",
+                "responses": {"200": {"description": "the lock", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "lock": {"nullable": True, "allOf": [_ref("Lock")]}}}},
+            "text/plain": {"schema": _str()}}}, **ERRORS}},
+        "put": {"summary": "lock the VM with a reason (an empty one unlocks); 409 when "
+                           "another user locked it",
+                "parameters": [IF_MATCH],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["lock"],
+                                                    "properties": {"lock": _str(
+                                                        nullable=True, maxLength=200)}}},
+                    "text/plain": {"schema": _str(maxLength=200)}}},
+                "responses": {"200": _json(_ref("VM")), **ERRORS}},
+        "delete": {"summary": "unlock (the locker, or an admin)",
+                   "responses": {"204": {"description": "unlocked"}, **ERRORS}},
+    },
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
                               "schema": _str(enum=[f for f in VM_FILES
-                                                   if f not in ("state", "host")])}],
+                                                   if f not in ("state", "host", "lock")])}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": _str()},
@@ -305,6 +338,8 @@ PATHS = {
     },
     "/v1/events": {"get": {"summary": "the appliance's event log", "parameters": [
         {"name": "vm", "in": "query", "schema": _str()},
+        {"name": "user", "in": "query", "schema": _str(),
+         "description": "only the events this user caused (the audit trail)"},
         {"name": "since", "in": "query", "schema": _int(minimum=0, maximum=2**62)},
         {"name": "limit", "in": "query", "schema": _int(minimum=1, maximum=10000)},
         {"name": "format", "in": "query", "schema": _str(enum=["json", "text"])}, ALL_PROJECTS],

@@ -205,6 +205,11 @@ class VMFile:
         _etag(resp, vm["generation"])
         resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        """Remove a file, as `rm` in the mount: the lock alone (unlock); others are 403."""
+        VM_FILES.clearer(file)(self.service, name)
+        resp.status = falcon.HTTP_204
+
 
 class Operations:
     def __init__(self, service: Service):
@@ -236,7 +241,7 @@ class Events:
             vm=req.get_param("vm"),
             since=req.get_param_as_int("since", default=0, min_value=0, max_value=MAX_INT),
             limit=req.get_param_as_int("limit", default=1000, min_value=1, max_value=10000),
-            all_projects=_all_projects(req))
+            all_projects=_all_projects(req), user=req.get_param("user"))
         if req.get_param("format") == "text":
             _text(resp, events_text(events))
         else:

@@ -31,7 +31,8 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
-    "whoami": access.cmd_whoami, "project": projects.cmd_project,
+    "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
+    "unlock": vms.cmd_unlock,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

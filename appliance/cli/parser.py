@@ -164,11 +164,17 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("console", help="print the serial console")
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true")
-    p = sub.add_parser("events", help="the event log")
+    p = sub.add_parser("events", help="the event log (who did what: the audit trail)")
     p.add_argument("name", nargs="?")
+    p.add_argument("--user", help="only what this user did (their requests and their effects)")
     p.add_argument("--all-projects", dest="all_projects", action="store_true",
                    help="every project's events (admins)")
     p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("lock", help="lock a VM: only you and admins may change it until unlocked")
+    p.add_argument("name")
+    p.add_argument("--reason", default="locked", help="why (shown in every refusal)")
+    p = sub.add_parser("unlock", help="unlock a VM (yours, or any as an admin)")
+    p.add_argument("name")
     p = sub.add_parser("images", help="list, import, upload or delete images")
     p.add_argument("action", nargs="?", choices=["list", "import", "upload", "delete"],
                    default="list")

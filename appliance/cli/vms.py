@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.access.principal import actor_text
 from appliance.cli.output import listing, print_json, table, wait_query
 from appliance.client import Client
 
@@ -168,7 +169,7 @@ def cmd_console(client: Client, args: argparse.Namespace) -> int:
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     since = 0
     while True:
-        items = client.get("/v1/events", vm=args.name, since=since,
+        items = client.get("/v1/events", vm=args.name, since=since, user=args.user,
                            all_projects="true" if args.all_projects else None)["items"]
         for event in items:
             since = max(since, event["id"])
@@ -177,10 +178,24 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
             else:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
                 vm = event["vm_name"] or "-"
-                print(f"{stamp}  {vm:<16} {event['kind']:<16} {event['message']}")
+                result = f": {event['result']}" if event.get("result") else ""
+                print(f"{stamp}  {vm:<16} {event['kind']:<16} {event['message']}"
+                      f"{actor_text(event)}{result}")
         if not args.follow:
             return 0
         time.sleep(1)
+
+
+def cmd_lock(client: Client, args: argparse.Namespace) -> int:
+    client.request("PUT", f"/v1/vms/{args.name}/lock", {"lock": args.reason})
+    print(f"{args.name}: locked ({args.reason})")
+    return 0
+
+
+def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
+    client.request("DELETE", f"/v1/vms/{args.name}/lock")
+    print(f"{args.name}: unlocked")
+    return 0
 
 
 def cmd_images(client: Client, args: argparse.Namespace) -> int:

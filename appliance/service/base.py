@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import placement
-from appliance.access import caller
+from appliance.access import Principal, caller
 from appliance.config import Config
 from appliance.errors import Conflict, Forbidden, PreconditionFailed
 from appliance.model import STATE_CHANGE_OPS, DesiredState, OpKind, OpStatus, VMState
@@ -34,6 +34,26 @@ def is_ready(row: Row) -> bool:
     if row["spec"].get("readiness_probe"):
         return running and bool(row.get("ready"))
     return bool(running)
+
+
+def lock_of(row: Row) -> dict[str, Any] | None:
+    """Who locked the VM, why and when; None when it is not locked."""
+    if not row.get("locked_by"):
+        return None
+    return {"by": row["locked_by"], "reason": row.get("lock_reason") or "",
+            "at": row.get("locked_at")}
+
+
+def check_unlocked(row: Row, principal: Principal) -> None:
+    """A locked VM (Nova's lock) changes only by an admin's or its locker's request:
+    anyone else's is 409 (EBUSY) with who locked it and why. The controller's own
+    actions (evacuation, run strategy restarts, a host's drain) are not requests
+    and do not come through here: a lock guards a VM from people, not from the
+    appliance keeping it running."""
+    lock = lock_of(row)
+    if lock is None or principal.is_admin or principal.user == lock["by"]:
+        return
+    raise Conflict(f"locked by {lock['by']}: {lock['reason']}", "lock")
 
 
 class ServiceBase:
@@ -97,7 +117,11 @@ class ServiceBase:
         return self.store.get_vm(name, self._project(), with_xml=with_xml)
 
     def _vm_for_write(self, name: str, if_match: int | None, allow_deleting: bool = False) -> Row:
+        """The caller's VM, to change: every change of a VM by a request comes through
+        here (spec, state, host, rename, delete, lock, cancelling its operations), so
+        its lock is checked here alone."""
         row = self.vm_row(name)
+        check_unlocked(row, caller())
         if if_match is not None and row["generation"] != if_match:
             raise PreconditionFailed(
                 f"generation is {row['generation']}, not {if_match}: the VM changed; read it again",

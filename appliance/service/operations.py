@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from appliance.access import caller
 from appliance.errors import Conflict, Failed, NotFound, Timeout
 from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
-from appliance.service.base import ServiceBase
+from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
 # Operations that, once asked for, run to their end.
@@ -77,6 +78,8 @@ class Operations(ServiceBase):
             if op["kind"] in UNCANCELLABLE:
                 raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
             row = self.store.get_vm_by_id(op["vm_id"])
+            if row is not None:  # cancelling changes the VM's future: its lock decides
+                check_unlocked(row, caller())
             if running_migration:
                 # The controller aborts the job and then finishes the operation
                 # as cancelled (or succeeded, if the switch-over beat the abort).
@@ -99,11 +102,16 @@ class Operations(ServiceBase):
 
     # -- events -------------------------------------------------------------------------
     def list_events(
-        self, vm: str | None = None, since: int = 0, limit: int = 1000, all_projects: bool = False
+        self,
+        vm: str | None = None,
+        since: int = 0,
+        limit: int = 1000,
+        all_projects: bool = False,
+        user: str | None = None,
     ) -> list[Row]:
         """The events of the caller's project and the appliance's own (hosts,
         images); every project's for an admin's all_projects; one VM's (of the
-        caller's project) with `vm`."""
+        caller's project) with `vm`; of what one user did with `user` (the actor)."""
         project = self._listed_project(all_projects)
         vm_id = self.vm_row(vm)["id"] if vm else None
-        return self.store.list_events(vm_id, since, limit, project=project)
+        return self.store.list_events(vm_id, since, limit, project=project, actor=user or None)

@@ -23,7 +23,7 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
-from appliance.service.base import ServiceBase
+from appliance.service.base import ServiceBase, lock_of
 from appliance.store import Row
 
 # The built-in default template: `mkdir vms/NAME` and a create without image.
@@ -77,6 +77,7 @@ class VMs(ServiceBase):
             "ready": self._ready(row),
             "created": row["created"],
             "updated": row["updated"],
+            "lock": lock_of(row),
         }
 
     def list_vms(

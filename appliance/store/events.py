@@ -1,8 +1,25 @@
-"""The event records: what happened, to which VM, in order."""
+"""The event records: what happened, to which VM, by whom, in order.
+
+Every event names who caused it (actor, the credential they used, and from
+where: a client address, "mount", or "local" for the appliance itself), taken
+from the caller of the request it happens in (appliance/access: caller()), so
+no call site passes it and none can forget it. Audit events (a write request
+and its outcome, appliance/access/audit.py) also carry `result`.
+"""
 
 from __future__ import annotations
 
+from appliance.access.principal import Principal, caller
 from appliance.store.base import Row, StoreBase
+
+
+def credential_of(principal: Principal) -> str | None:
+    """The credential that named the caller: a token's id (REST), a Unix uid (mount)."""
+    if principal.token_id is not None:
+        return f"token {principal.token_id}"
+    if principal.uid is not None:
+        return f"uid {principal.uid}"
+    return None
 
 
 class EventRecords(StoreBase):
@@ -13,10 +30,14 @@ class EventRecords(StoreBase):
         vm: Row | None = None,
         operation: str | None = None,
         project: str | None = None,
+        result: str | None = None,
+        by: Principal | None = None,
     ) -> None:
         """An event of a VM is its project's; one of a server group names the
         group's `project`; one of neither (hosts, images) is the appliance's
-        (project NULL), seen in every project."""
+        (project NULL), seen in every project. `by`: who caused it (default: the
+        caller of this request); `result`: an audit event's outcome."""
+        who = caller() if by is None else by
         if vm is not None:
             project = self.project_of_vm(vm) or project
         self.db.table("events").insert(
@@ -28,6 +49,10 @@ class EventRecords(StoreBase):
                 "message": message,
                 "operation": operation,
                 "project": project,
+                "actor": who.user,
+                "source": who.source,
+                "credential": credential_of(who),
+                "result": result,
             }
         )
 
@@ -37,9 +62,10 @@ class EventRecords(StoreBase):
         since: int = 0,
         limit: int = 1000,
         project: str | None = None,
+        actor: str | None = None,
     ) -> list[Row]:
         """The newest `limit` events after `since` (of one VM; of one project and
-        the appliance's own, if a project is named), oldest first."""
+        the appliance's own, if a project is named; by one actor), oldest first."""
         where = "id > ?"
         params: list[object] = [since]
         if vm_id is not None:
@@ -48,5 +74,8 @@ class EventRecords(StoreBase):
         if project is not None:
             where += " AND (project = ? OR project IS NULL)"
             params.append(project)
+        if actor is not None:
+            where += " AND actor = ?"
+            params.append(actor)
         newest = self._rows("events", where, params, order_by="id DESC", limit=limit)
         return newest[::-1]

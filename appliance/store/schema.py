@@ -192,4 +192,12 @@ def _v5_projects(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5_projects]
+def _v5_audit(db: sqlite_utils.Database) -> None:
+    """The audit trail (issue 11): which credential acted (a token's id, a Unix
+    uid) beside the actor and source _v4 added; `?user=` reads by actor."""
+    db.table("events").add_column("credential", str)
+    db.table("events").create_index(["actor", "id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit]

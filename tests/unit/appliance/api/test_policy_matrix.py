@@ -44,13 +44,10 @@ from tests.unit.appliance.api.matrix_world import (
 # (quotas: /v1/projects; locks: DELETE .../lock). Exact: once a route is served,
 # the coverage test asks for its removal here. Everything else is strict. The lead
 # shrinks this to empty after the merges.
-PENDING_ROUTES = frozenset({
-    ("/v1/vms/{name}/{file}", "DELETE"),
-})
-# Write entries for files that have no writer yet: `lock` (the locks helper adds the
-# file), `console` (typing into a console comes with the consoles issue). Exact, as above.
-PENDING_FILE_WRITES = frozenset({("/v1/vms/{name}/{file}", "lock"),
-                                 ("/v1/vms/{name}/{file}", "console")})
+PENDING_ROUTES: frozenset[tuple[str, str]] = frozenset()
+# Write entries for files that have no writer yet: `console` (typing into a console
+# comes with the consoles issue). Exact, as above.
+PENDING_FILE_WRITES = frozenset({("/v1/vms/{name}/{file}", "console")})
 
 
 APP = app_at_collection()

@@ -47,8 +47,8 @@ def test_another_project_s_vm_is_not_found(policy_world, policy_app, webop, temp
     if not policy.allows(Role.OPERATOR, action):
         expected = {403}
     elif _no_writer(template, method, file):
-        # A write to a file with no writer (the console, a lock before locks): the
-        # file table refuses it (403 read-only, 404 no such file) before any VM is read.
+        # A write to a file with no writer (the console), or a DELETE of a file that cannot
+        # be removed: the file table refuses it (403, 404 no such file) before any VM is read.
         expected = {403, 404}
     else:
         expected = {404}
@@ -60,10 +60,15 @@ def test_another_project_s_vm_is_not_found(policy_world, policy_app, webop, temp
 
 
 def _no_writer(template: str, method: str, file: str | None) -> bool:
+    """A write the file table refuses by the file's name alone: PUT to a read-only file,
+    DELETE of a file that cannot be removed (all but the lock)."""
     if file is None or method == "GET":
         return False
     directory, _ = FILE_ROUTES[template]
-    return file not in directory or not directory.file(file).writable
+    if file not in directory:
+        return True
+    entry = directory.file(file)
+    return entry.clear is None if method == "DELETE" else not entry.writable
 
 
 def _names(resp) -> list[str]:

@@ -2,6 +2,7 @@
 that runs elsewhere: the controller against hosts in memory."""
 from __future__ import annotations
 
+from appliance.access import Principal, Role, acting_as
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
@@ -83,3 +84,16 @@ def test_an_operation_waits_while_its_host_is_unreachable(service, controller, c
     settle(controller, clock, passes=2)
     assert service.store.get_operation(op["id"])["status"] == "succeeded"
     assert cloud.where(row["id"]) == []
+
+
+def test_a_locked_vm_is_still_evacuated(service, controller, cloud, clock):
+    """A lock guards a VM from other people's requests, not from the appliance keeping it
+    running (Nova's lock does not stop evacuation either)."""
+    row, home, other = running_vm(service, controller, clock)
+    with acting_as(Principal(user="alice", role=Role.OPERATOR)):
+        service.set_lock("web1", "exam running")
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=14, step=5.0)
+    after = service.store.get_vm_by_id(row["id"])
+    assert after["host"] == other and after["observed_state"] == "running"
+    assert after["locked_by"] == "alice"  # and still locked

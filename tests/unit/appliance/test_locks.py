@@ -1,0 +1,298 @@
+"""VM locks (Nova's lock): a locked VM refuses every change but its locker's and an
+admin's, over REST and over the mount, with who locked it and why.
+
+Every write path is generated from the policy table's routes and the VM file table,
+so a new writable file or a new VM route is covered (or fails here until it is)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from types import SimpleNamespace
+
+import pyfuse3
+import pytest
+import trio
+from falcon import testing
+
+from appliance.access import mountmap
+from appliance.access import Principal, Role, acting_as
+from appliance.access.audit import WRITE_METHODS
+from appliance.access.policy import ROUTES
+from appliance.api.app import create_app
+from appliance.files import VM_FILES
+from fs.operations import ApplianceFS
+from tests.unit.appliance.teams import add_user
+
+HOME_TOKEN = "home-token-secret"
+ADMIN = {"Authorization": f"Bearer {HOME_TOKEN}"}
+REASON = "exam running"
+LOCKED = f"locked by alice: {REASON}"
+# A value each writable file of a VM takes (a new writable file needs one here).
+SAMPLES = {"state": "running", "cpus": "2", "memory": "1024", "host": "local",
+           "spec.json": json.dumps({"cpus": 2, "memory": 512}), "lock": "mine now"}
+# How each VM route's write is made (a new route under /v1/vms/{name} needs one here).
+ROUTE_WRITES = {
+    ("/v1/vms/{name}", "PATCH"): lambda name: [("PATCH", f"/v1/vms/{name}", {"cpus": 2})],
+    ("/v1/vms/{name}", "DELETE"): lambda name: [("DELETE", f"/v1/vms/{name}", None)],
+    ("/v1/vms/{name}/{file}", "PUT"): lambda name: [
+        ("PUT", f"/v1/vms/{name}/{file.name}", SAMPLES[file.name])
+        for file in VM_FILES.entries if file.writable],
+    ("/v1/vms/{name}/{file}", "DELETE"): lambda name: [
+        ("DELETE", f"/v1/vms/{name}/{file.name}", None)
+        for file in VM_FILES.entries if file.clear is not None],
+}
+
+
+def test_every_writable_file_and_vm_route_has_a_sample():
+    assert {f.name for f in VM_FILES.entries if f.writable} == set(SAMPLES)
+    vm_writes = {(t, m) for t, m in ROUTES if t.startswith("/v1/vms/{name}") and m in WRITE_METHODS}
+    assert vm_writes == set(ROUTE_WRITES)
+
+
+def _writes(name: str) -> list[tuple[str, str, object]]:
+    return [write for make in ROUTE_WRITES.values() for write in make(name)]
+
+
+@pytest.fixture
+def api(service):
+    client = testing.TestClient(create_app(service, HOME_TOKEN))
+    client.alice = add_user(service.store, "alice", "operator")
+    client.bob = add_user(service.store, "bob", "operator")
+    return client
+
+
+def _send(api, headers, method, path, body, **params):
+    kwargs = {"json": body} if isinstance(body, dict) else {"body": body}
+    return api.simulate_request(method, path, headers={**headers, "Content-Type": (
+        "application/json" if isinstance(body, dict) else "text/plain")},
+        params={"wait": "false", "force": "true", **params}, **kwargs)
+
+
+def _locked_vm(api, service, name: str = "web1") -> dict:
+    service.create_vm({"name": name, "state": "stopped"})
+    resp = api.simulate_put(f"/v1/vms/{name}/lock", json={"lock": REASON}, headers=api.alice)
+    assert resp.status_code == 200, resp.text
+    assert resp.json["lock"]["by"] == "alice"
+    return service.store.get_vm(name)
+
+
+def _unchanged(service, before: dict) -> None:
+    after = service.store.get_vm(before["name"])
+    for key in ("spec", "generation", "desired_state", "host", "locked_by", "lock_reason"):
+        assert after[key] == before[key], key
+
+
+def test_every_write_path_is_refused_to_another_operator(api, service):
+    before = _locked_vm(api, service)
+    writes = _writes("web1")
+    assert len(writes) >= 9
+    for method, path, body in writes:
+        resp = _send(api, api.bob, method, path, body)
+        assert resp.status_code == 409, (method, path, resp.text)
+        assert resp.json == {"error": "Conflict", "reason": LOCKED, "field": "lock"}, path
+    # Cancelling the VM's pending operation changes it too.
+    op = service.set_state("web1", "running")
+    before = service.store.get_vm("web1")
+    resp = api.simulate_delete(f"/v1/operations/{op['id']}", headers=api.bob)
+    assert (resp.status_code, resp.json["reason"]) == (409, LOCKED)
+    assert service.get_operation(op["id"])["status"] == "pending"
+    _unchanged(service, before)
+    # Every refusal is in the VM's log, with who tried.
+    refused = [e for e in service.list_events("web1") if e["kind"] == "refused"]
+    assert len(refused) == len(writes) + 1
+    assert {e["actor"] for e in refused} == {"bob"}
+    assert all(e["result"] == f"409 Conflict: {LOCKED}" for e in refused)
+
+
+@pytest.mark.parametrize("who", ["alice", "admin"])
+def test_every_write_path_is_allowed_to_the_locker_and_to_admins(api, service, who):
+    headers = api.alice if who == "alice" else ADMIN
+    for index, (method, path, body) in enumerate(_writes("web1")):
+        name = f"vm{index}"
+        _locked_vm(api, service, name)
+        resp = _send(api, headers, method, path.replace("web1", name), body)
+        assert "locked" not in resp.text, (method, path, resp.text)
+        assert resp.status_code < 400, (method, path, resp.text)
+
+
+def test_unlock_by_another_operator_is_refused_and_by_the_locker_is_not(api, service):
+    before = _locked_vm(api, service)
+    for method, body in (("DELETE", None), ("PUT", ""), ("PUT", {"lock": None}), ("PUT", "mine")):
+        resp = _send(api, api.bob, method, "/v1/vms/web1/lock", body)
+        assert (resp.status_code, resp.json["reason"]) == (409, LOCKED), (method, body)
+    _unchanged(service, before)
+    assert api.simulate_delete("/v1/vms/web1/lock", headers=api.alice).status_code == 204
+    assert service.get_vm("web1")["lock"] is None
+    # Unlocked, anyone with the role changes it again.
+    assert _send(api, api.bob, "PUT", "/v1/vms/web1/cpus", "2").status_code == 202
+
+
+def test_the_lock_file_reads_and_unlocks_by_an_empty_line(api, service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    get = lambda **p: api.simulate_get("/v1/vms/web1/lock", params=p, headers=api.alice)  # noqa: E731
+    assert get().json == {"lock": None} and get(format="text").text == ""
+    _send(api, api.alice, "PUT", "/v1/vms/web1/lock", f"{REASON}\n")
+    assert get(format="text").text == f"alice: {REASON}\n"
+    lock = get().json["lock"]
+    assert (lock["by"], lock["reason"]) == ("alice", REASON) and lock["at"] > 0
+    assert api.simulate_get("/v1/vms/web1", headers=api.alice).json["lock"]["by"] == "alice"
+    assert _send(api, api.alice, "PUT", "/v1/vms/web1/lock", "\n").status_code == 200
+    assert get().json == {"lock": None}
+
+
+@pytest.mark.parametrize("body", ["x" * 201, "bell\x07", "two\nlines", {"lock": 5}, {"lock": []}])
+def test_a_lock_reason_is_one_printable_line_of_at_most_200_characters(api, service, body):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    resp = _send(api, api.alice, "PUT", "/v1/vms/web1/lock", body)
+    assert (resp.status_code, resp.json["field"]) == (422, "lock"), resp.text
+    assert service.get_vm("web1")["lock"] is None
+
+
+def test_lock_and_unlock_are_audited(api, service):
+    _locked_vm(api, service)
+    api.simulate_delete("/v1/vms/web1/lock", headers=api.alice)
+    events = [(e["kind"], e["message"], e["actor"], e["result"])
+              for e in service.list_events("web1") if e["actor"] == "alice"]
+    assert events == [
+        ("locked", f"locked: {REASON}", "alice", None),
+        ("write", "PUT /v1/vms/web1/lock", "alice", "ok"),
+        ("unlocked", f"unlocked (was locked by alice: {REASON})", "alice", None),
+        ("write", "DELETE /v1/vms/web1/lock", "alice", "ok"),
+    ]
+
+
+def test_only_the_lock_file_can_be_removed(api, service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    for file in VM_FILES.entries:
+        resp = api.simulate_delete(f"/v1/vms/web1/{file.name}", headers=api.alice)
+        assert resp.status_code == (204 if file.name == "lock" else 403), file.name
+
+
+# -- the mount ------------------------------------------------------------------------------------
+def _mount_user(service, name: str, role: Role, uid: int) -> Principal:
+    """An appliance user the mount's map names for this uid (`vmctl mount-map user UID --as
+    NAME`; fs/identity.py turns the uid into them), and the same principal, to act as."""
+    if uid != 0 and not service.store.user_exists(name):
+        service.store.insert_user({"name": name, "role": role.value, "projects": ["default"],
+                                   "created": 0.0, "disabled": 0})
+        mountmap.set_user(service.store, str(uid), name)
+    return Principal(user=name, role=role, uid=uid, source="mount")
+
+
+class _Shell:
+    """The FUSE operations, called as the kernel would for a shell's commands (no mount)."""
+
+    def __init__(self, service, uid: int):
+        self.fs = ApplianceFS(service)
+        self.ctx = SimpleNamespace(uid=uid, gid=uid, pid=os.getpid(), umask=0o022)
+
+    async def inode(self, path: tuple[str, ...]) -> int:
+        inode = pyfuse3.ROOT_INODE
+        for name in path:
+            inode = (await self.fs.lookup(inode, name.encode(), self.ctx)).st_ino
+        return inode
+
+    async def errno_of(self, call) -> int:
+        try:
+            await call()
+        except pyfuse3.FUSEError as err:
+            return err.errno
+        return 0
+
+    async def echo(self, path: tuple[str, ...], text: str) -> int:
+        """`echo TEXT > PATH`: its exit's errno (0: done)."""
+        async def write() -> None:
+            info = await self.fs.open(await self.inode(path), os.O_WRONLY | os.O_TRUNC, self.ctx)
+            try:
+                await self.fs.write(info.fh, 0, (text + "\n").encode())
+                await self.fs.flush(info.fh)
+            finally:
+                await self.fs.release(info.fh)
+        return await self.errno_of(write)
+
+    async def rm(self, path: tuple[str, ...]) -> int:
+        parent = await self.inode(path[:-1])
+        return await self.errno_of(lambda: self.fs.unlink(parent, path[-1].encode(), self.ctx))
+
+    async def rmdir(self, path: tuple[str, ...]) -> int:
+        parent = await self.inode(path[:-1])
+        return await self.errno_of(lambda: self.fs.rmdir(parent, path[-1].encode(), self.ctx))
+
+    async def mv(self, name: str, new: str) -> int:
+        vms = await self.inode(("vms",))
+        return await self.errno_of(
+            lambda: self.fs.rename(vms, name.encode(), vms, new.encode(), 0, self.ctx))
+
+    async def cat(self, path: tuple[str, ...]) -> str:
+        info = await self.fs.open(await self.inode(path), os.O_RDONLY, self.ctx)
+        try:
+            return (await self.fs.read(info.fh, 0, 4096)).decode()
+        finally:
+            await self.fs.release(info.fh)
+
+    async def every_write(self, name: str) -> dict[str, int]:
+        """Each file a VM's directory can write, rm of each it can remove, rmdir and mv."""
+        out = {f"echo > {file.name}": await self.echo(("vms", name, file.name), SAMPLES[file.name])
+               for file in VM_FILES.entries if file.writable}
+        for file in VM_FILES.entries:
+            if file.clear is not None:
+                out[f"rm {file.name}"] = await self.rm(("vms", name, file.name))
+        out["mv"] = await self.mv(name, f"{name}-renamed")
+        out["rmdir"] = await self.rmdir(("vms", name))
+        return out
+
+
+def test_the_mount_refuses_every_write_of_another_user_with_ebusy(service):
+    with acting_as(_mount_user(service, "alice", Role.OPERATOR, 1001)):
+        service.create_vm({"name": "web1", "state": "stopped"})
+        assert trio.run(_Shell(service, 1001).echo, ("vms", "web1", "lock"), REASON) == 0
+    before = service.store.get_vm("web1")
+    with acting_as(_mount_user(service, "bob", Role.OPERATOR, 1002)):
+        shell = _Shell(service, 1002)
+        codes = trio.run(shell.every_write, "web1")
+        assert trio.run(shell.cat, ("vms", "web1", "lock")) == f"alice: {REASON}\n"
+    assert len(codes) >= 8
+    assert all(code == errno.EBUSY for code in codes.values()), codes
+    _unchanged(service, before)
+    refused = [e for e in service.list_events("web1") if e["kind"] == "refused"]
+    assert len(refused) == len(codes)
+    assert {(e["actor"], e["source"], e["credential"]) for e in refused} == {
+        ("bob", "mount", "uid 1002")}
+    assert all(e["result"] == f"EBUSY Conflict: {LOCKED}" for e in refused), refused
+
+
+@pytest.mark.parametrize("who", ["alice", "root"])
+def test_the_mount_lets_the_locker_and_an_admin_write(service, controller, who):
+    with acting_as(_mount_user(service, "alice", Role.OPERATOR, 1001)):
+        service.create_vm({"name": "web1", "state": "stopped"})
+        assert trio.run(_Shell(service, 1001).echo, ("vms", "web1", "lock"), REASON) == 0
+    user = _mount_user(service, "alice", Role.OPERATOR, 1001) if who == "alice" else \
+        _mount_user(service, "root", Role.ADMIN, 0)
+    with acting_as(user):
+        shell = _Shell(service, user.uid)
+        for file in ("cpus", "memory", "spec.json", "state"):
+            assert trio.run(shell.echo, ("vms", "web1", file), SAMPLES[file]) == 0, file
+        assert trio.run(shell.rm, ("vms", "web1", "lock")) == 0
+    assert service.get_vm("web1")["lock"] is None
+
+
+def test_the_mount_locks_by_echo_and_unlocks_by_an_empty_line_or_rm(service):
+    service.create_vm({"name": "web1", "state": "stopped"})
+    shell = _Shell(service, 0)
+    lock = ("vms", "web1", "lock")
+
+    async def run() -> None:
+        assert await shell.cat(lock) == ""
+        assert await shell.echo(lock, REASON) == 0
+        assert await shell.cat(lock) == f"root: {REASON}\n"
+        assert await shell.echo(lock, "") == 0
+        assert await shell.cat(lock) == ""
+        assert await shell.echo(lock, REASON) == 0
+        assert await shell.rm(lock) == 0
+        assert await shell.cat(lock) == ""
+        assert await shell.rm(lock) == 0  # unlocking an unlocked VM changes nothing
+        assert await shell.rm(("vms", "web1", "state")) == errno.EACCES
+        assert await shell.echo(lock, "x" * 201) == errno.EINVAL
+
+    trio.run(run)
