@@ -1,14 +1,24 @@
 """The OpenAPI 3 document of the REST view, served at /v1/openapi.json.
 
 Tests run schemathesis against the app with this document, so it has to say
-what the server really does.
+what the server really does. Its parts: openapi_vms (VMs, operations, events),
+openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
+tokens); this module assembles them and adds what every route with a token
+shares (auth.py): the `project` parameter, and the 401, 403 and 404 answers,
+the 403's roles read from the policy table.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import falcon
 
+from appliance.access import policy
+from appliance.access.principal import Role
 from appliance.api import openapi_access, openapi_cluster, openapi_projects, openapi_vms
-from appliance.api.openapi_shared import ERROR, json_answer, string
+from appliance.api.openapi_shared import DNS_NAME, ERROR, json_answer, string
 from appliance.model.schema import spec_components
 
 SCHEMAS = {
@@ -25,7 +35,7 @@ SCHEMAS = {
     **openapi_access.SCHEMAS,  # users and tokens
 }
 
-PATHS = {
+PATHS: dict[str, Any] = {
     "/healthz": {"get": {"summary": "the process is up", "security": [],
                           "responses": {"200": json_answer({"type": "object"})}}},
     "/readyz": {"get": {"summary": "the store and libvirt are reachable", "security": [],
@@ -36,14 +46,74 @@ PATHS = {
     "/metrics": {"get": {"summary": "Prometheus metrics "
                                     "(the token too, unless config metrics_public)",
                          "responses": {"200": {"description": "Prometheus text format",
-                                               "content": {"text/plain": {"schema": string()}}},
-                                       "401": ERROR}}},
+                                               "content": {"text/plain": {"schema": string()}}}}}},
     **openapi_vms.PATHS,  # /v1/vms..., /v1/operations..., /v1/events
-    **openapi_cluster.PATHS,  # /v1/images..., /v1/hosts..., /v1/groups
+    **openapi_cluster.PATHS,  # /v1/images..., /v1/hosts..., /v1/groups...
     **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
-    **openapi_cluster.GROUP_PATHS,  # /v1/groups/{name}
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
 }
+
+# auth.py: every request with a token acts in one project.
+PROJECT = {"name": "project", "in": "query", "schema": DNS_NAME,
+           "description": "the project this request acts in: one of the caller's (their "
+                          "first when not named), any for an admin; 404 for a project "
+                          "that is not the caller's, as if it did not exist"}
+UNAUTHORIZED = {**ERROR, "description": "missing or wrong token"}
+NO_PROJECT = {**ERROR, "description": "?project= names no project of the caller's"}
+OPERATIONS = ("get", "put", "post", "patch", "delete")
+# A documented path naming one file of a file route (/v1/vms/{name}/state).
+ONE_FILE = re.compile(r"(/v1/(?:vms|hosts)/\{name\})/([\w.-]+)")
+
+
+def _roles_for(action: policy.Action) -> str:
+    roles = [role.value for role in Role if policy.allows(role, action)]
+    return "only " + (" or ".join(roles) if len(roles) < 3
+                      else f"{', '.join(roles[:-1])} or {roles[-1]}") + " may"
+
+
+def _refusal(path: str, method: str, files: Sequence[str]) -> str:
+    """The 403 of the policy table (auth.py's process_resource): the roles that may."""
+    template, params = path, {}
+    one_file = ONE_FILE.fullmatch(path)
+    if one_file:
+        template, params = f"{one_file[1]}/{{file}}", {"file": one_file[2]}
+    if isinstance(policy.ROUTES.get((template, method.upper())), Mapping) and not params:
+        # A route for every file ({file}): the action goes by the file.
+        by_roles: dict[str, list[str]] = {}
+        for name in files:
+            action = policy.action_for(template, method.upper(), {"file": name})
+            by_roles.setdefault(_roles_for(action or policy.Action.ADMIN), []).append(name)
+        return "the caller's role may not write this file (" + "; ".join(
+            f"{', '.join(names)}: {roles}" for roles, names in by_roles.items()) + ")"
+    action = policy.action_for(template, method.upper(), params)
+    if action is None:
+        return "no policy allows this route to anyone"
+    return f"the caller's role may not ({_roles_for(action)})"
+
+
+def _with_token(path: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A path item whose operations (those not public) take ?project= and answer
+    401, 403 and 404 as auth.py does."""
+    files = [enum for parameter in item.get("parameters", []) if parameter["name"] == "file"
+             for enum in parameter["schema"]["enum"]]
+    out = dict(item)
+    for method in OPERATIONS:
+        operation = item.get(method)
+        if operation is None or operation.get("security") == []:
+            continue
+        responses = operation["responses"]
+        refusal = _refusal(path, method, files)
+        if "403" in responses:  # the route's own reason too (all_projects, read-only)
+            refusal = f"{refusal}. Also: {responses['403']['description']}"
+        out[method] = {**operation,
+                       "parameters": [*operation.get("parameters", []), PROJECT],
+                       "responses": {**responses, "401": UNAUTHORIZED,
+                                     "403": {**ERROR, "description": refusal},
+                                     "404": responses.get("404", NO_PROJECT)}}
+    return out
+
+
+PATHS = {path: _with_token(path, item) for path, item in PATHS.items()}
 
 DOCUMENT = {
     "openapi": "3.0.3",

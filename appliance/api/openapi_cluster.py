@@ -177,9 +177,6 @@ PATHS = {
                                  "content": {"application/json": {"schema": ref("GroupCreate")}}},
                  "responses": {"201": json_answer(ref("Group"), "created"), **ERRORS}},
     },
-}
-# After the projects' paths in the document (openapi.py), where it always stood.
-GROUP_PATHS = {
     "/v1/groups/{name}": {
         "parameters": [NAME],
         "get": {"summary": "one server group",

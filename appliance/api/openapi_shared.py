@@ -54,7 +54,3 @@ def list_of(schema: dict) -> dict:
     return {"type": "object", "required": ["items"],
             "properties": {"items": {"type": "array", "items": schema}}}
 
-
-def write_responses(ok: dict) -> dict:
-    return {"200": ok, "202": json_answer(ref("Accepted"), "accepted (wait=false)"), **ERRORS}
-

@@ -17,10 +17,19 @@ from appliance.api.openapi_shared import (
     number,
     ref,
     string,
-    write_responses,
 )
 from appliance.files import VM_FILES
 from appliance.model import STATE_VERBS, OpStatus
+
+# A locked VM refuses every change but its locker's and an admin's (service/base.py).
+CHANGE_ERRORS = {**ERRORS, "409": {**ERROR, "description": "conflicts with the current state, "
+                                                           "or another user locked the VM"}}
+
+
+def write_responses(ok: dict) -> dict:
+    return {"200": ok, "202": json_answer(ref("Accepted"), "accepted (wait=false)"),
+            **CHANGE_ERRORS}
+
 
 SCHEMAS = {
     "VM": {
@@ -101,7 +110,7 @@ PATHS = {
                                   {"name": "force", "in": "query", "schema": boolean()}],
                    "responses": {"204": {"description": "deleted"},
                                  "202": json_answer(ref("Accepted"), "accepted (wait=false)"),
-                                 **ERRORS}},
+                                 **CHANGE_ERRORS}},
     },
     "/v1/vms/{name}/state": {
         "parameters": [NAME],
@@ -148,9 +157,9 @@ PATHS = {
                                                     "properties": {"lock": string(
                                                         nullable=True, maxLength=200)}}},
                     "text/plain": {"schema": string(maxLength=200)}}},
-                "responses": {"200": json_answer(ref("VM")), **ERRORS}},
+                "responses": {"200": json_answer(ref("VM")), **CHANGE_ERRORS}},
         "delete": {"summary": "unlock (the locker, or an admin)",
-                   "responses": {"204": {"description": "unlocked"}, **ERRORS}},
+                   "responses": {"204": {"description": "unlocked"}, **CHANGE_ERRORS}},
     },
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
@@ -165,7 +174,7 @@ PATHS = {
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": string()}}},
                 "responses": {**write_responses(json_answer(ref("VM"))),
-                              "403": {**ERROR, "description": "read-only"}}},
+                              "403": {**ERROR, "description": "the file is read-only"}}},
     },
     "/v1/operations": {"get": {"summary": "recent operations", "parameters": [
         {"name": "vm", "in": "query", "schema": string()},
