@@ -29,7 +29,7 @@ STR = {"type": "string"}
 TIME = {"type": "number", "nullable": True}
 ERRORS = {str(code): _json(_ref("Error"), text) for code, text in (
     (400, "malformed request"), (401, "missing or wrong token"),
-    (403, "the caller's role may not do this"), (404, "not found (or not the caller's)"),
+    (404, "not found (or not the caller's)"),
     (409, "conflicts with the current state (a name taken, the last admin)"),
     (422, "invalid input"))}
 DELETED = {"204": {"description": "done"}, **ERRORS}
@@ -100,7 +100,9 @@ PATHS = {
                             "the answer carries it, this once",
                  "requestBody": {"required": False, "content": {
                      "application/json": {"schema": _ref("TokenCreate")}}},
-                 "responses": {"201": _json(_ref("NewToken"), "made"), **ERRORS}},
+                 "responses": {"201": _json(_ref("NewToken"), "made"), **ERRORS,
+                               "403": _json(_ref("Error"), "a token for another user: "
+                                                           "an admin's alone")}},
     },
     "/v1/tokens/{token_id}": {
         "parameters": [TOKEN_ID],

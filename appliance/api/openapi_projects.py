@@ -10,7 +10,6 @@ _ERROR = {"description": "error",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 ERRORS = {str(code): {**_ERROR, "description": text} for code, text in (
     (400, "malformed request"), (401, "missing or wrong token"),
-    (403, "the caller's role may not (changes are the admin's)"),
     (404, "no such project, or not one of the caller's"),
     (409, "conflicts with the current state (name taken, project not empty)"),
     (422, "invalid input"))}

@@ -1,0 +1,187 @@
+"""The OpenAPI document's hosts, images and server groups, and the migration of
+a VM between hosts (merged into openapi.py's SCHEMAS and PATHS)."""
+from __future__ import annotations
+
+from appliance.api.openapi_shared import (
+    DNS_NAME,
+    ERRORS,
+    LABELS,
+    NAME,
+    boolean,
+    integer,
+    json_answer,
+    list_of,
+    number,
+    ref,
+    string,
+)
+from appliance.files import HOST_FILES
+from appliance.model import GROUP_POLICIES, HOST_DOWN, HOST_RATIOS, HOST_STATES
+from appliance.model.defaults import MAX_MEMORY_MIB
+
+SCHEMAS = {
+    "Image": {
+        "type": "object",
+        "properties": {"name": string(), "path": string(), "format": string(),
+                       "virtual_size": integer(), "actual_size": integer(),
+                       "created": number(), "source": string()},
+    },
+    "HostSettings": {
+        "type": "object",
+        "properties": {
+            "uri": string(description="libvirt URI: qemu:///system, qemu+ssh://root@h2/system, "
+                                      "qemu+unix:///system?socket=/path"),
+            "labels": LABELS,
+            "storage": string(pattern="^[A-Za-z0-9_.:-]{1,64}$",
+                              description="where the host finds VM disks; "
+                                          "hosts naming the same storage share them"),
+            "migration_address": string(nullable=True,
+                                        description="the name or IP other hosts reach this one "
+                                                    "at for live migration"),
+            "state": {"type": "string", "enum": list(HOST_STATES)},
+            **{name: number(minimum=low, maximum=high, description=f"overcommit, default {default}")
+               for name, (default, low, high) in HOST_RATIOS.items()},
+            "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_MIB},
+        },
+    },
+    "HostCreate": {"allOf": [ref("HostSettings"), {"type": "object", "required": ["name", "uri"],
+                                                    "properties": {"name": DNS_NAME}}]},
+    "Host": {
+        "type": "object",
+        "required": ["name", "uri", "state", "observed_state", "up", "capacity", "allocated"],
+        "properties": {
+            "name": string(), "uri": string(),
+            "state": string(enum=list(HOST_STATES), description="administrative state"),
+            "observed_state": {"type": "string", "enum": [*HOST_STATES, HOST_DOWN]},
+            "up": boolean(), "last_seen": number(nullable=True),
+            "down_since": number(nullable=True), "labels": LABELS,
+            "storage": string(nullable=True), "migration_address": string(nullable=True),
+            **{name: number() for name in HOST_RATIOS},
+            "reserved_memory_mib": integer(),
+            "inventory": {"type": "object",
+                          "description": "what libvirt reports: arch, cpus, memory_mib, "
+                                         "disk_bytes"},
+            "capacity": {"type": "object", "properties": {
+                "cpus": integer(), "memory_mib": integer(), "disk_gib": number()}},
+            "allocated": {"type": "object", "properties": {
+                "cpus": integer(), "memory_mib": integer(), "disk_gib": number(),
+                "vms": integer()}},
+        },
+    },
+    "Drain": {
+        "type": "object", "required": ["migrating", "moving", "blocked"],
+        "description": "maintenance: running VMs migrate live, stopped ones move; "
+                       "blocked ones stay, with the reason",
+        "properties": {
+            "migrating": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": string(), "target": string(nullable=True),
+                "operation": string(), "note": string()}}},
+            "moving": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": string(), "target": string(), "operation": string()}}},
+            "blocked": {"type": "array", "items": {"type": "object", "properties": {
+                "vm": string(), "reason": string()}}},
+        },
+    },
+    "HostStateChange": {"allOf": [ref("Host"), {"type": "object", "required": ["drain"],
+                                                 "properties": {"drain": ref("Drain")}}]},
+    "GroupCreate": {
+        "type": "object", "required": ["name", "policy"],
+        "properties": {"name": DNS_NAME, "policy": string(enum=list(GROUP_POLICIES))},
+    },
+    "Group": {
+        "type": "object", "required": ["name", "policy", "members"],
+        "properties": {"name": string(), "project": string(),
+                       "policy": string(enum=list(GROUP_POLICIES)), "created": number(),
+                       "members": {"type": "array", "items": {"type": "object", "properties": {
+                           "name": string(), "host": string(nullable=True)}}}},
+    },
+    "Migrate": {
+        "type": "object", "required": ["host"],
+        "description": "live migration when the VM runs, an offline move when it is stopped",
+        "properties": {"host": string(description="the target host"),
+                       "force": boolean(description="skip the scheduler's filters (not the "
+                                                   "checks that the host is up and sees the "
+                                                   "disks)")},
+    },
+}
+
+PATHS = {
+    "/v1/images": {
+        "get": {"summary": "images",
+                "responses": {"200": json_answer(list_of(ref("Image"))), **ERRORS}},
+        "post": {"summary": "import a file from the image import folder "
+                            "(config image_import_dir, default HOME/images/import)",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["name", "path"],
+                     "properties": {"name": string(), "path": string()}}}}},
+                 "responses": {"201": json_answer(ref("Image"), "imported"), **ERRORS}},
+    },
+    "/v1/images/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one image", "responses": {"200": json_answer(ref("Image")), **ERRORS}},
+        "put": {"summary": "upload an image file (the body)",
+                "requestBody": {"required": True, "content": {
+                    "application/octet-stream": {"schema": string(format="binary")}}},
+            "responses": {"201": json_answer(ref("Image"), "uploaded"), **ERRORS}},
+        "delete": {"summary": "delete an unused image",
+                   "responses": {"204": {"description": "deleted"}, **ERRORS}},
+    },
+    "/v1/hosts": {
+        "get": {"summary": "libvirt hosts, with capacity and what is allocated",
+                "responses": {"200": json_answer(list_of(ref("Host"))), **ERRORS}},
+        "post": {"summary": "add a host (the controller connects to it and reads its inventory)",
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": ref("HostCreate")}}},
+                 "responses": {"201": json_answer(ref("Host"), "added"), **ERRORS}},
+    },
+    "/v1/hosts/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one host", "responses": {"200": json_answer(ref("Host")), **ERRORS}},
+        "patch": {"summary": "change a host's settings (merge); state as with PUT .../state",
+                  "requestBody": {"required": True, "content": {
+                      "application/json": {"schema": ref("HostSettings")}}},
+                  "responses": {"200": json_answer(ref("Host")), **ERRORS}},
+        "delete": {"summary": "remove a host without VMs",
+                   "responses": {"204": {"description": "removed"}, **ERRORS}},
+    },
+    "/v1/hosts/{name}/state": {
+        "parameters": [NAME],
+        "get": {"summary": "observed state: down, or the administrative state",
+                "responses": {"200": {"description": "the state", "content": {
+                    "application/json": {"schema": {"type": "object",
+                                                    "properties": {"state": string()}}},
+                    "text/plain": {"schema": string()}}}, **ERRORS}},
+        "put": {"summary": "enabled | disabled (no new VMs) "
+                           "| maintenance (no new VMs, and its VMs leave)",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["state"],
+                                                    "properties": {
+                                                        "state": string(enum=list(HOST_STATES))}}},
+                    "text/plain": {"schema": string()}}},
+                "responses": {"200": json_answer(ref("HostStateChange")), **ERRORS}},
+    },
+    "/v1/hosts/{name}/{file}": {
+        "parameters": [NAME, {"name": "file", "in": "path", "required": True,
+                              "schema": string(enum=[f for f in HOST_FILES if f != "state"])}],
+        "get": {"summary": "a file of the host directory, as in the mount",
+                "responses": {"200": {"description": "the file", "content": {
+                    "application/json": {"schema": ref("Host")},
+                    "text/plain": {"schema": string()}}},
+                    **ERRORS}},
+    },
+    "/v1/groups": {
+        "get": {"summary": "server groups and their members",
+                "responses": {"200": json_answer(list_of(ref("Group"))), **ERRORS}},
+        "post": {"summary": "create a server group",
+                 "requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": ref("GroupCreate")}}},
+                 "responses": {"201": json_answer(ref("Group"), "created"), **ERRORS}},
+    },
+    "/v1/groups/{name}": {
+        "parameters": [NAME],
+        "get": {"summary": "one server group",
+                "responses": {"200": json_answer(ref("Group")), **ERRORS}},
+        "delete": {"summary": "delete a server group without members",
+                   "responses": {"204": {"description": "deleted"}, **ERRORS}},
+    },
+}
