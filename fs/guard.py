@@ -68,8 +68,10 @@ class Guard:
         actor = principal or Principal(user=f"unix:{uid}", role=Role.MONITOR, projects=(),
                                        uid=uid, source=SOURCE, project="")
         shown = limits.excerpt(repr("/".join(path))[1:-1])  # control characters escaped
-        message = f"{actor.who()} may not {verb} {shown} in the mount: {reason}"
-        log.info("refused: %s", message)
+        # The audit's shape (fs/audit.py, README "Audit"): the event names who (its
+        # actor and credential), the message what was tried, the result why.
+        message = f"{verb} {shown}"
+        log.info("refused: %s may not %s in the mount: %s", actor.who(), message, reason)
         try:
             await self.run(self._record, actor, path, message, f"EACCES Forbidden: {reason}")
         except Exception:  # the refusal stands (EACCES) whether or not it was recorded

@@ -44,7 +44,8 @@ def vmctl(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 def refusals(m: Mount) -> list[str]:
     with acting_as(SYSTEM):
-        return [e["message"] for e in m.service.list_events(all_projects=True) if e["kind"] == "refused"]
+        return [f"{e['actor']} ({e['credential']}): {e['message']}: {e['result']}"
+                for e in m.service.list_events(all_projects=True) if e["kind"] == "refused"]
 
 
 def in_web(m: Mount, name: str) -> dict:
@@ -94,9 +95,9 @@ def test_a_vmops_member_runs_a_vm_of_web_and_nobody_else_changes_it(team):
     assert (vm["desired_state"], vm["spec"]["cpus"]) == ("running", 1)
     assert [v["name"] for v in m.service.list_vms()] == ["db1"]  # root's project: no web2, no web9
     refused = refusals(m)
-    assert any("unix:5002 (uid 5002) may not write vms/web1/state" in r and "viewer" in r
+    assert any(r.startswith("unix:5002 (uid 5002): write vms/web1/state:") and "viewer" in r
                for r in refused), refused
-    assert any(r.startswith("carol (uid 5005) may not mkdir vms/web2") for r in refused), refused
+    assert any(r.startswith("carol (uid 5005): mkdir vms/web2:") for r in refused), refused
     with acting_as(SYSTEM.in_project("web")):  # the VM's own events show who was refused
         assert "refused" in [e["kind"] for e in m.service.list_events("web1")]
 

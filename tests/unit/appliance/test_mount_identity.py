@@ -199,8 +199,9 @@ def test_operations_refuse_with_eacces_and_a_refused_event(service):
 
     assert trio.run(main) == [errno.EACCES] * 4
     with acting_as(SYSTEM):
-        refused = [e["message"] for e in service.list_events() if e["kind"] == "refused"]
+        refused = [(e["actor"], e["credential"], e["message"], e["result"])
+                   for e in service.list_events() if e["kind"] == "refused"]
         assert service.list_vms()[0]["name"] == "web1" and len(service.list_vms()) == 1
     assert len(refused) == 3, refused  # the second read refused to 5003 within a minute is not recorded
-    assert refused[0].startswith("unix:5002 (uid 5002) may not write vms/web1/state")
-    assert "uid 5003 (gid 5003) has no entry" in refused[2]
+    assert refused[0][:3] == ("unix:5002", "uid 5002", "write vms/web1/state")
+    assert refused[2][:2] == ("unix:5003", "uid 5003") and "uid 5003 (gid 5003) has no entry" in refused[2][3]
