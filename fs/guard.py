@@ -47,6 +47,10 @@ class Guard:
     async def allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
         """The caller, if the policy lets them `verb` path; EACCES (and an event) if not."""
         principal = self.who(ctx)
+        if principal is not None and len(path) >= 2 and path[0] == "projects":
+            # projects/P/...: decided by the caller's role in P, not in their default
+            # project (a group's operators may be another group's viewers in P).
+            principal = principal.in_project(path[1])
         action = policy.mount_action(path, verb)
         if principal is not None and action is not None and policy.allows(principal.role, action):
             return principal
