@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import pyfuse3
 
 from appliance.access import policy
-from appliance.access.principal import Principal, Role, acting_as
+from appliance.access.principal import ADMIN_EVENTS, Principal, Role, acting_as
 from appliance.errors import NotFound
 from appliance.service import Service
 from fs import audit, limits
@@ -87,7 +87,9 @@ class Guard:
                     vm = self.service.store.get_vm(path[1], actor.project, with_xml=False)
                 except NotFound:
                     vm = None
-            self.service.store.add_event("refused", message, vm, result=result)
+            # An unmapped caller has no project: their refusals are the admins' to read.
+            self.service.store.add_event("refused", message, vm,
+                                         project=actor.project or ADMIN_EVENTS, result=result)
 
     def _first_read_refusal(self, uid: int) -> bool:
         now = self.clock()
