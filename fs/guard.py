@@ -6,7 +6,9 @@ READ for reading anything).
 A refusal is EACCES, with nothing changed, and a `refused` event naming who
 asked, what, and why. Refused changes are recorded each time; refused reads
 (an unmapped user's `ls -R` makes one per name) once per uid per
-READ_REFUSALS_EVERY seconds, so that nobody can fill the event log by reading.
+READ_REFUSALS_EVERY seconds, so that nobody can fill the event log by reading;
+and so are the refused changes of a uid the map names no one for (it reaches
+vms/ through the kernel's cache of the top directories, and has no account).
 """
 from __future__ import annotations
 
@@ -67,7 +69,9 @@ class Guard:
 
     async def _refused(self, principal: Principal | None, uid: int, verb: str, path: Path,
                        reason: str) -> None:
-        if verb == "read" and not self._first_read_refusal(uid):
+        # An unmapped uid has no account to answer for its requests: like everyone's
+        # refused reads, its refused changes are recorded once per READ_REFUSALS_EVERY.
+        if (verb == "read" or principal is None) and not self._first_read_refusal(uid):
             return
         actor = principal or Principal(user=f"unix:{uid}", role=Role.MONITOR, projects=(),
                                        uid=uid, source=SOURCE, project="")

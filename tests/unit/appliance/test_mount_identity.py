@@ -232,3 +232,28 @@ def test_projects_p_is_decided_by_the_role_in_p_not_by_the_default_projects(serv
     assert trio.run(main) == errno.EACCES
     with acting_as(SYSTEM.in_project("db")):
         assert service.get_vm("data1")["desired_state"] == "stopped"
+
+
+def test_an_unmapped_callers_refused_changes_do_not_grow_the_log_per_call(service):
+    """Security review (issue 11): a uid the map does not name reaches vms/ through the
+    kernel's cache of the top directories (someone else's lookup) and loops `mkdir vms/x`:
+    each refusal was an event (a SQLite write), without bound, by someone with no account
+    (as a REST request without a token is not recorded). Like its refused reads, its refused
+    changes are recorded once per READ_REFUSALS_EVERY."""
+    mountmap.set_group(service.store, str(VIEWERS), "viewer", "default")  # the map names someone
+    fs = ApplianceFS(service)
+    root, stranger = _ctx(0, 0), _ctx(5003, 5003)
+
+    async def main() -> list[int]:
+        vms = (await fs.lookup(pyfuse3.ROOT_INODE, b"vms", root)).st_ino  # the kernel's cache
+        codes = []
+        for n in range(20):
+            with pytest.raises(pyfuse3.FUSEError) as caught:
+                await fs.mkdir(vms, f"x{n}".encode(), 0o755, stranger)
+            codes.append(caught.value.errno)
+        return codes
+
+    assert trio.run(main) == [errno.EACCES] * 20
+    with acting_as(SYSTEM):
+        refused = [e for e in service.list_events(all_projects=True) if e["kind"] == "refused"]
+        assert len(refused) == 1, [e["message"] for e in refused]
