@@ -43,3 +43,33 @@ def test_the_admins_events_are_not_shown_to_other_projects_members(api, service)
     for said in ("project merger created", "user carol added", "made for carol",
                  "PATCH /v1/projects/hush", "group 5100"):
         assert said in admins
+
+
+def test_a_loopback_client_cannot_forge_its_address_with_x_forwarded_for():
+    """The audit trail names a REST caller's address (the request's client). uvicorn trusts
+    X-Forwarded-For from gunicorn's forwarded_allow_ips (127.0.0.1 and ::1 by default), and
+    every default guest reaches the API from the host's loopback (slirp's 10.0.2.2): any of
+    them could write the address of its choice into the log. The API's worker, configured
+    as gunicorn's uvicorn worker configures it, keeps the connection's own address."""
+    import asyncio
+
+    from gunicorn.config import Config as GunicornConfig
+    from uvicorn.config import Config
+
+    from appliance.api.http_deadline import Worker
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["client"] = scope["client"]
+
+    config = Config(app, log_config=None,
+                    forwarded_allow_ips=GunicornConfig().forwarded_allow_ips,
+                    **Worker.CONFIG_KWARGS)
+    config.load()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/v1/vms", "raw_path": b"/v1/vms", "query_string": b"",
+             "root_path": "", "headers": [(b"x-forwarded-for", b"203.0.113.7")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
+    asyncio.run(config.loaded_app(scope, None, None))
+    assert seen["client"] == ("127.0.0.1", 40000)
