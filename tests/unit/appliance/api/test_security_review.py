@@ -73,3 +73,24 @@ def test_a_loopback_client_cannot_forge_its_address_with_x_forwarded_for():
              "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
     asyncio.run(config.loaded_app(scope, None, None))
     assert seen["client"] == ("127.0.0.1", 40000)
+
+
+def test_a_project_made_again_under_an_old_name_does_not_inherit_its_history(api, service):
+    """Project names are reused (a team leaves, another arrives under the same name): the
+    events of the deleted project stayed under its name, so the members of the new one read
+    the old team's history (its VMs, groups, users' writes and refusals). Deleting a project
+    hands its events to the admins (ADMIN_EVENTS)."""
+    old_team = add_user(service.store, "olga", "operator", ["web"])
+    made = api.simulate_post("/v1/groups", json={"name": "payroll-db", "policy": "anti-affinity"},
+                             headers=old_team)
+    assert made.status_code == 201, made.text
+    assert api.simulate_delete("/v1/groups/payroll-db", headers=old_team).status_code == 204
+    assert api.simulate_delete("/v1/users/olga", headers=ADMIN).status_code == 204
+    assert api.simulate_delete("/v1/projects/web", headers=ADMIN).status_code == 204
+
+    assert api.simulate_post("/v1/projects", json={"name": "web"}, headers=ADMIN).status_code == 201
+    new_team = add_user(service.store, "nina", "viewer", ["web"])
+    seen = api.simulate_get("/v1/events", headers=new_team).json["items"]
+    assert [e["message"] for e in seen if "payroll" in e["message"] or e["actor"] == "olga"] == []
+    admins = api.simulate_get("/v1/events", headers=ADMIN).json["items"]
+    assert any("payroll-db" in e["message"] for e in admins)
