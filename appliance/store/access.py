@@ -99,8 +99,13 @@ class AccessRecords(StoreBase):
             raise NotFound(f"no user named {name!r}", "user")
 
     def delete_user(self, name: str) -> None:
+        """The user and their tokens. Their locks stay (the admins' to lift), named
+        `NAME (removed)`, which no caller is: a user made later under the same name
+        is someone else, and must not be the locker of the old one's VMs."""
         self.db.execute("DELETE FROM tokens WHERE user = ?", [name])
         self.db.execute("DELETE FROM users WHERE name = ?", [name])
+        self.db.execute("UPDATE vms SET locked_by = ? WHERE locked_by = ?",
+                        [f"{name} (removed)", name])
 
     # -- tokens ------------------------------------------------------------------
     def token_owner(self, token_hash: str) -> Row | None:

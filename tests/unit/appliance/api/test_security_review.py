@@ -94,3 +94,23 @@ def test_a_project_made_again_under_an_old_name_does_not_inherit_its_history(api
     assert [e["message"] for e in seen if "payroll" in e["message"] or e["actor"] == "olga"] == []
     admins = api.simulate_get("/v1/events", headers=ADMIN).json["items"]
     assert any("payroll-db" in e["message"] for e in admins)
+
+
+def test_a_user_made_again_under_an_old_name_does_not_hold_the_old_ones_locks(api, service):
+    """A lock names its locker by user name; deleting the user left their locks under that
+    name, so whoever was next made a user of that name (another person) could change and
+    unlock the VMs the first one locked. A removed user's locks stay, the admins' to lift."""
+    alice = add_user(service.store, "alice", "operator", ["web"])
+    made = api.simulate_post("/v1/vms", json={"name": "exam1", "state": "stopped"}, headers=alice,
+                             params={"wait": "false"})
+    assert made.status_code in (201, 202), made.text
+    assert api.simulate_put("/v1/vms/exam1/lock", body="exam running", headers=alice).status_code == 200
+    assert api.simulate_delete("/v1/users/alice", headers=ADMIN).status_code == 204
+
+    again = add_user(service.store, "alice", "operator", ["web"])
+    changed = api.simulate_put("/v1/vms/exam1/cpus", body="2", headers=again,
+                               params={"wait": "false"})
+    assert changed.status_code == 409 and changed.json["field"] == "lock", changed.text
+    assert api.simulate_delete("/v1/vms/exam1/lock", headers=again).status_code == 409
+    got = api.simulate_get("/v1/vms/exam1", headers=ADMIN, params={"project": "web"}).json
+    assert got["lock"]["reason"] == "exam running" and got["spec"]["cpus"] == 1
