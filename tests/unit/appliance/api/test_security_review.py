@@ -114,3 +114,13 @@ def test_a_user_made_again_under_an_old_name_does_not_hold_the_old_ones_locks(ap
     assert api.simulate_delete("/v1/vms/exam1/lock", headers=again).status_code == 409
     got = api.simulate_get("/v1/vms/exam1", headers=ADMIN, params={"project": "web"}).json
     assert got["lock"]["reason"] == "exam running" and got["spec"]["cpus"] == 1
+
+
+@pytest.mark.parametrize("trick", ["\u202e", "\u2028", "\u200b", "\u2066"])
+def test_a_token_description_has_no_format_characters_or_line_separators(api, service, trick):
+    """A user's own token's description is shown in the admin's `vmctl token list`: C0 and C1
+    controls were refused, but not a right-to-left override (which reverses the rest of the
+    row on the admin's terminal) nor U+2028 (a line break for some readers)."""
+    viewer = add_user(service.store, "vic", "viewer", ["web"])
+    resp = api.simulate_post("/v1/tokens", json={"description": f"laptop{trick}nimda"}, headers=viewer)
+    assert resp.status_code == 422 and resp.json["field"] == "description", resp.text
