@@ -28,7 +28,7 @@ from appliance import errors
 from appliance.access import audit, caller
 from appliance.access.principal import Principal, reset_caller, set_caller
 from appliance.store import Row
-from fs import projects
+from fs import limits, projects
 
 if TYPE_CHECKING:
     from fs.operations import ApplianceFS
@@ -52,10 +52,17 @@ class Attempt:
 
     def what(self) -> str:
         if self.applied is not None:
-            return f"write {'/'.join(self.applied)}"
+            return f"write {shown(self.applied)}"
         if self.new_path is not None:
-            return f"rename {'/'.join(self.path)} to {'/'.join(self.new_path)}"
-        return f"{self.op} {'/'.join(self.path)}"
+            return f"rename {shown(self.path)} to {shown(self.new_path)}"
+        return f"{self.op} {shown(self.path)}"
+
+
+def shown(path: Path) -> str:
+    """A path as the event log shows it: a name is any bytes but / and NUL, so control
+    characters are escaped (a newline would forge a line of `vmctl events`, an escape
+    sequence repaint the reader's terminal) and a long one is cut."""
+    return limits.excerpt(repr("/".join(path))[1:-1])
 
 
 _current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(

@@ -6,7 +6,9 @@ READ for reading anything).
 A refusal is EACCES, with nothing changed, and a `refused` event naming who
 asked, what, and why. Refused changes are recorded each time; refused reads
 (an unmapped user's `ls -R` makes one per name) once per uid per
-READ_REFUSALS_EVERY seconds, so that nobody can fill the event log by reading.
+READ_REFUSALS_EVERY seconds, so that nobody can fill the event log by reading;
+and so are the refused changes of a uid the map names no one for (it reaches
+vms/ through the kernel's cache of the top directories, and has no account).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import pyfuse3
 
 from appliance.access import policy
-from appliance.access.principal import Principal, Role, acting_as
+from appliance.access.principal import ADMIN_EVENTS, Principal, Role, acting_as
 from appliance.errors import NotFound
 from appliance.service import Service
 from fs import audit, limits
@@ -47,6 +49,10 @@ class Guard:
     async def allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
         """The caller, if the policy lets them `verb` path; EACCES (and an event) if not."""
         principal = self.who(ctx)
+        if principal is not None and len(path) >= 2 and path[0] == "projects":
+            # projects/P/...: decided by the caller's role in P, not in their default
+            # project (a group's operators may be another group's viewers in P).
+            principal = principal.in_project(path[1])
         action = policy.mount_action(path, verb)
         if principal is not None and action is not None and policy.allows(principal.role, action):
             return principal
@@ -63,7 +69,9 @@ class Guard:
 
     async def _refused(self, principal: Principal | None, uid: int, verb: str, path: Path,
                        reason: str) -> None:
-        if verb == "read" and not self._first_read_refusal(uid):
+        # An unmapped uid has no account to answer for its requests: like everyone's
+        # refused reads, its refused changes are recorded once per READ_REFUSALS_EVERY.
+        if (verb == "read" or principal is None) and not self._first_read_refusal(uid):
             return
         actor = principal or Principal(user=f"unix:{uid}", role=Role.MONITOR, projects=(),
                                        uid=uid, source=SOURCE, project="")
@@ -85,7 +93,9 @@ class Guard:
                     vm = self.service.store.get_vm(path[1], actor.project, with_xml=False)
                 except NotFound:
                     vm = None
-            self.service.store.add_event("refused", message, vm, result=result)
+            # An unmapped caller has no project: their refusals are the admins' to read.
+            self.service.store.add_event("refused", message, vm,
+                                         project=actor.project or ADMIN_EVENTS, result=result)
 
     def _first_read_refusal(self, uid: int) -> bool:
         now = self.clock()

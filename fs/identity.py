@@ -120,9 +120,11 @@ class Identities:
         self._users: dict[int, list[Grant]] = {}
         self._groups: dict[int, list[Grant]] = {}
         self._names: dict[int, str] = {}  # uid -> Unix name, emptied with each reload
-        # The admins' principals, made once: root's requests are the hot path.
-        self._admins = {uid: Principal(user=self._name(uid), role=Role.ADMIN, uid=uid,
-                                       source=SOURCE) for uid in {0, owner_uid}}
+        # The admins' principals, made once: root's requests are the hot path. Named
+        # unix:NAME, as group members are: not an appliance user's name (a user named
+        # root would be the locker of the VMs root locked through the mount).
+        self._admins = {uid: Principal(user=f"unix:{self._name(uid)}", role=Role.ADMIN,
+                                       uid=uid, source=SOURCE) for uid in {0, owner_uid}}
         self._thread_groups: OrderedDict[tuple[int, int, int], tuple[float, frozenset[int]]] = \
             OrderedDict()
 

@@ -36,7 +36,7 @@ from typing import Any
 import falcon
 
 from appliance import errors
-from appliance.access.principal import Principal
+from appliance.access.principal import ADMIN_EVENTS, Principal
 from appliance.store import Row, Store
 
 log = logging.getLogger("vmctl.audit")
@@ -50,6 +50,9 @@ RESULT_CHARS = 300
 VM_ROUTES = ("/v1/vms/{name}", "/v1/vms/{name}/{file}")
 OPERATION_ROUTE = "/v1/operations/{op_id}"
 CREATE_ROUTE = "/v1/vms"
+# The admin's own business: writes to these are ADMIN_EVENTS (their paths name users
+# and projects, which the members of other projects are not to learn).
+ADMIN_ROUTES = ("/v1/users", "/v1/projects")
 
 
 def cut(text: str, limit: int) -> str:
@@ -114,9 +117,16 @@ class Audit:
             self.store.add_event(kind_for(result, status >= 500),
                                  request_what(req.method, template, params),
                                  self._vm(principal, template, params, resp.media),
-                                 project=principal.project, result=result, by=principal)
+                                 project=self._project(principal, template), result=result,
+                                 by=principal)
         except Exception:  # the write is done; its answer must not become a 500 now
             log.exception("could not record the audit event of %s %s", req.method, template)
+
+    @staticmethod
+    def _project(principal: Principal, template: str) -> str:
+        if template.startswith(ADMIN_ROUTES):
+            return ADMIN_EVENTS
+        return principal.project
 
     def _vm(self, principal: Principal, template: str, params: Mapping[str, Any],
             body: Any) -> Row | None:

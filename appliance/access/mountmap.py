@@ -18,7 +18,7 @@ import pwd
 import re
 from typing import Any
 
-from appliance.access.principal import ROLES, Role
+from appliance.access.principal import ADMIN_EVENTS, ROLES, Role
 from appliance.errors import Invalid, NotFound
 from appliance.store import Store
 
@@ -54,7 +54,7 @@ def set_user(store: Store, unix_name: str, user: str) -> dict[str, Any]:
     with store.transaction():
         store.set_unix_identity(row)
         store.add_event("mount-map", f"Unix user {unix_name} is the appliance user {user} "
-                                     "in the mount")
+                                     "in the mount", project=ADMIN_EVENTS)
     return _view(row)
 
 
@@ -71,7 +71,7 @@ def set_group(store: Store, unix_name: str, role: str, project: str) -> dict[str
     with store.transaction():
         store.set_unix_identity(row)
         store.add_event("mount-map", f"members of the Unix group {unix_name} are {role} in "
-                                     f"project {project} in the mount")
+                                     f"project {project} in the mount", project=ADMIN_EVENTS)
     return _view(row)
 
 
@@ -83,7 +83,8 @@ def remove(store: Store, kind: str, unix_name: str) -> None:
         raise NotFound(f"the map has no {kind} {unix_name!r}", "unix_name")
     with store.transaction():
         store.delete_unix_identity(kind, unix_name)
-        store.add_event("mount-map", f"the Unix {kind} {unix_name} is off the mount's map")
+        store.add_event("mount-map", f"the Unix {kind} {unix_name} is off the mount's map",
+                        project=ADMIN_EVENTS)
 
 
 def entries(store: Store) -> list[dict[str, Any]]:

@@ -19,6 +19,10 @@ from enum import StrEnum
 from typing import Any
 
 DEFAULT_PROJECT = "default"
+# The events of the admin's own business (users, tokens, projects, the mount's map):
+# recorded under this name, which no project can have (not a DNS label), so that only
+# admins list them. An event with no project at all (hosts, images) is everyone's.
+ADMIN_EVENTS = "*admin"
 
 
 def qualified_name(project: str, name: str) -> str:

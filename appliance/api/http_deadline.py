@@ -64,4 +64,8 @@ class Worker(UvicornWorker):
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
         "http": HeaderDeadlineProtocol,
+        # The client's address is the connection's: uvicorn would take X-Forwarded-For
+        # from loopback peers (gunicorn's forwarded_allow_ips), and every local user and
+        # default guest (slirp's 10.0.2.2) is one; the audit trail names that address.
+        "proxy_headers": False,
     }

@@ -9,6 +9,7 @@ may create a token for whom) is the service's (appliance/service/access.py).
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
@@ -28,6 +29,9 @@ DURATION_PATTERN = r"^[1-9][0-9]{0,6}[mhd]$"
 # Shown in tables and terminals: no control characters (an escape sequence in a
 # description would repaint the terminal of whoever lists the tokens).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Nor format characters (U+202E reverses the rest of the line a terminal shows) or line
+# and paragraph separators (U+2028 ends a line for some readers).
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
 
 
 def parse_duration(value: Any, field: str = "expires") -> int:
@@ -46,7 +50,7 @@ def validate_description(value: Any, field: str = "description") -> str:
         raise Invalid("must be a string", field)
     if len(value) > MAX_DESCRIPTION:
         raise Invalid(f"must be at most {MAX_DESCRIPTION} characters", field)
-    if _CONTROL.search(value):
+    if _CONTROL.search(value) or any(unicodedata.category(c) in _INVISIBLE for c in value):
         raise Invalid("must not contain control characters", field)
     return value
 

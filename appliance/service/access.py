@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.access import Role, caller
+from appliance.access.principal import ADMIN_EVENTS
 from appliance.access.tokens import new_token, shown_prefix, token_hash
 from appliance.errors import Conflict, Forbidden, NotFound
 from appliance.model.access import TokenCreate, UserCreate, UserUpdate, parse_duration
@@ -70,7 +71,8 @@ class Access(ServiceBase):
                 raise Conflict(f"at most {MAX_USERS} users", "name")
             self.store.insert_user({**user, "created": self.clock(), "disabled": 0})
             self.store.add_event("user-added", f"user {user['name']} added "
-                                 f"({user['role']} in {', '.join(user['projects'])})")
+                                 f"({user['role']} in {', '.join(user['projects'])})",
+                                 project=ADMIN_EVENTS)
         return self.get_user(user["name"])
 
     def update_user(self, name: str, body: Any) -> dict[str, Any]:
@@ -89,7 +91,8 @@ class Access(ServiceBase):
             if changes:
                 self.store.update_user(name, **changes)
                 said = ", ".join(f"{key} {_shown(value)}" for key, value in changes.items())
-                self.store.add_event("user-changed", f"user {name}: {said}")
+                self.store.add_event("user-changed", f"user {name}: {said}",
+                                     project=ADMIN_EVENTS)
         return self.get_user(name)
 
     def delete_user(self, name: str) -> None:
@@ -97,7 +100,8 @@ class Access(ServiceBase):
             current = self._user_row(name)
             self._keep_an_admin(current, "removed", "name")
             self.store.delete_user(name)  # and their tokens
-            self.store.add_event("user-deleted", f"user {name} removed, and their tokens")
+            self.store.add_event("user-deleted", f"user {name} removed, and their tokens",
+                                 project=ADMIN_EVENTS)
 
     def _user_exists(self, name: str) -> bool:
         try:
@@ -173,7 +177,8 @@ class Access(ServiceBase):
                 "prefix": shown_prefix(token), "description": description, "created": now,
                 "expires": expires, "last_used": None, "revoked": None})
             self.store.add_event("token-created", f"token {token_id} made for {owner}"
-                                 + (f" ({description})" if description else ""))
+                                 + (f" ({description})" if description else ""),
+                                 project=ADMIN_EVENTS)
         return {**self.get_token(token_id), "token": token}
 
     def revoke_token(self, token_id: str) -> None:
@@ -183,7 +188,8 @@ class Access(ServiceBase):
             if row["revoked"]:
                 return
             self.store.update_token(token_id, revoked=self.clock())
-            self.store.add_event("token-revoked", f"token {token_id} of {row['user']} revoked")
+            self.store.add_event("token-revoked", f"token {token_id} of {row['user']} revoked",
+                                 project=ADMIN_EVENTS)
 
     def _token_row(self, token_id: str) -> Row:
         """The token, if it is the caller's (or the caller is an admin): else not found."""

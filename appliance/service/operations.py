@@ -111,7 +111,9 @@ class Operations(ServiceBase):
     ) -> list[Row]:
         """The events of the caller's project and the appliance's own (hosts,
         images); every project's for an admin's all_projects; one VM's (of the
-        caller's project) with `vm`; of what one user did with `user` (the actor)."""
+        caller's project) with `vm`; of what one user did with `user` (the actor).
+        The events of users, tokens and projects (ADMIN_EVENTS) are an admin's alone."""
         project = self._listed_project(all_projects)
         vm_id = self.vm_row(vm)["id"] if vm else None
-        return self.store.list_events(vm_id, since, limit, project=project, actor=user or None)
+        return self.store.list_events(vm_id, since, limit, project=project, actor=user or None,
+                                      admin_events=caller().is_admin)

@@ -9,6 +9,7 @@ from typing import Any
 from appliance import quotas
 from appliance.access import DEFAULT_PROJECT, caller
 from appliance.access.policy import Action, check
+from appliance.access.principal import ADMIN_EVENTS
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model.values import validate_name
 from appliance.service.base import ServiceBase
@@ -88,7 +89,8 @@ class Projects(ServiceBase):
                 raise Conflict(f"a project named {name!r} exists", "name")
             self.store.insert_project({"name": name, "description": description,
                                        "quota": quota, "created": self.clock()})
-            self.store.add_event("project-created", f"project {name} created{_limits(quota)}")
+            self.store.add_event("project-created", f"project {name} created{_limits(quota)}",
+                                 project=ADMIN_EVENTS)
         return self.get_project(name)
 
     def update_project(self, name: str, body: Any) -> dict[str, Any]:
@@ -108,7 +110,8 @@ class Projects(ServiceBase):
                 self.store.update_project(name, **changes)
                 said = f"{', '.join(sorted(changes))} changed"
                 said += _limits(changes["quota"]) if "quota" in changes else ""
-                self.store.add_event("project-updated", f"project {name}: {said}")
+                self.store.add_event("project-updated", f"project {name}: {said}",
+                                     project=ADMIN_EVENTS)
         return self.get_project(name)
 
     def delete_project(self, name: str) -> None:
@@ -125,7 +128,8 @@ class Projects(ServiceBase):
                 said = "; ".join(f"{what}: {', '.join(names)}" for what, names in left.items())
                 raise Conflict(f"project {name} is not empty ({said})", "name")
             self.store.delete_project(name)
-            self.store.add_event("project-deleted", f"project {name} deleted")
+            self.store.add_event("project-deleted", f"project {name} deleted",
+                                 project=ADMIN_EVENTS)
 
 
 def _limits(quota: quotas.Quota) -> str:

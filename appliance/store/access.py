@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from appliance.access.principal import ADMIN_EVENTS
 from appliance.errors import NotFound
 from appliance.store.base import Row, StoreBase
 
@@ -49,7 +50,13 @@ class AccessRecords(StoreBase):
             raise NotFound(f"no project named {name!r}", "project")
 
     def delete_project(self, name: str) -> None:
+        """The project, and its history handed to the admins (ADMIN_EVENTS): a project
+        made later under the same name must not show its members the old one's events
+        and operations."""
         self.db.execute("DELETE FROM projects WHERE name = ?", [name])
+        for table in ("events", "operations"):
+            self.db.execute(f"UPDATE {table} SET project = ? WHERE project = ?",  # noqa: S608 - a table name of ours
+                            [ADMIN_EVENTS, name])
 
     def project_members(self, name: str, limit: int = 5) -> dict[str, list[str]]:
         """What still belongs to or names a project (at most `limit` of each, by
@@ -92,8 +99,13 @@ class AccessRecords(StoreBase):
             raise NotFound(f"no user named {name!r}", "user")
 
     def delete_user(self, name: str) -> None:
+        """The user and their tokens. Their locks stay (the admins' to lift), named
+        `NAME (removed)`, which no caller is: a user made later under the same name
+        is someone else, and must not be the locker of the old one's VMs."""
         self.db.execute("DELETE FROM tokens WHERE user = ?", [name])
         self.db.execute("DELETE FROM users WHERE name = ?", [name])
+        self.db.execute("UPDATE vms SET locked_by = ? WHERE locked_by = ?",
+                        [f"{name} (removed)", name])
 
     # -- tokens ------------------------------------------------------------------
     def token_owner(self, token_hash: str) -> Row | None:

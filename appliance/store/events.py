@@ -9,7 +9,7 @@ and its outcome, appliance/access/audit.py) also carry `result`.
 
 from __future__ import annotations
 
-from appliance.access.principal import Principal, caller
+from appliance.access.principal import ADMIN_EVENTS, Principal, caller
 from appliance.store.base import Row, StoreBase
 
 
@@ -63,17 +63,19 @@ class EventRecords(StoreBase):
         limit: int = 1000,
         project: str | None = None,
         actor: str | None = None,
+        admin_events: bool = False,
     ) -> list[Row]:
         """The newest `limit` events after `since` (of one VM; of one project and
-        the appliance's own, if a project is named; by one actor), oldest first."""
+        the appliance's own, if a project is named, and with `admin_events` those
+        of users, tokens and projects too (ADMIN_EVENTS); by one actor), oldest first."""
         where = "id > ?"
         params: list[object] = [since]
         if vm_id is not None:
             where += " AND vm_id = ?"
             params.append(vm_id)
         if project is not None:
-            where += " AND (project = ? OR project IS NULL)"
-            params.append(project)
+            where += " AND (project IN (?, ?) OR project IS NULL)"
+            params += [project, ADMIN_EVENTS if admin_events else project]
         if actor is not None:
             where += " AND actor = ?"
             params.append(actor)

@@ -285,7 +285,7 @@ def test_the_mount_locks_by_echo_and_unlocks_by_an_empty_line_or_rm(service):
     async def run() -> None:
         assert await shell.cat(lock) == ""
         assert await shell.echo(lock, REASON) == 0
-        assert await shell.cat(lock) == f"root: {REASON}\n"
+        assert await shell.cat(lock) == f"unix:root: {REASON}\n"
         assert await shell.echo(lock, "") == 0
         assert await shell.cat(lock) == ""
         assert await shell.echo(lock, REASON) == 0
@@ -296,3 +296,19 @@ def test_the_mount_locks_by_echo_and_unlocks_by_an_empty_line_or_rm(service):
         assert await shell.echo(lock, "x" * 201) == errno.EINVAL
 
     trio.run(run)
+
+
+def test_an_appliance_user_named_root_is_not_the_locker_of_what_unix_root_locked(service):
+    """Security review (issue 11): the mount's admins (uid 0, the owner) were principals named
+    by their bare Unix name, the namespace of appliance users: an operator an admin named
+    `root` was the locker of every VM root locked through the mount (and could change and
+    unlock them). The mount's root is unix:root, a name no appliance user can have."""
+    service.create_vm({"name": "web1", "state": "stopped"})
+    assert trio.run(_Shell(service, 0).echo, ("vms", "web1", "lock"), REASON) == 0
+    api = testing.TestClient(create_app(service, HOME_TOKEN))
+    operator_root = add_user(service.store, "root", "operator")
+    resp = api.simulate_put("/v1/vms/web1/cpus", body="2", headers=operator_root,
+                            params={"wait": "false"})
+    assert resp.status_code == 409 and resp.json["field"] == "lock", resp.text
+    assert api.simulate_delete("/v1/vms/web1/lock", headers=operator_root).status_code == 409
+    assert service.get_vm("web1")["lock"]["by"] == "unix:root"

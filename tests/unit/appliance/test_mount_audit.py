@@ -120,3 +120,24 @@ def test_a_write_under_projects_is_that_projects_vms(service, controller):
              if e["result"] is not None]
     assert audit == [("write projects/web/vms/db1/lock", vm["id"], "web"),
                      ("unlink projects/web/vms/db1/lock", vm["id"], "web")]
+
+
+def test_a_name_cannot_write_lines_or_escapes_into_the_audit_trail(service):
+    """Security review (issue 11): a name in the mount is any bytes but / and NUL; the
+    audit event of `mkdir $'x\\n...'` carried them raw, so an operator could add a forged
+    line ('... by admin (mount, uid 0): ok') or a terminal escape to `vmctl events` and a
+    VM's events file. Names are shown escaped, as the guard's refusals show them."""
+    with acting_as(carol(service)):
+        shell = _Shell(service, 1003)
+
+        async def run() -> list[int]:
+            vms = await shell.inode(("vms",))
+            forged = b"x\n2026-11-29 write vms/web1/state by admin (mount, uid 0): ok\x1b[2J"
+            return [await shell.errno_of(lambda: shell.fs.mkdir(vms, forged, 0o755, shell.ctx)),
+                    await shell.errno_of(lambda: shell.fs.unlink(vms, b"y\r\x07", shell.ctx))]
+
+        assert 0 not in trio.run(run)
+    recorded = [e["message"] for e in service.list_events() if e["result"] is not None]
+    assert len(recorded) == 2, recorded
+    assert all(text.isprintable() for text in recorded), recorded
+    assert recorded[0].startswith("mkdir vms/x\\n2026"), recorded

@@ -205,3 +205,56 @@ def test_operations_refuse_with_eacces_and_a_refused_event(service):
     assert len(refused) == 3, refused  # the second read refused to 5003 within a minute is not recorded
     assert refused[0][:3] == ("unix:5002", "uid 5002", "write vms/web1/state")
     assert refused[2][:2] == ("unix:5003", "uid 5003") and "uid 5003 (gid 5003) has no entry" in refused[2][3]
+
+
+def test_projects_p_is_decided_by_the_role_in_p_not_by_the_default_projects(service, sleeper):
+    """Security review (issue 11): a caller who is operator in web (group VMOPS) and viewer in
+    db (group VIEWERS) is a viewer under projects/db/: writing there is EACCES, and the VM of
+    db is unchanged (the guard used the role of the caller's default project, web's)."""
+    service.store.insert_project({"name": "db", "description": "", "quota": {}, "created": 0.0})
+    service.store.insert_project({"name": "web", "description": "", "quota": {}, "created": 0.0})
+    with acting_as(SYSTEM.in_project("db")):
+        service.create_vm({"name": "data1", "state": "stopped"})
+    mountmap.set_group(service.store, str(VMOPS), "operator", "web")
+    mountmap.set_group(service.store, str(VIEWERS), "viewer", "db")
+    fs = ApplianceFS(service)
+    both = SimpleNamespace(uid=UID, gid=UID, pid=sleeper.pid, umask=0o022)
+
+    async def main() -> int:
+        node = pyfuse3.ROOT_INODE
+        for name in (b"projects", b"db", b"vms", b"data1", b"state"):
+            node = (await fs.lookup(node, name, both)).st_ino
+        with pytest.raises(pyfuse3.FUSEError) as caught:
+            info = await fs.open(node, os.O_WRONLY, both)
+            await fs.write(info.fh, 0, b"running\n")
+            await fs.release(info.fh)
+        return caught.value.errno
+
+    assert trio.run(main) == errno.EACCES
+    with acting_as(SYSTEM.in_project("db")):
+        assert service.get_vm("data1")["desired_state"] == "stopped"
+
+
+def test_an_unmapped_callers_refused_changes_do_not_grow_the_log_per_call(service):
+    """Security review (issue 11): a uid the map does not name reaches vms/ through the
+    kernel's cache of the top directories (someone else's lookup) and loops `mkdir vms/x`:
+    each refusal was an event (a SQLite write), without bound, by someone with no account
+    (as a REST request without a token is not recorded). Like its refused reads, its refused
+    changes are recorded once per READ_REFUSALS_EVERY."""
+    mountmap.set_group(service.store, str(VIEWERS), "viewer", "default")  # the map names someone
+    fs = ApplianceFS(service)
+    root, stranger = _ctx(0, 0), _ctx(5003, 5003)
+
+    async def main() -> list[int]:
+        vms = (await fs.lookup(pyfuse3.ROOT_INODE, b"vms", root)).st_ino  # the kernel's cache
+        codes = []
+        for n in range(20):
+            with pytest.raises(pyfuse3.FUSEError) as caught:
+                await fs.mkdir(vms, f"x{n}".encode(), 0o755, stranger)
+            codes.append(caught.value.errno)
+        return codes
+
+    assert trio.run(main) == [errno.EACCES] * 20
+    with acting_as(SYSTEM):
+        refused = [e for e in service.list_events(all_projects=True) if e["kind"] == "refused"]
+        assert len(refused) == 1, [e["message"] for e in refused]
