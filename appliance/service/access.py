@@ -13,12 +13,13 @@ removed, demoted or disabled (409, with the reason).
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from appliance.access import Role, caller
 from appliance.access.principal import ADMIN_EVENTS
 from appliance.access.tokens import new_token, shown_prefix, token_hash
-from appliance.errors import Conflict, Forbidden, NotFound
+from appliance.errors import Conflict, Forbidden, Invalid, NotFound
 from appliance.model.access import TokenCreate, UserCreate, UserUpdate, parse_duration
 from appliance.model.values import validate_name
 from appliance.service.base import ServiceBase
@@ -160,6 +161,7 @@ class Access(ServiceBase):
         expires = now + parse_duration(asked["expires"]) if asked.get("expires") else None
         description = asked.get("description", "")
         with self.store.transaction():
+            self._check_outlives_not(me.token_id, expires)
             if not self._user_exists(owner):
                 raise NotFound(f"no user named {owner!r}", "user")
             user = self.store.get_user(owner)
@@ -180,6 +182,23 @@ class Access(ServiceBase):
                                  + (f" ({description})" if description else ""),
                                  project=ADMIN_EVENTS)
         return {**self.get_token(token_id), "token": token}
+
+    def _check_outlives_not(self, parent_id: str | None, expires: float | None) -> None:
+        """A token made with an expiring token may not outlive it (Keystone's rule for
+        derived tokens): else an hour's token, once leaked, mints a permanent one that
+        revoking the first does not touch."""
+        if parent_id is None:
+            return
+        try:
+            parent = self.store.get_token(parent_id)["expires"]
+        except NotFound:
+            return
+        if parent is not None and (expires is None or expires > parent):
+            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(parent))
+            raise Invalid(
+                f"the token this request uses expires at {until} UTC; a token it makes may not "
+                "outlive it (ask for a shorter --expires, or use a token that does not expire)",
+                "expires")
 
     def revoke_token(self, token_id: str) -> None:
         """Idempotent: a revoked token stays revoked at its first revocation's time."""

@@ -186,3 +186,20 @@ def test_every_users_and_tokens_route_has_a_policy_and_is_documented_from_the_mo
     for model in (UserCreate, UserUpdate, TokenCreate):
         assert set(schemas[model.__name__]["properties"]) == set(model.model_fields)
     assert "hash" not in schemas["Token"]["properties"] and "token" not in schemas["Token"]["properties"]
+
+
+def test_a_token_cannot_make_a_token_that_outlives_it(app, admin):
+    """Security review (issue 11): the holder of a token that expires in an hour could make
+    one that never expires, and revoking the first left the second. A token made with an
+    expiring token now expires no later than it (422 on `expires` otherwise)."""
+    alice = client(app, add_user(admin, "alice", "operator"))
+    hourly = alice.simulate_post("/v1/tokens", json={"expires": "1h"})
+    assert hourly.status_code == 201, hourly.text
+    short = client(app, hourly.json["token"])
+    for body in ({}, {"expires": "2h"}, {"expires": "30d"}):
+        resp = short.simulate_post("/v1/tokens", json=body)
+        assert resp.status_code == 422 and resp.json["field"] == "expires", (body, resp.text)
+    assert short.simulate_post("/v1/tokens", json={"expires": "30m"}).status_code == 201
+    # a token that does not expire (alice's first, HOME/token) makes any
+    assert alice.simulate_post("/v1/tokens", json={}).status_code == 201
+    assert len(admin.simulate_get("/v1/tokens", params={"user": "alice"}).json["items"]) == 4
