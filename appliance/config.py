@@ -79,6 +79,9 @@ class Config:
     image_import_dir: str | None = "images/import"
     # The largest image an upload or import may be, as sent and once converted.
     max_image_bytes: int = 64 << 30
+    # The event log (the audit trail included) keeps this many newest events; the
+    # controller drops older ones every few minutes (every write adds one).
+    events_kept: int = 200_000
     # HTTPS for the API (appliance/tls.py): "auto" is on unless listen is a
     # loopback address, so plain HTTP elsewhere is only ever "off", chosen.
     # tls_cert and tls_key (relative to home, or absolute; both or neither):

@@ -41,6 +41,8 @@ from appliance.virt.driver import DriverFactory, Guest, HostDriver
 log = logging.getLogger("appliance.controller")
 
 RESYNC_SECONDS = 5.0
+# How often the event log is cut back to config.events_kept.
+EVENTS_PRUNE_SECONDS = 300.0
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
@@ -104,6 +106,7 @@ class Controller:
         self._follow_up_lock = threading.Lock()
         self._down_after_heartbeat: list[HostLink] | None = None  # for the loop's follow-up
         self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
+        self._next_events_prune = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
         self.prober = Prober(
@@ -232,6 +235,16 @@ class Controller:
             self._next_resync = now + RESYNC_SECONDS
         self.operations.dispatch()
         self.prober.tick()
+        if now >= self._next_events_prune:
+            self._next_events_prune = now + EVENTS_PRUNE_SECONDS
+            self._prune_events()
+
+    def _prune_events(self) -> None:
+        """Every write adds an event (the audit trail): keep the newest events_kept."""
+        dropped = self.ctx.store.prune_events(max(1000, self.ctx.config.events_kept))
+        if dropped:
+            log.info("event log: dropped the %d oldest events (events_kept %d)", dropped,
+                     self.ctx.config.events_kept)
 
     def _connect_in_background(self, link: HostLink) -> None:
         """Connections are opened off the loop: a host that hangs on connect

@@ -77,6 +77,12 @@ def _migration_address(body: dict[str, Any]) -> str | None:
     return value
 
 
+def hidden_uri(uri: str) -> str:
+    """A host URI as a non-admin sees it: `qemu+ssh://…` (its transport, nothing else)."""
+    scheme = uri.partition(":")[0]
+    return f"{scheme}://…"
+
+
 class Hosts(Migrations):
     def host_view(
         self,
@@ -92,9 +98,12 @@ class Hosts(Migrations):
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
         up = placement.host_is_up(host, self.clock(), self.config.heartbeat_age)
         reserved = host["reserved_memory_mib"] or 0
+        # How the appliance reaches a host (an ssh user and address, a keyfile's path, a
+        # migration network) is the admins': others see the URI's scheme alone.
+        admin = caller().is_admin
         return {
             "name": host["name"],
-            "uri": host["uri"],
+            "uri": host["uri"] if admin else hidden_uri(host["uri"]),
             "state": host["state"],
             "observed_state": host["state"] if up else HOST_DOWN,
             "up": up,
@@ -102,7 +111,7 @@ class Hosts(Migrations):
             "down_since": host["down_since"],
             "labels": host["labels"],
             "storage": host["storage"],
-            "migration_address": host["migration_address"],
+            "migration_address": host["migration_address"] if admin else None,
             "cpu_ratio": host["cpu_ratio"],
             "ram_ratio": host["ram_ratio"],
             "disk_ratio": host["disk_ratio"],

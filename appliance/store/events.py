@@ -81,3 +81,11 @@ class EventRecords(StoreBase):
             params.append(actor)
         newest = self._rows("events", where, params, order_by="id DESC", limit=limit)
         return newest[::-1]
+
+    def prune_events(self, keep: int) -> int:
+        """Drop all but the newest `keep` events (ids only grow: one indexed DELETE);
+        the number dropped."""
+        cursor = self.db.execute(
+            "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", [int(keep)]
+        )
+        return int(cursor.rowcount)

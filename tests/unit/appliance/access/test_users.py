@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.access import Principal, Role, acting_as
+from appliance.access import Principal, Role, acting_as, mountmap
 from appliance.access.tokens import resolver, token_hash
 from appliance.errors import Conflict, Forbidden, Invalid, NotFound
 from appliance.service.access import MAX_ACTIVE_TOKENS
@@ -94,6 +94,17 @@ def test_deleting_a_user_deletes_their_tokens(svc):
     assert resolver(svc.store)(made["token"]) is None
     with pytest.raises(NotFound):
         svc.get_token(made["id"])
+
+
+def test_deleting_a_user_takes_them_off_the_mounts_map(svc):
+    """`vmctl user rm alice` left `mount-map user alice --as alice` behind: a user made
+    later under the name alice would have been Unix alice's in the mount at once."""
+    svc.add_user({"name": "alice", "role": "operator", "projects": ["web"]})
+    mountmap.set_user(svc.store, "alice", "alice")
+    mountmap.set_group(svc.store, "vmops", "operator", "web")
+    svc.delete_user("alice")
+    assert [(e["kind"], e["unix_name"]) for e in mountmap.entries(svc.store)] == [
+        ("group", "vmops")]
 
 
 def test_a_token_is_shown_once_and_its_hash_never(svc):

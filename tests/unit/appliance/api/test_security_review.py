@@ -124,3 +124,22 @@ def test_a_token_description_has_no_format_characters_or_line_separators(api, se
     viewer = add_user(service.store, "vic", "viewer", ["web"])
     resp = api.simulate_post("/v1/tokens", json={"description": f"laptop{trick}nimda"}, headers=viewer)
     assert resp.status_code == 422 and resp.json["field"] == "description", resp.text
+
+
+def test_how_a_host_is_reached_is_the_admins(api, service):
+    """Security review (issue 11, reported, then fixed): every role read a host's `uri`
+    (an ssh user and address, a keyfile's path) and its migration address. Others now see
+    the URI's transport alone, in the view, the list and the `uri` file."""
+    service.store.upsert_host({**service.store.get_host("local"), "name": "h2",
+                               "uri": "qemu+ssh://deploy@10.1.2.3/system?keyfile=/root/.ssh/k",
+                               "migration_address": "10.9.9.9"})
+    viewer = add_user(service.store, "vic", "viewer", ["web"])
+    operator = add_user(service.store, "otto", "operator", ["web"])
+    for who in (viewer, operator):
+        host = api.simulate_get("/v1/hosts/h2", headers=who).json
+        assert (host["uri"], host["migration_address"]) == ("qemu+ssh://…", None)
+        listed = {h["name"]: h for h in api.simulate_get("/v1/hosts", headers=who).json["items"]}
+        assert "deploy" not in str(listed) and "10.9.9.9" not in str(listed)
+        assert api.simulate_get("/v1/hosts/h2/uri", headers=who).text == "qemu+ssh://…\n"
+    host = api.simulate_get("/v1/hosts/h2", headers=ADMIN).json
+    assert host["uri"].startswith("qemu+ssh://deploy@10.1.2.3") and host["migration_address"] == "10.9.9.9"
