@@ -145,10 +145,11 @@ def test_names_in_the_path_are_quoted_and_cut(api, service):
 
 def test_events_filter_by_user(api, service):
     service.create_vm({"name": "web1", "state": "stopped"})  # by system
-    api.simulate_put("/v1/vms/web1/cpus", body="2", headers={**api.alice,
-                                                             "Content-Type": "text/plain"})
-    api.simulate_put("/v1/vms/web1/cpus", body="3", headers={**api.vic,
-                                                             "Content-Type": "text/plain"})
+    # wait=false: no controller runs here, and a waiting write would wait out wait_timeout
+    api.simulate_put("/v1/vms/web1/cpus", body="2", params={"wait": "false"},
+                     headers={**api.alice, "Content-Type": "text/plain"})
+    api.simulate_put("/v1/vms/web1/cpus", body="3", params={"wait": "false"},
+                     headers={**api.vic, "Content-Type": "text/plain"})
     by_alice = api.simulate_get("/v1/events", params={"user": "alice"}, headers=api.vic).json
     kinds = [(e["kind"], e["actor"]) for e in by_alice["items"]]
     assert ("updated", "alice") in kinds and ("write", "alice") in kinds
