@@ -66,7 +66,7 @@ class Access(ServiceBase):
         user = UserCreate.parse(body)
         with self.store.transaction():
             self._projects_exist(user["projects"])
-            if self._user_exists(user["name"]):
+            if self.store.user_exists(user["name"]):
                 raise Conflict(f"a user named {user['name']!r} exists", "name")
             if self.store.user_count() >= MAX_USERS:
                 raise Conflict(f"at most {MAX_USERS} users", "name")
@@ -104,13 +104,6 @@ class Access(ServiceBase):
             self.store.add_event("user-deleted", f"user {name} removed, and their tokens",
                                  project=ADMIN_EVENTS)
 
-    def _user_exists(self, name: str) -> bool:
-        try:
-            self.store.get_user(name)
-        except NotFound:
-            return False
-        return True
-
     def _user_row(self, name: str) -> Row:
         try:
             return self.store.get_user(name)
@@ -138,7 +131,7 @@ class Access(ServiceBase):
         me = caller()
         if user is not None:
             validate_name(user, "user")
-            if (not me.is_admin and user != me.user) or not self._user_exists(user):
+            if (not me.is_admin and user != me.user) or not self.store.user_exists(user):
                 raise NotFound(f"no user named {user!r}", "user")
         elif not me.is_admin:
             user = me.user
@@ -162,7 +155,7 @@ class Access(ServiceBase):
         description = asked.get("description", "")
         with self.store.transaction():
             self._check_outlives_not(me.token_id, expires)
-            if not self._user_exists(owner):
+            if not self.store.user_exists(owner):
                 raise NotFound(f"no user named {owner!r}", "user")
             user = self.store.get_user(owner)
             if user["disabled"]:
