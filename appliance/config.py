@@ -140,6 +140,11 @@ class Config:
         return self.run_dir / "controller.sock"
 
     @property
+    def console_socket(self) -> Path:
+        """The console broker's socket (appliance/consoles/): root only."""
+        return self.run_dir / "consoles.sock"
+
+    @property
     def mount_point(self) -> Path | None:
         return None if self.mount is None else self.home / self.mount
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from appliance.model.states import NetworkType, RunStrategy
+from appliance.model.states import Graphics, NetworkType, RunStrategy
 
 
 class Bounded(NamedTuple):
@@ -37,6 +37,7 @@ DEFAULT_NETWORK_TYPE = NetworkType.USER
 DEFAULT_CPUS = 1
 DEFAULT_MEMORY_MIB = 128
 DEFAULT_RUN_STRATEGY = RunStrategy.ALWAYS
+DEFAULT_GRAPHICS = Graphics.VNC
 MIN_MEMORY_MIB = 32
 MAX_MEMORY_MIB = 4 * 1024 * 1024
 MAX_CPUS = 256

@@ -35,6 +35,7 @@ from pydantic import (
 from appliance.errors import Invalid
 from appliance.model.defaults import (
     DEFAULT_CPUS,
+    DEFAULT_GRAPHICS,
     DEFAULT_MEMORY_MIB,
     DEFAULT_RUN_STRATEGY,
     MAX_DISKS,
@@ -65,7 +66,9 @@ from appliance.model.parts import (
     TcpSocketCheck,
 )
 from appliance.model.states import (
+    GRAPHICS,
     RUN_STRATEGIES,
+    Graphics,
     Protocol,
     RunStrategy,
 )
@@ -110,6 +113,10 @@ class Spec(BaseModel):
         "(by default only the disks are; the rest is claimed at start)"))
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
+    graphics: Annotated[Graphics, says(one_of(GRAPHICS))] = Field(
+        DEFAULT_GRAPHICS, validate_default=True, description=(
+            "vnc: a video device and a VNC server reached only through the appliance "
+            "(/v1/vms/NAME/vnc, screen.png); none: no display"))
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +170,7 @@ CHECK_ORDER = (
     "run_strategy",
     "termination_grace_period",
     "reserve_when_stopped",
+    "graphics",
 )
 
 

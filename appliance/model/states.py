@@ -144,6 +144,18 @@ class NetworkType(StrEnum):
 NETWORK_TYPES: tuple[NetworkType, ...] = tuple(NetworkType)
 
 
+class Graphics(StrEnum):
+    """A VM's display: a video device with a VNC server that listens nowhere
+    (reached only through libvirt's openGraphicsFD, proxied by the appliance),
+    or no display at all (no screenshots, no VNC)."""
+
+    VNC = "vnc"
+    NONE = "none"
+
+
+GRAPHICS: tuple[Graphics, ...] = tuple(Graphics)
+
+
 class Protocol(StrEnum):
     TCP = "tcp"
     UDP = "udp"

@@ -138,6 +138,17 @@ def build(plan: DomainPlan) -> str:
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
 
+    if spec.get("graphics", "vnc") == "vnc":
+        # A VNC server that listens nowhere: no port, no socket file. Clients are
+        # handed to QEMU by libvirt's openGraphicsFD (appliance/consoles/), so
+        # the only way in is the appliance's authenticated proxy. The video
+        # model: vga shows text and screenshots on every guest; sharePolicy
+        # lets several viewers watch at once.
+        graphics = _sub(devices, "graphics", type="vnc", sharePolicy="allow-exclusive")
+        _sub(graphics, "listen", type="none")
+        video = _sub(devices, "video")
+        _sub(video, "model", type="vga")
+
     agent = _sub(devices, "channel", type="unix")
     _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
     balloon = _sub(devices, "memballoon", model="virtio")
