@@ -37,56 +37,48 @@ class FingerprintMismatch(ssl.SSLError):
     """The server's certificate is not the pinned one: nothing was sent to it."""
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+class _PinnedSSLSocket(ssl.SSLSocket):
     """Checks the certificate's fingerprint right after the handshake, before
-    the request (and its token) is written."""
+    anything (a request and its token) is written: for urllib and for the
+    WebSocket of `vmctl console` alike, as both wrap sockets with the context."""
 
-    pinned = ""
-
-    def connect(self) -> None:
-        super().connect()
-        seen = tls.der_fingerprint(self.sock.getpeercert(binary_form=True) or b"")
-        if seen != self.pinned:
-            self.sock.close()
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        pinned = getattr(self.context, "pinned", "")
+        seen = tls.der_fingerprint(self.getpeercert(binary_form=True) or b"")
+        if seen != pinned:
             raise FingerprintMismatch(
                 f"the server's certificate has SHA-256 fingerprint {seen}, not the pinned "
-                f"{self.pinned}: refusing it (a different server, or one in between)")
+                f"{pinned}: refusing it (a different server, or one in between)")
 
 
-class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, pinned: str):
-        # The chain and name are not checked: the pin decides, in connect().
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        super().__init__(context=context)
-        self.pinned = pinned
+class _PinnedContext(ssl.SSLContext):
+    """The chain and name are not checked: the pin decides, in the handshake."""
 
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connection, req, context=self._context)  # type: ignore[attr-defined]
-
-    def _connection(self, host: str, **kwargs: Any) -> _PinnedHTTPSConnection:
-        conn = _PinnedHTTPSConnection(host, **kwargs)
-        conn.pinned = self.pinned
-        return conn
+    sslsocket_class = _PinnedSSLSocket
+    pinned = ""
 
 
-def _opener(https: bool, fingerprint: str | None,
-            ca_file: str | None) -> urllib.request.OpenerDirector:
+def tls_context(https: bool, fingerprint: str | None,
+                ca_file: str | None) -> ssl.SSLContext | None:
+    """How vmctl trusts the appliance: the pinned fingerprint, else the CA file,
+    else the system's CAs; None for plain HTTP."""
     if fingerprint is not None or ca_file is not None:
         if not https:
             # a pin or a CA on plain HTTP would be ignored: say so rather than run unchecked
             raise ValueError("--fingerprint and --ca-file need the appliance's URL to be https://")
+    if not https:
+        return None
     if fingerprint is not None:
-        pinned = tls.normalize_fingerprint(fingerprint)
-        return urllib.request.build_opener(_PinnedHTTPSHandler(pinned))
-    if ca_file is not None:
-        try:
-            context = ssl.create_default_context(cafile=ca_file)
-        except OSError as err:  # ssl.SSLError too: not a PEM CA file
-            raise ValueError(f"cannot use the CA file {ca_file}: {err}") from None
-        return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-    return urllib.request.build_opener()  # the system's CAs for https
+        context = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.pinned = tls.normalize_fingerprint(fingerprint)
+        return context
+    try:
+        return ssl.create_default_context(cafile=ca_file)  # the system's CAs when None
+    except OSError as err:  # ssl.SSLError too: not a PEM CA file
+        raise ValueError(f"cannot use the CA file {ca_file}: {err}") from None
 
 
 class Client:
@@ -103,7 +95,11 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self._opener = _opener(scheme == "https", fingerprint, ca_file)
+        # the same trust for the REST calls and for console's WebSocket (appliance/cli/consoles.py)
+        self.ssl_context = tls_context(scheme == "https", fingerprint, ca_file)
+        self.pinned = getattr(self.ssl_context, "pinned", None)
+        https = [urllib.request.HTTPSHandler(context=self.ssl_context)] if self.ssl_context else []
+        self._opener = urllib.request.build_opener(*https)
         self.project = project
 
     @classmethod
@@ -132,7 +128,9 @@ class Client:
         headers: dict | None = None,
         raw: bytes | None = None,
         content_type: str | None = None,
+        binary: bool = False,
     ) -> Any:
+        """The answer's JSON, or its text; its bytes with binary=True (screen.png)."""
         url = self.base_url + path
         if self.project is not None:
             query = {**(query or {}), "project": self.project}
@@ -170,6 +168,8 @@ class Client:
             hint = " (does it serve https://?)" if self.base_url.startswith("http:") else ""
             raise APIError(0, {"reason": f"cannot reach the appliance at {self.base_url}: "
                                          f"{err or type(err).__name__}{hint}"}) from None
+        if binary:
+            return payload
         if not payload:
             return None
         if "json" in kind:

@@ -5,6 +5,7 @@ when it does not).
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
     access.py   users, tokens, whoami   projects.py  projects and quotas
+    consoles.py console, vnc, screenshot (terminal.py: raw mode and the pump)
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, hosts, local, projects, vms
+from appliance.cli import access, consoles, hosts, local, projects, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -28,11 +29,11 @@ LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
-    "delete": vms.cmd_delete, "console": vms.cmd_console, "events": vms.cmd_events,
+    "delete": vms.cmd_delete, "console": consoles.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
-    "unlock": vms.cmd_unlock,
+    "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

@@ -161,9 +161,7 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="even while it runs")
     _no_wait(p)
-    p = sub.add_parser("console", help="print the serial console")
-    p.add_argument("name")
-    p.add_argument("-f", "--follow", action="store_true")
+    _add_console_commands(sub)
     p = sub.add_parser("events", help="the event log (who did what: the audit trail)")
     p.add_argument("name", nargs="?")
     p.add_argument("--user", help="only what this user did (their requests and their effects)")
@@ -187,6 +185,28 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="skip the scheduler's filters (labels, capacity, groups)")
     _no_wait(p)
+
+
+def _add_console_commands(sub: argparse._SubParsersAction) -> None:
+    """console, vnc, screenshot (appliance/cli/consoles.py)."""
+    p = sub.add_parser("console", help="attach to the serial console (Ctrl-] detaches), "
+                                       "or print its log with --log")
+    p.add_argument("name")
+    p.add_argument("--read-only", dest="read_only", action="store_true",
+                   help="watch only, even when your role may type")
+    p.add_argument("--force", action="store_true",
+                   help="take the console over from a client outside the appliance "
+                        "(e.g. virsh console on the host)")
+    p.add_argument("--history", type=int, default=0, metavar="BYTES",
+                   help="first print the log's last BYTES bytes (at most 65536)")
+    p.add_argument("--log", action="store_true", help="print the console's log and exit")
+    p.add_argument("-f", "--follow", action="store_true", help="print the log as it grows")
+    p = sub.add_parser("vnc", help="print a URL of the VNC console in the browser "
+                                   "(a ticket valid once, for 60 s)")
+    p.add_argument("name")
+    p = sub.add_parser("screenshot", help="save the VM's screen as a PNG file")
+    p.add_argument("name")
+    p.add_argument("file", help="where to write it (- for stdout)")
 
 
 def _add_host_commands(sub: argparse._SubParsersAction) -> None:

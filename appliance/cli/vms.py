@@ -153,7 +153,8 @@ def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_console(client: Client, args: argparse.Namespace) -> int:
+def print_console_log(client: Client, args: argparse.Namespace) -> int:
+    """`vmctl console NAME --log [-f]`: the console's log (attaching: appliance/cli/consoles.py)."""
     offset = 0
     while True:
         text = client.get(f"/v1/vms/{args.name}/console", offset=offset) or ""

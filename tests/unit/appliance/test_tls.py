@@ -207,11 +207,10 @@ def test_client_from_home_uses_https_and_pins_the_home_cert(tmp_path, monkeypatc
     client = Client.from_home(str(tmp_path))
     assert client.base_url == "https://0.0.0.0:8443"
     # no certificate yet (serve has not started): nothing to pin, the system's CAs decide
-    assert not any(hasattr(h, "pinned") for h in client._opener.handlers)
+    assert client.pinned is None
     tls.prepare(config)
     pinned = Client.from_home(str(tmp_path))
-    handler = next(h for h in pinned._opener.handlers if hasattr(h, "pinned"))
-    assert handler.pinned == tls.fingerprint((tmp_path / "tls/server.crt").read_bytes())
+    assert pinned.pinned == tls.fingerprint((tmp_path / "tls/server.crt").read_bytes())
     loopback = Config(home=tmp_path / "lo")
     loopback.prepare()
     loopback.save()
