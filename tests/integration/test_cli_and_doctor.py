@@ -30,7 +30,7 @@ def test_vmctl_drives_a_vm(appliance, tmp_path):
     assert table[0].split()[:3] == ["NAME", "STATE", "DESIRED"] and table[1].split()[:2] == ["cli1", "running"]
     assert json.loads(vmctl(home, "--json", "get", "cli1").stdout)["spec"]["memory"] == 160
     appliance.wait_console("cli1", READY_LINE)
-    assert "from-vmctl" in vmctl(home, "console", "cli1").stdout
+    assert "from-vmctl" in vmctl(home, "console", "cli1", "--log").stdout
     assert vmctl(home, "stop", "cli1").stdout.strip() == "cli1: stopped"
     assert vmctl(home, "rename", "cli1", "cli2").stdout.strip() == "cli1 -> cli2"
     refused = vmctl(home, "create", "cli2", check=False)
