@@ -17,6 +17,7 @@ import os
 import stat
 import sys
 import tempfile
+import termios
 import urllib.parse
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def attach(client: Client, name: str, *, read_only: bool, force: bool, history: 
     except terminal.Terminated as err:
         print(f"\nvmctl console: {err} received: detached from {name}", file=sys.stderr)
         return 128 + err.signum
+    except (OSError, termios.error) as err:  # the terminal or stdin/stdout failed
+        print(f"\nvmctl console: {err}", file=sys.stderr)
+        return 1
     finally:
         connection.close()
     return _report(name, outcome, interactive)

@@ -129,6 +129,8 @@ class _Receiver(threading.Thread):
             self.outcome = Outcome("closed", closed.code, closed.reason)
         except OSError as err:  # stdout closed (a pipe's reader left) or full disk
             self.outcome = Outcome("output", reason=str(err))
+        except Exception as err:  # the WebSocket library's own: still one line, no traceback
+            self.outcome = Outcome("closed", 1011, f"the connection failed: {err}")
         finally:
             with contextlib.suppress(OSError):
                 os.write(self.wake_fd, b"x")
