@@ -172,3 +172,17 @@ def test_a_client_of_another_uid_gets_nothing(config, store, vm, monkeypatch):
             assert answer == b""  # closed, no answer
             writer.close()
     run(go())
+
+
+def test_vnc_through_a_transport_that_cannot_pass_descriptors_is_409(config, store, vm):
+    store.upsert_host({"name": "far", "uri": "qemu+ssh://root@far.example/system", "state": "enabled",
+                       "up": 1, "info": {}, "cpu_ratio": 1.0, "ram_ratio": 1.0, "disk_ratio": 1.0,
+                       "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
+    store.update_vm(vm["id"], host="far", observed_state="running", bump=False)
+
+    async def go():
+        async with Running(config, store) as running:
+            reply, _ = await running.exchange(protocol.encode({"op": "vnc", "vm": vm["id"]}))
+            assert reply["status"] == 409 and "qemu+ssh" in reply["reason"]
+            assert running.broker.hosts._conns == {}  # no ssh was started for it
+    run(go())
