@@ -42,7 +42,6 @@ from appliance.access.principal import Principal, acting_as
 from appliance.api import websocket_relay
 from appliance.api.auth import BEARER_HELP, bearer, in_project
 from appliance.model.access import ConsoleKind
-from appliance.model.states import Graphics
 from appliance.service import Service
 
 log = logging.getLogger("vmctl.websocket")
@@ -211,12 +210,10 @@ class WebSockets:
             raise unauthorized()
         principal = dataclasses.replace(principal, source=source)
         policy.check(principal, policy.WEBSOCKETS[request.template])
-        with acting_as(principal):
-            target = self.service.console_target(request.name)
+        with acting_as(principal):  # 409 when stopped, or for vnc without a display
+            target = self.service.console_target(request.name, request.kind.value)
         if ticket_vm is not None and target["vm_id"] != ticket_vm:
             raise errors.NotFound(f"the ticket is not for {request.name[:64]}", "ticket")
-        if request.kind == ConsoleKind.VNC and target.get("graphics") == Graphics.NONE:
-            raise errors.Conflict(f"{request.name} has graphics none: no VNC console", "graphics")
         return principal, str(target["vm_id"])
 
     async def _open(self, request: Request, vm_id: str, write: bool) -> websocket_relay.Backend:
