@@ -80,7 +80,8 @@ def test_screen_png_has_no_text_form(service, consoles):
 
 
 # -- REST -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None,
+                                          "application/x-www-form-urlencoded"])  # curl -d
 def test_put_console_types_the_raw_body(api, consoles, content_type):
     headers = {**ADMIN, **({"Content-Type": content_type} if content_type else {})}
     resp = api.simulate_put("/v1/vms/web1/console", body=CONTROL, headers=headers)
