@@ -39,6 +39,13 @@ class Invalid(ApplianceError):
     errno = errnos.EINVAL
 
 
+class TooLarge(Invalid):
+    """Input larger than its bound (one write typed into a console): 413, EFBIG."""
+
+    http_status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    errno = errnos.EFBIG
+
+
 class NotFound(ApplianceError):
     """A missing thing: 404, ENOENT."""
 

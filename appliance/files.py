@@ -6,7 +6,10 @@ An entry says what a file holds (its reader), whether and how it is written
 for value files a JSON form). The mount lists a directory in the table's order,
 shows a file writable exactly when it has a writer, and reads and writes
 through the same two functions as `GET`/`PUT /v1/vms/NAME/FILE`; neither view
-names a file. Adding a file to `vms/NAME/` is one entry in VM_FILES.
+names a file. Two files are not text: the console takes bytes as they come
+(typed into the serial port: no framing, no decoding, nothing to wait for),
+and screen.png is binary, made when it is read. Adding a file to `vms/NAME/`
+is one entry in VM_FILES.
 
 Readers and writers call the service's public methods: every rule stays there.
 A writer returns what it started (Written); each view waits for it its own way
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from appliance import jsonio
 from appliance import spec as specs
 from appliance.access.principal import actor_text
-from appliance.errors import Forbidden, Invalid, NotFound
+from appliance.errors import Forbidden, Invalid, NotFound, TooLarge
 from appliance.service.base import observed_state
 
 if TYPE_CHECKING:
@@ -35,7 +38,11 @@ if TYPE_CHECKING:
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 XML = "application/xml"
+PNG = "image/png"
 MAX_INT = 2**62  # SQLite integers are 64-bit: the largest offset or event id asked for
+# One write typed into a console: the broker's `input` takes at most this much at once
+# (appliance/consoles/protocol.py); a shell's line is far below it. More is refused whole.
+CONSOLE_INPUT_MAX_BYTES = 64 << 10
 
 
 class Query(Protocol):
@@ -58,6 +65,8 @@ class Written:
 
 Reader = Callable[["Service", str], str]
 Writer = Callable[["Service", str, str, "int | None"], Written]
+BytesWriter = Callable[["Service", str, bytes], Written]
+Snapshot = Callable[["Service", str], bytes]
 JsonForm = Callable[["Service", str, str, Query], Any]
 
 
@@ -86,10 +95,21 @@ class File:
     log: Log | None = None
     # What removing the file does (`rm`, REST's DELETE): the lock's unlock. None: refused.
     clear: Callable[[Service, str], Written] | None = None
+    # A file written with bytes (the console): each write goes as it comes, whatever bytes
+    # it holds. Its `write` is the same for text (the UTF-8 of a JSON body's string).
+    write_bytes: BytesWriter | None = None
+    # A binary file made when it is read (screen.png): its `read` refuses text, `data` is it.
+    snapshot: Snapshot | None = None
 
     @property
     def writable(self) -> bool:
         return self.write is not None
+
+    def data(self, service: Service, name: str) -> bytes:
+        """The file's bytes: a binary file's own, a text file's in UTF-8."""
+        if self.snapshot is not None:
+            return self.snapshot(service, name)
+        return self.read(service, name).encode()
 
 
 @dataclass(frozen=True)
@@ -169,6 +189,30 @@ def _value_file(name: str, read: Reader, write: Writer | None = None, number: bo
         return str(body[name])
 
     return File(name, read, write, as_json=as_json, from_json=from_json or value_text)
+
+
+def _bytes_file(name: str, read: Reader, write_bytes: BytesWriter, **more: Any) -> File:
+    """A file written with bytes; text (a JSON body's {"NAME": "text"}) goes as its UTF-8."""
+
+    def write_text(service: Service, dir_name: str, text: str, if_match: int | None) -> Written:
+        return write_bytes(service, dir_name, text.encode())
+
+    def value_text(body: dict) -> str:
+        value = body[name]
+        if not isinstance(value, str):
+            raise Invalid(f'expected {{"{name}": "the text"}}', name)
+        return value
+
+    return File(name, read, write_text, write_bytes=write_bytes, from_json=value_text, **more)
+
+
+def _binary_file(name: str, snapshot: Snapshot, content_type: str) -> File:
+    """A read-only binary file made when it is read."""
+
+    def no_text(service: Service, dir_name: str) -> str:
+        raise Invalid(f"{name} is binary: read its bytes", name)
+
+    return File(name, no_text, content_type=content_type, snapshot=snapshot)
 
 
 def _operations(*ops: dict | None) -> tuple[dict, ...]:
@@ -265,6 +309,23 @@ def _console_stat(service: Service, name: str) -> tuple[int, float] | None:
     return info.st_size, info.st_mtime
 
 
+def _type_console(service: Service, name: str, data: bytes) -> Written:
+    """Bytes typed into the serial port, as they are (control characters too: a ^C is a
+    ^C). Nothing waits on an operation; the broker answers once they are sent."""
+    if len(data) > CONSOLE_INPUT_MAX_BYTES:
+        raise TooLarge(f"at most {CONSOLE_INPUT_MAX_BYTES} bytes are typed at once, "
+                       f"not {len(data)}", "console")
+    if data:
+        service.console_input(name, data)
+    else:  # nothing to type: still the caller's VM, running (404, 409 as for bytes)
+        service.console_target(name)
+    return Written(name, answer={"name": name, "typed": len(data)})
+
+
+def _screenshot(service: Service, name: str) -> bytes:
+    return service.screenshot(name)
+
+
 def _read_events(service: Service, name: str) -> str:
     return events_text(service.list_events(name))
 
@@ -320,12 +381,14 @@ VM_FILES = Directory("VM", (
     # Through REST the host file alone takes more than its value: {"host": "h2", "force": true}.
     _value_file("host", _read_host, _write_host, from_json=json.dumps),
     File("addresses", _read_addresses),
-    File("console", _read_console, log=Log(read_at=_console_at, stat=_console_stat)),
+    _bytes_file("console", _read_console, _type_console,
+                log=Log(read_at=_console_at, stat=_console_stat)),
     File("events", _read_events, as_json=_events_as_json),
     File("lock", _read_lock, _write_lock, as_json=_lock_as_json, from_json=_lock_from_json,
          clear=_clear_lock),
     File("status.json", _read_status, content_type=JSON),
     File("domain.xml", _read_domain_xml, content_type=XML),
+    _binary_file("screen.png", _screenshot, PNG),
 ))
 
 

@@ -13,7 +13,11 @@ Reads: every file is opened with direct_io, so `cat` sees the current value
 whatever size the kernel remembered. The content is fetched at open, and again
 when a later read starts at offset 0 or reaches the end of what was fetched, so
 `tail -f events` follows growth; a log (the console) is read at each read's
-offset instead (`tail -f console`).
+offset instead (`tail -f console`), and a file made when read (screen.png) keeps
+the bytes it was opened with (`fixed`: a copy is never a mix of two screens).
+
+The console takes bytes (`typed`): each write goes to the serial port as it
+comes, nothing buffered or framed (fs/operations.py).
 """
 from __future__ import annotations
 
@@ -52,11 +56,15 @@ class Handle:
     # (ANONYMOUS, in no project, sees no VM: never a handle with more than its opener's.)
     principal: Principal = ANONYMOUS
     uid: int | None = None  # who opened it (the audit trail names them for its writes)
+    fixed: bool = False  # content made at open, never fetched again (screen.png)
+    typed: bool = False  # writes go as bytes as they come (the console)
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""
         if self.content is None:
             return True
+        if self.fixed:
+            return False
         fresh = now - self.fetched < FRESH_SECONDS
         return not fresh and (off == 0 or off >= len(self.content))
 

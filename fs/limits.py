@@ -14,6 +14,7 @@ import re
 import pyfuse3
 
 from appliance.errors import Invalid
+from appliance.files import CONSOLE_INPUT_MAX_BYTES
 from appliance.spec import validate_name
 
 Path = tuple[str, ...]
@@ -32,6 +33,7 @@ MAX_BYTES: dict[str, int] = {
     "memory": VALUE_MAX_BYTES,
     "host": VALUE_MAX_BYTES,
     "uri": VALUE_MAX_BYTES,
+    "console": CONSOLE_INPUT_MAX_BYTES,  # one write, typed as it comes (not a value)
 }
 
 

@@ -4,7 +4,7 @@ pyfuse3's glue alone: the tree (fs/tree.py) says what a path is, holds and
 reads, and where a write goes; open files are fs/handles.py's; the limits on
 what a caller may write and make are fs/limits.py's. Every refusal is one of
 the service's exceptions, turned into the errno its class carries (errno_of), in `boundary`,
-the one place where exceptions leave the file system.
+the one place where exceptions leave the file system (fs/boundary.py).
 
 Every request is its caller's (fs/guard.py, fs/identity.py): the ones that
 carry a RequestContext are checked against the policy table and served
@@ -17,7 +17,8 @@ migration), a host's maintenance (the drain's migrations)), and the trio loop
 keeps serving other requests meanwhile. Reads of one row (lookup, getattr,
 open, read) run on the loop: in WAL mode a reader never waits for a writer,
 the read takes ~30 µs and a hop to a thread ~200 µs (measured), so a `cat`
-stays within 2x of a bare pyfuse3 file system.
+stays within 2x of a bare pyfuse3 file system. A file made when it is read
+(screen.png: a screenshot) is stat'ed and opened in a thread too (`_tree`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from appliance.access import policy
 from appliance.access.principal import acting_as
 from appliance.service import Service
 from fs import audit, limits
+from fs.boundary import boundary, errno_of
 from fs.guard import Guard
 from fs.handles import Handle
 from fs.identity import Identities
@@ -52,42 +54,6 @@ CACHE_SECONDS = 1.0
 RENAME_EXCHANGE = 2
 
 __all__ = ["ApplianceFS", "Inodes", "boundary", "errno_of"]
-
-
-def errno_of(err: BaseException) -> int:
-    """The service's errors carry their errno (appliance/errors.py); anything else is EIO."""
-    return err.errno if isinstance(err, errors.ApplianceError) else errno.EIO
-
-
-def boundary(method: Callable) -> Callable:
-    """Where exceptions leave the file system: as an errno, never as a crash of pyfuse3.main.
-    And where every write (fs/audit.WRITE_OPS) is recorded in the audit trail, with its
-    result, whichever way it ends."""
-
-    @functools.wraps(method)
-    async def wrapper(self: ApplianceFS, *args: Any) -> Any:
-        attempt, token = audit.begin(self, method.__name__, args)
-        failure: BaseException | None = None
-        try:
-            return await method(self, *args)
-        except pyfuse3.FUSEError as err:
-            failure = err
-            raise
-        except errors.ApplianceError as err:
-            failure = err
-            code = errno_of(err)
-            log.info("%s: %s: %s", method.__name__, errno.errorcode[code],
-                     limits.excerpt(err.reason))
-            raise pyfuse3.FUSEError(code) from None
-        except Exception as err:
-            failure = err
-            log.exception("%s(%s) failed", method.__name__,
-                          ", ".join(limits.excerpt(a, 60) for a in args))
-            raise pyfuse3.FUSEError(errno.EIO) from None
-        finally:
-            audit.end(self, attempt, token, failure)
-
-    return wrapper
 
 
 class ApplianceFS(pyfuse3.Operations):
@@ -120,10 +86,22 @@ class ApplianceFS(pyfuse3.Operations):
         """A read of one row or one small file: on the loop (see the module docstring)."""
         return fn(*args)
 
-    async def _write(self, path: Path, text: str) -> None:
-        """Apply a value to a file: the one place the mount's file writes reach the service."""
+    async def _tree(self, fn: Callable, path: Path, *args: Any) -> Any:
+        """A tree call that reads one row: on the loop; for a file made when it is read
+        (screen.png: a screenshot, ~0.1 s and up to the broker's timeout) in a thread."""
+        file = self.tree.table_file(path)
+        if file is not None and file.snapshot is not None:
+            return await self._run(fn, path, *args)
+        return fn(path, *args)
+
+    async def _write(self, path: Path, value: str | bytes) -> None:
+        """Apply a value to a file, or type bytes into the console: the one place the
+        mount's file writes reach the service."""
         try:
-            await self._run(self.tree.write, path, text)
+            if isinstance(value, bytes):
+                await self._run(self.tree.type_into, path, value)
+            else:
+                await self._run(self.tree.write, path, value)
         except BaseException as err:
             audit.applied(path, err)
             raise
@@ -143,6 +121,8 @@ class ApplianceFS(pyfuse3.Operations):
         attrs.generation = 0
         others = self.shared and self.guard.identities.anyone()
         attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
+        if node.volatile:  # its size is the next screenshot's (fs/snapshots.py)
+            attrs.entry_timeout = attrs.attr_timeout = 0
         if node.is_dir:
             mode = 0o777 if _makes_names(path) else 0o555
             attrs.st_nlink = 2
@@ -168,7 +148,7 @@ class ApplianceFS(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         with acting_as(await self.guard.allow(ctx, "read", path)):
-            node = self._read(self.tree.stat, path)
+            node = await self._tree(self.tree.stat, path)
         return self._attrs(self.inodes.remember(path), node)
 
     @boundary
@@ -180,7 +160,7 @@ class ApplianceFS(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(inode)
         with acting_as(await self.guard.allow(ctx, "read", path)):
-            node = self._read(self.tree.stat, path)
+            node = await self._tree(self.tree.stat, path)
         return self._attrs(inode, node)
 
     @boundary
@@ -190,7 +170,7 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(inode)
         verb = "write" if fields.update_size else "read"  # times are ignored (below)
         with acting_as(await self.guard.allow(ctx, verb, path)):
-            node = self._read(self.tree.stat, path)
+            node = await self._tree(self.tree.stat, path)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size:
@@ -353,10 +333,14 @@ class ApplianceFS(pyfuse3.Operations):
         mode = flags & os.O_ACCMODE
         principal = await self.guard.allow(ctx, "read" if mode == os.O_RDONLY else "write", path)
         with acting_as(principal):
-            content = self._read(self.tree.open, path, mode != os.O_RDONLY, mode != os.O_WRONLY)
+            content = await self._tree(self.tree.open, path, mode != os.O_RDONLY,
+                                       mode != os.O_WRONLY)
         fh = next(self._handles)
+        file = self.tree.table_file(path)
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
-                                log=self.tree.log(path), principal=principal, uid=ctx.uid)
+                                log=self.tree.log(path), principal=principal, uid=ctx.uid,
+                                fixed=file is not None and file.snapshot is not None,
+                                typed=file is not None and file.write_bytes is not None)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @boundary
@@ -374,6 +358,13 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files[fh]
+        if handle.typed:  # the console: these bytes, typed now, whatever the offset
+            if not handle.writable:
+                raise pyfuse3.FUSEError(errno.EBADF)
+            limits.check_size(handle.path, len(buf))  # EFBIG: nothing typed
+            with acting_as(handle.principal):
+                await self._write(handle.path, bytes(buf))
+            return len(buf)
         handle.take(off, buf)
         with acting_as(handle.principal):
             await handle.apply(final=False, write=self._write)

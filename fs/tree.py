@@ -43,6 +43,7 @@ from appliance import errors, jsonio
 from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
 from appliance.service import Service
 from fs import projects
+from fs.snapshots import Snapshots
 
 TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS)
 # The directories of one VM or host, each holding the files of its table.
@@ -61,6 +62,7 @@ class Node:
     size: int = 0
     created: float = 0.0
     changed: float = 0.0
+    volatile: bool = False  # made when read (screen.png): the kernel must not cache its size
 
 
 def _file(content: bytes, created: float, changed: float, writable: bool = False) -> Node:
@@ -100,6 +102,7 @@ class Tree:
         # Made here and not yet in the store (see the module docstring): name -> when.
         self.staged_hosts: dict[str, float] = {}
         self.new_files: dict[Path, float] = {}
+        self.snapshots = Snapshots()
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
@@ -164,7 +167,11 @@ class Tree:
             return None
         return self.started, host["last_seen"] or self.started
 
-    def _table_file(self, file: File, name: str, created: float, changed: float) -> Node:
+    def _table_file(self, file: File, name: str, created: float, changed: float,
+                    listing: bool = False) -> Node:
+        if file.snapshot is not None:  # taken for a stat of the file, not for a listing
+            size = self.snapshots.size_of(self.service, file, name, listing)
+            return Node(False, size=size, created=created, changed=self.clock(), volatile=True)
         if file.log is not None:  # its size and time are the log's (none yet: empty)
             found = file.log.stat(self.service, name)
             size, changed = found if found is not None else (0, created)
@@ -229,7 +236,8 @@ class Tree:
         times = self._times(top, name)
         if times is None:
             return [(STAGED_HOST_FILE, self.stat((top, name, STAGED_HOST_FILE)))]
-        return [(file.name, self._table_file(file, name, *times)) for file in TABLES[top].entries]
+        return [(file.name, self._table_file(file, name, *times, listing=True))
+                for file in TABLES[top].entries]
 
     def _list_hosts(self) -> list[tuple[str, Node]]:
         hosts = self.service.list_hosts()
@@ -257,7 +265,10 @@ class Tree:
             text = projects.content(self.service, path)
         elif top in TABLES and len(path) == 3:
             staged = top == "hosts" and self._host(name) is None
-            text = "" if staged else TABLES[top].file(path[2]).read(self.service, name)
+            file = None if staged else TABLES[top].file(path[2])
+            if file is not None and file.snapshot is not None:
+                return self.snapshots.content(self.service, file, name)
+            text = "" if file is None else file.read(self.service, name)
         elif top == "images" and len(path) == 2:
             text = json_text(self.service.get_image(_json_name(name, "image")))
         elif top == "templates" and len(path) == 2:
@@ -277,12 +288,18 @@ class Tree:
         return templates[name]
 
     @staticmethod
-    def log(path: Path) -> Log | None:
-        """The log a file is read from at an offset (the console), if it is one."""
+    def table_file(path: Path) -> File | None:
+        """The table's entry for a file of a VM or host directory (under projects/P/ too)."""
         path = projects.split(path)[1]
-        if path[0] in TABLES and len(path) == 3 and path[2] in TABLES[path[0]]:
-            return TABLES[path[0]].file(path[2]).log
+        if path and path[0] in TABLES and len(path) == 3 and path[2] in TABLES[path[0]]:
+            return TABLES[path[0]].file(path[2])
         return None
+
+    @classmethod
+    def log(cls, path: Path) -> Log | None:
+        """The log a file is read from at an offset (the console), if it is one."""
+        file = cls.table_file(path)
+        return None if file is None else file.log
 
     @_in_project
     def read_log(self, path: Path, offset: int, size: int) -> bytes:
@@ -323,6 +340,14 @@ class Tree:
             self.create_group(path[1], text)
         else:
             raise errors.Forbidden(f"{'/'.join(path)} is read-only")
+
+    @_in_project
+    def type_into(self, path: Path, data: bytes) -> None:
+        """Bytes written to the console: typed as they are; nothing to wait for."""
+        file = self.table_file(path)
+        if file is None or file.write_bytes is None:
+            raise errors.Forbidden(f"{'/'.join(path)} does not take bytes")
+        file.write_bytes(self.service, path[1], data)
 
     @staticmethod
     def in_table(path: Path) -> bool:

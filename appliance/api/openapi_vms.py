@@ -2,6 +2,8 @@
 openapi.py's SCHEMAS and PATHS)."""
 from __future__ import annotations
 
+from typing import Any
+
 from appliance.api.openapi_shared import (
     ALL_PROJECTS,
     ERROR,
@@ -30,6 +32,45 @@ def write_responses(ok: dict) -> dict:
     return {"200": ok, "202": json_answer(ref("Accepted"), "accepted (wait=false)"),
             **CHANGE_ERRORS}
 
+
+# The console typed into, and the screen: files of their own kinds (appliance/files.py).
+UNAVAILABLE = {**ERROR, "description": "the console broker is not running (vmctl serve starts "
+                                       "it), or the VM's host cannot be reached"}
+STOPPED = {**ERROR, "description": "the VM is not running (or, for the screen, has no display: "
+                                   "graphics none)"}
+CONSOLE_FILES = ("console", "screen.png")
+CONSOLE_PATHS: dict[str, Any] = {
+    "/v1/vms/{name}/console": {
+        "parameters": [NAME],
+        "get": {"summary": "the serial console's log, from ?offset= (negative: from the end)",
+                "parameters": [{"name": "offset", "in": "query",
+                                "schema": integer(minimum=-2**62, maximum=2**62)}],
+                "responses": {"200": {"description": "the log's bytes", "content": {
+                    "text/plain": {"schema": string()}}}, **ERRORS}},
+        "put": {"summary": "type the body into the serial port, as it is (control characters "
+                           "too); answered once sent, nothing to wait for",
+                "requestBody": {"required": True, "content": {
+                    "text/plain": {"schema": string()},
+                    "application/octet-stream": {"schema": string(format="binary")},
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["console"],
+                        "properties": {"console": string(description="typed as UTF-8")}}}}},
+                "responses": {
+                    "200": json_answer({"type": "object", "required": ["name", "typed"],
+                                        "properties": {"name": string(), "typed": integer()}},
+                                       "typed: how many bytes"),
+                    **ERRORS, "409": STOPPED,
+                    "413": {**ERROR, "description": "more than 65536 bytes at once"},
+                    "503": UNAVAILABLE}},
+    },
+    "/v1/vms/{name}/screen.png": {
+        "parameters": [NAME],
+        "get": {"summary": "a screenshot of the VM's display, taken now",
+                "responses": {"200": {"description": "PNG", "content": {
+                    "image/png": {"schema": string(format="binary")}}},
+                    **ERRORS, "409": STOPPED, "503": UNAVAILABLE}},
+    },
+}
 
 SCHEMAS = {
     "VM": {
@@ -81,7 +122,7 @@ SCHEMAS = {
     },
 }
 
-PATHS = {
+PATHS: dict[str, Any] = {
     "/v1/vms": {
         "get": {"summary": "list VMs", "parameters": [
             {"name": "state", "in": "query", "schema": string()},
@@ -161,10 +202,11 @@ PATHS = {
         "delete": {"summary": "unlock (the locker, or an admin)",
                    "responses": {"204": {"description": "unlocked"}, **CHANGE_ERRORS}},
     },
+    **CONSOLE_PATHS,
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
-                              "schema": string(enum=[f for f in VM_FILES
-                                                     if f not in ("state", "host", "lock")])}],
+                              "schema": string(enum=[f for f in VM_FILES if f not in (
+                                  "state", "host", "lock", *CONSOLE_FILES)])}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": string()},

@@ -8,8 +8,15 @@ from __future__ import annotations
 import falcon
 
 from appliance import jsonio
-from appliance.errors import Invalid
-from appliance.files import HOST_FILES, MAX_INT, VM_FILES, File, events_text
+from appliance.errors import Invalid, TooLarge
+from appliance.files import (
+    CONSOLE_INPUT_MAX_BYTES,
+    HOST_FILES,
+    MAX_INT,
+    VM_FILES,
+    File,
+    events_text,
+)
 from appliance.model import FINAL_OP_STATES
 from appliance.service import Service
 
@@ -100,10 +107,30 @@ def _body_text(req: falcon.Request, file: File) -> str:
         raise Invalid("the body must be UTF-8 text", file.name) from None
 
 
+def _body_bytes(req: falcon.Request, file: File, limit: int) -> bytes:
+    """The bytes a shell would write to a bytes file (the console): a JSON body's
+    {"console": "text"} as its UTF-8 (control characters as JSON escapes), any other body
+    (text/plain, application/octet-stream) as it is. TooLarge (413) past limit, before
+    more than limit + 1 bytes are read."""
+    if req.content_length is not None and req.content_length > limit:
+        raise TooLarge(f"at most {limit} bytes are typed at once, not {req.content_length}",
+                       file.name)
+    content_type = (req.content_type or "").split(";")[0].strip()
+    if content_type == falcon.MEDIA_JSON:
+        return _body_text(req, file).encode()
+    return req.bounded_stream.read(limit + 1)  # the writer refuses what passes limit
+
+
 def _read_file(req: falcon.Request, resp: falcon.Response, service: Service, file: File,
                name: str) -> None:
     """GET of one file of a directory, as the table has it; a log (the console) is read
-    from `?offset=` (negative: from the end)."""
+    from `?offset=` (negative: from the end); a binary file (screen.png) is made now."""
+    if file.snapshot is not None:
+        data = file.snapshot(service, name)  # first: a refusal (409: stopped) answers JSON
+        resp.content_type = file.content_type
+        resp.cache_control = ["no-store"]  # a new one at each GET
+        resp.data = data
+        return
     if file.log is not None:
         offset = req.get_param_as_int("offset", default=0, min_value=-MAX_INT, max_value=MAX_INT)
         data = file.log.read_at(service, name, offset, None)  # first: a refusal answers JSON
@@ -192,11 +219,19 @@ class VMFile:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
         entry = VM_FILES.file(file)
         _read_file(req, resp, self.service, entry, name)
-        if entry.log is None:  # a log (the console) grows without a new generation
+        # A log (the console) grows and a screen changes without a new generation.
+        if entry.log is None and entry.snapshot is None:
             _etag(resp, self.service.get_vm(name)["generation"])
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
-        text = _body_text(req, VM_FILES.file(file))
+        entry = VM_FILES.file(file)
+        if entry.write_bytes is not None:
+            # Typed into the console: answered once sent, {"name", "typed": N}; no
+            # operation, no generation (If-Match and wait do not apply).
+            data = _body_bytes(req, entry, CONSOLE_INPUT_MAX_BYTES)
+            resp.media = entry.write_bytes(self.service, name, data).answer
+            return
+        text = _body_text(req, entry)
         written = VM_FILES.writer(file)(self.service, name, text, _if_match(req))
         op = next(iter(written.operations), None)  # a VM file's write starts one operation at most
         if not _complete(req, resp, self.service, op):

@@ -30,6 +30,7 @@ from appliance.config import Config
 from appliance.service import Service
 from appliance.store import Store
 from tests.unit.appliance.api.matrix_sources import FIELD, FILE_ROUTES
+from tests.unit.appliance.fake_consoles import FakeConsoles
 from tests.unit.conftest import TEST_HOST_INFO, ReplayedDemoImage
 
 HOME_TOKEN = "matrix-home-token"  # noqa: S105 - HOME/token of the test home: the first admin's
@@ -85,6 +86,7 @@ class World:
     def app(self, metrics_public: bool = False) -> tuple[Service, falcon.App]:
         config = _config(self.home, metrics_public)
         service = Service(Store(config.db_path), config)
+        FakeConsoles(service)  # the console broker's answers (none runs here): 2xx when reached
         app = create_app(service, HOME_TOKEN)
         app.add_middleware(Reached())
         return service, app
@@ -177,6 +179,7 @@ FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "memory"): {"body": "512", "headers": TEXT},
     ("/v1/vms", "host"): {"body": "local", "headers": TEXT},
     ("/v1/vms", "lock"): {"body": "matrix test\n", "headers": TEXT},  # a reason
+    ("/v1/vms", "console"): {"body": "uname -a\n", "headers": TEXT},  # typed
     ("/v1/hosts", "state"): {"json": {"state": "disabled"}},
 }
 BODIES = {  # other writes, by (template, method)

@@ -1,0 +1,84 @@
+"""Files made when they are read (vms/NAME/screen.png): their size, and one
+content per open.
+
+A screenshot is taken by the console broker (~0.1 s, up to its timeout), so
+it is never taken for a listing, and never twice for one `file screen.png`
+or `cp`: getattr asks its size, open its bytes, fstat its size again. This
+mount keeps the last one it took of each VM for FRESH_SECONDS and serves
+both from it, so the size getattr reports is the size the reads end at.
+An open file keeps the bytes it was opened with (fs/handles.py `fixed`):
+a copy is never a mix of two screens.
+
+What a listing shows (no screenshot: `ls -l vms/` stays fast, and a stopped
+VM's directory lists): the last size known, or 0. The kernel does not cache
+such a file's attributes (fs/operations.py), so the next stat asks again.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from appliance.errors import ApplianceError
+from appliance.files import File
+
+if TYPE_CHECKING:
+    from appliance.service import Service
+
+FRESH_SECONDS = 1.0
+KEPT = 32  # VMs whose last screenshot is kept; the oldest goes first beyond
+
+Key = tuple[str, str]  # (VM id, file name): a name means another VM in another project
+
+
+class Snapshots:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._taken: dict[Key, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()  # the mount's worker threads share it
+
+    def _kept(self, key: Key, fresh: bool = True) -> bytes | None:
+        with self._lock:
+            found = self._taken.get(key)
+        if found is None or (fresh and self.clock() - found[0] > FRESH_SECONDS):
+            return None
+        return found[1]
+
+    def take(self, key: Key, make: Callable[[], bytes]) -> bytes:
+        """The fresh snapshot of key, or a new one (make's refusal raised as it is)."""
+        data = self._kept(key)
+        if data is not None:
+            return data
+        data = make()
+        with self._lock:
+            if key not in self._taken and len(self._taken) >= KEPT:
+                oldest = min(self._taken, key=lambda k: self._taken[k][0])
+                del self._taken[oldest]
+            self._taken[key] = (self.clock(), data)
+        return data
+
+    def size(self, key: Key, make: Callable[[], bytes] | None = None) -> int:
+        """Its size: of a fresh one, else of a new one when make is given (getattr), else
+        of the last one, or 0 (a listing). A refusal (a stopped VM, no graphics, no broker)
+        is 0: the file is there, and its open says why it cannot be read."""
+        if make is None:
+            data = self._kept(key, fresh=False)
+            return 0 if data is None else len(data)
+        try:
+            return len(self.take(key, make))
+        except ApplianceError:
+            return 0
+
+    # -- for the tree: a file of the table, of the VM NAME, as the caller sees it ------------------
+    def content(self, service: Service, file: File, name: str) -> bytes:
+        return self.take(_key(service, file, name), functools.partial(file.data, service, name))
+
+    def size_of(self, service: Service, file: File, name: str, listing: bool) -> int:
+        make = None if listing else functools.partial(file.data, service, name)
+        return self.size(_key(service, file, name), make)
+
+
+def _key(service: Service, file: File, name: str) -> Key:
+    return service.vm_row(name, with_xml=False)["id"], file.name
