@@ -82,6 +82,20 @@ def test_vmctl_pins_the_home_certificate_and_refuses_another(appliance):
     assert api["status"] == "ok" and api["detail"].startswith("https://"), api
 
 
+def test_vmctl_console_trusts_the_wss_as_it_trusts_rest(appliance):
+    """The WebSocket of vmctl console takes the same pin, CA file or system CAs."""
+    home = appliance.home
+    pinned = vmctl(home, "console", "nosuchvm", env={"VMCTL_URL": appliance.url})
+    assert pinned.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in pinned.stderr
+    for trust in ([], ["--ca-file", str(home / "tls" / "server.crt")]):
+        reached = vmctl(home, *trust, "console", "nosuchvm")  # over wss://, to the API's answer
+        assert reached.returncode == 1 and reached.stderr.startswith("vmctl console: HTTP 404:"), \
+            reached.stderr
+    wrong = vmctl(home, "--fingerprint", "00" * 32, "console", "nosuchvm")
+    assert wrong.returncode == 1 and f"not the pinned {'00' * 32}" in wrong.stderr
+    assert "Traceback" not in pinned.stderr + reached.stderr + wrong.stderr
+
+
 def test_vmctl_with_a_ca_file_or_the_system_cas(appliance):
     home, url = appliance.home, appliance.url
     by_ca = vmctl(home, "--ca-file", str(home / "tls" / "server.crt"), "list")
