@@ -148,3 +148,25 @@ def test_vmctl_screenshot_writes_a_png(vm, tmp_path):
     with Image.open(target) as image:
         assert image.format == "PNG" and image.width >= 320 and image.height >= 200
     assert os.listdir(tmp_path) == ["screen.png"]
+
+
+def test_history_comes_first(vm):
+    out = subprocess.run([sys.executable, *vmctl_argv(vm, "console", VM, "--history", "65536")],
+                         stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT, env=env_with(),
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert READY_LINE.encode() in out.stdout  # from the log, before anything is typed
+
+
+def test_the_vm_stopping_ends_vmctl_console_with_the_terminal_restored(vm):
+    """Last: it stops the module's VM."""
+    child = spawn_console(vm)
+    wait_for_prompt(child)
+    resp = vm.api("PUT", f"/v1/vms/{VM}/state", json={"state": "force-stop"})
+    assert resp.status_code < 300, resp.text
+    child.expect(f"vmctl console: {VM}: ")
+    child.expect(r"vmctl exited (\d+)\r\n")
+    assert child.match.group(1) == "0"
+    child.expect(r"([^\r\n]+)\r\n")
+    assert child.match.group(1) == child.settings_before
+    child.expect(pexpect.EOF)
