@@ -163,9 +163,8 @@ class Broker:
         try:
             while not session.closed:
                 data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                await session.send(client, data)
+                if not data or not await session.send(client, data):
+                    break  # gone, or its guest took nothing for a long time
         finally:
             session.detach(client)
 
@@ -196,8 +195,8 @@ class Broker:
         session = self.session(row, force=False)
         session.hold()
         try:
-            await session.send(None, data)
-            sent = await session.flushed(INPUT_TIMEOUT)
+            sent = (await session.send(None, data, INPUT_TIMEOUT)
+                    and await session.flushed(INPUT_TIMEOUT))
         finally:
             session.release()
         if not sent:
