@@ -135,7 +135,8 @@ class Broker:
         except libvirt.libvirtError as err:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
-            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+            if (err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
+                    and "active console" in (err.get_error_message() or "").lower()):
                 raise Conflict(
                     f"the console of {row['name']} is held elsewhere (another libvirt client, "
                     "such as `virsh console` on its host); force=true takes it over",
