@@ -186,3 +186,14 @@ def test_vnc_through_a_transport_that_cannot_pass_descriptors_is_409(config, sto
             assert reply["status"] == 409 and "qemu+ssh" in reply["reason"]
             assert running.broker.hosts._conns == {}  # no ssh was started for it
     run(go())
+
+
+def test_a_host_the_heartbeat_says_is_down_is_not_connected_to(config, store, vm):
+    """A connect to a dead address can hang, and would hold every console with it."""
+    store.update_host("local", up=0)
+    store.update_vm(vm["id"], observed_state="running", bump=False)
+    opened = []
+    hosts = HostConnections(store, config, open_connection=opened.append)
+    with pytest.raises(client.ConsoleUnavailable, match="down"):
+        hosts.running_domain(store.get_vm_by_id(vm["id"]))
+    assert opened == []
