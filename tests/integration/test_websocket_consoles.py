@@ -231,3 +231,12 @@ def test_a_viewer_cannot_push_other_vnc_clients_off(app, users):
                 assert read_for(operator, 3.0)  # a FramebufferUpdate: still connected
             except ConnectionClosed:
                 pytest.fail("the viewer's exclusive ClientInit pushed the operator off")
+
+
+def test_a_client_message_over_64_kib_closes_the_websocket(app, users):
+    with open_ws(app, f"/v1/vms/{VM}/console", users["operator"]) as ws:
+        ws.send(b"#" * (64 * 1024 + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            read_for(ws, 10)
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
