@@ -10,7 +10,8 @@ An open file keeps the bytes it was opened with (fs/handles.py `fixed`):
 a copy is never a mix of two screens.
 
 What a listing shows (no screenshot: `ls -l vms/` stays fast, and a stopped
-VM's directory lists): the last size known, or 0. The kernel does not cache
+VM's directory lists): the last size known, or 0. What is kept is bounded
+(KEPT_BYTES): a guest chooses how large its screen is. The kernel does not cache
 such a file's attributes (fs/operations.py), so the next stat asks again.
 """
 from __future__ import annotations
@@ -28,7 +29,11 @@ if TYPE_CHECKING:
     from appliance.service import Service
 
 FRESH_SECONDS = 1.0
-KEPT = 32  # VMs whose last screenshot is kept; the oldest goes first beyond
+# A guest chooses its screen, so a screenshot may be large (the broker allows 32 MiB):
+# the bytes kept are bounded in all, and kept only while fresh; a listing's sizes outlive
+# them (a few per VM, forgotten all at once beyond SIZES_KEPT).
+KEPT_BYTES = 64 << 20
+SIZES_KEPT = 4096
 
 Key = tuple[str, str]  # (VM id, file name): a name means another VM in another project
 
@@ -37,14 +42,29 @@ class Snapshots:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._taken: dict[Key, tuple[float, bytes]] = {}
+        self._sizes: dict[Key, int] = {}
         self._lock = threading.Lock()  # the mount's worker threads share it
 
-    def _kept(self, key: Key, fresh: bool = True) -> bytes | None:
+    def _kept(self, key: Key) -> bytes | None:
         with self._lock:
             found = self._taken.get(key)
-        if found is None or (fresh and self.clock() - found[0] > FRESH_SECONDS):
+        if found is None or self.clock() - found[0] > FRESH_SECONDS:
             return None
         return found[1]
+
+    def _keep(self, key: Key, data: bytes) -> None:
+        now = self.clock()
+        with self._lock:
+            self._taken = {k: v for k, v in self._taken.items()
+                           if now - v[0] <= FRESH_SECONDS and k != key}
+            while self._taken and sum(len(v[1]) for v in self._taken.values()) + len(data) \
+                    > KEPT_BYTES:
+                del self._taken[min(self._taken, key=lambda k: self._taken[k][0])]
+            if len(data) <= KEPT_BYTES:
+                self._taken[key] = (now, data)
+            if len(self._sizes) >= SIZES_KEPT:
+                self._sizes.clear()
+            self._sizes[key] = len(data)
 
     def take(self, key: Key, make: Callable[[], bytes]) -> bytes:
         """The fresh snapshot of key, or a new one (make's refusal raised as it is)."""
@@ -52,11 +72,7 @@ class Snapshots:
         if data is not None:
             return data
         data = make()
-        with self._lock:
-            if key not in self._taken and len(self._taken) >= KEPT:
-                oldest = min(self._taken, key=lambda k: self._taken[k][0])
-                del self._taken[oldest]
-            self._taken[key] = (self.clock(), data)
+        self._keep(key, data)
         return data
 
     def size(self, key: Key, make: Callable[[], bytes] | None = None) -> int:
@@ -64,8 +80,8 @@ class Snapshots:
         of the last one, or 0 (a listing). A refusal (a stopped VM, no graphics, no broker)
         is 0: the file is there, and its open says why it cannot be read."""
         if make is None:
-            data = self._kept(key, fresh=False)
-            return 0 if data is None else len(data)
+            with self._lock:
+                return self._sizes.get(key, 0)
         try:
             return len(self.take(key, make))
         except ApplianceError:
