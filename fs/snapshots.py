@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Conflict
 from appliance.files import File
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ FRESH_SECONDS = 1.0
 # them (a few per VM, forgotten all at once beyond SIZES_KEPT).
 KEPT_BYTES = 64 << 20
 SIZES_KEPT = 4096
+# Each open screen.png holds its bytes until closed: open ones hold at most this in all
+# (an open beyond is EBUSY; many shared the same bytes, counted for each: a bound, not a
+# measure).
+OPEN_BYTES = 256 << 20
 
 Key = tuple[str, str]  # (VM id, file name): a name means another VM in another project
 
@@ -43,6 +47,7 @@ class Snapshots:
         self.clock = clock
         self._taken: dict[Key, tuple[float, bytes]] = {}
         self._sizes: dict[Key, int] = {}
+        self.lent = 0  # bytes held by open files
         self._lock = threading.Lock()  # the mount's worker threads share it
 
     def _kept(self, key: Key) -> bytes | None:
@@ -86,6 +91,18 @@ class Snapshots:
             return len(self.take(key, make))
         except ApplianceError:
             return 0
+
+    def lend(self, size: int) -> None:
+        """An open file holds size bytes until give_back; Conflict (EBUSY) beyond OPEN_BYTES."""
+        with self._lock:
+            if self.lent + size > OPEN_BYTES:
+                raise Conflict(f"open screenshots hold {self.lent >> 20} MiB already: "
+                               "close some first", "screen.png")
+            self.lent += size
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.lent = max(0, self.lent - size)
 
     # -- for the tree: a file of the table, of the VM NAME, as the caller sees it ------------------
     def content(self, service: Service, file: File, name: str) -> bytes:

@@ -325,3 +325,24 @@ def test_a_slow_screenshot_does_not_hold_up_the_mount(service, consoles):
 
     trio.run(run)
     assert done["state"] < 0.5 < 1.0 <= done["screen"], done
+
+
+def test_open_screenshots_hold_a_bounded_number_of_bytes(service, consoles, monkeypatch):
+    """Each open screen.png holds its bytes until closed: past the mount's bound, EBUSY."""
+    import fs.snapshots
+    monkeypatch.setattr(fs.snapshots, "OPEN_BYTES", len(PNG_BYTES) * 2)
+    shell = _Shell(service)
+
+    async def run() -> None:
+        inode = await shell.inode("vms", "web1", "screen.png")
+        held = [await shell.fs.open(inode, os.O_RDONLY, shell.ctx) for _ in range(2)]
+        code = await shell.errno_of(lambda: shell.fs.open(inode, os.O_RDONLY, shell.ctx))
+        assert code == errno.EBUSY
+        await shell.fs.release(held[0].fh)
+        again = await shell.fs.open(inode, os.O_RDONLY, shell.ctx)
+        assert await shell.fs.read(again.fh, 0, 1 << 20) == PNG_BYTES
+        for info in (held[1], again):
+            await shell.fs.release(info.fh)
+        assert shell.fs.tree.snapshots.lent == 0
+
+    trio.run(run)
