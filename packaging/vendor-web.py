@@ -77,7 +77,8 @@ def fetch(package: Package) -> bytes:
     actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
     if actual != expected:
         raise SystemExit(f"vendor-web: {package.name}@{package.version}: integrity mismatch "
-                         f"(pinned {package.integrity}, got {algorithm}-{actual}); nothing unpacked")
+                         f"(pinned {package.integrity}, got {algorithm}-{actual}); "
+                         "nothing unpacked")
     return data
 
 
@@ -87,7 +88,8 @@ def wanted(package: Package, member: tarfile.TarInfo) -> PurePosixPath | None:
     if not member.isfile():
         return None
     path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or path.parts[0] != "package":
+    if (path.is_absolute() or ".." in path.parts or len(path.parts) < 2
+            or path.parts[0] != "package"):
         return None
     inner = PurePosixPath(*path.parts[1:])
     text = str(inner)
@@ -109,7 +111,8 @@ def unpack(package: Package, data: bytes, dest: Path) -> int:
             if inner is None:
                 continue
             source = archive.extractfile(member)
-            assert source is not None  # a regular file
+            if source is None:  # not for a regular file, which wanted() made sure it is
+                continue
             out = target / inner
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(source.read())
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     tarballs = [(package, fetch(package)) for package in PACKAGES]
     for package, data in tarballs:
         count = unpack(package, data, dest)
-        print(f"vendor-web: {package.name}@{package.version}: {count} files in {dest / package.into}")
+        print(f"vendor-web: {package.name}@{package.version}: "
+              f"{count} files in {dest / package.into}")
     stamp.write_text(stamp_of(PACKAGES))
     return 0
 

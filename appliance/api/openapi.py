@@ -17,7 +17,7 @@ import falcon
 
 from appliance.access import policy
 from appliance.access.principal import Role
-from appliance.api import openapi_access, openapi_cluster, openapi_projects, openapi_vms
+from appliance.api import openapi_access, openapi_cluster, openapi_projects, openapi_vms, web
 from appliance.api.openapi_shared import DNS_NAME, ERROR, json_answer, string
 from appliance.model.schema import spec_components
 
@@ -51,6 +51,7 @@ PATHS: dict[str, Any] = {
     **openapi_cluster.PATHS,  # /v1/images..., /v1/hosts..., /v1/groups...
     **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
+    **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 
 # auth.py: every request with a token acts in one project.
