@@ -1,0 +1,128 @@
+"""The web page end to end in headless Chromium against a real `vmctl serve`: sign in,
+create and start a VM from the page, its serial console (xterm.js) answering a
+command typed into it, its VNC console (noVNC) drawing the guest's screen.
+
+The screenshots go to the artifacts folder: $VMAPP_TEST_ARTIFACTS when set
+(CI keeps it), else the test's tmp_path; named web-ui-list.png and web-ui-vm.png.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.appliance_process import READY_LINE, Appliance
+from tests.web import browser
+
+BOOT_TIMEOUT = 240  # TCG guests on a shared 2-CPU machine
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(every)
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    folder = Path(os.environ.get("VMAPP_TEST_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    app = Appliance(tmp_path / "home")
+    try:
+        yield app.start()
+    finally:
+        app.cleanup()
+
+
+@pytest.fixture
+def driver(tmp_path):
+    chrome = browser.chromium(tmp_path / "chromium")
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+        shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
+
+
+def terminal_lines(driver) -> list[str]:
+    return driver.execute_script(
+        "const rows = document.querySelector('#serial .xterm-rows');"
+        "return rows ? [...rows.children].map(r => r.textContent) : [];")
+
+
+# How many colours the noVNC canvas shows (sampled): a blank or unconnected screen has one.
+CANVAS_COLOURS = """
+const canvas = document.querySelector('#vnc-screen canvas');
+if (!canvas || !canvas.width) return 0;
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+const seen = new Set();
+for (let i = 0; i < data.length; i += 4 * 7) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+return seen.size;
+"""
+
+
+def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driver, artifacts):
+    name = f"web{uuid.uuid4().hex[:5]}"
+    driver.get(appliance.url + "/")
+    # Sign in with the form.
+    driver.find_element(By.ID, "token").send_keys(appliance.token)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+    wait_for("the VM list", lambda: driver.find_element(By.ID, "vms").is_displayed())
+    assert "admin" in driver.find_element(By.ID, "who").text
+    # Create and start a VM from the form (the demo image is the only one).
+    wait_for("the image list", lambda: driver.execute_script(
+        "return document.querySelector('#create-form select').options.length"))
+    form = driver.find_element(By.ID, "create-form")
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    row = f"#vm-table tr[data-vm='{name}']"
+    wait_for(f"{name} running in the table", lambda: driver.execute_script(
+        f"const r = document.querySelector(\"{row}\"); return r && r.dataset.state === 'running'"),
+        timeout=BOOT_TIMEOUT, every=1)
+    assert appliance.api("GET", f"/v1/vms/{name}").json()["state"] == "running"
+    driver.save_screenshot(str(artifacts / "web-ui-list.png"))
+
+    # Its page, then its serial console, once the guest's shell is up.
+    driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    wait_for("the VM page", lambda: driver.find_element(By.ID, "vm-name").text == name)
+    appliance.wait_console(name, READY_LINE, timeout=BOOT_TIMEOUT)
+    driver.find_element(By.ID, "open-serial").click()
+    wait_for("the serial console connected", lambda: driver.execute_script(
+        "return document.getElementById('serial').dataset.state") == "connected")
+    # The answer, which the typed line itself does not contain (it has $((6*7)), not 42).
+    answer = re.compile(rf"(^|\s)42-{name}(\s|$)")
+    typed = driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea")
+    typed.send_keys("echo $((6*7))-$(hostname)\n")
+    wait_for("42-NAME in the terminal", lambda: any(
+        answer.search(line) for line in terminal_lines(driver)), timeout=30)
+
+    # VNC: noVNC's canvas shows the guest's screen (SeaBIOS/SYSLINUX text on black).
+    driver.find_element(By.ID, "open-vnc").click()
+    wait_for("the VNC console connected", lambda: driver.execute_script(
+        "return document.getElementById('vnc-screen').dataset.state") == "connected")
+    colours = wait_for("more than one colour on the noVNC canvas",
+                       lambda: (lambda n: n if n > 1 else 0)(driver.execute_script(CANVAS_COLOURS)))
+    assert colours > 1
+    driver.save_screenshot(str(artifacts / "web-ui-vm.png"))
+    # The page kept to its Content-Security-Policy: nothing it does was refused.
+    refused = [entry["message"] for entry in driver.get_log("browser")
+               if "Content Security Policy" in entry["message"]]
+    assert refused == []
