@@ -17,7 +17,7 @@ URLs, which noVNC's cursor and the screenshots use), nosniff, no framing and
 no Referer (a `#vnc` URL holds a ticket in its fragment, which browsers never
 send, but nothing else needs the Referer either). `style-src` allows inline
 styles: xterm.js writes its theme and cell sizes into <style> elements it
-creates; data is never rendered as markup (app.js uses textContent), so there
+creates (tests/web/test_browser.py fails on Chromium's refusals without it); data is never rendered as markup (app.js uses textContent), so there
 is no markup for a style to come from. Cache: `no-cache` with an ETag, so a
 browser revalidates (304) and never runs a stale page after an upgrade.
 """

@@ -121,8 +121,11 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     colours = wait_for("more than one colour on the noVNC canvas",
                        lambda: (lambda n: n if n > 1 else 0)(driver.execute_script(CANVAS_COLOURS)))
     assert colours > 1
+    # The whole page, both consoles in it (docs/web-ui.png is one of these).
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height + 120, 4000))
     driver.save_screenshot(str(artifacts / "web-ui-vm.png"))
     # The page kept to its Content-Security-Policy: nothing it does was refused.
-    refused = [entry["message"] for entry in driver.get_log("browser")
-               if "Content Security Policy" in entry["message"]]
-    assert refused == []
+    log = driver.get_log("browser")
+    refused = [entry["message"] for entry in log if "Content Security Policy" in entry["message"]]
+    assert refused == [], refused

@@ -112,3 +112,18 @@ def test_the_vendored_modules_are_served_as_javascript(client):
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/javascript")
     assert client.simulate_get("/ui/vendor/xterm/css/xterm.css").status_code == 200
+
+
+MARKUP_SINKS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                "new Function", "javascript:")
+
+
+def test_the_page_renders_data_as_text_only():
+    """Every value reaches the DOM through textContent / el(): no sink that parses markup
+    or code in the page's own scripts (the vendored libraries are theirs)."""
+    scripts = sorted(web.WEB_DIR.glob("*.js"))
+    assert {p.name for p in scripts} >= {"app.js", "api.js", "vm.js", "consoles.js"}
+    for script in scripts:
+        text = script.read_text()
+        assert [sink for sink in MARKUP_SINKS if sink in text] == [], script.name
+    assert "<script>" not in (web.WEB_DIR / "index.html").read_text()
