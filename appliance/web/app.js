@@ -9,6 +9,7 @@ const REFRESH_MS = 3000;
 const ADDRESSES_MAX_AGE_MS = 15000; // addresses are a file per VM: asked for running VMs, now and then
 let me = null;
 let listTimer = null;
+let bare = null; // the #vnc console's handle, closed when the fragment changes
 let drawn = false; // the first draw of the table sets the mark the first-paint benchmark reads
 const addressCache = new Map(); // name -> { text, at }
 
@@ -93,11 +94,16 @@ async function create(event) {
 function route() {
   clearInterval(listTimer);
   leaveVM();
+  bare?.then((handle) => handle?.close());
+  bare = null;
   const hash = location.hash.slice(1);
   if (hash.startsWith("vnc?")) { // vmctl vnc's URL: the ticket is the credential
     show("vnc");
-    bareVNC(new URLSearchParams(hash.slice(4)), document.getElementById("vnc-bare"),
-      (state) => notice(`VNC ${state}`)).catch((error) => notice(error.message, true));
+    const screen = document.getElementById("vnc-bare");
+    bare = bareVNC(new URLSearchParams(hash.slice(4)), screen, (state) => {
+      screen.dataset.state = state;
+      notice(`VNC ${state}`);
+    }).catch((error) => { notice(error.message, true); return null; });
     return;
   }
   if (!me) { show("sign-in"); return; }

@@ -70,7 +70,7 @@ def terminal_lines(driver) -> list[str]:
 
 # How many colours the noVNC canvas shows (sampled): a blank or unconnected screen has one.
 CANVAS_COLOURS = """
-const canvas = document.querySelector('#vnc-screen canvas');
+const canvas = document.querySelector(arguments[0] + ' canvas');
 if (!canvas || !canvas.width) return 0;
 const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
 const seen = new Set();
@@ -119,13 +119,53 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     wait_for("the VNC console connected", lambda: driver.execute_script(
         "return document.getElementById('vnc-screen').dataset.state") == "connected")
     colours = wait_for("more than one colour on the noVNC canvas",
-                       lambda: (lambda n: n if n > 1 else 0)(driver.execute_script(CANVAS_COLOURS)))
+                       lambda: (lambda n: n if n > 1 else 0)(
+                           driver.execute_script(CANVAS_COLOURS, "#vnc-screen")))
     assert colours > 1
     # The whole page, both consoles in it (docs/web-ui.png is one of these).
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, min(height + 120, 4000))
     driver.save_screenshot(str(artifacts / "web-ui-vm.png"))
     # The page kept to its Content-Security-Policy: nothing it does was refused.
+
+    # vmctl vnc's URL, in a tab of its own (nobody signed in there): the ticket alone.
+    ticket = appliance.api("POST", "/v1/tickets", json={"vm": name, "kind": "vnc"})
+    assert ticket.status_code == 201, ticket.text
+    driver.switch_to.new_window("tab")
+    driver.get(f"{appliance.url}/#vnc?vm={name}&ticket={ticket.json()['ticket']}")
+    wait_for("the bare VNC console connected", lambda: driver.execute_script(
+        "return document.getElementById('vnc-bare').dataset.state") == "connected")
+    assert not driver.find_element(By.ID, "sign-in").is_displayed()
+    wait_for("the guest's screen in the bare console", lambda: driver.execute_script(
+        CANVAS_COLOURS, "#vnc-bare") > 1)
+    viewer_sees_no_buttons(appliance, driver, name)
+
     log = driver.get_log("browser")
     refused = [entry["message"] for entry in log if "Content Security Policy" in entry["message"]]
     assert refused == [], refused
+
+
+def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
+    """A viewer: the list and the VM page without start/stop/delete or the create form,
+    and a serial console that attaches read-only."""
+    user = appliance.api("POST", "/v1/users",
+                         json={"name": "vera", "role": "viewer", "projects": ["default"]})
+    assert user.status_code == 201, user.text
+    made = appliance.api("POST", "/v1/tokens", json={"user": "vera"})
+    assert made.status_code == 201, made.text
+    driver.get(appliance.url + "/")  # a full load of the page, signed out in this tab
+    driver.find_element(By.ID, "token").send_keys(made.json()["token"])
+    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+    row = f"#vm-table tr[data-vm='{name}']"
+    wait_for("the viewer's list", lambda: driver.execute_script(
+        f"return document.querySelector(\"{row}\")"))
+    assert "viewer" in driver.find_element(By.ID, "who").text
+    assert driver.find_elements(By.CSS_SELECTOR, "#vm-table button") == []
+    assert not driver.find_element(By.ID, "create-form").is_displayed()
+    driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    wait_for("the VM page", lambda: driver.find_element(By.ID, "vm-name").text == name)
+    wait_for("the VM's fields", lambda: driver.find_elements(By.CSS_SELECTOR, "#vm-fields tr"))
+    assert driver.find_elements(By.CSS_SELECTOR, "#vm .vm-actions button") == []
+    driver.find_element(By.ID, "open-serial").click()
+    wait_for("a read-only serial console", lambda: driver.execute_script(
+        "return document.getElementById('serial').dataset.state") == "connected (read-only)")
