@@ -12,14 +12,17 @@ never joined to a directory, so `..`, encoded slashes or absolute paths
 cannot name anything else: they are 404.
 
 Every answer carries a Content-Security-Policy (scripts from this origin
-only, none inline; WebSockets to this origin; images from here and data:/blob:
-URLs, which noVNC's cursor and the screenshots use), nosniff, no framing and
-no Referer (a `#vnc` URL holds a ticket in its fragment, which browsers never
-send, but nothing else needs the Referer either). `style-src` allows inline
-styles: xterm.js writes its theme and cell sizes into <style> elements it
-creates (tests/web/test_browser.py fails on Chromium's refusals without it); data is never rendered as markup (app.js uses textContent), so there
-is no markup for a style to come from. Cache: `no-cache` with an ETag, so a
-browser revalidates (304) and never runs a stale page after an upgrade.
+only, none inline; fetches to this origin and WebSockets: `ws: wss:` because
+browsers that predate CSP 3 do not count ws://this-host as 'self'; images
+from here and data:/blob: URLs, which noVNC's cursor uses), nosniff, no
+framing and no Referer (a `#vnc` URL holds a ticket in its fragment, which
+browsers never send, but nothing needs the Referer either). `style-src`
+allows inline styles: xterm.js writes its theme and cell sizes into <style>
+elements it creates (tests/web/test_browser.py fails on Chromium's refusals
+without it); the page never renders data as markup (textContent only), so
+no markup of an attacker's can carry a style. Cache: `no-cache` with an
+ETag, so a browser revalidates (304) and never runs a stale page after an
+upgrade.
 """
 from __future__ import annotations
 
