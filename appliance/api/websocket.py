@@ -253,8 +253,9 @@ class WebSockets:
 async def deny(scope: Scope, send: Callable, refusal: Refused) -> None:
     """Refuse the upgrade with an HTTP answer (or, without the extension, a close code)."""
     if DENIAL not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": 4000 + refusal.status,
-                    "reason": refusal.reason[:120]})
+        # A close frame's reason is at most 123 bytes of UTF-8.
+        reason = refusal.reason.encode()[:120].decode(errors="ignore")
+        await send({"type": "websocket.close", "code": 4000 + refusal.status, "reason": reason})
         return
     body: Mapping[str, Any] = {"error": refusal.error, "reason": refusal.reason,
                                **({"field": refusal.field} if refusal.field else {})}
