@@ -1,7 +1,7 @@
 // vm-appliance's page: sign-in, the VM list, the create form, and the routes of
 // the fragment: #vms (list), #vm=NAME (a VM), #vnc?vm=NAME&ticket=T (bare VNC).
 // Data is only ever rendered as text (el() / textContent), never as markup.
-import { api, el, notice, setProject, token, vmPath } from "/ui/api.js";
+import { api, currentProject, el, notice, setProject, token, vmPath } from "/ui/api.js";
 import { bareVNC } from "/ui/consoles.js";
 import { addressesText, leaveVM, mayChange, mayRead, showVM, vmButtons } from "/ui/vm.js";
 
@@ -122,17 +122,41 @@ function route() {
   listTimer = setInterval(refreshList, REFRESH_MS);
 }
 
+const PROJECT_KEY = "vmapp.project";
+
+function showWho() {
+  document.getElementById("who").textContent = `${me.user} (${me.role}) in ${currentProject()}`;
+}
+
 async function signIn(bearer) {
   me = await api("GET", "/v1/me", { bearer });
   token.set(bearer);
-  setProject(me.project);
-  const who = document.getElementById("who");
-  who.textContent = `${me.user} (${me.role}) in ${me.project}`;
+  const projects = me.projects || [];
+  const chosen = sessionStorage.getItem(PROJECT_KEY);
+  setProject(projects.includes(chosen) ? chosen : me.project);
+  // A user in several projects picks the one the page acts in (?project= on every call).
+  const select = document.getElementById("project");
+  select.replaceChildren(...projects.map((name) => el("option", name, { value: name })));
+  select.value = currentProject();
+  document.getElementById("project-choice").hidden = projects.length < 2;
+  showWho();
   document.getElementById("sign-out").hidden = false;
 }
 
+document.getElementById("project").addEventListener("change", (event) => {
+  setProject(event.target.value);
+  sessionStorage.setItem(PROJECT_KEY, event.target.value);
+  addressCache.clear();
+  showWho();
+  notice("");
+  if (location.hash === "#vms" || !location.hash) route(); else location.hash = "#vms";
+});
+
 function signOut() {
   token.clear();
+  sessionStorage.removeItem(PROJECT_KEY);
+  setProject(null);
+  document.getElementById("project-choice").hidden = true;
   me = null;
   drawn = false;
   document.getElementById("who").textContent = "";

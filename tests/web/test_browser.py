@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from tests.appliance_process import READY_LINE, Appliance
 from tests.web import browser
@@ -147,9 +148,11 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
 
 def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
     """A viewer: the list and the VM page without start/stop/delete or the create form,
-    and a serial console that attaches read-only."""
+    a serial console that attaches read-only, and a second project to switch to."""
+    project = appliance.api("POST", "/v1/projects", json={"name": "lab"})
+    assert project.status_code == 201, project.text
     user = appliance.api("POST", "/v1/users",
-                         json={"name": "vera", "role": "viewer", "projects": ["default"]})
+                         json={"name": "vera", "role": "viewer", "projects": ["default", "lab"]})
     assert user.status_code == 201, user.text
     made = appliance.api("POST", "/v1/tokens", json={"user": "vera"})
     assert made.status_code == 201, made.text
@@ -169,3 +172,9 @@ def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
     driver.find_element(By.ID, "open-serial").click()
     wait_for("a read-only serial console", lambda: driver.execute_script(
         "return document.getElementById('serial').dataset.state") == "connected (read-only)")
+    # The other project: its list (empty) instead, every call with ?project=lab.
+    Select(driver.find_element(By.ID, "project")).select_by_value("lab")
+    wait_for("the lab project's list", lambda: driver.find_element(By.ID, "vms").is_displayed()
+             and "in lab" in driver.find_element(By.ID, "who").text)
+    wait_for("lab's empty table", lambda: driver.execute_script(
+        "return document.querySelectorAll('#vm-table tbody tr').length === 0"))
