@@ -21,6 +21,10 @@ let project = null;
 export function setProject(name) { project = name; }
 export function currentProject() { return project; }
 
+// Called when the API refuses the signed-in token (revoked, expired): app.js signs out.
+let refusedToken = () => {};
+export function onRefusedToken(callback) { refusedToken = callback; }
+
 export function withProject(path, params = {}) {
   const query = new URLSearchParams(params);
   if (project) query.set("project", project);
@@ -39,6 +43,7 @@ export async function api(method, path, { body, params, bearer } = {}) {
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (resp.status === 401 && !bearer) refusedToken();
   if (!resp.ok) throw new ApiError(resp.status, data);
   return data;
 }

@@ -1,7 +1,7 @@
 // vm-appliance's page: sign-in, the VM list, the create form, and the routes of
 // the fragment: #vms (list), #vm=NAME (a VM), #vnc?vm=NAME&ticket=T (bare VNC).
 // Data is only ever rendered as text (el() / textContent), never as markup.
-import { api, currentProject, el, notice, setProject, token, vmPath } from "/ui/api.js";
+import { api, currentProject, el, notice, onRefusedToken, setProject, token, vmPath } from "/ui/api.js";
 import { bareVNC } from "/ui/consoles.js";
 import { addressesText, leaveVM, mayChange, mayRead, showVM, vmButtons } from "/ui/vm.js";
 
@@ -179,6 +179,11 @@ document.getElementById("sign-in-form").addEventListener("submit", async (event)
   }
 });
 document.getElementById("sign-out").addEventListener("click", signOut);
+onRefusedToken(() => {
+  if (!me) return;
+  signOut();
+  notice("signed out: the API refused the token (revoked or expired)", true);
+});
 document.getElementById("create-form").addEventListener("submit", create);
 window.addEventListener("hashchange", route);
 

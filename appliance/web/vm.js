@@ -88,6 +88,11 @@ async function drawVM() {
     document.getElementById("vm-name").textContent = vm.name;
     document.querySelector("#vm-fields tbody").replaceChildren(...fieldRows(vm, addresses));
     document.querySelector("#vm .vm-actions").replaceChildren(...vmButtons(vm, me, drawVM));
+    // Consoles need a running VM; VNC a display (graphics "none" has none).
+    const serial = document.getElementById("open-serial");
+    const screen = document.getElementById("open-vnc");
+    serial.disabled = screen.disabled = vm.state !== "running";
+    screen.hidden = !mayRead(me) || vm.spec?.graphics === "none";
     document.querySelector("#vm-events tbody").replaceChildren(...eventRows(events.items ?? events));
   } catch (error) {
     notice(`${name}: ${error.message}`, true);

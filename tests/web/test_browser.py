@@ -178,3 +178,9 @@ def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
              and "in lab" in driver.find_element(By.ID, "who").text)
     wait_for("lab's empty table", lambda: driver.execute_script(
         "return document.querySelectorAll('#vm-table tbody tr').length === 0"))
+    # Revoked: the next refresh is refused (401) and the page signs out by itself.
+    revoked = appliance.api("DELETE", f"/v1/tokens/{made.json()['id']}")
+    assert revoked.status_code in (200, 204), revoked.text
+    wait_for("the sign-in form after the revocation",
+             lambda: driver.find_element(By.ID, "sign-in").is_displayed(), timeout=15)
+    assert driver.execute_script("return sessionStorage.getItem('vmapp.token')") is None
