@@ -141,6 +141,17 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
         CANVAS_COLOURS, "#vnc-bare") > 1)
     viewer_sees_no_buttons(appliance, driver, name)
 
+    # Back as the admin (the viewer's revoked token signed the tab out): delete it from the list.
+    driver.find_element(By.ID, "token").send_keys(appliance.token)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+    driver.execute_script("location.hash = '#vms'")
+    wait_for("the admin's list", lambda: driver.find_elements(By.CSS_SELECTOR, f"{row} button[data-action=delete]"))
+    driver.find_element(By.CSS_SELECTOR, f"{row} button[data-action=delete]").click()
+    driver.switch_to.alert.accept()  # "Delete NAME?"
+    wait_for(f"{name} gone from the table", lambda: not driver.find_elements(By.CSS_SELECTOR, row),
+             timeout=120, every=1)
+    assert appliance.api("GET", f"/v1/vms/{name}").status_code == 404
+
     log = driver.get_log("browser")
     refused = [entry["message"] for entry in log if "Content Security Policy" in entry["message"]]
     assert refused == [], refused
