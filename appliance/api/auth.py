@@ -67,6 +67,18 @@ def single_token(token: str) -> Resolver:
     return resolve
 
 
+def in_project(principal: Principal, project: str | None,
+               project_exists: Callable[[str], bool] | None) -> Principal:
+    """The caller acting in `?project=` (None: their first); a project that is not
+    theirs (any, for an admin) or does not exist is not found (404). Also the
+    WebSockets' (appliance/api/websocket.py)."""
+    if project is None or project_exists is None:
+        return principal
+    if not principal.may_see(project) or not project_exists(project):
+        raise NotFound(f"no project named {project[:64]!r}", "project")
+    return principal.in_project(project)
+
+
 def unauthorized() -> falcon.HTTPUnauthorized:
     return falcon.HTTPUnauthorized(title="Unauthorized", description=BEARER_HELP,
                                    challenges=["Bearer"])
@@ -82,6 +94,9 @@ class TokenAuth:
                  project_exists: Callable[[str], bool] | None = None):
         self.resolve = resolve
         self.public_paths = public_paths
+        # Paths below these reach a public resource's own lookup (the web page's
+        # allowlist); process_resource still refuses any resource not marked public.
+        self.public_prefixes: tuple[str, ...] = ()
         self.project_exists = project_exists
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -93,7 +108,8 @@ class TokenAuth:
         req.context.principal = principal
         req.context.authenticated = principal is not None
         if principal is None:
-            if req.path not in self.public_paths:
+            if req.path not in self.public_paths and not (
+                    self.public_prefixes and req.path.startswith(self.public_prefixes)):
                 raise unauthorized()
             return
         principal = self._in_project(principal, req.get_param("project"))
@@ -102,11 +118,7 @@ class TokenAuth:
         set_caller(principal)
 
     def _in_project(self, principal: Principal, project: str | None) -> Principal:
-        if project is None or self.project_exists is None:
-            return principal
-        if not principal.may_see(project) or not self.project_exists(project):
-            raise NotFound(f"no project named {project[:64]!r}", "project")
-        return principal.in_project(project)
+        return in_project(principal, project, self.project_exists)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict) -> None:

@@ -139,7 +139,7 @@ class Broker:
                     and "active console" in (err.get_error_message() or "").lower()):
                 raise Conflict(
                     f"the console of {row['name']} is held elsewhere (another libvirt client, "
-                    "such as `virsh console` on its host); force=true takes it over",
+                    "such as `virsh console` on its host); attaching with force takes it over",
                     "force") from None
             raise Failed(f"cannot open the console of {row['name']}: "
                          f"{(err.get_error_message() or '')[:200]}") from None
