@@ -14,9 +14,9 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image run test test-unit lint bench bench-quick clean
+.PHONY: setup host venv image web run test test-unit lint bench bench-quick clean
 
-setup: host venv image
+setup: host venv image web
 
 host:
 	bash packaging/setup-host.sh
@@ -30,6 +30,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 image: $(DEMO_IMAGE)
+
+# The web page's libraries (xterm.js, noVNC): pinned npm tarballs, checked against
+# their pinned sha512 and unpacked into appliance/web/vendor/ (not in git).
+WEB_VENDOR := appliance/web/vendor/.stamp
+web: $(WEB_VENDOR)
+
+$(WEB_VENDOR): packaging/vendor-web.py
+	$(PYTHON) packaging/vendor-web.py
 
 $(DEMO_IMAGE): packaging/build-demo-image.sh $(wildcard packaging/demo-guest/*)
 	bash packaging/build-demo-image.sh --force $@

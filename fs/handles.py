@@ -74,9 +74,13 @@ class Handle:
         self.base = 0
 
     def take(self, off: int, buf: bytes) -> None:
-        """Keep the bytes of a write at off; EFBIG (and nothing kept) past the file's cap."""
+        """Keep the bytes of a write at off; EFBIG (and nothing kept) past the file's cap.
+        A console's (typed) are only checked: its writer types them at once."""
         if not self.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if self.typed:  # typed as they come by the caller, never kept: EFBIG past the cap
+            limits.check_size(self.path, len(buf))
+            return
         pos = off - self.base
         if pos < 0:  # rewriting from before what was applied: a new value
             self.buffer.clear()

@@ -17,8 +17,8 @@ migration), a host's maintenance (the drain's migrations)), and the trio loop
 keeps serving other requests meanwhile. Reads of one row (lookup, getattr,
 open, read) run on the loop: in WAL mode a reader never waits for a writer,
 the read takes ~30 µs and a hop to a thread ~200 µs (measured), so a `cat`
-stays within 2x of a bare pyfuse3 file system. A file made when it is read
-(screen.png: a screenshot) is stat'ed and opened in a thread too (`_tree`).
+stays within 2x of a bare pyfuse3 file system; but screen.png's stat and open
+take a screenshot, in a thread (`_tree`).
 """
 from __future__ import annotations
 
@@ -335,12 +335,14 @@ class ApplianceFS(pyfuse3.Operations):
         with acting_as(principal):
             content = await self._tree(self.tree.open, path, mode != os.O_RDONLY,
                                        mode != os.O_WRONLY)
-        fh = next(self._handles)
-        file = self.tree.table_file(path)
+        file, fh = self.tree.table_file(path), next(self._handles)
+        fixed, typed = (file.snapshot is not None, file.write_bytes is not None) if file else (
+            False, False)
+        if fixed:  # screen.png: EBUSY when open ones hold too much already
+            self.tree.snapshots.lend(len(content or b""))
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
                                 log=self.tree.log(path), principal=principal, uid=ctx.uid,
-                                fixed=file is not None and file.snapshot is not None,
-                                typed=file is not None and file.write_bytes is not None)
+                                fixed=fixed, typed=typed)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @boundary
@@ -358,16 +360,12 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files[fh]
-        if handle.typed:  # the console: these bytes, typed now, whatever the offset
-            if not handle.writable:
-                raise pyfuse3.FUSEError(errno.EBADF)
-            limits.check_size(handle.path, len(buf))  # EFBIG: nothing typed
-            with acting_as(handle.principal):
-                await self._write(handle.path, bytes(buf))
-            return len(buf)
         handle.take(off, buf)
         with acting_as(handle.principal):
-            await handle.apply(final=False, write=self._write)
+            if handle.typed:  # the console: these bytes, typed now, whatever the offset
+                await self._write(handle.path, bytes(buf))
+            else:
+                await handle.apply(final=False, write=self._write)
         return len(buf)
 
     @boundary
@@ -392,6 +390,8 @@ class ApplianceFS(pyfuse3.Operations):
         finally:
             if handle.made:
                 self.tree.new_files.pop(handle.path, None)
+            if handle.fixed:
+                self.tree.snapshots.give_back(len(handle.content or b""))
 
 
 def _makes_names(directory: Path) -> bool:

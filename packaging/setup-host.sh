@@ -43,6 +43,8 @@ PACKAGES=(
     prometheus prometheus-libvirt-exporter
     # the HTTP load generator of `make bench`
     wrk
+    # the web page's real-browser test and first-paint benchmark (selenium drives them)
+    chromium chromium-driver
 )
 
 # --- 1. packages ------------------------------------------------------------

@@ -10,7 +10,7 @@ from falcon.routing import CompiledRouter
 from appliance import hosturi
 from appliance.access import tokens
 from appliance.access.audit import Audit
-from appliance.api import access, error_shape, openapi, projects, resources, tickets
+from appliance.api import access, error_shape, openapi, projects, resources, tickets, web
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
@@ -48,6 +48,10 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/healthz", health)
     route("/readyz", health, suffix="ready")
     route("/v1/openapi.json", public(openapi.OpenAPI()))
+    # The web page (appliance/api/web.py): public files, an allowlist under /ui/.
+    page = web.WebFiles()
+    route("/", page)
+    route("/ui/{path:path}", page, suffix="file")
     route("/v1/vms", resources.VMs(service))
     route("/v1/vms/{name}", resources.VM(service))
     route("/v1/vms/{name}/{file}", resources.VMFile(service))
@@ -85,6 +89,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
         uri_allowed=lambda uri: hosturi.refused(uri, config) is None))
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
+    auth.public_prefixes = ("/ui/",)  # the page's files: WebFiles is public and 404s the rest
     return app
 
 

@@ -94,6 +94,9 @@ class TokenAuth:
                  project_exists: Callable[[str], bool] | None = None):
         self.resolve = resolve
         self.public_paths = public_paths
+        # Paths below these reach a public resource's own lookup (the web page's
+        # allowlist); process_resource still refuses any resource not marked public.
+        self.public_prefixes: tuple[str, ...] = ()
         self.project_exists = project_exists
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -105,7 +108,8 @@ class TokenAuth:
         req.context.principal = principal
         req.context.authenticated = principal is not None
         if principal is None:
-            if req.path not in self.public_paths:
+            if req.path not in self.public_paths and not (
+                    self.public_prefixes and req.path.startswith(self.public_prefixes)):
                 raise unauthorized()
             return
         principal = self._in_project(principal, req.get_param("project"))

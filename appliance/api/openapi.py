@@ -23,6 +23,7 @@ from appliance.api import (
     openapi_consoles,
     openapi_projects,
     openapi_vms,
+    web,
 )
 from appliance.api.openapi_shared import DNS_NAME, ERROR, json_answer, string
 from appliance.model.schema import spec_components
@@ -59,6 +60,7 @@ PATHS: dict[str, Any] = {
     **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
     **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
+    **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 
 # auth.py: every request with a token acts in one project.

@@ -20,7 +20,7 @@ from appliance.api.openapi_shared import (
     ref,
     string,
 )
-from appliance.files import VM_FILES
+from appliance.files import CONSOLE_INPUT_MAX_BYTES, VM_FILES
 from appliance.model import STATE_VERBS, OpStatus
 
 # A locked VM refuses every change but its locker's and an admin's (service/base.py).
@@ -38,31 +38,11 @@ UNAVAILABLE = {**ERROR, "description": "the console broker is not running (vmctl
                                        "it), or the VM's host cannot be reached"}
 STOPPED = {**ERROR, "description": "the VM is not running (or, for the screen, has no display: "
                                    "graphics none)"}
-CONSOLE_FILES = ("console", "screen.png")
-CONSOLE_PATHS: dict[str, Any] = {
-    "/v1/vms/{name}/console": {
-        "parameters": [NAME],
-        "get": {"summary": "the serial console's log, from ?offset= (negative: from the end)",
-                "parameters": [{"name": "offset", "in": "query",
-                                "schema": integer(minimum=-2**62, maximum=2**62)}],
-                "responses": {"200": {"description": "the log's bytes", "content": {
-                    "text/plain": {"schema": string()}}}, **ERRORS}},
-        "put": {"summary": "type the body into the serial port, as it is (control characters "
-                           "too); answered once sent, nothing to wait for",
-                "requestBody": {"required": True, "content": {
-                    "text/plain": {"schema": string()},
-                    "application/octet-stream": {"schema": string(format="binary")},
-                    "application/json": {"schema": {
-                        "type": "object", "required": ["console"],
-                        "properties": {"console": string(description="typed as UTF-8")}}}}},
-                "responses": {
-                    "200": json_answer({"type": "object", "required": ["name", "typed"],
-                                        "properties": {"name": string(), "typed": integer()}},
-                                       "typed: how many bytes"),
-                    **ERRORS, "409": STOPPED,
-                    "413": {**ERROR, "description": "more than 65536 bytes at once"},
-                    "503": UNAVAILABLE}},
-    },
+STOPPED_OR_CHANGE = {**ERROR, "description": "conflicts with the current state, another user "
+                                             "locked the VM, or (console) it is not running"}
+# screen.png has a path of its own; the console's log (GET) and typing (PUT) are the
+# {file} route's (its WebSocket, a GET with Upgrade, is openapi_consoles.py's own path).
+SCREEN_PATHS: dict[str, Any] = {
     "/v1/vms/{name}/screen.png": {
         "parameters": [NAME],
         "get": {"summary": "a screenshot of the VM's display, taken now",
@@ -73,6 +53,9 @@ CONSOLE_PATHS: dict[str, Any] = {
 }
 
 SCHEMAS = {
+    "Typed": {"type": "object", "required": ["name", "typed"],
+              "description": "bytes typed into the VM's serial port",
+              "properties": {"name": string(), "typed": integer()}},
     "VM": {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
@@ -202,21 +185,30 @@ PATHS: dict[str, Any] = {
         "delete": {"summary": "unlock (the locker, or an admin)",
                    "responses": {"204": {"description": "unlocked"}, **CHANGE_ERRORS}},
     },
-    **CONSOLE_PATHS,
+    **SCREEN_PATHS,
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
                               "schema": string(enum=[f for f in VM_FILES if f not in (
-                                  "state", "host", "lock", *CONSOLE_FILES)])}],
+                                  "state", "host", "lock", "screen.png")])}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": string()},
                     "application/xml": {"schema": string()}}}, **ERRORS}},
-        "put": {"summary": "write a writable file (spec.json, cpus, memory)",
+        "put": {"summary": "write a writable file (spec.json, cpus, memory); console: type "
+                           "the body into the serial port as it is (control characters too; "
+                           'JSON {"console": "text"} as its UTF-8), answered once sent '
+                           "with {name, typed} (no operation, wait and If-Match unused)",
                 "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {}}, "text/plain": {"schema": string()}}},
-                "responses": {**write_responses(json_answer(ref("VM"))),
-                              "403": {**ERROR, "description": "the file is read-only"}}},
+                    "application/json": {"schema": {}}, "text/plain": {"schema": string()},
+                    "application/octet-stream": {"schema": string(format="binary")}}},
+                "responses": {**write_responses(json_answer(
+                    {"oneOf": [ref("VM"), ref("Typed")]}, "the VM; for console, what was typed")),
+                              "403": {**ERROR, "description": "the file is read-only"},
+                              "409": STOPPED_OR_CHANGE,
+                              "413": {**ERROR, "description": "console: more than "
+                                                              f"{CONSOLE_INPUT_MAX_BYTES} bytes"},
+                              "503": UNAVAILABLE}},
     },
     "/v1/operations": {"get": {"summary": "recent operations", "parameters": [
         {"name": "vm", "in": "query", "schema": string()},

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -31,7 +31,7 @@ from pathlib import Path
 from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
-SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration")
+SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -174,6 +174,10 @@ def main() -> int:
             from tests.bench import bench_migration
 
             steps.append(("migration", lambda: bench_migration.run(base / "migration", rounds=1 if args.quick else 15)))
+        if "web" in wanted:
+            from tests.bench import bench_web
+
+            steps.append(("web", lambda: bench_web.run(base / "web", vms=100, rounds=2 if args.quick else 15)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -3,6 +3,8 @@ would answer them, for tests of what calls them (the file table, REST, the mount
 policy matrix): no broker runs in unit tests."""
 from __future__ import annotations
 
+import time
+
 from appliance.errors import Conflict
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
@@ -18,6 +20,7 @@ class FakeConsoles:
         self.typed: list[bytes] = []
         self.screens = [PNG_BYTES]
         self.shots = 0
+        self.delay = 0.0  # seconds a screenshot takes
         service.console_input = self.console_input
         service.console_target = self.console_target
         service.screenshot = self.screenshot
@@ -34,5 +37,6 @@ class FakeConsoles:
 
     def screenshot(self, name: str) -> bytes:
         self.console_target(name)
+        time.sleep(self.delay)
         self.shots += 1
         return self.screens[min(self.shots, len(self.screens)) - 1]

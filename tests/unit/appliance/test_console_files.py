@@ -5,6 +5,7 @@ seam (tests/unit/appliance/fake_consoles.py): what reaches it is recorded."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from types import SimpleNamespace
@@ -165,11 +166,12 @@ class _Shell:
             return err.errno
         return 0
 
-    async def append(self, writes: list[bytes], flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    async def append(self, writes: list[bytes], flags: int = os.O_WRONLY | os.O_APPEND,
+                     path: tuple[str, ...] = ("vms", "web1", "console")) -> int:
         """`printf ... >> vms/web1/console`, one write() per item; the errno of the first
         refusal (0: done)."""
         async def run() -> None:
-            info = await self.fs.open(await self.inode("vms", "web1", "console"), flags, self.ctx)
+            info = await self.fs.open(await self.inode(*path), flags, self.ctx)
             try:
                 for index, data in enumerate(writes):
                     assert await self.fs.write(info.fh, 4096 * index, data) == len(data)
@@ -200,6 +202,14 @@ def test_each_write_to_the_console_is_typed_as_it_comes(service, consoles):
     assert consoles.typed[-2:] == [b"ls\n", b"x\n"]
     events = [e for e in service.list_events("web1") if e["kind"] == "write"]
     assert len(events) == 5 and events[-1]["message"] == "write vms/web1/console"
+
+
+def test_the_console_is_typed_into_under_projects_too(service, consoles):
+    path = ("projects", "default", "vms", "web1", "console")
+    assert trio.run(functools.partial(_Shell(service).append, [b"id\n"], path=path)) == 0
+    assert consoles.typed == [b"id\n"]
+    assert trio.run(_Shell(service).copy, "projects", "default", "vms", "web1",
+                    "screen.png") == PNG_BYTES
 
 
 def test_a_console_write_past_the_bound_is_efbig_and_types_nothing(service, consoles):
@@ -252,13 +262,16 @@ def test_screen_png_stat_open_and_reads_see_one_screenshot(service, consoles):
 def test_an_open_screen_png_keeps_its_bytes(service, consoles, monkeypatch):
     """Reads of one open file never mix two screens, however long the copy takes."""
     import fs.handles
+    import fs.snapshots
     consoles.screens = [PNG_BYTES, b"\x89PNG-another-screen" * 20]
     shell = _Shell(service)
 
     async def run() -> bytes:
         info = await shell.fs.open(await shell.inode("vms", "web1", "screen.png"), os.O_RDONLY,
                                    shell.ctx)
-        monkeypatch.setattr(fs.handles, "FRESH_SECONDS", -1.0)  # every read would refetch
+        # Every read would fetch anew, and find no screenshot fresh enough to serve again.
+        monkeypatch.setattr(fs.handles, "FRESH_SECONDS", -1.0)
+        monkeypatch.setattr(fs.snapshots, "FRESH_SECONDS", -1.0)
         head = await shell.fs.read(info.fh, 0, 10)
         rest = await shell.fs.read(info.fh, 10, 1 << 20)
         again = await shell.fs.read(info.fh, 0, 1 << 20)
@@ -287,3 +300,49 @@ def test_listing_a_vm_takes_no_screenshot_and_a_stopped_vm_lists(service, consol
 
     assert trio.run(run) == list(VM_FILES)
     assert consoles.shots == 0
+
+
+def test_a_slow_screenshot_does_not_hold_up_the_mount(service, consoles):
+    """stat and open of screen.png run in a worker thread: other requests are served
+    meanwhile (on the loop, a 1 s screenshot stalled every caller of the mount)."""
+    consoles.delay = 1.0
+    shell = _Shell(service)
+    done: dict[str, float] = {}
+
+    async def run() -> None:
+        state = await shell.inode("vms", "web1", "state")
+        start = trio.current_time()
+
+        async def copy() -> None:
+            await shell.copy("vms", "web1", "screen.png")
+            done["screen"] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy)
+            await trio.sleep(0.1)
+            await shell.fs.getattr(state, shell.ctx)
+            done["state"] = trio.current_time() - start
+
+    trio.run(run)
+    assert done["state"] < 0.5 < 1.0 <= done["screen"], done
+
+
+def test_open_screenshots_hold_a_bounded_number_of_bytes(service, consoles, monkeypatch):
+    """Each open screen.png holds its bytes until closed: past the mount's bound, EBUSY."""
+    import fs.snapshots
+    monkeypatch.setattr(fs.snapshots, "OPEN_BYTES", len(PNG_BYTES) * 2)
+    shell = _Shell(service)
+
+    async def run() -> None:
+        inode = await shell.inode("vms", "web1", "screen.png")
+        held = [await shell.fs.open(inode, os.O_RDONLY, shell.ctx) for _ in range(2)]
+        code = await shell.errno_of(lambda: shell.fs.open(inode, os.O_RDONLY, shell.ctx))
+        assert code == errno.EBUSY
+        await shell.fs.release(held[0].fh)
+        again = await shell.fs.open(inode, os.O_RDONLY, shell.ctx)
+        assert await shell.fs.read(again.fh, 0, 1 << 20) == PNG_BYTES
+        for info in (held[1], again):
+            await shell.fs.release(info.fh)
+        assert shell.fs.tree.snapshots.lent == 0
+
+    trio.run(run)

@@ -37,8 +37,9 @@ HTTP_METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "tra
 FIELD = re.compile(r"\{(\w+)\}")
 
 # The routes anyone may call without a token, as README and the OpenAPI document
-# (`security: []`) have them; /metrics joins them when config metrics_public.
-PUBLIC = frozenset({"/healthz", "/readyz", "/v1/openapi.json"})
+# (`security: []`) have them, the web page's files among them; /metrics joins
+# them when config metrics_public.
+PUBLIC = frozenset({"/healthz", "/readyz", "/v1/openapi.json", "/", "/ui/{path:path}"})
 METRICS = "/metrics"
 
 # The file routes: their {file} is a file of this directory, and their writes

@@ -15,8 +15,9 @@ from appliance.api.openapi import DOCUMENT
 
 TOKEN = "sekrit"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PUBLIC = {"/healthz", "/readyz", "/v1/openapi.json"}
-SAMPLE = {"{name}": "web1", "{file}": "state", "{op_id}": "0" * 32}
+# "/" and "/ui/...": the web page (appliance/api/web.py), whose files hold no data
+PUBLIC = {"/healthz", "/readyz", "/v1/openapi.json", "/", "/ui/app.js"}
+SAMPLE = {"{name}": "web1", "{file}": "state", "{op_id}": "0" * 32, "{path}": "app.js"}
 
 
 def _concrete(template: str) -> str:
@@ -78,7 +79,8 @@ def test_no_vm_is_made_through_a_respelled_path(bare, service):
 
 def test_unknown_paths_want_the_token_too(bare):
     """A caller without the token learns nothing of which paths exist."""
-    for path in ("/nope", "/v2/vms", "/v1/secret", "/", "/healthz/extra"):
+    for path in ("/nope", "/v2/vms", "/v1/secret", "/index.html", "/ui", "/uix/app.js",
+                 "/healthz/extra"):
         assert bare.simulate_get(path).status_code == 401, path
 
 
@@ -86,7 +88,7 @@ def test_the_public_routes_are_exactly_the_listed_ones(bare):
     for path in PUBLIC:
         assert bare.simulate_get(path).status_code in (200, 503), path  # /readyz may be unready
     # the same public routes spelled otherwise are not public
-    for path in ("//healthz", "/%2Fhealthz", "/HEALTHZ"):
+    for path in ("//healthz", "/%2Fhealthz", "/HEALTHZ", "//ui/app.js", "/%2Fui/app.js", "/UI/app.js"):
         assert bare.simulate_get(path).status_code == 401, path
 
 
