@@ -30,6 +30,8 @@ from websockets.exceptions import (
 )
 from websockets.sync.client import ClientConnection, connect
 
+from appliance.access import policy
+from appliance.access.principal import Role
 from appliance.cli import terminal, vms
 from appliance.client import APIError, Client, FingerprintMismatch
 
@@ -129,9 +131,9 @@ def attach(client: Client, name: str, *, read_only: bool, force: bool, history: 
     path = f"/v1/vms/{urllib.parse.quote(name, safe='')}/console"
     connection = open_websocket(client, path, query)
     interactive = os.isatty(sys.stdin.fileno())
-    mode = " read-only" if read_only else ""
-    how = " (escape character is ^])" if interactive else " (until the end of stdin)"
-    print(f"Connected to {name}{mode}{how}", file=sys.stderr, flush=True)
+    notes = ["escape character is ^]" if interactive else "until the end of stdin"]
+    notes += ["read-only"] if read_only else _read_only_role(client)
+    print(f"Connected to {name} ({'; '.join(notes)})", file=sys.stderr, flush=True)
     try:
         with terminal.signals_raise(), terminal.raw_terminal(sys.stdin.fileno()):
             outcome = terminal.pump(_WebSocketConsole(connection), sys.stdin.fileno(),
@@ -145,6 +147,19 @@ def attach(client: Client, name: str, *, read_only: bool, force: bool, history: 
     finally:
         connection.close()
     return _report(name, outcome, interactive)
+
+
+def _read_only_role(client: Client) -> list[str]:
+    """What the Connected line says when the token's role may not type (the
+    API drops a viewer's keys without a word; this says so up front). Nothing
+    when it may, or when /v1/me does not say."""
+    try:
+        role = Role(client.get("/v1/me")["role"])
+    except (APIError, KeyError, TypeError, ValueError):
+        return []
+    if policy.allows(role, policy.WEBSOCKET_INPUT):
+        return []
+    return [f"read-only: a {role}'s keys are dropped"]
 
 
 def _report(name: str, outcome: terminal.Outcome, interactive: bool) -> int:

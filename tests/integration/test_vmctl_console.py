@@ -110,6 +110,7 @@ def make_token(appliance, user: str, role: str) -> str:
 
 def test_a_viewers_vmctl_console_watches_but_cannot_type(vm):
     viewer = spawn_console(vm, token=make_token(vm, "watcher", "viewer"))
+    viewer.expect_exact(" (escape character is ^]; read-only: a viewer's keys are dropped)")
     viewer.send("\recho VIEWER-$((6*7))\r")
     time.sleep(2)  # time enough for the bytes to reach the guest, were they passed on
     # the admin types on the same console: the viewer sees it, its own line never ran

@@ -116,7 +116,7 @@ def test_console_sends_the_token_project_and_options_and_pipes_stdin(
     assert urllib.parse.urlsplit(request.path).path == "/v1/vms/web1/console"
     assert request.headers["Authorization"] == "Bearer t0ken"
     assert server.query() == {"project": "blue", "mode": "ro", "history": "100"}
-    assert "Connected to web1 read-only" in capsys.readouterr().err
+    assert "Connected to web1 (until the end of stdin; read-only)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status, reason", [
@@ -258,3 +258,25 @@ def test_console_log_keeps_printing_the_log(monkeypatch):
     assert consoles.cmd_console(object(), namespace) == 0 and seen == [namespace]
     namespace.read_only = True
     assert consoles.cmd_console(object(), namespace) == 2
+
+
+class MeClient:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def get(self, path):
+        assert path == "/v1/me"
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_the_connected_line_says_when_the_role_may_not_type():
+    assert consoles._read_only_role(MeClient({"role": "viewer"})) == [
+        "read-only: a viewer's keys are dropped"]
+    assert consoles._read_only_role(MeClient({"role": "monitor"})) != []
+    assert consoles._read_only_role(MeClient({"role": "operator"})) == []
+    assert consoles._read_only_role(MeClient({"role": "admin"})) == []
+    # an answer that does not say: nothing said (the server decides anyway)
+    assert consoles._read_only_role(MeClient(APIError(500, "boom"))) == []
+    assert consoles._read_only_role(MeClient({"role": "emperor"})) == []
