@@ -171,3 +171,11 @@ def test_the_vm_stopping_ends_vmctl_console_with_the_terminal_restored(vm):
     child.expect(r"([^\r\n]+)\r\n")
     assert child.match.group(1) == child.settings_before
     child.expect(pexpect.EOF)
+    # stopped: each command is refused in one line with the API's reason, never a traceback
+    for command in (["console", VM], ["screenshot", VM, "/tmp/never-written.png"]):
+        out = subprocess.run([sys.executable, *vmctl_argv(vm, *command)], capture_output=True,
+                             text=True, cwd=ROOT, env=env_with(), timeout=60,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 1 and out.stderr.startswith(f"vmctl {command[0]}: HTTP 409: "), \
+            out.stderr
+        assert len(out.stderr.splitlines()) == 1 and "stopped" in out.stderr, out.stderr
