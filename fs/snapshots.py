@@ -9,8 +9,9 @@ both from it, so the size getattr reports is the size the reads end at.
 An open file keeps the bytes it was opened with (fs/handles.py `fixed`):
 a copy is never a mix of two screens.
 
-What a listing shows (no screenshot: `ls -l vms/` stays fast, and a stopped
-VM's directory lists): the last size known, or 0. What is kept is bounded
+What a listing shows (no screenshot: `ls vms/NAME` stays fast, and a stopped
+VM's directory lists; `ls -l` stats the file, which takes one): the last size
+known, or 0. What is kept is bounded
 (KEPT_BYTES): a guest chooses how large its screen is. The kernel does not cache
 such a file's attributes (fs/operations.py), so the next stat asks again.
 """
