@@ -33,5 +33,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
-              Projects, Locks, Consoles, Tickets):
+              Projects, Locks, Tickets, Consoles):
     """Every rule of the appliance, one call per request (the parts: see above)."""

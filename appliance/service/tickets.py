@@ -10,14 +10,14 @@ from appliance.access import tickets as console_tickets
 from appliance.errors import Conflict
 from appliance.model.access import ConsoleKind, TicketCreate
 from appliance.model.states import Graphics
-from appliance.service.base import ServiceBase
+from appliance.service.consoles import Consoles
 
 
 def iso_time(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(timespec="seconds")
 
 
-class Tickets(ServiceBase):
+class Tickets(Consoles):
     def create_ticket(self, body: Any) -> dict[str, Any]:
         """A one-use ticket for a console of a VM of the caller's project (another
         project's VM is not found, as everywhere). `write`: whether the caller's
@@ -28,6 +28,9 @@ class Tickets(ServiceBase):
         kind = ConsoleKind(asked["kind"])
         if kind == ConsoleKind.VNC and row["spec"].get("graphics") == Graphics.NONE:
             raise Conflict(f"{row['name']} has graphics none: no VNC console", "kind")
+        # A stopped VM has no console to open: say so now, not in a browser
+        # tab after the ticket was handed on (vmctl vnc prints a URL).
+        self.console_target(row["name"], kind.value)
         ticket, expires = console_tickets.issue(self.store, principal, row, kind.value,
                                                 self.config.ticket_ttl, self.clock())
         return {"ticket": ticket, "vm": row["name"], "kind": kind.value,

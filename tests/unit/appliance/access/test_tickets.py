@@ -22,6 +22,9 @@ HOME_TOKEN = "home-token-of-the-tickets-tests-0123456789"  # noqa: S105 - a test
 def app(service):
     service.store.insert_project({"name": "web", "description": "", "quota": {}, "created": 0.0})
     service.create_vm({"name": "web1", "state": "stopped"})
+    # as the controller records it once the guest runs: a stopped VM has no console
+    vm_id = service.store.get_vm("web1")["id"]
+    service.store.update_vm(vm_id, bump=False, observed_state="running", host="local")
     return create_app(service, HOME_TOKEN)
 
 
@@ -89,6 +92,8 @@ def test_another_project_s_vm_is_not_found(app, admin):
 
 def test_no_vnc_ticket_for_a_vm_without_graphics(service, admin):
     service.create_vm({"name": "headless", "state": "stopped", "graphics": "none"})
+    service.store.update_vm(service.store.get_vm("headless")["id"], bump=False,
+                            observed_state="running", host="local")
     refused = ask(admin, vm="headless", kind="vnc")
     assert refused.status_code == 409 and refused.json["field"] == "kind"
     assert ask(admin, vm="headless", kind="console").status_code == 201
@@ -197,3 +202,14 @@ def test_a_token_holds_a_bounded_number_of_live_tickets(service, admin):
     service.store.db.execute("UPDATE tickets SET expires = ?", [time.time() - 1])
     assert ask(admin).status_code == 201
     assert service.store.db.execute("SELECT count(*) FROM tickets").fetchone()[0] == 1
+
+
+def test_a_stopped_vm_gets_no_ticket(app, admin, service):
+    """Refused when asked (409), not in a browser tab after the URL was handed on."""
+    row = service.store.get_vm("web1")
+    service.store.update_vm(row["id"], bump=False, observed_state="stopped")
+    for kind in ("console", "vnc"):
+        resp = ask(admin, kind=kind)
+        assert resp.status_code == 409, resp.text
+        assert resp.json["reason"] == "web1 is stopped: start it first"
+    assert service.store.db.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0
