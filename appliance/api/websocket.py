@@ -22,7 +22,9 @@ holds an open WebSocket. In order:
 
 Then the attach is recorded in the VM's events (who, read-write or
 read-only), the upgrade accepted ("binary" as subprotocol when offered) and
-the bytes relayed (websocket_relay.py).
+the bytes relayed (websocket_relay.py), while the caller's token still allows
+the session (`_still_allowed`, asked every few seconds: a revoked token, a
+disabled user, a role that may no longer attach or type closes it, 1008).
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ class WebSockets:
     """The consoles' WebSocket endpoint of one API worker (asgi.Front calls it)."""
 
     def __init__(self, service: Service, pool: Executor, broker: Any = None,
-                 max_sessions: int = MAX_SESSIONS):
+                 max_sessions: int = MAX_SESSIONS,
+                 recheck_every: float = websocket_relay.RECHECK_SECONDS):
         self.service = service
         self.store = service.store
         self.pool = pool
@@ -137,6 +140,7 @@ class WebSockets:
         self.broker = broker  # appliance.consoles.client, or a test's stand-in
         self.max_sessions = max_sessions
         self.sessions = 0  # touched only from the event loop: no lock
+        self.recheck_every = recheck_every
 
     def _client(self) -> Any:
         if self.broker is None:
@@ -187,7 +191,11 @@ class WebSockets:
             await self._in_thread(lambda: self._record(principal, request, vm_id, write))
             subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
-            await websocket_relay.relay(receive, send, backend, request.kind, write)
+            await websocket_relay.relay(
+                receive, send, backend, request.kind, write,
+                recheck=lambda: self._in_thread(
+                    lambda: self._still_allowed(principal, request, write)),
+                every=self.recheck_every)
         finally:
             backend.close()
 
@@ -220,6 +228,23 @@ class WebSockets:
         if ticket_vm is not None and target["vm_id"] != ticket_vm:
             raise errors.NotFound(f"the ticket is not for {request.name[:64]}", "ticket")
         return principal, str(target["vm_id"])
+
+    def _still_allowed(self, principal: Principal, request: Request, write: bool
+                       ) -> str | None:
+        """In a pool thread: None while the caller's token may still hold this
+        session as it was opened, else why not."""
+        if principal.token_id is None:  # a caller no token names (the tests' single token)
+            return None
+        now = tokens.principal_by_id(self.store, principal.token_id)
+        if now is None:
+            return "the token was revoked or expired, or its user disabled"
+        if not now.may_see(principal.project):
+            return f"{now.user} is no longer in the project {principal.project}"
+        if not policy.allows(now.role, policy.WEBSOCKETS[request.template]):
+            return f"the role {now.role.value} may no longer attach"
+        if write and not policy.allows(now.role, policy.WEBSOCKET_INPUT):
+            return f"the role {now.role.value} may no longer type: attach again, read-only"
+        return None
 
     async def _open(self, request: Request, vm_id: str, write: bool) -> websocket_relay.Backend:
         """The broker's connection, before the upgrade: its refusals are HTTP answers."""

@@ -223,3 +223,59 @@ def test_the_front_hands_websockets_to_the_endpoint_and_refuses_them_without_one
     front.websockets = endpoint
     asyncio.run(front(scope, None, None))
     assert seen == [CONSOLE]
+
+
+# -- a session outlives its upgrade: the caller's token is asked again --------------------------
+def _during_session(world, change, caller: str = "operator", path: str = CONSOLE,
+                    query: str = ""):
+    """Open a session, make `change` to the store a moment after, keep the client for 2 s;
+    the session is asked again every 0.05 s here (every few seconds in the API)."""
+    import threading
+    import time
+
+    world.endpoint.recheck_every = 0.05
+    timer = threading.Timer(0.3, change)
+    timer.start()
+    started = time.monotonic()
+    outcome = world.upgrade(path, query, caller=caller, linger=2.0,
+                            messages=[{"bytes": b"typed\r"}])
+    timer.join()
+    return outcome, time.monotonic() - started
+
+
+@pytest.mark.parametrize("change", ["revoked", "disabled", "demoted"])
+def test_a_session_ends_when_its_caller_may_no_longer_type(world, change):
+    """An operator's read-write console (a root shell on the guest, often) went on after
+    the token was revoked, or the user disabled or made a viewer: it is closed (1008) as
+    soon as it is asked again, when REST would refuse the token's next request."""
+    import time
+
+    store = world.service.store
+
+    def make() -> None:
+        if change == "revoked":
+            store.update_token(world.token_ids["operator"], revoked=time.time())
+        elif change == "disabled":
+            store.update_user("operator", disabled=1)
+        else:
+            store.update_user("operator", role="viewer")
+
+    outcome, took = _during_session(world, make)
+    assert outcome.accepted
+    assert outcome.close_code == 1008, outcome.sent
+    assert took < 1.5  # closed by the check, not by the client's leaving after 2 s
+
+
+def test_a_ticket_s_session_ends_when_its_token_is_revoked(world):
+    store = world.service.store
+    ticket = world.ticket("viewer", kind="vnc")
+    outcome, _took = _during_session(
+        world, lambda: store.update_token(world.token_ids["viewer"], revoked=1.0),
+        caller=None, path=VNC, query=f"ticket={ticket}")
+    assert outcome.accepted and outcome.close_code == 1008, outcome.sent
+
+
+def test_a_session_whose_caller_is_unchanged_goes_on(world):
+    outcome, took = _during_session(world, lambda: None)
+    assert outcome.accepted and outcome.close_code is None and took >= 2.0, outcome.sent
+    assert b"typed\r" in world.broker.received()
