@@ -96,7 +96,8 @@ PATHS = {
                             "description": "send the last N bytes of the console log first"},
                            {"name": "force", "in": "query", "schema": boolean(),
                             "description": "take the console from a holder outside the "
-                                           "appliance (virsh console on the host)"}],
+                                           "appliance (virsh console on the host); only "
+                                           "for a role with console-input (403 else)"}],
             "responses": {**_SESSION, "200": {"description": "without the upgrade: the "
                                                              "console log", "content": {
                 "text/plain": {"schema": string()}}}, **ERRORS},

@@ -15,7 +15,8 @@ holds an open WebSocket. In order:
   auth.py; `?project=` as auth.py's in_project), else `?ticket=` (used up here,
   whatever follows: appliance/access/tickets.py); neither, or a bad one: 401;
 - the policy (policy.WEBSOCKETS): the role may attach (403 else), and types
-  only with policy.WEBSOCKET_INPUT and without mode=ro;
+  only with policy.WEBSOCKET_INPUT and without mode=ro; force=true (which cuts
+  off another holder of the console) takes WEBSOCKET_INPUT too (403 else);
 - the VM (service.console_target, in the caller's project: 404, 409 when it
   is not running; a ticket's must be the VM it names), then the broker
   (appliance/consoles: its 404/409/500/503 are answered as they are).
@@ -223,6 +224,11 @@ class WebSockets:
             raise unauthorized()
         principal = dataclasses.replace(principal, source=source)
         policy.check(principal, policy.WEBSOCKETS[request.template])
+        if request.force and not policy.allows(principal.role, policy.WEBSOCKET_INPUT):
+            # FORCE cuts off whoever holds the console (an admin's `virsh console`)
+            raise errors.Forbidden(f"{principal.user} has the role {principal.role}, which "
+                                   "may not take a console over (force needs one that may "
+                                   "type into it)", "force")
         with acting_as(principal):  # 409 when stopped, or for vnc without a display
             target = self.service.console_target(request.name, request.kind.value)
         if ticket_vm is not None and target["vm_id"] != ticket_vm:

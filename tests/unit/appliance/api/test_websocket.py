@@ -279,3 +279,18 @@ def test_a_session_whose_caller_is_unchanged_goes_on(world):
     outcome, took = _during_session(world, lambda: None)
     assert outcome.accepted and outcome.close_code is None and took >= 2.0, outcome.sent
     assert b"typed\r" in world.broker.received()
+
+
+# -- force: taking the console over from another holder ---------------------------------------
+def test_a_viewer_may_not_take_the_console_over(world):
+    """force=true opens the VM's console with VIR_DOMAIN_CONSOLE_FORCE, which cuts off
+    whoever held it (an admin's `virsh console` on the host): the act of one who may
+    type into it, not of a viewer, who watches (403, field force, nothing opened)."""
+    body = refused(world.upgrade(CONSOLE, "force=true", caller="viewer"), 403)
+    assert body["field"] == "force"
+    ticket = world.ticket("viewer")
+    refused(world.upgrade(CONSOLE, f"ticket={ticket}&force=true"), 403)
+    assert world.broker.opened == []
+    # an operator may, read-only too (watching a console someone left held)
+    assert world.upgrade(CONSOLE, "force=true&mode=ro", caller="operator").accepted
+    assert world.broker.opened[-1]["force"] is True
