@@ -8,7 +8,8 @@ holds an open WebSocket. In order:
 
 - the path: only the two routes (after asgi.normal_path, as Falcon's router
   forgives slashes); anything else is 404;
-- the worker's bound: at most MAX_SESSIONS WebSockets at once (503 beyond);
+- the worker's bound: at most MAX_SESSIONS WebSockets at once (503 beyond),
+  and, once the caller is known, MAX_SESSIONS_PER_USER of them a user's (429);
 - the query: `project`, `ticket`, `mode=ro|rw`, and for the console `history`
   (0..65536) and `force` (true|false); a bad value is 422;
 - the caller: `Authorization: Bearer TOKEN` (resolved as every request's,
@@ -56,6 +57,7 @@ Message = dict[str, Any]
 
 ROUTE = re.compile(r"/v1/vms/([^/]+)/(console|vnc)")
 MAX_SESSIONS = 64  # WebSockets per API worker
+MAX_SESSIONS_PER_USER = 16  # of them, held by one user (a script on many VMs fits)
 MAX_HISTORY = protocol.HISTORY_MAX
 FALSE, TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
 DENIAL = "websocket.http.response"
@@ -132,7 +134,7 @@ class WebSockets:
     """The consoles' WebSocket endpoint of one API worker (asgi.Front calls it)."""
 
     def __init__(self, service: Service, pool: Executor, broker: Any = None,
-                 max_sessions: int = MAX_SESSIONS,
+                 max_sessions: int = MAX_SESSIONS, max_per_user: int = MAX_SESSIONS_PER_USER,
                  recheck_every: float = websocket_relay.RECHECK_SECONDS):
         self.service = service
         self.store = service.store
@@ -141,6 +143,8 @@ class WebSockets:
         self.broker = broker  # appliance.consoles.client, or a test's stand-in
         self.max_sessions = max_sessions
         self.sessions = 0  # touched only from the event loop: no lock
+        self.max_per_user = max_per_user
+        self.by_user: dict[str, int] = {}  # sessions of each user (the event loop's too)
         self.recheck_every = recheck_every
 
     def _client(self) -> Any:
@@ -170,11 +174,33 @@ class WebSockets:
             self.sessions -= 1
 
     async def _session(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        held: list[str] = []  # the user whose slot this session takes, once authorized
+        try:
+            await self._attach(scope, receive, send, held)
+        finally:
+            for user in held:
+                self.by_user[user] -= 1
+                if not self.by_user[user]:
+                    del self.by_user[user]
+
+    def _take_slot(self, user: str, held: list[str]) -> None:
+        """One of the user's MAX_SESSIONS_PER_USER in this worker (429 beyond): one
+        token, a viewer's even, must not hold every WebSocket the worker has."""
+        if self.by_user.get(user, 0) >= self.max_per_user:
+            raise Refused(429, "Too Many Requests",
+                          f"{user[:64]} holds {self.max_per_user} console WebSockets in this "
+                          "worker, the most one user may: close some first")
+        self.by_user[user] = self.by_user.get(user, 0) + 1
+        held.append(user)
+
+    async def _attach(self, scope: Scope, receive: Callable, send: Callable,
+                      held: list[str]) -> None:
         try:
             request = parse_request(scope.get("path", ""), scope.get("query_string", b""))
             source = (scope.get("client") or ("api",))[0]
             principal, vm_id = await self._in_thread(
                 lambda: self._authorize(request, _header(scope, b"authorization"), source))
+            self._take_slot(principal.user, held)
             write = policy.allows(principal.role, policy.WEBSOCKET_INPUT) and not request.read_only
             backend = await self._open(request, vm_id, write)
         except Refused as refusal:

@@ -294,3 +294,60 @@ def test_a_viewer_may_not_take_the_console_over(world):
     # an operator may, read-only too (watching a console someone left held)
     assert world.upgrade(CONSOLE, "force=true&mode=ro", caller="operator").accepted
     assert world.broker.opened[-1]["force"] is True
+
+
+def test_one_user_holds_a_bounded_share_of_the_worker_s_websockets(world):
+    """The worker's bound (64) was the only one: a viewer's token (or a script gone wrong)
+    could hold every WebSocket of every worker, and an operator come to fix a VM got 503.
+    One user holds at most max_per_user of them (429 beyond); others still attach."""
+    import asyncio
+
+    endpoint = world.endpoint
+    endpoint.max_per_user = 3
+    accepted = []
+    peers = []  # the broker's ends, kept open (the stand-in remembers only the last)
+    pair = world.broker._pair
+    world.broker._pair = lambda greeting: (peers.append(world.broker.peer), pair(greeting))[1]
+
+    async def hold(caller: str, release: asyncio.Event) -> list[dict]:
+        scope = {"type": "websocket", "path": CONSOLE, "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {world.tokens[caller]}".encode())],
+                 "client": ("127.0.0.9", 4242), "subprotocols": [],
+                 "extensions": {"websocket.http.response": {}}}
+        sent: list[dict] = []
+        connected = False
+
+        async def receive():
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await release.wait()
+            return {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "websocket.accept":
+                accepted.append(caller)
+
+        await endpoint(scope, receive, send)
+        return sent
+
+    async def scenario():
+        release = asyncio.Event()
+        viewers = [asyncio.create_task(hold("viewer", release)) for _ in range(3)]
+        while len(accepted) < 3:
+            await asyncio.sleep(0.01)
+        fourth = await asyncio.wait_for(hold("viewer", release), 5)
+        operator = asyncio.create_task(hold("operator", release))
+        while len(accepted) < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*viewers, operator)
+        return fourth
+
+    fourth = asyncio.run(scenario())
+    starts = [m for m in fourth if m["type"] == "websocket.http.response.start"]
+    assert starts and starts[0]["status"] == 429, fourth
+    assert accepted == ["viewer"] * 3 + ["operator"]
+    assert endpoint.by_user == {}  # every slot given back
