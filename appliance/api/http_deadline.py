@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from appliance.api import log_redaction
+
 # Any real client sends its request head in well under a second; this leaves
 # room for a slow link and still frees a stalled connection's descriptor soon.
 HEADER_DEADLINE = 15.0
@@ -75,3 +77,8 @@ class Worker(UvicornWorker):
         "ws_max_size": 64 * 1024,
         "ws_per_message_deflate": False,
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # points uvicorn's loggers at gunicorn's logs
+        # uvicorn logs each WebSocket's URL, and a browser's carries a console ticket.
+        log_redaction.install()

@@ -49,14 +49,17 @@ _CREDENTIALS = (
     "answers with an Error body: 401 without valid credentials (a ticket used, expired, or "
     "whose token was revoked), 403 for a role that may not attach, 404 for a VM not in the "
     "caller's project (or not the ticket's), 409 when it is not running (or, for vnc, has "
-    "graphics none), 503 when the console service is down or the worker holds its most "
-    "WebSockets. A viewer (a role without console-input) is attached read-only, as is "
+    "graphics none), 429 when the caller's user holds its most WebSockets in the worker, "
+    "503 when the console service is down or the worker holds its most WebSockets. "
+    "A viewer (a role without console-input) is attached read-only, as is "
     "anyone who asks `mode=ro`. Every attach is recorded in the VM's events (who, rw or ro). "
     f"A client message over {MAX_FRAME} bytes closes the WebSocket (1009).")
 _SESSION = {
     "101": {"description": "Switching Protocols: the WebSocket is open"},
     "409": {**ERROR, "description": "the VM is not running (or has graphics none), or the "
                                     "console is held elsewhere (see force)"},
+    "429": {**ERROR, "description": "the caller's user holds the most WebSockets one user "
+                                    "may in this worker"},
     "503": {**ERROR, "description": "the console service is not running, or too many "
                                     "WebSockets are open"},
 }
@@ -96,7 +99,8 @@ PATHS = {
                             "description": "send the last N bytes of the console log first"},
                            {"name": "force", "in": "query", "schema": boolean(),
                             "description": "take the console from a holder outside the "
-                                           "appliance (virsh console on the host)"}],
+                                           "appliance (virsh console on the host); only "
+                                           "for a role with console-input (403 else)"}],
             "responses": {**_SESSION, "200": {"description": "without the upgrade: the "
                                                              "console log", "content": {
                 "text/plain": {"schema": string()}}}, **ERRORS},

@@ -8,21 +8,25 @@ holds an open WebSocket. In order:
 
 - the path: only the two routes (after asgi.normal_path, as Falcon's router
   forgives slashes); anything else is 404;
-- the worker's bound: at most MAX_SESSIONS WebSockets at once (503 beyond);
+- the worker's bound: at most MAX_SESSIONS WebSockets at once (503 beyond),
+  and, once the caller is known, MAX_SESSIONS_PER_USER of them a user's (429);
 - the query: `project`, `ticket`, `mode=ro|rw`, and for the console `history`
   (0..65536) and `force` (true|false); a bad value is 422;
 - the caller: `Authorization: Bearer TOKEN` (resolved as every request's,
   auth.py; `?project=` as auth.py's in_project), else `?ticket=` (used up here,
   whatever follows: appliance/access/tickets.py); neither, or a bad one: 401;
 - the policy (policy.WEBSOCKETS): the role may attach (403 else), and types
-  only with policy.WEBSOCKET_INPUT and without mode=ro;
+  only with policy.WEBSOCKET_INPUT and without mode=ro; force=true (which cuts
+  off another holder of the console) takes WEBSOCKET_INPUT too (403 else);
 - the VM (service.console_target, in the caller's project: 404, 409 when it
   is not running; a ticket's must be the VM it names), then the broker
   (appliance/consoles: its 404/409/500/503 are answered as they are).
 
 Then the attach is recorded in the VM's events (who, read-write or
 read-only), the upgrade accepted ("binary" as subprotocol when offered) and
-the bytes relayed (websocket_relay.py).
+the bytes relayed (websocket_relay.py), while the caller's token still allows
+the session (`_still_allowed`, asked every few seconds: a revoked token, a
+disabled user, a role that may no longer attach or type closes it, 1008).
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ Message = dict[str, Any]
 
 ROUTE = re.compile(r"/v1/vms/([^/]+)/(console|vnc)")
 MAX_SESSIONS = 64  # WebSockets per API worker
+MAX_SESSIONS_PER_USER = 16  # of them, held by one user (a script on many VMs fits)
 MAX_HISTORY = protocol.HISTORY_MAX
 FALSE, TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
 DENIAL = "websocket.http.response"
@@ -129,7 +134,8 @@ class WebSockets:
     """The consoles' WebSocket endpoint of one API worker (asgi.Front calls it)."""
 
     def __init__(self, service: Service, pool: Executor, broker: Any = None,
-                 max_sessions: int = MAX_SESSIONS):
+                 max_sessions: int = MAX_SESSIONS, max_per_user: int = MAX_SESSIONS_PER_USER,
+                 recheck_every: float = websocket_relay.RECHECK_SECONDS):
         self.service = service
         self.store = service.store
         self.pool = pool
@@ -137,6 +143,9 @@ class WebSockets:
         self.broker = broker  # appliance.consoles.client, or a test's stand-in
         self.max_sessions = max_sessions
         self.sessions = 0  # touched only from the event loop: no lock
+        self.max_per_user = max_per_user
+        self.by_user: dict[str, int] = {}  # sessions of each user (the event loop's too)
+        self.recheck_every = recheck_every
 
     def _client(self) -> Any:
         if self.broker is None:
@@ -165,11 +174,33 @@ class WebSockets:
             self.sessions -= 1
 
     async def _session(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        held: list[str] = []  # the user whose slot this session takes, once authorized
+        try:
+            await self._attach(scope, receive, send, held)
+        finally:
+            for user in held:
+                self.by_user[user] -= 1
+                if not self.by_user[user]:
+                    del self.by_user[user]
+
+    def _take_slot(self, user: str, held: list[str]) -> None:
+        """One of the user's MAX_SESSIONS_PER_USER in this worker (429 beyond): one
+        token, a viewer's even, must not hold every WebSocket the worker has."""
+        if self.by_user.get(user, 0) >= self.max_per_user:
+            raise Refused(429, "Too Many Requests",
+                          f"{user[:64]} holds {self.max_per_user} console WebSockets in this "
+                          "worker, the most one user may: close some first")
+        self.by_user[user] = self.by_user.get(user, 0) + 1
+        held.append(user)
+
+    async def _attach(self, scope: Scope, receive: Callable, send: Callable,
+                      held: list[str]) -> None:
         try:
             request = parse_request(scope.get("path", ""), scope.get("query_string", b""))
             source = (scope.get("client") or ("api",))[0]
             principal, vm_id = await self._in_thread(
                 lambda: self._authorize(request, _header(scope, b"authorization"), source))
+            self._take_slot(principal.user, held)
             write = policy.allows(principal.role, policy.WEBSOCKET_INPUT) and not request.read_only
             backend = await self._open(request, vm_id, write)
         except Refused as refusal:
@@ -187,7 +218,11 @@ class WebSockets:
             await self._in_thread(lambda: self._record(principal, request, vm_id, write))
             subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
-            await websocket_relay.relay(receive, send, backend, request.kind, write)
+            await websocket_relay.relay(
+                receive, send, backend, request.kind, write,
+                recheck=lambda: self._in_thread(
+                    lambda: self._still_allowed(principal, request, write)),
+                every=self.recheck_every)
         finally:
             backend.close()
 
@@ -215,11 +250,33 @@ class WebSockets:
             raise unauthorized()
         principal = dataclasses.replace(principal, source=source)
         policy.check(principal, policy.WEBSOCKETS[request.template])
+        if request.force and not policy.allows(principal.role, policy.WEBSOCKET_INPUT):
+            # FORCE cuts off whoever holds the console (an admin's `virsh console`)
+            raise errors.Forbidden(f"{principal.user} has the role {principal.role}, which "
+                                   "may not take a console over (force needs one that may "
+                                   "type into it)", "force")
         with acting_as(principal):  # 409 when stopped, or for vnc without a display
             target = self.service.console_target(request.name, request.kind.value)
         if ticket_vm is not None and target["vm_id"] != ticket_vm:
             raise errors.NotFound(f"the ticket is not for {request.name[:64]}", "ticket")
         return principal, str(target["vm_id"])
+
+    def _still_allowed(self, principal: Principal, request: Request, write: bool
+                       ) -> str | None:
+        """In a pool thread: None while the caller's token may still hold this
+        session as it was opened, else why not."""
+        if principal.token_id is None:  # a caller no token names (the tests' single token)
+            return None
+        now = tokens.principal_by_id(self.store, principal.token_id)
+        if now is None:
+            return "the token was revoked or expired, or its user disabled"
+        if not now.may_see(principal.project):
+            return f"{now.user} is no longer in the project {principal.project}"
+        if not policy.allows(now.role, policy.WEBSOCKETS[request.template]):
+            return f"the role {now.role.value} may no longer attach"
+        if write and not policy.allows(now.role, policy.WEBSOCKET_INPUT):
+            return f"the role {now.role.value} may no longer type: attach again, read-only"
+        return None
 
     async def _open(self, request: Request, vm_id: str, write: bool) -> websocket_relay.Backend:
         """The broker's connection, before the upgrade: its refusals are HTTP answers."""

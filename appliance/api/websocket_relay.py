@@ -14,6 +14,11 @@ a read-only VNC session passes them through the RFB filter
 (appliance/consoles/rfb.py), which drops input and closes on what it cannot
 parse (1008). The WebSocket closes when the broker's side ends (the VM
 stopped: 1000) and the broker's connection when the client leaves.
+
+A session outlives the upgrade that authorized it, so `recheck` (websocket.py)
+is asked every RECHECK_SECONDS whether its caller may still hold it: a token
+revoked, a user disabled or demoted, closes it (1008) within that time, as
+the next REST request of that token would be refused.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from appliance.consoles.rfb import ReadOnlyFilter, RFBRefused
 from appliance.model.access import ConsoleKind
@@ -31,6 +36,9 @@ log = logging.getLogger("vmctl.websocket")
 MAX_MESSAGE = 64 * 1024
 READ_CHUNK = 64 * 1024
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1008, 1009
+RECHECK_SECONDS = 5.0
+# recheck() -> None while the caller may go on, else why not (the close reason)
+Recheck = Callable[[], Awaitable[str | None]]
 
 
 @dataclasses.dataclass
@@ -85,12 +93,25 @@ async def _inward(receive: Callable, backend: Backend, kind: ConsoleKind, write:
             await backend.writer.drain()
 
 
+async def _watch(recheck: Recheck, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        reason = await recheck()
+        if reason is not None:
+            raise Closed(CLOSE_POLICY, reason[:120])  # a close reason: at most 123 bytes
+
+
 async def relay(receive: Callable, send: Callable, backend: Backend, kind: ConsoleKind,
-                write: bool) -> None:
-    """Until either side ends; then the other is closed too."""
+                write: bool, recheck: Recheck | None = None,
+                every: float = RECHECK_SECONDS) -> None:
+    """Until either side ends, or recheck says the caller may no longer hold the
+    session; then the other side is closed too."""
     outward = asyncio.create_task(_outward(backend, send))
     inward = asyncio.create_task(_inward(receive, backend, kind, write))
-    done, pending = await asyncio.wait({outward, inward}, return_when=asyncio.FIRST_COMPLETED)
+    tasks = {outward, inward}
+    if recheck is not None:
+        tasks.add(asyncio.create_task(_watch(recheck, every)))
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -2,11 +2,14 @@
 pump between this process's stdin/stdout and a console socket.
 
 Like `virsh console`: the terminal is raw (every key, ^C included, goes to the
-guest) and Ctrl-] detaches. The terminal is restored on every way out: detach,
-the connection closing, an error, SIGTERM or SIGHUP. When stdin is not a
-terminal (a script pipes into it) nothing is raw, no byte is an escape: stdin
-is forwarded as it is until its end, then what the guest answers is printed
-until it has been quiet for a moment, and the pump returns.
+guest) and Ctrl-] detaches. The guest's bytes reach the terminal as they are
+(its escape sequences too, as with virsh); what the terminal answers them and
+is still unread when the session ends is discarded, never left for the shell.
+The terminal is restored on every way out: detach, the connection closing,
+an error, SIGTERM or SIGHUP. When stdin is not a terminal (a script pipes
+into it) nothing is raw, no byte is an escape: stdin is forwarded as it is
+until its end, then what the guest answers is printed until it has been
+quiet for a moment, and the pump returns.
 
 The socket is anything with send(bytes), recv() -> bytes (raising
 ConsoleClosed when the far end closed) and close(): the WebSocket of
@@ -78,8 +81,11 @@ def raw_terminal(fd: int) -> Iterator[bool]:
         tty.setraw(fd, termios.TCSANOW)
         yield True
     finally:
-        # TCSADRAIN: what the guest sent is written out before the line discipline changes
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSAFLUSH, as virsh console: what the guest sent is written out before the line
+        # discipline changes, and input not read yet is discarded: keys typed after the
+        # escape, and what the terminal answered the guest's escape sequences (device
+        # status, a window title in some terminals), which the shell would read as typed.
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
 @contextlib.contextmanager

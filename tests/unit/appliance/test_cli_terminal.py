@@ -195,3 +195,23 @@ def test_sigterm_during_a_session_restores_the_terminal_and_the_handlers(pty_fd,
     assert termios.tcgetattr(pty_fd) == before
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == handlers
     assert sock.closed.is_set()
+
+
+def test_what_the_terminal_answered_the_guest_never_reaches_the_shell_after():
+    """The guest writes to the user's terminal, and some escape sequences make the terminal
+    answer into its input (device status, and in some terminals the window title the guest
+    set: `ESC ] 2 ; text BEL` then `ESC [ 21 t`). An answer still unread when vmctl console
+    leaves would be read by the user's shell as typed. The terminal's settings come back
+    with its pending input discarded, as virsh console's do (TCSAFLUSH, vshTTYRestore)."""
+    leader, follower = os.openpty()
+    try:
+        with terminal.raw_terminal(follower):
+            # the terminal's answer to the guest's last request, unread when the session ends
+            os.write(leader, b"\x1b]l; rm -rf ~\n")
+            time.sleep(0.1)
+        os.set_blocking(follower, False)
+        with pytest.raises(BlockingIOError):
+            os.read(follower, 100)  # nothing left for the shell to read
+    finally:
+        os.close(follower)
+        os.close(leader)

@@ -223,3 +223,131 @@ def test_the_front_hands_websockets_to_the_endpoint_and_refuses_them_without_one
     front.websockets = endpoint
     asyncio.run(front(scope, None, None))
     assert seen == [CONSOLE]
+
+
+# -- a session outlives its upgrade: the caller's token is asked again --------------------------
+def _during_session(world, change, caller: str = "operator", path: str = CONSOLE,
+                    query: str = ""):
+    """Open a session, make `change` to the store a moment after, keep the client for 2 s;
+    the session is asked again every 0.05 s here (every few seconds in the API)."""
+    import threading
+    import time
+
+    world.endpoint.recheck_every = 0.05
+    timer = threading.Timer(0.3, change)
+    timer.start()
+    started = time.monotonic()
+    outcome = world.upgrade(path, query, caller=caller, linger=2.0,
+                            messages=[{"bytes": b"typed\r"}])
+    timer.join()
+    return outcome, time.monotonic() - started
+
+
+@pytest.mark.parametrize("change", ["revoked", "disabled", "demoted"])
+def test_a_session_ends_when_its_caller_may_no_longer_type(world, change):
+    """An operator's read-write console (a root shell on the guest, often) went on after
+    the token was revoked, or the user disabled or made a viewer: it is closed (1008) as
+    soon as it is asked again, when REST would refuse the token's next request."""
+    import time
+
+    store = world.service.store
+
+    def make() -> None:
+        if change == "revoked":
+            store.update_token(world.token_ids["operator"], revoked=time.time())
+        elif change == "disabled":
+            store.update_user("operator", disabled=1)
+        else:
+            store.update_user("operator", role="viewer")
+
+    outcome, took = _during_session(world, make)
+    assert outcome.accepted
+    assert outcome.close_code == 1008, outcome.sent
+    assert took < 1.5  # closed by the check, not by the client's leaving after 2 s
+
+
+def test_a_ticket_s_session_ends_when_its_token_is_revoked(world):
+    store = world.service.store
+    ticket = world.ticket("viewer", kind="vnc")
+    outcome, _took = _during_session(
+        world, lambda: store.update_token(world.token_ids["viewer"], revoked=1.0),
+        caller=None, path=VNC, query=f"ticket={ticket}")
+    assert outcome.accepted and outcome.close_code == 1008, outcome.sent
+
+
+def test_a_session_whose_caller_is_unchanged_goes_on(world):
+    outcome, took = _during_session(world, lambda: None)
+    assert outcome.accepted and outcome.close_code is None and took >= 2.0, outcome.sent
+    assert b"typed\r" in world.broker.received()
+
+
+# -- force: taking the console over from another holder ---------------------------------------
+def test_a_viewer_may_not_take_the_console_over(world):
+    """force=true opens the VM's console with VIR_DOMAIN_CONSOLE_FORCE, which cuts off
+    whoever held it (an admin's `virsh console` on the host): the act of one who may
+    type into it, not of a viewer, who watches (403, field force, nothing opened)."""
+    body = refused(world.upgrade(CONSOLE, "force=true", caller="viewer"), 403)
+    assert body["field"] == "force"
+    ticket = world.ticket("viewer")
+    refused(world.upgrade(CONSOLE, f"ticket={ticket}&force=true"), 403)
+    assert world.broker.opened == []
+    # an operator may, read-only too (watching a console someone left held)
+    assert world.upgrade(CONSOLE, "force=true&mode=ro", caller="operator").accepted
+    assert world.broker.opened[-1]["force"] is True
+
+
+def test_one_user_holds_a_bounded_share_of_the_worker_s_websockets(world):
+    """The worker's bound (64) was the only one: a viewer's token (or a script gone wrong)
+    could hold every WebSocket of every worker, and an operator come to fix a VM got 503.
+    One user holds at most max_per_user of them (429 beyond); others still attach."""
+    import asyncio
+
+    endpoint = world.endpoint
+    endpoint.max_per_user = 3
+    accepted = []
+    peers = []  # the broker's ends, kept open (the stand-in remembers only the last)
+    pair = world.broker._pair
+    world.broker._pair = lambda greeting: (peers.append(world.broker.peer), pair(greeting))[1]
+
+    async def hold(caller: str, release: asyncio.Event) -> list[dict]:
+        scope = {"type": "websocket", "path": CONSOLE, "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {world.tokens[caller]}".encode())],
+                 "client": ("127.0.0.9", 4242), "subprotocols": [],
+                 "extensions": {"websocket.http.response": {}}}
+        sent: list[dict] = []
+        connected = False
+
+        async def receive():
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await release.wait()
+            return {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "websocket.accept":
+                accepted.append(caller)
+
+        await endpoint(scope, receive, send)
+        return sent
+
+    async def scenario():
+        release = asyncio.Event()
+        viewers = [asyncio.create_task(hold("viewer", release)) for _ in range(3)]
+        while len(accepted) < 3:
+            await asyncio.sleep(0.01)
+        fourth = await asyncio.wait_for(hold("viewer", release), 5)
+        operator = asyncio.create_task(hold("operator", release))
+        while len(accepted) < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*viewers, operator)
+        return fourth
+
+    fourth = asyncio.run(scenario())
+    starts = [m for m in fourth if m["type"] == "websocket.http.response.start"]
+    assert starts and starts[0]["status"] == 429, fourth
+    assert accepted == ["viewer"] * 3 + ["operator"]
+    assert endpoint.by_user == {}  # every slot given back
