@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from tests.bench import report_console
 
 # cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
 CAT_GOAL = 1.1
@@ -277,7 +278,7 @@ def _migration(r: dict) -> list[str]:
     ]
 
 
-SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration")
+SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "console")
 
 
 def render(results: dict, notes: str | None = None) -> str:
@@ -380,10 +381,12 @@ def render(results: dict, notes: str | None = None) -> str:
         g = results["migration"]
         summary.append(("live migration vs virsh migrate --p2p", _x(g["ratio"]), f"≤ {g['goal_ratio']}×",
                         g["pass"] and g["checks"]["kept_running"]))
+    if "console" in results:
+        summary.append(report_console.summary(results["console"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
                "cat": "fs", "ls": "fs", "echo": "fs",
-               "exporter": "exporter", "scheduler": "scheduler", "live": "migration"}
+               "exporter": "exporter", "scheduler": "scheduler", "live": "migration", "console": "console"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -405,6 +408,8 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += _scheduler(results["scheduler"])
     if "migration" in results:
         lines += _migration(results["migration"])
+    if "console" in results:
+        lines += report_console.section(results["console"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():
