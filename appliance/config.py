@@ -89,6 +89,9 @@ class Config:
     tls: str = "auto"
     tls_cert: str | None = None
     tls_key: str | None = None
+    # How long a console ticket (POST /v1/tickets) may wait for its WebSocket, in
+    # seconds: long enough for a browser to open the page it is handed to.
+    ticket_ttl: float = 60.0
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()

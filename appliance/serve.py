@@ -235,13 +235,16 @@ def serve(config: Config, demo_image: str | None = None) -> int:
 
 
 def extra_children(config: Config, env: dict) -> dict:
-    """Further supervised processes: the mount, unless --no-mount.
+    """Further supervised processes: the console broker, and the mount unless
+    --no-mount.
 
     The mount child unmounts on SIGTERM (and dies with us, PDEATHSIG); a mount
     left by a crash is cleared here before each (re)start of the child."""
+    consoles = [sys.executable, "-m", "appliance.consoles", "--home", str(config.home)]
+    children = {"consoles": lambda: spawn_child(consoles, env, config.logs_dir / "consoles.log")}
     point = config.mount_point
     if point is None:
-        return {}
+        return children
     from fs.mount import clear_stale
 
     args = [sys.executable, "-m", "appliance.cli", "--home", str(config.home), "mount", str(point)]
@@ -252,4 +255,5 @@ def extra_children(config: Config, env: dict) -> dict:
         clear_stale(point)
         return spawn_child(args, env, config.logs_dir / "mount.log")
 
-    return {"mount": start_mount}
+    children["mount"] = start_mount
+    return children

@@ -101,6 +101,9 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/tokens", "POST"): Action.OWN_TOKENS,
     ("/v1/tokens/{token_id}", "GET"): Action.OWN_TOKENS,
     ("/v1/tokens/{token_id}", "DELETE"): Action.OWN_TOKENS,
+    # A console ticket for a VM one may see; its WebSocket is read-write only for
+    # roles that may CONSOLE_INPUT (WEBSOCKETS below).
+    ("/v1/tickets", "POST"): Action.READ,
     ("/v1/projects", "GET"): Action.READ,  # the caller's projects (all, for an admin)
     ("/v1/projects", "POST"): Action.ADMIN,
     ("/v1/projects/{name}", "GET"): Action.READ,
@@ -108,6 +111,15 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/projects/{name}", "DELETE"): Action.ADMIN,
     ("/metrics", "GET"): Action.METRICS,
 }
+
+# WebSockets (appliance/api/websocket.py, in the ASGI front, not Falcon's router): the
+# action that attaches to each; typing into it (console input, VNC keys and pointer)
+# takes WEBSOCKET_INPUT as well, and without it the session is read-only.
+WEBSOCKETS: Mapping[str, Action] = {
+    "/v1/vms/{name}/console": Action.READ,
+    "/v1/vms/{name}/vnc": Action.READ,
+}
+WEBSOCKET_INPUT = Action.CONSOLE_INPUT
 
 # The mount: what each change of the tree takes, by (top directory, verb). A write
 # (or truncate) of a file goes by the file tables above; reading anything is READ;

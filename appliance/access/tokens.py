@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from appliance.access.principal import DEFAULT_PROJECT, Principal, Role
-from appliance.store import Store
+from appliance.store import Row, Store
 
 TOKEN_PREFIX = "vma_"  # noqa: S105 - the shown start of every token, not a secret
 # last_used is written at most this often per token: a write per request would
@@ -61,19 +61,29 @@ def resolver(store: Store, clock: Callable[[], float] = time.time
     def resolve(token: str) -> Principal | None:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        row = store.token_owner(token_hash(token))
-        now = clock()
-        if row is None or row["revoked"] or row["disabled"]:
-            return None
-        if row["expires"] is not None and row["expires"] <= now:
-            return None
-        if row["last_used"] is None or now - row["last_used"] >= TOUCH_EVERY:
-            store.touch_token(row["id"], now)
-        projects = tuple(row["projects"]) or (DEFAULT_PROJECT,)
-        return Principal(user=row["user"], role=Role(row["role"]), projects=projects,
-                         token_id=row["id"], source="api", project=projects[0])
+        return principal_of(store, store.token_owner(token_hash(token)), clock())
 
     return resolve
+
+
+def principal_by_id(store: Store, token_id: str, clock: Callable[[], float] = time.time
+                    ) -> Principal | None:
+    """The principal a token names now, by the token's id (a console ticket's
+    token, appliance/access/tickets.py): None as for resolver()."""
+    return principal_of(store, store.token_owner_by_id(token_id), clock())
+
+
+def principal_of(store: Store, row: Row | None, now: float) -> Principal | None:
+    """The principal of a token's record (store.token_owner), if the token may be used now."""
+    if row is None or row["revoked"] or row["disabled"]:
+        return None
+    if row["expires"] is not None and row["expires"] <= now:
+        return None
+    if row["last_used"] is None or now - row["last_used"] >= TOUCH_EVERY:
+        store.touch_token(row["id"], now)
+    projects = tuple(row["projects"]) or (DEFAULT_PROJECT,)
+    return Principal(user=row["user"], role=Role(row["role"]), projects=projects,
+                     token_id=row["id"], source="api", project=projects[0])
 
 
 def bootstrap(store: Store, home_token: str | None, clock: Callable[[], float] = time.time

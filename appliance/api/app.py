@@ -10,7 +10,7 @@ from falcon.routing import CompiledRouter
 from appliance import hosturi
 from appliance.access import tokens
 from appliance.access.audit import Audit
-from appliance.api import access, error_shape, openapi, projects, resources
+from appliance.api import access, error_shape, openapi, projects, resources, tickets
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
@@ -72,6 +72,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     api_tokens = access.Tokens(service)
     route("/v1/tokens", api_tokens)
     route("/v1/tokens/{token_id}", api_tokens, suffix="item")
+    route("/v1/tickets", tickets.Tickets(service))  # console tickets (WebSockets: websocket.py)
     project_routes = projects.Projects(service)
     route("/v1/projects", project_routes)
     route("/v1/projects/{name}", project_routes, suffix="item")

@@ -24,7 +24,9 @@ partial headers stalled `/healthz`; requests that wait for their operation
   answer holds no thread, and a request costs one hop into the pool and one
   back.
 
-Uvicorn's worker also gives the ASGI scope that WebSockets (consoles) will need.
+WebSockets (scope type "websocket": the consoles) go to websocket.py, which
+refuses or accepts them in the loop and relays their bytes there; only its
+store and service calls take a moment of the pool.
 """
 from __future__ import annotations
 
@@ -142,13 +144,17 @@ class Front:
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="api")
         self.long_limit = max(1, min(self.threads - 1, int(self.threads * LONG_SHARE)))
         self.long_in_flight = 0  # touched only from the event loop: no lock
+        # The consoles' WebSockets (websocket.py), set by get_app for the API's app.
+        self.websockets: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
-        # WebSockets: none yet (the consoles issue adds them); the server closes the handshake.
+        elif scope["type"] == "websocket" and self.websockets is not None:
+            await self.websockets(scope, receive, send)
+        # A WebSocket with no handler (an app without consoles): the server refuses it (403).
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -241,4 +247,19 @@ def get_app(wsgi_factory: str = "appliance.api.app:get_app") -> Front:
     from appliance.config import Config
 
     config = Config.load(os.environ.get("VMAPP_HOME", ".appliance"))
-    return Front(load(wsgi_factory)(), config.threads)
+    front = Front(load(wsgi_factory)(), config.threads)
+    if wsgi_factory == API_APP:
+        front.websockets = consoles(config, front)
+    return front
+
+
+API_APP = "appliance.api.app:get_app"
+
+
+def consoles(config: Any, front: Front) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The consoles' WebSockets, on a service of their own over the home's store."""
+    from appliance.api.websocket import WebSockets
+    from appliance.service import Service
+    from appliance.store import Store
+
+    return WebSockets(Service(Store(config.db_path), config), front.pool)

@@ -67,6 +67,18 @@ def single_token(token: str) -> Resolver:
     return resolve
 
 
+def in_project(principal: Principal, project: str | None,
+               project_exists: Callable[[str], bool] | None) -> Principal:
+    """The caller acting in `?project=` (None: their first); a project that is not
+    theirs (any, for an admin) or does not exist is not found (404). Also the
+    WebSockets' (appliance/api/websocket.py)."""
+    if project is None or project_exists is None:
+        return principal
+    if not principal.may_see(project) or not project_exists(project):
+        raise NotFound(f"no project named {project[:64]!r}", "project")
+    return principal.in_project(project)
+
+
 def unauthorized() -> falcon.HTTPUnauthorized:
     return falcon.HTTPUnauthorized(title="Unauthorized", description=BEARER_HELP,
                                    challenges=["Bearer"])
@@ -102,11 +114,7 @@ class TokenAuth:
         set_caller(principal)
 
     def _in_project(self, principal: Principal, project: str | None) -> Principal:
-        if project is None or self.project_exists is None:
-            return principal
-        if not principal.may_see(project) or not self.project_exists(project):
-            raise NotFound(f"no project named {project[:64]!r}", "project")
-        return principal.in_project(project)
+        return in_project(principal, project, self.project_exists)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict) -> None:

@@ -68,4 +68,10 @@ class Worker(UvicornWorker):
         # from loopback peers (gunicorn's forwarded_allow_ips), and every local user and
         # default guest (slirp's 10.0.2.2) is one; the audit trail names that address.
         "proxy_headers": False,
+        # The consoles' WebSockets (websocket.py): a client message is at most 64 KiB
+        # (uvicorn closes the socket with 1009 past it, before buffering more), and no
+        # compression: console bytes are few, VNC encodes its own, and inflating a
+        # client's frames would let a small message grow in memory.
+        "ws_max_size": 64 * 1024,
+        "ws_per_message_deflate": False,
     }

@@ -17,7 +17,13 @@ import falcon
 
 from appliance.access import policy
 from appliance.access.principal import Role
-from appliance.api import openapi_access, openapi_cluster, openapi_projects, openapi_vms
+from appliance.api import (
+    openapi_access,
+    openapi_cluster,
+    openapi_consoles,
+    openapi_projects,
+    openapi_vms,
+)
 from appliance.api.openapi_shared import DNS_NAME, ERROR, json_answer, string
 from appliance.model.schema import spec_components
 
@@ -33,6 +39,7 @@ SCHEMAS = {
     **openapi_vms.SCHEMAS,  # VM, Operation, Accepted, Event, Lock
     **openapi_cluster.SCHEMAS,  # images, hosts, groups, Migrate
     **openapi_access.SCHEMAS,  # users and tokens
+    **openapi_consoles.SCHEMAS,  # TicketCreate, Ticket
 }
 
 PATHS: dict[str, Any] = {
@@ -51,6 +58,7 @@ PATHS: dict[str, Any] = {
     **openapi_cluster.PATHS,  # /v1/images..., /v1/hosts..., /v1/groups...
     **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
+    **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
 }
 
 # auth.py: every request with a token acts in one project.
@@ -91,6 +99,14 @@ def _refusal(path: str, method: str, files: Sequence[str]) -> str:
     return f"the caller's role may not ({_roles_for(action)})"
 
 
+def _websocket_refusal(path: str) -> str:
+    """The 403 of a WebSocket (websocket.py, by policy.WEBSOCKETS)."""
+    attach = _roles_for(policy.WEBSOCKETS[path])
+    typing = _roles_for(policy.WEBSOCKET_INPUT).removesuffix(" may")
+    return (f"the caller's role may not attach ({attach}); {typing} may type, "
+            "others are attached read-only")
+
+
 def _with_token(path: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """A path item whose operations (those not public) take ?project= and answer
     401, 403 and 404 as auth.py does."""
@@ -102,7 +118,8 @@ def _with_token(path: str, item: Mapping[str, Any]) -> dict[str, Any]:
         if operation is None or operation.get("security") == []:
             continue
         responses = operation["responses"]
-        refusal = _refusal(path, method, files)
+        refusal = (_websocket_refusal(path) if operation.get("x-websocket")
+                   else _refusal(path, method, files))
         if "403" in responses:  # the route's own reason too (all_projects, read-only)
             refusal = f"{refusal}. Also: {responses['403']['description']}"
         out[method] = {**operation,
@@ -122,7 +139,8 @@ DOCUMENT = {
                             "Writes wait for their operation unless wait=false."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                       "ticket": openapi_consoles.TICKET_SCHEME},
                    "schemas": SCHEMAS},
     "paths": PATHS,
 }

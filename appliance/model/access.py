@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
@@ -150,3 +151,22 @@ class TokenCreate(_Body):
     user: DnsName | None = Field(None, description="whose (default: the caller's own)")
     expires: Duration | None = Field(None, description="lifetime; absent: never expires")
     description: Description = ""
+
+
+class ConsoleKind(StrEnum):
+    """The consoles a ticket opens (the WebSocket routes /v1/vms/NAME/console and /vnc)."""
+
+    CONSOLE = "console"  # the serial console
+    VNC = "vnc"
+
+
+CONSOLE_KINDS = tuple(kind.value for kind in ConsoleKind)
+
+
+class TicketCreate(_Body):
+    """A one-use console ticket for a VM of the caller's project (POST /v1/tickets)."""
+
+    required = ("vm", "kind")
+    vm: DnsName = Field(description="the VM's name")
+    kind: Annotated[ConsoleKind, says(one_of(CONSOLE_KINDS))] = Field(
+        description="console (serial) or vnc")

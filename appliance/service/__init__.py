@@ -9,12 +9,14 @@ One module per responsibility, each a part of `Service`: vms (create, change,
 rename, delete, templates, consoles), state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
-quotas), locks. base holds what they share. (The files of VM and host
-directories are appliance/files.py's table, which calls these.)
+quotas), locks, consoles (the console broker's targets, input, screenshots),
+tickets (console tickets). base holds what they share. (The files of VM and
+host directories are appliance/files.py's table, which calls these.)
 """
 
 from appliance.service.access import Access
 from appliance.service.base import is_ready, observed_state
+from appliance.service.consoles import Consoles
 from appliance.service.groups import Groups
 from appliance.service.hosts import Hosts
 from appliance.service.images import Images
@@ -24,11 +26,12 @@ from appliance.service.operations import Operations
 from appliance.service.projects import Projects
 from appliance.service.readiness import Readiness
 from appliance.service.state import StateChanges
+from appliance.service.tickets import Tickets
 from appliance.service.vms import DEFAULT_TEMPLATE, VMs
 
 __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachable_from_peers"]
 
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
-              Projects, Locks):
+              Projects, Locks, Consoles, Tickets):
     """Every rule of the appliance, one call per request (the parts: see above)."""

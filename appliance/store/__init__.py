@@ -3,8 +3,8 @@ per question the rest of the appliance asks; every value a bound parameter.
 
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
-access.py (projects, users, tokens, Unix identities): one table's records
-each; aggregates.py: sums and counts across tables.
+access.py (projects, users, tokens, Unix identities), tickets.py (console
+tickets): one table's records each; aggregates.py: sums and counts across tables.
 """
 
 from appliance.store.access import AccessRecords
@@ -14,6 +14,7 @@ from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
 from appliance.store.operations import OperationRecords
 from appliance.store.schema import MIGRATIONS
+from appliance.store.tickets import TicketRecords
 from appliance.store.vms import VMRecords
 
 __all__ = ["MIGRATIONS", "Row", "Store"]
@@ -27,6 +28,7 @@ class Store(
     ImageRecords,
     GroupRecords,
     AccessRecords,
+    TicketRecords,
     Aggregates,
 ):
     """The store: one connection per thread to one SQLite file, and every

@@ -24,6 +24,12 @@ def _decode_project(row: Row) -> Row:
     return row
 
 
+# A token's record with its user's role and projects.
+_OWNER_SELECT = (
+    "SELECT t.id, t.user, t.expires, t.revoked, t.last_used, u.role, u.projects, "
+    "u.disabled FROM tokens t JOIN users u ON u.name = t.user WHERE ")
+
+
 class AccessRecords(StoreBase):
     # -- projects -------------------------------------------------------------
     def list_projects(self) -> list[Row]:
@@ -113,11 +119,12 @@ class AccessRecords(StoreBase):
     def token_owner(self, token_hash: str) -> Row | None:
         """The token with this hash and its user's role and projects, in one read
         (every authenticated request asks it)."""
-        rows = self._select(
-            "SELECT t.id, t.user, t.expires, t.revoked, t.last_used, u.role, u.projects, "
-            "u.disabled FROM tokens t JOIN users u ON u.name = t.user WHERE t.hash = ?",
-            [token_hash],
-        )
+        rows = self._select(_OWNER_SELECT + "t.hash = ?", [token_hash])
+        return _decode_user(rows[0]) if rows else None
+
+    def token_owner_by_id(self, token_id: str) -> Row | None:
+        """The same, by the token's id (a console ticket names the token that asked)."""
+        rows = self._select(_OWNER_SELECT + "t.id = ?", [token_id])
         return _decode_user(rows[0]) if rows else None
 
     def list_tokens(self, user: str | None = None) -> list[Row]:

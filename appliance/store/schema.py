@@ -199,5 +199,28 @@ def _v5_audit(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["actor", "id"])
 
 
+def _v6_tickets(db: sqlite_utils.Database) -> None:
+    """Console tickets (issue 12): one-use, short-lived credentials a browser puts
+    in a WebSocket's URL (appliance/access/tickets.py). Stored hashed; bound to
+    the token that asked (no foreign key: deleting a user's tokens must not wait
+    for their tickets, and a ticket whose token is gone is useless anyway), the
+    VM and the kind of console."""
+    db.table("tickets").create(
+        {
+            "hash": str,  # SHA-256 of the ticket (256 random bits)
+            "token_id": str,
+            "vm_id": str,
+            "project": str,  # the project it was asked in (the VM's)
+            "kind": str,  # console | vnc
+            "created": float,
+            "expires": float,
+        },
+        pk="hash",
+        not_null={"token_id", "vm_id", "project", "kind", "expires"},
+    )
+    db.table("tickets").create_index(["token_id"])
+    db.table("tickets").create_index(["expires"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit]
+    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets]

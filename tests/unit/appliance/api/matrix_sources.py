@@ -9,6 +9,8 @@
   `/v1/vms/{name}/{file}` for the file `state`, as a request would be.
 - The policy table (appliance/access/policy.py) and the file tables
   (appliance/files.py).
+- The WebSockets (GETs marked x-websocket in the document; the ASGI front
+  serves them, appliance/api/websocket.py) are apart: websockets().
 """
 from __future__ import annotations
 
@@ -108,10 +110,18 @@ def documented(app: falcon.App) -> list[Documented]:
         if file is not None and FIELD.fullmatch(file):
             file = None  # the generic {file} path: the file is a parameter
         for method, operation in item.items():
-            if method in HTTP_METHODS:
+            # WebSockets (x-websocket) are the ASGI front's, not the router's:
+            # websockets() below, and test_websocket_matrix.py.
+            if method in HTTP_METHODS and not operation.get("x-websocket"):
                 out.append(Documented(path, template, method.upper(), file,
                                       operation.get("security") == []))
     return out
+
+
+def websockets() -> dict[str, dict]:
+    """The WebSocket operations of the document (x-websocket), by path."""
+    return {path: item["get"] for path, item in DOCUMENT["paths"].items()
+            if item.get("get", {}).get("x-websocket")}
 
 
 def documented_files(app: falcon.App, template: str, method: str) -> set[str]:

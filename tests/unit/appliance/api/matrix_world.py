@@ -191,6 +191,7 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/tokens", "POST"): {"json": {"description": "matrix"}},
     ("/v1/projects", "POST"): {"json": {"name": "p2", "description": "matrix"}},
     ("/v1/projects/{name}", "PATCH"): {"json": {"quota": {"vms": 50}}},
+    ("/v1/tickets", "POST"): {"json": {"vm": "web1", "kind": "console"}},
 }
 # The routes this file knows to succeed with these samples: routes added since are
 # held to "reached, not refused" alone until their samples are written here.

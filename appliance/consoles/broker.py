@@ -1,0 +1,256 @@
+"""The console broker: one process per appliance that holds the VMs' serial
+console streams and hands out VNC sockets and screenshots (the protocol:
+protocol.py; the contract: /work/shared and README "Consoles").
+
+It does not authorize: only root reaches its socket (dir 0700, socket 0600,
+and the peer's uid must be ours), and its callers (the API, the mount, the
+service) have checked the policy and hand it a VM id.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+
+import libvirt
+
+from appliance.config import Config
+from appliance.consoles import protocol
+from appliance.consoles.hosts import HostConnections
+from appliance.consoles.protocol import BadRequest, ConsoleUnavailable, Request
+from appliance.consoles.session import Session
+from appliance.consoles.streams import SCREENSHOT_MAX, ConsoleStream, read_all, to_png
+from appliance.errors import ApplianceError, Conflict, Failed
+from appliance.store import Row
+
+log = logging.getLogger("appliance.consoles")
+
+CONNECTIONS_MAX = 512  # clients at once; more are refused (503)
+SEND_TIMEOUT = 30.0  # seconds a client has to take a reply (a screenshot)
+INPUT_TIMEOUT = 10.0  # seconds to receive an input's bytes, and to send them on
+SCREENSHOT_TIMEOUT = 10.0
+READ_CHUNK = 65536
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class Broker:
+    def __init__(self, config: Config, hosts: HostConnections):
+        self.config = config
+        self.hosts = hosts
+        self.sessions: dict[str, Session] = {}
+        self.connections = 0
+
+    # -- the socket --------------------------------------------------------------
+    def listen(self, path: Path) -> socket.socket:
+        """The listening socket: its folder 0700, itself 0600, a stale one replaced."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # 0600 from the start, not after a window
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        return sock
+
+    async def serve(self, sock: socket.socket) -> asyncio.Server:
+        # limit: the reader's buffer bound; a request line longer than this is refused
+        return await asyncio.start_unix_server(self.handle, sock=sock,
+                                               limit=protocol.HEADER_MAX * 2)
+
+    def close(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close()
+        self.hosts.close_all()
+
+    # -- one connection ------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is None or peer_uid(sock) != os.getuid():
+                log.warning("refused a console client of another user")
+                return
+            try:
+                if self.connections > CONNECTIONS_MAX:
+                    raise ConsoleUnavailable(f"more than {CONNECTIONS_MAX} console clients")
+                line = await protocol.read_line(reader, protocol.HEADER_MAX,
+                                                protocol.HEADER_TIMEOUT)
+                request = protocol.parse_request(line)
+                await self.dispatch(request, reader, writer)
+            except ApplianceError as err:
+                await self._reply(writer, protocol.refusal(err))
+            except (TimeoutError, ConnectionError):
+                pass  # the client went, or would not read: nothing to tell it
+            except Exception:  # a surprise ends this client, never the broker
+                log.exception("console client failed")
+                await self._reply(writer, protocol.refusal(Failed("internal error")))
+        finally:
+            self.connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _reply(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.TimeoutError, RuntimeError):
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+
+    async def dispatch(self, request: Request, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        row = self.hosts.vm(request.vm)
+        if request.op == "console":
+            await self.console(row, request, reader, writer)
+        elif request.op == "input":
+            await self.input(row, request, reader, writer)
+        elif request.op == "vnc":
+            await self.vnc(row, writer)
+        else:
+            await self.screenshot(row, writer)
+
+    # -- console -------------------------------------------------------------------
+    def session(self, row: Row, force: bool) -> Session:
+        """The VM's session: the one open, or a new one on its console stream."""
+        session = self.sessions.get(row["id"])
+        if session is not None and not session.closed:
+            return session
+        host, dom = self.hosts.running_domain(row)
+        stream = self.hosts.connection(host).newStream(libvirt.VIR_STREAM_NONBLOCK)
+        try:
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
+        except libvirt.libvirtError as err:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+                raise Conflict(
+                    f"the console of {row['name']} is held elsewhere (another libvirt client, "
+                    "such as `virsh console` on its host); force=true takes it over",
+                    "force") from None
+            raise Failed(f"cannot open the console of {row['name']}: "
+                         f"{(err.get_error_message() or '')[:200]}") from None
+        session = Session(row["id"], on_closed=self._forget)
+        session.start(ConsoleStream(stream, session))
+        self.sessions[row["id"]] = session
+        log.info("console of %s (%s) opened on %s", row["name"], row["id"], host)
+        return session
+
+    def _forget(self, session: Session) -> None:
+        if self.sessions.get(session.vm_id) is session:
+            del self.sessions[session.vm_id]
+            log.info("console of %s closed", session.vm_id)
+
+    async def console(self, row: Row, request: Request, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        session = self.session(row, request.force)
+        history = self.history(row["id"], request.history)
+        writer.write(protocol.ok(vm=row["id"], write=request.write))
+        writer.write(history)
+        client = session.attach(writer, request.write)
+        try:
+            while not session.closed:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    break
+                await session.send(client, data)
+        finally:
+            session.detach(client)
+
+    def history(self, vm_id: str, size: int) -> bytes:
+        """The last `size` bytes of the VM's console log (b"" without one)."""
+        if size <= 0:
+            return b""
+        path = self.config.vm_dir(vm_id) / "console.log"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return b""
+        with os.fdopen(fd, "rb") as log_file:
+            length = os.fstat(fd).st_size
+            log_file.seek(max(0, length - size))
+            return log_file.read(size)
+
+    async def input(self, row: Row, request: Request, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        try:
+            data = await asyncio.wait_for(reader.readexactly(request.size), INPUT_TIMEOUT)
+        except TimeoutError:
+            raise BadRequest(f"fewer than {request.size} bytes within {INPUT_TIMEOUT:g} s",
+                             "size") from None
+        except asyncio.IncompleteReadError:
+            raise BadRequest(f"the connection closed before {request.size} bytes",
+                             "size") from None
+        session = self.session(row, force=False)
+        session.hold()
+        try:
+            await session.send(None, data)
+            sent = await session.flushed(INPUT_TIMEOUT)
+        finally:
+            session.release()
+        if not sent:
+            raise Failed(f"the console of {row['name']} did not take the input "
+                         f"within {INPUT_TIMEOUT:g} s")
+        await self._reply(writer, protocol.ok(size=len(data)))
+
+    # -- graphics ------------------------------------------------------------------
+    def _graphics_domain(self, row: Row) -> tuple[str, libvirt.virDomain]:
+        if row["spec"].get("graphics", "vnc") == "none":
+            raise Conflict(f"{row['name']} has no display (graphics: none)", "graphics")
+        return self.hosts.running_domain(row)
+
+    async def vnc(self, row: Row, writer: asyncio.StreamWriter) -> None:
+        host, dom = self._graphics_domain(row)
+        passes, scheme = self.hosts.passes_fds(host)
+        if not passes:
+            raise Conflict(f"{row['name']} runs on host {host}, reached through {scheme}, "
+                           "which cannot pass the VNC socket", "host")
+        try:
+            fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+        except libvirt.libvirtError as err:
+            raise Conflict(f"no VNC display for {row['name']}: "
+                           f"{(err.get_error_message() or '')[:200]}", "graphics") from None
+        try:
+            writer.write(protocol.ok(vm=row["id"]))
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+            await send_fd(writer, fd)
+        finally:
+            os.close(fd)
+
+    async def screenshot(self, row: Row, writer: asyncio.StreamWriter) -> None:
+        host, dom = self._graphics_domain(row)
+        stream = self.hosts.connection(host).newStream(libvirt.VIR_STREAM_NONBLOCK)
+        try:
+            mime = dom.screenshot(stream, 0, 0)
+        except libvirt.libvirtError as err:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise Conflict(f"no screenshot of {row['name']}: "
+                           f"{(err.get_error_message() or '')[:200]}", "graphics") from None
+        data = await read_all(stream, SCREENSHOT_MAX, SCREENSHOT_TIMEOUT)
+        png = await asyncio.to_thread(to_png, data, mime)
+        writer.write(protocol.ok(size=len(png), type="image/png"))
+        writer.write(png)
+        await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+
+
+async def send_fd(writer: asyncio.StreamWriter, fd: int) -> None:
+    """One byte with the descriptor attached, on the client's socket (a
+    duplicate of asyncio's, made blocking with a timeout for this one call)."""
+    transport_sock = writer.get_extra_info("socket")
+    # closing the duplicate leaves asyncio's descriptor open; the timeout keeps
+    # the file non-blocking, as asyncio wants it
+    with socket.socket(fileno=os.dup(transport_sock.fileno())) as own:
+        own.settimeout(5.0)
+        await asyncio.to_thread(socket.send_fds, own, [b"\0"], [fd])
