@@ -289,6 +289,7 @@ async def _measure(app, vm_id: str, domain: str, rounds: int, keystrokes: int) -
     import libvirtaio
 
     libvirtaio.virEventRegisterAsyncIOImpl(loop=asyncio.get_running_loop())
+    libvirt.registerErrorHandler(lambda *_: None, None)  # "Active console session exists" is retried, not noise
     conn = libvirt.open(LIBVIRT_URI)
     ways = Ways(app, vm_id, domain, conn)
     # The guest's shell answers (through the reference, so a broken product path fails below, not here).
