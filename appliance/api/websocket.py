@@ -41,6 +41,7 @@ from appliance.access import policy, tickets, tokens
 from appliance.access.principal import Principal, acting_as
 from appliance.api import websocket_relay
 from appliance.api.auth import BEARER_HELP, bearer, in_project
+from appliance.consoles import protocol
 from appliance.model.access import ConsoleKind
 from appliance.service import Service
 
@@ -51,7 +52,7 @@ Message = dict[str, Any]
 
 ROUTE = re.compile(r"/v1/vms/([^/]+)/(console|vnc)")
 MAX_SESSIONS = 64  # WebSockets per API worker
-MAX_HISTORY = 65536
+MAX_HISTORY = protocol.HISTORY_MAX
 FALSE, TRUE = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
 DENIAL = "websocket.http.response"
 

@@ -25,6 +25,7 @@ from appliance.consoles.protocol import BadRequest, ConsoleUnavailable, Request
 from appliance.consoles.session import Session
 from appliance.consoles.streams import SCREENSHOT_MAX, ConsoleStream, read_all, to_png
 from appliance.errors import ApplianceError, Conflict, Failed
+from appliance.model import VMState
 from appliance.store import Row
 
 log = logging.getLogger("appliance.consoles")
@@ -211,11 +212,16 @@ class Broker:
         return self.hosts.running_domain(row)
 
     async def vnc(self, row: Row, writer: asyncio.StreamWriter) -> None:
-        host, dom = self._graphics_domain(row)
-        passes, scheme = self.hosts.passes_fds(host)
-        if not passes:
-            raise Conflict(f"{row['name']} runs on host {host}, reached through {scheme}, "
-                           "which cannot pass the VNC socket", "host")
+        # Before connecting (an ssh transport would be started for nothing): what
+        # the store says of its display, its state and its host's transport.
+        if row["spec"].get("graphics", "vnc") == "none":
+            raise Conflict(f"{row['name']} has no display (graphics: none)", "graphics")
+        if row.get("host") and row.get("observed_state") in (VMState.RUNNING, VMState.PAUSED):
+            passes, scheme = self.hosts.passes_fds(row["host"])
+            if not passes:
+                raise Conflict(f"{row['name']} runs on host {row['host']}, reached through "
+                               f"{scheme}, which cannot pass the VNC socket", "host")
+        _host, dom = self._graphics_domain(row)
         try:
             fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
         except libvirt.libvirtError as err:

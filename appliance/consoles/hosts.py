@@ -45,11 +45,14 @@ class HostConnections:
             raise NotFound(f"no VM with id {vm_id}", "vm")
         return row
 
-    def uri_of(self, host: str) -> str:
+    def _host_row(self, host: str) -> Row:
         try:
-            uri = str(self.store.get_host(host)["uri"])
+            return self.store.get_host(host)
         except NotFound:
             raise Failed(f"host {host!r} is not known") from None
+
+    def uri_of(self, host: str) -> str:
+        uri = str(self._host_row(host)["uri"])
         # A URI in the store was allow-listed when an admin added it; one
         # written there by other means is not opened (the controller's rule).
         refused = hosturi.refused(uri, self.config)
@@ -66,6 +69,11 @@ class HostConnections:
             if known_uri == uri and _alive(conn):
                 return conn
             self.drop(host)
+        if not self._host_row(host).get("up"):
+            # The controller's heartbeat says it does not answer: a connect could
+            # hang (a TCP connect to a dead address) and, on the loop's thread,
+            # stop every console; ask again once the host is back.
+            raise ConsoleUnavailable(f"host {host} is down")
         try:
             conn = self.open_connection(uri)
         except libvirt.libvirtError as err:

@@ -114,6 +114,8 @@ class Session:
     def output(self, data: bytes) -> None:
         """The guest wrote: every client gets it; one too far behind is dropped."""
         for client in list(self.clients):
+            if client.writer.transport.is_closing():
+                continue  # gone: its reader's end detaches it
             client.writer.write(data)
             if client.queued() > CLIENT_QUEUE_MAX:
                 log.info("console of %s: a client fell %d bytes behind; dropped",

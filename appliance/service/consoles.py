@@ -31,7 +31,8 @@ class Consoles(ServiceBase):
         row = self.vm_row(name, with_xml=False)
         state = observed_state(row)
         if state not in CONSOLE_STATES:
-            raise Conflict(f"{name} is {state}: start it first", "state")
+            then = "start it first" if state == VMState.STOPPED else "it has one while it runs"
+            raise Conflict(f"{name} is {state}: {then}", "state")
         graphics = row["spec"].get("graphics", "vnc")
         if kind != "console" and graphics == "none":
             raise Conflict(f"{name} has no display (graphics: none)", "graphics")

@@ -172,3 +172,28 @@ def test_a_client_of_another_uid_gets_nothing(config, store, vm, monkeypatch):
             assert answer == b""  # closed, no answer
             writer.close()
     run(go())
+
+
+def test_vnc_through_a_transport_that_cannot_pass_descriptors_is_409(config, store, vm):
+    store.upsert_host({"name": "far", "uri": "qemu+ssh://root@far.example/system", "state": "enabled",
+                       "up": 1, "info": {}, "cpu_ratio": 1.0, "ram_ratio": 1.0, "disk_ratio": 1.0,
+                       "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
+    store.update_vm(vm["id"], host="far", observed_state="running", bump=False)
+
+    async def go():
+        async with Running(config, store) as running:
+            reply, _ = await running.exchange(protocol.encode({"op": "vnc", "vm": vm["id"]}))
+            assert reply["status"] == 409 and "qemu+ssh" in reply["reason"]
+            assert running.broker.hosts._conns == {}  # no ssh was started for it
+    run(go())
+
+
+def test_a_host_the_heartbeat_says_is_down_is_not_connected_to(config, store, vm):
+    """A connect to a dead address can hang, and would hold every console with it."""
+    store.update_host("local", up=0)
+    store.update_vm(vm["id"], observed_state="running", bump=False)
+    opened = []
+    hosts = HostConnections(store, config, open_connection=opened.append)
+    with pytest.raises(client.ConsoleUnavailable, match="down"):
+        hosts.running_domain(store.get_vm_by_id(vm["id"]))
+    assert opened == []

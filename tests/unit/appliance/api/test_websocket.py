@@ -1,0 +1,207 @@
+"""The consoles' WebSockets (appliance/api/websocket.py): the refusals before the
+upgrade (each with its HTTP status, never an accepted socket), tickets at the
+upgrade, read-only sessions (a viewer's keystrokes, VNC keys), the bounds, and
+the attach in the VM's events. The role x route matrix: test_websocket_matrix.py."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from appliance.consoles.client import ConsoleUnavailable
+from tests.unit.appliance.api import websocket_harness as harness
+
+CONSOLE = "/v1/vms/web1/console"
+VNC = "/v1/vms/web1/vnc"
+
+
+@pytest.fixture
+def world(service):
+    return harness.build(service)
+
+
+def refused(outcome, status: int) -> dict:
+    assert outcome.status == status, outcome.sent
+    assert not outcome.accepted
+    return json.loads(outcome.body)
+
+
+# -- refused before the upgrade ---------------------------------------------------------------
+def test_no_credentials_is_401_before_the_upgrade(world):
+    outcome = world.upgrade(CONSOLE)
+    body = refused(outcome, 401)
+    assert outcome.header(b"www-authenticate") == b"Bearer"
+    assert "ticket" in body["reason"]
+    assert world.broker.opened == []
+
+
+def test_a_token_naming_nobody_is_401(world):
+    refused(world.upgrade(CONSOLE, caller="bad-token"), 401)
+
+
+def test_a_monitor_may_not_attach(world):
+    body = refused(world.upgrade(CONSOLE, caller="monitor"), 403)
+    assert body["field"] == "role" and "needs viewer" in body["reason"]
+
+
+def test_another_project_s_vm_is_not_found(world):
+    refused(world.upgrade(CONSOLE, caller="webop"), 404)
+    # nor by naming the project: it is not theirs (404 as for REST)
+    refused(world.upgrade(CONSOLE, "project=default", caller="webop"), 404)
+    assert world.upgrade("/v1/vms/www1/console", caller="webop").accepted
+
+
+def test_only_the_two_routes_are_websockets(world):
+    for path in ("/v1/vms/web1", "/v1/vms/web1/spec.json", "/v1/vms/web1/console/x", "/v1/vms"):
+        refused(world.upgrade(path, caller="admin"), 404)
+    # Falcon's forgiving spellings reach the route as they do in REST
+    assert world.upgrade("//v1/vms/web1/console/", caller="admin").accepted
+
+
+@pytest.mark.parametrize("query, field", [
+    ("mode=rx", "mode"), ("history=-1", "history"), ("history=65537", "history"),
+    ("force=maybe", "force"), ("mode=ro&mode=rw", "mode")])
+def test_bad_query_values_are_422(world, query, field):
+    assert refused(world.upgrade(CONSOLE, query, caller="admin"), 422)["field"] == field
+
+
+def test_a_stopped_vm_is_409_and_a_vm_without_display_has_no_vnc(world):
+    world.service.store.db.execute("UPDATE vms SET observed_state = 'stopped' WHERE name = 'web2'")
+    refused(world.upgrade("/v1/vms/web2/console", caller="admin"), 409)
+    refused(world.upgrade("/v1/vms/headless/vnc", caller="admin"), 409)
+    assert world.upgrade("/v1/vms/headless/console", caller="admin").accepted
+
+
+def test_the_broker_s_refusal_is_the_answer(world):
+    world.broker.refuse = ConsoleUnavailable("the console broker is not running")
+    body = refused(world.upgrade(CONSOLE, caller="admin"), 503)
+    assert "broker" in body["reason"]
+
+
+def test_without_the_denial_extension_a_close_code_says_it(world):
+    outcome = world.upgrade(CONSOLE, extensions=False)
+    assert not outcome.accepted and outcome.close_code == 4401
+
+
+def test_the_worker_holds_a_bounded_number_of_websockets(world):
+    world.endpoint.sessions = world.endpoint.max_sessions
+    outcome = world.upgrade(CONSOLE, caller="admin")
+    refused(outcome, 503)
+    assert outcome.header(b"retry-after") == b"5"
+    world.endpoint.sessions = 0
+    assert world.upgrade(CONSOLE, caller="admin").accepted
+    assert world.endpoint.sessions == 0  # counted down when a session ends
+
+
+# -- tickets ------------------------------------------------------------------------------------
+def test_a_ticket_opens_one_websocket_once(world):
+    ticket = world.ticket("viewer")
+    assert world.upgrade(CONSOLE, f"ticket={ticket}").accepted
+    refused(world.upgrade(CONSOLE, f"ticket={ticket}"), 401)
+
+
+def test_a_ticket_is_for_its_vm_and_kind(world):
+    refused(world.upgrade("/v1/vms/web2/console", f"ticket={world.ticket('admin')}"), 404)
+    refused(world.upgrade(VNC, f"ticket={world.ticket('admin')}"), 401)
+    refused(world.upgrade(CONSOLE, f"ticket={world.ticket('admin', kind='vnc')}"), 401)
+
+
+def test_a_ticket_is_for_its_project(world):
+    ticket = world.ticket("admin", vm="www1", project="web")
+    refused(world.upgrade("/v1/vms/www1/console", f"ticket={ticket}&project=default"), 404)
+    ticket = world.ticket("admin", vm="www1", project="web")
+    refused(world.upgrade("/v1/vms/web1/console", f"ticket={ticket}"), 404)  # web1 of default
+    ticket = world.ticket("admin", vm="www1", project="web")
+    assert world.upgrade("/v1/vms/www1/console", f"ticket={ticket}").accepted
+
+
+def test_a_revoked_token_s_ticket_is_refused_at_the_upgrade(world):
+    ticket = world.ticket("operator")
+    world.service.store.update_token(world.token_ids["operator"], revoked=1.0)
+    refused(world.upgrade(CONSOLE, f"ticket={ticket}"), 401)
+
+
+def test_a_viewer_s_ticket_gives_a_read_only_console(world):
+    outcome = world.upgrade(CONSOLE, f"ticket={world.ticket('viewer')}",
+                            messages=[{"bytes": b"reboot\r"}])
+    assert outcome.accepted and world.broker.opened[-1]["write"] is False
+    assert world.broker.received() == b""
+
+
+# -- sessions -----------------------------------------------------------------------------------
+def test_an_operator_types_and_sees_the_guest(world):
+    outcome = world.upgrade(CONSOLE, "history=100&force=true", caller="operator",
+                            messages=[{"bytes": b"echo hi\r"}, {"text": "é\r"}])
+    assert outcome.accepted and outcome.frames == harness.GUEST_SAYS
+    assert world.broker.opened == [{"kind": "console", "vm_id": world.service.get_vm("web1")["id"],
+                                    "write": True, "force": True, "history": 100}]
+    assert world.broker.received() == b"echo hi\r" + "é\r".encode()
+
+
+def test_a_viewer_s_keystrokes_never_reach_the_console(world):
+    outcome = world.upgrade(CONSOLE, caller="viewer", messages=[{"bytes": b"rm -rf /\r"},
+                                                                {"text": "halt\r"}])
+    assert outcome.accepted and outcome.frames == harness.GUEST_SAYS
+    assert world.broker.opened[-1]["write"] is False
+    assert world.broker.received() == b""
+
+
+def test_mode_ro_makes_an_operator_read_only(world):
+    world.upgrade(CONSOLE, "mode=ro", caller="operator", messages=[{"bytes": b"x"}])
+    assert world.broker.opened[-1]["write"] is False and world.broker.received() == b""
+
+
+def test_a_message_over_64_kib_closes_the_websocket_unsent(world):
+    outcome = world.upgrade(CONSOLE, caller="admin",
+                            messages=[{"bytes": b"a" * (64 * 1024 + 1)}, {"bytes": b"b"}])
+    assert outcome.close_code == 1009
+    assert world.broker.received() == b""
+
+
+def test_binary_is_the_subprotocol_when_offered(world):
+    accept = [m for m in world.upgrade(CONSOLE, caller="admin", subprotocols=("binary",)).sent
+              if m["type"] == "websocket.accept"]
+    assert accept[0]["subprotocol"] == "binary"
+    accept = [m for m in world.upgrade(CONSOLE, caller="admin").sent
+              if m["type"] == "websocket.accept"]
+    assert accept[0]["subprotocol"] is None
+
+
+def test_the_attach_is_in_the_vm_s_events(world):
+    world.upgrade(CONSOLE, caller="viewer")
+    world.upgrade(VNC, caller="operator")
+    events = [e for e in world.service.store.list_events(world.service.get_vm("web1")["id"])
+              if e["kind"].endswith("-attached")]
+    assert [(e["kind"], e["message"], e["actor"], e["source"]) for e in events] == [
+        ("console-attached", "console attached read-only", "viewer", "127.0.0.9"),
+        ("vnc-attached", "VNC console attached read-write", "operator", "127.0.0.9")]
+    assert events[0]["credential"] == f"token {world.token_ids['viewer']}"
+
+
+# -- VNC ------------------------------------------------------------------------------------------
+HANDSHAKE = b"RFB 003.008\n\x01\x00"
+KEY = b"\x04\x01\x00\x00" + struct.pack(">I", 0x61)
+UPDATE = b"\x03\x01" + struct.pack(">HHHH", 0, 0, 640, 480)
+
+
+def test_vnc_relays_the_server_s_banner(world):
+    outcome = world.upgrade(VNC, caller="viewer")
+    assert outcome.frames == harness.RFB_BANNER
+
+
+def test_a_viewer_s_vnc_keys_are_dropped_and_its_client_init_made_shared(world):
+    world.upgrade(VNC, caller="viewer", messages=[{"bytes": HANDSHAKE}, {"bytes": KEY + UPDATE}])
+    assert world.broker.received() == b"RFB 003.008\n\x01\x01" + UPDATE
+
+
+def test_an_operator_s_vnc_is_not_filtered(world):
+    world.upgrade(VNC, caller="operator", messages=[{"bytes": HANDSHAKE}, {"bytes": KEY + UPDATE}])
+    assert world.broker.received() == HANDSHAKE + KEY + UPDATE
+
+
+def test_a_viewer_s_unparsable_vnc_stream_closes_the_session(world):
+    outcome = world.upgrade(VNC, caller="viewer",
+                            messages=[{"bytes": HANDSHAKE + b"\x07junk"}, {"bytes": UPDATE}])
+    assert outcome.close_code == 1008
+    assert world.broker.received() == b""  # nothing of the message that failed, nor after
