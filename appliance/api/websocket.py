@@ -40,6 +40,7 @@ from appliance import errors
 from appliance.access import policy, tickets, tokens
 from appliance.access.principal import Principal, acting_as
 from appliance.api import websocket_relay
+from appliance.api.asgi import normal_path
 from appliance.api.auth import BEARER_HELP, bearer, in_project
 from appliance.consoles import protocol
 from appliance.model.access import ConsoleKind
@@ -88,8 +89,6 @@ class Request:
 
 
 def parse_request(path: str, query_string: bytes) -> Request:
-    from appliance.api.asgi import normal_path  # asgi imports this module
-
     match = ROUTE.fullmatch(normal_path(path))
     if match is None:
         raise Refused(404, "NotFound", "no WebSocket at this path: /v1/vms/NAME/console "
@@ -179,6 +178,11 @@ class WebSockets:
         except errors.ApplianceError as err:
             await deny(scope, send, Refused.of(err))
             return
+        except OSError as err:  # the broker's socket handed over, and failing at once
+            log.warning("console connection failed: %s", err)
+            await deny(scope, send, Refused(503, "Service Unavailable",
+                                            "the console connection failed; try again"))
+            return
         try:
             await self._in_thread(lambda: self._record(principal, request, vm_id, write))
             subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None
@@ -249,8 +253,9 @@ class WebSockets:
 async def deny(scope: Scope, send: Callable, refusal: Refused) -> None:
     """Refuse the upgrade with an HTTP answer (or, without the extension, a close code)."""
     if DENIAL not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": 4000 + refusal.status,
-                    "reason": refusal.reason[:120]})
+        # A close frame's reason is at most 123 bytes of UTF-8.
+        reason = refusal.reason.encode()[:120].decode(errors="ignore")
+        await send({"type": "websocket.close", "code": 4000 + refusal.status, "reason": reason})
         return
     body: Mapping[str, Any] = {"error": refusal.error, "reason": refusal.reason,
                                **({"field": refusal.field} if refusal.field else {})}

@@ -135,10 +135,11 @@ class Broker:
         except libvirt.libvirtError as err:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
-            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+            if (err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
+                    and "active console" in (err.get_error_message() or "").lower()):
                 raise Conflict(
                     f"the console of {row['name']} is held elsewhere (another libvirt client, "
-                    "such as `virsh console` on its host); force=true takes it over",
+                    "such as `virsh console` on its host); attaching with force takes it over",
                     "force") from None
             raise Failed(f"cannot open the console of {row['name']}: "
                          f"{(err.get_error_message() or '')[:200]}") from None
@@ -163,9 +164,8 @@ class Broker:
         try:
             while not session.closed:
                 data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                await session.send(client, data)
+                if not data or not await session.send(client, data):
+                    break  # gone, or its guest took nothing for a long time
         finally:
             session.detach(client)
 
@@ -196,8 +196,8 @@ class Broker:
         session = self.session(row, force=False)
         session.hold()
         try:
-            await session.send(None, data)
-            sent = await session.flushed(INPUT_TIMEOUT)
+            sent = (await session.send(None, data, INPUT_TIMEOUT)
+                    and await session.flushed(INPUT_TIMEOUT))
         finally:
             session.release()
         if not sent:

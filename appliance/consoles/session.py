@@ -28,6 +28,7 @@ PORT_QUEUE_MAX = 256 * 1024  # bytes waiting for the serial port before writers 
 # closing the stream at once loses them (measured: an input closed at once
 # never reached the guest; 0.3 s later, it always did).
 LINGER = 1.0
+STALL_TIMEOUT = 30.0  # seconds a writer waits for room towards the port before it is cut off
 
 
 class Port(Protocol):
@@ -131,19 +132,28 @@ class Session:
         self._flush()
 
     # -- to the port ---------------------------------------------------------------
-    async def send(self, client: Client | None, data: bytes) -> None:
+    async def send(self, client: Client | None, data: bytes,
+                   timeout: float = STALL_TIMEOUT) -> bool:
         """Bytes typed by a client (None: an input request); a read-only client's
-        bytes are dropped. Waits while the port's buffer is full."""
+        bytes are dropped. Waits while the port's buffer is full: False when it
+        stayed full `timeout` seconds (a guest that does not read its serial
+        port), or the session closed, and the bytes were not taken."""
         if client is not None and not client.write:
-            return
+            return True
+        deadline = asyncio.get_running_loop().time() + timeout
         while not self.closed and len(self._to_port) >= PORT_QUEUE_MAX:
             self._room.clear()
-            await self._room.wait()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._room.wait(), max(left, 0))
+            except TimeoutError:
+                return False
         if self.closed:
-            return
+            return False
         self._to_port += data
         self._flushed.clear()
         self._flush()
+        return True
 
     async def flushed(self, timeout: float) -> bool:
         """Wait until every byte sent has gone to the port; False on timeout or close."""

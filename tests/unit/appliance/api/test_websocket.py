@@ -205,3 +205,21 @@ def test_a_viewer_s_unparsable_vnc_stream_closes_the_session(world):
                             messages=[{"bytes": HANDSHAKE + b"\x07junk"}, {"bytes": UPDATE}])
     assert outcome.close_code == 1008
     assert world.broker.received() == b""  # nothing of the message that failed, nor after
+
+
+def test_the_front_hands_websockets_to_the_endpoint_and_refuses_them_without_one():
+    import asyncio
+
+    from appliance.api import asgi
+
+    seen = []
+
+    async def endpoint(scope, receive, send):
+        seen.append(scope["path"])
+
+    front = asgi.Front(lambda environ, start_response: [], threads=2)
+    scope = {"type": "websocket", "path": CONSOLE}
+    asyncio.run(front(scope, None, None))  # no endpoint: nothing is accepted (uvicorn: 403)
+    front.websockets = endpoint
+    asyncio.run(front(scope, None, None))
+    assert seen == [CONSOLE]

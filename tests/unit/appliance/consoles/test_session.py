@@ -176,3 +176,15 @@ def test_closing_wakes_a_waiting_writer():
         await asyncio.wait_for(blocked, 1.0)
         assert not await session.flushed(0.1)
     run(go())
+
+
+def test_a_writer_gives_up_when_the_guest_takes_nothing():
+    async def go():
+        session, port, _ = new_session(room=0)
+        assert await session.send(None, b"a" * PORT_QUEUE_MAX)
+        assert not await session.send(None, b"more", timeout=0.1)  # the port stayed full
+        assert bytes(port.received) == b""
+        port.make_room(10**9)
+        assert await session.send(None, b"more", timeout=0.1)
+        assert bytes(port.received) == b"a" * PORT_QUEUE_MAX + b"more"
+    run(go())
