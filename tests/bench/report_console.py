@@ -52,7 +52,7 @@ def section(r: dict) -> list[str]:
          f"{r['rounds']} rounds, in each every way attaches, types 2 untimed keystrokes and "
          f"{r['keystrokes_per_block']} timed ones, then detaches before the next attaches (the order rotates each "
          f"round): {r['websocket']['n']} keystrokes per way. WebSocket extensions negotiated: "
-         f"{', '.join(r['websocket_extensions']) or 'none'}. Attaching takes about a second for every way: while "
+         f"{', '.join(r['websocket_extensions']) or 'none (the API turns compression off)'}. Attaching takes about a second for every way: while "
          "nobody holds the console, QEMU's pty character device looks for a reader only once a second, and the "
          "first echo waits for that poll. Load average "
          f"(1 min) before/after the rounds: {r['loadavg_1min_before_after']}; others may share this machine."),

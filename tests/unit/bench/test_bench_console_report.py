@@ -10,7 +10,7 @@ from tests.bench.run import merge
 
 def _way(p50: float, p90: float) -> dict:
     return {"p50_ms": p50, "p90_ms": p90, "min_ms": p50 - 1, "max_ms": p90 + 5, "n": 300,
-            "attach_p50_ms": 1001.0, "attach_retries": 0, "samples_ms": []}
+            "attach_p50_ms": 1001.0, "attach_retries": 0}
 
 
 def console(ws_p50: float) -> dict:
