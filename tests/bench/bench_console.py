@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -139,10 +140,14 @@ class VirshSession(Session):
 
         self.child = pexpect.spawn("virsh", ["-c", LIBVIRT_URI, "console", domain], echo=False, timeout=30)
         # Until virsh has put the pty in raw mode, what we type would be echoed by the pty itself.
-        index = self.child.expect_exact(["Escape character is", pexpect.EOF])
-        if index != 0:
-            raise RuntimeError(f"virsh console {domain}: {self.child.before!r}")
-        self.child.expect_exact("\n")  # the rest of that line
+        try:
+            index = self.child.expect_exact(["Escape character is", pexpect.EOF])
+            if index != 0:
+                raise RuntimeError(f"virsh console {domain}: {self.child.before!r}")
+            self.child.expect_exact("\n")  # the rest of that line
+        except BaseException:
+            self.child.close(force=True)  # no virsh left behind by a refused attach
+            raise
         loop = asyncio.get_running_loop()
         loop.add_reader(self.child.child_fd, self._readable)
 
@@ -179,7 +184,12 @@ class LibvirtSession(Session):
 
         self.libvirt = libvirt
         self.stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-        conn.lookupByName(domain).openConsole(None, self.stream, 0)
+        try:
+            conn.lookupByName(domain).openConsole(None, self.stream, 0)
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.stream.abort()
+            raise
         self.stream.eventAddCallback(libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_HANGUP
                                      | libvirt.VIR_STREAM_EVENT_ERROR, self._event, None)
 
