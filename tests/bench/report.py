@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.bench import bench_web  # its section renders itself (report.py is long enough)
+from tests.bench import report_console
 
 # cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
 CAT_GOAL = 1.1
@@ -278,7 +279,7 @@ def _migration(r: dict) -> list[str]:
     ]
 
 
-SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "web")
+SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console")
 
 
 def render(results: dict, notes: str | None = None) -> str:
@@ -383,10 +384,12 @@ def render(results: dict, notes: str | None = None) -> str:
                         g["pass"] and g["checks"]["kept_running"]))
     if "web" in results:
         summary.append(bench_web.summary(results["web"]))
+    if "console" in results:
+        summary.append(report_console.summary(results["console"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
-               "cat": "fs", "ls": "fs", "echo": "fs",
-               "exporter": "exporter", "scheduler": "scheduler", "live": "migration", "web": "web"}
+               "cat": "fs", "ls": "fs", "echo": "fs", "exporter": "exporter",
+               "scheduler": "scheduler", "live": "migration", "web": "web", "console": "console"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -410,6 +413,8 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += _migration(results["migration"])
     if "web" in results:
         lines += bench_web.section(results["web"])
+    if "console" in results:
+        lines += report_console.section(results["console"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():

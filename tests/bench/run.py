@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -31,7 +31,7 @@ from pathlib import Path
 from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
-SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web")
+SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -56,6 +56,18 @@ def run_exporter(vms: str, rounds: int, test_domains: int, boot_wait: float) -> 
                           cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench_exporter.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out = proc.stdout
+    return json.loads(out[out.index("{"):])
+
+
+def run_console(rounds: int, keystrokes: int) -> dict:
+    """tests/bench/bench_console.py (keystroke round trips, WebSocket vs virsh console), as a subprocess:
+    it registers libvirtaio's event loop for the whole process, which must not outlive it here."""
+    proc = subprocess.run([sys.executable, "-m", "tests.bench.bench_console", "--rounds", str(rounds),
+                           "--keystrokes", str(keystrokes)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_console.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     out = proc.stdout
     return json.loads(out[out.index("{"):])
 
@@ -178,6 +190,8 @@ def main() -> int:
             from tests.bench import bench_web
 
             steps.append(("web", lambda: bench_web.run(base / "web", vms=100, rounds=2 if args.quick else 15)))
+        if "console" in wanted:
+            steps.append(("console", lambda: run_console(1, 5) if args.quick else run_console(10, 30)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
