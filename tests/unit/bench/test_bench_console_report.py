@@ -44,7 +44,7 @@ def run_with(section: dict | None, error: str | None = None) -> dict:
 def test_the_goal_is_the_websocket_p50_against_virsh_console():
     text = render(run_with(console(7.2)))
     assert "| console keystroke round trip p50, WebSocket vs virsh console | 1.20× | ≤ 1.5× | **PASS** |" in text
-    assert "## 8. Console keystroke round trip" in text
+    assert "## 9. Console keystroke round trip" in text
     assert "| 7.2 ms | 9.2 ms |" in text and "| 1.20× (1.15×) | ≤ 1.5× | **PASS** |" in text
     missed = render(run_with(console(9.6)))
     assert "| console keystroke round trip p50, WebSocket vs virsh console | 1.60× | ≤ 1.5× | **MISS** |" in missed
