@@ -11,7 +11,7 @@ import time
 
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
-from appliance.virt.driver import DriverError, Guest, Listed
+from appliance.virt.driver import DomainGone, DriverError, Guest, Listed
 
 log = logging.getLogger("appliance.controller")
 
@@ -47,7 +47,11 @@ class VmObserver:
             return self._observe_locked(fresh, guest, record_xml)
 
     def _observe_locked(self, row: dict, guest: Guest | None, record_xml: bool) -> str:
-        state, reason = shown_state(row, guest.state() if guest is not None else None)
+        try:
+            seen = guest.state() if guest is not None else None
+        except DomainGone:  # undefined since it was looked up (a delete racing the loop)
+            guest, seen = None, None
+        state, reason = shown_state(row, seen)
         fields: dict = {}
         if state != row["observed_state"] or reason != (row["observed_reason"] or ""):
             fields.update(

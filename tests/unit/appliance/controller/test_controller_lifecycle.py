@@ -54,3 +54,25 @@ def test_a_delete_whose_guest_powers_off_under_it_still_deletes(
     assert done["status"] == "succeeded", done["error"]
     assert not service.store.vm_exists("web1")
     assert cloud.where(vm["id"], active_only=False) == []
+
+
+def test_a_domain_undefined_between_lookup_and_state_is_observed_gone(
+        service, controller, clock, monkeypatch):
+    """The loop looks a domain up, then asks its state; a delete in between
+    (undefine) made guest.state() raise DomainGone out of the controller loop
+    (a logged traceback per pass, found by the README walk of issue 12). It is
+    the same as no domain: recorded stopped/undefined, no exception."""
+    from appliance.virt.driver import DomainGone
+
+    vm, _op = service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(vm["id"])
+    guest = controller.ctx.links.connected(row["host"]).driver.lookup(vm["id"])
+    assert guest is not None
+
+    def gone():
+        raise DomainGone("Domain not found", "gone")
+
+    monkeypatch.setattr(guest, "state", gone)
+    assert controller.vms.observe(row, guest) == "stopped"
+    assert service.store.get_vm_by_id(vm["id"])["observed_reason"] == "undefined"
