@@ -86,7 +86,8 @@ def without_wait(method: str, query: list[tuple[str, str]]) -> bytes:
     return urlencode(kept).encode("ascii")
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's value (ASGI gives names in lower case), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value
@@ -169,8 +170,8 @@ class Front:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        length = _header(scope, b"content-length")
-        streamed = (length is None and _header(scope, b"transfer-encoding") is not None) or (
+        length = header(scope, b"content-length")
+        streamed = (length is None and header(scope, b"transfer-encoding") is not None) or (
             length is not None and length.isdigit() and int(length) > BUFFERED_BODY)
         long = streamed or may_wait(method, scope["path"], query)
         if long and self.long_in_flight >= self.long_limit:

@@ -44,7 +44,7 @@ from appliance import errors
 from appliance.access import policy, tickets, tokens
 from appliance.access.principal import Principal, acting_as
 from appliance.api import websocket_relay
-from appliance.api.asgi import normal_path
+from appliance.api.asgi import header, normal_path
 from appliance.api.auth import BEARER_HELP, bearer, in_project
 from appliance.consoles import protocol
 from appliance.model.access import ConsoleKind
@@ -123,13 +123,6 @@ def parse_request(path: str, query_string: bytes) -> Request:
                    read_only=mode == "ro", history=history, force=force)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 class WebSockets:
     """The consoles' WebSocket endpoint of one API worker (asgi.Front calls it)."""
 
@@ -198,8 +191,9 @@ class WebSockets:
         try:
             request = parse_request(scope.get("path", ""), scope.get("query_string", b""))
             source = (scope.get("client") or ("api",))[0]
-            principal, vm_id = await self._in_thread(
-                lambda: self._authorize(request, _header(scope, b"authorization"), source))
+            authorization = header(scope, b"authorization")
+            principal, vm_id = await self._in_thread(lambda: self._authorize(
+                request, authorization.decode("latin-1") if authorization else None, source))
             self._take_slot(principal.user, held)
             write = policy.allows(principal.role, policy.WEBSOCKET_INPUT) and not request.read_only
             backend = await self._open(request, vm_id, write)
