@@ -14,6 +14,7 @@ from appliance.consoles import client
 from appliance.errors import Conflict, Invalid
 from appliance.model import VMState
 from appliance.service.base import ServiceBase, observed_state
+from appliance.store import Row
 
 INPUT_MAX = 1024 * 1024  # bytes typed by one call (sent to the broker in pieces)
 KINDS = ("console", "vnc", "screenshot")
@@ -28,7 +29,11 @@ class Consoles(ServiceBase):
         screenshot) when it has no display."""
         if kind not in KINDS:
             raise Invalid(f"kind must be one of {', '.join(KINDS)}", "kind")
-        row = self.vm_row(name, with_xml=False)
+        return self.console_target_of(self.vm_row(name, with_xml=False), kind)
+
+    def console_target_of(self, row: Row, kind: str) -> dict[str, Any]:
+        """console_target for a VM row the caller already looked up."""
+        name = row["name"]
         state = observed_state(row)
         if state not in CONSOLE_STATES:
             then = "start it first" if state == VMState.STOPPED else "it has one while it runs"

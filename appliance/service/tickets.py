@@ -30,7 +30,7 @@ class Tickets(Consoles):
             raise Conflict(f"{row['name']} has graphics none: no VNC console", "kind")
         # A stopped VM has no console to open: say so now, not in a browser
         # tab after the ticket was handed on (vmctl vnc prints a URL).
-        self.console_target(row["name"], kind.value)
+        self.console_target_of(row, kind.value)
         ticket, expires = console_tickets.issue(self.store, principal, row, kind.value,
                                                 self.config.ticket_ttl, self.clock())
         return {"ticket": ticket, "vm": row["name"], "kind": kind.value,

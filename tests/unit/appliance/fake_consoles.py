@@ -23,13 +23,17 @@ class FakeConsoles:
         self.delay = 0.0  # seconds a screenshot takes
         service.console_input = self.console_input
         service.console_target = self.console_target
+        service.console_target_of = self.console_target_of
         service.screenshot = self.screenshot
 
     def console_target(self, name: str, kind: str = "console") -> dict:
-        row = self.service.vm_row(name, with_xml=False)
+        return self.console_target_of(self.service.vm_row(name, with_xml=False), kind)
+
+    def console_target_of(self, row: dict, kind: str) -> dict:
         if not self.running:
-            raise Conflict(f"{name} is stopped: start it first", "state")
-        return {"vm_id": row["id"], "name": name, "host": row["host"], "graphics": "vnc"}
+            raise Conflict(f"{row['name']} is stopped: start it first", "state")
+        return {"vm_id": row["id"], "name": row["name"], "host": row["host"],
+                "graphics": "vnc"}
 
     def console_input(self, name: str, data: bytes) -> None:
         self.console_target(name)
