@@ -121,7 +121,7 @@ class ApplianceFS(pyfuse3.Operations):
         attrs.generation = 0
         others = self.shared and self.guard.identities.anyone()
         attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
-        if node.volatile:  # its size is the next screenshot's (fs/snapshots.py)
+        if node.volatile:  # its size is the next screenshot's (fs/screenshots.py)
             attrs.entry_timeout = attrs.attr_timeout = 0
         if node.is_dir:
             mode = 0o777 if _makes_names(path) else 0o555
@@ -339,7 +339,7 @@ class ApplianceFS(pyfuse3.Operations):
         fixed, typed = (file.snapshot is not None, file.write_bytes is not None) if file else (
             False, False)
         if fixed:  # screen.png: EBUSY when open ones hold too much already
-            self.tree.snapshots.lend(len(content or b""))
+            self.tree.screenshots.lend(len(content or b""))
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
                                 log=self.tree.log(path), principal=principal, uid=ctx.uid,
                                 fixed=fixed, typed=typed)
@@ -391,7 +391,7 @@ class ApplianceFS(pyfuse3.Operations):
             if handle.made:
                 self.tree.new_files.pop(handle.path, None)
             if handle.fixed:
-                self.tree.snapshots.give_back(len(handle.content or b""))
+                self.tree.screenshots.give_back(len(handle.content or b""))
 
 
 def _makes_names(directory: Path) -> bool:

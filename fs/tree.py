@@ -43,7 +43,7 @@ from appliance import errors, jsonio
 from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
 from appliance.service import Service
 from fs import projects
-from fs.snapshots import Snapshots
+from fs.screenshots import Screenshots
 
 TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS)
 # The directories of one VM or host, each holding the files of its table.
@@ -102,7 +102,7 @@ class Tree:
         # Made here and not yet in the store (see the module docstring): name -> when.
         self.staged_hosts: dict[str, float] = {}
         self.new_files: dict[Path, float] = {}
-        self.snapshots = Snapshots()
+        self.screenshots = Screenshots()
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
@@ -170,7 +170,7 @@ class Tree:
     def _table_file(self, file: File, name: str, created: float, changed: float,
                     listing: bool = False) -> Node:
         if file.snapshot is not None:  # taken for a stat of the file, not for a listing
-            size = self.snapshots.size_of(self.service, file, name, listing)
+            size = self.screenshots.size_of(self.service, file, name, listing)
             return Node(False, size=size, created=created, changed=self.clock(), volatile=True)
         if file.log is not None:  # its size and time are the log's (none yet: empty)
             found = file.log.stat(self.service, name)
@@ -267,7 +267,7 @@ class Tree:
             staged = top == "hosts" and self._host(name) is None
             file = None if staged else TABLES[top].file(path[2])
             if file is not None and file.snapshot is not None:
-                return self.snapshots.content(self.service, file, name)
+                return self.screenshots.content(self.service, file, name)
             text = "" if file is None else file.read(self.service, name)
         elif top == "images" and len(path) == 2:
             text = json_text(self.service.get_image(_json_name(name, "image")))

@@ -75,6 +75,9 @@ SCHEMAS = {
                        "kind": string(),
                        "status": {"type": "string", "enum": list(OpStatus)},
                        "progress": integer(), "params": {"type": "object"},
+                       "bytes_done": integer(nullable=True, description=(
+                           "a copy's bytes done (backup, restore, clone); null without one")),
+                       "bytes_total": integer(nullable=True),
                        "error": string(nullable=True), "created": number(),
                        "started": number(nullable=True),
                        "finished": number(nullable=True)},

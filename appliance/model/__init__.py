@@ -19,6 +19,7 @@ from appliance.model.defaults import (
 )
 from appliance.model.states import (
     ACTIVE_STATES,
+    CANCELLABLE_WHILE_RUNNING,
     FINAL_OP_STATES,
     GROUP_POLICIES,
     HOST_DOWN,
@@ -32,6 +33,8 @@ from appliance.model.states import (
     STATE_CHANGE_OPS,
     STATE_VERBS,
     VERB_DESIRED_STATE,
+    BackupKind,
+    BackupStatus,
     DesiredState,
     GroupPolicy,
     HostAdminState,
@@ -42,12 +45,14 @@ from appliance.model.states import (
     ProbeKind,
     Protocol,
     RunStrategy,
+    SnapshotState,
     StateVerb,
     VMState,
 )
 
 __all__ = [
     "ACTIVE_STATES",
+    "CANCELLABLE_WHILE_RUNNING",
     "DEFAULT_CPUS",
     "DEFAULT_CPU_RATIO",
     "DEFAULT_DISK_RATIO",
@@ -74,6 +79,8 @@ __all__ = [
     "STATE_VERBS",
     "TERMINATION_GRACE_PERIOD",
     "VERB_DESIRED_STATE",
+    "BackupKind",
+    "BackupStatus",
     "DesiredState",
     "GroupPolicy",
     "HostAdminState",
@@ -84,6 +91,7 @@ __all__ = [
     "ProbeKind",
     "Protocol",
     "RunStrategy",
+    "SnapshotState",
     "StateVerb",
     "VMState",
 ]

@@ -79,11 +79,22 @@ class OpKind(StrEnum):
     CONVERGE = "converge"
     MIGRATE = "migrate"  # live, between hosts
     MOVE = "move"  # offline: a stopped VM's record and disks go to another host
+    # Snapshots and backups (issue 13)
+    SNAPSHOT = "snapshot"  # take one (params: name, memory, description)
+    SNAPSHOT_DELETE = "snapshot-delete"  # params: name
+    REVERT = "revert"  # to a snapshot (params: name)
+    BACKUP = "backup"  # params: backup (its id), target, kind
+    RESTORE = "restore"  # in place, into a stopped VM (params: backup)
 
 
 # A new desired state cancels the pending operations of these kinds that it replaces.
 STATE_CHANGE_OPS: tuple[OpKind, ...] = (OpKind.START, OpKind.STOP, OpKind.PAUSE, OpKind.RESUME,
                                         OpKind.REBOOT, OpKind.FORCE_STOP)
+
+
+# Operations a running job does for a while, that a cancel aborts (the controller
+# aborts the libvirt job or the copy, then finishes the operation as cancelled).
+CANCELLABLE_WHILE_RUNNING: tuple[OpKind, ...] = (OpKind.MIGRATE, OpKind.BACKUP, OpKind.RESTORE)
 
 
 class OpStatus(StrEnum):
@@ -183,3 +194,27 @@ class ProbeKind(StrEnum):
 
 
 PROBE_KINDS: tuple[ProbeKind, ...] = tuple(ProbeKind)
+
+
+class SnapshotState(StrEnum):
+    """A snapshot's life: recorded before libvirt takes it (the store first), ready
+    once taken, deleting while libvirt merges it away; failed keeps the reason."""
+
+    CREATING = "creating"
+    READY = "ready"
+    DELETING = "deleting"
+    FAILED = "failed"
+
+
+class BackupKind(StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class BackupStatus(StrEnum):
+    """running: being written into TARGET/.../ID.partial; good: complete, its
+    manifest written and the folder renamed; failed: nothing of it is kept."""
+
+    RUNNING = "running"
+    GOOD = "good"
+    FAILED = "failed"

@@ -6,7 +6,7 @@ import time
 
 from appliance.access import caller
 from appliance.errors import Conflict, Failed, NotFound, Timeout
-from appliance.model import FINAL_OP_STATES, OpKind, OpStatus
+from appliance.model import CANCELLABLE_WHILE_RUNNING, FINAL_OP_STATES, OpKind, OpStatus
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
@@ -66,13 +66,15 @@ class Operations(ServiceBase):
     def cancel_operation(self, op_id: str) -> Row:
         with self.store.transaction():
             op = self.get_operation(op_id)
-            # A running live migration is cancellable too: the controller aborts
-            # the libvirt job and the guest stays on its source.
-            running_migration = op["status"] == OpStatus.RUNNING and op["kind"] == OpKind.MIGRATE
-            if op["status"] != OpStatus.PENDING and not running_migration:
+            # A running live migration, backup or restore is cancellable too: the
+            # controller aborts the libvirt job (the guest stays on its source) or the
+            # copy, and cleans up what it had written.
+            running_job = (op["status"] == OpStatus.RUNNING
+                           and op["kind"] in CANCELLABLE_WHILE_RUNNING)
+            if op["status"] != OpStatus.PENDING and not running_job:
                 raise Conflict(
                     f"operation is {op['status']}; only pending operations (and running "
-                    "migrations) can be cancelled",
+                    "migrations, backups and restores) can be cancelled",
                     "id",
                 )
             if op["kind"] in UNCANCELLABLE:
@@ -80,13 +82,13 @@ class Operations(ServiceBase):
             row = self.store.get_vm_by_id(op["vm_id"])
             if row is not None:  # cancelling changes the VM's future: its lock decides
                 check_unlocked(row, caller())
-            if running_migration:
+            if running_job:
                 # The controller aborts the job and then finishes the operation
-                # as cancelled (or succeeded, if the switch-over beat the abort).
+                # as cancelled (or succeeded, if it ended before the abort).
                 self.store.update_operation(op_id, params={**op["params"], "cancel": True})
                 if row is not None:
                     self.store.add_event(
-                        "cancel-requested", "migration: cancel requested", row, op_id
+                        "cancel-requested", f"{op['kind']}: cancel requested", row, op_id
                     )
                 self.notify()
                 return self.store.get_operation(op_id)

@@ -51,6 +51,8 @@ class OperationRecords(StoreBase):
             "kind": str(kind),
             "status": OpStatus.PENDING.value,
             "progress": 0,
+            "bytes_done": None,  # a copy's progress (backup, restore, clone), when it has one
+            "bytes_total": None,
             "params": params or {},
             "error": None,
             "created": self.clock(),

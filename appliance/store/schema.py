@@ -222,5 +222,77 @@ def _v6_tickets(db: sqlite_utils.Database) -> None:
     db.table("tickets").create_index(["expires"])
 
 
+def _v7_backups(db: sqlite_utils.Database) -> None:
+    """Snapshots, backups and backup targets (issue 13), and an operation's
+    progress in bytes (a backup's, a restore's, a copying clone's).
+
+    A snapshot row is written before libvirt takes the snapshot and keeps
+    libvirt's own snapshot XML once taken: the store, not libvirt's metadata,
+    is the source of truth, and the controller redefines what a host lacks
+    (after a move, a migration, a lost /var/lib/libvirt). Backups outlive
+    their VM (vm_id has no foreign key; vm_name and project are kept): a
+    deleted VM's backups can still be restored."""
+    db.table("snapshots").create(
+        {
+            "id": str,  # uuid
+            "vm_id": str,
+            "name": str,
+            "description": str,
+            "memory": int,  # 1: RAM and device state too (a revert resumes the programs)
+            "parent": str,  # the snapshot's parent's name, as libvirt says it
+            "state": str,  # model.SnapshotState
+            "vm_state": str,  # the VM's observed state when it was taken
+            "size": int,  # bytes (see the snapshot code for how it is counted)
+            "xml": str,  # libvirt's snapshot XML (snapshotGetXMLDesc), for a redefine
+            "error": str,
+            "created": float,
+        },
+        pk="id",
+        not_null={"vm_id", "name", "state", "created"},
+        foreign_keys=[("vm_id", "vms", "id")],
+    )
+    db.table("snapshots").create_index(["vm_id", "name"], unique=True)
+    db.table("backup_targets").create(
+        {
+            "name": str,
+            "path": str,  # an absolute directory on the appliance's machine (or an NFS mount)
+            "created": float,
+        },
+        pk="name",
+        not_null={"path", "created"},
+    )
+    db.table("backups").create(
+        {
+            "id": str,  # sortable: "YYYYMMDDTHHMMSSZ-xxxxxx"
+            "vm_id": str,
+            "vm_name": str,
+            "project": str,
+            "target": str,  # backup_targets.name
+            "kind": str,  # model.BackupKind
+            "parent": str,  # the backup an incremental applies on (NULL for a full)
+            "chain": str,  # the id of the chain's full backup
+            "checkpoint": str,  # the libvirt checkpoint it ends at (the next incremental's base)
+            "status": str,  # model.BackupStatus
+            "disks": str,  # JSON: [{"name": "root", "file": "root.qcow2", "size": virtual bytes,
+            #                "bytes": bytes written}]
+            "size": int,  # bytes on the target
+            "quiesced": int,  # 1: the guest's file systems were frozen for the checkpoint
+            "scheduled": int,  # 1: started by the schedule (retention prunes only those)
+            "operation": str,  # the backup operation's id
+            "error": str,
+            "created": float,
+            "finished": float,
+        },
+        pk="id",
+        not_null={"vm_id", "vm_name", "project", "target", "kind", "chain", "status", "created"},
+    )
+    db.table("backups").create_index(["vm_id", "created"])
+    db.table("backups").create_index(["project", "created"])
+    db.table("operations").add_column("bytes_done", int)
+    db.table("operations").add_column("bytes_total", int)
+    db.table("projects").add_column("backup", str)  # JSON: the project's backup policy
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets]
+    _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
+    _v7_backups]

@@ -262,7 +262,7 @@ def test_screen_png_stat_open_and_reads_see_one_screenshot(service, consoles):
 def test_an_open_screen_png_keeps_its_bytes(service, consoles, monkeypatch):
     """Reads of one open file never mix two screens, however long the copy takes."""
     import fs.handles
-    import fs.snapshots
+    import fs.screenshots
     consoles.screens = [PNG_BYTES, b"\x89PNG-another-screen" * 20]
     shell = _Shell(service)
 
@@ -271,7 +271,7 @@ def test_an_open_screen_png_keeps_its_bytes(service, consoles, monkeypatch):
                                    shell.ctx)
         # Every read would fetch anew, and find no screenshot fresh enough to serve again.
         monkeypatch.setattr(fs.handles, "FRESH_SECONDS", -1.0)
-        monkeypatch.setattr(fs.snapshots, "FRESH_SECONDS", -1.0)
+        monkeypatch.setattr(fs.screenshots, "FRESH_SECONDS", -1.0)
         head = await shell.fs.read(info.fh, 0, 10)
         rest = await shell.fs.read(info.fh, 10, 1 << 20)
         again = await shell.fs.read(info.fh, 0, 1 << 20)
@@ -329,8 +329,8 @@ def test_a_slow_screenshot_does_not_hold_up_the_mount(service, consoles):
 
 def test_open_screenshots_hold_a_bounded_number_of_bytes(service, consoles, monkeypatch):
     """Each open screen.png holds its bytes until closed: past the mount's bound, EBUSY."""
-    import fs.snapshots
-    monkeypatch.setattr(fs.snapshots, "OPEN_BYTES", len(PNG_BYTES) * 2)
+    import fs.screenshots
+    monkeypatch.setattr(fs.screenshots, "OPEN_BYTES", len(PNG_BYTES) * 2)
     shell = _Shell(service)
 
     async def run() -> None:
@@ -343,6 +343,6 @@ def test_open_screenshots_hold_a_bounded_number_of_bytes(service, consoles, monk
         assert await shell.fs.read(again.fh, 0, 1 << 20) == PNG_BYTES
         for info in (held[1], again):
             await shell.fs.release(info.fh)
-        assert shell.fs.tree.snapshots.lent == 0
+        assert shell.fs.tree.screenshots.lent == 0
 
     trio.run(run)

@@ -43,7 +43,7 @@ OPEN_BYTES = 256 << 20
 Key = tuple[str, str]  # (VM id, file name): a name means another VM in another project
 
 
-class Snapshots:
+class Screenshots:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._taken: dict[Key, tuple[float, bytes]] = {}
