@@ -266,3 +266,15 @@ def test_a_locked_vm_takes_snapshots_but_refuses_revert_and_delete(service, cont
             with pytest.raises(Conflict, match="locked by alice"):
                 attempt()
     assert service.get_snapshot("web1", "s1")["state"] == "ready"
+
+
+def test_a_failed_snapshot_is_deleted_without_touching_libvirt(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    op = service.create_snapshot("web1", {"name": "s1"})
+    service.cancel_operation(op["id"])
+    calls = cloud.host(HOSTS[row["host"]]).calls
+    calls.clear()
+    service.delete_snapshot("web1", "s1")
+    run_operations(controller)
+    assert service.list_snapshots("web1") == []
+    assert not [c for c in calls if c.startswith("snapshot-delete")]
