@@ -278,3 +278,18 @@ def test_a_failed_snapshot_is_deleted_without_touching_libvirt(service, controll
     run_operations(controller)
     assert service.list_snapshots("web1") == []
     assert not [c for c in calls if c.startswith("snapshot-delete")]
+
+
+def test_a_drain_keeps_a_vm_with_snapshots_on_hosts_that_share_its_storage(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    snapshot(service, controller, "s1")
+    other = next(h for h in HOSTS if h != row["host"])
+    service.store.update_host(other, storage="local-disks")  # a migration there would copy the disks
+    report = service.set_host_state(row["host"], "maintenance")["drain"]
+    assert report["migrating"] == []
+    assert [b["vm"] for b in report["blocked"]] == ["web1"]
+    assert "StorageFilter" in report["blocked"][0]["reason"]
+    service.store.update_host(other, storage=service.store.get_host(row["host"])["storage"])
+    service.set_host_state(row["host"], "enabled")
+    report = service.set_host_state(row["host"], "maintenance")["drain"]
+    assert [m["target"] for m in report["migrating"]] == [other]
