@@ -15,7 +15,11 @@ HOSTS = {"local": URI_A, "b": URI_B}
 
 
 def run_operations(controller):
-    controller.operations.dispatch()  # inline: each operation runs to its end here
+    """Every queued operation, each run inline to its end (one per VM per dispatch)."""
+    for _ in range(10):
+        if not controller.store.next_operations():
+            return
+        controller.operations.dispatch()
 
 
 def make_vm(service, controller, clock, state="running"):
@@ -293,3 +297,15 @@ def test_a_drain_keeps_a_vm_with_snapshots_on_hosts_that_share_its_storage(servi
     service.set_host_state(row["host"], "enabled")
     report = service.set_host_state(row["host"], "maintenance")["drain"]
     assert [m["target"] for m in report["migrating"]] == [other]
+
+
+def test_a_memory_revert_to_other_hardware_asks_for_a_restart(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    snapshot(service, controller, "one-cpu", memory=True)
+    service.update_vm("web1", {"cpus": 2})
+    service.set_state("web1", "reboot")
+    run_operations(controller)
+    assert service.store.get_vm_by_id(row["id"])["restart_required"] is False  # runs with 2 now
+    service.revert_snapshot("web1", "one-cpu")
+    run_operations(controller)
+    assert service.store.get_vm_by_id(row["id"])["restart_required"] is True  # 1 vCPU until a restart
