@@ -87,7 +87,7 @@ class SnapshotOperations:
         guest = self._guest(row)
         before = guest.disks_allocated()
         if name in guest.snapshot_names():  # taken before a crash, not recorded: adopt it
-            xml, size = guest.snapshot_xml(name), snap["size"]
+            xml, size, vm_state = guest.snapshot_xml(name), snap["size"], snap["vm_state"]
         else:
             if snap["memory"] and not guest.is_active():
                 raise Failed(f"a snapshot with memory needs a running VM; {row['name']} "
@@ -97,10 +97,9 @@ class SnapshotOperations:
             # Its size: how much the disks grew while it was taken (the saved RAM and
             # the qcow2 tables; clusters shared with the live disk count nowhere).
             size = max(0, guest.disks_allocated() - before)
-            store.update_snapshot(snap["id"], vm_state=vm_state)
         with store.transaction():
             store.update_snapshot(snap["id"], state=SnapshotState.READY.value, xml=xml,
-                                  parent=parent_of(xml), size=size, error=None)
+                                  parent=parent_of(xml), size=size, vm_state=vm_state, error=None)
             store.set_current_snapshot(row["id"], name)
             kind = "with memory" if snap["memory"] else "disks only"
             store.add_event("snapshot-taken", f"snapshot {name} taken ({kind})", row, op["id"])
