@@ -119,7 +119,7 @@ class SnapshotOperations:
         # The children's XML names their new parent: keep it for a later redefine.
         known = set(guest.snapshot_names())
         for child in store.list_snapshots(row["id"]):
-            if child["parent"] == snap["parent"] and child["name"] in known and child["xml"]:
+            if child["parent"] == snap["parent"] and child["name"] in known:
                 store.update_snapshot(child["id"], xml=guest.snapshot_xml(child["name"]))
         store.add_event("snapshot-deleted", f"snapshot {snap['name']} deleted", row, op["id"])
 
