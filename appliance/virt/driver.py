@@ -164,6 +164,16 @@ class Guest(abc.ABC):
         raise DriverError("start paused: not supported by this driver",
                           "starting paused is not supported on this host")
 
+    # part A's (i13-snap) checkpoint methods, as the contract names them, until it is merged
+    def checkpoint_names(self) -> list[str]:
+        """The domain's checkpoints (dirty bitmaps), parents before children."""
+        raise DriverError("checkpoints: not supported by this driver",
+                          "checkpoints: not supported on this host")
+
+    def checkpoint_delete(self, name: str, metadata_only: bool = False) -> None:
+        raise DriverError("checkpoints: not supported by this driver",
+                          "checkpoints: not supported on this host")
+
 
 @dataclasses.dataclass(frozen=True)
 class Listed:
