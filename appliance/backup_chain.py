@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import stat
 import subprocess
 import time
@@ -91,6 +92,44 @@ def partial_folder(target_path: str | Path, vm_id: str, backup_id: str) -> Path:
 def parent_reference(parent_id: str, file_name: str) -> str:
     """What an incremental's backing file is: its parent's file, relative."""
     return f"../{parent_id}/{file_name}"
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def make_vm_folder(target_path: str | Path, vm_id: str) -> Path:
+    """TARGET/vm-appliance/VM_ID, made if missing (0700): each level must be a
+    real folder, never a symlink someone planted in the target (libvirt writes
+    there as root)."""
+    folder = Path(target_path)
+    for part in (TREE, vm_id):
+        folder = folder / part
+        if not _real_dir(folder):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+            if not _real_dir(folder):
+                raise Failed(f"{folder} in the backup target is not a folder (a symlink?)")
+    return folder
+
+
+def remove_backup(target_path: str | Path, vm_id: str, backup_id: str) -> None:
+    """A backup's folder and its .partial one, if there; symlinks are not followed."""
+    if not BACKUP_ID.fullmatch(backup_id):
+        raise Invalid("not a backup id", "backup")
+    base = vm_folder(target_path, vm_id)
+    if not (_real_dir(base.parent) and _real_dir(base)):
+        return
+    for folder in (base / backup_id, base / (backup_id + PARTIAL)):
+        if _real_dir(folder):
+            shutil.rmtree(folder)
+        elif folder.is_symlink():
+            folder.unlink()
 
 
 # -- manifest.json ------------------------------------------------------------------------
