@@ -89,7 +89,8 @@ SCHEMAS: dict[str, Any] = {
             "status": string(enum=[s.value for s in BackupStatus]),
             "parent": string(nullable=True), "chain": string(nullable=True),
             "checkpoint": string(nullable=True), "scheduled": {},
-            "quiesced": {}, "bytes": integer(nullable=True),
+            "quiesced": {}, "size": integer(nullable=True, description="bytes on the target"),
+            "operation": string(nullable=True),
             "created": number(), "finished": number(nullable=True),
             "error": string(nullable=True),
             "disks": {"type": "array", "items": ref("BackupDisk")},
@@ -109,7 +110,11 @@ SCHEMAS: dict[str, Any] = {
     "BackupTarget": {
         "type": "object", "required": ["name", "path"],
         "properties": {"name": string(), "path": string(), "created": number(),
-                       "free_bytes": integer(nullable=True)}},
+                       "available": boolean(description="the directory is there (an NFS "
+                                                        "share that is not mounted: false)"),
+                       "free_bytes": integer(nullable=True),
+                       "total_bytes": integer(nullable=True),
+                       "backups": integer(description="backups listed in it")}},
     "BackupTargetCreate": {
         "type": "object", "required": ["name", "path"], "additionalProperties": False,
         "properties": {"name": DNS_NAME,

@@ -23,9 +23,10 @@ SNAPSHOT_COLUMNS = [("NAME", "name"), ("CREATED", "created"), ("MEMORY", "memory
                     ("STATE", "state"), ("VM STATE", "vm_state"), ("PARENT", "parent"),
                     ("CURRENT", "current"), ("DESCRIPTION", "description")]
 BACKUP_COLUMNS = [("ID", "id"), ("VM", "vm_name"), ("KIND", "kind"), ("STATUS", "status"),
-                  ("CREATED", "created"), ("SIZE", "bytes"), ("TARGET", "target"),
+                  ("CREATED", "created"), ("SIZE", "size"), ("TARGET", "target"),
                   ("PARENT", "parent")]
-TARGET_COLUMNS = [("NAME", "name"), ("PATH", "path"), ("FREE", "free_bytes")]
+TARGET_COLUMNS = [("NAME", "name"), ("PATH", "path"), ("FREE", "free_bytes"),
+                  ("BACKUPS", "backups")]
 
 
 def add_backup_commands(sub: argparse._SubParsersAction) -> None:
@@ -173,20 +174,20 @@ def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     op = follow(client, answer["operation"])
     status = outcome(op, "backup")
     if status == 0:
-        backup_id = (op.get("params") or {}).get("backup")
-        backup = client.get(f"/v1/backups/{backup_id}") if backup_id else None
+        made = client.get("/v1/backups", vm=args.name)["items"]  # its row names its operation
+        backup = next((b for b in made if b.get("operation") == op["id"]), None)
         if args.json:
             print_json({"operation": op, "backup": backup})
         elif backup is None:
             print(f"{args.name}: backed up")
         else:
             print(f"{args.name}: backup {backup['id']} ({backup['kind']}, "
-                  f"{_size(backup.get('bytes'))}) in {backup['target']}")
+                  f"{_size(backup.get('size'))}) in {backup['target']}")
     return status
 
 
 def _backup_row(backup: dict) -> dict:
-    return {**backup, "created": _when(backup["created"]), "bytes": _size(backup.get("bytes")),
+    return {**backup, "created": _when(backup["created"]), "size": _size(backup.get("size")),
             "parent": backup.get("parent") or "-"}
 
 
