@@ -30,10 +30,11 @@ def answer_operation(req: falcon.Request, resp: falcon.Response, service: Servic
 def answer_new_vm(req: falcon.Request, resp: falcon.Response, service: Service,
                   vm: dict, op: dict) -> None:
     """A new VM (a clone, a restore into a new VM): 201 {"vm", "operation"} once made, 202
-    with the VM as it was accepted while the copy runs."""
-    resp.location = f"/v1/vms/{vm['name']}"
+    with the VM as it was accepted while the copy runs (Location: the operation, as
+    every 202 has it)."""
     if answer_operation(req, resp, service, op, vm=vm):
         resp.status = falcon.HTTP_201
+        resp.location = f"/v1/vms/{vm['name']}"
         resp.media["vm"] = service.get_vm(vm["name"])
 
 
