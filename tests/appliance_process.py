@@ -40,12 +40,15 @@ def free_port() -> int:
 
 
 def remove_domains(domains) -> None:
-    """Destroy and undefine each domain; one that is already gone is fine."""
+    """Destroy and undefine each domain, with its snapshot and checkpoint records
+    (libvirt refuses a plain undefine of a stopped domain that has any); one that
+    is already gone is fine."""
     for dom in domains:
         try:
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         except libvirt.libvirtError:
             pass
 
