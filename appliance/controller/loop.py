@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
+from appliance.controller.backup_schedule import BackupScheduler
 from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
@@ -97,6 +98,7 @@ class Controller:
         self.operations = OperationRunner(self.ctx, self.vms, self.pool)
         self.operations.register(Lifecycle(self.ctx, self.files, self.vms).handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self.backup_schedule = BackupScheduler(store, clock, self._nudge)
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,7 +216,7 @@ class Controller:
 
     def tick(self) -> None:
         """One pass of the loop: links, events, heartbeat (if its thread has not
-        beaten yet) and its follow-up, resync, operations, probes."""
+        beaten yet) and its follow-up, resync, operations, probes, scheduled backups."""
         now = self.ctx.clock()
         if now >= self._next_link_sync:
             self._next_link_sync = now + self._heartbeat_seconds
@@ -238,6 +240,7 @@ class Controller:
         if now >= self._next_events_prune:
             self._next_events_prune = now + EVENTS_PRUNE_SECONDS
             self._prune_events()
+        self.backup_schedule.tick()
 
     def _prune_events(self) -> None:
         """Every write adds an event (the audit trail): keep the newest events_kept."""

@@ -9,6 +9,7 @@ tickets): one table's records each; aggregates.py: sums and counts across tables
 
 from appliance.store.access import AccessRecords
 from appliance.store.aggregates import Aggregates
+from appliance.store.backup_schedules import BackupScheduleRecords
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
@@ -29,6 +30,7 @@ class Store(
     GroupRecords,
     AccessRecords,
     TicketRecords,
+    BackupScheduleRecords,
     Aggregates,
 ):
     """The store: one connection per thread to one SQLite file, and every
