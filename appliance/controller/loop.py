@@ -23,6 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
 from appliance.controller.backup_schedule import BackupScheduler
+from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
@@ -31,6 +32,7 @@ from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
+from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.vms import VmObserver
 from appliance.notify import Listener, Notifier
@@ -99,6 +101,9 @@ class Controller:
         self.operations.register(Lifecycle(self.ctx, self.files, self.vms).handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
         self.backup_schedule = BackupScheduler(store, clock, self._nudge)
+        self.backups = Backups(self.ctx, self.files)
+        self.operations.register(self.backups.handlers())
+        self.operations.register(InPlaceRestore(self.ctx, self.files).handlers())
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,6 +153,7 @@ class Controller:
 
     def adopt_on_start(self) -> None:
         self.vms.adopt_on_start()
+        self.backups.recover_interrupted()
 
     def plan(self, row: dict) -> DomainPlan:
         return self.files.plan(row)

@@ -25,6 +25,7 @@ from appliance.virt.driver import (
     MigrationRequest,
     Unreachable,
 )
+from appliance.virt.fake_backups import FakeBackupMethods
 
 INVENTORY = {
     "arch": "x86_64",
@@ -48,6 +49,8 @@ class FakeDomain:
     state: str = "stopped"  # running, paused, stopped, crashed
     reason: str = ""
     job: str | None = None  # "migration" while one runs from this domain
+    checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
+    bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
 
 
 @dataclasses.dataclass
@@ -70,6 +73,8 @@ class FakeCloud:
         self.lock = threading.RLock()
         self.hold_migrations = False
         self.on_migration_started: Callable[[], None] | None = None  # runs in the migrating thread
+        self.hold_backups = False  # backup jobs run until aborted or this is False again
+        self.guest_agents: set[str] = set()  # VM ids whose guest has an agent (fs_freeze)
         self._release = threading.Event()
 
     def host(self, uri: str) -> FakeHost:
@@ -89,7 +94,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(Guest):
+class FakeGuest(FakeBackupMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -173,7 +178,9 @@ class FakeGuest(Guest):
                     "unable to connect to the target", "unable to connect to the target"
                 )
             dom.job = "migration"
-            incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None)
+            # libvirt's checkpoint records stay behind; the bitmaps travel in the disks
+            incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
+                                           checkpoints=[], bitmaps=set(dom.bitmaps))
             dest.domains[self.uuid] = incoming
         if cloud.on_migration_started is not None:
             cloud.on_migration_started()
