@@ -6,13 +6,16 @@ started since.
 - A slot before the controller first saw the VM with that schedule (the policy
   was set, or changed, after it) is not a missed run: `backup_schedules.since`.
 - After downtime only the latest slot is looked at, so a VM gets ONE catch-up
-  backup however many slots passed; its operation's creation then counts as
-  the start of a backup since that slot, and the next is due at the next slot.
+  backup however many slots passed; the record keeps the slot queued
+  (`backup_schedules.queued`), and the next is due at the next slot.
 - A backup started by hand after the slot counts too, and a backup operation
   still open (a long one running across a slot) holds the next one back.
-- The operation is what the handler of part B runs (OpKind.BACKUP with params
-  {"target": the policy's or null, "scheduled": true}); the handler writes the
-  backups row and, after a good backup, runs retention (appliance/backup_retention.py).
+- The operation is what a backup asked for by hand makes (service/backups.py),
+  with "scheduled": true, into the target a manual one would use (the policy's,
+  else the only one); the handler writes the backups row and, after a good
+  backup, runs retention (appliance/backup_retention.py), which prunes only
+  scheduled backups. No target to use: the operation is recorded failed with
+  the reason, so that the user sees it (and the overdue alert fires in time).
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import backup_schedule
-from appliance.errors import Invalid
-from appliance.model.states import OpKind
+from appliance.errors import Invalid, NotFound
+from appliance.model.states import OpKind, OpStatus
+from appliance.service.backups import default_target
 from appliance.store import Row, Store
 
 log = logging.getLogger("appliance.controller")
@@ -52,7 +56,7 @@ class BackupScheduler:
     def run(self, now: float) -> list[str]:
         """One pass; the ids of the VMs a backup was queued for."""
         scheduled = self.store.scheduled_vms()
-        since = self._record_schedules(scheduled, now)
+        counted_from = self._record_schedules(scheduled, now)
         started = self.store.last_backup_started()
         queued = []
         for vm in scheduled:
@@ -62,7 +66,7 @@ class BackupScheduler:
             except Invalid:  # stored policies are validated; a bad one must not stop the rest
                 log.warning("VM %s: backup schedule %r not understood", vm["name"], text)
                 continue
-            if slot <= since[vm["id"]] or started.get(vm["id"], float("-inf")) >= slot:
+            if slot <= counted_from[vm["id"]] or started.get(vm["id"], float("-inf")) >= slot:
                 continue
             if self._queue(vm, text, slot):
                 queued.append(vm["id"])
@@ -71,21 +75,26 @@ class BackupScheduler:
         return queued
 
     def _record_schedules(self, scheduled: list[Row], now: float) -> dict[str, float]:
-        """VM id -> since when its current schedule has been seen; the records of
-        VMs no longer scheduled are dropped (a schedule set again starts afresh)."""
+        """VM id -> the instant after which a slot is due: when its current schedule
+        was first seen, or the slot last queued for it, whichever is later (the
+        record, not the operation's time, says a slot was queued: one catch-up
+        whatever the clocks). The records of VMs no longer scheduled are dropped
+        (a schedule set again starts afresh)."""
         records = self.store.backup_schedules()
-        since: dict[str, float] = {}
+        counted_from: dict[str, float] = {}
         with self.store.transaction():
             for vm in scheduled:
                 record = records.get(vm["id"])
                 text = vm["policy"]["schedule"]
                 if record is None or record["schedule"] != text:
                     self.store.set_backup_schedule(vm["id"], text, now)
-                    since[vm["id"]] = now
+                    counted_from[vm["id"]] = now
                 else:
-                    since[vm["id"]] = float(record["since"])
-            self.store.drop_backup_schedules(set(records) - set(since))
-        return since
+                    queued = record["queued"]
+                    counted_from[vm["id"]] = float(
+                        record["since"] if queued is None else max(record["since"], queued))
+            self.store.drop_backup_schedules(set(records) - set(counted_from))
+        return counted_from
 
     def _queue(self, vm: Row, text: str, slot: float) -> bool:
         with self.store.transaction():
@@ -94,10 +103,23 @@ class BackupScheduler:
                 return False
             if self.store.open_operation(vm["id"], OpKind.BACKUP) is not None:
                 return False
-            params: dict[str, Any] = {"target": vm["policy"].get("target"), "scheduled": True,
+            try:  # as a backup asked for by hand: the policy's target, else the only one
+                target: str | None = default_target(self.store, row, None)
+                refused = None
+            except (Invalid, NotFound) as err:
+                target, refused = None, err.reason
+            params: dict[str, Any] = {"target": target, "full": False, "scheduled": True,
                                       "by": "schedule", "slot": slot}
             op = self.store.add_operation(str(uuid.uuid4()), row, OpKind.BACKUP, params)
+            self.store.mark_backup_queued(row["id"], slot)
             self.store.add_event("backup-scheduled",
                                  f"backup of {row['name']} queued by its schedule ({text})",
                                  row, op["id"])
+            if refused is not None:
+                # Failed at once, as the operation runner records a failure: the run is
+                # counted (no retry every pass) and the user sees why in its error.
+                self.store.update_vm(row["id"], bump=False, last_error=f"backup: {refused}")
+                self.store.add_event("operation-failed", f"backup failed: {refused}", row, op["id"])
+                self.store.update_operation(op["id"], status=OpStatus.FAILED.value, error=refused,
+                                            finished=self.clock())
         return True

@@ -65,16 +65,20 @@ class BackupScheduleRecords(StoreBase):
 
     # -- the controller's schedule records ------------------------------------------------
     def backup_schedules(self) -> dict[str, Row]:
-        """VM id -> {vm_id, schedule, since}."""
+        """VM id -> {vm_id, schedule, since, queued}."""
         return {row["vm_id"]: row for row in self._rows("backup_schedules", "")}
 
     def set_backup_schedule(self, vm_id: str, schedule: str, since: float) -> None:
+        """A schedule seen for the first time (or changed): no slot of it queued yet."""
         self.db.execute(
-            "INSERT INTO backup_schedules (vm_id, schedule, since) VALUES (?, ?, ?) "
+            "INSERT INTO backup_schedules (vm_id, schedule, since, queued) VALUES (?, ?, ?, NULL) "
             "ON CONFLICT (vm_id) DO UPDATE SET schedule = excluded.schedule, "
-            "since = excluded.since",
+            "since = excluded.since, queued = NULL",
             [vm_id, schedule, since],
         )
+
+    def mark_backup_queued(self, vm_id: str, slot: float) -> None:
+        self.db.execute("UPDATE backup_schedules SET queued = ? WHERE vm_id = ?", [slot, vm_id])
 
     def drop_backup_schedules(self, vm_ids: Iterable[str]) -> None:
         ids = list(vm_ids)

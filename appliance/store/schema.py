@@ -299,6 +299,7 @@ def _v7_backups(db: sqlite_utils.Database) -> None:
             "vm_id": str,
             "schedule": str,  # the effective policy's schedule text ("daily 02:00")
             "since": float,
+            "queued": float,  # the slot the schedule last queued a backup for
         },
         pk="vm_id",
         not_null={"schedule", "since"},

@@ -35,6 +35,13 @@ def scheduler(timed_store, clock) -> BackupScheduler:
     return BackupScheduler(timed_store, clock)
 
 
+@pytest.fixture(autouse=True)
+def nas(service, tmp_path):
+    """The one backup target: a policy without a target backs up into it."""
+    (tmp_path / "nas").mkdir(mode=0o700)
+    service.add_backup_target({"name": "nas", "path": str(tmp_path / "nas")})
+
+
 def make_vm(service, name: str, backup: dict | None = None) -> str:
     body = {"name": name, "state": "stopped"}
     if backup is not None:
@@ -64,7 +71,8 @@ def test_a_slot_before_the_policy_was_seen_is_not_a_missed_run(service, schedule
     assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=15, minutes=59))) == []
     assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=16))) == [vm]  # Tue 02:00
     op, = backup_ops(timed_store, vm)
-    assert op["params"] == {"target": "nas", "scheduled": True, "by": "schedule",
+    # What a backup asked for by hand makes, marked scheduled (retention prunes only those).
+    assert op["params"] == {"target": "nas", "full": False, "scheduled": True, "by": "schedule",
                             "slot": (MONDAY_10H + timedelta(hours=16)).timestamp()}
     assert op["status"] == OpStatus.PENDING
     events = [e for e in timed_store.list_events(vm_id=vm) if e["kind"] == "backup-scheduled"]
@@ -141,6 +149,24 @@ def test_a_changed_schedule_starts_afresh(service, scheduler, timed_store, clock
     assert scheduler.run(at(clock, MONDAY_10H + timedelta(minutes=2))) == []
     assert timed_store.backup_schedules()[vm]["since"] == clock()
     assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=23))) == [vm]
+
+
+def test_without_a_target_to_use_the_run_fails_with_the_reason_once(service, scheduler,
+                                                                   timed_store, clock, tmp_path):
+    (tmp_path / "usb").mkdir(mode=0o700)
+    service.add_backup_target({"name": "usb", "path": str(tmp_path / "usb")})
+    vm = make_vm(service, "web1", {"schedule": "hourly", "keep_last": 1})  # names no target
+    scheduler.run(clock())
+    assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=1))) == [vm]
+    op, = backup_ops(timed_store, vm)
+    assert op["status"] == OpStatus.FAILED and "there are 2" in op["error"]
+    assert op["params"]["target"] is None
+    failed = [e for e in timed_store.list_events(vm_id=vm) if e["kind"] == "operation-failed"]
+    assert failed and "name a backup target" in failed[0]["message"]
+    assert "backup: name a backup target" in timed_store.get_vm_by_id(vm)["last_error"]
+    # Counted as this slot's run: not tried again every pass, but at the next slot.
+    assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=1, minutes=30))) == []
+    assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=2))) == [vm]
 
 
 def test_a_vm_being_deleted_is_not_backed_up(service, scheduler, timed_store, clock):
