@@ -32,21 +32,16 @@ class BackupScheduleRecords(StoreBase):
             rows.append({"id": vm_id, "name": name, "project": project, "policy": policy})
         return rows
 
-    def last_backup_started(self, vm_ids: Iterable[str] | None = None) -> dict[str, float]:
+    def last_backup_started(self) -> dict[str, float]:
         """VM id -> when its newest backup started: a backup row's or a backup
-        operation's creation (an operation that failed before it wrote a row is a
-        run all the same: the schedule does not retry it every pass)."""
-        ids = list(vm_ids) if vm_ids is not None else None
-        where = f"AND vm_id IN ({marks(ids)})" if ids else ""
-        if ids is not None and not ids:
-            return {}
+        operation's creation (a backup asked for by hand after a slot counts for
+        that slot)."""
         sql = (
-            f"SELECT vm_id, max(created) FROM (SELECT vm_id, created FROM backups WHERE 1 {where} "  # noqa: S608 - ? marks only
-            f"UNION ALL SELECT vm_id, created FROM operations WHERE kind = ? {where}) "
-            "GROUP BY vm_id"
+            "SELECT vm_id, max(created) FROM (SELECT vm_id, created FROM backups "
+            "UNION ALL SELECT vm_id, created FROM operations WHERE kind = ?) GROUP BY vm_id"
         )
-        params = [*(ids or []), str(OpKind.BACKUP), *(ids or [])]
-        return {str(vm_id): float(when) for vm_id, when in self.db.execute(sql, params)}
+        return {str(vm_id): float(when)
+                for vm_id, when in self.db.execute(sql, [str(OpKind.BACKUP)])}
 
     def last_good_backups(self) -> list[Row]:
         """Each VM's newest good backup, by the VM's current name (a deleted VM's
