@@ -193,3 +193,12 @@ def test_the_loop_runs_it_every_thirty_seconds(timed_store, clock, monkeypatch):
         scheduler.tick()
         clock.advance(10)
     assert len(runs) == 3  # at 0, 30 and 60 s
+
+
+def test_a_policy_naming_a_target_that_is_gone_fails_the_run_with_the_reason(service, scheduler,
+                                                                            timed_store, clock):
+    vm = make_vm(service, "web1", {"schedule": "hourly", "target": "usb", "keep_last": 1})
+    scheduler.run(clock())
+    assert scheduler.run(at(clock, MONDAY_10H + timedelta(hours=1))) == [vm]
+    op, = backup_ops(timed_store, vm)
+    assert op["status"] == OpStatus.FAILED and "usb" in op["error"]
