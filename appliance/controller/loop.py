@@ -34,6 +34,7 @@ from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
 from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
+from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
@@ -98,9 +99,11 @@ class Controller:
         self.consoles = ConsoleMirror(self.ctx, self.files)
         self.hosts = HostMonitor(self.ctx, self.files, self.evacuation, self.consoles.mirror)
         self.operations = OperationRunner(self.ctx, self.vms, self.pool)
-        self.operations.register(Lifecycle(self.ctx, self.files, self.vms).handlers())
+        lifecycle = Lifecycle(self.ctx, self.files, self.vms)
+        self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
         self.backup_schedule = BackupScheduler(store, clock, self._nudge)
+        self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
         self.backups = Backups(self.ctx, self.files)
         self.operations.register(self.backups.handlers())
         self.operations.register(InPlaceRestore(self.ctx, self.files).handlers())

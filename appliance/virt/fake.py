@@ -26,6 +26,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.fake_backups import FakeBackupMethods
+from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
     "arch": "x86_64",
@@ -49,8 +50,12 @@ class FakeDomain:
     state: str = "stopped"  # running, paused, stopped, crashed
     reason: str = ""
     job: str | None = None  # "migration" while one runs from this domain
+    # snapshot name -> libvirt's XML of it, parents first (fake_snapshots.py)
+    snapshots: dict[str, str] = dataclasses.field(default_factory=dict)
+    current_snapshot: str | None = None
     checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
     bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
+    allocated: int = 1 << 20  # bytes the writable disks take
 
 
 @dataclasses.dataclass
@@ -94,7 +99,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeBackupMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -158,7 +163,10 @@ class FakeGuest(FakeBackupMethods, Guest):
 
     def undefine(self, with_metadata: bool = False) -> None:
         with self.driver.cloud.lock:
-            self._dom()
+            dom = self._dom()
+            if dom.snapshots and not with_metadata and dom.state not in ("running", "paused"):
+                raise DriverError(f"cannot delete inactive domain with {len(dom.snapshots)} "
+                                  "snapshots", "the domain has snapshots")
             self.driver.fake_host().calls.append(f"undefine {self.uuid}")
             del self.driver.fake_host().domains[self.uuid]
 
@@ -172,6 +180,9 @@ class FakeGuest(FakeBackupMethods, Guest):
         cloud = self.driver.cloud
         with cloud.lock:
             dom = self._dom()
+            if dom.snapshots:  # as libvirt 9.0
+                raise DriverError(f"cannot migrate domain with {len(dom.snapshots)} snapshots",
+                                  f"cannot migrate domain with {len(dom.snapshots)} snapshots")
             dest = cloud.host(request.dest_uri)
             if not dest.up:
                 raise DriverError(
@@ -180,7 +191,8 @@ class FakeGuest(FakeBackupMethods, Guest):
             dom.job = "migration"
             # libvirt's checkpoint records stay behind; the bitmaps travel in the disks
             incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
-                                           checkpoints=[], bitmaps=set(dom.bitmaps))
+                                           snapshots={}, current_snapshot=None, checkpoints=[],
+                                           bitmaps=set(dom.bitmaps))
             dest.domains[self.uuid] = incoming
         if cloud.on_migration_started is not None:
             cloud.on_migration_started()

@@ -30,6 +30,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
+from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(BackupMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
@@ -69,7 +70,8 @@ class LibvirtGuest(BackupMethods, Guest):
 
     @_translated
     def call(self, function: Callable[..., Any], *args: object) -> Any:
-        """One of the helper modules' functions (libvirt_backups) on this domain."""
+        """One of the helper modules' functions (libvirt_snapshots, libvirt_backups) on
+        this domain."""
         return function(self.dom, *args)
 
     @_translated
