@@ -299,6 +299,32 @@ def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: s
     return backup_folder(target_path, vm_id, backup_id) / disk_file(disk_name)
 
 
+def qcow2_virtual_size(path: Path) -> int:
+    """The disk size a qcow2 file's header states (bytes 24-31), without qemu."""
+    with open(path, "rb") as f:
+        header = f.read(32)
+    if not header.startswith(images.QCOW2_MAGIC) or len(header) < 32:
+        raise Invalid(f"{path.name} is not a qcow2 file", "backup")
+    return int.from_bytes(header[24:32], "big")
+
+
+def rebase_onto_parent(path: Path, parent_id: str) -> None:
+    """An incremental's backing file, which libvirt set to the live disk, made
+    its parent's file by the relative path (`qemu-img rebase -u`: only the
+    header changes; nothing is opened through it)."""
+    reference = parent_reference(parent_id, path.name)
+    try:
+        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, our own file names
+            ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
+             "-F", "qcow2", str(path)],
+            capture_output=True, text=True, timeout=120,
+        )
+    except FileNotFoundError:
+        raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
+    if out.returncode != 0:
+        raise Failed(f"rebasing {path.name} onto {reference}: {out.stderr.strip()[:300]}")
+
+
 # -- flattening ---------------------------------------------------------------------------
 def flatten(top: Path, dest: Path, progress: Callable[[float], None] | None = None,
             cancelled: Callable[[], bool] | None = None) -> dict:

@@ -86,7 +86,7 @@ class BackupRecords(StoreBase):
             where.append(f"status IN ({marks(statuses)})")
             params.extend(statuses)
         rows = self._rows("backups", " AND ".join(where), params,
-                          order_by="created DESC, id DESC", limit=limit)
+                          order_by="created DESC, rowid DESC", limit=limit)
         return [_decode_backup(r) for r in rows]
 
     def latest_good_backup(self, vm_id: str, target: str) -> Row | None:
