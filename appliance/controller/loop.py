@@ -22,6 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
+from appliance.controller.backup_schedule import BackupScheduler
+from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
@@ -30,6 +32,7 @@ from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
+from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
@@ -99,7 +102,11 @@ class Controller:
         lifecycle = Lifecycle(self.ctx, self.files, self.vms)
         self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self.backup_schedule = BackupScheduler(store, clock, self._nudge)
         self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
+        self.backups = Backups(self.ctx, self.files)
+        self.operations.register(self.backups.handlers())
+        self.operations.register(InPlaceRestore(self.ctx, self.files).handlers())
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,6 +156,7 @@ class Controller:
 
     def adopt_on_start(self) -> None:
         self.vms.adopt_on_start()
+        self.backups.recover_interrupted()
 
     def plan(self, row: dict) -> DomainPlan:
         return self.files.plan(row)
@@ -217,7 +225,7 @@ class Controller:
 
     def tick(self) -> None:
         """One pass of the loop: links, events, heartbeat (if its thread has not
-        beaten yet) and its follow-up, resync, operations, probes."""
+        beaten yet) and its follow-up, resync, operations, probes, scheduled backups."""
         now = self.ctx.clock()
         if now >= self._next_link_sync:
             self._next_link_sync = now + self._heartbeat_seconds
@@ -241,6 +249,7 @@ class Controller:
         if now >= self._next_events_prune:
             self._next_events_prune = now + EVENTS_PRUNE_SECONDS
             self._prune_events()
+        self.backup_schedule.tick()
 
     def _prune_events(self) -> None:
         """Every write adds an event (the audit trail): keep the newest events_kept."""
