@@ -9,6 +9,7 @@ from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
+from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.errors import Failed, NotFound
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
@@ -28,6 +29,7 @@ class VmFiles:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.direct_io = images.supports_direct_io(ctx.config.vms_dir)
+        self.snapshot_metadata = SnapshotMetadata(ctx)
 
     def plan(self, row: dict) -> domain.DomainPlan:
         vm_dir = self.ctx.config.vm_dir(row["id"])
@@ -80,7 +82,10 @@ class VmFiles:
         # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
         # address.
         link.driver.reserve_address(self.ctx.store, row)
-        return link.driver.define(plan)
+        guest = link.driver.define(plan)
+        # A host whose libvirt lacks the VM's snapshots (a first define there) gets them back.
+        self.snapshot_metadata.restore(guest, row["id"])
+        return guest
 
     def _ensure_files_here(self, row: dict, plan: domain.DomainPlan) -> None:
         if not plan.root_disk.exists():

@@ -31,6 +31,7 @@ from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
 from appliance.controller.runstrategy import RunStrategies
+from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
@@ -95,8 +96,10 @@ class Controller:
         self.consoles = ConsoleMirror(self.ctx, self.files)
         self.hosts = HostMonitor(self.ctx, self.files, self.evacuation, self.consoles.mirror)
         self.operations = OperationRunner(self.ctx, self.vms, self.pool)
-        self.operations.register(Lifecycle(self.ctx, self.files, self.vms).handlers())
+        lifecycle = Lifecycle(self.ctx, self.files, self.vms)
+        self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -85,7 +85,9 @@ class LiveMigration:
 
     def execute(self) -> None:
         row, vm_id = self.row, self.row["id"]
+        metadata = self.files.snapshot_metadata
         if settle_earlier_migration(self.ctx, vm_id, self.source, self.dest) == "target":
+            self._restore_snapshots(self.dest)
             record_move(
                 self.ctx,
                 self.op,
@@ -105,8 +107,16 @@ class LiveMigration:
             bandwidth=self.op["params"].get("bandwidth"),
             copy_disks=self.copy,
         )
+        if self.copy and self.ctx.store.has_ready_snapshots(vm_id):
+            raise Failed(
+                f"{self.target} does not share its storage with {row['host']}: the disks "
+                "would be copied, and a copying migration does not carry the snapshots inside "
+                "them; delete the snapshots, or migrate to a host that shares its storage")
         if self.copy:  # the target does not see these disks: copy them during the migration
             self.files.prepare_copy(row, self.dest)
+        # libvirt refuses to migrate a domain with snapshots: their metadata (only) goes,
+        # and is redefined where the domain ends up (the data stays in the disks).
+        metadata.detach(guest, vm_id)
         started = self.ctx.monotonic()
         self.ctx.migrating.add(vm_id)
         try:
@@ -115,15 +125,22 @@ class LiveMigration:
             self.ctx.migrating.discard(vm_id)
         if error is not None:
             self.rollback()
+            self._restore_snapshots(self.source)
             if aborted:
                 raise Failed(f"cancelled; the guest stays on {row['host']}")
             raise error
         elapsed = self.ctx.monotonic() - started
+        self._restore_snapshots(self.dest)
         record_move(self.ctx, self.op, row, self.target, self.dest.lookup(vm_id),
                     f"live-migrated from {row['host']} to {self.target} in {elapsed:.1f} s"
                     + (" (disks copied)" if self.copy else ""))
         if self.copy:
             self.files.drop_copy(row, self.source)
+
+    def _restore_snapshots(self, link: HostLink) -> None:
+        guest = link.lookup(self.row["id"])
+        if guest is not None:
+            self.files.snapshot_metadata.restore(guest, self.row["id"])
 
     def rollback(self, timeout: float = 30.0) -> None:
         """After a failed or aborted migration the target's libvirtd tears down
@@ -209,5 +226,6 @@ class Migrations:
         if source is not None and source_up:
             old = source.lookup(row["id"])
             if old is not None and not old.is_active():
+                self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
                 old.undefine()
             source.driver.release_address(self.ctx.store, row)

@@ -11,6 +11,7 @@ import time
 
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
+from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.virt.driver import DomainGone, DriverError, Guest, Listed
 
 log = logging.getLogger("appliance.controller")
@@ -31,6 +32,7 @@ class VmObserver:
     def __init__(self, ctx: Context, strategies: RunStrategies):
         self.ctx = ctx
         self.strategies = strategies
+        self.snapshot_metadata = SnapshotMetadata(ctx)
         self._lock = threading.Lock()
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
 
@@ -189,6 +191,7 @@ class VmObserver:
             was_active = guest.is_active()
             if was_active:
                 guest.destroy()
+            self.snapshot_metadata.detach(guest, row["id"])  # libvirt keeps a domain with them
             guest.undefine()
         except DriverError as err:
             log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err)

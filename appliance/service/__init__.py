@@ -10,7 +10,7 @@ rename, delete, templates, consoles), state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
-tickets (console tickets). base holds what they share. (The files of VM and
+tickets (console tickets), snapshots. base holds what they share. (The files of VM and
 host directories are appliance/files.py's table, which calls these.)
 """
 
@@ -25,6 +25,7 @@ from appliance.service.migration import reachable_from_peers
 from appliance.service.operations import Operations
 from appliance.service.projects import Projects
 from appliance.service.readiness import Readiness
+from appliance.service.snapshots import Snapshots
 from appliance.service.state import StateChanges
 from appliance.service.tickets import Tickets
 from appliance.service.vms import DEFAULT_TEMPLATE, VMs
@@ -33,5 +34,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
-              Projects, Locks, Tickets, Consoles):
+              Projects, Locks, Tickets, Consoles, Snapshots):
     """Every rule of the appliance, one call per request (the parts: see above)."""

@@ -92,6 +92,8 @@ class Migrations(ServiceBase):
             kind = move_kind(observed, row["desired_state"])
             if kind is None:
                 raise Conflict(f"a {observed} VM cannot move now", "host")
+            if kind == OpKind.MIGRATE:
+                self._check_snapshots_travel(row, target_host)
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:
@@ -145,10 +147,14 @@ class Migrations(ServiceBase):
         if kind is None:
             return f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
         ignore = {host["name"]}
+        storage = None
         if kind == OpKind.MIGRATE:  # live: only to hosts the source's libvirtd can reach
             ignore |= {
                 h["name"] for h in self.store.list_hosts() if not reachable_from_peers(h["uri"])
             }
+            # and, with snapshots, that share its storage (a disk copy would lose them)
+            if self.store.has_ready_snapshots(row["id"]):
+                storage = host["storage"] or placement.APPLIANCE_STORAGE
         decision = placement.place(
             self.store,
             self.config,
@@ -156,7 +162,7 @@ class Migrations(ServiceBase):
             row["id"],
             self.clock(),
             ignore_hosts=frozenset(ignore),
-            storage=None,
+            storage=storage,
             cpu_ram=placement.claims_cpu_ram(row),
             project=row["project"],
         )
@@ -174,3 +180,18 @@ class Migrations(ServiceBase):
             {"vm": row["name"], "target": decision.host, "operation": op["id"]}
         )
         return None
+
+    def _check_snapshots_travel(self, row: Row, target: Row) -> None:
+        """A live migration to a host with other storage copies the disks
+        (libvirt's NON_SHARED_DISK copies what the guest sees, not the internal
+        snapshots inside the qcow2 files): refused for a VM with snapshots."""
+        if not self.store.has_ready_snapshots(row["id"]):
+            return
+        source = self.store.get_host(row["host"])
+        if (source["storage"] or placement.APPLIANCE_STORAGE) != (
+                target["storage"] or placement.APPLIANCE_STORAGE):
+            raise Conflict(
+                f"host {target['name']} does not share {row['host']}'s storage, so the disks "
+                "would be copied, and a copying migration does not carry the snapshots inside "
+                "them; delete the VM's snapshots first, or migrate to a host that shares its "
+                "storage (a stopped VM moves with its snapshots)", "host")

@@ -4,7 +4,7 @@ per question the rest of the appliance asks; every value a bound parameter.
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
-tickets): one table's records each; aggregates.py: sums and counts across tables.
+tickets), snapshots.py: one table's records each; aggregates.py: sums and counts across tables.
 """
 
 from appliance.store.access import AccessRecords
@@ -14,6 +14,7 @@ from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
 from appliance.store.operations import OperationRecords
 from appliance.store.schema import MIGRATIONS
+from appliance.store.snapshots import SnapshotRecords
 from appliance.store.tickets import TicketRecords
 from appliance.store.vms import VMRecords
 
@@ -29,6 +30,7 @@ class Store(
     GroupRecords,
     AccessRecords,
     TicketRecords,
+    SnapshotRecords,
     Aggregates,
 ):
     """The store: one connection per thread to one SQLite file, and every

@@ -240,6 +240,7 @@ def _v7_backups(db: sqlite_utils.Database) -> None:
             "description": str,
             "memory": int,  # 1: RAM and device state too (a revert resumes the programs)
             "parent": str,  # the snapshot's parent's name, as libvirt says it
+            "current": int,  # 1: libvirt's current snapshot (the VM's disks descend from it)
             "state": str,  # model.SnapshotState
             "vm_state": str,  # the VM's observed state when it was taken
             "size": int,  # bytes (see the snapshot code for how it is counted)

@@ -204,4 +204,6 @@ class VMRecords(StoreBase):
         return self._select(sql)
 
     def delete_vm(self, vm_id: str) -> None:
-        self.db.execute("DELETE FROM vms WHERE id = ?", [vm_id])
+        with self.transaction() as db:
+            db.execute("DELETE FROM snapshots WHERE vm_id = ?", [vm_id])  # its foreign key
+            db.execute("DELETE FROM vms WHERE id = ?", [vm_id])

@@ -50,6 +50,11 @@ def failure_reason(err: BaseException) -> str:
     return err.reason if isinstance(err, DriverError) else shorten(str(err))
 
 
+def _unsupported(what: str) -> DriverError:
+    return DriverError(f"{what}: not supported by this driver",
+                       f"{what}: not supported on this host")
+
+
 @dataclasses.dataclass(frozen=True)
 class MigrationRequest:
     dest_uri: str
@@ -130,6 +135,46 @@ class Guest(abc.ABC):
     @abc.abstractmethod
     def agent_command(self, command: str, timeout: int) -> str:
         """A qemu-guest-agent command (JSON) and its answer."""
+
+    # -- snapshots (issue 13): libvirt internal snapshots; not abstract, so a
+    # driver without them refuses with a reason instead of failing to load ------------------
+    def snapshot_create(self, name: str, description: str, memory: bool) -> str:
+        """Take an internal snapshot of every writable disk (and with `memory`, of
+        RAM and device state: the domain must run); libvirt's XML of it."""
+        raise _unsupported("snapshots")
+
+    def snapshot_redefine(self, xml: str, current: bool = False) -> None:
+        """Give libvirt back the metadata of a snapshot its disks already hold."""
+        raise _unsupported("snapshots")
+
+    def snapshot_names(self) -> list[str]:
+        """The domain's snapshots as libvirt knows them, parents before children."""
+        raise _unsupported("snapshots")
+
+    def snapshot_xml(self, name: str) -> str:
+        raise _unsupported("snapshots")
+
+    def snapshot_revert(self, name: str, keep_memory: bool = True) -> None:
+        """Revert the disks (and with `keep_memory`, a memory snapshot's RAM: the
+        guest resumes as it was); without, the domain ends shut off on the
+        snapshot's disks."""
+        raise _unsupported("snapshots")
+
+    def snapshot_delete(self, name: str, metadata_only: bool = False) -> None:
+        """Delete the snapshot (its data in the disks too, unless `metadata_only`)."""
+        raise _unsupported("snapshots")
+
+    def checkpoint_names(self) -> list[str]:
+        """The domain's checkpoints (dirty bitmaps), parents before children."""
+        raise _unsupported("checkpoints")
+
+    def checkpoint_delete(self, name: str, metadata_only: bool = False) -> None:
+        raise _unsupported("checkpoints")
+
+    def disks_allocated(self) -> int:
+        """Bytes the domain's writable disks take on their storage (a snapshot's
+        size is how much this grew while it was taken)."""
+        raise _unsupported("disk allocation")
 
 
 @dataclasses.dataclass(frozen=True)

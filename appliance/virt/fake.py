@@ -25,6 +25,7 @@ from appliance.virt.driver import (
     MigrationRequest,
     Unreachable,
 )
+from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
     "arch": "x86_64",
@@ -48,6 +49,11 @@ class FakeDomain:
     state: str = "stopped"  # running, paused, stopped, crashed
     reason: str = ""
     job: str | None = None  # "migration" while one runs from this domain
+    # snapshot name -> libvirt's XML of it, parents first (fake_snapshots.py)
+    snapshots: dict[str, str] = dataclasses.field(default_factory=dict)
+    current_snapshot: str | None = None
+    checkpoints: list[str] = dataclasses.field(default_factory=list)
+    allocated: int = 1 << 20  # bytes the writable disks take
 
 
 @dataclasses.dataclass
@@ -89,7 +95,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(Guest):
+class FakeGuest(FakeSnapshotMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -153,7 +159,10 @@ class FakeGuest(Guest):
 
     def undefine(self, with_metadata: bool = False) -> None:
         with self.driver.cloud.lock:
-            self._dom()
+            dom = self._dom()
+            if dom.snapshots and not with_metadata and dom.state not in ("running", "paused"):
+                raise DriverError(f"cannot delete inactive domain with {len(dom.snapshots)} "
+                                  "snapshots", "the domain has snapshots")
             self.driver.fake_host().calls.append(f"undefine {self.uuid}")
             del self.driver.fake_host().domains[self.uuid]
 
@@ -167,13 +176,17 @@ class FakeGuest(Guest):
         cloud = self.driver.cloud
         with cloud.lock:
             dom = self._dom()
+            if dom.snapshots:  # as libvirt 9.0
+                raise DriverError(f"cannot migrate domain with {len(dom.snapshots)} snapshots",
+                                  f"cannot migrate domain with {len(dom.snapshots)} snapshots")
             dest = cloud.host(request.dest_uri)
             if not dest.up:
                 raise DriverError(
                     "unable to connect to the target", "unable to connect to the target"
                 )
             dom.job = "migration"
-            incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None)
+            incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
+                                           snapshots={}, current_snapshot=None, checkpoints=[])
             dest.domains[self.uuid] = incoming
         if cloud.on_migration_started is not None:
             cloud.on_migration_started()

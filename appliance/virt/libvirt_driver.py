@@ -29,6 +29,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
+from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,16 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(Guest):
+class LibvirtGuest(SnapshotMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
         self.uuid = vm_id or dom.UUIDString()
+
+    @_translated
+    def call(self, function: Callable[..., Any], *args: object) -> Any:
+        """One of the helper modules' functions (libvirt_snapshots) on this domain."""
+        return function(self.dom, *args)
 
     @_translated
     def name(self) -> str:
