@@ -42,22 +42,30 @@ QUOTA_SET = {"type": "object", "additionalProperties": False,
                             "limit, null makes it unlimited",
              "properties": {r: _limit(r) for r in RESOURCES}}
 DESCRIPTION = {"type": "string", "maxLength": MAX_DESCRIPTION}
+# The schema of BackupPolicy comes from the model (appliance/model/schema.py, via the Spec).
+BACKUP = {"allOf": [_ref("BackupPolicy")], "nullable": True,
+          "description": "the backup policy of the project's VMs that have none of their "
+                         "own (replaced whole; null: none)"}
 
 SCHEMAS = {
     "Project": {
-        "type": "object", "required": ["name", "description", "created", "quota", "usage"],
+        "type": "object",
+        "required": ["name", "description", "created", "quota", "usage", "backup"],
         "properties": {
             "name": {"type": "string"}, "description": {"type": "string"},
             "created": {"type": "number"},
             "quota": {**_figures(True), "description": "limits; null is unlimited"},
             "usage": {**_figures(False),
                       "description": "every VM not being deleted, running or not; "
-                                     "disk: image sizes plus extra disks, GiB rounded up"}}},
+                                     "disk: image sizes plus extra disks, GiB rounded up"},
+            "backup": BACKUP}},
     "ProjectCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
                       "properties": {"name": {"type": "string", "pattern": anchored(DNS_LABEL)},
-                                     "description": DESCRIPTION, "quota": QUOTA_SET}},
+                                     "description": DESCRIPTION, "quota": QUOTA_SET,
+                                     "backup": BACKUP}},
     "ProjectUpdate": {"type": "object", "additionalProperties": False,
-                      "properties": {"description": DESCRIPTION, "quota": QUOTA_SET}},
+                      "properties": {"description": DESCRIPTION, "quota": QUOTA_SET,
+                                     "backup": BACKUP}},
 }
 
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -76,8 +84,9 @@ PATHS = {
         "parameters": [NAME],
         "get": {"summary": "one project: quota and usage",
                 "responses": {"200": _json(_ref("Project")), **ERRORS}},
-        "patch": {"summary": "change the description or the quota (admin); a limit below "
-                             "the usage is accepted and blocks creates and growth",
+        "patch": {"summary": "change the description, the quota or the backup policy "
+                             "(admin); a limit below the usage is accepted and blocks "
+                             "creates and growth",
                   "requestBody": {"required": True, "content": {
                       "application/json": {"schema": _ref("ProjectUpdate")}}},
                   "responses": {"200": _json(_ref("Project")), **ERRORS}},

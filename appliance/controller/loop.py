@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
+from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
@@ -30,6 +31,7 @@ from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
+from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
@@ -100,6 +102,9 @@ class Controller:
         self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
         self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
+        self.backups = Backups(self.ctx, self.files)
+        self.operations.register(self.backups.handlers())
+        self.operations.register(InPlaceRestore(self.ctx, self.files).handlers())
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,6 +154,7 @@ class Controller:
 
     def adopt_on_start(self) -> None:
         self.vms.adopt_on_start()
+        self.backups.recover_interrupted()
 
     def plan(self, row: dict) -> DomainPlan:
         return self.files.plan(row)

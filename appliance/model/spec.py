@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from appliance.errors import Invalid
+from appliance.model.backup_policy import BackupPolicy
 from appliance.model.defaults import (
     DEFAULT_CPUS,
     DEFAULT_GRAPHICS,
@@ -74,8 +75,8 @@ from appliance.model.states import (
 )
 
 # The spec's objects are defined in parts.py and taken from here with it.
-__all__ = ["FIELDS", "IMMUTABLE", "CloudInit", "ConsoleCheck", "Disk", "Network", "PortForward",
-           "Probe", "Spec", "TcpSocketCheck", "as_invalid", "validate"]
+__all__ = ["FIELDS", "IMMUTABLE", "BackupPolicy", "CloudInit", "ConsoleCheck", "Disk", "Network",
+           "PortForward", "Probe", "Spec", "TcpSocketCheck", "as_invalid", "validate"]
 
 
 class Spec(BaseModel):
@@ -117,6 +118,8 @@ class Spec(BaseModel):
         DEFAULT_GRAPHICS, validate_default=True, description=(
             "vnc: a video device and a VNC server reached only through the appliance "
             "(/v1/vms/NAME/vnc, screen.png); none: no display"))
+    backup: BackupPolicy | None = Field(None, description=(
+        "scheduled backups and their retention; absent: the project's policy, if any"))
 
     @model_validator(mode="before")
     @classmethod
@@ -171,6 +174,7 @@ CHECK_ORDER = (
     "termination_grace_period",
     "reserve_when_stopped",
     "graphics",
+    "backup",
 )
 
 

@@ -10,11 +10,14 @@ rename, delete, templates, consoles), state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
-tickets (console tickets), snapshots. base holds what they share. (The files of VM and
-host directories are appliance/files.py's table, which calls these.)
+tickets (console tickets), snapshots, backups and backup_targets. base holds
+what they share. (The files of VM and host directories are appliance/files.py's
+table, which calls these.)
 """
 
 from appliance.service.access import Access
+from appliance.service.backup_targets import BackupTargets
+from appliance.service.backups import Backups
 from appliance.service.base import is_ready, observed_state
 from appliance.service.consoles import Consoles
 from appliance.service.groups import Groups
@@ -34,5 +37,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
-              Projects, Locks, Tickets, Consoles, Snapshots):
+              Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets):
     """Every rule of the appliance, one call per request (the parts: see above)."""

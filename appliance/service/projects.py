@@ -11,13 +11,14 @@ from appliance.access import DEFAULT_PROJECT, caller
 from appliance.access.policy import Action, check
 from appliance.access.principal import ADMIN_EVENTS
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.model.backup_policy import validate_policy
 from appliance.model.values import validate_name
 from appliance.service.base import ServiceBase
 from appliance.store import Row
 
 MAX_DESCRIPTION = 256
-CREATE_FIELDS = ("name", "description", "quota")
-UPDATE_FIELDS = ("description", "quota")
+CREATE_FIELDS = ("name", "description", "quota", "backup")
+UPDATE_FIELDS = ("description", "quota", "backup")
 
 
 def validate_description(value: Any) -> str:
@@ -55,7 +56,8 @@ class Projects(ServiceBase):
         usage = quotas.usage_of({"vms": vms, "cpus": cpus, "memory_mib": memory,
                                  "disk_bytes": disk})
         return {"name": row["name"], "description": row["description"] or "",
-                "created": row["created"], "quota": quota_of(row), "usage": usage}
+                "created": row["created"], "quota": quota_of(row), "usage": usage,
+                "backup": row.get("backup")}
 
     def _visible_project(self, name: str) -> Row:
         """The project, if the caller may see it; another's is not found (404), as a
@@ -84,24 +86,31 @@ class Projects(ServiceBase):
         description = validate_description(body.get("description", ""))
         asked = body.get("quota")
         quota = quotas.parse_quota({} if asked is None else asked)
+        backup = validate_policy(body.get("backup"))
         with self.store.transaction():
             if self.store.project_exists(name):
                 raise Conflict(f"a project named {name!r} exists", "name")
             self.store.insert_project({"name": name, "description": description,
-                                       "quota": quota, "created": self.clock()})
+                                       "quota": quota, "backup": backup,
+                                       "created": self.clock()})
             self.store.add_event("project-created", f"project {name} created{_limits(quota)}",
                                  project=ADMIN_EVENTS)
         return self.get_project(name)
 
     def update_project(self, name: str, body: Any) -> dict[str, Any]:
-        """Description and quota (merged: a resource not named keeps its limit,
-        null makes it unlimited). A limit below the usage is accepted: it blocks
-        creates and growth until the usage is under it again."""
+        """Description, quota (merged: a resource not named keeps its limit,
+        null makes it unlimited) and backup policy (replaced whole; null: none).
+        A limit below the usage is accepted: it blocks creates and growth until
+        the usage is under it again."""
         check(caller(), Action.ADMIN)
         body = _known_fields(body, UPDATE_FIELDS)
         changes: dict[str, Any] = {}
         if "description" in body:
             changes["description"] = validate_description(body["description"])
+        if "backup" in body:
+            # The VMs without a policy of their own are backed up by this one (when it
+            # has a schedule) from the controller's next pass.
+            changes["backup"] = validate_policy(body["backup"])
         with self.store.transaction():
             row = self._visible_project(name)
             if "quota" in body:

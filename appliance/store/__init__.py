@@ -4,11 +4,13 @@ per question the rest of the appliance asks; every value a bound parameter.
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
-tickets), snapshots.py: one table's records each; aggregates.py: sums and counts across tables.
+tickets), snapshots.py, backups.py (backup targets and backups): one table's
+records each; aggregates.py: sums and counts across tables.
 """
 
 from appliance.store.access import AccessRecords
 from appliance.store.aggregates import Aggregates
+from appliance.store.backups import BackupRecords
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
@@ -32,6 +34,7 @@ class Store(
     TicketRecords,
     SnapshotRecords,
     Aggregates,
+    BackupRecords,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

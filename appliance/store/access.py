@@ -21,6 +21,7 @@ def _decode_user(row: Row) -> Row:
 def _decode_project(row: Row) -> Row:
     row = dict(row)
     row["quota"] = json.loads(row["quota"] or "{}")
+    row["backup"] = json.loads(row["backup"]) if row.get("backup") else None
     return row
 
 
@@ -47,11 +48,15 @@ class AccessRecords(StoreBase):
 
     def insert_project(self, row: Row) -> None:
         row = {**row, "quota": json.dumps(row.get("quota") or {}, sort_keys=True)}
+        if row.get("backup") is not None:
+            row["backup"] = json.dumps(row["backup"], sort_keys=True)
         self.db.table("projects").insert(row)
 
     def update_project(self, name: str, **fields: Any) -> None:
         if "quota" in fields:
             fields["quota"] = json.dumps(fields["quota"], sort_keys=True)
+        if fields.get("backup") is not None:
+            fields["backup"] = json.dumps(fields["backup"], sort_keys=True)
         if self._update("projects", "name", name, fields) == 0:
             raise NotFound(f"no project named {name!r}", "project")
 

@@ -41,6 +41,12 @@ class DomainGone(DriverError):
     """The domain does not exist (or was undefined between two calls)."""
 
 
+class IncrementalImpossible(DriverError):
+    """An incremental backup cannot start from the checkpoint asked for (gone
+    with its bitmaps, or its bitmaps inconsistent); `reason` says which. The
+    backup handler makes a full backup instead."""
+
+
 class Unreachable(DriverError):
     """The host's hypervisor could not be reached; `reason` is a fixed text."""
 
@@ -175,6 +181,33 @@ class Guest(abc.ABC):
         """Bytes the domain's writable disks take on their storage (a snapshot's
         size is how much this grew while it was taken)."""
         raise _unsupported("disk allocation")
+
+    # -- backups (issue 13): libvirt push backups (libvirt_backups.py); not abstract,
+    # so a driver without them refuses with a reason ---------------------------------
+    def backup_begin(self, files: dict[str, Path], incremental: str | None,
+                     checkpoint: str | None) -> None:
+        """Start a push backup of the named disks ("root", data disk names) into
+        new qcow2 files; since checkpoint `incremental` only (IncrementalImpossible
+        when it cannot be), creating checkpoint `checkpoint` (None: none)."""
+        raise DriverError("backups: not supported by this driver",
+                          "backups are not supported on this host")
+
+    def backup_finished(self) -> bool | None:
+        """None while the backup job runs; True when it succeeded; DriverError if it failed."""
+        raise DriverError("backups: not supported by this driver",
+                          "backups are not supported on this host")
+
+    def fs_freeze(self) -> bool:
+        """Freeze the guest's file systems through its agent; False without one."""
+        return False
+
+    def fs_thaw(self) -> None:  # noqa: B027 - nothing to thaw where nothing froze
+        """Thaw what fs_freeze froze."""
+
+    def start_paused(self) -> None:
+        """Start the domain with its CPUs paused (a stopped VM's backup)."""
+        raise DriverError("start paused: not supported by this driver",
+                          "starting paused is not supported on this host")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from appliance.virt.driver import (
     MigrationRequest,
     Unreachable,
 )
+from appliance.virt.fake_backups import FakeBackupMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -52,7 +53,8 @@ class FakeDomain:
     # snapshot name -> libvirt's XML of it, parents first (fake_snapshots.py)
     snapshots: dict[str, str] = dataclasses.field(default_factory=dict)
     current_snapshot: str | None = None
-    checkpoints: list[str] = dataclasses.field(default_factory=list)
+    checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
+    bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
     allocated: int = 1 << 20  # bytes the writable disks take
 
 
@@ -76,6 +78,8 @@ class FakeCloud:
         self.lock = threading.RLock()
         self.hold_migrations = False
         self.on_migration_started: Callable[[], None] | None = None  # runs in the migrating thread
+        self.hold_backups = False  # backup jobs run until aborted or this is False again
+        self.guest_agents: set[str] = set()  # VM ids whose guest has an agent (fs_freeze)
         self._release = threading.Event()
 
     def host(self, uri: str) -> FakeHost:
@@ -95,7 +99,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeSnapshotMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -185,8 +189,10 @@ class FakeGuest(FakeSnapshotMethods, Guest):
                     "unable to connect to the target", "unable to connect to the target"
                 )
             dom.job = "migration"
+            # libvirt's checkpoint records stay behind; the bitmaps travel in the disks
             incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
-                                           snapshots={}, current_snapshot=None, checkpoints=[])
+                                           snapshots={}, current_snapshot=None, checkpoints=[],
+                                           bitmaps=set(dom.bitmaps))
             dest.domains[self.uuid] = incoming
         if cloud.on_migration_started is not None:
             cloud.on_migration_started()

@@ -186,6 +186,56 @@ def qcow2_header_refusal(path: str | Path) -> str | None:
     return None
 
 
+_QCOW2_EXT_BACKING_FORMAT = 0xE2792ACA
+MAX_BACKING_NAME = 1023  # qcow2's limit on a backing file name
+
+
+def qcow2_backing(path: str | Path) -> tuple[str | None, str | None]:
+    """(backing file name, backing format) as a qcow2 file's header says them,
+    read here without qemu opening anything (a backup's chain is checked
+    against what the appliance wrote before qemu follows it). Invalid when the
+    file is not a qcow2 with a sane header, names an external data file or is
+    encrypted."""
+    with open(path, "rb") as f:
+        header = f.read(104)
+        if not header.startswith(QCOW2_MAGIC) or len(header) < 72:
+            raise Invalid("not a qcow2 file", "image")
+        version, backing_offset, backing_size, cluster_bits = struct.unpack(">IQII", header[4:24])
+        crypt_method = struct.unpack(">I", header[32:36])[0]
+        if version not in (2, 3) or not 9 <= cluster_bits <= 21 or crypt_method:
+            raise Invalid("an unsupported or encrypted qcow2 header", "image")
+        header_length = 72
+        if version == 3:
+            if len(header) < 104:
+                raise Invalid("a truncated qcow2 header", "image")
+            if struct.unpack(">Q", header[72:80])[0] & _QCOW2_INCOMPAT_DATA_FILE:
+                raise Invalid("a qcow2 file with an external data file", "image")
+            header_length = struct.unpack(">I", header[100:104])[0]
+        backing_name = None
+        if backing_offset:
+            too_long = backing_size > MAX_BACKING_NAME
+            if too_long or backing_offset + backing_size > (1 << cluster_bits):
+                raise Invalid("a qcow2 backing file name out of bounds", "image")
+            f.seek(backing_offset)
+            backing_name = f.read(backing_size).decode("utf-8", "replace")
+        backing_format = None
+        pos, cluster = header_length, 1 << cluster_bits
+        while pos + 8 <= cluster:
+            f.seek(pos)
+            raw = f.read(8)
+            if len(raw) < 8:
+                break
+            ext_type, ext_length = struct.unpack(">II", raw)
+            if ext_type == _QCOW2_EXT_END:
+                break
+            if ext_type in (_QCOW2_EXT_DATA_FILE, _QCOW2_EXT_CRYPTO):
+                raise Invalid("a qcow2 file with an external data file or encryption", "image")
+            if ext_type == _QCOW2_EXT_BACKING_FORMAT and ext_length <= 32:
+                backing_format = f.read(ext_length).decode("ascii", "replace")
+            pos += 8 + ((ext_length + 7) & ~7)
+    return backing_name, backing_format
+
+
 def _references(details: dict) -> str | None:
     """What qemu-img reports the image needs besides itself, or None."""
     if details.get("backing-filename") or details.get("full-backing-filename"):

@@ -29,6 +29,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
+from appliance.virt.libvirt_backups import BackupMethods
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(SnapshotMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
@@ -69,7 +70,8 @@ class LibvirtGuest(SnapshotMethods, Guest):
 
     @_translated
     def call(self, function: Callable[..., Any], *args: object) -> Any:
-        """One of the helper modules' functions (libvirt_snapshots) on this domain."""
+        """One of the helper modules' functions (libvirt_snapshots, libvirt_backups) on
+        this domain."""
         return function(self.dom, *args)
 
     @_translated
@@ -129,7 +131,15 @@ class LibvirtGuest(SnapshotMethods, Guest):
                     raise
                 self.dom.undefine()  # drivers without NVRAM support (the test driver)
         else:
-            self.dom.undefine()
+            # Checkpoint metadata only: their bitmaps stay in the disks, and the next
+            # backup redefines its base from them (libvirt_backups.py). libvirt refuses
+            # a plain undefine of an inactive domain that has checkpoints.
+            try:
+                self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                    raise
+                self.dom.undefine()  # drivers without checkpoints (the test driver)
         self.driver.forget(self.uuid)
 
     def interface_addresses(self, source: str) -> list[dict] | None:
@@ -184,6 +194,8 @@ class LibvirtGuest(SnapshotMethods, Guest):
             stats = self.dom.jobStats()
         except libvirt.libvirtError:
             return None
+        if "data_total" not in stats and "disk_total" in stats:  # a backup job's
+            return stats.get("disk_processed") or 0, stats.get("disk_total") or 0
         return stats.get("data_processed") or 0, stats.get("data_total") or 0
 
     @_translated

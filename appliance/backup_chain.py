@@ -1,0 +1,371 @@
+"""A backup chain on a target: the folder layout, manifest.json, the chain's
+verification, and flattening a chain into one standalone qcow2.
+
+Shared by the backup handler (part B: writes backups, restores in place) and
+restore-into-new / clone (part C). The layout is the contract:
+
+    TARGET/vm-appliance/VM_ID/BACKUP_ID/{manifest.json, root.qcow2, disk-NAME.qcow2}
+
+A backup is written into `BACKUP_ID.partial/` and renamed once its manifest is
+written and fsynced: a folder without `.partial` and with a manifest is
+complete. An incremental's qcow2 has its backing file set (`qemu-img rebase
+-u`) to its parent's file by the RELATIVE path `../PARENT_ID/FILE`.
+
+A target is a host directory that others may write (an NFS share), and the
+appliance and qemu run as root: nothing read from a target is trusted. Every
+name in a manifest is checked against the layout, folders and files must not
+be symlinks, and each file's backing file is read from its qcow2 header
+(appliance/virt/images.py, no qemu involved) and must be exactly the expected
+relative parent path before qemu-img opens the file (qemu follows backing
+files on its own).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.errors import Conflict, Failed, Invalid
+from appliance.model.states import BackupKind
+from appliance.model.values import DNS_LABEL
+from appliance.virt import images
+
+log = logging.getLogger("vmctl.backup_chain")
+
+MANIFEST_FORMAT = "vm-appliance-backup/1"
+MANIFEST = "manifest.json"
+TREE = "vm-appliance"  # the appliance's folder inside a target
+PARTIAL = ".partial"
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_CHAIN = 1000  # a chain longer than this is a loop or an attack, not a backup history
+CHECK_TIMEOUT = 3600
+FLATTEN_TIMEOUT = images.CONVERT_TIMEOUT
+
+BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+_DISK_NAME = re.compile(DNS_LABEL)
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+class BrokenChain(Conflict):
+    """A backup chain that cannot be restored; `reason` says where it breaks."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the backup chain is broken: {reason}", "backup")
+
+
+# -- names and places ---------------------------------------------------------------------
+def new_backup_id(now: float | None = None) -> str:
+    """Sortable by time: "YYYYMMDDTHHMMSSZ-xxxxxx"."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def disk_file(disk_name: str) -> str:
+    """The file a disk is written to in a backup folder ("root" -> root.qcow2)."""
+    if disk_name == "root":
+        return "root.qcow2"
+    if not _DISK_NAME.fullmatch(disk_name):
+        raise Invalid(f"not a disk name: {disk_name[:64]!r}", "disks")
+    return f"disk-{disk_name}.qcow2"
+
+
+def vm_folder(target_path: str | Path, vm_id: str) -> Path:
+    return Path(target_path) / TREE / vm_id
+
+
+def backup_folder(target_path: str | Path, vm_id: str, backup_id: str) -> Path:
+    return vm_folder(target_path, vm_id) / backup_id
+
+
+def partial_folder(target_path: str | Path, vm_id: str, backup_id: str) -> Path:
+    return vm_folder(target_path, vm_id) / (backup_id + PARTIAL)
+
+
+def parent_reference(parent_id: str, file_name: str) -> str:
+    """What an incremental's backing file is: its parent's file, relative."""
+    return f"../{parent_id}/{file_name}"
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def make_vm_folder(target_path: str | Path, vm_id: str) -> Path:
+    """TARGET/vm-appliance/VM_ID, made if missing (0700): each level must be a
+    real folder, never a symlink someone planted in the target (libvirt writes
+    there as root)."""
+    folder = Path(target_path)
+    for part in (TREE, vm_id):
+        folder = folder / part
+        if not _real_dir(folder):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+            if not _real_dir(folder):
+                raise Failed(f"{folder} in the backup target is not a folder (a symlink?)")
+    return folder
+
+
+def remove_backup(target_path: str | Path, vm_id: str, backup_id: str) -> None:
+    """A backup's folder and its .partial one, if there; symlinks are not followed."""
+    if not BACKUP_ID.fullmatch(backup_id):
+        raise Invalid("not a backup id", "backup")
+    base = vm_folder(target_path, vm_id)
+    if not (_real_dir(base.parent) and _real_dir(base)):
+        return
+    for folder in (base / backup_id, base / (backup_id + PARTIAL)):
+        if _real_dir(folder):
+            shutil.rmtree(folder)
+        elif folder.is_symlink():
+            folder.unlink()
+
+
+# -- manifest.json ------------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """manifest.json written, fsynced (file and folder), so that the rename of
+    the folder that follows never publishes a backup without it."""
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    tmp = folder / (MANIFEST + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / MANIFEST)
+    _fsync_dir(folder)
+
+
+def publish(partial: Path, final: Path) -> None:
+    """ID.partial -> ID, durably: the rename is what makes a backup complete."""
+    os.rename(partial, final)
+    _fsync_dir(final.parent)
+
+
+def _check_manifest(manifest: object, backup_id: str) -> dict:
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise BrokenChain(f"{backup_id}: manifest.json is not a {MANIFEST_FORMAT} manifest")
+    if manifest.get("id") != backup_id:
+        raise BrokenChain(f"{backup_id}: its manifest names another backup")
+    kind, parent = manifest.get("kind"), manifest.get("parent")
+    if kind == BackupKind.FULL:
+        if parent is not None:
+            raise BrokenChain(f"{backup_id}: a full backup with a parent")
+    elif kind == BackupKind.INCREMENTAL:
+        if not isinstance(parent, str) or not BACKUP_ID.fullmatch(parent):
+            raise BrokenChain(f"{backup_id}: an incremental backup without a valid parent")
+    else:
+        raise BrokenChain(f"{backup_id}: unknown kind in its manifest")
+    disks = manifest.get("disks")
+    if not isinstance(disks, list) or not disks or len(disks) > 64:
+        raise BrokenChain(f"{backup_id}: its manifest lists no disks")
+    for disk in disks:
+        name = disk.get("name") if isinstance(disk, dict) else None
+        if not isinstance(name, str) or not (name == "root" or _DISK_NAME.fullmatch(name)):
+            raise BrokenChain(f"{backup_id}: its manifest names a disk wrongly")
+        if disk.get("file") != disk_file(name):
+            raise BrokenChain(f"{backup_id}: its manifest names a file outside the layout")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    """A complete backup's manifest, checked against the layout (BrokenChain if not)."""
+    backup_id = folder.name
+    if not BACKUP_ID.fullmatch(backup_id):
+        raise BrokenChain(f"{backup_id[:64]!r} is not a backup folder")
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            raise BrokenChain(f"{backup_id}: not a folder")
+        fd = os.open(folder / MANIFEST, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise BrokenChain(f"{backup_id}: missing (or its manifest.json is)") from None
+    except OSError as err:
+        raise BrokenChain(f"{backup_id}: manifest.json cannot be read ({err.strerror})") from None
+    try:
+        raw = os.read(fd, MAX_MANIFEST_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BrokenChain(f"{backup_id}: manifest.json is too large")
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise BrokenChain(f"{backup_id}: manifest.json is not JSON") from None
+    return _check_manifest(manifest, backup_id)
+
+
+# -- verification -------------------------------------------------------------------------
+def chain_manifests(target_path: str | Path, vm_id: str, backup_id: str) -> list[dict]:
+    """The manifests from the chain's full backup to `backup_id`, following
+    each manifest's parent; BrokenChain where one is missing or inconsistent."""
+    base = vm_folder(target_path, vm_id)
+    chain: list[dict] = []
+    current: str | None = backup_id
+    while current is not None:
+        if len(chain) >= MAX_CHAIN or any(m["id"] == current for m in chain):
+            raise BrokenChain(f"{backup_id}: its chain loops or is too long")
+        manifest = read_manifest(base / current)
+        chain.append(manifest)
+        current = manifest["parent"]
+    chain.reverse()
+    full_id = chain[0]["id"]
+    for manifest in chain:
+        if manifest.get("chain", full_id) != full_id:
+            raise BrokenChain(f"{manifest['id']}: its manifest names another chain")
+    return chain
+
+
+def _check_file(folder: Path, disk: dict, parent_id: str | None) -> Path:
+    path = folder / disk["file"]
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise BrokenChain(f"{folder.name}/{disk['file']} is missing") from None
+    if not stat.S_ISREG(mode):
+        raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file")
+    try:
+        backing, backing_format = images.qcow2_backing(path)
+    except Invalid as err:
+        raise BrokenChain(f"{folder.name}/{disk['file']}: {err.reason}") from None
+    expected = parent_reference(parent_id, disk["file"]) if parent_id else None
+    if backing != expected or (expected and backing_format != "qcow2"):
+        raise BrokenChain(
+            f"{folder.name}/{disk['file']} does not apply on "
+            f"{expected or 'nothing (a full backup stands alone)'}"
+        )
+    return path
+
+
+def qemu_img_check(path: Path) -> None:
+    """`qemu-img check` of a file whose backing chain was verified already."""
+    try:
+        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, format pinned, a verified chain
+            ["qemu-img", "check", "-q", "-f", "qcow2", str(path)],  # noqa: S607
+            capture_output=True, text=True, timeout=CHECK_TIMEOUT,
+        )
+    except FileNotFoundError:
+        raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
+    if out.returncode != 0:
+        log.warning("qemu-img check %s: %s", path, (out.stderr or out.stdout).strip()[:2000])
+        raise BrokenChain(f"{path.parent.name}/{path.name} fails qemu-img check")
+
+
+def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
+                 check_images: bool = True) -> list[dict]:
+    """The chain up to `backup_id` checked: every manifest present and
+    consistent, every disk of the backup present in each of its ancestors,
+    every file's backing header exactly its parent's relative path (a full's
+    none), then (check_images) `qemu-img check` of each file, full first.
+    Returns the manifests, full first; raises BrokenChain with the reason."""
+    chain = chain_manifests(target_path, vm_id, backup_id)
+    wanted = {disk["name"] for disk in chain[-1]["disks"]}
+    files: list[Path] = []
+    base = vm_folder(target_path, vm_id)
+    for manifest in chain:
+        disks = {disk["name"]: disk for disk in manifest["disks"]}
+        missing = wanted - disks.keys()
+        if missing:
+            raise BrokenChain(f"{manifest['id']} has no disk {sorted(missing)[0]}")
+        for name in sorted(wanted):
+            files.append(_check_file(base / manifest["id"], disks[name], manifest["parent"]))
+    if check_images:
+        for path in files:
+            qemu_img_check(path)
+    return chain
+
+
+def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: str) -> Path:
+    """The top file of a disk in a (verified) backup: qemu reads the chain from it."""
+    return backup_folder(target_path, vm_id, backup_id) / disk_file(disk_name)
+
+
+def qcow2_virtual_size(path: Path) -> int:
+    """The disk size a qcow2 file's header states (bytes 24-31), without qemu."""
+    with open(path, "rb") as f:
+        header = f.read(32)
+    if not header.startswith(images.QCOW2_MAGIC) or len(header) < 32:
+        raise Invalid(f"{path.name} is not a qcow2 file", "backup")
+    return int.from_bytes(header[24:32], "big")
+
+
+def rebase_onto_parent(path: Path, parent_id: str) -> None:
+    """An incremental's backing file, which libvirt set to the live disk, made
+    its parent's file by the relative path (`qemu-img rebase -u`: only the
+    header changes; nothing is opened through it)."""
+    reference = parent_reference(parent_id, path.name)
+    try:
+        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, our own file names
+            ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
+             "-F", "qcow2", str(path)],
+            capture_output=True, text=True, timeout=120,
+        )
+    except FileNotFoundError:
+        raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
+    if out.returncode != 0:
+        raise Failed(f"rebasing {path.name} onto {reference}: {out.stderr.strip()[:300]}")
+
+
+# -- flattening ---------------------------------------------------------------------------
+def flatten(top: Path, dest: Path, progress: Callable[[float], None] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> dict:
+    """One standalone qcow2 at `dest` with the guest-visible data of the chain
+    ending at `top` (verify it first: qemu follows its backing files).
+    `progress(fraction)` is told how far qemu-img is; `cancelled()` is polled
+    and stops the copy (dest removed, Failed("cancelled") raised). Returns images.check(dest)."""
+    args = ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2", str(top), str(dest)]
+    proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, verified chain
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + FLATTEN_TIMEOUT
+    stopped: str | None = None
+    try:
+        while proc.poll() is None:
+            if cancelled and cancelled():
+                stopped = "cancelled"
+            elif time.monotonic() > deadline:
+                stopped = "timed out"
+            if stopped:
+                proc.kill()
+                proc.wait()
+                break
+            chunk = proc.stdout.read() or b""
+            found = _PROGRESS.findall(chunk)
+            if found and progress:
+                progress(float(found[-1]) / 100)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
+    if stopped or proc.returncode != 0:
+        dest.unlink(missing_ok=True)
+        if stopped == "cancelled":
+            raise Failed("cancelled")
+        log.warning("qemu-img convert %s: %s", top, stderr.strip()[:2000])
+        raise Failed(f"flattening the backup chain {stopped or 'failed'}")
+    if progress:
+        progress(1.0)
+    return images.check(dest)

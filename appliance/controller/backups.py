@@ -1,0 +1,364 @@
+"""The backup handler: one libvirt push backup into a target, as a task that
+says what to undo (Nova's conductor tasks), and the clean-up at start of the
+backups a crash cut short.
+
+A backup's record is written first (running), then each disk is written by
+libvirt into TARGET/vm-appliance/VM_ID/ID.partial/, the job's progress goes
+into the operation (bytes done of total), an incremental's files are rebased
+onto their parent's files by relative path, manifest.json is written and
+fsynced, and the folder is renamed to ID: only then is the backup good. A
+failure or a cancel aborts the job, removes the partial folder and marks the
+record failed. A stopped VM is started paused for the job (libvirt backs up
+running domains only) and destroyed after; the observer leaves a busy VM alone.
+
+An incremental is made only onto the VM's newest good backup in the target,
+when its checkpoint is on the domain (or can be redefined from the disks'
+bitmaps) and sound, the VM's disks are the same, and the chain is shorter than
+the policy's full_every; otherwise a full one, and the event says why. After
+a good backup the domain keeps only its newest checkpoint (every bitmap costs
+on every write) and the retention of the VM's policy runs (backup_retention).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from appliance import backup_chain, backup_retention
+from appliance.controller.context import Context
+from appliance.controller.files import VmFiles
+from appliance.controller.operations import Handler
+from appliance.errors import Failed, NotFound
+from appliance.model.backup_policy import DEFAULT_FULL_EVERY
+from appliance.model.states import BackupKind, BackupStatus
+from appliance.service.backups import backup_policy
+from appliance.virt.driver import DriverError, Guest, IncrementalImpossible, failure_reason
+
+log = logging.getLogger("appliance.controller")
+
+POLL_SECONDS = 0.5
+SETTLE_SECONDS = 30.0  # how long an earlier job (a crashed controller's) may take to abort
+
+
+def drop_checkpoints(guest: Guest, keep: str | None = None) -> None:
+    """Delete the domain's checkpoints but `keep`, newest first: for real (the
+    bitmaps go), or their metadata only when the bitmaps are broken already."""
+    for name in reversed(guest.checkpoint_names()):
+        if name == keep:
+            continue
+        try:
+            guest.checkpoint_delete(name)
+        except DriverError as err:
+            log.info("checkpoint %s: %s; dropping its metadata only", name, err)
+            guest.checkpoint_delete(name, metadata_only=True)
+
+
+class BackupRun:
+    """One backup operation on one VM."""
+
+    def __init__(self, ctx: Context, files: VmFiles, op: dict, row: dict):
+        self.ctx = ctx
+        self.files = files
+        self.op = op
+        self.row = row
+        self.store = ctx.store
+        self.params = dict(op["params"])
+        self.target = self.store.get_backup_target(self.params["target"])
+        self.policy = backup_policy(self.store, row)
+        self.backup_id = ""
+        self.parent: dict | None = None
+
+    # -- the task ----------------------------------------------------------------------
+    def execute(self) -> None:
+        row = self.row
+        target_path = self._target_path()
+        link = self.ctx.links.connected(row["host"])
+        if self.files.own_storage(link.name):
+            raise Failed(f"host {link.name} keeps the VM's disks on its own storage; backups "
+                         "are written by hosts that see the appliance's folders")
+        if self.params.get("backup"):  # a re-run after a crash
+            earlier = self.store.find_backup(self.params["backup"])
+            if earlier is not None and earlier["status"] == BackupStatus.GOOD:
+                return  # it was complete (recover_interrupted recorded it)
+            self._forget_attempt(self.params["backup"], target_path)
+        guest = link.lookup(row["id"]) or self.files.ensure_defined(row)
+        self._settle_earlier_job(guest)
+        started_paused = bool(self.params.get("started_paused")) and guest.is_active()
+        if not guest.is_active():
+            guest.start_paused()  # libvirt backs up running domains only
+            started_paused = True
+            self._set_params(started_paused=True)
+        try:
+            self._backup(guest, target_path)
+        finally:
+            if started_paused:
+                guest.destroy()
+                self._set_params(started_paused=False)
+
+    def _backup(self, guest: Guest, target_path: str) -> None:
+        disks = ["root", *(d["name"] for d in self.row["spec"]["disks"])]
+        self.parent, why_full = self._choose_parent(disks, target_path)
+        self._record_start(why_full)
+        partial = backup_chain.partial_folder(target_path, self.row["id"], self.backup_id)
+        try:
+            backup_chain.make_vm_folder(target_path, self.row["id"])
+            os.mkdir(partial, 0o700)
+            files = {name: partial / backup_chain.disk_file(name) for name in disks}
+            quiesced = self._begin(guest, files)
+            self._wait(guest)
+            self._publish(partial, files, quiesced, target_path)
+        except BaseException as err:
+            self._rollback(guest, partial, err)
+            raise
+        try:
+            drop_checkpoints(guest, keep=self.backup_id)
+        except DriverError as err:  # the backup is good; the next one cleans up
+            log.warning("dropping older checkpoints of %s: %s", self.row["name"], err)
+        self._prune()
+
+    def _rollback(self, guest: Guest, partial: Path, err: BaseException) -> None:
+        """Nothing of a failed or cancelled backup is kept."""
+        try:
+            if guest.job_running():
+                guest.abort_job()
+        except DriverError as abort_err:
+            log.info("aborting the backup job of %s: %s", self.row["name"], abort_err)
+        shutil.rmtree(partial, ignore_errors=True)
+        cancelled = self.ctx.op_cancelled(self.op)
+        self.store.update_backup(self.backup_id, status=BackupStatus.FAILED,
+                                 error="cancelled" if cancelled else failure_reason(err),
+                                 finished=self.ctx.clock())
+
+    # -- steps -------------------------------------------------------------------------
+    def _target_path(self) -> str:
+        path = self.target["path"]
+        if os.path.realpath(path) != path or not os.path.isdir(path):
+            raise Failed(f"backup target {self.target['name']}: {path} is not a directory "
+                         "(a share that is not mounted?)")
+        return str(path)
+
+    def _set_params(self, **changes: object) -> None:
+        """Into the stored params, read afresh: a cancel sets its flag there meanwhile."""
+        with self.store.transaction():
+            current = self.store.get_operation(self.op["id"])["params"]
+            current.update(changes)
+            self.store.update_operation(self.op["id"], params=current)
+        self.params.update(changes)
+
+    def _forget_attempt(self, backup_id: str, target_path: str) -> None:
+        found = self.store.find_backup(backup_id)
+        if found is not None and found["status"] == BackupStatus.RUNNING:
+            backup_chain.remove_backup(target_path, self.row["id"], backup_id)
+            self.store.update_backup(backup_id, status=BackupStatus.FAILED,
+                                     error="interrupted", finished=self.ctx.clock())
+        self.store.add_event("backup-restarted", f"backup {backup_id} was interrupted; "
+                             "starting over", self.row, self.op["id"])
+
+    def _settle_earlier_job(self, guest: Guest) -> None:
+        """A controller killed mid-backup leaves libvirt's job running: abort it."""
+        if not guest.job_running():
+            return
+        try:
+            guest.abort_job()
+        except DriverError as err:
+            log.info("aborting an earlier job of %s: %s", self.row["name"], err)
+        deadline = self.ctx.monotonic() + SETTLE_SECONDS
+        while True:
+            try:
+                if guest.backup_finished() is not None:
+                    return
+            except DriverError:
+                return  # ended (as cancelled): its outcome is of no use
+            if self.ctx.monotonic() > deadline:
+                raise Failed("an earlier job on the domain does not end")
+            self.ctx.sleep(0.2)
+
+    def _choose_parent(self, disks: list[str], target_path: str) -> tuple[dict | None, str | None]:
+        """The backup an incremental applies on, or (None, why this one is full)."""
+        if self.params.get("full"):
+            return None, None
+        parent = self.store.latest_good_backup(self.row["id"], self.target["name"])
+        if parent is None:
+            return None, None
+        full_every = int((self.policy or {}).get("full_every") or DEFAULT_FULL_EVERY)
+        incrementals = self.store.chain_length(parent["chain"]) - 1
+        why = None
+        if [d["name"] for d in parent["disks"]] != disks:
+            why = f"the VM's disks changed since backup {parent['id']}"
+        elif incrementals >= full_every:
+            why = f"its chain has {incrementals} incrementals (full_every {full_every})"
+        elif not parent.get("checkpoint"):
+            why = f"backup {parent['id']} has no checkpoint"
+        else:
+            try:
+                backup_chain.read_manifest(
+                    backup_chain.backup_folder(target_path, self.row["id"], parent["id"]))
+            except backup_chain.BrokenChain as err:
+                why = err.reason
+        return (None, why) if why else (parent, None)
+
+    def _record_start(self, why_full: str | None) -> None:
+        now = self.ctx.clock()
+        self.backup_id = backup_chain.new_backup_id(now)
+        kind = BackupKind.INCREMENTAL if self.parent else BackupKind.FULL
+        with self.store.transaction():
+            self.store.insert_backup({
+                "id": self.backup_id, "vm_id": self.row["id"], "vm_name": self.row["name"],
+                "project": self.row["project"], "target": self.target["name"], "kind": kind,
+                "parent": self.parent["id"] if self.parent else None,
+                "chain": self.parent["chain"] if self.parent else self.backup_id,
+                "checkpoint": self.backup_id, "status": BackupStatus.RUNNING, "disks": [],
+                "size": 0, "quiesced": False, "scheduled": bool(self.params.get("scheduled")),
+                "operation": self.op["id"], "error": None, "created": now, "finished": None,
+            })
+            self._set_params(backup=self.backup_id)
+            on = f" on {self.parent['id']}" if self.parent else ""
+            self.store.add_event(
+                "backup-started", f"{kind} backup {self.backup_id}{on} into target "
+                f"{self.target['name']}" + (f" (full: {why_full})" if why_full else ""),
+                self.row, self.op["id"])
+
+    def _begin_once(self, guest: Guest, files: dict[str, Path], incremental: str | None) -> bool:
+        """backupBegin, the guest's file systems frozen around it when an agent
+        answers (the checkpoint is the instant the job starts). Quiesced?"""
+        try:
+            frozen = guest.fs_freeze()
+        except DriverError as err:
+            log.info("freezing %s: %s", self.row["name"], err)
+            frozen = False
+        try:
+            guest.backup_begin(files, incremental=incremental, checkpoint=self.backup_id)
+        finally:
+            if frozen:
+                guest.fs_thaw()
+        return frozen
+
+    def _begin(self, guest: Guest, files: dict[str, Path]) -> bool:
+        if self.parent is None:
+            return self._begin_once(guest, files, None)
+        try:
+            return self._begin_once(guest, files, self.parent["checkpoint"])
+        except IncrementalImpossible as err:
+            self.parent = None
+            with self.store.transaction():
+                self.store.update_backup(self.backup_id, kind=BackupKind.FULL, parent=None,
+                                         chain=self.backup_id)
+                self.store.add_event("backup-full-instead", f"backup {self.backup_id} is a full "
+                                     f"one: {err.reason}", self.row, self.op["id"])
+        drop_checkpoints(guest)
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        return self._begin_once(guest, files, None)
+
+    def _wait(self, guest: Guest) -> None:
+        """Until libvirt is done: progress into the operation; a cancel aborts the job."""
+        aborted = False
+        while not guest.backup_finished():
+            if not aborted and self.ctx.op_cancelled(self.op):
+                aborted = True
+                guest.abort_job()
+            progress = guest.job_progress()
+            if progress is not None and progress[1]:
+                done, total = progress
+                self.store.update_operation(self.op["id"], bytes_done=done, bytes_total=total,
+                                            progress=min(99, int(100 * done / total)))
+            self.ctx.sleep(POLL_SECONDS)
+        if aborted:  # the job ended as the abort came: still cancelled
+            raise Failed("cancelled")
+
+    def _publish(self, partial: Path, files: dict[str, Path], quiesced: bool,
+                 target_path: str) -> None:
+        disks: list[dict[str, Any]] = []
+        for name, path in files.items():
+            if self.parent is not None:
+                backup_chain.rebase_onto_parent(path, self.parent["id"])
+            disks.append({"name": name, "file": path.name,
+                          "virtual_size": backup_chain.qcow2_virtual_size(path),
+                          "bytes": path.stat().st_size})
+        size = sum(int(d["bytes"]) for d in disks)
+        finished = self.ctx.clock()
+        found = self.store.get_backup(self.backup_id)
+        backup_chain.write_manifest(partial, {
+            "format": backup_chain.MANIFEST_FORMAT, "id": self.backup_id,
+            "vm": {"id": self.row["id"], "name": self.row["name"],
+                   "project": self.row["project"], "spec": self.row["spec"]},
+            "kind": found["kind"], "parent": found["parent"], "chain": found["chain"],
+            "checkpoint": self.backup_id, "created": found["created"], "finished": finished,
+            "quiesced": quiesced, "disks": disks,
+        })
+        backup_chain.publish(partial, backup_chain.backup_folder(target_path, self.row["id"],
+                                                                 self.backup_id))
+        with self.store.transaction():
+            self.store.update_backup(self.backup_id, status=BackupStatus.GOOD, disks=disks,
+                                     size=size, quiesced=quiesced, finished=finished)
+            self.store.update_operation(self.op["id"], bytes_done=size)
+            self.store.add_event(
+                "backup-finished", f"{found['kind']} backup {self.backup_id}: {size} bytes in "
+                f"{finished - found['created']:.1f} s"
+                + ("" if quiesced else " (crash-consistent: no guest agent froze the disks)"),
+                self.row, self.op["id"])
+
+    def _prune(self) -> None:
+        """The retention of the VM's policy, over its backups in this target."""
+        if not self.policy:
+            return
+        backups = self.store.list_backups(vm_id=self.row["id"], target=self.target["name"])
+        for backup_id in backup_retention.prune(backups, self.policy, self.ctx.clock()):
+            try:
+                backup_chain.remove_backup(self.target["path"], self.row["id"], backup_id)
+            except OSError as err:
+                log.warning("pruning backup %s: %s", backup_id, err)
+                continue
+            with self.store.transaction():
+                self.store.delete_backup_row(backup_id)
+                self.store.add_event("backup-pruned", f"backup {backup_id} removed by the "
+                                     "retention policy", self.row, self.op["id"])
+
+
+class Backups:
+    def __init__(self, ctx: Context, files: VmFiles):
+        self.ctx = ctx
+        self.files = files
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"backup": self.backup}
+
+    def backup(self, op: dict, row: dict) -> None:
+        BackupRun(self.ctx, self.files, op, row).execute()
+
+    def recover_interrupted(self) -> None:
+        """At start: a backup left running by a crash is failed and its partial
+        folder removed, unless it was published already (then it is good, as its
+        manifest says). Its operation, if still open, runs again (a new backup)."""
+        store = self.ctx.store
+        for backup in store.list_backups(statuses=[BackupStatus.RUNNING]):
+            try:
+                path = store.get_backup_target(backup["target"])["path"]
+            except NotFound:
+                path = None
+            manifest = None
+            if path is not None:
+                folder = backup_chain.backup_folder(path, backup["vm_id"], backup["id"])
+                try:
+                    manifest = backup_chain.read_manifest(folder)
+                except backup_chain.BrokenChain:
+                    backup_chain.remove_backup(path, backup["vm_id"], backup["id"])
+            vm = store.get_vm_by_id(backup["vm_id"])
+            if manifest is not None:
+                size = sum(int(d.get("bytes") or 0) for d in manifest["disks"])
+                store.update_backup(backup["id"], status=BackupStatus.GOOD,
+                                    disks=manifest["disks"], size=size,
+                                    quiesced=bool(manifest.get("quiesced")),
+                                    finished=manifest.get("finished"))
+                store.add_event("backup-finished", f"backup {backup['id']} was complete when "
+                                "the appliance stopped; recorded at its restart", vm,
+                                project=backup["project"])
+                continue
+            store.update_backup(backup["id"], status=BackupStatus.FAILED,
+                                error="interrupted: the appliance stopped during the backup",
+                                finished=self.ctx.clock())
+            store.add_event("backup-failed", f"backup {backup['id']} was interrupted by a stop "
+                            "of the appliance; its partial folder was removed", vm,
+                            project=backup["project"])

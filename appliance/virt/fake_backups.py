@@ -1,0 +1,114 @@
+"""Push backups of the fake hypervisor (fake.py's FakeGuest), as libvirt 9.0
+behaves (libvirt_backups.py): a backup needs a running domain; a checkpoint
+is libvirt's record (`checkpoints`, lost in a migration) plus a bitmap in the
+disks (`bitmaps`, which travel with them); an incremental on a checkpoint
+libvirt lost is redefined from the bitmaps, or is impossible without them.
+
+The files are real qcow2 files, as libvirt writes them (an incremental's
+backing file is the live disk), so that the backup handler's rebase, manifest
+and chain checks run for real in unit tests. `cloud.hold_backups` keeps a job
+running until it is aborted or released (to test progress and cancel)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from appliance.backup_chain import disk_file
+from appliance.virt.driver import DriverError, IncrementalImpossible
+
+if TYPE_CHECKING:
+    from appliance.virt.fake import FakeDomain, FakeDriver
+
+FAKE_DISK_BYTES = 16 << 20
+LIVE_DIR = "/fake/live"  # where the fake's live disks "are" (an incremental's backing file)
+
+
+def _write_qcow2(path: Path, backing: str | None) -> None:
+    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    if backing:
+        args += ["-u", "-b", backing, "-F", "qcow2"]
+    subprocess.run([*args, str(path), str(FAKE_DISK_BYTES)], check=True,  # noqa: S603
+                   capture_output=True)
+
+
+class FakeBackupMethods:
+    driver: FakeDriver
+    uuid: str
+
+    def _dom(self) -> FakeDomain:
+        raise NotImplementedError
+
+    def _backup_note(self, call: str) -> FakeDomain:
+        dom = self._dom()
+        self.driver.fake_host().calls.append(f"{call} {self.uuid}")
+        return dom
+
+    def backup_begin(self, files: dict[str, Path], incremental: str | None,
+                     checkpoint: str | None) -> None:
+        cloud = self.driver.cloud
+        with cloud.lock:
+            dom = self._backup_note(f"backup-begin {incremental or 'full'}")
+            if dom.state not in ("running", "paused"):
+                raise DriverError("domain is not running", "the domain is not running")
+            if dom.job is not None:
+                raise DriverError("another job is running", "another job is running")
+            if incremental and incremental not in dom.checkpoints:
+                if incremental not in dom.bitmaps:
+                    raise IncrementalImpossible(
+                        f"no checkpoint {incremental}",
+                        f"the checkpoint of the last backup ({incremental}) is gone from the "
+                        "domain and its bitmaps are not in the disks")
+                dom.checkpoints.append(incremental)  # redefined from the disks' bitmaps
+            for name, path in files.items():
+                _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None)
+            if checkpoint:
+                dom.checkpoints.append(checkpoint)
+                dom.bitmaps.add(checkpoint)
+            dom.job = "backup"
+
+    def backup_finished(self) -> bool | None:
+        cloud = self.driver.cloud
+        with cloud.lock:
+            dom = self._dom()
+            if dom.job == "backup":
+                if cloud.hold_backups:
+                    return None
+                dom.job = None
+                return True
+            if dom.job == "aborted":
+                dom.job = None
+                raise DriverError("the backup job was cancelled", "the backup job was cancelled")
+            raise DriverError("no backup job", "the backup job ended without a result")
+
+    def fs_freeze(self) -> bool:
+        with self.driver.cloud.lock:
+            self._backup_note("fs-freeze")
+            return self.uuid in self.driver.cloud.guest_agents
+
+    def fs_thaw(self) -> None:
+        with self.driver.cloud.lock:
+            self._backup_note("fs-thaw")
+
+    # part A's (i13-snap, fake_snapshots.py) until that branch is merged; a real
+    # delete takes the bitmaps out of the disks too
+    def checkpoint_names(self) -> list[str]:
+        with self.driver.cloud.lock:
+            return list(self._dom().checkpoints)
+
+    def checkpoint_delete(self, name: str, metadata_only: bool = False) -> None:
+        with self.driver.cloud.lock:
+            dom = self._backup_note(f"checkpoint-delete {name}")
+            if name not in dom.checkpoints:
+                raise DriverError(f"no domain checkpoint with matching name '{name}'",
+                                  f"no checkpoint {name}")
+            dom.checkpoints.remove(name)
+            if not metadata_only:
+                dom.bitmaps.discard(name)
+
+    def start_paused(self) -> None:
+        with self.driver.cloud.lock:
+            dom = self._backup_note("start-paused")
+            if dom.state in ("running", "paused"):
+                raise DriverError("domain is already running", "the domain is already running")
+            dom.state, dom.reason = "paused", "start paused"

@@ -1,0 +1,233 @@
+"""The backup handler on the fake hypervisor, with real files: the fake's
+backup job writes qcow2 files as libvirt does (an incremental backed by the
+live disk), so the handler's rebase, manifest, rename and the chain check run
+for real. Full then incremental, the fallbacks to a full one, a stopped VM,
+cancel, retention, and the clean-up after a crash."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from appliance import backup_chain
+from appliance.virt import images
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
+
+HOSTS = {"local": URI_A, "b": URI_B}
+
+
+@pytest.fixture
+def target(service, store, tmp_path):
+    """Both hosts see the appliance's folders; one backup target."""
+    for host in HOSTS:
+        store.update_host(host, storage="shared")
+    path = tmp_path / "nas"
+    path.mkdir(mode=0o700)
+    service.add_backup_target({"name": "nas", "path": str(path)})
+    return path
+
+
+@pytest.fixture
+def vm(service, controller, clock, target):
+    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 16}]})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(created["id"])
+    assert row["observed_state"] == "running"
+    return row
+
+
+def dom_of(cloud, row):
+    return cloud.host(HOSTS[row["host"]]).domains[row["id"]]
+
+
+def back_up(service, controller, body=None):
+    op = service.start_backup("web1", body)
+    controller.operations.dispatch()  # inline: runs to its end here
+    op = service.store.get_operation(op["id"])
+    return op, (service.get_backup(op["params"]["backup"]) if op["params"].get("backup") else None)
+
+
+def events(service, kind):
+    return [e["message"] for e in service.list_events("web1") if e["kind"] == kind]
+
+
+def test_full_then_incremental_of_a_running_vm(service, controller, cloud, vm, target):
+    op, full = back_up(service, controller)
+    assert op["status"] == "succeeded", op["error"]
+    assert full["kind"] == "full" and full["status"] == "good" and full["parent"] is None
+    assert full["chain"] == full["id"] and full["depends_on"] == []
+    assert [d["name"] for d in full["disks"]] == ["root", "data"]
+    assert full["size"] == sum(d["bytes"] for d in full["disks"]) > 0
+    assert op["bytes_done"] == full["size"]
+    folder = target / "vm-appliance" / vm["id"] / full["id"]
+    assert full["path"] == str(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "vm-appliance-backup/1" and manifest["vm"]["name"] == "web1"
+    assert manifest["vm"]["spec"]["disks"] == vm["spec"]["disks"]
+    assert images.qcow2_backing(folder / "root.qcow2") == (None, None)
+
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded", op["error"]
+    assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
+    assert inc["chain"] == full["id"] and inc["depends_on"] == [full["id"]]
+    inc_folder = target / "vm-appliance" / vm["id"] / inc["id"]
+    # rebased off the live disk onto the parent's file, by relative path
+    assert images.qcow2_backing(inc_folder / "disk-data.qcow2") == (
+        f"../{full['id']}/disk-data.qcow2", "qcow2")
+    chain = backup_chain.verify_chain(target, vm["id"], inc["id"])
+    assert [m["id"] for m in chain] == [full["id"], inc["id"]]
+    assert not list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
+    # the domain keeps only the newest checkpoint; the VM was not paused for it
+    assert dom_of(cloud, vm).checkpoints == [inc["id"]]
+    assert not [c for c in cloud.host(HOSTS[vm["host"]]).calls if c.startswith("suspend")]
+    assert [b["id"] for b in service.list_backups("web1")] == [inc["id"], full["id"]]
+
+
+def test_a_checkpoint_libvirt_lost_is_redefined_from_the_bitmaps(service, controller, cloud, vm):
+    _op, full = back_up(service, controller)
+    dom_of(cloud, vm).checkpoints.clear()  # a migration or move: the records stay behind
+    _op, inc = back_up(service, controller)
+    assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
+
+
+def test_lost_bitmaps_make_a_full_backup_and_the_event_says_why(service, controller, cloud, vm):
+    back_up(service, controller)
+    dom = dom_of(cloud, vm)
+    dom.checkpoints.clear()
+    dom.bitmaps.clear()  # QEMU killed: the bitmaps were never stored
+    op, second = back_up(service, controller)
+    assert op["status"] == "succeeded"
+    assert second["kind"] == "full" and second["parent"] is None and second["chain"] == second["id"]
+    assert "bitmaps are not in the disks" in events(service, "backup-full-instead")[0]
+    manifest = backup_chain.read_manifest(backup_chain.backup_folder(
+        service.get_backup_target("nas")["path"], vm["id"], second["id"]))
+    assert manifest["kind"] == "full" and manifest["parent"] is None
+
+
+def test_full_every_starts_a_new_chain(service, controller, clock, vm):
+    service.update_vm("web1", {"backup": {"keep_last": 10, "full_every": 1}})
+    controller.operations.dispatch()
+    kinds = []
+    for _ in range(4):
+        kinds.append(back_up(service, controller)[1]["kind"])
+        clock.advance(60)
+    assert kinds == ["full", "incremental", "full", "incremental"]
+    assert "full_every 1" in events(service, "backup-started")[2]
+
+
+def test_asked_full_and_changed_disks_are_full(service, controller, vm):
+    back_up(service, controller)
+    assert back_up(service, controller, {"full": True})[1]["kind"] == "full"
+
+
+def test_a_stopped_vm_is_started_paused_and_destroyed_after(service, controller, cloud, clock, vm):
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    assert service.store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
+    calls = cloud.host(HOSTS[vm["host"]]).calls
+    before = len(calls)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["status"] == "good"
+    mine = [c.split()[0] for c in calls[before:] if vm["id"] in c]
+    assert mine.index("start-paused") < mine.index("backup-begin") < mine.index("destroy")
+    assert "start" not in mine  # never booted: its CPUs stayed paused
+    assert dom_of(cloud, vm).state == "stopped"
+    settle(controller, clock, passes=1)
+    assert service.store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
+
+
+def test_cancel_aborts_the_job_and_removes_the_partial_folder(service, controller, cloud, clock,
+                                                              vm, target):
+    cloud.hold_backups = True
+    op = service.start_backup("web1")
+    seen = []
+
+    def cancel_mid_job() -> None:
+        current = service.store.get_operation(op["id"])
+        if current["status"] == "running" and current["params"].get("backup") and not seen:
+            seen.append(current)
+            assert list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
+            service.cancel_operation(op["id"])
+
+    clock.on_sleep.append(cancel_mid_job)
+    controller.operations.dispatch()
+    op = service.store.get_operation(op["id"])
+    assert seen and op["status"] == "cancelled"
+    assert seen[0]["bytes_total"] == 100 and seen[0]["bytes_done"] == 50  # the job's progress
+    backup = service.get_backup(op["params"]["backup"])
+    assert backup["status"] == "failed" and backup["error"] == "cancelled"
+    assert os.listdir(target / "vm-appliance" / vm["id"]) == []
+    assert dom_of(cloud, vm).job is None
+    cloud.hold_backups = False
+    assert back_up(service, controller)[1]["status"] == "good"  # the next one works
+
+
+def test_retention_prunes_scheduled_backups_after_a_good_one(service, controller, store, clock,
+                                                             vm, target):
+    service.update_vm("web1", {"backup": {"keep_last": 1, "full_every": 6}})
+    controller.operations.dispatch()
+    ids = []
+    for _ in range(2):
+        op = store.add_operation(f"sched-{len(ids)}", store.get_vm_by_id(vm["id"]), "backup",
+                                 {"target": "nas", "full": True, "scheduled": True})
+        controller.operations.dispatch()
+        ids.append(store.get_operation(op["id"])["params"]["backup"])
+        clock.advance(3600)
+    manual = back_up(service, controller, {"full": True})[1]
+    left = [b["id"] for b in service.list_backups("web1")]
+    assert left == [manual["id"], ids[1]]  # keep_last 1 of the scheduled; manual ones are kept
+    assert not (target / "vm-appliance" / vm["id"] / ids[0]).exists()
+    assert f"backup {ids[0]} removed by the retention policy" in events(service, "backup-pruned")
+
+
+def test_a_crash_mid_backup_fails_it_cleanly_and_the_operation_runs_again(service, controller,
+                                                                         cloud, store, clock,
+                                                                         vm, target):
+    # What a SIGKILL of the appliance mid-job leaves (the real one: tests/integration/
+    # test_backups.py): the operation running, the record running, a partial folder,
+    # and libvirtd's job still going.
+    op = service.start_backup("web1")
+    store.claim_operation(op["id"], clock())
+    interrupted = backup_chain.new_backup_id(clock())
+    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
+                         "project": vm["project"], "target": "nas", "kind": "full",
+                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
+                         "operation": op["id"], "created": clock()})
+    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    partial = backup_chain.make_vm_folder(target, vm["id"]) / f"{interrupted}.partial"
+    partial.mkdir()
+    (partial / "root.qcow2").write_bytes(b"half")
+    dom_of(cloud, vm).job = "backup"
+
+    controller.adopt_on_start()
+    failed = store.get_backup(interrupted)
+    assert failed["status"] == "failed" and "interrupted" in failed["error"]
+    assert not partial.exists()
+    controller.operations.dispatch()  # the operation runs again: libvirt's job aborted, a new backup
+    op = store.get_operation(op["id"])
+    assert op["status"] == "succeeded", op["error"]
+    fresh = service.get_backup(op["params"]["backup"])
+    assert fresh["id"] != interrupted and fresh["status"] == "good"
+    assert [b["status"] for b in service.list_backups("web1")] == ["good", "failed"]
+    assert f"backup {interrupted} was interrupted" in events(service, "backup-restarted")[0]
+    assert os.listdir(target / "vm-appliance" / vm["id"]) == [fresh["id"]]
+
+
+def test_a_backup_published_before_the_crash_is_recorded_good(service, controller, store, vm,
+                                                             target):
+    _op, backup = back_up(service, controller)
+    store.update_backup(backup["id"], status="running")  # died between the rename and the record
+    controller.adopt_on_start()
+    assert store.get_backup(backup["id"])["status"] == "good"
+    assert (target / "vm-appliance" / vm["id"] / backup["id"] / "manifest.json").exists()
+
+
+def test_a_planted_symlink_in_the_target_is_refused(service, controller, vm, target, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (target / "vm-appliance").symlink_to(elsewhere)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "failed" and "not a folder" in op["error"]
+    assert backup["status"] == "failed"
+    assert list(elsewhere.iterdir()) == []

@@ -1,0 +1,106 @@
+"""The in-place restore handler: a stopped VM's disks replaced by a verified
+chain, flattened, all or nothing; refused for a running VM, a VM with
+snapshots and a broken chain, with the reason, its disks untouched."""
+from __future__ import annotations
+
+import itertools
+import subprocess
+
+import pytest
+
+from appliance import backup_chain
+from appliance.virt import images
+from tests.unit.appliance.controller.controller_harness import settle
+from tests.unit.appliance.controller.test_controller_backups import back_up, events
+
+MIB = 1 << 20
+_op_ids = itertools.count(1)
+
+
+def qemu_io(path, command: str) -> None:
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(path)], check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def target(service, store, tmp_path):
+    for host in ("local", "b"):
+        store.update_host(host, storage="shared")
+    path = tmp_path / "nas"
+    path.mkdir(mode=0o700)
+    service.add_backup_target({"name": "nas", "path": str(path)})
+    return path
+
+
+@pytest.fixture
+def chain(service, controller, clock, target):
+    """web1 (a 32 MiB data disk) backed up full then incremental, each backup's
+    data file given a pattern of its own (the fake's job writes empty disks);
+    then stopped."""
+    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 32}]})
+    settle(controller, clock, passes=1)
+    vm = service.store.get_vm_by_id(created["id"])
+    backups = []
+    for pattern in (1, 2):
+        backup = back_up(service, controller)[1]
+        qemu_io(backup_chain.chain_file(target, vm["id"], backup["id"], "data"),
+                f"write -P {pattern} {pattern * MIB} 1M")
+        backups.append(backup)
+        clock.advance(60)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    return vm, backups
+
+
+def restore(service, controller, vm, backup_id):
+    op = service.store.add_operation(f"restore-{next(_op_ids)}", service.store.get_vm_by_id(vm["id"]), "restore",
+                                     {"backup": backup_id})
+    controller.operations.dispatch()
+    return service.store.get_operation(op["id"])
+
+
+def test_the_chain_replaces_the_disks_flattened(service, controller, config, chain):
+    vm, (full, inc) = chain
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "succeeded", op["error"]
+    checked = images.check(data)  # standalone: no backing file
+    assert checked["format"] == "qcow2"
+    assert checked["virtual_size"] == 32 * MIB  # grown back to the spec's size
+    qemu_io(data, f"read -P 1 {MIB} 1M")
+    qemu_io(data, f"read -P 2 {2 * MIB} 1M")
+    assert images.qcow2_backing(config.vm_dir(vm["id"]) / "root.qcow2") == (None, None)
+    assert op["bytes_total"] == 2 * 16 * MIB and op["bytes_done"] == op["bytes_total"]
+    assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
+    assert f"from backup {inc['id']}" in events(service, "restored")[0]
+    # an older point of the chain
+    assert restore(service, controller, vm, full["id"])["status"] == "succeeded"
+    qemu_io(data, f"read -P 0 {2 * MIB} 1M")
+
+
+def test_a_running_vm_is_refused(service, controller, clock, chain):
+    vm, (_full, inc) = chain
+    service.set_state("web1", "running")
+    settle(controller, clock, passes=1)
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "failed" and "stop it" in op["error"]
+
+
+def test_a_vm_with_snapshots_is_refused(service, controller, store, chain):
+    vm, (_full, inc) = chain
+    store.db.table("snapshots").insert({"id": "s1", "vm_id": vm["id"], "name": "before",
+                                        "state": "ready", "created": 1.0})
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "failed" and "snapshot(s)" in op["error"]
+
+
+def test_a_broken_chain_is_refused_and_the_disks_stay(service, controller, config, target, chain):
+    vm, (full, inc) = chain
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    before = data.read_bytes()
+    (backup_chain.backup_folder(target, vm["id"], full["id"]) / "manifest.json").unlink()
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "failed"
+    assert op["error"] == f"the backup chain is broken: {full['id']}: missing (or its manifest.json is)"
+    assert data.read_bytes() == before
+    assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
