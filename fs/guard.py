@@ -106,3 +106,10 @@ class Guard:
             self._read_refused.clear()
         self._read_refused[uid] = now
         return True
+
+
+def makes_names(directory: Path) -> bool:
+    """Whether anyone may make, remove or rename names in this directory (its mode)."""
+    child = directory + ("NAME",)
+    return any(policy.mount_action(child, verb) is not None
+               for verb in ("mkdir", "rmdir", "rename", "create", "unlink"))

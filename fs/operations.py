@@ -41,7 +41,7 @@ from appliance.access.principal import acting_as
 from appliance.service import Service
 from fs import audit, limits
 from fs.boundary import boundary, errno_of
-from fs.guard import Guard
+from fs.guard import Guard, makes_names
 from fs.handles import Handle
 from fs.identity import Identities
 from fs.inodes import Inodes
@@ -124,7 +124,7 @@ class ApplianceFS(pyfuse3.Operations):
         if node.volatile:  # its size is the next screenshot's (fs/screenshots.py)
             attrs.entry_timeout = attrs.attr_timeout = 0
         if node.is_dir:
-            mode = 0o777 if _makes_names(path) else 0o555
+            mode = 0o777 if makes_names(path) else 0o555
             attrs.st_nlink = 2
         else:
             changes = node.writable and policy.mount_action(path, "write") is not None
@@ -226,13 +226,13 @@ class ApplianceFS(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        vms = self.tree.is_vms_dir(parent)
-        if not vms and parent != ("hosts",):
+        vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
+        if not (vms or snapshots) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "mkdir", path)):
             limits.check_name(path[-1])
-            if vms:
-                await self._run(self.tree.create_vm, path)
+            if vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
+                await self._run(self.tree.create_vm if vms else self.tree.take_snapshot, path)
             else:
                 self._read(self.tree.stage_host, path[1])
             node = await self._run(self.tree.stat, path)
@@ -242,12 +242,12 @@ class ApplianceFS(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        vms = self.tree.is_vms_dir(parent)
-        if not vms and parent != ("hosts",):
+        vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
+        if not (vms or snapshots) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "rmdir", path)):
-            if vms:
-                await self._run(self.tree.delete_vm, path)
+            if vms or snapshots:
+                await self._run(self.tree.delete_vm if vms else self.tree.delete_snapshot, path)
             else:
                 await self._run(self.tree.remove_host, path[1])
         self.inodes.drop(path)
@@ -393,9 +393,3 @@ class ApplianceFS(pyfuse3.Operations):
             if handle.fixed:
                 self.tree.screenshots.give_back(len(handle.content or b""))
 
-
-def _makes_names(directory: Path) -> bool:
-    """Whether anyone may make, remove or rename names in this directory (its mode)."""
-    child = directory + ("NAME",)
-    return any(policy.mount_action(child, verb) is not None
-               for verb in ("mkdir", "rmdir", "rename", "create", "unlink"))

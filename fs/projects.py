@@ -13,8 +13,9 @@ through REST.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance import errors
 from appliance.access import acting_as, caller
@@ -56,6 +57,25 @@ def acting_in(service: Service, project: str | None) -> Iterator[None]:
     check_visible(service, project)
     with acting_as(caller().in_project(project)):
         yield
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def in_project(method: Method) -> Method:
+    """For the tree's methods that take a path: a path under projects/P/vms/ is the same
+    path under vms/, served with the caller acting in P (ENOENT for a project they may
+    not see)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, path: Path, *args: Any) -> Any:  # self: fs.tree.Tree
+        project, inner = split(path)
+        if project is None:
+            return method(self, path, *args)
+        with acting_in(self.service, project):
+            return method(self, inner, *args)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def entries(service: Service, path: Path) -> list[str]:

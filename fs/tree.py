@@ -7,10 +7,11 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     hosts/NAME/{the files of appliance.files.HOST_FILES}
     images/NAME.json   templates/NAME.json   groups/NAME.json   events
     projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
+    vms/NAME/snapshots/, vms/NAME/backups/, backup-targets/   (fs/backup_tree.py)
 
 vms/, groups/ and events are the caller's project's (the service scopes
 them); projects/P/vms/ is vms/ with the caller acting in P: the methods
-that take a path see it as vms/... (`_in_project`).
+that take a path see it as vms/... (`projects.in_project`).
 
 The files of a VM or a host directory are looked up in appliance.files, the
 table REST reads too: their content, whether they are writable, how a write is
@@ -31,11 +32,8 @@ st_mtime and st_ctime.
 from __future__ import annotations
 
 import errno
-import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import pyfuse3
 
@@ -43,55 +41,17 @@ from appliance import errors, jsonio
 from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
 from appliance.service import Service
 from fs import projects
+from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
+from fs.nodes import Node, Path, json_name
+from fs.nodes import file_node as _file
 from fs.screenshots import Screenshots
 
-TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS)
+TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS)
 # The directories of one VM or host, each holding the files of its table.
 TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
 STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
 
-Path = tuple[str, ...]
-
-
-@dataclass
-class Node:
-    """What getattr reports about one path."""
-
-    is_dir: bool
-    writable: bool = False
-    size: int = 0
-    created: float = 0.0
-    changed: float = 0.0
-    volatile: bool = False  # made when read (screen.png): the kernel must not cache its size
-
-
-def _file(content: bytes, created: float, changed: float, writable: bool = False) -> Node:
-    return Node(False, writable=writable, size=len(content), created=created, changed=changed)
-
-
-def _json_name(file: str, what: str) -> str:
-    """NAME of NAME.json; NotFound for any other file name."""
-    if not file.endswith(".json"):
-        raise errors.NotFound(f"no {what} file {file!r}; {what}s show as NAME.json")
-    return file[: -len(".json")]
-
-
-Method = TypeVar("Method", bound=Callable[..., Any])
-
-
-def _in_project(method: Method) -> Method:
-    """A path under projects/P/vms/ is the same path under vms/, served with the
-    caller acting in P (ENOENT for a project they may not see)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Tree, path: Path, *args: Any) -> Any:
-        project, inner = projects.split(path)
-        if project is None:
-            return method(self, path, *args)
-        with projects.acting_in(self.service, project):
-            return method(self, inner, *args)
-
-    return wrapper  # type: ignore[return-value]
+_in_project = projects.in_project
 
 
 class Tree:
@@ -103,12 +63,16 @@ class Tree:
         self.staged_hosts: dict[str, float] = {}
         self.new_files: dict[Path, float] = {}
         self.screenshots = Screenshots()
+        # vms/NAME/snapshots/..., vms/NAME/backups/..., backup-targets/...: fs/backup_tree.py
+        self.backups = BackupTree(service, started, clock)
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
     def stat(self, path: Path) -> Node:
         if not path:
             return self._static_dir()
+        if self.backups.claims(path):
+            return self.backups.stat(path)
         top, depth = path[0], len(path)
         if path == ("events",):
             return _file(self.content(path), self.started, self.clock())
@@ -130,7 +94,8 @@ class Tree:
     def is_dir(path: Path) -> bool:
         path = projects.split(path)[1]
         return (len(path) == 0 or (len(path) == 1 and path[0] in TOP_DIRS)
-                or (len(path) == 2 and path[0] in TABLES) or projects.is_dir(path))
+                or (len(path) == 2 and path[0] in TABLES) or projects.is_dir(path)
+                or BackupTree.is_dir(path))
 
     def _static_dir(self) -> Node:
         return Node(True, created=self.started, changed=self.started)
@@ -195,7 +160,7 @@ class Tree:
         return _file(json_text(group).encode(), group["created"], group["created"])
 
     def group(self, file: str) -> dict:
-        return self.service.get_group(_json_name(file, "group"))
+        return self.service.get_group(json_name(file, "group"))
 
     def group_exists(self, file: str) -> bool:
         try:
@@ -210,6 +175,8 @@ class Tree:
         if not path:
             return ([(name, self._static_dir()) for name in TOP_DIRS]
                     + [("events", self.stat(("events",)))])
+        if self.backups.claims(path):
+            return self.backups.entries(path)
         if not self.stat(path).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         top = path[0]
@@ -236,8 +203,10 @@ class Tree:
         times = self._times(top, name)
         if times is None:
             return [(STAGED_HOST_FILE, self.stat((top, name, STAGED_HOST_FILE)))]
-        return [(file.name, self._table_file(file, name, *times, listing=True))
-                for file in TABLES[top].entries]
+        files = [(file.name, self._table_file(file, name, *times, listing=True))
+                 for file in TABLES[top].entries]
+        return files + ([(d, Node(True, created=times[0], changed=times[1])) for d in VM_DIRS]
+                        if top == "vms" else [])
 
     def _list_hosts(self) -> list[tuple[str, Node]]:
         hosts = self.service.list_hosts()
@@ -259,6 +228,8 @@ class Tree:
     @_in_project
     def content(self, path: Path) -> bytes:
         top, name = path[0], path[1] if len(path) > 1 else ""
+        if self.backups.claims(path):
+            return self.backups.content(path)
         if path == ("events",):
             text = events_text(self.service.list_events())
         elif top == projects.PROJECTS:
@@ -270,7 +241,7 @@ class Tree:
                 return self.screenshots.content(self.service, file, name)
             text = "" if file is None else file.read(self.service, name)
         elif top == "images" and len(path) == 2:
-            text = json_text(self.service.get_image(_json_name(name, "image")))
+            text = json_text(self.service.get_image(json_name(name, "image")))
         elif top == "templates" and len(path) == 2:
             text = json_text(self._template(name))
         elif top == "groups" and len(path) == 2:
@@ -327,19 +298,26 @@ class Tree:
     @_in_project
     def write(self, path: Path, text: str) -> None:
         top = path[0]
-        if top in TABLES and len(path) == 3:
+        if self.backups.claims(path):  # a snapshot's action: a revert
+            self._wait(self.backups.write(path, text).operations)
+        elif top in TABLES and len(path) == 3:
             if top == "hosts" and self._host(path[1]) is None:
                 self._add_staged_host(path[1], text)
                 return
             written = TABLES[top].writer(path[2])(self.service, path[1], text, None)
             # A VM's state or host (a migration), a host's maintenance (the drain's moves).
-            deadline = time.monotonic() + self.service.config.wait_timeout
-            for op in written.operations:
-                self.service.finish(op, timeout=max(0.0, deadline - time.monotonic()))
+            self._wait(written.operations)
         elif top == "groups" and len(path) == 2:
             self.create_group(path[1], text)
         else:
             raise errors.Forbidden(f"{'/'.join(path)} is read-only")
+
+    def _wait(self, operations: tuple[dict, ...]) -> None:
+        """Until every operation ended (Failed, Conflict for a cancelled one), within one
+        wait_timeout in all."""
+        deadline = time.monotonic() + self.service.config.wait_timeout
+        for op in operations:
+            self.service.finish(op, timeout=max(0.0, deadline - time.monotonic()))
 
     @_in_project
     def type_into(self, path: Path, data: bytes) -> None:
@@ -408,3 +386,16 @@ class Tree:
     @_in_project
     def rename_vm(self, path: Path, new_name: str) -> None:
         self.service.finish(self.service.rename_vm(path[1], new_name)[1])
+
+    # vms/NAME/snapshots/S (or under projects/P/): mkdir takes a snapshot, rmdir deletes it.
+    @staticmethod
+    def is_snapshots_dir(path: Path) -> bool:
+        return BackupTree.is_snapshots_dir(projects.split(path)[1])
+
+    @_in_project
+    def take_snapshot(self, path: Path) -> None:
+        self._wait((self.backups.take_snapshot(path),))
+
+    @_in_project
+    def delete_snapshot(self, path: Path) -> None:
+        self._wait((self.backups.delete_snapshot(path),))

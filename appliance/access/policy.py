@@ -54,6 +54,8 @@ VM_FILE_WRITES: Mapping[str, Action] = {
     "console": Action.CONSOLE_INPUT,
     "lock": Action.VM_LOCK,
 }
+# Writes to a snapshot directory's files (vms/NAME/snapshots/S/): `action` reverts.
+SNAPSHOT_FILE_WRITES: Mapping[str, Action] = {"action": Action.VM_CHANGE}
 # Writes to a host directory's files: every one is the admin's.
 HOST_FILE_WRITES: Mapping[str, Action] = {"state": Action.ADMIN}
 
@@ -70,6 +72,27 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/vms/{name}/{file}", "GET"): Action.READ,
     ("/v1/vms/{name}/{file}", "PUT"): VM_FILE_WRITES,
     ("/v1/vms/{name}/{file}", "DELETE"): VM_FILE_WRITES,  # DELETE .../lock unlocks
+    # Snapshots, backups, restores, clones (issue 13): listing is READ, the rest changes
+    # VMs (a locked VM's refusals are the service's); backup targets name host
+    # directories: the admin's.
+    ("/v1/vms/{name}/snapshots", "GET"): Action.READ,
+    ("/v1/vms/{name}/snapshots", "POST"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/snapshots/{snapshot}", "GET"): Action.READ,
+    ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "GET"): Action.READ,
+    ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT"): SNAPSHOT_FILE_WRITES,
+    ("/v1/vms/{name}/clone", "POST"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/backups", "GET"): Action.READ,
+    ("/v1/vms/{name}/backups", "POST"): Action.VM_CHANGE,
+    ("/v1/backups", "GET"): Action.READ,
+    ("/v1/backups/{backup_id}", "GET"): Action.READ,
+    ("/v1/backups/{backup_id}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/backups/{backup_id}/restore", "POST"): Action.VM_CHANGE,
+    ("/v1/backup-targets", "GET"): Action.READ,
+    ("/v1/backup-targets", "POST"): Action.ADMIN,
+    ("/v1/backup-targets/{name}", "GET"): Action.READ,
+    ("/v1/backup-targets/{name}", "DELETE"): Action.ADMIN,
     ("/v1/operations", "GET"): Action.READ,
     ("/v1/operations/{op_id}", "GET"): Action.READ,
     ("/v1/operations/{op_id}", "DELETE"): Action.VM_CHANGE,
@@ -121,6 +144,9 @@ WEBSOCKETS: Mapping[str, Action] = {
 }
 WEBSOCKET_INPUT = Action.CONSOLE_INPUT
 
+# A VM's snapshots directory, as the mount's policy names it: vms/NAME/snapshots/S... is
+# decided as if SNAPSHOTS_DIR were a top directory holding S.
+SNAPSHOTS_DIR = "vms/NAME/snapshots"
 # The mount: what each change of the tree takes, by (top directory, verb). A write
 # (or truncate) of a file goes by the file tables above; reading anything is READ;
 # a verb or a directory with no entry is refused to everyone (EACCES).
@@ -136,6 +162,10 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("groups", "create"): Action.VM_CHANGE,  # groups/NAME.json, written once
     ("groups", "write"): Action.VM_CHANGE,
     ("groups", "unlink"): Action.VM_CHANGE,
+    # vms/NAME/snapshots/S: mkdir takes a snapshot, rmdir deletes it, S/action reverts
+    (SNAPSHOTS_DIR, "mkdir"): Action.VM_CHANGE,
+    (SNAPSHOTS_DIR, "rmdir"): Action.VM_CHANGE,
+    (SNAPSHOTS_DIR, "write"): SNAPSHOT_FILE_WRITES,
 }
 MOUNT_VERBS = ("read", "mkdir", "rmdir", "rename", "create", "write", "unlink")
 
@@ -147,6 +177,8 @@ def mount_action(path: tuple[str, ...], verb: str) -> Action | None:
         return Action.READ
     if len(path) >= 3 and path[0] == "projects":
         path = path[2:]
+    if len(path) >= 4 and path[0] == "vms" and path[2] == "snapshots":
+        path = (SNAPSHOTS_DIR, *path[3:])
     rule = MOUNT_CHANGES.get((path[0] if path else "", verb))
     if isinstance(rule, Action):  # a name in the top directory: vms/NAME, groups/NAME.json
         return rule if len(path) == 2 else None

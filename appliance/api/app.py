@@ -10,7 +10,17 @@ from falcon.routing import CompiledRouter
 from appliance import hosturi
 from appliance.access import tokens
 from appliance.access.audit import Audit
-from appliance.api import access, error_shape, openapi, projects, resources, tickets, web
+from appliance.api import (
+    access,
+    backups,
+    error_shape,
+    openapi,
+    projects,
+    resources,
+    snapshots,
+    tickets,
+    web,
+)
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
@@ -55,6 +65,21 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/v1/vms", resources.VMs(service))
     route("/v1/vms/{name}", resources.VM(service))
     route("/v1/vms/{name}/{file}", resources.VMFile(service))
+    # Snapshots, backups, clones (issue 13): literal segments, matched before {file}.
+    vm_snapshots = snapshots.Snapshots(service)
+    route("/v1/vms/{name}/snapshots", vm_snapshots)
+    route("/v1/vms/{name}/snapshots/{snapshot}", vm_snapshots, suffix="item")
+    route("/v1/vms/{name}/snapshots/{snapshot}/revert", vm_snapshots, suffix="revert")
+    route("/v1/vms/{name}/snapshots/{snapshot}/{file}", snapshots.SnapshotFile(service))
+    route("/v1/vms/{name}/clone", snapshots.Clone(service))
+    route("/v1/vms/{name}/backups", backups.VMBackups(service))
+    all_backups = backups.Backups(service)
+    route("/v1/backups", all_backups)
+    route("/v1/backups/{backup_id}", all_backups, suffix="item")
+    route("/v1/backups/{backup_id}/restore", all_backups, suffix="restore")
+    targets = backups.BackupTargets(service)
+    route("/v1/backup-targets", targets)
+    route("/v1/backup-targets/{name}", targets, suffix="item")
     operations = resources.Operations(service)
     route("/v1/operations", operations)
     route("/v1/operations/{op_id}", operations, suffix="item")

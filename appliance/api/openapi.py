@@ -3,9 +3,10 @@
 Tests run schemathesis against the app with this document, so it has to say
 what the server really does. Its parts: openapi_vms (VMs, operations, events),
 openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
-tokens); this module assembles them and adds what every route with a token
-shares (auth.py): the `project` parameter, and the 401, 403 and 404 answers,
-the 403's roles read from the policy table.
+tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones);
+this module assembles them and adds what every route with a token shares
+(auth.py): the `project` parameter, and the 401, 403 and 404 answers, the 403's
+roles read from the policy table.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from appliance.access import policy
 from appliance.access.principal import Role
 from appliance.api import (
     openapi_access,
+    openapi_backups,
     openapi_cluster,
     openapi_consoles,
     openapi_projects,
@@ -41,6 +43,7 @@ SCHEMAS = {
     **openapi_cluster.SCHEMAS,  # images, hosts, groups, Migrate
     **openapi_access.SCHEMAS,  # users and tokens
     **openapi_consoles.SCHEMAS,  # TicketCreate, Ticket
+    **openapi_backups.SCHEMAS,  # snapshots, backups, targets, restores, clones
 }
 
 PATHS: dict[str, Any] = {
@@ -60,6 +63,7 @@ PATHS: dict[str, Any] = {
     **openapi_projects.PATHS,  # /v1/projects, /v1/projects/{name}
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
     **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
+    **openapi_backups.PATHS,  # .../snapshots..., .../clone, .../backups, /v1/backup-targets
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 
@@ -85,7 +89,7 @@ def _refusal(path: str, method: str, files: Sequence[str]) -> str:
     """The 403 of the policy table (auth.py's process_resource): the roles that may."""
     template, params = path, {}
     one_file = ONE_FILE.fullmatch(path)
-    if one_file:
+    if one_file and (path, method.upper()) not in policy.ROUTES:  # not a route of its own
         template, params = f"{one_file[1]}/{{file}}", {"file": one_file[2]}
     if isinstance(policy.ROUTES.get((template, method.upper())), Mapping) and not params:
         # A route for every file ({file}): the action goes by the file.

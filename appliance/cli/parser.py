@@ -6,6 +6,7 @@ import argparse
 import os
 
 from appliance.access.principal import ROLES
+from appliance.cli.backups import add_backup_commands
 from appliance.cli.output import pair
 from appliance.cli.projects import add_project_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
@@ -301,5 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_host_commands(sub)
     _add_access_commands(sub)
     add_project_commands(sub)
+    add_backup_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

@@ -9,6 +9,7 @@ import shutil
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
+from appliance.controller.sources import NewVmSources
 from appliance.controller.vms import VmObserver
 from appliance.errors import Failed
 from appliance.virt.driver import DriverError, Guest
@@ -26,6 +27,7 @@ class Lifecycle:
         self.ctx = ctx
         self.files = files
         self.observer = observer
+        self.sources = NewVmSources(ctx, files)
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -55,6 +57,7 @@ class Lifecycle:
 
     # -- the handlers ------------------------------------------------------------------------
     def create(self, op: dict, row: dict) -> None:
+        self.sources.fill(op, row)  # a clone's or a restore's disks, before the definition
         guest = self.files.ensure_defined(row)
         self.observer.observe(row, guest, record_xml=True)
         row = self._current(row["id"])

@@ -10,9 +10,9 @@ rename, delete, templates, consoles), state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
-tickets (console tickets), snapshots, backups and backup_targets. base holds
-what they share. (The files of VM and host directories are appliance/files.py's
-table, which calls these.)
+tickets (console tickets), snapshots, backups and backup_targets, restores
+(clones, restores). base holds what they share. (The files of VM and host
+directories are appliance/files.py's table, which calls these.)
 """
 
 from appliance.service.access import Access
@@ -28,6 +28,7 @@ from appliance.service.migration import reachable_from_peers
 from appliance.service.operations import Operations
 from appliance.service.projects import Projects
 from appliance.service.readiness import Readiness
+from appliance.service.restores import Restores
 from appliance.service.snapshots import Snapshots
 from appliance.service.state import StateChanges
 from appliance.service.tickets import Tickets
@@ -37,5 +38,6 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
-              Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets):
+              Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets,
+              Restores):
     """Every rule of the appliance, one call per request (the parts: see above)."""

@@ -131,7 +131,17 @@ class VMs(ServiceBase):
         if wanted_host is not None:
             specs.validate_name(wanted_host, "host")
         spec = specs.validate(self._merge_template(body))
-        initial = initial_state(asked, spec)
+        op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host)
+        self.notify()
+        return self.get_vm(spec["name"]), op
+
+    def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
+                       source: dict[str, Any] | None = None, origin: str = "") -> Row:
+        """The checks of a create (image, name, fixed IP, ports, group, quota,
+        placement) and its records (the VM, its events, its CREATE operation) in
+        one transaction. `source`: where its disks come from (a clone, a
+        restore: service/restores.py), in the operation's params; `origin` says
+        so in the created event."""
         vm_id = str(self.uuidgen())
         now = self.clock()
         with self.store.transaction():
@@ -172,11 +182,10 @@ class VMs(ServiceBase):
                 "addresses": "[]",
             }
             self.store.insert_vm(row)
-            self.store.add_event("created", f"VM created, desired state {initial}", row)
+            self.store.add_event("created", f"VM created{origin}, desired state {initial}", row)
             self.store.add_event("scheduled", decision.explain(), row)
-            op = self._new_op(row, OpKind.CREATE)
-        self.notify()
-        return self.get_vm(spec["name"]), op
+            op = self._new_op(row, OpKind.CREATE, {"source": source} if source else None)
+        return op
 
     def update_vm(
         self, name: str, patch: Any, if_match: int | None = None, replace: bool = False

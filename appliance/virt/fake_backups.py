@@ -90,22 +90,6 @@ class FakeBackupMethods:
         with self.driver.cloud.lock:
             self._backup_note("fs-thaw")
 
-    # part A's (i13-snap, fake_snapshots.py) until that branch is merged; a real
-    # delete takes the bitmaps out of the disks too
-    def checkpoint_names(self) -> list[str]:
-        with self.driver.cloud.lock:
-            return list(self._dom().checkpoints)
-
-    def checkpoint_delete(self, name: str, metadata_only: bool = False) -> None:
-        with self.driver.cloud.lock:
-            dom = self._backup_note(f"checkpoint-delete {name}")
-            if name not in dom.checkpoints:
-                raise DriverError(f"no domain checkpoint with matching name '{name}'",
-                                  f"no checkpoint {name}")
-            dom.checkpoints.remove(name)
-            if not metadata_only:
-                dom.bitmaps.discard(name)
-
     def start_paused(self) -> None:
         with self.driver.cloud.lock:
             dom = self._backup_note("start-paused")

@@ -128,6 +128,8 @@ class FakeSnapshotMethods:
             if name not in dom.checkpoints:
                 raise _error(f"no domain checkpoint with matching name '{name}'")
             dom.checkpoints.remove(name)
+            if not metadata_only:  # a real delete takes the bitmap out of the disks (fake_backups)
+                dom.bitmaps.discard(name)
 
     def disks_allocated(self) -> int:
         with self.driver.cloud.lock:

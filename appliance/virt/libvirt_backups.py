@@ -187,27 +187,6 @@ def start_paused(dom: libvirt.virDomain) -> None:
     dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
 
 
-# Part A's (i13-snap, libvirt_snapshots.py) until that branch is merged: the same behaviour.
-def checkpoint_names(dom: libvirt.virDomain) -> list[str]:
-    cps = dom.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
-    return [c.getName() for c in cps]
-
-
-def checkpoint_delete(dom: libvirt.virDomain, name: str, metadata_only: bool) -> None:
-    checkpoint = dom.checkpointLookupByName(name)
-    if metadata_only:
-        checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
-        return
-    if dom.isActive():
-        checkpoint.delete(0)
-        return
-    dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)  # libvirt deletes bitmaps live only
-    try:
-        checkpoint.delete(0)
-    finally:
-        dom.destroy()
-
-
 class BackupMethods:
     """The Guest methods of backups, for LibvirtGuest: each calls this module's
     function on the domain through the guest's `call` (libvirt errors become
@@ -231,9 +210,3 @@ class BackupMethods:
 
     def start_paused(self) -> None:
         self.call(start_paused)
-
-    def checkpoint_names(self) -> list[str]:
-        return self.call(checkpoint_names)
-
-    def checkpoint_delete(self, name: str, metadata_only: bool = False) -> None:
-        self.call(checkpoint_delete, name, metadata_only)

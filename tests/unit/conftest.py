@@ -192,6 +192,7 @@ def _remove_test_driver_domains() -> None:
                 continue
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            # with the snapshots' metadata (issue 13): a plain undefine refuses a domain with any
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     finally:
         conn.close()

@@ -17,7 +17,8 @@ from appliance.access.principal import SYSTEM, Principal, Role, acting_as, calle
 from appliance.errors import Invalid, NotFound
 from fs import identity
 from fs.identity import Grant, Identities, combine, thread_groups
-from fs.operations import ApplianceFS, _makes_names
+from fs.guard import makes_names as _makes_names
+from fs.operations import ApplianceFS
 
 VMOPS, VIEWERS, WHEEL = 5100, 5101, 5102
 UID = 5001

@@ -108,7 +108,8 @@ def test_every_table_entry_is_an_action_or_a_file_table():
     for (template, method), rule in policy.ROUTES.items():
         assert template.startswith("/") and method == method.upper()
         assert isinstance(rule, Action) or rule in (policy.VM_FILE_WRITES,
-                                                    policy.HOST_FILE_WRITES), template
+                                                    policy.HOST_FILE_WRITES,
+                                                    policy.SNAPSHOT_FILE_WRITES), template
 
 
 # -- what the table says, by route family (issue 11's roles) -------------------------------------
@@ -145,3 +146,47 @@ def test_each_entry_keeps_to_the_roles_of_the_issue(route):
     else:
         # Every other read is for every role but the monitor's (the viewer's READ).
         assert actions <= {Action.READ, Action.OWN_TOKENS}
+
+
+# -- issue 13: snapshots, backups, restores, clones, backup targets ------------------------------
+def test_snapshots_backups_and_clones_are_operators_work_and_targets_the_admin_s():
+    """The contract: taking, deleting, reverting snapshots, backups, restores, clones and
+    deleting a backup are VM_CHANGE; listing is READ; backup targets: GET READ, writes ADMIN."""
+    changes = [("/v1/vms/{name}/snapshots", "POST"), ("/v1/vms/{name}/snapshots/{snapshot}",
+                                                       "DELETE"),
+               ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"),
+               ("/v1/vms/{name}/clone", "POST"), ("/v1/vms/{name}/backups", "POST"),
+               ("/v1/backups/{backup_id}", "DELETE"), ("/v1/backups/{backup_id}/restore", "POST")]
+    for route in changes:
+        assert policy.ROUTES[route] == Action.VM_CHANGE, route
+    assert policy.action_for("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT",
+                             {"file": "action"}) == Action.VM_CHANGE
+    assert policy.action_for("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT",
+                             {"file": "info.json"}) == Action.ADMIN  # read-only: no entry
+    for template in ("/v1/backup-targets", "/v1/backup-targets/{name}"):
+        assert policy.ROUTES[(template, "GET")] == Action.READ
+    assert policy.ROUTES[("/v1/backup-targets", "POST")] == Action.ADMIN
+    assert policy.ROUTES[("/v1/backup-targets/{name}", "DELETE")] == Action.ADMIN
+
+
+@pytest.mark.parametrize("prefix", [(), ("projects", "web")])
+def test_the_mount_s_snapshot_directories(prefix):
+    """mkdir/rmdir vms/NAME/snapshots/S and writing S/action are VM_CHANGE; nothing else
+    below vms/NAME/snapshots or vms/NAME/backups changes (None: refused to everyone)."""
+    def action(verb: str, *path: str):
+        return policy.mount_action((*prefix, "vms", "web1", *path), verb)
+
+    assert action("mkdir", "snapshots", "s1") == Action.VM_CHANGE
+    assert action("rmdir", "snapshots", "s1") == Action.VM_CHANGE
+    assert action("write", "snapshots", "s1", "action") == Action.VM_CHANGE
+    assert action("write", "snapshots", "s1", "info.json") is None
+    assert action("mkdir", "snapshots", "s1", "deeper") is None
+    assert action("rename", "snapshots", "s1") is None
+    assert action("create", "snapshots", "s1", "x") is None
+    assert action("write", "snapshots") is None
+    assert action("mkdir", "backups", "b1") is None
+    assert action("write", "backups", "b1.json") is None
+    assert action("unlink", "backups", "b1.json") is None
+    assert action("read", "backups", "b1.json") == Action.READ
+    assert policy.mount_action(("backup-targets", "nas.json"), "write") is None
+    assert policy.mount_action(("backup-targets", "nas.json"), "create") is None

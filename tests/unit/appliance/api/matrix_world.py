@@ -5,7 +5,9 @@ and, for the routes this file knows, succeeds.
 In the default project: a stopped VM `web1` (its create still pending: no
 controller runs), a VM `web2` with a pending start (an operation one may
 cancel), the images `demo` and `spare` (unused), the hosts `local` and
-`spare` (no VMs), a server group `g1` (no members). Projects `web` (VM
+`spare` (no VMs), a server group `g1` (no members); web1 has a ready
+snapshot `s1` and a good backup in the backup target `nas`; the target
+`spare-target` holds none. Projects `web` (VM
 `www1`) and `db` (VM `db1`). A user per role in the default project, and
 `webop`, an operator of `web` alone; each with a token.
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import falcon
 from falcon import testing
 
+from appliance import backup_chain
 from appliance.access import tokens
 from appliance.access.principal import DEFAULT_PROJECT, Principal, Role, acting_as
 from appliance.api.app import create_app
@@ -82,6 +85,8 @@ class World:
     op_id: str  # web2's pending start: cancellable
     web1_spec: dict
     demo: ReplayedDemoImage
+    backup_id: str  # web1's good backup, in the target nas
+    target_dir: Path  # where POST /v1/backup-targets may point a new target
 
     def app(self, metrics_public: bool = False) -> tuple[Service, falcon.App]:
         config = _config(self.home, metrics_public)
@@ -146,13 +151,38 @@ def build(directory: Path, demo: ReplayedDemoImage) -> World:
     made = {name: _add_user(store, name, role, projects)
             for name, (role, projects) in USERS.items()}
     spec = service.get_vm("web1")["spec"]
+    backup_id = _snapshot_and_backup(store, directory)
     store.close()  # the file holds everything: copies of the home are whole
     return World(home=home,
                  tokens={"admin": HOME_TOKEN, WRONG_TOKEN: BAD_TOKEN,
                          **{name: token for name, (_, token) in made.items()}},
                  token_ids={"admin": tokens.LEGACY_TOKEN_ID,
                             **{name: token_id for name, (token_id, _) in made.items()}},
-                 op_id=start["id"], web1_spec=spec, demo=demo)
+                 op_id=start["id"], web1_spec=spec, demo=demo, backup_id=backup_id,
+                 target_dir=directory / "targets" / "new")
+
+
+def _snapshot_and_backup(store: Store, directory: Path) -> str:
+    """web1's snapshot s1 and backup, as the controller leaves them done (none runs here);
+    the backup targets nas and spare-target. The backup's id."""
+    web1 = store.get_vm("web1", DEFAULT_PROJECT, with_xml=False)
+    now = time.time()
+    store.insert_snapshot({"id": "snap-s1", "vm_id": web1["id"], "name": "s1",
+                           "description": "matrix", "memory": 0, "parent": None, "current": 1,
+                           "state": "ready", "vm_state": "stopped", "size": 0, "xml": None,
+                           "error": None, "created": now})
+    for name in ("nas", "spare-target", "new"):
+        (directory / "targets" / name).mkdir(parents=True)
+    for name in ("nas", "spare-target"):
+        store.insert_backup_target({"name": name, "path": str(directory / "targets" / name),
+                                    "created": now})
+    backup_id = backup_chain.new_backup_id(now)
+    store.insert_backup({"id": backup_id, "vm_id": web1["id"], "vm_name": "web1",
+                         "project": DEFAULT_PROJECT, "target": "nas", "kind": "full",
+                         "parent": None, "chain": backup_id, "checkpoint": None,
+                         "status": "good", "disks": [], "size": 0, "created": now,
+                         "finished": now})
+    return backup_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +199,10 @@ class Sample:
 
 # A path parameter's value, by the route's collection (the first segments) then by field.
 NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
-         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT}
+         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT, "/v1/backup-targets": "nas"}
 # DELETE removes: the spare one, that nothing uses.
-DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare"}
+DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare",
+           "/v1/backup-targets": "spare-target"}
 TEXT = {"Content-Type": "text/plain"}
 FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "state"): {"json": {"state": "running"}},
@@ -181,6 +212,7 @@ FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "lock"): {"body": "matrix test\n", "headers": TEXT},  # a reason
     ("/v1/vms", "console"): {"body": "uname -a\n", "headers": TEXT},  # typed
     ("/v1/hosts", "state"): {"json": {"state": "disabled"}},
+    ("/v1/vms", "action"): {"json": {"action": "revert"}},  # .../snapshots/S/action
 }
 BODIES = {  # other writes, by (template, method)
     ("/v1/vms", "POST"): {"json": {"name": "made1", "state": "stopped"}},
@@ -195,17 +227,26 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/projects", "POST"): {"json": {"name": "p2", "description": "matrix"}},
     ("/v1/projects/{name}", "PATCH"): {"json": {"quota": {"vms": 50}}},
     ("/v1/tickets", "POST"): {"json": {"vm": "web1", "kind": "console"}},
+    ("/v1/vms/{name}/snapshots", "POST"): {"json": {"name": "s2"}},
+    ("/v1/vms/{name}/backups", "POST"): {"json": {"target": "nas"}},
+    ("/v1/vms/{name}/clone", "POST"): {"json": {"name": "clone1"}},
+    ("/v1/backups/{backup_id}/restore", "POST"): {"json": {"name": "restored1"}},
 }
 # The routes this file knows to succeed with these samples: routes added since are
 # held to "reached, not refused" alone until their samples are written here.
 KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
                "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
-               "/v1/tokens", "/v1/projects"}
+               "/v1/tokens", "/v1/projects", "/v1/backups", "/v1/backup-targets"}
 KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
          ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
          ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
          ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE"),
-         ("/v1/projects/{name}", "DELETE")}
+         ("/v1/projects/{name}", "DELETE"), ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"),
+         ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"),
+         ("/v1/backup-targets", "POST"), ("/v1/backup-targets/{name}", "DELETE")}
+# Reached, and refused by the service: the world's backup has no files on its target
+# (a restore verifies the chain first). test_backups_api.py restores real ones.
+KNOWN -= {("/v1/backups/{backup_id}/restore", "POST")}
 
 
 def sample(world: World, caller: str, template: str, method: str, file: str | None,
@@ -217,7 +258,8 @@ def sample(world: World, caller: str, template: str, method: str, file: str | No
     if method == "DELETE":
         name = DELETED.get(collection, name)
     values = {"name": vm if collection == "/v1/vms" else name, "op_id": world.op_id,
-              "token_id": world.token_ids.get(caller, "made-up"), "file": file or ""}
+              "token_id": world.token_ids.get(caller, "made-up"), "file": file or "",
+              "snapshot": "s1", "backup_id": world.backup_id}
     path = FIELD.sub(lambda m: values.get(m.group(1), "made-up"), template)
     kwargs: dict = {}
     known = (template, method) in KNOWN or (method == "GET" and collection in KNOWN_READS)
@@ -227,6 +269,8 @@ def sample(world: World, caller: str, template: str, method: str, file: str | No
     if template == "/v1/images/{name}" and method == "PUT":
         path = "/v1/images/uploaded"
         kwargs.update(body=world.demo.source, headers={"Content-Type": "application/octet-stream"})
+    if (template, method) == ("/v1/backup-targets", "POST"):
+        kwargs["json"] = {"name": "t2", "path": str(world.target_dir)}
     if file is not None:
         if method == "PUT" and file == "spec.json":
             kwargs["json"] = world.web1_spec

@@ -1,0 +1,60 @@
+"""Waiting for an operation in vmctl: long polls of GET /v1/operations/ID, and on a
+terminal a one-line progress bar from the operation's bytes_done / bytes_total (a
+copy's progress: backup, restore, clone), redrawn in place on stderr.
+
+Hand-written rather than a library's (tqdm, rich): one line of output, and no new
+dependency on an appliance host for it.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from appliance.client import Client
+from appliance.model import FINAL_OP_STATES, OpStatus
+
+POLL_SECONDS = 1.0  # each GET long-polls this long (the server returns sooner when it ends)
+BAR_WIDTH = 30
+MIB = 1 << 20
+
+
+def bar(op: dict, width: int = BAR_WIDTH) -> str:
+    """`kind [#####.....]  42%  120.0/256.0 MiB`; without a byte count yet, the kind
+    and status alone."""
+    done, total = op.get("bytes_done"), op.get("bytes_total")
+    if not total or done is None:
+        return f"{op['kind']}: {op['status']}"
+    fraction = min(max(done / total, 0.0), 1.0)
+    filled = int(fraction * width)
+    return (f"{op['kind']} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}  "
+            f"{done / MIB:.1f}/{total / MIB:.1f} MiB")
+
+
+def follow(client: Client, op: dict, stream: TextIO | None = None,
+           tty: bool | None = None) -> dict:
+    """The operation once it ended, drawing its progress on a terminal meanwhile."""
+    out = stream if stream is not None else sys.stderr
+    draw = out.isatty() if tty is None else tty
+    shown = ""
+    while op["status"] not in FINAL_OP_STATES:
+        if draw:
+            line = bar(op)
+            if line != shown:
+                out.write("\r" + line.ljust(len(shown)))
+                out.flush()
+                shown = line
+        op = client.get(f"/v1/operations/{op['id']}", wait=POLL_SECONDS)
+    if draw and shown:
+        line = bar(op) if op["status"] == OpStatus.SUCCEEDED else ""
+        out.write("\r" + line.ljust(len(shown)) + "\n")
+        out.flush()
+    return op
+
+
+def outcome(op: dict, command: str) -> int:
+    """0 for a succeeded operation; else its failure on stderr and 1."""
+    if op["status"] == OpStatus.SUCCEEDED:
+        return 0
+    print(f"vmctl {command}: {op['kind']} {op['status']}: {op.get('error') or 'no reason given'}",
+          file=sys.stderr)
+    return 1
