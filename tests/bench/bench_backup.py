@@ -187,8 +187,9 @@ def run(base: Path, rounds: int = 5, disk_mib: int = 1024, data_mib: int = 512, 
         app.start()
         return _measure(app, target, rounds, disk_mib, data_mib, write_mib)
     finally:
+        app.stop()
+        remove_domains_and_metadata(prefix)  # before cleanup's plain undefine, which a checkpoint refuses
         app.cleanup()
-        remove_domains_and_metadata(prefix)
 
 
 def _prepare(app, target: Path, disk_mib: int, data_mib: int) -> tuple[dict, str]:

@@ -66,9 +66,10 @@ def run(base: Path, rounds: int = 10) -> dict:
         app.start()
         return _measure(app, f"{twin_prefix}twin", rounds)
     finally:
-        app.cleanup()
-        remove_domains_and_metadata(prefix)
+        app.stop()
+        remove_domains_and_metadata(prefix)  # before cleanup's plain undefine, which a snapshot refuses
         remove_domains_and_metadata(twin_prefix)
+        app.cleanup()
 
 
 def _boot(app, twin_name: str) -> tuple[dict, str, float]:
