@@ -140,12 +140,32 @@ def _backups(app) -> list[dict]:
     return body["items"] if isinstance(body, dict) else body
 
 
-def appliance_backup(app, full: bool, known: set[str]) -> dict:
+def inside_the_operation(app, op: dict, dom) -> dict:
+    """Where the controller's time went (ms), from the operation's events and libvirt's
+    statistics of the job it ran: until the backup was recorded (backup-started), the
+    libvirt job's own time, from the record until the backup was published
+    (backup-finished), and after that until the operation ended (older checkpoints
+    dropped, retention)."""
+    import libvirt
+
+    events = app.api("GET", "/v1/events", params={"vm": VM}).json()["items"]
+    at = {e["kind"]: e["time"] for e in events if e.get("operation") == op["id"]}
+    stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+    split = {"libvirt_job_ms": stats.get("time_elapsed")}
+    if "backup-started" in at and "backup-finished" in at:
+        split.update(until_recorded_ms=ms(at["backup-started"] - op["started"], 1),
+                     recorded_to_published_ms=ms(at["backup-finished"] - at["backup-started"], 1),
+                     published_to_op_end_ms=ms(op["finished"] - at["backup-finished"], 1))
+    return split
+
+
+def appliance_backup(app, full: bool, known: set[str], dom) -> dict:
     """One backup through the API: its time, where it went, and its size on disk."""
     body = {"target": TARGET, **({"full": True} if full else {})}
     sent = time.time()
     seconds, op = timed_operation(app, "POST", f"/v1/vms/{VM}/backups", body)
     answered = time.time()
+    inside = inside_the_operation(app, op, dom)
     new = [b for b in _backups(app) if b["id"] not in known]
     if len(new) != 1:
         raise RuntimeError(f"expected one new backup after {op['id']}, found {new}")
@@ -154,7 +174,7 @@ def appliance_backup(app, full: bool, known: set[str]) -> dict:
     if backup["status"] != "good" or backup["kind"] != ("full" if full else "incremental"):
         raise RuntimeError(f"backup {backup['id']}: {backup['kind']} {backup['status']} (wanted "
                            f"{'full' if full else 'incremental'} good): {backup}")
-    return {"s": seconds, "id": backup["id"], "split": operation_split(op, sent, answered),
+    return {"s": seconds, "id": backup["id"], "split": {**operation_split(op, sent, answered), **inside},
             "size": tree_bytes(Path(backup["path"])),
             "disks": {d["name"]: d.get("bytes") for d in backup.get("disks", [])},
             "backup_seconds": (round(backup["finished"] - backup["created"], 3)
@@ -236,7 +256,7 @@ def _measure(app, target: Path, rounds: int, disk_mib: int, data_mib: int, write
             for way in order:
                 evict(disks)  # and the previous copy's dirty pages are not written during this one
                 if way == "appliance":
-                    full.append(appliance_backup(app, True, known))
+                    full.append(appliance_backup(app, True, known, dom))
                 elif way.startswith("convert"):
                     options = ("-T", "none") if way == "convert_odirect" else ()
                     (convert_s if way == "convert" else odirect).append(convert(disks, target / f"{way}-{r}", *options))
@@ -246,13 +266,13 @@ def _measure(app, target: Path, rounds: int, disk_mib: int, data_mib: int, write
                     direct.append({"s": seconds, "job_elapsed_ms": stats.get("time_elapsed")})
                     shutil.rmtree(target / f"libvirt-{r}")
             evict(disks)
-            empty.append(appliance_backup(app, False, known))
+            empty.append(appliance_backup(app, False, known, dom))
             seek = data_mib + 4 * r
             type_and_wait(app, VM, (f"for d in /sys/block/vd*; do [ \"$(cat $d/size)\" = {sectors} ] && D=/dev/${{d##*/}}; "
                                     f"done; dd if=/dev/urandom of=$D bs=1M count={write_mib} seek={seek} conv=fsync "
                                     f"2>/dev/null && echo wrote-$((40+2))-{r}"), f"wrote-42-{r}")
             evict(disks)
-            inc.append(appliance_backup(app, False, known))
+            inc.append(appliance_backup(app, False, known, dom))
             undeleted += delete_backups(app, [full[-1]["id"], empty[-1]["id"], inc[-1]["id"]])
         load.append(round(os.getloadavg()[0], 2))
     finally:
@@ -311,8 +331,8 @@ def summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, 
 
 
 def _split_p50(splits: list[dict]) -> dict:
-    keys = {k for s in splits for k in s}
-    return {k: round(p50([s[k] for s in splits if k in s]), 1) for k in sorted(keys)}
+    keys = {k for s in splits for k, v in s.items() if v is not None}
+    return {k: round(p50([s[k] for s in splits if s.get(k) is not None]), 1) for k in sorted(keys)}
 
 
 def main() -> int:
