@@ -39,13 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# With them: libvirt keeps a stopped domain that has snapshots or checkpoints otherwise.
+UNDEFINE_METADATA = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
 def remove_domains(domains) -> None:
-    """Destroy and undefine each domain; one that is already gone is fine."""
+    """Destroy and undefine each domain (with its snapshot and checkpoint
+    metadata); one that is already gone is fine."""
     for dom in domains:
         try:
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            dom.undefineFlags(UNDEFINE_METADATA)
         except libvirt.libvirtError:
             pass
 
