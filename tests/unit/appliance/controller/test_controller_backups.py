@@ -231,3 +231,18 @@ def test_a_planted_symlink_in_the_target_is_refused(service, controller, vm, tar
     assert op["status"] == "failed" and "not a folder" in op["error"]
     assert backup["status"] == "failed"
     assert list(elsewhere.iterdir()) == []
+
+
+def test_after_a_live_migration_the_chain_goes_on_incrementally(service, controller, cloud,
+                                                                clock, vm):
+    _op, full = back_up(service, controller)
+    other = next(name for name in HOSTS if name != vm["host"])
+    op = service.migrate_vm("web1", other)
+    controller.operations.dispatch()
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    moved = service.store.get_vm_by_id(vm["id"])
+    assert moved["host"] == other and dom_of(cloud, moved).checkpoints == []  # left behind
+    clock.advance(60)
+    _op, inc = back_up(service, controller)
+    assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
+    assert dom_of(cloud, moved).checkpoints == [inc["id"]]
