@@ -27,6 +27,23 @@ def parent_of(xml: str) -> str | None:
     return DefusedET.fromstring(xml).findtext("parent/name")
 
 
+def hardware_differs(xml: str, spec: dict) -> bool:
+    """Whether the domain a snapshot was taken of (inside libvirt's XML of it) had
+    other vCPUs, memory or disks than the spec now says: a guest resumed from its
+    memory runs that hardware until its next restart."""
+    taken = DefusedET.fromstring(xml).find("domain")
+    if taken is None:
+        return False
+    memory = taken.find("memory")
+    factor = {"KiB": 1024, "MiB": 1, "GiB": 1 / 1024}.get(
+        memory.get("unit", "KiB") if memory is not None else "KiB", 1024)
+    memory_mib = int(memory.text or 0) / factor if memory is not None else 0
+    disks = [d for d in taken.iterfind("devices/disk[@device='disk']")
+             if d.find("readonly") is None]
+    return (int(taken.findtext("vcpu") or 0) != spec["cpus"] or memory_mib != spec["memory"]
+            or len(disks) != 1 + len(spec.get("disks", [])))
+
+
 class SnapshotOperations:
     def __init__(self, ctx: Context, files: VmFiles, lifecycle: Lifecycle):
         self.ctx = ctx
@@ -122,6 +139,8 @@ class SnapshotOperations:
             self.files.ensure_defined(row)
             if guest.is_active():
                 guest.apply_port_forwards(port_forwards(row))
+            if hardware_differs(snap["xml"], row["spec"]):
+                store.update_vm(row["id"], bump=False, restart_required=1)
         else:
             guest.snapshot_revert(snap["name"], keep_memory=False)  # ends shut off
             guest = self.files.ensure_defined(row)

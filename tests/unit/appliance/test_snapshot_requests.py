@@ -98,3 +98,12 @@ def test_another_projects_vm_is_not_found(service, vm):
     with acting_as(Principal(user="eve", role=Role.OPERATOR, projects=("other",), project="other")):
         with pytest.raises(NotFound):
             service.list_snapshots("web1")
+
+
+def test_a_cancelled_snapshot_is_failed_and_can_be_deleted(service, vm):
+    op = service.create_snapshot("web1", {"name": "s1"})
+    service.cancel_operation(op["id"])
+    shown = service.get_snapshot("web1", "s1")
+    assert shown["state"] == "failed" and shown["error"] == "cancelled by request"
+    delete = service.delete_snapshot("web1", "s1")
+    assert delete["kind"] == "snapshot-delete"
