@@ -39,6 +39,7 @@ from appliance.config import Config
 from appliance.model import HOST_RATIOS, HOST_STATES, HostAdminState, VMState
 from appliance.service import is_ready
 from appliance.store import Store
+from exporter.backups import backup_families
 from exporter.collector import Target
 from exporter.projects import project_families
 
@@ -125,7 +126,7 @@ def store_uptimes(
 
 class ApplianceCollector:
     """VMs by state, operations, events, the controller's reconcile duration, hosts as the
-    scheduler sees them, projects' usage and quotas.
+    scheduler sees them, projects' usage and quotas, backups.
 
     heartbeat_age: a host whose heartbeat is older counts as down (Config.heartbeat_age)."""
 
@@ -142,7 +143,7 @@ class ApplianceCollector:
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         sections = (self._vms, self._operations, self._events, self._reconcile, self._hosts,
-                    self._projects)
+                    self._projects, self._backups)
         for section in sections:
             try:
                 yield from section()
@@ -228,6 +229,10 @@ class ApplianceCollector:
     def _projects(self) -> list[Metric]:
         """Each project's usage and quota (exporter/projects.py)."""
         return project_families(self.store)
+
+    def _backups(self) -> list[Metric]:
+        """Each VM's last good backup and backup schedule (exporter/backups.py)."""
+        return backup_families(self.store)
 
     def _reconcile(self) -> list[Metric]:
         value = self.store.get_meta(RECONCILE_KEY)

@@ -83,7 +83,8 @@ class BackupTree:
         if not self.is_dir(path):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         name = path[1]
-        if path[2] == BACKUPS:
+        if path[2] == BACKUPS:  # the VM's (list_backups finds a deleted VM's by name too)
+            self.service.vm_row(name, with_xml=False)
             return [(f"{b['id']}.json", self._json_node(b))
                     for b in self.service.list_backups(vm=name)]
         if len(path) == 3:

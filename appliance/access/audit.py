@@ -48,6 +48,9 @@ NAME_CHARS = 64
 RESULT_CHARS = 300
 # The routes whose {name} is a VM of the caller's project (the event is the VM's too).
 VM_ROUTES = ("/v1/vms/{name}", "/v1/vms/{name}/{file}")
+# Below a VM (its snapshots, backups, clone: issue 13): the VM too; a body's "name" there
+# names a snapshot or a new VM, never a rename of this one.
+VM_SUBROUTES = "/v1/vms/{name}/"
 OPERATION_ROUTE = "/v1/operations/{op_id}"
 CREATE_ROUTE = "/v1/vms"
 # The admin's own business: writes to these are ADMIN_EVENTS (their paths name users
@@ -138,10 +141,11 @@ class Audit:
             made = body if isinstance(body, Mapping) else {}
             name = made.get("name") or (made.get("operation") or {}).get("vm_name")
             return self._vm_named(principal, [name]) if isinstance(name, str) else None
-        if template not in VM_ROUTES or not isinstance(params.get("name"), str):
+        below = template not in VM_ROUTES and template.startswith(VM_SUBROUTES)
+        if not (template in VM_ROUTES or below) or not isinstance(params.get("name"), str):
             return None
         names = [params["name"]]
-        if isinstance(body, Mapping) and isinstance(body.get("name"), str):
+        if not below and isinstance(body, Mapping) and isinstance(body.get("name"), str):
             names.insert(0, body["name"])
         return self._vm_named(principal, names) or {
             "id": None, "name": cut(params["name"], NAME_CHARS), "project": principal.project}

@@ -20,10 +20,14 @@ MIB = 1 << 20
 
 def bar(op: dict, width: int = BAR_WIDTH) -> str:
     """`kind [#####.....]  42%  120.0/256.0 MiB`; without a byte count yet, the kind
-    and status alone."""
+    and status alone; once it succeeded, full."""
     done, total = op.get("bytes_done"), op.get("bytes_total")
     if not total or done is None:
         return f"{op['kind']}: {op['status']}"
+    if op["status"] == OpStatus.SUCCEEDED:
+        # libvirt counts what it copied, not the unallocated parts it went past: an ended
+        # copy has gone through all of it
+        done = total
     fraction = min(max(done / total, 0.0), 1.0)
     filled = int(fraction * width)
     return (f"{op['kind']} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}  "

@@ -1,4 +1,5 @@
-"""vmctl's project commands: add, list, show (quota and usage), quota, delete."""
+"""vmctl's project commands: add, list, show (quota, usage, backup policy), quota,
+backup, delete."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,9 @@ UNLIMITED = "unlimited"
 QUOTA_OPTIONS = {"vms": ("vms", "how many VMs"), "cpus": ("cpus", "vCPUs in all"),
                  "memory": ("memory_mib", "memory in all: MiB, or 512M / 16G"),
                  "disk": ("disk_gib", "disk in all: GiB, or 200G / 1T")}
+# --option of `project backup` -> the policy's field (appliance/model/backup_policy.py)
+BACKUP_OPTIONS = {"schedule": str, "target": str, "keep_last": int, "keep_hourly": int,
+                  "keep_daily": int, "keep_weekly": int, "keep_monthly": int, "full_every": int}
 
 
 def limit(text: str) -> str | int | None:
@@ -26,7 +30,8 @@ def limit(text: str) -> str | int | None:
 
 
 def add_project_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("project", help="projects: add, list, show, set a quota, delete")
+    p = sub.add_parser("project",
+                       help="projects: add, list, show, set a quota or a backup policy, delete")
     projects = p.add_subparsers(dest="action", required=True)
     a = projects.add_parser("add", help="add a project (admin)")
     a.add_argument("name")
@@ -39,6 +44,16 @@ def add_project_commands(sub: argparse._SubParsersAction) -> None:
     for option, (_, helptext) in QUOTA_OPTIONS.items():
         q.add_argument(f"--{option}", type=limit, default=argparse.SUPPRESS,
                        help=f"{helptext}, or {UNLIMITED}")
+    b = projects.add_parser("backup", help="set the backup policy of the project's VMs that have "
+                                           "none of their own (admin); it is replaced whole")
+    b.add_argument("name")
+    b.add_argument("--schedule", help="hourly, 'daily HH:MM', 'weekly DAY HH:MM' (mon..sun) or "
+                                      "'monthly D HH:MM', UTC")
+    b.add_argument("--target", help="the backup target (default: the only one)")
+    for field, kind in BACKUP_OPTIONS.items():
+        if field.startswith("keep_") or field == "full_every":
+            b.add_argument("--" + field.replace("_", "-"), dest=field, type=kind)
+    b.add_argument("--none", action="store_true", help="remove the project's policy")
     projects.add_parser("delete", help="delete an empty project (admin)").add_argument("name")
 
 
@@ -52,9 +67,21 @@ def _row(project: dict) -> dict:
             "description": project["description"]}
 
 
+def policy_text(policy: dict | None) -> str:
+    """One line: `daily 02:00 -> nas, keep_daily 7, full_every 6`."""
+    if not policy:
+        return "-"
+    when = policy.get("schedule") or "manual backups only"
+    where = f" -> {policy['target']}" if policy.get("target") else ""
+    rest = [f"{k} {policy[k]}" for k in BACKUP_OPTIONS if k.startswith("keep_") and
+            policy.get(k) is not None] + [f"full_every {policy.get('full_every')}"]
+    return f"{when}{where}, {', '.join(rest)}"
+
+
 def _show(project: dict) -> None:
     print(f"name         {project['name']}")
     print(f"description  {project['description'] or '-'}")
+    print(f"backup       {policy_text(project.get('backup'))}")
     rows = [{"resource": r, "used": project["usage"][r],
              "limit": UNLIMITED if project["quota"][r] is None else project["quota"][r]}
             for r in RESOURCES]
@@ -94,4 +121,10 @@ def cmd_project(client: Client, args: argparse.Namespace) -> int:
                                  if hasattr(args, option)}
         if quota:
             client.request("PATCH", f"/v1/projects/{args.name}", {"quota": quota})
+    if args.action == "backup":
+        policy = {field: getattr(args, field) for field in BACKUP_OPTIONS
+                  if getattr(args, field) is not None}
+        if args.none or policy:
+            client.request("PATCH", f"/v1/projects/{args.name}",
+                           {"backup": None if args.none else policy})
     return _answer(client.get(f"/v1/projects/{args.name}"), args, "")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
+from appliance.controller.backup_schedule import BackupScheduler
 from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
@@ -101,6 +102,7 @@ class Controller:
         lifecycle = Lifecycle(self.ctx, self.files, self.vms)
         self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self.backup_schedule = BackupScheduler(store, clock, self._nudge)
         self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
         self.backups = Backups(self.ctx, self.files)
         self.operations.register(self.backups.handlers())
@@ -223,7 +225,7 @@ class Controller:
 
     def tick(self) -> None:
         """One pass of the loop: links, events, heartbeat (if its thread has not
-        beaten yet) and its follow-up, resync, operations, probes."""
+        beaten yet) and its follow-up, resync, operations, probes, scheduled backups."""
         now = self.ctx.clock()
         if now >= self._next_link_sync:
             self._next_link_sync = now + self._heartbeat_seconds
@@ -247,6 +249,7 @@ class Controller:
         if now >= self._next_events_prune:
             self._next_events_prune = now + EVENTS_PRUNE_SECONDS
             self._prune_events()
+        self.backup_schedule.tick()
 
     def _prune_events(self) -> None:
         """Every write adds an event (the audit trail): keep the newest events_kept."""

@@ -43,6 +43,7 @@ LIVE_FIELDS = frozenset(
         "node_selector",
         "group",
         "reserve_when_stopped",
+        "backup",  # read by the controller's backup schedule, never by the guest
     }
 )
 

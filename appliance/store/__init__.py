@@ -10,6 +10,7 @@ records each; aggregates.py: sums and counts across tables.
 
 from appliance.store.access import AccessRecords
 from appliance.store.aggregates import Aggregates
+from appliance.store.backup_schedules import BackupScheduleRecords
 from appliance.store.backups import BackupRecords
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
@@ -32,6 +33,7 @@ class Store(
     GroupRecords,
     AccessRecords,
     TicketRecords,
+    BackupScheduleRecords,
     SnapshotRecords,
     Aggregates,
     BackupRecords,

@@ -292,6 +292,19 @@ def _v7_backups(db: sqlite_utils.Database) -> None:
     db.table("operations").add_column("bytes_done", int)
     db.table("operations").add_column("bytes_total", int)
     db.table("projects").add_column("backup", str)  # JSON: the project's backup policy
+    # The controller's record of each VM's effective schedule (part D): `since`, when
+    # it first saw the VM with this schedule, so that a slot before the policy was
+    # set is not a missed run, and the alert gives a new schedule its grace.
+    db.table("backup_schedules").create(
+        {
+            "vm_id": str,
+            "schedule": str,  # the effective policy's schedule text ("daily 02:00")
+            "since": float,
+            "queued": float,  # the slot the schedule last queued a backup for
+        },
+        pk="vm_id",
+        not_null={"schedule", "since"},
+    )
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [

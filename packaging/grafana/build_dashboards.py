@@ -133,7 +133,26 @@ def overview() -> Board:
     b.panel("timeseries", "Network transmit",
             [(f"sum by (vm) (rate(vmappliance_vm_network_transmit_bytes_total{{{VMSEL}}}[{RI}]))", "{{vm}}")],
             unit="Bps", description="Only interfaces with a host tap (libvirt networks, bridges).")
+    backups(b)
     return b
+
+
+def backups(b: Board) -> None:
+    """Scheduled backups: the overdue alert's value, and each VM's last good backup."""
+    vm = 'vm=~"$vm"'
+    since = f"vmappliance_vm_backup_schedule_since_timestamp_seconds{{{vm}}}"
+    counted_from = f"vmappliance_vm_backup_last_success_timestamp_seconds{{{vm}}} > {since} or {since}"
+    b.row("Backups")
+    b.panel("timeseries", "Backup age, in schedule intervals",
+            [(f"(time() - ({counted_from})) / vmappliance_vm_backup_schedule_interval_seconds{{{vm}}}",
+              "{{vm}}")], w=24,
+            description="VMs with a scheduled backup policy: the age of the last good backup (or of the "
+                        "schedule, if it started later) over the schedule's interval. Above 2 for 10 minutes: "
+                        "VMApplianceBackupOverdue.")
+    b.panel("timeseries", "Last good backup: size", [(f"vmappliance_vm_backup_last_size_bytes{{{vm}}}", "{{vm}}")],
+            unit="bytes", description="Bytes on the target (an incremental holds only what changed).")
+    b.panel("timeseries", "Last good backup: duration",
+            [(f"vmappliance_vm_backup_last_duration_seconds{{{vm}}}", "{{vm}}")], unit="s")
 
 
 def ratio(numerator: str, denominator: str, sel: str) -> str:

@@ -15,7 +15,10 @@ with the shipped alerts.yml, then:
   are declared on /metrics, and the queries must still be valid);
 - every alert expression must be valid, and its value before the threshold
   (the expression with its trailing comparison stripped) must return data, so
-  each rule names only series that exist. One rule watches a series that
+  each rule names only series that exist. r1 has a backup schedule (monthly, so
+  that no backup is due while the test runs) and so the schedule's series, and
+  no backup: the panels of the last good backup's size and duration are empty
+  by design here, as the network ones are. One rule watches a series that
   exists only after a failure: VMApplianceOperationFailures selects
   status="failed"; it is asked with status=~".+" (the same family, kind and
   status labels) — see DATA_VARIANTS;
@@ -51,7 +54,8 @@ from tests.prometheus_process import query, running_prometheus, wait_query
 pytestmark = pytest.mark.integration
 
 TEMPLATE_VALUES = {"vm": "r1", "host": "local", "datasource": "prometheus"}
-NO_DATA_BY_DESIGN = re.compile(r"vmappliance_vm_network_")  # user-mode NICs: libvirt has no stats for them
+# user-mode NICs: libvirt has no stats for them; no VM here has a good backup (no backup target)
+NO_DATA_BY_DESIGN = re.compile(r"vmappliance_vm_network_|^vmappliance_vm_backup_last_(size|duration)")
 DATA_VARIANTS = {
     # alert -> (text in the stripped expr, replacement): a series that only exists after a failure
     "VMApplianceOperationFailures": ('status="failed"', 'status=~".+"'),
@@ -73,6 +77,10 @@ def appliance(tmp_path_factory):
         # A limit, so that the project quota rule has a quota series to divide by.
         quota = app.api("PATCH", "/v1/projects/default", json={"quota": {"vms": 100}}, timeout=10)
         assert quota.status_code == 200, quota.text
+        # A backup schedule, for the schedule's series (the overdue rule and its panel).
+        policy = {"backup": {"schedule": "monthly 1 00:00", "keep_monthly": 3}}
+        scheduled = app.api("PATCH", "/v1/vms/r1", json=policy, timeout=10)
+        assert scheduled.status_code == 200, scheduled.text
         yield app
     finally:
         app.cleanup()
@@ -104,6 +112,8 @@ def scraped(appliance, prometheus):
     wait_query(prometheus, 'vmappliance_events_total{kind="liveness-failed"}', timeout=60)
     wait_query(prometheus, 'vmappliance_vm_block_read_bytes_total{vm="r1"}', timeout=30)
     wait_query(prometheus, 'count_over_time(vmappliance_vm_cpu_seconds_total{vm="r1"}[30s]) >= 5', timeout=30)
+    # The controller records the schedule on its next backup pass (every 30 s).
+    wait_query(prometheus, 'vmappliance_vm_backup_schedule_since_timestamp_seconds{vm="r1"}', timeout=60)
     return prometheus
 
 

@@ -44,6 +44,23 @@ ROUTE_WRITES = {
     ("/v1/vms/{name}/{file}", "DELETE"): lambda name: [
         ("DELETE", f"/v1/vms/{name}/{file.name}", None)
         for file in VM_FILES.entries if file.clear is not None],
+    # Issue 13: a revert and a snapshot's delete change the VM (its snapshot s1: _locked_vm).
+    ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"): lambda name: [
+        ("DELETE", f"/v1/vms/{name}/snapshots/s1", None)],
+    ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"): lambda name: [
+        ("POST", f"/v1/vms/{name}/snapshots/s1/revert", None)],
+    ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT"): lambda name: [
+        ("PUT", f"/v1/vms/{name}/snapshots/s1/action", "revert")],
+}
+# Writes under /v1/vms/{name} that a lock does not hold back (issue 13's contract): taking a
+# snapshot or a backup, and cloning, change nothing the VM's users see.
+LOCK_ALLOWED = {
+    ("/v1/vms/{name}/snapshots", "POST"): lambda name: [
+        ("POST", f"/v1/vms/{name}/snapshots", {"name": "s2"})],
+    ("/v1/vms/{name}/backups", "POST"): lambda name: [
+        ("POST", f"/v1/vms/{name}/backups", {"target": "nas"})],
+    ("/v1/vms/{name}/clone", "POST"): lambda name: [
+        ("POST", f"/v1/vms/{name}/clone", {"name": f"{name}-copy"})],
 }
 
 
@@ -51,7 +68,7 @@ def test_every_writable_file_and_vm_route_has_a_sample():
     assert {f.name for f in CHANGES} == set(SAMPLES)
     assert {f.name for f in VM_FILES.entries if f.writable} - set(SAMPLES) == {"console"}
     vm_writes = {(t, m) for t, m in ROUTES if t.startswith("/v1/vms/{name}") and m in WRITE_METHODS}
-    assert vm_writes == set(ROUTE_WRITES)
+    assert vm_writes == set(ROUTE_WRITES) | set(LOCK_ALLOWED)
 
 
 def _writes(name: str) -> list[tuple[str, str, object]]:
@@ -78,7 +95,12 @@ def _locked_vm(api, service, name: str = "web1") -> dict:
     resp = api.simulate_put(f"/v1/vms/{name}/lock", json={"lock": REASON}, headers=api.alice)
     assert resp.status_code == 200, resp.text
     assert resp.json["lock"]["by"] == "alice"
-    return service.store.get_vm(name)
+    row = service.store.get_vm(name)
+    service.store.insert_snapshot({
+        "id": f"snap-{name}", "vm_id": row["id"], "name": "s1", "description": "", "memory": 0,
+        "parent": None, "current": 1, "state": "ready", "vm_state": "stopped", "size": 0,
+        "xml": None, "error": None, "created": 0.0})
+    return row
 
 
 def _unchanged(service, before: dict) -> None:
@@ -316,3 +338,16 @@ def test_an_appliance_user_named_root_is_not_the_locker_of_what_unix_root_locked
     assert resp.status_code == 409 and resp.json["field"] == "lock", resp.text
     assert api.simulate_delete("/v1/vms/web1/lock", headers=operator_root).status_code == 409
     assert service.get_vm("web1")["lock"]["by"] == "unix:root"
+
+
+def test_snapshots_backups_and_clones_are_taken_of_a_locked_vm(api, service, tmp_path):
+    (tmp_path / "nas").mkdir()
+    service.store.insert_backup_target({"name": "nas", "path": str(tmp_path / "nas"),
+                                        "created": 0.0})
+    before = _locked_vm(api, service)
+    for make in LOCK_ALLOWED.values():
+        for method, path, body in make("web1"):
+            resp = _send(api, api.bob, method, path, body)
+            assert resp.status_code == 202, (method, path, resp.text)
+    _unchanged(service, before)
+    assert [s["name"] for s in service.list_snapshots("web1")] == ["s1", "s2"]

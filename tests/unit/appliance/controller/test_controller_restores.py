@@ -174,3 +174,17 @@ def test_a_deleted_vm_backup_restores_into_a_new_vm_only(shared, controller, clo
     vm, op = shared.restore_backup(INCREMENTAL, {"name": "web1"})
     settle(controller, clock, passes=2)
     assert shared.store.get_operation(op["id"])["status"] == "succeeded"
+
+
+def test_a_restore_onto_a_host_with_storage_of_its_own_is_uploaded_there(
+        shared, controller, cloud, clock, target):
+    from tests.unit.appliance.controller.controller_harness import URI_B
+
+    backed_up_vm(shared, controller, clock, target)
+    shared.store.update_host("b", storage="san1")
+    vm, op = shared.restore_backup(INCREMENTAL, {"name": "web1-b", "host": "b"})
+    settle(controller, clock, passes=2)
+    assert shared.store.get_operation(op["id"])["status"] == "succeeded"
+    assert {"root.qcow2", "disk-data.qcow2"} <= cloud.host(URI_B).volumes[vm["id"]]
+    assert not (controller.ctx.config.vm_dir(vm["id"]) / ".incoming").exists()
+    assert shared.store.get_vm_by_id(vm["id"])["host"] == "b"
