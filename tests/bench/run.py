@@ -201,7 +201,7 @@ def main() -> int:
         if "snapshot" in wanted:
             from tests.bench import bench_snapshot
 
-            steps.append(("snapshot", lambda: bench_snapshot.run(base / "snapshot", rounds=1 if args.quick else 10)))
+            steps.append(("snapshot", lambda: bench_snapshot.run(base / "snapshot", rounds=1 if args.quick else 15)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
