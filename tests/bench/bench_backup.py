@@ -45,10 +45,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.bench.appliance_ops import (
+    operation_split,
     qemu_img,
     remove_domains_and_metadata,
     timed_operation,
-    operation_split,
     tree_bytes,
     type_and_wait,
 )
@@ -288,8 +288,8 @@ def summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, 
     overhead = p50([e["size"]["apparent_bytes"] for e in empty])
     inc_size = p50([i["size"]["apparent_bytes"] for i in inc])
     inc_s = p50([i["s"] for i in inc])
-    seen = [i["size"]["apparent_bytes"] - e["size"]["apparent_bytes"] for i, e in zip(inc, empty)]
-    paired = sorted(c / f for c, f in zip(convert_s, full_s))
+    seen = [i["size"]["apparent_bytes"] - e["size"]["apparent_bytes"] for i, e in zip(inc, empty, strict=True)]
+    paired = sorted(c / f for c, f in zip(convert_s, full_s, strict=True))
     limit = GOAL_INCREMENTAL_DATA_MIB * MIB + overhead
     return {
         "rounds": rounds,

@@ -129,7 +129,7 @@ def _measure(app, rounds: int) -> dict:
     stats = {way: {"p50_ms": ms(p50(s), 1), "p90_ms": ms(pct(s, 0.9), 1), "min_ms": ms(min(s), 1),
                    "max_ms": ms(max(s), 1), "samples_ms": [ms(x, 1) for x in s]} for way, s in samples.items()}
     app_p50, virsh_p50 = p50(samples["appliance"]), p50(samples["virsh"])
-    paired = sorted(a / v for a, v in zip(samples["appliance"], samples["virsh"]))
+    paired = sorted(a / v for a, v in zip(samples["appliance"], samples["virsh"], strict=True))
     keys = {k for s in splits for k in s}
     return {
         "rounds": rounds, "memory_mib": MEMORY_MIB,
