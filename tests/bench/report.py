@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.bench import bench_web  # its section renders itself (report.py is long enough)
-from tests.bench import report_console
+from tests.bench import report_backup, report_console
 
 # cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
 CAT_GOAL = 1.1
@@ -279,7 +279,8 @@ def _migration(r: dict) -> list[str]:
     ]
 
 
-SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console")
+SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup",
+                 "snapshot")
 
 
 def render(results: dict, notes: str | None = None) -> str:
@@ -386,10 +387,15 @@ def render(results: dict, notes: str | None = None) -> str:
         summary.append(bench_web.summary(results["web"]))
     if "console" in results:
         summary.append(report_console.summary(results["console"]))
+    if "backup" in results:
+        summary += report_backup.backup_summary(results["backup"])
+    if "snapshot" in results:
+        summary.append(report_backup.snapshot_summary(results["snapshot"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
                "cat": "fs", "ls": "fs", "echo": "fs", "exporter": "exporter",
-               "scheduler": "scheduler", "live": "migration", "web": "web", "console": "console"}
+               "scheduler": "scheduler", "live": "migration", "web": "web", "console": "console",
+               "backup": "backup", "snapshot": "snapshot"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -415,6 +421,10 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += bench_web.section(results["web"])
     if "console" in results:
         lines += report_console.section(results["console"])
+    if "backup" in results:
+        lines += report_backup.backup_section(results["backup"])
+    if "snapshot" in results:
+        lines += report_backup.snapshot_section(results["snapshot"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():

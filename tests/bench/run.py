@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -31,7 +31,7 @@ from pathlib import Path
 from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
-SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console")
+SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup", "snapshot")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -192,6 +192,16 @@ def main() -> int:
             steps.append(("web", lambda: bench_web.run(base / "web", vms=100, rounds=2 if args.quick else 15)))
         if "console" in wanted:
             steps.append(("console", lambda: run_console(1, 5) if args.quick else run_console(10, 30)))
+        if "backup" in wanted:
+            from tests.bench import bench_backup
+
+            # quick: a 128 MiB data disk with 64 MiB in it, one round (the boot takes longer than the rest)
+            steps.append(("backup", lambda: bench_backup.run(base / "backup", rounds=1, disk_mib=128, data_mib=64)
+                          if args.quick else bench_backup.run(base / "backup", rounds=5)))
+        if "snapshot" in wanted:
+            from tests.bench import bench_snapshot
+
+            steps.append(("snapshot", lambda: bench_snapshot.run(base / "snapshot", rounds=1 if args.quick else 15)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
