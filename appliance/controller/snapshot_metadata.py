@@ -29,7 +29,7 @@ class SnapshotMetadata:
         self.ctx = ctx
 
     def _kept(self, vm_id: str) -> list[dict]:
-        return [s for s in self.ctx.store.list_snapshots(vm_id)
+        return [s for s in self.ctx.store.list_snapshots(vm_id, with_xml=True)
                 if s["state"] in IN_DISKS and s["xml"]]
 
     def restore(self, guest: Guest, vm_id: str) -> None:

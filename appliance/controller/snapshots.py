@@ -27,6 +27,23 @@ def parent_of(xml: str) -> str | None:
     return DefusedET.fromstring(xml).findtext("parent/name")
 
 
+def hardware_differs(xml: str, spec: dict) -> bool:
+    """Whether the domain a snapshot was taken of (inside libvirt's XML of it) had
+    other vCPUs, memory or disks than the spec now says: a guest resumed from its
+    memory runs that hardware until its next restart."""
+    taken = DefusedET.fromstring(xml).find("domain")
+    if taken is None:
+        return False
+    memory = taken.find("memory")
+    factor = {"KiB": 1024, "MiB": 1, "GiB": 1 / 1024}.get(
+        memory.get("unit", "KiB") if memory is not None else "KiB", 1024)
+    memory_mib = int(memory.text or 0) / factor if memory is not None else 0
+    disks = [d for d in taken.iterfind("devices/disk[@device='disk']")
+             if d.find("readonly") is None]
+    return (int(taken.findtext("vcpu") or 0) != spec["cpus"] or memory_mib != spec["memory"]
+            or len(disks) != 1 + len(spec.get("disks", [])))
+
+
 class SnapshotOperations:
     def __init__(self, ctx: Context, files: VmFiles, lifecycle: Lifecycle):
         self.ctx = ctx
@@ -70,7 +87,7 @@ class SnapshotOperations:
         guest = self._guest(row)
         before = guest.disks_allocated()
         if name in guest.snapshot_names():  # taken before a crash, not recorded: adopt it
-            xml, size = guest.snapshot_xml(name), snap["size"]
+            xml, size, vm_state = guest.snapshot_xml(name), snap["size"], snap["vm_state"]
         else:
             if snap["memory"] and not guest.is_active():
                 raise Failed(f"a snapshot with memory needs a running VM; {row['name']} "
@@ -80,10 +97,9 @@ class SnapshotOperations:
             # Its size: how much the disks grew while it was taken (the saved RAM and
             # the qcow2 tables; clusters shared with the live disk count nowhere).
             size = max(0, guest.disks_allocated() - before)
-            store.update_snapshot(snap["id"], vm_state=vm_state)
         with store.transaction():
             store.update_snapshot(snap["id"], state=SnapshotState.READY.value, xml=xml,
-                                  parent=parent_of(xml), size=size, error=None)
+                                  parent=parent_of(xml), size=size, vm_state=vm_state, error=None)
             store.set_current_snapshot(row["id"], name)
             kind = "with memory" if snap["memory"] else "disks only"
             store.add_event("snapshot-taken", f"snapshot {name} taken ({kind})", row, op["id"])
@@ -103,7 +119,7 @@ class SnapshotOperations:
         # The children's XML names their new parent: keep it for a later redefine.
         known = set(guest.snapshot_names())
         for child in store.list_snapshots(row["id"]):
-            if child["parent"] == snap["parent"] and child["name"] in known and child["xml"]:
+            if child["parent"] == snap["parent"] and child["name"] in known:
                 store.update_snapshot(child["id"], xml=guest.snapshot_xml(child["name"]))
         store.add_event("snapshot-deleted", f"snapshot {snap['name']} deleted", row, op["id"])
 
@@ -122,6 +138,8 @@ class SnapshotOperations:
             self.files.ensure_defined(row)
             if guest.is_active():
                 guest.apply_port_forwards(port_forwards(row))
+            if hardware_differs(snap["xml"], row["spec"]):
+                store.update_vm(row["id"], bump=False, restart_required=1)
         else:
             guest.snapshot_revert(snap["name"], keep_memory=False)  # ends shut off
             guest = self.files.ensure_defined(row)

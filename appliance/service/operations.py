@@ -6,7 +6,13 @@ import time
 
 from appliance.access import caller
 from appliance.errors import Conflict, Failed, NotFound, Timeout
-from appliance.model import CANCELLABLE_WHILE_RUNNING, FINAL_OP_STATES, OpKind, OpStatus
+from appliance.model import (
+    CANCELLABLE_WHILE_RUNNING,
+    FINAL_OP_STATES,
+    OpKind,
+    OpStatus,
+    SnapshotState,
+)
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
@@ -100,6 +106,10 @@ class Operations(ServiceBase):
             )
             if row is not None:
                 self.store.add_event("cancelled", f"{op['kind']} cancelled", row, op_id)
+            if op["kind"] == OpKind.SNAPSHOT and op["params"].get("snapshot"):
+                # never taken: its record says so (and may be deleted)
+                self.store.update_snapshot(op["params"]["snapshot"], state=SnapshotState.FAILED,
+                                           error="cancelled by request")
         return self.store.get_operation(op_id)
 
     # -- events -------------------------------------------------------------------------

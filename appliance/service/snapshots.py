@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance import placement
 from appliance.errors import Conflict, Invalid, NotFound
-from appliance.model import DesiredState, OpKind, SnapshotState, VMState
+from appliance.model import OPEN_OP_STATES, DesiredState, OpKind, SnapshotState, VMState
 from appliance.model.values import validate_name
 from appliance.service.base import ServiceBase
 from appliance.service.state import strategy_for
@@ -120,9 +120,10 @@ class Snapshots(ServiceBase):
             row = self._vm_for_write(vm, None)
             snap = self._snapshot_row(row, name)
             if snap["state"] == SnapshotState.DELETING:
-                pending = self._pending_op(row, OpKind.SNAPSHOT_DELETE)
-                if pending is not None and pending["params"].get("name") == name:
-                    return pending
+                for pending in self.store.operations_of_vm(row["id"], OPEN_OP_STATES,
+                                                           [OpKind.SNAPSHOT_DELETE]):
+                    if pending["params"].get("name") == name:
+                        return pending  # asked twice: the same operation
             if snap["state"] == SnapshotState.CREATING:
                 raise Conflict(f"snapshot {name} is being taken; delete it when it is done",
                                "snapshot")

@@ -17,9 +17,13 @@ class SnapshotRecords(StoreBase):
         rows = self._rows("snapshots", "vm_id = ? AND name = ?", [vm_id, name])
         return rows[0] if rows else None
 
-    def list_snapshots(self, vm_id: str) -> list[Row]:
-        """A VM's snapshots, oldest first (so a parent comes before its children)."""
-        return self._rows("snapshots", "vm_id = ?", [vm_id], order_by="created, rowid")
+    def list_snapshots(self, vm_id: str, with_xml: bool = False) -> list[Row]:
+        """A VM's snapshots, oldest first (so a parent comes before its children);
+        libvirt's XML of each (a few kB, the domain inside) only when asked."""
+        select = "*" if with_xml else ", ".join(
+            sorted(c for c in self.columns("snapshots") if c != "xml"))
+        return self._rows("snapshots", "vm_id = ?", [vm_id], order_by="created, rowid",
+                          select=select)
 
     def count_snapshots(self, vm_id: str) -> int:
         found = self.db.execute("SELECT COUNT(*) FROM snapshots WHERE vm_id = ?", [vm_id])

@@ -21,7 +21,9 @@ def _error(message: str) -> DriverError:
     return DriverError(message, message)
 
 
-def snapshot_xml(name: str, description: str, state: str, parent: str | None) -> str:
+def snapshot_xml(name: str, description: str, state: str, parent: str | None,
+                 domain_xml: str = "") -> str:
+    """As libvirt writes it: the domain as it was inside."""
     root = ET.Element("domainsnapshot")
     ET.SubElement(root, "name").text = name
     if description:
@@ -31,6 +33,8 @@ def snapshot_xml(name: str, description: str, state: str, parent: str | None) ->
         ET.SubElement(ET.SubElement(root, "parent"), "name").text = parent
     with_memory = state in ("running", "paused")
     ET.SubElement(root, "memory", snapshot="internal" if with_memory else "no")
+    if domain_xml:
+        root.append(DefusedET.fromstring(domain_xml))
     return ET.tostring(root, encoding="unicode")
 
 
@@ -59,7 +63,7 @@ class FakeSnapshotMethods:
             if name in dom.snapshots:
                 raise _error(f"domain snapshot {name} already exists")
             xml = snapshot_xml(name, description, dom.state if active else "shutoff",
-                               dom.current_snapshot)
+                               dom.current_snapshot, dom.xml)
             dom.snapshots[name] = xml
             dom.current_snapshot = name
             dom.allocated += SNAPSHOT_BYTES
@@ -113,10 +117,14 @@ class FakeSnapshotMethods:
                 return
             for child, child_xml in list(dom.snapshots.items()):  # libvirt reparents the children
                 root = DefusedET.fromstring(child_xml)
-                if root.findtext("parent/name") == name:
-                    dom.snapshots[child] = snapshot_xml(
-                        child, root.findtext("description") or "", root.findtext("state") or "",
-                        parent)
+                link = root.find("parent")
+                if link is None or link.findtext("name") != name:
+                    continue
+                if parent is None:
+                    root.remove(link)
+                else:
+                    link.find("name").text = parent  # type: ignore[union-attr]
+                dom.snapshots[child] = ET.tostring(root, encoding="unicode")
 
     def checkpoint_names(self) -> list[str]:
         with self.driver.cloud.lock:

@@ -98,3 +98,22 @@ def test_another_projects_vm_is_not_found(service, vm):
     with acting_as(Principal(user="eve", role=Role.OPERATOR, projects=("other",), project="other")):
         with pytest.raises(NotFound):
             service.list_snapshots("web1")
+
+
+def test_a_cancelled_snapshot_is_failed_and_can_be_deleted(service, vm):
+    op = service.create_snapshot("web1", {"name": "s1"})
+    service.cancel_operation(op["id"])
+    shown = service.get_snapshot("web1", "s1")
+    assert shown["state"] == "failed" and shown["error"] == "cancelled by request"
+    delete = service.delete_snapshot("web1", "s1")
+    assert delete["kind"] == "snapshot-delete"
+
+
+def test_a_delete_asked_twice_is_one_operation(service, vm):
+    for name in ("s1", "s2"):
+        op = service.create_snapshot("web1", {"name": name})
+        service.store.update_snapshot(service.store.get_snapshot(vm["id"], name)["id"], state="ready")
+        service.store.update_operation(op["id"], status="succeeded")
+    first = service.delete_snapshot("web1", "s1")
+    service.delete_snapshot("web1", "s2")  # now the newest pending delete
+    assert service.delete_snapshot("web1", "s1")["id"] == first["id"]

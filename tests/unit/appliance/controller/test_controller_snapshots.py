@@ -15,7 +15,11 @@ HOSTS = {"local": URI_A, "b": URI_B}
 
 
 def run_operations(controller):
-    controller.operations.dispatch()  # inline: each operation runs to its end here
+    """Every queued operation, each run inline to its end (one per VM per dispatch)."""
+    for _ in range(10):
+        if not controller.store.next_operations():
+            return
+        controller.operations.dispatch()
 
 
 def make_vm(service, controller, clock, state="running"):
@@ -266,3 +270,42 @@ def test_a_locked_vm_takes_snapshots_but_refuses_revert_and_delete(service, cont
             with pytest.raises(Conflict, match="locked by alice"):
                 attempt()
     assert service.get_snapshot("web1", "s1")["state"] == "ready"
+
+
+def test_a_failed_snapshot_is_deleted_without_touching_libvirt(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    op = service.create_snapshot("web1", {"name": "s1"})
+    service.cancel_operation(op["id"])
+    calls = cloud.host(HOSTS[row["host"]]).calls
+    calls.clear()
+    service.delete_snapshot("web1", "s1")
+    run_operations(controller)
+    assert service.list_snapshots("web1") == []
+    assert not [c for c in calls if c.startswith("snapshot-delete")]
+
+
+def test_a_drain_keeps_a_vm_with_snapshots_on_hosts_that_share_its_storage(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    snapshot(service, controller, "s1")
+    other = next(h for h in HOSTS if h != row["host"])
+    service.store.update_host(other, storage="local-disks")  # a migration there would copy the disks
+    report = service.set_host_state(row["host"], "maintenance")["drain"]
+    assert report["migrating"] == []
+    assert [b["vm"] for b in report["blocked"]] == ["web1"]
+    assert "StorageFilter" in report["blocked"][0]["reason"]
+    service.store.update_host(other, storage=service.store.get_host(row["host"])["storage"])
+    service.set_host_state(row["host"], "enabled")
+    report = service.set_host_state(row["host"], "maintenance")["drain"]
+    assert [m["target"] for m in report["migrating"]] == [other]
+
+
+def test_a_memory_revert_to_other_hardware_asks_for_a_restart(service, controller, cloud, clock):
+    row = make_vm(service, controller, clock)
+    snapshot(service, controller, "one-cpu", memory=True)
+    service.update_vm("web1", {"cpus": 2})
+    service.set_state("web1", "reboot")
+    run_operations(controller)
+    assert service.store.get_vm_by_id(row["id"])["restart_required"] is False  # runs with 2 now
+    service.revert_snapshot("web1", "one-cpu")
+    run_operations(controller)
+    assert service.store.get_vm_by_id(row["id"])["restart_required"] is True  # 1 vCPU until a restart
