@@ -85,6 +85,8 @@ class BackupRun:
             self._forget_attempt(self.params["backup"], target_path)
         guest = link.lookup(row["id"]) or self.files.ensure_defined(row)
         self._settle_earlier_job(guest)
+        if self.ctx.op_cancelled(self.op):  # cancelled while the appliance was down
+            raise Failed("cancelled")
         started_paused = bool(self.params.get("started_paused")) and guest.is_active()
         if not guest.is_active():
             guest.start_paused()  # libvirt backs up running domains only

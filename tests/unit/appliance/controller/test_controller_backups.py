@@ -246,3 +246,16 @@ def test_after_a_live_migration_the_chain_goes_on_incrementally(service, control
     _op, inc = back_up(service, controller)
     assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
     assert dom_of(cloud, moved).checkpoints == [inc["id"]]
+
+
+def test_a_backup_cancelled_while_the_appliance_was_down_does_not_start_again(
+        service, controller, cloud, store, clock, vm, target):
+    op = service.start_backup("web1")
+    store.claim_operation(op["id"], clock())  # running when the appliance died...
+    service.cancel_operation(op["id"])  # ...and cancelled before it came back
+    dom_of(cloud, vm).job = "backup"  # libvirtd's job outlived the appliance
+    controller.adopt_on_start()
+    controller.operations.dispatch()
+    assert store.get_operation(op["id"])["status"] == "cancelled"
+    assert service.list_backups("web1") == []
+    assert dom_of(cloud, vm).job is None  # the orphaned job was aborted

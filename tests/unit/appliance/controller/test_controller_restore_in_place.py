@@ -104,3 +104,17 @@ def test_a_broken_chain_is_refused_and_the_disks_stay(service, controller, confi
     assert op["error"] == f"the backup chain is broken: {full['id']}: missing (or its manifest.json is)"
     assert data.read_bytes() == before
     assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
+
+
+def test_a_cancelled_restore_leaves_the_disks_untouched(service, controller, config, chain):
+    vm, (_full, inc) = chain
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    before = data.read_bytes()
+    op = service.store.add_operation(f"restore-{next(_op_ids)}",
+                                     service.store.get_vm_by_id(vm["id"]), "restore",
+                                     {"backup": inc["id"], "cancel": True})
+    controller.operations.dispatch()
+    op = service.store.get_operation(op["id"])
+    assert op["status"] == "cancelled" and op["error"] == "cancelled"
+    assert data.read_bytes() == before
+    assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
