@@ -122,6 +122,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
             flags = (
                 libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA  # a backed-up VM's delete
                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
             )
             try:

@@ -214,3 +214,47 @@ def test_a_clone_is_refused_as_a_create_is(shared, controller, clock):
     with pytest.raises(Conflict, match="quota"):
         shared.clone_vm("web1", {"name": "web2"})
     assert not shared.store.vm_exists("web2")
+
+
+def test_a_live_copy_that_fails_is_aborted_and_leaves_nothing(
+        shared, controller, cloud, clock, monkeypatch):
+    from appliance.virt.driver import DriverError
+    from appliance.virt.fake import FakeGuest
+
+    source = stopped_vm(shared, controller, clock)
+    shared.set_state("web1", "running")
+    settle(controller, clock, passes=2)
+    aborted = []
+
+    def job_failed(self):
+        raise DriverError("job failed", "the backup job failed: No space left on device")
+
+    monkeypatch.setattr(FakeGuest, "backup_finished", job_failed)
+    monkeypatch.setattr(FakeGuest, "abort_job", lambda self: aborted.append(self.uuid))
+    clone, op = shared.clone_vm("web1", {"name": "web2"})
+    settle(controller, clock, passes=2)
+    done = op_of(shared, op)
+    assert done["status"] == "failed" and "No space left on device" in done["error"]
+    assert aborted == [source["id"]]
+    folder = controller.ctx.config.vm_dir(clone["id"])
+    assert not any(p.name.endswith((".live", ".qcow2")) for p in folder.iterdir())
+    assert source["id"] not in controller.ctx.busy  # the source is free again
+
+
+def test_a_create_run_again_after_its_copy_does_not_copy_again(
+        shared, controller, clock, monkeypatch):
+    from appliance.virt import disk_copy
+
+    stopped_vm(shared, controller, clock)
+    clone, op = shared.clone_vm("web1", {"name": "web2"})
+    settle(controller, clock, passes=2)
+    done = op_of(shared, op)
+    assert done["status"] == "succeeded" and done["params"]["filled"] is True
+
+    def no_second_copy(*args, **kwargs):
+        raise AssertionError("copied again")
+
+    monkeypatch.setattr(disk_copy, "convert", no_second_copy)
+    create = controller.operations.registry["create"]  # as after a crash: executed once more
+    create(done, shared.store.get_vm_by_id(clone["id"]))
+    assert backing(root_of(controller, clone["id"])) is None  # the copy kept, not re-overlaid
