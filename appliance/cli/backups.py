@@ -194,7 +194,8 @@ def _backup_row(backup: dict) -> dict:
 def cmd_backups(client: Client, args: argparse.Namespace) -> int:
     items = client.get("/v1/backups", vm=args.name,
                        all_projects="true" if args.all_projects else None)["items"]
-    listing(items, args.json, _backup_row, BACKUP_COLUMNS)
+    columns = [("PROJECT", "project"), *BACKUP_COLUMNS] if args.all_projects else BACKUP_COLUMNS
+    listing(items, args.json, _backup_row, columns)
     return 0
 
 

@@ -18,7 +18,7 @@ from appliance import backup_chain
 from tests.fs.conftest import Mount
 
 ERR = {code: os.strerror(code) for code in (errno.EEXIST, errno.EINVAL, errno.EACCES,
-                                            errno.ENOENT, errno.EBUSY, errno.ENOTDIR)}
+                                            errno.ENOENT, errno.EBUSY, errno.EFBIG)}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,10 @@ REFUSALS = [
     ("mkdir $'vms/snap2/snapshots/a\\nb'", errno.EINVAL, True),
     ("mkdir vms/snap2/snapshots/" + "x" * 64, errno.EINVAL, True),
     ("echo explode > vms/snap2/snapshots/taken/action", errno.EINVAL, True),
+    # one write(2) past the value cap (4 KiB), as dd makes it (a shell's printf writes 4 KiB
+    # at a time: the first part is then a value of its own)
+    ("head -c 5000 /dev/zero | tr '\\0' x | dd of=vms/snap2/snapshots/taken/action bs=5000"
+     " count=1 iflag=fullblock status=none", errno.EFBIG, True),
     ("echo x > vms/snap2/snapshots/taken/info.json", errno.EACCES, True),
     ("touch vms/snap2/snapshots/taken/new", errno.EACCES, True),
     ("mkdir vms/snap2/snapshots/taken/deeper", errno.EACCES, True),
@@ -104,11 +108,13 @@ def test_refused_snapshot_changes_change_nothing_and_leave_an_event(m):
         assert _state(m, "snap2") == before, command
         if recorded:  # who, what, and why: the service's reason, or the policy's
             assert len(_refusals(m)) == seen + 1, command
-    reasons = {e["message"]: e["result"] for e in m.service.list_events(limit=10000)
-               if e["kind"] == "refused"}
-    assert reasons["write vms/snap2/snapshots/taken/action"] == \
-        "EINVAL Invalid: 'explode' is not an action; known: revert"
-    assert reasons["mkdir vms/snap2/snapshots/Bad_Name"].startswith("EINVAL Invalid: must be a")
+    reasons = [(e["message"], e["result"]) for e in m.service.list_events(limit=10000)
+               if e["kind"] == "refused"]
+    assert ("write vms/snap2/snapshots/taken/action",
+            "EINVAL Invalid: 'explode' is not an action; known: revert") in reasons
+    assert ("write vms/snap2/snapshots/taken/action", "EFBIG") in reasons
+    assert any(what == "mkdir vms/snap2/snapshots/Bad_Name" and why.startswith(
+        "EINVAL Invalid: must be a") for what, why in reasons)
 
 
 def test_backups_and_targets_are_read_only_json(m, tmp_path):

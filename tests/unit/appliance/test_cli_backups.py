@@ -113,6 +113,9 @@ def test_backup_targets_and_backups(vmctl, service, tmp_path, web1):
     assert header.split() == ["ID", "VM", "KIND", "STATUS", "CREATED", "SIZE", "TARGET", "PARENT"]
     assert row.split()[:4] == [backup_id, "web1", "full", "good"]
     assert "3.0 MiB" in row and row.split()[-2:] == ["nas", "-"]
+    code, out, _ = vmctl("backups", "--all-projects")  # the admin's: every project's
+    assert out.splitlines()[0].split()[:2] == ["PROJECT", "ID"]
+    assert out.splitlines()[1].split()[:2] == ["default", backup_id]
     code, _, err = vmctl("backup-target", "remove", "nas")
     assert code == 1 and "HTTP 409" in err
     code, _, err = vmctl("restore", "web2", "--backup", backup_id)
