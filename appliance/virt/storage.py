@@ -126,6 +126,27 @@ def download_to(conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path
     stream.finish()
 
 
+def delete_volumes(conn: libvirt.virConnect, pool_name: str, prefix: str) -> list[str]:
+    """Every volume of the pool whose name starts with `prefix` (non-empty), deleted."""
+    if not prefix:
+        raise ValueError("an empty prefix would delete every volume")
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return []
+        raise
+    if not pool.isActive():
+        pool.create(0)
+    pool.refresh(0)
+    deleted = []
+    for vol in pool.listAllVolumes(0):
+        if vol.name().startswith(prefix):
+            vol.delete(0)
+            deleted.append(vol.name())
+    return deleted
+
+
 def remove_pool(conn: libvirt.virConnect, name: str) -> None:
     """Delete every volume of the pool, its folder and its definition; gone already is fine."""
     try:
