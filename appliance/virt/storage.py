@@ -44,6 +44,10 @@ def _volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | N
     ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type=fmt)
+    if fmt == "qcow2":
+        # libvirt 9.0 makes qcow2 v2 (0.10) by default, which cannot store the
+        # persistent dirty bitmaps of a backup's checkpoint: v3, as qemu-img's default.
+        ET.SubElement(target, "compat").text = "1.1"
     if backing is not None:
         store = ET.SubElement(vol, "backingStore")
         ET.SubElement(store, "path").text = backing[0]
