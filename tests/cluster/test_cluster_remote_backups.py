@@ -4,7 +4,8 @@
 test_cluster.py); its VM's backup files are written there by libvirt's job and
 downloaded by the controller through the storage API; the chain, restored
 into a new VM on the appliance's own host, holds the same data, checksummed
-inside both guests."""
+inside both guests; restored in place on h2, the VM reads the full backup's
+data again."""
 from __future__ import annotations
 
 import pytest
@@ -68,6 +69,7 @@ def test_a_running_vm_on_its_hosts_own_storage_is_backed_up_and_restored_elsewhe
         assert full["kind"] == "full" and full["status"] == "good"
         assert op["bytes_done"] == full["size"] > 8 << 20
         assert host_copies(h2, there) == []
+        at_full = checksum(app, "far")
         assert guest(app, "far", "dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek=32 "
                                  "conv=fsync 2>/dev/null && sync && echo written") == "written"
         _op, inc = backup(app, "far")
@@ -85,7 +87,24 @@ def test_a_running_vm_on_its_hosts_own_storage_is_backed_up_and_restored_elsewhe
         finished(app, resp.json()["operation"]["id"])
         assert app.api("GET", "/v1/vms/near").json()["host"] == "local"
         app.wait_console("near", READY_LINE, BOOT_SECONDS)
-        assert checksum(app, "near") == checksum(app, "far")
+        now = checksum(app, "far")
+        assert checksum(app, "near") == now != at_full
+
+        # In place, on h2: the full backup's disks staged here, uploaded over far's.
+        resp = app.api("PUT", "/v1/vms/far/state", json={"state": "stopped"})
+        assert resp.status_code == 200, resp.text
+        resp = app.api("POST", f"/v1/backups/{full['id']}/restore", params={"wait": "false"},
+                       json={})
+        assert resp.status_code == 202, resp.text
+        finished(app, resp.json()["operation"]["id"])
+        assert host_copies(h2, there) == [] and not list(
+            (app.home / "vms" / vm["id"]).glob(".*.restore"))
+        boots = app.console("far").count(READY_LINE)
+        resp = app.api("PUT", "/v1/vms/far/state", json={"state": "running"})
+        assert resp.status_code == 200, resp.text
+        wait_for("far boots on its restored disks",
+                 lambda: app.console("far").count(READY_LINE) > boots, BOOT_SECONDS, interval=1)
+        assert checksum(app, "far") == at_full
     finally:
         app.cleanup()
         cluster.remove_domains()
