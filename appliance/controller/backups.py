@@ -30,6 +30,7 @@ from appliance import backup_chain, backup_retention
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
+from appliance.controller.remote_backups import HostCopies, remove_interrupted
 from appliance.errors import Failed, NotFound
 from appliance.model.backup_policy import DEFAULT_FULL_EVERY
 from appliance.model.states import BackupKind, BackupStatus
@@ -74,15 +75,15 @@ class BackupRun:
         self.policy = backup_policy(self.store, row)
         self.backup_id = ""
         self.parent: dict | None = None
+        self.host_copies: HostCopies | None = None  # the VM's host keeps its own storage
 
     # -- the task ----------------------------------------------------------------------
     def execute(self) -> None:
         row = self.row
         target_path = self._target_path()
         link = self.ctx.links.connected(row["host"])
-        if self.files.own_storage(link.name):
-            raise Failed(f"host {link.name} keeps the VM's disks on its own storage; backups "
-                         "are written by hosts that see the appliance's folders")
+        if self.files.own_storage(link.name):  # the job writes there; we download
+            self.host_copies = HostCopies(self.ctx, self.files, link, row, self.op)
         if self.params.get("backup"):  # a re-run after a crash
             earlier = self.store.find_backup(self.params["backup"])
             if earlier is not None and earlier["status"] == BackupStatus.GOOD:
@@ -90,6 +91,8 @@ class BackupRun:
             self._forget_attempt(self.params["backup"], target_path)
         guest = link.lookup(row["id"]) or self.files.ensure_defined(row)
         self._settle_earlier_job(guest)
+        if self.host_copies is not None:  # an interrupted backup's files on the host
+            self.host_copies.remove()
         if self.ctx.op_cancelled(self.op):  # cancelled while the appliance was down
             raise Failed("cancelled")
         started_paused = bool(self.params.get("started_paused")) and guest.is_active()
@@ -113,12 +116,18 @@ class BackupRun:
             backup_chain.make_vm_folder(target_path, self.row["id"])
             os.mkdir(partial, 0o700)
             files = {name: partial / backup_chain.disk_file(name) for name in disks}
-            quiesced = self._begin(guest, files)
+            job_files = (self.host_copies.job_files(self.backup_id, disks)
+                         if self.host_copies else files)
+            quiesced = self._begin(guest, job_files)
             self._wait(guest)
+            if self.host_copies is not None:
+                self.host_copies.download(job_files, files)
             self._publish(partial, files, quiesced, target_path)
         except BaseException as err:
             self._rollback(guest, partial, err)
             raise
+        if self.host_copies is not None:
+            self.host_copies.remove(self.backup_id)
         try:
             drop_checkpoints(guest, keep=self.backup_id)
         except DriverError as err:  # the backup is good; the next one cleans up
@@ -133,6 +142,8 @@ class BackupRun:
         except DriverError as abort_err:
             log.info("aborting the backup job of %s: %s", self.row["name"], abort_err)
         shutil.rmtree(partial, ignore_errors=True)
+        if self.host_copies is not None:
+            self.host_copies.remove(self.backup_id)
         cancelled = self.ctx.op_cancelled(self.op)
         self.store.update_backup(self.backup_id, status=BackupStatus.FAILED,
                                  error="cancelled" if cancelled else failure_reason(err),
@@ -257,6 +268,8 @@ class BackupRun:
         drop_checkpoints(guest)
         for path in files.values():
             path.unlink(missing_ok=True)
+        if self.host_copies is not None:
+            self.host_copies.remove(self.backup_id)
         return self._begin_once(guest, files, None)
 
     def _wait(self, guest: Guest) -> None:
@@ -354,6 +367,7 @@ class Backups:
                     manifest = backup_chain.read_manifest(folder)
                 except backup_chain.BrokenChain:
                     backup_chain.remove_backup(path, backup["vm_id"], backup["id"])
+            remove_interrupted(self.ctx, self.files, backup)
             vm = store.get_vm_by_id(backup["vm_id"])
             if manifest is not None:
                 size = sum(int(d.get("bytes") or 0) for d in manifest["disks"])

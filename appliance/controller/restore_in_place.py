@@ -10,6 +10,10 @@ grown since the backup is grown back to the spec's size. The domain's
 checkpoints described the old files: their metadata goes, and the next backup
 is a full one. Internal snapshots live inside the disk files, so a VM with
 snapshots is refused (delete them first).
+
+On a host with storage of its own, every disk is staged here the same way
+(the appliance's folder of the VM) and only then uploaded over the VM's
+volumes on the host (remote_backups.py).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from appliance import backup_chain
+from appliance.controller import remote_backups
 from appliance.controller.context import MIB, Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -54,9 +59,6 @@ class InPlaceRestore:
         if backup["status"] != BackupStatus.GOOD:
             raise Failed(f"backup {backup['id']} is {backup['status']}, not good")
         link = self.ctx.links.connected(row["host"])
-        if self.files.own_storage(link.name):
-            raise Failed(f"host {link.name} keeps the VM's disks on its own storage; an in-place "
-                         "restore needs a host that sees the appliance's folders")
         guest = link.lookup(row["id"])
         if guest is not None and guest.is_active():
             raise Failed("the VM runs; stop it before an in-place restore")
@@ -68,6 +70,7 @@ class InPlaceRestore:
         chain = backup_chain.verify_chain(target_path, row["id"], backup["id"])
         backed_up = {d["name"]: d for d in chain[-1]["disks"]}
         plan = self.files.plan(row)
+        plan.vm_dir.mkdir(parents=True, exist_ok=True)  # the staging place of a remote VM
         wanted: dict[str, tuple[Path, int | None]] = {"root": (plan.root_disk, None)}
         for disk in row["spec"]["disks"]:
             wanted[disk["name"]] = (plan.disk_path(disk["name"]), disk["size"] * MIB)
@@ -76,8 +79,11 @@ class InPlaceRestore:
             raise Failed(f"backup {backup['id']} has no disk {missing[0]} (added since); "
                          "restore it into a new VM instead")
         written = self._write_all(op, target_path, backup["id"], wanted, backed_up)
-        for tmp, dest in written:
-            tmp.replace(dest)
+        if self.files.own_storage(link.name):  # staged here, every one: now onto the host
+            remote_backups.upload_restored(link, self.files, row, written)
+        else:
+            for tmp, dest in written:
+                tmp.replace(dest)
         if guest is not None:
             self._forget_checkpoints(guest)
         store.add_event("restored", f"disks restored in place from backup {backup['id']} "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance import backup_chain, placement
+from appliance import backup_chain
 from appliance.errors import Conflict, Failed, Invalid, NotFound
 from appliance.model import DesiredState, OpKind
 from appliance.model.backup_policy import effective_policy
@@ -106,11 +106,6 @@ class Backups(ServiceBase):
             if row["desired_state"] == DesiredState.DELETED:
                 raise Conflict("the VM is being deleted", "name")
             target = default_target(self.store, row, asked)
-            host = self.store.get_host(row["host"]) if row["host"] else {}
-            if host.get("storage") not in (None, "", placement.APPLIANCE_STORAGE):
-                raise Conflict(f"the VM's host {row['host']} keeps its disks on its own storage; "
-                               "backups are written by hosts that see the appliance's folders",
-                               "name")
             if self._pending_op(row, OpKind.BACKUP):
                 raise Conflict("a backup of this VM is already under way", "name")
             op = self._new_op(row, OpKind.BACKUP,

@@ -299,6 +299,12 @@ class HostDriver(abc.ABC):
     @abc.abstractmethod
     def remove_vm_storage(self, vm_id: str) -> None: ...
 
+    def delete_volumes(self, plan: DomainPlan, prefix: str) -> list[str]:
+        """The VM's volumes whose names start with `prefix` deleted (the host's
+        copies of a backup); the names deleted. A pool that is gone holds none."""
+        raise DriverError("deleting volumes: not supported by this driver",
+                          "deleting volumes: not supported on this host")
+
     @abc.abstractmethod
     def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
         """What the console log holds from `offset` (from 0 when it shrank: a new

@@ -65,6 +65,7 @@ class FakeHost:
     domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
     volumes: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # vm id -> volume names
     reservations: list[dict] = dataclasses.field(default_factory=list)
+    uploads: dict[str, bytes] = dataclasses.field(default_factory=dict)  # "vm id/name" -> bytes
     # what the controller asked, in order
     calls: list[str] = dataclasses.field(default_factory=list)
 
@@ -331,13 +332,28 @@ class FakeDriver(HostDriver):
         self.fake_host()
 
     def download_volume(self, plan: domain.DomainPlan, name: str, dest: Path) -> bool:
-        if name not in self.fake_host().volumes.get(plan.vm_id, set()):
+        host = self.fake_host()
+        if name not in host.volumes.get(plan.vm_id, set()):
             return False
-        dest.write_bytes(b"")
+        host.calls.append(f"download {plan.vm_id} {name}")
+        written = plan.vm_dir / name  # a backup job's file (fake_backups.py writes it there)
+        dest.write_bytes(written.read_bytes() if written.is_file() else b"")
         return True
 
     def upload_volume(self, plan: domain.DomainPlan, name: str, source: Path) -> None:
-        self.fake_host().volumes.setdefault(plan.vm_id, set()).add(name)
+        host = self.fake_host()
+        host.calls.append(f"upload {plan.vm_id} {name}")
+        host.volumes.setdefault(plan.vm_id, set()).add(name)
+        host.uploads[f"{plan.vm_id}/{name}"] = source.read_bytes()
+
+    def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
+        host = self.fake_host()
+        names = sorted(n for n in host.volumes.get(plan.vm_id, set()) if n.startswith(prefix))
+        for name in names:
+            host.volumes[plan.vm_id].discard(name)
+            (plan.vm_dir / name).unlink(missing_ok=True)
+        host.calls.append(f"delete-volumes {plan.vm_id} {prefix}")
+        return names
 
     def remove_vm_storage(self, vm_id: str) -> None:
         self.fake_host().volumes.pop(vm_id, None)

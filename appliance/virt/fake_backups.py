@@ -60,8 +60,11 @@ class FakeBackupMethods:
                         f"the checkpoint of the last backup ({incremental}) is gone from the "
                         "domain and its bitmaps are not in the disks")
                 dom.checkpoints.append(incremental)  # redefined from the disks' bitmaps
+            own_volumes = self.driver.fake_host().volumes.get(self.uuid)  # storage of its own
             for name, path in files.items():
                 _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None)
+                if own_volumes is not None:
+                    own_volumes.add(path.name)  # in the VM's pool on that host
             if checkpoint:
                 dom.checkpoints.append(checkpoint)
                 dom.bitmaps.add(checkpoint)

@@ -386,6 +386,10 @@ class LibvirtDriver(HostDriver):
         storage.remove_pool(self.conn, storage.vm_pool_name(vm_id))
 
     @_translated
+    def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
+        return storage.delete_volumes(self.conn, storage.vm_pool_name(plan.vm_id), prefix)
+
+    @_translated
     def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
         pool = self.conn.storagePoolLookupByName(storage.vm_pool_name(vm_id))
         pool.refresh(0)

@@ -44,6 +44,10 @@ def _volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | N
     ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type=fmt)
+    if fmt == "qcow2":
+        # libvirt 9.0 makes qcow2 v2 (0.10) by default, which cannot store the
+        # persistent dirty bitmaps of a backup's checkpoint: v3, as qemu-img's default.
+        ET.SubElement(target, "compat").text = "1.1"
     if backing is not None:
         store = ET.SubElement(vol, "backingStore")
         ET.SubElement(store, "path").text = backing[0]
@@ -124,6 +128,27 @@ def download_to(conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path
     with open(dest, "wb") as out:
         stream.recvAll(lambda _s, data, fh: fh.write(data), out)
     stream.finish()
+
+
+def delete_volumes(conn: libvirt.virConnect, pool_name: str, prefix: str) -> list[str]:
+    """Every volume of the pool whose name starts with `prefix` (non-empty), deleted."""
+    if not prefix:
+        raise ValueError("an empty prefix would delete every volume")
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return []
+        raise
+    if not pool.isActive():
+        pool.create(0)
+    pool.refresh(0)
+    deleted = []
+    for vol in pool.listAllVolumes(0):
+        if vol.name().startswith(prefix):
+            vol.delete(0)
+            deleted.append(vol.name())
+    return deleted
 
 
 def remove_pool(conn: libvirt.virConnect, name: str) -> None:
