@@ -17,7 +17,8 @@ name in a manifest is checked against the layout, folders and files must not
 be symlinks, and each file's backing file is read from its qcow2 header
 (appliance/virt/images.py, no qemu involved) and must be exactly the expected
 relative parent path before qemu-img opens the file (qemu follows backing
-files on its own).
+files on its own). The checked files are held open and qemu-img is given
+those, with the chain stated (appliance/pinned_chain.py): never the names again.
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import Conflict, Failed, Invalid
 from appliance.model.states import BackupKind
 from appliance.model.values import DNS_LABEL
+from appliance.pinned_chain import PinnedChain
 from appliance.virt import images
 
 log = logging.getLogger("vmctl.backup_chain")
@@ -46,12 +47,9 @@ TREE = "vm-appliance"  # the appliance's folder inside a target
 PARTIAL = ".partial"
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_CHAIN = 1000  # a chain longer than this is a loop or an attack, not a backup history
-CHECK_TIMEOUT = 3600
-FLATTEN_TIMEOUT = images.CONVERT_TIMEOUT
 
 BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _DISK_NAME = re.compile(DNS_LABEL)
-_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 class BrokenChain(Conflict):
@@ -235,63 +233,74 @@ def chain_manifests(target_path: str | Path, vm_id: str, backup_id: str) -> list
     return chain
 
 
-def _check_file(folder: Path, disk: dict, parent_id: str | None) -> Path:
+def _open_file(folder: Path, disk: dict, parent_id: str | None) -> int:
+    """The disk's file opened (never through a symlink) and its header checked
+    through that descriptor: qemu is later given the same open file, so a file
+    renamed or linked into its place after the check is never what it reads."""
     path = folder / disk["file"]
     try:
-        mode = os.lstat(path).st_mode
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BrokenChain(f"{folder.name}/{disk['file']} is missing") from None
-    if not stat.S_ISREG(mode):
-        raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file")
+    except OSError:  # ELOOP: a symlink
+        raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file") from None
     try:
-        backing, backing_format = images.qcow2_backing(path)
-    except Invalid as err:
-        raise BrokenChain(f"{folder.name}/{disk['file']}: {err.reason}") from None
-    expected = parent_reference(parent_id, disk["file"]) if parent_id else None
-    if backing != expected or (expected and backing_format != "qcow2"):
-        raise BrokenChain(
-            f"{folder.name}/{disk['file']} does not apply on "
-            f"{expected or 'nothing (a full backup stands alone)'}"
-        )
-    return path
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file")
+        try:
+            backing, backing_format = images.qcow2_backing(f"/proc/self/fd/{fd}")
+        except Invalid as err:
+            raise BrokenChain(f"{folder.name}/{disk['file']}: {err.reason}") from None
+        expected = parent_reference(parent_id, disk["file"]) if parent_id else None
+        if backing != expected or (expected and backing_format != "qcow2"):
+            raise BrokenChain(
+                f"{folder.name}/{disk['file']} does not apply on "
+                f"{expected or 'nothing (a full backup stands alone)'}"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def qemu_img_check(path: Path) -> None:
-    """`qemu-img check` of a file whose backing chain was verified already."""
-    try:
-        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, format pinned, a verified chain
-            ["qemu-img", "check", "-q", "-f", "qcow2", str(path)],  # noqa: S607
-            capture_output=True, text=True, timeout=CHECK_TIMEOUT,
-        )
-    except FileNotFoundError:
-        raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
-    if out.returncode != 0:
-        log.warning("qemu-img check %s: %s", path, (out.stderr or out.stdout).strip()[:2000])
-        raise BrokenChain(f"{path.parent.name}/{path.name} fails qemu-img check")
-
-
-def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
-                 check_images: bool = True) -> list[dict]:
+def open_chain(target_path: str | Path, vm_id: str, backup_id: str,
+               check_images: bool = True) -> PinnedChain:
     """The chain up to `backup_id` checked: every manifest present and
     consistent, every disk of the backup present in each of its ancestors,
     every file's backing header exactly its parent's relative path (a full's
     none), then (check_images) `qemu-img check` of each file, full first.
-    Returns the manifests, full first; raises BrokenChain with the reason."""
+    Returns the manifests (full first) with every file held open (close it:
+    a context manager); raises BrokenChain with the reason."""
     chain = chain_manifests(target_path, vm_id, backup_id)
-    wanted = {disk["name"] for disk in chain[-1]["disks"]}
-    files: list[Path] = []
+    wanted = sorted({disk["name"] for disk in chain[-1]["disks"]})
     base = vm_folder(target_path, vm_id)
-    for manifest in chain:
-        disks = {disk["name"]: disk for disk in manifest["disks"]}
-        missing = wanted - disks.keys()
-        if missing:
-            raise BrokenChain(f"{manifest['id']} has no disk {sorted(missing)[0]}")
-        for name in sorted(wanted):
-            files.append(_check_file(base / manifest["id"], disks[name], manifest["parent"]))
-    if check_images:
-        for path in files:
-            qemu_img_check(path)
-    return chain
+    pinned = PinnedChain(chain, {name: [] for name in wanted})
+    try:
+        for manifest in chain:
+            disks = {disk["name"]: disk for disk in manifest["disks"]}
+            missing = set(wanted) - disks.keys()
+            if missing:
+                raise BrokenChain(f"{manifest['id']} has no disk {sorted(missing)[0]}")
+            for name in wanted:
+                pinned.fds[name].append(
+                    _open_file(base / manifest["id"], disks[name], manifest["parent"]))
+        if check_images:
+            for name in wanted:
+                for depth, manifest in enumerate(chain):
+                    if not pinned.qemu_img_check(name, depth):
+                        raise BrokenChain(
+                            f"{manifest['id']}/{disk_file(name)} fails qemu-img check")
+    except BaseException:
+        pinned.close()
+        raise
+    return pinned
+
+
+def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
+                 check_images: bool = True) -> list[dict]:
+    """open_chain's checks alone: the manifests, full first (BrokenChain if not)."""
+    with open_chain(target_path, vm_id, backup_id, check_images) as pinned:
+        return pinned.manifests
 
 
 def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: str) -> Path:
@@ -323,49 +332,3 @@ def rebase_onto_parent(path: Path, parent_id: str) -> None:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if out.returncode != 0:
         raise Failed(f"rebasing {path.name} onto {reference}: {out.stderr.strip()[:300]}")
-
-
-# -- flattening ---------------------------------------------------------------------------
-def flatten(top: Path, dest: Path, progress: Callable[[float], None] | None = None,
-            cancelled: Callable[[], bool] | None = None) -> dict:
-    """One standalone qcow2 at `dest` with the guest-visible data of the chain
-    ending at `top` (verify it first: qemu follows its backing files).
-    `progress(fraction)` is told how far qemu-img is; `cancelled()` is polled
-    and stops the copy (dest removed, Failed("cancelled") raised). Returns images.check(dest)."""
-    args = ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2", str(top), str(dest)]
-    proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, verified chain
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
-    os.set_blocking(proc.stdout.fileno(), False)
-    deadline = time.monotonic() + FLATTEN_TIMEOUT
-    stopped: str | None = None
-    try:
-        while proc.poll() is None:
-            if cancelled and cancelled():
-                stopped = "cancelled"
-            elif time.monotonic() > deadline:
-                stopped = "timed out"
-            if stopped:
-                proc.kill()
-                proc.wait()
-                break
-            chunk = proc.stdout.read() or b""
-            found = _PROGRESS.findall(chunk)
-            if found and progress:
-                progress(float(found[-1]) / 100)
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
-    if stopped or proc.returncode != 0:
-        dest.unlink(missing_ok=True)
-        if stopped == "cancelled":
-            raise Failed("cancelled")
-        log.warning("qemu-img convert %s: %s", top, stderr.strip()[:2000])
-        raise Failed(f"flattening the backup chain {stopped or 'failed'}")
-    if progress:
-        progress(1.0)
-    return images.check(dest)

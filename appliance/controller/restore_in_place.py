@@ -23,6 +23,7 @@ from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
 from appliance.errors import Failed
 from appliance.model.states import BackupStatus
+from appliance.pinned_chain import PinnedChain
 from appliance.virt.driver import DriverError, Guest
 
 log = logging.getLogger("appliance.controller")
@@ -65,8 +66,13 @@ class InPlaceRestore:
             raise Failed(f"the VM has {snapshots} snapshot(s), which live in its disks and "
                          "would be lost; delete them first")
         target_path = store.get_backup_target(backup["target"])["path"]
-        chain = backup_chain.verify_chain(target_path, row["id"], backup["id"])
-        backed_up = {d["name"]: d for d in chain[-1]["disks"]}
+        with backup_chain.open_chain(target_path, row["id"], backup["id"]) as chain:
+            self._restore_from(op, row, guest, backup, chain)
+
+    def _restore_from(self, op: dict, row: dict, guest: Guest | None, backup: dict,
+                      chain: PinnedChain) -> None:
+        store = self.ctx.store
+        backed_up = {d["name"]: d for d in chain.manifests[-1]["disks"]}
         plan = self.files.plan(row)
         wanted: dict[str, tuple[Path, int | None]] = {"root": (plan.root_disk, None)}
         for disk in row["spec"]["disks"]:
@@ -75,15 +81,15 @@ class InPlaceRestore:
         if missing:
             raise Failed(f"backup {backup['id']} has no disk {missing[0]} (added since); "
                          "restore it into a new VM instead")
-        written = self._write_all(op, target_path, backup["id"], wanted, backed_up)
+        written = self._write_all(op, chain, wanted, backed_up)
         for tmp, dest in written:
             tmp.replace(dest)
         if guest is not None:
             self._forget_checkpoints(guest)
         store.add_event("restored", f"disks restored in place from backup {backup['id']} "
-                        f"({backup['kind']}, chain of {len(chain)})", row, op["id"])
+                        f"({backup['kind']}, chain of {len(chain.manifests)})", row, op["id"])
 
-    def _write_all(self, op: dict, target_path: str, backup_id: str,
+    def _write_all(self, op: dict, chain: PinnedChain,
                    wanted: dict[str, tuple[Path, int | None]], backed_up: dict[str, dict]
                    ) -> list[tuple[Path, Path]]:
         """Every disk flattened beside the live one; all or nothing."""
@@ -101,9 +107,7 @@ class InPlaceRestore:
                     store.update_operation(op["id"], bytes_done=now, bytes_total=total,
                                            progress=min(99, 100 * now // total))
 
-                top = backup_chain.chain_file(target_path, op["vm_id"], backup_id, name)
-                checked = backup_chain.flatten(top, tmp, progress,
-                                               lambda: self.ctx.op_cancelled(op))
+                checked = chain.flatten(name, tmp, progress, lambda: self.ctx.op_cancelled(op))
                 if spec_size and spec_size > checked["virtual_size"]:
                     grow(tmp, spec_size)
                 done += size

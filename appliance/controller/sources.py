@@ -121,18 +121,17 @@ class NewVmSources:
         store = self.ctx.store
         backup = store.get_backup(backup_id)
         target = store.get_backup_target(backup["target"])
-        chain = backup_chain.verify_chain(target["path"], backup["vm_id"], backup_id)
-        disks = [d for d in chain[-1]["disks"] if d["name"] in wanted]
-        sizes = [int(d.get("virtual_size") or 0) for d in disks]
-        progress = Progress(self.ctx, op["id"], sum(sizes))
-        start = 0
-        for disk, size in zip(disks, sizes, strict=True):
-            top = backup_chain.chain_file(target["path"], backup["vm_id"], backup_id, disk["name"])
-            dest = wanted[disk["name"]]
-            tmp = dest.with_name(f".{dest.name}.restore")
-            backup_chain.flatten(top, tmp, progress.part(start, size))
-            tmp.replace(dest)
-            start += size
+        with backup_chain.open_chain(target["path"], backup["vm_id"], backup_id) as chain:
+            disks = [d for d in chain.manifests[-1]["disks"] if d["name"] in wanted]
+            sizes = [int(d.get("virtual_size") or 0) for d in disks]
+            progress = Progress(self.ctx, op["id"], sum(sizes))
+            start = 0
+            for disk, size in zip(disks, sizes, strict=True):
+                dest = wanted[disk["name"]]
+                tmp = dest.with_name(f".{dest.name}.restore")
+                chain.flatten(disk["name"], tmp, progress.part(start, size))
+                tmp.replace(dest)
+                start += size
         progress.at(start, force=True)
 
     # -- from another VM ----------------------------------------------------------------------

@@ -77,7 +77,8 @@ def test_a_good_chain_verifies_full_first(target):
 def test_flatten_gives_a_standalone_copy_of_every_write_in_the_chain(target, tmp_path):
     dest = tmp_path / "flat.qcow2"
     seen: list[float] = []
-    checked = bc.flatten(bc.chain_file(target, VM, INC2, "data"), dest, progress=seen.append)
+    with bc.open_chain(target, VM, INC2) as chain:
+        checked = chain.flatten("data", dest, progress=seen.append)
     assert checked["format"] == "qcow2" and checked["virtual_size"] == 16 * MIB
     assert images.qcow2_backing(dest) == (None, None)
     for pattern in (1, 2, 3):
@@ -85,15 +86,40 @@ def test_flatten_gives_a_standalone_copy_of_every_write_in_the_chain(target, tmp
     assert seen[-1] == 1.0
     # an older point of the chain has not seen the later writes
     older = tmp_path / "older.qcow2"
-    bc.flatten(bc.chain_file(target, VM, INC1, "data"), older)
+    with bc.open_chain(target, VM, INC1, check_images=False) as chain:
+        chain.flatten("data", older)
     _run("qemu-io", "-f", "qcow2", "-c", f"read -P 0 {3 * MIB} 1M", str(older))
 
 
 def test_flatten_cancelled_removes_the_file(target, tmp_path):
     dest = tmp_path / "flat.qcow2"
     with pytest.raises(Exception, match="cancelled"):
-        bc.flatten(bc.chain_file(target, VM, INC2, "data"), dest, cancelled=lambda: True)
+        with bc.open_chain(target, VM, INC2, check_images=False) as chain:
+            chain.flatten("data", dest, cancelled=lambda: True)
     assert not dest.exists()
+
+
+def test_the_files_checked_are_the_files_flattened(target, tmp_path):
+    """A writer of the target swaps a checked file (a rename over it, a
+    symlink) for one whose backing file is a host file: qemu still reads the
+    checked file, through the chain the appliance states, not the header's."""
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"\x5a" * (16 * MIB))
+    planted = tmp_path / "planted.qcow2"
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret), "-F", "raw",
+         str(planted), "16M")
+    top = bc.chain_file(target, VM, INC2, "data")
+    full = bc.chain_file(target, VM, FULL, "data")
+    with bc.open_chain(target, VM, INC2, check_images=False) as chain:
+        os.replace(planted, full)  # the full's file replaced by a rename
+        top.unlink()
+        top.symlink_to(full)  # the top's by a symlink
+        dest = tmp_path / "flat.qcow2"
+        chain.flatten("data", dest)
+    for pattern in (1, 2, 3):
+        _run("qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {pattern * MIB} 1M", str(dest))
+    _run("qemu-io", "-f", "qcow2", "-c", f"read -P 0 {5 * MIB} 1M", str(dest))
+    assert all(fds == [] for fds in chain.fds.values())  # closed on leaving
 
 
 def test_manifest_is_durable_and_partial_folders_are_not_backups(target):
