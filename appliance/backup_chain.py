@@ -183,7 +183,24 @@ def _check_manifest(manifest: object, backup_id: str) -> dict:
             raise BrokenChain(f"{backup_id}: its manifest names a disk wrongly")
         if disk.get("file") != disk_file(name):
             raise BrokenChain(f"{backup_id}: its manifest names a file outside the layout")
+        if not (_count(disk.get("virtual_size")) and _count(disk.get("bytes"))):
+            raise BrokenChain(f"{backup_id}: its manifest gives a disk's size wrongly")
+    for field in ("created", "finished"):
+        value = manifest.get(field)
+        if value is not None and not (_count(value) or isinstance(value, float) and value >= 0):
+            raise BrokenChain(f"{backup_id}: its manifest's {field} is not a time")
+    if not isinstance(manifest.get("quiesced", False), bool):
+        raise BrokenChain(f"{backup_id}: its manifest's quiesced is not true or false")
     return manifest
+
+
+def _count(value: object) -> bool:
+    """A byte count a manifest may state: a whole number, 0 to 2**63 - 1 (SQLite's)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json takes them
 
 
 def read_manifest(folder: Path) -> dict:
@@ -206,7 +223,7 @@ def read_manifest(folder: Path) -> dict:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BrokenChain(f"{backup_id}: manifest.json is too large")
     try:
-        manifest = json.loads(raw)
+        manifest = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         raise BrokenChain(f"{backup_id}: manifest.json is not JSON") from None
     return _check_manifest(manifest, backup_id)

@@ -356,9 +356,12 @@ class Backups:
                     backup_chain.remove_backup(path, backup["vm_id"], backup["id"])
             vm = store.get_vm_by_id(backup["vm_id"])
             if manifest is not None:
-                size = sum(int(d.get("bytes") or 0) for d in manifest["disks"])
+                # read_manifest checked these fields; only they are recorded
+                disks = [{key: d[key] for key in ("name", "file", "virtual_size", "bytes")}
+                         for d in manifest["disks"]]
+                size = sum(d["bytes"] for d in disks)
                 store.update_backup(backup["id"], status=BackupStatus.GOOD,
-                                    disks=manifest["disks"], size=size,
+                                    disks=disks, size=size,
                                     quiesced=bool(manifest.get("quiesced")),
                                     finished=manifest.get("finished"))
                 store.add_event("backup-finished", f"backup {backup['id']} was complete when "

@@ -259,3 +259,22 @@ def test_a_backup_cancelled_while_the_appliance_was_down_does_not_start_again(
     assert store.get_operation(op["id"])["status"] == "cancelled"
     assert service.list_backups("web1") == []
     assert dom_of(cloud, vm).job is None  # the orphaned job was aborted
+
+
+@pytest.mark.parametrize("bad", [{"bytes": "lots"}, {"virtual_size": 1e400}, {"bytes": -1},
+                                 {"virtual_size": True}, {"bytes": [1]}])
+def test_a_hostile_manifest_found_at_restart_does_not_stop_the_appliance(
+        service, controller, store, vm, target, bad):
+    """A writer of the target rewrites the manifest of a backup the appliance
+    died recording: its sizes are not numbers. The start goes on, the backup
+    is not recorded good from it, its folder goes."""
+    _op, backup = back_up(service, controller)
+    store.update_backup(backup["id"], status="running")
+    folder = backup_chain.backup_folder(target, vm["id"], backup["id"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["disks"][0].update(bad)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    controller.adopt_on_start()
+    recorded = store.get_backup(backup["id"])
+    assert recorded["status"] == "failed"
+    assert not folder.exists()
