@@ -139,19 +139,62 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
+def write_manifest(folder: Path, manifest: dict, dir_fd: int | None = None) -> None:
     """manifest.json written, fsynced (file and folder), so that the rename of
-    the folder that follows never publishes a backup without it."""
+    the folder that follows never publishes a backup without it. With `dir_fd`
+    (the folder held open: pin_folder) the names are taken in it, not the path."""
     data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    tmp = folder / (MANIFEST + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    tmp = MANIFEST + ".tmp"
+    held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if dir_fd is None else dir_fd
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
+                     dir_fd=held)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, MANIFEST, src_dir_fd=held, dst_dir_fd=held)
+        os.fsync(held)
     finally:
+        if dir_fd is None:
+            os.close(held)
+
+
+def folder_identity(folder: Path) -> tuple[int, int]:
+    """(device, inode) of a folder the appliance just made, to find it again (pin_folder)."""
+    status = os.lstat(folder)
+    return status.st_dev, status.st_ino
+
+
+def pin_folder(folder: Path, identity: tuple[int, int]) -> int:
+    """The folder opened, if it is still the one the appliance made: a writer of
+    the target may rename the appliance's folders away and plant its own tree
+    (symlinks to host files in it) under the same names while a job runs.
+    Failed("... changed under the backup") otherwise."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino) == identity:
+            return fd
         os.close(fd)
-    os.replace(tmp, folder / MANIFEST)
-    _fsync_dir(folder)
+    raise Failed(f"the backup target changed under the backup: {folder.name} is not the "
+                 "folder the appliance made (renamed, replaced or a symlink)")
+
+
+def open_written_file(dir_fd: int, name: str) -> int:
+    """A file a backup job wrote into a pinned folder: a regular file, not followed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as err:
+        raise Failed(f"{name} of the backup cannot be opened ({err.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Failed(f"{name} of the backup is not a regular file")
+    return fd
 
 
 def publish(partial: Path, final: Path) -> None:
@@ -325,27 +368,27 @@ def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: s
     return backup_folder(target_path, vm_id, backup_id) / disk_file(disk_name)
 
 
-def qcow2_virtual_size(path: Path) -> int:
+def qcow2_virtual_size(fd: int, name: str) -> int:
     """The disk size a qcow2 file's header states (bytes 24-31), without qemu."""
-    with open(path, "rb") as f:
-        header = f.read(32)
+    header = os.pread(fd, 32, 0)
     if not header.startswith(images.QCOW2_MAGIC) or len(header) < 32:
-        raise Invalid(f"{path.name} is not a qcow2 file", "backup")
+        raise Invalid(f"{name} is not a qcow2 file", "backup")
     return int.from_bytes(header[24:32], "big")
 
 
-def rebase_onto_parent(path: Path, parent_id: str) -> None:
+def rebase_onto_parent(fd: int, name: str, parent_id: str) -> None:
     """An incremental's backing file, which libvirt set to the live disk, made
     its parent's file by the relative path (`qemu-img rebase -u`: only the
-    header changes; nothing is opened through it)."""
-    reference = parent_reference(parent_id, path.name)
+    header changes; nothing is opened through it). The file is the one held
+    open (open_written_file), given to qemu-img as /dev/fd/N."""
+    reference = parent_reference(parent_id, name)
     try:
-        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, our own file names
+        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, a held file
             ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
-             "-F", "qcow2", str(path)],
-            capture_output=True, text=True, timeout=120,
+             "-F", "qcow2", f"/dev/fd/{fd}"],
+            capture_output=True, text=True, timeout=120, pass_fds=(fd,),
         )
     except FileNotFoundError:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if out.returncode != 0:
-        raise Failed(f"rebasing {path.name} onto {reference}: {out.stderr.strip()[:300]}")
+        raise Failed(f"rebasing {name} onto {reference}: {out.stderr.strip()[:300]}")

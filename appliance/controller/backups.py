@@ -112,10 +112,16 @@ class BackupRun:
         try:
             backup_chain.make_vm_folder(target_path, self.row["id"])
             os.mkdir(partial, 0o700)
+            made = backup_chain.folder_identity(partial)
             files = {name: partial / backup_chain.disk_file(name) for name in disks}
             quiesced = self._begin(guest, files)
             self._wait(guest)
-            self._publish(partial, files, quiesced, target_path)
+            # after the job, only the folder made above (see pin_folder), by descriptor
+            held = backup_chain.pin_folder(partial, made)
+            try:
+                self._publish(partial, held, files, quiesced, target_path)
+            finally:
+                os.close(held)
         except BaseException as err:
             self._rollback(guest, partial, err)
             raise
@@ -277,19 +283,23 @@ class BackupRun:
         if aborted:  # the job ended as the abort came: still cancelled
             raise Failed("cancelled")
 
-    def _publish(self, partial: Path, files: dict[str, Path], quiesced: bool,
+    def _publish(self, partial: Path, held: int, files: dict[str, Path], quiesced: bool,
                  target_path: str) -> None:
         disks: list[dict[str, Any]] = []
         for name, path in files.items():
-            if self.parent is not None:
-                backup_chain.rebase_onto_parent(path, self.parent["id"])
-            disks.append({"name": name, "file": path.name,
-                          "virtual_size": backup_chain.qcow2_virtual_size(path),
-                          "bytes": path.stat().st_size})
+            fd = backup_chain.open_written_file(held, path.name)
+            try:
+                if self.parent is not None:
+                    backup_chain.rebase_onto_parent(fd, path.name, self.parent["id"])
+                disks.append({"name": name, "file": path.name,
+                              "virtual_size": backup_chain.qcow2_virtual_size(fd, path.name),
+                              "bytes": os.fstat(fd).st_size})
+            finally:
+                os.close(fd)
         size = sum(int(d["bytes"]) for d in disks)
         finished = self.ctx.clock()
         found = self.store.get_backup(self.backup_id)
-        backup_chain.write_manifest(partial, {
+        backup_chain.write_manifest(partial, dir_fd=held, manifest={
             "format": backup_chain.MANIFEST_FORMAT, "id": self.backup_id,
             "vm": {"id": self.row["id"], "name": self.row["name"],
                    "project": self.row["project"], "spec": self.row["spec"]},
@@ -297,8 +307,10 @@ class BackupRun:
             "checkpoint": self.backup_id, "created": found["created"], "finished": finished,
             "quiesced": quiesced, "disks": disks,
         })
-        backup_chain.publish(partial, backup_chain.backup_folder(target_path, self.row["id"],
-                                                                 self.backup_id))
+        final = backup_chain.backup_folder(target_path, self.row["id"], self.backup_id)
+        backup_chain.publish(partial, final)
+        made = os.fstat(held)
+        os.close(backup_chain.pin_folder(final, (made.st_dev, made.st_ino)))  # renamed: ours
         with self.store.transaction():
             self.store.update_backup(self.backup_id, status=BackupStatus.GOOD, disks=disks,
                                      size=size, quiesced=quiesced, finished=finished)
