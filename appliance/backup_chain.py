@@ -363,6 +363,16 @@ def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
         return pinned.manifests
 
 
+def check_restored_size(disk: str, checked: dict, allowed: int, path: Path) -> None:
+    """A flattened disk may be no larger than the VM's spec says (the size its
+    quota counted; a migration makes disks of that size): a target's writer may
+    have grown a qcow2. Failed (the file removed) otherwise."""
+    if int(checked["virtual_size"]) > allowed:
+        path.unlink(missing_ok=True)
+        raise Failed(f"disk {disk} of the backup is larger than the VM's spec allows "
+                     f"({checked['virtual_size']} > {allowed} bytes)")
+
+
 def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: str) -> Path:
     """The top file of a disk in a (verified) backup: qemu reads the chain from it."""
     return backup_folder(target_path, vm_id, backup_id) / disk_file(disk_name)

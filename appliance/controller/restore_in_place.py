@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from appliance import backup_chain
-from appliance.controller.context import MIB, Context
+from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
 from appliance.errors import Failed
@@ -74,9 +74,11 @@ class InPlaceRestore:
         store = self.ctx.store
         backed_up = {d["name"]: d for d in chain.manifests[-1]["disks"]}
         plan = self.files.plan(row)
-        wanted: dict[str, tuple[Path, int | None]] = {"root": (plan.root_disk, None)}
-        for disk in row["spec"]["disks"]:
-            wanted[disk["name"]] = (plan.disk_path(disk["name"]), disk["size"] * MIB)
+        # the sizes the quota counted (root: the image's): what a restored disk may be
+        wanted: dict[str, tuple[Path, int]] = {
+            name: (path, size) for name, (path, size) in zip(
+                ["root", *(d["name"] for d in row["spec"]["disks"])],
+                self.files.writable_disks(row, plan), strict=True)}
         missing = [name for name in wanted if name not in backed_up]
         if missing:
             raise Failed(f"backup {backup['id']} has no disk {missing[0]} (added since); "
@@ -90,7 +92,7 @@ class InPlaceRestore:
                         f"({backup['kind']}, chain of {len(chain.manifests)})", row, op["id"])
 
     def _write_all(self, op: dict, chain: PinnedChain,
-                   wanted: dict[str, tuple[Path, int | None]], backed_up: dict[str, dict]
+                   wanted: dict[str, tuple[Path, int]], backed_up: dict[str, dict]
                    ) -> list[tuple[Path, Path]]:
         """Every disk flattened beside the live one; all or nothing."""
         total = sum(int(backed_up[name]["virtual_size"]) for name in wanted) or 1
@@ -108,7 +110,8 @@ class InPlaceRestore:
                                            progress=min(99, 100 * now // total))
 
                 checked = chain.flatten(name, tmp, progress, lambda: self.ctx.op_cancelled(op))
-                if spec_size and spec_size > checked["virtual_size"]:
+                backup_chain.check_restored_size(name, checked, spec_size, tmp)
+                if name != "root" and spec_size > checked["virtual_size"]:
                     grow(tmp, spec_size)
                 done += size
         except BaseException:

@@ -96,7 +96,10 @@ class NewVmSources:
             path.unlink(missing_ok=True)
         try:
             if "backup" in source:
-                self._from_backup(op, str(source["backup"]), wanted)
+                sizes = [size for _path, size in self.files.writable_disks(row, plan)]
+                names = ["root", *(d["name"] for d in row["spec"]["disks"])]
+                self._from_backup(op, str(source["backup"]), wanted,
+                                  dict(zip(names, sizes, strict=True)))
             elif "clone" in source:
                 self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted)
             else:
@@ -117,7 +120,8 @@ class NewVmSources:
         self.ctx.store.update_operation(op["id"], params={**params, "filled": True})
 
     # -- from a backup ------------------------------------------------------------------------
-    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path]) -> None:
+    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path],
+                     limits: dict[str, int]) -> None:
         store = self.ctx.store
         backup = store.get_backup(backup_id)
         target = store.get_backup_target(backup["target"])
@@ -129,7 +133,8 @@ class NewVmSources:
             for disk, size in zip(disks, sizes, strict=True):
                 dest = wanted[disk["name"]]
                 tmp = dest.with_name(f".{dest.name}.restore")
-                chain.flatten(disk["name"], tmp, progress.part(start, size))
+                checked = chain.flatten(disk["name"], tmp, progress.part(start, size))
+                backup_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
                 tmp.replace(dest)
                 start += size
         progress.at(start, force=True)

@@ -70,7 +70,8 @@ def test_the_chain_replaces_the_disks_flattened(service, controller, config, cha
     qemu_io(data, f"read -P 1 {MIB} 1M")
     qemu_io(data, f"read -P 2 {2 * MIB} 1M")
     assert images.qcow2_backing(config.vm_dir(vm["id"]) / "root.qcow2") == (None, None)
-    assert op["bytes_total"] == 2 * 16 * MIB and op["bytes_done"] == op["bytes_total"]
+    # the fake copies each disk at its live size, as libvirt does: root the image's (1 MiB)
+    assert op["bytes_total"] == (1 + 32) * MIB and op["bytes_done"] == op["bytes_total"]
     assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
     assert f"from backup {inc['id']}" in events(service, "restored")[0]
     # an older point of the chain
@@ -153,3 +154,16 @@ def test_a_file_swapped_in_the_target_after_the_check_is_not_what_qemu_reads(
     data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
     qemu_io(data, "read -P 0 0 1M")  # not the secret's 0x5a
     qemu_io(data, f"read -P 2 {2 * MIB} 1M")  # the checked incremental's own data
+
+
+def test_a_disk_larger_in_the_backup_than_its_spec_is_refused_in_place(
+        service, controller, config, chain, target):
+    """The same grown qcow2 restored in place: refused, the VM's disks untouched."""
+    vm, (_full, inc) = chain
+    top = backup_chain.chain_file(target, vm["id"], inc["id"], "data")
+    subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", str(top), "16G"], check=True)
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "failed" and "larger than" in op["error"], op["error"]
+    assert images.check(data)["virtual_size"] == 32 * MIB
+    assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
