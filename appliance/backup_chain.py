@@ -46,7 +46,11 @@ MANIFEST = "manifest.json"
 TREE = "vm-appliance"  # the appliance's folder inside a target
 PARTIAL = ".partial"
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_CHAIN = 1000  # a chain longer than this is a loop or an attack, not a backup history
+# A chain is at most full_every (1..100) incrementals on a full: a longer one is a
+# loop or a target's writer's doing (each link is a manifest read, each disk of it a
+# file held open by the controller while it is copied).
+MAX_CHAIN = 128
+MAX_CHAIN_FILES = 512
 
 BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _DISK_NAME = re.compile(DNS_LABEL)
@@ -334,6 +338,9 @@ def open_chain(target_path: str | Path, vm_id: str, backup_id: str,
     chain = chain_manifests(target_path, vm_id, backup_id)
     wanted = sorted({disk["name"] for disk in chain[-1]["disks"]})
     base = vm_folder(target_path, vm_id)
+    if len(chain) * len(wanted) > MAX_CHAIN_FILES:
+        raise BrokenChain(f"{backup_id}: {len(chain)} backups of {len(wanted)} disks are "
+                          f"more files than a chain holds ({MAX_CHAIN_FILES})")
     pinned = PinnedChain(chain, {name: [] for name in wanted})
     try:
         for manifest in chain:

@@ -214,3 +214,28 @@ def test_disk_file_names():
     with pytest.raises(Exception, match="not a disk name"):
         bc.disk_file("../x")
     assert bc.BACKUP_ID.fullmatch(bc.new_backup_id(0.0))
+
+
+def _planted_chain(target: Path, length: int, disks: tuple[str, ...]) -> str:
+    """Manifests alone (no disk files), `length` long: what a target's writer can plant."""
+    ids = [f"20261201T{n // 3600:02d}{n // 60 % 60:02d}{n % 60:02d}Z-eeeeee" for n in range(length)]
+    for n, backup_id in enumerate(ids):
+        folder = bc.backup_folder(target, VM, backup_id)
+        folder.mkdir(parents=True)
+        manifest = _manifest(backup_id, ids[n - 1] if n else None, disks)
+        manifest["chain"] = ids[0]
+        bc.write_manifest(folder, manifest)
+    return ids[-1]
+
+
+def test_a_planted_chain_too_long_or_with_too_many_files_is_refused_before_opening(target):
+    """Bounded work for the controller (and the API worker's pre-check): a chain
+    longer than full_every allows is refused when read, and one whose files
+    would be more than MAX_CHAIN_FILES descriptors before any is opened."""
+    longest = _planted_chain(target / "long", 130, ("root",))
+    with pytest.raises(bc.BrokenChain, match="loops or is too long"):
+        bc.verify_chain(target / "long", VM, longest)
+    many = tuple(f"d{n}" for n in range(63)) + ("root",)
+    wide = _planted_chain(target / "wide", 9, many)
+    with pytest.raises(bc.BrokenChain, match="more files than a chain holds"):
+        bc.verify_chain(target / "wide", VM, wide)
