@@ -11,6 +11,11 @@ So appliance/backup_chain.open_chain opens every file of the chain once
 given the same open files (/dev/fd/N, passed to it) in a `json:` description
 that states the whole chain itself: each layer's backing is the layer below,
 the full's is null, so what a header names is never opened.
+
+The backup handler's side of the same rule (pin_folder, open_written_file):
+after libvirt's job it works only in the folder it made, found again by its
+inode, on files opened in it without following symlinks; and a restored disk
+is never larger than the VM's spec (check_restored_size).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import json
 import logging
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -127,3 +133,49 @@ class PinnedChain:
         if progress:
             progress(1.0)
         return images.check(dest)
+
+
+def folder_identity(folder: Path) -> tuple[int, int]:
+    """(device, inode) of a folder the appliance just made, to find it again (pin_folder)."""
+    status = os.lstat(folder)
+    return status.st_dev, status.st_ino
+
+
+def pin_folder(folder: Path, identity: tuple[int, int]) -> int:
+    """The folder opened, if it is still the one the appliance made: a writer of
+    the target may rename the appliance's folders away and plant its own tree
+    (symlinks to host files in it) under the same names while a job runs.
+    Failed("... changed under the backup") otherwise."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino) == identity:
+            return fd
+        os.close(fd)
+    raise Failed(f"the backup target changed under the backup: {folder.name} is not the "
+                 "folder the appliance made (renamed, replaced or a symlink)")
+
+
+def open_written_file(dir_fd: int, name: str) -> int:
+    """A file a backup job wrote into a pinned folder: a regular file, not followed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as err:
+        raise Failed(f"{name} of the backup cannot be opened ({err.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Failed(f"{name} of the backup is not a regular file")
+    return fd
+
+
+def check_restored_size(disk: str, checked: dict, allowed: int, path: Path) -> None:
+    """A flattened disk may be no larger than the VM's spec says (the size its
+    quota counted; a migration makes disks of that size): a target's writer may
+    have grown a qcow2. Failed (the file removed) otherwise."""
+    if int(checked["virtual_size"]) > allowed:
+        path.unlink(missing_ok=True)
+        raise Failed(f"disk {disk} of the backup is larger than the VM's spec allows "
+                     f"({checked['virtual_size']} > {allowed} bytes)")

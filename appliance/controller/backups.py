@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from appliance import backup_chain, backup_retention
+from appliance import backup_chain, backup_retention, pinned_chain
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -112,12 +112,12 @@ class BackupRun:
         try:
             backup_chain.make_vm_folder(target_path, self.row["id"])
             os.mkdir(partial, 0o700)
-            made = backup_chain.folder_identity(partial)
+            made = pinned_chain.folder_identity(partial)
             files = {name: partial / backup_chain.disk_file(name) for name in disks}
             quiesced = self._begin(guest, files)
             self._wait(guest)
             # after the job, only the folder made above (see pin_folder), by descriptor
-            held = backup_chain.pin_folder(partial, made)
+            held = pinned_chain.pin_folder(partial, made)
             try:
                 self._publish(partial, held, files, quiesced, target_path)
             finally:
@@ -287,7 +287,7 @@ class BackupRun:
                  target_path: str) -> None:
         disks: list[dict[str, Any]] = []
         for name, path in files.items():
-            fd = backup_chain.open_written_file(held, path.name)
+            fd = pinned_chain.open_written_file(held, path.name)
             try:
                 if self.parent is not None:
                     backup_chain.rebase_onto_parent(fd, path.name, self.parent["id"])
@@ -310,7 +310,7 @@ class BackupRun:
         final = backup_chain.backup_folder(target_path, self.row["id"], self.backup_id)
         backup_chain.publish(partial, final)
         made = os.fstat(held)
-        os.close(backup_chain.pin_folder(final, (made.st_dev, made.st_ino)))  # renamed: ours
+        os.close(pinned_chain.pin_folder(final, (made.st_dev, made.st_ino)))  # renamed: ours
         with self.store.transaction():
             self.store.update_backup(self.backup_id, status=BackupStatus.GOOD, disks=disks,
                                      size=size, quiesced=quiesced, finished=finished)

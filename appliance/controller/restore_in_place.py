@@ -17,7 +17,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from appliance import backup_chain
+from appliance import backup_chain, pinned_chain
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -110,7 +110,7 @@ class InPlaceRestore:
                                            progress=min(99, 100 * now // total))
 
                 checked = chain.flatten(name, tmp, progress, lambda: self.ctx.op_cancelled(op))
-                backup_chain.check_restored_size(name, checked, spec_size, tmp)
+                pinned_chain.check_restored_size(name, checked, spec_size, tmp)
                 if name != "root" and spec_size > checked["virtual_size"]:
                     grow(tmp, spec_size)
                 done += size

@@ -37,7 +37,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance import backup_chain
+from appliance import backup_chain, pinned_chain
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.errors import Failed
@@ -134,7 +134,7 @@ class NewVmSources:
                 dest = wanted[disk["name"]]
                 tmp = dest.with_name(f".{dest.name}.restore")
                 checked = chain.flatten(disk["name"], tmp, progress.part(start, size))
-                backup_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
+                pinned_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
                 tmp.replace(dest)
                 start += size
         progress.at(start, force=True)
