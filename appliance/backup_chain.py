@@ -17,7 +17,8 @@ name in a manifest is checked against the layout, folders and files must not
 be symlinks, and each file's backing file is read from its qcow2 header
 (appliance/virt/images.py, no qemu involved) and must be exactly the expected
 relative parent path before qemu-img opens the file (qemu follows backing
-files on its own).
+files on its own). The checked files are held open and qemu-img is given
+those, with the chain stated (appliance/pinned_chain.py): never the names again.
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import Conflict, Failed, Invalid
 from appliance.model.states import BackupKind
 from appliance.model.values import DNS_LABEL
+from appliance.pinned_chain import PinnedChain
 from appliance.virt import images
 
 log = logging.getLogger("vmctl.backup_chain")
@@ -45,13 +46,14 @@ MANIFEST = "manifest.json"
 TREE = "vm-appliance"  # the appliance's folder inside a target
 PARTIAL = ".partial"
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_CHAIN = 1000  # a chain longer than this is a loop or an attack, not a backup history
-CHECK_TIMEOUT = 3600
-FLATTEN_TIMEOUT = images.CONVERT_TIMEOUT
+# A chain is at most full_every (1..100) incrementals on a full: a longer one is a
+# loop or a target's writer's doing (each link is a manifest read, each disk of it a
+# file held open by the controller while it is copied).
+MAX_CHAIN = 128
+MAX_CHAIN_FILES = 512
 
 BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _DISK_NAME = re.compile(DNS_LABEL)
-_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 class BrokenChain(Conflict):
@@ -141,19 +143,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
+def write_manifest(folder: Path, manifest: dict, dir_fd: int | None = None) -> None:
     """manifest.json written, fsynced (file and folder), so that the rename of
-    the folder that follows never publishes a backup without it."""
+    the folder that follows never publishes a backup without it. With `dir_fd`
+    (the folder held open: pin_folder) the names are taken in it, not the path."""
     data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    tmp = folder / (MANIFEST + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    tmp = MANIFEST + ".tmp"
+    held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if dir_fd is None else dir_fd
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
+                     dir_fd=held)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, MANIFEST, src_dir_fd=held, dst_dir_fd=held)
+        os.fsync(held)
     finally:
-        os.close(fd)
-    os.replace(tmp, folder / MANIFEST)
-    _fsync_dir(folder)
+        if dir_fd is None:
+            os.close(held)
 
 
 def publish(partial: Path, final: Path) -> None:
@@ -185,7 +194,24 @@ def _check_manifest(manifest: object, backup_id: str) -> dict:
             raise BrokenChain(f"{backup_id}: its manifest names a disk wrongly")
         if disk.get("file") != disk_file(name):
             raise BrokenChain(f"{backup_id}: its manifest names a file outside the layout")
+        if not (_count(disk.get("virtual_size")) and _count(disk.get("bytes"))):
+            raise BrokenChain(f"{backup_id}: its manifest gives a disk's size wrongly")
+    for field in ("created", "finished"):
+        value = manifest.get(field)
+        if value is not None and not (_count(value) or isinstance(value, float) and value >= 0):
+            raise BrokenChain(f"{backup_id}: its manifest's {field} is not a time")
+    if not isinstance(manifest.get("quiesced", False), bool):
+        raise BrokenChain(f"{backup_id}: its manifest's quiesced is not true or false")
     return manifest
+
+
+def _count(value: object) -> bool:
+    """A byte count a manifest may state: a whole number, 0 to 2**63 - 1 (SQLite's)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json takes them
 
 
 def read_manifest(folder: Path) -> dict:
@@ -208,7 +234,7 @@ def read_manifest(folder: Path) -> dict:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BrokenChain(f"{backup_id}: manifest.json is too large")
     try:
-        manifest = json.loads(raw)
+        manifest = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         raise BrokenChain(f"{backup_id}: manifest.json is not JSON") from None
     return _check_manifest(manifest, backup_id)
@@ -235,63 +261,77 @@ def chain_manifests(target_path: str | Path, vm_id: str, backup_id: str) -> list
     return chain
 
 
-def _check_file(folder: Path, disk: dict, parent_id: str | None) -> Path:
+def _open_file(folder: Path, disk: dict, parent_id: str | None) -> int:
+    """The disk's file opened (never through a symlink) and its header checked
+    through that descriptor: qemu is later given the same open file, so a file
+    renamed or linked into its place after the check is never what it reads."""
     path = folder / disk["file"]
     try:
-        mode = os.lstat(path).st_mode
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BrokenChain(f"{folder.name}/{disk['file']} is missing") from None
-    if not stat.S_ISREG(mode):
-        raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file")
+    except OSError:  # ELOOP: a symlink
+        raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file") from None
     try:
-        backing, backing_format = images.qcow2_backing(path)
-    except Invalid as err:
-        raise BrokenChain(f"{folder.name}/{disk['file']}: {err.reason}") from None
-    expected = parent_reference(parent_id, disk["file"]) if parent_id else None
-    if backing != expected or (expected and backing_format != "qcow2"):
-        raise BrokenChain(
-            f"{folder.name}/{disk['file']} does not apply on "
-            f"{expected or 'nothing (a full backup stands alone)'}"
-        )
-    return path
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BrokenChain(f"{folder.name}/{disk['file']} is not a regular file")
+        try:
+            backing, backing_format = images.qcow2_backing(f"/proc/self/fd/{fd}")
+        except Invalid as err:
+            raise BrokenChain(f"{folder.name}/{disk['file']}: {err.reason}") from None
+        expected = parent_reference(parent_id, disk["file"]) if parent_id else None
+        if backing != expected or (expected and backing_format != "qcow2"):
+            raise BrokenChain(
+                f"{folder.name}/{disk['file']} does not apply on "
+                f"{expected or 'nothing (a full backup stands alone)'}"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def qemu_img_check(path: Path) -> None:
-    """`qemu-img check` of a file whose backing chain was verified already."""
-    try:
-        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, format pinned, a verified chain
-            ["qemu-img", "check", "-q", "-f", "qcow2", str(path)],  # noqa: S607
-            capture_output=True, text=True, timeout=CHECK_TIMEOUT,
-        )
-    except FileNotFoundError:
-        raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
-    if out.returncode != 0:
-        log.warning("qemu-img check %s: %s", path, (out.stderr or out.stdout).strip()[:2000])
-        raise BrokenChain(f"{path.parent.name}/{path.name} fails qemu-img check")
-
-
-def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
-                 check_images: bool = True) -> list[dict]:
+def open_chain(target_path: str | Path, vm_id: str, backup_id: str,
+               check_images: bool = True) -> PinnedChain:
     """The chain up to `backup_id` checked: every manifest present and
     consistent, every disk of the backup present in each of its ancestors,
     every file's backing header exactly its parent's relative path (a full's
     none), then (check_images) `qemu-img check` of each file, full first.
-    Returns the manifests, full first; raises BrokenChain with the reason."""
+    Returns the manifests (full first) with every file held open (close it:
+    a context manager); raises BrokenChain with the reason."""
     chain = chain_manifests(target_path, vm_id, backup_id)
-    wanted = {disk["name"] for disk in chain[-1]["disks"]}
-    files: list[Path] = []
+    wanted = sorted({disk["name"] for disk in chain[-1]["disks"]})
     base = vm_folder(target_path, vm_id)
-    for manifest in chain:
-        disks = {disk["name"]: disk for disk in manifest["disks"]}
-        missing = wanted - disks.keys()
-        if missing:
-            raise BrokenChain(f"{manifest['id']} has no disk {sorted(missing)[0]}")
-        for name in sorted(wanted):
-            files.append(_check_file(base / manifest["id"], disks[name], manifest["parent"]))
-    if check_images:
-        for path in files:
-            qemu_img_check(path)
-    return chain
+    if len(chain) * len(wanted) > MAX_CHAIN_FILES:
+        raise BrokenChain(f"{backup_id}: {len(chain)} backups of {len(wanted)} disks are "
+                          f"more files than a chain holds ({MAX_CHAIN_FILES})")
+    pinned = PinnedChain(chain, {name: [] for name in wanted})
+    try:
+        for manifest in chain:
+            disks = {disk["name"]: disk for disk in manifest["disks"]}
+            missing = set(wanted) - disks.keys()
+            if missing:
+                raise BrokenChain(f"{manifest['id']} has no disk {sorted(missing)[0]}")
+            for name in wanted:
+                pinned.fds[name].append(
+                    _open_file(base / manifest["id"], disks[name], manifest["parent"]))
+        if check_images:
+            for name in wanted:
+                for depth, manifest in enumerate(chain):
+                    if not pinned.qemu_img_check(name, depth):
+                        raise BrokenChain(
+                            f"{manifest['id']}/{disk_file(name)} fails qemu-img check")
+    except BaseException:
+        pinned.close()
+        raise
+    return pinned
+
+
+def verify_chain(target_path: str | Path, vm_id: str, backup_id: str,
+                 check_images: bool = True) -> list[dict]:
+    """open_chain's checks alone: the manifests, full first (BrokenChain if not)."""
+    with open_chain(target_path, vm_id, backup_id, check_images) as pinned:
+        return pinned.manifests
 
 
 def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: str) -> Path:
@@ -299,73 +339,27 @@ def chain_file(target_path: str | Path, vm_id: str, backup_id: str, disk_name: s
     return backup_folder(target_path, vm_id, backup_id) / disk_file(disk_name)
 
 
-def qcow2_virtual_size(path: Path) -> int:
+def qcow2_virtual_size(fd: int, name: str) -> int:
     """The disk size a qcow2 file's header states (bytes 24-31), without qemu."""
-    with open(path, "rb") as f:
-        header = f.read(32)
+    header = os.pread(fd, 32, 0)
     if not header.startswith(images.QCOW2_MAGIC) or len(header) < 32:
-        raise Invalid(f"{path.name} is not a qcow2 file", "backup")
+        raise Invalid(f"{name} is not a qcow2 file", "backup")
     return int.from_bytes(header[24:32], "big")
 
 
-def rebase_onto_parent(path: Path, parent_id: str) -> None:
+def rebase_onto_parent(fd: int, name: str, parent_id: str) -> None:
     """An incremental's backing file, which libvirt set to the live disk, made
     its parent's file by the relative path (`qemu-img rebase -u`: only the
-    header changes; nothing is opened through it)."""
-    reference = parent_reference(parent_id, path.name)
+    header changes; nothing is opened through it). The file is the one held
+    open (open_written_file), given to qemu-img as /dev/fd/N."""
+    reference = parent_reference(parent_id, name)
     try:
-        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, our own file names
+        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, a held file
             ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
-             "-F", "qcow2", str(path)],
-            capture_output=True, text=True, timeout=120,
+             "-F", "qcow2", f"/dev/fd/{fd}"],
+            capture_output=True, text=True, timeout=120, pass_fds=(fd,),
         )
     except FileNotFoundError:
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
     if out.returncode != 0:
-        raise Failed(f"rebasing {path.name} onto {reference}: {out.stderr.strip()[:300]}")
-
-
-# -- flattening ---------------------------------------------------------------------------
-def flatten(top: Path, dest: Path, progress: Callable[[float], None] | None = None,
-            cancelled: Callable[[], bool] | None = None) -> dict:
-    """One standalone qcow2 at `dest` with the guest-visible data of the chain
-    ending at `top` (verify it first: qemu follows its backing files).
-    `progress(fraction)` is told how far qemu-img is; `cancelled()` is polled
-    and stops the copy (dest removed, Failed("cancelled") raised). Returns images.check(dest)."""
-    args = ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2", str(top), str(dest)]
-    proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, verified chain
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
-    os.set_blocking(proc.stdout.fileno(), False)
-    deadline = time.monotonic() + FLATTEN_TIMEOUT
-    stopped: str | None = None
-    try:
-        while proc.poll() is None:
-            if cancelled and cancelled():
-                stopped = "cancelled"
-            elif time.monotonic() > deadline:
-                stopped = "timed out"
-            if stopped:
-                proc.kill()
-                proc.wait()
-                break
-            chunk = proc.stdout.read() or b""
-            found = _PROGRESS.findall(chunk)
-            if found and progress:
-                progress(float(found[-1]) / 100)
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
-    if stopped or proc.returncode != 0:
-        dest.unlink(missing_ok=True)
-        if stopped == "cancelled":
-            raise Failed("cancelled")
-        log.warning("qemu-img convert %s: %s", top, stderr.strip()[:2000])
-        raise Failed(f"flattening the backup chain {stopped or 'failed'}")
-    if progress:
-        progress(1.0)
-    return images.check(dest)
+        raise Failed(f"rebasing {name} onto {reference}: {out.stderr.strip()[:300]}")

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from appliance import backup_chain, backup_retention
+from appliance import backup_chain, backup_retention, pinned_chain
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -115,14 +115,20 @@ class BackupRun:
         try:
             backup_chain.make_vm_folder(target_path, self.row["id"])
             os.mkdir(partial, 0o700)
+            made = pinned_chain.folder_identity(partial)
             files = {name: partial / backup_chain.disk_file(name) for name in disks}
             job_files = (self.host_copies.job_files(self.backup_id, disks)
                          if self.host_copies else files)
             quiesced = self._begin(guest, job_files)
             self._wait(guest)
-            if self.host_copies is not None:
-                self.host_copies.download(job_files, files)
-            self._publish(partial, files, quiesced, target_path)
+            # after the job, only the folder made above (see pin_folder), by descriptor
+            held = pinned_chain.pin_folder(partial, made)
+            try:
+                if self.host_copies is not None:  # into the pinned folder, by descriptor too
+                    self.host_copies.download(job_files, files, held)
+                self._publish(partial, held, files, quiesced, target_path)
+            finally:
+                os.close(held)
         except BaseException as err:
             self._rollback(guest, partial, err)
             raise
@@ -290,19 +296,23 @@ class BackupRun:
         if aborted:  # the job ended as the abort came: still cancelled
             raise Failed("cancelled")
 
-    def _publish(self, partial: Path, files: dict[str, Path], quiesced: bool,
+    def _publish(self, partial: Path, held: int, files: dict[str, Path], quiesced: bool,
                  target_path: str) -> None:
         disks: list[dict[str, Any]] = []
         for name, path in files.items():
-            if self.parent is not None:
-                backup_chain.rebase_onto_parent(path, self.parent["id"])
-            disks.append({"name": name, "file": path.name,
-                          "virtual_size": backup_chain.qcow2_virtual_size(path),
-                          "bytes": path.stat().st_size})
+            fd = pinned_chain.open_written_file(held, path.name)
+            try:
+                if self.parent is not None:
+                    backup_chain.rebase_onto_parent(fd, path.name, self.parent["id"])
+                disks.append({"name": name, "file": path.name,
+                              "virtual_size": backup_chain.qcow2_virtual_size(fd, path.name),
+                              "bytes": os.fstat(fd).st_size})
+            finally:
+                os.close(fd)
         size = sum(int(d["bytes"]) for d in disks)
         finished = self.ctx.clock()
         found = self.store.get_backup(self.backup_id)
-        backup_chain.write_manifest(partial, {
+        backup_chain.write_manifest(partial, dir_fd=held, manifest={
             "format": backup_chain.MANIFEST_FORMAT, "id": self.backup_id,
             "vm": {"id": self.row["id"], "name": self.row["name"],
                    "project": self.row["project"], "spec": self.row["spec"]},
@@ -310,8 +320,10 @@ class BackupRun:
             "checkpoint": self.backup_id, "created": found["created"], "finished": finished,
             "quiesced": quiesced, "disks": disks,
         })
-        backup_chain.publish(partial, backup_chain.backup_folder(target_path, self.row["id"],
-                                                                 self.backup_id))
+        final = backup_chain.backup_folder(target_path, self.row["id"], self.backup_id)
+        backup_chain.publish(partial, final)
+        made = os.fstat(held)
+        os.close(pinned_chain.pin_folder(final, (made.st_dev, made.st_ino)))  # renamed: ours
         with self.store.transaction():
             self.store.update_backup(self.backup_id, status=BackupStatus.GOOD, disks=disks,
                                      size=size, quiesced=quiesced, finished=finished)
@@ -370,9 +382,12 @@ class Backups:
             remove_interrupted(self.ctx, self.files, backup)
             vm = store.get_vm_by_id(backup["vm_id"])
             if manifest is not None:
-                size = sum(int(d.get("bytes") or 0) for d in manifest["disks"])
+                # read_manifest checked these fields; only they are recorded
+                disks = [{key: d[key] for key in ("name", "file", "virtual_size", "bytes")}
+                         for d in manifest["disks"]]
+                size = sum(d["bytes"] for d in disks)
                 store.update_backup(backup["id"], status=BackupStatus.GOOD,
-                                    disks=manifest["disks"], size=size,
+                                    disks=disks, size=size,
                                     quiesced=bool(manifest.get("quiesced")),
                                     finished=manifest.get("finished"))
                 store.add_event("backup-finished", f"backup {backup['id']} was complete when "

@@ -18,7 +18,10 @@ touched), then each is uploaded over the VM's volume.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from appliance import backup_chain
@@ -30,6 +33,25 @@ from appliance.virt.driver import DriverError
 log = logging.getLogger("appliance.controller")
 
 HOST_COPY_PREFIX = ".backup-"
+
+
+def place_in(folder_fd: int, name: str, source: Path) -> None:
+    """`source` (a file of the appliance's) as a NEW file `name` in the folder open as
+    `folder_fd`: renamed there when on the same file system (a rename replaces
+    a planted link itself, never what it points to), else copied into a file
+    made with O_EXCL | O_NOFOLLOW."""
+    try:
+        os.rename(source, name, dst_dir_fd=folder_fd)
+        return
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+    with open(fd, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def host_copy_prefix(backup_id: str) -> str:
@@ -54,20 +76,34 @@ class HostCopies:
         return {name: self.plan.vm_dir / (prefix + backup_chain.disk_file(name))
                 for name in disks}
 
-    def download(self, job_files: dict[str, Path], local: dict[str, Path]) -> None:
-        """Each of the host's files into its place in the partial folder; the
-        operation's bytes go on from the job's to the download's."""
+    def download(self, job_files: dict[str, Path], local: dict[str, Path], held: int) -> None:
+        """Each of the host's files into its place in the partial folder (`held`,
+        pinned by its descriptor); the operation's bytes go on from the job's to
+        the download's.
+
+        A target may be writable by others (an NFS share): a path into it is
+        never opened for writing. Each file is downloaded into the VM's own
+        staging folder in the appliance's home, then moved (or copied) into the
+        pinned folder as a new file, never through a link planted there."""
         store = self.ctx.store
         total = int(store.get_operation(self.op["id"]).get("bytes_total") or 0)
         done = 0
+        self.plan.vm_dir.mkdir(parents=True, exist_ok=True)
         for name, remote in job_files.items():
             if self.ctx.op_cancelled(self.op):
                 raise Failed("cancelled")
-            dest = local[name]
-            if not self.link.driver.download_volume(self.plan, remote.name, dest):
-                raise Failed(f"the backup job's file {remote.name} is missing on host "
-                             f"{self.link.name}")
-            done += dest.stat().st_size
+            # not the job's own name: on a host that shares this machine's paths (the
+            # fake, local hosts) that would be the job's file itself
+            staging = self.plan.vm_dir / (".download" + remote.name)
+            staging.unlink(missing_ok=True)
+            try:
+                if not self.link.driver.download_volume(self.plan, remote.name, staging):
+                    raise Failed(f"the backup job's file {remote.name} is missing on host "
+                                 f"{self.link.name}")
+                done += staging.stat().st_size
+                place_in(held, local[name].name, staging)
+            finally:
+                staging.unlink(missing_ok=True)
             total = max(total, done)
             store.update_operation(self.op["id"], bytes_done=done, bytes_total=total,
                                    progress=min(99, 100 * done // (total or 1)))

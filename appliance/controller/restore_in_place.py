@@ -21,13 +21,14 @@ import logging
 import subprocess
 from pathlib import Path
 
-from appliance import backup_chain
+from appliance import backup_chain, pinned_chain
 from appliance.controller import remote_backups
-from appliance.controller.context import MIB, Context
+from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
 from appliance.errors import Failed
 from appliance.model.states import BackupStatus
+from appliance.pinned_chain import PinnedChain
 from appliance.virt.driver import DriverError, Guest
 
 log = logging.getLogger("appliance.controller")
@@ -67,18 +68,26 @@ class InPlaceRestore:
             raise Failed(f"the VM has {snapshots} snapshot(s), which live in its disks and "
                          "would be lost; delete them first")
         target_path = store.get_backup_target(backup["target"])["path"]
-        chain = backup_chain.verify_chain(target_path, row["id"], backup["id"])
-        backed_up = {d["name"]: d for d in chain[-1]["disks"]}
+        with backup_chain.open_chain(target_path, row["id"], backup["id"]) as chain:
+            self._restore_from(op, row, link, guest, backup, chain)
+
+    def _restore_from(self, op: dict, row: dict, link: HostLink, guest: Guest | None,
+                      backup: dict,
+                      chain: PinnedChain) -> None:
+        store = self.ctx.store
+        backed_up = {d["name"]: d for d in chain.manifests[-1]["disks"]}
         plan = self.files.plan(row)
         plan.vm_dir.mkdir(parents=True, exist_ok=True)  # the staging place of a remote VM
-        wanted: dict[str, tuple[Path, int | None]] = {"root": (plan.root_disk, None)}
-        for disk in row["spec"]["disks"]:
-            wanted[disk["name"]] = (plan.disk_path(disk["name"]), disk["size"] * MIB)
+        # the sizes the quota counted (root: the image's): what a restored disk may be
+        wanted: dict[str, tuple[Path, int]] = {
+            name: (path, size) for name, (path, size) in zip(
+                ["root", *(d["name"] for d in row["spec"]["disks"])],
+                self.files.writable_disks(row, plan), strict=True)}
         missing = [name for name in wanted if name not in backed_up]
         if missing:
             raise Failed(f"backup {backup['id']} has no disk {missing[0]} (added since); "
                          "restore it into a new VM instead")
-        written = self._write_all(op, target_path, backup["id"], wanted, backed_up)
+        written = self._write_all(op, chain, wanted, backed_up)
         if self.files.own_storage(link.name):  # staged here, every one: now onto the host
             remote_backups.upload_restored(link, self.files, row, written)
         else:
@@ -87,10 +96,10 @@ class InPlaceRestore:
         if guest is not None:
             self._forget_checkpoints(guest)
         store.add_event("restored", f"disks restored in place from backup {backup['id']} "
-                        f"({backup['kind']}, chain of {len(chain)})", row, op["id"])
+                        f"({backup['kind']}, chain of {len(chain.manifests)})", row, op["id"])
 
-    def _write_all(self, op: dict, target_path: str, backup_id: str,
-                   wanted: dict[str, tuple[Path, int | None]], backed_up: dict[str, dict]
+    def _write_all(self, op: dict, chain: PinnedChain,
+                   wanted: dict[str, tuple[Path, int]], backed_up: dict[str, dict]
                    ) -> list[tuple[Path, Path]]:
         """Every disk flattened beside the live one; all or nothing."""
         total = sum(int(backed_up[name]["virtual_size"]) for name in wanted) or 1
@@ -107,10 +116,9 @@ class InPlaceRestore:
                     store.update_operation(op["id"], bytes_done=now, bytes_total=total,
                                            progress=min(99, 100 * now // total))
 
-                top = backup_chain.chain_file(target_path, op["vm_id"], backup_id, name)
-                checked = backup_chain.flatten(top, tmp, progress,
-                                               lambda: self.ctx.op_cancelled(op))
-                if spec_size and spec_size > checked["virtual_size"]:
+                checked = chain.flatten(name, tmp, progress, lambda: self.ctx.op_cancelled(op))
+                pinned_chain.check_restored_size(name, checked, spec_size, tmp)
+                if name != "root" and spec_size > checked["virtual_size"]:
                     grow(tmp, spec_size)
                 done += size
         except BaseException:

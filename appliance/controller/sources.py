@@ -37,7 +37,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance import backup_chain
+from appliance import backup_chain, pinned_chain
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.errors import Failed
@@ -96,7 +96,10 @@ class NewVmSources:
             path.unlink(missing_ok=True)
         try:
             if "backup" in source:
-                self._from_backup(op, str(source["backup"]), wanted)
+                sizes = [size for _path, size in self.files.writable_disks(row, plan)]
+                names = ["root", *(d["name"] for d in row["spec"]["disks"])]
+                self._from_backup(op, str(source["backup"]), wanted,
+                                  dict(zip(names, sizes, strict=True)))
             elif "clone" in source:
                 self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted)
             else:
@@ -117,22 +120,23 @@ class NewVmSources:
         self.ctx.store.update_operation(op["id"], params={**params, "filled": True})
 
     # -- from a backup ------------------------------------------------------------------------
-    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path]) -> None:
+    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path],
+                     limits: dict[str, int]) -> None:
         store = self.ctx.store
         backup = store.get_backup(backup_id)
         target = store.get_backup_target(backup["target"])
-        chain = backup_chain.verify_chain(target["path"], backup["vm_id"], backup_id)
-        disks = [d for d in chain[-1]["disks"] if d["name"] in wanted]
-        sizes = [int(d.get("virtual_size") or 0) for d in disks]
-        progress = Progress(self.ctx, op["id"], sum(sizes))
-        start = 0
-        for disk, size in zip(disks, sizes, strict=True):
-            top = backup_chain.chain_file(target["path"], backup["vm_id"], backup_id, disk["name"])
-            dest = wanted[disk["name"]]
-            tmp = dest.with_name(f".{dest.name}.restore")
-            backup_chain.flatten(top, tmp, progress.part(start, size))
-            tmp.replace(dest)
-            start += size
+        with backup_chain.open_chain(target["path"], backup["vm_id"], backup_id) as chain:
+            disks = [d for d in chain.manifests[-1]["disks"] if d["name"] in wanted]
+            sizes = [int(d.get("virtual_size") or 0) for d in disks]
+            progress = Progress(self.ctx, op["id"], sum(sizes))
+            start = 0
+            for disk, size in zip(disks, sizes, strict=True):
+                dest = wanted[disk["name"]]
+                tmp = dest.with_name(f".{dest.name}.restore")
+                checked = chain.flatten(disk["name"], tmp, progress.part(start, size))
+                pinned_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
+                tmp.replace(dest)
+                start += size
         progress.at(start, force=True)
 
     # -- from another VM ----------------------------------------------------------------------

@@ -47,7 +47,8 @@ def _space(path: str) -> tuple[int | None, int | None]:
     return info.f_bavail * info.f_frsize, info.f_blocks * info.f_frsize
 
 
-def check_target_path(path: Any, home: Path, import_dir: Path | None) -> str:
+def check_target_path(path: Any, home: Path, import_dir: Path | None,
+                      mount_point: Path | None = None) -> str:
     """The path, if a target may be there; Invalid with field "path" and the reason."""
     if not isinstance(path, str) or not path:
         raise Invalid("required: an absolute directory path", "path")
@@ -71,7 +72,9 @@ def check_target_path(path: Any, home: Path, import_dir: Path | None) -> str:
     for tree in SYSTEM_TREES:
         if inside(path, tree):
             raise Invalid(f"inside the system directory {tree}", "path")
-    for own in (home, import_dir):
+    # the mount may be outside home (an absolute `mount`): a target in it would have
+    # the controller's mkdir and writes taken as the mount's commands (a snapshot...)
+    for own in (home, import_dir, mount_point):
         if own is not None and (inside(path, own) or inside(own, path)):
             raise Invalid("overlaps the appliance's own directories", "path")
     if status.st_mode & stat.S_IWOTH:
@@ -106,7 +109,8 @@ class BackupTargets(ServiceBase):
         if unknown:
             raise Invalid("unknown field; known fields are name, path", sorted(unknown)[0])
         name = validate_name(body.get("name"), "name")
-        path = check_target_path(body.get("path"), self.config.home, self.config.import_dir)
+        path = check_target_path(body.get("path"), self.config.home, self.config.import_dir,
+                                 self.config.mount_point)
         with self.store.transaction():
             if self.store.backup_target_exists(name):
                 raise Conflict(f"a backup target named {name!r} exists", "name")

@@ -64,6 +64,8 @@ class FakeHost:
     up: bool = True
     domains: dict[str, FakeDomain] = dataclasses.field(default_factory=dict)
     volumes: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # vm id -> volume names
+    # (vm id, volume name) -> virtual size, for the disks made on a host with storage of its own
+    volume_sizes: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     reservations: list[dict] = dataclasses.field(default_factory=list)
     uploads: dict[str, bytes] = dataclasses.field(default_factory=dict)  # "vm id/name" -> bytes
     # what the controller asked, in order
@@ -320,13 +322,20 @@ class FakeDriver(HostDriver):
     def ensure_vm_files(
         self, plan: domain.DomainPlan, image: dict, disks: list[tuple[str, int]]
     ) -> None:
-        self.fake_host().volumes.setdefault(plan.vm_id, set()).update(
+        host = self.fake_host()
+        host.volumes.setdefault(plan.vm_id, set()).update(
             [plan.root_disk.name, *(plan.disk_path(name).name for name, _ in disks)])
+        host.volume_sizes[(plan.vm_id, plan.root_disk.name)] = int(image.get("virtual_size") or 0)
+        for name, size in disks:
+            host.volume_sizes[(plan.vm_id, plan.disk_path(name).name)] = size
 
     def prepare_incoming_disks(
         self, plan: domain.DomainPlan, disks: list[tuple[Path, int]]
     ) -> None:
-        self.fake_host().volumes[plan.vm_id] = {path.name for path, _ in disks}
+        host = self.fake_host()
+        host.volumes[plan.vm_id] = {path.name for path, _ in disks}
+        for path, size in disks:
+            host.volume_sizes[(plan.vm_id, path.name)] = size
 
     def upload_image(self, path: Path) -> None:
         self.fake_host()

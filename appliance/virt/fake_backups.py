@@ -11,6 +11,7 @@ running until it is aborted or released (to test progress and cancel)."""
 from __future__ import annotations
 
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +25,23 @@ FAKE_DISK_BYTES = 16 << 20
 LIVE_DIR = "/fake/live"  # where the fake's live disks "are" (an incremental's backing file)
 
 
-def _write_qcow2(path: Path, backing: str | None) -> None:
+def _write_qcow2(path: Path, backing: str | None, size: int = FAKE_DISK_BYTES) -> None:
     args = ["qemu-img", "create", "-q", "-f", "qcow2"]
     if backing:
         args += ["-u", "-b", backing, "-F", "qcow2"]
-    subprocess.run([*args, str(path), str(FAKE_DISK_BYTES)], check=True,  # noqa: S603
+    subprocess.run([*args, str(path), str(size)], check=True,  # noqa: S603
                    capture_output=True)
+
+
+def _live_size(dom_xml: str, file_name: str) -> int:
+    """The size of the live disk the domain's XML names with this file name, as
+    libvirt's copy has it (FAKE_DISK_BYTES when there is no such file)."""
+    for source in ET.fromstring(dom_xml or "<domain/>").iter("source"):  # noqa: S314 - the fake's
+        live = source.get("file")
+        if live and Path(live).name == file_name and Path(live).is_file():
+            with open(live, "rb") as f:  # the qcow2 header's size (bytes 24-31)
+                return int.from_bytes(f.read(32)[24:32], "big")
+    return FAKE_DISK_BYTES
 
 
 class FakeBackupMethods:
@@ -62,7 +74,11 @@ class FakeBackupMethods:
                 dom.checkpoints.append(incremental)  # redefined from the disks' bitmaps
             own_volumes = self.driver.fake_host().volumes.get(self.uuid)  # storage of its own
             for name, path in files.items():
-                _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None)
+                size = _live_size(dom.xml, disk_file(name))
+                if own_volumes is not None:  # no file here: the size the host's disk was made with
+                    size = self.driver.fake_host().volume_sizes.get(
+                        (self.uuid, disk_file(name)), size)
+                _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None, size)
                 if own_volumes is not None:
                     own_volumes.add(path.name)  # in the VM's pool on that host
             if checkpoint:

@@ -77,7 +77,8 @@ def test_a_good_chain_verifies_full_first(target):
 def test_flatten_gives_a_standalone_copy_of_every_write_in_the_chain(target, tmp_path):
     dest = tmp_path / "flat.qcow2"
     seen: list[float] = []
-    checked = bc.flatten(bc.chain_file(target, VM, INC2, "data"), dest, progress=seen.append)
+    with bc.open_chain(target, VM, INC2) as chain:
+        checked = chain.flatten("data", dest, progress=seen.append)
     assert checked["format"] == "qcow2" and checked["virtual_size"] == 16 * MIB
     assert images.qcow2_backing(dest) == (None, None)
     for pattern in (1, 2, 3):
@@ -85,15 +86,40 @@ def test_flatten_gives_a_standalone_copy_of_every_write_in_the_chain(target, tmp
     assert seen[-1] == 1.0
     # an older point of the chain has not seen the later writes
     older = tmp_path / "older.qcow2"
-    bc.flatten(bc.chain_file(target, VM, INC1, "data"), older)
+    with bc.open_chain(target, VM, INC1, check_images=False) as chain:
+        chain.flatten("data", older)
     _run("qemu-io", "-f", "qcow2", "-c", f"read -P 0 {3 * MIB} 1M", str(older))
 
 
 def test_flatten_cancelled_removes_the_file(target, tmp_path):
     dest = tmp_path / "flat.qcow2"
     with pytest.raises(Exception, match="cancelled"):
-        bc.flatten(bc.chain_file(target, VM, INC2, "data"), dest, cancelled=lambda: True)
+        with bc.open_chain(target, VM, INC2, check_images=False) as chain:
+            chain.flatten("data", dest, cancelled=lambda: True)
     assert not dest.exists()
+
+
+def test_the_files_checked_are_the_files_flattened(target, tmp_path):
+    """A writer of the target swaps a checked file (a rename over it, a
+    symlink) for one whose backing file is a host file: qemu still reads the
+    checked file, through the chain the appliance states, not the header's."""
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"\x5a" * (16 * MIB))
+    planted = tmp_path / "planted.qcow2"
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret), "-F", "raw",
+         str(planted), "16M")
+    top = bc.chain_file(target, VM, INC2, "data")
+    full = bc.chain_file(target, VM, FULL, "data")
+    with bc.open_chain(target, VM, INC2, check_images=False) as chain:
+        os.replace(planted, full)  # the full's file replaced by a rename
+        top.unlink()
+        top.symlink_to(full)  # the top's by a symlink
+        dest = tmp_path / "flat.qcow2"
+        chain.flatten("data", dest)
+    for pattern in (1, 2, 3):
+        _run("qemu-io", "-f", "qcow2", "-c", f"read -P {pattern} {pattern * MIB} 1M", str(dest))
+    _run("qemu-io", "-f", "qcow2", "-c", f"read -P 0 {5 * MIB} 1M", str(dest))
+    assert all(fds == [] for fds in chain.fds.values())  # closed on leaving
 
 
 def test_manifest_is_durable_and_partial_folders_are_not_backups(target):
@@ -188,3 +214,28 @@ def test_disk_file_names():
     with pytest.raises(Exception, match="not a disk name"):
         bc.disk_file("../x")
     assert bc.BACKUP_ID.fullmatch(bc.new_backup_id(0.0))
+
+
+def _planted_chain(target: Path, length: int, disks: tuple[str, ...]) -> str:
+    """Manifests alone (no disk files), `length` long: what a target's writer can plant."""
+    ids = [f"20261201T{n // 3600:02d}{n // 60 % 60:02d}{n % 60:02d}Z-eeeeee" for n in range(length)]
+    for n, backup_id in enumerate(ids):
+        folder = bc.backup_folder(target, VM, backup_id)
+        folder.mkdir(parents=True)
+        manifest = _manifest(backup_id, ids[n - 1] if n else None, disks)
+        manifest["chain"] = ids[0]
+        bc.write_manifest(folder, manifest)
+    return ids[-1]
+
+
+def test_a_planted_chain_too_long_or_with_too_many_files_is_refused_before_opening(target):
+    """Bounded work for the controller (and the API worker's pre-check): a chain
+    longer than full_every allows is refused when read, and one whose files
+    would be more than MAX_CHAIN_FILES descriptors before any is opened."""
+    longest = _planted_chain(target / "long", 130, ("root",))
+    with pytest.raises(bc.BrokenChain, match="loops or is too long"):
+        bc.verify_chain(target / "long", VM, longest)
+    many = tuple(f"d{n}" for n in range(63)) + ("root",)
+    wide = _planted_chain(target / "wide", 9, many)
+    with pytest.raises(bc.BrokenChain, match="more files than a chain holds"):
+        bc.verify_chain(target / "wide", VM, wide)

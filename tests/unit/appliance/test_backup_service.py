@@ -72,6 +72,15 @@ def test_the_appliances_own_directories_and_world_writable_ones_are_refused(serv
     refused(service, {"name": "t", "path": str(open_dir)}, "path", "writable by every user")
 
 
+def test_a_mount_point_outside_home_is_the_appliances_too(service, config, nas):
+    """`mount` may be absolute: a target in the FUSE view (vms/NAME/snapshots/...)
+    would have the controller's mkdir of vm-appliance/ taken as a snapshot."""
+    config.mount = str(nas / "vmfs")
+    (nas / "vmfs" / "vms").mkdir(parents=True)
+    refused(service, {"name": "t", "path": str(nas / "vmfs" / "vms")}, "path", "appliance's own")
+    refused(service, {"name": "t", "path": str(nas)}, "path", "appliance's own")
+
+
 def test_names_fields_and_overlaps(service, nas):
     refused(service, {"name": "Bad_Name", "path": str(nas)}, "name", "DNS label")
     refused(service, {"name": "t", "path": str(nas), "extra": 1}, "extra", "unknown field")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from appliance import backup_chain
-from appliance.virt import images
+from appliance.virt import fake_backups, images
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
@@ -259,3 +260,55 @@ def test_a_backup_cancelled_while_the_appliance_was_down_does_not_start_again(
     assert store.get_operation(op["id"])["status"] == "cancelled"
     assert service.list_backups("web1") == []
     assert dom_of(cloud, vm).job is None  # the orphaned job was aborted
+
+
+@pytest.mark.parametrize("bad", [{"bytes": "lots"}, {"virtual_size": 1e400}, {"bytes": -1},
+                                 {"virtual_size": True}, {"bytes": [1]}])
+def test_a_hostile_manifest_found_at_restart_does_not_stop_the_appliance(
+        service, controller, store, vm, target, bad):
+    """A writer of the target rewrites the manifest of a backup the appliance
+    died recording: its sizes are not numbers. The start goes on, the backup
+    is not recorded good from it, its folder goes."""
+    _op, backup = back_up(service, controller)
+    store.update_backup(backup["id"], status="running")
+    folder = backup_chain.backup_folder(target, vm["id"], backup["id"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["disks"][0].update(bad)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    controller.adopt_on_start()
+    recorded = store.get_backup(backup["id"])
+    assert recorded["status"] == "failed"
+    assert not folder.exists()
+
+
+def test_a_tree_swapped_in_the_target_during_the_job_is_not_written_through(
+        service, controller, cloud, clock, vm, target, tmp_path, monkeypatch):
+    """A writer of the target learns the running backup's id (GET /v1/backups)
+    and, while libvirt's job runs, renames the appliance's folder away and
+    plants one of its own where the incremental's file is a symlink to another
+    VM's disk. The appliance's own steps after the job (the rebase of the
+    header, the sizes, the manifest) must not follow it: the victim's header is
+    untouched and the backup fails with the reason."""
+    _op, full = back_up(service, controller)
+    clock.advance(60)
+    victim = tmp_path / "other-vm-root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(victim), "16M"], check=True)
+    before = victim.read_bytes()[:4096]
+    original = fake_backups.FakeBackupMethods.backup_finished
+
+    def finished_after_a_swap(self):
+        tree = target / backup_chain.TREE
+        if tree.exists() and not (target / "moved").exists():
+            running = service.store.list_backups(statuses=["running"])[0]["id"]
+            os.rename(tree, target / "moved")
+            planted = tree / vm["id"] / f"{running}.partial"
+            planted.mkdir(parents=True)
+            (planted / "root.qcow2").symlink_to(victim)
+            (planted / "disk-data.qcow2").symlink_to(victim)
+        return original(self)
+
+    monkeypatch.setattr(fake_backups.FakeBackupMethods, "backup_finished", finished_after_a_swap)
+    op, inc = back_up(service, controller)
+    assert victim.read_bytes()[:4096] == before
+    assert op["status"] == "failed" and "changed under the backup" in op["error"]
+    assert inc["status"] == "failed"

@@ -170,3 +170,38 @@ def test_a_failed_staging_uploads_nothing(service, controller, cloud, clock, con
     assert op["status"] == "failed"
     assert not [c for c in host.calls[before:] if c.startswith("upload")]
     assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
+
+
+def test_a_link_planted_in_the_partial_folder_is_not_written_through(
+        service, controller, cloud, clock, vm, target, tmp_path):
+    """A target may be writable by others (an NFS share). The downloads go into the
+    partial folder the handler made and pinned, as new files: a symbolic link
+    planted there while the job runs, named as a disk's file and pointing at
+    another VM's disk, is replaced, never followed (the download used to open
+    the path for writing, with O_TRUNC, as root)."""
+    victim = tmp_path / "other-vm-root.qcow2"
+    victim.write_bytes(b"another VM's disk")
+    cloud.hold_backups = True
+    op = service.start_backup("web1")
+    planted = []
+
+    def plant_mid_job() -> None:
+        current = service.store.get_operation(op["id"])
+        partials = list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
+        if current["status"] == "running" and partials and not planted:
+            for name in ("root.qcow2", "disk-data.qcow2"):
+                (partials[0] / name).unlink(missing_ok=True)
+                os.symlink(victim, partials[0] / name)
+                planted.append(name)
+            cloud.hold_backups = False
+
+    clock.on_sleep.append(plant_mid_job)
+    controller.operations.dispatch()
+    op = service.store.get_operation(op["id"])
+    assert planted
+    assert victim.read_bytes() == b"another VM's disk"
+    assert op["status"] == "succeeded", op["error"]
+    folder = target / "vm-appliance" / vm["id"] / op["params"]["backup"]
+    for name in planted:
+        assert not (folder / name).is_symlink()
+        assert images.check(folder / name)["format"] == "qcow2"

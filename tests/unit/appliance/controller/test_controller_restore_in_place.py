@@ -70,7 +70,8 @@ def test_the_chain_replaces_the_disks_flattened(service, controller, config, cha
     qemu_io(data, f"read -P 1 {MIB} 1M")
     qemu_io(data, f"read -P 2 {2 * MIB} 1M")
     assert images.qcow2_backing(config.vm_dir(vm["id"]) / "root.qcow2") == (None, None)
-    assert op["bytes_total"] == 2 * 16 * MIB and op["bytes_done"] == op["bytes_total"]
+    # the fake copies each disk at its live size, as libvirt does: root the image's (1 MiB)
+    assert op["bytes_total"] == (1 + 32) * MIB and op["bytes_done"] == op["bytes_total"]
     assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
     assert f"from backup {inc['id']}" in events(service, "restored")[0]
     # an older point of the chain
@@ -117,4 +118,52 @@ def test_a_cancelled_restore_leaves_the_disks_untouched(service, controller, con
     op = service.store.get_operation(op["id"])
     assert op["status"] == "cancelled" and op["error"] == "cancelled"
     assert data.read_bytes() == before
+    assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))
+
+
+def test_a_file_swapped_in_the_target_after_the_check_is_not_what_qemu_reads(
+        service, controller, config, chain, target, tmp_path, monkeypatch):
+    """The race an NFS writer of a target can run: while the chain is checked
+    (qemu-img check takes minutes on a real chain), the incremental's file is
+    replaced by one whose backing file is a host file (another VM's disk), and
+    then by a symlink to it. The restore must read the files it checked: the
+    secret's data never reaches the restored disk."""
+    vm, (_full, inc) = chain
+    secret = tmp_path / "other-vm.raw"
+    secret.write_bytes(b"\x5a" * (4 * MIB))
+    planted = tmp_path / "planted.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret),
+                    "-F", "raw", str(planted), "32M"], check=True)
+    top = backup_chain.chain_file(target, vm["id"], inc["id"], "data")
+    real_run, checks = subprocess.run, []
+
+    def run_and_swap(args, *rest, **kwargs):
+        done = real_run(args, *rest, **kwargs)
+        if args[:2] == ["qemu-img", "check"]:
+            checks.append(args)
+            if len(checks) == 4:  # the last file of the chain checked: swap, then link
+                top.unlink()
+                top.symlink_to(planted)
+        return done
+
+    monkeypatch.setattr(subprocess, "run", run_and_swap)
+    op = restore(service, controller, vm, inc["id"])
+    monkeypatch.setattr(subprocess, "run", real_run)
+    assert len(checks) == 4 and top.is_symlink()
+    assert op["status"] == "succeeded", op["error"]
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    qemu_io(data, "read -P 0 0 1M")  # not the secret's 0x5a
+    qemu_io(data, f"read -P 2 {2 * MIB} 1M")  # the checked incremental's own data
+
+
+def test_a_disk_larger_in_the_backup_than_its_spec_is_refused_in_place(
+        service, controller, config, chain, target):
+    """The same grown qcow2 restored in place: refused, the VM's disks untouched."""
+    vm, (_full, inc) = chain
+    top = backup_chain.chain_file(target, vm["id"], inc["id"], "data")
+    subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", str(top), "16G"], check=True)
+    data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
+    op = restore(service, controller, vm, inc["id"])
+    assert op["status"] == "failed" and "larger than" in op["error"], op["error"]
+    assert images.check(data)["virtual_size"] == 32 * MIB
     assert not list(config.vm_dir(vm["id"]).glob(".*.restore"))

@@ -188,3 +188,20 @@ def test_a_restore_onto_a_host_with_storage_of_its_own_is_uploaded_there(
     assert {"root.qcow2", "disk-data.qcow2"} <= cloud.host(URI_B).volumes[vm["id"]]
     assert not (controller.ctx.config.vm_dir(vm["id"]) / ".incoming").exists()
     assert shared.store.get_vm_by_id(vm["id"])["host"] == "b"
+
+
+def test_a_disk_larger_in_the_backup_than_its_spec_is_refused(shared, controller, clock, target):
+    """A writer of the target grows the data disk's qcow2 (16 GiB where the
+    manifest's spec, which the quota counted, says 8 MiB): restored as is, the
+    VM would get a disk the quota never counted (and that a migration, which
+    makes the spec's sizes on the other host, could not hold)."""
+    source = backed_up_vm(shared, controller, clock, target)
+    data = backup_chain.chain_file(target, source["id"], INCREMENTAL, "data")
+    subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", str(data), "16G"], check=True)
+    vm, op = shared.restore_backup(INCREMENTAL, {"name": "web1-restored"})
+    settle(controller, clock, passes=2)
+    done = shared.store.get_operation(op["id"])
+    assert done["status"] == "failed" and "larger than" in done["error"], done["error"]
+    assert not (controller.ctx.config.vm_dir(vm["id"]) / "disk-data.qcow2").exists() or \
+        images.info(controller.ctx.config.vm_dir(vm["id"]) / "disk-data.qcow2",
+                    "qcow2")["virtual-size"] == 8 << 20
