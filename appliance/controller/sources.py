@@ -32,6 +32,7 @@ the copy over (never a mix of two moments of a running source).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Callable
@@ -86,6 +87,8 @@ class NewVmSources:
         source = op["params"].get("source")
         if not source or self.ctx.store.get_operation(op["id"])["params"].get("filled"):
             return
+        cancelled = functools.partial(self.ctx.op_cancelled, op)
+        _stop_if(cancelled)  # cancelled while it waited, or before a restart
         plan = self.files.plan(row)
         own = self.files.own_storage(row["host"])
         staging = plan.vm_dir / STAGING if own else plan.vm_dir
@@ -96,11 +99,13 @@ class NewVmSources:
             path.unlink(missing_ok=True)
         try:
             if "backup" in source:
-                self._from_backup(op, str(source["backup"]), wanted)
+                self._from_backup(op, str(source["backup"]), wanted, cancelled)
             elif "clone" in source:
-                self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted)
+                self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted,
+                              cancelled)
             else:
                 raise Failed("the operation names no source the appliance knows")
+            _stop_if(cancelled)  # a copy that ended as the cancel came: dropped all the same
             if own:
                 link = self.ctx.links.connected(row["host"])
                 for path in wanted.values():
@@ -117,7 +122,8 @@ class NewVmSources:
         self.ctx.store.update_operation(op["id"], params={**params, "filled": True})
 
     # -- from a backup ------------------------------------------------------------------------
-    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path]) -> None:
+    def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path],
+                     cancelled: Callable[[], bool]) -> None:
         store = self.ctx.store
         backup = store.get_backup(backup_id)
         target = store.get_backup_target(backup["target"])
@@ -130,23 +136,24 @@ class NewVmSources:
             top = backup_chain.chain_file(target["path"], backup["vm_id"], backup_id, disk["name"])
             dest = wanted[disk["name"]]
             tmp = dest.with_name(f".{dest.name}.restore")
-            backup_chain.flatten(top, tmp, progress.part(start, size))
+            backup_chain.flatten(top, tmp, progress.part(start, size), cancelled)
             tmp.replace(dest)
             start += size
         progress.at(start, force=True)
 
     # -- from another VM ----------------------------------------------------------------------
-    def _hold(self, vm_id: str) -> None:
+    def _hold(self, vm_id: str, cancelled: Callable[[], bool]) -> None:
         """The source's busy claim (see the module's doc), waiting for its operation."""
         deadline = self.ctx.monotonic() + HOLD_SECONDS
         while not self.ctx.busy.claim(vm_id):
+            _stop_if(cancelled)
             if self.ctx.monotonic() > deadline:
                 raise Failed("the source VM stayed busy with another operation")
             self.ctx.sleep(POLL_SECONDS)
 
     def _from_vm(self, op: dict, source_id: str, snapshot: str | None,
-                 wanted: dict[str, Path]) -> None:
-        self._hold(source_id)
+                 wanted: dict[str, Path], cancelled: Callable[[], bool]) -> None:
+        self._hold(source_id, cancelled)
         try:
             source = self.ctx.store.get_vm_by_id(source_id)
             if source is None or source["desired_state"] == DesiredState.DELETED:
@@ -162,20 +169,22 @@ class NewVmSources:
             progress = Progress(self.ctx, op["id"], sum(size for _n, _p, size in disks))
             if running and snapshot is None:
                 assert guest is not None  # noqa: S101 - running says so
-                self._live_copy(guest, disks, wanted, progress)
+                self._live_copy(guest, disks, wanted, progress, cancelled)
             else:
-                self._file_copy(source, plan, disks, wanted, snapshot, running, progress)
+                self._file_copy(source, plan, disks, wanted, snapshot, running, progress,
+                                cancelled)
         finally:
             self.ctx.busy.release(source_id)
 
     def _file_copy(self, source: dict, plan: DomainPlan, disks: list[tuple[str, Path, int]],
                    wanted: dict[str, Path], snapshot: str | None, running: bool,
-                   progress: Progress) -> None:
+                   progress: Progress, cancelled: Callable[[], bool]) -> None:
         image = self.ctx.store.get_image(source["spec"]["image"])
         remote = self.files.own_storage(source["host"])
         link = self.ctx.links.connected(source["host"])
         start = 0
         for name, path, size in disks:
+            _stop_if(cancelled)
             local = path
             if remote:  # the host's file, fetched through its driver
                 if running:
@@ -188,7 +197,8 @@ class NewVmSources:
                 backing = (image["path"], image["format"]) if name == "root" else None
                 disk_copy.check_source(local, backing)
                 disk_copy.convert(local, wanted[name], snapshot=snapshot,
-                                  force_share=running, progress=progress.part(start, size))
+                                  force_share=running, progress=progress.part(start, size),
+                                  cancelled=cancelled)
             finally:
                 if local is not path:
                     local.unlink(missing_ok=True)
@@ -196,7 +206,8 @@ class NewVmSources:
         progress.at(start, force=True)
 
     def _live_copy(self, guest: Guest, disks: list[tuple[str, Path, int]],
-                   wanted: dict[str, Path], progress: Progress) -> None:
+                   wanted: dict[str, Path], progress: Progress,
+                   cancelled: Callable[[], bool]) -> None:
         """A push backup of the running source without a checkpoint, into the new
         VM's files: a full copy of each disk (its backing image's data included)."""
         files = {name: wanted[name].with_name(f".{wanted[name].name}.live")
@@ -208,6 +219,7 @@ class NewVmSources:
             guest.backup_begin(files, incremental=None, checkpoint=None)
             try:
                 while not guest.backup_finished():
+                    _stop_if(cancelled)  # the except below aborts the job
                     done = guest.job_progress()
                     if done is not None:
                         progress.at(done[0])
@@ -224,6 +236,14 @@ class NewVmSources:
             for path in files.values():
                 path.unlink(missing_ok=True)
         progress.at(progress.total, force=True)
+
+
+def _stop_if(cancelled: Callable[[], bool]) -> None:
+    """Failed("cancelled") once the operation is cancelled: the copy's cleanup runs on
+    the way out, the runner ends the operation cancelled, and the new VM's DELETE
+    (service/operations.py) removes what is left of it."""
+    if cancelled():
+        raise Failed("cancelled")
 
 
 def _abort_quietly(guest: Guest) -> None:
