@@ -29,6 +29,12 @@ ensure_vm_files keep a root disk that exists, so the image is not overlaid.
 Once all are in place the operation's params say so ("filled"): a create run
 again after a crash does not copy again; one that crashed mid-copy starts
 the copy over (never a mix of two moments of a running source).
+
+A cancel (service/operations.py: a CREATE with a source is cancellable while
+it copies) is polled while the copy waits for its source, between disks, in
+each qemu-img run (killed) and in the live copy's job (aborted): the partial
+files go, the operation ends cancelled, and the DELETE the cancel queued
+removes the new VM once the copy has let go.
 """
 from __future__ import annotations
 
