@@ -83,10 +83,9 @@ class BackupTree:
         if not self.is_dir(path):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         name = path[1]
-        if path[2] == BACKUPS:  # the VM's (list_backups finds a deleted VM's by name too)
-            self.service.vm_row(name, with_xml=False)
+        if path[2] == BACKUPS:  # the VM's own, as GET /v1/vms/NAME/backups lists them
             return [(f"{b['id']}.json", self._json_node(b))
-                    for b in self.service.list_backups(vm=name)]
+                    for b in self.service.list_backups(vm=name, vm_must_exist=True)]
         if len(path) == 3:
             return [(s["name"], Node(True, created=s["created"], changed=s["created"]))
                     for s in self.service.list_snapshots(name)]

@@ -22,10 +22,9 @@ class VMBackups:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        # list_backups finds a deleted VM's by name too (GET /v1/backups?vm=); this path is
-        # a VM's: 404 for a name that is not one of the caller's VMs, as every /v1/vms/{name}.
-        self.service.vm_row(name, with_xml=False)
-        resp.media = {"items": self.service.list_backups(vm=name)}
+        # a VM's path: 404 for a name that is not one of the caller's VMs, as every
+        # /v1/vms/{name} (GET /v1/backups?vm= finds a deleted VM's by name too)
+        resp.media = {"items": self.service.list_backups(vm=name, vm_must_exist=True)}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         body = req.get_media(default_when_empty={})  # no body: the policy's target, full or not

@@ -224,7 +224,9 @@ PATHS: dict[str, Any] = {
                 "parameters": [
             {"name": "wait", "in": "query", "schema": number(minimum=0, maximum=3600)}],
             "responses": {"200": json_answer(ref("Operation")), **ERRORS}},
-        "delete": {"summary": "cancel a pending operation",
+        "delete": {"summary": "cancel a pending operation, or a running migration, backup, "
+                              "restore or clone (params.cancel: the controller aborts it; a "
+                              "cancelled clone or restore into a new VM deletes that VM)",
                    "responses": {"200": json_answer(ref("Operation")), **ERRORS}},
     },
     "/v1/events": {"get": {"summary": "the appliance's event log", "parameters": [

@@ -163,6 +163,9 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="even while it runs")
     _no_wait(p)
     _add_console_commands(sub)
+    p = sub.add_parser("cancel", help="cancel an operation: a pending one, or a running "
+                                      "migration, backup, restore or clone")
+    p.add_argument("op_id", metavar="OP_ID")
     p = sub.add_parser("events", help="the event log (who did what: the audit trail)")
     p.add_argument("name", nargs="?")
     p.add_argument("--user", help="only what this user did (their requests and their effects)")

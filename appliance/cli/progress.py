@@ -36,23 +36,36 @@ def bar(op: dict, width: int = BAR_WIDTH) -> str:
 
 def follow(client: Client, op: dict, stream: TextIO | None = None,
            tty: bool | None = None) -> dict:
-    """The operation once it ended, drawing its progress on a terminal meanwhile."""
+    """The operation once it ended, drawing its progress on a terminal meanwhile.
+    Ctrl-C stops following (KeyboardInterrupt goes on up: vmctl exits 130), not the
+    operation: what to type to cancel it is printed."""
     out = stream if stream is not None else sys.stderr
     draw = out.isatty() if tty is None else tty
     shown = ""
-    while op["status"] not in FINAL_OP_STATES:
-        if draw:
-            line = bar(op)
-            if line != shown:
-                out.write("\r" + line.ljust(len(shown)))
-                out.flush()
-                shown = line
-        op = client.get(f"/v1/operations/{op['id']}", wait=POLL_SECONDS)
+    try:
+        while op["status"] not in FINAL_OP_STATES:
+            if draw:
+                line = bar(op)
+                if line != shown:
+                    out.write("\r" + line.ljust(len(shown)))
+                    out.flush()
+                    shown = line
+            op = client.get(f"/v1/operations/{op['id']}", wait=POLL_SECONDS)
+    except KeyboardInterrupt:
+        out.write(("\n" if shown else "") + stopped_following(op) + "\n")
+        out.flush()
+        raise
     if draw and shown:
         line = bar(op) if op["status"] == OpStatus.SUCCEEDED else ""
         out.write("\r" + line.ljust(len(shown)) + "\n")
         out.flush()
     return op
+
+
+def stopped_following(op: dict) -> str:
+    """What Ctrl-C while following prints: the operation goes on, and how to cancel it."""
+    return (f"vmctl: stopped following; the {op['kind']} goes on (operation {op['id']}). "
+            f"To cancel it: vmctl cancel {op['id']}")
 
 
 def outcome(op: dict, command: str) -> int:

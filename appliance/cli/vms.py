@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from appliance.access.principal import actor_text
 from appliance.cli.output import listing, print_json, table, wait_query
 from appliance.client import Client
 
+OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CPUS", "cpus"),
               ("MEMORY", "memory"), ("IMAGE", "image"), ("HOST", "host"),
               ("RUN STRATEGY", "strategy")]
@@ -165,6 +167,23 @@ def print_console_log(client: Client, args: argparse.Namespace) -> int:
         if not args.follow:
             return 0
         time.sleep(0.5)
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    """DELETE /v1/operations/ID: a pending operation ends cancelled at once; a running
+    migration, backup, restore or clone is aborted by the controller, which cleans up."""
+    if not OPERATION_ID.fullmatch(args.op_id):  # it goes into the URL's path
+        print(f"vmctl cancel: {args.op_id[:80]!r} is not an operation id", file=sys.stderr)
+        return 2
+    op = client.request("DELETE", f"/v1/operations/{args.op_id}")
+    if args.json:
+        print_json(op)
+    elif op["status"] == "cancelled":
+        print(f"{op['kind']} {op['id']}: cancelled")
+    else:
+        print(f"{op['kind']} {op['id']}: cancel requested; it stops and cleans up "
+              "what it wrote")
+    return 0
 
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:

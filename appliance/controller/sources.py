@@ -29,9 +29,16 @@ ensure_vm_files keep a root disk that exists, so the image is not overlaid.
 Once all are in place the operation's params say so ("filled"): a create run
 again after a crash does not copy again; one that crashed mid-copy starts
 the copy over (never a mix of two moments of a running source).
+
+A cancel (service/operations.py: a CREATE with a source is cancellable while
+it copies) is polled while the copy waits for its source, between disks, in
+each qemu-img run (killed) and in the live copy's job (aborted): the partial
+files go, the operation ends cancelled, and the DELETE the cancel queued
+removes the new VM once the copy has let go.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Callable
@@ -86,6 +93,8 @@ class NewVmSources:
         source = op["params"].get("source")
         if not source or self.ctx.store.get_operation(op["id"])["params"].get("filled"):
             return
+        cancelled = functools.partial(self.ctx.op_cancelled, op)
+        _stop_if(cancelled)  # cancelled while it waited, or before a restart
         plan = self.files.plan(row)
         own = self.files.own_storage(row["host"])
         staging = plan.vm_dir / STAGING if own else plan.vm_dir
@@ -99,11 +108,13 @@ class NewVmSources:
                 sizes = [size for _path, size in self.files.writable_disks(row, plan)]
                 names = ["root", *(d["name"] for d in row["spec"]["disks"])]
                 self._from_backup(op, str(source["backup"]), wanted,
-                                  dict(zip(names, sizes, strict=True)))
+                                  dict(zip(names, sizes, strict=True)), cancelled)
             elif "clone" in source:
-                self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted)
+                self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted,
+                              cancelled)
             else:
                 raise Failed("the operation names no source the appliance knows")
+            _stop_if(cancelled)  # a copy that ended as the cancel came: dropped all the same
             if own:
                 link = self.ctx.links.connected(row["host"])
                 for path in wanted.values():
@@ -121,7 +132,7 @@ class NewVmSources:
 
     # -- from a backup ------------------------------------------------------------------------
     def _from_backup(self, op: dict, backup_id: str, wanted: dict[str, Path],
-                     limits: dict[str, int]) -> None:
+                     limits: dict[str, int], cancelled: Callable[[], bool]) -> None:
         store = self.ctx.store
         backup = store.get_backup(backup_id)
         target = store.get_backup_target(backup["target"])
@@ -133,24 +144,25 @@ class NewVmSources:
             for disk, size in zip(disks, sizes, strict=True):
                 dest = wanted[disk["name"]]
                 tmp = dest.with_name(f".{dest.name}.restore")
-                checked = chain.flatten(disk["name"], tmp, progress.part(start, size))
+                checked = chain.flatten(disk["name"], tmp, progress.part(start, size), cancelled)
                 pinned_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
                 tmp.replace(dest)
                 start += size
         progress.at(start, force=True)
 
     # -- from another VM ----------------------------------------------------------------------
-    def _hold(self, vm_id: str) -> None:
+    def _hold(self, vm_id: str, cancelled: Callable[[], bool]) -> None:
         """The source's busy claim (see the module's doc), waiting for its operation."""
         deadline = self.ctx.monotonic() + HOLD_SECONDS
         while not self.ctx.busy.claim(vm_id):
+            _stop_if(cancelled)
             if self.ctx.monotonic() > deadline:
                 raise Failed("the source VM stayed busy with another operation")
             self.ctx.sleep(POLL_SECONDS)
 
     def _from_vm(self, op: dict, source_id: str, snapshot: str | None,
-                 wanted: dict[str, Path]) -> None:
-        self._hold(source_id)
+                 wanted: dict[str, Path], cancelled: Callable[[], bool]) -> None:
+        self._hold(source_id, cancelled)
         try:
             source = self.ctx.store.get_vm_by_id(source_id)
             if source is None or source["desired_state"] == DesiredState.DELETED:
@@ -166,20 +178,22 @@ class NewVmSources:
             progress = Progress(self.ctx, op["id"], sum(size for _n, _p, size in disks))
             if running and snapshot is None:
                 assert guest is not None  # noqa: S101 - running says so
-                self._live_copy(guest, disks, wanted, progress)
+                self._live_copy(guest, disks, wanted, progress, cancelled)
             else:
-                self._file_copy(source, plan, disks, wanted, snapshot, running, progress)
+                self._file_copy(source, plan, disks, wanted, snapshot, running, progress,
+                                cancelled)
         finally:
             self.ctx.busy.release(source_id)
 
     def _file_copy(self, source: dict, plan: DomainPlan, disks: list[tuple[str, Path, int]],
                    wanted: dict[str, Path], snapshot: str | None, running: bool,
-                   progress: Progress) -> None:
+                   progress: Progress, cancelled: Callable[[], bool]) -> None:
         image = self.ctx.store.get_image(source["spec"]["image"])
         remote = self.files.own_storage(source["host"])
         link = self.ctx.links.connected(source["host"])
         start = 0
         for name, path, size in disks:
+            _stop_if(cancelled)
             local = path
             if remote:  # the host's file, fetched through its driver
                 if running:
@@ -192,7 +206,8 @@ class NewVmSources:
                 backing = (image["path"], image["format"]) if name == "root" else None
                 disk_copy.check_source(local, backing)
                 disk_copy.convert(local, wanted[name], snapshot=snapshot,
-                                  force_share=running, progress=progress.part(start, size))
+                                  force_share=running, progress=progress.part(start, size),
+                                  cancelled=cancelled)
             finally:
                 if local is not path:
                     local.unlink(missing_ok=True)
@@ -200,7 +215,8 @@ class NewVmSources:
         progress.at(start, force=True)
 
     def _live_copy(self, guest: Guest, disks: list[tuple[str, Path, int]],
-                   wanted: dict[str, Path], progress: Progress) -> None:
+                   wanted: dict[str, Path], progress: Progress,
+                   cancelled: Callable[[], bool]) -> None:
         """A push backup of the running source without a checkpoint, into the new
         VM's files: a full copy of each disk (its backing image's data included)."""
         files = {name: wanted[name].with_name(f".{wanted[name].name}.live")
@@ -212,6 +228,7 @@ class NewVmSources:
             guest.backup_begin(files, incremental=None, checkpoint=None)
             try:
                 while not guest.backup_finished():
+                    _stop_if(cancelled)  # the except below aborts the job
                     done = guest.job_progress()
                     if done is not None:
                         progress.at(done[0])
@@ -228,6 +245,14 @@ class NewVmSources:
             for path in files.values():
                 path.unlink(missing_ok=True)
         progress.at(progress.total, force=True)
+
+
+def _stop_if(cancelled: Callable[[], bool]) -> None:
+    """Failed("cancelled") once the operation is cancelled: the copy's cleanup runs on
+    the way out, the runner ends the operation cancelled, and the new VM's DELETE
+    (service/operations.py) removes what is left of it."""
+    if cancelled():
+        raise Failed("cancelled")
 
 
 def _abort_quietly(guest: Guest) -> None:

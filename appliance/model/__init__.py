@@ -48,6 +48,8 @@ from appliance.model.states import (
     SnapshotState,
     StateVerb,
     VMState,
+    cancellable_while_running,
+    copies_a_source,
 )
 
 __all__ = [
@@ -94,4 +96,6 @@ __all__ = [
     "SnapshotState",
     "StateVerb",
     "VMState",
+    "cancellable_while_running",
+    "copies_a_source",
 ]

@@ -7,7 +7,9 @@ The tuples below are what validation and the OpenAPI document enumerate.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class VMState(StrEnum):
@@ -95,6 +97,19 @@ STATE_CHANGE_OPS: tuple[OpKind, ...] = (OpKind.START, OpKind.STOP, OpKind.PAUSE,
 # Operations a running job does for a while, that a cancel aborts (the controller
 # aborts the libvirt job or the copy, then finishes the operation as cancelled).
 CANCELLABLE_WHILE_RUNNING: tuple[OpKind, ...] = (OpKind.MIGRATE, OpKind.BACKUP, OpKind.RESTORE)
+
+
+def copies_a_source(op: Mapping[str, Any]) -> bool:
+    """A CREATE that fills the new VM's disks from a source (a clone, a restore
+    into a new VM: its params' "source"): a copy as long as a backup's, which a
+    cancel aborts, where a plain create runs to its end."""
+    return op["kind"] == OpKind.CREATE and bool((op.get("params") or {}).get("source"))
+
+
+def cancellable_while_running(op: Mapping[str, Any]) -> bool:
+    """Whether a cancel of this running operation is passed on to its handler
+    (which polls it, aborts, cleans up and ends the operation cancelled)."""
+    return op["kind"] in CANCELLABLE_WHILE_RUNNING or copies_a_source(op)
 
 
 class OpStatus(StrEnum):

@@ -73,9 +73,17 @@ class Backups(ServiceBase):
         return row
 
     # -- reading ----------------------------------------------------------------------
-    def list_backups(self, vm: str | None = None, all_projects: bool = False
-                     ) -> list[dict[str, Any]]:
-        """Newest first; `vm` by name, so a deleted VM's backups are found too."""
+    def list_backups(self, vm: str | None = None, all_projects: bool = False,
+                     vm_must_exist: bool = False) -> list[dict[str, Any]]:
+        """Newest first; `vm` by name, so a deleted VM's backups are found too.
+        `vm_must_exist` (a VM's own listing, /v1/vms/NAME/backups): `vm` is one of
+        the caller's VMs (NotFound otherwise, as for every VM path) and the
+        backups are that VM's (by its id: a deleted namesake's are not its own)."""
+        if vm_must_exist:
+            if vm is None:
+                raise Invalid("name the VM whose backups to list", "vm")
+            row = self.vm_row(vm, with_xml=False)
+            return [self._backup_dict(b) for b in self.store.list_backups(vm_id=row["id"])]
         project = self._listed_project(all_projects)
         rows = self.store.list_backups(project=project, vm_name=vm)
         return [self._backup_dict(row) for row in rows]

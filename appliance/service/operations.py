@@ -7,16 +7,19 @@ import time
 from appliance.access import caller
 from appliance.errors import Conflict, Failed, NotFound, Timeout
 from appliance.model import (
-    CANCELLABLE_WHILE_RUNNING,
     FINAL_OP_STATES,
+    DesiredState,
     OpKind,
     OpStatus,
     SnapshotState,
+    cancellable_while_running,
+    copies_a_source,
 )
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
-# Operations that, once asked for, run to their end.
+# Operations that, once asked for, run to their end (but a CREATE that copies a
+# source: model/states.py copies_a_source).
 UNCANCELLABLE = (OpKind.CREATE, OpKind.DELETE)
 
 
@@ -72,19 +75,22 @@ class Operations(ServiceBase):
     def cancel_operation(self, op_id: str) -> Row:
         with self.store.transaction():
             op = self.get_operation(op_id)
-            # A running live migration, backup or restore is cancellable too: the
-            # controller aborts the libvirt job (the guest stays on its source) or the
-            # copy, and cleans up what it had written.
-            running_job = (op["status"] == OpStatus.RUNNING
-                           and op["kind"] in CANCELLABLE_WHILE_RUNNING)
+            # A running live migration, backup, restore or copy into a new VM is
+            # cancellable too: the controller aborts the libvirt job (the guest stays
+            # on its source) or the copy, and cleans up what it had written.
+            copy = copies_a_source(op)
+            running_job = op["status"] == OpStatus.RUNNING and cancellable_while_running(op)
             if op["status"] != OpStatus.PENDING and not running_job:
                 raise Conflict(
                     f"operation is {op['status']}; only pending operations (and running "
-                    "migrations, backups and restores) can be cancelled",
+                    "migrations, backups, restores and clones) can be cancelled",
                     "id",
                 )
-            if op["kind"] in UNCANCELLABLE:
+            if op["kind"] in UNCANCELLABLE and not copy:
                 raise Conflict(f"a {op['kind']} cannot be cancelled", "id")
+            if copy and op["params"].get("filled"):
+                raise Conflict("the copy is done and the VM is being defined; delete the VM "
+                               "instead", "id")
             row = self.store.get_vm_by_id(op["vm_id"])
             if row is not None:  # cancelling changes the VM's future: its lock decides
                 check_unlocked(row, caller())
@@ -96,21 +102,36 @@ class Operations(ServiceBase):
                     self.store.add_event(
                         "cancel-requested", f"{op['kind']}: cancel requested", row, op_id
                     )
-                self.notify()
-                return self.store.get_operation(op_id)
-            self.store.update_operation(
-                op_id,
-                status=OpStatus.CANCELLED,
-                error="cancelled by request",
-                finished=self.clock(),
-            )
-            if row is not None:
-                self.store.add_event("cancelled", f"{op['kind']} cancelled", row, op_id)
-            if op["kind"] == OpKind.SNAPSHOT and op["params"].get("snapshot"):
-                # never taken: its record says so (and may be deleted)
-                self.store.update_snapshot(op["params"]["snapshot"], state=SnapshotState.FAILED,
-                                           error="cancelled by request")
+            else:
+                self.store.update_operation(
+                    op_id,
+                    status=OpStatus.CANCELLED,
+                    error="cancelled by request",
+                    finished=self.clock(),
+                )
+                if row is not None:
+                    self.store.add_event("cancelled", f"{op['kind']} cancelled", row, op_id)
+                if op["kind"] == OpKind.SNAPSHOT and op["params"].get("snapshot"):
+                    # never taken: its record says so (and may be deleted)
+                    self.store.update_snapshot(op["params"]["snapshot"],
+                                               state=SnapshotState.FAILED,
+                                               error="cancelled by request")
+            if copy and row is not None:
+                self._drop_new_vm(row)
+        self.notify()
         return self.store.get_operation(op_id)
+
+    def _drop_new_vm(self, row: Row) -> None:
+        """A clone or a restore into a new VM that is cancelled leaves no half VM:
+        the new VM is deleted as delete_vm deletes one (its DELETE operation runs
+        once the cancelled copy has ended and removed its partial files; the
+        delete handler removes the folder, the address lease, the record)."""
+        if row["desired_state"] == DesiredState.DELETED:
+            return
+        self._supersede(row)
+        self.store.update_vm(row["id"], desired_state=DesiredState.DELETED)
+        self.store.add_event("deleting", "its creation was cancelled: the VM is deleted", row)
+        self._new_op(row, OpKind.DELETE, {"force": True, "by": "cancel"})
 
     # -- events -------------------------------------------------------------------------
     def list_events(

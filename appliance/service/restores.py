@@ -154,6 +154,12 @@ class Restores(ServiceBase):
                 raise Conflict(f"{row['name']} must be stopped for an in-place restore", "state")
             if self._pending_op(row, OpKind.RESTORE) is not None:
                 raise Conflict(f"{row['name']} has a restore under way", "state")
+            snapshots = [s["name"] for s in self.store.list_snapshots(row["id"])]
+            if snapshots:  # the handler refuses them too (one taken after this request)
+                shown = ", ".join(snapshots[:5]) + (", ..." if len(snapshots) > 5 else "")
+                raise Conflict(f"{row['name']} has {len(snapshots)} snapshot(s) ({shown}), which "
+                               "live in its disks and an in-place restore would lose; delete "
+                               "them first, or restore into a new VM (give a name)", "snapshots")
             self.store.add_event("restoring", f"restore of backup {backup['id']} requested", row)
             op = self._new_op(row, OpKind.RESTORE, {"backup": backup["id"]})
         self.notify()

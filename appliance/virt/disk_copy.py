@@ -94,10 +94,12 @@ def convert_args(source: Path, dest: Path, snapshot: str | None = None,
 
 def convert(source: Path, dest: Path, snapshot: str | None = None, force_share: bool = False,
             progress: Callable[[float], None] | None = None,
-            timeout: float = images.CONVERT_TIMEOUT) -> None:
+            timeout: float = images.CONVERT_TIMEOUT,
+            cancelled: Callable[[], bool] | None = None) -> None:
     """A standalone qcow2 at `dest` (replaced whole: written beside it, renamed)
     with the data of `source` (as `snapshot` holds it); check_source first.
-    `progress(fraction)` is told how far qemu-img is."""
+    `progress(fraction)` is told how far qemu-img is; `cancelled()` is polled and
+    stops the copy (qemu-img killed, the partial file removed, Failed("cancelled"))."""
     tmp = dest.with_name(f".{dest.name}.copy")
     tmp.unlink(missing_ok=True)
     proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, formats pinned, checked source
@@ -107,26 +109,35 @@ def convert(source: Path, dest: Path, snapshot: str | None = None, force_share: 
     assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPEs above
     os.set_blocking(proc.stdout.fileno(), False)
     deadline = time.monotonic() + timeout
-    timed_out = False
+    stopped: str | None = None
     try:
         while proc.poll() is None:
-            if time.monotonic() > deadline:
-                timed_out = True
+            if cancelled is not None and cancelled():
+                stopped = "cancelled"
+            elif time.monotonic() > deadline:
+                stopped = "timed out"
+            if stopped:
                 break
             found = _PROGRESS.findall(proc.stdout.read() or b"")
             if found and progress is not None:
                 progress(float(found[-1]) / 100)
             time.sleep(POLL_SECONDS)
+    except BaseException:
+        stopped = "interrupted"
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        if stopped:
+            tmp.unlink(missing_ok=True)
+    if stopped == "cancelled":
+        raise Failed("cancelled")
     stderr = proc.stderr.read().decode("utf-8", "replace").strip()
-    if timed_out or proc.returncode != 0:
+    if stopped or proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         log.warning("qemu-img convert %s: %s", source, stderr[:2000])
-        raise Failed(f"copying {source.name} " + ("timed out" if timed_out else
-                                                  f"failed: {_short(stderr)}"))
+        raise Failed(f"copying {source.name} " + (stopped or f"failed: {_short(stderr)}"))
     tmp.replace(dest)
     if progress is not None:
         progress(1.0)

@@ -163,3 +163,23 @@ def test_start_backup_picks_its_target(service, nas, tmp_path):
         assert err.value.field == field
     with pytest.raises(NotFound):
         service.start_backup("web1", {"target": "missing"})
+
+
+def test_a_vm_own_listing_needs_the_vm_and_shows_its_backups_alone(service, nas):
+    """list_backups(vm, vm_must_exist=True), GET /v1/vms/NAME/backups in one call: the
+    VM must be one of the caller's; a deleted namesake's backups stay under /v1/backups."""
+    service.add_backup_target({"name": "nas", "path": str(nas)})
+    with pytest.raises(NotFound) as missing:
+        service.list_backups("web1", vm_must_exist=True)
+    assert missing.value.field == "name"
+    old = {"id": "0" * 32, "name": "web1"}  # a deleted web1, whose backups are kept
+    _backup_row(service, old, FULL)
+    vm, _op = service.create_vm({"name": "web1"})
+    _backup_row(service, vm, INC)
+    assert [b["id"] for b in service.list_backups("web1", vm_must_exist=True)] == [INC]
+    assert [b["id"] for b in service.list_backups("web1")] == [INC, FULL]  # by name, as before
+    from appliance.access import Principal, Role, acting_as
+
+    outsider = Principal(user="eve", role=Role.OPERATOR, projects=("other",), project="other")
+    with acting_as(outsider), pytest.raises(NotFound):
+        service.list_backups("web1", vm_must_exist=True)  # not one of the caller's VMs

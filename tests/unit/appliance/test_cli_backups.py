@@ -173,3 +173,38 @@ def test_follow_is_silent_off_a_terminal():
 def test_bar_bounds_what_the_server_says():
     assert bar(_op("running", 9 << 20, 4 << 20)).startswith("backup [" + "#" * 30 + "] 100%")
     assert bar(_op("running", None, 0)) == "backup: running"
+
+
+def test_ctrl_c_stops_following_and_says_how_to_cancel():
+    class Interrupted(_Polled):
+        def get(self, path: str, **query):
+            if len(self.asked) == 1:
+                raise KeyboardInterrupt
+            return super().get(path, **query)
+
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        follow(Interrupted([_op("running", 1 << 20, 4 << 20)]), _op("pending", None, None),
+               stream=out, tty=True)
+    last = out.getvalue().split("\r")[-1]
+    assert last.endswith("\nvmctl: stopped following; the backup goes on (operation op1). "
+                         "To cancel it: vmctl cancel op1\n")
+
+
+def test_vmctl_cancel(vmctl, service):
+    """No controller here: the operations stay as the test puts them."""
+    vm, create = service.create_vm({"name": "web1", "state": "stopped"})
+    code, _, err = vmctl("cancel", create["id"])
+    assert code == 1 and "HTTP 409" in err and "create cannot be cancelled" in err
+    service.store.update_operation(create["id"], status="succeeded")
+    start = service.set_state("web1", "running")
+    assert vmctl("cancel", start["id"])[:2] == (0, f"start {start['id']}: cancelled\n")
+    assert service.get_operation(start["id"])["status"] == "cancelled"
+    row = service.store.get_vm_by_id(vm["id"])
+    backup = service.store.add_operation("backup-op-1", row, "backup", {"target": "nas"})
+    service.store.update_operation(backup["id"], status="running")
+    code, out, _ = vmctl("--json", "cancel", backup["id"])
+    assert code == 0 and json.loads(out)["params"]["cancel"] is True
+    code, _, err = vmctl("cancel", "../vms/web1")  # never a path of another resource
+    assert code == 2 and "not an operation id" in err
+    assert service.store.get_vm_by_id(vm["id"]) is not None

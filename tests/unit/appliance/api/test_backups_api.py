@@ -210,3 +210,14 @@ def test_a_refused_clone_makes_nothing(client, service, web1, body, field):
     resp = client.simulate_post("/v1/vms/web1/clone", json=body)
     assert 400 <= resp.status_code < 500 and resp.json.get("field") == field, resp.text
     assert [vm["name"] for vm in service.list_vms()] == vms
+
+
+def test_a_vm_backups_path_is_404_for_a_name_that_is_no_vm_of_the_caller(client, service,
+                                                                         monkeypatch):
+    calls = []
+    real = service.list_backups
+    monkeypatch.setattr(service, "list_backups", lambda *a, **k: calls.append(k) or real(*a, **k))
+    resp = client.simulate_get("/v1/vms/ghost/backups")
+    assert resp.status_code == 404 and resp.json["field"] == "name"
+    assert calls == [{"vm": "ghost", "vm_must_exist": True}]  # one service call decides
+    assert client.simulate_get("/v1/backups", params={"vm": "ghost"}).json["items"] == []

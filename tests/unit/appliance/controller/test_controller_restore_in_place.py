@@ -95,6 +95,20 @@ def test_a_vm_with_snapshots_is_refused(service, controller, store, chain):
     assert op["status"] == "failed" and "snapshot(s)" in op["error"]
 
 
+def test_a_vm_with_snapshots_is_refused_at_the_request_and_nothing_is_queued(
+        service, store, chain):
+    from appliance.errors import Conflict
+
+    vm, (_full, inc) = chain
+    store.db.table("snapshots").insert({"id": "s1", "vm_id": vm["id"], "name": "before",
+                                        "state": "ready", "created": 1.0})
+    before = store.operations_of_vm(vm["id"])
+    with pytest.raises(Conflict, match=r"1 snapshot\(s\) \(before\).*delete them first") as no:
+        service.restore_backup(inc["id"], {})
+    assert no.value.field == "snapshots"
+    assert store.operations_of_vm(vm["id"]) == before
+
+
 def test_a_broken_chain_is_refused_and_the_disks_stay(service, controller, config, target, chain):
     vm, (full, inc) = chain
     data = config.vm_dir(vm["id"]) / "disk-data.qcow2"
