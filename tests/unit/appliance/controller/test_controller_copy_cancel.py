@@ -22,8 +22,8 @@ from tests.unit.appliance.controller.test_controller_restores import (
     target,  # noqa: F401 - the fixture
 )
 
-from appliance import backup_chain
 from appliance.errors import Conflict, Failed
+from appliance.pinned_chain import PinnedChain
 from appliance.virt import disk_copy, images
 
 
@@ -124,15 +124,15 @@ def test_a_live_clone_cancelled_aborts_its_backup_job(shared, controller, cloud,
 def test_a_restore_into_a_new_vm_cancelled_while_it_flattens(shared, controller, clock, target,
                                                               monkeypatch):
     source = backed_up_vm(shared, controller, clock, target)
-    real_flatten = backup_chain.flatten
+    real_flatten = PinnedChain.flatten
     partial = []
 
-    def flatten(top, dest, progress=None, cancelled=None):
+    def flatten(chain, disk, dest, progress=None, cancelled=None):
         shared.cancel_operation(op["id"])
         partial.append(dest)
-        return real_flatten(top, dest, progress, cancelled)
+        return real_flatten(chain, disk, dest, progress, cancelled)
 
-    monkeypatch.setattr(backup_chain, "flatten", flatten)
+    monkeypatch.setattr(PinnedChain, "flatten", flatten)
     vm, op = shared.restore_backup(INCREMENTAL, {"name": "web1-restored"})
     settle(controller, clock, passes=3)
     assert len(partial) == 1 and not partial[0].exists()
