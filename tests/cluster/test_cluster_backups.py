@@ -13,7 +13,8 @@ from appliance import backup_chain
 from tests.appliance_process import READY_LINE
 from tests.cluster_helpers import wait_for
 
-pytestmark = pytest.mark.integration
+# slow (2-3 min, several local hosts): `make test-slow`, not `make test` (CI stays under 30 min)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BOOT_SECONDS = 120
 

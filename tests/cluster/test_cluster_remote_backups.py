@@ -15,7 +15,8 @@ from tests.appliance_process import READY_LINE
 from tests.cluster_helpers import start_cluster, wait_for
 from tests.integration.test_clone_restore import checksum, guest
 
-pytestmark = pytest.mark.integration
+# slow (2-3 min, several local hosts): `make test-slow`, not `make test` (CI stays under 30 min)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BOOT_SECONDS = 180
 OP_SECONDS = 300

@@ -12,7 +12,8 @@ import pytest
 from tests.appliance_process import READY_LINE
 from tests.snapshot_helpers import SnapshotClient, ask, type_line
 
-pytestmark = pytest.mark.integration
+# slow (2-3 min, several local hosts): `make test-slow`, not `make test` (CI stays under 30 min)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BOOT_SECONDS = 120
 OFFSET = 2 * 1024 * 1024
