@@ -25,7 +25,9 @@ import logging
 import os
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from appliance.errors import Failed, Invalid
 
@@ -167,23 +169,29 @@ def qcow2_header_refusal(path: str | Path) -> str | None:
             if incompatible & _QCOW2_INCOMPAT_DATA_FILE:
                 return "it has an external data file"
             header_length = struct.unpack(">I", header[100:104])[0]
-        # Header extensions follow the header, inside the first cluster.
-        cluster = 1 << cluster_bits
-        pos = header_length
-        while pos + 8 <= cluster:
-            f.seek(pos)
-            raw = f.read(8)
-            if len(raw) < 8:
-                break
-            ext_type, ext_length = struct.unpack(">II", raw)
-            if ext_type == _QCOW2_EXT_END:
-                break
+        for ext_type, _length in _qcow2_extensions(f, header_length, cluster_bits):
             if ext_type == _QCOW2_EXT_DATA_FILE:
                 return "it has an external data file"
             if ext_type == _QCOW2_EXT_CRYPTO:
                 return "it is encrypted"
-            pos += 8 + ((ext_length + 7) & ~7)
     return None
+
+
+def _qcow2_extensions(f: BinaryIO, header_length: int, cluster_bits: int
+                      ) -> Iterator[tuple[int, int]]:
+    """(type, length) of each header extension, which follow the header inside the
+    first cluster; on each, `f` stands at the extension's data."""
+    pos, cluster = header_length, 1 << cluster_bits
+    while pos + 8 <= cluster:
+        f.seek(pos)
+        raw = f.read(8)
+        if len(raw) < 8:
+            return
+        ext_type, ext_length = struct.unpack(">II", raw)
+        if ext_type == _QCOW2_EXT_END:
+            return
+        yield ext_type, ext_length
+        pos += 8 + ((ext_length + 7) & ~7)
 
 
 _QCOW2_EXT_BACKING_FORMAT = 0xE2792ACA
@@ -219,20 +227,11 @@ def qcow2_backing(path: str | Path) -> tuple[str | None, str | None]:
             f.seek(backing_offset)
             backing_name = f.read(backing_size).decode("utf-8", "replace")
         backing_format = None
-        pos, cluster = header_length, 1 << cluster_bits
-        while pos + 8 <= cluster:
-            f.seek(pos)
-            raw = f.read(8)
-            if len(raw) < 8:
-                break
-            ext_type, ext_length = struct.unpack(">II", raw)
-            if ext_type == _QCOW2_EXT_END:
-                break
+        for ext_type, ext_length in _qcow2_extensions(f, header_length, cluster_bits):
             if ext_type in (_QCOW2_EXT_DATA_FILE, _QCOW2_EXT_CRYPTO):
                 raise Invalid("a qcow2 file with an external data file or encryption", "image")
             if ext_type == _QCOW2_EXT_BACKING_FORMAT and ext_length <= 32:
                 backing_format = f.read(ext_length).decode("ascii", "replace")
-            pos += 8 + ((ext_length + 7) & ~7)
     return backing_name, backing_format
 
 
