@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench.common import LIBVIRT_URI
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -68,33 +67,6 @@ def type_and_wait(app, vm: str, command: str, marker: str, timeout: float = 120)
     if resp.status_code != 200:
         raise RuntimeError(f"PUT /v1/vms/{vm}/console: HTTP {resp.status_code} {resp.text}")
     app.wait_console(vm, marker, timeout)
-
-
-def remove_domains_and_metadata(prefix: str, uri: str = LIBVIRT_URI) -> int:
-    """Destroy and undefine every domain whose name starts with prefix (ours only), with
-    its snapshot and checkpoint metadata, which a plain undefine refuses to leave behind."""
-    assert prefix and len(prefix) >= 6, "refusing a short prefix"
-    import libvirt
-
-    flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-             | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    conn = libvirt.open(uri)
-    removed = 0
-    try:
-        for dom in conn.listAllDomains():
-            try:
-                if not dom.name().startswith(prefix):
-                    continue
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefineFlags(flags)
-                removed += 1
-            except libvirt.libvirtError:
-                pass
-    finally:
-        conn.close()
-    return removed
 
 
 def qemu_img(*args: str, timeout: float = 600) -> str:

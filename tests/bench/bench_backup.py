@@ -47,12 +47,11 @@ from pathlib import Path
 from tests.bench.appliance_ops import (
     operation_split,
     qemu_img,
-    remove_domains_and_metadata,
     timed_operation,
     tree_bytes,
     type_and_wait,
 )
-from tests.bench.common import LIBVIRT_URI, ms, p50, ratio
+from tests.bench.common import LIBVIRT_URI, ms, p50, ratio, remove_domains
 
 GOAL_FULL_THROUGHPUT_RATIO = 0.7  # appliance full backup throughput / qemu-img convert's, at least
 GOAL_INCREMENTAL_TIME_RATIO = 0.2  # incremental after 1 MiB / full, at most
@@ -208,7 +207,7 @@ def run(base: Path, rounds: int = 5, disk_mib: int = 1024, data_mib: int = 512, 
         return _measure(app, target, rounds, disk_mib, data_mib, write_mib)
     finally:
         app.stop()
-        remove_domains_and_metadata(prefix)  # before cleanup's plain undefine, which a checkpoint refuses
+        remove_domains(prefix)  # with their checkpoint metadata, which a plain undefine refuses
         app.cleanup()
 
 

@@ -35,8 +35,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.bench.appliance_ops import operation_split, remove_domains_and_metadata, timed_operation
-from tests.bench.common import LIBVIRT_URI, ms, p50, pct, ratio
+from tests.bench.appliance_ops import operation_split, timed_operation
+from tests.bench.common import LIBVIRT_URI, ms, p50, pct, ratio, remove_domains
 
 GOAL_RATIO = 1.2
 VM = "snapbench"
@@ -67,7 +67,7 @@ def run(base: Path, rounds: int = 15) -> dict:
         return _measure(app, rounds)
     finally:
         app.stop()
-        remove_domains_and_metadata(prefix)  # before cleanup's plain undefine, which a snapshot refuses
+        remove_domains(prefix)  # with their snapshot metadata, which a plain undefine refuses
         app.cleanup()
 
 

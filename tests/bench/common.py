@@ -187,10 +187,14 @@ def wait_http(port: int, path: str, timeout: float = 30, proc: subprocess.Popen 
 
 # -- libvirt -------------------------------------------------------------------------------------
 def remove_domains(prefix: str, uri: str = LIBVIRT_URI) -> int:
-    """Destroy and undefine every domain whose name starts with prefix (ours only)."""
+    """Destroy and undefine every domain whose name starts with prefix (ours only), with
+    its snapshot and checkpoint metadata, which a plain undefine refuses to leave behind."""
     assert prefix and len(prefix) >= 6, "refusing a short prefix"
     import libvirt
 
+    flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
     conn = libvirt.open(uri)
     removed = 0
     try:
@@ -201,7 +205,7 @@ def remove_domains(prefix: str, uri: str = LIBVIRT_URI) -> int:
                 if dom.isActive():
                     dom.destroy()
                 if dom.isPersistent():
-                    dom.undefine()
+                    dom.undefineFlags(flags)
                 removed += 1
             except libvirt.libvirtError:
                 pass
