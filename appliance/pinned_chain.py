@@ -22,22 +22,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import stat
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from appliance.errors import Failed
-from appliance.virt import images
+from appliance.virt import disk_copy, images
 
 log = logging.getLogger("vmctl.backup_chain")
 
 CHECK_TIMEOUT = 3600
 FLATTEN_TIMEOUT = images.CONVERT_TIMEOUT
-_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 class PinnedChain:
@@ -100,35 +97,13 @@ class PinnedChain:
         Returns images.check(dest)."""
         args = ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2",
                 self.source(disk), str(dest)]
-        proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, held verified files
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=self.fds[disk],
-        )
-        assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
-        os.set_blocking(proc.stdout.fileno(), False)
-        deadline = time.monotonic() + FLATTEN_TIMEOUT
-        stopped: str | None = None
-        try:
-            while proc.poll() is None:
-                if cancelled and cancelled():
-                    stopped = "cancelled"
-                elif time.monotonic() > deadline:
-                    stopped = "timed out"
-                if stopped:
-                    break
-                found = _PROGRESS.findall(proc.stdout.read() or b"")
-                if found and progress:
-                    progress(float(found[-1]) / 100)
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        stderr = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
-        if stopped or proc.returncode != 0:
+        stopped, returncode, stderr = disk_copy.follow_convert(
+            args, progress, cancelled, FLATTEN_TIMEOUT, pass_fds=tuple(self.fds[disk]))
+        if stopped or returncode != 0:
             dest.unlink(missing_ok=True)
             if stopped == "cancelled":
                 raise Failed("cancelled")
-            log.warning("qemu-img convert of %s: %s", disk, stderr.strip()[:2000])
+            log.warning("qemu-img convert of %s: %s", disk, stderr[:2000])
             raise Failed(f"flattening the backup chain {stopped or 'failed'}")
         if progress:
             progress(1.0)

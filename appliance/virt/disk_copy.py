@@ -102,9 +102,33 @@ def convert(source: Path, dest: Path, snapshot: str | None = None, force_share: 
     stops the copy (qemu-img killed, the partial file removed, Failed("cancelled"))."""
     tmp = dest.with_name(f".{dest.name}.copy")
     tmp.unlink(missing_ok=True)
-    proc = subprocess.Popen(  # noqa: S603 - qemu-img from PATH, no shell, formats pinned, checked source
-        convert_args(source, tmp, snapshot, force_share),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    try:
+        stopped, returncode, stderr = follow_convert(
+            convert_args(source, tmp, snapshot, force_share), progress, cancelled, timeout)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if stopped == "cancelled":
+        tmp.unlink(missing_ok=True)
+        raise Failed("cancelled")
+    if stopped or returncode != 0:
+        tmp.unlink(missing_ok=True)
+        log.warning("qemu-img convert %s: %s", source, stderr[:2000])
+        raise Failed(f"copying {source.name} " + (stopped or f"failed: {_short(stderr)}"))
+    tmp.replace(dest)
+    if progress is not None:
+        progress(1.0)
+
+
+def follow_convert(args: list[str], progress: Callable[[float], None] | None,
+                   cancelled: Callable[[], bool] | None, timeout: float,
+                   pass_fds: tuple[int, ...] = ()) -> tuple[str | None, int, str]:
+    """Run a `qemu-img convert -p` command line, telling `progress(fraction)` how far
+    it is and polling `cancelled()`: (why it was stopped — "cancelled" or "timed
+    out" — or None, its exit status, its stderr stripped). A stopped or
+    interrupted qemu-img is killed; what it wrote is the caller's to remove."""
+    proc = subprocess.Popen(  # noqa: S603 - the callers' qemu-img lines: no shell, formats pinned
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds,
     )
     assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - PIPEs above
     os.set_blocking(proc.stdout.fileno(), False)
@@ -122,25 +146,11 @@ def convert(source: Path, dest: Path, snapshot: str | None = None, force_share: 
             if found and progress is not None:
                 progress(float(found[-1]) / 100)
             time.sleep(POLL_SECONDS)
-    except BaseException:
-        stopped = "interrupted"
-        raise
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if stopped:
-            tmp.unlink(missing_ok=True)
-    if stopped == "cancelled":
-        raise Failed("cancelled")
-    stderr = proc.stderr.read().decode("utf-8", "replace").strip()
-    if stopped or proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        log.warning("qemu-img convert %s: %s", source, stderr[:2000])
-        raise Failed(f"copying {source.name} " + (stopped or f"failed: {_short(stderr)}"))
-    tmp.replace(dest)
-    if progress is not None:
-        progress(1.0)
+    return stopped, proc.returncode, proc.stderr.read().decode("utf-8", "replace").strip()
 
 
 def _short(stderr: str) -> str:
