@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -41,6 +42,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A server's close codes that mean "the console ended as it should" (the VM stopped, or
 # the server is going away): exit status 0, as virsh console when the domain stops.
 NORMAL_CLOSE_CODES = (1000, 1001)
+# websockets logs from its reader thread when the server ends the stream right after a
+# refused handshake (an "unexpected internal error", EOFError): a race it loses at random,
+# printed to stderr by logging's last-resort handler ahead of vmctl's own message. The
+# refusal reaches the user as APIError all the same, so that logger says nothing here.
+_WEBSOCKET_LOG = logging.getLogger("vmctl.websocket")
+_WEBSOCKET_LOG.addHandler(logging.NullHandler())
+_WEBSOCKET_LOG.propagate = False
 
 
 class _WebSocketConsole:
@@ -91,7 +99,7 @@ def open_websocket(client: Client, path: str, query: dict[str, str]) -> ClientCo
         return connect(url, ssl=client.ssl_context, additional_headers=headers,
                        open_timeout=OPEN_TIMEOUT, max_size=MAX_FRAME,
                        compression=None,  # keystrokes are a few bytes: deflate only adds latency
-                       user_agent_header="vmctl", legacy=True)
+                       user_agent_header="vmctl", logger=_WEBSOCKET_LOG, legacy=True)
     except InvalidStatus as err:
         raise APIError(err.response.status_code, _body(err.response.body)) from None
     except FingerprintMismatch as err:
