@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+from appliance.controller import live
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -70,6 +71,8 @@ class Lifecycle:
         guest = self.files.ensure_defined(row)
         if not guest.is_active():
             self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
+            return
+        live.apply(self.ctx, row, guest)  # what can change live does; the rest waits for a boot
 
     def start(self, op: dict, row: dict) -> None:
         """Also resume and converge: whatever the guest is, it ends up running."""
@@ -173,7 +176,7 @@ class Lifecycle:
         if link is not None:
             link.driver.check_ports_free(port_forwards(row))  # taken: fail before QEMU runs
         guest.start()
-        self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
+        live.record_boot(self.ctx, row)
         try:
             guest.apply_port_forwards(port_forwards(row))
         except Failed:

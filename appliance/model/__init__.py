@@ -15,6 +15,8 @@ from appliance.model.defaults import (
     HEARTBEAT_AGE,
     HEARTBEAT_SECONDS,
     HOST_RATIOS,
+    HOTPLUG_FIELDS,
+    LIVE_FIELDS,
     TERMINATION_GRACE_PERIOD,
 )
 from appliance.model.states import (
@@ -54,6 +56,8 @@ from appliance.model.states import (
 
 __all__ = [
     "ACTIVE_STATES",
+    "HOTPLUG_FIELDS",
+    "LIVE_FIELDS",
     "CANCELLABLE_WHILE_RUNNING",
     "DEFAULT_CPUS",
     "DEFAULT_CPU_RATIO",

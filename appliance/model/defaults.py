@@ -44,6 +44,17 @@ MAX_CPUS = 256
 MAX_DISK_MIB = 64 * 1024 * 1024
 MAX_DISKS = 16
 MAX_PORT_FORWARDS = 64
+# Spec fields a running VM takes without its guest seeing anything (the controller
+# just records them); appliance/controller/live.py applies the hot-pluggable ones.
+LIVE_FIELDS = frozenset({
+    "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group",
+    "reserve_when_stopped",
+    "backup",  # read by the controller's backup schedule, never by the guest
+})
+# Spec fields a running VM may take live, when the guest and the maximums allow
+# (issue 14): the service does not announce a restart for these; the controller
+# tries, and sets RestartRequired only for what it could not apply.
+HOTPLUG_FIELDS = frozenset({"cpus", "memory", "disks", "cdroms"})
 # ACPI shutdown first; after this many seconds the plug is pulled (Kubernetes' default).
 TERMINATION_GRACE_PERIOD = 30
 MAX_TERMINATION_GRACE_PERIOD = 3600

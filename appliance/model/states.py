@@ -23,7 +23,9 @@ class VMState(StrEnum):
     STOPPING = "stopping"  # libvirt's SHUTDOWN: the guest is powering off
     STOPPED = "stopped"
     CRASHED = "crashed"
-    SUSPENDED = "suspended"  # libvirt's PMSUSPENDED
+    SUSPENDED = "suspended"  # memory saved to disk (libvirt's managed save), RAM freed
+    PMSUSPENDED = "pmsuspended"  # libvirt's PMSUSPENDED: the guest put itself to sleep (S3)
+    SHELVED = "shelved"  # stopped, no host claim; disks kept (Nova's shelve)
     MIGRATING = "migrating"
     LOST = "lost"  # its host is gone and the domain is nowhere to be seen
     UNKNOWN = "unknown"
@@ -36,6 +38,8 @@ class DesiredState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     PAUSED = "paused"
+    SUSPENDED = "suspended"  # memory saved to disk, RAM freed; "running" resumes it
+    SHELVED = "shelved"  # stopped, host claim released; "running" places it again
     DELETED = "deleted"
 
 
@@ -47,6 +51,8 @@ class StateVerb(StrEnum):
     PAUSED = "paused"
     REBOOT = "reboot"
     FORCE_STOP = "force-stop"
+    SUSPENDED = "suspended"
+    SHELVED = "shelved"
 
 
 STATE_VERBS: tuple[StateVerb, ...] = tuple(StateVerb)
@@ -54,12 +60,14 @@ STATE_VERBS: tuple[StateVerb, ...] = tuple(StateVerb)
 STATE_ALIASES: dict[str, StateVerb] = {
     "start": StateVerb.RUNNING, "stop": StateVerb.STOPPED, "pause": StateVerb.PAUSED,
     "resume": StateVerb.RUNNING, "restart": StateVerb.REBOOT, "shutdown": StateVerb.STOPPED,
+    "suspend": StateVerb.SUSPENDED, "shelve": StateVerb.SHELVED, "unshelve": StateVerb.RUNNING,
 }
 # The desired state each verb records.
 VERB_DESIRED_STATE: dict[StateVerb, DesiredState] = {
     StateVerb.RUNNING: DesiredState.RUNNING, StateVerb.STOPPED: DesiredState.STOPPED,
     StateVerb.PAUSED: DesiredState.PAUSED, StateVerb.REBOOT: DesiredState.RUNNING,
     StateVerb.FORCE_STOP: DesiredState.STOPPED,
+    StateVerb.SUSPENDED: DesiredState.SUSPENDED, StateVerb.SHELVED: DesiredState.SHELVED,
 }
 # Observed states in which a VM occupies its domain: it must stop before it is deleted.
 ACTIVE_STATES: tuple[VMState, ...] = (VMState.RUNNING, VMState.PAUSED, VMState.STARTING,
@@ -87,11 +95,17 @@ class OpKind(StrEnum):
     REVERT = "revert"  # to a snapshot (params: name)
     BACKUP = "backup"  # params: backup (its id), target, kind
     RESTORE = "restore"  # in place, into a stopped VM (params: backup)
+    # Live shapes (issue 14)
+    SUSPEND = "suspend"  # managed save: memory to disk, RAM freed
+    SHELVE = "shelve"  # stop, release the host claim, keep the disks
+    UNSHELVE = "unshelve"  # place again (the scheduler), move disks if needed, start
+    REBUILD = "rebuild"  # reimage the root disk (params: image), keep name, MAC, data disks
 
 
 # A new desired state cancels the pending operations of these kinds that it replaces.
 STATE_CHANGE_OPS: tuple[OpKind, ...] = (OpKind.START, OpKind.STOP, OpKind.PAUSE, OpKind.RESUME,
-                                        OpKind.REBOOT, OpKind.FORCE_STOP)
+                                        OpKind.REBOOT, OpKind.FORCE_STOP, OpKind.SUSPEND,
+                                        OpKind.SHELVE, OpKind.UNSHELVE)
 
 
 # Operations a running job does for a while, that a cancel aborts (the controller

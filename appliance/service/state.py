@@ -28,9 +28,14 @@ VERB_OPERATION = {
     StateVerb.PAUSED: OpKind.PAUSE,
     StateVerb.REBOOT: OpKind.REBOOT,
     StateVerb.FORCE_STOP: OpKind.FORCE_STOP,
+    StateVerb.SUSPENDED: OpKind.SUSPEND,
+    StateVerb.SHELVED: OpKind.SHELVE,
 }
 # The verbs that name a state (a VM already there needs nothing).
-STATE_NAMING_VERBS = (StateVerb.RUNNING, StateVerb.STOPPED, StateVerb.PAUSED)
+STATE_NAMING_VERBS = (StateVerb.RUNNING, StateVerb.STOPPED, StateVerb.PAUSED,
+                      StateVerb.SUSPENDED, StateVerb.SHELVED)
+# Verbs whose handlers are not built yet (issue 14, part E removes this): refused, 409.
+NOT_YET = (StateVerb.SUSPENDED, StateVerb.SHELVED)
 # Where a pause or a reboot makes sense: the guest runs (or is paused).
 GUEST_UP = (VMState.RUNNING, VMState.PAUSED)
 # A start from these states may (re)claim vCPUs and memory, or move off a lost host.
@@ -104,6 +109,8 @@ class StateChanges(ServiceBase):
     @staticmethod
     def _check_verb(row: Row, verb: StateVerb, observed: str) -> None:
         going_up = row["desired_state"] == DesiredState.RUNNING
+        if verb in NOT_YET:
+            raise Conflict(f"{verb} is not available yet", "state")
         if verb == StateVerb.PAUSED and observed not in GUEST_UP and not going_up:
             raise Conflict(f"a {observed} VM cannot be paused; start it first", "state")
         if verb == StateVerb.REBOOT and observed not in GUEST_UP and not going_up:

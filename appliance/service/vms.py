@@ -17,6 +17,8 @@ from appliance.model import (
     DEFAULT_IMAGE,
     DEFAULT_MEMORY_MIB,
     DEFAULT_NETWORK_TYPE,
+    HOTPLUG_FIELDS,
+    LIVE_FIELDS,
     DesiredState,
     NetworkType,
     OpKind,
@@ -33,19 +35,6 @@ DEFAULT_TEMPLATE = {
     "memory": DEFAULT_MEMORY_MIB,
     "network": {"type": DEFAULT_NETWORK_TYPE.value},
 }
-# Spec fields a running VM takes without a restart.
-LIVE_FIELDS = frozenset(
-    {
-        "name",
-        "labels",
-        "run_strategy",
-        "termination_grace_period",
-        "node_selector",
-        "group",
-        "reserve_when_stopped",
-        "backup",  # read by the controller's backup schedule, never by the guest
-    }
-)
 
 
 def initial_state(asked: Any, spec: dict[str, Any]) -> DesiredState:
@@ -220,7 +209,7 @@ class VMs(ServiceBase):
                 self._check_rename(row, new["name"])
             active = self._observed(row) in ACTIVE_STATES
             changed = sorted(k for k in new if new[k] != old[k])
-            hardware = bool(set(changed) - LIVE_FIELDS)
+            hardware = bool(set(changed) - LIVE_FIELDS - HOTPLUG_FIELDS)
             self._check_claim_growth(row, old, new)
             self._check_quota(row["project"], new, old, row["id"])
             self.store.update_vm(

@@ -307,6 +307,67 @@ def _v7_backups(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v8_shapes(db: sqlite_utils.Database) -> None:
+    """Live shapes (issue 14): templates as resources, replica pools, what a
+    running domain was given, rebuilds, shelving and the cluster's CPU model.
+
+    templates: a user's VM shapes (Nova's flavors, with an image and the rest of
+    a spec). `project` is '' for a global template (admins own those) or the
+    project that owns it. A change bumps `revision`; a VM records the name and
+    revision it was made from, and a template change never touches a VM.
+
+    pools: KubeVirt's VirtualMachinePool. `template` is the members' spec
+    without a name (the pool's template.json); its change bumps `revision` and
+    the roll-out replaces members one at a time, unless `paused`."""
+    db.table("templates").create(
+        {
+            "id": str,  # uuid
+            "project": str,  # '' = global
+            "name": str,
+            "revision": int,  # 1, then +1 per change
+            "spec": str,  # JSON: a partial spec (no name), validated against Spec on write
+            "description": str,
+            "created": float,
+            "updated": float,
+        },
+        pk="id",
+        not_null={"project", "name", "revision", "spec", "created"},
+    )
+    db.table("templates").create_index(["project", "name"], unique=True)
+    db.table("pools").create(
+        {
+            "id": str,  # uuid
+            "project": str,
+            "name": str,  # members are NAME-0, NAME-1, ...
+            "template": str,  # JSON: the members' spec without a name
+            "revision": int,  # of `template`: +1 per change; members record theirs
+            "replicas": int,
+            "paused": int,  # 1: the roll-out of a template change waits
+            "group": str,  # a server group the members join (spread / anti-affinity), or NULL
+            "created": float,
+            "updated": float,
+        },
+        pk="id",
+        not_null={"project", "name", "template", "revision", "replicas", "created"},
+    )
+    db.table("pools").create_index(["project", "name"], unique=True)
+    vms = db.table("vms")
+    vms.add_column("template", str)  # the template's name it was made from (NULL: none)
+    vms.add_column("template_revision", int)
+    vms.add_column("pool", str)  # pools.id of the pool it belongs to (NULL: none)
+    vms.add_column("pool_ordinal", int)  # its N in NAME-N
+    vms.add_column("pool_revision", int)  # the pool template revision it was made from
+    # JSON: the spec the running domain has now (set at boot, updated by every
+    # change applied live). spec minus this = the changes waiting for a restart.
+    vms.add_column("running_spec", str)
+    # cloud-init's instance-id (NULL: the VM's id); a rebuild gives a new one,
+    # so that cloud-init runs again as on a first boot.
+    vms.add_column("instance_id", str)
+    # The host's CPU as libvirt's capabilities show it (<cpu> XML), for the
+    # cluster's baseline model; the baseline itself is in meta ("cluster_cpu").
+    db.table("hosts").add_column("cpu_xml", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups]
+    _v7_backups, _v8_shapes]

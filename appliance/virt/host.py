@@ -47,7 +47,7 @@ STATES = {
     libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
     libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 REASONS = {
     libvirt.VIR_DOMAIN_SHUTOFF: {

@@ -41,7 +41,7 @@ def test_mount_writes_and_their_results(service, controller):
         ("write", "write vms/web1/cpus", "ok"),
         ("refused", "write vms/web1/state",
          "EINVAL Invalid: 'flying' is not a state; use one of running, stopped, paused, reboot, "
-         "force-stop"),
+         "force-stop, suspended, shelved"),
         # refused by the policy (fs/guard.py): the same shape, what in the message, why in the result
         ("refused", "write vms/web1/status.json", "EACCES Forbidden: no policy allows this to anyone"),
         ("write", "rename vms/web1 to vms/web2", "ok"),
