@@ -34,6 +34,7 @@ from pydantic import (
 
 from appliance.errors import Invalid
 from appliance.model.backup_policy import BackupPolicy
+from appliance.model.cpu import Cpu, passthrough_fault, topology_fault
 from appliance.model.defaults import (
     DEFAULT_CPUS,
     DEFAULT_GRAPHICS,
@@ -120,6 +121,12 @@ class Spec(BaseModel):
             "(/v1/vms/NAME/vnc, screen.png); none: no display"))
     backup: BackupPolicy | None = Field(None, description=(
         "scheduled backups and their retention; absent: the project's policy, if any"))
+    # Issue 14, part F (appliance/model/cpu.py): declared after cpus and
+    # node_selector, which its check reads.
+    cpu: Cpu = Field(default_factory=Cpu, description=(
+        "CPU model (cluster baseline by default), topology, dedicated host CPUs"))
+    hugepages: Flag = Field(False, description=(
+        "back the memory with the host's 2 MiB hugepages (the host must have enough free)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +157,17 @@ class Spec(BaseModel):
             raise refused(f"needs a tcp port forward to guest port {port}", ".tcp_socket.port")
         return probe
 
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_fits(cls, cpu: Cpu, info: ValidationInfo) -> Cpu:
+        stored = cpu.model_dump()
+        vcpus = info.data.get("max_cpus") or info.data.get("cpus")
+        if vcpus is not None and (fault := topology_fault(stored, vcpus)):
+            raise refused(fault, ".sockets")
+        if (fault := passthrough_fault(stored, info.data.get("node_selector") or {})):
+            raise refused(fault, ".mode")
+        return cpu
+
 
 FIELDS: tuple[str, ...] = tuple(Spec.model_fields)
 _FIELD_NAMES = frozenset(FIELDS)
@@ -175,6 +193,8 @@ CHECK_ORDER = (
     "reserve_when_stopped",
     "graphics",
     "backup",
+    "cpu",
+    "hugepages",
 )
 
 
