@@ -13,6 +13,8 @@ from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
 
+from appliance.virt import cpu_xml
+
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -37,6 +39,12 @@ class DomainPlan:
     mac: str
     seed_iso: Path | None
     direct_io: bool
+    # Issue 14, part F (virt/cpu_xml.py): the cluster's baseline CPU XML, the host
+    # CPUs a dedicated VM's vCPUs are pinned to, and the host's shared CPUs (None:
+    # the host has no dedicated set, nothing is pinned).
+    cluster_cpu: str | None = None
+    pinned_cpus: tuple[int, ...] | None = None
+    shared_cpus: tuple[int, ...] | None = None
 
     @property
     def root_disk(self) -> Path:
@@ -95,10 +103,7 @@ def build(plan: DomainPlan) -> str:
     features = _sub(domain, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    if plan.domain_type == "kvm":
-        # host-model: the guest sees most of the host's features yet can still
-        # migrate to a host with the same or a newer CPU.
-        _sub(domain, "cpu", mode="host-model")
+    cpu_xml.add(domain, plan)  # <cpu> model and topology, pinning, hugepages (spec.cpu)
     _sub(domain, "clock", offset="utc")
     _sub(domain, "on_poweroff", "destroy")
     _sub(domain, "on_reboot", "restart")
