@@ -123,7 +123,7 @@ class Spec(BaseModel):
         "scheduled backups and their retention; absent: the project's policy, if any"))
     # Issue 14, part F (appliance/model/cpu.py): declared after cpus and
     # node_selector, which its check reads.
-    cpu: Cpu = Field(default_factory=lambda: Cpu(), description=(
+    cpu: Cpu = Field(default_factory=lambda: Cpu.model_validate({}), description=(
         "CPU model (cluster baseline by default), topology, dedicated host CPUs"))
     hugepages: Flag = Field(False, description=(
         "back the memory with the host's 2 MiB hugepages (the host must have enough free)"))
