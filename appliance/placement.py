@@ -29,6 +29,7 @@ from appliance.model import (
     HostAdminState,
     VMState,
 )
+from appliance.model.cpu import HOST_LABEL, hugepages_of, is_dedicated, parse_cpuset
 from appliance.store import Store
 from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
@@ -99,12 +100,24 @@ def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
     )
 
 
+def pinning_allocations(store: Store) -> dict[str, list[float]]:
+    """host -> [dedicated vCPUs, hugepage MiB] claimed there (part of allocations())."""
+    return store.pinning_claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES)
+
+
+def dedicated_set(host: dict) -> tuple[int, ...]:
+    """The host CPUs kept for dedicated VMs (hosts.cpu_dedicated_set)."""
+    return parse_cpuset(host.get("cpu_dedicated_set") or "")
+
+
 def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostState]:
     used = allocations(store)
+    pinned = pinning_allocations(store)
     states = []
     for host in store.list_hosts():
         info = host["info"] or {}
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
+        dedicated, hugepages = pinned.get(host["name"], (0, 0))
         states.append(
             HostState(
                 name=host["name"],
@@ -118,11 +131,18 @@ def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostStat
                 ram_ratio=host["ram_ratio"] or DEFAULT_RAM_RATIO,
                 disk_ratio=host["disk_ratio"] or DEFAULT_DISK_RATIO,
                 reserved_memory_mib=int(host["reserved_memory_mib"] or 0),
-                allocated_cpus=int(cpus),
+                allocated_cpus=int(cpus - dedicated),  # the shared vCPUs
                 allocated_memory_mib=int(memory),
                 allocated_disk_gib=disk / GIB,
-                labels=host["labels"] or {},
+                # every host answers to its own name (a VM pinned to one host)
+                labels={**(host["labels"] or {}), HOST_LABEL: host["name"]},
                 storage=host["storage"] or "",
+                # ids beyond the host's CPUs (set before its inventory was known) count not
+                dedicated_cpus=len([c for c in dedicated_set(host)
+                                    if c < int(info.get("cpus") or 0)]),
+                allocated_dedicated_cpus=int(dedicated),
+                hugepages_mib=float(info.get("hugepages_mib") or 0),
+                allocated_hugepages_mib=float(hugepages),
             )
         )
     return states
@@ -155,9 +175,12 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
     stopped one, see claims_cpu_ram): only its disks must fit. `disk` False
     asks for vCPUs and memory alone, on a host that holds its disks already.
     `project`: the VM's, whose server group the spec's `group` names."""
+    dedicated = is_dedicated(spec)
     request = Request(
         vm=spec["name"],
-        cpus=spec["cpus"] if cpu_ram else 0,
+        cpus=spec["cpus"] if cpu_ram and not dedicated else 0,
+        dedicated_cpus=spec["cpus"] if cpu_ram and dedicated else 0,
+        hugepages_mib=spec["memory"] if cpu_ram and hugepages_of(spec) else 0,
         memory_mib=spec["memory"] if cpu_ram else 0,
         disk_gib=disk_bytes(store, spec) / GIB if disk else 0.0,
         arch=GUEST_ARCH,

@@ -117,6 +117,23 @@ def _anti_affinity_reason(h: HostState, r: Request) -> str:
 
 
 # The order is the order of evaluation and of reporting.
+# -- DedicatedCpuFilter (Nova's cpu_policy=dedicated: no overcommit) ---------------------------
+def _dedicated_reason(h: HostState, r: Request) -> str:
+    if h.dedicated_cpus <= 0:
+        return (f"needs {r.dedicated_cpus} dedicated CPUs, the host has none "
+                "(its cpu_dedicated_set is empty)")
+    return (f"needs {r.dedicated_cpus} dedicated CPUs, {h.free_dedicated_cpus} free of "
+            f"{h.dedicated_cpus} (dedicated CPUs are not overcommitted)")
+
+
+# -- HugepagesFilter ----------------------------------------------------------------------------
+def _hugepages_reason(h: HostState, r: Request) -> str:
+    if h.hugepages_mib <= 0:
+        return f"needs {r.hugepages_mib} MiB of hugepages, the host has none"
+    return (f"needs {r.hugepages_mib} MiB of hugepages, {_num(h.free_hugepages_mib)} MiB free "
+            f"of {_num(h.hugepages_mib)} MiB")
+
+
 FILTERS: tuple[str, ...] = (
     "ComputeFilter",  # 0: state "enabled" and up
     "RequestedHostFilter",  # 1: not in ignore_hosts; in only_hosts when given
@@ -128,12 +145,15 @@ FILTERS: tuple[str, ...] = (
     "DiskFilter",  # 7: disk after overcommit
     "ServerGroupAffinityFilter",  # 8: policy affinity: on a host of the group, if any
     "ServerGroupAntiAffinityFilter",  # 9: policy anti-affinity: not on a host of the group
+    "DedicatedCpuFilter",  # 10: free dedicated host CPUs for a dedicated VM's vCPUs
+    "HugepagesFilter",  # 11: free hugepages for a VM backed by them
 )
 
 # The text of each filter's rejection, in the order of FILTERS.
 REASONS: tuple[Callable[[HostState, Request], str], ...] = (
     _compute_reason, _requested_reason, _arch_reason, _labels_reason, _storage_reason,
     _core_reason, _ram_reason, _disk_reason, _affinity_reason, _anti_affinity_reason,
+    _dedicated_reason, _hugepages_reason,
 )
 
 
@@ -147,6 +167,7 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
     # The selector as label traits: a host matches when they are among its traits.
     selector = frozenset(label_trait(k, v) for k, v in r.node_selector.items())
     c, m, d = r.cpus, r.memory_mib, r.disk_gib
+    dedicated, hugepages = r.dedicated_cpus, r.hugepages_mib
     g = r.group
     affinity = g.hosts if g is not None and g.policy == "affinity" else frozenset()
     anti_affinity = g.hosts if g is not None and g.policy == "anti-affinity" else frozenset()
@@ -172,6 +193,10 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
             out.append(8)  # ServerGroupAffinityFilter (no member yet: anywhere)
         elif h.name in anti_affinity:
             out.append(9)  # ServerGroupAntiAffinityFilter
+        elif dedicated > 0 and h.free_dedicated_cpus < dedicated:
+            out.append(10)  # DedicatedCpuFilter
+        elif hugepages > 0 and h.free_hugepages_mib < hugepages:
+            out.append(11)  # HugepagesFilter
         else:
             out.append(None)
     return out
@@ -219,6 +244,13 @@ def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
     if request.only_hosts is not None:
         only = request.only_hosts
         flags = [f and h.name in only for f, h in zip(flags, hosts, strict=True)]
+    if request.dedicated_cpus > 0:
+        dedicated = request.dedicated_cpus
+        flags = [f and h.free_dedicated_cpus >= dedicated
+                 for f, h in zip(flags, hosts, strict=True)]
+    if request.hugepages_mib > 0:
+        hugepages = request.hugepages_mib
+        flags = [f and h.free_hugepages_mib >= hugepages for f, h in zip(flags, hosts, strict=True)]
     group = request.group
     if group is not None and group.policy in ("affinity", "anti-affinity"):
         members = group.hosts

@@ -82,6 +82,12 @@ class HostState:
     # hash=False: a dict is not hashable, the rest of the host still is.
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     storage: str = ""  # storage the host sees for VM disks ("" = its own local storage)
+    # Dedicated CPUs (Nova's cpu_dedicated_set): kept out of the shared capacity,
+    # one vCPU of a dedicated VM each, never overcommitted.
+    dedicated_cpus: int = 0
+    allocated_dedicated_cpus: int = 0
+    hugepages_mib: float = 0.0  # the host's 2 MiB hugepages, in MiB
+    allocated_hugepages_mib: float = 0.0  # claimed by VMs with hugepages placed here
 
     # -- derived in __post_init__ (not constructor arguments) --------------------------------
     capacity_cpus: float = field(init=False, repr=False, compare=False)
@@ -90,6 +96,8 @@ class HostState:
     free_cpus: float = field(init=False, repr=False, compare=False)
     free_memory_mib: float = field(init=False, repr=False, compare=False)
     free_disk_gib: float = field(init=False, repr=False, compare=False)
+    free_dedicated_cpus: int = field(init=False, repr=False, compare=False)
+    free_hugepages_mib: float = field(init=False, repr=False, compare=False)
     # True when ComputeFilter passes and the CPU/RAM inventory is known: the fast path
     # of the filters tests this one flag instead of four attributes.
     usable: bool = field(init=False, repr=False, compare=False)
@@ -99,7 +107,7 @@ class HostState:
     traits: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        cap_cpus = self.cpus * self.cpu_ratio
+        cap_cpus = (self.cpus - self.dedicated_cpus) * self.cpu_ratio
         cap_mem = self.memory_mib * self.ram_ratio - self.reserved_memory_mib
         cap_disk = self.disk_gib * self.disk_ratio
         # A frozen dataclass only lets __post_init__ set fields through object.__setattr__.
@@ -110,6 +118,8 @@ class HostState:
         set_(self, "free_cpus", cap_cpus - self.allocated_cpus)
         set_(self, "free_memory_mib", cap_mem - self.allocated_memory_mib)
         set_(self, "free_disk_gib", cap_disk - self.allocated_disk_gib)
+        set_(self, "free_dedicated_cpus", self.dedicated_cpus - self.allocated_dedicated_cpus)
+        set_(self, "free_hugepages_mib", self.hugepages_mib - self.allocated_hugepages_mib)
         set_(self, "usable", self.state == _ENABLED and self.up and self.cpus > 0
              and self.memory_mib > 0)
         set_(self, "traits", frozenset([*(label_trait(k, v) for k, v in self.labels.items()),
@@ -127,6 +137,8 @@ class HostState:
             allocated_cpus=self.allocated_cpus + request.cpus,
             allocated_memory_mib=self.allocated_memory_mib + request.memory_mib,
             allocated_disk_gib=self.allocated_disk_gib + request.disk_gib,
+            allocated_dedicated_cpus=self.allocated_dedicated_cpus + request.dedicated_cpus,
+            allocated_hugepages_mib=self.allocated_hugepages_mib + request.hugepages_mib,
         )
 
 
@@ -169,6 +181,8 @@ class Request:
     ignore_hosts: frozenset[str] = frozenset()  # e.g. a migration's source host
     only_hosts: frozenset[str] | None = None  # a migration's requested target(s)
     storage: str | None = None  # disks live there: the host must see it (HostState.storage_name)
+    dedicated_cpus: int = 0  # vCPUs each wanting a dedicated host CPU (then `cpus` is 0)
+    hugepages_mib: int = 0  # memory backed by hugepages (also counted in memory_mib)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,14 @@ of the host's dedicated set, which no other VM uses (no overcommit).
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from appliance.errors import Invalid
 from appliance.model.defaults import MAX_CPUS
 from appliance.model.fields import Flag, one_of, says, stored_as_value, whole
 from appliance.model.parts import _LeavesOutUnset
@@ -107,3 +110,43 @@ def hugepages_of(spec: dict[str, Any]) -> bool:
 
 def is_dedicated(spec: dict[str, Any]) -> bool:
     return bool(cpu_of(spec).get("dedicated"))
+
+
+# -- host CPU sets (a host's cpu_dedicated_set, a VM's pinned CPUs) ------------------------------
+MAX_HOST_CPU = 4095  # libvirt's cpuset bound (VIR_DOMAIN_CPUMASK_LEN is 1024 bits; ample)
+_CPUSET_PART = re.compile(r"\s*(\d{1,4})\s*(?:-\s*(\d{1,4})\s*)?")
+
+
+def parse_cpuset(text: object, field: str = "cpu_dedicated_set") -> tuple[int, ...]:
+    """Host CPU ids from libvirt's (and Nova's) cpuset text "0-3,6" (a list of
+    ints is taken too); '' or None: none. Bounded: ids 0..MAX_HOST_CPU."""
+    if text is None or text == "":
+        return ()
+    if isinstance(text, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                      for i in text):
+        text = ",".join(str(i) for i in text)
+    if not isinstance(text, str) or len(text) > 4096:
+        raise Invalid('must be host CPU ids like "2-3,6" (libvirt cpuset)', field)
+    cpus: set[int] = set()
+    for part in text.split(","):
+        match = _CPUSET_PART.fullmatch(part)
+        if match is None:
+            raise Invalid(f'{part.strip()!r} is not a CPU id or range like "2-3"', field)
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if low > high or high > MAX_HOST_CPU:
+            raise Invalid(f"{part.strip()!r}: CPU ids go from 0 to {MAX_HOST_CPU}, "
+                          "ranges low-high", field)
+        cpus.update(range(low, high + 1))
+    return tuple(sorted(cpus))
+
+
+def cpuset_text(cpus: Iterable[int]) -> str:
+    """libvirt's cpuset text: 0-3,6."""
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive CPUs
+    for cpu in sorted(set(cpus)):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

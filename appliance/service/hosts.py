@@ -11,13 +11,15 @@ from appliance import spec as specs
 from appliance.access import caller
 from appliance.errors import Conflict, Invalid
 from appliance.model import HOST_DOWN, HOST_RATIOS, HOST_STATES, HostAdminState
+from appliance.model.cpu import cpuset_text, parse_cpuset
 from appliance.service.migration import Migrations
 from appliance.store import Row
 
 STORAGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MIGRATION_ADDRESS = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 HOST_FIELDS = frozenset(
-    {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", "state", *HOST_RATIOS}
+    {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", "state", *HOST_RATIOS,
+     "cpu_dedicated_set"}
 )
 
 
@@ -77,6 +79,21 @@ def _migration_address(body: dict[str, Any]) -> str | None:
     return value
 
 
+def _dedicated_set(body: dict[str, Any], host_cpus: int) -> str:
+    """Nova's cpu_dedicated_set: host CPU ids ("2-3" or [2, 3]) kept for dedicated
+    VMs; at least one CPU stays shared (the emulator threads and shared VMs run there)."""
+    cpus = parse_cpuset(body.get("cpu_dedicated_set"))
+    if host_cpus > 0:
+        beyond = [c for c in cpus if c >= host_cpus]
+        if beyond:
+            raise Invalid(f"the host has CPUs 0-{host_cpus - 1}; {beyond[0]} is not one of them",
+                          "cpu_dedicated_set")
+        if len(cpus) >= host_cpus:
+            raise Invalid("at least one CPU must stay shared (emulator threads, shared VMs)",
+                          "cpu_dedicated_set")
+    return cpuset_text(cpus)
+
+
 def hidden_uri(uri: str) -> str:
     """A host URI as a non-admin sees it: `qemu+ssh://…` (its transport, nothing else)."""
     scheme = uri.partition(":")[0]
@@ -89,13 +106,18 @@ class Hosts(Migrations):
         host: Row,
         used: dict[str, list[float]] | None = None,
         counts: dict[str, int] | None = None,
+        pinned: dict[str, list[float]] | None = None,
     ) -> dict[str, Any]:
         if used is None:
             used = placement.allocations(self.store)
+        if pinned is None:
+            pinned = placement.pinning_allocations(self.store)
         if counts is None:
             counts = placement.vms_by_host(self.store)
         info = host["info"] or {}
         cpus, memory, disk = used.get(host["name"], (0, 0, 0))
+        dedicated, hugepages = pinned.get(host["name"], (0, 0)) if pinned else (0, 0)
+        dedicated_set = placement.dedicated_set(host)
         up = placement.host_is_up(host, self.clock(), self.config.heartbeat_age)
         reserved = host["reserved_memory_mib"] or 0
         # How the appliance reaches a host (an ssh user and address, a keyfile's path, a
@@ -117,15 +139,22 @@ class Hosts(Migrations):
             "disk_ratio": host["disk_ratio"],
             "reserved_memory_mib": reserved,
             "inventory": info,
+            "cpu_dedicated_set": host.get("cpu_dedicated_set") or "",
+            # why this host cannot run the CPU model running VMs use (missing features)
+            "cpu_warning": host.get("cpu_warning"),
             "capacity": {
-                "cpus": int((info.get("cpus") or 0) * host["cpu_ratio"]),
+                "cpus": int(((info.get("cpus") or 0) - len(dedicated_set)) * host["cpu_ratio"]),
+                "dedicated_cpus": len(dedicated_set),
+                "hugepages_mib": info.get("hugepages_mib") or 0,
                 "memory_mib": int((info.get("memory_mib") or 0) * host["ram_ratio"]) - reserved,
                 "disk_gib": round(
                     (info.get("disk_bytes") or 0) * host["disk_ratio"] / placement.GIB, 2
                 ),
             },
             "allocated": {
-                "cpus": int(cpus),
+                "cpus": int(cpus - dedicated),
+                "dedicated_cpus": int(dedicated),
+                "hugepages_mib": int(hugepages),
                 "memory_mib": int(memory),
                 "disk_gib": round(disk / placement.GIB, 2),
                 "vms": counts.get(host["name"], 0),
@@ -137,7 +166,8 @@ class Hosts(Migrations):
         controller's heartbeat (or the heartbeat itself is stale), else the
         administrative state (enabled | disabled | maintenance)."""
         used, counts = placement.allocations(self.store), placement.vms_by_host(self.store)
-        return [self.host_view(h, used, counts) for h in self.store.list_hosts()]
+        pinned = placement.pinning_allocations(self.store)
+        return [self.host_view(h, used, counts, pinned) for h in self.store.list_hosts()]
 
     def get_host(self, name: str) -> dict[str, Any]:
         return self.host_view(self.store.get_host(name))
@@ -151,7 +181,8 @@ class Hosts(Migrations):
         principal = caller()
         return self.store.vm_names_on_host(name, None if principal.is_admin else self._project())
 
-    def _host_fields(self, body: dict[str, Any], creating: bool) -> dict[str, Any]:
+    def _host_fields(self, body: dict[str, Any], creating: bool,
+                     host_cpus: int = 0) -> dict[str, Any]:
         """The fields of a host the body sets (all of them, with defaults, when
         `creating`), each checked: nothing changes unless every one passes."""
 
@@ -179,6 +210,8 @@ class Hosts(Migrations):
             fields["migration_address"] = _migration_address(body)
         if given("state"):
             fields["state"] = _admin_state(body.get("state", HostAdminState.ENABLED)).value
+        if given("cpu_dedicated_set"):
+            fields["cpu_dedicated_set"] = _dedicated_set(body, host_cpus)
         return fields
 
     def add_host(self, body: Any) -> dict[str, Any]:
@@ -213,8 +246,9 @@ class Hosts(Migrations):
             raise Invalid("the body must be a JSON object", None)
         rest = {k: v for k, v in body.items() if k != "state"}
         _refuse_unknown(rest, HOST_FIELDS)
+        known = self.store.get_host(name)["info"].get("cpus") or 0  # NotFound first
         fields = self._host_fields(
-            rest, creating=False
+            rest, creating=False, host_cpus=int(known)
         )  # everything is checked before anything changes
         state = body.get("state")
         if "state" in body:

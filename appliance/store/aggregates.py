@@ -70,6 +70,38 @@ class Aggregates(StoreBase):
                 slot[2] += disk or 0
         return out
 
+    def pinning_claims_by_host(
+        self, desired: Sequence[str], observed: Sequence[str]
+    ) -> dict[str, list[float]]:
+        """host -> [dedicated vCPUs, hugepage MiB] claimed by VMs placed there or
+        moving there (issue 14, part F), with claims_by_host's rule for who claims.
+        Both are also in claims_by_host's vCPUs and MiB."""
+        claims = (
+            f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
+            "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
+        )
+        sums = (
+            f"sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.cpu.dedicated'), 0) "
+            "THEN json_extract(v.spec, '$.cpus') ELSE 0 END), "
+            f"sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.hugepages'), 0) "
+            "THEN json_extract(v.spec, '$.memory') ELSE 0 END)"
+        )
+        states = [*desired, *observed, *desired, *observed]
+        placed = f"SELECT v.host, {sums} FROM vms v WHERE v.host IS NOT NULL GROUP BY v.host"  # noqa: S608 - ? marks only
+        moving = (
+            f"SELECT json_extract(o.params, '$.target'), {sums} "  # noqa: S608 - ? marks only
+            "FROM operations o JOIN vms v ON v.id = o.vm_id "
+            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
+        )
+        out: dict[str, list[float]] = {}
+        for sql, params in ((placed, states), (moving, [*states, *_MOVING_KINDS, *_OPEN])):
+            for host, dedicated, hugepages in self.db.execute(sql, params):
+                if host is not None:
+                    slot = out.setdefault(host, [0, 0])
+                    slot[0] += dedicated or 0
+                    slot[1] += hugepages or 0
+        return out
+
     def vms_by_host(self) -> dict[str, int]:
         """host -> how many VMs are placed there, running or not."""
         return dict(

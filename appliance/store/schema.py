@@ -368,6 +368,19 @@ def _v8_shapes(db: sqlite_utils.Database) -> None:
     db.table("hosts").add_column("cpu_xml", str)
 
 
+def _v9_cpu(db: sqlite_utils.Database) -> None:
+    """CPU tuning (issue 14, part F). hosts.cpu_dedicated_set: the host CPUs
+    kept for dedicated VMs (Nova's cpu_dedicated_set), as libvirt's cpuset text
+    ("2-3,6"); NULL or '': none, every CPU is shared. hosts.cpu_warning: why this
+    host's CPU cannot run the model that running VMs use (missing features), or
+    NULL. vms.pinned_cpus: the host CPUs a dedicated VM's vCPUs are pinned to
+    (cpuset text, vCPU i on the i-th), chosen when it is defined on a host; they
+    count only while the VM claims its vCPUs (placement.claims_cpu_ram)."""
+    db.table("hosts").add_column("cpu_dedicated_set", str)
+    db.table("hosts").add_column("cpu_warning", str)
+    db.table("vms").add_column("pinned_cpus", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes]
+    _v7_backups, _v8_shapes, _v9_cpu]

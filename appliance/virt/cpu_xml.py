@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import defusedxml.ElementTree as DefusedET
 
-from appliance.model.cpu import CpuMode, cpu_of, hugepages_of, topology
+from appliance.model.cpu import CpuMode, cpu_of, cpuset_text, hugepages_of, topology
 
 if TYPE_CHECKING:
     from appliance.virt.domain import DomainPlan
@@ -25,15 +24,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 _POLICIES = frozenset({"require", "disable", "force", "optional", "forbid"})
 
 
-def cpuset(cpus: Iterable[int]) -> str:
-    """libvirt's cpuset text: 0-3,6."""
-    runs: list[list[int]] = []  # [first, last] of each run of consecutive CPUs
-    for cpu in sorted(set(cpus)):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+cpuset = cpuset_text  # libvirt's cpuset text: 0-3,6
 
 
 def model_parts(cpu_xml: str) -> tuple[str, str | None, list[tuple[str, str]]] | None:

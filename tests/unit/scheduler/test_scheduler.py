@@ -332,8 +332,9 @@ def test_as_dict_is_json_serialisable():
 
 
 def test_filters_list_and_inputs_are_hashable():
-    assert FILTERS[0] == "ComputeFilter" and FILTERS[-1] == "ServerGroupAntiAffinityFilter"
-    assert len(FILTERS) == 10
+    assert FILTERS[0] == "ComputeFilter" and FILTERS[9] == "ServerGroupAntiAffinityFilter"
+    assert FILTERS[10:] == ("DedicatedCpuFilter", "HugepagesFilter")  # issue 14, part F
+    assert len(FILTERS) == 12
     hash(host("h1", labels={"a": "b"}))
     hash(req(node_selector={"a": "b"}, group=Group("g", "affinity", {"h1": 1})))
     with pytest.raises(ValueError):
@@ -359,6 +360,9 @@ def random_host(rnd: random.Random, i: int) -> HostState:
         allocated_disk_gib=rnd.choice((0.0, 5.0, 15.0)),
         labels=rnd.choice(({"zone": "a"}, {"zone": "a", "ssd": "1"}, {"zone": "b"}, {})),
         storage=rnd.choice(("", "nfs", "nfs")),
+        dedicated_cpus=min(cpus, rnd.choice((0, 0, 1, 2))),
+        allocated_dedicated_cpus=rnd.choice((0, 0, 1)),
+        hugepages_mib=rnd.choice((0.0, 0.0, 1024.0)), allocated_hugepages_mib=rnd.choice((0.0, 512.0)),
     )
 
 
@@ -374,6 +378,8 @@ def random_request(rnd: random.Random, names: list[str]) -> Request:
         ignore_hosts=frozenset(rnd.sample(names, rnd.choice((0, 0, 1)))),
         only_hosts=rnd.choice((None, None, None, frozenset(rnd.sample(names, 6)))),
         storage=rnd.choice((None, None, "nfs", names[0])),
+        dedicated_cpus=rnd.choice((0, 0, 0, 1, 2)),
+        hugepages_mib=rnd.choice((0, 0, 0, 256, 1024)),
     )
 
 
@@ -393,3 +399,41 @@ def test_passing_flags_agrees_with_first_failure():
         d.explain()
     # Every filter rejected some host, and some hosts passed them all.
     assert set(seen) == {None, *range(len(FILTERS))}
+
+
+# -- dedicated CPUs and hugepages (issue 14, part F) -----------------------------------------------
+def test_dedicated_cpus_are_apart_from_the_shared_capacity():
+    # 8 CPUs, 4 dedicated: 4 x ratio 16 = 64 shared vCPUs; the dedicated ones are never overcommitted
+    h = host("h1", cpus=8, dedicated_cpus=4, allocated_dedicated_cpus=3)
+    assert h.capacity_cpus == 64 and h.free_dedicated_cpus == 1
+    d = schedule([h], req(cpus=0, dedicated_cpus=2))
+    assert d.host is None
+    assert d.rejected[0].filter == "DedicatedCpuFilter"
+    assert d.rejected[0].reason == ("needs 2 dedicated CPUs, 1 free of 4 "
+                                    "(dedicated CPUs are not overcommitted)")
+    assert schedule([h], req(cpus=0, dedicated_cpus=1)).host == "h1"
+    # a host without a dedicated set takes shared VMs only
+    plain = host("h2", cpus=8)
+    d = schedule([plain], req(cpus=0, dedicated_cpus=1))
+    assert d.rejected[0].reason == ("needs 1 dedicated CPUs, the host has none "
+                                    "(its cpu_dedicated_set is empty)")
+    assert schedule([plain, h], req(cpus=0, dedicated_cpus=1)).host == "h1"
+
+
+def test_a_claim_counts_dedicated_cpus_and_hugepages():
+    h = host("h1", cpus=4, dedicated_cpus=2, hugepages_mib=1024.0)
+    after = h.claim(req(cpus=0, dedicated_cpus=2, hugepages_mib=512))
+    assert after.free_dedicated_cpus == 0 and after.free_hugepages_mib == 512
+    assert after.free_cpus == h.free_cpus  # the shared capacity is untouched
+
+
+def test_hugepages_must_be_free():
+    none = host("h1")
+    d = schedule([none], req(memory_mib=256, hugepages_mib=256))
+    assert d.rejected[0].filter == "HugepagesFilter"
+    assert d.rejected[0].reason == "needs 256 MiB of hugepages, the host has none"
+    some = host("h2", hugepages_mib=512.0, allocated_hugepages_mib=384.0)
+    d = schedule([none, some], req(memory_mib=256, hugepages_mib=256))
+    assert d.host is None and d.rejected[1].reason == (
+        "needs 256 MiB of hugepages, 128 MiB free of 512 MiB")
+    assert schedule([none, some], req(memory_mib=128, hugepages_mib=128)).host == "h2"
