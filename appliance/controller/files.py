@@ -7,6 +7,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
+from appliance.controller import cpu_pinning
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.snapshot_metadata import SnapshotMetadata
@@ -70,7 +71,7 @@ class VmFiles:
         """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to
         repeat."""
         link = self.ctx.links.connected(host or row["host"])
-        plan = self.plan(row)
+        plan = cpu_pinning.fill(self.ctx, row, link.name, self.plan(row))  # CPU model, pins
         self._write_seed(row, plan)
         if self.own_storage(link.name):
             image = self.ctx.store.get_image(row["spec"]["image"])

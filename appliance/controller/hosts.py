@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from appliance import hosturi
+from appliance.controller.cluster_cpu import ClusterCpu
 from appliance.controller.context import HOST_NAME, Context, HostLink
 from appliance.controller.evacuation import Evacuation
 from appliance.controller.files import VmFiles
@@ -25,6 +26,7 @@ class HostMonitor:
         self.files = files
         self.evacuation = evacuation
         self.on_up = on_up  # at each heartbeat of a host that answers (console mirroring)
+        self.cluster_cpu = ClusterCpu(ctx)  # the cluster's baseline CPU model (issue 14, F)
 
     def register_local_host(self) -> None:
         """The appliance's own libvirt is the first host, once: an operator who
@@ -57,6 +59,7 @@ class HostMonitor:
     def sync_links(self) -> None:
         """Follow the hosts table: connect to added hosts, drop removed ones."""
         self.ctx.links.sync({h["name"]: h["uri"] for h in self.ctx.store.list_hosts()})
+        self.cluster_cpu.recompute()  # a host removed: a new baseline (cheap when unchanged)
 
     def due_connects(self, now: float) -> list[HostLink]:
         """Links to (re)connect now (about once a second each), marked as connecting."""
@@ -107,6 +110,7 @@ class HostMonitor:
         store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
         # up with what it has: placeable at once
         self._record(link, up=True, info=self._inventory(link))
+        self.cluster_cpu.host_connected(link)
         return True
 
     def _record(self, link: HostLink, up: bool, info: dict | None = None) -> None:
@@ -124,6 +128,7 @@ class HostMonitor:
     def _inventory(self, link: HostLink) -> dict | None:
         try:
             info = link.driver.inventory()
+            info.update(link.driver.cpu_inventory())  # hugepages (issue 14, part F)
             info["disk_bytes"], info["disk_free_bytes"] = self._storage_bytes(link)
             return info
         except DriverError:

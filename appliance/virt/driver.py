@@ -305,6 +305,28 @@ class HostDriver(abc.ABC):
         raise DriverError("deleting volumes: not supported by this driver",
                           "deleting volumes: not supported on this host")
 
+    # -- the host's CPU (issue 14, part F; libvirt_cpu.py): not abstract, so a driver
+    # without them leaves the cluster's CPU model unknown ------------------------------------
+    def cpu_xml(self, virttype: str) -> str | None:
+        """The host's CPU as `virttype` gives it to guests (host CPU XML); None: unknown."""
+        return None
+
+    def baseline_cpu(self, virttype: str, cpus: list[str]) -> str:
+        """A CPU model (custom CPU XML) every one of these host CPUs runs, migratable."""
+        raise _unsupported("CPU baselines")
+
+    def cpu_features(self, virttype: str, cpu: str) -> frozenset[str]:
+        """Every feature a CPU definition gives, its model's included."""
+        raise _unsupported("CPU features")
+
+    def runs_cpu(self, virttype: str, cpu: str) -> bool:
+        """Whether this host can run a guest with this CPU (compareHypervisorCPU)."""
+        raise _unsupported("CPU comparison")
+
+    def cpu_inventory(self) -> dict:
+        """hugepages_mib, hugepages_free_mib (2 MiB pages) for the inventory."""
+        return {}
+
     @abc.abstractmethod
     def read_console(self, vm_id: str, offset: int) -> tuple[int, bytes] | None:
         """What the console log holds from `offset` (from 0 when it shrank: a new

@@ -26,6 +26,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.fake_backups import FakeBackupMethods
+from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -70,6 +71,8 @@ class FakeHost:
     uploads: dict[str, bytes] = dataclasses.field(default_factory=dict)  # "vm id/name" -> bytes
     # what the controller asked, in order
     calls: list[str] = dataclasses.field(default_factory=list)
+    cpu: str | None = DEFAULT_CPU  # its CPU definition (fake_cpu.py)
+    hugepages_mib: int = 0
 
 
 class FakeCloud:
@@ -236,7 +239,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
         raise DriverError("Guest agent is not responding", "Guest agent is not responding")
 
 
-class FakeDriver(HostDriver):
+class FakeDriver(FakeCpuMethods, HostDriver):
     def __init__(self, cloud: FakeCloud, name: str, uri: str, on_event: EventCallback):
         self.cloud = cloud
         self.name = name

@@ -30,6 +30,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
+from appliance.virt.libvirt_cpu import CpuMethods
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
         return libvirt_qemu.qemuAgentCommand(self.dom, command, timeout, 0)
 
 
-class LibvirtDriver(HostDriver):
+class LibvirtDriver(CpuMethods, HostDriver):
     def __init__(self, name: str, uri: str, on_event: EventCallback, images_dir: Path,
                  open_connection: Callable[[str], libvirt.virConnect] = libvirt.open):
         self.name = name
