@@ -42,6 +42,9 @@ SCHEMAS = {
             **{name: number(minimum=low, maximum=high, description=f"overcommit, default {default}")
                for name, (default, low, high) in HOST_RATIOS.items()},
             "reserved_memory_mib": {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_MIB},
+            "cpu_dedicated_set": string(description=(
+                'host CPUs kept for dedicated VMs (Nova\'s cpu_dedicated_set), like "2-3,6"; '
+                "at least one CPU stays shared; '' for none")),
         },
     },
     "HostCreate": {"allOf": [ref("HostSettings"), {"type": "object", "required": ["name", "uri"],
@@ -61,12 +64,26 @@ SCHEMAS = {
             "inventory": {"type": "object",
                           "description": "what libvirt reports: arch, cpus, memory_mib, "
                                          "disk_bytes"},
+            "cpu_dedicated_set": string(),
+            "cpu_warning": string(nullable=True, description=(
+                "why this host cannot run the CPU model running VMs use (missing features)")),
             "capacity": {"type": "object", "properties": {
-                "cpus": integer(), "memory_mib": integer(), "disk_gib": number()}},
+                "cpus": integer(description="shared vCPUs after overcommit"),
+                "dedicated_cpus": integer(), "hugepages_mib": integer(),
+                "memory_mib": integer(), "disk_gib": number()}},
             "allocated": {"type": "object", "properties": {
-                "cpus": integer(), "memory_mib": integer(), "disk_gib": number(),
-                "vms": integer()}},
+                "cpus": integer(), "dedicated_cpus": integer(), "hugepages_mib": integer(),
+                "memory_mib": integer(), "disk_gib": number(), "vms": integer()}},
         },
+    },
+    "ClusterCpu": {
+        "type": "object", "nullable": True,
+        "description": "the CPU model VMs with cpu.mode cluster get: the baseline of the hosts' "
+                       "CPUs (libvirt's baselineHypervisorCPU); null until a host answered",
+        "properties": {"model": string(), "vendor": string(nullable=True),
+                       "features": {"type": "array", "items": string()},
+                       "hosts": {"type": "array", "items": string()},
+                       "computed": number()},
     },
     "Drain": {
         "type": "object", "required": ["migrating", "moving", "blocked"],
@@ -127,8 +144,11 @@ PATHS = {
                    "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },
     "/v1/hosts": {
-        "get": {"summary": "libvirt hosts, with capacity and what is allocated",
-                "responses": {"200": json_answer(list_of(ref("Host"))), **ERRORS}},
+        "get": {"summary": "libvirt hosts, with capacity and what is allocated, and the "
+                           "cluster's CPU model",
+                "responses": {"200": json_answer({**list_of(ref("Host")), "properties": {
+                    **list_of(ref("Host"))["properties"], "cluster_cpu": ref("ClusterCpu")}}),
+                    **ERRORS}},
         "post": {"summary": "add a host (the controller connects to it and reads its inventory)",
                  "requestBody": {"required": True,
                                  "content": {"application/json": {"schema": ref("HostCreate")}}},

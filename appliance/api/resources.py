@@ -323,7 +323,7 @@ class Hosts:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"items": self.service.list_hosts()}
+        resp.media = {"items": self.service.list_hosts(), "cluster_cpu": self.service.cluster_cpu()}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         host = self.service.add_host(req.get_media())

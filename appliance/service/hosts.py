@@ -3,6 +3,7 @@ them; their view with capacity and allocations."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -160,6 +161,15 @@ class Hosts(Migrations):
                 "vms": counts.get(host["name"], 0),
             },
         }
+
+    def cluster_cpu(self) -> dict[str, Any] | None:
+        """The CPU model cluster-mode VMs get (controller/cluster_cpu.py), without its XML."""
+        raw = self.store.get_meta("cluster_cpu")
+        if not raw:
+            return None
+        model = json.loads(raw)
+        return {key: model.get(key) for key in ("model", "vendor", "features", "hosts",
+                                                "computed")}
 
     def list_hosts(self) -> list[dict[str, Any]]:
         """Hosts, with `observed_state`: down when libvirt stopped answering the
