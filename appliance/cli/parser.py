@@ -23,6 +23,7 @@ from appliance.model import (
     HOST_STATES,
     RUN_STRATEGIES,
 )
+from appliance.model.cpu import CPU_MODES
 
 # vmctl's VM state subcommands and their help.
 STATE_COMMAND_HELP = [("start", "start"),
@@ -137,8 +138,25 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-selector", dest="node_selector", action="append", type=pair,
                    metavar="KEY=VALUE",
                    help="only on hosts with this label (repeat for several)")
+    # issue 14, part F: the CPU model, topology, dedicated CPUs, hugepages
+    p.add_argument("--cpu-mode", dest="cpu_mode", choices=list(CPU_MODES),
+                   help="cluster (default: the hosts' baseline, migrates anywhere) | host-model | "
+                        "host-passthrough (needs --node-selector appliance/host=NAME)")
+    p.add_argument("--topology", type=topology, metavar="SxCxT",
+                   help="sockets x cores x threads, e.g. 1x2x1 (product = the VM's vCPUs)")
+    p.add_argument("--dedicated", action="store_true",
+                   help="pin each vCPU to a dedicated host CPU (the host's cpu_dedicated_set)")
+    p.add_argument("--hugepages", action="store_true", help="back the memory with hugepages")
     p.add_argument("--stopped", action="store_true")
     _no_wait(p)
+
+
+def topology(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(part.isdigit() and 0 < len(part) < 5 for part in parts):
+        raise argparse.ArgumentTypeError("must be SOCKETSxCORESxTHREADS, e.g. 1x2x1")
+    sockets, cores, threads = (int(part) for part in parts)
+    return sockets, cores, threads
 
 
 def _add_vm_commands(sub: argparse._SubParsersAction) -> None:

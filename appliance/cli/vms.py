@@ -74,6 +74,21 @@ def _network(args: argparse.Namespace) -> dict[str, Any] | None:
     return network
 
 
+def _cpu_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """cpu and hugepages from --cpu-mode, --topology, --dedicated, --hugepages."""
+    cpu: dict[str, Any] = {}
+    if args.cpu_mode:
+        cpu["mode"] = args.cpu_mode
+    if args.topology:
+        cpu["sockets"], cpu["cores"], cpu["threads"] = args.topology
+    if args.dedicated:
+        cpu["dedicated"] = True
+    fields: dict[str, Any] = {"cpu": cpu} if cpu else {}
+    if args.hugepages:
+        fields["hugepages"] = True
+    return fields
+
+
 def create_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/vms body from `vmctl create`'s options: only what was given,
     so that the spec's defaults apply to the rest."""
@@ -100,6 +115,7 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     for field in ("group", "host"):
         if getattr(args, field):
             body[field] = getattr(args, field)
+    body.update(_cpu_fields(args))
     if args.stopped:
         body["state"] = "stopped"
     return body

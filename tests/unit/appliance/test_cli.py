@@ -29,3 +29,20 @@ def test_create_help_shows_the_spec_and_template_defaults(service, capsys):
     assert shown["image"] == template["image"]
     assert shown["network"] == template["network"]["type"]
 
+
+
+def test_create_takes_the_cpu_fields():
+    """vmctl create --cpu-mode --topology --dedicated --hugepages (issue 14, part F)."""
+    from appliance.cli.parser import build_parser
+    from appliance.cli.vms import create_body
+    from appliance.model.spec import validate
+
+    args = build_parser().parse_args(["create", "web1", "--cpus", "2", "--cpu-mode", "host-model",
+                                      "--topology", "1x2x1", "--dedicated", "--hugepages"])
+    body = create_body(args)
+    assert body["cpu"] == {"mode": "host-model", "sockets": 1, "cores": 2, "threads": 1,
+                           "dedicated": True} and body["hugepages"] is True
+    assert validate({**body, "image": "demo"})["cpu"]["cores"] == 2
+    assert "cpu" not in create_body(build_parser().parse_args(["create", "web2"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["create", "web1", "--topology", "2x2"])
