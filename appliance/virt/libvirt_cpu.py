@@ -59,23 +59,50 @@ def hypervisor_cpu(conn: libvirt.virConnect, virttype: str) -> str | None:
 def baseline(conn: libvirt.virConnect, virttype: str, cpus: list[str]) -> str:
     """libvirt's baseline of these hosts' CPUs: a model (and features) every one
     of them runs, with the migratable features only. Hosts of different vendors
-    (Intel and AMD) have no common named model: their vendors are left out, and
-    libvirt answers a vendor-neutral model (qemu64/kvm64 with features)."""
+    (Intel and AMD) have no common named model: libvirt then gets them restated
+    as a 486 with all their features, and answers a vendor-neutral model."""
     flags = libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE
     try:
         return conn.baselineHypervisorCPU(None, ARCH, MACHINE, virttype, cpus, flags)
     except libvirt.libvirtError as err:
         if "vendors do not match" not in (err.get_error_message() or ""):
             raise
-    neutral = [re.sub(r"<vendor>[^<]*</vendor>", "", cpu) for cpu in cpus]
+    # A named model carries its vendor (cpu_map): each CPU is restated as the
+    # vendor-neutral 486 (whose few features every x86_64 CPU has) with every
+    # feature it has, and those are baselined.
+    neutral = []
+    for cpu in cpus:
+        restated = ET.Element("cpu")
+        ET.SubElement(restated, "arch").text = ARCH
+        ET.SubElement(restated, "model").text = "486"  # cpu_map's least model
+        for name in sorted(features(conn, virttype, cpu)):
+            ET.SubElement(restated, "feature", {"name": name})
+        neutral.append(ET.tostring(restated, encoding="unicode"))
     return conn.baselineHypervisorCPU(None, ARCH, MACHINE, virttype, neutral, flags)
 
 
 def features(conn: libvirt.virConnect, virttype: str, cpu: str) -> frozenset[str]:
-    """Every feature a CPU definition gives, its model's included (libvirt expands it)."""
-    flags = libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
-    expanded = conn.baselineHypervisorCPU(None, ARCH, MACHINE, virttype, [cpu], flags)
-    return frozenset(_REQUIRED.findall(expanded))
+    """Every feature a CPU definition gives: its model's (libvirt's cpu_map,
+    through baselineCPU's expansion of the bare model), plus those it requires,
+    minus those it disables. Not baselineHypervisorCPU: that one adapts the
+    answer to this host's hypervisor (a Skylake seen from a host whose KVM
+    lacks AVX2 loses it), and the CPU asked about is often another host's."""
+    from appliance.virt.cpu_xml import model_parts  # domain.py imports cpu_xml: no cycle here
+    parts = model_parts(cpu)
+    if parts is None:
+        raise libvirt.libvirtError(f"not a CPU definition with a model ({virttype})")
+    model, vendor, listed = parts
+    bare = ET.Element("cpu")
+    ET.SubElement(bare, "arch").text = ARCH
+    ET.SubElement(bare, "model").text = model
+    if vendor:
+        ET.SubElement(bare, "vendor").text = vendor
+    expanded = conn.baselineCPU([ET.tostring(bare, encoding="unicode")],
+                                libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES)
+    given = set(_REQUIRED.findall(expanded))
+    given |= {name for policy, name in listed if policy in ("require", "force")}
+    given -= {name for policy, name in listed if policy in ("disable", "forbid")}
+    return frozenset(given)
 
 
 def compare(conn: libvirt.virConnect, virttype: str, cpu: str) -> bool:
