@@ -32,8 +32,8 @@ from appliance.service.readiness import Readiness
 from appliance.service.restores import Restores
 from appliance.service.snapshots import Snapshots
 from appliance.service.state import StateChanges
-from appliance.service.tickets import Tickets
 from appliance.service.templates import DEFAULT_TEMPLATE
+from appliance.service.tickets import Tickets
 from appliance.service.vms import VMs
 
 __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachable_from_peers"]

@@ -48,8 +48,8 @@ class TemplateRecords(StoreBase):
     def insert_template(self, row: Row) -> None:
         self.db.table("templates").insert({**row, "spec": json.dumps(row["spec"])})
 
-    def update_template(self, template_id: str, spec: dict, description: str, revision: int,
-                        updated: float) -> None:
+    def update_template(self, template_id: str, spec: dict[str, object], description: str,
+                        revision: int, updated: float) -> None:
         self._update("templates", "id", template_id, {
             "spec": json.dumps(spec), "description": description, "revision": revision,
             "updated": updated})
