@@ -97,7 +97,7 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["labels"] = dict(args.label)
     if args.node_selector:
         body["node_selector"] = dict(args.node_selector)
-    for field in ("group", "host"):
+    for field in ("group", "host", "template"):
         if getattr(args, field):
             body[field] = getattr(args, field)
     if args.stopped:
