@@ -28,6 +28,8 @@ def test_create_list_get_use_and_delete(vmctl, service):  # noqa: F811 - the fix
     vm = service.get_vm("web1")
     assert vm["template"] == {"name": "small", "revision": 1}
     assert (vm["spec"]["cpus"], vm["spec"]["memory"]) == (2, 512)  # the option wins
+    code, out, _ = vmctl("get", "web1")
+    assert ["template", "small", "(revision", "1)"] in [line.split() for line in out.splitlines()]
 
     assert vmctl("template", "delete", "small")[:2] == (0, "small: deleted\n")
     assert service.get_vm("web1")["spec"]["memory"] == 512
