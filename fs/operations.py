@@ -52,6 +52,8 @@ log = logging.getLogger("vmctl.fs")
 # Attribute and entry caches: the mount agrees with REST within this.
 CACHE_SECONDS = 1.0
 RENAME_EXCHANGE = 2
+# The directories whose NAME.json files are made by a write (create) and removed by rm.
+NAMED_FILES = ("groups", "templates")
 
 __all__ = ["ApplianceFS", "Inodes", "boundary", "errno_of"]
 
@@ -267,19 +269,19 @@ class ApplianceFS(pyfuse3.Operations):
             await self._run(self.tree.rename_vm, parent + (old,), new)
         self.inodes.move(parent + (old,), parent + (new,))
 
-    # -- new files: groups/NAME.json alone (a write of its JSON creates the group); removing
-    # one deletes the group, removing a table's file is its clear (vms/NAME/lock: unlock)
+    # -- new files: groups/NAME.json and templates/NAME.json (a write of its JSON creates
+    # it); removing one deletes it, removing a table's file is its clear (vms/NAME/lock)
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
-        if path[0] != "groups" or len(path) != 2 or not path[1].endswith(".json"):
+        if path[0] not in NAMED_FILES or len(path) != 2 or not path[1].endswith(".json"):
             raise pyfuse3.FUSEError(errno.EACCES)
         principal = await self.guard.allow(ctx, "create", path)
         limits.check_name(path[1][: -len(".json")])
         with acting_as(principal):
-            if path in self.tree.new_files or self._read(self.tree.group_exists, path[1]):
+            if path in self.tree.new_files or self._read(self.tree.named_file_exists, path):
                 raise pyfuse3.FUSEError(errno.EEXIST)
         made = self.clock()
         self.tree.new_files[path] = made
@@ -299,14 +301,13 @@ class ApplianceFS(pyfuse3.Operations):
             with acting_as(await self.guard.allow(ctx, "unlink", path)):
                 await self._run(self.tree.remove_file, path)
             return
-        if path[0] != "groups" or len(path) != 2:
+        if path[0] not in NAMED_FILES or len(path) != 2:
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "unlink", path)):
-            if path in self.tree.new_files and not self._read(self.tree.group_exists, path[1]):
+            if path in self.tree.new_files and not self._read(self.tree.named_file_exists, path):
                 self.tree.new_files.pop(path, None)  # made, never written: nothing stored
             else:
-                self._read(self.tree.group, path[1])  # NotFound for a name not NAME.json
-                await self._run(self.service.delete_group, path[1][: -len(".json")])
+                await self._run(self.tree.remove_named_file, path)
         self.inodes.drop(path)
 
     # -- what cannot be done here

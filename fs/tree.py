@@ -22,9 +22,9 @@ tree keeps the unfinished part in memory, in this process only:
 `mkdir hosts/NAME` stages a directory holding one writable file, `uri`; the
 write to it calls service.add_host and the directory becomes the host's. A
 staged directory nothing was written to is gone at unmount (`rmdir` drops it
-sooner). Likewise a file made in groups/ (the shell's O_CREAT) is an empty
-writable file until its JSON is written (service.create_group), and gone when
-closed without one.
+sooner). Likewise a file made in groups/ or templates/ (the shell's O_CREAT)
+is an empty writable file until its JSON is written (service.create_group;
+templates/: fs/template_files.py), and gone when closed without one.
 
 Times: FUSE has no birth time; `created` shows as st_atime, `changed` as
 st_mtime and st_ctime.
@@ -45,6 +45,7 @@ from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
 from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
 from fs.screenshots import Screenshots
+from fs.template_files import TemplateFiles
 
 TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS)
 # The directories of one VM or host, each holding the files of its table.
@@ -65,6 +66,7 @@ class Tree:
         self.screenshots = Screenshots()
         # vms/NAME/snapshots/..., vms/NAME/backups/..., backup-targets/...: fs/backup_tree.py
         self.backups = BackupTree(service, started, clock)
+        self.templates = TemplateFiles(service, self.new_files)  # templates/NAME.json
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
@@ -86,6 +88,8 @@ class Tree:
             return self._stat_in_object(path)
         if depth == 2 and top == "groups":
             return self._stat_group(path)
+        if depth == 2 and top == "templates":
+            return self.templates.stat(path)
         if depth == 2:
             return _file(self.content(path), self.started, self.started)
         raise errors.NotFound(f"no {'/'.join(path)!r} here")
@@ -162,6 +166,15 @@ class Tree:
     def group(self, file: str) -> dict:
         return self.service.get_group(json_name(file, "group"))
 
+    def named_file_exists(self, path: Path) -> bool:  # groups/NAME.json, templates/NAME.json
+        return (self.templates.exists if path[0] == "templates" else self.group_exists)(path[1])
+
+    def remove_named_file(self, path: Path) -> None:  # rm of one: delete the group, the template
+        if path[0] == "templates":
+            self.templates.remove(path)
+        else:
+            self.service.delete_group(json_name(path[1], "group"))
+
     def group_exists(self, file: str) -> bool:
         try:
             self.group(file)
@@ -196,8 +209,7 @@ class Tree:
             return [(f"{image['name']}.json",
                      _file(json_text(image).encode(), image["created"], image["created"]))
                     for image in self.service.list_images()]
-        return [(f"{name}.json", _file(json_text(t).encode(), self.started, self.started))
-                for name, t in self.service.list_templates().items()]
+        return self.templates.entries()
 
     def _list_object(self, top: str, name: str) -> list[tuple[str, Node]]:
         times = self._times(top, name)
@@ -243,20 +255,13 @@ class Tree:
         elif top == "images" and len(path) == 2:
             text = json_text(self.service.get_image(json_name(name, "image")))
         elif top == "templates" and len(path) == 2:
-            text = json_text(self._template(name))
+            text = self.templates.content(path)
         elif top == "groups" and len(path) == 2:
             fresh = path in self.new_files and not self.group_exists(name)
             text = "" if fresh else json_text(self.group(name))
         else:
             raise errors.NotFound(f"no {'/'.join(path)!r} here")
         return text.encode()
-
-    def _template(self, file: str) -> dict:
-        templates = self.service.list_templates()
-        name = file[: -len(".json")]
-        if not file.endswith(".json") or name not in templates:
-            raise errors.NotFound(f"no template file {file!r}")
-        return templates[name]
 
     @staticmethod
     def table_file(path: Path) -> File | None:
@@ -309,6 +314,8 @@ class Tree:
             self._wait(written.operations)
         elif top == "groups" and len(path) == 2:
             self.create_group(path[1], text)
+        elif top == "templates" and len(path) == 2:
+            self.templates.write(path, text)
         else:
             raise errors.Forbidden(f"{'/'.join(path)} is read-only")
 

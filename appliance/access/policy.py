@@ -113,6 +113,14 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/groups", "POST"): Action.VM_CHANGE,
     ("/v1/groups/{name}", "GET"): Action.READ,
     ("/v1/groups/{name}", "DELETE"): Action.VM_CHANGE,
+    # Templates: a project's are its operators' (VM_CHANGE); the service asks ADMIN
+    # as well for a global one (appliance/service/templates.py).
+    ("/v1/templates", "GET"): Action.READ,
+    ("/v1/templates", "POST"): Action.VM_CHANGE,
+    ("/v1/templates/{name}", "GET"): Action.READ,
+    ("/v1/templates/{name}", "PUT"): Action.VM_CHANGE,
+    ("/v1/templates/{name}", "PATCH"): Action.VM_CHANGE,
+    ("/v1/templates/{name}", "DELETE"): Action.VM_CHANGE,
     ("/v1/me", "GET"): Action.OWN_TOKENS,
     ("/v1/users", "GET"): Action.ADMIN,
     ("/v1/users", "POST"): Action.ADMIN,
@@ -162,6 +170,11 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("groups", "create"): Action.VM_CHANGE,  # groups/NAME.json, written once
     ("groups", "write"): Action.VM_CHANGE,
     ("groups", "unlink"): Action.VM_CHANGE,
+    # templates/NAME.json: made by a write or cp, replaced by a write, deleted by rm (a
+    # global template's change takes ADMIN as well: the service's check)
+    ("templates", "create"): Action.VM_CHANGE,
+    ("templates", "write"): Action.VM_CHANGE,
+    ("templates", "unlink"): Action.VM_CHANGE,
     # vms/NAME/snapshots/S: mkdir takes a snapshot, rmdir deletes it, S/action reverts
     (SNAPSHOTS_DIR, "mkdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "rmdir"): Action.VM_CHANGE,

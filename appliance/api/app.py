@@ -18,6 +18,7 @@ from appliance.api import (
     projects,
     resources,
     snapshots,
+    templates,
     tickets,
     web,
 )
@@ -94,6 +95,9 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     groups = resources.Groups(service)
     route("/v1/groups", groups)
     route("/v1/groups/{name}", groups, suffix="item")
+    template_routes = templates.Templates(service)
+    route("/v1/templates", template_routes)
+    route("/v1/templates/{name}", template_routes, suffix="item")
     route("/v1/me", access.Me(service))
     users = access.Users(service)
     route("/v1/users", users)

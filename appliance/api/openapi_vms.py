@@ -64,6 +64,10 @@ SCHEMAS = {
             "desired_state": string(), "reason": string(),
             "host": string(nullable=True), "generation": integer(),
             "spec": ref("Spec"), "restart_required": boolean(), "ready": boolean(),
+            "template": {"type": "object", "nullable": True, "description": (
+                "the template and revision it was made from (null: a clone or a restore); "
+                "a later change of the template never reaches the VM"),
+                "properties": {"name": string(), "revision": integer(nullable=True)}},
             "created": number(), "updated": number(),
             "lock": {"nullable": True, "allOf": [ref("Lock")]},
             "operation": {"nullable": True, "allOf": [ref("Operation")]},

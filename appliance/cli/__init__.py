@@ -5,6 +5,7 @@ when it does not).
     parser.py   the commands and options (--help's defaults from appliance.model)
     vms.py      VMs and images          hosts.py   hosts and server groups
     access.py   users, tokens, whoami   projects.py  projects and quotas
+    templates.py  templates (create, list, get, delete)
     consoles.py console, vnc, screenshot (terminal.py: raw mode and the pump)
     backups.py  snapshots, backups, backup targets, restore, clone (progress.py: waiting)
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
@@ -15,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, backups, consoles, hosts, local, projects, vms
+from appliance.cli import access, backups, consoles, hosts, local, projects, templates, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -35,7 +36,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
-    "cancel": vms.cmd_cancel,
+    "cancel": vms.cmd_cancel, "template": templates.cmd_template,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).

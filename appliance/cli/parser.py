@@ -9,6 +9,7 @@ from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.output import pair
 from appliance.cli.projects import add_project_commands
+from appliance.cli.templates import add_template_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
 from appliance.model import (
     DEFAULT_CPU_RATIO,
@@ -119,6 +120,8 @@ def _add_mount_map(sub: argparse._SubParsersAction) -> None:
 def _add_create(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("create", help="create a VM (started unless --stopped)")
     p.add_argument("name")
+    p.add_argument("--template", help="start from this template (vmctl template list); "
+                                      "the options given here win; without: default")
     p.add_argument("--image", help=f"an image's name (default {DEFAULT_IMAGE})")
     p.add_argument("--cpus", type=int, help=f"vCPUs (default {DEFAULT_CPUS})")
     p.add_argument("--memory", help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
@@ -324,5 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_commands(sub)
     add_project_commands(sub)
     add_backup_commands(sub)
+    add_template_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

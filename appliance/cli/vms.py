@@ -47,6 +47,9 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         print(f"{label.lower():<13} {row[key]}")
     print(f"{'project':<13} {vm.get('project') or '-'}")
     print(f"{'generation':<13} {vm['generation']}")
+    template = vm.get("template")
+    shown = f"{template['name']} (revision {template['revision']})" if template else "-"
+    print(f"{'template':<13} {shown}")
     print(f"{'reason':<13} {vm.get('reason') or '-'}")
     if vm.get("restart_required"):
         print("restart       required for spec changes to apply")
@@ -112,7 +115,7 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["labels"] = dict(args.label)
     if args.node_selector:
         body["node_selector"] = dict(args.node_selector)
-    for field in ("group", "host"):
+    for field in ("group", "host", "template"):
         if getattr(args, field):
             body[field] = getattr(args, field)
     body.update(_cpu_fields(args))

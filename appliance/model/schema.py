@@ -78,7 +78,9 @@ def spec_components() -> dict[str, dict[str, Any]]:
                     },
                     "template": {
                         "type": "string",
-                        "description": "the template whose fields fill in the rest (default)",
+                        "description": (
+                            "the template whose fields fill in the rest (GET /v1/templates; "
+                            "default when not named); the VM records its name and revision"),
                     },
                     "host": {
                         "type": "string",

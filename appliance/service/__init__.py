@@ -6,7 +6,8 @@ records the desired state and an operation in one transaction, nudges the
 controller, and (by default) waits for the operation to finish.
 
 One module per responsibility, each a part of `Service`: vms (create, change,
-rename, delete, templates, consoles), state (desired states, claims at start),
+rename, delete, consoles; on top of templates: global and project templates),
+state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
@@ -31,8 +32,9 @@ from appliance.service.readiness import Readiness
 from appliance.service.restores import Restores
 from appliance.service.snapshots import Snapshots
 from appliance.service.state import StateChanges
+from appliance.service.templates import DEFAULT_TEMPLATE
 from appliance.service.tickets import Tickets
-from appliance.service.vms import DEFAULT_TEMPLATE, VMs
+from appliance.service.vms import VMs
 
 __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachable_from_peers"]
 

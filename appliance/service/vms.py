@@ -1,4 +1,5 @@
-"""VMs: create, change, rename, delete and show them; templates; consoles."""
+"""VMs: create (from a template: service/templates.py), change, rename, delete and show
+them; consoles."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance import jsonio, netrules, placement, quotas
+from appliance import netrules, placement, quotas
 from appliance import spec as specs
 from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import (
     ACTIVE_STATES,
-    DEFAULT_CPUS,
-    DEFAULT_IMAGE,
-    DEFAULT_MEMORY_MIB,
-    DEFAULT_NETWORK_TYPE,
     HOTPLUG_FIELDS,
     LIVE_FIELDS,
     DesiredState,
@@ -25,16 +22,9 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
-from appliance.service.base import ServiceBase, lock_of
+from appliance.service.base import lock_of
+from appliance.service.templates import Templates
 from appliance.store import Row
-
-# The built-in default template: `mkdir vms/NAME` and a create without image.
-DEFAULT_TEMPLATE = {
-    "image": DEFAULT_IMAGE,
-    "cpus": DEFAULT_CPUS,
-    "memory": DEFAULT_MEMORY_MIB,
-    "network": {"type": DEFAULT_NETWORK_TYPE.value},
-}
 
 
 def initial_state(asked: Any, spec: dict[str, Any]) -> DesiredState:
@@ -50,7 +40,15 @@ def initial_state(asked: Any, spec: dict[str, Any]) -> DesiredState:
     return DesiredState(asked)
 
 
-class VMs(ServiceBase):
+def template_of(row: Row) -> dict[str, Any] | None:
+    """The template and revision the VM was made from (None: a clone, a restore, or a
+    VM from before templates were recorded); a later change of it never reaches the VM."""
+    if not row.get("template"):
+        return None
+    return {"name": row["template"], "revision": row.get("template_revision")}
+
+
+class VMs(Templates):
     # -- views -----------------------------------------------------------------
     def vm_view(self, row: Row) -> dict[str, Any]:
         return {
@@ -63,6 +61,7 @@ class VMs(ServiceBase):
             "host": row["host"],
             "generation": row["generation"],
             "spec": row["spec"],
+            "template": template_of(row),
             "restart_required": row["restart_required"],
             "ready": self._ready(row),
             "created": row["created"],
@@ -97,17 +96,6 @@ class VMs(ServiceBase):
     def get_vm(self, name: str) -> dict[str, Any]:
         return self.vm_view(self.vm_row(name, with_xml=False))  # the view has no XML
 
-    # -- templates (the FS view shows them as templates/NAME.json) ----------------
-    def list_templates(self) -> dict[str, dict[str, Any]]:
-        """Named VM shapes by name; a create names one with "template" (default if none)."""
-        return {"default": dict(DEFAULT_TEMPLATE)}
-
-    def _merge_template(self, body: dict[str, Any]) -> dict[str, Any]:
-        template = body.pop("template", None)
-        if template not in (None, "default"):
-            raise NotFound(f"no template named {jsonio.shown(template)}", "template")
-        return {**DEFAULT_TEMPLATE, **body}
-
     # -- changes -----------------------------------------------------------------
     def create_vm(self, body: Any) -> tuple[dict[str, Any], Row]:
         """Validate, then record the VM and its create operation in one transaction."""
@@ -120,18 +108,23 @@ class VMs(ServiceBase):
         wanted_host = body.pop("host", None)
         if wanted_host is not None:
             specs.validate_name(wanted_host, "host")
-        spec = specs.validate(self._merge_template(body))
-        op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host)
+        # The template's fields (the default's under them), then the body's.
+        base, template, revision = self.template_for_create(body.pop("template", None))
+        spec = specs.validate({**base, **body})
+        op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host,
+                                 template=(template, revision))
         self.notify()
         return self.get_vm(spec["name"]), op
 
     def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
-                       source: dict[str, Any] | None = None, origin: str = "") -> Row:
+                       source: dict[str, Any] | None = None, origin: str = "",
+                       template: tuple[str, int] | None = None) -> Row:
         """The checks of a create (image, name, fixed IP, ports, group, quota,
         placement) and its records (the VM, its events, its CREATE operation) in
         one transaction. `source`: where its disks come from (a clone, a
         restore: service/restores.py), in the operation's params; `origin` says
-        so in the created event."""
+        so in the created event; `template`: the name and revision it was made
+        from (None: a clone or a restore, made from another VM's spec)."""
         vm_id = str(self.uuidgen())
         now = self.clock()
         with self.store.transaction():
@@ -170,6 +163,8 @@ class VMs(ServiceBase):
                 "restart_required": 0,
                 "last_error": None,
                 "addresses": "[]",
+                "template": template[0] if template else None,
+                "template_revision": template[1] if template else None,
             }
             self.store.insert_vm(row)
             self.store.add_event("created", f"VM created{origin}, desired state {initial}", row)
@@ -268,6 +263,7 @@ class VMs(ServiceBase):
             "run_strategy": row["spec"]["run_strategy"],
             "generation": row["generation"],
             "host": row["host"],
+            "template": template_of(row),
             "restart_required": row["restart_required"],
             "last_error": row["last_error"],
             "addresses": json.loads(row["addresses"] or "[]"),

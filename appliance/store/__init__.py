@@ -4,7 +4,7 @@ per question the rest of the appliance asks; every value a bound parameter.
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
-tickets), snapshots.py, backups.py (backup targets and backups): one table's
+tickets), snapshots.py, backups.py (backup targets and backups), templates.py: one table's
 records each; aggregates.py: sums and counts across tables.
 """
 
@@ -18,6 +18,7 @@ from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
 from appliance.store.operations import OperationRecords
 from appliance.store.schema import MIGRATIONS
 from appliance.store.snapshots import SnapshotRecords
+from appliance.store.templates import TemplateRecords
 from appliance.store.tickets import TicketRecords
 from appliance.store.vms import VMRecords
 
@@ -37,6 +38,7 @@ class Store(
     SnapshotRecords,
     Aggregates,
     BackupRecords,
+    TemplateRecords,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

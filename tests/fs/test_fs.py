@@ -45,7 +45,7 @@ def test_top_level_tree(mount):
     image = json.loads((mount.mnt / "images" / "demo.json").read_text())
     assert image == mount.service.get_image("demo")
     assert json.loads((mount.mnt / "templates" / "default.json").read_text()) == \
-        mount.service.list_templates()["default"]
+        mount.service.get_template("default")["spec"]
     assert (mount.mnt / "hosts" / "local" / "state").read_text() == "enabled\n"
     assert (mount.mnt / "hosts" / "local" / "uri").read_text() == "test:///default\n"
     assert "host-up" in (mount.mnt / "events").read_text()

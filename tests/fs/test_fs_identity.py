@@ -181,7 +181,9 @@ def matrix_cases() -> list[tuple[str, tuple[str, ...], str]]:
               ("printf '%s\\n' '!' > hosts/local/state", ("hosts", "local", "state"), "write"),
               ("mkdir hosts/h9 && rmdir hosts/h9", ("hosts", "h9"), "mkdir"),
               ("""echo '{"policy": "affinity"}' > groups/g.json && rm groups/g.json""",
-               ("groups", "g.json"), "create")]
+               ("groups", "g.json"), "create"),
+              ("""echo '{"cpus": 2}' > templates/t.json && rm templates/t.json""",
+               ("templates", "t.json"), "create")]
     return cases
 
 

@@ -25,7 +25,7 @@ def test_create_help_shows_the_spec_and_template_defaults(service, capsys):
     assert set(shown) == {"image", "cpus", "memory", "network", "run_strategy"}
     for field in ("cpus", "memory", "run_strategy"):
         assert shown[field] == str(Spec.model_fields[field].default), field
-    template = service.list_templates()["default"]
+    template = service.get_template("default")["spec"]
     assert shown["image"] == template["image"]
     assert shown["network"] == template["network"]["type"]
 

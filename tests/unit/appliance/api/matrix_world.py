@@ -5,7 +5,7 @@ and, for the routes this file knows, succeeds.
 In the default project: a stopped VM `web1` (its create still pending: no
 controller runs), a VM `web2` with a pending start (an operation one may
 cancel), the images `demo` and `spare` (unused), the hosts `local` and
-`spare` (no VMs), a server group `g1` (no members); web1 has a ready
+`spare` (no VMs), a server group `g1` (no members), a template `t1`; web1 has a ready
 snapshot `s1` and a good backup in the backup target `nas`; the target
 `spare-target` holds none. Projects `web` (VM
 `www1`) and `db` (VM `db1`). A user per role in the default project, and
@@ -140,6 +140,7 @@ def build(directory: Path, demo: ReplayedDemoImage) -> World:
     start = service.set_state("web2", "running")
     assert start is not None
     service.create_group({"name": "g1", "policy": "anti-affinity"})
+    service.create_template({"name": "t1", "spec": {"cpus": 1}})  # the default project's
     store.insert_project({"name": "spare", "description": "", "quota": {}, "created": time.time()})
     for project, vm in (("web", "www1"), ("db", "db1")):
         store.insert_project({"name": project, "description": "", "quota": {},
@@ -199,7 +200,8 @@ class Sample:
 
 # A path parameter's value, by the route's collection (the first segments) then by field.
 NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
-         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT, "/v1/backup-targets": "nas"}
+         "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT, "/v1/backup-targets": "nas",
+         "/v1/templates": "t1"}
 # DELETE removes: the spare one, that nothing uses.
 DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare",
            "/v1/backup-targets": "spare-target"}
@@ -221,6 +223,9 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/hosts", "POST"): {"json": {"name": "h3", "uri": "qemu+ssh://root@h3/system"}},
     ("/v1/hosts/{name}", "PATCH"): {"json": {"labels": {"rack": "r1"}}},
     ("/v1/groups", "POST"): {"json": {"name": "g2", "policy": "affinity"}},
+    ("/v1/templates", "POST"): {"json": {"name": "t2", "spec": {"cpus": 2}}},
+    ("/v1/templates/{name}", "PUT"): {"json": {"spec": {"cpus": 2}}},
+    ("/v1/templates/{name}", "PATCH"): {"json": {"description": "matrix"}},
     ("/v1/users", "POST"): {"json": {"name": "carol", "role": "viewer"}},
     ("/v1/users/{name}", "PATCH"): {"json": {"projects": [DEFAULT_PROJECT, "web"]}},
     ("/v1/tokens", "POST"): {"json": {"description": "matrix"}},
@@ -236,10 +241,10 @@ BODIES = {  # other writes, by (template, method)
 # held to "reached, not refused" alone until their samples are written here.
 KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
                "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
-               "/v1/tokens", "/v1/projects", "/v1/backups", "/v1/backup-targets"}
+               "/v1/tokens", "/v1/projects", "/v1/backups", "/v1/backup-targets", "/v1/templates"}
 KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
          ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
-         ("/v1/groups/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
+         ("/v1/groups/{name}", "DELETE"), ("/v1/templates/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
          ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE"),
          ("/v1/projects/{name}", "DELETE"), ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"),
          ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"),
