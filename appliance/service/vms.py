@@ -25,6 +25,7 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
+from appliance.service import raw_xml
 from appliance.service.base import ServiceBase, lock_of
 from appliance.store import Row
 
@@ -134,6 +135,7 @@ class VMs(ServiceBase):
         so in the created event."""
         vm_id = str(self.uuidgen())
         now = self.clock()
+        patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
             if self.store.vm_exists(spec["name"], self._project()):
@@ -175,6 +177,8 @@ class VMs(ServiceBase):
             self.store.add_event("created", f"VM created{origin}, desired state {initial}", row)
             self.store.add_event("scheduled", decision.explain(), row)
             op = self._new_op(row, OpKind.CREATE, {"source": source} if source else None)
+            if patched:
+                raw_xml.record_change(self.store, row, spec, op["id"])
         return op
 
     def update_vm(
@@ -198,6 +202,7 @@ class VMs(ServiceBase):
                     raise Invalid("cannot change after creation", field)
             if new == old:
                 return self.vm_view(row), None
+            patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
             self._check_fixed_ip(new, row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen
@@ -226,6 +231,8 @@ class VMs(ServiceBase):
             later = " (applies at next start)" if active and hardware else ""
             self.store.add_event("updated", f"spec changed: {', '.join(changed)}{later}", row)
             op = self._new_op(row, OpKind.UPDATE)
+            if patched:
+                raw_xml.record_change(self.store, row, new, op["id"])
         self.notify()
         return self.vm_view(row), op
 
