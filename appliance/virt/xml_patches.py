@@ -54,7 +54,8 @@ def _apply_one(root: etree._Element, index: int, patch: dict) -> None:
     if not isinstance(found, list) or not found:
         raise PatchError(index, f"the XPath {patch['xpath']!r} selects nothing in the domain XML")
     for node in found:
-        element = node.getparent() if isinstance(node, etree._ElementUnicodeResult) else node
+        attribute = isinstance(node, etree._ElementUnicodeResult) and node.is_attribute
+        element = node.getparent() if attribute else node
         if not isinstance(element, etree._Element) or isinstance(element, etree._Comment):
             raise PatchError(index, "selects text; patches work on elements and attributes")
         if element is root and patch["op"] != "add":
@@ -62,9 +63,10 @@ def _apply_one(root: etree._Element, index: int, patch: dict) -> None:
         if _protected(element):
             raise PatchError(index, "selects the domain's name, uuid or metadata, by which "
                              "the appliance knows its domains")
-        if isinstance(node, etree._ElementUnicodeResult):
-            if patch["op"] != "remove" or not node.is_attribute or node.attrname is None:
-                raise PatchError(index, "selects an attribute or text: only remove works on "
+        if attribute:
+            assert isinstance(node, etree._ElementUnicodeResult)  # noqa: S101 - for mypy
+            if patch["op"] != "remove" or node.attrname is None:
+                raise PatchError(index, "selects an attribute: only remove works on "
                                  "attributes (replace the element to change one)")
             del element.attrib[node.attrname]
             continue
