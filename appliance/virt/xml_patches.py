@@ -55,7 +55,8 @@ def _apply_one(root: etree._Element, index: int, patch: dict) -> None:
         raise PatchError(index, f"the XPath {patch['xpath']!r} selects nothing in the domain XML")
     for node in found:
         attribute = isinstance(node, etree._ElementUnicodeResult) and node.is_attribute
-        element = node.getparent() if attribute else node
+        element = node.getparent() if isinstance(node, etree._ElementUnicodeResult) and attribute \
+            else node
         if not isinstance(element, etree._Element) or isinstance(element, etree._Comment):
             raise PatchError(index, "selects text; patches work on elements and attributes")
         if element is root and patch["op"] != "add":
