@@ -137,6 +137,10 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-selector", dest="node_selector", action="append", type=pair,
                    metavar="KEY=VALUE",
                    help="only on hosts with this label (repeat for several)")
+    p.add_argument("--firmware", choices=["bios", "uefi", "uefi-secure"],
+                   help="bios (default), uefi (OVMF) or uefi-secure (Secure Boot; q35)")
+    p.add_argument("--machine", choices=["q35", "pc"], help="q35 (default) or pc (i440FX)")
+    p.add_argument("--tpm", action="store_true", default=None, help="a virtual TPM 2.0 (swtpm)")
     p.add_argument("--stopped", action="store_true")
     _no_wait(p)
 
