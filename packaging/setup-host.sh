@@ -45,6 +45,9 @@ PACKAGES=(
     wrk
     # the web page's real-browser test and first-paint benchmark (selenium drives them)
     chromium chromium-driver
+    # UEFI firmware (OVMF, with its descriptors for libvirt's autoselection) and the
+    # virtual TPM's emulator (issue 14: firmware, tpm)
+    ovmf swtpm swtpm-tools
 )
 
 # --- 1. packages ------------------------------------------------------------

@@ -41,7 +41,8 @@ def free_port() -> int:
 
 # With them: libvirt keeps a stopped domain that has snapshots or checkpoints otherwise.
 UNDEFINE_METADATA = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+                     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)  # a UEFI VM's (issue 14)
 
 
 def remove_domains(domains) -> None:

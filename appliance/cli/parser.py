@@ -150,6 +150,10 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dedicated", action="store_true",
                    help="pin each vCPU to a dedicated host CPU (the host's cpu_dedicated_set)")
     p.add_argument("--hugepages", action="store_true", help="back the memory with hugepages")
+    p.add_argument("--firmware", choices=["bios", "uefi", "uefi-secure"],
+                   help="bios (default), uefi (OVMF) or uefi-secure (Secure Boot; q35)")
+    p.add_argument("--machine", choices=["q35", "pc"], help="q35 (default) or pc (i440FX)")
+    p.add_argument("--tpm", action="store_true", default=None, help="a virtual TPM 2.0 (swtpm)")
     p.add_argument("--stopped", action="store_true")
     _no_wait(p)
 

@@ -115,8 +115,8 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["labels"] = dict(args.label)
     if args.node_selector:
         body["node_selector"] = dict(args.node_selector)
-    for field in ("group", "host", "template"):
-        if getattr(args, field):
+    for field in ("group", "host", "template", "firmware", "machine", "tpm"):
+        if getattr(args, field, None):
             body[field] = getattr(args, field)
     body.update(_cpu_fields(args))
     if args.stopped:

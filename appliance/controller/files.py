@@ -10,6 +10,7 @@ from appliance.access.principal import DEFAULT_PROJECT
 from appliance.controller import cpu_pinning
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
+from appliance.controller.firmware_files import copy_nvram
 from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.errors import Failed, NotFound
 from appliance.virt import cloudinit, domain, images
@@ -145,6 +146,7 @@ class VmFiles:
                     tmp.replace(path)
             finally:
                 tmp.unlink(missing_ok=True)
+        copy_nvram(plan, source, dest, self.own_storage(source.name), to_host)  # UEFI's, if any
 
     def drop_copy(self, row: dict, source: HostLink | None) -> None:
         """After a copying migration: the disks left behind on the source (kept

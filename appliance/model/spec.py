@@ -57,6 +57,15 @@ from appliance.model.fields import (
     says,
     stored_as_value,
 )
+from appliance.model.firmware import (
+    DEFAULT_FIRMWARE,
+    DEFAULT_MACHINE,
+    FIRMWARES,
+    MACHINES,
+    Firmware,
+    Machine,
+    XmlPatches,
+)
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -127,6 +136,16 @@ class Spec(BaseModel):
         "CPU model (cluster baseline by default), topology, dedicated host CPUs"))
     hugepages: Flag = Field(False, description=(
         "back the memory with the host's 2 MiB hugepages (the host must have enough free)"))
+    # Part G (issue 14): machine before firmware, which depends on it.
+    machine: Annotated[Machine, says(one_of(MACHINES))] = Field(
+        DEFAULT_MACHINE, validate_default=True,
+        description="q35 (PCIe) or pc (i440FX + PIIX, for old guests)")
+    firmware: Annotated[Firmware, says(one_of(FIRMWARES))] = Field(
+        DEFAULT_FIRMWARE, validate_default=True, description=(
+            "bios (SeaBIOS), uefi (OVMF, NVRAM kept with the VM) or uefi-secure "
+            "(OVMF with Secure Boot and Microsoft's keys; needs machine q35)"))
+    tpm: Flag = Field(False, description="a virtual TPM 2.0 (swtpm), for guests that need one")
+    xml_patches: XmlPatches = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +186,15 @@ class Spec(BaseModel):
         if (fault := passthrough_fault(stored, info.data.get("node_selector") or {})):
             raise refused(fault, ".mode")
         return cpu
+    @field_validator("firmware")
+    @classmethod
+    def _secure_boot_needs_q35(cls, firmware: str, info: ValidationInfo) -> str:
+        if firmware == Firmware.UEFI_SECURE and info.data.get("machine") == Machine.PC:
+            # OVMF keeps Secure Boot's variables safe from the guest's kernel in SMM,
+            # which QEMU emulates on q35 only.
+            raise refused("uefi-secure needs machine q35: Secure Boot's firmware runs its "
+                          "variable store in SMM, which the pc machine lacks")
+        return firmware
 
 
 FIELDS: tuple[str, ...] = tuple(Spec.model_fields)
@@ -195,6 +223,10 @@ CHECK_ORDER = (
     "backup",
     "cpu",
     "hugepages",
+    "machine",
+    "firmware",
+    "tpm",
+    "xml_patches",
 )
 
 

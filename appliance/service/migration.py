@@ -94,6 +94,11 @@ class Migrations(ServiceBase):
                 raise Conflict(f"a {observed} VM cannot move now", "host")
             if kind == OpKind.MIGRATE:
                 self._check_snapshots_travel(row, target_host)
+            elif row["spec"].get("tpm"):
+                # a stopped VM's TPM state is libvirt's, on its host (/var/lib/libvirt/swtpm);
+                # only a live migration carries it (in its stream) on libvirt 9.0
+                raise Conflict(f"{row['name']} has a TPM, whose state stays on {row['host']} "
+                               "while it is stopped; start it and migrate it live", "host")
             if force:
                 why = f"{kind} to {target} forced: the scheduler's filters were skipped"
             else:

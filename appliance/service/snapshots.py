@@ -98,6 +98,13 @@ class Snapshots(ServiceBase):
             if self._moving(row):
                 raise Conflict("the VM is moving to another host; snapshot it when it is done",
                                "name")
+            if row["spec"].get("firmware", "bios") != "bios" and observed in GUEST_UP:
+                # libvirt 9.0: "internal snapshots of a VM with pflash based firmware are not
+                # supported" while it runs (QEMU's savevm cannot include the raw NVRAM)
+                raise Conflict(f"{row['name']} runs UEFI firmware, whose NVRAM an internal "
+                               "snapshot of a running VM cannot hold (libvirt refuses it); "
+                               "stop it first (a stopped VM's snapshot holds its disks, not "
+                               "its NVRAM)", "name")
             snapshot_id = str(self.uuidgen())
             self.store.insert_snapshot({
                 "id": snapshot_id, "vm_id": row["id"], "name": name, "description": description,

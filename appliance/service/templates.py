@@ -27,6 +27,7 @@ from appliance.access import caller
 from appliance.access.policy import Action, check
 from appliance.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, TooLarge
 from appliance.model import DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, DEFAULT_NETWORK_TYPE
+from appliance.service import raw_xml
 from appliance.service.base import ServiceBase
 from appliance.service.projects import validate_description
 from appliance.store import Row
@@ -130,6 +131,7 @@ class Templates(ServiceBase):
         if "spec" not in body:
             raise Invalid("required: the VM spec, without a name", "spec")
         spec = validate_template_spec(body["spec"])
+        raw_xml.admins_only(spec, None, "spec.xml_patches")
         description = validate_description(body.get("description", ""))
         now = self.clock()
         with self.store.transaction():
@@ -162,6 +164,7 @@ class Templates(ServiceBase):
             if not replace and not isinstance(patch, dict):
                 raise Invalid("must be a JSON object of the fields to change", "spec")
             spec = validate_template_spec(patch if replace else {**row["spec"], **patch})
+            raw_xml.admins_only(spec, row["spec"], "spec.xml_patches")
             description = validate_description(body.get("description", row["description"] or ""))
             if spec == row["spec"] and description == (row["description"] or ""):
                 return template_view(row)

@@ -22,6 +22,7 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
+from appliance.service import raw_xml
 from appliance.service.base import lock_of
 from appliance.service.templates import Templates
 from appliance.store import Row
@@ -127,6 +128,7 @@ class VMs(Templates):
         from (None: a clone or a restore, made from another VM's spec)."""
         vm_id = str(self.uuidgen())
         now = self.clock()
+        patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
             if self.store.vm_exists(spec["name"], self._project()):
@@ -170,6 +172,8 @@ class VMs(Templates):
             self.store.add_event("created", f"VM created{origin}, desired state {initial}", row)
             self.store.add_event("scheduled", decision.explain(), row)
             op = self._new_op(row, OpKind.CREATE, {"source": source} if source else None)
+            if patched:
+                raw_xml.record_change(self.store, row, spec, op["id"])
         return op
 
     def update_vm(
@@ -193,6 +197,7 @@ class VMs(Templates):
                     raise Invalid("cannot change after creation", field)
             if new == old:
                 return self.vm_view(row), None
+            patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
             self._check_fixed_ip(new, row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen
@@ -221,6 +226,8 @@ class VMs(Templates):
             later = " (applies at next start)" if active and hardware else ""
             self.store.add_event("updated", f"spec changed: {', '.join(changed)}{later}", row)
             op = self._new_op(row, OpKind.UPDATE)
+            if patched:
+                raw_xml.record_change(self.store, row, new, op["id"])
         self.notify()
         return self.vm_view(row), op
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
 
-from appliance.virt import cpu_xml
+from appliance.virt import cpu_xml, firmware, xml_patches
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
@@ -98,7 +98,7 @@ def build(plan: DomainPlan) -> str:
     _sub(domain, "currentMemory", str(spec["memory"]), unit="MiB")
     _sub(domain, "vcpu", str(spec["cpus"]), placement="static")
     os_el = _sub(domain, "os")
-    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine=firmware.machine_of(spec))
     _sub(os_el, "boot", dev="hd")
     features = _sub(domain, "features")
     _sub(features, "acpi")
@@ -121,7 +121,7 @@ def build(plan: DomainPlan) -> str:
 
     network = spec.get("network", {"type": "none"})
     if network["type"] == "user" and network.get("outbound") == "none":
-        _restricted_nic(domain, plan.mac)
+        _restricted_nic(domain, plan.mac, firmware.ROOT_BUS[firmware.machine_of(spec)])
     elif network["type"] != "none":
         if network["type"] == "user":
             iface = _sub(devices, "interface", type="user")
@@ -160,11 +160,13 @@ def build(plan: DomainPlan) -> str:
     _sub(balloon, "stats", period="5")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+    firmware.add(domain, plan.vm_dir, spec)  # part G: UEFI, its NVRAM, SMM, the TPM
     ET.indent(domain)
-    return ET.tostring(domain, encoding="unicode")
+    # an admin's patches, last (virt/xml_patches.py; PatchError if one cannot apply)
+    return xml_patches.apply(ET.tostring(domain, encoding="unicode"), spec.get("xml_patches", []))
 
 
-def _restricted_nic(domain: ET.Element, mac: str) -> None:
+def _restricted_nic(domain: ET.Element, mac: str, bus: str) -> None:
     """A user-mode NIC with QEMU's restrict=on: the guest reaches nothing on the
     host (10.0.2.2 is the host's loopback otherwise) nor beyond; forwards into
     it still work. libvirt 9.0's <interface type='user'> cannot say restrict,
@@ -176,7 +178,7 @@ def _restricted_nic(domain: ET.Element, mac: str) -> None:
         "netdev": USER_NETDEV,
         "id": "ua-net0",
         "mac": mac,
-        "bus": "pcie.0",
+        "bus": bus,
         "addr": RESTRICTED_NIC_ADDR,
         "romfile": "",
     }  # no iPXE ROM, as rom enabled='no'

@@ -137,7 +137,8 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
             # backup redefines its base from them (libvirt_backups.py). libvirt refuses
             # a plain undefine of an inactive domain that has checkpoints.
             try:
-                self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+                self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                                       | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)  # UEFI's stays
             except libvirt.libvirtError as err:
                 if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
                     raise

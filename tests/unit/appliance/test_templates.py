@@ -217,3 +217,33 @@ def test_a_create_from_a_template_is_held_to_the_project_s_quota(teams):
             service.create_vm({"name": "web1", "template": "big", "state": "stopped"})
         assert err.value.field == "quota" and "vCPUs" in err.value.reason
         assert service.list_vms() == []
+
+
+PATCHES = [{"op": "add", "xpath": "/domain/os", "xml": "<smbios mode='host'/>"}]
+
+
+def test_only_an_admin_puts_xml_patches_in_a_template(teams):
+    """Security: xml_patches are admins' only (root's power). A template that carries
+    them would hand an operator's patches to the admin who creates a VM from it, so
+    an operator may neither write them into a project template nor change them."""
+    service = teams
+    operator = person(Role.OPERATOR)
+    with acting_as(operator):
+        with pytest.raises(Forbidden) as refused:
+            service.create_template({"name": "patched", "spec": {"xml_patches": PATCHES}})
+        assert refused.value.field == "spec.xml_patches"
+        service.create_template({"name": "plain", "spec": {"cpus": 1}})
+        with pytest.raises(Forbidden):
+            service.change_template("plain", {"spec": {"xml_patches": PATCHES}})
+        with pytest.raises(Forbidden):
+            service.change_template("plain", {"spec": {"xml_patches": PATCHES}}, replace=True)
+        assert names(service) == ["default", "plain"]
+        assert service.get_template("plain")["spec"] == {"cpus": 1}
+    admin = Principal(user="admin", role=Role.ADMIN, projects=("web",), project="web")
+    with acting_as(admin):  # an admin may, and the operator may then change other fields
+        service.change_template("plain", {"spec": {"xml_patches": PATCHES}})
+    with acting_as(operator):
+        service.change_template("plain", {"spec": {"cpus": 2}})
+        with pytest.raises(Forbidden):
+            service.change_template("plain", {"spec": {"xml_patches": None}})
+        assert service.get_template("plain")["spec"]["xml_patches"] == PATCHES
