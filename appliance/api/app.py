@@ -15,6 +15,7 @@ from appliance.api import (
     backups,
     error_shape,
     openapi,
+    pools,
     projects,
     resources,
     snapshots,
@@ -94,6 +95,10 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     groups = resources.Groups(service)
     route("/v1/groups", groups)
     route("/v1/groups/{name}", groups, suffix="item")
+    replica_pools = pools.Pools(service)  # replica pools (issue 14)
+    route("/v1/pools", replica_pools)
+    route("/v1/pools/{name}", replica_pools, suffix="item")
+    route("/v1/pools/{name}/{file}", pools.PoolFile(service))
     route("/v1/me", access.Me(service))
     users = access.Users(service)
     route("/v1/users", users)

@@ -3,7 +3,8 @@
 Tests run schemathesis against the app with this document, so it has to say
 what the server really does. Its parts: openapi_vms (VMs, operations, events),
 openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
-tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones);
+tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones),
+openapi_pools (replica pools);
 this module assembles them and adds what every route with a token shares
 (auth.py): the `project` parameter, and the 401, 403 and 404 answers, the 403's
 roles read from the policy table.
@@ -23,6 +24,7 @@ from appliance.api import (
     openapi_backups,
     openapi_cluster,
     openapi_consoles,
+    openapi_pools,
     openapi_projects,
     openapi_vms,
     web,
@@ -44,6 +46,7 @@ SCHEMAS = {
     **openapi_access.SCHEMAS,  # users and tokens
     **openapi_consoles.SCHEMAS,  # TicketCreate, Ticket
     **openapi_backups.SCHEMAS,  # snapshots, backups, targets, restores, clones
+    **openapi_pools.SCHEMAS,  # Pool, PoolStatus, PoolCreate, PoolUpdate
 }
 
 PATHS: dict[str, Any] = {
@@ -64,6 +67,7 @@ PATHS: dict[str, Any] = {
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
     **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
     **openapi_backups.PATHS,  # .../snapshots..., .../clone, .../backups, /v1/backup-targets
+    **openapi_pools.PATHS,  # /v1/pools, /v1/pools/{name}, /v1/pools/{name}/{file}
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 
