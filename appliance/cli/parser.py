@@ -8,6 +8,7 @@ import os
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.output import pair
+from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
 from appliance.model import (
@@ -306,5 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_commands(sub)
     add_project_commands(sub)
     add_backup_commands(sub)
+    add_pool_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser
