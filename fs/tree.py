@@ -8,6 +8,7 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     images/NAME.json   templates/NAME.json   groups/NAME.json   events
     projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
     vms/NAME/snapshots/, vms/NAME/backups/, backup-targets/   (fs/backup_tree.py)
+    pools/NAME/{the files of appliance.pool_files.POOL_FILES}   (fs/pool_tree.py)
 
 vms/, groups/ and events are the caller's project's (the service scopes
 them); projects/P/vms/ is vms/ with the caller acting in P: the methods
