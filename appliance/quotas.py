@@ -127,15 +127,16 @@ def _shown(resource: str, amount: int) -> str:
 
 def check(store: Store, project: str, quota: Mapping[str, int | None],
           new: Mapping[str, Any], old: Mapping[str, Any] | None = None,
-          vm_id: str | None = None) -> None:
+          vm_id: str | None = None, count: int = 1) -> None:
     """Conflict (409, field "quota") unless the project's usage with a VM of spec
     `new` (replacing `old`, the VM `vm_id`'s spec before a change) stays within
-    every limit that the change grows. In the caller's transaction."""
+    every limit that the change grows; `count` new VMs of that spec at once (a
+    pool's scale-up). In the caller's transaction."""
     limited: dict[str, int] = {  # in this order: the first exceeded is the one said
         r: limit for r in RESOURCES if (limit := quota.get(r)) is not None}
     if not limited:
         return
-    after = vm_figures(store, new)
+    after = {k: v * (count if old is None else 1) for k, v in vm_figures(store, new).items()}
     before = vm_figures(store, old) if old is not None else None
     grows = [r for r in limited
              if before is None or _amount(r, after) > _amount(r, before)]
@@ -150,7 +151,8 @@ def check(store: Store, project: str, quota: Mapping[str, int | None],
             continue
         above = " (usage is already above the limit)" if (
             used > _limit_in_units(resource, limit)) else ""
-        need = "a new VM" if before is None else "this change"
+        need = "this change" if before is not None else (
+            "a new VM" if count == 1 else f"{count} new VMs")
         raise Conflict(
             f"quota exceeded in project {project}: {UNITS[resource]} used {_shown(resource, used)}"
             f", limit {limit}{above}; {need} would make it {_shown(resource, wanted)}", "quota")

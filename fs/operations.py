@@ -229,11 +229,14 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        if not (vms or snapshots) and parent != ("hosts",):
+        pools = self.tree.is_pools_dir(parent)
+        if not (vms or snapshots or pools) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "mkdir", path)):
             limits.check_name(path[-1])
-            if vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
+            if pools:  # a pool of 0 replicas (fs/pool_tree.py)
+                await self._run(self.tree.create_pool, path)
+            elif vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
                 await self._run(self.tree.create_vm if vms else self.tree.take_snapshot, path)
             else:
                 self._read(self.tree.stage_host, path[1])
@@ -245,10 +248,13 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        if not (vms or snapshots) and parent != ("hosts",):
+        pools = self.tree.is_pools_dir(parent)
+        if not (vms or snapshots or pools) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "rmdir", path)):
-            if vms or snapshots:
+            if pools:  # the pool and its members
+                await self._run(self.tree.delete_pool, path)
+            elif vms or snapshots:
                 await self._run(self.tree.delete_vm if vms else self.tree.delete_snapshot, path)
             else:
                 await self._run(self.tree.remove_host, path[1])

@@ -8,6 +8,7 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     images/NAME.json   templates/NAME.json   groups/NAME.json   events
     projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
     vms/NAME/snapshots/, vms/NAME/backups/, backup-targets/   (fs/backup_tree.py)
+    pools/NAME/{the files of appliance.pool_files.POOL_FILES}   (fs/pool_tree.py)
 
 vms/, groups/ and events are the caller's project's (the service scopes
 them); projects/P/vms/ is vms/ with the caller acting in P: the methods
@@ -44,10 +45,11 @@ from fs import projects
 from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
 from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
+from fs.pool_tree import POOLS, PoolTree
 from fs.screenshots import Screenshots
 from fs.template_files import TemplateFiles
 
-TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS)
+TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS, POOLS)
 # The directories of one VM or host, each holding the files of its table.
 TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
 STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
@@ -67,14 +69,15 @@ class Tree:
         # vms/NAME/snapshots/..., vms/NAME/backups/..., backup-targets/...: fs/backup_tree.py
         self.backups = BackupTree(service, started, clock)
         self.templates = TemplateFiles(service, self.new_files)  # templates/NAME.json
+        self.pools = PoolTree(service, started)  # pools/...: fs/pool_tree.py
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
     def stat(self, path: Path) -> Node:
         if not path:
             return self._static_dir()
-        if self.backups.claims(path):
-            return self.backups.stat(path)
+        if self.backups.claims(path) or self.pools.claims(path):
+            return (self.pools if self.pools.claims(path) else self.backups).stat(path)
         top, depth = path[0], len(path)
         if path == ("events",):
             return _file(self.content(path), self.started, self.clock())
@@ -99,7 +102,7 @@ class Tree:
         path = projects.split(path)[1]
         return (len(path) == 0 or (len(path) == 1 and path[0] in TOP_DIRS)
                 or (len(path) == 2 and path[0] in TABLES) or projects.is_dir(path)
-                or BackupTree.is_dir(path))
+                or BackupTree.is_dir(path) or PoolTree.is_dir(path))
 
     def _static_dir(self) -> Node:
         return Node(True, created=self.started, changed=self.started)
@@ -188,8 +191,8 @@ class Tree:
         if not path:
             return ([(name, self._static_dir()) for name in TOP_DIRS]
                     + [("events", self.stat(("events",)))])
-        if self.backups.claims(path):
-            return self.backups.entries(path)
+        if self.backups.claims(path) or self.pools.claims(path):
+            return (self.pools if self.pools.claims(path) else self.backups).entries(path)
         if not self.stat(path).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         top = path[0]
@@ -240,8 +243,8 @@ class Tree:
     @_in_project
     def content(self, path: Path) -> bytes:
         top, name = path[0], path[1] if len(path) > 1 else ""
-        if self.backups.claims(path):
-            return self.backups.content(path)
+        if self.backups.claims(path) or self.pools.claims(path):
+            return (self.pools if self.pools.claims(path) else self.backups).content(path)
         if path == ("events",):
             text = events_text(self.service.list_events())
         elif top == projects.PROJECTS:
@@ -305,6 +308,8 @@ class Tree:
         top = path[0]
         if self.backups.claims(path):  # a snapshot's action: a revert
             self._wait(self.backups.write(path, text).operations)
+        elif self.pools.claims(path):  # recorded; the pool controller converges
+            self.pools.write(path, text)
         elif top in TABLES and len(path) == 3:
             if top == "hosts" and self._host(path[1]) is None:
                 self._add_staged_host(path[1], text)
@@ -393,6 +398,15 @@ class Tree:
     @_in_project
     def rename_vm(self, path: Path, new_name: str) -> None:
         self.service.finish(self.service.rename_vm(path[1], new_name)[1])
+
+    # pools/NAME: mkdir makes a pool of 0 replicas, rmdir deletes it and its members.
+    is_pools_dir = staticmethod(PoolTree.is_pools_dir)
+
+    def create_pool(self, path: Path) -> None:
+        self.pools.create(path)
+
+    def delete_pool(self, path: Path) -> None:
+        self.pools.delete(path, self._wait)
 
     # vms/NAME/snapshots/S (or under projects/P/): mkdir takes a snapshot, rmdir deletes it.
     @staticmethod

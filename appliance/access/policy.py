@@ -56,6 +56,9 @@ VM_FILE_WRITES: Mapping[str, Action] = {
 }
 # Writes to a snapshot directory's files (vms/NAME/snapshots/S/): `action` reverts.
 SNAPSHOT_FILE_WRITES: Mapping[str, Action] = {"action": Action.VM_CHANGE}
+# Writes to a pool directory's files (pools/NAME/): every one changes VMs (its members).
+POOL_FILE_WRITES: Mapping[str, Action] = {
+    "template.json": Action.VM_CHANGE, "replicas": Action.VM_CHANGE, "paused": Action.VM_CHANGE}
 # Writes to a host directory's files: every one is the admin's.
 HOST_FILE_WRITES: Mapping[str, Action] = {"state": Action.ADMIN}
 
@@ -121,6 +124,14 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/templates/{name}", "PUT"): Action.VM_CHANGE,
     ("/v1/templates/{name}", "PATCH"): Action.VM_CHANGE,
     ("/v1/templates/{name}", "DELETE"): Action.VM_CHANGE,
+    # Replica pools (issue 14): their members are VMs of the pool's project.
+    ("/v1/pools", "GET"): Action.READ,
+    ("/v1/pools", "POST"): Action.VM_CHANGE,
+    ("/v1/pools/{name}", "GET"): Action.READ,
+    ("/v1/pools/{name}", "PATCH"): Action.VM_CHANGE,
+    ("/v1/pools/{name}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/pools/{name}/{file}", "GET"): Action.READ,
+    ("/v1/pools/{name}/{file}", "PUT"): POOL_FILE_WRITES,
     ("/v1/me", "GET"): Action.OWN_TOKENS,
     ("/v1/users", "GET"): Action.ADMIN,
     ("/v1/users", "POST"): Action.ADMIN,
@@ -179,6 +190,9 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     (SNAPSHOTS_DIR, "mkdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "rmdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "write"): SNAPSHOT_FILE_WRITES,
+    ("pools", "mkdir"): Action.VM_CHANGE,  # mkdir pools/NAME: a pool of 0 replicas
+    ("pools", "rmdir"): Action.VM_CHANGE,  # deletes it and its members
+    ("pools", "write"): POOL_FILE_WRITES,  # pools/NAME/FILE
 }
 MOUNT_VERBS = ("read", "mkdir", "rmdir", "rename", "create", "write", "unlink")
 

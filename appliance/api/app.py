@@ -15,6 +15,7 @@ from appliance.api import (
     backups,
     error_shape,
     openapi,
+    pools,
     projects,
     resources,
     snapshots,
@@ -98,6 +99,10 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     template_routes = templates.Templates(service)
     route("/v1/templates", template_routes)
     route("/v1/templates/{name}", template_routes, suffix="item")
+    replica_pools = pools.Pools(service)  # replica pools (issue 14)
+    route("/v1/pools", replica_pools)
+    route("/v1/pools/{name}", replica_pools, suffix="item")
+    route("/v1/pools/{name}/{file}", pools.PoolFile(service))
     route("/v1/me", access.Me(service))
     users = access.Users(service)
     route("/v1/users", users)

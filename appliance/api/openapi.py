@@ -4,10 +4,10 @@ Tests run schemathesis against the app with this document, so it has to say
 what the server really does. Its parts: openapi_vms (VMs, operations, events),
 openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
 tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones),
-openapi_templates;
-this module assembles them and adds what every route with a token shares
-(auth.py): the `project` parameter, and the 401, 403 and 404 answers, the 403's
-roles read from the policy table.
+openapi_templates, openapi_pools (replica pools); this module assembles them
+and adds what every route with a token shares (auth.py): the `project`
+parameter, and the 401, 403 and 404 answers, the 403's roles read from the
+policy table.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from appliance.api import (
     openapi_backups,
     openapi_cluster,
     openapi_consoles,
+    openapi_pools,
     openapi_projects,
     openapi_templates,
     openapi_vms,
@@ -47,6 +48,7 @@ SCHEMAS = {
     **openapi_consoles.SCHEMAS,  # TicketCreate, Ticket
     **openapi_backups.SCHEMAS,  # snapshots, backups, targets, restores, clones
     **openapi_templates.SCHEMAS,  # Template, TemplateCreate, TemplateChange
+    **openapi_pools.SCHEMAS,  # Pool, PoolStatus, PoolCreate, PoolUpdate
 }
 
 PATHS: dict[str, Any] = {
@@ -68,6 +70,7 @@ PATHS: dict[str, Any] = {
     **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
     **openapi_backups.PATHS,  # .../snapshots..., .../clone, .../backups, /v1/backup-targets
     **openapi_templates.PATHS,  # /v1/templates, /v1/templates/{name}
+    **openapi_pools.PATHS,  # /v1/pools, /v1/pools/{name}, /v1/pools/{name}/{file}
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 

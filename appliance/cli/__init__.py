@@ -9,6 +9,7 @@ when it does not).
     consoles.py console, vnc, screenshot (terminal.py: raw mode and the pump)
     backups.py  snapshots, backups, backup targets, restore, clone (progress.py: waiting)
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
+    pools.py    replica pools
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, backups, consoles, hosts, local, projects, templates, vms
+from appliance.cli import access, backups, consoles, hosts, local, pools, projects, templates, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -36,7 +37,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
-    "cancel": vms.cmd_cancel, "template": templates.cmd_template,
+    "cancel": vms.cmd_cancel, "template": templates.cmd_template, "pool": pools.cmd_pool,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).

@@ -8,6 +8,7 @@ import os
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.output import pair
+from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
 from appliance.cli.templates import add_template_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
@@ -332,5 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_project_commands(sub)
     add_backup_commands(sub)
     add_template_commands(sub)
+    add_pool_commands(sub)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

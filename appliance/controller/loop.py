@@ -32,6 +32,7 @@ from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
+from appliance.controller.pools import PoolController
 from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshots import SnapshotOperations
@@ -107,6 +108,7 @@ class Controller:
         self.backups = Backups(self.ctx, self.files)
         self.operations.register(self.backups.handlers())
         self.operations.register(InPlaceRestore(self.ctx, self.files).handlers())
+        self.pools = PoolController(self.ctx)  # replica pools: scale, heal, roll-out
         self._reconnected = threading.Event()  # a link came (back) up: resync now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -244,6 +246,7 @@ class Controller:
         if now >= self._next_resync:
             self.vms.resync()
             self._next_resync = now + RESYNC_SECONDS
+        self.pools.tick()
         self.operations.dispatch()
         self.prober.tick()
         if now >= self._next_events_prune:

@@ -302,6 +302,8 @@ class VMs(Templates):
             )
 
     def _check_rename(self, row: Row, new_name: str) -> None:
+        if row.get("pool"):  # its name is its place in the pool (service/pools.py)
+            raise Conflict("a pool's member keeps its name NAME-N", "name")
         if self._observed(row) != VMState.STOPPED or row["desired_state"] != DesiredState.STOPPED:
             raise Conflict("a VM can only be renamed while stopped", "name")
         if self.store.vm_exists(new_name, row["project"]):

@@ -16,6 +16,7 @@ from appliance.store.base import Row
 from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
 from appliance.store.operations import OperationRecords
+from appliance.store.pools import PoolRecords
 from appliance.store.schema import MIGRATIONS
 from appliance.store.snapshots import SnapshotRecords
 from appliance.store.templates import TemplateRecords
@@ -39,6 +40,7 @@ class Store(
     Aggregates,
     BackupRecords,
     TemplateRecords,
+    PoolRecords,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

@@ -379,8 +379,19 @@ def _v9_cpu(db: sqlite_utils.Database) -> None:
     db.table("hosts").add_column("cpu_dedicated_set", str)
     db.table("hosts").add_column("cpu_warning", str)
     db.table("vms").add_column("pinned_cpus", str)
+def _v10_pools(db: sqlite_utils.Database) -> None:
+    """Replica pools (issue 14, part D): what the controller does to the pool
+    now, recorded before it acts, so that a restarted controller carries on.
+
+    rollout: JSON {"vm_id", "ordinal", "phase": "stop"|"apply"|"start",
+    "start": bool} of the one member being brought to the pool's revision (NULL:
+    none); message: why the pool is short of its wanted members, if it is
+    (a quota, no host fits, a name taken by a VM not of the pool), '' when not."""
+    pools = db.table("pools")
+    pools.add_column("rollout", str)
+    pools.add_column("message", str)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes, _v9_cpu]
+    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools]

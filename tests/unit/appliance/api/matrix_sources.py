@@ -29,6 +29,7 @@ from appliance.api.app import create_app
 from appliance.api.openapi import DOCUMENT
 from appliance.config import Config
 from appliance.files import HOST_FILES, VM_FILES, Directory
+from appliance.pool_files import POOL_FILES
 from appliance.service import Service
 from appliance.snapshot_files import SNAPSHOT_FILES
 from appliance.store import Store
@@ -49,6 +50,7 @@ FILE_ROUTES: Mapping[str, tuple[Directory, Mapping[str, policy.Action]]] = {
     "/v1/vms/{name}/{file}": (VM_FILES, policy.VM_FILE_WRITES),
     "/v1/hosts/{name}/{file}": (HOST_FILES, policy.HOST_FILE_WRITES),
     "/v1/vms/{name}/snapshots/{snapshot}/{file}": (SNAPSHOT_FILES, policy.SNAPSHOT_FILE_WRITES),
+    "/v1/pools/{name}/{file}": (POOL_FILES, policy.POOL_FILE_WRITES),
 }
 
 

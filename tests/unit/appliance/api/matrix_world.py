@@ -141,6 +141,8 @@ def build(directory: Path, demo: ReplayedDemoImage) -> World:
     assert start is not None
     service.create_group({"name": "g1", "policy": "anti-affinity"})
     service.create_template({"name": "t1", "spec": {"cpus": 1}})  # the default project's
+    service.create_pool({"name": "p1", "template": {"run_strategy": "Halted"}})
+    service.create_pool({"name": "spare-pool"})
     store.insert_project({"name": "spare", "description": "", "quota": {}, "created": time.time()})
     for project, vm in (("web", "www1"), ("db", "db1")):
         store.insert_project({"name": project, "description": "", "quota": {},
@@ -200,11 +202,12 @@ class Sample:
 
 # A path parameter's value, by the route's collection (the first segments) then by field.
 NAMES = {"/v1/vms": "web1", "/v1/images": "demo", "/v1/hosts": "local", "/v1/groups": "g1",
+         "/v1/pools": "p1",
          "/v1/users": "viewer", "/v1/projects": DEFAULT_PROJECT, "/v1/backup-targets": "nas",
          "/v1/templates": "t1"}
 # DELETE removes: the spare one, that nothing uses.
 DELETED = {"/v1/images": "spare", "/v1/hosts": "spare", "/v1/projects": "spare",
-           "/v1/backup-targets": "spare-target"}
+           "/v1/backup-targets": "spare-target", "/v1/pools": "spare-pool"}
 TEXT = {"Content-Type": "text/plain"}
 FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "state"): {"json": {"state": "running"}},
@@ -215,6 +218,9 @@ FILE_BODIES = {  # a PUT of a file (appliance/files.py), by directory and file
     ("/v1/vms", "console"): {"body": "uname -a\n", "headers": TEXT},  # typed
     ("/v1/hosts", "state"): {"json": {"state": "disabled"}},
     ("/v1/vms", "action"): {"json": {"action": "revert"}},  # .../snapshots/S/action
+    ("/v1/pools", "replicas"): {"body": "1", "headers": TEXT},
+    ("/v1/pools", "paused"): {"json": {"paused": True}},
+    ("/v1/pools", "template.json"): {"json": {"image": "demo", "cpus": 2}},
 }
 BODIES = {  # other writes, by (template, method)
     ("/v1/vms", "POST"): {"json": {"name": "made1", "state": "stopped"}},
@@ -236,19 +242,23 @@ BODIES = {  # other writes, by (template, method)
     ("/v1/vms/{name}/backups", "POST"): {"json": {"target": "nas"}},
     ("/v1/vms/{name}/clone", "POST"): {"json": {"name": "clone1"}},
     ("/v1/backups/{backup_id}/restore", "POST"): {"json": {"name": "restored1"}},
+    ("/v1/pools", "POST"): {"json": {"name": "pool2", "template": {"image": "demo"}}},
+    ("/v1/pools/{name}", "PATCH"): {"json": {"replicas": 1}},
 }
 # The routes this file knows to succeed with these samples: routes added since are
 # held to "reached, not refused" alone until their samples are written here.
 KNOWN_READS = {"/healthz", "/readyz", "/v1/openapi.json", "/metrics", "/v1/vms", "/v1/operations",
                "/v1/events", "/v1/images", "/v1/hosts", "/v1/groups", "/v1/me", "/v1/users",
-               "/v1/tokens", "/v1/projects", "/v1/backups", "/v1/backup-targets", "/v1/templates"}
+               "/v1/tokens", "/v1/projects", "/v1/backups", "/v1/backup-targets", "/v1/templates",
+               "/v1/pools"}
 KNOWN = {*BODIES, ("/v1/vms/{name}", "DELETE"), ("/v1/images/{name}", "PUT"),
          ("/v1/images/{name}", "DELETE"), ("/v1/hosts/{name}", "DELETE"),
          ("/v1/groups/{name}", "DELETE"), ("/v1/templates/{name}", "DELETE"), ("/v1/operations/{op_id}", "DELETE"),
          ("/v1/users/{name}", "DELETE"), ("/v1/tokens/{token_id}", "DELETE"),
          ("/v1/projects/{name}", "DELETE"), ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"),
          ("/v1/vms/{name}/snapshots/{snapshot}/revert", "POST"),
-         ("/v1/backup-targets", "POST"), ("/v1/backup-targets/{name}", "DELETE")}
+         ("/v1/backup-targets", "POST"), ("/v1/backup-targets/{name}", "DELETE"),
+         ("/v1/pools/{name}", "DELETE")}
 # Reached, and refused by the service: the world's backup has no files on its target
 # (a restore verifies the chain first). test_backups_api.py restores real ones.
 KNOWN -= {("/v1/backups/{backup_id}/restore", "POST")}
