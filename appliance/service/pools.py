@@ -84,7 +84,7 @@ class Pools(ServiceBase):
         def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState,
                            wanted_host: str | None, source: dict[str, Any] | None = None,
                            origin: str = "") -> Row: ...
-        def _merge_template(self, body: dict[str, Any]) -> dict[str, Any]: ...
+        def template_for_create(self, name: Any) -> tuple[dict[str, Any], str, int]: ...
         def _check_group(self, spec: dict[str, Any], project: str) -> None: ...
         def update_vm(self, name: str, patch: Any, if_match: int | None = None,
                       replace: bool = False) -> tuple[dict[str, Any], Row | None]: ...
@@ -188,7 +188,10 @@ class Pools(ServiceBase):
                 raise Invalid("the pool names, places and powers its members: "
                               "not in its template", f"template.{key}")
         try:
-            merged = self._merge_template(dict(raw))
+            body = dict(raw)
+            base, _, _ = self.template_for_create(body.pop("template", None))
+            merged = {**base, **body}  # a named template's fields, copied: a later change
+            # of that template reaches the pool only by a new write of template.json
             spec = member_spec({"template": merged, "group": group}, member_name(pool, 0))
         except Invalid as err:
             raise Invalid(err.reason, f"template.{err.field}" if err.field else "template") \
