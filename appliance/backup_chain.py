@@ -347,19 +347,43 @@ def qcow2_virtual_size(fd: int, name: str) -> int:
     return int.from_bytes(header[24:32], "big")
 
 
-def rebase_onto_parent(fd: int, name: str, parent_id: str) -> None:
-    """An incremental's backing file, which libvirt set to the live disk, made
-    its parent's file by the relative path (`qemu-img rebase -u`: only the
-    header changes; nothing is opened through it). The file is the one held
-    open (open_written_file), given to qemu-img as /dev/fd/N."""
-    reference = parent_reference(parent_id, name)
+def rebase_onto_parent(files: dict[int, str], parent_id: str) -> None:
+    """An incremental's files (held open: fd -> file name), whose backing file
+    libvirt set to the live disk, each made its parent's file by the relative
+    path (`qemu-img rebase -u`: only the header changes; nothing is opened
+    through it), given to qemu-img as /dev/fd/N. The files' qemu-imgs run at
+    once (a qemu-img's start is most of its time); all are waited for, and the
+    first failure is raised."""
+    started: list[tuple[str, str, subprocess.Popen[str]]] = []
     try:
-        out = subprocess.run(  # noqa: S603 - qemu-img from PATH, no shell, a held file
-            ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
-             "-F", "qcow2", f"/dev/fd/{fd}"],
-            capture_output=True, text=True, timeout=120, pass_fds=(fd,),
-        )
+        for fd, name in files.items():
+            reference = parent_reference(parent_id, name)
+            started.append((name, reference, subprocess.Popen(  # noqa: S603 - no shell, held files
+                ["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", reference,  # noqa: S607
+                 "-F", "qcow2", f"/dev/fd/{fd}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, pass_fds=(fd,),
+            )))
     except FileNotFoundError:
+        _reap(started)
         raise Failed("qemu-img is not installed (apt-get install qemu-utils)") from None
-    if out.returncode != 0:
-        raise Failed(f"rebasing {name} onto {reference}: {out.stderr.strip()[:300]}")
+    except BaseException:
+        _reap(started)
+        raise
+    failures = []
+    for name, reference, proc in started:
+        try:
+            _out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            _reap(started)
+            raise Failed(f"rebasing {name} onto {reference}: qemu-img did not end") from None
+        if proc.returncode != 0:
+            failures.append(f"rebasing {name} onto {reference}: {err.strip()[:300]}")
+    if failures:
+        raise Failed(failures[0])
+
+
+def _reap(started: list[tuple[str, str, subprocess.Popen[str]]]) -> None:
+    for _name, _reference, proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -1,6 +1,13 @@
 """Operations: pick the next pending operation of each VM, claim it, run its
 handler (found in a registry from operation kind to handler) in a worker, and
-record the outcome. A VM has one operation in a worker at a time."""
+record the outcome. A VM has one operation in a worker at a time.
+
+A handler may return a follow-up: housekeeping that is not part of what the
+caller waits for (a backup's older checkpoints dropped, its retention). It runs
+right after the operation is recorded succeeded, while the VM is still claimed
+(no other operation of the VM starts before it ends), and only logs its errors.
+It must be idempotent and redone by the next operation of its kind, since a
+stop of the appliance between the two leaves it undone."""
 from __future__ import annotations
 
 import logging
@@ -17,8 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("appliance.controller")
 
-# handler(operation, vm row); raises to fail the operation.
-Handler = Callable[[dict, dict], None]
+# A handler's housekeeping after its success (see the module's docstring).
+FollowUp = Callable[[], None]
+# handler(operation, vm row); raises to fail the operation; may return a FollowUp.
+Handler = Callable[[dict, dict], FollowUp | None]
 
 
 class OperationRunner:
@@ -70,7 +79,7 @@ class OperationRunner:
             handler = self.registry.get(op["kind"])
             if handler is None:
                 raise Failed(f"no handler for operation {op['kind']!r}")
-            handler(op, row)
+            follow_up = handler(op, row)
             # Observed state first: whoever waits on the operation reads the VM next.
             self.observer.observe_after(vm_id)
             store.update_operation(
@@ -78,6 +87,8 @@ class OperationRunner:
             )
             if store.get_vm_by_id(vm_id) is not None:
                 store.update_vm(vm_id, bump=False, last_error=None)
+            if follow_up is not None:
+                self._follow_up(op, follow_up)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
             reason = failure_reason(err)
             log.warning(
@@ -95,3 +106,10 @@ class OperationRunner:
         finally:
             self.ctx.busy.release(vm_id)
             self.ctx.nudge()
+
+    @staticmethod
+    def _follow_up(op: dict, follow_up: FollowUp) -> None:
+        try:
+            follow_up()
+        except Exception:  # noqa: BLE001 - the operation succeeded; the next one redoes it
+            log.exception("after operation %s %s on %s", op["id"], op["kind"], op["vm_name"])

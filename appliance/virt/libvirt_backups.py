@@ -68,14 +68,15 @@ def _disk_targets(dom: libvirt.virDomain) -> dict[str, str | None]:
 
 def _devices_of(dom: libvirt.virDomain, names: list[str]) -> tuple[dict[str, str], list[str]]:
     """(disk name -> target dev, devs of every other disk) for the disks named."""
-    by_file = {file: dev for dev, file in _disk_targets(dom).items() if file}
+    targets = _disk_targets(dom)  # one XMLDesc: it is on every backup's way
+    by_file = {file: dev for dev, file in targets.items() if file}
     chosen: dict[str, str] = {}
     for name in names:
         dev = by_file.get(disk_file(name))
         if dev is None:
             raise DriverError(f"the domain has no disk {name}", f"the domain has no disk {name}")
         chosen[name] = dev
-    others = [dev for dev in _disk_targets(dom) if dev not in chosen.values()]
+    others = [dev for dev in targets if dev not in chosen.values()]
     return chosen, others
 
 

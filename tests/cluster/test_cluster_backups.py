@@ -56,6 +56,8 @@ def test_the_chain_goes_on_after_a_migration_and_a_move(cluster, tmp_path):
     assert dom.listAllCheckpoints() == []  # libvirt's record stayed behind
     after_migration = backup(app)
     assert after_migration["kind"] == "incremental" and after_migration["parent"] == full["id"]
+    # the redefined older checkpoint is dropped right after the operation succeeded
+    wait_for("one checkpoint", lambda: len(dom.listAllCheckpoints()) == 1, 30, 0.05)
     assert [c.getName() for c in dom.listAllCheckpoints()] == [after_migration["id"]]
 
     resp = app.api("PUT", "/v1/vms/bk/state", json={"state": "stopped"})

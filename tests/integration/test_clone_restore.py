@@ -82,6 +82,26 @@ def checksum(app: Appliance, vm: str) -> str:
     return digest
 
 
+class SourceData:
+    """src's data checksum as read inside src, read again only after src wrote its disk
+    (each read is ~10 s of a TCG guest): every test compares with a checksum src read
+    after its last write, as if it read it itself."""
+
+    def __init__(self, app: Appliance):
+        self.app = app
+        self.known: str | None = None
+
+    def write(self, dd: str) -> None:
+        self.known = None  # before the write: a failed write leaves nothing stale
+        assert guest(self.app, "src", f"dd if=/dev/urandom of=/dev/vdb {dd} "
+                                      "conv=fsync 2>/dev/null && sync && echo written") == "written"
+
+    def checksum(self) -> str:
+        if self.known is None:
+            self.known = checksum(self.app, "src")
+        return self.known
+
+
 def host_checksum(app: Appliance, vm_id: str) -> str:
     """The same checksum as checksum(), of the VM's data disk file read on the host."""
     raw = app.home / f"{vm_id}-data.raw"
@@ -121,7 +141,12 @@ def running(app: Appliance, vm: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def source(appliance, service):
+def src_data(appliance) -> SourceData:
+    return SourceData(appliance)
+
+
+@pytest.fixture(scope="module")
+def source(appliance, service, src_data):
     """src: running, 8 MiB of random data at 0 of its data disk. Deleted by the
     appliance at the end, checkpoints and snapshots with it (the test's cleanup's
     plain undefine would leave such a domain defined)."""
@@ -130,26 +155,25 @@ def source(appliance, service):
     finished(service, op)
     try:
         running(appliance, "src")
-        assert guest(appliance, "src", "dd if=/dev/urandom of=/dev/vdb bs=1M count=8 "
-                                       "conv=fsync 2>/dev/null && sync && echo written") == "written"
+        src_data.write("bs=1M count=8")
         yield vm
     finally:  # a VM with checkpoints (backed up) and snapshots is deleted whole
         finished(service, service.delete_vm("src", force=True))
         assert appliance.prefix + "src" not in appliance.domain_names()
 
 
-def test_a_chain_restored_into_a_new_vm_has_the_same_data(appliance, service, source, target):
+def test_a_chain_restored_into_a_new_vm_has_the_same_data(appliance, service, source, target,
+                                                          src_data):
     full_op = service.start_backup("src", {"target": "nas"})
     finished(service, full_op)
-    assert guest(appliance, "src", "dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek=32 "
-                                   "conv=fsync 2>/dev/null && sync && echo written") == "written"
+    src_data.write("bs=1M count=1 seek=32")
     incremental_op = service.start_backup("src", {"target": "nas"})
     finished(service, incremental_op)
     backups = sorted(service.list_backups("src"), key=lambda b: b["created"])
     assert [b["kind"] for b in backups] == ["full", "incremental"]
     full, incremental = backups
     assert incremental["parent"] == full["id"]
-    expected = checksum(appliance, "src")
+    expected = src_data.checksum()
 
     vm, op = service.restore_backup(incremental["id"], {"name": "restored"})
     done = finished(service, op)
@@ -174,8 +198,9 @@ def test_a_broken_chain_is_refused_with_the_reason(appliance, service, source, t
         aside.rename(folder)
 
 
-def test_a_clone_of_a_running_vm_boots_with_its_own_identity(appliance, service, source):
-    expected = checksum(appliance, "src")
+def test_a_clone_of_a_running_vm_boots_with_its_own_identity(appliance, service, source,
+                                                             src_data):
+    expected = src_data.checksum()
     src_identity = identity(appliance, "src")
     clone, op = service.clone_vm("src", {"name": "clone-live"})
     finished(service, op)  # a backup job without checkpoint into the clone's files
@@ -187,13 +212,12 @@ def test_a_clone_of_a_running_vm_boots_with_its_own_identity(appliance, service,
     finished(service, service.delete_vm("clone-live", force=True))
 
 
-def test_a_clone_from_a_snapshot_of_a_running_vm(appliance, service, source):
-    expected = checksum(appliance, "src")
+def test_a_clone_from_a_snapshot_of_a_running_vm(appliance, service, source, src_data):
+    expected = src_data.checksum()
     finished(service, service.create_snapshot("src", {"name": "s1"}))
     running(appliance, "src")
-    assert guest(appliance, "src", "dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek=2 "
-                                   "conv=fsync 2>/dev/null && sync && echo written") == "written"
-    assert checksum(appliance, "src") != expected
+    src_data.write("bs=1M count=1 seek=2")
+    assert src_data.checksum() != expected
     clone, op = service.clone_vm("src", {"name": "clone-snap", "from_snapshot": "s1"})
     finished(service, op)  # read with -U while src runs
     assert appliance.api("GET", "/v1/vms/src").json()["state"] == "running"
@@ -203,8 +227,8 @@ def test_a_clone_from_a_snapshot_of_a_running_vm(appliance, service, source):
     finished(service, service.delete_vm("clone-snap", force=True))
 
 
-def test_a_clone_of_a_stopped_vm(appliance, service, source):
-    expected = checksum(appliance, "src")
+def test_a_clone_of_a_stopped_vm(appliance, service, source, src_data):
+    expected = src_data.checksum()
     finished(service, service.set_state("src", "stopped"))
     clone, op = service.clone_vm("src", {"name": "clone-off"})
     finished(service, op)  # qemu-img convert of the stopped source's files

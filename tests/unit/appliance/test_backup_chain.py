@@ -239,3 +239,24 @@ def test_a_planted_chain_too_long_or_with_too_many_files_is_refused_before_openi
     wide = _planted_chain(target / "wide", 9, many)
     with pytest.raises(bc.BrokenChain, match="more files than a chain holds"):
         bc.verify_chain(target / "wide", VM, wide)
+
+
+def test_rebase_onto_parent_rebases_every_file_at_once_and_names_a_failure(tmp_path):
+    """Each held file gets its parent's relative path as backing file; a file qemu-img
+    cannot rebase (not a qcow2) fails the whole with its name, after every qemu-img ended."""
+    files = {}
+    for name in ("root.qcow2", "disk-data.qcow2"):
+        _run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/live/" + name, "-F", "qcow2",
+             str(tmp_path / name), "16M")
+        files[os.open(tmp_path / name, os.O_RDWR)] = name
+    (tmp_path / "disk-junk.qcow2").write_bytes(b"not a qcow2" * 100)
+    junk = os.open(tmp_path / "disk-junk.qcow2", os.O_RDWR)
+    try:
+        bc.rebase_onto_parent(files, FULL)
+        for name in files.values():
+            assert images.qcow2_backing(tmp_path / name) == (f"../{FULL}/{name}", "qcow2")
+        with pytest.raises(bc.Failed, match="rebasing disk-junk.qcow2 onto "):
+            bc.rebase_onto_parent({**files, junk: "disk-junk.qcow2"}, INC1)
+    finally:
+        for fd in [*files, junk]:
+            os.close(fd)

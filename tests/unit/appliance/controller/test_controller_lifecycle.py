@@ -76,3 +76,31 @@ def test_a_domain_undefined_between_lookup_and_state_is_observed_gone(
     monkeypatch.setattr(guest, "state", gone)
     assert controller.vms.observe(row, guest) == "stopped"
     assert service.store.get_vm_by_id(vm["id"])["observed_reason"] == "undefined"
+
+
+def test_a_follow_up_runs_after_the_success_and_its_failure_is_only_logged(
+        service, controller, clock, caplog):
+    """A handler's follow-up (housekeeping) runs once the operation is recorded succeeded,
+    with the VM still claimed; if it fails, the operation stays succeeded and the VM is
+    released."""
+    vm, _op = service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    reboot = controller.operations.registry["reboot"]
+    seen = []
+
+    def follow_up():
+        newest = service.store.list_operations(vm_name="web1", limit=1)[0]
+        seen.append((newest["status"], vm["id"] in controller.ctx.busy))
+        raise RuntimeError("housekeeping broke")
+
+    def reboot_then_follow_up(op, row):
+        reboot(op, row)
+        return follow_up
+
+    controller.operations.registry["reboot"] = reboot_then_follow_up
+    op = service.set_state("web1", "reboot")
+    controller.operations.dispatch()
+    assert seen == [("succeeded", True)]
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert vm["id"] not in controller.ctx.busy
+    assert "housekeeping broke" in caplog.text
