@@ -64,6 +64,9 @@ SCHEMAS = {
             "desired_state": string(), "reason": string(),
             "host": string(nullable=True), "generation": integer(),
             "spec": ref("Spec"), "restart_required": boolean(), "ready": boolean(),
+            "pending_changes": {"type": "array", "items": string(), "description": (
+                "spec fields the running VM waits to have until its next restart "
+                "(RestartRequired); changes applied live are not listed")},
             "created": number(), "updated": number(),
             "lock": {"nullable": True, "allOf": [ref("Lock")]},
             "operation": {"nullable": True, "allOf": [ref("Operation")]},

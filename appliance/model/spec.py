@@ -56,6 +56,7 @@ from appliance.model.fields import (
     says,
     stored_as_value,
 )
+from appliance.model.hotplug import HOTPLUG_FACTOR
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -120,6 +121,13 @@ class Spec(BaseModel):
             "(/v1/vms/NAME/vnc, screen.png); none: no display"))
     backup: BackupPolicy | None = Field(None, description=(
         "scheduled backups and their retention; absent: the project's policy, if any"))
+    # Issue 14, hotplug: how far cpus and memory may grow while the VM runs.
+    max_cpus: Cpus | None = Field(None, description=(
+        "the most vCPUs the VM can have while running (changes of cpus up to it apply live); "
+        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs)"))
+    max_memory: Memory | None = Field(None, description=(
+        "the most memory the VM can have while running (changes of memory up to it apply "
+        f"live, through virtio-mem); absent: {HOTPLUG_FACTOR} x memory, capped by the host"))
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +143,16 @@ class Spec(BaseModel):
             "image": None,
             **{key: value for key, value in data.items() if value is not None},
         }
+
+    @field_validator("max_cpus", "max_memory")
+    @classmethod
+    def _maximum_not_below_current(cls, maximum: int | None, info: ValidationInfo) -> int | None:
+        current_field = "cpus" if info.field_name == "max_cpus" else "memory"
+        current = info.data.get(current_field)
+        if maximum is not None and current is not None and maximum < current:
+            unit = "" if current_field == "cpus" else " MiB"
+            raise refused(f"must be at least {current_field} ({current}{unit})")
+        return maximum
 
     @field_validator("readiness_probe", "liveness_probe")
     @classmethod
@@ -175,6 +193,8 @@ CHECK_ORDER = (
     "reserve_when_stopped",
     "graphics",
     "backup",
+    "max_cpus",
+    "max_memory",
 )
 
 

@@ -25,6 +25,7 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
+from appliance.model.hotplug import pending_fields, restart_message
 from appliance.service.base import ServiceBase, lock_of
 from appliance.store import Row
 
@@ -64,6 +65,7 @@ class VMs(ServiceBase):
             "generation": row["generation"],
             "spec": row["spec"],
             "restart_required": row["restart_required"],
+            "pending_changes": self._pending(row),
             "ready": self._ready(row),
             "created": row["created"],
             "updated": row["updated"],
@@ -259,8 +261,13 @@ class VMs(ServiceBase):
         self.notify()
         return op
 
+    def _pending(self, row: Row) -> list[str]:
+        """The spec fields the running domain still lacks (a stopped VM runs nothing)."""
+        return pending_fields(row) if self._observed(row) in ACTIVE_STATES else []
+
     def status(self, row: Row) -> dict[str, Any]:
         ops = self.store.operations_of_vm(row["id"], limit=5)
+        pending = self._pending(row)
         return {
             "state": self._observed(row),
             "reason": row["observed_reason"] or "",
@@ -277,8 +284,10 @@ class VMs(ServiceBase):
             "conditions": [
                 {"type": "Ready", "status": self._ready(row)},
                 {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
-                {"type": "RestartRequired", "status": row["restart_required"]},
+                {"type": "RestartRequired", "status": row["restart_required"],
+                 "message": restart_message(pending) if row["restart_required"] else ""},
             ],
+            "pending_changes": pending,
             "operations": [
                 {k: op[k] for k in ("id", "kind", "status", "error", "created", "finished")}
                 for op in ops

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
 
+from appliance.model.hotplug import MEMORY_BLOCK_MIB
+
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -155,8 +157,45 @@ def build(plan: DomainPlan) -> str:
     _sub(balloon, "stats", period="5")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+    _live_shape(domain, devices, spec)
     ET.indent(domain)
     return ET.tostring(domain, encoding="unicode")
+
+
+def _live_shape(domain: ET.Element, devices: ET.Element, spec: dict) -> None:
+    """Room to grow while running (issue 14; controller/hotplug.py): vCPUs up to
+    max_cpus (`<vcpu current='cpus'>max_cpus</vcpu>`), and memory up to
+    max_memory through a virtio-mem device over the part above `memory`, which
+    needs <maxMemory> and a NUMA cell holding the boot memory (libvirt 9.0 +
+    QEMU 7.2; virt/libvirt_hotplug.py says what was checked). The device
+    starts empty (requested 0): the guest boots with `memory`. The spec's
+    maxima are resolved by then (model/hotplug.py: with_maxima); without them
+    the domain is built with no room."""
+    cpus, memory = spec["cpus"], spec["memory"]
+    max_cpus = max(spec.get("max_cpus") or cpus, cpus)
+    if max_cpus > cpus:
+        vcpu = domain.find("vcpu")
+        assert vcpu is not None  # noqa: S101 - build() wrote it
+        vcpu.text = str(max_cpus)
+        vcpu.set("current", str(cpus))
+    extra = max((spec.get("max_memory") or memory) - memory, 0)
+    extra -= extra % MEMORY_BLOCK_MIB
+    if not extra:
+        return
+    _sub(domain, "maxMemory", str(memory + extra), unit="MiB", slots="1")
+    total = domain.find("memory")  # libvirt counts memory devices in <memory>
+    assert total is not None  # noqa: S101 - build() wrote it
+    total.text = str(memory + extra)
+    cpu = domain.find("cpu")
+    if cpu is None:
+        cpu = _sub(domain, "cpu")
+    numa = _sub(cpu, "numa")
+    _sub(numa, "cell", id="0", cpus=f"0-{max_cpus - 1}", memory=str(memory), unit="MiB")
+    target = _sub(_sub(devices, "memory", model="virtio-mem"), "target")
+    _sub(target, "size", str(extra), unit="MiB")
+    _sub(target, "node", "0")
+    _sub(target, "block", str(MEMORY_BLOCK_MIB), unit="MiB")
+    _sub(target, "requested", "0", unit="MiB")
 
 
 def _restricted_nic(domain: ET.Element, mac: str) -> None:
