@@ -22,14 +22,42 @@ VM's events show; the change then waits for the next boot (RestartRequired).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from appliance.controller import live
 from appliance.model.hotplug import MEMORY_BLOCK_MIB
+from appliance.virt.driver import DomainGone, DriverError
 
 # How long a guest may take to plug or unplug the memory asked for (TCG guests
 # here take well under a second for a few hundred MiB).
 MEMORY_SETTLE_SECONDS = 10.0
 
 
+@contextmanager
+def _hypervisor_refusal(what: str) -> Iterator[None]:
+    """A hypervisor that cannot do it live (libvirt's test driver, an older
+    QEMU) makes the change wait for the next boot rather than fail the update."""
+    try:
+        yield
+    except DomainGone:
+        raise
+    except DriverError as err:
+        raise live.NeedsRestart(f"{what} live refused by the host ({err.reason}); "
+                                "applies at the next restart") from err
+
+
+def _guarded(what: str) -> Callable[[live.Applier], live.Applier]:
+    def wrap(applier: live.Applier) -> live.Applier:
+        def apply(change: live.LiveChange) -> None:
+            with _hypervisor_refusal(what):
+                applier(change)
+        apply.__doc__ = applier.__doc__
+        return apply
+    return wrap
+
+
+@_guarded("vCPU hotplug")
 def apply_cpus(change: live.LiveChange) -> None:
     """Plug vCPUs into the running domain, up to the maximum it booted with."""
     wanted = int(change.new)
@@ -47,6 +75,7 @@ def apply_cpus(change: live.LiveChange) -> None:
     change.guest.set_live_vcpus(wanted)
 
 
+@_guarded("memory hotplug")
 def apply_memory(change: live.LiveChange) -> None:
     """Resize the running domain's virtio-mem area so that the guest has `new`
     MiB, and wait until the guest took (or gave back) it."""
