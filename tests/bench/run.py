@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot,hotplug] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -31,7 +31,8 @@ from pathlib import Path
 from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
-SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup", "snapshot")
+SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup", "snapshot",
+            "hotplug")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -202,6 +203,10 @@ def main() -> int:
             from tests.bench import bench_snapshot
 
             steps.append(("snapshot", lambda: bench_snapshot.run(base / "snapshot", rounds=1 if args.quick else 15)))
+        if "hotplug" in wanted:
+            from tests.bench import bench_hotplug
+
+            steps.append(("hotplug", lambda: bench_hotplug.run(base / "hotplug", rounds=1 if args.quick else 5)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
