@@ -173,7 +173,16 @@ class ApplianceCollector:
         )
         for row in self.store.vms_in_states([VMState.RUNNING]):
             ready.add_metric([qualified_name(row["project"], row["name"])], float(is_ready(row)))
-        return [desired, observed, ready]
+        # KubeVirt's RestartRequired condition: spec changes a running VM has not taken live.
+        restart = GaugeMetricFamily(
+            "vmappliance_vm_restart_required",
+            "1 if a running or paused VM waits for a restart to apply spec changes.",
+            labels=["vm"],
+        )
+        for row in self.store.vms_in_states([VMState.RUNNING, VMState.PAUSED]):
+            restart.add_metric([qualified_name(row["project"], row["name"])],
+                               float(bool(row["restart_required"])))
+        return [desired, observed, ready, restart]
 
     def _operations(self) -> list[Metric]:
         finished = CounterMetricFamily(

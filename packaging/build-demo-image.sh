@@ -142,9 +142,10 @@ moddir=$work/kernel/lib/modules/$kver
 "$busybox" depmod -b "$work/kernel" "$kver"
 
 # Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid.
-# Optional: CD-ROM / SCSI for a seed attached that way, memory balloon.
+# Optional: CD-ROM / SCSI for a seed attached that way, memory balloon,
+# virtio-mem (memory added and removed live).
 required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev)
-optional_modules=(virtio_scsi sd_mod sr_mod virtio_balloon)
+optional_modules=(virtio_scsi sd_mod sr_mod virtio_balloon virtio_mem)
 
 declare -A mod_deps=() mod_path=() builtin=() seen=()
 while IFS= read -r line; do
@@ -197,6 +198,7 @@ printf '%s\n' "${load_order[@]}" >"$root/etc/vm-appliance/modules"
 
 install -m 0755 "$guest_dir/init" "$root/init"
 install -m 0755 "$guest_dir/udhcpc.script" "$root/etc/udhcpc.script"
+install -m 0755 "$guest_dir/hotplug" "$root/etc/vm-appliance/hotplug"
 # busybox acpid runs <confdir>/PWRF/00000080 for the power button.
 install -m 0755 "$guest_dir/acpi-power-button" "$root/etc/acpi/PWRF/00000080"
 install -m 0644 "$guest_dir/profile" "$root/etc/profile"
@@ -216,13 +218,18 @@ echo demo >"$root/etc/hostname"
 # PROMPT 0 + TIMEOUT 1: no boot menu wait. quiet: kernel messages slow the
 # TCG boot (~0.6 s) and could interleave with the guest's console lines.
 # cryptomgr.notests: skips the kernel's crypto self-tests (~0.3 s under TCG).
+# Memory hotplug (the appliance gives VMs a virtio-mem device): hot-added
+# memory is onlined by the kernel, movable where the ratio allows (so it can
+# be unplugged again); swiotlb=noforce: the hotplug area above 4 GiB would
+# otherwise make the kernel reserve 64 MiB of bounce buffers, which a 128 MiB
+# guest cannot spare (virtio needs none).
 cat >"$work/syslinux.cfg" <<'EOF'
 DEFAULT linux
 PROMPT 0
 TIMEOUT 1
 LABEL linux
   KERNEL vmlinuz
-  APPEND initrd=initrd.gz console=ttyS0 quiet cryptomgr.notests
+  APPEND initrd=initrd.gz console=ttyS0 quiet cryptomgr.notests swiotlb=noforce memhp_default_state=online memory_hotplug.online_policy=auto-movable
 EOF
 disk=$work/disk.img
 truncate -s 64M "$disk"

@@ -68,6 +68,9 @@ SCHEMAS = {
                 "the template and revision it was made from (null: a clone or a restore); "
                 "a later change of the template never reaches the VM"),
                 "properties": {"name": string(), "revision": integer(nullable=True)}},
+            "pending_changes": {"type": "array", "items": string(), "description": (
+                "spec fields the running VM waits to have until its next restart "
+                "(RestartRequired); changes applied live are not listed")},
             "created": number(), "updated": number(),
             "lock": {"nullable": True, "allOf": [ref("Lock")]},
             "operation": {"nullable": True, "allOf": [ref("Operation")]},

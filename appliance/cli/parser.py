@@ -181,6 +181,16 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("name")
         _no_wait(p)
+    p = sub.add_parser("set", help="change a VM's vCPUs or memory (live on a running VM, "
+                       "up to its maximums; beyond them at its next restart)")
+    p.add_argument("name")
+    p.add_argument("--cpus", type=int, help="vCPUs")
+    p.add_argument("--memory", help="MiB, or 512M / 2G")
+    p.add_argument("--max-cpus", dest="max_cpus", type=int,
+                   help="the most vCPUs it can have while running (applies at its next start)")
+    p.add_argument("--max-memory", dest="max_memory",
+                   help="the most memory it can have while running (applies at its next start)")
+    _no_wait(p)
     p = sub.add_parser("rename", help="rename a stopped VM")
     p.add_argument("name")
     p.add_argument("new_name")

@@ -17,7 +17,7 @@ from appliance.client import Client
 OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 VM_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("DESIRED", "desired"), ("CPUS", "cpus"),
               ("MEMORY", "memory"), ("IMAGE", "image"), ("HOST", "host"),
-              ("RUN STRATEGY", "strategy")]
+              ("RUN STRATEGY", "strategy"), ("RESTART", "restart")]
 
 
 def _vm_row(vm: dict) -> dict:
@@ -25,7 +25,15 @@ def _vm_row(vm: dict) -> dict:
     return {"name": vm["name"], "project": vm.get("project"), "state": vm["state"],
             "desired": vm["desired_state"],
             "cpus": spec["cpus"], "memory": f"{spec['memory']}M", "image": spec["image"],
-            "host": vm.get("host") or "", "strategy": spec["run_strategy"]}
+            "host": vm.get("host") or "", "strategy": spec["run_strategy"],
+            "restart": _restart(vm)}
+
+
+def _restart(vm: dict) -> str:
+    """RestartRequired in a word: what waits for the next restart ("" when nothing)."""
+    if not vm.get("restart_required"):
+        return ""
+    return f"required ({','.join(vm.get('pending_changes') or [])})".replace(" ()", "")
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
@@ -43,7 +51,7 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         print_json(vm)
         return 0
     row = _vm_row(vm)
-    for key, label in [(k, h) for h, k in VM_COLUMNS]:
+    for key, label in [(k, h) for h, k in VM_COLUMNS if k != "restart"]:
         print(f"{label.lower():<13} {row[key]}")
     print(f"{'project':<13} {vm.get('project') or '-'}")
     print(f"{'generation':<13} {vm['generation']}")
@@ -52,7 +60,8 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     print(f"{'template':<13} {shown}")
     print(f"{'reason':<13} {vm.get('reason') or '-'}")
     if vm.get("restart_required"):
-        print("restart       required for spec changes to apply")
+        waiting = ", ".join(vm.get("pending_changes") or []) or "spec changes"
+        print(f"restart       required: {waiting} wait for the next restart")
     return 0
 
 
@@ -150,6 +159,22 @@ def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
 def cmd_rename(client: Client, args: argparse.Namespace) -> int:
     result = client.request("PATCH", f"/v1/vms/{args.name}", {"name": args.new_name})
     print(f"{args.name} -> {result['name']}")
+    return 0
+
+
+def cmd_set(client: Client, args: argparse.Namespace) -> int:
+    """A PATCH of the shape fields given; says what waits for a restart."""
+    body = {field: getattr(args, field) for field in ("cpus", "memory", "max_cpus", "max_memory")
+            if getattr(args, field) is not None}
+    if not body:
+        print("vmctl set: nothing to change (--cpus, --memory, --max-cpus, --max-memory)",
+              file=sys.stderr)
+        return 2
+    client.request("PATCH", f"/v1/vms/{args.name}", body, query=wait_query(args))
+    vm = client.get(f"/v1/vms/{args.name}")
+    spec = vm["spec"]
+    print(f"{vm['name']}: cpus {spec['cpus']}, memory {spec['memory']}M"
+          + (f"; restart {_restart(vm)}" if vm.get("restart_required") else ""))
     return 0
 
 

@@ -13,6 +13,7 @@ from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.firmware_files import copy_nvram
 from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.errors import Failed, NotFound
+from appliance.model import hotplug
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
 
@@ -40,13 +41,23 @@ class VmFiles:
             domain_name=domain_name(self.ctx.config.domain_prefix, row),
             vm_name=row["name"],
             instance_id=self.ctx.instance_id,
-            spec=row["spec"],
+            spec=self._with_maxima(row),
             domain_type=self.ctx.domain_type,
             vm_dir=vm_dir,
             mac=row["mac"],
             seed_iso=vm_dir / "cidata.iso",
             direct_io=self.direct_io,
         )
+
+    def _with_maxima(self, row: dict) -> dict:
+        """The spec with max_cpus and max_memory resolved against the VM's host
+        (model/hotplug.py), for the domain XML."""
+        try:
+            host = self.ctx.store.get_host(row["host"]) if row.get("host") else None
+        except NotFound:
+            host = None
+        info = (host or {}).get("info") or {}
+        return hotplug.with_maxima(row["spec"], info.get("cpus"), info.get("memory_mib"))
 
     def storage_of(self, host: str | None) -> str:
         if host is None:  # not placed yet: the appliance's own folders

@@ -24,6 +24,7 @@ from typing import Any
 
 from appliance.controller.context import Context
 from appliance.model import LIVE_FIELDS
+from appliance.model.hotplug import pending_fields, running_spec
 from appliance.virt.driver import Guest
 
 log = logging.getLogger("appliance.controller")
@@ -56,21 +57,8 @@ Applier = Callable[[LiveChange], None]
 # NeedsRestart or DriverError when it cannot). Parts of issue 14 add theirs here.
 APPLIERS: dict[str, Applier] = {}
 
-
-def running_spec(row: dict[str, Any]) -> dict[str, Any]:
-    """What the VM's running domain has; a VM booted before this was recorded
-    counts as running its spec (its restart_required flag still says if not)."""
-    raw = row.get("running_spec")
-    return json.loads(raw) if raw else dict(row["spec"])
-
-
-def pending_fields(row: dict[str, Any]) -> list[str]:
-    """The spec fields a running VM waits to have until its next boot."""
-    running = running_spec(row)
-    return sorted(
-        key for key, value in row["spec"].items()
-        if key not in LIVE_FIELDS and running.get(key) != value
-    )
+__all__ = ["APPLIERS", "LiveChange", "NeedsRestart", "apply", "pending_fields", "record_boot",
+           "running_spec"]
 
 
 def record_boot(ctx: Context, row: dict[str, Any]) -> None:
@@ -117,3 +105,8 @@ def _known(row: dict[str, Any]) -> bool:
     """Whether the running spec was recorded (else a restart_required set before
     it was is kept: nothing says what the domain lacks)."""
     return bool(row.get("running_spec"))
+
+
+# The appliers add themselves to APPLIERS when imported (they raise NeedsRestart,
+# defined above, hence the import down here).
+from appliance.controller import hotplug  # noqa: E402,F401 - cpus, memory

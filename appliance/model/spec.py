@@ -66,6 +66,7 @@ from appliance.model.firmware import (
     Machine,
     XmlPatches,
 )
+from appliance.model.hotplug import HOTPLUG_FACTOR
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -130,6 +131,13 @@ class Spec(BaseModel):
             "(/v1/vms/NAME/vnc, screen.png); none: no display"))
     backup: BackupPolicy | None = Field(None, description=(
         "scheduled backups and their retention; absent: the project's policy, if any"))
+    # Issue 14, hotplug: how far cpus and memory may grow while the VM runs.
+    max_cpus: Cpus | None = Field(None, description=(
+        "the most vCPUs the VM can have while running (changes of cpus up to it apply live); "
+        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs)"))
+    max_memory: Memory | None = Field(None, description=(
+        "the most memory the VM can have while running (changes of memory up to it apply "
+        f"live, through virtio-mem); absent: {HOTPLUG_FACTOR} x memory, capped by the host"))
     # Issue 14, part F (appliance/model/cpu.py): declared after cpus and
     # node_selector, which its check reads.
     cpu: Cpu = Field(default_factory=lambda: Cpu.model_validate({}), description=(
@@ -161,6 +169,16 @@ class Spec(BaseModel):
             "image": None,
             **{key: value for key, value in data.items() if value is not None},
         }
+
+    @field_validator("max_cpus", "max_memory")
+    @classmethod
+    def _maximum_not_below_current(cls, maximum: int | None, info: ValidationInfo) -> int | None:
+        current_field = "cpus" if info.field_name == "max_cpus" else "memory"
+        current = info.data.get(current_field)
+        if maximum is not None and current is not None and maximum < current:
+            unit = "" if current_field == "cpus" else " MiB"
+            raise refused(f"must be at least {current_field} ({current}{unit})")
+        return maximum
 
     @field_validator("readiness_probe", "liveness_probe")
     @classmethod
@@ -221,6 +239,8 @@ CHECK_ORDER = (
     "reserve_when_stopped",
     "graphics",
     "backup",
+    "max_cpus",
+    "max_memory",
     "cpu",
     "hugepages",
     "machine",

@@ -22,6 +22,7 @@ from appliance.model import (
     RunStrategy,
     VMState,
 )
+from appliance.model.hotplug import pending_fields, restart_message
 from appliance.service import raw_xml
 from appliance.service.base import lock_of
 from appliance.service.templates import Templates
@@ -64,6 +65,7 @@ class VMs(Templates):
             "spec": row["spec"],
             "template": template_of(row),
             "restart_required": row["restart_required"],
+            "pending_changes": self._pending(row),
             "ready": self._ready(row),
             "created": row["created"],
             "updated": row["updated"],
@@ -261,8 +263,13 @@ class VMs(Templates):
         self.notify()
         return op
 
+    def _pending(self, row: Row) -> list[str]:
+        """The spec fields the running domain still lacks (a stopped VM runs nothing)."""
+        return pending_fields(row) if self._observed(row) in ACTIVE_STATES else []
+
     def status(self, row: Row) -> dict[str, Any]:
         ops = self.store.operations_of_vm(row["id"], limit=5)
+        pending = self._pending(row)
         return {
             "state": self._observed(row),
             "reason": row["observed_reason"] or "",
@@ -280,8 +287,10 @@ class VMs(Templates):
             "conditions": [
                 {"type": "Ready", "status": self._ready(row)},
                 {"type": "Converged", "status": self._observed(row) == row["desired_state"]},
-                {"type": "RestartRequired", "status": row["restart_required"]},
+                {"type": "RestartRequired", "status": row["restart_required"],
+                 "message": restart_message(pending) if row["restart_required"] else ""},
             ],
+            "pending_changes": pending,
             "operations": [
                 {k: op[k] for k in ("id", "kind", "status", "error", "created", "finished")}
                 for op in ops

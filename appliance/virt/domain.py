@@ -13,6 +13,7 @@ from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
 
+from appliance.model.hotplug import MEMORY_BLOCK_MIB
 from appliance.virt import cpu_xml, firmware, xml_patches
 
 METADATA_NS = "urn:vm-appliance:domain:1"
@@ -96,7 +97,13 @@ def build(plan: DomainPlan) -> str:
     )
     _sub(domain, "memory", str(spec["memory"]), unit="MiB")
     _sub(domain, "currentMemory", str(spec["memory"]), unit="MiB")
-    _sub(domain, "vcpu", str(spec["cpus"]), placement="static")
+    # Room for hot-plugged vCPUs (issue 14: controller/hotplug.py): the domain has
+    # max_cpus, cpus of them online. Written before cpu_xml.add, whose topology
+    # counts every vCPU the domain can have.
+    max_cpus = max(spec.get("max_cpus") or spec["cpus"], spec["cpus"])
+    vcpu = _sub(domain, "vcpu", str(max_cpus), placement="static")
+    if max_cpus > spec["cpus"]:
+        vcpu.set("current", str(spec["cpus"]))
     os_el = _sub(domain, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine=firmware.machine_of(spec))
     _sub(os_el, "boot", dev="hd")
@@ -161,9 +168,41 @@ def build(plan: DomainPlan) -> str:
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     firmware.add(domain, plan.vm_dir, spec)  # part G: UEFI, its NVRAM, SMM, the TPM
+    _live_shape(domain, devices, spec)
     ET.indent(domain)
     # an admin's patches, last (virt/xml_patches.py; PatchError if one cannot apply)
     return xml_patches.apply(ET.tostring(domain, encoding="unicode"), spec.get("xml_patches", []))
+
+
+def _live_shape(domain: ET.Element, devices: ET.Element, spec: dict) -> None:
+    """Room to grow while running (issue 14; controller/hotplug.py): vCPUs up to
+    max_cpus (`<vcpu current='cpus'>max_cpus</vcpu>`, written by build()), and memory up to
+    max_memory through a virtio-mem device over the part above `memory`, which
+    needs <maxMemory> and a NUMA cell holding the boot memory (libvirt 9.0 +
+    QEMU 7.2; virt/libvirt_hotplug.py says what was checked). The device
+    starts empty (requested 0): the guest boots with `memory`. The spec's
+    maxima are resolved by then (model/hotplug.py: with_maxima); without them
+    the domain is built with no room."""
+    cpus, memory = spec["cpus"], spec["memory"]
+    max_cpus = max(spec.get("max_cpus") or cpus, cpus)  # the <vcpu> build() wrote
+    extra = max((spec.get("max_memory") or memory) - memory, 0)
+    extra -= extra % MEMORY_BLOCK_MIB
+    if not extra:
+        return
+    _sub(domain, "maxMemory", str(memory + extra), unit="MiB", slots="1")
+    total = domain.find("memory")  # libvirt counts memory devices in <memory>
+    assert total is not None  # noqa: S101 - build() wrote it
+    total.text = str(memory + extra)
+    cpu = domain.find("cpu")
+    if cpu is None:
+        cpu = _sub(domain, "cpu")
+    numa = _sub(cpu, "numa")
+    _sub(numa, "cell", id="0", cpus=f"0-{max_cpus - 1}", memory=str(memory), unit="MiB")
+    target = _sub(_sub(devices, "memory", model="virtio-mem"), "target")
+    _sub(target, "size", str(extra), unit="MiB")
+    _sub(target, "node", "0")
+    _sub(target, "block", str(MEMORY_BLOCK_MIB), unit="MiB")
+    _sub(target, "requested", "0", unit="MiB")
 
 
 def _restricted_nic(domain: ET.Element, mac: str, bus: str) -> None:

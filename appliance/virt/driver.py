@@ -69,6 +69,19 @@ class MigrationRequest:
     copy_disks: bool = False  # the target does not see the disks: copy them during the migration
 
 
+@dataclasses.dataclass(frozen=True)
+class HotplugMemory:
+    """A running domain's virtio-mem device, in MiB: `base` is the memory it
+    booted with, `size` the hot-pluggable area, `requested` what the guest was
+    asked to plug, `current` what it has plugged (it follows `requested` only
+    as far as the guest cooperates)."""
+
+    base: int
+    size: int
+    requested: int
+    current: int
+
+
 class Guest(abc.ABC):
     """One domain on one host."""
 
@@ -208,6 +221,24 @@ class Guest(abc.ABC):
         """Start the domain with its CPUs paused (a stopped VM's backup)."""
         raise DriverError("start paused: not supported by this driver",
                           "starting paused is not supported on this host")
+
+    # -- live resize (issue 14: controller/hotplug.py); not abstract, so a driver
+    # without it refuses with a reason ------------------------------------------------
+    def live_vcpus(self) -> tuple[int, int]:
+        """(vCPUs the running domain has, the most it can have)."""
+        raise _unsupported("vCPU hotplug")
+
+    def set_live_vcpus(self, count: int) -> None:
+        """Plug vCPUs into the running domain (the guest has to online them)."""
+        raise _unsupported("vCPU hotplug")
+
+    def live_memory(self) -> HotplugMemory | None:
+        """The running domain's hot-pluggable memory; None without a virtio-mem device."""
+        raise _unsupported("memory hotplug")
+
+    def request_live_memory(self, requested_mib: int) -> None:
+        """Ask the guest to take (or give back) this much of its virtio-mem area."""
+        raise _unsupported("memory hotplug")
 
 
 @dataclasses.dataclass(frozen=True)

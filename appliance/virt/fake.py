@@ -27,6 +27,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.fake_backups import FakeBackupMethods
 from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
+from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -57,6 +58,7 @@ class FakeDomain:
     checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
     bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
     allocated: int = 1 << 20  # bytes the writable disks take
+    live: dict = dataclasses.field(default_factory=dict)  # running vCPUs/memory (fake_hotplug.py)
 
 
 @dataclasses.dataclass
@@ -105,7 +107,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -151,6 +153,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
 
     def start(self) -> None:
         self._set("start", "running", "booted", unless=("running", "paused"))
+        boot(self._dom())
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):

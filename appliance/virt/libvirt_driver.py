@@ -31,6 +31,7 @@ from appliance.virt.driver import (
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
 from appliance.virt.libvirt_cpu import CpuMethods
+from appliance.virt.libvirt_hotplug import HotplugMethods
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom

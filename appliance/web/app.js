@@ -35,7 +35,13 @@ function vmRow(vm) {
   name.append(el("a", vm.name, { href: `#vm=${encodeURIComponent(vm.name)}` }));
   const actions = el("td", undefined, { class: "actions" });
   actions.append(...vmButtons(vm, me, refreshList));
-  tr.append(name, el("td", vm.state, { class: `state-${vm.state}` }), el("td", vm.host ?? "—"),
+  // RestartRequired (KubeVirt's condition): spec changes the running VM has not taken live.
+  const state = el("td", vm.state, { class: `state-${vm.state}` });
+  if (vm.restart_required) {
+    state.append(el("span", " · restart required", {
+      class: "restart-required", title: `waiting for a restart: ${(vm.pending_changes ?? []).join(", ")}` }));
+  }
+  tr.append(name, state, el("td", vm.host ?? "—"),
     el("td", spec.cpus, { class: "num" }), el("td", `${spec.memory} MiB`, { class: "num" }),
     el("td", vm.state === "running" ? addressCache.get(vm.name)?.text ?? "" : ""),
     el("td", vm.ready ? "yes" : "no"), actions);

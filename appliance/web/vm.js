@@ -58,7 +58,8 @@ function fieldRows(vm, addresses) {
     ["Desired state", vm.desired_state], ["Host", vm.host ?? "—"], ["Image", spec.image],
     ["CPUs", spec.cpus], ["Memory", `${spec.memory} MiB`], ["Graphics", spec.graphics ?? "vnc"],
     ["Addresses", addresses || "—"], ["Ready", vm.ready ? "yes" : "no"],
-    ["Restart required", vm.restart_required ? "yes" : "no"],
+    ["Restart required", vm.restart_required
+      ? `yes: ${(vm.pending_changes ?? []).join(", ") || "spec changes"} wait for the next restart` : "no"],
     ["Lock", vm.lock ? `${vm.lock.by}: ${vm.lock.reason}` : "—"], ["Generation", vm.generation],
   ];
   return rows.map(([name, value]) => {

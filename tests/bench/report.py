@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.bench import bench_web  # its section renders itself (report.py is long enough)
-from tests.bench import bench_pool, report_backup, report_console
+from tests.bench import bench_hotplug, bench_pool, report_backup, report_console
 
 # cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
 CAT_GOAL = 1.1
@@ -280,7 +280,7 @@ def _migration(r: dict) -> list[str]:
 
 
 SECTION_ORDER = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup",
-                 "snapshot", "pool")
+                 "snapshot", "pool", "hotplug")
 
 
 def render(results: dict, notes: str | None = None) -> str:
@@ -393,11 +393,13 @@ def render(results: dict, notes: str | None = None) -> str:
         summary.append(report_backup.snapshot_summary(results["snapshot"]))
     if "pool" in results:
         summary.append(bench_pool.summary(results["pool"]))
+    if "hotplug" in results:
+        summary.append(bench_hotplug.summary(results["hotplug"]))
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
                "cat": "fs", "ls": "fs", "echo": "fs", "exporter": "exporter",
                "scheduler": "scheduler", "live": "migration", "web": "web", "console": "console",
-               "backup": "backup", "snapshot": "snapshot", "pool": "pool"}
+               "backup": "backup", "snapshot": "snapshot", "pool": "pool", "vCPU": "hotplug"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -429,6 +431,8 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += report_backup.snapshot_section(results["snapshot"])
     if "pool" in results:
         lines += bench_pool.section(results["pool"])
+    if "hotplug" in results:
+        lines += bench_hotplug.section(results["hotplug"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():

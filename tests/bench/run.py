@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot,pool] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot,pool,hotplug] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -32,7 +32,7 @@ from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
 SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup", "snapshot",
-            "pool")
+            "pool", "hotplug")
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -207,6 +207,10 @@ def main() -> int:
             from tests.bench import bench_pool
 
             steps.append(("pool", lambda: bench_pool.run(base / "pool", rounds=1 if args.quick else 5)))
+        if "hotplug" in wanted:
+            from tests.bench import bench_hotplug
+
+            steps.append(("hotplug", lambda: bench_hotplug.run(base / "hotplug", rounds=1 if args.quick else 5)))
         for name, step in steps:
             settle(5 if args.quick else 90)  # a quick run checks that the sections work, not their figures
             started, when = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -350,3 +350,17 @@ def test_methods_a_caller_makes_up_add_no_series(tmp_path):
         assert sum(count for (_, method, _), count in series.items() if method == "OTHER") >= reached
     finally:
         app.cleanup()
+
+
+def test_restart_required_gauge_per_running_vm(store):
+    add_vm(store, "v1", "a", "running", "running")
+    add_vm(store, "v2", "b", "running", "running")
+    add_vm(store, "v3", "c", "stopped", "stopped")
+    store.update_vm("v2", bump=False, restart_required=1)
+    store.update_vm("v3", bump=False, restart_required=1)
+    registry = CollectorRegistry()
+    registry.register(ApplianceCollector(store))
+    value = registry.get_sample_value
+    assert value("vmappliance_vm_restart_required", {"vm": "a"}) == 0
+    assert value("vmappliance_vm_restart_required", {"vm": "b"}) == 1
+    assert value("vmappliance_vm_restart_required", {"vm": "c"}) is None  # stopped: no series

@@ -83,7 +83,9 @@ def test_running_vm_spec_change_waits_for_restart(service, controller):
     service.finish(service.set_state("web1", "reboot"))
     vm = service.get_vm("web1")
     assert vm["restart_required"] is False
-    assert "<memory unit='KiB'>262144</memory>" in VM_FILES.read(service, "web1", "domain.xml")
+    # the boot memory (libvirt's <memory> also counts the virtio-mem area for hotplug)
+    assert "<currentMemory unit='KiB'>262144</currentMemory>" in VM_FILES.read(service, "web1",
+                                                                             "domain.xml")
 
 
 def test_image_cannot_change(service):
