@@ -30,7 +30,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
-from appliance.virt.libvirt_cpu import CpuMethods
+from appliance.virt.libvirt_cpu import CpuMethods, repinned_xml
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{request.address}"
         if request.bandwidth:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = request.bandwidth
+        params.update(repinned_xml(self.dom, request.pins))  # the target's pins
         self.dom.migrateToURI3(request.dest_uri, params, flags)
 
     def job_running(self) -> bool:
