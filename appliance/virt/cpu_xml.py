@@ -49,6 +49,27 @@ def model_parts(cpu_xml: str) -> tuple[str, str | None, list[tuple[str, str]]] |
     return model, vendor, features
 
 
+def running_cpu(domain_xml: str) -> str | None:
+    """The CPU definition (model, vendor, features) a domain's XML gives its
+    guest, rebuilt from its checked parts; None when it names no model (a
+    host-model or TCG default CPU) or is not a domain XML."""
+    try:
+        cpu = DefusedET.fromstring(domain_xml).find("cpu") if domain_xml else None
+    except ET.ParseError:
+        return None
+    parts = model_parts(ET.tostring(cpu, encoding="unicode")) if cpu is not None else None
+    if parts is None:
+        return None
+    model, vendor, features = parts
+    rebuilt = ET.Element("cpu", {"mode": "custom", "match": "exact"})
+    ET.SubElement(rebuilt, "model", {"fallback": "forbid"}).text = model
+    if vendor:
+        ET.SubElement(rebuilt, "vendor").text = vendor
+    for policy, name in features:
+        ET.SubElement(rebuilt, "feature", {"policy": policy, "name": name})
+    return ET.tostring(rebuilt, encoding="unicode")
+
+
 def _cpu_element(domain: ET.Element, plan: DomainPlan, mode: str) -> ET.Element:
     kvm = plan.domain_type == "kvm"
     if mode == CpuMode.HOST_PASSTHROUGH:
