@@ -147,7 +147,7 @@ def test_a_hosts_cpu_warning_follows_the_running_vms(service, controller, cloud,
     assert [f.get("name") for f in domain_of(cloud, row).findall("cpu/feature")] == ["sse4.2"]
     assert service.store.get_host("c")["cpu_warning"] is None
     # a second VM from before c joined would warn again: one started by hand with the old model
-    service.create_vm({"name": "web2"})
+    service.create_vm({"name": "web2", "node_selector": {"appliance/host": "local"}})  # not on c itself
     settle(controller, clock, passes=1)
     web2 = service.store.get_vm("web2")
     with cloud.lock:
