@@ -237,7 +237,7 @@ class Controller:
         if self._reconnected.is_set():
             self._reconnected.clear()
             self._next_resync = 0.0
-        self._drain_events()
+        changed = self._drain_events()
         self._heartbeat_if_due(now, wait=False)
         with self._follow_up_lock:
             down, self._down_after_heartbeat = self._down_after_heartbeat, None
@@ -246,6 +246,9 @@ class Controller:
         if now >= self._next_resync:
             self.vms.resync()
             self._next_resync = now + RESYNC_SECONDS
+            changed = True
+        if changed:  # running VMs may have changed: hosts' CPU warnings judged again (issue 14, F)
+            self.hosts.cluster_cpu.follow()
         self.pools.tick()
         self.operations.dispatch()
         self.prober.tick()
@@ -279,7 +282,7 @@ class Controller:
         self.events.put((host, vm_id, event, detail))
         self._nudge()
 
-    def _drain_events(self) -> None:
+    def _drain_events(self) -> bool:
         seen = set()
         while True:
             try:
@@ -288,3 +291,4 @@ class Controller:
                 break
             seen.add((host, vm_id))
         self.vms.on_events(seen)
+        return bool(seen)

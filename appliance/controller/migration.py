@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from appliance.controller import cpu_pinning
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
@@ -59,8 +60,10 @@ def record_move(
     ctx: Context, op: dict, row: dict, target: str, guest: Guest | None, message: str
 ) -> None:
     """The record follows the guest to the target; its forwards are added there."""
+    # a dedicated VM's pins on the target, chosen before it moved (cpu_pinning.for_migration)
+    pins = {"pinned_cpus": op["params"]["pinned_cpus"]} if "pinned_cpus" in op["params"] else {}
     with ctx.store.transaction():
-        ctx.store.update_vm(row["id"], bump=False, host=target)
+        ctx.store.update_vm(row["id"], bump=False, host=target, **pins)
         ctx.store.add_event("migrated", message, row, op["id"])
     if guest is not None and guest.is_active():
         # the source's QEMU held the ports until it quit
@@ -106,6 +109,7 @@ class LiveMigration:
             address=self.ctx.store.get_host(self.target)["migration_address"],
             bandwidth=self.op["params"].get("bandwidth"),
             copy_disks=self.copy,
+            pins=cpu_pinning.for_migration(self.ctx, self.op, row),  # the target's own pins
         )
         if self.copy and self.ctx.store.has_ready_snapshots(vm_id):
             raise Failed(

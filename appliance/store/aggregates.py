@@ -102,6 +102,18 @@ class Aggregates(StoreBase):
                     slot[1] += hugepages or 0
         return out
 
+    def pins_moving_to(self, host: str) -> dict[str, str]:
+        """vm id -> the host CPUs (cpuset text) chosen on `host` for the VMs
+        migrating there now (issue 14, F: kept in their operation's params)."""
+        sql = (
+            "SELECT o.vm_id, json_extract(o.params, '$.pinned_cpus') FROM operations o "  # noqa: S608 - ? marks only
+            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) "
+            "AND json_extract(o.params, '$.target') = ? "
+            "AND json_extract(o.params, '$.pinned_cpus') IS NOT NULL"
+        )
+        return {vm_id: str(pins) for vm_id, pins in
+                self.db.execute(sql, [*_MOVING_KINDS, *_OPEN, host])}
+
     def vms_by_host(self) -> dict[str, int]:
         """host -> how many VMs are placed there, running or not."""
         return dict(

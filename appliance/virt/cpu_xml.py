@@ -49,6 +49,27 @@ def model_parts(cpu_xml: str) -> tuple[str, str | None, list[tuple[str, str]]] |
     return model, vendor, features
 
 
+def running_cpu(domain_xml: str) -> str | None:
+    """The CPU definition (model, vendor, features) a domain's XML gives its
+    guest, rebuilt from its checked parts; None when it names no model (a
+    host-model or TCG default CPU) or is not a domain XML."""
+    try:
+        cpu = DefusedET.fromstring(domain_xml).find("cpu") if domain_xml else None
+    except ET.ParseError:
+        return None
+    parts = model_parts(ET.tostring(cpu, encoding="unicode")) if cpu is not None else None
+    if parts is None:
+        return None
+    model, vendor, features = parts
+    rebuilt = ET.Element("cpu", {"mode": "custom", "match": "exact"})
+    ET.SubElement(rebuilt, "model", {"fallback": "forbid"}).text = model
+    if vendor:
+        ET.SubElement(rebuilt, "vendor").text = vendor
+    for policy, name in features:
+        ET.SubElement(rebuilt, "feature", {"policy": policy, "name": name})
+    return ET.tostring(rebuilt, encoding="unicode")
+
+
 def _cpu_element(domain: ET.Element, plan: DomainPlan, mode: str) -> ET.Element:
     kvm = plan.domain_type == "kvm"
     if mode == CpuMode.HOST_PASSTHROUGH:
@@ -83,22 +104,53 @@ def add(domain: ET.Element, plan: DomainPlan) -> None:
     sockets, cores, threads = topology(cpu, vcpus)
     ET.SubElement(element, "topology", {"sockets": str(sockets), "dies": "1",
                                         "cores": str(cores), "threads": str(threads)})
-    _pinning(domain, vcpu, plan)
+    _pinning(domain, vcpu, plan.pinned_cpus, plan.shared_cpus)
     if hugepages_of(spec):
         backing = ET.SubElement(domain, "memoryBacking")
         ET.SubElement(backing, "hugepages")
 
 
-def _pinning(domain: ET.Element, vcpu: ET.Element | None, plan: DomainPlan) -> None:
-    """A dedicated VM: vCPU i on host CPU pinned_cpus[i] alone, its emulator
+def _pinning(domain: ET.Element, vcpu: ET.Element | None, pinned: tuple[int, ...] | None,
+             shared_cpus: tuple[int, ...] | None) -> None:
+    """A dedicated VM: vCPU i on host CPU pinned[i] alone, its emulator
     threads on the shared CPUs. A shared VM on a host with a dedicated set:
     every vCPU and the emulator on the shared CPUs, never a dedicated one."""
-    if not plan.shared_cpus:
+    if not shared_cpus:
         return  # a host without a dedicated set: no pinning at all, as before
-    shared = cpuset(plan.shared_cpus)
+    shared = cpuset(shared_cpus)
     if vcpu is not None:  # the default of every vCPU without a <vcpupin> of its own
         vcpu.set("cpuset", shared)
-    tune = ET.SubElement(domain, "cputune")
-    for index, host_cpu in enumerate(plan.pinned_cpus or ()):
+    tune = domain.find("cputune")
+    if tune is None:
+        tune = ET.SubElement(domain, "cputune")
+    vcpus = int(vcpu.text or 1) if vcpu is not None else len(pinned or ())
+    for index, host_cpu in enumerate((pinned or ())[:vcpus]):
         ET.SubElement(tune, "vcpupin", {"vcpu": str(index), "cpuset": str(host_cpu)})
     ET.SubElement(tune, "emulatorpin", {"cpuset": shared})
+
+
+_PIN_TAGS = ("vcpupin", "emulatorpin")  # what _pinning makes
+
+
+def repin(domain_xml: str, pinned: tuple[int, ...] | None,
+          shared_cpus: tuple[int, ...] | None) -> str | None:
+    """A domain's XML (libvirt's, of the running guest) with its host CPU pins
+    replaced by those of another host (a live migration's target): vCPU and
+    emulator pins as add() makes them, every other part as it was, so that the
+    guest's ABI is untouched. None when the XML pins nothing and nothing is to
+    be pinned: it can travel as it is."""
+    root = DefusedET.fromstring(domain_xml)
+    vcpu = root.find("vcpu")
+    tune = root.find("cputune")
+    old_pins = [] if tune is None else [e for e in tune if e.tag in _PIN_TAGS]
+    if not shared_cpus and not old_pins and (vcpu is None or vcpu.get("cpuset") is None):
+        return None
+    if vcpu is not None:
+        vcpu.attrib.pop("cpuset", None)
+    if tune is not None:
+        for element in old_pins:
+            tune.remove(element)
+        if len(tune) == 0 and not tune.attrib:
+            root.remove(tune)
+    _pinning(root, vcpu, pinned, shared_cpus)
+    return ET.tostring(root, encoding="unicode")

@@ -67,6 +67,16 @@ class MigrationRequest:
     address: str | None = None  # the target's migration address (tcp://ADDRESS), if it has one
     bandwidth: int | None = None  # MiB/s
     copy_disks: bool = False  # the target does not see the disks: copy them during the migration
+    # The target host's CPU pins (issue 14, F): vCPU i on pinned[i], the rest and the
+    # emulator on shared (None: the target pins nothing); the domain's XML is re-pinned
+    # for it (virt/cpu_xml.repin). None: the XML travels as it is.
+    pins: CpuPins | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPins:
+    pinned: tuple[int, ...] | None
+    shared: tuple[int, ...] | None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import Failed
-from appliance.virt import domain
+from appliance.virt import cpu_xml, domain
 from appliance.virt.driver import (
     DomainGone,
     DriverError,
@@ -202,6 +202,9 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Gues
             incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
                                            snapshots={}, current_snapshot=None, checkpoints=[],
                                            bitmaps=set(dom.bitmaps))
+            if request.pins is not None:  # libvirt's VIR_MIGRATE_PARAM_DEST_XML
+                incoming.xml = cpu_xml.repin(dom.xml, *dataclasses.astuple(request.pins)) \
+                    or dom.xml
             dest.domains[self.uuid] = incoming
         if cloud.on_migration_started is not None:
             cloud.on_migration_started()

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 DEFAULT_CPU = ("<cpu mode='custom' match='exact'><model fallback='forbid'>Fake</model>"
                "<vendor>Fake</vendor><feature policy='require' name='sse4.2'/></cpu>")
 _MODEL = re.compile(r"<model[^>]*>([^<]+)</model>")
-_FEATURE = re.compile(r"<feature policy='require' name='([^']+)'/>")
+# libvirt's quotes (') and ElementTree's ("): both, as libvirt's parser takes them
+_FEATURE = re.compile(r"""<feature policy=['"]require['"] name=['"]([^'"]+)['"] ?/>""")
 
 
 def fake_cpu(model: str, features: list[str]) -> str:

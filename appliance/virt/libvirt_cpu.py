@@ -20,7 +20,7 @@ import defusedxml.ElementTree as DefusedET
 import libvirt
 
 if TYPE_CHECKING:
-    from appliance.virt.driver import DriverError
+    from appliance.virt.driver import CpuPins, DriverError
 
 T = TypeVar("T")
 ARCH = "x86_64"
@@ -123,6 +123,27 @@ def hugepages_mib(conn: libvirt.virConnect) -> tuple[int, int]:
         free_pages = {}
     free = sum(counts.get(2048, 0) for counts in free_pages.values())
     return total * 2, free * 2
+
+
+def repinned_xml(dom: libvirt.virDomain, pins: CpuPins | None) -> dict[str, str]:
+    """A live migration's parameters that give the target its own host CPU
+    pins: the running domain's XML (and its persistent definition) re-pinned
+    (cpu_xml.repin); {} when neither pins anything. SECURE: the XML the
+    target gets keeps what libvirt's own migration would carry (passwords)."""
+    from appliance.virt.cpu_xml import repin  # domain.py imports cpu_xml: no cycle here
+    if pins is None:
+        return {}
+    flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
+    live = repin(dom.XMLDesc(flags), pins.pinned, pins.shared)
+    if live is None:
+        return {}
+    params = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: live}
+    if dom.isPersistent():
+        persistent = repin(dom.XMLDesc(flags | libvirt.VIR_DOMAIN_XML_INACTIVE),
+                           pins.pinned, pins.shared)
+        if persistent is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = persistent
+    return params
 
 
 class CpuMethods:

@@ -30,7 +30,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
-from appliance.virt.libvirt_cpu import CpuMethods
+from appliance.virt.libvirt_cpu import CpuMethods, repinned_xml
 from appliance.virt.libvirt_hotplug import HotplugMethods
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
@@ -185,6 +185,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, Guest):
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{request.address}"
         if request.bandwidth:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = request.bandwidth
+        params.update(repinned_xml(self.dom, request.pins))  # the target's pins
         self.dom.migrateToURI3(request.dest_uri, params, flags)
 
     def job_running(self) -> bool:

@@ -116,3 +116,50 @@ def test_a_hosts_dedicated_set_is_checked(service, controller):
         service.update_host("b", {"cpu_dedicated_set": "1;rm -rf"})
     assert service.update_host("b", {"cpu_dedicated_set": [3, 1, 2]})["cpu_dedicated_set"] == "1-3"
     assert service.update_host("b", {"cpu_dedicated_set": ""})["cpu_dedicated_set"] == ""
+
+
+def test_a_hosts_cpu_warning_follows_the_running_vms(service, controller, cloud, clock):
+    for uri, name in ((URI_A, "local"), (URI_B, "b")):
+        cloud.host(uri).cpu = fake_cpu("Skylake", ["avx2", "sse4.2", "xsaves"])
+        controller.hosts.reconnect(controller.ctx.links.get(name))
+    service.store.delete_meta(cluster_cpu.META_KEY)
+    controller.hosts.cluster_cpu.recompute()
+    service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    old = "qemu+tcp://host-c.example/system"
+    cloud.host(old).cpu = fake_cpu("Haswell", ["sse4.2"])
+    service.store.upsert_host({"name": "c", "uri": old, "state": "enabled", "up": 0, "last_seen": None,
+                               "info": {}, "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
+                               "reserved_memory_mib": 0, "labels": {}, "storage": "san1",
+                               "created": clock()})
+    settle(controller, clock, passes=2)
+    assert "missing: avx2, xsaves" in service.store.get_host("c")["cpu_warning"]
+    # web1 stops: no running VM lacks anything on c any more
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=2)
+    assert service.store.get_host("c")["cpu_warning"] is None
+    assert [e for e in service.list_events() if e["kind"] == "host-cpu-compatible"]
+    # started again, it gets the lower baseline, which c runs: no warning
+    service.set_state("web1", "running")
+    settle(controller, clock, passes=2)
+    row = service.store.get_vm("web1")
+    assert row["observed_state"] == "running"
+    assert [f.get("name") for f in domain_of(cloud, row).findall("cpu/feature")] == ["sse4.2"]
+    assert service.store.get_host("c")["cpu_warning"] is None
+    # a second VM from before c joined would warn again: one started by hand with the old model
+    service.create_vm({"name": "web2", "node_selector": {"appliance/host": "local"}})  # not on c itself
+    settle(controller, clock, passes=1)
+    web2 = service.store.get_vm("web2")
+    with cloud.lock:
+        [uri] = cloud.where(web2["id"])
+        dom = cloud.host(uri).domains[web2["id"]]
+        dom.xml = dom.xml.replace('<feature policy="require" name="sse4.2" />',
+                                  '<feature policy="require" name="avx2" /><feature policy="require" name="sse4.2" />')
+    service.store.update_vm(web2["id"], bump=False, domain_xml=dom.xml, state_changed=clock() + 1)
+    settle(controller, clock, passes=1)
+    warning = service.store.get_host("c")["cpu_warning"]
+    assert "missing: avx2" in warning and "1 running VM(s)" in warning
+    # it is deleted: the warning goes
+    service.delete_vm("web2", force=True)
+    settle(controller, clock, passes=2)
+    assert service.store.get_host("c")["cpu_warning"] is None
