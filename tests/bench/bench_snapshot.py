@@ -108,8 +108,10 @@ def _measure(app, rounds: int) -> dict:
     try:
         dom = conn.lookupByUUIDString(vm["id"])
         domain = dom.name()
-        if dom.info()[1] != MEMORY_MIB * 1024:
-            raise RuntimeError(f"the domain has {dom.info()[1]} KiB of memory, not {MEMORY_MIB} MiB")
+        # info()[2]: the memory the guest has (info()[1], the maximum, counts the
+        # virtio-mem area it may grow into: issue 14's hotplug).
+        if dom.info()[2] != MEMORY_MIB * 1024:
+            raise RuntimeError(f"the domain has {dom.info()[2]} KiB of memory, not {MEMORY_MIB} MiB")
         samples: dict[str, list[float]] = {way: [] for way in WAYS}
         splits = []
         load = [round(os.getloadavg()[0], 2)]
