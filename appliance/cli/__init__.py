@@ -35,7 +35,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
-    "cancel": vms.cmd_cancel,
+    "cancel": vms.cmd_cancel, "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).

@@ -28,7 +28,10 @@ from appliance.model import (
 STATE_COMMAND_HELP = [("start", "start"),
                       ("stop", "shut down (ACPI, then force after the grace period)"),
                       ("force-stop", "pull the plug"), ("pause", "pause"), ("resume", "resume"),
-                      ("reboot", "restart the guest")]
+                      ("reboot", "restart the guest"),
+                      ("suspend", "save the guest's memory to disk, free its RAM (start resumes)"),
+                      ("shelve", "stop, release its host's vCPUs, memory and disk; keep its disks"),
+                      ("unshelve", "place a shelved VM again (the scheduler) and start it")]
 MOUNT_GROUP_HELP = ("in the mount, members of GROUP are operators in the default project "
                     "(a `vmctl mount-map` entry for GROUP wins)")
 
@@ -155,6 +158,11 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("name")
         _no_wait(p)
+    p = sub.add_parser("rebuild", help="make the root disk again from its image (or --image), "
+                       "keeping name, MAC, addresses and data disks; cloud-init runs again")
+    p.add_argument("name")
+    p.add_argument("--image", default=None, help="another image (the spec's changes to it)")
+    _no_wait(p)
     p = sub.add_parser("rename", help="rename a stopped VM")
     p.add_argument("name")
     p.add_argument("new_name")

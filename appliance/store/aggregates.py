@@ -12,7 +12,8 @@ from appliance.access.principal import DEFAULT_PROJECT
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
 from appliance.store.base import StoreBase, marks
 
-_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE)]
+# An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
+_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE), str(OpKind.UNSHELVE)]
 _OPEN = [str(s) for s in OPEN_OP_STATES]
 _FINAL = [str(s) for s in FINAL_OP_STATES]
 # A VM's name where several projects' meet (access.principal.qualified_name), in SQL;
@@ -41,17 +42,19 @@ def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
 class Aggregates(StoreBase):
     # -- for placement -------------------------------------------------------
     def claims_by_host(
-        self, desired: Sequence[str], observed: Sequence[str]
+        self, desired: Sequence[str], observed: Sequence[str], unplaced: Sequence[str] = ()
     ) -> dict[str, list[float]]:
         """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there and
         by those migrating or moving there; a VM claims vCPUs and MiB when its
-        desired state is one of `desired` or its observed one of `observed`."""
+        desired state is one of `desired` or its observed one of `observed`; a
+        VM observed in one of `unplaced` (shelved) claims nothing where it is."""
         sums = _claims_sums(desired, observed)
         states = [*desired, *observed, *desired, *observed]
         placed = (
             f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in
             "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
-            "WHERE v.host IS NOT NULL GROUP BY v.host"
+            f"WHERE v.host IS NOT NULL AND v.observed_state NOT IN ({marks(unplaced)}) "
+            "GROUP BY v.host"
         )
         moving = (
             f"SELECT json_extract(o.params, '$.target'),{sums} "  # noqa: S608 - only ? marks are formatted in
@@ -60,7 +63,8 @@ class Aggregates(StoreBase):
             f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
         )
         out: dict[str, list[float]] = {}
-        for sql, params in ((placed, states), (moving, [*states, *_MOVING_KINDS, *_OPEN])):
+        queries = ((placed, [*states, *unplaced]), (moving, [*states, *_MOVING_KINDS, *_OPEN]))
+        for sql, params in queries:
             for host, cpus, memory, disk in self.db.execute(sql, params):
                 if host is None:
                     continue

@@ -26,6 +26,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.fake_backups import FakeBackupMethods
+from appliance.virt.fake_saves import FakeSaveMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -56,6 +57,7 @@ class FakeDomain:
     checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
     bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
     allocated: int = 1 << 20  # bytes the writable disks take
+    saved: bool = False  # holds a managed save image (fake_saves.py): shown "suspended"
 
 
 @dataclasses.dataclass
@@ -102,7 +104,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeSaveMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -138,7 +140,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
 
     def state(self) -> tuple[str, str]:
         dom = self._dom()
-        return dom.state, dom.reason
+        return ("suspended", "saved") if dom.saved else (dom.state, dom.reason)
 
     def is_active(self) -> bool:
         return self._dom().state in ("running", "paused")
@@ -146,8 +148,11 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
     def xml(self) -> str:
         return self._dom().xml
 
-    def start(self) -> None:
-        self._set("start", "running", "booted", unless=("running", "paused"))
+    def start(self) -> None:  # a managed save is restored, as libvirt's create()
+        restored = self._dom().saved
+        self._set("start", "running", "restored" if restored else "booted",
+                  unless=("running", "paused"))
+        self._dom().saved = False
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):
@@ -167,6 +172,9 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
     def undefine(self, with_metadata: bool = False) -> None:
         with self.driver.cloud.lock:
             dom = self._dom()
+            if dom.saved and not with_metadata:  # as libvirt
+                raise DriverError("Refusing to undefine while domain managed save image exists",
+                                  "the domain has a managed save image")
             if dom.snapshots and not with_metadata and dom.state not in ("running", "paused"):
                 raise DriverError(f"cannot delete inactive domain with {len(dom.snapshots)} "
                                   "snapshots", "the domain has snapshots")
@@ -276,7 +284,7 @@ class FakeDriver(HostDriver):
         with self.cloud.lock:
             host = self.fake_host()
             host.calls.append("list")
-            return {vm_id: Listed(FakeGuest(self, vm_id), dom.state, dom.reason)
+            return {vm_id: Listed(FakeGuest(self, vm_id), *FakeGuest(self, vm_id).state())
                     for vm_id, dom in host.domains.items() if dom.instance_id == instance_id}
 
     def define(self, plan: domain.DomainPlan) -> Guest:
