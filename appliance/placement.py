@@ -58,6 +58,9 @@ CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
 # instance keeps its allocation until it is shelved); its unshelve claims the
 # host the scheduler chose, through its operation, as a move does.
 UNPLACED_OBSERVED_STATES: tuple[str, ...] = (VMState.SHELVED,)
+# A suspended VM's memory lies in a file on its host (libvirt's managed save, up
+# to the guest's memory): its disk claim there counts it, while its RAM is free.
+SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
 
 
 def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
@@ -91,7 +94,7 @@ def allocations(store: Store) -> dict[str, list[float]]:
     hosts/NAME/allocated and the exporter's allocation families all read it.
     The store sums them with the rule claims_cpu_ram states for one VM."""
     return store.claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES,
-                                UNPLACED_OBSERVED_STATES)
+                                UNPLACED_OBSERVED_STATES, SAVED_OBSERVED_STATES)
 
 
 def vms_by_host(store: Store) -> dict[str, int]:

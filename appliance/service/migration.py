@@ -148,9 +148,13 @@ class Migrations(ServiceBase):
         if busy:
             return f"it has a {busy['kind']} in progress; drain again when it is done"
         observed = self._observed(row)
+        if observed == VMState.SHELVED:
+            return None  # nothing of it runs or is defined here; its unshelve places it
         # A running guest migrates whatever it is asked to become; disks are
         # copied when the target's storage differs.
         kind = OpKind.MIGRATE if observed in LIVE else move_kind(observed, row["desired_state"])
+        if kind is None and observed in NOT_MOVING:
+            return NOT_MOVING[observed]
         if kind is None:
             return f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
         ignore = {host["name"]}

@@ -23,10 +23,11 @@ _QUALIFIED = (
 )
 
 
-def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
-    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all.
+def _claims_sums(desired: Sequence[str], observed: Sequence[str], saved: Sequence[str]) -> str:
+    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all
+    (with their memory for those observed in `saved`: a managed save's file).
     Only `?` marks are formatted in; the states are bound (desired, then observed,
-    twice: once for the vCPUs, once for the memory)."""
+    twice: once for the vCPUs, once for the memory; then saved)."""
     claims = (
         f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
         "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
@@ -36,20 +37,24 @@ def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
        sum(CASE WHEN {claims} THEN json_extract(v.spec, '$.memory') ELSE 0 END),
        sum(coalesce(i.virtual_size, 0)
            + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
-                                 FROM json_each(v.spec, '$.disks') d), 0))"""  # noqa: S608 - ? marks only
+                                 FROM json_each(v.spec, '$.disks') d), 0)
+           + CASE WHEN v.observed_state IN ({marks(saved)})
+                  THEN 1048576 * json_extract(v.spec, '$.memory') ELSE 0 END)"""  # noqa: S608 - ? marks only
 
 
 class Aggregates(StoreBase):
     # -- for placement -------------------------------------------------------
     def claims_by_host(
-        self, desired: Sequence[str], observed: Sequence[str], unplaced: Sequence[str] = ()
+        self, desired: Sequence[str], observed: Sequence[str], unplaced: Sequence[str] = (),
+        saved: Sequence[str] = (),
     ) -> dict[str, list[float]]:
         """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there and
         by those migrating or moving there; a VM claims vCPUs and MiB when its
         desired state is one of `desired` or its observed one of `observed`; a
-        VM observed in one of `unplaced` (shelved) claims nothing where it is."""
-        sums = _claims_sums(desired, observed)
-        states = [*desired, *observed, *desired, *observed]
+        VM observed in one of `unplaced` (shelved) claims nothing where it is; one
+        observed in `saved` (suspended) claims disk for its memory's save file."""
+        sums = _claims_sums(desired, observed, saved)
+        states = [*desired, *observed, *desired, *observed, *saved]
         placed = (
             f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in
             "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "

@@ -41,12 +41,14 @@ def current(service, row):
 def test_suspend_saves_frees_the_claim_and_resume_restores(service, controller, cloud, clock):
     row = running_vm(service, controller, clock)
     assert claims(service, row["host"])[:2] == [1, 128]
+    disk = claims(service, row["host"])[2]
     op = service.set_state("web1", "suspend")
     assert op["kind"] == "suspend"
     settle(controller, clock, passes=2)
     assert current(service, row)["observed_state"] == "suspended"
     assert dom(cloud, row).saved and dom(cloud, row).state == "stopped"  # its QEMU is gone
     assert claims(service, row["host"])[:2] == [0, 0]  # RAM released, as a stopped VM's
+    assert claims(service, row["host"])[2] == disk + (128 << 20)  # the save file's room
     assert events(service, "suspended")
     calls = cloud.host(HOSTS[row["host"]]).calls
     saved_at = len(calls)
@@ -58,6 +60,7 @@ def test_suspend_saves_frees_the_claim_and_resume_restores(service, controller, 
     assert op["kind"] == "start"
     assert claims(service, row["host"])[:2] == [1, 128]  # claimed again at resume
     settle(controller, clock, passes=1)
+    assert claims(service, row["host"]) == [1, 128, disk]
     assert (dom(cloud, row).state, dom(cloud, row).reason) == ("running", "restored")
     assert not dom(cloud, row).saved
     assert events(service, "resumed")
