@@ -8,7 +8,7 @@ import pytest
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 from appliance import placement
-from appliance.errors import Conflict, Invalid
+from appliance.errors import Conflict, Invalid, NotFound
 
 HOSTS = {"local": URI_A, "b": URI_B}
 
@@ -271,3 +271,30 @@ def test_rebuild_refuses_while_the_vm_has_snapshots_and_an_unknown_image(
         service.rebuild_vm("web1")
     with pytest.raises(Invalid, match="unknown field"):
         service.rebuild_vm("web1", {"flavor": "x"})
+
+
+@pytest.mark.parametrize("body", [{"image": 5}, {"image": "x" * 300}, {"image": " "}, ["demo"]])
+def test_a_rebuild_with_a_bad_image_is_refused_and_changes_nothing(
+        service, controller, clock, body):
+    row = running_vm(service, controller, clock)
+    with pytest.raises(Invalid):
+        service.rebuild_vm("web1", body)
+    with pytest.raises(NotFound):
+        service.rebuild_vm("web1", {"image": "../../etc/passwd"})
+    after = current(service, row)
+    assert (after["spec"], after["instance_id"], after["generation"]) == (
+        row["spec"], row["instance_id"], row["generation"])
+    assert not service.store.open_operation(row["id"], "rebuild")
+
+
+def test_the_rebuild_file_shows_the_image_and_a_write_rebuilds(service, controller, clock):
+    from appliance.files import VM_FILES
+
+    running_vm(service, controller, clock)
+    entry = VM_FILES.file("rebuild")
+    assert entry.read(service, "web1") == "demo\n"
+    written = entry.write(service, "web1", "\n", None)  # an empty line: its own image
+    assert [op["kind"] for op in written.operations] == ["rebuild"]
+    assert written.operations[0]["params"] == {"image": "demo"}
+    settle(controller, clock, passes=1)
+    assert service.store.get_operation(written.operations[0]["id"])["status"] == "succeeded"
