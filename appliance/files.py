@@ -205,6 +205,26 @@ def _lock_from_json(body: dict) -> str:
     return reason
 
 
+def _read_rebuild(service: Service, name: str) -> str:
+    """The image a rebuild makes the root disk from (the VM's own)."""
+    return service.vm_row(name, with_xml=False)["spec"]["image"] + "\n"
+
+
+def _write_rebuild(service: Service, name: str, text: str, if_match: int | None) -> Written:
+    """`echo IMAGE > rebuild` reimages the root disk from IMAGE (an empty line: its own)."""
+    image = text.strip()
+    return Written(name, _operations(
+        service.rebuild_vm(name, {"image": image} if image else {}, if_match)))
+
+
+def _rebuild_from_json(body: dict) -> str:
+    """PUT {"rebuild": IMAGE} (or {"image": IMAGE}, POST's body; null: its own image)."""
+    image = body.get("rebuild", body.get("image"))
+    if image is not None and not isinstance(image, str):
+        raise Invalid("must be the name of an image", "image")
+    return image or ""
+
+
 def _read_status(service: Service, name: str) -> str:
     return json_text(service.status(service.vm_row(name)))
 
@@ -226,6 +246,7 @@ VM_FILES = Directory("VM", (
     File("events", _read_events, as_json=_events_as_json),
     File("lock", _read_lock, _write_lock, as_json=_lock_as_json, from_json=_lock_from_json,
          clear=_clear_lock),
+    value_file("rebuild", _read_rebuild, _write_rebuild, from_json=_rebuild_from_json),
     File("status.json", _read_status, content_type=JSON),
     File("domain.xml", _read_domain_xml, content_type=XML),
     binary_file("screen.png", _screenshot, PNG),

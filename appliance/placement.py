@@ -54,12 +54,22 @@ def guest_arch(info: dict) -> str:
 CLAIMING_DESIRED_STATES: tuple[str, ...] = (DesiredState.RUNNING, DesiredState.PAUSED)
 CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
     VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING, VMState.MIGRATING)
+# A shelved VM claims nothing on the host its record names (where its disks
+# stay, defined nowhere), not even with reserve_when_stopped (Nova's rule: an
+# instance keeps its allocation until it is shelved); its unshelve claims the
+# host the scheduler chose, through its operation, as a move does.
+UNPLACED_OBSERVED_STATES: tuple[str, ...] = (VMState.SHELVED,)
+# A suspended VM's memory lies in a file on its host (libvirt's managed save, up
+# to the guest's memory): its disk claim there counts it, while its RAM is free.
+SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
 
 
 def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
     """Whether this VM (a store row; `spec` instead of the row's) holds vCPUs and
     memory on its host. The same rule the store sums over all VMs (claims_by_host)."""
     spec = row["spec"] if spec is None else spec
+    if row["observed_state"] in UNPLACED_OBSERVED_STATES:
+        return False
     return (row["desired_state"] in CLAIMING_DESIRED_STATES
             or row["observed_state"] in CLAIMING_OBSERVED_STATES
             or bool(spec.get("reserve_when_stopped")))
@@ -84,7 +94,8 @@ def allocations(store: Store) -> dict[str, list[float]]:
     The one computation of claims: the scheduler's host states, GET /v1/hosts,
     hosts/NAME/allocated and the exporter's allocation families all read it.
     The store sums them with the rule claims_cpu_ram states for one VM."""
-    return store.claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES)
+    return store.claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES,
+                                UNPLACED_OBSERVED_STATES, SAVED_OBSERVED_STATES)
 
 
 def vms_by_host(store: Store) -> dict[str, int]:

@@ -53,7 +53,10 @@ VM_FILE_WRITES: Mapping[str, Action] = {
     "host": Action.VM_MIGRATE,
     "console": Action.CONSOLE_INPUT,
     "lock": Action.VM_LOCK,
+    "rebuild": Action.VM_CHANGE,
 }
+# Actions at a VM file's path (POST /v1/vms/NAME/FILE): the rebuild alone.
+VM_FILE_ACTIONS: Mapping[str, Action] = {"rebuild": Action.VM_CHANGE}
 # Writes to a snapshot directory's files (vms/NAME/snapshots/S/): `action` reverts.
 SNAPSHOT_FILE_WRITES: Mapping[str, Action] = {"action": Action.VM_CHANGE}
 # Writes to a pool directory's files (pools/NAME/): every one changes VMs (its members).
@@ -75,6 +78,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/vms/{name}/{file}", "GET"): Action.READ,
     ("/v1/vms/{name}/{file}", "PUT"): VM_FILE_WRITES,
     ("/v1/vms/{name}/{file}", "DELETE"): VM_FILE_WRITES,  # DELETE .../lock unlocks
+    ("/v1/vms/{name}/{file}", "POST"): VM_FILE_ACTIONS,  # POST .../rebuild (Nova's action)
     # Snapshots, backups, restores, clones (issue 13): listing is READ, the rest changes
     # VMs (a locked VM's refusals are the service's); backup targets name host
     # directories: the admin's.

@@ -26,6 +26,7 @@ from appliance.api import (
     openapi_consoles,
     openapi_pools,
     openapi_projects,
+    openapi_shapes,
     openapi_templates,
     openapi_vms,
     web,
@@ -49,6 +50,7 @@ SCHEMAS = {
     **openapi_backups.SCHEMAS,  # snapshots, backups, targets, restores, clones
     **openapi_templates.SCHEMAS,  # Template, TemplateCreate, TemplateChange
     **openapi_pools.SCHEMAS,  # Pool, PoolStatus, PoolCreate, PoolUpdate
+    **openapi_shapes.SCHEMAS,  # Rebuild (issue 14)
 }
 
 PATHS: dict[str, Any] = {
@@ -71,6 +73,7 @@ PATHS: dict[str, Any] = {
     **openapi_backups.PATHS,  # .../snapshots..., .../clone, .../backups, /v1/backup-targets
     **openapi_templates.PATHS,  # /v1/templates, /v1/templates/{name}
     **openapi_pools.PATHS,  # /v1/pools, /v1/pools/{name}, /v1/pools/{name}/{file}
+    **openapi_shapes.PATHS,  # .../rebuild (issue 14)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 

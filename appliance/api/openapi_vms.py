@@ -21,7 +21,7 @@ from appliance.api.openapi_shared import (
     string,
 )
 from appliance.files import CONSOLE_INPUT_MAX_BYTES, VM_FILES
-from appliance.model import STATE_VERBS, OpStatus
+from appliance.model import STATE_VERBS, OpStatus, VMState
 
 # A locked VM refuses every change but its locker's and an admin's (service/base.py).
 CHANGE_ERRORS = {**ERRORS, "409": {**ERROR, "description": "conflicts with the current state, "
@@ -60,7 +60,8 @@ SCHEMAS = {
         "type": "object",
         "required": ["id", "name", "state", "desired_state", "generation", "spec"],
         "properties": {
-            "id": string(), "name": string(), "project": string(), "state": string(),
+            "id": string(), "name": string(), "project": string(),
+            "state": string(enum=list(VMState)),
             "desired_state": string(), "reason": string(),
             "host": string(nullable=True), "generation": integer(),
             "spec": ref("Spec"), "restart_required": boolean(), "ready": boolean(),
@@ -150,9 +151,12 @@ PATHS: dict[str, Any] = {
         "parameters": [NAME],
         "get": {"summary": "observed state",
                 "responses": {"200": {"description": "the state", "content": {
-            "application/json": {"schema": {"type": "object", "properties": {"state": string()}}},
+            "application/json": {"schema": {"type": "object", "properties": {
+                "state": string(enum=list(VMState))}}},
             "text/plain": {"schema": string()}}}, **ERRORS}},
-        "put": {"summary": "desired state, or a verb", "parameters": [*WAIT, IF_MATCH],
+        "put": {"summary": "desired state, or a verb (suspended: memory to disk, RAM freed; "
+                           "shelved: stopped, host claim released; running resumes/unshelves)",
+                "parameters": [*WAIT, IF_MATCH],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["state"],
                                                     "properties": {
@@ -199,7 +203,7 @@ PATHS: dict[str, Any] = {
     "/v1/vms/{name}/{file}": {
         "parameters": [NAME, {"name": "file", "in": "path", "required": True,
                               "schema": string(enum=[f for f in VM_FILES if f not in (
-                                  "state", "host", "lock", "screen.png")])}],
+                                  "state", "host", "lock", "screen.png", "rebuild")])}],
         "get": {"summary": "a file of the VM directory, as in the mount",
                 "responses": {"200": {"description": "the file", "content": {
                     "application/json": {"schema": {}}, "text/plain": {"schema": string()},

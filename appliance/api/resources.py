@@ -240,6 +240,25 @@ class VMFile:
         _etag(resp, vm["generation"])
         resp.media = {**vm, "operation": op and self.service.get_operation(op["id"])}
 
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
+        """An action at a file's path: rebuild alone (Nova's POST {"image": IMAGE}, or
+        {} or no body for the VM's own image); others are 405."""
+        if file != "rebuild":
+            VM_FILES.file(file)  # 404 for a file that is not there
+            raise falcon.HTTPMethodNotAllowed(["GET", "PUT"])
+        if (req.content_type or "").split(";")[0].strip() in ("", falcon.MEDIA_JSON):
+            op = self.service.rebuild_vm(name, req.get_media(default_when_empty=None),
+                                         _if_match(req))
+        else:  # the text a shell would write: an image name, or nothing for its own
+            text = _body_text(req, VM_FILES.file(file))
+            written = VM_FILES.writer(file)(self.service, name, text, _if_match(req))
+            op = written.operations[0]  # a rebuild always starts its operation
+        if not _complete(req, resp, self.service, op):
+            return
+        vm = self.service.get_vm(name)
+        _etag(resp, vm["generation"])
+        resp.media = {**vm, "operation": self.service.get_operation(op["id"])}
+
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, file: str) -> None:
         """Remove a file, as `rm` in the mount: the lock alone (unlock); others are 403."""
         VM_FILES.clearer(file)(self.service, name)

@@ -39,6 +39,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
     "cancel": vms.cmd_cancel, "template": templates.cmd_template, "pool": pools.cmd_pool,
     "set": vms.cmd_set,
+    "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).

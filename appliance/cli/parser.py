@@ -31,7 +31,10 @@ from appliance.model.cpu import CPU_MODES
 STATE_COMMAND_HELP = [("start", "start"),
                       ("stop", "shut down (ACPI, then force after the grace period)"),
                       ("force-stop", "pull the plug"), ("pause", "pause"), ("resume", "resume"),
-                      ("reboot", "restart the guest")]
+                      ("reboot", "restart the guest"),
+                      ("suspend", "save the guest's memory to disk, free its RAM (start resumes)"),
+                      ("shelve", "stop, release its host's vCPUs, memory and disk; keep its disks"),
+                      ("unshelve", "place a shelved VM again (the scheduler) and start it")]
 MOUNT_GROUP_HELP = ("in the mount, members of GROUP are operators in the default project "
                     "(a `vmctl mount-map` entry for GROUP wins)")
 
@@ -190,6 +193,10 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
                    help="the most vCPUs it can have while running (applies at its next start)")
     p.add_argument("--max-memory", dest="max_memory",
                    help="the most memory it can have while running (applies at its next start)")
+    p = sub.add_parser("rebuild", help="make the root disk again from its image (or --image), "
+                       "keeping name, MAC, addresses and data disks; cloud-init runs again")
+    p.add_argument("name")
+    p.add_argument("--image", default=None, help="another image (the spec's changes to it)")
     _no_wait(p)
     p = sub.add_parser("rename", help="rename a stopped VM")
     p.add_argument("name")

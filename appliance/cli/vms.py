@@ -156,6 +156,19 @@ def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
     return 0
 
 
+def cmd_rebuild(client: Client, args: argparse.Namespace) -> int:
+    body = {"image": args.image} if args.image else {}
+    result = client.request("POST", f"/v1/vms/{args.name}/rebuild", body,
+                            query=wait_query(args))
+    if args.json:
+        print_json(result)
+    elif "name" in result:
+        print(f"{result['name']}: rebuilt from {result['spec']['image']}, {result['state']}")
+    else:
+        print(f"accepted: operation {result['operation']['id']}")
+    return 0
+
+
 def cmd_rename(client: Client, args: argparse.Namespace) -> int:
     result = client.request("PATCH", f"/v1/vms/{args.name}", {"name": args.new_name})
     print(f"{args.name} -> {result['name']}")

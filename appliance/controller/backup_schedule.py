@@ -101,6 +101,8 @@ class BackupScheduler:
             row = self.store.get_vm_by_id(vm["id"])
             if row is None or row["desired_state"] == "deleted":
                 return False
+            if row["observed_state"] in ("suspended", "shelved"):
+                return False  # its disks wait with its saved memory, or nowhere defined
             if self.store.open_operation(vm["id"], OpKind.BACKUP) is not None:
                 return False
             try:  # as a backup asked for by hand: the policy's target, else the only one

@@ -97,6 +97,8 @@ class BackupRun:
             if earlier is not None and earlier["status"] == BackupStatus.GOOD:
                 return None  # it was complete (recover_interrupted recorded it)
             self._forget_attempt(self.params["backup"], target_path)
+        if row["observed_state"] in ("suspended", "shelved"):  # never undo either (shapes.py)
+            raise Failed(f"the VM is {row['observed_state']}: no backup until it runs or stops")
         guest = link.lookup(row["id"]) or self.files.ensure_defined(row)
         self._settle_earlier_job(guest)
         if self.host_copies is not None:  # an interrupted backup's files on the host

@@ -36,8 +36,8 @@ class Evacuation:
             strategy = row["spec"]["run_strategy"]
             with store.transaction():
                 fresh = store.get_vm_by_id(row["id"])
-                if fresh is None or fresh["host"] != name:
-                    continue
+                if fresh is None or fresh["host"] != name or fresh["observed_state"] == "shelved":
+                    continue  # a shelved VM runs nowhere: its unshelve places it (shapes.py)
                 if strategy == "Always" and fresh["desired_state"] in ("running", "paused"):
                     decision = placement.place(
                         store,

@@ -76,7 +76,10 @@ class VmFiles:
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
         assert plan.seed_iso is not None  # noqa: S101 - narrows the type; plan() always sets it
         cloudinit.write_seed_iso(
-            plan.seed_iso, cloudinit.seed_files(row["id"], row["name"], row["spec"]["cloud_init"])
+            plan.seed_iso,
+            # a rebuild gives a new instance id (vms.instance_id): cloud-init runs again
+            cloudinit.seed_files(row.get("instance_id") or row["id"], row["name"],
+                                 row["spec"]["cloud_init"]),
         )
 
     def ensure_defined(self, row: dict, host: str | None = None) -> Guest:

@@ -68,6 +68,8 @@ class Lifecycle:
                 guest.suspend()
 
     def update(self, op: dict, row: dict) -> None:
+        if row["observed_state"] == "shelved":
+            return  # defined nowhere: its unshelve defines it as the spec says then
         guest = self.files.ensure_defined(row)
         if not guest.is_active():
             self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
@@ -97,11 +99,23 @@ class Lifecycle:
         guest = self._lookup(row)
         if guest is not None and guest.is_active():
             guest.destroy()
+        elif guest is not None:
+            self.discard_save(guest, row, op)
+
+    def discard_save(self, guest: Guest, row: dict, op: dict) -> None:
+        """A suspended VM asked to stop (or shelve, rebuild) forgets its saved memory:
+        the next start boots afresh (libvirt's start --force-boot; Proxmox's stop)."""
+        if guest.has_managed_save():
+            guest.discard_managed_save()
+            self.ctx.store.add_event("save-discarded", "its memory saved at suspend was "
+                                     "discarded; the next start boots afresh", row, op["id"])
 
     def stop(self, op: dict, row: dict) -> None:
         """ACPI shutdown; after the grace period (or when a force-stop is queued), pull the plug."""
         guest = self._lookup(row)
         if guest is None or not guest.is_active():
+            if guest is not None:
+                self.discard_save(guest, row, op)
             return
         grace = row["spec"]["termination_grace_period"]
         deadline = self.ctx.clock() + grace
@@ -168,15 +182,19 @@ class Lifecycle:
             raise Failed(
                 f"a copy of this VM still runs on host {elsewhere}; not starting a second one"
             )
-        # Console probes look only at what this boot prints.
-        console = self.ctx.config.vm_dir(row["id"]) / "console.log"
-        offset = console.stat().st_size if console.exists() else 0
-        self.ctx.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
+        restoring = guest.has_managed_save()  # a suspended VM resumes where it was (shapes.py)
+        if not restoring:  # console probes look only at what this boot prints
+            console = self.ctx.config.vm_dir(row["id"]) / "console.log"
+            offset = console.stat().st_size if console.exists() else 0
+            self.ctx.store.update_vm(row["id"], bump=False, boot_console_offset=offset)
         link = self.ctx.links.get(row["host"])
         if link is not None:
             link.driver.check_ports_free(port_forwards(row))  # taken: fail before QEMU runs
         guest.start()
-        live.record_boot(self.ctx, row)
+        if restoring:  # the saved domain runs as it was saved: what waited for a restart still does
+            self.ctx.store.add_event("resumed", "restored from the memory saved at suspend", row)
+        else:
+            live.record_boot(self.ctx, row)
         try:
             guest.apply_port_forwards(port_forwards(row))
         except Failed:

@@ -35,6 +35,7 @@ from appliance.controller.operations import OperationRunner
 from appliance.controller.pools import PoolController
 from appliance.controller.restore_in_place import InPlaceRestore
 from appliance.controller.runstrategy import RunStrategies
+from appliance.controller.shapes import LifecycleShapes
 from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
 from appliance.notify import Listener, Notifier
@@ -103,6 +104,7 @@ class Controller:
         lifecycle = Lifecycle(self.ctx, self.files, self.vms)
         self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())
+        self.operations.register(LifecycleShapes(self.ctx, self.files, lifecycle).handlers())
         self.backup_schedule = BackupScheduler(store, clock, self._nudge)
         self.operations.register(SnapshotOperations(self.ctx, self.files, lifecycle).handlers())
         self.backups = Backups(self.ctx, self.files)

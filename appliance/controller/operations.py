@@ -50,7 +50,8 @@ class OperationRunner:
         row = self.ctx.store.get_vm_by_id(op["vm_id"])
         if row is None:
             return True  # execute() records the failure
-        needed = op["params"].get("target") if op["kind"] == "move" else row["host"]
+        moves = op["kind"] in ("move", "unshelve")  # an unshelve needs its target
+        needed = (op["params"].get("target") or row["host"]) if moves else row["host"]
         link = self.ctx.links.get(needed)
         # an unknown host fails in the handler, with the reason
         return link is None or link.connected

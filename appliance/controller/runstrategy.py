@@ -20,7 +20,26 @@ def needs_action(row: dict) -> bool:
             and desired == "running"
             and (row["observed_reason"] or "") != "migration"
         )
+        or shape_action(observed, desired) is not None
     )
+
+
+def shape_action(observed: str, desired: str) -> str | None:
+    """What converges a suspended or shelved VM (controller/shapes.py), or a VM
+    asked to become one, when no operation is in flight: a guest that runs but
+    should be saved is saved, a saved one that should run is restored, one that
+    should be shelved is shelved; "forget" for a guest that stopped before its
+    memory was saved. A suspended VM stays suspended whatever its run strategy
+    (it is not stopped: its memory waits on disk)."""
+    if desired == "suspended":
+        if observed in ("running", "paused"):
+            return "suspend"
+        return "forget" if observed in ("stopped", "crashed") else None
+    if observed == "suspended" and desired == "running":
+        return "start"
+    if desired == "shelved" and observed not in ("shelved", "provisioning"):
+        return "shelve"
+    return None
 
 
 class RunStrategies:
@@ -51,7 +70,14 @@ class RunStrategies:
         observed, desired = row["observed_state"], row["desired_state"]
         strategy = row["spec"]["run_strategy"]
         reason = row["observed_reason"] or ""
-        if observed in ("stopped", "crashed") and desired in ("running", "paused"):
+        shape = shape_action(observed, desired)
+        if shape == "forget":
+            self.ctx.store.update_vm(row["id"], desired_state="stopped")
+            self.ctx.store.add_event("stopped", f"the guest stopped ({reason or observed}) "
+                                     "before its memory was saved; it stays stopped", row)
+        elif shape is not None:
+            self.ctx.queue_op(row, shape, f"{shape}: it is {observed} but should be {desired}")
+        elif observed in ("stopped", "crashed") and desired in ("running", "paused"):
             self._restart(row, observed, reason, strategy)
         elif observed in ("running", "paused") and desired == "stopped":
             self.ctx.queue_op(row, "stop", f"stopping: it runs but should be stopped ({strategy})")

@@ -21,6 +21,8 @@ def shown_state(row: dict, state: tuple[str, str] | None) -> tuple[str, str]:
     """(state, reason) to record for a VM whose domain shows `state` (None: no domain)."""
     if state is not None:
         return state
+    if row["observed_state"] == "shelved" or row["desired_state"] == "shelved":
+        return ("shelved", "")  # no domain anywhere, by design (controller/shapes.py)
     return (
         ("provisioning", "")
         if row["observed_state"] == "provisioning"

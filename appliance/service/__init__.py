@@ -12,8 +12,9 @@ operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
 tickets (console tickets), snapshots, backups and backup_targets, restores
-(clones, restores), pools (replica pools). base holds what they share. (The files of VM and host
-directories are appliance/files.py's table, which calls these.)
+(clones, restores), pools (replica pools), shapes (rebuild). base holds what
+they share. (The files of VM and host directories are appliance/files.py's
+table, which calls these.)
 """
 
 from appliance.service.access import Access
@@ -31,6 +32,7 @@ from appliance.service.pools import Pools
 from appliance.service.projects import Projects
 from appliance.service.readiness import Readiness
 from appliance.service.restores import Restores
+from appliance.service.shapes import Rebuilds
 from appliance.service.snapshots import Snapshots
 from appliance.service.state import StateChanges
 from appliance.service.templates import DEFAULT_TEMPLATE
@@ -42,5 +44,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
               Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets,
-              Restores, Pools):
+              Restores, Pools, Rebuilds):
     """Every rule of the appliance, one call per request (the parts: see above)."""

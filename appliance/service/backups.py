@@ -17,6 +17,7 @@ from appliance.model import DesiredState, OpKind
 from appliance.model.backup_policy import effective_policy
 from appliance.model.states import BackupStatus
 from appliance.service.base import ServiceBase
+from appliance.service.shapes import refuse_while_saved
 from appliance.store import Row
 
 BACKUP_FIELDS = frozenset({"target", "full"})
@@ -113,6 +114,7 @@ class Backups(ServiceBase):
             row = self.vm_row(vm)  # a locked VM may still be backed up
             if row["desired_state"] == DesiredState.DELETED:
                 raise Conflict("the VM is being deleted", "name")
+            refuse_while_saved(self._observed(row), "a backup")
             target = default_target(self.store, row, asked)
             if self._pending_op(row, OpKind.BACKUP):
                 raise Conflict("a backup of this VM is already under way", "name")

@@ -15,6 +15,13 @@ from appliance.store import Row
 # A guest in these states moves live; a stopped one moves offline.
 LIVE = (VMState.RUNNING, VMState.PAUSED)
 MAX_BANDWIDTH_MIB_S = 1_000_000
+# Why these cannot move (as Nova refuses to migrate a suspended or shelved server).
+NOT_MOVING: dict[str, str] = {
+    VMState.SUSPENDED: "a suspended VM's memory is saved on its host: resume it (running) and "
+                       "migrate it live, or discard the save (stopped) and move it",
+    VMState.SHELVED: "a shelved VM holds no host: unshelve it (running) and the scheduler "
+                     "places it",
+}
 
 
 def reachable_from_peers(uri: str) -> bool:
@@ -91,7 +98,7 @@ class Migrations(ServiceBase):
                 )
             kind = move_kind(observed, row["desired_state"])
             if kind is None:
-                raise Conflict(f"a {observed} VM cannot move now", "host")
+                raise Conflict(NOT_MOVING.get(observed, f"a {observed} VM cannot move now"), "host")
             if kind == OpKind.MIGRATE:
                 self._check_snapshots_travel(row, target_host)
             elif row["spec"].get("tpm"):
@@ -146,9 +153,13 @@ class Migrations(ServiceBase):
         if busy:
             return f"it has a {busy['kind']} in progress; drain again when it is done"
         observed = self._observed(row)
+        if observed == VMState.SHELVED:
+            return None  # nothing of it runs or is defined here; its unshelve places it
         # A running guest migrates whatever it is asked to become; disks are
         # copied when the target's storage differs.
         kind = OpKind.MIGRATE if observed in LIVE else move_kind(observed, row["desired_state"])
+        if kind is None and observed in NOT_MOVING:
+            return NOT_MOVING[observed]
         if kind is None:
             return f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
         ignore = {host["name"]}

@@ -31,6 +31,7 @@ from appliance.access import caller
 from appliance.errors import Conflict, Invalid
 from appliance.model import ACTIVE_STATES, BackupStatus, DesiredState, OpKind, VMState
 from appliance.service.base import ServiceBase, check_unlocked
+from appliance.service.shapes import refuse_while_saved
 from appliance.service.vms import initial_state
 from appliance.store import Row
 
@@ -103,6 +104,7 @@ class Restores(ServiceBase):
         appliance reads: its host must see the appliance's folders. A host with
         storage of its own can give a stopped VM's files (its driver downloads
         them), not a live copy."""
+        refuse_while_saved(self._observed(source), "a clone")
         active = (self._observed(source) in ACTIVE_STATES
                   or source["desired_state"] in (DesiredState.RUNNING, DesiredState.PAUSED))
         if not active or not source["host"]:

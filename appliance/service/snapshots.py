@@ -15,6 +15,7 @@ from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import OPEN_OP_STATES, DesiredState, OpKind, SnapshotState, VMState
 from appliance.model.values import validate_name
 from appliance.service.base import ServiceBase
+from appliance.service.shapes import refuse_while_saved
 from appliance.service.state import strategy_for
 from appliance.store import Row
 
@@ -92,6 +93,7 @@ class Snapshots(ServiceBase):
                 raise Conflict(f"a VM has at most {MAX_SNAPSHOTS} snapshots; delete one first",
                                "name")
             observed = self._observed(row)
+            refuse_while_saved(observed, "a snapshot")
             if memory and observed not in GUEST_UP:
                 raise Conflict(f"a snapshot with memory needs a running VM; {row['name']} is "
                                f"{observed}", "memory")
@@ -153,6 +155,7 @@ class Snapshots(ServiceBase):
             if snap["state"] != SnapshotState.READY:
                 raise Conflict(f"snapshot {name} is {snap['state']}; only a ready one can be "
                                "reverted to", "snapshot")
+            refuse_while_saved(self._observed(row), "a revert")
             if self._moving(row):
                 raise Conflict("the VM is moving to another host; revert when it is done",
                                "snapshot")

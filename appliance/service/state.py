@@ -1,5 +1,7 @@
-"""Desired states: start, stop, pause, reboot, force-stop; a stopped VM claims
-its vCPUs and memory as it starts (on its host, or where they fit)."""
+"""Desired states: start, stop, pause, reboot, force-stop, suspend, shelve; a
+stopped VM claims its vCPUs and memory as it starts (on its host, or where they
+fit), a suspended one as it resumes (on its host: its memory is saved there),
+a shelved one as it is unshelved (where the scheduler says)."""
 
 from __future__ import annotations
 
@@ -34,8 +36,11 @@ VERB_OPERATION = {
 # The verbs that name a state (a VM already there needs nothing).
 STATE_NAMING_VERBS = (StateVerb.RUNNING, StateVerb.STOPPED, StateVerb.PAUSED,
                       StateVerb.SUSPENDED, StateVerb.SHELVED)
-# Verbs whose handlers are not built yet (issue 14, part E removes this): refused, 409.
-NOT_YET = (StateVerb.SUSPENDED, StateVerb.SHELVED)
+# What a shelved VM takes: unshelve (running), or shelved again (nothing to do).
+SHELVED_VERBS = (StateVerb.RUNNING, StateVerb.SHELVED)
+# Whence a VM shelves (Nova's: active, shut off, paused, suspended; a crashed one too).
+SHELVES_FROM = (VMState.RUNNING, VMState.PAUSED, VMState.STOPPED, VMState.CRASHED,
+                VMState.SUSPENDED, VMState.LOST)
 # Where a pause or a reboot makes sense: the guest runs (or is paused).
 GUEST_UP = (VMState.RUNNING, VMState.PAUSED)
 # A start from these states may (re)claim vCPUs and memory, or move off a lost host.
@@ -85,6 +90,11 @@ class StateChanges(ServiceBase):
             kind = VERB_OPERATION[verb]
             if kind == OpKind.START and observed == VMState.PAUSED:
                 kind = OpKind.RESUME
+            params: dict[str, Any] | None = None
+            if kind == OpKind.START and observed == VMState.SHELVED:
+                kind, params = OpKind.UNSHELVE, self._unshelve_target(row)
+            elif kind == OpKind.START and observed == VMState.SUSPENDED:
+                self._claim_at_resume(row)
             spec = {
                 **row["spec"],
                 "run_strategy": strategy_for(desired, row["spec"]["run_strategy"]),
@@ -102,15 +112,23 @@ class StateChanges(ServiceBase):
             self.store.update_vm(row["id"], expect_generation=row["generation"], **changes)
             row = self.store.get_vm_by_id(row["id"]) or row
             self.store.add_event("state-requested", f"{verb} requested (was {observed})", row)
-            op = self._new_op(row, kind, {"from_host": from_host} if moved else None)
+            if moved:
+                params = {"from_host": from_host}
+            op = self._new_op(row, kind, params)
         self.notify()
         return op
 
     @staticmethod
     def _check_verb(row: Row, verb: StateVerb, observed: str) -> None:
         going_up = row["desired_state"] == DesiredState.RUNNING
-        if verb in NOT_YET:
-            raise Conflict(f"{verb} is not available yet", "state")
+        if observed == VMState.SHELVED and verb not in SHELVED_VERBS:
+            raise Conflict("a shelved VM is off and holds no host; unshelve it with running",
+                           "state")
+        if verb == StateVerb.SUSPENDED and observed not in (*GUEST_UP, VMState.SUSPENDED):
+            raise Conflict(f"a {observed} VM has no memory to save; only a running or paused "
+                           "VM can be suspended", "state")
+        if verb == StateVerb.SHELVED and observed not in (*SHELVES_FROM, VMState.SHELVED):
+            raise Conflict(f"a {observed} VM cannot be shelved now; try when it settles", "state")
         if verb == StateVerb.PAUSED and observed not in GUEST_UP and not going_up:
             raise Conflict(f"a {observed} VM cannot be paused; start it first", "state")
         if verb == StateVerb.REBOOT and observed not in GUEST_UP and not going_up:
@@ -157,3 +175,29 @@ class StateChanges(ServiceBase):
             "scheduled", f"no room on host {row['host']} to start it; " + decision.explain(), row
         )
         return decision.host
+
+    def _unshelve_target(self, row: Row) -> dict[str, Any]:
+        """Unshelve asks the scheduler again, as for a new VM (vCPUs, memory and
+        disk, its group and node selector): 409 with its reasons when no host fits.
+        The operation claims the host chosen until the record follows it."""
+        if self._moving(row) or self._pending_op(row, OpKind.UNSHELVE):
+            raise Conflict("the VM is already being unshelved", "state")
+        decision = self._schedule(row["spec"], row["id"], row["project"])
+        self.store.add_event("scheduled", "unshelving: " + decision.explain(), row)
+        return {"target": decision.host, "from_host": row["host"]}
+
+    def _claim_at_resume(self, row: Row) -> None:
+        """A suspended VM's memory is saved on its host: it resumes there or not at
+        all, when its vCPUs and memory fit there again (409 with the scheduler's
+        reasons, else; a stop discards the save and frees it to start anywhere)."""
+        if placement.claims_cpu_ram(row):
+            return  # held all along (reserve_when_stopped)
+        if not self._host_usable(row["host"]):
+            raise Conflict(f"its memory is saved on host {row['host']}, which cannot run it now; "
+                           "write stopped to discard the save and start it elsewhere", "host")
+        decision = placement.place(self.store, self.config, row["spec"], row["id"], self.clock(),
+                                   only_hosts=frozenset([row["host"]]), disk=False,
+                                   project=row["project"])
+        if decision.host is None:
+            raise Conflict(f"its memory is saved on host {row['host']}, where it no longer "
+                           "fits: " + decision.explain(), "host")

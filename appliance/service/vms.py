@@ -212,6 +212,12 @@ class VMs(Templates):
             active = self._observed(row) in ACTIVE_STATES
             changed = sorted(k for k in new if new[k] != old[k])
             hardware = bool(set(changed) - LIVE_FIELDS - HOTPLUG_FIELDS)
+            suspended_hardware = sorted(set(changed) - LIVE_FIELDS)
+            if self._observed(row) == VMState.SUSPENDED and suspended_hardware:
+                # As Proxmox's hibernated VMs: the saved memory belongs to today's hardware.
+                raise Conflict("the VM is suspended: its saved memory holds the current hardware; "
+                               "resume it (running) or discard the save (stopped) first",
+                               suspended_hardware[0])
             self._check_claim_growth(row, old, new)
             self._check_quota(row["project"], new, old, row["id"])
             self.store.update_vm(
@@ -249,9 +255,8 @@ class VMs(Templates):
             row = self._vm_for_write(name, if_match, allow_deleting=True)
             if row["desired_state"] == DesiredState.DELETED:
                 return self._pending_op(row, OpKind.DELETE) or self._new_op(row, OpKind.DELETE)
-            active = (
-                self._observed(row) in ACTIVE_STATES or row["desired_state"] != DesiredState.STOPPED
-            )
+            active = self._observed(row) in ACTIVE_STATES or row["desired_state"] not in (
+                DesiredState.STOPPED, DesiredState.SUSPENDED, DesiredState.SHELVED)
             if not force and active:
                 raise Conflict("the VM is running; stop it first or delete with force", "state")
             self._supersede(row)

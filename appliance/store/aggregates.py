@@ -12,7 +12,8 @@ from appliance.access.principal import DEFAULT_PROJECT
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
 from appliance.store.base import StoreBase, marks
 
-_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE)]
+# An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
+_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE), str(OpKind.UNSHELVE)]
 _OPEN = [str(s) for s in OPEN_OP_STATES]
 _FINAL = [str(s) for s in FINAL_OP_STATES]
 # A VM's name where several projects' meet (access.principal.qualified_name), in SQL;
@@ -22,10 +23,11 @@ _QUALIFIED = (
 )
 
 
-def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
-    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all.
+def _claims_sums(desired: Sequence[str], observed: Sequence[str], saved: Sequence[str]) -> str:
+    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all
+    (with their memory for those observed in `saved`: a managed save's file).
     Only `?` marks are formatted in; the states are bound (desired, then observed,
-    twice: once for the vCPUs, once for the memory)."""
+    twice: once for the vCPUs, once for the memory; then saved)."""
     claims = (
         f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
         "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
@@ -35,23 +37,29 @@ def _claims_sums(desired: Sequence[str], observed: Sequence[str]) -> str:
        sum(CASE WHEN {claims} THEN json_extract(v.spec, '$.memory') ELSE 0 END),
        sum(coalesce(i.virtual_size, 0)
            + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
-                                 FROM json_each(v.spec, '$.disks') d), 0))"""  # noqa: S608 - ? marks only
+                                 FROM json_each(v.spec, '$.disks') d), 0)
+           + CASE WHEN v.observed_state IN ({marks(saved)})
+                  THEN 1048576 * json_extract(v.spec, '$.memory') ELSE 0 END)"""  # noqa: S608 - ? marks only
 
 
 class Aggregates(StoreBase):
     # -- for placement -------------------------------------------------------
     def claims_by_host(
-        self, desired: Sequence[str], observed: Sequence[str]
+        self, desired: Sequence[str], observed: Sequence[str], unplaced: Sequence[str] = (),
+        saved: Sequence[str] = (),
     ) -> dict[str, list[float]]:
         """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there and
         by those migrating or moving there; a VM claims vCPUs and MiB when its
-        desired state is one of `desired` or its observed one of `observed`."""
-        sums = _claims_sums(desired, observed)
-        states = [*desired, *observed, *desired, *observed]
+        desired state is one of `desired` or its observed one of `observed`; a
+        VM observed in one of `unplaced` (shelved) claims nothing where it is; one
+        observed in `saved` (suspended) claims disk for its memory's save file."""
+        sums = _claims_sums(desired, observed, saved)
+        states = [*desired, *observed, *desired, *observed, *saved]
         placed = (
             f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in
             "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
-            "WHERE v.host IS NOT NULL GROUP BY v.host"
+            f"WHERE v.host IS NOT NULL AND v.observed_state NOT IN ({marks(unplaced)}) "
+            "GROUP BY v.host"
         )
         moving = (
             f"SELECT json_extract(o.params, '$.target'),{sums} "  # noqa: S608 - only ? marks are formatted in
@@ -60,7 +68,8 @@ class Aggregates(StoreBase):
             f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
         )
         out: dict[str, list[float]] = {}
-        for sql, params in ((placed, states), (moving, [*states, *_MOVING_KINDS, *_OPEN])):
+        queries = ((placed, [*states, *unplaced]), (moving, [*states, *_MOVING_KINDS, *_OPEN]))
+        for sql, params in queries:
             for host, cpus, memory, disk in self.db.execute(sql, params):
                 if host is None:
                     continue

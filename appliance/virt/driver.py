@@ -205,6 +205,19 @@ class Guest(abc.ABC):
         size is how much this grew while it was taken)."""
         raise _unsupported("disk allocation")
 
+    # -- suspend to disk (issue 14): libvirt's managed save (libvirt_saves.py); not
+    # abstract, so a driver without it refuses with a reason -----------------------------
+    def managed_save(self) -> None:
+        """Save the guest's memory to the host's disk and end its QEMU (RAM freed);
+        the next start() restores it."""
+        raise _unsupported("suspend")
+
+    def has_managed_save(self) -> bool:
+        return False
+
+    def discard_managed_save(self) -> None:  # noqa: B027 - nothing saved where nothing can be
+        """Drop the save image: the next start boots afresh."""
+
     # -- backups (issue 13): libvirt push backups (libvirt_backups.py); not abstract,
     # so a driver without them refuses with a reason ---------------------------------
     def backup_begin(self, files: dict[str, Path], incremental: str | None,

@@ -28,6 +28,7 @@ from appliance.virt.driver import (
 from appliance.virt.fake_backups import FakeBackupMethods
 from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
 from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
+from appliance.virt.fake_saves import FakeSaveMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -59,6 +60,7 @@ class FakeDomain:
     bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
     allocated: int = 1 << 20  # bytes the writable disks take
     live: dict = dataclasses.field(default_factory=dict)  # running vCPUs/memory (fake_hotplug.py)
+    saved: bool = False  # holds a managed save image (fake_saves.py): shown "suspended"
 
 
 @dataclasses.dataclass
@@ -107,7 +109,8 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, FakeSaveMethods,
+                Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -143,7 +146,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Gues
 
     def state(self) -> tuple[str, str]:
         dom = self._dom()
-        return dom.state, dom.reason
+        return ("suspended", "saved") if dom.saved else (dom.state, dom.reason)
 
     def is_active(self) -> bool:
         return self._dom().state in ("running", "paused")
@@ -151,9 +154,13 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Gues
     def xml(self) -> str:
         return self._dom().xml
 
-    def start(self) -> None:
-        self._set("start", "running", "booted", unless=("running", "paused"))
-        boot(self._dom())
+    def start(self) -> None:  # a managed save is restored, as libvirt's create()
+        restored = self._dom().saved
+        self._set("start", "running", "restored" if restored else "booted",
+                  unless=("running", "paused"))
+        if not restored:  # a restored guest has the vCPUs and memory it was saved with
+            boot(self._dom())
+        self._dom().saved = False
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):
@@ -173,6 +180,9 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Gues
     def undefine(self, with_metadata: bool = False) -> None:
         with self.driver.cloud.lock:
             dom = self._dom()
+            if dom.saved and not with_metadata:  # as libvirt
+                raise DriverError("Refusing to undefine while domain managed save image exists",
+                                  "the domain has a managed save image")
             if dom.snapshots and not with_metadata and dom.state not in ("running", "paused"):
                 raise DriverError(f"cannot delete inactive domain with {len(dom.snapshots)} "
                                   "snapshots", "the domain has snapshots")
@@ -285,7 +295,7 @@ class FakeDriver(FakeCpuMethods, HostDriver):
         with self.cloud.lock:
             host = self.fake_host()
             host.calls.append("list")
-            return {vm_id: Listed(FakeGuest(self, vm_id), dom.state, dom.reason)
+            return {vm_id: Listed(FakeGuest(self, vm_id), *FakeGuest(self, vm_id).state())
                     for vm_id, dom in host.domains.items() if dom.instance_id == instance_id}
 
     def define(self, plan: domain.DomainPlan) -> Guest:

@@ -32,6 +32,7 @@ from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
 from appliance.virt.libvirt_cpu import CpuMethods, repinned_xml
 from appliance.virt.libvirt_hotplug import HotplugMethods
+from appliance.virt.libvirt_saves import SaveMethods, saved_uuids, shown_state
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, SaveMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
@@ -82,7 +83,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, Guest):
 
     @_translated
     def state(self) -> tuple[str, str]:
-        return describe_state(*self.dom.state())
+        return shown_state(self.dom)  # "suspended" for a managed save (libvirt_saves.py)
 
     @_translated
     def is_active(self) -> bool:
@@ -274,6 +275,7 @@ class LibvirtDriver(CpuMethods, HostDriver):
         # One call for every domain and its state (virConnectGetAllDomainStats):
         # no per-domain round trip to libvirtd, whatever the number of domains.
         stats = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        saved = saved_uuids(self.conn)  # one more call: the managed saves (libvirt_saves.py)
         ours: dict[str, Listed] = {}
         present = set()
         for dom, values in stats:
@@ -291,6 +293,8 @@ class LibvirtDriver(CpuMethods, HostDriver):
                 state, reason = describe_state(
                     values.get("state.state", -1), values.get("state.reason", -1)
                 )
+                if state == "stopped" and uuid_ in saved:
+                    state, reason = "suspended", "saved"
                 ours[uuid_] = Listed(LibvirtGuest(self, dom, uuid_), state, reason)
         if len(self._identities) > 2 * len(present) + 100:
             self._identities = {k: v for k, v in self._identities.items() if k in present}

@@ -25,24 +25,32 @@ const setState = (vm, state, after) => act(`${vm.name}: ${state}`, () => api(
 function remove(vm, after) {
   if (!window.confirm(`Delete ${vm.name}?`)) return;
   const params = { wait: "false" };
-  if (vm.state !== "stopped") params.force = "true";
+  if (!["stopped", "suspended", "shelved"].includes(vm.state)) params.force = "true";
   act(`${vm.name}: deleted`, () => api("DELETE", vmPath(vm.name), { params }), after);
 }
 
-// Start, stop, reboot, delete: none for a role that may not (a viewer sees none).
+// What "Start" does from these states (issue 14): resume the saved memory, or place again.
+const START_LABEL = { suspended: "Resume", shelved: "Unshelve" };
+
+// Start, stop, reboot, suspend, shelve, delete: none for a role that may not (a viewer sees none).
 export function vmButtons(vm, me, after) {
   if (!mayChange(me)) return [];
   const button = (text, onclick, name) => el("button", text, { type: "button", "data-action": name, onclick });
   const running = vm.desired_state === "running";
+  const up = vm.state === "running" || vm.state === "paused";
   const buttons = [
-    button("Start", () => setState(vm, "running", after), "start"),
+    button(START_LABEL[vm.state] ?? "Start", () => setState(vm, "running", after), "start"),
     button("Stop", () => setState(vm, "stopped", after), "stop"),
     button("Reboot", () => setState(vm, "reboot", after), "reboot"),
+    button("Suspend", () => setState(vm, "suspended", after), "suspend"),
+    button("Shelve", () => setState(vm, "shelved", after), "shelve"),
     button("Delete", () => remove(vm, after), "delete"),
   ];
   buttons[0].disabled = running && vm.state === "running";
-  buttons[1].disabled = vm.state === "stopped" && !running;
+  buttons[1].disabled = (vm.state === "stopped" && !running) || vm.state === "shelved";
   buttons[2].disabled = vm.state !== "running";
+  buttons[3].disabled = !up;
+  buttons[4].disabled = vm.state === "shelved";
   return buttons;
 }
 

@@ -32,7 +32,8 @@ REASON = "exam running"
 LOCKED = f"locked by alice: {REASON}"
 # A value each writable file of a VM takes (a new writable file needs one here).
 SAMPLES = {"state": "running", "cpus": "2", "memory": "1024", "host": "local",
-           "spec.json": json.dumps({"cpus": 2, "memory": 512}), "lock": "mine now"}
+           "spec.json": json.dumps({"cpus": 2, "memory": 512}), "lock": "mine now",
+           "rebuild": "demo"}
 # The VM's files a write of which changes the VM: all writable ones but the console.
 CHANGES = [file for file in VM_FILES.entries if file.writable and file.write_bytes is None]
 # How each VM route's write is made (a new route under /v1/vms/{name} needs one here).
@@ -41,6 +42,8 @@ ROUTE_WRITES = {
     ("/v1/vms/{name}", "DELETE"): lambda name: [("DELETE", f"/v1/vms/{name}", None)],
     ("/v1/vms/{name}/{file}", "PUT"): lambda name: [
         ("PUT", f"/v1/vms/{name}/{file.name}", SAMPLES[file.name]) for file in CHANGES],
+    # Issue 14: Nova's rebuild action at the rebuild file's path.
+    ("/v1/vms/{name}/{file}", "POST"): lambda name: [("POST", f"/v1/vms/{name}/rebuild", {})],
     ("/v1/vms/{name}/{file}", "DELETE"): lambda name: [
         ("DELETE", f"/v1/vms/{name}/{file.name}", None)
         for file in VM_FILES.entries if file.clear is not None],
@@ -137,6 +140,8 @@ def test_every_write_path_is_allowed_to_the_locker_and_to_admins(api, service, w
     for index, (method, path, body) in enumerate(_writes("web1")):
         name = f"vm{index}"
         _locked_vm(api, service, name)
+        if path.endswith("/rebuild"):  # a rebuild refuses a VM with snapshots (service/shapes.py)
+            service.store.delete_snapshot(f"snap-{name}")
         resp = _send(api, headers, method, path.replace("web1", name), body)
         assert "locked" not in resp.text, (method, path, resp.text)
         assert resp.status_code < 400, (method, path, resp.text)

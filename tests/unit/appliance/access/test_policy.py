@@ -110,7 +110,8 @@ def test_every_table_entry_is_an_action_or_a_file_table():
         assert isinstance(rule, Action) or rule in (policy.VM_FILE_WRITES,
                                                     policy.HOST_FILE_WRITES,
                                                     policy.SNAPSHOT_FILE_WRITES,
-                                                    policy.POOL_FILE_WRITES), template
+                                                    policy.POOL_FILE_WRITES,
+                                                    policy.VM_FILE_ACTIONS), template
 
 
 # -- what the table says, by route family (issue 11's roles) -------------------------------------
