@@ -56,6 +56,7 @@ from appliance.model.fields import (
     says,
     stored_as_value,
 )
+from appliance.model.media import BootOrder, Cdroms, boot_order_field, cdroms_field
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -120,6 +121,8 @@ class Spec(BaseModel):
             "(/v1/vms/NAME/vnc, screen.png); none: no display"))
     backup: BackupPolicy | None = Field(None, description=(
         "scheduled backups and their retention; absent: the project's policy, if any"))
+    cdroms: Cdroms = cdroms_field()  # issue 14 B: install media (model/media.py)
+    boot_order: BootOrder = boot_order_field()
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +178,8 @@ CHECK_ORDER = (
     "reserve_when_stopped",
     "graphics",
     "backup",
+    "cdroms",
+    "boot_order",
 )
 
 

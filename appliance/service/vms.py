@@ -26,6 +26,7 @@ from appliance.model import (
     VMState,
 )
 from appliance.service.base import ServiceBase, lock_of
+from appliance.service.disks import check_disk_changes, check_media
 from appliance.store import Row
 
 # The built-in default template: `mkdir vms/NAME` and a create without image.
@@ -136,6 +137,7 @@ class VMs(ServiceBase):
         now = self.clock()
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
+            check_media(self.store, spec)
             if self.store.vm_exists(spec["name"], self._project()):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
@@ -198,6 +200,8 @@ class VMs(ServiceBase):
                     raise Invalid("cannot change after creation", field)
             if new == old:
                 return self.vm_view(row), None
+            check_media(self.store, new)  # issue 14: ISO images in CD-ROMs only
+            check_disk_changes(self.store, self.config, self.clock(), row, old, new)
             self._check_fixed_ip(new, row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen

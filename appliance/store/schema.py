@@ -368,6 +368,13 @@ def _v8_shapes(db: sqlite_utils.Database) -> None:
     db.table("hosts").add_column("cpu_xml", str)
 
 
+def _v9_disks(db: sqlite_utils.Database) -> None:
+    """Install media (issue 14, part B): an image's kind. "disk" (every image
+    before: a qcow2 a VM's root disk is overlaid on) or "iso" (an ISO 9660 file
+    kept as it came, read-only media for a VM's CD-ROM drives, never a root disk)."""
+    db.table("images").add_column("kind", str, not_null_default="disk")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes]
+    _v7_backups, _v8_shapes, _v9_disks]

@@ -119,8 +119,8 @@ def detect_format(path: str | Path) -> str:
     """"qcow2" or "raw" from the file's own bytes, or Invalid naming what it is."""
     with open(path, "rb") as f:
         head = f.read(PROBE_BYTES)
-        f.seek(32769)
-        iso = f.read(5)
+        f.seek(ISO9660_MAGIC_OFFSET)
+        iso = f.read(len(ISO9660_MAGIC))
     if head.startswith(QCOW2_MAGIC):
         version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else 0
         if version in (2, 3):
@@ -143,6 +143,18 @@ def detect_format(path: str | Path) -> str:
             "not a disk image: no boot sector, partition table or ISO9660 volume", "image"
         )
     return "raw"
+
+
+ISO9660_MAGIC = b"CD001"
+ISO9660_MAGIC_OFFSET = 0x8001  # the first volume descriptor's identifier (sector 16, byte 1)
+
+
+def is_iso9660(path: str | Path) -> bool:
+    """Whether the file is an ISO 9660 volume (a CD/DVD image), by its signature
+    alone; detect_format() still decides that it is nothing else."""
+    with open(path, "rb") as f:
+        f.seek(ISO9660_MAGIC_OFFSET)
+        return f.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
 
 
 def qcow2_header_refusal(path: str | Path) -> str | None:
