@@ -7,6 +7,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
+from appliance.controller import disk_hotplug
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.snapshot_metadata import SnapshotMetadata
@@ -44,6 +45,7 @@ class VmFiles:
             mac=row["mac"],
             seed_iso=vm_dir / "cidata.iso",
             direct_io=self.direct_io,
+            cdrom_files=disk_hotplug.iso_files(self.ctx, row["spec"]),
         )
 
     def storage_of(self, host: str | None) -> str:
@@ -77,12 +79,17 @@ class VmFiles:
             link.driver.ensure_vm_files(
                 plan, image, [(d["name"], d["size"] * MIB) for d in row["spec"]["disks"]]
             )
+            for iso in filter(None, plan.cdrom_files):  # install media, at the same path there
+                link.driver.upload_image(iso)
         else:
             self._ensure_files_here(row, plan)
         # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
         # address.
         link.driver.reserve_address(self.ctx.store, row)
         guest = link.driver.define(plan)
+        if not guest.is_active():  # a running VM's disks change live (disk_hotplug.APPLIERS)
+            disk_hotplug.grow_and_prune_stopped(self.ctx, link, plan, row,
+                                                self.own_storage(link.name))
         # A host whose libvirt lacks the VM's snapshots (a first define there) gets them back.
         self.snapshot_metadata.restore(guest, row["id"])
         return guest

@@ -117,3 +117,7 @@ def _known(row: dict[str, Any]) -> bool:
     """Whether the running spec was recorded (else a restart_required set before
     it was is kept: nothing says what the domain lacks)."""
     return bool(row.get("running_spec"))
+
+
+# The appliers register themselves in APPLIERS (imported last: they import this module).
+from appliance.controller import disk_hotplug  # noqa: E402,F401 - issue 14 B: disks, cdroms

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import defusedxml.ElementTree as DefusedET
 
+from appliance.virt import domain_devices
+
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -37,6 +39,8 @@ class DomainPlan:
     mac: str
     seed_iso: Path | None
     direct_io: bool
+    # each CD-ROM drive's ISO file, from the image store (None: empty); issue 14
+    cdrom_files: list[Path | None] = dataclasses.field(default_factory=list)
 
     @property
     def root_disk(self) -> Path:
@@ -73,6 +77,13 @@ def _disk(
     _sub(disk, "target", dev=target, bus="virtio")
     if readonly:
         _sub(disk, "readonly")
+
+
+def disk_xml(path: Path, target: str, cache: str) -> str:
+    """One writable qcow2 virtio disk, as build() makes them (a hot-plugged data disk)."""
+    holder = ET.Element("devices")
+    _disk(holder, path, "qcow2", target, cache)
+    return ET.tostring(holder[0], encoding="unicode")
 
 
 def build(plan: DomainPlan) -> str:
@@ -155,6 +166,7 @@ def build(plan: DomainPlan) -> str:
     _sub(balloon, "stats", period="5")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+    domain_devices.add_media(domain, devices, spec, plan.cdrom_files)
     ET.indent(domain)
     return ET.tostring(domain, encoding="unicode")
 

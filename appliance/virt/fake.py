@@ -26,6 +26,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.fake_backups import FakeBackupMethods
+from appliance.virt.fake_devices import FakeDeviceMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -56,6 +57,7 @@ class FakeDomain:
     checkpoints: list[str] = dataclasses.field(default_factory=list)  # libvirt's records
     bitmaps: set[str] = dataclasses.field(default_factory=set)  # in the disks (fake_backups.py)
     allocated: int = 1 << 20  # bytes the writable disks take
+    live_devices: dict[str, dict] | None = None  # the running domain's disks (fake_devices.py)
 
 
 @dataclasses.dataclass
@@ -102,7 +104,7 @@ class FakeCloud:
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
 
 
-class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
+class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeDeviceMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -148,6 +150,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, Guest):
 
     def start(self) -> None:
         self._set("start", "running", "booted", unless=("running", "paused"))
+        self._dom().live_devices = None  # a boot plugs what the definition has
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):
@@ -354,6 +357,12 @@ class FakeDriver(HostDriver):
         host.calls.append(f"upload {plan.vm_id} {name}")
         host.volumes.setdefault(plan.vm_id, set()).add(name)
         host.uploads[f"{plan.vm_id}/{name}"] = source.read_bytes()
+
+    def grow_volume(self, plan: domain.DomainPlan, name: str, size_bytes: int) -> None:
+        host = self.fake_host()
+        host.calls.append(f"grow {plan.vm_id} {name}")
+        key = (plan.vm_id, name)
+        host.volume_sizes[key] = max(host.volume_sizes.get(key, 0), size_bytes)
 
     def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
         host = self.fake_host()

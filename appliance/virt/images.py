@@ -321,6 +321,22 @@ def create_blank_bytes(dest: str | Path, size_bytes: int) -> None:
     _run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), str(size_bytes)], "creating a disk")
 
 
+def qcow2_virtual_size(path: str | Path) -> int:
+    """The virtual size a qcow2 header records (bytes 24-31, big-endian): read at
+    every define of a stopped VM, so without starting qemu-img. Our own files only."""
+    with open(path, "rb") as f:
+        header = f.read(32)
+    if not header.startswith(QCOW2_MAGIC) or len(header) < 32:
+        raise Failed(f"{Path(path).name} is not a qcow2 file")
+    return int(struct.unpack(">Q", header[24:32])[0])
+
+
+def grow(path: str | Path, size_bytes: int) -> None:
+    """Grow a stopped VM's qcow2 disk (qemu-img refuses one a running QEMU holds)."""
+    _run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(size_bytes)],
+         "growing a disk")
+
+
 def supports_direct_io(directory: str | Path) -> bool:
     """cache='none' (needed for safe live migration) requires O_DIRECT, which tmpfs lacks."""
     probe = Path(directory) / ".odirect-probe"

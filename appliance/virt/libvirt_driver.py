@@ -30,6 +30,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
+from appliance.virt.libvirt_devices import DeviceMethods
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(SnapshotMethods, BackupMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, DeviceMethods, Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
@@ -384,6 +385,10 @@ class LibvirtDriver(HostDriver):
     @_translated
     def remove_vm_storage(self, vm_id: str) -> None:
         storage.remove_pool(self.conn, storage.vm_pool_name(vm_id))
+
+    @_translated
+    def grow_volume(self, plan: domain.DomainPlan, name: str, size_bytes: int) -> None:
+        storage.grow_volume(self._vm_pool(plan), name, size_bytes)
 
     @_translated
     def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
