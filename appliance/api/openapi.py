@@ -23,6 +23,7 @@ from appliance.api import (
     openapi_backups,
     openapi_cluster,
     openapi_consoles,
+    openapi_disks,
     openapi_projects,
     openapi_vms,
     web,
@@ -44,6 +45,7 @@ SCHEMAS = {
     **openapi_access.SCHEMAS,  # users and tokens
     **openapi_consoles.SCHEMAS,  # TicketCreate, Ticket
     **openapi_backups.SCHEMAS,  # snapshots, backups, targets, restores, clones
+    **openapi_disks.SCHEMAS,  # DiskInfo, Cdrom (issue 14)
 }
 
 PATHS: dict[str, Any] = {
@@ -64,6 +66,7 @@ PATHS: dict[str, Any] = {
     **openapi_access.PATHS,  # /v1/me, /v1/users, /v1/tokens
     **openapi_consoles.PATHS,  # /v1/tickets; the WebSockets .../console and .../vnc
     **openapi_backups.PATHS,  # .../snapshots..., .../clone, .../backups, /v1/backup-targets
+    **openapi_disks.PATHS,  # .../disks..., .../cdroms... (issue 14)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 
