@@ -227,11 +227,14 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        if not (vms or snapshots) and parent != ("hosts",):
+        disks = self.tree.disks.is_disks_parent(parent)  # a data disk (fs/disk_tree.py)
+        if not (vms or snapshots or disks) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "mkdir", path)):
             limits.check_name(path[-1])
-            if vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
+            if disks:
+                await self._run(self.tree.disks.add_disk, path)
+            elif vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
                 await self._run(self.tree.create_vm if vms else self.tree.take_snapshot, path)
             else:
                 self._read(self.tree.stage_host, path[1])
@@ -243,10 +246,13 @@ class ApplianceFS(pyfuse3.Operations):
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        if not (vms or snapshots) and parent != ("hosts",):
+        disks = self.tree.disks.is_disks_parent(parent)
+        if not (vms or snapshots or disks) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "rmdir", path)):
-            if vms or snapshots:
+            if disks:
+                await self._run(self.tree.disks.remove_disk, path)
+            elif vms or snapshots:
                 await self._run(self.tree.delete_vm if vms else self.tree.delete_snapshot, path)
             else:
                 await self._run(self.tree.remove_host, path[1])
