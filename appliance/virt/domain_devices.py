@@ -60,6 +60,8 @@ def add_media(domain: ET.Element, devices: ET.Element, spec: dict,
         ET.SubElement(devices, "controller", {"type": "scsi", "index": "0",
                                               "model": "virtio-scsi"})
     ports = len(spec.get("disks") or []) + OTHER_PCI_DEVICES + SPARE_ROOT_PORTS
+    # q35's root bus first (libvirt numbers controllers without an index in order)
+    ET.SubElement(devices, "controller", {"type": "pci", "index": "0", "model": "pcie-root"})
     for _ in range(ports):
         ET.SubElement(devices, "controller", {"type": "pci", "model": "pcie-root-port"})
     _boot_order(domain, devices, spec.get("boot_order") or ["hd"], cdrom_files)
