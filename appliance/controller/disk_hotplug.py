@@ -190,16 +190,22 @@ def grow_and_prune_stopped(ctx: Context, link: HostLink, plan: domain.DomainPlan
     if own_storage:
         for name, size in wanted.items():
             link.driver.grow_volume(plan, plan.disk_path(name).name, size)
-        return  # the host's pool keeps removed disks until the VM goes (no listing here)
-    for name, size in wanted.items():
-        path = plan.disk_path(name)
-        if path.exists() and images.qcow2_virtual_size(path) < size:
-            images.grow(path, size)
-            ctx.store.add_event("disk-grown", f"disk {name} grown to {size // MIB} MiB", row)
-    for path in plan.vm_dir.glob(f"{DISK_PREFIX}*{DISK_SUFFIX}"):
-        name = _disk_name(str(path), plan.vm_dir)
+        files = link.driver.volume_names(plan)
+    else:
+        for name, size in wanted.items():
+            path = plan.disk_path(name)
+            if path.exists() and images.qcow2_virtual_size(path) < size:
+                images.grow(path, size)
+                ctx.store.add_event("disk-grown", f"disk {name} grown to {size // MIB} MiB", row)
+        files = [path.name for path in plan.vm_dir.glob(f"{DISK_PREFIX}*{DISK_SUFFIX}")]
+    # A removed disk's file goes, so a disk added later under its name starts blank.
+    for file in files:
+        name = _disk_name(str(plan.vm_dir / file), plan.vm_dir)
         if name is not None and name not in wanted:
-            path.unlink(missing_ok=True)
+            if own_storage:
+                link.driver.delete_volumes(plan, file)
+            else:
+                (plan.vm_dir / file).unlink(missing_ok=True)
             ctx.store.add_event("disk-removed", f"disk {name} deleted", row)
 
 

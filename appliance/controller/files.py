@@ -87,7 +87,9 @@ class VmFiles:
         # address.
         link.driver.reserve_address(self.ctx.store, row)
         guest = link.driver.define(plan)
-        if not guest.is_active():  # a running VM's disks change live (disk_hotplug.APPLIERS)
+        # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files
+        # here, on its own host only (another's define is a move's, its source untouched).
+        if (host is None or host == row["host"]) and not guest.is_active():
             disk_hotplug.grow_and_prune_stopped(self.ctx, link, plan, row,
                                                 self.own_storage(link.name))
         # A host whose libvirt lacks the VM's snapshots (a first define there) gets them back.

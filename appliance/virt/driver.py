@@ -334,6 +334,11 @@ class HostDriver(abc.ABC):
     @abc.abstractmethod
     def remove_vm_storage(self, vm_id: str) -> None: ...
 
+    def volume_names(self, plan: DomainPlan) -> list[str]:
+        """The names of the VM's volumes on the host's own storage."""
+        raise DriverError("listing volumes: not supported by this driver",
+                          "listing volumes: not supported on this host")
+
     def grow_volume(self, plan: DomainPlan, name: str, size_bytes: int) -> None:
         """Grow a stopped VM's volume to size_bytes (a larger one is left as it is)."""
         raise DriverError("growing volumes: not supported by this driver",

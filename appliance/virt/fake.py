@@ -26,7 +26,7 @@ from appliance.virt.driver import (
     Unreachable,
 )
 from appliance.virt.fake_backups import FakeBackupMethods
-from appliance.virt.fake_devices import FakeDeviceMethods
+from appliance.virt.fake_devices import FakeDeviceMethods, devices_at_boot
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
 INVENTORY = {
@@ -150,7 +150,8 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeDeviceMethods, Guest
 
     def start(self) -> None:
         self._set("start", "running", "booted", unless=("running", "paused"))
-        self._dom().live_devices = None  # a boot plugs what the definition has
+        dom = self._dom()  # a boot plugs what the definition has
+        dom.live_devices = devices_at_boot(dom.xml)
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):
@@ -357,6 +358,9 @@ class FakeDriver(HostDriver):
         host.calls.append(f"upload {plan.vm_id} {name}")
         host.volumes.setdefault(plan.vm_id, set()).add(name)
         host.uploads[f"{plan.vm_id}/{name}"] = source.read_bytes()
+
+    def volume_names(self, plan: domain.DomainPlan) -> list[str]:
+        return sorted(self.fake_host().volumes.get(plan.vm_id, set()))
 
     def grow_volume(self, plan: domain.DomainPlan, name: str, size_bytes: int) -> None:
         host = self.fake_host()

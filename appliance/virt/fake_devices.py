@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 FAKE_DISK_BYTES = 16 << 20  # a disk whose size the definition does not say
 
 
+def devices_at_boot(xml: str) -> dict[str, dict]:
+    """target -> the live disk, as a boot of this definition plugs them."""
+    return {d.target: {"device": d.device, "file": d.file, "readonly": d.readonly,
+                       "size": FAKE_DISK_BYTES}
+            for d in libvirt_devices.parse_disks(xml)}
+
+
 class FakeDeviceMethods:
     driver: FakeDriver
 
@@ -28,11 +35,8 @@ class FakeDeviceMethods:
         dom = self._dom()
         if dom.state not in ("running", "paused"):
             raise DriverError("the domain is not running", "the domain is not running")
-        if dom.live_devices is None:  # first look since the boot: the definition's
-            dom.live_devices = {
-                d.target: {"device": d.device, "file": d.file, "readonly": d.readonly,
-                           "size": FAKE_DISK_BYTES}
-                for d in libvirt_devices.parse_disks(dom.xml)}
+        if dom.live_devices is None:  # started before this was recorded (a migration's copy)
+            dom.live_devices = devices_at_boot(dom.xml)
         return dom.live_devices
 
     def _call(self, what: str) -> None:

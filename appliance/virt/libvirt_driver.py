@@ -391,6 +391,10 @@ class LibvirtDriver(HostDriver):
         storage.grow_volume(self._vm_pool(plan), name, size_bytes)
 
     @_translated
+    def volume_names(self, plan: domain.DomainPlan) -> list[str]:
+        return [vol.name() for vol in self._vm_pool(plan).listAllVolumes(0)]
+
+    @_translated
     def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
         return storage.delete_volumes(self.conn, storage.vm_pool_name(plan.vm_id), prefix)
 
