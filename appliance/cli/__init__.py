@@ -7,6 +7,7 @@ when it does not).
     access.py   users, tokens, whoami   projects.py  projects and quotas
     consoles.py console, vnc, screenshot (terminal.py: raw mode and the pump)
     backups.py  snapshots, backups, backup targets, restore, clone (progress.py: waiting)
+    disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, backups, consoles, hosts, local, projects, vms
+from appliance.cli import access, backups, consoles, disks, hosts, local, projects, vms
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -37,6 +38,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
     "cancel": vms.cmd_cancel,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
+    **disks.COMMANDS,  # disk, cdrom
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

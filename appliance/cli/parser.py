@@ -7,6 +7,7 @@ import os
 
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
+from appliance.cli.disks import add_disk_commands
 from appliance.cli.output import pair
 from appliance.cli.projects import add_project_commands
 from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
@@ -306,5 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_commands(sub)
     add_project_commands(sub)
     add_backup_commands(sub)
+    add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser
