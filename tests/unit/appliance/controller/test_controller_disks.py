@@ -194,3 +194,15 @@ def test_install_media_are_iso_images_of_the_store_and_never_a_root_disk(
 def test_cdrom_xml_names_only_the_file_it_is_given():
     xml = domain_devices.cdrom_xml(1, None)
     assert "<source" not in xml and 'dev="sdb"' in xml and "<readonly" in xml
+
+
+def test_growth_must_fit_the_vms_host(service, controller, clock):
+    """The scheduler's disk filter on the VM's host, with its reason (the host has 100 GiB)."""
+    _running(service, controller, clock, disks=[{"name": "data", "size": 16}])
+    with pytest.raises(Conflict, match="does not fit on host") as refusal:
+        service.resize_disk("web1", "data", "500G")
+    assert refusal.value.field == "disks"
+    with pytest.raises(Conflict, match="does not fit on host"):
+        service.add_disk("web1", "huge", "500G")
+    assert service.get_vm("web1")["spec"]["disks"] == [{"name": "data", "size": 16}]
+    service.resize_disk("web1", "data", "20G")  # what fits, fits
