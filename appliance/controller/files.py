@@ -124,6 +124,8 @@ class VmFiles:
         self.ctx.store.delete_meta(mirror_key(row["id"], dest.name))
         if self.own_storage(dest.name):
             dest.driver.prepare_incoming_disks(plan, self.writable_disks(row, plan))
+            for iso in filter(None, plan.cdrom_files):  # read-only media: not copied, uploaded
+                dest.driver.upload_image(iso)
         else:
             for path, size in self.writable_disks(row, plan):
                 path.unlink(missing_ok=True)
