@@ -206,3 +206,14 @@ def test_growth_must_fit_the_vms_host(service, controller, clock):
         service.add_disk("web1", "huge", "500G")
     assert service.get_vm("web1")["spec"]["disks"] == [{"name": "data", "size": 16}]
     service.resize_disk("web1", "data", "20G")  # what fits, fits
+
+
+def test_growth_counts_against_the_projects_disk_quota(service, controller, clock):
+    _running(service, controller, clock, disks=[{"name": "data", "size": 16}])
+    service.update_project("default", {"quota": {"disk_gib": 2}})
+    with pytest.raises(Conflict) as refusal:
+        service.resize_disk("web1", "data", "3G")
+    assert refusal.value.field == "quota" and "disk" in refusal.value.reason
+    with pytest.raises(Conflict):
+        service.add_disk("web1", "more", "3G")
+    service.resize_disk("web1", "data", "1G")  # within the quota
