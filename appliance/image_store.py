@@ -34,6 +34,7 @@ from appliance.virt import images
 log = logging.getLogger("vmctl.images")
 
 UPLOAD_PREFIX = ".upload-"
+ISO_KIND, DISK_KIND = "iso", "disk"  # images.kind (store/schema.py _v9_disks)
 CHUNK = 1 << 20
 # Left free on the images file system, for the store, logs and VM disks that grow.
 FREE_SPACE_RESERVE = 256 << 20
@@ -228,6 +229,8 @@ class ImageStore:
         converted = tmp.with_name(tmp.name + ".qcow2")
         try:
             checked = images.check(tmp)
+            if checked["format"] == "raw" and images.is_iso9660(tmp):
+                return self._register_iso(name, tmp, source, checked)
             self._require_room(images.converted_size(tmp, checked["format"]), "image")
             details = images.convert_to_qcow2(tmp, checked["format"], converted)
             dest = self.config.images_dir / f"{name}.qcow2"
@@ -240,4 +243,19 @@ class ImageStore:
         finally:
             tmp.unlink(missing_ok=True)
             converted.unlink(missing_ok=True)
+        return self.store.get_image(name)
+
+    def _register_iso(self, name: str, tmp: Path, source: str, checked: dict) -> dict:
+        """An ISO 9660 image (install media, issue 14) is kept as it came: a guest
+        only reads it, through a read-only CD-ROM drive opened as raw (never
+        probed), so there is no header to strip; converting it would only lose
+        its hybrid boot sectors. Its kind "iso" keeps it out of root disks."""
+        dest = self.config.images_dir / f"{name}.iso"
+        with self.store.transaction():
+            self._refuse_taken(name)
+            os.replace(tmp, dest)
+            os.chmod(dest, 0o644)  # QEMU opens it read-only
+            self.store.insert_image({"name": name, "path": str(dest), "created": self.clock(),
+                                     "source": source, "kind": ISO_KIND, **checked})
+            self.store.add_event("image-imported", f"ISO image {name} imported from {source}")
         return self.store.get_image(name)

@@ -230,12 +230,15 @@ class ApplianceFS(pyfuse3.Operations):
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
         pools = self.tree.is_pools_dir(parent)
-        if not (vms or snapshots or pools) and parent != ("hosts",):
+        disks = self.tree.disks.is_disks_parent(parent)  # a data disk (fs/disk_tree.py)
+        if not (vms or snapshots or pools or disks) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "mkdir", path)):
             limits.check_name(path[-1])
             if pools:  # a pool of 0 replicas (fs/pool_tree.py)
                 await self._run(self.tree.create_pool, path)
+            elif disks:
+                await self._run(self.tree.disks.add_disk, path)
             elif vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
                 await self._run(self.tree.create_vm if vms else self.tree.take_snapshot, path)
             else:
@@ -249,11 +252,14 @@ class ApplianceFS(pyfuse3.Operations):
         path = parent + (os.fsdecode(name),)
         vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
         pools = self.tree.is_pools_dir(parent)
-        if not (vms or snapshots or pools) and parent != ("hosts",):
+        disks = self.tree.disks.is_disks_parent(parent)  # a data disk (fs/disk_tree.py)
+        if not (vms or snapshots or pools or disks) and parent != ("hosts",):
             raise pyfuse3.FUSEError(errno.EACCES)
         with acting_as(await self.guard.allow(ctx, "rmdir", path)):
             if pools:  # the pool and its members
                 await self._run(self.tree.delete_pool, path)
+            elif disks:
+                await self._run(self.tree.disks.remove_disk, path)
             elif vms or snapshots:
                 await self._run(self.tree.delete_vm if vms else self.tree.delete_snapshot, path)
             else:

@@ -9,6 +9,7 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
     vms/NAME/snapshots/, vms/NAME/backups/, backup-targets/   (fs/backup_tree.py)
     pools/NAME/{the files of appliance.pool_files.POOL_FILES}   (fs/pool_tree.py)
+    vms/NAME/disks/, vms/NAME/cdroms/   (fs/disk_tree.py)
 
 vms/, groups/ and events are the caller's project's (the service scopes
 them); projects/P/vms/ is vms/ with the caller acting in P: the methods
@@ -43,6 +44,8 @@ from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_t
 from appliance.service import Service
 from fs import projects
 from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
+from fs.disk_tree import VM_DIRS as DISK_DIRS
+from fs.disk_tree import DiskTree
 from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
 from fs.pool_tree import POOLS, PoolTree
@@ -70,14 +73,23 @@ class Tree:
         self.backups = BackupTree(service, started, clock)
         self.templates = TemplateFiles(service, self.new_files)  # templates/NAME.json
         self.pools = PoolTree(service, started)  # pools/...: fs/pool_tree.py
+        self.disks = DiskTree(service, clock)  # vms/NAME/disks/..., cdroms/...: fs/disk_tree.py
 
     # -- what a path is -------------------------------------------------------------------
     @_in_project
+    def _subtree(self, path: Path) -> PoolTree | DiskTree | BackupTree | None:
+        """The part of the tree with a module of its own that serves `path`, if any."""
+        for subtree in (self.pools, self.disks, self.backups):
+            if subtree.claims(path):
+                return subtree
+        return None
+
     def stat(self, path: Path) -> Node:
         if not path:
             return self._static_dir()
-        if self.backups.claims(path) or self.pools.claims(path):
-            return (self.pools if self.pools.claims(path) else self.backups).stat(path)
+        subtree = self._subtree(path)
+        if subtree is not None:
+            return subtree.stat(path)
         top, depth = path[0], len(path)
         if path == ("events",):
             return _file(self.content(path), self.started, self.clock())
@@ -102,7 +114,7 @@ class Tree:
         path = projects.split(path)[1]
         return (len(path) == 0 or (len(path) == 1 and path[0] in TOP_DIRS)
                 or (len(path) == 2 and path[0] in TABLES) or projects.is_dir(path)
-                or BackupTree.is_dir(path) or PoolTree.is_dir(path))
+                or BackupTree.is_dir(path) or PoolTree.is_dir(path) or DiskTree.is_dir(path))
 
     def _static_dir(self) -> Node:
         return Node(True, created=self.started, changed=self.started)
@@ -191,8 +203,9 @@ class Tree:
         if not path:
             return ([(name, self._static_dir()) for name in TOP_DIRS]
                     + [("events", self.stat(("events",)))])
-        if self.backups.claims(path) or self.pools.claims(path):
-            return (self.pools if self.pools.claims(path) else self.backups).entries(path)
+        subtree = self._subtree(path)
+        if subtree is not None:
+            return subtree.entries(path)
         if not self.stat(path).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         top = path[0]
@@ -220,7 +233,8 @@ class Tree:
             return [(STAGED_HOST_FILE, self.stat((top, name, STAGED_HOST_FILE)))]
         files = [(file.name, self._table_file(file, name, *times, listing=True))
                  for file in TABLES[top].entries]
-        return files + ([(d, Node(True, created=times[0], changed=times[1])) for d in VM_DIRS]
+        return files + ([(d, Node(True, created=times[0], changed=times[1]))
+                         for d in VM_DIRS + DISK_DIRS]
                         if top == "vms" else [])
 
     def _list_hosts(self) -> list[tuple[str, Node]]:
@@ -243,8 +257,9 @@ class Tree:
     @_in_project
     def content(self, path: Path) -> bytes:
         top, name = path[0], path[1] if len(path) > 1 else ""
-        if self.backups.claims(path) or self.pools.claims(path):
-            return (self.pools if self.pools.claims(path) else self.backups).content(path)
+        subtree = self._subtree(path)
+        if subtree is not None:
+            return subtree.content(path)
         if path == ("events",):
             text = events_text(self.service.list_events())
         elif top == projects.PROJECTS:
@@ -306,10 +321,11 @@ class Tree:
     @_in_project
     def write(self, path: Path, text: str) -> None:
         top = path[0]
-        if self.backups.claims(path):  # a snapshot's action: a revert
-            self._wait(self.backups.write(path, text).operations)
-        elif self.pools.claims(path):  # recorded; the pool controller converges
+        if self.pools.claims(path):  # recorded; the pool controller converges
             self.pools.write(path, text)
+        elif self.backups.claims(path) or self.disks.claims(path):  # a revert, a disk, a CD-ROM
+            subtree = self.disks if self.disks.claims(path) else self.backups
+            self._wait(subtree.write(path, text).operations)
         elif top in TABLES and len(path) == 3:
             if top == "hosts" and self._host(path[1]) is None:
                 self._add_staged_host(path[1], text)

@@ -35,6 +35,8 @@ PACKAGES=(
     dnsmasq-base
     # packaging/build-demo-image.sh: bootable FAT disk + initramfs
     syslinux syslinux-common mtools dosfstools cpio
+    # tests/integration/test_disks_live.py: a bootable ISO (isolinux) made at test time
+    xorriso isolinux
     # the project's virtualenv
     python3-venv
     # libvirt-python and pyfuse3 compile against the Python headers

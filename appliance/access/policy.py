@@ -90,6 +90,16 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "GET"): Action.READ,
     ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT"): SNAPSHOT_FILE_WRITES,
     ("/v1/vms/{name}/clone", "POST"): Action.VM_CHANGE,
+    # data disks and CD-ROM media (issue 14): grown, added, removed, changed live
+    ("/v1/vms/{name}/disks", "GET"): Action.READ,
+    ("/v1/vms/{name}/disks/{disk}", "GET"): Action.READ,
+    ("/v1/vms/{name}/disks/{disk}", "PUT"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/disks/{disk}", "DELETE"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/disks/{disk}/size", "GET"): Action.READ,
+    ("/v1/vms/{name}/disks/{disk}/size", "PUT"): Action.VM_CHANGE,
+    ("/v1/vms/{name}/cdroms", "GET"): Action.READ,
+    ("/v1/vms/{name}/cdroms/{index}", "GET"): Action.READ,
+    ("/v1/vms/{name}/cdroms/{index}", "PUT"): Action.VM_CHANGE,
     ("/v1/vms/{name}/backups", "GET"): Action.READ,
     ("/v1/vms/{name}/backups", "POST"): Action.VM_CHANGE,
     ("/v1/backups", "GET"): Action.READ,
@@ -170,6 +180,9 @@ WEBSOCKET_INPUT = Action.CONSOLE_INPUT
 # A VM's snapshots directory, as the mount's policy names it: vms/NAME/snapshots/S... is
 # decided as if SNAPSHOTS_DIR were a top directory holding S.
 SNAPSHOTS_DIR = "vms/NAME/snapshots"
+# A VM's disks and CD-ROM drives (issue 14), the same way: vms/NAME/disks/D/size is
+# (DISKS_DIR, D, "size"), vms/NAME/cdroms/N is (CDROMS_DIR, N).
+DISKS_DIR, CDROMS_DIR = "vms/NAME/disks", "vms/NAME/cdroms"
 # The mount: what each change of the tree takes, by (top directory, verb). A write
 # (or truncate) of a file goes by the file tables above; reading anything is READ;
 # a verb or a directory with no entry is refused to everyone (EACCES).
@@ -197,6 +210,11 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("pools", "mkdir"): Action.VM_CHANGE,  # mkdir pools/NAME: a pool of 0 replicas
     ("pools", "rmdir"): Action.VM_CHANGE,  # deletes it and its members
     ("pools", "write"): POOL_FILE_WRITES,  # pools/NAME/FILE
+    # vms/NAME/disks/D: mkdir adds a disk, rmdir removes it, D/size grows it
+    (DISKS_DIR, "mkdir"): Action.VM_CHANGE,
+    (DISKS_DIR, "rmdir"): Action.VM_CHANGE,
+    (DISKS_DIR, "write"): {"size": Action.VM_CHANGE},
+    (CDROMS_DIR, "write"): Action.VM_CHANGE,  # vms/NAME/cdroms/N: insert or eject
 }
 MOUNT_VERBS = ("read", "mkdir", "rmdir", "rename", "create", "write", "unlink")
 
@@ -210,6 +228,8 @@ def mount_action(path: tuple[str, ...], verb: str) -> Action | None:
         path = path[2:]
     if len(path) >= 4 and path[0] == "vms" and path[2] == "snapshots":
         path = (SNAPSHOTS_DIR, *path[3:])
+    if len(path) >= 4 and path[0] == "vms" and path[2] in ("disks", "cdroms"):
+        path = (DISKS_DIR if path[2] == "disks" else CDROMS_DIR, *path[3:])
     rule = MOUNT_CHANGES.get((path[0] if path else "", verb))
     if isinstance(rule, Action):  # a name in the top directory: vms/NAME, groups/NAME.json
         return rule if len(path) == 2 else None

@@ -13,6 +13,7 @@ from appliance.access.audit import Audit
 from appliance.api import (
     access,
     backups,
+    disks,
     error_shape,
     openapi,
     pools,
@@ -74,6 +75,12 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/v1/vms/{name}/snapshots/{snapshot}/revert", vm_snapshots, suffix="revert")
     route("/v1/vms/{name}/snapshots/{snapshot}/{file}", snapshots.SnapshotFile(service))
     route("/v1/vms/{name}/clone", snapshots.Clone(service))
+    vm_disks, vm_cdroms = disks.Disks(service), disks.Cdroms(service)  # issue 14: live disks
+    route("/v1/vms/{name}/disks", vm_disks)
+    route("/v1/vms/{name}/disks/{disk}", vm_disks, suffix="item")
+    route("/v1/vms/{name}/disks/{disk}/size", vm_disks, suffix="size")
+    route("/v1/vms/{name}/cdroms", vm_cdroms)
+    route("/v1/vms/{name}/cdroms/{index}", vm_cdroms, suffix="item")
     route("/v1/vms/{name}/backups", backups.VMBackups(service))
     all_backups = backups.Backups(service)
     route("/v1/backups", all_backups)

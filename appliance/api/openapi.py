@@ -24,6 +24,7 @@ from appliance.api import (
     openapi_backups,
     openapi_cluster,
     openapi_consoles,
+    openapi_disks,
     openapi_pools,
     openapi_projects,
     openapi_shapes,
@@ -51,6 +52,7 @@ SCHEMAS = {
     **openapi_templates.SCHEMAS,  # Template, TemplateCreate, TemplateChange
     **openapi_pools.SCHEMAS,  # Pool, PoolStatus, PoolCreate, PoolUpdate
     **openapi_shapes.SCHEMAS,  # Rebuild (issue 14)
+    **openapi_disks.SCHEMAS,  # DiskInfo, Cdrom (issue 14)
 }
 
 PATHS: dict[str, Any] = {
@@ -74,6 +76,7 @@ PATHS: dict[str, Any] = {
     **openapi_templates.PATHS,  # /v1/templates, /v1/templates/{name}
     **openapi_pools.PATHS,  # /v1/pools, /v1/pools/{name}, /v1/pools/{name}/{file}
     **openapi_shapes.PATHS,  # .../rebuild (issue 14)
+    **openapi_disks.PATHS,  # .../disks..., .../cdroms... (issue 14)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 

@@ -24,7 +24,10 @@ SCHEMAS = {
         "type": "object",
         "properties": {"name": string(), "path": string(), "format": string(),
                        "virtual_size": integer(), "actual_size": integer(),
-                       "created": number(), "source": string()},
+                       "created": number(), "source": string(),
+                       "kind": string(enum=["disk", "iso"], description=(
+                           "disk: a qcow2 a VM's root disk is made from; iso: an ISO 9660 "
+                           "file kept as uploaded, for CD-ROM drives (cdroms) only"))},
     },
     "HostSettings": {
         "type": "object",

@@ -8,6 +8,7 @@ when it does not).
     templates.py  templates (create, list, get, delete)
     consoles.py console, vnc, screenshot (terminal.py: raw mode and the pump)
     backups.py  snapshots, backups, backup targets, restore, clone (progress.py: waiting)
+    disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
     pools.py    replica pools
 """
@@ -17,7 +18,18 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from appliance.cli import access, backups, consoles, hosts, local, pools, projects, templates, vms
+from appliance.cli import (
+    access,
+    backups,
+    consoles,
+    disks,
+    hosts,
+    local,
+    pools,
+    projects,
+    templates,
+    vms,
+)
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -41,6 +53,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "set": vms.cmd_set,
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
+    **disks.COMMANDS,  # disk, cdrom
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

@@ -7,6 +7,7 @@ import os
 
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
+from appliance.cli.disks import add_disk_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
@@ -351,5 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_backup_commands(sub)
     add_template_commands(sub)
     add_pool_commands(sub)
+    add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
-from appliance.controller import cpu_pinning
+from appliance.controller import cpu_pinning, disk_hotplug
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.firmware_files import copy_nvram
@@ -47,6 +47,7 @@ class VmFiles:
             mac=row["mac"],
             seed_iso=vm_dir / "cidata.iso",
             direct_io=self.direct_io,
+            cdrom_files=disk_hotplug.iso_files(self.ctx, row["spec"]),
         )
 
     def _with_maxima(self, row: dict) -> dict:
@@ -93,12 +94,19 @@ class VmFiles:
             link.driver.ensure_vm_files(
                 plan, image, [(d["name"], d["size"] * MIB) for d in row["spec"]["disks"]]
             )
+            for iso in filter(None, plan.cdrom_files):  # install media, at the same path there
+                link.driver.upload_image(iso)
         else:
             self._ensure_files_here(row, plan)
         # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
         # address.
         link.driver.reserve_address(self.ctx.store, row)
         guest = link.driver.define(plan)
+        # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files
+        # here, on its own host only (another's define is a move's, its source untouched).
+        if (host is None or host == row["host"]) and not guest.is_active():
+            disk_hotplug.grow_and_prune_stopped(self.ctx, link, plan, row,
+                                                self.own_storage(link.name))
         # A host whose libvirt lacks the VM's snapshots (a first define there) gets them back.
         self.snapshot_metadata.restore(guest, row["id"])
         return guest
@@ -131,6 +139,8 @@ class VmFiles:
         self.ctx.store.delete_meta(mirror_key(row["id"], dest.name))
         if self.own_storage(dest.name):
             dest.driver.prepare_incoming_disks(plan, self.writable_disks(row, plan))
+            for iso in filter(None, plan.cdrom_files):  # read-only media: not copied, uploaded
+                dest.driver.upload_image(iso)
         else:
             for path, size in self.writable_disks(row, plan):
                 path.unlink(missing_ok=True)

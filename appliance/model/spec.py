@@ -67,6 +67,7 @@ from appliance.model.firmware import (
     XmlPatches,
 )
 from appliance.model.hotplug import HOTPLUG_FACTOR
+from appliance.model.media import BootOrder, Cdroms, boot_order_field, cdroms_field
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -154,6 +155,8 @@ class Spec(BaseModel):
             "(OVMF with Secure Boot and Microsoft's keys; needs machine q35)"))
     tpm: Flag = Field(False, description="a virtual TPM 2.0 (swtpm), for guests that need one")
     xml_patches: XmlPatches = Field(default_factory=list)
+    cdroms: Cdroms = cdroms_field()  # issue 14 B: install media (model/media.py)
+    boot_order: BootOrder = boot_order_field()
 
     @model_validator(mode="before")
     @classmethod
@@ -247,6 +250,8 @@ CHECK_ORDER = (
     "firmware",
     "tpm",
     "xml_patches",
+    "cdroms",
+    "boot_order",
 )
 
 

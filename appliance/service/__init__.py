@@ -12,7 +12,8 @@ operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
 tickets (console tickets), snapshots, backups and backup_targets, restores
-(clones, restores), pools (replica pools), shapes (rebuild). base holds what
+(clones, restores), pools (replica pools), shapes (rebuild),
+disks (data disks and CD-ROM drives one at a time). base holds what
 they share. (The files of VM and host directories are appliance/files.py's
 table, which calls these.)
 """
@@ -22,6 +23,7 @@ from appliance.service.backup_targets import BackupTargets
 from appliance.service.backups import Backups
 from appliance.service.base import is_ready, observed_state
 from appliance.service.consoles import Consoles
+from appliance.service.disks import Disks
 from appliance.service.groups import Groups
 from appliance.service.hosts import Hosts
 from appliance.service.images import Images
@@ -44,5 +46,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
               Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets,
-              Restores, Pools, Rebuilds):
+              Restores, Pools, Rebuilds, Disks):
     """Every rule of the appliance, one call per request (the parts: see above)."""

@@ -25,6 +25,7 @@ from appliance.model import (
 from appliance.model.hotplug import pending_fields, restart_message
 from appliance.service import raw_xml
 from appliance.service.base import lock_of
+from appliance.service.disks import check_disk_changes, check_media
 from appliance.service.templates import Templates
 from appliance.store import Row
 
@@ -133,6 +134,7 @@ class VMs(Templates):
         patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
+            check_media(self.store, spec)
             if self.store.vm_exists(spec["name"], self._project()):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
             self._check_fixed_ip(spec, vm_id)
@@ -199,6 +201,8 @@ class VMs(Templates):
                     raise Invalid("cannot change after creation", field)
             if new == old:
                 return self.vm_view(row), None
+            check_media(self.store, new)  # issue 14: ISO images in CD-ROMs only
+            check_disk_changes(self.store, self.config, self.clock(), row, old, new)
             patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
             self._check_fixed_ip(new, row["id"])
             netrules.check_forward_ports(

@@ -379,6 +379,8 @@ def _v9_cpu(db: sqlite_utils.Database) -> None:
     db.table("hosts").add_column("cpu_dedicated_set", str)
     db.table("hosts").add_column("cpu_warning", str)
     db.table("vms").add_column("pinned_cpus", str)
+
+
 def _v10_pools(db: sqlite_utils.Database) -> None:
     """Replica pools (issue 14, part D): what the controller does to the pool
     now, recorded before it acts, so that a restarted controller carries on.
@@ -392,6 +394,13 @@ def _v10_pools(db: sqlite_utils.Database) -> None:
     pools.add_column("message", str)
 
 
+def _v11_disks(db: sqlite_utils.Database) -> None:
+    """Install media (issue 14, part B): an image's kind. "disk" (every image
+    before: a qcow2 a VM's root disk is overlaid on) or "iso" (an ISO 9660 file
+    kept as it came, read-only media for a VM's CD-ROM drives, never a root disk)."""
+    db.table("images").add_column("kind", str, not_null_default="disk")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools]
+    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks]

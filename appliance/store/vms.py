@@ -116,14 +116,17 @@ class VMRecords(StoreBase):
         return [qualified_name(p, n) for p, n in rows]
 
     def vm_names_using_image(self, image: str) -> list[str]:
-        """Every project's VMs made from an image (images are shared), as PROJECT/NAME
+        """Every project's VMs made from an image or holding it in a CD-ROM drive (images
+        are shared), as PROJECT/NAME
         outside the default project."""
         return [
             qualified_name(p, n)
             for p, n in self.db.execute(
                 "SELECT project, name FROM vms WHERE json_extract(spec, '$.image') = ? "
+                # an ISO in a CD-ROM drive is in use too (issue 14)
+                "OR EXISTS (SELECT 1 FROM json_each(spec, '$.cdroms') WHERE value = ?) "
                 "ORDER BY project != ?, project, name",
-                [image, DEFAULT_PROJECT],
+                [image, image, DEFAULT_PROJECT],
             )
         ]
 

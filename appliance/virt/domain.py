@@ -14,7 +14,7 @@ from pathlib import Path
 import defusedxml.ElementTree as DefusedET
 
 from appliance.model.hotplug import MEMORY_BLOCK_MIB
-from appliance.virt import cpu_xml, firmware, xml_patches
+from appliance.virt import cpu_xml, domain_devices, firmware, xml_patches
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
@@ -46,6 +46,8 @@ class DomainPlan:
     cluster_cpu: str | None = None
     pinned_cpus: tuple[int, ...] | None = None
     shared_cpus: tuple[int, ...] | None = None
+    # each CD-ROM drive's ISO file, from the image store (None: empty); issue 14
+    cdrom_files: list[Path | None] = dataclasses.field(default_factory=list)
 
     @property
     def root_disk(self) -> Path:
@@ -82,6 +84,13 @@ def _disk(
     _sub(disk, "target", dev=target, bus="virtio")
     if readonly:
         _sub(disk, "readonly")
+
+
+def disk_xml(path: Path, target: str, cache: str) -> str:
+    """One writable qcow2 virtio disk, as build() makes them (a hot-plugged data disk)."""
+    holder = ET.Element("devices")
+    _disk(holder, path, "qcow2", target, cache)
+    return ET.tostring(holder[0], encoding="unicode")
 
 
 def build(plan: DomainPlan) -> str:
@@ -169,6 +178,7 @@ def build(plan: DomainPlan) -> str:
     _sub(rng, "backend", "/dev/urandom", model="random")
     firmware.add(domain, plan.vm_dir, spec)  # part G: UEFI, its NVRAM, SMM, the TPM
     _live_shape(domain, devices, spec)
+    domain_devices.add_media(domain, devices, spec, plan.cdrom_files)
     ET.indent(domain)
     # an admin's patches, last (virt/xml_patches.py; PatchError if one cannot apply)
     return xml_patches.apply(ET.tostring(domain, encoding="unicode"), spec.get("xml_patches", []))

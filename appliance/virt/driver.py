@@ -62,6 +62,16 @@ def _unsupported(what: str) -> DriverError:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiskDevice:
+    """A disk or CD-ROM of a running domain (its live XML): issue 14's hotplug."""
+
+    target: str  # vda, sda...
+    device: str  # "disk" or "cdrom"
+    file: str | None  # None: an empty CD-ROM drive
+    readonly: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class MigrationRequest:
     dest_uri: str
     address: str | None = None  # the target's migration address (tcp://ADDRESS), if it has one
@@ -217,6 +227,30 @@ class Guest(abc.ABC):
 
     def discard_managed_save(self) -> None:  # noqa: B027 - nothing saved where nothing can be
         """Drop the save image: the next start boots afresh."""
+    # -- disks and media of a running domain (issue 14: libvirt_devices.py, fake_devices.py);
+    # not abstract, so a driver without them makes the change wait for a restart ------------
+    def disk_devices(self) -> list[DiskDevice]:
+        """The running domain's disks and CD-ROM drives (its live XML)."""
+        raise _unsupported("disk hotplug")
+
+    def attach_device(self, xml: str) -> None:
+        raise _unsupported("disk hotplug")
+
+    def update_device(self, xml: str) -> None:
+        """Change a device in place (a CD-ROM's media)."""
+        raise _unsupported("changing media")
+
+    def detach_disk(self, xml: str, target: str) -> bool:
+        """Ask the guest to release the disk; True once the domain no longer has it."""
+        raise _unsupported("disk hotplug")
+
+    def block_resize(self, target: str, size_bytes: int) -> None:
+        """Grow a disk of the running domain (never shrink it)."""
+        raise _unsupported("disk resize")
+
+    def block_capacity(self, target: str) -> int:
+        """A disk's size in bytes, as the running domain has it."""
+        raise _unsupported("disk resize")
 
     # -- backups (issue 13): libvirt push backups (libvirt_backups.py); not abstract,
     # so a driver without them refuses with a reason ---------------------------------
@@ -352,6 +386,16 @@ class HostDriver(abc.ABC):
 
     @abc.abstractmethod
     def remove_vm_storage(self, vm_id: str) -> None: ...
+
+    def volume_names(self, plan: DomainPlan) -> list[str]:
+        """The names of the VM's volumes on the host's own storage."""
+        raise DriverError("listing volumes: not supported by this driver",
+                          "listing volumes: not supported on this host")
+
+    def grow_volume(self, plan: DomainPlan, name: str, size_bytes: int) -> None:
+        """Grow a stopped VM's volume to size_bytes (a larger one is left as it is)."""
+        raise DriverError("growing volumes: not supported by this driver",
+                          "growing disks: not supported on this host")
 
     def delete_volumes(self, plan: DomainPlan, prefix: str) -> list[str]:
         """The VM's volumes whose names start with `prefix` deleted (the host's

@@ -27,6 +27,7 @@ from appliance.virt.driver import (
 )
 from appliance.virt.fake_backups import FakeBackupMethods
 from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
+from appliance.virt.fake_devices import FakeDeviceMethods, devices_at_boot
 from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
 from appliance.virt.fake_saves import FakeSaveMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
@@ -61,6 +62,7 @@ class FakeDomain:
     allocated: int = 1 << 20  # bytes the writable disks take
     live: dict = dataclasses.field(default_factory=dict)  # running vCPUs/memory (fake_hotplug.py)
     saved: bool = False  # holds a managed save image (fake_saves.py): shown "suspended"
+    live_devices: dict[str, dict] | None = None  # the running domain's disks (fake_devices.py)
 
 
 @dataclasses.dataclass
@@ -110,7 +112,7 @@ class FakeCloud:
 
 
 class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, FakeSaveMethods,
-                Guest):
+                FakeDeviceMethods, Guest):
     def __init__(self, driver: FakeDriver, vm_id: str):
         self.driver = driver
         self.uuid = vm_id
@@ -155,12 +157,14 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
         return self._dom().xml
 
     def start(self) -> None:  # a managed save is restored, as libvirt's create()
-        restored = self._dom().saved
+        dom = self._dom()
+        restored = dom.saved
         self._set("start", "running", "restored" if restored else "booted",
                   unless=("running", "paused"))
-        if not restored:  # a restored guest has the vCPUs and memory it was saved with
-            boot(self._dom())
-        self._dom().saved = False
+        if not restored:  # a restored guest has the vCPUs, memory and devices it was saved with
+            boot(dom)
+            dom.live_devices = devices_at_boot(dom.xml)  # a boot plugs what the definition has
+        dom.saved = False
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is
         if self._dom().state not in ("running", "paused"):
@@ -373,6 +377,15 @@ class FakeDriver(FakeCpuMethods, HostDriver):
         host.calls.append(f"upload {plan.vm_id} {name}")
         host.volumes.setdefault(plan.vm_id, set()).add(name)
         host.uploads[f"{plan.vm_id}/{name}"] = source.read_bytes()
+
+    def volume_names(self, plan: domain.DomainPlan) -> list[str]:
+        return sorted(self.fake_host().volumes.get(plan.vm_id, set()))
+
+    def grow_volume(self, plan: domain.DomainPlan, name: str, size_bytes: int) -> None:
+        host = self.fake_host()
+        host.calls.append(f"grow {plan.vm_id} {name}")
+        key = (plan.vm_id, name)
+        host.volume_sizes[key] = max(host.volume_sizes.get(key, 0), size_bytes)
 
     def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:
         host = self.fake_host()

@@ -119,8 +119,8 @@ def detect_format(path: str | Path) -> str:
     """"qcow2" or "raw" from the file's own bytes, or Invalid naming what it is."""
     with open(path, "rb") as f:
         head = f.read(PROBE_BYTES)
-        f.seek(32769)
-        iso = f.read(5)
+        f.seek(ISO9660_MAGIC_OFFSET)
+        iso = f.read(len(ISO9660_MAGIC))
     if head.startswith(QCOW2_MAGIC):
         version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else 0
         if version in (2, 3):
@@ -143,6 +143,18 @@ def detect_format(path: str | Path) -> str:
             "not a disk image: no boot sector, partition table or ISO9660 volume", "image"
         )
     return "raw"
+
+
+ISO9660_MAGIC = b"CD001"
+ISO9660_MAGIC_OFFSET = 0x8001  # the first volume descriptor's identifier (sector 16, byte 1)
+
+
+def is_iso9660(path: str | Path) -> bool:
+    """Whether the file is an ISO 9660 volume (a CD/DVD image), by its signature
+    alone; detect_format() still decides that it is nothing else."""
+    with open(path, "rb") as f:
+        f.seek(ISO9660_MAGIC_OFFSET)
+        return f.read(len(ISO9660_MAGIC)) == ISO9660_MAGIC
 
 
 def qcow2_header_refusal(path: str | Path) -> str | None:
@@ -307,6 +319,22 @@ def create_blank(dest: str | Path, size_mib: int) -> None:
 
 def create_blank_bytes(dest: str | Path, size_bytes: int) -> None:
     _run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), str(size_bytes)], "creating a disk")
+
+
+def qcow2_virtual_size(path: str | Path) -> int:
+    """The virtual size a qcow2 header records (bytes 24-31, big-endian): read at
+    every define of a stopped VM, so without starting qemu-img. Our own files only."""
+    with open(path, "rb") as f:
+        header = f.read(32)
+    if not header.startswith(QCOW2_MAGIC) or len(header) < 32:
+        raise Failed(f"{Path(path).name} is not a qcow2 file")
+    return int(struct.unpack(">Q", header[24:32])[0])
+
+
+def grow(path: str | Path, size_bytes: int) -> None:
+    """Grow a stopped VM's qcow2 disk (qemu-img refuses one a running QEMU holds)."""
+    _run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(size_bytes)],
+         "growing a disk")
 
 
 def supports_direct_io(directory: str | Path) -> bool:

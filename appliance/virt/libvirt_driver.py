@@ -31,6 +31,7 @@ from appliance.virt.driver import (
 from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
 from appliance.virt.libvirt_cpu import CpuMethods, repinned_xml
+from appliance.virt.libvirt_devices import DeviceMethods
 from appliance.virt.libvirt_hotplug import HotplugMethods
 from appliance.virt.libvirt_saves import SaveMethods, saved_uuids, shown_state
 from appliance.virt.libvirt_snapshots import SnapshotMethods
@@ -65,7 +66,8 @@ def _translated(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, SaveMethods, Guest):
+class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, SaveMethods, DeviceMethods,
+                   Guest):
     def __init__(self, driver: LibvirtDriver, dom: libvirt.virDomain, vm_id: str | None = None):
         self.driver = driver
         self.dom = dom
@@ -392,6 +394,14 @@ class LibvirtDriver(CpuMethods, HostDriver):
     @_translated
     def remove_vm_storage(self, vm_id: str) -> None:
         storage.remove_pool(self.conn, storage.vm_pool_name(vm_id))
+
+    @_translated
+    def grow_volume(self, plan: domain.DomainPlan, name: str, size_bytes: int) -> None:
+        storage.grow_volume(self._vm_pool(plan), name, size_bytes)
+
+    @_translated
+    def volume_names(self, plan: domain.DomainPlan) -> list[str]:
+        return [vol.name() for vol in self._vm_pool(plan).listAllVolumes(0)]
 
     @_translated
     def delete_volumes(self, plan: domain.DomainPlan, prefix: str) -> list[str]:

@@ -92,6 +92,14 @@ def create_volume(pool: libvirt.virStoragePool, name: str, capacity: int, fmt: s
     return pool.createXML(_volume_xml(name, capacity, fmt, backing), 0)
 
 
+def grow_volume(pool: libvirt.virStoragePool, name: str, capacity: int) -> None:
+    """A volume of a stopped VM grown to `capacity` bytes (qemu-img resize on the host;
+    never shrunk: a larger one is left as it is). A missing volume is made by ensure_vm_files."""
+    vol = lookup(pool, name)
+    if vol is not None and vol.info()[1] < capacity:
+        vol.resize(capacity, 0)
+
+
 def upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, source: Path,
            replace: bool = False) -> libvirt.virStorageVol:
     """Copy a local file into a raw volume on the host (byte for byte, whatever its format)."""

@@ -53,7 +53,7 @@ def test_top_level_tree(mount):
 
 def test_vm_directory_has_the_files_of_rest(mount):
     vm = mount.mkvm("web1")
-    assert os.listdir(vm) == [*VM_FILES, "snapshots", "backups"]  # the directories: test_fs_backups.py
+    assert os.listdir(vm) == [*VM_FILES, "snapshots", "backups", "disks", "cdroms"]  # test_fs_backups.py, test_fs_disks.py
     for file in VM_FILES:
         if file not in ("console", "screen.png"):  # a log; a screenshot (test_fs_consoles.py)
             assert (vm / file).read_text() == VM_FILES.read(mount.service, "web1", file), file
@@ -334,7 +334,7 @@ def test_read_only_files_refuse_writes_with_eacces(mount):
         result = mount.sh(command)
         assert result.returncode == 1, command
         assert EACCES in result.stderr or "not permitted" in result.stderr, (command, result.stderr)
-    assert os.listdir(mount.vm("web1")) == [*VM_FILES, "snapshots", "backups"]
+    assert os.listdir(mount.vm("web1")) == [*VM_FILES, "snapshots", "backups", "disks", "cdroms"]
 
 
 # -- reads that follow ----------------------------------------------------------------------------

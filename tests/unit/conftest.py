@@ -32,6 +32,15 @@ def make_disk_image(path) -> None:
         f.write(b"\x55\xaa")
 
 
+def make_iso_image(path, size: int = 64 << 10) -> None:
+    """A tiny 'ISO 9660 volume': the CD001 signature of its first volume descriptor
+    (issue 14's ISO images), enough for the image store to take it as an ISO."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        f.seek(0x8001)
+        f.write(b"CD001")
+
+
 # What libvirt's test:///default reports (16 CPUs, 3 GiB), plus a 100 GiB disk.
 TEST_HOST_INFO = {"arch": "i686", "cpus": 16, "memory_mib": 3072, "disk_bytes": 100 * 1024 ** 3}
 

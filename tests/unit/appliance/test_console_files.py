@@ -298,7 +298,7 @@ def test_listing_a_vm_takes_no_screenshot_and_a_stopped_vm_lists(service, consol
         assert code == errno.EACCES
         return names
 
-    assert trio.run(run) == [*VM_FILES, "snapshots", "backups"]  # then its directories
+    assert trio.run(run) == [*VM_FILES, "snapshots", "backups", "disks", "cdroms"]  # its dirs
     assert consoles.shots == 0
 
 

@@ -108,8 +108,9 @@ class _Views:
 
 
 async def _check_directory(views: _Views, top: str, name: str, table: Directory) -> None:
-    # the table, in its order; a VM's snapshots/ and backups/ after (fs/backup_tree.py)
-    directories = ["snapshots", "backups"] if top == "vms" else []
+    # the table, in its order; a VM's snapshots/ and backups/ after (fs/backup_tree.py), then
+    # its disks/ and cdroms/ (fs/disk_tree.py)
+    directories = ["snapshots", "backups", "disks", "cdroms"] if top == "vms" else []
     assert await views.listing((top, name)) == [*table, *directories], "ls shows the table"
     for file in table.entries:
         path = (top, name, file.name)
