@@ -19,10 +19,10 @@ from pathlib import Path
 # many more ports than its cold-plugged devices could use, for data disks added
 # while it runs (more wait for the restart that cold-plugs them).
 SPARE_ROOT_PORTS = 4
-# PCIe devices a domain of domain.build has besides its disks (NIC, video,
-# virtio-serial, balloon, rng, USB, SCSI controller, seed disk): an upper bound;
-# ports it leaves unused are spares too.
-OTHER_PCI_DEVICES = 8
+# PCIe devices a domain of domain.build has besides its data disks (root disk,
+# seed disk, NIC, video, virtio-serial, balloon, rng, USB, SCSI controller,
+# virtio-mem): an upper bound; ports it leaves unused are spares too.
+OTHER_PCI_DEVICES = 10
 CDROM_TARGETS = tuple(f"sd{chr(ord('a') + i)}" for i in range(26))
 DISK_TARGETS = tuple(f"vd{chr(ord('a') + i)}" for i in range(26))
 
