@@ -33,6 +33,9 @@ from appliance.service.vms import initial_state
 from appliance.store import Row
 
 MAX_REPLICAS = 100
+# Pools per project: the pool controller reads every pool at each pass of the loop,
+# and each holds a template of up to max_body_bytes, so their number is bounded.
+MAX_POOLS = 100
 # NAME-N must stay a DNS label (63) for any ordinal the pool may reach.
 MAX_POOL_NAME = 56
 POOL_FIELDS = ("name", "template", "replicas", "paused", "group")
@@ -164,6 +167,8 @@ class Pools(ServiceBase):
         with self.store.transaction():
             if self.store.pool_exists(project, name):
                 raise Conflict(f"a pool named {name!r} exists", "name")
+            if self.store.count_pools(project) >= MAX_POOLS:
+                raise Conflict(f"at most {MAX_POOLS} pools per project", "name")
             self._check_pool_quota(project, template, replicas)
             row = {"id": str(self.uuidgen()), "project": project, "name": name,
                    "template": template, "revision": 1, "replicas": replicas, "paused": paused,

@@ -59,3 +59,23 @@ def test_an_operator_cannot_put_xml_patches_in_a_pool_s_template(teams):
         service.update_pool("web", {"replicas": 2})
         service.update_pool("web", {"template": {"template": "raw", "cpus": 2}})
         assert service.pool_row("web")["template"]["xml_patches"] == PATCHES
+
+
+def test_a_project_holds_a_bounded_number_of_pools(teams):
+    """Finding: pools per project were unbounded (`mkdir pools/pN` in a loop, or
+    POST): each is read by the pool controller at every pass of the loop and may
+    hold a template of up to 1 MiB, so an operator could slow the controller of
+    every project and fill the store. 409 beyond MAX_POOLS, nothing recorded."""
+    from appliance.errors import Conflict
+    from appliance.service.pools import MAX_POOLS
+
+    service = teams
+    with acting_as(person(Role.OPERATOR)):
+        for n in range(MAX_POOLS):
+            service.create_pool({"name": f"p{n}"})
+        with pytest.raises(Conflict) as refused:
+            service.create_pool({"name": "one-more"})
+        assert refused.value.field == "name" and "at most" in refused.value.reason
+        assert len(service.list_pools()) == MAX_POOLS
+    with acting_as(person(Role.OPERATOR, "db")):  # another project's count is its own
+        service.create_pool({"name": "p0"})
