@@ -3,9 +3,8 @@ an admin), so a member someone locked (Nova's lock) would be deleted by another
 operator's scale-down, or stopped and changed by a roll-out, through it."""
 from __future__ import annotations
 
-from tests.unit.appliance.controller.controller_harness import settle
-
 from appliance.access.principal import Principal, Role, acting_as
+from tests.unit.appliance.controller.controller_harness import settle
 
 STOPPED = {"image": "demo", "run_strategy": "Halted"}
 ALICE = Principal(user="alice", role=Role.OPERATOR, projects=("default",), project="default")
