@@ -9,6 +9,11 @@ of the loop.
   the service's create, as the pool's project. A refused create (quota, no
   host fits) is said in the pool's message and an event, and tried again
   RETRY_SECONDS later.
+- locks: the controller acts as the appliance (an admin), so it honours the
+  locks people put on members itself (a lock would not stop it otherwise): a
+  locked member is not removed by a scale-down nor touched by a roll-out (one
+  under way when it was locked stops before the next action), and the pool's
+  message names it until it is unlocked.
 - roll-out: a member whose pool_revision is behind the pool's is stopped,
   given the template, started again (if it was running) and waited for until
   ready (is_ready: its readiness probe, or running), one member at a time.
@@ -45,6 +50,7 @@ class PoolController:
         self.ctx = ctx
         self.service = Service(ctx.store, ctx.config, notify=ctx.nudge, clock=ctx.clock)
         self._retry_at: dict[str, float] = {}  # pool id -> when a refused create is tried again
+        self._refused: dict[str, str] = {}  # pool id -> why its last create was refused
 
     def tick(self) -> None:
         for pool in self.ctx.store.list_pools():
@@ -62,10 +68,18 @@ class PoolController:
                  if m["desired_state"] != DesiredState.DELETED}
         deleting = {m["pool_ordinal"] for m in members} - set(alive)
         wanted, _ = plan_ordinals(pool["replicas"], self.service.taken_ordinals(pool))
+        held: list[str] = []  # locked members the pool would change
         for ordinal in sorted(set(alive) - set(wanted), reverse=True):  # the highest first
+            if alive[ordinal]["locked_by"]:
+                held.append(alive[ordinal]["name"])
+                continue
             self._remove(pool, alive.pop(ordinal))
-        self._create(pool, [o for o in wanted if o not in alive and o not in deleting])
-        self._roll(pool, alive)
+        refused = self._create(pool, [o for o in wanted if o not in alive and o not in deleting])
+        held += self._roll(pool, alive)
+        notes = [refused] if refused else []
+        if held:
+            notes.append(f"locked, left as they are until unlocked: {', '.join(sorted(held))}")
+        self._say(pool, "; ".join(notes))
 
     # -- scale and heal ------------------------------------------------------------------
     def _remove(self, pool: Row, member: Row) -> None:
@@ -74,24 +88,23 @@ class PoolController:
                                  member)
         self.service.delete_vm(member["name"], force=True)
 
-    def _create(self, pool: Row, missing: list[int]) -> None:
+    def _create(self, pool: Row, missing: list[int]) -> str:
+        """Create the missing members; why one was refused ('' when none was)."""
         if not missing:
-            if pool["message"]:
-                self._say(pool, "")
-            return
+            return ""
         if self.ctx.clock() < self._retry_at.get(pool["id"], 0.0):
-            return
+            return self._refused.get(pool["id"], "")
         for ordinal in missing:
             try:
                 self.service.add_pool_member(pool, ordinal)
             except ApplianceError as err:
                 self._retry_at[pool["id"]] = self.ctx.clock() + RETRY_SECONDS
-                self._say(pool, f"cannot create {member_name(pool['name'], ordinal)}: "
-                                f"{err.reason}")
-                return
+                self._refused[pool["id"]] = (f"cannot create {member_name(pool['name'], ordinal)}"
+                                             f": {err.reason}")
+                return self._refused[pool["id"]]
         self._retry_at.pop(pool["id"], None)
-        if pool["message"]:
-            self._say(pool, "")
+        self._refused.pop(pool["id"], None)
+        return ""
 
     def _say(self, pool: Row, message: str) -> None:
         """The pool's message (shown in its status), with an event when it says something new."""
@@ -104,20 +117,29 @@ class PoolController:
                                      project=pool["project"])
 
     # -- roll-out --------------------------------------------------------------------------
-    def _roll(self, pool: Row, alive: dict[int, Row]) -> None:
+    def _roll(self, pool: Row, alive: dict[int, Row]) -> list[str]:
+        """One step of the roll-out; the locked members it leaves as they are."""
         state = pool["rollout"]
+        outdated = [m for _, m in sorted(alive.items()) if m["pool_revision"] != pool["revision"]]
+        held = [m["name"] for m in outdated if m["locked_by"]]
         if state is not None:
             member = alive.get(state["ordinal"])
             if member is None or member["id"] != state["vm_id"]:  # removed or deleted: done
                 self._record(pool, None)
-                return
+                return held
+            if member["locked_by"] and state["phase"] != START:
+                # locked under way: no further change (a member stopped by the roll-out
+                # is started again: the start phase alone restores what it was)
+                self._record(pool, {**state, "phase": START} if state["phase"] == APPLY
+                             else None)
+                return held
             self._step(pool, member, state)
-            return
+            return held
         if pool["paused"]:
-            return
-        outdated = [m for _, m in sorted(alive.items()) if m["pool_revision"] != pool["revision"]]
+            return held
+        outdated = [m for m in outdated if not m["locked_by"]]
         if not outdated:
-            return
+            return held
         member = outdated[0]
         state = {"vm_id": member["id"], "ordinal": member["pool_ordinal"], "phase": STOP,
                  "start": member["desired_state"] in (DesiredState.RUNNING, DesiredState.PAUSED)}
@@ -125,6 +147,7 @@ class PoolController:
         self.ctx.store.add_event("pool-rollout", f"pool {pool['name']}: bringing "
                                  f"{member['name']} to revision {pool['revision']}", member)
         self._step(pool, member, state)
+        return held
 
     def _record(self, pool: Row, state: dict[str, Any] | None) -> None:
         """The roll-out's state, in the store before the action it names."""

@@ -27,11 +27,15 @@ from appliance import quotas
 from appliance import spec as specs
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.model import DesiredState
+from appliance.service import raw_xml
 from appliance.service.base import ServiceBase, is_ready
 from appliance.service.vms import initial_state
 from appliance.store import Row
 
 MAX_REPLICAS = 100
+# Pools per project: the pool controller reads every pool at each pass of the loop,
+# and each holds a template of up to max_body_bytes, so their number is bounded.
+MAX_POOLS = 100
 # NAME-N must stay a DNS label (63) for any ordinal the pool may reach.
 MAX_POOL_NAME = 56
 POOL_FIELDS = ("name", "template", "replicas", "paused", "group")
@@ -163,6 +167,8 @@ class Pools(ServiceBase):
         with self.store.transaction():
             if self.store.pool_exists(project, name):
                 raise Conflict(f"a pool named {name!r} exists", "name")
+            if self.store.count_pools(project) >= MAX_POOLS:
+                raise Conflict(f"at most {MAX_POOLS} pools per project", "name")
             self._check_pool_quota(project, template, replicas)
             row = {"id": str(self.uuidgen()), "project": project, "name": name,
                    "template": template, "revision": 1, "replicas": replicas, "paused": paused,
@@ -175,10 +181,14 @@ class Pools(ServiceBase):
         return self.get_pool(name)
 
     def _template_of(self, raw: Any, pool: str, group: str | None,
-                     image: str | None = None) -> dict[str, Any]:
+                     old: dict[str, Any] | None = None) -> dict[str, Any]:
         """The members' spec without a name, normalised: a VM create's body (or a named
         template's name, as {"template": NAME}), checked as the spec of a member;
-        `image`: the one it must keep (a change's)."""
+        `old`: the pool's template before a change (its image stays).
+
+        xml_patches are an admin's to add, change or remove here as in a VM's spec:
+        the pool controller creates and updates the members as SYSTEM, so a
+        patch an operator wrote here would reach QEMU (root) unchecked."""
         if isinstance(raw, str):
             raw = {"template": raw}
         if not isinstance(raw, dict):
@@ -196,7 +206,8 @@ class Pools(ServiceBase):
         except Invalid as err:
             raise Invalid(err.reason, f"template.{err.field}" if err.field else "template") \
                 from None
-        if image is not None and spec["image"] != image:
+        raw_xml.admins_only(spec, old, "template.xml_patches")
+        if old is not None and spec["image"] != old["image"]:
             raise Invalid("cannot change in a pool's template (members keep their disks;"
                           " make a new pool)", "template.image")
         if not self.store.image_exists(spec["image"]):
@@ -225,7 +236,7 @@ class Pools(ServiceBase):
             said: list[str] = []
             if "template" in patch:
                 template = self._template_of(patch["template"], name, pool["group"],
-                                             image=pool["template"]["image"])
+                                             old=pool["template"])
                 if template != pool["template"]:
                     changes |= {"template": template, "revision": pool["revision"] + 1}
                     said.append(f"template changed (revision {pool['revision'] + 1})")

@@ -136,11 +136,25 @@ class Restores(ServiceBase):
         if not isinstance(manifest_vm, dict) or not isinstance(manifest_vm.get("spec"), dict):
             raise backup_chain.BrokenChain(f"{backup_id}: its manifest has no VM spec")
         spec = new_vm_spec(manifest_vm["spec"], name)
+        dropped = self._untrusted_patches(spec, backup["vm_id"])
         op = self._record_new_vm(
             spec, initial_state(None, spec), body.get("host"), source={"backup": backup["id"]},
-            origin=f" from backup {backup['id']} of {backup['vm_name']}")
+            origin=f" from backup {backup['id']} of {backup['vm_name']}" + (
+                f"; its manifest's {dropped} xml_patches were not restored (a target may be "
+                "written by others: an admin adds them again)" if dropped else ""))
         self.notify()
         return self.get_vm(name), op
+
+    def _untrusted_patches(self, spec: dict[str, Any], vm_id: str) -> int:
+        """Drop the manifest's xml_patches (root's power, SECURITY.md) unless they are
+        those the source VM has in the store: the manifest lies on a target others may
+        write. How many were dropped."""
+        patches = spec.get("xml_patches") or []
+        source = self.store.get_vm_by_id(vm_id)
+        if not patches or (source is not None and source["spec"].get("xml_patches") == patches):
+            return 0
+        spec["xml_patches"] = []
+        return len(patches)
 
     def _restore_in_place(self, backup: dict[str, Any]) -> Row:
         with self.store.transaction():

@@ -54,6 +54,11 @@ class PoolRecords(StoreBase):
             "SELECT 1 FROM pools WHERE project = ? AND name = ?", [project, name]).fetchone()
         return found is not None
 
+    def count_pools(self, project: str) -> int:
+        found = self.db.execute("SELECT count(*) FROM pools WHERE project = ?",
+                                [project]).fetchone()
+        return int(found[0])
+
     def insert_pool(self, row: Row) -> None:
         self.db.table("pools").insert(_encode_pool(row))
 
