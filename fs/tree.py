@@ -76,7 +76,6 @@ class Tree:
         self.disks = DiskTree(service, clock)  # vms/NAME/disks/..., cdroms/...: fs/disk_tree.py
 
     # -- what a path is -------------------------------------------------------------------
-    @_in_project
     def _subtree(self, path: Path) -> PoolTree | DiskTree | BackupTree | None:
         """The part of the tree with a module of its own that serves `path`, if any."""
         for subtree in (self.pools, self.disks, self.backups):
@@ -84,6 +83,7 @@ class Tree:
                 return subtree
         return None
 
+    @_in_project
     def stat(self, path: Path) -> Node:
         if not path:
             return self._static_dir()

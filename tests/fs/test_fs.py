@@ -40,7 +40,7 @@ def events_of(mount: Mount, name: str) -> list[str]:
 # -- the tree -------------------------------------------------------------------------------
 def test_top_level_tree(mount):
     assert sorted(os.listdir(mount.mnt)) == ["backup-targets", "events", "groups", "hosts", "images",
-                                             "projects", "templates", "vms"]
+                                             "pools", "projects", "templates", "vms"]
     assert os.listdir(mount.mnt / "images") == ["demo.json"]
     image = json.loads((mount.mnt / "images" / "demo.json").read_text())
     assert image == mount.service.get_image("demo")

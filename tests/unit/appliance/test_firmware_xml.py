@@ -92,7 +92,9 @@ def test_uefi_secure_with_a_tpm():
     features = {f.get("name"): f.get("enabled") for f in os_el.findall("firmware/feature")}
     assert features == {"secure-boot": "yes", "enrolled-keys": "yes"}
     assert os_el.find("nvram").text == "/srv/vms/1/nvram-uefi-secure.fd"
-    assert [c.tag for c in os_el] == ["type", "firmware", "nvram", "boot"]
+    # The boot order is per device (<boot order> in the root disk: domain_devices.py).
+    assert [c.tag for c in os_el] == ["type", "firmware", "nvram"]
+    assert root.find("devices/disk/boot").get("order") == "1"
     assert root.find("features/smm").get("state") == "on"
     tpm = root.find("devices/tpm")
     assert tpm.get("model") == "tpm-crb" and tpm.find("backend").get("type") == "emulator"
