@@ -203,6 +203,10 @@ class Spec(BaseModel):
             raise refused(fault, ".sockets")
         if (fault := passthrough_fault(stored, info.data.get("node_selector") or {})):
             raise refused(fault, ".mode")
+        if stored.get("dedicated") and vcpus is not None and vcpus > info.data.get("cpus", vcpus):
+            # Each dedicated vCPU is pinned at boot: a hot-added one would float on shared CPUs.
+            raise refused("dedicated vCPUs are pinned at boot: max_cpus must equal cpus "
+                          "(a change of cpus applies at the next restart)", ".dedicated")
         return cpu
     @field_validator("firmware")
     @classmethod

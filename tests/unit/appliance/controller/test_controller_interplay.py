@@ -1,0 +1,47 @@
+"""Where the parts of issue 14 meet (hotplug, dedicated CPUs, hugepages,
+suspend, shelve, rebuild, pools, templates, firmware), on the fake hypervisor."""
+from __future__ import annotations
+
+import pytest
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
+
+from appliance.errors import Invalid
+
+HOSTS = {"local": URI_A, "b": URI_B}
+
+
+def _dom(cloud, row):
+    return cloud.host(HOSTS[row["host"]]).domains[row["id"]]
+
+
+def _events(service, name, kind):
+    return [e["message"] for e in service.list_events(name) if e["kind"] == kind]
+
+
+# -- hotplug x dedicated CPUs -------------------------------------------------------------------
+def test_a_dedicated_vm_gets_no_vcpu_room_and_its_cpus_change_waits(service, controller, cloud, clock):
+    for name in HOSTS:
+        service.update_host(name, {"cpu_dedicated_set": "12-15"})
+    service.create_vm({"name": "ded1", "cpus": 1, "cpu": {"dedicated": True}})
+    settle(controller, clock)
+    row = service.vm_row("ded1")
+    # every vCPU it can have is pinned to a dedicated CPU: none would float on shared ones
+    assert _dom(cloud, row).live["max_vcpus"] == 1
+    _dom(cloud, row).live["max_vcpus"] = 4  # as a domain defined before this rule had room
+    service.update_vm("ded1", {"cpus": 2})
+    settle(controller, clock)
+    row = service.vm_row("ded1")
+    assert _dom(cloud, row).live["vcpus"] == 1 and row["restart_required"]
+    assert service.status(row)["pending_changes"] == ["cpus"]
+    assert any("pinned at boot" in m for m in _events(service, "ded1", "restart-required"))
+    service.set_state("ded1", "reboot")
+    settle(controller, clock)
+    row = service.vm_row("ded1")
+    assert _dom(cloud, row).live["vcpus"] == 2 and len(row["pinned_cpus"].split("-")) == 2
+
+
+def test_a_dedicated_vm_with_room_beyond_its_cpus_is_refused(service):
+    with pytest.raises(Invalid) as err:
+        service.create_vm({"name": "ded1", "cpus": 1, "max_cpus": 2, "cpu": {"dedicated": True}})
+    assert err.value.field == "cpu.dedicated" and "max_cpus" in err.value.reason
+    assert not [r for r in service.store.list_vms() if r["name"] == "ded1"]
