@@ -367,7 +367,8 @@ class VMs(Templates):
         if decision.host is None:
             rejected = decision.rejected[0] if decision.rejected else None
             if rejected is not None and rejected.filter != "ComputeFilter":
-                field = "cpus" if more_cpus > 0 and rejected.filter == "CoreFilter" else "memory"
+                cpu_filters = ("CoreFilter", "DedicatedCpuFilter")
+                field = "cpus" if more_cpus > 0 and rejected.filter in cpu_filters else "memory"
                 raise Conflict(f"does not fit on host {row['host']}: {rejected.reason}", field)
 
     # -- consoles ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
-from appliance.errors import Invalid
+from appliance.errors import Conflict, Invalid
 
 HOSTS = {"local": URI_A, "b": URI_B}
 
@@ -45,3 +45,33 @@ def test_a_dedicated_vm_with_room_beyond_its_cpus_is_refused(service):
         service.create_vm({"name": "ded1", "cpus": 1, "max_cpus": 2, "cpu": {"dedicated": True}})
     assert err.value.field == "cpu.dedicated" and "max_cpus" in err.value.reason
     assert not [r for r in service.store.list_vms() if r["name"] == "ded1"]
+
+
+# -- hotplug x hugepages --------------------------------------------------------------------------
+def test_a_hugepages_vm_grows_live_only_within_the_hosts_free_hugepages(service, controller, cloud, clock):
+    """libvirt 9.0 backs the virtio-mem area of a hugepages VM on hugetlbfs too
+    (reserve=false, the device's prealloc=true: pages are taken when plugged; checked
+    on a local host's libvirtd with domxml-to-native): the growth is a hugepages claim."""
+    cloud.host(URI_B).hugepages_mib = 512
+    settle(controller, clock, passes=1)
+    service.create_vm({"name": "big", "memory": "256M", "hugepages": True})
+    settle(controller, clock)
+    row = service.vm_row("big")
+    assert row["host"] == "b" and _dom(cloud, row).live["size"] == 768
+    service.update_vm("big", {"memory": "512M"})
+    settle(controller, clock)
+    assert service.get_host("b")["allocated"]["hugepages_mib"] == 512
+    with pytest.raises(Conflict) as err:
+        service.update_vm("big", {"memory": "640M"})
+    assert err.value.field == "memory" and "needs 128 MiB of hugepages, 0 MiB free" in err.value.reason
+    assert service.vm_row("big")["spec"]["memory"] == 512
+
+
+def test_more_dedicated_vcpus_than_the_host_has_free_are_refused_on_cpus(service, controller, clock):
+    for name in HOSTS:
+        service.update_host(name, {"cpu_dedicated_set": "14-15"})
+    service.create_vm({"name": "ded1", "cpus": 2, "cpu": {"dedicated": True}})
+    settle(controller, clock)
+    with pytest.raises(Conflict) as err:
+        service.update_vm("ded1", {"cpus": 3})
+    assert err.value.field == "cpus" and "dedicated CPUs" in err.value.reason
