@@ -75,3 +75,29 @@ def test_more_dedicated_vcpus_than_the_host_has_free_are_refused_on_cpus(service
     with pytest.raises(Conflict) as err:
         service.update_vm("ded1", {"cpus": 3})
     assert err.value.field == "cpus" and "dedicated CPUs" in err.value.reason
+
+
+# -- suspend x hotplug ---------------------------------------------------------------------------
+def test_a_resumed_vm_keeps_its_live_changes_and_what_waits_for_a_restart(service, controller, cloud, clock):
+    service.create_vm({"name": "web1", "cpus": 1})
+    settle(controller, clock)
+    service.update_vm("web1", {"cpus": 3})  # plugged live
+    settle(controller, clock)
+    service.update_vm("web1", {"cpus": 2})  # fewer: waits for a restart
+    settle(controller, clock)
+    assert service.vm_row("web1")["restart_required"]
+    service.set_state("web1", "suspend")
+    settle(controller, clock)
+    row = service.vm_row("web1")
+    assert row["observed_state"] == "suspended"
+    service.update_vm("web1", {"labels": {"tier": "web"}})  # allowed while suspended
+    settle(controller, clock)
+    service.set_state("web1", "running")
+    settle(controller, clock)
+    row = service.vm_row("web1")
+    assert row["observed_state"] == "running" and _dom(cloud, row).live["vcpus"] == 3
+    assert row["restart_required"]
+    status = service.status(row)
+    assert status["pending_changes"] == ["cpus"]
+    assert {"type": "RestartRequired", "status": 1,
+            "message": "waiting for the next restart: cpus"} in status["conditions"]
