@@ -115,7 +115,11 @@ class PoolController:
             return
         if pool["paused"]:
             return
-        outdated = [m for _, m in sorted(alive.items()) if m["pool_revision"] != pool["revision"]]
+        # A suspended member's saved memory is its user's (a stop would discard it),
+        # a shelved one (from before members were refused shelving) cannot be
+        # stopped: each is brought to the revision once running or stopped again.
+        outdated = [m for _, m in sorted(alive.items()) if m["pool_revision"] != pool["revision"]
+                    and m["desired_state"] not in (DesiredState.SUSPENDED, DesiredState.SHELVED)]
         if not outdated:
             return
         member = outdated[0]

@@ -80,6 +80,9 @@ class StateChanges(ServiceBase):
             observed = self._observed(row)
             desired = VERB_DESIRED_STATE[verb]
             self._check_verb(row, verb, observed)
+            if verb == StateVerb.SHELVED and observed != VMState.SHELVED:
+                self._refuse_for_pool_member(row, "not shelved (scale the pool down, or stop "
+                                             "it)", "state")
             busy = self.store.busy_operation(row["id"])
             if (
                 verb in STATE_NAMING_VERBS

@@ -3,7 +3,7 @@ suspend, shelve, rebuild, pools, templates, firmware), on the fake hypervisor.""
 from __future__ import annotations
 
 import pytest
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, make_disk_image, settle
 
 from appliance.errors import Conflict, Invalid
 
@@ -101,3 +101,50 @@ def test_a_resumed_vm_keeps_its_live_changes_and_what_waits_for_a_restart(servic
     assert status["pending_changes"] == ["cpus"]
     assert {"type": "RestartRequired", "status": 1,
             "message": "waiting for the next restart: cpus"} in status["conditions"]
+
+
+# -- pools x shelve, rebuild, suspend ---------------------------------------------------------------
+POOL_RUNNING = {"image": "demo", "run_strategy": "Always"}
+
+
+def _pool_members(service, pool="web"):
+    return {m["name"]: m for m in service.store.pool_members(service.pool_row(pool)["id"])}
+
+
+def test_a_pool_member_is_not_shelved_nor_rebuilt_from_another_image(service, controller, clock, tmp_path):
+    service.create_pool({"name": "web", "template": POOL_RUNNING, "replicas": 1})
+    settle(controller, clock)
+    assert service.vm_row("web-0")["observed_state"] == "running"
+    with pytest.raises(Conflict) as err:
+        service.set_state("web-0", "shelve")
+    assert err.value.field == "state" and "pool web" in err.value.reason
+    other = tmp_path / "other.img"
+    make_disk_image(other)
+    service.import_image_file("other", other)
+    with pytest.raises(Conflict) as err:
+        service.rebuild_vm("web-0", {"image": "other"})
+    assert err.value.field == "image" and "pool web" in err.value.reason
+    row = service.vm_row("web-0")
+    assert row["desired_state"] == "running" and row["spec"]["image"] == "demo"
+    assert service.rebuild_vm("web-0", {})["kind"] == "rebuild"  # its own image: a reimage
+    settle(controller, clock)
+    assert service.vm_row("web-0")["observed_state"] == "running"
+
+
+def test_a_roll_out_leaves_a_suspended_member_until_it_is_resumed(service, controller, cloud, clock):
+    service.create_pool({"name": "web", "template": POOL_RUNNING, "replicas": 2})
+    settle(controller, clock)
+    service.set_state("web-0", "suspend")
+    settle(controller, clock)
+    assert service.vm_row("web-0")["observed_state"] == "suspended"
+    service.update_pool("web", {"template": {**POOL_RUNNING, "memory": 256}})
+    settle(controller, clock, passes=12)
+    rows = _pool_members(service)
+    assert rows["web-1"]["pool_revision"] == 2 and rows["web-1"]["observed_state"] == "running"
+    assert rows["web-0"]["pool_revision"] == 1 and rows["web-0"]["observed_state"] == "suspended"
+    assert _dom(cloud, rows["web-0"]).saved  # its saved memory is the user's: kept
+    service.set_state("web-0", "running")
+    settle(controller, clock, passes=12)
+    row = _pool_members(service)["web-0"]
+    assert row["pool_revision"] == 2 and row["spec"]["memory"] == 256
+    assert row["observed_state"] == "running"
