@@ -148,3 +148,21 @@ def test_a_roll_out_leaves_a_suspended_member_until_it_is_resumed(service, contr
     row = _pool_members(service)["web-0"]
     assert row["pool_revision"] == 2 and row["spec"]["memory"] == 256
     assert row["observed_state"] == "running"
+
+
+# -- shelve x TPM ------------------------------------------------------------------------------------
+def test_a_tpm_vm_is_not_shelved_its_tpm_state_would_be_lost(service, controller, cloud, clock):
+    """libvirt 9.0's undefine removes the TPM state (/var/lib/libvirt/swtpm/UUID)
+    unless told KEEP_TPM (checked on the real libvirtd), and an unshelve may land
+    on another host, where that state is not: shelving a TPM VM is refused, as
+    its offline move is."""
+    service.create_vm({"name": "win1", "tpm": True, "firmware": "uefi"})
+    settle(controller, clock)
+    with pytest.raises(Conflict) as err:
+        service.set_state("win1", "shelve")
+    assert err.value.field == "state" and "TPM" in err.value.reason
+    row = service.vm_row("win1")
+    assert row["desired_state"] == "running" and row["id"] in cloud.host(HOSTS[row["host"]]).domains
+    service.create_vm({"name": "web1", "firmware": "uefi"})  # UEFI alone: its NVRAM stays (KEEP_NVRAM)
+    settle(controller, clock)
+    assert service.set_state("web1", "shelve")["kind"] == "shelve"
