@@ -166,3 +166,42 @@ def test_a_tpm_vm_is_not_shelved_its_tpm_state_would_be_lost(service, controller
     service.create_vm({"name": "web1", "firmware": "uefi"})  # UEFI alone: its NVRAM stays (KEEP_NVRAM)
     settle(controller, clock)
     assert service.set_state("web1", "shelve")["kind"] == "shelve"
+
+
+# -- rebuild x UEFI -----------------------------------------------------------------------------------
+def test_a_rebuild_keeps_a_uefi_vms_nvram(service, controller, config, clock):
+    """The NVRAM is the VM's firmware settings (Secure Boot keys a user enrolled,
+    boot entries), not its root disk: a rebuild keeps it (OVMF drops boot entries
+    that point nowhere and boots the disk's default EFI path)."""
+    service.create_vm({"name": "web1", "firmware": "uefi-secure"})
+    settle(controller, clock)
+    row = service.vm_row("web1")
+    nvram = config.vm_dir(row["id"]) / "nvram-uefi-secure.fd"
+    nvram.write_bytes(b"enrolled keys")
+    service.rebuild_vm("web1", {})
+    settle(controller, clock)
+    assert any("root disk made again" in m for m in _events(service, "web1", "rebuilt"))
+    assert nvram.read_bytes() == b"enrolled keys"
+
+
+# -- suspend x dedicated CPUs ------------------------------------------------------------------------
+def test_a_suspended_vms_pins_are_not_given_to_another_vm(service, controller, cloud, clock):
+    """The saved memory's domain resumes with the host CPUs it was pinned to (a
+    managed save restores its own XML): they stay its own while it is suspended."""
+    for name in HOSTS:
+        service.update_host(name, {"cpu_dedicated_set": "14-15"})
+    service.create_vm({"name": "ded1", "cpus": 1, "cpu": {"dedicated": True},
+                       "node_selector": {"appliance/host": "local"}})
+    settle(controller, clock)
+    saved_pins = service.vm_row("ded1")["pinned_cpus"]
+    service.set_state("ded1", "suspend")
+    settle(controller, clock)
+    assert service.vm_row("ded1")["observed_state"] == "suspended"
+    service.create_vm({"name": "ded2", "cpus": 1, "cpu": {"dedicated": True},
+                       "node_selector": {"appliance/host": "local"}})
+    settle(controller, clock)
+    assert service.vm_row("ded2")["pinned_cpus"] not in ("", None, saved_pins)
+    service.set_state("ded1", "running")
+    settle(controller, clock)
+    row = service.vm_row("ded1")
+    assert row["observed_state"] == "running" and row["pinned_cpus"] == saved_pins
