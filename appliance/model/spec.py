@@ -134,7 +134,7 @@ class Spec(BaseModel):
     # Issue 14, hotplug: how far cpus and memory may grow while the VM runs.
     max_cpus: Cpus | None = Field(None, description=(
         "the most vCPUs the VM can have while running (changes of cpus up to it apply live); "
-        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs)"))
+        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs); cpus for a dedicated VM"))
     max_memory: Memory | None = Field(None, description=(
         "the most memory the VM can have while running (changes of memory up to it apply "
         f"live, through virtio-mem); absent: {HOTPLUG_FACTOR} x memory, capped by the host"))
