@@ -5,8 +5,9 @@ CPUs its vCPUs are pinned to (chosen here, recorded in vms.pinned_cpus).
 The scheduler counts dedicated CPUs per host; the concrete CPUs are chosen
 when the VM is defined on its host, in one store transaction (SQLite's write
 lock), among the host's dedicated set minus those pinned by the other VMs that
-claim their vCPUs there (placement.claims_cpu_ram) or migrate there now: a
-stopped, deleted or migrated-away VM's pins therefore count no more.
+claim their vCPUs there (placement.claims_cpu_ram), are suspended there (the
+saved domain resumes with its pins) or migrate there now: a stopped, deleted
+or migrated-away VM's pins therefore count no more.
 
 A live migration gives the target its own pins (for_migration): chosen there
 in one transaction as at define time, kept in the operation's params (the
@@ -21,6 +22,7 @@ from appliance import placement
 from appliance.controller.cluster_cpu import cluster_cpu_xml
 from appliance.controller.context import Context
 from appliance.errors import Failed, Invalid
+from appliance.model import VMState
 from appliance.model.cpu import cpuset_text, is_dedicated, parse_cpuset
 from appliance.virt.domain import DomainPlan
 from appliance.virt.driver import CpuPins
@@ -86,7 +88,9 @@ def _choose(ctx: Context, row: dict, host: str, dedicated: tuple[int, ...],
     wanted = int(row["spec"]["cpus"])
     taken: set[int] = set()
     for other in ctx.store.vms_on_host(host):
-        if other["id"] != row["id"] and placement.claims_cpu_ram(other):
+        # A suspended VM claims nothing, but its saved domain resumes with its pins.
+        if other["id"] != row["id"] and (placement.claims_cpu_ram(other)
+                                         or other["observed_state"] == VMState.SUSPENDED):
             taken.update(_pinned(other))
     for vm_id, pins in ctx.store.pins_moving_to(host).items():  # migrating here now
         if vm_id != row["id"]:

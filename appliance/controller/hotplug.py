@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from appliance.controller import live
+from appliance.model.cpu import is_dedicated
 from appliance.model.hotplug import MEMORY_BLOCK_MIB
 from appliance.virt.driver import DomainGone, DriverError
 
@@ -68,6 +69,11 @@ def apply_cpus(change: live.LiveChange) -> None:
         raise live.NeedsRestart(
             f"fewer vCPUs ({have} -> {wanted}) apply at the next restart "
             "(live vCPU unplug is unreliable on this hypervisor)")
+    if is_dedicated(change.running):
+        # Its domain pins the vCPUs it booted with (one host CPU each); a VM
+        # defined before max_cpus followed dedicated may still have room.
+        raise live.NeedsRestart("a dedicated VM's vCPUs are pinned at boot; "
+                                "applies at the next restart")
     if wanted > most:
         raise live.NeedsRestart(
             f"{wanted} vCPUs is more than the {most} this VM started with room for "

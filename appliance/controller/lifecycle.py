@@ -72,7 +72,8 @@ class Lifecycle:
             return  # defined nowhere: its unshelve defines it as the spec says then
         guest = self.files.ensure_defined(row)
         if not guest.is_active():
-            self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
+            if not guest.has_managed_save():  # a suspended one resumes as saved: what waits, waits
+                self.ctx.store.update_vm(row["id"], bump=False, restart_required=0)
             return
         live.apply(self.ctx, row, guest)  # what can change live does; the rest waits for a boot
 

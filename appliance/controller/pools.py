@@ -137,7 +137,11 @@ class PoolController:
             return held
         if pool["paused"]:
             return held
-        outdated = [m for m in outdated if not m["locked_by"]]
+        # A suspended member's saved memory is its user's (a stop would discard it),
+        # a shelved one (from before members were refused shelving) cannot be
+        # stopped: each is brought to the revision once running or stopped again.
+        outdated = [m for m in outdated if not m["locked_by"]
+                    and m["desired_state"] not in (DesiredState.SUSPENDED, DesiredState.SHELVED)]
         if not outdated:
             return held
         member = outdated[0]

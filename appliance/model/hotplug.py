@@ -28,13 +28,17 @@ MEMORY_BLOCK_MIB = 2
 
 def resolve_max_cpus(spec: dict[str, Any], host_cpus: int | None) -> int:
     """The vCPUs the domain can ever have: the spec's max_cpus, else cpus when
-    the spec gives a CPU topology, else min(4 x cpus, MAX_CPUS, the host's CPUs),
+    the spec gives a CPU topology or dedicated CPUs, else min(4 x cpus, MAX_CPUS, the host's CPUs),
     never below cpus."""
     wanted = spec.get("max_cpus")
     cpu = spec.get("cpu") or {}
     if wanted is None and any(cpu.get(k) for k in ("sockets", "cores", "threads")):
         # A topology the user gave is of the vCPUs it counts (the spec checks its
         # product against max_cpus or cpus): no room beyond it unless max_cpus says so.
+        wanted = spec["cpus"]
+    if wanted is None and cpu.get("dedicated"):
+        # A dedicated VM's vCPUs are pinned at boot, one host CPU each: a hot-added
+        # one would run on the shared CPUs (Nova resizes dedicated VMs by reboot).
         wanted = spec["cpus"]
     if wanted is None:
         wanted = min(HOTPLUG_FACTOR * spec["cpus"], MAX_CPUS, host_cpus or MAX_CPUS)

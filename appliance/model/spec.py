@@ -135,7 +135,7 @@ class Spec(BaseModel):
     # Issue 14, hotplug: how far cpus and memory may grow while the VM runs.
     max_cpus: Cpus | None = Field(None, description=(
         "the most vCPUs the VM can have while running (changes of cpus up to it apply live); "
-        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs)"))
+        f"absent: min({HOTPLUG_FACTOR} x cpus, the host's CPUs); cpus for a dedicated VM"))
     max_memory: Memory | None = Field(None, description=(
         "the most memory the VM can have while running (changes of memory up to it apply "
         f"live, through virtio-mem); absent: {HOTPLUG_FACTOR} x memory, capped by the host"))
@@ -206,6 +206,10 @@ class Spec(BaseModel):
             raise refused(fault, ".sockets")
         if (fault := passthrough_fault(stored, info.data.get("node_selector") or {})):
             raise refused(fault, ".mode")
+        if stored.get("dedicated") and vcpus is not None and vcpus > info.data.get("cpus", vcpus):
+            # Each dedicated vCPU is pinned at boot: a hot-added one would float on shared CPUs.
+            raise refused("dedicated vCPUs are pinned at boot: max_cpus must equal cpus "
+                          "(a change of cpus applies at the next restart)", ".dedicated")
         return cpu
     @field_validator("firmware")
     @classmethod

@@ -162,3 +162,13 @@ class ServiceBase:
         if decision.host is None:
             raise Conflict(decision.explain(), "host")
         return decision
+
+    def _refuse_for_pool_member(self, row: Row, what: str, field: str) -> None:
+        """A pool's member is the pool's (KubeVirt's VirtualMachinePool): its shape
+        and image come from the pool's template, and a shelved member would hold the
+        pool's roll-out (it cannot be stopped) forever. 409 saying what to do instead."""
+        if not row.get("pool"):
+            return
+        pool = self.store.get_pool_by_id(row["pool"])
+        name = pool["name"] if pool else "?"
+        raise Conflict(f"{row['name']} is a member of pool {name}: {what}", field)

@@ -76,6 +76,9 @@ class Rebuilds(ServiceBase):
                                "(and a share of its data disks): delete them before a rebuild",
                                "snapshots")
             image = asked or row["spec"]["image"]
+            if image != row["spec"]["image"]:  # the pool's roll-outs give it the pool's image
+                self._refuse_for_pool_member(row, "rebuilt from its pool's image only "
+                                             "(make a new pool for another image)", "image")
             self.store.get_image(image)  # NotFound names the field
             spec = {**row["spec"], "image": image}
             quota = self.store.get_project(row["project"])["quota"]

@@ -80,6 +80,15 @@ class StateChanges(ServiceBase):
             observed = self._observed(row)
             desired = VERB_DESIRED_STATE[verb]
             self._check_verb(row, verb, observed)
+            if verb == StateVerb.SHELVED and observed != VMState.SHELVED:
+                self._refuse_for_pool_member(row, "not shelved (scale the pool down, or stop "
+                                             "it)", "state")
+                if row["spec"].get("tpm"):
+                    # libvirt 9.0's undefine removes the TPM state (/var/lib/libvirt/swtpm),
+                    # and an unshelve may land elsewhere: the guest's sealed keys would go.
+                    raise Conflict(f"{row['name']} has a TPM, whose state is libvirt's on "
+                                   f"{row['host']} and would not survive a shelve; stop it "
+                                   "instead", "state")
             busy = self.store.busy_operation(row["id"])
             if (
                 verb in STATE_NAMING_VERBS

@@ -369,9 +369,11 @@ class VMs(Templates):
             project=row["project"],
         )
         if decision.host is None:
-            rejected = decision.rejected[0] if decision.rejected else None
+            # Its own host's rejection: the others are rejected for not being it.
+            rejected = next((r for r in decision.rejected if r.host == row["host"]), None)
             if rejected is not None and rejected.filter != "ComputeFilter":
-                field = "cpus" if more_cpus > 0 and rejected.filter == "CoreFilter" else "memory"
+                cpu_filters = ("CoreFilter", "DedicatedCpuFilter")
+                field = "cpus" if more_cpus > 0 and rejected.filter in cpu_filters else "memory"
                 raise Conflict(f"does not fit on host {row['host']}: {rejected.reason}", field)
 
     # -- consoles ------------------------------------------------------------------------
