@@ -60,13 +60,24 @@ def counter(app, vm: str) -> int:
     return int(ask(app, vm, "cat /tmp/c"))
 
 
+def counted_until(app, vm: str, past: int, timeout: float = 30) -> int:
+    """Ask the guest's counter until it is above `past` (it counts once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = ask(app, vm, "cat /tmp/c 2>/dev/null")
+        if seen.isdigit() and int(seen) > past:
+            return int(seen)
+        assert time.monotonic() < deadline, f"the guest's counter stays at {seen!r}, not above {past}"
+        time.sleep(0.3)
+
+
 def uptime(app, vm: str) -> float:
     return float(ask(app, vm, "cut -d' ' -f1 /proc/uptime"))
 
 
 def test_suspend_frees_the_ram_and_resume_continues_where_it_was(app, guest):
     type_line(app, guest, "(i=0; while true; do i=$((i+1)); echo $i > /tmp/c; sleep 1; done) &")
-    time.sleep(2)
+    counted_until(app, guest, 0)  # the loop runs
     assert allocated_mib(app) == 128
     before, up_before = counter(app, guest), uptime(app, guest)
 
@@ -97,8 +108,7 @@ def test_suspend_frees_the_ram_and_resume_continues_where_it_was(app, guest):
     assert before <= after < before + 10, (before, after)
     assert up_after >= up_before
     assert app.console(guest).count(BOOT_LINE) == 1  # no second boot
-    time.sleep(2)
-    assert counter(app, guest) > after  # the loop runs on
+    counted_until(app, guest, after)  # the loop runs on
     kinds = [e["kind"] for e in app.api("GET", "/v1/vms/life1/events",
                                         params={"format": "json"}).json()["items"]]
     assert "suspended" in kinds and "resumed" in kinds
