@@ -34,13 +34,20 @@ def hardware_differs(xml: str, spec: dict) -> bool:
     taken = DefusedET.fromstring(xml).find("domain")
     if taken is None:
         return False
-    memory = taken.find("memory")
+    # What the guest had, not the room it had to grow (issue 14: <vcpu current>
+    # below the maximum, <memory> counting the virtio-mem area; <currentMemory>
+    # is the boot memory plus what was plugged).
+    memory = taken.find("currentMemory")
+    if memory is None:
+        memory = taken.find("memory")
+    vcpu = taken.find("vcpu")
+    vcpus = int((vcpu.get("current") or vcpu.text or 0) if vcpu is not None else 0)
     factor = {"KiB": 1024, "MiB": 1, "GiB": 1 / 1024}.get(
         memory.get("unit", "KiB") if memory is not None else "KiB", 1024)
     memory_mib = int(memory.text or 0) / factor if memory is not None else 0
     disks = [d for d in taken.iterfind("devices/disk[@device='disk']")
              if d.find("readonly") is None]
-    return (int(taken.findtext("vcpu") or 0) != spec["cpus"] or memory_mib != spec["memory"]
+    return (vcpus != spec["cpus"] or memory_mib != spec["memory"]
             or len(disks) != 1 + len(spec.get("disks", [])))
 
 

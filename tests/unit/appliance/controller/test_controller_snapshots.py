@@ -309,3 +309,22 @@ def test_a_memory_revert_to_other_hardware_asks_for_a_restart(service, controlle
     service.revert_snapshot("web1", "one-cpu")
     run_operations(controller)
     assert service.store.get_vm_by_id(row["id"])["restart_required"] is True  # 1 vCPU until a restart
+
+
+def test_hardware_differs_reads_what_the_guest_had_not_its_room_to_grow():
+    """A memory snapshot's domain XML with hotplug room (issue 14): <vcpu current>
+    below its maximum, <memory> counting the virtio-mem area. What the guest had is
+    <vcpu current> and <currentMemory>; comparing the maxima made every memory
+    revert of a VM with room to grow say RestartRequired."""
+    from appliance.controller.snapshots import hardware_differs
+
+    xml = ("<domainsnapshot><domain><vcpu current='1'>2</vcpu>"
+           "<memory unit='KiB'>524288</memory><currentMemory unit='KiB'>131072</currentMemory>"
+           "<devices><disk device='disk'/></devices></domain></domainsnapshot>")
+    spec = {"cpus": 1, "memory": 128, "disks": []}
+    assert not hardware_differs(xml, spec)
+    assert hardware_differs(xml, {**spec, "cpus": 2})
+    assert hardware_differs(xml, {**spec, "memory": 256})
+    old = ("<domainsnapshot><domain><vcpu>1</vcpu><memory unit='KiB'>131072</memory>"
+           "<devices><disk device='disk'/></devices></domain></domainsnapshot>")
+    assert not hardware_differs(old, spec)  # a domain without room: as before
