@@ -10,7 +10,9 @@
 #
 # Only Debian packages and ordinary tools are used, and nothing is mounted (no
 # loop devices, works in containers and as non-root once the cache is filled):
-#   apt-get download + dpkg -x   kernel and busybox-static
+#   apt-get download + dpkg -x   kernel, busybox-static, qemu-guest-agent and
+#                                the libraries it links (from their .debs)
+#   ld.so --list                 which of those libraries qemu-ga loads
 #   busybox depmod               modules.dep (kmod may not be installed)
 #   cpio + gzip                  initramfs with packaging/demo-guest/init
 #   mkfs.fat + syslinux + mcopy  the bootable FAT disk image
@@ -95,7 +97,17 @@ kver=${kpkg#linux-image-}
 # `apt-get download --print-uris` names each file and its SHA256 without
 # downloading, so a cached file is reused only if it is exactly that package.
 # (One apt-get call for both packages: loading apt's cache takes ~1 s.)
-packages=("$kpkg" busybox-static)
+# qemu-guest-agent and its library packages: the Depends closure (libc6,
+# glib...), from the package lists, so the same lists give the same files.
+agent_packages=()
+while IFS= read -r pkg; do
+    agent_packages+=("$pkg")
+done < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+    --no-breaks --no-replaces --no-enhances --no-pre-depends qemu-guest-agent 2>/dev/null |
+    grep -v '^[ <]' | LC_ALL=C sort -u)
+[[ " ${agent_packages[*]} " == *" qemu-guest-agent "* ]] ||
+    die "apt-cache knows no qemu-guest-agent (run apt-get update as root)"
+packages=("$kpkg" busybox-static "${agent_packages[@]}")
 print_uris() { apt-get "${apt_opts[@]}" download --print-uris "${packages[@]}" 2>/dev/null; }
 uris=$(print_uris) || true # a missing package is reported by fetch_deb
 fetch_deb() { # PKG [RETRY] -> prints the path of the verified .deb in the cache
@@ -126,11 +138,16 @@ exec 9>"$cache/.lock"
 flock 9
 kdeb=$(fetch_deb "$kpkg")
 bbdeb=$(fetch_deb busybox-static)
+agent_debs=()
+for pkg in "${agent_packages[@]}"; do
+    agent_debs+=("$(fetch_deb "$pkg")")
+done
 flock -u 9
-log "kernel $kver, $(basename "$bbdeb")"
+log "kernel $kver, $(basename "$bbdeb"), qemu-guest-agent and ${#agent_debs[@]} packages"
 
 dpkg -x "$kdeb" "$work/kernel"
 dpkg -x "$bbdeb" "$work/busybox"
+for deb in "${agent_debs[@]}"; do dpkg -x "$deb" "$work/agent"; done
 busybox=$work/busybox/bin/busybox
 vmlinuz=$work/kernel/boot/vmlinuz-$kver
 moddir=$work/kernel/lib/modules/$kver
@@ -141,10 +158,11 @@ moddir=$work/kernel/lib/modules/$kver
 # The .deb ships no modules.dep (its postinst runs depmod); make one.
 "$busybox" depmod -b "$work/kernel" "$kver"
 
-# Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid.
+# Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid,
+# virtio_console for the guest agent's port.
 # Optional: CD-ROM / SCSI for a seed attached that way, memory balloon,
 # virtio-mem (memory added and removed live).
-required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev)
+required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev virtio_console)
 optional_modules=(virtio_scsi sd_mod sr_mod virtio_balloon virtio_mem)
 
 declare -A mod_deps=() mod_path=() builtin=() seen=()
@@ -195,6 +213,24 @@ for path in "${load_order[@]}"; do
     cp "$moddir/$path" "$root/lib/modules/$kver/$path"
 done
 printf '%s\n' "${load_order[@]}" >"$root/etc/vm-appliance/modules"
+
+# --- qemu-guest-agent: the binary and the libraries it loads ---------------
+# The packages' own ld.so lists what qemu-ga loads (run here: the image is
+# amd64 too); only those files go in (~6 MB of the closure's ~20 MB), under
+# /lib/x86_64-linux-gnu, which ld.so searches without an ld.so.cache.
+agent_libs="$work/agent/lib/x86_64-linux-gnu:$work/agent/usr/lib/x86_64-linux-gnu"
+agent_ldso=$work/agent/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+[[ -x $work/agent/usr/sbin/qemu-ga && -x $agent_ldso ]] || die "qemu-guest-agent or libc6 has no qemu-ga or ld.so"
+mkdir -p "$root/lib/x86_64-linux-gnu" "$root/lib64" "$root/etc/qemu"
+install -m 0755 "$work/agent/usr/sbin/qemu-ga" "$root/usr/sbin/qemu-ga"
+install -m 0755 "$agent_ldso" "$root/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
+while read -r soname _ path _; do
+    [[ $path == "$work"/* ]] || die "qemu-ga needs $soname, which its packages do not ship"
+    install -m 0755 "$path" "$root/lib/x86_64-linux-gnu/$soname"
+done < <("$agent_ldso" --library-path "$agent_libs" --list "$work/agent/usr/sbin/qemu-ga" |
+    grep -F ' => ' | grep -v '^[[:space:]]*/')
+install -m 0755 "$guest_dir/fsfreeze-hook" "$root/etc/qemu/fsfreeze-hook"
 
 install -m 0755 "$guest_dir/init" "$root/init"
 install -m 0755 "$guest_dir/udhcpc.script" "$root/etc/udhcpc.script"
