@@ -20,6 +20,6 @@ def freeze(guest: Guest, vm_name: str, stopped: bool) -> tuple[bool, str]:
     except DriverError as err:  # no agent, or it failed and thawed what it had frozen
         log.info("freezing %s: %s", vm_name, err)
         return False, f"the guest agent did not freeze its file systems: {err.reason}"
-    # 0 (only virtual file systems, say): the agent counts itself frozen all the
-    # same and must be thawed, but nothing was frozen
-    return True, "" if count else "the guest agent found no file system to freeze"
+    # 0 (only virtual file systems, or all frozen already): the agent counts itself
+    # frozen all the same and must be thawed, but it froze nothing
+    return True, "" if count else "the guest agent froze no file system"

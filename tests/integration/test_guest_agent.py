@@ -8,7 +8,8 @@ fsfreeze hook logs "freeze" and "thaw" lines in /var/log/fsfreeze.log
 (packaging/demo-guest/fsfreeze-hook): the agent runs it just before freezing
 and just after thawing, so the log is the guest's own account of the freeze.
 The tests run in order: no file system to freeze, then an ext2 file system on
-the data disk frozen for a backup, then a freeze the agent cannot do.
+the data disk frozen for a backup, then a freeze the hook vetoes, then a file
+system the guest froze itself.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def test_nothing_to_freeze_is_a_crash_consistent_backup(appliance, qga1):
     found, why = back_up(appliance)
     assert found["quiesced"] is False and manifest_quiesced(found) is False
     assert [m for _, m in why] == [f"backup {found['id']} is crash-consistent: the guest agent "
-                                   "found no file system to freeze"]
+                                   "froze no file system"]
     assert agent(appliance, "guest-fsfreeze-status") == "thawed"
 
 
@@ -115,15 +116,30 @@ def test_a_mounted_file_system_is_frozen_for_the_checkpoint(appliance, qga1):
 
 
 def test_a_freeze_the_agent_cannot_do_still_backs_up(appliance, qga1):
-    # Frozen already by the guest itself: the agent's FIFREEZE gets EBUSY, it fails
-    # the freeze and thaws every file system (this one too).
-    assert guest(appliance, VM, "fsfreeze --freeze /mnt/data && echo frozen") == "frozen"
+    # The guest's fsfreeze hook vetoes the freeze (as an application's hook that
+    # cannot flush would): the agent fails guest-fsfreeze-freeze.
+    assert guest(appliance, VM, "touch /run/fsfreeze-refuse && echo refusing") == "refusing"
+    hooks = len(freeze_log(appliance))
     found, why = back_up(appliance)
     assert found["quiesced"] is False and manifest_quiesced(found) is False
     [(_, message)] = why
     assert message.startswith(f"backup {found['id']} is crash-consistent: the guest agent did "
                               "not freeze its file systems: ")
-    assert "failed to freeze /mnt/data: Device or resource busy" in message
+    assert "fsfreeze hook has failed with status 1" in message
+    assert freeze_log(appliance)[hooks:][:1] == ["freeze"]  # asked, and refused
     assert agent(appliance, "guest-fsfreeze-status") == "thawed"
-    assert guest(appliance, VM, "fsfreeze --unfreeze /mnt/data 2>/dev/null; echo again "
-                                ">/mnt/data/h && sync && cat /mnt/data/h", timeout=60) == "again"
+    assert guest(appliance, VM, "rm /run/fsfreeze-refuse && echo again >/mnt/data/h && sync "
+                                "&& cat /mnt/data/h", timeout=60) == "again"
+
+
+def test_a_file_system_frozen_already_is_not_counted(appliance, qga1):
+    # Frozen by the guest itself: the agent's FIFREEZE gets EBUSY, which it skips,
+    # so it froze nothing (and its thaw thaws this one too).
+    assert guest(appliance, VM, "fsfreeze --freeze /mnt/data && echo frozen") == "frozen"
+    found, why = back_up(appliance)
+    assert found["quiesced"] is False
+    assert [m for _, m in why] == [f"backup {found['id']} is crash-consistent: the guest agent "
+                                   "froze no file system"]
+    assert agent(appliance, "guest-fsfreeze-status") == "thawed"
+    assert guest(appliance, VM, "fsfreeze --unfreeze /mnt/data 2>/dev/null; echo last "
+                                ">/mnt/data/i && sync && cat /mnt/data/i", timeout=60) == "last"

@@ -69,7 +69,7 @@ def test_an_agent_that_froze_nothing_is_thawed_and_not_quiesced(service, control
     assert op["status"] == "succeeded" and backup["quiesced"] is False
     assert "fs-thaw" in calls_of(cloud, vm)  # the agent counts itself frozen all the same
     [why] = events(service, "backup-not-quiesced")
-    assert why.endswith("crash-consistent: the guest agent found no file system to freeze")
+    assert why.endswith("crash-consistent: the guest agent froze no file system")
 
 
 def test_a_stopped_vm_is_not_frozen(service, controller, cloud, clock, vm):
