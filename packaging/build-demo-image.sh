@@ -248,6 +248,7 @@ install -m 0755 "$guest_dir/fsfreeze-hook" "$root/etc/qemu/fsfreeze-hook"
 install -m 0755 "$guest_dir/init" "$root/init"
 install -m 0755 "$guest_dir/udhcpc.script" "$root/etc/udhcpc.script"
 install -m 0755 "$guest_dir/hotplug" "$root/etc/vm-appliance/hotplug"
+install -m 0755 "$guest_dir/agent" "$root/etc/vm-appliance/agent"
 # busybox acpid runs <confdir>/PWRF/00000080 for the power button.
 install -m 0755 "$guest_dir/acpi-power-button" "$root/etc/acpi/PWRF/00000080"
 install -m 0644 "$guest_dir/profile" "$root/etc/profile"
