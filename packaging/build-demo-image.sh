@@ -10,7 +10,9 @@
 #
 # Only Debian packages and ordinary tools are used, and nothing is mounted (no
 # loop devices, works in containers and as non-root once the cache is filled):
-#   apt-get download + dpkg -x   kernel and busybox-static
+#   apt-get download + dpkg -x   kernel, busybox-static, qemu-guest-agent and
+#                                the libraries it links (from their .debs)
+#   ld.so --list                 which of those libraries qemu-ga loads
 #   busybox depmod               modules.dep (kmod may not be installed)
 #   cpio + gzip                  initramfs with packaging/demo-guest/init
 #   mkfs.fat + syslinux + mcopy  the bootable FAT disk image
@@ -95,7 +97,17 @@ kver=${kpkg#linux-image-}
 # `apt-get download --print-uris` names each file and its SHA256 without
 # downloading, so a cached file is reused only if it is exactly that package.
 # (One apt-get call for both packages: loading apt's cache takes ~1 s.)
-packages=("$kpkg" busybox-static)
+# qemu-guest-agent and its library packages: the Depends closure (libc6,
+# glib...), from the package lists, so the same lists give the same files.
+agent_packages=()
+while IFS= read -r pkg; do
+    agent_packages+=("$pkg")
+done < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+    --no-breaks --no-replaces --no-enhances --no-pre-depends qemu-guest-agent 2>/dev/null |
+    grep -v '^[ <]' | LC_ALL=C sort -u)
+[[ " ${agent_packages[*]} " == *" qemu-guest-agent "* ]] ||
+    die "apt-cache knows no qemu-guest-agent (run apt-get update as root)"
+packages=("$kpkg" busybox-static "${agent_packages[@]}")
 print_uris() { apt-get "${apt_opts[@]}" download --print-uris "${packages[@]}" 2>/dev/null; }
 uris=$(print_uris) || true # a missing package is reported by fetch_deb
 fetch_deb() { # PKG [RETRY] -> prints the path of the verified .deb in the cache
@@ -126,11 +138,16 @@ exec 9>"$cache/.lock"
 flock 9
 kdeb=$(fetch_deb "$kpkg")
 bbdeb=$(fetch_deb busybox-static)
+agent_debs=()
+for pkg in "${agent_packages[@]}"; do
+    agent_debs+=("$(fetch_deb "$pkg")")
+done
 flock -u 9
-log "kernel $kver, $(basename "$bbdeb")"
+log "kernel $kver, $(basename "$bbdeb"), qemu-guest-agent and ${#agent_debs[@]} packages"
 
 dpkg -x "$kdeb" "$work/kernel"
 dpkg -x "$bbdeb" "$work/busybox"
+for deb in "${agent_debs[@]}"; do dpkg -x "$deb" "$work/agent"; done
 busybox=$work/busybox/bin/busybox
 vmlinuz=$work/kernel/boot/vmlinuz-$kver
 moddir=$work/kernel/lib/modules/$kver
@@ -141,10 +158,11 @@ moddir=$work/kernel/lib/modules/$kver
 # The .deb ships no modules.dep (its postinst runs depmod); make one.
 "$busybox" depmod -b "$work/kernel" "$kver"
 
-# Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid.
+# Required: disks, seed ISO, NIC, ACPI power button -> input event for acpid,
+# virtio_console for the guest agent's port.
 # Optional: CD-ROM / SCSI for a seed attached that way, memory balloon,
 # virtio-mem (memory added and removed live).
-required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev)
+required_modules=(virtio_pci virtio_blk virtio_net isofs button evdev virtio_console)
 optional_modules=(virtio_scsi sd_mod sr_mod virtio_balloon virtio_mem)
 
 declare -A mod_deps=() mod_path=() builtin=() seen=()
@@ -167,17 +185,24 @@ add_module() { # PATH: its dependencies first, each module once
     for dep in ${mod_deps[$path]}; do add_module "$dep"; done
     load_order+=("$path")
 }
-for name in "${required_modules[@]}" "${optional_modules[@]}"; do
+add_named() { # NAME [required]
+    local name=$1
     if [[ -n ${mod_path[$name]:-} ]]; then
         add_module "${mod_path[$name]}"
     elif [[ -n ${builtin[$name]:-} ]]; then
         : # built into this kernel, nothing to load
-    elif [[ " ${required_modules[*]} " == *" $name "* ]]; then
+    elif [[ -n ${2:-} ]]; then
         die "kernel $kver has no module $name"
     else
         log "note: kernel $kver has no module $name (optional, skipped)"
     fi
-done
+}
+for name in "${required_modules[@]}"; do add_named "$name" required; done
+for name in "${optional_modules[@]}"; do add_named "$name"; done
+# The guest agent's files stay on the FAT boot disk (below), mounted read-only
+# in the background after boot: its modules load there too, not before the prompt.
+boot_modules=${#load_order[@]}
+for name in vfat nls_cp437 nls_ascii nls_utf8; do add_named "$name" required; done
 
 # --- 4. initramfs -----------------------------------------------------------
 root=$work/initramfs
@@ -194,11 +219,36 @@ for path in "${load_order[@]}"; do
     mkdir -p "$root/lib/modules/$kver/${path%/*}"
     cp "$moddir/$path" "$root/lib/modules/$kver/$path"
 done
-printf '%s\n' "${load_order[@]}" >"$root/etc/vm-appliance/modules"
+printf '%s\n' "${load_order[@]:0:boot_modules}" >"$root/etc/vm-appliance/modules"
+printf '%s\n' "${load_order[@]:boot_modules}" >"$root/etc/vm-appliance/agent-modules"
+
+# --- qemu-guest-agent: the binary and the libraries it loads ---------------
+# The packages' own ld.so lists what qemu-ga loads (run here: the image is
+# amd64 too); only those files are kept (~6 MB of the closure's ~20 MB), in
+# one folder that goes on the FAT boot disk as /agent, NOT in the initramfs:
+# there they would cost every boot ~1.3 s of TCG CPU time to unpack before
+# init even starts. The guest's init mounts the FAT read-only once it is up;
+# the initramfs only has links into that mount (the ld.so named in qemu-ga's
+# ELF header, and qemu-ga on the PATH) and the fsfreeze hook.
+agent_libs="$work/agent/lib/x86_64-linux-gnu:$work/agent/usr/lib/x86_64-linux-gnu"
+agent_ldso=$work/agent/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+[[ -x $work/agent/usr/sbin/qemu-ga && -x $agent_ldso ]] || die "qemu-guest-agent or libc6 has no qemu-ga or ld.so"
+agent_dir=$work/agentfs
+mkdir -p "$agent_dir" "$root/lib64" "$root/etc/qemu"
+cp "$work/agent/usr/sbin/qemu-ga" "$agent_ldso" "$agent_dir/"
+while read -r soname _ path _; do
+    [[ $path == "$work"/* ]] || die "qemu-ga needs $soname, which its packages do not ship"
+    cp -L "$path" "$agent_dir/$soname"
+done < <("$agent_ldso" --library-path "$agent_libs" --list "$work/agent/usr/sbin/qemu-ga" |
+    grep -F ' => ' | grep -v '^[[:space:]]*/')
+ln -s /run/boot/agent/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
+ln -s /run/boot/agent/qemu-ga "$root/usr/sbin/qemu-ga"
+install -m 0755 "$guest_dir/fsfreeze-hook" "$root/etc/qemu/fsfreeze-hook"
 
 install -m 0755 "$guest_dir/init" "$root/init"
 install -m 0755 "$guest_dir/udhcpc.script" "$root/etc/udhcpc.script"
 install -m 0755 "$guest_dir/hotplug" "$root/etc/vm-appliance/hotplug"
+install -m 0755 "$guest_dir/agent" "$root/etc/vm-appliance/agent"
 # busybox acpid runs <confdir>/PWRF/00000080 for the power button.
 install -m 0755 "$guest_dir/acpi-power-button" "$root/etc/acpi/PWRF/00000080"
 install -m 0644 "$guest_dir/profile" "$root/etc/profile"
@@ -238,6 +288,7 @@ syslinux --install "$disk"
 mcopy -i "$disk" "$vmlinuz" ::vmlinuz
 mcopy -i "$disk" "$work/initrd.gz" ::initrd.gz
 mcopy -i "$disk" "$work/syslinux.cfg" ::syslinux.cfg
+mcopy -s -i "$disk" "$agent_dir" ::agent
 
 # --- 6. qcow2 ---------------------------------------------------------------
 # Written next to OUT and renamed, so OUT is never seen half-written.

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import backup_chain, backup_retention, pinned_chain
+from appliance.controller import quiesce
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import FollowUp, Handler
@@ -84,6 +85,7 @@ class BackupRun:
         self.backup_id = ""
         self.parent: dict | None = None
         self.host_copies: HostCopies | None = None  # the VM's host keeps its own storage
+        self.not_quiesced = ""  # why the guest's file systems were not frozen ("" if they were)
 
     # -- the task ----------------------------------------------------------------------
     def execute(self) -> FollowUp | None:
@@ -134,6 +136,10 @@ class BackupRun:
             job_files = (self.host_copies.job_files(self.backup_id, disks)
                          if self.host_copies else files)
             quiesced = self._begin(guest, job_files)
+            if not quiesced:
+                self.store.add_event("backup-not-quiesced", f"backup {self.backup_id} is "
+                                     f"crash-consistent: {self.not_quiesced}", self.row,
+                                     self.op["id"])
             self._wait(guest)
             # after the job, only the folder made above (see pin_folder), by descriptor
             held = pinned_chain.pin_folder(partial, made)
@@ -265,17 +271,14 @@ class BackupRun:
     def _begin_once(self, guest: Guest, files: dict[str, Path], incremental: str | None) -> bool:
         """backupBegin, the guest's file systems frozen around it when an agent
         answers (the checkpoint is the instant the job starts). Quiesced?"""
-        try:
-            frozen = guest.fs_freeze()
-        except DriverError as err:
-            log.info("freezing %s: %s", self.row["name"], err)
-            frozen = False
+        thaw, self.not_quiesced = quiesce.freeze(guest, self.row["name"],
+                                                 bool(self.params.get("started_paused")))
         try:
             guest.backup_begin(files, incremental=incremental, checkpoint=self.backup_id)
         finally:
-            if frozen:
+            if thaw:
                 guest.fs_thaw()
-        return frozen
+        return not self.not_quiesced
 
     def _begin(self, guest: Guest, files: dict[str, Path]) -> bool:
         if self.parent is None:
@@ -355,7 +358,7 @@ class BackupRun:
             self.store.add_event(
                 "backup-finished", f"{found['kind']} backup {self.backup_id}: {size} bytes in "
                 f"{finished - found['created']:.1f} s"
-                + ("" if quiesced else " (crash-consistent: no guest agent froze the disks)"),
+                + ("" if quiesced else f" (crash-consistent: {self.not_quiesced})"),
                 self.row, self.op["id"])
 
     def _prune(self) -> None:

@@ -267,9 +267,13 @@ class Guest(abc.ABC):
         raise DriverError("backups: not supported by this driver",
                           "backups are not supported on this host")
 
-    def fs_freeze(self) -> bool:
-        """Freeze the guest's file systems through its agent; False without one."""
-        return False
+    def fs_freeze(self) -> int:
+        """Freeze the guest's file systems through its agent: how many it froze.
+        Once it returned (even 0: the agent then counts itself frozen), fs_thaw
+        must follow. DriverError (its reason says why) without an agent or when
+        the agent could not freeze (it thawed what it had frozen)."""
+        raise DriverError("fs freeze: not supported by this driver",
+                          "no guest agent on this driver")
 
     def fs_thaw(self) -> None:  # noqa: B027 - nothing to thaw where nothing froze
         """Thaw what fs_freeze froze."""

@@ -100,10 +100,15 @@ class FakeBackupMethods:
                 raise DriverError("the backup job was cancelled", "the backup job was cancelled")
             raise DriverError("no backup job", "the backup job ended without a result")
 
-    def fs_freeze(self) -> bool:
+    def fs_freeze(self) -> int:
+        """One file system when the guest has an agent (cloud.guest_agents), else
+        libvirt's error for a guest without one."""
         with self.driver.cloud.lock:
             self._backup_note("fs-freeze")
-            return self.uuid in self.driver.cloud.guest_agents
+            if self.uuid not in self.driver.cloud.guest_agents:
+                why = "guest agent is not responding: QEMU guest agent is not connected"
+                raise DriverError(why[0].upper() + why[1:], why)
+            return 1
 
     def fs_thaw(self) -> None:
         with self.driver.cloud.lock:

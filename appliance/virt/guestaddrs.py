@@ -5,7 +5,11 @@ answer: libvirt copies the interface names, MACs and "ip-address" strings the
 agent sends without checking them, and every domain this appliance builds has the
 agent's channel. So a guest (root inside it, no token needed) chooses that text.
 Only entries that are IP addresses are kept, at most MAX_ADDRESSES, with a plain
-interface name and a MAC or nothing; the rest is dropped, not quoted.
+interface name and a MAC or nothing; the rest is dropped, not quoted. Link-local
+addresses (fe80::/10, 169.254/16) are left out as loopback is: nothing reaches
+the VM by them without naming an interface, DHCP leases never list them, and
+an agent reports the IPv6 one seconds after boot, so the addresses would change
+under a user without the guest changing.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ _MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 def checked(found: dict, source: str) -> list[dict]:
-    """The addresses entries of one interfaceAddresses() answer (loopback left out)."""
+    """The addresses entries of one interfaceAddresses() answer (loopback and
+    link-local left out)."""
     out: list[dict] = []
     for iface, data in found.items():
         if iface == "lo" or not isinstance(data, dict):
@@ -30,6 +35,8 @@ def checked(found: dict, source: str) -> list[dict]:
             try:
                 address = ipaddress.ip_address(addr.get("addr"))
             except (ValueError, TypeError, AttributeError):
+                continue
+            if address.is_link_local:
                 continue
             prefix = addr.get("prefix")
             if (

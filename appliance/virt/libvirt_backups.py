@@ -171,13 +171,8 @@ def backup_finished(dom: libvirt.virDomain) -> bool | None:
     raise DriverError(f"backup job failed: {message}", f"the backup job failed: {message}")
 
 
-def fs_freeze(dom: libvirt.virDomain) -> bool:
-    try:
-        dom.fsFreeze(None, 0)
-    except libvirt.libvirtError as err:
-        log.info("no freeze of %s: %s", dom.name(), err.get_error_message())
-        return False
-    return True
+def fs_freeze(dom: libvirt.virDomain) -> int:
+    return dom.fsFreeze(None, 0)
 
 
 def fs_thaw(dom: libvirt.virDomain) -> None:
@@ -203,7 +198,7 @@ class BackupMethods:
     def backup_finished(self) -> bool | None:
         return self.call(backup_finished)
 
-    def fs_freeze(self) -> bool:
+    def fs_freeze(self) -> int:
         return self.call(fs_freeze)
 
     def fs_thaw(self) -> None:

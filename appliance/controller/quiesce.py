@@ -1,0 +1,25 @@
+"""A backup's quiesce: the guest's file systems frozen through its agent
+(qemu-guest-agent's guest-fsfreeze-freeze, libvirt's fsFreeze) for the instant
+of the checkpoint, and, when they cannot be, why: the backup is then
+crash-consistent (as if the power were cut) and says so."""
+from __future__ import annotations
+
+import logging
+
+from appliance.virt.driver import DriverError, Guest
+
+log = logging.getLogger(__name__)
+
+
+def freeze(guest: Guest, vm_name: str, stopped: bool) -> tuple[bool, str]:
+    """(must fs_thaw follow, why the file systems are not frozen: "" when they are)."""
+    if stopped:  # started paused for the backup: nothing runs in it to freeze
+        return False, "the VM was stopped (its disks are as it left them)"
+    try:
+        count = guest.fs_freeze()
+    except DriverError as err:  # no agent, or it failed and thawed what it had frozen
+        log.info("freezing %s: %s", vm_name, err)
+        return False, f"the guest agent did not freeze its file systems: {err.reason}"
+    # 0 (only virtual file systems, or all frozen already): the agent counts itself
+    # frozen all the same and must be thawed, but it froze nothing
+    return True, "" if count else "the guest agent froze no file system"

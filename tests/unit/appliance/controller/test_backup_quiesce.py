@@ -1,0 +1,84 @@
+"""A backup's quiesce on the fake hypervisor: the guest's file systems frozen
+through its agent around backupBegin and thawed after, and, when they are not
+(no agent, the agent failed or froze nothing, a stopped VM), a crash-consistent
+backup all the same, recorded quiesced false with an event saying why. The real
+guest agent is tested in tests/integration/test_guest_agent.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from appliance.virt.driver import DriverError
+from appliance.virt.fake import FakeGuest
+from tests.unit.appliance.controller.controller_harness import settle
+from tests.unit.appliance.controller.test_controller_backups import (  # noqa: F401 - fixtures
+    HOSTS, back_up, events, target, vm)
+
+
+def calls_of(cloud, row, since: int = 0) -> list[str]:
+    calls = cloud.host(HOSTS[row["host"]]).calls[since:]
+    return [c.split()[0] for c in calls if row["id"] in c]
+
+
+def manifest(backup: dict) -> dict:
+    return json.loads((Path(backup["path"]) / "manifest.json").read_text())
+
+
+def test_with_an_agent_the_checkpoint_is_taken_frozen_then_thawed(service, controller, cloud, vm):
+    cloud.guest_agents.add(vm["id"])
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded", op["error"]
+    assert backup["quiesced"] is True and manifest(backup)["quiesced"] is True
+    mine = calls_of(cloud, vm)
+    assert mine.index("fs-freeze") < mine.index("backup-begin") < mine.index("fs-thaw")
+    assert not events(service, "backup-not-quiesced")
+    assert "crash-consistent" not in events(service, "backup-finished")[0]
+
+
+def test_without_an_agent_it_is_crash_consistent_and_says_why(service, controller, cloud, vm):
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["status"] == "good"
+    assert backup["quiesced"] is False and manifest(backup)["quiesced"] is False
+    assert "fs-thaw" not in calls_of(cloud, vm)  # nothing froze
+    [why] = events(service, "backup-not-quiesced")
+    assert why == (f"backup {backup['id']} is crash-consistent: the guest agent did not freeze "
+                   "its file systems: guest agent is not responding: QEMU guest agent is not "
+                   "connected")
+    assert "QEMU guest agent is not connected" in events(service, "backup-finished")[0]
+
+
+def test_an_agent_that_fails_to_freeze_still_gives_a_backup(service, controller, cloud, vm,
+                                                            monkeypatch):
+    def refuse(self):
+        raise DriverError("agent: failed to freeze /mnt/data: Device or resource busy",
+                          "failed to freeze /mnt/data: Device or resource busy")
+    monkeypatch.setattr(FakeGuest, "fs_freeze", refuse)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["status"] == "good"
+    assert backup["quiesced"] is False
+    [why] = events(service, "backup-not-quiesced")
+    assert why.endswith("did not freeze its file systems: failed to freeze /mnt/data: "
+                        "Device or resource busy")
+
+
+def test_an_agent_that_froze_nothing_is_thawed_and_not_quiesced(service, controller, cloud, vm,
+                                                               monkeypatch):
+    cloud.guest_agents.add(vm["id"])
+    monkeypatch.setattr(FakeGuest, "fs_freeze", lambda self: 0)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["quiesced"] is False
+    assert "fs-thaw" in calls_of(cloud, vm)  # the agent counts itself frozen all the same
+    [why] = events(service, "backup-not-quiesced")
+    assert why.endswith("crash-consistent: the guest agent froze no file system")
+
+
+def test_a_stopped_vm_is_not_frozen(service, controller, cloud, clock, vm):
+    cloud.guest_agents.add(vm["id"])
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    before = len(cloud.host(HOSTS[vm["host"]]).calls)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["quiesced"] is False
+    assert "fs-freeze" not in calls_of(cloud, vm, before)
+    [why] = events(service, "backup-not-quiesced")
+    assert why.endswith("the VM was stopped (its disks are as it left them)")
