@@ -44,9 +44,14 @@ def make_boot_iso(work: Path) -> Path:
         _run("mcopy", "-i", raw, f"::{name}", tree / name)
     shutil.copy(ISOLINUX, tree / "isolinux")
     shutil.copy(LDLINUX, tree / "isolinux")
+    # The demo disk's own kernel arguments (packaging/build-demo-image.sh): with the
+    # memory hotplug area above 4 GiB, a 128 MiB guest without swiotlb=noforce
+    # reserves 64 MiB of bounce buffers and panics out of memory at boot.
     (tree / "isolinux" / "isolinux.cfg").write_text(
         "DEFAULT linux\nPROMPT 0\nTIMEOUT 1\nLABEL linux\n  KERNEL /vmlinuz\n"
-        f"  APPEND initrd=/initrd.gz console=ttyS0 quiet cryptomgr.notests {CDROM_MARKER}\n")
+        "  APPEND initrd=/initrd.gz console=ttyS0 quiet cryptomgr.notests swiotlb=noforce"
+        " memhp_default_state=online memory_hotplug.online_policy=auto-movable"
+        f" {CDROM_MARKER}\n")
     iso = work / "boot.iso"
     _run("xorriso", "-as", "mkisofs", "-quiet", "-o", iso, "-V", "VMABOOT",
          "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
