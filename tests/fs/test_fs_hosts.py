@@ -43,12 +43,14 @@ def test_capacity_allocated_vms_and_status_json(mount):
     result = mount.sh("cat hosts/local/capacity hosts/local/allocated hosts/local/vms")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    # 16 CPUs x 16.0, 3072 MiB x 1.5 (the test driver's host, default ratios); the disk is where HOME is
-    assert lines[:2] == ["cpus 256", "memory_mib 4608"] and lines[2].startswith("disk_gib ")
-    assert lines[2] == f"disk_gib {mount.service.get_host('local')['capacity']['disk_gib']}"
+    # 16 CPUs x 16.0, 3072 MiB x 1.5 (the test driver's host, default ratios); the disk is where
+    # HOME is; no dedicated CPUs and no hugepages on it (issue 14's capacity keys)
+    assert lines[:4] == ["cpus 256", "dedicated_cpus 0", "hugepages_mib 0", "memory_mib 4608"]
+    assert lines[4] == f"disk_gib {mount.service.get_host('local')['capacity']['disk_gib']}"
     # web1 is stopped: it claims its disk, not its vCPU and memory (those are claimed at start)
-    assert lines[3:5] == ["cpus 0", "memory_mib 0"] and lines[6] == "vms 1"
-    assert lines[7:] == ["web1"]
+    assert lines[5:9] == ["cpus 0", "dedicated_cpus 0", "hugepages_mib 0", "memory_mib 0"]
+    assert lines[9].startswith("disk_gib ") and lines[10] == "vms 1"
+    assert lines[11:] == ["web1"]
     status = json.loads(mount.sh("cat hosts/local/status.json").stdout)
     assert status["name"] == "local" and status["up"] is True
     assert status["allocated"]["vms"] == 1 and status["capacity"]["cpus"] == 256

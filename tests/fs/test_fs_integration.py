@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -89,8 +90,12 @@ def test_a_shell_user_drives_a_real_vm(mounted, held_processes):
     assert result.returncode == 1 and EBUSY in result.stderr, result.stderr
     result = m.sh("mv vms/m1 vms/m2")
     assert result.returncode == 1 and EBUSY in result.stderr, result.stderr
-    m.ok("echo 2 > vms/m1/cpus")
-    assert '"restart_required": true' in m.ok("cat vms/m1/status.json")
+    m.ok("echo 2 > vms/m1/cpus")  # within max_cpus (issue 14): applied live
+    status = json.loads(m.ok("cat vms/m1/status.json"))
+    assert (status["restart_required"], status["pending_changes"]) == (False, [])
+    m.ok("echo 5 > vms/m1/cpus")  # beyond the default maximum (4 x 1, capped by the host)
+    status = json.loads(m.ok("cat vms/m1/status.json"))
+    assert (status["restart_required"], status["pending_changes"]) == (True, ["cpus"])
 
     m.ok("echo force-stop > vms/m1/state")
     assert m.ok("cat vms/m1/state") == "stopped\n"
