@@ -86,6 +86,7 @@ class BackupRun:
         self.parent: dict | None = None
         self.host_copies: HostCopies | None = None  # the VM's host keeps its own storage
         self.not_quiesced = ""  # why the guest's file systems were not frozen ("" if they were)
+        self.thawing: quiesce.Thaw | None = None  # the thaw running beside the job
 
     # -- the task ----------------------------------------------------------------------
     def execute(self) -> FollowUp | None:
@@ -140,7 +141,10 @@ class BackupRun:
                 self.store.add_event("backup-not-quiesced", f"backup {self.backup_id} is "
                                      f"crash-consistent: {self.not_quiesced}", self.row,
                                      self.op["id"])
-            self._wait(guest)
+            try:
+                self._wait(guest)
+            finally:
+                self._thawed()
             # after the job, only the folder made above (see pin_folder), by descriptor
             held = pinned_chain.pin_folder(partial, made)
             try:
@@ -275,10 +279,22 @@ class BackupRun:
                                                  bool(self.params.get("started_paused")))
         try:
             guest.backup_begin(files, incremental=incremental, checkpoint=self.backup_id)
-        finally:
+        except BaseException:
             if thaw:
                 guest.fs_thaw()
+            raise
+        if thaw:  # beside the job: joined in _backup before anything is published
+            self.thawing = quiesce.Thaw(guest, self.row["name"])
         return not self.not_quiesced
+
+    def _thawed(self) -> None:
+        """The guest's thaw ended (quiesce.Thaw); a failure is the VM's event."""
+        thawing, self.thawing = self.thawing, None
+        error = thawing.join() if thawing is not None else ""
+        if error:
+            self.store.add_event("backup-thaw-failed", f"backup {self.backup_id}: the guest "
+                                 f"agent did not thaw the file systems: {error}", self.row,
+                                 self.op["id"])
 
     def _begin(self, guest: Guest, files: dict[str, Path]) -> bool:
         if self.parent is None:

@@ -82,3 +82,32 @@ def test_a_stopped_vm_is_not_frozen(service, controller, cloud, clock, vm):
     assert "fs-freeze" not in calls_of(cloud, vm, before)
     [why] = events(service, "backup-not-quiesced")
     assert why.endswith("the VM was stopped (its disks are as it left them)")
+
+
+def test_a_failed_thaw_is_the_vm_s_event_and_the_backup_still_good(service, controller, cloud,
+                                                                    vm, monkeypatch):
+    """The thaw runs beside the job (quiesce.Thaw) and is joined before the backup is
+    published: its failure is reported, never lost in its thread."""
+    cloud.guest_agents.add(vm["id"])
+
+    def refuse(self):
+        raise DriverError("agent: thaw failed", "thaw failed")
+    monkeypatch.setattr(FakeGuest, "fs_thaw", refuse)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["status"] == "good"
+    assert backup["quiesced"] is True  # the checkpoint was taken frozen
+    [why] = events(service, "backup-thaw-failed")
+    assert why.endswith("the guest agent did not thaw the file systems: thaw failed")
+
+
+def test_a_refused_backup_begin_thaws_before_the_error(service, controller, cloud, vm,
+                                                       monkeypatch):
+    cloud.guest_agents.add(vm["id"])
+
+    def refuse(self, files, incremental, checkpoint):
+        raise DriverError("backup refused", "backup refused")
+    monkeypatch.setattr(FakeGuest, "backup_begin", refuse)
+    op, _ = back_up(service, controller)
+    assert op["status"] == "failed"
+    mine = calls_of(cloud, vm)
+    assert mine.index("fs-freeze") < mine.index("fs-thaw")
