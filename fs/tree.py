@@ -39,13 +39,14 @@ from collections.abc import Callable
 
 import pyfuse3
 
-from appliance import errors, jsonio
+from appliance import errors
 from appliance.files import HOST_FILES, VM_FILES, Directory, File, Log, events_text, json_text
 from appliance.service import Service
 from fs import projects
 from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
 from fs.disk_tree import VM_DIRS as DISK_DIRS
 from fs.disk_tree import DiskTree
+from fs.group_files import GroupFiles
 from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
 from fs.pool_tree import POOLS, PoolTree
@@ -72,6 +73,7 @@ class Tree:
         # vms/NAME/snapshots/..., vms/NAME/backups/..., backup-targets/...: fs/backup_tree.py
         self.backups = BackupTree(service, started, clock)
         self.templates = TemplateFiles(service, self.new_files)  # templates/NAME.json
+        self.groups = GroupFiles(service, self.new_files)  # groups/NAME.json
         self.pools = PoolTree(service, started)  # pools/...: fs/pool_tree.py
         self.disks = DiskTree(service, clock)  # vms/NAME/disks/..., cdroms/...: fs/disk_tree.py
 
@@ -102,7 +104,7 @@ class Tree:
         if top in TABLES:
             return self._stat_in_object(path)
         if depth == 2 and top == "groups":
-            return self._stat_group(path)
+            return self.groups.stat(path)
         if depth == 2 and top == "templates":
             return self.templates.stat(path)
         if depth == 2:
@@ -171,31 +173,11 @@ class Tree:
                 return None
             raise
 
-    def _stat_group(self, path: Path) -> Node:
-        made = self.new_files.get(path)
-        if made is not None and not self.group_exists(path[1]):
-            return Node(False, writable=True, created=made, changed=made)
-        group = self.group(path[1])
-        return _file(json_text(group).encode(), group["created"], group["created"])
-
-    def group(self, file: str) -> dict:
-        return self.service.get_group(json_name(file, "group"))
-
     def named_file_exists(self, path: Path) -> bool:  # groups/NAME.json, templates/NAME.json
-        return (self.templates.exists if path[0] == "templates" else self.group_exists)(path[1])
+        return (self.templates if path[0] == "templates" else self.groups).exists(path[1])
 
     def remove_named_file(self, path: Path) -> None:  # rm of one: delete the group, the template
-        if path[0] == "templates":
-            self.templates.remove(path)
-        else:
-            self.service.delete_group(json_name(path[1], "group"))
-
-    def group_exists(self, file: str) -> bool:
-        try:
-            self.group(file)
-        except errors.NotFound:
-            return False
-        return True
+        (self.templates if path[0] == "templates" else self.groups).remove(path)
 
     # -- what a directory holds -----------------------------------------------------------------
     @_in_project
@@ -220,7 +202,7 @@ class Tree:
         if top == "hosts":
             return self._list_hosts()
         if top == "groups":
-            return self._list_groups()
+            return self.groups.entries()
         if top == "images":
             return [(f"{image['name']}.json",
                      _file(json_text(image).encode(), image["created"], image["created"]))
@@ -246,13 +228,6 @@ class Tree:
                 + [(name, Node(True, created=made, changed=made))
                    for name, made in list(self.staged_hosts.items()) if name not in known])
 
-    def _list_groups(self) -> list[tuple[str, Node]]:
-        entries = [(f"{g['name']}.json", _file(json_text(g).encode(), g["created"], g["created"]))
-                   for g in self.service.list_groups()]
-        known = {name for name, _ in entries}
-        return entries + [(p[1], Node(False, writable=True, created=made, changed=made))
-                          for p, made in list(self.new_files.items()) if p[1] not in known]
-
     # -- what a file reads ------------------------------------------------------------------
     @_in_project
     def content(self, path: Path) -> bytes:
@@ -275,8 +250,7 @@ class Tree:
         elif top == "templates" and len(path) == 2:
             text = self.templates.content(path)
         elif top == "groups" and len(path) == 2:
-            fresh = path in self.new_files and not self.group_exists(name)
-            text = "" if fresh else json_text(self.group(name))
+            text = self.groups.content(path)
         else:
             raise errors.NotFound(f"no {'/'.join(path)!r} here")
         return text.encode()
@@ -334,7 +308,7 @@ class Tree:
             # A VM's state or host (a migration), a host's maintenance (the drain's moves).
             self._wait(written.operations)
         elif top == "groups" and len(path) == 2:
-            self.create_group(path[1], text)
+            self.groups.create(path[1], text)
         elif top == "templates" and len(path) == 2:
             self.templates.write(path, text)
         else:
@@ -371,20 +345,6 @@ class Tree:
     def _add_staged_host(self, name: str, uri: str) -> None:
         self.service.add_host({"name": name, "uri": uri.strip()})
         self.staged_hosts.pop(name, None)
-
-    def create_group(self, file: str, text: str) -> None:
-        if not file.endswith(".json"):
-            raise errors.Invalid("a server group's file is NAME.json", "name")
-        name = file[: -len(".json")]
-        try:
-            body = jsonio.loads(text)
-        except ValueError as err:
-            raise errors.Invalid(f"not JSON: {err}", file) from None
-        if not isinstance(body, dict):
-            raise errors.Invalid('must be a JSON object such as {"policy": "anti-affinity"}', file)
-        if body.get("name", name) != name:
-            raise errors.Invalid(f"the group is named by its file, {name!r}", "name")
-        self.service.create_group({**body, "name": name})
 
     def stage_host(self, name: str) -> None:
         """mkdir hosts/NAME: a directory in this mount's memory until its uri is written."""
