@@ -108,6 +108,23 @@ if ((conf_changed)); then
 else
     log "qemu.conf: already user/group = root"
 fi
+# The virtual TPM's emulator (swtpm) runs as Debian's tss user, said explicitly:
+# unset, libvirtd picks tss only if that user existed when it started, and root
+# otherwise (a libvirtd started before swtpm-tools was installed), so the user
+# changed with the next libvirtd restart. Files a root swtpm left in the local
+# CA's folder (its lock, its serial) then made every TPM VM's create fail with
+# "Need read/write rights on /var/lib/swtpm-localca/.lock.swtpm-localca".
+tpm_changed=0
+set_qemu_conf swtpm_user tss && tpm_changed=1
+set_qemu_conf swtpm_group tss && tpm_changed=1
+if ((tpm_changed)); then
+    conf_changed=1
+    log "qemu.conf: set swtpm_user/swtpm_group = tss"
+fi
+if [[ -d /var/lib/swtpm-localca ]] && [[ -n $(find /var/lib/swtpm-localca -mindepth 1 ! -user tss -print -quit) ]]; then
+    find /var/lib/swtpm-localca -mindepth 1 ! -user tss -exec chown tss:tss {} +
+    log "swtpm-localca: files handed back to tss"
+fi
 
 # --- 3. daemons (no systemd here) -------------------------------------------
 # A pid file alone is not proof: after a container restart it may name a pid

@@ -14,7 +14,11 @@
 """
 from __future__ import annotations
 
+import os
+import pwd
+import subprocess
 import uuid
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -25,6 +29,8 @@ from tests.snapshot_helpers import ask
 pytestmark = pytest.mark.integration
 
 BOOT_SECONDS = 180
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_CA = Path("/var/lib/swtpm-localca")
 PATCHES = [
     {"op": "add", "xpath": "/domain", "xml": (
         "<sysinfo type='smbios'><system><entry name='manufacturer'>vmapp-patched"
@@ -61,6 +67,26 @@ def guests(app):
     app.create_vm("uefi1", memory=512, firmware="uefi", tpm=True)
     app.create_vm("pc1", machine="pc", xml_patches=PATCHES)
     return app
+
+
+def test_setup_host_gives_the_tpm_local_ca_to_swtpms_user_whoever_wrote_it_first():
+    """CI regression: a libvirtd started before swtpm-tools existed ran swtpm as
+    root, whose files in the local CA (its lock first) then made every TPM VM's
+    create fail under the next libvirtd, which ran swtpm as tss. setup-host.sh
+    names the user in qemu.conf and hands such files back; the TPM VM of the
+    module's fixture (created after this test) is the proof that libvirt agrees."""
+    if not LOCAL_CA.is_dir():
+        pytest.skip("swtpm-tools is not installed (packaging/setup-host.sh installs it)")
+    lock = LOCAL_CA / ".lock.swtpm-localca"
+    lock.touch()
+    os.chown(lock, 0, 0)  # as swtpm_localca leaves it when it ran as root
+    done = subprocess.run(["bash", str(REPO / "packaging/setup-host.sh")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    tss = pwd.getpwnam("tss")
+    assert (lock.stat().st_uid, lock.stat().st_gid) == (tss.pw_uid, tss.pw_gid)
+    conf = Path("/etc/libvirt/qemu.conf").read_text()
+    assert 'swtpm_user = "tss"' in conf and 'swtpm_group = "tss"' in conf
 
 
 def domain_xml(app: Appliance, vm: str) -> str:
