@@ -64,14 +64,12 @@ class ServiceBase:
         notify: Callable[[], None] = lambda: None,
         uuidgen: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
     ):
         self.store = store
         self.config = config
         self.notify = notify
         self.uuidgen = uuidgen
         self.clock = clock
-        self.sleep = sleep
 
     @staticmethod
     def _observed(row: Row) -> str:

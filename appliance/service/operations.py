@@ -45,17 +45,19 @@ class Operations(ServiceBase):
         return self.store.list_operations(vm_name=vm, status=status, limit=limit, project=project)
 
     def wait_operation(self, op_id: str, timeout: float) -> Row:
-        """Poll until the operation is final or the timeout passes; return it either way."""
+        """Until the operation is final or the timeout passes; return it either
+        way. Its row is read again only when something was committed to the
+        store (store/changes.py), not on a timer."""
         deadline = time.monotonic() + timeout  # elapsed time, whatever the injected clock says
-        delay = 0.005
         self.get_operation(op_id)  # not found unless the caller sees it
-        while True:
-            op = self.store.get_operation(op_id)
-            if op["status"] in FINAL_OP_STATES or time.monotonic() >= deadline:
-                return op
-            self.sleep(delay)
-            # one indexed SELECT per 10 ms: cheap, and a writer learns fast
-            delay = min(delay * 1.5, 0.01)
+        with self.store.changes.watching() as changes:
+            while True:
+                seen = changes.generation
+                op = self.store.get_operation(op_id)
+                left = deadline - time.monotonic()
+                if op["status"] in FINAL_OP_STATES or left <= 0:
+                    return op
+                changes.wait(seen, left)
 
     def finish(self, op: Row | None, timeout: float | None = None) -> Row | None:
         """Wait for an operation and turn its failure into Failed (or Timeout)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance.store.changes import ChangeFeed
 from appliance.store.schema import MIGRATIONS
 
 # A record as the store returns it: a table's columns, JSON columns decoded.
@@ -39,6 +40,8 @@ class StoreBase:
         self.clock = clock
         self._local = threading.local()
         self._columns: dict[str, frozenset[str]] = {}
+        # Commits seen by this process's waiting threads (store/changes.py).
+        self.changes = ChangeFeed(self.path)
         self._private_files()
         with self.transaction() as db:
             self._migrate(db)

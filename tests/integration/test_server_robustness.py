@@ -46,9 +46,10 @@ def timed_get(url: str, headers: dict | None = None) -> tuple[float, int | None,
 def probe_repeatedly(app: Appliance, seconds: float, path: str = "/healthz", auth: bool = False) -> list[tuple]:
     headers = {"Authorization": f"Bearer {app.token}"} if auth else None
     results = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        results.append(timed_get(app.url + path, headers))
+    started = time.monotonic()
+    while time.monotonic() < started + seconds:
+        at = time.monotonic() - started
+        results.append((*timed_get(app.url + path, headers), round(at, 2)))
         time.sleep(0.25)
     return results
 
@@ -57,7 +58,7 @@ def assert_all_fast(results: list[tuple], what: str) -> None:
     slow = [r for r in results if r[1] != 200 or r[0] >= HEALTH_BUDGET]
     assert len(results) >= 5, results
     assert not slow, (f"{what}: {len(slow)} of {len(results)} probes failed or took >= {HEALTH_BUDGET} s: "
-                      f"{[(round(s, 2), status, err) for s, status, err in slow][:10]}")
+                      f"{[(round(s, 2), status, err, f'at {at} s') for s, status, err, at in slow][:10]}")
 
 
 class SlowClients:

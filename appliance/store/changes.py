@@ -1,0 +1,107 @@
+"""Commits to the store, seen by the threads of one process that wait for them.
+
+Why: a request that waits for its operation (every write by default, and
+`GET /v1/operations/ID?wait=N`) used to read its operation's row every 10 ms.
+Forty such waits were 4,000 queries a second in one API worker, each taking
+the GIL, and on a busy 2-CPU host `/healthz` beside them missed a 1 s budget
+(the CI run of issue 14). Here one thread per process reads SQLite's
+`PRAGMA data_version` on a connection of its own, which changes when any
+other connection (the controller's, in another process, or this process's
+other threads) commits; waiters sleep on a condition until it does, then read
+their row once. With nothing committed, forty waits cost nothing at all.
+
+The watcher runs only while someone waits and stops itself after IDLE_STOP
+seconds without waiters, so a process that never waits has no such thread
+(and gunicorn forks its workers before any is started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+# How often the watcher asks SQLite whether anything was committed: the
+# latency a waiter sees at worst, for one cheap pragma (no table is read).
+POLL = 0.01
+# A waiter reads its row at least this often even if no commit was seen:
+# a net under the watcher, not the way waits normally end.
+MAX_WAIT = 1.0
+# The watcher stops after this long without waiters.
+IDLE_STOP = 2.0
+
+
+class ChangeFeed:
+    def __init__(self, path: str):
+        self.path = path
+        self._cond = threading.Condition()
+        self._generation = 0  # bumped on each commit the watcher sees
+        self._waiters = 0
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()  # the running watcher's: set once it has its baseline
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[ChangeFeed]:
+        """Count the caller as a waiter (starting the watcher if it is not
+        running, once it has read its baseline: a commit after this returns is
+        seen) for the length of the block."""
+        with self._cond:
+            self._waiters += 1
+            if self._thread is None:
+                self._ready = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._watch, args=(self._ready,), name="store-changes", daemon=True
+                )
+                self._thread.start()
+            ready = self._ready
+        ready.wait(MAX_WAIT)
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._waiters -= 1
+
+    @property
+    def generation(self) -> int:
+        """Take this before reading what you wait on; pass it to wait()."""
+        with self._cond:
+            return self._generation
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Until a commit after `seen` was taken, or min(timeout, MAX_WAIT) passed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen, min(timeout, MAX_WAIT))
+
+    def _watch(self, ready: threading.Event) -> None:
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            ready.set()
+            idle_since: float | None = None
+            while True:
+                time.sleep(POLL)
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                with self._cond:
+                    if now != version:
+                        version = now
+                        self._generation += 1
+                        self._cond.notify_all()
+                    if self._waiters:
+                        idle_since = None
+                    elif idle_since is None:
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= IDLE_STOP:
+                        self._thread = None
+                        return
+        except sqlite3.Error:
+            # The store went away (a test's home removed, the process ending):
+            # waiters fall back on MAX_WAIT, and the next waiter starts a watcher.
+            with self._cond:
+                self._thread = None
+        finally:
+            ready.set()
+            if conn is not None:
+                conn.close()
