@@ -4,9 +4,11 @@ backups a crash cut short.
 
 A backup's record is written first (running), then each disk is written by
 libvirt into TARGET/vm-appliance/VM_ID/ID.partial/, the job's progress goes
-into the operation (bytes done of total), an incremental's files are rebased
-onto their parent's files by relative path, manifest.json is written and
-fsynced, and the folder is renamed to ID: only then is the backup good. A
+into the operation (bytes done of total), into target files the appliance made
+(an incremental's with its parent's files as backing files, by relative path;
+on a host with storage of its own libvirt makes them there, and they are rebased
+after), manifest.json is written and fsynced, and the folder is renamed to ID:
+only then is the backup good. A
 failure or a cancel aborts the job, removes the partial folder and marks the
 record failed. A stopped VM is started paused for the job (libvirt backs up
 running domains only) and destroyed after; the observer leaves a busy VM alone.
@@ -33,11 +35,12 @@ from typing import Any
 
 from appliance import backup_chain, backup_retention, pinned_chain
 from appliance.controller import quiesce
+from appliance.controller.backup_recovery import recover_interrupted
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import FollowUp, Handler
-from appliance.controller.remote_backups import HostCopies, remove_interrupted
-from appliance.errors import Failed, NotFound
+from appliance.controller.remote_backups import HostCopies
+from appliance.errors import Failed
 from appliance.model.backup_policy import DEFAULT_FULL_EVERY
 from appliance.model.states import BackupKind, BackupStatus
 from appliance.service.backups import backup_policy
@@ -87,6 +90,8 @@ class BackupRun:
         self.host_copies: HostCopies | None = None  # the VM's host keeps its own storage
         self.not_quiesced = ""  # why the guest's file systems were not frozen ("" if they were)
         self.thawing: quiesce.Thaw | None = None  # the thaw running beside the job
+        # the partial folder (and its identity) when the appliance makes the job's files
+        self.making: tuple[Path, tuple[int, int]] | None = None
 
     # -- the task ----------------------------------------------------------------------
     def execute(self) -> FollowUp | None:
@@ -136,6 +141,9 @@ class BackupRun:
             files = {name: partial / backup_chain.disk_file(name) for name in disks}
             job_files = (self.host_copies.job_files(self.backup_id, disks)
                          if self.host_copies else files)
+            if self.host_copies is None:  # the job writes here: the appliance makes its files
+                self.making = (partial, made)
+                self._make_targets(guest, files)
             quiesced = self._begin(guest, job_files)
             if not quiesced:
                 self.store.add_event("backup-not-quiesced", f"backup {self.backup_id} is "
@@ -272,13 +280,27 @@ class BackupRun:
                 f"{self.target['name']}" + (f" (full: {why_full})" if why_full else ""),
                 self.row, self.op["id"])
 
+    def _make_targets(self, guest: Guest, files: dict[str, Path]) -> None:
+        """The job's files, in the folder made for it (by descriptor), of the
+        disks' live sizes: an incremental's backed by its parent's files."""
+        if self.making is None:
+            return
+        sizes = guest.backup_sizes(list(files))
+        held = pinned_chain.pin_folder(*self.making)
+        try:
+            backup_chain.create_targets(held, {files[name].name: sizes[name] for name in files},
+                                        self.parent["id"] if self.parent else None)
+        finally:
+            os.close(held)
+
     def _begin_once(self, guest: Guest, files: dict[str, Path], incremental: str | None) -> bool:
         """backupBegin, the guest's file systems frozen around it when an agent
         answers (the checkpoint is the instant the job starts). Quiesced?"""
         thaw, self.not_quiesced = quiesce.freeze(guest, self.row["name"],
                                                  bool(self.params.get("started_paused")))
         try:
-            guest.backup_begin(files, incremental=incremental, checkpoint=self.backup_id)
+            guest.backup_begin(files, incremental=incremental, checkpoint=self.backup_id,
+                               made=self.making is not None)
         except BaseException:
             if thaw:
                 guest.fs_thaw()
@@ -313,6 +335,7 @@ class BackupRun:
             path.unlink(missing_ok=True)
         if self.host_copies is not None:
             self.host_copies.remove(self.backup_id)
+        self._make_targets(guest, files)  # again, without a backing file
         return self._begin_once(guest, files, None)
 
     def _wait(self, guest: Guest) -> None:
@@ -342,7 +365,7 @@ class BackupRun:
         try:
             for name, path in files.items():
                 fds[name] = pinned_chain.open_written_file(held, path.name)
-            if self.parent is not None:  # every disk's at once: each is a qemu-img to wait for
+            if self.parent is not None and self.making is None:  # libvirt made them, there
                 backup_chain.rebase_onto_parent(
                     {fd: files[name].name for name, fd in fds.items()}, self.parent["id"])
             for name, fd in fds.items():
@@ -406,40 +429,4 @@ class Backups:
         return BackupRun(self.ctx, self.files, op, row).execute()
 
     def recover_interrupted(self) -> None:
-        """At start: a backup left running by a crash is failed and its partial
-        folder removed, unless it was published already (then it is good, as its
-        manifest says). Its operation, if still open, runs again (a new backup)."""
-        store = self.ctx.store
-        for backup in store.list_backups(statuses=[BackupStatus.RUNNING]):
-            try:
-                path = store.get_backup_target(backup["target"])["path"]
-            except NotFound:
-                path = None
-            manifest = None
-            if path is not None:
-                folder = backup_chain.backup_folder(path, backup["vm_id"], backup["id"])
-                try:
-                    manifest = backup_chain.read_manifest(folder)
-                except backup_chain.BrokenChain:
-                    backup_chain.remove_backup(path, backup["vm_id"], backup["id"])
-            remove_interrupted(self.ctx, self.files, backup)
-            vm = store.get_vm_by_id(backup["vm_id"])
-            if manifest is not None:
-                # read_manifest checked these fields; only they are recorded
-                disks = [{key: d[key] for key in ("name", "file", "virtual_size", "bytes")}
-                         for d in manifest["disks"]]
-                size = sum(d["bytes"] for d in disks)
-                store.update_backup(backup["id"], status=BackupStatus.GOOD,
-                                    disks=disks, size=size,
-                                    quiesced=bool(manifest.get("quiesced")),
-                                    finished=manifest.get("finished"))
-                store.add_event("backup-finished", f"backup {backup['id']} was complete when "
-                                "the appliance stopped; recorded at its restart", vm,
-                                project=backup["project"])
-                continue
-            store.update_backup(backup["id"], status=BackupStatus.FAILED,
-                                error="interrupted: the appliance stopped during the backup",
-                                finished=self.ctx.clock())
-            store.add_event("backup-failed", f"backup {backup['id']} was interrupted by a stop "
-                            "of the appliance; its partial folder was removed", vm,
-                            project=backup["project"])
+        recover_interrupted(self.ctx, self.files)

@@ -255,10 +255,16 @@ class Guest(abc.ABC):
     # -- backups (issue 13): libvirt push backups (libvirt_backups.py); not abstract,
     # so a driver without them refuses with a reason ---------------------------------
     def backup_begin(self, files: dict[str, Path], incremental: str | None,
-                     checkpoint: str | None) -> None:
+                     checkpoint: str | None, made: bool = False) -> None:
         """Start a push backup of the named disks ("root", data disk names) into
-        new qcow2 files; since checkpoint `incremental` only (IncrementalImpossible
-        when it cannot be), creating checkpoint `checkpoint` (None: none)."""
+        new qcow2 files (`made`: files the caller made, of backup_sizes' sizes);
+        since checkpoint `incremental` only (IncrementalImpossible when it cannot
+        be), creating checkpoint `checkpoint` (None: none)."""
+        raise DriverError("backups: not supported by this driver",
+                          "backups are not supported on this host")
+
+    def backup_sizes(self, names: list[str]) -> dict[str, int]:
+        """The named disks' sizes in bytes, as the running domain has them."""
         raise DriverError("backups: not supported by this driver",
                           "backups are not supported on this host")
 

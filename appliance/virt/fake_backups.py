@@ -44,6 +44,19 @@ def _live_size(dom_xml: str, file_name: str) -> int:
     return FAKE_DISK_BYTES
 
 
+def _check_made(path: Path, size: int) -> None:
+    """As QEMU refuses a made target that is missing or of another size than its disk."""
+    try:
+        with open(path, "rb") as f:
+            made = int.from_bytes(f.read(32)[24:32], "big")
+    except OSError as err:
+        raise DriverError(f"cannot open {path}: {err.strerror}", "the backup's target file "
+                          "is missing") from None
+    if made != size:
+        raise DriverError(f"Source and target image have different sizes ({size}, {made})",
+                          "the backup's target file has another size than the disk")
+
+
 class FakeBackupMethods:
     driver: FakeDriver
     uuid: str
@@ -56,8 +69,13 @@ class FakeBackupMethods:
         self.driver.fake_host().calls.append(f"{call} {self.uuid}")
         return dom
 
+    def backup_sizes(self, names: list[str]) -> dict[str, int]:
+        with self.driver.cloud.lock:
+            dom = self._dom()
+            return {name: _live_size(dom.xml, disk_file(name)) for name in names}
+
     def backup_begin(self, files: dict[str, Path], incremental: str | None,
-                     checkpoint: str | None) -> None:
+                     checkpoint: str | None, made: bool = False) -> None:
         cloud = self.driver.cloud
         with cloud.lock:
             dom = self._backup_note(f"backup-begin {incremental or 'full'}")
@@ -78,7 +96,11 @@ class FakeBackupMethods:
                 if own_volumes is not None:  # no file here: the size the host's disk was made with
                     size = self.driver.fake_host().volume_sizes.get(
                         (self.uuid, disk_file(name)), size)
-                _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None, size)
+                if made:  # libvirt's REUSE_EXTERNAL: QEMU writes into them, the header stays
+                    _check_made(path, size)
+                else:
+                    _write_qcow2(path, f"{LIVE_DIR}/{disk_file(name)}" if incremental else None,
+                                 size)
                 if own_volumes is not None:
                     own_volumes.add(path.name)  # in the VM's pool on that host
             if checkpoint:

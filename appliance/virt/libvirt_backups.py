@@ -141,15 +141,21 @@ def _check_base(dom: libvirt.virDomain, name: str, devs: list[str], others: list
             f"{missing[0]} (QEMU was killed, or the disk was replaced)")
 
 
+def backup_sizes(dom: libvirt.virDomain, names: list[str]) -> dict[str, int]:
+    devs, _others = _devices_of(dom, names)
+    return {name: int(dom.blockInfo(dev, 0)[0]) for name, dev in devs.items()}
+
+
 def backup_begin(dom: libvirt.virDomain, files: dict[str, Path], incremental: str | None,
-                 checkpoint: str | None) -> None:
+                 checkpoint: str | None, made: bool = False) -> None:
     devs, others = _devices_of(dom, list(files))
     if incremental:
         _check_base(dom, incremental, list(devs.values()), others)
     checkpoint_xml = (_checkpoint_xml(checkpoint, list(devs.values()), others, None)
                       if checkpoint else None)
     try:
-        dom.backupBegin(_backup_xml(files, devs, others, incremental), checkpoint_xml, 0)
+        dom.backupBegin(_backup_xml(files, devs, others, incremental), checkpoint_xml,
+                        libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL if made else 0)
     except libvirt.libvirtError as err:
         if incremental and "checkpoint inconsistent" in (err.get_error_message() or ""):
             raise IncrementalImpossible(str(err), f"the dirty bitmaps of checkpoint "
@@ -192,8 +198,11 @@ class BackupMethods:
         raise NotImplementedError
 
     def backup_begin(self, files: dict[str, Path], incremental: str | None,
-                     checkpoint: str | None) -> None:
-        self.call(backup_begin, files, incremental, checkpoint)
+                     checkpoint: str | None, made: bool = False) -> None:
+        self.call(backup_begin, files, incremental, checkpoint, made)
+
+    def backup_sizes(self, names: list[str]) -> dict[str, int]:
+        return self.call(backup_sizes, names)
 
     def backup_finished(self) -> bool | None:
         return self.call(backup_finished)

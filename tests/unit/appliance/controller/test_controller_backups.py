@@ -1,7 +1,7 @@
-"""The backup handler on the fake hypervisor, with real files: the fake's
-backup job writes qcow2 files as libvirt does (an incremental backed by the
-live disk), so the handler's rebase, manifest, rename and the chain check run
-for real. Full then incremental, the fallbacks to a full one, a stopped VM,
+"""The backup handler on the fake hypervisor, with real files: the handler
+makes the job's qcow2 files (an incremental's backed by its parent's files)
+and the fake's job checks them as QEMU would (there, of the disk's size), so
+the files, manifest, rename and the chain check run for real. Full then incremental, the fallbacks to a full one, a stopped VM,
 cancel, retention, and the clean-up after a crash."""
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_full_then_incremental_of_a_running_vm(service, controller, cloud, vm, t
     assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
     assert inc["chain"] == full["id"] and inc["depends_on"] == [full["id"]]
     inc_folder = target / "vm-appliance" / vm["id"] / inc["id"]
-    # rebased off the live disk onto the parent's file, by relative path
+    # backed by the parent's file, by relative path
     assert images.qcow2_backing(inc_folder / "disk-data.qcow2") == (
         f"../{full['id']}/disk-data.qcow2", "qcow2")
     chain = backup_chain.verify_chain(target, vm["id"], inc["id"])
@@ -84,6 +84,30 @@ def test_full_then_incremental_of_a_running_vm(service, controller, cloud, vm, t
     assert dom_of(cloud, vm).checkpoints == [inc["id"]]
     assert not [c for c in cloud.host(HOSTS[vm["host"]]).calls if c.startswith("suspend")]
     assert [b["id"] for b in service.list_backups("web1")] == [inc["id"], full["id"]]
+
+
+def test_an_incrementals_files_are_made_backed_by_its_parents_before_the_job(
+        service, controller, cloud, vm, target, monkeypatch):
+    """libvirt's REUSE_EXTERNAL: the appliance makes the job's files, so QEMU
+    creates none (~100 ms of an incremental's backupBegin) and no rebase
+    follows the job. While the job runs, the files are there, of the disks'
+    sizes, an incremental's backed by its parent's."""
+    _op, full = back_up(service, controller)
+    seen: dict[str, tuple] = {}
+    original = fake_backups.FakeBackupMethods.backup_finished
+
+    def look_while_running(self):
+        for partial in (target / backup_chain.TREE / vm["id"]).glob("*.partial"):
+            for file in partial.glob("*.qcow2"):
+                seen[file.name] = images.qcow2_backing(file)
+        return original(self)
+
+    monkeypatch.setattr(fake_backups.FakeBackupMethods, "backup_finished", look_while_running)
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded", op["error"]
+    assert seen == {name: (f"../{full['id']}/{name}", "qcow2")
+                    for name in ("root.qcow2", "disk-data.qcow2")}
+    assert not [c for c in cloud.host(HOSTS[vm["host"]]).calls if "rebase" in c]
 
 
 def test_a_checkpoint_libvirt_lost_is_redefined_from_the_bitmaps(service, controller, cloud, vm):
@@ -102,9 +126,13 @@ def test_lost_bitmaps_make_a_full_backup_and_the_event_says_why(service, control
     assert op["status"] == "succeeded"
     assert second["kind"] == "full" and second["parent"] is None and second["chain"] == second["id"]
     assert "bitmaps are not in the disks" in events(service, "backup-full-instead")[0]
-    manifest = backup_chain.read_manifest(backup_chain.backup_folder(
-        service.get_backup_target("nas")["path"], vm["id"], second["id"]))
+    folder = backup_chain.backup_folder(service.get_backup_target("nas")["path"], vm["id"],
+                                        second["id"])
+    manifest = backup_chain.read_manifest(folder)
     assert manifest["kind"] == "full" and manifest["parent"] is None
+    # the files made for the incremental were made again, with no backing file
+    assert images.qcow2_backing(folder / "root.qcow2") == (None, None)
+    assert images.qcow2_backing(folder / "disk-data.qcow2") == (None, None)
 
 
 def test_full_every_starts_a_new_chain(service, controller, clock, vm):
