@@ -248,3 +248,30 @@ def test_in_place_restore(appliance, target, web1):
     assert checksum(appliance, 0, 16) == before
     after = backup(appliance)  # the disks were replaced: a new chain
     assert after["kind"] == "full"
+
+
+def test_a_bitmap_lost_in_qemu_makes_a_full_backup_that_says_why(appliance, target, web1):
+    """The base checkpoint is on the domain but QEMU lost its bitmap on a disk
+    (as a QEMU killed before storing it leaves it): libvirt's backupBegin says
+    "checkpoint inconsistent"; the backup is a full one and its event says why."""
+    import libvirt_qemu
+
+    dom = domain(appliance)
+    base = only_checkpoint(dom)
+    assert base is not None
+    nodes = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps(
+        {"execute": "query-named-block-nodes", "arguments": {"flat": True}}), 0))["return"]
+    holders = [n["node-name"] for n in nodes
+               if any(b.get("name") == base for b in n.get("dirty-bitmaps", []))]
+    assert holders, nodes
+    libvirt_qemu.qemuMonitorCommand(dom, json.dumps({"execute": "block-dirty-bitmap-remove",
+                                                     "arguments": {"node": holders[0], "name": base}}), 0)
+    again = backup(appliance)
+    assert again["kind"] == "full" and again["parent"] is None
+    events = appliance.api("GET", "/v1/events", params={"vm": "web1"}).json()["items"]
+    why = [e["message"] for e in events if e["kind"] == "backup-full-instead"]
+    assert why and "missing or broken bitmap" in why[-1], why
+    assert images.qcow2_backing(target / "vm-appliance" / web1["id"] / again["id"]
+                                / "disk-data.qcow2") == (None, None)
+    nxt = backup(appliance)  # the chain goes on from the new full
+    assert nxt["kind"] == "incremental" and nxt["parent"] == again["id"]
