@@ -4,9 +4,13 @@ per host per scrape.
 `LibvirtCollector.collect()` runs fresh at every scrape (prometheus_client
 calls it). Per host it makes a fixed number of calls, whatever the number of
 domains, and never a call per domain:
-- the running domains: `listAllDomains(ACTIVE)`, then the bulk stats call
-  `domainListGetStats` on them, split into at most CHUNKS parts made at once
-  on each of CONNECTIONS connections.
+- the running domains: `listAllDomains(ACTIVE)`, then for the wanted ones
+  (the appliance's, unless every domain is reported) two bulk calls made at
+  once, one with the groups that need QEMU's monitor (balloon, block), split
+  into at most CHUNKS parts on each of CONNECTIONS connections, and one with
+  the others (state, CPU, vCPU, interface), which libvirt then answers without
+  asking the monitor; other domains get one call with what the host families
+  count (running_stats.py says why and measures it).
   libvirtd runs each domain's QEMU monitor queries one after another inside
   one call; on a loaded host (10 TCG guests on 2 cores) the split made the
   call 3-4x faster (1,495 ms in one call, 321 ms in 4). libvirtd serves 5
@@ -52,29 +56,22 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from appliance.virt.domain import METADATA_NS
 from exporter.families import Families, domain_rows, host_families
+from exporter.running_stats import ACTIVE_CALL, MONITOR_CALL, NOWAIT, PLAIN_CALL, running_stats
+
+__all__ = ["ACTIVE_CALL", "CHUNKS", "CONNECTIONS", "INACTIVE_CALL", "MONITOR_CALL", "PLAIN_CALL",
+           "HostSample", "LibvirtCollector", "Target"]
 
 log = logging.getLogger(__name__)
 
-NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-# (stats groups, flags) of the bulk calls: see the module's docstring.
-# Only the groups exported: each further one (iothread, dirtyrate, vm, perf) is another round
-# trip to every QEMU's monitor, and "0" (every group) cost 2.5x these on loaded TCG guests.
-ACTIVE_GROUPS = (
-    libvirt.VIR_DOMAIN_STATS_STATE
-    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-    | libvirt.VIR_DOMAIN_STATS_BALLOON
-    | libvirt.VIR_DOMAIN_STATS_VCPU
-    | libvirt.VIR_DOMAIN_STATS_INTERFACE
-    | libvirt.VIR_DOMAIN_STATS_BLOCK
-)
-ACTIVE_CALL = (ACTIVE_GROUPS, NOWAIT)  # domainListGetStats takes no ACTIVE/INACTIVE filter
+# (stats groups, flags) of the shut-off domains' call; the running domains' are in
+# running_stats.py (see the module's docstring for both).
 INACTIVE_CALL = (
     libvirt.VIR_DOMAIN_STATS_STATE
     | libvirt.VIR_DOMAIN_STATS_VCPU
     | libvirt.VIR_DOMAIN_STATS_BALLOON,
     NOWAIT | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE,
 )
-CHUNKS = 4  # parts in flight on one connection (libvirtd's max_client_requests is 5)
+CHUNKS = 4  # monitor parts in flight on one connection (libvirtd's max_client_requests is 5)
 # libvirtd answers one connection's requests at most 5 at a time, and the time
 # of a stats call is spent waiting for each QEMU's monitor, not computing: so
 # the running domains are spread over a few connections (an idle connection
@@ -104,10 +101,6 @@ class HostSample:
 
 def open_read_only(uri: str) -> libvirt.virConnect:
     return libvirt.openReadOnly(uri)
-
-
-def _list_active(conn: libvirt.virConnect) -> list:
-    return conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
 
 
 def _shut_off_and_host(conn: libvirt.virConnect) -> tuple[list, list, int]:
@@ -160,7 +153,7 @@ class LibvirtCollector:
         )
 
     # -- talking to libvirt (in a worker thread, under the deadline) ---------------------
-    def _sample(self, host: _Host) -> HostSample:
+    def _sample(self, host: _Host, names: dict[str, str] | None = None) -> HostSample:
         try:
             if host.conn is None:
                 host.conn = self.open_connection(host.target.uri)
@@ -171,7 +164,7 @@ class LibvirtCollector:
             # The shut-off domains and the host's figures, on the last connection,
             # while the running domains' stats are asked for (they were one after the other).
             side = self._chunk_pool.submit(_shut_off_and_host, conns[-1])
-            running = self._active_stats(conns)
+            running = running_stats(conns, self._wanted(host, names), self.chunks, self._chunk_pool)
             shut_off, info, free_memory = side.result()
             domains, seen, ours = [], set(), set()
             for dom, record in running + shut_off:
@@ -212,47 +205,15 @@ class LibvirtCollector:
             host.identities[uuid] = known
         return known
 
-    def _active_stats(self, conns: list[libvirt.virConnect]) -> list:
-        """The running domains' stats: one list call, then the domains dealt out
-        in parts, CHUNKS parts in flight per connection. One call per part with
-        every group: a domain's groups split over calls made at once lose their
-        QEMU-monitor part (each call takes the domain's job, NOWAIT skips)."""
-        conn = conns[0]
-        first = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        if not first:
-            return []
-        count = min(self.chunks * len(conns), len(first))
-        # Other connections are listed only when their parts are needed
-        # (a few domains: one connection).
-        used = conns[: -(-count // self.chunks)]
-        listed = [first, *self._chunk_pool.map(_list_active, used[1:])]
-        by_uuid = [{d.UUIDString(): d for d in doms} for doms in listed]
-        # Part p goes through connection p % len(used); a domain that connection
-        # has not listed (it just started) goes through the first one instead.
-        parts: dict[tuple[int, int], list] = {}
-        for i, uuid in enumerate(sorted(by_uuid[0])):
-            part = i % count
-            owner = part % len(used)
-            if uuid not in by_uuid[owner]:
-                owner = 0
-            parts.setdefault((part, owner), []).append(by_uuid[owner][uuid])
-
-        def stats(item: tuple[tuple[int, int], list]) -> list:
-            (_part, owner), doms = item
-            return used[owner].domainListGetStats(doms, *ACTIVE_CALL)
-
-        try:
-            records: list = []
-            for chunk in self._chunk_pool.map(stats, parts.items()):
-                records.extend(chunk)
-            return records
-        except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-            # One went away since the list: ask for whatever is running now, in one call.
-            return conn.getAllDomainStats(
-                ACTIVE_CALL[0], ACTIVE_CALL[1] | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
-            )
+    def _wanted(self, host: _Host, names: dict[str, str] | None
+                ) -> Callable[[libvirt.virDomain], bool]:
+        """Which running domains are reported, hence asked for their full stats
+        (the others only for what the host families count)."""
+        if self.managed_only and names is not None:
+            return lambda dom: dom.UUIDString() in names
+        if self.ours_only:
+            return lambda dom: self._ours(host, dom.UUIDString(), dom)
+        return lambda dom: True
 
     def _host(self, target: Target) -> _Host:
         with self._lock:
@@ -260,8 +221,10 @@ class LibvirtCollector:
                 self._hosts[target] = _Host(target)
             return self._hosts[target]
 
-    def sample_all(self, targets: list[Target]) -> dict[Target, HostSample | str]:
-        """Ask every host at once; each answer or the reason it is missing."""
+    def sample_all(self, targets: list[Target], names: dict[str, str] | None = None
+                   ) -> dict[Target, HostSample | str]:
+        """Ask every host at once; each answer or the reason it is missing.
+        names: the store's VMs (uuid -> name), for `managed_only`."""
         started = time.monotonic()
         futures = {}
         results: dict[Target, HostSample | str] = {}
@@ -270,7 +233,7 @@ class LibvirtCollector:
             if host.pending is not None and not host.pending.done():
                 results[target] = "the previous scrape's call has not returned"
                 continue
-            host.pending = self._pool.submit(self._sample, host)
+            host.pending = self._pool.submit(self._sample, host, names)
             futures[target] = host.pending
         for target, future in futures.items():
             try:
@@ -302,7 +265,7 @@ class LibvirtCollector:
         except Exception:
             log.exception("reading VM uptimes")
             uptimes = {}
-        samples = self.sample_all(targets)
+        samples = self.sample_all(targets, names)
         yield from self.families(samples, names, uptimes)
         duration = GaugeMetricFamily("vmappliance_exporter_libvirt_scrape_duration_seconds",
                                      "Time the exporter took to read libvirt, all hosts.")

@@ -9,7 +9,8 @@ import libvirt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ACTIVE_CALL, CHUNKS, INACTIVE_CALL, LibvirtCollector, Target
+from exporter.collector import CHUNKS, INACTIVE_CALL, MONITOR_CALL, PLAIN_CALL, LibvirtCollector, Target
+from exporter.running_stats import OTHERS_CALL
 from tests.exporter.fakes import (
     PAUSED_STATS,
     RUNNING_QEMU_STATS,
@@ -67,7 +68,8 @@ def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn
         generate_latest(registry)
         assert counting.calls.count("listAllDomains") == 1  # the test driver: one connection
         assert counting.calls.count("getAllDomainStats") == 1  # the shut-off half
-        assert 1 <= counting.calls.count("domainListGetStats") <= CHUNKS  # the running half, in parts
+        # the running half: the monitor groups in parts, and one call with the others
+        assert 2 <= counting.calls.count("domainListGetStats") <= CHUNKS + 1
         assert counting.calls.count("getInfo") == counting.calls.count("getFreeMemory") == 1
     assert registry.get_sample_value("vmappliance_host_up", {"host": "local"}) == 1
     assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) >= 50
@@ -75,7 +77,8 @@ def test_bulk_calls_per_host_per_scrape_whatever_the_number_of_domains(test_conn
     generate_latest(registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=lambda uri: fake)))
     stats_calls = [c for c in fake.calls if c[0] in ("domainListGetStats", "getAllDomainStats")]
     # the shut-off half is asked for alongside the running half: in either order
-    assert sorted(stats_calls) == sorted([("domainListGetStats", *ACTIVE_CALL, 1), ("getAllDomainStats", *INACTIVE_CALL)])
+    assert sorted(stats_calls) == sorted([("domainListGetStats", *MONITOR_CALL, 1), ("domainListGetStats", *PLAIN_CALL, 1),
+                                          ("getAllDomainStats", *INACTIVE_CALL)])
     nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
     assert all(call[2] & nowait for call in stats_calls)
 
@@ -185,7 +188,7 @@ def test_a_hung_host_is_cut_off_at_the_deadline_and_not_queued_twice():
             assert 'vmappliance_host_up{host="hung"} 0.0' in text
             assert 'vmappliance_host_up{host="fine"} 1.0' in text
             assert 'vm="quick"' in text and 'vm="slow"' not in text
-        assert hung.calls.count(("domainListGetStats", *ACTIVE_CALL, 1)) == 1  # not queued a second time
+        assert hung.calls.count(("domainListGetStats", *MONITOR_CALL, 1)) == 1  # not queued a second time
     finally:
         release.set()
     time.sleep(0.1)
@@ -216,9 +219,12 @@ def test_running_domains_are_spread_over_connections_each_once():
                                             open_connection=open_connection))
     generate_latest(registry)
     assert len(opened) == CONNECTIONS
-    per_conn = [[c for c in conn.calls if c[0] == "domainListGetStats"] for conn in opened]
+    per_conn = [[c for c in conn.calls if c[:3] == ("domainListGetStats", *MONITOR_CALL)] for conn in opened]
     assert all(1 <= len(calls) <= CHUNKS for calls in per_conn)  # every connection used, within its limit
     assert sum(call[3] for calls in per_conn for call in calls) == 30  # each domain asked for once
+    # and the groups that need no monitor, in one call for all of them
+    assert [c for conn in opened for c in conn.calls if c[:3] == ("domainListGetStats", *PLAIN_CALL)] == [
+        ("domainListGetStats", *PLAIN_CALL, 30)]
     assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) == 30
 
 

@@ -79,6 +79,10 @@ def test_prometheus_scrapes_vm_host_and_appliance_series(appliance, prometheus):
         wait_query(prometheus, f'vmappliance_vm_block_read_bytes_total{{vm="{name}",disk="vda"}}',
                    check=lambda r: value(r) > 0, timeout=60)
     assert value(query(prometheus, 'vmappliance_vm_vcpus{vm="r1"}')) >= 1
+    # the running domains' two calls (exporter/running_stats.py): what libvirt reads
+    # under the domain's job (rss, with the balloon's monitor query) and what not
+    assert value(query(prometheus, 'vmappliance_vm_memory_rss_bytes{vm="r1"}')) > 0
+    assert query(prometheus, 'vmappliance_vm_vcpu_wait_seconds_total{vm="r1",vcpu="0"}')
     assert value(query(prometheus, 'vmappliance_vm_block_capacity_bytes{vm="r1",disk="vda"}')) > 0
     # a stopped VM: state, vCPUs and memory (no block stats: see exporter/collector.py)
     assert value(query(prometheus, 'vmappliance_vm_vcpus{vm="s1"}')) >= 1
