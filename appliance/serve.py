@@ -98,6 +98,9 @@ def gunicorn_args(config: Config, wsgi_factory: str = API_APP) -> list[str]:
         # removes the others' (issue 9, 15). Nothing here uses it.
         "--no-control-socket",
         "--access-logfile", str(config.logs_dir / "access.log"),
+        # The master imports the app's modules before forking the workers, which
+        # share them (appliance/api/gunicorn_conf.py).
+        "--config", "python:appliance.api.gunicorn_conf",
         *https,
         f"appliance.api.asgi:get_app({wsgi_factory!r})",
     ]
