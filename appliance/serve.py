@@ -3,7 +3,9 @@
 The controller runs in this process (it owns the libvirt connection); the API
 runs in a gunicorn child that dies with us (PR_SET_PDEATHSIG), so even a
 SIGKILL leaves no orphan. Running VMs belong to libvirt and keep running; the
-next start adopts them.
+next start adopts them. The children (API, console broker, mount) are forked
+before the controller starts, so that they share this process's memory
+(appliance/forked.py); a child restarted later is exec'd.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from appliance import accel, tls
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
+from appliance.forked import ForkedChild, limit_malloc_arenas
+from appliance.forked import fork_child as forked_child
 from appliance.image_store import remove_stale_uploads
 from appliance.service import Service
 from appliance.store import Store
@@ -41,7 +45,14 @@ def _die_with_parent() -> None:
 
 def spawn_child(
     args: list[str], env: dict | None = None, log_path: Path | None = None
-) -> subprocess.Popen:
+) -> subprocess.Popen | ForkedChild:
+    """Fork the child while this process can (appliance/forked.py: it then
+    shares serve's memory), else exec `args`."""
+    forked = forked_child(args, env if env is not None else dict(os.environ), log_path,
+                          _die_with_parent)
+    if forked is not None:
+        log.info("forked %s (pid %d)", " ".join(args[1:3]), forked.pid)
+        return forked
     out = open(log_path, "ab") if log_path else None
     # args are built by this module (gunicorn, the mount), an argument list without a shell
     return subprocess.Popen(args, env=env, stdout=out,  # noqa: S603
@@ -98,6 +109,9 @@ def gunicorn_args(config: Config, wsgi_factory: str = API_APP) -> list[str]:
         # removes the others' (issue 9, 15). Nothing here uses it.
         "--no-control-socket",
         "--access-logfile", str(config.logs_dir / "access.log"),
+        # The master imports the app's modules before forking the workers, which
+        # share them (appliance/api/gunicorn_conf.py).
+        "--config", "python:appliance.api.gunicorn_conf",
         *https,
         f"appliance.api.asgi:get_app({wsgi_factory!r})",
     ]
@@ -180,18 +194,27 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     verdict = accel.resolve(store, conn, config.accel, image)
     conn.close()
     log.info("accelerator: %s (%s)", verdict["accel"], verdict["reason"])
-
-    controller = Controller(
-        store, config, instance_id(store), "kvm" if verdict["accel"] == "kvm" else "qemu"
-    )
-    controller.adopt_on_start()
-    controller.start()
+    instance = instance_id(store)
 
     env = {**os.environ, "VMAPP_HOME": str(config.home)}
     # glibc gives each thread its own malloc arena and keeps what a large
     # response freed in it: 8 gthread threads held ~40 MiB more per worker at
-    # 1,000 VMs (BENCHMARKS.md). Two arenas per process are plenty under the GIL.
+    # 1,000 VMs (BENCHMARKS.md). Two arenas per process are plenty under the GIL:
+    # the variable for exec'd children, mallopt for this process and forked ones.
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    limit_malloc_arenas()
+    # The children are started while this process has one thread and no open
+    # connection, so that they are forked and share its memory (appliance/forked.py);
+    # the controller starts right after them.
+    store.close()
+    wait_for_port(config.listen, 20)
+    children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
+    children.update(extra_children(config, env))
+    running = {name: start() for name, start in children.items()}
+
+    controller = Controller(store, config, instance, "kvm" if verdict["accel"] == "kvm" else "qemu")
+    controller.adopt_on_start()
+    controller.start()
     stopping = threading.Event()
     # The controller's reconcile duration is copied to the store for /metrics to
     # read; the API metrics already go to HOME/run/metrics (exporter/shared_metrics.py,
@@ -204,10 +227,6 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    wait_for_port(config.listen, 20)
-    children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
-    children.update(extra_children(config, env))
-    running = {name: start() for name, start in children.items()}
     log.info("serving on %s://%s (home %s)", "https" if tls_files else "http", config.listen,
              config.home)
     restarts: dict[str, float] = {}
@@ -251,7 +270,7 @@ def extra_children(config: Config, env: dict) -> dict:
     if config.mount_group:
         args += ["--allow-group", config.mount_group]
 
-    def start_mount() -> subprocess.Popen:
+    def start_mount() -> subprocess.Popen | ForkedChild:
         clear_stale(point)
         return spawn_child(args, env, config.logs_dir / "mount.log")
 

@@ -255,6 +255,23 @@ def get_app(wsgi_factory: str = "appliance.api.app:get_app") -> Front:
 
 
 API_APP = "appliance.api.app:get_app"
+# What get_app imports, besides the factory's module, when it serves the API.
+API_MODULES = ("appliance.config", "appliance.notify", "appliance.store", "appliance.service",
+               "appliance.api.websocket")
+APP_URI = re.compile(r"appliance\.api\.asgi:get_app\('(([\w.]+):\w+)'\)")
+
+
+def preload(app_uri: str) -> None:
+    """Import, in gunicorn's master, the modules that get_app would import in
+    each worker (appliance/api/gunicorn_conf.py says why). `app_uri` is the app
+    argument gunicorn_args gives gunicorn; nothing is built or opened here."""
+    match = APP_URI.fullmatch(app_uri)
+    if match is None:
+        return
+    importlib.import_module(match.group(2))
+    if match.group(1) == API_APP:
+        for module in API_MODULES:
+            importlib.import_module(module)
 
 
 def consoles(config: Any, front: Front) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

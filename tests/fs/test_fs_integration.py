@@ -142,7 +142,8 @@ def _children(pid: int) -> list[int]:
 
 def _mount_child(app: Appliance) -> int:
     for pid in _children(app.proc.pid):
-        if b"\0mount\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        # NUL-separated when exec'd, one title when forked (appliance/forked.py)
+        if b"mount" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split():
             return pid
     raise AssertionError("no mount child under vmctl serve")
 

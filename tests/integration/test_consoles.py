@@ -187,7 +187,8 @@ def broker_pid(appliance) -> int:
         if not entry.isdigit():
             continue
         try:
-            args = open(f"/proc/{entry}/cmdline", "rb").read().decode().split("\0")
+            # NUL-separated when exec'd, one title when forked (appliance/forked.py)
+            args = open(f"/proc/{entry}/cmdline", "rb").read().decode().replace("\0", " ").split()
             ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue

@@ -1,0 +1,29 @@
+"""gunicorn's settings module for the API (`--config python:appliance.api.gunicorn_conf`).
+
+Memory (issue 10, BENCHMARKS.md section 2): without it each uvicorn worker
+imports the whole appliance after gunicorn forks it, ~25 MiB of Python objects
+per worker that no other process shares. Here the master imports those
+modules before it forks (`on_starting`), so the workers start with them
+already in memory and share their pages copy-on-write; PSS divides shared
+pages among the processes. Only modules are imported in the master: the app
+itself (store connections, thread pools, the service) is still built in each
+worker, after the fork, as before, and a worker gunicorn restarts is forked
+from the same master. `gc.freeze()` before each fork keeps the collector of a
+worker from writing to the objects it inherited (a collection walks and marks
+every tracked object, which would copy their pages).
+"""
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+
+def on_starting(server: Any) -> None:
+    from appliance.api.asgi import preload
+
+    preload(server.app.app_uri)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    gc.collect()
+    gc.freeze()
