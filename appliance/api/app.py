@@ -48,6 +48,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
         BodyLimit(service.config.max_body_bytes), FiniteWaits()]
     app = falcon.App(router=router, middleware=middleware)
     app.req_options.media_handlers = json_handlers()
+    app.resp_options.media_handlers.update(app.req_options.media_handlers)
     app.req_options.strip_url_path_trailing_slash = True
     error_shape.install(app)
     public_paths: set[str] = set()

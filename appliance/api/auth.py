@@ -36,10 +36,10 @@ import falcon
 
 from appliance.access import policy
 from appliance.access.principal import ANONYMOUS, Principal, Role, reset_caller, set_caller
+from appliance.access.tokens import Resolver
 from appliance.errors import NotFound
 
 BEARER_HELP = "send Authorization: Bearer <token> (vmctl token create, or HOME/token)"
-Resolver = Callable[[str], Principal | None]
 
 
 def public(resource: Any) -> Any:
@@ -61,8 +61,10 @@ def single_token(token: str) -> Resolver:
     expected = token.encode()
     admin = Principal(user="home-token", role=Role.ADMIN, source="api")
 
-    def resolve(supplied: str) -> Principal | None:
-        return admin if hmac.compare_digest(supplied.encode(), expected) else None
+    def resolve(token: str, source: str = "api") -> Principal | None:
+        if not hmac.compare_digest(token.encode(), expected):
+            return None
+        return admin if source == admin.source else dataclasses.replace(admin, source=source)
 
     return resolve
 
@@ -104,7 +106,7 @@ class TokenAuth:
         # another, and none may find the caller of the one before.
         req.context.caller_token = set_caller(ANONYMOUS)
         token = bearer(req.get_header("Authorization"))
-        principal = self.resolve(token) if token else None
+        principal = self.resolve(token, req.remote_addr or "api") if token else None
         req.context.principal = principal
         req.context.authenticated = principal is not None
         if principal is None:
@@ -113,7 +115,6 @@ class TokenAuth:
                 raise unauthorized()
             return
         principal = self._in_project(principal, req.get_param("project"))
-        principal = dataclasses.replace(principal, source=req.remote_addr or "api")
         req.context.principal = principal
         set_caller(principal)
 

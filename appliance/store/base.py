@@ -12,6 +12,7 @@ only names formatted into SQL are columns checked against the table's own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -27,6 +28,10 @@ from appliance.store.schema import MIGRATIONS
 
 # A record as the store returns it: a table's columns, JSON columns decoded.
 Row = dict[str, Any]
+
+
+# Numbers the connections this process opens (read_stamp: a stamp names its connection).
+_connections = itertools.count()
 
 
 def marks(values: Sequence[object]) -> str:
@@ -74,7 +79,24 @@ class StoreBase:
             conn.execute("PRAGMA foreign_keys=ON")
             db = sqlite_utils.Database(conn)
             self._local.db = db
+            self._local.serial = next(_connections)
         return db
+
+    def read_stamp(self) -> tuple[int, int, int] | None:
+        """A value that changes when anything is committed to the store, by any
+        connection of any process: this process's change watcher's generation
+        (store/changes.py: it sees another connection's commit within its POLL),
+        and this thread's own connection (its serial) and its total_changes
+        (which move at once when this thread writes). Take it before a read:
+        while a later stamp is equal, the read would find the same rows, so its
+        answer may be reused (tokens.resolver). None: no watcher yet (it is
+        started), reuse nothing. Costs no query: a query's read lock was most of
+        the price of a token's lookup."""
+        generation = self.changes.stamp()
+        if generation is None:
+            return None
+        conn = self.db.conn
+        return self._local.serial, generation, conn.total_changes
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:

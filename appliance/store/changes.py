@@ -39,6 +39,7 @@ class ChangeFeed:
         self._cond = threading.Condition()
         self._generation = 0  # bumped on each commit the watcher sees
         self._waiters = 0
+        self._leased = -IDLE_STOP  # when stamp() was last asked (monotonic)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()  # the running watcher's: set once it has its baseline
 
@@ -50,11 +51,7 @@ class ChangeFeed:
         with self._cond:
             self._waiters += 1
             if self._thread is None:
-                self._ready = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._watch, args=(self._ready,), name="store-changes", daemon=True
-                )
-                self._thread.start()
+                self._start()
             ready = self._ready
         ready.wait(MAX_WAIT)
         try:
@@ -63,11 +60,33 @@ class ChangeFeed:
             with self._cond:
                 self._waiters -= 1
 
+    def stamp(self) -> int | None:
+        """For readers that reuse an answer while nothing was committed
+        (tokens.resolver): the generation while the watcher runs and has its
+        baseline, else None (the watcher is started: nothing read before it
+        watched may be reused). Keeps the watcher running IDLE_STOP more seconds."""
+        with self._cond:
+            self._leased = time.monotonic()
+            if self._thread is None:
+                self._start()
+                return None
+            return self._generation if self._ready.is_set() else None
+
     @property
     def generation(self) -> int:
         """Take this before reading what you wait on; pass it to wait()."""
         with self._cond:
             return self._generation
+
+    def _start(self) -> None:
+        """(Under the condition.) A new watcher; the generation moves, since the
+        commits between the last watcher's end and this one's baseline are seen by none."""
+        self._generation += 1
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, args=(self._ready,), name="store-changes", daemon=True
+        )
+        self._thread.start()
 
     def wait(self, seen: int, timeout: float) -> None:
         """Until a commit after `seen` was taken, or min(timeout, MAX_WAIT) passed."""
@@ -93,7 +112,8 @@ class ChangeFeed:
                         idle_since = None
                     elif idle_since is None:
                         idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since >= IDLE_STOP:
+                    # idle: no waiter, and no stamp() asked, for IDLE_STOP
+                    elif time.monotonic() - max(idle_since, self._leased) >= IDLE_STOP:
                         self._thread = None
                         return
         except sqlite3.Error:

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import pydantic_core
+
 from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
@@ -14,7 +16,9 @@ from appliance.store.base import Row, StoreBase, marks
 
 def _decode_vm(row: Row) -> Row:
     row = dict(row)
-    row["spec"] = json.loads(row["spec"])
+    # The store's own JSON (json.dumps below), so no depth bound is needed; pydantic-core's
+    # parser reads it 3-4x faster than json.loads (a fifth of GET /v1/vms at 1,000 VMs).
+    row["spec"] = pydantic_core.from_json(row["spec"])
     row["restart_required"] = bool(row.get("restart_required"))
     return row
 
@@ -22,10 +26,15 @@ def _decode_vm(row: Row) -> Row:
 class VMRecords(StoreBase):
     def _vm_select(self, with_xml: bool) -> str:
         """The columns to read: without the domain XML (~4.5 kB each) when the
-        caller does not show it."""
+        caller does not show it. Made once, as columns() is (sorting the names
+        was a tenth of the store's part of a GET /v1/vms/NAME)."""
         if with_xml:
             return "*"
-        return ", ".join(sorted(c for c in self.columns("vms") if c != "domain_xml"))
+        select: str | None = getattr(self, "_vm_select_without_xml", None)
+        if select is None:
+            select = ", ".join(sorted(c for c in self.columns("vms") if c != "domain_xml"))
+            self._vm_select_without_xml = select
+        return select
 
     def _vms(
         self, where: str = "", params: Iterable[object] = (), with_xml: bool = True

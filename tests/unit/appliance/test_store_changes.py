@@ -68,3 +68,34 @@ def test_the_watcher_runs_only_while_someone_waits(service):
     threading.Timer(0.2, lambda: service.store.update_operation(
         op["id"], status="succeeded", finished=time.time())).start()
     assert service.wait_operation(op["id"], 5)["status"] == "succeeded"
+
+
+def test_a_stamp_moves_with_every_commit_and_keeps_the_watcher_running(store, config):
+    """ChangeFeed.stamp, which tokens.resolver's kept records are checked against."""
+    feed = store.changes
+    assert feed.stamp() is None  # no watcher yet: it is started, and nothing may be reused
+    deadline = time.monotonic() + 5
+    while (first := feed.stamp()) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    Store(config.db_path).set_meta("elsewhere", "1")  # another connection's commit
+    deadline = time.monotonic() + 1
+    while feed.stamp() == first:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    watcher = feed._thread
+    for _ in range(int(IDLE_STOP / 0.25) + 2):  # asked more often than IDLE_STOP: it stays
+        time.sleep(0.25)
+        assert feed.stamp() is not None
+    assert watcher is feed._thread and watcher.is_alive()
+    # unasked, it stops; the next watcher starts a new generation (commits between the two
+    # were seen by none), so nothing stamped by the last one can be reused
+    last = feed.stamp()
+    watcher.join(IDLE_STOP + 1.0)
+    assert not watcher.is_alive() and feed._thread is None
+    assert feed.stamp() is None
+    deadline = time.monotonic() + 5
+    while (again := feed.stamp()) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert again != last
