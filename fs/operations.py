@@ -66,9 +66,6 @@ class ApplianceFS(pyfuse3.Operations):
         (allow_other), so what a path shows depends on who asks (see _attrs)."""
         super().__init__()
         self.service = service
-        # A `cat` reads its VM's row at getattr and at open: served again while nothing
-        # was committed since (appliance/store/unchanged.py), never stale.
-        service.store.remember_vm_rows()
         self.clock = clock
         self.tree = Tree(service, clock, started=clock())
         self.uid = os.getuid()
