@@ -106,6 +106,9 @@ def run(config: Config, mountpoint: str | Path, service: Service | None = None,
     mountpoint.mkdir(parents=True, exist_ok=True)
     if service is None:
         service = Service(Store(config.db_path), config, notify=Notifier(config.notify_socket))
+    # A `cat` reads its VM's row at getattr and at open: served again while nothing was
+    # committed since (appliance/store/unchanged.py), never stale.
+    service.store.remember_vm_rows()
     gid = None if group is None else (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
     shared = may_allow_other()
     if not shared:

@@ -145,8 +145,8 @@ class Tree:
     def _times(self, top: str, name: str) -> tuple[float, float] | None:
         """When the VM or host was made and last changed; None for a host directory staged
         by mkdir; NotFound for neither."""
-        if top == "vms":
-            vm = self.service.get_vm(name)
+        if top == "vms":  # the row, not the VM's whole view: this is every stat's
+            vm = self.service.vm_row(name, with_xml=False)
             return vm["created"], vm["updated"]
         host = self._host(name)
         if host is None:

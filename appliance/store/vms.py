@@ -12,6 +12,7 @@ from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
+from appliance.store.unchanged import UnchangedRows
 
 
 def _decode_vm(row: Row) -> Row:
@@ -24,17 +25,25 @@ def _decode_vm(row: Row) -> Row:
 
 
 class VMRecords(StoreBase):
+    # Set by remember_vm_rows(): reads of one VM's row without its XML served again
+    # while nothing was committed (store/unchanged.py).
+    _unchanged: UnchangedRows | None = None
+    _columns_no_xml: str | None = None
+
+    def remember_vm_rows(self) -> None:
+        """Serve get_vm(..., with_xml=False) again while the store is unchanged (the mount)."""
+        self._unchanged = UnchangedRows()
+
     def _vm_select(self, with_xml: bool) -> str:
         """The columns to read: without the domain XML (~4.5 kB each) when the
         caller does not show it. Made once, as columns() is (sorting the names
         was a tenth of the store's part of a GET /v1/vms/NAME)."""
         if with_xml:
             return "*"
-        select: str | None = getattr(self, "_vm_select_without_xml", None)
-        if select is None:
-            select = ", ".join(sorted(c for c in self.columns("vms") if c != "domain_xml"))
-            self._vm_select_without_xml = select
-        return select
+        if self._columns_no_xml is None:  # the columns are fixed once migrated
+            self._columns_no_xml = ", ".join(
+                sorted(c for c in self.columns("vms") if c != "domain_xml"))
+        return self._columns_no_xml
 
     def _vms(
         self, where: str = "", params: Iterable[object] = (), with_xml: bool = True
@@ -48,6 +57,18 @@ class VMRecords(StoreBase):
 
     def get_vm(self, name: str, project: str = DEFAULT_PROJECT, with_xml: bool = True) -> Row:
         """The VM of this name in this project (names are unique per project)."""
+        unchanged = self._unchanged
+        if unchanged is not None and not with_xml and not getattr(self._local, "depth", 0):
+            conn = self.db.conn
+            mark, kept = unchanged.get(conn, (project, name))
+            if kept is None:
+                found = self._rows("vms", "project = ? AND name = ?", [project, name],
+                                   select=self._vm_select(False))
+                if not found:
+                    raise NotFound(f"no VM named {name!r}", "name")
+                kept = found[0]
+                unchanged.put(mark, (project, name), kept)
+            return _decode_vm(kept)
         rows = self._vms("project = ? AND name = ?", [project, name], with_xml=with_xml)
         if not rows:
             raise NotFound(f"no VM named {name!r}", "name")

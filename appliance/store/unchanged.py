@@ -1,0 +1,62 @@
+"""Rows read again only when the store changed: a VM's row, kept per thread while
+no commit was made to the database since it was read.
+
+Why: `cat vms/X/state` is the hot path of scripts that poll, and the mount
+read the VM's row three times per `cat` (the kernel's getattr, then open, each
+a SELECT, ~40-60 µs with its decoding). A read is served again here only while
+this thread's connection has seen no commit at all since: SQLite's
+`PRAGMA data_version` changes when any other connection (another thread,
+another process: the controller, the API) commits, and the connection's own
+`total_changes` when it writes. Both are read before the SELECT whose result is
+kept, so a commit racing that SELECT only costs one more read. Nothing here can
+be stale: there is no time bound because there is no time at all, only
+"unchanged since".
+
+What is kept is the row as SQLite gave it; each caller gets it decoded anew
+(its own dict and spec), as from a SELECT. At most MAX_ROWS rows per thread;
+any commit forgets them all. Reads inside a transaction of this thread skip it.
+Opt-in per Store (the mount's: fs/operations.py): the check costs a pragma
+(~5 µs), a loss for a caller that rarely reads the same row twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+MAX_ROWS = 256
+
+Key = tuple[str, str]  # (project, name)
+Mark = tuple[int, int]  # (data_version, total_changes)
+Raw = dict[str, Any]  # a row as SELECT gave it, JSON columns not decoded
+
+
+class UnchangedRows:
+    """Raw rows by key, per thread, forgotten at the first commit anyone makes."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @staticmethod
+    def mark(conn: sqlite3.Connection) -> Mark:
+        """What changes whenever anything is committed (see the module docstring)."""
+        return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+
+    def get(self, conn: sqlite3.Connection, key: Key) -> tuple[Mark, Raw | None]:
+        """The current mark, and the row kept for key if nothing was committed since."""
+        now = self.mark(conn)
+        kept: tuple[Mark, dict[Key, Raw]] | None = getattr(self._local, "rows", None)
+        if kept is None or kept[0] != now:
+            self._local.rows = (now, {})
+            return now, None
+        return now, kept[1].get(key)
+
+    def put(self, mark: Mark, key: Key, row: Raw) -> None:
+        """Keep a row read after `mark` was taken (dropped if a commit came in between)."""
+        kept: tuple[Mark, dict[Key, Raw]] | None = getattr(self._local, "rows", None)
+        if kept is None or kept[0] != mark:
+            return
+        if len(kept[1]) >= MAX_ROWS:
+            kept[1].clear()
+        kept[1][key] = row
