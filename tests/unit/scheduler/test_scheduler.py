@@ -9,7 +9,9 @@ from collections import Counter
 import pytest
 
 from scheduler import FILTERS, Decision, Group, HostState, NoValidHost, Policy, Request, schedule
-from scheduler.filters import first_failure, first_failures, passing_flags
+from scheduler.filters import first_failure, first_failures
+from scheduler.partition import partition
+from scheduler.weighers import gather, soft_members
 
 GIB = 1024
 
@@ -383,15 +385,21 @@ def random_request(rnd: random.Random, names: list[str]) -> Request:
     )
 
 
-def test_passing_flags_agrees_with_first_failure():
+def test_partition_agrees_with_first_failure():
     rnd = random.Random(2024)
     seen = Counter()
-    for _ in range(500):
+    for n in range(500):
         hosts = [random_host(rnd, i) for i in range(12)]
         request = random_request(rnd, [h.name for h in hosts])
         expected = first_failures(hosts, request)
         assert expected == [first_failure(h, request) for h in hosts]
-        assert passing_flags(hosts, request) == [i is None for i in expected]
+        policy = Policy(soft_affinity_weight=float(n % 2))  # with and without the members
+        members = soft_members(request, policy)
+        passed, rejected, ranges = partition(hosts, request, members)
+        assert passed == [h for h, i in zip(hosts, expected, strict=True) if i is None]
+        assert rejected == [h for h, i in zip(hosts, expected, strict=True) if i is not None]
+        # what the loop gathers for the weighers is what the straightforward way computes
+        assert ranges == (gather(passed, members) if passed else None)
         seen.update(expected)
         d = schedule(hosts, request, rng=rnd)
         assert len(d.ranked) + len(d.rejected) == len(hosts)
