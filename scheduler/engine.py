@@ -12,16 +12,15 @@ No I/O: host states and a request in, a Decision out.
 from __future__ import annotations
 
 import heapq
-import operator
 import random
 from collections.abc import Sequence
-from itertools import compress
 from typing import cast
 
 from scheduler.decision import Decision
-from scheduler.filters import first_failures, passing_flags
+from scheduler.filters import first_failures
 from scheduler.model import HostState, Policy, Request
-from scheduler.weighers import weigh
+from scheduler.partition import partition
+from scheduler.weighers import soft_members, weigh
 
 DEFAULT_POLICY = Policy()
 _RANDOM = random.Random()  # noqa: S311 - spreads placements (Nova's host_subset_size), not a secret
@@ -33,8 +32,11 @@ def _pick(hosts: list[HostState], weights: list[float], subset_size: int,
     hosts' weights or their scores: the same up to a constant)."""
     if subset_size == 1:
         top = max(weights)
-        if weights.count(top) == 1:  # the usual case, with no Python-level loop
-            return weights.index(top)
+        first = weights.index(top)
+        try:  # another host as good? one scan of the rest (count() would scan them all)
+            weights.index(top, first + 1)
+        except ValueError:
+            return first  # the usual case, with no Python-level loop
         return rng.choice([i for i, w in enumerate(weights) if w == top])
     if len(hosts) <= subset_size:
         return rng.randrange(len(hosts))
@@ -53,19 +55,17 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
 
     ``rng`` makes the pick reproducible (tests); by default a module-level Random.
     """
-    flags = passing_flags(hosts, request)
-    passed = list(compress(hosts, flags))
+    passed, rejected, ranges = partition(hosts, request, soft_members(request, policy))
     failures: list[tuple[HostState, int]] = []
-    if len(passed) < len(hosts):
-        rejected = list(compress(hosts, map(operator.not_, flags)))
+    if rejected:
         indexes = first_failures(rejected, request)
-        if None in indexes:  # passing_flags and first_failures disagree: a bug here
+        if None in indexes:  # partition and first_failures disagree: a bug here
             host = rejected[indexes.index(None)].name
             raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
         # every index is an int: the None case was raised just above
         failures = list(zip(rejected, cast(list[int], indexes), strict=True))
     if not passed:
         return Decision(request, None, passed, [], 0.0, failures)
-    scores, offset = weigh(passed, request, policy)
+    scores, offset = weigh(passed, request, policy, ranges)
     i = _pick(passed, scores, policy.subset_size, rng or _RANDOM)
     return Decision(request, i, passed, scores, offset, failures)

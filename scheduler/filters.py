@@ -1,15 +1,11 @@
 """The filters: which hosts can take a request, and why the others cannot.
 
 The filters run in the order of ``FILTERS``; a rejected host is reported with the
-FIRST filter it fails. Two functions decide, and must agree (the unit tests check it
-on random hosts):
-
-- ``first_failures(hosts, request)``: the definition, host by host: an if-chain, one
-  test per filter, giving the index of the first failing filter or None.
-- ``passing_flags(hosts, request)``: the same pass/fail for a whole list of hosts,
-  written for speed: one comprehension over fields precomputed in HostState
-  (``usable``, ``free_*``, ``traits``), with the request's numbers held in locals.
-  Only the hosts it rejects go through ``first_failures``.
+FIRST filter it fails. ``first_failures(hosts, request)`` is the definition, host by
+host: an if-chain, one test per filter, giving the index of the first failing filter
+or None. A decision does not run it on every host: ``scheduler.partition`` finds the
+passing hosts in one fast loop (the unit tests check that the two agree on random
+hosts), and only the hosts it rejects go through ``first_failures``.
 
 The human text of a rejection (``reason``), with numbers, is written only when asked.
 """
@@ -18,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from appliance.model import HostAdminState
-from scheduler.model import HostState, Request, arch_trait, label_trait
+from scheduler.model import HostState, Request, label_trait
 
 # Plain strings for the hot loop (an enum member is a class attribute lookup each time).
 _ENABLED: str = HostAdminState.ENABLED.value
@@ -210,52 +206,3 @@ def first_failure(host: HostState, request: Request) -> int | None:
 def reason(index: int, host: HostState, request: Request) -> str:
     """The text for a rejection by filter ``FILTERS[index]``."""
     return REASONS[index](host, request)
-
-
-def passing_flags(hosts: Sequence[HostState], request: Request) -> list[bool]:
-    """For each host, True when it passes every filter. Same result as
-    ``[i is None for i in first_failures(hosts, request)]``, only faster.
-
-    ``HostState.usable`` folds in ComputeFilter and the "inventory unknown" halves of
-    CoreFilter and RamFilter; ``HostState.traits`` holds labels and arch, so LabelsFilter
-    and ArchFilter are one subset test.
-    """
-    c, m, d = request.cpus, request.memory_mib, request.disk_gib
-    if d <= 0:  # DiskFilter passes every host for a request without disk
-        d = float("-inf")
-    wanted = [label_trait(k, v) for k, v in request.node_selector.items()]
-    if request.arch is not None:
-        wanted.append(arch_trait(request.arch))
-    need = frozenset(wanted)
-    if need:
-        flags = [h.usable and h.free_cpus >= c and h.free_memory_mib >= m
-                 and h.free_disk_gib >= d and need <= h.traits for h in hosts]
-    else:
-        flags = [h.usable and h.free_cpus >= c and h.free_memory_mib >= m
-                 and h.free_disk_gib >= d for h in hosts]
-
-    # The filters a request rarely uses: one more pass each, only when used.
-    if request.storage is not None:
-        storage = request.storage
-        flags = [f and h.storage_name == storage for f, h in zip(flags, hosts, strict=True)]
-    if request.ignore_hosts:
-        ignore = request.ignore_hosts
-        flags = [f and h.name not in ignore for f, h in zip(flags, hosts, strict=True)]
-    if request.only_hosts is not None:
-        only = request.only_hosts
-        flags = [f and h.name in only for f, h in zip(flags, hosts, strict=True)]
-    if request.dedicated_cpus > 0:
-        dedicated = request.dedicated_cpus
-        flags = [f and h.free_dedicated_cpus >= dedicated
-                 for f, h in zip(flags, hosts, strict=True)]
-    if request.hugepages_mib > 0:
-        hugepages = request.hugepages_mib
-        flags = [f and h.free_hugepages_mib >= hugepages for f, h in zip(flags, hosts, strict=True)]
-    group = request.group
-    if group is not None and group.policy in ("affinity", "anti-affinity"):
-        members = group.hosts
-        if members and group.policy == "affinity":
-            flags = [f and h.name in members for f, h in zip(flags, hosts, strict=True)]
-        elif members:
-            flags = [f and h.name not in members for f, h in zip(flags, hosts, strict=True)]
-    return flags

@@ -9,7 +9,10 @@ from collections import Counter
 import pytest
 
 from scheduler import FILTERS, Decision, Group, HostState, NoValidHost, Policy, Request, schedule
-from scheduler.filters import first_failure, first_failures, passing_flags
+from scheduler.engine import _pick
+from scheduler.filters import first_failure, first_failures, reason
+from scheduler.partition import partition
+from scheduler.weighers import gather, soft_members, weigh
 
 GIB = 1024
 
@@ -383,15 +386,21 @@ def random_request(rnd: random.Random, names: list[str]) -> Request:
     )
 
 
-def test_passing_flags_agrees_with_first_failure():
+def test_partition_agrees_with_first_failure():
     rnd = random.Random(2024)
     seen = Counter()
-    for _ in range(500):
+    for n in range(500):
         hosts = [random_host(rnd, i) for i in range(12)]
         request = random_request(rnd, [h.name for h in hosts])
         expected = first_failures(hosts, request)
         assert expected == [first_failure(h, request) for h in hosts]
-        assert passing_flags(hosts, request) == [i is None for i in expected]
+        policy = Policy(soft_affinity_weight=float(n % 2))  # with and without the members
+        members = soft_members(request, policy)
+        passed, rejected, ranges = partition(hosts, request, members)
+        assert passed == [h for h, i in zip(hosts, expected, strict=True) if i is None]
+        assert rejected == [h for h, i in zip(hosts, expected, strict=True) if i is not None]
+        # what the loop gathers for the weighers is what the straightforward way computes
+        assert ranges == (gather(passed, members) if passed else None)
         seen.update(expected)
         d = schedule(hosts, request, rng=rnd)
         assert len(d.ranked) + len(d.rejected) == len(hosts)
@@ -399,6 +408,30 @@ def test_passing_flags_agrees_with_first_failure():
         d.explain()
     # Every filter rejected some host, and some hosts passed them all.
     assert set(seen) == {None, *range(len(FILTERS))}
+
+
+def test_decisions_match_the_straightforward_path():
+    """schedule() (one fast loop, gathered ranges) against the plain way: each host through
+    the filters' definition, weigh() gathering its own ranges, the same seeded pick."""
+    rnd = random.Random(77)
+    for n in range(400):
+        hosts = [random_host(rnd, i) for i in range(rnd.randint(6, 20))]
+        request = random_request(rnd, [h.name for h in hosts])
+        policy = Policy(ram_weight=rnd.choice((1.0, -1.0, 0.0)), cpu_weight=rnd.choice((1.0, 2.0)),
+                        soft_affinity_weight=float(n % 3), subset_size=rnd.choice((1, 1, 3)))
+        seed = rnd.random()
+        d = schedule(hosts, request, policy, random.Random(seed))
+        index = {h.name: first_failure(h, request) for h in hosts}
+        assert [(r.host, r.filter, r.reason) for r in d.rejected] == [
+            (h.name, FILTERS[index[h.name]], reason(index[h.name], h, request))
+            for h in hosts if index[h.name] is not None]
+        passed = [h for h in hosts if index[h.name] is None]
+        scores, offset = weigh(passed, request, policy)
+        ranked = sorted(((h.name, s + offset) for h, s in zip(passed, scores, strict=True)),
+                        key=lambda p: (-p[1], p[0]))
+        assert d.ranked == ranked
+        chosen = _pick(passed, scores, policy.subset_size, random.Random(seed)) if passed else None
+        assert d.host == (None if chosen is None else passed[chosen].name)
 
 
 # -- dedicated CPUs and hugepages (issue 14, part F) -----------------------------------------------
