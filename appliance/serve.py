@@ -38,9 +38,14 @@ log = logging.getLogger("vmctl.serve")
 PR_SET_PDEATHSIG = 1
 
 
+# Looked up here, not in the child: _die_with_parent runs between fork and exec
+# (preexec_fn) of a serve that may have threads by then, where a dlopen could
+# wait forever on the loader's lock held by one of them at the fork.
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn_child(

@@ -16,6 +16,7 @@ from appliance.api.app import create_app
 from appliance.config import Config
 from appliance.service import Service
 from appliance.store import Store
+from appliance.store.changes import IDLE_STOP
 
 TOKEN = "projects-admin"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -169,11 +170,23 @@ def _process(config: Config, first: int, count: int, start, results) -> None:
         thread.join(60)
 
 
+def _wait_for_no_store_watchers(timeout: float = IDLE_STOP + 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any(t.name == "store-changes" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a store-changes watcher does not stop"
+        time.sleep(0.05)
+
+
 def test_twenty_concurrent_creates_from_four_processes_make_exactly_five(client, config):
     client.simulate_post("/v1/projects", json={"name": "web", "quota": {"vms": QUOTA}})
     # fork: 0.5 s where spawn's fresh interpreters took 17. Each child makes its own
     # Store (connections of its own) and never touches the parent's, and leaves
     # by os._exit (multiprocessing's), so no inherited connection is closed there.
+    # A fork copies SQLite's mutexes as they are: a store-changes watcher of an earlier
+    # test (appliance/store/changes.py, a thread in SQLite 100 times a second) could
+    # hold one and leave a child blocked forever on its first connection. Watchers
+    # stop by themselves once nobody waits (IDLE_STOP); fork after they have.
+    _wait_for_no_store_watchers()
     forked = multiprocessing.get_context("fork")
     start, results = forked.Barrier(CREATES, timeout=120), forked.Queue()
     per_process = CREATES // 4
