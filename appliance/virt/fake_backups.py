@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.backup_chain import disk_file
+from appliance.backup_chain import disk_file, qcow2_virtual_size
+from appliance.errors import Invalid
 from appliance.virt.driver import DriverError, IncrementalImpossible
 
 if TYPE_CHECKING:
@@ -48,10 +49,12 @@ def _check_made(path: Path, size: int) -> None:
     """As QEMU refuses a made target that is missing or of another size than its disk."""
     try:
         with open(path, "rb") as f:
-            made = int.from_bytes(f.read(32)[24:32], "big")
+            made = qcow2_virtual_size(f.fileno(), path.name)
     except OSError as err:
         raise DriverError(f"cannot open {path}: {err.strerror}", "the backup's target file "
                           "is missing") from None
+    except Invalid as err:
+        raise DriverError(str(err), "the backup's target file is not a qcow2 image") from None
     if made != size:
         raise DriverError(f"Source and target image have different sizes ({size}, {made})",
                           "the backup's target file has another size than the disk")
