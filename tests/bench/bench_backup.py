@@ -12,9 +12,15 @@ before anything is timed. Each round, in an order rotating round by round:
 
 - appliance: `POST /v1/vms/NAME/backups {"target", "full": true}` (the API waits for the
   operation), timed from the request until the client has the good result;
-- qemu-img convert: `qemu-img convert -U -f qcow2 -O qcow2 DISK TARGET/...` of each disk
-  the backup copies (the root overlay, flattened as a full backup is, and the data disk),
-  one after the other: the reference;
+- qemu-img convert: `qemu-img convert -U -t writeback -f qcow2 -O qcow2 DISK TARGET/...` of
+  each disk the backup copies (the root overlay, flattened as a full backup is, and the data
+  disk), one after the other: the reference. `-t writeback` flushes the copy to storage when
+  it closes (fdatasync), as QEMU does a backup's target files before the job ends (strace:
+  fdatasync on the target's descriptor at the job's end), and as a backup must be before it
+  is called good. qemu-img convert's default target cache mode is `unsafe` (qemu-img --help:
+  "'unsafe' (default for convert)"): it returns with the copy still in the page cache;
+- convert_unsafe (context): that default, `qemu-img convert` without `-t`: its time is how
+  fast the page cache takes dirty pages, which swings with what writeback has still to do;
 - libvirt (context): `virDomainBackupBegin` in push mode from Python, no checkpoint, the
   same disks to the same file system, polled until its job ends: libvirt's job alone,
   without the appliance around it;
@@ -59,7 +65,11 @@ GOAL_INCREMENTAL_DATA_MIB = 2  # incremental size at most this + the fixed overh
 VM = "bkbench"
 TARGET = "benchtarget"
 BOOT_SECONDS = 240
-WAYS = ("appliance", "convert", "libvirt", "convert_odirect")
+WAYS = ("appliance", "convert", "libvirt", "convert_odirect", "convert_unsafe")
+# the target cache mode of each way of converting: writeback flushes at close (durable, as a
+# backup's files are when libvirt's job ends); unsafe is qemu-img convert's default (no flush)
+CONVERT_OPTIONS = {"convert": ("-t", "writeback"), "convert_odirect": ("-t", "writeback", "-T", "none"),
+                   "convert_unsafe": ()}
 MIB = 1024 * 1024
 
 
@@ -248,7 +258,8 @@ def _measure(app, target: Path, rounds: int, disk_mib: int, data_mib: int, write
                       for _, _, p in disks)
         sectors = disk_mib * MIB // 512
         known: set[str] = set()
-        full, convert_s, odirect, direct, empty, inc, undeleted = [], [], [], [], [], [], []
+        full, direct, empty, inc, undeleted = [], [], [], [], []
+        converts: dict[str, list[float]] = {way: [] for way in CONVERT_OPTIONS}
         load = [round(os.getloadavg()[0], 2)]
         for r in range(rounds):
             order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
@@ -257,8 +268,7 @@ def _measure(app, target: Path, rounds: int, disk_mib: int, data_mib: int, write
                 if way == "appliance":
                     full.append(appliance_backup(app, True, known, dom))
                 elif way.startswith("convert"):
-                    options = ("-T", "none") if way == "convert_odirect" else ()
-                    (convert_s if way == "convert" else odirect).append(convert(disks, target / f"{way}-{r}", *options))
+                    converts[way].append(convert(disks, target / f"{way}-{r}", *CONVERT_OPTIONS[way]))
                     shutil.rmtree(target / f"{way}-{r}")
                 else:
                     seconds, stats = libvirt_backup(dom, disks, readonly, target / f"libvirt-{r}")
@@ -276,13 +286,14 @@ def _measure(app, target: Path, rounds: int, disk_mib: int, data_mib: int, write
         load.append(round(os.getloadavg()[0], 2))
     finally:
         conn.close()
-    return summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, rounds, load, undeleted,
+    return summarize(full, converts, direct, empty, inc, virtual, write_mib, rounds, load, undeleted,
                      {"vm_id": vm["id"], "disk_mib": disk_mib, "data_mib": data_mib, "create_fill_and_boot_s": boot_s,
                       "disks": [name for name, _, _ in disks], "virtual_bytes": virtual})
 
 
-def summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, rounds, load, undeleted, guest) -> dict:
+def summarize(full, converts, direct, empty, inc, virtual, write_mib, rounds, load, undeleted, guest) -> dict:
     full_s = [f["s"] for f in full]
+    convert_s, odirect, unsafe = converts["convert"], converts["convert_odirect"], converts["convert_unsafe"]
     app_p50, ref_p50 = p50(full_s), p50(convert_s)
     overhead = p50([e["size"]["apparent_bytes"] for e in empty])
     inc_size = p50([i["size"]["apparent_bytes"] for i in inc])
@@ -296,6 +307,7 @@ def summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, 
         "full": {
             "appliance_p50_ms": ms(app_p50, 1), "convert_p50_ms": ms(ref_p50, 1),
             "libvirt_p50_ms": ms(p50([d["s"] for d in direct]), 1), "convert_odirect_p50_ms": ms(p50(odirect), 1),
+            "convert_unsafe_p50_ms": ms(p50(unsafe), 1), "unsafe_throughput_ratio": ratio(p50(unsafe), app_p50),
             "libvirt_job_elapsed_p50_ms": p50([d["job_elapsed_ms"] for d in direct if d["job_elapsed_ms"]] or [0]),
             "appliance_mib_s": round(virtual / MIB / app_p50, 1), "convert_mib_s": round(virtual / MIB / ref_p50, 1),
             "libvirt_mib_s": round(virtual / MIB / p50([d["s"] for d in direct]), 1),
@@ -306,7 +318,8 @@ def summarize(full, convert_s, odirect, direct, empty, inc, virtual, write_mib, 
             "backup_bytes_p50": p50([f["size"]["apparent_bytes"] for f in full]),
             "split_p50_ms": _split_p50([f["split"] for f in full]),
             "samples_ms": {"appliance": [ms(s, 1) for s in full_s], "convert": [ms(s, 1) for s in convert_s],
-                           "libvirt": [ms(d["s"], 1) for d in direct], "convert_odirect": [ms(s, 1) for s in odirect]},
+                           "libvirt": [ms(d["s"], 1) for d in direct], "convert_odirect": [ms(s, 1) for s in odirect],
+                           "convert_unsafe": [ms(s, 1) for s in unsafe]},
         },
         "incremental": {
             "write_mib": write_mib,
