@@ -104,12 +104,15 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
                    api_metrics: bool = True, deadline: float = 5.0,
                    heartbeat_age: float | None = None, all_domains: bool = False,
                    uri_allowed: Callable[[str], bool] = lambda uri: True,
+                   appliance: str | None = None,
                    **collector_args) -> CollectorRegistry:
     """all_domains: also report the libvirt domains the appliance does not
     manage (managed="false"); off by default, as they may be other tenants'
-    (SECURITY.md). Without a store (`vmctl exporter`), the appliance's domains
-    are those carrying its <metadata> (any appliance's: the host may serve
-    several), labelled by their libvirt names."""
+    (SECURITY.md). With a store (the API), the appliance's domains are its VMs
+    (the VM id is the domain UUID). Without one (`vmctl exporter`), they are
+    those whose <metadata> names `appliance` (the instance id the appliance
+    writes at define), or any appliance's with appliance=None; they are
+    labelled by their libvirt names."""
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
         if multiprocess_dir():
@@ -130,7 +133,8 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
         target = Target(host_name, libvirt_uri)
         collectors = [
             LibvirtCollector(
-                lambda: [target], deadline=deadline, ours_only=not all_domains, **collector_args
+                lambda: [target], deadline=deadline, ours_only=not all_domains,
+                appliance=appliance, **collector_args
             )
         ]
     registry.register(ScrapeDuration(collectors))
