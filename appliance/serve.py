@@ -32,6 +32,7 @@ from appliance.forked import fork_child as forked_child
 from appliance.image_store import remove_stale_uploads
 from appliance.service import Service
 from appliance.store import Store
+from appliance.store.base import INSTANCE_ID_KEY
 from exporter.appliance import publish_reconcile
 
 log = logging.getLogger("vmctl.serve")
@@ -66,10 +67,10 @@ def spawn_child(
 
 
 def instance_id(store: Store) -> str:
-    value = store.get_meta("instance_id")
+    value = store.get_meta(INSTANCE_ID_KEY)
     if value is None:
         value = str(uuid.uuid4())
-        store.set_meta("instance_id", value)
+        store.set_meta(INSTANCE_ID_KEY, value)
     return value
 
 

@@ -113,13 +113,17 @@ def store_names(store: Store) -> Callable[[], dict[str, str]]:
 
 
 def store_uptimes(
-    store: Store, clock: Callable[[], float] = time.time
+    store: Store, clock: Callable[[], float] = time.time,
+    running_since: Callable[[], dict[str, float]] | None = None,
 ) -> Callable[[], dict[str, float]]:
-    """Seconds since each running VM was last seen to start running."""
+    """Seconds since each running VM was last seen to start running (from the clock
+    at each call; running_since: where the start times are read, store.running_since
+    unless given)."""
+    since = running_since or store.running_since
 
     def uptimes() -> dict[str, float]:
         now = clock()
-        return {vm_id: max(0.0, now - changed) for vm_id, changed in store.running_since().items()}
+        return {vm_id: max(0.0, now - changed) for vm_id, changed in since().items()}
 
     return uptimes
 

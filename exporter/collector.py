@@ -54,7 +54,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import libvirt
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from appliance.virt.domain import METADATA_NS
+from appliance.virt.domain import METADATA_NS, appliance_of
 from exporter.families import Families, domain_rows, host_families
 from exporter.running_stats import ACTIVE_CALL, MONITOR_CALL, NOWAIT, PLAIN_CALL, running_stats
 
@@ -77,7 +77,7 @@ CHUNKS = 4  # monitor parts in flight on one connection (libvirtd's max_client_r
 # the running domains are spread over a few connections (an idle connection
 # costs libvirtd nothing). 10 TCG guests: 244 ms on one connection, see BENCHMARKS.md.
 CONNECTIONS = 3
-MAX_IDENTITIES = 100_000  # per host, which domains are the appliance's (`ours_only`)
+MAX_IDENTITIES = 100_000  # per host, which appliance each domain belongs to (`ours_only`)
 
 
 
@@ -115,7 +115,9 @@ class _Host:
         self.conn: libvirt.virConnect | None = None
         self.more_conns: list[libvirt.virConnect] = []  # for the running domains' stats in parallel
         self.pending: Future | None = None
-        self.identities: dict[str, bool] = {}  # domain uuid -> carries the appliance's metadata
+        # domain uuid -> the `appliance` its <metadata> names ("" if it names none;
+        # None: no such <metadata>, a stranger)
+        self.identities: dict[str, str | None] = {}
 
 
 class LibvirtCollector:
@@ -133,6 +135,7 @@ class LibvirtCollector:
         connections: int = CONNECTIONS,
         managed_only: bool = False,
         ours_only: bool = False,
+        appliance: str | None = None,
     ):
         self.chunks = chunks
         self.connections = connections
@@ -140,8 +143,11 @@ class LibvirtCollector:
         self.names = names
         # Leave out the domains `names` does not know (another tenant's on a shared libvirtd).
         self.managed_only = managed_only
-        # Without a store (`vmctl exporter`): only the domains with the appliance's <metadata>.
+        # Without a store (`vmctl exporter`): only the domains whose <metadata> names
+        # `appliance` (the instance id the appliance writes at define), or, with
+        # appliance=None, any appliance's (several may share one libvirtd).
         self.ours_only = ours_only
+        self.appliance = appliance
         self.uptimes = uptimes
         self.open_connection = open_connection
         self.deadline = deadline
@@ -189,21 +195,23 @@ class LibvirtCollector:
             raise
 
     def _ours(self, host: _Host, uuid: str, dom: libvirt.virDomain) -> bool:
-        """Whether the domain carries the appliance's <metadata> (read once per
-        domain: it is written at define and never changes)."""
-        known = host.identities.get(uuid)
-        if known is None:
+        """Whether the domain carries the appliance's <metadata>, naming this
+        appliance if one was given (read once per domain: it is written at
+        define and never changes)."""
+        if uuid not in host.identities:
             try:
-                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
-                known = True
+                element = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
             except libvirt.libvirtError as err:
                 if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                     return False  # gone meanwhile, or the connection failed: asked again next time
-                known = False
+                element = None
             if len(host.identities) > MAX_IDENTITIES:
                 host.identities.clear()
-            host.identities[uuid] = known
-        return known
+            host.identities[uuid] = None if element is None else appliance_of(element)
+        known = host.identities[uuid]
+        if self.appliance is None:
+            return known is not None
+        return known == self.appliance
 
     def _wanted(self, host: _Host, names: dict[str, str] | None
                 ) -> Callable[[libvirt.virDomain], bool]:

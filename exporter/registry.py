@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import falcon
@@ -25,6 +26,7 @@ from appliance.store import Store
 from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
 from exporter.collector import LibvirtCollector, Target
 from exporter.shared_metrics import multiprocess_dir
+from exporter.unchanged_store import MAX_AGE, UnchangedStore
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # registry=None: it is registered where it is served (see build_registry).
@@ -104,22 +106,19 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
                    api_metrics: bool = True, deadline: float = 5.0,
                    heartbeat_age: float | None = None, all_domains: bool = False,
                    uri_allowed: Callable[[str], bool] = lambda uri: True,
+                   appliance: str | None = None,
                    **collector_args) -> CollectorRegistry:
     """all_domains: also report the libvirt domains the appliance does not
     manage (managed="false"); off by default, as they may be other tenants'
-    (SECURITY.md). Without a store (`vmctl exporter`), the appliance's domains
-    are those carrying its <metadata> (any appliance's: the host may serve
-    several), labelled by their libvirt names."""
+    (SECURITY.md). With a store (the API), the appliance's domains are its VMs
+    (the VM id is the domain UUID). Without one (`vmctl exporter`), they are
+    those whose <metadata> names `appliance` (the instance id the appliance
+    writes at define), or any appliance's with appliance=None; they are
+    labelled by their libvirt names. Everything is read fresh at each scrape
+    (the API serves /metrics through ApiMetricsResource, which keeps the store's part)."""
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
-        if multiprocess_dir():
-            from prometheus_client import multiprocess
-
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry.register(REQUEST_DURATION)
-            for collector in metrics_scheduler.collectors():
-                registry.register(collector)
+        _register_api_metrics(registry)
     if store is not None:
         libvirt_collector = LibvirtCollector(
             store_targets(store, libvirt_uri, uri_allowed), store_names(store),
@@ -130,11 +129,49 @@ def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "loca
         target = Target(host_name, libvirt_uri)
         collectors = [
             LibvirtCollector(
-                lambda: [target], deadline=deadline, ours_only=not all_domains, **collector_args
+                lambda: [target], deadline=deadline, ours_only=not all_domains,
+                appliance=appliance, **collector_args
             )
         ]
     registry.register(ScrapeDuration(collectors))
     return registry
+
+
+def _register_api_metrics(registry: CollectorRegistry) -> None:
+    """The request histogram and the scheduler's metrics: every process's, summed from
+    the multiprocess directory under `vmctl serve`, else this process's."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(REQUEST_DURATION)
+        for collector in metrics_scheduler.collectors():
+            registry.register(collector)
+
+
+def api_metrics_resource(store: Store, libvirt_uri: str, heartbeat_age: float | None = None,
+                         all_domains: bool = False,
+                         uri_allowed: Callable[[str], bool] = lambda uri: True,
+                         max_age: float = MAX_AGE) -> ApiMetricsResource:
+    """The API's GET /metrics: what build_registry(store, ...) reports, with the store's
+    part kept while the store is unchanged, for at most max_age seconds
+    (exporter/unchanged_store.py): the libvirt families and the API's own
+    histograms are read at every scrape."""
+    unchanged = UnchangedStore(store, max_age)
+    targets = store_targets(store, libvirt_uri, uri_allowed)
+    registry = CollectorRegistry(auto_describe=False)
+    _register_api_metrics(registry)
+    registry.register(ScrapeDuration([LibvirtCollector(
+        lambda: unchanged.get("targets", targets),
+        lambda: unchanged.get("names", store.vm_ids_and_names),
+        uptimes=store_uptimes(
+            store, running_since=lambda: unchanged.get("running_since", store.running_since)),
+        managed_only=not all_domains)]))
+    families = CollectorRegistry(auto_describe=False)
+    families.register(ApplianceCollector(store, heartbeat_age))
+    return ApiMetricsResource(
+        registry, lambda: unchanged.get("families", lambda: generate_latest(families)))
 
 
 class MetricsResource:
@@ -147,4 +184,26 @@ class MetricsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data = generate_latest(self.registry)
+        resp.content_type = CONTENT_TYPE_LATEST
+
+
+class ApiMetricsResource(MetricsResource):
+    """GET /metrics of the API: the registry's families (read at each scrape), then the
+    store's, as `store_text` gives them (kept while the store is unchanged).
+
+    The store's part is made in a thread of its own while this one waits for
+    libvirt (most of a scrape's time is libvirtd waiting on each QEMU's monitor),
+    so its queries and rendering add no wall time; one thread, so that each
+    scrape finds what the previous one kept (the store's marks are per connection,
+    hence per thread)."""
+
+    def __init__(self, registry: CollectorRegistry, store_text: Callable[[], bytes]):
+        super().__init__(registry)
+        self.store_text = store_text
+        # Started at the first scrape (after gunicorn forked the worker).
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-store")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        store_part = self._store_thread.submit(self.store_text)
+        resp.data = generate_latest(self.registry) + store_part.result()
         resp.content_type = CONTENT_TYPE_LATEST

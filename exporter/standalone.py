@@ -95,8 +95,9 @@ def serve(app: falcon.App, address: str, port: int, context: ssl.SSLContext | No
 
 def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None = None,
         deadline: float = 5.0, all_domains: bool = False,
-        tls_files: tuple[Path, Path] | None = None) -> int:
+        tls_files: tuple[Path, Path] | None = None, appliance: str | None = None) -> int:
     """all_domains: every domain of the host, not only the appliance's.
+    appliance: the instance id whose domains are reported (None: any appliance's).
     tls_files: HTTPS with this certificate and key (appliance/tls.py prepare)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -104,11 +105,14 @@ def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None 
     address, port = parse_listen(listen)
     registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
                               api_metrics=False, deadline=deadline,
-                              all_domains=all_domains)
+                              all_domains=all_domains, appliance=appliance)
     context = None if tls_files is None else server_context(*tls_files)
     server, thread = serve(create_app(registry, token), address, port, context)
-    log.info("serving /metrics on %s://%s:%d for %s (%s)", "http" if context is None else "https",
-             address, port, libvirt_uri, "public" if token is None else "bearer token")
+    reporting = ("every domain" if all_domains else "every appliance's domains"
+                 if appliance is None else f"appliance {appliance}'s domains")
+    log.info("serving /metrics on %s://%s:%d for %s (%s), reporting %s",
+             "http" if context is None else "https", address, port, libvirt_uri,
+             "public" if token is None else "bearer token", reporting)
     if tls_files is not None:
         log.info("TLS certificate %s, SHA-256 fingerprint %s", tls_files[0],
                  fingerprint(tls_files[0].read_bytes()))

@@ -27,7 +27,7 @@ from appliance.api import (
 from appliance.api.auth import TokenAuth, public
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
-from exporter.registry import MetricsResource, RequestMetrics, build_registry
+from exporter.registry import RequestMetrics, api_metrics_resource
 
 
 def create_app(service: Service, token: str | None = None) -> falcon.App:
@@ -125,10 +125,10 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     # Prometheus (exporter/): wants the token unless the admin made it public
     # (config metrics_public); libvirt is first asked at the first scrape.
     config = service.config
-    scrape = MetricsResource(build_registry(
+    scrape = api_metrics_resource(
         service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
         all_domains=config.metrics_all_domains,
-        uri_allowed=lambda uri: hosturi.refused(uri, config) is None))
+        uri_allowed=lambda uri: hosturi.refused(uri, config) is None)
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
     auth.public_prefixes = ("/ui/",)  # the page's files: WebFiles is public and 404s the rest

@@ -101,8 +101,25 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     except tls.TLSConfigError as err:
         print(f"vmctl exporter: {err}", file=sys.stderr)
         return 2
+    appliance = exporter_appliance(args, config)
+    if appliance is None and not (args.any_appliance or args.all_domains):
+        print(f"vmctl exporter: {config.home} holds no appliance's store: name the appliance "
+              "whose domains to report with --appliance ID (the `appliance` attribute of its "
+              "domains' <metadata>), or choose --any-appliance or --all-domains", file=sys.stderr)
+        return 2
     return run(args.listen, args.libvirt_uri, token, host_name=args.host_name,
-               all_domains=args.all_domains, tls_files=tls_files)
+               all_domains=args.all_domains, tls_files=tls_files, appliance=appliance)
+
+
+def exporter_appliance(args: argparse.Namespace, config: Config) -> str | None:
+    """Whose domains `vmctl exporter` reports: --appliance, else the instance id of
+    HOME's store (appliance/serve.py writes it into every domain's <metadata>);
+    None with --any-appliance (or --all-domains, which reports every domain)."""
+    if args.any_appliance or args.all_domains:
+        return None
+    from appliance.store.base import INSTANCE_ID_KEY, read_meta
+
+    return args.appliance or read_meta(config.db_path, INSTANCE_ID_KEY)
 
 
 def cmd_tls(args: argparse.Namespace) -> int:

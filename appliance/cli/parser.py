@@ -97,6 +97,11 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every domain of the host, not only the appliance's (they may be other tenants')",
     )
+    p.add_argument("--appliance", default=None, metavar="ID",
+                   help="report the domains of this appliance (its instance id, the `appliance` "
+                        "of the domains' <metadata>; default: HOME's, if HOME holds its store)")
+    p.add_argument("--any-appliance", dest="any_appliance", action="store_true",
+                   help="report the domains of every appliance on this libvirtd")
     _tls_choice(p, "/metrics")
 
     p = sub.add_parser("tls", help="the API's TLS certificate (read from HOME, no server needed)")

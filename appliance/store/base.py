@@ -26,6 +26,10 @@ import sqlite_utils
 from appliance.store.changes import ChangeFeed
 from appliance.store.schema import MIGRATIONS
 
+# The meta key of the appliance's instance id (appliance/serve.py), which every
+# domain it defines names in its <metadata>.
+INSTANCE_ID_KEY = "instance_id"
+
 # A record as the store returns it: a table's columns, JSON columns decoded.
 Row = dict[str, Any]
 
@@ -216,3 +220,22 @@ class StoreBase:
     def delete_meta(self, key: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM meta WHERE key = ?", [key])
+
+
+def read_meta(path: str | Path, key: str) -> str | None:
+    """One meta value of the store at `path`, read only: no migration, no file made
+    (None if there is no store there, or no such value). For a process that
+    does not own the store (`vmctl exporter` reading its home's instance id)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    except sqlite3.Error:  # not (yet) a store: no meta table
+        return None
+    finally:
+        conn.close()
+    return str(row[0]) if row else None

@@ -244,3 +244,13 @@ def read_identity(xml: str) -> dict | None:
         return None
     element = root.find(f"metadata/{{{METADATA_NS}}}vm")
     return dict(element.attrib) if element is not None else None
+
+
+def appliance_of(element: str) -> str:
+    """The appliance (its instance id) that a domain's <metadata> entry names, as
+    libvirt's virDomainGetMetadata returns the entry; "" if it names none."""
+    try:
+        root = DefusedET.fromstring(element)
+    except ET.ParseError:
+        return ""
+    return root.get("appliance") or ""

@@ -227,7 +227,7 @@ def test_vmctl_exporter_standalone_wants_the_token(tmp_path, store, config):
     host's loopback through slirp). It now takes the API's check: the token of
     HOME/token, made at first start; without it, the API's very 401."""
     home, port = tmp_path / "exporter-home", free_port()
-    proc = _start_exporter(home, port)
+    proc = _start_exporter(home, port, "--any-appliance")
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         refused = _first_answer(proc, url)
@@ -255,7 +255,7 @@ def test_vmctl_exporter_standalone_wants_the_token(tmp_path, store, config):
 
 def test_vmctl_exporter_public_serves_without_a_token(tmp_path):
     home, port = tmp_path / "exporter-home", free_port()
-    proc = _start_exporter(home, port, "--public")
+    proc = _start_exporter(home, port, "--public", "--any-appliance")
     try:
         resp = _first_answer(proc, f"http://127.0.0.1:{port}/metrics")
         assert resp.status_code == 200
@@ -293,6 +293,68 @@ def test_metrics_leave_out_domains_the_appliance_does_not_manage(store, config):
     config.metrics_all_domains = True
     text = testing.TestClient(create_app(Service(store, config), "sekret")).simulate_get("/metrics", headers=auth).text
     assert 'vmappliance_vm_info{domain="test",host="local",managed="false",vm="test"} 1.0' in text
+
+
+def test_metrics_of_two_appliances_on_one_libvirtd_show_each_its_own(store, config, test_conn, tmp_path):
+    """Issue 10: two appliances (two homes) define domains on one libvirtd. The API's
+    /metrics reports the VMs of its own store only (the VM id is the domain UUID),
+    and `vmctl exporter` with the home of either reports that appliance's domains
+    only (the instance id of the home's store, which define writes into <metadata>)."""
+    import argparse
+    import uuid as uuidlib
+
+    from appliance.cli.local import exporter_appliance
+    from appliance.serve import instance_id
+    from appliance.virt.domain import METADATA_NS
+    from exporter.registry import build_registry
+    from tests.exporter.test_collector import APPLIANCE_DOMAIN_XML
+
+    other_config = Config(home=tmp_path / "other-home", libvirt_uri="test:///default")
+    other_config.prepare()
+    other_store = Store(other_config.db_path)
+    made = []
+    try:
+        for name, owner in (("two-mine", store), ("two-other", other_store)):
+            vm_id = str(uuidlib.uuid4())
+            made.append(test_conn.defineXML(APPLIANCE_DOMAIN_XML.format(
+                name=name, uuid=vm_id, ns=METADATA_NS, appliance=instance_id(owner))))
+            made[-1].create()
+            add_vm(owner, vm_id, name.removeprefix("two-"), "running", "running")
+        auth = {"Authorization": "Bearer sekret"}
+        text = testing.TestClient(create_app(Service(store, config), "sekret")).simulate_get(
+            "/metrics", headers=auth).text
+        assert 'vmappliance_vm_info{domain="two-mine",host="local",managed="true",vm="mine"} 1.0' in text
+        assert "two-other" not in text and 'vm="other"' not in text
+
+        def exporter_text(home_config, *flags):
+            args = argparse.Namespace(appliance=None, any_appliance="--any-appliance" in flags,
+                                      all_domains=False)
+            registry = build_registry(None, "test:///default", api_metrics=False,
+                                      appliance=exporter_appliance(args, home_config))
+            return generate_latest(registry).decode()
+
+        assert exporter_appliance(argparse.Namespace(
+            appliance=None, any_appliance=False, all_domains=False), config) == instance_id(store)
+        mine, theirs = exporter_text(config), exporter_text(other_config)
+        assert 'domain="two-mine"' in mine and "two-other" not in mine
+        assert 'domain="two-other"' in theirs and "two-mine" not in theirs
+        both = exporter_text(config, "--any-appliance")
+        assert 'domain="two-mine"' in both and 'domain="two-other"' in both
+    finally:
+        for dom in made:
+            dom.destroy()
+            dom.undefine()
+
+
+def test_vmctl_exporter_refuses_a_home_that_names_no_appliance(tmp_path):
+    """A home without an appliance's store names no appliance: the exporter says how
+    to name one instead of reporting every appliance's domains."""
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--home", str(tmp_path / "fresh"), "exporter",
+         "--listen", f"127.0.0.1:{free_port()}", "--libvirt-uri", "test:///default", "--public"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "--appliance ID" in result.stderr, result.stderr
+    assert not (tmp_path / "fresh" / "appliance.db").exists()  # nothing made in a home it only reads
 
 
 def test_an_old_homes_thread_count_default_is_raised(tmp_path):

@@ -228,26 +228,44 @@ def test_running_domains_are_spread_over_connections_each_once():
     assert registry.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) == 30
 
 
-def test_without_a_store_only_the_appliances_domains_are_reported(test_conn):
-    """`vmctl exporter` has no store: the appliance's domains are those with its
-    <metadata>; another tenant's domain on the same libvirtd stays out."""
+APPLIANCE_DOMAIN_XML = (
+    "<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>"
+    "<metadata><vma:vm xmlns:vma='{ns}' appliance='{appliance}' id='{uuid}' name='web'/></metadata>"
+    "<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>")
+
+
+def test_without_a_store_only_this_appliances_domains_are_reported(test_conn):
+    """`vmctl exporter` has no store: the appliance's domains are those whose <metadata>
+    names its instance id. Issue 10: another appliance's domains on the same libvirtd
+    (a second home) were reported too; a stranger's never were."""
     import uuid as uuidlib
 
     from appliance.virt.domain import METADATA_NS
 
-    ours_uuid = str(uuidlib.uuid4())
-    ours = test_conn.defineXML(
-        f"<domain type='test'><name>exp-ours</name><uuid>{ours_uuid}</uuid>"
-        f"<metadata><vma:vm xmlns:vma='{METADATA_NS}' appliance='a1' id='{ours_uuid}' name='web'/></metadata>"
-        "<memory unit='KiB'>131072</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>")
+    made = []
     try:
-        ours.create()
+        for name, appliance in (("exp-mine", "a1"), ("exp-other-appliance", "a2")):
+            made.append(test_conn.defineXML(APPLIANCE_DOMAIN_XML.format(
+                name=name, uuid=uuidlib.uuid4(), ns=METADATA_NS, appliance=appliance)))
+            made[-1].create()
         test_conn.define("exp-theirs")
-        only_ours = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open, ours_only=True))
-        assert vm(only_ours, "vmappliance_vm_state", "exp-ours", state="running", reason="booted") == 1
-        assert vm(only_ours, "vmappliance_vm_info", "exp-theirs", domain="exp-theirs", managed="false") is None
+
+        def shown(registry, name):
+            return vm(registry, "vmappliance_vm_info", name, domain=name, managed="false") == 1
+
+        mine = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open,
+                                            ours_only=True, appliance="a1"))
+        assert vm(mine, "vmappliance_vm_state", "exp-mine", state="running", reason="booted") == 1
+        assert not shown(mine, "exp-other-appliance") and not shown(mine, "exp-theirs")
+        # the host families still count every domain (they describe the host)
+        assert mine.get_sample_value("vmappliance_host_running_domains", {"host": "local"}) >= 3
+        any_appliance = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open,
+                                                     ours_only=True))
+        assert shown(any_appliance, "exp-mine") and shown(any_appliance, "exp-other-appliance")
+        assert not shown(any_appliance, "exp-theirs")
         everything = registry_of(LibvirtCollector(lambda: [LOCAL], open_connection=libvirt.open))
-        assert vm(everything, "vmappliance_vm_info", "exp-theirs", domain="exp-theirs", managed="false") == 1
+        assert shown(everything, "exp-theirs") and shown(everything, "exp-other-appliance")
     finally:
-        ours.destroy()
-        ours.undefine()
+        for dom in made:
+            dom.destroy()
+            dom.undefine()

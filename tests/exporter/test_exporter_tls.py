@@ -25,7 +25,8 @@ def test_exporter_serves_https_with_the_home_cert_and_handshakes_per_connection(
     home, port = tmp_path / "exporter-home", free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "--home", str(home), "exporter", "--listen",
-         f"127.0.0.1:{port}", "--libvirt-uri", "test:///default", "--host-name", "h1", "--tls"],
+         f"127.0.0.1:{port}", "--libvirt-uri", "test:///default", "--host-name", "h1", "--tls",
+         "--any-appliance"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cert = home / "tls" / "server.crt"
     url = f"https://127.0.0.1:{port}/metrics"
