@@ -29,6 +29,9 @@ from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
 from exporter.registry import RequestMetrics, api_metrics_resource
 
+# The VM rows each of the API's threads keeps while nothing is committed.
+KEPT_VM_ROWS = 16
+
 
 def create_app(service: Service, token: str | None = None) -> falcon.App:
     """token: the home's token (HOME/token), which becomes the first admin's at
@@ -36,6 +39,10 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     if token is not None and not token.strip():
         raise ValueError("the API token must not be empty")
     tokens.bootstrap(service.store, token)
+    # GET /v1/vms/NAME (a client polling its VM) reads the VM's row again only after a
+    # commit (appliance/store/unchanged.py: never stale); its SELECT was a fifth of the
+    # request's CPU. A few rows per thread: a worker has `threads` of them.
+    service.store.remember_vm_rows(KEPT_VM_ROWS)
     # RequestMetrics first, so that refused requests are timed too; it names
     # them by route through the app's router, made here for both to share.
     # Audit before auth: it sees the route's names of refused writes too, and

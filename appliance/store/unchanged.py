@@ -15,7 +15,8 @@ be stale: there is no time bound because there is no time at all, only
 What is kept is the row as SQLite gave it; each caller gets it decoded anew
 (its own dict and spec), as from a SELECT. At most MAX_ROWS rows per thread;
 any commit forgets them all. Reads inside a transaction of this thread skip it.
-Opt-in per Store (the mount's: fs/operations.py): the check costs a pragma
+Opt-in per Store (the mount's: fs/mount.py; the API's: appliance/api/app.py, with
+a smaller bound, its workers having 32 threads each): the check costs a pragma
 (~5 µs), a loss for a caller that rarely reads the same row twice.
 """
 
@@ -35,8 +36,9 @@ Raw = dict[str, Any]  # a row as SELECT gave it, JSON columns not decoded
 class UnchangedRows:
     """Raw rows by key, per thread, forgotten at the first commit anyone makes."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
         self._local = threading.local()
+        self.max_rows = max_rows
 
     @staticmethod
     def mark(conn: sqlite3.Connection) -> Mark:
@@ -57,6 +59,6 @@ class UnchangedRows:
         kept: tuple[Mark, dict[Key, Raw]] | None = getattr(self._local, "rows", None)
         if kept is None or kept[0] != mark:
             return
-        if len(kept[1]) >= MAX_ROWS:
+        if len(kept[1]) >= self.max_rows:
             kept[1].clear()
         kept[1][key] = row

@@ -12,7 +12,7 @@ from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
-from appliance.store.unchanged import UnchangedRows
+from appliance.store.unchanged import MAX_ROWS, UnchangedRows
 
 
 def _decode_vm(row: Row) -> Row:
@@ -30,9 +30,10 @@ class VMRecords(StoreBase):
     _unchanged: UnchangedRows | None = None
     _columns_no_xml: str | None = None
 
-    def remember_vm_rows(self) -> None:
-        """Serve get_vm(..., with_xml=False) again while the store is unchanged (the mount)."""
-        self._unchanged = UnchangedRows()
+    def remember_vm_rows(self, max_rows: int = MAX_ROWS) -> None:
+        """Serve get_vm(..., with_xml=False) again while the store is unchanged (the
+        mount, the API), at most max_rows rows per thread."""
+        self._unchanged = UnchangedRows(max_rows)
 
     def _vm_select(self, with_xml: bool) -> str:
         """The columns to read: without the domain XML (~4.5 kB each) when the

@@ -101,3 +101,22 @@ def test_openapi_document_lists_routes(client):
     doc = client.simulate_get("/v1/openapi.json").json
     assert doc["openapi"].startswith("3.")
     assert {"/v1/vms", "/v1/vms/{name}", "/v1/vms/{name}/state", "/v1/operations/{op_id}"} <= set(doc["paths"])
+
+
+def test_a_polled_vm_is_read_again_only_after_a_commit(client, service, config):
+    """The API keeps a VM's row per thread while nothing is committed (store/unchanged.py):
+    polling reads it once, and a change by another connection (the controller's,
+    another worker's) is in the very next answer."""
+    from appliance.store import Store
+
+    client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped"}, params={"wait": "false"})
+    seen: list[str] = []
+    service.store.db.conn.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.startswith("SELECT") and "FROM [vms]" in sql else None)
+    first = client.simulate_get("/v1/vms/web1").json
+    assert client.simulate_get("/v1/vms/web1").json == first
+    assert len(seen) == 1
+    other = Store(config.db_path)
+    other.update_vm(first["id"], observed_state="paused")
+    assert client.simulate_get("/v1/vms/web1").json["state"] == "paused"
+    assert len(seen) == 2

@@ -136,3 +136,24 @@ def test_a_body_that_does_not_arrive_is_refused_without_a_thread(monkeypatch):
 ])
 def test_which_requests_may_wait(method, path, query, expected):
     assert asgi.may_wait(method, path, query) is expected
+
+
+def test_a_read_without_a_body_goes_to_its_thread_at_once():
+    """A GET with neither Content-Length nor Transfer-Encoding has no body (HTTP/1.1's
+    framing): the front does not wait for one (no task, no timer in the loop); a GET
+    that declares a body still has it read, and a write without one still asks."""
+
+    async def scenario():
+        app = BlockingApp()
+        front = asgi.Front(app, threads=2)
+        # chunks=[]: a receive() that never answers; the GET does not call it
+        status, body = await asyncio.wait_for(call(front, "GET", "/v1/vms/a", headers=[], chunks=[]), 2)
+        assert (status, body) == (200, b"GET /v1/vms/a? 0")
+        status, body = await asyncio.wait_for(
+            call(front, "GET", "/v1/vms/a", headers=[(b"content-length", b"3")],
+                 chunks=[{"type": "http.request", "body": b"abc", "more_body": False}]), 2)
+        assert (status, body) == (200, b"GET /v1/vms/a? 3")
+        with pytest.raises(TimeoutError):  # a write's (missing) body is still waited for
+            await asyncio.wait_for(call(front, "POST", "/v1/vms", "wait=false", headers=[], chunks=[]), 0.5)
+
+    asyncio.run(scenario())
