@@ -203,7 +203,7 @@ def get_latency(port: int, token: str | None, paths: list[str]) -> dict:
 
 
 def run(base: Path, vms: int = 1000, extra: int = 1000, latency_n: int = 2000, list_n: int = 30,
-        wrk_seconds: int = 5, wrk_rounds: int = 2, connections: int = 8, idle_seconds: float = 10,
+        wrk_seconds: int = 5, wrk_rounds: int = 4, connections: int = 8, idle_seconds: float = 10,
         resync_wait: float = 6) -> dict:
     """`idle_seconds` and `resync_wait` shorten the memory points' waits (--quick: a check that it runs)."""
     from fs.mount import is_mounted
