@@ -36,8 +36,23 @@ from fs import limits
 # fetched anew (a `cat` reads twice: the value, then the end of file).
 FRESH_SECONDS = 0.1
 
+# Whether an open reply can carry FOPEN_NOFLUSH: pyfuse3 as packaging/pyfuse3/build.sh
+# builds it (FileInfo.noflush; tests/unit/fs/test_pyfuse3_noflush.py fails without).
+NOFLUSH = hasattr(pyfuse3.FileInfo, "noflush")
+
 Path = tuple[str, ...]
 Apply = Callable[[Path, str], Awaitable[None]]
+
+
+def file_info(fh: int, read_only: bool) -> pyfuse3.FileInfo:
+    """The open reply: direct I/O (see the module docstring) and, for a read-only open,
+    FOPEN_NOFLUSH: a reader's close has nothing to apply, so the kernel sends no FLUSH
+    (one request of the five of an open/read/close). A writer's close still flushes:
+    a value refused there is reported by close() (cp, tee, Python)."""
+    info = pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+    if NOFLUSH and read_only:
+        info.noflush = True
+    return info
 
 
 @dataclass

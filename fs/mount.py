@@ -27,6 +27,7 @@ from appliance.config import Config
 from appliance.notify import Notifier
 from appliance.service import Service
 from appliance.store import Store
+from fs.handles import NOFLUSH
 from fs.operations import ApplianceFS
 
 log = logging.getLogger("vmctl.fs")
@@ -111,6 +112,9 @@ def run(config: Config, mountpoint: str | Path, service: Service | None = None,
     service.store.remember_vm_rows()
     gid = None if group is None else (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
     shared = may_allow_other()
+    if not NOFLUSH:
+        log.warning("pyfuse3 without FileInfo.noflush (packaging/pyfuse3/build.sh): "
+                    "every close costs a FLUSH request")
     if not shared:
         log.warning("only this mount's owner can use it: %s has no user_allow_other", FUSE_CONF)
     pyfuse3.init(ApplianceFS(service, group=gid, shared=shared), str(mountpoint),

@@ -42,7 +42,7 @@ from appliance.service import Service
 from fs import audit, limits
 from fs.boundary import boundary, errno_of
 from fs.guard import Guard, makes_names
-from fs.handles import Handle
+from fs.handles import Handle, file_info
 from fs.identity import Identities
 from fs.inodes import Inodes
 from fs.tree import Node, Path, Tree
@@ -304,7 +304,7 @@ class ApplianceFS(pyfuse3.Operations):
         attrs = self._attrs(self.inodes.remember(path), node)
         # Not cached: it exists while open, and is the group's read-only file or nothing after.
         attrs.entry_timeout = attrs.attr_timeout = 0
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False), attrs
+        return file_info(fh, read_only=False), attrs
 
     @boundary
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -356,7 +356,7 @@ class ApplianceFS(pyfuse3.Operations):
         self.files[fh] = Handle(path, mode != os.O_RDONLY, content, fetched=self.clock(),
                                 log=self.tree.log(path), principal=principal, uid=ctx.uid,
                                 fixed=fixed, typed=typed)
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        return file_info(fh, read_only=mode == os.O_RDONLY)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:

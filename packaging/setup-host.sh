@@ -41,6 +41,8 @@ PACKAGES=(
     python3-venv
     # libvirt-python and pyfuse3 compile against the Python headers
     python3-dev gcc
+    # packaging/pyfuse3/build.sh applies noflush.patch to pyfuse3's sdist
+    patch
     # monitoring peers used by tests and benchmarks
     prometheus prometheus-libvirt-exporter
     # the HTTP load generator of `make bench`
