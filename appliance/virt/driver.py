@@ -157,11 +157,13 @@ class Guest(abc.ABC):
 
     @abc.abstractmethod
     def job_running(self) -> bool:
-        """Whether a job (a migration) is in progress on this domain."""
+        """Whether a job (a migration) is in progress on this domain (False once
+        the domain is gone: a migration's end undefines it on the source)."""
 
     @abc.abstractmethod
     def job_progress(self) -> tuple[int, int] | None:
-        """(bytes processed, bytes total) of the running job, if known."""
+        """(bytes processed, bytes total) of the running job, if known; None when
+        there is none or the domain is gone (never an error: polled while it ends)."""
 
     @abc.abstractmethod
     def abort_job(self) -> None: ...

@@ -2,6 +2,8 @@
 failed, or is still running), and a cancel that leaves the guest on its source."""
 from __future__ import annotations
 
+import threading
+
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
@@ -91,6 +93,27 @@ def test_cancelling_a_running_migration_aborts_the_job_and_the_guest_stays(servi
     assert cloud.where(row["id"]) == [HOSTS[home]]  # the target's incoming copy is gone
     assert cloud.host(HOSTS[home]).domains[row["id"]].job is None
     assert not migrated_events(service)
+
+
+def test_progress_polled_after_libvirt_undefined_the_source_is_no_error(service, controller, cloud, clock):
+    """libvirt undefines the source domain as the migration ends, before the job's
+    call returns: the controller's progress poll in between finds no domain, and
+    that is the job's end, not a failure (the race a loaded CI machine hit)."""
+    row, home, other = running_vm(service, controller, clock)
+    op = service.migrate_vm("web1", other)
+    cloud.hold_migrations = True
+
+    def source_undefined() -> None:  # runs in the migrating thread, which then waits for the release
+        with cloud.lock:
+            cloud.host(HOSTS[home]).domains.pop(row["id"])
+        threading.Timer(0.5, cloud.release_migrations).start()  # the poll (every 0.2 s) runs meanwhile
+
+    cloud.on_migration_started = source_undefined
+    run_operations(controller)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert cloud.where(row["id"]) == [HOSTS[other]]
 
 
 def test_a_stopped_vm_moves_offline_and_leaves_no_copy(service, controller, cloud, clock):
