@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,6 +36,16 @@ def wait_query(args: argparse.Namespace) -> dict:
     """The query of a call that waits for its operation unless --no-wait."""
     return {"wait": "false"} if getattr(args, "no_wait", False) else {}
 
+
+def print_outcome(result: dict, as_json: bool, done: Callable[[dict], str]) -> None:
+    """The answer of a call that may only start an operation (--no-wait, 202): as JSON, or
+    `accepted: operation ID` when it carries no VM yet, else done(the VM)."""
+    if as_json:
+        print_json(result)
+    elif "name" not in result:
+        print(f"accepted: operation {result['operation']['id']}")
+    else:
+        print(done(result))
 
 
 def listing(items: list[dict], as_json: bool, row: Any, columns: list[tuple[str, str]]) -> None:

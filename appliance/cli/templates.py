@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from appliance.cli.output import print_json, table
+from appliance.cli.output import listing, print_json
 from appliance.client import Client
 
 COLUMNS = [("NAME", "name"), ("OWNER", "owner"), ("REVISION", "revision"), ("CPUS", "cpus"),
@@ -84,11 +84,7 @@ def cmd_template(client: Client, args: argparse.Namespace) -> int:
             print(f"{made['name']}: created (revision {made['revision']})")
         return 0
     if args.action == "list":
-        items = client.get("/v1/templates")["items"]
-        if args.json:
-            print_json(items)
-        else:
-            table([_row(t) for t in items], COLUMNS)
+        listing(client.get("/v1/templates")["items"], args.json, _row, COLUMNS)
         return 0
     if args.action == "delete":
         client.request("DELETE", f"/v1/templates/{args.name}")
