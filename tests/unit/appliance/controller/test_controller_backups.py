@@ -14,44 +14,22 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
-
-HOSTS = {"local": URI_A, "b": URI_B}
-
+from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events, running_web1
+from tests.unit.appliance.controller.controller_harness import settle
 
 @pytest.fixture
 def target(service, store, tmp_path):
     """Both hosts see the appliance's folders; one backup target."""
-    for host in HOSTS:
-        store.update_host(host, storage="shared")
-    path = tmp_path / "nas"
-    path.mkdir(mode=0o700)
-    service.add_backup_target({"name": "nas", "path": str(path)})
-    return path
+    return add_target(service, store, tmp_path, "shared")
 
 
 @pytest.fixture
 def vm(service, controller, clock, target):
-    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 16}]})
-    settle(controller, clock, passes=1)
-    row = service.store.get_vm_by_id(created["id"])
-    assert row["observed_state"] == "running"
-    return row
+    return running_web1(service, controller, clock)
 
 
 def dom_of(cloud, row):
     return cloud.host(HOSTS[row["host"]]).domains[row["id"]]
-
-
-def back_up(service, controller, body=None):
-    op = service.start_backup("web1", body)
-    controller.operations.dispatch()  # inline: runs to its end here
-    op = service.store.get_operation(op["id"])
-    return op, (service.get_backup(op["params"]["backup"]) if op["params"].get("backup") else None)
-
-
-def events(service, kind):
-    return [e["message"] for e in service.list_events("web1") if e["kind"] == kind]
 
 
 def test_full_then_incremental_of_a_running_vm(service, controller, cloud, vm, target):

@@ -12,31 +12,19 @@ import pytest
 
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
-from tests.unit.appliance.controller.test_controller_backups import back_up, events
+from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events, running_web1
+from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
-
-HOSTS = {"local": URI_A, "b": URI_B}
-
 
 @pytest.fixture
 def target(service, store, tmp_path):
     """Every host keeps its disks on its own storage; one backup target."""
-    for host in HOSTS:
-        store.update_host(host, storage="own-disk")
-    path = tmp_path / "nas"
-    path.mkdir(mode=0o700)
-    service.add_backup_target({"name": "nas", "path": str(path)})
-    return path
+    return add_target(service, store, tmp_path, "own-disk")
 
 
 @pytest.fixture
 def vm(service, controller, clock, target):
-    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 16}]})
-    settle(controller, clock, passes=1)
-    row = service.store.get_vm_by_id(created["id"])
-    assert row["observed_state"] == "running"
-    return row
+    return running_web1(service, controller, clock)
 
 
 def fake_host(cloud, row):

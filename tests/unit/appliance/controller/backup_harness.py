@@ -1,0 +1,41 @@
+"""What the backup and restore handlers' unit tests share: hosts on a given kind
+of storage with one backup target, web1 running with a data disk, a backup run
+inline to its end, and web1's events of a kind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
+
+HOSTS = {"local": URI_A, "b": URI_B}
+
+
+def add_target(service, store, tmp_path: Path, storage: str) -> Path:
+    """Every host keeps its disks on `storage` ("shared": the appliance's folders;
+    "own-disk": its own); one backup target, nas, whose folder is returned."""
+    for host in HOSTS:
+        store.update_host(host, storage=storage)
+    path = tmp_path / "nas"
+    path.mkdir(mode=0o700)
+    service.add_backup_target({"name": "nas", "path": str(path)})
+    return path
+
+
+def running_web1(service, controller, clock, data_mib: int = 16) -> dict:
+    """web1, with a data disk of data_mib MiB, running; its row."""
+    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": data_mib}]})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(created["id"])
+    assert row["observed_state"] == "running"
+    return row
+
+
+def back_up(service, controller, body=None):
+    op = service.start_backup("web1", body)
+    controller.operations.dispatch()  # inline: runs to its end here
+    op = service.store.get_operation(op["id"])
+    return op, (service.get_backup(op["params"]["backup"]) if op["params"].get("backup") else None)
+
+
+def events(service, kind):
+    return [e["message"] for e in service.list_events("web1") if e["kind"] == kind]
