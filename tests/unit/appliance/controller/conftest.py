@@ -12,6 +12,7 @@ from appliance.config import Config
 from appliance.controller import Controller
 from appliance.service import Service
 from appliance.virt.fake import FakeCloud
+from tests.unit.appliance.controller.backup_harness import running_web1
 from tests.unit.appliance.controller.controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_disk_image
 
 
@@ -58,3 +59,10 @@ def service(store, config, clock, controller, tmp_path) -> Service:
     svc.import_image_file("demo", image)
     return svc
 
+
+
+@pytest.fixture
+def vm(service, controller, clock, target):
+    """web1 running with a 16 MiB data disk, after the module's backup `target` fixture
+    (tests/unit/appliance/controller/backup_harness.py)."""
+    return running_web1(service, controller, clock)

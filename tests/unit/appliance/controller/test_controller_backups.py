@@ -14,18 +14,13 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events, running_web1
+from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events
 from tests.unit.appliance.controller.controller_harness import settle
 
 @pytest.fixture
 def target(service, store, tmp_path):
     """Both hosts see the appliance's folders; one backup target."""
     return add_target(service, store, tmp_path, "shared")
-
-
-@pytest.fixture
-def vm(service, controller, clock, target):
-    return running_web1(service, controller, clock)
 
 
 def dom_of(cloud, row):

@@ -12,7 +12,7 @@ import pytest
 
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events, running_web1
+from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events
 from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
 
@@ -20,11 +20,6 @@ from tests.unit.appliance.controller.test_controller_restore_in_place import res
 def target(service, store, tmp_path):
     """Every host keeps its disks on its own storage; one backup target."""
     return add_target(service, store, tmp_path, "own-disk")
-
-
-@pytest.fixture
-def vm(service, controller, clock, target):
-    return running_web1(service, controller, clock)
 
 
 def fake_host(cloud, row):
