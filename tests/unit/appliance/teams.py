@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from falcon import testing
+
 from appliance.access import tokens
 from appliance.access.principal import Principal, Role
 from appliance.store import Store
@@ -27,3 +29,19 @@ def add_project(store: Store, name: str) -> None:
 def person(role: Role, project: str = "web") -> Principal:
     """Someone of `role` who works in `project` only."""
     return Principal(user=f"{role}-of-{project}", role=role, projects=(project,), project=project)
+
+
+def bearer_client(app, token: str) -> testing.TestClient:
+    """A client of the app whose every request carries token."""
+    return testing.TestClient(app, headers={"Authorization": f"Bearer {token}"})
+
+
+def user_over_rest(admin: testing.TestClient, name: str, role: str,
+                   projects: tuple[str, ...]) -> tuple[str, str]:
+    """A user made by an admin over REST (POST /v1/users, /v1/tokens): (token id, token)."""
+    made = admin.simulate_post("/v1/users", json={"name": name, "role": role,
+                                                  "projects": list(projects)})
+    assert made.status_code == 201, made.text
+    token = admin.simulate_post("/v1/tokens", json={"user": name})
+    assert token.status_code == 201, token.text
+    return token.json["id"], token.json["token"]
