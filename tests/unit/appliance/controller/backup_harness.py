@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appliance import backup_chain
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
@@ -39,3 +40,17 @@ def back_up(service, controller, body=None):
 
 def events(service, kind):
     return [e["message"] for e in service.list_events("web1") if e["kind"] == kind]
+
+
+def interrupted_backup(service, store, clock, vm: dict) -> tuple[dict, str]:
+    """What a SIGKILL mid-job leaves of a full backup of web1: its operation claimed and
+    running, its record running. (The operation, the backup's id.)"""
+    op = service.start_backup("web1")
+    store.claim_operation(op["id"], clock())
+    interrupted = backup_chain.new_backup_id(clock())
+    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
+                         "project": vm["project"], "target": "nas", "kind": "full",
+                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
+                         "operation": op["id"], "created": clock()})
+    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    return op, interrupted

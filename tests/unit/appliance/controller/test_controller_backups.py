@@ -14,8 +14,15 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events
+from tests.unit.appliance.controller.backup_harness import (
+    HOSTS,
+    add_target,
+    back_up,
+    events,
+    interrupted_backup,
+)
 from tests.unit.appliance.controller.controller_harness import settle
+
 
 @pytest.fixture
 def target(service, store, tmp_path):
@@ -190,14 +197,7 @@ def test_a_crash_mid_backup_fails_it_cleanly_and_the_operation_runs_again(servic
     # What a SIGKILL of the appliance mid-job leaves (the real one: tests/integration/
     # test_backups.py): the operation running, the record running, a partial folder,
     # and libvirtd's job still going.
-    op = service.start_backup("web1")
-    store.claim_operation(op["id"], clock())
-    interrupted = backup_chain.new_backup_id(clock())
-    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
-                         "project": vm["project"], "target": "nas", "kind": "full",
-                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
-                         "operation": op["id"], "created": clock()})
-    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    op, interrupted = interrupted_backup(service, store, clock, vm)
     partial = backup_chain.make_vm_folder(target, vm["id"]) / f"{interrupted}.partial"
     partial.mkdir()
     (partial / "root.qcow2").write_bytes(b"half")

@@ -12,9 +12,16 @@ import pytest
 
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.backup_harness import HOSTS, add_target, back_up, events
+from tests.unit.appliance.controller.backup_harness import (
+    HOSTS,
+    add_target,
+    back_up,
+    events,
+    interrupted_backup,
+)
 from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
+
 
 @pytest.fixture
 def target(service, store, tmp_path):
@@ -96,14 +103,7 @@ def test_cancel_mid_job_removes_the_hosts_copies(service, controller, cloud, clo
 
 def test_a_crash_mid_backup_removes_the_hosts_copies_at_start(service, controller, cloud, store,
                                                               clock, vm, target):
-    op = service.start_backup("web1")
-    store.claim_operation(op["id"], clock())
-    interrupted = backup_chain.new_backup_id(clock())
-    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
-                         "project": vm["project"], "target": "nas", "kind": "full",
-                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
-                         "operation": op["id"], "created": clock()})
-    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    op, interrupted = interrupted_backup(service, store, clock, vm)
     left = f".backup-{interrupted}-root.qcow2"
     fake_host(cloud, vm).volumes[vm["id"]].add(left)
     # an older crash's copy, which the re-run removes before its job
