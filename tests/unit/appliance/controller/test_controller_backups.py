@@ -14,20 +14,8 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.backup_harness import (
-    HOSTS,
-    add_target,
-    back_up,
-    events,
-    interrupted_backup,
-)
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events, interrupted_backup
 from tests.unit.appliance.controller.controller_harness import settle
-
-
-@pytest.fixture
-def target(service, store, tmp_path):
-    """Both hosts see the appliance's folders; one backup target."""
-    return add_target(service, store, tmp_path, "shared")
 
 
 def dom_of(cloud, row):

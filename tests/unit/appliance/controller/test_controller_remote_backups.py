@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.backup_harness import (
-    HOSTS,
-    add_target,
-    back_up,
-    events,
-    interrupted_backup,
-)
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events, interrupted_backup
 from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
 
-
-@pytest.fixture
-def target(service, store, tmp_path):
-    """Every host keeps its disks on its own storage; one backup target."""
-    return add_target(service, store, tmp_path, "own-disk")
+BACKUP_STORAGE = "own-disk"  # every host keeps its disks on its own storage (conftest's target)
 
 
 def fake_host(cloud, row):

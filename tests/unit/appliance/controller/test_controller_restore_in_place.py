@@ -10,8 +10,8 @@ import pytest
 
 from appliance import backup_chain
 from appliance.virt import images
+from tests.unit.appliance.controller.backup_harness import back_up, events, running_web1
 from tests.unit.appliance.controller.controller_harness import settle
-from tests.unit.appliance.controller.backup_harness import add_target, back_up, events, running_web1
 
 MIB = 1 << 20
 _op_ids = itertools.count(1)
@@ -20,11 +20,6 @@ _op_ids = itertools.count(1)
 def qemu_io(path, command: str) -> None:
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(path)], check=True,
                    capture_output=True)
-
-
-@pytest.fixture
-def target(service, store, tmp_path):
-    return add_target(service, store, tmp_path, "shared")
 
 
 @pytest.fixture
