@@ -14,7 +14,7 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events, interrupted_backup
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, cancelled_mid_job, events, interrupted_backup
 from tests.unit.appliance.controller.controller_harness import settle
 
 
@@ -137,20 +137,11 @@ def test_a_stopped_vm_is_started_paused_and_destroyed_after(service, controller,
 
 def test_cancel_aborts_the_job_and_removes_the_partial_folder(service, controller, cloud, clock,
                                                               vm, target):
-    cloud.hold_backups = True
-    op = service.start_backup("web1")
-    seen = []
+    def look(current: dict) -> dict:
+        assert list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
+        return current
 
-    def cancel_mid_job() -> None:
-        current = service.store.get_operation(op["id"])
-        if current["status"] == "running" and current["params"].get("backup") and not seen:
-            seen.append(current)
-            assert list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
-            service.cancel_operation(op["id"])
-
-    clock.on_sleep.append(cancel_mid_job)
-    controller.operations.dispatch()
-    op = service.store.get_operation(op["id"])
+    op, seen = cancelled_mid_job(service, controller, cloud, clock, look)
     assert seen and op["status"] == "cancelled"
     assert seen[0]["bytes_total"] == 100 and seen[0]["bytes_done"] == 50  # the job's progress
     backup = service.get_backup(op["params"]["backup"])

@@ -10,7 +10,7 @@ import os
 
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events, interrupted_backup
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, cancelled_mid_job, events, interrupted_backup
 from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
 
@@ -68,19 +68,7 @@ def test_a_missing_file_on_the_host_fails_the_backup_and_leaves_nothing(
 
 
 def test_cancel_mid_job_removes_the_hosts_copies(service, controller, cloud, clock, vm, target):
-    cloud.hold_backups = True
-    op = service.start_backup("web1")
-    seen = []
-
-    def cancel_mid_job() -> None:
-        current = service.store.get_operation(op["id"])
-        if current["status"] == "running" and current["params"].get("backup") and not seen:
-            seen.append(host_copies(cloud, vm))
-            service.cancel_operation(op["id"])
-
-    clock.on_sleep.append(cancel_mid_job)
-    controller.operations.dispatch()
-    op = service.store.get_operation(op["id"])
+    op, seen = cancelled_mid_job(service, controller, cloud, clock, lambda _: host_copies(cloud, vm))
     assert op["status"] == "cancelled"
     assert len(seen[0]) == 2  # the job was writing on the host
     assert host_copies(cloud, vm) == []
