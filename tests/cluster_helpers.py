@@ -76,7 +76,8 @@ class Cluster:
             conn.close()
 
 
-def wait_for(what: str, check, timeout: float, interval: float = 0.2):
+def wait_for(what: str, check, timeout: float = 30, interval: float = 0.2):
+    """check()'s first true value, asked every interval seconds for at most timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
