@@ -9,13 +9,12 @@ prefix off both hosts.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import libvirt
 
 from appliance.config import Config
-from tests.appliance_process import Appliance, remove_domains
+from tests.appliance_process import Appliance, remove_domains, wait_for
 from tests.local_hosts import LocalHost
 
 
@@ -74,18 +73,6 @@ class Cluster:
                     except libvirt.libvirtError:
                         pass
             conn.close()
-
-
-def wait_for(what: str, check, timeout: float = 30, interval: float = 0.2):
-    """check()'s first true value, asked every interval seconds for at most timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
 
 
 def final_operation(app: Appliance, op_id: str, timeout: float, interval: float = 0.2) -> dict:

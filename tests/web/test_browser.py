@@ -20,8 +20,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.appliance_process import READY_LINE, Appliance
-from tests.cluster_helpers import wait_for
+from tests.appliance_process import READY_LINE, Appliance, wait_for
 from tests.web import browser
 
 BOOT_TIMEOUT = 240  # TCG guests on a shared 2-CPU machine
