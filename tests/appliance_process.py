@@ -27,6 +27,18 @@ BOOT_LINE = "vm-appliance demo guest: booted"
 READY_LINE = "vm-appliance demo guest: ready"
 
 
+def wait_for(what: str, check, timeout: float = 30, interval: float = 0.2):
+    """check()'s first true value, asked every interval seconds for at most timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(interval)
+
+
 def require_demo_image() -> None:
     """Fail (not skip) a real-guest suite when the demo image was not built."""
     if not DEMO_IMAGE.exists():

@@ -9,12 +9,12 @@ prefix off both hosts.
 """
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
 import libvirt
 
 from appliance.config import Config
-from tests.appliance_process import Appliance, remove_domains
+from tests.appliance_process import Appliance, remove_domains, wait_for
 from tests.local_hosts import LocalHost
 
 
@@ -75,15 +75,37 @@ class Cluster:
             conn.close()
 
 
-def wait_for(what: str, check, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
+def final_operation(app: Appliance, op_id: str, timeout: float, interval: float = 0.2) -> dict:
+    """The operation, over REST, once it succeeded, failed or was cancelled."""
+    def final() -> dict | None:
+        op = app.api("GET", f"/v1/operations/{op_id}").json()
+        return op if op["status"] in ("succeeded", "failed", "cancelled") else None
+    return wait_for(f"operation {op_id} final", final, timeout, interval)
+
+
+def backed_up(app: Appliance, vm: str, timeout: float = 300) -> tuple[dict, dict]:
+    """A backup of vm over REST followed to its success: (the operation, the backup)."""
+    resp = app.api("POST", f"/v1/vms/{vm}/backups", params={"wait": "false"}, json={})
+    assert resp.status_code == 202, resp.text
+    op = final_operation(app, resp.json()["operation"]["id"], timeout, interval=0.5)
+    assert op["status"] == "succeeded", (op["kind"], op["error"])
+    return op, app.api("GET", f"/v1/backups/{op['params']['backup']}").json()
+
+
+def add_backup_target(app: Appliance, path: Path) -> Path:
+    """A backup target `nas` in a new folder at path; path."""
+    path.mkdir(mode=0o700)
+    resp = app.api("POST", "/v1/backup-targets", json={"name": "nas", "path": str(path)})
+    assert resp.status_code == 201, resp.text
+    return path
+
+
+def create_with_data_disk(app: Appliance, name: str, host: str) -> dict:
+    """A 128 MiB VM on host with a 64 MiB data disk (/dev/vdb), not waited for."""
+    resp = app.api("POST", "/v1/vms", json={"name": name, "host": host, "memory": "128M",
+                                            "disks": [{"name": "data", "size": "64M"}]})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
 
 
 def start_cluster(tmp_path, hosts, **config) -> Cluster:

@@ -50,10 +50,10 @@ def type_line(app: Appliance, vm: str, line: str) -> None:
 def ask(app: Appliance, vm: str, shell_expr: str, timeout: float = 60) -> str:
     """What `shell_expr` prints in the guest, between two markers of this call
     (what the terminal echoes of the typed line never matches: it holds the
-    expression, not its value)."""
+    expression, not its value). The value may hold '=' (a kernel command line)."""
     tag = uuid.uuid4().hex[:6]
     type_line(app, vm, f"echo {tag}=$({shell_expr})={tag}")
-    pattern = re.compile(rf"{tag}=([^=$\r\n]*)={tag}")  # the echoed line has its $(
+    pattern = re.compile(rf"{tag}=([^$\r\n]*?)={tag}")  # the echoed line has its $(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = pattern.findall(app.console(vm))

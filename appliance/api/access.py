@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance.api.resources import created
 from appliance.service import Service
 
 
@@ -29,9 +30,7 @@ class Users:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = self.service.add_user(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/users/{user['name']}"
-        resp.media = user
+        created(resp, f"/v1/users/{user['name']}", user)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_user(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import falcon
 
-from appliance.api.resources import _all_projects
+from appliance.api.resources import _all_projects, created
 from appliance.api.snapshots import answer_new_vm, answer_operation
 from appliance.service import Service
 
@@ -69,9 +69,7 @@ class BackupTargets:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         target = self.service.add_backup_target(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/backup-targets/{target['name']}"
-        resp.media = target
+        created(resp, f"/v1/backup-targets/{target['name']}", target)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_backup_target(name)

@@ -12,7 +12,7 @@ import time
 
 import falcon
 
-from appliance.api.resources import _body_text, _read_file, _timeout, _wanted
+from appliance.api.resources import _body_text, _read_file, _timeout, _wanted, created
 from appliance.model import FINAL_OP_STATES
 from appliance.pool_files import POOL_FILES
 from appliance.service import Service
@@ -27,9 +27,7 @@ class Pools:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         pool = self.service.create_pool(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/pools/{pool['name']}"
-        resp.media = pool
+        created(resp, f"/v1/pools/{pool['name']}", pool)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_pool(name)

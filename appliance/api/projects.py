@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import falcon
 
+from appliance.api.resources import created
 from appliance.service import Service
 
 
@@ -17,9 +18,7 @@ class Projects:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         project = self.service.create_project(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/projects/{project['name']}"
-        resp.media = project
+        created(resp, f"/v1/projects/{project['name']}", project)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_project(name)

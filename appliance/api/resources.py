@@ -44,6 +44,13 @@ def _etag(resp: falcon.Response, generation: int) -> None:
     resp.etag = f'"{generation}"'
 
 
+def created(resp: falcon.Response, location: str, item: dict) -> None:
+    """A POST that made `item`: 201, where it is now, and it."""
+    resp.status = falcon.HTTP_201
+    resp.location = location
+    resp.media = item
+
+
 def _wanted(req: falcon.Request) -> bool:
     return req.get_param_as_bool("wait", default=True)
 
@@ -317,18 +324,14 @@ class Images:
             if not isinstance(body.get(field), str):
                 raise Invalid("required string", field)
         image = self.service.import_image(body["name"], body["path"])
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/images/{image['name']}"
-        resp.media = image
+        created(resp, f"/v1/images/{image['name']}", image)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_image(name)
 
     def on_put_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         image = self.service.upload_image(name, req.bounded_stream, req.content_length)
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/images/{image['name']}"
-        resp.media = image
+        created(resp, f"/v1/images/{image['name']}", image)
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self.service.delete_image(name)
@@ -346,9 +349,7 @@ class Hosts:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         host = self.service.add_host(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/hosts/{host['name']}"
-        resp.media = host
+        created(resp, f"/v1/hosts/{host['name']}", host)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_host(name)
@@ -391,9 +392,7 @@ class Groups:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         group = self.service.create_group(req.get_media())
-        resp.status = falcon.HTTP_201
-        resp.location = f"/v1/groups/{group['name']}"
-        resp.media = group
+        created(resp, f"/v1/groups/{group['name']}", group)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_group(name)

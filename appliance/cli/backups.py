@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from appliance.cli.output import listing, print_json
+from appliance.cli.output import listing, print_answer, print_json
 from appliance.cli.progress import follow, outcome
 from appliance.client import Client
 
@@ -201,12 +201,9 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_backup_target(client: Client, args: argparse.Namespace) -> int:
     if args.action == "add":
-        target = client.request("POST", "/v1/backup-targets",
-                                {"name": args.target, "path": args.path})
-        if args.json:
-            print_json(target)
-        else:
-            print(f"{target['name']}: {target['path']} ({_size(target.get('free_bytes'))} free)")
+        print_answer(client.request("POST", "/v1/backup-targets",
+                                    {"name": args.target, "path": args.path}), args.json,
+                     lambda t: f"{t['name']}: {t['path']} ({_size(t.get('free_bytes'))} free)")
     elif args.action == "remove":
         client.request("DELETE", f"/v1/backup-targets/{args.target}",
                        query={"forget": "true" if args.forget else None})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.cli.output import listing, print_json
+from appliance.cli.output import listing, print_answer
 from appliance.client import Client
 from appliance.model.media import DEFAULT_NEW_DISK_MIB
 
@@ -60,10 +60,7 @@ def cmd_disk(client: Client, args: argparse.Namespace) -> int:
         verb = "added" if args.action == "add" else "resized"
         text = f"{args.name}: disk {args.disk} {verb}, {answer['size']} MiB" if isinstance(
             answer, dict) and "size" in answer else f"{args.name}: disk {args.disk} {verb}"
-    if args.json:
-        print_json(answer)
-    else:
-        print(text)
+    print_answer(answer, args.json, lambda _: text)
     return 0
 
 
@@ -74,11 +71,9 @@ def cmd_cdrom(client: Client, args: argparse.Namespace) -> int:
                 lambda c: {**c, "image": c["image"] or "(empty)"}, CDROM_COLUMNS)
         return 0
     image = args.image if args.action == "insert" else ""
-    answer = client.request("PUT", f"{base}/{args.index}", {"image": image})
-    if args.json:
-        print_json(answer)
-    else:
-        print(f"{args.name}: drive {args.index} " + (f"holds {image}" if image else "ejected"))
+    done = f"holds {image}" if image else "ejected"
+    print_answer(client.request("PUT", f"{base}/{args.index}", {"image": image}), args.json,
+                 lambda _: f"{args.name}: drive {args.index} {done}")
     return 0
 
 

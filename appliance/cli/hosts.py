@@ -5,7 +5,7 @@ import argparse
 import time
 from typing import Any
 
-from appliance.cli.output import labels_text, listing, print_json, table
+from appliance.cli.output import labels_text, listing, print_answer, print_json, table
 from appliance.client import Client
 
 HOST_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("VMS", "vms"), ("CPUS", "cpus"),
@@ -74,11 +74,8 @@ def _add(client: Client, args: argparse.Namespace) -> int:
             body[field] = value
     if args.label:
         body["labels"] = dict(args.label)
-    host = client.request("POST", "/v1/hosts", body)
-    if args.json:
-        print_json(host)
-    else:
-        print(f"{host['name']}: added ({host['uri']}), {host['observed_state']}")
+    print_answer(client.request("POST", "/v1/hosts", body), args.json,
+                 lambda host: f"{host['name']}: added ({host['uri']}), {host['observed_state']}")
     return 0
 
 
@@ -110,10 +107,7 @@ def cmd_host(client: Client, args: argparse.Namespace) -> int:
 def cmd_group(client: Client, args: argparse.Namespace) -> int:
     if args.action == "create":
         group = client.request("POST", "/v1/groups", {"name": args.name, "policy": args.policy})
-        if args.json:
-            print_json(group)
-        else:
-            print(f"{group['name']}: created ({group['policy']})")
+        print_answer(group, args.json, lambda g: f"{g['name']}: created ({g['policy']})")
         return 0
     if args.action == "delete":
         client.request("DELETE", f"/v1/groups/{args.name}")

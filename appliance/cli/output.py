@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,6 +36,20 @@ def wait_query(args: argparse.Namespace) -> dict:
     """The query of a call that waits for its operation unless --no-wait."""
     return {"wait": "false"} if getattr(args, "no_wait", False) else {}
 
+
+def print_answer(answer: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """A command's answer: as JSON (--json), or the line text(answer) for people."""
+    if as_json:
+        print_json(answer)
+    else:
+        print(text(answer))
+
+
+def print_outcome(result: dict, as_json: bool, done: Callable[[dict], str]) -> None:
+    """The answer of a call that may only start an operation (--no-wait, 202): as JSON, or
+    `accepted: operation ID` when it carries no VM yet, else done(the VM)."""
+    print_answer(result, as_json, lambda r: done(r) if "name" in r
+                 else f"accepted: operation {r['operation']['id']}")
 
 
 def listing(items: list[dict], as_json: bool, row: Any, columns: list[tuple[str, str]]) -> None:

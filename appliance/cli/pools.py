@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.cli.output import pair, print_json, table
+from appliance.cli.output import listing, pair, print_json, table
 from appliance.client import Client
 from appliance.model import DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, RUN_STRATEGIES
 
@@ -84,11 +84,7 @@ def _show(pool: dict, args: argparse.Namespace) -> int:
 def cmd_pool(client: Client, args: argparse.Namespace) -> int:
     path = f"/v1/pools/{getattr(args, 'name', '')}"
     if args.action == "list":
-        items = client.get("/v1/pools")["items"]
-        if args.json:
-            print_json(items)
-        else:
-            table([_row(p) for p in items], COLUMNS)
+        listing(client.get("/v1/pools")["items"], args.json, _row, COLUMNS)
         return 0
     if args.action == "create":
         body = {"name": args.name, "template": template_body(args), "replicas": args.replicas,

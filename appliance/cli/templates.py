@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from appliance.cli.output import print_json, table
+from appliance.cli.output import listing, print_answer, print_json
 from appliance.client import Client
 
 COLUMNS = [("NAME", "name"), ("OWNER", "owner"), ("REVISION", "revision"), ("CPUS", "cpus"),
@@ -77,18 +77,11 @@ def cmd_template(client: Client, args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"vmctl template: {err}", file=sys.stderr)
             return 2
-        made = client.request("POST", "/v1/templates", body)
-        if args.json:
-            print_json(made)
-        else:
-            print(f"{made['name']}: created (revision {made['revision']})")
+        print_answer(client.request("POST", "/v1/templates", body), args.json,
+                     lambda made: f"{made['name']}: created (revision {made['revision']})")
         return 0
     if args.action == "list":
-        items = client.get("/v1/templates")["items"]
-        if args.json:
-            print_json(items)
-        else:
-            table([_row(t) for t in items], COLUMNS)
+        listing(client.get("/v1/templates")["items"], args.json, _row, COLUMNS)
         return 0
     if args.action == "delete":
         client.request("DELETE", f"/v1/templates/{args.name}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.access.principal import actor_text
-from appliance.cli.output import listing, print_json, table, wait_query
+from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
 from appliance.client import Client
 
 OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -135,24 +135,15 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_create(client: Client, args: argparse.Namespace) -> int:
     result = client.request("POST", "/v1/vms", create_body(args), query=wait_query(args))
-    if args.json:
-        print_json(result)
-    elif "operation" in result and "name" not in result:
-        print(f"accepted: operation {result['operation']['id']}")
-    else:
-        print(f"{result['name']}: {result['state']} on {result.get('host') or '-'}")
+    print_outcome(result, args.json,
+                  lambda vm: f"{vm['name']}: {vm['state']} on {vm.get('host') or '-'}")
     return 0
 
 
 def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
     result = client.request("PUT", f"/v1/vms/{args.name}/state", {"state": state},
                             query=wait_query(args))
-    if args.json:
-        print_json(result)
-    elif "name" in result:
-        print(f"{result['name']}: {result['state']}")
-    else:
-        print(f"accepted: operation {result['operation']['id']}")
+    print_outcome(result, args.json, lambda vm: f"{vm['name']}: {vm['state']}")
     return 0
 
 
@@ -160,12 +151,8 @@ def cmd_rebuild(client: Client, args: argparse.Namespace) -> int:
     body = {"image": args.image} if args.image else {}
     result = client.request("POST", f"/v1/vms/{args.name}/rebuild", body,
                             query=wait_query(args))
-    if args.json:
-        print_json(result)
-    elif "name" in result:
-        print(f"{result['name']}: rebuilt from {result['spec']['image']}, {result['state']}")
-    else:
-        print(f"accepted: operation {result['operation']['id']}")
+    print_outcome(result, args.json,
+                  lambda vm: f"{vm['name']}: rebuilt from {vm['spec']['image']}, {vm['state']}")
     return 0
 
 

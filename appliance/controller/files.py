@@ -10,7 +10,7 @@ from appliance.access.principal import DEFAULT_PROJECT
 from appliance.controller import cpu_pinning, disk_hotplug
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
-from appliance.controller.firmware_files import copy_nvram
+from appliance.controller.firmware_files import carry_file, copy_nvram
 from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.errors import Failed, NotFound
 from appliance.model import hotplug
@@ -155,22 +155,11 @@ class VmFiles:
         to_host = self.own_storage(dest.name)
         if to_host:  # the overlay's backing file, at the same path
             dest.driver.upload_image(Path(self.ctx.store.get_image(row["spec"]["image"])["path"]))
+        from_host = self.own_storage(source.name)
         for path, _size in self.writable_disks(row, plan):
-            tmp = path.with_name(f".{path.name}.move")
-            try:
-                if self.own_storage(source.name):
-                    if not source.driver.download_volume(plan, path.name, tmp):
-                        raise Failed(f"{path.name} is missing on {source.name}")
-                    local = tmp
-                else:
-                    local = path
-                if to_host:
-                    dest.driver.upload_volume(plan, path.name, local)
-                elif local is tmp:
-                    tmp.replace(path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        copy_nvram(plan, source, dest, self.own_storage(source.name), to_host)  # UEFI's, if any
+            if not carry_file(plan, source, dest, path, from_host, to_host):
+                raise Failed(f"{path.name} is missing on {source.name}")
+        copy_nvram(plan, source, dest, from_host, to_host)  # UEFI's, if any
 
     def drop_copy(self, row: dict, source: HostLink | None) -> None:
         """After a copying migration: the disks left behind on the source (kept

@@ -166,6 +166,17 @@ PortForwards = Annotated[
 ]
 
 
+def _user_mode_only(value: Any, info: ValidationInfo, given: bool, message: str,
+                    unset: Any) -> Any:
+    """A field of user-mode (slirp) networking: on a libvirt network refused when given,
+    else `unset`."""
+    if info.data["type"] != NetworkType.NETWORK:
+        return value
+    if given:
+        raise refused(message)
+    return unset
+
+
 class Network(_Object):
     """none; user (QEMU user mode: port forwards on the host's loopback, outbound);
     network (a libvirt network: its name, a fixed IP). A field of another type is
@@ -209,11 +220,8 @@ class Network(_Object):
     @field_validator("port_forwards", mode="before")
     @classmethod
     def _forwards_in_user_mode(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.data["type"] == NetworkType.NETWORK:
-            if value:
-                raise refused("port forwards need user-mode networking")
-            return []
-        return value
+        return _user_mode_only(value, info, bool(value), "port forwards need user-mode networking",
+                               [])
 
     @field_validator("ip", mode="before")
     @classmethod
@@ -225,13 +233,10 @@ class Network(_Object):
     @field_validator("outbound", mode="before")
     @classmethod
     def _outbound_in_user_mode(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.data["type"] == NetworkType.NETWORK:
-            if value is not None:
-                raise refused(
-                    "applies to user-mode networking; a libvirt network's forward mode decides"
-                )
-            return Outbound.INTERNET
-        return value
+        return _user_mode_only(
+            value, info, value is not None,
+            "applies to user-mode networking; a libvirt network's forward mode decides",
+            Outbound.INTERNET)
 
     @model_serializer(mode="wrap")
     def _stored(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:

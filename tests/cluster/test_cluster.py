@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.appliance_process import BOOT_LINE, READY_LINE, free_port
-from tests.cluster_helpers import start_cluster, wait_for
+from tests.cluster_helpers import final_operation, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -398,8 +398,7 @@ def test_a_controller_killed_mid_migration_finishes_it_after_restart(cluster):
     app.kill()
     seen = {tuple(cluster.active_on(vm["id"]))}
     app.start()
-    op = wait_for("finished", lambda: (lambda o: o if o["status"] in ("succeeded", "failed", "cancelled") else None)(
-        app.api("GET", f"/v1/operations/{op_id}").json()), 180, interval=0.3)
+    op = final_operation(app, op_id, 180, interval=0.3)
     assert op["status"] == "succeeded", (op["error"], app.log_text()[-3000:])
     after = app.api("GET", "/v1/vms/mid").json()
     assert after["host"] == "h2" and after["state"] == "running"

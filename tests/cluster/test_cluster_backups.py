@@ -11,7 +11,7 @@ import pytest
 
 from appliance import backup_chain
 from tests.appliance_process import READY_LINE
-from tests.cluster_helpers import wait_for
+from tests.cluster_helpers import add_backup_target, backed_up, create_with_data_disk, wait_for
 
 # slow (2-3 min, several local hosts): `make test-slow`, not `make test` (CI stays under 30 min)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,14 +20,7 @@ BOOT_SECONDS = 120
 
 
 def backup(app) -> dict:
-    resp = app.api("POST", "/v1/vms/bk/backups", params={"wait": "false"}, json={})
-    assert resp.status_code == 202, resp.text
-    op_id = resp.json()["operation"]["id"]
-    op = wait_for("backup done", lambda: (lambda o: o if o["status"] in ("succeeded", "failed",
-                                                                        "cancelled") else None)(
-        app.api("GET", f"/v1/operations/{op_id}").json()), 300)
-    assert op["status"] == "succeeded", op
-    return app.api("GET", f"/v1/backups/{op['params']['backup']}").json()
+    return backed_up(app, "bk")[1]
 
 
 def move(app, host: str) -> None:
@@ -38,14 +31,8 @@ def move(app, host: str) -> None:
 
 def test_the_chain_goes_on_after_a_migration_and_a_move(cluster, tmp_path):
     app = cluster.app
-    nas = tmp_path / "nas"
-    nas.mkdir(mode=0o700)
-    resp = app.api("POST", "/v1/backup-targets", json={"name": "nas", "path": str(nas)})
-    assert resp.status_code == 201, resp.text
-    resp = app.api("POST", "/v1/vms", json={"name": "bk", "host": "local", "memory": "128M",
-                                            "disks": [{"name": "data", "size": "64M"}]})
-    assert resp.status_code == 201, resp.text
-    vm = resp.json()
+    nas = add_backup_target(app, tmp_path / "nas")
+    vm = create_with_data_disk(app, "bk", "local")
     app.wait_console("bk", READY_LINE, BOOT_SECONDS)
     full = backup(app)
     assert full["kind"] == "full"

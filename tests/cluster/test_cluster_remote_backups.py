@@ -12,7 +12,14 @@ import pytest
 
 from appliance import backup_chain
 from tests.appliance_process import READY_LINE
-from tests.cluster_helpers import start_cluster, wait_for
+from tests.cluster_helpers import (
+    add_backup_target,
+    backed_up,
+    create_with_data_disk,
+    final_operation,
+    start_cluster,
+    wait_for,
+)
 from tests.integration.test_clone_restore import checksum, guest
 
 # slow (2-3 min, several local hosts): `make test-slow`, not `make test` (CI stays under 30 min)
@@ -23,18 +30,9 @@ OP_SECONDS = 300
 
 
 def finished(app, op_id: str) -> dict:
-    op = wait_for("operation done", lambda: (lambda o: o if o["status"] in (
-        "succeeded", "failed", "cancelled") else None)(
-        app.api("GET", f"/v1/operations/{op_id}").json()), OP_SECONDS, interval=0.5)
+    op = final_operation(app, op_id, OP_SECONDS, interval=0.5)
     assert op["status"] == "succeeded", (op["kind"], op["error"])
     return op
-
-
-def backup(app, vm: str) -> tuple[dict, dict]:
-    resp = app.api("POST", f"/v1/vms/{vm}/backups", params={"wait": "false"}, json={})
-    assert resp.status_code == 202, resp.text
-    op = finished(app, resp.json()["operation"]["id"])
-    return op, app.api("GET", f"/v1/backups/{op['params']['backup']}").json()
 
 
 def host_copies(h2, folder: str) -> list[str]:
@@ -51,14 +49,8 @@ def test_a_running_vm_on_its_hosts_own_storage_is_backed_up_and_restored_elsewhe
     try:
         resp = app.api("PATCH", "/v1/hosts/h2", json={"storage": "h2-disk"})
         assert resp.status_code == 200, resp.text
-        nas = tmp_path / "nas"
-        nas.mkdir(mode=0o700)
-        resp = app.api("POST", "/v1/backup-targets", json={"name": "nas", "path": str(nas)})
-        assert resp.status_code == 201, resp.text
-        resp = app.api("POST", "/v1/vms", json={"name": "far", "host": "h2", "memory": "128M",
-                                                "disks": [{"name": "data", "size": "64M"}]})
-        assert resp.status_code == 201, resp.text
-        vm = resp.json()
+        nas = add_backup_target(app, tmp_path / "nas")
+        vm = create_with_data_disk(app, "far", "h2")
         app.wait_console("far", READY_LINE, BOOT_SECONDS)
         there = f"{app.home}/vms/{vm['id']}"
         assert h2.exec("test", "-s", f"{there}/disk-data.qcow2", check=False).returncode == 0
@@ -66,14 +58,14 @@ def test_a_running_vm_on_its_hosts_own_storage_is_backed_up_and_restored_elsewhe
         assert guest(app, "far", "dd if=/dev/urandom of=/dev/vdb bs=1M count=8 "
                                  "conv=fsync 2>/dev/null && sync && echo written") == "written"
 
-        op, full = backup(app, "far")
+        op, full = backed_up(app, "far")
         assert full["kind"] == "full" and full["status"] == "good"
         assert op["bytes_done"] == full["size"] > 8 << 20
         assert host_copies(h2, there) == []
         at_full = checksum(app, "far")
         assert guest(app, "far", "dd if=/dev/urandom of=/dev/vdb bs=1M count=1 seek=32 "
                                  "conv=fsync 2>/dev/null && sync && echo written") == "written"
-        _op, inc = backup(app, "far")
+        _op, inc = backed_up(app, "far")
         assert inc["kind"] == "incremental" and inc["parent"] == full["id"]
         assert inc["size"] < full["size"] // 2  # the changed blocks, not the disk
         assert host_copies(h2, there) == []

@@ -103,6 +103,19 @@ class Mount:
         return self.vm(name)
 
 
+def run(m: Mount, command: str) -> str:
+    """A shell command in the mount that must succeed; its stdout."""
+    result = m.sh(command)
+    assert result.returncode == 0, (command, result.stderr)
+    return result.stdout
+
+
+def refused(m: Mount, command: str, code: int) -> None:
+    """A shell command in the mount that must fail with errno `code` (as the shell says it)."""
+    result = m.sh(command)
+    assert result.returncode != 0 and os.strerror(code) in result.stderr, (command, result.stderr)
+
+
 @pytest.fixture
 def mount(tmp_path):
     m = Mount(tmp_path)

@@ -15,10 +15,7 @@ import time
 import pytest
 
 from appliance import backup_chain
-from tests.fs.conftest import Mount
-
-ERR = {code: os.strerror(code) for code in (errno.EEXIST, errno.EINVAL, errno.EACCES,
-                                            errno.ENOENT, errno.EBUSY, errno.EFBIG)}
+from tests.fs.conftest import Mount, refused, run
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +25,6 @@ def m(tmp_path_factory):
         yield mount.start()
     finally:
         mount.stop()
-
-
-def run(m: Mount, command: str) -> str:
-    result = m.sh(command)
-    assert result.returncode == 0, (command, result.stderr)
-    return result.stdout
-
-
-def refused(m: Mount, command: str, code: int) -> None:
-    result = m.sh(command)
-    assert result.returncode != 0 and ERR[code] in result.stderr, (command, result.stderr)
 
 
 def test_a_shell_takes_reads_reverts_and_deletes_snapshots(m):

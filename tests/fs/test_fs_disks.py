@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import struct
 
 import pytest
 
-from tests.fs.conftest import Mount
+from tests.fs.conftest import Mount, refused, run
 from tests.unit.conftest import make_iso_image
 
-ERR = {code: os.strerror(code) for code in (errno.EEXIST, errno.EINVAL, errno.ENOENT,
-                                            errno.EBUSY, errno.EACCES)}
 MIB = 1 << 20
 
 
@@ -32,17 +29,6 @@ def m(tmp_path_factory):
         yield started
     finally:
         mount.stop()
-
-
-def run(m: Mount, command: str) -> str:
-    result = m.sh(command)
-    assert result.returncode == 0, (command, result.stderr)
-    return result.stdout
-
-
-def refused(m: Mount, command: str, code: int) -> None:
-    result = m.sh(command)
-    assert result.returncode != 0 and ERR[code] in result.stderr, (command, result.stderr)
 
 
 def _refusals(m: Mount) -> list[tuple[str, str]]:

@@ -22,6 +22,17 @@ def appliance(tmp_path_factory):
         app.cleanup()
 
 
+@pytest.fixture(scope="module")
+def unmounted_appliance(tmp_path_factory):
+    """`vmctl serve --no-mount` (REST, consoles), one per module: for the modules that
+    never read the mount (the broker is serve's child either way)."""
+    app = Appliance(tmp_path_factory.mktemp("home"), extra_args=["--no-mount"])
+    try:
+        yield app.start()
+    finally:
+        app.cleanup()
+
+
 @pytest.fixture
 def fresh_appliance(tmp_path):
     """An appliance of the test's own, for tests that stop or kill it."""

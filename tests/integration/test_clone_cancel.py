@@ -6,25 +6,15 @@ source is intact and free for its next operation."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from appliance.config import Config
+from tests.appliance_process import wait_for
 
 pytestmark = pytest.mark.integration
 
 WRITTEN = 768 << 20
-
-
-def wait_for(what, timeout: float = 120, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def test_a_clone_cancelled_mid_copy_leaves_no_vm_behind(appliance):
@@ -44,14 +34,15 @@ def test_a_clone_cancelled_mid_copy_leaves_no_vm_behind(appliance):
         assert now["status"] in ("pending", "running"), now  # not done before the cancel
         return now["status"] == "running"
 
-    wait_for(running)
+    wait_for("the copy running", running, 120, interval=0.1)
     resp = appliance.api("DELETE", f"/v1/operations/{op['id']}")
     assert resp.status_code == 200, resp.text
     assert resp.json()["params"]["cancel"] is True  # the controller aborts the copy
     ended = appliance.api("GET", f"/v1/operations/{op['id']}", params={"wait": 60}).json()
     assert ended["status"] == "cancelled", ended
     assert ended["bytes_done"] < ended["bytes_total"]  # stopped mid-copy
-    wait_for(lambda: appliance.api("GET", "/v1/vms/cxl-dst").status_code == 404)
+    wait_for("the clone deleted", lambda: appliance.api("GET", "/v1/vms/cxl-dst").status_code == 404,
+             120, interval=0.1)
     assert not config.vm_dir(clone["id"]).exists()
     events = [e["message"] for e in appliance.api(
         "GET", "/v1/events", params={"limit": 1000}).json()["items"] if e["vm_id"] == clone["id"]]
@@ -63,4 +54,5 @@ def test_a_clone_cancelled_mid_copy_leaves_no_vm_behind(appliance):
     assert check.returncode == 0 and "verification failed" not in check.stdout
     resp = appliance.api("DELETE", "/v1/vms/cxl-src")  # waits for its operation
     assert resp.status_code in (200, 204), resp.text
-    wait_for(lambda: appliance.api("GET", "/v1/vms/cxl-src").status_code == 404, timeout=60)
+    wait_for("the source deleted", lambda: appliance.api("GET", "/v1/vms/cxl-src").status_code == 404,
+             60, interval=0.1)

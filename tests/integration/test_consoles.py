@@ -19,19 +19,14 @@ from PIL import Image
 
 from appliance.consoles import client
 from appliance.errors import Conflict
-from tests.appliance_process import READY_LINE, Appliance
+from tests.appliance_process import READY_LINE
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory):
-    """Without the mount: the broker is serve's child either way."""
-    app = Appliance(tmp_path_factory.mktemp("home"), extra_args=["--no-mount"])
-    try:
-        yield app.start()
-    finally:
-        app.cleanup()
+def appliance(unmounted_appliance):
+    return unmounted_appliance
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,15 @@ is refused, and a second CD-ROM drive gets media and loses it (/sys/block/sr1/si
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.appliance_process import BOOT_LINE, DEMO_IMAGE, READY_LINE, Appliance
-from tests.snapshot_helpers import type_line
+from tests.snapshot_helpers import ask
 
 pytestmark = pytest.mark.integration
 
@@ -92,21 +90,6 @@ def vm(appliance: Appliance, media) -> str:
                         cdroms=["bootiso", ""], boot_order=["cdrom", "hd"])
     appliance.wait_console("dk1", READY_LINE, timeout=120)
     return "dk1"
-
-
-def ask(app: Appliance, vm: str, expr: str, timeout: float = 20) -> str:
-    """What `expr` prints in the guest, between two markers of this call ('=' allowed: the
-    kernel's command line has them; the echo of the typed line has `$(` and never matches)."""
-    tag = uuid.uuid4().hex[:6]
-    type_line(app, vm, f"echo {tag}=$({expr})={tag}")
-    pattern = re.compile(rf"{tag}=([^$\r\n]*?)={tag}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = pattern.findall(app.console(vm))
-        if found:
-            return found[-1]
-        time.sleep(0.3)
-    raise AssertionError(f"no answer to {expr!r} from {vm}:\n{app.console(vm)[-2000:]}")
 
 
 def until(app: Appliance, vm: str, expr: str, want, timeout: float = 60) -> str:

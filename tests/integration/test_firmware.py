@@ -23,7 +23,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.appliance_process import READY_LINE, Appliance, require_demo_image
+from tests.appliance_process import READY_LINE, Appliance
 from tests.snapshot_helpers import ask
 
 pytestmark = pytest.mark.integration
@@ -43,13 +43,8 @@ PATCHES = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_demo_image()
-    appliance = Appliance(tmp_path_factory.mktemp("home"), extra_args=["--no-mount"])
-    try:
-        yield appliance.start()
-    finally:
-        appliance.cleanup()
+def app(unmounted_appliance):
+    return unmounted_appliance
 
 
 @pytest.fixture(scope="module")

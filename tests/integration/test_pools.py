@@ -6,12 +6,11 @@ ready before the next, as the guests themselves show (nproc on their console).""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from fs.mount import is_mounted
-from tests.appliance_process import BOOT_LINE, READY_LINE, Appliance
+from tests.appliance_process import BOOT_LINE, READY_LINE, Appliance, wait_for
 from tests.fs.conftest import sh, unmount, wait_mounted
 
 pytestmark = pytest.mark.integration
@@ -41,16 +40,6 @@ def status(app, pool: str) -> dict:
     return json.loads(shell(app, f"cat pools/{pool}/status.json"))
 
 
-def wait_for(what, check, timeout: float = 90, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = check()
-        if seen:
-            return seen
-        time.sleep(every)
-    raise AssertionError(f"not {what} within {timeout} s: last seen {seen!r}")
-
-
 def members(app, pool: str) -> dict[str, dict]:
     return {m["name"]: m for m in status(app, pool)["members"]}
 
@@ -64,7 +53,7 @@ def test_a_pool_scales_0_3_1_and_heals_a_deleted_member(app):
     shell(app, "echo 3 > pools/web/replicas")
     wait_for("3 stopped members", lambda: sorted(
         n for n, m in members(app, "web").items() if m["state"] == "stopped")
-        == ["web-0", "web-1", "web-2"])
+        == ["web-0", "web-1", "web-2"], 90)
     assert [d.removeprefix(app.prefix) for d in app.domain_names()] == ["web-0", "web-1", "web-2"]
     assert sorted(shell(app, "ls vms").split()) == ["web-0", "web-1", "web-2"]
     web1 = app.api("GET", "/v1/vms/web-1").json()
@@ -73,11 +62,11 @@ def test_a_pool_scales_0_3_1_and_heals_a_deleted_member(app):
     shell(app, "rmdir vms/web-1")  # a user deletes a member: the pool makes it again
     healed = wait_for("web-1 made again", lambda: (
         (vm := app.api("GET", "/v1/vms/web-1")).status_code == 200
-        and vm.json()["id"] != web1["id"] and vm.json()["state"] == "stopped" and vm.json()))
+        and vm.json()["id"] != web1["id"] and vm.json()["state"] == "stopped" and vm.json()), 90)
     assert healed["spec"]["run_strategy"] == "Halted"
 
     shell(app, "echo 1 > pools/web/replicas")  # the highest ordinals go
-    wait_for("one member left", lambda: app.domain_names() == [app.prefix + "web-0"])
+    wait_for("one member left", lambda: app.domain_names() == [app.prefix + "web-0"], 90)
     assert sorted(shell(app, "ls vms").split()) == ["web-0"]
     final = status(app, "web")
     assert (final["replicas"], final["current_replicas"], final["updated_replicas"]) == (1, 1, 1)

@@ -13,7 +13,7 @@ import time
 import libvirt
 import pytest
 
-from tests.appliance_process import BOOT_LINE, LIBVIRT_URI, READY_LINE, Appliance, require_demo_image
+from tests.appliance_process import BOOT_LINE, LIBVIRT_URI, READY_LINE
 from tests.snapshot_helpers import ask, type_line
 
 pytestmark = pytest.mark.integration
@@ -24,13 +24,8 @@ DATA_OFFSET = 3 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_demo_image()
-    appliance = Appliance(tmp_path_factory.mktemp("home"), extra_args=["--no-mount"])
-    try:
-        yield appliance.start()
-    finally:
-        appliance.cleanup()
+def app(unmounted_appliance):
+    return unmounted_appliance
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 import libvirt
 import pytest
 
-from tests.appliance_process import READY_LINE, Appliance, require_demo_image
+from tests.appliance_process import READY_LINE
 from tests.snapshot_helpers import SnapshotClient, ask, type_line
 
 pytestmark = pytest.mark.integration
@@ -19,13 +19,8 @@ OFFSET = 3 * 1024 * 1024  # where the markers go on the data disk (/dev/vdb)
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_demo_image()
-    appliance = Appliance(tmp_path_factory.mktemp("home"), extra_args=["--no-mount"])
-    try:
-        yield appliance.start()
-    finally:
-        appliance.cleanup()
+def app(unmounted_appliance):
+    return unmounted_appliance
 
 
 @pytest.fixture(scope="module")

@@ -13,31 +13,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.appliance_process import READY_LINE, Appliance
+from tests.appliance_process import READY_LINE, Appliance, wait_for
 from tests.web import browser
 
 BOOT_TIMEOUT = 240  # TCG guests on a shared 2-CPU machine
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(every)
 
 
 @pytest.fixture
@@ -106,7 +92,7 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     row = f"#vm-table tr[data-vm='{name}']"
     wait_for(f"{name} running in the table", lambda: driver.execute_script(
         f"const r = document.querySelector(\"{row}\"); return r && r.dataset.state === 'running'"),
-        timeout=BOOT_TIMEOUT, every=1)
+        timeout=BOOT_TIMEOUT, interval=1)
     assert appliance.api("GET", f"/v1/vms/{name}").json()["state"] == "running"
     driver.save_screenshot(str(artifacts / "web-ui-list.png"))
 
@@ -159,7 +145,7 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     driver.find_element(By.CSS_SELECTOR, delete).click()
     driver.switch_to.alert.accept()  # "Delete NAME?"
     wait_for(f"{name} gone from the table", lambda: not driver.find_elements(By.CSS_SELECTOR, row),
-             timeout=120, every=1)
+             timeout=120, interval=1)
     assert appliance.api("GET", f"/v1/vms/{name}").status_code == 404
     assert csp_refusals(driver) == []
 

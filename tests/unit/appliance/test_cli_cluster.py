@@ -1,44 +1,12 @@
 """vmctl host / group / migrate, and create's placement options, against the real
 REST app served over HTTP in a thread (the service on the test driver, no controller)."""
 import json
-import threading
 import time
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from appliance.api.app import create_app
-from appliance.cli import main
 from appliance.model import OPEN_OP_STATES
 from tests.unit.conftest import TEST_HOST_INFO
-
-TOKEN = "cli-token"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def vmctl(service, config, monkeypatch, capsys):
-    server = make_server("127.0.0.1", 0, create_app(service, TOKEN), handler_class=_QuietHandler)
-    # A short poll: shutdown() waits for the serving loop to look (0.5 s by default, every test).
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("VMCTL_URL", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("VMCTL_TOKEN", TOKEN)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--home", str(config.home), *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
 
 def heartbeat(store, name: str) -> None:
     store.upsert_host({"name": name, "up": 1, "last_seen": time.time(), "info": TEST_HOST_INFO})

@@ -4,43 +4,10 @@ shrink, removed; its CD-ROM media inserted and ejected."""
 from __future__ import annotations
 
 import json
-import threading
-import time
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from appliance.api.app import create_app
-from appliance.cli import main
 from tests.unit.conftest import make_iso_image
-
-TOKEN = "cli-token"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def vmctl(service, config, monkeypatch, capsys):
-    server = make_server("127.0.0.1", 0, create_app(service, TOKEN), handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
-    thread.start()
-    monkeypatch.setenv("VMCTL_URL", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("VMCTL_TOKEN", TOKEN)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--home", str(config.home), *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
 
 @pytest.fixture
 def web1(vmctl, controller):

@@ -2,7 +2,6 @@
 against the real REST app over HTTP (test_cli_cluster's vmctl fixture)."""
 import json
 
-from tests.unit.appliance.test_cli_cluster import vmctl  # noqa: F401 - the fixture
 
 
 def test_project_option_and_all_projects(vmctl, store, monkeypatch):  # noqa: F811 - the fixture

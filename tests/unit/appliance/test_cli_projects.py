@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.appliance.test_cli_cluster import vmctl  # noqa: F401 - the fixture
 
 
 def test_add_quota_show_list_delete(vmctl, service):  # noqa: F811 - the fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.appliance.test_cli_cluster import vmctl  # noqa: F401 - the fixture
 
 
 def test_create_list_get_use_and_delete(vmctl, service):  # noqa: F811 - the fixture

@@ -6,8 +6,7 @@ import json
 import pytest
 
 from appliance.access.tokens import LEGACY_TOKEN_ID
-from tests.unit.appliance.test_cli_cluster import TOKEN
-from tests.unit.appliance.test_cli_cluster import vmctl as vmctl  # noqa: F401 - the fixture
+from tests.unit.appliance.conftest import CLI_TOKEN as TOKEN
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import errno
 import functools
 import os
 import stat
-from types import SimpleNamespace
 
-import pyfuse3
 import pytest
 import trio
 from falcon import testing
@@ -19,8 +17,8 @@ from appliance.access import Principal, Role, acting_as, mountmap
 from appliance.api.app import create_app
 from appliance.errors import Conflict, Invalid, TooLarge
 from appliance.files import CONSOLE_INPUT_MAX_BYTES, PNG, VM_FILES
-from fs.operations import ApplianceFS
 from tests.unit.appliance.fake_consoles import PNG_BYTES, FakeConsoles
+from tests.unit.appliance.fuse_calls import FuseCalls
 from tests.unit.appliance.teams import add_user
 
 TOKEN = "home-token"
@@ -148,24 +146,7 @@ def test_get_screen_png_is_the_png_made_now(api, consoles):
 
 
 # -- the mount (the FUSE operations, as the kernel calls them) -----------------------------------
-class _Shell:
-    def __init__(self, service, uid: int = 0):
-        self.fs = ApplianceFS(service)
-        self.ctx = SimpleNamespace(uid=uid, gid=uid, pid=os.getpid(), umask=0o022)
-
-    async def inode(self, *path: str) -> int:
-        inode = pyfuse3.ROOT_INODE
-        for name in path:
-            inode = (await self.fs.lookup(inode, name.encode(), self.ctx)).st_ino
-        return inode
-
-    async def errno_of(self, call) -> int:
-        try:
-            await call()
-        except pyfuse3.FUSEError as err:
-            return err.errno
-        return 0
-
+class _Shell(FuseCalls):
     async def append(self, writes: list[bytes], flags: int = os.O_WRONLY | os.O_APPEND,
                      path: tuple[str, ...] = ("vms", "web1", "console")) -> int:
         """`printf ... >> vms/web1/console`, one write() per item; the errno of the first

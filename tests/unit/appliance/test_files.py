@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from types import SimpleNamespace
 
 import pyfuse3
 import pytest
@@ -15,8 +14,8 @@ from falcon import testing
 from appliance.api.app import create_app
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.files import HOST_FILES, VM_FILES, Directory
-from fs.operations import ApplianceFS
 from tests.unit.appliance.fake_consoles import FakeConsoles
+from tests.unit.appliance.fuse_calls import FuseCalls
 
 # How the two views say the same refusal (DESIGN.md).
 STATUS_OF_ERRNO = {errno.EINVAL: 422, errno.ENOENT: 404, errno.EBUSY: 409, errno.EACCES: 403}
@@ -64,24 +63,17 @@ def test_a_host_state_write_answers_the_drain_and_waits_for_its_moves(service):
 
 
 # -- one table, two views ------------------------------------------------------------------------
-class _Views:
+class _Views(FuseCalls):
     """The FUSE operations (called as the kernel would, without a mount) and the REST app,
     on one service."""
 
     def __init__(self, service):
-        self.fs = ApplianceFS(service)
+        super().__init__(service, os.getuid(), os.getgid())
         self.client = testing.TestClient(create_app(service, "t"),
                                          headers={"Authorization": "Bearer t"})
-        self.ctx = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
-
-    async def inode(self, path: tuple[str, ...]) -> int:
-        inode = pyfuse3.ROOT_INODE
-        for name in path:
-            inode = (await self.fs.lookup(inode, name.encode(), self.ctx)).st_ino
-        return inode
 
     async def listing(self, path: tuple[str, ...]) -> list[str]:
-        fh = await self.fs.opendir(await self.inode(path), self.ctx)
+        fh = await self.fs.opendir(await self.inode(*path), self.ctx)
         names = [name for name, _ in self.fs.dirs[fh][1]]  # what readdir replies, in order
         await self.fs.releasedir(fh)
         return names
@@ -114,7 +106,7 @@ async def _check_directory(views: _Views, top: str, name: str, table: Directory)
     assert await views.listing((top, name)) == [*table, *directories], "ls shows the table"
     for file in table.entries:
         path = (top, name, file.name)
-        inode = await views.inode(path)
+        inode = await views.inode(*path)
         attrs = await views.fs.getattr(inode, views.ctx)
         assert bool(attrs.st_mode & stat.S_IWUSR) == file.writable, path
         url = f"/v1/{top}/{name}/{file.name}"
@@ -136,7 +128,7 @@ async def _check_directory(views: _Views, top: str, name: str, table: Directory)
     missing = views.client.simulate_get(f"/v1/{top}/{name}/nothing")
     assert missing.status_code == 404
     with pytest.raises(pyfuse3.FUSEError) as caught:
-        await views.inode((top, name, "nothing"))
+        await views.inode(top, name, "nothing")
     assert caught.value.errno == errno.ENOENT
 
 

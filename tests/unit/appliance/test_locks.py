@@ -10,20 +10,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-from types import SimpleNamespace
 
-import pyfuse3
 import pytest
 import trio
 from falcon import testing
 
-from appliance.access import mountmap
-from appliance.access import Principal, Role, acting_as
+from appliance.access import Principal, Role, acting_as, mountmap
 from appliance.access.audit import WRITE_METHODS
 from appliance.access.policy import ROUTES
 from appliance.api.app import create_app
 from appliance.files import VM_FILES
-from fs.operations import ApplianceFS
+from tests.unit.appliance.fuse_calls import FuseCalls
 from tests.unit.appliance.teams import add_user
 
 HOME_TOKEN = "home-token-secret"
@@ -224,30 +221,13 @@ def _mount_user(service, name: str, role: Role, uid: int) -> Principal:
     return Principal(user=name, role=role, uid=uid, source="mount")
 
 
-class _Shell:
+class _Shell(FuseCalls):
     """The FUSE operations, called as the kernel would for a shell's commands (no mount)."""
-
-    def __init__(self, service, uid: int):
-        self.fs = ApplianceFS(service)
-        self.ctx = SimpleNamespace(uid=uid, gid=uid, pid=os.getpid(), umask=0o022)
-
-    async def inode(self, path: tuple[str, ...]) -> int:
-        inode = pyfuse3.ROOT_INODE
-        for name in path:
-            inode = (await self.fs.lookup(inode, name.encode(), self.ctx)).st_ino
-        return inode
-
-    async def errno_of(self, call) -> int:
-        try:
-            await call()
-        except pyfuse3.FUSEError as err:
-            return err.errno
-        return 0
 
     async def echo(self, path: tuple[str, ...], text: str) -> int:
         """`echo TEXT > PATH`: its exit's errno (0: done)."""
         async def write() -> None:
-            info = await self.fs.open(await self.inode(path), os.O_WRONLY | os.O_TRUNC, self.ctx)
+            info = await self.fs.open(await self.inode(*path), os.O_WRONLY | os.O_TRUNC, self.ctx)
             try:
                 await self.fs.write(info.fh, 0, (text + "\n").encode())
                 await self.fs.flush(info.fh)
@@ -256,20 +236,20 @@ class _Shell:
         return await self.errno_of(write)
 
     async def rm(self, path: tuple[str, ...]) -> int:
-        parent = await self.inode(path[:-1])
+        parent = await self.inode(*path[:-1])
         return await self.errno_of(lambda: self.fs.unlink(parent, path[-1].encode(), self.ctx))
 
     async def rmdir(self, path: tuple[str, ...]) -> int:
-        parent = await self.inode(path[:-1])
+        parent = await self.inode(*path[:-1])
         return await self.errno_of(lambda: self.fs.rmdir(parent, path[-1].encode(), self.ctx))
 
     async def mv(self, name: str, new: str) -> int:
-        vms = await self.inode(("vms",))
+        vms = await self.inode("vms")
         return await self.errno_of(
             lambda: self.fs.rename(vms, name.encode(), vms, new.encode(), 0, self.ctx))
 
     async def cat(self, path: tuple[str, ...]) -> str:
-        info = await self.fs.open(await self.inode(path), os.O_RDONLY, self.ctx)
+        info = await self.fs.open(await self.inode(*path), os.O_RDONLY, self.ctx)
         try:
             return (await self.fs.read(info.fh, 0, 4096)).decode()
         finally:

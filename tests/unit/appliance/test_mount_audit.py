@@ -26,7 +26,7 @@ def test_mount_writes_and_their_results(service, controller):
         shell = _Shell(service, 1003)
 
         async def run() -> None:
-            vms = await shell.inode(("vms",))
+            vms = await shell.inode("vms")
             await shell.fs.mkdir(vms, b"web1", 0o755, shell.ctx)
             assert await shell.echo(("vms", "web1", "cpus"), "2") == 0
             assert await shell.echo(("vms", "web1", "state"), "flying") == errno.EINVAL
@@ -73,7 +73,7 @@ def test_a_value_split_over_writes_is_recorded_once(service, controller):
     shell = _Shell(service, 0)
 
     async def run() -> None:
-        info = await shell.fs.open(await shell.inode(("vms", "web1", "memory")), os.O_WRONLY,
+        info = await shell.fs.open(await shell.inode("vms", "web1", "memory"), os.O_WRONLY,
                                    shell.ctx)
         await shell.fs.write(info.fh, 0, b"10")  # refused, and not a whole line yet: kept
         await shell.fs.write(info.fh, 2, b"24\n")
@@ -92,11 +92,11 @@ def test_reads_record_nothing(service):
 
     async def run() -> None:
         for top in ("vms", "hosts", "images", "templates", "groups"):
-            fh = await shell.fs.opendir(await shell.inode((top,)), shell.ctx)
+            fh = await shell.fs.opendir(await shell.inode(top), shell.ctx)
             await shell.fs.releasedir(fh)
         for file in ("state", "spec.json", "events", "lock", "status.json"):
             await shell.cat(("vms", "web1", file))
-            inode = await shell.inode(("vms", "web1", file))
+            inode = await shell.inode("vms", "web1", file)
             await shell.fs.getattr(inode, shell.ctx)
 
     trio.run(run)
@@ -131,7 +131,7 @@ def test_a_name_cannot_write_lines_or_escapes_into_the_audit_trail(service):
         shell = _Shell(service, 1003)
 
         async def run() -> list[int]:
-            vms = await shell.inode(("vms",))
+            vms = await shell.inode("vms")
             forged = b"x\n2026-11-29 write vms/web1/state by admin (mount, uid 0): ok\x1b[2J"
             return [await shell.errno_of(lambda: shell.fs.mkdir(vms, forged, 0o755, shell.ctx)),
                     await shell.errno_of(lambda: shell.fs.unlink(vms, b"y\r\x07", shell.ctx))]

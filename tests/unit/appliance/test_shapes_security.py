@@ -2,28 +2,15 @@
 XML patches): each test is a finding's regression test and failed before its fix."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from appliance.access.principal import Principal, Role, acting_as
 from appliance.errors import Forbidden
+from tests.unit.appliance.teams import person
 
 PATCHES = [{"op": "add", "xpath": "/domain/devices",
             "xml": "<disk type='file' device='disk'><source file='/etc/shadow'/>"
                    "<target dev='vdz' bus='virtio'/></disk>"}]
-
-
-def person(role: Role, project: str = "web") -> Principal:
-    return Principal(user=f"{role}-of-{project}", role=role, projects=(project,), project=project)
-
-
-@pytest.fixture
-def teams(service):
-    for name in ("web", "db"):
-        service.store.insert_project({"name": name, "description": "", "quota": {},
-                                      "created": time.time()})
-    return service
 
 
 def test_an_operator_cannot_put_xml_patches_in_a_pool_s_template(teams):

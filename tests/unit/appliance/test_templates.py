@@ -3,27 +3,14 @@ templates, who may change which, the names a project sees, validation, and a VM
 recording the template and revision it was made from, untouched by later changes."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from appliance.access.principal import SYSTEM, Principal, Role, acting_as
 from appliance.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed, TooLarge
 from appliance.service.templates import DEFAULT_TEMPLATE, MAX_TEMPLATE_BYTES, MAX_TEMPLATES
+from tests.unit.appliance.teams import person
 
 SMALL = {"cpus": 1, "memory": "512M", "disks": [{"name": "data", "size": "10G"}]}
-
-
-def person(role: Role, project: str = "web") -> Principal:
-    return Principal(user=f"{role}-of-{project}", role=role, projects=(project,), project=project)
-
-
-@pytest.fixture
-def teams(service):
-    for name in ("web", "db"):
-        service.store.insert_project({"name": name, "description": "", "quota": {},
-                                      "created": time.time()})
-    return service
 
 
 def names(service) -> list[str]:

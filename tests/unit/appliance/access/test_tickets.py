@@ -14,6 +14,8 @@ from falcon import testing
 from appliance.access import tickets
 from appliance.access.principal import Role
 from appliance.api.app import create_app
+from tests.unit.appliance.teams import bearer_client as client
+from tests.unit.appliance.teams import user_over_rest
 
 HOME_TOKEN = "home-token-of-the-tickets-tests-0123456789"  # noqa: S105 - a test's
 
@@ -28,10 +30,6 @@ def app(service):
     return create_app(service, HOME_TOKEN)
 
 
-def client(app, token: str) -> testing.TestClient:
-    return testing.TestClient(app, headers={"Authorization": f"Bearer {token}"})
-
-
 @pytest.fixture
 def admin(app):
     return client(app, HOME_TOKEN)
@@ -39,12 +37,7 @@ def admin(app):
 
 def user(admin, name: str, role: str, projects=("default",)) -> tuple[str, str]:
     """(token id, token) of a new user."""
-    made = admin.simulate_post("/v1/users", json={"name": name, "role": role,
-                                                  "projects": list(projects)})
-    assert made.status_code == 201, made.text
-    token = admin.simulate_post("/v1/tokens", json={"user": name})
-    assert token.status_code == 201, token.text
-    return token.json["id"], token.json["token"]
+    return user_over_rest(admin, name, role, projects)
 
 
 def ask(caller, vm="web1", kind="console", **params):

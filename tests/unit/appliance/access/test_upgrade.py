@@ -13,9 +13,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import sqlite_utils
@@ -28,6 +26,7 @@ from appliance.model.spec import validate
 from appliance.service import Service
 from appliance.store import MIGRATIONS, Store
 from tests.unit.conftest import TEST_HOST_INFO
+from tests.unit.http_served import HttpServed
 
 ROOT = Path(__file__).resolve().parents[4]
 T0 = 1_700_000_000.0
@@ -71,11 +70,6 @@ def _v3_home(config: Config) -> str:
     return token
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 class Served:
     """The appliance as `vmctl serve` starts it on this home (no controller): the
     store migrated, the app made with HOME/token, served over HTTP."""
@@ -84,19 +78,14 @@ class Served:
         self.store = Store(config.db_path)
         self.service = Service(self.store, config)
         self.app = create_app(self.service, config.token())
-        self.server = make_server("127.0.0.1", 0, self.app, handler_class=_QuietHandler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.http = HttpServed(self.app)
+        self.url = self.http.url
 
     def client(self, token: str) -> testing.TestClient:
         return testing.TestClient(self.app, headers={"Authorization": f"Bearer {token}"})
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.http.stop()
         self.store.close()
 
 

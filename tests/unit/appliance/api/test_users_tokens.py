@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from falcon import testing
 
 from appliance.access.tokens import LEGACY_TOKEN_ID, token_hash
 from appliance.api.app import create_app
+from tests.unit.appliance.teams import bearer_client as client
+from tests.unit.appliance.teams import user_over_rest
 
 HOME_TOKEN = "home-token-of-the-appliance-0123456789abcdef"  # noqa: S105 - a test's
 
@@ -21,10 +22,6 @@ def app(service):
     return create_app(service, HOME_TOKEN)
 
 
-def client(app, token: str) -> testing.TestClient:
-    return testing.TestClient(app, headers={"Authorization": f"Bearer {token}"})
-
-
 @pytest.fixture
 def admin(app):
     return client(app, HOME_TOKEN)
@@ -32,11 +29,7 @@ def admin(app):
 
 def add_user(admin, name: str, role: str, projects=("web",)) -> str:
     """The user, and a token of theirs."""
-    resp = admin.simulate_post("/v1/users", json={"name": name, "role": role, "projects": list(projects)})
-    assert resp.status_code == 201, resp.text
-    made = admin.simulate_post("/v1/tokens", json={"user": name})
-    assert made.status_code == 201, made.text
-    return made.json["token"]
+    return user_over_rest(admin, name, role, projects)[1]
 
 
 def test_me_names_the_caller_and_the_project_of_the_request(app, admin):

@@ -12,6 +12,7 @@ from appliance.config import Config
 from appliance.controller import Controller
 from appliance.service import Service
 from appliance.virt.fake import FakeCloud
+from tests.unit.appliance.controller.backup_harness import add_target, running_web1
 from tests.unit.appliance.controller.controller_harness import STORAGE, URI_A, URI_B, FakeClock, Inline, make_disk_image
 
 
@@ -58,3 +59,16 @@ def service(store, config, clock, controller, tmp_path) -> Service:
     svc.import_image_file("demo", image)
     return svc
 
+
+
+@pytest.fixture
+def target(request, service, store, tmp_path):
+    """One backup target, nas; every host's disks on the module's BACKUP_STORAGE ("shared",
+    the appliance's folders, unless the module names its hosts' own storage)."""
+    return add_target(service, store, tmp_path, getattr(request.module, "BACKUP_STORAGE", "shared"))
+
+
+@pytest.fixture
+def vm(service, controller, clock, target):
+    """web1 running with a 16 MiB data disk, after the backup `target`."""
+    return running_web1(service, controller, clock)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from appliance.virt.driver import DriverError
 from appliance.virt.fake import FakeGuest
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events
 from tests.unit.appliance.controller.controller_harness import settle
-from tests.unit.appliance.controller.test_controller_backups import (  # noqa: F401 - fixtures
-    HOSTS, back_up, events, target, vm)
 
 
 def calls_of(cloud, row, since: int = 0) -> list[str]:

@@ -14,44 +14,12 @@ import pytest
 from appliance import backup_chain
 from appliance.controller import backups
 from appliance.virt import fake_backups, images
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
-
-HOSTS = {"local": URI_A, "b": URI_B}
-
-
-@pytest.fixture
-def target(service, store, tmp_path):
-    """Both hosts see the appliance's folders; one backup target."""
-    for host in HOSTS:
-        store.update_host(host, storage="shared")
-    path = tmp_path / "nas"
-    path.mkdir(mode=0o700)
-    service.add_backup_target({"name": "nas", "path": str(path)})
-    return path
-
-
-@pytest.fixture
-def vm(service, controller, clock, target):
-    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 16}]})
-    settle(controller, clock, passes=1)
-    row = service.store.get_vm_by_id(created["id"])
-    assert row["observed_state"] == "running"
-    return row
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, cancelled_mid_job, events, interrupted_backup
+from tests.unit.appliance.controller.controller_harness import settle
 
 
 def dom_of(cloud, row):
     return cloud.host(HOSTS[row["host"]]).domains[row["id"]]
-
-
-def back_up(service, controller, body=None):
-    op = service.start_backup("web1", body)
-    controller.operations.dispatch()  # inline: runs to its end here
-    op = service.store.get_operation(op["id"])
-    return op, (service.get_backup(op["params"]["backup"]) if op["params"].get("backup") else None)
-
-
-def events(service, kind):
-    return [e["message"] for e in service.list_events("web1") if e["kind"] == kind]
 
 
 def test_full_then_incremental_of_a_running_vm(service, controller, cloud, vm, target):
@@ -169,20 +137,11 @@ def test_a_stopped_vm_is_started_paused_and_destroyed_after(service, controller,
 
 def test_cancel_aborts_the_job_and_removes_the_partial_folder(service, controller, cloud, clock,
                                                               vm, target):
-    cloud.hold_backups = True
-    op = service.start_backup("web1")
-    seen = []
+    def look(current: dict) -> dict:
+        assert list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
+        return current
 
-    def cancel_mid_job() -> None:
-        current = service.store.get_operation(op["id"])
-        if current["status"] == "running" and current["params"].get("backup") and not seen:
-            seen.append(current)
-            assert list((target / "vm-appliance" / vm["id"]).glob("*.partial"))
-            service.cancel_operation(op["id"])
-
-    clock.on_sleep.append(cancel_mid_job)
-    controller.operations.dispatch()
-    op = service.store.get_operation(op["id"])
+    op, seen = cancelled_mid_job(service, controller, cloud, clock, look)
     assert seen and op["status"] == "cancelled"
     assert seen[0]["bytes_total"] == 100 and seen[0]["bytes_done"] == 50  # the job's progress
     backup = service.get_backup(op["params"]["backup"])
@@ -217,14 +176,7 @@ def test_a_crash_mid_backup_fails_it_cleanly_and_the_operation_runs_again(servic
     # What a SIGKILL of the appliance mid-job leaves (the real one: tests/integration/
     # test_backups.py): the operation running, the record running, a partial folder,
     # and libvirtd's job still going.
-    op = service.start_backup("web1")
-    store.claim_operation(op["id"], clock())
-    interrupted = backup_chain.new_backup_id(clock())
-    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
-                         "project": vm["project"], "target": "nas", "kind": "full",
-                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
-                         "operation": op["id"], "created": clock()})
-    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    op, interrupted = interrupted_backup(service, store, clock, vm)
     partial = backup_chain.make_vm_folder(target, vm["id"]) / f"{interrupted}.partial"
     partial.mkdir()
     (partial / "root.qcow2").write_bytes(b"half")

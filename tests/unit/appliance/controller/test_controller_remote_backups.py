@@ -8,35 +8,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from appliance import backup_chain
 from appliance.virt import images
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
-from tests.unit.appliance.controller.test_controller_backups import back_up, events
+from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, cancelled_mid_job, events, interrupted_backup
+from tests.unit.appliance.controller.controller_harness import settle
 from tests.unit.appliance.controller.test_controller_restore_in_place import restore
 
-HOSTS = {"local": URI_A, "b": URI_B}
-
-
-@pytest.fixture
-def target(service, store, tmp_path):
-    """Every host keeps its disks on its own storage; one backup target."""
-    for host in HOSTS:
-        store.update_host(host, storage="own-disk")
-    path = tmp_path / "nas"
-    path.mkdir(mode=0o700)
-    service.add_backup_target({"name": "nas", "path": str(path)})
-    return path
-
-
-@pytest.fixture
-def vm(service, controller, clock, target):
-    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 16}]})
-    settle(controller, clock, passes=1)
-    row = service.store.get_vm_by_id(created["id"])
-    assert row["observed_state"] == "running"
-    return row
+BACKUP_STORAGE = "own-disk"  # every host keeps its disks on its own storage (conftest's target)
 
 
 def fake_host(cloud, row):
@@ -90,19 +68,7 @@ def test_a_missing_file_on_the_host_fails_the_backup_and_leaves_nothing(
 
 
 def test_cancel_mid_job_removes_the_hosts_copies(service, controller, cloud, clock, vm, target):
-    cloud.hold_backups = True
-    op = service.start_backup("web1")
-    seen = []
-
-    def cancel_mid_job() -> None:
-        current = service.store.get_operation(op["id"])
-        if current["status"] == "running" and current["params"].get("backup") and not seen:
-            seen.append(host_copies(cloud, vm))
-            service.cancel_operation(op["id"])
-
-    clock.on_sleep.append(cancel_mid_job)
-    controller.operations.dispatch()
-    op = service.store.get_operation(op["id"])
+    op, seen = cancelled_mid_job(service, controller, cloud, clock, lambda _: host_copies(cloud, vm))
     assert op["status"] == "cancelled"
     assert len(seen[0]) == 2  # the job was writing on the host
     assert host_copies(cloud, vm) == []
@@ -113,14 +79,7 @@ def test_cancel_mid_job_removes_the_hosts_copies(service, controller, cloud, clo
 
 def test_a_crash_mid_backup_removes_the_hosts_copies_at_start(service, controller, cloud, store,
                                                               clock, vm, target):
-    op = service.start_backup("web1")
-    store.claim_operation(op["id"], clock())
-    interrupted = backup_chain.new_backup_id(clock())
-    store.insert_backup({"id": interrupted, "vm_id": vm["id"], "vm_name": "web1",
-                         "project": vm["project"], "target": "nas", "kind": "full",
-                         "chain": interrupted, "checkpoint": interrupted, "status": "running",
-                         "operation": op["id"], "created": clock()})
-    store.update_operation(op["id"], params={**op["params"], "backup": interrupted})
+    op, interrupted = interrupted_backup(service, store, clock, vm)
     left = f".backup-{interrupted}-root.qcow2"
     fake_host(cloud, vm).volumes[vm["id"]].add(left)
     # an older crash's copy, which the re-run removes before its job

@@ -10,8 +10,8 @@ import pytest
 
 from appliance import backup_chain
 from appliance.virt import images
+from tests.unit.appliance.controller.backup_harness import back_up, events, running_web1
 from tests.unit.appliance.controller.controller_harness import settle
-from tests.unit.appliance.controller.test_controller_backups import back_up, events
 
 MIB = 1 << 20
 _op_ids = itertools.count(1)
@@ -23,23 +23,11 @@ def qemu_io(path, command: str) -> None:
 
 
 @pytest.fixture
-def target(service, store, tmp_path):
-    for host in ("local", "b"):
-        store.update_host(host, storage="shared")
-    path = tmp_path / "nas"
-    path.mkdir(mode=0o700)
-    service.add_backup_target({"name": "nas", "path": str(path)})
-    return path
-
-
-@pytest.fixture
 def chain(service, controller, clock, target):
     """web1 (a 32 MiB data disk) backed up full then incremental, each backup's
     data file given a pattern of its own (the fake's job writes empty disks);
     then stopped."""
-    created, _op = service.create_vm({"name": "web1", "disks": [{"name": "data", "size": 32}]})
-    settle(controller, clock, passes=1)
-    vm = service.store.get_vm_by_id(created["id"])
+    vm = running_web1(service, controller, clock, data_mib=32)
     backups = []
     for pattern in (1, 2):
         backup = back_up(service, controller)[1]

@@ -4,7 +4,6 @@ retention (backup_retention) prunes the older scheduled chains."""
 from __future__ import annotations
 
 from tests.unit.appliance.controller.controller_harness import settle
-from tests.unit.appliance.controller.test_controller_backups import target, vm  # noqa: F401 - fixtures
 
 HOUR = 3600.0
 
