@@ -56,16 +56,17 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
     ``rng`` makes the pick reproducible (tests); by default a module-level Random.
     """
     passed, rejected, ranges = partition(hosts, request, soft_members(request, policy))
-    failures: list[tuple[HostState, int]] = []
+    failed: list[int] = []
     if rejected:
         indexes = first_failures(rejected, request)
-        if None in indexes:  # partition and first_failures disagree: a bug here
+        # None among the indexes: partition and first_failures disagree, a bug here. Tested
+        # on a set: `None in indexes` compares None with every int the generic, slow way.
+        if None in set(indexes):
             host = rejected[indexes.index(None)].name
             raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
-        # every index is an int: the None case was raised just above
-        failures = list(zip(rejected, cast(list[int], indexes), strict=True))
+        failed = cast(list[int], indexes)  # every index is an int: None was raised just above
     if not passed:
-        return Decision(request, None, passed, [], 0.0, failures)
+        return Decision(request, None, passed, [], 0.0, rejected, failed)
     scores, offset = weigh(passed, request, policy, ranges)
     i = _pick(passed, scores, policy.subset_size, rng or _RANDOM)
-    return Decision(request, i, passed, scores, offset, failures)
+    return Decision(request, i, passed, scores, offset, rejected, failed)

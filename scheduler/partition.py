@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from scheduler.model import HostState, Request, label_trait
+from scheduler.model import HostState, Request, exact_float, label_trait
 from scheduler.weighers import Ranges
 
 _INF = float("inf")
@@ -36,15 +36,6 @@ class Partition(NamedTuple):
     ranges: Ranges | None  # gathered over ``passed``; None when nothing passed
 
 
-def _as_float(x: float) -> float:
-    """``x`` as a float when that is exact (any int of a sane request), else ``x``."""
-    try:
-        f = float(x)
-    except OverflowError:
-        return x
-    return f if f == x else x
-
-
 def partition(hosts: Sequence[HostState], request: Request,
               members: Mapping[str, int] | None = None) -> Partition:
     """Split ``hosts`` into those that pass every filter for ``request`` and the others.
@@ -52,13 +43,17 @@ def partition(hosts: Sequence[HostState], request: Request,
     ``members``: the soft group's members by host (``weighers.soft_members``), whose
     positions among the passing hosts go into the ranges; None when not weighed.
     """
-    c, m = _as_float(request.cpus), _as_float(request.memory_mib)
+    c, m = exact_float(request.cpus), exact_float(request.memory_mib)
     d = request.disk_gib
-    d = _as_float(d) if d > 0 else -_INF  # DiskFilter passes every host for no disk
+    d = exact_float(d) if d > 0 else -_INF  # DiskFilter passes every host for no disk
     arch = request.arch
     any_arch = arch is None
     selector = frozenset(label_trait(k, v) for k, v in request.node_selector.items())
     any_labels = not selector
+    # One label (the usual selector): `in` on the host's traits, ~40% cheaper than a subset
+    # test (CPython compares two sets through the generic rich comparison).
+    single = len(selector) == 1
+    label = next(iter(selector)) if single else ""
     # The filters a request rarely uses (RequestedHost, Storage, the hard group
     # policies, dedicated CPUs, hugepages): skipped at once when none is in use.
     ignore, only, storage = request.ignore_hosts, request.only_hosts, request.storage
@@ -69,7 +64,9 @@ def partition(hosts: Sequence[HostState], request: Request,
     plain = (not ignore and only is None and storage is None and not affinity
              and not anti_affinity and dedicated <= 0 and hugepages <= 0)
     soft = members is not None
-    group_hosts: Mapping[str, int] = members or {}
+    # The members' host names as a frozenset: `in` on it is a little cheaper than on the
+    # dict (valgrind: ~20 instructions less), and it runs for every passing host.
+    group_hosts = frozenset(members or ())
 
     passed: list[HostState] = []
     rejected: list[HostState] = []
@@ -80,7 +77,8 @@ def partition(hosts: Sequence[HostState], request: Request,
     ram_hi = cpu_hi = -_INF
     for h in hosts:
         if (h.usable and h.free_cpus >= c and h.free_memory_mib >= m and h.free_disk_gib >= d
-                and (any_arch or h.arch == arch) and (any_labels or selector <= h.traits)
+                and (any_arch or h.arch == arch)
+                and (any_labels or (label in h.traits if single else selector <= h.traits))
                 and (plain or (
                     h.name not in ignore and (only is None or h.name in only)
                     and (storage is None or h.storage_name == storage)
