@@ -434,6 +434,56 @@ def test_decisions_match_the_straightforward_path():
         assert d.host == (None if chosen is None else passed[chosen].name)
 
 
+def plain_first_failure(h: HostState, r: Request) -> int | None:
+    """The filters written the plain way, with none of first_failures' shortcuts (flags that
+    skip unused filters, `in` for one label, the request's numbers as floats): the reference
+    that first_failures must agree with."""
+    selector = {f"{len(k)}:{k}={v}" for k, v in r.node_selector.items()}
+    g = r.group
+    members = g.hosts if g is not None else frozenset()
+    checks = [
+        h.state == "enabled" and h.up,
+        h.name not in r.ignore_hosts and (r.only_hosts is None or h.name in r.only_hosts),
+        r.arch is None or h.arch == r.arch,
+        all(h.labels.get(k) == v for k, v in r.node_selector.items()) and selector <= h.traits,
+        r.storage is None or (h.storage or h.name) == r.storage,
+        h.cpus > 0 and h.free_cpus >= r.cpus,
+        h.memory_mib > 0 and h.free_memory_mib >= r.memory_mib,
+        r.disk_gib <= 0 or h.free_disk_gib >= r.disk_gib,
+        g is None or g.policy != "affinity" or not members or h.name in members,
+        g is None or g.policy != "anti-affinity" or h.name not in members,
+        r.dedicated_cpus <= 0 or h.free_dedicated_cpus >= r.dedicated_cpus,
+        r.hugepages_mib <= 0 or h.free_hugepages_mib >= r.hugepages_mib,
+    ]
+    return next((i for i, ok in enumerate(checks) if not ok), None)
+
+
+def test_first_failures_agrees_with_the_plain_filters():
+    rnd = random.Random(31)
+    seen = Counter()
+    for _ in range(3000):
+        hosts = [random_host(rnd, i) for i in range(8)]
+        request = random_request(rnd, [h.name for h in hosts])
+        expected = [plain_first_failure(h, request) for h in hosts]
+        assert first_failures(hosts, request) == expected
+        seen.update(expected)
+    assert set(seen) == {None, *range(len(FILTERS))}
+
+
+def test_pick_is_the_first_of_the_best_or_random_among_the_tied():
+    """_pick's one loop against max() and index(): the same host, the same random draw."""
+    rnd = random.Random(5)
+    for _ in range(3000):
+        weights = [rnd.choice((-1.0, 0.0, 0.25, 0.5, 1.0, 2.0)) + rnd.choice((0.0, 0.0, 1e-9))
+                   for _ in range(rnd.randint(1, 12))]
+        seed = rnd.random()
+        top = max(weights)
+        tied = [i for i, w in enumerate(weights) if w == top]
+        expected = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+        assert _pick([host(f"h{i}") for i in range(len(weights))], weights, 1,
+                     random.Random(seed)) == expected
+
+
 # -- dedicated CPUs and hugepages (issue 14, part F) -----------------------------------------------
 def test_dedicated_cpus_are_apart_from_the_shared_capacity():
     # 8 CPUs, 4 dedicated: 4 x ratio 16 = 64 shared vCPUs; the dedicated ones are never overcommitted
