@@ -31,21 +31,12 @@ def _pick(hosts: list[HostState], weights: list[float], subset_size: int,
     """Index in ``hosts`` of the chosen one (``hosts`` is not empty; ``weights`` are the
     hosts' weights or their scores: the same up to a constant)."""
     if subset_size == 1:
-        # The first of the best (as max() and index() find it) and whether another host is
-        # as good, in one loop: max(), index() and count() compare every weight through
-        # the generic comparison (~100 instructions), the loop's `>=` of two floats is one
-        # specialised bytecode (callgrind: 232k instructions at 769 hosts before, ~90k now).
-        best, top, any_tie = 0, weights[0], False
-        i = 0
-        for w in weights:
-            if w >= top:
-                if w > top:
-                    best, top, any_tie = i, w, False
-                elif i:  # as good as the best so far, and not the first weight itself
-                    any_tie = True
-            i += 1
-        if not any_tie:
-            return best  # the usual case
+        top = max(weights)
+        first = weights.index(top)
+        try:  # another host as good? one scan of the rest (count() would scan them all)
+            weights.index(top, first + 1)
+        except ValueError:
+            return first  # the usual case, with no Python-level loop
         return rng.choice([i for i, w in enumerate(weights) if w == top])
     if len(hosts) <= subset_size:
         return rng.randrange(len(hosts))

@@ -11,6 +11,7 @@ scheduler's hot loop compares them for every host of every decision.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,10 @@ class HostState:
     # True when ComputeFilter passes and the CPU/RAM inventory is known: the fast path
     # of the filters tests this one flag instead of four attributes.
     usable: bool = field(init=False, repr=False, compare=False)
+    # free_cpus when usable, else -inf (below any request): the fast loop
+    # (scheduler.partition) tests usable and CoreFilter's capacity with one comparison;
+    # a test fewer for every host of every decision (~100 instructions each, callgrind).
+    usable_free_cpus: float = field(init=False, repr=False, compare=False)
     # The labels as one frozenset of strings (label_trait), so that the filters test a
     # node selector with one subset test. Strings, not (key, value) tuples, because a
     # str caches its hash: the test is ~1.5x faster.
@@ -133,8 +138,9 @@ class HostState:
         set_(self, "free_disk_gib", cap_disk - self.allocated_disk_gib)
         set_(self, "free_dedicated_cpus", self.dedicated_cpus - self.allocated_dedicated_cpus)
         set_(self, "free_hugepages_mib", self.hugepages_mib - self.allocated_hugepages_mib)
-        set_(self, "usable", self.state == _ENABLED and self.up and self.cpus > 0
-             and self.memory_mib > 0)
+        usable = self.state == _ENABLED and self.up and self.cpus > 0 and self.memory_mib > 0
+        set_(self, "usable", usable)
+        set_(self, "usable_free_cpus", cap_cpus - self.allocated_cpus if usable else -math.inf)
         set_(self, "traits", frozenset([label_trait(k, v) for k, v in self.labels.items()]))
 
     @property

@@ -13,8 +13,9 @@ lowest and highest free RAM and vCPUs, the positions of the soft group's members
 ``weighers.Ranges``), which ``weighers.gather`` computes the straightforward way.
 
 How the loop is kept cheap, per host:
-- fields precomputed in HostState (``usable``, ``free_*``, ``traits``), read from
-  slots; the request's values held in locals;
+- fields precomputed in HostState (``usable_free_cpus``: free vCPUs, -inf when the host
+  is not usable; ``free_*``, ``traits``), read from slots; the request's values held
+  in locals;
 - the request's numbers as floats, like the hosts' free capacities, so that CPython
   compares two floats directly (a float against an int takes a slower path);
 - filters the request does not use cost one test of a local flag (``plain``, ...).
@@ -76,7 +77,7 @@ def partition(hosts: Sequence[HostState], request: Request,
     ram_lo = cpu_lo = _INF
     ram_hi = cpu_hi = -_INF
     for h in hosts:
-        if (h.usable and h.free_cpus >= c and h.free_memory_mib >= m and h.free_disk_gib >= d
+        if (h.usable_free_cpus >= c and h.free_memory_mib >= m and h.free_disk_gib >= d
                 and (any_arch or h.arch == arch)
                 and (any_labels or (label in h.traits if single else selector <= h.traits))
                 and (plain or (
