@@ -14,10 +14,8 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Sequence
-from typing import cast
 
 from scheduler.decision import Decision
-from scheduler.filters import first_failures
 from scheduler.model import HostState, Policy, Request
 from scheduler.partition import partition
 from scheduler.weighers import soft_members, weigh
@@ -55,16 +53,7 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
 
     ``rng`` makes the pick reproducible (tests); by default a module-level Random.
     """
-    passed, rejected, ranges = partition(hosts, request, soft_members(request, policy))
-    failed: list[int] = []
-    if rejected:
-        indexes = first_failures(rejected, request)
-        # None among the indexes: partition and first_failures disagree, a bug here. Tested
-        # on a set: `None in indexes` compares None with every int the generic, slow way.
-        if None in set(indexes):
-            host = rejected[indexes.index(None)].name
-            raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
-        failed = cast(list[int], indexes)  # every index is an int: None was raised just above
+    passed, rejected, failed, ranges = partition(hosts, request, soft_members(request, policy))
     if not passed:
         return Decision(request, None, passed, [], 0.0, rejected, failed)
     scores, offset = weigh(passed, request, policy, ranges)

@@ -386,19 +386,31 @@ def random_request(rnd: random.Random, names: list[str]) -> Request:
     )
 
 
+def plain(request: Request) -> Request:
+    """``request`` without the filters few requests use (partition's plain loop takes it)."""
+    g = request.group
+    if g is not None and g.policy in ("affinity", "anti-affinity"):
+        g = dataclasses.replace(g, policy="soft-" + g.policy)
+    return dataclasses.replace(request, ignore_hosts=frozenset(), only_hosts=None, storage=None,
+                               dedicated_cpus=0, hugepages_mib=0, group=g)
+
+
 def test_partition_agrees_with_first_failure():
     rnd = random.Random(2024)
     seen = Counter()
-    for n in range(500):
+    for n in range(1000):
         hosts = [random_host(rnd, i) for i in range(12)]
         request = random_request(rnd, [h.name for h in hosts])
+        if n % 2:  # half of them plain: both of partition's loops
+            request = plain(request)
         expected = first_failures(hosts, request)
         assert expected == [first_failure(h, request) for h in hosts]
         policy = Policy(soft_affinity_weight=float(n % 2))  # with and without the members
         members = soft_members(request, policy)
-        passed, rejected, ranges = partition(hosts, request, members)
+        passed, rejected, failed, ranges = partition(hosts, request, members)
         assert passed == [h for h, i in zip(hosts, expected, strict=True) if i is None]
         assert rejected == [h for h, i in zip(hosts, expected, strict=True) if i is not None]
+        assert failed == [i for i in expected if i is not None]
         # what the loop gathers for the weighers is what the straightforward way computes
         assert ranges == (gather(passed, members) if passed else None)
         seen.update(expected)
