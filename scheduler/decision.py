@@ -45,19 +45,22 @@ class Decision:
     ``rejected``: a Rejection for every other host, in the order the hosts were given.
     """
 
-    __slots__ = ("_chosen", "_failures", "_offset", "_passed", "_ranked", "_rejected", "_scores",
-                 "host", "request")
+    __slots__ = ("_chosen", "_failed", "_offset", "_passed", "_ranked", "_rejected",
+                 "_rejected_hosts", "_scores", "host", "request")
 
     def __init__(self, request: Request, chosen: int | None, passed: list[HostState],
                  scores: list[float], offset: float,
-                 failures: list[tuple[HostState, int]]) -> None:
+                 rejected_hosts: list[HostState], failed: list[int]) -> None:
         self.request = request
         self.host = None if chosen is None else passed[chosen].name
         self._chosen = chosen  # index in passed
         self._passed = passed
         self._scores = scores  # host i's weight is scores[i] + offset (see weighers.weigh)
         self._offset = offset
-        self._failures = failures  # (host, index in FILTERS of the first failing filter)
+        # The rejected hosts and, in the same order, the index in FILTERS of the first filter
+        # each failed: two lists the engine has already, not a tuple per rejected host.
+        self._rejected_hosts = rejected_hosts
+        self._failed = failed
         self._ranked: list[tuple[str, float]] | None = None
         self._rejected: list[Rejection] | None = None
 
@@ -85,12 +88,12 @@ class Decision:
         if self._rejected is None:
             req = self.request
             self._rejected = [Rejection(h.name, FILTERS[i], REASONS[i](h, req))
-                              for h, i in self._failures]
+                              for h, i in zip(self._rejected_hosts, self._failed, strict=True)]
         return self._rejected
 
     def rejected_by(self) -> dict[str, int]:
         """How many hosts each filter rejected (cheap: no text), e.g. for metrics."""
-        return dict(Counter(FILTERS[i] for _, i in self._failures))
+        return dict(Counter(FILTERS[i] for i in self._failed))
 
     def raise_if_none(self) -> Decision:
         """Raise NoValidHost when nothing fits; otherwise return this decision."""
@@ -103,18 +106,20 @@ class Decision:
 
         ``max_rejected`` bounds the rejections written out; the rest are counted by filter.
         """
-        failures = self._failures
-        shown = failures if max_rejected is None else failures[:max_rejected]
+        failed, hosts = self._failed, self._rejected_hosts
+        if max_rejected is not None:
+            hosts = hosts[:max_rejected]
         req = self.request
-        parts = [f"{h.name} by {FILTERS[i]} ({REASONS[i](h, req)})" for h, i in shown]
-        rest = failures[len(shown):]
+        parts = [f"{h.name} by {FILTERS[i]} ({REASONS[i](h, req)})"
+                 for h, i in zip(hosts, failed, strict=False)]  # failed may be the longer
+        rest = failed[len(hosts):]
         if rest:
-            counts = Counter(FILTERS[i] for _, i in rest)
+            counts = Counter(FILTERS[i] for i in rest)
             parts.append(f"and {len(rest)} more (" +
                          ", ".join(f"{n} by {f}" for f, n in counts.most_common()) + ")")
 
         if self.host is None:
-            if not failures:
+            if not failed:
                 return f"no host fits {req.vm}: no hosts known"
             return f"no host fits {req.vm}: " + "; ".join(parts)
 
@@ -147,4 +152,4 @@ class Decision:
 
     def __repr__(self) -> str:
         return (f"Decision(vm={self.request.vm!r}, host={self.host!r}, "
-                f"passed={len(self._passed)}, rejected={len(self._failures)})")
+                f"passed={len(self._passed)}, rejected={len(self._failed)})")

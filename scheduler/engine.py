@@ -14,10 +14,8 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Sequence
-from typing import cast
 
 from scheduler.decision import Decision
-from scheduler.filters import first_failures
 from scheduler.model import HostState, Policy, Request
 from scheduler.partition import partition
 from scheduler.weighers import soft_members, weigh
@@ -55,17 +53,9 @@ def schedule(hosts: Sequence[HostState], request: Request, policy: Policy = DEFA
 
     ``rng`` makes the pick reproducible (tests); by default a module-level Random.
     """
-    passed, rejected, ranges = partition(hosts, request, soft_members(request, policy))
-    failures: list[tuple[HostState, int]] = []
-    if rejected:
-        indexes = first_failures(rejected, request)
-        if None in indexes:  # partition and first_failures disagree: a bug here
-            host = rejected[indexes.index(None)].name
-            raise RuntimeError(f"scheduler: the fast filter rejected {host}, no filter does")
-        # every index is an int: the None case was raised just above
-        failures = list(zip(rejected, cast(list[int], indexes), strict=True))
+    passed, rejected, failed, ranges = partition(hosts, request, soft_members(request, policy))
     if not passed:
-        return Decision(request, None, passed, [], 0.0, failures)
+        return Decision(request, None, passed, [], 0.0, rejected, failed)
     scores, offset = weigh(passed, request, policy, ranges)
     i = _pick(passed, scores, policy.subset_size, rng or _RANDOM)
-    return Decision(request, i, passed, scores, offset, failures)
+    return Decision(request, i, passed, scores, offset, rejected, failed)

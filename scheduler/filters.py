@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from appliance.model import HostAdminState
-from scheduler.model import HostState, Request, label_trait
+from scheduler.model import HostState, Request, exact_float, label_trait
 
 # Plain strings for the hot loop (an enum member is a class attribute lookup each time).
 _ENABLED: str = HostAdminState.ENABLED.value
@@ -157,12 +157,20 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
     """For each host, the index in FILTERS of the first filter it fails for request ``r``,
     or None if it passes them all. This if-chain is the definition of the filters.
 
-    The request's parts are read once, before the loop over the hosts.
+    The request's parts are read once, before the loop over the hosts, and a filter the
+    request does not use is skipped by testing a local first (``requested``, ``selector``,
+    ``anti_affinity``...): a test of a local is much cheaper than an ``in`` on an empty set.
     """
     ignore, only, arch, storage = r.ignore_hosts, r.only_hosts, r.arch, r.storage
-    # The selector as label traits: a host matches when they are among its traits.
+    requested = bool(ignore) or only is not None
+    # The selector as label traits: a host matches when they are among its traits. One
+    # label (the usual selector) is tested with `in`, cheaper than a subset test.
     selector = frozenset(label_trait(k, v) for k, v in r.node_selector.items())
-    c, m, d = r.cpus, r.memory_mib, r.disk_gib
+    single = len(selector) == 1
+    label = next(iter(selector)) if single else ""
+    # As floats when exact, like the hosts' free capacities (model.exact_float: faster).
+    c, m, d = exact_float(r.cpus), exact_float(r.memory_mib), exact_float(r.disk_gib)
+    any_disk = d > 0
     dedicated, hugepages = r.dedicated_cpus, r.hugepages_mib
     g = r.group
     affinity = g.hosts if g is not None and g.policy == "affinity" else frozenset()
@@ -171,11 +179,11 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
     for h in hosts:
         if h.state != _ENABLED or not h.up:
             out.append(0)  # ComputeFilter
-        elif h.name in ignore or (only is not None and h.name not in only):
+        elif requested and (h.name in ignore or (only is not None and h.name not in only)):
             out.append(1)  # RequestedHostFilter
         elif arch is not None and h.arch != arch:
             out.append(2)  # ArchFilter
-        elif not selector <= h.traits:
+        elif selector and not (label in h.traits if single else selector <= h.traits):
             out.append(3)  # LabelsFilter
         elif storage is not None and h.storage_name != storage:
             out.append(4)  # StorageFilter
@@ -183,11 +191,11 @@ def first_failures(hosts: Sequence[HostState], r: Request) -> list[int | None]:
             out.append(5)  # CoreFilter
         elif h.memory_mib <= 0 or h.free_memory_mib < m:
             out.append(6)  # RamFilter
-        elif d > 0 and h.free_disk_gib < d:
+        elif any_disk and h.free_disk_gib < d:
             out.append(7)  # DiskFilter
         elif affinity and h.name not in affinity:
             out.append(8)  # ServerGroupAffinityFilter (no member yet: anywhere)
-        elif h.name in anti_affinity:
+        elif anti_affinity and h.name in anti_affinity:
             out.append(9)  # ServerGroupAntiAffinityFilter
         elif dedicated > 0 and h.free_dedicated_cpus < dedicated:
             out.append(10)  # DedicatedCpuFilter

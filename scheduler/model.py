@@ -11,6 +11,7 @@ scheduler's hot loop compares them for every host of every decision.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
     "HostState",
     "Policy",
     "Request",
+    "exact_float",
     "label_trait",
 ]
 
@@ -48,6 +50,20 @@ def label_trait(key: str, value: str) -> str:
     """A label as one string of HostState.traits: "<len(key)>:key=value". The length
     prefix keeps any two different labels apart, even with "=" in a key."""
     return f"{len(str(key))}:{key}={value}"
+
+
+def exact_float(x: float) -> float:
+    """``x`` as a float when that is exact (any int of a sane request), else ``x``.
+
+    The filters compare the request's numbers with the hosts' free capacities, which are
+    floats: CPython compares two floats directly (a specialised bytecode), a float with
+    an int through the generic comparison, several times slower. Same results either way.
+    """
+    try:
+        f = float(x)
+    except OverflowError:
+        return x
+    return f if f == x else x
 
 
 # slots=True: the hot loops read a few fields of every host. A slot is read directly;
@@ -99,6 +115,10 @@ class HostState:
     # True when ComputeFilter passes and the CPU/RAM inventory is known: the fast path
     # of the filters tests this one flag instead of four attributes.
     usable: bool = field(init=False, repr=False, compare=False)
+    # free_cpus when usable, else -inf (below any request): the fast loop
+    # (scheduler.partition) tests usable and CoreFilter's capacity with one comparison;
+    # a test fewer for every host of every decision (~100 instructions each, callgrind).
+    usable_free_cpus: float = field(init=False, repr=False, compare=False)
     # The labels as one frozenset of strings (label_trait), so that the filters test a
     # node selector with one subset test. Strings, not (key, value) tuples, because a
     # str caches its hash: the test is ~1.5x faster.
@@ -118,8 +138,9 @@ class HostState:
         set_(self, "free_disk_gib", cap_disk - self.allocated_disk_gib)
         set_(self, "free_dedicated_cpus", self.dedicated_cpus - self.allocated_dedicated_cpus)
         set_(self, "free_hugepages_mib", self.hugepages_mib - self.allocated_hugepages_mib)
-        set_(self, "usable", self.state == _ENABLED and self.up and self.cpus > 0
-             and self.memory_mib > 0)
+        usable = self.state == _ENABLED and self.up and self.cpus > 0 and self.memory_mib > 0
+        set_(self, "usable", usable)
+        set_(self, "usable_free_cpus", cap_cpus - self.allocated_cpus if usable else -math.inf)
         set_(self, "traits", frozenset([label_trait(k, v) for k, v in self.labels.items()]))
 
     @property

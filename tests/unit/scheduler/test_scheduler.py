@@ -386,19 +386,31 @@ def random_request(rnd: random.Random, names: list[str]) -> Request:
     )
 
 
+def plain(request: Request) -> Request:
+    """``request`` without the filters few requests use (partition's plain loop takes it)."""
+    g = request.group
+    if g is not None and g.policy in ("affinity", "anti-affinity"):
+        g = dataclasses.replace(g, policy="soft-" + g.policy)
+    return dataclasses.replace(request, ignore_hosts=frozenset(), only_hosts=None, storage=None,
+                               dedicated_cpus=0, hugepages_mib=0, group=g)
+
+
 def test_partition_agrees_with_first_failure():
     rnd = random.Random(2024)
     seen = Counter()
-    for n in range(500):
+    for n in range(1000):
         hosts = [random_host(rnd, i) for i in range(12)]
         request = random_request(rnd, [h.name for h in hosts])
+        if n % 2:  # half of them plain: both of partition's loops
+            request = plain(request)
         expected = first_failures(hosts, request)
         assert expected == [first_failure(h, request) for h in hosts]
         policy = Policy(soft_affinity_weight=float(n % 2))  # with and without the members
         members = soft_members(request, policy)
-        passed, rejected, ranges = partition(hosts, request, members)
+        passed, rejected, failed, ranges = partition(hosts, request, members)
         assert passed == [h for h, i in zip(hosts, expected, strict=True) if i is None]
         assert rejected == [h for h, i in zip(hosts, expected, strict=True) if i is not None]
+        assert failed == [i for i in expected if i is not None]
         # what the loop gathers for the weighers is what the straightforward way computes
         assert ranges == (gather(passed, members) if passed else None)
         seen.update(expected)
@@ -432,6 +444,56 @@ def test_decisions_match_the_straightforward_path():
         assert d.ranked == ranked
         chosen = _pick(passed, scores, policy.subset_size, random.Random(seed)) if passed else None
         assert d.host == (None if chosen is None else passed[chosen].name)
+
+
+def plain_first_failure(h: HostState, r: Request) -> int | None:
+    """The filters written the plain way, with none of first_failures' shortcuts (flags that
+    skip unused filters, `in` for one label, the request's numbers as floats): the reference
+    that first_failures must agree with."""
+    selector = {f"{len(k)}:{k}={v}" for k, v in r.node_selector.items()}
+    g = r.group
+    members = g.hosts if g is not None else frozenset()
+    checks = [
+        h.state == "enabled" and h.up,
+        h.name not in r.ignore_hosts and (r.only_hosts is None or h.name in r.only_hosts),
+        r.arch is None or h.arch == r.arch,
+        all(h.labels.get(k) == v for k, v in r.node_selector.items()) and selector <= h.traits,
+        r.storage is None or (h.storage or h.name) == r.storage,
+        h.cpus > 0 and h.free_cpus >= r.cpus,
+        h.memory_mib > 0 and h.free_memory_mib >= r.memory_mib,
+        r.disk_gib <= 0 or h.free_disk_gib >= r.disk_gib,
+        g is None or g.policy != "affinity" or not members or h.name in members,
+        g is None or g.policy != "anti-affinity" or h.name not in members,
+        r.dedicated_cpus <= 0 or h.free_dedicated_cpus >= r.dedicated_cpus,
+        r.hugepages_mib <= 0 or h.free_hugepages_mib >= r.hugepages_mib,
+    ]
+    return next((i for i, ok in enumerate(checks) if not ok), None)
+
+
+def test_first_failures_agrees_with_the_plain_filters():
+    rnd = random.Random(31)
+    seen = Counter()
+    for _ in range(3000):
+        hosts = [random_host(rnd, i) for i in range(8)]
+        request = random_request(rnd, [h.name for h in hosts])
+        expected = [plain_first_failure(h, request) for h in hosts]
+        assert first_failures(hosts, request) == expected
+        seen.update(expected)
+    assert set(seen) == {None, *range(len(FILTERS))}
+
+
+def test_pick_is_the_first_of_the_best_or_random_among_the_tied():
+    """_pick's one loop against max() and index(): the same host, the same random draw."""
+    rnd = random.Random(5)
+    for _ in range(3000):
+        weights = [rnd.choice((-1.0, 0.0, 0.25, 0.5, 1.0, 2.0)) + rnd.choice((0.0, 0.0, 1e-9))
+                   for _ in range(rnd.randint(1, 12))]
+        seed = rnd.random()
+        top = max(weights)
+        tied = [i for i, w in enumerate(weights) if w == top]
+        expected = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+        assert _pick([host(f"h{i}") for i in range(len(weights))], weights, 1,
+                     random.Random(seed)) == expected
 
 
 # -- dedicated CPUs and hugepages (issue 14, part F) -----------------------------------------------
