@@ -223,26 +223,33 @@ class ApplianceFS(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
 
+    def _dir_ops(self, parent: Path) -> tuple[Callable[[Path], Any], Callable[[Path], Any]]:
+        """What mkdir and rmdir do in PARENT, each given the directory's path: a VM, a
+        snapshot of one (fs/backup_tree.py), a pool (0 replicas; rmdir takes its members
+        too: fs/pool_tree.py), a data disk (fs/disk_tree.py), a host being added. EACCES
+        anywhere else."""
+        tree = self.tree
+        if tree.is_vms_dir(parent):
+            return tree.create_vm, tree.delete_vm
+        if tree.is_snapshots_dir(parent):
+            return tree.take_snapshot, tree.delete_snapshot
+        if tree.is_pools_dir(parent):
+            return tree.create_pool, tree.delete_pool
+        if tree.disks.is_disks_parent(parent):
+            return tree.disks.add_disk, tree.disks.remove_disk
+        if parent == ("hosts",):
+            return (lambda path: tree.stage_host(path[1])), (lambda path: tree.remove_host(path[1]))
+        raise pyfuse3.FUSEError(errno.EACCES)
+
     @boundary
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        pools = self.tree.is_pools_dir(parent)
-        disks = self.tree.disks.is_disks_parent(parent)  # a data disk (fs/disk_tree.py)
-        if not (vms or snapshots or pools or disks) and parent != ("hosts",):
-            raise pyfuse3.FUSEError(errno.EACCES)
+        make, _remove = self._dir_ops(parent)
         with acting_as(await self.guard.allow(ctx, "mkdir", path)):
             limits.check_name(path[-1])
-            if pools:  # a pool of 0 replicas (fs/pool_tree.py)
-                await self._run(self.tree.create_pool, path)
-            elif disks:
-                await self._run(self.tree.disks.add_disk, path)
-            elif vms or snapshots:  # a VM, or a snapshot of one (fs/backup_tree.py)
-                await self._run(self.tree.create_vm if vms else self.tree.take_snapshot, path)
-            else:
-                self._read(self.tree.stage_host, path[1])
+            await self._run(make, path)
             node = await self._run(self.tree.stat, path)
         return self._attrs(self.inodes.remember(path), node)
 
@@ -250,20 +257,9 @@ class ApplianceFS(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.inodes.path(parent_inode)
         path = parent + (os.fsdecode(name),)
-        vms, snapshots = self.tree.is_vms_dir(parent), self.tree.is_snapshots_dir(parent)
-        pools = self.tree.is_pools_dir(parent)
-        disks = self.tree.disks.is_disks_parent(parent)  # a data disk (fs/disk_tree.py)
-        if not (vms or snapshots or pools or disks) and parent != ("hosts",):
-            raise pyfuse3.FUSEError(errno.EACCES)
+        _make, remove = self._dir_ops(parent)
         with acting_as(await self.guard.allow(ctx, "rmdir", path)):
-            if pools:  # the pool and its members
-                await self._run(self.tree.delete_pool, path)
-            elif disks:
-                await self._run(self.tree.disks.remove_disk, path)
-            elif vms or snapshots:
-                await self._run(self.tree.delete_vm if vms else self.tree.delete_snapshot, path)
-            else:
-                await self._run(self.tree.remove_host, path[1])
+            await self._run(remove, path)
         self.inodes.drop(path)
 
     @boundary

@@ -317,6 +317,7 @@ def summarize(full, converts, direct, empty, inc, virtual, write_mib, rounds, lo
             "pass": ref_p50 >= GOAL_FULL_THROUGHPUT_RATIO * app_p50,
             "backup_bytes_p50": p50([f["size"]["apparent_bytes"] for f in full]),
             "split_p50_ms": _split_p50([f["split"] for f in full]),
+            "splits_ms": [f["split"] for f in full],  # each one's: an outlier says where it went
             "samples_ms": {"appliance": [ms(s, 1) for s in full_s], "convert": [ms(s, 1) for s in convert_s],
                            "libvirt": [ms(d["s"], 1) for d in direct], "convert_odirect": [ms(s, 1) for s in odirect],
                            "convert_unsafe": [ms(s, 1) for s in unsafe]},
