@@ -57,13 +57,16 @@ run: setup
 # pyproject.toml's testpaths but tests/unit (named: pytest's --ignore does not drop a
 # testpaths entry; tests/unit/packaging/test_makefile_suites.py checks the two agree).
 SUITES_BUT_UNIT := tests/fs tests/exporter tests/monitoring tests/integration tests/cluster tests/web
+# Unit tests that run in one process: schemathesis makes one test item per API operation, all
+# with the same node id, and pytest-xdist runs such items once (1 of ~100 operations).
+UNIT_SERIAL := tests/unit/appliance/api/test_openapi_conformance.py
 
 # The unit tests (no libvirtd, CPU only) run on both CPUs, a test file per worker
 # (pytest-xdist, --dist loadfile: a file's module fixtures stay in one process); the
 # tests on real guests one at a time, as their timings assume.
 test: setup lint
-	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" -n 2 --dist loadfile tests/unit $(PYTEST_ARGS)
-	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(SUITES_BUT_UNIT) $(PYTEST_ARGS)
+	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" -n 2 --dist loadfile tests/unit --ignore=$(UNIT_SERIAL) $(PYTEST_ARGS)
+	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT) $(PYTEST_ARGS)
 	$(MAKE) bench-quick
 
 # The slow journeys (minutes each: snapshots and backups across local hosts, a
@@ -81,7 +84,8 @@ lint: venv
 # The unit tests (no libvirtd; ~2,900 tests, ~2 min on both CPUs, ~3.3 min on one), at the quick depth of the generated
 # tests; `make test-unit VMAPP_TESTS_THOROUGH=1` runs them as `make test` does.
 test-unit: venv
-	$(PYTEST) -ra -n 2 --dist loadfile tests/unit $(PYTEST_ARGS)
+	$(PYTEST) -ra -n 2 --dist loadfile tests/unit --ignore=$(UNIT_SERIAL) $(PYTEST_ARGS)
+	$(PYTEST) -ra $(UNIT_SERIAL) $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python -m tests.bench.run

@@ -1,7 +1,9 @@
 """`make test` runs tests/unit on both CPUs, then every other suite in one pytest run
 that names them (SUITES_BUT_UNIT): pytest's --ignore does not drop a testpaths entry,
 so a suite added to pyproject.toml's testpaths and not to the Makefile would never run
-in CI, and naming tests/unit there would run the unit tests twice."""
+in CI, and naming tests/unit there would run the unit tests twice. UNIT_SERIAL: unit
+tests kept out of the two-process run (schemathesis gives every API operation's test the
+same node id, and pytest-xdist runs such items once) and run in the second one."""
 from __future__ import annotations
 
 import re
@@ -18,3 +20,13 @@ def test_make_test_runs_every_testpath_once():
     named = match.group(1).split()
     assert "tests/unit" not in named
     assert sorted(named + ["tests/unit"]) == sorted(testpaths)
+
+
+def test_the_conformance_tests_run_in_one_process_and_only_once():
+    makefile = (ROOT / "Makefile").read_text()
+    serial = re.search(r"^UNIT_SERIAL := (.+)$", makefile, re.MULTILINE)
+    assert serial, "the Makefile names the unit tests that run in one process"
+    assert "tests/unit/appliance/api/test_openapi_conformance.py" in serial.group(1).split()
+    recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
+    assert "-n 2 --dist loadfile tests/unit --ignore=$(UNIT_SERIAL)" in recipe
+    assert '-m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT)' in recipe
