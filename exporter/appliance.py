@@ -103,15 +103,6 @@ def store_targets(
     return targets
 
 
-def store_names(store: Store) -> Callable[[], dict[str, str]]:
-    """Domain UUID (the appliance's VM id) -> VM name."""
-
-    def names() -> dict[str, str]:
-        return store.vm_ids_and_names()
-
-    return names
-
-
 def store_uptimes(
     store: Store, clock: Callable[[], float] = time.time,
     running_since: Callable[[], dict[str, float]] | None = None,

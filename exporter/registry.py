@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from appliance import metrics_scheduler
 from appliance.store import Store
-from exporter.appliance import ApplianceCollector, store_names, store_targets, store_uptimes
+from exporter.appliance import ApplianceCollector, store_targets, store_uptimes
 from exporter.collector import LibvirtCollector, Target
 from exporter.shared_metrics import multiprocess_dir
 from exporter.unchanged_store import MAX_AGE, UnchangedStore
@@ -102,38 +102,22 @@ class ScrapeDuration:
         yield family
 
 
-def build_registry(store: Store | None, libvirt_uri: str, host_name: str = "local",
-                   api_metrics: bool = True, deadline: float = 5.0,
-                   heartbeat_age: float | None = None, all_domains: bool = False,
-                   uri_allowed: Callable[[str], bool] = lambda uri: True,
-                   appliance: str | None = None,
-                   **collector_args) -> CollectorRegistry:
-    """all_domains: also report the libvirt domains the appliance does not
-    manage (managed="false"); off by default, as they may be other tenants'
-    (SECURITY.md). With a store (the API), the appliance's domains are its VMs
-    (the VM id is the domain UUID). Without one (`vmctl exporter`), they are
-    those whose <metadata> names `appliance` (the instance id the appliance
-    writes at define), or any appliance's with appliance=None; they are
-    labelled by their libvirt names. Everything is read fresh at each scrape
-    (the API serves /metrics through ApiMetricsResource, which keeps the store's part)."""
+def build_registry(libvirt_uri: str, host_name: str = "local", api_metrics: bool = True,
+                   deadline: float = 5.0, all_domains: bool = False,
+                   appliance: str | None = None, **collector_args) -> CollectorRegistry:
+    """`vmctl exporter`'s registry (the API's /metrics is api_metrics_resource's, over its
+    store). The appliance's domains are those whose <metadata> names `appliance` (the
+    instance id the appliance writes at define), or any appliance's with appliance=None,
+    labelled by their libvirt names; all_domains: also the libvirt domains no appliance
+    manages (managed="false"); off by default, as they may be other tenants'
+    (SECURITY.md). Everything is read fresh at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
     if api_metrics:
         _register_api_metrics(registry)
-    if store is not None:
-        libvirt_collector = LibvirtCollector(
-            store_targets(store, libvirt_uri, uri_allowed), store_names(store),
-            uptimes=store_uptimes(store), deadline=deadline,
-            managed_only=not all_domains, **collector_args)
-        collectors = [libvirt_collector, ApplianceCollector(store, heartbeat_age)]
-    else:
-        target = Target(host_name, libvirt_uri)
-        collectors = [
-            LibvirtCollector(
-                lambda: [target], deadline=deadline, ours_only=not all_domains,
-                appliance=appliance, **collector_args
-            )
-        ]
-    registry.register(ScrapeDuration(collectors))
+    target = Target(host_name, libvirt_uri)
+    registry.register(ScrapeDuration([LibvirtCollector(
+        lambda: [target], deadline=deadline, ours_only=not all_domains,
+        appliance=appliance, **collector_args)]))
     return registry
 
 
@@ -154,8 +138,8 @@ def api_metrics_resource(store: Store, libvirt_uri: str, heartbeat_age: float | 
                          all_domains: bool = False,
                          uri_allowed: Callable[[str], bool] = lambda uri: True,
                          max_age: float = MAX_AGE) -> ApiMetricsResource:
-    """The API's GET /metrics: what build_registry(store, ...) reports, with the store's
-    part kept while the store is unchanged, for at most max_age seconds
+    """The API's GET /metrics: the store's VMs (the VM id is the domain UUID) and its
+    families, with the store's part kept while the store is unchanged, for at most max_age seconds
     (exporter/unchanged_store.py): the libvirt families and the API's own
     histograms are read at every scrape."""
     unchanged = UnchangedStore(store, max_age)

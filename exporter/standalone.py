@@ -103,7 +103,7 @@ def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None 
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
     address, port = parse_listen(listen)
-    registry = build_registry(None, libvirt_uri, host_name=host_name or socket.gethostname(),
+    registry = build_registry(libvirt_uri, host_name=host_name or socket.gethostname(),
                               api_metrics=False, deadline=deadline,
                               all_domains=all_domains, appliance=appliance)
     context = None if tls_files is None else server_context(*tls_files)

@@ -188,7 +188,7 @@ REQUEST_DURATION.labels("/v1/vms", "GET", "200").observe(float(sys.argv[1]))
 SCRAPER = """
 from prometheus_client import generate_latest
 from exporter.registry import build_registry
-print(generate_latest(build_registry(None, "test:///default")).decode())
+print(generate_latest(build_registry("test:///default")).decode())
 """
 
 
@@ -329,7 +329,7 @@ def test_metrics_of_two_appliances_on_one_libvirtd_show_each_its_own(store, conf
         def exporter_text(home_config, *flags):
             args = argparse.Namespace(appliance=None, any_appliance="--any-appliance" in flags,
                                       all_domains=False)
-            registry = build_registry(None, "test:///default", api_metrics=False,
+            registry = build_registry("test:///default", api_metrics=False,
                                       appliance=exporter_appliance(args, home_config))
             return generate_latest(registry).decode()
 

@@ -239,7 +239,7 @@ metrics_scheduler.observe_decision(0.25, "placed", {"CoreFilter": 4})
 SCRAPER = """
 from prometheus_client import generate_latest
 from exporter.registry import build_registry
-print(generate_latest(build_registry(None, "test:///default")).decode())
+print(generate_latest(build_registry("test:///default")).decode())
 """
 
 
