@@ -44,13 +44,9 @@ def descendants(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        parent = ppid(int(entry))
+        if parent is not None:
+            children.setdefault(parent, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -59,7 +55,15 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _cmdline(pid: int) -> str:
+def ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -91,7 +95,7 @@ def memory_of_tree(pid: int) -> dict:
         except OSError:
             continue
         uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-        procs.append({"pid": p, "role": _role(_cmdline(p)), "rss_mib": round(fields.get("Rss", 0) / 1024, 1),
+        procs.append({"pid": p, "role": _role(cmdline(p)), "rss_mib": round(fields.get("Rss", 0) / 1024, 1),
                       "pss_mib": round(fields.get("Pss", 0) / 1024, 1), "uss_mib": round(uss / 1024, 1)})
     return {
         "processes": len(procs),
@@ -267,6 +271,6 @@ def background() -> dict:
     """What else runs here: the 1-minute load average and the QEMU guests on the host (anyone's)."""
     guests = 0
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _cmdline(int(entry)).startswith("/usr/bin/qemu-system"):
+        if entry.isdigit() and cmdline(int(entry)).startswith("/usr/bin/qemu-system"):
             guests += 1
     return {"loadavg_1min": round(os.getloadavg()[0], 2), "qemu_processes": guests}

@@ -171,7 +171,7 @@ def main() -> int:
 
             steps.append(("create", lambda: bench_create.run(base / "create", rounds=1 if args.quick else 7)))
         if "fs" in wanted:
-            steps.append(("fs", lambda: run_fs(30, 100, 1) if args.quick else run_fs(300, 1000, 5)))
+            steps.append(("fs", lambda: run_fs(30, 100, 1) if args.quick else run_fs(300, 1000, 15)))
         if "api" in wanted:
             from tests.bench import bench_api
 
