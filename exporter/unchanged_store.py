@@ -10,14 +10,14 @@ of an idle appliance the store often did not change at all.
 
 What is kept: the rendered text of the store's families (ApplianceCollector)
 and the VM names, running-since times and hosts the libvirt collector asks
-the store for, per thread (SQLite's `PRAGMA data_version` is per connection,
-and each thread has its own: appliance/store/unchanged.py says how the mark
-works). A kept answer is served again only while no commit was made to the
-store, by anyone, since it was read, AND it is at most MAX_AGE seconds old:
-the few values computed from the clock rather than the rows
-(`vmappliance_host_heartbeat_up`, which turns 0 once a heartbeat is older
-than heartbeat_age) are at most MAX_AGE late. Uptimes are computed at each
-scrape from the kept start times, so they never lag.
+the store for, per thread (each thread reads with its own connection:
+appliance/store/unchanged.py says how the mark works). A kept answer is
+served again only while no commit was made to the store, by anyone, since
+it was read, AND it is at most MAX_AGE seconds old: the few values computed
+from the clock rather than the rows (`vmappliance_host_heartbeat_up`, which
+turns 0 once a heartbeat is older than heartbeat_age) are at most MAX_AGE
+late. Uptimes are computed at each scrape from the kept start times, so they
+never lag.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.store import Store
-from appliance.store.unchanged import UnchangedRows
+from appliance.store.unchanged import Mark, commit_mark
 
 MAX_AGE = 1.0  # seconds; README (exporter/README.md) states it
 
@@ -47,9 +47,9 @@ class UnchangedStore:
         """compute()'s answer, or the one kept for key if nothing was committed since and it
         is young enough. The mark is taken before compute() reads, so a commit racing
         the read only costs a read more at the next call."""
-        mark = UnchangedRows.mark(self.store.db.conn)
+        mark = commit_mark(self.store.db.conn, self.store.wal)
         now = self.clock()
-        kept: dict[str, tuple[tuple[int, int], float, Any]] | None = getattr(
+        kept: dict[str, tuple[Mark, float, Any]] | None = getattr(
             self._local, "kept", None)
         if kept is None:
             kept = self._local.kept = {}

@@ -25,6 +25,7 @@ import sqlite_utils
 
 from appliance.store.changes import ChangeFeed
 from appliance.store.schema import MIGRATIONS
+from appliance.store.walindex import WalIndex
 
 # The meta key of the appliance's instance id (appliance/serve.py), which every
 # domain it defines names in its <metadata>.
@@ -51,6 +52,8 @@ class StoreBase:
         self._columns: dict[str, frozenset[str]] = {}
         # Commits seen by this process's waiting threads (store/changes.py).
         self.changes = ChangeFeed(self.path)
+        # Whether anything was committed, without a query (store/walindex.py).
+        self.wal = WalIndex(self.path)
         self._private_files()
         with self.transaction() as db:
             self._migrate(db)

@@ -4,10 +4,10 @@ no commit was made to the database since it was read.
 Why: `cat vms/X/state` is the hot path of scripts that poll, and the mount
 read the VM's row three times per `cat` (the kernel's getattr, then open, each
 a SELECT, ~40-60 µs with its decoding). A read is served again here only while
-this thread's connection has seen no commit at all since: SQLite's
-`PRAGMA data_version` changes when any other connection (another thread,
-another process: the controller, the API) commits, and the connection's own
-`total_changes` when it writes. Both are read before the SELECT whose result is
+no commit at all was made since: the wal-index header (store/walindex.py; or,
+where there is none, SQLite's `PRAGMA data_version`) changes when any connection
+(another thread, another process: the controller, the API) commits, and the
+connection's own `total_changes` when it writes. Both are read before the SELECT whose result is
 kept, so a commit racing that SELECT only costs one more read. Nothing here can
 be stale: there is no time bound because there is no time at all, only
 "unchanged since".
@@ -16,8 +16,9 @@ What is kept is the row as SQLite gave it; each caller gets it decoded anew
 (its own dict and spec), as from a SELECT. At most MAX_ROWS rows per thread;
 any commit forgets them all. Reads inside a transaction of this thread skip it.
 Opt-in per Store (the mount's: fs/mount.py; the API's: appliance/api/app.py, with
-a smaller bound, its workers having 32 threads each): the check costs a pragma
-(~5 µs), a loss for a caller that rarely reads the same row twice.
+a smaller bound, its workers having 32 threads each): the check costs a read of
+48 bytes of shared memory, the pragma's price (~3 µs and a hand-off of the GIL) where
+there is no wal-index.
 """
 
 from __future__ import annotations
@@ -26,28 +27,36 @@ import sqlite3
 import threading
 from typing import Any
 
+from appliance.store.walindex import WalIndex
+
 MAX_ROWS = 256
 
 Key = tuple[str, str]  # (project, name)
-Mark = tuple[int, int]  # (data_version, total_changes)
+Mark = tuple[bytes | int, int]  # (wal-index header or data_version, total_changes)
 Raw = dict[str, Any]  # a row as SELECT gave it, JSON columns not decoded
+
+
+def commit_mark(conn: sqlite3.Connection, wal: WalIndex | None) -> Mark:
+    """What changes whenever anything is committed (see the module docstring): the
+    wal-index header (store/walindex.py: no statement, the GIL kept) or, without one,
+    SQLite's data_version; and the connection's own total_changes."""
+    header = wal.header() if wal is not None else None
+    if header is None:
+        return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+    return header, conn.total_changes
 
 
 class UnchangedRows:
     """Raw rows by key, per thread, forgotten at the first commit anyone makes."""
 
-    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, max_rows: int = MAX_ROWS, wal: WalIndex | None = None) -> None:
         self._local = threading.local()
         self.max_rows = max_rows
-
-    @staticmethod
-    def mark(conn: sqlite3.Connection) -> Mark:
-        """What changes whenever anything is committed (see the module docstring)."""
-        return int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes
+        self.wal = wal
 
     def get(self, conn: sqlite3.Connection, key: Key) -> tuple[Mark, Raw | None]:
         """The current mark, and the row kept for key if nothing was committed since."""
-        now = self.mark(conn)
+        now = commit_mark(conn, self.wal)
         kept: tuple[Mark, dict[Key, Raw]] | None = getattr(self._local, "rows", None)
         if kept is None or kept[0] != now:
             self._local.rows = (now, {})

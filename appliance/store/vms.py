@@ -33,7 +33,7 @@ class VMRecords(StoreBase):
     def remember_vm_rows(self, max_rows: int = MAX_ROWS) -> None:
         """Serve get_vm(..., with_xml=False) again while the store is unchanged (the
         mount, the API), at most max_rows rows per thread."""
-        self._unchanged = UnchangedRows(max_rows)
+        self._unchanged = UnchangedRows(max_rows, self.wal)
 
     def _vm_select(self, with_xml: bool) -> str:
         """The columns to read: without the domain XML (~4.5 kB each) when the

@@ -81,3 +81,109 @@ def test_projects_do_not_share_rows(store):
     store.get_vm("a", with_xml=False)
     with pytest.raises(NotFound):
         store.get_vm("a", "other", with_xml=False)
+
+
+# -- the mark without a statement (store/walindex.py) -----------------------------------------
+def statements(store: Store) -> list[str]:
+    seen: list[str] = []
+    store.db.conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_kept_row_is_served_without_any_statement(store):
+    """The mark is the wal-index header, read from memory: no pragma, so no release of
+    the GIL per read (py-spy: ~47 % of an API worker's busy samples under wrk)."""
+    store.get_vm("a", with_xml=False)
+    seen = statements(store)
+    for _ in range(3):
+        store.get_vm("a", with_xml=False)
+    assert seen == []
+
+
+def test_the_header_changes_with_every_commit_and_only_then(store, tmp_path):
+    header = store.wal.header()
+    assert header is not None and len(header) == 48
+    store.get_vm("a", with_xml=False)
+    store.db.execute("SELECT count(*) FROM vms").fetchone()  # reads change nothing
+    assert store.wal.header() == header
+    row = store.get_vm("a", with_xml=False)
+    store.update_vm(row["id"], observed_state="paused")
+    after_own = store.wal.header()
+    assert after_own != header
+    code = ("import sys; from appliance.store import Store; s = Store(sys.argv[1]); "
+            "s.update_vm(sys.argv[2], observed_state='running')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.db"), row["id"]], check=True)
+    assert store.wal.header() not in (header, after_own)
+
+
+def test_the_last_other_connection_closing_leaves_the_mapped_file_in_use(tmp_path):
+    """SQLite unlinks the -shm when the last connection closes; the index keeps its own
+    open, so that a file it maps is never replaced by a new one it would not see."""
+    store = Store(tmp_path / "b.db")
+    add_vm(store, "b")
+    store.remember_vm_rows()
+    assert store.wal.header() is not None
+    row = store.get_vm("b", with_xml=False)
+    store.close()  # this thread's connection: the index's is now the only one open here
+    shm = tmp_path / "b.db-shm"
+    inode = shm.stat().st_ino
+    code = ("import sys; from appliance.store import Store; s = Store(sys.argv[1]); "
+            "s.update_vm(sys.argv[2], observed_state='running'); s.close()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.db"), row["id"]], check=True)
+    assert shm.stat().st_ino == inode
+    assert store.get_vm("b", with_xml=False)["observed_state"] == "running"
+
+
+def test_no_wal_index_falls_back_to_the_pragma(tmp_path):
+    import sqlite3
+
+    from appliance.store.unchanged import commit_mark
+    from appliance.store.walindex import WalIndex
+
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (a)")
+    conn.commit()
+    wal = WalIndex(str(path))
+    assert wal.header() is None  # rollback journal: no -shm
+    first = commit_mark(conn, wal)
+    other = sqlite3.connect(path)
+    other.execute("INSERT INTO t VALUES (1)")
+    other.commit()
+    assert commit_mark(conn, wal) != first
+    assert WalIndex(":memory:").header() is None
+
+
+def test_a_forked_child_maps_the_file_anew(store):
+    import os
+
+    header = store.wal.header()
+    pid = os.fork()
+    if pid == 0:  # the child: its own mapping, the same bytes; never the parent's objects closed
+        try:
+            ok = store.wal.header() == header
+            os._exit(0 if ok and store.wal._inherited else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.wal.header() == header  # the parent's mapping still works
+
+
+def test_reading_the_header_keeps_every_lock_of_the_process(tmp_path):
+    """The header is read where SQLite mapped it, with no descriptor of the -shm opened and
+    closed here: closing one would drop the process's POSIX locks on it, the WAL write
+    lock among them, and another process could then write beside this one's transaction."""
+    store = Store(tmp_path / "c.db")
+    add_vm(store, "c")
+    store.remember_vm_rows()
+    fresh = Store(tmp_path / "c.db")  # its index not read yet: it is found under the lock below
+    with store.transaction():  # BEGIN IMMEDIATE: this process holds the WAL write lock
+        assert fresh.wal.header() is not None
+        code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0, "
+                "isolation_level=None)\n"
+                "try:\n    c.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError as e:\n"
+                "    print(e)\nelse:\n    print('wrote beside it')")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.db")],
+                             capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "database is locked"
