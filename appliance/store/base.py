@@ -64,7 +64,12 @@ class StoreBase:
         store from before this rule is narrowed here (as are its -wal and -shm)."""
         if self.path == ":memory:":
             return
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Never open and close a descriptor of a database this process may have open:
+        # closing any descriptor of a file drops every POSIX lock the process holds on
+        # it (SQLite's among them; an API worker makes two Stores). Made here only when
+        # it is not there yet; otherwise its mode is narrowed by path, below.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(self.path + suffix, 0o600)

@@ -14,7 +14,10 @@ be stale: there is no time bound because there is no time at all, only
 
 What is kept is the row as SQLite gave it; each caller gets it decoded anew
 (its own dict and spec), as from a SELECT. At most MAX_ROWS rows per thread;
-any commit forgets them all. Reads inside a transaction of this thread skip it.
+any commit forgets them all. Reads inside a transaction of this thread skip it. The mark
+is the newest commit, not the snapshot of a statement the thread left stepping: code that
+iterates a cursor on the thread's connection must not read kept rows inside the loop
+(store/walindex.py; the store's own reads take their results in full).
 Opt-in per Store (the mount's: fs/mount.py; the API's: appliance/api/app.py, with
 a smaller bound, its workers having 32 threads each): the check costs a read of
 48 bytes of shared memory, the pragma's price (~3 µs and a hand-off of the GIL) where

@@ -17,7 +17,14 @@ as before means that no commit completed in between; reading it is a memory read
 the GIL held throughout. A commit updating the header while it is read gives bytes equal
 to neither the old nor the new header: read as "changed", one query more, never a stale
 answer. A checkpoint copies pages into the database without changing what a reader sees;
-it leaves the header alone.
+a RESTART or TRUNCATE checkpoint rewrites the header (walRestartHdr): a read more, no more.
+
+The header is the newest commit, not the snapshot the caller's connection reads: a thread
+that kept a statement stepping on its connection (a cursor left half-read) reads under an
+older snapshot, and a row it read there would be kept under the newer header. The store
+reads every result in full (StoreBase._rows, fetchone/fetchall), so no statement is left
+open between its calls; code that iterates a cursor must not read kept rows inside the
+loop (store/unchanged.py says so too).
 
 Reading it opens nothing: the header is read where SQLite itself mapped the file in this
 process (found once in /proc/self/maps). Opening the file here would be a trap: closing
@@ -28,11 +35,11 @@ processes write at once (the quota test of concurrent creates from four processe
 connections to the database is open, and unlinks the file when the last connection to
 it closes (another would then make a new one, which an old mapping would not show), so
 this object holds a connection of its own for as long as it reads the mapping. Where there
-is no mapping to read (a database not in WAL mode, `:memory:`, a system without
-/proc), header() is None and callers ask SQLite instead. A child forked after the mapping
-was found (appliance/forked.py forks before any connection exists; this is the net
-under it) looks for it anew with a connection of its own, and never closes the inherited
-one, whose descriptors are SQLite's in the parent.
+is no mapping to read (a database not in WAL mode, `:memory:`, a system without /proc, a
+mapping not found), header() is None and callers ask SQLite instead; so it is in a child
+forked after the index was made: SQLite's connections do not survive a fork (the child's
+would share the parent's locks and mapping), and appliance/forked.py and gunicorn fork
+before any connection exists.
 """
 
 from __future__ import annotations
@@ -60,10 +67,9 @@ class WalIndex:
         self._conn: sqlite3.Connection | None = None
         self._unusable = path == ":memory:"
         self._fork = _forks[0]
-        self._inherited: list[object] = []  # a parent's connection, never closed here
 
     def header(self) -> bytes | None:
-        """The header's bytes now; None when the database has no wal-index to read."""
+        """The header's bytes now; None when the database has no wal-index to read here."""
         address = self._address
         if address is None or self._fork != _forks[0]:
             address = self._find()
@@ -73,28 +79,28 @@ class WalIndex:
 
     def _find(self) -> int | None:
         with self._lock:
-            if self._fork != _forks[0]:
-                self._inherited.append(self._conn)
-                self._address, self._conn, self._fork = None, None, _forks[0]
+            if self._fork != _forks[0]:  # made before a fork: never read here (docstring)
+                self._address, self._unusable = None, True
             if self._address is not None or self._unusable:
                 return self._address
+            self._unusable = True  # unless found below: one try, not one per read
             try:
                 conn = sqlite3.connect(self.path, check_same_thread=False)
             except sqlite3.Error:
                 return None
+            mode = None
             try:
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                # A read makes SQLite map the -shm (the first connection in WAL mode made it).
+                # A read makes SQLite map the -shm (the first connection in WAL mode made it),
+                # beside the database's real file (SQLite follows a symbolic link).
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                address = mapped_at(self.path + "-shm")
+                address = mapped_at(os.path.realpath(self.path) + "-shm")
             except (sqlite3.Error, OSError):
-                conn.close()
-                return None
+                address = None
             if str(mode).lower() != "wal" or address is None:
                 conn.close()
-                self._unusable = True
                 return None
-            self._conn, self._address = conn, address
+            self._conn, self._address, self._unusable = conn, address, False
             return address
 
 
