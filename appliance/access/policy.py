@@ -130,6 +130,11 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/groups", "POST"): Action.VM_CHANGE,
     ("/v1/groups/{name}", "GET"): Action.READ,
     ("/v1/groups/{name}", "DELETE"): Action.VM_CHANGE,
+    # Networks (issue 15): a project's; the service asks ADMIN as well for a bridge one.
+    ("/v1/networks", "GET"): Action.READ,
+    ("/v1/networks", "POST"): Action.VM_CHANGE,
+    ("/v1/networks/{name}", "GET"): Action.READ,
+    ("/v1/networks/{name}", "DELETE"): Action.VM_CHANGE,
     # Templates: a project's are its operators' (VM_CHANGE); the service asks ADMIN
     # as well for a global one (appliance/service/templates.py).
     ("/v1/templates", "GET"): Action.READ,
