@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from appliance.controller import cpu_pinning
+from appliance.controller import cpu_pinning, networks
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
@@ -232,4 +232,4 @@ class Migrations:
             if old is not None and not old.is_active():
                 self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
                 old.undefine()
-            source.driver.release_address(self.ctx.store, row)
+            source.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))

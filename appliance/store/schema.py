@@ -425,6 +425,14 @@ def _v12_networks(db: sqlite_utils.Database) -> None:
     db.table("networks").create_index(["project", "name"], unique=True)
 
 
+def _v13_refusals(db: sqlite_utils.Database) -> None:
+    """An operation the controller refused for a reason of the request's, not a
+    failure of the host (issue 15: a VM on a libvirt network that is not active):
+    error_field names the field; such a failure answers 409 (EBUSY), not 500."""
+    db.table("operations").add_column("error_field", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks]
+    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
+    _v13_refusals]

@@ -1,0 +1,112 @@
+"""A VM's libvirt network on its host (issue 15, appliance/controller/networks.py):
+the appliance's networks defined before the VM and started before it boots; a
+network it does not manage that is missing or down refuses the start with a 409
+naming the network and what to do, where libvirt's "network 'default' is not
+active" used to fail the operation (500)."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from tests.unit.appliance.controller.controller_harness import URI_A, settle
+
+from appliance.errors import Conflict
+
+LAB = {"name": "lab", "subnet": "10.20.0.0/24"}
+
+
+def finished(service, controller, clock, op):
+    settle(controller, clock, passes=2)
+    return service.store.get_operation(op["id"])
+
+
+def test_appliance_network_is_defined_started_and_the_vm_attached(service, controller, cloud,
+                                                                  clock):
+    net = service.create_network(LAB)
+    vm, op = service.create_vm({"host": "local", "name": "web1", "network": {
+        "type": "network", "name": "lab", "ip": "10.20.0.5"}})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    host = cloud.host(URI_A)
+    libvirt_net = host.networks["vmapp.default.lab"]
+    assert libvirt_net.active and libvirt_net.autostart
+    assert libvirt_net.uuid == service.store.get_network("default", "lab")["id"]
+    assert net["libvirt_name"] == "vmapp.default.lab"
+    root = ET.fromstring(libvirt_net.xml)
+    assert root.find("forward").get("mode") == "nat"
+    assert root.find("ip").attrib == {"address": "10.20.0.1", "netmask": "255.255.255.0"}
+    calls = host.calls
+    assert calls.index("net-define vmapp.default.lab") < calls.index("net-start vmapp.default.lab")
+    assert cloud.where(vm["id"]) == [URI_A]
+    source = ET.fromstring(host.domains[vm["id"]].xml).find("devices/interface/source")
+    assert source.get("network") == "vmapp.default.lab"
+
+
+def test_a_stopped_create_defines_the_network_without_starting_it(service, controller, cloud,
+                                                                  clock):
+    service.create_network(LAB)
+    _vm, op = service.create_vm({"host": "local", "name": "web1", "state": "stopped",
+                                 "network": {"type": "network", "name": "lab"}})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    net = cloud.host(URI_A).networks["vmapp.default.lab"]
+    assert net.autostart and not net.active
+    assert "net-start vmapp.default.lab" not in cloud.host(URI_A).calls
+
+
+def test_unmanaged_network_not_active_is_409_naming_it_and_the_fix(service, controller, cloud,
+                                                                  clock):
+    cloud.host(URI_A).networks["default"].active = False
+    vm, op = service.create_vm({"host": "local", "name": "web1", "network": "network:default"})
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] == "network.name"
+    assert "virsh net-start default" in done["error"] and "/v1/networks" in done["error"]
+    with pytest.raises(Conflict) as refused:
+        service.finish(op, timeout=0)
+    assert refused.value.field == "network.name"
+    assert refused.value.http_status == 409
+    assert cloud.where(vm["id"]) == []  # never started
+    # Started by its admin: the next start runs.
+    cloud.host(URI_A).networks["default"].active = True
+    vm, op = service.create_vm({"host": "local", "name": "web2", "network": "network:default"})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    assert cloud.where(vm["id"]) == [URI_A]
+
+
+def test_unmanaged_network_missing_is_409(service, controller, cloud, clock):
+    _vm, op = service.create_vm({"host": "local", "name": "web1", "network": "network:nosuch"})
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] == "network.name"
+    assert "does not exist on host local" in done["error"]
+
+
+def test_other_failures_stay_500(service, controller, cloud, clock, monkeypatch):
+    from appliance.errors import Failed
+    from appliance.virt.fake import FakeGuest
+
+    def broken(self):
+        raise Failed("qemu died")
+
+    monkeypatch.setattr(FakeGuest, "start", broken)
+    _vm, op = service.create_vm({"host": "local", "name": "web1"})
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] is None
+    with pytest.raises(Failed) as failed:
+        service.finish(op, timeout=0)
+    assert not isinstance(failed.value, Conflict)
+
+
+def test_stale_definition_of_a_deleted_network_is_replaced_while_inactive(
+        service, controller, cloud, clock):
+    service.create_network(LAB)
+    _vm, op = service.create_vm({"host": "local", "name": "web1", "state": "stopped",
+                                 "network": {"type": "network", "name": "lab"}})
+    finished(service, controller, clock, op)
+    first = cloud.host(URI_A).networks["vmapp.default.lab"].uuid
+    service.delete_vm("web1", force=True)
+    settle(controller, clock, passes=3)
+    service.delete_network("lab")
+    service.create_network({"name": "lab", "subnet": "10.30.0.0/24"})
+    _vm, op = service.create_vm({"host": "local", "name": "web2", "network": {"type": "network", "name": "lab"}})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    net = cloud.host(URI_A).networks["vmapp.default.lab"]
+    assert net.uuid != first and net.active
+    assert "net-undefine vmapp.default.lab" in cloud.host(URI_A).calls
