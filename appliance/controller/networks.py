@@ -14,7 +14,7 @@ from __future__ import annotations
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.errors import Conflict
 from appliance.model import NetworkType
-from appliance.model.networks import libvirt_name
+from appliance.model.networks import NetworkKind, libvirt_name
 from appliance.store import Row, Store
 from appliance.virt.driver import HostDriver
 from appliance.virt.host_networks import ACTIVE
@@ -49,6 +49,12 @@ def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool)
         return
     net = appliance_network(store, row)
     if net is not None:
+        bridge = net["bridge"] if net["kind"] == NetworkKind.BRIDGE else None
+        if start and bridge is not None and driver.has_bridge(bridge) is False:
+            raise Conflict(
+                f"network {net['name']} attaches to host bridge {net['bridge']!r}, which host "
+                f"{host} does not have: create the bridge there, or place the VM on a host "
+                "that has it", FIELD)
         driver.ensure_network(libvirt_name(net["project"], net["name"]), net["id"],
                               network_xml(net), start)
         return

@@ -82,6 +82,7 @@ class FakeHost:
     hugepages_mib: int = 0
     # libvirt network name -> its definition and state (fake_networks.py)
     networks: dict[str, FakeNetwork] = dataclasses.field(default_factory=default_networks)
+    bridges: set[str] = dataclasses.field(default_factory=lambda: {"br0"})  # host bridges
 
 
 class FakeCloud:

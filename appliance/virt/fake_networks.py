@@ -36,6 +36,9 @@ class FakeNetworkMethods:
         net = self.fake_host().networks.get(name)
         return None if net is None else ACTIVE if net.active else INACTIVE
 
+    def has_bridge(self, name: str) -> bool | None:
+        return name in self.fake_host().bridges
+
     def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
         with self.cloud.lock:
             host = self.fake_host()

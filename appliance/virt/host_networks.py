@@ -17,3 +17,8 @@ class HostNetworks(abc.ABC):
         """The appliance's network NAME defined from `xml` (persistent, autostarted),
         and started when `start`; safe to repeat. A definition of another uuid (a
         network deleted since) is replaced while inactive; while active, DriverError."""
+
+    @abc.abstractmethod
+    def has_bridge(self, name: str) -> bool | None:
+        """Whether the host has a bridge interface NAME; None when this cannot be told
+        from here (a remote host: its libvirt answers at the guest's start)."""

@@ -323,6 +323,11 @@ class LibvirtDriver(CpuMethods, HostDriver):
     def network_state(self, name: str) -> str | None:
         return libvirt_networks.state(self.conn, name)
 
+    def has_bridge(self, name: str) -> bool | None:
+        if not portforward.on_this_machine(self.uri):  # another machine's interfaces
+            return None
+        return libvirt_networks.has_bridge(name)
+
     @_translated
     def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
         libvirt_networks.ensure(self.conn, name, uuid, xml, start)

@@ -4,6 +4,8 @@ appliance's own defined from network_xml.py's XML, autostarted and started.
 Errors carry fixed reasons, never libvirt's text."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import libvirt
 
 from appliance.virt.driver import DriverError
@@ -22,6 +24,12 @@ def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
 def state(conn: libvirt.virConnect, name: str) -> str | None:
     net = _lookup(conn, name)
     return None if net is None else ACTIVE if net.isActive() else INACTIVE
+
+
+def has_bridge(name: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
+    """A bridge interface of this machine (the name is a validated interface name:
+    model/networks.py BRIDGE_NAME, no '/' or '..')."""
+    return (sys_class_net / name / "bridge").is_dir()
 
 
 def ensure(conn: libvirt.virConnect, name: str, uuid: str, xml: str, start: bool) -> None:

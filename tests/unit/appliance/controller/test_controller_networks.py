@@ -110,3 +110,19 @@ def test_stale_definition_of_a_deleted_network_is_replaced_while_inactive(
     net = cloud.host(URI_A).networks["vmapp.default.lab"]
     assert net.uuid != first and net.active
     assert "net-undefine vmapp.default.lab" in cloud.host(URI_A).calls
+
+
+def test_bridge_network_needs_the_host_bridge(service, controller, cloud, clock):
+    service.create_network({"name": "lan", "kind": "bridge", "bridge": "br7"})
+    vm, op = service.create_vm({"host": "local", "name": "web1",
+                                "network": {"type": "network", "name": "lan"}})
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] == "network.name"
+    assert "host bridge 'br7'" in done["error"] and "host local" in done["error"]
+    assert cloud.where(vm["id"]) == []
+    cloud.host(URI_A).bridges.add("br7")
+    op = service.set_state("web1", "running")
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    assert cloud.where(vm["id"]) == [URI_A]
+    root = ET.fromstring(cloud.host(URI_A).networks["vmapp.default.lan"].xml)
+    assert root.find("bridge").get("name") == "br7"

@@ -80,3 +80,11 @@ def test_define_start_and_replace_on_libvirt(conn):
     net = conn.networkLookupByName(name)
     assert net.UUIDString() == second["id"] and net.isActive()
     assert "10.78.0.1" in net.XMLDesc()
+
+
+def test_has_bridge_reads_sysfs(tmp_path):
+    (tmp_path / "br0" / "bridge").mkdir(parents=True)
+    (tmp_path / "eth0").mkdir()
+    assert libvirt_networks.has_bridge("br0", tmp_path)
+    assert not libvirt_networks.has_bridge("eth0", tmp_path)  # an interface, not a bridge
+    assert not libvirt_networks.has_bridge("br9", tmp_path)
