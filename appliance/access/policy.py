@@ -203,6 +203,10 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("groups", "create"): Action.VM_CHANGE,  # groups/NAME.json, written once
     ("groups", "write"): Action.VM_CHANGE,
     ("groups", "unlink"): Action.VM_CHANGE,
+    # networks/NAME.json (issue 15): as groups; a bridge one asks ADMIN too (the service).
+    ("networks", "create"): Action.VM_CHANGE,
+    ("networks", "write"): Action.VM_CHANGE,
+    ("networks", "unlink"): Action.VM_CHANGE,
     # templates/NAME.json: made by a write or cp, replaced by a write, deleted by rm (a
     # global template's change takes ADMIN as well: the service's check)
     ("templates", "create"): Action.VM_CHANGE,

@@ -134,14 +134,14 @@ def test_fixed_ip_in_or_out_of_the_dhcp_range_and_taken_once(client, store):
     assert resp.status_code == 409, resp.text
     assert resp.json["field"] == "network.ip" and "web1" in resp.json["reason"]
     # A change of a VM's address is checked the same way; its own address is its own.
-    resp = client.simulate_patch("/v1/vms/web2", json={"network": {
+    resp = client.simulate_patch("/v1/vms/web2", params=NO_WAIT, json={"network": {
         "type": "network", "name": "lab", "ip": "10.20.0.5"}})
     assert resp.status_code == 409 and resp.json["field"] == "network.ip"
-    resp = client.simulate_patch("/v1/vms/web2", json={"network": {
+    resp = client.simulate_patch("/v1/vms/web2", params=NO_WAIT, json={"network": {
         "type": "network", "name": "lab", "ip": "10.20.0.1"}})
     assert resp.status_code == 422 and resp.json["field"] == "network.ip"
     assert store.get_vm("web2")["spec"]["network"]["ip"] == "10.20.0.200"
-    resp = client.simulate_patch("/v1/vms/web1", json={"network": {
+    resp = client.simulate_patch("/v1/vms/web1", params=NO_WAIT, json={"network": {
         "type": "network", "name": "lab", "ip": "10.20.0.5"}, "cpus": 2})
     assert resp.status_code in (200, 202), resp.text
 
