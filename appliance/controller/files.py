@@ -17,6 +17,9 @@ from appliance.model import hotplug
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
 
+# The desired states in which a VM's guest runs (its network with it).
+RUNS = frozenset({"running", "paused"})
+
 
 def domain_name(prefix: str, row: dict) -> str:
     """The libvirt domain's name: names are unique per project, so a project's
@@ -100,8 +103,10 @@ class VmFiles:
             self._ensure_files_here(row, plan)
         # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
         # address.
-        # Its network (issue 15): the appliance's defined there first, for the reservation.
-        networks.prepare(self.ctx.store, link.driver, link.name, row, start=False)
+        # Its network (issue 15): the appliance's defined there first, for the reservation,
+        # and running if the VM is meant to (a migration's target: the guest arrives running).
+        networks.prepare(self.ctx.store, link.driver, link.name, row,
+                         start=row["desired_state"] in RUNS, check_unmanaged=False)
         link.driver.reserve_address(self.ctx.store, networks.resolved(self.ctx.store, row))
         guest = link.driver.define(plan)
         # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files

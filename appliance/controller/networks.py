@@ -41,9 +41,11 @@ def resolved(store: Store, row: dict) -> dict:
     return {**row, "spec": {**row["spec"], "network": nic}}
 
 
-def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool) -> None:
+def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool,
+            check_unmanaged: bool = True) -> None:
     """The VM's network ready on `host`: the appliance's defined (and started, when
-    `start`); one it does not manage checked to exist and run, when `start`."""
+    `start`); one it does not manage checked to exist and run, when `start` and
+    `check_unmanaged`."""
     nic = row["spec"].get("network") or {}
     if nic.get("type") != NetworkType.NETWORK:
         return
@@ -58,7 +60,7 @@ def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool)
         driver.ensure_network(libvirt_name(net["project"], net["name"]), net["id"],
                               network_xml(net), start)
         return
-    if not start:
+    if not (start and check_unmanaged):
         return
     name = nic["name"]
     state = driver.network_state(name)

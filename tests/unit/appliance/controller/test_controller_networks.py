@@ -126,3 +126,32 @@ def test_bridge_network_needs_the_host_bridge(service, controller, cloud, clock)
     assert cloud.where(vm["id"]) == [URI_A]
     root = ET.fromstring(cloud.host(URI_A).networks["vmapp.default.lan"].xml)
     assert root.find("bridge").get("name") == "br7"
+
+
+def test_a_migration_target_gets_the_network_running(service, controller, cloud, clock, store):
+    """The guest arrives running: its network runs on the target before it does."""
+    from tests.unit.appliance.controller.controller_harness import URI_B
+
+    service.create_network(LAB)
+    vm, op = service.create_vm({"host": "local", "name": "web1",
+                                "network": {"type": "network", "name": "lab"}})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    assert "vmapp.default.lab" not in cloud.host(URI_B).networks
+    service.migrate_vm("web1", "b")
+    settle(controller, clock, passes=3)
+    assert cloud.where(vm["id"]) == [URI_B], service.store.get_vm("web1")["last_error"]
+    assert cloud.host(URI_B).networks["vmapp.default.lab"].active
+
+
+def test_a_migration_to_a_host_whose_libvirt_network_is_down_is_refused(service, controller,
+                                                                        cloud, clock):
+    from tests.unit.appliance.controller.controller_harness import URI_B
+
+    vm, op = service.create_vm({"host": "local", "name": "web1", "network": "network:default"})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    cloud.host(URI_B).networks["default"].active = False
+    op = service.migrate_vm("web1", "b")
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] == "network.name"
+    assert "not active on host b" in done["error"]
+    assert cloud.where(vm["id"]) == [URI_A]  # the guest stays where it runs
