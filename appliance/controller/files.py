@@ -105,7 +105,7 @@ class VmFiles:
         # address.
         # Its network (issue 15): the appliance's defined there first, for the reservation,
         # and running if the VM is meant to (a migration's target: the guest arrives running).
-        networks.prepare(self.ctx.store, link.driver, link.name, row,
+        networks.prepare(self.ctx, link.driver, link.name, row,
                          start=row["desired_state"] in RUNS, check_unmanaged=False)
         link.driver.reserve_address(self.ctx.store, networks.resolved(self.ctx.store, row))
         guest = link.driver.define(plan)

@@ -192,7 +192,7 @@ class Lifecycle:
         if link is not None:
             link.driver.check_ports_free(port_forwards(row))  # taken: fail before QEMU runs
             # Its libvirt network running there (issue 15): started, or a 409 saying how.
-            networks.prepare(self.ctx.store, link.driver, link.name, row, start=True)
+            networks.prepare(self.ctx, link.driver, link.name, row, start=True)
         guest.start()
         if restoring:  # the saved domain runs as it was saved: what waited for a restart still does
             self.ctx.store.add_event("resumed", "restored from the memory saved at suspend", row)

@@ -117,7 +117,7 @@ class LiveMigration:
                 "would be copied, and a copying migration does not carry the snapshots inside "
                 "them; delete the snapshots, or migrate to a host that shares its storage")
         # The guest arrives running: its network must run there (issue 15), or a 409 now.
-        networks.prepare(self.ctx.store, self.dest.driver, self.target, row, start=True)
+        networks.prepare(self.ctx, self.dest.driver, self.target, row, start=True)
         if self.copy:  # the target does not see these disks: copy them during the migration
             self.files.prepare_copy(row, self.dest)
         # libvirt refuses to migrate a domain with snapshots: their metadata (only) goes,

@@ -11,16 +11,20 @@ what to do, rather than failing in libvirt ("network 'X' is not active": 500).
 """
 from __future__ import annotations
 
+import logging
+
 from appliance.access.principal import DEFAULT_PROJECT
+from appliance.controller.context import Context
 from appliance.errors import Conflict
 from appliance.model import NetworkType
 from appliance.model.networks import NetworkKind, libvirt_name
 from appliance.store import Row, Store
-from appliance.virt.driver import HostDriver
+from appliance.virt.driver import DriverError, HostDriver
 from appliance.virt.host_networks import ACTIVE
 from appliance.virt.network_xml import network_xml
 
 FIELD = "network.name"
+log = logging.getLogger(__name__)
 
 
 def appliance_network(store: Store, row: dict) -> Row | None:
@@ -41,7 +45,7 @@ def resolved(store: Store, row: dict) -> dict:
     return {**row, "spec": {**row["spec"], "network": nic}}
 
 
-def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool,
+def prepare(ctx: Context, driver: HostDriver, host: str, row: dict, start: bool,
             check_unmanaged: bool = True) -> None:
     """The VM's network ready on `host`: the appliance's defined (and started, when
     `start`); one it does not manage checked to exist and run, when `start` and
@@ -49,7 +53,7 @@ def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool,
     nic = row["spec"].get("network") or {}
     if nic.get("type") != NetworkType.NETWORK:
         return
-    net = appliance_network(store, row)
+    net = appliance_network(ctx.store, row)
     if net is not None:
         bridge = net["bridge"] if net["kind"] == NetworkKind.BRIDGE else None
         if start and bridge is not None and driver.has_bridge(bridge) is False:
@@ -58,7 +62,7 @@ def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool,
                 f"{host} does not have: create the bridge there, or place the VM on a host "
                 "that has it", FIELD)
         driver.ensure_network(libvirt_name(net["project"], net["name"]), net["id"],
-                              network_xml(net), start)
+                              network_xml(net, ctx.instance_id), start)
         return
     if not (start and check_unmanaged):
         return
@@ -75,3 +79,21 @@ def prepare(store: Store, driver: HostDriver, host: str, row: dict, start: bool,
             f"`virsh net-start {name}` (and `virsh net-autostart {name}` to keep it so), or "
             f"make it an appliance network (POST /v1/networks), which the appliance starts "
             "itself", FIELD)
+
+
+def sweep(ctx: Context) -> None:
+    """The networks this appliance made on its connected hosts that are no longer
+    one of its networks (deleted since, or deleted and made again: another uuid)
+    stopped and undefined there. Only its own (network_xml.owner): never another
+    appliance's or an admin's. A host that fails is left for the next pass."""
+    wanted = {net["id"] for net in ctx.store.list_networks()}
+    for link in ctx.links.all():
+        if not link.connected:
+            continue
+        try:
+            for name, uuid in link.driver.owned_networks(ctx.instance_id).items():
+                if uuid not in wanted:
+                    link.driver.remove_network(name)
+                    log.info("removed network %s from host %s: deleted", name, link.name)
+        except DriverError as err:
+            log.warning("networks of host %s not swept: %s", link.name, err)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from appliance.virt.driver import DriverError
 from appliance.virt.host_networks import ACTIVE, INACTIVE
+from appliance.virt.network_xml import owner
 
 if TYPE_CHECKING:
     from appliance.virt.fake import FakeCloud, FakeHost
@@ -38,6 +39,16 @@ class FakeNetworkMethods:
 
     def has_bridge(self, name: str) -> bool | None:
         return name in self.fake_host().bridges
+
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        return {name: net.uuid for name, net in self.fake_host().networks.items()
+                if net.xml and owner(net.xml) == instance_id}
+
+    def remove_network(self, name: str) -> None:
+        with self.cloud.lock:
+            host = self.fake_host()
+            if host.networks.pop(name, None) is not None:
+                host.calls.append(f"net-remove {name}")
 
     def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
         with self.cloud.lock:

@@ -22,3 +22,11 @@ class HostNetworks(abc.ABC):
     def has_bridge(self, name: str) -> bool | None:
         """Whether the host has a bridge interface NAME; None when this cannot be told
         from here (a remote host: its libvirt answers at the guest's start)."""
+
+    @abc.abstractmethod
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        """name -> uuid of the host's libvirt networks this appliance made (network_xml.owner)."""
+
+    @abc.abstractmethod
+    def remove_network(self, name: str) -> None:
+        """Stop and undefine the network NAME (gone already: nothing to do)."""

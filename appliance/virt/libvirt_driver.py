@@ -329,6 +329,14 @@ class LibvirtDriver(CpuMethods, HostDriver):
         return libvirt_networks.has_bridge(name)
 
     @_translated
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        return libvirt_networks.owned(self.conn, instance_id)
+
+    @_translated
+    def remove_network(self, name: str) -> None:
+        libvirt_networks.remove(self.conn, name)
+
+    @_translated
     def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
         libvirt_networks.ensure(self.conn, name, uuid, xml, start)
 

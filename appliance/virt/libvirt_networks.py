@@ -8,8 +8,10 @@ from pathlib import Path
 
 import libvirt
 
+from appliance.model.networks import LIBVIRT_PREFIX
 from appliance.virt.driver import DriverError
 from appliance.virt.host_networks import ACTIVE, INACTIVE
+from appliance.virt.network_xml import owner
 
 
 def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
@@ -30,6 +32,23 @@ def has_bridge(name: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
     """A bridge interface of this machine (the name is a validated interface name:
     model/networks.py BRIDGE_NAME, no '/' or '..')."""
     return (sys_class_net / name / "bridge").is_dir()
+
+
+def owned(conn: libvirt.virConnect, instance_id: str) -> dict[str, str]:
+    out = {}
+    for net in conn.listAllNetworks():
+        if net.name().startswith(LIBVIRT_PREFIX) and owner(net.XMLDesc()) == instance_id:
+            out[net.name()] = net.UUIDString()
+    return out
+
+
+def remove(conn: libvirt.virConnect, name: str) -> None:
+    net = _lookup(conn, name)
+    if net is None:
+        return
+    if net.isActive():
+        net.destroy()
+    net.undefine()
 
 
 def ensure(conn: libvirt.virConnect, name: str, uuid: str, xml: str, start: bool) -> None:

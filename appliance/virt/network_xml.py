@@ -7,20 +7,34 @@ isolated: the same without <forward> (guests and the host only)
 bridge:   <forward mode='bridge'/><bridge name=HOST BRIDGE/> (the host's own network)
 
 The network's id is its libvirt uuid, so that a host's definition of a network
-deleted since (and made again under the same name) is told from the current one.
+deleted since (and made again under the same name) is told from the current one;
+its <metadata> names the appliance that made it (its instance id), so that the
+controller removes only its own networks once deleted, never another's.
 """
 from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
 
+import defusedxml.ElementTree as DefusedET
+
 from appliance.model.networks import NetworkKind, gateway, libvirt_name
 
+METADATA_NS = "urn:vm-appliance:network:1"
 
-def network_xml(row: dict) -> str:
+
+def owner(xml_text: str) -> str | None:
+    """The instance id of the appliance that made the network, if one did."""
+    found = DefusedET.fromstring(xml_text).find(f"metadata/{{{METADATA_NS}}}network")
+    return None if found is None else found.get("instance")
+
+
+def network_xml(row: dict, instance_id: str) -> str:
     root = ET.Element("network")
     ET.SubElement(root, "name").text = libvirt_name(row["project"], row["name"])
     ET.SubElement(root, "uuid").text = row["id"]
+    metadata = ET.SubElement(root, "metadata")
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}network", instance=instance_id)
     kind = row["kind"]
     if kind == NetworkKind.BRIDGE:
         ET.SubElement(root, "forward", mode="bridge")

@@ -109,7 +109,22 @@ def test_stale_definition_of_a_deleted_network_is_replaced_while_inactive(
     assert finished(service, controller, clock, op)["status"] == "succeeded"
     net = cloud.host(URI_A).networks["vmapp.default.lab"]
     assert net.uuid != first and net.active
+    calls = cloud.host(URI_A).calls
+    # The sweep removed the old one after its delete; else ensure_network replaces it.
+    assert "net-remove vmapp.default.lab" in calls or "net-undefine vmapp.default.lab" in calls
+
+
+def test_a_stale_definition_is_replaced_by_ensure_network(cloud):
+    from appliance.virt.driver import DriverError
+    from appliance.virt.fake import FakeDriver
+
+    driver = FakeDriver(cloud, "local", URI_A, lambda *a: None)
+    driver.ensure_network("vmapp.default.lab", "uuid-1", "<network/>", start=False)
+    driver.ensure_network("vmapp.default.lab", "uuid-2", "<network/>", start=True)
     assert "net-undefine vmapp.default.lab" in cloud.host(URI_A).calls
+    with pytest.raises(DriverError):  # the old one runs: not replaced under its guests
+        driver.ensure_network("vmapp.default.lab", "uuid-3", "<network/>", start=True)
+    assert cloud.host(URI_A).networks["vmapp.default.lab"].uuid == "uuid-2"
 
 
 def test_bridge_network_needs_the_host_bridge(service, controller, cloud, clock):
@@ -155,3 +170,30 @@ def test_a_migration_to_a_host_whose_libvirt_network_is_down_is_refused(service,
     assert done["status"] == "failed" and done["error_field"] == "network.name"
     assert "not active on host b" in done["error"]
     assert cloud.where(vm["id"]) == [URI_A]  # the guest stays where it runs
+
+
+def test_deleted_networks_are_swept_off_the_hosts_only_ours(service, controller, cloud, clock):
+    from appliance.virt.fake_networks import FakeNetwork
+    from appliance.virt.network_xml import network_xml
+
+    service.create_network(LAB)
+    _vm, op = service.create_vm({"host": "local", "name": "web1",
+                                 "network": {"type": "network", "name": "lab"}})
+    assert finished(service, controller, clock, op)["status"] == "succeeded"
+    host = cloud.host(URI_A)
+    # Another appliance's network on the same host, and an admin's: never touched.
+    other = {"id": "11111111-2222-3333-4444-555555555555", "project": "default",
+             "name": "theirs", "kind": "isolated", "subnet": "10.99.0.0/24",
+             "dhcp": {"start": "10.99.0.128", "end": "10.99.0.254"}, "domain": "theirs"}
+    host.networks["vmapp.default.theirs"] = FakeNetwork(other["id"],
+                                                        network_xml(other, "another-one"), True)
+    host.networks["admins"] = FakeNetwork("22222222-2222-3333-4444-555555555555", "<network/>")
+    settle(controller, clock, passes=2)
+    assert "vmapp.default.lab" in host.networks  # in use: kept
+    service.delete_vm("web1", force=True)
+    settle(controller, clock, passes=3)
+    service.delete_network("lab")
+    settle(controller, clock, passes=2)
+    assert "vmapp.default.lab" not in host.networks
+    assert "net-remove vmapp.default.lab" in host.calls
+    assert {"vmapp.default.theirs", "admins", "default"} <= set(host.networks)
