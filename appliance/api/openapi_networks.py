@@ -13,7 +13,12 @@ from appliance.api.openapi_shared import (
     ref,
     string,
 )
-from appliance.model.networks import MAX_NETWORKS, NETWORK_KINDS, NetworkCreate
+from appliance.model.networks import (
+    MAX_NETWORKS,
+    MAX_PROJECT_NETWORKS,
+    NETWORK_KINDS,
+    NetworkCreate,
+)
 from appliance.model.schema import model_components
 
 _NULLABLE = string(nullable=True)
@@ -43,7 +48,8 @@ PATHS = {
                 "responses": {"200": json_answer(list_of(ref("NetworkResource"))), **ERRORS}},
         "post": {"summary": "create a network: nat or isolated (a subnet, DHCP, DNS), or "
                             "bridge (a host bridge; admins only); at most "
-                            f"{MAX_NETWORKS} in all, their subnets never overlapping",
+                            f"{MAX_NETWORKS} in all and {MAX_PROJECT_NETWORKS} in a project, "
+                            "their subnets never overlapping",
                  "requestBody": {"required": True, "content": {
                      "application/json": {"schema": ref("NetworkCreate")}}},
                  "responses": {"201": json_answer(ref("NetworkResource"), "created"), **ERRORS,

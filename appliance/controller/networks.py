@@ -19,7 +19,7 @@ from appliance.errors import Conflict
 from appliance.model import NetworkType
 from appliance.model.networks import NetworkKind, libvirt_name
 from appliance.store import Row, Store
-from appliance.virt.driver import DriverError, HostDriver
+from appliance.virt.driver import DriverError, HostDriver, Unreachable
 from appliance.virt.host_networks import ACTIVE
 from appliance.virt.network_xml import network_xml
 
@@ -61,8 +61,14 @@ def prepare(ctx: Context, driver: HostDriver, host: str, row: dict, start: bool,
                 f"network {net['name']} attaches to host bridge {net['bridge']!r}, which host "
                 f"{host} does not have: create the bridge there, or place the VM on a host "
                 "that has it", FIELD)
-        driver.ensure_network(libvirt_name(net["project"], net["name"]), net["id"],
-                              network_xml(net, ctx.instance_id), start)
+        name = libvirt_name(net["project"], net["name"])
+        try:
+            driver.ensure_network(name, net["id"], network_xml(net, ctx.instance_id), start)
+        except Unreachable:
+            raise
+        except DriverError as err:  # its subnet taken on this host, a stale definition running
+            raise Conflict(f"network {net['name']} cannot run on host {host} ({name}): "
+                           f"{err.reason}", FIELD) from None
         return
     if not (start and check_unmanaged):
         return

@@ -36,6 +36,7 @@ NETWORK_KINDS = tuple(kind.value for kind in NetworkKind)
 MIN_PREFIX, MAX_PREFIX = 16, 29  # a /16 is 65k guests; a /29 still has a DHCP range
 MAX_DOMAIN = 253  # a DNS name's length
 MAX_NETWORKS = 64  # in all: each is a bridge and a dnsmasq on every host using it
+MAX_PROJECT_NETWORKS = 16  # one project's: the rest is left to the others
 # The libvirt names of the appliance's networks: LIBVIRT_PREFIX + PROJECT.NAME. A VM
 # spec may not name one directly (it would reach another project's network).
 LIBVIRT_PREFIX = values.APPLIANCE_NETWORK_PREFIX

@@ -8,9 +8,10 @@ the host's libvirt network X, which the appliance does not manage.
 Rules kept here: a bridge network is an admin's to create (its guests sit on a
 host bridge, beside the host's own network); subnets of the appliance's networks
 never overlap (every project's: they share the hosts' routing table); at most
-MAX_NETWORKS in all; a fixed IP lies in its network's subnet, is not the
-network's, broadcast or gateway address, nor another VM's reservation there; a
-network in use is not deleted (409 naming its VMs).
+MAX_NETWORKS in all, MAX_PROJECT_NETWORKS in a project; a fixed IP lies in its
+network's subnet, is not the network's, broadcast or gateway address, nor
+another VM's reservation there; a network in use is not deleted (409 naming
+its VMs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from appliance.errors import Conflict, Invalid
 from appliance.model import NetworkType
 from appliance.model.networks import (
     MAX_NETWORKS,
+    MAX_PROJECT_NETWORKS,
     NetworkCreate,
     NetworkKind,
     address_refusal,
@@ -65,6 +67,8 @@ class Networks(ServiceBase):
                 raise Conflict(f"a network named {net['name']!r} exists", "name")
             if self.store.count_networks() >= MAX_NETWORKS:
                 raise Conflict(f"the appliance holds at most {MAX_NETWORKS} networks", "name")
+            if len(self.store.list_networks(project)) >= MAX_PROJECT_NETWORKS:
+                raise Conflict(f"a project holds at most {MAX_PROJECT_NETWORKS} networks", "name")
             if net["subnet"] is not None:
                 self._refuse_overlap(net["subnet"])
             row = {"id": str(self.uuidgen()), "project": project, **net,

@@ -197,3 +197,23 @@ def test_deleted_networks_are_swept_off_the_hosts_only_ours(service, controller,
     assert "vmapp.default.lab" not in host.networks
     assert "net-remove vmapp.default.lab" in host.calls
     assert {"vmapp.default.theirs", "admins", "default"} <= set(host.networks)
+
+
+def test_a_network_that_cannot_start_on_the_host_is_409(service, controller, cloud, clock,
+                                                        monkeypatch):
+    """libvirt refuses to start it (its subnet already routed there): a refusal naming
+    the network and the host, with libvirt's reason as translated, not a 500."""
+    from appliance.virt.driver import DriverError
+    from appliance.virt.fake import FakeDriver
+
+    def refuse(self, name, uuid, xml, start):
+        raise DriverError("internal", "the network's address range is in use on the host")
+
+    monkeypatch.setattr(FakeDriver, "ensure_network", refuse)
+    service.create_network(LAB)
+    _vm, op = service.create_vm({"host": "local", "name": "web1",
+                                 "network": {"type": "network", "name": "lab"}})
+    done = finished(service, controller, clock, op)
+    assert done["status"] == "failed" and done["error_field"] == "network.name"
+    assert "network lab cannot run on host local" in done["error"]
+    assert "address range is in use" in done["error"] and "internal" not in done["error"]

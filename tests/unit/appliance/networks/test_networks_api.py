@@ -186,3 +186,13 @@ def test_network_in_use_is_not_deleted_and_names_its_vms(client, store):
     assert resp.status_code == 409, resp.text
     assert resp.json["field"] == "name" and "web1, web2" in resp.json["reason"]
     assert store.find_network("default", "lab") is not None
+
+
+def test_a_project_holds_a_bounded_number_of_networks(client, store):
+    from appliance.model.networks import MAX_PROJECT_NETWORKS
+
+    for i in range(MAX_PROJECT_NETWORKS):
+        assert post_net(client, name=f"n{i}", subnet=f"10.40.{i}.0/24").status_code == 201
+    resp = post_net(client, name="one-more", subnet="10.41.0.0/24")
+    assert resp.status_code == 409 and str(MAX_PROJECT_NETWORKS) in resp.json["reason"]
+    assert len(store.list_networks()) == MAX_PROJECT_NETWORKS
