@@ -28,7 +28,7 @@ SCHEMAS = {
     **model_components(NetworkCreate),  # NetworkCreate, DhcpRange
     "NetworkResource": {
         "type": "object",
-        "required": ["name", "project", "kind", "libvirt_name", "vms"],
+        "required": ["name", "project", "kind", "libvirt_name", "vms", "reservations"],
         "properties": {
             "name": string(), "project": string(), "kind": string(enum=list(NETWORK_KINDS)),
             "subnet": _NULLABLE, "gateway": string(nullable=True, description="the host's "
@@ -38,6 +38,10 @@ SCHEMAS = {
             "libvirt_name": string(description="the libvirt network on each host using it"),
             "vms": {"type": "array", "items": string(),
                     "description": "the project's VMs on it"},
+            "reservations": {"type": "array", "description": "the VMs' fixed IPs on it "
+                                                          "(DHCP reservations), by address",
+                             "items": {"type": "object", "required": ["vm", "ip"],
+                                       "properties": {"vm": string(), "ip": string()}}},
             "created": number()},
     },
 }

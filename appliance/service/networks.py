@@ -47,6 +47,7 @@ class Networks(ServiceBase):
             "dhcp": row["dhcp"], "domain": row.get("domain"), "bridge": row.get("bridge"),
             "libvirt_name": libvirt_name(row["project"], row["name"]),
             "vms": self.store.network_users(row["project"], row["name"]),
+            "reservations": self.store.network_reservations(row["project"], row["name"]),
             "created": row["created"],
         }
 

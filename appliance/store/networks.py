@@ -61,6 +61,16 @@ class NetworkRecords(StoreBase):
             "= 'network' AND json_extract(spec, '$.network.name') = ? ORDER BY name",
             [project, name])]
 
+    def network_reservations(self, project: str, name: str) -> list[dict[str, str]]:
+        """The fixed IPs the project's VMs have on the network NAME: [{vm, ip}], by IP."""
+        rows = self.db.execute(
+            "SELECT name, json_extract(spec, '$.network.ip') FROM vms WHERE project = ? "
+            "AND json_extract(spec, '$.network.type') = 'network' AND "
+            "json_extract(spec, '$.network.name') = ? AND "
+            "json_extract(spec, '$.network.ip') IS NOT NULL", [project, name]).fetchall()
+        found = [{"vm": vm, "ip": ip} for vm, ip in rows]
+        return sorted(found, key=lambda r: tuple(int(part) for part in r["ip"].split(".")))
+
     def fixed_ip_holder(self, project: str, network: str, ip: str,
                         excluding: str | None = None) -> Row | None:
         """The project's VM (other than `excluding`, not deleted) reserving `ip` on its

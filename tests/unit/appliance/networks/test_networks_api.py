@@ -37,6 +37,7 @@ def test_create_list_get_delete(client):
         "name": "lab", "project": "default", "kind": "nat", "subnet": "10.20.0.0/24",
         "gateway": "10.20.0.1", "dhcp": {"start": "10.20.0.128", "end": "10.20.0.254"},
         "domain": "lab", "bridge": None, "libvirt_name": "vmapp.default.lab", "vms": [],
+        "reservations": [],
         "created": resp.json["created"]}
     assert [n["name"] for n in client.simulate_get("/v1/networks").json["items"]] == ["lab"]
     assert client.simulate_get("/v1/networks/lab").json["kind"] == "nat"
@@ -144,6 +145,8 @@ def test_fixed_ip_in_or_out_of_the_dhcp_range_and_taken_once(client, store):
     resp = client.simulate_patch("/v1/vms/web1", params=NO_WAIT, json={"network": {
         "type": "network", "name": "lab", "ip": "10.20.0.5"}, "cpus": 2})
     assert resp.status_code in (200, 202), resp.text
+    assert client.simulate_get("/v1/networks/lab").json["reservations"] == [
+        {"vm": "web1", "ip": "10.20.0.5"}, {"vm": "web2", "ip": "10.20.0.200"}]
 
 
 def test_same_address_on_same_named_networks_of_two_projects(client, service):
