@@ -53,7 +53,7 @@ log = logging.getLogger("vmctl.fs")
 CACHE_SECONDS = 1.0
 RENAME_EXCHANGE = 2
 # The directories whose NAME.json files are made by a write (create) and removed by rm.
-NAMED_FILES = ("groups", "templates")
+NAMED_FILES = ("groups", "templates", "networks")
 
 __all__ = ["ApplianceFS", "Inodes", "boundary", "errno_of"]
 

@@ -6,12 +6,13 @@ The tree is DESIGN.md's, at the same names as the REST paths:
     vms/NAME/{the files of appliance.files.VM_FILES}
     hosts/NAME/{the files of appliance.files.HOST_FILES}
     images/NAME.json   templates/NAME.json   groups/NAME.json   events
+    networks/NAME.json   (fs/group_files.py)
     projects/P/vms/NAME/...   projects/P/quota   (fs/projects.py)
     vms/NAME/snapshots/, vms/NAME/backups/, backup-targets/   (fs/backup_tree.py)
     pools/NAME/{the files of appliance.pool_files.POOL_FILES}   (fs/pool_tree.py)
     vms/NAME/disks/, vms/NAME/cdroms/   (fs/disk_tree.py)
 
-vms/, groups/ and events are the caller's project's (the service scopes
+vms/, groups/, networks/ and events are the caller's project's (the service scopes
 them); projects/P/vms/ is vms/ with the caller acting in P: the methods
 that take a path see it as vms/... (`projects.in_project`).
 
@@ -46,14 +47,15 @@ from fs import projects
 from fs.backup_tree import TARGETS, VM_DIRS, BackupTree
 from fs.disk_tree import VM_DIRS as DISK_DIRS
 from fs.disk_tree import DiskTree
-from fs.group_files import GroupFiles
+from fs.group_files import NETWORKS, GroupFiles
 from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
 from fs.pool_tree import POOLS, PoolTree
 from fs.screenshots import Screenshots
 from fs.template_files import TemplateFiles
 
-TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS, POOLS)
+TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS, POOLS,
+            "networks")
 # The directories of one VM or host, each holding the files of its table.
 TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
 STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
@@ -74,6 +76,8 @@ class Tree:
         self.backups = BackupTree(service, started, clock)
         self.templates = TemplateFiles(service, self.new_files)  # templates/NAME.json
         self.groups = GroupFiles(service, self.new_files)  # groups/NAME.json
+        self.networks = GroupFiles(service, self.new_files, NETWORKS, "networks")  # issue 15
+        self.named = {"groups": self.groups, "networks": self.networks}  # NAME.json, rm
         self.pools = PoolTree(service, started)  # pools/...: fs/pool_tree.py
         self.disks = DiskTree(service, clock)  # vms/NAME/disks/..., cdroms/...: fs/disk_tree.py
 
@@ -103,8 +107,8 @@ class Tree:
             return self._stat_in_projects(path)
         if top in TABLES:
             return self._stat_in_object(path)
-        if depth == 2 and top == "groups":
-            return self.groups.stat(path)
+        if depth == 2 and top in self.named:
+            return self.named[top].stat(path)
         if depth == 2 and top == "templates":
             return self.templates.stat(path)
         if depth == 2:
@@ -173,11 +177,14 @@ class Tree:
                 return None
             raise
 
-    def named_file_exists(self, path: Path) -> bool:  # groups/NAME.json, templates/NAME.json
-        return (self.templates if path[0] == "templates" else self.groups).exists(path[1])
+    def _named(self, top: str) -> GroupFiles | TemplateFiles:
+        return self.templates if top == "templates" else self.named[top]
+
+    def named_file_exists(self, path: Path) -> bool:  # groups/, networks/, templates/NAME.json
+        return self._named(path[0]).exists(path[1])
 
     def remove_named_file(self, path: Path) -> None:  # rm of one: delete the group, the template
-        (self.templates if path[0] == "templates" else self.groups).remove(path)
+        self._named(path[0]).remove(path)
 
     # -- what a directory holds -----------------------------------------------------------------
     @_in_project
@@ -201,8 +208,8 @@ class Tree:
                     for vm in self.service.list_vms()]
         if top == "hosts":
             return self._list_hosts()
-        if top == "groups":
-            return self.groups.entries()
+        if top in self.named:
+            return self.named[top].entries()
         if top == "images":
             return [(f"{image['name']}.json",
                      _file(json_text(image).encode(), image["created"], image["created"]))
@@ -249,8 +256,8 @@ class Tree:
             text = json_text(self.service.get_image(json_name(name, "image")))
         elif top == "templates" and len(path) == 2:
             text = self.templates.content(path)
-        elif top == "groups" and len(path) == 2:
-            text = self.groups.content(path)
+        elif top in self.named and len(path) == 2:
+            text = self.named[top].content(path)
         else:
             raise errors.NotFound(f"no {'/'.join(path)!r} here")
         return text.encode()
@@ -307,8 +314,8 @@ class Tree:
             written = TABLES[top].writer(path[2])(self.service, path[1], text, None)
             # A VM's state or host (a migration), a host's maintenance (the drain's moves).
             self._wait(written.operations)
-        elif top == "groups" and len(path) == 2:
-            self.groups.create(path[1], text)
+        elif top in self.named and len(path) == 2:
+            self.named[top].create(path[1], text)
         elif top == "templates" and len(path) == 2:
             self.templates.write(path, text)
         else:

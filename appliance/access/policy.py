@@ -130,6 +130,11 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/groups", "POST"): Action.VM_CHANGE,
     ("/v1/groups/{name}", "GET"): Action.READ,
     ("/v1/groups/{name}", "DELETE"): Action.VM_CHANGE,
+    # Networks (issue 15): a project's; the service asks ADMIN as well for a bridge one.
+    ("/v1/networks", "GET"): Action.READ,
+    ("/v1/networks", "POST"): Action.VM_CHANGE,
+    ("/v1/networks/{name}", "GET"): Action.READ,
+    ("/v1/networks/{name}", "DELETE"): Action.VM_CHANGE,
     # Templates: a project's are its operators' (VM_CHANGE); the service asks ADMIN
     # as well for a global one (appliance/service/templates.py).
     ("/v1/templates", "GET"): Action.READ,
@@ -198,6 +203,10 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     ("groups", "create"): Action.VM_CHANGE,  # groups/NAME.json, written once
     ("groups", "write"): Action.VM_CHANGE,
     ("groups", "unlink"): Action.VM_CHANGE,
+    # networks/NAME.json (issue 15): as groups; a bridge one asks ADMIN too (the service).
+    ("networks", "create"): Action.VM_CHANGE,
+    ("networks", "write"): Action.VM_CHANGE,
+    ("networks", "unlink"): Action.VM_CHANGE,
     # templates/NAME.json: made by a write or cp, replaced by a write, deleted by rm (a
     # global template's change takes ADMIN as well: the service's check)
     ("templates", "create"): Action.VM_CHANGE,

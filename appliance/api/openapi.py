@@ -4,7 +4,7 @@ Tests run schemathesis against the app with this document, so it has to say
 what the server really does. Its parts: openapi_vms (VMs, operations, events),
 openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
 tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones),
-openapi_templates, openapi_pools (replica pools); this module assembles them
+openapi_templates, openapi_pools (replica pools), openapi_networks; this module assembles them
 and adds what every route with a token shares (auth.py): the `project`
 parameter, and the 401, 403 and 404 answers, the 403's roles read from the
 policy table.
@@ -25,6 +25,7 @@ from appliance.api import (
     openapi_cluster,
     openapi_consoles,
     openapi_disks,
+    openapi_networks,
     openapi_pools,
     openapi_projects,
     openapi_shapes,
@@ -53,6 +54,7 @@ SCHEMAS = {
     **openapi_pools.SCHEMAS,  # Pool, PoolStatus, PoolCreate, PoolUpdate
     **openapi_shapes.SCHEMAS,  # Rebuild (issue 14)
     **openapi_disks.SCHEMAS,  # DiskInfo, Cdrom (issue 14)
+    **openapi_networks.SCHEMAS,  # NetworkResource, NetworkCreate, DhcpRange (issue 15)
 }
 
 PATHS: dict[str, Any] = {
@@ -77,6 +79,7 @@ PATHS: dict[str, Any] = {
     **openapi_pools.PATHS,  # /v1/pools, /v1/pools/{name}, /v1/pools/{name}/{file}
     **openapi_shapes.PATHS,  # .../rebuild (issue 14)
     **openapi_disks.PATHS,  # .../disks..., .../cdroms... (issue 14)
+    **openapi_networks.PATHS,  # /v1/networks, /v1/networks/{name} (issue 15)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 

@@ -86,7 +86,10 @@ SCHEMAS = {
                        "bytes_done": integer(nullable=True, description=(
                            "a copy's bytes done (backup, restore, clone); null without one")),
                        "bytes_total": integer(nullable=True),
-                       "error": string(nullable=True), "created": number(),
+                       "error": string(nullable=True),
+                       "error_field": string(nullable=True, description=(
+                           "set when the failure was a refusal (answered 409): the field")),
+                       "created": number(),
                        "started": number(nullable=True),
                        "finished": number(nullable=True)},
     },

@@ -10,7 +10,7 @@ when it does not).
     backups.py  snapshots, backups, backup targets, restore, clone (progress.py: waiting)
     disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
-    pools.py    replica pools
+    pools.py    replica pools          networks.py  networks (issue 15)
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from appliance.cli import (
     disks,
     hosts,
     local,
+    networks,
     pools,
     projects,
     templates,
@@ -50,7 +51,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
     "cancel": vms.cmd_cancel, "template": templates.cmd_template, "pool": pools.cmd_pool,
-    "set": vms.cmd_set,
+    "set": vms.cmd_set, "network": networks.cmd_network,
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom

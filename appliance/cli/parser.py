@@ -8,6 +8,7 @@ import os
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
+from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backup_commands(sub)
     add_template_commands(sub)
     add_pool_commands(sub)
+    add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

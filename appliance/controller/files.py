@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
-from appliance.controller import cpu_pinning, disk_hotplug
+from appliance.controller import cpu_pinning, disk_hotplug, networks
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.firmware_files import carry_file, copy_nvram
@@ -16,6 +16,9 @@ from appliance.errors import Failed, NotFound
 from appliance.model import hotplug
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
+
+# The desired states in which a VM's guest runs (its network with it).
+RUNS = frozenset({"running", "paused"})
 
 
 def domain_name(prefix: str, row: dict) -> str:
@@ -41,7 +44,7 @@ class VmFiles:
             domain_name=domain_name(self.ctx.config.domain_prefix, row),
             vm_name=row["name"],
             instance_id=self.ctx.instance_id,
-            spec=self._with_maxima(row),
+            spec=self._with_maxima(networks.resolved(self.ctx.store, row)),
             domain_type=self.ctx.domain_type,
             vm_dir=vm_dir,
             mac=row["mac"],
@@ -100,7 +103,11 @@ class VmFiles:
             self._ensure_files_here(row, plan)
         # Fixed IPs, which KubeVirt lacks: the network's DHCP server gives this VM's MAC its
         # address.
-        link.driver.reserve_address(self.ctx.store, row)
+        # Its network (issue 15): the appliance's defined there first, for the reservation,
+        # and running if the VM is meant to (a migration's target: the guest arrives running).
+        networks.prepare(self.ctx, link.driver, link.name, row,
+                         start=row["desired_state"] in RUNS, check_unmanaged=False)
+        link.driver.reserve_address(self.ctx.store, networks.resolved(self.ctx.store, row))
         guest = link.driver.define(plan)
         # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files
         # here, on its own host only (another's define is a move's, its source untouched).

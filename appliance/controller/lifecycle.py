@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from appliance.controller import live
+from appliance.controller import live, networks
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -151,7 +151,7 @@ class Lifecycle:
             if guest.is_active():
                 guest.destroy()
             guest.undefine(with_metadata=True)
-        link.driver.release_address(self.ctx.store, row)
+        link.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
         if self.files.own_storage(link.name):
             link.driver.remove_vm_storage(row["id"])
         shutil.rmtree(self.ctx.config.vm_dir(row["id"]), ignore_errors=True)
@@ -191,6 +191,8 @@ class Lifecycle:
         link = self.ctx.links.get(row["host"])
         if link is not None:
             link.driver.check_ports_free(port_forwards(row))  # taken: fail before QEMU runs
+            # Its libvirt network running there (issue 15): started, or a 409 saying how.
+            networks.prepare(self.ctx, link.driver, link.name, row, start=True)
         guest.start()
         if restoring:  # the saved domain runs as it was saved: what waited for a restart still does
             self.ctx.store.add_event("resumed", "restored from the memory saved at suspend", row)

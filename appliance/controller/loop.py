@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
+from appliance.controller import networks
 from appliance.controller.backup_schedule import BackupScheduler
 from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
@@ -247,6 +248,7 @@ class Controller:
             self.hosts.follow_up(down)  # evacuation and console mirroring stay on the loop
         if now >= self._next_resync:
             self.vms.resync()
+            networks.sweep(self.ctx)  # deleted networks off the hosts (issue 15)
             self._next_resync = now + RESYNC_SECONDS
             changed = True
         if changed:  # running VMs may have changed: hosts' CPU warnings judged again (issue 14, F)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from appliance.controller import cpu_pinning
+from appliance.controller import cpu_pinning, networks
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
@@ -116,6 +116,8 @@ class LiveMigration:
                 f"{self.target} does not share its storage with {row['host']}: the disks "
                 "would be copied, and a copying migration does not carry the snapshots inside "
                 "them; delete the snapshots, or migrate to a host that shares its storage")
+        # The guest arrives running: its network must run there (issue 15), or a 409 now.
+        networks.prepare(self.ctx, self.dest.driver, self.target, row, start=True)
         if self.copy:  # the target does not see these disks: copy them during the migration
             self.files.prepare_copy(row, self.dest)
         # libvirt refuses to migrate a domain with snapshots: their metadata (only) goes,
@@ -232,4 +234,4 @@ class Migrations:
             if old is not None and not old.is_active():
                 self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
                 old.undefine()
-            source.driver.release_address(self.ctx.store, row)
+            source.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))

@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context
-from appliance.errors import Failed
+from appliance.errors import Conflict, Failed
 from appliance.virt.driver import failure_reason
 
 if TYPE_CHECKING:
@@ -103,7 +103,11 @@ class OperationRunner:
             if row is not None:
                 store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
                 store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
-            store.update_operation(op["id"], status=status, error=reason, finished=self.ctx.clock())
+            # A refusal (Conflict: what the request asks cannot be done as things are) names
+            # its field, and the service answers 409 rather than 500 (service/operations.py).
+            refused = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
+            store.update_operation(op["id"], status=status, error=reason,
+                                   finished=self.ctx.clock(), **refused)
         finally:
             self.ctx.busy.release(vm_id)
             self.ctx.nudge()

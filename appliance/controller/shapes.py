@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 
+from appliance.controller import networks
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import Lifecycle
@@ -72,7 +73,7 @@ class LifecycleShapes:
             self.lifecycle.discard_save(guest, row, op)
             self.files.snapshot_metadata.detach(guest, row["id"])  # else libvirt refuses
             guest.undefine()
-        link.driver.release_address(self.ctx.store, row)
+        link.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
         with self.ctx.store.transaction():
             self.ctx.store.update_vm(row["id"], bump=False, observed_state="shelved",
                                      observed_reason="", state_changed=self.ctx.clock())

@@ -168,7 +168,9 @@ LibvirtNetworkName = Annotated[
         {
             "type": "string",
             "pattern": values.anchored(values.LIBVIRT_NETWORK_NAME),
-            "description": "libvirt network (type network)",
+            "description": "type network: one of the project's networks (/v1/networks), "
+                           "else a libvirt network of the host's that the appliance does "
+                           "not manage",
         }
     ),
 ]
@@ -176,7 +178,9 @@ IPv4 = Annotated[
     str,
     rule(values.validate_ipv4),
     WithJsonSchema(
-        {"type": "string", "format": "ipv4", "description": "fixed IPv4 (type network)"}
+        {"type": "string", "format": "ipv4",
+         "description": "fixed IPv4 (type network): on one of the project's networks, a "
+                        "guest address of its subnet no other VM there has"}
     ),
 ]
 UserData = Annotated[

@@ -28,6 +28,8 @@ LABEL_KEY = r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]
 LABEL_VALUE = r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?"
 LIBVIRT_NETWORK_NAME = r"[A-Za-z0-9_.-]{1,64}"
 MAC = r"([0-9a-f]{2}:){5}[0-9a-f]{2}"
+# The libvirt names of the appliance's own networks (model/networks.py): PREFIX + PROJECT.NAME.
+APPLIANCE_NETWORK_PREFIX = "vmapp."
 _DNS_LABEL = re.compile(DNS_LABEL)
 _LABEL_KEY = re.compile(LABEL_KEY)
 _LABEL_VALUE = re.compile(LABEL_VALUE)
@@ -134,6 +136,10 @@ def validate_forward_address(value: Any, field: str) -> str:
 def validate_libvirt_network_name(value: Any, field: str = "network.name") -> str:
     if not isinstance(value, str) or not _LIBVIRT_NETWORK_NAME.fullmatch(value):
         raise Invalid("must be a libvirt network name", field)
+    if value.startswith(APPLIANCE_NETWORK_PREFIX):
+        # Another project's network would be reached by its libvirt name: name yours.
+        raise Invalid(f"names starting with {APPLIANCE_NETWORK_PREFIX!r} are the appliance's "
+                      "own libvirt networks: name the network as /v1/networks shows it", field)
     return value
 
 

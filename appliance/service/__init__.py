@@ -6,7 +6,8 @@ records the desired state and an operation in one transaction, nudges the
 controller, and (by default) waits for the operation to finish.
 
 One module per responsibility, each a part of `Service`: vms (create, change,
-rename, delete, consoles; on top of templates: global and project templates),
+rename, delete, consoles; on top of templates: global and project templates,
+and networks: the appliance's nat, isolated and bridge networks),
 state (desired states, claims at start),
 operations (and events), migration (one VM, and the drain of a host), hosts,
 groups, images, readiness, access (users and tokens), projects (and their

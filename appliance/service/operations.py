@@ -65,6 +65,8 @@ class Operations(ServiceBase):
             return None
         op = self.wait_operation(op["id"], self.config.wait_timeout if timeout is None else timeout)
         if op["status"] == OpStatus.FAILED:
+            if op.get("error_field") is not None:  # refused by the controller (a Conflict)
+                raise Conflict(f"{op['kind']} failed: {op['error']}", op["error_field"] or None)
             raise Failed(f"{op['kind']} failed: {op['error']}")
         if op["status"] == OpStatus.CANCELLED:
             raise Conflict(f"{op['kind']} was cancelled: {op['error']}")

@@ -26,6 +26,7 @@ from appliance.model.hotplug import pending_fields, restart_message
 from appliance.service import raw_xml
 from appliance.service.base import lock_of
 from appliance.service.disks import check_disk_changes, check_media
+from appliance.service.networks import Networks
 from appliance.service.templates import Templates
 from appliance.store import Row
 
@@ -51,7 +52,7 @@ def template_of(row: Row) -> dict[str, Any] | None:
     return {"name": row["template"], "revision": row.get("template_revision")}
 
 
-class VMs(Templates):
+class VMs(Templates, Networks):
     # -- views -----------------------------------------------------------------
     def vm_view(self, row: Row) -> dict[str, Any]:
         return {
@@ -137,7 +138,8 @@ class VMs(Templates):
             check_media(self.store, spec)
             if self.store.vm_exists(spec["name"], self._project()):
                 raise Conflict(f"a VM named {spec['name']!r} exists", "name")
-            self._check_fixed_ip(spec, vm_id)
+            if not self._check_network(spec, self._project(), vm_id):
+                self._check_fixed_ip(spec, vm_id)  # a libvirt network the appliance does not manage
             netrules.check_forward_ports(
                 spec, None, self.config.allow_privileged_ports, self.config.listen
             )
@@ -204,7 +206,8 @@ class VMs(Templates):
             check_media(self.store, new)  # issue 14: ISO images in CD-ROMs only
             check_disk_changes(self.store, self.config, self.clock(), row, old, new)
             patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
-            self._check_fixed_ip(new, row["id"])
+            if not self._check_network(new, row["project"], row["id"]):
+                self._check_fixed_ip(new, row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen
             )

@@ -4,8 +4,8 @@ per question the rest of the appliance asks; every value a bound parameter.
 base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
-tickets), snapshots.py, backups.py (backup targets and backups), templates.py: one table's
-records each; aggregates.py: sums and counts across tables.
+tickets), snapshots.py, backups.py (backup targets and backups), templates.py,
+networks.py: one table's records each; aggregates.py: sums and counts across tables.
 """
 
 from appliance.store.access import AccessRecords
@@ -15,6 +15,7 @@ from appliance.store.backups import BackupRecords
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
+from appliance.store.networks import NetworkRecords
 from appliance.store.operations import OperationRecords
 from appliance.store.pools import PoolRecords
 from appliance.store.schema import MIGRATIONS
@@ -41,6 +42,7 @@ class Store(
     BackupRecords,
     TemplateRecords,
     PoolRecords,
+    NetworkRecords,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

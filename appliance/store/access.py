@@ -71,11 +71,12 @@ class AccessRecords(StoreBase):
 
     def project_members(self, name: str, limit: int = 5) -> dict[str, list[str]]:
         """What still belongs to or names a project (at most `limit` of each, by
-        name): its VMs, server groups, the users in it, the mount's Unix
+        name): its VMs, server groups, networks, the users in it, the mount's Unix
         identities mapped into it."""
         queries = {
             "VMs": "SELECT name FROM vms WHERE project = ? ORDER BY name LIMIT ?",
             "server groups": "SELECT name FROM groups WHERE project = ? ORDER BY name LIMIT ?",
+            "networks": "SELECT name FROM networks WHERE project = ? ORDER BY name LIMIT ?",
             "users": "SELECT name FROM users WHERE EXISTS (SELECT 1 FROM json_each(users.projects) "
                      "p WHERE p.value = ?) ORDER BY name LIMIT ?",
             "Unix identities": "SELECT kind || ' ' || unix_name FROM unix_identities "

@@ -401,6 +401,38 @@ def _v11_disks(db: sqlite_utils.Database) -> None:
     db.table("images").add_column("kind", str, not_null_default="disk")
 
 
+def _v12_networks(db: sqlite_utils.Database) -> None:
+    """Networks the appliance manages (issue 15), a project's as its server groups
+    (project, name unique). kind: nat | isolated | bridge (model/networks.py);
+    subnet, dhcp_start, dhcp_end, domain: nat and isolated only (the gateway is
+    the subnet's first address); bridge: kind bridge only, the host bridge."""
+    db.table("networks").create(
+        {
+            "id": str,  # uuid
+            "project": str,
+            "name": str,
+            "kind": str,
+            "subnet": str,
+            "dhcp_start": str,
+            "dhcp_end": str,
+            "domain": str,
+            "bridge": str,
+            "created": float,
+        },
+        pk="id",
+        not_null={"project", "name", "kind", "created"},
+    )
+    db.table("networks").create_index(["project", "name"], unique=True)
+
+
+def _v13_refusals(db: sqlite_utils.Database) -> None:
+    """An operation the controller refused for a reason of the request's, not a
+    failure of the host (issue 15: a VM on a libvirt network that is not active):
+    error_field names the field; such a failure answers 409 (EBUSY), not 500."""
+    db.table("operations").add_column("error_field", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
-    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks]
+    _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
+    _v13_refusals]

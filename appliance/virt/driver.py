@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.virt.domain import DomainPlan
+from appliance.virt.host_networks import HostNetworks
 
 MAX_REASON = 300
 
@@ -320,8 +321,8 @@ class Listed:
     reason: str
 
 
-class HostDriver(abc.ABC):
-    """One host's hypervisor, behind its connection."""
+class HostDriver(HostNetworks):
+    """One host's hypervisor, behind its connection (its networks: host_networks.py)."""
 
     name: str
     uri: str

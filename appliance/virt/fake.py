@@ -29,6 +29,7 @@ from appliance.virt.fake_backups import FakeBackupMethods
 from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
 from appliance.virt.fake_devices import FakeDeviceMethods, devices_at_boot
 from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
+from appliance.virt.fake_networks import FakeNetwork, FakeNetworkMethods, default_networks
 from appliance.virt.fake_saves import FakeSaveMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
 
@@ -79,6 +80,9 @@ class FakeHost:
     calls: list[str] = dataclasses.field(default_factory=list)
     cpu: str | None = DEFAULT_CPU  # its CPU definition (fake_cpu.py)
     hugepages_mib: int = 0
+    # libvirt network name -> its definition and state (fake_networks.py)
+    networks: dict[str, FakeNetwork] = dataclasses.field(default_factory=default_networks)
+    bridges: set[str] = dataclasses.field(default_factory=lambda: {"br0"})  # host bridges
 
 
 class FakeCloud:
@@ -263,7 +267,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
         raise DriverError("Guest agent is not responding", "Guest agent is not responding")
 
 
-class FakeDriver(FakeCpuMethods, HostDriver):
+class FakeDriver(FakeCpuMethods, FakeNetworkMethods, HostDriver):
     def __init__(self, cloud: FakeCloud, name: str, uri: str, on_event: EventCallback):
         self.cloud = cloud
         self.name = name

@@ -17,7 +17,7 @@ import libvirt
 import libvirt_qemu
 
 from appliance.errors import Failed
-from appliance.virt import dhcp, domain, guestaddrs, portforward, reasons, storage
+from appliance.virt import dhcp, domain, guestaddrs, libvirt_networks, portforward, reasons, storage
 from appliance.virt.driver import (
     DomainGone,
     DriverError,
@@ -317,6 +317,28 @@ class LibvirtDriver(CpuMethods, HostDriver):
     def check_ports_free(self, forwards: list[dict]) -> None:
         if portforward.on_this_machine(self.uri):  # else a check here says nothing about the host
             portforward.check_free(forwards)
+
+    # -- networks (issue 15) ---------------------------------------------------------------------
+    @_translated
+    def network_state(self, name: str) -> str | None:
+        return libvirt_networks.state(self.conn, name)
+
+    def has_bridge(self, name: str) -> bool | None:
+        if not portforward.on_this_machine(self.uri):  # another machine's interfaces
+            return None
+        return libvirt_networks.has_bridge(name)
+
+    @_translated
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        return libvirt_networks.owned(self.conn, instance_id)
+
+    @_translated
+    def remove_network(self, name: str) -> None:
+        libvirt_networks.remove(self.conn, name)
+
+    @_translated
+    def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
+        libvirt_networks.ensure(self.conn, name, uuid, xml, start)
 
     # -- fixed IPs ------------------------------------------------------------------------------
     @_translated

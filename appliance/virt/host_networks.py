@@ -1,0 +1,32 @@
+"""The driver seam's part for libvirt networks (issue 15): HostDriver inherits it;
+libvirt_networks.py and fake_networks.py implement it."""
+from __future__ import annotations
+
+import abc
+
+ACTIVE, INACTIVE = "active", "inactive"
+
+
+class HostNetworks(abc.ABC):
+    @abc.abstractmethod
+    def network_state(self, name: str) -> str | None:
+        """ACTIVE or INACTIVE for the host's libvirt network NAME; None when it has none."""
+
+    @abc.abstractmethod
+    def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
+        """The appliance's network NAME defined from `xml` (persistent, autostarted),
+        and started when `start`; safe to repeat. A definition of another uuid (a
+        network deleted since) is replaced while inactive; while active, DriverError."""
+
+    @abc.abstractmethod
+    def has_bridge(self, name: str) -> bool | None:
+        """Whether the host has a bridge interface NAME; None when this cannot be told
+        from here (a remote host: its libvirt answers at the guest's start)."""
+
+    @abc.abstractmethod
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        """name -> uuid of the host's libvirt networks this appliance made (network_xml.owner)."""
+
+    @abc.abstractmethod
+    def remove_network(self, name: str) -> None:
+        """Stop and undefine the network NAME (gone already: nothing to do)."""

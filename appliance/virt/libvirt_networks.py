@@ -1,0 +1,69 @@
+"""libvirt networks through a host's connection (issue 15), for LibvirtDriver:
+the state of any network (the appliance's or one it does not manage), and the
+appliance's own defined from network_xml.py's XML, autostarted and started.
+Errors carry fixed reasons, never libvirt's text."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import libvirt
+
+from appliance.model.networks import LIBVIRT_PREFIX
+from appliance.virt.driver import DriverError
+from appliance.virt.host_networks import ACTIVE, INACTIVE
+from appliance.virt.network_xml import owner
+
+
+def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
+    try:
+        return conn.networkLookupByName(name)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise
+
+
+def state(conn: libvirt.virConnect, name: str) -> str | None:
+    net = _lookup(conn, name)
+    return None if net is None else ACTIVE if net.isActive() else INACTIVE
+
+
+def has_bridge(name: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
+    """A bridge interface of this machine (the name is a validated interface name:
+    model/networks.py BRIDGE_NAME, no '/' or '..')."""
+    return (sys_class_net / name / "bridge").is_dir()
+
+
+def owned(conn: libvirt.virConnect, instance_id: str) -> dict[str, str]:
+    out = {}
+    for net in conn.listAllNetworks():
+        if net.name().startswith(LIBVIRT_PREFIX) and owner(net.XMLDesc()) == instance_id:
+            out[net.name()] = net.UUIDString()
+    return out
+
+
+def remove(conn: libvirt.virConnect, name: str) -> None:
+    net = _lookup(conn, name)
+    if net is None:
+        return
+    if net.isActive():
+        net.destroy()
+    net.undefine()
+
+
+def ensure(conn: libvirt.virConnect, name: str, uuid: str, xml: str, start: bool) -> None:
+    net = _lookup(conn, name)
+    if net is not None and net.UUIDString() != uuid:
+        if net.isActive():
+            raise DriverError(
+                f"network {name}: a definition of a deleted network of that name is active",
+                f"network {name}: an older definition of it is active on this host "
+                f"(virsh net-destroy {name} there, when no guest uses it)")
+        net.undefine()
+        net = None
+    if net is None:
+        net = conn.networkDefineXML(xml)
+    if not net.autostart():
+        net.setAutostart(1)
+    if start and not net.isActive():
+        net.create()
