@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -97,7 +98,7 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     driver.save_screenshot(str(artifacts / "web-ui-list.png"))
 
     # Its page, then its serial console, once the guest's shell is up.
-    driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    click_in_table(driver, f"{row} a")
     wait_for("the VM page", lambda: driver.find_element(By.ID, "vm-name").text == name)
     appliance.wait_console(name, READY_LINE, timeout=BOOT_TIMEOUT)
     driver.find_element(By.ID, "open-serial").click()
@@ -142,12 +143,26 @@ def test_the_page_creates_a_vm_and_opens_its_consoles(appliance: Appliance, driv
     driver.execute_script("location.hash = '#vms'")
     delete = f"{row} button[data-action=delete]"
     wait_for("the admin's list", lambda: driver.find_elements(By.CSS_SELECTOR, delete))
-    driver.find_element(By.CSS_SELECTOR, delete).click()
+    click_in_table(driver, delete)
     driver.switch_to.alert.accept()  # "Delete NAME?"
     wait_for(f"{name} gone from the table", lambda: not driver.find_elements(By.CSS_SELECTOR, row),
              timeout=120, interval=1)
     assert appliance.api("GET", f"/v1/vms/{name}").status_code == 404
     assert csp_refusals(driver) == []
+
+
+def click_in_table(driver, selector: str) -> None:
+    """Click an element of the VM table, found again if the table was drawn anew between the
+    find and the click (the page redraws its rows at each refresh; a CI run saw the delete
+    button go stale in that instant)."""
+    def clicked() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(f"a click on {selector}", clicked, timeout=10, interval=0.1)
 
 
 def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
@@ -169,7 +184,7 @@ def viewer_sees_no_buttons(appliance: Appliance, driver, name: str) -> None:
     assert "viewer" in driver.find_element(By.ID, "who").text
     assert driver.find_elements(By.CSS_SELECTOR, "#vm-table button") == []
     assert not driver.find_element(By.ID, "create-form").is_displayed()
-    driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    click_in_table(driver, f"{row} a")
     wait_for("the VM page", lambda: driver.find_element(By.ID, "vm-name").text == name)
     wait_for("the VM's fields", lambda: driver.find_elements(By.CSS_SELECTOR, "#vm-fields tr"))
     assert driver.find_elements(By.CSS_SELECTOR, "#vm .vm-actions button") == []
