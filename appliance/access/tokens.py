@@ -73,8 +73,9 @@ def resolver(store: Store, clock: Callable[[], float] = time.time) -> Resolver:
     the store since (store.read_stamp), for at most REUSE_SECONDS: a commit by
     this thread (a revocation through this same request path) empties it at
     once, any other commit (a revocation, a disabled user or a changed role, by
-    another thread or process: `vmctl token revoke`) within the change watcher's
-    poll (10 ms), and REUSE_SECONDS bounds the rest (a watcher starved of CPU).
+    another thread or process: `vmctl token revoke`) at once too (the stamp is the
+    wal-index header; where there is none, within the change watcher's poll, 10 ms),
+    and REUSE_SECONDS bounds the rest (a watcher starved of CPU).
     Expiry is checked on every use. `source`: the client's address, which the
     principal carries (the audit trail's "from where"). What it saves: the token's read (a join of
     two tables, one SQLite read lock) was a fifth of a GET /v1/vms/NAME in the

@@ -139,3 +139,18 @@ def test_threads_keep_their_own_records(store):
     for t in threads:
         t.join()
     assert [p.source for p in got] == ["10.0.0.1"] * 4
+
+
+def test_a_revocation_elsewhere_counts_at_the_next_request_and_no_watcher_polls(store):
+    """The stamp is the wal-index header: another connection's commit is seen by the very
+    next request (the change watcher's stamp lagged up to its 10 ms poll), and resolving
+    tokens starts no thread polling beside the requests (py-spy: a sixth of a loaded API
+    worker's busy samples)."""
+    _user(store)
+    token_id, token = _token(store)
+    resolve = resolver(store, Clock())
+    for _ in range(3):
+        assert resolve(token) is not None
+    assert store.changes._thread is None
+    Store(store.path).update_token(token_id, revoked=1.0)  # another connection, as `vmctl`
+    assert resolve(token) is None
