@@ -45,6 +45,9 @@ MANIFEST_FORMAT = "vm-appliance-backup/1"
 MANIFEST = "manifest.json"
 TREE = "vm-appliance"  # the appliance's folder inside a target
 PARTIAL = ".partial"
+# the next incremental's files, made ahead beside a good backup (backup_spares.py)
+SPARE = ".next"
+SPARE_MAKING = ".next-making"
 MAX_MANIFEST_BYTES = 1 << 20
 # A chain is at most full_every (1..100) incrementals on a full: a longer one is a
 # loop or a target's writer's doing (each link is a manifest read, each disk of it a
@@ -121,13 +124,15 @@ def make_vm_folder(target_path: str | Path, vm_id: str) -> Path:
 
 
 def remove_backup(target_path: str | Path, vm_id: str, backup_id: str) -> None:
-    """A backup's folder and its .partial one, if there; symlinks are not followed."""
+    """A backup's folder, its .partial one and the next incremental's files made
+    ahead on it (.next, backup_spares.py), if there; symlinks are not followed."""
     if not BACKUP_ID.fullmatch(backup_id):
         raise Invalid("not a backup id", "backup")
     base = vm_folder(target_path, vm_id)
     if not (_real_dir(base.parent) and _real_dir(base)):
         return
-    for folder in (base / backup_id, base / (backup_id + PARTIAL)):
+    for suffix in ("", PARTIAL, SPARE, SPARE_MAKING):
+        folder = base / (backup_id + suffix)
         if _real_dir(folder):
             shutil.rmtree(folder)
         elif folder.is_symlink():

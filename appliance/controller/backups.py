@@ -23,7 +23,8 @@ both after the operation is recorded succeeded (a follow-up: the caller does
 not wait for them; the VM stays claimed until they end), and both redone by
 the next backup if a stop of the appliance cut them short. A VM started paused
 for the job has them done before it is destroyed (libvirt deletes the bitmaps
-of an active domain only).
+of an active domain only). Then the next incremental's files are made
+(backup_spares), off its timed path.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from appliance import backup_chain, backup_retention, pinned_chain
+from appliance import backup_chain, backup_retention, backup_spares, pinned_chain
 from appliance.controller import quiesce
 from appliance.controller.backup_recovery import recover_interrupted
 from appliance.controller.context import Context
@@ -92,6 +93,7 @@ class BackupRun:
         self.thawing: quiesce.Thaw | None = None  # the thaw running beside the job
         # the partial folder (and its identity) when the appliance makes the job's files
         self.making: tuple[Path, tuple[int, int]] | None = None
+        self.sizes: dict[str, int] | None = None  # their virtual sizes, by file name
 
     # -- the task ----------------------------------------------------------------------
     def execute(self) -> FollowUp | None:
@@ -174,6 +176,11 @@ class BackupRun:
         except DriverError as err:  # the backup is good; the next one cleans up
             log.warning("dropping older checkpoints of %s: %s", self.row["name"], err)
         self._prune()
+        if self.sizes is not None:  # the job's files were made here: the next one's too
+            chain = self.store.get_backup(self.backup_id)["chain"]
+            backup_spares.prepare_next(self.target["path"], self.row["id"], self.backup_id,
+                                       self.sizes, self.store.chain_length(chain) - 1
+                                       < self._full_every())
 
     def _rollback(self, guest: Guest, partial: Path, err: BaseException) -> None:
         """Nothing of a failed or cancelled backup is kept."""
@@ -241,7 +248,7 @@ class BackupRun:
         parent = self.store.latest_good_backup(self.row["id"], self.target["name"])
         if parent is None:
             return None, None
-        full_every = int((self.policy or {}).get("full_every") or DEFAULT_FULL_EVERY)
+        full_every = self._full_every()
         incrementals = self.store.chain_length(parent["chain"]) - 1
         why = None
         if [d["name"] for d in parent["disks"]] != disks:
@@ -257,6 +264,9 @@ class BackupRun:
             except backup_chain.BrokenChain as err:
                 why = err.reason
         return (None, why) if why else (parent, None)
+
+    def _full_every(self) -> int:
+        return int((self.policy or {}).get("full_every") or DEFAULT_FULL_EVERY)
 
     def _record_start(self, why_full: str | None) -> None:
         now = self.ctx.clock()
@@ -281,14 +291,18 @@ class BackupRun:
 
     def _make_targets(self, guest: Guest, files: dict[str, Path]) -> None:
         """The job's files, in the folder made for it (by descriptor), of the
-        disks' live sizes: an incremental's backed by its parent's files."""
+        disks' live sizes: an incremental's backed by its parent's files, those
+        made ahead on the parent (backup_spares) when they still fit."""
         if self.making is None:
             return
         sizes = guest.backup_sizes(list(files))
+        self.sizes = {files[name].name: sizes[name] for name in files}
+        parent = self.parent["id"] if self.parent else None
         held = pinned_chain.pin_folder(*self.making)
         try:
-            backup_chain.create_targets(held, {files[name].name: sizes[name] for name in files},
-                                        self.parent["id"] if self.parent else None)
+            if parent is None or not backup_spares.take_spare(
+                    self.target["path"], self.row["id"], parent, held, self.sizes):
+                backup_chain.create_targets(held, self.sizes, parent)
         finally:
             os.close(held)
 

@@ -193,7 +193,9 @@ def test_a_crash_mid_backup_fails_it_cleanly_and_the_operation_runs_again(servic
     assert fresh["id"] != interrupted and fresh["status"] == "good"
     assert [b["status"] for b in service.list_backups("web1")] == ["good", "failed"]
     assert f"backup {interrupted} was interrupted" in events(service, "backup-restarted")[0]
-    assert os.listdir(target / "vm-appliance" / vm["id"]) == [fresh["id"]]
+    # the backup, and the files of the next incremental on it, made ahead (backup_spares)
+    assert sorted(os.listdir(target / "vm-appliance" / vm["id"])) == [fresh["id"],
+                                                                       f"{fresh['id']}.next"]
 
 
 def test_a_backup_published_before_the_crash_is_recorded_good(service, controller, store, vm,
