@@ -39,7 +39,7 @@ from appliance.controller import quiesce
 from appliance.controller.backup_recovery import recover_interrupted
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
-from appliance.controller.operations import FollowUp, Handler
+from appliance.controller.operations import FollowUp, Handler, LeftAsItWas
 from appliance.controller.remote_backups import HostCopies
 from appliance.errors import Failed
 from appliance.model.backup_policy import DEFAULT_FULL_EVERY
@@ -96,7 +96,7 @@ class BackupRun:
         self.sizes: dict[str, int] | None = None  # their virtual sizes, by file name
 
     # -- the task ----------------------------------------------------------------------
-    def execute(self) -> FollowUp | None:
+    def execute(self) -> FollowUp | LeftAsItWas | None:
         row = self.row
         target_path = self._target_path()
         link = self.ctx.links.connected(row["host"])
@@ -122,8 +122,8 @@ class BackupRun:
             self._set_params(started_paused=True)
         try:
             self._backup(guest, target_path)
-            if not started_paused:
-                return lambda: self._housekeeping(guest)
+            if not started_paused:  # the domain runs as before: observed after the success
+                return LeftAsItWas(lambda: self._housekeeping(guest))
             self._housekeeping(guest)  # while the domain is active: see the docstring
             return None
         finally:
@@ -447,7 +447,7 @@ class Backups:
     def handlers(self) -> dict[str, Handler]:
         return {"backup": self.backup}
 
-    def backup(self, op: dict, row: dict) -> FollowUp | None:
+    def backup(self, op: dict, row: dict) -> FollowUp | LeftAsItWas | None:
         return BackupRun(self.ctx, self.files, op, row).execute()
 
     def recover_interrupted(self) -> None:

@@ -360,3 +360,27 @@ def test_a_stopped_vm_has_its_housekeeping_before_it_is_destroyed(service, contr
     mine = [c.split()[0] for c in calls[before:] if vm["id"] in c]
     assert mine.index("backup-begin") < mine.index("checkpoint-delete") < mine.index("destroy")
     assert dom_of(cloud, vm).state == "stopped" and dom_of(cloud, vm).checkpoints == [inc["id"]]
+
+
+def test_a_running_vm_is_observed_after_its_backup_is_recorded_a_stopped_one_before(
+        service, controller, store, clock, vm, monkeypatch):
+    """A backup leaves a running VM's domain as it was: the caller is answered before the
+    VM is observed again (its addresses are a guest agent's answer). A stopped VM was
+    started paused and destroyed again: observed first, as after any operation."""
+    seen = []
+    real = controller.operations.observer.observe_after
+
+    def observe_after(vm_id):
+        newest = store.list_operations(vm_name="web1", limit=1)[0]
+        seen.append((newest["kind"], newest["status"], vm_id in controller.ctx.busy))
+        real(vm_id)
+
+    monkeypatch.setattr(controller.operations.observer, "observe_after", observe_after)
+    op, _full = back_up(service, controller)
+    assert op["status"] == "succeeded" and seen == [("backup", "succeeded", True)]
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    seen.clear()
+    op, _inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and seen == [("backup", "running", True)]
+    assert store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
