@@ -384,3 +384,38 @@ def test_a_running_vm_is_observed_after_its_backup_is_recorded_a_stopped_one_bef
     op, _inc = back_up(service, controller)
     assert op["status"] == "succeeded" and seen == [("backup", "running", True)]
     assert store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
+
+
+def test_a_short_job_is_not_asked_for_its_progress_a_long_one_is(service, controller, cloud,
+                                                                 clock, store, vm, monkeypatch):
+    """libvirt answers a progress query once its own work on the job is done, so asking a
+    short job (an incremental's, ~50 ms) only delayed the poll that sees its end: the
+    progress, and a cancel, are looked at every PROGRESS_SECONDS from the job's start."""
+    asked = []
+    real = type(controller.ctx.links.get(vm["host"]).lookup(vm["id"])).job_progress
+
+    def job_progress(self):
+        asked.append(clock.now)
+        return real(self)
+
+    monkeypatch.setattr(type(controller.ctx.links.get(vm["host"]).lookup(vm["id"])),
+                        "job_progress", job_progress)
+    polls = []
+
+    def release_after(count):
+        def hook():
+            polls.append(clock.now)
+            if len(polls) >= count:
+                cloud.hold_backups = False
+        return hook
+
+    cloud.hold_backups = True
+    clock.on_sleep.append(release_after(3))  # the job ends within 30 ms
+    op, _full = back_up(service, controller)
+    assert op["status"] == "succeeded" and len(polls) == 3 and asked == []
+
+    clock.on_sleep[:] = [release_after(len(polls) + 50)]  # ~0.5 s of polls, then 0.5 s ones
+    cloud.hold_backups = True
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and inc["kind"] == "incremental"
+    assert len(asked) >= 2 and store.get_operation(op["id"])["bytes_total"] == 100
