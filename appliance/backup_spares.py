@@ -44,6 +44,19 @@ def spare_folder(target_path: str | Path, vm_id: str, backup_id: str) -> Path:
     return backup_chain.vm_folder(target_path, vm_id) / (backup_id + backup_chain.SPARE)
 
 
+def _vm_folder(target_path: str | Path, vm_id: str) -> Path | None:
+    """The VM's folder in the target if it and its parent are real folders (a
+    symlink planted in the target is never followed), else None."""
+    base = backup_chain.vm_folder(target_path, vm_id)
+    for folder in (base.parent, base):
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                return None
+        except FileNotFoundError:
+            return None
+    return base
+
+
 def _remove(folder: Path) -> None:
     if folder.is_symlink():
         folder.unlink()
@@ -53,12 +66,10 @@ def _remove(folder: Path) -> None:
 
 def remove_spares(target_path: str | Path, vm_id: str) -> None:
     """Every spare (and half-made one) of the VM in the target; symlinks not followed."""
-    base = backup_chain.vm_folder(target_path, vm_id)
-    try:
-        entries = list(os.scandir(base))
-    except FileNotFoundError:
+    base = _vm_folder(target_path, vm_id)
+    if base is None:
         return
-    for entry in entries:
+    for entry in list(os.scandir(base)):
         for suffix in _SUFFIXES:
             stem = entry.name.removesuffix(suffix)
             if stem != entry.name and backup_chain.BACKUP_ID.fullmatch(stem):
@@ -70,9 +81,9 @@ def make_spare(target_path: str | Path, vm_id: str, backup_id: str,
                sizes: dict[str, int]) -> None:
     """The files of an incremental on backup_id (file name -> virtual size), in
     its .next folder; none is left if its backup went away meanwhile."""
-    base = backup_chain.vm_folder(target_path, vm_id)
+    base = backup_chain.make_vm_folder(target_path, vm_id)  # real folders, or Failed
     making = base / (backup_id + backup_chain.SPARE_MAKING)
-    final = spare_folder(target_path, vm_id, backup_id)
+    final = base / (backup_id + backup_chain.SPARE)
     _remove(making)
     os.mkdir(making, 0o700)
     try:
@@ -129,7 +140,10 @@ def take_spare(target_path: str | Path, vm_id: str, parent_id: str, dest: int,
     """The spare made on parent_id moved into the folder held open as `dest`
     (file name -> live virtual size each): True; False (and the spare removed,
     if there was one) when there is none or it is not what is needed."""
-    folder = spare_folder(target_path, vm_id, parent_id)
+    base = _vm_folder(target_path, vm_id)
+    if base is None:
+        return False
+    folder = base / (parent_id + backup_chain.SPARE)
     try:
         src = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -125,3 +125,26 @@ def test_a_failed_spare_does_not_fail_the_backup(service, controller, vm, target
     op, inc = back_up(service, controller)
     assert op["status"] == "succeeded" and inc["kind"] == "incremental"
 
+
+
+def test_a_vm_folder_planted_as_a_symlink_is_not_followed(tmp_path):
+    """A target's writer replaces the VM's folder with a symlink to a host folder that
+    has a spare's name in it: nothing there is removed, taken or made."""
+    outside = tmp_path / "host"
+    victim = outside / "20261130T000000Z-abcdef.next"
+    victim.mkdir(parents=True)
+    (victim / "root.qcow2").write_bytes(b"host data")
+    target = tmp_path / "nas"
+    (target / backup_chain.TREE).mkdir(parents=True)
+    (target / backup_chain.TREE / "vm1").symlink_to(outside)
+    backup_spares.remove_spares(target, "vm1")
+    dest = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert not backup_spares.take_spare(target, "vm1", "20261130T000000Z-abcdef", dest,
+                                            {"root.qcow2": 1 << 20})
+    finally:
+        os.close(dest)
+    backup_spares.prepare_next(target, "vm1", "20261130T000001Z-abcdef", {"root.qcow2": 1 << 20},
+                               True)
+    assert sorted(os.listdir(outside)) == ["20261130T000000Z-abcdef.next"]
+    assert (victim / "root.qcow2").read_bytes() == b"host data"
