@@ -132,11 +132,25 @@ def remove_backup(target_path: str | Path, vm_id: str, backup_id: str) -> None:
     if not (_real_dir(base.parent) and _real_dir(base)):
         return
     for suffix in ("", PARTIAL, SPARE, SPARE_MAKING):
-        folder = base / (backup_id + suffix)
+        remove_tree(base / (backup_id + suffix))
+
+
+def _raise_unless_gone(_function: object, _path: str, exc_info: tuple) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
+
+
+def remove_tree(folder: Path) -> None:
+    """A folder of the target removed, a symlink unlinked (never followed); what
+    went meanwhile is fine (a backup's next files are made and renamed beside it
+    by the controller's follow-up while a delete may run: backup_spares.py)."""
+    try:
         if _real_dir(folder):
-            shutil.rmtree(folder)
+            shutil.rmtree(folder, onerror=_raise_unless_gone)
         elif folder.is_symlink():
             folder.unlink()
+    except FileNotFoundError:
+        pass
 
 
 # -- manifest.json ------------------------------------------------------------------------

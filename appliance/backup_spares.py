@@ -57,11 +57,7 @@ def _vm_folder(target_path: str | Path, vm_id: str) -> Path | None:
     return base
 
 
-def _remove(folder: Path) -> None:
-    if folder.is_symlink():
-        folder.unlink()
-    elif folder.is_dir():
-        shutil.rmtree(folder)
+_remove = backup_chain.remove_tree
 
 
 def remove_spares(target_path: str | Path, vm_id: str) -> None:

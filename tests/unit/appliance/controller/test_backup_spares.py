@@ -148,3 +148,47 @@ def test_a_vm_folder_planted_as_a_symlink_is_not_followed(tmp_path):
                                True)
     assert sorted(os.listdir(outside)) == ["20261130T000000Z-abcdef.next"]
     assert (victim / "root.qcow2").read_bytes() == b"host data"
+
+
+def _backup_folder(tmp_path, backup_id: str):
+    target = tmp_path / "nas"
+    target.mkdir()
+    folder = backup_chain.make_vm_folder(target, "vm1") / backup_id
+    folder.mkdir()
+    return target, folder
+
+
+def test_a_delete_while_the_spare_is_renamed_does_not_fail(tmp_path, monkeypatch):
+    """The API's delete of a backup runs while the controller's follow-up makes the
+    next files beside it: the .next-making folder renamed to .next between the
+    delete's look and its removal is no failure of the delete (it was an HTTP 500)."""
+    backup_id = "20261130T000000Z-abcdef"
+    target, folder = _backup_folder(tmp_path, backup_id)
+    making = folder.parent / (backup_id + backup_chain.SPARE_MAKING)
+    making.mkdir()
+    (making / "root.qcow2").write_bytes(b"")
+    real = backup_chain._real_dir
+
+    def renamed_meanwhile(path):
+        found = real(path)
+        if path == making and found:
+            os.rename(making, folder.parent / (backup_id + backup_chain.SPARE))
+        return found
+
+    monkeypatch.setattr(backup_chain, "_real_dir", renamed_meanwhile)
+    backup_chain.remove_backup(target, "vm1", backup_id)
+    assert not folder.exists() and not making.exists()
+
+
+def test_a_backup_deleted_while_its_spare_is_made_keeps_no_spare(tmp_path, monkeypatch):
+    backup_id = "20261130T000000Z-abcdef"
+    target, folder = _backup_folder(tmp_path, backup_id)
+    real = backup_chain.create_targets
+
+    def deleted_meanwhile(dir_fd, sizes, parent_id):
+        real(dir_fd, sizes, parent_id)
+        backup_chain.remove_backup(target, "vm1", backup_id)  # the API's delete, now
+
+    monkeypatch.setattr(backup_chain, "create_targets", deleted_meanwhile)
+    backup_spares.prepare_next(target, "vm1", backup_id, {"root.qcow2": 1 << 20}, True)
+    assert os.listdir(folder.parent) == []
