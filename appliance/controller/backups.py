@@ -54,9 +54,11 @@ POLL_SECONDS = 0.5
 # for every 10 ms for the first 2 s (libvirt's job info, no QEMU), then every 0.5 s.
 # (At 10 ms growing to 50 ms, noticing an incremental's ~70-120 ms job cost it ~15-50 ms,
 # measured step by step on the benchmark's guest.) Progress is recorded, and a cancel
-# looked for, every PROGRESS_SECONDS from the job's start: each is a store write or
-# read, and libvirt answers a progress query only after its own work on the job (its
-# clean-up of an incremental's: ~20-40 ms), which then ended one poll before it was seen.
+# looked for, at most every PROGRESS_SECONDS: each is a store write or read. A full's
+# first at its first poll (its total says how much the job copies); an incremental's
+# from PROGRESS_SECONDS after the job began: libvirt answers a progress query only
+# after its own work on the job, and an incremental's (~50 ms) was then in its
+# clean-up (~20-40 ms), which ended one poll before it was seen.
 QUICK_POLL_SECONDS = 0.01
 QUICK_POLL_FOR = 2.0
 PROGRESS_SECONDS = 0.2
@@ -364,10 +366,10 @@ class BackupRun:
         """Until libvirt is done: progress into the operation; a cancel aborts the job."""
         aborted = False
         began = self.ctx.monotonic()
-        reported = began  # a job that ends sooner is not asked for its progress
+        reported = began if self.parent else None  # see PROGRESS_SECONDS
         while not guest.backup_finished():
             now = self.ctx.monotonic()
-            if now - reported >= PROGRESS_SECONDS:
+            if reported is None or now - reported >= PROGRESS_SECONDS:
                 reported = now
                 if not aborted and self.ctx.op_cancelled(self.op):
                     aborted = True

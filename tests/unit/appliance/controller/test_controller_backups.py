@@ -386,20 +386,21 @@ def test_a_running_vm_is_observed_after_its_backup_is_recorded_a_stopped_one_bef
     assert store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
 
 
-def test_a_short_job_is_not_asked_for_its_progress_a_long_one_is(service, controller, cloud,
-                                                                 clock, store, vm, monkeypatch):
-    """libvirt answers a progress query once its own work on the job is done, so asking a
-    short job (an incremental's, ~50 ms) only delayed the poll that sees its end: the
-    progress, and a cancel, are looked at every PROGRESS_SECONDS from the job's start."""
+def test_an_incrementals_short_job_is_not_asked_for_its_progress(service, controller, cloud,
+                                                                  clock, store, vm, monkeypatch):
+    """libvirt answers a progress query once its own work on the job is done, so asking an
+    incremental's short job (~50 ms) only delayed the poll that sees its end: its progress,
+    and a cancel, are looked at every PROGRESS_SECONDS from the job's start. A full's
+    progress is recorded at its first poll (its total: how much the job copies)."""
     asked = []
-    real = type(controller.ctx.links.get(vm["host"]).lookup(vm["id"])).job_progress
+    guest_type = type(controller.ctx.links.get(vm["host"]).lookup(vm["id"]))
+    real = guest_type.job_progress
 
     def job_progress(self):
         asked.append(clock.now)
         return real(self)
 
-    monkeypatch.setattr(type(controller.ctx.links.get(vm["host"]).lookup(vm["id"])),
-                        "job_progress", job_progress)
+    monkeypatch.setattr(guest_type, "job_progress", job_progress)
     polls = []
 
     def release_after(count):
@@ -410,12 +411,19 @@ def test_a_short_job_is_not_asked_for_its_progress_a_long_one_is(service, contro
         return hook
 
     cloud.hold_backups = True
-    clock.on_sleep.append(release_after(3))  # the job ends within 30 ms
-    op, _full = back_up(service, controller)
-    assert op["status"] == "succeeded" and len(polls) == 3 and asked == []
+    clock.on_sleep[:] = [release_after(3)]  # the job ends within 30 ms
+    op, full = back_up(service, controller)
+    assert op["status"] == "succeeded" and full["kind"] == "full" and len(asked) == 1
+    assert store.get_operation(op["id"])["bytes_total"] == 100
 
-    clock.on_sleep[:] = [release_after(len(polls) + 50)]  # ~0.5 s of polls, then 0.5 s ones
-    cloud.hold_backups = True
+    cloud.hold_backups, polls[:], asked[:] = True, [], []
     op, inc = back_up(service, controller)
     assert op["status"] == "succeeded" and inc["kind"] == "incremental"
-    assert len(asked) >= 2 and store.get_operation(op["id"])["bytes_total"] == 100
+    assert len(polls) == 3 and asked == []
+
+    clock.on_sleep[:] = [release_after(50)]  # ~0.5 s of polls: asked from 0.2 s on
+    cloud.hold_backups, polls[:] = True, []
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and inc["kind"] == "incremental"
+    assert len(asked) >= 2 and min(asked) - polls[0] >= 0.19
+    assert store.get_operation(op["id"])["bytes_total"] == 100
