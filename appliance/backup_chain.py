@@ -45,6 +45,9 @@ MANIFEST_FORMAT = "vm-appliance-backup/1"
 MANIFEST = "manifest.json"
 TREE = "vm-appliance"  # the appliance's folder inside a target
 PARTIAL = ".partial"
+# the next incremental's files, made ahead beside a good backup (backup_spares.py)
+SPARE = ".next"
+SPARE_MAKING = ".next-making"
 MAX_MANIFEST_BYTES = 1 << 20
 # A chain is at most full_every (1..100) incrementals on a full: a longer one is a
 # loop or a target's writer's doing (each link is a manifest read, each disk of it a
@@ -121,17 +124,33 @@ def make_vm_folder(target_path: str | Path, vm_id: str) -> Path:
 
 
 def remove_backup(target_path: str | Path, vm_id: str, backup_id: str) -> None:
-    """A backup's folder and its .partial one, if there; symlinks are not followed."""
+    """A backup's folder, its .partial one and the next incremental's files made
+    ahead on it (.next, backup_spares.py), if there; symlinks are not followed."""
     if not BACKUP_ID.fullmatch(backup_id):
         raise Invalid("not a backup id", "backup")
     base = vm_folder(target_path, vm_id)
     if not (_real_dir(base.parent) and _real_dir(base)):
         return
-    for folder in (base / backup_id, base / (backup_id + PARTIAL)):
+    for suffix in ("", PARTIAL, SPARE, SPARE_MAKING):
+        remove_tree(base / (backup_id + suffix))
+
+
+def _raise_unless_gone(_function: object, _path: str, exc_info: tuple) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
+
+
+def remove_tree(folder: Path) -> None:
+    """A folder of the target removed, a symlink unlinked (never followed); what
+    went meanwhile is fine (a backup's next files are made and renamed beside it
+    by the controller's follow-up while a delete may run: backup_spares.py)."""
+    try:
         if _real_dir(folder):
-            shutil.rmtree(folder)
+            shutil.rmtree(folder, onerror=_raise_unless_gone)
         elif folder.is_symlink():
             folder.unlink()
+    except FileNotFoundError:
+        pass
 
 
 # -- manifest.json ------------------------------------------------------------------------

@@ -23,7 +23,8 @@ both after the operation is recorded succeeded (a follow-up: the caller does
 not wait for them; the VM stays claimed until they end), and both redone by
 the next backup if a stop of the appliance cut them short. A VM started paused
 for the job has them done before it is destroyed (libvirt deletes the bitmaps
-of an active domain only).
+of an active domain only). Then the next incremental's files are made
+(backup_spares), off its timed path.
 """
 from __future__ import annotations
 
@@ -33,12 +34,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from appliance import backup_chain, backup_retention, pinned_chain
+from appliance import backup_chain, backup_retention, backup_spares, pinned_chain
 from appliance.controller import quiesce
 from appliance.controller.backup_recovery import recover_interrupted
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
-from appliance.controller.operations import FollowUp, Handler
+from appliance.controller.operations import FollowUp, Handler, LeftAsItWas
 from appliance.controller.remote_backups import HostCopies
 from appliance.errors import Failed
 from appliance.model.backup_policy import DEFAULT_FULL_EVERY
@@ -53,7 +54,11 @@ POLL_SECONDS = 0.5
 # for every 10 ms for the first 2 s (libvirt's job info, no QEMU), then every 0.5 s.
 # (At 10 ms growing to 50 ms, noticing an incremental's ~70-120 ms job cost it ~15-50 ms,
 # measured step by step on the benchmark's guest.) Progress is recorded, and a cancel
-# looked for, at most every PROGRESS_SECONDS: each is a store write or read.
+# looked for, at most every PROGRESS_SECONDS: each is a store write or read. A full's
+# first at its first poll (its total says how much the job copies); an incremental's
+# from PROGRESS_SECONDS after the job began: libvirt answers a progress query only
+# after its own work on the job, and an incremental's (~50 ms) was then in its
+# clean-up (~20-40 ms), which ended one poll before it was seen.
 QUICK_POLL_SECONDS = 0.01
 QUICK_POLL_FOR = 2.0
 PROGRESS_SECONDS = 0.2
@@ -92,9 +97,10 @@ class BackupRun:
         self.thawing: quiesce.Thaw | None = None  # the thaw running beside the job
         # the partial folder (and its identity) when the appliance makes the job's files
         self.making: tuple[Path, tuple[int, int]] | None = None
+        self.sizes: dict[str, int] | None = None  # their virtual sizes, by file name
 
     # -- the task ----------------------------------------------------------------------
-    def execute(self) -> FollowUp | None:
+    def execute(self) -> FollowUp | LeftAsItWas | None:
         row = self.row
         target_path = self._target_path()
         link = self.ctx.links.connected(row["host"])
@@ -120,8 +126,8 @@ class BackupRun:
             self._set_params(started_paused=True)
         try:
             self._backup(guest, target_path)
-            if not started_paused:
-                return lambda: self._housekeeping(guest)
+            if not started_paused:  # the domain runs as before: observed after the success
+                return LeftAsItWas(lambda: self._housekeeping(guest))
             self._housekeeping(guest)  # while the domain is active: see the docstring
             return None
         finally:
@@ -174,6 +180,11 @@ class BackupRun:
         except DriverError as err:  # the backup is good; the next one cleans up
             log.warning("dropping older checkpoints of %s: %s", self.row["name"], err)
         self._prune()
+        if self.sizes is not None:  # the job's files were made here: the next one's too
+            chain = self.store.get_backup(self.backup_id)["chain"]
+            backup_spares.prepare_next(self.target["path"], self.row["id"], self.backup_id,
+                                       self.sizes, self.store.chain_length(chain) - 1
+                                       < self._full_every())
 
     def _rollback(self, guest: Guest, partial: Path, err: BaseException) -> None:
         """Nothing of a failed or cancelled backup is kept."""
@@ -241,7 +252,7 @@ class BackupRun:
         parent = self.store.latest_good_backup(self.row["id"], self.target["name"])
         if parent is None:
             return None, None
-        full_every = int((self.policy or {}).get("full_every") or DEFAULT_FULL_EVERY)
+        full_every = self._full_every()
         incrementals = self.store.chain_length(parent["chain"]) - 1
         why = None
         if [d["name"] for d in parent["disks"]] != disks:
@@ -257,6 +268,9 @@ class BackupRun:
             except backup_chain.BrokenChain as err:
                 why = err.reason
         return (None, why) if why else (parent, None)
+
+    def _full_every(self) -> int:
+        return int((self.policy or {}).get("full_every") or DEFAULT_FULL_EVERY)
 
     def _record_start(self, why_full: str | None) -> None:
         now = self.ctx.clock()
@@ -281,14 +295,18 @@ class BackupRun:
 
     def _make_targets(self, guest: Guest, files: dict[str, Path]) -> None:
         """The job's files, in the folder made for it (by descriptor), of the
-        disks' live sizes: an incremental's backed by its parent's files."""
+        disks' live sizes: an incremental's backed by its parent's files, those
+        made ahead on the parent (backup_spares) when they still fit."""
         if self.making is None:
             return
         sizes = guest.backup_sizes(list(files))
+        self.sizes = {files[name].name: sizes[name] for name in files}
+        parent = self.parent["id"] if self.parent else None
         held = pinned_chain.pin_folder(*self.making)
         try:
-            backup_chain.create_targets(held, {files[name].name: sizes[name] for name in files},
-                                        self.parent["id"] if self.parent else None)
+            if parent is None or not backup_spares.take_spare(
+                    self.target["path"], self.row["id"], parent, held, self.sizes):
+                backup_chain.create_targets(held, self.sizes, parent)
         finally:
             os.close(held)
 
@@ -348,7 +366,7 @@ class BackupRun:
         """Until libvirt is done: progress into the operation; a cancel aborts the job."""
         aborted = False
         began = self.ctx.monotonic()
-        reported: float | None = None
+        reported = began if self.parent else None  # see PROGRESS_SECONDS
         while not guest.backup_finished():
             now = self.ctx.monotonic()
             if reported is None or now - reported >= PROGRESS_SECONDS:
@@ -433,7 +451,7 @@ class Backups:
     def handlers(self) -> dict[str, Handler]:
         return {"backup": self.backup}
 
-    def backup(self, op: dict, row: dict) -> FollowUp | None:
+    def backup(self, op: dict, row: dict) -> FollowUp | LeftAsItWas | None:
         return BackupRun(self.ctx, self.files, op, row).execute()
 
     def recover_interrupted(self) -> None:

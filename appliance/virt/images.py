@@ -210,10 +210,11 @@ _QCOW2_EXT_BACKING_FORMAT = 0xE2792ACA
 MAX_BACKING_NAME = 1023  # qcow2's limit on a backing file name
 
 
-def qcow2_backing(path: str | Path) -> tuple[str | None, str | None]:
+def qcow2_backing(path: str | Path | int) -> tuple[str | None, str | None]:
     """(backing file name, backing format) as a qcow2 file's header says them,
     read here without qemu opening anything (a backup's chain is checked
-    against what the appliance wrote before qemu follows it). Invalid when the
+    against what the appliance wrote before qemu follows it; a descriptor is
+    read and closed). Invalid when the
     file is not a qcow2 with a sane header, names an external data file or is
     encrypted."""
     with open(path, "rb") as f:

@@ -132,8 +132,21 @@ def _check_base(dom: libvirt.virDomain, name: str, devs: list[str], others: list
 
 
 def backup_sizes(dom: libvirt.virDomain, names: list[str]) -> dict[str, int]:
-    devs, _others = _devices_of(dom, names)
-    return {name: int(dom.blockInfo(dev, 0)[0]) for name, dev in devs.items()}
+    """The named disks' virtual sizes, from the domain's block stats: one query of
+    QEMU for every disk (blockInfo asked it three times per disk, after an XMLDesc)."""
+    stats = dom.connect().domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_BLOCK, 0)
+    block = stats[0][1] if stats else {}
+    by_file: dict[str, int] = {}
+    for i in range(int(block.get("block.count", 0))):
+        path, size = block.get(f"block.{i}.path"), block.get(f"block.{i}.capacity")
+        if path and size is not None:
+            by_file.setdefault(Path(path).name, int(size))
+    sizes = {}
+    for name in names:
+        if disk_file(name) not in by_file:
+            raise DriverError(f"the domain has no disk {name}", f"the domain has no disk {name}")
+        sizes[name] = by_file[disk_file(name)]
+    return sizes
 
 
 def backup_begin(dom: libvirt.virDomain, files: dict[str, Path], incremental: str | None,

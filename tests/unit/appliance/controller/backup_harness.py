@@ -58,15 +58,16 @@ def interrupted_backup(service, store, clock, vm: dict) -> tuple[dict, str]:
 
 def cancelled_mid_job(service, controller, cloud, clock, look) -> tuple[dict, list]:
     """A backup of web1 whose job the fake holds, cancelled at the controller's first wait
-    once the job runs; look(the running operation) is taken at that instant.
-    (The operation at its end, [what look returned].)"""
+    once the job runs and its progress is recorded; look(the running operation) is taken
+    at that instant. (The operation at its end, [what look returned].)"""
     cloud.hold_backups = True
     op = service.start_backup("web1")
     seen: list = []
 
     def cancel_mid_job() -> None:
         current = service.store.get_operation(op["id"])
-        if current["status"] == "running" and current["params"].get("backup") and not seen:
+        if (current["status"] == "running" and current["params"].get("backup")
+                and current["bytes_total"] and not seen):
             seen.append(look(current))
             service.cancel_operation(op["id"])
 

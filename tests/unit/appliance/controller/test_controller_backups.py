@@ -193,7 +193,9 @@ def test_a_crash_mid_backup_fails_it_cleanly_and_the_operation_runs_again(servic
     assert fresh["id"] != interrupted and fresh["status"] == "good"
     assert [b["status"] for b in service.list_backups("web1")] == ["good", "failed"]
     assert f"backup {interrupted} was interrupted" in events(service, "backup-restarted")[0]
-    assert os.listdir(target / "vm-appliance" / vm["id"]) == [fresh["id"]]
+    # the backup, and the files of the next incremental on it, made ahead (backup_spares)
+    assert sorted(os.listdir(target / "vm-appliance" / vm["id"])) == [fresh["id"],
+                                                                       f"{fresh['id']}.next"]
 
 
 def test_a_backup_published_before_the_crash_is_recorded_good(service, controller, store, vm,
@@ -358,3 +360,70 @@ def test_a_stopped_vm_has_its_housekeeping_before_it_is_destroyed(service, contr
     mine = [c.split()[0] for c in calls[before:] if vm["id"] in c]
     assert mine.index("backup-begin") < mine.index("checkpoint-delete") < mine.index("destroy")
     assert dom_of(cloud, vm).state == "stopped" and dom_of(cloud, vm).checkpoints == [inc["id"]]
+
+
+def test_a_running_vm_is_observed_after_its_backup_is_recorded_a_stopped_one_before(
+        service, controller, store, clock, vm, monkeypatch):
+    """A backup leaves a running VM's domain as it was: the caller is answered before the
+    VM is observed again (its addresses are a guest agent's answer). A stopped VM was
+    started paused and destroyed again: observed first, as after any operation."""
+    seen = []
+    real = controller.operations.observer.observe_after
+
+    def observe_after(vm_id):
+        newest = store.list_operations(vm_name="web1", limit=1)[0]
+        seen.append((newest["kind"], newest["status"], vm_id in controller.ctx.busy))
+        real(vm_id)
+
+    monkeypatch.setattr(controller.operations.observer, "observe_after", observe_after)
+    op, _full = back_up(service, controller)
+    assert op["status"] == "succeeded" and seen == [("backup", "succeeded", True)]
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    seen.clear()
+    op, _inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and seen == [("backup", "running", True)]
+    assert store.get_vm_by_id(vm["id"])["observed_state"] == "stopped"
+
+
+def test_an_incrementals_short_job_is_not_asked_for_its_progress(service, controller, cloud,
+                                                                  clock, store, vm, monkeypatch):
+    """libvirt answers a progress query once its own work on the job is done, so asking an
+    incremental's short job (~50 ms) only delayed the poll that sees its end: its progress,
+    and a cancel, are looked at every PROGRESS_SECONDS from the job's start. A full's
+    progress is recorded at its first poll (its total: how much the job copies)."""
+    asked = []
+    guest_type = type(controller.ctx.links.get(vm["host"]).lookup(vm["id"]))
+    real = guest_type.job_progress
+
+    def job_progress(self):
+        asked.append(clock.now)
+        return real(self)
+
+    monkeypatch.setattr(guest_type, "job_progress", job_progress)
+    polls = []
+
+    def release_after(count):
+        def hook():
+            polls.append(clock.now)
+            if len(polls) >= count:
+                cloud.hold_backups = False
+        return hook
+
+    cloud.hold_backups = True
+    clock.on_sleep[:] = [release_after(3)]  # the job ends within 30 ms
+    op, full = back_up(service, controller)
+    assert op["status"] == "succeeded" and full["kind"] == "full" and len(asked) == 1
+    assert store.get_operation(op["id"])["bytes_total"] == 100
+
+    cloud.hold_backups, polls[:], asked[:] = True, [], []
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and inc["kind"] == "incremental"
+    assert len(polls) == 3 and asked == []
+
+    clock.on_sleep[:] = [release_after(50)]  # ~0.5 s of polls: asked from 0.2 s on
+    cloud.hold_backups, polls[:] = True, []
+    op, inc = back_up(service, controller)
+    assert op["status"] == "succeeded" and inc["kind"] == "incremental"
+    assert len(asked) >= 2 and min(asked) - polls[0] >= 0.19
+    assert store.get_operation(op["id"])["bytes_total"] == 100
