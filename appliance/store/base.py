@@ -51,9 +51,9 @@ class StoreBase:
         self._local = threading.local()
         self._columns: dict[str, frozenset[str]] = {}
         # Commits seen by this process's waiting threads (store/changes.py).
-        self.changes = ChangeFeed(self.path)
         # Whether anything was committed, without a query (store/walindex.py).
         self.wal = WalIndex(self.path)
+        self.changes = ChangeFeed(self.path, self.wal)
         self._private_files()
         with self.transaction() as db:
             self._migrate(db)
