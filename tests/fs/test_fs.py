@@ -38,9 +38,28 @@ def events_of(mount: Mount, name: str) -> list[str]:
 
 
 # -- the tree -------------------------------------------------------------------------------
+def test_a_network_is_made_read_and_removed_with_shell_commands(mount):
+    """networks/NAME.json (issue 15): written with echo, listed, read with cat, refused with
+    EINVAL for a bad body (nothing made), removed with rm."""
+    networks = mount.mnt / "networks"
+    body = '{"kind": "isolated", "subnet": "10.77.0.0/24"}'
+    subprocess.run(["bash", "-c", f"echo '{body}' > {networks}/lab.json"], check=True)
+    assert os.listdir(networks) == ["lab.json"]
+    shown = json.loads(subprocess.run(["cat", str(networks / "lab.json")], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert (shown["kind"], shown["subnet"], shown["dhcp"]) == (
+        "isolated", "10.77.0.0/24", {"start": "10.77.0.128", "end": "10.77.0.254"})
+    bad = subprocess.run(["bash", "-c", f"echo '{{\"kind\": \"nat\", \"subnet\": \"8.8.8.0/24\"}}' "
+                          f"> {networks}/pub.json"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Invalid argument" in bad.stderr
+    assert os.listdir(networks) == ["lab.json"]
+    subprocess.run(["rm", str(networks / "lab.json")], check=True)
+    assert os.listdir(networks) == []
+
+
 def test_top_level_tree(mount):
     assert sorted(os.listdir(mount.mnt)) == ["backup-targets", "events", "groups", "hosts", "images",
-                                             "pools", "projects", "templates", "vms"]
+                                             "networks", "pools", "projects", "templates", "vms"]
     assert os.listdir(mount.mnt / "images") == ["demo.json"]
     image = json.loads((mount.mnt / "images" / "demo.json").read_text())
     assert image == mount.service.get_image("demo")
