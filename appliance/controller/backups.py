@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance import backup_chain, backup_retention, backup_spares, pinned_chain
-from appliance.controller import quiesce
+from appliance.controller import backup_job, quiesce
+from appliance.controller.backup_job import drop_checkpoints
 from appliance.controller.backup_recovery import recover_interrupted
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
@@ -48,35 +49,6 @@ from appliance.service.backups import backup_policy
 from appliance.virt.driver import DriverError, Guest, IncrementalImpossible, failure_reason
 
 log = logging.getLogger("appliance.controller")
-
-POLL_SECONDS = 0.5
-# A small disk's or an incremental's job ends within a second or two: its end is looked
-# for every 10 ms for the first 2 s (libvirt's job info, no QEMU), then every 0.5 s.
-# (At 10 ms growing to 50 ms, noticing an incremental's ~70-120 ms job cost it ~15-50 ms,
-# measured step by step on the benchmark's guest.) Progress is recorded, and a cancel
-# looked for, at most every PROGRESS_SECONDS: each is a store write or read. A full's
-# first at its first poll (its total says how much the job copies); an incremental's
-# from PROGRESS_SECONDS after the job began: libvirt answers a progress query only
-# after its own work on the job, and an incremental's (~50 ms) was then in its
-# clean-up (~20-40 ms), which ended one poll before it was seen.
-QUICK_POLL_SECONDS = 0.01
-QUICK_POLL_FOR = 2.0
-PROGRESS_SECONDS = 0.2
-SETTLE_SECONDS = 30.0  # how long an earlier job (a crashed controller's) may take to abort
-
-
-def drop_checkpoints(guest: Guest, keep: str | None = None) -> None:
-    """Delete the domain's checkpoints but `keep`, newest first: for real (the
-    bitmaps go), or their metadata only when the bitmaps are broken already."""
-    for name in reversed(guest.checkpoint_names()):
-        if name == keep:
-            continue
-        try:
-            guest.checkpoint_delete(name)
-        except DriverError as err:
-            log.info("checkpoint %s: %s; dropping its metadata only", name, err)
-            guest.checkpoint_delete(name, metadata_only=True)
-
 
 class BackupRun:
     """One backup operation on one VM."""
@@ -114,7 +86,7 @@ class BackupRun:
         if row["observed_state"] in ("suspended", "shelved"):  # never undo either (shapes.py)
             raise Failed(f"the VM is {row['observed_state']}: no backup until it runs or stops")
         guest = link.lookup(row["id"]) or self.files.ensure_defined(row)
-        self._settle_earlier_job(guest)
+        backup_job.settle_earlier_job(self.ctx, guest, row["name"])
         if self.host_copies is not None:  # an interrupted backup's files on the host
             self.host_copies.remove()
         if self.ctx.op_cancelled(self.op):  # cancelled while the appliance was down
@@ -155,7 +127,7 @@ class BackupRun:
                                      f"crash-consistent: {self.not_quiesced}", self.row,
                                      self.op["id"])
             try:
-                self._wait(guest)
+                backup_job.wait(self.ctx, guest, self.op, incremental=self.parent is not None)
             finally:
                 self._thawed()
             # after the job, only the folder made above (see pin_folder), by descriptor
@@ -225,25 +197,6 @@ class BackupRun:
                                      error="interrupted", finished=self.ctx.clock())
         self.store.add_event("backup-restarted", f"backup {backup_id} was interrupted; "
                              "starting over", self.row, self.op["id"])
-
-    def _settle_earlier_job(self, guest: Guest) -> None:
-        """A controller killed mid-backup leaves libvirt's job running: abort it."""
-        if not guest.job_running():
-            return
-        try:
-            guest.abort_job()
-        except DriverError as err:
-            log.info("aborting an earlier job of %s: %s", self.row["name"], err)
-        deadline = self.ctx.monotonic() + SETTLE_SECONDS
-        while True:
-            try:
-                if guest.backup_finished() is not None:
-                    return
-            except DriverError:
-                return  # ended (as cancelled): its outcome is of no use
-            if self.ctx.monotonic() > deadline:
-                raise Failed("an earlier job on the domain does not end")
-            self.ctx.sleep(0.2)
 
     def _choose_parent(self, disks: list[str], target_path: str) -> tuple[dict | None, str | None]:
         """The backup an incremental applies on, or (None, why this one is full)."""
@@ -361,28 +314,6 @@ class BackupRun:
         if self.host_copies is not None:
             self.host_copies.remove(self.backup_id)
         return self._begin_once(guest, files, None)  # its files made again, without a backing file
-
-    def _wait(self, guest: Guest) -> None:
-        """Until libvirt is done: progress into the operation; a cancel aborts the job."""
-        aborted = False
-        began = self.ctx.monotonic()
-        reported = began if self.parent else None  # see PROGRESS_SECONDS
-        while not guest.backup_finished():
-            now = self.ctx.monotonic()
-            if reported is None or now - reported >= PROGRESS_SECONDS:
-                reported = now
-                if not aborted and self.ctx.op_cancelled(self.op):
-                    aborted = True
-                    guest.abort_job()
-                progress = guest.job_progress()
-                if progress is not None and progress[1]:
-                    done, total = progress
-                    self.store.update_operation(self.op["id"], bytes_done=done,
-                                                bytes_total=total,
-                                                progress=min(99, int(100 * done / total)))
-            self.ctx.sleep(QUICK_POLL_SECONDS if now - began < QUICK_POLL_FOR else POLL_SECONDS)
-        if aborted:  # the job ended as the abort came: still cancelled
-            raise Failed("cancelled")
 
     def _publish(self, partial: Path, held: int, files: dict[str, Path], quiesced: bool,
                  target_path: str) -> None:
