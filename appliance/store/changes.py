@@ -101,24 +101,23 @@ class ChangeFeed:
         with self._cond:
             self._cond.wait_for(lambda: self._generation != seen, min(timeout, MAX_WAIT))
 
+    def _version(self, conn: sqlite3.Connection) -> object:
+        """What every commit changes: the wal-index header, or where there is none the
+        connection's data_version."""
+        header = self.wal.header() if self.wal is not None else None
+        return header if header is not None else conn.execute("PRAGMA data_version").fetchone()[0]
+
     def _watch(self, ready: threading.Event) -> None:
         conn = None
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False)
-            pragma = conn  # (for the closure's type)
-
-            def changed() -> object:
-                header = self.wal.header() if self.wal is not None else None
-                return header if header is not None else (
-                    pragma.execute("PRAGMA data_version").fetchone()[0])
-
-            version = changed()
+            version = self._version(conn)
             poll = HEADER_POLL if isinstance(version, bytes) else POLL
             ready.set()
             idle_since: float | None = None
             while True:
                 time.sleep(poll)
-                now = changed()
+                now = self._version(conn)
                 with self._cond:
                     if now != version:
                         version = now

@@ -32,18 +32,6 @@ def default_down():
     conn.close()
 
 
-@pytest.fixture
-def cleanup_networks():
-    yield
-    conn = libvirt.open("test:///default")
-    for net in conn.listAllNetworks():
-        if net.name().startswith("vmapp."):
-            if net.isActive():
-                net.destroy()
-            net.undefine()
-    conn.close()
-
-
 def test_create_on_an_inactive_network_is_409_not_500(client, controller, default_down):
     resp = client.simulate_post("/v1/vms", json={"name": "web1", "network": "network:default"})
     assert resp.status_code == 409, resp.text
@@ -56,18 +44,14 @@ def test_create_on_an_inactive_network_is_409_not_500(client, controller, defaul
     assert client.simulate_get("/v1/vms/web1").json["state"] == "running"
 
 
-def test_appliance_network_started_by_the_controller(client, controller, cleanup_networks):
+def test_appliance_network_started_by_the_controller(client, controller, conn):
     made = client.simulate_post("/v1/networks", json={"name": "lab", "subnet": "10.77.0.0/24"})
     assert made.status_code == 201, made.text
     resp = client.simulate_post("/v1/vms", json={
         "name": "web1", "network": {"type": "network", "name": "lab", "ip": "10.77.0.5"}})
     assert resp.status_code == 201, resp.text
-    conn = libvirt.open("test:///default")
-    try:
-        net = conn.networkLookupByName("vmapp.default.lab")
-        assert net.isActive() and net.autostart()
-        xml = net.XMLDesc()
-        assert "10.77.0.1" in xml and "10.77.0.5" in xml  # the gateway, the VM's reservation
-    finally:
-        conn.close()
+    net = conn.networkLookupByName("vmapp.default.lab")
+    assert net.isActive() and net.autostart()
+    xml = net.XMLDesc()
+    assert "10.77.0.1" in xml and "10.77.0.5" in xml  # the gateway, the VM's reservation
     client.simulate_delete("/v1/vms/web1", params={"force": "true"})

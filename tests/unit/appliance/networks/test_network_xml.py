@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 import xml.etree.ElementTree as ET
 
-import libvirt
 import pytest
 
 from appliance.model.networks import NetworkCreate
@@ -53,18 +52,6 @@ def test_bridge():
     assert root.find("forward").attrib == {"mode": "bridge"}
     assert root.find("bridge").attrib == {"name": "br0"}
     assert root.find("ip") is None and root.find("domain") is None
-
-
-@pytest.fixture
-def conn():
-    conn = libvirt.open("test:///default")
-    yield conn
-    for net in conn.listAllNetworks():
-        if net.name().startswith("vmapp."):
-            if net.isActive():
-                net.destroy()
-            net.undefine()
-    conn.close()
 
 
 def test_define_start_and_replace_on_libvirt(conn):
