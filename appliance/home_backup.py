@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
+from appliance.notify import listening
 
 FORMAT = "vm-appliance-home-backup"
 FORMAT_VERSION = 1
@@ -179,10 +180,10 @@ def serve_lock(home: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _socket_answers(path: Path, kind: socket.SocketKind) -> bool:
+def _stream_answers(path: Path) -> bool:
     if not path.is_socket():
         return False
-    with socket.socket(socket.AF_UNIX, kind) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         try:
             sock.connect(str(path))
@@ -195,9 +196,9 @@ def served_by(config: Config, api_timeout: float = 2.0) -> str | None:
     """What shows the home is served now (None: nothing): a serve from before the
     serve lock holds none, so its controller's and console broker's sockets, and
     the API at the config's address, are asked too."""
-    if _socket_answers(config.notify_socket, socket.SOCK_DGRAM):
+    if listening(config.notify_socket):
         return f"its controller listens on {config.notify_socket}"
-    if _socket_answers(config.console_socket, socket.SOCK_STREAM):
+    if _stream_answers(config.console_socket):
         return f"its console broker listens on {config.console_socket}"
     from appliance import tls
     from appliance.client import APIError, Client, _home_fingerprint

@@ -449,7 +449,17 @@ def _v14_null_projects(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v15_host_attempts(db: sqlite_utils.Database) -> None:
+    """A host's last connection attempt (issue 16: POST /v1/hosts answers once the
+    first one has finished, up or down with the reason). last_attempt: when the
+    controller's last connect to it finished (NULL: none since it was added or its
+    URI changed; the heartbeat does not count); connect_error: why that connect
+    failed (NULL: it connected)."""
+    db.table("hosts").add_column("last_attempt", float)
+    db.table("hosts").add_column("connect_error", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
     _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
-    _v13_refusals, _v14_null_projects]
+    _v13_refusals, _v14_null_projects, _v15_host_attempts]
