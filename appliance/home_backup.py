@@ -175,6 +175,9 @@ def serve_lock(home: Path) -> Iterator[None]:
             holder = path.read_text(encoding="utf-8", errors="replace").split()
             pid = holder[0] if holder and holder[0].isdigit() else "?"
             raise BackupError(f"the appliance serves {home} (pid {pid}): stop it first") from None
+        # Who holds it, as a serve writes it ("PID LISTEN"): a serve started now says so.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} (vmctl admin restore)\n".encode(), 0)
         yield
     finally:
         os.close(fd)
