@@ -27,7 +27,7 @@ def test_host_add_then_create_in_a_script(unmounted_appliance) -> None:
     far = vmctl(home, "host", "add", "far", "qemu+tcp://127.0.0.1:1/system")
     assert far.returncode == 0, far.stderr
     assert far.stdout.startswith("far: added (qemu+tcp://127.0.0.1:1/system), down: "), far.stdout
-    assert "not connected yet" not in far.stdout and "unable to connect" in far.stdout, far.stdout
+    assert "not connected yet" not in far.stdout and "connection failed" in far.stdout, far.stdout
     assert vmctl(home, "host", "remove", "far").returncode == 0
     with LocalHost() as h2:
         added = vmctl(home, "host", "add", "h2", h2.uri)
