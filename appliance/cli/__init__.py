@@ -11,6 +11,7 @@ when it does not).
     disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
     pools.py    replica pools          networks.py  networks (issue 15)
+    admin.py    admin backup | restore of the home's store and config (issue 16)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from appliance.cli import (
     access,
+    admin,
     backups,
     consoles,
     disks,
@@ -41,6 +43,7 @@ __all__ = ["build_parser", "main"]
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
     "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
+    "admin": admin.cmd_admin,  # backup | restore of the home (appliance/cli/admin.py)
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
