@@ -242,3 +242,37 @@ def test_an_accepted_adoption_records_the_vm_under_the_domain_s_uuid(service, tm
         str(allowed / "root.qcow2"), str(allowed / "data.qcow2")]
     with pytest.raises(Conflict, match="already a VM"):
         _adopt(service, reader, {"domain": "legacy1", "name": "old2", "image": "demo"})
+
+
+def test_a_failed_takeover_and_a_delete_leave_the_stranger_defined(service, stepped_controller,
+                                                                   tmp_path):
+    """The disk changed between the request and the controller's placement: the create
+    fails, and deleting the VM then leaves the admin's domain (same UUID) as it was."""
+    import libvirt
+
+    from tests.unit.conftest import run_passes
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    root = allowed / "root.qcow2"
+    images.create_blank(root, 64)
+    service.config.adopt_disk_dirs = [str(allowed)]
+    xml = domain_xml(disk=str(root), nic="")
+    conn = libvirt.open("test:///default")
+    try:
+        conn.defineXML(xml.replace("<domain type='kvm'>", "<domain type='test'>").replace(
+            "machine='pc-q35-7.2'", "").replace("arch='x86_64'", "arch='i686'"))
+        _adopt(service, Reader(xml), {"domain": "legacy1", "image": "demo"})
+        root.unlink()  # before the controller's pass: its check again fails
+        assert run_passes(stepped_controller, lambda: service.store.list_operations()[0][
+            "status"] == "failed")
+        with acting_as(ADMIN):
+            service.delete_vm("legacy1", force=True)
+        assert run_passes(stepped_controller, lambda: service.store.list_vms() == [])
+        assert conn.lookupByUUIDString(UUID).name() == "legacy1"  # still the admin's
+    finally:
+        try:
+            conn.lookupByUUIDString(UUID).undefine()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
