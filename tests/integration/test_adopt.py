@@ -12,9 +12,11 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 import pytest
+import yaml
 
 from appliance.virt import images
 from tests.appliance_process import DEMO_IMAGE, LIBVIRT_URI, ROOT, Appliance, remove_domains
+from tests.unit.appliance.test_kubevirt_export import VALIDATOR
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +129,14 @@ def test_a_domain_adopted_in_place_is_started_and_stopped_by_the_appliance(world
     assert not conn.lookupByUUIDString(uuid).isActive()
     events = app.api("GET", "/v1/events", params={"vm": "legacy"}).text
     assert "adopting libvirt domain" in events
+    # and exported like any VM: the root's DataVolume asks for its file's size
+    exported = app.api("GET", "/v1/vms/legacy/export", params={"disk_url": "https://x/l.qcow2"})
+    assert exported.status_code == 200, exported.text
+    (vm_doc,) = list(yaml.safe_load_all(exported.text))
+    assert list(VALIDATOR.iter_errors(vm_doc)) == []
+    storage = vm_doc["spec"]["dataVolumeTemplates"][0]["spec"]["storage"]
+    assert storage["resources"]["requests"]["storage"] == (
+        f"{-(-images.qcow2_virtual_size(disk) // (1 << 20))}Mi")
     resp = adopt(app, domain=app.prefix + "legacy", image="demo")  # now the appliance's own
     assert resp.status_code == 422 and "already an appliance's domain" in resp.text, resp.text
 
