@@ -102,8 +102,10 @@ class Adoption(ServiceBase):
             hosts = self.store.list_hosts()
             if len(hosts) != 1:
                 raise Invalid("this appliance has several hosts: name the domain's", "host")
-            return hosts[0]
-        host = self.store.get_host(specs.validate_name(name, "host"))
+            host = hosts[0]
+        else:
+            host = self.store.get_host(specs.validate_name(name, "host"))
+        # The disk files are checked here: the host must see them at the same paths.
         if (host.get("storage") or placement.APPLIANCE_STORAGE) != placement.APPLIANCE_STORAGE:
             raise Conflict(f"host {host['name']} has storage of its own; adoption needs a host "
                            "that sees the appliance's folders", "host")

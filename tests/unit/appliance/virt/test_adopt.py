@@ -276,3 +276,11 @@ def test_a_failed_takeover_and_a_delete_leave_the_stranger_defined(service, step
         except libvirt.libvirtError:
             pass
         conn.close()
+
+
+def test_a_host_with_storage_of_its_own_is_refused_before_libvirt_is_asked(service):
+    service.store.update_host("local", storage="own")
+    reader = Reader(domain_xml())
+    with pytest.raises(Conflict, match="storage of its own"):
+        _adopt(service, reader, {"domain": "legacy1"})
+    assert reader.asked == []
