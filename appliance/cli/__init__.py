@@ -12,6 +12,7 @@ when it does not).
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
     pools.py    replica pools          networks.py  networks (issue 15)
     admin.py    admin backup | restore of the home's store and config (issue 16)
+    moves.py    adopt a libvirt domain, export a VM (KubeVirt)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from appliance.cli import (
     disks,
     hosts,
     local,
+    moves,
     networks,
     pools,
     projects,
@@ -58,6 +60,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom
+    **moves.COMMANDS,  # adopt, export (issue 16)
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

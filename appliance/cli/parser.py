@@ -9,6 +9,7 @@ from appliance.access.principal import ROLES
 from appliance.cli.admin import add_admin_commands
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
+from appliance.cli.moves import add_move_commands
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
@@ -362,5 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     add_admin_commands(sub)  # admin backup | restore (appliance/cli/admin.py)
+    add_move_commands(sub)  # adopt, export (appliance/cli/moves.py, issue 16)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     return parser

@@ -123,14 +123,16 @@ class VMs(Templates, Networks):
 
     def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
                        source: dict[str, Any] | None = None, origin: str = "",
-                       template: tuple[str, int] | None = None) -> Row:
+                       template: tuple[str, int] | None = None,
+                       vm_id: str | None = None) -> Row:
         """The checks of a create (image, name, fixed IP, ports, group, quota,
         placement) and its records (the VM, its events, its CREATE operation) in
         one transaction. `source`: where its disks come from (a clone, a
         restore: service/restores.py), in the operation's params; `origin` says
         so in the created event; `template`: the name and revision it was made
-        from (None: a clone or a restore, made from another VM's spec)."""
-        vm_id = str(self.uuidgen())
+        from (None: a clone or a restore, made from another VM's spec); `vm_id`: an
+        adopted domain's UUID (service/adoption.py), else a new one."""
+        vm_id = vm_id or str(self.uuidgen())
         now = self.clock()
         patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
