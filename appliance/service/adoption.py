@@ -80,7 +80,7 @@ class Adoption(ServiceBase):
         vm_id = _canonical_uuid(shape.uuid)
         if self.store.get_vm_by_id(vm_id) is not None:
             raise Conflict(f"domain {domain} is already a VM of this appliance", "domain")
-        name = specs.validate_name(body.get("name") or shape.name, "name")
+        name = specs.validate_vm_name(body.get("name") or shape.name, "name")
         allowed = list(self.config.adopt_disk_dirs)
         checked = [adopt_disks.check(disk, allowed, copy) for disk in shape.disks]
         spec = self._adopted_spec(shape, name, checked, body.get("image"), host["name"])

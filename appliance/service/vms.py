@@ -116,6 +116,7 @@ class VMs(Templates, Networks):
         # The template's fields (the default's under them), then the body's.
         base, template, revision = self.template_for_create(body.pop("template", None))
         spec = specs.validate({**base, **body})
+        specs.validate_vm_name(spec["name"])
         op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host,
                                  template=(template, revision))
         self.notify()
@@ -325,6 +326,7 @@ class VMs(Templates, Networks):
             )
 
     def _check_rename(self, row: Row, new_name: str) -> None:
+        specs.validate_vm_name(new_name)
         if row.get("pool"):  # its name is its place in the pool (service/pools.py)
             raise Conflict("a pool's member keeps its name NAME-N", "name")
         if self._observed(row) != VMState.STOPPED or row["desired_state"] != DesiredState.STOPPED:
