@@ -134,20 +134,40 @@ def debian_root():
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False, timeout=600)
 
 
-def exec_start(root: Path) -> list[str]:
-    """The ExecStart of the installed vm-appliance.service, as argv."""
-    for line in (root / UNIT).read_text().splitlines():
+def exec_start(root: Path, unit: str = UNIT) -> list[str]:
+    """The ExecStart of an installed unit, as argv, with $VAR expanded as systemd
+    does for an unquoted word: the EnvironmentFile's value, else Environment='s,
+    split at spaces."""
+    text = (root / unit).read_text()
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("Environment="):
+            name, _, value = shlex.split(line.removeprefix("Environment="))[0].partition("=")
+            values[name] = value
+    for line in text.splitlines():
+        if line.startswith("EnvironmentFile="):
+            path = root / line.removeprefix("EnvironmentFile=").lstrip("-").lstrip("/")
+            for entry in path.read_text().splitlines() if path.exists() else []:
+                if entry.strip() and not entry.lstrip().startswith("#"):
+                    name, _, value = shlex.split(entry)[0].partition("=")
+                    values[name] = value
+    for line in text.splitlines():
         if line.startswith("ExecStart="):
-            return shlex.split(line.removeprefix("ExecStart="))
-    raise AssertionError(f"no ExecStart in {UNIT}")
+            argv: list[str] = []
+            for word in shlex.split(line.removeprefix("ExecStart=")):
+                argv += values[word[1:]].split() if word.startswith("$") else [word]
+            return argv
+    raise AssertionError(f"no ExecStart in {unit}")
 
 
-def start_service(root: Path, notify: Path, log_path: Path) -> subprocess.Popen:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-           "NOTIFY_SOCKET": "/" + str(notify.relative_to(root))}
+def start_service(root: Path, notify: Path | None, log_path: Path,
+                  unit: str = UNIT) -> subprocess.Popen:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = "/" + str(notify.relative_to(root))
     with open(log_path, "wb") as log:
-        return subprocess.Popen(["chroot", str(root), *exec_start(root)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(["chroot", str(root), *exec_start(root, unit)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -158,6 +178,33 @@ def stop(proc: subprocess.Popen) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait()
+
+
+def check_exporter(root: Path, tmp_path: Path) -> None:
+    """vm-appliance-exporter.service's ExecStart, with its options from
+    /etc/default/vm-appliance-exporter: /metrics answers with the home's token."""
+    port = free_port()
+    (root / "etc/default/vm-appliance-exporter").write_text(
+        f'VM_APPLIANCE_EXPORTER_ARGS="--listen 127.0.0.1:{port} --any-appliance"\n')
+    proc = start_service(root, None, tmp_path / "exporter.log",
+                         "lib/systemd/system/vm-appliance-exporter.service")
+    try:
+        token = (root / DATA / "token").read_text().strip()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10,
+                                      headers={"Authorization": f"Bearer {token}"})
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, (tmp_path / "exporter.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the exporter did not listen within 60 s"
+                time.sleep(0.5)
+        assert answer.status_code == 200, answer.text
+        assert "# HELP" in answer.text
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 401
+    finally:
+        stop(proc)
 
 
 def test_install_serve_remove_purge(debian_root, tmp_path):
@@ -212,6 +259,7 @@ def test_install_serve_remove_purge(debian_root, tmp_path):
         assert stop(proc) == 0
         assert notify.recv(4096) == b"STOPPING=1"
         assert not os.path.ismount(mount)
+        check_exporter(root, tmp_path)
     finally:
         stop(proc)
         notify.close()
@@ -224,6 +272,12 @@ def test_install_serve_remove_purge(debian_root, tmp_path):
             pass
     for name in ("appliance.db", "token", "config.json"):
         assert (root / DATA / name).exists(), name
+
+    # An upgrade (here the same version again) keeps the data and the admin's edits.
+    edited = (root / "etc/vm-appliance/config.toml").read_text()
+    in_root(root, f"cd /tmp && apt-get install -y -qq --reinstall ./{deb.name}")
+    assert (root / "etc/vm-appliance/config.toml").read_text() == edited
+    assert (root / DATA / "appliance.db").exists() and (root / DATA / "token").exists()
 
     in_root(root, "apt-get remove -y -qq vm-appliance")
     assert (root / DATA / "appliance.db").exists() and (root / DATA / "token").exists()
