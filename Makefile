@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image web run test test-slow test-unit lint bench bench-quick clean
+.PHONY: setup host venv image web run test test-slow test-unit lint bench bench-quick clean deb test-deb
 
 setup: host venv image web
 
@@ -72,7 +72,19 @@ test: setup lint
 # The slow journeys (minutes each: snapshots and backups across local hosts, a
 # host with storage of its own), kept out of `make test` so CI stays under 30 min.
 test-slow: setup
-	$(PYTEST) -ra -m slow $(PYTEST_ARGS)
+	$(PYTEST) -ra -m "slow and not deb" $(PYTEST_ARGS)
+
+# The Debian package (packaging/deb/README.md): vm-appliance_VERSION_ARCH.deb in
+# this folder, built with dh-virtualenv from a copy of the tree in .cache/deb/.
+# Its build's packages come from Debian (packaging/deb/build-deps.sh, idempotent).
+deb:
+	bash packaging/deb/build-deps.sh
+	bash packaging/deb/build.sh
+
+# The .deb installed into a fresh Debian 12 root (debootstrap, its tarball cached
+# in .cache/deb-test/), its service started there, removed, purged: ~10 min.
+test-deb: venv deb
+	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py $(PYTEST_ARGS)
 
 # ruff and mypy on the product code (rules and strictness in pyproject.toml:
 # [tool.ruff.lint], [tool.mypy]); a finding is fixed, or justified where it

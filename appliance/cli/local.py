@@ -18,7 +18,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exporter import shared_metrics
 
     home = Path(args.home)
-    config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
+    if args.config is not None:  # the .deb's /etc/vm-appliance/config.toml (configfile.py)
+        from appliance import configfile
+
+        try:
+            config = configfile.load(args.config, home)
+        except configfile.ConfigFileError as err:
+            print(f"vmctl serve: {err}", file=sys.stderr)
+            return 2
+    else:
+        config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
     for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group",
                   "tls"):
         value = getattr(args, field)

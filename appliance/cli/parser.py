@@ -59,6 +59,9 @@ def _no_wait(p: argparse.ArgumentParser) -> None:
 def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     """serve, mount, exporter: the commands that run here (appliance/cli/local.py)."""
     serve = sub.add_parser("serve", help="run the controller and the REST API")
+    serve.add_argument("--config", default=None, metavar="FILE",
+                       help="settings from this TOML file (the .deb's /etc/vm-appliance/"
+                            "config.toml; its `home` wins over --home; flags win over it)")
     serve.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     serve.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
     serve.add_argument("--libvirt-uri", dest="libvirt_uri", default=None)
