@@ -32,6 +32,7 @@ from appliance.cli import (
     vms,
 )
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
+from appliance.cli.usage import check_combinations
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
 
@@ -69,11 +70,9 @@ def _run_api_command(client: Client, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_combinations(args)  # a usage error (exit status 2) when options do not go together
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
-    if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
-        print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
-        return 2
     try:
         client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file,
                                   project=args.acting_project)

@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from appliance.access.principal import actor_text
@@ -65,10 +64,6 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: str | None) -> str | None:
-    return Path(path).read_text() if path else None
-
-
 def _network(args: argparse.Namespace) -> dict[str, Any] | None:
     """--network, --ip and --forward as the spec's network object (None: the default)."""
     if not (args.network or args.forward):
@@ -79,10 +74,8 @@ def _network(args: argparse.Namespace) -> dict[str, Any] | None:
         network = {"type": kind, **({"name": name} if name else {})}
     if args.ip:
         network["ip"] = args.ip
-    if args.forward:
-        pairs = [f.split(":") for f in args.forward]
-        network["port_forwards"] = [{"host_port": int(pair[0]), "guest_port": int(pair[1])}
-                                    for pair in pairs]
+    if args.forward:  # checked and made dicts by appliance/cli/values.py
+        network["port_forwards"] = args.forward
     return network
 
 
@@ -110,13 +103,13 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             body[field] = value
     if args.disk:
-        disks = [d.split(":", 1) for d in args.disk]
-        body["disks"] = [{"name": d[0], "size": d[1]} for d in disks]
+        body["disks"] = args.disk
     network = _network(args)
     if network is not None:
         body["network"] = network
-    parts = {"user_data": _read(args.user_data), "meta_data": _read(args.meta_data),
-             "network_config": _read(args.network_config)}
+    # the files' text, read as the options were parsed (appliance/cli/values.py)
+    parts = {"user_data": args.user_data, "meta_data": args.meta_data,
+             "network_config": args.network_config}
     cloud_init = {k: v for k, v in parts.items() if v is not None}
     if cloud_init:
         body["cloud_init"] = cloud_init
