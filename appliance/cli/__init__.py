@@ -32,6 +32,7 @@ from appliance.cli import (
     vms,
 )
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
+from appliance.cli.target import client_for
 from appliance.cli.usage import check_combinations
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
@@ -74,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
     try:
-        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file,
-                                  project=args.acting_project)
+        client, target = client_for(args)
     except ValueError as err:
         print(f"vmctl: {err}", file=sys.stderr)
         return 2
     try:
         return _run_api_command(client, args)
     except APIError as err:
-        print(f"vmctl {args.command}: {err}", file=sys.stderr)
+        # a 401 or no connection says which home, URL or remote it tried, and the token's source
+        said = target.explain(err)
+        print(f"vmctl {args.command}: {err}" + (f" ({said})" if said else ""), file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0

@@ -12,8 +12,9 @@ from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
+from appliance.cli.target import add_global_options, subcommand_parsers, version
 from appliance.cli.templates import add_template_commands
-from appliance.cli.usage import Parser
+from appliance.cli.usage import DefaultsFormatter, Parser
 from appliance.cli.values import (
     count,
     ipv4,
@@ -26,7 +27,7 @@ from appliance.cli.values import (
     size,
     text_file,
 )
-from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
+from appliance.config import DEFAULT_LISTEN
 from appliance.model import (
     DEFAULT_CPU_RATIO,
     DEFAULT_CPUS,
@@ -356,10 +357,10 @@ def _add_access_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="vmctl", description="Drive the vm-appliance.")
-    parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
-                        help="the appliance's home (config, token, store); default ./.appliance")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = Parser(prog="vmctl", description="Drive the vm-appliance.",
+                    formatter_class=DefaultsFormatter)
+    parser.add_argument("--version", action="version", version=f"vmctl {version()}")
+    add_global_options(parser)  # appliance/cli/target.py: also after the subcommand
     # Its own dest: `vmctl user add NAME --project P` names the user's projects.
     parser.add_argument("--project", dest="acting_project", metavar="P",
                         default=os.environ.get("VMCTL_PROJECT"),
@@ -383,4 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
+    for child in subcommand_parsers(parser):
+        add_global_options(child, nested=True)
+        child.formatter_class = DefaultsFormatter
     return parser

@@ -6,6 +6,7 @@ of options that only make sense together, which argparse cannot express.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from typing import NoReturn
 
@@ -19,6 +20,30 @@ def usage_error(prog: str, message: str) -> NoReturn:
     line = " ".join(message.split())
     print(f"{prog}: {line} (see {prog} --help)", file=sys.stderr)
     raise SystemExit(2)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows every option's default (as ArgumentDefaultsHelpFormatter does),
+    except where its help already names it or there is none to show (None, False)."""
+
+    def _shows_default(self, action: argparse.Action) -> bool:
+        default = action.default
+        if default is None or default is False or default == [] or default == argparse.SUPPRESS:
+            return False
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return False
+        return "default" not in (action.help or "")
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if not self._shows_default(action):
+            return action.help
+        return f"{action.help or ''} (default: %(default)s)".strip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and self._shows_default(action):
+            action = copy.copy(action)  # an option without help still shows its default
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 class Parser(argparse.ArgumentParser):
