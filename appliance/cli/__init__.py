@@ -28,6 +28,7 @@ from appliance.cli import (
     networks,
     pools,
     projects,
+    remotes,
     templates,
     vms,
 )
@@ -43,6 +44,7 @@ __all__ = ["build_parser", "main"]
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
     "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
+    "remote": remotes.cmd_remote,
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
@@ -76,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return LOCAL_COMMANDS[args.command](args)
     try:
         client, target = client_for(args)
-    except ValueError as err:
-        print(f"vmctl: {err}", file=sys.stderr)
+    except ValueError as err:  # a remote or trust option that cannot be used
+        print(f"vmctl {args.command}: {err}", file=sys.stderr)
         return 2
     try:
         return _run_api_command(client, args)

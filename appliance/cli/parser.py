@@ -12,6 +12,7 @@ from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
+from appliance.cli.remotes import add_remote_commands
 from appliance.cli.target import add_global_options, subcommand_parsers, version
 from appliance.cli.templates import add_template_commands
 from appliance.cli.usage import DefaultsFormatter, Parser
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pool_commands(sub)
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
+    add_remote_commands(sub)  # appliance/cli/remotes.py
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     for child in subcommand_parsers(parser):
         add_global_options(child, nested=True)

@@ -1,14 +1,16 @@
 """Which appliance vmctl talks to, and how it says so (issue 16).
 
-The global options --home, --json, --url and --token are accepted before or
-after the subcommand: the root parser has them with their defaults, and every
+The global options --home, --json, --url, --token and --remote are accepted
+before or after the subcommand: the root parser has them with their defaults, and every
 subcommand's parser has them again with no default (argparse.SUPPRESS), so
 that one given after the subcommand overrides the root's value and one not
 given leaves it alone.
 
-Where requests go, first found: --url, $VMAPPLIANCE_URL, else the listener of
+Where requests go, first found: --url, --remote NAME, $VMAPPLIANCE_URL,
+$VMAPPLIANCE_REMOTE, the client config's default remote (appliance/cli/remotes.py;
+not when a home is named with --home or $VMAPPLIANCE_HOME), else the listener of
 the home (--home, $VMAPPLIANCE_HOME, ./.appliance). The token: --token,
-$VMAPPLIANCE_TOKEN, else the home's token file. VMCTL_URL, VMCTL_TOKEN and
+$VMAPPLIANCE_TOKEN, the remote's token file, else the home's token file. VMCTL_URL, VMCTL_TOKEN and
 VMAPP_HOME, the names of earlier versions, still count after the new ones.
 Every target carries a phrase saying where it came from, which an error names
 when a request is refused (401) or cannot connect.
@@ -21,6 +23,7 @@ import os
 from importlib import metadata
 
 from appliance import tls
+from appliance.cli import remotes
 from appliance.client import APIError, Client, home_fingerprint
 from appliance.config import DEFAULT_HOME, Config
 
@@ -50,7 +53,7 @@ def version() -> str:
 
 
 def add_global_options(parser: argparse.ArgumentParser, nested: bool = False) -> None:
-    """--home, --json, --url, --token; nested: on a subcommand's parser,
+    """--home, --json, --url, --token, --remote; nested: on a subcommand's parser,
     without defaults, and only those the subcommand does not use itself."""
     group = parser.add_argument_group("global options (before or after the subcommand)")
     taken = parser._option_string_actions
@@ -62,6 +65,9 @@ def add_global_options(parser: argparse.ArgumentParser, nested: bool = False) ->
                                           "(env VMAPPLIANCE_URL; default: the home's listener)")),
         ("--token", dict(default=None, help="the API token (env VMAPPLIANCE_TOKEN, which `ps` "
                                             "does not show; default: the home's token file)")),
+        ("--remote", dict(default=None, metavar="NAME",
+                          help="a remote of `vmctl remote list` (env VMAPPLIANCE_REMOTE; "
+                               "default: the client config's default remote, else the home)")),
     ]
     for option, kwargs in options:
         if option in taken:
@@ -91,7 +97,7 @@ class Target:
     token: str | None
     token_from: str
     home: Config | None = None  # the home whose listener (and certificate) it is
-    remote: str | None = None
+    remote: remotes.Remote | None = None
 
     def explain(self, err: APIError) -> str:
         """What an error adds when it is about reaching or being let in."""
@@ -108,7 +114,7 @@ def _home_config(home: str) -> tuple[Config, str]:
     shown = f"home {config.home}"
     if not config.home.exists():
         shown += (" (no such directory: give --home or VMAPPLIANCE_HOME, "
-                  "or --url)")
+                  "or --url or --remote)")
     return config, shown
 
 
@@ -116,8 +122,16 @@ def resolve(args: argparse.Namespace) -> Target:
     """The target of this command line (see the module's docstring)."""
     config, home_shown = _home_config(args.home)
     env_url, env_url_name = from_env(ENV_URL)
+    flag = getattr(args, "remote", None)
+    # a home named (--home, VMAPPLIANCE_HOME) is meant over the config's default remote
+    named_home = args.home != DEFAULT_HOME
+    remote, why = (None, "") if args.url else remotes.chosen(
+        flag, default_too=not (env_url or named_home))
     if args.url:
         target = Target(args.url, "from --url", None, "")
+    elif remote is not None and (flag or not env_url):
+        target = Target(remote.url, f"remote {remote.name}, {why}", None, "",
+                        remote=remote)
     elif env_url:
         target = Target(env_url, f"from ${env_url_name}", None, "")
     else:
@@ -129,12 +143,15 @@ def resolve(args: argparse.Namespace) -> Target:
         target.token, target.token_from = args.token, "the token of --token"
     elif env_token:
         target.token, target.token_from = env_token, f"the token of ${env_token_name}"
-    elif target.remote is None:
-        if config.token_path.exists():
-            target.token, target.token_from = config.token(), f"the token file of {home_shown}"
-            target.home = target.home or config
-        else:
-            target.token_from = f"no token ({home_shown} has no token file)"
+    elif target.remote is not None:
+        target.token = target.remote.token()
+        target.token_from = (f"the token file {target.remote.token_file}" if target.token
+                             else f"no token (remote {target.remote.name} has no token file)")
+    elif config.token_path.exists():
+        target.token, target.token_from = config.token(), f"the token file of {home_shown}"
+        target.home = target.home or config
+    else:
+        target.token_from = f"no token ({home_shown} has no token file)"
     return target
 
 
@@ -142,10 +159,12 @@ def client_for(args: argparse.Namespace) -> tuple[Client, Target]:
     """The client of this command line; ValueError (said as a usage error) when the
     URL or the trust options cannot be used."""
     target = resolve(args)
-    fingerprint = args.fingerprint
-    if (fingerprint is None and args.ca_file is None and target.home is not None
+    fingerprint, ca_file = args.fingerprint, args.ca_file
+    if target.remote is not None and fingerprint is None and ca_file is None:
+        fingerprint, ca_file = target.remote.fingerprint, target.remote.ca_file
+    if (fingerprint is None and ca_file is None and target.home is not None
             and target.url_from.startswith("the listener") and target.url.startswith("https:")):
         fingerprint = home_fingerprint(target.home)  # the home's own certificate, pinned
-    client = Client(target.url, target.token, fingerprint=fingerprint, ca_file=args.ca_file,
+    client = Client(target.url, target.token, fingerprint=fingerprint, ca_file=ca_file,
                     project=args.acting_project)
     return client, target

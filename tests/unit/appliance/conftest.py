@@ -19,6 +19,7 @@ def vmctl(service, config, monkeypatch, capsys):
     served = HttpServed(create_app(service, CLI_TOKEN))
     for name in ("VMAPPLIANCE_URL", "VMAPPLIANCE_TOKEN", "VMAPPLIANCE_REMOTE"):  # they would win
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VMCTL_CONFIG", str(config.home.parent / "vmctl.toml"))  # no remotes
     monkeypatch.setenv("VMCTL_URL", served.url)
     monkeypatch.setenv("VMCTL_TOKEN", CLI_TOKEN)
 
