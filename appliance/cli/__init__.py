@@ -23,6 +23,7 @@ from appliance.cli import (
     backups,
     consoles,
     disks,
+    docs,
     hosts,
     local,
     networks,
@@ -44,7 +45,7 @@ __all__ = ["build_parser", "main"]
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
     "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
-    "remote": remotes.cmd_remote,
+    "remote": remotes.cmd_remote, "completion": docs.cmd_completion,
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {

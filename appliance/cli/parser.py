@@ -8,6 +8,7 @@ import os
 from appliance.access.principal import ROLES
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
+from appliance.cli.docs import add_completion_command
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
@@ -357,7 +358,9 @@ def _add_access_commands(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("whoami", help="the user, role and projects of the token in use")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
+    """vmctl's parser; nested_globals: the global options under every subcommand too
+    (not in the man page, which says them once: appliance/cli/docs.py)."""
     parser = Parser(prog="vmctl", description="Drive the vm-appliance.",
                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=f"vmctl {version()}")
@@ -385,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     add_remote_commands(sub)  # appliance/cli/remotes.py
+    add_completion_command(sub)  # appliance/cli/docs.py
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     for child in subcommand_parsers(parser):
-        add_global_options(child, nested=True)
+        if nested_globals:
+            add_global_options(child, nested=True)
         child.formatter_class = DefaultsFormatter
     return parser
