@@ -30,6 +30,7 @@ from appliance.cli import (
     pools,
     projects,
     remotes,
+    show,
     templates,
     vms,
 )
@@ -49,7 +50,7 @@ LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
-    "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
+    "list": vms.cmd_list, "get": show.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
     "delete": vms.cmd_delete, "console": consoles.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,

@@ -44,26 +44,6 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    vm = client.get(f"/v1/vms/{args.name}")
-    if args.json:
-        print_json(vm)
-        return 0
-    row = _vm_row(vm)
-    for key, label in [(k, h) for h, k in VM_COLUMNS if k != "restart"]:
-        print(f"{label.lower():<13} {row[key]}")
-    print(f"{'project':<13} {vm.get('project') or '-'}")
-    print(f"{'generation':<13} {vm['generation']}")
-    template = vm.get("template")
-    shown = f"{template['name']} (revision {template['revision']})" if template else "-"
-    print(f"{'template':<13} {shown}")
-    print(f"{'reason':<13} {vm.get('reason') or '-'}")
-    if vm.get("restart_required"):
-        waiting = ", ".join(vm.get("pending_changes") or []) or "spec changes"
-        print(f"restart       required: {waiting} wait for the next restart")
-    return 0
-
-
 def _network(args: argparse.Namespace) -> dict[str, Any] | None:
     """--network, --ip and --forward as the spec's network object (None: the default)."""
     if not (args.network or args.forward):
