@@ -11,6 +11,10 @@ when it does not).
     disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
     pools.py    replica pools          networks.py  networks (issue 15)
+    show.py     vmctl get              remotes.py   named remotes, the client config
+    target.py   the global options; which URL and token a command uses (--url, --remote...)
+    values.py   option values checked as parsed   usage.py  one-line usage errors, --help defaults
+    docs.py     shell completion (shtab), the man page's parser (argparse-manpage)
 """
 from __future__ import annotations
 
