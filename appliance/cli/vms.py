@@ -11,6 +11,7 @@ from typing import Any
 
 from appliance.access.principal import actor_text
 from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
+from appliance.cli.progress import waited
 from appliance.client import Client
 
 OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -113,9 +114,19 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _grace(client: Client, name: str, state: str) -> str:
+    """What a stop's progress line adds: how long the guest has to shut down."""
+    if state != "stopped":
+        return ""
+    grace = client.get(f"/v1/vms/{name}")["spec"].get("termination_grace_period")
+    return f" (ACPI shutdown: forced after {grace} s)" if grace else ""
+
+
 def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
-    result = client.request("PUT", f"/v1/vms/{args.name}/state", {"state": state},
-                            query=wait_query(args))
+    result = waited(client, args, "PUT", f"/v1/vms/{args.name}/state", {"state": state},
+                    args.command, note=lambda: _grace(client, args.name, state))
+    if isinstance(result, int):
+        return result
     print_outcome(result, args.json, lambda vm: f"{vm['name']}: {vm['state']}")
     return 0
 
@@ -159,8 +170,11 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
-    result = client.request("PUT", f"/v1/vms/{args.name}/host",
-                            {"host": args.host, "force": args.force}, query=wait_query(args))
+    result = waited(client, args, "PUT", f"/v1/vms/{args.name}/host",
+                    {"host": args.host, "force": args.force}, "migrate",
+                    note=lambda: f" (to {args.host})")
+    if isinstance(result, int):
+        return result
     if args.json:
         print_json(result)
     elif "name" not in result:
