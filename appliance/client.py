@@ -14,6 +14,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from appliance import tls
@@ -126,11 +127,13 @@ class Client:
         body: Any = None,
         query: dict | None = None,
         headers: dict | None = None,
-        raw: bytes | None = None,
+        raw: bytes | Iterable[bytes] | None = None,
         content_type: str | None = None,
         binary: bool = False,
     ) -> Any:
-        """The answer's JSON, or its text; its bytes with binary=True (screen.png)."""
+        """The answer's JSON, or its text; its bytes with binary=True (screen.png).
+        raw may be an iterable of byte chunks, sent as they come (with headers giving
+        its Content-Length): an image upload never held whole in memory."""
         url = self.base_url + path
         if self.project is not None:
             query = {**(query or {}), "project": self.project}

@@ -9,9 +9,10 @@ dependency on an appliance host for it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from appliance.cli.output import wait_query
@@ -97,6 +98,29 @@ def waited(client: Client, args: argparse.Namespace, method: str, path: str, bod
         return status
     vm: dict = client.get(path.rsplit("/", 1)[0])
     return {**vm, "operation": op}
+
+
+def chunks(path: str, stream: TextIO | None = None, tty: bool = False,
+           size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes in chunks of `size`, drawing how much was sent on a terminal
+    (`upload [###....]  42%  120.0/256.0 MiB`): what an image upload sends."""
+    out = stream if stream is not None else sys.stderr
+    total = os.path.getsize(path)
+    sent, shown = 0, ""
+    with open(path, "rb") as source:
+        while chunk := source.read(size):
+            sent += len(chunk)
+            yield chunk
+            if tty:
+                line = bar({"kind": "upload", "status": "running", "bytes_done": sent,
+                            "bytes_total": total})
+                if line != shown:
+                    out.write("\r" + line.ljust(len(shown)))
+                    out.flush()
+                    shown = line
+    if shown:
+        out.write("\n")
+        out.flush()
 
 
 def stopped_following(op: dict) -> str:

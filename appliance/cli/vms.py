@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance.access.principal import actor_text
 from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
-from appliance.cli.progress import waited
+from appliance.cli.progress import chunks, on_terminal, waited
 from appliance.client import Client
 
 OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -253,10 +253,11 @@ def cmd_images(client: Client, args: argparse.Namespace) -> int:
     if args.action == "import":
         image = client.request("POST", "/v1/images",
                                {"name": args.name, "path": os.path.abspath(args.path)})
-    elif args.action == "upload":
-        with open(args.path, "rb") as f:
-            image = client.request("PUT", f"/v1/images/{args.name}", raw=f.read(),
-                                   content_type="application/octet-stream")
+    elif args.action == "upload":  # streamed, with a progress bar on a terminal
+        image = client.request("PUT", f"/v1/images/{args.name}",
+                               raw=chunks(args.path, tty=on_terminal(args)),
+                               headers={"Content-Length": str(os.path.getsize(args.path))},
+                               content_type="application/octet-stream")
     elif args.action == "delete":
         client.request("DELETE", f"/v1/images/{args.name}")
         print(f"{args.name}: deleted")
