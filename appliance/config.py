@@ -63,6 +63,11 @@ class Config:
     host_socket_dirs: list[str] = dataclasses.field(default_factory=lambda: [
         "/run/libvirt", "/var/run/libvirt", "/var/lib/vm-appliance/local-hosts"])
     allow_test_hosts: bool = False
+    # `vmctl adopt` (service/adoption.py): the folders whose disk files (and their
+    # backing files) an adopted domain may keep using in place; a disk elsewhere is
+    # refused unless it is copied into the home (--copy-disks).
+    adopt_disk_dirs: list[str] = dataclasses.field(default_factory=lambda: [
+        "/var/lib/libvirt/images"])
     # Members of this group may use the mount too (allow_other); None: its owner only.
     mount_group: str | None = None
     # Placement: "spread" (most free RAM/CPU first, Nova's default) or "pack"

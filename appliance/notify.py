@@ -23,6 +23,17 @@ class Notifier:
             pass  # controller not running or its queue full: it polls anyway
 
 
+def listening(path: str | Path) -> bool:
+    """Whether a controller's Listener is bound at `path` now (a datagram socket
+    connects only to a bound one)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Listener:
     def __init__(self, path: str | Path):
         self.path = str(path)

@@ -7,6 +7,7 @@ from appliance.api.openapi_shared import (
     ERRORS,
     LABELS,
     NAME,
+    WAIT,
     boolean,
     integer,
     json_answer,
@@ -61,6 +62,11 @@ SCHEMAS = {
             "observed_state": {"type": "string", "enum": [*HOST_STATES, HOST_DOWN]},
             "up": boolean(), "last_seen": number(nullable=True),
             "down_since": number(nullable=True), "labels": LABELS,
+            "connecting": boolean(description=(
+                "the controller's first connection attempt since the host was added (or "
+                "its URI changed) has not finished")),
+            "last_attempt": number(nullable=True),
+            "reason": string(nullable=True, description="why the host is down (null when up)"),
             "storage": string(nullable=True), "migration_address": string(nullable=True),
             **{name: number() for name in HOST_RATIOS},
             "reserved_memory_mib": integer(),
@@ -152,7 +158,10 @@ PATHS = {
                 "responses": {"200": json_answer({**list_of(ref("Host")), "properties": {
                     **list_of(ref("Host"))["properties"], "cluster_cpu": ref("ClusterCpu")}}),
                     **ERRORS}},
-        "post": {"summary": "add a host (the controller connects to it and reads its inventory)",
+        "post": {"summary": "add a host; the answer waits (bounded, as other writes) until the "
+                            "controller's first connection attempt has finished: up, or down "
+                            "with the reason",
+                 "parameters": WAIT,
                  "requestBody": {"required": True,
                                  "content": {"application/json": {"schema": ref("HostCreate")}}},
                  "responses": {"201": json_answer(ref("Host"), "added"), **ERRORS}},

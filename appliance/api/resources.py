@@ -348,7 +348,12 @@ class Hosts:
         resp.media = {"items": self.service.list_hosts(), "cluster_cpu": self.service.cluster_cpu()}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """201 with the host once the controller's first connection attempt has
+        finished (up, or down with the reason), waiting as other writes do
+        (?wait=false: at once, `connecting`)."""
         host = self.service.add_host(req.get_media())
+        if _wanted(req):
+            host = self.service.wait_host_attempt(host["name"], _timeout(req, self.service))
         created(resp, f"/v1/hosts/{host['name']}", host)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:

@@ -15,6 +15,8 @@ when it does not).
     target.py   the global options; which URL and token a command uses (--url, --remote...)
     values.py   option values checked as parsed   usage.py  one-line usage errors, --help defaults
     docs.py     shell completion (shtab), the man page's parser (argparse-manpage)
+    admin.py    admin backup | restore of the home's store and config (issue 16)
+    moves.py    adopt a libvirt domain, export a VM (KubeVirt)
 """
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ from collections.abc import Callable
 
 from appliance.cli import (
     access,
+    admin,
     backups,
     consoles,
     disks,
     docs,
     hosts,
     local,
+    moves,
     networks,
     pools,
     projects,
@@ -51,6 +55,7 @@ LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
     "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
     "remote": remotes.cmd_remote, "completion": docs.cmd_completion,
+    "admin": admin.cmd_admin,  # backup | restore of the home (appliance/cli/admin.py)
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
@@ -65,6 +70,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom
+    **moves.COMMANDS,  # adopt, export (issue 16)
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

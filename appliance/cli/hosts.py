@@ -81,9 +81,18 @@ def _add(client: Client, args: argparse.Namespace) -> int:
             body[field] = value
     if args.label:
         body["labels"] = dict(args.label)
-    print_answer(client.request("POST", "/v1/hosts", body), args.json,
-                 lambda host: f"{host['name']}: added ({host['uri']}), {host['observed_state']}")
+    # The answer comes once the controller's first connection attempt has finished.
+    print_answer(client.request("POST", "/v1/hosts", body), args.json, _added)
     return 0
+
+
+def _added(host: dict) -> str:
+    """`h2: added (URI), enabled` once it answered; else down with the reason
+    (`not connected yet` when no attempt finished within the wait)."""
+    state = host["observed_state"]
+    if host.get("up"):
+        return f"{host['name']}: added ({host['uri']}), {state}"
+    return f"{host['name']}: added ({host['uri']}), {state}: {host.get('reason') or '?'}"
 
 
 def _set_host_state(client: Client, args: argparse.Namespace) -> int:

@@ -6,10 +6,12 @@ import argparse
 import os
 
 from appliance.access.principal import ROLES
+from appliance.cli.admin import add_admin_commands
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
 from appliance.cli.docs import add_completion_command
 from appliance.cli.hosts import add_host_set
+from appliance.cli.moves import add_move_commands
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
@@ -391,6 +393,8 @@ def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     add_remote_commands(sub)  # appliance/cli/remotes.py
     add_completion_command(sub)  # appliance/cli/docs.py
+    add_admin_commands(sub)  # admin backup | restore (appliance/cli/admin.py)
+    add_move_commands(sub)  # adopt, export (appliance/cli/moves.py, issue 16)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
     for child in subcommand_parsers(parser):
         if nested_globals:

@@ -91,10 +91,10 @@ class HostMonitor:
         except (Unreachable, ConnectionRefusedError) as err:
             if link.down_since is None:
                 link.down_since = self.ctx.clock()
-            self._record(link, up=False)
+            reason = refused or (err.reason if isinstance(err, Unreachable) else str(err))
+            self._record(link, up=False, attempt=reason)
             if not link.reported_down:
                 link.reported_down = True
-                reason = refused or (err.reason if isinstance(err, Unreachable) else str(err))
                 log.warning(
                     "host %s (libvirt at %s) unreachable (%s); retrying every second",
                     link.name,
@@ -109,11 +109,14 @@ class HostMonitor:
         log.info("connected to %s (%s)", link.name, link.uri)
         store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
         # up with what it has: placeable at once
-        self._record(link, up=True, info=self._inventory(link))
+        self._record(link, up=True, info=self._inventory(link), attempt="")
         self.cluster_cpu.host_connected(link)
         return True
 
-    def _record(self, link: HostLink, up: bool, info: dict | None = None) -> None:
+    def _record(self, link: HostLink, up: bool, info: dict | None = None,
+                attempt: str | None = None) -> None:
+        """attempt: a connect finished ('' when it connected, else why not; None:
+        the heartbeat, which is no attempt)."""
         fields: dict = {
             "up": int(up),
             "last_seen": self.ctx.clock(),
@@ -121,6 +124,9 @@ class HostMonitor:
         }
         if info is not None:
             fields["info"] = info
+        if attempt is not None:
+            fields["last_attempt"] = self.ctx.clock()
+            fields["connect_error"] = attempt[:500] or None
         with self.ctx.store.transaction():
             if self.ctx.store.host_exists(link.name):
                 self.ctx.store.update_host(link.name, **fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from appliance import hosturi, placement
@@ -13,6 +14,7 @@ from appliance.access import caller
 from appliance.errors import Conflict, Invalid
 from appliance.model import HOST_DOWN, HOST_RATIOS, HOST_STATES, HostAdminState
 from appliance.model.cpu import cpuset_text, parse_cpuset
+from appliance.notify import listening
 from appliance.service.migration import Migrations
 from appliance.store import Row
 
@@ -101,6 +103,14 @@ def hidden_uri(uri: str) -> str:
     return f"{scheme}://…"
 
 
+def _down_reason(host: Row) -> str:
+    if host.get("connect_error"):
+        return str(host["connect_error"])
+    if host.get("last_attempt") is None:
+        return "not connected yet"
+    return "libvirt stopped answering the controller's heartbeat"
+
+
 class Hosts(Migrations):
     def host_view(
         self,
@@ -132,6 +142,11 @@ class Hosts(Migrations):
             "up": up,
             "last_seen": host["last_seen"],
             "down_since": host["down_since"],
+            # The controller's first connect since the host was added (or re-addressed)
+            # has not finished yet; why it is down (the last connect's error).
+            "connecting": host.get("last_attempt") is None,
+            "last_attempt": host.get("last_attempt"),
+            "reason": None if up else _down_reason(host),
             "labels": host["labels"],
             "storage": host["storage"],
             "migration_address": host["migration_address"] if admin else None,
@@ -251,6 +266,23 @@ class Hosts(Migrations):
         self.notify()
         return self.get_host(name)
 
+    def wait_host_attempt(self, name: str, timeout: float) -> dict[str, Any]:
+        """The host once the controller's first connection attempt to it has
+        finished (up, or down with the reason), or when `timeout` passes; at once
+        when no controller listens (config.notify_socket): none would try. The row
+        is read again only when something was committed (store/changes.py)."""
+        deadline = time.monotonic() + timeout
+        if not listening(self.config.notify_socket):
+            return self.get_host(name)
+        with self.store.changes.watching() as changes:
+            while True:
+                seen = changes.generation
+                host = self.store.get_host(name)
+                left = deadline - time.monotonic()
+                if host.get("last_attempt") is not None or left <= 0:
+                    return self.host_view(host)
+                changes.wait(seen, left)
+
     def update_host(self, name: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Invalid("the body must be a JSON object", None)
@@ -270,7 +302,8 @@ class Hosts(Migrations):
                     o["name"] != name and o["uri"] == fields["uri"] for o in self.store.list_hosts()
                 ):
                     raise Conflict("another host already has this URI", "uri")
-                self.store.update_host(name, **fields)
+                attempt = {"last_attempt": None, "connect_error": None} if "uri" in fields else {}
+                self.store.update_host(name, **fields, **attempt)
                 self.store.add_event(
                     "host-updated", f"host {name}: {', '.join(sorted(fields))} changed"
                 )

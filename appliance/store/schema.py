@@ -432,7 +432,34 @@ def _v13_refusals(db: sqlite_utils.Database) -> None:
     db.table("operations").add_column("error_field", str)
 
 
+def _v14_null_projects(db: sqlite_utils.Database) -> None:
+    """Server groups and operations made by schema v4's code (commit 10da24f,
+    before the service scoped them) have no project, so no project sees them:
+    they are the default project's, the only one there was (an operation: its
+    VM's). Found by the upgrade test (tests/fixtures/homes/v4). A group whose
+    name the default project already has keeps NULL (the pair must stay unique)."""
+    db.execute(
+        "UPDATE groups SET project = 'default' WHERE project IS NULL "
+        "AND name NOT IN (SELECT name FROM groups WHERE project = 'default')"
+    )
+    db.execute(
+        "UPDATE operations SET project = COALESCE("
+        "(SELECT vms.project FROM vms WHERE vms.id = operations.vm_id), 'default') "
+        "WHERE project IS NULL"
+    )
+
+
+def _v15_host_attempts(db: sqlite_utils.Database) -> None:
+    """A host's last connection attempt (issue 16: POST /v1/hosts answers once the
+    first one has finished, up or down with the reason). last_attempt: when the
+    controller's last connect to it finished (NULL: none since it was added or its
+    URI changed; the heartbeat does not count); connect_error: why that connect
+    failed (NULL: it connected)."""
+    db.table("hosts").add_column("last_attempt", float)
+    db.table("hosts").add_column("connect_error", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
     _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
-    _v13_refusals]
+    _v13_refusals, _v14_null_projects, _v15_host_attempts]

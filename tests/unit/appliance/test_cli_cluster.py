@@ -22,7 +22,7 @@ def settle(store, name: str, state: str) -> None:
 def test_host_add_list_show_remove(vmctl, store):
     code, out, _ = vmctl("host", "add", "h2", "qemu+ssh://root@h2/system", "--label", "zone=b", "--label", "gpu=yes",
                          "--storage", "nfs1", "--cpu-ratio", "4", "--migration-address", "10.0.0.2")
-    assert code == 0 and out == "h2: added (qemu+ssh://root@h2/system), down\n"
+    assert code == 0 and out == "h2: added (qemu+ssh://root@h2/system), down: not connected yet\n"
     heartbeat(store, "h2")
     code, out, _ = vmctl("host", "list")
     header, *rows = out.splitlines()
