@@ -107,5 +107,17 @@ bench: setup
 bench-quick: setup
 	$(VENV)/bin/python -m tests.bench.run --quick --no-write
 
+# vmctl's man page, generated from its parser (appliance/cli/docs.py) by argparse-manpage;
+# the defaults it shows are the built-in ones, not this shell's VMAPPLIANCE_HOME.
+.PHONY: man
+man: venv
+	mkdir -p build/man
+	env -u VMAPPLIANCE_HOME -u VMAPP_HOME PYTHONPATH=$(CURDIR) $(VENV)/bin/argparse-manpage \
+	  --module appliance.cli.docs --function man_parser --prog vmctl \
+	  --project-name vm-appliance --manual-title "vm-appliance manual" \
+	  --description "drive the vm-appliance: VMs on libvirt and QEMU" \
+	  --version "$$(PYTHONPATH=$(CURDIR) $(VENV)/bin/python -c 'from appliance.cli.target import version; print(version())')" \
+	  --output build/man/vmctl.1
+
 clean:
 	rm -rf $(VENV) .cache *.egg-info

@@ -204,13 +204,13 @@ def served_by(config: Config, api_timeout: float = 2.0) -> str | None:
     if _stream_answers(config.console_socket):
         return f"its console broker listens on {config.console_socket}"
     from appliance import tls
-    from appliance.client import APIError, Client, _home_fingerprint
+    from appliance.client import APIError, Client, home_fingerprint
 
     https = tls.tls_enabled(config)
     url = f"{'https' if https else 'http'}://{config.listen}"
     try:  # the home's own address (not VMCTL_URL's), no token: /healthz is public
         client = Client(url, None, timeout=api_timeout,
-                        fingerprint=_home_fingerprint(config) if https else None)
+                        fingerprint=home_fingerprint(config) if https else None)
         client.get("/healthz")
     except (OSError, ValueError):
         return None
