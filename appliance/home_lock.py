@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 LOCK_NAME = "serve.lock"
+# What a `vmctl admin restore` writes after its pid (a serve writes its listen address).
+RESTORING = "restoring (vmctl admin restore)"
 
 
 class AlreadyServing(Exception):
@@ -27,8 +29,12 @@ class AlreadyServing(Exception):
 
     def __init__(self, home: Path, pid: int | None, listen: str | None):
         self.home, self.pid, self.listen = home, pid, listen
-        super().__init__(f"already serving {home} (pid {pid if pid else '?'}, "
-                         f"listening on {listen or '?'})")
+        shown_pid = pid if pid else "?"
+        if listen == RESTORING:
+            super().__init__(f"{home} is being restored (pid {shown_pid}, vmctl admin restore)")
+        else:
+            super().__init__(f"already serving {home} (pid {shown_pid}, "
+                             f"listening on {listen or '?'})")
 
 
 class HomeLock:

@@ -64,3 +64,16 @@ def test_an_unreadable_holder_is_named_without_a_pid(tmp_path):
             home_lock.acquire(tmp_path, "127.0.0.1:1")
     finally:
         lock.release()
+
+
+def test_a_serve_during_a_restore_says_a_restore_holds_the_home(tmp_path):
+    """vmctl admin restore holds the same lock: a serve started meanwhile names it
+    (it said "listening on (vmctl admin restore)" before)."""
+    from appliance.home_backup import serve_lock
+
+    home = tmp_path / "home"
+    with serve_lock(home):
+        code, out = try_lock(home)
+    assert code == 1
+    assert out == f"{home} is being restored (pid {os.getpid()}, vmctl admin restore)"
+    assert try_lock(home) == (0, "locked")
