@@ -147,6 +147,7 @@ class VmObserver:
             if row["host"] not in found or vm_id in self.ctx.busy:
                 continue  # its host is unreachable: nothing to observe there (evacuation decides)
             self._resync_one(row, found[row["host"]].get(vm_id), open_ops)
+        self._recent_ids()  # forgotten here too: with a 5 s period no short pass runs
         self.reconcile_seconds = time.perf_counter() - started
 
     def resync_recent(self) -> int:
@@ -155,12 +156,7 @@ class VmObserver:
         each compared with its domain as a full pass would; one store query for
         all of them. What a full pass alone does (adopt, remove stale copies,
         report strangers) waits for it. Returns how many VMs were looked at."""
-        now = self.ctx.clock()
-        with self._recent_lock:
-            for vm_id, when in list(self._recent.items()):
-                if now - when > RECENT_SECONDS:
-                    del self._recent[vm_id]
-            ids = set(self._recent)
+        ids = self._recent_ids()
         ids.update(self.ctx.backoff)
         if not ids:
             return 0
@@ -180,6 +176,15 @@ class VmObserver:
                 continue
             self._resync_one(row, seen, open_ops)
         return len(rows)
+
+    def _recent_ids(self) -> set[str]:
+        """The VMs observed in the last RECENT_SECONDS; older ones are forgotten."""
+        now = self.ctx.clock()
+        with self._recent_lock:
+            for vm_id, when in list(self._recent.items()):
+                if now - when > RECENT_SECONDS:
+                    del self._recent[vm_id]
+            return set(self._recent)
 
     def _resync_one(self, row: dict, seen: Listed | None, open_ops: set[str]) -> None:
         guest = seen.guest if seen is not None else None

@@ -131,3 +131,12 @@ def test_an_idle_pass_between_full_resyncs_reads_no_whole_vms_table(service, con
         conn.set_trace_callback(None)
     assert any("observed_state IN" in s for s in seen), seen  # the prober asked
     assert full_scans_of_vms(service.store, seen) == []
+
+
+def test_the_recent_vms_are_forgotten_even_when_only_full_passes_run(service, controller, clock):
+    stopped_vms(service, controller, clock, 3)
+    assert controller.vms._recent_ids()  # observed by their creates
+    for _ in range(30):  # 150 s of 5 s full passes (cheap: no short pass between them)
+        clock.advance(loop.RESYNC_SECONDS)
+        controller.tick()
+    assert controller.vms._recent == {}
