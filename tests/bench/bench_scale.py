@@ -340,12 +340,24 @@ def libvirt_scrape(domains: int, rounds: int) -> dict:
     return {"libvirt_scrape_p50_ms": out["scrape_ms_p50"], "domains": domains}
 
 
-def idle_window(world: World, seconds: float) -> dict:
+def _full_pass_started(world: World, after: float, limit: float) -> bool:
+    while time.monotonic() < limit:
+        if world.resyncs.since(after):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def idle_window(world: World, seconds: float, max_period: float = 240.0) -> dict:
     """Nobody asks anything: CPU of this process (controller, store, fake hosts) and of the
-    mount; the resyncs and heartbeats that ran meanwhile."""
+    mount; the resyncs and heartbeats that ran meanwhile. The window runs from the end of
+    a full resync to the end of a later one, at least `seconds` long: whole periods of the
+    loop, whose full pass comes less often as it grows (controller/loop.py RESYNC_DUTY)."""
+    _full_pass_started(world, time.monotonic(), time.monotonic() + max_period)
     t0, mono0 = time.process_time(), time.monotonic()
     mount0 = cpu_seconds_of_tree(world.mount_proc.pid) if world.mount_proc else 0.0
     time.sleep(seconds)
+    _full_pass_started(world, mono0 + 0.5, mono0 + max(seconds, max_period))  # a whole pass inside
     wall = time.monotonic() - mono0
     cpu = 100 * (time.process_time() - t0) / wall
     mount = 100 * (cpu_seconds_of_tree(world.mount_proc.pid) - mount0) / wall if world.mount_proc else 0.0

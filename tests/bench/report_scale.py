@@ -68,9 +68,9 @@ def section(r: dict) -> list[str]:
             [f"{_ms(p['idle']['resync_p50_ms'])} ({p['idle']['resyncs']})" for p in points]),
         row("heartbeat (all hosts), p50 / max", [f"{_ms(p['idle']['heartbeat_p50_ms'])} / {_ms(p['idle']['heartbeat_max_ms'])}"
                                                  for p in points]),
-        row("idle CPU: controller process + mount (% of one core)",
-            [f"{p['idle']['idle_cpu_percent']:g} % ({p['idle']['controller_cpu_percent']:g} + {p['idle']['mount_cpu_percent']:g})"
-             for p in points]),
+        row("idle CPU: controller process + mount (% of one core; window, whole resync periods)",
+            [f"{p['idle']['idle_cpu_percent']:g} % ({p['idle']['controller_cpu_percent']:g} + "
+             f"{p['idle']['mount_cpu_percent']:g}; {p['idle']['window_s']:g} s)" for p in points]),
         row("memory: controller process less the fake hosts / mount RSS",
             [f"{p['memory']['appliance_rss_mib']:g} / {p['memory']['mount_rss_mib']:g} MiB" for p in points]),
         row("scrape: store families / libvirt collector (test driver, as many domains)",
