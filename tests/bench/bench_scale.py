@@ -121,6 +121,11 @@ class World:
         self.resyncs = Timed(self.controller.vms, "resync")
         self.heartbeats = Timed(self.controller.hosts, "heartbeat")
         self.controller.start()
+        deadline = time.monotonic() + 60  # every host connected and beating before the first create
+        while not all(h["up"] for h in self.store.list_hosts()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hosts not up: {[h['name'] for h in self.store.list_hosts() if not h['up']]}")
+            time.sleep(0.1)
         token = self.config.token(create=True)
         self.client = falcon.testing.TestClient(create_app(self.service, token),
                                                 headers={"Authorization": f"Bearer {token}"})
