@@ -130,17 +130,20 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
     def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
                        source: dict[str, Any] | None = None, origin: str = "",
                        template: tuple[str, int] | None = None,
-                       vm_id: str | None = None) -> Row:
+                       vm_id: str | None = None,
+                       public_keys: dict[str, str] | None = None) -> Row:
         """The checks of a create (image, name, fixed IP, ports, group, quota,
         placement) and its records (the VM, its events, its CREATE operation) in
         one transaction. `source`: where its disks come from (a clone, a
         restore: service/restores.py), in the operation's params; `origin` says
         so in the created event; `template`: the name and revision it was made
         from (None: a clone or a restore, made from another VM's spec); `vm_id`: an
-        adopted domain's UUID (service/adoption.py), else a new one."""
+        adopted domain's UUID (service/adoption.py), else a new one; `public_keys`: the
+        SSH keys' copies (None: the caller's keys that cloud_init.keys names)."""
         vm_id = vm_id or str(self.uuidgen())
         now = self.clock()
-        public_keys = self.vm_public_keys(spec)  # issue 15: copies of the caller's SSH keys
+        if public_keys is None:  # issue 15: copies of the caller's SSH keys (a clone: its source's)
+            public_keys = self.vm_public_keys(spec)
         patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field

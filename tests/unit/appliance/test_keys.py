@@ -97,3 +97,16 @@ def test_a_vm_gets_copies_of_its_creator_s_keys(people):
         assert json.loads(people.store.get_vm("web1", "default")["public_keys"]) == {"desk": ED2}
         people.update_vm("web1", {"cloud_init": None})
         assert people.store.get_vm("web1", "default")["public_keys"] is None
+
+
+def test_a_clone_keeps_its_source_s_copies_and_a_pool_takes_no_keys(people):
+    with acting_as(ALICE):
+        people.create_key({"name": "laptop", "public_key": ED})
+        people.create_vm({"name": "web1", "state": "stopped", "cloud_init": {"keys": ["laptop"]}})
+    with acting_as(BOB):  # bob has no key named laptop: the clone gets web1's copy
+        clone, _op = people.clone_vm("web1", {"name": "web2"})
+        assert json.loads(people.store.get_vm_by_id(clone["id"])["public_keys"]) == {"laptop": ED}
+        with pytest.raises(Invalid) as err:
+            people.create_pool({"name": "p", "replicas": 0,
+                                "template": {"cloud_init": {"keys": ["laptop"]}}})
+        assert err.value.field == "template.cloud_init.keys"
