@@ -156,10 +156,13 @@ Type=oneshot
 ExecStart=/usr/local/sbin/vmapp-report
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=cloud-init.target
 EOF
+# cloud-init.target, not multi-user.target: cloud-final.service runs after
+# multi-user.target, so a unit that multi-user.target wants cannot follow it.
+mkdir -p "$root/etc/systemd/system/cloud-init.target.wants"
 ln -sf /etc/systemd/system/vmapp-report.service \
-    "$root/etc/systemd/system/multi-user.target.wants/vmapp-report.service"
+    "$root/etc/systemd/system/cloud-init.target.wants/vmapp-report.service"
 # Under TCG every second counts: no timers that start apt or man-db.
 for unit in apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
@@ -171,6 +174,9 @@ chroot "$root" update-initramfs -u -k all >"$work/initramfs.log" 2>&1 ||
     { cat "$work/initramfs.log" >&2; die "update-initramfs failed"; }
 for m in "${mounted[@]}"; do umount "$m"; done
 mounted=()
+# Smaller: no documentation, manual pages or translations in a test guest.
+rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/* \
+    "$root"/usr/share/info/*
 # Host keys are made at the guest's first boot (cloud-init's ssh module), not shared.
 rm -f "$root"/etc/ssh/ssh_host_*
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
