@@ -11,6 +11,9 @@ image) what cloud-init did with the drive:
   an `inet static` stanza): the image has no DHCP client, so the address can only
   come from that static configuration.
 
+NoCloud (the default datasource) is booted too: the key through meta-data's
+public-keys, the address from the spec's network_config.
+
 Opt-in and slow (minutes): `make test-cloudinit` builds the image (cached under
 .cache/) and runs this module; `make test` and `make test-slow` do not.
 The NIC is user mode: no bridge, nothing outside the machine.
@@ -63,30 +66,51 @@ def wait_report(appliance, name: str) -> list[str]:
                          + appliance.console(name)[-4000:])
 
 
-def test_config_drive_sets_hostname_runs_runcmd_adds_the_key_and_a_static_ip(debian, tmp_path):
+def user_data(nonce: str) -> str:
+    return ("#cloud-config\n"
+            "disable_root: false\n"  # root's key as given (Debian's default prefixes a refusal)
+            "ssh_genkeytypes: [ed25519]\n"  # RSA host keys take a while under TCG
+            f"runcmd:\n  - [sh, -c, 'echo ran-{nonce} > /run/vmapp-runcmd']\n")
+
+
+def boot(appliance, tmp_path, name: str, cloud_init: dict) -> tuple[list[str], str, str]:
+    """Boot NAME with the user's new key "laptop" and a runcmd: its report, the
+    public key, the runcmd's nonce."""
     key_file = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci@test",
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test",
                     "-f", str(key_file)], check=True)
     public = (tmp_path / "id_ed25519.pub").read_text().strip()
-    made = debian.api("POST", "/v1/keys", json={"name": "laptop", "public_key": public})
+    appliance.api("DELETE", "/v1/keys/laptop")
+    made = appliance.api("POST", "/v1/keys", json={"name": "laptop", "public_key": public})
     assert made.status_code == 201, made.text
     nonce = uuid.uuid4().hex[:12]
-    user_data = (
-        "#cloud-config\n"
-        "disable_root: false\n"  # root's key as given (Debian's default prefixes a refusal)
-        "ssh_genkeytypes: [ed25519]\n"  # RSA host keys take a while under TCG
-        f"runcmd:\n  - [sh, -c, 'echo ran-{nonce} > /run/vmapp-runcmd']\n")
     started = time.monotonic()
-    debian.create_vm("ci-guest", image="debian12", memory=1024, network={"type": "user"},
-                     cloud_init={"datasource": "configdrive", "keys": ["laptop"],
-                                 "user_data": user_data})
-    lines = wait_report(debian, "ci-guest")
-    print(f"cloud-init guest reported after {time.monotonic() - started:.0f} s: {lines}")
-    assert "hostname=ci-guest" in lines
-    assert f"runcmd=ran-{nonce}" in lines
-    assert f"key={public}" in lines
-    assert "addr=eth0 10.0.2.15/24" in lines
-    assert "iface eth0 inet static" in lines
+    appliance.create_vm(name, image="debian12", memory=1024, network={"type": "user"},
+                        cloud_init={"keys": ["laptop"], "user_data": user_data(nonce),
+                                    **cloud_init})
+    try:
+        lines = wait_report(appliance, name)
+    finally:
+        appliance.api("DELETE", f"/v1/vms/{name}", params={"force": "true"})
+    print(f"\n{name}: cloud-init's report after {time.monotonic() - started:.0f} s: {lines}")
+    return lines, public, nonce
+
+
+def test_config_drive_sets_hostname_runs_runcmd_adds_the_key_and_a_static_ip(debian, tmp_path):
+    lines, public, nonce = boot(debian, tmp_path, "ci-drive", {"datasource": "configdrive"})
     assert any(line.startswith("datasource=DataSourceConfigDrive") for line in lines), lines
-    assert debian.api("DELETE", "/v1/vms/ci-guest", params={"force": "true"}).status_code in (
-        202, 204)
+    assert "hostname=ci-drive" in lines
+    assert f"runcmd=ran-{nonce}" in lines
+    assert f"key={public}" in lines  # root's authorized_keys, the line as added
+    # network_data.json's static address (no DHCP client in the image)
+    assert "addr=eth0 10.0.2.15/24" in lines and "iface eth0 inet static" in lines
+
+
+def test_nocloud_carries_the_key_and_its_network_config(debian, tmp_path):
+    network = {"version": 2, "ethernets": {"eth0": {
+        "addresses": ["10.0.2.15/24"], "gateway4": "10.0.2.2"}}}
+    lines, public, nonce = boot(debian, tmp_path, "ci-nocloud", {"network_config": network})
+    assert any(line.startswith("datasource=DataSourceNoCloud") for line in lines), lines
+    assert "hostname=ci-nocloud" in lines and f"runcmd=ran-{nonce}" in lines
+    assert f"key={public}" in lines  # NoCloud's meta-data public-keys
+    assert "addr=eth0 10.0.2.15/24" in lines and "iface eth0 inet static" in lines
