@@ -56,9 +56,13 @@ def seed_files(vm_id: str, name: str, cloud_init: dict | None,
             extra += "public-keys:\n" + "".join(f"  - {json.dumps(k)}\n" for k in keys)
         meta_text = meta.rstrip("\n") + "\n" + extra
     else:
-        merged = {"instance-id": vm_id, "local-hostname": name,
-                  **({"public-keys": keys} if keys else {}), **(meta or {})}
+        merged = {"instance-id": vm_id, "local-hostname": name, **(meta or {})}
         meta_text = _yaml_mapping(merged)
+        if keys and "public-keys" not in merged:
+            if meta_text.startswith("{"):  # already JSON: the keys go in it
+                meta_text = json.dumps({**merged, "public-keys": keys}, indent=2) + "\n"
+            else:  # flat lines stay flat (minimal guests grep them): a YAML list after
+                meta_text += "public-keys:\n" + "".join(f"  - {json.dumps(k)}\n" for k in keys)
     files = {"meta-data": meta_text.encode()}
     files["user-data"] = (cloud_init.get("user_data") or "#cloud-config\n{}\n").encode()
     network = cloud_init.get("network_config")

@@ -48,4 +48,6 @@ def test_the_controller_writes_the_keys_and_a_config_drive(service, controller, 
         settle(controller, clock, passes=1)
         people.set_state("web1", "running")
         settle(controller, clock, passes=2)
-        assert ED in json.loads(read(seed, "/meta-data"))["public-keys"]
+        meta_data = read(seed, "/meta-data").decode()
+        assert "local-hostname: web1\n" in meta_data  # flat, as the demo guest reads it
+        assert f"public-keys:\n  - {json.dumps(ED)}\n" in meta_data

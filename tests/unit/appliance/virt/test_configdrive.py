@@ -11,6 +11,7 @@ import subprocess
 
 import pycdlib
 import pytest
+import yaml
 
 from appliance.virt import cloudinit
 
@@ -94,10 +95,18 @@ def test_network_data_asks_dhcp_without_a_fixed_ip_and_takes_the_user_s_own():
 def test_nocloud_meta_data_carries_the_public_keys(tmp_path):
     label, files = drive(tmp_path, None, {"laptop": KEY, "desk": KEY.replace("me@", "you@")})
     assert label == "cidata"
+    # the flat lines minimal guests grep stay flat; the keys a YAML list after them
+    assert files["meta-data"].decode() == (
+        f"instance-id: inst-1\nlocal-hostname: web1\npublic-keys:\n  - {json.dumps(KEY)}\n"
+        f"  - {json.dumps(KEY.replace('me@', 'you@'))}\n")
+    assert yaml.safe_load(files["meta-data"]) == {  # what cloud-init reads
+        "instance-id": "inst-1", "local-hostname": "web1",
+        "public-keys": [KEY, KEY.replace("me@", "you@")]}
+    _label, files = drive(tmp_path, {"meta_data": {"tags": ["a"]}}, {"laptop": KEY})
     meta = json.loads(files["meta-data"])  # nested: written as JSON, which is YAML
-    assert meta["public-keys"] == [KEY, KEY.replace("me@", "you@")]
-    assert meta["instance-id"] == "inst-1"
+    assert meta["public-keys"] == [KEY] and meta["tags"] == ["a"]
     _label, files = drive(tmp_path, {"meta_data": "region: home\n"}, {"laptop": KEY})
+    assert yaml.safe_load(files["meta-data"])["public-keys"] == [KEY]
     assert files["meta-data"].decode() == (
         f"region: home\ninstance-id: inst-1\nlocal-hostname: web1\npublic-keys:\n"
         f"  - {json.dumps(KEY)}\n")
