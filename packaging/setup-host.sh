@@ -52,6 +52,8 @@ PACKAGES=(
     # UEFI firmware (OVMF, with its descriptors for libvirt's autoselection) and the
     # virtual TPM's emulator (issue 14: firmware, tpm)
     ovmf swtpm swtpm-tools
+    # tests/unit/appliance/test_cli_docs.py loads `vmctl completion zsh` into a real zsh
+    zsh
 )
 
 # --- 1. packages ------------------------------------------------------------
