@@ -31,6 +31,15 @@ class Images(ServiceBase):
     def upload_image(self, name: str, stream: ByteSource, length: int | None) -> Row:
         return self._image_store().upload(name, stream, length)
 
+    def begin_image_file(self, name: str) -> tuple[Path, int]:
+        """A private file for an image written piece by piece (the mount's `cp FILE images/`):
+        its path and an fd on it (ImageStore.begin_file)."""
+        return self._image_store().begin_file(name)
+
+    def register_image_file(self, name: str, tmp: Path, source: str) -> Row:
+        """The file from begin_image_file, complete: checked as an upload, then recorded."""
+        return self._image_store().register_file(name, tmp, source)
+
     def delete_image(self, name: str) -> None:
         with self.store.transaction():
             image = self.store.get_image(name)
