@@ -19,7 +19,10 @@ bytes, backing files, external data files, encryption and other formats refused
 (EINVAL), then stored as a fresh qcow2 (an ISO as it came). Then images/NAME.json
 shows it, and the import's own name is gone. Until then the import is its
 writer's alone (another uid: ENOENT), `ls -l` shows the bytes received, and `rm`
-drops it. An import its writer never closed goes at release.
+drops it. An import its writer never closed goes at release. Its progress is an
+`image-import` operation of no VM (GET /v1/operations): bytes_done every
+PROGRESS_SECONDS, then succeeded, failed with the reason, or cancelled by `rm`;
+one left running by a mount that stopped is failed when a mount starts again.
 
 A copy cut short (a killed `cp`) closes the file too: what arrived is checked as
 if complete (a cut qcow2 is refused by the check; a cut raw disk is not).
@@ -40,6 +43,7 @@ import pyfuse3
 
 from appliance.errors import Invalid, TooLarge
 from appliance.image_store import FREE_SPACE_RESERVE, SPACE_RECHECK_BYTES, free_bytes
+from appliance.model import OpStatus
 from appliance.service import Service
 from fs import limits
 from fs.nodes import Node, Path, json_name
@@ -49,6 +53,7 @@ log = logging.getLogger("vmctl.fs")
 IMAGES = "images"
 SUFFIXES = (".qcow2", ".img", ".raw", ".iso")
 AT_ONCE = 4
+PROGRESS_SECONDS = 1.0  # how often an import's operation is told its bytes
 
 
 @dataclasses.dataclass
@@ -58,6 +63,9 @@ class Import:
     tmp: FilePath
     fd: int
     created: float
+    op_id: str  # its `image-import` operation: bytes_done, then the outcome
+    source: str  # what the image's record says it came from
+    reported: float = 0.0  # when bytes_done was last written (monotonic)
     size: int = 0  # the file's size (the end of the furthest write, or a truncate)
     checked_at: int = 0  # the size at which the free space was last looked at
     spoiled: bool = False  # a write was refused: dropped at close
@@ -87,6 +95,10 @@ class ImageImports:
     def __init__(self, service: Service):
         self.service = service
         self.files: dict[Path, Import] = {}
+        try:  # a mount that stopped mid-copy left its operation running
+            service.end_interrupted_image_files()
+        except Exception:  # the mount serves whether or not they could be ended
+            log.exception("could not end the interrupted image imports")
 
     def get(self, path: Path, uid: int | None) -> Import | None:
         found = self.files.get(path)
@@ -116,9 +128,11 @@ class ImageImports:
             raise pyfuse3.FUSEError(errno.EEXIST)
         if len(self.files) >= AT_ONCE:
             raise pyfuse3.FUSEError(errno.EBUSY)
-        tmp, fd = self.service.begin_image_file(name)
-        found = self.files[path] = Import(name, uid, tmp, fd, time.time())
-        log.info("import of image %s started by uid %s", name, uid)
+        source = f"the mount (uid {uid}, file {limits.excerpt(path[1], 64)!r})"
+        tmp, fd, op_id = self.service.begin_image_file(name, source)
+        found = self.files[path] = Import(name, uid, tmp, fd, time.time(), op_id, source,
+                                          reported=time.monotonic())
+        log.info("import of image %s started by uid %s (operation %s)", name, uid, op_id)
         return found
 
     def _room(self, found: Import, end: int, grows: int) -> None:
@@ -143,6 +157,9 @@ class ImageImports:
         self._room(found, end, max(0, end - found.size))
         os.pwrite(found.fd, buf, off)
         found.size = max(found.size, end)
+        if time.monotonic() - found.reported >= PROGRESS_SECONDS:
+            found.reported = time.monotonic()
+            self.service.image_file_progress(found.op_id, found.size)
 
     def truncate(self, found: Import, size: int) -> None:
         if found.closed:
@@ -159,15 +176,18 @@ class ImageImports:
         self._close(path, found)
         if found.spoiled:
             found.tmp.unlink(missing_ok=True)
+            self.service.end_image_file(found.op_id, OpStatus.FAILED, "a write was refused")
             raise Invalid("the copy failed: nothing imported", "file")
-        source = f"the mount (uid {found.uid}, file {limits.excerpt(path[1], 64)!r})"
-        return self.service.register_image_file(found.image, found.tmp, source)
+        self.service.image_file_progress(found.op_id, found.size)
+        return self.service.register_image_file(found.image, found.tmp, found.source,
+                                                found.op_id)
 
     def drop(self, path: Path, found: Import) -> None:
         """An import given up (rm, or released without a close): its file removed."""
         if not found.closed:
             self._close(path, found)
             found.tmp.unlink(missing_ok=True)
+            self.service.end_image_file(found.op_id, OpStatus.CANCELLED, "removed before its end")
             log.info("import of image %s dropped", found.image)
 
     def _close(self, path: Path, found: Import) -> None:

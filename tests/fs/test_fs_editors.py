@@ -245,6 +245,14 @@ def small_cap(tmp_path) -> Iterator[Mount]:
         m.stop()
 
 
+def imports(m: Mount) -> list[tuple[str, str, int | None]]:
+    """The `image-import` operations, oldest first: (image, status, bytes_done)."""
+    with acting_as(SYSTEM):
+        ops = m.service.list_operations(all_projects=True)
+    return [(op["params"]["image"], op["status"], op["bytes_done"]) for op in reversed(ops)
+            if op["kind"] == "image-import" and op["vm_id"] is None]
+
+
 def uploads_left(m: Mount) -> list[str]:
     return [p.name for p in (m.home / "images").iterdir() if p.name.startswith(".upload-")]
 
@@ -260,6 +268,7 @@ def test_cp_imports_an_image_and_rm_deletes_an_unused_one(small_cap, tmp_path):
     assert (image["format"], image["kind"]) == ("qcow2", "disk")  # converted, as an upload is
     assert Path(image["path"]) == m.home / "images/debian.qcow2"
     assert uploads_left(m) == []
+    assert imports(m) == [("debian", "succeeded", disk.stat().st_size)]  # its progress, its end
     refused(m, f"cp {disk} images/debian", errno.EEXIST)  # the name is taken
     m.service.finish(m.service.create_vm({"name": "web1", "image": "debian", "state": "stopped"})[1])
     refused(m, "rm images/debian.json", errno.EBUSY)  # a VM uses it
@@ -292,6 +301,8 @@ def test_an_import_is_checked_as_an_upload(small_cap, tmp_path):
     assert sorted(os.listdir(m.mnt / "images")) == ["demo.json"]
     assert uploads_left(m) == []
     assert [i["name"] for i in m.service.list_images()] == ["demo"]
+    assert [(image, status) for image, status, _ in imports(m)] == [
+        ("backed", "failed"), ("vmdk", "failed"), ("big", "failed"), ("big2", "failed")]
 
 
 def test_an_import_is_its_writers_alone_until_closed(small_cap, tmp_path):
@@ -316,3 +327,4 @@ def test_an_import_is_its_writers_alone_until_closed(small_cap, tmp_path):
         os.unlink(m.mnt / "images" / "gone.raw")
         assert uploads_left(m) == []
     assert [i["name"] for i in m.service.list_images()] == ["demo", "slow"]
+    assert imports(m) == [("slow", "succeeded", 510 + 2 + 4096), ("gone", "cancelled", 0)]
