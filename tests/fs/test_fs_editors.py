@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import falcon.testing
 import pytest
 
 from appliance.access.principal import SYSTEM, acting_as
+from appliance.api.app import create_app
 from fs import scratch
 from tests.fs.conftest import ROOT, Mount, refused, run
 from tests.fs.fs_server import make_disk_image
@@ -328,3 +330,26 @@ def test_an_import_is_its_writers_alone_until_closed(small_cap, tmp_path):
         assert uploads_left(m) == []
     assert [i["name"] for i in m.service.list_images()] == ["demo", "slow"]
     assert imports(m) == [("slow", "succeeded", 510 + 2 + 4096), ("gone", "cancelled", 0)]
+
+
+# -- one naming in both views -------------------------------------------------------------------
+def test_every_json_file_of_the_mount_is_at_the_same_path_under_v1(mount):
+    """images/NAME.json, templates/NAME.json, groups/, networks/, backup-targets/: the mount's
+    path under /v1/ answers the file's content (appliance/api/file_names.py), and DELETE there
+    is the file's rm."""
+    client = falcon.testing.TestClient(create_app(mount.service, "t"), headers={"Authorization": "Bearer t"})
+    run(mount, """echo '{"cpus": 1}' > templates/small.json && echo '{"policy": "affinity"}' > groups/g.json"""
+               """ && echo '{"kind": "isolated", "subnet": "10.78.0.0/24"}' > networks/lab.json""")
+    seen = []
+    for top in ("images", "templates", "groups", "networks", "backup-targets"):
+        for file in os.listdir(mount.mnt / top):
+            answer = client.simulate_get(f"/v1/{top}/{file}")
+            assert answer.status_code == 200, (top, file, answer.text)
+            assert answer.json == json.loads((mount.mnt / top / file).read_text()), (top, file)
+            seen.append(f"{top}/{file}")
+    assert seen == ["images/demo.json", "templates/default.json", "templates/small.json", "groups/g.json",
+                    "networks/lab.json"]
+    assert client.simulate_get("/v1/templates/small").json["spec"] == {"cpus": 1}  # REST's own: the template
+    assert client.simulate_delete("/v1/groups/g.json").status_code == 204
+    assert os.listdir(mount.mnt / "groups") == []
+    assert client.simulate_get("/v1/vms/nothing.json").status_code == 404  # only those collections
