@@ -27,6 +27,7 @@ from appliance.api import (
     web,
 )
 from appliance.api.auth import TokenAuth, public
+from appliance.api.file_names import MountFileNames
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
 from appliance.service import Service
 from exporter.registry import RequestMetrics, api_metrics_resource
@@ -53,7 +54,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     auth = TokenAuth(tokens.resolver(service.store), public_paths=frozenset(),
                      project_exists=service.store.project_exists)
     middleware: list[Any] = [  # falcon's middleware protocols are structural; the list mixes them
-        RequestMetrics(router), Audit(service.store), auth,
+        MountFileNames(), RequestMetrics(router), Audit(service.store), auth,
         BodyLimit(service.config.max_body_bytes), FiniteWaits()]
     app = falcon.App(router=router, middleware=middleware)
     app.req_options.media_handlers = json_handlers()
