@@ -54,6 +54,9 @@ PACKAGES=(
     ovmf swtpm swtpm-tools
     # tests/unit/appliance/test_cli_docs.py loads `vmctl completion zsh` into a real zsh
     zsh
+    # tests/fs/test_fs_editors.py: real editors save through a temporary file renamed over
+    # spec.json in the mount (issue 16)
+    vim nano
 )
 
 # --- 1. packages ------------------------------------------------------------
