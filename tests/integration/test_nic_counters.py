@@ -14,6 +14,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.agent_net import MAX_AGE, WAIT
 from tests.appliance_process import READY_LINE, free_port
 from tests.integration.test_backups import guest
 
@@ -81,4 +82,30 @@ def test_a_user_mode_nics_counters_grow_with_its_traffic(unmounted_appliance, ni
     assert after[rx] <= guest_rx and after[tx] <= guest_tx
     later = wait_series(app, lambda f: f[rx] >= guest_rx and f[tx] >= guest_tx, 60)
     assert later[rx] - guest_rx < 10_000 and later[tx] - guest_tx < 10_000
-    assert app.api("DELETE", f"/v1/vms/{VM}", params={"force": "true"}).status_code == 204
+
+
+def test_a_hung_agent_costs_its_nics_series_not_the_scrape(unmounted_appliance, nic1):
+    """qemu-ga stopped (SIGSTOP) inside the guest: libvirt waits for it, the scrape does
+    not; after MAX_AGE the NIC's counters go, stats_available says 0, and they come
+    back once the agent runs again."""
+    app = unmounted_appliance
+    wait_series(app, lambda f: f.get(NET + "stats_available") == 1, 180)
+    assert guest(app, VM, "kill -STOP $(pidof qemu-ga) && echo stopped") == "stopped"
+    try:
+        deadline = time.monotonic() + MAX_AGE + 60
+        slowest = 0.0
+        while True:
+            started = time.monotonic()
+            found = nic_series(app)
+            slowest = max(slowest, time.monotonic() - started)
+            if found.get(NET + "stats_available") == 0:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(1)
+        assert found == {NET + "stats_available": 0}  # no counter series, a 0 that says why
+        # a scrape waits WAIT for the agent, never libvirt's AGENT_TIMEOUT (5 s)
+        assert slowest < WAIT + 2.5, slowest
+    finally:
+        assert guest(app, VM, "kill -CONT $(pidof qemu-ga) && echo resumed") == "resumed"
+    back = wait_series(app, lambda f: f.get(NET + "stats_available") == 1, 120)
+    assert back[NET + "receive_bytes_total"] > 0
