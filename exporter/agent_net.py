@@ -30,9 +30,11 @@ call; XMLDesc (the NICs' MACs) 0.2 ms. So each scrape asks every such
 domain once, in a small pool of threads, and waits at most WAIT for the
 answers; libvirt itself gives the agent AGENT_TIMEOUT. A domain whose last
 call has not returned is not asked again (a hung agent costs one thread, not
-a queue). The last good answer is kept and reported for MAX_AGE seconds;
-after that, or if the guest has no agent (not installed, not started, frozen
-for a backup's checkpoint), the NIC has no counter series, only
+a queue), and a scrape does not wait for a domain whose last call failed (a
+hung agent costs one scrape WAIT once, not every scrape). The last good
+answer is kept and reported for MAX_AGE seconds; after that, or if the guest
+has no agent (not installed, not started, frozen for a backup's checkpoint),
+the NIC has no counter series, only
 `vmappliance_vm_network_stats_available{source="agent"} 0`.
 """
 from __future__ import annotations
@@ -153,6 +155,7 @@ class AgentCounters:
         # (uri, uuid) -> (when, {index: counters}) of the last good answer; the call in flight
         self._answers: dict[tuple[str, str], tuple[float, dict[int, dict]]] = {}
         self._pending: dict[tuple[str, str], Future] = {}
+        self._failed: set[tuple[str, str]] = set()  # whose last call gave no counters
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="agent-net")
 
     def fill(self, uri: str, records: dict[str, dict]) -> None:
@@ -163,17 +166,20 @@ class AgentCounters:
         wanted = {uuid: nics for uuid, nics in wanted.items() if nics}
         asked = []
         with self._lock:
-            for table in (self._answers, self._pending):
-                for key in [k for k in table if k[0] == uri and k[1] not in wanted]:
-                    del table[key]  # gone, or has counters from libvirt now
+            for key in [k for k in {*self._answers, *self._pending, *self._failed}
+                        if k[0] == uri and k[1] not in wanted]:
+                self._forget(key)  # gone, or has counters from libvirt now
             for uuid in wanted:
                 key = (uri, uuid)
                 if records[uuid].get("state.state") != libvirt.VIR_DOMAIN_RUNNING:
                     continue  # a paused guest's agent cannot answer: its last answer stands
                 pending = self._pending.get(key)
                 if pending is None or pending.done():
-                    self._pending[key] = self._pool.submit(self._ask, uri, uuid)
-                asked.append(self._pending[key])
+                    pending = self._pending[key] = self._pool.submit(self._ask, uri, uuid)
+                    if key not in self._failed:
+                        asked.append(pending)
+                # else: still in flight since an earlier scrape, or its agent failed last
+                # time (a hung one takes AGENT_TIMEOUT): its answer is for the next scrape
         if asked:
             wait_all(asked, timeout=self.wait)
         now = self.clock()
@@ -187,7 +193,24 @@ class AgentCounters:
                         for key, value in found[index].items():
                             records[uuid][f"net.{index}.{key}"] = value
 
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._answers.pop(key, None)
+        self._pending.pop(key, None)
+        self._failed.discard(key)
+
     def _ask(self, uri: str, uuid: str) -> None:
+        found = {}
+        try:
+            found = self._counters(uri, uuid)
+        finally:
+            with self._lock:
+                if found:
+                    self._answers[(uri, uuid)] = (self.clock(), found)
+                    self._failed.discard((uri, uuid))
+                else:
+                    self._failed.add((uri, uuid))
+
+    def _counters(self, uri: str, uuid: str) -> dict[int, dict]:
         try:
             conn = self._connection(uri)
             dom = conn.lookupByUUIDString(uuid)
@@ -197,14 +220,11 @@ class AgentCounters:
             # no agent, not connected, timed out, frozen, or the domain went away
             log.debug("guest agent of %s: %s", uuid, err.get_error_message())
             self._drop_dead(uri)
-            return
+            return {}
         except Exception:  # noqa: BLE001 - a pool thread: log, do not lose it silently
             log.exception("guest agent NIC counters of %s", uuid)
-            return
-        found = guest_counters(reply, macs, range(len(macs)))
-        if found:
-            with self._lock:
-                self._answers[(uri, uuid)] = (self.clock(), found)
+            return {}
+        return guest_counters(reply, macs, range(len(macs)))
 
     def _connection(self, uri: str) -> libvirt.virConnect:
         with self._lock:

@@ -153,15 +153,18 @@ def test_no_agent_leaves_the_nic_without_counters():
 def test_a_hung_agent_costs_the_scrape_the_wait_only_and_is_not_asked_twice():
     hang = threading.Event()
     agent = Agent(hang=hang)
-    source = counters(agent, wait=0.2)
+    source = counters(agent, wait=0.3)
     try:
+        took = []
         for _ in range(3):
             records = {"u1": dict(USER_NIC_STATS)}
             started = time.monotonic()
             source.fill("qemu:///system", records)
-            assert time.monotonic() - started < 1.0
+            took.append(time.monotonic() - started)
             assert "net.0.rx.bytes" not in records["u1"]
         assert len(agent.calls) == 1  # still in flight: not asked again
+        # the first scrape waited for it (WAIT, not the agent's timeout), the next ones not
+        assert 0.25 < took[0] < 1.0 and max(took[1:]) < 0.1, took
     finally:
         hang.set()
     deadline = time.monotonic() + 10
@@ -169,6 +172,30 @@ def test_a_hung_agent_costs_the_scrape_the_wait_only_and_is_not_asked_twice():
         assert time.monotonic() < deadline
         records = {"u1": dict(USER_NIC_STATS)}
         source.fill("qemu:///system", records)  # the late answer is kept for the next scrape
+    assert records["u1"]["net.0.rx.bytes"] == 4204
+
+
+def test_an_agent_that_failed_is_asked_again_but_not_waited_for():
+    agent = Agent(answer=None)
+    source = counters(agent, wait=5)
+    source.fill("uri", {"u1": dict(USER_NIC_STATS)})
+    agent.hang, agent.answer = threading.Event(), DEMO_REPLY  # hangs now
+    try:
+        started = time.monotonic()
+        records = {"u1": dict(USER_NIC_STATS)}
+        source.fill("uri", records)
+        assert time.monotonic() - started < 1.0
+        while len(agent.calls) < 2:  # asked again, in the pool
+            assert time.monotonic() - started < 10
+            time.sleep(0.01)
+    finally:
+        agent.hang.set()
+    deadline = time.monotonic() + 10
+    while "net.0.rx.bytes" not in records["u1"]:  # its answer, when it comes, is used
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        records = {"u1": dict(USER_NIC_STATS)}
+        source.fill("uri", records)
     assert records["u1"]["net.0.rx.bytes"] == 4204
 
 

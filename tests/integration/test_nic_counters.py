@@ -14,7 +14,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.agent_net import MAX_AGE, WAIT
+from exporter.agent_net import AGENT_TIMEOUT, MAX_AGE, WAIT
 from tests.appliance_process import READY_LINE, free_port
 from tests.integration.test_backups import guest
 
@@ -93,18 +93,20 @@ def test_a_hung_agent_costs_its_nics_series_not_the_scrape(unmounted_appliance, 
     assert guest(app, VM, "kill -STOP $(pidof qemu-ga) && echo stopped") == "stopped"
     try:
         deadline = time.monotonic() + MAX_AGE + 60
-        slowest = 0.0
+        took = []
         while True:
             started = time.monotonic()
             found = nic_series(app)
-            slowest = max(slowest, time.monotonic() - started)
+            took.append(time.monotonic() - started)
             if found.get(NET + "stats_available") == 0:
                 break
             assert time.monotonic() < deadline, found
             time.sleep(1)
         assert found == {NET + "stats_available": 0}  # no counter series, a 0 that says why
-        # a scrape waits WAIT for the agent, never libvirt's AGENT_TIMEOUT (5 s)
-        assert slowest < WAIT + 2.5, slowest
+        # A scrape waits WAIT at most, never libvirt's AGENT_TIMEOUT for the agent, and
+        # only until the agent has failed once (each gunicorn worker asks it).
+        took.sort()
+        assert took[-1] < AGENT_TIMEOUT and took[len(took) // 2] < WAIT, took
     finally:
         assert guest(app, VM, "kill -CONT $(pidof qemu-ga) && echo resumed") == "resumed"
     back = wait_series(app, lambda f: f.get(NET + "stats_available") == 1, 120)
