@@ -4,17 +4,22 @@ real `vmctl serve`'s /metrics, from the demo guest's agent (exporter/agent_net.p
 One TCG demo guest with the default user-mode NIC and a port forward to its
 port 8000 (which answers "ok"). Connections through the forward are traffic
 into and out of the guest's eth0: the series must grow by at least what they
-carried, and agree with the guest's own /sys counters read on its console.
+carried, and agree with the guest's own /sys counters read on its console;
+`vmctl exporter`'s registry (no store) counts it too; a hung agent (SIGSTOP)
+costs the NIC's series, not the scrape.
 """
 from __future__ import annotations
 
 import socket
 import time
 
+import libvirt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.virt.domain import METADATA_NS, appliance_of
 from exporter.agent_net import AGENT_TIMEOUT, MAX_AGE, WAIT
+from exporter.registry import build_registry
 from tests.appliance_process import READY_LINE, free_port
 from tests.integration.test_backups import guest
 
@@ -82,6 +87,24 @@ def test_a_user_mode_nics_counters_grow_with_its_traffic(unmounted_appliance, ni
     assert after[rx] <= guest_rx and after[tx] <= guest_tx
     later = wait_series(app, lambda f: f[rx] >= guest_rx and f[tx] >= guest_tx, 60)
     assert later[rx] - guest_rx < 10_000 and later[tx] - guest_tx < 10_000
+
+
+def test_vmctl_exporters_registry_counts_it_too(unmounted_appliance, nic1):
+    """Without a store: the domain is the appliance's by its <metadata>, so its agent is asked."""
+    app = unmounted_appliance
+    conn = libvirt.open(app.libvirt_uri)
+    try:
+        dom = conn.lookupByName(app.prefix + VM)
+        owner = appliance_of(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
+    finally:
+        conn.close()
+    registry = build_registry(app.libvirt_uri, host_name="h", api_metrics=False, appliance=owner)
+    labels = {"vm": app.prefix + VM, "host": "h", "interface": "net0", "source": "agent"}
+    deadline = time.monotonic() + 60
+    while registry.get_sample_value(NET + "stats_available", labels) != 1:
+        assert time.monotonic() < deadline, registry.get_sample_value(NET + "stats_available", labels)
+        time.sleep(1)
+    assert registry.get_sample_value(NET + "receive_bytes_total", labels) > 0
 
 
 def test_a_hung_agent_costs_its_nics_series_not_the_scrape(unmounted_appliance, nic1):
