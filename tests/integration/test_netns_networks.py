@@ -7,6 +7,7 @@ the machine's own network. The guests are reached through their serial console.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -15,7 +16,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.appliance_process import READY_LINE, Appliance
+from tests.appliance_process import READY_LINE, Appliance, wait_for
+from tests.fs.conftest import wait_mounted
 from tests.local_hosts import LocalHost, LocalHostError
 
 pytestmark = pytest.mark.integration
@@ -121,3 +123,55 @@ def test_fixed_ip_and_dns_names_on_a_nat_network(lab):
     assert guest(app, "client", f"timeout 20 nc web1.{DOMAIN} 8000 </dev/null") == "ok"
     # An unknown name does not resolve: the answer above is not any name's.
     assert WEB1_IP not in guest(app, "client", f"nslookup nothere.{DOMAIN}")
+
+
+BACK_SUBNET, BACK_IP = "10.78.0.0/24", "10.78.0.20"
+
+
+def links(app: Appliance, vm: str) -> list[str]:
+    """The guest's network interfaces (`ip -o link`), loopback aside."""
+    return sorted(n for n in re.findall(r"\d+: (\w+)[:@]", guest(app, vm, "ip -o link")) if n != "lo")
+
+
+def test_a_second_nic_with_its_fixed_ip_is_plugged_out_and_in_live(lab):
+    host, app = lab
+    resp = app.api("POST", "/v1/networks", json={"name": "back", "kind": "isolated",
+                                                 "subnet": BACK_SUBNET})
+    assert resp.status_code == 201, resp.text
+    app.create_vm("multi", memory="128M", networks=[
+        {"network": "lab", "ip": "10.77.0.20"}, {"network": "back", "ip": BACK_IP}])
+    out = app.wait_console("multi", READY_LINE, BOOT_TIMEOUT)
+    assert "eth0 10.77.0.20/24" in out and f"eth1 {BACK_IP}/24" in out
+    # The mount's spec.json shows both NICs, the further one with the MAC it was given.
+    wait_mounted(app.home / "mnt", None, app.home / "logs" / "mount.log")
+    spec = json.loads((app.home / "mnt" / "vms" / "multi" / "spec.json").read_text())
+    assert spec["network"] == {"type": "network", "name": "lab", "ip": "10.77.0.20"}
+    [nic] = spec["networks"]
+    mac = nic["mac"]
+    assert nic == {"network": "back", "ip": BACK_IP, "mac": mac}
+    assert links(app, "multi") == ["eth0", "eth1"]
+
+    # Unplugged from the running guest: no restart, the guest has one NIC left.
+    resp = app.api("PATCH", "/v1/vms/multi", json={"networks": []})
+    assert resp.status_code in (200, 202), resp.text
+    wait_for("eth1 unplugged", lambda: links(app, "multi") == ["eth0"], 120, interval=1)
+    vm = app.api("GET", "/v1/vms/multi").json()
+    assert vm["restart_required"] is False and vm["pending_changes"] == []
+
+    # Plugged in again, with no MAC given: the one derived for the VM on that network again;
+    # DHCP in the guest gets the NIC's fixed IP from the network's reservation.
+    resp = app.api("PATCH", "/v1/vms/multi", json={"networks": [{"network": "back",
+                                                                 "ip": BACK_IP}]})
+    assert resp.status_code in (200, 202), resp.text
+    assert app.api("GET", "/v1/vms/multi").json()["spec"]["networks"] == [
+        {"network": "back", "ip": BACK_IP, "mac": mac}]
+    wait_for("eth1 plugged in", lambda: len(links(app, "multi")) == 2, 120, interval=1)
+    [new] = [n for n in links(app, "multi") if n != "eth0"]
+    assert mac in guest(app, "multi", f"cat /sys/class/net/{new}/address")
+    guest(app, "multi", f"ip link set {new} up; udhcpc -i {new} -n -q -t 5 -s /etc/udhcpc.script")
+    assert f"inet {BACK_IP}/24" in guest(app, "multi", f"ip -o -4 addr show dev {new}")
+    assert app.console("multi").count("demo guest: booted") == 1  # never restarted
+    vm = app.api("GET", "/v1/vms/multi").json()
+    assert vm["restart_required"] is False and vm["pending_changes"] == []
+    events = [e["kind"] for e in app.api("GET", "/v1/vms/multi/events").json()["items"]]
+    assert "nic-removed" in events and "nic-added" in events
