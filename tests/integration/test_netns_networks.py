@@ -123,6 +123,10 @@ def test_fixed_ip_and_dns_names_on_a_nat_network(lab):
     assert guest(app, "client", f"timeout 20 nc web1.{DOMAIN} 8000 </dev/null") == "ok"
     # An unknown name does not resolve: the answer above is not any name's.
     assert WEB1_IP not in guest(app, "client", f"nslookup nothere.{DOMAIN}")
+    # client has no fixed IP: its name comes from its DHCP request (the hostname the
+    # appliance's NoCloud seed gave it), and resolves to its lease in the DHCP range.
+    answer = guest(app, "web1", f"nslookup client.{DOMAIN}")
+    assert re.search(r"Address( 1)?:\s*10\.77\.0\.(12[89]|1[3-9][0-9]|2[0-4][0-9]|25[0-4])\b", answer), answer
 
 
 BACK_SUBNET, BACK_IP = "10.78.0.0/24", "10.78.0.20"
