@@ -100,3 +100,12 @@ def test_fixed_ips_of_further_nics_are_checked_against_the_network_and_all_nics(
     assert net["reservations"] == [{"vm": "web1", "ip": "10.30.0.5"}]
     with pytest.raises(Conflict):  # in use by a further NIC
         service.delete_network("db")
+
+
+def test_vmctl_get_shows_every_nic():
+    from appliance.cli.show import _network
+
+    shown = _network(spec(networks=[{"network": "lab", "ip": "10.20.0.5"},
+                                    {"network": "db", "ip": "10.30.0.5"}, {"network": "c"}]))
+    assert shown == "network:lab, fixed IP 10.20.0.5; network:db, fixed IP 10.30.0.5; network:c"
+    assert _network(spec()) == "user"
