@@ -16,9 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WrapValidator, model_serializer
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+    model_serializer,
+)
+from pydantic_core import PydanticCustomError
 
-from appliance.model.fields import IPv4, LibvirtNetworkName, Mac, must_be_list, refused
+from appliance.model.fields import REFUSED, IPv4, LibvirtNetworkName, Mac, must_be_list, refused
 from appliance.model.parts import Network, _Object
 from appliance.model.states import NetworkType
 
@@ -64,14 +72,30 @@ Nics = Annotated[list[Nic], BeforeValidator(_bounded), Field(max_length=MAX_NICS
                  WrapValidator(lambda v, handler: _distinct(handler(v)))]
 
 
+_NICS = TypeAdapter(list[Nic])
+
+
 def networks_shorthand(data: dict[str, Any]) -> dict[str, Any]:
-    """`networks` without `network`: its first NIC is `network` (see the module's text)."""
+    """`networks` without `network`: its first NIC is `network` (see the module's text).
+    The list is checked as given first, so that a refusal names the NIC the caller
+    wrote (networks[1] is the second NIC of the body, not of the stored form)."""
     nics = data.get("networks")
     if data.get("network") is not None or not isinstance(nics, list) or not nics:
         return data
+    if len(nics) <= MAX_NICS + 1:  # a longer list is refused by the field itself
+        try:
+            _distinct(_NICS.validate_python(nics))
+        except ValidationError as err:
+            first = err.errors(include_url=False, include_input=False)[0]
+            context = first.get("ctx") or {}
+            path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                           for part in first["loc"]) + context.get("at", "")
+            raise refused(context["reason"] if first["type"] == REFUSED else first["msg"],
+                          ".networks" + path) from None
+        except PydanticCustomError as err:  # _distinct's
+            raise refused(str((err.context or {}).get("reason")),
+                          ".networks" + str((err.context or {}).get("at", ""))) from None
     first = nics[0]
-    if not isinstance(first, dict) or "network" not in first:
-        return data  # refused by Nic's own rules, at networks[0]
     nic = {"type": NetworkType.NETWORK, "name": first["network"],
            **{key: value for key, value in first.items() if key != "network"}}
     return {**data, "network": nic, "networks": nics[1:]}

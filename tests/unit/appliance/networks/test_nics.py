@@ -43,6 +43,9 @@ def test_networks_alone_is_the_whole_list_and_its_first_is_network():
      "at most 8"),
     ({"network": "user", "networks": [{"network": "vmapp.other.lab"}]}, "networks[0].network",
      "appliance's own"),
+    # networks alone: a refusal names the NIC as the body has it (the second is [1])
+    ({"networks": [{"network": "a"}, {"network": "b", "ip": "x"}]}, "networks[1].ip", "IPv4"),
+    ({"networks": [{"network": "a"}, {"network": "a"}]}, "networks[1].network", "already"),
 ])
 def test_bad_nics_are_refused_naming_the_field(fields, field, says):
     with pytest.raises(Invalid) as refused:
