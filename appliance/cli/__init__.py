@@ -25,6 +25,7 @@ from appliance.cli import (
     backups,
     consoles,
     disks,
+    host_access,
     hosts,
     local,
     networks,
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
+    if args.command == "host" and args.action in host_access.ACTIONS:  # on this machine's home
+        return host_access.cmd_host_access(args)
     if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
         print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
         return 2
