@@ -52,6 +52,9 @@ PACKAGES=(
     # UEFI firmware (OVMF, with its descriptors for libvirt's autoselection) and the
     # virtual TPM's emulator (issue 14: firmware, tpm)
     ovmf swtpm swtpm-tools
+    # remote hosts over ssh (tests/integration/test_remote_hosts.py): an sshd the
+    # test starts on 127.0.0.1, and nc for libvirt's remote side of a socket= URI
+    openssh-server openssh-client netcat-openbsd
 )
 
 # --- 1. packages ------------------------------------------------------------
