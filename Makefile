@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image web run test test-slow test-unit lint bench bench-quick clean
+.PHONY: setup host venv image web run test test-slow test-remote-hosts test-unit lint bench bench-quick clean
 
 setup: host venv image web
 
@@ -73,6 +73,11 @@ test: setup lint
 # host with storage of its own), kept out of `make test` so CI stays under 30 min.
 test-slow: setup
 	$(PYTEST) -ra -m slow $(PYTEST_ARGS)
+
+# qemu+ssh and qemu+tls hosts for real (issue 16): a private sshd and libvirtd TLS
+# listeners on 127.0.0.1 in front of packaging/local-hosts; part of test-slow (~2 min).
+test-remote-hosts: setup
+	$(PYTEST) -ra tests/cluster/test_cluster_remote_transports.py $(PYTEST_ARGS)
 
 # ruff and mypy on the product code (rules and strictness in pyproject.toml:
 # [tool.ruff.lint], [tool.mypy]); a finding is fixed, or justified where it
