@@ -7,12 +7,13 @@ packaging/local-hosts, with the credentials the appliance makes itself.
   hosts through it records the server's key on first use and shows its
   fingerprint; heartbeat, placement, the serial console through the broker and
   a live migration (peer to peer: the source libvirtd dials the target over the
-  same ssh transport) all run over ssh; then the sshd comes back with another
+  same ssh transport) and the evacuation of a dead host all run over ssh; then the sshd comes back with another
   host key, and both a new add and libvirt itself refuse it.
 - tls: `vmctl host trust` writes a server certificate from the appliance's CA,
   `local-hosts tls` opens the listener with it; the hosts are added as
   qemu+tls://127.0.0.1:PORT/system (a pkipath= from the user is refused), and
-  heartbeat, placement and a live migration between them run over TLS; a client
+  heartbeat, placement, the console, a live migration between them and an
+  evacuation run over TLS; a client
   with another CA's certificate is refused by the host.
 
 Each test has its own appliance, whose first host ("local") is a third private
@@ -61,7 +62,7 @@ def socket_of(host: LocalHost) -> str:
 def app(tmp_path, lhosts):
     home = tmp_path / "home"
     home.mkdir()
-    Config(home=home).save()
+    Config(home=home, evacuate_after=5.0).save()
     appliance = Appliance(home, libvirt_uri=lhosts[0].uri)
     try:
         appliance.start()
@@ -74,13 +75,18 @@ def app(tmp_path, lhosts):
             conn.close()
 
 
-def domain_hosts(lhosts, vm_id: str) -> list[int]:
-    """Indexes of the private libvirtds where the VM's domain is active, from libvirt."""
+def domain_hosts(lhosts, vm_id: str, defined: bool = False) -> list[int]:
+    """Indexes of the private libvirtds (that answer) where the VM's domain is active
+    (or, with `defined`, defined at all), from libvirt."""
     found = []
     for index, host in enumerate(lhosts):
-        conn = libvirt.open(host.uri)
         try:
-            if conn.lookupByUUIDString(vm_id).isActive():
+            conn = libvirt.open(host.uri)
+        except libvirt.libvirtError:
+            continue  # a dead host shows nothing
+        try:
+            dom = conn.lookupByUUIDString(vm_id)
+            if defined or dom.isActive():
                 found.append(index)
         except libvirt.libvirtError:
             pass
@@ -138,6 +144,30 @@ def runs_and_migrates(app: Appliance, lhosts, name: str, source: str, target: st
     assert app.console(name).count("vm-appliance demo guest: booted") == 1
 
 
+def evacuates(app: Appliance, lhosts, name: str, dead: tuple[str, int],
+              alive: tuple[str, int]) -> None:
+    """The host a VM runs on dies (its libvirtd and the guest killed, as in a power
+    loss): the VM is restarted on the other host over the same transport (the
+    appliance's own host disabled, so it is the only choice); when the dead host
+    comes back, the stale copy there is removed."""
+    vm = app.api("GET", f"/v1/vms/{name}").json()
+    assert vm["host"] == dead[0]
+    patched = app.api("PATCH", "/v1/hosts/local", json={"state": "disabled"})
+    assert patched.status_code == 200, patched.text
+    host = lhosts[dead[1]]
+    qemu = host.qemu_pid(app.prefix + name)
+    host.kill_libvirtd()
+    host.kill_pid(qemu)
+    wait_for(f"{dead[0]} down", lambda: not app.api("GET", f"/v1/hosts/{dead[0]}").json()["up"], 30)
+    wait_for(f"{name} evacuated", lambda: (lambda v: v["host"] == alive[0] and v["state"] == "running")(
+        app.api("GET", f"/v1/vms/{name}").json()), BOOT_SECONDS)
+    wait_for("second boot", lambda: app.console(name).count(READY_LINE) == 2, BOOT_SECONDS)
+    assert domain_hosts(lhosts, vm["id"]) == [alive[1]]
+    host.start_libvirtd()
+    wait_for("stale copy removed", lambda: domain_hosts(lhosts, vm["id"], defined=True) == [alive[1]],
+             60)
+
+
 def test_ssh_hosts_with_the_appliance_s_key_and_known_hosts(app, lhosts, tmp_path):
     home = app.home
     shown = vmctl(home, "host", "ssh-key")
@@ -171,6 +201,7 @@ def test_ssh_hosts_with_the_appliance_s_key_and_known_hosts(app, lhosts, tmp_pat
         heartbeats(app, "s1")
         runs_and_migrates(app, lhosts, "sshvm", "s1", "s2", on=(1, 2),
                           logins=lambda: sshd.log_text(100_000).count("Accepted publickey for root"))
+        evacuates(app, lhosts, "sshvm", dead=("s2", 2), alive=("s1", 1))
         assert vmctl(home, "delete", "sshvm", "--force").returncode == 0
 
     # The same address answers with another host key: refused, by the add and by libvirt.
@@ -220,3 +251,4 @@ def test_tls_hosts_with_the_appliance_s_ca(app, lhosts, tmp_path):
         libvirt.open(connection_uri(f"qemu+tls://127.0.0.1:{ports['t1']}/system",
                                     Config(home=stranger)))
     runs_and_migrates(app, lhosts, "tlsvm", "t1", "t2", on=(1, 2))
+    evacuates(app, lhosts, "tlsvm", dead=("t2", 2), alive=("t1", 1))
