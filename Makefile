@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image web run test test-slow test-remote-hosts test-unit lint bench bench-quick clean
+.PHONY: setup host venv image web run test test-slow test-remote-hosts test-unit lint bench bench-quick clean deb test-deb
 
 setup: host venv image web
 
@@ -72,7 +72,19 @@ test: setup lint
 # The slow journeys (minutes each: snapshots and backups across local hosts, a
 # host with storage of its own), kept out of `make test` so CI stays under 30 min.
 test-slow: setup
-	$(PYTEST) -ra -m slow $(PYTEST_ARGS)
+	$(PYTEST) -ra -m "slow and not deb" $(PYTEST_ARGS)
+
+# The Debian package (packaging/deb/README.md): vm-appliance_VERSION_ARCH.deb in
+# this folder, built with dh-virtualenv from a copy of the tree in .cache/deb/.
+# Its build's packages come from Debian (packaging/deb/build-deps.sh, idempotent).
+deb:
+	bash packaging/deb/build-deps.sh
+	bash packaging/deb/build.sh
+
+# The .deb installed into a fresh Debian 12 root (debootstrap, its tarball cached
+# in .cache/deb-test/), its service started there, removed, purged: ~10 min.
+test-deb: venv deb
+	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py $(PYTEST_ARGS)
 
 # qemu+ssh and qemu+tls hosts for real (issue 16): a private sshd and libvirtd TLS
 # listeners on 127.0.0.1 in front of packaging/local-hosts; part of test-slow (~2 min).
@@ -99,6 +111,18 @@ bench: setup
 # nothing: exits non-zero when a section fails. Not figures for BENCHMARKS.md.
 bench-quick: setup
 	$(VENV)/bin/python -m tests.bench.run --quick --no-write
+
+# vmctl's man page, generated from its parser (appliance/cli/docs.py) by argparse-manpage;
+# the defaults it shows are the built-in ones, not this shell's VMAPPLIANCE_HOME.
+.PHONY: man
+man: venv
+	mkdir -p build/man
+	env -u VMAPPLIANCE_HOME -u VMAPP_HOME PYTHONPATH=$(CURDIR) $(VENV)/bin/argparse-manpage \
+	  --module appliance.cli.docs --function man_parser --prog vmctl \
+	  --project-name vm-appliance --manual-title "vm-appliance manual" \
+	  --description "drive the vm-appliance: VMs on libvirt and QEMU" \
+	  --version "$$(PYTHONPATH=$(CURDIR) $(VENV)/bin/python -c 'from appliance.cli.target import version; print(version())')" \
+	  --output build/man/vmctl.1
 
 clean:
 	rm -rf $(VENV) .cache *.egg-info

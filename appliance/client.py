@@ -14,6 +14,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from appliance import tls
@@ -106,15 +107,15 @@ class Client:
     def from_home(cls, home: str, fingerprint: str | None = None,
                   ca_file: str | None = None, project: str | None = None) -> Client:
         """The home's own listener (https when its config has TLS on, pinned to
-        the home's certificate) unless VMCTL_URL names another."""
+        the home's certificate) unless VMAPPLIANCE_URL (or VMCTL_URL) names another."""
         config = Config.load(home)
-        url = os.environ.get("VMCTL_URL")
+        url = os.environ.get("VMAPPLIANCE_URL") or os.environ.get("VMCTL_URL")
         if url is None:
             https = tls.tls_enabled(config)
             url = f"{'https' if https else 'http'}://{config.listen}"
             if https and fingerprint is None and ca_file is None:
-                fingerprint = _home_fingerprint(config)
-        token = os.environ.get("VMCTL_TOKEN")
+                fingerprint = home_fingerprint(config)
+        token = os.environ.get("VMAPPLIANCE_TOKEN") or os.environ.get("VMCTL_TOKEN")
         if token is None and config.token_path.exists():
             token = config.token()
         return cls(url, token, fingerprint=fingerprint, ca_file=ca_file, project=project)
@@ -126,11 +127,13 @@ class Client:
         body: Any = None,
         query: dict | None = None,
         headers: dict | None = None,
-        raw: bytes | None = None,
+        raw: bytes | Iterable[bytes] | None = None,
         content_type: str | None = None,
         binary: bool = False,
     ) -> Any:
-        """The answer's JSON, or its text; its bytes with binary=True (screen.png)."""
+        """The answer's JSON, or its text; its bytes with binary=True (screen.png).
+        raw may be an iterable of byte chunks, sent as they come (with headers giving
+        its Content-Length): an image upload never held whole in memory."""
         url = self.base_url + path
         if self.project is not None:
             query = {**(query or {}), "project": self.project}
@@ -180,7 +183,7 @@ class Client:
         return self.request("GET", path, query=query or None)
 
 
-def _home_fingerprint(config: Config) -> str | None:
+def home_fingerprint(config: Config) -> str | None:
     """The home's certificate's fingerprint; None when there is none to read
     yet (the server has not started), and the system's CAs decide."""
     cert, _ = tls.cert_files(config)

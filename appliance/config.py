@@ -28,14 +28,20 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 @dataclasses.dataclass
 class Config:
+    # The appliance's home: its store, images, VMs' disks, token and TLS pair.
     home: Path
     config_version: int = CONFIG_VERSION
+    # HOST:PORT of the REST API and the web page (HTTPS unless loopback: tls).
     listen: str = DEFAULT_LISTEN
-    accel: str = "auto"  # auto | kvm | tcg
+    # The accelerator of new VMs: kvm, tcg (QEMU's emulation, slow), or auto
+    # (kvm where /dev/kvm works, else tcg).
+    accel: str = "auto"
+    # The local libvirtd: the first host, where the controller runs VMs.
     libvirt_uri: str = "qemu:///system"
     # Prefixed to libvirt domain names, so that several appliances (or tests)
     # can share one libvirtd without their names colliding.
     domain_prefix: str = ""
+    # API worker processes (gunicorn).
     workers: int = 2
     # Threads per API worker for the WSGI app (appliance/api/asgi.py); requests
     # that wait for their operation may hold at most 3/4 of them, the rest
@@ -58,16 +64,22 @@ class Config:
     # absolute; None for no mount (--no-mount).
     mount: str | None = "mnt"
     # Host URIs (appliance/hosturi.py): the folders whose unix sockets a
-    # qemu+unix host may name, and whether libvirt's test driver may be added
-    # as a host (the appliance's own tests only).
+    # qemu+unix host may name.
     host_socket_dirs: list[str] = dataclasses.field(default_factory=lambda: [
         "/run/libvirt", "/var/run/libvirt", "/var/lib/vm-appliance/local-hosts"])
+    # Whether libvirt's test driver may be added as a host (the appliance's own tests only).
     allow_test_hosts: bool = False
+    # `vmctl adopt` (service/adoption.py): the folders whose disk files (and their
+    # backing files) an adopted domain may keep using in place; a disk elsewhere is
+    # refused unless it is copied into the home (--copy-disks).
+    adopt_disk_dirs: list[str] = dataclasses.field(default_factory=lambda: [
+        "/var/lib/libvirt/images"])
     # Members of this group may use the mount too (allow_other); None: its owner only.
     mount_group: str | None = None
     # Placement: "spread" (most free RAM/CPU first, Nova's default) or "pack"
-    # (fill a host before the next); pick at random among the best N hosts.
+    # (fill a host before the next).
     placement: str = "spread"
+    # Placement picks at random among the best N hosts (1: always the best).
     host_subset_size: int = 1
     # A host whose libvirt has not answered for this long is declared dead and
     # its VMs with run_strategy Always are restarted elsewhere (shared disks only).
@@ -84,10 +96,11 @@ class Config:
     events_kept: int = 200_000
     # HTTPS for the API (appliance/tls.py): "auto" is on unless listen is a
     # loopback address, so plain HTTP elsewhere is only ever "off", chosen.
-    # tls_cert and tls_key (relative to home, or absolute; both or neither):
-    # the admin's pair; None: a self-signed pair made into HOME/tls at first start.
     tls: str = "auto"
+    # The admin's certificate (PEM; relative to home, or absolute; with tls_key):
+    # None: a self-signed pair made into HOME/tls at first start.
     tls_cert: str | None = None
+    # The private key of tls_cert (PEM; both or neither).
     tls_key: str | None = None
     # How long a console ticket (POST /v1/tickets) may wait for its WebSocket, in
     # seconds: long enough for a browser to open the page it is handed to.

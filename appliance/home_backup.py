@@ -20,7 +20,6 @@ While it works it holds the serve lock, so a serve started meanwhile waits out.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -34,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from appliance import home_lock
 from appliance.config import Config
 from appliance.notify import listening
 
@@ -48,8 +48,6 @@ CONFIG_DIRS = ("tls", "ssh")
 MAX_CONFIG_FILE = 1 << 20  # a config file, a certificate, a key
 MAX_MANIFEST = 1 << 20
 MAX_CONFIG_MEMBERS = 64
-# The serve lock of appliance/home_lock.py (one serve per home): HOME/run/serve.lock.
-SERVE_LOCK = Path("run") / "serve.lock"
 
 
 class BackupError(Exception):
@@ -165,22 +163,16 @@ def _write_archive(archive: Path, manifest: dict[str, Any],
 def serve_lock(home: Path) -> Iterator[None]:
     """Hold the home's serve lock (HOME/run/serve.lock) for the restore: refused at
     once when a serve holds it."""
-    path = home / SERVE_LOCK
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text(encoding="utf-8", errors="replace").split()
-            pid = holder[0] if holder and holder[0].isdigit() else "?"
-            raise BackupError(f"the appliance serves {home} (pid {pid}): stop it first") from None
-        # Who holds it, as a serve writes it ("PID LISTEN"): a serve started now says so.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} (vmctl admin restore)\n".encode(), 0)
+        lock = home_lock.acquire(home, home_lock.RESTORING)
+    except home_lock.AlreadyServing as err:
+        doing = "restored" if err.listen == home_lock.RESTORING else "served"
+        raise BackupError(f"{home} is being {doing} (pid {err.pid or '?'}): "
+                          "stop it first") from None
+    try:
         yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _stream_answers(path: Path) -> bool:
@@ -204,13 +196,13 @@ def served_by(config: Config, api_timeout: float = 2.0) -> str | None:
     if _stream_answers(config.console_socket):
         return f"its console broker listens on {config.console_socket}"
     from appliance import tls
-    from appliance.client import APIError, Client, _home_fingerprint
+    from appliance.client import APIError, Client, home_fingerprint
 
     https = tls.tls_enabled(config)
     url = f"{'https' if https else 'http'}://{config.listen}"
     try:  # the home's own address (not VMCTL_URL's), no token: /healthz is public
         client = Client(url, None, timeout=api_timeout,
-                        fingerprint=_home_fingerprint(config) if https else None)
+                        fingerprint=home_fingerprint(config) if https else None)
         client.get("/healthz")
     except (OSError, ValueError):
         return None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import libvirt
 
-from appliance import accel, tls
+from appliance import accel, sdnotify, tls
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
@@ -208,13 +208,15 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     # 1,000 VMs (BENCHMARKS.md). Two arenas per process are plenty under the GIL:
     # the variable for exec'd children, mallopt for this process and forked ones.
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    env.pop(sdnotify.ENV, None)  # systemd hears from serve alone (NotifyAccess=main)
     limit_malloc_arenas()
     # The children are started while this process has one thread and no open
     # connection, so that they are forked and share its memory (appliance/forked.py);
     # the controller starts right after them.
     store.close()
     wait_for_port(config.listen, 20)
-    children = {"api": lambda: spawn_child(gunicorn_args(config), env, config.logs_dir / "api.log")}
+    api_log = child_log(config, "api.log")
+    children = {"api": lambda: spawn_child(gunicorn_args(config), env, api_log)}
     children.update(extra_children(config, env))
     running = {name: start() for name, start in children.items()}
 
@@ -235,6 +237,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
 
     log.info("serving on %s://%s (home %s)", "https" if tls_files else "http", config.listen,
              config.home)
+    sdnotify.notify_when_ready(config, stopping)  # vm-appliance.service: Type=notify
     restarts: dict[str, float] = {}
     while not stopping.wait(0.5):
         for name, proc in list(running.items()):
@@ -245,6 +248,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
                 running[name] = children[name]()
 
     log.info("stopping")
+    sdnotify.notify("STOPPING=1")
     for proc in running.values():
         if proc.poll() is None:
             proc.terminate()
@@ -259,6 +263,12 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     return 0
 
 
+def child_log(config: Config, name: str) -> Path | None:
+    """Where a child logs: HOME/logs/NAME, or serve's own stderr when that is
+    systemd's journal (vm-appliance.service)."""
+    return None if sdnotify.stderr_is_journal() else config.logs_dir / name
+
+
 def extra_children(config: Config, env: dict) -> dict:
     """Further supervised processes: the console broker, and the mount unless
     --no-mount.
@@ -266,7 +276,7 @@ def extra_children(config: Config, env: dict) -> dict:
     The mount child unmounts on SIGTERM (and dies with us, PDEATHSIG); a mount
     left by a crash is cleared here before each (re)start of the child."""
     consoles = [sys.executable, "-m", "appliance.consoles", "--home", str(config.home)]
-    children = {"consoles": lambda: spawn_child(consoles, env, config.logs_dir / "consoles.log")}
+    children = {"consoles": lambda: spawn_child(consoles, env, child_log(config, "consoles.log"))}
     point = config.mount_point
     if point is None:
         return children
@@ -278,7 +288,7 @@ def extra_children(config: Config, env: dict) -> dict:
 
     def start_mount() -> subprocess.Popen | ForkedChild:
         clear_stale(point)
-        return spawn_child(args, env, config.logs_dir / "mount.log")
+        return spawn_child(args, env, child_log(config, "mount.log"))
 
     children["mount"] = start_mount
     return children

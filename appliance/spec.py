@@ -25,7 +25,13 @@ from appliance.model.defaults import (
 from appliance.model.spec import FIELDS, IMMUTABLE
 from appliance.model.spec import validate as _validate
 from appliance.model.states import NETWORK_TYPES, OUTBOUND, PROBE_KINDS, PROTOCOLS, RUN_STRATEGIES
-from appliance.model.values import parse_cpus, parse_size_mib, validate_labels, validate_name
+from appliance.model.values import (
+    parse_cpus,
+    parse_size_mib,
+    validate_labels,
+    validate_name,
+    validate_vm_name,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -50,6 +56,7 @@ __all__ = [
     "validate",
     "validate_labels",
     "validate_name",
+    "validate_vm_name",
 ]
 
 

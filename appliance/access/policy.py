@@ -90,6 +90,10 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "GET"): Action.READ,
     ("/v1/vms/{name}/snapshots/{snapshot}/{file}", "PUT"): SNAPSHOT_FILE_WRITES,
     ("/v1/vms/{name}/clone", "POST"): Action.VM_CHANGE,
+    # Issue 16: adopting takes a host's libvirt domain (no project's) and references
+    # host files: the admin's. An export reads the VM.
+    ("/v1/vms/adopt", "POST"): Action.ADMIN,
+    ("/v1/vms/{name}/export", "GET"): Action.READ,
     # data disks and CD-ROM media (issue 14): grown, added, removed, changed live
     ("/v1/vms/{name}/disks", "GET"): Action.READ,
     ("/v1/vms/{name}/disks/{disk}", "GET"): Action.READ,

@@ -12,6 +12,7 @@ from appliance.access import tokens
 from appliance.access.audit import Audit
 from appliance.api import (
     access,
+    adoption,
     backups,
     disks,
     error_shape,
@@ -89,6 +90,8 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/v1/vms/{name}/snapshots/{snapshot}/revert", vm_snapshots, suffix="revert")
     route("/v1/vms/{name}/snapshots/{snapshot}/{file}", snapshots.SnapshotFile(service))
     route("/v1/vms/{name}/clone", snapshots.Clone(service))
+    route("/v1/vms/adopt", adoption.Adopt(service))  # issue 16: VMs in and out
+    route("/v1/vms/{name}/export", adoption.Export(service))
     vm_disks, vm_cdroms = disks.Disks(service), disks.Cdroms(service)  # issue 14: live disks
     collection("/v1/vms/{name}/disks", "disk", vm_disks)
     route("/v1/vms/{name}/disks/{disk}/size", vm_disks, suffix="size")

@@ -21,6 +21,7 @@ from appliance.access import policy
 from appliance.access.principal import Role
 from appliance.api import (
     openapi_access,
+    openapi_adoption,
     openapi_backups,
     openapi_cluster,
     openapi_consoles,
@@ -55,6 +56,7 @@ SCHEMAS = {
     **openapi_shapes.SCHEMAS,  # Rebuild (issue 14)
     **openapi_disks.SCHEMAS,  # DiskInfo, Cdrom (issue 14)
     **openapi_networks.SCHEMAS,  # NetworkResource, NetworkCreate, DhcpRange (issue 15)
+    **openapi_adoption.SCHEMAS,  # Adopt (issue 16)
 }
 
 PATHS: dict[str, Any] = {
@@ -80,6 +82,7 @@ PATHS: dict[str, Any] = {
     **openapi_shapes.PATHS,  # .../rebuild (issue 14)
     **openapi_disks.PATHS,  # .../disks..., .../cdroms... (issue 14)
     **openapi_networks.PATHS,  # /v1/networks, /v1/networks/{name} (issue 15)
+    **openapi_adoption.PATHS,  # /v1/vms/adopt, /v1/vms/{name}/export (issue 16)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }
 

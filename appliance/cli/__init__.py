@@ -11,7 +11,12 @@ when it does not).
     disks.py    data disks and CD-ROM drives
     local.py    serve, mount, exporter, doctor, tls     output.py  tables and JSON
     pools.py    replica pools          networks.py  networks (issue 15)
+    show.py     vmctl get              remotes.py   named remotes, the client config
+    target.py   the global options; which URL and token a command uses (--url, --remote...)
+    values.py   option values checked as parsed   usage.py  one-line usage errors, --help defaults
+    docs.py     shell completion (shtab), the man page's parser (argparse-manpage)
     admin.py    admin backup | restore of the home's store and config (issue 16)
+    moves.py    adopt a libvirt domain, export a VM (KubeVirt)
 """
 from __future__ import annotations
 
@@ -25,16 +30,22 @@ from appliance.cli import (
     backups,
     consoles,
     disks,
+    docs,
     host_access,
     hosts,
     local,
+    moves,
     networks,
     pools,
     projects,
+    remotes,
+    show,
     templates,
     vms,
 )
 from appliance.cli.parser import STATE_COMMAND_HELP, build_parser
+from appliance.cli.target import client_for
+from appliance.cli.usage import check_combinations
 from appliance.client import APIError, Client
 from appliance.model import STATE_ALIASES, StateVerb
 
@@ -44,11 +55,12 @@ __all__ = ["build_parser", "main"]
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": local.cmd_serve, "doctor": local.cmd_doctor, "mount": local.cmd_mount,
     "exporter": local.cmd_exporter, "tls": local.cmd_tls, "mount-map": local.cmd_mount_map,
+    "remote": remotes.cmd_remote, "completion": docs.cmd_completion,
     "admin": admin.cmd_admin,  # backup | restore of the home (appliance/cli/admin.py)
 }
 # Commands that are one call of the REST API (or a poll of one).
 API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
-    "list": vms.cmd_list, "get": vms.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
+    "list": vms.cmd_list, "get": show.cmd_get, "create": vms.cmd_create, "rename": vms.cmd_rename,
     "delete": vms.cmd_delete, "console": consoles.cmd_console, "events": vms.cmd_events,
     "images": vms.cmd_images, "migrate": vms.cmd_migrate, "host": hosts.cmd_host,
     "group": hosts.cmd_group, "user": access.cmd_user, "token": access.cmd_token,
@@ -59,6 +71,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom
+    **moves.COMMANDS,  # adopt, export (issue 16)
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)
@@ -73,23 +86,22 @@ def _run_api_command(client: Client, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_combinations(args)  # a usage error (exit status 2) when options do not go together
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
     if args.command == "host" and args.action in host_access.ACTIONS:  # on this machine's home
         return host_access.cmd_host_access(args)
-    if args.command == "images" and args.action in ("import", "upload", "delete") and not args.name:
-        print("vmctl images: NAME (and PATH for import/upload) required", file=sys.stderr)
-        return 2
     try:
-        client = Client.from_home(args.home, fingerprint=args.fingerprint, ca_file=args.ca_file,
-                                  project=args.acting_project)
-    except ValueError as err:
-        print(f"vmctl: {err}", file=sys.stderr)
+        client, target = client_for(args)
+    except ValueError as err:  # a remote or trust option that cannot be used
+        print(f"vmctl {args.command}: {err}", file=sys.stderr)
         return 2
     try:
         return _run_api_command(client, args)
     except APIError as err:
-        print(f"vmctl {args.command}: {err}", file=sys.stderr)
+        # a 401 or no connection says which home, URL or remote it tried, and the token's source
+        said = target.explain(err)
+        print(f"vmctl {args.command}: {err}" + (f" ({said})" if said else ""), file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from appliance.cli.output import listing, print_answer
+from appliance.cli.values import size
 from appliance.client import Client
 from appliance.model.media import DEFAULT_NEW_DISK_MIB
 
@@ -24,12 +25,12 @@ def add_disk_commands(sub: argparse._SubParsersAction) -> None:
     d = disks.add_parser("add", help="add a blank disk (hot-plugged into a running VM)")
     d.add_argument("name")
     d.add_argument("disk")
-    d.add_argument("size", nargs="?", default=f"{DEFAULT_NEW_DISK_MIB}M",
+    d.add_argument("size", nargs="?", default=f"{DEFAULT_NEW_DISK_MIB}M", type=size,
                    help=f"MiB or 512M, 20G... (default {DEFAULT_NEW_DISK_MIB} MiB)")
     d = disks.add_parser("resize", help="grow a disk (live on a running VM; never shrinks)")
     d.add_argument("name")
     d.add_argument("disk")
-    d.add_argument("size")
+    d.add_argument("size", type=size)
     d = disks.add_parser("remove", help="detach a disk and delete it with its data")
     d.add_argument("name")
     d.add_argument("disk")

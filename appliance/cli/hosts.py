@@ -5,8 +5,15 @@ import argparse
 import time
 from typing import Any
 
-from appliance.cli.output import labels_text, listing, print_answer, print_json, table
+from appliance.cli.output import labels_text, listing, pair, print_answer, print_json, table
+from appliance.cli.usage import usage_error
+from appliance.cli.values import count, ratio
 from appliance.client import Client
+from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO
+
+# `vmctl host set`'s options -> PATCH /v1/hosts/NAME's fields (labels are merged apart)
+SET_FIELDS = ("uri", "storage", "cpu_ratio", "ram_ratio", "disk_ratio", "migration_address",
+              "reserved_memory_mib", "cpu_dedicated_set")
 
 HOST_COLUMNS = [("NAME", "name"), ("STATE", "state"), ("VMS", "vms"), ("CPUS", "cpus"),
                 ("MEMORY", "memory"), ("DISK", "disk"), ("STORAGE", "storage"),
@@ -115,6 +122,52 @@ def _set_host_state(client: Client, args: argparse.Namespace) -> int:
     return 1 if (result.get("drain") or {}).get("blocked") else 0
 
 
+def add_host_set(hosts: argparse._SubParsersAction) -> None:
+    """vmctl host set NAME --uri/--label/--unset-label/--*-ratio/...: PATCH /v1/hosts/NAME."""
+    h = hosts.add_parser("set", help="change a host's URI, labels, storage, overcommit, "
+                                     "migration address, reserved memory or dedicated CPUs")
+    h.add_argument("name")
+    h.add_argument("--uri", help="a new libvirt URI (the same host, reached another way)")
+    h.add_argument("--label", action="append", type=pair, metavar="KEY=VALUE",
+                   help="set a label (repeat; the host's other labels stay)")
+    h.add_argument("--unset-label", dest="unset_label", action="append", metavar="KEY",
+                   help="remove a label (repeat)")
+    h.add_argument("--storage", help="hosts naming the same storage share VM disks")
+    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=ratio, metavar="X",
+                   help=f"vCPU overcommit (the default of a new host: {DEFAULT_CPU_RATIO:g})")
+    h.add_argument("--ram-ratio", dest="ram_ratio", type=ratio, metavar="X",
+                   help=f"RAM overcommit (the default of a new host: {DEFAULT_RAM_RATIO:g})")
+    h.add_argument("--disk-ratio", dest="disk_ratio", type=ratio, metavar="X",
+                   help=f"disk overcommit (the default of a new host: {DEFAULT_DISK_RATIO:g})")
+    h.add_argument("--migration-address", dest="migration_address", metavar="ADDRESS",
+                   help="where other hosts reach this one for live migration ('' to unset)")
+    h.add_argument("--reserved-memory", dest="reserved_memory_mib", type=count, metavar="MIB",
+                   help="memory kept for the host itself, in MiB")
+    h.add_argument("--dedicated-cpus", dest="cpu_dedicated_set", metavar="SET",
+                   help="host CPUs kept for VMs with --dedicated, e.g. 2-3")
+
+
+def _set(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {field: getattr(args, field) for field in SET_FIELDS
+                            if getattr(args, field) is not None}
+    if body.get("migration_address") == "":
+        body["migration_address"] = None
+    if args.label or args.unset_label:
+        labels = dict(client.get(f"/v1/hosts/{args.name}").get("labels") or {})
+        labels.update(dict(args.label or []))
+        for key in args.unset_label or []:
+            labels.pop(key, None)
+        body["labels"] = labels
+    if not body:
+        usage_error("vmctl host set", "nothing to change: give --uri, --label, --cpu-ratio...")
+    host = client.request("PATCH", f"/v1/hosts/{args.name}", body)
+    if args.json:
+        print_json(host)
+    else:
+        print(f"{host['name']}: {', '.join(sorted(body))} changed")
+    return 0
+
+
 def _remove(client: Client, args: argparse.Namespace) -> int:
     client.request("DELETE", f"/v1/hosts/{args.name}")
     print(f"{args.name}: removed")
@@ -122,7 +175,7 @@ def _remove(client: Client, args: argparse.Namespace) -> int:
 
 
 HOST_ACTIONS = {"list": _list_hosts, "show": _show, "add": _add, "state": _set_host_state,
-                "remove": _remove}
+                "remove": _remove, "set": _set}
 
 
 def cmd_host(client: Client, args: argparse.Namespace) -> int:

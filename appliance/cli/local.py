@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from appliance import home_lock
 from appliance.cli.output import print_json
 from appliance.config import Config
 
@@ -18,7 +19,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exporter import shared_metrics
 
     home = Path(args.home)
-    config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
+    if args.config is not None:  # the .deb's /etc/vm-appliance/config.toml (configfile.py)
+        from appliance import configfile
+
+        try:
+            config = configfile.load(args.config, home)
+        except configfile.ConfigFileError as err:
+            print(f"vmctl serve: {err}", file=sys.stderr)
+            return 2
+    else:
+        config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
     for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group",
                   "tls"):
         value = getattr(args, field)
@@ -31,12 +41,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.mount = None
     elif args.mount is not None:
         config.mount = str(Path(args.mount).absolute())
+    # One serve per home, locked before anything in the home is touched (the
+    # metrics directory below is wiped, config.json rewritten, children started);
+    # the lock lives as long as this process (appliance/home_lock.py).
+    try:
+        lock = home_lock.acquire(config.home, config.listen)
+    except home_lock.AlreadyServing as err:
+        print(f"vmctl serve: {err}", file=sys.stderr)
+        return 1
     # Before appliance.serve imports prometheus_client: this process and its
     # children share their metrics through HOME/run/metrics.
     shared_metrics.enter(config.run_dir / "metrics")
     from appliance.serve import serve
 
-    return serve(config, demo_image=args.demo_image)
+    try:
+        return serve(config, demo_image=args.demo_image)
+    finally:
+        lock.release()
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from appliance.cli.output import print_answer, print_json, table
+from appliance.cli.values import dhcp_range
 from appliance.client import Client
 from appliance.model.networks import NETWORK_KINDS, NetworkKind
 
@@ -24,7 +25,7 @@ def add_network_commands(sub: argparse._SubParsersAction) -> None:
                    help="nat (default): NAT to the outside; isolated: guests and the host "
                         "only; bridge: an existing host bridge (admins)")
     a.add_argument("--subnet", help="nat, isolated: a private IPv4 subnet, e.g. 10.20.0.0/24")
-    a.add_argument("--dhcp", metavar="START-END",
+    a.add_argument("--dhcp", metavar="START-END", type=dhcp_range,
                    help="the DHCP range (default: the subnet's upper half)")
     a.add_argument("--domain", help="the guests' DNS domain (default: the network's name)")
     a.add_argument("--bridge", help="bridge: the host bridge, e.g. br0")

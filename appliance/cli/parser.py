@@ -9,13 +9,31 @@ from appliance.access.principal import ROLES
 from appliance.cli.admin import add_admin_commands
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
+from appliance.cli.docs import add_completion_command
 from appliance.cli.host_access import add_host_access_commands
+from appliance.cli.hosts import add_host_set
+from appliance.cli.moves import add_move_commands
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
 from appliance.cli.pools import add_pool_commands
 from appliance.cli.projects import add_project_commands
+from appliance.cli.remotes import add_remote_commands
+from appliance.cli.target import add_global_options, subcommand_parsers, version
 from appliance.cli.templates import add_template_commands
-from appliance.config import DEFAULT_HOME, DEFAULT_LISTEN
+from appliance.cli.usage import DefaultsFormatter, Parser
+from appliance.cli.values import (
+    count,
+    ipv4,
+    listen_address,
+    network,
+    new_disk,
+    port_forward,
+    positive_int,
+    ratio,
+    size,
+    text_file,
+)
+from appliance.config import DEFAULT_LISTEN
 from appliance.model import (
     DEFAULT_CPU_RATIO,
     DEFAULT_CPUS,
@@ -59,11 +77,15 @@ def _no_wait(p: argparse.ArgumentParser) -> None:
 def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     """serve, mount, exporter: the commands that run here (appliance/cli/local.py)."""
     serve = sub.add_parser("serve", help="run the controller and the REST API")
-    serve.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    serve.add_argument("--config", default=None, metavar="FILE",
+                       help="settings from this TOML file (the .deb's /etc/vm-appliance/"
+                            "config.toml; its `home` wins over --home; flags win over it)")
+    serve.add_argument("--listen", default=None, type=listen_address,
+                       help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     serve.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
     serve.add_argument("--libvirt-uri", dest="libvirt_uri", default=None)
     serve.add_argument("--domain-prefix", dest="domain_prefix", default=None)
-    serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument("--workers", type=positive_int, default=None)
     serve.add_argument("--demo-image", dest="demo_image", default=None,
                        help="register this file as image 'demo' if there is none")
     mount = serve.add_mutually_exclusive_group()
@@ -87,7 +109,7 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("exporter",
                        help="serve Prometheus metrics of a libvirt host, for hosts without the API")
-    p.add_argument("--listen", required=True, help="HOST:PORT for /metrics")
+    p.add_argument("--listen", required=True, type=listen_address, help="HOST:PORT for /metrics")
     p.add_argument("--libvirt-uri", dest="libvirt_uri", default="qemu:///system")
     p.add_argument("--host-name", dest="host_name", default=None,
                    help="the host label (default: this machine's hostname)")
@@ -137,15 +159,23 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
                                       "the options given here win; without: default")
     p.add_argument("--image", help=f"an image's name (default {DEFAULT_IMAGE})")
     p.add_argument("--cpus", type=int, help=f"vCPUs (default {DEFAULT_CPUS})")
-    p.add_argument("--memory", help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
-    p.add_argument("--disk", action="append", help="NAME:SIZE, an extra blank disk")
-    p.add_argument("--network", help=f"none | user | network:NAME (default {DEFAULT_NETWORK_TYPE})")
-    p.add_argument("--ip", help="fixed IPv4 on a libvirt network")
-    p.add_argument("--forward", action="append",
-                   help="HOSTPORT:GUESTPORT on 127.0.0.1 (user networking)")
-    p.add_argument("--user-data", dest="user_data", help="file")
-    p.add_argument("--meta-data", dest="meta_data", help="file")
-    p.add_argument("--network-config", dest="network_config", help="file")
+    p.add_argument("--memory", type=size,
+                   help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
+    p.add_argument("--disk", action="append", type=new_disk, metavar="NAME:SIZE",
+                   help="an extra blank disk, e.g. data:10G (repeat for several)")
+    p.add_argument("--network", type=network,
+                   help=f"none | user | network:NAME (default {DEFAULT_NETWORK_TYPE})")
+    p.add_argument("--ip", type=ipv4,
+                   help="fixed IPv4 on a libvirt network (with --network network:NAME)")
+    p.add_argument("--forward", action="append", type=port_forward,
+                   metavar="HOSTPORT:GUESTPORT[/udp]",
+                   help="a port of 127.0.0.1 forwarded to the guest (user networking; repeat)")
+    p.add_argument("--user-data", dest="user_data", type=text_file, metavar="FILE",
+                   help="cloud-init user-data")
+    p.add_argument("--meta-data", dest="meta_data", type=text_file, metavar="FILE",
+                   help="cloud-init meta-data")
+    p.add_argument("--network-config", dest="network_config", type=text_file, metavar="FILE",
+                   help="cloud-init network-config")
     p.add_argument("--run-strategy", dest="run_strategy", choices=list(RUN_STRATEGIES),
                    help=f"when the appliance starts it again (default {DEFAULT_RUN_STRATEGY})")
     p.add_argument("--label", action="append", type=pair, help="KEY=VALUE")
@@ -197,10 +227,10 @@ def _add_vm_commands(sub: argparse._SubParsersAction) -> None:
                        "up to its maximums; beyond them at its next restart)")
     p.add_argument("name")
     p.add_argument("--cpus", type=int, help="vCPUs")
-    p.add_argument("--memory", help="MiB, or 512M / 2G")
+    p.add_argument("--memory", type=size, help="MiB, or 512M / 2G")
     p.add_argument("--max-cpus", dest="max_cpus", type=int,
                    help="the most vCPUs it can have while running (applies at its next start)")
-    p.add_argument("--max-memory", dest="max_memory",
+    p.add_argument("--max-memory", dest="max_memory", type=size,
                    help="the most memory it can have while running (applies at its next start)")
     p = sub.add_parser("rebuild", help="make the root disk again from its image (or --image), "
                        "keeping name, MAC, addresses and data disks; cloud-init runs again")
@@ -253,7 +283,7 @@ def _add_console_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="take the console over from a client outside the appliance "
                         "(e.g. virsh console on the host)")
-    p.add_argument("--history", type=int, default=0, metavar="BYTES",
+    p.add_argument("--history", type=count, default=0, metavar="BYTES",
                    help="first print the log's last BYTES bytes (at most 65536)")
     p.add_argument("--log", action="store_true", help="print the console's log and exit")
     p.add_argument("-f", "--follow", action="store_true", help="print the log as it grows")
@@ -276,11 +306,11 @@ def _add_host_commands(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--label", action="append", type=pair, metavar="KEY=VALUE")
     h.add_argument("--storage",
                    help="hosts naming the same storage share VM disks (default: shared)")
-    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=float, metavar="X",
+    h.add_argument("--cpu-ratio", dest="cpu_ratio", type=ratio, metavar="X",
                    help=f"vCPU overcommit (default {DEFAULT_CPU_RATIO:g})")
-    h.add_argument("--ram-ratio", dest="ram_ratio", type=float, metavar="X",
+    h.add_argument("--ram-ratio", dest="ram_ratio", type=ratio, metavar="X",
                    help=f"RAM overcommit (default {DEFAULT_RAM_RATIO:g})")
-    h.add_argument("--disk-ratio", dest="disk_ratio", type=float, metavar="X",
+    h.add_argument("--disk-ratio", dest="disk_ratio", type=ratio, metavar="X",
                    help=f"disk overcommit (default {DEFAULT_DISK_RATIO:g})")
     h.add_argument("--migration-address", dest="migration_address", metavar="ADDRESS",
                    help="where other hosts reach this one for live migration")
@@ -289,6 +319,7 @@ def _add_host_commands(sub: argparse._SubParsersAction) -> None:
     h.add_argument("name")
     h.add_argument("state", choices=list(HOST_STATES))
     hosts.add_parser("remove", help="remove a host that has no VMs").add_argument("name")
+    add_host_set(hosts)  # appliance/cli/hosts.py
     add_host_access_commands(hosts)  # ssh-key, trust (appliance/cli/host_access.py)
 
     p = sub.add_parser("group", help="server groups: keep VMs together or apart")
@@ -336,11 +367,13 @@ def _add_access_commands(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("whoami", help="the user, role and projects of the token in use")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmctl", description="Drive the vm-appliance.")
-    parser.add_argument("--home", default=os.environ.get("VMAPP_HOME", DEFAULT_HOME),
-                        help="the appliance's home (config, token, store); default ./.appliance")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
+    """vmctl's parser; nested_globals: the global options under every subcommand too
+    (not in the man page, which says them once: appliance/cli/docs.py)."""
+    parser = Parser(prog="vmctl", description="Drive the vm-appliance.",
+                    formatter_class=DefaultsFormatter)
+    parser.add_argument("--version", action="version", version=f"vmctl {version()}")
+    add_global_options(parser)  # appliance/cli/target.py: also after the subcommand
     # Its own dest: `vmctl user add NAME --project P` names the user's projects.
     parser.add_argument("--project", dest="acting_project", metavar="P",
                         default=os.environ.get("VMCTL_PROJECT"),
@@ -363,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_pool_commands(sub)
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
+    add_remote_commands(sub)  # appliance/cli/remotes.py
+    add_completion_command(sub)  # appliance/cli/docs.py
     add_admin_commands(sub)  # admin backup | restore (appliance/cli/admin.py)
+    add_move_commands(sub)  # adopt, export (appliance/cli/moves.py, issue 16)
     sub.add_parser("doctor", help="check libvirt, KVM, FUSE, disk space and the API")
+    for child in subcommand_parsers(parser):
+        if nested_globals:
+            add_global_options(child, nested=True)
+        child.formatter_class = DefaultsFormatter
     return parser

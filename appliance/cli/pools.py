@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from appliance.cli.output import listing, pair, print_json, table
+from appliance.cli.values import count, new_disk, size
 from appliance.client import Client
 from appliance.model import DEFAULT_CPUS, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, RUN_STRATEGIES
 
@@ -19,19 +20,21 @@ def add_pool_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--template", help="a template's name the members' spec starts from")
     c.add_argument("--image", help=f"an image's name (default {DEFAULT_IMAGE})")
     c.add_argument("--cpus", type=int, help=f"vCPUs (default {DEFAULT_CPUS})")
-    c.add_argument("--memory", help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
-    c.add_argument("--disk", action="append", help="NAME:SIZE, an extra blank disk")
+    c.add_argument("--memory", type=size,
+                   help=f"MiB, or 512M / 2G (default {DEFAULT_MEMORY_MIB})")
+    c.add_argument("--disk", action="append", type=new_disk, metavar="NAME:SIZE",
+                   help="an extra blank disk, e.g. data:10G")
     c.add_argument("--run-strategy", dest="run_strategy", choices=list(RUN_STRATEGIES),
                    help="Halted: members are made stopped")
     c.add_argument("--label", action="append", type=pair, help="KEY=VALUE")
-    c.add_argument("--replicas", type=int, default=0, help="how many members (default 0)")
+    c.add_argument("--replicas", type=count, default=0, help="how many members (default 0)")
     c.add_argument("--group", help="a server group the members join (vmctl group create)")
     c.add_argument("--paused", action="store_true", help="template changes wait for resume")
     pools.add_parser("list", help="pools with their replicas, ready and updated members")
     pools.add_parser("get", help="one pool: template, status, members").add_argument("name")
     s = pools.add_parser("scale", help="set the number of members")
     s.add_argument("name")
-    s.add_argument("replicas", type=int)
+    s.add_argument("replicas", type=count)
     pools.add_parser("pause", help="pause the roll-out of template changes").add_argument("name")
     pools.add_parser("resume", help="resume the roll-out").add_argument("name")
     pools.add_parser("delete", help="delete a pool and its members").add_argument("name")
@@ -45,8 +48,7 @@ def template_body(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             template[field] = value
     if args.disk:
-        template["disks"] = [{"name": d.split(":", 1)[0], "size": d.split(":", 1)[-1]}
-                             for d in args.disk]
+        template["disks"] = args.disk  # dicts (appliance/cli/values.py)
     if args.label:
         template["labels"] = dict(args.label)
     return template

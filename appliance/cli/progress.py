@@ -1,15 +1,21 @@
 """Waiting for an operation in vmctl: long polls of GET /v1/operations/ID, and on a
 terminal a one-line progress bar from the operation's bytes_done / bytes_total (a
-copy's progress: backup, restore, clone), redrawn in place on stderr.
+copy's progress: backup, restore, clone) or the seconds a stop or a migration has
+taken, redrawn in place on stderr.
 
 Hand-written rather than a library's (tqdm, rich): one line of output, and no new
 dependency on an appliance host for it.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
+from appliance.cli.output import wait_query
 from appliance.client import Client
 from appliance.model import FINAL_OP_STATES, OpStatus
 
@@ -35,17 +41,21 @@ def bar(op: dict, width: int = BAR_WIDTH) -> str:
 
 
 def follow(client: Client, op: dict, stream: TextIO | None = None,
-           tty: bool | None = None) -> dict:
+           tty: bool | None = None, note: str | None = None) -> dict:
     """The operation once it ended, drawing its progress on a terminal meanwhile.
     Ctrl-C stops following (KeyboardInterrupt goes on up: vmctl exits 130), not the
-    operation: what to type to cancel it is printed."""
+    operation: what to type to cancel it is printed. note: an operation without a
+    byte count (a stop, a migration) shows the seconds it has taken and this note."""
     out = stream if stream is not None else sys.stderr
     draw = out.isatty() if tty is None else tty
     shown = ""
+    started = time.monotonic()
     try:
         while op["status"] not in FINAL_OP_STATES:
             if draw:
                 line = bar(op)
+                if note is not None and not op.get("bytes_total"):
+                    line += f", {time.monotonic() - started:.0f} s{note}"
                 if line != shown:
                     out.write("\r" + line.ljust(len(shown)))
                     out.flush()
@@ -60,6 +70,57 @@ def follow(client: Client, op: dict, stream: TextIO | None = None,
         out.write("\r" + line.ljust(len(shown)) + "\n")
         out.flush()
     return op
+
+
+def on_terminal(args: argparse.Namespace) -> bool:
+    """Whether vmctl follows an operation itself to draw its progress: on a terminal,
+    unless --json or --no-wait (quiet when piped: the server waits, as before)."""
+    return (not getattr(args, "json", False) and not getattr(args, "no_wait", False)
+            and sys.stderr.isatty())
+
+
+def waited(client: Client, args: argparse.Namespace, method: str, path: str, body: Any,
+           command: str, note: Callable[[], str] = lambda: "") -> dict | int:
+    """The answer of a call (path: /v1/vms/NAME/SUFFIX) that starts an operation on a
+    VM, once the operation ended: the server waits for it (?wait) off a terminal; on
+    one, vmctl asks it not to and follows the operation, drawing how long it has taken
+    (and note()), then reads the VM at /v1/vms/NAME. An int: the exit status of an
+    operation that failed (said on stderr)."""
+    if not on_terminal(args):
+        answer: dict = client.request(method, path, body, query=wait_query(args))
+        return answer
+    answer = client.request(method, path, body, query={"wait": "false"})
+    if "name" in answer or answer.get("operation") is None:
+        return answer  # nothing to wait for (already so)
+    op = follow(client, answer["operation"], tty=True, note=note())
+    status = outcome(op, command)
+    if status:
+        return status
+    vm: dict = client.get(path.rsplit("/", 1)[0])
+    return {**vm, "operation": op}
+
+
+def chunks(path: str, stream: TextIO | None = None, tty: bool = False,
+           size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes in chunks of `size`, drawing how much was sent on a terminal
+    (`upload [###....]  42%  120.0/256.0 MiB`): what an image upload sends."""
+    out = stream if stream is not None else sys.stderr
+    total = os.path.getsize(path)
+    sent, shown = 0, ""
+    with open(path, "rb") as source:
+        while chunk := source.read(size):
+            sent += len(chunk)
+            yield chunk
+            if tty:
+                line = bar({"kind": "upload", "status": "running", "bytes_done": sent,
+                            "bytes_total": total})
+                if line != shown:
+                    out.write("\r" + line.ljust(len(shown)))
+                    out.flush()
+                    shown = line
+    if shown:
+        out.write("\n")
+        out.flush()
 
 
 def stopped_following(op: dict) -> str:

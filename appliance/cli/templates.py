@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from appliance.cli.output import listing, print_answer, print_json
+from appliance.cli.values import new_disk, size
 from appliance.client import Client
 
 COLUMNS = [("NAME", "name"), ("OWNER", "owner"), ("REVISION", "revision"), ("CPUS", "cpus"),
@@ -21,8 +21,8 @@ def add_template_commands(sub: argparse._SubParsersAction) -> None:
                                             "everyone's, admins only)")
     c.add_argument("name")
     c.add_argument("--cpus", type=int)
-    c.add_argument("--memory", help="MiB, or 512M / 2G")
-    c.add_argument("--disk", action="append", metavar="NAME=SIZE",
+    c.add_argument("--memory", type=size, help="MiB, or 512M / 2G")
+    c.add_argument("--disk", action="append", type=new_disk, metavar="NAME=SIZE",
                    help="an extra blank disk, e.g. data=10G (repeat for several)")
     c.add_argument("--image", help="an image's name (without: the default template's)")
     c.add_argument("--description", default=None)
@@ -35,13 +35,6 @@ def add_template_commands(sub: argparse._SubParsersAction) -> None:
                          ).add_argument("name")
 
 
-def _disk(text: str) -> dict[str, str]:
-    name, sep, size = text.replace(":", "=", 1).partition("=")
-    if not sep or not name or not size:
-        raise ValueError(f"--disk {text!r}: expected NAME=SIZE, e.g. data=10G")
-    return {"name": name, "size": size}
-
-
 def template_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/templates body: only the options given (the rest is the default's)."""
     spec: dict[str, Any] = {}
@@ -49,7 +42,7 @@ def template_body(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, field) is not None:
             spec[field] = getattr(args, field)
     if args.disk:
-        spec["disks"] = [_disk(d) for d in args.disk]
+        spec["disks"] = args.disk  # dicts (appliance/cli/values.py)
     body: dict[str, Any] = {"name": args.name, "spec": spec}
     if args.description is not None:
         body["description"] = args.description
@@ -72,12 +65,7 @@ def _row(template: dict) -> dict:
 
 def cmd_template(client: Client, args: argparse.Namespace) -> int:
     if args.action == "create":
-        try:
-            body = template_body(args)
-        except ValueError as err:
-            print(f"vmctl template: {err}", file=sys.stderr)
-            return 2
-        print_answer(client.request("POST", "/v1/templates", body), args.json,
+        print_answer(client.request("POST", "/v1/templates", template_body(args)), args.json,
                      lambda made: f"{made['name']}: created (revision {made['revision']})")
         return 0
     if args.action == "list":

@@ -7,11 +7,11 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from appliance.access.principal import actor_text
 from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
+from appliance.cli.progress import chunks, on_terminal, waited
 from appliance.client import Client
 
 OPERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -45,30 +45,6 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    vm = client.get(f"/v1/vms/{args.name}")
-    if args.json:
-        print_json(vm)
-        return 0
-    row = _vm_row(vm)
-    for key, label in [(k, h) for h, k in VM_COLUMNS if k != "restart"]:
-        print(f"{label.lower():<13} {row[key]}")
-    print(f"{'project':<13} {vm.get('project') or '-'}")
-    print(f"{'generation':<13} {vm['generation']}")
-    template = vm.get("template")
-    shown = f"{template['name']} (revision {template['revision']})" if template else "-"
-    print(f"{'template':<13} {shown}")
-    print(f"{'reason':<13} {vm.get('reason') or '-'}")
-    if vm.get("restart_required"):
-        waiting = ", ".join(vm.get("pending_changes") or []) or "spec changes"
-        print(f"restart       required: {waiting} wait for the next restart")
-    return 0
-
-
-def _read(path: str | None) -> str | None:
-    return Path(path).read_text() if path else None
-
-
 def _network(args: argparse.Namespace) -> dict[str, Any] | None:
     """--network, --ip and --forward as the spec's network object (None: the default)."""
     if not (args.network or args.forward):
@@ -79,10 +55,8 @@ def _network(args: argparse.Namespace) -> dict[str, Any] | None:
         network = {"type": kind, **({"name": name} if name else {})}
     if args.ip:
         network["ip"] = args.ip
-    if args.forward:
-        pairs = [f.split(":") for f in args.forward]
-        network["port_forwards"] = [{"host_port": int(pair[0]), "guest_port": int(pair[1])}
-                                    for pair in pairs]
+    if args.forward:  # checked and made dicts by appliance/cli/values.py
+        network["port_forwards"] = args.forward
     return network
 
 
@@ -110,13 +84,13 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             body[field] = value
     if args.disk:
-        disks = [d.split(":", 1) for d in args.disk]
-        body["disks"] = [{"name": d[0], "size": d[1]} for d in disks]
+        body["disks"] = args.disk
     network = _network(args)
     if network is not None:
         body["network"] = network
-    parts = {"user_data": _read(args.user_data), "meta_data": _read(args.meta_data),
-             "network_config": _read(args.network_config)}
+    # the files' text, read as the options were parsed (appliance/cli/values.py)
+    parts = {"user_data": args.user_data, "meta_data": args.meta_data,
+             "network_config": args.network_config}
     cloud_init = {k: v for k, v in parts.items() if v is not None}
     if cloud_init:
         body["cloud_init"] = cloud_init
@@ -140,9 +114,19 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _grace(client: Client, name: str, state: str) -> str:
+    """What a stop's progress line adds: how long the guest has to shut down."""
+    if state != "stopped":
+        return ""
+    grace = client.get(f"/v1/vms/{name}")["spec"].get("termination_grace_period")
+    return f" (ACPI shutdown: forced after {grace} s)" if grace else ""
+
+
 def set_state(client: Client, args: argparse.Namespace, state: str) -> int:
-    result = client.request("PUT", f"/v1/vms/{args.name}/state", {"state": state},
-                            query=wait_query(args))
+    result = waited(client, args, "PUT", f"/v1/vms/{args.name}/state", {"state": state},
+                    args.command, note=lambda: _grace(client, args.name, state))
+    if isinstance(result, int):
+        return result
     print_outcome(result, args.json, lambda vm: f"{vm['name']}: {vm['state']}")
     return 0
 
@@ -186,8 +170,11 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
-    result = client.request("PUT", f"/v1/vms/{args.name}/host",
-                            {"host": args.host, "force": args.force}, query=wait_query(args))
+    result = waited(client, args, "PUT", f"/v1/vms/{args.name}/host",
+                    {"host": args.host, "force": args.force}, "migrate",
+                    note=lambda: f" (to {args.host})")
+    if isinstance(result, int):
+        return result
     if args.json:
         print_json(result)
     elif "name" not in result:
@@ -266,10 +253,11 @@ def cmd_images(client: Client, args: argparse.Namespace) -> int:
     if args.action == "import":
         image = client.request("POST", "/v1/images",
                                {"name": args.name, "path": os.path.abspath(args.path)})
-    elif args.action == "upload":
-        with open(args.path, "rb") as f:
-            image = client.request("PUT", f"/v1/images/{args.name}", raw=f.read(),
-                                   content_type="application/octet-stream")
+    elif args.action == "upload":  # streamed, with a progress bar on a terminal
+        image = client.request("PUT", f"/v1/images/{args.name}",
+                               raw=chunks(args.path, tty=on_terminal(args)),
+                               headers={"Content-Length": str(os.path.getsize(args.path))},
+                               content_type="application/octet-stream")
     elif args.action == "delete":
         client.request("DELETE", f"/v1/images/{args.name}")
         print(f"{args.name}: deleted")

@@ -67,6 +67,7 @@ class BackupRun:
         self.host_copies: HostCopies | None = None  # the VM's host keeps its own storage
         self.not_quiesced = ""  # why the guest's file systems were not frozen ("" if they were)
         self.thawing: quiesce.Thaw | None = None  # the thaw running beside the job
+        self.froze_once = False  # the agent is waited for at the first freeze only
         # the partial folder (and its identity) when the appliance makes the job's files
         self.making: tuple[Path, tuple[int, int]] | None = None
         self.sizes: dict[str, int] | None = None  # their virtual sizes, by file name
@@ -271,7 +272,8 @@ class BackupRun:
         making = quiesce.Beside(lambda: self._make_targets(guest, files), self.row["name"])
         try:
             thaw, self.not_quiesced = quiesce.freeze(guest, self.row["name"],
-                                                     bool(self.params.get("started_paused")))
+                                                     bool(self.params.get("started_paused")),
+                                                     self._agent_wait())
         except BaseException:
             making.wait()  # never leave it writing in a folder the rollback removes
             raise
@@ -286,6 +288,13 @@ class BackupRun:
         if thaw:  # beside the job: joined in _backup before anything is published
             self.thawing = quiesce.Thaw(guest, self.row["name"])
         return not self.not_quiesced
+
+    def _agent_wait(self) -> quiesce.AgentWait | None:
+        """At the first freeze, if the VM started recently (quiesce.agent_wait); a full
+        begun again after an impossible incremental does not wait a second time."""
+        first, self.froze_once = not self.froze_once, True
+        return quiesce.agent_wait(self.store.get_vm_by_id(self.row["id"]), self.ctx.clock(),
+                                  self.ctx.sleep, self.ctx.monotonic) if first else None
 
     def _thawed(self) -> None:
         """The guest's thaw ended (quiesce.Thaw); a failure is the VM's event."""

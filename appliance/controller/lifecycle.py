@@ -13,6 +13,7 @@ from appliance.controller.operations import Handler
 from appliance.controller.sources import NewVmSources
 from appliance.controller.vms import VmObserver
 from appliance.errors import Failed
+from appliance.virt import domain
 from appliance.virt.driver import DriverError, Guest
 
 log = logging.getLogger("appliance.controller")
@@ -147,6 +148,10 @@ class Lifecycle:
     def delete(self, op: dict, row: dict) -> None:
         link = self.ctx.links.connected(row["host"])
         guest = link.lookup(row["id"])
+        if guest is not None and domain.read_identity(guest.xml()) is None:
+            # An adopted domain not taken over yet (its create failed before the define,
+            # service/adoption.py): still the admin's own, left as it was.
+            guest = None
         if guest is not None:
             if guest.is_active():
                 guest.destroy()

@@ -11,6 +11,9 @@ records the source in the CREATE operation's params).
   chain is left as it is).
 - {"clone": SOURCE_ID, "snapshot": S}: `qemu-img convert -l snapshot.name=S`,
   with -U while the source runs (safe for a snapshot: disk_copy.py says why).
+- {"adopt": {...}}: an adopted libvirt domain's disks, checked again, each a
+  symlink to its file in place or a standalone qcow2 copy (virt/adopt_disks.py);
+  the define that follows takes the domain over by its UUID (the VM's id).
 
 The source VM must not change under the copy. Its operations are serialized
 by the controller's busy claims (one operation of a VM in a worker at a
@@ -49,7 +52,7 @@ from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.errors import Failed
 from appliance.model import DesiredState
-from appliance.virt import disk_copy
+from appliance.virt import adopt_disks, disk_copy
 from appliance.virt.domain import DomainPlan
 from appliance.virt.driver import Guest
 
@@ -112,6 +115,8 @@ class NewVmSources:
             elif "clone" in source:
                 self._from_vm(op, str(source["clone"]), source.get("snapshot"), wanted,
                               cancelled)
+            elif "adopt" in source:
+                self._adopted(op, source["adopt"], wanted, cancelled)
             else:
                 raise Failed("the operation names no source the appliance knows")
             _stop_if(cancelled)  # a copy that ended as the cancel came: dropped all the same
@@ -148,6 +153,22 @@ class NewVmSources:
                 pinned_chain.check_restored_size(disk["name"], checked, limits[disk["name"]], tmp)
                 tmp.replace(dest)
                 start += size
+        progress.at(start, force=True)
+
+    # -- an adopted domain's files (service/adoption.py) ---------------------------------------
+    def _adopted(self, op: dict, adopt: dict, wanted: dict[str, Path],
+                 cancelled: Callable[[], bool]) -> None:
+        """Each disk checked again, then a symlink to it in place, or a standalone copy."""
+        copy = bool(adopt.get("copy"))
+        disks = [d for d in adopt["disks"] if d["name"] in wanted]
+        sizes = [Path(d["path"]).stat().st_size if copy else 0 for d in disks]
+        progress = Progress(self.ctx, op["id"], sum(sizes))
+        start = 0
+        for disk, size in zip(disks, sizes, strict=True):
+            _stop_if(cancelled)
+            adopt_disks.place(disk, wanted[disk["name"]], copy, progress.part(start, size),
+                              cancelled)
+            start += size
         progress.at(start, force=True)
 
     # -- from another VM ----------------------------------------------------------------------

@@ -55,6 +55,19 @@ def validate_name(value: Any, field: str = "name") -> str:
     return value
 
 
+# Names a VM may not take: they are routes beside /v1/vms/NAME (POST /v1/vms/adopt),
+# so a VM of that name could be reached only through the mount.
+RESERVED_VM_NAMES = frozenset({"adopt"})
+
+
+def validate_vm_name(value: Any, field: str = "name") -> str:
+    name = validate_name(value, field)
+    if name in RESERVED_VM_NAMES:
+        raise Invalid(f"{name!r} is reserved (the route /v1/vms/{name}); choose another name",
+                      field)
+    return name
+
+
 def validate_image(value: Any, field: str = "image") -> str:
     if not isinstance(value, str) or not value:
         raise Invalid("required: the name of an image", field)

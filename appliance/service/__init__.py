@@ -14,12 +14,14 @@ groups, images, readiness, access (users and tokens), projects (and their
 quotas), locks, consoles (the console broker's targets, input, screenshots),
 tickets (console tickets), snapshots, backups and backup_targets, restores
 (clones, restores), pools (replica pools), shapes (rebuild),
-disks (data disks and CD-ROM drives one at a time). base holds what
+disks (data disks and CD-ROM drives one at a time), adoption (libvirt domains
+adopted, VMs exported as KubeVirt manifests). base holds what
 they share. (The files of VM and host directories are appliance/files.py's
 table, which calls these.)
 """
 
 from appliance.service.access import Access
+from appliance.service.adoption import Adoption
 from appliance.service.backup_targets import BackupTargets
 from appliance.service.backups import Backups
 from appliance.service.base import is_ready, observed_state
@@ -47,5 +49,5 @@ __all__ = ["DEFAULT_TEMPLATE", "Service", "is_ready", "observed_state", "reachab
 
 class Service(VMs, StateChanges, Operations, Hosts, Groups, Images, Readiness, Access,
               Projects, Locks, Tickets, Consoles, Snapshots, Backups, BackupTargets,
-              Restores, Pools, Rebuilds, Disks):
+              Restores, Pools, Rebuilds, Disks, Adoption):
     """Every rule of the appliance, one call per request (the parts: see above)."""

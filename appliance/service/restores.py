@@ -79,7 +79,7 @@ class Restores(ServiceBase):
         as a snapshot of it holds them. A locked VM may be cloned: the clone
         does not change it."""
         body = _body(body, CLONE_FIELDS)
-        name = specs.validate_name(body.get("name"), "name")
+        name = specs.validate_vm_name(body.get("name"), "name")
         snapshot = body.get("from_snapshot")
         source = self.vm_row(vm, with_xml=False)
         if source["desired_state"] == DesiredState.DELETED:
@@ -131,7 +131,7 @@ class Restores(ServiceBase):
                 raise Invalid("an in-place restore stays on the VM's host; give a name to "
                               "restore into a new VM elsewhere", "host")
             return None, self._restore_in_place(backup)
-        name = specs.validate_name(body["name"], "name")
+        name = specs.validate_vm_name(body["name"], "name")
         manifest_vm = chain[-1].get("vm")
         if not isinstance(manifest_vm, dict) or not isinstance(manifest_vm.get("spec"), dict):
             raise backup_chain.BrokenChain(f"{backup_id}: its manifest has no VM spec")

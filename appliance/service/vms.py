@@ -116,6 +116,7 @@ class VMs(Templates, Networks):
         # The template's fields (the default's under them), then the body's.
         base, template, revision = self.template_for_create(body.pop("template", None))
         spec = specs.validate({**base, **body})
+        specs.validate_vm_name(spec["name"])
         op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host,
                                  template=(template, revision))
         self.notify()
@@ -123,14 +124,16 @@ class VMs(Templates, Networks):
 
     def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
                        source: dict[str, Any] | None = None, origin: str = "",
-                       template: tuple[str, int] | None = None) -> Row:
+                       template: tuple[str, int] | None = None,
+                       vm_id: str | None = None) -> Row:
         """The checks of a create (image, name, fixed IP, ports, group, quota,
         placement) and its records (the VM, its events, its CREATE operation) in
         one transaction. `source`: where its disks come from (a clone, a
         restore: service/restores.py), in the operation's params; `origin` says
         so in the created event; `template`: the name and revision it was made
-        from (None: a clone or a restore, made from another VM's spec)."""
-        vm_id = str(self.uuidgen())
+        from (None: a clone or a restore, made from another VM's spec); `vm_id`: an
+        adopted domain's UUID (service/adoption.py), else a new one."""
+        vm_id = vm_id or str(self.uuidgen())
         now = self.clock()
         patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
@@ -323,6 +326,7 @@ class VMs(Templates, Networks):
             )
 
     def _check_rename(self, row: Row, new_name: str) -> None:
+        specs.validate_vm_name(new_name)
         if row.get("pool"):  # its name is its place in the pool (service/pools.py)
             raise Conflict("a pool's member keeps its name NAME-N", "name")
         if self._observed(row) != VMState.STOPPED or row["desired_state"] != DesiredState.STOPPED:

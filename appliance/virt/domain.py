@@ -26,6 +26,7 @@ USER_NETDEV = "hostua-net0"
 # about: libvirt fills pcie.0 from slot 1 upwards (root ports, 8 per slot) and
 # keeps 0x1f for the chipset, so 0x1e stays clear for any VM this appliance builds.
 RESTRICTED_NIC_ADDR = "0x1e"
+AGENT_CHANNEL = "org.qemu.guest_agent.0"  # the guest agent's virtio-serial port
 
 
 @dataclasses.dataclass
@@ -171,7 +172,7 @@ def build(plan: DomainPlan) -> str:
         _sub(video, "model", type="vga")
 
     agent = _sub(devices, "channel", type="unix")
-    _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
+    _sub(agent, "target", type="virtio", name=AGENT_CHANNEL)
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="5")
     rng = _sub(devices, "rng", model="virtio")
@@ -254,3 +255,17 @@ def appliance_of(element: str) -> str:
     except ET.ParseError:
         return ""
     return root.get("appliance") or ""
+
+
+def agent_channel_state(xml: str) -> str | None:
+    """The guest agent channel's state in a running domain's live XML: "connected"
+    once the guest opened its port (and libvirt handled that), "disconnected" before
+    and after; "" when libvirt shows none (an inactive domain); None without the channel."""
+    try:
+        root = DefusedET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for target in root.iterfind("devices/channel/target"):
+        if target.get("type") == "virtio" and target.get("name") == AGENT_CHANNEL:
+            return target.get("state") or ""
+    return None

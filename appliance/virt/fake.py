@@ -25,7 +25,7 @@ from appliance.virt.driver import (
     MigrationRequest,
     Unreachable,
 )
-from appliance.virt.fake_backups import FakeBackupMethods
+from appliance.virt.fake_backups import FakeBackupMethods, live_agent_channel
 from appliance.virt.fake_cpu import DEFAULT_CPU, FakeCpuMethods
 from appliance.virt.fake_devices import FakeDeviceMethods, devices_at_boot
 from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
@@ -158,7 +158,10 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
         return self._dom().state in ("running", "paused")
 
     def xml(self) -> str:
-        return self._dom().xml
+        dom = self._dom()
+        if dom.state not in ("running", "paused"):
+            return dom.xml
+        return live_agent_channel(dom.xml, self.uuid in self.driver.cloud.guest_agents)
 
     def start(self) -> None:  # a managed save is restored, as libvirt's create()
         dom = self._dom()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from appliance.backup_chain import disk_file, qcow2_virtual_size
 from appliance.errors import Invalid
+from appliance.virt.domain import AGENT_CHANNEL
 from appliance.virt.driver import DriverError, IncrementalImpossible
 
 if TYPE_CHECKING:
@@ -58,6 +59,13 @@ def _check_made(path: Path, size: int) -> None:
     if made != size:
         raise DriverError(f"Source and target image have different sizes ({size}, {made})",
                           "the backup's target file has another size than the disk")
+
+
+def live_agent_channel(xml: str, connected: bool) -> str:
+    """A running domain's XML as libvirt shows it live: the agent channel's state
+    (connected while the guest's agent is in cloud.guest_agents)."""
+    name = f'name="{AGENT_CHANNEL}"'
+    return xml.replace(name, f'{name} state="{"connected" if connected else "disconnected"}"', 1)
 
 
 class FakeBackupMethods:

@@ -26,6 +26,8 @@ What libvirt 9.0 + QEMU 7.2 do, checked on this machine:
 - A plain undefine of an inactive domain with checkpoints is refused ("cannot
   delete inactive domain with N checkpoints"): libvirt_driver's undefine drops
   their metadata (the bitmaps stay in the disks, for a redefine).
+- libvirt waits for the guest agent's answer forever by default: the freeze and
+  the thaw set a bound first (AGENT_RESPONSE_SECONDS).
 - Disks a backup or checkpoint XML does not name are included by default, so
   every disk is named: the VM's qcow2 disks with backup='yes' and
   checkpoint='bitmap', the rest (the read-only seed) with 'no'.
@@ -183,11 +185,42 @@ def backup_finished(dom: libvirt.virDomain) -> bool | None:
     raise DriverError(f"backup job failed: {message}", f"the backup job failed: {message}")
 
 
+# How long libvirt waits for the agent's answer to a freeze or a thaw. Its default for
+# a domain is to wait forever (VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK; only the
+# guest-sync it sends first is bounded, at 5 s): a qemu-ga that stopped answering
+# would hold the backup's worker, and the VM, for good. A freeze is ~20-50 ms under
+# TCG here, with the fsfreeze hook; 10 s leaves room for a hook that flushes a
+# database. (A hook that hangs: the freeze fails after 10.0 s, "Guest agent is not
+# responding: Guest agent not available for now", measured on libvirt 9.0.)
+AGENT_RESPONSE_SECONDS = 10
+# libvirt keeps the timeout in the running domain's state (saved with it, so through a
+# restart of libvirtd), not in its definition: it is set once per run of a domain on a
+# connection, as libvirt writes the domain's status file for it (~1-5 ms here).
+_bounded: set[tuple[int, str, int]] = set()  # (connection, domain uuid, the run's id)
+
+
+def bound_agent_answers(dom: libvirt.virDomain) -> None:
+    run = (id(dom.connect()), dom.UUIDString(), dom.ID())  # local: no call to libvirtd
+    if run in _bounded:
+        return
+    try:
+        dom.agentSetResponseTimeout(AGENT_RESPONSE_SECONDS, 0)
+    except libvirt.libvirtError as err:  # libvirt's test driver has no agent to wait for
+        if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+    if run[2] > 0:  # a running domain's (a handle from before its start says -1)
+        if len(_bounded) > 10_000:
+            _bounded.clear()
+        _bounded.add(run)
+
+
 def fs_freeze(dom: libvirt.virDomain) -> int:
+    bound_agent_answers(dom)
     return dom.fsFreeze(None, 0)
 
 
 def fs_thaw(dom: libvirt.virDomain) -> None:
+    bound_agent_answers(dom)
     dom.fsThaw(None, 0)
 
 

@@ -309,6 +309,7 @@ class LibvirtDriver(CpuMethods, HostDriver):
             if dom.isActive():
                 raise Failed("cannot rename a running domain")
             dom.rename(plan.domain_name, 0)
+        self._identities.pop(plan.vm_id, None)  # an adopted stranger's becomes ours
         return LibvirtGuest(self, self.conn.defineXML(domain.build(plan)), plan.vm_id)
 
     def forget(self, vm_id: str) -> None:

@@ -3,9 +3,12 @@
 # noflush.patch (FileInfo.noflush: FOPEN_NOFLUSH in the open reply, so the
 # kernel sends no FLUSH at close for the mount's read-only opens; fs/operations.py).
 #
-#   bash packaging/pyfuse3/build.sh VENV
+#   bash packaging/pyfuse3/build.sh VENV             # install it into VENV
+#   bash packaging/pyfuse3/build.sh VENV WHEEL_DIR   # build its wheel into WHEEL_DIR
+#                                                    # (with VENV's pip), for the .deb
 #
-# Idempotent: nothing is done when VENV's pyfuse3 is 3.5.0 with noflush. The
+# Idempotent: nothing is done when VENV's pyfuse3 is 3.5.0 with noflush (or
+# WHEEL_DIR already holds the patched wheel, with its stamp). The
 # sdist is checked against its pinned sha256, and its build tools (Cython,
 # setuptools) are pinned in build-constraints.txt. Needs gcc, pkg-config,
 # libfuse3-dev, python3-dev and patch, and a pip that knows --build-constraint
@@ -13,13 +16,22 @@
 # tests/unit/fs/test_pyfuse3_noflush.py fails when the installed pyfuse3 lacks it.
 set -euo pipefail
 
-VENV=${1:?usage: build.sh VENV}
+VENV=${1:?usage: build.sh VENV [WHEEL_DIR]}
+WHEEL_DIR=${2:-}
 PY="$VENV/bin/python"
 VERSION=3.5.0
 SDIST_SHA256=88399a9494b88603230bba300f4ba9ad63fece5ed514ca3633d555a0c6a42b24
 HERE=$(cd "$(dirname "$0")" && pwd)
+# What the wheel was made from: a changed patch or pin makes a new wheel.
+STAMP="$VERSION $SDIST_SHA256 $(cat "$HERE/noflush.patch" "$HERE/build-constraints.txt" | sha256sum | cut -c1-64)"
 
-if "$PY" - "$VERSION" <<'PYEOF' 2>/dev/null
+if [[ -n $WHEEL_DIR ]]; then
+    if [[ -f $WHEEL_DIR/.stamp && $(<"$WHEEL_DIR/.stamp") == "$STAMP" ]] \
+        && compgen -G "$WHEEL_DIR/pyfuse3-$VERSION-*.whl" >/dev/null; then
+        echo "pyfuse3 $VERSION with noflush: wheel already in $WHEEL_DIR"
+        exit 0
+    fi
+elif "$PY" - "$VERSION" <<'PYEOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 import pyfuse3
@@ -40,6 +52,15 @@ tar -xzf "$work/pyfuse3-$VERSION.tar.gz" -C "$work"
 src="$work/pyfuse3-$VERSION"
 patch --quiet --forward -p1 -d "$src" < "$HERE/noflush.patch"
 rm -f "$src/src/pyfuse3/__init__.c"  # generated from the unpatched .pyx: Cython makes it again
+if [[ -n $WHEEL_DIR ]]; then
+    mkdir -p "$WHEEL_DIR"
+    rm -f "$WHEEL_DIR"/pyfuse3-*.whl "$WHEEL_DIR/.stamp"
+    "${pip[@]}" wheel --quiet --no-deps --build-constraint "$HERE/build-constraints.txt" \
+        -w "$WHEEL_DIR" "$src"
+    echo "$STAMP" >"$WHEEL_DIR/.stamp"
+    echo "pyfuse3 $VERSION with noflush: wheel in $WHEEL_DIR"
+    exit 0
+fi
 # Only pyfuse3 itself is replaced; its one dependency, trio, as pyproject.toml bounds it.
 "${pip[@]}" install --quiet --no-deps --force-reinstall \
     --build-constraint "$HERE/build-constraints.txt" "$src"

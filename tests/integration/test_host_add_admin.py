@@ -52,5 +52,5 @@ def test_admin_backup_while_serving_and_restore_refused(unmounted_appliance, tmp
     assert manifest["counts"]["hosts"] >= 1 and manifest["counts"]["events"] > 0
     refused = vmctl(home, "admin", "restore", str(archive))
     assert refused.returncode == 1
-    assert "serves" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    assert "is being served" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
     assert not list(home.glob("pre-restore-*"))

@@ -17,6 +17,9 @@ def vmctl(service, config, monkeypatch, capsys):
     """vmctl's main() in process against the real REST app served over HTTP in a thread:
     run(*argv) -> (exit status, stdout, stderr)."""
     served = HttpServed(create_app(service, CLI_TOKEN))
+    for name in ("VMAPPLIANCE_URL", "VMAPPLIANCE_TOKEN", "VMAPPLIANCE_REMOTE"):  # they would win
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VMCTL_CONFIG", str(config.home.parent / "vmctl.toml"))  # no remotes
     monkeypatch.setenv("VMCTL_URL", served.url)
     monkeypatch.setenv("VMCTL_TOKEN", CLI_TOKEN)
 

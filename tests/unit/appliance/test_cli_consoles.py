@@ -128,7 +128,10 @@ def test_a_refused_handshake_is_one_line_with_the_apis_reason(
     code = vmctl(tmp_path, monkeypatch, piped_stdio, server.port, "console", "web9")
     err = capsys.readouterr().err
     assert code == 1
-    assert err == f"vmctl console: HTTP {status}: {reason}\n"
+    # a 401 also says where it was sent and whose token (appliance/cli/target.py)
+    tried = (f" (sent to http://127.0.0.1:{server.port}, from $VMCTL_URL, with the token of "
+             "$VMCTL_TOKEN)") if status == 401 else ""
+    assert err == f"vmctl console: HTTP {status}: {reason}{tried}\n"
 
 
 def test_nobody_listening_is_one_line(tmp_path, monkeypatch, capsys, piped_stdio):

@@ -171,7 +171,7 @@ def test_restore_refuses_while_a_serve_holds_the_home_lock(home, tmp_path) -> No
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(BackupError, match=f"serves .*pid {holder.pid}"):
+        with pytest.raises(BackupError, match=f"is being served .pid {holder.pid}.: stop it first"):
             restore(home, archive)
         _assert_untouched(home)
     finally:

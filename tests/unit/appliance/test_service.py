@@ -174,3 +174,15 @@ def test_a_host_whose_heartbeat_stops_is_down(service):
     service.store.upsert_host({"name": "local", "up": 1, "last_seen": service.clock() - 11})
     assert [h["observed_state"] for h in service.list_hosts()] == ["down"]  # no heartbeat for 11 s
     assert service.readiness()["ready"] is False
+
+
+def test_a_vm_cannot_take_a_name_that_is_a_route(service, controller):
+    """POST /v1/vms/adopt is a route: a VM named adopt would answer 405 on GET /v1/vms/adopt."""
+    with pytest.raises(Invalid, match="reserved") as err:
+        service.create_vm({"name": "adopt"})
+    assert err.value.field == "name"
+    assert service.list_vms() == []
+    service.finish(service.create_vm({"name": "web1", "state": "stopped"})[1])
+    with pytest.raises(Invalid, match="reserved"):
+        service.rename_vm("web1", "adopt")
+    assert [vm["name"] for vm in service.list_vms()] == ["web1"]

@@ -183,8 +183,11 @@ class _ThroughTestClient:
 def test_vmctl_events_user_shows_who_did_what(api, service, monkeypatch, capsys):
     import appliance.cli as cli
 
-    monkeypatch.setattr(cli.Client, "from_home",
-                        lambda home, **tls: _ThroughTestClient(api, api.alice))
+    from appliance.cli.target import Target
+
+    # vmctl's client (appliance/cli/target.py), here one through the test client
+    monkeypatch.setattr(cli, "client_for", lambda args: (
+        _ThroughTestClient(api, api.alice), Target("http://test", "the test", None, "")))
     service.create_vm({"name": "web1", "state": "stopped"})
     assert main(["lock", "web1", "--reason", "exam running"]) == 0
     capsys.readouterr()

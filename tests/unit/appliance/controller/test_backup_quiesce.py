@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from appliance.controller import quiesce
 from appliance.virt.driver import DriverError
 from appliance.virt.fake import FakeGuest
 from tests.unit.appliance.controller.backup_harness import HOSTS, back_up, events
@@ -34,10 +35,14 @@ def test_with_an_agent_the_checkpoint_is_taken_frozen_then_thawed(service, contr
     assert "crash-consistent" not in events(service, "backup-finished")[0]
 
 
-def test_without_an_agent_it_is_crash_consistent_and_says_why(service, controller, cloud, vm):
+def test_without_an_agent_it_is_crash_consistent_and_says_why(service, controller, cloud, clock,
+                                                             vm):
+    clock.now += quiesce.RECENT_START_SECONDS + 1  # started long ago: its agent is not coming
+    began = clock()
     op, backup = back_up(service, controller)
     assert op["status"] == "succeeded" and backup["status"] == "good"
     assert backup["quiesced"] is False and manifest(backup)["quiesced"] is False
+    assert calls_of(cloud, vm).count("fs-freeze") == 1 and clock() - began < 1  # no wait
     assert "fs-thaw" not in calls_of(cloud, vm)  # nothing froze
     [why] = events(service, "backup-not-quiesced")
     assert why == (f"backup {backup['id']} is crash-consistent: the guest agent did not freeze "
@@ -46,8 +51,62 @@ def test_without_an_agent_it_is_crash_consistent_and_says_why(service, controlle
     assert "QEMU guest agent is not connected" in events(service, "backup-finished")[0]
 
 
+def test_right_after_a_start_the_agent_is_waited_for_then_frozen(service, controller, cloud,
+                                                                 clock, vm):
+    """Its channel not connected yet: the channel is polled until the agent connects
+    (here 3 s on), then the freeze is asked again, before backupBegin."""
+    connects_at = clock() + 3
+
+    def agent_comes() -> None:
+        if clock() >= connects_at:
+            cloud.guest_agents.add(vm["id"])
+    clock.on_sleep.append(agent_comes)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["quiesced"] is True
+    mine = calls_of(cloud, vm)
+    assert mine.count("fs-freeze") == 2
+    assert mine.index("fs-freeze") < mine.index("backup-begin") < mine.index("fs-thaw")
+    assert [c for c in mine if c.startswith("fs-")] == ["fs-freeze", "fs-freeze", "fs-thaw"]
+    assert connects_at <= backup["finished"] < connects_at + 2 * quiesce.AGENT_POLL_SECONDS + 1
+    assert not events(service, "backup-not-quiesced")
+
+
+def test_an_agent_that_does_not_come_is_waited_for_within_a_bound(service, controller, cloud,
+                                                                  clock, vm):
+    began = clock()
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["status"] == "good"
+    assert backup["quiesced"] is False
+    assert quiesce.AGENT_WAIT_SECONDS <= clock() - began < quiesce.AGENT_WAIT_SECONDS + 2
+    assert calls_of(cloud, vm).count("fs-freeze") == 1  # never connected: not asked again
+    [why] = events(service, "backup-not-quiesced")
+    assert why == (f"backup {backup['id']} is crash-consistent: file systems not frozen: the "
+                   "guest agent is not connected (waited 15 s for it after the VM's start)")
+
+
+def test_libvirt_still_not_connected_as_the_channel_shows_connected_is_asked_again(
+        service, controller, cloud, vm, monkeypatch):
+    """libvirt shows the channel connected a moment before it opens the agent's socket."""
+    cloud.guest_agents.add(vm["id"])
+    real, answers = FakeGuest.fs_freeze, []
+
+    def not_yet(self):
+        answers.append(len(answers))
+        if len(answers) < 3:
+            self._backup_note("fs-freeze")
+            raise DriverError("agent", "Guest agent is not responding: QEMU guest agent is "
+                              "not connected")
+        return real(self)
+    monkeypatch.setattr(FakeGuest, "fs_freeze", not_yet)
+    op, backup = back_up(service, controller)
+    assert op["status"] == "succeeded" and backup["quiesced"] is True
+    assert calls_of(cloud, vm).count("fs-freeze") == 3
+
+
 def test_an_agent_that_fails_to_freeze_still_gives_a_backup(service, controller, cloud, vm,
                                                             monkeypatch):
+    cloud.guest_agents.add(vm["id"])  # connected, and refusing (its fsfreeze hook, say)
+
     def refuse(self):
         raise DriverError("agent: failed to freeze /mnt/data: Device or resource busy",
                           "failed to freeze /mnt/data: Device or resource busy")
@@ -58,6 +117,7 @@ def test_an_agent_that_fails_to_freeze_still_gives_a_backup(service, controller,
     [why] = events(service, "backup-not-quiesced")
     assert why.endswith("did not freeze its file systems: failed to freeze /mnt/data: "
                         "Device or resource busy")
+    assert backup["finished"] - backup["created"] < 1  # its answer: not waited for
 
 
 def test_an_agent_that_froze_nothing_is_thawed_and_not_quiesced(service, controller, cloud, vm,

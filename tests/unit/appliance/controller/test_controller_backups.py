@@ -410,6 +410,7 @@ def test_an_incrementals_short_job_is_not_asked_for_its_progress(service, contro
                 cloud.hold_backups = False
         return hook
 
+    cloud.guest_agents.add(vm["id"])  # frozen at once: the sleeps below are the job's polls
     cloud.hold_backups = True
     clock.on_sleep[:] = [release_after(3)]  # the job ends within 30 ms
     op, full = back_up(service, controller)

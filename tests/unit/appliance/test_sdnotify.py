@@ -1,0 +1,93 @@
+"""sd_notify for vm-appliance.service (Type=notify): one datagram to $NOTIFY_SOCKET,
+READY=1 only once the API answers, nothing at all without systemd."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from appliance import sdnotify
+from appliance.config import Config
+
+
+@pytest.fixture
+def listener(tmp_path, monkeypatch):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify"
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()
+
+
+def test_notify_sends_one_datagram(listener):
+    assert sdnotify.notify("READY=1\nSTATUS=up")
+    assert listener.recv(4096) == b"READY=1\nSTATUS=up"
+
+
+def test_an_abstract_socket_is_named_with_an_at(monkeypatch):
+    name = f"vmapp-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert sdnotify.notify("STOPPING=1")
+        assert sock.recv(100) == b"STOPPING=1"
+
+
+def test_without_systemd_nothing_is_sent_and_no_thread_waits(monkeypatch, tmp_path):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert not sdnotify.notify("READY=1")
+    assert sdnotify.notify_when_ready(Config(home=tmp_path), threading.Event()) is None
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    assert not sdnotify.notify("READY=1")  # refused: logged, not raised
+
+
+def test_ready_is_sent_once_the_api_answers_and_not_before(listener, tmp_path):
+    answers = iter([False, False, True])
+    asked = []
+
+    def ready(config):
+        asked.append(time.monotonic())
+        return next(answers)
+
+    thread = sdnotify.notify_when_ready(Config(home=tmp_path), threading.Event(), 0.05, ready)
+    thread.join(5)
+    assert len(asked) == 3
+    message = listener.recv(4096).decode()
+    assert message.startswith("READY=1\nSTATUS=serving on 127.0.0.1:8080")
+
+
+def test_a_stop_before_ready_sends_nothing(listener, tmp_path):
+    stopping = threading.Event()
+    thread = sdnotify.notify_when_ready(Config(home=tmp_path), stopping, 0.05, lambda c: False)
+    stopping.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    listener.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        listener.recv(100)
+
+
+def test_api_ready_is_false_while_nothing_listens(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        config = Config(home=tmp_path, listen=f"127.0.0.1:{port}")
+        config.prepare()
+        config.save()
+        assert not sdnotify.api_ready(config)
+
+
+def test_stderr_is_the_journal_only_when_journal_stream_names_it(monkeypatch, tmp_path):
+    stat = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    assert sdnotify.stderr_is_journal()
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino + 1}")
+    assert not sdnotify.stderr_is_journal()  # inherited from elsewhere: not our stderr
+    monkeypatch.delenv("JOURNAL_STREAM")
+    assert not sdnotify.stderr_is_journal()
