@@ -19,7 +19,7 @@ Query parameters: `socket` (as above), `keyfile` (under HOME/ssh only),
 `no_verify` (0 or 1) and `mode` (auto, legacy, direct); nothing else.
 The credentials are the appliance's to add (appliance/host_access.py): a user
 may not name `pkipath`, `known_hosts`, `known_hosts_verify` nor `sshauth`, and
-libvirt's libssh transports are what the appliance opens, never what a user types.
+libvirt's libssh2 transport is what the appliance opens, never what a user types.
 """
 from __future__ import annotations
 

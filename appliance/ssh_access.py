@@ -13,9 +13,9 @@ only (appliance/hosturi.py). The appliance brings the rest:
   StrictHostKeyChecking does.
 
 libvirt's `ssh` transport runs the ssh binary, whose known_hosts is root's
-~/.ssh and not the appliance's; its `libssh` transport takes `keyfile=`,
+~/.ssh and not the appliance's; its `libssh2` transport takes `keyfile=`,
 `known_hosts=` and `known_hosts_verify=`, so the appliance opens a qemu+ssh
-host as qemu+libssh with those pointing into HOME/ssh (connection_uri in
+host as qemu+libssh2 with those pointing into HOME/ssh (connection_uri in
 appliance/host_access.py). An unknown or changed key is then refused by libvirt
 itself (no callback accepts it), at every connection, not only at add.
 """

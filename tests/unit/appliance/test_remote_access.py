@@ -35,7 +35,7 @@ def test_an_ssh_host_is_opened_with_the_appliance_s_key_and_known_hosts(tmp_path
     config = Config(home=tmp_path)
     scheme, params = query(connection_uri(
         "qemu+ssh://root@h2:2222/system?socket=/run/libvirt/libvirt-sock", config))
-    assert scheme == "qemu+libssh"
+    assert scheme == "qemu+libssh2"
     assert params == {"socket": "/run/libvirt/libvirt-sock",
                       "keyfile": str(tmp_path / "ssh" / "id_ed25519"),
                       "known_hosts": str(tmp_path / "ssh" / "known_hosts"),
@@ -43,7 +43,7 @@ def test_an_ssh_host_is_opened_with_the_appliance_s_key_and_known_hosts(tmp_path
     assert (tmp_path / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
     assert urllib.parse.urlsplit(connection_uri("qemu+ssh://root@h2:2222/system", config)).netloc \
         == "root@h2:2222"
-    # no_verify=1, the admin's explicit choice, is libssh's "ignore"
+    # no_verify=1, the admin's explicit choice, is libssh2's "ignore"
     assert query(connection_uri("qemu+ssh://h2/system?no_verify=1", config))[1][
         "known_hosts_verify"] == "ignore"
 
@@ -65,6 +65,7 @@ def test_a_tls_host_is_opened_with_the_appliance_s_pki(tmp_path):
     "qemu+ssh://h2/system?known_hosts_verify=auto",
     "qemu+ssh://h2/system?sshauth=agent",
     "qemu+libssh://h2/system",
+    "qemu+libssh2://h2/system",
     "qemu+ssh://h2/system?keyfile=/tmp/id",
 ])
 def test_what_the_appliance_sets_a_user_cannot(uri):
