@@ -103,21 +103,12 @@ def heartbeats(app: Appliance, name: str) -> None:
              > first["last_seen"], 30)
 
 
-def fresh_connection(app: Appliance) -> None:
-    """Drop the session's kept-alive connection before a write that follows a pause:
-    the API closes idle connections after gunicorn's keepalive (2 s), and a request
-    sent as it does so ends in RemoteDisconnected (seen twice here, on the create and
-    on the migration's PUT)."""
-    app.http.close()
-
-
 def runs_and_migrates(app: Appliance, lhosts, name: str, source: str, target: str,
                       on: tuple[int, int], logins=None) -> None:
     """A running VM placed on `source` boots there, answers on its console through
     the broker, migrates live to `target` and keeps running (no second boot).
     logins: counts the sshd's logins, which the migration adds one to (the source
     libvirtd dialling the target, peer to peer)."""
-    fresh_connection(app)
     vm = app.create_vm(name, host=source, memory="128M")
     assert vm["host"] == source and domain_hosts(lhosts, vm["id"]) == [on[0]]
     app.wait_console(name, READY_LINE, BOOT_SECONDS)
@@ -133,7 +124,6 @@ def runs_and_migrates(app: Appliance, lhosts, name: str, source: str, target: st
     asyncio.run(asyncio.wait_for(console(), 90))
 
     before = logins() if logins else 0
-    fresh_connection(app)
     resp = app.api("PUT", f"/v1/vms/{name}/host", json={"host": target})
     assert resp.status_code == 200, resp.text
     if logins:
