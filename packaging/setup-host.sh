@@ -57,6 +57,9 @@ PACKAGES=(
     # tests/fs/test_fs_editors.py: real editors save through a temporary file renamed over
     # spec.json in the mount (issue 16)
     vim nano
+    # remote hosts over ssh (tests/integration/test_remote_hosts.py): an sshd the
+    # test starts on 127.0.0.1, and nc for libvirt's remote side of a socket= URI
+    openssh-server openssh-client netcat-openbsd
 )
 
 # --- 1. packages ------------------------------------------------------------

@@ -29,6 +29,7 @@ from appliance.api import (
 from appliance.api.auth import TokenAuth, public
 from appliance.api.file_names import MountFileNames
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
+from appliance.host_access import connection_uri
 from appliance.service import Service
 from exporter.registry import RequestMetrics, api_metrics_resource
 
@@ -122,7 +123,8 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     scrape = api_metrics_resource(
         service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
         all_domains=config.metrics_all_domains,
-        uri_allowed=lambda uri: hosturi.refused(uri, config) is None)
+        uri_allowed=lambda uri: hosturi.refused(uri, config) is None,
+        connect_uri=lambda uri: connection_uri(uri, config))
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
     auth.public_prefixes = ("/ui/",)  # the page's files: WebFiles is public and 404s the rest
