@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image web run test test-slow test-unit lint bench bench-quick clean deb test-deb test-cloudinit
+.PHONY: setup host venv image web run test test-slow test-remote-hosts test-unit lint bench bench-quick clean deb test-deb test-cloudinit
 
 setup: host venv image web
 
@@ -85,6 +85,11 @@ deb:
 # in .cache/deb-test/), its service started there, removed, purged: ~10 min.
 test-deb: venv deb
 	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py $(PYTEST_ARGS)
+
+# qemu+ssh and qemu+tls hosts for real (issue 16): a private sshd and libvirtd TLS
+# listeners on 127.0.0.1 in front of packaging/local-hosts; part of test-slow (~2 min).
+test-remote-hosts: setup
+	$(PYTEST) -ra tests/cluster/test_cluster_remote_transports.py $(PYTEST_ARGS)
 
 # The real cloud-init (issue 15): a Debian 12 guest with cloud-init from Debian's
 # packages (debootstrap as root, .debs cached in .cache/debootstrap/, the image in

@@ -226,6 +226,10 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     (SNAPSHOTS_DIR, "mkdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "rmdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "write"): SNAPSHOT_FILE_WRITES,
+    # images/FILE: `cp FILE images/` imports an image, as PUT /v1/images/NAME (its writes and
+    # truncates are decided as this: fs/image_imports.py); rm images/NAME.json deletes one
+    ("images", "create"): Action.ADMIN,
+    ("images", "unlink"): Action.ADMIN,
     ("pools", "mkdir"): Action.VM_CHANGE,  # mkdir pools/NAME: a pool of 0 replicas
     ("pools", "rmdir"): Action.VM_CHANGE,  # deletes it and its members
     ("pools", "write"): POOL_FILE_WRITES,  # pools/NAME/FILE

@@ -32,6 +32,7 @@ from appliance.cli import (
     consoles,
     disks,
     docs,
+    host_access,
     hosts,
     keys,
     local,
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     check_combinations(args)  # a usage error (exit status 2) when options do not go together
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
+    if args.command == "host" and args.action in host_access.ACTIONS:  # on this machine's home
+        return host_access.cmd_host_access(args)
     try:
         client, target = client_for(args)
     except ValueError as err:  # a remote or trust option that cannot be used

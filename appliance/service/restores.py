@@ -61,6 +61,10 @@ def new_vm_spec(source_spec: dict[str, Any], name: str) -> dict[str, Any]:
     if isinstance(network, dict):
         network.pop("ip", None)
         network.pop("port_forwards", None)
+    for nic in spec.get("networks") or []:  # further NICs: the new VM gets MACs of its own
+        if isinstance(nic, dict):
+            nic.pop("ip", None)
+            nic.pop("mac", None)
     return specs.validate(spec)
 
 

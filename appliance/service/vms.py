@@ -120,6 +120,9 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
             specs.validate_name(wanted_host, "host")
         # The template's fields (the default's under them), then the body's.
         base, template, revision = self.template_for_create(body.pop("template", None))
+        if body.get("networks") and body.get("network") is None:
+            # The body's networks alone is the whole list of NICs (model/nics.py).
+            base = {key: value for key, value in base.items() if key != "network"}
         spec = specs.validate({**base, **body})
         specs.validate_vm_name(spec["name"])
         op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host,
@@ -156,6 +159,8 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
                 spec, None, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
+            netrules.fill_nic_macs(self.store, spec, vm_id, mac)  # further NICs (networks)
+            self._check_nics(spec, self._project(), vm_id)
             self._check_group(spec, self._project())
             self._check_quota(self._project(), spec)  # in this transaction: no overshoot
             if wanted_host is not None:
@@ -211,6 +216,8 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
             else:
                 merged = {**old, **patch}
             new = specs.validate(merged)
+            # Further NICs keep their MACs (before new == old: an unchanged spec is unchanged).
+            netrules.fill_nic_macs(self.store, new, row["id"], row["mac"], old)
             for field in specs.IMMUTABLE:
                 if new[field] != old[field]:
                     raise Invalid("cannot change after creation", field)
@@ -221,6 +228,7 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
             patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
             if not self._check_network(new, row["project"], row["id"]):
                 self._check_fixed_ip(new, row["id"])
+            self._check_nics(new, row["project"], row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen
             )
@@ -230,7 +238,7 @@ class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 
             if renamed:
                 self._check_rename(row, new["name"])
             active = self._observed(row) in ACTIVE_STATES
-            changed = sorted(k for k in new if new[k] != old[k])
+            changed = sorted(k for k in new if new[k] != old.get(k))
             hardware = bool(set(changed) - LIVE_FIELDS - HOTPLUG_FIELDS)
             suspended_hardware = sorted(set(changed) - LIVE_FIELDS)
             if self._observed(row) == VMState.SUSPENDED and suspended_hardware:
