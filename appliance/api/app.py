@@ -16,6 +16,7 @@ from appliance.api import (
     backups,
     disks,
     error_shape,
+    keys,
     networks,
     openapi,
     pools,
@@ -109,6 +110,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/v1/hosts/{name}/{file}", resources.HostFile(service))
     collection("/v1/groups", "name", resources.Groups(service))
     collection("/v1/networks", "name", networks.Networks(service))  # issue 15
+    collection("/v1/keys", "name", keys.Keys(service))  # SSH keys (issue 15)
     collection("/v1/templates", "name", templates.Templates(service))
     collection("/v1/pools", "name", pools.Pools(service))  # replica pools (issue 14)
     route("/v1/pools/{name}/{file}", pools.PoolFile(service))

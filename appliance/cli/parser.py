@@ -12,6 +12,7 @@ from appliance.cli.disks import add_disk_commands
 from appliance.cli.docs import add_completion_command
 from appliance.cli.host_access import add_host_access_commands
 from appliance.cli.hosts import add_host_set
+from appliance.cli.keys import add_key_commands
 from appliance.cli.moves import add_move_commands
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
@@ -390,6 +391,7 @@ def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
     _add_vm_commands(sub)
     _add_host_commands(sub)
     _add_access_commands(sub)
+    add_key_commands(sub)  # vmctl key (issue 15)
     add_project_commands(sub)
     add_backup_commands(sub)
     add_template_commands(sub)

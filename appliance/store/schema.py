@@ -459,7 +459,21 @@ def _v15_host_attempts(db: sqlite_utils.Database) -> None:
     db.table("hosts").add_column("connect_error", str)
 
 
+def _v16_keys(db: sqlite_utils.Database) -> None:
+    """SSH keys (issue 15, Nova's keypairs): a user's OpenSSH public keys by name
+    (user, name unique; `key` the normalised line, `fingerprint` ssh-keygen's
+    SHA256). vms.public_keys: JSON {name: key} of the keys its cloud_init.keys
+    named, copied from its creator's at create or change (as Nova copies a
+    keypair into the instance: deleting the key later changes no VM)."""
+    db.table("keys").create(
+        {"id": str, "user": str, "name": str, "key": str, "type": str, "bits": int,
+         "fingerprint": str, "created": float},
+        pk="id", not_null={"user", "name", "key", "type", "fingerprint", "created"})
+    db.table("keys").create_index(["user", "name"], unique=True)
+    db.table("vms").add_column("public_keys", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
     _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
-    _v13_refusals, _v14_null_projects, _v15_host_attempts]
+    _v13_refusals, _v14_null_projects, _v15_host_attempts, _v16_keys]
