@@ -16,6 +16,10 @@ from appliance.virt.driver import DomainGone, DriverError, Guest, Listed
 
 log = logging.getLogger("appliance.controller")
 
+# Between full resyncs (whose period grows with their cost, controller/loop.py), the
+# VMs observed this recently are compared with their domains one by one.
+RECENT_SECONDS = 120.0
+
 
 def shown_state(row: dict, state: tuple[str, str] | None) -> tuple[str, str]:
     """(state, reason) to record for a VM whose domain shows `state` (None: no domain)."""
@@ -37,6 +41,8 @@ class VmObserver:
         self.snapshot_metadata = SnapshotMetadata(ctx)
         self._lock = threading.Lock()
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
+        self._recent: dict[str, float] = {}  # vm id -> when last observed (resync_recent)
+        self._recent_lock = threading.Lock()
 
     # -- observed state ---------------------------------------------------------------
     def observe(self, row: dict, guest: Guest | None, record_xml: bool = False) -> str:
@@ -44,6 +50,8 @@ class VmObserver:
 
         Called from the loop and from workers: serialised, and compared with a
         fresh row so that one change is recorded (and announced) once."""
+        with self._recent_lock:
+            self._recent[row["id"]] = self.ctx.clock()
         with self._lock:
             fresh = self.ctx.store.get_vm_by_id(row["id"])
             if fresh is None:
@@ -139,7 +147,44 @@ class VmObserver:
             if row["host"] not in found or vm_id in self.ctx.busy:
                 continue  # its host is unreachable: nothing to observe there (evacuation decides)
             self._resync_one(row, found[row["host"]].get(vm_id), open_ops)
+        self._recent_ids()  # forgotten here too: with a 5 s period no short pass runs
         self.reconcile_seconds = time.perf_counter() - started
+
+    def resync_recent(self) -> int:
+        """Between full resyncs: the VMs observed in the last RECENT_SECONDS (an
+        event, an operation's outcome) and those waiting for a restart (back-off),
+        each compared with its domain as a full pass would; one store query for
+        all of them. What a full pass alone does (adopt, remove stale copies,
+        report strangers) waits for it. Returns how many VMs were looked at."""
+        ids = self._recent_ids()
+        ids.update(self.ctx.backoff)
+        if not ids:
+            return 0
+        rows = self.ctx.store.list_vms_for_resync(sorted(ids))
+        open_ops = self.ctx.store.vm_ids_with_open_operations()
+        for row in rows:
+            link = self.ctx.links.get(row["host"])
+            if link is None or not link.connected or row["id"] in self.ctx.busy:
+                continue
+            try:
+                guest = link.lookup(row["id"])
+                seen = Listed(guest, *guest.state()) if guest is not None else None
+            except DomainGone:
+                seen = None
+            except DriverError as err:
+                log.info("looking up %s on %s failed: %s", row["name"], link.name, err)
+                continue
+            self._resync_one(row, seen, open_ops)
+        return len(rows)
+
+    def _recent_ids(self) -> set[str]:
+        """The VMs observed in the last RECENT_SECONDS; older ones are forgotten."""
+        now = self.ctx.clock()
+        with self._recent_lock:
+            for vm_id, when in list(self._recent.items()):
+                if now - when > RECENT_SECONDS:
+                    del self._recent[vm_id]
+            return set(self._recent)
 
     def _resync_one(self, row: dict, seen: Listed | None, open_ops: set[str]) -> None:
         guest = seen.guest if seen is not None else None

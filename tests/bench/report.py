@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.bench import bench_web  # its section renders itself (report.py is long enough)
-from tests.bench import bench_hotplug, bench_pool, report_backup, report_console
+from tests.bench import bench_hotplug, bench_pool, report_backup, report_console, report_scale
 
 # cat vms/X/state p50 over a bare pyfuse3 file system: 2× until issue 10 raised it.
 CAT_GOAL = 1.1
@@ -406,11 +406,14 @@ def render(results: dict, notes: str | None = None) -> str:
         summary.append(bench_pool.summary(results["pool"]))
     if "hotplug" in results:
         summary.append(bench_hotplug.summary(results["hotplug"]))
+    if "scale" in results:
+        summary += report_scale.summary(results["scale"])
     lines += ["## Summary", "", "| goal | measured | target | result |", "|---|---|---|---|"]
     section = {"create→running": "create", "memory": "api", "idle": "api", "GET": "api",
                "cat": "fs", "ls": "fs", "echo": "fs", "exporter": "exporter",
                "scheduler": "scheduler", "live": "migration", "web": "web", "console": "console",
-               "backup": "backup", "snapshot": "snapshot", "pool": "pool", "vCPU": "hotplug"}
+               "backup": "backup", "snapshot": "snapshot", "pool": "pool", "vCPU": "hotplug",
+               "scale": "scale"}
 
     def tagged(name: str, ok: bool) -> str:
         disturbed = section.get(name.split()[0].rstrip(",")) in busy
@@ -444,6 +447,8 @@ def render(results: dict, notes: str | None = None) -> str:
         lines += bench_pool.section(results["pool"])
     if "hotplug" in results:
         lines += bench_hotplug.section(results["hotplug"])
+    if "scale" in results:
+        lines += report_scale.section(results["scale"])
     if notes:
         lines += [notes.strip(), ""]
     for name, err in results.get("errors", {}).items():

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, each side by side with its reference.
 
-    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot,pool,hotplug] [--no-write]
+    .venv/bin/python -m tests.bench.run [--quick] [--only create,api,fs,exporter,scheduler,migration,web,console,backup,snapshot,pool,hotplug,scale] [--no-write]
     .venv/bin/python -m tests.bench.run --render-only   # after editing tests/bench/notes.md
 
 Prints a JSON summary and (re)writes BENCHMARKS.md at the repository root. The
@@ -32,7 +32,9 @@ from tests.bench.common import ROOT, background, machine
 
 COMMAND = "make bench"
 SECTIONS = ("create", "api", "fs", "exporter", "scheduler", "migration", "web", "console", "backup", "snapshot",
-            "pool", "hotplug")
+            "pool", "hotplug", "scale")
+# `make scale`'s sizes (VMs in the store); SCALE_SIZES=200,2000 in the environment picks others.
+SCALE_SIZES = "200,2000,20000,40000"
 
 
 def _sigterm(signum, _frame):  # let every finally: clean up
@@ -211,6 +213,15 @@ def main() -> int:
             from tests.bench import bench_hotplug
 
             steps.append(("hotplug", lambda: bench_hotplug.run(base / "hotplug", rounds=1 if args.quick else 5)))
+        if "scale" in wanted:
+            from tests.bench import bench_scale
+
+            # quick (CI, in make bench-quick): 200 and 2,000 VMs, 2 rounds, short idle windows, 2 hosts in the sweep
+            sizes = tuple(int(n) for n in os.environ.get("SCALE_SIZES", SCALE_SIZES).split(",") if n)
+            steps.append(("scale", lambda: bench_scale.run(
+                base / "scale", sizes=(200, 2000), rounds=2, idle_seconds=6, scrape_rounds=2, sweep=(1, 20),
+                sweep_vms=500, libvirt_scrape_max=2000) if args.quick
+                else bench_scale.run(base / "scale", sizes=sizes)))
         for name, step in steps:
             if not args.quick:  # a quick run checks that the sections work, not their figures
                 settle(90)

@@ -1,0 +1,142 @@
+"""What keeps the controller's idle cost flat in the number of VMs (issue 17,
+`make scale`): the full resync's period grows with its cost while the VMs seen
+lately and those waiting for a restart are still compared every RESYNC_SECONDS,
+and the loop's frequent questions (the prober's running VMs, the console
+mirroring's per host) are answered from an index, not by reading every row."""
+from __future__ import annotations
+
+from tests.unit.appliance.controller.controller_harness import settle
+
+from appliance.controller import loop
+
+
+def stopped_vms(service, controller, clock, count: int) -> None:
+    for i in range(count):
+        service.create_vm({"name": f"s{i:03d}", "state": "stopped"})
+    settle(controller, clock, passes=2)
+
+
+def slow_full_passes(controller, seconds: float) -> list[float]:
+    """Make every full resync report `seconds` (as 20,000 VMs would); the times it ran."""
+    real = controller.vms.resync
+    ran: list[float] = []
+
+    def resync() -> None:
+        real()
+        controller.vms.reconcile_seconds = seconds
+        ran.append(controller.ctx.clock())
+
+    controller.vms.resync = resync
+    return ran
+
+
+def fake_domain(cloud, vm_id: str):
+    with cloud.lock:
+        return next(h.domains[vm_id] for h in cloud.hosts.values() if vm_id in h.domains)
+
+
+def test_a_costly_full_resync_runs_less_often_and_recent_vms_are_still_compared(
+        service, controller, cloud, clock):
+    stopped_vms(service, controller, clock, 3)
+    vm, _op = service.create_vm({"name": "web1", "run_strategy": "Always"})
+    settle(controller, clock, passes=1)
+    ran = slow_full_passes(controller, 1.0)  # period: 1.0 / RESYNC_DUTY = 50 s
+    clock.advance(5.0)
+    controller.tick()
+    assert len(ran) == 1
+    for _ in range(5):  # 25 s: no full pass
+        clock.advance(5.0)
+        controller.tick()
+    assert len(ran) == 1
+    # web1 was observed lately (its start): a crash nobody reported is seen by the next
+    # short pass, and its run strategy restarts it, without waiting for a full pass
+    row = service.store.get_vm_by_id(vm["id"])
+    fake_domain(cloud, row["id"]).state, fake_domain(cloud, row["id"]).reason = "stopped", "crashed"
+    clock.advance(5.0)
+    controller.tick()
+    assert len(ran) == 1
+    assert [o["kind"] for o in service.list_operations(vm="web1")][:1] == ["start"]
+    assert service.store.get_vm_by_id(vm["id"])["observed_state"] in ("stopped", "running")
+    clock.advance(loop.RESYNC_SECONDS * 10)
+    controller.tick()
+    assert len(ran) == 2
+
+
+def test_a_vm_not_seen_lately_waits_for_the_full_pass(service, controller, cloud, clock):
+    """The short passes cover the recent VMs only: an old stopped VM whose domain
+    was started behind the controller's back is found by the next full pass."""
+    stopped_vms(service, controller, clock, 2)
+    ran = slow_full_passes(controller, 1.0)
+    clock.advance(5.0)
+    controller.tick()
+    clock.advance(loop.RESYNC_SECONDS * 30)  # s000 is no longer recent
+    controller.tick()
+    assert len(ran) == 2
+    row = service.store.get_vm("s000")
+    fake_domain(cloud, row["id"]).state = "running"
+
+    def stops() -> list[dict]:
+        return [o for o in service.list_operations(vm="s000") if o["kind"] == "stop"]
+
+    clock.advance(5.0)
+    controller.tick()
+    assert stops() == []  # not looked at yet
+    clock.advance(50.0)
+    controller.tick()
+    assert len(ran) == 3
+    assert len(stops()) == 1  # seen running, stopped again as its desired state says
+    assert fake_domain(cloud, row["id"]).state == "stopped"
+
+
+def test_a_cheap_full_resync_keeps_its_period(service, controller, clock):
+    stopped_vms(service, controller, clock, 2)
+    ran = slow_full_passes(controller, 0.01)
+    for _ in range(4):
+        clock.advance(loop.RESYNC_SECONDS)
+        controller.tick()
+    assert len(ran) == 4
+
+
+def full_scans_of_vms(store, statements: list[str]) -> list[str]:
+    scans = []
+    for sql in statements:
+        if not sql.lstrip().upper().startswith("SELECT") or " vms" not in sql:
+            continue
+        plan = store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        if any(str(step[-1]).startswith("SCAN v") and "vms" in str(step[-1]) or str(step[-1]) == "SCAN vms"
+               for step in plan):
+            scans.append(sql)
+    return scans
+
+
+def test_an_idle_pass_between_full_resyncs_reads_no_whole_vms_table(service, controller, cloud, clock):
+    """The prober, the cluster CPU check and the console mirroring (on both hosts, whose
+    storage is their own) find the running VMs through idx_vms_observed_state_host."""
+    stopped_vms(service, controller, clock, 5)
+    service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    slow_full_passes(controller, 1.0)
+    clock.advance(5.0)
+    controller.tick()  # a full pass, then 50 s without one
+    controller.backup_schedule._next = clock() + 3600  # its own 30 s period, not this test's
+    clock.advance(loop.RESYNC_SECONDS * 30)  # nothing recent any more
+    controller.tick()
+    seen: list[str] = []
+    conn = service.store.db.conn
+    conn.set_trace_callback(seen.append)
+    try:
+        clock.advance(5.0)
+        controller.tick()
+    finally:
+        conn.set_trace_callback(None)
+    assert any("observed_state IN" in s for s in seen), seen  # the prober asked
+    assert full_scans_of_vms(service.store, seen) == []
+
+
+def test_the_recent_vms_are_forgotten_even_when_only_full_passes_run(service, controller, clock):
+    stopped_vms(service, controller, clock, 3)
+    assert controller.vms._recent_ids()  # observed by their creates
+    for _ in range(30):  # 150 s of 5 s full passes (cheap: no short pass between them)
+        clock.advance(loop.RESYNC_SECONDS)
+        controller.tick()
+    assert controller.vms._recent == {}
