@@ -8,8 +8,10 @@ The sessions run as the README tells a reader to, in a repository of their own
 real ones): the appliance that `make run` would start is this module's
 fixture, serving the home `./.appliance` (its API on a free port, written in
 its config.json, where vmctl finds it), its mount at `./.appliance/mnt`.
-`packaging/local-hosts` keeps its hosts under a private LOCAL_HOSTS_DIR, so the
-README's `h2` and `h3` meet no one else's, and they are taken down at the end.
+`packaging/local-hosts` keeps its hosts in a private LOCAL_HOSTS_DIR (a folder
+of the default one, which config host_socket_dirs allows), so the README's `h2`
+and `h3` meet no one else's; that folder is shown as the default in the output
+compared, and its hosts are taken down at the end.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tests.readme_sessions import Block, Shell, matches, parse
 
 BLOCKS = parse((ROOT / "README.md").read_text())
 COMMAND_TIMEOUT = 300  # a create or a stop under TCG on a loaded machine
+LOCAL_HOSTS_DIR = "/var/lib/vm-appliance/local-hosts"  # packaging/local-hosts' default
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +39,16 @@ def readme_repo():
     (repo / "packaging").symlink_to(ROOT / "packaging")
     (repo / ".cache" / "images").mkdir(parents=True)
     (repo / ".cache" / "images" / "demo.qcow2").symlink_to(DEMO_IMAGE)
-    # short: a local host's socket path must fit a sockaddr_un
-    hosts_dir = Path(tempfile.mkdtemp(prefix="rd-", dir="/var/lib/vm-appliance"))
+    # under the default LOCAL_HOSTS_DIR, which config host_socket_dirs allows; short: a
+    # local host's socket path must fit a sockaddr_un
+    base = Path(LOCAL_HOSTS_DIR)
+    base.mkdir(parents=True, exist_ok=True)
+    hosts_dir = Path(tempfile.mkdtemp(prefix="readme-", dir=base))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VMAPP", "VMCTL", "PYTEST"))}
     venv_bin = repo / ".venv" / "bin"
     env.update(PATH=f"{venv_bin}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
-               VMAPP_HOME=str(repo / ".appliance"), PYTHONPATH=str(ROOT), LOCAL_HOSTS_DIR=str(hosts_dir), TERM="dumb", LC_ALL="C.UTF-8",
+               VMAPP_HOME=str(repo / ".appliance"), PYTHONPATH=str(ROOT),
+               LOCAL_HOSTS_DIR=str(hosts_dir), TERM="dumb", LC_ALL="C.UTF-8",
                VMCTL_CONFIG=str(repo / "vmctl-config.toml"), HOME=str(repo))
     app = Appliance(repo / ".appliance")
     try:
@@ -89,6 +96,7 @@ def test_session(block: Block, readme_repo, shells):
     for cmd in block.commands:
         try:
             out, status = shell.run(cmd.command, COMMAND_TIMEOUT)
+            out = out.replace(env["LOCAL_HOSTS_DIR"], LOCAL_HOSTS_DIR)  # the paths a reader's shows
         except (TimeoutError, RuntimeError) as e:  # the shell is no use after: later blocks start anew
             shell.close()
             differences.append(f"README.md:{cmd.line}: $ {cmd.command}\n{str(e)[:3000]}")
