@@ -52,9 +52,13 @@ class Block:
     skip: str | None = None      # the reason, when marked skip
     continues: bool = False      # runs in the previous block's shell
 
+    index: int = 1               # its number within its section
+
     @property
     def id(self) -> str:
-        return f"README.md:{self.line}"
+        """Stable while lines move: the section's slug and the block's number in it."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-") or "top"
+        return f"{slug}-{self.index}"
 
 
 def _marker(lines: list[str], fence: int) -> str | None:
@@ -79,6 +83,7 @@ def parse(text: str) -> list[Block]:
         if line.startswith("```"):
             if not in_fence and line.strip() == "```console":
                 blocks.append(_read_block(lines, i, section))
+                blocks[-1].index = sum(1 for b in blocks if b.section == section)
                 i = blocks[-1].end  # type: ignore[attr-defined]
                 continue
             in_fence = not in_fence

@@ -78,16 +78,16 @@ def test_every_console_block_runs_or_says_why():
     """A block is run by test_session below unless marked skip with a reason."""
     assert BLOCKS, "no ```console blocks found in README.md"
     for block in BLOCKS:
-        assert block.skip is None or block.skip.strip(), block.id
+        assert block.skip is None or block.skip.strip(), block.line
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_session(block: Block, readme_repo, shells):
     if block.skip is not None:
-        pytest.skip(f"{block.id} ({block.section}): {block.skip}")
+        pytest.skip(f"README.md:{block.line} ({block.section}): {block.skip}")
     repo, env, _app = readme_repo
     if block.continues:
-        assert shells and shells[-1].proc.poll() is None, f"{block.id} continues a shell that is gone"
+        assert shells and shells[-1].proc.poll() is None, f"README.md:{block.line} continues a shell that is gone"
         shell = shells[-1]
     else:
         shell = Shell(repo, env)
