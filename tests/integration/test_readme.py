@@ -58,10 +58,13 @@ def readme_repo():
         try:
             app.cleanup()
         finally:
-            names = [p.name for p in hosts_dir.iterdir() if p.is_dir()]
-            if names:
-                subprocess.run([str(ROOT / "packaging" / "local-hosts"), "down", *names],
-                               env=env, capture_output=True, timeout=300)
+            # the hosts the sessions started (not the script's .locks); kept when `down` fails,
+            # so that nothing runs on with its folder gone
+            names = [p.name for p in hosts_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            down = subprocess.run([str(ROOT / "packaging" / "local-hosts"), "down", *names], env=env,
+                                  capture_output=True, text=True, timeout=300) if names else None
+            if down is not None and down.returncode != 0:
+                pytest.fail(f"local-hosts down {' '.join(names)} in {hosts_dir}: {down.stderr}")
             shutil.rmtree(hosts_dir, ignore_errors=True)
             shutil.rmtree(repo, ignore_errors=True)
 
