@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # (about 7 s of CPU, a quarter of the unit suite).
 PYTEST := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache $(VENV)/bin/python -m pytest
 
-.PHONY: setup host venv image web run test test-slow test-unit lint bench bench-quick clean deb test-deb
+.PHONY: setup host venv image web run test test-slow test-remote-hosts test-unit lint bench bench-quick clean deb test-deb test-cloudinit
 
 setup: host venv image web
 
@@ -72,7 +72,7 @@ test: setup lint
 # The slow journeys (minutes each: snapshots and backups across local hosts, a
 # host with storage of its own), kept out of `make test` so CI stays under 30 min.
 test-slow: setup
-	$(PYTEST) -ra -m "slow and not deb" $(PYTEST_ARGS)
+	$(PYTEST) -ra -m "slow and not deb and not cloudinit" $(PYTEST_ARGS)
 
 # The Debian package (packaging/deb/README.md): vm-appliance_VERSION_ARCH.deb in
 # this folder, built with dh-virtualenv from a copy of the tree in .cache/deb/.
@@ -85,6 +85,21 @@ deb:
 # in .cache/deb-test/), its service started there, removed, purged: ~10 min.
 test-deb: venv deb
 	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py $(PYTEST_ARGS)
+
+# qemu+ssh and qemu+tls hosts for real (issue 16): a private sshd and libvirtd TLS
+# listeners on 127.0.0.1 in front of packaging/local-hosts; part of test-slow (~2 min).
+test-remote-hosts: setup
+	$(PYTEST) -ra tests/cluster/test_cluster_remote_transports.py $(PYTEST_ARGS)
+
+# The real cloud-init (issue 15): a Debian 12 guest with cloud-init from Debian's
+# packages (debootstrap as root, .debs cached in .cache/debootstrap/, the image in
+# .cache/images/), booted with a config drive: hostname, runcmd, SSH key, static IP.
+CLOUDINIT_IMAGE := .cache/images/cloudinit-debian12.qcow2
+$(CLOUDINIT_IMAGE): packaging/build-cloudinit-image.sh
+	bash packaging/build-cloudinit-image.sh --force $@
+
+test-cloudinit: setup $(CLOUDINIT_IMAGE)
+	$(PYTEST) -ra -s -m cloudinit tests/integration/test_cloudinit_guest.py $(PYTEST_ARGS)
 
 # ruff and mypy on the product code (rules and strictness in pyproject.toml:
 # [tool.ruff.lint], [tool.mypy]); a finding is fixed, or justified where it

@@ -140,6 +140,12 @@ class Config:
         return self.home / "ssh"
 
     @property
+    def pki_dir(self) -> Path:
+        """The appliance's CA and client certificate for qemu+tls hosts (libvirt's
+        pkipath; appliance/host_pki.py)."""
+        return self.home / "pki"
+
+    @property
     def token_path(self) -> Path:
         return self.home / "token"
 

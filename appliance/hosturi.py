@@ -7,8 +7,9 @@ user name and `netcat`/`command`/`proxy` parameters end up on a command line,
 only in the shapes a user needs (SECURITY.md):
 
     qemu:///system                          the appliance's own libvirt
-    qemu+ssh://[user@]host[:port]/system    ssh, with the user's ssh set-up
-    qemu+tls://host[:port]/system           TLS (libvirt's pki)
+    qemu+ssh://[user@]host[:port]/system    ssh, with the appliance's key and
+                                            known_hosts (HOME/ssh)
+    qemu+tls://host[:port]/system           TLS, with the appliance's CA (HOME/pki)
     qemu+tcp://host[:port]/system           plain TCP (libvirt's SASL, if any)
     qemu+unix:///system[?socket=PATH]       a libvirtd on this machine, PATH
                                             under one of config host_socket_dirs
@@ -16,6 +17,9 @@ only in the shapes a user needs (SECURITY.md):
 
 Query parameters: `socket` (as above), `keyfile` (under HOME/ssh only),
 `no_verify` (0 or 1) and `mode` (auto, legacy, direct); nothing else.
+The credentials are the appliance's to add (appliance/host_access.py): a user
+may not name `pkipath`, `known_hosts`, `known_hosts_verify` nor `sshauth`, and
+libvirt's libssh2 transport is what the appliance opens, never what a user types.
 """
 from __future__ import annotations
 

@@ -114,6 +114,28 @@ class ImageStore:
             self._copy_file(source, tmp)
         return self._register(name, tmp, str(source_path))
 
+    def begin_file(self, name: str) -> tuple[Path, int]:
+        """A new private file for an image whose bytes arrive as writes at offsets (the
+        mount's `cp FILE images/`): its path (HOME/images/.upload-*, mode 0600, made here
+        and nowhere else) and an fd open on it. The writer keeps it within
+        `max_image_bytes` and FREE_SPACE_RESERVE as _receive does (fs/image_imports.py);
+        register_file checks it."""
+        tmp = self._tmp(name)
+        self._require_room(0, "file")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        return tmp, fd
+
+    def register_file(self, name: str, tmp: Path, source: str) -> dict:
+        """A file from begin_file, complete: checked, converted and recorded as an upload
+        is (removed whatever the outcome)."""
+        if tmp.parent != self.config.images_dir or not tmp.name.startswith(UPLOAD_PREFIX):
+            raise Invalid("not a file this image store made", "file")
+        if os.lstat(tmp).st_size == 0:
+            tmp.unlink(missing_ok=True)
+            raise Invalid("the file is empty", "file")
+        return self._register(name, tmp, source)
+
     def _copy_file(self, source: BinaryIO, tmp: Path) -> None:
         size = os.fstat(source.fileno()).st_size
         self._require_room(size, "path")

@@ -122,6 +122,9 @@ def _network(spec: dict[str, Any], name: str, notes: list[str]
                         else ""))
     if network.get("outbound") == "none":
         notes.append("network: outbound none has no field; use a NetworkPolicy")
+    if spec.get("networks"):
+        notes.append(f"networks: {len(spec['networks'])} further NIC(s) not exported (each "
+                     "needs a Multus NetworkAttachmentDefinition)")
     if forwards:
         iface["ports"] = [{"name": f"p{f['guest_port']}-{f['protocol']}", "port": f["guest_port"],
                            "protocol": f["protocol"].upper()} for f in forwards]

@@ -53,6 +53,30 @@ def mac_for_new_vm(store: Store, spec: dict, vm_id: str) -> str:
     return mac
 
 
+def fill_nic_macs(store: Store, spec: dict, vm_id: str, first_mac: str,
+                  old_spec: dict | None = None) -> None:
+    """Each further NIC (spec networks, model/nics.py) with its MAC, in place: the one
+    asked for if no other VM has it; else the one the NIC had on that network before
+    (old_spec); else one derived from the VM's id and the network, free everywhere."""
+    had = {nic["network"]: nic.get("mac") for nic in (old_spec or {}).get("networks") or []}
+    nics = spec.get("networks") or []
+    taken = {first_mac} | {nic["mac"] for nic in nics if nic.get("mac")}
+    for i, nic in enumerate(nics):
+        if nic.get("mac"):
+            if (owner := _holder(store, nic["mac"], vm_id)) is not None:
+                raise Conflict(f"MAC {nic['mac']} is already held by "
+                               f"{shown_vm_name(owner.get('project'), owner['name'])}",
+                               f"networks[{i}].mac")
+            continue
+        mac = had.get(nic["network"])
+        attempt = 0
+        while not mac or mac in taken or _holder(store, mac, vm_id) is not None:
+            raw = hashlib.sha256(f"{vm_id}/nic/{nic['network']}/{attempt}".encode()).digest()
+            mac, attempt = f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{raw[2]:02x}", attempt + 1
+        nic["mac"] = mac
+        taken.add(mac)
+
+
 def mac_after_update(store: Store, row: dict, new_spec: dict) -> str:
     """The VM's MAC after a spec change: a new one the spec asks for, if free;
     otherwise the one it has (a VM keeps its MAC when the field is dropped)."""

@@ -87,14 +87,16 @@ def publish_reconcile(controller, store: Store, stopping: threading.Event,
 
 
 def store_targets(
-    store: Store, default_uri: str, uri_allowed: Callable[[str], bool] = lambda uri: True
+    store: Store, default_uri: str, uri_allowed: Callable[[str], bool] = lambda uri: True,
+    connect_uri: Callable[[str], str] = lambda uri: uri,
 ) -> Callable[[], list[Target]]:
     """The hosts the controller recorded; the configured URI as `local` before it has.
-    A host whose URI is not allowed (appliance/hosturi.py) is not opened."""
+    A host whose URI is not allowed (appliance/hosturi.py) is not opened; the others
+    are opened as connect_uri says (the appliance's keys: appliance/host_access.py)."""
 
     def targets() -> list[Target]:
         hosts = [
-            Target(h["name"], h["uri"])
+            Target(h["name"], connect_uri(h["uri"]))
             for h in store.list_hosts()
             if h.get("uri") and uri_allowed(h["uri"])
         ]

@@ -68,6 +68,10 @@ VCPU_COUNTERS: StatsTable = [
 ]
 
 VM_LABELS = ["vm", "host"]
+# interface: net0, net1, ... in domain order; source: who counted, "host" (libvirt, the
+# NIC's tap device) or "agent" (the guest's kernel, through its agent: agent_net.py).
+# Both count "receive" as traffic into the guest.
+NET_LABELS = ["interface", "source"]
 
 
 class Families:
@@ -116,7 +120,15 @@ class Families:
         for _, name, doc, _ in BLOCK_COUNTERS:
             self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "disk"]))
         for _, name, doc, _ in NET_COUNTERS:
-            self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, "interface"]))
+            self._define(c("vmappliance_vm_" + name, doc, labels=[*VM_LABELS, *NET_LABELS]))
+        self._define(
+            g(
+                "vmappliance_vm_network_stats_available",
+                "1 if the NIC's traffic counters are in this scrape, 0 if not (source=agent: the "
+                "guest agent did not answer).",
+                labels=[*VM_LABELS, *NET_LABELS],
+            )
+        )
         for name, doc in HOST_GAUGES:
             self._define(g("vmappliance_host_" + name, doc, labels=["host"]))
 
@@ -198,8 +210,11 @@ def domain_rows(stats: dict, uptime: float | None) -> list[tuple[str, list[str],
                 rows.append(("vmappliance_vm_" + name, [disk], float(value) * scale))
     for index in range(int(stats.get("net.count", 0))):
         prefix = f"net.{index}."
+        labels = [f"net{index}", stats.get(prefix + "source", "host")]
         for key, name, _, scale in NET_COUNTERS:
             value = stats.get(prefix + key)
             if value is not None:
-                rows.append((_counter(name), [f"net{index}"], float(value) * scale))
+                rows.append((_counter(name), labels, float(value) * scale))
+        available = 1 if prefix + "rx.bytes" in stats else 0
+        rows.append(("vmappliance_vm_network_stats_available", labels, available))
     return rows

@@ -137,13 +137,14 @@ def _register_api_metrics(registry: CollectorRegistry) -> None:
 def api_metrics_resource(store: Store, libvirt_uri: str, heartbeat_age: float | None = None,
                          all_domains: bool = False,
                          uri_allowed: Callable[[str], bool] = lambda uri: True,
+                         connect_uri: Callable[[str], str] = lambda uri: uri,
                          max_age: float = MAX_AGE) -> ApiMetricsResource:
     """The API's GET /metrics: the store's VMs (the VM id is the domain UUID) and its
     families, with the store's part kept while the store is unchanged, for at most max_age seconds
     (exporter/unchanged_store.py): the libvirt families and the API's own
     histograms are read at every scrape."""
     unchanged = UnchangedStore(store, max_age)
-    targets = store_targets(store, libvirt_uri, uri_allowed)
+    targets = store_targets(store, libvirt_uri, uri_allowed, connect_uri)
     registry = CollectorRegistry(auto_describe=False)
     _register_api_metrics(registry)
     registry.register(ScrapeDuration([LibvirtCollector(

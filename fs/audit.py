@@ -28,7 +28,7 @@ from appliance import errors
 from appliance.access import audit, caller
 from appliance.access.principal import Principal, reset_caller, set_caller
 from appliance.store import Row
-from fs import limits, projects
+from fs import limits, projects, scratch
 
 if TYPE_CHECKING:
     from fs.operations import ApplianceFS
@@ -87,14 +87,23 @@ def _named(fs: ApplianceFS, args: tuple) -> Path:
     return fs.inodes.path(args[0]) + (os.fsdecode(args[1]),)
 
 
-def _in_dir(op: str) -> Callable[[ApplianceFS, tuple], Attempt]:
-    """mkdir, rmdir, unlink, create: (parent inode, name, ..., ctx)."""
-    return lambda fs, args: Attempt(op, _named(fs, args), _ctx_uid(args),
-                                    principal=_asker(fs, args))
+def _in_dir(op: str) -> Callable[[ApplianceFS, tuple], Attempt | None]:
+    """mkdir, rmdir, unlink, create: (parent inode, name, ..., ctx). An editor's temporary
+    file changes nothing stored (fs/scratch.py): not recorded."""
+
+    def attempt(fs: ApplianceFS, args: tuple) -> Attempt | None:
+        path = _named(fs, args)
+        if scratch.is_scratch_name(path):
+            return None
+        return Attempt(op, path, _ctx_uid(args), principal=_asker(fs, args))
+
+    return attempt
 
 
-def _rename(fs: ApplianceFS, args: tuple) -> Attempt:
+def _rename(fs: ApplianceFS, args: tuple) -> Attempt | None:
     new = fs.inodes.path(args[2]) + (os.fsdecode(args[3]),)
+    if scratch.is_scratch_name(new):  # to a temporary name: nothing stored changes
+        return None
     return Attempt("rename", _named(fs, args), _ctx_uid(args), new_path=new,
                    principal=_asker(fs, args))
 
@@ -111,8 +120,8 @@ def _by_handle(op: str) -> Callable[[ApplianceFS, tuple], Attempt | None]:
 
     def attempt(fs: ApplianceFS, args: tuple) -> Attempt | None:
         handle = fs.files.get(args[0])
-        if handle is None or not handle.writable:
-            return None  # a reader's close (`cat`): nothing to record, nothing to pay
+        if handle is None or not handle.writable or handle.scratch is not None:
+            return None  # a reader's close (`cat`), a temporary file: nothing to record
         return Attempt(op, handle.path, handle.uid, every_call=False,
                        principal=handle.principal)
 

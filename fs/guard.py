@@ -46,14 +46,18 @@ class Guard:
     def who(self, ctx: pyfuse3.RequestContext) -> Principal | None:
         return self.identities.principal(ctx.uid, ctx.gid, ctx.pid)
 
-    async def allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
-        """The caller, if the policy lets them `verb` path; EACCES (and an event) if not."""
+    async def allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path,
+                    decided_as: tuple[str, Path] | None = None) -> Principal:
+        """The caller, if the policy lets them `verb` path; EACCES (and an event) if not.
+        decided_as: the (verb, path) the policy decides it as (an editor's temporary file:
+        fs/scratch.py), when not its own."""
         principal = self.who(ctx)
         if principal is not None and len(path) >= 2 and path[0] == "projects":
             # projects/P/...: decided by the caller's role in P, not in their default
             # project (a group's operators may be another group's viewers in P).
             principal = principal.in_project(path[1])
-        action = policy.mount_action(path, verb)
+        rule_verb, rule_path = decided_as or (verb, path)
+        action = policy.mount_action(rule_path, rule_verb)
         if principal is not None and action is not None and policy.allows(principal.role, action):
             return principal
         if principal is None:

@@ -31,6 +31,8 @@ from appliance import errors, jsonio
 from appliance.access.principal import ANONYMOUS, Principal
 from appliance.files import Log
 from fs import limits
+from fs.image_imports import Import
+from fs.scratch import Scratch
 
 # Within one open file, content younger than this is served again instead of
 # fetched anew (a `cat` reads twice: the value, then the end of file).
@@ -73,6 +75,8 @@ class Handle:
     uid: int | None = None  # who opened it (the audit trail names them for its writes)
     fixed: bool = False  # content made at open, never fetched again (screen.png)
     typed: bool = False  # writes go as bytes as they come (the console)
+    scratch: Scratch | None = None  # an editor's temporary file (fs/scratch.py)
+    image: Import | None = None  # a file copied into images/ (fs/image_imports.py)
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""

@@ -19,6 +19,7 @@ class Node:
     created: float = 0.0
     changed: float = 0.0
     volatile: bool = False  # made when read (screen.png): the kernel must not cache its size
+    private: bool = False  # a caller's own temporary file (fs/scratch.py): writable by them
 
 
 def file_node(content: bytes, created: float, changed: float, writable: bool = False) -> Node:

@@ -37,10 +37,11 @@ import trio
 
 from appliance import errors
 from appliance.access import policy
-from appliance.access.principal import acting_as
+from appliance.access.principal import Principal, acting_as
 from appliance.service import Service
-from fs import audit, limits
+from fs import audit, image_imports, limits, scratch
 from fs.boundary import boundary, errno_of
+from fs.editing import MadeFiles
 from fs.guard import Guard, makes_names
 from fs.handles import Handle, file_info
 from fs.identity import Identities
@@ -73,6 +74,7 @@ class ApplianceFS(pyfuse3.Operations):
         self.shared = shared
         self.guard = Guard(service, Identities(service.store, self.uid, group), self._run)
         self.inodes = Inodes()
+        self.made = MadeFiles(self)  # editors' temporary files, cp FILE images/ (fs/editing.py)
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, tuple[Path, list[tuple[str, Node]]]] = {}
         self._handles = itertools.count(1)
@@ -109,6 +111,17 @@ class ApplianceFS(pyfuse3.Operations):
             raise
         audit.applied(path, None)
 
+    async def _allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
+        """The guard's answer; a change of an editor's temporary file is decided as the
+        change of its directory's file (fs/scratch.py), an import's write as its making."""
+        decided = scratch.decided_as(path, verb) or image_imports.decided_as(path, verb)
+        return await self.guard.allow(ctx, verb, path, decided)
+
+    async def _stat(self, path: Path, uid: int) -> Node:
+        """The caller's own temporary file or import (fs/editing.py), or the tree's."""
+        node = self.made.stat(path, uid)
+        return node if node is not None else await self._tree(self.tree.stat, path)
+
     # -- attributes ---------------------------------------------------------------------
     def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
         """Modes say what anyone may do (the kernel checks them, default_permissions), the
@@ -125,11 +138,12 @@ class ApplianceFS(pyfuse3.Operations):
         attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
         if node.volatile:  # its size is the next screenshot's (fs/screenshots.py)
             attrs.entry_timeout = attrs.attr_timeout = 0
-        if node.is_dir:
-            mode = 0o777 if makes_names(path) else 0o555
+        if node.is_dir:  # a VM's directory takes editors' temporary files (fs/scratch.py)
+            mode = 0o777 if makes_names(path) or scratch.edit_dir(path) else 0o555
             attrs.st_nlink = 2
         else:
-            changes = node.writable and policy.mount_action(path, "write") is not None
+            changes = node.writable and (
+                node.private or policy.mount_action(path, "write") is not None)
             mode = 0o666 if changes else 0o444
             attrs.st_nlink = 1
         attrs.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | (
@@ -150,7 +164,7 @@ class ApplianceFS(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
         with acting_as(await self.guard.allow(ctx, "read", path)):
-            node = await self._tree(self.tree.stat, path)
+            node = await self._stat(path, ctx.uid)
         return self._attrs(self.inodes.remember(path), node)
 
     @boundary
@@ -162,7 +176,7 @@ class ApplianceFS(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(inode)
         with acting_as(await self.guard.allow(ctx, "read", path)):
-            node = await self._tree(self.tree.stat, path)
+            node = await self._stat(path, ctx.uid)
         return self._attrs(inode, node)
 
     @boundary
@@ -171,8 +185,13 @@ class ApplianceFS(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self.inodes.path(inode)
         verb = "write" if fields.update_size else "read"  # times are ignored (below)
-        with acting_as(await self.guard.allow(ctx, verb, path)):
-            node = await self._tree(self.tree.stat, path)
+        with acting_as(await self._allow(ctx, verb, path)):
+            node = await self._stat(path, ctx.uid)
+        if node.private:  # a temporary file, an import: its size; modes and owners ignored
+            if fields.update_size:
+                handle = self.files.get(fh) if fh is not None else None
+                await self.made.resize(path, ctx.uid, attr.st_size, handle)
+            return self._attrs(inode, await self._stat(path, ctx.uid))
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size:
@@ -204,6 +223,7 @@ class ApplianceFS(pyfuse3.Operations):
         path = self.inodes.path(inode)
         with acting_as(await self.guard.allow(ctx, "read", path)):
             entries = await self._run(self.tree.entries, path)
+        entries += self.made.entries(path, ctx.uid)  # the caller's own (fs/editing.py)
         fh = next(self._handles)
         self.dirs[fh] = (path, entries)
         return fh
@@ -268,6 +288,9 @@ class ApplianceFS(pyfuse3.Operations):
         if flags & RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         parent = self.inodes.path(parent_inode_old)
+        target = self.inodes.path(parent_inode_new) + (os.fsdecode(name_new),)
+        if await self.made.rename(parent + (os.fsdecode(name_old),), target, ctx):
+            return  # an editor's save (fs/editing.py)
         # Within one vms/ directory (a VM does not change project by mv).
         if parent != self.inodes.path(parent_inode_new) or not self.tree.is_vms_dir(parent):
             raise pyfuse3.FUSEError(errno.EACCES)
@@ -284,6 +307,9 @@ class ApplianceFS(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
+        own = await self.made.create(path, ctx)  # a temporary file, an import
+        if own is not None:
+            return own
         if path[0] not in NAMED_FILES or len(path) != 2 or not path[1].endswith(".json"):
             raise pyfuse3.FUSEError(errno.EACCES)
         principal = await self.guard.allow(ctx, "create", path)
@@ -305,6 +331,8 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self.inodes.path(parent_inode) + (os.fsdecode(name),)
+        if await self.made.unlink(path, ctx):  # a temporary file, an import, an image
+            return
         if self.tree.in_table(path):  # `rm vms/NAME/lock`: the file's clear (unlock)
             with acting_as(await self.guard.allow(ctx, "unlink", path)):
                 await self._run(self.tree.remove_file, path)
@@ -340,7 +368,10 @@ class ApplianceFS(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         path = self.inodes.path(inode)
         mode = flags & os.O_ACCMODE
-        principal = await self.guard.allow(ctx, "read" if mode == os.O_RDONLY else "write", path)
+        principal = await self._allow(ctx, "read" if mode == os.O_RDONLY else "write", path)
+        own = self.made.open(path, flags, principal, ctx.uid)  # fs/editing.py
+        if own is not None:
+            return own
         with acting_as(principal):
             content = await self._tree(self.tree.open, path, mode != os.O_RDONLY,
                                        mode != os.O_WRONLY)
@@ -357,6 +388,8 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files[fh]
+        if handle.scratch is not None:
+            return self.made.scratch.read(handle.scratch, off, size)
         with acting_as(handle.principal):
             if handle.log is not None:
                 return self._read(self.tree.read_log, handle.path, off, size)
@@ -369,6 +402,8 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.files[fh]
+        if await self.made.write(handle, off, buf):  # a temporary file, an import
+            return len(buf)
         handle.take(off, buf)
         with acting_as(handle.principal):
             if handle.typed:  # the console: these bytes, typed now, whatever the offset
@@ -380,7 +415,9 @@ class ApplianceFS(pyfuse3.Operations):
     @boundary
     async def flush(self, fh: int) -> None:
         handle = self.files.get(fh)
-        if handle is not None and handle.buffer:
+        if handle is not None and handle.image is not None:
+            await self.made.flush(handle)
+        elif handle is not None and handle.buffer:
             with acting_as(handle.principal):
                 await handle.apply(final=True, write=self._write)
 
@@ -390,6 +427,7 @@ class ApplianceFS(pyfuse3.Operations):
         if handle is None:
             return
         try:
+            await self.made.release(handle)
             if handle.buffer:
                 with acting_as(handle.principal):
                     await handle.apply(final=True, write=self._write)

@@ -52,6 +52,14 @@ PACKAGES=(
     # UEFI firmware (OVMF, with its descriptors for libvirt's autoselection) and the
     # virtual TPM's emulator (issue 14: firmware, tpm)
     ovmf swtpm swtpm-tools
+    # tests/unit/appliance/test_cli_docs.py loads `vmctl completion zsh` into a real zsh
+    zsh
+    # tests/fs/test_fs_editors.py: real editors save through a temporary file renamed over
+    # spec.json in the mount (issue 16)
+    vim nano
+    # remote hosts over ssh (tests/integration/test_remote_hosts.py): an sshd the
+    # test starts on 127.0.0.1, and nc for libvirt's remote side of a socket= URI
+    openssh-server openssh-client netcat-openbsd
 )
 
 # --- 1. packages ------------------------------------------------------------

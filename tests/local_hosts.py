@@ -36,8 +36,12 @@ def _run(*args: str, timeout: float = 120) -> str:
 
 
 class LocalHost:
-    def __init__(self, name: str | None = None):
+    """netns: the libvirtd in a network namespace of its own too (`up --netns`): its
+    networks' bridges, dnsmasq and guests' taps exist only in there."""
+
+    def __init__(self, name: str | None = None, netns: bool = False):
         self.name = name or unique_name()
+        self.netns = netns
         self.base = BASE_DIR / self.name
         self.uri: str | None = None
 
@@ -49,7 +53,7 @@ class LocalHost:
         raise LocalHostError(f"no URI for {self.name} in {out!r}")
 
     def up(self) -> "LocalHost":
-        self.uri = self._uri_from(_run("up", self.name))
+        self.uri = self._uri_from(_run("up", *(["--netns"] if self.netns else []), self.name))
         return self
 
     def down(self) -> None:
@@ -66,7 +70,7 @@ class LocalHost:
         _run("start-libvirtd", self.name)
 
     def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run a command inside this host's mount namespace (what its libvirtd sees)."""
+        """Run a command inside this host's mount and network namespaces (what its libvirtd sees)."""
         proc = subprocess.run([str(SCRIPT), "exec", self.name, "--", *cmd], capture_output=True, text=True,
                               timeout=60)
         if check and proc.returncode != 0:

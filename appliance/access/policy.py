@@ -22,7 +22,7 @@ from appliance.errors import Forbidden
 
 class Action(StrEnum):
     READ = "read"  # see the VMs, operations, events of one's projects; hosts; images
-    OWN_TOKENS = "own-tokens"  # who am I; list, create and revoke one's own tokens
+    OWN_TOKENS = "own-tokens"  # who am I; one's own tokens and SSH keys
     VM_CHANGE = "vm-change"  # create, change, rename, delete VMs; server groups
     VM_POWER = "vm-power"  # start, stop, restart, pause (the state file)
     VM_MIGRATE = "vm-migrate"  # move a VM to another host (the host file, migrate)
@@ -155,6 +155,12 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/pools/{name}", "DELETE"): Action.VM_CHANGE,
     ("/v1/pools/{name}/{file}", "GET"): Action.READ,
     ("/v1/pools/{name}/{file}", "PUT"): POOL_FILE_WRITES,
+    # SSH keys (issue 15): one's own, as tokens (a key changes no VM until a spec names
+    # it); an admin reads and deletes anyone's (?user=, the service's check).
+    ("/v1/keys", "GET"): Action.OWN_TOKENS,
+    ("/v1/keys", "POST"): Action.OWN_TOKENS,
+    ("/v1/keys/{name}", "GET"): Action.OWN_TOKENS,
+    ("/v1/keys/{name}", "DELETE"): Action.OWN_TOKENS,
     ("/v1/me", "GET"): Action.OWN_TOKENS,
     ("/v1/users", "GET"): Action.ADMIN,
     ("/v1/users", "POST"): Action.ADMIN,
@@ -220,6 +226,10 @@ MOUNT_CHANGES: Mapping[tuple[str, str], Rule] = {
     (SNAPSHOTS_DIR, "mkdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "rmdir"): Action.VM_CHANGE,
     (SNAPSHOTS_DIR, "write"): SNAPSHOT_FILE_WRITES,
+    # images/FILE: `cp FILE images/` imports an image, as PUT /v1/images/NAME (its writes and
+    # truncates are decided as this: fs/image_imports.py); rm images/NAME.json deletes one
+    ("images", "create"): Action.ADMIN,
+    ("images", "unlink"): Action.ADMIN,
     ("pools", "mkdir"): Action.VM_CHANGE,  # mkdir pools/NAME: a pool of 0 replicas
     ("pools", "rmdir"): Action.VM_CHANGE,  # deletes it and its members
     ("pools", "write"): POOL_FILE_WRITES,  # pools/NAME/FILE

@@ -16,6 +16,7 @@ from appliance.api import (
     backups,
     disks,
     error_shape,
+    keys,
     networks,
     openapi,
     pools,
@@ -27,7 +28,9 @@ from appliance.api import (
     web,
 )
 from appliance.api.auth import TokenAuth, public
+from appliance.api.file_names import MountFileNames
 from appliance.api.limits import BodyLimit, FiniteWaits, json_handlers
+from appliance.host_access import connection_uri
 from appliance.service import Service
 from exporter.registry import RequestMetrics, api_metrics_resource
 
@@ -53,7 +56,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     auth = TokenAuth(tokens.resolver(service.store), public_paths=frozenset(),
                      project_exists=service.store.project_exists)
     middleware: list[Any] = [  # falcon's middleware protocols are structural; the list mixes them
-        RequestMetrics(router), Audit(service.store), auth,
+        MountFileNames(), RequestMetrics(router), Audit(service.store), auth,
         BodyLimit(service.config.max_body_bytes), FiniteWaits()]
     app = falcon.App(router=router, middleware=middleware)
     app.req_options.media_handlers = json_handlers()
@@ -107,6 +110,7 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     route("/v1/hosts/{name}/{file}", resources.HostFile(service))
     collection("/v1/groups", "name", resources.Groups(service))
     collection("/v1/networks", "name", networks.Networks(service))  # issue 15
+    collection("/v1/keys", "name", keys.Keys(service))  # SSH keys (issue 15)
     collection("/v1/templates", "name", templates.Templates(service))
     collection("/v1/pools", "name", pools.Pools(service))  # replica pools (issue 14)
     route("/v1/pools/{name}/{file}", pools.PoolFile(service))
@@ -121,7 +125,8 @@ def create_app(service: Service, token: str | None = None) -> falcon.App:
     scrape = api_metrics_resource(
         service.store, config.libvirt_uri, heartbeat_age=config.heartbeat_age,
         all_domains=config.metrics_all_domains,
-        uri_allowed=lambda uri: hosturi.refused(uri, config) is None)
+        uri_allowed=lambda uri: hosturi.refused(uri, config) is None,
+        connect_uri=lambda uri: connection_uri(uri, config))
     route("/metrics", public(scrape) if config.metrics_public else scrape)
     auth.public_paths = frozenset(public_paths)
     auth.public_prefixes = ("/ui/",)  # the page's files: WebFiles is public and 404s the rest

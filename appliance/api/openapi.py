@@ -4,7 +4,8 @@ Tests run schemathesis against the app with this document, so it has to say
 what the server really does. Its parts: openapi_vms (VMs, operations, events),
 openapi_cluster (hosts, images, groups), openapi_projects, openapi_access (users,
 tokens), openapi_consoles, openapi_backups (snapshots, backups, targets, clones),
-openapi_templates, openapi_pools (replica pools), openapi_networks; this module assembles them
+openapi_templates, openapi_pools (replica pools), openapi_networks, openapi_keys;
+this module assembles them
 and adds what every route with a token shares (auth.py): the `project`
 parameter, and the 401, 403 and 404 answers, the 403's roles read from the
 policy table.
@@ -26,6 +27,7 @@ from appliance.api import (
     openapi_cluster,
     openapi_consoles,
     openapi_disks,
+    openapi_keys,
     openapi_networks,
     openapi_pools,
     openapi_projects,
@@ -56,6 +58,7 @@ SCHEMAS = {
     **openapi_shapes.SCHEMAS,  # Rebuild (issue 14)
     **openapi_disks.SCHEMAS,  # DiskInfo, Cdrom (issue 14)
     **openapi_networks.SCHEMAS,  # NetworkResource, NetworkCreate, DhcpRange (issue 15)
+    **openapi_keys.SCHEMAS,  # Key, KeyCreate (issue 15)
     **openapi_adoption.SCHEMAS,  # Adopt (issue 16)
 }
 
@@ -82,6 +85,7 @@ PATHS: dict[str, Any] = {
     **openapi_shapes.PATHS,  # .../rebuild (issue 14)
     **openapi_disks.PATHS,  # .../disks..., .../cdroms... (issue 14)
     **openapi_networks.PATHS,  # /v1/networks, /v1/networks/{name} (issue 15)
+    **openapi_keys.PATHS,  # /v1/keys, /v1/keys/{name} (issue 15)
     **openapi_adoption.PATHS,  # /v1/vms/adopt, /v1/vms/{name}/export (issue 16)
     **web.OPENAPI_PATHS,  # /, /ui/{path}: the web page, public
 }

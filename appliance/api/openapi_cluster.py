@@ -34,7 +34,9 @@ SCHEMAS = {
         "type": "object",
         "properties": {
             "uri": string(description="libvirt URI: qemu:///system, qemu+ssh://root@h2/system, "
-                                      "qemu+unix:///system?socket=/path"),
+                                      "qemu+tls://h2/system, qemu+unix:///system?socket=/path; "
+                                      "ssh and TLS with the appliance's own key, known_hosts "
+                                      "and CA (HOME/ssh, HOME/pki), which a URI may not name"),
             "labels": LABELS,
             "storage": string(pattern="^[A-Za-z0-9_.:-]{1,64}$",
                               description="where the host finds VM disks; "
@@ -74,6 +76,16 @@ SCHEMAS = {
                           "description": "what libvirt reports: arch, cpus, memory_mib, "
                                          "disk_bytes"},
             "cpu_dedicated_set": string(),
+            "ssh": {"type": "object", "description": (
+                "in the answer to an add or a uri change of a qemu+ssh host whose server "
+                "answered: the appliance's public key (for the host's authorized_keys) and "
+                "the server's host keys, recorded now on first use or matching the record "
+                "(a changed key is refused: 409)"),
+                "properties": {"public_key": string(), "host_key": {
+                    "type": "object", "properties": {
+                        "address": string(), "recorded_now": boolean(),
+                        "keys": {"type": "array", "items": {"type": "object", "properties": {
+                            "type": string(), "fingerprint": string()}}}}}}},
             "cpu_warning": string(nullable=True, description=(
                 "why this host cannot run the CPU model running VMs use (missing features)")),
             "capacity": {"type": "object", "properties": {

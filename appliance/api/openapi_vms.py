@@ -79,7 +79,9 @@ SCHEMAS = {
     },
     "Operation": {
         "type": "object", "required": ["id", "kind", "status"],
-        "properties": {"id": string(), "vm_id": string(), "vm_name": string(), "project": string(),
+        "properties": {"id": string(), "project": string(),
+                       # null for an image copied into the mount's images/ (image-import)
+                       "vm_id": string(nullable=True), "vm_name": string(nullable=True),
                        "kind": string(),
                        "status": {"type": "string", "enum": list(OpStatus)},
                        "progress": integer(), "params": {"type": "object"},

@@ -352,8 +352,10 @@ class Hosts:
         finished (up, or down with the reason), waiting as other writes do
         (?wait=false: at once, `connecting`)."""
         host = self.service.add_host(req.get_media())
-        if _wanted(req):
-            host = self.service.wait_host_attempt(host["name"], _timeout(req, self.service))
+        if _wanted(req):  # with what the add found (ssh: the keys; appliance/ssh_access.py)
+            extra = {key: host[key] for key in ("ssh",) if key in host}
+            host = {**self.service.wait_host_attempt(host["name"], _timeout(req, self.service)),
+                    **extra}
         created(resp, f"/v1/hosts/{host['name']}", host)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:

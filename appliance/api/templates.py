@@ -31,7 +31,8 @@ class Templates:
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         template = self.service.get_template(name)
         _etag(resp, template)
-        resp.media = template
+        # /v1/templates/NAME.json is the mount's file, the spec (appliance/api/file_names.py)
+        resp.media = template["spec"] if getattr(req.context, "mount_file", False) else template
 
     def on_put_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self._change(req, resp, name, replace=True)

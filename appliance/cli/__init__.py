@@ -17,6 +17,7 @@ when it does not).
     docs.py     shell completion (shtab), the man page's parser (argparse-manpage)
     admin.py    admin backup | restore of the home's store and config (issue 16)
     moves.py    adopt a libvirt domain, export a VM (KubeVirt)
+    keys.py     SSH public keys (issue 15), for cloud_init.keys
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from appliance.cli import (
     consoles,
     disks,
     docs,
+    host_access,
     hosts,
+    keys,
     local,
     moves,
     networks,
@@ -66,7 +69,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "whoami": access.cmd_whoami, "project": projects.cmd_project, "lock": vms.cmd_lock,
     "unlock": vms.cmd_unlock, "vnc": consoles.cmd_vnc, "screenshot": consoles.cmd_screenshot,
     "cancel": vms.cmd_cancel, "template": templates.cmd_template, "pool": pools.cmd_pool,
-    "set": vms.cmd_set, "network": networks.cmd_network,
+    "set": vms.cmd_set, "network": networks.cmd_network, "key": keys.cmd_key,
     "rebuild": vms.cmd_rebuild,
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     check_combinations(args)  # a usage error (exit status 2) when options do not go together
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](args)
+    if args.command == "host" and args.action in host_access.ACTIONS:  # on this machine's home
+        return host_access.cmd_host_access(args)
     try:
         client, target = client_for(args)
     except ValueError as err:  # a remote or trust option that cannot be used

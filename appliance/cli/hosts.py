@@ -88,11 +88,27 @@ def _add(client: Client, args: argparse.Namespace) -> int:
 
 def _added(host: dict) -> str:
     """`h2: added (URI), enabled` once it answered; else down with the reason
-    (`not connected yet` when no attempt finished within the wait)."""
+    (`not connected yet` when no attempt finished within the wait); for a qemu+ssh
+    host, the host key found (recorded on first use) and the appliance's public key."""
     state = host["observed_state"]
     if host.get("up"):
-        return f"{host['name']}: added ({host['uri']}), {state}"
-    return f"{host['name']}: added ({host['uri']}), {state}: {host.get('reason') or '?'}"
+        line = f"{host['name']}: added ({host['uri']}), {state}"
+    else:
+        line = f"{host['name']}: added ({host['uri']}), {state}: {host.get('reason') or '?'}"
+    return "\n".join([line, *_ssh_lines(host.get("ssh"))])
+
+
+def _ssh_lines(ssh: dict | None) -> list[str]:
+    if not ssh:
+        return []
+    found = ssh["host_key"]
+    how = ("recorded now (trust on first use): compare with `ssh-keygen -lf "
+           "/etc/ssh/ssh_host_ed25519_key.pub` on the host" if found["recorded_now"]
+           else "matches the recorded key")
+    lines = [f"ssh host key of {found['address']} {how}:"]
+    lines += [f"  {key['type']} {key['fingerprint']}" for key in found["keys"]]
+    return [*lines, "the appliance's public key (for root's ~/.ssh/authorized_keys on the host):",
+            f"  {ssh['public_key']}"]
 
 
 def _set_host_state(client: Client, args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ from appliance.cli.admin import add_admin_commands
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
 from appliance.cli.docs import add_completion_command
+from appliance.cli.host_access import add_host_access_commands
 from appliance.cli.hosts import add_host_set
+from appliance.cli.keys import add_key_commands
 from appliance.cli.moves import add_move_commands
 from appliance.cli.networks import add_network_commands
 from appliance.cli.output import pair
@@ -319,6 +321,7 @@ def _add_host_commands(sub: argparse._SubParsersAction) -> None:
     h.add_argument("state", choices=list(HOST_STATES))
     hosts.add_parser("remove", help="remove a host that has no VMs").add_argument("name")
     add_host_set(hosts)  # appliance/cli/hosts.py
+    add_host_access_commands(hosts)  # ssh-key, trust (appliance/cli/host_access.py)
 
     p = sub.add_parser("group", help="server groups: keep VMs together or apart")
     groups = p.add_subparsers(dest="action")
@@ -388,6 +391,7 @@ def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
     _add_vm_commands(sub)
     _add_host_commands(sub)
     _add_access_commands(sub)
+    add_key_commands(sub)  # vmctl key (issue 15)
     add_project_commands(sub)
     add_backup_commands(sub)
     add_template_commands(sub)

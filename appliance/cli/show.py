@@ -21,12 +21,15 @@ def _forward(forward: dict) -> str:
 def _network(spec: dict) -> str:
     network = spec.get("network") or {}
     kind = network.get("type") or "-"
+    further = "".join(f"; network:{nic['network']}" + (f", fixed IP {nic['ip']}" if nic.get("ip")
+                                                       else "")
+                      for nic in spec.get("networks") or [])  # further NICs (model/nics.py)
     if kind == "network":
         fixed = f", fixed IP {network['ip']}" if network.get("ip") else ""
-        return f"network:{network.get('name') or 'default'}{fixed}"
+        return f"network:{network.get('name') or 'default'}{fixed}{further}"
     if kind == "user" and network.get("outbound") not in (None, "internet"):
-        return f"user (outbound {network['outbound']})"
-    return str(kind)
+        return f"user (outbound {network['outbound']}){further}"
+    return f"{kind}{further}"
 
 
 def _address(entry: dict) -> str:

@@ -19,6 +19,7 @@ from appliance import hosturi
 from appliance.config import Config
 from appliance.consoles.protocol import ConsoleUnavailable
 from appliance.errors import Conflict, Failed, NotFound
+from appliance.host_access import connection_uri
 from appliance.store import Row, Store
 from appliance.virt.reasons import connect_reason
 
@@ -75,7 +76,7 @@ class HostConnections:
             # stop every console; ask again once the host is back.
             raise ConsoleUnavailable(f"host {host} is down")
         try:
-            conn = self.open_connection(uri)
+            conn = self.open_connection(connection_uri(uri, self.config))
         except libvirt.libvirtError as err:
             log.warning("cannot connect to host %s (%s): %s", host, uri, err.get_error_message())
             raise ConsoleUnavailable(f"host {host} is unreachable: {connect_reason(err)}") from None

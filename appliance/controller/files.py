@@ -3,6 +3,7 @@ appliance's folders (hosts that see them) or on the host's own storage
 (through its driver); and the copies a move between storages needs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from appliance import placement
@@ -79,12 +80,24 @@ class VmFiles:
     def _write_seed(self, row: dict, plan: domain.DomainPlan) -> None:
         plan.vm_dir.mkdir(parents=True, exist_ok=True)
         assert plan.seed_iso is not None  # noqa: S101 - narrows the type; plan() always sets it
+        cloud_init = row["spec"]["cloud_init"]
         cloudinit.write_seed_iso(
             plan.seed_iso,
             # a rebuild gives a new instance id (vms.instance_id): cloud-init runs again
-            cloudinit.seed_files(row.get("instance_id") or row["id"], row["name"],
-                                 row["spec"]["cloud_init"]),
+            cloudinit.seed_files(row.get("instance_id") or row["id"], row["name"], cloud_init,
+                                 json.loads(row.get("public_keys") or "{}"),  # service/keys.py
+                                 self._nics(row)),
+            cloudinit.volume_label(cloud_init),  # cidata, or config-2 (issue 15)
         )
+
+    def _nics(self, row: dict) -> list[dict]:
+        """The VM's NIC for a config drive's network_data.json: its fixed IP with the
+        subnet of the appliance's network it is on, user mode's fixed layout, or DHCP."""
+        nic = row["spec"].get("network") or {}
+        if nic.get("type") in (None, "none") or not row.get("mac"):
+            return []
+        net = networks.appliance_network(self.ctx.store, row)
+        return [cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet"))]
 
     def ensure_defined(self, row: dict, host: str | None = None) -> Guest:
         """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to

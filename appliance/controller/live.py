@@ -108,5 +108,6 @@ def _known(row: dict[str, Any]) -> bool:
 
 
 # The appliers add themselves to APPLIERS when imported (they raise NeedsRestart,
-# defined above, hence the import down here): cpus, memory; disks, cdroms, boot_order.
-from appliance.controller import disk_hotplug, hotplug  # noqa: E402,F401
+# defined above, hence the import down here): cpus, memory; disks, cdroms, boot_order;
+# networks (further NICs).
+from appliance.controller import disk_hotplug, hotplug, nic_hotplug  # noqa: E402,F401

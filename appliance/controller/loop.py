@@ -54,8 +54,14 @@ EVENTS_PRUNE_SECONDS = 300.0
 
 def libvirt_drivers(config: Config) -> DriverFactory:
     # the real hypervisor, loaded only when used
+    import libvirt
+
+    from appliance.host_access import connection_uri
     from appliance.virt.libvirt_driver import LibvirtDriver
-    return LibvirtDriver.factory(config.images_dir)
+
+    # qemu+ssh and qemu+tls hosts are opened with the appliance's own keys
+    return LibvirtDriver.factory(config.images_dir,
+                                 lambda uri: libvirt.open(connection_uri(uri, config)))
 
 
 class Controller:

@@ -12,6 +12,7 @@ from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
 from appliance.controller.operations import Handler
 from appliance.errors import Failed
+from appliance.host_access import connection_uri
 from appliance.virt.driver import DomainGone, DriverError, Guest, MigrationRequest
 
 log = logging.getLogger("appliance.controller")
@@ -105,7 +106,8 @@ class LiveMigration:
         if guest is None or not guest.is_active():
             raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
         request = MigrationRequest(
-            dest_uri=self.dest.uri,
+            # the source's libvirtd opens it (peer to peer) with the appliance's keys
+            dest_uri=connection_uri(self.dest.uri, self.ctx.config),
             address=self.ctx.store.get_host(self.target)["migration_address"],
             bandwidth=self.op["params"].get("bandwidth"),
             copy_disks=self.copy,

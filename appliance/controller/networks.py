@@ -1,5 +1,5 @@
-"""A VM's libvirt network on its host (issue 15), before the VM is defined or
-started there.
+"""A VM's libvirt networks on its host (issue 15), before the VM is defined or
+started there: its first NIC's (network) and its further NICs' (networks[i].network).
 
 A VM's `network: {type: network, name: X}` names its project's network X when
 there is one (service/networks.py): the controller defines it on the host (the
@@ -36,31 +36,49 @@ def appliance_network(store: Store, row: dict) -> Row | None:
 
 
 def resolved(store: Store, row: dict) -> dict:
-    """The row whose spec names the libvirt network its NIC is on (the domain XML's
-    <source network=...>, its DHCP reservation): an appliance network's libvirt name."""
+    """The row whose spec names the libvirt networks its NICs are on (the domain XML's
+    <source network=...>, its DHCP reservations): an appliance network's libvirt name,
+    for the first NIC (network) and the further ones (networks)."""
+    project = row.get("project") or DEFAULT_PROJECT
+    spec = row["spec"]
     net = appliance_network(store, row)
-    if net is None:
-        return row
-    nic = {**row["spec"]["network"], "name": libvirt_name(net["project"], net["name"])}
-    return {**row, "spec": {**row["spec"], "network": nic}}
+    if net is not None:
+        spec = {**spec, "network": {**spec["network"],
+                                    "name": libvirt_name(net["project"], net["name"])}}
+    nics = []
+    for nic in spec.get("networks") or []:
+        found = store.find_network(project, nic["network"])
+        nics.append(nic if found is None else
+                    {**nic, "network": libvirt_name(found["project"], found["name"])})
+    if nics:
+        spec = {**spec, "networks": nics}
+    return row if spec is row["spec"] else {**row, "spec": spec}
 
 
 def prepare(ctx: Context, driver: HostDriver, host: str, row: dict, start: bool,
             check_unmanaged: bool = True) -> None:
-    """The VM's network ready on `host`: the appliance's defined (and started, when
+    """The VM's networks ready on `host`: the appliance's defined (and started, when
     `start`); one it does not manage checked to exist and run, when `start` and
-    `check_unmanaged`."""
+    `check_unmanaged`. The first NIC's (network), then the further ones' (networks)."""
     nic = row["spec"].get("network") or {}
-    if nic.get("type") != NetworkType.NETWORK:
-        return
-    net = appliance_network(ctx.store, row)
+    project = row.get("project") or DEFAULT_PROJECT
+    if nic.get("type") == NetworkType.NETWORK:
+        _prepare_one(ctx, driver, host, appliance_network(ctx.store, row), nic["name"], start,
+                     check_unmanaged, FIELD)
+    for i, extra in enumerate(row["spec"].get("networks") or []):
+        _prepare_one(ctx, driver, host, ctx.store.find_network(project, extra["network"]),
+                     extra["network"], start, check_unmanaged, f"networks[{i}].network")
+
+
+def _prepare_one(ctx: Context, driver: HostDriver, host: str, net: Row | None, name: str,
+                 start: bool, check_unmanaged: bool, field: str) -> None:
     if net is not None:
         bridge = net["bridge"] if net["kind"] == NetworkKind.BRIDGE else None
         if start and bridge is not None and driver.has_bridge(bridge) is False:
             raise Conflict(
                 f"network {net['name']} attaches to host bridge {net['bridge']!r}, which host "
                 f"{host} does not have: create the bridge there, or place the VM on a host "
-                "that has it", FIELD)
+                "that has it", field)
         name = libvirt_name(net["project"], net["name"])
         try:
             driver.ensure_network(name, net["id"], network_xml(net, ctx.instance_id), start)
@@ -68,23 +86,22 @@ def prepare(ctx: Context, driver: HostDriver, host: str, row: dict, start: bool,
             raise
         except DriverError as err:  # its subnet taken on this host, a stale definition running
             raise Conflict(f"network {net['name']} cannot run on host {host} ({name}): "
-                           f"{err.reason}", FIELD) from None
+                           f"{err.reason}", field) from None
         return
     if not (start and check_unmanaged):
         return
-    name = nic["name"]
     state = driver.network_state(name)
     if state is None:
         raise Conflict(
             f"libvirt network {name!r} does not exist on host {host}: define it there, or "
             f"create an appliance network {name!r} (POST /v1/networks), which the appliance "
-            "defines and starts on each host itself", FIELD)
+            "defines and starts on each host itself", field)
     if state != ACTIVE:
         raise Conflict(
             f"libvirt network {name!r} is not active on host {host}: start it there with "
             f"`virsh net-start {name}` (and `virsh net-autostart {name}` to keep it so), or "
             f"make it an appliance network (POST /v1/networks), which the appliance starts "
-            "itself", FIELD)
+            "itself", field)
 
 
 def sweep(ctx: Context) -> None:

@@ -76,6 +76,8 @@ class OperationRunner:
         claimed = set()
         for op in self.ctx.store.next_operations():
             vm_id = op["vm_id"]
+            if vm_id is None:  # no VM, nothing to run: an image copied in by the mount
+                continue
             if vm_id in claimed:
                 continue
             claimed.add(vm_id)

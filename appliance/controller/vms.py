@@ -144,6 +144,11 @@ class VmObserver:
     def _resync_one(self, row: dict, seen: Listed | None, open_ops: set[str]) -> None:
         guest = seen.guest if seen is not None else None
         shown = shown_state(row, (seen.state, seen.reason) if seen is not None else None)
+        if seen is None and shown != (row["observed_state"], row["observed_reason"] or ""):
+            # The listing was taken before the rows were read: a migration that ended
+            # in between moved the VM here after its listing (seen over ssh, where a
+            # listing takes long enough). Asked again before "undefined" is recorded.
+            guest = self._lookup(row)
         if shown != (row["observed_state"], row["observed_reason"] or "") or (
                 guest is not None and not row["has_domain_xml"]):
             self.observe(row, guest, record_xml=not row["has_domain_xml"])
@@ -155,6 +160,15 @@ class VmObserver:
             return
         self.strategies.enforce(row, open_ops)
         self.refresh_addresses(row, guest)
+
+    def _lookup(self, row: dict) -> Guest | None:
+        link = self.ctx.links.get(row["host"])
+        if link is None or not link.connected:
+            return None
+        try:
+            return link.lookup(row["id"])
+        except DriverError:
+            return None
 
     def _other_copy(self, host: str, row: dict, guest: Guest, own: dict[str, Guest] | None) -> bool:
         """A VM's domain on a host other than its own. While its own host cannot

@@ -54,7 +54,7 @@ LIVE_FIELDS = frozenset({
 # Spec fields a running VM may take live, when the guest and the maximums allow
 # (issue 14): the service does not announce a restart for these; the controller
 # tries, and sets RestartRequired only for what it could not apply.
-HOTPLUG_FIELDS = frozenset({"cpus", "memory", "disks", "cdroms"})
+HOTPLUG_FIELDS = frozenset({"cpus", "memory", "disks", "cdroms", "networks"})
 # ACPI shutdown first; after this many seconds the plug is pulled (Kubernetes' default).
 TERMINATION_GRACE_PERIOD = 30
 MAX_TERMINATION_GRACE_PERIOD = 3600

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -258,11 +259,56 @@ class Network(_Object):
         return out
 
 
+CLOUD_INIT_DATASOURCES = ("nocloud", "configdrive")
+MAX_VM_KEYS = 10  # SSH keys named by one VM (cloud_init.keys)
+
+
+def _keys_bounded(value: Any) -> Any:
+    must_be_list(value)
+    if len(value) > MAX_VM_KEYS:
+        raise refused(f"at most {MAX_VM_KEYS} keys")
+    return value
+
+
+def _key_names_unique(names: list[str]) -> list[str]:
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise refused("named twice", f"[{i}]")
+    return names
+
+
 class CloudInit(_LeavesOutUnset):
-    not_an_object = "must be an object with user_data, meta_data, network_config"
+    not_an_object = ("must be an object with user_data, meta_data, network_config, "
+                     "datasource, keys")
     user_data: UserData | None = None
     meta_data: CloudInitPart | None = None
     network_config: CloudInitPart | None = None
+    # Issue 15: OpenStack's config drive instead of NoCloud (virt/cloudinit.py).
+    datasource: Annotated[str, says(one_of(CLOUD_INIT_DATASOURCES))] | None = Field(
+        None, json_schema_extra={"enum": list(CLOUD_INIT_DATASOURCES)}, description=(
+            "nocloud (the default: a `cidata` seed) or configdrive (an OpenStack `config-2` "
+            "drive: meta_data.json, user_data, network_data.json with the fixed IP)"))
+    # The caller's SSH keys (/v1/keys) by name, copied into the VM's data at create or change.
+    keys: Annotated[list[DnsName], BeforeValidator(_keys_bounded),
+                    AfterValidator(_key_names_unique)] | None = Field(None, description=(
+        f"names of the caller's SSH keys (vmctl key add), at most {MAX_VM_KEYS}: "
+        "root's authorized keys, as cloud-init's public-keys"))
+
+    @field_validator("datasource")
+    @classmethod
+    def _known_datasource(cls, value: str | None) -> str | None:
+        if value is not None and value not in CLOUD_INIT_DATASOURCES:
+            raise refused(one_of(CLOUD_INIT_DATASOURCES))
+        return value
+
+    @model_validator(mode="after")
+    def _configdrive_takes_objects(self) -> CloudInit:
+        if self.datasource == "configdrive":
+            for name in ("meta_data", "network_config"):
+                if isinstance(getattr(self, name), str):
+                    raise refused("a config drive's is a JSON object (meta_data: its meta; "
+                                  "network_config: its network_data.json), not YAML", f".{name}")
+        return self
 
 
 class TcpSocketCheck(_Object):

@@ -68,6 +68,7 @@ from appliance.model.firmware import (
 )
 from appliance.model.hotplug import HOTPLUG_FACTOR
 from appliance.model.media import BootOrder, Cdroms, boot_order_field, cdroms_field
+from appliance.model.nics import Nics, first_nic_fault, networks_shorthand
 from appliance.model.parts import (
     CloudInit,
     ConsoleCheck,
@@ -104,6 +105,9 @@ class Spec(BaseModel):
         default_factory=list, description=f"extra blank disks (at most {MAX_DISKS})"
     )
     network: Network = Field(default_factory=Network)
+    networks: Nics = Field(default_factory=list, description=(
+        "further NICs, each on a libvirt network with its own MAC and fixed IP; given "
+        "without network, the first of them is network (appliance/model/nics.py)"))
     cloud_init: CloudInit | None = None
     run_strategy: Annotated[RunStrategy, says(one_of(RUN_STRATEGIES))] = stored_as_value(
         DEFAULT_RUN_STRATEGY
@@ -166,6 +170,7 @@ class Spec(BaseModel):
         if not _FIELD_NAMES.issuperset(data):
             unknown = sorted(data.keys() - _FIELD_NAMES)[0]
             raise refused(f"unknown field; known fields are {', '.join(FIELDS)}", "." + unknown)
+        data = networks_shorthand(data)
         # null means "the default"; name and image have none, and are refused by their rules.
         return {
             "name": None,
@@ -182,6 +187,14 @@ class Spec(BaseModel):
             unit = "" if current_field == "cpus" else " MiB"
             raise refused(f"must be at least {current_field} ({current}{unit})")
         return maximum
+
+    @field_validator("networks")
+    @classmethod
+    def _nics_beside_the_first(cls, nics: list[Any], info: ValidationInfo) -> list[Any]:
+        network = info.data.get("network")
+        if network is not None and (fault := first_nic_fault(network, nics)):
+            raise refused(fault[0], fault[1])
+        return nics
 
     @field_validator("readiness_probe", "liveness_probe")
     @classmethod
@@ -234,6 +247,7 @@ CHECK_ORDER = (
     "memory",
     "disks",
     "network",
+    "networks",
     "cloud_init",
     "labels",
     "node_selector",

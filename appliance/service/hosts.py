@@ -4,14 +4,15 @@ them; their view with capacity and allocations."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Any
 
-from appliance import hosturi, placement
+from appliance import host_access, hosturi, placement, ssh_access
 from appliance import spec as specs
 from appliance.access import caller
-from appliance.errors import Conflict, Invalid
+from appliance.errors import Conflict, Failed, Invalid
 from appliance.model import HOST_DOWN, HOST_RATIOS, HOST_STATES, HostAdminState
 from appliance.model.cpu import cpuset_text, parse_cpuset
 from appliance.notify import listening
@@ -20,6 +21,7 @@ from appliance.store import Row
 
 STORAGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MIGRATION_ADDRESS = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
+log = logging.getLogger("appliance.service")
 HOST_FIELDS = frozenset(
     {"uri", "labels", "storage", "migration_address", "reserved_memory_mib", "state", *HOST_RATIOS,
      "cpu_dedicated_set"}
@@ -245,6 +247,9 @@ class Hosts(Migrations):
         _refuse_unknown(body, HOST_FIELDS | {"name"})
         name = specs.validate_name(body.get("name"), "name")
         fields = self._host_fields(body, creating=True)
+        if self.store.host_exists(name):
+            raise Conflict(f"a host named {name!r} exists", "name")
+        access = self._ssh_trust(fields["uri"])
         with self.store.transaction():
             if self.store.host_exists(name):
                 raise Conflict(f"a host named {name!r} exists", "name")
@@ -264,7 +269,30 @@ class Hosts(Migrations):
             )
             self.store.add_event("host-added", f"host {name} added ({fields['uri']})")
         self.notify()
-        return self.get_host(name)
+        return {**self.get_host(name), **access}
+
+    def _ssh_trust(self, uri: str) -> dict[str, Any]:
+        """For a qemu+ssh URI: the appliance's public key, and its known_hosts entry
+        for the address (recorded now on first use; Conflict when the server's key
+        changed: appliance/ssh_access.py), as {"ssh": {...}} for the answer; {} else.
+        A server that does not answer is no refusal (the host is added, down, as any
+        unreachable host is, libvirt saying the key was not accepted): its key is
+        recorded by a later PATCH of its uri (the same one will do)."""
+        address = host_access.ssh_address(uri)
+        if address is None:
+            return {}
+        try:
+            found = ssh_access.trust(self.config.ssh_dir, *address)
+        except Failed as err:
+            log.warning("%s; its host key is not recorded", err.reason)
+            return {}
+        ssh: dict[str, Any] = {"public_key": ssh_access.public_key(self.config.ssh_dir),
+                               "host_key": found}
+        if found["recorded_now"]:
+            keys = ", ".join(f"{k['type']} {k['fingerprint']}" for k in ssh["host_key"]["keys"])
+            self.store.add_event("host-key", f"ssh host key of {ssh['host_key']['address']} "
+                                             f"recorded on first use: {keys}")
+        return {"ssh": ssh}
 
     def wait_host_attempt(self, name: str, timeout: float) -> dict[str, Any]:
         """The host once the controller's first connection attempt to it has
@@ -292,6 +320,7 @@ class Hosts(Migrations):
         fields = self._host_fields(
             rest, creating=False, host_cpus=int(known)
         )  # everything is checked before anything changes
+        access = self._ssh_trust(fields["uri"]) if "uri" in fields else {}
         state = body.get("state")
         if "state" in body:
             state = _admin_state(state.strip().lower() if isinstance(state, str) else state)
@@ -309,8 +338,8 @@ class Hosts(Migrations):
                 )
             self.notify()
         if "state" in body:
-            return self.set_host_state(name, state)
-        return self.get_host(name)
+            return {**self.set_host_state(name, state), **access}
+        return {**self.get_host(name), **access}
 
     def set_host_state(self, name: str, state: Any) -> dict[str, Any]:
         """enabled | disabled (no new VMs) | maintenance (no new VMs, and drain

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from appliance.errors import Conflict
+from appliance.errors import ApplianceError, Conflict
 from appliance.image_store import ByteSource, ImageStore
+from appliance.model import OpStatus
 from appliance.service.base import ServiceBase
 from appliance.store import Row
+
+IMPORT_KIND = "image-import"  # an operation of no VM: an image copied in through the mount
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Images(ServiceBase):
@@ -30,6 +44,59 @@ class Images(ServiceBase):
 
     def upload_image(self, name: str, stream: ByteSource, length: int | None) -> Row:
         return self._image_store().upload(name, stream, length)
+
+    # -- an image written piece by piece (the mount's `cp FILE images/`, fs/image_imports.py),
+    # with its progress in an operation of its own: no VM, nothing for the controller to run.
+    def begin_image_file(self, name: str, source: str) -> tuple[Path, int, str]:
+        """A private file for the image (ImageStore.begin_file): its path, an fd on it, and
+        the id of a running `image-import` operation whose bytes_done follow the copy."""
+        tmp, fd = self._image_store().begin_file(name)
+        now, op_id = self.clock(), str(self.uuidgen())
+        try:
+            self.store.insert_operation({
+                "id": op_id, "vm_id": None, "vm_name": None, "project": self._project(),
+                "kind": IMPORT_KIND, "status": OpStatus.RUNNING.value, "progress": 0,
+                "bytes_done": 0, "bytes_total": None, "error": None, "created": now,
+                "started": now, "finished": None,
+                "params": {"image": name, "source": source, "pid": os.getpid()}})
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, fd, op_id
+
+    def image_file_progress(self, op_id: str, done: int) -> None:
+        self.store.update_operation(op_id, bytes_done=done)
+
+    def register_image_file(self, name: str, tmp: Path, source: str, op_id: str) -> Row:
+        """The file from begin_image_file, complete: checked as an upload, then recorded;
+        its operation ends with the outcome."""
+        try:
+            image = self._image_store().register_file(name, tmp, source)
+        except ApplianceError as err:
+            self.end_image_file(op_id, OpStatus.FAILED, err.reason)
+            raise
+        except BaseException as err:
+            self.end_image_file(op_id, OpStatus.FAILED, type(err).__name__)
+            raise
+        self.end_image_file(op_id, OpStatus.SUCCEEDED, None)
+        return image
+
+    def end_image_file(self, op_id: str, status: OpStatus, error: str | None) -> None:
+        done = {"progress": 100} if status == OpStatus.SUCCEEDED else {}
+        self.store.update_operation(op_id, status=status.value, error=error,
+                                    finished=self.clock(), **done)
+
+    def end_interrupted_image_files(self) -> int:
+        """Fail the `image-import` operations still running in a process that is gone (a
+        mount that stopped mid-copy; its file goes at the appliance's next start)."""
+        ended = 0
+        for op in self.store.list_operations(status=OpStatus.RUNNING, limit=10000):
+            pid = op["params"].get("pid") if op["kind"] == IMPORT_KIND else None
+            if isinstance(pid, int) and not _alive(pid):
+                self.end_image_file(op["id"], OpStatus.FAILED, "interrupted: the mount stopped")
+                ended += 1
+        return ended
 
     def delete_image(self, name: str) -> None:
         with self.store.transaction():

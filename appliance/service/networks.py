@@ -21,6 +21,7 @@ from typing import Any
 
 from appliance.access import caller
 from appliance.access.policy import Action, check
+from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid
 from appliance.model import NetworkType
 from appliance.model.networks import (
@@ -112,21 +113,37 @@ class Networks(ServiceBase):
         nic = spec["network"]
         if nic["type"] != NetworkType.NETWORK:
             return False
-        net = self.store.find_network(project, nic["name"])
+        return self._check_nic(project, vm_id, nic["name"], nic.get("ip"), "network.ip")
+
+    def _check_nics(self, spec: dict[str, Any], project: str, vm_id: str) -> None:
+        """The further NICs' fixed IPs (spec networks), as the first NIC's: on an
+        appliance network by _check_nic; on another libvirt network no other VM's."""
+        for i, nic in enumerate(spec.get("networks") or []):
+            field = f"networks[{i}].ip"
+            if self._check_nic(project, vm_id, nic["network"], nic.get("ip"), field):
+                continue
+            other = nic.get("ip") and self.store.vm_with_fixed_ip(nic["network"], nic["ip"],
+                                                                  excluding=vm_id)
+            if other:
+                raise Conflict(f"{nic['ip']} is already the address of "
+                               f"{shown_vm_name(other['project'], other['name'])} on "
+                               f"{nic['network']}", field)
+
+    def _check_nic(self, project: str, vm_id: str, network: str, ip: str | None,
+                   field: str) -> bool:
+        net = self.store.find_network(project, network)
         if net is None:
             return False
-        ip = nic.get("ip")
         if not ip:
             return True
         if net["kind"] == NetworkKind.BRIDGE:
             raise Invalid(f"network {net['name']} is a bridge: the host's network gives its "
-                          "addresses, not the appliance; configure the guest instead",
-                          "network.ip")
+                          "addresses, not the appliance; configure the guest instead", field)
         why = address_refusal(net["subnet"], ip)
         if why is not None:
-            raise Invalid(why, "network.ip")
+            raise Invalid(why, field)
         holder = self.store.fixed_ip_holder(project, net["name"], ip, excluding=vm_id)
         if holder is not None:
             raise Conflict(f"{ip} is already the address of {holder['name']} on network "
-                           f"{net['name']}", "network.ip")
+                           f"{net['name']}", field)
         return True

@@ -207,6 +207,11 @@ class Pools(ServiceBase):
             raise Invalid(err.reason, f"template.{err.field}" if err.field else "template") \
                 from None
         raw_xml.admins_only(spec, old, "template.xml_patches")
+        if (spec.get("cloud_init") or {}).get("keys"):
+            # SSH keys are a user's, copied at a create; members are made by the controller.
+            raise Invalid("a pool's members are created by the appliance, not by a user whose "
+                          "SSH keys they could get: put the public keys in user_data "
+                          "(ssh_authorized_keys)", "template.cloud_init.keys")
         if old is not None and spec["image"] != old["image"]:
             raise Invalid("cannot change in a pool's template (members keep their disks;"
                           " make a new pool)", "template.image")

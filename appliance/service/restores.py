@@ -23,6 +23,7 @@ handler verifies it again, with `qemu-img check`, before it copies anything.
 from __future__ import annotations
 
 import copy
+import json
 from typing import TYPE_CHECKING, Any
 
 from appliance import backup_chain, placement
@@ -60,6 +61,10 @@ def new_vm_spec(source_spec: dict[str, Any], name: str) -> dict[str, Any]:
     if isinstance(network, dict):
         network.pop("ip", None)
         network.pop("port_forwards", None)
+    for nic in spec.get("networks") or []:  # further NICs: the new VM gets MACs of its own
+        if isinstance(nic, dict):
+            nic.pop("ip", None)
+            nic.pop("mac", None)
     return specs.validate(spec)
 
 
@@ -68,7 +73,9 @@ class Restores(ServiceBase):
         def get_vm(self, name: str) -> dict[str, Any]: ...
         def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState,
                            wanted_host: str | None, source: dict[str, Any] | None = None,
-                           origin: str = "") -> Row: ...
+                           origin: str = "", template: tuple[str, int] | None = None,
+                           vm_id: str | None = None,
+                           public_keys: dict[str, str] | None = None) -> Row: ...
         def get_snapshot(self, vm: str, name: str) -> dict[str, Any]: ...
         def get_backup(self, backup_id: str) -> dict[str, Any]: ...
 
@@ -94,7 +101,8 @@ class Restores(ServiceBase):
         origin = f" as a clone of {source['name']}{at}"
         op = self._record_new_vm(
             spec, initial_state(None, spec), body.get("host"),
-            source={"clone": source["id"], "snapshot": snapshot}, origin=origin)
+            source={"clone": source["id"], "snapshot": snapshot}, origin=origin,
+            public_keys=json.loads(source.get("public_keys") or "{}"))  # the source's copies
         self.store.add_event("cloned", f"cloned into {name}{at}", source, op["id"])
         self.notify()
         return self.get_vm(name), op

@@ -26,6 +26,7 @@ from appliance.model.hotplug import pending_fields, restart_message
 from appliance.service import raw_xml
 from appliance.service.base import lock_of
 from appliance.service.disks import check_disk_changes, check_media
+from appliance.service.keys import Keys
 from appliance.service.networks import Networks
 from appliance.service.templates import Templates
 from appliance.store import Row
@@ -52,7 +53,11 @@ def template_of(row: Row) -> dict[str, Any] | None:
     return {"name": row["template"], "revision": row.get("template_revision")}
 
 
-class VMs(Templates, Networks):
+def key_names(spec: dict[str, Any]) -> list[str]:
+    return (spec.get("cloud_init") or {}).get("keys") or []
+
+
+class VMs(Templates, Networks, Keys):  # Keys: the SSH keys a spec names (issue 15)
     # -- views -----------------------------------------------------------------
     def vm_view(self, row: Row) -> dict[str, Any]:
         return {
@@ -115,6 +120,9 @@ class VMs(Templates, Networks):
             specs.validate_name(wanted_host, "host")
         # The template's fields (the default's under them), then the body's.
         base, template, revision = self.template_for_create(body.pop("template", None))
+        if body.get("networks") and body.get("network") is None:
+            # The body's networks alone is the whole list of NICs (model/nics.py).
+            base = {key: value for key, value in base.items() if key != "network"}
         spec = specs.validate({**base, **body})
         specs.validate_vm_name(spec["name"])
         op = self._record_new_vm(spec, initial_state(asked, spec), wanted_host,
@@ -125,16 +133,20 @@ class VMs(Templates, Networks):
     def _record_new_vm(self, spec: dict[str, Any], initial: DesiredState, wanted_host: str | None,
                        source: dict[str, Any] | None = None, origin: str = "",
                        template: tuple[str, int] | None = None,
-                       vm_id: str | None = None) -> Row:
+                       vm_id: str | None = None,
+                       public_keys: dict[str, str] | None = None) -> Row:
         """The checks of a create (image, name, fixed IP, ports, group, quota,
         placement) and its records (the VM, its events, its CREATE operation) in
         one transaction. `source`: where its disks come from (a clone, a
         restore: service/restores.py), in the operation's params; `origin` says
         so in the created event; `template`: the name and revision it was made
         from (None: a clone or a restore, made from another VM's spec); `vm_id`: an
-        adopted domain's UUID (service/adoption.py), else a new one."""
+        adopted domain's UUID (service/adoption.py), else a new one; `public_keys`: the
+        SSH keys' copies (None: the caller's keys that cloud_init.keys names)."""
         vm_id = vm_id or str(self.uuidgen())
         now = self.clock()
+        if public_keys is None:  # issue 15: copies of the caller's SSH keys (a clone: its source's)
+            public_keys = self.vm_public_keys(spec)
         patched = raw_xml.check(self.config, spec, None, vm_id, None)  # admins only; applies
         with self.store.transaction():
             self.store.get_image(spec["image"])  # NotFound names the field
@@ -147,6 +159,8 @@ class VMs(Templates, Networks):
                 spec, None, self.config.allow_privileged_ports, self.config.listen
             )
             mac = netrules.mac_for_new_vm(self.store, spec, vm_id)  # in this transaction: no race
+            netrules.fill_nic_macs(self.store, spec, vm_id, mac)  # further NICs (networks)
+            self._check_nics(spec, self._project(), vm_id)
             self._check_group(spec, self._project())
             self._check_quota(self._project(), spec)  # in this transaction: no overshoot
             if wanted_host is not None:
@@ -176,6 +190,7 @@ class VMs(Templates, Networks):
                 "addresses": "[]",
                 "template": template[0] if template else None,
                 "template_revision": template[1] if template else None,
+                "public_keys": json.dumps(public_keys) if public_keys else None,
             }
             self.store.insert_vm(row)
             self.store.add_event("created", f"VM created{origin}, desired state {initial}", row)
@@ -201,6 +216,8 @@ class VMs(Templates, Networks):
             else:
                 merged = {**old, **patch}
             new = specs.validate(merged)
+            # Further NICs keep their MACs (before new == old: an unchanged spec is unchanged).
+            netrules.fill_nic_macs(self.store, new, row["id"], row["mac"], old)
             for field in specs.IMMUTABLE:
                 if new[field] != old[field]:
                     raise Invalid("cannot change after creation", field)
@@ -211,6 +228,7 @@ class VMs(Templates, Networks):
             patched = raw_xml.check(self.config, new, old, row["id"], row["mac"])
             if not self._check_network(new, row["project"], row["id"]):
                 self._check_fixed_ip(new, row["id"])
+            self._check_nics(new, row["project"], row["id"])
             netrules.check_forward_ports(
                 new, old, self.config.allow_privileged_ports, self.config.listen
             )
@@ -220,7 +238,7 @@ class VMs(Templates, Networks):
             if renamed:
                 self._check_rename(row, new["name"])
             active = self._observed(row) in ACTIVE_STATES
-            changed = sorted(k for k in new if new[k] != old[k])
+            changed = sorted(k for k in new if new[k] != old.get(k))
             hardware = bool(set(changed) - LIVE_FIELDS - HOTPLUG_FIELDS)
             suspended_hardware = sorted(set(changed) - LIVE_FIELDS)
             if self._observed(row) == VMState.SUSPENDED and suspended_hardware:
@@ -230,6 +248,10 @@ class VMs(Templates, Networks):
                                suspended_hardware[0])
             self._check_claim_growth(row, old, new)
             self._check_quota(row["project"], new, old, row["id"])
+            keys: dict[str, Any] = {}
+            if key_names(new) != key_names(old):
+                copied = self.vm_public_keys(new)  # the changer's keys (Nova: the caller's)
+                keys["public_keys"] = json.dumps(copied) if copied else None
             self.store.update_vm(
                 row["id"],
                 expect_generation=row["generation"],
@@ -237,6 +259,7 @@ class VMs(Templates, Networks):
                 name=new["name"],
                 mac=mac,
                 restart_required=int(row["restart_required"] or (active and hardware)),
+                **keys,
             )
             row = self._reread(row)
             if renamed:

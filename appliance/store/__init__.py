@@ -5,7 +5,7 @@ base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
 tickets), snapshots.py, backups.py (backup targets and backups), templates.py,
-networks.py: one table's records each; aggregates.py: sums and counts across tables.
+networks.py, keys.py: one table's records each; aggregates.py: sums and counts across tables.
 """
 
 from appliance.store.access import AccessRecords
@@ -15,6 +15,7 @@ from appliance.store.backups import BackupRecords
 from appliance.store.base import Row
 from appliance.store.events import EventRecords
 from appliance.store.inventory import GroupRecords, HostRecords, ImageRecords
+from appliance.store.keys import KeyRecords
 from appliance.store.networks import NetworkRecords
 from appliance.store.operations import OperationRecords
 from appliance.store.pools import PoolRecords
@@ -43,6 +44,7 @@ class Store(
     TemplateRecords,
     PoolRecords,
     NetworkRecords,
+    KeyRecords,
 ):
     """The store: one connection per thread to one SQLite file, and every
     table's records (each mixin reads and writes one table)."""

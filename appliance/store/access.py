@@ -111,11 +111,12 @@ class AccessRecords(StoreBase):
             raise NotFound(f"no user named {name!r}", "user")
 
     def delete_user(self, name: str) -> None:
-        """The user, their tokens and the mount's map entries naming them (a user made
+        """The user, their tokens, SSH keys and the mount's map entries naming them (a user made
         later under the same name is someone else: the Unix user must be mapped to
         them anew). Their locks stay (the admins' to lift), named `NAME (removed)`,
         which no caller is, for the same reason."""
         self.db.execute("DELETE FROM tokens WHERE user = ?", [name])
+        self.db.execute("DELETE FROM keys WHERE user = ?", [name])  # SSH keys: theirs too
         self.db.execute("DELETE FROM unix_identities WHERE kind = 'user' AND user = ?", [name])
         self.db.execute("DELETE FROM users WHERE name = ?", [name])
         self.db.execute("UPDATE vms SET locked_by = ? WHERE locked_by = ?",

@@ -8,6 +8,15 @@ from collections.abc import Callable
 import sqlite_utils
 
 from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO
+from appliance.store.schema_later import (
+    _v10_pools,
+    _v11_disks,
+    _v12_networks,
+    _v13_refusals,
+    _v14_null_projects,
+    _v15_host_attempts,
+    _v16_keys,
+)
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -381,85 +390,7 @@ def _v9_cpu(db: sqlite_utils.Database) -> None:
     db.table("vms").add_column("pinned_cpus", str)
 
 
-def _v10_pools(db: sqlite_utils.Database) -> None:
-    """Replica pools (issue 14, part D): what the controller does to the pool
-    now, recorded before it acts, so that a restarted controller carries on.
-
-    rollout: JSON {"vm_id", "ordinal", "phase": "stop"|"apply"|"start",
-    "start": bool} of the one member being brought to the pool's revision (NULL:
-    none); message: why the pool is short of its wanted members, if it is
-    (a quota, no host fits, a name taken by a VM not of the pool), '' when not."""
-    pools = db.table("pools")
-    pools.add_column("rollout", str)
-    pools.add_column("message", str)
-
-
-def _v11_disks(db: sqlite_utils.Database) -> None:
-    """Install media (issue 14, part B): an image's kind. "disk" (every image
-    before: a qcow2 a VM's root disk is overlaid on) or "iso" (an ISO 9660 file
-    kept as it came, read-only media for a VM's CD-ROM drives, never a root disk)."""
-    db.table("images").add_column("kind", str, not_null_default="disk")
-
-
-def _v12_networks(db: sqlite_utils.Database) -> None:
-    """Networks the appliance manages (issue 15), a project's as its server groups
-    (project, name unique). kind: nat | isolated | bridge (model/networks.py);
-    subnet, dhcp_start, dhcp_end, domain: nat and isolated only (the gateway is
-    the subnet's first address); bridge: kind bridge only, the host bridge."""
-    db.table("networks").create(
-        {
-            "id": str,  # uuid
-            "project": str,
-            "name": str,
-            "kind": str,
-            "subnet": str,
-            "dhcp_start": str,
-            "dhcp_end": str,
-            "domain": str,
-            "bridge": str,
-            "created": float,
-        },
-        pk="id",
-        not_null={"project", "name", "kind", "created"},
-    )
-    db.table("networks").create_index(["project", "name"], unique=True)
-
-
-def _v13_refusals(db: sqlite_utils.Database) -> None:
-    """An operation the controller refused for a reason of the request's, not a
-    failure of the host (issue 15: a VM on a libvirt network that is not active):
-    error_field names the field; such a failure answers 409 (EBUSY), not 500."""
-    db.table("operations").add_column("error_field", str)
-
-
-def _v14_null_projects(db: sqlite_utils.Database) -> None:
-    """Server groups and operations made by schema v4's code (commit 10da24f,
-    before the service scoped them) have no project, so no project sees them:
-    they are the default project's, the only one there was (an operation: its
-    VM's). Found by the upgrade test (tests/fixtures/homes/v4). A group whose
-    name the default project already has keeps NULL (the pair must stay unique)."""
-    db.execute(
-        "UPDATE groups SET project = 'default' WHERE project IS NULL "
-        "AND name NOT IN (SELECT name FROM groups WHERE project = 'default')"
-    )
-    db.execute(
-        "UPDATE operations SET project = COALESCE("
-        "(SELECT vms.project FROM vms WHERE vms.id = operations.vm_id), 'default') "
-        "WHERE project IS NULL"
-    )
-
-
-def _v15_host_attempts(db: sqlite_utils.Database) -> None:
-    """A host's last connection attempt (issue 16: POST /v1/hosts answers once the
-    first one has finished, up or down with the reason). last_attempt: when the
-    controller's last connect to it finished (NULL: none since it was added or its
-    URI changed; the heartbeat does not count); connect_error: why that connect
-    failed (NULL: it connected)."""
-    db.table("hosts").add_column("last_attempt", float)
-    db.table("hosts").add_column("connect_error", str)
-
-
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
     _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
-    _v13_refusals, _v14_null_projects, _v15_host_attempts]
+    _v13_refusals, _v14_null_projects, _v15_host_attempts, _v16_keys]

@@ -12,6 +12,7 @@ from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
+from appliance.store.networks import WITH_FIXED_IP, WITH_NIC_MAC
 from appliance.store.unchanged import MAX_ROWS, UnchangedRows
 
 
@@ -116,15 +117,15 @@ class VMRecords(StoreBase):
 
     def vm_by_mac(self, mac: str, excluding: str | None = None) -> Row | None:
         """The VM (other than `excluding`, an id) that has this MAC."""
-        rows = self._vms("mac = ? AND id IS NOT ?", [mac, excluding], with_xml=False)
+        rows = self._vms(f"(mac = ? OR {WITH_NIC_MAC}) AND id IS NOT ?", [mac, mac, excluding],
+                         with_xml=False)
         return rows[0] if rows else None
 
     def vm_with_fixed_ip(self, network: str, ip: str, excluding: str | None = None) -> Row | None:
         """The VM (other than `excluding`) given this address on this libvirt network."""
         rows = self._vms(
-            "json_extract(spec, '$.network.name') = ? AND json_extract(spec, '$.network.ip') = ? "
-            "AND id IS NOT ?",
-            [network, ip, excluding],
+            f"({WITH_FIXED_IP}) AND id IS NOT ?",
+            [network, ip, network, ip, excluding],
             with_xml=False,
         )
         return rows[0] if rows else None

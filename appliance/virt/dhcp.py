@@ -42,18 +42,29 @@ def host_name(row: dict) -> str:
     return row["name"] if project == DEFAULT_PROJECT else f"{row['name']}.{project}"
 
 
-def wanted(row: dict) -> dict | None:
-    """The reservation the VM's record asks for: its MAC, name and fixed IP."""
+def wanted(row: dict) -> list[dict]:
+    """The reservations the VM's record asks for: per NIC with a fixed IP (the first,
+    network, and the further ones, networks), its network, MAC, name and IP."""
+    found = []
     network = row["spec"]["network"]
-    if network["type"] != "network" or not network.get("ip"):
-        return None
-    return {"network": network["name"], "mac": row["mac"], "name": host_name(row),
-            "ip": network["ip"]}
+    if network["type"] == "network" and network.get("ip"):
+        found.append({"network": network["name"], "mac": row["mac"], "name": host_name(row),
+                      "ip": network["ip"]})
+    for nic in row["spec"].get("networks") or []:
+        if nic.get("ip") and nic.get("mac"):
+            found.append({"network": nic["network"], "mac": nic["mac"], "name": host_name(row),
+                          "ip": nic["ip"]})
+    return found
 
 
-def recorded(store: Store, vm_id: str, host: str) -> dict | None:
+def recorded(store: Store, vm_id: str, host: str) -> list[dict] | None:
+    """The reservations made (one entry, as recorded before VMs had further NICs, or a
+    list); None when none was recorded."""
     value = store.get_meta(_key(vm_id, host))
-    return json.loads(value) if value else None
+    if not value:
+        return None
+    entries = json.loads(value)
+    return [entries] if isinstance(entries, dict) else entries
 
 
 def _entry_xml(entry: dict) -> str:
@@ -97,40 +108,45 @@ def _delete(conn: libvirt.virConnect, host: str, entry: dict) -> None:
 
 
 def release(store: Store, conn: libvirt.virConnect, host: str, row: dict) -> None:
-    """Remove the reservation this VM made on this host, and only that one. A VM
-    reserved before the appliance recorded reservations: its exact entry."""
-    entry = recorded(store, row["id"], host) or wanted(row)
-    if entry is not None:
+    """Remove the reservations this VM made on this host, and only those. A VM
+    reserved before the appliance recorded reservations: its exact entries."""
+    entries = recorded(store, row["id"], host)
+    for entry in wanted(row) if entries is None else entries:
         _delete(conn, host, entry)
     store.delete_meta(_key(row["id"], host))
 
 
 def reserve(store: Store, conn: libvirt.virConnect, host: str, row: dict) -> None:
-    """Make the host's network give this VM's MAC its fixed IP (safe to repeat).
-    A changed MAC, name or IP replaces the VM's own earlier reservation; an
+    """Make the host's networks give each of this VM's MACs its fixed IP (safe to
+    repeat). A changed MAC, name or IP replaces the VM's own earlier reservation; an
     entry someone else made for the MAC, name or IP is refused, not replaced."""
-    want, had = wanted(row), recorded(store, row["id"], host)
-    if had is not None and had != want:
-        _delete(conn, host, had)
-        store.delete_meta(_key(row["id"], host))
-    if want is None:
-        return
-    net = _network(conn, want["network"], host)
-    if not _present(net, want):
-        try:
-            _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want)
-        except libvirt.libvirtError:
-            log.warning(
-                "DHCP reservation %s refused by network %s on %s",
-                want,
-                want["network"],
-                host,
-                exc_info=True,
-            )
-            raise Failed(
-                f"network {want['network']!r} already has a DHCP reservation "
-                f"for MAC {want['mac']}, "
-                f"name {want['name']} or IP {want['ip']} that this VM did not make"
-            ) from None
-    # Exactly ours (just made, or made before a crash or before reservations were recorded).
-    store.set_meta(_key(row["id"], host), json.dumps(want, sort_keys=True))
+    want, had = wanted(row), recorded(store, row["id"], host) or []
+    kept = [entry for entry in had if entry in want]
+    for entry in had:
+        if entry not in want:
+            _delete(conn, host, entry)
+    _record(store, row["id"], host, kept)
+    for entry in want:
+        net = _network(conn, entry["network"], host)
+        if not _present(net, entry):
+            try:
+                _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry)
+            except libvirt.libvirtError:
+                log.warning("DHCP reservation %s refused by network %s on %s", entry,
+                            entry["network"], host, exc_info=True)
+                raise Failed(
+                    f"network {entry['network']!r} already has a DHCP reservation "
+                    f"for MAC {entry['mac']}, "
+                    f"name {entry['name']} or IP {entry['ip']} that this VM did not make"
+                ) from None
+        # Exactly ours (just made, or made before a crash or before reservations were recorded).
+        if entry not in kept:
+            kept.append(entry)
+            _record(store, row["id"], host, kept)
+
+
+def _record(store: Store, vm_id: str, host: str, entries: list[dict]) -> None:
+    if entries:
+        store.set_meta(_key(vm_id, host), json.dumps(entries, sort_keys=True))
+    else:
+        store.delete_meta(_key(vm_id, host))

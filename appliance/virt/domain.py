@@ -151,6 +151,8 @@ def build(plan: DomainPlan) -> str:
         # probing costs seconds under TCG.
         _sub(iface, "rom", enabled="no")
         _sub(iface, "alias", name="ua-net0")
+    for nic in spec.get("networks") or []:  # further NICs (model/nics.py)
+        devices.append(nic_element(nic))
 
     # A pty serial port whose output libvirt (virtlogd) also appends to a file:
     # `virsh console` stays interactive and `console` in the tree can be tailed.
@@ -183,6 +185,21 @@ def build(plan: DomainPlan) -> str:
     ET.indent(domain)
     # an admin's patches, last (virt/xml_patches.py; PatchError if one cannot apply)
     return xml_patches.apply(ET.tostring(domain, encoding="unicode"), spec.get("xml_patches", []))
+
+
+def nic_element(nic: dict) -> ET.Element:
+    """A further NIC (spec networks[i], its network resolved to the libvirt name): on a
+    libvirt network, its MAC (which libvirt finds it by when it is detached)."""
+    iface = ET.Element("interface", type="network")
+    _sub(iface, "mac", address=nic["mac"])
+    _sub(iface, "source", network=nic["network"])
+    _sub(iface, "model", type="virtio")
+    _sub(iface, "rom", enabled="no")
+    return iface
+
+
+def nic_xml(nic: dict) -> str:
+    return ET.tostring(nic_element(nic), encoding="unicode")
 
 
 def _live_shape(domain: ET.Element, devices: ET.Element, spec: dict) -> None:

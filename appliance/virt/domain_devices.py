@@ -63,7 +63,8 @@ def add_media(domain: ET.Element, devices: ET.Element, spec: dict,
         # PCIe hotplug needs a root port per device: q35's root bus first (libvirt
         # numbers controllers without an index in order). The pc machine's PCI bus
         # takes hot-plugged devices in its own slots (ACPI hotplug): no ports there.
-        ports = len(spec.get("disks") or []) + OTHER_PCI_DEVICES + SPARE_ROOT_PORTS
+        ports = (len(spec.get("disks") or []) + len(spec.get("networks") or [])
+                 + OTHER_PCI_DEVICES + SPARE_ROOT_PORTS)
         ET.SubElement(devices, "controller", {"type": "pci", "index": "0", "model": "pcie-root"})
         for _ in range(ports):
             ET.SubElement(devices, "controller", {"type": "pci", "model": "pcie-root-port"})

@@ -255,6 +255,17 @@ class Guest(abc.ABC):
         """A disk's size in bytes, as the running domain has it."""
         raise _unsupported("disk resize")
 
+    def nic_macs(self) -> list[str]:
+        """The MACs of the running domain's NICs (its live XML)."""
+        raise _unsupported("NIC hotplug")
+
+    def attach_nic(self, xml: str) -> None:
+        raise _unsupported("NIC hotplug")
+
+    def detach_nic(self, mac: str) -> bool:
+        """Ask the guest to release the NIC; True once the domain no longer has it."""
+        raise _unsupported("NIC hotplug")
+
     # -- backups (issue 13): libvirt push backups (libvirt_backups.py); not abstract,
     # so a driver without them refuses with a reason ---------------------------------
     def backup_begin(self, files: dict[str, Path], incremental: str | None,

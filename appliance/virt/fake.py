@@ -32,6 +32,7 @@ from appliance.virt.fake_hotplug import FakeHotplugMethods, boot
 from appliance.virt.fake_networks import FakeNetwork, FakeNetworkMethods, default_networks
 from appliance.virt.fake_saves import FakeSaveMethods
 from appliance.virt.fake_snapshots import FakeSnapshotMethods
+from appliance.virt.libvirt_devices import interface_macs
 
 INVENTORY = {
     "arch": "x86_64",
@@ -64,6 +65,7 @@ class FakeDomain:
     live: dict = dataclasses.field(default_factory=dict)  # running vCPUs/memory (fake_hotplug.py)
     saved: bool = False  # holds a managed save image (fake_saves.py): shown "suspended"
     live_devices: dict[str, dict] | None = None  # the running domain's disks (fake_devices.py)
+    live_nics: list[str] | None = None  # the running domain's NICs' MACs (fake_devices.py)
 
 
 @dataclasses.dataclass
@@ -171,6 +173,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
         if not restored:  # a restored guest has the vCPUs, memory and devices it was saved with
             boot(dom)
             dom.live_devices = devices_at_boot(dom.xml)  # a boot plugs what the definition has
+            dom.live_nics = interface_macs(dom.xml)
         dom.saved = False
 
     def destroy(self) -> None:  # as libvirt_driver's: a guest already off is left as it is

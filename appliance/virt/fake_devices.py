@@ -89,3 +89,28 @@ class FakeDeviceMethods:
 
     def block_capacity(self, target: str) -> int:
         return int(self._live()[target]["size"])
+
+    def _nics(self) -> list[str]:
+        self._live()  # refuses a domain that is not running
+        dom = self._dom()
+        if dom.live_nics is None:
+            dom.live_nics = libvirt_devices.interface_macs(dom.xml)
+        return dom.live_nics
+
+    def nic_macs(self) -> list[str]:
+        return list(self._nics())
+
+    def attach_nic(self, xml: str) -> None:
+        self._call("attach-nic")
+        mac = ET.fromstring(xml).find("mac").get("address")  # type: ignore[union-attr] # noqa: S314
+        if mac in self._nics():
+            raise DriverError(f"MAC {mac} attached already", "the NIC is attached already")
+        self._nics().append(str(mac))
+
+    def detach_nic(self, mac: str) -> bool:
+        self._call("detach-nic")
+        if mac in getattr(self.driver.cloud, "stuck_detach", set()):
+            return False
+        if mac in self._nics():
+            self._nics().remove(mac)
+        return True

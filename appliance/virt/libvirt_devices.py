@@ -10,6 +10,10 @@ Checked on this machine (libvirt 9.0, QEMU 7.2, TCG, RECIPES "Live resize"):
   guest to release it (PCIe native hot-unplug): libvirt waits ~5 s for QEMU's
   DEVICE_DELETED and otherwise returns while the removal is still pending, so
   `detach_disk` polls the live XML until the disk is gone.
+- NICs (issue 15) the same way: attachDeviceFlags(AFFECT_LIVE) of an
+  <interface type='network'> into a spare root port, detachDeviceFlags of the
+  live XML's interface with its MAC, polled until it is gone (a TCG guest lets
+  go of a virtio-net device in 1-3 s).
 - updateDeviceFlags(AFFECT_LIVE) on a CD-ROM changes or ejects its media
   (QEMU's blockdev-change-medium / eject; a guest that locked the tray makes
   the eject fail, which comes back as a DriverError).
@@ -17,6 +21,7 @@ Checked on this machine (libvirt 9.0, QEMU 7.2, TCG, RECIPES "Live resize"):
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -77,6 +82,46 @@ def detach(dom: libvirt.virDomain, xml: str, target: str,
         time.sleep(0.2)
 
 
+def interface_macs(xml: str) -> list[str]:
+    """The MACs of a domain XML's NICs, lowercase."""
+    return [str(mac.get("address")).lower()
+            for mac in DefusedET.fromstring(xml).iterfind("devices/interface/mac")
+            if mac.get("address")]
+
+
+def nic_macs(dom: libvirt.virDomain) -> list[str]:
+    return interface_macs(dom.XMLDesc(0))
+
+
+def attach_nic(dom: libvirt.virDomain, xml: str) -> None:
+    """Hot-plug a NIC into the running domain (a spare root port on q35); the
+    persistent definition has it already (ensure_defined)."""
+    dom.attachDeviceFlags(xml, LIVE)
+
+
+def detach_nic(dom: libvirt.virDomain, mac: str,
+               clock: Callable[[], float] = time.monotonic) -> bool:
+    """Ask for the NIC's removal (its live XML, found by MAC); True once the live XML
+    no longer has it, False when the guest has not released it within DETACH_TIMEOUT."""
+    for iface in DefusedET.fromstring(dom.XMLDesc(0)).iterfind("devices/interface"):
+        found = iface.find("mac")
+        if found is not None and str(found.get("address")).lower() == mac:
+            try:
+                dom.detachDeviceFlags(ET.tostring(iface, encoding="unicode"), LIVE)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                                libvirt.VIR_ERR_DEVICE_MISSING):
+                    raise
+            break
+    deadline = clock() + DETACH_TIMEOUT
+    while True:
+        if mac not in nic_macs(dom):
+            return True
+        if clock() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
 def block_resize(dom: libvirt.virDomain, target: str, size_bytes: int) -> None:
     capacity = dom.blockInfo(target, 0)[0]
     if size_bytes < capacity:
@@ -111,8 +156,17 @@ class DeviceMethods:
     def block_resize(self, target: str, size_bytes: int) -> None:
         self.call(block_resize, target, size_bytes)
 
+    def nic_macs(self) -> list[str]:
+        return self.call(nic_macs)
+
+    def attach_nic(self, xml: str) -> None:
+        self.call(attach_nic, xml)
+
+    def detach_nic(self, mac: str) -> bool:
+        return self.call(detach_nic, mac)
+
     def block_capacity(self, target: str) -> int:
         return self.call(block_capacity, target)
 
 
-__all__ = ["DeviceMethods", "parse_disks"]
+__all__ = ["DeviceMethods", "interface_macs", "parse_disks"]

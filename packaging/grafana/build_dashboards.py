@@ -128,13 +128,17 @@ def overview() -> Board:
             [(f"sum by (vm) (rate(vmappliance_vm_block_write_bytes_total{{{VMSEL}}}[{RI}]))", "{{vm}}")], unit="Bps")
     b.panel("timeseries", "Network receive",
             [(f"sum by (vm) (rate(vmappliance_vm_network_receive_bytes_total{{{VMSEL}}}[{RI}]))", "{{vm}}")],
-            unit="Bps", description="Only interfaces with a host tap (libvirt networks, bridges): user-mode "
-                                    "NICs have no stats in libvirt.")
+            unit="Bps", description=NET_DESC)
     b.panel("timeseries", "Network transmit",
             [(f"sum by (vm) (rate(vmappliance_vm_network_transmit_bytes_total{{{VMSEL}}}[{RI}]))", "{{vm}}")],
-            unit="Bps", description="Only interfaces with a host tap (libvirt networks, bridges).")
+            unit="Bps", description=NET_DESC)
     backups(b)
     return b
+
+
+NET_DESC = ("Receive is into the guest. NICs with a host tap: libvirt's counters (source=host); "
+            "user-mode NICs: the guest agent's (source=agent), none while the guest has no agent "
+            "answering (vmappliance_vm_network_stats_available 0).")
 
 
 def backups(b: Board) -> None:
@@ -213,7 +217,7 @@ def vm_detail() -> Board:
             unit="bytes", description="Block stats exist while the VM runs (libvirt would open every image "
                                       "of a shut-off VM).")
     b.row("Network")
-    desc = "Only interfaces with a host tap (libvirt networks, bridges): user-mode NICs have no stats in libvirt."
+    desc = NET_DESC
     b.panel("timeseries", "Network throughput",
             [(f"rate(vmappliance_vm_network_receive_bytes_total{{{sel}}}[{RI}])", "{{interface}} rx"),
              (f"rate(vmappliance_vm_network_transmit_bytes_total{{{sel}}}[{RI}])", "{{interface}} tx")],

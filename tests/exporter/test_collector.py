@@ -111,10 +111,13 @@ def test_units_converted_and_labels_stable():
     assert vm(registry, "vmappliance_vm_block_capacity_bytes", "db", disk="vdb") == 67584
     assert vm(registry, "vmappliance_vm_block_allocation_bytes", "db", disk="vda") == 200704
     # Interfaces by position, not by the tap name that changes at every start.
-    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", interface="net0") == 1000
-    assert vm(registry, "vmappliance_vm_network_transmit_packets_total", "db", interface="net0") == 20
-    assert vm(registry, "vmappliance_vm_network_receive_drops_total", "db", interface="net0") == 1
-    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", interface="vnet7") is None
+    tap = {"interface": "net0", "source": "host"}  # libvirt's counters, of the NIC's tap
+    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", **tap) == 1000
+    assert vm(registry, "vmappliance_vm_network_transmit_packets_total", "db", **tap) == 20
+    assert vm(registry, "vmappliance_vm_network_receive_drops_total", "db", **tap) == 1
+    assert vm(registry, "vmappliance_vm_network_stats_available", "db", **tap) == 1
+    assert vm(registry, "vmappliance_vm_network_receive_bytes_total", "db", interface="vnet7",
+              source="host") is None
     assert registry.get_sample_value("vmappliance_host_memory_free_bytes", {"host": "local"}) == 20 * 1024**3
     assert registry.get_sample_value("vmappliance_host_vcpus_allocated", {"host": "local"}) == 2
     promtool_check(generate_latest(registry))

@@ -73,7 +73,7 @@ def test_the_two_calls_together_give_every_family_of_one_call():
     assert value("vmappliance_vm_state", {**labels, "state": "running", "reason": "booted"}) == 1
     assert value("vmappliance_vm_cpu_seconds_total", labels) == pytest.approx(18.07)  # plain call
     assert value("vmappliance_vm_vcpu_wait_seconds_total", {**labels, "vcpu": "1"}) == pytest.approx(0.002)
-    assert value("vmappliance_vm_network_receive_bytes_total", {**labels, "interface": "net0"}) == 1000
+    assert value("vmappliance_vm_network_receive_bytes_total", {**labels, "interface": "net0", "source": "host"}) == 1000
     assert value("vmappliance_vm_memory_rss_bytes", labels) == 150000 * 1024  # monitor call
     assert value("vmappliance_vm_block_capacity_bytes", {**labels, "disk": "vdb"}) == 67584
     assert len(monitor_calls(conn)) == 1

@@ -61,13 +61,15 @@ def wait_mounted(mountpoint: Path, proc: subprocess.Popen | None, log: Path, tim
 class Mount:
     """fs/ in a subprocess on HOME, mounted at MNT, with a test-driver controller."""
 
-    def __init__(self, base: Path, controller: bool = True, mnt: Path | None = None, group: str | None = None):
+    def __init__(self, base: Path, controller: bool = True, mnt: Path | None = None, group: str | None = None,
+                 args: tuple[str, ...] = ()):
         self.home = base / "home"
         self.mnt = mnt or base / "mnt"
         self.log = base / "fs.log"
         self.controller = controller
         self.group = group
         self.proc: subprocess.Popen | None = None
+        self.args = args  # more of tests/fs/fs_server.py's options
 
     def start(self) -> Mount:
         args = [sys.executable, "-m", "tests.fs.fs_server", str(self.home), str(self.mnt)]
@@ -75,6 +77,7 @@ class Mount:
             args.append("--no-controller")
         if self.group is not None:
             args += ["--allow-group", self.group]
+        args += self.args
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_mounted(self.mnt, self.proc, self.log)

@@ -42,10 +42,13 @@ def main(argv: list[str]) -> int:
     home, mountpoint = argv[:2]
     with_controller = "--no-controller" not in argv
     group = argv[argv.index("--allow-group") + 1] if "--allow-group" in argv else None
+    # A small cap on images (tests/fs/test_fs_editors.py: `cp` past it is EFBIG).
+    caps = {"max_image_bytes": int(argv[argv.index("--max-image-bytes") + 1])} if (
+        "--max-image-bytes" in argv) else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # heartbeat_age: without a controller the host registered here stays up.
     config = Config(home=home, libvirt_uri="test:///default", wait_timeout=20, heartbeat_age=3600,
-                    allow_test_hosts=True)
+                    allow_test_hosts=True, **caps)
     config.prepare()
     config.save()  # the tests' own Service (conftest's Mount) loads the same settings
     store = Store(config.db_path)

@@ -94,8 +94,9 @@ def test_ls_l_modes_owner_sizes_times(mount):
             assert info.st_size == len((vm / file).read_bytes()), file
             assert abs(info.st_mtime - mount.service.get_vm("web1")["updated"]) < 1.5, file
         assert abs(info.st_atime - row["created"]) < 0.01  # FUSE has no birth time: atime is creation
-    # A directory names can be made in (vms/: mkdir, mv, rmdir) is writable; the others are not.
-    for directory, mode in ((mount.mnt, 0o500), (mount.mnt / "vms", 0o700), (vm, 0o500)):
+    # A directory names can be made in (vms/: mkdir, mv, rmdir; a VM's: editors' temporary files,
+    # fs/scratch.py) is writable; the others are not.
+    for directory, mode in ((mount.mnt, 0o500), (mount.mnt / "vms", 0o700), (vm, 0o700)):
         info = os.stat(directory)
         assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == mode, directory
     assert stat.S_IMODE(os.stat(mount.mnt / "images" / "demo.json").st_mode) == 0o400
@@ -348,8 +349,11 @@ def test_read_only_files_refuse_writes_with_eacces(mount):
         result = mount.sh(f"echo x > vms/web1/{file}")
         assert result.returncode == 1 and EACCES in result.stderr, (file, result.stderr)
     for command in ("echo x > events", "echo x > images/demo.json", "echo x > templates/default.json",
-                    "echo x > hosts/local/uri", "rm vms/web1/state", "touch vms/web1/newfile",
-                    "echo x > vms/newfile", "chmod 600 vms/web1/state"):
+                    "echo x > hosts/local/uri", "rm vms/web1/state", "echo x > vms/newfile",
+                    "chmod 600 vms/web1/state",
+                    # a new file in a VM's directory is an editor's temporary file (fs/scratch.py,
+                    # tests/fs/test_fs_editors.py): renamed over a read-only one, refused
+                    "echo x > vms/web1/t && mv vms/web1/t vms/web1/events; s=$?; rm vms/web1/t; exit $s"):
         result = mount.sh(command)
         assert result.returncode == 1, command
         assert EACCES in result.stderr or "not permitted" in result.stderr, (command, result.stderr)

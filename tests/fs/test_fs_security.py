@@ -122,6 +122,8 @@ MEMBER_REFUSED = (
     "rmdir hosts/local",
     "rmdir hosts/h2",
     "truncate -s 0 hosts/local/state",
+    "touch images/mine.img",  # importing an image is an admin's (fs/image_imports.py)
+    "rm images/demo.json",  # and so is deleting one
 )
 
 

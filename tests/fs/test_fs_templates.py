@@ -70,7 +70,12 @@ def test_bad_templates_are_einval_change_nothing_and_leave_a_refused_event(mount
                     """echo '{"memory": "lots"}' > templates/small.json"""):
         result = mount.sh(command)
         assert result.returncode == 1 and EINVAL in result.stderr, (command, result.stderr)
-    for command in ("""echo '{}' > templates/Bad_Name.json""", """echo '{}' > templates/t.txt""",
+    # templates/t.txt is an editor's temporary file (fs/scratch.py): renamed, it is a write,
+    # refused with EINVAL (which mv words as "a subdirectory of itself", rename(2)'s meaning)
+    result = mount.sh("""echo '{}' > templates/t.txt && mv templates/t.txt templates/Bad_Name.json""")
+    assert result.returncode == 1 and "subdirectory of itself" in result.stderr, result.stderr
+    assert mount.sh("rm templates/t.txt").returncode == 0
+    for command in ("""echo '{}' > templates/Bad_Name.json""",
                     """echo x > templates/default.json""", "rm templates/default.json"):
         result = mount.sh(command)
         assert result.returncode == 1 and (EACCES in result.stderr or EINVAL in result.stderr), \

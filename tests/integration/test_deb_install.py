@@ -15,6 +15,7 @@ packages are installed (the package's Depends) but not started (policy-rc.d).
 Every mount made under the root is unmounted in a finally, failure or not."""
 from __future__ import annotations
 
+import gzip
 import os
 import shlex
 import shutil
@@ -225,6 +226,12 @@ def test_install_serve_remove_purge(debian_root, tmp_path):
     assert not (root / "etc/systemd/system/multi-user.target.wants/vm-appliance-exporter.service").exists()
     in_root(root, "/opt/vm-appliance/bin/python -c "
                   "'import pyfuse3; assert pyfuse3.FileInfo(noflush=True).noflush'")
+    # vmctl's man page and completions, generated from its parser at build time
+    man = gzip.decompress((root / "usr/share/man/man1/vmctl.1.gz").read_bytes()).decode()
+    assert man.startswith(".TH VMCTL") and "admin" in man and "\\-\\-home" in man
+    bash = (root / "usr/share/bash-completion/completions/vmctl").read_text()
+    assert "complete" in bash and "serve" in bash
+    assert (root / "usr/share/zsh/vendor-completions/_vmctl").read_text().startswith("#compdef vmctl")
 
     # The admin's settings: a free port and a domain prefix of our own on the shared libvirtd.
     port = free_port()

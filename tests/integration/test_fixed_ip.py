@@ -1,7 +1,9 @@
 """Fixed IPs on a libvirt network: the guest's own DHCP client gets the address we chose.
 
-The network is isolated (no forward), made by the test; nothing is sent to the
-guest from the host: the guest reports its lease on the serial console.
+The network is isolated (no forward), made by the test on a libvirt host in a
+network namespace of its own (packaging/local-hosts up --netns), so its bridge
+never exists in the machine's own; nothing is sent to the guest from the host:
+the guest reports its lease on the serial console.
 """
 import uuid
 import xml.etree.ElementTree as ET
@@ -9,7 +11,8 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from tests.appliance_process import READY_LINE
+from tests.appliance_process import READY_LINE, Appliance
+from tests.local_hosts import LocalHost
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +23,17 @@ NETWORK_XML = """<network>
     <dhcp><range start='10.199.{octet}.100' end='10.199.{octet}.200'/></dhcp>
   </ip>
 </network>"""
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory):
+    """The appliance on a host in its own network namespace (overrides conftest's)."""
+    with LocalHost(netns=True) as host:
+        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri)
+        try:
+            yield app.start()
+        finally:
+            app.cleanup()
 
 
 @pytest.fixture

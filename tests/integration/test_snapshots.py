@@ -76,8 +76,15 @@ def test_a_disk_only_revert_brings_a_marker_back_on_a_running_guest(app, snaps, 
     assert snaps.service.get_snapshot("disk1", "after")["parent"] is None
 
 
-def counter(app, vm: str) -> int:
-    return int(ask(app, vm, "cat /tmp/count"))
+def counter(app, vm: str, timeout: float = 60) -> int:
+    """The guest's counter; asked again while the loop has not written its first value
+    (typed in the background, it may not have run yet on a loaded machine: ci1 read '')."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = ask(app, vm, "cat /tmp/count 2>/dev/null")
+        if value.isdigit() or time.monotonic() > deadline:
+            return int(value)
+        time.sleep(0.5)
 
 
 def test_a_memory_revert_continues_the_counter_from_the_snapshot(app, snaps, guest):

@@ -16,6 +16,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from appliance import ssh_access
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.service import Service
@@ -43,6 +44,16 @@ def make_iso_image(path, size: int = 64 << 10) -> None:
 
 # What libvirt's test:///default reports (16 CPUs, 3 GiB), plus a 100 GiB disk.
 TEST_HOST_INFO = {"arch": "i686", "cpus": 16, "memory_mib": 3072, "disk_bytes": 100 * 1024 ** 3}
+
+
+@pytest.fixture(autouse=True)
+def _no_ssh_keyscan(monkeypatch):
+    """Adding a qemu+ssh host reads its server's key (appliance/ssh_access.py): not
+    in unit tests, whose hosts are names nobody serves (nor any address off this
+    machine). tests/unit/appliance/test_remote_access.py offers keys of its own."""
+    def no_server(host, port):
+        raise ssh_access.Failed(f"no ssh server answered at {host} (unit tests)")
+    monkeypatch.setattr(ssh_access, "scan", no_server)
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_the_process_says_it_in_one_line_without_a_traceback():
 
 
 # -- the walk over every subcommand ---------------------------------------------------
-SAMPLES = ["x", "1", "1G", "a=b", "127.0.0.1:1", "1x1x1", "data:1G", "10.0.0.1", "https://lab:1"]
+SAMPLES = ["x", "1", "1G", "a=b", "127.0.0.1:1", "1x1x1", "data:1G", "10.0.0.1", "https://lab:1", "-"]
 
 
 def _value(action: argparse.Action) -> str:

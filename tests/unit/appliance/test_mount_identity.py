@@ -134,7 +134,7 @@ def test_the_mount_table_denies_by_default():
     assert policy.mount_action(("projects", "web", "vms", "a", "state"), "write") == policy.Action.VM_POWER
     assert policy.mount_action((), "read") == policy.Action.READ
     assert [d for d in ((), ("vms",), ("hosts",), ("groups",), ("images",), ("vms", "a")) if _makes_names(d)] == \
-        [("vms",), ("hosts",), ("groups",)]
+        [("vms",), ("hosts",), ("groups",), ("images",)]  # images/: cp FILE images/, rm (issue 16)
 
 
 def test_a_worker_thread_acts_as_its_task_and_tasks_do_not_share_a_caller():

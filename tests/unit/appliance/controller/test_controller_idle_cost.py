@@ -99,3 +99,30 @@ def test_a_long_loop_pass_does_not_let_the_heartbeat_go_stale(store, config, clo
     finally:
         release.set()
         controller.stop()
+
+
+def test_a_migration_ending_between_the_listing_and_the_rows_is_not_undefined(service, controller, cloud,
+                                                                              clock):
+    """A resync lists each host, then reads the rows. A migration that ends in
+    between (seen over ssh, where a listing takes long) leaves a row on the target
+    whose listing predates the domain: the VM is asked for again there rather than
+    recorded as stopped (undefined), which the run strategy would act on."""
+    vm, _op = service.create_vm({"name": "web1", "host": "local"})
+    settle(controller, clock, passes=2)
+    vm_id = vm["id"]
+    assert service.store.get_vm_by_id(vm_id)["observed_state"] == "running"
+    target = controller.ctx.links.get("b").driver
+    real_list = target.list_ours
+
+    def list_then_migration_ends(instance_id):
+        listing = real_list(instance_id)  # without web1
+        with cloud.lock:
+            cloud.host(URI_B).domains[vm_id] = cloud.host(URI_A).domains.pop(vm_id)
+        service.store.update_vm(vm_id, bump=False, host="b")
+        return listing
+
+    target.list_ours = list_then_migration_ends
+    controller.resync()
+    target.list_ours = real_list
+    row = service.store.get_vm_by_id(vm_id)
+    assert (row["host"], row["observed_state"]) == ("b", "running"), row

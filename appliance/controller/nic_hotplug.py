@@ -1,0 +1,58 @@
+"""Further NICs (spec networks, issue 15) plugged into and out of a running VM.
+
+live.apply calls apply_nics after ensure_defined made the NICs' networks ready on
+the host (defined and started: controller/networks.py), their DHCP reservations
+and the persistent definition with the new NICs (AFFECT_CONFIG, in effect). As
+disk_hotplug's appliers, it works from the running domain's live XML, so running
+it again after a partial failure does only what is missing: a NIC whose MAC the
+domain lacks is attached (AFFECT_LIVE), a NIC the running spec had and the spec
+no longer has is detached by its MAC. A guest that does not release a NIC keeps it
+until the next restart (NeedsRestart). A NIC whose fixed IP changed keeps its
+device: the guest gets the new address at its next DHCP renewal.
+"""
+from __future__ import annotations
+
+from appliance.controller import live, networks
+from appliance.controller.live import LiveChange, NeedsRestart
+from appliance.virt import domain
+from appliance.virt.driver import DriverError
+
+
+def apply_nics(change: LiveChange) -> None:
+    ctx, row, guest = change.ctx, change.row, change.guest
+    wanted = networks.resolved(ctx.store, row)["spec"].get("networks") or []
+    try:
+        plugged = set(guest.nic_macs())
+    except DriverError as err:
+        raise NeedsRestart(err.reason) from err
+    waits: list[str] = []
+    for nic in wanted:
+        if nic["mac"] in plugged:
+            continue
+        try:
+            guest.attach_nic(domain.nic_xml(nic))
+        except DriverError as err:
+            waits.append(f"NIC on {nic['network']}: {err.reason}")
+            continue
+        ctx.store.add_event("nic-added", f"NIC {nic['mac']} on {nic['network']} plugged in",
+                            row)
+    keep = {nic["mac"] for nic in wanted} | {row.get("mac")}
+    for nic in change.old or []:
+        mac = nic.get("mac")
+        if not mac or mac in keep or mac not in plugged:
+            continue
+        try:
+            released = guest.detach_nic(mac)
+        except DriverError as err:
+            waits.append(f"NIC {mac}: {err.reason}")
+            continue
+        if not released:
+            waits.append(f"NIC {mac}: the guest has not released it; it is removed at the "
+                         "next restart")
+            continue
+        ctx.store.add_event("nic-removed", f"NIC {mac} on {nic['network']} unplugged", row)
+    if waits:
+        raise NeedsRestart("; ".join(waits))
+
+
+live.APPLIERS["networks"] = apply_nics

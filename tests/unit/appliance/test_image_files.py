@@ -1,0 +1,79 @@
+"""An image written piece by piece (the mount's `cp FILE images/`): the image store's
+private file, the upload's checks, and an `image-import` operation of no VM that
+follows its bytes, ends with the outcome, and is never run by the controller."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from appliance.errors import Invalid
+from appliance.model import OpStatus
+from appliance.service.images import IMPORT_KIND
+from tests.unit.conftest import make_disk_image
+
+
+def _write(fd: int, source) -> int:
+    data = source.read_bytes()
+    os.pwrite(fd, data, 0)
+    os.close(fd)
+    return len(data)
+
+
+def test_a_file_registered_is_an_image_and_its_operation_succeeds(service, config, tmp_path):
+    disk = tmp_path / "d.img"
+    make_disk_image(disk)
+    tmp, fd, op_id = service.begin_image_file("fresh", "a test")
+    assert tmp.parent == config.images_dir and tmp.name.startswith(".upload-fresh-")
+    assert oct(os.stat(tmp).st_mode & 0o777) == oct(0o600)
+    op = service.get_operation(op_id)
+    assert (op["kind"], op["status"], op["vm_id"], op["params"]["image"]) == (
+        IMPORT_KIND, OpStatus.RUNNING, None, "fresh")
+    size = _write(fd, disk)
+    service.image_file_progress(op_id, size)
+    assert service.get_operation(op_id)["bytes_done"] == size
+    image = service.register_image_file("fresh", tmp, "a test", op_id)
+    assert image["name"] == "fresh" and image["format"] == "qcow2" and not tmp.exists()
+    op = service.get_operation(op_id)
+    assert (op["status"], op["progress"], op["error"]) == (OpStatus.SUCCEEDED, 100, None)
+
+
+def test_a_refused_file_fails_its_operation_and_is_removed(service, tmp_path):
+    backed = tmp_path / "backed.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",  # noqa: S607
+                    str(backed), "1M"], check=True)
+    tmp, fd, op_id = service.begin_image_file("evil", "a test")
+    _write(fd, backed)
+    with pytest.raises(Invalid, match="backing file"):
+        service.register_image_file("evil", tmp, "a test", op_id)
+    op = service.get_operation(op_id)
+    assert op["status"] == OpStatus.FAILED and "backing file" in op["error"]
+    assert not tmp.exists() and service.list_images()[-1]["name"] != "evil"
+
+
+def test_only_the_image_stores_own_files_are_registered(service, config, tmp_path):
+    elsewhere = tmp_path / ".upload-x"
+    make_disk_image(elsewhere)
+    with pytest.raises(Invalid, match="not a file this image store made"):
+        service.register_image_file("x", elsewhere, "a test", "no-op")
+    assert elsewhere.exists()
+
+
+def test_an_import_of_a_process_that_is_gone_is_failed_and_the_controller_leaves_them(
+        service, controller, monkeypatch):
+    _tmp, fd, mine = service.begin_image_file("mine", "a test")
+    os.close(fd)
+    _tmp2, fd, gone = service.begin_image_file("gone", "a test")
+    os.close(fd)
+    dead = subprocess.Popen(["true"])  # noqa: S607
+    dead.wait()
+    service.store.update_operation(gone, params={"image": "gone", "pid": dead.pid})
+    submitted: list[str] = []
+    monkeypatch.setattr(controller.operations.pool, "submit", lambda _fn, op: submitted.append(op["id"]))
+    controller.operations.dispatch()  # no VM: nothing to run, nothing to fail
+    assert mine not in submitted and gone not in submitted
+    assert service.get_operation(mine)["status"] == OpStatus.RUNNING
+    assert service.end_interrupted_image_files() == 1
+    assert service.get_operation(gone)["status"] == OpStatus.FAILED
+    assert service.get_operation(mine)["status"] == OpStatus.RUNNING  # this process: alive
