@@ -33,6 +33,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from appliance.durable import fsync_dir
 from appliance.errors import Conflict, Failed, Invalid
 from appliance.model.states import BackupKind
 from appliance.model.values import DNS_LABEL
@@ -154,14 +155,6 @@ def remove_tree(folder: Path) -> None:
 
 
 # -- manifest.json ------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(folder: Path, manifest: dict, dir_fd: int | None = None) -> None:
     """manifest.json written, fsynced (file and folder), so that the rename of
     the folder that follows never publishes a backup without it. With `dir_fd`
@@ -187,7 +180,7 @@ def write_manifest(folder: Path, manifest: dict, dir_fd: int | None = None) -> N
 def publish(partial: Path, final: Path) -> None:
     """ID.partial -> ID, durably: the rename is what makes a backup complete."""
     os.rename(partial, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _check_manifest(manifest: object, backup_id: str) -> dict:

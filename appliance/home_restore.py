@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from appliance.config import Config
+from appliance.durable import fsync_dir
 from appliance.home_backup import (
     CONFIG_DIRS,
     CONFIG_FILES,
@@ -162,14 +163,6 @@ def _keep(path: Path, aside: Path) -> None:
         shutil.copy2(path, dest)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _swap(home: Path, staging: Path, names: list[str], aside: Path) -> None:
     db_path = home / STORE
     if db_path.exists():
@@ -187,7 +180,7 @@ def _swap(home: Path, staging: Path, names: list[str], aside: Path) -> None:
                 if extra.exists():
                     os.replace(extra, aside / extra.name)
         os.replace(staging / name, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
 
 def restore(home: Path, archive: Path) -> dict[str, Any]:
