@@ -17,6 +17,7 @@ on a host.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.config import Config
@@ -179,7 +180,8 @@ def group_of(store: Store, spec: dict, vm_id: str | None, project: str) -> Group
 def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: float,
           ignore_hosts: frozenset[str] = frozenset(), only_hosts: frozenset[str] | None = None,
           storage: str | None = None, rng: random.Random | None = None, cpu_ram: bool = True,
-          disk: bool = True, project: str = DEFAULT_PROJECT) -> Decision:
+          disk: bool = True, project: str = DEFAULT_PROJECT,
+          ignore_reasons: Mapping[str, str] | None = None) -> Decision:
     """One scheduling decision for a VM of this spec; the caller records the claim.
 
     `cpu_ram` False places a VM that will not claim vCPUs and memory there (a
@@ -198,6 +200,7 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
         node_selector=spec.get("node_selector") or {},
         group=group_of(store, spec, vm_id, project),
         ignore_hosts=ignore_hosts,
+        ignore_reasons=ignore_reasons or {},
         only_hosts=only_hosts,
         storage=storage,
     )

@@ -42,7 +42,8 @@ def _compute_reason(h: HostState, r: Request) -> str:
 # -- RequestedHostFilter ------------------------------------------------------------------------
 def _requested_reason(h: HostState, r: Request) -> str:
     if h.name in r.ignore_hosts:
-        return "host is excluded by the request (e.g. a migration's source)"
+        return r.ignore_reasons.get(h.name) or \
+            "host is excluded by the request (e.g. a migration's source)"
     wanted = ", ".join(sorted(r.only_hosts or ())) or "none"
     return f"not the requested host (requested: {wanted})"
 

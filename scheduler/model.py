@@ -197,6 +197,9 @@ class Request:
     node_selector: Mapping[str, str] = field(default_factory=dict, hash=False)
     group: Group | None = None
     ignore_hosts: frozenset[str] = frozenset()  # e.g. a migration's source host
+    # why an ignored host is (its name -> the reason the explanation gives); a host
+    # without one is "excluded by the request"
+    ignore_reasons: Mapping[str, str] = field(default_factory=dict, hash=False)
     only_hosts: frozenset[str] | None = None  # a migration's requested target(s)
     storage: str | None = None  # disks live there: the host must see it (HostState.storage_name)
     dedicated_cpus: int = 0  # vCPUs each wanting a dedicated host CPU (then `cpus` is 0)

@@ -163,11 +163,15 @@ class Migrations(ServiceBase):
         if kind is None:
             return f"it is {observed} (wanted {row['desired_state']}); drain again when it settles"
         ignore = {host["name"]}
+        why = {host["name"]: "the VM's own host, which it leaves"}
         storage = None
         if kind == OpKind.MIGRATE:  # live: only to hosts the source's libvirtd can reach
-            ignore |= {
-                h["name"] for h in self.store.list_hosts() if not reachable_from_peers(h["uri"])
-            }
+            for h in self.store.list_hosts():
+                if h["name"] not in ignore and not reachable_from_peers(h["uri"]):
+                    ignore.add(h["name"])
+                    why[h["name"]] = (f"cannot receive live migrations: its URI {h['uri']} "
+                                      "means each host's own libvirt (give it one other hosts "
+                                      "reach)")
             # and, with snapshots, that share its storage (a disk copy would lose them)
             if self.store.has_ready_snapshots(row["id"]):
                 storage = host["storage"] or placement.APPLIANCE_STORAGE
@@ -178,6 +182,7 @@ class Migrations(ServiceBase):
             row["id"],
             self.clock(),
             ignore_hosts=frozenset(ignore),
+            ignore_reasons=why,
             storage=storage,
             cpu_ram=placement.claims_cpu_ram(row),
             project=row["project"],

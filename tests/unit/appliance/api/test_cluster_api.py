@@ -235,6 +235,20 @@ def test_maintenance_without_another_host_reports_blocked(client, store):
     assert "no host fits web1" in drain["blocked"][0]["reason"]
 
 
+def test_a_drain_says_why_a_host_cannot_receive_a_live_migration(client, store):
+    """The local host's URI means each libvirtd itself: the reason names that, not "excluded
+    by the request (e.g. a migration's source)" (the README doc test's finding)."""
+    add_host(client, store, "h2")
+    create_vm(client, "web1", host="h2")
+    settle(store, "web1", "running")
+    drain = client.simulate_put("/v1/hosts/h2/state", json={"state": "maintenance"}).json["drain"]
+    assert [b["vm"] for b in drain["blocked"]] == ["web1"]
+    reason = drain["blocked"][0]["reason"]
+    local_uri = client.simulate_get("/v1/hosts/local").json["uri"]
+    assert f"local by RequestedHostFilter (cannot receive live migrations: its URI {local_uri}" \
+        in reason, reason
+
+
 # -- server groups --------------------------------------------------------------------------
 def test_group_crud(client):
     resp = client.simulate_post("/v1/groups", json={"name": "web", "policy": "anti-affinity"})
