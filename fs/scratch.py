@@ -24,7 +24,8 @@ the directory's JSON file (`decided_as`), so a viewer cannot.
 Lifetime: while open, and LINGER_SECONDS after its last close (sed and Python
 close it before the rename); unlink and a rename drop it at once, and all go
 with the mount. Bounds: MAX_BYTES each (EFBIG, as a JSON file's value),
-PER_DIR in one directory and TOTAL_BYTES in the mount (ENOSPC).
+PER_DIR in one directory, UID_BYTES for one uid and TOTAL_BYTES in the mount
+(ENOSPC); a file removed or replaced while open counts until its last release.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ from fs.nodes import Node, Path
 MAX_BYTES = limits.JSON_MAX_BYTES
 PER_DIR = 8
 TOTAL_BYTES = 32 * MAX_BYTES
+# what one uid's scratch files may hold together, so that one writer cannot take the
+# whole TOTAL_BYTES from every other user's editor saves
+UID_BYTES = 8 * MAX_BYTES
 LINGER_SECONDS = 60.0
 NAME_MAX_BYTES = 255
 TEMPLATES = "templates"
@@ -109,6 +113,9 @@ class ScratchFiles:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.files: dict[Path, Scratch] = {}
+        # removed or renamed away while a handle still has them open: their bytes are
+        # still held (and still counted) until the last release
+        self.unlinked: list[Scratch] = []
 
     def _sweep(self) -> None:
         """Drop the closed ones older than LINGER_SECONDS."""
@@ -170,6 +177,9 @@ class ScratchFiles:
         """An open handle's close (the file may have been renamed or removed since)."""
         file.opened -= 1
         file.closed = self.clock()
+        if file.opened <= 0 and any(f is file for f in self.unlinked):
+            self.unlinked = [f for f in self.unlinked if f is not file]
+            file.data = bytearray()
 
     @staticmethod
     def read(file: Scratch, off: int, size: int) -> bytes:
@@ -178,8 +188,10 @@ class ScratchFiles:
     def _resize(self, file: Scratch, size: int) -> None:
         if size > MAX_BYTES:
             raise pyfuse3.FUSEError(errno.EFBIG)
-        held = sum(len(f.data) for f in self.files.values() if f is not file)
-        if size > len(file.data) and held + size > TOTAL_BYTES:
+        others = [f for f in (*self.files.values(), *self.unlinked) if f is not file]
+        if size > len(file.data) and (
+                sum(len(f.data) for f in others) + size > TOTAL_BYTES
+                or sum(len(f.data) for f in others if f.uid == file.uid) + size > UID_BYTES):
             raise pyfuse3.FUSEError(errno.ENOSPC)
         if size < len(file.data):
             del file.data[size:]
@@ -197,8 +209,12 @@ class ScratchFiles:
         self._resize(file, size)
 
     def remove(self, path: Path, uid: int | None) -> None:
-        self._owned(path, uid)
+        file = self._owned(path, uid)
         del self.files[path]
+        if file.opened > 0:  # an open handle may still write: its bytes stay counted
+            self.unlinked.append(file)
+        else:
+            file.data = bytearray()
 
     def move(self, old: Path, new: Path, uid: int | None) -> None:
         """A scratch file renamed to another scratch name (replacing one of this uid's)."""
@@ -208,6 +224,8 @@ class ScratchFiles:
             raise pyfuse3.FUSEError(errno.EACCES)
         check_name(new[-1])
         del self.files[old]
+        if taken is not None and taken.opened > 0:  # replaced, still open: still counted
+            self.unlinked.append(taken)
         self.files[new] = file
 
     def text(self, path: Path, uid: int | None) -> str:

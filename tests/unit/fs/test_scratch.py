@@ -72,7 +72,7 @@ def test_sizes_numbers_and_bytes_held_are_bounded():
     # Bytes held in the whole mount: directories each at their count, files at their size.
     held = scratch.MAX_BYTES
     for vm in range(scratch.TOTAL_BYTES // scratch.MAX_BYTES + 1):
-        big = files.create(("vms", f"vm{vm}", "big"), ALICE)
+        big = files.create(("vms", f"vm{vm}", "big"), 2000 + vm)  # each its own uid (UID_BYTES)
         if held + scratch.MAX_BYTES > scratch.TOTAL_BYTES:
             assert errno_of(files.truncate, big, scratch.MAX_BYTES) == errno.ENOSPC
             break
@@ -114,3 +114,43 @@ def test_a_move_keeps_the_file_and_may_replace_only_the_makers_own():
     assert files.text(TMP[:-1] + ("moved",), ALICE) == "a" and files.stat(TMP, ALICE) is None
     files.write(file, 1, b"b")  # the handle still open on it writes the moved file
     assert files.text(TMP[:-1] + ("moved",), ALICE) == "ab"
+
+
+def test_one_uid_cannot_take_every_users_bytes():
+    files = ScratchFiles(Clock())
+    for i in range(scratch.UID_BYTES // scratch.MAX_BYTES):
+        files.truncate(files.create(("vms", f"vm{i}", "big"), ALICE), scratch.MAX_BYTES)
+    more = files.create(("vms", "last", "big"), ALICE)
+    assert errno_of(files.truncate, more, 1) == errno.ENOSPC
+    files.truncate(files.create(("vms", "last", "bobs"), BOB), scratch.MAX_BYTES)  # bob still may
+
+
+@pytest.mark.parametrize("away", ["remove", "replace"])
+def test_a_file_removed_while_open_still_counts_until_its_last_release(away):
+    """rm (or a rename over it) while a handle stays open: writes through that handle used to
+    go uncounted, so create, rm, write 1 MiB, again... grew the root mount without bound
+    (security review, this stop)."""
+    files = ScratchFiles(Clock())
+    kept = []
+    refused = None
+    for i in range(scratch.UID_BYTES // scratch.MAX_BYTES + 2):
+        path = ("vms", f"vm{i}", "x")
+        file = files.create(path, ALICE)  # open once
+        if away == "remove":
+            files.remove(path, ALICE)
+        else:
+            other = files.create(path[:-1] + ("y",), ALICE)
+            files.release(other)
+            files.move(path[:-1] + ("y",), path, ALICE)  # replaces the open one
+        try:
+            files.write(file, 0, b"x" * scratch.MAX_BYTES)
+        except pyfuse3.FUSEError as err:
+            refused = err.errno
+            break
+        kept.append(file)
+    assert refused == errno.ENOSPC, "the bytes of removed files still open were not counted"
+    assert len(kept) * scratch.MAX_BYTES <= scratch.UID_BYTES
+    for file in kept:  # the last release frees them
+        files.release(file)
+    fresh = files.create(("vms", "web1", "again"), ALICE)
+    files.write(fresh, 0, b"x" * scratch.MAX_BYTES)
