@@ -17,6 +17,7 @@ Export (`GET /v1/vms/NAME/export?format=kubevirt`): appliance/kubevirt_export.py
 """
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,10 @@ class Adoption(ServiceBase):
             raise Conflict(f"domain {domain} is already a VM of this appliance", "domain")
         name = specs.validate_vm_name(body.get("name") or shape.name, "name")
         allowed = list(self.config.adopt_disk_dirs)
-        checked = [adopt_disks.check(disk, allowed, copy) for disk in shape.disks]
+        refused = [os.path.realpath(self.config.home)]  # other VMs' disks, the store
+        limit = self.config.max_image_bytes
+        checked = [adopt_disks.check(disk, allowed, copy, tuple(refused), limit)
+                   for disk in shape.disks]
         spec = self._adopted_spec(shape, name, checked, body.get("image"), host["name"])
         op = self._record_new_vm(
             spec, initial_state(asked, spec), host["name"], vm_id=vm_id,
@@ -90,7 +94,8 @@ class Adoption(ServiceBase):
                    + (" (disks copied)" if copy else " (disks in place)"),
             source={"adopt": {"domain": domain, "copy": copy, "disks": [
                 {"name": d.name, "path": d.path, "format": d.format, "chain": d.chain,
-                 "allowed": allowed} for d in checked]}})
+                 "allowed": allowed, "refused": refused, "max_bytes": limit}
+                for d in checked]}})
         if shape.notes:
             self.store.add_event("adopted", "not carried over: " + "; ".join(shape.notes),
                                  self.store.get_vm_by_id(vm_id), op["id"])

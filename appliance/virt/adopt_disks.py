@@ -55,6 +55,26 @@ def _regular(disk: DiskFile, path: str | Path) -> Path:
     return real
 
 
+# Never a disk's file, whatever the admin allowed: the kernel's and devices' trees.
+SYSTEM_DIRS = ("/proc", "/sys", "/dev")
+
+
+def _literal(disk: DiskFile, name: str, refused: tuple[str, ...]) -> Path:
+    """A file as QEMU will open it: by the very name the XML or the qcow2 header holds,
+    at every start. So the name itself must be the file's real path: a name that
+    reaches it through a symlink or /proc/PID/root (which realpath, as root, reads as
+    this namespace's /) could point elsewhere when QEMU opens it."""
+    if not os.path.isabs(name):
+        raise _refuse(disk, "is not named by an absolute path")
+    norm = os.path.normpath(name)
+    if os.path.realpath(norm) != norm:
+        raise _refuse(disk, f"{name} is reached through a symbolic link or /proc; name "
+                            "the file by its real path")
+    if any(paths.inside(norm, folder) for folder in (*SYSTEM_DIRS, *refused)):
+        raise _refuse(disk, f"{name} lies in a folder no disk may come from")
+    return _regular(disk, norm)
+
+
 def _format(disk: DiskFile, path: Path) -> str:
     try:
         return images.detect_format(path)
@@ -66,9 +86,12 @@ def _allowed(path: Path, allowed: list[str]) -> bool:
     return any(paths.inside(path, folder) for folder in allowed)
 
 
-def check(disk: DiskFile, allowed: list[str], copy: bool) -> CheckedDisk:
-    """The disk, checked for an adoption (Invalid naming the disk and the reason)."""
-    real = _regular(disk, disk.path)
+def check(disk: DiskFile, allowed: list[str], copy: bool, refused: tuple[str, ...] = (),
+          max_bytes: int | None = None) -> CheckedDisk:
+    """The disk, checked for an adoption (Invalid naming the disk and the reason).
+    `refused`: folders never taken, even copied (the appliance's home: other VMs'
+    disks); `max_bytes`: the largest virtual size (the image limit)."""
+    real = _literal(disk, disk.path, refused)
     fmt = _format(disk, real)
     if fmt != disk.format:
         raise _refuse(disk, f"the domain declares it {disk.format} but it is {fmt}")
@@ -97,7 +120,7 @@ def check(disk: DiskFile, allowed: list[str], copy: bool) -> CheckedDisk:
             # QEMU resolves it beside the path it opens: the VM's folder, not this file's
             raise _refuse(disk, "its backing file is named by a relative path; name it "
                                 "absolutely (qemu-img rebase -u -b ABSOLUTE) or --copy-disks")
-        nxt = _regular(disk, current.parent / backing)
+        nxt = _literal(disk, os.path.join(current.parent, backing), refused)
         if not copy and not _allowed(nxt, allowed):
             raise _refuse(disk, f"its backing file lies outside the folders the appliance may "
                                 f"use in place ({where}); --copy-disks copies it into the home")
@@ -109,6 +132,8 @@ def check(disk: DiskFile, allowed: list[str], copy: bool) -> CheckedDisk:
     size = images.qcow2_virtual_size(real) if fmt == "qcow2" else os.stat(real).st_size
     if size < MIB:
         raise _refuse(disk, "is smaller than 1 MiB")
+    if max_bytes is not None and size > max_bytes:
+        raise _refuse(disk, f"is larger ({size} bytes) than an image may be ({max_bytes})")
     return CheckedDisk(disk.name, str(real), fmt, size, chain)
 
 
@@ -119,7 +144,7 @@ def place(disk: dict, dest: Path, copy: bool,
     checked file (in place), or a standalone qcow2 copy. The file is checked
     again first: it may have changed since the request."""
     again = check(DiskFile(disk["name"], disk["path"], disk["format"], disk["name"]),
-                  disk["allowed"], copy)
+                  disk["allowed"], copy, tuple(disk.get("refused", ())), disk.get("max_bytes"))
     if again.path != disk["path"] or again.chain != disk["chain"]:
         raise Failed(f"disk {disk['name']} changed since the adoption was asked for")
     dest.unlink(missing_ok=True)

@@ -143,7 +143,7 @@ def test_disks_outside_through_symlinks_or_of_another_format_are_refused(tmp_pat
     images.create_blank(outside, 8)
     link = allowed / "link.qcow2"
     link.symlink_to(outside)
-    with pytest.raises(Invalid, match="outside the folders"):
+    with pytest.raises(Invalid, match="symbolic link"):
         adopt_disks.check(_disk(link), [str(allowed)], copy=False)
     with pytest.raises(Invalid, match="declares it raw but it is qcow2"):
         adopt_disks.check(_disk(outside, "raw"), [str(tmp_path)], copy=True)
@@ -166,6 +166,47 @@ def test_a_relative_backing_name_is_refused_in_place(tmp_path):
                  str(overlay)], "overlay")
     with pytest.raises(Invalid, match="relative path"):
         adopt_disks.check(_disk(overlay), [str(tmp_path)], copy=False)
+
+
+def test_a_name_that_reaches_its_file_another_way_is_refused(tmp_path):
+    """QEMU opens the very names of the XML and the qcow2 headers at every start: a name
+    through /proc/PID/root (realpath, as root, reads it as this namespace's /) or a
+    symlink could be another file by then (security review of this stop: such a backing
+    name passed the check and was recorded as its resolved path)."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    base = allowed / "base.qcow2"
+    images.create_blank(base, 8)
+    through_proc = f"/proc/self/root{base}"
+    overlay = allowed / "vm.qcow2"
+    images._run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b",
+                 through_proc, str(overlay), "8M"], "overlay")
+    for copy in (False, True):
+        with pytest.raises(Invalid, match="symbolic link or /proc"):
+            adopt_disks.check(_disk(overlay), [str(allowed)], copy=copy)
+        with pytest.raises(Invalid, match="symbolic link or /proc"):
+            adopt_disks.check(_disk(f"/proc/self/root{base}"), [str(allowed)], copy=copy)
+    inside = allowed / "inside.qcow2"
+    inside.symlink_to(base)  # a link within the folder: repointable after the adoption
+    with pytest.raises(Invalid, match="symbolic link"):
+        adopt_disks.check(_disk(inside), [str(allowed)], copy=False)
+    with pytest.raises(Invalid, match="absolute path"):
+        adopt_disks.check(_disk("allowed/base.qcow2"), [str(allowed)], copy=True)
+
+
+def test_the_home_system_folders_and_sizes_past_the_image_limit_are_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    other_vm = home / "root.qcow2"
+    images.create_blank(other_vm, 8)
+    with pytest.raises(Invalid, match="no disk may come from"):
+        adopt_disks.check(_disk(other_vm), [str(tmp_path)], copy=True, refused=(str(home),))
+    with pytest.raises(Invalid, match="no disk may come from"):
+        adopt_disks.check(_disk("/dev/zero", "raw"), ["/"], copy=True)
+    with pytest.raises(Invalid, match="larger"):
+        adopt_disks.check(_disk(other_vm), [str(tmp_path)], copy=True, max_bytes=4 << 20)
+    assert adopt_disks.check(_disk(other_vm), [str(tmp_path)], copy=True,
+                             max_bytes=8 << 20).virtual_size == 8 << 20
 
 
 # -- the service's refusals change nothing ---------------------------------------------------
