@@ -62,9 +62,9 @@ def check_token_file(path: Path) -> None:
         raise RemoteError(f"token file {path}: {err.strerror or err}") from None
     if not stat.S_ISREG(info.st_mode):
         raise RemoteError(f"token file {path} is not a regular file")
-    if info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise RemoteError(f"token file {path} can be read or written by others (mode "
-                          f"{stat.S_IMODE(info.st_mode):04o}): chmod o-rw {path}")
+                          f"{stat.S_IMODE(info.st_mode):04o}): chmod go-rwx {path}")
     if info.st_uid not in (os.getuid(), 0):
         raise RemoteError(f"token file {path} belongs to uid {info.st_uid}, not to you")
 

@@ -83,7 +83,10 @@ def test_add_list_switch_use_and_remove(run, token_file):
 
 
 @pytest.mark.parametrize(("mode", "said"), [(0o644, "can be read or written by others (mode 0644)"),
-                                            (0o602, "can be read or written by others (mode 0602)")])
+                                            (0o602, "can be read or written by others (mode 0602)"),
+                                            # group members are others too (security review)
+                                            (0o640, "can be read or written by others (mode 0640)"),
+                                            (0o620, "can be read or written by others (mode 0620)")])
 def test_a_token_file_others_can_read_is_refused(run, token_file, mode, said):
     token_file.chmod(mode)
     code, _, err = run("remote", "add", "lab", run.url, "--token-file", str(token_file))
