@@ -208,6 +208,14 @@ class WebSockets:
             await deny(scope, send, Refused(503, "Service Unavailable",
                                             "the console connection failed; try again"))
             return
+        except Exception:  # a bug or a store error: an answer, not a dropped connection
+            # uvicorn would answer an exception with a 500 and close the socket in the same
+            # step, before the answer is written: the client saw a bare EOF.
+            log.exception("console WebSocket %s failed before the upgrade", scope.get("path"))
+            await deny(scope, send, Refused(500, "Internal Server Error",
+                                            "the appliance failed to open the console; its "
+                                            "log has the details"))
+            return
         try:
             await self._in_thread(lambda: self._record(principal, request, vm_id, write))
             subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None

@@ -19,6 +19,7 @@ import stat
 import sys
 import tempfile
 import termios
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from websockets.exceptions import (
     ConnectionClosed,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidMessage,
     InvalidStatus,
     InvalidURI,
 )
@@ -37,6 +39,8 @@ from appliance.cli import terminal, vms
 from appliance.client import APIError, Client, FingerprintMismatch
 
 OPEN_TIMEOUT = 30.0  # the handshake waits for the broker to attach to the VM's host
+HANDSHAKE_ATTEMPTS = 2  # a connection that ends before any answer is tried once more
+RETRY_PAUSE = 0.5
 MAX_FRAME = 1 << 20  # the server sends console output in small chunks; more is not a console
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A server's close codes that mean "the console ended as it should" (the VM stopped, or
@@ -92,24 +96,47 @@ def websocket_url(client: Client, path: str, query: dict[str, str]) -> str:
 
 def open_websocket(client: Client, path: str, query: dict[str, str]) -> ClientConnection:
     """The WebSocket at path with the token in the Authorization header; a
-    refusal raises APIError with the API's status and reason, as REST calls do."""
+    refusal raises APIError with the API's status and reason, as REST calls do.
+    A connection that ends before any answer (a worker the server restarted, or
+    a reset that took the answer with it) is tried once more, as HTTP clients
+    retry an idempotent request: the handshake changes nothing until it is accepted."""
     url = websocket_url(client, path, query)
     headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-    try:
-        return connect(url, ssl=client.ssl_context, additional_headers=headers,
-                       open_timeout=OPEN_TIMEOUT, max_size=MAX_FRAME,
-                       compression=None,  # keystrokes are a few bytes: deflate only adds latency
-                       user_agent_header="vmctl", logger=_WEBSOCKET_LOG, legacy=True)
-    except InvalidStatus as err:
-        raise APIError(err.response.status_code, _body(err.response.body)) from None
-    except FingerprintMismatch as err:
-        raise APIError(0, {"reason": str(err.args[0])}) from None
-    except (OSError, TimeoutError) as err:
-        raise APIError(0, {"reason": f"cannot reach the appliance at {client.base_url}: "
-                                     f"{err or type(err).__name__}"}) from None
-    except (InvalidHandshake, InvalidURI) as err:
-        raise APIError(0, {"reason": f"the WebSocket handshake with {client.base_url} "
-                                     f"failed: {err}"}) from None
+    for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
+        try:
+            return connect(url, ssl=client.ssl_context, additional_headers=headers,
+                           open_timeout=OPEN_TIMEOUT, max_size=MAX_FRAME,
+                           compression=None,  # keystrokes are a few bytes: deflate adds latency
+                           user_agent_header="vmctl", logger=_WEBSOCKET_LOG, legacy=True)
+        except InvalidStatus as err:
+            raise APIError(err.response.status_code, _body(err.response.body)) from None
+        except FingerprintMismatch as err:
+            raise APIError(0, {"reason": str(err.args[0])}) from None
+        except (OSError, TimeoutError) as err:
+            raise APIError(0, {"reason": f"cannot reach the appliance at {client.base_url}: "
+                                         f"{err or type(err).__name__}"}) from None
+        except InvalidMessage as err:
+            if _no_answer(err) and attempt < HANDSHAKE_ATTEMPTS:
+                time.sleep(RETRY_PAUSE)
+                continue
+            raise APIError(0, {"reason": f"the WebSocket handshake with {client.base_url} "
+                                         f"failed: {_with_cause(err)}"}) from None
+        except (InvalidHandshake, InvalidURI) as err:
+            raise APIError(0, {"reason": f"the WebSocket handshake with {client.base_url} "
+                                         f"failed: {err}"}) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _no_answer(err: InvalidMessage) -> bool:
+    """The connection ended (or was reset) before an HTTP answer began."""
+    return isinstance(err.__cause__, (EOFError, ConnectionError))
+
+
+def _with_cause(err: InvalidMessage) -> str:
+    cause = err.__cause__
+    if isinstance(cause, EOFError):
+        return f"{err} (the connection ended first: {cause or 'no bytes'})"
+    return f"{err} ({type(cause).__name__}: {cause})" if cause is not None else str(err)
 
 
 def _body(raw: bytes | bytearray) -> object:

@@ -283,3 +283,55 @@ def test_the_connected_line_says_when_the_role_may_not_type():
     # an answer that does not say: nothing said (the server decides anyway)
     assert consoles._read_only_role(MeClient(APIError(500, "boom"))) == []
     assert consoles._read_only_role(MeClient({"role": "emperor"})) == []
+
+
+class DroppingServer:
+    """Reads each upgrade request and closes the connection without a byte of answer
+    for the first `drops` of them (a restarted worker, a reset that took the answer with
+    it), then refuses with a 404 and its JSON body."""
+
+    def __init__(self, drops: int):
+        import socket
+
+        self.drops, self.seen = drops, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                self.seen += 1
+                if self.seen <= self.drops:
+                    continue
+                body = json.dumps({"error": "NotFound", "reason": "no VM named web1"}).encode()
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+
+
+@pytest.mark.parametrize("drops, status", [(1, 404), (2, 0)])
+def test_a_connection_that_ends_before_any_answer_is_tried_once_more(drops, status):
+    server = DroppingServer(drops)
+    try:
+        with pytest.raises(APIError) as refused:
+            consoles.open_websocket(Client(f"http://127.0.0.1:{server.port}", "t"),
+                                    "/v1/vms/web1/console", {})
+    finally:
+        server.listener.close()
+    assert refused.value.status == status and server.seen == 2
+    if status == 404:
+        assert "no VM named web1" in str(refused.value)
+    else:  # twice without an answer: one line that says the connection ended first
+        assert "did not receive a valid HTTP response (the connection ended first" in str(
+            refused.value), str(refused.value)

@@ -351,3 +351,12 @@ def test_one_user_holds_a_bounded_share_of_the_worker_s_websockets(world):
     assert starts and starts[0]["status"] == 429, fourth
     assert accepted == ["viewer"] * 3 + ["operator"]
     assert endpoint.by_user == {}  # every slot given back
+
+
+def test_an_unexpected_error_before_the_upgrade_is_a_500_answer(world):
+    """A bug or a store error while authorizing is an HTTP answer with a reason, not an
+    exception out of the app: uvicorn closed the socket as it wrote its own 500, so the
+    client saw the connection end with no answer at all."""
+    world.broker.refuse = RuntimeError("a bug in the broker's client")
+    body = refused(world.upgrade(CONSOLE, caller="admin"), 500)
+    assert "log has the details" in body["reason"]
