@@ -97,9 +97,11 @@ def resolve(store: Store, conn: libvirt.virConnect, requested: str, image: dict 
         if verdict.get("kernel") == kernel:
             return verdict
     if image is None:
-        ok, reason = False, "no demo image to probe KVM with; using TCG"
-    else:
-        ok, reason = probe_kvm(conn, Path(image["path"]), image["format"])
+        # Not a verdict: kept, it would hold TCG for good on this kernel where KVM may
+        # work (a .deb install starts with no image). A start that finds one probes.
+        return {"accel": "tcg", "probed": False,
+                "reason": "no image named demo to probe KVM with yet; TCG until a start finds one"}
+    ok, reason = probe_kvm(conn, Path(image["path"]), image["format"])
     verdict = {"accel": "kvm" if ok else "tcg", "reason": reason, "kernel": kernel, "probed": True,
                "time": time.time()}
     store.set_meta("accel_verdict", json.dumps(verdict))

@@ -47,7 +47,8 @@ def run_checks(home: str) -> list[dict]:
             _check(
                 "kvm",
                 "warn",
-                "/dev/kvm exists; not probed yet (vmctl serve --accel auto probes once)",
+                "/dev/kvm exists; not probed yet (vmctl serve --accel auto probes once, at a start"
+                " that finds an image named demo)",
             )
         )
     elif verdict["accel"] == "kvm":
