@@ -25,11 +25,12 @@ venv: $(VENV)/.installed
 
 # pyfuse3 first, built from its sdist with FileInfo.noflush (packaging/pyfuse3/build.sh):
 # the project's pin (pyfuse3==3.5.0) is then already met and pip keeps the patched one.
-$(VENV)/.installed: pyproject.toml packaging/pyfuse3/build.sh packaging/pyfuse3/noflush.patch packaging/pyfuse3/build-constraints.txt
+# The dependencies at the .deb's pinned versions (packaging/deb/constraints.txt): tested as shipped.
+$(VENV)/.installed: pyproject.toml packaging/pyfuse3/build.sh packaging/pyfuse3/noflush.patch packaging/pyfuse3/build-constraints.txt packaging/deb/constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	bash packaging/pyfuse3/build.sh $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test]' --constraint packaging/deb/constraints.txt
 	touch $@
 
 image: $(DEMO_IMAGE)

@@ -105,6 +105,10 @@ class Config:
     # How long a console ticket (POST /v1/tickets) may wait for its WebSocket, in
     # seconds: long enough for a browser to open the page it is handed to.
     ticket_ttl: float = 60.0
+    # The settings file serve was started with (`vmctl serve --config FILE`: the
+    # .deb's /etc/vm-appliance/config.toml), absolute; None: none. Written by
+    # serve, not read from that file: `vmctl admin backup` keeps the file with the home.
+    config_file: str | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()

@@ -26,8 +26,9 @@ from typing import Any
 from appliance.config import Config
 
 PACKAGE_HOME = "/var/lib/vm-appliance"
-# Keys the file does not carry: the version of config.json's defaults (config.py).
-INTERNAL = frozenset({"config_version"})
+# Keys the file does not carry: the version of config.json's defaults (config.py),
+# and the path of the file itself (serve records it in config.json).
+INTERNAL = frozenset({"config_version", "config_file"})
 # The values a key may take, where Config says so only in a comment.
 CHOICES: dict[str, tuple[str, ...]] = {
     "accel": ("auto", "kvm", "tcg"),

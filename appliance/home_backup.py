@@ -2,7 +2,11 @@
 `vmctl admin restore FILE`. Not the VMs' disks (those are `vmctl backup`): the
 store, which says what every VM, host, project and user is, and the home's
 configuration (config.json, the bootstrap token, the API's TLS files, the keys
-of ssh hosts).
+of ssh hosts), and the settings file the serve was started with (`vmctl serve
+--config FILE`, recorded in config.json: the .deb's /etc/vm-appliance/config.toml,
+outside the home), as the member config.toml, its path in the manifest's
+config_file. A restore puts that one back only when asked (--config-file PATH:
+home_restore.py says why).
 
 The archive is a tar file, mode 0600 (it holds the token and private keys),
 whose first member is manifest.json: the format, the store's schema version,
@@ -26,6 +30,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import tarfile
 import tempfile
 import time
@@ -45,6 +50,7 @@ STORE = "appliance.db"
 # directories whose every regular file is kept (one level, no links).
 CONFIG_FILES = ("config.json", "token")
 CONFIG_DIRS = ("tls", "ssh")
+SETTINGS = "config.toml"  # the member holding the serve's --config file
 MAX_CONFIG_FILE = 1 << 20  # a config file, a certificate, a key
 MAX_MANIFEST = 1 << 20
 MAX_CONFIG_MEMBERS = 64
@@ -103,6 +109,23 @@ def _config_files(home: Path) -> list[tuple[str, Path]]:
     return kept[:MAX_CONFIG_MEMBERS]
 
 
+def _settings_file(config: Config) -> list[tuple[str, Path]]:
+    """The serve's --config file as a member, when it ran with one (BackupError when
+    that file is gone or is no small regular file: a backup without it would not
+    bring the appliance back as it runs)."""
+    if config.config_file is None:
+        return []
+    path = Path(config.config_file)
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise BackupError(f"the serve's settings file {path}: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_FILE:
+        raise BackupError(f"the serve's settings file {path} is not a regular file "
+                          f"of at most {MAX_CONFIG_FILE} bytes")
+    return [(SETTINGS, path)]
+
+
 def backup(home: Path, archive: Path, replace: bool = False) -> dict[str, Any]:
     """Write the home's store and configuration to `archive` (a tar file, 0600); the
     manifest it holds is returned."""
@@ -119,10 +142,12 @@ def backup(home: Path, archive: Path, replace: bool = False) -> dict[str, Any]:
         if facts["integrity"] != ["ok"]:
             raise BackupError("the store fails SQLite's integrity check: "
                               + "; ".join(facts["integrity"][:3]))
-        members = [(STORE, staged), *_config_files(config.home)]
+        settings = _settings_file(config)
+        members = [(STORE, staged), *_config_files(config.home), *settings]
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "created": time.time(),
             "home": str(config.home), "schema_version": facts["schema_version"],
+            "config_file": config.config_file if settings else None,
             "counts": facts["counts"],
             "files": {name: {"size": path.stat().st_size, "sha256": _sha256(path)}
                       for name, path in members},

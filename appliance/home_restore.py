@@ -10,6 +10,16 @@ on one file system), then each is renamed over the home's file: a reader sees
 the old file or the new one, never a mix. The files replaced are kept, as they
 were, in HOME/pre-restore-TIME/ (the store with its -wal, if it had one).
 A store older than this code is restored as it is: the next start migrates it.
+
+The serve's settings file (config.toml in the archive, from the path in the
+manifest's config_file: /etc/vm-appliance/config.toml for the .deb) is restored
+only with --config-file PATH, PATH named by the admin: it lives outside the home
+(a conffile of the package, its mode the admin's), the archive's recorded path is
+not trusted to say where root writes, and a restore onto another machine or a
+newer package should not silently take that machine's settings (its listen
+address, its paths). It is checked as serve would read it (appliance/configfile.py)
+before anything changes, written by a rename, the file it replaces kept in the
+pre-restore directory as config.toml.
 """
 from __future__ import annotations
 
@@ -37,6 +47,7 @@ from appliance.home_backup import (
     MAX_CONFIG_FILE,
     MAX_CONFIG_MEMBERS,
     MAX_MANIFEST,
+    SETTINGS,
     STORE,
     BackupError,
     serve_lock,
@@ -49,7 +60,7 @@ FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 
 def _allowed(name: str) -> bool:
-    if name == STORE or name in CONFIG_FILES:
+    if name in (STORE, SETTINGS) or name in CONFIG_FILES:
         return True
     directory, _, base = name.partition("/")
     return directory in CONFIG_DIRS and FILE_NAME.fullmatch(base) is not None
@@ -183,12 +194,50 @@ def _swap(home: Path, staging: Path, names: list[str], aside: Path) -> None:
         fsync_dir(target.parent)
 
 
-def restore(home: Path, archive: Path) -> dict[str, Any]:
-    """Restore `archive` into `home` (refused while it is served); a summary."""
+def _check_settings(staged: Path, home: Path) -> None:
+    from appliance import configfile
+
+    try:
+        configfile.load(staged, home)
+    except configfile.ConfigFileError as err:
+        raise BackupError(f"the archive's settings file is not one serve takes: "
+                          f"{str(err).removeprefix(str(staged) + ': ')}") from None
+
+
+def _put_settings(staged: Path, dest: Path, aside: Path) -> None:
+    """The archive's settings file over `dest` by a rename (the old one kept in
+    `aside`; its mode kept, else 0644 as the package installs it)."""
+    mode = 0o644
+    if dest.is_file():
+        mode = dest.stat().st_mode & 0o777
+        shutil.copy2(dest, aside / SETTINGS)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(staged, "rb") as source:
+            shutil.copyfileobj(source, out)
+            os.fchmod(out.fileno(), mode)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(dest.parent)
+
+
+def restore(home: Path, archive: Path, config_file: Path | None = None) -> dict[str, Any]:
+    """Restore `archive` into `home` (refused while it is served); a summary.
+    config_file: where to put the archive's settings file (None: it is not restored)."""
     config = Config.load(home)
     home = config.home
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
+    if config_file is not None:
+        config_file = config_file.absolute()
+        if not config_file.parent.is_dir():
+            raise BackupError(f"--config-file {config_file}: no such directory "
+                              f"{config_file.parent}")
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     with serve_lock(home):
         why = served_by(config)
@@ -197,13 +246,25 @@ def restore(home: Path, archive: Path) -> dict[str, Any]:
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=home))
         try:
             manifest = stage(archive, staging)
+            if config_file is not None:
+                if SETTINGS not in manifest["files"]:
+                    raise BackupError("--config-file: the archive holds no settings file "
+                                      "(the serve it was taken from ran without --config)")
+                _check_settings(staging / SETTINGS, home)
             aside = home / time.strftime("pre-restore-%Y%m%dT%H%M%SZ", time.gmtime())
             aside = Path(tempfile.mkdtemp(prefix=aside.name + "-", dir=home))
-            _swap(home, staging, sorted(manifest["files"]), aside)
+            _swap(home, staging, sorted(n for n in manifest["files"] if n != SETTINGS), aside)
+            if config_file is not None:
+                _put_settings(staging / SETTINGS, config_file, aside)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     os.chmod(home / STORE, 0o600)
+    archived = manifest.get("config_file") if SETTINGS in manifest["files"] else None
     return {"home": str(home), "archive": str(archive), "aside": str(aside),
             "schema_version": manifest["schema_version"], "counts": manifest["counts"],
             "files": sorted(manifest["files"]),
+            "config_file": {"archived_from": archived if isinstance(archived, str)
+                            and archived.isprintable() and len(archived) <= 4096 else None,
+                            "restored_to": str(config_file) if config_file else None}
+            if SETTINGS in manifest["files"] else None,
             "migrations_due": len(MIGRATIONS) - manifest["schema_version"]}

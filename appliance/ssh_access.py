@@ -7,7 +7,8 @@ only (appliance/hosturi.py). The appliance brings the rest:
   public line is what the admin appends to the host's authorized_keys
   (`vmctl host ssh-key`, and `vmctl host add` shows it);
 - HOME/ssh/known_hosts, which it manages: the first `host add` of an address
-  records the keys the server offers (trust on first use, their SHA256
+  records the keys the server offers once the add has committed (a refused add
+  records nothing; trust on first use, their SHA256
   fingerprints shown to the admin), and a later add of the same address whose
   server offers none of the recorded keys is refused, as ssh's
   StrictHostKeyChecking does.
@@ -22,6 +23,7 @@ itself (no callback accepts it), at every connection, not only at add.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import shutil
@@ -148,11 +150,13 @@ def scan(host: str, port: int | None) -> list[HostKey]:
     return keys
 
 
-def trust(ssh_dir: Path, host: str, port: int | None) -> dict:
-    """Trust on first use: record the keys host:port offers when none are recorded;
-    when some are, check that the server still offers one of them (Conflict if not,
-    naming both fingerprints). What was found, for the admin to compare with the
-    host's own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`."""
+def trust(ssh_dir: Path, host: str, port: int | None) -> tuple[dict, list[HostKey]]:
+    """Trust on first use: the keys host:port offers, to be recorded (by record(),
+    once whatever needs them has committed) when none are recorded yet; when some
+    are, check that the server still offers one of them (Conflict if not, naming
+    both fingerprints). What was found, for the admin to compare with the host's own
+    `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, and the keys to record ([]
+    when known_hosts already has the address). Nothing is written here."""
     name = known_hosts_name(host, port)
     offered = scan(host, port)
     known = recorded(ssh_dir, name)
@@ -163,9 +167,19 @@ def trust(ssh_dir: Path, host: str, port: int | None) -> dict:
                 f" ({known[0].type}), offered now {offered[0].view()['fingerprint']}"
                 f" ({offered[0].type}); if the host was reinstalled, remove its lines from"
                 f" {ssh_dir / KNOWN_HOSTS} and add it again", "uri")
-        return {"address": name, "recorded_now": False, "keys": [k.view() for k in known]}
+        return {"address": name, "recorded_now": False, "keys": [k.view() for k in known]}, []
+    return {"address": name, "recorded_now": True, "keys": [k.view() for k in offered]}, offered
+
+
+def record(ssh_dir: Path, keys: list[HostKey]) -> None:
+    """Append `keys` to known_hosts (0600), under an exclusive lock, skipping an
+    address that got keys meanwhile (a concurrent add of the same address)."""
+    if not keys:
+        return
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(ssh_dir / KNOWN_HOSTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as out:
-        out.write("".join(k.line() + "\n" for k in offered))
-    return {"address": name, "recorded_now": True, "keys": [k.view() for k in offered]}
+    fd = os.open(ssh_dir / KNOWN_HOSTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)
+        if _parse(out.read(), keys[0].name):
+            return
+        out.write("".join(k.line() + "\n" for k in keys))

@@ -32,6 +32,12 @@ class MadeFiles:
         self.scratch = scratch.ScratchFiles()
         self.imports = image_imports.ImageImports(fs.service)
 
+    @staticmethod
+    def decided_as(path: Path, verb: str) -> tuple[str, Path] | None:
+        """A change of an editor's temporary file is decided as the change of its
+        directory's file (fs/scratch.py), an import's write as its making."""
+        return scratch.decided_as(path, verb) or image_imports.decided_as(path, verb)
+
     def stat(self, path: Path, uid: int | None) -> Node | None:
         """The caller's own temporary file or import at path, if any."""
         node = self.scratch.stat(path, uid)
@@ -107,6 +113,13 @@ class MadeFiles:
             return False
         fs.inodes.drop(path)
         return True
+
+    async def setattr(self, path: Path, uid: int, fields: pyfuse3.SetattrFields, size: int,
+                      fh: int | None) -> None:
+        """A setattr of one: its size; modes, owners and times are ignored."""
+        if fields.update_size:
+            handle = self.fs.files.get(fh) if fh is not None else None
+            await self.resize(path, uid, size, handle)
 
     async def resize(self, path: Path, uid: int, size: int, handle: Handle | None) -> None:
         """A truncate of the caller's temporary file or import."""

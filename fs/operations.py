@@ -27,7 +27,6 @@ import functools
 import itertools
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,13 +35,13 @@ import pyfuse3
 import trio
 
 from appliance import errors
-from appliance.access import policy
 from appliance.access.principal import Principal, acting_as
 from appliance.service import Service
-from fs import audit, image_imports, limits, scratch
+from fs import audit, limits
+from fs.attributes import CACHE_SECONDS, entry_attributes
 from fs.boundary import boundary, errno_of
 from fs.editing import MadeFiles
-from fs.guard import Guard, makes_names
+from fs.guard import Guard
 from fs.handles import Handle, file_info
 from fs.identity import Identities
 from fs.inodes import Inodes
@@ -50,13 +49,11 @@ from fs.tree import Node, Path, Tree
 
 log = logging.getLogger("vmctl.fs")
 
-# Attribute and entry caches: the mount agrees with REST within this.
-CACHE_SECONDS = 1.0
 RENAME_EXCHANGE = 2
 # The directories whose NAME.json files are made by a write (create) and removed by rm.
 NAMED_FILES = ("groups", "templates", "networks")
 
-__all__ = ["ApplianceFS", "Inodes", "boundary", "errno_of"]
+__all__ = ["CACHE_SECONDS", "ApplianceFS", "Inodes", "boundary", "errno_of"]
 
 
 class ApplianceFS(pyfuse3.Operations):
@@ -112,10 +109,8 @@ class ApplianceFS(pyfuse3.Operations):
         audit.applied(path, None)
 
     async def _allow(self, ctx: pyfuse3.RequestContext, verb: str, path: Path) -> Principal:
-        """The guard's answer; a change of an editor's temporary file is decided as the
-        change of its directory's file (fs/scratch.py), an import's write as its making."""
-        decided = scratch.decided_as(path, verb) or image_imports.decided_as(path, verb)
-        return await self.guard.allow(ctx, verb, path, decided)
+        """The guard's answer; for a temporary file or an import, as fs/editing.py decides."""
+        return await self.guard.allow(ctx, verb, path, MadeFiles.decided_as(path, verb))
 
     async def _stat(self, path: Path, uid: int) -> Node:
         """The caller's own temporary file or import (fs/editing.py), or the tree's."""
@@ -124,39 +119,10 @@ class ApplianceFS(pyfuse3.Operations):
 
     # -- attributes ---------------------------------------------------------------------
     def _attrs(self, inode: int, node: Node) -> pyfuse3.EntryAttributes:
-        """Modes say what anyone may do (the kernel checks them, default_permissions), the
-        policy who. While the map names nobody, nobody but the owner (and root) may: the
-        kernel stops everyone else at the mount's root, and its caches serve as before. Once
-        it names someone, what lies below the top directories is not cached: the kernel
-        would answer the next caller's stat from it, whoever they are (and `vms/NAME` is
-        another VM in another project)."""
+        """The node's attributes as this mount shows them (fs/attributes.py)."""
         path = self.inodes.paths.get(inode, ())
-        attrs = pyfuse3.EntryAttributes()
-        attrs.st_ino = inode
-        attrs.generation = 0
         others = self.shared and self.guard.identities.anyone()
-        attrs.entry_timeout = attrs.attr_timeout = 0 if others and len(path) > 1 else CACHE_SECONDS
-        if node.volatile:  # its size is the next screenshot's (fs/screenshots.py)
-            attrs.entry_timeout = attrs.attr_timeout = 0
-        if node.is_dir:  # a VM's directory takes editors' temporary files (fs/scratch.py)
-            mode = 0o777 if makes_names(path) or scratch.edit_dir(path) else 0o555
-            attrs.st_nlink = 2
-        else:
-            changes = node.writable and (
-                node.private or policy.mount_action(path, "write") is not None)
-            mode = 0o666 if changes else 0o444
-            attrs.st_nlink = 1
-        attrs.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | (
-            mode if others else mode & 0o700)
-        attrs.st_uid = self.uid
-        attrs.st_gid = self.gid
-        attrs.st_size = node.size
-        attrs.st_blksize = 4096
-        attrs.st_blocks = (node.size + 511) // 512
-        attrs.st_atime_ns = int(node.created * 1e9)
-        attrs.st_mtime_ns = int(node.changed * 1e9)
-        attrs.st_ctime_ns = int(node.changed * 1e9)
-        return attrs
+        return entry_attributes(inode, node, path, self.uid, self.gid, others)
 
     # -- pyfuse3 operations ----------------------------------------------------------------
     @boundary
@@ -187,10 +153,8 @@ class ApplianceFS(pyfuse3.Operations):
         verb = "write" if fields.update_size else "read"  # times are ignored (below)
         with acting_as(await self._allow(ctx, verb, path)):
             node = await self._stat(path, ctx.uid)
-        if node.private:  # a temporary file, an import: its size; modes and owners ignored
-            if fields.update_size:
-                handle = self.files.get(fh) if fh is not None else None
-                await self.made.resize(path, ctx.uid, attr.st_size, handle)
+        if node.private:  # a temporary file, an import (fs/editing.py)
+            await self.made.setattr(path, ctx.uid, fields, attr.st_size, fh)
             return self._attrs(inode, await self._stat(path, ctx.uid))
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)

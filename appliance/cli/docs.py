@@ -6,7 +6,10 @@ neither can fall behind a new command or option (issue 16):
     make man                                                -> build/man/vmctl.1
 
 Completion is shtab's (the scripts are generated from the argparse parser, with
-files and directories completed where an option takes one); the man page is
+files and directories completed where an option takes one, and VM names where a
+command takes one: from `vmctl list`, run by the shell at each Tab with the same
+environment, so the same home or remote; at most VM_LIST_SECONDS ($VMCTL_COMPLETE_SECONDS
+overrides), and silent when the appliance does not answer: nothing is offered); the man page is
 argparse-manpage's, from man_parser(): the same parser, with each option's default
 written into its help as --help shows it, and the global options once, on vmctl
 itself, rather than again under each of the ninety subcommands.
@@ -23,6 +26,35 @@ SHELLS = ("bash", "zsh")
 FILE_DESTS = {"user_data", "meta_data", "network_config", "token_file", "ca_file", "tls_cert",
               "tls_key", "demo_image", "path", "file"}
 DIRECTORY_DESTS = {"home", "mount"}
+# The commands whose NAME is a VM's (not create's, which names a new one).
+VM_NAME_COMMANDS = {"get", "start", "stop", "force-stop", "pause", "resume", "reboot", "suspend",
+                    "shelve", "unshelve", "set", "rebuild", "rename", "delete", "console", "vnc",
+                    "screenshot", "events", "lock", "unlock", "migrate", "snapshot", "snapshots",
+                    "revert", "snapshot-delete", "backup", "backups", "restore", "clone", "export",
+                    "disk", "cdrom"}
+VM_LIST_SECONDS = 2
+_VM_NAMES = (f"timeout ${{VMCTL_COMPLETE_SECONDS:-{VM_LIST_SECONDS}}} vmctl list 2>/dev/null"
+             " | awk 'NR > 1 {print $1}'")
+VM_NAMES = {
+    "bash": "_vmctl_vm_names",
+    "zsh": "_vmctl_vm_names",
+    "preamble": {
+        "bash": f"""
+# $1=COMP_WORDS[1]: the VMs `vmctl list` shows (nothing when it does not answer)
+_vmctl_vm_names() {{
+  compgen -W "$({_VM_NAMES})" -- "$1"
+}}
+""",
+        "zsh": f"""
+# the VMs `vmctl list` shows (nothing when it does not answer)
+_vmctl_vm_names() {{
+  local -a names
+  names=(${{(f)"$({_VM_NAMES})"}})
+  compadd -a names
+}}
+""",
+    },
+}
 
 
 def add_completion_command(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +80,9 @@ def completion_script(shell: str) -> str:
                 action.complete = shtab.FILE  # type: ignore[attr-defined]
             elif action.dest in DIRECTORY_DESTS:
                 action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+            elif (action.dest == "name" and not action.option_strings
+                  and each.prog.split()[1:2] and each.prog.split()[1] in VM_NAME_COMMANDS):
+                action.complete = VM_NAMES  # type: ignore[attr-defined]
     return shtab.complete(parser, shell=shell)
 
 

@@ -5,11 +5,12 @@ import argparse
 import time
 from typing import Any
 
+from appliance.cli import progress
 from appliance.cli.output import labels_text, listing, pair, print_answer, print_json, table
 from appliance.cli.usage import usage_error
 from appliance.cli.values import count, ratio
 from appliance.client import Client
-from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO
+from appliance.model import DEFAULT_CPU_RATIO, DEFAULT_DISK_RATIO, DEFAULT_RAM_RATIO, OpStatus
 
 # `vmctl host set`'s options -> PATCH /v1/hosts/NAME's fields (labels are merged apart)
 SET_FIELDS = ("uri", "storage", "cpu_ratio", "ram_ratio", "disk_ratio", "migration_address",
@@ -112,14 +113,27 @@ def _ssh_lines(ssh: dict | None) -> list[str]:
 
 
 def _set_host_state(client: Client, args: argparse.Namespace) -> int:
-    """Exit status 1 when a drain leaves some VMs behind (their reasons are printed)."""
+    """Exit status 1 when a drain leaves some VMs behind (their reasons are printed).
+    On a terminal, the drain's operations are followed to their end with a count of
+    the VMs moved (and those that failed, with why: exit status 1 too); piped or with
+    --json the answer comes at once, the drain going on (as the API answers)."""
     result = client.request("PUT", f"/v1/hosts/{args.name}/state", {"state": args.state})
     if args.json:
         print_json(result)
         return 0
     print(f"{result['name']}: {result['state']}")
-    _print_drain(result.get("drain") or {})
-    return 1 if (result.get("drain") or {}).get("blocked") else 0
+    drain = result.get("drain") or {}
+    _print_drain(drain)
+    status = 1 if drain.get("blocked") else 0
+    vms = {item["operation"]: item["vm"] for key in ("migrating", "moving")
+           for item in drain.get(key, []) if item.get("operation")}
+    if vms and progress.on_terminal(args):
+        for op in progress.follow_all(client, list(vms), f"drain {result['name']}"):
+            if op["status"] != OpStatus.SUCCEEDED:
+                print(f"  {vms[op['id']]}: {op['kind']} {op['status']}: "
+                      f"{op.get('error') or 'no reason given'}")
+                status = 1
+    return status
 
 
 def add_host_set(hosts: argparse._SubParsersAction) -> None:

@@ -27,8 +27,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except configfile.ConfigFileError as err:
             print(f"vmctl serve: {err}", file=sys.stderr)
             return 2
+        config.config_file = str(Path(args.config).absolute())  # for vmctl admin backup
     else:
         config = Config.load(home) if (home / "config.json").exists() else Config(home=home)
+        config.config_file = None
     for field in ("listen", "accel", "libvirt_uri", "domain_prefix", "workers", "mount_group",
                   "tls"):
         value = getattr(args, field)

@@ -1,7 +1,8 @@
 """Waiting for an operation in vmctl: long polls of GET /v1/operations/ID, and on a
 terminal a one-line progress bar from the operation's bytes_done / bytes_total (a
 copy's progress: backup, restore, clone) or the seconds a stop or a migration has
-taken, redrawn in place on stderr.
+taken, redrawn in place on stderr; for several operations at once (a host's
+drain), how many of them have ended (follow_all).
 
 Hand-written rather than a library's (tqdm, rich): one line of output, and no new
 dependency on an appliance host for it.
@@ -70,6 +71,48 @@ def follow(client: Client, op: dict, stream: TextIO | None = None,
         out.write("\r" + line.ljust(len(shown)) + "\n")
         out.flush()
     return op
+
+
+def count_bar(what: str, done: int, total: int, failed: int = 0, unit: str = "VMs moved",
+              width: int = BAR_WIDTH) -> str:
+    """`drain h3 [######......] 2/5 VMs moved` (`, 1 failed` when some did)."""
+    filled = int(width * done / total) if total else width
+    line = f"{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}"
+    return line + (f", {failed} failed" if failed else "")
+
+
+def follow_all(client: Client, op_ids: list[str], what: str,
+               stream: TextIO | None = None) -> list[dict]:
+    """The operations once every one ended, drawing how many have (count_bar) on
+    `stream` (stderr) meanwhile: the caller knows it is a terminal. One long poll at
+    a time (the first still open, POLL_SECONDS), the others read as they are. Ctrl-C
+    stops following, not the operations (KeyboardInterrupt goes on up)."""
+    out = stream if stream is not None else sys.stderr
+    ops = {op_id: client.get(f"/v1/operations/{op_id}") for op_id in op_ids}
+    shown = ""
+    try:
+        while True:
+            ended = [op for op in ops.values() if op["status"] in FINAL_OP_STATES]
+            failed = sum(op["status"] != OpStatus.SUCCEEDED for op in ended)
+            line = count_bar(what, len(ended) - failed, len(ops), failed)
+            if line != shown:
+                out.write("\r" + line.ljust(len(shown)))
+                out.flush()
+                shown = line
+            still = [op_id for op_id, op in ops.items() if op["status"] not in FINAL_OP_STATES]
+            if not still:
+                break
+            for n, op_id in enumerate(still):
+                ops[op_id] = client.get(f"/v1/operations/{op_id}",
+                                        **({"wait": POLL_SECONDS} if n == 0 else {}))
+    except KeyboardInterrupt:
+        out.write(f"\nvmctl: stopped following; the {what} goes on (vmctl host list, "
+                  "vmctl events)\n")
+        out.flush()
+        raise
+    out.write("\n")
+    out.flush()
+    return list(ops.values())
 
 
 def on_terminal(args: argparse.Namespace) -> bool:

@@ -1,6 +1,8 @@
 """vmctl's named remotes, as `incus remote` has them (issue 16):
 
     vmctl remote add lab https://lab:8443 --token-file ~/.lab.token [--fingerprint FP]
+                     [--accept-certificate] [--no-check]     (the server is asked first:
+                                                              appliance/cli/remote_check.py)
     vmctl remote list | get-default | switch NAME | rm NAME
     vmctl --remote lab list        (or VMAPPLIANCE_REMOTE=lab)
 
@@ -195,6 +197,11 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
                    help="pin the server's certificate (vmctl tls fingerprint on the server)")
     a.add_argument("--ca-file", dest="ca_file", metavar="FILE",
                    help="trust certificates signed by this CA")
+    a.add_argument("--accept-certificate", dest="accept_certificate", action="store_true",
+                   help="pin the server's certificate without asking when this machine's CAs "
+                        "do not trust it (as incus remote add)")
+    a.add_argument("--no-check", dest="no_check", action="store_true",
+                   help="keep it without asking the server (reachable, certificate, token)")
     remotes.add_parser("list", help="the remotes, the default marked")
     remotes.add_parser("get-default", help="the default remote's name")
     remotes.add_parser("switch", help=f"make NAME the default ({LOCAL}: the home's listener)"
@@ -250,15 +257,27 @@ def cmd_remote(args: argparse.Namespace) -> int:
 def _add(config: ClientConfig, args: argparse.Namespace) -> int:
     if args.name in config.remotes:
         raise RemoteError(f"a remote named {args.name!r} exists (vmctl remote rm it first)")
-    token_file = None
+    token_file, token = None, None
     if args.token_file:
         path = Path(args.token_file).expanduser().absolute()
-        read_token_file(path)  # refused now rather than at the first use
+        token = read_token_file(path)  # refused now rather than at the first use
         token_file = str(path)
     ca_file = str(Path(args.ca_file).expanduser().absolute()) if args.ca_file else None
-    config.remotes[args.name] = Remote(args.name, args.url, token_file, args.fingerprint, ca_file)
+    pin, accepted, me = args.fingerprint, False, None
+    if not args.no_check:  # reachable, its certificate, the token (remote_check.py)
+        from appliance.cli import remote_check
+
+        pin, accepted = remote_check.certificate_pin(args.url, args.fingerprint, ca_file,
+                                                     args.accept_certificate,
+                                                     remote_check.ask_on_terminal())
+        me = remote_check.check(args.url, token, pin, ca_file)
+    config.remotes[args.name] = Remote(args.name, args.url, token_file, pin, ca_file)
     config.save()
     print(f"{args.name}: added ({args.url})")
+    if accepted:
+        print(f"  its certificate is pinned: SHA-256 fingerprint {pin}")
+    if me is not None:
+        print(f"  the token is accepted: user {me.get('user')} ({me.get('role')})")
     return 0
 
 

@@ -249,7 +249,7 @@ class Hosts(Migrations):
         fields = self._host_fields(body, creating=True)
         if self.store.host_exists(name):
             raise Conflict(f"a host named {name!r} exists", "name")
-        access = self._ssh_trust(fields["uri"])
+        access, keys = self._ssh_trust(fields["uri"])
         with self.store.transaction():
             if self.store.host_exists(name):
                 raise Conflict(f"a host named {name!r} exists", "name")
@@ -268,31 +268,39 @@ class Hosts(Migrations):
                 }
             )
             self.store.add_event("host-added", f"host {name} added ({fields['uri']})")
+            self._key_event(access)
+        ssh_access.record(self.config.ssh_dir, keys)  # only once the add committed
         self.notify()
         return {**self.get_host(name), **access}
 
-    def _ssh_trust(self, uri: str) -> dict[str, Any]:
+    def _ssh_trust(self, uri: str) -> tuple[dict[str, Any], list[ssh_access.HostKey]]:
         """For a qemu+ssh URI: the appliance's public key, and its known_hosts entry
-        for the address (recorded now on first use; Conflict when the server's key
-        changed: appliance/ssh_access.py), as {"ssh": {...}} for the answer; {} else.
-        A server that does not answer is no refusal (the host is added, down, as any
-        unreachable host is, libvirt saying the key was not accepted): its key is
-        recorded by a later PATCH of its uri (the same one will do)."""
+        for the address (Conflict when the server's key changed: appliance/
+        ssh_access.py), as {"ssh": {...}} for the answer ({} else), and the keys to
+        record on first use, which the caller records only once its change has
+        committed (a refused add leaves known_hosts as it was). A server that does
+        not answer is no refusal (the host is added, down, as any unreachable host
+        is, libvirt saying the key was not accepted): its key is recorded by a later
+        PATCH of its uri (the same one will do)."""
         address = host_access.ssh_address(uri)
         if address is None:
-            return {}
+            return {}, []
         try:
-            found = ssh_access.trust(self.config.ssh_dir, *address)
+            found, keys = ssh_access.trust(self.config.ssh_dir, *address)
         except Failed as err:
             log.warning("%s; its host key is not recorded", err.reason)
-            return {}
+            return {}, []
         ssh: dict[str, Any] = {"public_key": ssh_access.public_key(self.config.ssh_dir),
                                "host_key": found}
-        if found["recorded_now"]:
-            keys = ", ".join(f"{k['type']} {k['fingerprint']}" for k in ssh["host_key"]["keys"])
-            self.store.add_event("host-key", f"ssh host key of {ssh['host_key']['address']} "
+        return {"ssh": ssh}, keys
+
+    def _key_event(self, access: dict[str, Any]) -> None:
+        """The host-key event of a key recorded on first use, in the caller's transaction."""
+        found = (access.get("ssh") or {}).get("host_key")
+        if found and found["recorded_now"]:
+            keys = ", ".join(f"{k['type']} {k['fingerprint']}" for k in found["keys"])
+            self.store.add_event("host-key", f"ssh host key of {found['address']} "
                                              f"recorded on first use: {keys}")
-        return {"ssh": ssh}
 
     def wait_host_attempt(self, name: str, timeout: float) -> dict[str, Any]:
         """The host once the controller's first connection attempt to it has
@@ -320,7 +328,7 @@ class Hosts(Migrations):
         fields = self._host_fields(
             rest, creating=False, host_cpus=int(known)
         )  # everything is checked before anything changes
-        access = self._ssh_trust(fields["uri"]) if "uri" in fields else {}
+        access, keys = self._ssh_trust(fields["uri"]) if "uri" in fields else ({}, [])
         state = body.get("state")
         if "state" in body:
             state = _admin_state(state.strip().lower() if isinstance(state, str) else state)
@@ -336,6 +344,8 @@ class Hosts(Migrations):
                 self.store.add_event(
                     "host-updated", f"host {name}: {', '.join(sorted(fields))} changed"
                 )
+                self._key_event(access)
+            ssh_access.record(self.config.ssh_dir, keys)  # only once the change committed
             self.notify()
         if "state" in body:
             return {**self.set_host_state(name, state), **access}

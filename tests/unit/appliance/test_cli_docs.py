@@ -93,3 +93,58 @@ def test_the_man_page_has_every_command_and_default(tmp_path):
         shown = subprocess.run(["man", "-l", str(out)], capture_output=True, text=True,
                                env={**env, "MANWIDTH": "100"}, timeout=60, check=True).stdout
         assert re.search(r"home DIR\s+the +appliance's +home", shown), shown[:3000]
+
+
+def _with_vmctl_on_path(tmp_path: Path, **env: str) -> dict[str, str]:
+    """An environment whose `vmctl` is this checkout's (as the .deb's /usr/bin/vmctl)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "vmctl").write_text(f'#!/bin/sh\nexec {sys.executable} -m appliance.cli "$@"\n')
+    (bindir / "vmctl").chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+            **env}
+
+
+def test_bash_and_zsh_complete_vm_names_from_vmctl_list(vmctl, capsys, tmp_path):
+    """Where a command takes a VM's name, the shell offers those `vmctl list` shows
+    (the same environment: here VMCTL_URL and VMCTL_TOKEN of a served app); not
+    where a name is new (create)."""
+    for name in ("web1", "web2", "db1"):
+        assert vmctl("create", name, "--no-wait")[0] == 0
+    path = tmp_path / "vmctl.bash"
+    path.write_text(script(capsys, "bash"))
+    env = _with_vmctl_on_path(tmp_path, VMCTL_COMPLETE_SECONDS="60")  # generous under load
+
+    def offered(words: list[str]) -> list[str]:
+        program = (f"source {path}; COMP_WORDS=({' '.join(words)}); "
+                   f"COMP_CWORD={len(words) - 1}; _shtab_vmctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        done = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True,
+                              timeout=120, check=True, env=env)
+        return done.stdout.split()
+
+    assert offered(["vmctl", "stop", "web"]) == ["web1", "web2"]
+    assert sorted(offered(["vmctl", "disk", "list", ""])) == ["db1", "web1", "web2"]
+    assert offered(["vmctl", "create", "web"]) == []
+    if shutil.which("zsh"):
+        zsh = tmp_path / "_vmctl"
+        zsh.write_text(script(capsys, "zsh"))
+        # the completer alone, with compadd showing what it is given
+        program = (f"eval \"$(sed -n '/^_vmctl_vm_names()/,/^}}/p' {zsh})\"; "
+                   "compadd() { print -l -- ${(P)2} }; _vmctl_vm_names")
+        done = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True,
+                              timeout=120, check=True, env=env)
+        assert sorted(done.stdout.split()) == ["db1", "web1", "web2"], done.stderr
+
+
+def test_vm_name_completion_is_quiet_when_the_appliance_does_not_answer(capsys, tmp_path):
+    path = tmp_path / "vmctl.bash"
+    path.write_text(script(capsys, "bash"))
+    env = _with_vmctl_on_path(tmp_path, VMCTL_URL="http://127.0.0.1:1", VMCTL_TOKEN="x",
+                              VMCTL_CONFIG=str(tmp_path / "none.toml"))
+    for name in ("VMAPPLIANCE_URL", "VMAPPLIANCE_TOKEN", "VMAPPLIANCE_REMOTE"):
+        env.pop(name, None)
+    program = (f"source {path}; COMP_WORDS=(vmctl stop w); COMP_CWORD=2; _shtab_vmctl; "
+               "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    done = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True,
+                          timeout=120, check=True, env=env)
+    assert (done.stdout.strip(), done.stderr) == ("", "")

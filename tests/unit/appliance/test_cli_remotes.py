@@ -53,7 +53,8 @@ def config_file() -> dict:
 
 def test_add_list_switch_use_and_remove(run, token_file):
     code, out, err = run("remote", "add", "lab", run.url, "--token-file", str(token_file))
-    assert (code, out) == (0, f"lab: added ({run.url})\n"), err
+    assert (code, out) == (0, f"lab: added ({run.url})\n"
+                              "  the token is accepted: user admin (admin)\n"), err
     assert os.stat(os.environ["VMCTL_CONFIG"]).st_mode & 0o777 == 0o600
     assert config_file() == {"remotes": {"lab": {"url": run.url, "token-file": str(token_file)}}}
     code, out, _ = run("remote", "list")
@@ -116,7 +117,7 @@ def test_a_401_through_a_remote_names_it_and_the_token_file(run, tmp_path):
     wrong = tmp_path / "wrong.token"
     wrong.write_text("nope\n")
     wrong.chmod(0o600)
-    run("remote", "add", "lab", run.url, "--token-file", str(wrong))
+    run("remote", "add", "lab", run.url, "--token-file", str(wrong), "--no-check")
     code, _, err = run("list", "--remote", "lab")
     assert code == 1 and "HTTP 401" in err and "nope" not in err
     assert err.endswith(f"(sent to {run.url}, remote lab, from --remote, with the token file "
@@ -126,7 +127,7 @@ def test_a_401_through_a_remote_names_it_and_the_token_file(run, tmp_path):
 def test_which_target_wins(run, token_file, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}"
     run("remote", "add", "lab", run.url, "--token-file", str(token_file))
-    run("remote", "add", "gone", dead)
+    run("remote", "add", "gone", dead, "--no-check")
     run("remote", "switch", "gone")
 
     def target(*argv: str):
@@ -149,7 +150,7 @@ def test_which_target_wins(run, token_file, monkeypatch):
 
 def test_a_remotes_fingerprint_pins_its_certificate(run, token_file):
     assert run("remote", "add", "lab", "https://lab.example:8443", "--token-file", str(token_file),
-               "--fingerprint", ":".join([FINGERPRINT[i:i + 2] for i in range(0, 64, 2)]))[0] == 0
+               "--no-check", "--fingerprint", ":".join([FINGERPRINT[i:i + 2] for i in range(0, 64, 2)]))[0] == 0
     assert config_file()["remotes"]["lab"]["fingerprint"] == FINGERPRINT
     client, _ = client_for(build_parser().parse_args(["--remote", "lab", "list"]))
     assert client.pinned == FINGERPRINT
@@ -163,7 +164,7 @@ def test_odd_paths_survive_the_config_file(run, tmp_path):
     path = odd / "t"
     path.write_text("tok\n")
     path.chmod(0o600)
-    assert run("remote", "add", "lab", "https://lab:1", "--token-file", str(path))[0] == 0
+    assert run("remote", "add", "lab", "https://lab:1", "--token-file", str(path), "--no-check")[0] == 0
     assert config_file()["remotes"]["lab"]["token-file"] == str(path)
 
 
@@ -177,3 +178,86 @@ def test_odd_paths_survive_the_config_file(run, tmp_path):
 def test_remote_add_refuses_bad_values_by_name(run, argv, said):
     code, _, err = run(*argv)
     assert code == 2 and said in err and err.count("\n") == 1
+
+
+# -- remote add asks the server first (appliance/cli/remote_check.py) ------------------------
+@pytest.fixture
+def https_app(service, tmp_path):
+    """The real REST app over HTTPS with the appliance's self-signed pair (no CA of
+    this machine signs it): its URL and its certificate's fingerprint."""
+    from appliance import tls
+    from appliance.api.app import create_app
+    from appliance.config import Config
+    from tests.unit.http_served import HttpServed
+
+    cert, key = tls.prepare(Config(home=tmp_path / "srv", listen="127.0.0.1:0", tls="on"))
+    served = HttpServed(create_app(service, CLI_TOKEN))
+    served.server.socket = tls.server_context(cert, key).wrap_socket(served.server.socket,
+                                                                      server_side=True)
+    yield served.url.replace("http:", "https:"), tls.fingerprint(cert.read_bytes())
+    served.stop()
+
+
+def test_an_untrusted_certificate_is_shown_and_refused_off_a_terminal(run, token_file, https_app):
+    url, fingerprint = https_app
+    code, out, err = run("remote", "add", "lab", url, "--token-file", str(token_file))
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert f"not signed by a CA this machine trusts (SHA-256 fingerprint {fingerprint})" in err
+    assert f"--fingerprint {fingerprint} (or --accept-certificate)" in err
+    assert not os.path.exists(os.environ["VMCTL_CONFIG"])
+
+
+def test_accept_certificate_pins_it_and_the_token_is_tried(run, token_file, https_app):
+    url, fingerprint = https_app
+    code, out, err = run("remote", "add", "lab", url, "--token-file", str(token_file),
+                         "--accept-certificate")
+    assert code == 0, err
+    assert out == (f"lab: added ({url})\n  its certificate is pinned: SHA-256 fingerprint "
+                   f"{fingerprint}\n  the token is accepted: user admin (admin)\n")
+    assert config_file()["remotes"]["lab"]["fingerprint"] == fingerprint
+    code, out, err = run("--remote", "lab", "--json", "host", "list")
+    assert code == 0 and json.loads(out)[0]["name"] == "local", err
+
+
+def test_on_a_terminal_the_user_accepts_by_answer_or_fingerprint(run, token_file, https_app,
+                                                                 monkeypatch):
+    from appliance.cli import remote_check
+
+    url, fingerprint = https_app
+    asked: list[str] = []
+    answers = iter(["n", "0" * 64, "y", fingerprint.upper()])
+    monkeypatch.setattr(remote_check, "ask_on_terminal",
+                        lambda: lambda question: asked.append(question) or next(answers))
+    code, _, err = run("remote", "add", "lab", url, "--token-file", str(token_file))
+    assert code == 2 and "was not accepted" in err
+    assert asked == [f"Certificate fingerprint: {fingerprint}\nok (y/n/[fingerprint])? "]
+    code, _, err = run("remote", "add", "lab", url, "--token-file", str(token_file))
+    assert code == 2 and f"has fingerprint {fingerprint}, not {'0' * 64}" in err
+    assert not os.path.exists(os.environ["VMCTL_CONFIG"])
+    assert run("remote", "add", "lab", url, "--token-file", str(token_file))[0] == 0
+    assert run("remote", "add", "lab2", url, "--token-file", str(token_file))[0] == 0
+    assert {r["fingerprint"] for r in config_file()["remotes"].values()} == {fingerprint}
+
+
+def test_a_wrong_pin_an_unreachable_server_and_a_refused_token_are_refused(run, token_file,
+                                                                          https_app, tmp_path):
+    url, fingerprint = https_app
+    wrong = ("0" if fingerprint[0] != "0" else "1") + fingerprint[1:]
+    code, _, err = run("remote", "add", "lab", url, "--fingerprint", wrong)
+    assert code == 2 and f"fingerprint {fingerprint}, not the pinned {wrong}" in err
+    dead = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run("remote", "add", "lab", dead)
+    assert code == 2 and f"cannot reach the appliance at {dead}" in err and err.count("\n") == 1
+    code, _, err = run("remote", "add", "lab", f"https://127.0.0.1:{free_port()}")
+    assert code == 2 and "cannot reach https://127.0.0.1:" in err and err.count("\n") == 1
+    other = tmp_path / "other.token"
+    other.write_text("not-this-appliances\n")
+    other.chmod(0o600)
+    code, _, err = run("remote", "add", "lab", run.url, "--token-file", str(other))
+    assert code == 2 and "refused the token (HTTP 401)" in err and "not-this" not in err
+    code, _, err = run("remote", "add", "lab", url, "--fingerprint", fingerprint,
+                       "--token-file", str(other))
+    assert code == 2 and "refused the token (HTTP 401)" in err
+    assert not os.path.exists(os.environ["VMCTL_CONFIG"])
+    # --no-check keeps it unasked
+    assert run("remote", "add", "lab", dead, "--no-check")[:2] == (0, f"lab: added ({dead})\n")

@@ -78,3 +78,41 @@ def test_migrate_on_a_terminal_names_the_target(vmctl, store, running, monkeypat
     waiter.join()
     assert (code, out) == (0, "web1: running on h2\n"), err
     assert err.split("\r")[1].startswith("migrate: pending, 0 s (to h2)")
+
+
+def _second_host(store) -> None:
+    store.upsert_host({"name": "h2", "uri": "qemu+ssh://root@h2/system", "state": "enabled", "up": 1,
+                       "last_seen": time.time(), "info": store.get_host("local")["info"],
+                       "cpu_ratio": 16.0, "ram_ratio": 1.5, "disk_ratio": 1.0,
+                       "reserved_memory_mib": 0, "labels": {}, "storage": "shared"})
+
+
+def test_a_drain_on_a_terminal_counts_the_vms_moved(vmctl, store, running, monkeypatch):
+    """Two VMs leave `local`; the drain's line counts them as their operations end
+    (one now, one later, which fails: said with why, exit status 1)."""
+    assert vmctl("create", "web2", "--no-wait")[0] == 0
+    settle_later(store, "web2", "running", 0).join()
+    _second_host(store)
+    monkeypatch.setattr(progress, "on_terminal", lambda args: True)
+    waiter = settle_later(store, "web1", "running", 0.5, host="h2")
+    failer = settle_later(store, "web2", "running", 2.5, error="the target refused it")
+    code, out, err = vmctl("host", "state", "local", "maintenance")
+    waiter.join()
+    failer.join()
+    assert code == 1, (out, err)
+    assert out.startswith("local: maintenance\n  web1: migrating to h2")
+    assert out.endswith("  web2: migrate failed: the target refused it\n")
+    frames = [frame.strip() for frame in err.split("\r")[1:]]
+    assert frames[0].startswith("drain local [") and frames[0].endswith("] 0/2 VMs moved"), frames
+    assert any(frame.endswith("] 1/2 VMs moved") for frame in frames), frames
+    assert frames[-1].endswith("] 1/2 VMs moved, 1 failed"), frames
+    assert err.endswith("\n") and err.count("\n") == 1
+
+
+def test_a_drain_off_a_terminal_answers_at_once(vmctl, store, running):
+    _second_host(store)
+    code, out, err = vmctl("host", "state", "local", "maintenance")
+    assert (code, err) == (0, "") and out.startswith("local: maintenance\n  web1: migrating to h2")
+    assert store.operations_of_vm(store.get_vm("web1")["id"], OPEN_OP_STATES)  # still going on
+    code, out, err = vmctl("--json", "host", "state", "local", "maintenance")
+    assert code == 0 and err == "" and out.startswith("{")

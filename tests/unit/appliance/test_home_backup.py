@@ -341,3 +341,84 @@ def test_vmctl_admin_backup_and_restore(home, tmp_path, capsys) -> None:
     assert main(["--home", str(home), "admin", "restore", str(tmp_path / "missing.tar")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file" in err
+
+
+def _served_with(home: Path, settings: Path) -> None:
+    """The home as `vmctl serve --config SETTINGS` leaves it: config.json names the file."""
+    config = Config.load(home)
+    config.config_file = str(settings)
+    config.save()
+
+
+def test_the_serve_s_settings_file_is_kept_and_restored_only_when_asked(home, tmp_path,
+                                                                       capsys) -> None:
+    """The .deb's /etc/vm-appliance/config.toml (here a file outside the home) is in
+    the archive; a restore leaves the live one alone unless --config-file names where
+    it goes, and then checks it as serve reads it and keeps the replaced one aside."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    settings = etc / "config.toml"
+    settings.write_text('workers = 3\n')
+    settings.chmod(0o640)
+    _served_with(home, settings)
+    archive = tmp_path / "home.tar"
+    manifest = backup(home, archive)
+    assert manifest["config_file"] == str(settings)
+    with tarfile.open(archive) as tar:
+        assert tar.extractfile("config.toml").read() == b"workers = 3\n"
+    settings.write_text('workers = 5\n')
+    # without the flag: said, not done
+    assert main(["--home", str(home), "admin", "restore", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert settings.read_text() == 'workers = 5\n'
+    assert f"was not restored: --config-file {settings} puts it back" in out
+    assert not (home / "config.toml").exists()
+    # with it: put back, the replaced one aside, the mode the admin gave it kept
+    assert main(["--home", str(home), "admin", "restore", str(archive),
+                 "--config-file", str(settings)]) == 0
+    assert f"restored to {settings}" in capsys.readouterr().out
+    assert settings.read_text() == 'workers = 3\n' and settings.stat().st_mode & 0o777 == 0o640
+    asides = sorted(home.glob("pre-restore-*/config.toml"))
+    assert [p.read_text() for p in asides] == ['workers = 5\n']
+    assert not list(etc.glob(".config.toml.*"))
+
+
+def test_a_settings_file_serve_would_refuse_is_not_restored(home, tmp_path) -> None:
+    settings = tmp_path / "config.toml"
+    settings.write_text('workers = 3\n')
+    _served_with(home, settings)
+    archive = tmp_path / "home.tar"
+    backup(home, archive)
+    _rewrite(archive, lambda name, data: b'wokers = 3\n' if name == "config.toml" else data)
+    _set_meta(home, "fixture", "after")
+    with pytest.raises(BackupError, match="wokers: no such key"):
+        restore(home, archive, config_file=settings)
+    _assert_untouched(home)
+    assert settings.read_text() == 'workers = 3\n'
+    archive.unlink()
+    config = Config.load(home)
+    config.config_file = None  # a serve without --config: no settings file in the archive
+    config.save()
+    backup(home, archive)
+    with pytest.raises(BackupError, match="holds no settings file"):
+        restore(home, archive, config_file=settings)
+    _served_with(home, tmp_path / "gone.toml")  # the serve's file is gone: said, no archive
+    with pytest.raises(BackupError, match="gone.toml: No such file"):
+        backup(home, tmp_path / "other.tar")
+    assert not (tmp_path / "other.tar").exists()
+
+
+def test_serve_records_the_settings_file_it_runs_with(tmp_path, monkeypatch) -> None:
+    import appliance.serve
+    from exporter import shared_metrics
+
+    seen = []
+    monkeypatch.setattr(shared_metrics, "enter", lambda directory: directory)
+    monkeypatch.setattr(appliance.serve, "serve", lambda config, demo_image: seen.append(config) or 0)
+    settings = tmp_path / "config.toml"
+    settings.write_text(f'home = "{tmp_path / "h"}"\n')
+    assert main(["serve", "--config", str(settings)]) == 0
+    assert seen[-1].config_file == str(settings)
+    Config(home=tmp_path / "h", config_file="/stale").save()
+    assert main(["--home", str(tmp_path / "h"), "serve"]) == 0
+    assert seen[-1].config_file is None  # a later serve without --config: none

@@ -92,18 +92,24 @@ def offering(monkeypatch, blob: str) -> None:
 def test_trust_on_first_use_then_a_changed_key_is_refused(tmp_path, monkeypatch):
     ssh_dir = tmp_path / "ssh"
     offering(monkeypatch, KEY_A)
-    first = ssh_access.trust(ssh_dir, "127.0.0.1", 2222)
+    first, keys = ssh_access.trust(ssh_dir, "127.0.0.1", 2222)
     assert first["recorded_now"] and first["address"] == "[127.0.0.1]:2222"
     assert first["keys"] == [{"type": "ssh-ed25519", "fingerprint": ssh_access.fingerprint(KEY_A)}]
+    assert not (ssh_dir / "known_hosts").exists()  # recorded only when the caller says so
+    ssh_access.record(ssh_dir, keys)
     assert (ssh_dir / "known_hosts").read_text() == f"[127.0.0.1]:2222 ssh-ed25519 {KEY_A}\n"
     assert (ssh_dir / "known_hosts").stat().st_mode & 0o777 == 0o600
-    assert not ssh_access.trust(ssh_dir, "127.0.0.1", 2222)["recorded_now"]
+    ssh_access.record(ssh_dir, keys)  # a second add of the address meanwhile: kept once
+    assert (ssh_dir / "known_hosts").read_text().count("\n") == 1
+    assert ssh_access.trust(ssh_dir, "127.0.0.1", 2222) == ({**first, "recorded_now": False}, [])
     offering(monkeypatch, KEY_B)
     with pytest.raises(Conflict) as caught:
         ssh_access.trust(ssh_dir, "127.0.0.1", 2222)
     assert ssh_access.fingerprint(KEY_A) in caught.value.reason
     assert ssh_access.fingerprint(KEY_B) in caught.value.reason
-    assert ssh_access.trust(ssh_dir, "h2", None)["address"] == "h2"  # another address: its own
+    found, keys = ssh_access.trust(ssh_dir, "h2", None)
+    assert found["address"] == "h2"  # another address: its own
+    ssh_access.record(ssh_dir, keys)
     assert (ssh_dir / "known_hosts").read_text().count("\n") == 2
 
 
@@ -187,3 +193,23 @@ def test_vmctl_host_ssh_key_and_trust_work_on_the_home(tmp_path, capsys):
     assert main(["--home", str(home), "host", "trust", "h2;touch /tmp/x", "--out",
                  str(tmp_path / "bad")]) == 2
     assert "not a host name" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_refused_host_add_records_no_host_key(service, monkeypatch):
+    """The add's transaction refuses (another host has the URI; it was added while
+    its ssh server did not answer): known_hosts stays as it was, no host-key event.
+    A later PATCH of the first host's uri records it, once that committed."""
+    client = testing.TestClient(create_app(service, TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
+    uri = "qemu+ssh://root@127.0.0.1:2222/system"
+    resp = client.simulate_post("/v1/hosts", params={"wait": "false"}, json={"name": "s1", "uri": uri})
+    assert resp.status_code == 201 and "ssh" not in resp.json, resp.text
+    offering(monkeypatch, KEY_A)
+    resp = client.simulate_post("/v1/hosts", params={"wait": "false"}, json={"name": "s2", "uri": uri})
+    assert resp.status_code == 409 and "already has this URI" in resp.text, resp.text
+    assert not (service.config.ssh_dir / "known_hosts").exists()
+    assert not any(e["kind"] == "host-key" for e in service.list_events())
+    resp = client.simulate_patch("/v1/hosts/s1", json={"uri": uri})
+    assert resp.status_code == 200 and resp.json["ssh"]["host_key"]["recorded_now"], resp.text
+    assert (service.config.ssh_dir / "known_hosts").read_text() == \
+        f"[127.0.0.1]:2222 ssh-ed25519 {KEY_A}\n"
+    assert [e for e in service.list_events() if e["kind"] == "host-key"]
