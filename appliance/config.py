@@ -106,6 +106,11 @@ class Config:
     # seconds: long enough for a browser to open the page it is handed to.
     ticket_ttl: float = 60.0
 
+    # The metadata service (http://169.254.169.254/ for guests, Nova's OpenStack and EC2
+    # layouts) in the network namespace of each libvirt host of this machine; it puts
+    # 169.254.169.254/32 on that namespace's lo. Off: --no-metadata.
+    metadata_service: bool = True
+
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
 
