@@ -36,7 +36,8 @@ class Dir:
 
     def text(self) -> bytes:
         names = self.listing if self.listing is not None else [
-            name + ("/" if isinstance(value, Dir) else "") for name, value in self.entries.items()]
+            name + ("/" if isinstance(value, Dir) else "")
+            for name, value in sorted(self.entries.items())]
         return "\n".join(names).encode()
 
 
@@ -71,6 +72,7 @@ def tree(vm: Instance) -> Dir:
     for path, data in openstack_files(vm).items():
         version, _, name = path.partition("/")
         openstack.entries.setdefault(version, Dir()).entries[name] = data
+    openstack.listing = list(openstack.entries)  # versions without '/', as Nova's
     root.entries["openstack"] = openstack
     user_data = ((vm.row["spec"].get("cloud_init") or {}).get("user_data") or "").encode()
     meta = _ec2_meta(vm)

@@ -16,7 +16,7 @@ from tests.appliance_process import READY_LINE, Appliance
 from tests.integration.test_netns_networks import BOOT_TIMEOUT, guest
 from tests.local_hosts import LocalHost
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~100 s: make test-slow
 
 SUBNET, FIXED_IP = "10.79.0.0/24", "10.79.0.10"
 URL = "http://169.254.169.254"
