@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from appliance.metadata.documents import MAX_PATH, TEXT, Dir, answer
@@ -17,6 +18,7 @@ HEAD_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 15.0  # identifying the VM and building its documents
 WRITE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64  # per listener, at once; further ones get 503 straight away
+QUIET_SECONDS, QUIET_SOURCES = 60.0, 256
 METHODS = ("GET", "HEAD")
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
            431: "Request Header Fields Too Large", 503: "Service Unavailable",
@@ -72,6 +74,8 @@ class Handler:
         self.resolve = resolve
         self.max_connections = max_connections
         self.open = 0
+        self._quiet: set[str] = set()  # sources refused and logged this minute
+        self._quiet_since = time.monotonic()
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open += 1
@@ -105,11 +109,22 @@ class Handler:
         except TimeoutError:
             return _plain(503)
         if root is None:
-            log.info("metadata: no VM of the appliance at %s:%s (%s %s)", peer[0], peer[1],
-                     method, path)
+            self._said_nobody(str(peer[0]), method, path)
             return _plain(404)
         status, content_type, body = answer(root, path)
         return response(status, content_type, body, head_only=method == "HEAD")
+
+    def _said_nobody(self, ip: str, method: str, path: str) -> None:
+        """Log a refused source once a minute at most (a guest asking in a loop would
+        fill the log), for at most QUIET_SOURCES sources at once."""
+        now = time.monotonic()
+        if now - self._quiet_since > QUIET_SECONDS:
+            self._quiet.clear()
+            self._quiet_since = now
+        if ip in self._quiet or len(self._quiet) >= QUIET_SOURCES:
+            return
+        self._quiet.add(ip)
+        log.info("metadata: no VM of the appliance at %s (%s %s): 404", ip, method, path)
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
