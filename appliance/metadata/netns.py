@@ -8,6 +8,10 @@
   calling thread only), which adds 169.254.169.254/32 to `lo` (rtnetlink) and opens
   the listener and a sock_diag socket there, then ends: a socket stays in the
   namespace it was made in, whichever thread uses it later.
+- The address is added with the label `lo:vmapp`, and Loopback.release() removes it
+  when the listener closes: an address found there without that label was there
+  before (the admin's, or another program's) and is left as found; one with it was
+  left by an appliance killed before it could remove it, and is taken as ours.
 - A connection from a local address (QEMU's user-mode stack, slirp, connects from
   the QEMU process) is looked up with sock_diag by its exact four-tuple: the peer's
   socket inode, then the process holding that inode among its open files.
@@ -36,13 +40,19 @@ SYSTEM_SOCKETS = ("/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock")
 # netlink
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWADDR, IFA_ADDRESS, IFA_LOCAL = 20, 1, 2
+NLM_F_DUMP = 0x300
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+NLMSG_DONE = 3
+OUR_LABEL = "lo:vmapp"  # on the address the service adds: whose it is, after a crash
 RT_SCOPE_HOST = 254
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 TCP_ESTABLISHED = 1
 NO_COOKIE = 0xFFFFFFFF
 _NLMSG = struct.Struct("=LHHLL")
 _DIAG_MSG = struct.Struct("=BBBB HH 16s 16s I II IIIII")  # inet_diag_msg (ports big-endian)
+_IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
+_RTA = struct.Struct("=HH")
 T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -81,19 +91,27 @@ def namespace_key(pid: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def in_namespace(pid: int, work: Callable[[], T], timeout: float = 10.0) -> T:
-    """work() run by a new thread inside the network namespace of `pid`."""
+def open_namespace(pid: int) -> int:
+    """A file descriptor of the network namespace of `pid` (it keeps the namespace alive)."""
+    return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def in_namespace(pid: int, work: Callable[[], T], timeout: float = 10.0,
+                 ns_fd: int | None = None) -> T:
+    """work() run by a new thread inside the network namespace of `pid`, or of the
+    namespace file `ns_fd` is open on (left open) when given."""
     box: dict[str, object] = {}
 
     def run() -> None:
         try:
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_namespace(pid) if ns_fd is None else ns_fd
             try:
                 if _libc.setns(fd, CLONE_NEWNET) != 0:
                     code = ctypes.get_errno()
                     raise NamespaceError(code, f"setns: {os.strerror(code)}")
             finally:
-                os.close(fd)
+                if ns_fd is None:
+                    os.close(fd)
             box["value"] = work()
         except BaseException as err:  # handed to the caller  # noqa: BLE001
             box["error"] = err
@@ -120,24 +138,102 @@ def _netlink_ack(sock: socket.socket, seq: int) -> int:
             offset += max((length + 3) & ~3, _NLMSG.size)
 
 
-def add_loopback_address(address: str = METADATA_ADDRESS) -> bool:
-    """`ip addr add ADDRESS/32 dev lo scope host` in the calling thread's namespace;
-    False when it was there already."""
-    body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, RT_SCOPE_HOST, LOOPBACK_INDEX)
+def _address_message(kind: int, flags: int, address: str, label: str | None) -> bytes:
+    body = _IFADDR.pack(socket.AF_INET, 32, 0, RT_SCOPE_HOST, LOOPBACK_INDEX)
     packed = socket.inet_aton(address)
     for attr in (IFA_LOCAL, IFA_ADDRESS):
-        body += struct.pack("=HH", 8, attr) + packed
-    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        body += _RTA.pack(8, attr) + packed
+    if label is not None:
+        name = label.encode() + b"\0"
+        body += _RTA.pack(_RTA.size + len(name), IFA_LABEL) + name
+        body += bytes(-len(body) % 4)
+    return _NLMSG.pack(_NLMSG.size + len(body), kind, flags, 1, 0) + body
+
+
+def _route_request(message: bytes) -> int:
+    """Send one rtnetlink request of the calling thread's namespace; its error code."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.settimeout(5)
         sock.bind((0, 0))
-        sock.send(_NLMSG.pack(_NLMSG.size + len(body), RTM_NEWADDR, flags, 1, 0) + body)
-        code = _netlink_ack(sock, 1)
+        sock.send(message)
+        return _netlink_ack(sock, 1)
+
+
+def loopback_label(address: str = METADATA_ADDRESS) -> str | None:
+    """The label of `address` on `lo` in the calling thread's namespace (None: absent)."""
+    request = _NLMSG.pack(_NLMSG.size + _IFADDR.size, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
+                          1, 0) + _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+    packed, found = socket.inet_aton(address), None
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(5)
+        sock.bind((0, 0))
+        sock.send(request)
+        while True:
+            data = sock.recv(65536)
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    return found
+                if kind == RTM_NEWADDR and length >= _NLMSG.size + _IFADDR.size:
+                    attrs = _attributes(data[offset + _NLMSG.size + _IFADDR.size:offset + length])
+                    index = _IFADDR.unpack_from(data, offset + _NLMSG.size)[4]
+                    if index == LOOPBACK_INDEX and attrs.get(IFA_LOCAL) == packed:
+                        found = attrs.get(IFA_LABEL, b"").split(b"\0")[0].decode(errors="replace")
+                offset += max((length + 3) & ~3, _NLMSG.size)
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    attrs, offset = {}, 0
+    while offset + _RTA.size <= len(data):
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size:
+            break
+        attrs[kind] = data[offset + _RTA.size:offset + length]
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def add_loopback_address(address: str = METADATA_ADDRESS) -> bool:
+    """`ip addr add ADDRESS/32 dev lo scope host label lo:vmapp` in the calling thread's
+    namespace; False when it was there already (loopback_label says whose)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    code = _route_request(_address_message(RTM_NEWADDR, flags, address, OUR_LABEL))
     if code == errno.EEXIST:
         return False
     if code:
         raise NamespaceError(code, f"adding {address} to lo: {os.strerror(code)}")
     return True
+
+
+def remove_loopback_address(address: str = METADATA_ADDRESS) -> bool:
+    """`ip addr del ADDRESS/32 dev lo` in the calling thread's namespace; False when
+    it was not there."""
+    code = _route_request(_address_message(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, address, None))
+    if code == errno.EADDRNOTAVAIL:
+        return False
+    if code:
+        raise NamespaceError(code, f"removing {address} from lo: {os.strerror(code)}")
+    return True
+
+
+class Loopback:
+    """169.254.169.254/32 on the `lo` of one namespace, which `fd` (open_namespace) holds:
+    release() removes it if `ours` (added by this service, or found with OUR_LABEL: left
+    by an appliance that could not remove it), then closes `fd`."""
+
+    def __init__(self, pid: int, fd: int, ours: bool):
+        self.pid, self.fd, self.ours = pid, fd, ours
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            if self.ours:
+                in_namespace(self.pid, remove_loopback_address, ns_fd=self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def open_listener(address: str = METADATA_ADDRESS, port: int = METADATA_PORT) -> socket.socket:

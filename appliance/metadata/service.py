@@ -10,14 +10,16 @@ remote host (ssh, TLS, TCP) cannot be served: the appliance cannot listen in its
 network, and its guests keep their seed (NoCloud or ConfigDrive).
 
 A second appliance on the same libvirt finds the address taken (EADDRINUSE) and
-serves nothing there; it tries again at each round. 169.254.169.254/32 stays on
-the namespace's `lo` when the service stops (harmless, and another may use it).
+serves nothing there; it tries again at each round. The address is removed from
+the namespace's `lo` when its listener closes or the service stops, unless it was
+there before (netns.Loopback).
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,10 +45,19 @@ class Listener:
     ns: Namespace
     server: asyncio.base_events.Server
     diag: netns.SocketDiag
+    loopback: netns.Loopback
 
     def close(self) -> None:
+        """Stop listening (in the event loop's thread); then release() the address."""
         self.server.close()
         self.diag.close()
+
+    def release(self) -> None:
+        try:
+            self.loopback.release()
+        except OSError as err:
+            log.warning("metadata: %s stays on lo in namespace %s: %s",
+                        netns.METADATA_ADDRESS, self.ns.key, err)
 
 
 class Connections:
@@ -120,7 +131,9 @@ class MetadataService:
         for key in list(self.listeners):
             if key not in wanted:
                 log.info("metadata: closing the listener of namespace %s (no host there)", key)
-                self.listeners.pop(key).close()
+                gone = self.listeners.pop(key)
+                gone.close()
+                await loop.run_in_executor(self.pool, gone.release)
         for key, (pid, pids) in wanted.items():
             listener = self.listeners.get(key)
             if listener is not None:
@@ -128,7 +141,7 @@ class MetadataService:
                 listener.ns.hosts = sorted(pids)
                 continue
             try:
-                sock, diag = await loop.run_in_executor(self.pool, self._open, pid)
+                sock, diag, loopback = await loop.run_in_executor(self.pool, self._open, pid)
             except OSError as err:
                 if key not in self._refused:
                     why = ("another process listens there (a second appliance?)"
@@ -142,21 +155,33 @@ class MetadataService:
             ns = Namespace(key, pid, sorted(pids), diag.established_inode, pids)
             server = await asyncio.start_server(Handler(self._resolver(ns)), sock=sock,
                                                 limit=MAX_HEAD)
-            self.listeners[key] = Listener(ns, server, diag)
+            self.listeners[key] = Listener(ns, server, diag, loopback)
             log.info("metadata: serving http://%s/ for hosts %s", netns.METADATA_ADDRESS,
                      ", ".join(sorted(pids)))
 
     @staticmethod
-    def _open(pid: int) -> tuple[Any, netns.SocketDiag]:
-        def setup() -> tuple[Any, netns.SocketDiag]:
-            netns.add_loopback_address()
-            sock = netns.open_listener()
+    def _open(pid: int) -> tuple[Any, netns.SocketDiag, netns.Loopback]:
+        def setup() -> tuple[Any, netns.SocketDiag, bool]:
+            added = netns.add_loopback_address()
             try:
-                return sock, netns.SocketDiag()
+                ours = added or netns.loopback_label() == netns.OUR_LABEL
+                sock = netns.open_listener()
+                try:
+                    return sock, netns.SocketDiag(), ours
+                except OSError:
+                    sock.close()
+                    raise
             except OSError:
-                sock.close()
+                if added:  # not one found there: another appliance may listen on it
+                    netns.remove_loopback_address()
                 raise
-        return netns.in_namespace(pid, setup)
+        fd = netns.open_namespace(pid)
+        try:
+            sock, diag, ours = netns.in_namespace(pid, setup, ns_fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return sock, diag, netns.Loopback(pid, fd, ours)
 
     def _resolver(self, ns: Namespace) -> Callable[[str, int], Any]:
         async def resolve(ip: str, port: int) -> documents.Dir | None:
@@ -183,6 +208,7 @@ class MetadataService:
         finally:
             for listener in self.listeners.values():
                 listener.close()
+                listener.release()
             self.listeners.clear()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.connections.close()

@@ -1,7 +1,7 @@
 """The metadata service's listeners follow the hosts (appliance/metadata/service.py):
 one per network namespace of the local hosts, shared by hosts in one namespace,
-none for a remote host, closed when its hosts are gone, and a namespace where the
-port is taken tried again without a warning each round. The namespaces here are
+none for a remote host, closed (and the address released) when its hosts are gone,
+and a namespace where the port is taken tried again without a warning each round. The namespaces here are
 stand-ins: netns.py's own calls are tested in tests/integration/test_metadata_namespace.py."""
 from __future__ import annotations
 
@@ -39,10 +39,18 @@ class FakeDiag:
         self.closed = True
 
 
+class FakeLoopback:
+    def __init__(self, pid, released):
+        self.pid, self.released = pid, released
+
+    def release(self):
+        self.released.append(self.pid)
+
+
 @pytest.fixture
 def world(monkeypatch, config):
     """pids of the libvirt sockets, namespaces of the pids; what _open was asked."""
-    state = {"pids": {}, "spaces": {}, "opened": [], "refuse": None}
+    state = {"pids": {}, "spaces": {}, "opened": [], "released": [], "refuse": None}
 
     def listener_pid(path, timeout=2.0):
         if path not in state["pids"]:
@@ -55,7 +63,7 @@ def world(monkeypatch, config):
         state["opened"].append(pid)
         sock = socket.create_server(("127.0.0.1", 0))
         sock.setblocking(False)
-        return sock, FakeDiag()
+        return sock, FakeDiag(), FakeLoopback(pid, state["released"])
 
     monkeypatch.setattr(netns, "listener_pid", listener_pid)
     monkeypatch.setattr(netns, "namespace_key", lambda pid: state["spaces"][pid])
@@ -93,6 +101,7 @@ def test_hosts_in_one_namespace_share_a_listener_and_a_remote_host_has_none(worl
     seen = rounds(svc, lambda: None, split, h1_gone)
     assert seen == [[("h1", "h2")], [("h1",), ("h2",)], [("h2",)]]
     assert world["opened"] == [10, 20]  # the shared one kept, h2's new one opened once
+    assert world["released"] == [10]  # the address left with h1's listener
 
 
 def test_a_uri_the_allowlist_refuses_is_not_entered(world, config):
@@ -114,3 +123,4 @@ def test_a_taken_port_is_tried_again_and_said_once(world, config, caplog):
     assert seen == [[], [], [("h1",)]]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "a second appliance?" in warnings[0], warnings
+
