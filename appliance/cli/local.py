@@ -39,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             setattr(config, field, str(Path(getattr(args, field)).absolute()))
     if args.no_metadata:
         config.metadata_service = False
+    if args.metadata_host_namespace:
+        config.metadata_host_namespace = True
     if args.no_mount:
         config.mount = None
     elif args.mount is not None:

@@ -9,6 +9,11 @@ gone or unreachable is closed (its socket would keep the namespace alive). A
 remote host (ssh, TLS, TCP) cannot be served: the appliance cannot listen in its
 network, and its guests keep their seed (NoCloud or ConfigDrive).
 
+The machine's own network namespace (this process's: qemu:///system's hosts) is
+served only with metadata_host_namespace: 169.254.169.254/32 on its `lo` would hide
+the machine's own metadata service (a cloud provider's) from the machine. Its hosts
+are skipped otherwise, and the log says so once for each.
+
 A second appliance on the same libvirt finds the address taken (EADDRINUSE) and
 serves nothing there; it tries again at each round. The address is removed from
 the namespace's `lo` when its listener closes or the service stops, unless it was
@@ -103,12 +108,15 @@ class MetadataService:
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="metadata")
         self.listeners: dict[tuple[int, int], Listener] = {}
         self._refused: set[tuple[int, int]] = set()  # namespaces we could not listen in
+        self._unserved: set[str] = set()  # hosts in the machine's namespace, said once
 
     # -- the hosts' namespaces --------------------------------------------------
     def local_hosts(self) -> dict[tuple[int, int], tuple[int, dict[str, int]]]:
         """The namespaces of the reachable local hosts: key -> (a pid there, host -> pid)."""
         found: dict[tuple[int, int], tuple[int, dict[str, int]]] = {}
         uris: dict[str, str] = {}
+        own = netns.namespace_key(os.getpid())
+        unserved = []
         for host in self.store.list_hosts():
             uri = str(host["uri"])
             path = netns.socket_path(uri)
@@ -120,9 +128,18 @@ class MetadataService:
             except OSError as err:
                 log.debug("host %s: no local libvirt at %s (%s)", host["name"], path, err)
                 continue
+            if key == own and not self.config.metadata_host_namespace:
+                unserved.append(host["name"])
+                continue
             uris[host["name"]] = uri
             found.setdefault(key, (pid, {}))[1][host["name"]] = pid
         self.uris.update(uris)
+        if not self._unserved.issuperset(unserved):
+            self._unserved.update(unserved)
+            log.info("metadata: not serving hosts %s: they are in this machine's own network "
+                     "namespace, whose %s stays the machine's (metadata_host_namespace = false; "
+                     "vmctl serve --metadata-host-namespace serves them); their guests have "
+                     "their seed only", ", ".join(sorted(unserved)), netns.METADATA_ADDRESS)
         return found
 
     async def reconcile(self) -> None:

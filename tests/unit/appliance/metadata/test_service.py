@@ -1,13 +1,16 @@
 """The metadata service's listeners follow the hosts (appliance/metadata/service.py):
 one per network namespace of the local hosts, shared by hosts in one namespace,
 none for a remote host, closed (and the address released) when its hosts are gone,
-and a namespace where the port is taken tried again without a warning each round. The namespaces here are
+a namespace where the port is taken tried again without a warning each round, and
+the machine's own namespace served only with metadata_host_namespace. The namespaces here are
 stand-ins: netns.py's own calls are tested in tests/integration/test_metadata_namespace.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
+import os
 import socket
 
 import pytest
@@ -15,6 +18,7 @@ import pytest
 from appliance.metadata import netns, service
 
 SOCKETS = "/var/lib/vm-appliance/local-hosts"
+OWN = (1, 1)  # the namespace of this process: the machine's own
 
 
 def uri(name: str) -> str:
@@ -66,7 +70,8 @@ def world(monkeypatch, config):
         return sock, FakeDiag(), FakeLoopback(pid, state["released"])
 
     monkeypatch.setattr(netns, "listener_pid", listener_pid)
-    monkeypatch.setattr(netns, "namespace_key", lambda pid: state["spaces"][pid])
+    monkeypatch.setattr(netns, "namespace_key",
+                        lambda pid: OWN if pid == os.getpid() else state["spaces"][pid])
     monkeypatch.setattr(service.MetadataService, "_open", staticmethod(open_))
     return state
 
@@ -124,3 +129,33 @@ def test_a_taken_port_is_tried_again_and_said_once(world, config, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "a second appliance?" in warnings[0], warnings
 
+
+def test_the_machines_own_namespace_is_served_only_when_the_admin_says_so(world, config, caplog):
+    rows = [{"name": "default", "uri": uri("a")}, {"name": "lab", "uri": uri("b")}]
+    world["pids"] = {f"{SOCKETS}/a/run/libvirt-sock": 10, f"{SOCKETS}/b/run/libvirt-sock": 20}
+    world["spaces"] = {10: OWN, 20: (1, 200)}  # "default": qemu:///system's libvirtd
+    assert config.metadata_host_namespace is False  # the default
+    svc = service.MetadataService(config, Hosts(rows))
+
+    def third():
+        rows.append({"name": "other", "uri": uri("c")})
+        world["pids"][f"{SOCKETS}/c/run/libvirt-sock"] = 30
+        world["spaces"][30] = OWN
+
+    with caplog.at_level(logging.INFO, logger="appliance.metadata"):
+        seen = rounds(svc, lambda: None, lambda: None, third, lambda: None)
+    assert seen == [[("lab",)]] * 4
+    assert world["opened"] == [20]
+    said = [r.getMessage() for r in caplog.records if "not serving" in r.getMessage()]
+    assert len(said) == 2, said  # once, and once more when another host is there
+    assert "hosts default:" in said[0] and "metadata_host_namespace" in said[0]
+    assert "hosts default, other:" in said[1]
+
+    caplog.clear()
+    world["opened"].clear()
+    on = service.MetadataService(dataclasses.replace(config, metadata_host_namespace=True),
+                                 Hosts(rows))
+    with caplog.at_level(logging.INFO, logger="appliance.metadata"):
+        assert rounds(on, lambda: None) == [[("default", "other"), ("lab",)]]
+    assert sorted(world["opened"]) == [10, 20]
+    assert not [r for r in caplog.records if "not serving" in r.getMessage()]
