@@ -110,6 +110,17 @@ class Config:
     # serve, not read from that file: `vmctl admin backup` keeps the file with the home.
     config_file: str | None = None
 
+    # The metadata service (http://169.254.169.254/ for guests, Nova's OpenStack and EC2
+    # layouts) in the network namespace of each libvirt host of this machine; it puts
+    # 169.254.169.254/32 on that namespace's lo (removed when it stops). Off: --no-metadata.
+    metadata_service: bool = True
+    # Whether it also serves the hosts in this machine's own network namespace
+    # (qemu:///system), where 169.254.169.254/32 on the machine's lo hides the machine's
+    # own metadata service (a cloud provider's, with the machine's credentials) from
+    # the machine. Off: hosts in namespaces of their own only (packaging/local-hosts
+    # up --netns); the guests of the others have their seed. On: --metadata-host-namespace.
+    metadata_host_namespace: bool = False
+
     def __post_init__(self) -> None:
         self.home = Path(self.home).absolute()
 

@@ -75,6 +75,8 @@ def run_checks(home: str) -> list[dict]:
     else:
         results.append(_check("disk", "ok", f"{free_gib:.0f} GiB free under {target}"))
 
+    results.append(_metadata_check(config))
+
     if config.config_path.exists():
         from appliance.client import APIError, Client
 
@@ -95,3 +97,18 @@ def run_checks(home: str) -> list[dict]:
                 )
             )
     return results
+
+
+def _metadata_check(config: Config) -> dict:
+    if not config.metadata_service:
+        return _check("metadata", "ok", "off (--no-metadata): guests have their seed only")
+    if config.metadata_host_namespace:
+        return _check("metadata", "ok", "http://169.254.169.254/ in the network namespace of "
+                      "each local host, this machine's own included")
+    return _check("metadata", "ok",
+                  "http://169.254.169.254/ in the local hosts' own network namespaces only "
+                  "(local-hosts up --netns): hosts in this machine's namespace (qemu:///system) "
+                  "are not served, their guests have their seed only, and the machine keeps "
+                  "its own 169.254.169.254 (a cloud provider's metadata)",
+                  "to serve them: metadata_host_namespace = true or vmctl serve "
+                  "--metadata-host-namespace (README \"Metadata service\")")

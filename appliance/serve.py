@@ -270,13 +270,16 @@ def child_log(config: Config, name: str) -> Path | None:
 
 
 def extra_children(config: Config, env: dict) -> dict:
-    """Further supervised processes: the console broker, and the mount unless
-    --no-mount.
+    """Further supervised processes: the console broker, the metadata service unless
+    --no-metadata, and the mount unless --no-mount.
 
     The mount child unmounts on SIGTERM (and dies with us, PDEATHSIG); a mount
     left by a crash is cleared here before each (re)start of the child."""
     consoles = [sys.executable, "-m", "appliance.consoles", "--home", str(config.home)]
     children = {"consoles": lambda: spawn_child(consoles, env, child_log(config, "consoles.log"))}
+    if config.metadata_service:  # http://169.254.169.254/ for the guests (appliance/metadata/)
+        metadata = [sys.executable, "-m", "appliance.metadata", "--home", str(config.home)]
+        children["metadata"] = lambda: spawn_child(metadata, env, child_log(config, "metadata.log"))
     point = config.mount_point
     if point is None:
         return children

@@ -72,13 +72,17 @@ def remove_domains(domains) -> None:
 class Appliance:
     def __init__(self, home: Path, accel: str = "tcg", port: int | None = None, prefix: str | None = None,
                  libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None,
-                 tls: bool = False):
+                 tls: bool = False, metadata: bool = False):
         self.home = Path(home)
         self.accel = accel
         self.port = port or free_port()
         self.prefix = prefix or f"t{uuid.uuid4().hex[:6]}-"
         self.libvirt_uri = libvirt_uri
         self.extra_args = extra_args or []
+        if not metadata:
+            # The metadata service puts 169.254.169.254 on lo of each host's namespace:
+            # only the tests that ask for it (in a namespace of their own) run it.
+            self.extra_args.append("--no-metadata")
         self.proc: subprocess.Popen | None = None
         # tls: `serve --tls`, and every request verifies HOME/tls/server.crt (made at start)
         self.tls = tls

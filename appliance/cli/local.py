@@ -39,6 +39,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for field in ("tls_cert", "tls_key"):
         if getattr(args, field) is not None:
             setattr(config, field, str(Path(getattr(args, field)).absolute()))
+    if args.no_metadata:
+        config.metadata_service = False
+    if args.metadata_host_namespace:
+        config.metadata_host_namespace = True
     if args.no_mount:
         config.mount = None
     elif args.mount is not None:

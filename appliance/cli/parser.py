@@ -93,6 +93,12 @@ def _add_local_commands(sub: argparse._SubParsersAction) -> None:
     mount.add_argument("--mount", default=None, metavar="PATH",
                        help="mount the file system view here (default HOME/mnt)")
     mount.add_argument("--no-mount", dest="no_mount", action="store_true", help="do not mount it")
+    serve.add_argument("--no-metadata", dest="no_metadata", action="store_true",
+                       help="no metadata service at http://169.254.169.254/ for the guests")
+    serve.add_argument("--metadata-host-namespace", dest="metadata_host_namespace",
+                       action="store_true",
+                       help="serve it in this machine's own network namespace too (hides the "
+                            "machine's own 169.254.169.254, a cloud provider's, from the machine)")
     serve.add_argument("--mount-group", dest="mount_group", default=None, metavar="GROUP",
                        help=MOUNT_GROUP_HELP)
     _tls_choice(serve, "the API")

@@ -15,6 +15,7 @@ from appliance.controller.firmware_files import carry_file, copy_nvram
 from appliance.controller.snapshot_metadata import SnapshotMetadata
 from appliance.errors import Failed, NotFound
 from appliance.model import hotplug
+from appliance.store import Store
 from appliance.virt import cloudinit, domain, images
 from appliance.virt.driver import Guest
 
@@ -30,6 +31,17 @@ def domain_name(prefix: str, row: dict) -> str:
     if project == DEFAULT_PROJECT:
         return prefix + row["name"]
     return f"{prefix}{project}.{row['name']}"
+
+
+def seed_nics(store: Store, row: dict) -> list[dict]:
+    """The VM's NIC for network_data.json (a config drive's, the metadata service's):
+    its fixed IP with the subnet of the appliance's network it is on, user mode's fixed
+    layout, or DHCP."""
+    nic = row["spec"].get("network") or {}
+    if nic.get("type") in (None, "none") or not row.get("mac"):
+        return []
+    net = networks.appliance_network(store, row)
+    return [cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet"))]
 
 
 class VmFiles:
@@ -86,18 +98,9 @@ class VmFiles:
             # a rebuild gives a new instance id (vms.instance_id): cloud-init runs again
             cloudinit.seed_files(row.get("instance_id") or row["id"], row["name"], cloud_init,
                                  json.loads(row.get("public_keys") or "{}"),  # service/keys.py
-                                 self._nics(row)),
+                                 seed_nics(self.ctx.store, row), row["spec"].get("labels")),
             cloudinit.volume_label(cloud_init),  # cidata, or config-2 (issue 15)
         )
-
-    def _nics(self, row: dict) -> list[dict]:
-        """The VM's NIC for a config drive's network_data.json: its fixed IP with the
-        subnet of the appliance's network it is on, user mode's fixed layout, or DHCP."""
-        nic = row["spec"].get("network") or {}
-        if nic.get("type") in (None, "none") or not row.get("mac"):
-            return []
-        net = networks.appliance_network(self.ctx.store, row)
-        return [cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet"))]
 
     def ensure_defined(self, row: dict, host: str | None = None) -> Guest:
         """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to

@@ -37,12 +37,15 @@ USER_MODE = {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns":
 
 def seed_files(vm_id: str, name: str, cloud_init: dict | None,
                public_keys: dict[str, str] | None = None,
-               nics: list[dict[str, Any]] | None = None) -> dict[str, bytes]:
+               nics: list[dict[str, Any]] | None = None,
+               labels: dict[str, str] | None = None) -> dict[str, bytes]:
     """The seed's files by path. `public_keys`: key name -> OpenSSH public key text;
-    `nics`: the VM's NICs (nic_config) for ConfigDrive's network_data.json."""
+    `nics`: the VM's NICs (nic_config) for ConfigDrive's network_data.json; `labels`:
+    the VM's, in ConfigDrive's meta (Nova's instance metadata)."""
     cloud_init = cloud_init or {}
     if cloud_init.get("datasource") == CONFIGDRIVE:
-        return configdrive_files(vm_id, name, cloud_init, public_keys or {}, nics or [])
+        return configdrive_files(vm_id, name, cloud_init, public_keys or {}, nics or [],
+                                 labels)
     meta = cloud_init.get("meta_data")
     keys = list((public_keys or {}).values())
     if isinstance(meta, str):
@@ -116,12 +119,17 @@ def network_data(nics: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def configdrive_files(vm_id: str, name: str, cloud_init: dict, public_keys: dict[str, str],
-                      nics: list[dict[str, Any]]) -> dict[str, bytes]:
+                      nics: list[dict[str, Any]],
+                      labels: dict[str, str] | None = None) -> dict[str, bytes]:
+    """OpenStack's files by path (the config drive's, and the metadata service's:
+    appliance/metadata/documents.py). `meta` holds the VM's labels, then
+    cloud_init.meta_data's keys (which win)."""
     meta: dict[str, Any] = {
         "uuid": vm_id, "name": name, "hostname": name, "launch_index": 0,
         "availability_zone": "nova", "files": [],
-        "meta": {str(k): v if isinstance(v, str) else json.dumps(v)
-                 for k, v in (cloud_init.get("meta_data") or {}).items()},
+        "meta": {**{str(k): str(v) for k, v in (labels or {}).items()},
+                 **{str(k): v if isinstance(v, str) else json.dumps(v)
+                    for k, v in (cloud_init.get("meta_data") or {}).items()}},
     }
     if public_keys:
         meta["public_keys"] = dict(public_keys)

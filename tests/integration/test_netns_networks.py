@@ -80,7 +80,7 @@ def test_a_netns_host_is_refused_without_its_namespace_and_leaves_nothing():
 def lab(tmp_path_factory):
     """A host in its own network namespace, an appliance on it, the nat network lab."""
     with LocalHost(netns=True) as host:
-        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri)
+        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri, metadata=True)
         try:
             app.start()
             resp = app.api("POST", "/v1/networks", json={"name": "lab", "kind": "nat",
@@ -127,6 +127,20 @@ def test_fixed_ip_and_dns_names_on_a_nat_network(lab):
     # appliance's NoCloud seed gave it), and resolves to its lease in the DHCP range.
     answer = guest(app, "web1", f"nslookup client.{DOMAIN}")
     assert re.search(r"Address( 1)?:\s*10\.77\.0\.(12[89]|1[3-9][0-9]|2[0-4][0-9]|25[0-4])\b", answer), answer
+
+
+
+def test_each_guest_reads_its_own_metadata(lab):
+    """The metadata service on the nat network (issue 15): web1 by its fixed IP, client by
+    its DHCP lease; each gets its own name and id, never the other's. (User mode, and a
+    change seen at the next request: tests/integration/test_netns_metadata.py, slow.)"""
+    _host, app = lab
+    for vm in ("web1", "client"):
+        app.wait_console(vm, READY_LINE, BOOT_TIMEOUT)
+        text = guest(app, vm, "wget -qO- http://169.254.169.254/openstack/latest/meta_data.json")
+        meta = json.loads(text)
+        assert (meta["name"], meta["uuid"]) == (vm, app.api("GET", f"/v1/vms/{vm}").json()["id"])
+    assert guest(app, "web1", "wget -qO- http://169.254.169.254/latest/meta-data/local-ipv4") == WEB1_IP
 
 
 BACK_SUBNET, BACK_IP = "10.78.0.0/24", "10.78.0.20"

@@ -29,7 +29,7 @@ def test_ready_comes_when_readyz_answers_and_stopping_at_sigterm(tmp_path, host,
     config = tmp_path / "config.toml"
     config.write_text(f'home = "{home}"\nlisten = "{host}:{port}"\naccel = "tcg"\n'
                       f'libvirt_uri = "{LIBVIRT_URI}"\ndomain_prefix = "n{uuid.uuid4().hex[:6]}-"\n'
-                      'mount = ""\nworkers = 1\n')
+                      'mount = ""\nworkers = 1\nmetadata_service = false\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(120)

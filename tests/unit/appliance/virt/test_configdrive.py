@@ -122,3 +122,14 @@ def test_blkid_sees_the_label_cloud_init_looks_for(tmp_path):
     out = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(path)],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "config-2"  # cloud-init finds the drive by this (blkid -t LABEL=)
+
+
+def test_the_vms_labels_are_the_drives_meta_and_meta_data_wins():
+    files = cloudinit.seed_files("id-1", "web1", {"datasource": "configdrive",
+                                                  "meta_data": {"role": "db", "tier": 2}},
+                                 labels={"role": "web", "team": "a"})
+    meta = json.loads(files["openstack/latest/meta_data.json"])["meta"]
+    assert meta == {"role": "db", "team": "a", "tier": "2"}
+    # NoCloud's meta-data is the user's meta_data alone, as before.
+    nocloud = cloudinit.seed_files("id-1", "web1", {"meta_data": {"tier": 2}}, labels={"team": "a"})
+    assert b"team" not in nocloud["meta-data"]

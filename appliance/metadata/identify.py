@@ -1,0 +1,163 @@
+"""Which VM a metadata request comes from: never what the request says, only where
+it comes from, in the network namespace of the host(s) whose listener took it.
+
+- From a local address, i.e. a socket of this namespace (sock_diag finds the peer's
+  established socket by its four-tuple): QEMU's user-mode stack connects for the
+  guest from the QEMU process. The socket must be held by the QEMU of a running VM
+  of the appliance on one of these hosts: its pid from libvirt's pid file (root's,
+  in the host's mount namespace, /proc/LIBVIRTD/root/run/libvirt/qemu/DOMAIN.pid),
+  its command line naming the domain's UUID. Any other local process gets nothing.
+- From elsewhere: a guest on one of the appliance's networks, routed by its default
+  gateway (the network's bridge address) with its own source address. The address
+  must lie in the subnet of an appliance network; the VM is the one on these hosts
+  with a NIC on that network whose fixed IP it is, else whose MAC libvirt's DHCP
+  server leased it to. That the guest cannot send from another VM's address is
+  libvirt's `clean-traffic` nwfilter's job (SECURITY.md): without it, a guest that
+  takes a neighbour's address reads the neighbour's metadata.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from appliance.access.principal import DEFAULT_PROJECT
+from appliance.controller.files import seed_nics
+from appliance.metadata import netns
+from appliance.metadata.documents import Instance
+from appliance.model import ACTIVE_STATES, NetworkType
+from appliance.model.networks import libvirt_name
+from appliance.store import Store
+from appliance.virt import cloudinit
+
+log = logging.getLogger("appliance.metadata")
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
+QEMU_RUN_DIR = "root/run/libvirt/qemu"  # under /proc/PID of the host's libvirtd
+
+
+@dataclass
+class Namespace:
+    """A network namespace the service listens in: the hosts whose libvirtd runs
+    there, one process of theirs (`pid`: /proc/PID/root is the hosts' mount
+    namespace), and its sock_diag lookup (netns.SocketDiag.established_inode)."""
+    key: tuple[int, int]
+    pid: int
+    hosts: list[str]
+    established_inode: Callable[[str, int, str, int], int | None]
+    pids: dict[str, int] = field(default_factory=dict)  # host -> its libvirtd's pid
+
+
+class Identifier:
+    def __init__(self, store: Store, connection: Callable[[str], Any],
+                 proc: Path = Path("/proc"),
+                 holds_socket: Callable[[int, int], bool] = netns.holds_socket,
+                 cmdline: Callable[[int], list[str]] = netns.process_cmdline):
+        self.store = store
+        self.connection = connection  # host name -> its libvirt connection
+        self.proc = proc
+        self.holds_socket = holds_socket
+        self.cmdline = cmdline
+
+    def identify(self, ns: Namespace, peer_ip: str, peer_port: int) -> Instance | None:
+        inode = ns.established_inode(peer_ip, peer_port, netns.METADATA_ADDRESS,
+                                     netns.METADATA_PORT)
+        if inode is not None:
+            row = self._by_process(ns, inode)
+            address = str(cloudinit.USER_MODE["address"])
+        else:
+            row = self._by_address(ns, peer_ip)
+            address = peer_ip
+        if row is None:
+            return None
+        return Instance(row, address, seed_nics(self.store, row))
+
+    # -- user mode: the QEMU process that holds the connection ------------------
+    def _running(self, ns: Namespace) -> Iterator[tuple[str, dict]]:
+        for host in ns.hosts:
+            for row in self.store.vms_on_host(host, observed=ACTIVE_STATES):
+                yield host, row
+
+    def _by_process(self, ns: Namespace, inode: int) -> dict | None:
+        for host, row in self._running(ns):
+            nic = row["spec"].get("network") or {}
+            if nic.get("type") != NetworkType.USER or nic.get("outbound") == "none":
+                continue
+            pid = self.qemu_pid(ns, host, row)
+            if pid is not None and self.holds_socket(pid, inode):
+                return row
+        return None
+
+    def qemu_pid(self, ns: Namespace, host: str, row: dict) -> int | None:
+        """The pid of the VM's QEMU on `host`, from libvirt's pid file; None when it
+        does not run there (or the process is not that domain's)."""
+        try:
+            name = self.connection(host).lookupByUUIDString(row["id"]).name()
+        except libvirt.libvirtError:
+            return None
+        if not _DOMAIN_NAME.fullmatch(name):
+            return None
+        libvirtd = ns.pids.get(host, ns.pid)
+        try:
+            pid = int((self.proc / str(libvirtd) / QEMU_RUN_DIR / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        args = self.cmdline(pid)
+        # libvirt starts QEMU with `-uuid UUID`: a reused pid is another process.
+        if not any(a == "-uuid" and b == row["id"] for a, b in zip(args, args[1:], strict=False)):
+            return None
+        return pid
+
+    # -- an appliance network: the fixed IP, else the DHCP lease ------------------
+    def _by_address(self, ns: Namespace, peer_ip: str) -> dict | None:
+        try:
+            address = ipaddress.IPv4Address(peer_ip)
+        except ValueError:
+            return None
+        net = next((n for n in self.store.list_networks()
+                    if n.get("subnet") and address in ipaddress.IPv4Network(n["subnet"])), None)
+        if net is None:
+            return None
+        gateway = next(ipaddress.IPv4Network(net["subnet"]).hosts())
+        if address == gateway:  # the host's own address on the bridge
+            return None
+        nics = [(host, row, mac, ip) for host, row in self._running(ns)
+                if (row.get("project") or DEFAULT_PROJECT) == net["project"]
+                for mac, ip in _nics_on(row, net["name"])]
+        fixed = [row for _host, row, _mac, ip in nics if ip == peer_ip]
+        if fixed:
+            return fixed[0] if len(fixed) == 1 else None
+        network = libvirt_name(net["project"], net["name"])
+        for host in ns.hosts:
+            for mac in self._leased_macs(host, network, peer_ip):
+                found = [row for on, row, nic_mac, _ip in nics
+                         if on == host and nic_mac and nic_mac.lower() == mac]
+                if found:
+                    return found[0]
+        return None
+
+    def _leased_macs(self, host: str, network: str, ip: str) -> list[str]:
+        try:
+            leases = self.connection(host).networkLookupByName(network).DHCPLeases()
+        except libvirt.libvirtError:
+            return []
+        return [str(lease.get("mac") or "").lower() for lease in leases
+                if lease.get("ipaddr") == ip]
+
+
+def _nics_on(row: dict, network: str) -> list[tuple[str | None, str | None]]:
+    """(MAC, fixed IP) of each of the VM's NICs on its project's network `network`."""
+    spec = row["spec"]
+    found = []
+    first = spec.get("network") or {}
+    if first.get("type") == NetworkType.NETWORK and first.get("name") == network:
+        found.append((row.get("mac"), first.get("ip")))
+    for nic in spec.get("networks") or []:
+        if nic.get("network") == network:
+            found.append((nic.get("mac"), nic.get("ip")))
+    return found
