@@ -33,8 +33,11 @@ VM_NAME_COMMANDS = {"get", "start", "stop", "force-stop", "pause", "resume", "re
                     "revert", "snapshot-delete", "backup", "backups", "restore", "clone", "export",
                     "disk", "cdrom"}
 VM_LIST_SECONDS = 2
+# Only what a VM name can be (a DNS label, model/values.py): the list is the server's
+# answer, and bash's `compgen -W` expands each word ($(...), `...`) as it splits them.
 _VM_NAMES = (f"timeout ${{VMCTL_COMPLETE_SECONDS:-{VM_LIST_SECONDS}}} vmctl list 2>/dev/null"
-             " | awk 'NR > 1 {print $1}'")
+             " | awk 'NR > 1 && length($1) <= 63 && $1 ~ /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/"
+             " {print $1}'")
 VM_NAMES = {
     "bash": "_vmctl_vm_names",
     "zsh": "_vmctl_vm_names",

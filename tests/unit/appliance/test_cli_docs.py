@@ -148,3 +148,27 @@ def test_vm_name_completion_is_quiet_when_the_appliance_does_not_answer(capsys, 
     done = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True,
                           timeout=120, check=True, env=env)
     assert (done.stdout.strip(), done.stderr) == ("", "")
+
+
+def test_vm_name_completion_offers_only_vm_names_never_runs_the_servers_answer(capsys,
+                                                                                tmp_path):
+    """The names are what the server answered (a remote's, not this machine's to
+    trust): bash's compgen -W expands each word it is given, so a name such as
+    $(touch FILE) ran FILE's command at the Tab. Only DNS labels are offered."""
+    path = tmp_path / "vmctl.bash"
+    path.write_text(script(capsys, "bash"))
+    ran = tmp_path / "ran"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    listing = ["NAME  STATE", f"$(touch${{IFS}}{ran})  running", f"`touch {ran}`  running",
+               "web1  running", "Web2  running", "web3$x  running"]
+    (bindir / "vmctl").write_text("#!/bin/sh\nprintf '%s\\n' " + " ".join(
+        "'" + line.replace("'", "'\\''") + "'" for line in listing) + "\n")
+    (bindir / "vmctl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "VMCTL_COMPLETE_SECONDS": "60"}
+    program = (f"source {path}; COMP_WORDS=(vmctl stop ''); COMP_CWORD=2; _shtab_vmctl; "
+               "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    done = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True,
+                          timeout=120, check=True, env=env)
+    assert not ran.exists()
+    assert done.stdout.split() == ["web1"], done.stdout
