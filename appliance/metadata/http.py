@@ -18,6 +18,9 @@ HEAD_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 15.0  # identifying the VM and building its documents
 WRITE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64  # per listener, at once; further ones get 503 straight away
+# per source address, at once: one guest holding every connection (each open for up to
+# HEAD_TIMEOUT + ANSWER_TIMEOUT + WRITE_TIMEOUT) would leave the others 503 only
+MAX_PER_SOURCE = 16
 QUIET_SECONDS, QUIET_SOURCES = 60.0, 256
 METHODS = ("GET", "HEAD")
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -70,17 +73,23 @@ def _plain(status: int) -> bytes:
 class Handler:
     """The connection handler of one listener (asyncio.start_server, limit=MAX_HEAD)."""
 
-    def __init__(self, resolve: Resolve, max_connections: int = MAX_CONNECTIONS):
+    def __init__(self, resolve: Resolve, max_connections: int = MAX_CONNECTIONS,
+                 max_per_source: int = MAX_PER_SOURCE):
         self.resolve = resolve
         self.max_connections = max_connections
+        self.max_per_source = max_per_source
         self.open = 0
+        self.by_source: dict[str, int] = {}
         self._quiet: set[str] = set()  # sources refused and logged this minute
         self._quiet_since = time.monotonic()
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.open += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
         try:
-            if self.open > self.max_connections:
+            if self.open > self.max_connections or self.by_source[source] > self.max_per_source:
                 await self._send(writer, _plain(503))
                 return
             await self._send(writer, await self._answer(reader, writer))
@@ -88,6 +97,9 @@ class Handler:
             log.exception("metadata request failed")
         finally:
             self.open -= 1
+            self.by_source[source] -= 1
+            if not self.by_source[source]:
+                del self.by_source[source]
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:

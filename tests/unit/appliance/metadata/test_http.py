@@ -173,3 +173,44 @@ def test_a_client_that_sends_no_head_is_dropped(monkeypatch):
     monkeypatch.setattr(http, "HEAD_TIMEOUT", 0.3)
     [answer_] = exchange(b"GET /openstack HTTP/1.1\r\n")  # never ends its head
     assert answer_ == b""
+
+
+def test_one_source_cannot_take_every_connection(monkeypatch):
+    """A guest holding its share of connections (each up to HEAD_TIMEOUT without a
+    byte) gets 503 for more; another source is still answered. Before: the bound was
+    the listener's only, so one guest's connections left every other guest 503."""
+    monkeypatch.setattr(http, "HEAD_TIMEOUT", 5.0)
+    request = b"GET /latest/meta-data/hostname HTTP/1.1\r\n\r\n"
+
+    async def anyone(ip, port):
+        return tree(instance())
+
+    async def ask(port: int, source: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        writer.write(request)
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+    async def main() -> tuple[bytes, bytes]:
+        handler = http.Handler(anyone, max_connections=8, max_per_source=2)
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, limit=http.MAX_HEAD)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0))
+                    for _ in range(2)]
+            for _ in range(100):  # until the handler has both
+                if handler.by_source.get("127.0.0.1") == 2:
+                    break
+                await asyncio.sleep(0.05)
+            same, other = await ask(port, "127.0.0.1"), await ask(port, "127.0.0.2")
+            for _r, w in held:
+                w.close()
+            return same, other
+        finally:
+            server.close()
+
+    same, other = asyncio.run(main())
+    assert same.startswith(b"HTTP/1.1 503 ")
+    assert other.startswith(b"HTTP/1.1 200 ") and other.endswith(b"\r\n\r\nweb1")
