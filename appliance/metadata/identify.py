@@ -67,8 +67,8 @@ class Identifier:
     def identify(self, ns: Namespace, peer_ip: str, peer_port: int) -> Instance | None:
         inode = ns.established_inode(peer_ip, peer_port, netns.METADATA_ADDRESS,
                                      netns.METADATA_PORT)
-        if inode is not None:
-            row = self._by_process(ns, inode)
+        if inode is not None:  # a socket of this namespace: a QEMU's, or no VM's
+            row = self._by_process(ns, inode) if inode else None
             address = str(cloudinit.USER_MODE["address"])
         else:
             row = self._by_address(ns, peer_ip)

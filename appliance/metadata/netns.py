@@ -263,8 +263,12 @@ class SocketDiag:
         self.sock.close()
 
     def established_inode(self, src: str, sport: int, dst: str, dport: int) -> int | None:
-        """The inode of this namespace's established IPv4 TCP socket whose local end is
-        src:sport and remote end dst:dport; None when there is none."""
+        """The inode of this namespace's IPv4 TCP socket whose local end is src:sport and
+        remote end dst:dport, in any state (a client may half-close once it has asked);
+        0 when it is there without one (closed by its process: orphaned, TIME_WAIT);
+        None when there is none: only then did the connection come from elsewhere. (It
+        was None for any state but ESTABLISHED, so a local process that closed after
+        asking was looked up by its address, as a guest on a network.)"""
         sockid = (struct.pack("!HH", sport, dport) + _addr16(src) + _addr16(dst)
                   + struct.pack("=III", 0, NO_COOKIE, NO_COOKIE))
         req = struct.pack("=BBBxI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + sockid
@@ -279,11 +283,11 @@ class SocketDiag:
                     break
         if kind != SOCK_DIAG_BY_FAMILY or len(data) < _NLMSG.size + _DIAG_MSG.size:
             return None  # NLMSG_ERROR: ENOENT, no such socket
-        (_family, state, _timer, _retrans, got_sport, got_dport, got_src, got_dst, _if,
+        (_family, _state, _timer, _retrans, got_sport, got_dport, got_src, got_dst, _if,
          _c1, _c2, _expires, _rq, _wq, _uid, inode) = _DIAG_MSG.unpack_from(data, _NLMSG.size)
         same = (socket.ntohs(got_sport), socket.ntohs(got_dport), got_src, got_dst) == (
             sport, dport, _addr16(src), _addr16(dst))
-        return inode if state == TCP_ESTABLISHED and same and inode else None
+        return inode if same else None
 
 
 def _addr16(address: str) -> bytes:

@@ -75,6 +75,23 @@ def test_the_listener_lives_in_the_hosts_namespace_and_knows_its_peers(holder):
                                               80) is None
                 assert diag.established_inode(netns.METADATA_ADDRESS, 80, peer[0],
                                               peer[1]) != inode
+                # A client that half-closes or closes once it has asked is still
+                # local: found in any state (0: closed, no inode), never None, which
+                # would send it to the lookup by address meant for guests on networks.
+                client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                client.shutdown(socket.SHUT_WR)
+                assert conn.recv(100)  # its request, then its FIN
+                assert conn.recv(100) == b""
+                assert diag.established_inode(peer[0], peer[1], netns.METADATA_ADDRESS,
+                                              80) == inode
+                client.close()
+                for _ in range(50):  # the kernel orphans it (FIN_WAIT2): no inode
+                    found = diag.established_inode(peer[0], peer[1],
+                                                   netns.METADATA_ADDRESS, 80)
+                    if found == 0:
+                        break
+                    time.sleep(0.05)
+                assert found == 0
     finally:
         listener.close()
         diag.close()
