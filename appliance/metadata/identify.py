@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import defusedxml.ElementTree as DefusedET
 import libvirt
 
 from appliance.access.principal import DEFAULT_PROJECT
@@ -57,12 +58,14 @@ class Identifier:
     def __init__(self, store: Store, connection: Callable[[str], Any],
                  proc: Path = Path("/proc"),
                  holds_socket: Callable[[int, int], bool] = netns.holds_socket,
-                 cmdline: Callable[[int], list[str]] = netns.process_cmdline):
+                 cmdline: Callable[[int], list[str]] = netns.process_cmdline,
+                 uids: Callable[[int], set[int]] = netns.process_uids):
         self.store = store
         self.connection = connection  # host name -> its libvirt connection
         self.proc = proc
         self.holds_socket = holds_socket
         self.cmdline = cmdline
+        self.uids = uids
 
     def identify(self, ns: Namespace, peer_ip: str, peer_port: int) -> Instance | None:
         inode = ns.established_inode(peer_ip, peer_port, netns.METADATA_ADDRESS,
@@ -88,30 +91,45 @@ class Identifier:
             nic = row["spec"].get("network") or {}
             if nic.get("type") != NetworkType.USER or nic.get("outbound") == "none":
                 continue
-            pid = self.qemu_pid(ns, host, row)
-            if pid is not None and self.holds_socket(pid, inode):
+            found = self._pid_file(ns, host, row)
+            # Holding the connection first, then that domain's QEMU: a pid reused in
+            # between would have to become the domain's QEMU again.
+            if found is not None and self.holds_socket(found[0], inode) \
+                    and self._is_qemu(found[0], found[1], row["id"]):
                 return row
         return None
 
     def qemu_pid(self, ns: Namespace, host: str, row: dict) -> int | None:
         """The pid of the VM's QEMU on `host`, from libvirt's pid file; None when it
         does not run there (or the process is not that domain's)."""
+        found = self._pid_file(ns, host, row)
+        return found[0] if found is not None and self._is_qemu(*found, row["id"]) else None
+
+    def _pid_file(self, ns: Namespace, host: str, row: dict) -> tuple[int, int] | None:
+        """The pid in the VM's pid file on `host`, and the uid its QEMU runs as."""
         try:
-            name = self.connection(host).lookupByUUIDString(row["id"]).name()
+            domain = self.connection(host).lookupByUUIDString(row["id"])
+            name, uid = domain.name(), _qemu_uid(domain.XMLDesc(0))
         except libvirt.libvirtError:
             return None
-        if not _DOMAIN_NAME.fullmatch(name):
+        if not _DOMAIN_NAME.fullmatch(name) or uid is None:
             return None
         libvirtd = ns.pids.get(host, ns.pid)
         try:
             pid = int((self.proc / str(libvirtd) / QEMU_RUN_DIR / f"{name}.pid").read_text())
         except (OSError, ValueError):
             return None
+        return pid, uid
+
+    def _is_qemu(self, pid: int, uid: int, vm_id: str) -> bool:
+        """Whether `pid` runs as the domain's QEMU user with `-uuid VM_ID` (libvirt's).
+        The command line alone is anyone's to choose: a process that took a stopped
+        QEMU's pid (its pid file not yet removed) with `-uuid VM_ID` in its argv was
+        taken for the VM; it must also run as QEMU's user (the domain's DAC label)."""
+        if self.uids(pid) != {uid}:
+            return False
         args = self.cmdline(pid)
-        # libvirt starts QEMU with `-uuid UUID`: a reused pid is another process.
-        if not any(a == "-uuid" and b == row["id"] for a, b in zip(args, args[1:], strict=False)):
-            return None
-        return pid
+        return any(a == "-uuid" and b == vm_id for a, b in zip(args, args[1:], strict=False))
 
     # -- an appliance network: the fixed IP, else the DHCP lease ------------------
     def _by_address(self, ns: Namespace, peer_ip: str) -> dict | None:
@@ -161,3 +179,17 @@ def _nics_on(row: dict, network: str) -> list[tuple[str | None, str | None]]:
         if nic.get("network") == network:
             found.append((nic.get("mac"), nic.get("ip")))
     return found
+
+
+def _qemu_uid(xml: str) -> int | None:
+    """The uid a running domain's QEMU has, from its live XML's DAC label (`+0:+0`);
+    root when it has none (libvirt's default); None when the label is unreadable."""
+    try:
+        root = DefusedET.fromstring(xml)
+    except (DefusedET.ParseError, ValueError):
+        return None
+    label = root.findtext("seclabel[@model='dac']/label")
+    if label is None:
+        return 0
+    user = label.partition(":")[0].strip().lstrip("+")
+    return int(user) if user.isdigit() else None

@@ -316,3 +316,13 @@ def process_cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def process_uids(pid: int) -> set[int]:
+    """The real, effective, saved and filesystem uids of process `pid` (empty: gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
+    return {int(v) for v in line.split()[1:] if v.isdigit()}

@@ -37,11 +37,16 @@ class FakeStore:
 
 
 class FakeDomain:
-    def __init__(self, name):
+    def __init__(self, name, uid=0):
         self._name = name
+        self.uid = uid
 
     def name(self):
         return self._name
+
+    def XMLDesc(self, flags=0):  # noqa: N802 - a running domain's DAC label
+        return (f"<domain><seclabel type='dynamic' model='dac' relabel='yes'>"
+                f"<label>+{self.uid}:+{self.uid}</label></seclabel></domain>")
 
 
 class FakeNetwork:
@@ -57,11 +62,12 @@ class FakeConnection:
                  leases: dict[str, list[dict]] | None = None):
         self.domains = domains or {}  # uuid -> domain name
         self.leases = leases or {}  # libvirt network -> leases
+        self.uid = 0  # the uid its domains' QEMUs run as
 
     def lookupByUUIDString(self, uuid):  # noqa: N802
         if uuid not in self.domains:
             raise libvirt.libvirtError("no domain")
-        return FakeDomain(self.domains[uuid])
+        return FakeDomain(self.domains[uuid], self.uid)
 
     def networkLookupByName(self, name):  # noqa: N802
         if name not in self.leases:

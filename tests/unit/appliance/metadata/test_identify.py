@@ -31,7 +31,7 @@ def proc(tmp_path):
     return tmp_path
 
 
-def identifier(store, proc, conns=None, owners=None, cmdlines=None):
+def identifier(store, proc, conns=None, owners=None, cmdlines=None, uids=None):
     conns = conns or {"h1": FakeConnection({ALPHA: "t-alpha", GAMMA: "t-gamma"},
                                            {LAB: [{"ipaddr": "10.20.0.150",
                                                    "mac": "52:54:00:AA:00:02"}]})}
@@ -39,9 +39,11 @@ def identifier(store, proc, conns=None, owners=None, cmdlines=None):
     cmdlines = cmdlines if cmdlines is not None else {
         700: ["qemu-system-x86_64", "-name", "guest=t-gamma", "-uuid", GAMMA],
         701: ["qemu-system-x86_64", "-uuid", ALPHA]}
+    uids = uids if uids is not None else {700: {0}, 701: {0}}  # QEMU as root
     return Identifier(store, conns.__getitem__, proc,
                       holds_socket=lambda pid, inode: owners.get(inode) == pid,
-                      cmdline=lambda pid: cmdlines.get(pid, []))
+                      cmdline=lambda pid: cmdlines.get(pid, []),
+                      uids=lambda pid: uids.get(pid, set()))
 
 
 def lab_vms(**beta):
@@ -128,4 +130,24 @@ def test_a_domain_name_that_could_leave_the_run_folder_is_not_read(proc, tmp_pat
     conns = {"h1": FakeConnection({GAMMA: "../../../../../../secret"})}
     local = {("169.254.169.254", 50000): 9001}
     ids = identifier(FakeStore(lab_vms()), proc, conns, owners={9001: 700})
+    assert ids.identify(namespace(local=local), "169.254.169.254", 50000) is None
+
+
+def test_a_reused_pid_whose_argv_names_the_vm_is_not_its_qemu(proc):
+    """A user's process that took a stopped QEMU's pid (its pid file still there) and
+    put `-uuid UUID` in its own argv, holding a connection to the service: it is not
+    the domain's QEMU, whose user (the DAC label, root here) it does not run as. It
+    was taken for the VM (the command line was the only check)."""
+    local = {("169.254.169.254", 50000): 9001}
+    forged = {700: ["sleep", "-uuid", GAMMA], 701: ["qemu-system-x86_64", "-uuid", ALPHA]}
+    ids = identifier(FakeStore(lab_vms()), proc, owners={9001: 700}, cmdlines=forged,
+                     uids={700: {1000}, 701: {0}})
+    assert ids.identify(namespace(local=local), "169.254.169.254", 50000) is None
+    # QEMU under libvirt's own user (qemu.conf user = "libvirt-qemu"): its uid, not root.
+    conns = {"h1": FakeConnection({GAMMA: "t-gamma"})}
+    conns["h1"].uid = 64055
+    ids = identifier(FakeStore(lab_vms()), proc, conns, owners={9001: 700},
+                     uids={700: {64055}})
+    assert ids.identify(namespace(local=local), "169.254.169.254", 50000).row["id"] == GAMMA
+    ids = identifier(FakeStore(lab_vms()), proc, conns, owners={9001: 700}, uids={700: {0}})
     assert ids.identify(namespace(local=local), "169.254.169.254", 50000) is None
