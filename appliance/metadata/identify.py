@@ -52,6 +52,8 @@ class Namespace:
     hosts: list[str]
     established_inode: Callable[[str, int, str, int], int | None]
     pids: dict[str, int] = field(default_factory=dict)  # host -> its libvirtd's pid
+    # the MACs the namespace's neighbour table has an address at (netns.SocketDiag)
+    neighbour_macs: Callable[[str], set[str]] = lambda _address: set()
 
 
 class Identifier:
@@ -147,17 +149,30 @@ class Identifier:
         nics = [(host, row, mac, ip) for host, row in self._running(ns)
                 if (row.get("project") or DEFAULT_PROJECT) == net["project"]
                 for mac, ip in _nics_on(row, net["name"])]
-        fixed = [row for _host, row, _mac, ip in nics if ip == peer_ip]
+        fixed = [(host, row, mac) for host, row, mac, ip in nics if ip == peer_ip]
         if fixed:
-            return fixed[0] if len(fixed) == 1 else None
+            return fixed[0][1] if len(fixed) == 1 and self._seen(ns, peer_ip, fixed[0][2]) \
+                else None
         network = libvirt_name(net["project"], net["name"])
         for host in ns.hosts:
             for mac in self._leased_macs(host, network, peer_ip):
                 found = [row for on, row, nic_mac, _ip in nics
                          if on == host and nic_mac and nic_mac.lower() == mac]
                 if found:
-                    return found[0]
+                    return found[0] if self._seen(ns, peer_ip, mac) else None
         return None
+
+    @staticmethod
+    def _seen(ns: Namespace, ip: str, mac: str | None) -> bool:
+        """Whether the hosts' neighbour table has `ip` at the NIC's MAC. A lease's MAC
+        is the chaddr of the guest's DHCP request, which the guest writes: a guest
+        could lease its own address under a neighbour's MAC (after releasing it, which
+        libvirt's DHCP snooping does not see: its anti-spoofing still lets the guest
+        use the address) and be taken for that neighbour. The host resolved the
+        address to answer the connection, and anti-spoofing (nwfilter
+        no-arp-spoofing) makes the guest answer with its own MAC. (libvirt's ARP
+        source, virDomainInterfaceAddresses, fails on libvirt 9.0: 'wrong nlmsg len'.)"""
+        return bool(mac) and str(mac).lower() in ns.neighbour_macs(ip)
 
     def _leased_macs(self, host: str, network: str, ip: str) -> list[str]:
         try:

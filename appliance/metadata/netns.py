@@ -53,6 +53,11 @@ _NLMSG = struct.Struct("=LHHLL")
 _DIAG_MSG = struct.Struct("=BBBB HH 16s 16s I II IIIII")  # inet_diag_msg (ports big-endian)
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
 _RTA = struct.Struct("=HH")
+_NDMSG = struct.Struct("=BBHiHBB")  # ndmsg: family, pads, ifindex, state, flags, type
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_INCOMPLETE, NUD_FAILED = 0x01, 0x20
+MAX_DUMP_PARTS = 4096  # recv()s of one neighbour table dump (each up to 64 KiB)
 T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -250,17 +255,51 @@ def open_listener(address: str = METADATA_ADDRESS, port: int = METADATA_PORT) ->
 
 
 class SocketDiag:
-    """A sock_diag socket of one namespace: the local TCP socket with a given four-tuple."""
+    """Netlink sockets of one namespace, for who is at the other end of a connection:
+    sock_diag (the local TCP socket with a given four-tuple) and rtnetlink (the
+    neighbour table: the MAC an address was resolved to)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-        self.sock.settimeout(5)
-        self.sock.bind((0, 0))
+        self.route = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        for each in (self.sock, self.route):
+            each.settimeout(5)
+            each.bind((0, 0))
         self._lock = threading.Lock()
+        self._route_lock = threading.Lock()
         self._seq = 0
 
     def close(self) -> None:
         self.sock.close()
+        self.route.close()
+
+    def neighbour_macs(self, address: str) -> set[str]:
+        """The MACs (lowercase) this namespace's neighbour table has `address` at, in a
+        usable state (not INCOMPLETE or FAILED), on any interface."""
+        packed = ipaddress.IPv4Address(address).packed
+        request = _NLMSG.pack(_NLMSG.size + _NDMSG.size, RTM_GETNEIGH,
+                              NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + _NDMSG.pack(
+                                  socket.AF_INET, 0, 0, 0, 0, 0, 0)
+        found: set[str] = set()
+        with self._route_lock:
+            self.route.send(request)
+            for _ in range(MAX_DUMP_PARTS):
+                data = self.route.recv(1 << 16)
+                offset = 0
+                while offset + _NLMSG.size <= len(data):
+                    length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+                    if kind in (NLMSG_DONE, NLMSG_ERROR) or length < _NLMSG.size:
+                        return found
+                    if kind == RTM_NEWNEIGH and length >= _NLMSG.size + _NDMSG.size:
+                        state = _NDMSG.unpack_from(data, offset + _NLMSG.size)[4]
+                        attrs = _attributes(data[offset + _NLMSG.size + _NDMSG.size:
+                                                 offset + length])
+                        lladdr = attrs.get(NDA_LLADDR, b"")
+                        if attrs.get(NDA_DST) == packed and len(lladdr) == 6 \
+                                and not state & (NUD_INCOMPLETE | NUD_FAILED):
+                            found.add(lladdr.hex(":"))
+                    offset += max((length + 3) & ~3, _NLMSG.size)
+        return found  # a table longer than MAX_DUMP_PARTS reads: what was read
 
     def established_inode(self, src: str, sport: int, dst: str, dport: int) -> int | None:
         """The inode of this namespace's IPv4 TCP socket whose local end is src:sport and

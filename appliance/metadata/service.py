@@ -169,7 +169,8 @@ class MetadataService:
                     self._refused.add(key)
                 continue
             self._refused.discard(key)
-            ns = Namespace(key, pid, sorted(pids), diag.established_inode, pids)
+            ns = Namespace(key, pid, sorted(pids), diag.established_inode, pids,
+                           diag.neighbour_macs)
             server = await asyncio.start_server(Handler(self._resolver(ns)), sock=sock,
                                                 limit=MAX_HEAD)
             self.listeners[key] = Listener(ns, server, diag, loopback)

@@ -75,15 +75,19 @@ class FakeConnection:
         return FakeNetwork(self.leases[name])
 
 
-def namespace(hosts=("h1",), local: dict[tuple[str, int], int] | None = None) -> Namespace:
-    """`local`: (peer ip, port) -> inode of the sockets of this namespace."""
+def namespace(hosts=("h1",), local: dict[tuple[str, int], int] | None = None,
+              arp: dict[str, str] | None = None) -> Namespace:
+    """`local`: (peer ip, port) -> inode of the sockets of this namespace; `arp`: its
+    neighbour table, ip -> MAC."""
     sockets = local or {}
+    neighbours = arp or {}
 
     def established_inode(src, sport, dst, dport):
         assert (dst, dport) == ("169.254.169.254", 80)
         return sockets.get((src, sport))
 
-    return Namespace((1, 2), LIBVIRTD_PID, list(hosts), established_inode)
+    return Namespace((1, 2), LIBVIRTD_PID, list(hosts), established_inode, {},
+                     lambda ip: {neighbours[ip].lower()} if ip in neighbours else set())
 
 
 ACTIVE = frozenset(ACTIVE_STATES)

@@ -19,6 +19,7 @@ ALPHA, BETA, GAMMA = ("11111111-1111-1111-1111-111111111111",
                       "33333333-3333-3333-3333-333333333333")
 LAB = "vmapp.default.lab"
 QEMU_PIDS = {"t-gamma": 700, "t-alpha": 701}
+ARP = {"10.20.0.10": "52:54:00:00:00:01", "10.20.0.150": "52:54:00:aa:00:02"}  # alpha, beta
 
 
 @pytest.fixture
@@ -54,11 +55,11 @@ def lab_vms(**beta):
 
 def test_a_nat_guest_is_its_fixed_ip_and_another_its_dhcp_lease(proc):
     ids = identifier(FakeStore(lab_vms()), proc)
-    alpha = ids.identify(namespace(), "10.20.0.10", 40000)
+    alpha = ids.identify(namespace(arp=ARP), "10.20.0.10", 40000)
     assert alpha.row["name"] == "alpha" and alpha.local_ipv4 == "10.20.0.10"
     assert alpha.nics == [{"mac": "52:54:00:00:00:01", "address": "10.20.0.10", "prefix": 24,
                            "gateway": "10.20.0.1", "dns": "10.20.0.1"}]
-    beta = ids.identify(namespace(), "10.20.0.150", 40001)  # the lease's MAC, any case
+    beta = ids.identify(namespace(arp=ARP), "10.20.0.150", 40001)  # the lease's MAC, any case
     assert beta.row["name"] == "beta" and beta.local_ipv4 == "10.20.0.150"
 
 
@@ -67,7 +68,7 @@ def test_a_nat_guest_is_its_fixed_ip_and_another_its_dhcp_lease(proc):
                                 "10.99.0.10",  # no appliance network's
                                 "not-an-ip"])
 def test_an_address_no_vm_has_is_nobody(proc, ip):
-    assert identifier(FakeStore(lab_vms()), proc).identify(namespace(), ip, 40000) is None
+    assert identifier(FakeStore(lab_vms()), proc).identify(namespace(arp=ARP), ip, 40000) is None
 
 
 def test_a_vm_on_another_host_or_stopped_or_of_another_project_is_not_found(proc):
@@ -75,12 +76,12 @@ def test_a_vm_on_another_host_or_stopped_or_of_another_project_is_not_found(proc
         vms = lab_vms()
         vms[0].update({"observed_state" if k == "state" else k: v for k, v in changed.items()})
         ids = identifier(FakeStore(vms), proc)
-        assert ids.identify(namespace(), "10.20.0.10", 40000) is None, changed
+        assert ids.identify(namespace(arp=ARP), "10.20.0.10", 40000) is None, changed
     # The other host's listener (its own namespace) finds it there.
     vms = lab_vms()
     vms[0]["host"] = "h2"
     conns = {"h2": FakeConnection()}
-    found = identifier(FakeStore(vms), proc, conns).identify(namespace(("h2",)), "10.20.0.10", 1)
+    found = identifier(FakeStore(vms), proc, conns).identify(namespace(("h2",), arp=ARP), "10.20.0.10", 1)
     assert found.row["name"] == "alpha"
 
 
@@ -88,7 +89,7 @@ def test_a_further_nic_is_found_by_its_own_fixed_ip():
     row = vm(ALPHA, "alpha", {"type": "user"},
              networks=[{"network": "lab", "ip": "10.20.0.30", "mac": "52:54:00:bb:00:01"}])
     ids = Identifier(FakeStore([row]), lambda host: FakeConnection())
-    found = ids.identify(namespace(), "10.20.0.30", 5)
+    found = ids.identify(namespace(arp={"10.20.0.30": "52:54:00:bb:00:01"}), "10.20.0.30", 5)
     assert found.row["name"] == "alpha" and found.local_ipv4 == "10.20.0.30"
 
 
@@ -151,3 +152,20 @@ def test_a_reused_pid_whose_argv_names_the_vm_is_not_its_qemu(proc):
     assert ids.identify(namespace(local=local), "169.254.169.254", 50000).row["id"] == GAMMA
     ids = identifier(FakeStore(lab_vms()), proc, conns, owners={9001: 700}, uids={700: {0}})
     assert ids.identify(namespace(local=local), "169.254.169.254", 50000) is None
+
+
+def test_a_lease_under_a_neighbours_mac_is_not_the_neighbour(proc):
+    """A lease's MAC is the chaddr of the guest's DHCP request: a guest (MAC ...:09)
+    that releases its address and leases it again under beta's MAC is, by the lease,
+    beta. The host's neighbour table has the address at the guest's own MAC (nwfilter
+    no-arp-spoofing), so it is nobody; beta itself, at its MAC, still is beta. The
+    same for a fixed IP answered from another MAC. Before: beta's documents."""
+    lease = {LAB: [{"ipaddr": "10.20.0.160", "mac": "52:54:00:aa:00:02"},
+                   {"ipaddr": "10.20.0.150", "mac": "52:54:00:aa:00:02"}]}
+    arp = {"10.20.0.160": "52:54:00:aa:00:09", "10.20.0.150": "52:54:00:AA:00:02",
+           "10.20.0.10": "52:54:00:aa:00:09"}
+    conns = {"h1": FakeConnection({ALPHA: "t-alpha", BETA: "t-beta"}, lease)}
+    ids = identifier(FakeStore(lab_vms()), proc, conns)
+    assert ids.identify(namespace(arp=arp), "10.20.0.160", 40000) is None
+    assert ids.identify(namespace(arp=arp), "10.20.0.150", 40000).row["name"] == "beta"
+    assert ids.identify(namespace(arp=arp), "10.20.0.10", 40000) is None  # alpha's IP

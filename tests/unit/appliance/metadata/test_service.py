@@ -39,6 +39,9 @@ class FakeDiag:
     def established_inode(self, *args):
         return None
 
+    def neighbour_macs(self, address):
+        return set()
+
     def close(self):
         self.closed = True
 
