@@ -11,7 +11,9 @@ it comes from, in the network namespace of the host(s) whose listener took it.
   gateway (the network's bridge address) with its own source address. The address
   must lie in the subnet of an appliance network; the VM is the one on these hosts
   with a NIC on that network whose fixed IP it is, else whose MAC libvirt's DHCP
-  server leased it to. That the guest cannot send from another VM's address is
+  server leased it to; either way the namespace's neighbour table must have the
+  address at that NIC's MAC (a lease's MAC is what the guest's DHCP request said).
+  That the guest cannot send from another VM's address (and MAC) is
   libvirt's `clean-traffic` nwfilter's job (SECURITY.md): without it, a guest that
   takes a neighbour's address reads the neighbour's metadata.
 """
