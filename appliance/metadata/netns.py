@@ -96,9 +96,17 @@ def namespace_key(pid: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def open_namespace(pid: int) -> int:
-    """A file descriptor of the network namespace of `pid` (it keeps the namespace alive)."""
-    return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+def open_namespace(pid: int, expected: tuple[int, int] | None = None) -> int:
+    """A file descriptor of the network namespace of `pid` (it keeps the namespace alive);
+    NamespaceError when it is not the namespace `expected` (namespace_key): the pid
+    was looked at earlier, and a pid that ended may be another process's by now."""
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    if expected is not None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != tuple(expected):
+            os.close(fd)
+            raise NamespaceError(errno.ESRCH, f"pid {pid} is no longer in namespace {expected}")
+    return fd
 
 
 def in_namespace(pid: int, work: Callable[[], T], timeout: float = 10.0,

@@ -158,7 +158,8 @@ class MetadataService:
                 listener.ns.hosts = sorted(pids)
                 continue
             try:
-                sock, diag, loopback = await loop.run_in_executor(self.pool, self._open, pid)
+                sock, diag, loopback = await loop.run_in_executor(self.pool, self._open, pid,
+                                                                  key)
             except OSError as err:
                 if key not in self._refused:
                     why = ("another process listens there (a second appliance?)"
@@ -178,7 +179,7 @@ class MetadataService:
                      ", ".join(sorted(pids)))
 
     @staticmethod
-    def _open(pid: int) -> tuple[Any, netns.SocketDiag, netns.Loopback]:
+    def _open(pid: int, key: tuple[int, int]) -> tuple[Any, netns.SocketDiag, netns.Loopback]:
         def setup() -> tuple[Any, netns.SocketDiag, bool]:
             added = netns.add_loopback_address()
             try:
@@ -193,7 +194,7 @@ class MetadataService:
                 if added:  # not one found there: another appliance may listen on it
                     netns.remove_loopback_address()
                 raise
-        fd = netns.open_namespace(pid)
+        fd = netns.open_namespace(pid, expected=key)  # the pid may be another's by now
         try:
             sock, diag, ours = netns.in_namespace(pid, setup, ns_fd=fd)
         except BaseException:

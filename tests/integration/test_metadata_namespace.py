@@ -185,3 +185,22 @@ def test_the_service_takes_away_the_address_it_added(libvirt_stand_in, tmp_path,
 
     asyncio.run(main())
     assert label() == after
+
+
+def test_a_pid_no_longer_in_the_namespace_it_was_seen_in_is_not_entered(holder):
+    """The service looks at a libvirtd's pid, then opens its namespace: a pid that
+    ended meanwhile may be another process's, in another namespace (a container's).
+    Opened with the namespace it was seen in, a different one is refused before
+    anything is added there; the same one is served. (It entered whichever.)"""
+    own = netns.namespace_key(os.getpid())
+    with pytest.raises(netns.NamespaceError):
+        service.MetadataService._open(holder, own)
+    assert "169.254.169.254" not in addresses(holder)
+    sock, diag, loopback = service.MetadataService._open(holder, netns.namespace_key(holder))
+    try:
+        assert "169.254.169.254" in addresses(holder)
+    finally:
+        sock.close()
+        diag.close()
+        loopback.release()
+    assert "169.254.169.254" not in addresses(holder)

@@ -64,7 +64,8 @@ def world(monkeypatch, config):
             raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
         return state["pids"][path]
 
-    def open_(pid):
+    def open_(pid, key):
+        assert key == state["spaces"].get(pid, OWN)
         if state["refuse"]:
             raise OSError(state["refuse"], "taken")
         state["opened"].append(pid)
