@@ -275,7 +275,7 @@ class SocketDiag:
             each.bind((0, 0))
         self._lock = threading.Lock()
         self._route_lock = threading.Lock()
-        self._seq = 0
+        self._seq = self._route_seq = 0
 
     def close(self) -> None:
         self.sock.close()
@@ -285,17 +285,21 @@ class SocketDiag:
         """The MACs (lowercase) this namespace's neighbour table has `address` at, in a
         usable state (not INCOMPLETE or FAILED), on any interface."""
         packed = ipaddress.IPv4Address(address).packed
-        request = _NLMSG.pack(_NLMSG.size + _NDMSG.size, RTM_GETNEIGH,
-                              NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + _NDMSG.pack(
-                                  socket.AF_INET, 0, 0, 0, 0, 0, 0)
         found: set[str] = set()
         with self._route_lock:
-            self.route.send(request)
+            # each dump its own seq: the rest of one that timed out is skipped
+            self._route_seq = seq = self._route_seq % 0x7FFFFFFF + 1
+            self.route.send(_NLMSG.pack(_NLMSG.size + _NDMSG.size, RTM_GETNEIGH,
+                                        NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+                            + _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0))
             for _ in range(MAX_DUMP_PARTS):
                 data = self.route.recv(1 << 16)
                 offset = 0
                 while offset + _NLMSG.size <= len(data):
-                    length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
+                    length, kind, _flags, got, _pid = _NLMSG.unpack_from(data, offset)
+                    if got != seq:
+                        offset += max((length + 3) & ~3, _NLMSG.size)
+                        continue
                     if kind in (NLMSG_DONE, NLMSG_ERROR) or length < _NLMSG.size:
                         return found
                     if kind == RTM_NEWNEIGH and length >= _NLMSG.size + _NDMSG.size:

@@ -204,3 +204,24 @@ def test_a_pid_no_longer_in_the_namespace_it_was_seen_in_is_not_entered(holder):
         diag.close()
         loopback.release()
     assert "169.254.169.254" not in addresses(holder)
+
+
+def test_the_neighbour_table_says_which_mac_an_address_is_at(holder):
+    """SocketDiag.neighbour_macs, which identify.py checks a guest's address against:
+    a usable entry's MAC, none for an INCOMPLETE one or an unknown address, the whole
+    table read when it spans several netlink messages."""
+    script = ("ip link add n0 type veth peer name n1 && ip link set n0 up && ip link set n1 up"
+              " && ip addr add 10.98.0.1/16 dev n0"
+              " && ip neigh add 10.98.0.7 lladdr 52:54:00:AB:CD:07 dev n0 nud reachable"
+              " && ip neigh add 10.98.0.8 dev n0 nud incomplete"
+              " && for i in $(seq 1 300); do ip neigh add 10.98.$((1 + i / 250)).$((i % 250 + 1))"
+              " lladdr 52:54:00:00:00:01 dev n0 nud stale; done")
+    subprocess.run(["nsenter", "-t", str(holder), "-n", "sh", "-c", script], check=True)
+    diag = netns.in_namespace(holder, netns.SocketDiag)
+    try:
+        assert diag.neighbour_macs("10.98.0.7") == {"52:54:00:ab:cd:07"}
+        assert diag.neighbour_macs("10.98.0.8") == set()
+        assert diag.neighbour_macs("10.98.0.9") == set()
+        assert diag.neighbour_macs("10.98.2.50") == {"52:54:00:00:00:01"}  # past 250 entries
+    finally:
+        diag.close()
