@@ -178,7 +178,7 @@ def prepare_tls(config: Config) -> tuple[Path, Path] | None:
 
 def serve(config: Config, demo_image: str | None = None) -> int:
     config.prepare()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sdnotify.configure_logging()
     tls_files = prepare_tls(config)  # before saving: a refused config is not kept
     config.save()
     config.token(create=True)
