@@ -88,15 +88,27 @@ def serve_processes(box: BootedRoot) -> list[str]:
             if "/opt/vm-appliance/bin/" in cmd or cmd.startswith("gunicorn")]
 
 
-def consoles_pid(box: BootedRoot, default: int = 0) -> int:
-    """The console broker's pid (the host's), from the unit's cgroup."""
+def child_pid(box: BootedRoot, marker: bytes, default: int = 0) -> int:
+    """The pid (the host's) of the unit's process whose command line holds marker."""
     for pid in cgroup_pids(box, UNIT):
         try:
-            if b"appliance.consoles" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         except OSError:
             continue
     return default
+
+
+def consoles_pid(box: BootedRoot, default: int = 0) -> int:
+    return child_pid(box, b"appliance.consoles", default)
+
+
+def pid_inside(host_pid: int) -> str:
+    """A process's pid in its own (the container's) namespace, as it logs it."""
+    for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[-1]
+    raise AssertionError(f"no NSpid for {host_pid}")
 
 
 def journal_since(box: BootedRoot, cursor: str, unit: str = UNIT) -> str:
@@ -260,6 +272,18 @@ def test_units_under_systemd(debian_root, tmp_path):  # noqa: F811 (the imported
         assert "vmctl.serve WARNING consoles exited with" in warnings, warnings
         assert "serving on" not in warnings, warnings
         assert box.show(UNIT, "MainPID")["MainPID"] == main_pid
+        # gunicorn's lines too: a worker it lost to SIGKILL is an error (-p err).
+        worker = child_pid(box, b"gunicorn: worker")
+        logged_as = f"Worker (pid:{pid_inside(worker)})"
+        os.kill(worker, signal.SIGKILL)
+
+        def gunicorn_error():
+            out = box.run(f"journalctl --no-pager -o cat -p err -u {UNIT}").stdout
+            return out if logged_as in out else None
+
+        errors = wait_for(gunicorn_error, 60, "gunicorn's error about its worker")
+        assert "was sent SIGKILL! Perhaps out of memory?" in errors, errors
+        assert "Booting worker" not in errors, errors
 
         # A wrong config.toml: the unit fails (exit 2) and is not restarted every RestartSec.
         config = box.path("/etc/vm-appliance/config.toml")

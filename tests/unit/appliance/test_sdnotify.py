@@ -146,3 +146,25 @@ def test_syslog_priorities_of_the_levels():
 
     levels = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
     assert [sdnotify.syslog_priority(level) for level in levels] == [2, 3, 4, 6, 7]
+
+
+GUNICORN_LOGS = """
+from gunicorn.config import Config as GunicornConfig
+import appliance.api.gunicorn_conf as conf
+print(getattr(conf, "logger_class", "default"), file=sys.stderr)
+from gunicorn.util import load_class
+logger = load_class(getattr(conf, "logger_class", "gunicorn.glogging.Logger"))(GunicornConfig())
+logger.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", 7)
+logger.info("Booting worker with pid: %s", 8)
+"""
+
+
+def test_gunicorn_lines_carry_their_priority_under_the_journal_only():
+    lines = journal_lines(GUNICORN_LOGS, journal=True).splitlines()
+    assert lines[0] == "appliance.api.gunicorn_journal.JournalLogger"
+    assert lines[1].startswith("<3>[") and lines[1].endswith(
+        "] [ERROR] Worker (pid:7) was sent SIGKILL! Perhaps out of memory?")
+    assert lines[2].startswith("<6>[") and lines[2].endswith("] [INFO] Booting worker with pid: 8")
+    lines = journal_lines(GUNICORN_LOGS, journal=False).splitlines()
+    assert lines[0] == "default"
+    assert lines[1].startswith("[20") and "] [ERROR] Worker (pid:7)" in lines[1]
