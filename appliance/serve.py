@@ -164,7 +164,10 @@ def prepare_tls(config: Config) -> tuple[Path, Path] | None:
     try:
         files = tls.prepare(config)
     except tls.TLSConfigError as err:
-        raise SystemExit(f"vmctl serve: {err}") from None
+        # Exit status 2, a configuration error, as a bad config.toml key: the units'
+        # RestartPreventExitStatus=2 then leaves the service failed, not restarted every 5 s.
+        print(f"vmctl serve: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     if files is None:
         if not tls.is_loopback(config.listen):
             log.warning("plain HTTP on %s, as chosen (tls: off): the token and everything "
