@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
-import ssl
 import re
+import ssl
 import threading
 
 import pytest
