@@ -8,7 +8,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
-from appliance.controller import cpu_pinning, disk_hotplug, networks
+from appliance.controller import cpu_pinning, disk_hotplug, firewall, networks
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.firmware_files import carry_file, copy_nvram
@@ -52,6 +52,7 @@ class VmFiles:
             seed_iso=vm_dir / "cidata.iso",
             direct_io=self.direct_io,
             cdrom_files=disk_hotplug.iso_files(self.ctx, row["spec"]),
+            nic_filters=firewall.filtered_nics(self.ctx.store, row),  # issue 15
         )
 
     def _with_maxima(self, row: dict) -> dict:
@@ -121,6 +122,9 @@ class VmFiles:
         networks.prepare(self.ctx, link.driver, link.name, row,
                          start=row["desired_state"] in RUNS, check_unmanaged=False)
         link.driver.reserve_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+        # Its network filter (issue 15) before the domain that references it; redefined
+        # here by every update, which a running VM's NICs take at once.
+        firewall.prepare(self.ctx.store, link.driver, row)
         guest = link.driver.define(plan)
         # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files
         # here, on its own host only (another's define is a move's, its source untouched).

@@ -12,7 +12,7 @@ device: the guest gets the new address at its next DHCP renewal.
 """
 from __future__ import annotations
 
-from appliance.controller import live, networks
+from appliance.controller import firewall, live, networks
 from appliance.controller.live import LiveChange, NeedsRestart
 from appliance.virt import domain
 from appliance.virt.driver import DriverError
@@ -26,11 +26,12 @@ def apply_nics(change: LiveChange) -> None:
     except DriverError as err:
         raise NeedsRestart(err.reason) from err
     waits: list[str] = []
+    filters = firewall.filtered_nics(ctx.store, row)  # issue 15: its anti-spoofing and rules
     for nic in wanted:
         if nic["mac"] in plugged:
             continue
         try:
-            guest.attach_nic(domain.nic_xml(nic))
+            guest.attach_nic(domain.nic_xml(nic, row["id"], filters.get(nic["mac"])))
         except DriverError as err:
             waits.append(f"NIC on {nic['network']}: {err.reason}")
             continue
