@@ -92,13 +92,21 @@ class VmFiles:
         )
 
     def _nics(self, row: dict) -> list[dict]:
-        """The VM's NIC for a config drive's network_data.json: its fixed IP with the
-        subnet of the appliance's network it is on, user mode's fixed layout, or DHCP."""
+        """The VM's NICs for a config drive's network_data.json, the first (network)
+        and the further ones (networks): a fixed IP with the subnet of the appliance's
+        network it is on, user mode's fixed layout, or DHCP."""
         nic = row["spec"].get("network") or {}
-        if nic.get("type") in (None, "none") or not row.get("mac"):
-            return []
-        net = networks.appliance_network(self.ctx.store, row)
-        return [cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet"))]
+        out = []
+        if nic.get("type") not in (None, "none") and row.get("mac"):
+            net = networks.appliance_network(self.ctx.store, row)
+            out.append(cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet")))
+        project = row.get("project") or DEFAULT_PROJECT
+        for extra in row["spec"].get("networks") or []:
+            if extra.get("mac"):
+                net = self.ctx.store.find_network(project, extra["network"])
+                out.append(cloudinit.nic_config(extra["mac"], {"type": "network", **extra},
+                                                (net or {}).get("subnet")))
+        return out
 
     def ensure_defined(self, row: dict, host: str | None = None) -> Guest:
         """Disks, seed and definition (on the VM's host, or `host`) as the spec says; safe to

@@ -17,6 +17,7 @@ libvirt's state matching (a connection accepted one way has its replies back).
 from __future__ import annotations
 
 import ipaddress
+import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -65,6 +66,8 @@ def _user_rule(parent: ET.Element, rule: dict[str, Any], priority: int) -> None:
 def filter_xml(vm_id: str, rules: list[dict[str, Any]]) -> str:
     """The filter's XML: clean-traffic, then the rules of each direction that has any."""
     root = ET.Element("filter", {"name": filter_name(vm_id), "chain": "root"})
+    # The VM's uuid: libvirt redefines a filter only under the uuid it was defined with.
+    ET.SubElement(root, "uuid").text = str(uuid.UUID(vm_id))
     ET.SubElement(root, "filterref", {"filter": "clean-traffic"})
     for direction in ("in", "out"):
         own = [r for r in rules if r["direction"] == direction]
