@@ -124,3 +124,20 @@ def test_a_config_drive_describes_every_nic(service, controller, clock):
         "ipv4", "10.30.0.9", "255.255.255.0", [])
     assert (dyn["type"], dyn["link"]) == ("ipv4_dhcp", net["links"][2]["id"])
     assert {s["address"] for s in net["services"]} == {"10.20.0.1", "10.30.0.1"}
+
+
+def test_a_further_nic_s_new_fixed_ip_reaches_its_filter_live(service, controller, cloud, clock):
+    service.create_network(LAB)
+    service.create_network(BACK)
+    vm, _ = service.create_vm({"host": "local", "name": "web1", "networks": [
+        {"network": "lab"}, {"network": "back", "ip": "10.30.0.9"}]})
+    settle(controller, clock)
+    mac = service.store.get_vm("web1")["spec"]["networks"][0]["mac"]
+    host = cloud.host(URI_A)
+    before = len([c for c in host.calls if c == f"update {vm['id']}"])
+    service.update_vm("web1", {"networks": [{"network": "back", "ip": "10.30.0.10"}]})
+    settle(controller, clock)
+    assert filterrefs(cloud, URI_A, vm["id"])[mac][1]["IP"] == "10.30.0.10"  # the definition
+    assert len([c for c in host.calls if c == f"update {vm['id']}"]) == before + 1  # the NIC live
+    row = service.store.get_vm("web1")
+    assert row["observed_state"] == "running" and not row["restart_required"]
