@@ -141,3 +141,21 @@ def test_a_further_nic_s_new_fixed_ip_reaches_its_filter_live(service, controlle
     assert len([c for c in host.calls if c == f"update {vm['id']}"]) == before + 1  # the NIC live
     row = service.store.get_vm("web1")
     assert row["observed_state"] == "running" and not row["restart_required"]
+
+
+def test_a_shelved_vm_leaves_no_filter_and_gets_it_back(service, controller, cloud, clock):
+    service.create_network(LAB)
+    vm, _ = service.create_vm({"name": "web1", "firewall": [SSH],
+                               "network": {"type": "network", "name": "lab"}})
+    settle(controller, clock)
+    home = service.store.get_vm("web1")["host"]
+    name = f"vmappliance-{vm['id']}"
+    assert name in cloud.host(HOSTS[home]).filters
+    service.set_state("web1", "shelve")
+    settle(controller, clock, passes=2)
+    assert name not in cloud.host(HOSTS[home]).filters
+    service.set_state("web1", "unshelve")
+    settle(controller, clock, passes=2)
+    row = service.store.get_vm("web1")
+    assert row["observed_state"] == "running"
+    assert accepted(cloud.host(HOSTS[row["host"]]).filters[name])[0]["dstportstart"] == "22"
