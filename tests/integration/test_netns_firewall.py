@@ -10,6 +10,8 @@ takes another address, or another MAC, is not heard from it.
 """
 from __future__ import annotations
 
+import errno
+import json
 import re
 import time
 
@@ -17,6 +19,7 @@ import libvirt
 import pytest
 
 from tests.appliance_process import READY_LINE, wait_for
+from tests.fs.conftest import wait_mounted
 from tests.integration.test_netns_networks import BOOT_TIMEOUT, guest, lab  # noqa: F401
 from tests.local_hosts import LocalHost
 
@@ -95,9 +98,18 @@ def test_rules_block_and_allow_ports_and_spoofed_traffic_is_dropped(lab):  # noq
                           "from": "10.77.0.128/25"}])
     until("8001 closed", lambda: not reach(app, 8001))
     assert not reach(app, 8000)
-    # client's range: both open.
-    patch_firewall(app, [{"direction": "in", "proto": "tcp", "port": "8000-8001",
-                          "from": "10.77.0.0/25"}])
+    # client's range, through the mount's spec.json: both open. A bad rule there is
+    # refused (EINVAL) and changes nothing.
+    wait_mounted(app.home / "mnt", None, app.home / "logs" / "mount.log")
+    spec_file = app.home / "mnt" / "vms" / "web" / "spec.json"
+    spec = json.loads(spec_file.read_text())
+    with pytest.raises(OSError) as refused:
+        spec_file.write_text(json.dumps({**spec, "firewall": [{"direction": "in", "proto": "tcp",
+                                                                "port": "8000-80001"}]}))
+    assert refused.value.errno == errno.EINVAL
+    rules = [{"direction": "in", "proto": "tcp", "port": "8000-8001", "from": "10.77.0.0/25"}]
+    spec_file.write_text(json.dumps({**spec, "firewall": rules}))
+    assert app.api("GET", "/v1/vms/web").json()["spec"]["firewall"] == rules
     until("8000 and 8001 open again", lambda: reach(app, 8000) and reach(app, 8001))
     # Outbound rules on client's side: only web's 8000 may be reached.
     patch_firewall(app, [{"direction": "out", "proto": "tcp", "port": 8000,
