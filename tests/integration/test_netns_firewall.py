@@ -6,7 +6,8 @@ All traffic stays inside that namespace (its bridge, the guests' taps).
 web answers on port 8000 (the demo guest's service, "ok") and on 8001 (started
 here, "two"); client connects to both. Rules given by PATCH apply to the running
 guest (libvirt re-instantiates the redefined filter on its NICs). A client that
-takes another address, or another MAC, is not heard from it.
+takes another address, or another MAC, is not heard from it. A server group's
+rules reach its member the same way.
 """
 from __future__ import annotations
 
@@ -138,6 +139,18 @@ def test_rules_block_and_allow_ports_and_spoofed_traffic_is_dropped(lab):  # noq
     assert not reach(app, 8000)
     guest(app, "client", f"ip link set eth0 address {mac}; ip neigh flush all >/dev/null 2>&1; echo back")
     until("client heard again with its MAC", lambda: reach(app, 8000))
+
+    # A server group's rules, shared by its members: web joins one, its own rules gone.
+    resp = app.api("POST", "/v1/groups", json={"name": "fw", "policy": "affinity", "firewall": [
+        {"direction": "in", "proto": "tcp", "port": 8001}]})
+    assert resp.status_code == 201, resp.text
+    resp = app.api("PATCH", "/v1/vms/web", json={"group": "fw", "firewall": []})
+    assert resp.status_code == 200, resp.text
+    until("the group's rule: 8000 closed", lambda: not reach(app, 8000))
+    assert reach(app, 8001)
+    resp = app.api("PATCH", "/v1/groups/fw", json={"firewall": []})  # each member's filter follows
+    assert resp.status_code == 200, resp.text
+    until("no rules left: 8000 open", lambda: reach(app, 8000))
 
     # The filter goes with the VM.
     resp = app.api("DELETE", "/v1/vms/web", params={"force": "true"})
