@@ -83,9 +83,11 @@ deb:
 	bash packaging/deb/build.sh
 
 # The .deb installed into a fresh Debian 12 root (debootstrap, its tarball cached
-# in .cache/deb-test/), its service started there, removed, purged: ~10 min.
+# in .cache/deb-test/), its service started there, removed, purged; then into
+# another root booted with systemd as PID 1 (systemd-nspawn), where its units run
+# under systemd: start, kill -9 and restart, stop, journal, enable. ~10 min.
 test-deb: venv deb
-	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py $(PYTEST_ARGS)
+	$(PYTEST) -ra -m deb tests/integration/test_deb_install.py tests/integration/test_deb_systemd.py $(PYTEST_ARGS)
 
 # qemu+ssh and qemu+tls hosts for real (issue 16): a private sshd and libvirtd TLS
 # listeners on 127.0.0.1 in front of packaging/local-hosts; part of test-slow (~2 min).

@@ -130,6 +130,11 @@ def _run_child(entry: Callable[[list[str]], object], args: list[str], env: dict,
                log_path: Path | None, die_with_parent: Callable[[], None], parent: int) -> None:
     code: object = 1
     try:
+        # serve's handlers are serve's: before the parent-death signal is armed,
+        # so that a SIGTERM for serve's death kills this child, never sets serve's
+        # (copied) stop event here.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         die_with_parent()
         if os.getppid() != parent:  # serve died before the line above
             raise SystemExit(1)
@@ -142,8 +147,6 @@ def _run_child(entry: Callable[[list[str]], object], args: list[str], env: dict,
         # prometheus_client's files of this process's metrics, closed at the
         # first metric the child touches) close them, and a number closed here
         # could be reused by the child and then closed under it by its owner.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         from setproctitle import setproctitle
 
         # what `ps` showed for the exec'd child; before the environment changes,

@@ -1,5 +1,6 @@
 """systemd's readiness protocol for `vmctl serve` (vm-appliance.service is
-Type=notify): READY=1 once the API answers /readyz, STOPPING=1 at a stop.
+Type=notify): READY=1 once the API answers /readyz, STOPPING=1 at a stop; and
+log lines the journal files at their level (configure_logging).
 
 sd_notify(3) is one datagram to the AF_UNIX socket named by $NOTIFY_SOCKET (a
 path, or an abstract name written with a leading "@"); with no such variable
@@ -88,3 +89,40 @@ def stderr_is_journal() -> bool:
     except OSError:
         return False
     return bool(value) and value == f"{stat.st_dev}:{stat.st_ino}"
+
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def syslog_priority(levelno: int) -> int:
+    """sd-daemon(3)'s priority of a logging level: 2 critical ... 7 debug."""
+    for floor, priority in ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+                            (logging.INFO, 6)):
+        if levelno >= floor:
+            return priority
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """Each line of a record prefixed with its priority ("<4>" for a warning):
+    journald strips the prefix and files the line at that priority
+    (SyslogLevelPrefix=, on by default), so that `journalctl -u vm-appliance -p
+    warning` finds the appliance's warnings and errors; without it every line of
+    a stream is "info". A traceback's lines carry their record's prefix too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """logging.basicConfig for serve and the processes it runs (the mount, the
+    console broker) and for the exporter: to stderr, as before; when stderr is
+    systemd's journal, with priorities and without a timestamp (the journal
+    keeps its own)."""
+    handler = logging.StreamHandler()
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(name)s %(levelname)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])

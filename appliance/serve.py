@@ -164,7 +164,10 @@ def prepare_tls(config: Config) -> tuple[Path, Path] | None:
     try:
         files = tls.prepare(config)
     except tls.TLSConfigError as err:
-        raise SystemExit(f"vmctl serve: {err}") from None
+        # Exit status 2, a configuration error, as a bad config.toml key: the units'
+        # RestartPreventExitStatus=2 then leaves the service failed, not restarted every 5 s.
+        print(f"vmctl serve: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     if files is None:
         if not tls.is_loopback(config.listen):
             log.warning("plain HTTP on %s, as chosen (tls: off): the token and everything "
@@ -178,7 +181,7 @@ def prepare_tls(config: Config) -> tuple[Path, Path] | None:
 
 def serve(config: Config, demo_image: str | None = None) -> int:
     config.prepare()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sdnotify.configure_logging()
     tls_files = prepare_tls(config)  # before saving: a refused config is not kept
     config.save()
     config.token(create=True)
@@ -215,6 +218,18 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     # the controller starts right after them.
     store.close()
     wait_for_port(config.listen, 20)
+    # From the first child on, a SIGTERM (systemctl stop or restart of a unit still
+    # activating) is an orderly stop: serve stops its children below, once the
+    # controller has started. Dying of the signal instead, systemd (KillMode=mixed)
+    # would SIGKILL them at once, the mount in the middle of unmounting. Forked
+    # children reset the handler (appliance/forked.py); exec'd ones lose it.
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     api_log = child_log(config, "api.log")
     children = {"api": lambda: spawn_child(gunicorn_args(config), env, api_log)}
     children.update(extra_children(config, env))
@@ -223,17 +238,10 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     controller = Controller(store, config, instance, "kvm" if verdict["accel"] == "kvm" else "qemu")
     controller.adopt_on_start()
     controller.start()
-    stopping = threading.Event()
     # The controller's reconcile duration is copied to the store for /metrics to
     # read; the API metrics already go to HOME/run/metrics (exporter/shared_metrics.py,
     # entered by `vmctl serve` before this module was imported), and env has it.
     publish_reconcile(controller, store, stopping)
-
-    def on_signal(signum, _frame) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
     log.info("serving on %s://%s (home %s)", "https" if tls_files else "http", config.listen,
              config.home)

@@ -32,6 +32,7 @@ import falcon
 import libvirt
 from prometheus_client import CollectorRegistry
 
+from appliance import sdnotify
 from appliance.api import error_shape
 from appliance.api.auth import TokenAuth, single_token
 from appliance.tls import fingerprint, server_context
@@ -99,8 +100,7 @@ def run(listen: str, libvirt_uri: str, token: str | None, host_name: str | None 
     """all_domains: every domain of the host, not only the appliance's.
     appliance: the instance id whose domains are reported (None: any appliance's).
     tls_files: HTTPS with this certificate and key (appliance/tls.py prepare)."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sdnotify.configure_logging()
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are handled; keep stderr quiet
     address, port = parse_listen(listen)
     registry = build_registry(libvirt_uri, host_name=host_name or socket.gethostname(),

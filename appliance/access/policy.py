@@ -133,6 +133,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("/v1/groups", "GET"): Action.READ,
     ("/v1/groups", "POST"): Action.VM_CHANGE,
     ("/v1/groups/{name}", "GET"): Action.READ,
+    ("/v1/groups/{name}", "PATCH"): Action.VM_CHANGE,
     ("/v1/groups/{name}", "DELETE"): Action.VM_CHANGE,
     # Networks (issue 15): a project's; the service asks ADMIN as well for a bridge one.
     ("/v1/networks", "GET"): Action.READ,

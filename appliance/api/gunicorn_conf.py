@@ -17,6 +17,12 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from appliance import sdnotify
+
+# Under systemd, gunicorn's lines carry their priority too (appliance/api/gunicorn_journal.py).
+if sdnotify.stderr_is_journal():
+    logger_class = "appliance.api.gunicorn_journal.JournalLogger"
+
 
 def on_starting(server: Any) -> None:
     from appliance.api.asgi import preload

@@ -19,6 +19,7 @@ from appliance.api.openapi_shared import (
 from appliance.files import HOST_FILES
 from appliance.model import GROUP_POLICIES, HOST_DOWN, HOST_RATIOS, HOST_STATES
 from appliance.model.defaults import MAX_MEMORY_MIB
+from appliance.model.firewall import SCHEMA as FIREWALL
 
 SCHEMAS = {
     "Image": {
@@ -124,12 +125,18 @@ SCHEMAS = {
                                                  "properties": {"drain": ref("Drain")}}]},
     "GroupCreate": {
         "type": "object", "required": ["name", "policy"],
-        "properties": {"name": DNS_NAME, "policy": string(enum=list(GROUP_POLICIES))},
+        "properties": {"name": DNS_NAME, "policy": string(enum=list(GROUP_POLICIES)),
+                       "firewall": FIREWALL},
+    },
+    "GroupChange": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"firewall": FIREWALL},
     },
     "Group": {
         "type": "object", "required": ["name", "policy", "members"],
         "properties": {"name": string(), "project": string(),
                        "policy": string(enum=list(GROUP_POLICIES)), "created": number(),
+                       "firewall": FIREWALL,
                        "members": {"type": "array", "items": {"type": "object", "properties": {
                            "name": string(), "host": string(nullable=True)}}}},
     },
@@ -225,6 +232,11 @@ PATHS = {
         "parameters": [NAME],
         "get": {"summary": "one server group",
                 "responses": {"200": json_answer(ref("Group")), **ERRORS}},
+        "patch": {"summary": "change a server group's firewall rules (its members' filters "
+                             "take them at once)",
+                  "requestBody": {"required": True, "content": {
+                      "application/json": {"schema": ref("GroupChange")}}},
+                  "responses": {"200": json_answer(ref("Group")), **ERRORS}},
         "delete": {"summary": "delete a server group without members",
                    "responses": {"204": {"description": "deleted"}, **ERRORS}},
     },

@@ -404,6 +404,9 @@ class Groups:
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         resp.media = self.service.get_group(name)
 
+    def on_patch_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        resp.media = self.service.update_group(name, req.get_media())
+
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self.service.delete_group(name)
         resp.status = falcon.HTTP_204

@@ -32,6 +32,7 @@ from appliance.cli import (
     consoles,
     disks,
     docs,
+    firewall,
     host_access,
     hosts,
     keys,
@@ -74,6 +75,7 @@ API_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **backups.COMMANDS,  # snapshot, snapshots, revert, backup, backups, restore, clone...
     **disks.COMMANDS,  # disk, cdrom
     **moves.COMMANDS,  # adopt, export (issue 16)
+    **firewall.COMMANDS,  # firewall (issue 15)
 }
 # vmctl's state subcommands and the state each asks for (the model's verbs and aliases).
 STATE_COMMANDS: dict[str, str] = {command: STATE_ALIASES.get(command) or StateVerb(command)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
-from appliance import home_lock
+from appliance import home_lock, sdnotify
 from appliance.cli.output import print_json
 from appliance.config import Config
 
@@ -70,7 +69,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     """The file system view alone, in the foreground, against the home's store."""
     from fs.mount import run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sdnotify.configure_logging()
     return run(Config.load(args.home), args.path, group=args.allow_group)
 
 

@@ -10,6 +10,7 @@ from appliance.cli.admin import add_admin_commands
 from appliance.cli.backups import add_backup_commands
 from appliance.cli.disks import add_disk_commands
 from appliance.cli.docs import add_completion_command
+from appliance.cli.firewall import add_firewall_command, add_rule_options
 from appliance.cli.host_access import add_host_access_commands
 from appliance.cli.hosts import add_host_set
 from appliance.cli.keys import add_key_commands
@@ -204,6 +205,7 @@ def _add_create(sub: argparse._SubParsersAction) -> None:
                    help="bios (default), uefi (OVMF) or uefi-secure (Secure Boot; q35)")
     p.add_argument("--machine", choices=["q35", "pc"], help="q35 (default) or pc (i440FX)")
     p.add_argument("--tpm", action="store_true", default=None, help="a virtual TPM 2.0 (swtpm)")
+    add_rule_options(p)  # --allow, --allow-out (issue 15: appliance/cli/firewall.py)
     p.add_argument("--stopped", action="store_true")
     _no_wait(p)
 
@@ -403,6 +405,7 @@ def build_parser(nested_globals: bool = True) -> argparse.ArgumentParser:
     add_template_commands(sub)
     add_pool_commands(sub)
     add_network_commands(sub)  # appliance/cli/networks.py (issue 15)
+    add_firewall_command(sub)  # appliance/cli/firewall.py (issue 15)
     add_disk_commands(sub)  # disk, cdrom (appliance/cli/disks.py)
     add_remote_commands(sub)  # appliance/cli/remotes.py
     add_completion_command(sub)  # appliance/cli/docs.py

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from appliance.access.principal import actor_text
+from appliance.cli import firewall
 from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
 from appliance.cli.progress import chunks, on_terminal, waited
 from appliance.client import Client
@@ -102,6 +103,9 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, field, None):
             body[field] = getattr(args, field)
     body.update(_cpu_fields(args))
+    rules = firewall.rules_of(args)  # --allow, --allow-out (issue 15)
+    if rules is not None:
+        body["firewall"] = rules
     if args.stopped:
         body["state"] = "stopped"
     return body

@@ -12,6 +12,7 @@ import signal
 import libvirt
 import libvirtaio  # type: ignore[import-untyped]  # no stubs
 
+from appliance import sdnotify
 from appliance.config import Config
 from appliance.consoles.broker import Broker
 from appliance.consoles.hosts import HostConnections
@@ -45,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m appliance.consoles")
     parser.add_argument("--home", required=True, help="the appliance's home folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sdnotify.configure_logging()
     # libvirt prints every error to stderr by default; ours are caught and logged.
     libvirt.registerErrorHandler(lambda *_: None, None)
     asyncio.run(run(Config.load(args.home)))

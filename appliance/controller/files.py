@@ -8,7 +8,7 @@ from pathlib import Path
 
 from appliance import placement
 from appliance.access.principal import DEFAULT_PROJECT
-from appliance.controller import cpu_pinning, disk_hotplug, networks
+from appliance.controller import cpu_pinning, disk_hotplug, firewall, networks
 from appliance.controller.consoles import mirror_key
 from appliance.controller.context import MIB, Context, HostLink
 from appliance.controller.firmware_files import carry_file, copy_nvram
@@ -34,14 +34,21 @@ def domain_name(prefix: str, row: dict) -> str:
 
 
 def seed_nics(store: Store, row: dict) -> list[dict]:
-    """The VM's NIC for network_data.json (a config drive's, the metadata service's):
-    its fixed IP with the subnet of the appliance's network it is on, user mode's fixed
-    layout, or DHCP."""
+    """The VM's NICs for network_data.json (a config drive's, the metadata service's),
+    the first (network) and the further ones (networks): a fixed IP with the subnet of
+    the appliance's network it is on, user mode's fixed layout, or DHCP."""
     nic = row["spec"].get("network") or {}
-    if nic.get("type") in (None, "none") or not row.get("mac"):
-        return []
-    net = networks.appliance_network(store, row)
-    return [cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet"))]
+    out = []
+    if nic.get("type") not in (None, "none") and row.get("mac"):
+        net = networks.appliance_network(store, row)
+        out.append(cloudinit.nic_config(row["mac"], nic, (net or {}).get("subnet")))
+    project = row.get("project") or DEFAULT_PROJECT
+    for extra in row["spec"].get("networks") or []:
+        if extra.get("mac"):
+            net = store.find_network(project, extra["network"])
+            out.append(cloudinit.nic_config(extra["mac"], {"type": "network", **extra},
+                                            (net or {}).get("subnet")))
+    return out
 
 
 class VmFiles:
@@ -64,6 +71,7 @@ class VmFiles:
             seed_iso=vm_dir / "cidata.iso",
             direct_io=self.direct_io,
             cdrom_files=disk_hotplug.iso_files(self.ctx, row["spec"]),
+            nic_filters=firewall.filtered_nics(self.ctx.store, row),  # issue 15
         )
 
     def _with_maxima(self, row: dict) -> dict:
@@ -124,6 +132,9 @@ class VmFiles:
         networks.prepare(self.ctx, link.driver, link.name, row,
                          start=row["desired_state"] in RUNS, check_unmanaged=False)
         link.driver.reserve_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+        # Its network filter (issue 15) before the domain that references it; redefined
+        # here by every update, which a running VM's NICs take at once.
+        firewall.prepare(self.ctx.store, link.driver, row)
         guest = link.driver.define(plan)
         # A running VM's disks change live (disk_hotplug.APPLIERS); a stopped one's files
         # here, on its own host only (another's define is a move's, its source untouched).

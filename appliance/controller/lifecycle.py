@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from appliance.controller import live, networks
+from appliance.controller import firewall, live, networks
 from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.operations import Handler
@@ -157,6 +157,7 @@ class Lifecycle:
                 guest.destroy()
             guest.undefine(with_metadata=True)
         link.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+        firewall.remove(link.driver, row)  # its network filter, no longer referenced (issue 15)
         if self.files.own_storage(link.name):
             link.driver.remove_vm_storage(row["id"])
         shutil.rmtree(self.ctx.config.vm_dir(row["id"]), ignore_errors=True)

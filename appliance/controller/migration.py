@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from appliance.controller import cpu_pinning, networks
+from appliance.controller import cpu_pinning, firewall, networks
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
@@ -120,6 +120,7 @@ class LiveMigration:
                 "them; delete the snapshots, or migrate to a host that shares its storage")
         # The guest arrives running: its network must run there (issue 15), or a 409 now.
         networks.prepare(self.ctx, self.dest.driver, self.target, row, start=True)
+        firewall.prepare(self.ctx.store, self.dest.driver, row)  # its NICs' filter, there first
         if self.copy:  # the target does not see these disks: copy them during the migration
             self.files.prepare_copy(row, self.dest)
         # libvirt refuses to migrate a domain with snapshots: their metadata (only) goes,
@@ -144,6 +145,7 @@ class LiveMigration:
                     + (" (disks copied)" if self.copy else ""))
         if self.copy:
             self.files.drop_copy(row, self.source)
+        firewall.remove(self.source.driver, row, quiet=True)  # no NIC of it is left there
 
     def _restore_snapshots(self, link: HostLink) -> None:
         guest = link.lookup(self.row["id"])
@@ -237,3 +239,4 @@ class Migrations:
                 self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
                 old.undefine()
             source.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+            firewall.remove(source.driver, row, quiet=True)

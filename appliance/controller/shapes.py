@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 
-from appliance.controller import networks
+from appliance.controller import firewall, networks
 from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import Lifecycle
@@ -74,6 +74,7 @@ class LifecycleShapes:
             self.files.snapshot_metadata.detach(guest, row["id"])  # else libvirt refuses
             guest.undefine()
         link.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+        firewall.remove(link.driver, row, quiet=True)  # its network filter: unshelve makes it
         with self.ctx.store.transaction():
             self.ctx.store.update_vm(row["id"], bump=False, observed_state="shelved",
                                      observed_reason="", state_changed=self.ctx.clock())

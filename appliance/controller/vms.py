@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 
+from appliance.controller import firewall
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshot_metadata import SnapshotMetadata
@@ -254,6 +255,9 @@ class VmObserver:
                 guest.destroy()
             self.snapshot_metadata.detach(guest, row["id"])  # libvirt keeps a domain with them
             guest.undefine()
+            link = self.ctx.links.get(host)
+            if link is not None:  # its network filter there (issue 15)
+                firewall.remove(link.driver, row, quiet=True)
         except DriverError as err:
             log.warning("removing the stale copy of %s on %s failed: %s", row["name"], host, err)
             return

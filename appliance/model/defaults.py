@@ -50,6 +50,7 @@ LIVE_FIELDS = frozenset({
     "name", "labels", "run_strategy", "termination_grace_period", "node_selector", "group",
     "reserve_when_stopped",
     "backup",  # read by the controller's backup schedule, never by the guest
+    "firewall",  # the VM's nwfilter, redefined by every update (controller/firewall.py)
 })
 # Spec fields a running VM may take live, when the guest and the maximums allow
 # (issue 14): the service does not announce a restart for these; the controller

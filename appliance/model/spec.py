@@ -57,6 +57,7 @@ from appliance.model.fields import (
     says,
     stored_as_value,
 )
+from appliance.model.firewall import Rules
 from appliance.model.firmware import (
     DEFAULT_FIRMWARE,
     DEFAULT_MACHINE,
@@ -83,6 +84,7 @@ from appliance.model.states import (
     GRAPHICS,
     RUN_STRATEGIES,
     Graphics,
+    NetworkType,
     Protocol,
     RunStrategy,
 )
@@ -161,6 +163,7 @@ class Spec(BaseModel):
     xml_patches: XmlPatches = Field(default_factory=list)
     cdroms: Cdroms = cdroms_field()  # issue 14 B: install media (model/media.py)
     boot_order: BootOrder = boot_order_field()
+    firewall: Rules = Field(default_factory=list)  # issue 15: model/firewall.py
 
     @model_validator(mode="before")
     @classmethod
@@ -234,6 +237,20 @@ class Spec(BaseModel):
                           "variable store in SMM, which the pc machine lacks")
         return firmware
 
+    @field_validator("firewall")
+    @classmethod
+    def _firewall_needs_a_tap(cls, rules: list[Any], info: ValidationInfo) -> list[Any]:
+        network = info.data.get("network")
+        if rules and network is not None and network.type != NetworkType.NETWORK \
+                and not info.data.get("networks"):
+            # nwfilter acts on a NIC's tap; QEMU's user mode has none (its traffic
+            # leaves from QEMU's own sockets on the host).
+            raise refused("firewall rules apply to NICs on libvirt networks (nat, bridge, "
+                          "isolated); this VM has none: give it one (network: "
+                          "{\"type\": \"network\", \"name\": ...}), or for user mode limit "
+                          "what it reaches with network.outbound and its port forwards")
+        return rules
+
 
 FIELDS: tuple[str, ...] = tuple(Spec.model_fields)
 _FIELD_NAMES = frozenset(FIELDS)
@@ -270,6 +287,7 @@ CHECK_ORDER = (
     "xml_patches",
     "cdroms",
     "boot_order",
+    "firewall",
 )
 
 

@@ -75,18 +75,28 @@ class ImageRecords(StoreBase):
         self.db.execute("DELETE FROM images WHERE name = ?", [name])
 
 
+def _group(row: Row) -> Row:
+    """A group's row with its firewall rules as a list (issue 15; none: [])."""
+    return {**row, "firewall": json.loads(row["firewall"]) if row.get("firewall") else []}
+
+
 class GroupRecords(StoreBase):
     """Server groups belong to a project: (project, name) is the key, and a VM's
     spec names a group of its own project."""
 
     def list_groups(self, project: str) -> list[Row]:
-        return self._rows("groups", "project = ?", [project], order_by="name")
+        return [_group(r) for r in self._rows("groups", "project = ?", [project],
+                                              order_by="name")]
 
     def get_group(self, project: str, name: str) -> Row:
         rows = self._rows("groups", "project = ? AND name = ?", [project, name])
         if not rows:
             raise NotFound(f"no server group named {name!r}", "group")
-        return rows[0]
+        return _group(rows[0])
+
+    def set_group_firewall(self, project: str, name: str, rules: list[dict[str, Any]]) -> None:
+        self.db.execute("UPDATE groups SET firewall = ? WHERE project = ? AND name = ?",
+                        [json.dumps(rules) if rules else None, project, name])
 
     def group_exists(self, project: str, name: str) -> bool:
         found = self.db.execute(
@@ -95,7 +105,8 @@ class GroupRecords(StoreBase):
         return found is not None
 
     def insert_group(self, row: Row) -> None:
-        self.db.table("groups").insert(row)
+        rules = row.get("firewall")
+        self.db.table("groups").insert({**row, "firewall": json.dumps(rules) if rules else None})
 
     def delete_group(self, project: str, name: str) -> None:
         self.db.execute("DELETE FROM groups WHERE project = ? AND name = ?", [project, name])

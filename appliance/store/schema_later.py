@@ -108,3 +108,9 @@ def _v17_state_index(db: sqlite_utils.Database) -> None:
     db.table("vms").create_index(
         ["observed_state", "host"], index_name="idx_vms_observed_state_host", if_not_exists=True
     )
+
+
+def _v18_group_firewall(db: sqlite_utils.Database) -> None:
+    """A server group's firewall rules (issue 15: model/firewall.py's stored form, JSON;
+    NULL: none), shared by its members' network filters (controller/firewall.py)."""
+    db.table("groups").add_column("firewall", str)

@@ -96,7 +96,9 @@ def nic_config(mac: str, nic: dict[str, Any], subnet: str | None) -> dict[str, A
 
 def network_data(nics: list[dict[str, Any]]) -> dict[str, Any]:
     """OpenStack's network_data.json: a link per NIC (by MAC), a network per link
-    (static "ipv4" with routes, or "ipv4_dhcp"), DNS servers as services."""
+    (static "ipv4", or "ipv4_dhcp"), DNS servers as services. The default route is
+    the first NIC's only (a static further NIC reaches its own subnet: two default
+    routes would fight)."""
     links: list[dict[str, Any]] = []
     networks: list[dict[str, Any]] = []
     services: list[dict[str, Any]] = []
@@ -107,11 +109,11 @@ def network_data(nics: list[dict[str, Any]]) -> dict[str, Any]:
             networks.append({"id": f"network{index}", "link": link, "type": "ipv4_dhcp"})
             continue
         netmask = str(ipaddress.ip_network(f"0.0.0.0/{nic['prefix']}").netmask)
+        routes = [{"network": DEFAULT_ROUTE, "netmask": DEFAULT_ROUTE,
+                   "gateway": nic["gateway"]}] if index == 0 else []
         networks.append({
             "id": f"network{index}", "link": link, "type": "ipv4",
-            "ip_address": nic["address"], "netmask": netmask,
-            "routes": [{"network": DEFAULT_ROUTE, "netmask": DEFAULT_ROUTE,
-                        "gateway": nic["gateway"]}],
+            "ip_address": nic["address"], "netmask": netmask, "routes": routes,
             "services": [{"type": "dns", "address": nic["dns"]}]})
         if {"type": "dns", "address": nic["dns"]} not in services:
             services.append({"type": "dns", "address": nic["dns"]})

@@ -14,7 +14,7 @@ from pathlib import Path
 import defusedxml.ElementTree as DefusedET
 
 from appliance.model.hotplug import MEMORY_BLOCK_MIB
-from appliance.virt import cpu_xml, domain_devices, firmware, xml_patches
+from appliance.virt import cpu_xml, domain_devices, firmware, nwfilter_xml, xml_patches
 
 METADATA_NS = "urn:vm-appliance:domain:1"
 ET.register_namespace("vma", METADATA_NS)
@@ -49,6 +49,9 @@ class DomainPlan:
     shared_cpus: tuple[int, ...] | None = None
     # each CD-ROM drive's ISO file, from the image store (None: empty); issue 14
     cdrom_files: list[Path | None] = dataclasses.field(default_factory=list)
+    # issue 15: each libvirt-network NIC's nwfilter parameters, by MAC (nwfilter_xml.py);
+    # a NIC not in it has no filter
+    nic_filters: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def root_disk(self) -> Path:
@@ -151,8 +154,10 @@ def build(plan: DomainPlan) -> str:
         # probing costs seconds under TCG.
         _sub(iface, "rom", enabled="no")
         _sub(iface, "alias", name="ua-net0")
+        if plan.mac in plan.nic_filters:
+            nwfilter_xml.add_filterref(iface, plan.vm_id, plan.nic_filters[plan.mac])
     for nic in spec.get("networks") or []:  # further NICs (model/nics.py)
-        devices.append(nic_element(nic))
+        devices.append(nic_element(nic, plan.vm_id, plan.nic_filters.get(nic["mac"])))
 
     # A pty serial port whose output libvirt (virtlogd) also appends to a file:
     # `virsh console` stays interactive and `console` in the tree can be tailed.
@@ -187,19 +192,23 @@ def build(plan: DomainPlan) -> str:
     return xml_patches.apply(ET.tostring(domain, encoding="unicode"), spec.get("xml_patches", []))
 
 
-def nic_element(nic: dict) -> ET.Element:
+def nic_element(nic: dict, vm_id: str = "", filter_params: dict[str, str] | None = None
+                ) -> ET.Element:
     """A further NIC (spec networks[i], its network resolved to the libvirt name): on a
-    libvirt network, its MAC (which libvirt finds it by when it is detached)."""
+    libvirt network, its MAC (which libvirt finds it by when it is detached), and the
+    VM's network filter with the NIC's parameters (issue 15), when given."""
     iface = ET.Element("interface", type="network")
     _sub(iface, "mac", address=nic["mac"])
     _sub(iface, "source", network=nic["network"])
     _sub(iface, "model", type="virtio")
     _sub(iface, "rom", enabled="no")
+    if filter_params is not None:
+        nwfilter_xml.add_filterref(iface, vm_id, filter_params)
     return iface
 
 
-def nic_xml(nic: dict) -> str:
-    return ET.tostring(nic_element(nic), encoding="unicode")
+def nic_xml(nic: dict, vm_id: str = "", filter_params: dict[str, str] | None = None) -> str:
+    return ET.tostring(nic_element(nic, vm_id, filter_params), encoding="unicode")
 
 
 def _live_shape(domain: ET.Element, devices: ET.Element, spec: dict) -> None:

@@ -85,6 +85,7 @@ class FakeHost:
     # libvirt network name -> its definition and state (fake_networks.py)
     networks: dict[str, FakeNetwork] = dataclasses.field(default_factory=default_networks)
     bridges: set[str] = dataclasses.field(default_factory=lambda: {"br0"})  # host bridges
+    filters: dict[str, str] = dataclasses.field(default_factory=dict)  # nwfilter name -> XML
 
 
 class FakeCloud:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from appliance.virt.driver import DriverError
 from appliance.virt.host_networks import ACTIVE, INACTIVE
 from appliance.virt.network_xml import owner
+from appliance.virt.nwfilter_xml import filter_of
 
 if TYPE_CHECKING:
     from appliance.virt.fake import FakeCloud, FakeHost
@@ -67,3 +68,17 @@ class FakeNetworkMethods:
             if start and not net.active:
                 host.calls.append(f"net-start {name}")
                 net.active = True
+
+    def define_filter(self, xml: str) -> bool:
+        name = filter_of(xml)["name"]
+        with self.cloud.lock:
+            host = self.fake_host()
+            host.calls.append(f"nwfilter-define {name}")
+            host.filters[name] = xml
+        return True
+
+    def remove_filter(self, name: str) -> None:
+        with self.cloud.lock:
+            host = self.fake_host()
+            if host.filters.pop(name, None) is not None:
+                host.calls.append(f"nwfilter-undefine {name}")

@@ -30,3 +30,14 @@ class HostNetworks(abc.ABC):
     @abc.abstractmethod
     def remove_network(self, name: str) -> None:
         """Stop and undefine the network NAME (gone already: nothing to do)."""
+
+    # -- network filters (issue 15: virt/nwfilter_xml.py) ------------------------------------
+    @abc.abstractmethod
+    def define_filter(self, xml: str) -> bool:
+        """Define (or redefine) the network filter `xml` names; libvirt applies a
+        redefinition to the running NICs that reference it. False when the host has
+        no network filters (libvirt's test driver)."""
+
+    @abc.abstractmethod
+    def remove_filter(self, name: str) -> None:
+        """Undefine the filter NAME (gone already: nothing to do)."""

@@ -341,6 +341,14 @@ class LibvirtDriver(CpuMethods, HostDriver):
     def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
         libvirt_networks.ensure(self.conn, name, uuid, xml, start)
 
+    @_translated
+    def define_filter(self, xml: str) -> bool:
+        return libvirt_networks.define_filter(self.conn, xml)
+
+    @_translated
+    def remove_filter(self, name: str) -> None:
+        libvirt_networks.remove_filter(self.conn, name)
+
     # -- fixed IPs ------------------------------------------------------------------------------
     @_translated
     def reserve_address(self, store, row: dict) -> None:

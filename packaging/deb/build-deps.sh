@@ -22,8 +22,9 @@ PACKAGES=(
     python3 python3-dev python3-venv gcc pkg-config libvirt-dev libfuse3-dev patch
     # the units' check: systemd-analyze verify
     systemd
-    # make test-deb: a fresh Debian 12 root
-    debootstrap
+    # make test-deb: a fresh Debian 12 root, and systemd-nspawn to boot it with
+    # systemd as its PID 1 (tests/integration/test_deb_systemd.py)
+    debootstrap systemd-container
 )
 
 missing=()

@@ -57,3 +57,42 @@ def test_ready_comes_when_readyz_answers_and_stopping_at_sigterm(tmp_path, host,
             proc.wait()
         notify.close()
         log.close()
+
+
+def test_a_stop_while_starting_is_an_orderly_stop(tmp_path):
+    """SIGTERM (systemctl stop or restart of an activating unit) right after serve
+    started its children, before it is ready: serve stops them itself and exits
+    0, as at any other stop. Had it died of the signal, systemd's KillMode=mixed
+    would SIGKILL the children at once (the mount unmounts on SIGTERM)."""
+    port = free_port()
+    home = tmp_path / "home"
+    config = tmp_path / "config.toml"
+    config.write_text(f'home = "{home}"\nlisten = "127.0.0.1:{port}"\naccel = "tcg"\n'
+                      f'libvirt_uri = "{LIBVIRT_URI}"\ndomain_prefix = "n{uuid.uuid4().hex[:6]}-"\n'
+                      'workers = 1\n')
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(config)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        # the mount is the last child serve starts
+        while "forked -m appliance.cli" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+        text = log_path.read_text()
+        assert "vmctl.serve INFO stopped" in text, text[-3000:]
+        children = [int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+                    for line in text.splitlines() if " forked -m " in line]
+        assert len(children) == 3, text[-3000:]
+        for pid in children:
+            assert not os.path.exists(f"/proc/{pid}"), pid  # stopped, and reaped by serve
+        assert not os.path.ismount(home / "mnt")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -91,3 +91,80 @@ def test_stderr_is_the_journal_only_when_journal_stream_names_it(monkeypatch, tm
     assert not sdnotify.stderr_is_journal()  # inherited from elsewhere: not our stderr
     monkeypatch.delenv("JOURNAL_STREAM")
     assert not sdnotify.stderr_is_journal()
+
+
+def journal_lines(code: str, journal: bool) -> str:
+    """What a process that configure_logging()s writes to its stderr (a file
+    here), with JOURNAL_STREAM naming that file or not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    script = ("import logging, os, sys\n"
+              "if sys.argv[1] == 'yes':\n"
+              "    st = os.fstat(2); os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
+              "from appliance import sdnotify\n"
+              "sdnotify.configure_logging()\n" + code)
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    env["PYTHONPATH"] = str(root)
+    result = subprocess.run([sys.executable, "-c", script, "yes" if journal else "no"],
+                            capture_output=True, text=True, env=env, timeout=60, check=True)
+    return result.stderr
+
+
+LOG_SOME = """
+log = logging.getLogger("vmctl.serve")
+log.info("serving on x")
+log.warning("consoles exited with -9; restarting")
+log.debug("not shown")
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("reconcile failed")
+"""
+
+
+def test_under_the_journal_each_line_carries_its_priority_and_no_timestamp():
+    lines = journal_lines(LOG_SOME, journal=True).splitlines()
+    assert lines[0] == "<6>vmctl.serve INFO serving on x"
+    assert lines[1] == "<4>vmctl.serve WARNING consoles exited with -9; restarting"
+    assert lines[2] == "<3>vmctl.serve ERROR reconcile failed"
+    # the traceback's lines are the error's too, not info
+    assert len(lines) > 4 and all(line.startswith("<3>") for line in lines[3:])
+    assert lines[-1] == "<3>ZeroDivisionError: division by zero"
+
+
+def test_elsewhere_lines_are_timestamped_without_a_prefix():
+    lines = journal_lines(LOG_SOME, journal=False).splitlines()
+    assert lines[0].endswith(" vmctl.serve INFO serving on x") and lines[0][:4].isdigit()
+    assert not any(line.startswith("<") for line in lines)
+
+
+def test_syslog_priorities_of_the_levels():
+    import logging
+
+    levels = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+    assert [sdnotify.syslog_priority(level) for level in levels] == [2, 3, 4, 6, 7]
+
+
+GUNICORN_LOGS = """
+from gunicorn.config import Config as GunicornConfig
+import appliance.api.gunicorn_conf as conf
+print(getattr(conf, "logger_class", "default"), file=sys.stderr)
+from gunicorn.util import load_class
+logger = load_class(getattr(conf, "logger_class", "gunicorn.glogging.Logger"))(GunicornConfig())
+logger.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", 7)
+logger.info("Booting worker with pid: %s", 8)
+"""
+
+
+def test_gunicorn_lines_carry_their_priority_under_the_journal_only():
+    lines = journal_lines(GUNICORN_LOGS, journal=True).splitlines()
+    assert lines[0] == "appliance.api.gunicorn_journal.JournalLogger"
+    assert lines[1].startswith("<3>[") and lines[1].endswith(
+        "] [ERROR] Worker (pid:7) was sent SIGKILL! Perhaps out of memory?")
+    assert lines[2].startswith("<6>[") and lines[2].endswith("] [INFO] Booting worker with pid: 8")
+    lines = journal_lines(GUNICORN_LOGS, journal=False).splitlines()
+    assert lines[0] == "default"
+    assert lines[1].startswith("[20") and "] [ERROR] Worker (pid:7)" in lines[1]

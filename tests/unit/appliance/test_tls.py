@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
+import re
 import ssl
 import threading
 
@@ -48,19 +49,23 @@ def test_tls_settings_that_cannot_be_honoured_are_refused(tmp_path, changes, rea
         tls.tls_enabled(config)
 
 
-def test_serve_refuses_a_certificate_it_cannot_load_rather_than_serve_plain_http(tmp_path):
+def test_serve_refuses_a_certificate_it_cannot_load_rather_than_serve_plain_http(tmp_path, capsys):
     home = tmp_path / "home"
     config = Config(home=home, listen="0.0.0.0:8080", tls_cert=str(tmp_path / "missing.crt"),
                     tls_key=str(tmp_path / "missing.key"))
     config.prepare()
-    with pytest.raises(SystemExit, match="cannot use the TLS certificate .*missing.crt"):
+    # exit status 2, a configuration error: the units' RestartPreventExitStatus=2 holds
+    with pytest.raises(SystemExit) as stopped:
         prepare_tls(config)
+    assert stopped.value.code == 2
+    assert re.search("cannot use the TLS certificate .*missing.crt", capsys.readouterr().err)
     # a key that is not the certificate's
     ensure_self_signed(Config(home=tmp_path / "a"))
     ensure_self_signed(Config(home=tmp_path / "b"))
     config.tls_cert, config.tls_key = str(tmp_path / "a/tls/server.crt"), str(tmp_path / "b/tls/server.key")
-    with pytest.raises(SystemExit, match="cannot use the TLS certificate"):
+    with pytest.raises(SystemExit) as stopped:
         prepare_tls(config)
+    assert stopped.value.code == 2 and "cannot use the TLS certificate" in capsys.readouterr().err
     config.tls_key = str(tmp_path / "a/tls/server.key")
     assert prepare_tls(config) == (tmp_path / "a/tls/server.crt", tmp_path / "a/tls/server.key")
     assert not (home / "tls").exists()  # the admin's pair: nothing made

@@ -97,3 +97,20 @@ def test_the_package_s_vmctl_defaults_to_the_service_home(tmp_path):
     assert run({}) == "/var/lib/vm-appliance|list --json"
     assert run({"VMAPP_HOME": "/srv/h"}) == "/srv/h|list --json"
     assert run({"VMAPPLIANCE_HOME": "/srv/h"}) == "|list --json"
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_a_config_error_fails_the_unit_instead_of_restarting_it(tmp_path, name):
+    """vmctl exits 2 on a wrong config.toml key or a wrong option; the units do
+    not restart on 2 (systemd's start limit never stops a restart every RestartSec)."""
+    import sys
+
+    assert service(name)["RestartPreventExitStatus"] == "2"
+    bad = tmp_path / "config.toml"
+    bad.write_text('home = "%s"\nno_such_key = 1\n' % (tmp_path / "home"))
+    args = (["serve", "--config", str(bad)] if name == "vm-appliance.service"
+            else ["--home", str(tmp_path / "home"), "exporter", "--no-such-option"])
+    result = subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
