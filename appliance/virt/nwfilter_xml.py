@@ -7,6 +7,9 @@ libvirt network (domain.py, <filterref> with the NIC's own parameters):
   - libvirt's `clean-traffic` (no MAC, IP or ARP spoofing, no other L2 traffic):
     MAC is the NIC's; IP its fixed IP, or learned from the network's DHCP
     answers (CTRL_IP_LEARNING=dhcp, trusting only DHCP_SERVER when known);
+  - no DHCP server among the guests: a guest's DHCP answers (udp 67 -> 68) are
+    dropped, always, as Neutron's port security does; else one guest could hand
+    its neighbours a false gateway, DNS server or address;
   - the rules, as security groups: a direction (in: to the guest, out: from it)
     with any rule drops what its rules, replies (conntrack ESTABLISHED/RELATED)
     and DHCP do not accept; a direction without rules stays open. The guest's
@@ -25,8 +28,9 @@ from appliance.model.firewall import port_range
 
 PREFIX = "vmappliance-"
 METADATA_ADDRESS = "169.254.169.254"
-# nwfilter priorities (-1000..1000, lower first): replies and DHCP, the rules, the drop.
-_REPLIES, _DHCP, _METADATA, _RULES, _DROP = 100, 110, 120, 200, 900
+# nwfilter priorities (-1000..1000, lower first): no DHCP server, replies and DHCP, the
+# rules, the drop.
+_NO_DHCP_SERVER, _REPLIES, _DHCP, _METADATA, _RULES, _DROP = 90, 100, 110, 120, 200, 900
 
 
 def filter_name(vm_id: str) -> str:
@@ -69,6 +73,7 @@ def filter_xml(vm_id: str, rules: list[dict[str, Any]]) -> str:
     # The VM's uuid: libvirt redefines a filter only under the uuid it was defined with.
     ET.SubElement(root, "uuid").text = str(uuid.UUID(vm_id))
     ET.SubElement(root, "filterref", {"filter": "clean-traffic"})
+    _rule(root, "drop", "out", _NO_DHCP_SERVER, "udp", srcportstart="67", dstportstart="68")
     for direction in ("in", "out"):
         own = [r for r in rules if r["direction"] == direction]
         if not own:

@@ -106,21 +106,24 @@ def test_the_filter_has_clean_traffic_and_security_group_semantics():
     xml = filter_of(filter_xml(VM_ID, rules))
     assert (xml["name"], xml["refs"]) == (f"vmappliance-{VM_ID}", ["clean-traffic"])
     got = [(r["action"], r["direction"], r["proto"]) for r in xml["rules"]]
-    assert got == [("accept", "in", "all"),  # replies: ESTABLISHED,RELATED
+    assert got == [("drop", "out", "udp"),  # no DHCP server among the guests
+                   ("accept", "in", "all"),  # replies: ESTABLISHED,RELATED
                    ("accept", "in", "udp"),  # DHCP from the network's server
                    ("accept", "in", "tcp"), ("accept", "in", "icmp"),
                    ("drop", "in", "all")]  # the rest; out: open (no out rules)
-    assert xml["rules"][0]["state"] == "ESTABLISHED,RELATED"
-    assert {k: xml["rules"][2][k] for k in ("srcipaddr", "srcipmask", "dstportstart",
+    assert xml["rules"][1]["state"] == "ESTABLISHED,RELATED"
+    assert {k: xml["rules"][3][k] for k in ("srcipaddr", "srcipmask", "dstportstart",
                                             "dstportend")} == {
         "srcipaddr": "10.1.0.0", "srcipmask": "16", "dstportstart": "8000", "dstportend": "8100"}
     assert sorted(r["priority"] for r in xml["rules"]) == [r["priority"] for r in xml["rules"]]
-    # no rules: anti-spoofing only, nothing dropped beyond it
-    assert filter_of(filter_xml(VM_ID, []))["rules"] == []
+    # no rules: anti-spoofing, and no guest answers DHCP (as Neutron's port security)
+    assert [(r["action"], r["direction"], r["proto"], r["srcportstart"], r["dstportstart"])
+            for r in filter_of(filter_xml(VM_ID, []))["rules"]] == [
+        ("drop", "out", "udp", "67", "68")]
     out = filter_of(filter_xml(VM_ID, validate_rules([{"direction": "out", "proto": "udp",
                                                        "port": 53, "to": "10.0.0.2"}])))
     assert [(r["direction"], r["proto"], r.get("dstipaddr")) for r in out["rules"]] == [
-        ("out", "all", None), ("out", "udp", None), ("out", "tcp", "169.254.169.254"),
+        ("out", "udp", None), ("out", "all", None), ("out", "udp", None), ("out", "tcp", "169.254.169.254"),
         ("out", "udp", "10.0.0.2"), ("out", "all", None)]
 
 
