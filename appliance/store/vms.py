@@ -12,7 +12,7 @@ from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
-from appliance.store.networks import WITH_FIXED_IP, WITH_NIC_MAC
+from appliance.store.networks import MORE_NICS, WITH_FIXED_IP, WITH_NIC_MAC
 from appliance.store.unchanged import MAX_ROWS, UnchangedRows
 
 
@@ -117,8 +117,11 @@ class VMRecords(StoreBase):
 
     def vm_by_mac(self, mac: str, excluding: str | None = None) -> Row | None:
         """The VM (other than `excluding`, an id) that has this MAC."""
-        rows = self._vms(f"(mac = ? OR {WITH_NIC_MAC}) AND id IS NOT ?", [mac, mac, excluding],
-                         with_xml=False)
+        # Indexed (schema v18): the first NIC's MAC, and only the VMs with further NICs
+        # for theirs; a scan of every spec's JSON was a third of a create at 20,000 VMs.
+        where = (f"id IN (SELECT id FROM vms WHERE mac = ? UNION SELECT id FROM vms "  # noqa: S608 - constants
+                 f"WHERE {MORE_NICS} AND {WITH_NIC_MAC}) AND id IS NOT ?")
+        rows = self._vms(where, [mac, mac, excluding], with_xml=False)
         return rows[0] if rows else None
 
     def vm_with_fixed_ip(self, network: str, ip: str, excluding: str | None = None) -> Row | None:
