@@ -26,11 +26,24 @@ from appliance.model import (
     DEFAULT_CPU_RATIO,
     DEFAULT_DISK_RATIO,
     DEFAULT_RAM_RATIO,
-    DesiredState,
     HostAdminState,
-    VMState,
 )
 from appliance.model.cpu import HOST_LABEL, hugepages_of, is_dedicated, parse_cpuset
+
+# Desired and observed states in which a VM holds its vCPUs and memory; a
+# shelved VM claims nothing on the host its record names (where its disks stay,
+# defined nowhere), not even with reserve_when_stopped (Nova's rule: an instance
+# keeps its allocation until it is shelved), its unshelve claims the host the
+# scheduler chose, through its operation, as a move does; a suspended VM's
+# memory lies in a file on its host (libvirt's managed save): its disk claim
+# counts it, while its RAM is free. In model/states.py: the store's triggers
+# keep the per-host totals with this rule (store/claims.py).
+from appliance.model.states import (  # noqa: F401 - re-exported: the rule's names here
+    CLAIMING_DESIRED_STATES,
+    CLAIMING_OBSERVED_STATES,
+    SAVED_OBSERVED_STATES,
+    UNPLACED_OBSERVED_STATES,
+)
 from appliance.store import Store
 from scheduler import Decision, Group, HostState, Policy, Request, schedule
 
@@ -51,23 +64,9 @@ def guest_arch(info: dict) -> str:
         return GUEST_ARCH
     return info.get("arch") or ""
 
-# Desired and observed states in which a VM holds its vCPUs and memory.
-CLAIMING_DESIRED_STATES: tuple[str, ...] = (DesiredState.RUNNING, DesiredState.PAUSED)
-CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
-    VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING, VMState.MIGRATING)
-# A shelved VM claims nothing on the host its record names (where its disks
-# stay, defined nowhere), not even with reserve_when_stopped (Nova's rule: an
-# instance keeps its allocation until it is shelved); its unshelve claims the
-# host the scheduler chose, through its operation, as a move does.
-UNPLACED_OBSERVED_STATES: tuple[str, ...] = (VMState.SHELVED,)
-# A suspended VM's memory lies in a file on its host (libvirt's managed save, up
-# to the guest's memory): its disk claim there counts it, while its RAM is free.
-SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
-
-
 def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
     """Whether this VM (a store row; `spec` instead of the row's) holds vCPUs and
-    memory on its host. The same rule the store sums over all VMs (claims_by_host)."""
+    memory on its host. The same rule the store's per-host totals keep (host_claims)."""
     spec = row["spec"] if spec is None else spec
     if row["observed_state"] in UNPLACED_OBSERVED_STATES:
         return False
@@ -94,9 +93,9 @@ def allocations(store: Store) -> dict[str, list[float]]:
 
     The one computation of claims: the scheduler's host states, GET /v1/hosts,
     hosts/NAME/allocated and the exporter's allocation families all read it.
-    The store sums them with the rule claims_cpu_ram states for one VM."""
-    return store.claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES,
-                                UNPLACED_OBSERVED_STATES, SAVED_OBSERVED_STATES)
+    The store keeps the totals with the rule claims_cpu_ram states for one VM
+    (store/claims.py): O(hosts), not O(VMs)."""
+    return {host: claims[:3] for host, claims in store.host_claims().items()}
 
 
 def vms_by_host(store: Store) -> dict[str, int]:
@@ -114,7 +113,7 @@ def host_is_up(host: dict, now: float, heartbeat_age: float) -> bool:
 
 def pinning_allocations(store: Store) -> dict[str, list[float]]:
     """host -> [dedicated vCPUs, hugepage MiB] claimed there (part of allocations())."""
-    return store.pinning_claims_by_host(CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES)
+    return {host: claims[3:5] for host, claims in store.host_claims().items()}
 
 
 def dedicated_set(host: dict) -> tuple[int, ...]:
@@ -123,13 +122,11 @@ def dedicated_set(host: dict) -> tuple[int, ...]:
 
 
 def host_states(store: Store, now: float, heartbeat_age: float) -> list[HostState]:
-    used = allocations(store)
-    pinned = pinning_allocations(store)
+    claimed = store.host_claims()  # one read for both: allocations() and pinning_allocations()
     states = []
     for host in store.list_hosts():
         info = host["info"] or {}
-        cpus, memory, disk = used.get(host["name"], (0, 0, 0))
-        dedicated, hugepages = pinned.get(host["name"], (0, 0))
+        cpus, memory, disk, dedicated, hugepages = claimed.get(host["name"], (0, 0, 0, 0, 0))
         states.append(
             HostState(
                 name=host["name"],

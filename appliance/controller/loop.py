@@ -57,6 +57,9 @@ RESYNC_SECONDS = 5.0
 RESYNC_DUTY = 0.02
 # How often the event log is cut back to config.events_kept.
 EVENTS_PRUNE_SECONDS = 300.0
+# How often the per-host claim totals (store/claims.py) are checked against a full
+# sum and repaired, besides at the start: O(VMs), ~0.1 s at 20,000 VMs.
+CLAIMS_CHECK_SECONDS = 3600.0
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
@@ -136,6 +139,7 @@ class Controller:
         self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self._next_recent = 0.0  # the next resync_recent, between full passes
         self._next_events_prune = 0.0
+        self._next_claims_check = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
         self.prober = Prober(
@@ -277,7 +281,23 @@ class Controller:
         if now >= self._next_events_prune:
             self._next_events_prune = now + EVENTS_PRUNE_SECONDS
             self._prune_events()
+        if now >= self._next_claims_check:
+            self._next_claims_check = now + CLAIMS_CHECK_SECONDS
+            self.check_claims()
         self.backup_schedule.tick()
+
+    def check_claims(self) -> bool:
+        """The per-host claim totals the scheduler reads (store/claims.py) against a
+        full sum, repaired if they differ (or if the triggers that keep them were
+        not today's); whether they were right. At the first pass, then hourly."""
+        remade, drift = self.ctx.store.repair_claims()
+        if remade:
+            log.warning("claims: the triggers that keep the per-host totals were missing or "
+                        "older; totals rebuilt")
+        for host, (kept, full) in drift.items():
+            log.error("claims: host %s's totals were %s, a full sum says %s; rebuilt",
+                      host, kept, full)
+        return not remade and not drift
 
     def _prune_events(self) -> None:
         """Every write adds an event (the audit trail): keep the newest events_kept."""

@@ -137,6 +137,20 @@ class OpStatus(StrEnum):
 OPEN_OP_STATES: tuple[OpStatus, ...] = (OpStatus.PENDING, OpStatus.RUNNING)
 FINAL_OP_STATES: tuple[OpStatus, ...] = (OpStatus.SUCCEEDED, OpStatus.FAILED, OpStatus.CANCELLED)
 
+# Who claims what on a host (placement.py says why; store/claims.py keeps the
+# per-host totals with this rule, in triggers). A VM holds its vCPUs and memory
+# while desired in one of these or observed in one of those (or its spec's
+# reserve_when_stopped); observed shelved it claims nothing where its record
+# is; observed suspended its disk claim counts its memory's save file; an open
+# operation of a moving kind claims the VM again on its params' target.
+CLAIMING_DESIRED_STATES: tuple[str, ...] = (DesiredState.RUNNING, DesiredState.PAUSED)
+CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
+    VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING, VMState.MIGRATING)
+UNPLACED_OBSERVED_STATES: tuple[str, ...] = (VMState.SHELVED,)
+SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
+# An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
+MOVING_OP_KINDS: tuple[str, ...] = (OpKind.MIGRATE, OpKind.MOVE, OpKind.UNSHELVE)
+
 
 class RunStrategy(StrEnum):
     """KubeVirt's run strategies, with its names."""

@@ -12,6 +12,7 @@ from typing import Any
 from appliance import netrules, placement
 from appliance import spec as specs
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.gcpause import collector_paused
 from appliance.model import (
     ACTIVE_STATES,
     HOTPLUG_FIELDS,
@@ -91,16 +92,17 @@ class VMs(Templates, Networks, Keys, VMChecks):  # Keys: the SSH keys a spec nam
         out = []
         key, _, value = (label or "").partition("=")
         project = self._listed_project(all_projects)
-        for row in self.store.list_vms(with_xml=False, project=project):
-            if state and self._observed(row) != state:
-                continue
-            if host and row["host"] != host:
-                continue
-            if label:
-                labels = row["spec"]["labels"]
-                if key not in labels or (value and labels[key] != value):
+        with collector_paused():  # ~40 objects per VM, all kept: see appliance/gcpause.py
+            for row in self.store.list_vms(with_xml=False, project=project):
+                if state and self._observed(row) != state:
                     continue
-            out.append(self.vm_view(row))
+                if host and row["host"] != host:
+                    continue
+                if label:
+                    labels = row["spec"]["labels"]
+                    if key not in labels or (value and labels[key] != value):
+                        continue
+                out.append(self.vm_view(row))
         return out
 
     def get_vm(self, name: str) -> dict[str, Any]:

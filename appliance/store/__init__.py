@@ -5,7 +5,8 @@ base.py: connections, transactions, migrations (schema.py), meta; vms.py,
 operations.py, events.py, inventory.py (hosts, images, server groups),
 access.py (projects, users, tokens, Unix identities), tickets.py (console
 tickets), snapshots.py, backups.py (backup targets and backups), templates.py,
-networks.py, keys.py: one table's records each; aggregates.py: sums and counts across tables.
+networks.py, keys.py: one table's records each; aggregates.py: sums and counts across tables;
+claims.py: the per-host claim totals SQLite's triggers keep current.
 """
 
 from appliance.store.access import AccessRecords

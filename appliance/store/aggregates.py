@@ -1,6 +1,8 @@
 """Sums and counts over several tables, computed in SQLite: the claims the
-scheduler weighs and the figures the exporter reports. The rules (which
-states claim, which buckets) are the callers'; they arrive as parameters."""
+scheduler weighs (kept per host by store/claims.py; summed here to check them)
+and the figures the exporter reports. The rules (which states claim, which
+buckets) are the callers'; they arrive as parameters, except the claims' rule
+that the triggers hold (model/states.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from appliance.access.principal import DEFAULT_PROJECT
-from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpKind, OpStatus, VMState
+from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpStatus, VMState
+from appliance.model.states import (
+    CLAIMING_DESIRED_STATES,
+    CLAIMING_OBSERVED_STATES,
+    MOVING_OP_KINDS,
+    SAVED_OBSERVED_STATES,
+    UNPLACED_OBSERVED_STATES,
+)
+from appliance.store import claims
 from appliance.store.base import StoreBase, marks
+from appliance.store.claims import CLAIM_COLUMNS
 
-# An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
-_MOVING_KINDS = [str(OpKind.MIGRATE), str(OpKind.MOVE), str(OpKind.UNSHELVE)]
+_MOVING_KINDS = [str(k) for k in MOVING_OP_KINDS]
 _OPEN = [str(s) for s in OPEN_OP_STATES]
 _FINAL = [str(s) for s in FINAL_OP_STATES]
 # A VM's name where several projects' meet (access.principal.qualified_name), in SQL;
@@ -24,10 +34,11 @@ _QUALIFIED = (
 
 
 def _claims_sums(desired: Sequence[str], observed: Sequence[str], saved: Sequence[str]) -> str:
-    """Per group: vCPUs and MiB of the VMs that claim them, and disk bytes of all
-    (with their memory for those observed in `saved`: a managed save's file).
-    Only `?` marks are formatted in; the states are bound (desired, then observed,
-    twice: once for the vCPUs, once for the memory; then saved)."""
+    """Per group: vCPUs and MiB of the VMs that claim them, disk bytes of all (with
+    their memory for those observed in `saved`: a managed save's file), and of the
+    vCPUs and MiB those of a dedicated CPU and of hugepages. Only `?` marks are
+    formatted in; the states are bound (desired, then observed, four times: vCPUs,
+    memory, dedicated, hugepages; `saved` after the second)."""
     claims = (
         f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
         "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
@@ -39,77 +50,91 @@ def _claims_sums(desired: Sequence[str], observed: Sequence[str], saved: Sequenc
            + 1048576 * coalesce((SELECT sum(json_extract(d.value, '$.size'))
                                  FROM json_each(v.spec, '$.disks') d), 0)
            + CASE WHEN v.observed_state IN ({marks(saved)})
-                  THEN 1048576 * json_extract(v.spec, '$.memory') ELSE 0 END)"""  # noqa: S608 - ? marks only
+                  THEN 1048576 * json_extract(v.spec, '$.memory') ELSE 0 END),
+       sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.cpu.dedicated'), 0)
+           THEN json_extract(v.spec, '$.cpus') ELSE 0 END),
+       sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.hugepages'), 0)
+           THEN json_extract(v.spec, '$.memory') ELSE 0 END)"""  # noqa: S608 - ? marks only
 
 
 class Aggregates(StoreBase):
     # -- for placement -------------------------------------------------------
-    def claims_by_host(
+    def summed_claims_by_host(
         self, desired: Sequence[str], observed: Sequence[str], unplaced: Sequence[str] = (),
-        saved: Sequence[str] = (),
+        saved: Sequence[str] = (), moving: Sequence[str] = _MOVING_KINDS,
     ) -> dict[str, list[float]]:
-        """host -> [vCPUs, MiB, disk bytes] claimed by the VMs placed there and
-        by those migrating or moving there; a VM claims vCPUs and MiB when its
-        desired state is one of `desired` or its observed one of `observed`; a
+        """host -> [vCPUs, MiB, disk bytes, dedicated vCPUs, hugepage MiB] claimed by
+        the VMs placed there and by those moving there (an open operation of a kind
+        in `moving` naming it as its target), summed over every VM now: O(VMs).
+        A VM claims vCPUs and MiB when its desired state is one of `desired` or
+        its observed one of `observed` (or its spec reserves them when stopped); a
         VM observed in one of `unplaced` (shelved) claims nothing where it is; one
-        observed in `saved` (suspended) claims disk for its memory's save file."""
+        observed in `saved` (suspended) claims disk for its memory's save file.
+        The check of the totals that store/claims.py keeps (host_claims), by
+        another path: placement reads those."""
         sums = _claims_sums(desired, observed, saved)
-        states = [*desired, *observed, *desired, *observed, *saved]
+        claim = [*desired, *observed]
+        states = [*claim, *claim, *saved, *claim, *claim]
         placed = (
             f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in
             "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
             f"WHERE v.host IS NOT NULL AND v.observed_state NOT IN ({marks(unplaced)}) "
             "GROUP BY v.host"
         )
-        moving = (
+        moving_sql = (
             f"SELECT json_extract(o.params, '$.target'),{sums} "  # noqa: S608 - only ? marks are formatted in
             "FROM operations o JOIN vms v ON v.id = o.vm_id "
             "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image') "
-            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
+            f"WHERE o.kind IN ({marks(moving)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
         )
         out: dict[str, list[float]] = {}
-        queries = ((placed, [*states, *unplaced]), (moving, [*states, *_MOVING_KINDS, *_OPEN]))
+        queries = ((placed, [*states, *unplaced]), (moving_sql, [*states, *moving, *_OPEN]))
         for sql, params in queries:
-            for host, cpus, memory, disk in self.db.execute(sql, params):
+            for host, *values in self.db.execute(sql, params):
                 if host is None:
                     continue
-                slot = out.setdefault(host, [0, 0, 0])
-                slot[0] += cpus or 0
-                slot[1] += memory or 0
-                slot[2] += disk or 0
+                slot = out.setdefault(host, [0] * len(values))
+                for n, value in enumerate(values):
+                    slot[n] += value or 0
         return out
 
-    def pinning_claims_by_host(
-        self, desired: Sequence[str], observed: Sequence[str]
-    ) -> dict[str, list[float]]:
-        """host -> [dedicated vCPUs, hugepage MiB] claimed by VMs placed there or
-        moving there (issue 14, part F), with claims_by_host's rule for who claims.
-        Both are also in claims_by_host's vCPUs and MiB."""
-        claims = (
-            f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
-            "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
-        )
-        sums = (
-            f"sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.cpu.dedicated'), 0) "
-            "THEN json_extract(v.spec, '$.cpus') ELSE 0 END), "
-            f"sum(CASE WHEN {claims} AND coalesce(json_extract(v.spec, '$.hugepages'), 0) "
-            "THEN json_extract(v.spec, '$.memory') ELSE 0 END)"
-        )
-        states = [*desired, *observed, *desired, *observed]
-        placed = f"SELECT v.host, {sums} FROM vms v WHERE v.host IS NOT NULL GROUP BY v.host"  # noqa: S608 - ? marks only
-        moving = (
-            f"SELECT json_extract(o.params, '$.target'), {sums} "  # noqa: S608 - ? marks only
-            "FROM operations o JOIN vms v ON v.id = o.vm_id "
-            f"WHERE o.kind IN ({marks(_MOVING_KINDS)}) AND o.status IN ({marks(_OPEN)}) GROUP BY 1"
-        )
-        out: dict[str, list[float]] = {}
-        for sql, params in ((placed, states), (moving, [*states, *_MOVING_KINDS, *_OPEN])):
-            for host, dedicated, hugepages in self.db.execute(sql, params):
-                if host is not None:
-                    slot = out.setdefault(host, [0, 0])
-                    slot[0] += dedicated or 0
-                    slot[1] += hugepages or 0
+    def host_claims(self) -> dict[str, list[float]]:
+        """host -> [vCPUs, MiB, disk bytes, dedicated vCPUs, hugepage MiB] claimed by
+        the VMs placed there and by those moving there, with the rule of
+        model/states.py; hosts nothing claims left out. O(hosts): the totals that
+        store/claims.py's triggers keep in every writer's transaction."""
+        rows = self.db.execute(
+            f"SELECT host, {', '.join(CLAIM_COLUMNS)} FROM host_claims WHERE claims > 0"  # noqa: S608 - constants
+        ).fetchall()
+        return {host: list(values) for host, *values in rows}
+
+    def claims_drift(self) -> dict[str, tuple[list[float], list[float]]]:
+        """host -> (kept totals, a full sum now) where they differ; {} when the totals
+        are right. The full sum: summed_claims_by_host, with the same rule (O(VMs))."""
+        full = self.summed_claims_by_host(
+            CLAIMING_DESIRED_STATES, CLAIMING_OBSERVED_STATES, UNPLACED_OBSERVED_STATES,
+            SAVED_OBSERVED_STATES, MOVING_OP_KINDS)
+        kept = self.host_claims()
+        zero = [0.0] * len(CLAIM_COLUMNS)
+        out = {}
+        for host in sorted(set(full) | set(kept)):
+            a, b = kept.get(host, zero), full.get(host, zero)
+            if any(abs(x - y) > 1e-6 * max(1.0, abs(y)) for x, y in zip(a, b, strict=True)):
+                out[host] = (a, b)
         return out
+
+    def repair_claims(self) -> tuple[bool, dict[str, tuple[list[float], list[float]]]]:
+        """Triggers as today's rule writes them and totals equal to a full sum, in one
+        transaction: whether the triggers were (re)made (the ledger rebuilt then),
+        and where the totals differed from the full sum (rebuilt then); (False, {})
+        when all was right. O(VMs): the controller's start."""
+        with self.transaction() as db:
+            if claims.install(db):
+                return True, {}
+            drift = self.claims_drift()
+            if drift:
+                claims.rebuild(db)
+        return False, drift
 
     def pins_moving_to(self, host: str) -> dict[str, str]:
         """vm id -> the host CPUs (cpuset text) chosen on `host` for the VMs

@@ -11,13 +11,18 @@ from appliance.model.states import BackupStatus, OpKind
 from appliance.store.base import Row, StoreBase, marks
 
 # A VM whose own policy has a schedule, or that has no policy and whose project's has.
-_SCHEDULED_VMS = (
-    "SELECT v.id, v.name, v.project, json_extract(v.spec, '$.backup') AS own, "
-    "p.backup AS project_policy FROM vms v LEFT JOIN projects p ON p.name = v.project "
-    "WHERE v.desired_state != 'deleted' AND ("
-    "json_extract(v.spec, '$.backup.schedule') IS NOT NULL OR "
-    "(json_extract(v.spec, '$.backup') IS NULL AND json_extract(p.backup, '$.schedule') "
-    "IS NOT NULL))"
+# Two parts, so that neither reads every VM's spec (twice a minute: O(VMs) of the
+# controller's idle time, issue 17): the VMs with a schedule of their own through a
+# partial index (schema v19; the query names its WHERE term exactly), and those of
+# the projects whose policy has one through the (project, name) index.
+OWN_SCHEDULE = "json_extract(spec, '$.backup.schedule') IS NOT NULL"
+_SCHEDULED_VMS = (  # CROSS JOIN: SQLite reads projects first
+    "SELECT id, name, project, json_extract(spec, '$.backup') AS own, NULL FROM vms "  # noqa: S608 - constants
+    f"WHERE {OWN_SCHEDULE} AND desired_state != 'deleted' "
+    "UNION ALL "
+    "SELECT v.id, v.name, v.project, NULL, p.backup FROM projects p CROSS JOIN vms v "
+    "ON v.project = p.name WHERE json_extract(p.backup, '$.schedule') IS NOT NULL "
+    "AND json_extract(v.spec, '$.backup') IS NULL AND v.desired_state != 'deleted'"
 )
 
 

@@ -24,6 +24,9 @@ WITH_FIXED_IP = (
     "json_extract(value, '$.network') = ? AND json_extract(value, '$.ip') = ?)")
 WITH_NIC_MAC = ("EXISTS (SELECT 1 FROM json_each(vms.spec, '$.networks') WHERE "
                 "json_extract(value, '$.mac') = ?)")
+# The VMs with NICs besides the first: the WHERE of a partial index (schema v19),
+# which a query uses when it names this term exactly.
+MORE_NICS = "json_array_length(vms.spec, '$.networks') > 0"
 
 
 def _decode(row: Row) -> Row:

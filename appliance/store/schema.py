@@ -18,6 +18,7 @@ from appliance.store.schema_later import (
     _v16_keys,
     _v17_state_index,
     _v18_group_firewall,
+    _v19_host_claims,
 )
 
 
@@ -396,4 +397,4 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1, _v2, _v3, _v4, _v5_projects, _v5_audit, _v6_tickets,
     _v7_backups, _v8_shapes, _v9_cpu, _v10_pools, _v11_disks, _v12_networks,
     _v13_refusals, _v14_null_projects, _v15_host_attempts, _v16_keys, _v17_state_index,
-    _v18_group_firewall]
+    _v18_group_firewall, _v19_host_claims]

@@ -10,10 +10,15 @@ import pydantic_core
 
 from appliance.access.principal import DEFAULT_PROJECT, qualified_name
 from appliance.errors import NotFound, PreconditionFailed
+from appliance.gcpause import collector_paused
 from appliance.model import DesiredState, VMState
 from appliance.store.base import Row, StoreBase, marks
-from appliance.store.networks import WITH_FIXED_IP, WITH_NIC_MAC
+from appliance.store.networks import MORE_NICS, WITH_FIXED_IP, WITH_NIC_MAC
 from appliance.store.unchanged import MAX_ROWS, UnchangedRows
+
+
+def _by_name(row: Row) -> str:
+    return str(row["name"])
 
 
 def _decode_vm(row: Row) -> Row:
@@ -50,12 +55,16 @@ class VMRecords(StoreBase):
     def _vms(
         self, where: str = "", params: Iterable[object] = (), with_xml: bool = True
     ) -> list[Row]:
-        return [
-            _decode_vm(r)
-            for r in self._rows(
-                "vms", where, list(params), order_by="name", select=self._vm_select(with_xml)
-            )
-        ]
+        """The VMs matching `where`, by name. Sorted here, not by SQLite: its sorter
+        keeps cache_size (512 KiB) in memory and spilled every listing of more than
+        a few hundred VMs to temporary files, merged back (n log n with I/O; a
+        fifth of `GET /v1/vms` at 40,000 VMs). Python's sort is on the same order:
+        SQLite's BINARY collation is UTF-8 bytes, which sort as the code points do."""
+        with collector_paused():  # ~30 objects per row: see appliance/gcpause.py
+            rows = [_decode_vm(r) for r in
+                    self._rows("vms", where, list(params), select=self._vm_select(with_xml))]
+        rows.sort(key=_by_name)
+        return rows
 
     def get_vm(self, name: str, project: str = DEFAULT_PROJECT, with_xml: bool = True) -> Row:
         """The VM of this name in this project (names are unique per project)."""
@@ -117,8 +126,11 @@ class VMRecords(StoreBase):
 
     def vm_by_mac(self, mac: str, excluding: str | None = None) -> Row | None:
         """The VM (other than `excluding`, an id) that has this MAC."""
-        rows = self._vms(f"(mac = ? OR {WITH_NIC_MAC}) AND id IS NOT ?", [mac, mac, excluding],
-                         with_xml=False)
+        # Indexed (schema v19): the first NIC's MAC, and only the VMs with further NICs
+        # for theirs; a scan of every spec's JSON was a third of a create at 20,000 VMs.
+        where = (f"id IN (SELECT id FROM vms WHERE mac = ? UNION SELECT id FROM vms "  # noqa: S608 - constants
+                 f"WHERE {MORE_NICS} AND {WITH_NIC_MAC}) AND id IS NOT ?")
+        rows = self._vms(where, [mac, mac, excluding], with_xml=False)
         return rows[0] if rows else None
 
     def vm_with_fixed_ip(self, network: str, ip: str, excluding: str | None = None) -> Row | None:

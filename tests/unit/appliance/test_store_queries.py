@@ -158,3 +158,25 @@ def test_names_where_projects_meet_are_qualified(db):
     assert sorted(db.running_operation_progress()) == [("dev/web1", "migrate", 40), ("web1", "migrate", 40)]
     assert db.vm_names_on_host("h1") == ["web1", "dev/web1"]
     assert db.vm_names_on_host("h1", "dev") == ["web1"]
+
+
+def test_scheduled_vms_own_schedule_else_projects_without_reading_every_vm(db):
+    daily = {"schedule": "daily 02:00", "keep_daily": 3}
+    db.insert_project({"name": "p", "description": "", "created": 0.0, "backup": daily})
+    db.insert_project({"name": "q", "description": "", "created": 0.0})
+    add_vm(db, "own", backup={"schedule": "hourly", "keep_last": 2})
+    add_vm(db, "gone", desired="deleted", backup={"schedule": "hourly", "keep_last": 2})
+    add_vm(db, "unscheduled", backup=None)
+    for name, project, backup in (("inherits", "p", None), ("opts-out", "p", {"keep_last": 1}),
+                                  ("plain", "q", None)):
+        row = {"id": f"id-{name}", "name": name, "project": project, "desired_state": "stopped",
+               "spec": {"name": name, "image": "img", "cpus": 1, "memory": 128, "disks": [], "backup": backup},
+               "observed_state": "stopped", "host": "h1", "generation": 1, "created": 0.0, "updated": 0.0,
+               "mac": f"52:54:00:00:02:{len(name):02x}"}
+        db.insert_vm(row)
+    got = {r["name"]: (r["project"], r["policy"]) for r in db.scheduled_vms()}
+    assert got == {"own": ("default", {"schedule": "hourly", "keep_last": 2}), "inherits": ("p", daily)}
+    from appliance.store.backup_schedules import _SCHEDULED_VMS
+    plan = [row[3] for row in db.db.execute("EXPLAIN QUERY PLAN " + _SCHEDULED_VMS)]
+    assert "SCAN vms USING INDEX idx_vms_own_backup_schedule" in plan
+    assert not {"SCAN vms", "SCAN v"} & set(plan)  # no pass over every VM
