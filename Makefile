@@ -96,7 +96,8 @@ test-remote-hosts: setup
 
 # The real cloud-init (issue 15): a Debian 12 guest with cloud-init from Debian's
 # packages (debootstrap as root, .debs cached in .cache/debootstrap/, the image in
-# .cache/images/), booted with a config drive: hostname, runcmd, SSH key, static IP.
+# .cache/images/), booted with a config drive: hostname, runcmd, SSH key, static IP;
+# and with the metadata service alone, on a host in a network namespace of its own.
 CLOUDINIT_IMAGE := .cache/images/cloudinit-debian12.qcow2
 $(CLOUDINIT_IMAGE): packaging/build-cloudinit-image.sh
 	bash packaging/build-cloudinit-image.sh --force $@

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Build a small Debian 12 guest with the real cloud-init (issue 15): the image
-# the opt-in test `make test-cloudinit` boots to prove ConfigDrive and NoCloud
+# the opt-in test `make test-cloudinit` boots to prove ConfigDrive, NoCloud and
+# the metadata service
 # with cloud-init itself, not the demo guest's shell imitation.
 #
 # Usage: packaging/build-cloudinit-image.sh [--force] OUT.qcow2
@@ -21,15 +22,19 @@
 #   python3                         the MBR partition table (no sfdisk needed)
 #   qemu-img convert                to qcow2
 #
-# The guest: console=ttyS0; cloud-init's datasources ConfigDrive and NoCloud
+# The guest: console=ttyS0; cloud-init's datasources ConfigDrive, NoCloud and
+# OpenStack (the metadata service, only where the SMBIOS product is Nova's)
 # only (no network probing for EC2 and the like); after cloud-init's last
 # stage, vmapp-report.service prints what the test checks to the serial
 # console, each line starting with "VMAPP-REPORT ":
 #   hostname=NAME, key=<a line of /root/.ssh/authorized_keys>,
 #   runcmd=<the content of /run/vmapp-runcmd, which a test's runcmd writes>,
-#   addr=<IFACE> <ADDR/PREFIX> (each IPv4 address), each "iface ..." line of
-#   /etc/network/interfaces.d, datasource=<cloud-init's>, and "VMAPP-REPORT done".
-# The image has no DHCP client: an address can only come from a static config.
+#   addr=<IFACE> <ADDR/PREFIX> (each IPv4 address), route=<the default route>,
+#   each "iface ..." line of /etc/network/interfaces.d, datasource=<cloud-init's>,
+#   and "VMAPP-REPORT done".
+# Its only DHCP client is dhclient (a dependency of cloud-init: the OpenStack
+# datasource's ephemeral lease to ask the metadata service); ifupdown runs it only
+# for an `inet dhcp` stanza, so an `inet static` one means the address is static.
 set -euo pipefail
 
 log() { printf 'build-cloudinit-image: %s\n' "$*"; }
@@ -81,7 +86,10 @@ trap 'exit 1' HUP INT TERM PIPE
 # (python3-cryptography, found the first time): it installs a minimal base, and
 # apt-get inside the tree the rest, in apt's order.
 base=systemd-sysv,udev,ifupdown,iproute2,netbase
-packages=(linux-image-cloud-amd64 initramfs-tools cloud-init openssh-server)
+# net-tools: cloud-init's ifupdown renderer writes network_data.json's routes (the
+# default route among them) as `post-up route add ...`; without `route` a static
+# guest has no default route, and cannot reach 169.254.169.254 once booted.
+packages=(linux-image-cloud-amd64 initramfs-tools cloud-init openssh-server net-tools)
 log "debootstrap bookworm (cache $cache)"
 mkdir -p "$cache/apt"
 exec 9>"$cache/.lock"
@@ -113,8 +121,10 @@ log "apt-get install ${packages[*]} took $((SECONDS - started)) s"
 echo debian >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n' >"$root/etc/hosts"
 # Only the datasources the appliance offers: no minutes of probing for EC2 etc.
+# OpenStack (the metadata service) is only tried when ds-identify finds Nova's
+# SMBIOS product name (`"datasource": "metadata"` VMs), never beside a drive.
 cat >"$root/etc/cloud/cloud.cfg.d/90-vm-appliance.cfg" <<'EOF'
-datasource_list: [ConfigDrive, NoCloud, None]
+datasource_list: [ConfigDrive, NoCloud, OpenStack, None]
 EOF
 # ifupdown reads interfaces.d, where cloud-init writes 50-cloud-init.
 cat >"$root/etc/network/interfaces" <<'EOF'
@@ -135,6 +145,9 @@ fi
 [ -f /run/vmapp-runcmd ] && echo "VMAPP-REPORT runcmd=$(cat /run/vmapp-runcmd)"
 ip -4 -o addr show | while read -r _ iface _ addr _; do
     echo "VMAPP-REPORT addr=$iface $addr"
+done
+ip -4 route show default | while read -r line; do
+    echo "VMAPP-REPORT route=$line"
 done
 # How each interface was configured (cloud-init renders ifupdown stanzas), and
 # which datasource cloud-init used.

@@ -259,7 +259,7 @@ class Network(_Object):
         return out
 
 
-CLOUD_INIT_DATASOURCES = ("nocloud", "configdrive")
+CLOUD_INIT_DATASOURCES = ("nocloud", "configdrive", "metadata")
 MAX_VM_KEYS = 10  # SSH keys named by one VM (cloud_init.keys)
 
 
@@ -286,8 +286,10 @@ class CloudInit(_LeavesOutUnset):
     # Issue 15: OpenStack's config drive instead of NoCloud (virt/cloudinit.py).
     datasource: Annotated[str, says(one_of(CLOUD_INIT_DATASOURCES))] | None = Field(
         None, json_schema_extra={"enum": list(CLOUD_INIT_DATASOURCES)}, description=(
-            "nocloud (the default: a `cidata` seed) or configdrive (an OpenStack `config-2` "
-            "drive: meta_data.json, user_data, network_data.json with the fixed IP)"))
+            "nocloud (the default: a `cidata` seed), configdrive (an OpenStack `config-2` "
+            "drive: meta_data.json, user_data, network_data.json with the fixed IP) or "
+            "metadata (no seed: the metadata service only, as Nova without a config drive; "
+            "the guest is told OpenStack by its SMBIOS product name)"))
     # The caller's SSH keys (/v1/keys) by name, copied into the VM's data at create or change.
     keys: Annotated[list[DnsName], BeforeValidator(_keys_bounded),
                     AfterValidator(_key_names_unique)] | None = Field(None, description=(
@@ -303,7 +305,7 @@ class CloudInit(_LeavesOutUnset):
 
     @model_validator(mode="after")
     def _configdrive_takes_objects(self) -> CloudInit:
-        if self.datasource == "configdrive":
+        if self.datasource in ("configdrive", "metadata"):  # the same documents
             for name in ("meta_data", "network_config"):
                 if isinstance(getattr(self, name), str):
                     raise refused("a config drive's is a JSON object (meta_data: its meta; "

@@ -85,6 +85,7 @@ from appliance.model.states import (
     RUN_STRATEGIES,
     Graphics,
     NetworkType,
+    Outbound,
     Protocol,
     RunStrategy,
 )
@@ -198,6 +199,22 @@ class Spec(BaseModel):
         if network is not None and (fault := first_nic_fault(network, nics)):
             raise refused(fault[0], fault[1])
         return nics
+
+    @field_validator("cloud_init")
+    @classmethod
+    def _metadata_is_reachable(cls, cloud_init: CloudInit | None,
+                               info: ValidationInfo) -> CloudInit | None:
+        network = info.data.get("network")
+        if cloud_init is None or cloud_init.datasource != "metadata" or network is None \
+                or info.data.get("networks"):
+            return cloud_init
+        if network.type == NetworkType.NONE or (network.type == NetworkType.USER
+                                                and network.outbound == Outbound.NONE):
+            # No seed, and no way to 169.254.169.254 (restrict=on lets nothing out).
+            raise refused("the metadata service is this VM's only data, and it has no NIC "
+                          "that reaches it (network none, or user mode with outbound none): "
+                          "give it one, or use nocloud or configdrive", ".datasource")
+        return cloud_init
 
     @field_validator("readiness_probe", "liveness_probe")
     @classmethod

@@ -97,6 +97,18 @@ def disk_xml(path: Path, target: str, cache: str) -> str:
     return ET.tostring(holder[0], encoding="unicode")
 
 
+def _nova_smbios(domain: ET.Element, os_el: ET.Element, vm_id: str) -> None:
+    """The SMBIOS system Nova gives its guests: cloud-init's ds-identify and its
+    OpenStack datasource know the platform by the product name, and only then
+    ask 169.254.169.254 (a `"datasource": "metadata"` VM has no seed disk)."""
+    system = _sub(_sub(domain, "sysinfo", type="smbios"), "system")
+    for name, value in (("manufacturer", "OpenStack Foundation"),
+                        ("product", "OpenStack Nova"), ("serial", vm_id), ("uuid", vm_id),
+                        ("family", "Virtual Machine")):
+        _sub(system, "entry", value, name=name)
+    _sub(os_el, "smbios", mode="sysinfo")
+
+
 def build(plan: DomainPlan) -> str:
     spec = plan.spec
     domain = ET.Element("domain", {"type": plan.domain_type})
@@ -120,6 +132,9 @@ def build(plan: DomainPlan) -> str:
     os_el = _sub(domain, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine=firmware.machine_of(spec))
     _sub(os_el, "boot", dev="hd")
+    by_metadata = (spec.get("cloud_init") or {}).get("datasource") == "metadata"
+    if by_metadata:
+        _nova_smbios(domain, os_el, plan.vm_id)
     features = _sub(domain, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
@@ -135,7 +150,7 @@ def build(plan: DomainPlan) -> str:
     _disk(devices, plan.root_disk, "qcow2", next(targets), cache)
     for disk in spec.get("disks", []):
         _disk(devices, plan.disk_path(disk["name"]), "qcow2", next(targets), cache)
-    if plan.seed_iso is not None:
+    if plan.seed_iso is not None and not by_metadata:  # metadata: the service only
         # As KubeVirt attaches its NoCloud seed: a read-only raw virtio disk.
         _disk(devices, plan.seed_iso, "raw", next(targets), cache, readonly=True)
 

@@ -8,11 +8,20 @@ image) what cloud-init did with the drive:
 - a runcmd of the user data ran (it writes a nonce the report prints),
 - the user's SSH key (POST /v1/keys, cloud_init.keys) in root's authorized_keys,
 - the static address network_data.json describes (user mode's 10.0.2.15/24, as
-  an `inet static` stanza): the image has no DHCP client, so the address can only
+  an `inet static` stanza): the image's dhclient serves only the OpenStack
+  datasource's ephemeral lease, ifupdown would need `inet dhcp`, so the address can only
   come from that static configuration.
 
 NoCloud (the default datasource) is booted too: the key through meta-data's
 public-keys, the address from the spec's network_config.
+
+The metadata service (`"datasource": "metadata"`: no seed disk, Nova's SMBIOS
+product name) on a libvirt host in a network namespace of its own
+(packaging/local-hosts `up --netns`, where the service listens), on a user-mode
+NIC and on a nat network (a fixed IP): cloud-init's OpenStack datasource finds
+it and applies the hostname, a runcmd, the key and network_data.json; a
+poller the runcmd starts prints /openstack/latest/user_data's marker whenever it
+changes, so a user data change shows on the console without a reboot.
 
 Opt-in and slow (minutes): `make test-cloudinit` builds the image (cached under
 .cache/) and runs this module; `make test` and `make test-slow` do not.
@@ -26,9 +35,11 @@ import time
 import uuid
 from pathlib import Path
 
+import libvirt
 import pytest
 
-from tests.appliance_process import ROOT
+from tests.appliance_process import ROOT, Appliance
+from tests.local_hosts import LocalHost
 
 pytestmark = [pytest.mark.slow, pytest.mark.cloudinit]
 
@@ -37,10 +48,11 @@ IMAGE = Path(os.environ.get("VMAPP_CLOUDINIT_IMAGE",
 # Under TCG on a loaded 2-core machine: systemd, then cloud-init's four stages.
 BOOT_TIMEOUT = float(os.environ.get("VMAPP_CLOUDINIT_TIMEOUT", "1200"))
 REPORT = "VMAPP-REPORT "
+# The nat network of the metadata case, inside the local host's own namespace.
+NAT, NAT_SUBNET, NAT_IP, NAT_GATEWAY = "cimeta", "10.81.0.0/24", "10.81.0.10", "10.81.0.1"
 
 
-@pytest.fixture(scope="module")
-def debian(appliance):
+def upload_image(appliance) -> None:
     if not IMAGE.exists():
         pytest.fail(f"{IMAGE} is missing: run `make test-cloudinit` "
                     "(packaging/build-cloudinit-image.sh)")
@@ -48,7 +60,28 @@ def debian(appliance):
         resp = appliance.api("PUT", "/v1/images/debian12", data=f, timeout=600,
                              headers={"Content-Type": "application/octet-stream"})
     assert resp.status_code in (200, 201), resp.text
+
+
+@pytest.fixture(scope="module")
+def debian(appliance):
+    upload_image(appliance)
     return appliance
+
+
+@pytest.fixture(scope="module")
+def nova(tmp_path_factory):
+    """An appliance with the metadata service, on a host in a namespace of its own."""
+    with LocalHost(netns=True) as host:
+        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri, metadata=True)
+        try:
+            app.start()
+            upload_image(app)
+            resp = app.api("POST", "/v1/networks", json={"name": NAT, "kind": "nat",
+                                                         "subnet": NAT_SUBNET})
+            assert resp.status_code == 201, resp.text
+            yield app
+        finally:
+            app.cleanup()
 
 
 def report(console: str) -> list[str]:
@@ -102,8 +135,9 @@ def test_config_drive_sets_hostname_runs_runcmd_adds_the_key_and_a_static_ip(deb
     assert "hostname=ci-drive" in lines
     assert f"runcmd=ran-{nonce}" in lines
     assert f"key={public}" in lines  # root's authorized_keys, the line as added
-    # network_data.json's static address (no DHCP client in the image)
+    # network_data.json's static address (an `inet static` stanza, not DHCP)
     assert "addr=eth0 10.0.2.15/24" in lines and "iface eth0 inet static" in lines
+    assert any(line.startswith("route=default via 10.0.2.2 ") for line in lines), lines
 
 
 def test_nocloud_carries_the_key_and_its_network_config(debian, tmp_path):
@@ -114,3 +148,83 @@ def test_nocloud_carries_the_key_and_its_network_config(debian, tmp_path):
     assert "hostname=ci-nocloud" in lines and f"runcmd=ran-{nonce}" in lines
     assert f"key={public}" in lines  # NoCloud's meta-data public-keys
     assert "addr=eth0 10.0.2.15/24" in lines and "iface eth0 inet static" in lines
+
+
+# Started by the runcmd: prints user_data's marker line on the console at each change.
+POLLER = """import re, time, urllib.request
+seen = None
+while True:
+    try:
+        with urllib.request.urlopen("http://169.254.169.254/openstack/latest/user_data",
+                                    timeout=10) as resp:
+            found = re.search("^# (mark-[0-9a-f]+)$", resp.read().decode(), re.M)
+        mark = found.group(1) if found else "no-mark"
+    except Exception as err:
+        mark = "error-" + type(err).__name__
+    if mark != seen:
+        with open("/dev/ttyS0", "w") as tty:
+            tty.write("VMAPP-USERDATA " + mark + chr(10))
+        seen = mark
+    time.sleep(2)
+"""
+
+
+def polling_user_data(nonce: str, mark: str) -> str:
+    poller = "".join(f"      {line}\n" for line in POLLER.splitlines())
+    return (f"#cloud-config\n# {mark}\n"
+            "disable_root: false\nssh_genkeytypes: [ed25519]\n"
+            f"runcmd:\n  - [sh, -c, 'echo ran-{nonce} > /run/vmapp-runcmd']\n"
+            "  - - systemd-run\n    - --unit=vmapp-poll\n    - python3\n    - -c\n    - |\n"
+            + poller)
+
+
+@pytest.mark.parametrize("kind, network, address, gateway", [
+    ("user", {"type": "user"}, "10.0.2.15/24", "10.0.2.2"),  # slirp connects for it
+    ("nat", {"type": "network", "name": NAT, "ip": NAT_IP}, f"{NAT_IP}/24", NAT_GATEWAY),
+])
+def test_the_metadata_service_alone_configures_the_guest_and_serves_changes(
+        nova, tmp_path, kind, network, address, gateway):
+    name = f"ci-meta-{kind}"
+    key_file = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test",
+                    "-f", str(key_file)], check=True)
+    public = (tmp_path / "id_ed25519.pub").read_text().strip()
+    nova.api("DELETE", "/v1/keys/laptop")
+    made = nova.api("POST", "/v1/keys", json={"name": "laptop", "public_key": public})
+    assert made.status_code == 201, made.text
+    nonce, first, second = (f"{uuid.uuid4().hex[:12]}" for _ in range(3))
+    cloud_init = {"datasource": "metadata", "keys": ["laptop"]}
+    started = time.monotonic()
+    nova.create_vm(name, image="debian12", memory=1024, network=network,
+                   cloud_init={**cloud_init,
+                               "user_data": polling_user_data(nonce, f"mark-{first}")})
+    try:
+        conn = libvirt.open(nova.libvirt_uri)
+        try:
+            (domain,) = (d for d in nova.domain_names() if d.endswith(name))
+            xml = conn.lookupByName(domain).XMLDesc()
+        finally:
+            conn.close()
+        # no seed disk; Nova's SMBIOS product name, which ds-identify looks for
+        assert "cidata" not in xml and "<entry name='product'>OpenStack Nova</entry>" in xml
+        lines = wait_report(nova, name)
+        print(f"\n{name}: cloud-init's report after {time.monotonic() - started:.0f} s: {lines}")
+        assert any(line.startswith("datasource=DataSourceOpenStack") for line in lines), lines
+        assert f"hostname={name}" in lines and f"runcmd=ran-{nonce}" in lines
+        assert f"key={public}" in lines  # meta_data.json's public_keys
+        # network_data.json from the service: the static address and the default
+        # route, by which the guest reaches the service once booted
+        assert f"addr=eth0 {address}" in lines and "iface eth0 inet static" in lines
+        assert any(line.startswith(f"route=default via {gateway} ") for line in lines), lines
+        nova.wait_console(name, f"VMAPP-USERDATA mark-{first}", 120)
+        changed = time.monotonic()
+        resp = nova.api("PATCH", f"/v1/vms/{name}", json={"cloud_init": {
+            **cloud_init, "user_data": polling_user_data(nonce, f"mark-{second}")}})
+        assert resp.status_code in (200, 202), resp.text
+        nova.wait_console(name, f"VMAPP-USERDATA mark-{second}", 120)
+        print(f"{name}: the guest read the changed user data {time.monotonic() - changed:.1f} s "
+              "after the PATCH")
+        assert nova.console(name).count("Linux version") == 1  # no reboot
+    finally:
+        nova.api("DELETE", f"/v1/vms/{name}", params={"force": "true"})
+        nova.api("DELETE", "/v1/keys/laptop")

@@ -57,3 +57,18 @@ def test_seed_iso_is_cidata_with_files(tmp_path):
     assert "local-hostname: web1\n" in names["meta-data"] and "region: home\n" in names["meta-data"]
     assert names["user-data"].startswith("#!/bin/sh")
     assert '"version": 2' in names["network-config"]
+
+
+def test_a_metadata_only_vm_has_no_seed_and_nova_s_smbios(tmp_path):
+    xml = domain.build(plan(tmp_path, network={"type": "user"},
+                            cloud_init={"datasource": "metadata", "user_data": "#cloud-config\n"}))
+    conn = libvirt.open("test:///default")
+    dom = conn.defineXML(xml)
+    live = dom.XMLDesc()
+    dom.undefine()
+    assert live.count("<disk type='file' device='disk'>") == 1  # the root disk only
+    assert "cidata.iso" not in live and "<smbios mode='sysinfo'/>" in live
+    # what cloud-init's ds-identify reads as /sys/class/dmi/id/product_name
+    assert "<entry name='product'>OpenStack Nova</entry>" in live
+    assert "<entry name='manufacturer'>OpenStack Foundation</entry>" in live
+    assert "<sysinfo" not in domain.build(plan(tmp_path, cloud_init={"datasource": "configdrive"}))
