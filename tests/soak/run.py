@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({part: result}, indent=1, default=str), flush=True)
     finally:
         world.close()
-        remove_tree(base)
+        if failed:  # kept for a look: the home (store, logs) of the run that found something
+            print(f"soak: the run's files are kept in {base}", flush=True)
+        else:
+            remove_tree(base)
     took = time.monotonic() - t0
     print(f"soak: {', '.join(parts)} in {took:.0f} s; {'FAILED' if failed else 'ok'}", flush=True)
     if not args.no_write and not args.quick:
