@@ -37,7 +37,7 @@ GROUPS = {"kill": KILL_PARTS, "fuzz": ("fuzz-api", "fuzz-mount")}
 # part: (full, quick) counts, and the full run's budget in seconds
 COUNTS = {"kill-serve": (200, 5), "kill-mount": (50, 3), "kill-worker": (50, 2),
           "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200)}
-BUDGET = {"kill-serve": 2400, "kill-mount": 900, "kill-worker": 900, "fuzz-api": 1500, "fuzz-mount": 600}
+BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400}
 QUICK_BUDGET = 60
 
 
