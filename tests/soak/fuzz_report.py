@@ -44,4 +44,33 @@ def fuzz_sections(results: dict) -> list[str]:
                     f"{json.dumps(mount['errnos'])} | {json.dumps(mount['accepted'])} | {mount.get('took_s')} s |",
                     ""]
             out += _examples(mount) + ([""] if mount.get("failure_examples") else [])
+    out += disk_section(results.get("disk-full"))
     return out
+
+
+def disk_section(r: dict | None) -> list[str]:
+    if not r:
+        return []
+    out = ["## Disk full", "",
+           "The home on a 400 MiB ext4 file system in a file, loop-mounted; a real `vmctl serve` with three "
+           "VMs (one running); a file fills the file system to its last block. While full, each round: a "
+           "create (REST and mkdir), an image upload, a start (REST), a state write (mount), and four reads "
+           "(GET /v1/vms, GET /v1/vms/NAME, cat state, ls vms). Then the file goes and a create and an upload "
+           "must succeed (tests/soak/disk_full.py).", ""]
+    if "error" in r:
+        return out + [f"FAILED: {r['error']}", ""]
+    out += ["| rounds while full | writes refused (507 / ENOSPC) | other answers to writes | reads answered | "
+            "integrity full / after | after: create, upload | VMs lost | orphans | converged | took |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    writes = r.get("writes", {})
+    clear = sum(n for c in writes.values() for k, n in c.items() if k in ("507", "ENOSPC"))
+    other = {f"{w}: {k}": n for w, c in writes.items() for k, n in c.items() if k not in ("507", "ENOSPC")}
+    reads = r.get("reads", {})
+    ok = sum(c.get("accepted", 0) for c in reads.values())
+    total = sum(sum(c.values()) for c in reads.values())
+    out.append(f"| {r.get('rounds')} | {clear} | {json.dumps(other) if other else 0} | {ok} of {total} | "
+               f"{r.get('integrity_while_full')} / {r.get('integrity_after')} | {r.get('create_after')}, "
+               f"{r.get('upload_after')} | {len(r.get('vms_lost', []))} | {len(r.get('orphans_after', {}))} | "
+               f"{r.get('converged_after')} | {r.get('took_s')} s |")
+    out += ["", "Answers while full: " + "; ".join(f"{k}: `{v[:160]}`" for k, v in r.get("reasons", {}).items()), ""]
+    return out + _examples(r) + ([""] if r.get("failure_examples") else [])

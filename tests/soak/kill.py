@@ -76,6 +76,9 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             rounds.append(check_round(world, crowd, n, recovery, recovered, converge_timeout))
             if rounds[-1]["findings"]:
                 log.warning("%s kill %d: %s", target, n, rounds[-1]["findings"])
+            elif (n + 1) % 10 == 0:
+                log.info("%s: %d kills of %d, all survived so far: %d", target, n + 1, kills,
+                         sum(1 for r in rounds if not r["findings"]))
     finally:
         go.clear()
         for client in crowd:

@@ -87,7 +87,7 @@ def render(results: dict, facts: dict) -> str:
              f"({facts.get('hypervisor')}); shared with other work (the load is in the record).", "",
              "| part | measured | code (commit) | took | count |", "|---|---|---|---|---|"]
     for part, r in results.items():
-        count = r.get("kills", r.get("cases", r.get("writes", "–")))
+        count = r.get("kills", r.get("cases", r.get("rounds", r.get("writes", "–"))))
         lines.append(f"| {part} | {r.get('date_utc', '?')} | {_code(r)} | {_n(r.get('took_s'), ' s', 0)} | "
                      f"{count} |")
     lines.append("")

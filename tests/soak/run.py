@@ -7,6 +7,7 @@ Parts (each runs alone with --part; `kill` is its three kill parts):
                                         of operations from concurrent clients, checked after each
   fuzz-api                              tests/soak/fuzz_api.py: schemathesis, stateful, on a live appliance
   fuzz-mount                            tests/soak/fuzz_mount.py: random writes into every writable file
+  disk-full                             tests/soak/disk_full.py: the home on a small file system, filled
 
 Bounded: every part stops after its count or its time budget, whichever comes first.
 --quick (what `make test` runs, via `make soak-quick`) is the short version: a few kills of
@@ -32,12 +33,13 @@ from tests.bench.common import ROOT, background, machine, remove_tree
 from tests.soak.report import load_previous, render
 
 KILL_PARTS = ("kill-serve", "kill-mount", "kill-worker")
-PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount")
+PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full")
 GROUPS = {"kill": KILL_PARTS, "fuzz": ("fuzz-api", "fuzz-mount")}
 # part: (full, quick) counts, and the full run's budget in seconds
 COUNTS = {"kill-serve": (200, 5), "kill-mount": (50, 3), "kill-worker": (50, 2),
-          "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200)}
-BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400}
+          "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200), "disk-full": (20, 2)}
+BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400,
+          "disk-full": 300}
 QUICK_BUDGET = 60
 
 
@@ -75,6 +77,10 @@ def run_part(part: str, world, count: int, budget: float, quick: bool) -> dict:
         from tests.soak.fuzz_api import run_fuzz_api
 
         return run_fuzz_api(world, count, budget)
+    if part == "disk-full":  # an appliance of its own, its home on a loop-mounted file system
+        from tests.soak.disk_full import run_disk_full
+
+        return run_disk_full(world.base / "disk-full", rounds=count)
     from tests.soak.fuzz_mount import run_fuzz_mount
 
     return run_fuzz_mount(world, count, budget)
