@@ -85,9 +85,9 @@ def render(results: dict, facts: dict) -> str:
              f"Machine: {facts.get('nproc')} CPUs, {facts.get('memory_gib')} GiB RAM, Linux "
              f"{facts.get('kernel')}, Python {facts.get('python')}, libvirt {facts.get('libvirt')} "
              f"({facts.get('hypervisor')}); shared with other work (the load is in the record).", "",
-             "| part | measured | code (commit) | took | count |", "|---|---|---|---|---|"]
+             "| part | measured | code (commit) | took | done |", "|---|---|---|---|---|"]
     for part, r in results.items():
-        count = r.get("kills", r.get("cases", r.get("rounds", r.get("writes", "–"))))
+        count = next((f"{r[k]} {k}" for k in ("kills", "cases", "rounds", "writes", "requests") if k in r), "–")
         lines.append(f"| {part} | {r.get('date_utc', '?')} | {_code(r)} | {_n(r.get('took_s'), ' s', 0)} | "
                      f"{count} |")
     lines.append("")

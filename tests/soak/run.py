@@ -8,6 +8,7 @@ Parts (each runs alone with --part; `kill` is its three kill parts):
   fuzz-api                              tests/soak/fuzz_api.py: schemathesis, stateful, on a live appliance
   fuzz-mount                            tests/soak/fuzz_mount.py: random writes into every writable file
   disk-full                             tests/soak/disk_full.py: the home on a small file system, filled
+  concurrent                            tests/soak/concurrent.py: 50 clients on shared VMs (ETags, room)
 
 Bounded: every part stops after its count or its time budget, whichever comes first.
 --quick (what `make test` runs, via `make soak-quick`) is the short version: a few kills of
@@ -33,13 +34,14 @@ from tests.bench.common import ROOT, background, machine, remove_tree
 from tests.soak.report import load_previous, render
 
 KILL_PARTS = ("kill-serve", "kill-mount", "kill-worker")
-PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full")
+PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full", "concurrent")
 GROUPS = {"kill": KILL_PARTS, "fuzz": ("fuzz-api", "fuzz-mount")}
 # part: (full, quick) counts, and the full run's budget in seconds
 COUNTS = {"kill-serve": (200, 5), "kill-mount": (50, 3), "kill-worker": (50, 2),
-          "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200), "disk-full": (20, 2)}
+          "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200), "disk-full": (20, 1),
+          "concurrent": (600, 6)}  # seconds of 50 clients (20 in the short run)
 BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400,
-          "disk-full": 300}
+          "disk-full": 300, "concurrent": 900}
 QUICK_BUDGET = 60
 
 
@@ -77,6 +79,10 @@ def run_part(part: str, world, count: int, budget: float, quick: bool) -> dict:
         from tests.soak.fuzz_api import run_fuzz_api
 
         return run_fuzz_api(world, count, budget)
+    if part == "concurrent":
+        from tests.soak.concurrent import run_concurrent
+
+        return run_concurrent(world, seconds=count, clients=50 if not quick else 20)
     if part == "disk-full":  # an appliance of its own, its home on a loop-mounted file system
         from tests.soak.disk_full import run_disk_full
 
