@@ -184,9 +184,13 @@ class Client(threading.Thread):
         try:
             if kind == "create":
                 os.mkdir(mnt / "vms" / op[1])
-            elif kind == "state":
-                with open(mnt / "vms" / slot.name / "state", "w") as f:
-                    f.write(op[2] + "\n")
+            elif kind == "state":  # one write(2), as `echo VERB > state` (Python's file object
+                # writes again at close after an error: a second apply, a second answer)
+                fd = os.open(mnt / "vms" / slot.name / "state", os.O_WRONLY | os.O_TRUNC)
+                try:
+                    os.write(fd, op[2].encode() + b"\n")
+                finally:
+                    os.close(fd)
             elif kind == "rename":
                 os.rename(mnt / "vms" / slot.name, mnt / "vms" / op[1])
             elif kind == "snapshot":

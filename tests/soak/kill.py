@@ -21,7 +21,7 @@ from tests.soak.clients import Client, check_ledger
 from tests.soak.world import SoakWorld
 
 log = logging.getLogger("soak.kill")
-TARGETS = ("serve", "mount", "worker")
+TARGETS = ("serve", "mount", "worker", "libvirtd")
 
 
 def snapshots_of(world: SoakWorld):
@@ -68,8 +68,10 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
                 recovery = world.restart_serve()
             elif target == "mount":
                 recovery = world.kill_mount()
-            else:
+            elif target == "worker":
                 recovery = world.kill_worker()
+            else:  # the local host's libvirtd: SIGKILLed, or restarted, in turn
+                recovery = world.kill_libvirtd(graceful=n % 2 == 1)
             recovered = time.monotonic()
             time.sleep(rng.uniform(0, gap[0]))  # clients meet the recovered appliance too
             pause(crowd, go)

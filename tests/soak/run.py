@@ -9,6 +9,8 @@ Parts (each runs alone with --part; `kill` is its three kill parts):
   fuzz-mount                            tests/soak/fuzz_mount.py: random writes into every writable file
   disk-full                             tests/soak/disk_full.py: the home on a small file system, filled
   concurrent                            tests/soak/concurrent.py: 50 clients on shared VMs (ETags, room)
+  libvirtd                              kill.py again, on a private libvirtd (packaging/local-hosts)
+                                        SIGKILLed or restarted in turn, guests running
 
 Bounded: every part stops after its count or its time budget, whichever comes first.
 --quick (what `make test` runs, via `make soak-quick`) is the short version: a few kills of
@@ -34,14 +36,15 @@ from tests.bench.common import ROOT, background, machine, remove_tree
 from tests.soak.report import load_previous, render
 
 KILL_PARTS = ("kill-serve", "kill-mount", "kill-worker")
-PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full", "concurrent")
+PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full", "concurrent", "libvirtd")
 GROUPS = {"kill": KILL_PARTS, "fuzz": ("fuzz-api", "fuzz-mount")}
 # part: (full, quick) counts, and the full run's budget in seconds
 COUNTS = {"kill-serve": (200, 5), "kill-mount": (50, 3), "kill-worker": (50, 2),
           "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200), "disk-full": (20, 1),
-          "concurrent": (600, 6)}  # seconds of 50 clients (20 in the short run)
+          "concurrent": (600, 6), "libvirtd": (20, 2)}  # seconds of 50 clients (20 in the short run)
 BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400,
-          "disk-full": 300, "concurrent": 900}
+          "disk-full": 300, "concurrent": 900,
+          "libvirtd": 900}
 QUICK_BUDGET = 60
 
 
@@ -79,6 +82,8 @@ def run_part(part: str, world, count: int, budget: float, quick: bool) -> dict:
         from tests.soak.fuzz_api import run_fuzz_api
 
         return run_fuzz_api(world, count, budget)
+    if part == "libvirtd":  # an appliance of its own, on a local host's libvirtd
+        return run_on_local_host(world.base / "libvirtd", count, budget, quick)
     if part == "concurrent":
         from tests.soak.concurrent import run_concurrent
 
@@ -90,6 +95,21 @@ def run_part(part: str, world, count: int, budget: float, quick: bool) -> dict:
     from tests.soak.fuzz_mount import run_fuzz_mount
 
     return run_fuzz_mount(world, count, budget)
+
+
+def run_on_local_host(base: Path, count: int, budget: float, quick: bool) -> dict:
+    from tests.local_hosts import LocalHost
+    from tests.soak.kill import run_kills
+    from tests.soak.world import SoakWorld
+
+    with LocalHost() as host:
+        world = SoakWorld(base, local_host=host)
+        try:
+            world.start()
+            return run_kills(world, "libvirtd", count, budget=budget, gap=(0.3, 1.5) if quick else (0.5, 3.0))
+        finally:
+            host.start_libvirtd()  # the cleanup undefines through it
+            world.close()
 
 
 def findings_of(result: dict) -> int:

@@ -60,11 +60,15 @@ def mounts_at(point: Path) -> int:
 
 
 class SoakWorld:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, local_host=None):
+        """local_host: a tests.local_hosts.LocalHost (up) whose private libvirtd the
+        appliance uses instead of the machine's, so that it can be killed."""
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         image = make_blank_image(base / "blank.img")
-        self.app = Appliance(base / "home", demo_image=image)
+        self.local_host = local_host
+        uri = {"libvirt_uri": local_host.uri} if local_host is not None else {}
+        self.app = Appliance(base / "home", demo_image=image, **uri)
         self.mnt = self.app.home / "mnt"
         self.restarts = 0
 
@@ -125,6 +129,42 @@ class SoakWorld:
         wait_for("a new gunicorn worker", lambda: len(set(self.workers()) - {victim}) >= len(before), 60)
         wait_for("the API answering", lambda: self._ready(), 60)
         return time.monotonic() - t0
+
+    def kill_libvirtd(self, graceful: bool) -> float:
+        """SIGKILL the local host's libvirtd (or restart it gracefully) and start it again:
+        seconds until the appliance sees the host up again (its guests keep running)."""
+        host = self.local_host
+        assert host is not None, "kill_libvirtd needs a local host"
+        seen = self._host()["last_seen"]
+        t0 = time.monotonic()
+        if graceful:
+            host.restart_libvirtd()
+        else:
+            host.kill_libvirtd()
+            host.start_libvirtd()
+        wait_for("the host up again", lambda: (h := self._host())["up"] and h["last_seen"] != seen, 120, 0.2)
+        return time.monotonic() - t0
+
+    def _host(self) -> dict:
+        return self.app.api("GET", "/v1/hosts/local", timeout=30).json()
+
+    def guests_twice(self) -> list[str]:
+        """Domains of ours with more than one QEMU process (a guest running twice)."""
+        count: dict[str, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if args and args[0].endswith(b"qemu-system-x86_64") and b"-name" in args:
+                name = args[args.index(b"-name") + 1].decode(errors="replace").split(",")[0]
+                name = name.removeprefix("guest=")
+                if name.startswith(self.app.prefix):
+                    count[name] = count.get(name, 0) + 1
+        return sorted(f"{n} x{c}" for n, c in count.items() if c > 1)
 
     def _ready(self) -> bool:
         try:
@@ -197,6 +237,7 @@ class SoakWorld:
                                       if p.is_file() and not p.name.startswith(".upload-")
                                       and p.name not in image_files)
         found["dhcp reservations"] = self._dhcp_orphans(ids)
+        found["guests running twice"] = self.guests_twice()
         count = mounts_at(self.mnt)
         found["mounts"] = [] if count == 1 else [f"{count} mounts at {self.mnt}"]
         return {k: v for k, v in found.items() if v}
