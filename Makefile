@@ -132,10 +132,11 @@ scale: venv
 scale-quick: venv
 	$(VENV)/bin/python -m tests.bench.run --quick --only scale --no-write
 
-# Issue 17: random SIGKILLs of serve, the mount and a gunicorn worker under concurrent
-# clients, stateful API fuzzing, mount fuzzing, a full disk (tests/soak/), into RELIABILITY.md
-# (~50 min; each part stops by itself). PART=kill-serve (or kill, kill-mount, kill-worker,
-# fuzz-api, fuzz-mount, disk-full; comma-separated) runs parts alone, keeping the others' figures.
+# Issue 17: random SIGKILLs of serve, the mount, a gunicorn worker and a local host's libvirtd
+# under concurrent clients, stateful API fuzzing, mount fuzzing, a full disk, 50 concurrent
+# clients (tests/soak/), into RELIABILITY.md (~60 min; each part stops by itself).
+# PART=kill-serve (or kill, kill-mount, kill-worker, libvirtd, fuzz-api, fuzz-mount, disk-full,
+# concurrent; comma-separated) runs parts alone, keeping the others' figures.
 # Its short version (~1.5 min, writing nothing, failing on any finding) is part of make test.
 PART ?=
 soak: venv
