@@ -31,7 +31,7 @@ def _code(r: dict) -> str:
 
 
 def _kills(results: dict) -> list[str]:
-    rows = [(p, results[p]) for p in ("kill-serve", "kill-mount", "kill-worker") if p in results]
+    rows = [(p, results[p]) for p in ("kill-serve", "kill-mount", "kill-worker", "libvirtd") if p in results]
     if not rows:
         return []
     out = ["## Random SIGKILL", "",
@@ -41,24 +41,27 @@ def _kills(results: dict) -> list[str]:
            "Four clients (three through REST, one half through REST and half through the mount), each "
            "owning 3 VMs over their lives, run a random mix of creates, starts, force-stops, pauses, "
            "renames, disk-only snapshots and deletes; at a random moment (0.5–3 s apart) the target is "
-           "SIGKILLed: `serve` (started again by the soak), the mount child (restarted by serve) or one "
-           "gunicorn worker (re-forked by gunicorn). Then the clients pause and the soak checks: every "
+           "SIGKILLed: `serve` (started again by the soak), the mount child (restarted by serve), one "
+           "gunicorn worker (re-forked by gunicorn), or, for the libvirtd row, the libvirtd of a private "
+           "local host (packaging/local-hosts) the appliance uses instead of the machine's, SIGKILLed and "
+           "started again or restarted gracefully in turn, its guests running. Then the clients pause and the soak checks: every "
            "VM reaches its desired state with no operation pending (*converge*, timed from serve "
            "answering again); every write acknowledged (2xx, or a mount call returning) is there and "
            "nothing the clients did not ask for (their ledger); no orphan (domain, VM directory with "
            "its disks and seed ISO, stray file in a VM directory, `.upload-*` file, image file, "
-           "DHCP reservation, second or stale mount); `PRAGMA integrity_check` is ok. Not exercised: "
-           "migrations (the soak has one host; two local hosts double the cost per kill), uploads.", "",
+           "DHCP reservation recorded for a VM that is gone, second or stale mount, a guest running "
+           "twice); `PRAGMA integrity_check` is ok. Not exercised: migrations (one host; two local hosts "
+           "would double the cost per kill), image uploads during kills, a whole host lost.", "",
            "| SIGKILL of | kills | survived | VMs lost | writes lost | unasked VMs | orphans | "
            "not converged | integrity | converge max (p50) | back up in (max) | operations acked / "
            "answers lost | 5xx | took |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for part, r in rows:
         if "error" in r:
-            out.append(f"| {part[5:]} | FAILED: {r['error']} |" + " |" * 12)
+            out.append(f"| {part.removeprefix('kill-')} | FAILED: {r['error']} |" + " |" * 12)
             continue
         out.append(
-            f"| {part[5:]} | {r['kills']} | {r['survived']} | {r['vms_lost']} | {r['writes_lost']} | "
+            f"| {part.removeprefix('kill-')} | {r['kills']} | {r['survived']} | {r['vms_lost']} | {r['writes_lost']} | "
             f"{r['unexpected_vms']} | {r['orphans']} | {r['not_converged']} | "
             f"{'ok' if not r['integrity_failures'] else str(r['integrity_failures']) + ' failed'} | "
             f"{_n(r['converge_max_s'], ' s')} ({_n(r['converge_p50_s'], ' s')}) | "
