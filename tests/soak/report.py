@@ -80,11 +80,18 @@ def render(results: dict, facts: dict) -> str:
 
     lines = ["# Reliability", "",
              f"Reproduce with **`{COMMAND}`** (`.venv/bin/python -m tests.soak.run`, which rewrites this "
-             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `fuzz-api`, "
-             "`fuzz-mount`, comma-separated) re-runs parts and keeps the others from this file's JSON "
-             "record. Every part stops by itself after its count or its time budget. `make test` runs "
-             "the short version (`make soak-quick`: a few kills of each kind, a few hundred fuzz "
-             "cases, ~1.5 min, writing nothing).", "",
+             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `libvirtd`, "
+             "`fuzz-api`, `fuzz-mount`, `disk-full`, `concurrent`, comma-separated) re-runs parts and keeps "
+             "the others from this file's JSON record. Every part stops by itself after its count or its "
+             "time budget. `make test` runs the short version (`make soak-quick`: a few kills of each "
+             "kind, a few hundred fuzz cases, one round of disk full, 6 s of 20 clients, no libvirtd "
+             "part; ~1.5 min, writing nothing, failing on any finding).", "",
+             "Hosts: the kill, mount-fuzz, disk-full and concurrent parts run a real `vmctl serve` (REST "
+             "through gunicorn, the FUSE mount) on real libvirt, with guests that are real QEMU domains "
+             "that never boot (so that a start costs no guest CPU under TCG); the libvirtd part on a "
+             "private libvirtd (packaging/local-hosts) it may kill; the API fuzzing in one process "
+             "over the FakeDriver (thousands of cases in minutes). What each part found and what was "
+             "fixed is in the commits that name `make soak`.", "",
              f"Machine: {facts.get('nproc')} CPUs, {facts.get('memory_gib')} GiB RAM, Linux "
              f"{facts.get('kernel')}, Python {facts.get('python')}, libvirt {facts.get('libvirt')} "
              f"({facts.get('hypervisor')}); shared with other work (the load is in the record).", "",
