@@ -1,6 +1,7 @@
 """`make soak`: sustained abuse of the appliance, its figures into RELIABILITY.md (issue 17).
 
     .venv/bin/python -m tests.soak.run [--quick] [--part kill,fuzz-api,...] [--no-write] [--kills N]
+    .venv/bin/python -m tests.soak.run --render-only   # after editing tests/soak/notes.md
 
 Parts (each runs alone with --part; `kill` is its three kill parts):
   kill-serve, kill-mount, kill-worker   tests/soak/kill.py: random SIGKILLs during a random mix
@@ -130,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", help=f"comma-separated: {', '.join(PARTS)}, or kill, fuzz")
     parser.add_argument("--kills", type=int, help="count for every part run (kills, cases, writes)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RELIABILITY.md")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite RELIABILITY.md from its JSON record (after editing tests/soak/notes.md)")
     args = parser.parse_args(argv)
+    if args.render_only:
+        path = ROOT / "RELIABILITY.md"
+        path.write_text(render(load_previous(path), machine()))
+        return 0
     signal.signal(signal.SIGTERM, _sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from tests.soak.world import SoakWorld
