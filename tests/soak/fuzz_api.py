@@ -52,9 +52,10 @@ def fingerprint(db_path: Path) -> dict[str, str]:
         db.close()
 
 
-def run_fuzz_api(_world, count: int, budget: float) -> dict:
+def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -> dict:
     """`count` cases (API calls) at most, within `budget` seconds. Its own appliance (in
-    process, on a fake host): the soak's serve is not used here."""
+    process, on a fake host): the soak's serve is not used here. derandomize: the same
+    cases every run (the short version in make test)."""
     import hypothesis
     import schemathesis
 
@@ -121,7 +122,7 @@ def run_fuzz_api(_world, count: int, budget: float) -> dict:
             try:  # generation alone: no replay, whose data the live answers would change
                 Machine.run(settings=hypothesis.settings(
                     max_examples=scenarios, stateful_step_count=STEPS, deadline=None, database=None,
-                    phases=[hypothesis.Phase.generate], print_blob=False,
+                    phases=[hypothesis.Phase.generate], print_blob=False, derandomize=derandomize,
                     suppress_health_check=list(hypothesis.HealthCheck)))
             except Exception as err:  # noqa: BLE001 - Hypothesis' own complaint: noted, next round
                 harness[type(err).__name__] += 1
