@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from appliance.controller.context import Context
+from appliance.controller.context import Context, HostUnreachable
 from appliance.errors import Conflict, Failed
 from appliance.virt.driver import DriverError, failure_reason
 
@@ -143,15 +143,16 @@ class OperationRunner:
     def _requeue_if_host_lost(self, op: dict, err: Exception) -> bool:
         """A hypervisor call that failed because the host's connection broke under it
         (its libvirtd restarted or killed: "client socket is closed", "End of file while
-        reading data") is not a failure of what the operation asks: it goes back to
-        pending and runs again once the host answers (_ready_to_run; handlers are
-        idempotent), at most MAX_REQUEUES times. `make soak` found such operations failed
-        (a 500 to their caller) and a delete's VM left "deleting" for good."""
+        reading data"), or that found it gone after its dispatch (HostUnreachable), is not a
+        failure of what the operation asks: it goes back to pending and runs again once
+        the host answers (_ready_to_run; handlers are idempotent), at most MAX_REQUEUES
+        times. `make soak` found such operations failed (a 500 to their caller) and a
+        delete's VM left "deleting" for good."""
         requeued = int(op["params"].get("requeued", 0))
         row = self.ctx.store.get_vm_by_id(op["vm_id"])
         link = self.ctx.links.get(row["host"]) if row is not None else None
-        if (not isinstance(err, DriverError) or requeued >= MAX_REQUEUES or link is None
-                or link.connected or self.ctx.op_cancelled(op)):
+        if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
+                or link is None or link.connected or self.ctx.op_cancelled(op)):
             return False
         log.warning("operation %s %s on %s: the connection to %s broke (%s); it runs again "
                     "when the host answers", op["id"], op["kind"], op["vm_name"], link.name, err)

@@ -141,3 +141,25 @@ def test_a_failure_with_the_host_still_answering_still_fails(service, controller
     op = service.set_state("web1", "force-stop")
     settle(controller, clock, passes=1)
     assert service.store.get_operation(op["id"])["status"] == "failed"
+
+
+def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it_answers(
+        service, controller, cloud, clock, monkeypatch):
+    """The libvirtd part of `make soak`: the host went away between the dispatch (which
+    waits while a host is unreachable) and the handler's look-up: "force-stop failed: host
+    local is unreachable", a 500. Now pending again, it runs once the host answers."""
+    from appliance.controller.operations import OperationRunner
+
+    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
+    host = cloud.host(HOSTS[home])
+    monkeypatch.setattr(OperationRunner, "_ready_to_run", lambda self, op: True)  # dispatched anyway
+    host.up = False
+    settle(controller, clock, passes=1)
+    op = service.set_state("web1", "force-stop")
+    settle(controller, clock, passes=1)
+    assert service.store.get_operation(op["id"])["status"] == "pending"
+    monkeypatch.undo()
+    host.up = True
+    settle(controller, clock, passes=2)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert cloud.where(row["id"]) == []
