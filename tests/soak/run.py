@@ -15,7 +15,7 @@ Parts (each runs alone with --part; `kill` is its three kill parts):
 
 Bounded: every part stops after its count or its time budget, whichever comes first.
 --quick (what `make test` runs, via `make soak-quick`) is the short version: a few kills of
-each kind, a few hundred fuzz cases, one round of disk full, 6 s of 20 concurrent clients, no
+each kind, a few hundred fuzz cases, one round of disk full, no concurrent (see notes.md) and no
 libvirtd part: about a minute and a half, writing nothing; it exits
 1 when any part has a finding, as the full run does. The full run rewrites RELIABILITY.md:
 the parts it ran replace theirs, the others are kept from the file's JSON record.
