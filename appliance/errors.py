@@ -84,3 +84,28 @@ class Timeout(Failed):
     """An operation did not finish within the wait bound: 504, EIO (it may still finish)."""
 
     http_status = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class NoSpace(Invalid):
+    """The disk is full (the home's: the store, the images, the VMs' files): 507, ENOSPC.
+    Refused, nothing changed; reads go on, and it works again once space returns. (An
+    Invalid, so that what catches a refused input catches this refusal too.)"""
+
+    http_status = HTTPStatus.INSUFFICIENT_STORAGE
+    errno = errnos.ENOSPC
+
+
+SQLITE_FULL = 13  # sqlite3's "database or disk is full"
+
+
+def no_space(err: BaseException) -> NoSpace | None:
+    """The NoSpace an exception from below the service means (SQLite's SQLITE_FULL, an
+    OSError ENOSPC), or None: `make soak`'s disk-full part found these answered as a bare
+    500 and EIO."""
+    if isinstance(err, NoSpace):
+        return err
+    full = getattr(err, "sqlite_errorcode", None) == SQLITE_FULL or (
+        isinstance(err, OSError) and err.errno in (errnos.ENOSPC, errnos.EDQUOT))
+    if not full:
+        return None
+    return NoSpace("the disk is full: nothing was changed; free some space and try again")

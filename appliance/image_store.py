@@ -27,7 +27,7 @@ from typing import BinaryIO, Protocol
 from appliance import paths
 from appliance import spec as specs
 from appliance.config import Config
-from appliance.errors import Conflict, Invalid
+from appliance.errors import Conflict, Invalid, NoSpace
 from appliance.store import Store
 from appliance.virt import images
 
@@ -203,7 +203,7 @@ class ImageStore:
             )
         free = free_bytes(self.config.images_dir)
         if size + FREE_SPACE_RESERVE > free:
-            raise Invalid(f"not enough free space for the image: {_mib(size)} needed, "
+            raise NoSpace(f"not enough free space for the image: {_mib(size)} needed, "
                           f"{_mib(max(0, free - FREE_SPACE_RESERVE))} available", field)
 
     def _receive(self, source: ByteSource, tmp: Path, length: int | None, field: str) -> None:
@@ -230,7 +230,7 @@ class ImageStore:
                     if written >= next_space_check:
                         next_space_check += SPACE_RECHECK_BYTES
                         if free_bytes(self.config.images_dir) < FREE_SPACE_RESERVE + len(chunk):
-                            raise Invalid("the image store's disk is full", field)
+                            raise NoSpace("the image store's disk is full", field)
                     out.write(chunk)
             if length is not None and written != length:
                 raise Invalid(f"upload ended after {written} of {length} bytes", field)

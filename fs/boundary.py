@@ -21,8 +21,11 @@ log = logging.getLogger("vmctl.fs")
 
 
 def errno_of(err: BaseException) -> int:
-    """The service's errors carry their errno (appliance/errors.py); anything else is EIO."""
-    return err.errno if isinstance(err, errors.ApplianceError) else errno.EIO
+    """The service's errors carry their errno (appliance/errors.py); a full disk under
+    them is ENOSPC; anything else is EIO."""
+    if isinstance(err, errors.ApplianceError):
+        return err.errno
+    return errno.ENOSPC if errors.no_space(err) else errno.EIO
 
 
 def boundary(method: Callable) -> Callable:
@@ -47,6 +50,9 @@ def boundary(method: Callable) -> Callable:
             raise pyfuse3.FUSEError(code) from None
         except Exception as err:
             failure = err
+            if errors.no_space(err):  # the disk is full: ENOSPC, as the API's 507
+                log.warning("%s: ENOSPC: %s", method.__name__, err)
+                raise pyfuse3.FUSEError(errno.ENOSPC) from None
             log.exception("%s(%s) failed", method.__name__,
                           ", ".join(limits.excerpt(a, 60) for a in args))
             raise pyfuse3.FUSEError(errno.EIO) from None

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
+import trio
 
 from appliance import errors, jsonio
 from appliance.access.principal import ANONYMOUS, Principal
@@ -77,6 +78,11 @@ class Handle:
     typed: bool = False  # writes go as bytes as they come (the console)
     scratch: Scratch | None = None  # an editor's temporary file (fs/scratch.py)
     image: Import | None = None  # a file copied into images/ (fs/image_imports.py)
+    # One apply at a time: a FLUSH can come while a write is still applying the same bytes
+    # (the fd shared with a child that forks and execs: its close-on-exec flushes), and
+    # must not apply them a second time (a duplicate operation superseded the writer's
+    # own, which then answered EBUSY for a value that was applied; `make soak` found it).
+    applying: trio.Lock = field(default_factory=trio.Lock)
 
     def stale(self, off: int, now: float) -> bool:
         """Whether a read at off fetches the content anew (see the module docstring)."""
@@ -114,7 +120,12 @@ class Handle:
 
     async def apply(self, final: bool, write: Apply) -> None:
         """Apply the buffered value with write() when it is complete; a refused value is
-        dropped, not retried."""
+        dropped, not retried. After an apply under way (the lock), what it consumed is gone."""
+        async with self.applying:
+            if self.buffer:
+                await self._apply(final, write)
+
+    async def _apply(self, final: bool, write: Apply) -> None:
         file = self.path[-1]
         try:
             text = bytes(self.buffer).decode("utf-8")

@@ -72,8 +72,9 @@ def remove_domains(domains) -> None:
 class Appliance:
     def __init__(self, home: Path, accel: str = "tcg", port: int | None = None, prefix: str | None = None,
                  libvirt_uri: str = LIBVIRT_URI, extra_args: list[str] | None = None,
-                 tls: bool = False, metadata: bool = False):
+                 tls: bool = False, metadata: bool = False, demo_image: Path | None = None):
         self.home = Path(home)
+        self.demo_image = demo_image or DEMO_IMAGE  # registered as image "demo" at first start
         self.accel = accel
         self.port = port or free_port()
         self.prefix = prefix or f"t{uuid.uuid4().hex[:6]}-"
@@ -99,7 +100,7 @@ class Appliance:
         args = [sys.executable, "-m", "appliance.cli", "--home", str(self.home), "serve",
                 "--listen", f"127.0.0.1:{self.port}", "--accel", self.accel,
                 "--libvirt-uri", self.libvirt_uri, "--domain-prefix", self.prefix,
-                "--demo-image", str(DEMO_IMAGE), *self.extra_args]
+                "--demo-image", str(self.demo_image), *self.extra_args]
         self.home.mkdir(parents=True, exist_ok=True)
         self.log = open(self.home / "serve.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)

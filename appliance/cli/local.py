@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(config, demo_image=args.demo_image)
     finally:
+        shared_metrics.leave(config.run_dir / "metrics")  # its files are in /dev/shm
         lock.release()
 
 

@@ -20,6 +20,11 @@ HOST_NAME = "local"  # the appliance's own libvirt (config.libvirt_uri), the fir
 MIB = 1024 * 1024
 
 
+class HostUnreachable(Failed):
+    """The host an operation needs is not connected (it went away after the operation
+    was dispatched): OperationRunner puts the operation back to pending."""
+
+
 class HostLink:
     """One host as the controller sees it: its driver and what the controller
     remembers about it between loops."""
@@ -85,7 +90,7 @@ class Links:
         if link is None:
             raise Failed(f"host {name!r} is not known")
         if not link.connected:
-            raise Failed(f"host {name} is unreachable")
+            raise HostUnreachable(f"host {name} is unreachable")
         return link
 
     def local(self) -> HostLink:

@@ -23,9 +23,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from appliance.controller.context import Context
+from appliance.controller.context import Context, HostUnreachable
 from appliance.errors import Conflict, Failed
-from appliance.virt.driver import failure_reason
+from appliance.virt.driver import DriverError, failure_reason
 
 if TYPE_CHECKING:
     from appliance.controller.vms import VmObserver
@@ -34,6 +34,9 @@ log = logging.getLogger("appliance.controller")
 
 # A handler's housekeeping after its success (see the module's docstring).
 FollowUp = Callable[[], None]
+# How many times an operation goes back to pending because its host's connection broke
+# under it (OperationRunner._requeue_if_host_lost) before such a break fails it.
+MAX_REQUEUES = 5
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class OperationRunner:
             if follow_up is not None:
                 self._follow_up(op, follow_up)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
+            if self._requeue_if_host_lost(op, err):
+                return
             reason = failure_reason(err)
             log.warning(
                 "operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err
@@ -134,6 +139,26 @@ class OperationRunner:
         finally:
             self.ctx.busy.release(vm_id)
             self.ctx.nudge()
+
+    def _requeue_if_host_lost(self, op: dict, err: Exception) -> bool:
+        """A hypervisor call that failed because the host's connection broke under it
+        (its libvirtd restarted or killed: "client socket is closed", "End of file while
+        reading data"), or that found it gone after its dispatch (HostUnreachable), is not a
+        failure of what the operation asks: it goes back to pending and runs again once
+        the host answers (_ready_to_run; handlers are idempotent), at most MAX_REQUEUES
+        times. `make soak` found such operations failed (a 500 to their caller) and a
+        delete's VM left "deleting" for good."""
+        requeued = int(op["params"].get("requeued", 0))
+        row = self.ctx.store.get_vm_by_id(op["vm_id"])
+        link = self.ctx.links.get(row["host"]) if row is not None else None
+        if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
+                or link is None or link.connected or self.ctx.op_cancelled(op)):
+            return False
+        log.warning("operation %s %s on %s: the connection to %s broke (%s); it runs again "
+                    "when the host answers", op["id"], op["kind"], op["vm_name"], link.name, err)
+        self.ctx.store.update_operation(op["id"], status="pending",
+                                        params={**op["params"], "requeued": requeued + 1})
+        return True
 
     @staticmethod
     def _follow_up(op: dict, follow_up: FollowUp) -> None:

@@ -219,13 +219,16 @@ def test_metrics_route_serves_host_and_scheduler_families(store, config):
 
 # The serve process as `vmctl serve` runs it, up to the point where appliance.serve
 # takes over: a stand-in for that module records what the controller would.
+# Its worker and a scrape run while it lives (its metrics directory goes when it stops).
 SERVE = """
-import sys, types
+import subprocess, sys, types
 stand_in = types.ModuleType("appliance.serve")
 def serve(config, demo_image=None):
     from appliance import metrics_scheduler
     metrics_scheduler.observe_decision(0.5, "placed", {"RamFilter": 1})
     metrics_scheduler.observe_decision(1.5, "no_valid_host", {"RamFilter": 2})
+    subprocess.run([sys.executable, "-c", sys.argv[2]], check=True)
+    subprocess.run([sys.executable, "-c", sys.argv[3]], check=True)
     return 0
 stand_in.serve = serve
 sys.modules["appliance.serve"] = stand_in
@@ -251,12 +254,9 @@ def test_the_serve_process_and_the_workers_share_the_scheduler_metrics(tmp_path)
     shared.mkdir(parents=True)
     (shared / "counter_999.db").write_bytes(b"left by an earlier run")
     plain = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    subprocess.run([sys.executable, "-c", SERVE, str(home)], env=plain, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", SERVE, str(home), WORKER, SCRAPER], env=plain, cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
     assert not (shared / "counter_999.db").exists()
-    env = {**plain, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
-    subprocess.run([sys.executable, "-c", WORKER], env=env, cwd=ROOT, check=True)
-    out = subprocess.run([sys.executable, "-c", SCRAPER], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
     assert 'vmappliance_scheduler_decision_seconds_count{result="placed"} 2.0' in out
     assert 'vmappliance_scheduler_decision_seconds_sum{result="placed"} 0.75' in out
     assert 'vmappliance_scheduler_decision_seconds_bucket{le="0.25",result="placed"} 1.0' in out

@@ -9,6 +9,7 @@ real store); tests/integration/test_image_server.py sends them to a real `vmctl 
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -262,6 +263,7 @@ def test_declared_length_over_the_free_space_is_refused_before_writing(service, 
     with pytest.raises(Invalid) as err:
         service.upload_image("huge", body, more_than_free)
     assert err.value.field == "body" and "free space" in err.value.reason
+    assert err.value.http_status == 507 and err.value.errno == errno.ENOSPC  # NoSpace (make soak)
     assert body.sent == 0
     _assert_nothing_stored(service, config)
 

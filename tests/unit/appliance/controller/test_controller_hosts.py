@@ -97,3 +97,69 @@ def test_a_locked_vm_is_still_evacuated(service, controller, cloud, clock):
     after = service.store.get_vm_by_id(row["id"])
     assert after["host"] == other and after["observed_state"] == "running"
     assert after["locked_by"] == "alice"  # and still locked
+
+
+def test_an_operation_whose_host_connection_breaks_under_it_runs_again_when_it_answers(
+        service, controller, cloud, clock, monkeypatch):
+    """Found by `make soak` (libvirtd SIGKILLed under a running appliance): a hypervisor call
+    cut by the lost connection ("End of file while reading data") failed its operation, a
+    500 to its caller, and a delete's VM stayed "deleting" for good. Now the operation goes
+    back to pending and runs once the host answers again."""
+    from appliance.virt.driver import DriverError
+    from appliance.virt.fake import FakeGuest
+
+    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
+    host = cloud.host(HOSTS[home])
+    real_destroy = FakeGuest.destroy
+
+    def libvirtd_dies(self):
+        host.up = False  # its libvirtd went away mid-call
+        raise DriverError("End of file while reading data: Input/output error")
+
+    monkeypatch.setattr(FakeGuest, "destroy", libvirtd_dies)
+    op = service.set_state("web1", "force-stop")
+    settle(controller, clock, passes=1)
+    assert service.store.get_operation(op["id"])["status"] == "pending"
+    assert not events(service, "operation-failed")
+    monkeypatch.setattr(FakeGuest, "destroy", real_destroy)
+    host.up = True
+    settle(controller, clock, passes=2)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert cloud.where(row["id"]) == []  # off
+
+
+def test_a_failure_with_the_host_still_answering_still_fails(service, controller, cloud, clock, monkeypatch):
+    from appliance.virt.driver import DriverError
+    from appliance.virt.fake import FakeGuest
+
+    running_vm(service, controller, clock, run_strategy="Manual", state="running")
+
+    def refused(self):
+        raise DriverError("Requested operation is not valid")
+
+    monkeypatch.setattr(FakeGuest, "destroy", refused)
+    op = service.set_state("web1", "force-stop")
+    settle(controller, clock, passes=1)
+    assert service.store.get_operation(op["id"])["status"] == "failed"
+
+
+def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it_answers(
+        service, controller, cloud, clock, monkeypatch):
+    """The libvirtd part of `make soak`: the host went away between the dispatch (which
+    waits while a host is unreachable) and the handler's look-up: "force-stop failed: host
+    local is unreachable", a 500. Now pending again, it runs once the host answers."""
+    from appliance.controller.operations import OperationRunner
+
+    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
+    host = cloud.host(HOSTS[home])
+    monkeypatch.setattr(OperationRunner, "_ready_to_run", lambda self, op: True)  # dispatched anyway
+    host.up = False
+    settle(controller, clock, passes=1)
+    op = service.set_state("web1", "force-stop")
+    settle(controller, clock, passes=1)
+    assert service.store.get_operation(op["id"])["status"] == "pending"
+    monkeypatch.undo()
+    host.up = True
+    settle(controller, clock, passes=2)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert cloud.where(row["id"]) == []

@@ -1,0 +1,39 @@
+"""A FLUSH that comes while a write is still applying the same bytes does not apply them
+again (fs/handles.py, Handle.apply). Found by `make soak`: a client thread wrote
+`force-stop` to vms/X/state while another thread of its process forked and exec'd (ps);
+the exec closed the inherited fd, the kernel sent FLUSH, and the mount applied the
+value a second time: the duplicate operation superseded the writer's own, whose write
+then failed with EBUSY although its value was applied."""
+import trio
+import trio.testing
+
+from fs.handles import Handle
+
+
+def _write_and_flush(value: bytes) -> list[str]:
+    applied: list[str] = []
+
+    async def main() -> None:
+        done = trio.Event()
+
+        async def write(path, text: str) -> None:
+            applied.append(text)
+            await done.wait()  # the write waits for its operation
+
+        handle = Handle(path=("vms", "web1", "state"), writable=True)
+        handle.take(0, value)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle.apply, False, write)  # write(2)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(handle.apply, True, write)  # the FLUSH of a child's close-on-exec
+            await trio.testing.wait_all_tasks_blocked()
+            done.set()
+        assert not handle.buffer
+
+    trio.run(main)
+    return applied
+
+
+def test_a_flush_during_a_write_applies_nothing_again():
+    assert _write_and_flush(b"force-stop\n") == ["force-stop\n"]
+
