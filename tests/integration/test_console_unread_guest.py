@@ -9,7 +9,9 @@ blocked loop fails the test within a bound instead of hanging it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -108,3 +110,41 @@ def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
     assert taken < TYPED, "the unread guest took everything typed: no refusal"
     assert refused_after < 10
     assert typed, "the second VM's console did not take its input"
+
+
+def test_console_writes_into_a_halted_guest_are_refused_and_another_vm_still_types(tmp_path):
+    """The soak's reproduction, through the mount: 20 writes of 4,000 bytes to
+    a halted guest's `console` (it froze every console with EIO before)."""
+    import errno
+    import os
+
+    from tests.soak.world import VM_MEMORY, SoakWorld
+
+    world = SoakWorld(tmp_path / "soak")
+    try:
+        world.start()
+        for name in ("mute", "other"):
+            world.app.create_vm(name, memory=VM_MEMORY)
+            world.app.wait_state(name, "running", 120)
+        refused = []
+        start = time.monotonic()
+        for _ in range(20):
+            fd = os.open(world.mnt / "vms" / "mute" / "console", os.O_WRONLY)
+            try:
+                os.write(fd, b"a" * 4000)
+                os.close(fd)
+            except OSError as err:
+                refused.append(err.errno)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        took = time.monotonic() - start
+        fd = os.open(world.mnt / "vms" / "other" / "console", os.O_WRONLY)
+        try:
+            os.write(fd, b"hello\r")
+        finally:
+            os.close(fd)
+        print(f"20 writes in {took:.1f} s; refused: {refused}")
+        assert refused and set(refused) == {errno.EBUSY}, refused
+        assert took < 30
+    finally:
+        world.close()
