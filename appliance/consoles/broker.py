@@ -194,12 +194,18 @@ class Broker:
             raise BadRequest(f"the connection closed before {request.size} bytes",
                              "size") from None
         session = self.session(row, force=False)
+        not_reading = Conflict(f"the guest of {row['name']} does not read its console: "
+                               "input refused (part of it may wait for the guest)", "console")
+        if session.stalled():
+            raise not_reading  # nothing of this input was taken
         session.hold()
         try:
             sent = (await session.send(None, data, INPUT_TIMEOUT)
                     and await session.flushed(INPUT_TIMEOUT))
         finally:
             session.release()
+        if not sent and session.stalled():
+            raise not_reading
         if not sent:
             raise Failed(f"the console of {row['name']} did not take the input "
                          f"within {INPUT_TIMEOUT:g} s")

@@ -2,7 +2,8 @@
 every attached client, the bytes of writers sent back to the port.
 
 The port is anything with `send(data) -> int` (bytes taken; 0 when it would
-block, and it then calls `writable()` once it can take more) and `close()`;
+block, and it then calls `writable()` once it can take more), `stalled()`
+(the guest does not read: nothing goes until it writes again) and `close()`;
 it calls the session's `output(data)` and `ended()`. appliance/consoles/
 streams.py has libvirt's; the unit tests have a fake one.
 
@@ -10,7 +11,9 @@ All writers type at once, as in `screen -x`: a shared session, the documented
 choice (one serial port, one shell; taking turns would be a policy the guest
 cannot see). A client that cannot keep up (more than CLIENT_QUEUE_MAX bytes
 waiting for it) is dropped, not the session; bytes for the port wait in one
-bounded buffer, and a writer that fills it waits (its socket is not read).
+bounded buffer, and a writer that fills it waits (its socket is not read);
+while the port is stalled (a guest that does not read) a writer that would
+overfill it is refused at once instead, and only that session's writers are.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Protocol
 log = logging.getLogger("appliance.consoles")
 
 CLIENT_QUEUE_MAX = 1024 * 1024  # bytes waiting for one client before it is dropped
-PORT_QUEUE_MAX = 256 * 1024  # bytes waiting for the serial port before writers wait
+PORT_QUEUE_MAX = 64 * 1024  # bytes waiting for the serial port before writers wait
 # Seconds a session stays open after bytes last went to the port: libvirtd
 # writes a stream's bytes to the serial port after it has taken them, and
 # closing the stream at once loses them (measured: an input closed at once
@@ -33,6 +36,8 @@ STALL_TIMEOUT = 30.0  # seconds a writer waits for room towards the port before 
 
 class Port(Protocol):
     def send(self, data: bytes) -> int: ...
+
+    def stalled(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -131,17 +136,26 @@ class Session:
     def writable(self) -> None:
         self._flush()
 
+    def stalled(self) -> bool:
+        """The guest does not read its serial port (the port takes nothing)."""
+        return self.port is not None and self.port.stalled()
+
     # -- to the port ---------------------------------------------------------------
     async def send(self, client: Client | None, data: bytes,
                    timeout: float = STALL_TIMEOUT) -> bool:
         """Bytes typed by a client (None: an input request); a read-only client's
         bytes are dropped. Waits while the port's buffer is full: False when it
-        stayed full `timeout` seconds (a guest that does not read its serial
-        port), or the session closed, and the bytes were not taken."""
+        stayed full `timeout` seconds, or the port is stalled (a guest that does
+        not read its serial port: at once), or the session closed, and the
+        bytes were not taken."""
         if client is not None and not client.write:
             return True
         deadline = asyncio.get_running_loop().time() + timeout
         while not self.closed and len(self._to_port) >= PORT_QUEUE_MAX:
+            if self.stalled():
+                log.info("console of %s: the guest does not read its serial port; "
+                         "%d bytes refused", self.vm_id, len(data))
+                return False
             self._room.clear()
             left = deadline - asyncio.get_running_loop().time()
             try:
@@ -156,12 +170,18 @@ class Session:
         return True
 
     async def flushed(self, timeout: float) -> bool:
-        """Wait until every byte sent has gone to the port; False on timeout or close."""
-        try:
-            await asyncio.wait_for(self._flushed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return not self.closed
+        """Wait until every byte sent has gone to the port; False on timeout or
+        close, or as soon as the port is stalled with bytes still waiting."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._flushed.is_set() and not self.stalled():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            try:  # a short wait: the port stalls without telling (polled)
+                await asyncio.wait_for(self._flushed.wait(), min(left, 0.05))
+            except TimeoutError:
+                pass
+        return self._flushed.is_set() and not self.closed
 
     def _flush(self) -> None:
         if self.port is None or self.closed:

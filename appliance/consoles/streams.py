@@ -3,6 +3,17 @@ as a session's port, and a screenshot read whole, bounded.
 
 Streams are non-blocking; libvirt calls back (in the loop's thread) when one
 can be read or written. `recv` gives -2 for "again" and b"" at the end.
+
+A console's `send` is not, over a remote connection (qemu:///system too): once
+the guest stops reading its serial port, libvirtd stops reading the connection
+(its pty is full) and virStreamSend, and a stream's finish or abort, block the loop, so every
+console on that connection (tests/soak/notes.md). A guest is therefore sent at
+most UNANSWERED_MAX bytes more than it wrote back since (a reading guest
+echoes, or answers); beyond that the port is `stalled` and takes nothing until
+the guest writes again. A guest that reads without writing anything (a
+password prompt) gets UNANSWERED_MAX bytes at a time; one that writes without
+reading gets credit it does not deserve (not handled: its output is what
+anyone sees first).
 """
 from __future__ import annotations
 
@@ -20,6 +31,11 @@ log = logging.getLogger("appliance.consoles")
 READ_CHUNK = 65536
 SCREENSHOT_MAX = 32 * 1024 * 1024  # bytes of libvirt's answer (a PPM of 4K x 2K is 24 MiB)
 SCREENSHOT_PIXELS_MAX = 4096 * 4096
+# Bytes sent to a guest that has written nothing since: below what its pty
+# takes, so that libvirtd never holds a stream's bytes it cannot write. Measured
+# on a halted guest (tests/integration/test_console_unread_guest.py): 4 and 8 KiB
+# never block; 16 KiB and 32 KiB do, in send or later in finish/abort (30-70 s).
+UNANSWERED_MAX = 4 * 1024
 _WATCHED = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
             | libvirt.VIR_STREAM_EVENT_HANGUP)
 
@@ -32,6 +48,7 @@ class ConsoleStream:
         self.session = session
         self.loop = asyncio.get_running_loop()
         self.waiting_to_write = False
+        self.unanswered = 0  # bytes sent less bytes the guest wrote since (>= 0)
         self.closed = False
         stream.eventAddCallback(_WATCHED, self._on_event, None)
 
@@ -60,8 +77,18 @@ class ConsoleStream:
             if not data:
                 self._end()
                 return False
+            if self.stalled():
+                self.loop.call_soon(self.session.writable)  # it reads again: send the rest
+            # credit as much as it wrote (an echo answers byte for byte), not
+            # all: a guest that read one key must not be sent another pty-full
+            self.unanswered = max(0, self.unanswered - len(data))
             self.session.output(data)
         return False
+
+    def stalled(self) -> bool:
+        """The guest was sent UNANSWERED_MAX bytes more than it wrote back: it
+        is taken not to read its port, and nothing more is sent to it."""
+        return self.unanswered >= UNANSWERED_MAX
 
     def _watch(self, write: bool) -> None:
         if write == self.waiting_to_write:
@@ -74,10 +101,10 @@ class ConsoleStream:
             self._end()
 
     def send(self, data: bytes) -> int:
-        if self.closed:
+        if self.closed or self.stalled():
             return 0
         try:
-            taken = self.stream.send(data)
+            taken = self.stream.send(data[:UNANSWERED_MAX - self.unanswered])
         except libvirt.libvirtError as err:
             log.info("console of %s: %s", self.session.vm_id, err.get_error_message())
             self._end()
@@ -85,6 +112,7 @@ class ConsoleStream:
         if taken == -2:
             self._watch(write=True)
             return 0
+        self.unanswered += int(taken)
         return int(taken)
 
     def _end(self) -> None:

@@ -78,6 +78,18 @@ def test_a_typed_command_runs_in_the_guest(appliance, vms):
     run(go())
 
 
+def test_a_paste_longer_than_the_unanswered_bound_reaches_a_reading_guest(appliance, vms):
+    # 20 KB at once: the broker sends a guest at most UNANSWERED_MAX (4 KiB) more
+    # than it wrote back; a shell's echo lets the rest through
+    async def go():
+        reader, writer = await client.open_console(sock(appliance), vms["con1"], write=True)
+        writer.write(b"".join(b": %s\n" % (b"x" * 96) for _ in range(200)))
+        writer.write(b"echo $((6*7))-pasted\n")
+        await read_until(reader, b"42-pasted", timeout=90)
+        writer.close()
+    run(go(), timeout=120)
+
+
 def test_two_clients_share_the_session_and_a_viewer_cannot_type(appliance, vms):
     async def go():
         typist = await client.open_console(sock(appliance), vms["con1"], write=True)

@@ -23,6 +23,9 @@ class FakePort:
         self.received += data[:taken]
         return taken
 
+    def stalled(self) -> bool:
+        return False
+
     def make_room(self, room: int) -> None:
         self.room = room
         self.session.writable()
@@ -187,4 +190,35 @@ def test_a_writer_gives_up_when_the_guest_takes_nothing():
         port.make_room(10**9)
         assert await session.send(None, b"more", timeout=0.1)
         assert bytes(port.received) == b"a" * PORT_QUEUE_MAX + b"more"
+    run(go())
+
+
+class MutePort(FakePort):
+    """A guest that does not read: stalled once it was sent `most` bytes."""
+
+    def __init__(self, session: Session, most: int):
+        super().__init__(session)
+        self.most = most
+
+    def send(self, data: bytes) -> int:
+        taken = min(len(data), max(0, self.most - len(self.received)))
+        self.received += data[:taken]
+        return taken
+
+    def stalled(self) -> bool:
+        return len(self.received) >= self.most
+
+
+def test_a_guest_that_does_not_read_gets_a_bounded_backlog_then_refusals_at_once():
+    async def go():
+        session = Session("vm")
+        port = MutePort(session, most=100)
+        session.start(port)
+        assert await session.send(None, b"a" * (PORT_QUEUE_MAX + 100))  # 100 sent, the rest waits
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert not await session.send(None, b"more", timeout=5.0)  # refused, not waited for
+        assert not await session.flushed(5.0)
+        assert loop.time() - start < 1.0
+        assert len(port.received) == 100 and not session.closed
     run(go())

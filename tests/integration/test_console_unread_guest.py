@@ -1,0 +1,150 @@
+"""A guest that does not read its serial port must not freeze the console
+broker's loop (tests/soak/notes.md): input typed into it is held a little,
+then refused to that session alone, while another VM's console still types.
+
+Real libvirt domains that never boot (boot sector `cli; hlt`, as the soak's),
+real console streams on one shared connection driven by libvirtaio, the
+broker's Session and ConsoleStream. The loop runs in its own thread so that a
+blocked loop fails the test within a bound instead of hanging it."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+import libvirtaio  # type: ignore[import-untyped]
+import pytest
+
+from appliance.consoles.session import Session
+from appliance.consoles.streams import ConsoleStream
+from tests.appliance_process import LIBVIRT_URI, remove_domains
+from tests.soak.world import make_blank_image
+
+pytestmark = pytest.mark.integration
+
+TYPED = 200 * 1024
+CHUNK = 4000
+
+DOMAIN_XML = """<domain type='qemu'>
+  <name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='{image}'/><target dev='vda' bus='virtio'/></disk>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+  </devices>
+</domain>"""
+
+
+@pytest.fixture
+def halted_domains(tmp_path: Path):
+    conn = libvirt.open(LIBVIRT_URI)
+    doms = []
+    try:
+        for i in range(2):
+            image = make_blank_image(tmp_path / f"halt{i}.img")
+            image.chmod(0o644)
+            name = f"vmapp-test-unread-{uuid.uuid4().hex[:8]}"
+            doms.append(conn.createXML(DOMAIN_XML.format(name=name, image=image), 0))
+        yield [dom.name() for dom in doms]
+    finally:
+        remove_domains(doms)  # also unblocks a send stuck on them
+        conn.close()
+
+
+def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
+    loop = asyncio.new_event_loop()
+    libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.05)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+
+    async def go() -> tuple[int, bool, bool, float]:
+        beat = asyncio.ensure_future(heartbeat())
+        conn = libvirt.open(LIBVIRT_URI)
+        sessions = []
+        for name in halted_domains:
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            conn.lookupByName(name).openConsole(None, stream, 0)
+            session = Session(name)
+            session.start(ConsoleStream(stream, session))
+            sessions.append(session)
+        mute, other = sessions
+        taken = 0
+        start = loop.time()
+        while taken < TYPED:
+            if not await mute.send(None, b"a" * CHUNK, timeout=2.0):
+                break
+            taken += CHUNK
+        refused_after = loop.time() - start
+        typed = await other.send(None, b"hello\r", timeout=2.0) and await other.flushed(2.0)
+        await asyncio.sleep(0.2)  # the heartbeat's last gap
+        for session in sessions:
+            session.close()  # closing the stream must not block either
+        await asyncio.sleep(0.2)
+        conn.close()
+        beat.cancel()
+        return taken, typed, mute.closed, refused_after
+
+    future = asyncio.run_coroutine_threadsafe(go(), loop)
+    try:
+        taken, typed, _closed, refused_after = future.result(timeout=60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    print(f"taken {taken} B, refused after {refused_after:.2f} s, "
+          f"longest loop gap {max(gaps):.2f} s")
+    assert max(gaps) < 1.0, f"the loop stalled {max(gaps):.1f} s"
+    assert taken < TYPED, "the unread guest took everything typed: no refusal"
+    assert refused_after < 10
+    assert typed, "the second VM's console did not take its input"
+
+
+def test_console_writes_into_a_halted_guest_are_refused_and_another_vm_still_types(tmp_path):
+    """The soak's reproduction, through the mount: 20 writes of 4,000 bytes to
+    a halted guest's `console` (it froze every console with EIO before)."""
+    import errno
+    import os
+
+    from tests.soak.world import VM_MEMORY, SoakWorld
+
+    world = SoakWorld(tmp_path / "soak")
+    try:
+        world.start()
+        for name in ("mute", "other"):
+            world.app.create_vm(name, memory=VM_MEMORY)
+            world.app.wait_state(name, "running", 120)
+        refused = []
+        start = time.monotonic()
+        for _ in range(20):
+            fd = os.open(world.mnt / "vms" / "mute" / "console", os.O_WRONLY)
+            try:
+                os.write(fd, b"a" * 4000)
+                os.close(fd)
+            except OSError as err:
+                refused.append(err.errno)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        took = time.monotonic() - start
+        fd = os.open(world.mnt / "vms" / "other" / "console", os.O_WRONLY)
+        try:
+            os.write(fd, b"hello\r")
+        finally:
+            os.close(fd)
+        print(f"20 writes in {took:.1f} s; refused: {refused}")
+        assert refused and set(refused) == {errno.EBUSY}, refused
+        assert took < 30
+    finally:
+        world.close()
