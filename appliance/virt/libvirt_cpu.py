@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 import defusedxml.ElementTree as DefusedET
 import libvirt
 
+from appliance.virt.libvirt_errors import translate
+
 if TYPE_CHECKING:
     from appliance.virt.driver import CpuPins, DriverError
 
@@ -152,7 +154,6 @@ class CpuMethods:
     conn: libvirt.virConnect
 
     def _call(self, function: Callable[..., T], *args: object) -> T:
-        from appliance.virt.libvirt_driver import translate  # the driver imports this module
         try:
             return function(self.conn, *args)
         except libvirt.libvirtError as err:

@@ -7,20 +7,17 @@ domain that is not there), with a reason chosen by reasons.py.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import libvirt
 import libvirt_qemu
 
 from appliance.errors import Failed
-from appliance.virt import dhcp, domain, guestaddrs, libvirt_networks, portforward, reasons, storage
+from appliance.virt import domain, guestaddrs, portforward, reasons, storage
 from appliance.virt.driver import (
-    DomainGone,
-    DriverError,
     EventCallback,
     Guest,
     HostDriver,
@@ -32,13 +29,13 @@ from appliance.virt.host import LibvirtHost, describe_state, start_event_loop
 from appliance.virt.libvirt_backups import BackupMethods
 from appliance.virt.libvirt_cpu import CpuMethods, repinned_xml
 from appliance.virt.libvirt_devices import DeviceMethods
+from appliance.virt.libvirt_errors import _translated
 from appliance.virt.libvirt_hotplug import HotplugMethods
+from appliance.virt.libvirt_networks import NetworkMethods
 from appliance.virt.libvirt_saves import SaveMethods, saved_uuids, shown_state
 from appliance.virt.libvirt_snapshots import SnapshotMethods
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _JOB_IDLE = (
     libvirt.VIR_DOMAIN_JOB_NONE,
@@ -48,22 +45,6 @@ _JOB_IDLE = (
 )
 _ADDRESS_SOURCES = {"lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
                     "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT}
-
-
-def translate(err: libvirt.libvirtError) -> DriverError:
-    kind = DomainGone if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else DriverError
-    return kind(err.get_error_message() or str(err), reasons.operation_reason(err))
-
-
-def _translated(method: F) -> F:
-    """libvirtError out of a driver method becomes a DriverError."""
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except libvirt.libvirtError as err:
-            raise translate(err) from err
-    return wrapper  # type: ignore[return-value]
 
 
 class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, SaveMethods, DeviceMethods,
@@ -231,7 +212,7 @@ class LibvirtGuest(SnapshotMethods, BackupMethods, HotplugMethods, SaveMethods, 
         return libvirt_qemu.qemuAgentCommand(self.dom, command, timeout, 0)
 
 
-class LibvirtDriver(CpuMethods, HostDriver):
+class LibvirtDriver(CpuMethods, NetworkMethods, HostDriver):
     def __init__(self, name: str, uri: str, on_event: EventCallback, images_dir: Path,
                  open_connection: Callable[[str], libvirt.virConnect] = libvirt.open):
         self.name = name
@@ -328,45 +309,6 @@ class LibvirtDriver(CpuMethods, HostDriver):
     def check_ports_free(self, forwards: list[dict]) -> None:
         if portforward.on_this_machine(self.uri):  # else a check here says nothing about the host
             portforward.check_free(forwards)
-
-    # -- networks (issue 15) ---------------------------------------------------------------------
-    @_translated
-    def network_state(self, name: str) -> str | None:
-        return libvirt_networks.state(self.conn, name)
-
-    def has_bridge(self, name: str) -> bool | None:
-        if not portforward.on_this_machine(self.uri):  # another machine's interfaces
-            return None
-        return libvirt_networks.has_bridge(name)
-
-    @_translated
-    def owned_networks(self, instance_id: str) -> dict[str, str]:
-        return libvirt_networks.owned(self.conn, instance_id)
-
-    @_translated
-    def remove_network(self, name: str) -> None:
-        libvirt_networks.remove(self.conn, name)
-
-    @_translated
-    def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
-        libvirt_networks.ensure(self.conn, name, uuid, xml, start)
-
-    @_translated
-    def define_filter(self, xml: str) -> bool:
-        return libvirt_networks.define_filter(self.conn, xml)
-
-    @_translated
-    def remove_filter(self, name: str) -> None:
-        libvirt_networks.remove_filter(self.conn, name)
-
-    # -- fixed IPs ------------------------------------------------------------------------------
-    @_translated
-    def reserve_address(self, store, row: dict) -> None:
-        dhcp.reserve(store, self.conn, self.name, row)
-
-    @_translated
-    def release_address(self, store, row: dict) -> None:
-        dhcp.release(store, self.conn, self.name, row)
 
     # -- storage of its own ---------------------------------------------------------------------
     def _images_pool(self) -> libvirt.virStoragePool:

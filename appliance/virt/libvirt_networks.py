@@ -9,8 +9,10 @@ from pathlib import Path
 import libvirt
 
 from appliance.model.networks import LIBVIRT_PREFIX
+from appliance.virt import dhcp, portforward
 from appliance.virt.driver import DriverError
 from appliance.virt.host_networks import ACTIVE, INACTIVE
+from appliance.virt.libvirt_errors import _translated
 from appliance.virt.network_xml import owner
 
 
@@ -86,3 +88,51 @@ def remove_filter(conn: libvirt.virConnect, name: str) -> None:
     except libvirt.libvirtError as err:
         if err.get_error_code() not in (libvirt.VIR_ERR_NO_NWFILTER, libvirt.VIR_ERR_NO_SUPPORT):
             raise
+
+
+class NetworkMethods:
+    """The HostDriver's network, filter and fixed-IP methods for LibvirtDriver (which
+    gives `conn`, `uri` and `name`)."""
+
+    conn: libvirt.virConnect
+    uri: str
+    name: str
+
+    # -- networks (issue 15) ---------------------------------------------------------------------
+    @_translated
+    def network_state(self, name: str) -> str | None:
+        return state(self.conn, name)
+
+    def has_bridge(self, name: str) -> bool | None:
+        if not portforward.on_this_machine(self.uri):  # another machine's interfaces
+            return None
+        return has_bridge(name)
+
+    @_translated
+    def owned_networks(self, instance_id: str) -> dict[str, str]:
+        return owned(self.conn, instance_id)
+
+    @_translated
+    def remove_network(self, name: str) -> None:
+        remove(self.conn, name)
+
+    @_translated
+    def ensure_network(self, name: str, uuid: str, xml: str, start: bool) -> None:
+        ensure(self.conn, name, uuid, xml, start)
+
+    @_translated
+    def define_filter(self, xml: str) -> bool:
+        return define_filter(self.conn, xml)
+
+    @_translated
+    def remove_filter(self, name: str) -> None:
+        remove_filter(self.conn, name)
+
+    # -- fixed IPs ------------------------------------------------------------------------------
+    @_translated
+    def reserve_address(self, store, row: dict) -> None:
+        dhcp.reserve(store, self.conn, self.name, row)
+
+    @_translated
+    def release_address(self, store, row: dict) -> None:
+        dhcp.release(store, self.conn, self.name, row)
