@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import socket
 import sqlite3
 import stat
@@ -40,6 +39,7 @@ from typing import Any
 
 from appliance import home_lock
 from appliance.config import Config
+from appliance.durable import replacing
 from appliance.notify import listening
 
 FORMAT = "vm-appliance-home-backup"
@@ -159,28 +159,18 @@ def backup(home: Path, archive: Path, replace: bool = False) -> dict[str, Any]:
 def _write_archive(archive: Path, manifest: dict[str, Any],
                    members: list[tuple[str, Path]]) -> None:
     """The tar written to a private temporary file beside `archive`, renamed over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", dir=archive.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out, \
-                tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(manifest["created"])
-            tar.addfile(info, io.BytesIO(data))
-            for name, path in members:
-                info = tarfile.TarInfo(name)
-                stat = path.stat()
-                info.size, info.mode, info.mtime = stat.st_size, 0o600, int(stat.st_mtime)
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, archive)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replacing(archive, 0o600) as out, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mode, info.mtime = len(data), 0o600, int(manifest["created"])
+        tar.addfile(info, io.BytesIO(data))
+        for name, path in members:
+            info = tarfile.TarInfo(name)
+            stat = path.stat()
+            info.size, info.mode, info.mtime = stat.st_size, 0o600, int(stat.st_mtime)
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
 
 
 # -- is the home served? ------------------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from appliance.config import Config
-from appliance.durable import fsync_dir
+from appliance.durable import fsync_dir, replacing
 from appliance.home_backup import (
     CONFIG_DIRS,
     CONFIG_FILES,
@@ -211,18 +211,8 @@ def _put_settings(staged: Path, dest: Path, aside: Path) -> None:
     if dest.is_file():
         mode = dest.stat().st_mode & 0o777
         shutil.copy2(dest, aside / SETTINGS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(staged, "rb") as source:
-            shutil.copyfileobj(source, out)
-            os.fchmod(out.fileno(), mode)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replacing(dest, mode) as out, open(staged, "rb") as source:
+        shutil.copyfileobj(source, out)
     fsync_dir(dest.parent)
 
 
