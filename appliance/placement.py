@@ -66,7 +66,8 @@ def guest_arch(info: dict) -> str:
 
 def claims_cpu_ram(row: dict, spec: dict | None = None) -> bool:
     """Whether this VM (a store row; `spec` instead of the row's) holds vCPUs and
-    memory on its host. The same rule the store's per-host totals keep (host_claims)."""
+    memory on its host. The same rule the store's per-host totals keep (host_claims),
+    which count besides a VM that an operation is booting (ServiceBase._claims_cpu_ram)."""
     spec = row["spec"] if spec is None else spec
     if row["observed_state"] in UNPLACED_OBSERVED_STATES:
         return False

@@ -13,6 +13,7 @@ from appliance.controller.operations import Handler
 from appliance.controller.sources import NewVmSources
 from appliance.controller.vms import VmObserver
 from appliance.errors import Failed
+from appliance.model.states import CLAIMING_DESIRED_STATES
 from appliance.virt import domain
 from appliance.virt.driver import DriverError, Guest
 
@@ -63,8 +64,7 @@ class Lifecycle:
         guest = self.files.ensure_defined(row)
         self.observer.observe(row, guest, record_xml=True)
         row = self._current(row["id"])
-        if row["desired_state"] in ("running", "paused"):
-            self.boot(row, guest)
+        if row["desired_state"] in ("running", "paused") and self.boot(op, row, guest):
             if row["desired_state"] == "paused":
                 guest.suspend()
 
@@ -87,13 +87,14 @@ class Lifecycle:
             return
         if state in ("running", "stopping"):
             return
-        self.boot(row, self.files.ensure_defined(row))
+        self.boot(op, row, self.files.ensure_defined(row))
 
     def pause(self, op: dict, row: dict) -> None:
         guest = self._lookup(row)
         if guest is None or not guest.is_active():
             guest = self.files.ensure_defined(row)
-            self.boot(row, guest)
+            if not self.boot(op, row, guest):
+                return
         if guest.state()[0] != "paused":
             guest.suspend()
 
@@ -143,7 +144,7 @@ class Lifecycle:
         """A restart as KubeVirt does it: graceful stop, then start with the current spec."""
         self.stop(op, row)
         guest = self.files.ensure_defined(self._current(row["id"]))
-        self.boot(row, guest)
+        self.boot(op, row, guest)
 
     def delete(self, op: dict, row: dict) -> None:
         link = self.ctx.links.connected(row["host"])
@@ -179,16 +180,41 @@ class Lifecycle:
                 continue
         return None
 
-    def boot(self, row: dict, guest: Guest) -> None:
-        """Start the defined guest with its port forwards (never a second copy)."""
+    def _still_wanted(self, op: dict, row: dict) -> bool:
+        """Whether the VM is still wanted running (or paused) on this host, and if so
+        the operation marked booting, in one transaction (the store's write lock, which
+        a new desired state takes too): from then on the VM claims its vCPUs and memory
+        whatever its desired state (model/states.py), until the operation ends after it
+        was observed. A force-stop that arrives before sees the boot skipped; one that
+        arrives after cannot free the room for another start while this one boots (issue
+        17: a start in flight was not counted once a force-stop said stopped). The check
+        alone would not do: the force-stop could come between it and libvirt's create,
+        and the lock cannot be held across that (seconds under TCG, every writer waiting)."""
+        store = self.ctx.store
+        with store.transaction():
+            fresh = self._current(row["id"])
+            if fresh["desired_state"] in CLAIMING_DESIRED_STATES and fresh["host"] == row["host"]:
+                store.mark_booting(op)
+                return True
+            now = (f"wanted {fresh['desired_state']}" if fresh["host"] == row["host"]
+                   else f"placed on {fresh['host']}")
+            store.add_event("boot-skipped", f"{op['kind']}: not booted, the VM is now {now}",
+                            fresh, op["id"])
+            return False
+
+    def boot(self, op: dict, row: dict, guest: Guest) -> bool:
+        """Start the defined guest with its port forwards (never a second copy), unless
+        it is no longer wanted running (_still_wanted); whether it runs now."""
         if guest.is_active():
             guest.apply_port_forwards(port_forwards(row))
-            return
+            return True
         elsewhere = self._running_elsewhere(row)
         if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
             raise Failed(
                 f"a copy of this VM still runs on host {elsewhere}; not starting a second one"
             )
+        if not self._still_wanted(op, row):
+            return False
         restoring = guest.has_managed_save()  # a suspended VM resumes where it was (shapes.py)
         if not restoring:  # console probes look only at what this boot prints
             console = self.ctx.config.vm_dir(row["id"]) / "console.log"
@@ -209,3 +235,4 @@ class Lifecycle:
         except Failed:
             guest.destroy()  # nothing half-done: a guest is not left running without its forwards
             raise
+        return True

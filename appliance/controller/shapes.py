@@ -97,8 +97,9 @@ class LifecycleShapes:
                     self._event("unshelve-failed", f"not unshelved ({reason}); it stays shelved "
                                 f"with its disks on {fresh['host']}", fresh, op)
             raise
-        self.lifecycle.boot(row, guest)
-        self._event("unshelved", f"defined and started on host {row['host']}", row, op)
+        booted = self.lifecycle.boot(op, row, guest)
+        self._event("unshelved", f"defined{' and started' if booted else ''} on host {row['host']}",
+                    row, op)
 
     def _bring_disks(self, op: dict, row: dict, target: str) -> dict:
         """The disks where the target sees them (copied when its storage differs from
@@ -140,8 +141,7 @@ class LifecycleShapes:
         self._event("rebuilt", f"root disk made again from image {row['spec']['image']}; "
                     f"cloud-init instance id {row['instance_id'] or row['id']}; data disks kept",
                     row, op)
-        if row["desired_state"] in ("running", "paused"):
-            self.lifecycle.boot(row, guest)
+        if row["desired_state"] in ("running", "paused") and self.lifecycle.boot(op, row, guest):
             if row["desired_state"] == "paused":
                 guest.suspend()
 

@@ -151,8 +151,8 @@ class SnapshotOperations:
             guest.snapshot_revert(snap["name"], keep_memory=False)  # ends shut off
             guest = self.files.ensure_defined(row)
             fresh = store.get_vm_by_id(row["id"]) or row
-            if fresh["desired_state"] in (DesiredState.RUNNING, DesiredState.PAUSED):
-                self.lifecycle.boot(fresh, guest)
+            if (fresh["desired_state"] in (DesiredState.RUNNING, DesiredState.PAUSED)
+                    and self.lifecycle.boot(op, fresh, guest)):
                 if fresh["desired_state"] == DesiredState.PAUSED:
                     guest.suspend()
         with store.transaction():

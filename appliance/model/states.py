@@ -142,7 +142,11 @@ FINAL_OP_STATES: tuple[OpStatus, ...] = (OpStatus.SUCCEEDED, OpStatus.FAILED, Op
 # while desired in one of these or observed in one of those (or its spec's
 # reserve_when_stopped); observed shelved it claims nothing where its record
 # is; observed suspended its disk claim counts its memory's save file; an open
-# operation of a moving kind claims the VM again on its params' target.
+# operation of a moving kind claims the VM again on its params' target. An open
+# operation whose params say BOOTING claims it on its host too: the controller marks
+# it so, in the transaction that finds the VM still wanted running, just before it
+# boots the guest (controller/lifecycle.py Lifecycle.boot), and the claim lasts until
+# the operation ends, after the VM was observed (running: it claims then as such).
 CLAIMING_DESIRED_STATES: tuple[str, ...] = (DesiredState.RUNNING, DesiredState.PAUSED)
 CLAIMING_OBSERVED_STATES: tuple[str, ...] = (
     VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING, VMState.MIGRATING)
@@ -150,6 +154,7 @@ UNPLACED_OBSERVED_STATES: tuple[str, ...] = (VMState.SHELVED,)
 SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
 # An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
 MOVING_OP_KINDS: tuple[str, ...] = (OpKind.MIGRATE, OpKind.MOVE, OpKind.UNSHELVE)
+BOOTING = "booting"  # the params key of an operation that boots the guest (above)
 
 
 class RunStrategy(StrEnum):

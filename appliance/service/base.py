@@ -136,6 +136,12 @@ class ServiceBase:
         """The VM's operation of this kind still pending or running, if any."""
         return self.store.open_operation(row["id"], kind)
 
+    def _claims_cpu_ram(self, row: Row, spec: dict[str, Any] | None = None) -> bool:
+        """placement.claims_cpu_ram, and a VM that an operation is booting (the rule the
+        store's totals keep, model/states.py): a start in flight holds its room even
+        once a force-stop asked for stopped, until the VM is observed stopped."""
+        return placement.claims_cpu_ram(row, spec) or self.store.booting(row["id"])
+
     def _moving(self, row: Row) -> bool:
         """Whether the VM has a migration or an offline move under way."""
         return bool(self._pending_op(row, OpKind.MIGRATE) or self._pending_op(row, OpKind.MOVE))

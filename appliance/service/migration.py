@@ -114,7 +114,7 @@ class Migrations(ServiceBase):
                     row["id"],
                     row["project"],
                     only_hosts=frozenset([target]),
-                    cpu_ram=placement.claims_cpu_ram(row),
+                    cpu_ram=self._claims_cpu_ram(row),
                 )
                 why = decision.explain()
             params: dict[str, Any] = {"target": target, "source": row["host"], "force": force}
@@ -184,7 +184,7 @@ class Migrations(ServiceBase):
             ignore_hosts=frozenset(ignore),
             ignore_reasons=why,
             storage=storage,
-            cpu_ram=placement.claims_cpu_ram(row),
+            cpu_ram=self._claims_cpu_ram(row),
             project=row["project"],
         )
         if decision.host is None:

@@ -177,7 +177,7 @@ class Snapshots(ServiceBase):
     def _claim_on_own_host(self, row: Row) -> None:
         """A stopped VM that a memory revert starts claims its vCPUs and memory on
         its own host (its snapshots are in its disks there); 409 when they do not fit."""
-        if self._observed(row) in GUEST_UP or placement.claims_cpu_ram(row):
+        if self._observed(row) in GUEST_UP or self._claims_cpu_ram(row):
             return
         decision = placement.place_start(self.store, self.config, row, self.clock())
         if decision.host != row["host"]:

@@ -111,7 +111,7 @@ class StateChanges(ServiceBase):
             moved, from_host = None, row["host"]
             if kind == OpKind.START and observed in STARTS_FROM_REST:
                 moved = self._replace_if_stranded(row)
-                if moved is None and not placement.claims_cpu_ram(row):
+                if moved is None and not self._claims_cpu_ram(row):
                     # In this transaction: no two starts take one slot.
                     moved = self._claim_at_start(row)
             self._supersede(row)
@@ -199,7 +199,7 @@ class StateChanges(ServiceBase):
         """A suspended VM's memory is saved on its host: it resumes there or not at
         all, when its vCPUs and memory fit there again (409 with the scheduler's
         reasons, else; a stop discards the save and frees it to start anywhere)."""
-        if placement.claims_cpu_ram(row):
+        if self._claims_cpu_ram(row):
             return  # held all along (reserve_when_stopped)
         if not self._host_usable(row["host"]):
             raise Conflict(f"its memory is saved on host {row['host']}, which cannot run it now; "

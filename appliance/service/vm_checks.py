@@ -57,9 +57,9 @@ class VMChecks(ServiceBase):
         resize claim): a VM that claims them (placement.claims_cpu_ram) and grows,
         or a stopped one that starts to reserve them. A stopped VM without the
         reservation is checked when it starts."""
-        if not row["host"] or not placement.claims_cpu_ram(row, new):
+        if not row["host"] or not self._claims_cpu_ram(row, new):
             return
-        held = placement.claims_cpu_ram(row, old)
+        held = self._claims_cpu_ram(row, old)
         more_cpus = new["cpus"] - (old["cpus"] if held else 0)
         more_memory = new["memory"] - (old["memory"] if held else 0)
         if more_cpus <= 0 and more_memory <= 0:

@@ -13,6 +13,7 @@ from typing import Any
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.model import FINAL_OP_STATES, OPEN_OP_STATES, DesiredState, OpStatus, VMState
 from appliance.model.states import (
+    BOOTING,
     CLAIMING_DESIRED_STATES,
     CLAIMING_OBSERVED_STATES,
     MOVING_OP_KINDS,
@@ -37,11 +38,14 @@ def _claims_sums(desired: Sequence[str], observed: Sequence[str], saved: Sequenc
     """Per group: vCPUs and MiB of the VMs that claim them, disk bytes of all (with
     their memory for those observed in `saved`: a managed save's file), and of the
     vCPUs and MiB those of a dedicated CPU and of hugepages. Only `?` marks are
-    formatted in; the states are bound (desired, then observed, four times: vCPUs,
-    memory, dedicated, hugepages; `saved` after the second)."""
+    formatted in; the states are bound (desired, observed, then the open operation
+    states, four times: vCPUs, memory, dedicated, hugepages; `saved` after the second).
+    A VM with an open operation marked booting claims too (model/states.py)."""
     claims = (
-        f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "
-        "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
+        f"(v.desired_state IN ({marks(desired)}) OR v.observed_state IN ({marks(observed)}) "  # noqa: S608 - ? marks only
+        "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0) "
+        "OR EXISTS (SELECT 1 FROM operations b WHERE b.vm_id = v.id "
+        f"AND b.status IN ({marks(_OPEN)}) AND coalesce(json_extract(b.params, '$.{BOOTING}'), 0)))"
     )
     return f"""
        sum(CASE WHEN {claims} THEN json_extract(v.spec, '$.cpus') ELSE 0 END),
@@ -73,7 +77,7 @@ class Aggregates(StoreBase):
         The check of the totals that store/claims.py keeps (host_claims), by
         another path: placement reads those."""
         sums = _claims_sums(desired, observed, saved)
-        claim = [*desired, *observed]
+        claim = [*desired, *observed, *_OPEN]
         states = [*claim, *claim, *saved, *claim, *claim]
         placed = (
             f"SELECT v.host,{sums} FROM vms v "  # noqa: S608 - only ? marks are formatted in

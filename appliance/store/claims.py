@@ -7,7 +7,9 @@ a create's, start's and migrate's time). Instead two tables hold the answer:
 - vm_claims: one row per claim a VM makes, on the host its record names (unless
   it is shelved) and on the target of each open move of it (MOVING_OP_KINDS):
   vCPUs, MiB, disk bytes, dedicated vCPUs, hugepage MiB, as the rule in
-  model/states.py says (placement.claims_cpu_ram for one VM);
+  model/states.py says (placement.claims_cpu_ram for one VM, and an open
+  operation marked booting: a start in flight claims even once a force-stop
+  changed the desired state, until the VM is observed stopped);
 - host_claims: per host, the sums of its vm_claims rows and how many there are.
 
 Triggers on vms, operations and images rewrite a VM's vm_claims rows whenever
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 import sqlite_utils
 
 from appliance.model.states import (
+    BOOTING,
     CLAIMING_DESIRED_STATES,
     CLAIMING_OBSERVED_STATES,
     MOVING_OP_KINDS,
@@ -56,12 +59,22 @@ def _literals(values: Sequence[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
+def _booting(params: str) -> str:
+    """Whether an operation's `params` (NEW.params, OLD.params, o.params) mark it booting."""
+    _literals([BOOTING])
+    return f"coalesce(json_extract({params}, '$.{BOOTING}'), 0)"
+
+
 def _claim_values() -> str:
     """The five numbers of one VM `v` (its image `i` LEFT JOINed), by the rule."""
+    booting = (  # an open operation booting it: wanted running when it was marked (model/states.py)
+        "EXISTS (SELECT 1 FROM operations b WHERE b.vm_id = v.id "  # noqa: S608 - constants
+        f"AND b.status IN ({_literals(OPEN_OP_STATES)}) AND {_booting('b.params')})"
+    )
     claims = (
         f"(v.desired_state IN ({_literals(CLAIMING_DESIRED_STATES)}) "
         f"OR v.observed_state IN ({_literals(CLAIMING_OBSERVED_STATES)}) "
-        "OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0))"
+        f"OR coalesce(json_extract(v.spec, '$.reserve_when_stopped'), 0) OR {booting})"
     )
     return f"""
        CASE WHEN {claims} THEN coalesce(json_extract(v.spec, '$.cpus'), 0) ELSE 0 END,
@@ -133,14 +146,17 @@ def trigger_sql() -> dict[str, str]:
             f"AFTER UPDATE OF id, host, desired_state, observed_state, spec ON vms WHEN {changed}",
             f"DELETE FROM vm_claims WHERE vm_id = OLD.id;\n  {_refresh('NEW.id')}"),  # noqa: S608 - constants
         "claims_vm_delete": ("AFTER DELETE ON vms", "DELETE FROM vm_claims WHERE vm_id = OLD.id;"),
-        "claims_op_insert": (f"AFTER INSERT ON operations WHEN NEW.kind IN ({moving})",
-                             _refresh("NEW.vm_id")),
+        "claims_op_insert": (
+            f"AFTER INSERT ON operations WHEN NEW.kind IN ({moving}) OR {_booting('NEW.params')}",
+            _refresh("NEW.vm_id")),
         "claims_op_update": (
             f"AFTER UPDATE OF vm_id, kind, status, params ON operations WHEN "
-            f"(OLD.kind IN ({moving}) OR NEW.kind IN ({moving})) AND ({op_changed})",
+            f"(OLD.kind IN ({moving}) OR NEW.kind IN ({moving}) OR {_booting('OLD.params')} "
+            f"OR {_booting('NEW.params')}) AND ({op_changed})",
             f"{_refresh('OLD.vm_id')}\n  {_refresh('NEW.vm_id')}"),
-        "claims_op_delete": (f"AFTER DELETE ON operations WHEN OLD.kind IN ({moving})",
-                             _refresh("OLD.vm_id")),
+        "claims_op_delete": (
+            f"AFTER DELETE ON operations WHEN OLD.kind IN ({moving}) OR {_booting('OLD.params')}",
+            _refresh("OLD.vm_id")),
         "claims_image_insert": ("AFTER INSERT ON images", _refresh_image("NEW.name")),
         "claims_image_update": (
             "AFTER UPDATE OF name, virtual_size ON images WHEN OLD.name IS NOT NEW.name "

@@ -9,6 +9,7 @@ from typing import Any
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.errors import NotFound
 from appliance.model import OPEN_OP_STATES, OpKind, OpStatus
+from appliance.model.states import BOOTING
 from appliance.store.base import Row, StoreBase, marks
 
 _OPEN = [str(s) for s in OPEN_OP_STATES]
@@ -114,6 +115,20 @@ class OperationRecords(StoreBase):
         """The VM's newest operation of this kind still pending or running, if any."""
         ops = self.operations_of_vm(vm_id, OPEN_OP_STATES, [kind], limit=1)
         return ops[0] if ops else None
+
+    def booting(self, vm_id: str) -> bool:
+        """Whether an open operation of the VM is marked booting: it claims its vCPUs
+        and memory on its host whatever its states say (model/states.py BOOTING)."""
+        sql = (f"SELECT 1 FROM operations WHERE vm_id = ? AND status IN ({marks(_OPEN)}) "  # noqa: S608 - marks only
+               f"AND coalesce(json_extract(params, '$.{BOOTING}'), 0) LIMIT 1")
+        return self.db.execute(sql, [vm_id, *_OPEN]).fetchone() is not None
+
+    def mark_booting(self, op: Row) -> None:
+        """Mark the operation booting (its `params` in the caller's dict too, so that a
+        later rewrite of them keeps the mark), inside the caller's transaction."""
+        if not op["params"].get(BOOTING):
+            op["params"] = {**op["params"], BOOTING: True}
+            self.update_operation(op["id"], params=op["params"])
 
     def vm_ids_with_open_operations(self) -> set[str]:
         """Ids of the VMs with a pending or running operation (one query, for a whole resync)."""

@@ -1,0 +1,139 @@
+"""No host overbooked by a start and a force-stop that race (issue 17, the soak's
+concurrent part: 5 × 8 GiB claimed on a host with 36,158 MiB).
+
+A start already running when a force-stop arrived was not superseded (only pending
+ones are): the force-stop's desired state released the VM's claim, other starts were
+admitted into its room, and then the VM booted anyway and was observed running. Here
+three VMs fit the one enabled host; a start is caught at its boot point (libvirt's
+create, or the start handler before it) while a force-stop and other starts arrive,
+and the host's claims and what actually runs there are checked at every step."""
+from __future__ import annotations
+
+import pytest
+from tests.unit.appliance.controller.controller_harness import settle
+
+from appliance import placement
+from appliance.controller.lifecycle import Lifecycle
+from appliance.errors import Conflict
+from appliance.virt.fake import FakeGuest
+
+FITS = 3  # VMs of the size below that the local host holds
+
+
+def capacity(store, clock) -> float:
+    (local,) = [h for h in placement.host_states(store, clock(), 3600) if h.name == "local"]
+    return local.memory_mib * local.ram_ratio - local.reserved_memory_mib
+
+
+def overbooked(store, cloud, clock, memory: int) -> list[str]:
+    """Hosts whose claims (what the scheduler reads), or whose running guests, exceed
+    their RAM times its ratio (the soak's check, plus libvirt's side)."""
+    found = []
+    for h in placement.host_states(store, clock(), 3600):
+        room = h.memory_mib * h.ram_ratio - h.reserved_memory_mib
+        if h.allocated_memory_mib > room:
+            found.append(f"{h.name}: {h.allocated_memory_mib} MiB claimed of {room:.0f}")
+        uri = store.get_host(h.name)["uri"]
+        running = sum(1 for vm in store.list_vms() if uri in cloud.where(vm["id"]))
+        if running * memory > room:
+            found.append(f"{h.name}: {running} guests of {memory} MiB running in {room:.0f}")
+    return found
+
+
+@pytest.fixture
+def full(service, controller, store, cloud, clock):
+    """One enabled host (b disabled: starts race for local's room), six stopped VMs of
+    a third of its room each, two of them running: one slot left."""
+    service.set_host_state("b", "disabled")
+    memory = int(capacity(store, clock) // FITS) // 256 * 256
+    assert (FITS + 1) * memory > capacity(store, clock)
+    for i in range(6):
+        service.create_vm({"name": f"v{i}", "memory": memory, "state": "stopped"})
+    settle(controller, clock)
+    for name in ("v0", "v1"):
+        service.set_state(name, "running")
+    settle(controller, clock)
+    assert [store.get_vm(n)["observed_state"] for n in ("v0", "v1")] == ["running"] * 2
+    return memory
+
+
+def start_others(service, checks) -> list[str]:
+    """v3 and v4 asked to start; the names admitted (a 409 when no room)."""
+    admitted = []
+    for name in ("v3", "v4"):
+        try:
+            service.set_state(name, "running")
+            admitted.append(name)
+        except Conflict:
+            pass
+        checks()
+    return admitted
+
+
+def test_a_force_stop_at_the_boot_point_keeps_the_claim_until_the_vm_is_seen_stopped(
+        service, controller, store, cloud, clock, full, monkeypatch):
+    memory, seen = full, []
+
+    def checks() -> None:
+        seen.extend(overbooked(store, cloud, clock, memory))
+
+    v2 = store.get_vm("v2")
+    original, admitted = FakeGuest.start, []
+
+    def start_raced(guest: FakeGuest) -> None:
+        if guest.uuid == v2["id"] and not admitted:  # v2's virDomainCreate, once
+            service.set_state("v2", "force-stop")
+            checks()
+            admitted.extend(start_others(service, checks) or ["none"])
+        original(guest)
+        checks()
+
+    monkeypatch.setattr(FakeGuest, "start", start_raced)
+    service.set_state("v2", "running")  # admitted: the last slot
+    checks()
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        checks()
+    assert seen == []
+    assert admitted == ["none"]  # v2 still held its slot: no room for v3 or v4
+    # the force-stop ran after the start: v2 stopped, and its room is free again
+    assert store.get_vm("v2")["observed_state"] == "stopped"
+    assert cloud.where(v2["id"]) == []
+    service.set_state("v3", "running")
+    settle(controller, clock)
+    checks()
+    assert seen == []
+    assert store.get_vm("v3")["observed_state"] == "running"
+    assert store.claims_drift() == {}
+
+
+def test_a_start_no_longer_wanted_at_the_boot_point_does_not_boot(
+        service, controller, store, cloud, clock, full, monkeypatch):
+    memory, seen = full, []
+
+    def checks() -> None:
+        seen.extend(overbooked(store, cloud, clock, memory))
+
+    v2 = store.get_vm("v2")
+    original, admitted = Lifecycle._lookup, []
+
+    def lookup_raced(self: Lifecycle, row: dict):
+        guest = original(self, row)
+        if row["id"] == v2["id"] and not admitted:  # v2's start handler, before its boot
+            service.set_state("v2", "force-stop")
+            checks()
+            admitted.extend(start_others(service, checks) or ["none"])
+        return guest
+
+    monkeypatch.setattr(Lifecycle, "_lookup", lookup_raced)
+    service.set_state("v2", "running")
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        checks()
+    assert seen == []
+    assert admitted == ["v3"]  # v2's slot was free: its start had not booted it
+    host = cloud.host(store.get_host("local")["uri"])
+    assert f"start {v2['id']}" not in host.calls  # never booted, not booted and destroyed
+    assert store.get_vm("v2")["observed_state"] == "stopped"
+    assert store.get_vm("v3")["observed_state"] == "running"
+    assert store.claims_drift() == {}
