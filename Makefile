@@ -141,7 +141,7 @@ scale-quick: venv
 # clients (tests/soak/), into RELIABILITY.md (~60 min; each part stops by itself).
 # PART=kill-serve (or kill, kill-mount, kill-worker, libvirtd, fuzz-api, fuzz-mount, disk-full,
 # concurrent; comma-separated) runs parts alone, keeping the others' figures.
-# Its short version (~1.5 min, writing nothing, failing on any finding) is part of make test.
+# Its short version (~2 min, writing nothing, failing on any finding) is part of make test.
 PART ?=
 soak: venv
 	$(VENV)/bin/python -m tests.soak.run $(if $(PART),--part $(PART))

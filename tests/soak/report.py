@@ -84,8 +84,8 @@ def render(results: dict, facts: dict) -> str:
              "`fuzz-api`, `fuzz-mount`, `disk-full`, `concurrent`, comma-separated) re-runs parts and keeps "
              "the others from this file's JSON record. Every part stops by itself after its count or its "
              "time budget. `make test` runs the short version (`make soak-quick`: a few kills of each "
-             "kind, a few hundred fuzz cases, one round of disk full; no libvirtd or concurrent "
-             "part; ~1.5 min, writing nothing, failing on any finding).", "",
+             "kind, a few hundred fuzz cases, one round of disk full, 10 s of 20 concurrent clients; "
+             "no libvirtd part; ~2 min, writing nothing, failing on any finding).", "",
              "Hosts: the kill, mount-fuzz, disk-full and concurrent parts run a real `vmctl serve` (REST "
              "through gunicorn, the FUSE mount) on real libvirt, with guests that are real QEMU domains "
              "that never boot (so that a start costs no guest CPU under TCG); the libvirtd part on a "
