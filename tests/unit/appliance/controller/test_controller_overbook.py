@@ -137,3 +137,28 @@ def test_a_start_no_longer_wanted_at_the_boot_point_does_not_boot(
     assert store.get_vm("v2")["observed_state"] == "stopped"
     assert store.get_vm("v3")["observed_state"] == "running"
     assert store.claims_drift() == {}
+
+
+def test_a_start_asked_again_while_its_boot_runs_is_not_refused_for_the_room_it_holds(
+        service, controller, store, cloud, clock, full, monkeypatch):
+    memory, seen = full, []
+    v2 = store.get_vm("v2")
+    original, asked = FakeGuest.start, []
+
+    def start_raced(guest: FakeGuest) -> None:
+        if guest.uuid == v2["id"] and not asked:  # force-stop, then running again, at the create
+            service.set_state("v2", "force-stop")
+            asked.append(service.set_state("v2", "running"))  # no 409: its own slot is still its
+            seen.extend(overbooked(store, cloud, clock, memory))
+        original(guest)
+
+    monkeypatch.setattr(FakeGuest, "start", start_raced)
+    service.set_state("v2", "running")
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        seen.extend(overbooked(store, cloud, clock, memory))
+    assert asked and asked[0] is not None
+    assert seen == []
+    vm = store.get_vm("v2")
+    assert (vm["observed_state"], vm["desired_state"], vm["host"]) == ("running", "running", "local")
+    assert store.claims_drift() == {}
