@@ -77,6 +77,7 @@ def _kills(results: dict) -> list[str]:
 
 def render(results: dict, facts: dict) -> str:
     from tests.soak.fuzz_report import fuzz_sections
+    from tests.soak.host_loss import host_loss_section
 
     lines = ["# Reliability", "",
              f"Reproduce with **`{COMMAND}`** (`.venv/bin/python -m tests.soak.run`, which rewrites this "
@@ -102,6 +103,7 @@ def render(results: dict, facts: dict) -> str:
                      f"{count} |")
     lines.append("")
     lines += _kills(results)
+    lines += host_loss_section(results)
     lines += fuzz_sections(results)
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():  # what the figures mean, what was fixed and what is left (kept by hand)
