@@ -81,11 +81,11 @@ def render(results: dict, facts: dict) -> str:
 
     lines = ["# Reliability", "",
              f"Reproduce with **`{COMMAND}`** (`.venv/bin/python -m tests.soak.run`, which rewrites this "
-             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `libvirtd`, "
+             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `libvirtd`, `host-loss`, "
              "`fuzz-api`, `fuzz-mount`, `disk-full`, `concurrent`, comma-separated) re-runs parts and keeps "
              "the others from this file's JSON record. Every part stops by itself after its count or its "
              "time budget. `make test` runs the short version (`make soak-quick`: a few kills of each "
-             "kind, a few hundred fuzz cases, one round of disk full; no libvirtd or concurrent "
+             "kind, a few hundred fuzz cases, one round of disk full; no libvirtd, host-loss or concurrent "
              "part; ~1.5 min, writing nothing, failing on any finding).", "",
              "Hosts: the kill, mount-fuzz, disk-full and concurrent parts run a real `vmctl serve` (REST "
              "through gunicorn, the FUSE mount) on real libvirt, with guests that are real QEMU domains "
