@@ -267,7 +267,10 @@ class Controller:
         if now >= self._next_resync:
             self.vms.resync()
             networks.sweep(self.ctx)  # deleted networks off the hosts (issue 15)
-            self._next_resync = now + max(RESYNC_SECONDS, self.vms.reconcile_seconds / RESYNC_DUTY)
+            # A stale copy left for a busy VM (an evacuated VM still starting when its dead
+            # host returns) goes at the next pass, not one a costly pass put far off.
+            scaled = 0.0 if self.vms.copies_waiting else self.vms.reconcile_seconds / RESYNC_DUTY
+            self._next_resync = now + max(RESYNC_SECONDS, scaled)
             self._next_recent = now + RESYNC_SECONDS
             changed = True
         elif now >= self._next_recent:

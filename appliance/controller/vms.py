@@ -42,6 +42,9 @@ class VmObserver:
         self.snapshot_metadata = SnapshotMetadata(ctx)
         self._lock = threading.Lock()
         self.reconcile_seconds = 0.0  # duration of the last resync, for metrics
+        # Copies on a host other than their VM's that the last resync left because the VM
+        # had an operation open: the next full pass comes soon (controller/loop.py).
+        self.copies_waiting = 0
         self._recent: dict[str, float] = {}  # vm id -> when last observed (resync_recent)
         self._recent_lock = threading.Lock()
 
@@ -130,12 +133,15 @@ class VmObserver:
         rows = {row["id"]: row for row in self.ctx.store.list_vms_for_resync()}
         open_ops = self.ctx.store.vm_ids_with_open_operations()
         adopted = set()
+        waiting = 0
         for host, listing in found.items():
             for vm_id, seen in listing.items():
                 row = rows.get(vm_id)
                 if row is None:
                     self._report_orphan(vm_id, seen.guest)
-                elif row["host"] != host and vm_id not in self.ctx.busy and vm_id not in open_ops:
+                elif row["host"] != host and (vm_id in self.ctx.busy or vm_id in open_ops):
+                    waiting += 1
+                elif row["host"] != host:
                     listed = found.get(row["host"])
                     own = {k: v.guest for k, v in listed.items()} if listed is not None else None
                     if self._other_copy(host, row, seen.guest, own):
@@ -149,6 +155,7 @@ class VmObserver:
                 continue  # its host is unreachable: nothing to observe there (evacuation decides)
             self._resync_one(row, found[row["host"]].get(vm_id), open_ops)
         self._recent_ids()  # forgotten here too: with a 5 s period no short pass runs
+        self.copies_waiting = waiting
         self.reconcile_seconds = time.perf_counter() - started
 
     def resync_recent(self) -> int:

@@ -77,15 +77,16 @@ def _kills(results: dict) -> list[str]:
 
 def render(results: dict, facts: dict) -> str:
     from tests.soak.fuzz_report import fuzz_sections
+    from tests.soak.host_loss import host_loss_section
 
     lines = ["# Reliability", "",
              f"Reproduce with **`{COMMAND}`** (`.venv/bin/python -m tests.soak.run`, which rewrites this "
-             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `libvirtd`, "
+             "file); `make soak PART=kill-serve` (or `kill`, `kill-mount`, `kill-worker`, `libvirtd`, `host-loss`, "
              "`fuzz-api`, `fuzz-mount`, `disk-full`, `concurrent`, comma-separated) re-runs parts and keeps "
              "the others from this file's JSON record. Every part stops by itself after its count or its "
              "time budget. `make test` runs the short version (`make soak-quick`: a few kills of each "
              "kind, a few hundred fuzz cases, one round of disk full, 10 s of 20 concurrent clients; "
-             "no libvirtd part; ~2 min, writing nothing, failing on any finding).", "",
+             "no libvirtd or host-loss part; ~2 min, writing nothing, failing on any finding).", "",
              "Hosts: the kill, mount-fuzz, disk-full and concurrent parts run a real `vmctl serve` (REST "
              "through gunicorn, the FUSE mount) on real libvirt, with guests that are real QEMU domains "
              "that never boot (so that a start costs no guest CPU under TCG); the libvirtd part on a "
@@ -102,6 +103,7 @@ def render(results: dict, facts: dict) -> str:
                      f"{count} |")
     lines.append("")
     lines += _kills(results)
+    lines += host_loss_section(results)
     lines += fuzz_sections(results)
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():  # what the figures mean, what was fixed and what is left (kept by hand)

@@ -12,11 +12,13 @@ Parts (each runs alone with --part; `kill` is its three kill parts):
   concurrent                            tests/soak/concurrent.py: 50 clients on shared VMs (ETags, room)
   libvirtd                              kill.py again, on a private libvirtd (packaging/local-hosts)
                                         SIGKILLed or restarted in turn, guests running
+  host-loss                             tests/soak/host_loss.py: one of two local hosts powered off
+                                        (all its processes SIGKILLed), evacuated, brought back
 
 Bounded: every part stops after its count or its time budget, whichever comes first.
 --quick (what `make test` runs, via `make soak-quick`) is the short version: a few kills of
-each kind, a few hundred fuzz cases, one round of disk full, 10 s of 20 concurrent clients and no
-libvirtd part: about two minutes, writing nothing; it exits
+each kind, a few hundred fuzz cases, one round of disk full, 10 s of 20 concurrent clients, no
+libvirtd and no host-loss part: about two minutes, writing nothing; it exits
 1 when any part has a finding, as the full run does. The full run rewrites RELIABILITY.md:
 the parts it ran replace theirs, the others are kept from the file's JSON record.
 Only 127.0.0.1 is used; the appliance's domains carry a prefix of this run and are removed by
@@ -39,15 +41,15 @@ from tests.bench.common import ROOT, background, machine, remove_tree
 from tests.soak.report import load_previous, render
 
 KILL_PARTS = ("kill-serve", "kill-mount", "kill-worker")
-PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full", "concurrent", "libvirtd")
+PARTS = (*KILL_PARTS, "fuzz-api", "fuzz-mount", "disk-full", "concurrent", "libvirtd", "host-loss")
 GROUPS = {"kill": KILL_PARTS, "fuzz": ("fuzz-api", "fuzz-mount")}
 # part: (full, quick) counts, and the full run's budget in seconds
 COUNTS = {"kill-serve": (200, 5), "kill-mount": (50, 3), "kill-worker": (50, 2),
           "fuzz-api": (10000, 300), "fuzz-mount": (3000, 200), "disk-full": (20, 1),
-          "concurrent": (600, 10), "libvirtd": (20, 2)}  # seconds of 50 clients (20 in the short run)
+          "concurrent": (600, 10), "libvirtd": (20, 2), "host-loss": (10, 1)}  # seconds of 50 clients (20 in the short run)
 BUDGET = {"kill-serve": 1800, "kill-mount": 600, "kill-worker": 600, "fuzz-api": 900, "fuzz-mount": 400,
           "disk-full": 300, "concurrent": 900,
-          "libvirtd": 900}
+          "libvirtd": 900, "host-loss": 900}
 QUICK_BUDGET = 60
 
 
@@ -55,8 +57,9 @@ def _sigterm(signum, _frame):  # let every finally: clean up
     raise SystemExit(128 + signum)
 
 
-# The short version leaves out the libvirtd part (a local host of its own to start: ~30 s more).
-QUICK_PARTS = tuple(p for p in PARTS if p != "libvirtd")
+# The short version leaves out the libvirtd part (a local host of its own to start: ~30 s more)
+# and the host-loss part (two local hosts and a serve of its own: ~35 s for one round).
+QUICK_PARTS = tuple(p for p in PARTS if p not in ("libvirtd", "host-loss"))
 
 
 def parts_of(text: str | None, quick: bool = False) -> list[str]:
@@ -91,6 +94,10 @@ def run_part(part: str, world, count: int, budget: float, quick: bool) -> dict:
         return run_fuzz_api(world, count, budget, derandomize=quick)
     if part == "libvirtd":  # an appliance of its own, on a local host's libvirtd
         return run_on_local_host(world.base / "libvirtd", count, budget, quick)
+    if part == "host-loss":  # an appliance of its own, on two local hosts it powers off in turn
+        from tests.soak.host_loss import run_host_loss
+
+        return run_host_loss(world.base / "host-loss", count, budget, down_more=0 if quick else 3.0)
     if part == "concurrent":
         from tests.soak.concurrent import run_concurrent
 

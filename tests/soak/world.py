@@ -150,6 +150,10 @@ class SoakWorld:
 
     def guests_twice(self) -> list[str]:
         """Domains of ours with more than one QEMU process (a guest running twice)."""
+        return sorted(f"{n} x{c}" for n, c in self.guest_processes().items() if c > 1)
+
+    def guest_processes(self) -> dict[str, int]:
+        """Domain name -> how many QEMU processes of this machine run it (ours only)."""
         count: dict[str, int] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -164,7 +168,7 @@ class SoakWorld:
                 name = name.removeprefix("guest=")
                 if name.startswith(self.app.prefix):
                     count[name] = count.get(name, 0) + 1
-        return sorted(f"{n} x{c}" for n, c in count.items() if c > 1)
+        return count
 
     def _ready(self) -> bool:
         try:

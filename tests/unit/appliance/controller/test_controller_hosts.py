@@ -99,6 +99,50 @@ def test_a_locked_vm_is_still_evacuated(service, controller, cloud, clock):
     assert after["locked_by"] == "alice"  # and still locked
 
 
+def test_an_operation_waiting_on_the_dead_host_does_not_hold_its_evacuation_back(
+        service, controller, cloud, clock):
+    """Found by `make soak PART=host-loss`: a pause asked as the host died waited for the
+    host (an operation runs when its host answers), and the evacuation skipped every VM
+    with an operation open, so the Always VM was never restarted elsewhere: it stayed
+    "running" on the dead host until the host came back. Now the evacuation cancels what
+    waits for the dead copy (the desired state it asked for is kept) and restarts the VM."""
+    row, home, other = running_vm(service, controller, clock)
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=1)
+    op = service.set_state("web1", "paused")  # accepted: the host is not known dead yet
+    settle(controller, clock, passes=14, step=5.0)  # 70 s: past the grace
+    after = service.store.get_vm_by_id(row["id"])
+    assert after["host"] == other, after["host"]
+    assert after["desired_state"] == "paused" and after["observed_state"] == "paused"
+    waited = service.store.get_operation(op["id"])
+    assert waited["status"] == "cancelled" and f"host {home} is down" in waited["error"]
+    assert len(events(service, "evacuated")) == 1
+    assert cloud.where(row["id"]) == [URI_A, URI_B]  # the dead host's copy: unknown until it returns
+
+
+def test_a_stale_copy_left_for_a_busy_vm_goes_at_the_next_pass(service, controller, cloud, clock, monkeypatch):
+    """Found by `make soak PART=host-loss` (the host back while its evacuated VMs still
+    started elsewhere): the resync leaves a copy on another host alone while its VM has an
+    operation open, and the next full resync came only after a period scaled by the
+    passes' cost (107 s on a loaded machine), so the stale copy stayed defined that long.
+    A copy left so makes the next full pass come after RESYNC_SECONDS."""
+    from appliance.controller import loop
+
+    row, home, other = running_vm(service, controller, clock)
+    cloud.host(HOSTS[home]).up = False
+    settle(controller, clock, passes=14, step=5.0)  # evacuated
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    monkeypatch.setattr(loop, "RESYNC_DUTY", 1e-9)  # a full pass as costly as can be
+    service.set_state("web1", "paused")  # an operation open as the host returns
+    cloud.host(HOSTS[home]).up = True
+    settle(controller, clock, passes=1)  # reconnect, resync (the copy left), the pause runs
+    assert row["id"] in cloud.host(HOSTS[home]).domains
+    settle(controller, clock, passes=2)
+    assert row["id"] not in cloud.host(HOSTS[home]).domains
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+    assert len(events(service, "stale-copy-removed")) == 1
+
+
 def test_an_operation_whose_host_connection_breaks_under_it_runs_again_when_it_answers(
         service, controller, cloud, clock, monkeypatch):
     """Found by `make soak` (libvirtd SIGKILLed under a running appliance): a hypervisor call
