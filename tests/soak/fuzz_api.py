@@ -12,7 +12,10 @@ use, or of the only host, ends the run's reach, not the appliance's) and adoptio
 Checked on every case: no 5xx; on every write answered 4xx, no change of state: the
 store's rows (what the controller itself updates on its own, observed states, timestamps,
 heartbeats, events and operations, left out) are the same after the call as before it,
-taken once the controller has no operation pending or running.
+taken once the controller has no operation pending or running, and with its own work
+held for the call (Gate): what changes is the call's, or that of an operation it started
+(counted apart when that operation failed and the call answers its failure). A change
+is reported by table, row and column, with the operations and events the call recorded.
 """
 from __future__ import annotations
 
@@ -216,7 +219,8 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
                         ops, events = since(at)
                         # a call whose operation started and then failed (its answer is that
                         # failure) changed what the operation did before failing: counted apart
-                        kind = "changed by a failed operation" if ops else "changed on a 4xx"
+                        failed = any(o.endswith((": failed", ": cancelled")) for o in ops)
+                        kind = "changed by a failed operation" if failed else "changed on a 4xx"
                         failures.append(f"{kind}: {label}: {'; '.join(changed)[:400]}; operations {ops}; "
                                         f"events {events[:8]}; body {str(case.body)[:200]}")
 
