@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from appliance import durable
 
 VALIDITY = datetime.timedelta(days=3650)
 CA_CERT, CA_KEY = "cacert.pem", "cakey.pem"
@@ -66,20 +66,15 @@ def _builder(subject: x509.Name, issuer: x509.Name,
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """data into path, 0600 from the start, replacing it in one step."""
-    fd, tmp = tempfile.mkstemp(prefix=".pki-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """data into path, 0600 from the start, synced, replacing it in one step (a crash
+    leaves the old key or the whole new one, never an empty file)."""
+    with durable.replacing(path, 0o600) as out:
+        out.write(data)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    _write_private(path, data)
-    os.chmod(path, 0o644)
+    with durable.replacing(path, 0o644) as out:
+        out.write(data)
 
 
 def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.config import Config
+from appliance.metadata import reach
 from appliance.metrics_scheduler import timed_placement
 from appliance.model import (
     DEFAULT_CPU_RATIO,
@@ -187,6 +188,11 @@ def place(store: Store, config: Config, spec: dict, vm_id: str | None, now: floa
     asks for vCPUs and memory alone, on a host that holds its disks already.
     `project`: the VM's, whose server group the spec's `group` names."""
     dedicated = is_dedicated(spec)
+    if reach.wants_it(spec):  # only on a host whose guests the metadata service reaches
+        far = reach.unserved(config, store.list_hosts())
+        ignore_hosts = ignore_hosts | far.keys()
+        ignore_reasons = {**{h: f"{reach.FIELD} metadata: {why}" for h, why in far.items()},
+                          **(ignore_reasons or {})}
     request = Request(
         vm=spec["name"],
         cpus=spec["cpus"] if cpu_ram and not dedicated else 0,

@@ -37,24 +37,9 @@
 # for an `inet dhcp` stanza, so an `inet static` one means the address is static.
 set -euo pipefail
 
-log() { printf 'build-cloudinit-image: %s\n' "$*"; }
-die() { printf 'build-cloudinit-image: error: %s\n' "$*" >&2; exit 1; }
-usage() { echo "usage: $0 [--force] OUT.qcow2" >&2; exit 2; }
-
-force=0
-out=
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -*) usage ;;
-        *) [[ -z $out ]] || usage; out=$arg ;;
-    esac
-done
-[[ -n $out ]] || usage
-if [[ -e $out && $force -eq 0 ]]; then
-    log "$out exists, nothing to do (--force rebuilds)"
-    exit 0
-fi
+# shellcheck source=packaging/image-builder.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/image-builder.sh"
+image_builder build-cloudinit-image "$@"
 ((EUID == 0)) || die "debootstrap needs root"
 for tool in debootstrap chroot mkfs.ext4 mkfs.fat syslinux mcopy qemu-img python3 flock; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap e2fsprogs dosfstools syslinux mtools qemu-utils)"

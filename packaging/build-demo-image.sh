@@ -24,28 +24,11 @@
 # documented at the top of packaging/demo-guest/init.
 set -euo pipefail
 
-log() { printf 'build-demo-image: %s\n' "$*"; }
-die() { printf 'build-demo-image: error: %s\n' "$*" >&2; exit 1; }
-
-usage() { echo "usage: $0 [--force] OUT.qcow2" >&2; exit 2; }
-force=0
-out=
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h | --help) usage ;;
-        -*) usage ;;
-        *) [[ -z $out ]] || usage; out=$arg ;;
-    esac
-done
-[[ -n $out ]] || usage
-
-if [[ -e $out && $force -eq 0 ]]; then
-    log "$out exists, nothing to do (--force rebuilds)"
-    exit 0
-fi
-
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=packaging/image-builder.sh
+. "$here/image-builder.sh"
+image_builder build-demo-image "$@"
+
 guest_dir=$here/demo-guest
 for tool in apt-get apt-cache dpkg cpio gzip mkfs.fat syslinux mcopy qemu-img flock sha256sum; do
     command -v "$tool" >/dev/null || die "$tool not found (run packaging/setup-host.sh)"

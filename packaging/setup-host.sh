@@ -66,13 +66,9 @@ PACKAGES=(
 # dpkg-query is fast and offline; only when something is missing do we pay for
 # `apt-get update` (a fresh machine may have no package lists at all, and stale
 # lists can point at files the mirror no longer has).
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    # Status-Abbrev is want/state/error, e.g. "ii ": judge the installed
-    # state and error flag only, not what someone last asked dpkg for.
-    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
-    [[ ${status:1:2} == "i " ]] || missing+=("$pkg")
-done
+# shellcheck source=packaging/missing-packages.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/missing-packages.sh"
+missing_packages "${PACKAGES[@]}"
 if ((${#missing[@]} == 0)); then
     log "packages: all ${#PACKAGES[@]} installed"
 else

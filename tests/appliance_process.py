@@ -54,6 +54,7 @@ def free_port() -> int:
 # With them: libvirt keeps a stopped domain that has snapshots or checkpoints otherwise.
 UNDEFINE_METADATA = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                      | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                     | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE  # a suspended VM's
                      | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)  # a UEFI VM's (issue 14)
 
 
@@ -67,6 +68,23 @@ def remove_domains(domains) -> None:
             dom.undefineFlags(UNDEFINE_METADATA)
         except libvirt.libvirtError:
             pass
+
+
+def remove_prefixed_domains(prefix: str, uri: str = LIBVIRT_URI) -> int:
+    """remove_domains of every domain on `uri` whose name starts with `prefix` (a test's
+    own: 6 characters at least); how many there were. A libvirtd that does not answer:
+    0 (cleanup does what it can)."""
+    assert prefix and len(prefix) >= 6, "refusing a short prefix"
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return 0
+    try:
+        mine = [d for d in conn.listAllDomains() if d.name().startswith(prefix)]
+        remove_domains(mine)
+        return len(mine)
+    finally:
+        conn.close()
 
 
 class Appliance:

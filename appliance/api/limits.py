@@ -78,15 +78,20 @@ class BodyLimit:
 
 # Query parameters that are seconds to wait (GET /v1/operations/ID?wait=N, a write's ?timeout=N).
 SECONDS_PARAMS = ("wait", "timeout")
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class FiniteWaits:
-    """Falcon middleware: a wait of NaN or infinite seconds is 422 before anything runs.
+    """Falcon middleware: a write's wait or timeout that its responder would refuse is
+    refused before anything runs, so that a refused write changes nothing.
 
-    float("nan") passes Falcon's min_value/max_value checks (every comparison with
-    NaN is false), and a deadline of now + NaN is never reached: such a wait held
-    its thread until the operation ended, past max_wait. Checked on the matched
-    route, before the responder, so that a refused write changes nothing."""
+    A write's responder reads `wait` (a boolean) and `timeout` (seconds) only once the
+    write is recorded, to wait for its operation: `DELETE /v1/pools/NAME?wait=maybe`
+    deleted the pool, then answered 400 (found by the stateful API fuzzing, issue 17).
+    They are parsed here, on the matched route, with the responder's own rules. And
+    float("nan") passes Falcon's min_value/max_value checks (every comparison with NaN
+    is false), and a deadline of now + NaN is never reached: such a wait held its
+    thread until the operation ended, past max_wait: 422, for a read's `wait` too."""
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict) -> None:
@@ -97,9 +102,12 @@ class FiniteWaits:
             try:
                 seconds = float(value)
             except ValueError:
-                continue  # wait=false and the like; the responder's own parsing answers the rest
+                continue  # wait=false and the like: below for a write
             if not math.isfinite(seconds):
                 raise Invalid("must be a finite number of seconds", name)
+        if req.method not in READ_METHODS:  # as resources._wanted and _timeout read them
+            req.get_param_as_bool("wait")
+            req.get_param_as_float("timeout", min_value=0, max_value=3600)
 
 
 def json_handlers() -> falcon.media.Handlers:

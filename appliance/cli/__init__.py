@@ -39,6 +39,7 @@ from appliance.cli import (
     local,
     moves,
     networks,
+    output,
     pools,
     projects,
     remotes,
@@ -89,6 +90,17 @@ def _run_api_command(client: Client, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """vmctl; what it prints goes through output.Printable: no terminal control character
+    the server sent (a name, an error, a value) reaches the terminal."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = output.Printable(out), output.Printable(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_combinations(args)  # a usage error (exit status 2) when options do not go together
     if args.command in LOCAL_COMMANDS:

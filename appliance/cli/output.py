@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -58,3 +59,51 @@ def listing(items: list[dict], as_json: bool, row: Any, columns: list[tuple[str,
         print_json(items)
     else:
         table([row(item) for item in items], columns)
+
+
+# C0 controls but tab and newline, DEL and C1 (0x9b is a one-byte CSI): what a terminal acts on.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, *range(0x80, 0xa0)) if c not in (9, 10)}
+
+
+def printable(text: str) -> str:
+    """text with each terminal control character shown as \\xNN: a name, message or value
+    from the server (a hostile one, or a guest's text it relays) cannot move the cursor,
+    retitle the window, write the clipboard (OSC 52) or hide what was printed."""
+    return text.translate(_CONTROLS)
+
+
+class Printable(io.TextIOBase):
+    """vmctl's stdout or stderr with printable() applied to every write: the print
+    boundary of the commands that show what the server sent. Bytes (a screenshot on
+    sys.stdout.buffer) and the console's own stream (terminal.py: os.write) pass as
+    they are; `raw` is the unfiltered stream, for a console log (--log), which is the
+    guest's terminal output as a console shows it."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(printable(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def buffer(self) -> Any:
+        return self.raw.buffer
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.raw.encoding
+
+
+def unfiltered(stream: Any) -> Any:
+    """The stream under a Printable (the stream itself otherwise)."""
+    return stream.raw if isinstance(stream, Printable) else stream

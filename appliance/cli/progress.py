@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from appliance.cli.output import wait_query
+from appliance.cli.output import printable, unfiltered, wait_query
 from appliance.client import Client
 from appliance.model import FINAL_OP_STATES, OpStatus
 
@@ -47,7 +47,9 @@ def follow(client: Client, op: dict, stream: TextIO | None = None,
     Ctrl-C stops following (KeyboardInterrupt goes on up: vmctl exits 130), not the
     operation: what to type to cancel it is printed. note: an operation without a
     byte count (a stop, a migration) shows the seconds it has taken and this note."""
-    out = stream if stream is not None else sys.stderr
+    # its own \r redraws the line: written past vmctl's filter (output.Printable), the
+    # server's text in it filtered here
+    out = unfiltered(stream if stream is not None else sys.stderr)
     draw = out.isatty() if tty is None else tty
     shown = ""
     started = time.monotonic()
@@ -58,17 +60,17 @@ def follow(client: Client, op: dict, stream: TextIO | None = None,
                 if note is not None and not op.get("bytes_total"):
                     line += f", {time.monotonic() - started:.0f} s{note}"
                 if line != shown:
-                    out.write("\r" + line.ljust(len(shown)))
+                    out.write("\r" + printable(line).ljust(len(shown)))
                     out.flush()
                     shown = line
             op = client.get(f"/v1/operations/{op['id']}", wait=POLL_SECONDS)
     except KeyboardInterrupt:
-        out.write(("\n" if shown else "") + stopped_following(op) + "\n")
+        out.write(("\n" if shown else "") + printable(stopped_following(op)) + "\n")
         out.flush()
         raise
     if draw and shown:
         line = bar(op) if op["status"] == OpStatus.SUCCEEDED else ""
-        out.write("\r" + line.ljust(len(shown)) + "\n")
+        out.write("\r" + printable(line).ljust(len(shown)) + "\n")
         out.flush()
     return op
 
@@ -87,7 +89,9 @@ def follow_all(client: Client, op_ids: list[str], what: str,
     `stream` (stderr) meanwhile: the caller knows it is a terminal. One long poll at
     a time (the first still open, POLL_SECONDS), the others read as they are. Ctrl-C
     stops following, not the operations (KeyboardInterrupt goes on up)."""
-    out = stream if stream is not None else sys.stderr
+    # its own \r redraws the line: written past vmctl's filter (output.Printable), the
+    # server's text in it filtered here
+    out = unfiltered(stream if stream is not None else sys.stderr)
     ops = {op_id: client.get(f"/v1/operations/{op_id}") for op_id in op_ids}
     shown = ""
     try:
@@ -96,7 +100,7 @@ def follow_all(client: Client, op_ids: list[str], what: str,
             failed = sum(op["status"] != OpStatus.SUCCEEDED for op in ended)
             line = count_bar(what, len(ended) - failed, len(ops), failed)
             if line != shown:
-                out.write("\r" + line.ljust(len(shown)))
+                out.write("\r" + printable(line).ljust(len(shown)))
                 out.flush()
                 shown = line
             still = [op_id for op_id, op in ops.items() if op["status"] not in FINAL_OP_STATES]
@@ -147,7 +151,9 @@ def chunks(path: str, stream: TextIO | None = None, tty: bool = False,
            size: int = 1 << 20) -> Iterator[bytes]:
     """The file's bytes in chunks of `size`, drawing how much was sent on a terminal
     (`upload [###....]  42%  120.0/256.0 MiB`): what an image upload sends."""
-    out = stream if stream is not None else sys.stderr
+    # its own \r redraws the line: written past vmctl's filter (output.Printable), the
+    # server's text in it filtered here
+    out = unfiltered(stream if stream is not None else sys.stderr)
     total = os.path.getsize(path)
     sent, shown = 0, ""
     with open(path, "rb") as source:
@@ -158,7 +164,7 @@ def chunks(path: str, stream: TextIO | None = None, tty: bool = False,
                 line = bar({"kind": "upload", "status": "running", "bytes_done": sent,
                             "bytes_total": total})
                 if line != shown:
-                    out.write("\r" + line.ljust(len(shown)))
+                    out.write("\r" + printable(line).ljust(len(shown)))
                     out.flush()
                     shown = line
     if shown:

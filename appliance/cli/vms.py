@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance.access.principal import actor_text
 from appliance.cli import firewall
-from appliance.cli.output import listing, print_json, print_outcome, table, wait_query
+from appliance.cli.output import listing, print_json, print_outcome, table, unfiltered, wait_query
 from appliance.cli.progress import chunks, on_terminal, waited
 from appliance.client import Client
 
@@ -195,8 +195,8 @@ def print_console_log(client: Client, args: argparse.Namespace) -> int:
     offset = 0
     while True:
         text = client.get(f"/v1/vms/{args.name}/console", offset=offset) or ""
-        if text:
-            sys.stdout.write(text)
+        if text:  # the guest's terminal output, as its console shows it (output.Printable)
+            unfiltered(sys.stdout).write(text)
             sys.stdout.flush()
             offset += len(text.encode())
         if not args.follow:

@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.access.principal import DEFAULT_PROJECT
 from appliance.controller import networks
+from appliance.controller.context import Context
 from appliance.errors import Failed, NotFound
 from appliance.model import NetworkType
 from appliance.model.networks import NetworkKind, gateway
@@ -24,6 +25,8 @@ from appliance.virt import nwfilter_xml
 from appliance.virt.driver import DriverError, HostDriver
 
 log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 600.0  # a listing per host and a read of every VM id: not every resync
 
 
 def rules(store: Store, row: dict) -> list[dict[str, Any]]:
@@ -74,6 +77,41 @@ def prepare(store: Store, driver: HostDriver, row: dict) -> None:
     if not driver.define_filter(nwfilter_xml.filter_xml(row["id"], own)) and own:
         raise Failed(f"host {driver.name} has no network filters (libvirt nwfilter) to "
                      "enforce the VM's firewall rules")
+
+
+def sweep(ctx: Context) -> None:
+    """This appliance's filters (named nwfilter_xml.PREFIX + a VM uuid) left on its
+    connected hosts undefined there, with an event: a VM's the store no longer has (its
+    delete cut short, its stray domain removed by hand), or a VM's that lives on another
+    host (a migration's or a stale copy's source whose removal failed, a shelve's). A
+    filter stays while a domain with its uuid is on that host (another appliance's VM,
+    a stray domain the resync reports) or its VM has an operation under way (a
+    migration defines the target's first). A host that fails is left for the next pass.
+    The loop calls it every SWEEP_SECONDS and after a host (re)connects."""
+    hosts: dict[str, str | None] | None = None
+    for link in ctx.links.all():
+        if not link.connected:
+            continue
+        try:
+            named = {name: vm_id for name in link.driver.filter_names(nwfilter_xml.PREFIX)
+                     if (vm_id := nwfilter_xml.vm_of(name))}
+            if not named:
+                continue
+            if hosts is None:  # read after the listing: a VM made meanwhile has its row
+                hosts = ctx.store.vm_hosts()
+                open_ops = ctx.store.vm_ids_with_open_operations()
+            for name, vm_id in named.items():
+                if vm_id in hosts and (hosts[vm_id] == link.name or vm_id in open_ops
+                                       or vm_id in ctx.busy or vm_id in ctx.migrating):
+                    continue
+                if link.lookup(vm_id) is not None:
+                    continue
+                link.driver.remove_filter(name)
+                why = "its VM is gone" if vm_id not in hosts else f"its VM is on {hosts[vm_id]}"
+                ctx.store.add_event("orphan-filter-removed",
+                                    f"removed network filter {name} from host {link.name}: {why}")
+        except DriverError as err:
+            log.warning("network filters of host %s not swept: %s", link.name, err)
 
 
 def remove(driver: HostDriver, row: dict, quiet: bool = False) -> None:

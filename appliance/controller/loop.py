@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from appliance.config import Config
-from appliance.controller import networks
+from appliance.controller import firewall, networks
 from appliance.controller.backup_schedule import BackupScheduler
 from appliance.controller.backups import Backups
 from appliance.controller.consoles import ConsoleMirror
@@ -139,6 +139,7 @@ class Controller:
         self._next_resync = self._next_heartbeat = self._next_link_sync = 0.0
         self._next_recent = 0.0  # the next resync_recent, between full passes
         self._next_events_prune = 0.0
+        self._next_filter_sweep = 0.0  # orphan network filters (controller/firewall.py)
         self._next_claims_check = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
@@ -257,7 +258,7 @@ class Controller:
             self._connector.submit(self._connect_in_background, link)
         if self._reconnected.is_set():
             self._reconnected.clear()
-            self._next_resync = 0.0
+            self._next_resync = self._next_filter_sweep = 0.0
         changed = self._drain_events()
         self._heartbeat_if_due(now, wait=False)
         with self._follow_up_lock:
@@ -267,6 +268,9 @@ class Controller:
         if now >= self._next_resync:
             self.vms.resync()
             networks.sweep(self.ctx)  # deleted networks off the hosts (issue 15)
+            if now >= self._next_filter_sweep:  # and the filters of VMs gone
+                self._next_filter_sweep = now + firewall.SWEEP_SECONDS
+                firewall.sweep(self.ctx)
             # A stale copy left for a busy VM (an evacuated VM still starting when its dead
             # host returns) goes at the next pass, not one a costly pass put far off.
             scaled = 0.0 if self.vms.copies_waiting else self.vms.reconcile_seconds / RESYNC_DUTY

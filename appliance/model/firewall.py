@@ -12,7 +12,6 @@ same for `out`; a direction without rules is open.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from pydantic import WithJsonSchema
 
 from appliance.errors import Invalid
 from appliance.model.fields import rule
+from appliance.model.values import ipv4_network
 
 MAX_RULES = 64  # a VM's (its group's rules count too: service/vms.py bounds the sum)
 DIRECTIONS = ("in", "out")
@@ -27,7 +27,6 @@ PROTOCOLS = ("tcp", "udp", "icmp", "any")
 PORTED = ("tcp", "udp")
 FIELDS = ("direction", "proto", "port", "from", "to")
 _RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-_CIDR = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?")
 
 
 def _port(value: Any, field: str) -> int | str:
@@ -52,16 +51,8 @@ def _port(value: Any, field: str) -> int | str:
 
 def _network(value: Any, field: str) -> str:
     """An IPv4 network, ADDRESS/PREFIX (an address alone is a /32), host bits clear."""
-    example = "an IPv4 address or network ADDRESS/PREFIX, e.g. 10.0.0.0/8"
-    if not isinstance(value, str) or not _CIDR.fullmatch(value):
-        raise Invalid(f"must be {example}", field)
-    try:
-        net = ipaddress.IPv4Network(value, strict=False)
-    except ValueError:
-        raise Invalid(f"must be {example}", field) from None
-    if str(net.network_address) != value.partition("/")[0]:
-        raise Invalid(f"host bits set: the network is {net}", field)
-    return str(net)
+    return str(ipv4_network(value, field, "an IPv4 address or network ADDRESS/PREFIX, e.g. "
+                                   "10.0.0.0/8", prefix=False))
 
 
 def validate_rule(raw: Any, field: str) -> dict[str, Any]:

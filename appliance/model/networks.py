@@ -43,7 +43,6 @@ LIBVIRT_PREFIX = values.APPLIANCE_NETWORK_PREFIX
 # Private IPv4 space only (RFC 1918): a subnet routed elsewhere would shadow it on the host.
 PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
                                                    "192.168.0.0/16"))
-_SUBNET_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
 # A Linux interface name (IFNAMSIZ: 15 characters), strictly: no '.', ':', '/', spaces.
 BRIDGE_NAME = r"[A-Za-z][A-Za-z0-9_-]{0,14}"
 _BRIDGE_NAME = re.compile(BRIDGE_NAME)
@@ -58,21 +57,15 @@ def libvirt_name(project: str, name: str) -> str:
 
 
 def validate_subnet(value: Any, field: str = "subnet") -> str:
-    example = "e.g. 10.20.0.0/24"
-    if not isinstance(value, str) or not _SUBNET_TEXT.fullmatch(value):
-        raise Invalid(f"must be an IPv4 network ADDRESS/PREFIX, {example}", field)
-    try:
-        loose = ipaddress.IPv4Network(value, strict=False)
-    except ValueError:
-        raise Invalid(f"must be an IPv4 network ADDRESS/PREFIX, {example}", field) from None
-    if str(loose) != value:
+    loose = values.ipv4_network(value, field, "an IPv4 network ADDRESS/PREFIX, e.g. 10.20.0.0/24")
+    if str(loose) != value:  # a prefix written /08
         raise Invalid(f"host bits set: the network is {loose}", field)
     if not MIN_PREFIX <= loose.prefixlen <= MAX_PREFIX:
         raise Invalid(f"the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX}", field)
     if not any(loose.subnet_of(private) for private in PRIVATE):
         raise Invalid("must be private address space (10.0.0.0/8, 172.16.0.0/12 or "
                       "192.168.0.0/16)", field)
-    return value
+    return str(loose)  # value itself (checked above)
 
 
 def validate_domain(value: Any, field: str = "domain") -> str:

@@ -163,6 +163,26 @@ def validate_ipv4(value: Any, field: str = "network.ip") -> str:
         raise Invalid("must be an IPv4 address", field) from None
 
 
+_IPV4_NETWORK = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?")
+
+
+def ipv4_network(value: Any, field: str, example: str,
+                 prefix: bool = True) -> ipaddress.IPv4Network:
+    """An IPv4 network written ADDRESS/PREFIX (`prefix` False: or an address alone, a
+    /32) with its host bits clear (the firewall's peers, a network's subnet); else
+    Invalid "must be EXAMPLE", or "host bits set" naming the network meant."""
+    if not isinstance(value, str) or not _IPV4_NETWORK.fullmatch(value) \
+            or (prefix and "/" not in value):
+        raise Invalid(f"must be {example}", field)
+    try:
+        net = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise Invalid(f"must be {example}", field) from None
+    if str(net.network_address) != value.partition("/")[0]:
+        raise Invalid(f"host bits set: the network is {net}", field)
+    return net
+
+
 def validate_user_data(value: Any, field: str = "cloud_init.user_data") -> str:
     if not isinstance(value, str):
         raise Invalid("must be a string (#cloud-config or a #! script)", field)

@@ -12,6 +12,7 @@ from appliance import placement, quotas
 from appliance import spec as specs
 from appliance.access.principal import shown_vm_name
 from appliance.errors import Conflict, Invalid
+from appliance.metadata import reach
 from appliance.model import DesiredState, NetworkType, VMState
 from appliance.service.base import ServiceBase
 from appliance.store import Row
@@ -39,6 +40,22 @@ class VMChecks(ServiceBase):
             raise Conflict("a VM can only be renamed while stopped", "name")
         if self.store.vm_exists(new_name, row["project"]):
             raise Conflict(f"a VM named {new_name!r} exists", "name")
+
+    def _check_metadata_reach(self, spec: dict[str, Any], host: str | None) -> None:
+        """A VM whose only data is the metadata service, on no host it may go to (`host`,
+        or any) that the service serves: 422 naming the field (metadata/reach.py). Where
+        some are served, the scheduler places it on one of those."""
+        if not reach.wants_it(spec):
+            return
+        hosts = [h for h in self.store.list_hosts() if host is None or h["name"] == host]
+        far = reach.unserved(self.config, hosts)
+        if not hosts or len(far) < len(hosts):
+            return
+        whys = sorted(set(far.values()))
+        said = whys[0] if len(whys) == 1 else "; ".join(
+            f"host {n}: {w}" for n, w in sorted(far.items()))
+        raise Invalid("the metadata service is this VM's only data (no seed disk), and it "
+                      f"serves no host the VM may go to: {said}", reach.FIELD)
 
     def _check_group(self, spec: dict[str, Any], project: str) -> None:
         """The spec's group is one of the VM's own project (another project's is not seen)."""

@@ -13,6 +13,7 @@ from appliance import netrules, placement
 from appliance import spec as specs
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.gcpause import collector_paused
+from appliance.metadata import reach
 from appliance.model import (
     ACTIVE_STATES,
     HOTPLUG_FIELDS,
@@ -167,6 +168,7 @@ class VMs(Templates, Networks, Keys, VMChecks):  # Keys: the SSH keys a spec nam
             self._check_quota(self._project(), spec)  # in this transaction: no overshoot
             if wanted_host is not None:
                 self.store.get_host(wanted_host)
+            self._check_metadata_reach(spec, wanted_host)  # then placed only where it is served
             claims = placement.claims_cpu_ram(
                 {"desired_state": initial, "observed_state": VMState.PROVISIONING}, spec
             )
@@ -236,6 +238,8 @@ class VMs(Templates, Networks, Keys, VMChecks):  # Keys: the SSH keys a spec nam
             )
             mac = netrules.mac_after_update(self.store, row, new)
             self._check_group(new, row["project"])
+            if not reach.wants_it(old) and row["host"]:
+                self._check_metadata_reach(new, row["host"])
             renamed = new["name"] != old["name"]
             if renamed:
                 self._check_rename(row, new["name"])

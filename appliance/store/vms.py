@@ -182,6 +182,10 @@ class VMRecords(StoreBase):
             for vm_id, project, name in self.db.execute("SELECT id, project, name FROM vms")
         }
 
+    def vm_hosts(self) -> dict[str, str | None]:
+        """id -> the host the VM is on (None: not placed yet), every VM in one query."""
+        return dict(self.db.execute("SELECT id, host FROM vms"))
+
     def group_members(self, project: str, group: str) -> list[tuple[str, str | None]]:
         """(name, host) of each VM in a server group (of the group's project)."""
         return [

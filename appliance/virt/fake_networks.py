@@ -82,3 +82,9 @@ class FakeNetworkMethods:
             host = self.fake_host()
             if host.filters.pop(name, None) is not None:
                 host.calls.append(f"nwfilter-undefine {name}")
+
+    def filter_names(self, prefix: str) -> list[str]:
+        with self.cloud.lock:
+            host = self.fake_host()
+            host.calls.append("nwfilter-list")
+            return [name for name in host.filters if name.startswith(prefix)]

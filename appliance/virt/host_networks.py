@@ -41,3 +41,8 @@ class HostNetworks(abc.ABC):
     @abc.abstractmethod
     def remove_filter(self, name: str) -> None:
         """Undefine the filter NAME (gone already: nothing to do)."""
+
+    @abc.abstractmethod
+    def filter_names(self, prefix: str) -> list[str]:
+        """The names of the host's network filters that start with `prefix` ([] on a
+        host without network filters): one call to the host."""

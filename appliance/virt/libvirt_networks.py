@@ -90,6 +90,15 @@ def remove_filter(conn: libvirt.virConnect, name: str) -> None:
             raise
 
 
+def filter_names(conn: libvirt.virConnect, prefix: str) -> list[str]:
+    try:
+        return [f.name() for f in conn.listAllNWFilters() if f.name().startswith(prefix)]
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return []
+        raise
+
+
 class NetworkMethods:
     """The HostDriver's network, filter and fixed-IP methods for LibvirtDriver (which
     gives `conn`, `uri` and `name`)."""
@@ -127,6 +136,10 @@ class NetworkMethods:
     @_translated
     def remove_filter(self, name: str) -> None:
         remove_filter(self.conn, name)
+
+    @_translated
+    def filter_names(self, prefix: str) -> list[str]:
+        return filter_names(self.conn, prefix)
 
     # -- fixed IPs ------------------------------------------------------------------------------
     @_translated

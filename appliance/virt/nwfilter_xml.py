@@ -38,8 +38,14 @@ def filter_name(vm_id: str) -> str:
 
 
 def vm_of(name: str) -> str | None:
-    """The VM uuid a filter name carries, or None for another filter."""
-    return name[len(PREFIX):] if name.startswith(PREFIX) else None
+    """The VM uuid a filter name carries (as filter_name wrote it), or None for another filter."""
+    if not name.startswith(PREFIX):
+        return None
+    vm_id = name[len(PREFIX):]
+    try:
+        return vm_id if str(uuid.UUID(vm_id)) == vm_id else None
+    except ValueError:
+        return None
 
 
 def _rule(parent: ET.Element, action: str, direction: str, priority: int, proto: str,

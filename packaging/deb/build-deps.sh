@@ -27,11 +27,9 @@ PACKAGES=(
     debootstrap systemd-container
 )
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
-    [[ ${status:1:2} == "i " ]] || missing+=("$pkg")
-done
+# shellcheck source=packaging/missing-packages.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/missing-packages.sh"
+missing_packages "${PACKAGES[@]}"
 if ((${#missing[@]} == 0)); then
     log "all ${#PACKAGES[@]} installed"
     exit 0

@@ -193,29 +193,9 @@ def wait_http(port: int, path: str, timeout: float = 30, proc: subprocess.Popen 
 def remove_domains(prefix: str, uri: str = LIBVIRT_URI) -> int:
     """Destroy and undefine every domain whose name starts with prefix (ours only), with
     its snapshot and checkpoint metadata, which a plain undefine refuses to leave behind."""
-    assert prefix and len(prefix) >= 6, "refusing a short prefix"
-    import libvirt
+    from tests.appliance_process import remove_prefixed_domains
 
-    flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-             | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    conn = libvirt.open(uri)
-    removed = 0
-    try:
-        for dom in conn.listAllDomains():
-            try:
-                if not dom.name().startswith(prefix):
-                    continue
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefineFlags(flags)
-                removed += 1
-            except libvirt.libvirtError:
-                pass
-    finally:
-        conn.close()
-    return removed
+    return remove_prefixed_domains(prefix, uri)
 
 
 def remove_tree(path: Path) -> None:

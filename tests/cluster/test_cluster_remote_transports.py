@@ -34,7 +34,7 @@ import pytest
 from appliance.config import Config
 from appliance.consoles import client
 from appliance.host_access import connection_uri
-from tests.appliance_process import READY_LINE, ROOT, Appliance, free_port, remove_domains, wait_for
+from tests.appliance_process import READY_LINE, ROOT, Appliance, free_port, remove_prefixed_domains, wait_for
 from tests.local_hosts import SCRIPT, LocalHost
 from tests.sshd_process import Sshd
 
@@ -70,9 +70,7 @@ def app(tmp_path, lhosts):
     finally:
         appliance.cleanup()
         for host in lhosts:
-            conn = libvirt.open(host.uri)
-            remove_domains([d for d in conn.listAllDomains() if d.name().startswith(appliance.prefix)])
-            conn.close()
+            remove_prefixed_domains(appliance.prefix, host.uri)
 
 
 def domain_hosts(lhosts, vm_id: str, defined: bool = False) -> list[int]:

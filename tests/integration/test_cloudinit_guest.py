@@ -38,8 +38,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.appliance_process import ROOT, Appliance
-from tests.local_hosts import LocalHost
+from tests.appliance_process import ROOT
+from tests.integration.netns_lab import netns_appliance
 
 pytestmark = [pytest.mark.slow, pytest.mark.cloudinit]
 
@@ -71,17 +71,10 @@ def debian(appliance):
 @pytest.fixture(scope="module")
 def nova(tmp_path_factory):
     """An appliance with the metadata service, on a host in a namespace of its own."""
-    with LocalHost(netns=True) as host:
-        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri, metadata=True)
-        try:
-            app.start()
-            upload_image(app)
-            resp = app.api("POST", "/v1/networks", json={"name": NAT, "kind": "nat",
-                                                         "subnet": NAT_SUBNET})
-            assert resp.status_code == 201, resp.text
-            yield app
-        finally:
-            app.cleanup()
+    with netns_appliance(tmp_path_factory.mktemp("home"), metadata=True, network={
+            "name": NAT, "kind": "nat", "subnet": NAT_SUBNET}) as (_host, app):
+        upload_image(app)
+        yield app
 
 
 def report(console: str) -> list[str]:

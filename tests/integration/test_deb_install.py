@@ -26,11 +26,10 @@ import time
 import uuid
 from pathlib import Path
 
-import libvirt
 import pytest
 import requests
 
-from tests.appliance_process import LIBVIRT_URI, ROOT, free_port, remove_domains
+from tests.appliance_process import ROOT, free_port, remove_prefixed_domains
 
 pytestmark = [pytest.mark.slow, pytest.mark.deb]
 
@@ -271,12 +270,7 @@ def test_install_serve_remove_purge(debian_root, tmp_path):
         stop(proc)
         notify.close()
         subprocess.run(["umount", "-l", str(root / "run/libvirt")], capture_output=True, check=False)
-        try:
-            conn = libvirt.open(LIBVIRT_URI)
-            remove_domains([d for d in conn.listAllDomains() if d.name().startswith(prefix)])
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        remove_prefixed_domains(prefix)
     for name in ("appliance.db", "token", "config.json"):
         assert (root / DATA / name).exists(), name
 

@@ -26,11 +26,10 @@ import time
 import uuid
 from pathlib import Path
 
-import libvirt
 import pytest
 import requests
 
-from tests.appliance_process import LIBVIRT_URI, ROOT, free_port, remove_domains
+from tests.appliance_process import ROOT, free_port, remove_prefixed_domains
 from tests.integration.nspawn_boot import LIBVIRT_UNITS, BootedRoot, mask_units
 from tests.integration.test_deb_install import (  # noqa: F401 (fixtures)
     APT_ARCHIVES,
@@ -362,12 +361,7 @@ def test_units_under_systemd(debian_root, tmp_path):  # noqa: F811 (the imported
         try:
             box.stop()
         finally:
-            try:
-                conn = libvirt.open(LIBVIRT_URI)
-                remove_domains([d for d in conn.listAllDomains() if d.name().startswith(prefix)])
-                conn.close()
-            except libvirt.libvirtError:
-                pass
+            remove_prefixed_domains(prefix)
         for what, took in timings.items():
             print(f"{what}: {took:.1f} s")
     assert box.proc is not None and box.proc.returncode == 0, box.console()[-3000:]

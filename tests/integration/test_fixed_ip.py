@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from tests.appliance_process import READY_LINE, Appliance
-from tests.local_hosts import LocalHost
+from tests.appliance_process import READY_LINE
+from tests.integration.netns_lab import netns_appliance
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,8 @@ NETWORK_XML = """<network>
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory):
     """The appliance on a host in its own network namespace (overrides conftest's)."""
-    with LocalHost(netns=True) as host:
-        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri)
-        try:
-            yield app.start()
-        finally:
-            app.cleanup()
+    with netns_appliance(tmp_path_factory.mktemp("home")) as (_host, app):
+        yield app
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from tests.appliance_process import READY_LINE, Appliance
 from tests.integration.test_netns_networks import BOOT_TIMEOUT, guest
-from tests.local_hosts import LocalHost
+from tests.integration.netns_lab import netns_appliance
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~100 s: make test-slow
 
@@ -28,28 +28,21 @@ def fetch(app: Appliance, vm: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with LocalHost(netns=True) as host:
-        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri, metadata=True)
-        try:
-            app.start()
-            resp = app.api("POST", "/v1/networks", json={"name": "meta", "kind": "nat",
-                                                         "subnet": SUBNET})
-            assert resp.status_code == 201, resp.text
-            vms = {
-                "alpha": app.create_vm(
-                    "alpha", memory="128M", labels={"role": "web"},
-                    network={"type": "network", "name": "meta", "ip": FIXED_IP},
-                    cloud_init={"user_data": "#cloud-config\n# alpha first\n"}),
-                "beta": app.create_vm("beta", memory="128M",
-                                      network={"type": "network", "name": "meta"}),
-                "gamma": app.create_vm("gamma", memory="128M", network={"type": "user"},
-                                       cloud_init={"user_data": "#cloud-config\n# gamma\n"}),
-            }
-            for name in vms:
-                app.wait_console(name, READY_LINE, BOOT_TIMEOUT)
-            yield host, app, {name: vm["id"] for name, vm in vms.items()}
-        finally:
-            app.cleanup()
+    with netns_appliance(tmp_path_factory.mktemp("home"), metadata=True, network={
+            "name": "meta", "kind": "nat", "subnet": SUBNET}) as (host, app):
+        vms = {
+            "alpha": app.create_vm(
+                "alpha", memory="128M", labels={"role": "web"},
+                network={"type": "network", "name": "meta", "ip": FIXED_IP},
+                cloud_init={"user_data": "#cloud-config\n# alpha first\n"}),
+            "beta": app.create_vm("beta", memory="128M",
+                                  network={"type": "network", "name": "meta"}),
+            "gamma": app.create_vm("gamma", memory="128M", network={"type": "user"},
+                                   cloud_init={"user_data": "#cloud-config\n# gamma\n"}),
+        }
+        for name in vms:
+            app.wait_console(name, READY_LINE, BOOT_TIMEOUT)
+        yield host, app, {name: vm["id"] for name, vm in vms.items()}
 
 
 def meta_data(app: Appliance, vm: str) -> dict:

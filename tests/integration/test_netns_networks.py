@@ -18,6 +18,7 @@ import pytest
 
 from tests.appliance_process import READY_LINE, Appliance, wait_for
 from tests.fs.conftest import wait_mounted
+from tests.integration.netns_lab import netns_appliance
 from tests.local_hosts import LocalHost, LocalHostError
 
 pytestmark = pytest.mark.integration
@@ -79,16 +80,9 @@ def test_a_netns_host_is_refused_without_its_namespace_and_leaves_nothing():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A host in its own network namespace, an appliance on it, the nat network lab."""
-    with LocalHost(netns=True) as host:
-        app = Appliance(tmp_path_factory.mktemp("home"), libvirt_uri=host.uri, metadata=True)
-        try:
-            app.start()
-            resp = app.api("POST", "/v1/networks", json={"name": "lab", "kind": "nat",
-                                                         "subnet": SUBNET, "domain": DOMAIN})
-            assert resp.status_code == 201, resp.text
-            yield host, app
-        finally:
-            app.cleanup()
+    with netns_appliance(tmp_path_factory.mktemp("home"), metadata=True, network={
+            "name": "lab", "kind": "nat", "subnet": SUBNET, "domain": DOMAIN}) as (host, app):
+        yield host, app
 
 
 def libvirt_network(host: LocalHost, name: str) -> ET.Element:

@@ -12,15 +12,18 @@ use, or of the only host, ends the run's reach, not the appliance's) and adoptio
 Checked on every case: no 5xx; on every write answered 4xx, no change of state: the
 store's rows (what the controller itself updates on its own, observed states, timestamps,
 heartbeats, events and operations, left out) are the same after the call as before it,
-taken once the controller has no operation pending or running.
+taken once the controller has no operation pending or running, and with its own work
+held for the call (Gate): what changes is the call's, or that of an operation it started
+(counted apart when that operation failed and the call answers its failure). A change
+is reported by table, row and column, with the operations and events the call recorded.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
 import sqlite3
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,8 +39,8 @@ OWN_COLUMNS = {"observed_state", "observed_reason", "state_changed", "domain_xml
 STEPS = 12
 
 
-def fingerprint(db_path: Path) -> dict[str, str]:
-    """table -> digest of its rows, less what changes by itself."""
+def fingerprint(db_path: Path) -> dict[str, dict]:
+    """table -> {rowid: its row}, less what changes by itself (compare two with changes())."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -45,11 +48,83 @@ def fingerprint(db_path: Path) -> dict[str, str]:
         out = {}
         for table in tables:
             cols = [r[1] for r in db.execute(f'PRAGMA table_info("{table}")') if r[1] not in OWN_COLUMNS]
-            rows = db.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{table}"').fetchall()
-            out[table] = hashlib.sha256(json.dumps(sorted(map(repr, rows))).encode()).hexdigest()
+            names = ", ".join(chr(34) + c + chr(34) for c in cols)
+            out[table] = {row[0]: dict(zip(cols, row[1:], strict=True))
+                          for row in db.execute(f'SELECT rowid, {names} FROM "{table}"')}
         return out
     finally:
         db.close()
+
+
+def changes(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """What differs, row by row: 'vms row 3 (name web-1): desired_state, spec', 'pools +row 2'."""
+    out = []
+    for table in sorted(set(before) | set(after)):
+        old, new = before.get(table, {}), after.get(table, {})
+        for rowid in sorted(set(old) | set(new)):
+            a, b = old.get(rowid), new.get(rowid)
+            if a == b:
+                continue
+            row = b or a or {}
+            label = f"{table} {'+' if a is None else '-' if b is None else ''}row {rowid}" + (
+                f" (name {row['name']})" if "name" in row else "")
+            if a is not None and b is not None:
+                label += ": " + ", ".join(c for c in b if a.get(c) != b[c])
+            out.append(label)
+    return out
+
+
+# What a held piece of work answers (its callers read it): none looked at, no event, not connected.
+SKIPPED = {"resync_recent": 0, "_drain_events": False, "reconnect": False}
+
+
+class Gate:
+    """Holds the controller's own work (what it does with no call: resync, lifecycle
+    events, pools, probes, host follow-ups, heartbeats, scheduled backups, claim checks)
+    while a call is checked, so that a change seen around a call is the call's or its
+    operation's. Operations still run (a call may wait for the one it started): they
+    are checked apart. A held piece of work is skipped, not queued: it runs on a later
+    pass (a fuzz case takes milliseconds)."""
+
+    HELD = (("vms", "resync"), ("vms", "resync_recent"), ("pools", "tick"), ("prober", "tick"),
+            ("backup_schedule", "tick"), ("hosts", "follow_up"), ("hosts", "sync_links"),
+            ("hosts", "reconnect"), ("", "_drain_events"), ("", "_heartbeat_if_due"), ("", "check_claims"))
+
+    def __init__(self, controller):
+        self._cond = threading.Condition()
+        self._closed = False
+        self._inside = 0
+        self.skipped = 0
+        for part, name in self.HELD:
+            obj = getattr(controller, part) if part else controller
+            setattr(obj, name, self._wrap(getattr(obj, name), SKIPPED.get(name)))
+
+    def _wrap(self, real, skipped):
+        def held(*args, **kwargs):
+            with self._cond:
+                if self._closed:
+                    self.skipped += 1
+                    return skipped
+                self._inside += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with self._cond:
+                    self._inside -= 1
+                    self._cond.notify_all()
+        return held
+
+    @contextlib.contextmanager
+    def closed(self):
+        """No controller work of its own under way or begun until the block ends."""
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._inside == 0, timeout=60)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
 
 
 def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -> dict:
@@ -80,22 +155,52 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
             time.sleep(0.02)
         return True
 
+    def since(mark: tuple[int, int]) -> tuple[list[str], list[str]]:
+        """The operations (kind: status) and events (kind by actor) recorded after `mark`."""
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            ops = [f"{k}: {st}" for k, st in db.execute(
+                "SELECT kind, status FROM operations WHERE rowid > ? ORDER BY rowid", (mark[0],))]
+            events = [f"{k} by {who}" for k, who in db.execute(
+                "SELECT kind, actor FROM events WHERE id > ? ORDER BY id", (mark[1],))]
+            return ops, events
+        finally:
+            db.close()
+
+    def mark() -> tuple[int, int]:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return (db.execute("SELECT coalesce(max(rowid), 0) FROM operations").fetchone()[0],
+                    db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        finally:
+            db.close()
+
+    gate = Gate(world.controller)
     try:
         schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", create_app(world.service, token))
         schema = schema.exclude(path_regex=EXCLUDED_PATHS)
         base_machine = schema.as_state_machine()
 
         class Machine(base_machine):  # type: ignore[misc, valid-type]
-            before: dict[str, str] | None = None
+            seen: tuple[dict, dict, tuple[int, int]] | None = None  # before, after, mark
 
             def get_call_kwargs(self, case):
                 return {"headers": {"Authorization": f"Bearer {token}"}}
 
-            def before_call(self, case):
-                self.before = None
-                if case.method.upper() != "GET":
+            def call(self, case, **kwargs):
+                """A write runs with the controller's own work held (Gate), after the
+                operations under way ended: what changes around it is its doing."""
+                self.seen = None
+                if case.method.upper() == "GET":
+                    return super().call(case, **kwargs)
+                idle()  # the operations under way end with the controller free to observe them
+                with gate.closed():
                     idle()
-                    self.before = fingerprint(db_path)
+                    before, at = fingerprint(db_path), mark()
+                    response = super().call(case, **kwargs)
+                    if 400 <= response.status_code < 500:  # what is checked (an operation it
+                        self.seen = (before, fingerprint(db_path), at)  # ran has ended then)
+                return response
 
             def validate_response(self, response, case, **kwargs):
                 counters["cases"] += 1
@@ -106,13 +211,18 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
                     stats["503 (no console broker in this harness)"] += 1  # as documented: not a fault
                 elif status >= 500:
                     failures.append(f"5xx: {label}: {response.text[:300]}")
-                elif status >= 400 and self.before is not None:
+                elif status >= 400 and self.seen is not None:
                     counters["writes_refused"] += 1
-                    after = fingerprint(db_path)
-                    changed = sorted(t for t in after if after[t] != self.before.get(t))
+                    before, after, at = self.seen
+                    changed = changes(before, after)
                     if changed:
-                        failures.append(f"changed on a 4xx: {label}: tables {changed}; body "
-                                        f"{str(case.body)[:200]}")
+                        ops, events = since(at)
+                        # a call whose operation started and then failed (its answer is that
+                        # failure) changed what the operation did before failing: counted apart
+                        failed = any(o.endswith((": failed", ": cancelled")) for o in ops)
+                        kind = "changed by a failed operation" if failed else "changed on a 4xx"
+                        failures.append(f"{kind}: {label}: {'; '.join(changed)[:400]}; operations {ops}; "
+                                        f"events {events[:8]}; body {str(case.body)[:200]}")
 
         t0 = time.monotonic()
         rounds = 0
@@ -132,6 +242,8 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
     by_status = dict(sorted(stats.items()))
     return {"cases": counters["cases"], "writes_refused": counters["writes_refused"],
             "server_errors_5xx": sum(1 for f in failures if f.startswith("5xx")),
-            "changed_on_4xx": sum(1 for f in failures if f.startswith("changed")),
+            "changed_on_4xx": sum(1 for f in failures if f.startswith("changed on")),
+            "changed_by_failed_operation": sum(1 for f in failures if f.startswith("changed by")),
+            "controller_work_held": gate.skipped,
             "failures": len(failures), "failure_examples": failures[:15], "by_status": by_status,
             "scenario_rounds": rounds, "harness_errors": dict(harness)}

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.soak.fuzz_api import fingerprint
+from tests.soak.fuzz_api import changes, fingerprint
 from tests.soak.world import VM_MEMORY, SoakWorld
 
 FREE_TEXT = {"console", "lock"}  # what any bytes may be written to (and are taken)
@@ -137,9 +137,9 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
                 failures.append(f"{result}: {label}")
         world.converge(30)
         after = fingerprint(db_path)
-        changed = sorted(t for t in after if after[t] != before.get(t))
+        changed = changes(before, after)
         if changed:
-            failures.append(f"changed on a write refused or empty ({result}): {label}: tables {changed}")
+            failures.append(f"changed on a write refused or empty ({result}): {label}: {'; '.join(changed)[:400]}")
     return {"writes": writes, "files": len(files), "file_names": sorted({p.name for p in files}),
             "errnos": dict(errnos.most_common()), "accepted": dict(accepted.most_common()),
             "mount_crashes": crashes, "failures": len(failures), "failure_examples": failures[:15]}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import libvirt
 
-from tests.appliance_process import Appliance, remove_domains, wait_for
+from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
 # cli; hlt; jmp $-1, then the boot signature: SeaBIOS boots it, the vCPU halts for good.
 BOOT_SECTOR = bytes([0xFA, 0xF4, 0xEB, 0xFD])
@@ -267,8 +267,4 @@ class SoakWorld:
         return text if not keys else f"{text}; foreign keys: {keys[:5]}"
 
     def remove_domains(self) -> None:
-        conn = libvirt.open(self.app.libvirt_uri)
-        try:
-            remove_domains([d for d in conn.listAllDomains() if d.name().startswith(self.app.prefix)])
-        finally:
-            conn.close()
+        remove_prefixed_domains(self.app.prefix, self.app.libvirt_uri)

@@ -213,3 +213,26 @@ def test_a_refused_host_add_records_no_host_key(service, monkeypatch):
     assert (service.config.ssh_dir / "known_hosts").read_text() == \
         f"[127.0.0.1]:2222 ssh-ed25519 {KEY_A}\n"
     assert [e for e in service.list_events() if e["kind"] == "host-key"]
+
+
+def test_every_key_and_certificate_is_synced_before_it_replaces_the_old(tmp_path, monkeypatch):
+    """A crash after the rename must find the whole new key, not an empty file: each file is
+    written beside, synced, then renamed (durable.replacing); a key 0600 from its first byte."""
+    import os
+
+    synced: list[int] = []
+    renamed: list[tuple[str, bool, int]] = []  # (name, synced before, mode at the rename)
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def replace(src, dst):
+        renamed.append((os.path.basename(dst), bool(synced), os.stat(src).st_mode & 0o777))
+        synced.clear()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    host_pki.issue_server(tmp_path / "pki", tmp_path / "out", ["127.0.0.1"])
+    assert sorted(renamed) == sorted([
+        ("cakey.pem", True, 0o600), ("cacert.pem", True, 0o644), ("clientkey.pem", True, 0o600),
+        ("clientcert.pem", True, 0o644), ("serverkey.pem", True, 0o600),
+        ("servercert.pem", True, 0o644), ("cacert.pem", True, 0o644)])

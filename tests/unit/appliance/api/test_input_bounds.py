@@ -271,3 +271,25 @@ def test_port_forwards_are_bounded_in_number(client, service):
         "type": "user", "port_forwards": many[:limit]}}, params={"wait": "false"})
     assert resp.status_code == 202, resp.text[:300]
     assert len(service.get_vm("web1")["spec"]["network"]["port_forwards"]) == limit
+
+
+# -- issue 17's stateful API fuzzing: a write's wait/timeout parsed after the write ----------------
+@pytest.mark.parametrize("params, field", [({"wait": "maybe"}, "wait"), ({"timeout": "-1"}, "timeout"),
+                                           ({"timeout": "soon"}, "timeout")])
+def test_a_bad_wait_or_timeout_refuses_the_write_before_it_happens(client, service, params, field):
+    """The responders read `wait` and `timeout` once the write was recorded, to wait for its
+    operation: DELETE /v1/pools/NAME?wait=maybe deleted the pool, then answered 400 (the
+    fuzzing's 'changed on a 4xx'); a create or a state change likewise."""
+    service.create_pool({"name": "p1", "replicas": 0})
+    resp = client.simulate_delete("/v1/pools/p1", params=params)
+    assert resp.status_code == 400 and field in resp.text, resp.text
+    assert [p["name"] for p in service.list_pools()] == ["p1"]
+    resp = client.simulate_post("/v1/vms", params=params, json={"name": "web1", "state": "stopped"})
+    assert resp.status_code == 400, resp.text
+    assert _names(client) == []
+    service.create_vm({"name": "web2", "state": "stopped"})
+    resp = client.simulate_put("/v1/vms/web2/state", body="running", params=params)
+    assert resp.status_code == 400, resp.text
+    assert service.get_vm("web2")["desired_state"] == "stopped"
+    # a read's wait is seconds, as before
+    assert client.simulate_get("/v1/vms/web2").status_code == 200

@@ -159,3 +159,37 @@ def test_a_shelved_vm_leaves_no_filter_and_gets_it_back(service, controller, clo
     row = service.store.get_vm("web1")
     assert row["observed_state"] == "running"
     assert accepted(cloud.host(HOSTS[row["host"]]).filters[name])[0]["dstportstart"] == "22"
+
+
+
+def test_leftover_filters_are_swept_when_a_host_reconnects(service, controller, cloud, clock):
+    """Filters of a VM whose delete was cut short (row gone, domain gone) and of a VM
+    living elsewhere (a migration source whose removal failed) go; the VM's own, one
+    whose uuid names a domain there (not ours), and filters not the appliance's stay."""
+    service.create_network(LAB)
+    made = {}
+    for name, host in (("gone", "b"), ("kept", "b"), ("moved", "local")):
+        made[name], _ = service.create_vm({"host": host, "name": name, "firewall": [SSH],
+                                           "network": {"type": "network", "name": "lab"}})
+    settle(controller, clock)
+    host, filter_of_ = cloud.host(URI_B), {k: f"vmappliance-{v['id']}" for k, v in made.items()}
+    host.filters[filter_of_["moved"]] = cloud.host(URI_A).filters[filter_of_["moved"]]
+    del host.domains[made["gone"]["id"]]  # a delete cut short after the domain went
+    service.store.delete_vm(made["gone"]["id"])
+    stranger = "0b9c2d1e-0000-4000-8000-00000000abcd"  # a domain here not in the store
+    host.domains[stranger] = host.domains[made["kept"]["id"]]
+    others = {f"vmappliance-{stranger}", "vmappliance-not-a-uuid", "clean-traffic-copy"}
+    for name in others:
+        host.filters[name] = "<filter/>"
+    settle(controller, clock)
+    assert filter_of_["gone"] in host.filters  # no sweep between its periods (600 s)
+    host.up = False
+    settle(controller, clock)
+    host.up = True
+    settle(controller, clock)  # reconnected: swept at once
+    assert set(host.filters) == {filter_of_["kept"], *others}
+    assert filter_of_["moved"] in cloud.host(URI_A).filters
+    assert sorted(e["message"] for e in service.store.list_events()
+                  if e["kind"] == "orphan-filter-removed") == sorted([
+        f"removed network filter {filter_of_['gone']} from host b: its VM is gone",
+        f"removed network filter {filter_of_['moved']} from host b: its VM is on local"])
