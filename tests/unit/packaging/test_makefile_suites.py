@@ -3,7 +3,7 @@ that names them (SUITES_BUT_UNIT): pytest's --ignore does not drop a testpaths e
 so a suite added to pyproject.toml's testpaths and not to the Makefile would never run
 in CI, and naming tests/unit there would run the unit tests twice. UNIT_SERIAL: unit
 tests kept out of the two-process run (schemathesis gives every API operation's test the
-same node id, and pytest-xdist runs such items once) and run in the second one."""
+same node id, and pytest-xdist runs such items once) and run in the second one. Then bench-quick and soak-quick, scale's section beside the soak."""
 from __future__ import annotations
 
 import re
@@ -30,3 +30,16 @@ def test_the_conformance_tests_run_in_one_process_and_only_once():
     recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
     assert "-n 2 --dist loadfile tests/unit --ignore=$(UNIT_SERIAL)" in recipe
     assert '-m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT)' in recipe
+
+
+def test_make_test_runs_every_bench_section_and_the_soak():
+    """bench-quick's sections but scale one at a time, then scale's quick form beside soak-quick
+    (make -j2: its exit status is either's failure); together, every section and the soak."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
+    assert "$(VENV)/bin/python -m tests.bench.run --quick --no-write --skip scale" in recipe
+    assert re.search(r"^\t\$\(MAKE\) -j2 [^\n]*\bscale-quick soak-quick$", recipe, re.MULTILINE), recipe
+    scale = makefile.split("\nscale-quick: ", 1)[1].split("\n\n", 1)[0]
+    assert "-m tests.bench.run --quick --only scale --no-write" in scale
+    soak = makefile.split("\nsoak-quick: ", 1)[1].split("\n\n", 1)[0]
+    assert "-m tests.soak.run --quick --no-write" in soak
