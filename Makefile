@@ -61,6 +61,11 @@ SUITES_BUT_UNIT := tests/fs tests/exporter tests/monitoring tests/integration te
 # Unit tests that run in one process: schemathesis makes one test item per API operation, all
 # with the same node id, and pytest-xdist runs such items once (1 of ~100 operations).
 UNIT_SERIAL := tests/unit/appliance/api/test_openapi_conformance.py
+# tests/fs's files on libvirt's test driver (a mount in a child process each, no libvirtd, no
+# guest: CPU only) run with the unit tests on both CPUs, not one at a time with the suites on
+# real guests; those marked integration (a real serve and TCG guests) stay there.
+FS_REAL_SERVE := tests/fs/test_fs_integration.py
+FS_ON_TEST_DRIVER := $(filter-out $(FS_REAL_SERVE),$(wildcard tests/fs/test_*.py))
 
 # The unit tests (no libvirtd, CPU only) run on both CPUs, a test file per worker
 # (pytest-xdist, --dist loadfile: a file's module fixtures stay in one process); the
@@ -74,8 +79,8 @@ UNIT_SERIAL := tests/unit/appliance/api/test_openapi_conformance.py
 # convergence): ~2.5 min less than one after the other (ci2: 262 s + 70 s; side by side
 # ~150 s and ~165 s).
 test: setup lint
-	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" -n 2 --dist loadfile tests/unit --ignore=$(UNIT_SERIAL) $(PYTEST_ARGS)
-	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT) $(PYTEST_ARGS)
+	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" -n 2 --dist loadfile tests/unit $(FS_ON_TEST_DRIVER) --ignore=$(UNIT_SERIAL) $(PYTEST_ARGS)
+	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT) $(addprefix --ignore=,$(FS_ON_TEST_DRIVER)) $(PYTEST_ARGS)
 	$(MAKE) -j2 --output-sync=target bench-quick-guests bench-quick-cpu-then-soak
 
 # make test's two last jobs: bench-quick and soak-quick between them. The second runs
