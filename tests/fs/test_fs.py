@@ -437,6 +437,7 @@ def test_concurrent_writers_on_one_vm(mount):
 def test_reads_are_served_while_a_write_waits(tmp_path):
     """No controller: a write waits for its operation, and meanwhile the mount serves everyone else."""
     m = Mount(tmp_path, controller=False)
+    writer = None
     try:
         m.start()
         m.service.create_vm({"name": "web1", "state": "stopped"})
@@ -446,9 +447,12 @@ def test_reads_are_served_while_a_write_waits(tmp_path):
         assert m.sh("cat vms/web1/cpus && ls vms").stdout == "2\nweb1\n"
         assert time.monotonic() - started < 1.0
         assert writer.poll() is None  # still waiting for the controller that is not there
-        stop_process(writer)
     finally:
+        # The mount first: a signal does not end a request the mount holds (the writer would sit
+        # until the mount's own wait gives up, ~20 s); its stop ends it ("connection abort").
         m.stop()
+        if writer is not None:
+            stop_process(writer)
 
 
 # -- the errno table and the boundary ---------------------------------------------------------------

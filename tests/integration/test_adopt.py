@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from appliance.virt import images
-from tests.appliance_process import DEMO_IMAGE, LIBVIRT_URI, ROOT, Appliance, remove_domains
+from tests.appliance_process import DEMO_IMAGE, LIBVIRT_URI, READY_LINE, ROOT, Appliance, remove_domains
 from tests.unit.appliance.test_kubevirt_export import VALIDATOR
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,9 @@ def test_a_domain_adopted_in_place_is_started_and_stopped_by_the_appliance(world
     assert resp.status_code == 201, resp.text
     vm = resp.json()["vm"]
     assert vm["id"] == uuid and vm["spec"]["memory"] == 256 and vm["spec"]["cpus"] == 1
-    app.wait_console("legacy", "vm-appliance demo guest: booted", timeout=BOOT_TIMEOUT)
+    # ready, not just booted: acpid runs by then, so the stop below is a graceful one (pressed
+    # before, the power button is lost and the stop waits out the 30 s grace period)
+    app.wait_console("legacy", READY_LINE, timeout=BOOT_TIMEOUT)
     # The same libvirt domain (its UUID), renamed to the appliance's name and redefined.
     dom = conn.lookupByUUIDString(uuid)
     assert dom.name() == app.prefix + "legacy" and dom.isActive()
