@@ -167,3 +167,21 @@ def test_a_rerun_of_a_migration_recorded_before_the_crash_ends_at_once(service, 
     assert clock() - started < 5
     assert service.store.get_vm_by_id(row["id"])["host"] == other
     assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_a_migration_whose_target_is_not_connected_yet_waits_for_it(service, controller, cloud, clock):
+    """Found by `make soak` (kill-serve with migrations): a migration re-run right after a
+    restart, before the controller had connected to its target again, failed with "host
+    h2 is unreachable" (a 500 to its caller); only the source was waited for."""
+    row, home, other = running_vm(service, controller, clock)
+    op = service.migrate_vm("web1", other)  # the store still says the target is up
+    cloud.host(HOSTS[other]).up = False  # as after a restart: its link not connected yet
+    controller.ctx.links.get(other).driver.disconnect()
+    assert not controller.ctx.links.get(other).connected
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "pending"  # not failed: waiting
+    cloud.host(HOSTS[other]).up = True
+    settle(controller, clock, passes=3)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert cloud.where(row["id"]) == [HOSTS[other]]
