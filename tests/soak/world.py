@@ -22,7 +22,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
 
 from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
