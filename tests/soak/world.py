@@ -22,7 +22,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
 # cli; hlt; jmp $-1, then the boot signature: SeaBIOS boots it, the vCPU halts for good.
