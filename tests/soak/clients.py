@@ -86,8 +86,11 @@ class Images:
 
 class Client(threading.Thread):
     def __init__(self, cid: int, slots: int, world, go: threading.Event, seed: int, mount: bool,
-                 tag: str = "c"):
+                 tag: str = "c", migrate_paused: bool = True):
         super().__init__(name=f"soak-client-{cid}", daemon=True)
+        # False: no paused VM is moved (the short run's choice while the open QEMU 7.2 fault of
+        # tests/soak/notes.md, a paused arrival killed by its next migration, is not fixed)
+        self.migrate_paused = migrate_paused
         self.cid, self.world, self.go, self.mount = cid, world, go, mount
         self.rng = random.Random(seed)
         self.slots = [Slot() for _ in range(slots)]
@@ -136,7 +139,8 @@ class Client(threading.Thread):
             op = ("rename", self.fresh_name())
         elif roll < 0.75:
             op = ("snapshot", f"s{self.fresh_name()}")
-        elif roll < 0.9 and len(hosts := getattr(self.world, "hosts", ())) > 1:
+        elif roll < 0.9 and len(hosts := getattr(self.world, "hosts", ())) > 1 and \
+                (self.migrate_paused or slot.desired != "paused"):
             op = ("host", self.rng.choice([h for h in hosts if h != slot.host]))
         else:
             op = ("delete",)

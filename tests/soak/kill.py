@@ -46,8 +46,9 @@ def pause(clients: list[Client], go: threading.Event, timeout: float = 120) -> N
 
 def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots: int = 3,
               gap: tuple[float, float] = (0.5, 3.0), converge_timeout: float = 90, seed: int = 17,
-              budget: float = 1800) -> dict:
-    """`kills` rounds against `target` (one of TARGETS), at most `budget` seconds."""
+              budget: float = 1800, migrate_paused: bool = True) -> dict:
+    """`kills` rounds against `target` (one of TARGETS), at most `budget` seconds.
+    migrate_paused: the clients move paused VMs too (see Client)."""
     if target not in TARGETS:
         raise ValueError(f"target: one of {TARGETS}")
     rng = random.Random(seed)
@@ -56,8 +57,8 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
     world.delete_all_vms()  # a part starts from none: its clients' ledger covers every VM
     delete_images(world, f"i{target[0]}")
     add_second_host(world)
-    crowd = [Client(i, slots, world, go, seed * 100 + i, mount=(i == clients - 1), tag=target[0])
-             for i in range(clients)]
+    crowd = [Client(i, slots, world, go, seed * 100 + i, mount=(i == clients - 1), tag=target[0],
+                    migrate_paused=migrate_paused) for i in range(clients)]
     for client in crowd:
         client.start()
     t_start = time.monotonic()
