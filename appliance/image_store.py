@@ -11,12 +11,14 @@ every base image has one format for the overlays and host uploads that follow.
 Space is bounded: an image (as sent, and as converted) may not exceed
 `max_image_bytes`, and nothing is written when the disk under HOME/images
 would not keep FREE_SPACE_RESERVE free. Half-written files are named
-`.upload-*` and removed on failure, and at start (remove_stale_uploads).
+`.upload-NAME-PID-*` and removed on failure, at start (remove_stale_uploads), and when
+the process writing one dies (remove_uploads_of: a gunicorn worker, the mount).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import time
 import uuid
@@ -67,6 +69,26 @@ def remove_stale_uploads(config: Config) -> list[Path]:
             removed.append(Path(entry.path))
     if removed:
         log.info("removed %d unfinished image upload(s) from %s", len(removed), config.images_dir)
+    return removed
+
+
+def remove_uploads_of(images_dir: Path, pid: int) -> list[Path]:
+    """Remove the `.upload-NAME-PID-*` files of a process that died while writing them
+    (a SIGKILLed gunicorn worker in the middle of an upload, the mount in the middle of a
+    `cp`): left until the next start otherwise (found by `make soak`'s kill-worker)."""
+    mine = re.compile(rf"-{int(pid)}-[0-9a-f]{{32}}$")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(images_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(UPLOAD_PREFIX) and mine.search(entry.name) \
+                and not entry.is_dir(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d unfinished image upload(s) of pid %d", len(removed), pid)
     return removed
 
 
@@ -188,7 +210,8 @@ class ImageStore:
     def _tmp(self, name: str) -> Path:
         specs.validate_name(name, "name")
         self._refuse_taken(name)
-        return self.config.images_dir / f"{UPLOAD_PREFIX}{name}-{uuid.uuid4().hex}"
+        # the writer's pid in the name: remove_uploads_of finds a dead writer's files
+        return self.config.images_dir / f"{UPLOAD_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex}"
 
     def _refuse_taken(self, name: str) -> None:
         if self.store.image_exists(name):

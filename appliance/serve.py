@@ -29,7 +29,7 @@ from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
 from appliance.forked import ForkedChild, limit_malloc_arenas
 from appliance.forked import fork_child as forked_child
-from appliance.image_store import remove_stale_uploads
+from appliance.image_store import remove_stale_uploads, remove_uploads_of
 from appliance.service import Service
 from appliance.store import Store
 from appliance.store.base import INSTANCE_ID_KEY
@@ -251,6 +251,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
         for name, proc in list(running.items()):
             if proc.poll() is not None and not stopping.is_set():
                 log.warning("%s exited with %s; restarting", name, proc.returncode)
+                remove_uploads_of(config.images_dir, proc.pid)  # the mount's cut `cp` files
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - restarts.get(name, 0.0))))
                 restarts[name] = time.monotonic()
                 running[name] = children[name]()

@@ -30,6 +30,21 @@ def on_starting(server: Any) -> None:
     preload(server.app.app_uri)
 
 
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker gone (SIGKILLed, or out of memory) in the middle of an upload leaves its
+    `.upload-*` file: removed here, in the master (appliance/image_store.py)."""
+    import os
+
+    from appliance.config import Config
+    from appliance.image_store import remove_uploads_of
+
+    try:
+        config = Config.load(os.environ.get("VMAPP_HOME", ".appliance"))
+        remove_uploads_of(config.images_dir, worker.pid)
+    except Exception:  # noqa: BLE001 - a cleanup; the next start removes what is left
+        server.log.exception("removing the uploads of worker %s", worker.pid)
+
+
 def pre_fork(server: Any, worker: Any) -> None:
     gc.collect()
     gc.freeze()

@@ -38,6 +38,7 @@ class HostLink:
         self.down_since: float | None = None
         self.next_evacuation = 0.0
         self.connecting = False  # a connect is under way in the connector pool
+        self.added: float | None = None  # the host row's `created`: which row this link is for
 
     @property
     def uri(self) -> str:
@@ -60,16 +61,21 @@ class Links:
         self._links: dict[str, HostLink] = {}
         self._lock = threading.Lock()
 
-    def sync(self, wanted: dict[str, str]) -> None:
-        """Connect to added hosts (name -> uri), drop removed or re-addressed ones."""
+    def sync(self, wanted: dict[str, str], added: dict[str, float | None] | None = None) -> None:
+        """Connect to added hosts (name -> uri), drop removed or re-addressed ones, and
+        those removed and added again since the last sync (added: name -> the row's
+        `created`): a new row gets a link, and so a first connection attempt, of its own."""
+        added = added or {}
         with self._lock:
             for name in list(self._links):
-                if name not in wanted or wanted[name] != self._links[name].uri:
+                link = self._links[name]
+                if name not in wanted or wanted[name] != link.uri or added.get(name) != link.added:
                     self._links.pop(name).driver.disconnect()
             for name, uri in wanted.items():
                 if name not in self._links:
                     driver = self._make_driver(name, uri, self._events_of(name))
                     self._links[name] = HostLink(name, driver)
+                    self._links[name].added = added.get(name)
 
     def _events_of(self, host: str) -> EventCallback:
         """The driver's event callback for one host: the controller's, with the host named."""

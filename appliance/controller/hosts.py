@@ -57,8 +57,11 @@ class HostMonitor:
             store.set_meta("local-host-registered", "1")
 
     def sync_links(self) -> None:
-        """Follow the hosts table: connect to added hosts, drop removed ones."""
-        self.ctx.links.sync({h["name"]: h["uri"] for h in self.ctx.store.list_hosts()})
+        """Follow the hosts table: connect to added hosts, drop removed ones (and those
+        removed and added again: a link is for one row, told by its `created`)."""
+        hosts = self.ctx.store.list_hosts()
+        self.ctx.links.sync({h["name"]: h["uri"] for h in hosts},
+                            {h["name"]: h.get("created") for h in hosts})
         self.cluster_cpu.recompute()  # a host removed: a new baseline (cheap when unchanged)
 
     def due_connects(self, now: float) -> list[HostLink]:

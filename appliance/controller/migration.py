@@ -209,11 +209,56 @@ class Migrations:
         return {"migrate": self.migrate, "move": self.move}
 
     def migrate(self, op: dict, row: dict) -> None:
+        if self._recorded(op, row):
+            return
         LiveMigration(self.ctx, self.files, op, row).execute()
+
+    def _recorded(self, op: dict, row: dict) -> bool:
+        """A re-run of a move or migration whose result was recorded before a crash
+        (the VM's host is the target already: found by `make soak`, serve SIGKILLed
+        between the record and the operation's end). Running it again would take the
+        target for the source: a move undefined the VM's only domain, a migration
+        waited 600 s for itself. Only the source's side may be left: finished here."""
+        target = op["params"]["target"]
+        if row["host"] != target:
+            return False
+        origin = op["params"].get("source")
+        source = self.ctx.links.get(origin) if origin and origin != target else None
+        dest = self.ctx.links.connected(target)
+        if op["kind"] == "move":
+            self.files.ensure_defined(row, host=target)
+        else:
+            guest = dest.lookup(row["id"])
+            if guest is not None:
+                self.files.snapshot_metadata.restore(guest, row["id"])
+                if guest.is_active():
+                    guest.apply_port_forwards(port_forwards(row))
+        if source is not None:
+            self._forget_source(row, source, target, op["kind"] == "move")
+        log.info("%s of %s to %s was recorded before a restart; finished its source's side",
+                 op["kind"], row["name"], target)
+        return True
+
+    def _forget_source(self, row: dict, source: HostLink, target: str, undefine: bool) -> None:
+        """What a move or migration leaves on its source once the VM is recorded on
+        the target: disks copied away, the (stopped) definition, address, filter."""
+        if self.files.storage_of(source.name) != self.files.storage_of(target):
+            self.files.drop_copy(row, source)
+        if not source.connected:
+            return  # resync removes what is left there when it is back
+        old = source.lookup(row["id"]) if undefine else None
+        if old is not None and not old.is_active():
+            self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
+            old.undefine()
+        if undefine:
+            source.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
+        firewall.remove(source.driver, row, quiet=True)
 
     def move(self, op: dict, row: dict) -> None:
         """Offline move of a stopped VM: define it on the target, then forget it on
         the source (or let resync remove that copy when the source is unreachable)."""
+        if self._recorded(op, row):
+            return
         target = op["params"]["target"]
         source = self.ctx.links.get(row["host"])
         source_up = source is not None and source.connected
@@ -231,12 +276,5 @@ class Migrations:
             self.ctx.store.update_vm(row["id"], bump=False, host=target)
             self.ctx.store.add_event("migrated", f"moved (stopped) from {row['host']} to {target}"
                                      + (" (disks copied)" if copy else ""), row, op["id"])
-        if copy:
-            self.files.drop_copy(row, source)
-        if source is not None and source_up:
-            old = source.lookup(row["id"])
-            if old is not None and not old.is_active():
-                self.files.snapshot_metadata.detach(old, row["id"])  # else libvirt refuses
-                old.undefine()
-            source.driver.release_address(self.ctx.store, networks.resolved(self.ctx.store, row))
-            firewall.remove(source.driver, row, quiet=True)
+        if source is not None:
+            self._forget_source(row, source, target, undefine=True)

@@ -69,11 +69,21 @@ class OperationRunner:
         row = self.ctx.store.get_vm_by_id(op["vm_id"])
         if row is None:
             return True  # execute() records the failure
-        moves = op["kind"] in ("move", "unshelve")  # an unshelve needs its target
-        needed = (op["params"].get("target") or row["host"]) if moves else row["host"]
-        link = self.ctx.links.get(needed)
         # an unknown host fails in the handler, with the reason
-        return link is None or link.connected
+        return all(link is None or link.connected for link in self._links_needed(op, row))
+
+    def _links_needed(self, op: dict, row: dict) -> list:
+        """The links of the hosts an operation needs: the VM's; a move's or unshelve's
+        target instead; a live migration's source and target both (`make soak`: one
+        re-run after a restart, before the target was connected again, failed)."""
+        target = op["params"].get("target")
+        if op["kind"] in ("move", "unshelve"):
+            hosts = [target or row["host"]]
+        elif op["kind"] == "migrate" and target:
+            hosts = [row["host"], target]
+        else:
+            hosts = [row["host"]]
+        return [self.ctx.links.get(host) for host in hosts]
 
     def dispatch(self) -> None:
         claimed = set()
@@ -150,10 +160,13 @@ class OperationRunner:
         delete's VM left "deleting" for good."""
         requeued = int(op["params"].get("requeued", 0))
         row = self.ctx.store.get_vm_by_id(op["vm_id"])
-        link = self.ctx.links.get(row["host"]) if row is not None else None
+        hosts = [row["host"], op["params"].get("target")] if row is not None else []
+        lost = [link for link in map(self.ctx.links.get, hosts)  # the VM's host, or a target's
+                if link is not None and not link.connected]
         if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
-                or link is None or link.connected or self.ctx.op_cancelled(op)):
+                or not lost or self.ctx.op_cancelled(op)):
             return False
+        link = lost[0]
         log.warning("operation %s %s on %s: the connection to %s broke (%s); it runs again "
                     "when the host answers", op["id"], op["kind"], op["vm_name"], link.name, err)
         self.ctx.store.update_operation(op["id"], status="pending",

@@ -8,6 +8,12 @@ acknowledged and must be visible after any kill; one answered 4xx or refused wit
 an errno changed nothing; one whose answer was lost (the process answering it was
 killed: a reset connection, ENOTCONN) is pending, and may or may not have happened,
 and the client leaves that VM alone until the next check settles it.
+
+With two hosts (the soak's world has "local" and "h2") a VM is also moved between
+them: PUT /v1/vms/NAME/host, or a write to vms/NAME/host in the mount (live when it
+runs, cold when stopped); the ledger holds where an acknowledged move left it. And
+each client uploads images (PUT /v1/images/NAME, or `cp` into images/ in the mount)
+and deletes them: an acknowledged upload is there after any kill, a deleted one gone.
 """
 from __future__ import annotations
 
@@ -38,13 +44,15 @@ class Slot:
     desired: str | None = None
     snapshots: set[str] = field(default_factory=set)
     pending: tuple | None = None  # the operation whose answer was lost
+    host: str | None = None  # where it is placed (None: not known yet, as after a mount mkdir)
 
     def after(self) -> "Slot":
         """What the slot is if its pending operation happened."""
         kind, *args = self.pending or ("none",)
-        new = Slot(self.exists, self.name, self.vm_id, self.desired, set(self.snapshots))
+        new = Slot(self.exists, self.name, self.vm_id, self.desired, set(self.snapshots), host=self.host)
         if kind == "create":
             new.exists, new.name, new.desired, new.vm_id, new.snapshots = True, args[0], args[1], None, set()
+            new.host = None
         elif kind == "state":
             new.desired = args[0]
         elif kind == "rename":
@@ -53,6 +61,8 @@ class Slot:
             new.exists, new.snapshots = False, set()
         elif kind == "snapshot":
             new.snapshots.add(args[0])
+        elif kind == "host":
+            new.host = args[0]
         return new
 
 
@@ -65,10 +75,22 @@ class Tally:
     anomalies: list[str] = field(default_factory=list)  # a VM the ledger has answered as missing
 
 
+@dataclass
+class Images:
+    """A client's uploaded images: those acknowledged, and the one upload or delete
+    whose answer was lost (either outcome is fine until the next check)."""
+    prefix: str
+    present: set[str] = field(default_factory=set)
+    pending: tuple[str, str] | None = None  # ("upload" | "delete", name)
+
+
 class Client(threading.Thread):
     def __init__(self, cid: int, slots: int, world, go: threading.Event, seed: int, mount: bool,
-                 tag: str = "c"):
+                 tag: str = "c", migrate_paused: bool = True):
         super().__init__(name=f"soak-client-{cid}", daemon=True)
+        # False: no paused VM is moved (the short run's choice while the open QEMU 7.2 fault of
+        # tests/soak/notes.md, a paused arrival killed by its next migration, is not fixed)
+        self.migrate_paused = migrate_paused
         self.cid, self.world, self.go, self.mount = cid, world, go, mount
         self.rng = random.Random(seed)
         self.slots = [Slot() for _ in range(slots)]
@@ -78,6 +100,7 @@ class Client(threading.Thread):
         self.counter = 0
         self.tag = tag  # names: TAG CID-N, unique in a run
         self.http = requests.Session()
+        self.images = Images(f"i{tag}{cid}-")
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -102,6 +125,9 @@ class Client(threading.Thread):
             return
         slot = self.rng.choice(free)
         via_mount = self.mount and self.rng.random() < 0.5
+        if self.images.pending is None and self.rng.random() < 0.1:
+            self.image_step(via_mount)
+            return
         if not slot.exists:
             self.act(slot, ("create", self.fresh_name(), self.rng.choice(("running", "stopped"))), via_mount)
             return
@@ -111,11 +137,39 @@ class Client(threading.Thread):
             op: tuple = ("state", STATE_VERBS[verb], verb)
         elif roll < 0.65:
             op = ("rename", self.fresh_name())
-        elif roll < 0.8:
+        elif roll < 0.75:
             op = ("snapshot", f"s{self.fresh_name()}")
+        elif roll < 0.9 and len(hosts := getattr(self.world, "hosts", ())) > 1 and \
+                (self.migrate_paused or slot.desired != "paused"):
+            op = ("host", self.rng.choice([h for h in hosts if h != slot.host]))
         else:
             op = ("delete",)
         self.act(slot, op, via_mount)
+
+    def image_step(self, via_mount: bool) -> None:
+        """Upload a new image (at most three of a client's at once) or delete one."""
+        imgs = self.images
+        if len(imgs.present) >= 3 or (imgs.present and self.rng.random() < 0.4):
+            op: tuple = ("delete-image", self.rng.choice(sorted(imgs.present)))
+        else:
+            self.counter += 1
+            op = ("upload", f"{imgs.prefix}{self.counter}")
+        outcome, detail = (self._mount if via_mount else self._rest)(None, op)
+        key = f"{op[0]} ({'mount' if via_mount else 'rest'})"
+        if outcome == "acked":
+            self.tally.acked[key] += 1
+            (imgs.present.add if op[0] == "upload" else imgs.present.discard)(op[1])
+        elif outcome == "refused":
+            self.tally.refused[f"{key} {detail}"] += 1
+            if detail in ("connection refused", "no mount"):
+                time.sleep(0.2)
+            if detail in (404, "ENOENT") and op[0] == "delete-image":
+                self.tally.anomalies.append(f"{key} of {op[1]}: {detail}, the ledger has it")
+        else:
+            if outcome == "5xx":
+                self.tally.server_errors.append(f"{key} of {op[1]}: {detail}")
+            self.tally.lost_answers[key] += 1
+            imgs.pending = ("upload" if op[0] == "upload" else "delete", op[1])
 
     # -- one operation -------------------------------------------------------------------------
     def act(self, slot: Slot, op: tuple, via_mount: bool) -> None:
@@ -130,7 +184,7 @@ class Client(threading.Thread):
             self.tally.acked[key] += 1
             new = slot.after()
             if kind == "create" and isinstance(detail, dict):
-                new.vm_id = detail.get("id")
+                new.vm_id, new.host = detail.get("id"), detail.get("host")
             self.slots[self.slots.index(slot)] = new
             return
         if outcome == "refused":
@@ -159,6 +213,14 @@ class Client(threading.Thread):
                 resp = self.http.patch(f"{url}/{slot.name}", json={"name": op[1]}, timeout=90)
             elif kind == "snapshot":
                 resp = self.http.post(f"{url}/{slot.name}/snapshots", json={"name": op[1]}, timeout=90)
+            elif kind == "host":
+                resp = self.http.put(f"{url}/{slot.name}/host", data=op[1], timeout=90,
+                                     headers={"Content-Type": "text/plain"})
+            elif kind == "upload":
+                resp = self.http.put(f"{app.url}/v1/images/{op[1]}", data=self.world.image_bytes, timeout=90,
+                                     headers={"Content-Type": "application/octet-stream"})
+            elif kind == "delete-image":
+                resp = self.http.delete(f"{app.url}/v1/images/{op[1]}", timeout=90)
             else:
                 resp = self.http.delete(f"{url}/{slot.name}", params={"force": "true"}, timeout=90)
         except requests.exceptions.ConnectionError as err:
@@ -168,8 +230,8 @@ class Client(threading.Thread):
             return "lost", str(err)[:100]
         except requests.exceptions.RequestException as err:
             return "lost", str(err)[:100]
-        if resp.status_code == 202 and kind == "snapshot":
-            return "lost", "202: still being taken"  # may yet fail and go: the next check settles it
+        if resp.status_code == 202 and kind in ("snapshot", "host"):
+            return "lost", "202: still under way"  # may yet fail and go: the next check settles it
         if resp.status_code < 300:
             return "acked", resp.json() if resp.content else None
         if resp.status_code >= 500:
@@ -184,13 +246,21 @@ class Client(threading.Thread):
         try:
             if kind == "create":
                 os.mkdir(mnt / "vms" / op[1])
-            elif kind == "state":  # one write(2), as `echo VERB > state` (Python's file object
-                # writes again at close after an error: a second apply, a second answer)
-                fd = os.open(mnt / "vms" / slot.name / "state", os.O_WRONLY | os.O_TRUNC)
+            elif kind in ("state", "host"):  # one write(2), as `echo VERB > state` (Python's file
+                # object writes again at close after an error: a second apply, a second answer)
+                fd = os.open(mnt / "vms" / slot.name / kind, os.O_WRONLY | os.O_TRUNC)
                 try:
-                    os.write(fd, op[2].encode() + b"\n")
+                    os.write(fd, op[-1].encode() + b"\n")
                 finally:
                     os.close(fd)
+            elif kind == "upload":  # `cp FILE images/NAME.img`: the answer comes with close()
+                fd = os.open(mnt / "images" / f"{op[1]}.img", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, self.world.image_bytes)
+                finally:
+                    os.close(fd)
+            elif kind == "delete-image":
+                os.unlink(mnt / "images" / f"{op[1]}.json")
             elif kind == "rename":
                 os.rename(mnt / "vms" / slot.name, mnt / "vms" / op[1])
             elif kind == "snapshot":
@@ -221,7 +291,8 @@ def check_ledger(clients: list[Client], vms: list[dict], snapshots_of) -> dict[s
             seen = Slot()
             if vm is not None:
                 claimed.add(vm["id"])
-                seen = Slot(True, vm["name"], vm["id"], vm["desired_state"], set(snapshots_of(vm["name"])))
+                seen = Slot(True, vm["name"], vm["id"], vm["desired_state"], set(snapshots_of(vm["name"])),
+                            host=vm.get("host"))
             if not any(_matches(c, seen) for c in choices):
                 label = f"client {client.cid} slot {i}: expected {_show(choices)}, saw {_show([seen])}"
                 if any(c.exists for c in choices) and not seen.exists and not slot.pending:
@@ -233,14 +304,39 @@ def check_ledger(clients: list[Client], vms: list[dict], snapshots_of) -> dict[s
     return {k: v for k, v in found.items() if v}
 
 
+def check_images(clients: list[Client], names: list[str]) -> dict[str, list[str]]:
+    """Every client's images against the image names seen after the kill (as check_ledger
+    for VMs): an acknowledged upload must be there, an acknowledged delete gone; an image
+    of the soak that no client accounts for is unexpected."""
+    seen = set(names)
+    found: dict[str, list[str]] = {"lost images": [], "unexpected images": []}
+    claimed: set[str] = set()
+    for client in clients:
+        imgs = client.images
+        pending = imgs.pending[1] if imgs.pending else None
+        for name in imgs.present - {pending}:
+            if name not in seen:
+                found["lost images"].append(f"client {client.cid}: {name}")
+        mine = {n for n in seen if n.startswith(imgs.prefix)}
+        for name in mine - imgs.present - {pending}:  # deleted (acknowledged), or never uploaded
+            found["unexpected images"].append(f"client {client.cid}: {name}")
+        claimed |= mine
+        imgs.present, imgs.pending = mine, None
+    ours = tuple({f"i{c.tag}" for c in clients})  # this part's images (clients' tags)
+    found["unexpected images"] += sorted(n for n in seen - claimed if n.startswith(ours))
+    return {k: v for k, v in found.items() if v}
+
+
 def _matches(want: Slot, seen: Slot) -> bool:
     if want.exists != seen.exists:
         return False
     if not want.exists:
         return True
     return (want.name == seen.name and want.desired == seen.desired
-            and want.snapshots <= seen.snapshots and (want.vm_id in (None, seen.vm_id)))
+            and want.snapshots <= seen.snapshots and (want.vm_id in (None, seen.vm_id))
+            and want.host in (None, seen.host))
 
 
 def _show(slots: list[Slot]) -> str:
-    return " or ".join(f"{s.name}/{s.desired}/{sorted(s.snapshots)}" if s.exists else "absent" for s in slots)
+    return " or ".join(f"{s.name}/{s.desired}/{sorted(s.snapshots)}@{s.host or '?'}" if s.exists else "absent"
+                       for s in slots)

@@ -22,8 +22,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
-
 from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
 # cli; hlt; jmp $-1, then the boot signature: SeaBIOS boots it, the vCPU halts for good.
@@ -60,13 +58,16 @@ def mounts_at(point: Path) -> int:
 
 
 class SoakWorld:
-    def __init__(self, base: Path, local_host=None):
+    def __init__(self, base: Path, local_host=None, second_host=None):
         """local_host: a tests.local_hosts.LocalHost (up) whose private libvirtd the
-        appliance uses instead of the machine's, so that it can be killed."""
+        appliance uses instead of the machine's, so that it can be killed. second_host:
+        another (up), added as host "h2" by add_second_host (tests/soak/migrations.py)."""
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         image = make_blank_image(base / "blank.img")
-        self.local_host = local_host
+        self.image_bytes = image.read_bytes()  # what the clients upload as images
+        self.local_host, self.second_host = local_host, second_host
+        self.hosts = ["local"]  # the appliance's hosts: "h2" too once added
         uri = {"libvirt_uri": local_host.uri} if local_host is not None else {}
         self.app = Appliance(base / "home", demo_image=image, **uri)
         self.mnt = self.app.home / "mnt"
@@ -221,13 +222,9 @@ class SoakWorld:
         ids = {vm["id"] for vm in vms}
         names = {self.app.prefix + vm["name"] for vm in vms}
         found: dict[str, list[str]] = {}
-        conn = libvirt.open(self.app.libvirt_uri)
-        try:
-            domains = [d for d in conn.listAllDomains() if d.name().startswith(self.app.prefix)]
-            found["domains"] = sorted(d.name() for d in domains if d.name() not in names)
-            found["missing domains"] = sorted(names - {d.name() for d in domains})
-        finally:
-            conn.close()
+        from tests.soak.migrations import domain_orphans  # with two hosts: on each, and once
+
+        found.update(domain_orphans(self, vms, names))
         vm_dirs = [p for p in (home / "vms").iterdir()] if (home / "vms").is_dir() else []
         found["vm dirs (disks, seed ISO)"] = sorted(p.name for p in vm_dirs if p.name not in ids)
         found["stray files in vm dirs"] = sorted(
@@ -240,6 +237,8 @@ class SoakWorld:
         found["image files"] = sorted(p.name for p in image_dir.iterdir()
                                       if p.is_file() and not p.name.startswith(".upload-")
                                       and p.name not in image_files)
+        found["half images (no file)"] = sorted(i["name"] for i in images
+                                                if i.get("path") and not Path(i["path"]).is_file())
         found["dhcp reservations"] = self._dhcp_orphans(ids)
         found["guests running twice"] = self.guests_twice()
         count = mounts_at(self.mnt)

@@ -207,3 +207,17 @@ def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it
     settle(controller, clock, passes=2)
     assert service.store.get_operation(op["id"])["status"] == "succeeded"
     assert cloud.where(row["id"]) == []
+
+
+def test_a_host_removed_and_added_again_between_two_passes_gets_its_first_attempt(service, controller, clock):
+    """Found by `make soak` (host h2 taken out after one kill part and added again for the
+    next): the controller, which had not seen the removal yet, kept its link to the old
+    row (same name, same URI) and made no connection attempt for the new one: the new
+    row stayed `connecting` for good, and POST /v1/hosts waited its whole bound."""
+    service.delete_host("b")
+    clock.advance(1.0)
+    service.add_host({"name": "b", "uri": URI_B, "storage": "san1"})
+    assert service.get_host("b")["connecting"]
+    settle(controller, clock, passes=1)
+    host = service.get_host("b")
+    assert not host["connecting"] and host["up"]

@@ -126,3 +126,62 @@ def test_a_stopped_vm_moves_offline_and_leaves_no_copy(service, controller, clou
     assert service.store.get_operation(op["id"])["status"] == "succeeded"
     assert service.store.get_vm_by_id(row["id"])["host"] == other
     assert row["id"] not in cloud.host(HOSTS[home]).domains and row["id"] in cloud.host(HOSTS[other]).domains
+
+
+def recorded_before_the_crash(service, row, target):
+    """A move or migrate operation the controller had claimed, and whose result (the VM
+    on the target) it had recorded, when it died: the operation is still running."""
+    op = interrupted_migration(service, row, target)
+    service.store.update_vm(row["id"], bump=False, host=target)
+    return op
+
+
+def test_a_rerun_of_a_move_recorded_before_the_crash_keeps_the_vms_domain(service, controller, cloud, clock):
+    """Found by `make soak` (serve SIGKILLed during a move): the re-run took the target
+    for the source, defined the VM there and then undefined it: no domain anywhere."""
+    row, home, other = running_vm(service, controller, clock)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    with cloud.lock:  # the first run defined it on the target; the source's copy was not undefined yet
+        source = cloud.host(HOSTS[home]).domains[row["id"]]
+        cloud.host(HOSTS[other]).domains[row["id"]] = type(source)(row["id"], source.name, "unit-instance")
+    op = recorded_before_the_crash(service, row, other)
+    assert op["kind"] == "move"
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "succeeded"
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert cloud.where(row["id"], active_only=False) == [HOSTS[other]]  # defined on the target only
+
+
+def test_a_rerun_of_a_migration_recorded_before_the_crash_ends_at_once(service, controller, cloud, clock):
+    """The same for a live migration: the re-run waited for the guest to leave the
+    target for the target, 600 s, and then failed a migration that had succeeded."""
+    row, home, other = running_vm(service, controller, clock)
+    with cloud.lock:  # libvirt finished the migration, and the controller recorded it, then died
+        cloud.host(HOSTS[other]).domains[row["id"]] = cloud.host(HOSTS[home]).domains.pop(row["id"])
+    started = clock()
+    op = recorded_before_the_crash(service, row, other)
+    run_operations(controller)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert clock() - started < 5
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_a_migration_whose_target_is_not_connected_yet_waits_for_it(service, controller, cloud, clock):
+    """Found by `make soak` (kill-serve with migrations): a migration re-run right after a
+    restart, before the controller had connected to its target again, failed with "host
+    h2 is unreachable" (a 500 to its caller); only the source was waited for."""
+    row, home, other = running_vm(service, controller, clock)
+    op = service.migrate_vm("web1", other)  # the store still says the target is up
+    cloud.host(HOSTS[other]).up = False  # as after a restart: its link not connected yet
+    controller.ctx.links.get(other).driver.disconnect()
+    assert not controller.ctx.links.get(other).connected
+    run_operations(controller)
+    assert service.store.get_operation(op["id"])["status"] == "pending"  # not failed: waiting
+    cloud.host(HOSTS[other]).up = True
+    settle(controller, clock, passes=3)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert cloud.where(row["id"]) == [HOSTS[other]]
