@@ -49,17 +49,30 @@ log = logging.getLogger("appliance.controller")
 
 RESYNC_SECONDS = 5.0
 # A full resync reads every VM and every domain: its cost grows with the store
-# (~45 ms per 1,000 VMs here). Its period grows with it so that it takes at most
-# this share of the loop's time (5 s up to ~2,000 VMs, ~50 s at 20,000), and the
-# idle CPU stays flat however many VMs there are (issue 17). Lifecycle events
-# still act at once; between full passes, the VMs seen lately and those waiting
-# for a restart are compared every RESYNC_SECONDS (VmObserver.resync_recent).
+# (~15 us of this process's CPU per VM here). Its period grows with it, so that
+# it takes at most RESYNC_CPU_BUDGET of a core (the idle CPU stays flat however
+# many VMs there are: 5 s up to ~1,500 VMs, ~90 s at 40,000; issue 17) and at
+# most RESYNC_DUTY of the loop's time (a slow listing: libvirtd, a remote host),
+# but never longer than RESYNC_MAX_SECONDS (Nova's power-state sync: 10 min).
+# Lifecycle events still act at once; between full passes, the VMs seen lately
+# and those waiting for a restart are compared every RESYNC_SECONDS
+# (VmObserver.resync_recent), and a host's reconnection (libvirtd restarted)
+# asks for a full pass at once.
+RESYNC_CPU_BUDGET = 0.005
 RESYNC_DUTY = 0.02
+RESYNC_MAX_SECONDS = 300.0
 # How often the event log is cut back to config.events_kept.
 EVENTS_PRUNE_SECONDS = 300.0
 # How often the per-host claim totals (store/claims.py) are checked against a full
 # sum and repaired, besides at the start: O(VMs), ~0.1 s at 20,000 VMs.
 CLAIMS_CHECK_SECONDS = 3600.0
+
+
+def resync_period(seconds: float, cpu_seconds: float) -> float:
+    """Seconds until the next full resync, after one that took `seconds` (of
+    which `cpu_seconds` of this process's CPU)."""
+    return min(RESYNC_MAX_SECONDS, max(RESYNC_SECONDS, seconds / RESYNC_DUTY,
+                                       cpu_seconds / RESYNC_CPU_BUDGET))
 
 
 def libvirt_drivers(config: Config) -> DriverFactory:
@@ -273,8 +286,9 @@ class Controller:
                 firewall.sweep(self.ctx)
             # A stale copy left for a busy VM (an evacuated VM still starting when its dead
             # host returns) goes at the next pass, not one a costly pass put far off.
-            scaled = 0.0 if self.vms.copies_waiting else self.vms.reconcile_seconds / RESYNC_DUTY
-            self._next_resync = now + max(RESYNC_SECONDS, scaled)
+            self._next_resync = now + (
+                RESYNC_SECONDS if self.vms.copies_waiting
+                else resync_period(self.vms.reconcile_seconds, self.vms.reconcile_cpu_seconds))
             self._next_recent = now + RESYNC_SECONDS
             changed = True
         elif now >= self._next_recent:

@@ -103,7 +103,10 @@ class FakeCloud:
 
     def host(self, uri: str) -> FakeHost:
         with self.lock:
-            return self.hosts.setdefault(uri, FakeHost(uri))
+            host = self.hosts.get(uri)  # not setdefault: a FakeHost (and its networks) per call
+            if host is None:
+                host = self.hosts[uri] = FakeHost(uri)
+            return host
 
     def drivers(self) -> Callable[[str, str, EventCallback], FakeDriver]:
         return lambda name, uri, on_event: FakeDriver(self, name, uri, on_event)
@@ -116,6 +119,11 @@ class FakeCloud:
         with self.lock:
             return [h.uri for h in self.hosts.values() if vm_id in h.domains
                     and (not active_only or h.domains[vm_id].state in ("running", "paused"))]
+
+
+def _shown(dom: FakeDomain) -> tuple[str, str]:
+    """A domain's (state, reason) as libvirt shows it: a managed save is suspended."""
+    return ("suspended", "saved") if dom.saved else (dom.state, dom.reason)
 
 
 class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, FakeSaveMethods,
@@ -154,8 +162,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
         return self._dom().name
 
     def state(self) -> tuple[str, str]:
-        dom = self._dom()
-        return ("suspended", "saved") if dom.saved else (dom.state, dom.reason)
+        return _shown(self._dom())
 
     def is_active(self) -> bool:
         return self._dom().state in ("running", "paused")
@@ -314,7 +321,7 @@ class FakeDriver(FakeCpuMethods, FakeNetworkMethods, HostDriver):
         with self.cloud.lock:
             host = self.fake_host()
             host.calls.append("list")
-            return {vm_id: Listed(FakeGuest(self, vm_id), *FakeGuest(self, vm_id).state())
+            return {vm_id: Listed(FakeGuest(self, vm_id), *_shown(dom))
                     for vm_id, dom in host.domains.items() if dom.instance_id == instance_id}
 
     def define(self, plan: domain.DomainPlan) -> Guest:

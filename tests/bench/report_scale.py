@@ -108,8 +108,9 @@ def section(r: dict) -> list[str]:
          "through the API; the others are copies of its row inserted with SQL, with a stopped domain each on "
          "the fake hosts (round-robin), so filling takes seconds; every measured operation goes through the API "
          "and the controller. The libvirt collector's scrape is bench_exporter's test-driver scrape "
-         "(test:///default, state stats) over as many domains, in a child process. Idle: "
-         f"{r['idle_seconds']:g} s windows with nobody asking."),
+         "(test:///default, state stats) over as many domains, in a child process. `GET /v1/vms` is timed "
+         "until the answer's bytes (the test client decodes it after the clock). Idle: at least "
+         f"{r['idle_seconds']:g} s with nobody asking, from the end of a full resync to the end of a later one."),
         "",
     ]
     return rows

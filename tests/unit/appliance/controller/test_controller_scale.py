@@ -5,6 +5,8 @@ and the loop's frequent questions (the prober's running VMs, the console
 mirroring's per host) are answered from an index, not by reading every row."""
 from __future__ import annotations
 
+import gc
+
 from tests.unit.appliance.controller.controller_harness import settle
 
 from appliance.controller import loop
@@ -16,14 +18,16 @@ def stopped_vms(service, controller, clock, count: int) -> None:
     settle(controller, clock, passes=2)
 
 
-def slow_full_passes(controller, seconds: float) -> list[float]:
-    """Make every full resync report `seconds` (as 20,000 VMs would); the times it ran."""
+def slow_full_passes(controller, seconds: float, cpu_seconds: float = 0.0) -> list[float]:
+    """Make every full resync report `seconds`, `cpu_seconds` of them the loop's own CPU
+    (as 20,000 VMs would); the times it ran."""
     real = controller.vms.resync
     ran: list[float] = []
 
     def resync() -> None:
         real()
         controller.vms.reconcile_seconds = seconds
+        controller.vms.reconcile_cpu_seconds = cpu_seconds
         ran.append(controller.ctx.clock())
 
     controller.vms.resync = resync
@@ -95,6 +99,54 @@ def test_a_cheap_full_resync_keeps_its_period(service, controller, clock):
         clock.advance(loop.RESYNC_SECONDS)
         controller.tick()
     assert len(ran) == 4
+
+
+def full_passes_over(controller, clock, seconds: float) -> None:
+    for _ in range(int(seconds / loop.RESYNC_SECONDS)):
+        clock.advance(loop.RESYNC_SECONDS)
+        controller.tick()
+
+
+def test_a_full_resync_takes_a_bounded_share_of_a_core(service, controller, clock):
+    """0.25 s of CPU a pass (as ~15,000 VMs here): one pass per 50 s, RESYNC_CPU_BUDGET
+    (0.5 %) of a core, although its wall time alone would allow one per 12.5 s."""
+    stopped_vms(service, controller, clock, 2)
+    ran = slow_full_passes(controller, 0.25, cpu_seconds=0.25)
+    full_passes_over(controller, clock, 5.0)
+    assert len(ran) == 1
+    full_passes_over(controller, clock, 45.0)
+    assert len(ran) == 1
+    full_passes_over(controller, clock, 5.0)
+    assert len(ran) == 2
+    assert ran[1] - ran[0] == 0.25 / loop.RESYNC_CPU_BUDGET
+
+
+def test_the_full_resync_period_has_a_ceiling(service, controller, clock):
+    """However long a pass takes, the next one comes within RESYNC_MAX_SECONDS: what only
+    a full pass notices (a change libvirt sent no event for) waits at most that long."""
+    stopped_vms(service, controller, clock, 2)
+    ran = slow_full_passes(controller, 60.0, cpu_seconds=30.0)
+    full_passes_over(controller, clock, 5.0 + loop.RESYNC_MAX_SECONDS)
+    assert len(ran) == 2
+    assert ran[1] - ran[0] == loop.RESYNC_MAX_SECONDS
+
+
+def test_the_full_resync_runs_with_the_cyclic_collector_paused(service, controller, clock):
+    """Its rows and listings are no cyclic garbage; the collector's passes over the
+    whole process were ~30 % of a pass at 40,000 VMs. It is back on afterwards."""
+    stopped_vms(service, controller, clock, 2)
+    real, seen = controller.vms._resync, []
+
+    def resync() -> None:
+        seen.append(gc.isenabled())
+        real()
+
+    controller.vms._resync = resync
+    assert gc.isenabled()
+    controller.vms.resync()
+    assert seen == [False]
+    assert gc.isenabled()
+    assert controller.vms.reconcile_cpu_seconds > 0
 
 
 def full_scans_of_vms(store, statements: list[str]) -> list[str]:
