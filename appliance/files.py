@@ -61,9 +61,10 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 
 # -- vms/NAME/ ------------------------------------------------------------------------------------
 # The value files read the stored row alone, not the VM's whole view (readiness,
-# conditions...): `cat vms/X/state` is the hot path of scripts that poll.
+# conditions...): `cat vms/X/state` is the hot path of scripts that poll. They only read
+# it, so they take the row this thread keeps while nothing is committed (vm_row_read).
 def _read_state(service: Service, name: str) -> str:
-    return observed_state(service.vm_row(name, with_xml=False)) + "\n"
+    return observed_state(service.vm_row_read(name)) + "\n"
 
 
 def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -71,7 +72,7 @@ def _write_state(service: Service, name: str, text: str, if_match: int | None) -
 
 
 def _read_spec(service: Service, name: str) -> str:
-    return json_text(service.vm_row(name, with_xml=False)["spec"])
+    return json_text(service.vm_row_read(name)["spec"])
 
 
 def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -84,7 +85,7 @@ def _write_spec(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_cpus(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['spec']['cpus']}\n"
+    return f"{service.vm_row_read(name)['spec']['cpus']}\n"
 
 
 def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -93,7 +94,7 @@ def _write_cpus(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_memory(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['spec']['memory']}\n"
+    return f"{service.vm_row_read(name)['spec']['memory']}\n"
 
 
 def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -103,7 +104,7 @@ def _write_memory(service: Service, name: str, text: str, if_match: int | None) 
 
 
 def _read_host(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['host'] or ''}\n"
+    return f"{service.vm_row_read(name)['host'] or ''}\n"
 
 
 def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -207,7 +208,7 @@ def _lock_from_json(body: dict) -> str:
 
 def _read_rebuild(service: Service, name: str) -> str:
     """The image a rebuild makes the root disk from (the VM's own)."""
-    return service.vm_row(name, with_xml=False)["spec"]["image"] + "\n"
+    return service.vm_row_read(name)["spec"]["image"] + "\n"
 
 
 def _write_rebuild(service: Service, name: str, text: str, if_match: int | None) -> Written:

@@ -150,7 +150,7 @@ class Tree:
         """When the VM or host was made and last changed; None for a host directory staged
         by mkdir; NotFound for neither."""
         if top == "vms":  # the row, not the VM's whole view: this is every stat's
-            vm = self.service.vm_row(name, with_xml=False)
+            vm = self.service.vm_row_read(name)
             return vm["created"], vm["updated"]
         host = self._host(name)
         if host is None:

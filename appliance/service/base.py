@@ -114,6 +114,12 @@ class ServiceBase:
         """The caller's project's VM of this name; another project's is not found."""
         return self.store.get_vm(name, self._project(), with_xml=with_xml)
 
+    def vm_row_read(self, name: str) -> Row:
+        """vm_row(name, with_xml=False) for a caller that only reads it (the value files,
+        the mount's stat): while nothing was committed, the same dict for every such read
+        of this thread (store.shared_vm_row), not decoded again."""
+        return self.store.shared_vm_row(name, self._project())
+
     def _vm_for_write(self, name: str, if_match: int | None, allow_deleting: bool = False) -> Row:
         """The caller's VM, to change: every change of a VM by a request comes through
         here (spec, state, host, rename, delete, lock, cancelling its operations), so
