@@ -62,7 +62,8 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 # -- vms/NAME/ ------------------------------------------------------------------------------------
 # The value files read the stored row alone, not the VM's whole view (readiness,
 # conditions...): `cat vms/X/state` is the hot path of scripts that poll. They only read
-# it, so they take the row this thread keeps while nothing is committed (vm_row_read).
+# it, so they take the row this thread keeps while nothing is committed (vm_row_read), and
+# (of_row) the mount keeps what they read the same way.
 def _read_state(service: Service, name: str) -> str:
     return observed_state(service.vm_row_read(name)) + "\n"
 
@@ -235,19 +236,20 @@ def _read_domain_xml(service: Service, name: str) -> str:
 
 
 VM_FILES = Directory("VM", (
-    value_file("state", _read_state, _write_state),
-    File("spec.json", _read_spec, _write_spec, content_type=JSON),
-    value_file("cpus", _read_cpus, _write_cpus, number=True),
-    value_file("memory", _read_memory, _write_memory, number=True),
+    value_file("state", _read_state, _write_state, of_row=True),
+    File("spec.json", _read_spec, _write_spec, content_type=JSON, of_row=True),
+    value_file("cpus", _read_cpus, _write_cpus, number=True, of_row=True),
+    value_file("memory", _read_memory, _write_memory, number=True, of_row=True),
     # Through REST the host file alone takes more than its value: {"host": "h2", "force": true}.
-    value_file("host", _read_host, _write_host, from_json=json.dumps),
+    value_file("host", _read_host, _write_host, from_json=json.dumps, of_row=True),
     File("addresses", _read_addresses),
     bytes_file("console", _read_console, _type_console,
                 log=Log(read_at=_console_at, stat=_console_stat)),
     File("events", _read_events, as_json=_events_as_json),
     File("lock", _read_lock, _write_lock, as_json=_lock_as_json, from_json=_lock_from_json,
          clear=_clear_lock),
-    value_file("rebuild", _read_rebuild, _write_rebuild, from_json=_rebuild_from_json),
+    value_file("rebuild", _read_rebuild, _write_rebuild, from_json=_rebuild_from_json,
+               of_row=True),
     File("status.json", _read_status, content_type=JSON),
     File("domain.xml", _read_domain_xml, content_type=XML),
     binary_file("screen.png", _screenshot, PNG),

@@ -121,7 +121,7 @@ class VMs(Templates, Networks, Keys, VMChecks):  # Keys: the SSH keys a spec nam
         def made(row: Row) -> tuple[T, int]:
             return render(self.vm_view(row)), row["generation"]
 
-        return self.store.vm_derived(name, self._project(), f"view:{kind}", made)
+        return self.kept_of_vm(name, f"view:{kind}", made)
 
     # -- changes -----------------------------------------------------------------
     def create_vm(self, body: Any) -> tuple[dict[str, Any], Row]:
