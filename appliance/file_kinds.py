@@ -83,6 +83,9 @@ class File:
     write_bytes: BytesWriter | None = None
     # A binary file made when it is read (screen.png): its `read` refuses text, `data` is it.
     snapshot: Snapshot | None = None
+    # Its text is made of the VM's row alone (no other table, no clock, no libvirt): the
+    # mount keeps its text and attributes while nothing is committed (fs/tree.py).
+    of_row: bool = False
 
     @property
     def writable(self) -> bool:
@@ -161,7 +164,7 @@ def events_text(events: list[dict]) -> str:
 
 
 def value_file(name: str, read: Reader, write: Writer | None = None, number: bool = False,
-                from_json: Callable[[dict], str] | None = None) -> File:
+               from_json: Callable[[dict], str] | None = None, of_row: bool = False) -> File:
     """One value on one line: JSON {"NAME": value} through REST unless text is asked for."""
 
     def as_json(service: Service, dir_name: str, text: str, query: Query) -> dict:
@@ -171,7 +174,8 @@ def value_file(name: str, read: Reader, write: Writer | None = None, number: boo
     def value_text(body: dict) -> str:
         return str(body[name])
 
-    return File(name, read, write, as_json=as_json, from_json=from_json or value_text)
+    return File(name, read, write, as_json=as_json, from_json=from_json or value_text,
+                of_row=of_row)
 
 
 def bytes_file(name: str, read: Reader, write_bytes: BytesWriter, **more: Any) -> File:

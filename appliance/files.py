@@ -61,9 +61,11 @@ def _operations(*ops: dict | None) -> tuple[dict, ...]:
 
 # -- vms/NAME/ ------------------------------------------------------------------------------------
 # The value files read the stored row alone, not the VM's whole view (readiness,
-# conditions...): `cat vms/X/state` is the hot path of scripts that poll.
+# conditions...): `cat vms/X/state` is the hot path of scripts that poll. They only read
+# it, so they take the row this thread keeps while nothing is committed (vm_row_read), and
+# (of_row) the mount keeps what they read the same way.
 def _read_state(service: Service, name: str) -> str:
-    return observed_state(service.vm_row(name, with_xml=False)) + "\n"
+    return observed_state(service.vm_row_read(name)) + "\n"
 
 
 def _write_state(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -71,7 +73,7 @@ def _write_state(service: Service, name: str, text: str, if_match: int | None) -
 
 
 def _read_spec(service: Service, name: str) -> str:
-    return json_text(service.vm_row(name, with_xml=False)["spec"])
+    return json_text(service.vm_row_read(name)["spec"])
 
 
 def _write_spec(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -84,7 +86,7 @@ def _write_spec(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_cpus(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['spec']['cpus']}\n"
+    return f"{service.vm_row_read(name)['spec']['cpus']}\n"
 
 
 def _write_cpus(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -93,7 +95,7 @@ def _write_cpus(service: Service, name: str, text: str, if_match: int | None) ->
 
 
 def _read_memory(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['spec']['memory']}\n"
+    return f"{service.vm_row_read(name)['spec']['memory']}\n"
 
 
 def _write_memory(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -103,7 +105,7 @@ def _write_memory(service: Service, name: str, text: str, if_match: int | None) 
 
 
 def _read_host(service: Service, name: str) -> str:
-    return f"{service.vm_row(name, with_xml=False)['host'] or ''}\n"
+    return f"{service.vm_row_read(name)['host'] or ''}\n"
 
 
 def _write_host(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -207,7 +209,7 @@ def _lock_from_json(body: dict) -> str:
 
 def _read_rebuild(service: Service, name: str) -> str:
     """The image a rebuild makes the root disk from (the VM's own)."""
-    return service.vm_row(name, with_xml=False)["spec"]["image"] + "\n"
+    return service.vm_row_read(name)["spec"]["image"] + "\n"
 
 
 def _write_rebuild(service: Service, name: str, text: str, if_match: int | None) -> Written:
@@ -234,19 +236,20 @@ def _read_domain_xml(service: Service, name: str) -> str:
 
 
 VM_FILES = Directory("VM", (
-    value_file("state", _read_state, _write_state),
-    File("spec.json", _read_spec, _write_spec, content_type=JSON),
-    value_file("cpus", _read_cpus, _write_cpus, number=True),
-    value_file("memory", _read_memory, _write_memory, number=True),
+    value_file("state", _read_state, _write_state, of_row=True),
+    File("spec.json", _read_spec, _write_spec, content_type=JSON, of_row=True),
+    value_file("cpus", _read_cpus, _write_cpus, number=True, of_row=True),
+    value_file("memory", _read_memory, _write_memory, number=True, of_row=True),
     # Through REST the host file alone takes more than its value: {"host": "h2", "force": true}.
-    value_file("host", _read_host, _write_host, from_json=json.dumps),
+    value_file("host", _read_host, _write_host, from_json=json.dumps, of_row=True),
     File("addresses", _read_addresses),
     bytes_file("console", _read_console, _type_console,
                 log=Log(read_at=_console_at, stat=_console_stat)),
     File("events", _read_events, as_json=_events_as_json),
     File("lock", _read_lock, _write_lock, as_json=_lock_as_json, from_json=_lock_from_json,
          clear=_clear_lock),
-    value_file("rebuild", _read_rebuild, _write_rebuild, from_json=_rebuild_from_json),
+    value_file("rebuild", _read_rebuild, _write_rebuild, from_json=_rebuild_from_json,
+               of_row=True),
     File("status.json", _read_status, content_type=JSON),
     File("domain.xml", _read_domain_xml, content_type=XML),
     binary_file("screen.png", _screenshot, PNG),

@@ -135,6 +135,9 @@ class Tree:
     def _stat_in_object(self, path: Path) -> Node:
         """vms/NAME, hosts/NAME and the files of their tables."""
         top, name, depth = path[0], path[1], len(path)
+        kept = VM_FILES.by_name.get(path[2]) if depth == 3 and top == "vms" else None
+        if kept is not None and kept.of_row:  # no _times: the node kept carries them
+            return self._of_row(kept, name)[0]
         times = self._times(top, name)
         if times is None:  # staged by mkdir: only its uri, to write
             made = self.staged_hosts[name]
@@ -146,11 +149,22 @@ class Tree:
             return self._table_file(TABLES[top].file(path[2]), name, *times)
         raise errors.NotFound(f"no {'/'.join(path)!r} here")
 
+    def _of_row(self, file: File, name: str) -> tuple[Node, bytes]:
+        """A VM file made of the VM's row alone (File.of_row): its node and its bytes, made
+        once while nothing is committed (store.vm_derived: a `cat` polling `state` then
+        reads and renders the row once, not at its getattr and again at its open). The
+        node is shared by the stats that get it: nothing changes a tree's node."""
+        def made(row: dict) -> tuple[Node, bytes]:
+            data = file.read(self.service, name).encode()
+            return _file(data, row["created"], row["updated"], file.writable), data
+
+        return self.service.kept_of_vm(name, f"file:{file.name}", made)
+
     def _times(self, top: str, name: str) -> tuple[float, float] | None:
         """When the VM or host was made and last changed; None for a host directory staged
         by mkdir; NotFound for neither."""
         if top == "vms":  # the row, not the VM's whole view: this is every stat's
-            vm = self.service.vm_row(name, with_xml=False)
+            vm = self.service.vm_row_read(name)
             return vm["created"], vm["updated"]
         host = self._host(name)
         if host is None:
@@ -251,6 +265,8 @@ class Tree:
             file = None if staged else TABLES[top].file(path[2])
             if file is not None and file.snapshot is not None:
                 return self.screenshots.content(self.service, file, name)
+            if file is not None and file.of_row and top == "vms":
+                return self._of_row(file, name)[1]
             text = "" if file is None else file.read(self.service, name)
         elif top == "images" and len(path) == 2:
             text = json_text(self.service.get_image(json_name(name, "image")))

@@ -11,10 +11,9 @@ not requests (the controller, `vmctl` on the store, tests) act as SYSTEM.
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -117,13 +116,22 @@ def caller() -> Principal:
     return _current.get()
 
 
-@contextlib.contextmanager
-def acting_as(principal: Principal) -> Iterator[Principal]:
-    token = _current.set(principal)
-    try:
-        yield principal
-    finally:
-        _current.reset(token)
+class acting_as:  # noqa: N801 - used as the function it was: `with acting_as(principal):`
+    """Act as principal for the block: caller() is it, and is again what it was after.
+    A class rather than a @contextmanager generator: 0.3 against 1.2 µs a use, and the
+    mount enters one per FUSE request (four in a `cat`)."""
+
+    __slots__ = ("_principal", "_token")
+
+    def __init__(self, principal: Principal) -> None:
+        self._principal = principal
+
+    def __enter__(self) -> Principal:
+        self._token = _current.set(self._principal)
+        return self._principal
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
 
 
 def set_caller(principal: Principal) -> contextvars.Token[Principal]:

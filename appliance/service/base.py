@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance import placement
 from appliance.access import Principal, caller
@@ -16,6 +16,8 @@ from appliance.errors import Conflict, Forbidden, PreconditionFailed
 from appliance.model import STATE_CHANGE_OPS, DesiredState, OpKind, OpStatus, VMState
 from appliance.store import Row, Store
 from scheduler import Decision
+
+T = TypeVar("T")
 
 
 def observed_state(row: Row) -> str:
@@ -113,6 +115,18 @@ class ServiceBase:
     def vm_row(self, name: str, with_xml: bool = True) -> Row:
         """The caller's project's VM of this name; another project's is not found."""
         return self.store.get_vm(name, self._project(), with_xml=with_xml)
+
+    def vm_row_read(self, name: str) -> Row:
+        """vm_row(name, with_xml=False) for a caller that only reads it (the value files,
+        the mount's stat): while nothing was committed, the same dict for every such read
+        of this thread (store.shared_vm_row), not decoded again."""
+        return self.store.shared_vm_row(name, self._project())
+
+    def kept_of_vm(self, name: str, kind: str, make: Callable[[Row], T]) -> T:
+        """make(the caller's VM's row without its XML), kept per thread under `kind` while
+        nothing is committed (store.vm_derived): for what is made of that row alone and
+        that no caller changes."""
+        return self.store.vm_derived(name, self._project(), kind, make)
 
     def _vm_for_write(self, name: str, if_match: int | None, allow_deleting: bool = False) -> Row:
         """The caller's VM, to change: every change of a VM by a request comes through

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance import netrules, placement
 from appliance import spec as specs
@@ -32,6 +33,8 @@ from appliance.service.networks import Networks
 from appliance.service.templates import Templates
 from appliance.service.vm_checks import VMChecks
 from appliance.store import Row
+
+T = TypeVar("T")
 
 
 def initial_state(asked: Any, spec: dict[str, Any]) -> DesiredState:
@@ -108,6 +111,18 @@ class VMs(Templates, Networks, Keys, VMChecks):  # Keys: the SSH keys a spec nam
 
     def get_vm(self, name: str) -> dict[str, Any]:
         return self.vm_view(self.vm_row(name, with_xml=False))  # the view has no XML
+
+    def rendered_vm(self, name: str, kind: str, render: Callable[[dict[str, Any]], T]
+                    ) -> tuple[T, int]:
+        """render(get_vm(name)) and the VM's generation, kept per thread while nothing was
+        committed (store.vm_derived): the view is made of the row alone, so an unchanged
+        row renders the same. `kind` names the rendering (one render per kind). GET
+        /v1/vms/NAME, a client polling its VM, then neither decodes the row nor builds
+        and writes its view again."""
+        def made(row: Row) -> tuple[T, int]:
+            return render(self.vm_view(row)), row["generation"]
+
+        return self.kept_of_vm(name, f"view:{kind}", made)
 
     # -- changes -----------------------------------------------------------------
     def create_vm(self, body: Any) -> tuple[dict[str, Any], Row]:

@@ -13,8 +13,11 @@ be stale: there is no time bound because there is no time at all, only
 "unchanged since".
 
 What is kept is the row as SQLite gave it; each caller gets it decoded anew
-(its own dict and spec), as from a SELECT. At most MAX_ROWS rows per thread;
-any commit forgets them all. Reads inside a transaction of this thread skip it. The mark
+(its own dict and spec), as from a SELECT. Beside it, values made from that row
+alone and never changed by their readers (store/vms.py `vm_derived`: a view's
+JSON, a decoded row that callers only read) are kept under the same rule: read
+again only after a commit. At most MAX_ROWS entries per thread; any commit forgets
+them all. Reads inside a transaction of this thread skip it. The mark
 is the newest commit, not the snapshot of a statement the thread left stepping: code that
 iterates a cursor on the thread's connection must not read kept rows inside the loop
 (store/walindex.py; the store's own reads take their results in full).
@@ -34,9 +37,9 @@ from appliance.store.walindex import WalIndex
 
 MAX_ROWS = 256
 
-Key = tuple[str, str]  # (project, name)
+Key = tuple[str, ...]  # (project, name) for a raw row, (project, name, kind) for a value made of it
 Mark = tuple[bytes | int, int]  # (wal-index header or data_version, total_changes)
-Raw = dict[str, Any]  # a row as SELECT gave it, JSON columns not decoded
+Raw = Any  # a row as SELECT gave it (JSON columns not decoded), or a value made of it
 
 
 def commit_mark(conn: sqlite3.Connection, wal: WalIndex | None) -> Mark:
@@ -50,7 +53,8 @@ def commit_mark(conn: sqlite3.Connection, wal: WalIndex | None) -> Mark:
 
 
 class UnchangedRows:
-    """Raw rows by key, per thread, forgotten at the first commit anyone makes."""
+    """Raw rows (and values made of them) by key, per thread, forgotten at the first
+    commit anyone makes."""
 
     def __init__(self, max_rows: int = MAX_ROWS, wal: WalIndex | None = None) -> None:
         self._local = threading.local()
@@ -67,7 +71,8 @@ class UnchangedRows:
         return now, kept[1].get(key)
 
     def put(self, mark: Mark, key: Key, row: Raw) -> None:
-        """Keep a row read after `mark` was taken (dropped if a commit came in between)."""
+        """Keep a row (or a value made of one) read after `mark` was taken (dropped if a
+        commit came in between)."""
         kept: tuple[Mark, dict[Key, Raw]] | None = getattr(self._local, "rows", None)
         if kept is None or kept[0] != mark:
             return

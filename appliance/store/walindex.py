@@ -64,18 +64,22 @@ class WalIndex:
         self.path = path
         self._lock = threading.Lock()
         self._address: int | None = None
+        self._view: ctypes.Array[ctypes.c_char] | None = None  # the header's bytes, where mapped
         self._conn: sqlite3.Connection | None = None
         self._unusable = path == ":memory:"
         self._fork = _forks[0]
 
     def header(self) -> bytes | None:
         """The header's bytes now; None when the database has no wal-index to read here."""
-        address = self._address
-        if address is None or self._fork != _forks[0]:
+        view = self._view
+        if view is None or self._fork != _forks[0]:
             address = self._find()
             if address is None:
                 return None
-        return ctypes.string_at(address, HEADER_BYTES)
+            view = self._view = (ctypes.c_char * HEADER_BYTES).from_address(address)
+        # A copy of the 48 bytes, as ctypes.string_at makes, without a foreign call
+        # (~0.03 µs against ~0.4 µs: 2-5 reads per API request and per `cat`).
+        return view.raw
 
     def _find(self) -> int | None:
         with self._lock:

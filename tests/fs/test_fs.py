@@ -471,7 +471,7 @@ def test_a_surprise_becomes_eio_never_an_escape(caplog):
     class Broken:
         store = None  # the identities read it only for a caller other than root
 
-        def vm_row(self, name, with_xml=True):  # what a stat of vms/NAME reads
+        def vm_row_read(self, name):  # what a stat of vms/NAME reads
             raise RuntimeError("the store caught fire")
 
     fs = operations.ApplianceFS(Broken())  # type: ignore[arg-type]

@@ -83,6 +83,80 @@ def test_projects_do_not_share_rows(store):
         store.get_vm("a", "other", with_xml=False)
 
 
+# -- values made of a row (store/vms.py vm_derived) ---------------------------------------------
+def counting(store: Store, kind: str = "n") -> tuple[list[str], object]:
+    made: list[str] = []
+
+    def make(row):
+        made.append(row["observed_state"])
+        return (row["observed_state"], row["generation"])
+
+    return made, lambda name="a", project="default": store.vm_derived(name, project, kind, make)
+
+
+def test_a_value_made_of_a_row_is_made_once_while_nothing_is_committed(store, tmp_path):
+    made, derived = counting(store)
+    seen = selects_of_vms(store)
+    first = derived()
+    assert derived() is first and made == [first[0]] and len(seen) == 1
+    row = store.get_vm("a", with_xml=False)
+    store.update_vm(row["id"], observed_state="paused")  # this connection
+    assert derived()[0] == "paused"
+    Store(tmp_path / "a.db").update_vm(row["id"], observed_state="running")  # another one
+    assert derived()[0] == "running"
+    code = ("import sys; from appliance.store import Store; s = Store(sys.argv[1]); "
+            "s.update_vm(sys.argv[2], observed_state='crashed')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.db"), row["id"]], check=True)
+    assert derived()[0] == "crashed"
+    assert made == [first[0], "paused", "running", "crashed"]
+
+
+def test_a_value_made_while_a_commit_landed_is_made_again_at_the_next_read(store, tmp_path):
+    """The mark is taken before the row is read: a value made while a commit landed (here,
+    inside make) is kept under the older mark only, so the next read makes it again (a
+    mark taken after make would keep the older value for good)."""
+    other = Store(tmp_path / "a.db")
+    vm_id = store.get_vm("a", with_xml=False)["id"]
+    states = iter(["paused", None])
+
+    def make(row):
+        state = next(states)
+        if state is not None:
+            other.update_vm(vm_id, observed_state=state)
+        return row["observed_state"]
+
+    assert store.vm_derived("a", "default", "racy", make) == "stopped"
+    assert store.vm_derived("a", "default", "racy", make) == "paused"
+
+
+def test_values_are_kept_per_kind_project_and_vm_and_not_inside_a_transaction(store):
+    add_vm(store, "b")
+    made, derived = counting(store)
+    made_other, other_kind = counting(store, "other")
+    derived("a")
+    derived("b")
+    other_kind("a")
+    assert len(made) == 2 and len(made_other) == 1
+    with pytest.raises(NotFound):
+        derived("a", "other-project")
+    with pytest.raises(NotFound):
+        derived("nope")
+    with store.transaction():
+        derived("a")
+        derived("a")
+    assert len(made) == 4
+
+
+def test_a_shared_row_is_one_dict_until_a_commit(store):
+    row = store.shared_vm_row("a")
+    assert store.shared_vm_row("a") is row
+    assert row == store.get_vm("a", with_xml=False)
+    assert store.get_vm("a", with_xml=False) is not row  # get_vm still gives each its own
+    store.update_vm(row["id"], observed_state="paused")
+    assert store.shared_vm_row("a")["observed_state"] == "paused"
+    assert row["observed_state"] == "stopped"  # what a reader held is left as it was
+
+
 # -- the mark without a statement (store/walindex.py) -----------------------------------------
 def statements(store: Store) -> list[str]:
     seen: list[str] = []

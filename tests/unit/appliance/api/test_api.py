@@ -120,3 +120,32 @@ def test_a_polled_vm_is_read_again_only_after_a_commit(client, service, config):
     other.update_vm(first["id"], observed_state="paused")
     assert client.simulate_get("/v1/vms/web1").json["state"] == "paused"
     assert len(seen) == 2
+
+
+def test_a_kept_vm_answer_is_the_view_as_written_and_follows_every_commit(client, service, config):
+    """GET /v1/vms/NAME keeps its written answer while nothing is committed
+    (Service.rendered_vm): the bytes are the view's JSON as resp.media writes it, with
+    its ETag, and a change made through the API (this thread's connection) or by another
+    connection is in the very next answer."""
+    import pydantic_core
+
+    from appliance.access.principal import SYSTEM, acting_as
+    from appliance.store import Store
+
+    client.simulate_post("/v1/vms", json={"name": "web1", "state": "stopped"}, params={"wait": "false"})
+    first = client.simulate_get("/v1/vms/web1")
+    with acting_as(SYSTEM):
+        view = service.get_vm("web1")
+    assert first.content == pydantic_core.to_json(view)
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["etag"] == f'"{view["generation"]}"'
+    assert client.simulate_get("/v1/vms/web1").content == first.content
+    changed = client.simulate_patch("/v1/vms/web1", json={"cpus": 2}, params={"wait": "false"},
+                                    headers={**AUTH, "If-Match": first.headers["etag"]})
+    assert changed.status_code in (200, 202), changed.text
+    again = client.simulate_get("/v1/vms/web1")
+    assert again.json["spec"]["cpus"] == 2 and again.json["generation"] == view["generation"] + 1
+    assert again.headers["etag"] == f'"{view["generation"] + 1}"'
+    Store(config.db_path).update_vm(view["id"], observed_state="paused")
+    assert client.simulate_get("/v1/vms/web1").json["state"] == "paused"
+    assert client.simulate_get("/v1/vms/nope").status_code == 404
