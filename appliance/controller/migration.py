@@ -71,6 +71,46 @@ def record_move(
         guest.apply_port_forwards(port_forwards(row))
 
 
+def activate_disks(ctx: Context, link: HostLink, row: dict, op_id: str | None,
+                   attempts: int = 5) -> None:
+    """A guest that arrived paused on a QEMU before 10.0 keeps its disks inactive
+    until it runs (QEMU activates them at `cont` only, and libvirt 9 asks no more):
+    its next migration would crash it (bdrv_inactivate_recurse asserts) and its
+    snapshots and backups be refused. It is resumed and at once paused again (it
+    runs for a moment); nothing else needs it. Its lifecycle events are this
+    operation's (ctx.migrating), so no "running" is recorded in between. A guest
+    that cannot be paused again is retried, then reported (the operation fails,
+    the run strategy pauses it)."""
+    vm_id = row["id"]
+    guest = link.lookup(vm_id)
+    if guest is None or guest.state()[0] != "paused":
+        return
+    if not link.driver.paused_arrivals_keep_disks_inactive():
+        return
+    ctx.migrating.add(vm_id)
+    try:
+        guest.resume()
+        for attempt in range(attempts):
+            try:
+                guest.suspend()
+                break
+            except DriverError as err:
+                log.warning("pausing %s again on %s (attempt %d): %s",
+                            row["name"], link.name, attempt + 1, err)
+                if attempt + 1 == attempts:
+                    ctx.store.add_event(
+                        "disks-activated", f"resumed on {link.name} to activate its disks, "
+                        f"but it could not be paused again: {err.reason}", row, op_id)
+                    raise Failed(f"migrated to {link.name}, but it runs there: pausing it "
+                                 f"again failed ({err.reason})") from err
+                ctx.sleep(0.5)
+    finally:
+        ctx.migrating.discard(vm_id)
+    ctx.store.add_event("disks-activated", f"resumed and paused again at once on {link.name}: "
+                        "it arrived paused, and this QEMU (before 10.0) activates its disks "
+                        "only when it runs", row, op_id)
+
+
 class LiveMigration:
     """Live migration, peer to peer: the source libvirtd talks to the target's
     itself; disks stay where they are (storage both hosts see) or are copied
@@ -101,6 +141,7 @@ class LiveMigration:
                 "found running on the target: the migration finished before the controller "
                 "(restarted since) could record it",
             )
+            activate_disks(self.ctx, self.dest, row, self.op["id"])
             return
         guest = self.source.lookup(vm_id)
         if guest is None or not guest.is_active():
@@ -146,6 +187,7 @@ class LiveMigration:
         if self.copy:
             self.files.drop_copy(row, self.source)
         firewall.remove(self.source.driver, row, quiet=True)  # no NIC of it is left there
+        activate_disks(self.ctx, self.dest, row, self.op["id"])
 
     def _restore_snapshots(self, link: HostLink) -> None:
         guest = link.lookup(self.row["id"])
@@ -233,6 +275,7 @@ class Migrations:
                 self.files.snapshot_metadata.restore(guest, row["id"])
                 if guest.is_active():
                     guest.apply_port_forwards(port_forwards(row))
+                activate_disks(self.ctx, dest, row, op["id"])
         if source is not None:
             self._forget_source(row, source, target, op["kind"] == "move")
         log.info("%s of %s to %s was recorded before a restart; finished its source's side",

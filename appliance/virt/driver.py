@@ -323,6 +323,13 @@ class HostDriver(HostNetworks):
     @abc.abstractmethod
     def lookup(self, vm_id: str) -> Guest | None: ...
 
+    def paused_arrivals_keep_disks_inactive(self) -> bool:
+        """Whether a guest that arrives here paused by live migration keeps its disks
+        inactive until it runs: QEMU before 10.0 activates them only at `cont`, so its
+        next migration asserts (bdrv_inactivate_recurse) and snapshots are refused.
+        QEMU 10 activates them itself (libvirt 11 with blockdev-set-active)."""
+        return False
+
     @abc.abstractmethod
     def list_ours(self, instance_id: str) -> dict[str, Listed]:
         """Every domain on the host that carries this appliance's id, by uuid,

@@ -66,6 +66,9 @@ class FakeDomain:
     saved: bool = False  # holds a managed save image (fake_saves.py): shown "suspended"
     live_devices: dict[str, dict] | None = None  # the running domain's disks (fake_devices.py)
     live_nics: list[str] | None = None  # the running domain's NICs' MACs (fake_devices.py)
+    # arrived paused by migration on a QEMU before 10.0: its disks stay inactive until it
+    # runs; its next migration crashes it (bdrv_inactivate_recurse), snapshots are refused
+    disks_inactive: bool = False
 
 
 @dataclasses.dataclass
@@ -86,6 +89,7 @@ class FakeHost:
     networks: dict[str, FakeNetwork] = dataclasses.field(default_factory=default_networks)
     bridges: set[str] = dataclasses.field(default_factory=lambda: {"br0"})  # host bridges
     filters: dict[str, str] = dataclasses.field(default_factory=dict)  # nwfilter name -> XML
+    qemu_version: int = 10_000_000  # virConnectGetVersion's; before 10.0: disks_inactive above
 
 
 class FakeCloud:
@@ -198,6 +202,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
 
     def resume(self) -> None:
         self._set("resume", "running", "unpaused", need=("paused",))
+        self._dom().disks_inactive = False  # QEMU's `cont` activates them
 
     def undefine(self, with_metadata: bool = False) -> None:
         with self.driver.cloud.lock:
@@ -229,6 +234,10 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
                 raise DriverError(
                     "unable to connect to the target", "unable to connect to the target"
                 )
+            if dom.disks_inactive:  # QEMU 7.2 asserts: the source's QEMU is gone
+                dom.state, dom.reason = "crashed", "crashed"
+                raise DriverError("operation failed: domain is not running",
+                                  "domain is not running")
             dom.job = "migration"
             # libvirt's checkpoint records stay behind; the bitmaps travel in the disks
             incoming = dataclasses.replace(dom, state="paused", reason="migration", job=None,
@@ -250,6 +259,7 @@ class FakeGuest(FakeSnapshotMethods, FakeBackupMethods, FakeHotplugMethods, Fake
                                   "operation aborted: migration out job: canceled by client")
             dom.job = None
             incoming.state, incoming.reason = dom.state, "migrated"
+            incoming.disks_inactive = dom.state == "paused" and dest.qemu_version < 10_000_000
             self.driver.fake_host().domains.pop(self.uuid, None)  # UNDEFINE_SOURCE
 
     # As libvirt_driver's: a domain gone (undefined on the source at a migration's
@@ -313,6 +323,9 @@ class FakeDriver(FakeCpuMethods, FakeNetworkMethods, HostDriver):
     def inventory(self) -> dict:
         self.fake_host()
         return dict(INVENTORY)
+
+    def paused_arrivals_keep_disks_inactive(self) -> bool:
+        return self.fake_host().qemu_version < 10_000_000
 
     def lookup(self, vm_id: str) -> Guest | None:
         return FakeGuest(self, vm_id) if vm_id in self.fake_host().domains else None

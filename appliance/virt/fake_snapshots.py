@@ -62,6 +62,8 @@ class FakeSnapshotMethods:
                 raise _error("a snapshot with memory needs a running VM")
             if name in dom.snapshots:
                 raise _error(f"domain snapshot {name} already exists")
+            if dom.disks_inactive:  # QEMU 7.2's answer (fake.py's FakeDomain)
+                raise _error("Device 'libvirt-2-format' is writable but does not support snapshots")
             xml = snapshot_xml(name, description, dom.state if active else "shutoff",
                                dom.current_snapshot, dom.xml)
             dom.snapshots[name] = xml

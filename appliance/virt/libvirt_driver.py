@@ -259,6 +259,11 @@ class LibvirtDriver(CpuMethods, NetworkMethods, HostDriver):
 
     # -- domains ------------------------------------------------------------------------------
     @_translated
+    def paused_arrivals_keep_disks_inactive(self) -> bool:
+        # virConnectGetVersion: the hypervisor's (QEMU's) version, major * 1,000,000 + minor * 1,000
+        return self.conn.getType() == "QEMU" and self.conn.getVersion() < 10_000_000
+
+    @_translated
     def lookup(self, vm_id: str) -> LibvirtGuest | None:
         dom = self.lv.lookup(vm_id)
         return LibvirtGuest(self, dom, vm_id) if dom is not None else None

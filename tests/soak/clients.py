@@ -88,8 +88,8 @@ class Client(threading.Thread):
     def __init__(self, cid: int, slots: int, world, go: threading.Event, seed: int, mount: bool,
                  tag: str = "c", migrate_paused: bool = True):
         super().__init__(name=f"soak-client-{cid}", daemon=True)
-        # False: no paused VM is moved (the short run's choice while the open QEMU 7.2 fault of
-        # tests/soak/notes.md, a paused arrival killed by its next migration, is not fixed)
+        # False: no paused VM is moved (the short run's choice until the QEMU 7.2 fault of
+        # tests/soak/notes.md, a paused arrival killed by its next migration, was fixed)
         self.migrate_paused = migrate_paused
         self.cid, self.world, self.go, self.mount = cid, world, go, mount
         self.rng = random.Random(seed)
