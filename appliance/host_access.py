@@ -23,7 +23,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from appliance import host_pki, ssh_access
+from appliance import ssh_access
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -42,6 +42,8 @@ def connection_uri(uri: str, config: Config) -> str:
         params.update(known_hosts=str(config.ssh_dir / ssh_access.KNOWN_HOSTS),
                       known_hosts_verify=verify, sshauth="privkey")
     else:
+        from appliance import host_pki  # cryptography: only for a TLS host (~8 MiB a process)
+
         params["pkipath"] = str(host_pki.ensure(config.pki_dir))
     query = urllib.parse.urlencode(params, safe="/")
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, query, ""))

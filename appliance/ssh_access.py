@@ -32,9 +32,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from appliance.errors import Conflict, Failed
 
 KEY_NAME = "id_ed25519"
@@ -59,6 +56,11 @@ def ensure_key(ssh_dir: Path) -> Path:
     if private.exists():
         return private
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # cryptography (~8 MiB per process) only where a key is made, not in every
+    # process that imports this module (serve, the mount, each API worker)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                             serialization.NoEncryption())
