@@ -101,10 +101,17 @@ def sweep(ctx: Context) -> None:
                 hosts = ctx.store.vm_hosts()
                 open_ops = ctx.store.vm_ids_with_open_operations()
             for name, vm_id in named.items():
-                if vm_id in hosts and (hosts[vm_id] == link.name or vm_id in open_ops
-                                       or vm_id in ctx.busy or vm_id in ctx.migrating):
+                if vm_id in ctx.busy or vm_id in ctx.migrating or vm_id in open_ops:
+                    continue
+                if vm_id in hosts and hosts[vm_id] == link.name:
                     continue
                 if link.lookup(vm_id) is not None:
+                    continue
+                # Asked again right before: the map was read once for all hosts, and a VM
+                # made since (its filter defined before its domain) is not in it.
+                fresh = ctx.store.get_vm_by_id(vm_id)
+                if fresh is not None and (fresh["host"] == link.name or vm_id in ctx.busy
+                                          or vm_id in ctx.store.vm_ids_with_open_operations()):
                     continue
                 link.driver.remove_filter(name)
                 why = "its VM is gone" if vm_id not in hosts else f"its VM is on {hosts[vm_id]}"

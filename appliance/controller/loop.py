@@ -60,6 +60,9 @@ RESYNC_SECONDS = 5.0
 # asks for a full pass at once.
 RESYNC_CPU_BUDGET = 0.005
 RESYNC_DUTY = 0.02
+# While a stale copy waits for its busy VM, the next full pass comes after RESYNC_SECONDS,
+# or later if a pass takes more than this share of the time between them.
+RESYNC_SOON_SHARE = 0.2
 RESYNC_MAX_SECONDS = 300.0
 # How often the event log is cut back to config.events_kept.
 EVENTS_PRUNE_SECONDS = 300.0
@@ -285,9 +288,12 @@ class Controller:
                 self._next_filter_sweep = now + firewall.SWEEP_SECONDS
                 firewall.sweep(self.ctx)
             # A stale copy left for a busy VM (an evacuated VM still starting when its dead
-            # host returns) goes at the next pass, not one a costly pass put far off.
+            # host returns) goes at the next pass, not one a costly pass put far off; still
+            # within RESYNC_SOON_SHARE of the loop's time (a copy that waits long, a slow
+            # host, must not make full passes run back to back).
             self._next_resync = now + (
-                RESYNC_SECONDS if self.vms.copies_waiting
+                max(RESYNC_SECONDS, self.vms.reconcile_seconds / RESYNC_SOON_SHARE)
+                if self.vms.copies_waiting
                 else resync_period(self.vms.reconcile_seconds, self.vms.reconcile_cpu_seconds))
             self._next_recent = now + RESYNC_SECONDS
             changed = True

@@ -160,9 +160,10 @@ class OperationRunner:
         delete's VM left "deleting" for good."""
         requeued = int(op["params"].get("requeued", 0))
         row = self.ctx.store.get_vm_by_id(op["vm_id"])
-        hosts = [row["host"], op["params"].get("target")] if row is not None else []
-        lost = [link for link in map(self.ctx.links.get, hosts)  # the VM's host, or a target's
-                if link is not None and not link.connected]
+        # the hosts it needs (the VM's, a migration's target): a backup's `target` names a
+        # backup target, not a host, and a host of that name must not requeue it
+        lost = [link for link in self._links_needed(op, row)
+                if link is not None and not link.connected] if row is not None else []
         if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
                 or not lost or self.ctx.op_cancelled(op)):
             return False

@@ -158,7 +158,9 @@ class VmObserver:
                 if row is None:
                     self._report_orphan(vm_id, seen.guest)
                 elif row["host"] != host and (vm_id in self.ctx.busy or vm_id in open_ops):
-                    waiting += 1
+                    # a copy a live migration makes is expected; others (a dead host's,
+                    # back while its VM starts elsewhere) bring the next full pass sooner
+                    waiting += vm_id not in self.ctx.migrating
                 elif row["host"] != host:
                     listed = found.get(row["host"])
                     own = {k: v.guest for k, v in listed.items()} if listed is not None else None

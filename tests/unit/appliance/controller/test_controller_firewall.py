@@ -193,3 +193,28 @@ def test_leftover_filters_are_swept_when_a_host_reconnects(service, controller, 
                   if e["kind"] == "orphan-filter-removed") == sorted([
         f"removed network filter {filter_of_['gone']} from host b: its VM is gone",
         f"removed network filter {filter_of_['moved']} from host b: its VM is on local"])
+
+
+def test_the_sweep_keeps_the_filter_of_a_vm_made_after_its_map_was_read(service, controller, cloud, clock):
+    """The VM-to-host map is read once for every host: a VM made since (its filter defined
+    before its domain, or its domain not there yet) is asked again before its filter goes
+    (security review, session 12: a new VM's boot failed on its missing filter)."""
+    from appliance.controller import firewall
+
+    service.create_network(LAB)
+    vm, _ = service.create_vm({"host": "b", "name": "fresh", "firewall": [SSH],
+                               "network": {"type": "network", "name": "lab"}})
+    settle(controller, clock)
+    host = cloud.host(URI_B)
+    name = f"vmappliance-{vm['id']}"
+    assert name in host.filters
+    del host.domains[vm["id"]]  # as between its filter's definition and its domain's
+    store = controller.ctx.store
+    real = store.vm_hosts
+    store.vm_hosts = lambda: {k: v for k, v in real().items() if k != vm["id"]}  # read before it
+    try:
+        firewall.sweep(controller.ctx)
+    finally:
+        store.vm_hosts = real
+    assert name in host.filters
+    assert not [e for e in store.list_events() if e["kind"] == "orphan-filter-removed"]

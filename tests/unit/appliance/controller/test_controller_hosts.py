@@ -221,3 +221,19 @@ def test_a_host_removed_and_added_again_between_two_passes_gets_its_first_attemp
     settle(controller, clock, passes=1)
     host = service.get_host("b")
     assert not host["connecting"] and host["up"]
+
+
+def test_a_backup_target_named_like_a_lost_host_does_not_requeue_the_backup(
+        service, controller, cloud, clock):
+    """Only the hosts an operation needs decide a requeue: a backup's `target` names a
+    backup target, and one named like a host that is down must not keep a failed backup
+    pending (security review, session 12)."""
+    from appliance.virt.driver import DriverError
+
+    row, home, other = running_vm(service, controller, clock)
+    cloud.host(HOSTS[other]).up = False
+    settle(controller, clock, passes=1)
+    assert not controller.ctx.links.get(other).connected
+    op = {"id": "op-x", "kind": "backup", "vm_id": row["id"], "vm_name": "web1",
+          "params": {"target": other}}
+    assert controller.operations._requeue_if_host_lost(op, DriverError("disk full")) is False
