@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.appliance_process import wait_for
+
 log = logging.getLogger("soak.host_loss")
 
 GRACE = 3.0  # evacuate_after for the soak (the default is 60 s)
@@ -131,7 +133,7 @@ class HostLoss:
         resp = self.app.api("POST", "/v1/hosts", json={"name": "h2", "uri": self.hosts["h2"].uri})
         if resp.status_code != 201:
             raise RuntimeError(f"adding h2: {resp.status_code} {resp.text}")
-        self.wait("h2 up", lambda: self.host("h2")["up"])
+        wait_for("h2 up", lambda: self.host("h2")["up"], WAIT)
 
     def create_vms(self) -> None:
         for host in HOSTS:
@@ -151,17 +153,6 @@ class HostLoss:
 
     def vms(self) -> dict[str, dict]:
         return {vm["name"]: vm for vm in self.world.vms()}
-
-    @staticmethod
-    def wait(what: str, check, timeout: float = WAIT, interval: float = 0.2):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: not within {timeout:.0f} s")
-            time.sleep(interval)
 
     def domains(self) -> dict[str, dict[str, bool]]:
         """vm id -> {host: active} over both hosts, from libvirt (a dead host shows nothing)."""
@@ -203,7 +194,7 @@ class HostLoss:
         return None
 
     def settle(self, timeout: float = WAIT) -> dict[str, dict]:
-        return self.wait("every VM in its desired state, where the store says", self.settled, timeout, 0.3)
+        return wait_for("every VM in its desired state, where the store says", self.settled, timeout, 0.3)
 
     # -- one round -----------------------------------------------------------------------------
     def round(self, n: int, sampler: TwiceSampler, down_more: float = 3.0) -> dict:
@@ -240,9 +231,9 @@ class HostLoss:
                 all(vms[n]["state"] == "lost" and vms[n]["host"] == victim for n in left)
             return vms if done else None
         try:
-            vms = self.wait(f"{victim}'s VMs evacuated", evacuated, GRACE + WAIT)
+            vms = wait_for(f"{victim}'s VMs evacuated", evacuated, GRACE + WAIT)
             evacuation_s = None if hasty else time.monotonic() - t0
-        except RuntimeError as err:
+        except AssertionError as err:  # wait_for's "not within"
             vms, evacuation_s = self.vms(), None
             findings["not evacuated"] = [str(err)] + [
                 f"{n}: {vms[n]['state']} on {vms[n]['host']}" for n in sorted(moving | left)]
@@ -255,12 +246,12 @@ class HostLoss:
         time.sleep(0 if hasty else self.rng.uniform(0, down_more))  # down a while longer, or not
         t1 = time.monotonic()
         self.hosts[victim].up()
-        self.wait(f"{victim} up again", lambda: self.host(victim)["up"])
+        wait_for(f"{victim} up again", lambda: self.host(victim)["up"], WAIT)
         back_s = time.monotonic() - t1
         try:
             after = self.settle()
             converge_s = time.monotonic() - t1
-        except RuntimeError as err:
+        except AssertionError as err:
             after, converge_s = self.vms(), None
             findings["not converged"] = [str(err)] + self.misplaced(after) + [
                 f"{vm['name']}: {vm['state']} (wants {vm['desired_state']})" for vm in after.values()
