@@ -11,13 +11,11 @@ attach.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import stat
 import sys
-import tempfile
 import termios
 import time
 import urllib.parse
@@ -33,6 +31,7 @@ from websockets.exceptions import (
 )
 from websockets.sync.client import ClientConnection, connect
 
+from appliance import durable
 from appliance.access import policy
 from appliance.access.principal import Role
 from appliance.cli import terminal, vms
@@ -262,19 +261,9 @@ def cmd_screenshot(client: Client, args: argparse.Namespace) -> int:
 
 def write_atomically(target: Path, data: bytes) -> None:
     """A reader of target sees the old file or the whole new one, never a
-    part: a temporary file beside it, synced, renamed over it."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), _new_file_mode(target))
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    part: a temporary file beside it, synced, renamed over it (durable.replacing)."""
+    with durable.replacing(target, _new_file_mode(target)) as out:
+        out.write(data)
 
 
 def _new_file_mode(target: Path) -> int:
