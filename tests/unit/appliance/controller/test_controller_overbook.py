@@ -57,6 +57,22 @@ def full(service, controller, store, cloud, clock):
     return memory
 
 
+class Watch:
+    """Each call looks for an overbooked host (overbooked()); what it found is kept in seen."""
+
+    def __init__(self, store, cloud, clock, memory: int) -> None:
+        self.store, self.cloud, self.clock, self.memory = store, cloud, clock, memory
+        self.seen: list[str] = []
+
+    def __call__(self) -> None:
+        self.seen.extend(overbooked(self.store, self.cloud, self.clock, self.memory))
+
+
+@pytest.fixture
+def checks(store, cloud, clock, full) -> Watch:
+    return Watch(store, cloud, clock, full)
+
+
 def start_others(service, checks) -> list[str]:
     """v3 and v4 asked to start; the names admitted (a 409 when no room)."""
     admitted = []
@@ -71,12 +87,8 @@ def start_others(service, checks) -> list[str]:
 
 
 def test_a_force_stop_at_the_boot_point_keeps_the_claim_until_the_vm_is_seen_stopped(
-        service, controller, store, cloud, clock, full, monkeypatch):
-    memory, seen = full, []
-
-    def checks() -> None:
-        seen.extend(overbooked(store, cloud, clock, memory))
-
+        service, controller, store, cloud, clock, checks, monkeypatch):
+    seen = checks.seen
     v2 = store.get_vm("v2")
     original, admitted = FakeGuest.start, []
 
@@ -108,12 +120,8 @@ def test_a_force_stop_at_the_boot_point_keeps_the_claim_until_the_vm_is_seen_sto
 
 
 def test_a_start_no_longer_wanted_at_the_boot_point_does_not_boot(
-        service, controller, store, cloud, clock, full, monkeypatch):
-    memory, seen = full, []
-
-    def checks() -> None:
-        seen.extend(overbooked(store, cloud, clock, memory))
-
+        service, controller, store, cloud, clock, checks, monkeypatch):
+    seen = checks.seen
     v2 = store.get_vm("v2")
     original, admitted = Lifecycle._lookup, []
 
@@ -140,8 +148,8 @@ def test_a_start_no_longer_wanted_at_the_boot_point_does_not_boot(
 
 
 def test_a_start_asked_again_while_its_boot_runs_is_not_refused_for_the_room_it_holds(
-        service, controller, store, cloud, clock, full, monkeypatch):
-    memory, seen = full, []
+        service, controller, store, cloud, clock, checks, monkeypatch):
+    seen = checks.seen
     v2 = store.get_vm("v2")
     original, asked = FakeGuest.start, []
 
@@ -149,14 +157,14 @@ def test_a_start_asked_again_while_its_boot_runs_is_not_refused_for_the_room_it_
         if guest.uuid == v2["id"] and not asked:  # force-stop, then running again, at the create
             service.set_state("v2", "force-stop")
             asked.append(service.set_state("v2", "running"))  # no 409: its own slot is still its
-            seen.extend(overbooked(store, cloud, clock, memory))
+            checks()
         original(guest)
 
     monkeypatch.setattr(FakeGuest, "start", start_raced)
     service.set_state("v2", "running")
     for _ in range(4):
         settle(controller, clock, passes=1)
-        seen.extend(overbooked(store, cloud, clock, memory))
+        checks()
     assert asked and asked[0] is not None
     assert seen == []
     vm = store.get_vm("v2")
