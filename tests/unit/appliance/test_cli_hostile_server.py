@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from appliance.cli import main
 from appliance.cli.output import printable
+from tests.unit.appliance.cli_main import run_main
 from tests.unit.http_served import HttpServed
 
 EVIL = "web\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\rok\x9b31m\x7f"
@@ -49,26 +49,17 @@ def server(monkeypatch, tmp_path):
     served.stop()
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_printable_shows_controls_and_keeps_newlines_and_tabs():
     assert printable(EVIL) == SHOWN
     assert printable("a\tb\nc é ✓") == "a\tb\nc é ✓"
 
 
 def test_a_listing_and_an_error_from_the_server_reach_the_terminal_inert(server, capsys):
-    code, out, err = run(capsys, "list")
+    code, out, err = run_main(capsys, "list")
     assert code == 0, err
     assert SHOWN in out and "h\\x1b[8m" in out
     assert not set(out) & {"\x1b", "\x07", "\r", "\x9b", "\x7f"}
-    code, out, err = run(capsys, "get", "web1")
+    code, out, err = run_main(capsys, "get", "web1")
     assert code == 1
     assert f"no such VM {SHOWN}\n\tsecond line" in err and "name\\x1b[1m" in err
     assert not set(err) & {"\x1b", "\x07", "\r", "\x9b", "\x7f"}
@@ -78,7 +69,7 @@ def test_remote_add_reports_the_server_s_user_inert(server, capsys, tmp_path):
     token = tmp_path / "t.token"
     token.write_text("t\n")
     token.chmod(0o600)
-    code, out, err = run(capsys, "remote", "add", "lab", server.url, "--token-file", str(token))
+    code, out, err = run_main(capsys, "remote", "add", "lab", server.url, "--token-file", str(token))
     assert code == 0, err
     assert f"the token is accepted: user {SHOWN} (admin\\x1b[0m)" in out
     assert "\x1b" not in out

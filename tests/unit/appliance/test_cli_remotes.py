@@ -8,10 +8,10 @@ import tomllib
 
 import pytest
 
-from appliance.cli import main
 from appliance.cli.parser import build_parser
 from appliance.cli.target import client_for
 from tests.appliance_process import free_port
+from tests.unit.appliance.cli_main import run_main
 from tests.unit.appliance.conftest import CLI_TOKEN
 
 FINGERPRINT = "ab" * 32
@@ -27,12 +27,7 @@ def run(vmctl, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # ./.appliance, the default home, does not exist here
 
     def vmctl_(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_main(capsys, *argv)
 
     vmctl_.url = url  # type: ignore[attr-defined]
     return vmctl_
