@@ -222,7 +222,8 @@ class ApplianceFS(pyfuse3.Operations):
         if tree.disks.is_disks_parent(parent):
             return tree.disks.add_disk, tree.disks.remove_disk
         if parent == ("hosts",):
-            return (lambda path: tree.stage_host(path[1])), (lambda path: tree.remove_host(path[1]))
+            staged = tree.staged_hosts
+            return (lambda path: staged.stage(path[1])), (lambda path: staged.remove(path[1]))
         raise pyfuse3.FUSEError(errno.EACCES)
 
     @boundary

@@ -52,13 +52,13 @@ from fs.nodes import Node, Path, json_name
 from fs.nodes import file_node as _file
 from fs.pool_tree import POOLS, PoolTree
 from fs.screenshots import Screenshots
+from fs.staged_hosts import STAGED_HOST_FILE, StagedHosts
 from fs.template_files import TemplateFiles
 
 TOP_DIRS = ("vms", "images", "templates", "hosts", "groups", projects.PROJECTS, TARGETS, POOLS,
             "networks")
 # The directories of one VM or host, each holding the files of its table.
 TABLES: dict[str, Directory] = {"vms": VM_FILES, "hosts": HOST_FILES}
-STAGED_HOST_FILE = "uri"  # what a directory staged by `mkdir hosts/NAME` holds
 
 _in_project = projects.in_project
 
@@ -68,8 +68,8 @@ class Tree:
         self.service = service
         self.clock = clock
         self.started = started
-        # Made here and not yet in the store (see the module docstring): name -> when.
-        self.staged_hosts: dict[str, float] = {}
+        # Made here and not yet in the store (see the module docstring).
+        self.staged_hosts = StagedHosts(service, clock, started)  # hosts/NAME: fs/staged_hosts.py
         self.new_files: dict[Path, float] = {}
         self.screenshots = Screenshots()
         # vms/NAME/snapshots/..., vms/NAME/backups/..., backup-targets/...: fs/backup_tree.py
@@ -140,10 +140,8 @@ class Tree:
             return self._of_row(kept, name)[0]
         times = self._times(top, name)
         if times is None:  # staged by mkdir: only its uri, to write
-            made = self.staged_hosts[name]
-            if depth == 2 or (depth == 3 and path[2] == STAGED_HOST_FILE):
-                return Node(depth == 2, writable=depth == 3, created=made, changed=made)
-        elif depth == 2:
+            return self.staged_hosts.stat(name, path)
+        if depth == 2:
             return Node(True, created=times[0], changed=times[1])
         elif depth == 3:
             return self._table_file(TABLES[top].file(path[2]), name, *times)
@@ -166,7 +164,7 @@ class Tree:
         if top == "vms":  # the row, not the VM's whole view: this is every stat's
             vm = self.service.vm_row_read(name)
             return vm["created"], vm["updated"]
-        host = self._host(name)
+        host = self.staged_hosts.host(name)
         if host is None:
             return None
         return self.started, host["last_seen"] or self.started
@@ -181,15 +179,6 @@ class Tree:
             size, changed = found if found is not None else (0, created)
             return Node(False, writable=file.writable, size=size, created=created, changed=changed)
         return _file(file.read(self.service, name).encode(), created, changed, file.writable)
-
-    def _host(self, name: str) -> dict | None:
-        """The host's view; None for a directory staged by mkdir (NotFound for neither)."""
-        try:
-            return self.service.get_host(name)
-        except errors.NotFound:
-            if name in self.staged_hosts:
-                return None
-            raise
 
     def _named(self, top: str) -> GroupFiles | TemplateFiles:
         return self.templates if top == "templates" else self.named[top]
@@ -221,7 +210,7 @@ class Tree:
             return [(vm["name"], Node(True, created=vm["created"], changed=vm["updated"]))
                     for vm in self.service.list_vms()]
         if top == "hosts":
-            return self._list_hosts()
+            return self.staged_hosts.entries()
         if top in self.named:
             return self.named[top].entries()
         if top == "images":
@@ -240,15 +229,6 @@ class Tree:
                          for d in VM_DIRS + DISK_DIRS]
                         if top == "vms" else [])
 
-    def _list_hosts(self) -> list[tuple[str, Node]]:
-        hosts = self.service.list_hosts()
-        known = {host["name"] for host in hosts}
-        return ([(host["name"], Node(True, created=self.started,
-                                     changed=host["last_seen"] or self.started))
-                 for host in hosts]
-                + [(name, Node(True, created=made, changed=made))
-                   for name, made in list(self.staged_hosts.items()) if name not in known])
-
     # -- what a file reads ------------------------------------------------------------------
     @_in_project
     def content(self, path: Path) -> bytes:
@@ -261,7 +241,7 @@ class Tree:
         elif top == projects.PROJECTS:
             text = projects.content(self.service, path)
         elif top in TABLES and len(path) == 3:
-            staged = top == "hosts" and self._host(name) is None
+            staged = top == "hosts" and self.staged_hosts.host(name) is None
             file = None if staged else TABLES[top].file(path[2])
             if file is not None and file.snapshot is not None:
                 return self.screenshots.content(self.service, file, name)
@@ -324,8 +304,8 @@ class Tree:
             subtree = self.disks if self.disks.claims(path) else self.backups
             self._wait(subtree.write(path, text).operations)
         elif top in TABLES and len(path) == 3:
-            if top == "hosts" and self._host(path[1]) is None:
-                self._add_staged_host(path[1], text)
+            if top == "hosts" and self.staged_hosts.host(path[1]) is None:
+                self.staged_hosts.add(path[1], text)
                 return
             written = TABLES[top].writer(path[2])(self.service, path[1], text, None)
             # A VM's state or host (a migration), a host's maintenance (the drain's moves).
@@ -364,22 +344,6 @@ class Tree:
         """`rm` of a file of a table: what the table says removing it does (the lock:
         unlock); Forbidden (EACCES) for the others."""
         TABLES[path[0]].clearer(path[2])(self.service, path[1])
-
-    def _add_staged_host(self, name: str, uri: str) -> None:
-        self.service.add_host({"name": name, "uri": uri.strip()})
-        self.staged_hosts.pop(name, None)
-
-    def stage_host(self, name: str) -> None:
-        """mkdir hosts/NAME: a directory in this mount's memory until its uri is written."""
-        if name in self.staged_hosts or any(h["name"] == name for h in self.service.list_hosts()):
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        self.staged_hosts[name] = self.clock()
-
-    def remove_host(self, name: str) -> None:
-        """rmdir hosts/NAME: a staged directory goes at once, a host through the service."""
-        if self._host(name) is not None:
-            self.service.delete_host(name)
-        self.staged_hosts.pop(name, None)
 
     # vms/NAME (or projects/P/vms/NAME): mkdir, rmdir, mv within one vms/ directory.
     @staticmethod
