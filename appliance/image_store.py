@@ -36,6 +36,8 @@ from appliance.virt import images
 log = logging.getLogger("vmctl.images")
 
 UPLOAD_PREFIX = ".upload-"
+# what qemu-img writes beside an upload file while it converts it (ImageStore._register)
+CONVERTED_SUFFIX = ".qcow2"
 ISO_KIND, DISK_KIND = "iso", "disk"  # images.kind (store/schema.py _v9_disks)
 CHUNK = 1 << 20
 # Left free on the images file system, for the store, logs and VM disks that grow.
@@ -75,8 +77,9 @@ def remove_stale_uploads(config: Config) -> list[Path]:
 def remove_uploads_of(images_dir: Path, pid: int) -> list[Path]:
     """Remove the `.upload-NAME-PID-*` files of a process that died while writing them
     (a SIGKILLed gunicorn worker in the middle of an upload, the mount in the middle of a
-    `cp`): left until the next start otherwise (found by `make soak`'s kill-worker)."""
-    mine = re.compile(rf"-{int(pid)}-[0-9a-f]{{32}}$")
+    `cp`): left until the next start otherwise (found by `make soak`'s kill-worker). The
+    conversion's output beside it goes too (a writer killed while qemu-img converted)."""
+    mine = re.compile(rf"-{int(pid)}-[0-9a-f]{{32}}(?:{re.escape(CONVERTED_SUFFIX)})?$")
     removed: list[Path] = []
     try:
         entries = list(os.scandir(images_dir))
@@ -271,7 +274,7 @@ class ImageStore:
     # -- storing ----------------------------------------------------------------------------
     def _register(self, name: str, tmp: Path, source: str) -> dict:
         """Check `tmp`, convert it into a fresh qcow2, and record it under `name`."""
-        converted = tmp.with_name(tmp.name + ".qcow2")
+        converted = tmp.with_name(tmp.name + CONVERTED_SUFFIX)
         try:
             checked = images.check(tmp)
             if checked["format"] == "raw" and images.is_iso9660(tmp):

@@ -36,6 +36,11 @@ log = logging.getLogger("vmctl.images")
 QCOW2_MAGIC = b"QFI\xfb"
 PROBE_BYTES = 2048  # what qemu's format probes look at (BLOCK_PROBE_BUF_SIZE)
 CONVERT_TIMEOUT = 6 * 3600  # a 64 GiB image on a slow disk
+# A conversion dies with the process that asked for it (util-linux's setpriv, an essential
+# Debian package; PR_SET_PDEATHSIG is kept across exec): an API worker or the mount killed in
+# the middle of an upload leaves no qemu-img writing into HOME/images behind it, whose output
+# could appear after the dead writer's files were removed (image_store.remove_uploads_of).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 # Magic bytes of the formats qemu-img would detect as something other than raw
 # (qemu's block/*.c probe functions): (offset, bytes, format name).
@@ -289,8 +294,8 @@ def convert_to_qcow2(source: str | Path, source_format: str, dest: str | Path) -
     """A fresh qcow2 written by qemu-img from the guest-visible data of a
     checked image: none of the source's headers, extensions, snapshots or
     bitmaps survive. Returns check() of the result."""
-    _run(["qemu-img", "convert", "-q", "-f", source_format, "-O", "qcow2", str(source), str(dest)],
-         "converting the image", timeout=CONVERT_TIMEOUT)
+    _run([*DIE_WITH_PARENT, "qemu-img", "convert", "-q", "-f", source_format, "-O", "qcow2",
+          str(source), str(dest)], "converting the image", timeout=CONVERT_TIMEOUT)
     return check(dest)
 
 
