@@ -10,7 +10,7 @@ O_TRUNC, O_APPEND or neither, at offsets from 0 to 2^40. Checked after each: the
 process is the same and answers (no crash); the write was refused with an errno, at the
 write or at close (EINVAL, EFBIG, ...), or it is one of the files whose content is free
 text by design (console: typed into the guest; lock: the reason); a refused write changed
-nothing in the store (tests/soak/fuzz_api.fingerprint, taken with no operation busy).
+nothing in the store (tests/soak/store_changes.py, read with no operation busy).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.soak.fuzz_api import changes, fingerprint
+from tests.soak.store_changes import StoreChanges
 from tests.soak.world import VM_MEMORY, SoakWorld
 
 FREE_TEXT = {"console", "lock"}  # what any bytes may be written to (and are taken)
@@ -109,37 +109,40 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
     writes = 0
     t0 = time.monotonic()
     mount_pid = world.mount_pid()
-    while writes < count and time.monotonic() - t0 < budget:
-        path = rng.choice(files)
-        rel = path.relative_to(world.mnt)
-        data, offset, flags, kind = garbage(rng)
-        world.converge(30)
-        before = fingerprint(db_path)
-        result = write_once(path, data, offset, flags)
-        writes += 1
-        label = f"{rel} ({kind}, {len(data)} bytes at {offset}, flags {flags:#o})"
-        if world.mount_pid() != mount_pid or not _answers(world.mnt):
-            crashes += 1
-            failures.append(f"mount crashed after {label}")
-            world.wait_mount()
-            mount_pid = world.mount_pid()
-        if result is None:
-            accepted[f"{rel.name} ({'empty' if kind == 'truncate' else 'data'})"] += 1
-            if rel.name in FREE_TEXT:
-                if rel.name == "lock":
-                    os.unlink(path)  # unlocked again: the other files stay writable
-                continue
-            if kind != "truncate":  # an empty write is no write: it must change nothing either
-                failures.append(f"accepted: {label}: {data[:60]!r}")
-        else:
-            errnos[result] += 1
-            if result in ("ENOTCONN", "EIO", "ECONNABORTED"):
-                failures.append(f"{result}: {label}")
-        world.converge(30)
-        after = fingerprint(db_path)
-        changed = changes(before, after)
-        if changed:
-            failures.append(f"changed on a write refused or empty ({result}): {label}: {'; '.join(changed)[:400]}")
+    store_changes = StoreChanges(db_path)
+    try:
+        while writes < count and time.monotonic() - t0 < budget:
+            path = rng.choice(files)
+            rel = path.relative_to(world.mnt)
+            data, offset, flags, kind = garbage(rng)
+            world.converge(30)
+            before = store_changes.mark()
+            result = write_once(path, data, offset, flags)
+            writes += 1
+            label = f"{rel} ({kind}, {len(data)} bytes at {offset}, flags {flags:#o})"
+            if world.mount_pid() != mount_pid or not _answers(world.mnt):
+                crashes += 1
+                failures.append(f"mount crashed after {label}")
+                world.wait_mount()
+                mount_pid = world.mount_pid()
+            if result is None:
+                accepted[f"{rel.name} ({'empty' if kind == 'truncate' else 'data'})"] += 1
+                if rel.name in FREE_TEXT:
+                    if rel.name == "lock":
+                        os.unlink(path)  # unlocked again: the other files stay writable
+                    continue
+                if kind != "truncate":  # an empty write is no write: it must change nothing either
+                    failures.append(f"accepted: {label}: {data[:60]!r}")
+            else:
+                errnos[result] += 1
+                if result in ("ENOTCONN", "EIO", "ECONNABORTED"):
+                    failures.append(f"{result}: {label}")
+            world.converge(30)
+            changed = store_changes.since(before)
+            if changed:
+                failures.append(f"changed on a write refused or empty ({result}): {label}: {'; '.join(changed)[:400]}")
+    finally:
+        store_changes.close()
     return {"writes": writes, "files": len(files), "file_names": sorted({p.name for p in files}),
             "errnos": dict(errnos.most_common()), "accepted": dict(accepted.most_common()),
             "mount_crashes": crashes, "failures": len(failures), "failure_examples": failures[:15]}
