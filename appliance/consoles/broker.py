@@ -155,16 +155,32 @@ class Broker:
 
     def _guest_input(self, vm_id: str, run: tuple[str, int]) -> GuestInput:
         """The input this run of the guest was sent and has not answered, over all its
-        sessions (a new run, on a host or with a domain id of its own, starts at 0)."""
+        sessions (a new run, on a host or with a domain id of its own, starts at 0),
+        less what its console log says it wrote while no session was open (the log
+        written by virtlogd, when this machine has it: else what was kept)."""
         kept = self.sent.pop(vm_id, None)
         if kept is None or kept[0] != run:
             kept = (run, GuestInput())
+        sent = kept[1]
+        size = self._log_size(vm_id)
+        if sent.log_size is not None and size is not None:
+            wrote = size - sent.log_size  # less than 0: the log was rotated (it wrote a lot)
+            sent.unanswered = max(0, sent.unanswered - wrote) if wrote >= 0 else 0
         self.sent[vm_id] = kept
         while len(self.sent) > GUEST_RUNS_MAX:
             del self.sent[next(iter(self.sent))]
-        return kept[1]
+        return sent
+
+    def _log_size(self, vm_id: str) -> int | None:
+        try:
+            return (self.config.vm_dir(vm_id) / "console.log").stat().st_size
+        except OSError:
+            return None
 
     def _forget(self, session: Session) -> None:
+        kept = self.sent.get(session.vm_id)
+        if kept is not None:  # what the guest writes from now is counted at its next session
+            kept[1].log_size = self._log_size(session.vm_id)
         if self.sessions.get(session.vm_id) is session:
             del self.sessions[session.vm_id]
             log.info("console of %s closed", session.vm_id)

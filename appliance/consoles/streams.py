@@ -51,6 +51,7 @@ class GuestInput:
 
     def __init__(self) -> None:
         self.unanswered = 0
+        self.log_size: int | None = None  # its console log's size when its last session closed
 
 
 class ConsoleStream:

@@ -215,3 +215,24 @@ def test_a_guest_s_unanswered_input_is_kept_across_its_sessions_of_one_run(confi
     kept = broker._guest_input("vm-a", ("h2", 9))
     broker._guest_input("vm-c", ("local", 10))  # vm-b, the least recently opened, goes
     assert set(broker.sent) == {"vm-a", "vm-c"} and broker.sent["vm-a"][1] is kept
+
+
+def test_what_a_guest_logs_while_no_session_is_open_answers_its_input(config, store):
+    """An echo that came after its session closed is in the console log (virtlogd's):
+    the next session counts it, so a guest that reads is not taken for a mute one;
+    a log that shrank was rotated (the guest wrote a lot): nothing is owed."""
+    broker = Broker(config, HostConnections(store, config))
+    log_file = config.vm_dir("vm-a") / "console.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_bytes(b"boot\n")
+    sent = broker._guest_input("vm-a", ("local", 7))
+    sent.unanswered = 4096
+    session = broker_module.Session("vm-a")
+    broker._forget(session)  # its session closed: the log's size noted
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 4096  # it wrote nothing since
+    broker._forget(session)
+    log_file.write_bytes(b"boot\n" + b"x" * 1000)
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 3096
+    broker._forget(session)
+    log_file.write_bytes(b"")
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 0
