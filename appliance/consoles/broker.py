@@ -23,7 +23,7 @@ from appliance.consoles import protocol
 from appliance.consoles.hosts import HostConnections
 from appliance.consoles.protocol import BadRequest, ConsoleUnavailable, Request
 from appliance.consoles.session import Session
-from appliance.consoles.streams import SCREENSHOT_MAX, ConsoleStream, read_all, to_png
+from appliance.consoles.streams import SCREENSHOT_MAX, ConsoleStream, GuestInput, read_all, to_png
 from appliance.errors import ApplianceError, Conflict, Failed
 from appliance.model import VMState
 from appliance.store import Row
@@ -35,6 +35,7 @@ SEND_TIMEOUT = 30.0  # seconds a client has to take a reply (a screenshot)
 INPUT_TIMEOUT = 10.0  # seconds to receive an input's bytes, and to send them on
 SCREENSHOT_TIMEOUT = 10.0
 READ_CHUNK = 65536
+GUEST_RUNS_MAX = 4096  # guests whose unanswered input is kept (the least recently opened go first)
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -47,6 +48,8 @@ class Broker:
         self.config = config
         self.hosts = hosts
         self.sessions: dict[str, Session] = {}
+        # vm id -> ((host, its domain's id: one run of the guest), what it was sent unanswered)
+        self.sent: dict[str, tuple[tuple[str, int], GuestInput]] = {}
         self.connections = 0
 
     # -- the socket --------------------------------------------------------------
@@ -144,12 +147,40 @@ class Broker:
             raise Failed(f"cannot open the console of {row['name']}: "
                          f"{(err.get_error_message() or '')[:200]}") from None
         session = Session(row["id"], on_closed=self._forget)
-        session.start(ConsoleStream(stream, session))
+        sent = self._guest_input(row["id"], (host, dom.ID()))
+        session.start(ConsoleStream(stream, session, sent))
         self.sessions[row["id"]] = session
         log.info("console of %s (%s) opened on %s", row["name"], row["id"], host)
         return session
 
+    def _guest_input(self, vm_id: str, run: tuple[str, int]) -> GuestInput:
+        """The input this run of the guest was sent and has not answered, over all its
+        sessions (a new run, on a host or with a domain id of its own, starts at 0),
+        less what its console log says it wrote while no session was open (the log
+        written by virtlogd, when this machine has it: else what was kept)."""
+        kept = self.sent.pop(vm_id, None)
+        if kept is None or kept[0] != run:
+            kept = (run, GuestInput())
+        sent = kept[1]
+        size = self._log_size(vm_id)
+        if sent.log_size is not None and size is not None:
+            wrote = size - sent.log_size  # less than 0: the log was rotated (it wrote a lot)
+            sent.unanswered = max(0, sent.unanswered - wrote) if wrote >= 0 else 0
+        self.sent[vm_id] = kept
+        while len(self.sent) > GUEST_RUNS_MAX:
+            del self.sent[next(iter(self.sent))]
+        return sent
+
+    def _log_size(self, vm_id: str) -> int | None:
+        try:
+            return (self.config.vm_dir(vm_id) / "console.log").stat().st_size
+        except OSError:
+            return None
+
     def _forget(self, session: Session) -> None:
+        kept = self.sent.get(session.vm_id)
+        if kept is not None:  # what the guest writes from now is counted at its next session
+            kept[1].log_size = self._log_size(session.vm_id)
         if self.sessions.get(session.vm_id) is session:
             del self.sessions[session.vm_id]
             log.info("console of %s closed", session.vm_id)
@@ -196,8 +227,9 @@ class Broker:
         session = self.session(row, force=False)
         not_reading = Conflict(f"the guest of {row['name']} does not read its console: "
                                "input refused (part of it may wait for the guest)", "console")
-        if session.stalled():
-            raise not_reading  # nothing of this input was taken
+        if session.stalled():  # nothing of this input was taken; a session opened for it
+            session.close_if_idle()  # alone (stalled from its start: GuestInput) goes again
+            raise not_reading
         session.hold()
         try:
             sent = (await session.send(None, data, INPUT_TIMEOUT)

@@ -9,11 +9,13 @@ the guest stops reading its serial port, libvirtd stops reading the connection
 (its pty is full) and virStreamSend, and a stream's finish or abort, block the loop, so every
 console on that connection (tests/soak/notes.md). A guest is therefore sent at
 most UNANSWERED_MAX bytes more than it wrote back since (a reading guest
-echoes, or answers); beyond that the port is `stalled` and takes nothing until
-the guest writes again. A guest that reads without writing anything (a
-password prompt) gets UNANSWERED_MAX bytes at a time; one that writes without
-reading gets credit it does not deserve (not handled: its output is what
-anyone sees first).
+echoes, or answers), counted over all its console sessions of one run
+(GuestInput: its pty keeps what it did not read after a session closes); beyond
+that the port is `stalled` and takes nothing until the guest writes again. A
+guest that reads without writing anything (a password prompt) gets
+UNANSWERED_MAX bytes at a time; one that writes without reading gets credit it
+does not deserve (not handled: its output is what anyone sees first); a new
+broker (serve restarted) starts each guest at 0 again.
 """
 from __future__ import annotations
 
@@ -40,15 +42,28 @@ _WATCHED = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
             | libvirt.VIR_STREAM_EVENT_HANGUP)
 
 
-class ConsoleStream:
-    """A domain's console stream as a Session's port."""
+class GuestInput:
+    """Bytes sent to one run of a guest less bytes it wrote since (>= 0), whichever
+    console session sent them: what it did not read stays in its pty when a session
+    closes. Counted per session, a guest that never reads was sent UNANSWERED_MAX
+    afresh by each new session until its pty was full and a stream's finish froze
+    the broker (fuzz-mount: the 4th session of a halted guest)."""
 
-    def __init__(self, stream: libvirt.virStream, session: Session):
+    def __init__(self) -> None:
+        self.unanswered = 0
+        self.log_size: int | None = None  # its console log's size when its last session closed
+
+
+class ConsoleStream:
+    """A domain's console stream as a Session's port; `sent`: its guest's GuestInput
+    (shared by the sessions of one run of the guest)."""
+
+    def __init__(self, stream: libvirt.virStream, session: Session, sent: GuestInput | None = None):
         self.stream = stream
         self.session = session
         self.loop = asyncio.get_running_loop()
         self.waiting_to_write = False
-        self.unanswered = 0  # bytes sent less bytes the guest wrote since (>= 0)
+        self.sent = sent if sent is not None else GuestInput()
         self.closed = False
         stream.eventAddCallback(_WATCHED, self._on_event, None)
 
@@ -81,14 +96,14 @@ class ConsoleStream:
                 self.loop.call_soon(self.session.writable)  # it reads again: send the rest
             # credit as much as it wrote (an echo answers byte for byte), not
             # all: a guest that read one key must not be sent another pty-full
-            self.unanswered = max(0, self.unanswered - len(data))
+            self.sent.unanswered = max(0, self.sent.unanswered - len(data))
             self.session.output(data)
         return False
 
     def stalled(self) -> bool:
         """The guest was sent UNANSWERED_MAX bytes more than it wrote back: it
         is taken not to read its port, and nothing more is sent to it."""
-        return self.unanswered >= UNANSWERED_MAX
+        return self.sent.unanswered >= UNANSWERED_MAX
 
     def _watch(self, write: bool) -> None:
         if write == self.waiting_to_write:
@@ -104,7 +119,7 @@ class ConsoleStream:
         if self.closed or self.stalled():
             return 0
         try:
-            taken = self.stream.send(data[:UNANSWERED_MAX - self.unanswered])
+            taken = self.stream.send(data[:UNANSWERED_MAX - self.sent.unanswered])
         except libvirt.libvirtError as err:
             log.info("console of %s: %s", self.session.vm_id, err.get_error_message())
             self._end()
@@ -112,7 +127,7 @@ class ConsoleStream:
         if taken == -2:
             self._watch(write=True)
             return 0
-        self.unanswered += int(taken)
+        self.sent.unanswered += int(taken)
         return int(taken)
 
     def _end(self) -> None:

@@ -114,10 +114,15 @@ def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
 
 def test_console_writes_into_a_halted_guest_are_refused_and_another_vm_still_types(tmp_path):
     """The soak's reproduction, through the mount: 20 writes of 4,000 bytes to
-    a halted guest's `console` (it froze every console with EIO before)."""
+    a halted guest's `console` (it froze every console with EIO before); then
+    one write per session, each session closed before the next write: what the
+    guest did not read stays in its pty, so a new session takes nothing either
+    (fuzz-mount, S13: each session was allowed 4 KiB afresh, and the 4th
+    session's close froze the broker in the stream's finish)."""
     import errno
     import os
 
+    from tests.appliance_process import wait_for
     from tests.soak.world import VM_MEMORY, SoakWorld
 
     world = SoakWorld(tmp_path / "soak")
@@ -146,5 +151,29 @@ def test_console_writes_into_a_halted_guest_are_refused_and_another_vm_still_typ
         print(f"20 writes in {took:.1f} s; refused: {refused}")
         assert refused and set(refused) == {errno.EBUSY}, refused
         assert took < 30
+
+        mute = world.app.api("GET", "/v1/vms/mute").json()["id"]
+        log = world.app.home / "logs" / "consoles.log"
+
+        def closes() -> int:  # the broker's sessions of `mute` closed so far
+            return sum(1 for line in log.read_text().splitlines() if line.endswith(f"console of {mute} closed"))
+
+        later = []
+        for i in range(1, 5):
+            wait_for(f"mute's session {i} closed (the broker froze?)", lambda: closes() >= i, 30)  # noqa: B023
+            start = time.monotonic()
+            fd = os.open(world.mnt / "vms" / "mute" / "console", os.O_WRONLY)
+            try:
+                os.write(fd, b"a" * 4000)
+                os.close(fd)
+                later.append("taken")
+            except OSError as err:
+                later.append(errno.errorcode.get(err.errno or 0, str(err.errno)))
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            assert time.monotonic() - start < 5, later
+        wait_for("mute's last session closed (the broker froze?)", lambda: closes() >= 5, 30)
+        print(f"one write per session: {later}")
+        assert later == ["EBUSY"] * 4, later
     finally:
         world.close()

@@ -11,8 +11,10 @@ use, or of the only host, ends the run's reach, not the appliance's) and adoptio
 
 Checked on every case: no 5xx; on every write answered 4xx, no change of state: the
 store's rows (what the controller itself updates on its own, observed states, timestamps,
-heartbeats, events and operations, left out) are the same after the call as before it,
-taken once the controller has no operation pending or running, and with its own work
+heartbeats, events and operations, left out) are the same after the call as before it
+(tests/soak/store_changes.py: triggers log each row touched, so that a check costs what
+the call changed, not the store's size), the call made once the controller has no
+operation pending or running, and with its own work
 held for the call (Gate): what changes is the call's, or that of an operation it started
 (counted apart when that operation failed and the call answers its failure). A change
 is reported by table, row and column, with the operations and events the call recorded.
@@ -28,50 +30,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.soak.store_changes import StoreChanges
+
 log = logging.getLogger("soak.fuzz_api")
 EXCLUDED_PATHS = r"^/v1/(tokens|users|hosts)|^/v1/vms/adopt"
-# Tables and columns the controller (or every request) changes by itself.
-OWN_TABLES = {"events", "operations", "meta", "tickets", "hosts"}
-OWN_COLUMNS = {"observed_state", "observed_reason", "state_changed", "domain_xml", "addresses", "ready",
-               "boot_console_offset", "running_spec", "updated", "last_error", "last_used", "last_seen", "up",
-               "info", "down_since", "last_attempt", "connect_error", "cpu_warning", "restart_required",
-               "instance_id", "pinned_cpus", "host", "state", "size", "progress", "finished", "started"}
 STEPS = 12
-
-
-def fingerprint(db_path: Path) -> dict[str, dict]:
-    """table -> {rowid: its row}, less what changes by itself (compare two with changes())."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                  if not r[0].startswith("sqlite_") and r[0] not in OWN_TABLES]
-        out = {}
-        for table in tables:
-            cols = [r[1] for r in db.execute(f'PRAGMA table_info("{table}")') if r[1] not in OWN_COLUMNS]
-            names = ", ".join(chr(34) + c + chr(34) for c in cols)
-            out[table] = {row[0]: dict(zip(cols, row[1:], strict=True))
-                          for row in db.execute(f'SELECT rowid, {names} FROM "{table}"')}
-        return out
-    finally:
-        db.close()
-
-
-def changes(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
-    """What differs, row by row: 'vms row 3 (name web-1): desired_state, spec', 'pools +row 2'."""
-    out = []
-    for table in sorted(set(before) | set(after)):
-        old, new = before.get(table, {}), after.get(table, {})
-        for rowid in sorted(set(old) | set(new)):
-            a, b = old.get(rowid), new.get(rowid)
-            if a == b:
-                continue
-            row = b or a or {}
-            label = f"{table} {'+' if a is None else '-' if b is None else ''}row {rowid}" + (
-                f" (name {row['name']})" if "name" in row else "")
-            if a is not None and b is not None:
-                label += ": " + ", ".join(c for c in b if a.get(c) != b[c])
-            out.append(label)
-    return out
 
 
 # What a held piece of work answers (its callers read it): none looked at, no event, not connected.
@@ -147,42 +110,51 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
     counters = {"cases": 0, "writes_refused": 0}
     harness: Counter = Counter()  # rounds Hypothesis ended with an error of its own (not a finding)
 
+    spent: Counter = Counter()  # seconds of the writes by what they were spent on (logged each round)
+
+    @contextlib.contextmanager
+    def timed(what: str):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            spent[what] += time.monotonic() - t0
+
     def idle(timeout: float = 10) -> bool:
         deadline = time.monotonic() + timeout
-        while world.store.list_operations(status="pending") or world.store.list_operations(status="running"):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
+        with timed("waiting for operations"):
+            while world.store.list_operations(status="pending") or world.store.list_operations(status="running"):
+                if time.monotonic() > deadline:
+                    spent["idle timeouts"] += 1
+                    return False
+                time.sleep(0.02)
         return True
+
+    # one connection for the marks (a new one parses the schema: 3 ms a write)
+    reader = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                             check_same_thread=False)
 
     def since(mark: tuple[int, int]) -> tuple[list[str], list[str]]:
         """The operations (kind: status) and events (kind by actor) recorded after `mark`."""
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-        try:
-            ops = [f"{k}: {st}" for k, st in db.execute(
-                "SELECT kind, status FROM operations WHERE rowid > ? ORDER BY rowid", (mark[0],))]
-            events = [f"{k} by {who}" for k, who in db.execute(
-                "SELECT kind, actor FROM events WHERE id > ? ORDER BY id", (mark[1],))]
-            return ops, events
-        finally:
-            db.close()
+        ops = [f"{k}: {st}" for k, st in reader.execute(
+            "SELECT kind, status FROM operations WHERE rowid > ? ORDER BY rowid", (mark[0],))]
+        events = [f"{k} by {who}" for k, who in reader.execute(
+            "SELECT kind, actor FROM events WHERE id > ? ORDER BY id", (mark[1],))]
+        return ops, events
 
     def mark() -> tuple[int, int]:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-        try:
-            return (db.execute("SELECT coalesce(max(rowid), 0) FROM operations").fetchone()[0],
-                    db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
-        finally:
-            db.close()
+        return (reader.execute("SELECT coalesce(max(rowid), 0) FROM operations").fetchone()[0],
+                reader.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
     gate = Gate(world.controller)
+    store_changes = StoreChanges(db_path)
     try:
         schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", create_app(world.service, token))
         schema = schema.exclude(path_regex=EXCLUDED_PATHS)
         base_machine = schema.as_state_machine()
 
         class Machine(base_machine):  # type: ignore[misc, valid-type]
-            seen: tuple[dict, dict, tuple[int, int]] | None = None  # before, after, mark
+            seen: tuple[list[str], tuple[int, int]] | None = None  # what changed, operations' and events' mark
 
             def get_call_kwargs(self, case):
                 return {"headers": {"Authorization": f"Bearer {token}"}}
@@ -194,12 +166,17 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
                 if case.method.upper() == "GET":
                     return super().call(case, **kwargs)
                 idle()  # the operations under way end with the controller free to observe them
-                with gate.closed():
+                with contextlib.ExitStack() as held:
+                    with timed("closing the gate"):
+                        held.enter_context(gate.closed())
                     idle()
-                    before, at = fingerprint(db_path), mark()
-                    response = super().call(case, **kwargs)
+                    with timed("check"):
+                        at = store_changes.mark(), mark()
+                    with timed("call"):
+                        response = super().call(case, **kwargs)
                     if 400 <= response.status_code < 500:  # what is checked (an operation it
-                        self.seen = (before, fingerprint(db_path), at)  # ran has ended then)
+                        with timed("check"):  # ran has ended then)
+                            self.seen = (store_changes.since(at[0]), at[1])
                 return response
 
             def validate_response(self, response, case, **kwargs):
@@ -213,8 +190,7 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
                     failures.append(f"5xx: {label}: {response.text[:300]}")
                 elif status >= 400 and self.seen is not None:
                     counters["writes_refused"] += 1
-                    before, after, at = self.seen
-                    changed = changes(before, after)
+                    changed, at = self.seen
                     if changed:
                         ops, events = since(at)
                         # a call whose operation started and then failed (its answer is that
@@ -236,7 +212,11 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
                     suppress_health_check=list(hypothesis.HealthCheck)))
             except Exception as err:  # noqa: BLE001 - Hypothesis' own complaint: noted, next round
                 harness[type(err).__name__] += 1
+            log.info("round %d: %d cases in %.0f s; %s", rounds, counters["cases"], time.monotonic() - t0,
+                     ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items())))
     finally:
+        reader.close()
+        store_changes.close()
         world.close()
         remove_tree(base)
     by_status = dict(sorted(stats.items()))
@@ -246,4 +226,5 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
             "changed_by_failed_operation": sum(1 for f in failures if f.startswith("changed by")),
             "controller_work_held": gate.skipped,
             "failures": len(failures), "failure_examples": failures[:15], "by_status": by_status,
-            "scenario_rounds": rounds, "harness_errors": dict(harness)}
+            "scenario_rounds": rounds, "harness_errors": dict(harness),
+            "writes_spent_s": {k: round(v, 1) for k, v in sorted(spent.items())}}

@@ -10,11 +10,13 @@ O_TRUNC, O_APPEND or neither, at offsets from 0 to 2^40. Checked after each: the
 process is the same and answers (no crash); the write was refused with an errno, at the
 write or at close (EINVAL, EFBIG, ...), or it is one of the files whose content is free
 text by design (console: typed into the guest; lock: the reason); a refused write changed
-nothing in the store (tests/soak/fuzz_api.fingerprint, taken with no operation busy).
+nothing in the store (tests/soak/store_changes.py, read with no operation busy).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import random
 import stat
@@ -22,9 +24,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.soak.fuzz_api import changes, fingerprint
+from tests.soak.store_changes import StoreChanges
 from tests.soak.world import VM_MEMORY, SoakWorld
 
+log = logging.getLogger("soak.fuzz_mount")
 FREE_TEXT = {"console", "lock"}  # what any bytes may be written to (and are taken)
 WORDS = [b"running", b"stopped", b"force-stop", b"paused", b"2", b"64M", b"local", b"demo", b"revert",
          b"enabled", b"{}", b'{"cpus": 2}', b"1", b"0"]
@@ -108,41 +111,81 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
     crashes = 0
     writes = 0
     t0 = time.monotonic()
-    mount_pid = world.mount_pid()
-    while writes < count and time.monotonic() - t0 < budget:
-        path = rng.choice(files)
-        rel = path.relative_to(world.mnt)
-        data, offset, flags, kind = garbage(rng)
-        world.converge(30)
-        before = fingerprint(db_path)
-        result = write_once(path, data, offset, flags)
-        writes += 1
-        label = f"{rel} ({kind}, {len(data)} bytes at {offset}, flags {flags:#o})"
-        if world.mount_pid() != mount_pid or not _answers(world.mnt):
-            crashes += 1
-            failures.append(f"mount crashed after {label}")
-            world.wait_mount()
-            mount_pid = world.mount_pid()
-        if result is None:
-            accepted[f"{rel.name} ({'empty' if kind == 'truncate' else 'data'})"] += 1
-            if rel.name in FREE_TEXT:
-                if rel.name == "lock":
-                    os.unlink(path)  # unlocked again: the other files stay writable
-                continue
-            if kind != "truncate":  # an empty write is no write: it must change nothing either
-                failures.append(f"accepted: {label}: {data[:60]!r}")
-        else:
-            errnos[result] += 1
-            if result in ("ENOTCONN", "EIO", "ECONNABORTED"):
-                failures.append(f"{result}: {label}")
-        world.converge(30)
-        after = fingerprint(db_path)
-        changed = changes(before, after)
-        if changed:
-            failures.append(f"changed on a write refused or empty ({result}): {label}: {'; '.join(changed)[:400]}")
+    store_changes = StoreChanges(db_path)
+    spent: Counter = Counter()  # seconds by what they went on
+
+    @contextlib.contextmanager
+    def timed(what: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            spent[what] += time.monotonic() - started
+
+    mount = _process(world.mount_pid())
+    settled = False  # converged since the last write
+    try:
+        while writes < count and time.monotonic() - t0 < budget:
+            path = rng.choice(files)
+            rel = path.relative_to(world.mnt)
+            data, offset, flags, kind = garbage(rng)
+            if not settled:
+                with timed("converge"):
+                    world.converge(30)
+            settled = False
+            before = store_changes.mark()
+            with timed("write"):
+                result = write_once(path, data, offset, flags)
+            writes += 1
+            if writes % 100 == 0:
+                log.info("%d writes in %.0f s; %s", writes, time.monotonic() - t0,
+                         ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items())))
+            label = f"{rel} ({kind}, {len(data)} bytes at {offset}, flags {flags:#o})"
+            with timed("mount alive"):  # the same process (/proc: a ps per write cost 12 ms), answering
+                crashed = mount is None or _process(mount[0]) != mount or not _answers(world.mnt)
+            if crashed:
+                crashes += 1
+                failures.append(f"mount crashed after {label}")
+                world.wait_mount()
+                mount = _process(world.mount_pid())
+            if result is None:
+                accepted[f"{rel.name} ({'empty' if kind == 'truncate' else 'data'})"] += 1
+                if rel.name in FREE_TEXT:
+                    if rel.name == "lock":
+                        os.unlink(path)  # unlocked again: the other files stay writable
+                    continue
+                if kind != "truncate":  # an empty write is no write: it must change nothing either
+                    failures.append(f"accepted: {label}: {data[:60]!r}")
+            else:
+                errnos[result] += 1
+                if result in ("ENOTCONN", "EIO", "ECONNABORTED"):
+                    failures.append(f"{result}: {label}")
+            with timed("converge"):
+                world.converge(30)
+            settled = True
+            with timed("check"):
+                changed = store_changes.since(before)
+            if changed:
+                failures.append(f"changed on a write refused or empty ({result}): {label}: {'; '.join(changed)[:400]}")
+    finally:
+        store_changes.close()
     return {"writes": writes, "files": len(files), "file_names": sorted({p.name for p in files}),
             "errnos": dict(errnos.most_common()), "accepted": dict(accepted.most_common()),
-            "mount_crashes": crashes, "failures": len(failures), "failure_examples": failures[:15]}
+            "mount_crashes": crashes, "failures": len(failures), "failure_examples": failures[:15],
+            "spent_s": {k: round(v, 1) for k, v in sorted(spent.items())}}
+
+
+def _process(pid: int | None) -> tuple[int, str] | None:
+    """(pid, its start time) while it lives (not a zombie), else None: the same process
+    when equal (a pid used again has another start time)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command's name, which may hold spaces
+    return None if fields[0] in ("Z", "X") else (pid, fields[19])
 
 
 def _answers(mnt: Path) -> bool:

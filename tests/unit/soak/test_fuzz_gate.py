@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 from tests.bench.bench_scale import World
-from tests.soak.fuzz_api import Gate, changes, fingerprint
+from tests.soak.fuzz_api import Gate
+from tests.soak.store_changes import StoreChanges
 
 
 def members(world) -> list[str]:
@@ -28,8 +29,9 @@ def test_the_gate_holds_the_pool_controller_and_changes_name_the_rows(tmp_path):
         real_tick = world.controller.tick
         world.controller.tick = lambda: (passes.append(1), real_tick())[1]
         gate = Gate(world.controller)
+        store_changes = StoreChanges(world.config.db_path)
         with gate.closed():
-            before = fingerprint(world.config.db_path)
+            before = store_changes.mark()
             world.service.create_pool({"name": "web", "replicas": 2,
                                        "template": {"run_strategy": "Halted"}})
             seen = len(passes)
@@ -37,11 +39,12 @@ def test_the_gate_holds_the_pool_controller_and_changes_name_the_rows(tmp_path):
             wait_for(lambda: len(passes) >= seen + 3)  # three passes, each its pool work held
             assert members(world) == []
             assert gate.skipped >= 3
-            during = changes(before, fingerprint(world.config.db_path))
+            during = store_changes.since(before)
             assert during == ["pools +row 1 (name web)"]  # the call's own, alone
         wait_for(lambda: len(members(world)) == 2)  # open: the pool scales
-        after = changes(before, fingerprint(world.config.db_path))
+        after = store_changes.since(before)
         assert {c.split(" (")[0] for c in after} >= {"vms +row 1", "vms +row 2"}, after
         assert any(c.startswith("vms +row") and "(name web-" in c for c in after), after
+        store_changes.close()
     finally:
         world.close()

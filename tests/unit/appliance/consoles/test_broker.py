@@ -197,3 +197,42 @@ def test_a_host_the_heartbeat_says_is_down_is_not_connected_to(config, store, vm
     with pytest.raises(client.ConsoleUnavailable, match="down"):
         hosts.running_domain(store.get_vm_by_id(vm["id"]))
     assert opened == []
+
+
+def test_a_guest_s_unanswered_input_is_kept_across_its_sessions_of_one_run(config, store, monkeypatch):
+    """What a guest did not read stays in its pty after a session closes: the next
+    session of the same run (host, domain id) goes on from it; a new run starts at 0
+    (tests/integration/test_console_unread_guest.py: the broker froze in a 4th
+    session's close when each session started at 0)."""
+    broker = Broker(config, HostConnections(store, config))
+    first = broker._guest_input("vm-a", ("local", 7))
+    first.unanswered = 4000
+    assert broker._guest_input("vm-a", ("local", 7)) is first
+    assert broker._guest_input("vm-b", ("local", 8)).unanswered == 0
+    assert broker._guest_input("vm-a", ("local", 9)).unanswered == 0  # started again
+    assert broker._guest_input("vm-a", ("h2", 9)).unanswered == 0  # migrated
+    monkeypatch.setattr(broker_module, "GUEST_RUNS_MAX", 2)
+    kept = broker._guest_input("vm-a", ("h2", 9))
+    broker._guest_input("vm-c", ("local", 10))  # vm-b, the least recently opened, goes
+    assert set(broker.sent) == {"vm-a", "vm-c"} and broker.sent["vm-a"][1] is kept
+
+
+def test_what_a_guest_logs_while_no_session_is_open_answers_its_input(config, store):
+    """An echo that came after its session closed is in the console log (virtlogd's):
+    the next session counts it, so a guest that reads is not taken for a mute one;
+    a log that shrank was rotated (the guest wrote a lot): nothing is owed."""
+    broker = Broker(config, HostConnections(store, config))
+    log_file = config.vm_dir("vm-a") / "console.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_bytes(b"boot\n")
+    sent = broker._guest_input("vm-a", ("local", 7))
+    sent.unanswered = 4096
+    session = broker_module.Session("vm-a")
+    broker._forget(session)  # its session closed: the log's size noted
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 4096  # it wrote nothing since
+    broker._forget(session)
+    log_file.write_bytes(b"boot\n" + b"x" * 1000)
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 3096
+    broker._forget(session)
+    log_file.write_bytes(b"")
+    assert broker._guest_input("vm-a", ("local", 7)).unanswered == 0
