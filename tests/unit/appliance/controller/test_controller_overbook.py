@@ -227,3 +227,35 @@ def test_a_start_requeued_after_its_boot_broke_and_then_superseded_keeps_the_cla
     assert store.get_vm("v3")["observed_state"] == "running"
     assert store.claims_drift() == {}
 
+
+def test_a_memory_revert_no_longer_wanted_running_does_not_start_the_vm(
+        service, controller, store, cloud, clock, checks):
+    """A revert to a snapshot with memory starts a stopped VM (libvirt's revert to a
+    running snapshot). Admitted with the room it claims; a force-stop before it ran
+    gave that room to v3. The revert now goes through the boot check: refused (409,
+    nothing reverted), where it used to start v0 beside v3 (4 guests in room for 3)."""
+    seen = checks.seen
+    v0 = store.get_vm("v0")
+    service.create_snapshot("v0", {"name": "m", "memory": True})
+    settle(controller, clock)
+    service.set_state("v0", "force-stop")
+    settle(controller, clock)
+    service.set_state("v2", "running")  # v1, v2 run: one slot left
+    settle(controller, clock)
+    checks()
+    revert = service.revert_snapshot("v0", "m")  # admitted: the last slot
+    service.set_state("v0", "force-stop")  # before the revert ran: the slot is free again
+    admitted = start_others(service, checks)
+    assert admitted == ["v3"]
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        checks()
+    assert seen == []
+    done = store.get_operation(revert["id"])
+    assert done["status"] == "failed" and "not reverted" in done["error"]
+    assert done["error_field"] == "snapshot"  # a 409 to whoever waits on it
+    host = cloud.host(store.get_host("local")["uri"])
+    assert "snapshot-revert m" not in " ".join(host.calls)
+    assert store.get_vm("v0")["observed_state"] == "stopped"
+    assert store.get_vm("v3")["observed_state"] == "running"
+    assert store.claims_drift() == {}
