@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context, HostUnreachable
 from appliance.errors import Conflict, Failed
-from appliance.model.states import BOOTING, CLAIMING_OBSERVED_STATES, VMState
+from appliance.model.states import BOOTING, CLAIMING_OBSERVED_STATES, UNREACHABLE, VMState
 from appliance.virt.driver import DriverError, failure_reason
 
 if TYPE_CHECKING:
@@ -143,8 +143,12 @@ class OperationRunner:
                 store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
                 store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
             # A refusal (Conflict: what the request asks cannot be done as things are) names
-            # its field, and the service answers 409 rather than 500 (service/operations.py).
-            refused = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
+            # its field, and the service answers 409 rather than 500 (service/operations.py);
+            # one cut by its host's lost connection names the host: 503 (errors.Unavailable).
+            refused: dict = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
+            lost = self._lost_host(op, err)
+            if lost is not None:
+                refused["params"] = {**op["params"], UNREACHABLE: lost}
             store.update_operation(op["id"], status=status, error=reason,
                                    finished=self.ctx.clock(), **refused)
         finally:
@@ -160,21 +164,27 @@ class OperationRunner:
         times. `make soak` found such operations failed (a 500 to their caller) and a
         delete's VM left "deleting" for good."""
         requeued = int(op["params"].get("requeued", 0))
-        row = self.ctx.store.get_vm_by_id(op["vm_id"])
-        # the hosts it needs (the VM's, a migration's target): a backup's `target` names a
-        # backup target, not a host, and a host of that name must not requeue it
-        lost = [link for link in self._links_needed(op, row)
-                if link is not None and not link.connected] if row is not None else []
-        if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
-                or not lost or self.ctx.op_cancelled(op)):
+        lost = self._lost_host(op, err)
+        if lost is None or requeued >= MAX_REQUEUES or self.ctx.op_cancelled(op):
             return False
         self._boot_unconfirmed(op)
-        link = lost[0]
         log.warning("operation %s %s on %s: the connection to %s broke (%s); it runs again "
-                    "when the host answers", op["id"], op["kind"], op["vm_name"], link.name, err)
+                    "when the host answers", op["id"], op["kind"], op["vm_name"], lost, err)
         self.ctx.store.update_operation(op["id"], status="pending",
                                         params={**op["params"], "requeued": requeued + 1})
         return True
+
+    def _lost_host(self, op: dict, err: Exception) -> str | None:
+        """The host whose lost connection cut the operation (a hypervisor error or
+        HostUnreachable while a host it needs is not connected), if that is what it was."""
+        if not isinstance(err, DriverError | HostUnreachable):
+            return None
+        row = self.ctx.store.get_vm_by_id(op["vm_id"])
+        # the hosts it needs (the VM's, a migration's target): a backup's `target` names a
+        # backup target, not a host, and a host of that name must not requeue it
+        lost = [link.name for link in self._links_needed(op, row)
+                if link is not None and not link.connected] if row is not None else []
+        return lost[0] if lost else None
 
     def _observe_after(self, op: dict) -> None:
         """The VM as libvirt shows it after its operation; a boot it could not be asked
