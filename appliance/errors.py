@@ -86,6 +86,16 @@ class Timeout(Failed):
     http_status = HTTPStatus.GATEWAY_TIMEOUT
 
 
+class Unavailable(Failed):
+    """Something the request needs is unreachable for now (the VM's host is down or its
+    libvirt connection keeps breaking): 503, EAGAIN. Not the appliance's own failure, and
+    it may work once the host is back; the reason names the host. (Nova refuses what needs
+    a compute service that is down, naming the service, rather than failing inside.)"""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    errno = errnos.EAGAIN
+
+
 class NoSpace(Invalid):
     """The disk is full (the home's: the store, the images, the VMs' files): 507, ENOSPC.
     Refused, nothing changed; reads go on, and it works again once space returns. (An

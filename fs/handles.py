@@ -120,7 +120,15 @@ class Handle:
 
     async def apply(self, final: bool, write: Apply) -> None:
         """Apply the buffered value with write() when it is complete; a refused value is
-        dropped, not retried. After an apply under way (the lock), what it consumed is gone."""
+        dropped, not retried. After an apply under way (the lock), what it consumed is gone.
+        A flush (final) that finds one under way returns at once: that apply consumes the
+        value and answers its own caller, and a FLUSH meanwhile comes from a close that
+        waits for nothing of it, such as a forked child's close-on-exec, whose exec the
+        kernel holds until the FLUSH is answered. Waiting stalled the child until the
+        writer's operation ended: `make soak`'s libvirtd part waited 120 s (the write's
+        bound) for the child that was to start the libvirtd that operation needed."""
+        if final and self.applying.locked():
+            return
         async with self.applying:
             if self.buffer:
                 await self._apply(final, write)

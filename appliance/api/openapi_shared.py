@@ -33,7 +33,9 @@ ERROR = json_answer(ref("Error"), "error")
 ERRORS = {str(code): {**ERROR, "description": text} for code, text in (
     (400, "malformed request"), (401, "missing or wrong token"), (404, "not found"),
     (409, "conflicts with the current state"), (412, "If-Match names an old generation"),
-    (422, "invalid input"), (500, "the operation failed"), (504, "still running after the wait"))}
+    (422, "invalid input"), (500, "the operation failed"),
+    (503, "a host it needs is unreachable; try again once it answers"),
+    (504, "still running after the wait"))}
 NAME = {"name": "name", "in": "path", "required": True, "schema": string()}
 WAIT = [
     {"name": "wait", "in": "query", "schema": boolean(),

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 
 from appliance.config import Config
-from appliance.errors import Failed
+from appliance.errors import Failed, Unavailable
 from appliance.model import OpKind
 from appliance.store import Store
 from appliance.virt.driver import DriverFactory, EventCallback, Guest, HostDriver
@@ -20,9 +20,10 @@ HOST_NAME = "local"  # the appliance's own libvirt (config.libvirt_uri), the fir
 MIB = 1024 * 1024
 
 
-class HostUnreachable(Failed):
+class HostUnreachable(Unavailable):
     """The host an operation needs is not connected (it went away after the operation
-    was dispatched): OperationRunner puts the operation back to pending."""
+    was dispatched): OperationRunner puts the operation back to pending (a 503 once
+    that was done too often)."""
 
 
 class HostLink:

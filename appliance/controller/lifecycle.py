@@ -202,18 +202,25 @@ class Lifecycle:
                             fresh, op["id"])
             return False
 
+    def may_boot(self, op: dict, row: dict) -> bool:
+        """The boot check, for whatever starts the VM's stopped domain (a boot, a revert
+        to a snapshot with memory): Failed while a copy runs elsewhere; False when the
+        VM is no longer wanted running on this host (_still_wanted, event boot-skipped);
+        True with the operation marked booting."""
+        elsewhere = self._running_elsewhere(row)
+        if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
+            raise Failed(
+                f"a copy of this VM still runs on host {elsewhere}; not starting a second one"
+            )
+        return self._still_wanted(op, row)
+
     def boot(self, op: dict, row: dict, guest: Guest) -> bool:
         """Start the defined guest with its port forwards (never a second copy), unless
         it is no longer wanted running (_still_wanted); whether it runs now."""
         if guest.is_active():
             guest.apply_port_forwards(port_forwards(row))
             return True
-        elsewhere = self._running_elsewhere(row)
-        if elsewhere is not None:  # never twice: the stale copy must go first (resync removes it)
-            raise Failed(
-                f"a copy of this VM still runs on host {elsewhere}; not starting a second one"
-            )
-        if not self._still_wanted(op, row):
+        if not self.may_boot(op, row):
             return False
         restoring = guest.has_managed_save()  # a suspended VM resumes where it was (shapes.py)
         if not restoring:  # console probes look only at what this boot prints

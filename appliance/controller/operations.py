@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context, HostUnreachable
 from appliance.errors import Conflict, Failed
+from appliance.model.states import BOOTING, CLAIMING_OBSERVED_STATES, UNREACHABLE, VMState
 from appliance.virt.driver import DriverError, failure_reason
 
 if TYPE_CHECKING:
@@ -116,14 +117,14 @@ class OperationRunner:
             follow_up = outcome.follow_up if isinstance(outcome, LeftAsItWas) else outcome
             if not left_as_it_was:
                 # Observed state first: whoever waits on the operation reads the VM next.
-                self.observer.observe_after(vm_id)
+                self._observe_after(op)
             store.update_operation(
                 op["id"], status="succeeded", progress=100, finished=self.ctx.clock()
             )
             if store.get_vm_by_id(vm_id) is not None:
                 store.update_vm(vm_id, bump=False, last_error=None)
             if left_as_it_was:
-                self._follow_up(op, lambda: self.observer.observe_after(vm_id))
+                self._follow_up(op, lambda: self._observe_after(op))
             if follow_up is not None:
                 self._follow_up(op, follow_up)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, none is lost
@@ -133,7 +134,7 @@ class OperationRunner:
             log.warning(
                 "operation %s %s on %s failed: %s", op["id"], op["kind"], op["vm_name"], err
             )
-            self.observer.observe_after(vm_id)
+            self._observe_after(op)
             status = "cancelled" if self.ctx.op_cancelled(op) else "failed"
             # The VM's error and event first: whoever waits on the operation reads them
             # as soon as it is final.
@@ -142,8 +143,12 @@ class OperationRunner:
                 store.update_vm(vm_id, bump=False, last_error=f"{op['kind']}: {reason}")
                 store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
             # A refusal (Conflict: what the request asks cannot be done as things are) names
-            # its field, and the service answers 409 rather than 500 (service/operations.py).
-            refused = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
+            # its field, and the service answers 409 rather than 500 (service/operations.py);
+            # one cut by its host's lost connection names the host: 503 (errors.Unavailable).
+            refused: dict = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
+            lost = self._lost_host(op, err)
+            if lost is not None:
+                refused["params"] = {**op["params"], UNREACHABLE: lost}
             store.update_operation(op["id"], status=status, error=reason,
                                    finished=self.ctx.clock(), **refused)
         finally:
@@ -159,20 +164,54 @@ class OperationRunner:
         times. `make soak` found such operations failed (a 500 to their caller) and a
         delete's VM left "deleting" for good."""
         requeued = int(op["params"].get("requeued", 0))
-        row = self.ctx.store.get_vm_by_id(op["vm_id"])
-        # the hosts it needs (the VM's, a migration's target): a backup's `target` names a
-        # backup target, not a host, and a host of that name must not requeue it
-        lost = [link for link in self._links_needed(op, row)
-                if link is not None and not link.connected] if row is not None else []
-        if (not isinstance(err, DriverError | HostUnreachable) or requeued >= MAX_REQUEUES
-                or not lost or self.ctx.op_cancelled(op)):
+        lost = self._lost_host(op, err)
+        if lost is None or requeued >= MAX_REQUEUES or self.ctx.op_cancelled(op):
             return False
-        link = lost[0]
+        self._boot_unconfirmed(op)
         log.warning("operation %s %s on %s: the connection to %s broke (%s); it runs again "
-                    "when the host answers", op["id"], op["kind"], op["vm_name"], link.name, err)
+                    "when the host answers", op["id"], op["kind"], op["vm_name"], lost, err)
         self.ctx.store.update_operation(op["id"], status="pending",
                                         params={**op["params"], "requeued": requeued + 1})
         return True
+
+    def _lost_host(self, op: dict, err: Exception) -> str | None:
+        """The host whose lost connection cut the operation (a hypervisor error or
+        HostUnreachable while a host it needs is not connected), if that is what it was."""
+        if not isinstance(err, DriverError | HostUnreachable):
+            return None
+        row = self.ctx.store.get_vm_by_id(op["vm_id"])
+        # the hosts it needs (the VM's, a migration's target): a backup's `target` names a
+        # backup target, not a host, and a host of that name must not requeue it
+        lost = [link.name for link in self._links_needed(op, row)
+                if link is not None and not link.connected] if row is not None else []
+        return lost[0] if lost else None
+
+    def _observe_after(self, op: dict) -> None:
+        """The VM as libvirt shows it after its operation; a boot it could not be asked
+        about counted as starting (_boot_unconfirmed)."""
+        if not self.observer.observe_after(op["vm_id"]):
+            self._boot_unconfirmed(op)
+
+    def _boot_unconfirmed(self, op: dict) -> None:
+        """An operation marked booting (Lifecycle.boot: its claim lasts until it ends)
+        after which libvirt could not be asked how the boot went (the host's connection
+        broke: requeued, failed, or even done just before the break): the guest may run.
+        Its VM is recorded starting, which claims its vCPUs and memory (model/states.py),
+        until it is seen again (the next operation or pass that reaches the host). Issue
+        17: a start requeued after a lost connection and then superseded by a force-stop
+        ended its mark while its guest ran, unclaimed, and the room went to other starts."""
+        if not op["params"].get(BOOTING):
+            return
+        store = self.ctx.store
+        with store.transaction():
+            row = store.get_vm_by_id(op["vm_id"])
+            if row is None or row["observed_state"] in CLAIMING_OBSERVED_STATES:
+                return
+            store.update_vm(row["id"], bump=False, observed_state=VMState.STARTING,
+                            observed_reason="unconfirmed", state_changed=self.ctx.clock())
+            store.add_event("boot-unconfirmed", f"{op['kind']}: the connection to host "
+                            f"{row['host']} broke around its boot; counted as starting until "
+                            "it is seen", row, op["id"])
 
     @staticmethod
     def _follow_up(op: dict, follow_up: FollowUp) -> None:

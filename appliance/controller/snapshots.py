@@ -15,7 +15,7 @@ from appliance.controller.context import Context
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import Lifecycle, port_forwards
 from appliance.controller.operations import Handler
-from appliance.errors import Failed
+from appliance.errors import Conflict, Failed
 from appliance.model import DesiredState, SnapshotState
 from appliance.virt.driver import Guest, failure_reason
 
@@ -137,6 +137,12 @@ class SnapshotOperations:
         if snap["state"] != SnapshotState.READY:
             raise Failed(f"snapshot {snap['name']} is {snap['state']}")
         guest = self._guest(row)
+        if snap["memory"] and not guest.is_active() and not self.lifecycle.may_boot(op, row):
+            # It would start the guest (libvirt's revert to a running snapshot), whose
+            # room a stop asked since may have given away (issue 17): nothing reverted.
+            raise Conflict(f"not reverted: {row['name']} is no longer wanted running on "
+                           f"host {row['host']}, and a revert to snapshot {snap['name']} "
+                           "(with memory) starts it; revert again to start it", "snapshot")
         self._drop_checkpoints(op, row, guest)
         if snap["memory"]:
             guest.snapshot_revert(snap["name"], keep_memory=True)

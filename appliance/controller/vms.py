@@ -92,20 +92,27 @@ class VmObserver:
                 self.ctx.store.add_event("state-changed", f"now {message}", row)
         return state
 
-    def observe_after(self, vm_id: str) -> None:
-        """After an operation: its outcome as libvirt shows it, and the addresses."""
+    def observe_after(self, vm_id: str) -> bool:
+        """After an operation: its outcome as libvirt shows it, and the addresses.
+        Whether libvirt was asked (False: the host is unreachable, or broke meanwhile)."""
         row = self.ctx.store.get_vm_by_id(vm_id)
-        link = self.ctx.links.get(row["host"]) if row is not None else None
-        if row is None or link is None or not link.connected:
-            return
+        if row is None:
+            return True  # nothing left to observe
+        link = self.ctx.links.get(row["host"])
+        if link is None or not link.connected:
+            return False
         try:
             guest = link.lookup(vm_id)
             self.observe(row, guest, record_xml=True)
+        except DriverError:
+            return False
+        try:
             fresh = self.ctx.store.get_vm_by_id(vm_id)
             if fresh is not None:
                 self.refresh_addresses(fresh, guest)
         except DriverError:
             pass
+        return True
 
     def on_events(self, seen: set[tuple[str, str]]) -> None:
         """Lifecycle events, deduplicated (host, vm id): observe, then enforce."""

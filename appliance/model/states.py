@@ -155,6 +155,9 @@ SAVED_OBSERVED_STATES: tuple[str, ...] = (VMState.SUSPENDED,)
 # An unshelve claims its target as a move does, until the record follows (controller/shapes.py).
 MOVING_OP_KINDS: tuple[str, ...] = (OpKind.MIGRATE, OpKind.MOVE, OpKind.UNSHELVE)
 BOOTING = "booting"  # the params key of an operation that boots the guest (above)
+# The params key of an operation failed because its host's connection was lost (the host's
+# name): answered 503 (errors.Unavailable), not 500 (controller/operations.py).
+UNREACHABLE = "unreachable"
 
 
 class RunStrategy(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from appliance.access import caller
-from appliance.errors import Conflict, Failed, NotFound, Timeout
+from appliance.errors import Conflict, Failed, NotFound, Timeout, Unavailable
 from appliance.model import (
     FINAL_OP_STATES,
     DesiredState,
@@ -15,6 +15,7 @@ from appliance.model import (
     cancellable_while_running,
     copies_a_source,
 )
+from appliance.model.states import UNREACHABLE
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
@@ -67,6 +68,11 @@ class Operations(ServiceBase):
         if op["status"] == OpStatus.FAILED:
             if op.get("error_field") is not None:  # refused by the controller (a Conflict)
                 raise Conflict(f"{op['kind']} failed: {op['error']}", op["error_field"] or None)
+            host = op["params"].get(UNREACHABLE)
+            if host:  # cut by its host's lost connection, again and again: not our failure
+                why = "" if "unreachable" in (op["error"] or "") else f" ({op['error']})"
+                raise Unavailable(f"{op['kind']} failed: host {host} is unreachable{why}; "
+                                  "try again once it answers")
             raise Failed(f"{op['kind']} failed: {op['error']}")
         if op["status"] == OpStatus.CANCELLED:
             raise Conflict(f"{op['kind']} was cancelled: {op['error']}")

@@ -15,6 +15,7 @@ second or stale mount), and `PRAGMA integrity_check` is ok.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
+log = logging.getLogger("soak.world")
 # cli; hlt; jmp $-1, then the boot signature: SeaBIOS boots it, the vCPU halts for good.
 BOOT_SECTOR = bytes([0xFA, 0xF4, 0xEB, 0xFD])
 VM_MEMORY = "32M"
@@ -143,8 +145,12 @@ class SoakWorld:
         else:
             host.kill_libvirtd()
             host.start_libvirtd()
+        answering = time.monotonic() - t0
         wait_for("the host up again", lambda: (h := self._host())["up"] and h["last_seen"] != seen, 120, 0.2)
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        log.info("libvirtd %s: answering after %.1f s, the appliance saw it up after %.1f s",
+                 "restarted" if graceful else "SIGKILLed and started", answering, took)
+        return took
 
     def _host(self) -> dict:
         return self.app.api("GET", "/v1/hosts/local", timeout=30).json()

@@ -209,6 +209,36 @@ def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it
     assert cloud.where(row["id"]) == []
 
 
+def test_an_operation_its_host_keeps_cutting_off_is_answered_503_naming_the_host(
+        service, controller, cloud, clock, monkeypatch):
+    """Requeued at each lost connection, an operation fails after MAX_REQUEUES: an
+    unreachable host, not the appliance's own failure. It was a 500 ("force-stop failed:
+    host local is unreachable", `make soak`'s libvirtd part); now 503 (EAGAIN in the
+    mount) with the host named, like Nova's refusal of what needs a compute service
+    that is down."""
+    import errno
+
+    import pytest
+
+    from appliance.controller.operations import MAX_REQUEUES, OperationRunner
+    from appliance.errors import Unavailable
+
+    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
+    host = cloud.host(HOSTS[home])
+    monkeypatch.setattr(OperationRunner, "_ready_to_run", lambda self, op: True)  # dispatched anyway
+    host.up = False
+    settle(controller, clock, passes=1)
+    op = service.set_state("web1", "force-stop")
+    for _ in range(MAX_REQUEUES + 1):
+        settle(controller, clock, passes=1)
+    assert service.store.get_operation(op["id"])["status"] == "failed"
+    with pytest.raises(Unavailable) as err:
+        service.finish(op, 0)
+    assert err.value.http_status == 503 and err.value.errno == errno.EAGAIN
+    assert f"host {home} is unreachable" in err.value.reason
+    assert service.store.get_vm_by_id(row["id"])["desired_state"] == "stopped"
+
+
 def test_a_host_removed_and_added_again_between_two_passes_gets_its_first_attempt(service, controller, clock):
     """Found by `make soak` (host h2 taken out after one kill part and added again for the
     next): the controller, which had not seen the removal yet, kept its link to the old

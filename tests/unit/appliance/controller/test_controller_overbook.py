@@ -27,7 +27,8 @@ def capacity(store, clock) -> float:
 
 def overbooked(store, cloud, clock, memory: int) -> list[str]:
     """Hosts whose claims (what the scheduler reads), or whose running guests, exceed
-    their RAM times its ratio (the soak's check, plus libvirt's side)."""
+    their RAM times its ratio (the soak's check, plus libvirt's side), and hosts whose
+    running guests exceed their claims (the room the scheduler would give away)."""
     found = []
     for h in placement.host_states(store, clock(), 3600):
         room = h.memory_mib * h.ram_ratio - h.reserved_memory_mib
@@ -37,6 +38,9 @@ def overbooked(store, cloud, clock, memory: int) -> list[str]:
         running = sum(1 for vm in store.list_vms() if uri in cloud.where(vm["id"]))
         if running * memory > room:
             found.append(f"{h.name}: {running} guests of {memory} MiB running in {room:.0f}")
+        if running * memory > h.allocated_memory_mib:
+            found.append(f"{h.name}: {running} guests of {memory} MiB running, "
+                         f"{h.allocated_memory_mib} MiB claimed")
     return found
 
 
@@ -169,4 +173,89 @@ def test_a_start_asked_again_while_its_boot_runs_is_not_refused_for_the_room_it_
     assert seen == []
     vm = store.get_vm("v2")
     assert (vm["observed_state"], vm["desired_state"], vm["host"]) == ("running", "running", "local")
+    assert store.claims_drift() == {}
+
+
+def test_a_start_requeued_after_its_boot_broke_and_then_superseded_keeps_the_claim(
+        service, controller, store, cloud, clock, checks, monkeypatch):
+    """A double fault: the connection to the host broke as libvirt started v2 (the guest
+    runs, the start is requeued: the host answers again at once), then a force-stop
+    superseded the pending start. Its booting mark ended with it while the guest ran:
+    the room was given to v3. Now v2 is recorded starting until it is seen."""
+    from appliance.controller.operations import OperationRunner
+    from appliance.virt.driver import DriverError
+
+    seen = checks.seen
+    v2 = store.get_vm("v2")
+    host = cloud.host(store.get_host("local")["uri"])
+    original_start, original_requeue, broke = FakeGuest.start, OperationRunner._requeue_if_host_lost, []
+
+    def start_broken(guest: FakeGuest) -> None:
+        original_start(guest)
+        if guest.uuid == v2["id"] and not broke:  # the create went through; the answer is lost
+            broke.append(True)
+            host.up = False
+            raise DriverError("End of file while reading data: Input/output error")
+
+    def requeue_then_back(self, op: dict, err: Exception) -> bool:
+        requeued = original_requeue(self, op, err)
+        host.up = True  # libvirtd back within the second: no heartbeat saw it down
+        return requeued
+
+    monkeypatch.setattr(FakeGuest, "start", start_broken)
+    monkeypatch.setattr(OperationRunner, "_requeue_if_host_lost", requeue_then_back)
+    start = service.set_state("v2", "running")
+    settle(controller, clock, passes=1)
+    assert broke and store.get_operation(start["id"])["status"] == "pending"
+    assert cloud.where(v2["id"]) == [host.uri]
+    service.set_state("v2", "force-stop")  # supersedes the requeued start
+    assert store.get_operation(start["id"])["status"] == "cancelled"
+    checks()
+    admitted = start_others(service, checks)
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        checks()
+    assert seen == []
+    assert admitted == []  # v2's guest held the room until it was seen and stopped
+    assert store.get_vm("v2")["observed_state"] == "stopped"
+    assert cloud.where(v2["id"]) == []
+    assert [e for e in store.list_events(v2["id"]) if e["kind"] == "boot-unconfirmed"]
+    service.set_state("v3", "running")
+    settle(controller, clock)
+    checks()
+    assert seen == []
+    assert store.get_vm("v3")["observed_state"] == "running"
+    assert store.claims_drift() == {}
+
+
+def test_a_memory_revert_no_longer_wanted_running_does_not_start_the_vm(
+        service, controller, store, cloud, clock, checks):
+    """A revert to a snapshot with memory starts a stopped VM (libvirt's revert to a
+    running snapshot). Admitted with the room it claims; a force-stop before it ran
+    gave that room to v3. The revert now goes through the boot check: refused (409,
+    nothing reverted), where it used to start v0 beside v3 (4 guests in room for 3)."""
+    seen = checks.seen
+    v0 = store.get_vm("v0")
+    service.create_snapshot("v0", {"name": "m", "memory": True})
+    settle(controller, clock)
+    service.set_state("v0", "force-stop")
+    settle(controller, clock)
+    service.set_state("v2", "running")  # v1, v2 run: one slot left
+    settle(controller, clock)
+    checks()
+    revert = service.revert_snapshot("v0", "m")  # admitted: the last slot
+    service.set_state("v0", "force-stop")  # before the revert ran: the slot is free again
+    admitted = start_others(service, checks)
+    assert admitted == ["v3"]
+    for _ in range(4):
+        settle(controller, clock, passes=1)
+        checks()
+    assert seen == []
+    done = store.get_operation(revert["id"])
+    assert done["status"] == "failed" and "not reverted" in done["error"]
+    assert done["error_field"] == "snapshot"  # a 409 to whoever waits on it
+    host = cloud.host(store.get_host("local")["uri"])
+    assert "snapshot-revert m" not in " ".join(host.calls)
+    assert store.get_vm("v0")["observed_state"] == "stopped"
+    assert store.get_vm("v3")["observed_state"] == "running"
     assert store.claims_drift() == {}
