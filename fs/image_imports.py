@@ -36,6 +36,7 @@ import dataclasses
 import errno
 import logging
 import os
+import threading
 import time
 from pathlib import Path as FilePath
 
@@ -70,6 +71,11 @@ class Import:
     checked_at: int = 0  # the size at which the free space was last looked at
     spoiled: bool = False  # a write was refused: dropped at close
     closed: bool = False  # registered or dropped: its fd and file are gone
+    # Held while its fd is used or closed: write, truncate, finish and drop run in worker
+    # threads of their own (an `rm`, a forked child's close, while a write is under way),
+    # and a write between its `closed` check and its pwrite sent its bytes to whatever
+    # file took the fd's number once it was closed (another import, the store's database).
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
 
 def image_name(file: str) -> str:
@@ -151,29 +157,30 @@ class ImageImports:
 
     def write(self, found: Import, off: int, buf: bytes) -> None:
         """Bytes at an offset, on disk (a worker thread)."""
-        if found.closed:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        end = off + len(buf)
-        self._room(found, end, max(0, end - found.size))
-        os.pwrite(found.fd, buf, off)
-        found.size = max(found.size, end)
+        with found.lock:
+            if found.closed:
+                raise pyfuse3.FUSEError(errno.EBADF)
+            end = off + len(buf)
+            self._room(found, end, max(0, end - found.size))
+            os.pwrite(found.fd, buf, off)
+            found.size = max(found.size, end)
         if time.monotonic() - found.reported >= PROGRESS_SECONDS:
             found.reported = time.monotonic()
             self.service.image_file_progress(found.op_id, found.size)
 
     def truncate(self, found: Import, size: int) -> None:
-        if found.closed:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        self._room(found, size, max(0, size - found.size))
-        os.ftruncate(found.fd, size)
-        found.size = size
+        with found.lock:
+            if found.closed:
+                raise pyfuse3.FUSEError(errno.EBADF)
+            self._room(found, size, max(0, size - found.size))
+            os.ftruncate(found.fd, size)
+            found.size = size
 
     def finish(self, path: Path, found: Import) -> dict | None:
         """Its writer's close (a worker thread): checked and recorded as an upload; a
         spoiled one dropped. None when it was finished already."""
-        if found.closed:
-            return None
-        self._close(path, found)
+        if not self._close(path, found):
+            return None  # finished or dropped already (by another close, an rm)
         if found.spoiled:
             found.tmp.unlink(missing_ok=True)
             self.service.end_image_file(found.op_id, OpStatus.FAILED, "a write was refused")
@@ -184,17 +191,21 @@ class ImageImports:
 
     def drop(self, path: Path, found: Import) -> None:
         """An import given up (rm, or released without a close): its file removed."""
-        if not found.closed:
-            self._close(path, found)
+        if self._close(path, found):
             found.tmp.unlink(missing_ok=True)
             self.service.end_image_file(found.op_id, OpStatus.CANCELLED, "removed before its end")
             log.info("import of image %s dropped", found.image)
 
-    def _close(self, path: Path, found: Import) -> None:
-        found.closed = True
-        if self.files.get(path) is found:
-            del self.files[path]
-        os.close(found.fd)
+    def _close(self, path: Path, found: Import) -> bool:
+        """Its fd closed, once no write uses it; False: closed before (by another thread)."""
+        with found.lock:
+            if found.closed:
+                return False
+            found.closed = True
+            if self.files.get(path) is found:
+                del self.files[path]
+            os.close(found.fd)
+            return True
 
     def remove(self, path: Path, uid: int | None) -> None:
         """rm images/FILE: an import of this uid's dropped, or images/NAME.json deleted."""
