@@ -15,6 +15,7 @@ second or stale mount), and `PRAGMA integrity_check` is ok.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from tests.appliance_process import Appliance, remove_prefixed_domains, wait_for
 
+log = logging.getLogger("soak.world")
 # cli; hlt; jmp $-1, then the boot signature: SeaBIOS boots it, the vCPU halts for good.
 BOOT_SECTOR = bytes([0xFA, 0xF4, 0xEB, 0xFD])
 VM_MEMORY = "32M"
@@ -102,12 +104,17 @@ class SoakWorld:
     def restart_serve(self) -> float:
         """SIGKILL serve (Appliance.kill waits until its API let go of the port), start it
         again: the seconds until it answered /readyz and its mount was back."""
+        t_kill = time.monotonic()
         self.app.kill()
         t0 = time.monotonic()
         self.app.start(timeout=120)
+        t_ready = time.monotonic()
         self.wait_mount()
         self.restarts += 1
-        return time.monotonic() - t0
+        now = time.monotonic()
+        log.info("serve restart: port free %.2f s, /readyz %.2f s, mount %.2f s", t0 - t_kill, t_ready - t0,
+                 now - t_ready)
+        return now - t0
 
     def kill_mount(self) -> float:
         """SIGKILL the mount child; serve starts a new one: seconds until it serves again."""
