@@ -74,6 +74,8 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             if time.monotonic() - t_start > budget:
                 log.warning("%s: budget of %d s spent after %d kills", target, budget, n)
                 break
+            if target != "libvirtd":  # that part kills its libvirtd itself
+                world.revive_libvirtds()
             go.set()
             t0 = time.monotonic()
             time.sleep(rng.uniform(*gap))
@@ -90,6 +92,8 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             time.sleep(rng.uniform(0, gap[0]))  # clients meet the recovered appliance too
             t_pause = time.monotonic()
             waited = pause(crowd, go)
+            if target != "libvirtd":
+                world.revive_libvirtds()
             t_check = time.monotonic()
             rounds.append(check_round(world, crowd, n, recovery, recovered, converge_timeout))
             phases = rounds[-1]["phases"]
@@ -112,7 +116,8 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             remove_second_host(world)  # the parts after the kill parts have one host
         except Exception:  # noqa: BLE001 - reported; the part's own error (if any) goes on up
             log.exception("%s: could not take host h2 out again", target)
-    return summarize(target, rounds, crowd, time.monotonic() - t_start)
+    return {**summarize(target, rounds, crowd, time.monotonic() - t_start),
+            "libvirtd_crashes": list(world.libvirtd_crashes)}
 
 
 def check_round(world: SoakWorld, crowd: list[Client], n: int, recovery: float, recovered: float,
