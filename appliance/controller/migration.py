@@ -11,7 +11,7 @@ from appliance.controller.context import Context, HostLink
 from appliance.controller.files import VmFiles
 from appliance.controller.lifecycle import port_forwards
 from appliance.controller.operations import Handler
-from appliance.errors import Failed
+from appliance.errors import Conflict, Failed
 from appliance.host_access import connection_uri
 from appliance.virt.driver import DomainGone, DriverError, Guest, MigrationRequest
 
@@ -145,7 +145,11 @@ class LiveMigration:
             return
         guest = self.source.lookup(vm_id)
         if guest is None or not guest.is_active():
-            raise Failed(f"the VM does not run on {row['host']}; nothing to migrate live")
+            # It ran when the migration was asked (service/migration.py): it stopped since
+            # (powered itself off, crashed). A refusal of what the VM now is, as the service
+            # answers for a stopped VM, not a failure of the appliance's (a 500).
+            raise Conflict(f"the VM does not run on {row['host']} any more; nothing to migrate "
+                           "live (a stopped VM moves offline: ask again)", "host")
         request = MigrationRequest(
             # the source's libvirtd opens it (peer to peer) with the appliance's keys
             dest_uri=connection_uri(self.dest.uri, self.ctx.config),

@@ -13,6 +13,7 @@ from appliance.controller import firewall
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshot_metadata import SnapshotMetadata
+from appliance.errors import NotFound
 from appliance.gcpause import collector_paused
 from appliance.virt.driver import DomainGone, DriverError, Guest, Listed
 
@@ -86,7 +87,10 @@ class VmObserver:
             except DriverError:
                 pass
         if fields:
-            self.ctx.store.update_vm(row["id"], bump=False, **fields)
+            try:
+                self.ctx.store.update_vm(row["id"], bump=False, **fields)
+            except NotFound:  # its delete removed the row since the fresh read: nothing to record
+                return "deleted"
             if "observed_state" in fields:
                 message = state + (f" ({reason})" if reason else "")
                 self.ctx.store.add_event("state-changed", f"now {message}", row)

@@ -96,6 +96,7 @@ class Client(threading.Thread):
         self.slots = [Slot() for _ in range(slots)]
         self.tally = Tally()
         self.busy = False
+        self.doing: tuple[str, float] | None = None  # the operation under way and its start
         self.stopping = False
         self.counter = 0
         self.tag = tag  # names: TAG CID-N, unique in a run
@@ -154,8 +155,10 @@ class Client(threading.Thread):
         else:
             self.counter += 1
             op = ("upload", f"{imgs.prefix}{self.counter}")
-        outcome, detail = (self._mount if via_mount else self._rest)(None, op)
         key = f"{op[0]} ({'mount' if via_mount else 'rest'})"
+        self.doing = (key, time.monotonic())
+        outcome, detail = (self._mount if via_mount else self._rest)(None, op)
+        self.doing = None
         if outcome == "acked":
             self.tally.acked[key] += 1
             (imgs.present.add if op[0] == "upload" else imgs.present.discard)(op[1])
@@ -177,9 +180,11 @@ class Client(threading.Thread):
         slot.pending = op[:3] if kind != "state" else ("state", op[1])
         if kind == "create":
             slot.pending = ("create", op[1], "stopped" if via_mount else op[2])
-        outcome, detail = (self._mount if via_mount else self._rest)(slot, op)
         where = "mount" if via_mount else "rest"
         key = f"{kind} ({where})"
+        self.doing = (key, time.monotonic())
+        outcome, detail = (self._mount if via_mount else self._rest)(slot, op)
+        self.doing = None
         if outcome == "acked":
             self.tally.acked[key] += 1
             new = slot.after()

@@ -35,13 +35,19 @@ def snapshots_of(world: SoakWorld):
     return names
 
 
-def pause(clients: list[Client], go: threading.Event, timeout: float = 120) -> None:
+def pause(clients: list[Client], go: threading.Event, timeout: float = 120) -> str:
+    """Stop the clients after their current operation; what the last one waited for
+    (its operation and how long it took), for the round's timing."""
     go.clear()
     deadline = time.monotonic() + timeout
+    last = ""
     while any(c.busy for c in clients):
         if time.monotonic() > deadline:
             raise RuntimeError(f"clients still busy {timeout} s after the pause")
+        last = next((f"{d[0]} {time.monotonic() - d[1]:.1f} s" for c in clients if c.busy
+                     and (d := c.doing) is not None), last)
         time.sleep(0.05)
+    return last
 
 
 def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots: int = 3,
@@ -68,8 +74,12 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             if time.monotonic() - t_start > budget:
                 log.warning("%s: budget of %d s spent after %d kills", target, budget, n)
                 break
+            if target != "libvirtd":  # that part kills its libvirtd itself
+                world.revive_libvirtds()
             go.set()
+            t0 = time.monotonic()
             time.sleep(rng.uniform(*gap))
+            t_kill = time.monotonic()
             if target == "serve":
                 recovery = world.restart_serve()
             elif target == "mount":
@@ -80,8 +90,17 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
                 recovery = world.kill_libvirtd(graceful=n % 2 == 1)
             recovered = time.monotonic()
             time.sleep(rng.uniform(0, gap[0]))  # clients meet the recovered appliance too
-            pause(crowd, go)
+            t_pause = time.monotonic()
+            waited = pause(crowd, go)
+            if target != "libvirtd":
+                world.revive_libvirtds()
+            t_check = time.monotonic()
             rounds.append(check_round(world, crowd, n, recovery, recovered, converge_timeout))
+            phases = rounds[-1]["phases"]
+            phases.update(gap=t_kill - t0, kill=recovered - t_kill, after=t_pause - recovered,
+                          pause=t_check - t_pause)
+            log.info("%s kill %d: %.1f s: %s (last: %s)", target, n, time.monotonic() - t0,
+                     " ".join(f"{k} {v:.2f}" for k, v in phases.items()), waited or "-")
             if rounds[-1]["findings"]:
                 log.warning("%s kill %d: %s", target, n, rounds[-1]["findings"])
             elif (n + 1) % 10 == 0:
@@ -97,14 +116,24 @@ def run_kills(world: SoakWorld, target: str, kills: int, clients: int = 4, slots
             remove_second_host(world)  # the parts after the kill parts have one host
         except Exception:  # noqa: BLE001 - reported; the part's own error (if any) goes on up
             log.exception("%s: could not take host h2 out again", target)
-    return summarize(target, rounds, crowd, time.monotonic() - t_start)
+    return {**summarize(target, rounds, crowd, time.monotonic() - t_start),
+            "libvirtd_crashes": list(world.libvirtd_crashes)}
 
 
 def check_round(world: SoakWorld, crowd: list[Client], n: int, recovery: float, recovered: float,
                 converge_timeout: float) -> dict:
     """converge_s: from the recovery (serve answering again) until every VM is in its desired
     state and no operation is pending, the operations the clients started meanwhile included."""
+    phases: dict[str, float] = {}
+    t = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.monotonic()
+        phases[name] = now - t
+        t = now
     converged, vms = world.converge(converge_timeout)
+    lap("converge")
     if converged is not None:
         converged = time.monotonic() - recovered
     findings: dict[str, list[str]] = {}
@@ -113,10 +142,14 @@ def check_round(world: SoakWorld, crowd: list[Client], n: int, recovery: float, 
                                      for vm in vms if vm["state"] != vm["desired_state"]] or \
             [f"operations still busy: {[op['kind'] for op in world.busy_operations()]}"]
     findings.update(check_ledger(crowd, vms, snapshots_of(world)))
+    lap("ledger")
     findings.update(check_images(crowd, [i["name"] for i in world.app.api("GET", "/v1/images", timeout=30)
                                          .json()["items"]]))
+    lap("images")
     findings.update({f"orphan {k}": v for k, v in world.orphans(vms).items()})
+    lap("orphans")
     integrity = world.integrity()
+    lap("integrity")
     if integrity != "ok":
         findings["integrity_check"] = [integrity]
     for client in crowd:
@@ -125,7 +158,7 @@ def check_round(world: SoakWorld, crowd: list[Client], n: int, recovery: float, 
             client.tally.anomalies.clear()
     return {"kill": n, "recovery_s": round(recovery, 3), "converge_s": None if converged is None else
             round(converged, 3), "vms": len(vms), "running": sum(vm["state"] == "running" for vm in vms),
-            "findings": findings}
+            "findings": findings, "phases": phases}
 
 
 def summarize(target: str, rounds: list[dict], crowd: list[Client], took: float) -> dict:
@@ -155,4 +188,6 @@ def summarize(target: str, rounds: list[dict], crowd: list[Client], took: float)
         "acked_by_kind": dict(sorted(acked.items())),
         "refused_by_kind": dict(sorted(refused.most_common(12))),
         "failed_rounds": [r for r in rounds if r["findings"]][:10],
+        "phase_mean_s": {k: round(sum(r["phases"][k] for r in rounds) / len(rounds), 2)
+                         for k in (rounds[0]["phases"] if rounds else ())},
     }

@@ -104,3 +104,27 @@ def test_a_follow_up_runs_after_the_success_and_its_failure_is_only_logged(
     assert service.store.get_operation(op["id"])["status"] == "succeeded"
     assert vm["id"] not in controller.ctx.busy
     assert "housekeeping broke" in caplog.text
+
+
+def test_an_event_of_a_vm_deleted_while_it_is_observed_is_no_loop_error(
+        service, controller, cloud, clock, monkeypatch):
+    """`make soak` (kill-mount and kill-worker, 22 times in 200 kills each): the controller
+    loop failed with NotFound "no VM with id ..." (logged as "controller loop", the rest of
+    its events dropped, the loop asleep 0.5 s) when a lifecycle event was observed while the
+    VM's delete removed its row, between the fresh read and the update of its state."""
+    vm, _op = service.create_vm({"name": "web1"})
+    settle(controller, clock, passes=1)
+    row = service.store.get_vm_by_id(vm["id"])
+    link = controller.ctx.links.get(row["host"])
+    guest = link.lookup(vm["id"])
+    state = guest.state
+
+    def state_then_vanish():
+        seen = state()
+        service.store.delete_vm(vm["id"])  # the delete's end, while the event is observed
+        return ("stopped", "destroyed") if seen[0] == "running" else ("running", "booted")
+
+    monkeypatch.setattr(guest, "state", state_then_vanish)
+    monkeypatch.setattr(link, "lookup", lambda vm_id: guest)
+    assert controller.vms.observe(row, guest) == "deleted"
+    assert service.store.get_vm_by_id(vm["id"]) is None

@@ -185,3 +185,31 @@ def test_a_migration_whose_target_is_not_connected_yet_waits_for_it(service, con
     done = service.store.get_operation(op["id"])
     assert done["status"] == "succeeded", done["error"]
     assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_a_guest_gone_before_its_live_migration_ran_is_a_conflict_not_a_failure(service, controller, cloud,
+                                                                                   clock):
+    """`make soak` (kill-serve) answered 500 "migrate failed: the VM does not run on local;
+    nothing to migrate live": the guest had stopped (there, crashed by a QEMU fault) between
+    the request, which saw it running, and the operation. The VM's state changed under the
+    request, as when a guest powers itself off: a 409 on `host` (a refusal, nothing changed),
+    not a 500, which says the appliance failed."""
+    from appliance.errors import Conflict
+
+    row, home, other = running_vm(service, controller, clock)
+    op = service.migrate_vm("web1", other)
+    with cloud.lock:  # the guest powered itself off before the controller ran the migration
+        dom = cloud.host(HOSTS[home]).domains[row["id"]]
+        dom.state, dom.reason = "stopped", "shutdown"
+    run_operations(controller)
+    done = service.store.get_operation(op["id"])
+    assert done["status"] == "failed" and done["error_field"] == "host", done
+    assert "nothing to migrate live" in done["error"]
+    try:
+        service.finish(done, timeout=0)
+    except Conflict as err:
+        assert err.field == "host"
+    else:
+        raise AssertionError("a refused migration must be a Conflict (409)")
+    assert service.store.get_vm_by_id(row["id"])["host"] == home  # nothing moved
+    assert cloud.where(row["id"], active_only=False) == [HOSTS[home]]
