@@ -12,19 +12,20 @@ a create's, start's and migrate's time). Instead two tables hold the answer:
   changed the desired state, until the VM is observed stopped);
 - host_claims: per host, the sums of its vm_claims rows and how many there are.
 
-Triggers on vms, operations and images rewrite a VM's vm_claims rows whenever
-what its claims depend on changes; triggers on vm_claims add each row to its
-host's totals and take it away again. So every writer (the service, the
-controller, a raw INSERT of the scale bench) keeps them current in its own
-transaction, and a read of the totals is O(hosts). A row is taken away with the
-values it was added with, so the totals never drift from the ledger.
+Triggers on vms, operations and images rewrite a VM's vm_claims rows (from the
+view vm_claims_due, which writes the rule once) whenever what its claims depend on
+changes; triggers on vm_claims add each row to its host's totals and take it away
+again. So every writer (the service, the controller, a raw INSERT of the scale
+bench) keeps them current in its own transaction, and a read of the totals is
+O(hosts). A row is taken away with the values it was added with, so the totals
+never drift from the ledger.
 
-The rule lives in the trigger text: install() (re)creates the triggers when
-their text is not today's (a newer rule, or a table rebuilt without them) and
+The rule lives in the view's and the triggers' text: install() (re)creates them
+when their text is not today's (a newer rule, or a table rebuilt without them) and
 rebuilds the ledger then; drift() compares the totals with a full sum made by
 another path (the GROUP BY queries of before, kept for this); repair() rebuilds
-both tables (store.Aggregates: claims_drift, repair_claims). The controller
-checks at its start.
+both tables (store.Aggregates: claims_drift, repair_claims). The controller checks
+at its start.
 """
 
 from __future__ import annotations
@@ -90,36 +91,53 @@ def _claim_values() -> str:
             THEN coalesce(json_extract(v.spec, '$.memory'), 0) ELSE 0 END"""  # noqa: S608 - constants
 
 
-def _insert_claims(where: str) -> str:
-    """The statement that adds the vm_claims rows of the VMs `v` matching `where`
-    (their rows must be gone first)."""
+# The claims of every VM by the rule, as vm_claims rows (and each VM's image name, for
+# the image triggers): a view, so that the rule's text is parsed once per connection.
+# Written out in each trigger, as before, it made every connection's schema 568 KiB
+# (11 triggers, 51 kB of SQL; 21 KiB without them), ~17 MiB over the ~30 connections
+# of a serve with its API workers and mount (issue 10, tests/bench/notes.md). A
+# trigger's `WHERE vm_id = NEW.id` reaches both arms (SQLite pushes it down or
+# flattens the view), where vms' and operations' indexes find the rows, as before.
+VIEW = "vm_claims_due"
+
+
+def view_sql() -> str:
+    """The CREATE VIEW statement, as sqlite_master keeps it."""
     values = _claim_values()
-    image = "LEFT JOIN images i ON i.name = json_extract(v.spec, '$.image')"
+    of_image = "json_extract(v.spec, '$.image')"
+    image = f"LEFT JOIN images i ON i.name = {of_image}"
     return (
-        f"INSERT INTO vm_claims (vm_id, host, {', '.join(CLAIM_COLUMNS)}) "  # noqa: S608 - constants
-        f"SELECT v.id, v.host,{values} FROM vms v {image} "
-        f"WHERE ({where}) AND v.host IS NOT NULL "
+        f"CREATE VIEW {VIEW} (vm_id, host, {', '.join(CLAIM_COLUMNS)}, image) AS "  # noqa: S608 - constants
+        f"SELECT v.id, v.host,{values}, {of_image} FROM vms v {image} "
+        "WHERE v.host IS NOT NULL "
         f"AND v.observed_state NOT IN ({_literals(UNPLACED_OBSERVED_STATES)}) "
         "UNION ALL "
-        f"SELECT v.id, json_extract(o.params, '$.target'),{values} "
+        f"SELECT v.id, json_extract(o.params, '$.target'),{values}, {of_image} "
         f"FROM operations o JOIN vms v ON v.id = o.vm_id {image} "
-        f"WHERE ({where}) AND o.kind IN ({_literals(MOVING_OP_KINDS)}) "
+        f"WHERE o.kind IN ({_literals(MOVING_OP_KINDS)}) "
         f"AND o.status IN ({_literals(OPEN_OP_STATES)}) "
         "AND json_extract(o.params, '$.target') IS NOT NULL"
     )
 
 
+def _insert_claims(where: str) -> str:
+    """The statement that adds the vm_claims rows of the VMs matching `where` (over
+    the view's columns; their rows must be gone first)."""
+    cols = ", ".join(CLAIM_COLUMNS)
+    return (f"INSERT INTO vm_claims (vm_id, host, {cols}) "  # noqa: S608 - constants
+            f"SELECT vm_id, host, {cols} FROM {VIEW} WHERE {where}")
+
+
 def _refresh(vm_id: str) -> str:
     """A trigger's body part: the VM `vm_id` (NEW.x or OLD.x) claims anew."""
-    where = f"v.id = {vm_id}"
-    return f"DELETE FROM vm_claims WHERE vm_id = {vm_id};\n  {_insert_claims(where)};"  # noqa: S608 - constants
+    return f"DELETE FROM vm_claims WHERE vm_id = {vm_id};\n  {_insert_claims(f'vm_id = {vm_id}')};"  # noqa: S608 - constants
 
 
 def _refresh_image(name: str) -> str:
     """Every VM of the image `name` (NEW.name or OLD.name) claims anew: its size changed."""
     of_image = f"json_extract(v.spec, '$.image') = {name}"
     delete = f"DELETE FROM vm_claims WHERE vm_id IN (SELECT v.id FROM vms v WHERE {of_image});"  # noqa: S608 - constants
-    return f"{delete}\n  {_insert_claims(of_image)};"
+    return f"{delete}\n  {_insert_claims(f'image = {name}')};"
 
 
 def trigger_sql() -> dict[str, str]:
@@ -187,18 +205,22 @@ def rebuild(db: sqlite_utils.Database) -> None:
 
 
 def install(db: sqlite_utils.Database) -> bool:
-    """The tables, and the triggers as today's rule writes them; the ledger rebuilt
-    when any trigger was missing or different (whatever it let pass is unknown).
-    Inside the caller's transaction. Whether anything was (re)made."""
+    """The tables, and the view and triggers as today's rule writes them; the ledger
+    rebuilt when any of them was missing or different (whatever it let pass is
+    unknown). Inside the caller's transaction. Whether anything was (re)made."""
     create_tables(db)
     wanted = trigger_sql()
     have = dict(db.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?", ["claims_%"]
     ).fetchall())
-    if have == wanted:
+    view = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?", [VIEW]).fetchone()
+    if have == wanted and view is not None and view[0] == view_sql():
         return False
     for name in have:
         db.execute(f"DROP TRIGGER IF EXISTS [{name}]")
+    db.execute(f"DROP VIEW IF EXISTS {VIEW}")
+    db.execute(view_sql())
     for sql in wanted.values():
         db.execute(sql)
     rebuild(db)
