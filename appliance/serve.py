@@ -23,7 +23,7 @@ from pathlib import Path
 
 import libvirt
 
-from appliance import accel, sdnotify, tls
+from appliance import accel, memtrim, sdnotify, tls
 from appliance.config import Config
 from appliance.controller import Controller
 from appliance.errors import ApplianceError, NotFound
@@ -234,6 +234,7 @@ def serve(config: Config, demo_image: str | None = None) -> int:
     children = {"api": lambda: spawn_child(gunicorn_args(config), env, api_log)}
     children.update(extra_children(config, env))
     running = {name: start() for name, start in children.items()}
+    memtrim.start(stop=stopping)  # after the forks: this process has threads from here on
 
     controller = Controller(store, config, instance, "kvm" if verdict["accel"] == "kvm" else "qemu")
     controller.adopt_on_start()

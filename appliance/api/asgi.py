@@ -46,6 +46,8 @@ from a2wsgi import asgi_typing
 from a2wsgi.wsgi import Body, build_environ
 from a2wsgi.wsgi_typing import Environ
 
+from appliance import memtrim
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -262,6 +264,7 @@ def get_app(wsgi_factory: str = "appliance.api.app:get_app") -> Front:
     front = Front(load(wsgi_factory)(), config.threads)
     if wsgi_factory == API_APP:
         front.websockets = consoles(config, front)
+        memtrim.start()  # what a large answer freed, given back (appliance/memtrim.py)
     return front
 
 

@@ -68,9 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     """The file system view alone, in the foreground, against the home's store."""
+    from appliance import memtrim
     from fs.mount import run
 
     sdnotify.configure_logging()
+    memtrim.start()  # what a listing freed, given back (appliance/memtrim.py)
     return run(Config.load(args.home), args.path, group=args.allow_group)
 
 

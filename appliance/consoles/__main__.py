@@ -12,7 +12,7 @@ import signal
 import libvirt
 import libvirtaio  # type: ignore[import-untyped]  # no stubs
 
-from appliance import sdnotify
+from appliance import memtrim, sdnotify
 from appliance.config import Config
 from appliance.consoles.broker import Broker
 from appliance.consoles.hosts import HostConnections
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     sdnotify.configure_logging()
     # libvirt prints every error to stderr by default; ours are caught and logged.
     libvirt.registerErrorHandler(lambda *_: None, None)
+    memtrim.start()  # appliance/memtrim.py
     asyncio.run(run(Config.load(args.home)))
     return 0
 

@@ -133,7 +133,7 @@ class Controller:
         self.evacuation = Evacuation(self.ctx)
         self.consoles = ConsoleMirror(self.ctx, self.files)
         self.hosts = HostMonitor(self.ctx, self.files, self.evacuation, self.consoles.mirror)
-        self.operations = OperationRunner(self.ctx, self.vms, self.pool)
+        self.operations = OperationRunner(self.ctx, self.vms, self.pool, workers)
         lifecycle = Lifecycle(self.ctx, self.files, self.vms)
         self.operations.register(lifecycle.handlers())
         self.operations.register(Migrations(self.ctx, self.files).handlers())

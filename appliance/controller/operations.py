@@ -18,6 +18,7 @@ under TCG that the caller need not wait for)."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -51,10 +52,15 @@ Handler = Callable[[dict, dict], FollowUp | LeftAsItWas | None]
 
 
 class OperationRunner:
-    def __init__(self, ctx: Context, observer: VmObserver, pool: Executor):
+    def __init__(self, ctx: Context, observer: VmObserver, pool: Executor, workers: int = 8):
+        """`workers`: how many operations are handed to `pool` at once (its threads);
+        the others wait in the store, not in the pool's queue (dispatch)."""
         self.ctx = ctx
         self.observer = observer
         self.pool = pool
+        self.workers = workers
+        self._in_pool = 0  # handed to the pool, not finished
+        self._in_pool_lock = threading.Lock()
         self.registry: dict[str, Handler] = {}
 
     def register(self, handlers: dict[str, Handler]) -> None:
@@ -87,18 +93,45 @@ class OperationRunner:
         return [self.ctx.links.get(host) for host in hosts]
 
     def dispatch(self) -> None:
+        """Hand the pool the oldest operation of each VM that is not busy, while it has
+        an idle thread. The rest stay pending in the store until a worker is free (its
+        nudge brings the loop back here): a burst of 1,000 creates queued every one of
+        them in the pool with its row and future, read every VM's row again at each
+        pass, and left serve's memory that much higher after (issue 10)."""
         claimed = set()
         for op in self.ctx.store.next_operations():
+            if self._in_pool >= self.workers:
+                return
             vm_id = op["vm_id"]
             if vm_id is None:  # no VM, nothing to run: an image copied in by the mount
                 continue
             if vm_id in claimed:
                 continue
             claimed.add(vm_id)
-            if not self._ready_to_run(op):
+            if vm_id in self.ctx.busy or not self._ready_to_run(op):
                 continue
             if self.ctx.busy.claim(vm_id):
-                self.pool.submit(self.execute, op)
+                with self._in_pool_lock:
+                    self._in_pool += 1
+                try:
+                    self.pool.submit(self._run, op)
+                except BaseException:  # a pool shut down: the operation stays pending
+                    self._left_pool()
+                    self.ctx.busy.release(vm_id)
+                    raise
+
+    def _left_pool(self) -> None:
+        with self._in_pool_lock:
+            self._in_pool -= 1
+
+    def _run(self, op: dict) -> None:
+        """In the pool: the operation, then the loop nudged to hand the pool the next
+        (its thread counted free first)."""
+        try:
+            self.execute(op)
+        finally:
+            self._left_pool()
+            self.ctx.nudge()
 
     def execute(self, op: dict) -> None:
         store, vm_id = self.ctx.store, op["vm_id"]
@@ -153,7 +186,6 @@ class OperationRunner:
                                    finished=self.ctx.clock(), **refused)
         finally:
             self.ctx.busy.release(vm_id)
-            self.ctx.nudge()
 
     def _requeue_if_host_lost(self, op: dict, err: Exception) -> bool:
         """A hypervisor call that failed because the host's connection broke under it
