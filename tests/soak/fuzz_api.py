@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.soak.spent import Spent
 from tests.soak.store_changes import StoreChanges
 
 log = logging.getLogger("soak.fuzz_api")
@@ -110,15 +111,8 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
     counters = {"cases": 0, "writes_refused": 0}
     harness: Counter = Counter()  # rounds Hypothesis ended with an error of its own (not a finding)
 
-    spent: Counter = Counter()  # seconds of the writes by what they were spent on (logged each round)
-
-    @contextlib.contextmanager
-    def timed(what: str):
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            spent[what] += time.monotonic() - t0
+    spent = Spent()  # seconds of the writes by what they were spent on (logged each round)
+    timed = spent.timed
 
     def idle(timeout: float = 10) -> bool:
         deadline = time.monotonic() + timeout
@@ -213,7 +207,7 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
             except Exception as err:  # noqa: BLE001 - Hypothesis' own complaint: noted, next round
                 harness[type(err).__name__] += 1
             log.info("round %d: %d cases in %.0f s; %s", rounds, counters["cases"], time.monotonic() - t0,
-                     ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items())))
+                     spent.line())
     finally:
         reader.close()
         store_changes.close()
@@ -227,4 +221,4 @@ def run_fuzz_api(_world, count: int, budget: float, derandomize: bool = False) -
             "controller_work_held": gate.skipped,
             "failures": len(failures), "failure_examples": failures[:15], "by_status": by_status,
             "scenario_rounds": rounds, "harness_errors": dict(harness),
-            "writes_spent_s": {k: round(v, 1) for k, v in sorted(spent.items())}}
+            "writes_spent_s": spent.record()}

@@ -14,7 +14,6 @@ nothing in the store (tests/soak/store_changes.py, read with no operation busy).
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -24,6 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.soak.spent import Spent
 from tests.soak.store_changes import StoreChanges
 from tests.soak.world import VM_MEMORY, SoakWorld
 
@@ -112,15 +112,8 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
     writes = 0
     t0 = time.monotonic()
     store_changes = StoreChanges(db_path)
-    spent: Counter = Counter()  # seconds by what they went on
-
-    @contextlib.contextmanager
-    def timed(what: str):
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            spent[what] += time.monotonic() - started
+    spent = Spent()  # seconds of the writes by what they were spent on (logged each round)
+    timed = spent.timed
 
     mount = _process(world.mount_pid())
     settled = False  # converged since the last write
@@ -139,7 +132,7 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
             writes += 1
             if writes % 100 == 0:
                 log.info("%d writes in %.0f s; %s", writes, time.monotonic() - t0,
-                         ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items())))
+                         spent.line())
             label = f"{rel} ({kind}, {len(data)} bytes at {offset}, flags {flags:#o})"
             with timed("mount alive"):  # the same process (/proc: a ps per write cost 12 ms), answering
                 crashed = mount is None or _process(mount[0]) != mount or not _answers(world.mnt)
@@ -172,7 +165,7 @@ def run_fuzz_mount(world: SoakWorld, count: int, budget: float, seed: int = 17) 
     return {"writes": writes, "files": len(files), "file_names": sorted({p.name for p in files}),
             "errnos": dict(errnos.most_common()), "accepted": dict(accepted.most_common()),
             "mount_crashes": crashes, "failures": len(failures), "failure_examples": failures[:15],
-            "spent_s": {k: round(v, 1) for k, v in sorted(spent.items())}}
+            "spent_s": spent.record()}
 
 
 def _process(pid: int | None) -> tuple[int, str] | None:

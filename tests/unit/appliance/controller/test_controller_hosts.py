@@ -187,11 +187,9 @@ def test_a_failure_with_the_host_still_answering_still_fails(service, controller
     assert service.store.get_operation(op["id"])["status"] == "failed"
 
 
-def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it_answers(
-        service, controller, cloud, clock, monkeypatch):
-    """The libvirtd part of `make soak`: the host went away between the dispatch (which
-    waits while a host is unreachable) and the handler's look-up: "force-stop failed: host
-    local is unreachable", a 500. Now pending again, it runs once the host answers."""
+def force_stop_dispatched_to_a_host_gone(service, controller, cloud, clock, monkeypatch):
+    """A running VM whose host goes down, and a force-stop dispatched to it anyway (as one
+    that passed the dispatch just before the host went): (row, home, its FakeHost, op)."""
     from appliance.controller.operations import OperationRunner
 
     row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
@@ -199,7 +197,15 @@ def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it
     monkeypatch.setattr(OperationRunner, "_ready_to_run", lambda self, op: True)  # dispatched anyway
     host.up = False
     settle(controller, clock, passes=1)
-    op = service.set_state("web1", "force-stop")
+    return row, home, host, service.set_state("web1", "force-stop")
+
+
+def test_an_operation_that_finds_its_host_gone_after_dispatch_runs_again_when_it_answers(
+        service, controller, cloud, clock, monkeypatch):
+    """The libvirtd part of `make soak`: the host went away between the dispatch (which
+    waits while a host is unreachable) and the handler's look-up: "force-stop failed: host
+    local is unreachable", a 500. Now pending again, it runs once the host answers."""
+    row, home, host, op = force_stop_dispatched_to_a_host_gone(service, controller, cloud, clock, monkeypatch)
     settle(controller, clock, passes=1)
     assert service.store.get_operation(op["id"])["status"] == "pending"
     monkeypatch.undo()
@@ -220,15 +226,10 @@ def test_an_operation_its_host_keeps_cutting_off_is_answered_503_naming_the_host
 
     import pytest
 
-    from appliance.controller.operations import MAX_REQUEUES, OperationRunner
+    from appliance.controller.operations import MAX_REQUEUES
     from appliance.errors import Unavailable
 
-    row, home, _other = running_vm(service, controller, clock, run_strategy="Manual", state="running")
-    host = cloud.host(HOSTS[home])
-    monkeypatch.setattr(OperationRunner, "_ready_to_run", lambda self, op: True)  # dispatched anyway
-    host.up = False
-    settle(controller, clock, passes=1)
-    op = service.set_state("web1", "force-stop")
+    row, home, host, op = force_stop_dispatched_to_a_host_gone(service, controller, cloud, clock, monkeypatch)
     for _ in range(MAX_REQUEUES + 1):
         settle(controller, clock, passes=1)
     assert service.store.get_operation(op["id"])["status"] == "failed"

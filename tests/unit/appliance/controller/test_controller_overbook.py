@@ -90,6 +90,18 @@ def start_others(service, checks) -> list[str]:
     return admitted
 
 
+def v2_stopped_then_v3_fits(service, controller, store, cloud, clock, checks, v2: dict) -> None:
+    """v2 was seen stopped and its room freed: v3 now starts there, nothing overbooked."""
+    assert store.get_vm("v2")["observed_state"] == "stopped"
+    assert cloud.where(v2["id"]) == []
+    service.set_state("v3", "running")
+    settle(controller, clock)
+    checks()
+    assert checks.seen == []
+    assert store.get_vm("v3")["observed_state"] == "running"
+    assert store.claims_drift() == {}
+
+
 def test_a_force_stop_at_the_boot_point_keeps_the_claim_until_the_vm_is_seen_stopped(
         service, controller, store, cloud, clock, checks, monkeypatch):
     seen = checks.seen
@@ -113,14 +125,7 @@ def test_a_force_stop_at_the_boot_point_keeps_the_claim_until_the_vm_is_seen_sto
     assert seen == []
     assert admitted == ["none"]  # v2 still held its slot: no room for v3 or v4
     # the force-stop ran after the start: v2 stopped, and its room is free again
-    assert store.get_vm("v2")["observed_state"] == "stopped"
-    assert cloud.where(v2["id"]) == []
-    service.set_state("v3", "running")
-    settle(controller, clock)
-    checks()
-    assert seen == []
-    assert store.get_vm("v3")["observed_state"] == "running"
-    assert store.claims_drift() == {}
+    v2_stopped_then_v3_fits(service, controller, store, cloud, clock, checks, v2)
 
 
 def test_a_start_no_longer_wanted_at_the_boot_point_does_not_boot(
@@ -217,15 +222,8 @@ def test_a_start_requeued_after_its_boot_broke_and_then_superseded_keeps_the_cla
         checks()
     assert seen == []
     assert admitted == []  # v2's guest held the room until it was seen and stopped
-    assert store.get_vm("v2")["observed_state"] == "stopped"
-    assert cloud.where(v2["id"]) == []
     assert [e for e in store.list_events(v2["id"]) if e["kind"] == "boot-unconfirmed"]
-    service.set_state("v3", "running")
-    settle(controller, clock)
-    checks()
-    assert seen == []
-    assert store.get_vm("v3")["observed_state"] == "running"
-    assert store.claims_drift() == {}
+    v2_stopped_then_v3_fits(service, controller, store, cloud, clock, checks, v2)
 
 
 def test_a_memory_revert_no_longer_wanted_running_does_not_start_the_vm(
