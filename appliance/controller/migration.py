@@ -13,11 +13,12 @@ from appliance.controller.lifecycle import port_forwards
 from appliance.controller.operations import Handler
 from appliance.errors import Conflict, Failed
 from appliance.host_access import connection_uri
-from appliance.virt.driver import DomainGone, DriverError, Guest, MigrationRequest
+from appliance.virt.driver import DomainGone, DriverError, Guest, JobBusy, MigrationRequest
 
 log = logging.getLogger("appliance.controller")
 
 POLL_SECONDS = 0.2
+EARLIER_JOB_WAIT = 600.0  # seconds an earlier migration's job is waited for
 
 
 def active(link: HostLink, vm_id: str) -> bool:
@@ -34,7 +35,7 @@ def job_running(link: HostLink, vm_id: str) -> bool:
 
 
 def settle_earlier_migration(ctx: Context, vm_id: str, source: HostLink, dest: HostLink,
-                             timeout: float = 600.0) -> str:
+                             timeout: float = EARLIER_JOB_WAIT) -> str:
     """Where the guest runs before (re)starting a migration: a controller
     killed in the middle of one finds the job still running in libvirt (the
     guest active on both ends, the target's copy paused for the incoming
@@ -128,6 +129,25 @@ class LiveMigration:
         self.copy = files.storage_of(row["host"]) != files.storage_of(self.target)
 
     def execute(self) -> None:
+        """The migration, asked again while libvirt still holds the domain in an earlier
+        migration job its jobInfo no longer shows (a serve SIGKILLed in the middle of one:
+        libvirt cancels the job of the closed connection; `make soak`'s kill-serve got a
+        500 "another migration job is already running"): nothing was done, so it waits and
+        asks again, within the time an earlier migration is waited for."""
+        deadline = self.ctx.monotonic() + EARLIER_JOB_WAIT
+        while True:
+            try:
+                return self._execute_once()
+            except JobBusy:
+                if self.ctx.monotonic() > deadline:
+                    raise Failed(f"an earlier migration of the VM is still held by "
+                                 f"{self.row['host']}'s libvirt after {EARLIER_JOB_WAIT:.0f} s"
+                                 ) from None
+                log.info("migration of %s: an earlier migration job is still held; asking again",
+                         self.row["name"])
+                self.ctx.sleep(1.0)
+
+    def _execute_once(self) -> None:
         row, vm_id = self.row, self.row["id"]
         metadata = self.files.snapshot_metadata
         if settle_earlier_migration(self.ctx, vm_id, self.source, self.dest) == "target":
@@ -177,6 +197,9 @@ class LiveMigration:
             error, aborted = self._run(guest, request)
         finally:
             self.ctx.migrating.discard(vm_id)
+        if isinstance(error, JobBusy):  # refused before anything began (execute asks again)
+            self._restore_snapshots(self.source)
+            raise error
         if error is not None:
             self.rollback()
             self._restore_snapshots(self.source)

@@ -48,6 +48,11 @@ class DomainGone(DriverError):
     """The domain does not exist (or was undefined between two calls)."""
 
 
+class JobBusy(DriverError):
+    """The domain is held by another job of its host's libvirtd (an earlier migration
+    still being finished or cancelled there): nothing was done; ask again once it ends."""
+
+
 class IncrementalImpossible(DriverError):
     """An incremental backup cannot start from the checkpoint asked for (gone
     with its bitmaps, or its bitmaps inconsistent); `reason` says which. The

@@ -9,14 +9,24 @@ from typing import Any, TypeVar
 import libvirt
 
 from appliance.virt import reasons
-from appliance.virt.driver import DomainGone, DriverError
+from appliance.virt.driver import DomainGone, DriverError, JobBusy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# libvirt's refusal of a migration while the domain's earlier migration job is still held
+# (qemu_migration.c: "another migration job is already running for domain '%s'")
+_ANOTHER_MIGRATION_JOB = "another migration job is already running"
+
+
 def translate(err: libvirt.libvirtError) -> DriverError:
-    kind = DomainGone if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else DriverError
-    return kind(err.get_error_message() or str(err), reasons.operation_reason(err))
+    code, message = err.get_error_code(), err.get_error_message() or str(err)
+    kind: type[DriverError] = DriverError
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        kind = DomainGone
+    elif code == libvirt.VIR_ERR_OPERATION_INVALID and _ANOTHER_MIGRATION_JOB in message:
+        kind = JobBusy
+    return kind(message, reasons.operation_reason(err))
 
 
 def _translated(method: F) -> F:

@@ -213,3 +213,53 @@ def test_a_guest_gone_before_its_live_migration_ran_is_a_conflict_not_a_failure(
         raise AssertionError("a refused migration must be a Conflict (409)")
     assert service.store.get_vm_by_id(row["id"])["host"] == home  # nothing moved
     assert cloud.where(row["id"], active_only=False) == [HOSTS[home]]
+
+
+def test_a_migration_refused_for_an_earlier_job_libvirt_still_holds_is_asked_again(
+        service, controller, cloud, clock, monkeypatch):
+    """`make soak` (kill-serve, 200 kills): a 500 "migrate failed: Requested operation is not
+    valid: another migration job is already running for domain ...". serve was SIGKILLed in
+    the middle of a live migration; its re-run found no job in jobInfo (libvirt was cancelling
+    the job of the closed connection) and asked again while libvirt still held the domain.
+    Nothing was done by that refusal: the migration waits and asks again, and succeeds."""
+    from appliance.virt.driver import JobBusy
+    from appliance.virt.fake import FakeGuest
+
+    row, home, other = running_vm(service, controller, clock)
+    op = interrupted_migration(service, row, other)
+    real, refusals = FakeGuest.migrate, []
+
+    def held_by_an_earlier_job(self, request):
+        if len(refusals) < 2:
+            refusals.append(request)
+            raise JobBusy("Requested operation is not valid: another migration job is already "
+                          f"running for domain '{row['id']}'")
+        return real(self, request)
+
+    monkeypatch.setattr(FakeGuest, "migrate", held_by_an_earlier_job)
+    run_operations(controller)
+    done = service.store.get_operation(op["id"])
+    assert len(refusals) == 2
+    assert done["status"] == "succeeded", done
+    assert service.store.get_vm_by_id(row["id"])["host"] == other
+    assert cloud.where(row["id"]) == [HOSTS[other]]
+
+
+def test_libvirts_refusal_for_another_migration_job_is_a_job_busy():
+    import libvirt
+
+    from appliance.virt.driver import DomainGone, JobBusy
+    from appliance.virt.libvirt_errors import translate
+
+    def error(code: int, message: str) -> libvirt.libvirtError:
+        err = libvirt.libvirtError(message)
+        err.err = (code, 0, message, 2, "", None, None, 0, 0)
+        return err
+
+    busy = error(libvirt.VIR_ERR_OPERATION_INVALID, "Requested operation is not valid: another "
+                 "migration job is already running for domain 'x'")
+    assert type(translate(busy)) is JobBusy
+    other = error(libvirt.VIR_ERR_OPERATION_INVALID, "Requested operation is not valid: domain is "
+                  "not running")
+    assert type(translate(other)) is not JobBusy
+    assert type(translate(error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found"))) is DomainGone
