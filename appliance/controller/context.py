@@ -39,6 +39,7 @@ class HostLink:
         self.down_since: float | None = None
         self.next_evacuation = 0.0
         self.connecting = False  # a connect is under way in the connector pool
+        self.attempted = False  # a connect has finished once, up or not (not yet: unknown)
         self.added: float | None = None  # the host row's `created`: which row this link is for
 
     @property
@@ -48,6 +49,12 @@ class HostLink:
     @property
     def connected(self) -> bool:
         return self.driver.connected
+
+    @property
+    def unknown(self) -> bool:
+        """Not connected, and no connect has finished yet (just after a start): what
+        the host holds is not known, unlike a host known unreachable."""
+        return not self.attempted and not self.connected
 
     def lookup(self, vm_id: str) -> Guest | None:
         return self.driver.lookup(vm_id)

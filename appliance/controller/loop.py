@@ -343,6 +343,7 @@ class Controller:
         except Exception:  # noqa: BLE001 - a connector thread must not die silently
             log.exception("connecting to %s", link.name)
         finally:
+            link.attempted = True
             link.connecting = False
 
     # -- lifecycle events ----------------------------------------------------------------

@@ -2,9 +2,11 @@
 failed, or is still running), and a cancel that leaves the guest on its source."""
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 
-from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, settle
+from appliance.controller import Controller
+from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, Inline, settle
 
 HOSTS = {"local": URI_A, "b": URI_B}
 
@@ -263,3 +265,76 @@ def test_libvirts_refusal_for_another_migration_job_is_a_job_busy():
                   "not running")
     assert type(translate(other)) is not JobBusy
     assert type(translate(error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found"))) is DomainGone
+
+
+class HeldConnects(concurrent.futures.Executor):
+    """A connector whose connects finish when the test says (the order hosts answer in
+    just after a start)."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        self.held.append((fn, args))
+        return concurrent.futures.Future()
+
+    def finish(self, name: str) -> None:
+        fn, args = next(item for item in self.held if item[1][0].name == name)
+        self.held.remove((fn, args))
+        fn(*args)
+
+
+def restarted(controller, service, cloud, clock, connector):
+    controller.stop()
+    return Controller(service.store, service.config, "unit-instance", "qemu", drivers=cloud.drivers(),
+                      clock=clock, pool=Inline(), connector=connector, monotonic=clock, sleep=clock.sleep)
+
+
+def test_a_move_waits_for_its_sources_first_connect_after_a_restart(service, controller, cloud, clock):
+    """Found by `make soak PART=kill-serve` (kill 105): the new serve ran a move of a
+    stopped VM as soon as its target answered, 0.3 s before its source did; the move
+    took the source for unreachable and left the VM's definition there (a stale copy
+    until resync removed it). A host whose first connect has not finished is unknown,
+    not unreachable: what touches it waits for that connect."""
+    row, home, other = running_vm(service, controller, clock)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    connector = HeldConnects()
+    fresh = restarted(controller, service, cloud, clock, connector)
+    try:
+        op = service.migrate_vm("web1", other)
+        assert op["kind"] == "move"
+        settle(fresh, clock, passes=1)
+        connector.finish(other)  # the target answers first
+        settle(fresh, clock, passes=2)
+        assert service.store.get_operation(op["id"])["status"] == "pending"
+        assert row["id"] in cloud.host(HOSTS[home]).domains  # nothing done yet
+        connector.finish(home)
+        settle(fresh, clock, passes=1)
+        assert service.store.get_operation(op["id"])["status"] == "succeeded"
+        assert cloud.where(row["id"], active_only=False) == [HOSTS[other]]  # no copy left on the source
+        assert not [e for e in service.list_events("web1") if e["kind"] == "stale-copy-removed"]
+    finally:
+        fresh.stop()
+
+
+def test_a_move_off_a_source_known_unreachable_does_not_wait_for_it(service, controller, cloud, clock):
+    """The wait is for a first connect only: a source that answered no connect (down)
+    does not hold a move of a VM whose disks the target sees (resync removes its copy
+    when it is back)."""
+    row, home, other = running_vm(service, controller, clock)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    cloud.host(HOSTS[home]).up = False
+    connector = HeldConnects()
+    fresh = restarted(controller, service, cloud, clock, connector)
+    try:
+        op = service.migrate_vm("web1", other)
+        settle(fresh, clock, passes=1)
+        connector.finish(other)
+        connector.finish(home)  # refused: down
+        settle(fresh, clock, passes=1)
+        assert service.store.get_operation(op["id"])["status"] == "succeeded"
+        assert service.store.get_vm_by_id(row["id"])["host"] == other
+    finally:
+        fresh.stop()
