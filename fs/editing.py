@@ -31,6 +31,9 @@ class MadeFiles:
         self.fs = fs
         self.scratch = scratch.ScratchFiles()
         self.imports = image_imports.ImageImports(fs.service)
+        # The mount point as /proc shows it (fs/mount.py): None, no look at who holds an
+        # import (unit tests without a mount).
+        self.mountpoint: str | None = None
 
     @staticmethod
     def decided_as(path: Path, verb: str) -> tuple[str, Path] | None:
@@ -144,9 +147,15 @@ class MadeFiles:
     async def flush(self, handle: Handle, final: bool = False) -> None:
         """An import's writer's close: checked and recorded as an upload (the audit trail
         has the outcome as the write of its file). A close before any byte is not the
-        end (a shell's `> images/FILE` closes the fd it opened once it has a duplicate);
-        the release (final) is, whatever arrived."""
+        end (a shell's `> images/FILE` closes the fd it opened once it has a duplicate),
+        nor is one while another process still holds the file (image_imports.
+        held_elsewhere: a forked child's close, or its exit, finished the import with
+        what had arrived while its parent went on writing); the release (final) is,
+        whatever arrived."""
         if handle.image is None or handle.image.closed or not (final or handle.image.size):
+            return
+        if not final and self.mountpoint is not None and await self.fs._run(
+                image_imports.held_elsewhere, os.path.join(self.mountpoint, *handle.path)):
             return
         with acting_as(handle.principal):
             try:

@@ -117,8 +117,11 @@ def run(config: Config, mountpoint: str | Path, service: Service | None = None,
                     "every close costs a FLUSH request")
     if not shared:
         log.warning("only this mount's owner can use it: %s has no user_allow_other", FUSE_CONF)
-    pyfuse3.init(ApplianceFS(service, group=gid, shared=shared), str(mountpoint),
-                 mount_options(allow_other=shared))
+    operations = ApplianceFS(service, group=gid, shared=shared)
+    # Where the kernel shows the mount's files in /proc/PID/fd (fs/image_imports.py
+    # held_elsewhere): resolved before the mount, which would otherwise answer it itself.
+    operations.made.mountpoint = os.path.realpath(mountpoint)
+    pyfuse3.init(operations, str(mountpoint), mount_options(allow_other=shared))
     log.info("mounted at %s (home %s)", mountpoint, config.home)
     try:
         trio.run(_serve_until_signal)

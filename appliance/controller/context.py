@@ -156,6 +156,9 @@ class Context:
     migrating: set[str] = dataclasses.field(default_factory=set)  # VM ids in a live migration
     # VM id -> (failures, not before)
     backoff: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
+    # VM id -> (refusals, not before): operations refused for a job libvirt holds on the
+    # domain (controller/runstrategy.py hold_back), forgotten when one succeeds
+    job_held: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
     def has_open_ops(self, vm_id: str) -> bool:
         return self.store.has_open_operations(vm_id)

@@ -25,9 +25,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appliance.controller.context import Context, HostUnreachable
+from appliance.controller.runstrategy import hold_back
 from appliance.errors import Conflict, Failed
-from appliance.model.states import BOOTING, CLAIMING_OBSERVED_STATES, UNREACHABLE, VMState
-from appliance.virt.driver import DriverError, failure_reason
+from appliance.model.states import (
+    BOOTING,
+    CLAIMING_OBSERVED_STATES,
+    JOB_HELD,
+    UNREACHABLE,
+    VMState,
+)
+from appliance.virt.driver import DomainLocked, DriverError, failure_reason
 
 if TYPE_CHECKING:
     from appliance.controller.vms import VmObserver
@@ -164,6 +171,7 @@ class OperationRunner:
             store.update_operation(
                 op["id"], status="succeeded", progress=100, finished=self.ctx.clock()
             )
+            self.ctx.job_held.pop(vm_id, None)
             if store.get_vm_by_id(vm_id) is not None:
                 store.update_vm(vm_id, bump=False, last_error=None)
             if left_as_it_was:
@@ -187,11 +195,16 @@ class OperationRunner:
                 store.add_event("operation-failed", f"{op['kind']} failed: {reason}", row, op["id"])
             # A refusal (Conflict: what the request asks cannot be done as things are) names
             # its field, and the service answers 409 rather than 500 (service/operations.py);
-            # one cut by its host's lost connection names the host: 503 (errors.Unavailable).
+            # one cut by its host's lost connection names the host: 503 (errors.Unavailable),
+            # and so is one libvirt refused for a job it holds on the domain (its state
+            # change lock), after which the run strategy backs off (runstrategy.hold_back).
             refused: dict = {"error_field": err.field or ""} if isinstance(err, Conflict) else {}
             lost = self._lost_host(op, err)
             if lost is not None:
                 refused["params"] = {**op["params"], UNREACHABLE: lost}
+            elif isinstance(err, DomainLocked):
+                refused["params"] = {**op["params"], JOB_HELD: True}
+                hold_back(self.ctx, vm_id)
             store.update_operation(op["id"], status=status, error=reason,
                                    finished=self.ctx.clock(), **refused)
         finally:

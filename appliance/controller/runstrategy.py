@@ -8,6 +8,17 @@ MAX_BACKOFF = 300.0
 FIRST_BACKOFF = 5.0
 
 
+def hold_back(ctx: Context, vm_id: str) -> None:
+    """An operation of the VM libvirt refused because a job holds the domain (its state
+    change lock, controller/operations.py): what the run strategy would queue next waits,
+    FIRST_BACKOFF, doubling at each such refusal, at most MAX_BACKOFF. A wedged domain
+    (README "A wedged domain") had a resume queued at every pass, each failing after
+    libvirt's 30 s wait."""
+    refusals, _ = ctx.job_held.get(vm_id, (0, 0.0))
+    ctx.job_held[vm_id] = (
+        refusals + 1, ctx.clock() + min(MAX_BACKOFF, FIRST_BACKOFF * 2**refusals))
+
+
 def needs_action(row: dict) -> bool:
     """Whether the run strategy would do something about this record (no query)."""
     observed, desired = row["observed_state"], row["desired_state"]
@@ -65,7 +76,7 @@ class RunStrategies:
             elif row["observed_state"] == row["desired_state"] == "running":
                 self.ctx.backoff.pop(row["id"], None)
             return
-        if self.ctx.has_open_ops(row["id"]):
+        if self.ctx.has_open_ops(row["id"]) or self._held_back(row["id"]):
             return
         observed, desired = row["observed_state"], row["desired_state"]
         strategy = row["spec"]["run_strategy"]
@@ -87,6 +98,12 @@ class RunStrategies:
             self.ctx.queue_op(row, "resume", f"resuming: paused ({reason}) but should run")
         elif observed == desired == "running":
             self.ctx.backoff.pop(row["id"], None)
+
+    def _held_back(self, vm_id: str) -> bool:
+        """Whether the VM's last operation was refused for a job libvirt holds, and its
+        back-off (hold_back) has not passed: nothing is queued for it until then."""
+        held = self.ctx.job_held.get(vm_id)
+        return held is not None and self.ctx.clock() < held[1]
 
     def _restart(self, row: dict, observed: str, reason: str, strategy: str) -> None:
         if strategy == "Manual" or (strategy == "RerunOnFailure" and reason == "shutdown"):

@@ -158,6 +158,9 @@ BOOTING = "booting"  # the params key of an operation that boots the guest (abov
 # The params key of an operation failed because its host's connection was lost (the host's
 # name): answered 503 (errors.Unavailable), not 500 (controller/operations.py).
 UNREACHABLE = "unreachable"
+# The params key of an operation libvirt refused because a job holds the domain (its state
+# change lock: virt/driver.py DomainLocked): answered 503 as well, naming the VM.
+JOB_HELD = "job-held"
 
 
 class RunStrategy(StrEnum):

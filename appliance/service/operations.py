@@ -15,7 +15,7 @@ from appliance.model import (
     cancellable_while_running,
     copies_a_source,
 )
-from appliance.model.states import UNREACHABLE
+from appliance.model.states import JOB_HELD, UNREACHABLE
 from appliance.service.base import ServiceBase, check_unlocked
 from appliance.store import Row
 
@@ -73,6 +73,8 @@ class Operations(ServiceBase):
                 why = "" if "unreachable" in (op["error"] or "") else f" ({op['error']})"
                 raise Unavailable(f"{op['kind']} failed: host {host} is unreachable{why}; "
                                   "try again once it answers")
+            if op["params"].get(JOB_HELD):  # libvirt's state change lock: not our failure
+                raise Unavailable(f"{op['kind']} of VM {op['vm_name']} failed: {op['error']}")
             raise Failed(f"{op['kind']} failed: {op['error']}")
         if op["status"] == OpStatus.CANCELLED:
             raise Conflict(f"{op['kind']} was cancelled: {op['error']}")

@@ -53,6 +53,13 @@ class JobBusy(DriverError):
     still being finished or cancelled there): nothing was done; ask again once it ends."""
 
 
+class DomainLocked(DriverError):
+    """libvirt did not get the domain's state change lock within its own wait (30 s): a
+    job holds the domain, one still running or one left owned by no one (a libvirtd
+    SIGKILLed while it started the domain: README "A wedged domain"). Nothing was done;
+    the operation is answered 503 (EAGAIN in the mount), and the run strategy backs off."""
+
+
 class IncrementalImpossible(DriverError):
     """An incremental backup cannot start from the checkpoint asked for (gone
     with its bitmaps, or its bitmaps inconsistent); `reason` says which. The

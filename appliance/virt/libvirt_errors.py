@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from appliance.virt import reasons
-from appliance.virt.driver import DomainGone, DriverError, JobBusy
+from appliance.virt.driver import DomainGone, DomainLocked, DriverError, JobBusy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -17,6 +17,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 # libvirt's refusal of a migration while the domain's earlier migration job is still held
 # (qemu_migration.c: "another migration job is already running for domain '%s'")
 _ANOTHER_MIGRATION_JOB = "another migration job is already running"
+# libvirt's wait for a domain's job lock ran out (qemu_domainjob.c / virdomainjob.c:
+# "Timed out during operation: cannot acquire state change lock (held by ...)")
+_STATE_CHANGE_LOCK = "cannot acquire state change lock"
+LOCKED_REASON = ("libvirt holds a job on this domain (cannot acquire state change lock); "
+                 'retry, or see README "A wedged domain" if it lasts')
 
 
 def translate(err: libvirt.libvirtError) -> DriverError:
@@ -26,6 +31,8 @@ def translate(err: libvirt.libvirtError) -> DriverError:
         kind = DomainGone
     elif code == libvirt.VIR_ERR_OPERATION_INVALID and _ANOTHER_MIGRATION_JOB in message:
         kind = JobBusy
+    elif code == libvirt.VIR_ERR_OPERATION_TIMEOUT and _STATE_CHANGE_LOCK in message:
+        return DomainLocked(message, LOCKED_REASON)
     return kind(message, reasons.operation_reason(err))
 
 

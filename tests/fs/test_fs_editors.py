@@ -353,3 +353,29 @@ def test_every_json_file_of_the_mount_is_at_the_same_path_under_v1(mount):
     assert client.simulate_delete("/v1/groups/g.json").status_code == 204
     assert os.listdir(mount.mnt / "groups") == []
     assert client.simulate_get("/v1/vms/nothing.json").status_code == 404  # only those collections
+
+
+def test_an_image_import_a_forked_child_closes_is_finished_by_its_last_close(small_cap):
+    """A close is not the end of an import while another process still holds the file: a
+    shell's child (a subshell, any command it runs: `head ... >&3`) inherits the writer's
+    fd and its close (or exit) sent the FLUSH that finished the import, registering what
+    had arrived (a truncated image) while the parent went on writing. Found by the
+    security review (session 13). The image is finished by the close that leaves no fd
+    on it, and is still registered when that close returns."""
+    m = small_cap
+    part = 64 << 10
+    run(m, f"""set -e
+        a=$(head -c {part} /dev/zero | tr '\\0' a)
+        exec 3>images/whole.raw
+        printf '%0510d\\125\\252' 0 >&3   # a boot sector's signature (a raw disk), by a builtin
+        (exec 3>&-)                     # a forked child closes its copy of the fd
+        printf %s "$a" >&3
+        head -c {part} /dev/zero >&3    # a child that writes, then exits (its close)
+        printf %s "$a" >&3
+        exec 3>&-""")
+    size = 512 + 3 * part
+    image = m.service.get_image("whole")  # registered when the last close returned
+    assert image["virtual_size"] == size, image
+    assert "whole.raw" not in os.listdir(m.mnt / "images")
+    assert imports(m) == [("whole", "succeeded", size)]
+    assert uploads_left(m) == []
