@@ -41,6 +41,7 @@ from appliance.controller.snapshots import SnapshotOperations
 from appliance.controller.vms import VmObserver
 from appliance.notify import Listener, Notifier
 from appliance.probes import Prober
+from appliance.service.images import end_interrupted_imports
 from appliance.store import Store
 from appliance.virt.domain import DomainPlan
 from appliance.virt.driver import DriverFactory, Guest, HostDriver
@@ -66,6 +67,8 @@ RESYNC_SOON_SHARE = 0.2
 RESYNC_MAX_SECONDS = 300.0
 # How often the event log is cut back to config.events_kept.
 EVENTS_PRUNE_SECONDS = 300.0
+# How often image imports whose mount process is gone are ended (service/images.py).
+IMPORT_SWEEP_SECONDS = 10.0
 # How often the per-host claim totals (store/claims.py) are checked against a full
 # sum and repaired, besides at the start: O(VMs), ~0.1 s at 20,000 VMs.
 CLAIMS_CHECK_SECONDS = 3600.0
@@ -157,6 +160,7 @@ class Controller:
         self._next_events_prune = 0.0
         self._next_filter_sweep = 0.0  # orphan network filters (controller/firewall.py)
         self._next_claims_check = 0.0
+        self._next_import_sweep = 0.0
         self.hosts.register_local_host()
         self.hosts.sync_links()
         self.prober = Prober(
@@ -308,6 +312,9 @@ class Controller:
         if now >= self._next_events_prune:
             self._next_events_prune = now + EVENTS_PRUNE_SECONDS
             self._prune_events()
+        if now >= self._next_import_sweep:
+            self._next_import_sweep = now + IMPORT_SWEEP_SECONDS
+            end_interrupted_imports(self.ctx.store, self.ctx.clock)
         if now >= self._next_claims_check:
             self._next_claims_check = now + CLAIMS_CHECK_SECONDS
             self.check_claims()

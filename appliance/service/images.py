@@ -3,25 +3,67 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ApplianceError, Conflict
 from appliance.image_store import ByteSource, ImageStore
 from appliance.model import OpStatus
 from appliance.service.base import ServiceBase
-from appliance.store import Row
+from appliance.store import Row, Store
 
 IMPORT_KIND = "image-import"  # an operation of no VM: an image copied in through the mount
 
 
-def _alive(pid: int) -> bool:
+def started(pid: int) -> int | None:
+    """When the process began (clock ticks after boot, /proc/PID/stat field 22): with
+    its pid, which process it is (a pid is reused; that pair is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace ("pid:[4026531836]"): a pid means something only there."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _alive(params: dict) -> bool:
+    """Whether the process that writes an import (its pid, and its start when recorded)
+    runs; one in another pid namespace (a mount in a container) is not judged here."""
+    namespace = params.get("pid_ns")
+    if namespace is not None and namespace != pid_namespace():
         return True
-    return True
+    now, start = started(params["pid"]), params.get("pid_start")
+    return now is not None and (not isinstance(start, int) or now == start)
+
+
+def end_interrupted_imports(store: Store, clock: Callable[[], float]) -> int:
+    """Fail the `image-import` operations still running in a process that is gone (a mount
+    that stopped mid-copy; its file goes at the appliance's next start). At each mount's
+    start, and by the controller every IMPORT_SWEEP_SECONDS: a mount started while the
+    one it replaces was still exiting saw that one's import as alive, and the import
+    stayed running until the next start (`make soak PART=kill-serve`, 90 s and more)."""
+    ended = 0
+    for op in store.list_operations(status=OpStatus.RUNNING, limit=10000):
+        pid = op["params"].get("pid") if op["kind"] == IMPORT_KIND else None
+        if isinstance(pid, int) and not _alive(op["params"]):
+            end_image_file(store, clock, op["id"], OpStatus.FAILED,
+                           "interrupted: the mount stopped")
+            ended += 1
+    return ended
+
+
+def end_image_file(store: Store, clock: Callable[[], float], op_id: str, status: OpStatus,
+                   error: str | None) -> None:
+    done = {"progress": 100} if status == OpStatus.SUCCEEDED else {}
+    store.update_operation(op_id, status=status.value, error=error, finished=clock(), **done)
 
 
 class Images(ServiceBase):
@@ -58,7 +100,8 @@ class Images(ServiceBase):
                 "kind": IMPORT_KIND, "status": OpStatus.RUNNING.value, "progress": 0,
                 "bytes_done": 0, "bytes_total": None, "error": None, "created": now,
                 "started": now, "finished": None,
-                "params": {"image": name, "source": source, "pid": os.getpid()}})
+                "params": {"image": name, "source": source, "pid": os.getpid(),
+                           "pid_start": started(os.getpid()), "pid_ns": pid_namespace()}})
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -83,20 +126,10 @@ class Images(ServiceBase):
         return image
 
     def end_image_file(self, op_id: str, status: OpStatus, error: str | None) -> None:
-        done = {"progress": 100} if status == OpStatus.SUCCEEDED else {}
-        self.store.update_operation(op_id, status=status.value, error=error,
-                                    finished=self.clock(), **done)
+        end_image_file(self.store, self.clock, op_id, status, error)
 
     def end_interrupted_image_files(self) -> int:
-        """Fail the `image-import` operations still running in a process that is gone (a
-        mount that stopped mid-copy; its file goes at the appliance's next start)."""
-        ended = 0
-        for op in self.store.list_operations(status=OpStatus.RUNNING, limit=10000):
-            pid = op["params"].get("pid") if op["kind"] == IMPORT_KIND else None
-            if isinstance(pid, int) and not _alive(pid):
-                self.end_image_file(op["id"], OpStatus.FAILED, "interrupted: the mount stopped")
-                ended += 1
-        return ended
+        return end_interrupted_imports(self.store, self.clock)
 
     def delete_image(self, name: str) -> None:
         with self.store.transaction():

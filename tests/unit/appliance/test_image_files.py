@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
 from appliance.errors import Invalid
 from appliance.model import OpStatus
-from appliance.service.images import IMPORT_KIND
+from appliance.controller import loop
+from appliance.service.images import IMPORT_KIND, started
 from tests.unit.conftest import make_disk_image
 
 
@@ -77,3 +79,45 @@ def test_an_import_of_a_process_that_is_gone_is_failed_and_the_controller_leaves
     assert service.end_interrupted_image_files() == 1
     assert service.get_operation(gone)["status"] == OpStatus.FAILED
     assert service.get_operation(mine)["status"] == OpStatus.RUNNING  # this process: alive
+
+
+def test_an_import_whose_mount_exits_after_the_next_mounts_start_is_ended_by_the_controller(
+        service, controller, monkeypatch):
+    """Found by `make soak PART=kill-serve`: serve SIGKILLed during a `cp` into images/; its
+    mount, still exiting, was alive when the new mount's start ended the interrupted
+    imports, and the import stayed running until the next start (90 s and more). The
+    controller now ends it once its process is gone."""
+    monkeypatch.setattr(loop, "IMPORT_SWEEP_SECONDS", 0.2)
+    _tmp, fd, op = service.begin_image_file("cut", "a test")
+    os.close(fd)
+    exiting = subprocess.Popen(["sleep", "60"])  # noqa: S607 - the old mount, still exiting
+    try:
+        service.store.update_operation(op, params={"image": "cut", "pid": exiting.pid,
+                                                   "pid_start": started(exiting.pid)})
+        assert service.end_interrupted_image_files() == 0  # the new mount's start: alive
+    finally:
+        exiting.kill()
+        exiting.wait()
+    deadline = time.monotonic() + 15
+    while service.get_operation(op)["status"] == OpStatus.RUNNING and time.monotonic() < deadline:
+        controller._nudge()
+        time.sleep(0.1)
+    ended = service.get_operation(op)
+    assert ended["status"] == OpStatus.FAILED and ended["error"] == "interrupted: the mount stopped"
+
+
+def test_a_reused_pid_or_another_namespace(service):
+    """A pid alive but another process's (its start differs) is gone; one recorded in
+    another pid namespace is not judged here (a mount in a container)."""
+    _tmp, fd, reused = service.begin_image_file("reused", "a test")
+    os.close(fd)
+    _tmp, fd, elsewhere = service.begin_image_file("elsewhere", "a test")
+    os.close(fd)
+    me = os.getpid()
+    service.store.update_operation(reused, params={"image": "reused", "pid": me,
+                                                   "pid_start": started(me) + 1})
+    service.store.update_operation(elsewhere, params={"image": "elsewhere", "pid": 2 ** 22 + 1,
+                                                      "pid_ns": "pid:[1]"})
+    assert service.end_interrupted_image_files() == 1
+    assert service.get_operation(reused)["status"] == OpStatus.FAILED
+    assert service.get_operation(elsewhere)["status"] == OpStatus.RUNNING
