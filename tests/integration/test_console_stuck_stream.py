@@ -99,8 +99,10 @@ def world(tmp_path: Path):
 
 
 async def type_without_end(config: Config, vm_id: str, state: dict) -> None:
-    """Type into the writer's console as much as it printed (the credit its output
-    earns) and a little more, reading what it prints; until the broker closes it."""
+    """Type into the writer's console as much as it printed since the last keys
+    (the credit its output earns; at most 4 KiB at once, else the broker, seeing
+    the guest stalled with its buffer full, refuses the writer before its stream
+    blocks), reading what it prints; until the broker closes it."""
     reader, writer = await client.open_console(config.console_socket, vm_id, write=True)
 
     async def drain_output() -> None:
@@ -110,20 +112,22 @@ async def type_without_end(config: Config, vm_id: str, state: dict) -> None:
                 state["tail"] = (state["tail"] + data)[-400:]
 
     reading = asyncio.ensure_future(drain_output())
+    seen = 0
     try:
         while not reading.done():
-            room = state["output"] + 2048 - state["typed"]
-            if room < 512:
+            fresh = min(state["output"] - seen, 4096)
+            if fresh < 256:
                 await asyncio.sleep(0.02)
                 continue
-            writer.write(b"a" * room)
+            seen = state["output"]
+            writer.write(b"a" * fresh)
             try:
                 await asyncio.wait_for(writer.drain(), 1.0)
             except TimeoutError:
                 continue  # the broker holds it: its session waits for room
             except ConnectionError:
                 break
-            state["typed"] += room
+            state["typed"] += fresh
         await asyncio.wait_for(reading, 30)
     finally:
         state["closed"] = time.monotonic()
