@@ -160,8 +160,9 @@ class Broker:
                 await asyncio.wait_for(previous.done.wait(), CLOSING_WAIT)
             if not previous.done.is_set():
                 raise ConsoleUnavailable(
-                    f"the console of {row['name']} is still closing: its guest has not taken "
-                    "what was typed; try again once it reads its serial port or restarts")
+                    f"the console of {row['name']} is still closing (its guest has not taken "
+                    "what was typed, or its host does not answer): try again once the guest "
+                    "reads its serial port or restarts")
         if len(self.streams) >= STREAMS_MAX:
             raise ConsoleUnavailable(f"more than {STREAMS_MAX} consoles are open")
         session = Session(row["id"], on_closed=self._forget)

@@ -84,6 +84,7 @@ class ConsoleStream:
         self.loop = asyncio.get_running_loop()
         self.sent = GuestInput()
         self.closed = False
+        self.running = False  # started: its session is the VM's
         self.done = asyncio.Event()
         self._busy = False  # loop: a chunk was handed to the thread and is not sent yet
         self._stuck: asyncio.TimerHandle | None = None  # closes the session if it stays so
@@ -115,6 +116,7 @@ class ConsoleStream:
     def start(self, sent: GuestInput) -> None:
         """Count against `sent`, and watch the stream from now on."""
         self.sent = sent
+        self.running = True
         self._tell(_started=True)
 
     def stalled(self) -> bool:
@@ -179,7 +181,7 @@ class ConsoleStream:
         self.session.output(data)
 
     def _ended(self) -> None:
-        if not self.closed:
+        if self.running and not self.closed:
             self.session.ended()
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:

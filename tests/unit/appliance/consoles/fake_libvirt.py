@@ -79,11 +79,11 @@ class FakeStream:
 
 
 class FakeDomain:
-    def __init__(self, stream: FakeStream, dom_id: int):
+    def __init__(self, stream: FakeStream | None, dom_id: int):
         self.stream, self.dom_id = stream, dom_id
 
     def isActive(self):
-        return True
+        return self.stream is not None  # None: defined, not running
 
     def ID(self):
         return self.dom_id
@@ -95,7 +95,7 @@ class FakeDomain:
 class FakeConnection:
     """libvirt.open's double: every VM's domain, each with its FakeStream."""
 
-    def __init__(self, streams: dict[str, FakeStream]):
+    def __init__(self, streams: dict[str, FakeStream | None]):
         self.streams = streams
         self.closed = False
 

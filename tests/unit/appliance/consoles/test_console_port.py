@@ -13,6 +13,7 @@ from appliance.consoles import client
 from appliance.consoles import port as port_module
 from appliance.consoles.hosts import HostConnections
 from appliance.consoles.session import Session
+from appliance.errors import Conflict
 from tests.unit.appliance.consoles.fake_libvirt import FakeConnection, FakeStream
 from tests.unit.appliance.consoles.test_broker import Running
 
@@ -117,3 +118,20 @@ def test_the_guests_memory_never_drops_a_guest_whose_stream_is_open(config, stor
     broker._guest_input("vm-b", ("local", 2))
     broker._guest_input("vm-c", ("local", 3))  # vm-b goes: vm-a is older, but open
     assert set(broker.sent) == {"vm-a", "vm-c"} and broker.sent["vm-a"][1] is kept
+
+
+def test_a_console_that_cannot_open_says_why_and_leaves_no_thread(config, store, service):
+    row = running_vm(service, store, "halted")  # the store says running; libvirt, not
+    opened = []
+
+    def open_connection(uri):
+        opened.append(FakeConnection({row["id"]: None}))
+        return opened[-1]
+
+    async def go():
+        async with Running(config, store, HostConnections(store, config, open_connection)) as running:
+            with pytest.raises(Conflict, match="not running"):
+                await client.open_console(config.console_socket, row["id"], write=False)
+            await until("its thread ended", lambda: not running.broker.streams)
+            assert running.broker.sessions == {} and opened and all(c.closed for c in opened)
+    asyncio.run(asyncio.wait_for(go(), 30))
