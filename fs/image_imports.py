@@ -14,9 +14,9 @@ store's FREE_SPACE_RESERVE free (ENOSPC), as an upload. A write refused
 spoils the import: it is dropped at close.
 
 When its writer closes it (the flush of close(), so `cp` reports the answer;
-a close that leaves the file held by another process, a forked child's copy of
-the fd, is not the end: held_elsewhere), the file is checked and converted as
-an upload is: the format read from its own
+a close that leaves the file held by another process of its writer's uid, a
+forked child's copy of the fd, is not the end: held_elsewhere), the file is
+checked and converted as an upload is: the format read from its own
 bytes, backing files, external data files, encryption and other formats refused
 (EINVAL), then stored as a fresh qcow2 (an ISO as it came). Then images/NAME.json
 shows it, and the import's own name is gone. Until then the import is its
