@@ -133,7 +133,11 @@ def wedged_check(domains: list[Any], store: Any, now: float) -> dict:
 
     wedged = []
     for dom in domains:
-        if tuple(dom.state()) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP):
+        try:
+            state = tuple(dom.state())
+        except libvirt.libvirtError:  # undefined since the listing (a VM deleted meanwhile)
+            continue
+        if state != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP):
             continue
         row = store.get_vm_by_id(dom.UUIDString())
         if row is None or (row["observed_state"], row["observed_reason"]) != ("paused",

@@ -155,7 +155,8 @@ class MadeFiles:
         if handle.image is None or handle.image.closed or not (final or handle.image.size):
             return
         if not final and self.mountpoint is not None and await self.fs._run(
-                image_imports.held_elsewhere, os.path.join(self.mountpoint, *handle.path)):
+                image_imports.held_elsewhere, os.path.join(self.mountpoint, *handle.path),
+                handle.image.uid):
             return
         with acting_as(handle.principal):
             try:

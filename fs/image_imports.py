@@ -14,9 +14,9 @@ store's FREE_SPACE_RESERVE free (ENOSPC), as an upload. A write refused
 spoils the import: it is dropped at close.
 
 When its writer closes it (the flush of close(), so `cp` reports the answer;
-a close that leaves the file held by another process, a forked child's copy of
-the fd, is not the end: held_elsewhere), the file is checked and converted as
-an upload is: the format read from its own
+a close that leaves the file held by another process of its writer's uid, a
+forked child's copy of the fd, is not the end: held_elsewhere), the file is
+checked and converted as an upload is: the format read from its own
 bytes, backing files, external data files, encryption and other formats refused
 (EINVAL), then stored as a fresh qcow2 (an ISO as it came). Then images/NAME.json
 shows it, and the import's own name is gone. Until then the import is its
@@ -89,20 +89,27 @@ def image_name(file: str) -> str:
     return limits.check_name(file, "name")
 
 
-def held_elsewhere(file: str) -> bool:
-    """Whether a process still has an fd on `file` (an import's path in the mount, as
-    /proc/PID/fd shows it). A FLUSH comes at every close() of an fd sharing the open file,
-    and pyfuse3's does not say whose; a close (or a process's exit) takes the fd out of
-    its table before the FLUSH is sent, so the last close finds none left, and the close
-    of a forked child whose parent goes on writing finds the parent's. A second open of
-    an import is EBUSY, so any fd on its path is one of its writer's. Not seen: fds in
-    another PID namespace, or in flight in a unix socket; the import then ends at its
-    release (the last close, asynchronous to it). ~10 ms for 1,600 fds in 150 processes."""
+def held_elsewhere(file: str, uid: int) -> bool:
+    """Whether a process of the import's writer (`uid`: its processes, /proc/PID's owner)
+    still has an fd on `file` (an import's path in the mount, as /proc/PID/fd shows it). A
+    FLUSH comes at every close() of an fd sharing the open file, and pyfuse3's does not say
+    whose; a close (or a process's exit) takes the fd out of its table before the FLUSH is
+    sent, so the last close finds none left, and the close of a forked child whose parent
+    goes on writing finds the parent's. A second open of an import is EBUSY, so any fd on
+    its path is one of its writer's. Other uids' processes are not read: the path is only
+    a string, which a file of theirs at the same path has too (in a mount namespace of
+    their own), and their fds, as many as they open, would be read at every close
+    (security review, session 14). Not seen: fds in another PID namespace, in flight in a
+    unix socket, or in a process of another uid (a setuid program, one non-dumpable: its
+    /proc/PID is root's); the import then ends at its release (the last close,
+    asynchronous to it). ~10 ms for 1,600 fds in 150 processes."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         fds = f"/proc/{pid}/fd"
         try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
             names = os.listdir(fds)
         except OSError:  # gone, or not ours to read
             continue

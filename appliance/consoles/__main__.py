@@ -10,20 +10,20 @@ import logging
 import signal
 
 import libvirt
-import libvirtaio  # type: ignore[import-untyped]  # no stubs
 
 from appliance import memtrim, sdnotify
 from appliance.config import Config
 from appliance.consoles.broker import Broker
 from appliance.consoles.hosts import HostConnections
+from appliance.consoles.streams import start_libvirt_events
 from appliance.store import Store
 
 log = logging.getLogger("appliance.consoles")
 
 
 async def run(config: Config) -> None:
-    # libvirt's events on this loop, before any connection is opened
-    libvirtaio.virEventRegisterAsyncIOImpl()
+    # libvirt's events in a thread of their own, before any connection is opened
+    start_libvirt_events()
     broker = Broker(config, HostConnections(Store(config.db_path), config))
     path = config.console_socket
     server = await broker.serve(broker.listen(path))

@@ -21,12 +21,14 @@ import libvirt
 from appliance.config import Config
 from appliance.consoles import protocol
 from appliance.consoles.hosts import HostConnections
+from appliance.consoles.port import ConsoleStream, GuestInput
 from appliance.consoles.protocol import BadRequest, ConsoleUnavailable, Request
 from appliance.consoles.session import Session
-from appliance.consoles.streams import SCREENSHOT_MAX, ConsoleStream, GuestInput, read_all, to_png
+from appliance.consoles.streams import SCREENSHOT_MAX, read_all, to_png
 from appliance.errors import ApplianceError, Conflict, Failed
 from appliance.model import VMState
 from appliance.store import Row
+from appliance.virt.reasons import connect_reason
 
 log = logging.getLogger("appliance.consoles")
 
@@ -35,7 +37,13 @@ SEND_TIMEOUT = 30.0  # seconds a client has to take a reply (a screenshot)
 INPUT_TIMEOUT = 10.0  # seconds to receive an input's bytes, and to send them on
 SCREENSHOT_TIMEOUT = 10.0
 READ_CHUNK = 65536
-GUEST_RUNS_MAX = 4096  # guests whose unanswered input is kept (the least recently opened go first)
+# Guests whose unanswered input is kept: the least recently opened go first, never one
+# whose stream is open; one that goes starts at 0 again, which costs no other guest
+# anything (a stream that blocks stalls only its own console: port.py).
+GUEST_RUNS_MAX = 4096
+STREAMS_MAX = 512  # console streams (a thread and a libvirt connection each) at once
+OPEN_TIMEOUT = 10.0  # seconds to connect and open a console (the client waits 15)
+CLOSING_WAIT = 5.0  # seconds a console waits for its VM's previous stream to close
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -48,6 +56,8 @@ class Broker:
         self.config = config
         self.hosts = hosts
         self.sessions: dict[str, Session] = {}
+        self.streams: dict[str, ConsoleStream] = {}  # vm id -> its stream until closed
+        self._opening: dict[str, asyncio.Event] = {}  # vm id -> set once its open ended
         # vm id -> ((host, its domain's id: one run of the guest), what it was sent unanswered)
         self.sent: dict[str, tuple[tuple[str, int], GuestInput]] = {}
         self.connections = 0
@@ -126,32 +136,56 @@ class Broker:
             await self.screenshot(row, writer)
 
     # -- console -------------------------------------------------------------------
-    def session(self, row: Row, force: bool) -> Session:
-        """The VM's session: the one open, or a new one on its console stream."""
-        session = self.sessions.get(row["id"])
+    async def session(self, row: Row, force: bool) -> Session:
+        """The VM's session: the one open, or a new one on its console stream
+        (one open at a time per VM: a second request waits for the first)."""
+        vm_id = row["id"]
+        while (opening := self._opening.get(vm_id)) is not None:
+            await opening.wait()
+        session = self.sessions.get(vm_id)
         if session is not None and not session.closed:
             return session
-        host, dom = self.hosts.running_domain(row)
-        stream = self.hosts.connection(host).newStream(libvirt.VIR_STREAM_NONBLOCK)
+        self._opening[vm_id] = opening = asyncio.Event()
         try:
-            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
-        except libvirt.libvirtError as err:
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.abort()
-            if (err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
-                    and "active console" in (err.get_error_message() or "").lower()):
-                raise Conflict(
-                    f"the console of {row['name']} is held elsewhere (another libvirt client, "
-                    "such as `virsh console` on its host); attaching with force takes it over",
-                    "force") from None
-            raise Failed(f"cannot open the console of {row['name']}: "
-                         f"{(err.get_error_message() or '')[:200]}") from None
+            return await self._open(row, force)
+        finally:
+            del self._opening[vm_id]
+            opening.set()
+
+    async def _open(self, row: Row, force: bool) -> Session:
+        host, uri = self.hosts.console_uri(row)
+        previous = self.streams.get(row["id"])
+        if previous is not None:  # its close may be under way, or stuck on the guest
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(previous.done.wait(), CLOSING_WAIT)
+            if not previous.done.is_set():
+                raise ConsoleUnavailable(
+                    f"the console of {row['name']} is still closing (its guest has not taken "
+                    "what was typed, or its host does not answer): try again once the guest "
+                    "reads its serial port or restarts")
+        if len(self.streams) >= STREAMS_MAX:
+            raise ConsoleUnavailable(f"more than {STREAMS_MAX} consoles are open")
         session = Session(row["id"], on_closed=self._forget)
-        sent = self._guest_input(row["id"], (host, dom.ID()))
-        session.start(ConsoleStream(stream, session, sent))
+        port = ConsoleStream(session, self.hosts.open_connection, on_done=self._stream_done)
+        self.streams[row["id"]] = port
+        try:
+            dom_id = await asyncio.wait_for(port.open(uri, row["id"], force), OPEN_TIMEOUT)
+        except TimeoutError:
+            raise ConsoleUnavailable(f"the console of {row['name']} did not open within "
+                                     f"{OPEN_TIMEOUT:g} s (host {host})") from None
+        except LookupError:
+            raise Conflict(f"{row['name']} is not running: start it first", "vm") from None
+        except libvirt.libvirtError as err:
+            raise _open_error(err, row, host) from None
+        port.start(self._guest_input(row["id"], (host, dom_id)))
+        session.start(port)
         self.sessions[row["id"]] = session
         log.info("console of %s (%s) opened on %s", row["name"], row["id"], host)
         return session
+
+    def _stream_done(self, port: ConsoleStream) -> None:
+        if self.streams.get(port.session.vm_id) is port:
+            del self.streams[port.session.vm_id]
 
     def _guest_input(self, vm_id: str, run: tuple[str, int]) -> GuestInput:
         """The input this run of the guest was sent and has not answered, over all its
@@ -167,8 +201,11 @@ class Broker:
             wrote = size - sent.log_size  # less than 0: the log was rotated (it wrote a lot)
             sent.unanswered = max(0, sent.unanswered - wrote) if wrote >= 0 else 0
         self.sent[vm_id] = kept
-        while len(self.sent) > GUEST_RUNS_MAX:
-            del self.sent[next(iter(self.sent))]
+        if len(self.sent) > GUEST_RUNS_MAX:
+            # the least recently opened whose stream is closed (STREAMS_MAX < GUEST_RUNS_MAX)
+            oldest = next((vm for vm in self.sent if vm not in self.streams), None)
+            if oldest is not None:
+                del self.sent[oldest]
         return sent
 
     def _log_size(self, vm_id: str) -> int | None:
@@ -187,7 +224,7 @@ class Broker:
 
     async def console(self, row: Row, request: Request, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        session = self.session(row, request.force)
+        session = await self.session(row, request.force)
         history = self.history(row["id"], request.history)
         writer.write(protocol.ok(vm=row["id"], write=request.write))
         writer.write(history)
@@ -224,7 +261,7 @@ class Broker:
         except asyncio.IncompleteReadError:
             raise BadRequest(f"the connection closed before {request.size} bytes",
                              "size") from None
-        session = self.session(row, force=False)
+        session = await self.session(row, force=False)
         not_reading = Conflict(f"the guest of {row['name']} does not read its console: "
                                "input refused (part of it may wait for the guest)", "console")
         if session.stalled():  # nothing of this input was taken; a session opened for it
@@ -236,8 +273,14 @@ class Broker:
                     and await session.flushed(INPUT_TIMEOUT))
         finally:
             session.release()
+        if not sent and session.reason is not None:  # closed as stuck
+            raise Conflict(f"{row['name']}: {session.reason}", "console")
         if not sent and session.stalled():
             raise not_reading
+        if not sent and session.port is not None and session.port.busy():
+            raise Conflict(f"the guest of {row['name']} has not taken the input within "
+                           f"{INPUT_TIMEOUT:g} s (a send to it has not returned): it does not "
+                           "read its console", "console")
         if not sent:
             raise Failed(f"the console of {row['name']} did not take the input "
                          f"within {INPUT_TIMEOUT:g} s")
@@ -287,6 +330,21 @@ class Broker:
         writer.write(protocol.ok(size=len(png), type="image/png"))
         writer.write(png)
         await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+
+
+def _open_error(err: libvirt.libvirtError, row: Row, host: str) -> ApplianceError:
+    """What a console stream's open failing in libvirt means for its client."""
+    message = err.get_error_message() or ""
+    if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        return Conflict(f"{row['name']} is not running: start it first", "vm")
+    if (err.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
+            and "active console" in message.lower()):
+        return Conflict(
+            f"the console of {row['name']} is held elsewhere (another libvirt client, "
+            "such as `virsh console` on its host); attaching with force takes it over", "force")
+    if err.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE):
+        return ConsoleUnavailable(f"host {host} is unreachable: {connect_reason(err)}")
+    return Failed(f"cannot open the console of {row['name']}: {message[:200]}")
 
 
 async def send_fd(writer: asyncio.StreamWriter, fd: int) -> None:

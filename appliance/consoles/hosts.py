@@ -1,11 +1,12 @@
 """The broker's libvirt connections: one per host, opened on demand, re-opened
 after a failure; and the lookup of a VM's running domain.
 
-Every libvirt call runs in the event loop's thread: libvirtaio's event
-implementation adds and updates handles on the asyncio loop and is not safe
-to call from other threads, and libvirt calls it from whichever thread makes
-a call. Calls are short (a lookup, opening a stream); a dead remote host is
-noticed by the keepalive (2 s x 3) rather than waited on forever.
+These connections serve lookups, VNC and screenshots, from the event loop's
+thread: calls are short, and a dead remote host is noticed by the keepalive
+(2 s x 3) rather than waited on forever. A console stream has a connection and
+a thread of its own (port.py; console_uri says where): a guest that does not
+read its serial port makes libvirtd stop reading the connection its stream is
+on, and every call on it would block.
 """
 from __future__ import annotations
 
@@ -88,6 +89,17 @@ class HostConnections:
         self._conns[host] = (uri, conn)
         log.info("connected to host %s (%s)", host, uri)
         return conn
+
+    def console_uri(self, row: Row) -> tuple[str, str]:
+        """The VM's host and the URI a console stream's own connection opens
+        (the checks of `connection`, without connecting)."""
+        host = row.get("host")
+        if not host:
+            raise Conflict(f"{row['name']} is not running: start it first", "vm")
+        uri = self.uri_of(host)
+        if not self._host_row(host).get("up"):
+            raise ConsoleUnavailable(f"host {host} is down")
+        return host, connection_uri(uri, self.config)
 
     def drop(self, host: str) -> None:
         known = self._conns.pop(host, None)

@@ -3,9 +3,10 @@ every attached client, the bytes of writers sent back to the port.
 
 The port is anything with `send(data) -> int` (bytes taken; 0 when it would
 block, and it then calls `writable()` once it can take more), `stalled()`
-(the guest does not read: nothing goes until it writes again) and `close()`;
-it calls the session's `output(data)` and `ended()`. appliance/consoles/
-streams.py has libvirt's; the unit tests have a fake one.
+(the guest does not read: nothing goes until it writes again), `busy()` (bytes
+it took have not all gone on yet) and `close()`; it calls the session's
+`output(data)`, `ended()`, and `close(reason)` when its stream is stuck.
+appliance/consoles/port.py has libvirt's; the unit tests have a fake one.
 
 All writers type at once, as in `screen -x`: a shared session, the documented
 choice (one serial port, one shell; taking turns would be a policy the guest
@@ -39,6 +40,8 @@ class Port(Protocol):
 
     def stalled(self) -> bool: ...
 
+    def busy(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -68,6 +71,7 @@ class Session:
         self._last_sent = -LINGER
         self._linger: asyncio.TimerHandle | None = None
         self.closed = False
+        self.reason: str | None = None  # why it closed, when it was not asked to
         self._on_closed = on_closed
         self._to_port = bytearray()
         self._room = asyncio.Event()  # set while the port's buffer has room
@@ -194,17 +198,21 @@ class Session:
             self._last_sent = asyncio.get_running_loop().time()
         if len(self._to_port) < PORT_QUEUE_MAX:
             self._room.set()
-        if not self._to_port:
+        if not self._to_port and not self.port.busy():
             self._flushed.set()
 
     # -- end -----------------------------------------------------------------------
-    def close(self) -> None:
-        """Close the port and every client's connection; wake every waiter."""
+    def close(self, reason: str | None = None) -> None:
+        """Close the port and every client's connection (a reason: told to each
+        first, on a line of its own); wake every waiter."""
         if self.closed:
             return
         self.closed = True
+        self.reason = reason
         self._stop_lingering()
         for client in list(self.clients):
+            if reason is not None and not client.writer.transport.is_closing():
+                client.writer.write(f"\r\n[console closed: {reason}]\r\n".encode())
             client.writer.close()  # what is queued still goes out
         self.clients.clear()
         self._to_port.clear()

@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from appliance.controller.context import Context, HostUnreachable
+from appliance.controller.context import Context, HostLink, HostUnreachable
 from appliance.controller.runstrategy import hold_back
 from appliance.errors import Conflict, Failed
 from appliance.model.states import (
@@ -43,6 +43,10 @@ log = logging.getLogger("appliance.controller")
 
 # A handler's housekeeping after its success (see the module's docstring).
 FollowUp = Callable[[], None]
+# How long, once the heartbeat counts a first connect under way as down (a connect that
+# hangs: an ssh tunnel to a machine gone dark), an operation waits for it (_ready_to_run)
+# before the host is taken for unreachable, as it is when a connect failed.
+FIRST_CONNECT_WAIT = 60.0
 # How many times an operation goes back to pending because its host's connection broke
 # under it (OperationRunner._requeue_if_host_lost) before such a break fails it.
 MAX_REQUEUES = 5
@@ -94,7 +98,15 @@ class OperationRunner:
         touched = [*needed, links.get(row["host"])]
         if op["kind"] in ("move", "migrate"):  # a re-run's source, the VM recorded on its target
             touched.append(links.get(op["params"].get("source")))
-        return not any(link is not None and link.unknown for link in touched)
+        return not any(link is not None and self._unknown(link) for link in touched)
+
+    def _unknown(self, link: HostLink) -> bool:
+        """A host whose first connect has not finished, for at most FIRST_CONNECT_WAIT
+        after the heartbeat counted that connect as down: one that never ends would
+        otherwise hold what touches the host for ever (a move off it ran before the wait)."""
+        if not link.unknown:
+            return False
+        return link.down_since is None or self.ctx.clock() - link.down_since < FIRST_CONNECT_WAIT
 
     def _links_needed(self, op: dict, row: dict) -> list:
         """The links of the hosts an operation needs: the VM's; a move's or unshelve's

@@ -17,13 +17,14 @@ IMPORT_KIND = "image-import"  # an operation of no VM: an image copied in throug
 
 def started(pid: int) -> int | None:
     """When the process began (clock ticks after boot, /proc/PID/stat field 22): with
-    its pid, which process it is (a pid is reused; that pair is not)."""
+    its pid, which process it is (a pid is reused; that pair is not). None when there is
+    none, or only its zombie (state Z or X, field 3: its process is gone, not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[19]) if len(fields) > 19 else None
+    return int(fields[19]) if len(fields) > 19 and fields[0] not in (b"Z", b"X") else None
 
 
 def pid_namespace() -> str | None:

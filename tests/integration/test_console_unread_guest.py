@@ -3,9 +3,10 @@ broker's loop (tests/soak/notes.md): input typed into it is held a little,
 then refused to that session alone, while another VM's console still types.
 
 Real libvirt domains that never boot (boot sector `cli; hlt`, as the soak's),
-real console streams on one shared connection driven by libvirtaio, the
-broker's Session and ConsoleStream. The loop runs in its own thread so that a
-blocked loop fails the test within a bound instead of hanging it."""
+real console streams (each on its connection and thread, libvirt's events in
+their own thread, as the broker runs them), the broker's Session and
+ConsoleStream. The loop runs in its own thread so that a blocked loop fails the
+test within a bound instead of hanging it."""
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,11 @@ import uuid
 from pathlib import Path
 
 import libvirt
-import libvirtaio  # type: ignore[import-untyped]
 import pytest
 
+from appliance.consoles.port import ConsoleStream, GuestInput
 from appliance.consoles.session import Session
-from appliance.consoles.streams import ConsoleStream
+from appliance.consoles.streams import start_libvirt_events
 from tests.appliance_process import LIBVIRT_URI, remove_domains
 from tests.soak.world import make_blank_image
 
@@ -51,15 +52,15 @@ def halted_domains(tmp_path: Path):
             image.chmod(0o644)
             name = f"vmapp-test-unread-{uuid.uuid4().hex[:8]}"
             doms.append(conn.createXML(DOMAIN_XML.format(name=name, image=image), 0))
-        yield [dom.name() for dom in doms]
+        yield [dom.UUIDString() for dom in doms]
     finally:
         remove_domains(doms)  # also unblocks a send stuck on them
         conn.close()
 
 
 def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
+    start_libvirt_events()
     loop = asyncio.new_event_loop()
-    libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     gaps: list[float] = []
@@ -73,14 +74,15 @@ def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
 
     async def go() -> tuple[int, bool, bool, float]:
         beat = asyncio.ensure_future(heartbeat())
-        conn = libvirt.open(LIBVIRT_URI)
-        sessions = []
-        for name in halted_domains:
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            conn.lookupByName(name).openConsole(None, stream, 0)
-            session = Session(name)
-            session.start(ConsoleStream(stream, session))
+        sessions, ports = [], []
+        for vm_id in halted_domains:
+            session = Session(vm_id)
+            port = ConsoleStream(session)
+            await port.open(LIBVIRT_URI, vm_id, False)
+            port.start(GuestInput())
+            session.start(port)
             sessions.append(session)
+            ports.append(port)
         mute, other = sessions
         taken = 0
         start = loop.time()
@@ -93,8 +95,8 @@ def test_a_guest_that_does_not_read_its_console_blocks_no_other(halted_domains):
         await asyncio.sleep(0.2)  # the heartbeat's last gap
         for session in sessions:
             session.close()  # closing the stream must not block either
+        await asyncio.wait_for(ports[1].done.wait(), 10)  # the other's closed at once
         await asyncio.sleep(0.2)
-        conn.close()
         beat.cancel()
         return taken, typed, mute.closed, refused_after
 

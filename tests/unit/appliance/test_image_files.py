@@ -121,3 +121,28 @@ def test_a_reused_pid_or_another_namespace(service):
     assert service.end_interrupted_image_files() == 1
     assert service.get_operation(reused)["status"] == OpStatus.FAILED
     assert service.get_operation(elsewhere)["status"] == OpStatus.RUNNING
+
+
+def test_an_import_of_a_mount_that_died_but_was_not_reaped_is_ended(service):
+    """Security review (session 14): a zombie keeps its /proc/PID/stat and its start time,
+    and an import of a mount killed but not yet reaped (its parent busy, or a container's
+    pid 1 that reaps nothing) was judged alive for as long as that lasted."""
+    _tmp, fd, op = service.begin_image_file("zombie", "a test")
+    os.close(fd)
+    dead = subprocess.Popen(["sleep", "60"])  # noqa: S607 - the mount, killed, not reaped
+    try:
+        start = started(dead.pid)
+        service.store.update_operation(op, params={"image": "zombie", "pid": dead.pid,
+                                                   "pid_start": start})
+        dead.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # a zombie once its exit is done (not reaped)
+            with open(f"/proc/{dead.pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        assert service.end_interrupted_image_files() == 1
+        assert service.get_operation(op)["status"] == OpStatus.FAILED
+    finally:
+        dead.kill()
+        dead.wait()

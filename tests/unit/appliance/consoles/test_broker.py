@@ -18,12 +18,13 @@ from appliance.errors import Conflict, NotFound
 class Running:
     """A broker on the test's socket, in a thread of its own with its loop."""
 
-    def __init__(self, config, store):
+    def __init__(self, config, store, hosts=None):
         self.config = config
         self.store = store
+        self.hosts = hosts or HostConnections(store, config)
 
     async def __aenter__(self):
-        self.broker = Broker(self.config, HostConnections(self.store, self.config))
+        self.broker = Broker(self.config, self.hosts)
         self.server = await self.broker.serve(self.broker.listen(self.config.console_socket))
         return self
 

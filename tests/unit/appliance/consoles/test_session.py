@@ -26,6 +26,9 @@ class FakePort:
     def stalled(self) -> bool:
         return False
 
+    def busy(self) -> bool:
+        return False  # what it takes is gone at once
+
     def make_room(self, room: int) -> None:
         self.room = room
         self.session.writable()

@@ -338,3 +338,30 @@ def test_a_move_off_a_source_known_unreachable_does_not_wait_for_it(service, con
         assert service.store.get_vm_by_id(row["id"])["host"] == other
     finally:
         fresh.stop()
+
+
+def test_a_move_does_not_wait_forever_for_a_first_connect_that_hangs(service, controller, cloud,
+                                                                      clock):
+    """Security review (session 14): the wait for a first connect had no bound. A source
+    whose connect never ends (an ssh tunnel to a machine gone dark, a stopped libvirtd:
+    the connector's own comment) held a move off it for ever after a restart, where it
+    ran before the wait (as off a host known unreachable). The heartbeat counts a connect
+    that hangs as down; after FIRST_CONNECT_WAIT of that, the host is unreachable."""
+    from appliance.controller.operations import FIRST_CONNECT_WAIT
+
+    row, home, other = running_vm(service, controller, clock)
+    service.set_state("web1", "stopped")
+    settle(controller, clock, passes=1)
+    connector = HeldConnects()
+    fresh = restarted(controller, service, cloud, clock, connector)
+    try:
+        op = service.migrate_vm("web1", other)
+        settle(fresh, clock, passes=1)
+        connector.finish(other)  # the target answers; the source's connect never ends
+        settle(fresh, clock, passes=2)
+        assert service.store.get_operation(op["id"])["status"] == "pending"  # waits, at first
+        settle(fresh, clock, passes=int(FIRST_CONNECT_WAIT // 5) + 2)
+        assert service.store.get_operation(op["id"])["status"] == "succeeded"
+        assert service.store.get_vm_by_id(row["id"])["host"] == other
+    finally:
+        fresh.stop()

@@ -72,3 +72,27 @@ def test_doctor_names_a_domain_paused_starting_up_for_over_ten_minutes(service):
     assert "/run/libvirt/qemu/NAME.xml" in found["fix"]
     user_paused = [_Domain(vm["id"], (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER))]
     assert wedged_check(user_paused, store, now)["status"] == "ok"
+
+
+class _Gone(_Domain):
+    def state(self):
+        err = libvirt.libvirtError("Domain not found: no domain with matching uuid")
+        err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 2, "", None, None, 0, 0)
+        raise err
+
+
+def test_doctor_passes_over_a_domain_undefined_while_it_looks(service):
+    """Security review (session 14): a domain undefined between the listing and its state
+    (any VM deleted meanwhile) made the wedged check raise, and `vmctl doctor` answered
+    "libvirt: fail" for a libvirt that answers."""
+    from appliance.doctor import WEDGED_MINUTES, wedged_check
+
+    vm, _op = service.create_vm({"name": "web1", "state": "stopped"})
+    now = 10_000.0
+    service.store.update_vm(vm["id"], bump=False, observed_state="paused",
+                            observed_reason="starting-up",
+                            state_changed=now - WEDGED_MINUTES * 60 - 5)
+    starting = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
+    found = wedged_check([_Gone("1" * 36, starting), _Domain(vm["id"], starting)],
+                         service.store, now)
+    assert found["status"] == "warn" and "(VM web1)" in found["detail"], found
