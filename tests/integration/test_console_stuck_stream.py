@@ -27,6 +27,7 @@ from appliance.consoles import client
 from appliance.errors import Conflict
 from appliance.store import Store
 from tests.appliance_process import LIBVIRT_URI, ROOT, remove_domains, wait_for
+from tests.integration.serial_guests import HALTED, boot_image, create
 
 # ~22 s (the stuck bound is 10 s): make test-slow; the unit test with a stream double whose
 # send blocks (tests/unit/appliance/consoles/test_console_port.py) runs in CI
@@ -35,29 +36,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # cli; mov dx,0x3f8; again: mov al,'w'; out dx,al; mov cx,0x40; delay: loop delay; jmp again
 # (never reads the UART: what is typed stays in QEMU's pty)
 WRITER = bytes([0xFA, 0xBA, 0xF8, 0x03, 0xB0, 0x77, 0xEE, 0xB9, 0x40, 0x00, 0xE2, 0xFE, 0xEB, 0xF6])
-HALTED = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp back
 PROBE_BOUND = 8.0  # seconds the other VM's input may take, under load (it takes ~0.1 s)
 STUCK_WITHIN = 90.0  # seconds until the writer's session is closed (its stream's bound + margin)
-
-DOMAIN_XML = """<domain type='qemu'>
-  <name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>32</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{image}'/><target dev='vda' bus='virtio'/></disk>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>"""
-
-
-def boot_image(path: Path, code: bytes) -> Path:
-    data = bytearray(1 << 20)
-    data[:len(code)] = code
-    data[510:512] = b"\x55\xaa"
-    path.write_bytes(bytes(data))
-    path.chmod(0o644)
-    return path
 
 
 @pytest.fixture
@@ -77,8 +57,7 @@ def world(tmp_path: Path):
         for role, code in (("writer", WRITER), ("other", HALTED)):
             vm_id = str(uuid.uuid4())
             image = boot_image(tmp_path / f"{role}.img", code)
-            name = f"vmapp-test-stuck-{role}-{vm_id[:8]}"
-            doms.append(conn.createXML(DOMAIN_XML.format(name=name, uuid=vm_id, image=image), 0))
+            doms.append(create(conn, f"vmapp-test-stuck-{role}-{vm_id[:8]}", image, vm_id))
             store.insert_vm({"id": vm_id, "name": role, "spec": {"name": role, "graphics": "none"},
                              "desired_state": "running", "observed_state": "running", "host": "local",
                              "generation": 1, "created": 0.0, "updated": 0.0})

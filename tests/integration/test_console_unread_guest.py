@@ -23,23 +23,12 @@ from appliance.consoles.port import ConsoleStream, GuestInput
 from appliance.consoles.session import Session
 from appliance.consoles.streams import start_libvirt_events
 from tests.appliance_process import LIBVIRT_URI, remove_domains
-from tests.soak.world import make_blank_image
+from tests.integration.serial_guests import boot_image, create
 
 pytestmark = pytest.mark.integration
 
 TYPED = 200 * 1024
 CHUNK = 4000
-
-DOMAIN_XML = """<domain type='qemu'>
-  <name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-      <source file='{image}'/><target dev='vda' bus='virtio'/></disk>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>"""
 
 
 @pytest.fixture
@@ -48,10 +37,8 @@ def halted_domains(tmp_path: Path):
     doms = []
     try:
         for i in range(2):
-            image = make_blank_image(tmp_path / f"halt{i}.img")
-            image.chmod(0o644)
-            name = f"vmapp-test-unread-{uuid.uuid4().hex[:8]}"
-            doms.append(conn.createXML(DOMAIN_XML.format(name=name, image=image), 0))
+            image = boot_image(tmp_path / f"halt{i}.img")
+            doms.append(create(conn, f"vmapp-test-unread-{uuid.uuid4().hex[:8]}", image))
         yield [dom.UUIDString() for dom in doms]
     finally:
         remove_domains(doms)  # also unblocks a send stuck on them

@@ -3,7 +3,9 @@ failed, or is still running), and a cancel that leaves the guest on its source."
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
+import types
 
 from appliance.controller import Controller
 from tests.unit.appliance.controller.controller_harness import URI_A, URI_B, Inline, settle
@@ -290,54 +292,58 @@ def restarted(controller, service, cloud, clock, connector):
                       clock=clock, pool=Inline(), connector=connector, monotonic=clock, sleep=clock.sleep)
 
 
-def test_a_move_waits_for_its_sources_first_connect_after_a_restart(service, controller, cloud, clock):
-    """Found by `make soak PART=kill-serve` (kill 105): the new serve ran a move of a
-    stopped VM as soon as its target answered, 0.3 s before its source did; the move
-    took the source for unreachable and left the VM's definition there (a stale copy
-    until resync removed it). A host whose first connect has not finished is unknown,
-    not unreachable: what touches it waits for that connect."""
+@contextlib.contextmanager
+def a_move_after_a_restart(service, controller, cloud, clock, source_up=True):
+    """A stopped VM's move (web1 to the other host), asked of a controller just started
+    again whose connects finish when the test says (HeldConnects), one loop pass in."""
     row, home, other = running_vm(service, controller, clock)
     service.set_state("web1", "stopped")
     settle(controller, clock, passes=1)
+    cloud.host(HOSTS[home]).up = source_up
     connector = HeldConnects()
     fresh = restarted(controller, service, cloud, clock, connector)
     try:
         op = service.migrate_vm("web1", other)
         assert op["kind"] == "move"
         settle(fresh, clock, passes=1)
-        connector.finish(other)  # the target answers first
-        settle(fresh, clock, passes=2)
-        assert service.store.get_operation(op["id"])["status"] == "pending"
-        assert row["id"] in cloud.host(HOSTS[home]).domains  # nothing done yet
-        connector.finish(home)
-        settle(fresh, clock, passes=1)
-        assert service.store.get_operation(op["id"])["status"] == "succeeded"
-        assert cloud.where(row["id"], active_only=False) == [HOSTS[other]]  # no copy left on the source
-        assert not [e for e in service.list_events("web1") if e["kind"] == "stale-copy-removed"]
+        yield types.SimpleNamespace(row=row, home=home, other=other, op=op, fresh=fresh,
+                                    connector=connector)
     finally:
         fresh.stop()
+
+
+def status(service, move):
+    return service.store.get_operation(move.op["id"])["status"]
+
+
+def test_a_move_waits_for_its_sources_first_connect_after_a_restart(service, controller, cloud, clock):
+    """Found by `make soak PART=kill-serve` (kill 105): the new serve ran a move of a
+    stopped VM as soon as its target answered, 0.3 s before its source did; the move
+    took the source for unreachable and left the VM's definition there (a stale copy
+    until resync removed it). A host whose first connect has not finished is unknown,
+    not unreachable: what touches it waits for that connect."""
+    with a_move_after_a_restart(service, controller, cloud, clock) as move:
+        move.connector.finish(move.other)  # the target answers first
+        settle(move.fresh, clock, passes=2)
+        assert status(service, move) == "pending"
+        assert move.row["id"] in cloud.host(HOSTS[move.home]).domains  # nothing done yet
+        move.connector.finish(move.home)
+        settle(move.fresh, clock, passes=1)
+        assert status(service, move) == "succeeded"
+        assert cloud.where(move.row["id"], active_only=False) == [HOSTS[move.other]]  # no copy left
+        assert not [e for e in service.list_events("web1") if e["kind"] == "stale-copy-removed"]
 
 
 def test_a_move_off_a_source_known_unreachable_does_not_wait_for_it(service, controller, cloud, clock):
     """The wait is for a first connect only: a source that answered no connect (down)
     does not hold a move of a VM whose disks the target sees (resync removes its copy
     when it is back)."""
-    row, home, other = running_vm(service, controller, clock)
-    service.set_state("web1", "stopped")
-    settle(controller, clock, passes=1)
-    cloud.host(HOSTS[home]).up = False
-    connector = HeldConnects()
-    fresh = restarted(controller, service, cloud, clock, connector)
-    try:
-        op = service.migrate_vm("web1", other)
-        settle(fresh, clock, passes=1)
-        connector.finish(other)
-        connector.finish(home)  # refused: down
-        settle(fresh, clock, passes=1)
-        assert service.store.get_operation(op["id"])["status"] == "succeeded"
-        assert service.store.get_vm_by_id(row["id"])["host"] == other
-    finally:
-        fresh.stop()
+    with a_move_after_a_restart(service, controller, cloud, clock, source_up=False) as move:
+        move.connector.finish(move.other)
+        move.connector.finish(move.home)  # refused: down
+        settle(move.fresh, clock, passes=1)
+        assert status(service, move) == "succeeded"
+        assert service.store.get_vm_by_id(move.row["id"])["host"] == move.other
 
 
 def test_a_move_does_not_wait_forever_for_a_first_connect_that_hangs(service, controller, cloud,
@@ -349,19 +355,10 @@ def test_a_move_does_not_wait_forever_for_a_first_connect_that_hangs(service, co
     that hangs as down; after FIRST_CONNECT_WAIT of that, the host is unreachable."""
     from appliance.controller.operations import FIRST_CONNECT_WAIT
 
-    row, home, other = running_vm(service, controller, clock)
-    service.set_state("web1", "stopped")
-    settle(controller, clock, passes=1)
-    connector = HeldConnects()
-    fresh = restarted(controller, service, cloud, clock, connector)
-    try:
-        op = service.migrate_vm("web1", other)
-        settle(fresh, clock, passes=1)
-        connector.finish(other)  # the target answers; the source's connect never ends
-        settle(fresh, clock, passes=2)
-        assert service.store.get_operation(op["id"])["status"] == "pending"  # waits, at first
-        settle(fresh, clock, passes=int(FIRST_CONNECT_WAIT // 5) + 2)
-        assert service.store.get_operation(op["id"])["status"] == "succeeded"
-        assert service.store.get_vm_by_id(row["id"])["host"] == other
-    finally:
-        fresh.stop()
+    with a_move_after_a_restart(service, controller, cloud, clock) as move:
+        move.connector.finish(move.other)  # the target answers; the source's connect never ends
+        settle(move.fresh, clock, passes=2)
+        assert status(service, move) == "pending"  # waits, at first
+        settle(move.fresh, clock, passes=int(FIRST_CONNECT_WAIT // 5) + 2)
+        assert status(service, move) == "succeeded"
+        assert service.store.get_vm_by_id(move.row["id"])["host"] == move.other
