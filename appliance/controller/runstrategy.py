@@ -73,7 +73,10 @@ class RunStrategies:
                 return
             if needs_action(row):
                 self.enforce(self.ctx.store.get_vm_by_id(row["id"]))
-            elif row["observed_state"] == row["desired_state"] == "running":
+                return
+            # as it should be: a job libvirt held on it has ended (hold_back's count goes)
+            self.ctx.job_held.pop(row["id"], None)
+            if row["observed_state"] == row["desired_state"] == "running":
                 self.ctx.backoff.pop(row["id"], None)
             return
         if self.ctx.has_open_ops(row["id"]) or self._held_back(row["id"]):

@@ -108,3 +108,27 @@ def test_a_wedged_domain_is_not_asked_again_at_every_pass(service, controller, c
         controller.tick()
     assert service.store.get_vm_by_id(row["id"])["observed_state"] == "running"
     assert row["id"] not in controller.ctx.job_held
+
+
+def test_a_wedge_that_clears_by_itself_forgets_its_back_off(service, controller, cloud, clock,
+                                                          monkeypatch):
+    """Security review (session 14): the back-off was forgotten only when an operation of
+    the VM succeeded; a domain whose job ended by itself (resumed by someone else, or
+    seen running again) kept its count, and its next refusal waited longer. Now a VM
+    seen in the state it should be in forgets it."""
+    row = running_web1(service, controller, clock)
+    with cloud.lock:
+        dom = next(h.domains[row["id"]] for h in cloud.hosts.values() if row["id"] in h.domains)
+        dom.state, dom.reason = "paused", "starting-up"
+    monkeypatch.setattr(FakeGuest, "resume", lambda self, *a, **k: lock_timeout(self))
+    for _ in range(20):
+        clock.advance(1.0)
+        controller.tick()
+    assert controller.ctx.job_held[row["id"]][0] >= 2
+    with cloud.lock:  # the job ended and the guest runs, with no operation of ours
+        dom.state, dom.reason = "running", "unpaused"
+    for _ in range(3):
+        clock.advance(5.0)
+        controller.tick()
+    assert service.store.get_vm_by_id(row["id"])["observed_state"] == "running"
+    assert row["id"] not in controller.ctx.job_held
