@@ -46,7 +46,8 @@ def test_vmctl_drives_a_vm(appliance, tmp_path):
 def test_doctor_reports_each_check(appliance):
     result = vmctl(appliance.home, "--json", "doctor", check=False)
     checks = {c["name"]: c for c in json.loads(result.stdout)}
-    assert set(checks) == {"libvirt", "kvm", "fuse", "disk", "metadata", "api"}
+    assert set(checks) == {"libvirt", "wedged", "kvm", "fuse", "disk", "metadata", "api"}
+    assert checks["wedged"]["status"] == "ok"  # no domain paused (starting up) for 10 minutes
     assert checks["metadata"]["detail"].startswith("off (--no-metadata)")  # as Appliance starts it
     assert checks["libvirt"]["status"] == "ok" and checks["api"]["status"] == "ok"
     assert result.returncode == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
