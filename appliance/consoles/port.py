@@ -40,10 +40,10 @@ from typing import Any
 import libvirt
 
 from appliance.consoles.session import Session
+from appliance.consoles.streams import READ_CHUNK, WATCHED
 
 log = logging.getLogger("appliance.consoles")
 
-READ_CHUNK = 65536
 # Bytes sent to a guest that has written nothing since: below what its pty
 # takes, so that libvirtd never holds a stream's bytes it cannot write. Measured
 # on a halted guest (tests/integration/test_console_unread_guest.py): 4 and 8 KiB
@@ -51,8 +51,6 @@ READ_CHUNK = 65536
 UNANSWERED_MAX = 4 * 1024
 OUTPUT_IN_FLIGHT = 1024 * 1024  # bytes read and not yet taken by the loop
 STUCK_TIMEOUT = 10.0  # seconds a send may take before the session is closed as stuck
-WATCHED = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
-           | libvirt.VIR_STREAM_EVENT_HANGUP)
 STUCK_REASON = ("the guest does not take its console's input (a send to it has not returned "
                 f"in {STUCK_TIMEOUT:g} s): the console is closed; it opens again once the "
                 "guest reads its serial port or restarts")

@@ -21,8 +21,9 @@ from appliance.errors import Failed
 READ_CHUNK = 65536
 SCREENSHOT_MAX = 32 * 1024 * 1024  # bytes of libvirt's answer (a PPM of 4K x 2K is 24 MiB)
 SCREENSHOT_PIXELS_MAX = 4096 * 4096
-_WATCHED = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
-            | libvirt.VIR_STREAM_EVENT_HANGUP)
+# a stream's events that mean: read (or its end); console streams too (port.py)
+WATCHED = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
+           | libvirt.VIR_STREAM_EVENT_HANGUP)
 _events_lock = threading.Lock()
 _events_started = False
 
@@ -72,7 +73,7 @@ async def read_all(stream: libvirt.virStream, most: int, timeout: float) -> byte
             if data == -2:
                 armed.release()
                 try:
-                    stream.eventUpdateCallback(_WATCHED)
+                    stream.eventUpdateCallback(WATCHED)
                 except libvirt.libvirtError:
                     pass
                 return
@@ -84,7 +85,7 @@ async def read_all(stream: libvirt.virStream, most: int, timeout: float) -> byte
                 return
             buffer.write(data)
 
-    stream.eventAddCallback(_WATCHED, on_event, None)
+    stream.eventAddCallback(WATCHED, on_event, None)
     try:
         data = await asyncio.wait_for(done, timeout)
     except BaseException as err:
