@@ -195,6 +195,8 @@ class LiveMigration:
         self.ctx.migrating.add(vm_id)
         try:
             error, aborted = self._run(guest, request)
+            if error is None:  # recorded while its events are still the migration's own
+                self._record(started)
         finally:
             self.ctx.migrating.discard(vm_id)
         if isinstance(error, JobBusy):  # refused before anything began (execute asks again)
@@ -206,15 +208,21 @@ class LiveMigration:
             if aborted:
                 raise Failed(f"cancelled; the guest stays on {row['host']}")
             raise error
-        elapsed = self.ctx.monotonic() - started
-        self._restore_snapshots(self.dest)
-        record_move(self.ctx, self.op, row, self.target, self.dest.lookup(vm_id),
-                    f"live-migrated from {row['host']} to {self.target} in {elapsed:.1f} s"
-                    + (" (disks copied)" if self.copy else ""))
         if self.copy:
             self.files.drop_copy(row, self.source)
         firewall.remove(self.source.driver, row, quiet=True)  # no NIC of it is left there
         activate_disks(self.ctx, self.dest, row, self.op["id"])
+
+    def _record(self, started: float) -> None:
+        """The VM is on the target from now on. Before its migrating mark ends: a lifecycle
+        event of the source's (its domain stopped by the migration's end) read in between
+        would record the VM stopped (CI of stop 28: a drain just after found it "stopped")."""
+        row = self.row
+        elapsed = self.ctx.monotonic() - started
+        self._restore_snapshots(self.dest)
+        record_move(self.ctx, self.op, row, self.target, self.dest.lookup(row["id"]),
+                    f"live-migrated from {row['host']} to {self.target} in {elapsed:.1f} s"
+                    + (" (disks copied)" if self.copy else ""))
 
     def _restore_snapshots(self, link: HostLink) -> None:
         guest = link.lookup(self.row["id"])

@@ -68,6 +68,11 @@ class VmObserver:
             fresh = self.ctx.store.get_vm_by_id(row["id"])
             if fresh is None:
                 return "deleted"
+            if fresh["host"] != row["host"]:
+                # Seen on the host it left: a migration or move recorded since the row was
+                # read (an event of the source's, its migration's end, read just before the
+                # record). What that host shows is no longer the VM's state.
+                return str(fresh["observed_state"])
             return self._observe_locked(fresh, guest, record_xml)
 
     def _observe_locked(self, row: dict, guest: Guest | None, record_xml: bool) -> str:
