@@ -3,9 +3,12 @@ loop, the heartbeat that records each host's inventory, and what follows a
 host that stays down (evacuation) or is up (console mirroring)."""
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from appliance import hosturi
 from appliance.controller.cluster_cpu import ClusterCpu
@@ -17,6 +20,30 @@ from appliance.virt.driver import DriverError, Unreachable
 log = logging.getLogger("appliance.controller")
 
 HEARTBEAT_SECONDS = 2.0
+
+
+class ConnectThreads(concurrent.futures.Executor):
+    """A thread of its own for each connect. libvirt's open has no timeout: a host
+    whose connect hangs (an ssh tunnel to a machine gone dark, a TCP SYN nobody
+    answers) holds its thread until the kernel gives up. In a pool of 4, four such
+    hosts held every thread and no other host reconnected (the closing note of
+    session 14). At most one connect per host is under way (HostLink.connecting), so
+    the threads are bounded by the hosts an admin added."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[Any]:
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever reads the future
+                done.set_exception(err)
+
+        link = args[0] if args else None
+        name = f"connect-{getattr(link, 'name', 'host')}"
+        threading.Thread(target=run, name=name, daemon=True).start()
+        return done
 
 
 class HostMonitor:

@@ -29,7 +29,7 @@ from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
 from appliance.controller.files import VmFiles
-from appliance.controller.hosts import HEARTBEAT_SECONDS, HostMonitor
+from appliance.controller.hosts import HEARTBEAT_SECONDS, ConnectThreads, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
@@ -127,9 +127,7 @@ class Controller:
             sleep=sleep,
         )
         self.pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
-        self._connector = connector or ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="connect"
-        )
+        self._connector = connector or ConnectThreads()
         self.files = VmFiles(self.ctx)
         self.strategies = RunStrategies(self.ctx)
         self.vms = VmObserver(self.ctx, self.strategies)
