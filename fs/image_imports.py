@@ -24,7 +24,11 @@ writer's alone (another uid: ENOENT), `ls -l` shows the bytes received, and `rm`
 drops it. An import its writer never closed goes at release. Its progress is an
 `image-import` operation of no VM (GET /v1/operations): bytes_done every
 PROGRESS_SECONDS, then succeeded, failed with the reason, or cancelled by `rm`;
-one left running by a mount that stopped is failed when a mount starts again.
+one left running by a mount that stopped is failed when a mount starts again, or by
+the controller within IMPORT_SWEEP_SECONDS of its process's end. While imports run,
+the mount beats their operations every BEAT_SECONDS (appliance/service/images.py):
+a controller in another pid namespace, where the mount's pid means nothing, ends them
+once the beats stop.
 
 A copy cut short (a killed `cp`) closes the file too: what arrived is checked as
 if complete (a cut qcow2 is refused by the check; a cut raw disk is not).
@@ -48,6 +52,7 @@ from appliance.errors import Invalid, TooLarge
 from appliance.image_store import FREE_SPACE_RESERVE, SPACE_RECHECK_BYTES, free_bytes
 from appliance.model import OpStatus
 from appliance.service import Service
+from appliance.service.images import BEAT_SECONDS
 from fs import limits
 from fs.nodes import Node, Path, json_name
 
@@ -136,6 +141,8 @@ class ImageImports:
     def __init__(self, service: Service):
         self.service = service
         self.files: dict[Path, Import] = {}
+        self._beating = threading.Lock()  # guards _beater against the imports' begin and end
+        self._beater: threading.Thread | None = None
         try:  # a mount that stopped mid-copy left its operation running
             service.end_interrupted_image_files()
         except Exception:  # the mount serves whether or not they could be ended
@@ -174,7 +181,27 @@ class ImageImports:
         found = self.files[path] = Import(name, uid, tmp, fd, time.time(), op_id, source,
                                           reported=time.monotonic())
         log.info("import of image %s started by uid %s (operation %s)", name, uid, op_id)
+        with self._beating:
+            if self._beater is None:
+                self._beater = threading.Thread(target=self._beat, name="import-beat",
+                                                daemon=True)
+                self._beater.start()
         return found
+
+    def _beat(self) -> None:
+        """Every BEAT_SECONDS while an import runs: the store told that its mount lives
+        (one thread, ended with the last import; the next begin starts another)."""
+        while True:
+            time.sleep(BEAT_SECONDS)
+            with self._beating:
+                ids = [found.op_id for found in list(self.files.values())]
+                if not ids:
+                    self._beater = None
+                    return
+            try:
+                self.service.image_files_beat(ids)
+            except Exception:  # a busy or full store: the next beat tries again
+                log.exception("could not record the image imports' beat")
 
     def _room(self, found: Import, end: int, grows: int) -> None:
         """An upload's bounds for a file growing to `end` bytes (`grows` more on disk)."""

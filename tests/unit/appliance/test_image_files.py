@@ -108,7 +108,8 @@ def test_an_import_whose_mount_exits_after_the_next_mounts_start_is_ended_by_the
 
 def test_a_reused_pid_or_another_namespace(service):
     """A pid alive but another process's (its start differs) is gone; one recorded in
-    another pid namespace is not judged here (a mount in a container)."""
+    another pid namespace (a mount in a container) is not judged by its pid here, but by
+    its mount's beat (the next test): just started, it runs."""
     _tmp, fd, reused = service.begin_image_file("reused", "a test")
     os.close(fd)
     _tmp, fd, elsewhere = service.begin_image_file("elsewhere", "a test")
@@ -146,3 +147,40 @@ def test_an_import_of_a_mount_that_died_but_was_not_reaped_is_ended(service):
     finally:
         dead.kill()
         dead.wait()
+
+
+def test_an_import_of_another_pid_namespace_ends_when_its_mounts_beats_stop(service):
+    """Left open in session 14: an import recorded in another pid namespace (a mount in a
+    container over the same home) was never judged, and stayed running until that mount's
+    next start. Its mount's beat (params "beat") now tells; before the first beat, its start."""
+    ops = {}
+    for name in ("beating", "silent", "unbeaten"):
+        _tmp, fd, ops[name] = service.begin_image_file(name, "a test")
+        os.close(fd)
+    now = service.clock()
+    elsewhere = {"pid": 2 ** 22 + 1, "pid_ns": "pid:[1]"}
+    service.store.update_operation(ops["beating"], params={"image": "beating", **elsewhere,
+                                                           "beat": now - 5})
+    service.store.update_operation(ops["silent"], params={"image": "silent", **elsewhere,
+                                                          "beat": now - 61})
+    service.store.update_operation(ops["unbeaten"], started=now - 61,
+                                   params={"image": "unbeaten", **elsewhere})
+    assert service.end_interrupted_image_files() == 2
+    assert service.get_operation(ops["beating"])["status"] == OpStatus.RUNNING
+    for name in ("silent", "unbeaten"):
+        ended = service.get_operation(ops[name])
+        assert (ended["status"], ended["error"]) == (OpStatus.FAILED,
+                                                     "interrupted: the mount stopped")
+
+
+def test_a_beat_is_recorded_on_running_imports_only(service):
+    _tmp, fd, running = service.begin_image_file("running", "a test")
+    os.close(fd)
+    _tmp, fd, ended = service.begin_image_file("ended", "a test")
+    os.close(fd)
+    service.end_image_file(ended, OpStatus.CANCELLED, "removed before its end")
+    before = service.get_operation(running)["params"]
+    service.image_files_beat([running, ended, "no-such-operation"])
+    after = service.get_operation(running)["params"]
+    assert after == {**before, "beat": pytest.approx(service.clock(), abs=5)}
+    assert "beat" not in service.get_operation(ended)["params"]
