@@ -22,28 +22,61 @@ log = logging.getLogger("appliance.controller")
 HEARTBEAT_SECONDS = 2.0
 
 
+class ConnectBusy(RuntimeError):
+    """A connect to that host, at that address, is still under way (hung)."""
+
+
 class ConnectThreads(concurrent.futures.Executor):
     """A thread of its own for each connect. libvirt's open has no timeout: a host
     whose connect hangs (an ssh tunnel to a machine gone dark, a TCP SYN nobody
     answers) holds its thread until the kernel gives up. In a pool of 4, four such
     hosts held every thread and no other host reconnected (the closing note of
-    session 14). At most one connect per host is under way (HostLink.connecting), so
-    the threads are bounded by the hosts an admin added."""
+    session 14). At most one connect per host and address is under way: a link's
+    own (HostLink.connecting), and one of a link dropped meanwhile (a host removed
+    and added again) refuses the next with ConnectBusy until it returns; so the
+    threads are bounded by the addresses an admin gave, however long they hang.
+    submit raises RuntimeError when no thread can be had (pids.max): the caller
+    tries again later."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], threading.Thread] = {}
+        self._shut = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
                ) -> concurrent.futures.Future[Any]:
+        link = args[0] if args else None
+        key = (str(getattr(link, "name", "")), str(getattr(link, "uri", "")))
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
             try:
-                done.set_result(fn(*args, **kwargs))
-            except BaseException as err:  # noqa: BLE001 - handed to whoever reads the future
-                done.set_exception(err)
+                if done.set_running_or_notify_cancel():
+                    try:
+                        done.set_result(fn(*args, **kwargs))
+                    except BaseException as err:  # noqa: BLE001 - handed to the future's reader
+                        done.set_exception(err)
+            finally:
+                with self._lock:
+                    if self._running.get(key) is threading.current_thread():
+                        del self._running[key]
 
-        link = args[0] if args else None
-        name = f"connect-{getattr(link, 'name', 'host')}"
-        threading.Thread(target=run, name=name, daemon=True).start()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("the connector is shut down")
+            busy = self._running.get(key)
+            if busy is not None and busy.is_alive():
+                raise ConnectBusy(f"a connect to {key[0]} ({key[1]}) is still under way")
+            thread = threading.Thread(target=run, name=f"connect-{key[0] or 'host'}", daemon=True)
+            thread.start()  # RuntimeError when the system has no thread to give
+            self._running[key] = thread
         return done
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new connect; those under way are left to end (or hang) on their own:
+        their threads are daemons, and a connect cannot be cancelled."""
+        with self._lock:
+            self._shut = True
 
 
 class HostMonitor:
@@ -119,6 +152,8 @@ class HostMonitor:
                 raise ConnectionRefusedError(refused)
             link.driver.connect()
         except (Unreachable, ConnectionRefusedError) as err:
+            if self._dropped(link):
+                return False
             if link.down_since is None:
                 link.down_since = self.ctx.clock()
             reason = refused or (err.reason if isinstance(err, Unreachable) else str(err))
@@ -135,12 +170,25 @@ class HostMonitor:
                     "host-down", f"host {link.name} (libvirt at {link.uri}) unreachable: {reason}"
                 )
             return False
+        if self._dropped(link):
+            link.driver.disconnect()  # nobody would use or close it
+            return False
         link.was_up, link.reported_down, link.down_since = True, False, None
         log.info("connected to %s (%s)", link.name, link.uri)
         store.add_event("host-up", f"host {link.name} (libvirt at {link.uri}) reachable")
         # up with what it has: placeable at once
         self._record(link, up=True, info=self._inventory(link), attempt="")
         self.cluster_cpu.host_connected(link)
+        return True
+
+    def _dropped(self, link: HostLink) -> bool:
+        """Whether the link was dropped while its connect ran (its host removed, re-addressed,
+        or removed and added again): what that connect found is not the host row's to record
+        (the row is another link's now)."""
+        if self.ctx.links.get(link.name) is link:
+            return False
+        log.info("a connect to %s (%s) ended after its link was dropped; not recorded",
+                 link.name, link.uri)
         return True
 
     def _record(self, link: HostLink, up: bool, info: dict | None = None,

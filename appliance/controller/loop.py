@@ -29,7 +29,7 @@ from appliance.controller.consoles import ConsoleMirror
 from appliance.controller.context import Context, HostLink, Links
 from appliance.controller.evacuation import Evacuation
 from appliance.controller.files import VmFiles
-from appliance.controller.hosts import HEARTBEAT_SECONDS, ConnectThreads, HostMonitor
+from appliance.controller.hosts import HEARTBEAT_SECONDS, ConnectBusy, ConnectThreads, HostMonitor
 from appliance.controller.lifecycle import Lifecycle
 from appliance.controller.migration import Migrations
 from appliance.controller.operations import OperationRunner
@@ -273,7 +273,13 @@ class Controller:
             self._next_link_sync = now + self._heartbeat_seconds
             self.hosts.sync_links()
         for link in self.hosts.due_connects(now):
-            self._connector.submit(self._connect_in_background, link)
+            try:
+                self._connector.submit(self._connect_in_background, link)
+            except ConnectBusy:  # a dropped link's connect to that address still hangs
+                link.connecting = False
+            except RuntimeError as err:  # no thread to be had: again in a second
+                link.connecting = False
+                log.warning("could not start a connect to %s: %s", link.name, err)
         if self._reconnected.is_set():
             self._reconnected.clear()
             self._next_resync = self._next_filter_sweep = 0.0
