@@ -13,7 +13,6 @@ from appliance.controller import firewall
 from appliance.controller.context import Context
 from appliance.controller.runstrategy import RunStrategies
 from appliance.controller.snapshot_metadata import SnapshotMetadata
-from appliance.errors import NotFound
 from appliance.gcpause import collector_paused
 from appliance.virt.driver import DomainGone, DriverError, Guest, Listed
 
@@ -92,13 +91,18 @@ class VmObserver:
             except DriverError:
                 pass
         if fields:
-            try:
+            with self.ctx.store.transaction():
+                now = self.ctx.store.get_vm_by_id(row["id"])
+                if now is None:  # its delete removed the row since the fresh read
+                    return "deleted"
+                if now["host"] != row["host"]:
+                    # moved while libvirt was asked (a migration's record takes no lock of
+                    # ours): what the host it left showed is not the VM's state
+                    return str(now["observed_state"])
                 self.ctx.store.update_vm(row["id"], bump=False, **fields)
-            except NotFound:  # its delete removed the row since the fresh read: nothing to record
-                return "deleted"
-            if "observed_state" in fields:
-                message = state + (f" ({reason})" if reason else "")
-                self.ctx.store.add_event("state-changed", f"now {message}", row)
+                if "observed_state" in fields:
+                    message = state + (f" ({reason})" if reason else "")
+                    self.ctx.store.add_event("state-changed", f"now {message}", row)
         return state
 
     def observe_after(self, vm_id: str) -> bool:

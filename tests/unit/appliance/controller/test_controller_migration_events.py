@@ -51,3 +51,27 @@ def test_a_look_at_the_source_read_before_the_record_is_not_recorded(service, co
     assert not stopped_events(service, op)
     settle(controller, clock, passes=1)  # and the next pass sees it where it is
     assert service.store.get_vm_by_id(row["id"])["observed_state"] == "running"
+
+
+def test_a_move_recorded_while_libvirt_is_asked_is_not_undone_by_the_look(
+        service, controller, cloud, clock, monkeypatch):
+    """Review of d8c94dc: the look compared the row's host before asking libvirt, and the
+    migration's record takes no lock of the observer's: recorded while libvirt answered (the
+    source's domain already gone), the look wrote "stopped" onto the row that now said the
+    target. The write is now in one transaction with a last look at the row's host."""
+    row, home, other = running_vm(service, controller, clock)
+    link = controller.ctx.links.get(home)
+    guest = link.lookup(row["id"])
+    state = guest.state
+
+    def state_then_moved():
+        state()
+        service.store.update_vm(row["id"], bump=False, host=other)  # record_move, meanwhile
+        return ("stopped", "migrated")
+
+    monkeypatch.setattr(guest, "state", state_then_moved)
+    before = len(service.list_events("web1"))
+    assert controller.vms.observe(row, guest) == "running"
+    fresh = service.store.get_vm_by_id(row["id"])
+    assert (fresh["host"], fresh["observed_state"]) == (other, "running")
+    assert not [e for e in service.list_events("web1")[before:] if e["kind"] == "state-changed"]
