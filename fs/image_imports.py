@@ -25,10 +25,9 @@ drops it. An import its writer never closed goes at release. Its progress is an
 `image-import` operation of no VM (GET /v1/operations): bytes_done every
 PROGRESS_SECONDS, then succeeded, failed with the reason, or cancelled by `rm`;
 one left running by a mount that stopped is failed when a mount starts again, or by
-the controller within IMPORT_SWEEP_SECONDS of its process's end. While imports run,
-the mount beats their operations every BEAT_SECONDS (appliance/service/images.py):
-a controller in another pid namespace, where the mount's pid means nothing, ends them
-once the beats stop.
+the controller within IMPORT_SWEEP_SECONDS of its process's end. Until each ends,
+the mount beats their operations (fs/import_beat.py): a controller in another pid
+namespace, where the mount's pid means nothing, ends them once the beats stop.
 
 A copy cut short (a killed `cp`) closes the file too: what arrived is checked as
 if complete (a cut qcow2 is refused by the check; a cut raw disk is not).
@@ -52,8 +51,8 @@ from appliance.errors import Invalid, TooLarge
 from appliance.image_store import FREE_SPACE_RESERVE, SPACE_RECHECK_BYTES, free_bytes
 from appliance.model import OpStatus
 from appliance.service import Service
-from appliance.service.images import BEAT_SECONDS
 from fs import limits
+from fs.import_beat import ImportBeat
 from fs.nodes import Node, Path, json_name
 
 log = logging.getLogger("vmctl.fs")
@@ -141,8 +140,7 @@ class ImageImports:
     def __init__(self, service: Service):
         self.service = service
         self.files: dict[Path, Import] = {}
-        self._beating = threading.Lock()  # guards _beater against the imports' begin and end
-        self._beater: threading.Thread | None = None
+        self.beat = ImportBeat(service.image_files_beat)  # for a judge in another pid namespace
         try:  # a mount that stopped mid-copy left its operation running
             service.end_interrupted_image_files()
         except Exception:  # the mount serves whether or not they could be ended
@@ -177,31 +175,13 @@ class ImageImports:
         if len(self.files) >= AT_ONCE:
             raise pyfuse3.FUSEError(errno.EBUSY)
         source = f"the mount (uid {uid}, file {limits.excerpt(path[1], 64)!r})"
-        tmp, fd, op_id = self.service.begin_image_file(name, source)
+        with self.beat.starting() as beaten:
+            tmp, fd, op_id = self.service.begin_image_file(name, source)
+            beaten(op_id)
         found = self.files[path] = Import(name, uid, tmp, fd, time.time(), op_id, source,
                                           reported=time.monotonic())
         log.info("import of image %s started by uid %s (operation %s)", name, uid, op_id)
-        with self._beating:
-            if self._beater is None:
-                self._beater = threading.Thread(target=self._beat, name="import-beat",
-                                                daemon=True)
-                self._beater.start()
         return found
-
-    def _beat(self) -> None:
-        """Every BEAT_SECONDS while an import runs: the store told that its mount lives
-        (one thread, ended with the last import; the next begin starts another)."""
-        while True:
-            time.sleep(BEAT_SECONDS)
-            with self._beating:
-                ids = [found.op_id for found in list(self.files.values())]
-                if not ids:
-                    self._beater = None
-                    return
-            try:
-                self.service.image_files_beat(ids)
-            except Exception:  # a busy or full store: the next beat tries again
-                log.exception("could not record the image imports' beat")
 
     def _room(self, found: Import, end: int, grows: int) -> None:
         """An upload's bounds for a file growing to `end` bytes (`grows` more on disk)."""
@@ -243,20 +223,27 @@ class ImageImports:
         spoiled one dropped. None when it was finished already."""
         if not self._close(path, found):
             return None  # finished or dropped already (by another close, an rm)
-        if found.spoiled:
-            found.tmp.unlink(missing_ok=True)
-            self.service.end_image_file(found.op_id, OpStatus.FAILED, "a write was refused")
-            raise Invalid("the copy failed: nothing imported", "file")
-        self.service.image_file_progress(found.op_id, found.size)
-        return self.service.register_image_file(found.image, found.tmp, found.source,
-                                                found.op_id)
+        try:
+            if found.spoiled:
+                found.tmp.unlink(missing_ok=True)
+                self.service.end_image_file(found.op_id, OpStatus.FAILED, "a write was refused")
+                raise Invalid("the copy failed: nothing imported", "file")
+            self.service.image_file_progress(found.op_id, found.size)
+            return self.service.register_image_file(found.image, found.tmp, found.source,
+                                                    found.op_id)
+        finally:
+            self.beat.done(found.op_id)
 
     def drop(self, path: Path, found: Import) -> None:
         """An import given up (rm, or released without a close): its file removed."""
         if self._close(path, found):
-            found.tmp.unlink(missing_ok=True)
-            self.service.end_image_file(found.op_id, OpStatus.CANCELLED, "removed before its end")
-            log.info("import of image %s dropped", found.image)
+            try:
+                found.tmp.unlink(missing_ok=True)
+                self.service.end_image_file(found.op_id, OpStatus.CANCELLED,
+                                            "removed before its end")
+                log.info("import of image %s dropped", found.image)
+            finally:
+                self.beat.done(found.op_id)
 
     def _close(self, path: Path, found: Import) -> bool:
         """Its fd closed, once no write uses it; False: closed before (by another thread)."""

@@ -62,13 +62,20 @@ def end_interrupted_imports(store: Store, clock: Callable[[], float]) -> int:
     start, and by the controller every IMPORT_SWEEP_SECONDS: a mount started while the
     one it replaces was still exiting saw that one's import as alive, and the import
     stayed running until the next start (`make soak PART=kill-serve`, 90 s and more)."""
-    ended, now = 0, clock()
+    ended = 0
     for op in store.list_operations(status=OpStatus.RUNNING, limit=10000):
         pid = op["params"].get("pid") if op["kind"] == IMPORT_KIND else None
-        if isinstance(pid, int) and not _alive(op, now):
-            end_image_file(store, clock, op["id"], OpStatus.FAILED,
-                           "interrupted: the mount stopped")
-            ended += 1
+        if not isinstance(pid, int) or _alive(op, clock()):
+            continue
+        with store.transaction():  # as it is now: its mount may have ended it, or beaten it
+            try:
+                op = store.get_operation(op["id"])
+            except NotFound:
+                continue
+            if op["status"] == OpStatus.RUNNING and not _alive(op, clock()):
+                end_image_file(store, clock, op["id"], OpStatus.FAILED,
+                               "interrupted: the mount stopped")
+                ended += 1
     return ended
 
 

@@ -184,3 +184,19 @@ def test_a_beat_is_recorded_on_running_imports_only(service):
     after = service.get_operation(running)["params"]
     assert after == {**before, "beat": pytest.approx(service.clock(), abs=5)}
     assert "beat" not in service.get_operation(ended)["params"]
+
+
+def test_the_sweep_does_not_fail_an_import_its_mount_ended_meanwhile(service, monkeypatch):
+    """Review of 407046d: the sweep listed the running imports, then ended those it judged
+    gone with no second look: an import whose mount registered it in between was turned
+    from succeeded to failed, its image registered."""
+    _tmp, fd, op = service.begin_image_file("done", "a test")
+    os.close(fd)
+    dead = subprocess.Popen(["true"])  # noqa: S607
+    dead.wait()
+    service.store.update_operation(op, params={"image": "done", "pid": dead.pid})
+    listed = service.store.list_operations(status=OpStatus.RUNNING, limit=10000)
+    service.end_image_file(op, OpStatus.SUCCEEDED, None)  # its mount's end, after the listing
+    monkeypatch.setattr(service.store, "list_operations", lambda **_kw: listed)
+    assert service.end_interrupted_image_files() == 0
+    assert service.get_operation(op)["status"] == OpStatus.SUCCEEDED
