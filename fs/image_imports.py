@@ -140,7 +140,7 @@ class ImageImports:
     def __init__(self, service: Service):
         self.service = service
         self.files: dict[Path, Import] = {}
-        self.beat = ImportBeat(service.image_files_beat)  # for a judge in another pid namespace
+        self.beat = ImportBeat(service)  # for a judge in another pid namespace
         try:  # a mount that stopped mid-copy left its operation running
             service.end_interrupted_image_files()
         except Exception:  # the mount serves whether or not they could be ended

@@ -14,17 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pyfuse3
 
 from appliance.service.images import BEAT_SECONDS
 
+if TYPE_CHECKING:
+    from appliance.service import Service
+
 log = logging.getLogger("vmctl.fs")
 
 
 class ImportBeat:
-    def __init__(self, send: Callable[[list[str]], None]):
-        self._send = send  # Service.image_files_beat
+    def __init__(self, service: Service):
+        self._service = service  # its image_files_beat, at each beat
         self._lock = threading.Lock()
         self._live: set[str] = set()  # the operations beaten
         self._starting = 0  # imports being recorded: the thread waits for them
@@ -72,6 +76,6 @@ class ImportBeat:
             if not ids:
                 continue
             try:
-                self._send(ids)
+                self._service.image_files_beat(ids)
             except Exception:  # a busy or full store: the next beat tries again
                 log.exception("could not record the image imports' beat")
