@@ -14,9 +14,15 @@ from appliance.model import OPEN_OP_STATES
 
 
 def settle_later(store, name: str, state: str, seconds: float, error: str | None = None,
-                 host: str | None = None) -> threading.Thread:
-    """After `seconds`, the VM is `state` (on `host`) and its open operations ended."""
+                 host: str | None = None, once_asked: bool = False) -> threading.Thread:
+    """After `seconds`, the VM is `state` (on `host`) and its open operations ended.
+    once_asked: the seconds count from when the VM has an open operation (a command that
+    takes longer than `seconds` to ask, on a loaded machine, must still find its own)."""
     def settle() -> None:
+        deadline = time.monotonic() + 60
+        while once_asked and time.monotonic() < deadline and not store.operations_of_vm(
+                store.get_vm(name)["id"], OPEN_OP_STATES):
+            time.sleep(0.02)
         time.sleep(seconds)
         vm = store.get_vm(name)
         fields = {"host": host} if host else {}
@@ -94,8 +100,9 @@ def test_a_drain_on_a_terminal_counts_the_vms_moved(vmctl, store, running, monke
     settle_later(store, "web2", "running", 0).join()
     _second_host(store)
     monkeypatch.setattr(progress, "on_terminal", lambda args: True)
-    waiter = settle_later(store, "web1", "running", 0.5, host="h2")
-    failer = settle_later(store, "web2", "running", 2.5, error="the target refused it")
+    waiter = settle_later(store, "web1", "running", 0.5, host="h2", once_asked=True)
+    failer = settle_later(store, "web2", "running", 2.5, error="the target refused it",
+                          once_asked=True)
     code, out, err = vmctl("host", "state", "local", "maintenance")
     waiter.join()
     failer.join()
