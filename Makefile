@@ -80,7 +80,7 @@ FS_ON_TEST_DRIVER := $(filter-out $(FS_REAL_SERVE),$(wildcard tests/fs/test_*.py
 # ~150 s and ~165 s).
 test: setup lint
 	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" -n 2 --dist loadfile tests/unit $(FS_ON_TEST_DRIVER) --ignore=$(UNIT_SERIAL) $(PYTEST_ARGS)
-	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT) $(addprefix --ignore=,$(FS_ON_TEST_DRIVER)) $(PYTEST_ARGS)
+	VMAPP_TESTS_THOROUGH=1 $(PYTEST) -ra -m "not slow" $(UNIT_SERIAL) $(SUITES_BUT_UNIT) $(addprefix --ignore=,$(FS_ON_TEST_DRIVER)) --durations=30 $(PYTEST_ARGS)
 	$(MAKE) -j2 --output-sync=target bench-quick-guests bench-quick-cpu-then-soak
 
 # make test's two last jobs: bench-quick and soak-quick between them. The second runs
