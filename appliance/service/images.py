@@ -36,7 +36,7 @@ def pid_namespace() -> str | None:
 
 
 # An import's mount tells the store it still runs every BEAT_SECONDS (params "beat", the
-# store's clock; fs/image_imports.py). A pid means nothing outside its pid namespace: an
+# store's clock; fs/import_beat.py). A pid means nothing outside its pid namespace: an
 # import recorded in another one (a mount in a container over the same home) is judged by
 # that beat instead, and ended once none came for BEAT_STALE_SECONDS.
 BEAT_SECONDS = 10.0

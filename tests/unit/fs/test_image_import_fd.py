@@ -32,9 +32,6 @@ class _Service:
     def image_file_progress(self, op_id: str, done: int) -> None:
         pass
 
-    def image_files_beat(self, op_ids: list[str]) -> None:
-        pass
-
 
 class _Watched:
     """The import's lock, telling when a second thread asks for it while it is held."""
