@@ -80,7 +80,10 @@ def may_allow_other(fuse_conf: Path = FUSE_CONF) -> bool:
     return any(line.strip() == "user_allow_other" for line in lines)
 
 
-async def _serve_until_signal() -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+async def _serve_until_signal(asked: list[int]) -> None:
     # Every FUSE request acts as its caller (fs/guard.py); one that forgot to would act as
     # nobody (no project, no VM), never as the default SYSTEM. pyfuse3's tasks start from here.
     set_caller(ANONYMOUS)
@@ -91,7 +94,11 @@ async def _serve_until_signal() -> None:
             nursery.cancel_scope.cancel()  # unmounted from outside
 
         nursery.start_soon(fuse_main)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            if asked:  # came before this receiver
+                log.info("signal %s: unmounting", asked[0])
+                nursery.cancel_scope.cancel()
+                return
             async for signum in signals:
                 log.info("signal %s: unmounting", signum)
                 nursery.cancel_scope.cancel()
@@ -121,10 +128,17 @@ def run(config: Config, mountpoint: str | Path, service: Service | None = None,
     # Where the kernel shows the mount's files in /proc/PID/fd (fs/image_imports.py
     # held_elsewhere): resolved before the mount, which would otherwise answer it itself.
     operations.made.mountpoint = os.path.realpath(mountpoint)
+    # Outside trio's receiver (before it, and once trio.run restores these at its end, during
+    # the unmount), a stop signal is remembered, not fatal: `make run`'s Ctrl-C reaches serve
+    # and this child, and serve's SIGTERM followed at once; its default action killed the
+    # mount in the middle of unmounting, which stayed behind, stale.
+    asked: list[int] = []
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda number, _frame: asked.append(number))
     pyfuse3.init(operations, str(mountpoint), mount_options(allow_other=shared))
     log.info("mounted at %s (home %s)", mountpoint, config.home)
     try:
-        trio.run(_serve_until_signal)
+        trio.run(_serve_until_signal, asked)
     finally:
         pyfuse3.close(unmount=True)
         if is_mounted(mountpoint):  # still there: a stuck user keeps it busy

@@ -7,6 +7,7 @@ import errno
 import grp
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -502,6 +503,26 @@ def test_sigterm_unmounts_and_a_stale_mount_is_cleared(tmp_path):
         assert "Transport endpoint is not connected" in result.stderr
         m.start()  # the next start clears it
         assert sorted(os.listdir(m.mnt / "vms")) == ["web1"]
+    finally:
+        m.stop()
+
+
+def test_ctrl_c_then_serves_sigterm_still_unmounts(tmp_path):
+    """`make run`, Ctrl-C: the terminal sends SIGINT to serve and to its mount child, and serve
+    at once stops its children with SIGTERM. That SIGTERM came while the mount was unmounting,
+    after its signal receiver had closed, and killed it there: the mount stayed behind, stale
+    ("Transport endpoint is not connected"), until the next start (found following the
+    README, session 16)."""
+    m = Mount(tmp_path)
+    try:
+        for _ in range(3):
+            m.start()
+            if not (m.mnt / "vms" / "web1").exists():
+                m.mkvm("web1")
+            os.kill(m.proc.pid, signal.SIGINT)  # the terminal's
+            os.kill(m.proc.pid, signal.SIGTERM)  # serve's terminate(), at once
+            m.proc.wait(timeout=30)
+            assert not is_mounted(m.mnt), "the mount was left behind"
     finally:
         m.stop()
 
